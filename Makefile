@@ -1,0 +1,33 @@
+# Berth: the two commands are `make run` and `make test` (fresh Debian 12 is enough).
+# The build itself is CMake; this file only strings the steps together.
+
+BUILD_DIR  ?= build
+TEST_DIR   ?= build-test
+BUILD_TYPE ?= RelWithDebInfo
+JOBS       ?= 2
+# `make run DEPS=true` skips the package check (e.g. without root or sudo).
+DEPS       ?= deploy/install-deps
+
+.PHONY: all deps build run test clean
+
+all: build
+
+deps:
+	$(DEPS)
+
+build: deps
+	cmake -S . -B $(BUILD_DIR) -DCMAKE_BUILD_TYPE=$(BUILD_TYPE)
+	cmake --build $(BUILD_DIR) -j$(JOBS)
+
+# Foreground: Redis + every service + three simulated hosts + gateway; Ctrl-C stops it all.
+run: build
+	BERTH_BIN_DIR=$(BUILD_DIR)/bin exec deploy/berth-up
+
+# Everything under ASan+UBSan: unit tests and integration tests, through ctest.
+test: deps
+	cmake -S . -B $(TEST_DIR) -DCMAKE_BUILD_TYPE=Debug -DBERTH_SANITIZE=ON
+	cmake --build $(TEST_DIR) -j$(JOBS)
+	ctest --test-dir $(TEST_DIR) --output-on-failure
+
+clean:
+	rm -rf $(BUILD_DIR) $(TEST_DIR)

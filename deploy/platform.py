@@ -1,0 +1,566 @@
+"""Berth platform runner: a real redis-server plus every Berth service as local processes.
+
+Shared by the local runner (deploy/berth-up) and the integration tests. Everything runs on
+loopback with free ports inside one data directory; nothing here needs root, Docker or any
+Python package outside the standard library.
+
+    from platform import Platform          # with deploy/ on sys.path
+    with Platform(bin_dir="build/bin") as p:
+        p.start_all(agents=3)              # redis, every service, three agents, gateway
+        p.wait_http("/v1/health", lambda r: r.status == 200)
+        p.stop_redis(); p.start_redis()    # same port, same dir, AOF reloaded
+
+Environment: BERTH_BIN_DIR (where the berth-* binaries are), BERTH_REDIS_SERVER
+(redis-server binary, default from PATH), BERTH_KEEP_DATA=1 (keep a temporary data dir).
+"""
+
+import errno
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+
+# The services start_all() launches, in start order (the gateway comes last, after agents).
+SERVICES = ("approval", "scheduler", "taskmgr", "stager", "meter")
+
+# Simulated host sizes for the agents, cycled: different sizes so placement has a choice.
+AGENT_SIZES = (
+    {"BERTH_HOST_VCPUS": "8", "BERTH_HOST_RAM_MB": "16384", "BERTH_HOST_DISK_GB": "200"},
+    {"BERTH_HOST_VCPUS": "16", "BERTH_HOST_RAM_MB": "32768", "BERTH_HOST_DISK_GB": "500"},
+    {"BERTH_HOST_VCPUS": "32", "BERTH_HOST_RAM_MB": "65536", "BERTH_HOST_DISK_GB": "1000"},
+)
+
+# Inherited BERTH_* variables that may reach the services; every other BERTH_* setting in the
+# caller's environment is dropped so that, say, a stray BERTH_BIND cannot break every process.
+PASS_THROUGH = ("BERTH_LOG_LEVEL", "BERTH_HEARTBEAT_MS", "BERTH_LIBVIRT_URI")
+
+_PR_SET_PDEATHSIG = 1
+
+
+class PlatformError(RuntimeError):
+    """A process of the platform failed to start, died or did not become ready in time."""
+
+
+def free_port(host="127.0.0.1"):
+    """A TCP port that is free on host right now (the kernel picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def _die_with_parent():
+    # Runs in the child between fork and exec: a new session keeps the terminal's Ctrl-C away
+    # from the services (the runner stops them in order), and PDEATHSIG stops them if the
+    # runner itself is killed with SIGKILL. Linux only; elsewhere the session is enough.
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    except Exception:
+        pass
+
+
+class Response:
+    """An HTTP answer: status, headers, body (bytes); .text and .json() decode it."""
+
+    def __init__(self, status, headers, body):
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+    @property
+    def text(self):
+        return self.body.decode("utf-8", "replace")
+
+    def json(self):
+        return json.loads(self.body.decode("utf-8"))
+
+    def __repr__(self):
+        return "<Response %s %r>" % (self.status, self.text[:200])
+
+
+class Process:
+    """One child process of the platform: a service instance or redis-server."""
+
+    def __init__(self, name, service, argv, env, log_path):
+        self.name = name          # unique within the platform, e.g. "agent-2"
+        self.service = service    # "agent", "gateway", "redis", ...
+        self.argv = list(argv)
+        self.env = dict(env)      # the complete environment it was started with
+        self.log_path = log_path  # stdout and stderr, appended across restarts
+        self.stopping = False     # set once we signalled it: its exit is then expected
+        self._log = open(log_path, "ab")
+        self._log_start = self._log.tell()   # where this run's output begins
+        self._log.write(("---- start %s: %s\n" % (time.strftime("%Y-%m-%dT%H:%M:%S"),
+                                                  " ".join(argv))).encode())
+        self._log.flush()
+        try:
+            self.popen = subprocess.Popen(argv, env=self.env, stdin=subprocess.DEVNULL,
+                                          stdout=self._log, stderr=subprocess.STDOUT,
+                                          start_new_session=True, preexec_fn=_die_with_parent)
+        except OSError:
+            self._log.close()
+            raise
+
+    @property
+    def pid(self):
+        return self.popen.pid
+
+    @property
+    def returncode(self):
+        return self.popen.poll()
+
+    def alive(self):
+        return self.popen.poll() is None
+
+    def kill(self, sig=signal.SIGTERM):
+        """Send sig (SIGTERM by default). Its exit is then expected, not a failure."""
+        self.stopping = True
+        if self.popen.poll() is None:
+            try:
+                self.popen.send_signal(sig)
+            except ProcessLookupError:
+                pass
+
+    def wait(self, timeout=None):
+        """Exit status, or None if still running after timeout seconds."""
+        try:
+            return self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def close(self):
+        if not self._log.closed:
+            self._log.close()
+
+    def tail(self, lines=20):
+        """The last lines this run wrote to its log, for error messages."""
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(0, os.SEEK_END)
+                f.seek(max(self._log_start, f.tell() - 64 * 1024))
+                data = f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+        return "\n".join(data.splitlines()[-lines:])
+
+    def describe_exit(self):
+        rc = self.popen.poll()
+        if rc is None:
+            return "running"
+        if rc < 0:
+            try:
+                return "killed by %s" % signal.Signals(-rc).name
+            except ValueError:
+                return "killed by signal %d" % -rc
+        return "exited with status %d" % rc
+
+    def __repr__(self):
+        return "<Process %s pid=%s %s>" % (self.name, self.pid, self.describe_exit())
+
+
+class Platform:
+    """Redis and the Berth services on loopback, owned by this object and stopped by stop().
+
+    bin_dir: directory with the berth-* binaries (default: env BERTH_BIN_DIR).
+    data_dir: where Redis data, service data and logs live (default: a new temporary dir,
+      removed by stop() unless keep_data or BERTH_KEEP_DATA=1).
+    http_port: gateway port (default: a free port). admin_user/admin_password: gateway
+      bootstrap credentials (password generated when None). env: extra variables for every
+      service. grace: seconds between SIGTERM and SIGKILL in stop().
+    """
+
+    def __init__(self, bin_dir=None, data_dir=None, http_port=None, admin_user="admin",
+                 admin_password=None, env=None, redis_port=None, keep_data=None, grace=10.0):
+        bin_dir = bin_dir or os.environ.get("BERTH_BIN_DIR")
+        self.bin_dir = os.path.abspath(bin_dir) if bin_dir else None
+        if data_dir:
+            self.data_dir = os.path.abspath(data_dir)
+            os.makedirs(self.data_dir, exist_ok=True)
+            self._owns_data_dir = False
+        else:
+            self.data_dir = tempfile.mkdtemp(prefix="berth-")
+            self._owns_data_dir = True
+        if keep_data is None:
+            keep_data = os.environ.get("BERTH_KEEP_DATA", "") not in ("", "0")
+        self.keep_data = keep_data
+        self.log_dir = os.path.join(self.data_dir, "logs")
+        os.makedirs(self.log_dir, exist_ok=True)
+        self.redis_dir = os.path.join(self.data_dir, "redis")
+        self.redis_port = redis_port
+        self.redis = None                 # the redis-server Process while it runs
+        self.http_port = http_port
+        self.admin_user = admin_user
+        self.admin_password = admin_password or secrets.token_urlsafe(18)
+        self.extra_env = dict(env or {})
+        self.grace = grace
+        self.procs = []                   # every service Process started, in start order
+        self.taskmgr_endpoint = None      # set by start_all()
+        self._ports = set()
+        self._stopped = False
+
+    # -- ports and environment ------------------------------------------------------------
+
+    def free_port(self):
+        """A free loopback port never handed out before by this platform."""
+        for _ in range(100):
+            port = free_port()
+            if port not in self._ports:
+                self._ports.add(port)
+                return port
+        raise PlatformError("no free port found")
+
+    def base_env(self):
+        """The environment every service starts with: ours minus stray BERTH_*, plus Redis."""
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith("BERTH_") or k in PASS_THROUGH}
+        env.update(self.extra_env)
+        if self.redis_port is not None:
+            env["BERTH_REDIS_HOST"] = "127.0.0.1"
+            env["BERTH_REDIS_PORT"] = str(self.redis_port)
+        return env
+
+    @property
+    def url(self):
+        """Base URL of the gateway (valid once start_all() or start_gateway() ran)."""
+        if self.http_port is None:
+            raise PlatformError("the gateway has no port yet")
+        return "http://127.0.0.1:%d" % self.http_port
+
+    # -- redis ----------------------------------------------------------------------------
+
+    def start_redis(self, timeout=15.0):
+        """Start redis-server (or start it again) on the same port and dir; wait for PING.
+
+        AOF on, RDB snapshots off: a restart replays the append-only file like production.
+        """
+        if self.redis is not None and self.redis.alive():
+            return self.redis
+        if self.redis_port is None:
+            self.redis_port = self.free_port()
+        os.makedirs(self.redis_dir, exist_ok=True)
+        server = os.environ.get("BERTH_REDIS_SERVER", "redis-server")
+        argv = [server, "--port", str(self.redis_port), "--bind", "127.0.0.1",
+                "--dir", self.redis_dir, "--appendonly", "yes", "--save", "",
+                "--daemonize", "no", "--protected-mode", "no", "--logfile", ""]
+        log_path = os.path.join(self.log_dir, "redis.log")
+        try:
+            self.redis = Process("redis", "redis", argv, os.environ, log_path)
+        except FileNotFoundError:
+            raise PlatformError("redis-server not found (%s); run deploy/install-deps" % server)
+        deadline = time.monotonic() + timeout
+        while True:
+            if not self.redis.alive():
+                raise PlatformError("redis-server %s:\n%s" % (self.redis.describe_exit(),
+                                                               self.redis.tail()))
+            try:
+                if self.redis_command("PING", timeout=1.0) == "PONG":
+                    return self.redis
+            except (OSError, PlatformError):
+                pass   # not listening yet, or still loading the AOF
+            if time.monotonic() > deadline:
+                raise PlatformError("redis-server on port %d not ready after %.0fs:\n%s"
+                                    % (self.redis_port, timeout, self.redis.tail()))
+            time.sleep(0.05)
+
+    def stop_redis(self, sig=signal.SIGTERM, timeout=15.0):
+        """Stop redis-server (SIGTERM flushes the AOF; pass SIGKILL for a crash)."""
+        if self.redis is None:
+            return
+        self.redis.kill(sig)
+        if self.redis.wait(timeout) is None:
+            self.redis.kill(signal.SIGKILL)
+            self.redis.wait()
+        self.redis.close()
+        self.redis = None
+
+    def redis_command(self, *args, timeout=5.0):
+        """Run one Redis command on the platform's server; the decoded reply.
+
+        A minimal RESP client so tests can look at state without redis-py. Error replies
+        raise PlatformError.
+        """
+        if self.redis_port is None:
+            raise PlatformError("redis has not been started")
+        parts = [b"*%d\r\n" % len(args)]
+        for a in args:
+            a = a if isinstance(a, bytes) else str(a).encode()
+            parts.append(b"$%d\r\n%s\r\n" % (len(a), a))
+        with socket.create_connection(("127.0.0.1", self.redis_port), timeout=timeout) as s:
+            s.sendall(b"".join(parts))
+            return _RespReader(s).read()
+
+    # -- services -------------------------------------------------------------------------
+
+    def binary(self, service):
+        """Path of a service's binary: 'scheduler' -> BIN_DIR/berth-scheduler."""
+        if not self.bin_dir:
+            raise PlatformError("no bin dir: pass bin_dir or set BERTH_BIN_DIR")
+        name = service if service.startswith("berth") else "berth-" + service
+        path = os.path.join(self.bin_dir, name)
+        if not os.access(path, os.X_OK):
+            raise PlatformError("%s not found or not executable (build first)" % path)
+        return path
+
+    def _unique_name(self, base):
+        taken = {p.name for p in self.procs if p.alive()}
+        if base not in taken:
+            return base
+        n = 2
+        while "%s-%d" % (base, n) in taken:
+            n += 1
+        return "%s-%d" % (base, n)
+
+    def start(self, service, env=None, name=None, args=()):
+        """Start one instance of a service; the Process handle.
+
+        env is merged over base_env(); BERTH_DATA_DIR defaults to a directory of its own.
+        Output goes to logs/<name>.log under the data dir.
+        """
+        argv = [self.binary(service)] + list(args)
+        name = name or self._unique_name(service)
+        full = self.base_env()
+        full["BERTH_DATA_DIR"] = os.path.join(self.data_dir, "services", name)
+        full.update(env or {})
+        os.makedirs(full["BERTH_DATA_DIR"], exist_ok=True)
+        log_path = os.path.join(self.log_dir, name + ".log")
+        proc = Process(name, service, argv, full, log_path)
+        self._stopped = False
+        self.procs.append(proc)
+        return proc
+
+    def restart(self, proc, timeout=None):
+        """Start a process again with the same binary, environment and name.
+
+        If it is still running it is stopped first (SIGTERM, SIGKILL after the grace period).
+        """
+        if proc.alive():
+            self._terminate([proc], self.grace if timeout is None else timeout)
+        proc.close()
+        new = Process(proc.name, proc.service, proc.argv, proc.env, proc.log_path)
+        self.procs.append(new)
+        return new
+
+    def start_gateway(self, env=None):
+        if self.http_port is None:
+            self.http_port = self.free_port()
+        full = {"BERTH_HTTP_BIND": "127.0.0.1", "BERTH_HTTP_PORT": str(self.http_port),
+                "BERTH_ADMIN_USER": self.admin_user,
+                "BERTH_ADMIN_PASSWORD": self.admin_password}
+        full.update(env or {})
+        return self.start("gateway", env=full)
+
+    def start_agent(self, index, env=None):
+        """Start agent number index (1-based) as host-<index>, sized from AGENT_SIZES."""
+        if self.taskmgr_endpoint is None:
+            raise PlatformError("start taskmgr (start_all) before agents")
+        full = {"BERTH_TASKMGR_ENDPOINTS": self.taskmgr_endpoint,
+                "BERTH_HOST_NAME": "host-%d" % index}
+        full.update(AGENT_SIZES[(index - 1) % len(AGENT_SIZES)])
+        full.update(env or {})
+        return self.start("agent", env=full, name="agent-%d" % index)
+
+    def start_all(self, agents=3, wait=True, timeout=60.0):
+        """Redis (if not running), every service, agents of different sizes and the gateway.
+
+        taskmgr binds a fixed free port because the agents are configured with its endpoint.
+        With wait, returns once /readyz answers 200.
+        """
+        self.start_redis()
+        for service in SERVICES:
+            env = {}
+            if service == "taskmgr":
+                self.taskmgr_endpoint = "tcp://127.0.0.1:%d" % self.free_port()
+                env["BERTH_BIND"] = self.taskmgr_endpoint
+            self.start(service, env=env)
+        for i in range(1, agents + 1):
+            self.start_agent(i)
+        self.start_gateway()
+        if wait:
+            self.wait_ready(timeout)
+        return self
+
+    def unexpected_exits(self):
+        """Processes that exited although nobody asked them to."""
+        procs = self.procs + ([self.redis] if self.redis else [])
+        return [p for p in procs if not p.stopping and not p.alive()]
+
+    def check_alive(self):
+        """Raise PlatformError naming every process that died unexpectedly, with its log."""
+        dead = self.unexpected_exits()
+        if dead:
+            raise PlatformError("\n".join(
+                "%s (pid %d) %s; last log lines (%s):\n%s"
+                % (p.name, p.pid, p.describe_exit(), p.log_path, p.tail()) for p in dead))
+
+    # -- HTTP -----------------------------------------------------------------------------
+
+    def http(self, method, path, body=None, headers=None, timeout=10.0):
+        """One request to the gateway; a Response for every status (no exception on 4xx/5xx).
+
+        body may be bytes, str or a JSON-serializable object (sent as application/json).
+        """
+        data = body
+        hdrs = dict(headers or {})
+        if body is not None and not isinstance(body, (bytes, str)):
+            data = json.dumps(body)
+            hdrs.setdefault("Content-Type", "application/json")
+        if isinstance(data, str):
+            data = data.encode()
+        req = urllib.request.Request(self.url + path, data=data, headers=hdrs, method=method)
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as r:
+                return Response(r.status, dict(r.headers), r.read())
+        except urllib.error.HTTPError as e:
+            return Response(e.code, dict(e.headers), e.read())
+
+    def wait_http(self, path, predicate=None, timeout=30.0, interval=0.1):
+        """Poll GET path until predicate(Response) is true; the Response that satisfied it.
+
+        Default predicate: status 200. Fails early if a process dies; raises TimeoutError
+        with the last answer when the deadline passes.
+        """
+        predicate = predicate or (lambda r: r.status == 200)
+        deadline = time.monotonic() + timeout
+        last = None
+        while True:
+            self.check_alive()
+            try:
+                last = self.http("GET", path, timeout=max(0.5, min(5.0, timeout)))
+                if predicate(last):
+                    return last
+            except (OSError, ValueError) as e:    # refused, reset, timeout, bad JSON
+                last = e
+            if time.monotonic() > deadline:
+                raise TimeoutError("GET %s: condition not met after %.0fs; last answer: %r"
+                                   % (path, timeout, last))
+            time.sleep(interval)
+
+    def wait_ready(self, timeout=60.0):
+        """Wait until the gateway's /readyz says 200 (Redis up, every service registered)."""
+        return self.wait_http("/readyz", timeout=timeout)
+
+    # -- shutdown -------------------------------------------------------------------------
+
+    def _terminate(self, procs, grace):
+        for p in procs:
+            p.kill(signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for p in procs:
+            if p.wait(max(0.0, deadline - time.monotonic())) is None:
+                p.kill(signal.SIGKILL)
+                p.wait()
+            p.close()
+
+    def stop(self):
+        """Stop everything started here: services (gateway first), then Redis. Safe twice.
+
+        SIGTERM, then SIGKILL for whatever is still running after the grace period.
+        Removes a temporary data dir unless keep_data.
+        """
+        if self._stopped:
+            return
+        self._stopped = True
+        self._terminate(list(reversed(self.procs)), self.grace)
+        self.stop_redis()
+        if self._owns_data_dir and not self.keep_data:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    def logs(self):
+        """{name: log path} of every process started, for reports."""
+        out = {p.name: p.log_path for p in self.procs}
+        out["redis"] = os.path.join(self.log_dir, "redis.log")
+        return out
+
+    def dump_logs(self, lines=30, file=None):
+        """Print the tail of every log (for a failed test)."""
+        file = file or sys.stderr
+        seen = set()
+        for p in self.procs + ([self.redis] if self.redis else []):
+            if p.log_path in seen:
+                continue
+            seen.add(p.log_path)
+            print("==== %s (%s) %s" % (p.name, p.describe_exit(), p.log_path), file=file)
+            print(p.tail(lines), file=file)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+        return False
+
+
+class _RespReader:
+    """Reads one RESP reply from a socket."""
+
+    def __init__(self, sock):
+        self.sock = sock
+        self.buf = b""
+
+    def _line(self):
+        while b"\r\n" not in self.buf:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise OSError(errno.ECONNRESET, "redis closed the connection")
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\r\n", 1)
+        return line
+
+    def _exact(self, n):
+        while len(self.buf) < n + 2:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise OSError(errno.ECONNRESET, "redis closed the connection")
+            self.buf += chunk
+        data, self.buf = self.buf[:n], self.buf[n + 2:]
+        return data
+
+    def read(self):
+        line = self._line()
+        kind, rest = line[:1], line[1:]
+        if kind == b"+":
+            return rest.decode()
+        if kind == b"-":
+            raise PlatformError("redis: " + rest.decode())
+        if kind == b":":
+            return int(rest)
+        if kind == b"$":
+            n = int(rest)
+            return None if n < 0 else self._exact(n).decode("utf-8", "replace")
+        if kind == b"*":
+            n = int(rest)
+            return None if n < 0 else [self.read() for _ in range(n)]
+        raise PlatformError("redis: unexpected reply %r" % line)
+
+
+def _graft_stdlib_platform():
+    # This file shares its name with the standard library's `platform`. When deploy/ is first
+    # on sys.path, a standard module that imports `platform` gets this one; copy the real
+    # module's functions in so that such imports keep working.
+    try:
+        import importlib.util
+        import sysconfig
+
+        path = os.path.join(sysconfig.get_paths()["stdlib"], "platform.py")
+        spec = importlib.util.spec_from_file_location("_stdlib_platform", path)
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        for key, value in vars(mod).items():
+            if not key.startswith("__") and key not in globals():
+                globals()[key] = value
+    except Exception:
+        pass
+
+
+if __name__ == "platform":
+    _graft_stdlib_platform()

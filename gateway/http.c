@@ -1,0 +1,274 @@
+/*  http: libmicrohttpd daemon with an internal thread pool. Each worker thread lazily opens
+    its own Redis connection and bus client (actors own their sockets), released when the
+    thread ends. A request's body is gathered up to the cap, parsed as JSON, and routed by
+    method and path pattern. */
+#include "http.h"
+
+#include <arpa/inet.h>
+#include <microhttpd.h>
+#include <pthread.h>
+
+struct _http_t {
+    struct MHD_Daemon *daemon;
+    http_options_t options;
+    const http_route_t *routes;
+    void *app;
+};
+
+typedef struct {
+    store_t *store;
+    bus_client_t *bus;
+} s_worker_t;
+
+typedef struct {
+    char *data;                /* body gathered so far */
+    size_t size;
+    int too_large;             /* the body crossed the cap */
+    char request_id[UTIL_ID_LEN];
+} s_upload_t;
+
+static pthread_key_t s_worker_key;
+static pthread_once_t s_worker_once = PTHREAD_ONCE_INIT;
+
+static void s_worker_free(void *arg)
+{
+    s_worker_t *w = arg;
+    bus_client_destroy(&w->bus);
+    store_destroy(&w->store);
+    free(w);
+}
+
+static void s_worker_key_init(void)
+{
+    pthread_key_create(&s_worker_key, s_worker_free);
+}
+
+static s_worker_t *s_worker(http_t *self)
+{
+    pthread_once(&s_worker_once, s_worker_key_init);
+    s_worker_t *w = pthread_getspecific(s_worker_key);
+    if (w)
+        return w;
+    w = calloc(1, sizeof *w);
+    if (!w)
+        return NULL;
+    w->store = store_new(self->options.redis_host, self->options.redis_port, 1000, 1000);
+    w->bus = w->store ? bus_client_new(w->store, self->options.sender) : NULL;
+    if (!w->bus) {
+        s_worker_free(w);
+        return NULL;
+    }
+    pthread_setspecific(s_worker_key, w);
+    return w;
+}
+
+void http_json(http_req_t *req, int status, json_t *body)
+{
+    json_decref(req->response);
+    req->status = status;
+    req->response = body;
+}
+
+void http_error(http_req_t *req, int status, const char *code, const char *message)
+{
+    http_json(req, status,
+              json_pack("{s:{s:s, s:s, s:s, s:{}}}", "error", "code", code, "message", message,
+                        "request_id", req->request_id, "details"));
+}
+
+static int s_send(struct MHD_Connection *connection, http_req_t *req)
+{
+    char *text = req->response ? json_dumps(req->response, JSON_COMPACT) : strdup("{}");
+    if (!text)
+        return MHD_NO;
+    size_t len = strlen(text);
+    text[len] = '\0';
+    struct MHD_Response *response =
+        MHD_create_response_from_buffer(len, text, MHD_RESPMEM_MUST_FREE);
+    if (!response) {
+        free(text);
+        return MHD_NO;
+    }
+    MHD_add_response_header(response, "Content-Type", "application/json");
+    MHD_add_response_header(response, "X-Request-Id", req->request_id);
+    MHD_add_response_header(response, "Cache-Control", "no-store");
+    if (req->location[0])
+        MHD_add_response_header(response, "Location", req->location);
+    int rc = MHD_queue_response(connection, (unsigned)req->status, response);
+    MHD_destroy_response(response);
+    return rc;
+}
+
+/* Match path against a pattern; {name} segments capture into params. */
+static int s_match(const char *pattern, const char *path, const char *params[4], char *buf,
+                   size_t bufsize)
+{
+    int n = 0;
+    size_t used = 0;
+    while (*pattern && *path) {
+        if (*pattern == '{') {
+            const char *end = strchr(pattern, '}');
+            size_t len = strcspn(path, "/");
+            if (!end || len == 0 || n == 4 || used + len + 1 > bufsize)
+                return 0;
+            memcpy(buf + used, path, len);
+            buf[used + len] = '\0';
+            params[n++] = buf + used;
+            used += len + 1;
+            pattern = end + 1;
+            path += len;
+        } else if (*pattern++ != *path++)
+            return 0;
+    }
+    return *pattern == '\0' && *path == '\0';
+}
+
+static void s_route(http_t *self, http_req_t *req)
+{
+    static __thread char buf[512];
+    int path_found = 0;
+    for (const http_route_t *r = self->routes; r->method; r++) {
+        const char *params[4] = { 0 };
+        if (!s_match(r->pattern, req->path, params, buf, sizeof buf))
+            continue;
+        path_found = 1;
+        if (strcmp(r->method, req->method) != 0)
+            continue;
+        memcpy(req->params, params, sizeof params);
+        r->fn(req);
+        if (!req->status)
+            http_error(req, 500, "INTERNAL", "handler gave no response");
+        return;
+    }
+    if (path_found)
+        http_error(req, 405, "METHOD_NOT_ALLOWED", "method not allowed on this resource");
+    else
+        http_error(req, 404, "NOT_FOUND", "no such resource");
+}
+
+static enum MHD_Result s_access(void *cls, struct MHD_Connection *connection, const char *url,
+                                const char *method, const char *version, const char *upload_data,
+                                size_t *upload_data_size, void **con_cls)
+{
+    (void)version;
+    http_t *self = cls;
+    s_upload_t *up = *con_cls;
+    if (!up) {
+        up = calloc(1, sizeof *up);
+        if (!up)
+            return MHD_NO;
+        const char *rid = MHD_lookup_connection_value(connection, MHD_HEADER_KIND, "X-Request-Id");
+        if (rid && strlen(rid) < UTIL_ID_LEN && strspn(rid, "abcdefghijklmnopqrstuvwxyz"
+                                                            "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_")
+                                                        == strlen(rid))
+            util_strlcpy(up->request_id, rid, sizeof up->request_id);
+        else
+            util_uuid(up->request_id);
+        const char *cl = MHD_lookup_connection_value(connection, MHD_HEADER_KIND, "Content-Length");
+        int64_t declared;
+        if (cl && util_parse_int(cl, 0, INT64_MAX, &declared) == 0
+            && (size_t)declared > self->options.body_max)
+            up->too_large = 1;
+        *con_cls = up;
+        return MHD_YES;
+    }
+    if (*upload_data_size) {
+        if (!up->too_large && up->size + *upload_data_size <= self->options.body_max) {
+            char *grown = realloc(up->data, up->size + *upload_data_size + 1);
+            if (!grown)
+                return MHD_NO;
+            memcpy(grown + up->size, upload_data, *upload_data_size);
+            up->data = grown;
+            up->size += *upload_data_size;
+            up->data[up->size] = '\0';
+        } else
+            up->too_large = 1;
+        *upload_data_size = 0;
+        return MHD_YES;
+    }
+
+    http_req_t req = { .method = method, .path = url, .request_id = up->request_id,
+                       .connection = connection, .app = self->app };
+    s_worker_t *w = s_worker(self);
+    if (!w)
+        http_error(&req, 503, "UNAVAILABLE", "gateway worker could not start");
+    else if (up->too_large)
+        http_error(&req, 413, "PAYLOAD_TOO_LARGE", "request body exceeds the size limit");
+    else {
+        req.store = w->store;
+        req.bus = w->bus;
+        if (up->size) {
+            const char *ct = MHD_lookup_connection_value(connection, MHD_HEADER_KIND,
+                                                         "Content-Type");
+            json_error_t err;
+            if (ct && strncmp(ct, "application/json", 16) != 0)
+                http_error(&req, 415, "UNSUPPORTED_MEDIA_TYPE", "request body must be JSON");
+            else if (!(req.body = json_loadb(up->data, up->size, JSON_REJECT_DUPLICATES, &err)))
+                http_error(&req, 400, "BAD_REQUEST", "request body is not valid JSON");
+        }
+        if (!req.status)
+            s_route(self, &req);
+    }
+    log_emit(req.status >= 500 ? LOG_WARN : LOG_DEBUG, req.request_id, "http request",
+             "{s:s, s:s, s:i}", "method", method, "path", url, "status", req.status);
+    int rc = s_send(connection, &req);
+    json_decref(req.body);
+    json_decref(req.response);
+    return rc;
+}
+
+static void s_completed(void *cls, struct MHD_Connection *connection, void **con_cls,
+                        enum MHD_RequestTerminationCode toe)
+{
+    (void)cls;
+    (void)connection;
+    (void)toe;
+    s_upload_t *up = *con_cls;
+    if (up) {
+        free(up->data);
+        free(up);
+        *con_cls = NULL;
+    }
+}
+
+http_t *http_new(const http_options_t *options, const http_route_t *routes, void *app)
+{
+    http_t *self = calloc(1, sizeof *self);
+    if (!self)
+        return NULL;
+    self->options = *options;
+    self->routes = routes;
+    self->app = app;
+    struct sockaddr_in addr = { .sin_family = AF_INET, .sin_port = htons((uint16_t)options->port) };
+    if (inet_pton(AF_INET, options->bind, &addr.sin_addr) != 1) {
+        log_error(NULL, "http_bind is not an IPv4 address", "{s:s}", "http_bind", options->bind);
+        free(self);
+        return NULL;
+    }
+    self->daemon = MHD_start_daemon(
+        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG,
+        (uint16_t)options->port, NULL, NULL, s_access, self,
+        MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
+        MHD_OPTION_THREAD_POOL_SIZE, (unsigned)options->threads,
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned)options->max_connections,
+        MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)options->per_ip_connections,
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)options->timeout_s,
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)64 * 1024,
+        MHD_OPTION_NOTIFY_COMPLETED, s_completed, NULL, MHD_OPTION_END);
+    if (!self->daemon) {
+        log_error(NULL, "cannot start HTTP server", "{s:s, s:i}", "bind", options->bind, "port",
+                  options->port);
+        free(self);
+        return NULL;
+    }
+    return self;
+}
+
+void http_destroy(http_t **self_p)
+{
+    if (self_p && *self_p) {
+        MHD_stop_daemon((*self_p)->daemon);
+        free(*self_p);
+        *self_p = NULL;
+    }
+}

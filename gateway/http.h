@@ -1,0 +1,58 @@
+/*  http: the gateway's hardened HTTP edge on libmicrohttpd. Thread pool, connection and
+    per-IP limits, timeouts, a body cap (413), JSON only, X-Request-Id on every response,
+    the error body {"error": {code, message, request_id, details}}, and a route table. */
+#ifndef BERTH_GATEWAY_HTTP_H
+#define BERTH_GATEWAY_HTTP_H
+
+#include "service.h"
+
+#include <jansson.h>
+
+typedef struct _http_t http_t;
+
+/* What a route handler sees and answers through. */
+typedef struct {
+    const char *method;
+    const char *path;
+    const char *params[4];     /* {name} segments of the route, in order */
+    json_t *body;              /* parsed JSON body (POST/PUT) or NULL */
+    const char *request_id;
+    struct MHD_Connection *connection;
+    store_t *store;            /* this worker thread's Redis connection */
+    bus_client_t *bus;         /* this worker thread's bus client */
+    void *app;                 /* the gateway state given to http_new */
+    int status;                /* response to send */
+    json_t *response;          /* owned; sent as JSON */
+    char location[256];        /* Location header when set */
+} http_req_t;
+
+typedef void(http_handler_fn)(http_req_t *req);
+
+typedef struct {
+    const char *method;
+    const char *pattern;       /* "/v1/vms/{id}" */
+    http_handler_fn *fn;
+} http_route_t;
+
+typedef struct {
+    const char *bind;          /* IPv4 address */
+    int port;
+    int threads;
+    int max_connections;
+    int per_ip_connections;
+    int timeout_s;
+    size_t body_max;           /* bytes; larger bodies get 413 */
+    const char *redis_host;
+    int redis_port;
+    const char *sender;        /* bus sender name */
+} http_options_t;
+
+/* Start serving routes (a NULL-method-terminated table). NULL (logged) on failure. */
+http_t *http_new(const http_options_t *options, const http_route_t *routes, void *app);
+void http_destroy(http_t **self_p);
+
+/* Set the response. */
+void http_json(http_req_t *req, int status, json_t *body);
+void http_error(http_req_t *req, int status, const char *code, const char *message);
+
+#endif

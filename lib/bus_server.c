@@ -1,0 +1,264 @@
+/*  bus_server: ROUTER socket, handler table, reply cache.
+
+    Frames are [identity][envelope]. Anything else, or an envelope that fails validation,
+    is answered with a BAD_FRAME error (when there is someone to answer) and counted; the
+    first rejection and then one per thousand are logged, so a flood cannot flood the log.
+
+    Retries: a caller that timed out resends with the same message id. If this instance
+    already answered it, the cached reply is sent again instead of running the handler
+    twice. The cache holds two generations that rotate every REPLY_CACHE_MS, which bounds
+    both its age and its size without per-entry timers. */
+#include "bus_server.h"
+#include "log.h"
+#include "util.h"
+
+#include <assert.h>
+
+#define REPLY_CACHE_MS 30000   /* a reply stays replayable for 30 to 60 s */
+#define REPLY_CACHE_MAX 20000  /* entries per generation before an early rotation */
+
+typedef struct {
+    bus_handler_fn *fn;
+    void *arg;
+} s_handler_t;
+
+struct _bus_server_t {
+    zsock_t *router;
+    char *endpoint;          /* bound endpoint, port resolved */
+    char *sender;            /* "service/instance" */
+    zhashx_t *handlers;      /* type -> s_handler_t */
+    zhashx_t *cache_now;     /* message id -> zframe_t reply */
+    zhashx_t *cache_old;     /* previous generation */
+    int64_t rotated_at;      /* monotonic ms of the last rotation */
+    uint64_t handled;
+    uint64_t rejected;
+};
+
+struct _bus_request_t {
+    bus_server_t *server;
+    zframe_t *identity;
+    Berth__Envelope *envelope;
+    ProtobufCMessage *body;  /* unpacked on demand */
+    int replied;
+};
+
+static void s_frame_free(void **item)
+{
+    zframe_destroy((zframe_t **)item);
+}
+
+static zhashx_t *s_cache_new(void)
+{
+    zhashx_t *cache = zhashx_new();
+    if (cache)
+        zhashx_set_destructor(cache, s_frame_free);
+    return cache;
+}
+
+bus_server_t *bus_server_new(const char *endpoint, const char *sender)
+{
+    bus_server_t *self = calloc(1, sizeof *self);
+    if (!self)
+        return NULL;
+    self->sender = strdup(sender);
+    self->handlers = zhashx_new();
+    self->cache_now = s_cache_new();
+    self->cache_old = s_cache_new();
+    self->router = zsock_new(ZMQ_ROUTER);
+    if (!self->sender || !self->handlers || !self->cache_now || !self->cache_old || !self->router) {
+        bus_server_destroy(&self);
+        return NULL;
+    }
+    zhashx_set_destructor(self->handlers, (zhashx_destructor_fn *)free);
+    zsock_set_maxmsgsize(self->router, ENVELOPE_MAX_BYTES);
+    zsock_set_linger(self->router, 0);
+    zsock_set_router_mandatory(self->router, 0);
+    if (zsock_bind(self->router, "%s", endpoint) < 0) {
+        log_error(NULL, "cannot bind bus endpoint", "{s:s, s:s}", "endpoint", endpoint, "reason",
+                  zmq_strerror(zmq_errno()));
+        bus_server_destroy(&self);
+        return NULL;
+    }
+    self->endpoint = zsock_last_endpoint(self->router);
+    self->rotated_at = util_mono_ms();
+    return self;
+}
+
+void bus_server_destroy(bus_server_t **self_p)
+{
+    if (self_p && *self_p) {
+        bus_server_t *self = *self_p;
+        zsock_destroy(&self->router);
+        zhashx_destroy(&self->handlers);
+        zhashx_destroy(&self->cache_now);
+        zhashx_destroy(&self->cache_old);
+        zstr_free(&self->endpoint);
+        free(self->sender);
+        free(self);
+        *self_p = NULL;
+    }
+}
+
+const char *bus_server_endpoint(bus_server_t *self)
+{
+    return self->endpoint;
+}
+
+zsock_t *bus_server_socket(bus_server_t *self)
+{
+    return self->router;
+}
+
+uint64_t bus_server_handled(bus_server_t *self)
+{
+    return self->handled;
+}
+
+uint64_t bus_server_rejected(bus_server_t *self)
+{
+    return self->rejected;
+}
+
+void bus_server_on(bus_server_t *self, const char *type, bus_handler_fn *fn, void *arg)
+{
+    s_handler_t *h = malloc(sizeof *h);
+    assert(h);
+    h->fn = fn;
+    h->arg = arg;
+    zhashx_update(self->handlers, type, h);
+}
+
+static void s_send(bus_server_t *self, zframe_t *identity, zframe_t *reply)
+{
+    zmsg_t *msg = zmsg_new();
+    zmsg_append(msg, &identity);
+    zmsg_append(msg, &reply);
+    zmsg_send(&msg, self->router);
+}
+
+static void s_reject(bus_server_t *self, zframe_t *identity, const char *reason)
+{
+    self->rejected++;
+    if (self->rejected % 1000 == 1)
+        log_warn(NULL, "rejected bad frame", "{s:s, s:I}", "reason", reason, "rejected_total",
+                 (json_int_t)self->rejected);
+    if (!identity)
+        return;
+    char id[UTIL_ID_LEN];
+    util_uuid(id);
+    envelope_spec_t spec = { .message_id = id, .sender = self->sender, .error_code = "BAD_FRAME",
+                             .error_message = reason };
+    zframe_t *reply = envelope_pack(&spec);
+    if (reply)
+        s_send(self, zframe_dup(identity), reply);
+}
+
+static void s_rotate(bus_server_t *self)
+{
+    if (util_mono_ms() - self->rotated_at < REPLY_CACHE_MS
+        && zhashx_size(self->cache_now) < REPLY_CACHE_MAX)
+        return;
+    zhashx_destroy(&self->cache_old);
+    self->cache_old = self->cache_now;
+    self->cache_now = s_cache_new();
+    self->rotated_at = util_mono_ms();
+}
+
+static void s_answer(bus_request_t *req, const ProtobufCMessage *body, const char *code,
+                     const char *message)
+{
+    assert(!req->replied);
+    req->replied = 1;
+    bus_server_t *self = req->server;
+    char id[UTIL_ID_LEN];
+    util_uuid(id);
+    envelope_spec_t spec = { .message_id = id,
+                             .correlation_id = req->envelope->message_id,
+                             .request_id = req->envelope->request_id,
+                             .sender = self->sender,
+                             .body = body,
+                             .error_code = code,
+                             .error_message = message };
+    zframe_t *reply = envelope_pack(&spec);
+    if (!reply) {
+        spec.body = NULL;
+        spec.error_code = "INTERNAL";
+        spec.error_message = "reply could not be encoded";
+        reply = envelope_pack(&spec);
+    }
+    if (!reply)
+        return;
+    s_rotate(self);
+    zhashx_update(self->cache_now, req->envelope->message_id, zframe_dup(reply));
+    s_send(self, zframe_dup(req->identity), reply);
+}
+
+void bus_reply(bus_request_t *request, const ProtobufCMessage *body)
+{
+    s_answer(request, body, NULL, NULL);
+}
+
+void bus_reply_error(bus_request_t *request, const char *code, const char *message)
+{
+    s_answer(request, NULL, code, message);
+}
+
+const Berth__Envelope *bus_request_envelope(bus_request_t *request)
+{
+    return request->envelope;
+}
+
+void *bus_request_body(bus_request_t *request, const ProtobufCMessageDescriptor *desc)
+{
+    if (!request->body)
+        request->body = envelope_body(request->envelope, desc);
+    return request->body;
+}
+
+void bus_server_recv(bus_server_t *self)
+{
+    zmsg_t *msg = zmsg_recv_nowait(self->router);
+    if (!msg)
+        return;
+    zframe_t *identity = zmsg_pop(msg);
+    zframe_t *frame = zmsg_pop(msg);
+    const char *reason = NULL;
+    Berth__Envelope *env = NULL;
+    if (!frame || zmsg_size(msg) != 0)
+        reason = "expected exactly one envelope frame";
+    else
+        env = envelope_unpack(zframe_data(frame), zframe_size(frame), &reason);
+    zmsg_destroy(&msg);
+    zframe_destroy(&frame);
+    if (!env) {
+        s_reject(self, identity, reason);
+        zframe_destroy(&identity);
+        return;
+    }
+    /* A retry of something already answered: replay, do not re-run. */
+    zframe_t *cached = zhashx_lookup(self->cache_now, env->message_id);
+    if (!cached)
+        cached = zhashx_lookup(self->cache_old, env->message_id);
+    if (cached) {
+        s_send(self, identity, zframe_dup(cached));
+        berth__envelope__free_unpacked(env, NULL);
+        return;
+    }
+    bus_request_t req = { .server = self, .identity = identity, .envelope = env };
+    if (env->deadline_ms && env->deadline_ms < util_now_ms()) {
+        log_debug(env->request_id, "dropped request past its deadline", "{s:s}", "type", env->type);
+    } else {
+        s_handler_t *h = zhashx_lookup(self->handlers, env->type);
+        if (h)
+            h->fn(&req, h->arg);
+        else
+            bus_reply_error(&req, "UNKNOWN_TYPE", "no handler for this message type");
+        if (!req.replied)
+            bus_reply_error(&req, "INTERNAL", "handler gave no reply");
+        self->handled++;
+    }
+    if (req.body)
+        protobuf_c_message_free_unpacked(req.body, NULL);
+    berth__envelope__free_unpacked(env, NULL);
+    zframe_destroy(&identity);
+}

@@ -1,0 +1,46 @@
+/*  bus_server: the ROUTER side of the bus. One per service instance: binds an endpoint,
+    validates every frame, dispatches by envelope type through a handler table, and answers
+    retries of an already-answered message id from a reply cache (at-least-once delivery
+    made idempotent at the edge). */
+#ifndef BERTH_BUS_SERVER_H
+#define BERTH_BUS_SERVER_H
+
+#include "envelope.h"
+
+#include <czmq.h>
+
+typedef struct _bus_server_t bus_server_t;
+typedef struct _bus_request_t bus_request_t;
+
+/* Handle one request; must answer with bus_reply() or bus_reply_error() exactly once. */
+typedef void(bus_handler_fn)(bus_request_t *request, void *arg);
+
+/* Bind a ROUTER at endpoint ("tcp://127.0.0.1:*" picks a free port). sender is
+   "service/instance", stamped on replies. NULL (logged) if the bind fails. */
+bus_server_t *bus_server_new(const char *endpoint, const char *sender);
+void bus_server_destroy(bus_server_t **self_p);
+
+/* The endpoint actually bound (with the port resolved). */
+const char *bus_server_endpoint(bus_server_t *self);
+
+/* The socket, for the owner's poll loop; call bus_server_recv() when it is readable. */
+zsock_t *bus_server_socket(bus_server_t *self);
+
+/* Route requests of `type` to fn. A type without a handler gets an UNKNOWN_TYPE error. */
+void bus_server_on(bus_server_t *self, const char *type, bus_handler_fn *fn, void *arg);
+
+/* Receive and handle one message (never blocks past what is queued). */
+void bus_server_recv(bus_server_t *self);
+
+/* Counters, for status and tests. */
+uint64_t bus_server_handled(bus_server_t *self);
+uint64_t bus_server_rejected(bus_server_t *self);
+
+/* ---- inside a handler ---- */
+const Berth__Envelope *bus_request_envelope(bus_request_t *request);
+/* The body as desc's message or NULL (then reply BAD_REQUEST). Freed with the request. */
+void *bus_request_body(bus_request_t *request, const ProtobufCMessageDescriptor *desc);
+void bus_reply(bus_request_t *request, const ProtobufCMessage *body);
+void bus_reply_error(bus_request_t *request, const char *code, const char *message);
+
+#endif

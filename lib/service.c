@@ -1,0 +1,305 @@
+/*  service: the common skeleton of every Berth process, built on a CZMQ zloop. The loop
+    owns the ROUTER, the heartbeat timer and whatever the service adds; handlers and timers
+    run one at a time, so service state needs no locks. */
+#include "service.h"
+
+#include <assert.h>
+#include <netdb.h>
+#include <unistd.h>
+
+typedef struct {
+    service_t *service;
+    service_timer_fn *fn;
+    void *arg;
+} s_job_t;
+
+struct _service_t {
+    char *name;
+    char *config_path;      /* --config FILE, or BERTH_CONFIG */
+    config_t *config;
+    store_t *store;
+    bus_server_t *server;
+    bus_client_t *client;
+    zloop_t *loop;
+    zlistx_t *jobs;         /* s_job_t, freed at destroy */
+    char instance[128];
+    char endpoint[256];     /* advertised endpoint */
+    int heartbeat_ms;
+    int64_t started_ms;
+    int registered;         /* last heartbeat reached Redis */
+};
+
+static void s_job_free(void **item)
+{
+    free(*item);
+    *item = NULL;
+}
+
+service_t *service_new(const char *name, int argc, char **argv)
+{
+    service_t *self = calloc(1, sizeof *self);
+    if (!self)
+        return NULL;
+    self->name = strdup(name);
+    self->config = config_new();
+    self->jobs = zlistx_new();
+    self->loop = zloop_new();
+    if (!self->name || !self->config || !self->jobs || !self->loop) {
+        service_destroy(&self);
+        return NULL;
+    }
+    zlistx_set_destructor(self->jobs, s_job_free);
+    log_init(name, NULL);
+    const char *path = getenv("BERTH_CONFIG");
+    for (int i = 1; i < argc; i++) {
+        if (streq(argv[i], "--config") && i + 1 < argc)
+            path = argv[++i];
+        else {
+            fprintf(stderr, "usage: berth-%s [--config FILE]\n", name);
+            service_destroy(&self);
+            return NULL;
+        }
+    }
+    self->config_path = path ? strdup(path) : NULL;
+    config_t *c = self->config;
+    config_declare(c, "redis_host", "127.0.0.1", 0);
+    config_declare(c, "redis_port", "6379", 0);
+    config_declare(c, "redis_timeout_ms", "1000", 0);
+    config_declare(c, "bind", "tcp://127.0.0.1:*", 0);
+    config_declare(c, "advertise", NULL, 0);
+    config_declare(c, "instance", NULL, 0);
+    config_declare(c, "heartbeat_ms", "1000", 0);
+    config_declare(c, "log_level", "info", 0);
+    return self;
+}
+
+void service_destroy(service_t **self_p)
+{
+    if (self_p && *self_p) {
+        service_t *self = *self_p;
+        zloop_destroy(&self->loop);
+        bus_client_destroy(&self->client);
+        bus_server_destroy(&self->server);
+        store_destroy(&self->store);
+        config_destroy(&self->config);
+        zlistx_destroy(&self->jobs);
+        free(self->config_path);
+        free(self->name);
+        free(self);
+        *self_p = NULL;
+    }
+}
+
+config_t *service_config(service_t *self)
+{
+    return self->config;
+}
+
+/* The host part others should dial: the bind host, or when bound to all interfaces the
+   address this machine's hostname resolves to. */
+static void s_advertise(service_t *self, const char *bound)
+{
+    const char *host = config_get(self->config, "advertise");
+    const char *port = strrchr(bound, ':');
+    char name[256] = "";
+    if (!host) {
+        const char *start = strstr(bound, "://");
+        start = start ? start + 3 : bound;
+        if (strncmp(start, "0.0.0.0", 7) == 0 || *start == '*') {
+            gethostname(name, sizeof name - 1);
+            struct addrinfo hints = { .ai_family = AF_INET }, *res = NULL;
+            if (getaddrinfo(name, NULL, &hints, &res) == 0 && res) {
+                getnameinfo(res->ai_addr, res->ai_addrlen, name, sizeof name, NULL, 0,
+                            NI_NUMERICHOST);
+                freeaddrinfo(res);
+            }
+            host = name;
+        }
+    }
+    if (host)
+        snprintf(self->endpoint, sizeof self->endpoint, "tcp://%s%s", host, port ? port : "");
+    else
+        util_strlcpy(self->endpoint, bound, sizeof self->endpoint);
+}
+
+static int s_heartbeat(zloop_t *loop, int timer_id, void *arg)
+{
+    (void)loop;
+    (void)timer_id;
+    service_t *self = arg;
+    registry_entry_t e = { .started_ms = self->started_ms };
+    util_strlcpy(e.service, self->name, sizeof e.service);
+    util_strlcpy(e.instance, self->instance, sizeof e.instance);
+    util_strlcpy(e.endpoint, self->endpoint, sizeof e.endpoint);
+    util_strlcpy(e.status, "UP", sizeof e.status);
+    int ok = registry_register(self->store, &e, self->heartbeat_ms * 3) == 0;
+    if (ok != self->registered)
+        log_emit(ok ? LOG_INFO : LOG_WARN, NULL, ok ? "registered" : "registry unreachable",
+                 "{s:s}", "endpoint", self->endpoint);
+    self->registered = ok;
+    return 0;
+}
+
+static void s_on_ping(bus_request_t *request, void *arg)
+{
+    service_t *self = arg;
+    Berth__Status status = BERTH__STATUS__INIT;
+    status.service = self->name;
+    status.instance = self->instance;
+    status.endpoint = self->endpoint;
+    status.state = self->registered ? "UP" : "DEGRADED";
+    status.started_ms = self->started_ms;
+    status.uptime_ms = util_now_ms() - self->started_ms;
+    status.store_ok = store_ok(self->store);
+    status.handled = bus_server_handled(self->server);
+    bus_reply(request, &status.base);
+}
+
+static int s_on_router(zloop_t *loop, zsock_t *sock, void *arg)
+{
+    (void)loop;
+    (void)sock;
+    bus_server_recv(arg);
+    return 0;
+}
+
+int service_start(service_t *self)
+{
+    if (config_load(self->config, self->config_path) != 0)
+        return -1;
+    config_t *c = self->config;
+    if (log_set_level(config_get(c, "log_level")) != 0) {
+        log_error(NULL, "unknown log_level", "{s:s}", "log_level", config_get(c, "log_level"));
+        return -1;
+    }
+    int64_t port, timeout, heartbeat;
+    if (config_int(c, "redis_port", 1, 65535, &port) || config_int(c, "redis_timeout_ms", 10, 60000, &timeout)
+        || config_int(c, "heartbeat_ms", 50, 60000, &heartbeat))
+        return -1;
+    self->heartbeat_ms = (int)heartbeat;
+    if (config_get(c, "instance"))
+        util_strlcpy(self->instance, config_get(c, "instance"), sizeof self->instance);
+    else {
+        char host[64] = "";
+        gethostname(host, sizeof host - 1);
+        char id[UTIL_ID_LEN];
+        util_uuid(id);
+        snprintf(self->instance, sizeof self->instance, "%s-%s-%.8s", self->name, host, id);
+    }
+    log_init(self->name, self->instance);
+    config_set(c, "instance", self->instance);
+
+    self->started_ms = util_now_ms();
+    self->store = store_new(config_get(c, "redis_host"), (int)port, (int)timeout, (int)timeout);
+    char sender[192];
+    snprintf(sender, sizeof sender, "%s/%s", self->name, self->instance);
+    self->server = bus_server_new(config_get(c, "bind"), sender);
+    self->client = bus_client_new(self->store, sender);
+    if (!self->store || !self->server || !self->client)
+        return -1;
+    s_advertise(self, bus_server_endpoint(self->server));
+    config_set(c, "advertise", self->endpoint);
+    config_log(c);
+
+    bus_server_on(self->server, "Ping", s_on_ping, self);
+    zloop_reader(self->loop, bus_server_socket(self->server), s_on_router, self->server);
+    zloop_timer(self->loop, (size_t)self->heartbeat_ms, 0, s_heartbeat, self);
+    s_heartbeat(self->loop, 0, self);
+    log_info(NULL, "ready", "{s:s, s:s}", "endpoint", self->endpoint, "bound",
+             bus_server_endpoint(self->server));
+    return 0;
+}
+
+void service_on(service_t *self, const char *type, bus_handler_fn *fn, void *arg)
+{
+    assert(self->server);
+    bus_server_on(self->server, type, fn, arg);
+}
+
+static s_job_t *s_job(service_t *self, service_timer_fn *fn, void *arg)
+{
+    s_job_t *job = malloc(sizeof *job);
+    assert(job);
+    job->service = self;
+    job->fn = fn;
+    job->arg = arg;
+    zlistx_add_end(self->jobs, job);
+    return job;
+}
+
+static int s_on_timer(zloop_t *loop, int timer_id, void *arg)
+{
+    (void)loop;
+    (void)timer_id;
+    s_job_t *job = arg;
+    return job->fn(job->service, job->arg);
+}
+
+static int s_on_reader(zloop_t *loop, zsock_t *sock, void *arg)
+{
+    (void)loop;
+    (void)sock;
+    s_job_t *job = arg;
+    return job->fn(job->service, job->arg);
+}
+
+void service_every(service_t *self, int interval_ms, service_timer_fn *fn, void *arg)
+{
+    zloop_timer(self->loop, (size_t)interval_ms, 0, s_on_timer, s_job(self, fn, arg));
+}
+
+void service_reader(service_t *self, zsock_t *sock, service_timer_fn *fn, void *arg)
+{
+    zloop_reader(self->loop, sock, s_on_reader, s_job(self, fn, arg));
+}
+
+static int s_stop(zloop_t *loop, int timer_id, void *arg)
+{
+    (void)loop;
+    (void)timer_id;
+    (void)arg;
+    return -1;
+}
+
+void service_stop(service_t *self)
+{
+    zloop_timer(self->loop, 1, 1, s_stop, NULL);
+}
+
+int service_run(service_t *self)
+{
+    zloop_start(self->loop);
+    log_info(NULL, "stopping", NULL);
+    registry_deregister(self->store, self->name, self->instance);
+    return 0;
+}
+
+store_t *service_store(service_t *self)
+{
+    return self->store;
+}
+
+bus_client_t *service_client(service_t *self)
+{
+    return self->client;
+}
+
+const char *service_name(service_t *self)
+{
+    return self->name;
+}
+
+const char *service_instance(service_t *self)
+{
+    return self->instance;
+}
+
+const char *service_endpoint(service_t *self)
+{
+    return self->endpoint;
+}
+
+int service_heartbeat_ms(service_t *self)
+{
+    return self->heartbeat_ms;
+}

@@ -1,0 +1,217 @@
+/*  store: hiredis with timeouts and reconnect-with-backoff. A dropped connection is never
+    retried in a loop: the next command after the backoff has elapsed tries once, so an
+    actor's event loop keeps running (and answering) while Redis is away. */
+#include "store.h"
+#include "log.h"
+#include "util.h"
+
+#include <assert.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define BACKOFF_MIN_MS 100
+#define BACKOFF_MAX_MS 2000
+
+struct _store_t {
+    char *host;
+    int port;
+    int connect_timeout_ms;
+    int command_timeout_ms;
+    redisContext *ctx;     /* NULL while disconnected */
+    int64_t retry_at;      /* monotonic ms of the next reconnect attempt */
+    int backoff_ms;        /* current backoff, doubles per failure */
+    int ok;                /* last command reached Redis */
+};
+
+store_t *store_new(const char *host, int port, int connect_timeout_ms, int command_timeout_ms)
+{
+    store_t *self = calloc(1, sizeof *self);
+    if (!self)
+        return NULL;
+    self->host = strdup(host);
+    self->port = port;
+    self->connect_timeout_ms = connect_timeout_ms;
+    self->command_timeout_ms = command_timeout_ms;
+    self->backoff_ms = BACKOFF_MIN_MS;
+    return self;
+}
+
+void store_destroy(store_t **self_p)
+{
+    if (self_p && *self_p) {
+        store_t *self = *self_p;
+        if (self->ctx)
+            redisFree(self->ctx);
+        free(self->host);
+        free(self);
+        *self_p = NULL;
+    }
+}
+
+static void s_drop(store_t *self, const char *why)
+{
+    if (self->ctx) {
+        log_debug(NULL, "redis connection lost", "{s:s, s:s, s:i}", "reason", why, "host",
+                  self->host, "port", self->port);
+        redisFree(self->ctx);
+        self->ctx = NULL;
+    }
+    self->ok = 0;
+    self->retry_at = util_mono_ms() + self->backoff_ms;
+    self->backoff_ms = self->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : self->backoff_ms * 2;
+}
+
+static int s_connect(store_t *self)
+{
+    if (self->ctx)
+        return 0;
+    if (util_mono_ms() < self->retry_at)
+        return -1;
+    struct timeval ct = { self->connect_timeout_ms / 1000, (self->connect_timeout_ms % 1000) * 1000 };
+    redisContext *ctx = redisConnectWithTimeout(self->host, self->port, ct);
+    if (!ctx || ctx->err) {
+        self->ctx = ctx;
+        s_drop(self, ctx ? ctx->errstr : "out of memory");
+        return -1;
+    }
+    struct timeval rt = { self->command_timeout_ms / 1000, (self->command_timeout_ms % 1000) * 1000 };
+    redisSetTimeout(ctx, rt);
+    redisEnableKeepAlive(ctx);
+    self->ctx = ctx;
+    self->backoff_ms = BACKOFF_MIN_MS;
+    log_debug(NULL, "redis connected", "{s:s, s:i}", "host", self->host, "port", self->port);
+    return 0;
+}
+
+static redisReply *s_checked(store_t *self, redisReply *reply)
+{
+    if (!reply) {
+        s_drop(self, self->ctx && self->ctx->errstr[0] ? self->ctx->errstr : "no reply");
+        return NULL;
+    }
+    self->ok = 1;
+    return reply;
+}
+
+redisReply *store_command(store_t *self, const char *format, ...)
+{
+    assert(self);
+    if (s_connect(self) != 0)
+        return NULL;
+    va_list ap;
+    va_start(ap, format);
+    redisReply *reply = redisvCommand(self->ctx, format, ap);
+    va_end(ap);
+    return s_checked(self, reply);
+}
+
+redisReply *store_commandv(store_t *self, int argc, const char **argv, const size_t *lens)
+{
+    assert(self);
+    if (s_connect(self) != 0)
+        return NULL;
+    return s_checked(self, redisCommandArgv(self->ctx, argc, argv, lens));
+}
+
+int store_ok(store_t *self)
+{
+    return self->ok;
+}
+
+static int s_load(store_t *self, store_script_t *script)
+{
+    redisReply *r = store_command(self, "SCRIPT LOAD %s", script->source);
+    if (!r)
+        return -1;
+    int rc = -1;
+    if (r->type == REDIS_REPLY_STRING && r->len == 40) {
+        memcpy(script->sha, r->str, 40);
+        script->sha[40] = '\0';
+        rc = 0;
+    } else
+        log_debug(NULL, "script load failed", "{s:s}", "error", r->str ? r->str : "?");
+    freeReplyObject(r);
+    return rc;
+}
+
+redisReply *store_eval(store_t *self, store_script_t *script, int nkeys, int argc, const char **argv)
+{
+    assert(argc >= nkeys && argc < 250);
+    if (!script->sha[0] && s_load(self, script) != 0)
+        return NULL;
+    char numkeys[16];
+    snprintf(numkeys, sizeof numkeys, "%d", nkeys);
+    const char *args[256];
+    args[0] = "EVALSHA";
+    args[1] = script->sha;
+    args[2] = numkeys;
+    for (int i = 0; i < argc; i++)
+        args[3 + i] = argv[i];
+    for (int attempt = 0; attempt < 2; attempt++) {
+        redisReply *r = store_commandv(self, argc + 3, args, NULL);
+        if (!r || r->type != REDIS_REPLY_ERROR || strncmp(r->str, "NOSCRIPT", 8) != 0)
+            return r;
+        freeReplyObject(r);
+        /* Redis restarted or flushed its script cache: load again and retry once. */
+        if (s_load(self, script) != 0)
+            return NULL;
+    }
+    return NULL;
+}
+
+/* The transition script. Versions make every writer's check-then-write one atomic step:
+   a writer that read version N can only succeed while the object is still at N. */
+static store_script_t s_transition = {
+    .source =
+        "local cur = redis.call('HMGET', KEYS[1], 'state', 'version')\n"
+        "local state = cur[1] or ''\n"
+        "local version = tonumber(cur[2] or '0')\n"
+        "if state ~= ARGV[1] then return {err='CONFLICT state is ' .. state} end\n"
+        "if version ~= tonumber(ARGV[2]) then\n"
+        "  return {err='CONFLICT version is ' .. version} end\n"
+        "version = version + 1\n"
+        "local set = {'state', ARGV[3], 'version', version}\n"
+        "local ev = {'type', ARGV[4], 'key', KEYS[1], 'state', ARGV[3], 'version', version}\n"
+        "for i = 5, #ARGV, 2 do\n"
+        "  set[#set + 1] = ARGV[i]; set[#set + 1] = ARGV[i + 1]\n"
+        "  ev[#ev + 1] = ARGV[i]; ev[#ev + 1] = ARGV[i + 1]\n"
+        "end\n"
+        "redis.call('HSET', KEYS[1], unpack(set))\n"
+        "redis.call('XADD', KEYS[2], 'MAXLEN', '~', '1000000', '*', unpack(ev))\n"
+        "return version\n",
+};
+
+int store_transition(store_t *self, const char *key, const char *expected_state,
+                     int64_t expected_version, const char *new_state, const char *event,
+                     int nfields, const char **fields, int64_t *new_version)
+{
+    assert(nfields % 2 == 0 && nfields <= 200);
+    const char *argv[210];
+    char version[32];
+    snprintf(version, sizeof version, "%lld", (long long)expected_version);
+    int argc = 0;
+    argv[argc++] = key;
+    argv[argc++] = STORE_EVENTS;
+    argv[argc++] = expected_state ? expected_state : "";
+    argv[argc++] = version;
+    argv[argc++] = new_state;
+    argv[argc++] = event;
+    for (int i = 0; i < nfields; i++)
+        argv[argc++] = fields[i];
+    redisReply *r = store_eval(self, &s_transition, 2, argc, argv);
+    if (!r)
+        return -1;
+    int rc = -1;
+    if (r->type == REDIS_REPLY_INTEGER) {
+        if (new_version)
+            *new_version = r->integer;
+        rc = 0;
+    } else if (r->type == REDIS_REPLY_ERROR && strncmp(r->str, "CONFLICT", 8) == 0)
+        rc = STORE_CONFLICT;
+    else
+        log_debug(NULL, "transition failed", "{s:s, s:s}", "key", key, "error",
+                  r->str ? r->str : "?");
+    freeReplyObject(r);
+    return rc;
+}

@@ -1,0 +1,25 @@
+/*  util: small helpers every module needs: wall-clock milliseconds and unique ids. */
+#ifndef BERTH_UTIL_H
+#define BERTH_UTIL_H
+
+#include <stdint.h>
+#include <stddef.h>
+
+#define UTIL_ID_LEN 37 /* 36 chars of a UUID plus the terminating NUL */
+
+/* Unix time in milliseconds (wall clock: used for deadlines and timestamps that cross processes). */
+int64_t util_now_ms(void);
+
+/* Monotonic milliseconds, for intervals inside one process. */
+int64_t util_mono_ms(void);
+
+/* Write a fresh random UUID (lower case, 36 chars) into out. */
+void util_uuid(char out[UTIL_ID_LEN]);
+
+/* Copy src into dst (size bytes), always NUL-terminating. Returns -1 when src was truncated. */
+int util_strlcpy(char *dst, const char *src, size_t size);
+
+/* Parse a decimal integer in [min, max]; the whole string must be a number. */
+int util_parse_int(const char *text, int64_t min, int64_t max, int64_t *out);
+
+#endif

@@ -1,0 +1,14 @@
+/*  berth-approval: requests, the template catalog and approval policy. */
+#include "service.h"
+
+int main(int argc, char **argv)
+{
+    service_t *service = service_new("approval", argc, argv);
+    if (!service)
+        return 2;
+    int rc = 1;
+    if (service_start(service) == 0)
+        rc = service_run(service);
+    service_destroy(&service);
+    return rc;
+}

@@ -1,0 +1,279 @@
+#!/usr/bin/env python3
+"""docker-compose.yml is valid and describes a platform that actually comes up.
+
+Without Docker: docker-compose validates and normalizes the file, then every Berth service
+in it is started from BERTH_BIN_DIR as a local process with its compose environment
+translated to loopback (Redis on a free port, each `tcp://*:5555` bind on a free port,
+`tcp://<service>:5555` references pointed at those ports, the gateway on a free HTTP port).
+The test passes when the gateway's /v1/health lists every service of the compose file.
+
+Run: BERTH_BIN_DIR=build/bin python3 tests/integration/test_compose.py
+"""
+
+import importlib.util
+import os
+import re
+import shutil
+import subprocess
+import sys
+import unittest
+from collections import Counter
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+COMPOSE_FILE = os.path.join(ROOT, "docker-compose.yml")
+
+# deploy/platform.py shares its name with a standard module: load it by path.
+_spec = importlib.util.spec_from_file_location(
+    "berth_platform", os.path.join(ROOT, "deploy", "platform.py"))
+berth_platform = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(berth_platform)
+
+try:
+    import yaml
+except ImportError:   # a failure, not a skip: deploy/install-deps installs python3-yaml
+    yaml = None
+
+ADMIN_PASSWORD = "compose-test-password"
+BERTH_BINARIES = {"berth-gateway", "berth-approval", "berth-scheduler", "berth-taskmgr",
+                  "berth-stager", "berth-meter", "berth-agent"}
+READY_TIMEOUT = float(os.environ.get("BERTH_TEST_TIMEOUT", "90"))
+
+
+def compose_command():
+    """docker-compose (v1, Debian's package) or `docker compose` (v2), whichever exists."""
+    if shutil.which("docker-compose"):
+        return ["docker-compose"]
+    if shutil.which("docker"):
+        r = subprocess.run(["docker", "compose", "version"], capture_output=True)
+        if r.returncode == 0:
+            return ["docker", "compose"]
+    return None
+
+
+def run_compose(args, password=ADMIN_PASSWORD):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BERTH_")}
+    if password is not None:
+        env["BERTH_ADMIN_PASSWORD"] = password
+    return subprocess.run(compose_command() + ["-f", COMPOSE_FILE] + args, cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def load_config():
+    """The normalized compose configuration as docker-compose prints it, parsed."""
+    r = run_compose(["config"])
+    if r.returncode != 0:
+        raise AssertionError("docker-compose config failed:\n" + r.stderr)
+    return yaml.safe_load(r.stdout)
+
+
+def berth_services(config):
+    """{compose service name: definition} of the services that run a Berth binary."""
+    out = {}
+    for name, svc in config["services"].items():
+        cmd = svc.get("command") or []
+        if isinstance(cmd, str):
+            cmd = cmd.split()
+        if cmd and cmd[0] in BERTH_BINARIES:
+            out[name] = svc
+    return out
+
+
+def service_type(svc):
+    cmd = svc["command"]
+    first = cmd.split()[0] if isinstance(cmd, str) else cmd[0]
+    return first[len("berth-"):]
+
+
+def environment(svc):
+    env = svc.get("environment") or {}
+    if isinstance(env, list):   # "KEY=value" form
+        env = dict(item.split("=", 1) for item in env)
+    return {k: "" if v is None else str(v) for k, v in env.items()}
+
+
+class Preconditions(unittest.TestCase):
+    def test_tools_present(self):
+        self.assertIsNotNone(compose_command(),
+                             "neither docker-compose nor `docker compose` found")
+        self.assertIsNotNone(yaml, "python3 yaml module missing (apt-get install python3-yaml)")
+
+
+@unittest.skipIf(compose_command() is None or yaml is None,
+                 "reported by Preconditions.test_tools_present")
+class ComposeFile(unittest.TestCase):
+    """What the compose file promises, checked on docker-compose's normalized output."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.config = load_config()
+        cls.services = berth_services(cls.config)
+
+    def test_config_is_valid(self):
+        r = run_compose(["config", "-q"])
+        self.assertEqual(r.returncode, 0, r.stderr)
+
+    def test_admin_password_is_required(self):
+        r = run_compose(["config", "-q"], password=None)
+        self.assertNotEqual(r.returncode, 0, "compose must not start with a default password")
+        self.assertIn("BERTH_ADMIN_PASSWORD", r.stdout + r.stderr)
+
+    def test_every_binary_has_a_service(self):
+        types = {"berth-" + service_type(s) for s in self.services.values()}
+        self.assertEqual(types, BERTH_BINARIES)
+        agents = [n for n, s in self.services.items() if service_type(s) == "agent"]
+        self.assertGreaterEqual(len(agents), 3)
+        sizes = {(environment(self.services[a]).get("BERTH_HOST_VCPUS"),
+                  environment(self.services[a]).get("BERTH_HOST_RAM_MB")) for a in agents}
+        self.assertEqual(len(sizes), len(agents), "agents should simulate different sizes")
+
+    def test_services_are_scalable(self):
+        # --scale needs no fixed container name and no fixed host port.
+        for name, svc in self.services.items():
+            if service_type(svc) == "gateway":
+                continue
+            with self.subTest(service=name):
+                self.assertNotIn("container_name", svc)
+                self.assertFalse(svc.get("ports"), "a published port prevents --scale")
+
+    def test_services_wait_for_redis_and_have_healthchecks(self):
+        for name, svc in self.services.items():
+            with self.subTest(service=name):
+                deps = svc.get("depends_on") or {}
+                self.assertIn("redis", deps)
+                if isinstance(deps, dict):
+                    self.assertEqual(deps["redis"].get("condition"), "service_healthy")
+                self.assertTrue((svc.get("healthcheck") or {}).get("test"))
+        self.assertTrue(self.config["services"]["redis"].get("healthcheck"))
+
+    def test_gateway_publishes_its_http_port(self):
+        gateways = [s for s in self.services.values() if service_type(s) == "gateway"]
+        self.assertEqual(len(gateways), 1)
+        env = environment(gateways[0])
+        http_port = int(env.get("BERTH_HTTP_PORT", "8080"))
+        targets = []
+        for p in gateways[0].get("ports") or []:
+            if isinstance(p, dict):
+                targets.append(int(p["target"]))
+            else:
+                targets.append(int(str(p).split(":")[-1].split("/")[0]))
+        self.assertIn(http_port, targets)
+        self.assertEqual(env.get("BERTH_HTTP_BIND"), "0.0.0.0")
+
+
+@unittest.skipIf(compose_command() is None or yaml is None,
+                 "reported by Preconditions.test_tools_present")
+class ComposeAsLocalProcesses(unittest.TestCase):
+    """Every compose service, started locally with its compose environment, registers."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.platform = None
+        config = load_config()
+        cls.services = berth_services(config)
+        cls.redis_names = {n for n, s in config["services"].items()
+                           if "redis" in str(s.get("image", "")) and n not in cls.services}
+        p = berth_platform.Platform(admin_password=ADMIN_PASSWORD)
+        cls.platform = p
+        try:
+            missing = sorted(b for b in BERTH_BINARIES
+                             if not p.bin_dir or not os.access(os.path.join(p.bin_dir, b),
+                                                               os.X_OK))
+            if missing:
+                raise AssertionError("binaries missing from BERTH_BIN_DIR=%r: %s"
+                                     % (p.bin_dir, ", ".join(missing)))
+            p.start_redis()
+            cls._start_services(p)
+        except BaseException:
+            p.dump_logs()
+            p.stop()
+            raise
+
+    @classmethod
+    def _start_services(cls, p):
+        # Every `tcp://*:PORT` bind becomes a free loopback port; remember it by
+        # (service, PORT) so that `tcp://service:PORT` elsewhere can be rewritten.
+        local = {}
+        for name, svc in cls.services.items():
+            m = re.fullmatch(r"tcp://(\*|0\.0\.0\.0):(\d+)", environment(svc).get("BERTH_BIND", ""))
+            if m:
+                local[(name, m.group(2))] = "127.0.0.1:%d" % p.free_port()
+        cls.local = local
+
+        def translate(value):
+            def sub(m):
+                key = (m.group(1), m.group(2))
+                if key not in local:
+                    raise AssertionError("compose refers to %s:%s, which no service binds"
+                                         % key)
+                return "tcp://" + local[key]
+            return re.sub(r"tcp://([A-Za-z0-9_.-]+):(\d+)", sub, value)
+
+        # Services that others connect to first (taskmgr before agents), the gateway last.
+        def order(item):
+            t = service_type(item[1])
+            return (t == "gateway", t == "agent", item[0])
+
+        for name, svc in sorted(cls.services.items(), key=order):
+            env = environment(svc)
+            out = {}
+            for key, value in env.items():
+                if key == "BERTH_REDIS_HOST":
+                    assert value in cls.redis_names, "redis host %r is not a service" % value
+                    out[key] = "127.0.0.1"
+                elif key == "BERTH_REDIS_PORT":
+                    out[key] = str(p.redis_port)
+                elif key == "BERTH_BIND":
+                    m = re.fullmatch(r"tcp://(\*|0\.0\.0\.0):(\d+)", value)
+                    out[key] = "tcp://" + local[(name, m.group(2))] if m else value
+                elif key == "BERTH_DATA_DIR":
+                    continue   # Platform gives each process a directory of its own
+                elif key == "BERTH_HTTP_BIND":
+                    out[key] = "127.0.0.1"
+                elif key == "BERTH_HTTP_PORT":
+                    p.http_port = p.free_port()
+                    out[key] = str(p.http_port)
+                else:
+                    out[key] = translate(value)
+            out["BERTH_REDIS_HOST"] = "127.0.0.1"
+            out["BERTH_REDIS_PORT"] = str(p.redis_port)
+            if service_type(svc) == "gateway" and "BERTH_HTTP_PORT" not in out:
+                p.http_port = p.free_port()
+                out["BERTH_HTTP_PORT"] = str(p.http_port)
+                out.setdefault("BERTH_HTTP_BIND", "127.0.0.1")
+            p.start(service_type(svc), env=out, name=name)
+
+    @classmethod
+    def tearDownClass(cls):
+        if cls.platform:
+            cls.platform.stop()
+
+    def tearDown(self):
+        # On failure, show what the processes said before they are stopped.
+        outcome = getattr(self, "_outcome", None)
+        if outcome is not None and not getattr(outcome, "success", True):
+            self.platform.dump_logs()
+
+    def test_every_compose_service_registers(self):
+        expected = Counter(service_type(s) for s in self.services.values())
+
+        def complete(r):
+            if r.status != 200:
+                return False
+            seen = Counter(e["service"] for e in r.json().get("services", []))
+            return all(seen[t] >= n for t, n in expected.items())
+
+        try:
+            r = self.platform.wait_http("/v1/health", complete, timeout=READY_TIMEOUT)
+        except TimeoutError as e:
+            self.fail("not every compose service registered: %s (expected %s)"
+                      % (e, dict(expected)))
+        body = r.json()
+        self.assertEqual(body.get("status"), "ok", body)
+        for entry in body["services"]:
+            self.assertTrue(entry.get("endpoint"), entry)
+        self.assertEqual(self.platform.http("GET", "/readyz").status, 200)
+        self.assertEqual(self.platform.unexpected_exits(), [])
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
