@@ -209,7 +209,7 @@ static enum MHD_Result s_access(void *cls, struct MHD_Connection *connection, co
         if (!req.status)
             s_route(self, &req);
     }
-    log_emit(req.status >= 500 ? LOG_WARN : LOG_DEBUG, req.request_id, "http request",
+    log_emit(req.status >= 500 ? BERTH_LOG_WARN : BERTH_LOG_DEBUG, req.request_id, "http request",
              "{s:s, s:s, s:i}", "method", method, "path", url, "status", req.status);
     int rc = s_send(connection, &req);
     json_decref(req.body);

@@ -11,7 +11,7 @@
 
 static char s_service[64] = "berth";
 static char s_instance[128] = "";
-static log_level_t s_level = LOG_INFO;
+static log_level_t s_level = BERTH_LOG_INFO;
 static pthread_mutex_t s_lock = PTHREAD_MUTEX_INITIALIZER;
 static const char *s_names[] = { "debug", "info", "warn", "error" };
 

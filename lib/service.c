@@ -116,9 +116,12 @@ static void s_advertise(service_t *self, const char *bound)
             host = name;
         }
     }
-    if (host)
-        snprintf(self->endpoint, sizeof self->endpoint, "tcp://%s%s", host, port ? port : "");
-    else
+    if (host) {
+        if (snprintf(self->endpoint, sizeof self->endpoint, "tcp://%.200s%.16s", host,
+                     port ? port : "")
+            < 0)
+            self->endpoint[0] = '\0';
+    } else
         util_strlcpy(self->endpoint, bound, sizeof self->endpoint);
 }
 
@@ -134,7 +137,7 @@ static int s_heartbeat(zloop_t *loop, int timer_id, void *arg)
     util_strlcpy(e.status, "UP", sizeof e.status);
     int ok = registry_register(self->store, &e, self->heartbeat_ms * 3) == 0;
     if (ok != self->registered)
-        log_emit(ok ? LOG_INFO : LOG_WARN, NULL, ok ? "registered" : "registry unreachable",
+        log_emit(ok ? BERTH_LOG_INFO : BERTH_LOG_WARN, NULL, ok ? "registered" : "registry unreachable",
                  "{s:s}", "endpoint", self->endpoint);
     self->registered = ok;
     return 0;

@@ -17,6 +17,7 @@ typedef struct {
     Berth__Resources used;
     char host_id[UTIL_ID_LEN];
     int connected;           /* last heartbeat reached a taskmgr */
+    int64_t started_ms;
 } agent_t;
 
 static const char *s_power(int state)
@@ -100,13 +101,14 @@ static int s_heartbeat(service_t *service, void *arg)
     hb.n_domains = items && ptrs ? (size_t)n : 0;
     hb.domains = ptrs;
     self->host.vms = (int32_t)hb.n_domains;
+    hb.started_ms = self->started_ms;
     self->host.state = self->conn ? "UP" : "DOWN";
 
     Berth__Envelope *reply = NULL;
     int ok = bus_client_call(self->taskmgr, "taskmgr", &hb.base, NULL, 800, &reply) == 0
              && !reply->error;
     if (ok != self->connected)
-        log_emit(ok ? LOG_INFO : LOG_WARN, NULL, ok ? "connected to taskmgr" : "taskmgr unreachable",
+        log_emit(ok ? BERTH_LOG_INFO : BERTH_LOG_WARN, NULL, ok ? "connected to taskmgr" : "taskmgr unreachable",
                  "{s:s?}", "error", reply && reply->error ? reply->error->message : NULL);
     self->connected = ok;
     if (reply)
@@ -134,7 +136,7 @@ int main(int argc, char **argv)
     config_declare(c, "data_dir", "./.berth/agent", 0);
     virSetErrorFunc(NULL, NULL);
 
-    agent_t self = { .service = service };
+    agent_t self = { .service = service, .started_ms = util_now_ms() };
     int rc = 1;
     if (service_start(service) != 0)
         goto done;
