@@ -137,27 +137,32 @@ static int s_load(store_t *self, store_script_t *script)
 
 redisReply *store_eval(store_t *self, store_script_t *script, int nkeys, int argc, const char **argv)
 {
-    assert(argc >= nkeys && argc < 250);
+    assert(argc >= nkeys);
     if (!script->sha[0] && s_load(self, script) != 0)
         return NULL;
     char numkeys[16];
     snprintf(numkeys, sizeof numkeys, "%d", nkeys);
-    const char *args[256];
+    const char **args = malloc(((size_t)argc + 3) * sizeof *args);
+    if (!args)
+        return NULL;
     args[0] = "EVALSHA";
     args[1] = script->sha;
     args[2] = numkeys;
     for (int i = 0; i < argc; i++)
         args[3 + i] = argv[i];
+    redisReply *r = NULL;
     for (int attempt = 0; attempt < 2; attempt++) {
-        redisReply *r = store_commandv(self, argc + 3, args, NULL);
+        r = store_commandv(self, argc + 3, args, NULL);
         if (!r || r->type != REDIS_REPLY_ERROR || strncmp(r->str, "NOSCRIPT", 8) != 0)
-            return r;
+            break;
         freeReplyObject(r);
+        r = NULL;
         /* Redis restarted or flushed its script cache: load again and retry once. */
         if (s_load(self, script) != 0)
-            return NULL;
+            break;
     }
-    return NULL;
+    free(args);
+    return r;
 }
 
 /* The transition script. Versions make every writer's check-then-write one atomic step:

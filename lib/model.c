@@ -1,0 +1,628 @@
+/*  model: every resource message converts to JSON and to a Redis hash by walking its
+    protobuf-c descriptor, so adding a field to proto/berth.proto is all it takes for the field
+    to be stored, loaded and shown. A hash holds one field per top-level proto field: scalars
+    as text, everything structured (nested messages, repeated fields) as JSON, bytes as base64.
+
+    Transactions: the checks, writes and events of one model_tx go to Redis as one Lua script,
+    so a state change either happens whole, with its event, or not at all. The script reads
+    its operations from ARGV as a flat list: an opcode then that op's arguments. */
+#include "model.h"
+#include "log.h"
+#include "util.h"
+
+#include <assert.h>
+#include <czmq.h>
+#include <sodium.h>
+#include <stdarg.h>
+#include <string.h>
+
+const char *model_key(char *buf, size_t size, const char *kind, const char *id)
+{
+    static const char *tagged[] = { "vm", "task", "request", "claim", "usage", NULL };
+    int tag = 0;
+    for (const char **t = tagged; *t; t++)
+        tag |= streq(*t, kind);
+    snprintf(buf, size, tag ? "berth:%s:{%s}" : "berth:%s:%s", kind, id);
+    return buf;
+}
+
+/* ---- reflection ------------------------------------------------------------------------- */
+
+#define MEMBER(type, msg, off) (*(type *)((uint8_t *)(msg) + (off)))
+
+static size_t s_elem_size(ProtobufCType type)
+{
+    switch (type) {
+    case PROTOBUF_C_TYPE_INT32:
+    case PROTOBUF_C_TYPE_SINT32:
+    case PROTOBUF_C_TYPE_SFIXED32:
+    case PROTOBUF_C_TYPE_UINT32:
+    case PROTOBUF_C_TYPE_FIXED32:
+    case PROTOBUF_C_TYPE_ENUM:
+        return 4;
+    case PROTOBUF_C_TYPE_FLOAT:
+        return sizeof(float);
+    case PROTOBUF_C_TYPE_INT64:
+    case PROTOBUF_C_TYPE_SINT64:
+    case PROTOBUF_C_TYPE_SFIXED64:
+    case PROTOBUF_C_TYPE_UINT64:
+    case PROTOBUF_C_TYPE_FIXED64:
+        return 8;
+    case PROTOBUF_C_TYPE_DOUBLE:
+        return sizeof(double);
+    case PROTOBUF_C_TYPE_BOOL:
+        return sizeof(protobuf_c_boolean);
+    case PROTOBUF_C_TYPE_STRING:
+        return sizeof(char *);
+    case PROTOBUF_C_TYPE_BYTES:
+        return sizeof(ProtobufCBinaryData);
+    case PROTOBUF_C_TYPE_MESSAGE:
+        return sizeof(ProtobufCMessage *);
+    }
+    return 0;
+}
+
+/* One value (scalar slot at p) as JSON. */
+static json_t *s_value_json(const ProtobufCFieldDescriptor *f, const void *p)
+{
+    switch (f->type) {
+    case PROTOBUF_C_TYPE_INT32:
+    case PROTOBUF_C_TYPE_SINT32:
+    case PROTOBUF_C_TYPE_SFIXED32:
+    case PROTOBUF_C_TYPE_ENUM:
+        return json_integer(*(const int32_t *)p);
+    case PROTOBUF_C_TYPE_UINT32:
+    case PROTOBUF_C_TYPE_FIXED32:
+        return json_integer(*(const uint32_t *)p);
+    case PROTOBUF_C_TYPE_INT64:
+    case PROTOBUF_C_TYPE_SINT64:
+    case PROTOBUF_C_TYPE_SFIXED64:
+        return json_integer(*(const int64_t *)p);
+    case PROTOBUF_C_TYPE_UINT64:
+    case PROTOBUF_C_TYPE_FIXED64:
+        return json_integer((json_int_t) * (const uint64_t *)p);
+    case PROTOBUF_C_TYPE_FLOAT:
+        return json_real(*(const float *)p);
+    case PROTOBUF_C_TYPE_DOUBLE:
+        return json_real(*(const double *)p);
+    case PROTOBUF_C_TYPE_BOOL:
+        return json_boolean(*(const protobuf_c_boolean *)p);
+    case PROTOBUF_C_TYPE_STRING: {
+        const char *s = *(char *const *)p;
+        json_t *j = json_string(s ? s : "");
+        return j ? j : json_string("");   /* not UTF-8: never stored by us; show empty */
+    }
+    case PROTOBUF_C_TYPE_BYTES: {
+        const ProtobufCBinaryData *b = p;
+        size_t len = sodium_base64_encoded_len(b->len, sodium_base64_VARIANT_ORIGINAL);
+        char *text = malloc(len);
+        if (!text)
+            return NULL;
+        sodium_bin2base64(text, len, b->data, b->len, sodium_base64_VARIANT_ORIGINAL);
+        json_t *j = json_string(text);
+        free(text);
+        return j;
+    }
+    case PROTOBUF_C_TYPE_MESSAGE: {
+        const ProtobufCMessage *m = *(ProtobufCMessage *const *)p;
+        return m ? model_to_json(m) : json_null();
+    }
+    }
+    return json_null();
+}
+
+json_t *model_to_json(const ProtobufCMessage *msg)
+{
+    json_t *obj = json_object();
+    const ProtobufCMessageDescriptor *d = msg->descriptor;
+    for (unsigned i = 0; i < d->n_fields; i++) {
+        const ProtobufCFieldDescriptor *f = &d->fields[i];
+        json_t *v;
+        if (f->label == PROTOBUF_C_LABEL_REPEATED) {
+            size_t n = MEMBER(size_t, msg, f->quantifier_offset);
+            const uint8_t *arr = MEMBER(const uint8_t *, msg, f->offset);
+            v = json_array();
+            for (size_t k = 0; k < n; k++)
+                json_array_append_new(v, s_value_json(f, arr + k * s_elem_size(f->type)));
+        } else
+            v = s_value_json(f, (const uint8_t *)msg + f->offset);
+        json_object_set_new(obj, f->name, v ? v : json_null());
+    }
+    return obj;
+}
+
+static int s_int_range(json_t *j, int64_t min, int64_t max, int64_t *out)
+{
+    if (!json_is_integer(j))
+        return -1;
+    json_int_t v = json_integer_value(j);
+    if (v < min || v > max)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+/* Store JSON value j into the scalar slot p (owned by a message being built). */
+static int s_value_set(const ProtobufCFieldDescriptor *f, void *p, json_t *j, const char **error)
+{
+    int64_t v = 0;
+    switch (f->type) {
+    case PROTOBUF_C_TYPE_INT32:
+    case PROTOBUF_C_TYPE_SINT32:
+    case PROTOBUF_C_TYPE_SFIXED32:
+    case PROTOBUF_C_TYPE_ENUM:
+        if (s_int_range(j, INT32_MIN, INT32_MAX, &v))
+            goto bad;
+        *(int32_t *)p = (int32_t)v;
+        return 0;
+    case PROTOBUF_C_TYPE_UINT32:
+    case PROTOBUF_C_TYPE_FIXED32:
+        if (s_int_range(j, 0, UINT32_MAX, &v))
+            goto bad;
+        *(uint32_t *)p = (uint32_t)v;
+        return 0;
+    case PROTOBUF_C_TYPE_INT64:
+    case PROTOBUF_C_TYPE_SINT64:
+    case PROTOBUF_C_TYPE_SFIXED64:
+        if (s_int_range(j, INT64_MIN, INT64_MAX, &v))
+            goto bad;
+        *(int64_t *)p = v;
+        return 0;
+    case PROTOBUF_C_TYPE_UINT64:
+    case PROTOBUF_C_TYPE_FIXED64:
+        if (s_int_range(j, 0, INT64_MAX, &v))
+            goto bad;
+        *(uint64_t *)p = (uint64_t)v;
+        return 0;
+    case PROTOBUF_C_TYPE_FLOAT:
+        if (!json_is_number(j))
+            goto bad;
+        *(float *)p = (float)json_number_value(j);
+        return 0;
+    case PROTOBUF_C_TYPE_DOUBLE:
+        if (!json_is_number(j))
+            goto bad;
+        *(double *)p = json_number_value(j);
+        return 0;
+    case PROTOBUF_C_TYPE_BOOL:
+        if (!json_is_boolean(j))
+            goto bad;
+        *(protobuf_c_boolean *)p = json_is_true(j);
+        return 0;
+    case PROTOBUF_C_TYPE_STRING: {
+        if (!json_is_string(j))
+            goto bad;
+        char *s = strdup(json_string_value(j));
+        if (!s)
+            goto bad;
+        *(char **)p = s;
+        return 0;
+    }
+    case PROTOBUF_C_TYPE_BYTES: {
+        if (!json_is_string(j))
+            goto bad;
+        const char *text = json_string_value(j);
+        size_t tlen = strlen(text);
+        ProtobufCBinaryData *b = p;
+        b->data = malloc(tlen ? tlen : 1);
+        if (!b->data
+            || sodium_base642bin(b->data, tlen ? tlen : 1, text, tlen, NULL, &b->len, NULL,
+                                 sodium_base64_VARIANT_ORIGINAL)
+                   != 0) {
+            free(b->data);
+            b->data = NULL;
+            b->len = 0;
+            goto bad;
+        }
+        return 0;
+    }
+    case PROTOBUF_C_TYPE_MESSAGE: {
+        if (json_is_null(j))
+            return 0;
+        ProtobufCMessage *m = model_from_json(f->descriptor, j, error);
+        if (!m)
+            return -1;
+        *(ProtobufCMessage **)p = m;
+        return 0;
+    }
+    }
+bad:
+    if (error)
+        *error = "a field has the wrong type or is out of range";
+    return -1;
+}
+
+/* Set field f of msg from j (an array for repeated fields). */
+static int s_field_set(ProtobufCMessage *msg, const ProtobufCFieldDescriptor *f, json_t *j,
+                       const char **error)
+{
+    if (f->label != PROTOBUF_C_LABEL_REPEATED)
+        return s_value_set(f, (uint8_t *)msg + f->offset, j, error);
+    if (!json_is_array(j)) {
+        if (error)
+            *error = "a list field is not an array";
+        return -1;
+    }
+    size_t n = json_array_size(j);
+    size_t es = s_elem_size(f->type);
+    uint8_t *arr = calloc(n ? n : 1, es);
+    if (!arr)
+        return -1;
+    /* Attach first so free_unpacked releases whatever was set if an element fails. */
+    MEMBER(uint8_t *, msg, f->offset) = arr;
+    for (size_t k = 0; k < n; k++) {
+        if (s_value_set(f, arr + k * es, json_array_get(j, k), error) != 0)
+            return -1;
+        MEMBER(size_t, msg, f->quantifier_offset) = k + 1;
+    }
+    return 0;
+}
+
+static ProtobufCMessage *s_new(const ProtobufCMessageDescriptor *desc)
+{
+    ProtobufCMessage *msg = malloc(desc->sizeof_message);
+    if (msg)
+        desc->message_init(msg);
+    return msg;
+}
+
+ProtobufCMessage *model_from_json(const ProtobufCMessageDescriptor *desc, json_t *json,
+                                  const char **error)
+{
+    if (!json_is_object(json)) {
+        if (error)
+            *error = "expected a JSON object";
+        return NULL;
+    }
+    ProtobufCMessage *msg = s_new(desc);
+    if (!msg)
+        return NULL;
+    const char *key;
+    json_t *value;
+    json_object_foreach(json, key, value) {
+        const ProtobufCFieldDescriptor *f = protobuf_c_message_descriptor_get_field_by_name(desc, key);
+        if (!f) {
+            if (error)
+                *error = "unknown field";
+            protobuf_c_message_free_unpacked(msg, NULL);
+            return NULL;
+        }
+        if (json_is_null(value))
+            continue;
+        if (s_field_set(msg, f, value, error) != 0) {
+            protobuf_c_message_free_unpacked(msg, NULL);
+            return NULL;
+        }
+    }
+    return msg;
+}
+
+/* ---- hashes ----------------------------------------------------------------------------- */
+
+static int s_structured(const ProtobufCFieldDescriptor *f)
+{
+    return f->label == PROTOBUF_C_LABEL_REPEATED || f->type == PROTOBUF_C_TYPE_MESSAGE;
+}
+
+/* Text of a hash field for f (caller frees). Scalars read naturally in redis-cli and Lua. */
+static char *s_field_text(const ProtobufCMessage *msg, const ProtobufCFieldDescriptor *f)
+{
+    json_t *j;
+    if (f->label == PROTOBUF_C_LABEL_REPEATED) {
+        json_t *all = model_to_json(msg);
+        j = json_incref(json_object_get(all, f->name));
+        json_decref(all);
+    } else
+        j = s_value_json(f, (const uint8_t *)msg + f->offset);
+    if (!j)
+        return NULL;
+    char *text = NULL;
+    if (s_structured(f))
+        text = json_dumps(j, JSON_COMPACT | JSON_ENCODE_ANY);
+    else if (json_is_string(j))
+        text = strdup(json_string_value(j));
+    else if (json_is_boolean(j))
+        text = strdup(json_is_true(j) ? "1" : "0");
+    else if (json_is_integer(j)) {
+        if (asprintf(&text, "%lld", (long long)json_integer_value(j)) < 0)
+            text = NULL;
+    } else if (asprintf(&text, "%.17g", json_number_value(j)) < 0)
+        text = NULL;
+    json_decref(j);
+    return text;
+}
+
+/* The JSON value a hash field's text stands for, by f's type. NULL if it does not parse. */
+static json_t *s_text_json(const ProtobufCFieldDescriptor *f, const char *text, size_t len)
+{
+    if (s_structured(f))
+        return json_loadb(text, len, JSON_DECODE_ANY, NULL);
+    char buf[64];
+    switch (f->type) {
+    case PROTOBUF_C_TYPE_STRING:
+    case PROTOBUF_C_TYPE_BYTES:
+        return json_stringn(text, len);
+    case PROTOBUF_C_TYPE_BOOL:
+        return json_boolean(len == 1 ? text[0] == '1' : strncmp(text, "true", len) == 0);
+    case PROTOBUF_C_TYPE_FLOAT:
+    case PROTOBUF_C_TYPE_DOUBLE:
+        if (len >= sizeof buf)
+            return NULL;
+        memcpy(buf, text, len);
+        buf[len] = '\0';
+        return json_real(strtod(buf, NULL));
+    default: {
+        int64_t v;
+        if (len >= sizeof buf)
+            return NULL;
+        memcpy(buf, text, len);
+        buf[len] = '\0';
+        return util_parse_int(buf, INT64_MIN, INT64_MAX, &v) == 0 ? json_integer(v) : NULL;
+    }
+    }
+}
+
+ProtobufCMessage *model_from_hash(const ProtobufCMessageDescriptor *desc, const redisReply *r)
+{
+    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements == 0 || r->elements % 2)
+        return NULL;
+    ProtobufCMessage *msg = s_new(desc);
+    if (!msg)
+        return NULL;
+    for (size_t i = 0; i + 1 < r->elements; i += 2) {
+        const redisReply *k = r->element[i], *v = r->element[i + 1];
+        if (k->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING)
+            continue;
+        const ProtobufCFieldDescriptor *f =
+            protobuf_c_message_descriptor_get_field_by_name(desc, k->str);
+        if (!f)
+            continue;   /* a field this build does not know: written by a newer version */
+        json_t *j = s_text_json(f, v->str, v->len);
+        if (!j || s_field_set(msg, f, j, NULL) != 0)
+            log_debug(NULL, "unreadable stored field", "{s:s, s:s}", "message", desc->short_name,
+                      "field", k->str);
+        json_decref(j);
+    }
+    return msg;
+}
+
+int model_load(store_t *store, const ProtobufCMessageDescriptor *desc, const char *key,
+               ProtobufCMessage **msg_p)
+{
+    redisReply *r = store_command(store, "HGETALL %s", key);
+    if (!r)
+        return -1;
+    int rc = -1;
+    if (r->type == REDIS_REPLY_ARRAY && r->elements == 0)
+        rc = MODEL_NOT_FOUND;
+    else if (r->type == REDIS_REPLY_ARRAY) {
+        ProtobufCMessage *msg = model_from_hash(desc, r);
+        if (msg) {
+            *msg_p = msg;
+            rc = 0;
+        }
+    }
+    freeReplyObject(r);
+    return rc;
+}
+
+/* ---- transactions ----------------------------------------------------------------------- */
+
+/* Ops: C key field expected | P key n f1 v1 .. fn vn | D key | Z key score member |
+   R key member | S key member | E n f1 v1 ... (XADD to KEYS[1]).
+   All checks run before any write; a failed check names itself in the error. */
+static store_script_t s_tx = {
+    .source =
+        "local a, i, n = ARGV, 1, #ARGV\n"
+        "while i <= n do\n"
+        "  local op = a[i]\n"
+        "  if op == 'C' then\n"
+        "    local cur = redis.call('HGET', a[i+1], a[i+2]) or ''\n"
+        "    if cur ~= a[i+3] then\n"
+        "      return {err='CONFLICT ' .. a[i+1] .. ' ' .. a[i+2] .. ' is ' .. cur} end\n"
+        "    i = i + 4\n"
+        "  elseif op == 'P' then i = i + 3 + 2 * tonumber(a[i+2])\n"
+        "  elseif op == 'E' then i = i + 2 + 2 * tonumber(a[i+1])\n"
+        "  elseif op == 'Z' then i = i + 4\n"
+        "  else i = i + 3 end\n"
+        "end\n"
+        "i = 1\n"
+        "while i <= n do\n"
+        "  local op = a[i]\n"
+        "  if op == 'C' then i = i + 4\n"
+        "  elseif op == 'P' then\n"
+        "    local cnt = tonumber(a[i+2])\n"
+        "    if cnt > 0 then redis.call('HSET', a[i+1], unpack(a, i+3, i+2+2*cnt)) end\n"
+        "    i = i + 3 + 2 * cnt\n"
+        "  elseif op == 'E' then\n"
+        "    local cnt = tonumber(a[i+1])\n"
+        "    redis.call('XADD', KEYS[1], 'MAXLEN', '~', '1000000', '*', unpack(a, i+2, i+1+2*cnt))\n"
+        "    i = i + 2 + 2 * cnt\n"
+        "  elseif op == 'D' then redis.call('DEL', a[i+1]); i = i + 2\n"
+        "  elseif op == 'Z' then redis.call('ZADD', a[i+1], a[i+2], a[i+3]); i = i + 4\n"
+        "  elseif op == 'R' then redis.call('ZREM', a[i+1], a[i+2]); i = i + 3\n"
+        "  elseif op == 'S' then redis.call('SADD', a[i+1], a[i+2]); i = i + 3\n"
+        "  else return {err='BADOP ' .. tostring(op)} end\n"
+        "end\n"
+        "return 1\n",
+};
+
+struct _model_tx_t {
+    zlistx_t *args;   /* char *, the flat ARGV (after KEYS[1] = the event stream) */
+    int failed;       /* out of memory while building */
+};
+
+model_tx_t *model_tx_new(void)
+{
+    model_tx_t *self = calloc(1, sizeof *self);
+    if (!self)
+        return NULL;
+    self->args = zlistx_new();
+    if (!self->args) {
+        free(self);
+        return NULL;
+    }
+    zlistx_set_destructor(self->args, (zlistx_destructor_fn *)zstr_free);
+    return self;
+}
+
+void model_tx_destroy(model_tx_t **self_p)
+{
+    if (self_p && *self_p) {
+        zlistx_destroy(&(*self_p)->args);
+        free(*self_p);
+        *self_p = NULL;
+    }
+}
+
+static void s_arg(model_tx_t *self, const char *text)
+{
+    char *copy = strdup(text ? text : "");
+    if (!copy || !zlistx_add_end(self->args, copy)) {
+        free(copy);
+        self->failed = 1;
+    }
+}
+
+static void s_arg_int(model_tx_t *self, int64_t value)
+{
+    char buf[32];
+    snprintf(buf, sizeof buf, "%lld", (long long)value);
+    s_arg(self, buf);
+}
+
+void model_tx_check(model_tx_t *self, const char *key, const char *field, const char *expected)
+{
+    s_arg(self, "C");
+    s_arg(self, key);
+    s_arg(self, field);
+    s_arg(self, expected);
+}
+
+void model_tx_check_version(model_tx_t *self, const char *key, int64_t version)
+{
+    char buf[32] = "";
+    if (version)
+        snprintf(buf, sizeof buf, "%lld", (long long)version);
+    model_tx_check(self, key, "version", buf);
+}
+
+void model_tx_put(model_tx_t *self, const char *key, const ProtobufCMessage *msg)
+{
+    const ProtobufCMessageDescriptor *d = msg->descriptor;
+    s_arg(self, "P");
+    s_arg(self, key);
+    s_arg_int(self, d->n_fields);
+    for (unsigned i = 0; i < d->n_fields; i++) {
+        char *text = s_field_text(msg, &d->fields[i]);
+        if (!text)
+            self->failed = 1;
+        s_arg(self, d->fields[i].name);
+        s_arg(self, text);
+        free(text);
+    }
+}
+
+void model_tx_hset(model_tx_t *self, const char *key, const char *field, const char *value)
+{
+    s_arg(self, "P");
+    s_arg(self, key);
+    s_arg(self, "1");
+    s_arg(self, field);
+    s_arg(self, value);
+}
+
+void model_tx_del(model_tx_t *self, const char *key)
+{
+    s_arg(self, "D");
+    s_arg(self, key);
+}
+
+void model_tx_zadd(model_tx_t *self, const char *key, int64_t score, const char *member)
+{
+    s_arg(self, "Z");
+    s_arg(self, key);
+    s_arg_int(self, score);
+    s_arg(self, member);
+}
+
+void model_tx_zrem(model_tx_t *self, const char *key, const char *member)
+{
+    s_arg(self, "R");
+    s_arg(self, key);
+    s_arg(self, member);
+}
+
+void model_tx_sadd(model_tx_t *self, const char *key, const char *member)
+{
+    s_arg(self, "S");
+    s_arg(self, key);
+    s_arg(self, member);
+}
+
+void model_tx_event(model_tx_t *self, const char *type, ...)
+{
+    va_list ap;
+    int pairs = 1;
+    va_start(ap, type);
+    while (va_arg(ap, const char *))
+        pairs++;
+    va_end(ap);
+    pairs = 1 + (pairs - 1) / 2;
+    s_arg(self, "E");
+    s_arg_int(self, pairs);
+    s_arg(self, "type");
+    s_arg(self, type);
+    va_start(ap, type);
+    for (int i = 1; i < pairs; i++) {
+        const char *field = va_arg(ap, const char *);
+        const char *value = va_arg(ap, const char *);
+        s_arg(self, field);
+        s_arg(self, value);
+    }
+    va_end(ap);
+}
+
+void model_tx_vm_event(model_tx_t *tx, const Berth__Vm *vm)
+{
+    char key[MODEL_KEY_MAX], version[24], vcpus[24], ram[24], disk[24], at[24];
+    const Berth__Resources *f = vm->flavor;
+    snprintf(version, sizeof version, "%lld", (long long)vm->version);
+    snprintf(vcpus, sizeof vcpus, "%d", f ? f->vcpus : 0);
+    snprintf(ram, sizeof ram, "%lld", f ? (long long)f->ram_mb : 0LL);
+    snprintf(disk, sizeof disk, "%lld", f ? (long long)f->disk_gb : 0LL);
+    snprintf(at, sizeof at, "%lld", (long long)util_now_ms());
+    model_tx_event(tx, "vm.state", "key", model_key(key, sizeof key, "vm", vm->id), "vm", vm->id,
+                   "state", vm->state, "version", version, "owner", vm->owner, "vcpus", vcpus,
+                   "ram_mb", ram, "disk_gb", disk, "host", vm->host, "at_ms", at, NULL);
+}
+
+int model_tx_commit(model_tx_t *self, store_t *store, const char **why)
+{
+    if (self->failed)
+        return -1;
+    size_t n = zlistx_size(self->args);
+    const char **argv = calloc(n + 1, sizeof *argv);
+    if (!argv)
+        return -1;
+    argv[0] = STORE_EVENTS;
+    size_t i = 1;
+    for (char *a = zlistx_first(self->args); a; a = zlistx_next(self->args))
+        argv[i++] = a;
+    redisReply *r = store_eval(store, &s_tx, 1, (int)n + 1, argv);
+    free(argv);
+    if (!r)
+        return -1;
+    int rc = -1;
+    if (r->type == REDIS_REPLY_INTEGER)
+        rc = 0;
+    else if (r->type == REDIS_REPLY_ERROR && strncmp(r->str, "CONFLICT", 8) == 0) {
+        rc = MODEL_CONFLICT;
+        if (why)
+            *why = "the object changed meanwhile";
+        log_debug(NULL, "transaction conflict", "{s:s}", "reason", r->str);
+    } else
+        log_debug(NULL, "transaction failed", "{s:s}", "error", r->str ? r->str : "?");
+    freeReplyObject(r);
+    return rc;
+}
