@@ -369,21 +369,28 @@ class Platform:
         full.update(env or {})
         return self.start("agent", env=full, name="agent-%d" % index)
 
-    def start_all(self, agents=3, wait=True, timeout=60.0):
+    def start_all(self, agents=3, wait=True, timeout=60.0, instances=None, agent_env=None):
         """Redis (if not running), every service, agents of different sizes and the gateway.
 
-        taskmgr binds a fixed free port because the agents are configured with its endpoint.
-        With wait, returns once /readyz answers 200.
+        instances: {service: count} for services to run more than once (e.g. two taskmgrs).
+        agent_env: extra environment for every agent (e.g. fixed host sizes).
+        Each taskmgr binds a fixed free port because the agents are configured with the
+        endpoints of all of them; instance ids are <service>-<n>, so tests can find the
+        process behind an instance. With wait, returns once /readyz answers 200.
         """
         self.start_redis()
+        instances = instances or {}
+        endpoints = []
         for service in SERVICES:
-            env = {}
-            if service == "taskmgr":
-                self.taskmgr_endpoint = "tcp://127.0.0.1:%d" % self.free_port()
-                env["BERTH_BIND"] = self.taskmgr_endpoint
-            self.start(service, env=env)
+            for n in range(1, instances.get(service, 1) + 1):
+                env = {"BERTH_INSTANCE": "%s-%d" % (service, n)}
+                if service == "taskmgr":
+                    endpoints.append("tcp://127.0.0.1:%d" % self.free_port())
+                    env["BERTH_BIND"] = endpoints[-1]
+                self.start(service, env=env, name=service if n == 1 else "%s-%d" % (service, n))
+        self.taskmgr_endpoint = ",".join(endpoints)
         for i in range(1, agents + 1):
-            self.start_agent(i)
+            self.start_agent(i, env=agent_env)
         self.start_gateway()
         if wait:
             self.wait_ready(timeout)

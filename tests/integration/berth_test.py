@@ -1,0 +1,126 @@
+"""Shared helpers of the end-to-end tests: load deploy/platform.py, log in, call the REST API
+with a token, and poll for the states a user waits for. Python standard library only."""
+
+import importlib.util
+import os
+import subprocess
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+_spec = importlib.util.spec_from_file_location(
+    "berth_platform", os.path.join(ROOT, "deploy", "platform.py"))
+berth_platform = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(berth_platform)
+Platform = berth_platform.Platform
+
+TERMINAL_VM = ("ACTIVE", "ERROR", "REJECTED", "DISPOSED")
+
+
+class Api:
+    """The REST API as one logged-in user sees it."""
+
+    def __init__(self, platform, user=None, password=None):
+        self.p = platform
+        r = platform.http("POST", "/v1/auth/tokens",
+                          {"username": user or platform.admin_user,
+                           "password": password or platform.admin_password})
+        if r.status != 201:
+            raise AssertionError("login failed: %r" % r)
+        self.token = r.json()["token"]
+
+    def call(self, method, path, body=None, headers=None):
+        hdrs = {"Authorization": "Bearer " + self.token}
+        hdrs.update(headers or {})
+        return self.p.http(method, path, body, headers=hdrs)
+
+    def get(self, path):
+        r = self.call("GET", path)
+        if r.status != 200:
+            raise AssertionError("GET %s: %r" % (path, r))
+        return r.json()
+
+    def hosts(self):
+        return {h["id"]: h for h in self.get("/v1/hosts")["hosts"]}
+
+    def vm(self, vm_id):
+        return self.get("/v1/vms/" + vm_id)["vm"]
+
+    def task(self, task_id):
+        return self.get("/v1/tasks/" + task_id)["task"]
+
+    def request(self, template, name, count=1):
+        r = self.call("POST", "/v1/requests", {"template": template, "name": name, "count": count})
+        if r.status != 202:
+            raise AssertionError("POST /v1/requests: %r" % r)
+        return r.json()["request"]
+
+    def wait_vm(self, vm_id, states, timeout=60.0):
+        """Poll the VM until its state is one of states; the VM. Fails on another end state."""
+        deadline = time.monotonic() + timeout
+        vm = None
+        while time.monotonic() < deadline:
+            self.p.check_alive()
+            vm = self.vm(vm_id)
+            if vm["state"] in states:
+                return vm
+            if vm["state"] in TERMINAL_VM:
+                raise AssertionError("VM %s ended %s, not %s: %r" % (vm_id, vm["state"], states, vm))
+            time.sleep(0.1)
+        raise AssertionError("VM %s not %s after %.0fs: %r" % (vm_id, states, timeout, vm))
+
+    def wait_task(self, task_id, timeout=60.0):
+        deadline = time.monotonic() + timeout
+        task = None
+        while time.monotonic() < deadline:
+            task = self.task(task_id)
+            if task["state"] in ("SUCCEEDED", "FAILED", "ABORTED"):
+                return task
+            time.sleep(0.1)
+        raise AssertionError("task %s not finished after %.0fs: %r" % (task_id, timeout, task))
+
+    def dispose(self, vm_id):
+        r = self.call("DELETE", "/v1/vms/" + vm_id)
+        if r.status != 202:
+            raise AssertionError("DELETE /v1/vms/%s: %r" % (vm_id, r))
+        return r.json()["task"]
+
+    def create_template(self, **fields):
+        r = self.call("POST", "/v1/templates", fields)
+        if r.status != 201:
+            raise AssertionError("POST /v1/templates: %r" % r)
+        return r.json()["template"]
+
+
+def host_domains(api, host_id):
+    """Domain names the host's agent last reported from its libvirt."""
+    return {d["name"] for d in api.get("/v1/hosts/" + host_id).get("domains", [])}
+
+
+def wait_until(predicate, timeout=30.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError("%s not met after %.0fs" % (what, timeout))
+
+
+def iso_file(path, name):
+    """One file of an ISO 9660 image (Rock Ridge names), read with isoinfo."""
+    r = subprocess.run(["isoinfo", "-R", "-i", path, "-x", "/" + name],
+                       capture_output=True, check=True)
+    return r.stdout.decode()
+
+
+def iso_volume_id(path):
+    r = subprocess.run(["isoinfo", "-d", "-i", path], capture_output=True, check=True, text=True)
+    for line in r.stdout.splitlines():
+        if line.startswith("Volume id:"):
+            return line.split(":", 1)[1].strip()
+    return None
+
+
+def used_equal(a, b):
+    return all(a["used"][k] == b["used"][k] for k in ("vcpus", "ram_mb", "disk_gb"))

@@ -1,0 +1,204 @@
+#!/usr/bin/env python3
+"""Provisioning end to end through the gateway, with every service and three simulated hosts:
+request -> ACTIVE -> dispose -> DISPOSED, approval, usage, and bad input.
+
+Run: BERTH_BIN_DIR=build/bin python3 tests/integration/test_provisioning.py
+"""
+
+import glob
+import os
+import sys
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from berth_test import (Api, Platform, host_domains, iso_file, iso_volume_id,  # noqa: E402
+                        used_equal, wait_until)
+
+
+class Provisioning(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.p = Platform()
+        try:
+            cls.p.start_all(agents=3)
+            cls.api = Api(cls.p)
+        except Exception:
+            cls.p.dump_logs()
+            cls.p.stop()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        if os.environ.get("BERTH_DUMP_LOGS"):
+            cls.p.dump_logs()
+        cls.p.stop()
+
+    def run(self, result=None):
+        # On a failure, the services' last log lines are what explain it.
+        failures = len(result.failures) + len(result.errors) if result else 0
+        out = super().run(result)
+        if result and len(result.failures) + len(result.errors) > failures:
+            self.p.dump_logs()
+        return out
+
+    def seed_path(self, vm_id):
+        paths = glob.glob(os.path.join(self.p.data_dir, "services", "agent-*", "**",
+                                       vm_id + "-seed.iso"), recursive=True)
+        return paths[0] if paths else None
+
+    def test_1_request_active_dispose(self):
+        before = self.api.hosts()
+        self.assertEqual(len(before), 3)
+        req = self.api.request("small", "web")
+        self.assertIn(req["state"], ("APPROVED",))
+        self.assertEqual(len(req["vms"]), 1)
+        vm_id = req["vms"][0]["id"]
+        vm = self.api.wait_vm(vm_id, ("ACTIVE",), timeout=60)
+        self.assertEqual(vm["power_state"], "RUNNING")
+        self.assertIn(vm["host"], before)
+        self.assertIsNotNone(vm["lease"]["expires_at"])
+        task = self.api.task(vm["task"])
+        self.assertEqual(task["state"], "SUCCEEDED")
+        self.assertEqual(task["percent"], 100)
+        names = [s["name"] for s in task["steps"]]
+        for stage in ("validate", "schedule", "stage_image", "create_disk", "build_seed",
+                      "define", "power_on", "wait_ready"):
+            self.assertIn(stage, names)
+        self.assertTrue(all(s["state"] == "SUCCEEDED" for s in task["steps"]), task["steps"])
+
+        # The host's libvirt has the domain, its capacity is claimed.
+        self.assertIn(vm_id, host_domains(self.api, vm["host"]))
+        during = self.api.hosts()[vm["host"]]
+        self.assertEqual(during["used"]["ram_mb"] - before[vm["host"]]["used"]["ram_mb"], 1024)
+
+        # The seed the domain boots with names this VM.
+        seed = self.seed_path(vm_id)
+        self.assertIsNotNone(seed, "no seed ISO for the VM on any agent")
+        self.assertEqual(iso_volume_id(seed), "cidata")
+        meta = iso_file(seed, "meta-data")
+        self.assertIn("instance-id: " + vm_id, meta)
+        self.assertIn("local-hostname: web", meta)
+        self.assertIn("#cloud-config", iso_file(seed, "user-data"))
+
+        dtask = self.api.dispose(vm_id)
+        self.assertEqual(dtask["kind"], "DISPOSE")
+        again = self.api.dispose(vm_id)   # asking twice is the same disposal
+        self.assertEqual(again["id"], dtask["id"])
+        done = self.api.wait_task(dtask["id"])
+        self.assertEqual(done["state"], "SUCCEEDED", done)
+        self.assertEqual(done["percent"], 100)
+        vm = self.api.vm(vm_id)
+        self.assertEqual(vm["state"], "DISPOSED")
+        wait_until(lambda: vm_id not in host_domains(self.api, vm["host"]), 10,
+                   "domain gone from the host's libvirt")
+        after = self.api.hosts()
+        for host_id in before:
+            self.assertTrue(used_equal(before[host_id], after[host_id]),
+                            (before[host_id], after[host_id]))
+        self.assertIsNone(self.seed_path(vm_id), "seed ISO left on the host")
+        r = self.api.call("DELETE", "/v1/vms/" + vm_id)
+        self.assertEqual(r.status, 409, r)
+
+    def test_2_requires_approval(self):
+        before = self.api.hosts()
+        req = self.api.request("large", "big")
+        self.assertEqual(req["state"], "PENDING_APPROVAL")
+        vm_id = req["vms"][0]["id"]
+        self.assertEqual(req["vms"][0]["state"], "PENDING_APPROVAL")
+        self.assertEqual(req["tasks"], [])
+        time.sleep(1.5)   # give a (wrong) scheduler every chance to claim something
+        self.assertEqual(self.api.vm(vm_id)["state"], "PENDING_APPROVAL")
+        for h in before:
+            self.assertTrue(used_equal(before[h], self.api.hosts()[h]))
+
+        r = self.api.call("POST", "/v1/requests/%s/approve" % req["id"])
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.json()["request"]["state"], "APPROVED")
+        vm = self.api.wait_vm(vm_id, ("ACTIVE",))
+        self.api.wait_task(self.api.dispose(vm_id)["id"])
+
+        rej = self.api.request("large", "nope")
+        r = self.api.call("POST", "/v1/requests/%s/reject" % rej["id"], {"reason": "no budget"})
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.json()["request"]["state"], "REJECTED")
+        vm = self.api.vm(rej["vms"][0]["id"])
+        self.assertEqual(vm["state"], "REJECTED")
+        self.assertFalse(vm["host"])
+        for h, host in self.api.hosts().items():
+            self.assertNotIn(vm["id"], host_domains(self.api, h))
+            self.assertTrue(used_equal(before[h], host))
+        # Deciding again the other way is a conflict.
+        r = self.api.call("POST", "/v1/requests/%s/approve" % rej["id"])
+        self.assertEqual(r.status, 409, r)
+
+    def test_3_usage(self):
+        meter = [p for p in self.p.procs if p.service == "meter" and p.alive()][0]
+        req = self.api.request("medium", "metered")
+        vm_id = req["vms"][0]["id"]
+        self.api.wait_vm(vm_id, ("ACTIVE",))
+        seen_active = time.time()
+        time.sleep(8)
+        self.api.dispose(vm_id)
+        active_s = time.time() - seen_active
+        self.api.wait_vm(vm_id, ("DISPOSED",))
+
+        def record():
+            usage = self.api.get("/v1/usage")["usage"]
+            mine = [u for u in usage if u["vm"] == vm_id]
+            return mine[0] if mine else None
+
+        rec = wait_until(record, 10, "usage record of the VM")
+        expected = 2 * active_s / 3600.0     # medium: 2 vCPUs
+        self.assertAlmostEqual(rec["vcpu_hours"], expected, delta=expected * 0.05)
+        self.assertAlmostEqual(rec["ram_gb_hours"], 4 * active_s / 3600.0,
+                               delta=4 * active_s / 3600.0 * 0.05)
+        self.assertEqual(rec["owner"], self.p.admin_user)
+
+        # Restarting the meter changes nothing.
+        new = self.p.restart(meter)
+        wait_until(lambda: new.alive() and self.p.http("GET", "/readyz").status == 200, 20,
+                   "meter back")
+        time.sleep(1)
+        again = record()
+        self.assertAlmostEqual(again["vcpu_hours"], rec["vcpu_hours"], places=6)
+
+    def test_4_bad_input(self):
+        def counts():
+            return (self.p.redis_command("ZCARD", "berth:vms"),
+                    self.p.redis_command("ZCARD", "berth:requests"))
+
+        before = counts()
+        api = self.api
+        cases = [
+            (api.call("POST", "/v1/requests", b'{"template": "small", "name": ',
+                      {"Content-Type": "application/json"}), 400),
+            (api.call("POST", "/v1/requests", {"template": "no-such", "name": "x"}), 404),
+            (api.call("POST", "/v1/requests", {"template": "small", "name": "x", "count": -1}), 400),
+            (api.call("POST", "/v1/requests", {"template": "small", "name": "x",
+                                               "count": 10 ** 9}), 400),
+            (api.call("POST", "/v1/requests", {"template": "small", "name": "Bad Name!"}), 400),
+            (api.call("POST", "/v1/requests", {"template": "small", "name": "x", "count": "3"}), 400),
+            (self.p.http("POST", "/v1/requests", {"template": "small", "name": "x"}), 401),
+            (self.p.http("POST", "/v1/requests", {"template": "small", "name": "x"},
+                         headers={"Authorization": "Bearer not-a-token"}), 401),
+            (api.call("POST", "/v1/requests", b"{" + b" " * (10 * 1024 * 1024) + b"}",
+                      {"Content-Type": "application/json"}), 413),
+            (api.call("GET", "/v1/vms/00000000-0000-4000-8000-000000000000"), 404),
+            (api.call("GET", "/v1/vms/../../etc/passwd"), 404),
+            (api.call("DELETE", "/v1/vms/00000000-0000-4000-8000-000000000000"), 404),
+            (api.call("GET", "/v1/tasks/nope"), 404),
+        ]
+        for r, status in cases:
+            self.assertEqual(r.status, status, r)
+            body = r.json()
+            self.assertIn("error", body, r)
+            for key in ("code", "message", "request_id"):
+                self.assertIn(key, body["error"], r)
+            self.assertEqual(body["error"]["request_id"], r.headers.get("X-Request-Id"))
+        self.assertEqual(counts(), before)
+        self.p.check_alive()
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
