@@ -1,12 +1,114 @@
-/*  gateway: shared declarations of the gateway's modules (HTTP edge, route handlers). */
+/*  gateway: shared declarations of the gateway's modules: the HTTP edge (http.c), auth and
+    users (auth.c), helpers every REST handler uses (rest.c), the JSON views of resources
+    (views.c) and the route handlers (health.c, catalog.c, requests.c, vms.c). */
 #ifndef BERTH_GATEWAY_H
 #define BERTH_GATEWAY_H
 
 #include "http.h"
+#include "model.h"
 
-/* health.c */
+/* Settings every handler reads; filled once at start, read-only afterwards (shared by the
+   worker threads without locks). */
+typedef struct {
+    int call_timeout_ms;       /* deadline of one bus call made for an HTTP request */
+    int64_t token_ttl_ms;      /* lifetime of a bearer token */
+    int64_t host_down_ms;      /* a host not seen for this long is DOWN */
+    int count_max;             /* most VMs one request may ask for */
+    int list_default;          /* page size when ?limit is absent */
+    int list_max;              /* largest ?limit */
+    int scan_max;              /* most VM ids one list call may look at while filtering */
+    int password_min;          /* shortest password accepted */
+    int password_max;          /* longest password accepted */
+    int64_t usage_window_max_ms; /* widest ?from..?to of a usage query */
+    char *dummy_hash;          /* Argon2id hash verified for unknown users (equal timing) */
+} gateway_t;
+
+/* ---- health.c ---- */
 void health_live(http_req_t *req);
 void health_ready(http_req_t *req);
 void health_platform(http_req_t *req);
+
+/* ---- auth.c: users, passwords, bearer tokens ---- */
+
+/* Initialise libsodium and the gateway's auth state. -1 (logged) on failure. */
+int auth_init(gateway_t *gw);
+void auth_cleanup(gateway_t *gw);
+/* Make sure the configured admin exists with the configured password (the operator's config
+   wins over what Redis holds). 0 when done, -1 (logged) when Redis failed: try again. */
+int auth_bootstrap(gateway_t *gw, store_t *store, const char *user, const char *password);
+/* Is name a valid user name (what may appear in berth:user:<name>)? */
+int auth_username_ok(const char *name);
+/* http_auth_fn: the bearer token of the request -> req->user, req->role. */
+int auth_authenticate(http_req_t *req);
+void auth_login(http_req_t *req);          /* POST /v1/auth/tokens */
+void auth_create_user(http_req_t *req);    /* POST /v1/users (admin) */
+
+/* ---- rest.c: helpers of every REST handler ---- */
+
+/* Call service over the bus and unpack the answer as `answer`. 0 and *out (free with
+   protobuf_c_message_free_unpacked), or -1 with the error response set: the service's
+   error mapped to an HTTP status, or 503 when nobody answered in time. */
+int rest_call(http_req_t *req, const char *service, const ProtobufCMessage *msg,
+              const ProtobufCMessageDescriptor *answer, ProtobufCMessage **out);
+/* Load the resource kind/id from Redis. 0 and *out, or -1 with 404 (absent, or id malformed:
+   checked before Redis is asked) or 503 (Redis unreachable) set. */
+int rest_load(http_req_t *req, const ProtobufCMessageDescriptor *desc, const char *kind,
+              const char *id, ProtobufCMessage **out);
+/* Is id something that may name a resource (checked before it reaches a Redis key)? */
+int rest_id_ok(const char *id);
+/* Is the caller an admin? */
+int rest_is_admin(http_req_t *req);
+/* May the caller see a resource owned by owner (admins see everything)? */
+int rest_may_see(http_req_t *req, const char *owner);
+
+/* Body validation: each returns 0 when the field is present and valid (*out set), 1 when it
+   is absent and optional, -1 with a 400 naming the field set. */
+int rest_body(http_req_t *req, const char *const allowed[]);
+int rest_str(http_req_t *req, const char *field, int required, size_t max, const char **out);
+int rest_int(http_req_t *req, const char *field, int required, int64_t min, int64_t max,
+             int64_t *out);
+int rest_bool(http_req_t *req, const char *field, int required, int *out);
+
+/* Time: unix ms <-> ISO 8601 UTC ("2024-05-01T12:00:00.123Z"). */
+#define REST_TIME_MAX 32
+void rest_iso(int64_t ms, char out[REST_TIME_MAX]);
+json_t *rest_time(int64_t ms);             /* ISO string, or null when ms is 0 */
+/* ISO 8601 (date, or date-time with Z or +hh:mm) or unix seconds -> unix ms. 0 or -1. */
+int rest_parse_time(const char *text, int64_t *ms);
+
+/* ---- views.c: resources as the API shows them ---- */
+
+/* A JSON string, or null when s is NULL or empty. */
+json_t *view_str(const char *s);
+json_t *view_resources(const Berth__Resources *r);
+json_t *view_template(const Berth__Template *t);
+/* host_down: the VM's host has stopped reporting, so its power state is unknown. */
+json_t *view_vm(const Berth__Vm *vm, int host_down);
+json_t *view_task(const Berth__Task *task);
+/* A host from its raw Redis hash (HGETALL reply); with_domains adds the domain list. */
+json_t *view_host(const redisReply *hash, int64_t now_ms, int64_t down_ms, int with_domains);
+/* Is the host hash's host DOWN (stale heartbeat or recorded so)? */
+int view_host_down(const redisReply *hash, int64_t now_ms, int64_t down_ms);
+
+/* ---- catalog.c: templates and hosts ---- */
+void catalog_list_templates(http_req_t *req);   /* GET /v1/templates */
+void catalog_create_template(http_req_t *req);  /* POST /v1/templates (admin) */
+void catalog_list_hosts(http_req_t *req);       /* GET /v1/hosts */
+void catalog_get_host(http_req_t *req);         /* GET /v1/hosts/{id} */
+
+/* ---- requests.c ---- */
+void requests_create(http_req_t *req);          /* POST /v1/requests */
+void requests_get(http_req_t *req);             /* GET /v1/requests/{id} */
+void requests_approve(http_req_t *req);         /* POST /v1/requests/{id}/approve (admin) */
+void requests_reject(http_req_t *req);          /* POST /v1/requests/{id}/reject (admin) */
+
+/* ---- vms.c: VMs, tasks, usage ---- */
+void vms_list(http_req_t *req);                 /* GET /v1/vms */
+void vms_get(http_req_t *req);                  /* GET /v1/vms/{id} */
+void vms_dispose(http_req_t *req);              /* DELETE /v1/vms/{id} */
+void vms_get_task(http_req_t *req);             /* GET /v1/tasks/{id} */
+void vms_usage(http_req_t *req);                /* GET /v1/usage */
+/* Is the VM's host DOWN? (0 when it has no host or the host is unknown.) -1 on Redis error. */
+int vms_host_down(http_req_t *req, const char *host);
 
 #endif

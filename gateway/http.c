@@ -69,11 +69,31 @@ void http_json(http_req_t *req, int status, json_t *body)
     req->response = body;
 }
 
+void http_error_details(http_req_t *req, int status, const char *code, const char *message,
+                        json_t *details)
+{
+    if (!json_is_object(details)) {
+        json_decref(details);
+        details = json_object();
+    }
+    http_json(req, status,
+              json_pack("{s:{s:s, s:s, s:s, s:o}}", "error", "code", code, "message", message,
+                        "request_id", req->request_id, "details", details));
+}
+
 void http_error(http_req_t *req, int status, const char *code, const char *message)
 {
-    http_json(req, status,
-              json_pack("{s:{s:s, s:s, s:s, s:{}}}", "error", "code", code, "message", message,
-                        "request_id", req->request_id, "details"));
+    http_error_details(req, status, code, message, NULL);
+}
+
+const char *http_header(http_req_t *req, const char *name)
+{
+    return MHD_lookup_connection_value(req->connection, MHD_HEADER_KIND, name);
+}
+
+const char *http_query(http_req_t *req, const char *name)
+{
+    return MHD_lookup_connection_value(req->connection, MHD_GET_ARGUMENT_KIND, name);
 }
 
 static int s_send(struct MHD_Connection *connection, http_req_t *req)
@@ -94,6 +114,8 @@ static int s_send(struct MHD_Connection *connection, http_req_t *req)
     MHD_add_response_header(response, "Cache-Control", "no-store");
     if (req->location[0])
         MHD_add_response_header(response, "Location", req->location);
+    if (req->www_authenticate)
+        MHD_add_response_header(response, "WWW-Authenticate", req->www_authenticate);
     int rc = MHD_queue_response(connection, (unsigned)req->status, response);
     MHD_destroy_response(response);
     return rc;
@@ -123,11 +145,21 @@ static int s_match(const char *pattern, const char *path, const char *params[4],
     return *pattern == '\0' && *path == '\0';
 }
 
-static void s_route(http_t *self, http_req_t *req)
+/* Why the body cannot be used, found while reading it but answered only after routing and
+   authentication: a caller without a token learns nothing about how its body was judged. */
+typedef struct {
+    int status;                /* 0 = the body is fine */
+    const char *code;
+    const char *message;
+} s_body_error_t;
+
+/* Find the route, check who may call it, then run it. */
+static void s_route(http_t *self, http_req_t *req, const s_body_error_t *body_error)
 {
     static __thread char buf[512];
+    const http_route_t *route = NULL;
     int path_found = 0;
-    for (const http_route_t *r = self->routes; r->method; r++) {
+    for (const http_route_t *r = self->routes; r->method && !route; r++) {
         const char *params[4] = { 0 };
         if (!s_match(r->pattern, req->path, params, buf, sizeof buf))
             continue;
@@ -135,15 +167,37 @@ static void s_route(http_t *self, http_req_t *req)
         if (strcmp(r->method, req->method) != 0)
             continue;
         memcpy(req->params, params, sizeof params);
-        r->fn(req);
-        if (!req->status)
-            http_error(req, 500, "INTERNAL", "handler gave no response");
+        route = r;
+    }
+    if (!route) {
+        if (path_found)
+            http_error(req, 405, "METHOD_NOT_ALLOWED", "method not allowed on this resource");
+        else
+            http_error(req, 404, "NOT_FOUND", "no such resource");
         return;
     }
-    if (path_found)
-        http_error(req, 405, "METHOD_NOT_ALLOWED", "method not allowed on this resource");
-    else
-        http_error(req, 404, "NOT_FOUND", "no such resource");
+    if (route->access != HTTP_PUBLIC) {
+        if (!self->options.authenticate) {
+            http_error(req, 500, "INTERNAL", "no authenticator configured");
+            return;
+        }
+        if (self->options.authenticate(req) != 0) {
+            if (!req->status)
+                http_error(req, 401, "UNAUTHORIZED", "authentication required");
+            return;
+        }
+        if (route->access == HTTP_ADMIN && strcmp(req->role, "admin") != 0) {
+            http_error(req, 403, "FORBIDDEN", "this operation needs the admin role");
+            return;
+        }
+    }
+    if (body_error->status) {
+        http_error(req, body_error->status, body_error->code, body_error->message);
+        return;
+    }
+    route->fn(req);
+    if (!req->status)
+        http_error(req, 500, "INTERNAL", "handler gave no response");
 }
 
 static enum MHD_Result s_access(void *cls, struct MHD_Connection *connection, const char *url,
@@ -197,20 +251,23 @@ static enum MHD_Result s_access(void *cls, struct MHD_Connection *connection, co
     else {
         req.store = w->store;
         req.bus = w->bus;
+        s_body_error_t body_error = { 0 };
         if (up->size) {
             const char *ct = MHD_lookup_connection_value(connection, MHD_HEADER_KIND,
                                                          "Content-Type");
             json_error_t err;
             if (ct && strncmp(ct, "application/json", 16) != 0)
-                http_error(&req, 415, "UNSUPPORTED_MEDIA_TYPE", "request body must be JSON");
+                body_error = (s_body_error_t){ 415, "UNSUPPORTED_MEDIA_TYPE",
+                                               "request body must be JSON" };
             else if (!(req.body = json_loadb(up->data, up->size, JSON_REJECT_DUPLICATES, &err)))
-                http_error(&req, 400, "BAD_REQUEST", "request body is not valid JSON");
+                body_error = (s_body_error_t){ 400, "BAD_REQUEST",
+                                               "request body is not valid JSON" };
         }
-        if (!req.status)
-            s_route(self, &req);
+        s_route(self, &req, &body_error);
     }
     log_emit(req.status >= 500 ? BERTH_LOG_WARN : BERTH_LOG_DEBUG, req.request_id, "http request",
-             "{s:s, s:s, s:i}", "method", method, "path", url, "status", req.status);
+             "{s:s, s:s, s:i, s:s}", "method", method, "path", url, "status", req.status, "user",
+             req.user);
     int rc = s_send(connection, &req);
     json_decref(req.body);
     json_decref(req.response);

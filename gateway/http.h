@@ -1,6 +1,7 @@
 /*  http: the gateway's hardened HTTP edge on libmicrohttpd. Thread pool, connection and
     per-IP limits, timeouts, a body cap (413), JSON only, X-Request-Id on every response,
-    the error body {"error": {code, message, request_id, details}}, and a route table. */
+    the error body {"error": {code, message, request_id, details}}, a route table and the
+    access check each route asks for (public, any signed-in user, admin). */
 #ifndef BERTH_GATEWAY_HTTP_H
 #define BERTH_GATEWAY_HTTP_H
 
@@ -9,6 +10,9 @@
 #include <jansson.h>
 
 typedef struct _http_t http_t;
+
+#define HTTP_USER_MAX 65           /* longest user name plus the NUL */
+#define HTTP_ROLE_MAX 16
 
 /* What a route handler sees and answers through. */
 typedef struct {
@@ -21,17 +25,28 @@ typedef struct {
     store_t *store;            /* this worker thread's Redis connection */
     bus_client_t *bus;         /* this worker thread's bus client */
     void *app;                 /* the gateway state given to http_new */
+    char user[HTTP_USER_MAX];  /* authenticated user ("" on public routes) */
+    char role[HTTP_ROLE_MAX];  /* "admin" or "user" once authenticated */
     int status;                /* response to send */
     json_t *response;          /* owned; sent as JSON */
     char location[256];        /* Location header when set */
+    const char *www_authenticate; /* WWW-Authenticate header when set (static string) */
 } http_req_t;
 
 typedef void(http_handler_fn)(http_req_t *req);
+
+/* Authenticate the request: 0 with req->user and req->role set, or -1 with the response
+   (401) already set. */
+typedef int(http_auth_fn)(http_req_t *req);
+
+/* Who may call a route. */
+typedef enum { HTTP_PUBLIC = 0, HTTP_AUTHENTICATED = 1, HTTP_ADMIN = 2 } http_access_t;
 
 typedef struct {
     const char *method;
     const char *pattern;       /* "/v1/vms/{id}" */
     http_handler_fn *fn;
+    http_access_t access;
 } http_route_t;
 
 typedef struct {
@@ -45,6 +60,7 @@ typedef struct {
     const char *redis_host;
     int redis_port;
     const char *sender;        /* bus sender name */
+    http_auth_fn *authenticate; /* for every route that is not HTTP_PUBLIC */
 } http_options_t;
 
 /* Start serving routes (a NULL-method-terminated table). NULL (logged) on failure. */
@@ -54,5 +70,12 @@ void http_destroy(http_t **self_p);
 /* Set the response. */
 void http_json(http_req_t *req, int status, json_t *body);
 void http_error(http_req_t *req, int status, const char *code, const char *message);
+/* The same with a details object (taken; NULL = {}). */
+void http_error_details(http_req_t *req, int status, const char *code, const char *message,
+                        json_t *details);
+
+/* A request header or query parameter (borrowed), NULL when absent. */
+const char *http_header(http_req_t *req, const char *name);
+const char *http_query(http_req_t *req, const char *name);
 
 #endif

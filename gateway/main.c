@@ -1,14 +1,87 @@
 /*  berth-gateway: the HTTP edge. Registers on the bus like every service, and serves the
     REST API from a libmicrohttpd thread pool whose workers each own a Redis connection
-    and a bus client. */
+    and a bus client. The service loop itself only heartbeats and, until it has succeeded,
+    retries bootstrapping the admin user. */
 #include "gateway.h"
 
 static const http_route_t s_routes[] = {
-    { "GET", "/healthz", health_live },
-    { "GET", "/readyz", health_ready },
-    { "GET", "/v1/health", health_platform },
-    { NULL, NULL, NULL },
+    { "GET", "/healthz", health_live, HTTP_PUBLIC },
+    { "GET", "/readyz", health_ready, HTTP_PUBLIC },
+    { "GET", "/v1/health", health_platform, HTTP_PUBLIC },
+    { "POST", "/v1/auth/tokens", auth_login, HTTP_PUBLIC },
+    { "POST", "/v1/users", auth_create_user, HTTP_ADMIN },
+    { "GET", "/v1/templates", catalog_list_templates, HTTP_AUTHENTICATED },
+    { "POST", "/v1/templates", catalog_create_template, HTTP_ADMIN },
+    { "GET", "/v1/hosts", catalog_list_hosts, HTTP_AUTHENTICATED },
+    { "GET", "/v1/hosts/{id}", catalog_get_host, HTTP_AUTHENTICATED },
+    { "POST", "/v1/requests", requests_create, HTTP_AUTHENTICATED },
+    { "GET", "/v1/requests/{id}", requests_get, HTTP_AUTHENTICATED },
+    { "POST", "/v1/requests/{id}/approve", requests_approve, HTTP_ADMIN },
+    { "POST", "/v1/requests/{id}/reject", requests_reject, HTTP_ADMIN },
+    { "GET", "/v1/vms", vms_list, HTTP_AUTHENTICATED },
+    { "GET", "/v1/vms/{id}", vms_get, HTTP_AUTHENTICATED },
+    { "DELETE", "/v1/vms/{id}", vms_dispose, HTTP_AUTHENTICATED },
+    { "GET", "/v1/tasks/{id}", vms_get_task, HTTP_AUTHENTICATED },
+    { "GET", "/v1/usage", vms_usage, HTTP_AUTHENTICATED },
+    { NULL, NULL, NULL, HTTP_PUBLIC },
 };
+
+/* The admin bootstrap, retried on the service loop until Redis has taken it. */
+typedef struct {
+    gateway_t *gw;
+    const char *user;
+    const char *password;
+    int done;
+} s_bootstrap_t;
+
+static int s_bootstrap(service_t *service, void *arg)
+{
+    s_bootstrap_t *boot = arg;
+    if (!boot->done)
+        boot->done = auth_bootstrap(boot->gw, service_store(service), boot->user,
+                                    boot->password)
+                     == 0;
+    return 0;
+}
+
+/* Read the gateway's settings into gw; -1 (logged) when one is out of range. */
+static int s_settings(service_t *service, gateway_t *gw)
+{
+    config_t *c = service_config(service);
+    int64_t call_timeout, ttl, down, count_max, list_default, list_max, scan_max, pw_min, pw_max,
+        window_days;
+    if (config_int(c, "http_call_timeout_ms", 100, 600000, &call_timeout)
+        || config_int(c, "token_ttl_s", 60, 366LL * 24 * 3600, &ttl)
+        || config_int(c, "request_count_max", 1, 10000, &count_max)
+        || config_int(c, "list_limit_default", 1, 10000, &list_default)
+        || config_int(c, "list_limit_max", 1, 10000, &list_max)
+        || config_int(c, "list_scan_max", 1, 10000000, &scan_max)
+        || config_int(c, "password_min_length", 1, 1024, &pw_min)
+        || config_int(c, "password_max_length", 8, 65536, &pw_max)
+        || config_int(c, "usage_window_max_days", 1, 36500, &window_days))
+        return -1;
+    /* A host is DOWN after three missed heartbeats unless configured otherwise. */
+    if (!config_get(c, "host_down_ms"))
+        down = 3LL * service_heartbeat_ms(service);
+    else if (config_int(c, "host_down_ms", 100, 86400000, &down))
+        return -1;
+    if (list_default > list_max || pw_min > pw_max) {
+        log_error(NULL, "list_limit_default must not exceed list_limit_max, nor "
+                        "password_min_length password_max_length", NULL);
+        return -1;
+    }
+    gw->call_timeout_ms = (int)call_timeout;
+    gw->token_ttl_ms = ttl * 1000;
+    gw->host_down_ms = down;
+    gw->count_max = (int)count_max;
+    gw->list_default = (int)list_default;
+    gw->list_max = (int)list_max;
+    gw->scan_max = (int)scan_max;
+    gw->password_min = (int)pw_min;
+    gw->password_max = (int)pw_max;
+    gw->usage_window_max_ms = window_days * 24 * 3600 * 1000;
+    return 0;
+}
 
 int main(int argc, char **argv)
 {
@@ -23,11 +96,22 @@ int main(int argc, char **argv)
     config_declare(c, "http_per_ip_connections", "64", 0);
     config_declare(c, "http_timeout_s", "30", 0);
     config_declare(c, "http_body_max", "1048576", 0);
+    config_declare(c, "http_call_timeout_ms", "5000", 0);
     config_declare(c, "admin_user", "admin", 0);
     config_declare(c, "admin_password", NULL, 1);
+    config_declare(c, "token_ttl_s", "86400", 0);
+    config_declare(c, "password_min_length", "8", 0);
+    config_declare(c, "password_max_length", "1024", 0);
+    config_declare(c, "host_down_ms", NULL, 0);
+    config_declare(c, "request_count_max", "100", 0);
+    config_declare(c, "list_limit_default", "50", 0);
+    config_declare(c, "list_limit_max", "500", 0);
+    config_declare(c, "list_scan_max", "10000", 0);
+    config_declare(c, "usage_window_max_days", "366", 0);
 
     int rc = 1;
     http_t *http = NULL;
+    gateway_t gw = { 0 };
     int64_t port, threads, maxconn, perip, timeout, body, redis_port;
     if (service_start(service) != 0)
         goto done;
@@ -36,8 +120,27 @@ int main(int argc, char **argv)
         || config_int(c, "http_per_ip_connections", 1, 100000, &perip)
         || config_int(c, "http_timeout_s", 1, 3600, &timeout)
         || config_int(c, "http_body_max", 1024, 64 * 1024 * 1024, &body)
-        || config_int(c, "redis_port", 1, 65535, &redis_port))
+        || config_int(c, "redis_port", 1, 65535, &redis_port) || s_settings(service, &gw))
         goto done;
+
+    const char *admin_user = config_get(c, "admin_user");
+    const char *admin_password = config_get(c, "admin_password");
+    if (!auth_username_ok(admin_user)) {
+        log_error(NULL, "admin_user is not a valid user name", "{s:s}", "admin_user",
+                  admin_user ? admin_user : "");
+        goto done;
+    }
+    if (!admin_password || strlen(admin_password) < (size_t)gw.password_min
+        || strlen(admin_password) > (size_t)gw.password_max) {
+        log_error(NULL, "admin_password must be set (BERTH_ADMIN_PASSWORD) and satisfy "
+                        "password_min_length and password_max_length",
+                  "{s:i, s:i}", "password_min_length", gw.password_min, "password_max_length",
+                  gw.password_max);
+        goto done;
+    }
+    if (auth_init(&gw) != 0)
+        goto done;
+
     char sender[192];
     snprintf(sender, sizeof sender, "gateway/%s", service_instance(service));
     http_options_t options = { .bind = config_get(c, "http_bind"),
@@ -49,14 +152,20 @@ int main(int argc, char **argv)
                                .body_max = (size_t)body,
                                .redis_host = config_get(c, "redis_host"),
                                .redis_port = (int)redis_port,
-                               .sender = sender };
-    http = http_new(&options, s_routes, NULL);
+                               .sender = sender,
+                               .authenticate = auth_authenticate };
+    http = http_new(&options, s_routes, &gw);
     if (!http)
         goto done;
     log_info(NULL, "http listening", "{s:s, s:I}", "bind", options.bind, "port", (json_int_t)port);
+
+    s_bootstrap_t boot = { .gw = &gw, .user = admin_user, .password = admin_password };
+    s_bootstrap(service, &boot);
+    service_every(service, 2000, s_bootstrap, &boot);
     rc = service_run(service);
 done:
     http_destroy(&http);
+    auth_cleanup(&gw);
     service_destroy(&service);
     return rc;
 }

@@ -10,8 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define BACKOFF_MIN_MS 100
-#define BACKOFF_MAX_MS 2000
+#define BACKOFF_MIN_MS 100000
+#define BACKOFF_MAX_MS 200000
 
 struct _store_t {
     char *host;

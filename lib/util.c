@@ -1,6 +1,7 @@
 /*  util: wall-clock and monotonic time, UUIDs, bounded string copy, strict integer parsing. */
 #include "util.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,7 +45,12 @@ int util_strlcpy(char *dst, const char *src, size_t size)
 
 int util_parse_int(const char *text, int64_t min, int64_t max, int64_t *out)
 {
-    if (!text || !*text)
+    /* strtoll alone would also take leading blanks and a '+': a config value or a
+       request field is a plain decimal number or nothing. */
+    if (!text)
+        return -1;
+    const char *digits = text[0] == '-' ? text + 1 : text;
+    if (!isdigit((unsigned char)digits[0]))
         return -1;
     errno = 0;
     char *end = NULL;

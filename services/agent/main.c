@@ -1,91 +1,67 @@
-/*  berth-agent: one per physical host. Owns the libvirt connection, reports the host's
-    inventory and every domain's state to taskmgr by heartbeat over its outbound
-    connection, and answers Ping on its own endpoint. Never touches Redis. */
+/*  berth-agent: one per physical host. Owns the libvirt connection (through vmops), reports
+    the host's inventory and every domain's state to taskmgr by heartbeat, polls taskmgr for
+    work over the same outbound connection and runs the commands it gets (through worker),
+    and answers Ping on its own endpoint. Never touches Redis. */
 #include "service.h"
+#include "vmops.h"
+#include "worker.h"
 
 #include <libvirt/libvirt.h>
-#include <libvirt/virterror.h>
 #include <unistd.h>
 
 typedef struct {
     service_t *service;
-    virConnectPtr conn;      /* NULL while libvirt is unreachable */
+    vmops_t *ops;
+    worker_t *worker;
     const char *uri;
     bus_client_t *taskmgr;   /* pinned to the configured taskmgr endpoints */
     Berth__Host host;        /* inventory, refreshed each heartbeat */
     Berth__Resources capacity;
     Berth__Resources used;
-    char host_id[UTIL_ID_LEN];
     int connected;           /* last heartbeat reached a taskmgr */
     int64_t started_ms;
+    int poll_timeout_ms;     /* longest wait for one AgentWork answer */
+    int64_t max_commands;    /* commands run per poll; the rest are refused */
+    char poll_error[128];    /* why the last poll failed ("" = it worked): logged on change */
 } agent_t;
 
-static const char *s_power(int state)
-{
-    switch (state) {
-    case VIR_DOMAIN_RUNNING:
-    case VIR_DOMAIN_BLOCKED:
-        return "RUNNING";
-    case VIR_DOMAIN_PAUSED:
-    case VIR_DOMAIN_PMSUSPENDED:
-        return "SUSPENDED";
-    case VIR_DOMAIN_SHUTDOWN:
-    case VIR_DOMAIN_SHUTOFF:
-        return "STOPPED";
-    case VIR_DOMAIN_CRASHED:
-        return "CRASHED";
-    default:
-        return "UNKNOWN";
-    }
-}
-
-static int s_libvirt(agent_t *self)
-{
-    if (self->conn && virConnectIsAlive(self->conn) == 1)
-        return 0;
-    if (self->conn)
-        virConnectClose(self->conn);
-    self->conn = virConnectOpen(self->uri);
-    if (!self->conn) {
-        virErrorPtr err = virGetLastError();
-        log_error(NULL, "cannot connect to libvirt", "{s:s, s:s}", "uri", self->uri, "reason",
-                  err && err->message ? err->message : "unknown");
-        return -1;
-    }
-    return 0;
-}
-
-/* Capacity from libvirt, each figure overridable by config to simulate host sizes. */
+/* Capacity from libvirt (node info, the storage pool), each figure overridable by config
+   to simulate host sizes. */
 static void s_inventory(agent_t *self)
 {
     config_t *c = service_config(self->service);
+    virConnectPtr conn = vmops_conn(self->ops);
     virNodeInfo info = { 0 };
-    if (self->conn)
-        virNodeGetInfo(self->conn, &info);
+    if (conn)
+        virNodeGetInfo(conn, &info);
     int64_t v;
     self->capacity.vcpus = (int32_t)info.cpus;
     self->capacity.ram_mb = (int64_t)(info.memory / 1024);
-    self->capacity.disk_gb = 0;
+    int64_t disk = vmops_pool_capacity_gb(self->ops);
+    self->capacity.disk_gb = disk > 0 ? disk : 0;
     if (config_get(c, "host_vcpus") && config_int(c, "host_vcpus", 1, 100000, &v) == 0)
         self->capacity.vcpus = (int32_t)v;
     if (config_get(c, "host_ram_mb") && config_int(c, "host_ram_mb", 1, INT64_MAX / 2, &v) == 0)
         self->capacity.ram_mb = v;
     if (config_get(c, "host_disk_gb") && config_int(c, "host_disk_gb", 1, INT64_MAX / 2, &v) == 0)
         self->capacity.disk_gb = v;
+    const char *hv = vmops_hypervisor(self->ops);
+    self->host.hypervisor = (char *)(hv ? hv : "");
 }
 
 static int s_heartbeat(service_t *service, void *arg)
 {
     agent_t *self = arg;
-    s_libvirt(self);
+    int up = vmops_connect(self->ops) == 0;
     s_inventory(self);
     Berth__AgentHeartbeat hb = BERTH__AGENT_HEARTBEAT__INIT;
     hb.instance = (char *)service_instance(service);
     hb.endpoint = (char *)service_endpoint(service);
     hb.host = &self->host;
     hb.ttl_ms = service_heartbeat_ms(service) * 3;
+    virConnectPtr conn = vmops_conn(self->ops);
     virDomainPtr *domains = NULL;
-    int n = self->conn ? virConnectListAllDomains(self->conn, &domains, 0) : 0;
+    int n = conn ? virConnectListAllDomains(conn, &domains, 0) : 0;
     if (n < 0)
         n = 0;
     Berth__Domain *items = calloc((size_t)n + 1, sizeof *items);
@@ -95,14 +71,16 @@ static int s_heartbeat(service_t *service, void *arg)
         items[i].name = (char *)virDomainGetName(domains[i]);
         int state = VIR_DOMAIN_NOSTATE;
         virDomainGetState(domains[i], &state, NULL, 0);
-        items[i].power_state = (char *)s_power(state);
+        items[i].power_state = (char *)vmops_power_state(state);
         ptrs[i] = &items[i];
     }
     hb.n_domains = items && ptrs ? (size_t)n : 0;
     hb.domains = ptrs;
+    self->host.n_domains = hb.n_domains;
+    self->host.domains = ptrs;
     self->host.vms = (int32_t)hb.n_domains;
     hb.started_ms = self->started_ms;
-    self->host.state = self->conn ? "UP" : "DOWN";
+    self->host.state = up ? "UP" : "DOWN";
 
     Berth__Envelope *reply = NULL;
     int ok = bus_client_call(self->taskmgr, "taskmgr", &hb.base, NULL, 800, &reply) == 0
@@ -113,11 +91,85 @@ static int s_heartbeat(service_t *service, void *arg)
     self->connected = ok;
     if (reply)
         berth__envelope__free_unpacked(reply, NULL);
+    self->host.n_domains = 0;
+    self->host.domains = NULL;
     for (int i = 0; i < n; i++)
         virDomainFree(domains[i]);
     free(domains);
     free(items);
     free(ptrs);
+    return 0;
+}
+
+/* One poll failed or worked: log only when the reason changes, so a taskmgr without an
+   AgentWork handler (UNKNOWN_TYPE) or one that is down costs one line, not one per poll. */
+static void s_poll_state(agent_t *self, const char *code, const char *message)
+{
+    const char *now = code ? code : "";
+    if (strcmp(now, self->poll_error) == 0)
+        return;
+    if (code)
+        log_warn(NULL, "work poll failed", "{s:s, s:s?}", "code", code, "error", message);
+    else
+        log_info(NULL, "polling taskmgr for work", NULL);
+    util_strlcpy(self->poll_error, now, sizeof self->poll_error);
+}
+
+/* Send the undelivered results, get commands, run them in order. Returns the number of
+   commands run (-1 when the poll was not answered). */
+static int s_poll_once(agent_t *self)
+{
+    Berth__AgentWork work = BERTH__AGENT_WORK__INIT;
+    work.host = self->host.id;
+    work.instance = (char *)service_instance(self->service);
+    size_t sent = worker_pending(self->worker, &work.results);
+    work.n_results = sent;
+    Berth__Envelope *reply = NULL;
+    if (bus_client_call(self->taskmgr, "taskmgr", &work.base, NULL, self->poll_timeout_ms, &reply) != 0) {
+        s_poll_state(self, "UNREACHABLE", "no taskmgr answered");
+        return -1;
+    }
+    if (reply->error) {
+        /* Not processed (e.g. an older taskmgr without the handler): the results stay
+           queued for the next poll. */
+        s_poll_state(self, reply->error->code, reply->error->message);
+        berth__envelope__free_unpacked(reply, NULL);
+        return -1;
+    }
+    Berth__AgentWorkReply *body = (Berth__AgentWorkReply *)envelope_body(
+        reply, &berth__agent_work_reply__descriptor);
+    berth__envelope__free_unpacked(reply, NULL);
+    if (!body) {
+        s_poll_state(self, "BAD_REPLY", "the answer to AgentWork is not an AgentWorkReply");
+        return -1;
+    }
+    s_poll_state(self, NULL, NULL);
+    worker_delivered(self->worker, sent);
+    int ran = 0;
+    for (size_t i = 0; i < body->n_commands; i++) {
+        const Berth__AgentCommand *cmd = body->commands[i];
+        if ((int64_t)i >= self->max_commands) {
+            char why[160];
+            snprintf(why, sizeof why, "not run: more than %lld commands in one poll (max_commands)",
+                     (long long)self->max_commands);
+            worker_refuse(self->worker, cmd->id, why);
+            continue;
+        }
+        worker_run(self->worker, cmd);
+        ran++;
+    }
+    protobuf_c_message_free_unpacked(&body->base, NULL);
+    return ran;
+}
+
+/* A poll that ran commands is followed by one more at once, to hand their results back
+   without waiting a whole poll interval (the next stage of a task waits for them). */
+static int s_poll(service_t *service, void *arg)
+{
+    (void)service;
+    agent_t *self = arg;
+    if (s_poll_once(self) > 0)
+        s_poll_once(self);
     return 0;
 }
 
@@ -134,7 +186,17 @@ int main(int argc, char **argv)
     config_declare(c, "host_ram_mb", NULL, 0);
     config_declare(c, "host_disk_gb", NULL, 0);
     config_declare(c, "data_dir", "./.berth/agent", 0);
-    virSetErrorFunc(NULL, NULL);
+    config_declare(c, "pool", "berth", 0);
+    config_declare(c, "poll_ms", "200", 0);
+    config_declare(c, "poll_timeout_ms", "1000", 0);
+    config_declare(c, "max_commands", "64", 0);
+    config_declare(c, "result_cache", "1024", 0);
+    config_declare(c, "pending_results", "1024", 0);
+    config_declare(c, "vm_max_vcpus", "256", 0);
+    config_declare(c, "vm_max_ram_mb", "4194304", 0);
+    config_declare(c, "vm_max_disk_gb", "65536", 0);
+    config_declare(c, "vm_max_name", "255", 0);
+    config_declare(c, "seed_max_bytes", "4194304", 0);
 
     agent_t self = { .service = service, .started_ms = util_now_ms() };
     int rc = 1;
@@ -144,16 +206,41 @@ int main(int argc, char **argv)
         log_error(NULL, "taskmgr_endpoints is not set", NULL);
         goto done;
     }
-    self.uri = config_get(c, "libvirt_uri");
-    self.taskmgr = bus_client_new(NULL, service_instance(service));
-    if (!self.taskmgr || bus_client_pin(self.taskmgr, "taskmgr", config_get(c, "taskmgr_endpoints")))
+    int64_t poll_ms, poll_timeout, cache, pending, vcpus, ram, disk, name_max, seed_max;
+    if (config_int(c, "poll_ms", 10, 60000, &poll_ms)
+        || config_int(c, "poll_timeout_ms", 50, 60000, &poll_timeout)
+        || config_int(c, "max_commands", 1, 10000, &self.max_commands)
+        || config_int(c, "result_cache", 1, 1000000, &cache)
+        || config_int(c, "pending_results", 1, 1000000, &pending)
+        || config_int(c, "vm_max_vcpus", 1, 100000, &vcpus)
+        || config_int(c, "vm_max_ram_mb", 1, INT64_MAX / 2, &ram)
+        || config_int(c, "vm_max_disk_gb", 1, INT64_MAX / 2, &disk)
+        || config_int(c, "vm_max_name", 1, 4096, &name_max)
+        || config_int(c, "seed_max_bytes", 1, ENVELOPE_MAX_BYTES, &seed_max))
         goto done;
+    self.poll_timeout_ms = (int)poll_timeout;
+    self.uri = config_get(c, "libvirt_uri");
     const char *name = config_get(c, "host_name");
     char fallback[64] = "";
     if (!name) {
         gethostname(fallback, sizeof fallback - 1);
         name = fallback;
     }
+    vmops_config_t vc = { .uri = self.uri,
+                          .host = name,
+                          .data_dir = config_get(c, "data_dir"),
+                          .pool = config_get(c, "pool"),
+                          .max_vcpus = vcpus,
+                          .max_ram_mb = ram,
+                          .max_disk_gb = disk,
+                          .max_seed_bytes = seed_max,
+                          .max_name_len = name_max };
+    self.ops = vmops_new(&vc);
+    self.worker = self.ops ? worker_new(self.ops, (size_t)cache, (size_t)pending) : NULL;
+    self.taskmgr = bus_client_new(NULL, service_instance(service));
+    if (!self.ops || !self.worker || !self.taskmgr
+        || bus_client_pin(self.taskmgr, "taskmgr", config_get(c, "taskmgr_endpoints")))
+        goto done;
     berth__host__init(&self.host);
     berth__resources__init(&self.capacity);
     berth__resources__init(&self.used);
@@ -163,14 +250,14 @@ int main(int argc, char **argv)
     self.host.used = &self.used;
     self.host.agent = (char *)service_instance(service);
     self.host.libvirt_uri = (char *)self.uri;
-    s_libvirt(&self);
     s_heartbeat(service, &self);
     service_every(service, service_heartbeat_ms(service), s_heartbeat, &self);
+    service_every(service, (int)poll_ms, s_poll, &self);
     rc = service_run(service);
 done:
     bus_client_destroy(&self.taskmgr);
-    if (self.conn)
-        virConnectClose(self.conn);
+    worker_destroy(&self.worker);
+    vmops_destroy(&self.ops);
     service_destroy(&service);
     return rc;
 }

@@ -1,14 +1,89 @@
-/*  berth-meter: usage from the event stream, reported per VM. */
+/*  berth-meter: usage from the event stream, reported per VM. Polls berth:events through
+    the "meter" consumer group on a timer (never blocking the loop) and answers GetUsage
+    with vCPU-, GB-RAM- and GB-disk-hours per VM for a time window. */
 #include "service.h"
+#include "usage.h"
+
+typedef struct {
+    service_t *service;
+    usage_t *usage;
+    int report_max_vms;  /* most records one report may hold */
+    int failing;         /* the last poll failed (logged once per change) */
+} meter_t;
+
+static int s_poll(service_t *service, void *arg)
+{
+    (void)service;
+    meter_t *self = arg;
+    int rc = usage_poll(self->usage);
+    if ((rc < 0) != self->failing)
+        log_emit(rc < 0 ? BERTH_LOG_WARN : BERTH_LOG_INFO, NULL,
+                 rc < 0 ? "cannot read the event stream" : "reading the event stream", NULL);
+    self->failing = rc < 0;
+    return 0;
+}
+
+static void s_on_get_usage(bus_request_t *request, void *arg)
+{
+    meter_t *self = arg;
+    Berth__GetUsage *ask = bus_request_body(request, &berth__get_usage__descriptor);
+    if (!ask) {
+        bus_reply_error(request, "BAD_REQUEST", "GetUsage body expected");
+        return;
+    }
+    Berth__UsageReport *report = NULL;
+    const char *why = NULL;
+    int rc = usage_report(service_store(self->service), ask->from_ms, ask->to_ms, ask->owner,
+                          util_now_ms(), self->report_max_vms, &report, &why);
+    if (rc == 0) {
+        bus_reply(request, &report->base);
+        usage_report_free(&report);
+    } else if (rc == USAGE_BAD_WINDOW || rc == USAGE_TOO_MANY)
+        bus_reply_error(request, "BAD_REQUEST", why);
+    else
+        bus_reply_error(request, "UNAVAILABLE", "state store unreachable");
+}
 
 int main(int argc, char **argv)
 {
     service_t *service = service_new("meter", argc, argv);
     if (!service)
         return 2;
+    config_t *c = service_config(service);
+    config_declare(c, "poll_ms", "200", 0);
+    config_declare(c, "events_batch", "200", 0);
+    config_declare(c, "batches_per_poll", "10", 0);
+    config_declare(c, "claim_idle_ms", "10000", 0);
+    config_declare(c, "max_events_per_vm", "1000", 0);
+    config_declare(c, "report_max_vms", "20000", 0);
+    meter_t self = { .service = service };
     int rc = 1;
-    if (service_start(service) == 0)
-        rc = service_run(service);
+    int64_t poll_ms, batch, batches, idle, max_events, max_vms;
+    if (service_start(service) != 0 || config_int(c, "poll_ms", 10, 60000, &poll_ms)
+        || config_int(c, "events_batch", 1, 10000, &batch)
+        || config_int(c, "batches_per_poll", 1, 1000, &batches)
+        || config_int(c, "claim_idle_ms", 0, 86400000, &idle)
+        || config_int(c, "max_events_per_vm", 4, 100000, &max_events)
+        || config_int(c, "report_max_vms", 1, 1000000, &max_vms))
+        goto done;
+    usage_limits_t limits = { .batch = (int)batch,
+                              .batches_per_poll = (int)batches,
+                              .claim_idle_ms = idle,
+                              .max_events_per_vm = (int)max_events };
+    /* The consumer is the instance: a restarted instance with a new id leaves its pending
+       entries to be claimed after claim_idle_ms; one with a fixed id takes them back. */
+    self.usage = usage_new(service_store(service), USAGE_GROUP, service_instance(service), &limits);
+    if (!self.usage)
+        goto done;
+    self.report_max_vms = (int)max_vms;
+    if (usage_setup(self.usage) != 0)
+        log_warn(NULL, "cannot create the meter consumer group yet; retrying on every poll",
+                 NULL);
+    service_on(service, "GetUsage", s_on_get_usage, &self);
+    service_every(service, (int)poll_ms, s_poll, &self);
+    rc = service_run(service);
+done:
+    usage_destroy(&self.usage);
     service_destroy(&service);
     return rc;
 }

@@ -1,16 +1,23 @@
 /*  berth-probe: talks to services on the bus directly, for health checks and tests.
-      berth-probe ping ENDPOINT               one Ping to one endpoint; exit 0 on a Status
-      berth-probe call REDIS_HOST:PORT SERVICE N   N Pings through the registry; prints
-                                              {"answered": n, "failed": n, "instances": {id: n}}
+      berth-probe ping ENDPOINT               one Ping to one endpoint; exit 0 on a Status,
+                                              printed as {"service", "instance", "state",
+                                              "store_ok", "handled", ...}
+      berth-probe call REDIS_HOST:PORT SERVICE N [INTERVAL_MS]
+                                              N Pings through the registry, INTERVAL_MS apart
+                                              (default 0); prints {"answered": n,
+                                              "failed": n, "instances": {id: n}}
       berth-probe garbage ENDPOINT            sends malformed frames; prints how many were
-                                              answered with BAD_FRAME */
+                                              answered with BAD_FRAME (exit 0 when all were),
+                                              then an oversize frame and non-ZMTP bytes */
 #include "service.h"
 
 #include <arpa/inet.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
-static int s_ping(bus_client_t *client, const char *service, json_t *instances)
+/* One Ping through client. Counts the answering instance in instances and, when last is
+   given, stores the Status there as JSON. */
+static int s_ping(bus_client_t *client, const char *service, json_t *instances, json_t **last)
 {
     Berth__Ping ping = BERTH__PING__INIT;
     Berth__Envelope *reply = NULL;
@@ -22,6 +29,13 @@ static int s_ping(bus_client_t *client, const char *service, json_t *instances)
         json_t *n = json_object_get(instances, status->instance);
         json_object_set_new(instances, status->instance,
                             json_integer(n ? json_integer_value(n) + 1 : 1));
+        if (last)
+            *last = json_pack("{s:s, s:s, s:s, s:s, s:I, s:I, s:b, s:I}", "service",
+                              status->service, "instance", status->instance, "endpoint",
+                              status->endpoint, "state", status->state, "started_ms",
+                              (json_int_t)status->started_ms, "uptime_ms",
+                              (json_int_t)status->uptime_ms, "store_ok", status->store_ok,
+                              "handled", (json_int_t)status->handled);
         rc = 0;
     }
     if (status)
@@ -68,6 +82,20 @@ static int s_garbage(const char *endpoint)
     zpoller_destroy(&poller);
     zsock_destroy(&dealer);
 
+    /* A frame above the server's size limit: ZeroMQ drops it and the connection before the
+       service sees it, so there is no answer to wait for. Sent on its own socket so the
+       replies above are not lost with it. */
+    zsock_t *big = zsock_new(ZMQ_DEALER);
+    zsock_set_linger(big, 1000);
+    if (big && zsock_connect(big, "%s", endpoint) == 0) {
+        zframe_t *frame = zframe_new(NULL, ENVELOPE_MAX_BYTES + 1);
+        if (frame) {
+            memset(zframe_data(frame), 0x0a, zframe_size(frame));
+            zframe_send(&frame, big, 0);
+        }
+    }
+    zsock_destroy(&big);
+
     /* And bytes that are not even ZMTP, on a raw TCP connection. */
     const char *hostport = strstr(endpoint, "://");
     char host[128] = "";
@@ -95,31 +123,37 @@ int main(int argc, char **argv)
         bus_client_t *client = bus_client_new(NULL, "probe");
         bus_client_pin(client, "target", argv[2]);
         json_t *instances = json_object();
-        int rc = s_ping(client, "target", instances);
+        json_t *status = NULL;
+        int rc = s_ping(client, "target", instances, &status);
         if (rc == 0) {
-            char *text = json_dumps(instances, JSON_COMPACT);
+            char *text = json_dumps(status, JSON_COMPACT);
             puts(text);
             free(text);
         }
+        json_decref(status);
         json_decref(instances);
         bus_client_destroy(&client);
         return rc == 0 ? 0 : 1;
     }
-    if (argc == 5 && streq(argv[1], "call")) {
+    if ((argc == 5 || argc == 6) && streq(argv[1], "call")) {
         char host[128];
         int port;
-        int64_t n;
+        int64_t n, interval = 0;
         if (sscanf(argv[2], "%127[^:]:%d", host, &port) != 2
-            || util_parse_int(argv[4], 1, 1000000, &n) != 0) {
-            fprintf(stderr, "usage: berth-probe call HOST:PORT SERVICE N\n");
+            || util_parse_int(argv[4], 1, 1000000, &n) != 0
+            || (argc == 6 && util_parse_int(argv[5], 0, 60000, &interval) != 0)) {
+            fprintf(stderr, "usage: berth-probe call HOST:PORT SERVICE N [INTERVAL_MS]\n");
             return 2;
         }
         store_t *store = store_new(host, port, 1000, 1000);
         bus_client_t *client = bus_client_new(store, "probe");
         json_t *instances = json_object();
         int answered = 0, failed = 0;
-        for (int64_t i = 0; i < n; i++)
-            s_ping(client, argv[3], instances) == 0 ? answered++ : failed++;
+        for (int64_t i = 0; i < n && !zsys_interrupted; i++) {
+            if (i > 0 && interval > 0)
+                zclock_sleep((int)interval); /* a command-line pacing, not an event loop */
+            s_ping(client, argv[3], instances, NULL) == 0 ? answered++ : failed++;
+        }
         json_t *out = json_pack("{s:i, s:i, s:o}", "answered", answered, "failed", failed,
                                 "instances", instances);
         char *text = json_dumps(out, JSON_COMPACT);
@@ -132,6 +166,7 @@ int main(int argc, char **argv)
     }
     if (argc == 3 && streq(argv[1], "garbage"))
         return s_garbage(argv[2]);
-    fprintf(stderr, "usage: berth-probe ping ENDPOINT | call HOST:PORT SERVICE N | garbage ENDPOINT\n");
+    fprintf(stderr, "usage: berth-probe ping ENDPOINT | call HOST:PORT SERVICE N [INTERVAL_MS]"
+                    " | garbage ENDPOINT\n");
     return 2;
 }
