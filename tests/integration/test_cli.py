@@ -1,0 +1,97 @@
+#!/usr/bin/env python3
+"""The `berth` CLI drives the whole story once: login, templates, hosts, request --wait, vms,
+vm show, task, dispose --wait, usage; tables by default, -o json for scripts, server errors
+printed with a non-zero exit.
+
+Run: BERTH_BIN_DIR=build/bin python3 tests/integration/test_cli.py
+"""
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from berth_test import Platform  # noqa: E402
+
+
+class Cli(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.p = Platform()
+        cls.home = tempfile.mkdtemp(prefix="berth-cli-")
+        try:
+            cls.p.start_all(agents=2)
+        except BaseException:
+            cls.p.dump_logs()
+            cls.p.stop()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.p.stop()
+
+    def berth(self, *args, stdin=None, check=True):
+        env = {k: v for k, v in os.environ.items() if not k.startswith("BERTH_")}
+        env.update({"BERTH_URL": self.p.url, "XDG_CONFIG_HOME": self.home, "HOME": self.home})
+        r = subprocess.run([self.p.binary("berth")] + list(args), input=stdin, env=env,
+                           capture_output=True, text=True, timeout=120)
+        if check and r.returncode != 0:
+            self.p.dump_logs()
+            raise AssertionError("berth %s exited %d:\n%s\n%s"
+                                 % (" ".join(args), r.returncode, r.stdout, r.stderr))
+        return r
+
+    def test_story(self):
+        r = self.berth("vms", check=False)
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("berth login", r.stderr)
+
+        r = self.berth("login", "--user", self.p.admin_user, "--password-stdin",
+                       stdin="wrong\n", check=False)
+        self.assertNotEqual(r.returncode, 0)
+        self.berth("login", "--user", self.p.admin_user, "--password-stdin",
+                   stdin=self.p.admin_password + "\n")
+        token_file = os.path.join(self.home, "berth", "token")
+        self.assertEqual(os.stat(token_file).st_mode & 0o777, 0o600)
+
+        out = self.berth("templates").stdout
+        for name in ("small", "medium", "large"):
+            self.assertIn(name, out)
+        templates = json.loads(self.berth("-o", "json", "templates").stdout)["templates"]
+        self.assertGreaterEqual(len(templates), 3)
+        self.assertIn("host-1", self.berth("hosts").stdout)
+
+        r = self.berth("request", "small", "cli-vm", "--wait")
+        self.assertIn("ACTIVE", r.stdout)
+        self.assertIn("100%", r.stdout)
+        vms = json.loads(self.berth("-o", "json", "vms").stdout)["vms"]
+        vm = [v for v in vms if v["name"] == "cli-vm"][0]
+        self.assertEqual(vm["state"], "ACTIVE")
+        self.assertIn("cli-vm", self.berth("vms").stdout)
+        shown = json.loads(self.berth("-o", "json", "vm", "show", vm["id"]).stdout)["vm"]
+        self.assertEqual(shown["id"], vm["id"])
+        self.assertIn("RUNNING", self.berth("vm", "show", vm["id"]).stdout)
+        task = json.loads(self.berth("-o", "json", "task", shown["task"]).stdout)["task"]
+        self.assertEqual(task["state"], "SUCCEEDED")
+
+        r = self.berth("dispose", vm["id"], "--wait")
+        self.assertIn("DISPOSED", r.stdout)
+        shown = json.loads(self.berth("-o", "json", "vm", "show", vm["id"]).stdout)["vm"]
+        self.assertEqual(shown["state"], "DISPOSED")
+
+        usage = json.loads(self.berth("-o", "json", "usage").stdout)["usage"]
+        self.assertIn(vm["id"], [u["vm"] for u in usage])
+        self.assertIn(vm["id"][:8], self.berth("usage").stdout)
+
+        r = self.berth("request", "no-such-template", "x", check=False)
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("unknown template", r.stderr)
+        r = self.berth("vm", "show", "00000000-0000-4000-8000-000000000000", check=False)
+        self.assertNotEqual(r.returncode, 0)
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
