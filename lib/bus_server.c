@@ -42,6 +42,12 @@ struct _bus_request_t {
     int replied;
 };
 
+static void s_handler_free(void **item)
+{
+    free(*item);
+    *item = NULL;
+}
+
 static void s_frame_free(void **item)
 {
     zframe_destroy((zframe_t **)item);
@@ -69,7 +75,7 @@ bus_server_t *bus_server_new(const char *endpoint, const char *sender)
         bus_server_destroy(&self);
         return NULL;
     }
-    zhashx_set_destructor(self->handlers, (zhashx_destructor_fn *)free);
+    zhashx_set_destructor(self->handlers, s_handler_free);
     zsock_set_maxmsgsize(self->router, ENVELOPE_MAX_BYTES);
     zsock_set_linger(self->router, 0);
     zsock_set_router_mandatory(self->router, 0);

@@ -21,8 +21,8 @@ int main(int argc, char **argv)
     policy_t policy;
     policy_defaults(&policy);
     int rc = 1;
-    if (service_start(service) == 0 && policy_load(&policy, service_config(service)) == 0
-        && (approval = approval_new(service_store(service), &policy)) != NULL) {
+    if (service_start(service) == 0 && policy_load(&policy, service_config(service)) == 0 &&
+        (approval = approval_new(service_store(service), &policy)) != NULL) {
         for (const approval_handler_t *h = approval_handlers; h->type; h++)
             service_on(service, h->type, h->fn, approval);
         approval_seed(approval);

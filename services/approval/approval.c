@@ -1,0 +1,178 @@
+/*  approval: message handlers of the approval service. Each one takes the typed body,
+    calls the module that owns the logic, and answers exactly once: the result, or the
+    fault's code and message. Client mistakes are logged at info, store trouble at warn. */
+#include "approval.h"
+#include "catalog.h"
+#include "log.h"
+#include "requests.h"
+#include "util.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+struct _approval_t {
+    store_t *store; /* the service's connection, borrowed */
+    policy_t policy;
+    int seeded; /* the catalog is known to have its first templates */
+    int warned; /* "not seeded yet" logged since the last success */
+};
+
+approval_t *approval_new(store_t *store, const policy_t *policy)
+{
+    approval_t *self = calloc(1, sizeof *self);
+    if (!self)
+        return NULL;
+    self->store = store;
+    self->policy = *policy;
+    return self;
+}
+
+void approval_destroy(approval_t **self_p)
+{
+    if (self_p && *self_p) {
+        free(*self_p);
+        *self_p = NULL;
+    }
+}
+
+int approval_seed(approval_t *self)
+{
+    if (self->seeded)
+        return 0;
+    fault_t fault = { "", "" };
+    int added = catalog_seed(self->store, &fault);
+    if (added < 0) {
+        /* Retried every heartbeat while Redis is away: said once, not once a second. */
+        if (!self->warned)
+            log_warn(NULL, "template catalog not seeded yet", "{s:s, s:s}", "code", fault.code,
+                     "reason", fault.message);
+        self->warned = 1;
+        return -1;
+    }
+    if (added > 0)
+        log_info(NULL, "template catalog seeded", "{s:i}", "templates", added);
+    self->seeded = 1;
+    return 0;
+}
+
+static const char *s_request_id(bus_request_t *request)
+{
+    const char *id = bus_request_envelope(request)->request_id;
+    return id && *id ? id : NULL;
+}
+
+/* Answer a failure and log it once, at a level that says whose fault it was. */
+static void s_fail(bus_request_t *request, const char *what, const fault_t *fault)
+{
+    int ours = streq(fault->code, "UNAVAILABLE") || streq(fault->code, "INTERNAL");
+    log_emit(ours ? BERTH_LOG_WARN : BERTH_LOG_INFO, s_request_id(request), what, "{s:s, s:s}",
+             "code", fault->code, "reason", fault->message);
+    bus_reply_error(request, fault->code, fault->message);
+}
+
+static void s_on_list_templates(bus_request_t *request, void *arg)
+{
+    approval_t *self = arg;
+    if (!bus_request_body(request, &berth__list_templates__descriptor)) {
+        bus_reply_error(request, "BAD_REQUEST", "ListTemplates body does not parse");
+        return;
+    }
+    /* A catalog not seeded yet (Redis was away at start) is seeded before it is shown. */
+    approval_seed(self);
+    fault_t fault = { "", "" };
+    Berth__TemplateList *list = NULL;
+    if (catalog_list(self->store, &list, &fault) != 0) {
+        s_fail(request, "list templates refused", &fault);
+        return;
+    }
+    bus_reply(request, &list->base);
+    catalog_list_destroy(&list);
+}
+
+static void s_on_create_template(bus_request_t *request, void *arg)
+{
+    approval_t *self = arg;
+    Berth__CreateTemplate *msg = bus_request_body(request, &berth__create_template__descriptor);
+    if (!msg) {
+        bus_reply_error(request, "BAD_REQUEST", "CreateTemplate body does not parse");
+        return;
+    }
+    fault_t fault = { "", "" };
+    char id[UTIL_ID_LEN];
+    if (catalog_create(self->store, &self->policy, msg->template_, msg->actor, id, &fault) != 0) {
+        s_fail(request, "create template refused", &fault);
+        return;
+    }
+    Berth__Template created = *msg->template_;
+    created.id = id;
+    log_info(s_request_id(request), "template created", "{s:s, s:s, s:s}", "template", id, "name",
+             created.name, "actor", msg->actor);
+    bus_reply(request, &created.base);
+}
+
+static void s_on_create_request(bus_request_t *request, void *arg)
+{
+    approval_t *self = arg;
+    Berth__CreateRequest *msg = bus_request_body(request, &berth__create_request__descriptor);
+    if (!msg) {
+        bus_reply_error(request, "BAD_REQUEST", "CreateRequest body does not parse");
+        return;
+    }
+    fault_t fault = { "", "" };
+    Berth__Request *req = NULL;
+    if (requests_create(self->store, &self->policy, msg, s_request_id(request), &req, &fault) !=
+        0) {
+        s_fail(request, "create request refused", &fault);
+        return;
+    }
+    log_info(s_request_id(request), "request accepted", "{s:s, s:s, s:s, s:i, s:s}", "request",
+             req->id, "state", req->state, "template", req->template_, "count", req->count, "owner",
+             req->owner);
+    bus_reply(request, &req->base);
+    protobuf_c_message_free_unpacked(&req->base, NULL);
+}
+
+static void s_on_get_request(bus_request_t *request, void *arg)
+{
+    approval_t *self = arg;
+    Berth__GetRequest *msg = bus_request_body(request, &berth__get_request__descriptor);
+    if (!msg) {
+        bus_reply_error(request, "BAD_REQUEST", "GetRequest body does not parse");
+        return;
+    }
+    fault_t fault = { "", "" };
+    Berth__Request *req = NULL;
+    if (requests_get(self->store, msg->id, &req, &fault) != 0) {
+        s_fail(request, "get request refused", &fault);
+        return;
+    }
+    bus_reply(request, &req->base);
+    protobuf_c_message_free_unpacked(&req->base, NULL);
+}
+
+static void s_on_decide_request(bus_request_t *request, void *arg)
+{
+    approval_t *self = arg;
+    Berth__DecideRequest *msg = bus_request_body(request, &berth__decide_request__descriptor);
+    if (!msg) {
+        bus_reply_error(request, "BAD_REQUEST", "DecideRequest body does not parse");
+        return;
+    }
+    fault_t fault = { "", "" };
+    Berth__Request *req = NULL;
+    if (requests_decide(self->store, &self->policy, msg, s_request_id(request), &req, &fault) !=
+        0) {
+        s_fail(request, "decision refused", &fault);
+        return;
+    }
+    log_info(s_request_id(request), "request decided", "{s:s, s:s, s:s}", "request", req->id,
+             "state", req->state, "actor", msg->actor);
+    bus_reply(request, &req->base);
+    protobuf_c_message_free_unpacked(&req->base, NULL);
+}
+
+const approval_handler_t approval_handlers[] = {
+    { "ListTemplates", s_on_list_templates }, { "CreateTemplate", s_on_create_template },
+    { "CreateRequest", s_on_create_request }, { "GetRequest", s_on_get_request },
+    { "DecideRequest", s_on_decide_request }, { NULL, NULL },
+};

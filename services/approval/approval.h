@@ -1,0 +1,31 @@
+/*  approval: the bus face of the approval service. Turns each message (ListTemplates,
+    CreateTemplate, CreateRequest, GetRequest, DecideRequest) into a call of the catalog or
+    requests module and its answer or Error, logs the outcome at the service boundary, and
+    seeds the template catalog once Redis is reachable. main.c binds the handler table. */
+#ifndef BERTH_APPROVAL_APPROVAL_H
+#define BERTH_APPROVAL_APPROVAL_H
+
+#include "bus_server.h"
+#include "policy.h"
+#include "store.h"
+
+typedef struct _approval_t approval_t;
+
+/* One entry of the handler table: a message type and its handler (arg: the approval_t). */
+typedef struct {
+    const char *type;
+    bus_handler_fn *fn;
+} approval_handler_t;
+
+/* The handlers, ended by an entry with a NULL type. */
+extern const approval_handler_t approval_handlers[];
+
+/* store is borrowed (the service's connection); policy is copied. NULL if out of memory. */
+approval_t *approval_new(store_t *store, const policy_t *policy);
+void approval_destroy(approval_t **self_p);
+
+/* Make sure the catalog has its first templates. 0 once that is so (later calls return at
+   once), -1 while Redis cannot be reached (call again later). */
+int approval_seed(approval_t *self);
+
+#endif

@@ -1,0 +1,236 @@
+/*  catalog: templates in Redis. A template is the hash berth:template:<id>; the zset
+    berth:templates lists the ids and the hash berth:template-name:<name> (field id) maps a
+    name to its id. The name index is a hash rather than a plain string so that the
+    transaction that adds a template can check "this name is free" with model_tx_check in
+    the same atomic step as the writes: two approval instances seeding at once, or two
+    admins adding the same name at once, end with exactly one template per name. */
+#include "catalog.h"
+#include "log.h"
+#include "model.h"
+#include "util.h"
+
+#include <ctype.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define S_TEMPLATES "berth:templates"
+
+/* The catalog a fresh installation starts with: one template per common size, the
+   largest behind an administrator's approval. */
+typedef struct {
+    const char *name;
+    int vcpus;
+    int64_t ram_mb;
+    int64_t disk_gb;
+    const char *os;
+    const char *image;
+    int lease_days;
+    int requires_approval;
+} s_seed_t;
+
+static const s_seed_t s_seeds[] = {
+    { "small", 1, 1024, 10, "debian", "debian-12", 7, 0 },
+    { "medium", 2, 4096, 40, "debian", "debian-12", 14, 0 },
+    { "large", 8, 16384, 100, "ubuntu", "ubuntu-24.04", 30, 1 },
+};
+
+static void s_name_key(char *buf, size_t size, const char *name)
+{
+    snprintf(buf, size, "berth:template-name:%s", name);
+}
+
+/* Add tmpl (id already set) to tx: the name must be free and the id unused when the
+   transaction runs, whatever a pre-check saw earlier. */
+static void s_tx_add(model_tx_t *tx, const Berth__Template *tmpl, const char *actor)
+{
+    char key[MODEL_KEY_MAX], name_key[MODEL_KEY_MAX], at[24];
+    model_key(key, sizeof key, "template", tmpl->id);
+    s_name_key(name_key, sizeof name_key, tmpl->name);
+    snprintf(at, sizeof at, "%lld", (long long)util_now_ms());
+    model_tx_check(tx, name_key, "id", "");
+    model_tx_check(tx, key, "id", "");
+    model_tx_put(tx, key, &tmpl->base);
+    model_tx_hset(tx, name_key, "id", tmpl->id);
+    model_tx_zadd(tx, S_TEMPLATES, 0, tmpl->id);
+    model_tx_event(tx, "template.created", "key", key, "template", tmpl->id, "name", tmpl->name,
+                   "actor", actor, "at_ms", at, NULL);
+}
+
+/* Number of templates in the catalog, or -1. */
+static long long s_count(store_t *store)
+{
+    redisReply *r = store_command(store, "ZCARD %s", S_TEMPLATES);
+    long long n = r && r->type == REDIS_REPLY_INTEGER ? r->integer : -1;
+    if (r)
+        freeReplyObject(r);
+    return n;
+}
+
+int catalog_seed(store_t *store, fault_t *fault)
+{
+    long long existing = s_count(store);
+    if (existing < 0)
+        return fault_store(fault, store);
+    if (existing > 0)
+        return 0;
+    size_t n = sizeof s_seeds / sizeof s_seeds[0];
+    char ids[sizeof s_seeds / sizeof s_seeds[0]][UTIL_ID_LEN];
+    model_tx_t *tx = model_tx_new();
+    if (!tx)
+        return fault_set(fault, "INTERNAL", "out of memory");
+    for (size_t i = 0; i < n; i++) {
+        const s_seed_t *s = &s_seeds[i];
+        Berth__Template t = BERTH__TEMPLATE__INIT;
+        util_uuid(ids[i]);
+        t.id = ids[i];
+        t.name = (char *)s->name;
+        t.vcpus = s->vcpus;
+        t.ram_mb = s->ram_mb;
+        t.disk_gb = s->disk_gb;
+        t.os = (char *)s->os;
+        t.image = (char *)s->image;
+        t.lease_days = s->lease_days;
+        t.requires_approval = s->requires_approval;
+        s_tx_add(tx, &t, "system");
+    }
+    int rc = model_tx_commit(tx, store, NULL);
+    model_tx_destroy(&tx);
+    if (rc == MODEL_CONFLICT) {
+        /* Another instance seeded between our count and our commit: its catalog stands. */
+        log_debug(NULL, "template catalog seeded by another instance", NULL);
+        return 0;
+    }
+    if (rc != 0)
+        return fault_store(fault, store);
+    return (int)n;
+}
+
+static int s_by_name(const void *a, const void *b)
+{
+    const Berth__Template *x = *(Berth__Template *const *)a, *y = *(Berth__Template *const *)b;
+    return strcmp(x->name, y->name);
+}
+
+void catalog_list_destroy(Berth__TemplateList **list_p)
+{
+    if (list_p && *list_p) {
+        Berth__TemplateList *list = *list_p;
+        for (size_t i = 0; i < list->n_templates; i++)
+            protobuf_c_message_free_unpacked(&list->templates[i]->base, NULL);
+        free(list->templates);
+        free(list);
+        *list_p = NULL;
+    }
+}
+
+int catalog_list(store_t *store, Berth__TemplateList **list_p, fault_t *fault)
+{
+    redisReply *ids = store_command(store, "ZRANGE %s 0 -1", S_TEMPLATES);
+    if (!ids || ids->type != REDIS_REPLY_ARRAY) {
+        if (ids)
+            freeReplyObject(ids);
+        return fault_store(fault, store);
+    }
+    Berth__TemplateList *list = malloc(sizeof *list);
+    if (list) {
+        berth__template_list__init(list);
+        list->templates = calloc(ids->elements ? ids->elements : 1, sizeof *list->templates);
+    }
+    if (!list || !list->templates) {
+        free(list);
+        freeReplyObject(ids);
+        return fault_set(fault, "INTERNAL", "out of memory");
+    }
+    int rc = 0;
+    for (size_t i = 0; i < ids->elements && rc == 0; i++) {
+        const redisReply *id = ids->element[i];
+        if (id->type != REDIS_REPLY_STRING)
+            continue;
+        char key[MODEL_KEY_MAX];
+        ProtobufCMessage *msg = NULL;
+        int found = model_load(store, &berth__template__descriptor,
+                               model_key(key, sizeof key, "template", id->str), &msg);
+        if (found == 0)
+            list->templates[list->n_templates++] = (Berth__Template *)msg;
+        else if (found == MODEL_NOT_FOUND)
+            log_debug(NULL, "template listed but missing", "{s:s}", "template", id->str);
+        else
+            rc = fault_store(fault, store);
+    }
+    freeReplyObject(ids);
+    if (rc != 0) {
+        catalog_list_destroy(&list);
+        return -1;
+    }
+    qsort(list->templates, list->n_templates, sizeof *list->templates, s_by_name);
+    *list_p = list;
+    return 0;
+}
+
+int catalog_create(store_t *store, const policy_t *policy, const Berth__Template *tmpl,
+                   const char *actor, char *id_out, fault_t *fault)
+{
+    if (policy_check_template(policy, tmpl, fault) != 0 ||
+        policy_check_owner("actor", actor, fault) != 0)
+        return -1;
+    /* The cap is checked before the transaction: concurrent adds may pass it together by
+       a few, which is fine for a limit that only bounds the size of a listing. */
+    long long existing = s_count(store);
+    if (existing < 0)
+        return fault_store(fault, store);
+    if (existing >= policy->max_templates)
+        return fault_set(fault, "CONFLICT", "the template catalog is full (%d templates)",
+                         policy->max_templates);
+    char id[UTIL_ID_LEN];
+    util_uuid(id);
+    Berth__Template t = *tmpl;
+    t.id = id;
+    model_tx_t *tx = model_tx_new();
+    if (!tx)
+        return fault_set(fault, "INTERNAL", "out of memory");
+    s_tx_add(tx, &t, actor);
+    int rc = model_tx_commit(tx, store, NULL);
+    model_tx_destroy(&tx);
+    if (rc == MODEL_CONFLICT)
+        return fault_set(fault, "CONFLICT", "template '%s' already exists", tmpl->name);
+    if (rc != 0)
+        return fault_store(fault, store);
+    memcpy(id_out, id, UTIL_ID_LEN);
+    return 0;
+}
+
+int catalog_find(store_t *store, const char *ref, Berth__Template **tmpl_p, fault_t *fault)
+{
+    if (policy_check_template_ref(ref, fault) != 0)
+        return -1;
+    char id[UTIL_ID_LEN] = "";
+    if (policy_is_uuid(ref)) {
+        for (int i = 0; i < UTIL_ID_LEN; i++)
+            id[i] = (char)tolower((unsigned char)ref[i]);
+    } else if (policy_is_template_name(ref)) {
+        char name_key[MODEL_KEY_MAX];
+        s_name_key(name_key, sizeof name_key, ref);
+        redisReply *r = store_command(store, "HGET %s id", name_key);
+        if (!r || (r->type != REDIS_REPLY_STRING && r->type != REDIS_REPLY_NIL)) {
+            if (r)
+                freeReplyObject(r);
+            return fault_store(fault, store);
+        }
+        if (r->type == REDIS_REPLY_STRING)
+            util_strlcpy(id, r->str, sizeof id);
+        freeReplyObject(r);
+    }
+    /* Anything that is neither an id nor a valid name cannot be in the catalog. */
+    if (!*id)
+        return fault_set(fault, "NOT_FOUND", "unknown template '%s'", ref);
+    char key[MODEL_KEY_MAX];
+    ProtobufCMessage *msg = NULL;
+    int rc = model_load(store, &berth__template__descriptor,
+                        model_key(key, sizeof key, "template", id), &msg);
+    if (rc == MODEL_NOT_FOUND)
+        return fault_set(fault, "NOT_FOUND", "unknown template '%s'", ref);
+    if (rc != 0)
+        return fault_store(fault, store);
+    *tmpl_p = (Berth__Template *)msg;
+    return 0;
+}

@@ -1,0 +1,247 @@
+/*  policy: limits and input rules of the approval service. Names are checked against the
+    narrow grammars the rest of the platform relies on (a VM name becomes a hostname and a
+    libvirt domain title, an image name a file name on the stager), so nothing looser gets
+    stored and every refusal says which field broke which rule. */
+#include "policy.h"
+
+#include <string.h>
+
+void policy_defaults(policy_t *self)
+{
+    self->max_count = 50;
+    self->idempotency_ttl_ms = 24 * 3600 * 1000LL;
+    self->max_templates = 1000;
+    self->max_text = 128;
+    self->max_reason = 1024;
+}
+
+void policy_declare(config_t *config)
+{
+    config_declare(config, "max_count", "50", 0);
+    config_declare(config, "idempotency_ttl_s", "86400", 0);
+    config_declare(config, "max_templates", "1000", 0);
+    config_declare(config, "max_text", "128", 0);
+    config_declare(config, "max_reason", "1024", 0);
+}
+
+int policy_load(policy_t *self, config_t *config)
+{
+    int64_t count, ttl, templates, text, reason;
+    /* Upper bounds keep one request's transaction and one ListTemplates answer well inside
+       a bus frame (ENVELOPE_MAX_BYTES). */
+    if (config_int(config, "max_count", 1, 1000, &count) ||
+        config_int(config, "idempotency_ttl_s", 1, 30 * 86400, &ttl) ||
+        config_int(config, "max_templates", 1, 10000, &templates) ||
+        config_int(config, "max_text", 1, 256, &text) ||
+        config_int(config, "max_reason", 0, 65536, &reason))
+        return -1;
+    self->max_count = (int)count;
+    self->idempotency_ttl_ms = ttl * 1000;
+    self->max_templates = (int)templates;
+    self->max_text = (int)text;
+    self->max_reason = (int)reason;
+    return 0;
+}
+
+static int s_lower_alnum(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
+}
+
+static int s_alnum(char c)
+{
+    return s_lower_alnum(c) || (c >= 'A' && c <= 'Z');
+}
+
+static int s_hex(char c)
+{
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+}
+
+int policy_is_uuid(const char *text)
+{
+    if (!text || strlen(text) != 36)
+        return 0;
+    for (int i = 0; i < 36; i++) {
+        int dash = i == 8 || i == 13 || i == 18 || i == 23;
+        if (dash ? text[i] != '-' : !s_hex(text[i]))
+            return 0;
+    }
+    return 1;
+}
+
+/* A token: 1..max characters from [A-Za-z0-9._-] (plus extra), starting with a letter or
+   digit. The shape of user names, image names and keys. */
+static int s_token(const char *text, size_t max, const char *extra)
+{
+    size_t len = text ? strlen(text) : 0;
+    if (len == 0 || len > max || !s_alnum(text[0]))
+        return 0;
+    for (size_t i = 0; i < len; i++)
+        if (!s_alnum(text[i]) && !strchr("._-", text[i]) && !(extra && strchr(extra, text[i])))
+            return 0;
+    return 1;
+}
+
+int policy_check_uuid(const char *field, const char *text, fault_t *fault)
+{
+    if (!text || !*text)
+        return fault_set(fault, "BAD_REQUEST", "%s is required", field);
+    if (!policy_is_uuid(text))
+        return fault_set(fault, "BAD_REQUEST", "%s must be a UUID", field);
+    return 0;
+}
+
+int policy_check_owner(const char *field, const char *text, fault_t *fault)
+{
+    if (!text || !*text)
+        return fault_set(fault, "BAD_REQUEST", "%s is required", field);
+    if (!s_token(text, POLICY_OWNER_MAX, "@"))
+        return fault_set(fault, "BAD_REQUEST",
+                         "%s must be 1 to %d characters of letters, digits, '.', '_', '-', '@'",
+                         field, POLICY_OWNER_MAX);
+    return 0;
+}
+
+/* [a-z0-9][a-z0-9._-]{0,62}, and not shaped like an id: a reference to a template is
+   either, and must never be both. */
+int policy_is_template_name(const char *text)
+{
+    size_t len = text ? strlen(text) : 0;
+    if (len == 0 || len > POLICY_TEMPLATE_NAME_MAX || !s_lower_alnum(text[0]))
+        return 0;
+    for (size_t i = 0; i < len; i++)
+        if (!s_lower_alnum(text[i]) && !strchr("._-", text[i]))
+            return 0;
+    return !policy_is_uuid(text);
+}
+
+int policy_check_template(const policy_t *self, const Berth__Template *t, fault_t *fault)
+{
+    if (!t)
+        return fault_set(fault, "BAD_REQUEST", "template is required");
+    if (t->id && *t->id)
+        return fault_set(fault, "BAD_REQUEST", "template id is assigned by the server");
+    if (!policy_is_template_name(t->name))
+        return fault_set(fault, "BAD_REQUEST",
+                         "template name must match [a-z0-9][a-z0-9._-]{0,62} and not be a UUID");
+    if (t->vcpus < 1 || t->vcpus > 256)
+        return fault_set(fault, "BAD_REQUEST", "vcpus must be between 1 and 256");
+    if (t->ram_mb < 64 || t->ram_mb > 4194304)
+        return fault_set(fault, "BAD_REQUEST", "ram_mb must be between 64 and 4194304");
+    if (t->disk_gb < 1 || t->disk_gb > 65536)
+        return fault_set(fault, "BAD_REQUEST", "disk_gb must be between 1 and 65536");
+    if (t->lease_days < 1 || t->lease_days > 3650)
+        return fault_set(fault, "BAD_REQUEST", "lease_days must be between 1 and 3650");
+    if (!s_token(t->image, (size_t)self->max_text, NULL))
+        return fault_set(fault, "BAD_REQUEST",
+                         "image must be 1 to %d characters of letters, digits, '.', '_', '-'",
+                         self->max_text);
+    if (!s_token(t->os, (size_t)self->max_text, NULL))
+        return fault_set(fault, "BAD_REQUEST",
+                         "os must be 1 to %d characters of letters, digits, '.', '_', '-'",
+                         self->max_text);
+    return 0;
+}
+
+int policy_check_template_ref(const char *text, fault_t *fault)
+{
+    if (!text || !*text)
+        return fault_set(fault, "BAD_REQUEST", "template is required");
+    size_t len = strlen(text);
+    if (len > 128)
+        return fault_set(fault, "BAD_REQUEST", "template must be at most 128 characters");
+    for (size_t i = 0; i < len; i++)
+        if (text[i] < 0x21 || text[i] > 0x7e)
+            return fault_set(fault, "BAD_REQUEST", "template must be printable ASCII");
+    return 0;
+}
+
+int policy_check_vm_name(const char *text, fault_t *fault)
+{
+    size_t len = text ? strlen(text) : 0;
+    if (len == 0)
+        return fault_set(fault, "BAD_REQUEST", "name is required");
+    int ok = len <= POLICY_NAME_MAX && s_lower_alnum(text[0]) && text[len - 1] != '-';
+    for (size_t i = 0; ok && i < len; i++)
+        ok = s_lower_alnum(text[i]) || text[i] == '-';
+    if (!ok)
+        return fault_set(fault, "BAD_REQUEST",
+                         "name must be a hostname label: 1 to %d of [a-z0-9-], starting with a "
+                         "letter or digit, not ending with '-'",
+                         POLICY_NAME_MAX);
+    return 0;
+}
+
+int policy_check_idempotency_key(const char *text, fault_t *fault)
+{
+    if (!text || !*text)
+        return 0;
+    size_t len = strlen(text);
+    int ok = len <= POLICY_KEY_MAX;
+    for (size_t i = 0; ok && i < len; i++)
+        ok = s_alnum(text[i]) || strchr("._-", text[i]);
+    if (!ok)
+        return fault_set(fault, "BAD_REQUEST",
+                         "idempotency key must be at most %d characters of [A-Za-z0-9._-]",
+                         POLICY_KEY_MAX);
+    return 0;
+}
+
+/* Valid UTF-8 (shortest forms, no surrogates) without control characters. */
+static int s_utf8_text(const unsigned char *s)
+{
+    while (*s) {
+        unsigned c = *s;
+        int n;
+        unsigned cp;
+        if (c < 0x80) {
+            if (c < 0x20 || c == 0x7f)
+                return 0;
+            s++;
+            continue;
+        }
+        if (c >= 0xc2 && c <= 0xdf) {
+            n = 1;
+            cp = c & 0x1f;
+        } else if (c >= 0xe0 && c <= 0xef) {
+            n = 2;
+            cp = c & 0x0f;
+        } else if (c >= 0xf0 && c <= 0xf4) {
+            n = 3;
+            cp = c & 0x07;
+        } else
+            return 0;
+        for (int i = 1; i <= n; i++) {
+            if ((s[i] & 0xc0) != 0x80)
+                return 0;
+            cp = (cp << 6) | (s[i] & 0x3f);
+        }
+        if ((n == 2 && cp < 0x800) || (n == 3 && (cp < 0x10000 || cp > 0x10ffff)) ||
+            (cp >= 0xd800 && cp <= 0xdfff) || (cp >= 0x80 && cp < 0xa0))
+            return 0;
+        s += n + 1;
+    }
+    return 1;
+}
+
+int policy_check_reason(const policy_t *self, const char *text, fault_t *fault)
+{
+    if (!text)
+        return 0;
+    if (strlen(text) > (size_t)self->max_reason)
+        return fault_set(fault, "BAD_REQUEST", "reason must be at most %d bytes", self->max_reason);
+    if (!s_utf8_text((const unsigned char *)text))
+        return fault_set(fault, "BAD_REQUEST",
+                         "reason must be UTF-8 text without control characters");
+    return 0;
+}
+
+int policy_count(const policy_t *self, int32_t count, fault_t *fault)
+{
+    if (count == 0)
+        return 1;
+    if (count < 0 || count > self->max_count)
+        return fault_set(fault, "BAD_REQUEST", "count must be between 1 and %d", self->max_count);
+    return count;
+}

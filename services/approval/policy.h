@@ -1,0 +1,53 @@
+/*  policy: the limits the approval service enforces (all configurable) and the rules every
+    field from the network must pass before it touches Redis: names, ids, counts, free text.
+    Kept apart from the handlers so the rules read in one place and unit tests can call them. */
+#ifndef BERTH_APPROVAL_POLICY_H
+#define BERTH_APPROVAL_POLICY_H
+
+#include "berth.pb-c.h"
+#include "config.h"
+#include "fault.h"
+
+#include <stdint.h>
+
+#define POLICY_NAME_MAX          51 /* longest VM name asked for (the suffix -N is added) */
+#define POLICY_TEMPLATE_NAME_MAX 63
+#define POLICY_KEY_MAX           128 /* longest idempotency key */
+#define POLICY_OWNER_MAX         64
+
+typedef struct {
+    int max_count;              /* most VMs one request may ask for */
+    int64_t idempotency_ttl_ms; /* how long an idempotency key is remembered */
+    int max_templates;          /* catalog size (ListTemplates answers all of them) */
+    int max_text;               /* longest image / os / actor string */
+    int max_reason;             /* longest decision reason, in bytes */
+} policy_t;
+
+/* The built-in limits (what an unconfigured service uses). */
+void policy_defaults(policy_t *self);
+
+/* Declare the approval keys with their defaults on config, before config_load(). */
+void policy_declare(config_t *config);
+
+/* Read the limits from a loaded config. -1 (logged by config_int) when a value is bad. */
+int policy_load(policy_t *self, config_t *config);
+
+/* True when text is a lower-case or upper-case canonical UUID. */
+int policy_is_uuid(const char *text);
+
+/* True when text is a valid template name: [a-z0-9][a-z0-9._-]{0,62}, not a UUID. */
+int policy_is_template_name(const char *text);
+
+/* Each check returns 0, or -1 with a BAD_REQUEST fault naming the field and the rule. */
+int policy_check_uuid(const char *field, const char *text, fault_t *fault);
+int policy_check_owner(const char *field, const char *text, fault_t *fault);
+int policy_check_template(const policy_t *self, const Berth__Template *t, fault_t *fault);
+int policy_check_template_ref(const char *text, fault_t *fault);
+int policy_check_vm_name(const char *text, fault_t *fault);
+int policy_check_idempotency_key(const char *text, fault_t *fault);
+int policy_check_reason(const policy_t *self, const char *text, fault_t *fault);
+
+/* The number of VMs a request really asks for (0 means 1), or -1 with a fault. */
+int policy_count(const policy_t *self, int32_t count, fault_t *fault);
+
+#endif

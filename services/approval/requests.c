@@ -1,0 +1,448 @@
+/*  requests: the life of a Request up to the moment its VMs are handed to the taskmgr.
+
+    Creating a request writes, in one model_tx: the Request, one Vm per machine asked for,
+    and, when the template needs no approval, one PROVISION Task per VM queued in
+    berth:tasks:due, plus the vm.state / task.state / request.state events. Either all of it
+    exists or none of it does, so a crash or a lost Redis connection never leaves VMs
+    without their request or tasks without their VM.
+
+    Deciding re-reads the request and its VMs and writes the new states under version
+    checks: if another approval instance decided meanwhile, the transaction fails, the
+    request is read again and the answer follows what was actually decided.
+
+    Idempotency keys live in the hash berth:idem:<owner>:<key> (fields request, expires_ms).
+    The transaction checks that the key still holds what was read before, so two calls
+    racing with one key create one request; expires_ms is the logical expiry (a Redis TTL,
+    set right after, only reclaims the memory). */
+#include "requests.h"
+#include "catalog.h"
+#include "log.h"
+#include "model.h"
+#include "util.h"
+
+#include <ctype.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define S_REQUESTS "berth:requests"
+#define S_VMS      "berth:vms"
+#define S_DUE      "berth:tasks:due"
+#define S_NAME_LEN (POLICY_NAME_MAX + 16) /* a VM name with its "-N" suffix */
+
+/* Everything one transaction writes for n VMs: the messages and the strings they point to. */
+typedef struct {
+    size_t n;
+    char (*vm_ids)[UTIL_ID_LEN];
+    char (*task_ids)[UTIL_ID_LEN];
+    char (*names)[S_NAME_LEN];
+    char **vm_refs;   /* Request.vms */
+    char **task_refs; /* Request.tasks */
+    Berth__Vm *vms;
+    Berth__Resources *flavors;
+    Berth__Task *tasks;
+} s_batch_t;
+
+static void s_batch_free(s_batch_t *b)
+{
+    free(b->vm_ids);
+    free(b->task_ids);
+    free(b->names);
+    free(b->vm_refs);
+    free(b->task_refs);
+    free(b->vms);
+    free(b->flavors);
+    free(b->tasks);
+    memset(b, 0, sizeof *b);
+}
+
+static int s_batch_init(s_batch_t *b, size_t n)
+{
+    memset(b, 0, sizeof *b);
+    b->n = n;
+    size_t m = n ? n : 1;
+    b->vm_ids = calloc(m, sizeof *b->vm_ids);
+    b->task_ids = calloc(m, sizeof *b->task_ids);
+    b->names = calloc(m, sizeof *b->names);
+    b->vm_refs = calloc(m, sizeof *b->vm_refs);
+    b->task_refs = calloc(m, sizeof *b->task_refs);
+    b->vms = calloc(m, sizeof *b->vms);
+    b->flavors = calloc(m, sizeof *b->flavors);
+    b->tasks = calloc(m, sizeof *b->tasks);
+    if (!b->vm_ids || !b->task_ids || !b->names || !b->vm_refs || !b->task_refs || !b->vms ||
+        !b->flavors || !b->tasks) {
+        s_batch_free(b);
+        return -1;
+    }
+    return 0;
+}
+
+/* A heap copy of req that the caller frees with protobuf_c_message_free_unpacked(). */
+static Berth__Request *s_clone(const Berth__Request *req)
+{
+    size_t len = berth__request__get_packed_size(req);
+    uint8_t *buf = malloc(len ? len : 1);
+    if (!buf)
+        return NULL;
+    berth__request__pack(req, buf);
+    Berth__Request *copy = berth__request__unpack(NULL, len, buf);
+    free(buf);
+    return copy;
+}
+
+static void s_lower_id(char out[UTIL_ID_LEN], const char *id)
+{
+    for (int i = 0; i < UTIL_ID_LEN - 1; i++)
+        out[i] = (char)tolower((unsigned char)id[i]);
+    out[UTIL_ID_LEN - 1] = '\0';
+}
+
+/* Queue the provision task of VM i in batch b: the task, its due entry, its event, and the
+   VM's task field. The taskmgr takes due tasks from berth:tasks:due on its own. */
+static void s_tx_provision(model_tx_t *tx, s_batch_t *b, size_t i, const char *trace_id,
+                           int64_t now)
+{
+    Berth__Vm *vm = &b->vms[i];
+    Berth__Task *t = &b->tasks[i];
+    char key[MODEL_KEY_MAX], at[24];
+    util_uuid(b->task_ids[i]);
+    b->task_refs[i] = b->task_ids[i];
+    berth__task__init(t);
+    t->id = b->task_ids[i];
+    t->kind = "PROVISION";
+    t->state = "QUEUED";
+    t->stage = "queued";
+    t->percent = 0;
+    t->target = vm->id;
+    t->owner = vm->owner;
+    t->request_id = (char *)(trace_id ? trace_id : "");
+    t->created_ms = now;
+    t->updated_ms = now;
+    t->version = 1;
+    vm->task = t->id;
+    model_key(key, sizeof key, "task", t->id);
+    snprintf(at, sizeof at, "%lld", (long long)now);
+    model_tx_check_version(tx, key, 0);
+    model_tx_put(tx, key, &t->base);
+    model_tx_zadd(tx, S_DUE, 0, t->id);
+    model_tx_event(tx, "task.state", "key", key, "task", t->id, "state", t->state, "stage",
+                   t->stage, "at_ms", at, NULL);
+}
+
+static void s_tx_request_event(model_tx_t *tx, const Berth__Request *req, int64_t now)
+{
+    char key[MODEL_KEY_MAX], version[24], at[24];
+    model_key(key, sizeof key, "request", req->id);
+    snprintf(version, sizeof version, "%lld", (long long)req->version);
+    snprintf(at, sizeof at, "%lld", (long long)now);
+    model_tx_event(tx, "request.state", "key", key, "request", req->id, "state", req->state,
+                   "version", version, "at_ms", at, NULL);
+}
+
+/* What the idempotency key at idem_key says. 1: it names a live request, answered in
+   *request_p. 0: the key is free; held (size UTIL_ID_LEN) gets the value the key holds now
+   ("" when absent, else an expired or dangling id) for the transaction to check. -1: fault. */
+static int s_idem_lookup(store_t *store, const char *idem_key, int64_t now, char *held,
+                         Berth__Request **request_p, fault_t *fault)
+{
+    redisReply *r = store_command(store, "HMGET %s request expires_ms", idem_key);
+    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
+        if (r)
+            freeReplyObject(r);
+        return fault_store(fault, store);
+    }
+    held[0] = '\0';
+    int64_t expires = 0;
+    if (r->element[0]->type == REDIS_REPLY_STRING)
+        util_strlcpy(held, r->element[0]->str, UTIL_ID_LEN);
+    if (r->element[1]->type == REDIS_REPLY_STRING &&
+        util_parse_int(r->element[1]->str, 0, INT64_MAX, &expires) != 0)
+        expires = 0;
+    freeReplyObject(r);
+    if (!held[0] || expires <= now)
+        return 0;
+    /* held is non-empty here: it must name the request, which is what the check compares. */
+    if (!policy_is_uuid(held))
+        return 0;
+    char key[MODEL_KEY_MAX];
+    ProtobufCMessage *msg = NULL;
+    int rc = model_load(store, &berth__request__descriptor,
+                        model_key(key, sizeof key, "request", held), &msg);
+    if (rc == MODEL_NOT_FOUND)
+        return 0;
+    if (rc != 0)
+        return fault_store(fault, store);
+    *request_p = (Berth__Request *)msg;
+    return 1;
+}
+
+int requests_create(store_t *store, const policy_t *policy, const Berth__CreateRequest *msg,
+                    const char *trace_id, Berth__Request **request_p, fault_t *fault)
+{
+    if (!msg)
+        return fault_set(fault, "BAD_REQUEST", "CreateRequest body is required");
+    int count = 0;
+    if (policy_check_owner("owner", msg->owner, fault) != 0 ||
+        policy_check_template_ref(msg->template_, fault) != 0 ||
+        policy_check_vm_name(msg->name, fault) != 0 ||
+        (count = policy_count(policy, msg->count, fault)) < 0 ||
+        policy_check_idempotency_key(msg->idempotency_key, fault) != 0)
+        return -1;
+
+    int64_t now = util_now_ms();
+    int keyed = msg->idempotency_key && *msg->idempotency_key;
+    char idem_key[MODEL_KEY_MAX] = "", held[UTIL_ID_LEN] = "";
+    if (keyed) {
+        snprintf(idem_key, sizeof idem_key, "berth:idem:%s:%s", msg->owner, msg->idempotency_key);
+        int found = s_idem_lookup(store, idem_key, now, held, request_p, fault);
+        if (found != 0)
+            return found > 0 ? 0 : -1;
+    }
+
+    Berth__Template *tmpl = NULL;
+    if (catalog_find(store, msg->template_, &tmpl, fault) != 0)
+        return -1;
+    s_batch_t b;
+    model_tx_t *tx = model_tx_new();
+    if (!tx || s_batch_init(&b, (size_t)count) != 0) {
+        model_tx_destroy(&tx);
+        protobuf_c_message_free_unpacked(&tmpl->base, NULL);
+        return fault_set(fault, "INTERNAL", "out of memory");
+    }
+    int approved = !tmpl->requires_approval;
+    const char *vm_state = approved ? "PROVISIONING" : "PENDING_APPROVAL";
+
+    char req_id[UTIL_ID_LEN], key[MODEL_KEY_MAX];
+    util_uuid(req_id);
+    Berth__Request req = BERTH__REQUEST__INIT;
+    req.id = req_id;
+    req.state = approved ? "APPROVED" : "PENDING_APPROVAL";
+    req.template_ = tmpl->id;
+    req.name = msg->name;
+    req.count = count;
+    req.owner = msg->owner;
+    req.n_vms = b.n;
+    req.vms = b.vm_refs;
+    req.n_tasks = approved ? b.n : 0;
+    req.tasks = approved ? b.task_refs : NULL;
+    req.created_ms = now;
+    req.updated_ms = now;
+    req.version = 1;
+    req.decided_by = approved ? "policy" : "";
+
+    /* The template must still be there when the transaction runs. */
+    model_tx_check(tx, model_key(key, sizeof key, "template", tmpl->id), "id", tmpl->id);
+    model_tx_check_version(tx, model_key(key, sizeof key, "request", req_id), 0);
+    for (size_t i = 0; i < b.n; i++) {
+        Berth__Vm *vm = &b.vms[i];
+        Berth__Resources *flavor = &b.flavors[i];
+        berth__vm__init(vm);
+        berth__resources__init(flavor);
+        util_uuid(b.vm_ids[i]);
+        b.vm_refs[i] = b.vm_ids[i];
+        if (count == 1)
+            util_strlcpy(b.names[i], msg->name, S_NAME_LEN);
+        else
+            snprintf(b.names[i], S_NAME_LEN, "%s-%zu", msg->name, i + 1);
+        flavor->vcpus = tmpl->vcpus;
+        flavor->ram_mb = tmpl->ram_mb;
+        flavor->disk_gb = tmpl->disk_gb;
+        vm->id = b.vm_ids[i];
+        vm->name = b.names[i];
+        vm->state = (char *)vm_state;
+        vm->power_state = "NOSTATE";
+        vm->template_ = tmpl->id;
+        vm->owner = msg->owner;
+        vm->request = req_id;
+        vm->flavor = flavor;
+        vm->image = tmpl->image;
+        vm->os = tmpl->os;
+        vm->lease_days = tmpl->lease_days;
+        vm->created_ms = now;
+        vm->updated_ms = now;
+        vm->version = 1;
+        if (approved)
+            s_tx_provision(tx, &b, i, trace_id, now);
+        model_key(key, sizeof key, "vm", vm->id);
+        model_tx_check_version(tx, key, 0);
+        model_tx_put(tx, key, &vm->base);
+        model_tx_zadd(tx, S_VMS, now, vm->id);
+        model_tx_vm_event(tx, vm);
+    }
+    model_key(key, sizeof key, "request", req_id);
+    model_tx_put(tx, key, &req.base);
+    model_tx_zadd(tx, S_REQUESTS, now, req_id);
+    s_tx_request_event(tx, &req, now);
+    if (keyed) {
+        char expires[24];
+        snprintf(expires, sizeof expires, "%lld", (long long)(now + policy->idempotency_ttl_ms));
+        model_tx_check(tx, idem_key, "request", held);
+        model_tx_hset(tx, idem_key, "request", req_id);
+        model_tx_hset(tx, idem_key, "expires_ms", expires);
+    }
+    int rc = model_tx_commit(tx, store, NULL);
+    model_tx_destroy(&tx);
+    if (rc == 0) {
+        if (keyed) {
+            redisReply *r = store_command(store, "PEXPIRE %s %lld", idem_key,
+                                          (long long)policy->idempotency_ttl_ms);
+            if (r)
+                freeReplyObject(r);
+            else
+                log_debug(NULL, "idempotency key kept without a TTL", "{s:s}", "key", idem_key);
+        }
+        *request_p = s_clone(&req);
+        s_batch_free(&b);
+        protobuf_c_message_free_unpacked(&tmpl->base, NULL);
+        return *request_p ? 0 : fault_set(fault, "INTERNAL", "out of memory");
+    }
+    s_batch_free(&b);
+    protobuf_c_message_free_unpacked(&tmpl->base, NULL);
+    if (rc == MODEL_CONFLICT && keyed) {
+        /* Another call with the same key won the race: answer what it created. */
+        int found = s_idem_lookup(store, idem_key, util_now_ms(), held, request_p, fault);
+        if (found != 0)
+            return found > 0 ? 0 : -1;
+    }
+    if (rc == MODEL_CONFLICT)
+        return fault_set(fault, "CONFLICT", "the catalog or the key changed meanwhile; try again");
+    return fault_store(fault, store);
+}
+
+int requests_get(store_t *store, const char *id, Berth__Request **request_p, fault_t *fault)
+{
+    if (policy_check_uuid("id", id, fault) != 0)
+        return -1;
+    char lower[UTIL_ID_LEN], key[MODEL_KEY_MAX];
+    s_lower_id(lower, id);
+    ProtobufCMessage *msg = NULL;
+    int rc = model_load(store, &berth__request__descriptor,
+                        model_key(key, sizeof key, "request", lower), &msg);
+    if (rc == MODEL_NOT_FOUND)
+        return fault_set(fault, "NOT_FOUND", "unknown request '%s'", id);
+    if (rc != 0)
+        return fault_store(fault, store);
+    *request_p = (Berth__Request *)msg;
+    return 0;
+}
+
+static void s_free_vms(Berth__Vm **vms, size_t n)
+{
+    for (size_t i = 0; vms && i < n; i++)
+        if (vms[i])
+            protobuf_c_message_free_unpacked(&vms[i]->base, NULL);
+    free(vms);
+}
+
+/* One attempt at deciding req (read just now). 0 with *request_p, MODEL_CONFLICT when the
+   request or a VM changed since it was read, -1 with a fault. */
+static int s_decide(store_t *store, const Berth__DecideRequest *msg, const Berth__Request *req,
+                    const char *trace_id, Berth__Request **request_p, fault_t *fault)
+{
+    s_batch_t b;
+    Berth__Vm **loaded = calloc(req->n_vms ? req->n_vms : 1, sizeof *loaded);
+    if (!loaded || s_batch_init(&b, req->n_vms) != 0) {
+        free(loaded);
+        return fault_set(fault, "INTERNAL", "out of memory");
+    }
+    int64_t now = util_now_ms();
+    char key[MODEL_KEY_MAX];
+    int rc = 0;
+    for (size_t i = 0; rc == 0 && i < req->n_vms; i++) {
+        ProtobufCMessage *m = NULL;
+        int found = policy_is_uuid(req->vms[i])
+                        ? model_load(store, &berth__vm__descriptor,
+                                     model_key(key, sizeof key, "vm", req->vms[i]), &m)
+                        : MODEL_NOT_FOUND;
+        if (found == MODEL_NOT_FOUND)
+            rc = fault_set(fault, "INTERNAL", "request '%s' names VM '%s' that does not exist",
+                           req->id, req->vms[i]);
+        else if (found != 0)
+            rc = fault_store(fault, store);
+        else {
+            loaded[i] = (Berth__Vm *)m;
+            if (strcmp(loaded[i]->state, "PENDING_APPROVAL") != 0)
+                rc = fault_set(fault, "CONFLICT", "VM '%s' is %s, not PENDING_APPROVAL",
+                               loaded[i]->name, loaded[i]->state);
+        }
+    }
+    model_tx_t *tx = rc == 0 ? model_tx_new() : NULL;
+    if (rc == 0 && !tx)
+        rc = fault_set(fault, "INTERNAL", "out of memory");
+    Berth__Request next = *req;
+    if (rc == 0) {
+        next.state = msg->approve ? "APPROVED" : "REJECTED";
+        next.decided_by = msg->actor;
+        next.reason = msg->reason ? msg->reason : "";
+        next.version = req->version + 1;
+        next.updated_ms = now;
+        if (msg->approve) {
+            next.n_tasks = b.n;
+            next.tasks = b.task_refs;
+        }
+        model_key(key, sizeof key, "request", req->id);
+        model_tx_check_version(tx, key, req->version);
+        model_tx_check(tx, key, "state", "PENDING_APPROVAL");
+        for (size_t i = 0; i < b.n; i++) {
+            Berth__Vm *vm = &b.vms[i];
+            *vm = *loaded[i]; /* shallow: the strings stay loaded[i]'s */
+            vm->state = msg->approve ? "PROVISIONING" : "REJECTED";
+            vm->version = loaded[i]->version + 1;
+            vm->updated_ms = now;
+            if (msg->approve)
+                s_tx_provision(tx, &b, i, trace_id, now);
+            char version[24];
+            snprintf(version, sizeof version, "%lld", (long long)loaded[i]->version);
+            model_key(key, sizeof key, "vm", vm->id);
+            model_tx_check(tx, key, "version", version);
+            model_tx_check(tx, key, "state", "PENDING_APPROVAL");
+            model_tx_put(tx, key, &vm->base);
+            model_tx_vm_event(tx, vm);
+        }
+        model_key(key, sizeof key, "request", req->id);
+        model_tx_put(tx, key, &next.base);
+        s_tx_request_event(tx, &next, now);
+        rc = model_tx_commit(tx, store, NULL);
+        if (rc == 0) {
+            *request_p = s_clone(&next);
+            if (!*request_p)
+                rc = fault_set(fault, "INTERNAL", "out of memory");
+        } else if (rc != MODEL_CONFLICT)
+            rc = fault_store(fault, store);
+    }
+    model_tx_destroy(&tx);
+    s_free_vms(loaded, req->n_vms);
+    s_batch_free(&b);
+    return rc;
+}
+
+int requests_decide(store_t *store, const policy_t *policy, const Berth__DecideRequest *msg,
+                    const char *trace_id, Berth__Request **request_p, fault_t *fault)
+{
+    if (!msg)
+        return fault_set(fault, "BAD_REQUEST", "DecideRequest body is required");
+    if (policy_check_uuid("id", msg->id, fault) != 0 ||
+        policy_check_owner("actor", msg->actor, fault) != 0 ||
+        policy_check_reason(policy, msg->reason, fault) != 0)
+        return -1;
+    const char *want = msg->approve ? "APPROVED" : "REJECTED";
+    /* A conflict means someone else changed the request between our read and our write:
+       read again, and the second read shows what they did. */
+    for (int attempt = 0; attempt < 3; attempt++) {
+        Berth__Request *req = NULL;
+        if (requests_get(store, msg->id, &req, fault) != 0)
+            return -1;
+        int rc;
+        if (strcmp(req->state, want) == 0) {
+            *request_p = req; /* decided this way already: same answer again */
+            return 0;
+        }
+        if (strcmp(req->state, "PENDING_APPROVAL") != 0)
+            rc = fault_set(fault, "CONFLICT", "request '%s' is already %s", req->id, req->state);
+        else
+            rc = s_decide(store, msg, req, trace_id, request_p, fault);
+        protobuf_c_message_free_unpacked(&req->base, NULL);
+        if (rc != MODEL_CONFLICT)
+            return rc;
+    }
+    return fault_set(fault, "CONFLICT", "request '%s' keeps changing; try again", msg->id);
+}

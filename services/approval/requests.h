@@ -1,0 +1,28 @@
+/*  requests: asking for VMs from a template and deciding on it. A Request, its VMs and (once
+    approved) one provision Task per VM are written in one model_tx with their events; the
+    taskmgr finds the tasks in berth:tasks:due by itself. */
+#ifndef BERTH_APPROVAL_REQUESTS_H
+#define BERTH_APPROVAL_REQUESTS_H
+
+#include "fault.h"
+#include "policy.h"
+#include "store.h"
+
+#include "berth.pb-c.h"
+
+/* Create the request msg asks for (validated here), or answer the request an earlier call
+   with the same owner and idempotency key created. trace_id is the HTTP request id the
+   tasks carry (may be NULL). 0 and *request_p (free with protobuf_c_message_free_unpacked),
+   or -1 with a fault. */
+int requests_create(store_t *store, const policy_t *policy, const Berth__CreateRequest *msg,
+                    const char *trace_id, Berth__Request **request_p, fault_t *fault);
+
+/* The request with this id, or NOT_FOUND. */
+int requests_get(store_t *store, const char *id, Berth__Request **request_p, fault_t *fault);
+
+/* Approve or reject a PENDING_APPROVAL request. Deciding the same way again answers the
+   request as it is; deciding the other way once decided is a CONFLICT. */
+int requests_decide(store_t *store, const policy_t *policy, const Berth__DecideRequest *msg,
+                    const char *trace_id, Berth__Request **request_p, fault_t *fault);
+
+#endif

@@ -1,0 +1,1101 @@
+/*  test_svc_approval_requests: the approval service against a real redis-server. The catalog
+    is seeded exactly once (also when several instances race), requests create their VMs,
+    provision tasks, due entries and events in one step, approval-required requests wait for
+    a decision, idempotency keys answer the same request, and bad input is refused with the
+    right code while Redis stays exactly as it was. The last tests go through the bus
+    handlers and through a stopped Redis. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "bus_client.h"
+#include "model.h"
+#include "testenv.h"
+#include "util.h"
+#include "../../services/approval/approval.h"
+#include "../../services/approval/catalog.h"
+#include "../../services/approval/policy.h"
+#include "../../services/approval/requests.h"
+
+#include <ctype.h>
+#include <czmq.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static testenv_redis_t *s_redis;
+static store_t *s_store;
+static policy_t s_policy;
+
+static int s_group_setup(void **state)
+{
+    (void)state;
+    policy_defaults(&s_policy);
+    s_redis = testenv_redis_start(0);
+    return s_redis ? 0 : -1;
+}
+
+static int s_group_teardown(void **state)
+{
+    (void)state;
+    testenv_redis_destroy(&s_redis);
+    return 0;
+}
+
+static int s_setup(void **state)
+{
+    (void)state;
+    s_store = testenv_store(s_redis, 1);
+    return s_store ? 0 : -1;
+}
+
+static int s_teardown(void **state)
+{
+    (void)state;
+    store_destroy(&s_store);
+    return 0;
+}
+
+/* ---- helpers ---------------------------------------------------------------------------- */
+
+static long long s_int(const char *command, const char *key)
+{
+    redisReply *r = store_command(s_store, "%s %s", command, key);
+    assert_non_null(r);
+    assert_int_equal(r->type, REDIS_REPLY_INTEGER);
+    long long v = r->integer;
+    freeReplyObject(r);
+    return v;
+}
+
+static long long s_dbsize(void)
+{
+    redisReply *r = store_command(s_store, "DBSIZE");
+    assert_non_null(r);
+    long long v = r->integer;
+    freeReplyObject(r);
+    return v;
+}
+
+/* ZSCORE as an integer; -1 when the member is absent. */
+static long long s_zscore(const char *key, const char *member)
+{
+    redisReply *r = store_command(s_store, "ZSCORE %s %s", key, member);
+    assert_non_null(r);
+    long long v = -1;
+    if (r->type == REDIS_REPLY_STRING)
+        v = strtoll(r->str, NULL, 10);
+    freeReplyObject(r);
+    return v;
+}
+
+/* Events of type (and state, unless NULL) in the stream; about (unless NULL) must be the
+   value of the event's field `field`. */
+static int s_events(const char *type, const char *state, const char *field, const char *about)
+{
+    redisReply *r = store_command(s_store, "XRANGE %s - +", STORE_EVENTS);
+    assert_non_null(r);
+    assert_int_equal(r->type, REDIS_REPLY_ARRAY);
+    int n = 0;
+    for (size_t i = 0; i < r->elements; i++) {
+        redisReply *fields = r->element[i]->element[1];
+        const char *t = NULL, *s = NULL, *a = NULL;
+        for (size_t k = 0; k + 1 < fields->elements; k += 2) {
+            const char *name = fields->element[k]->str, *value = fields->element[k + 1]->str;
+            if (streq(name, "type"))
+                t = value;
+            if (streq(name, "state"))
+                s = value;
+            if (field && streq(name, field))
+                a = value;
+        }
+        if (t && streq(t, type) && (!state || (s && streq(s, state))) &&
+            (!about || (a && streq(a, about))))
+            n++;
+    }
+    freeReplyObject(r);
+    return n;
+}
+
+typedef struct {
+    long long keys;
+    long long events;
+} snapshot_t;
+
+static snapshot_t s_snapshot(void)
+{
+    snapshot_t s = { s_dbsize(), s_int("XLEN", STORE_EVENTS) };
+    return s;
+}
+
+static void s_assert_unchanged(snapshot_t before)
+{
+    snapshot_t now = s_snapshot();
+    assert_int_equal(now.keys, before.keys);
+    assert_int_equal(now.events, before.events);
+}
+
+static Berth__Vm *s_vm(const char *id)
+{
+    char key[MODEL_KEY_MAX];
+    ProtobufCMessage *m = NULL;
+    assert_int_equal(
+        model_load(s_store, &berth__vm__descriptor, model_key(key, sizeof key, "vm", id), &m), 0);
+    return (Berth__Vm *)m;
+}
+
+static Berth__Task *s_task(const char *id)
+{
+    char key[MODEL_KEY_MAX];
+    ProtobufCMessage *m = NULL;
+    assert_int_equal(
+        model_load(s_store, &berth__task__descriptor, model_key(key, sizeof key, "task", id), &m),
+        0);
+    return (Berth__Task *)m;
+}
+
+static void s_free(void *msg)
+{
+    if (msg)
+        protobuf_c_message_free_unpacked(msg, NULL);
+}
+
+static void s_seed(void)
+{
+    fault_t fault = { "", "" };
+    assert_true(catalog_seed(s_store, &fault) >= 0);
+}
+
+/* The id of the template called name. */
+static void s_template_id(const char *name, char id[UTIL_ID_LEN])
+{
+    Berth__Template *t = NULL;
+    fault_t fault = { "", "" };
+    assert_int_equal(catalog_find(s_store, name, &t, &fault), 0);
+    util_strlcpy(id, t->id, UTIL_ID_LEN);
+    s_free(t);
+}
+
+static Berth__Request *s_create(const char *tmpl, const char *name, int count, const char *owner,
+                                const char *key)
+{
+    Berth__CreateRequest msg = BERTH__CREATE_REQUEST__INIT;
+    msg.template_ = (char *)tmpl;
+    msg.name = (char *)name;
+    msg.count = count;
+    msg.owner = (char *)owner;
+    msg.idempotency_key = (char *)(key ? key : "");
+    Berth__Request *req = NULL;
+    fault_t fault = { "", "" };
+    int rc = requests_create(s_store, &s_policy, &msg, "trace-1", &req, &fault);
+    if (rc != 0)
+        fail_msg("create refused: %s %s", fault.code, fault.message);
+    return req;
+}
+
+/* Expect a CreateRequest to be refused with code (and message, unless NULL). */
+static void s_create_refused(const policy_t *policy, const char *tmpl, const char *name, int count,
+                             const char *owner, const char *key, const char *code,
+                             const char *message)
+{
+    Berth__CreateRequest msg = BERTH__CREATE_REQUEST__INIT;
+    msg.template_ = (char *)tmpl;
+    msg.name = (char *)name;
+    msg.count = count;
+    msg.owner = (char *)owner;
+    msg.idempotency_key = (char *)(key ? key : "");
+    Berth__Request *req = NULL;
+    fault_t fault = { "", "" };
+    snapshot_t before = s_snapshot();
+    assert_int_equal(requests_create(s_store, policy, &msg, "trace-1", &req, &fault), -1);
+    assert_null(req);
+    assert_string_equal(fault.code, code);
+    if (message)
+        assert_string_equal(fault.message, message);
+    s_assert_unchanged(before);
+}
+
+static Berth__Request *s_decide(const char *id, int approve, const char *actor, const char *reason,
+                                fault_t *fault)
+{
+    Berth__DecideRequest msg = BERTH__DECIDE_REQUEST__INIT;
+    msg.id = (char *)id;
+    msg.approve = approve;
+    msg.actor = (char *)actor;
+    msg.reason = (char *)(reason ? reason : "");
+    Berth__Request *req = NULL;
+    int rc = requests_decide(s_store, &s_policy, &msg, "trace-2", &req, fault);
+    assert_int_equal(rc == 0, req != NULL);
+    return req;
+}
+
+/* ---- catalog ---------------------------------------------------------------------------- */
+
+static void test_seed_once(void **state)
+{
+    (void)state;
+    fault_t fault = { "", "" };
+    assert_int_equal(catalog_seed(s_store, &fault), 3);
+    assert_int_equal(catalog_seed(s_store, &fault), 0);
+    /* A second instance starting later finds the catalog in place. */
+    store_t *other = testenv_store(s_redis, 0);
+    assert_non_null(other);
+    assert_int_equal(catalog_seed(other, &fault), 0);
+    store_destroy(&other);
+
+    assert_int_equal(s_int("ZCARD", "berth:templates"), 3);
+    assert_int_equal(s_events("template.created", NULL, NULL, NULL), 3);
+    Berth__TemplateList *list = NULL;
+    assert_int_equal(catalog_list(s_store, &list, &fault), 0);
+    assert_int_equal(list->n_templates, 3);
+    const char *names[] = { "large", "medium", "small" };
+    for (size_t i = 0; i < 3; i++) {
+        Berth__Template *t = list->templates[i];
+        assert_string_equal(t->name, names[i]);
+        assert_true(policy_is_uuid(t->id));
+        char key[MODEL_KEY_MAX];
+        snprintf(key, sizeof key, "berth:template-name:%s", t->name);
+        redisReply *r = store_command(s_store, "HGET %s id", key);
+        assert_non_null(r);
+        assert_int_equal(r->type, REDIS_REPLY_STRING);
+        assert_string_equal(r->str, t->id);
+        freeReplyObject(r);
+    }
+    Berth__Template *large = list->templates[0], *small = list->templates[2];
+    assert_int_equal(large->vcpus, 8);
+    assert_int_equal(large->ram_mb, 16384);
+    assert_int_equal(large->disk_gb, 100);
+    assert_string_equal(large->image, "ubuntu-24.04");
+    assert_int_equal(large->lease_days, 30);
+    assert_true(large->requires_approval);
+    assert_int_equal(small->vcpus, 1);
+    assert_int_equal(small->ram_mb, 1024);
+    assert_string_equal(small->os, "debian");
+    assert_string_equal(small->image, "debian-12");
+    assert_int_equal(small->lease_days, 7);
+    assert_false(small->requires_approval);
+    catalog_list_destroy(&list);
+    assert_null(list);
+}
+
+/* The count check happens before the transaction; what keeps a late seeder out is the name
+   check inside it. Here the count says "empty" while the names are taken. */
+static void test_seed_checks_names_atomically(void **state)
+{
+    (void)state;
+    s_seed();
+    redisReply *r = store_command(s_store, "DEL berth:templates");
+    assert_non_null(r);
+    freeReplyObject(r);
+    snapshot_t before = s_snapshot();
+    fault_t fault = { "", "" };
+    assert_int_equal(catalog_seed(s_store, &fault), 0);
+    s_assert_unchanged(before);
+}
+
+/* Several instances start at once on an empty store: one catalog, three templates. */
+static void test_seed_race(void **state)
+{
+    (void)state;
+    enum { N = 6 };
+    int gate[2];
+    assert_int_equal(pipe(gate), 0);
+    pid_t pids[N];
+    for (int i = 0; i < N; i++) {
+        pids[i] = fork();
+        assert_true(pids[i] >= 0);
+        if (pids[i] == 0) {
+            close(gate[1]);
+            store_t *store = testenv_store(s_redis, 0);
+            char c;
+            /* Every child is released at the same moment: when the parent closes the pipe. */
+            if (!store || read(gate[0], &c, 1) != 0)
+                _exit(100);
+            fault_t fault = { "", "" };
+            int added = catalog_seed(store, &fault);
+            store_destroy(&store);
+            _exit(added < 0 ? 101 : added);
+        }
+    }
+    close(gate[0]);
+    close(gate[1]);
+    int total = 0;
+    for (int i = 0; i < N; i++) {
+        int status = 0;
+        assert_int_equal(waitpid(pids[i], &status, 0), pids[i]);
+        assert_true(WIFEXITED(status));
+        assert_true(WEXITSTATUS(status) <= 3);
+        total += WEXITSTATUS(status);
+    }
+    assert_int_equal(total, 3);
+    assert_int_equal(s_int("ZCARD", "berth:templates"), 3);
+    assert_int_equal(s_events("template.created", NULL, NULL, NULL), 3);
+    redisReply *r = store_command(s_store, "KEYS berth:template:*");
+    assert_non_null(r);
+    assert_int_equal(r->elements, 3);
+    freeReplyObject(r);
+}
+
+static void test_create_template(void **state)
+{
+    (void)state;
+    s_seed();
+    Berth__Template t = BERTH__TEMPLATE__INIT;
+    t.name = "tiny.v2";
+    t.vcpus = 1;
+    t.ram_mb = 512;
+    t.disk_gb = 5;
+    t.os = "debian";
+    t.image = "debian-12";
+    t.lease_days = 3;
+    fault_t fault = { "", "" };
+    char id[UTIL_ID_LEN] = "";
+    assert_int_equal(catalog_create(s_store, &s_policy, &t, "admin", id, &fault), 0);
+    assert_true(policy_is_uuid(id));
+    assert_int_equal(s_events("template.created", NULL, "actor", "admin"), 1);
+
+    Berth__TemplateList *list = NULL;
+    assert_int_equal(catalog_list(s_store, &list, &fault), 0);
+    assert_int_equal(list->n_templates, 4);
+    assert_string_equal(list->templates[3]->name, "tiny.v2");
+    assert_string_equal(list->templates[3]->id, id);
+    assert_int_equal(list->templates[3]->ram_mb, 512);
+    catalog_list_destroy(&list);
+
+    /* Found by name and by id, in either case of the id. */
+    Berth__Template *found = NULL;
+    assert_int_equal(catalog_find(s_store, "tiny.v2", &found, &fault), 0);
+    assert_string_equal(found->id, id);
+    s_free(found);
+    char upper[UTIL_ID_LEN];
+    for (int i = 0; i < UTIL_ID_LEN; i++)
+        upper[i] = (char)toupper((unsigned char)id[i]);
+    assert_int_equal(catalog_find(s_store, upper, &found, &fault), 0);
+    assert_string_equal(found->name, "tiny.v2");
+    s_free(found);
+
+    /* The same name again: CONFLICT, nothing written. */
+    snapshot_t before = s_snapshot();
+    assert_int_equal(catalog_create(s_store, &s_policy, &t, "admin", id, &fault), -1);
+    assert_string_equal(fault.code, "CONFLICT");
+    assert_string_equal(fault.message, "template 'tiny.v2' already exists");
+    s_assert_unchanged(before);
+}
+
+static void test_create_template_refuses_bad_fields(void **state)
+{
+    (void)state;
+    s_seed();
+    char long_text[300];
+    memset(long_text, 'a', sizeof long_text - 1);
+    long_text[sizeof long_text - 1] = '\0';
+    struct {
+        const char *what;
+        Berth__Template t;
+        const char *actor;
+    } cases[] = {
+        { "name upper case", BERTH__TEMPLATE__INIT, "admin" },
+        { "name empty", BERTH__TEMPLATE__INIT, "admin" },
+        { "name a uuid", BERTH__TEMPLATE__INIT, "admin" },
+        { "name 64 chars", BERTH__TEMPLATE__INIT, "admin" },
+        { "vcpus 0", BERTH__TEMPLATE__INIT, "admin" },
+        { "vcpus 257", BERTH__TEMPLATE__INIT, "admin" },
+        { "ram 63", BERTH__TEMPLATE__INIT, "admin" },
+        { "ram huge", BERTH__TEMPLATE__INIT, "admin" },
+        { "disk 0", BERTH__TEMPLATE__INIT, "admin" },
+        { "disk huge", BERTH__TEMPLATE__INIT, "admin" },
+        { "lease 0", BERTH__TEMPLATE__INIT, "admin" },
+        { "lease 3651", BERTH__TEMPLATE__INIT, "admin" },
+        { "image empty", BERTH__TEMPLATE__INIT, "admin" },
+        { "image slash", BERTH__TEMPLATE__INIT, "admin" },
+        { "os too long", BERTH__TEMPLATE__INIT, "admin" },
+        { "id given", BERTH__TEMPLATE__INIT, "admin" },
+        { "no actor", BERTH__TEMPLATE__INIT, "" },
+        { "actor with space", BERTH__TEMPLATE__INIT, "ad min" },
+    };
+    size_t n = sizeof cases / sizeof cases[0];
+    for (size_t i = 0; i < n; i++) {
+        Berth__Template *t = &cases[i].t;
+        t->name = "good-name";
+        t->vcpus = 2;
+        t->ram_mb = 2048;
+        t->disk_gb = 20;
+        t->os = "debian";
+        t->image = "debian-12";
+        t->lease_days = 10;
+    }
+    cases[0].t.name = "Good";
+    cases[1].t.name = "";
+    cases[2].t.name = "0b5e3c1a-9f7d-4a51-8b2e-3c4d5e6f7a8b";
+    cases[3].t.name = long_text + sizeof long_text - 65;
+    cases[4].t.vcpus = 0;
+    cases[5].t.vcpus = 257;
+    cases[6].t.ram_mb = 63;
+    cases[7].t.ram_mb = 4194305;
+    cases[8].t.disk_gb = 0;
+    cases[9].t.disk_gb = 65537;
+    cases[10].t.lease_days = 0;
+    cases[11].t.lease_days = 3651;
+    cases[12].t.image = "";
+    cases[13].t.image = "../etc/passwd";
+    cases[14].t.os = long_text;
+    cases[15].t.id = "0b5e3c1a-9f7d-4a51-8b2e-3c4d5e6f7a8b";
+    snapshot_t before = s_snapshot();
+    for (size_t i = 0; i < n; i++) {
+        fault_t fault = { "", "" };
+        char id[UTIL_ID_LEN] = "";
+        int rc = catalog_create(s_store, &s_policy, &cases[i].t, cases[i].actor, id, &fault);
+        if (rc != -1 || strcmp(fault.code, "BAD_REQUEST") != 0)
+            fail_msg("case '%s' gave %d %s", cases[i].what, rc, fault.code);
+        assert_string_equal(id, "");
+    }
+    s_assert_unchanged(before);
+    /* A NULL template (CreateTemplate without one) is refused too. */
+    fault_t fault = { "", "" };
+    char id[UTIL_ID_LEN] = "";
+    assert_int_equal(catalog_create(s_store, &s_policy, NULL, "admin", id, &fault), -1);
+    assert_string_equal(fault.code, "BAD_REQUEST");
+    /* The catalog cap is enforced. */
+    policy_t small = s_policy;
+    small.max_templates = 3;
+    assert_int_equal(catalog_create(s_store, &small, &cases[0].t, "admin", id, &fault), -1);
+    cases[0].t.name = "fourth";
+    assert_int_equal(catalog_create(s_store, &small, &cases[0].t, "admin", id, &fault), -1);
+    assert_string_equal(fault.code, "CONFLICT");
+    s_assert_unchanged(before);
+}
+
+/* ---- requests --------------------------------------------------------------------------- */
+
+static void test_create_request_queues_provisioning(void **state)
+{
+    (void)state;
+    s_seed();
+    char small[UTIL_ID_LEN];
+    s_template_id("small", small);
+    int64_t start = util_now_ms();
+    Berth__Request *req = s_create("small", "web", 2, "alice", NULL);
+    assert_true(policy_is_uuid(req->id));
+    assert_string_equal(req->state, "APPROVED");
+    assert_string_equal(req->decided_by, "policy");
+    assert_string_equal(req->template_, small);
+    assert_string_equal(req->owner, "alice");
+    assert_int_equal(req->count, 2);
+    assert_int_equal(req->version, 1);
+    assert_true(req->created_ms >= start);
+    assert_int_equal(req->n_vms, 2);
+    assert_int_equal(req->n_tasks, 2);
+
+    const char *names[] = { "web-1", "web-2" };
+    for (size_t i = 0; i < 2; i++) {
+        Berth__Vm *vm = s_vm(req->vms[i]);
+        assert_string_equal(vm->id, req->vms[i]);
+        assert_string_equal(vm->name, names[i]);
+        assert_string_equal(vm->state, "PROVISIONING");
+        assert_string_equal(vm->power_state, "NOSTATE");
+        assert_string_equal(vm->template_, small);
+        assert_string_equal(vm->owner, "alice");
+        assert_string_equal(vm->request, req->id);
+        assert_non_null(vm->flavor);
+        assert_int_equal(vm->flavor->vcpus, 1);
+        assert_int_equal(vm->flavor->ram_mb, 1024);
+        assert_int_equal(vm->flavor->disk_gb, 10);
+        assert_string_equal(vm->image, "debian-12");
+        assert_string_equal(vm->os, "debian");
+        assert_int_equal(vm->lease_days, 7);
+        assert_int_equal(vm->version, 1);
+        assert_int_equal(vm->created_ms, req->created_ms);
+        assert_true(vm->lease == NULL || vm->lease->expires_ms == 0);
+        assert_string_equal(vm->task, req->tasks[i]);
+        assert_int_equal(s_zscore("berth:vms", vm->id), req->created_ms);
+        assert_int_equal(s_events("vm.state", "PROVISIONING", "vm", vm->id), 1);
+
+        Berth__Task *task = s_task(req->tasks[i]);
+        assert_string_equal(task->kind, "PROVISION");
+        assert_string_equal(task->state, "QUEUED");
+        assert_string_equal(task->stage, "queued");
+        assert_int_equal(task->percent, 0);
+        assert_string_equal(task->target, vm->id);
+        assert_string_equal(task->owner, "alice");
+        assert_string_equal(task->request_id, "trace-1");
+        assert_int_equal(task->version, 1);
+        assert_int_equal(task->created_ms, req->created_ms);
+        assert_int_equal(s_zscore("berth:tasks:due", task->id), 0);
+        assert_int_equal(s_events("task.state", "QUEUED", "task", task->id), 1);
+        s_free(task);
+        s_free(vm);
+    }
+    assert_int_equal(s_zscore("berth:requests", req->id), req->created_ms);
+    assert_int_equal(s_events("request.state", "APPROVED", "request", req->id), 1);
+    assert_int_equal(s_events("vm.state", NULL, NULL, NULL), 2);
+    assert_int_equal(s_int("ZCARD", "berth:tasks:due"), 2);
+
+    /* What is stored is what was answered. */
+    Berth__Request *again = NULL;
+    fault_t fault = { "", "" };
+    assert_int_equal(requests_get(s_store, req->id, &again, &fault), 0);
+    assert_string_equal(again->state, "APPROVED");
+    assert_int_equal(again->n_vms, 2);
+    assert_string_equal(again->vms[1], req->vms[1]);
+    assert_string_equal(again->tasks[0], req->tasks[0]);
+    s_free(again);
+    s_free(req);
+
+    /* By template id, count 0 (means 1): the VM gets the name as given. */
+    req = s_create(small, "db", 0, "bob", NULL);
+    assert_int_equal(req->count, 1);
+    assert_int_equal(req->n_vms, 1);
+    Berth__Vm *vm = s_vm(req->vms[0]);
+    assert_string_equal(vm->name, "db");
+    assert_string_equal(vm->owner, "bob");
+    s_free(vm);
+    s_free(req);
+    assert_int_equal(s_int("ZCARD", "berth:vms"), 3);
+    assert_int_equal(s_int("ZCARD", "berth:requests"), 2);
+}
+
+static void test_approval_required_then_approved(void **state)
+{
+    (void)state;
+    s_seed();
+    Berth__Request *req = s_create("large", "big", 2, "carol", NULL);
+    assert_string_equal(req->state, "PENDING_APPROVAL");
+    assert_string_equal(req->decided_by, "");
+    assert_int_equal(req->n_vms, 2);
+    assert_int_equal(req->n_tasks, 0);
+    assert_int_equal(s_int("ZCARD", "berth:tasks:due"), 0);
+    assert_int_equal(s_events("task.state", NULL, NULL, NULL), 0);
+    assert_int_equal(s_events("request.state", "PENDING_APPROVAL", "request", req->id), 1);
+    for (size_t i = 0; i < 2; i++) {
+        Berth__Vm *vm = s_vm(req->vms[i]);
+        assert_string_equal(vm->state, "PENDING_APPROVAL");
+        assert_string_equal(vm->task, "");
+        assert_int_equal(vm->flavor->ram_mb, 16384);
+        assert_int_equal(vm->lease_days, 30);
+        assert_int_equal(s_events("vm.state", "PENDING_APPROVAL", "vm", vm->id), 1);
+        s_free(vm);
+    }
+
+    fault_t fault = { "", "" };
+    Berth__Request *approved = s_decide(req->id, 1, "admin", "ok for the project", &fault);
+    assert_non_null(approved);
+    assert_string_equal(approved->state, "APPROVED");
+    assert_string_equal(approved->decided_by, "admin");
+    assert_int_equal(approved->version, 2);
+    assert_int_equal(approved->n_tasks, 2);
+    assert_int_equal(s_int("ZCARD", "berth:tasks:due"), 2);
+    assert_int_equal(s_events("request.state", "APPROVED", "request", req->id), 1);
+    for (size_t i = 0; i < 2; i++) {
+        Berth__Vm *vm = s_vm(approved->vms[i]);
+        assert_string_equal(vm->state, "PROVISIONING");
+        assert_int_equal(vm->version, 2);
+        assert_string_equal(vm->task, approved->tasks[i]);
+        assert_string_equal(vm->name, i == 0 ? "big-1" : "big-2");
+        assert_int_equal(vm->flavor->vcpus, 8);
+        assert_int_equal(s_events("vm.state", "PROVISIONING", "vm", vm->id), 1);
+        Berth__Task *task = s_task(approved->tasks[i]);
+        assert_string_equal(task->state, "QUEUED");
+        assert_string_equal(task->target, vm->id);
+        assert_string_equal(task->owner, "carol");
+        assert_string_equal(task->request_id, "trace-2");
+        assert_int_equal(s_zscore("berth:tasks:due", task->id), 0);
+        s_free(task);
+        s_free(vm);
+    }
+
+    /* Approving again answers the same request and creates nothing. */
+    snapshot_t before = s_snapshot();
+    Berth__Request *twice = s_decide(req->id, 1, "admin", NULL, &fault);
+    assert_non_null(twice);
+    assert_string_equal(twice->state, "APPROVED");
+    assert_int_equal(twice->version, 2);
+    assert_string_equal(twice->tasks[0], approved->tasks[0]);
+    s_assert_unchanged(before);
+    /* Rejecting an approved request is a conflict. */
+    assert_null(s_decide(req->id, 0, "admin", NULL, &fault));
+    assert_string_equal(fault.code, "CONFLICT");
+    s_assert_unchanged(before);
+    s_free(twice);
+    s_free(approved);
+    s_free(req);
+}
+
+static void test_rejected_builds_nothing(void **state)
+{
+    (void)state;
+    s_seed();
+    Berth__Request *req = s_create("large", "nope", 1, "dave", NULL);
+    fault_t fault = { "", "" };
+    Berth__Request *rejected = s_decide(req->id, 0, "admin", "too big for a test", &fault);
+    assert_non_null(rejected);
+    assert_string_equal(rejected->state, "REJECTED");
+    assert_string_equal(rejected->decided_by, "admin");
+    assert_string_equal(rejected->reason, "too big for a test");
+    assert_int_equal(rejected->n_tasks, 0);
+    Berth__Vm *vm = s_vm(req->vms[0]);
+    assert_string_equal(vm->state, "REJECTED");
+    assert_string_equal(vm->name, "nope");
+    assert_string_equal(vm->task, "");
+    assert_int_equal(vm->version, 2);
+    s_free(vm);
+    assert_int_equal(s_int("ZCARD", "berth:tasks:due"), 0);
+    assert_int_equal(s_events("vm.state", "REJECTED", "vm", req->vms[0]), 1);
+    assert_int_equal(s_events("request.state", "REJECTED", "request", req->id), 1);
+    assert_int_equal(s_events("task.state", NULL, NULL, NULL), 0);
+    redisReply *r = store_command(s_store, "KEYS berth:task:*");
+    assert_non_null(r);
+    assert_int_equal(r->elements, 0);
+    freeReplyObject(r);
+
+    snapshot_t before = s_snapshot();
+    Berth__Request *again = s_decide(req->id, 0, "admin", NULL, &fault);
+    assert_non_null(again);
+    assert_string_equal(again->state, "REJECTED");
+    s_free(again);
+    assert_null(s_decide(req->id, 1, "admin", NULL, &fault));
+    assert_string_equal(fault.code, "CONFLICT");
+    char expected[128];
+    snprintf(expected, sizeof expected, "request '%s' is already REJECTED", req->id);
+    assert_string_equal(fault.message, expected);
+    s_assert_unchanged(before);
+    s_free(rejected);
+    s_free(req);
+}
+
+/* Two approval instances deciding the same request at once: one decision wins, the other
+   instance's answer follows it (same way: the request; the other way: CONFLICT). */
+static void test_decide_race(void **state)
+{
+    (void)state;
+    s_seed();
+    Berth__Request *req = s_create("large", "race", 3, "erin", NULL);
+    enum { N = 6 };
+    int gate[2];
+    assert_int_equal(pipe(gate), 0);
+    pid_t pids[N];
+    for (int i = 0; i < N; i++) {
+        pids[i] = fork();
+        assert_true(pids[i] >= 0);
+        if (pids[i] == 0) {
+            close(gate[1]);
+            store_t *store = testenv_store(s_redis, 0);
+            char c;
+            if (!store || read(gate[0], &c, 1) != 0)
+                _exit(100);
+            Berth__DecideRequest msg = BERTH__DECIDE_REQUEST__INIT;
+            msg.id = req->id;
+            msg.approve = 1;
+            msg.actor = "admin";
+            Berth__Request *out = NULL;
+            fault_t fault = { "", "" };
+            int rc = requests_decide(store, &s_policy, &msg, "trace-3", &out, &fault);
+            int ok = rc == 0 && streq(out->state, "APPROVED");
+            s_free(out);
+            store_destroy(&store);
+            _exit(ok ? 0 : 1);
+        }
+    }
+    close(gate[0]);
+    close(gate[1]);
+    for (int i = 0; i < N; i++) {
+        int status = 0;
+        assert_int_equal(waitpid(pids[i], &status, 0), pids[i]);
+        assert_true(WIFEXITED(status));
+        assert_int_equal(WEXITSTATUS(status), 0);
+    }
+    /* Exactly one set of tasks, one approval event, versions bumped once. */
+    assert_int_equal(s_int("ZCARD", "berth:tasks:due"), 3);
+    assert_int_equal(s_events("request.state", "APPROVED", "request", req->id), 1);
+    assert_int_equal(s_events("vm.state", "PROVISIONING", NULL, NULL), 3);
+    Berth__Request *now = NULL;
+    fault_t fault = { "", "" };
+    assert_int_equal(requests_get(s_store, req->id, &now, &fault), 0);
+    assert_int_equal(now->version, 2);
+    assert_int_equal(now->n_tasks, 3);
+    s_free(now);
+    s_free(req);
+}
+
+static void test_idempotency_key(void **state)
+{
+    (void)state;
+    s_seed();
+    Berth__Request *first = s_create("small", "app", 2, "frank", "order-42");
+    snapshot_t before = s_snapshot();
+    Berth__Request *second = s_create("small", "app", 2, "frank", "order-42");
+    assert_string_equal(second->id, first->id);
+    assert_int_equal(second->n_vms, 2);
+    assert_string_equal(second->vms[0], first->vms[0]);
+    s_assert_unchanged(before);
+    s_free(second);
+
+    redisReply *r = store_command(s_store, "PTTL berth:idem:frank:order-42");
+    assert_non_null(r);
+    assert_true(r->integer > 0 && r->integer <= 24 * 3600 * 1000LL);
+    freeReplyObject(r);
+
+    /* The key is the owner's: another owner with the same key gets its own request. */
+    Berth__Request *other = s_create("small", "app", 1, "grace", "order-42");
+    assert_string_not_equal(other->id, first->id);
+    s_free(other);
+
+    /* Past its expiry the key no longer answers: a new request is created. */
+    r = store_command(s_store, "HSET berth:idem:frank:order-42 expires_ms 1");
+    assert_non_null(r);
+    freeReplyObject(r);
+    Berth__Request *later = s_create("small", "app", 1, "frank", "order-42");
+    assert_string_not_equal(later->id, first->id);
+    Berth__Request *again = s_create("small", "app", 1, "frank", "order-42");
+    assert_string_equal(again->id, later->id);
+    s_free(again);
+    s_free(later);
+    s_free(first);
+    assert_int_equal(s_int("ZCARD", "berth:requests"), 3);
+}
+
+/* Several callers with one key at once: one request, every caller gets it. */
+static void test_idempotency_key_race(void **state)
+{
+    (void)state;
+    s_seed();
+    enum { N = 6 };
+    int gate[2], out[2];
+    assert_int_equal(pipe(gate), 0);
+    assert_int_equal(pipe(out), 0);
+    pid_t pids[N];
+    for (int i = 0; i < N; i++) {
+        pids[i] = fork();
+        assert_true(pids[i] >= 0);
+        if (pids[i] == 0) {
+            close(gate[1]);
+            close(out[0]);
+            store_t *store = testenv_store(s_redis, 0);
+            char c;
+            if (!store || read(gate[0], &c, 1) != 0)
+                _exit(100);
+            Berth__CreateRequest msg = BERTH__CREATE_REQUEST__INIT;
+            msg.template_ = "small";
+            msg.name = "same";
+            msg.count = 1;
+            msg.owner = "heidi";
+            msg.idempotency_key = "k";
+            Berth__Request *req = NULL;
+            fault_t fault = { "", "" };
+            if (requests_create(store, &s_policy, &msg, NULL, &req, &fault) != 0)
+                _exit(1);
+            char line[UTIL_ID_LEN + 1];
+            snprintf(line, sizeof line, "%s\n", req->id);
+            ssize_t w = write(out[1], line, strlen(line));
+            s_free(req);
+            store_destroy(&store);
+            _exit(w == (ssize_t)strlen(line) ? 0 : 2);
+        }
+    }
+    close(gate[0]);
+    close(out[1]);
+    close(gate[1]);
+    for (int i = 0; i < N; i++) {
+        int status = 0;
+        assert_int_equal(waitpid(pids[i], &status, 0), pids[i]);
+        assert_true(WIFEXITED(status));
+        assert_int_equal(WEXITSTATUS(status), 0);
+    }
+    char ids[N * (UTIL_ID_LEN + 1) + 1];
+    size_t got = 0;
+    ssize_t n;
+    while ((n = read(out[0], ids + got, sizeof ids - 1 - got)) > 0)
+        got += (size_t)n;
+    close(out[0]);
+    ids[got] = '\0';
+    assert_int_equal(got, (size_t)N * UTIL_ID_LEN);
+    for (int i = 1; i < N; i++)
+        assert_memory_equal(ids + i * UTIL_ID_LEN, ids, UTIL_ID_LEN - 1);
+    assert_int_equal(s_int("ZCARD", "berth:requests"), 1);
+    assert_int_equal(s_int("ZCARD", "berth:vms"), 1);
+}
+
+static void test_bad_requests_change_nothing(void **state)
+{
+    (void)state;
+    s_seed();
+    char long_name[60], long_key[140];
+    memset(long_name, 'a', sizeof long_name - 1);
+    long_name[52] = '\0'; /* 52 characters: one too many */
+    memset(long_key, 'k', sizeof long_key - 1);
+    long_key[129] = '\0';
+    const policy_t *p = &s_policy;
+    s_create_refused(p, "nope", "web", 1, "alice", NULL, "NOT_FOUND", "unknown template 'nope'");
+    s_create_refused(p, "Small", "web", 1, "alice", NULL, "NOT_FOUND", "unknown template 'Small'");
+    s_create_refused(p, "0b5e3c1a-9f7d-4a51-8b2e-3c4d5e6f7a8b", "web", 1, "alice", NULL,
+                     "NOT_FOUND", NULL);
+    s_create_refused(p, "", "web", 1, "alice", NULL, "BAD_REQUEST", NULL);
+    s_create_refused(p, "sm all", "web", 1, "alice", NULL, "BAD_REQUEST", NULL);
+    s_create_refused(p, "small", "web", -1, "alice", NULL, "BAD_REQUEST",
+                     "count must be between 1 and 50");
+    s_create_refused(p, "small", "web", 51, "alice", NULL, "BAD_REQUEST", NULL);
+    s_create_refused(p, "small", "web", INT32_MAX, "alice", NULL, "BAD_REQUEST", NULL);
+    s_create_refused(p, "small", "web", INT32_MIN, "alice", NULL, "BAD_REQUEST", NULL);
+    s_create_refused(p, "small", "", 1, "alice", NULL, "BAD_REQUEST", NULL);
+    s_create_refused(p, "small", "Web", 1, "alice", NULL, "BAD_REQUEST", NULL);
+    s_create_refused(p, "small", "-web", 1, "alice", NULL, "BAD_REQUEST", NULL);
+    s_create_refused(p, "small", "web-", 1, "alice", NULL, "BAD_REQUEST", NULL);
+    s_create_refused(p, "small", "web_1", 1, "alice", NULL, "BAD_REQUEST", NULL);
+    s_create_refused(p, "small", "web.example", 1, "alice", NULL, "BAD_REQUEST", NULL);
+    s_create_refused(p, "small", long_name, 1, "alice", NULL, "BAD_REQUEST", NULL);
+    s_create_refused(p, "small", "web", 1, "", NULL, "BAD_REQUEST", NULL);
+    s_create_refused(p, "small", "web", 1, "al ice", NULL, "BAD_REQUEST", NULL);
+    s_create_refused(p, "small", "web", 1, "alice", "bad key", "BAD_REQUEST", NULL);
+    s_create_refused(p, "small", "web", 1, "alice", "a:b", "BAD_REQUEST", NULL);
+    s_create_refused(p, "small", "web", 1, "alice", long_key, "BAD_REQUEST", NULL);
+    /* The limit is the configured one. */
+    policy_t three = s_policy;
+    three.max_count = 3;
+    s_create_refused(&three, "small", "web", 4, "alice", NULL, "BAD_REQUEST",
+                     "count must be between 1 and 3");
+    /* The longest allowed name and the configured maximum count are accepted. */
+    long_name[51] = '\0';
+    Berth__Request *req = s_create("small", long_name, 50, "alice", NULL);
+    assert_int_equal(req->n_vms, 50);
+    Berth__Vm *vm = s_vm(req->vms[49]);
+    char expected[64];
+    snprintf(expected, sizeof expected, "%s-50", long_name);
+    assert_string_equal(vm->name, expected);
+    s_free(vm);
+    s_free(req);
+    /* No body at all. */
+    fault_t fault = { "", "" };
+    assert_int_equal(requests_create(s_store, p, NULL, NULL, &req, &fault), -1);
+    assert_string_equal(fault.code, "BAD_REQUEST");
+}
+
+static void test_bad_get_and_decide(void **state)
+{
+    (void)state;
+    s_seed();
+    Berth__Request *req = s_create("large", "x", 1, "ivan", NULL);
+    snapshot_t before = s_snapshot();
+    fault_t fault = { "", "" };
+    Berth__Request *out = NULL;
+    assert_int_equal(requests_get(s_store, "", &out, &fault), -1);
+    assert_string_equal(fault.code, "BAD_REQUEST");
+    assert_int_equal(requests_get(s_store, "not-a-uuid", &out, &fault), -1);
+    assert_string_equal(fault.code, "BAD_REQUEST");
+    assert_int_equal(requests_get(s_store, "0b5e3c1a-9f7d-4a51-8b2e-3c4d5e6f7a8b", &out, &fault),
+                     -1);
+    assert_string_equal(fault.code, "NOT_FOUND");
+    assert_null(out);
+
+    assert_null(s_decide("0b5e3c1a-9f7d-4a51-8b2e-3c4d5e6f7a8b", 1, "admin", NULL, &fault));
+    assert_string_equal(fault.code, "NOT_FOUND");
+    assert_null(s_decide("../../etc", 1, "admin", NULL, &fault));
+    assert_string_equal(fault.code, "BAD_REQUEST");
+    assert_null(s_decide(req->id, 1, "", NULL, &fault));
+    assert_string_equal(fault.code, "BAD_REQUEST");
+    assert_null(s_decide(req->id, 0, "admin", "bell\a", &fault));
+    assert_string_equal(fault.code, "BAD_REQUEST");
+    assert_null(s_decide(req->id, 0, "admin", "\xff\xfe not utf-8", &fault));
+    assert_string_equal(fault.code, "BAD_REQUEST");
+    char *huge = malloc(2000);
+    memset(huge, 'r', 1999);
+    huge[1999] = '\0';
+    assert_null(s_decide(req->id, 0, "admin", huge, &fault));
+    assert_string_equal(fault.code, "BAD_REQUEST");
+    free(huge);
+    s_assert_unchanged(before);
+    /* Real UTF-8 is fine. */
+    Berth__Request *rejected = s_decide(req->id, 0, "admin", "zu groß für Tests", &fault);
+    assert_non_null(rejected);
+    assert_string_equal(rejected->reason, "zu groß für Tests");
+    s_free(rejected);
+    s_free(req);
+}
+
+/* ---- through the bus -------------------------------------------------------------------- */
+
+/* An approval server in its own thread, as in the service: its own store, a ROUTER, the
+   handler table. Sends its endpoint on the pipe once bound. */
+static void s_server_actor(zsock_t *pipe, void *args)
+{
+    (void)args;
+    store_t *store = testenv_store(s_redis, 0);
+    bus_server_t *server = bus_server_new("tcp://127.0.0.1:*", "approval/test");
+    approval_t *approval = store ? approval_new(store, &s_policy) : NULL;
+    if (!store || !server || !approval) {
+        zsock_signal(pipe, 1);
+        goto done;
+    }
+    for (const approval_handler_t *h = approval_handlers; h->type; h++)
+        bus_server_on(server, h->type, h->fn, approval);
+    zsock_signal(pipe, 0);
+    zstr_send(pipe, bus_server_endpoint(server));
+    zpoller_t *poller = zpoller_new(pipe, bus_server_socket(server), NULL);
+    while (true) {
+        void *which = zpoller_wait(poller, -1);
+        if (which != bus_server_socket(server))
+            break; /* $TERM on the pipe, or interrupted */
+        bus_server_recv(server);
+    }
+    zpoller_destroy(&poller);
+done:
+    approval_destroy(&approval);
+    bus_server_destroy(&server);
+    store_destroy(&store);
+}
+
+/* Call the server; answers the reply envelope (caller frees). */
+static Berth__Envelope *s_call(bus_client_t *client, const ProtobufCMessage *body)
+{
+    Berth__Envelope *reply = NULL;
+    assert_int_equal(bus_client_call(client, "approval", body, "trace-bus", 5000, &reply), 0);
+    return reply;
+}
+
+static void test_bus_handlers(void **state)
+{
+    (void)state;
+    zactor_t *server = zactor_new(s_server_actor, NULL);
+    assert_non_null(server);
+    char *endpoint = zstr_recv(server);
+    assert_non_null(endpoint);
+    bus_client_t *client = bus_client_new(NULL, "test/client");
+    assert_int_equal(bus_client_pin(client, "approval", endpoint), 0);
+
+    /* The catalog is seeded on first use when it was not at start. */
+    Berth__ListTemplates list = BERTH__LIST_TEMPLATES__INIT;
+    Berth__Envelope *reply = s_call(client, &list.base);
+    assert_null(reply->error);
+    Berth__TemplateList *templates =
+        (Berth__TemplateList *)envelope_body(reply, &berth__template_list__descriptor);
+    assert_non_null(templates);
+    assert_int_equal(templates->n_templates, 3);
+    assert_string_equal(templates->templates[0]->name, "large");
+    s_free(templates);
+    berth__envelope__free_unpacked(reply, NULL);
+
+    Berth__CreateRequest create = BERTH__CREATE_REQUEST__INIT;
+    create.template_ = "medium";
+    create.name = "svc";
+    create.owner = "judy";
+    reply = s_call(client, &create.base);
+    assert_null(reply->error);
+    Berth__Request *req = (Berth__Request *)envelope_body(reply, &berth__request__descriptor);
+    assert_non_null(req);
+    assert_string_equal(req->state, "APPROVED");
+    assert_int_equal(req->n_tasks, 1);
+    Berth__Task *task = s_task(req->tasks[0]);
+    assert_string_equal(task->request_id, "trace-bus");
+    s_free(task);
+    berth__envelope__free_unpacked(reply, NULL);
+
+    Berth__GetRequest get = BERTH__GET_REQUEST__INIT;
+    get.id = req->id;
+    reply = s_call(client, &get.base);
+    assert_null(reply->error);
+    Berth__Request *got = (Berth__Request *)envelope_body(reply, &berth__request__descriptor);
+    assert_non_null(got);
+    assert_string_equal(got->id, req->id);
+    s_free(got);
+    berth__envelope__free_unpacked(reply, NULL);
+    s_free(req);
+
+    /* Errors cross as data with their code and message. */
+    create.template_ = "nope";
+    reply = s_call(client, &create.base);
+    assert_non_null(reply->error);
+    assert_string_equal(reply->error->code, "NOT_FOUND");
+    assert_string_equal(reply->error->message, "unknown template 'nope'");
+    berth__envelope__free_unpacked(reply, NULL);
+
+    Berth__DecideRequest decide = BERTH__DECIDE_REQUEST__INIT;
+    decide.id = "garbage";
+    decide.actor = "admin";
+    reply = s_call(client, &decide.base);
+    assert_non_null(reply->error);
+    assert_string_equal(reply->error->code, "BAD_REQUEST");
+    berth__envelope__free_unpacked(reply, NULL);
+
+    Berth__CreateTemplate ct = BERTH__CREATE_TEMPLATE__INIT;
+    Berth__Template t = BERTH__TEMPLATE__INIT;
+    t.name = "xl";
+    t.vcpus = 16;
+    t.ram_mb = 65536;
+    t.disk_gb = 200;
+    t.os = "ubuntu";
+    t.image = "ubuntu-24.04";
+    t.lease_days = 30;
+    t.requires_approval = 1;
+    ct.template_ = &t;
+    ct.actor = "admin";
+    reply = s_call(client, &ct.base);
+    assert_null(reply->error);
+    Berth__Template *made = (Berth__Template *)envelope_body(reply, &berth__template__descriptor);
+    assert_non_null(made);
+    assert_true(policy_is_uuid(made->id));
+    assert_string_equal(made->name, "xl");
+    assert_true(made->requires_approval);
+    s_free(made);
+    berth__envelope__free_unpacked(reply, NULL);
+    ct.template_ = NULL;
+    reply = s_call(client, &ct.base);
+    assert_non_null(reply->error);
+    assert_string_equal(reply->error->code, "BAD_REQUEST");
+    berth__envelope__free_unpacked(reply, NULL);
+
+    bus_client_destroy(&client);
+    zstr_free(&endpoint);
+    zactor_destroy(&server);
+}
+
+/* Redis gone: every operation answers UNAVAILABLE and nothing crashes. Runs last: the
+   server comes back empty. */
+static void test_store_down(void **state)
+{
+    (void)state;
+    s_seed();
+    assert_int_equal(testenv_redis_stop(s_redis), 0);
+    fault_t fault = { "", "" };
+    Berth__CreateRequest msg = BERTH__CREATE_REQUEST__INIT;
+    msg.template_ = "small";
+    msg.name = "web";
+    msg.count = 1;
+    msg.owner = "alice";
+    Berth__Request *req = NULL;
+    assert_int_equal(requests_create(s_store, &s_policy, &msg, NULL, &req, &fault), -1);
+    assert_string_equal(fault.code, "UNAVAILABLE");
+    Berth__TemplateList *list = NULL;
+    assert_int_equal(catalog_list(s_store, &list, &fault), -1);
+    assert_string_equal(fault.code, "UNAVAILABLE");
+    assert_int_equal(catalog_seed(s_store, &fault), -1);
+    assert_string_equal(fault.code, "UNAVAILABLE");
+    assert_int_equal(requests_get(s_store, "0b5e3c1a-9f7d-4a51-8b2e-3c4d5e6f7a8b", &req, &fault),
+                     -1);
+    assert_string_equal(fault.code, "UNAVAILABLE");
+    assert_int_equal(testenv_redis_restart(s_redis), 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_seed_once, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_seed_checks_names_atomically, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_seed_race, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_create_template, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_create_template_refuses_bad_fields, s_setup,
+                                        s_teardown),
+        cmocka_unit_test_setup_teardown(test_create_request_queues_provisioning, s_setup,
+                                        s_teardown),
+        cmocka_unit_test_setup_teardown(test_approval_required_then_approved, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_rejected_builds_nothing, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_decide_race, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_idempotency_key, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_idempotency_key_race, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_bad_requests_change_nothing, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_bad_get_and_decide, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_bus_handlers, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_store_down, s_setup, s_teardown),
+    };
+    return cmocka_run_group_tests(tests, s_group_setup, s_group_teardown);
+}
