@@ -14,15 +14,15 @@ typedef struct {
     vmops_t *ops;
     worker_t *worker;
     const char *uri;
-    bus_client_t *taskmgr;   /* pinned to the configured taskmgr endpoints */
-    Berth__Host host;        /* inventory, refreshed each heartbeat */
+    bus_client_t *taskmgr; /* pinned to the configured taskmgr endpoints */
+    Berth__Host host;      /* inventory, refreshed each heartbeat */
     Berth__Resources capacity;
     Berth__Resources used;
-    int connected;           /* last heartbeat reached a taskmgr */
+    int connected; /* last heartbeat reached a taskmgr */
     int64_t started_ms;
-    int poll_timeout_ms;     /* longest wait for one AgentWork answer */
-    int64_t max_commands;    /* commands run per poll; the rest are refused */
-    char poll_error[128];    /* why the last poll failed ("" = it worked): logged on change */
+    int poll_timeout_ms;  /* longest wait for one AgentWork answer */
+    int64_t max_commands; /* commands run per poll; the rest are refused */
+    char poll_error[128]; /* why the last poll failed ("" = it worked): logged on change */
 } agent_t;
 
 /* Capacity from libvirt (node info, the storage pool), each figure overridable by config
@@ -83,11 +83,12 @@ static int s_heartbeat(service_t *service, void *arg)
     self->host.state = up ? "UP" : "DOWN";
 
     Berth__Envelope *reply = NULL;
-    int ok = bus_client_call(self->taskmgr, "taskmgr", &hb.base, NULL, 800, &reply) == 0
-             && !reply->error;
+    int ok = bus_client_call(self->taskmgr, "taskmgr", &hb.base, NULL, 800, &reply) == 0 &&
+             !reply->error;
     if (ok != self->connected)
-        log_emit(ok ? BERTH_LOG_INFO : BERTH_LOG_WARN, NULL, ok ? "connected to taskmgr" : "taskmgr unreachable",
-                 "{s:s?}", "error", reply && reply->error ? reply->error->message : NULL);
+        log_emit(ok ? BERTH_LOG_INFO : BERTH_LOG_WARN, NULL,
+                 ok ? "connected to taskmgr" : "taskmgr unreachable", "{s:s?}", "error",
+                 reply && reply->error ? reply->error->message : NULL);
     self->connected = ok;
     if (reply)
         berth__envelope__free_unpacked(reply, NULL);
@@ -125,7 +126,8 @@ static int s_poll_once(agent_t *self)
     size_t sent = worker_pending(self->worker, &work.results);
     work.n_results = sent;
     Berth__Envelope *reply = NULL;
-    if (bus_client_call(self->taskmgr, "taskmgr", &work.base, NULL, self->poll_timeout_ms, &reply) != 0) {
+    if (bus_client_call(self->taskmgr, "taskmgr", &work.base, NULL, self->poll_timeout_ms,
+                        &reply) != 0) {
         s_poll_state(self, "UNREACHABLE", "no taskmgr answered");
         return -1;
     }
@@ -136,8 +138,8 @@ static int s_poll_once(agent_t *self)
         berth__envelope__free_unpacked(reply, NULL);
         return -1;
     }
-    Berth__AgentWorkReply *body = (Berth__AgentWorkReply *)envelope_body(
-        reply, &berth__agent_work_reply__descriptor);
+    Berth__AgentWorkReply *body =
+        (Berth__AgentWorkReply *)envelope_body(reply, &berth__agent_work_reply__descriptor);
     berth__envelope__free_unpacked(reply, NULL);
     if (!body) {
         s_poll_state(self, "BAD_REPLY", "the answer to AgentWork is not an AgentWorkReply");
@@ -207,16 +209,16 @@ int main(int argc, char **argv)
         goto done;
     }
     int64_t poll_ms, poll_timeout, cache, pending, vcpus, ram, disk, name_max, seed_max;
-    if (config_int(c, "poll_ms", 10, 60000, &poll_ms)
-        || config_int(c, "poll_timeout_ms", 50, 60000, &poll_timeout)
-        || config_int(c, "max_commands", 1, 10000, &self.max_commands)
-        || config_int(c, "result_cache", 1, 1000000, &cache)
-        || config_int(c, "pending_results", 1, 1000000, &pending)
-        || config_int(c, "vm_max_vcpus", 1, 100000, &vcpus)
-        || config_int(c, "vm_max_ram_mb", 1, INT64_MAX / 2, &ram)
-        || config_int(c, "vm_max_disk_gb", 1, INT64_MAX / 2, &disk)
-        || config_int(c, "vm_max_name", 1, 4096, &name_max)
-        || config_int(c, "seed_max_bytes", 1, ENVELOPE_MAX_BYTES, &seed_max))
+    if (config_int(c, "poll_ms", 10, 60000, &poll_ms) ||
+        config_int(c, "poll_timeout_ms", 50, 60000, &poll_timeout) ||
+        config_int(c, "max_commands", 1, 10000, &self.max_commands) ||
+        config_int(c, "result_cache", 1, 1000000, &cache) ||
+        config_int(c, "pending_results", 1, 1000000, &pending) ||
+        config_int(c, "vm_max_vcpus", 1, 100000, &vcpus) ||
+        config_int(c, "vm_max_ram_mb", 1, INT64_MAX / 2, &ram) ||
+        config_int(c, "vm_max_disk_gb", 1, INT64_MAX / 2, &disk) ||
+        config_int(c, "vm_max_name", 1, 4096, &name_max) ||
+        config_int(c, "seed_max_bytes", 1, ENVELOPE_MAX_BYTES, &seed_max))
         goto done;
     self.poll_timeout_ms = (int)poll_timeout;
     self.uri = config_get(c, "libvirt_uri");
@@ -238,8 +240,8 @@ int main(int argc, char **argv)
     self.ops = vmops_new(&vc);
     self.worker = self.ops ? worker_new(self.ops, (size_t)cache, (size_t)pending) : NULL;
     self.taskmgr = bus_client_new(NULL, service_instance(service));
-    if (!self.ops || !self.worker || !self.taskmgr
-        || bus_client_pin(self.taskmgr, "taskmgr", config_get(c, "taskmgr_endpoints")))
+    if (!self.ops || !self.worker || !self.taskmgr ||
+        bus_client_pin(self.taskmgr, "taskmgr", config_get(c, "taskmgr_endpoints")))
         goto done;
     berth__host__init(&self.host);
     berth__resources__init(&self.capacity);

@@ -1,0 +1,62 @@
+/*  vmops: what the agent does to libvirt. Owns the libvirt connection (reopened when it
+    drops) and the agent's storage pool, and turns one AgentCommand into one AgentResult:
+    CREATE_DISK, PUT_SEED, DEFINE, START, DESTROY, each idempotent and keyed by VM id. */
+#ifndef BERTH_AGENT_VMOPS_H
+#define BERTH_AGENT_VMOPS_H
+
+#include "berth.pb-c.h"
+
+#include <libvirt/libvirt.h>
+#include <stdint.h>
+
+typedef struct _vmops_t vmops_t;
+
+/* Settings, copied by vmops_new(). Limits bound what a command may ask for. */
+typedef struct {
+    const char *uri;        /* libvirt URI, e.g. test:///default or qemu:///system */
+    const char *host;       /* host name, for error messages */
+    const char *data_dir;   /* the pool directory is <data_dir>/pool */
+    const char *pool;       /* libvirt storage pool name */
+    int64_t max_vcpus;      /* per VM */
+    int64_t max_ram_mb;     /* per VM */
+    int64_t max_disk_gb;    /* per VM */
+    int64_t max_seed_bytes; /* largest seed ISO accepted */
+    int64_t max_name_len;   /* longest VM name (domain title) */
+} vmops_config_t;
+
+/* NULL when the data directory cannot be created. Does not need libvirt to be up. */
+vmops_t *vmops_new(const vmops_config_t *config);
+void vmops_destroy(vmops_t **self_p);
+
+/* Make sure the connection is open and alive and the storage pool exists and runs
+   (defining, building and starting it if missing). 0 when both hold; -1, logged once per
+   change of state, otherwise. */
+int vmops_connect(vmops_t *self);
+
+/* The open connection (borrowed), or NULL when libvirt is unreachable. */
+virConnectPtr vmops_conn(vmops_t *self);
+
+/* libvirt driver name ("TEST", "QEMU"), or NULL when unreachable. */
+const char *vmops_hypervisor(vmops_t *self);
+
+/* Capacity of the storage pool in GiB; -1 when unknown. */
+int64_t vmops_pool_capacity_gb(vmops_t *self);
+
+/* Absolute directory of the pool (the seed files live there). */
+const char *vmops_pool_dir(vmops_t *self);
+
+/* Run one command and fill *result (every string heap-allocated; release with
+   vmops_result_clear). Never fails to produce a result: bad input and libvirt errors give
+   ok = false and an error that names the thing and carries libvirt's reason. */
+void vmops_execute(vmops_t *self, const Berth__AgentCommand *cmd, Berth__AgentResult *result);
+
+/* Free the strings of a result filled by vmops_execute or vmops_result_copy. */
+void vmops_result_clear(Berth__AgentResult *result);
+
+/* Deep copy of src into *dst; -1 when out of memory. */
+int vmops_result_copy(Berth__AgentResult *dst, const Berth__AgentResult *src);
+
+/* The Berth power state name of a libvirt domain state (RUNNING, STOPPED, ...). */
+const char *vmops_power_state(int state);
+
+#endif

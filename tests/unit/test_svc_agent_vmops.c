@@ -1,0 +1,566 @@
+/*  test_svc_agent_vmops: the agent's commands against a real libvirt (test:///default, the
+    in-process simulated hypervisor). Each command runs twice and must answer ok both times
+    (idempotence by VM id); what it did is checked through a second libvirt connection, the
+    way an operator with virsh would: the volume, the domain, its power state, and that
+    disposal leaves nothing behind. Bad commands fail with a clear error and change nothing;
+    a redelivered command id is answered from the cache without the work being redone. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "testenv.h"
+#include "util.h"
+#include "vmops.h"
+#include "worker.h"
+
+#include <libvirt/libvirt.h>
+#include <libvirt/virterror.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define HOST       "host-t"
+#define POOL       "berth-unit"
+#define SEED_BYTES (64 * 1024)
+
+typedef struct {
+    char *dir;   /* scratch: data_dir and the base image */
+    char *image; /* a real raw base image file */
+    vmops_t *ops;
+    worker_t *worker;
+    virConnectPtr conn; /* the test's own view of the same test:///default */
+    uint8_t seed[SEED_BYTES];
+    int serial; /* for unique command ids */
+} fixture_t;
+
+static int s_setup(void **state)
+{
+    fixture_t *f = calloc(1, sizeof *f);
+    assert_non_null(f);
+    f->dir = testenv_tmpdir();
+    assert_non_null(f->dir);
+    /* A 1 MiB raw image: the test driver does not read it, but the agent checks that the
+       base image the stager named is really there. */
+    assert_true(asprintf(&f->image, "%s/base.raw", f->dir) > 0);
+    FILE *img = fopen(f->image, "wb");
+    assert_non_null(img);
+    assert_int_equal(ftruncate(fileno(img), 1 << 20), 0);
+    fclose(img);
+    vmops_config_t vc = { .uri = "test:///default",
+                          .host = HOST,
+                          .data_dir = f->dir,
+                          .pool = POOL,
+                          .max_vcpus = 64,
+                          .max_ram_mb = 262144,
+                          .max_disk_gb = 2048,
+                          .max_seed_bytes = 1 << 20,
+                          .max_name_len = 64 };
+    f->ops = vmops_new(&vc);
+    assert_non_null(f->ops);
+    f->worker = worker_new(f->ops, 1024, 1024);
+    assert_non_null(f->worker);
+    f->conn = virConnectOpen("test:///default");
+    assert_non_null(f->conn);
+    /* Random bytes with the ISO 9660 signature where a reader looks for it. */
+    for (size_t i = 0; i < sizeof f->seed; i++)
+        f->seed[i] = (uint8_t)(rand() & 0xff);
+    memcpy(f->seed + 32769, "CD001", 5);
+    *state = f;
+    return 0;
+}
+
+static int s_teardown(void **state)
+{
+    fixture_t *f = *state;
+    worker_destroy(&f->worker);
+    /* Leave no pool behind for the next test in this process (test:///default is shared). */
+    virStoragePoolPtr pool = virStoragePoolLookupByName(f->conn, POOL);
+    if (pool) {
+        virStoragePoolDestroy(pool);
+        virStoragePoolUndefine(pool);
+        virStoragePoolFree(pool);
+    }
+    vmops_destroy(&f->ops);
+    virConnectClose(f->conn);
+    testenv_rmtree(f->dir);
+    free(f->dir);
+    free(f->image);
+    free(f);
+    return 0;
+}
+
+/* A command for vm with every field a provisioning task would send. */
+static Berth__AgentCommand s_command(fixture_t *f, const char *op, const char *vm, char *id,
+                                     Berth__Resources *flavor)
+{
+    snprintf(id, UTIL_ID_LEN + 16, "cmd-%d", ++f->serial);
+    berth__resources__init(flavor);
+    flavor->vcpus = 2;
+    flavor->ram_mb = 1024;
+    flavor->disk_gb = 10;
+    Berth__AgentCommand cmd = BERTH__AGENT_COMMAND__INIT;
+    cmd.id = id;
+    cmd.op = (char *)op;
+    cmd.vm = (char *)vm;
+    cmd.name = "web-1 <&'\">";
+    cmd.flavor = flavor;
+    cmd.image = "debian-12";
+    cmd.image_path = f->image;
+    cmd.image_format = "raw";
+    cmd.seed_iso.data = f->seed;
+    cmd.seed_iso.len = sizeof f->seed;
+    cmd.deadline_ms = util_now_ms() + 60000;
+    return cmd;
+}
+
+/* Run op on vm through the worker with a fresh command id; the result must be ok. */
+static const Berth__AgentResult *s_run_ok(fixture_t *f, const char *op, const char *vm)
+{
+    char id[UTIL_ID_LEN + 16];
+    Berth__Resources flavor;
+    Berth__AgentCommand cmd = s_command(f, op, vm, id, &flavor);
+    const Berth__AgentResult *r = worker_run(f->worker, &cmd);
+    assert_non_null(r);
+    if (!r->ok)
+        fail_msg("%s of %s failed: %s", op, vm, r->error);
+    assert_string_equal(r->command, id);
+    assert_string_equal(r->error, "");
+    return r;
+}
+
+/* Run a command that must fail with an error containing want; returns nothing changed. */
+static void s_run_fails(fixture_t *f, Berth__AgentCommand *cmd, const char *want)
+{
+    const Berth__AgentResult *r = worker_run(f->worker, cmd);
+    assert_non_null(r);
+    if (r->ok || !strstr(r->error, want))
+        fail_msg("%s: expected a failure containing \"%s\", got ok=%d error \"%s\"",
+                 cmd->op ? cmd->op : "(no op)", want, r->ok, r->error);
+}
+
+static int s_volume_exists(fixture_t *f, const char *name)
+{
+    virStoragePoolPtr pool = virStoragePoolLookupByName(f->conn, POOL);
+    assert_non_null(pool);
+    virStorageVolPtr vol = virStorageVolLookupByName(pool, name);
+    virStoragePoolFree(pool);
+    if (vol)
+        virStorageVolFree(vol);
+    return vol != NULL;
+}
+
+/* -1 when the domain does not exist, else whether it is active. */
+static int s_domain_active(fixture_t *f, const char *vm)
+{
+    virDomainPtr dom = virDomainLookupByName(f->conn, vm);
+    if (!dom)
+        return -1;
+    int active = virDomainIsActive(dom);
+    virDomainFree(dom);
+    return active;
+}
+
+static char *s_seed_path(fixture_t *f, const char *vm)
+{
+    char *path = NULL;
+    assert_true(asprintf(&path, "%s/%s-seed.iso", vmops_pool_dir(f->ops), vm) > 0);
+    return path;
+}
+
+/* 1 when the file at path holds exactly the fixture's seed bytes. */
+static int s_file_is_seed(fixture_t *f, const char *path)
+{
+    FILE *in = fopen(path, "rb");
+    if (!in)
+        return 0;
+    uint8_t *buf = malloc(SEED_BYTES + 1);
+    assert_non_null(buf);
+    size_t n = fread(buf, 1, SEED_BYTES + 1, in);
+    fclose(in);
+    int same = n == SEED_BYTES && memcmp(buf, f->seed, SEED_BYTES) == 0;
+    free(buf);
+    return same;
+}
+
+static void test_pool_is_created(void **state)
+{
+    fixture_t *f = *state;
+    assert_int_equal(vmops_connect(f->ops), 0);
+    virStoragePoolPtr pool = virStoragePoolLookupByName(f->conn, POOL);
+    assert_non_null(pool);
+    assert_int_equal(virStoragePoolIsActive(pool), 1);
+    char *xml = virStoragePoolGetXMLDesc(pool, 0);
+    char *want = NULL;
+    assert_true(asprintf(&want, "<path>%s/pool</path>", f->dir) > 0);
+    assert_non_null(strstr(xml, want));
+    free(want);
+    free(xml);
+    virStoragePoolFree(pool);
+    struct stat st;
+    assert_int_equal(stat(vmops_pool_dir(f->ops), &st), 0);
+    assert_true(S_ISDIR(st.st_mode));
+    assert_string_equal(vmops_hypervisor(f->ops), "TEST");
+    assert_true(vmops_pool_capacity_gb(f->ops) > 0);
+    /* Connecting again finds everything in place; a pool stopped behind the agent's back
+       is started again. */
+    assert_int_equal(vmops_connect(f->ops), 0);
+    pool = virStoragePoolLookupByName(f->conn, POOL);
+    assert_int_equal(virStoragePoolDestroy(pool), 0);
+    assert_int_equal(virStoragePoolIsActive(pool), 0);
+    assert_int_equal(vmops_connect(f->ops), 0);
+    assert_int_equal(virStoragePoolIsActive(pool), 1);
+    virStoragePoolFree(pool);
+
+    /* A second agent configured with the same pool name but another data_dir refuses to
+       mix its files into the first one's pool, and says so in every command it answers. */
+    char *other_dir = testenv_tmpdir();
+    assert_non_null(other_dir);
+    vmops_config_t vc = { .uri = "test:///default",
+                          .host = HOST,
+                          .data_dir = other_dir,
+                          .pool = POOL,
+                          .max_vcpus = 4,
+                          .max_ram_mb = 4096,
+                          .max_disk_gb = 10,
+                          .max_seed_bytes = 1024,
+                          .max_name_len = 8 };
+    vmops_t *other = vmops_new(&vc);
+    assert_non_null(other);
+    assert_int_equal(vmops_connect(other), -1);
+    char vm[UTIL_ID_LEN];
+    util_uuid(vm);
+    Berth__AgentCommand cmd = BERTH__AGENT_COMMAND__INIT;
+    cmd.id = "cmd-other";
+    cmd.op = "DESTROY";
+    cmd.vm = vm;
+    Berth__AgentResult r;
+    vmops_execute(other, &cmd, &r);
+    assert_false(r.ok);
+    assert_non_null(strstr(r.error, "storage pool 'berth-unit' exists but is not at"));
+    vmops_result_clear(&r);
+    vmops_destroy(&other);
+    vmops_destroy(&other);
+    testenv_rmtree(other_dir);
+    free(other_dir);
+}
+
+static void test_lifecycle_twice_each(void **state)
+{
+    fixture_t *f = *state;
+    char vm[UTIL_ID_LEN];
+    util_uuid(vm);
+    char disk[64];
+    snprintf(disk, sizeof disk, "%s.qcow2", vm);
+    char *seed = s_seed_path(f, vm);
+
+    for (int i = 0; i < 2; i++) {
+        const Berth__AgentResult *r = s_run_ok(f, "CREATE_DISK", vm);
+        assert_non_null(strstr(r->detail, disk));
+        assert_true(s_volume_exists(f, disk));
+        assert_int_equal(s_domain_active(f, vm), -1);
+    }
+    /* The volume is a qcow2 overlay of the requested size on the base image. */
+    virStoragePoolPtr pool = virStoragePoolLookupByName(f->conn, POOL);
+    virStorageVolPtr vol = virStorageVolLookupByName(pool, disk);
+    assert_non_null(vol);
+    virStorageVolInfo info;
+    assert_int_equal(virStorageVolGetInfo(vol, &info), 0);
+    assert_int_equal(info.capacity, 10ULL << 30);
+    char *vxml = virStorageVolGetXMLDesc(vol, 0);
+    assert_non_null(strstr(vxml, "<format type='qcow2'/>"));
+    assert_non_null(strstr(vxml, "<backingStore>"));
+    assert_non_null(strstr(vxml, f->image));
+    free(vxml);
+    virStorageVolFree(vol);
+    virStoragePoolFree(pool);
+
+    for (int i = 0; i < 2; i++) {
+        const Berth__AgentResult *r = s_run_ok(f, "PUT_SEED", vm);
+        assert_string_equal(r->detail, seed);
+        assert_true(s_file_is_seed(f, seed));
+    }
+    for (int i = 0; i < 2; i++) {
+        const Berth__AgentResult *r = s_run_ok(f, "DEFINE", vm);
+        assert_string_equal(r->power_state, "STOPPED");
+        assert_int_equal(s_domain_active(f, vm), 0);
+    }
+    /* The definition carries the VM's identity, size and devices. */
+    virDomainPtr dom = virDomainLookupByName(f->conn, vm);
+    assert_non_null(dom);
+    char uuid[VIR_UUID_STRING_BUFLEN];
+    assert_int_equal(virDomainGetUUIDString(dom, uuid), 0);
+    assert_string_equal(uuid, vm);
+    char *title = virDomainGetMetadata(dom, VIR_DOMAIN_METADATA_TITLE, NULL, 0);
+    assert_string_equal(title, "web-1 <&'\">");
+    free(title);
+    virDomainInfo dinfo;
+    assert_int_equal(virDomainGetInfo(dom, &dinfo), 0);
+    assert_int_equal(dinfo.nrVirtCpu, 2);
+    assert_int_equal(dinfo.maxMem, 1024 * 1024);
+    char *dxml = virDomainGetXMLDesc(dom, 0);
+    assert_non_null(strstr(dxml, "<domain type='test'"));
+    assert_non_null(strstr(dxml, disk));
+    assert_non_null(strstr(dxml, seed));
+    assert_non_null(strstr(dxml, "device='cdrom'"));
+    assert_non_null(strstr(dxml, "<readonly/>"));
+    assert_non_null(strstr(dxml, "bus='virtio'"));
+    assert_non_null(strstr(dxml, "<serial type='pty'>"));
+    /* test:///default has an active "default" network, so the VM is plugged into it. */
+    assert_non_null(strstr(dxml, "<source network='default'"));
+    free(dxml);
+    virDomainFree(dom);
+
+    for (int i = 0; i < 2; i++) {
+        const Berth__AgentResult *r = s_run_ok(f, "START", vm);
+        assert_string_equal(r->power_state, "RUNNING");
+        assert_int_equal(s_domain_active(f, vm), 1);
+    }
+    for (int i = 0; i < 2; i++) {
+        const Berth__AgentResult *r = s_run_ok(f, "DESTROY", vm);
+        assert_string_equal(r->power_state, "");
+        assert_int_equal(s_domain_active(f, vm), -1);
+        assert_false(s_volume_exists(f, disk));
+        assert_int_equal(access(seed, F_OK), -1);
+    }
+    free(seed);
+}
+
+/* Disposal of a VM that was only partly built (disk, no domain) removes what exists. */
+static void test_destroy_partial_build(void **state)
+{
+    fixture_t *f = *state;
+    char vm[UTIL_ID_LEN];
+    util_uuid(vm);
+    char disk[64];
+    snprintf(disk, sizeof disk, "%s.qcow2", vm);
+    char *seed = s_seed_path(f, vm);
+    s_run_ok(f, "CREATE_DISK", vm);
+    s_run_ok(f, "PUT_SEED", vm);
+    assert_true(s_volume_exists(f, disk));
+    const Berth__AgentResult *r = s_run_ok(f, "DESTROY", vm);
+    assert_non_null(strstr(r->detail, "no domain"));
+    assert_false(s_volume_exists(f, disk));
+    assert_int_equal(access(seed, F_OK), -1);
+    /* And a VM the host never heard of disposes cleanly too. */
+    util_uuid(vm);
+    s_run_ok(f, "DESTROY", vm);
+    free(seed);
+}
+
+/* A destroyed domain whose START is redelivered (same command id) is not started again:
+   the cached answer is returned. A new command id does the work. */
+static void test_redelivery_answered_from_cache(void **state)
+{
+    fixture_t *f = *state;
+    char vm[UTIL_ID_LEN];
+    util_uuid(vm);
+    s_run_ok(f, "CREATE_DISK", vm);
+    s_run_ok(f, "PUT_SEED", vm);
+    s_run_ok(f, "DEFINE", vm);
+    char id[UTIL_ID_LEN + 16];
+    Berth__Resources flavor;
+    Berth__AgentCommand start = s_command(f, "START", vm, id, &flavor);
+    const Berth__AgentResult *r = worker_run(f->worker, &start);
+    assert_true(r->ok);
+    assert_string_equal(r->power_state, "RUNNING");
+    size_t cached = worker_cached(f->worker);
+
+    virDomainPtr dom = virDomainLookupByName(f->conn, vm);
+    assert_non_null(dom);
+    assert_int_equal(virDomainDestroy(dom), 0);
+    virDomainFree(dom);
+
+    r = worker_run(f->worker, &start);
+    assert_true(r->ok);
+    assert_string_equal(r->command, id);
+    assert_string_equal(r->power_state, "RUNNING"); /* the answer given the first time */
+    assert_int_equal(s_domain_active(f, vm), 0);    /* ... and nothing was redone */
+    assert_int_equal(worker_cached(f->worker), cached);
+
+    s_run_ok(f, "START", vm);
+    assert_int_equal(s_domain_active(f, vm), 1);
+    s_run_ok(f, "DESTROY", vm);
+}
+
+static void test_bad_commands_fail_cleanly(void **state)
+{
+    fixture_t *f = *state;
+    char vm[UTIL_ID_LEN];
+    util_uuid(vm);
+    char id[UTIL_ID_LEN + 16];
+    Berth__Resources flavor;
+    Berth__AgentCommand cmd;
+
+    cmd = s_command(f, "REFORMAT", vm, id, &flavor);
+    s_run_fails(f, &cmd, "unknown op 'REFORMAT'");
+    cmd = s_command(f, "", vm, id, &flavor);
+    s_run_fails(f, &cmd, "unknown op ''");
+    cmd = s_command(f, "DEFINE", "web-1", id, &flavor);
+    s_run_fails(f, &cmd, "vm id 'web-1' is not a UUID");
+    cmd = s_command(f, "DESTROY", "../../etc/passwd-aaaaaaaaaaaaaaaaaaaaa", id, &flavor);
+    s_run_fails(f, &cmd, "is not a UUID");
+    cmd = s_command(f, "START", "\xff\xfe-not-utf8", id, &flavor);
+    s_run_fails(f, &cmd, "vm id '?' is not a UUID");
+    char long_id[300];
+    memset(long_id, 'x', sizeof long_id - 1);
+    long_id[sizeof long_id - 1] = '\0';
+    cmd = s_command(f, "START", vm, id, &flavor);
+    cmd.id = long_id;
+    s_run_fails(f, &cmd, "id must be 1..128 printable ASCII characters");
+    cmd = s_command(f, "START", vm, id, &flavor);
+    cmd.id = "";
+    s_run_fails(f, &cmd, "id must be 1..128 printable ASCII characters");
+    cmd = s_command(f, "CREATE_DISK", vm, id, &flavor);
+    cmd.flavor = NULL;
+    s_run_fails(f, &cmd, "no flavor");
+    cmd = s_command(f, "CREATE_DISK", vm, id, &flavor);
+    flavor.disk_gb = 0;
+    s_run_fails(f, &cmd, "disk_gb 0 is outside 1..2048");
+    cmd = s_command(f, "CREATE_DISK", vm, id, &flavor);
+    flavor.disk_gb = 1LL << 40;
+    s_run_fails(f, &cmd, "is outside 1..2048");
+    cmd = s_command(f, "CREATE_DISK", vm, id, &flavor);
+    cmd.image_path = "base.raw";
+    s_run_fails(f, &cmd, "image_path must be an absolute path");
+    cmd = s_command(f, "CREATE_DISK", vm, id, &flavor);
+    cmd.image_format = "vmdk";
+    s_run_fails(f, &cmd, "image_format must be qcow2 or raw");
+    cmd = s_command(f, "CREATE_DISK", vm, id, &flavor);
+    cmd.image_path = "/nonexistent/base.qcow2";
+    s_run_fails(f, &cmd, "base image '/nonexistent/base.qcow2' is not readable");
+    cmd = s_command(f, "PUT_SEED", vm, id, &flavor);
+    cmd.seed_iso.len = 0;
+    s_run_fails(f, &cmd, "seed_iso is 0 bytes");
+    cmd = s_command(f, "PUT_SEED", vm, id, &flavor);
+    cmd.seed_iso.len = 32768;
+    s_run_fails(f, &cmd, "not an ISO 9660 image");
+    uint8_t *big = calloc(1, (1 << 20) + 1);
+    assert_non_null(big);
+    cmd = s_command(f, "PUT_SEED", vm, id, &flavor);
+    cmd.seed_iso.data = big;
+    cmd.seed_iso.len = (1 << 20) + 1;
+    s_run_fails(f, &cmd, "must be 1..1048576");
+    free(big);
+    cmd = s_command(f, "DEFINE", vm, id, &flavor);
+    flavor.vcpus = 65;
+    s_run_fails(f, &cmd, "vcpus 65 is outside 1..64");
+    cmd = s_command(f, "DEFINE", vm, id, &flavor);
+    flavor.ram_mb = -1;
+    s_run_fails(f, &cmd, "ram_mb -1 is outside 1..262144");
+    cmd = s_command(f, "DEFINE", vm, id, &flavor);
+    cmd.name = "two\nlines";
+    s_run_fails(f, &cmd, "name must be 1..64 printable characters");
+    cmd = s_command(f, "START", vm, id, &flavor);
+    cmd.deadline_ms = util_now_ms() - 1000;
+    s_run_fails(f, &cmd, "its deadline passed");
+
+    /* Out of order: the failure names the domain and the host. */
+    char want[256];
+    cmd = s_command(f, "DEFINE", vm, id, &flavor);
+    snprintf(want, sizeof want, "failed to define domain '%s' on host '%s': its disk volume", vm,
+             HOST);
+    s_run_fails(f, &cmd, want);
+    cmd = s_command(f, "START", vm, id, &flavor);
+    snprintf(want, sizeof want, "failed to start domain '%s' on host '%s'", vm, HOST);
+    s_run_fails(f, &cmd, want);
+
+    /* None of that left anything behind. */
+    char disk[64];
+    snprintf(disk, sizeof disk, "%s.qcow2", vm);
+    assert_int_equal(s_domain_active(f, vm), -1);
+    assert_false(s_volume_exists(f, disk));
+    char *seed = s_seed_path(f, vm);
+    assert_int_equal(access(seed, F_OK), -1);
+    free(seed);
+    /* Every failure is queued for delivery like a success. */
+    Berth__AgentResult **results = NULL;
+    assert_true(worker_pending(f->worker, &results) >= 19);
+}
+
+/* When libvirt itself refuses, its own message reaches the result. Here another domain
+   already holds the VM's UUID. */
+static void test_libvirt_message_passed_on(void **state)
+{
+    fixture_t *f = *state;
+    char vm[UTIL_ID_LEN];
+    util_uuid(vm);
+    char *xml = NULL;
+    assert_true(asprintf(&xml,
+                         "<domain type='test'><name>squatter</name><uuid>%s</uuid>"
+                         "<memory>65536</memory><os><type>hvm</type></os></domain>",
+                         vm) > 0);
+    virDomainPtr other = virDomainDefineXML(f->conn, xml);
+    free(xml);
+    assert_non_null(other);
+    s_run_ok(f, "CREATE_DISK", vm);
+    s_run_ok(f, "PUT_SEED", vm);
+    char id[UTIL_ID_LEN + 16];
+    Berth__Resources flavor;
+    Berth__AgentCommand cmd = s_command(f, "DEFINE", vm, id, &flavor);
+    char want[256];
+    snprintf(want, sizeof want, "failed to define domain '%s' on host '%s': ", vm, HOST);
+    s_run_fails(f, &cmd, want);
+    const Berth__AgentResult *r = worker_run(f->worker, &cmd); /* from the cache */
+    assert_non_null(strstr(r->error, "squatter"));
+    assert_int_equal(virDomainUndefine(other), 0);
+    virDomainFree(other);
+    s_run_ok(f, "DESTROY", vm);
+}
+
+/* Results wait until delivered; the queue and the cache keep to their bounds. */
+static void test_pending_and_cache_bounds(void **state)
+{
+    fixture_t *f = *state;
+    worker_t *w = worker_new(f->ops, 2, 3);
+    assert_non_null(w);
+    char vm[UTIL_ID_LEN];
+    util_uuid(vm);
+    char ids[5][UTIL_ID_LEN + 16];
+    Berth__Resources flavors[5];
+    Berth__AgentCommand cmds[5];
+    for (int i = 0; i < 5; i++) {
+        cmds[i] = s_command(f, "DESTROY", vm, ids[i], &flavors[i]);
+        assert_true(worker_run(w, &cmds[i])->ok);
+    }
+    Berth__AgentResult **results = NULL;
+    assert_int_equal(worker_pending(w, &results), 3); /* oldest two dropped */
+    assert_string_equal(results[0]->command, ids[2]);
+    assert_string_equal(results[2]->command, ids[4]);
+    assert_int_equal(worker_cached(w), 2);
+    /* Seeing a command whose result still waits does not queue it twice. */
+    worker_run(w, &cmds[4]);
+    assert_int_equal(worker_pending(w, &results), 3);
+    worker_delivered(w, 2);
+    assert_int_equal(worker_pending(w, &results), 1);
+    assert_string_equal(results[0]->command, ids[4]);
+    /* Redelivery of a delivered command queues its cached answer again. */
+    worker_run(w, &cmds[3]);
+    assert_int_equal(worker_pending(w, &results), 2);
+    assert_string_equal(results[1]->command, ids[3]);
+    worker_refuse(w, "cmd-x", "not run: too many");
+    assert_int_equal(worker_pending(w, &results), 3);
+    assert_false(results[2]->ok);
+    assert_string_equal(results[2]->error, "not run: too many");
+    worker_delivered(w, 10);
+    assert_int_equal(worker_pending(w, &results), 0);
+    worker_destroy(&w);
+    worker_destroy(&w);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_pool_is_created, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_lifecycle_twice_each, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_destroy_partial_build, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_redelivery_answered_from_cache, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_bad_commands_fail_cleanly, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_libvirt_message_passed_on, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_pending_and_cache_bounds, s_setup, s_teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
