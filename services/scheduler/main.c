@@ -1,14 +1,172 @@
-/*  berth-scheduler: places VMs on hosts: filters, weighers, atomic claims. */
+/*  berth-scheduler: places VMs on hosts. SelectHost runs the filters (host up, not excluded,
+    RAM, vCPU, disk), the free-RAM weigher and the atomic claim (placement.c); ReleaseClaim
+    gives a VM's claim back. Any number of instances may run side by side. */
 #include "service.h"
+#include "placement.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+
+typedef struct {
+    service_t *service;
+    placement_t *placement;
+    int store_down;          /* last refresh failed: logged once per outage */
+    int truncated;           /* last refresh ignored hosts over max_hosts: logged once */
+} scheduler_t;
+
+static void s_on_select_host(bus_request_t *request, void *arg)
+{
+    scheduler_t *self = arg;
+    const char *rid = bus_request_envelope(request)->request_id;
+    Berth__SelectHost *req = bus_request_body(request, &berth__select_host__descriptor);
+    if (!req) {
+        bus_reply_error(request, "BAD_REQUEST", "expected a SelectHost body");
+        return;
+    }
+    placement_result_t result;
+    char error[512];
+    int rc = placement_select(self->placement, req, &result, error, sizeof error);
+    if (rc == PLACEMENT_BAD_REQUEST)
+        bus_reply_error(request, "BAD_REQUEST", error);
+    else if (rc == PLACEMENT_CONFLICT)
+        bus_reply_error(request, "CONFLICT", error);
+    else if (rc == PLACEMENT_NO_VALID_HOST) {
+        log_info(rid, "no valid host", "{s:s, s:s}", "vm", req->vm, "reason", error);
+        bus_reply_error(request, "NO_VALID_HOST", error);
+    } else if (rc != 0)
+        bus_reply_error(request, "UNAVAILABLE", "state store unreachable");
+    else {
+        Berth__HostSelection reply = BERTH__HOST_SELECTION__INIT;
+        char *alternates[PLACEMENT_ALTERNATES_MAX];
+        for (int i = 0; i < result.n_alternates; i++)
+            alternates[i] = result.alternates[i];
+        reply.host = result.host;
+        reply.alternates = alternates;
+        reply.n_alternates = (size_t)result.n_alternates;
+        log_info(rid, result.existing ? "claim exists" : "claimed", "{s:s, s:s, s:i, s:I, s:I}",
+                 "vm", req->vm, "host", result.host, "vcpus", req->flavor->vcpus, "ram_mb",
+                 (json_int_t)req->flavor->ram_mb, "disk_gb", (json_int_t)req->flavor->disk_gb);
+        bus_reply(request, &reply.base);
+    }
+}
+
+static void s_on_release_claim(bus_request_t *request, void *arg)
+{
+    scheduler_t *self = arg;
+    const char *rid = bus_request_envelope(request)->request_id;
+    Berth__ReleaseClaim *req = bus_request_body(request, &berth__release_claim__descriptor);
+    if (!req) {
+        bus_reply_error(request, "BAD_REQUEST", "expected a ReleaseClaim body");
+        return;
+    }
+    int released = 0;
+    char error[256];
+    int rc = placement_release(self->placement, req->vm, &released, error, sizeof error);
+    if (rc == PLACEMENT_BAD_REQUEST)
+        bus_reply_error(request, "BAD_REQUEST", error);
+    else if (rc == PLACEMENT_CONFLICT)
+        bus_reply_error(request, "CONFLICT", error);
+    else if (rc != 0)
+        bus_reply_error(request, "UNAVAILABLE", "state store unreachable");
+    else {
+        if (released)
+            log_info(rid, "released", "{s:s}", "vm", req->vm);
+        Berth__ClaimReleased reply = BERTH__CLAIM_RELEASED__INIT;
+        reply.released = released;
+        bus_reply(request, &reply.base);
+    }
+}
+
+/* Keep the host copy warm so decisions rarely wait for a reload. */
+static int s_refresh(service_t *service, void *arg)
+{
+    (void)service;
+    scheduler_t *self = arg;
+    int down = placement_refresh(self->placement) != 0;
+    if (down != self->store_down)
+        log_emit(down ? BERTH_LOG_WARN : BERTH_LOG_INFO, NULL,
+                 down ? "cannot load hosts" : "hosts loaded", "{s:i}", "hosts",
+                 placement_hosts(self->placement));
+    self->store_down = down;
+    int truncated = !down && placement_truncated(self->placement);
+    if (truncated && !self->truncated)
+        log_warn(NULL, "more hosts than max_hosts; the rest are not considered", "{s:i}",
+                 "considered", placement_hosts(self->placement));
+    if (!down)
+        self->truncated = truncated;
+    return 0;
+}
+
+/* A ratio key: a decimal number in (0, 1000]. */
+static int s_ratio(config_t *c, const char *key, double *out)
+{
+    const char *text = config_get(c, key);
+    char *end = NULL;
+    errno = 0;
+    double v = text ? strtod(text, &end) : NAN;
+    if (!text || errno || end == text || *end || !(v > 0.0 && v <= 1000.0)) {
+        log_error(NULL, "ratio must be a number above 0 and at most 1000", "{s:s, s:s?}", "key",
+                  key, "value", text);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
 
 int main(int argc, char **argv)
 {
     service_t *service = service_new("scheduler", argc, argv);
     if (!service)
         return 2;
+    config_t *c = service_config(service);
+    config_declare(c, "host_timeout_ms", "3000", 0);
+    config_declare(c, "ram_ratio", "1.0", 0);
+    config_declare(c, "cpu_ratio", "4.0", 0);
+    config_declare(c, "disk_ratio", "1.0", 0);
+    config_declare(c, "host_refresh_ms", "1000", 0);
+    config_declare(c, "max_hosts", "100000", 0);
+    config_declare(c, "max_exclude", "32", 0);
+    config_declare(c, "max_alternates", "2", 0);
+    config_declare(c, "max_claim_attempts", "16", 0);
+    config_declare(c, "max_flavor_vcpus", "1024", 0);
+    config_declare(c, "max_flavor_ram_mb", "16777216", 0);
+    config_declare(c, "max_flavor_disk_gb", "1048576", 0);
+
+    scheduler_t self = { .service = service };
     int rc = 1;
-    if (service_start(service) == 0)
-        rc = service_run(service);
+    if (service_start(service) != 0)
+        goto done;
+    placement_config_t pc;
+    placement_config_defaults(&pc);
+    int64_t max_hosts, max_exclude, max_alternates, attempts;
+    if (config_int(c, "host_timeout_ms", 100, 86400000, &pc.host_timeout_ms)
+        || config_int(c, "host_refresh_ms", 0, 600000, &pc.refresh_ms)
+        || config_int(c, "max_hosts", 1, 1000000, &max_hosts)
+        || config_int(c, "max_exclude", 0, 1000, &max_exclude)
+        || config_int(c, "max_alternates", 0, PLACEMENT_ALTERNATES_MAX, &max_alternates)
+        || config_int(c, "max_claim_attempts", 1, 100000, &attempts)
+        || config_int(c, "max_flavor_vcpus", 1, 1000000, &pc.max_vcpus)
+        || config_int(c, "max_flavor_ram_mb", 1, INT64_MAX / 4, &pc.max_ram_mb)
+        || config_int(c, "max_flavor_disk_gb", 1, INT64_MAX / 4, &pc.max_disk_gb)
+        || s_ratio(c, "ram_ratio", &pc.ram_ratio) || s_ratio(c, "cpu_ratio", &pc.cpu_ratio)
+        || s_ratio(c, "disk_ratio", &pc.disk_ratio))
+        goto done;
+    pc.max_hosts = (int)max_hosts;
+    pc.max_exclude = (int)max_exclude;
+    pc.max_alternates = (int)max_alternates;
+    pc.max_attempts = (int)attempts;
+    self.placement = placement_new(service_store(service), &pc);
+    if (!self.placement)
+        goto done;
+    service_on(service, "SelectHost", s_on_select_host, &self);
+    service_on(service, "ReleaseClaim", s_on_release_claim, &self);
+    s_refresh(service, &self);
+    if (pc.refresh_ms > 0)
+        service_every(service, (int)pc.refresh_ms, s_refresh, &self);
+    rc = service_run(service);
+done:
+    placement_destroy(&self.placement);
     service_destroy(&service);
     return rc;
 }

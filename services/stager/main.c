@@ -10,19 +10,52 @@
 #include <limits.h>
 #include <sodium.h>
 
+#define CATALOG_CHECK_MS 30000 /* how often a prepared catalog is checked again */
+
 typedef struct {
     service_t *service;
     catalog_t *catalog;
     seed_t *seeds;
     int64_t max_seed_bytes;    /* largest ISO sent in a reply */
     int64_t seed_keep_ms;      /* seeds untouched this long are swept */
+    int ready;                 /* base images were prepared once */
+    int64_t next_check_ms;     /* monotonic ms of the next catalog check */
+    char not_ready[768];       /* last failure, logged once per reason; "" when fine */
 } stager_t;
+
+/* Make sure the base images exist and are recorded. Runs every second until it works
+   (Redis may come up after the stager; until then requests are answered UNAVAILABLE), then
+   every CATALOG_CHECK_MS to repair a record or file lost since (Redis flushed, file deleted). */
+static int s_prepare(service_t *service, void *arg)
+{
+    (void)service;
+    stager_t *self = arg;
+    if (self->ready && util_mono_ms() < self->next_check_ms)
+        return 0;
+    char error[768];
+    if (catalog_ensure_base(self->catalog, error, sizeof error) != 0) {
+        if (strcmp(error, self->not_ready) != 0)
+            log_error(NULL, "cannot prepare the base images; retrying", "{s:s}", "reason", error);
+        util_strlcpy(self->not_ready, error, sizeof self->not_ready);
+        return 0;
+    }
+    if (!self->ready || self->not_ready[0])
+        log_info(NULL, "base images ready", NULL);
+    self->ready = 1;
+    self->not_ready[0] = '\0';
+    self->next_check_ms = util_mono_ms() + CATALOG_CHECK_MS;
+    return 0;
+}
 
 static void s_on_list_images(bus_request_t *request, void *arg)
 {
     stager_t *self = arg;
     if (!bus_request_body(request, &berth__list_images__descriptor)) {
         bus_reply_error(request, "BAD_REQUEST", "expected a ListImages body");
+        return;
+    }
+    if (!self->ready) {
+        bus_reply_error(request, "UNAVAILABLE", "base images are not ready yet");
         return;
     }
     Berth__ImageList *list = NULL;
@@ -42,6 +75,10 @@ static void s_on_stage_image(bus_request_t *request, void *arg)
     Berth__StageImage *req = bus_request_body(request, &berth__stage_image__descriptor);
     if (!req) {
         bus_reply_error(request, "BAD_REQUEST", "expected a StageImage body");
+        return;
+    }
+    if (!self->ready) {
+        bus_reply_error(request, "UNAVAILABLE", "base images are not ready yet");
         return;
     }
     if (!seed_valid_vm(req->vm)) {
@@ -177,15 +214,10 @@ int main(int argc, char **argv)
                   "reason", strerror(errno));
         goto done;
     }
-    /* Without base images nothing can be built, and Redis is needed to record them: a
-       stager that cannot do this at start exits so its supervisor restarts it. */
-    char error[768];
-    if (catalog_ensure_base(self.catalog, error, sizeof error) != 0) {
-        log_error(NULL, "cannot prepare the base images", "{s:s}", "reason", error);
-        goto done;
-    }
-    log_info(NULL, "base images ready", "{s:s, s:s}", "images_dir", images_dir, "seeds_dir",
+    log_info(NULL, "stores opened", "{s:s, s:s}", "images_dir", images_dir, "seeds_dir",
              seeds_dir);
+    s_prepare(service, &self);
+    service_every(service, 1000, s_prepare, &self);
     service_on(service, "ListImages", s_on_list_images, &self);
     service_on(service, "StageImage", s_on_stage_image, &self);
     service_every(service, (int)sweep_ms, s_sweep, &self);

@@ -1,0 +1,570 @@
+/*  placement: filters, weigher, claim.
+
+    Decisions are made on an in-memory copy of every host's capacity and usage, reloaded
+    when older than refresh_ms (one Lua call returns all hosts, so a reload is one round
+    trip however many hosts there are). The copy may be stale; that is safe because it only
+    orders the candidates: the claim script re-checks the host's state and free capacity
+    from Redis and takes the claim in the same atomic step. A claim that loses a race hands
+    back the host's current row, the copy is corrected and the next candidate is tried.
+
+    A "no valid host" answer is never given from stale data: when the cached copy refuses,
+    it is reloaded and the decision is made again before saying no. The answer counts the
+    hosts each filter removed (the first filter that rejects a host counts it), so an
+    operator can tell "everything is down" from "nothing has the RAM".
+
+    Claims: berth:claim:{<vm>} = host vcpus ram_mb disk_gb, and the host's used_* fields are
+    the sums of its claims. Only the two scripts below write either, always together. */
+#include "placement.h"
+#include "log.h"
+#include "model.h"
+#include "util.h"
+
+#include <assert.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define HOST_PREFIX "berth:host:"
+#define HOSTS_SET "berth:hosts"
+#define CHANGED 100 /* internal: the VM's claim changed while we placed it */
+#define ROUNDS 3    /* placements restarted after a concurrent change to the same VM */
+
+/* Filters, in the order they are applied; the index is the counter of removals. */
+enum { F_STATE, F_EXCLUDE, F_RAM, F_VCPUS, F_DISK, F_COUNT, F_PASS = -1 };
+
+typedef struct {
+    char id[PLACEMENT_ID_MAX];
+    int up;                    /* state == "UP" */
+    int64_t last_seen_ms;
+    int64_t cap_vcpus, cap_ram_mb, cap_disk_gb;
+    int64_t used_vcpus, used_ram_mb, used_disk_gb;
+} s_host_t;
+
+typedef struct {
+    int index;                 /* into hosts */
+    double free_ram;           /* weigher key: usable RAM left */
+    const char *id;            /* tie-break, for a stable order */
+} s_candidate_t;
+
+struct _placement_t {
+    store_t *store;            /* borrowed */
+    placement_config_t config;
+    s_host_t *hosts;
+    int n_hosts;
+    s_candidate_t *candidates; /* scratch, n_hosts long */
+    int64_t loaded_at;         /* monotonic ms of the last load; 0 = never */
+    int truncated;             /* the last load saw more than max_hosts hosts */
+    char ratios[3][32];        /* ram, cpu, disk ratios as text for the claim script */
+};
+
+/* All hosts in one call: ARGV[1] = most hosts, ARGV[2] = host key prefix. Sorted by id so
+   a cap keeps the same hosts every time. Returns {total, id, 8 fields, id, 8 fields, ...}.
+   Reads keys named by the set's members (not declared in KEYS): fine on one Redis, and a
+   host key carries no hash tag anyway. */
+static store_script_t s_load_script = {
+    .source =
+        "local ids = redis.call('SMEMBERS', KEYS[1])\n"
+        "table.sort(ids)\n"
+        "local out = {#ids}\n"
+        "for i = 1, math.min(#ids, tonumber(ARGV[1])) do\n"
+        "  local f = redis.call('HMGET', ARGV[2] .. ids[i], 'state', 'last_seen_ms',\n"
+        "    'cap_vcpus', 'cap_ram_mb', 'cap_disk_gb',\n"
+        "    'used_vcpus', 'used_ram_mb', 'used_disk_gb')\n"
+        "  out[#out + 1] = ids[i]\n"
+        "  for j = 1, 8 do out[#out + 1] = f[j] or '' end\n"
+        "end\n"
+        "return out\n",
+};
+
+/* The claim. KEYS: claim, target host, the host the claim is on now (= target when none).
+   ARGV: host id, vcpus, ram_mb, disk_gb, now_ms, host_timeout_ms, ram/cpu/disk ratios, the
+   host the caller saw the claim on ('' = no claim). The same checks as the filters, then
+   the increments and the claim, in one step. Moving a claim off a host the caller now
+   excludes gives the old host its share back in the same step. */
+static store_script_t s_claim_script = {
+    .source =
+        "local cur = redis.call('HGET', KEYS[1], 'host') or ''\n"
+        "if cur ~= ARGV[10] then return {'CHANGED', cur} end\n"
+        "local h = redis.call('HMGET', KEYS[2], 'state', 'last_seen_ms', 'cap_vcpus',\n"
+        "  'cap_ram_mb', 'cap_disk_gb', 'used_vcpus', 'used_ram_mb', 'used_disk_gb')\n"
+        "local function n(v) return tonumber(v) or 0 end\n"
+        "local ok = h[1] == 'UP' and n(ARGV[5]) - n(h[2]) <= n(ARGV[6])\n"
+        "  and n(h[7]) + n(ARGV[3]) <= n(h[4]) * n(ARGV[7])\n"
+        "  and n(h[6]) + n(ARGV[2]) <= n(h[3]) * n(ARGV[8])\n"
+        "  and n(h[8]) + n(ARGV[4]) <= n(h[5]) * n(ARGV[9])\n"
+        "if not ok then\n"
+        "  local row = {'REJECTED'}\n"
+        "  for j = 1, 8 do row[j + 1] = h[j] or '' end\n"
+        "  return row\n"
+        "end\n"
+        "local f = {'used_vcpus', 'used_ram_mb', 'used_disk_gb'}\n"
+        "if cur ~= '' and redis.call('EXISTS', KEYS[3]) == 1 then\n"
+        "  local old = redis.call('HMGET', KEYS[1], 'vcpus', 'ram_mb', 'disk_gb')\n"
+        "  for j = 1, 3 do\n"
+        "    if n(old[j]) > 0 and redis.call('HINCRBY', KEYS[3], f[j], '-' .. old[j]) < 0 then\n"
+        "      redis.call('HSET', KEYS[3], f[j], 0) end\n"
+        "  end\n"
+        "end\n"
+        "local u = {}\n"
+        "for j = 1, 3 do u[j] = redis.call('HINCRBY', KEYS[2], f[j], ARGV[j + 1]) end\n"
+        "redis.call('HSET', KEYS[1], 'host', ARGV[1], 'vcpus', ARGV[2], 'ram_mb', ARGV[3],\n"
+        "  'disk_gb', ARGV[4])\n"
+        "return {'OK', u[1], u[2], u[3]}\n",
+};
+
+/* The release. KEYS: claim, the host the caller read from it. ARGV: that host's id.
+   Gives back exactly what the claim holds (never below zero) and deletes the claim. */
+static store_script_t s_release_script = {
+    .source =
+        "local c = redis.call('HMGET', KEYS[1], 'host', 'vcpus', 'ram_mb', 'disk_gb')\n"
+        "if not c[1] then return 'NONE' end\n"
+        "if c[1] ~= ARGV[1] then return 'CHANGED' end\n"
+        "if redis.call('EXISTS', KEYS[2]) == 1 then\n"
+        "  local f = {'used_vcpus', 'used_ram_mb', 'used_disk_gb'}\n"
+        "  for j = 1, 3 do\n"
+        "    local v = c[j + 1]\n"
+        "    if v and (tonumber(v) or 0) > 0\n"
+        "       and redis.call('HINCRBY', KEYS[2], f[j], '-' .. v) < 0 then\n"
+        "      redis.call('HSET', KEYS[2], f[j], 0) end\n"
+        "  end\n"
+        "end\n"
+        "redis.call('DEL', KEYS[1])\n"
+        "return 'RELEASED'\n",
+};
+
+void placement_config_defaults(placement_config_t *config)
+{
+    *config = (placement_config_t){ .host_timeout_ms = 3000,
+                                    .ram_ratio = 1.0,
+                                    .cpu_ratio = 4.0,
+                                    .disk_ratio = 1.0,
+                                    .refresh_ms = 1000,
+                                    .max_hosts = 100000,
+                                    .max_exclude = 32,
+                                    .max_alternates = 2,
+                                    .max_attempts = 16,
+                                    .max_vcpus = 1024,
+                                    .max_ram_mb = 16LL * 1024 * 1024,
+                                    .max_disk_gb = 1024LL * 1024 };
+}
+
+placement_t *placement_new(store_t *store, const placement_config_t *config)
+{
+    assert(store && config);
+    assert(config->max_alternates >= 0 && config->max_alternates <= PLACEMENT_ALTERNATES_MAX);
+    placement_t *self = calloc(1, sizeof *self);
+    if (!self)
+        return NULL;
+    self->store = store;
+    self->config = *config;
+    snprintf(self->ratios[0], sizeof self->ratios[0], "%.17g", config->ram_ratio);
+    snprintf(self->ratios[1], sizeof self->ratios[1], "%.17g", config->cpu_ratio);
+    snprintf(self->ratios[2], sizeof self->ratios[2], "%.17g", config->disk_ratio);
+    return self;
+}
+
+void placement_destroy(placement_t **self_p)
+{
+    if (self_p && *self_p) {
+        placement_t *self = *self_p;
+        free(self->hosts);
+        free(self->candidates);
+        free(self);
+        *self_p = NULL;
+    }
+}
+
+int placement_hosts(placement_t *self)
+{
+    return self->n_hosts;
+}
+
+int placement_truncated(placement_t *self)
+{
+    return self->truncated;
+}
+
+static int64_t s_int(const redisReply *r)
+{
+    int64_t v = 0;
+    if (r->type == REDIS_REPLY_INTEGER)
+        return r->integer;
+    if (r->type == REDIS_REPLY_STRING
+        && util_parse_int(r->str, INT64_MIN / 4, INT64_MAX / 4, &v) == 0)
+        return v;
+    return 0;
+}
+
+/* Fill h's state from 8 replies: state, last_seen_ms, cap_* then used_*. */
+static void s_row(s_host_t *h, redisReply **f)
+{
+    h->up = f[0]->type == REDIS_REPLY_STRING && strcmp(f[0]->str, "UP") == 0;
+    h->last_seen_ms = s_int(f[1]);
+    h->cap_vcpus = s_int(f[2]);
+    h->cap_ram_mb = s_int(f[3]);
+    h->cap_disk_gb = s_int(f[4]);
+    h->used_vcpus = s_int(f[5]);
+    h->used_ram_mb = s_int(f[6]);
+    h->used_disk_gb = s_int(f[7]);
+}
+
+int placement_refresh(placement_t *self)
+{
+    char max[24];
+    snprintf(max, sizeof max, "%d", self->config.max_hosts);
+    const char *argv[] = { HOSTS_SET, max, HOST_PREFIX };
+    redisReply *r = store_eval(self->store, &s_load_script, 1, 3, argv);
+    if (!r)
+        return -1;
+    if (r->type != REDIS_REPLY_ARRAY || r->elements < 1 || (r->elements - 1) % 9) {
+        log_debug(NULL, "host load failed", "{s:s}", "error", r->str ? r->str : "?");
+        freeReplyObject(r);
+        return -1;
+    }
+    int n = (int)((r->elements - 1) / 9);
+    s_host_t *hosts = calloc((size_t)n + 1, sizeof *hosts);
+    s_candidate_t *candidates = calloc((size_t)n + 1, sizeof *candidates);
+    if (!hosts || !candidates) {
+        free(hosts);
+        free(candidates);
+        freeReplyObject(r);
+        return -1;
+    }
+    int kept = 0;
+    for (int i = 0; i < n; i++) {
+        redisReply **row = r->element + 1 + (size_t)i * 9;
+        /* Ids longer than any agent may send cannot be placed on: skip them. */
+        if (row[0]->type != REDIS_REPLY_STRING || row[0]->len == 0
+            || row[0]->len >= PLACEMENT_ID_MAX)
+            continue;
+        memcpy(hosts[kept].id, row[0]->str, row[0]->len + 1);
+        s_row(&hosts[kept], row + 1);
+        kept++;
+    }
+    self->truncated = s_int(r->element[0]) > n;
+    freeReplyObject(r);
+    free(self->hosts);
+    free(self->candidates);
+    self->hosts = hosts;
+    self->candidates = candidates;
+    self->n_hosts = kept;
+    self->loaded_at = util_mono_ms();
+    return 0;
+}
+
+static int s_stale(placement_t *self)
+{
+    return self->loaded_at == 0 || util_mono_ms() - self->loaded_at >= self->config.refresh_ms;
+}
+
+/* want on top of used still within capacity * ratio (doubles, as the Lua check does). */
+static int s_fits(int64_t used, int64_t want, int64_t cap, double ratio)
+{
+    return (double)used + (double)want <= (double)cap * ratio;
+}
+
+static int s_excluded(const Berth__SelectHost *req, const char *id)
+{
+    for (size_t i = 0; i < req->n_exclude; i++)
+        if (strcmp(req->exclude[i], id) == 0)
+            return 1;
+    return 0;
+}
+
+/* The first filter that removes h, or F_PASS. */
+static int s_filter(const placement_t *self, const s_host_t *h, const Berth__SelectHost *req,
+                    int64_t now)
+{
+    const Berth__Resources *f = req->flavor;
+    if (!h->up || now - h->last_seen_ms > self->config.host_timeout_ms)
+        return F_STATE;
+    if (s_excluded(req, h->id))
+        return F_EXCLUDE;
+    if (!s_fits(h->used_ram_mb, f->ram_mb, h->cap_ram_mb, self->config.ram_ratio))
+        return F_RAM;
+    if (!s_fits(h->used_vcpus, f->vcpus, h->cap_vcpus, self->config.cpu_ratio))
+        return F_VCPUS;
+    if (!s_fits(h->used_disk_gb, f->disk_gb, h->cap_disk_gb, self->config.disk_ratio))
+        return F_DISK;
+    return F_PASS;
+}
+
+/* Weigher: most usable RAM left first (spread), then by id so equal hosts keep one order. */
+static int s_by_weight(const void *a, const void *b)
+{
+    const s_candidate_t *x = a, *y = b;
+    if (x->free_ram != y->free_ram)
+        return x->free_ram > y->free_ram ? -1 : 1;
+    return strcmp(x->id, y->id);
+}
+
+/* Run the filters over every cached host; the passing ones go to self->candidates in
+   weigher order. Counts removals per filter. Returns the number of candidates. */
+static int s_rank(placement_t *self, const Berth__SelectHost *req, int64_t now,
+                  int counts[F_COUNT])
+{
+    memset(counts, 0, sizeof(int) * F_COUNT);
+    int n = 0;
+    for (int i = 0; i < self->n_hosts; i++) {
+        const s_host_t *h = &self->hosts[i];
+        int why = s_filter(self, h, req, now);
+        if (why != F_PASS) {
+            counts[why]++;
+            continue;
+        }
+        self->candidates[n].index = i;
+        self->candidates[n].free_ram = (double)h->cap_ram_mb * self->config.ram_ratio
+                                       - (double)h->used_ram_mb;
+        self->candidates[n].id = h->id;
+        n++;
+    }
+    qsort(self->candidates, (size_t)n, sizeof *self->candidates, s_by_weight);
+    return n;
+}
+
+/* Up to max_alternates candidates from position `from` on, skipping the chosen host. */
+static void s_alternates(placement_t *self, int n, int from, placement_result_t *result)
+{
+    result->n_alternates = 0;
+    for (int i = from; i < n && result->n_alternates < self->config.max_alternates; i++) {
+        const char *id = self->hosts[self->candidates[i].index].id;
+        if (strcmp(id, result->host) != 0)
+            util_strlcpy(result->alternates[result->n_alternates++], id, PLACEMENT_ID_MAX);
+    }
+}
+
+/* Try one host. 0 (claimed), 1 (rejected: h updated from Redis), CHANGED, or -1. */
+static int s_claim(placement_t *self, const char *vm, s_host_t *h, const Berth__Resources *f,
+                   const char *previous, int64_t now)
+{
+    char claim_key[MODEL_KEY_MAX], host_key[MODEL_KEY_MAX], prev_key[MODEL_KEY_MAX];
+    char vcpus[24], ram[24], disk[24], now_text[24], timeout[24];
+    model_key(claim_key, sizeof claim_key, "claim", vm);
+    model_key(host_key, sizeof host_key, "host", h->id);
+    model_key(prev_key, sizeof prev_key, "host", *previous ? previous : h->id);
+    snprintf(vcpus, sizeof vcpus, "%d", f->vcpus);
+    snprintf(ram, sizeof ram, "%lld", (long long)f->ram_mb);
+    snprintf(disk, sizeof disk, "%lld", (long long)f->disk_gb);
+    snprintf(now_text, sizeof now_text, "%lld", (long long)now);
+    snprintf(timeout, sizeof timeout, "%lld", (long long)self->config.host_timeout_ms);
+    const char *argv[] = { claim_key, host_key, prev_key, h->id, vcpus, ram, disk, now_text,
+                           timeout, self->ratios[0], self->ratios[1], self->ratios[2], previous };
+    redisReply *r = store_eval(self->store, &s_claim_script, 3, 13, argv);
+    if (!r)
+        return -1;
+    int rc = -1;
+    if (r->type == REDIS_REPLY_ARRAY && r->elements >= 1
+        && r->element[0]->type == REDIS_REPLY_STRING) {
+        const char *verdict = r->element[0]->str;
+        if (strcmp(verdict, "OK") == 0 && r->elements == 4) {
+            h->used_vcpus = s_int(r->element[1]);
+            h->used_ram_mb = s_int(r->element[2]);
+            h->used_disk_gb = s_int(r->element[3]);
+            rc = 0;
+        } else if (strcmp(verdict, "REJECTED") == 0 && r->elements == 9) {
+            s_row(h, r->element + 1);
+            rc = 1;
+        } else if (strcmp(verdict, "CHANGED") == 0)
+            rc = CHANGED;
+    }
+    if (rc == -1)
+        log_debug(NULL, "claim script failed", "{s:s, s:s}", "vm", vm, "error",
+                  r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
+    freeReplyObject(r);
+    return rc;
+}
+
+/* Filters, weigher, claims; with fresh data before any "no". */
+static int s_place(placement_t *self, const Berth__SelectHost *req, const char *previous,
+                   placement_result_t *result, char *error, size_t error_size)
+{
+    int fresh = 0;
+    if (s_stale(self)) {
+        if (placement_refresh(self) != 0)
+            return -1;
+        fresh = 1;
+    }
+    int counts[F_COUNT], busy = 0;
+    for (;;) {
+        int64_t now = util_now_ms();
+        int n = s_rank(self, req, now, counts);
+        busy = 0;
+        int attempts = 0;
+        for (int i = 0; i < n; i++) {
+            if (attempts++ >= self->config.max_attempts) {
+                busy += n - i;   /* passing hosts we gave up on */
+                break;
+            }
+            s_host_t *h = &self->hosts[self->candidates[i].index];
+            int rc = s_claim(self, req->vm, h, req->flavor, previous, now);
+            if (rc == 0) {
+                util_strlcpy(result->host, h->id, sizeof result->host);
+                s_alternates(self, n, i + 1, result);
+                return 0;
+            }
+            if (rc != 1)
+                return rc;
+            /* Lost a race: count the host under the filter that removes it now. */
+            int why = s_filter(self, h, req, now);
+            if (why == F_PASS)
+                busy++;
+            else
+                counts[why]++;
+        }
+        if (fresh)
+            break;
+        if (placement_refresh(self) != 0)
+            return -1;
+        fresh = 1;
+    }
+    char extra[160] = "";
+    if (busy)
+        snprintf(extra, sizeof extra, ", busy: %d", busy);
+    if (self->truncated)
+        snprintf(extra + strlen(extra), sizeof extra - strlen(extra),
+                 " (only the first %d hosts were considered)", self->config.max_hosts);
+    snprintf(error, error_size,
+             "no valid host: %d hosts; removed by state: %d, exclude: %d, ram: %d, vcpus: %d, "
+             "disk: %d%s",
+             self->n_hosts, counts[F_STATE], counts[F_EXCLUDE], counts[F_RAM], counts[F_VCPUS],
+             counts[F_DISK], extra);
+    return PLACEMENT_NO_VALID_HOST;
+}
+
+static int s_valid_vm(const char *text)
+{
+    if (!text || strlen(text) != 36)
+        return 0;
+    for (int i = 0; i < 36; i++) {
+        char c = text[i];
+        if (i == 8 || i == 13 || i == 18 || i == 23) {
+            if (c != '-')
+                return 0;
+        } else if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f')))
+            return 0;
+    }
+    return 1;
+}
+
+static const char *s_invalid(const placement_t *self, const Berth__SelectHost *req)
+{
+    const placement_config_t *c = &self->config;
+    if (!s_valid_vm(req->vm))
+        return "vm must be a lower-case UUID";
+    const Berth__Resources *f = req->flavor;
+    if (!f)
+        return "flavor is required";
+    if (f->vcpus < 1 || f->vcpus > c->max_vcpus)
+        return "flavor.vcpus must be positive and within the configured maximum";
+    if (f->ram_mb < 1 || f->ram_mb > c->max_ram_mb)
+        return "flavor.ram_mb must be positive and within the configured maximum";
+    if (f->disk_gb < 1 || f->disk_gb > c->max_disk_gb)
+        return "flavor.disk_gb must be positive and within the configured maximum";
+    if (req->n_exclude > (size_t)c->max_exclude)
+        return "exclude lists more hosts than the configured maximum";
+    for (size_t i = 0; i < req->n_exclude; i++)
+        if (!req->exclude[i] || !*req->exclude[i] || strlen(req->exclude[i]) >= PLACEMENT_ID_MAX)
+            return "exclude holds an empty or overlong host id";
+    return NULL;
+}
+
+int placement_select(placement_t *self, const Berth__SelectHost *req,
+                     placement_result_t *result, char *error, size_t error_size)
+{
+    const char *invalid = s_invalid(self, req);
+    if (invalid) {
+        snprintf(error, error_size, "%s", invalid);
+        return PLACEMENT_BAD_REQUEST;
+    }
+    memset(result, 0, sizeof *result);
+    char claim_key[MODEL_KEY_MAX];
+    model_key(claim_key, sizeof claim_key, "claim", req->vm);
+    const Berth__Resources *f = req->flavor;
+    for (int round = 0; round < ROUNDS; round++) {
+        redisReply *r = store_command(self->store, "HMGET %s host vcpus ram_mb disk_gb", claim_key);
+        if (!r)
+            return -1;
+        if (r->type != REDIS_REPLY_ARRAY || r->elements != 4) {
+            freeReplyObject(r);
+            return -1;
+        }
+        char previous[PLACEMENT_ID_MAX] = "";
+        if (r->element[0]->type == REDIS_REPLY_STRING)
+            util_strlcpy(previous, r->element[0]->str, sizeof previous);
+        int same = s_int(r->element[1]) == f->vcpus && s_int(r->element[2]) == f->ram_mb
+                   && s_int(r->element[3]) == f->disk_gb;
+        freeReplyObject(r);
+        if (*previous && !s_excluded(req, previous)) {
+            /* Asked again (a retry, another instance): the claim already taken stands. */
+            if (!same) {
+                snprintf(error, error_size,
+                         "vm %s already holds a claim of a different flavor on host %s",
+                         req->vm, previous);
+                return PLACEMENT_CONFLICT;
+            }
+            util_strlcpy(result->host, previous, sizeof result->host);
+            result->existing = 1;
+            if (s_stale(self) && placement_refresh(self) != 0)
+                return -1;
+            int counts[F_COUNT];
+            s_alternates(self, s_rank(self, req, util_now_ms(), counts), 0, result);
+            return 0;
+        }
+        int rc = s_place(self, req, previous, result, error, error_size);
+        if (rc != CHANGED)
+            return rc;
+    }
+    snprintf(error, error_size, "the claim of vm %s kept changing while placing it; retry",
+             req->vm);
+    return PLACEMENT_CONFLICT;
+}
+
+int placement_release(placement_t *self, const char *vm, int *released, char *error,
+                      size_t error_size)
+{
+    if (!s_valid_vm(vm)) {
+        snprintf(error, error_size, "vm must be a lower-case UUID");
+        return PLACEMENT_BAD_REQUEST;
+    }
+    char claim_key[MODEL_KEY_MAX], host_key[MODEL_KEY_MAX];
+    model_key(claim_key, sizeof claim_key, "claim", vm);
+    for (int round = 0; round < ROUNDS; round++) {
+        redisReply *r = store_command(self->store, "HGET %s host", claim_key);
+        if (!r)
+            return -1;
+        if (r->type == REDIS_REPLY_NIL) {
+            freeReplyObject(r);
+            *released = 0;
+            return 0;
+        }
+        if (r->type != REDIS_REPLY_STRING || r->len >= PLACEMENT_ID_MAX) {
+            freeReplyObject(r);
+            return -1;
+        }
+        char host[PLACEMENT_ID_MAX];
+        memcpy(host, r->str, r->len + 1);
+        freeReplyObject(r);
+        model_key(host_key, sizeof host_key, "host", host);
+        const char *argv[] = { claim_key, host_key, host };
+        r = store_eval(self->store, &s_release_script, 2, 3, argv);
+        if (!r)
+            return -1;
+        int verdict = r->type != REDIS_REPLY_STRING ? -1
+                      : strcmp(r->str, "RELEASED") == 0 ? 1
+                      : strcmp(r->str, "NONE") == 0     ? 0
+                      : strcmp(r->str, "CHANGED") == 0  ? CHANGED
+                                                        : -1;
+        if (verdict == -1)
+            log_debug(NULL, "release script failed", "{s:s, s:s}", "vm", vm, "error",
+                      r->str ? r->str : "unexpected reply");
+        freeReplyObject(r);
+        if (verdict == 0 || verdict == 1) {
+            *released = verdict;
+            return 0;
+        }
+        if (verdict == -1)
+            return -1;
+    }
+    snprintf(error, error_size, "the claim of vm %s kept changing while releasing it; retry", vm);
+    return PLACEMENT_CONFLICT;
+}

@@ -1,0 +1,68 @@
+/*  placement: choose a host for a VM and claim its flavor there. Filters (host up, not
+    excluded, RAM, vCPU, disk, with overcommit ratios), then a free-RAM weigher (spread),
+    then an atomic claim in Redis. The host list is cached in memory and refreshed; the
+    claim itself is a Lua script that re-checks free capacity, so any number of scheduler
+    instances can place concurrently and never overcommit a host. */
+#ifndef BERTH_SCHEDULER_PLACEMENT_H
+#define BERTH_SCHEDULER_PLACEMENT_H
+
+#include "berth.pb-c.h"
+#include "store.h"
+
+#define PLACEMENT_BAD_REQUEST 1   /* the request is malformed (error says what) */
+#define PLACEMENT_NO_VALID_HOST 2 /* no host passes; error counts what each filter removed */
+#define PLACEMENT_CONFLICT 3      /* the VM already holds a claim of a different flavor */
+
+#define PLACEMENT_ID_MAX 128      /* longest host id, with its NUL */
+#define PLACEMENT_ALTERNATES_MAX 8
+
+typedef struct {
+    int64_t host_timeout_ms;  /* a host not seen for longer is not UP */
+    double ram_ratio;         /* usable RAM = capacity * ratio */
+    double cpu_ratio;         /* vCPU overcommit */
+    double disk_ratio;
+    int64_t refresh_ms;       /* a cached host list older than this is reloaded first */
+    int max_hosts;            /* most hosts considered (the rest are ignored, flagged) */
+    int max_exclude;          /* longest exclude list accepted */
+    int max_alternates;       /* alternates returned, <= PLACEMENT_ALTERNATES_MAX */
+    int max_attempts;         /* claims tried (races lost) before giving up */
+    int64_t max_vcpus;        /* largest flavor accepted */
+    int64_t max_ram_mb;
+    int64_t max_disk_gb;
+} placement_config_t;
+
+/* The documented defaults (ratios RAM 1.0, vCPU 4.0, disk 1.0; host timeout 3 s, ...). */
+void placement_config_defaults(placement_config_t *config);
+
+typedef struct {
+    char host[PLACEMENT_ID_MAX];
+    char alternates[PLACEMENT_ALTERNATES_MAX][PLACEMENT_ID_MAX];
+    int n_alternates;
+    int existing;             /* the VM already held this claim: nothing new was taken */
+} placement_result_t;
+
+typedef struct _placement_t placement_t;
+
+/* store is borrowed and must outlive the placement. */
+placement_t *placement_new(store_t *store, const placement_config_t *config);
+void placement_destroy(placement_t **self_p);
+
+/* Pick and claim a host for vm (idempotent by vm). 0 and *result; PLACEMENT_BAD_REQUEST,
+   PLACEMENT_NO_VALID_HOST or PLACEMENT_CONFLICT with error; -1 when Redis failed. If the VM
+   holds a claim on a host it now excludes, the claim moves to the new host in the same step. */
+int placement_select(placement_t *self, const Berth__SelectHost *request,
+                     placement_result_t *result, char *error, size_t error_size);
+
+/* Give vm's claim back to its host (idempotent). 0 with *released (0 when there was no
+   claim), PLACEMENT_BAD_REQUEST with error, or -1 when Redis failed. */
+int placement_release(placement_t *self, const char *vm, int *released, char *error,
+                      size_t error_size);
+
+/* Reload the host list now. 0 or -1 when Redis failed. */
+int placement_refresh(placement_t *self);
+
+/* Hosts in the cache, and whether the last load left some out (more than max_hosts). */
+int placement_hosts(placement_t *self);
+int placement_truncated(placement_t *self);
+
+#endif

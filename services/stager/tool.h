@@ -1,0 +1,15 @@
+/*  tool: run a maintained command-line tool (genisoimage, qemu-img) as a child process
+    with posix_spawn, never through a shell, with a deadline. The stager builds images and
+    seeds this way instead of writing ISO 9660 or qcow2 by hand. */
+#ifndef BERTH_STAGER_TOOL_H
+#define BERTH_STAGER_TOOL_H
+
+#include <stddef.h>
+
+/* Run argv (argv[0] looked up in PATH) with stdin from /dev/null and stdout + stderr into
+   log_path, and wait at most timeout_ms. 0 when it exited with status 0; -1 otherwise, with
+   error saying which tool failed how (exit status or signal, and the tail of its output). */
+int tool_run(const char *const argv[], const char *log_path, int timeout_ms, char *error,
+              size_t error_size);
+
+#endif

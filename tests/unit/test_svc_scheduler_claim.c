@@ -1,0 +1,510 @@
+/*  test_svc_scheduler_claim: placement against a real redis-server. Filters remove the
+    right hosts and the "no valid host" answer counts them per filter; the weigher spreads by
+    free RAM; a claim is idempotent by VM and a release gives back exactly what was taken;
+    two connections racing for one host never claim more than it holds; a stale host cache
+    never causes a wrong "no". */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "placement.h"
+#include "testenv.h"
+#include "util.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+    testenv_redis_t *redis;
+    store_t *store;
+    placement_t *placement;
+} fixture_t;
+
+static placement_config_t s_config(void)
+{
+    placement_config_t c;
+    placement_config_defaults(&c);
+    c.refresh_ms = 0; /* every decision reloads: tests change hosts between calls */
+    return c;
+}
+
+static int s_group_setup(void **state)
+{
+    fixture_t *f = calloc(1, sizeof *f);
+    if (!f || !(f->redis = testenv_redis_start(0)))
+        return -1;
+    *state = f;
+    return 0;
+}
+
+static int s_group_teardown(void **state)
+{
+    fixture_t *f = *state;
+    testenv_redis_destroy(&f->redis);
+    free(f);
+    return 0;
+}
+
+static int s_setup(void **state)
+{
+    fixture_t *f = *state;
+    f->store = testenv_store(f->redis, 1);
+    if (!f->store)
+        return -1;
+    placement_config_t c = s_config();
+    f->placement = placement_new(f->store, &c);
+    return f->placement ? 0 : -1;
+}
+
+static int s_teardown(void **state)
+{
+    fixture_t *f = *state;
+    placement_destroy(&f->placement);
+    store_destroy(&f->store);
+    return 0;
+}
+
+static void s_cmd(store_t *store, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    char cmd[1024];
+    vsnprintf(cmd, sizeof cmd, fmt, ap);
+    va_end(ap);
+    /* Arguments are plain tokens here, so splitting on spaces is exact. */
+    const char *argv[32];
+    int argc = 0;
+    for (char *tok = strtok(cmd, " "); tok && argc < 32; tok = strtok(NULL, " "))
+        argv[argc++] = tok;
+    redisReply *r = store_commandv(store, argc, argv, NULL);
+    assert_non_null(r);
+    assert_int_not_equal(r->type, REDIS_REPLY_ERROR);
+    freeReplyObject(r);
+}
+
+/* A host as taskmgr records it from heartbeats, seen age_ms ago. */
+static void s_host(store_t *store, const char *id, const char *state, int64_t age_ms, int vcpus,
+                   int64_t ram_mb, int64_t disk_gb)
+{
+    s_cmd(store,
+          "HSET berth:host:%s id %s name %s state %s cap_vcpus %d cap_ram_mb %lld "
+          "cap_disk_gb %lld last_seen_ms %lld",
+          id, id, id, state, vcpus, (long long)ram_mb, (long long)disk_gb,
+          (long long)(util_now_ms() - age_ms));
+    s_cmd(store, "SADD berth:hosts %s", id);
+}
+
+static int64_t s_field(store_t *store, const char *key, const char *field)
+{
+    redisReply *r = store_command(store, "HGET %s %s", key, field);
+    assert_non_null(r);
+    int64_t v = r->type == REDIS_REPLY_STRING ? strtoll(r->str, NULL, 10) : -1;
+    freeReplyObject(r);
+    return v;
+}
+
+static int64_t s_used(store_t *store, const char *host, const char *field)
+{
+    char key[256];
+    snprintf(key, sizeof key, "berth:host:%s", host);
+    return s_field(store, key, field);
+}
+
+static int64_t s_count_claims(store_t *store)
+{
+    redisReply *r = store_command(store, "KEYS berth:claim:*");
+    assert_non_null(r);
+    int64_t n = (int64_t)r->elements;
+    freeReplyObject(r);
+    return n;
+}
+
+static void s_vm(int i, char out[UTIL_ID_LEN])
+{
+    snprintf(out, UTIL_ID_LEN, "00000000-0000-4000-8000-%012d", i);
+}
+
+static int s_select(placement_t *p, const char *vm, int vcpus, int64_t ram, int64_t disk,
+                    const char **exclude, size_t n_exclude, placement_result_t *result, char *error,
+                    size_t error_size)
+{
+    Berth__Resources flavor = BERTH__RESOURCES__INIT;
+    flavor.vcpus = vcpus;
+    flavor.ram_mb = ram;
+    flavor.disk_gb = disk;
+    Berth__SelectHost req = BERTH__SELECT_HOST__INIT;
+    req.vm = (char *)vm;
+    req.flavor = &flavor;
+    req.exclude = (char **)exclude;
+    req.n_exclude = n_exclude;
+    return placement_select(p, &req, result, error, error_size);
+}
+
+static void test_filters(void **state)
+{
+    fixture_t *f = *state;
+    s_host(f->store, "down", "DOWN", 0, 64, 65536, 1000);
+    s_host(f->store, "stale", "UP", 10000, 64, 65536, 1000); /* heartbeat 10 s old */
+    s_host(f->store, "excluded", "UP", 0, 64, 65536, 1000);
+    s_host(f->store, "small-ram", "UP", 0, 64, 1024, 1000);
+    s_host(f->store, "small-cpu", "UP", 0, 1, 65536, 1000); /* 1 * 4.0 < 8 vCPUs */
+    s_host(f->store, "small-disk", "UP", 0, 64, 65536, 5);
+    const char *exclude[] = { "excluded" };
+    placement_result_t res;
+    char error[512] = "";
+    char vm[UTIL_ID_LEN];
+    s_vm(1, vm);
+    assert_int_equal(s_select(f->placement, vm, 8, 2048, 10, exclude, 1, &res, error, sizeof error),
+                     PLACEMENT_NO_VALID_HOST);
+    assert_string_equal(error, "no valid host: 6 hosts; removed by state: 2, exclude: 1, ram: 1, "
+                               "vcpus: 1, disk: 1");
+    assert_int_equal(s_count_claims(f->store), 0);
+
+    /* vCPU overcommit: 2 physical cores * 4.0 hold 8 vCPUs. */
+    s_host(f->store, "ok", "UP", 0, 2, 4096, 20);
+    assert_int_equal(s_select(f->placement, vm, 8, 2048, 10, exclude, 1, &res, error, sizeof error),
+                     0);
+    assert_string_equal(res.host, "ok");
+    assert_int_equal(res.n_alternates, 0);
+    assert_int_equal(s_used(f->store, "ok", "used_vcpus"), 8);
+    assert_int_equal(s_used(f->store, "ok", "used_ram_mb"), 2048);
+    assert_int_equal(s_used(f->store, "ok", "used_disk_gb"), 10);
+    char key[128];
+    snprintf(key, sizeof key, "berth:claim:{%s}", vm);
+    assert_int_equal(s_field(f->store, key, "ram_mb"), 2048);
+    assert_int_equal(s_field(f->store, key, "vcpus"), 8);
+    assert_int_equal(s_field(f->store, key, "disk_gb"), 10);
+
+    /* "ok" still has RAM and disk but no vCPUs left: now two hosts fail the vcpus filter. */
+    char vm2[UTIL_ID_LEN];
+    s_vm(2, vm2);
+    assert_int_equal(
+        s_select(f->placement, vm2, 8, 2048, 10, exclude, 1, &res, error, sizeof error),
+        PLACEMENT_NO_VALID_HOST);
+    assert_string_equal(error, "no valid host: 7 hosts; removed by state: 2, exclude: 1, ram: 1, "
+                               "vcpus: 2, disk: 1");
+}
+
+static void test_ratios(void **state)
+{
+    fixture_t *f = *state;
+    s_host(f->store, "h", "UP", 0, 4, 1000, 100);
+    placement_config_t c = s_config();
+    c.ram_ratio = 1.5;
+    c.cpu_ratio = 1.0;
+    placement_t *p = placement_new(f->store, &c);
+    placement_result_t res;
+    char error[512], vm[UTIL_ID_LEN];
+    s_vm(1, vm);
+    assert_int_equal(s_select(p, vm, 4, 1500, 1, NULL, 0, &res, error, sizeof error), 0);
+    s_vm(2, vm);
+    assert_int_equal(s_select(p, vm, 1, 1, 1, NULL, 0, &res, error, sizeof error),
+                     PLACEMENT_NO_VALID_HOST);
+    assert_non_null(strstr(error, "ram: 1"));
+    placement_destroy(&p);
+}
+
+static void test_weigher_spreads(void **state)
+{
+    fixture_t *f = *state;
+    s_host(f->store, "small", "UP", 0, 64, 4096, 1000);
+    s_host(f->store, "medium", "UP", 0, 64, 8192, 1000);
+    s_host(f->store, "large", "UP", 0, 64, 16384, 1000);
+    placement_result_t res;
+    char error[512], vm[UTIL_ID_LEN];
+    s_vm(1, vm);
+    assert_int_equal(s_select(f->placement, vm, 1, 1024, 1, NULL, 0, &res, error, sizeof error), 0);
+    assert_string_equal(res.host, "large");
+    assert_int_equal(res.n_alternates, 2);
+    assert_string_equal(res.alternates[0], "medium");
+    assert_string_equal(res.alternates[1], "small");
+
+    /* Every next VM goes where the most RAM is free; 28 GB in all fit exactly. */
+    const char *hosts[] = { "small", "medium", "large" };
+    const int64_t caps[] = { 4096, 8192, 16384 };
+    for (int i = 2; i <= 28; i++) {
+        int64_t best = -1;
+        for (int h = 0; h < 3; h++) {
+            int64_t used = s_used(f->store, hosts[h], "used_ram_mb");
+            int64_t free_ram = caps[h] - (used < 0 ? 0 : used); /* -1: nothing claimed yet */
+            best = free_ram > best ? free_ram : best;
+        }
+        s_vm(i, vm);
+        assert_int_equal(s_select(f->placement, vm, 1, 1024, 1, NULL, 0, &res, error, sizeof error),
+                         0);
+        int chosen = strcmp(res.host, "small") == 0 ? 0 : strcmp(res.host, "medium") == 0 ? 1 : 2;
+        assert_int_equal(caps[chosen] - (s_used(f->store, hosts[chosen], "used_ram_mb") - 1024),
+                         best);
+    }
+    for (int h = 0; h < 3; h++)
+        assert_int_equal(s_used(f->store, hosts[h], "used_ram_mb"), caps[h]);
+    s_vm(29, vm);
+    assert_int_equal(s_select(f->placement, vm, 1, 1024, 1, NULL, 0, &res, error, sizeof error),
+                     PLACEMENT_NO_VALID_HOST);
+    assert_string_equal(error, "no valid host: 3 hosts; removed by state: 0, exclude: 0, ram: 3, "
+                               "vcpus: 0, disk: 0");
+}
+
+static void test_idempotent_claim(void **state)
+{
+    fixture_t *f = *state;
+    s_host(f->store, "a", "UP", 0, 8, 8192, 100);
+    s_host(f->store, "b", "UP", 0, 8, 4096, 100);
+    placement_result_t res;
+    char error[512], vm[UTIL_ID_LEN];
+    s_vm(7, vm);
+    assert_int_equal(s_select(f->placement, vm, 2, 2048, 10, NULL, 0, &res, error, sizeof error),
+                     0);
+    assert_string_equal(res.host, "a");
+    assert_false(res.existing);
+    /* Asked again (a retry): the same host, nothing taken twice. */
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(
+            s_select(f->placement, vm, 2, 2048, 10, NULL, 0, &res, error, sizeof error), 0);
+        assert_string_equal(res.host, "a");
+        assert_true(res.existing);
+        assert_int_equal(res.n_alternates, 1);
+        assert_string_equal(res.alternates[0], "b");
+    }
+    assert_int_equal(s_used(f->store, "a", "used_ram_mb"), 2048);
+    assert_int_equal(s_used(f->store, "a", "used_vcpus"), 2);
+    assert_int_equal(s_count_claims(f->store), 1);
+    /* The same VM with another flavor is a conflict, not a second claim. */
+    assert_int_equal(s_select(f->placement, vm, 4, 2048, 10, NULL, 0, &res, error, sizeof error),
+                     PLACEMENT_CONFLICT);
+    assert_non_null(strstr(error, "different flavor"));
+    assert_int_equal(s_used(f->store, "a", "used_vcpus"), 2);
+
+    /* Excluding the host it holds (a build failed there) moves the claim in one step. */
+    const char *exclude[] = { "a" };
+    assert_int_equal(s_select(f->placement, vm, 2, 2048, 10, exclude, 1, &res, error, sizeof error),
+                     0);
+    assert_string_equal(res.host, "b");
+    assert_int_equal(s_used(f->store, "a", "used_ram_mb"), 0);
+    assert_int_equal(s_used(f->store, "a", "used_vcpus"), 0);
+    assert_int_equal(s_used(f->store, "a", "used_disk_gb"), 0);
+    assert_int_equal(s_used(f->store, "b", "used_ram_mb"), 2048);
+    assert_int_equal(s_count_claims(f->store), 1);
+}
+
+static void test_release_exact(void **state)
+{
+    fixture_t *f = *state;
+    s_host(f->store, "a", "UP", 0, 16, 32768, 500);
+    s_host(f->store, "b", "UP", 0, 16, 32768, 500);
+    placement_result_t res;
+    char error[512], vm[UTIL_ID_LEN];
+    const int vcpus[] = { 1, 2, 4, 3, 1, 2 };
+    const int64_t ram[] = { 512, 2048, 4096, 3000, 777, 1024 };
+    const int64_t disk[] = { 10, 20, 40, 13, 1, 7 };
+    for (int i = 0; i < 6; i++) {
+        s_vm(100 + i, vm);
+        assert_int_equal(s_select(f->placement, vm, vcpus[i], ram[i], disk[i], NULL, 0, &res, error,
+                                  sizeof error),
+                         0);
+    }
+    assert_int_equal(s_used(f->store, "a", "used_ram_mb") + s_used(f->store, "b", "used_ram_mb"),
+                     512 + 2048 + 4096 + 3000 + 777 + 1024);
+    int released = -1;
+    for (int i = 0; i < 6; i++) {
+        s_vm(100 + i, vm);
+        assert_int_equal(placement_release(f->placement, vm, &released, error, sizeof error), 0);
+        assert_int_equal(released, 1);
+        /* Releasing again is a no-op. */
+        assert_int_equal(placement_release(f->placement, vm, &released, error, sizeof error), 0);
+        assert_int_equal(released, 0);
+    }
+    const char *fields[] = { "used_vcpus", "used_ram_mb", "used_disk_gb" };
+    for (int h = 0; h < 2; h++)
+        for (int i = 0; i < 3; i++)
+            assert_int_equal(s_used(f->store, h ? "b" : "a", fields[i]), 0);
+    assert_int_equal(s_count_claims(f->store), 0);
+    s_vm(999, vm);
+    assert_int_equal(placement_release(f->placement, vm, &released, error, sizeof error), 0);
+    assert_int_equal(released, 0);
+    assert_int_equal(placement_release(f->placement, "nope", &released, error, sizeof error),
+                     PLACEMENT_BAD_REQUEST);
+}
+
+static void test_bad_requests(void **state)
+{
+    fixture_t *f = *state;
+    s_host(f->store, "a", "UP", 0, 16, 32768, 500);
+    placement_result_t res;
+    char error[512], vm[UTIL_ID_LEN];
+    s_vm(1, vm);
+    assert_int_equal(
+        s_select(f->placement, "not-a-uuid", 1, 1, 1, NULL, 0, &res, error, sizeof error),
+        PLACEMENT_BAD_REQUEST);
+    assert_int_equal(s_select(f->placement, "", 1, 1, 1, NULL, 0, &res, error, sizeof error),
+                     PLACEMENT_BAD_REQUEST);
+    assert_int_equal(s_select(f->placement, vm, 0, 1024, 1, NULL, 0, &res, error, sizeof error),
+                     PLACEMENT_BAD_REQUEST);
+    assert_non_null(strstr(error, "vcpus"));
+    assert_int_equal(s_select(f->placement, vm, 1, -5, 1, NULL, 0, &res, error, sizeof error),
+                     PLACEMENT_BAD_REQUEST);
+    assert_int_equal(s_select(f->placement, vm, 1, 1024, 0, NULL, 0, &res, error, sizeof error),
+                     PLACEMENT_BAD_REQUEST);
+    assert_int_equal(
+        s_select(f->placement, vm, 1, INT64_MAX, 1, NULL, 0, &res, error, sizeof error),
+        PLACEMENT_BAD_REQUEST);
+    const char *empty[] = { "" };
+    assert_int_equal(s_select(f->placement, vm, 1, 1, 1, empty, 1, &res, error, sizeof error),
+                     PLACEMENT_BAD_REQUEST);
+    const char *many[40];
+    for (int i = 0; i < 40; i++)
+        many[i] = "x";
+    assert_int_equal(s_select(f->placement, vm, 1, 1, 1, many, 40, &res, error, sizeof error),
+                     PLACEMENT_BAD_REQUEST);
+    assert_non_null(strstr(error, "exclude"));
+    Berth__SelectHost req = BERTH__SELECT_HOST__INIT;
+    req.vm = vm;
+    assert_int_equal(placement_select(f->placement, &req, &res, error, sizeof error),
+                     PLACEMENT_BAD_REQUEST);
+    assert_string_equal(error, "flavor is required");
+    assert_int_equal(s_count_claims(f->store), 0);
+    assert_int_equal(s_used(f->store, "a", "used_ram_mb"), -1); /* never written */
+}
+
+/* ---- concurrency ---- */
+
+typedef struct {
+    int port;
+    int first, count; /* VM numbers this thread asks for */
+    int claimed;
+    int refused;
+    int failed;
+} s_racer_t;
+
+static void *s_race(void *arg)
+{
+    s_racer_t *r = arg;
+    store_t *store = store_new("127.0.0.1", r->port, 2000, 2000);
+    placement_config_t c = s_config();
+    c.refresh_ms = 60000; /* a stale cache on purpose: only the claim script can decide */
+    placement_t *p = placement_new(store, &c);
+    for (int i = 0; i < r->count; i++) {
+        char vm[UTIL_ID_LEN], error[512];
+        placement_result_t res;
+        s_vm(r->first + i, vm);
+        int rc = s_select(p, vm, 1, 1024, 1, NULL, 0, &res, error, sizeof error);
+        if (rc == 0 && !res.existing)
+            r->claimed++;
+        else if (rc == PLACEMENT_NO_VALID_HOST)
+            r->refused++;
+        else if (rc != 0)
+            r->failed++;
+    }
+    placement_destroy(&p);
+    store_destroy(&store);
+    return NULL;
+}
+
+static void s_run_race(fixture_t *f, s_racer_t racers[2])
+{
+    pthread_t t[2];
+    for (int i = 0; i < 2; i++) {
+        racers[i].port = testenv_redis_port(f->redis);
+        assert_int_equal(pthread_create(&t[i], NULL, s_race, &racers[i]), 0);
+    }
+    for (int i = 0; i < 2; i++)
+        pthread_join(t[i], NULL);
+}
+
+static void test_race_never_overcommits(void **state)
+{
+    fixture_t *f = *state;
+    const int fits = 25, per = 40; /* each thread asks 40 times for a host that holds 25 */
+    s_host(f->store, "only", "UP", 0, 64, 1024 * fits, 1000);
+    /* Distinct VMs: 80 asks for 25 places. */
+    s_racer_t racers[2] = { { .first = 1, .count = per }, { .first = 1001, .count = per } };
+    s_run_race(f, racers);
+    assert_int_equal(racers[0].failed + racers[1].failed, 0);
+    assert_int_equal(racers[0].claimed + racers[1].claimed, fits);
+    assert_int_equal(racers[0].refused + racers[1].refused, 2 * per - fits);
+    assert_int_equal(s_used(f->store, "only", "used_ram_mb"), 1024 * fits);
+    assert_int_equal(s_used(f->store, "only", "used_vcpus"), fits);
+    assert_int_equal(s_count_claims(f->store), fits);
+
+    /* Release everything, then both race for the same VMs: each is claimed once. */
+    for (int i = 0; i < 2; i++)
+        for (int j = 0; j < per; j++) {
+            char vm[UTIL_ID_LEN], error[256];
+            int released;
+            s_vm(racers[i].first + j, vm);
+            assert_int_equal(placement_release(f->placement, vm, &released, error, sizeof error),
+                             0);
+        }
+    assert_int_equal(s_used(f->store, "only", "used_ram_mb"), 0);
+    s_racer_t same[2] = { { .first = 1, .count = per }, { .first = 1, .count = per } };
+    s_run_race(f, same);
+    assert_int_equal(same[0].failed + same[1].failed, 0);
+    assert_int_equal(same[0].claimed + same[1].claimed, fits);
+    assert_int_equal(s_count_claims(f->store), fits);
+    assert_int_equal(s_used(f->store, "only", "used_ram_mb"), 1024 * fits);
+}
+
+static void test_stale_cache_never_says_no(void **state)
+{
+    fixture_t *f = *state;
+    s_host(f->store, "h", "UP", 0, 8, 2048, 100);
+    placement_config_t c = s_config();
+    c.refresh_ms = 600000;
+    placement_t *p = placement_new(f->store, &c);
+    placement_result_t res;
+    char error[512], vm[UTIL_ID_LEN], other[UTIL_ID_LEN];
+    s_vm(1, vm);
+    s_vm(2, other);
+    assert_int_equal(s_select(p, vm, 1, 2048, 1, NULL, 0, &res, error, sizeof error), 0);
+    assert_int_equal(s_select(p, other, 1, 2048, 1, NULL, 0, &res, error, sizeof error),
+                     PLACEMENT_NO_VALID_HOST);
+    /* Released through another connection: p's cached copy still says full. */
+    int released;
+    assert_int_equal(placement_release(f->placement, vm, &released, error, sizeof error), 0);
+    assert_int_equal(s_select(p, other, 1, 2048, 1, NULL, 0, &res, error, sizeof error), 0);
+    assert_string_equal(res.host, "h");
+
+    /* The host goes down behind the cache's back: the claim script refuses it and the
+       answer counts it under state. */
+    s_host(f->store, "h2", "UP", 0, 8, 65536, 100);
+    assert_int_equal(placement_refresh(p), 0);
+    s_cmd(f->store, "HSET berth:host:h2 state DOWN");
+    assert_int_equal(s_select(p, vm, 1, 1024, 1, NULL, 0, &res, error, sizeof error),
+                     PLACEMENT_NO_VALID_HOST);
+    assert_string_equal(error, "no valid host: 2 hosts; removed by state: 1, exclude: 0, ram: 1, "
+                               "vcpus: 0, disk: 0");
+    placement_destroy(&p);
+}
+
+static void test_store_down(void **state)
+{
+    fixture_t *f = *state;
+    placement_result_t res;
+    char error[512], vm[UTIL_ID_LEN];
+    s_vm(1, vm);
+    assert_int_equal(testenv_redis_stop(f->redis), 0);
+    assert_int_equal(s_select(f->placement, vm, 1, 1, 1, NULL, 0, &res, error, sizeof error), -1);
+    int released;
+    assert_int_equal(placement_release(f->placement, vm, &released, error, sizeof error), -1);
+    assert_int_equal(testenv_redis_restart(f->redis), 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_filters, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_ratios, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_weigher_spreads, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_idempotent_claim, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_release_exact, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_bad_requests, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_race_never_overcommits, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_stale_cache_never_says_no, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_store_down, s_setup, s_teardown),
+    };
+    return cmocka_run_group_tests(tests, s_group_setup, s_group_teardown);
+}

@@ -1,0 +1,233 @@
+/*  test_svc_stager_catalog: the image catalog against a real redis-server and real qemu-img.
+    At start the base images exist as qcow2 files (checked with `qemu-img info`) with their
+    size and SHA-256 (checked with sha256sum) recorded; a second start changes nothing; a
+    record whose file vanished is repaired; lookups of unknown names say NOT_FOUND. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "catalog.h"
+#include "testenv.h"
+
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+typedef struct {
+    testenv_redis_t *redis;
+    store_t *store;
+    char *dir;
+    catalog_t *catalog;
+} fixture_t;
+
+static catalog_config_t s_config(void)
+{
+    return (catalog_config_t){
+        .qemu_img = "qemu-img", .base_size = "2G", .timeout_ms = 20000, .max_images = 100
+    };
+}
+
+static int s_group_setup(void **state)
+{
+    if (sodium_init() < 0)
+        return -1;
+    fixture_t *f = calloc(1, sizeof *f);
+    if (!f || !(f->redis = testenv_redis_start(0)))
+        return -1;
+    *state = f;
+    return 0;
+}
+
+static int s_group_teardown(void **state)
+{
+    fixture_t *f = *state;
+    testenv_redis_destroy(&f->redis);
+    free(f);
+    return 0;
+}
+
+static int s_setup(void **state)
+{
+    fixture_t *f = *state;
+    f->store = testenv_store(f->redis, 1);
+    f->dir = testenv_tmpdir();
+    if (!f->store || !f->dir)
+        return -1;
+    char images[1024];
+    snprintf(images, sizeof images, "%s/images", f->dir);
+    catalog_config_t c = s_config();
+    f->catalog = catalog_new(f->store, images, &c);
+    return f->catalog ? 0 : -1;
+}
+
+static int s_teardown(void **state)
+{
+    fixture_t *f = *state;
+    catalog_destroy(&f->catalog);
+    store_destroy(&f->store);
+    testenv_rmtree(f->dir);
+    free(f->dir);
+    return 0;
+}
+
+static char *s_capture(const char *fmt, const char *arg)
+{
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, fmt, arg);
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    char *out = calloc(1, 65536);
+    assert_non_null(out);
+    size_t n = fread(out, 1, 65535, p);
+    out[n] = '\0';
+    assert_int_equal(pclose(p), 0);
+    return out;
+}
+
+static Berth__Image *s_get(fixture_t *f, const char *name)
+{
+    Berth__Image *image = NULL;
+    assert_int_equal(catalog_get(f->catalog, name, &image), 0);
+    return image;
+}
+
+static void s_check_file(const Berth__Image *image)
+{
+    assert_string_equal(image->format, "qcow2");
+    assert_true(image->path[0] == '/');
+    struct stat st;
+    assert_int_equal(stat(image->path, &st), 0);
+    assert_int_equal(image->size_bytes, st.st_size);
+    assert_true(st.st_size < 4 * 1024 * 1024); /* small: a few hundred KB of metadata */
+    char *info = s_capture("qemu-img info --output=json '%s'", image->path);
+    assert_non_null(strstr(info, "\"format\": \"qcow2\""));
+    assert_non_null(strstr(info, "\"virtual-size\": 2147483648"));
+    free(info);
+    char *sum = s_capture("sha256sum '%s'", image->path);
+    assert_int_equal(strncmp(sum, image->sha256, 64), 0);
+    assert_int_equal(strlen(image->sha256), 64);
+    free(sum);
+}
+
+static void test_base_images_created(void **state)
+{
+    fixture_t *f = *state;
+    char error[512] = "";
+    if (catalog_ensure_base(f->catalog, error, sizeof error) != 0)
+        fail_msg("ensure: %s", error);
+    Berth__Image *debian = s_get(f, "debian-12");
+    assert_string_equal(debian->name, "debian-12");
+    assert_string_equal(debian->os, "debian");
+    s_check_file(debian);
+    Berth__Image *ubuntu = s_get(f, "ubuntu-24.04");
+    assert_string_equal(ubuntu->os, "ubuntu");
+    s_check_file(ubuntu);
+
+    Berth__ImageList *list = NULL;
+    assert_int_equal(catalog_list(f->catalog, &list), 0);
+    assert_int_equal(list->n_images, 2);
+    assert_string_equal(list->images[0]->name, "debian-12");
+    assert_string_equal(list->images[1]->name, "ubuntu-24.04");
+    protobuf_c_message_free_unpacked(&list->base, NULL);
+
+    /* A second start keeps the records and files as they are. */
+    char *sha = strdup(debian->sha256);
+    struct stat before, after;
+    assert_int_equal(stat(debian->path, &before), 0);
+    assert_int_equal(catalog_ensure_base(f->catalog, error, sizeof error), 0);
+    Berth__Image *again = s_get(f, "debian-12");
+    assert_string_equal(again->sha256, sha);
+    assert_string_equal(again->path, debian->path);
+    assert_int_equal(stat(again->path, &after), 0);
+    assert_int_equal(before.st_ino, after.st_ino);
+    free(sha);
+    protobuf_c_message_free_unpacked(&again->base, NULL);
+    protobuf_c_message_free_unpacked(&debian->base, NULL);
+    protobuf_c_message_free_unpacked(&ubuntu->base, NULL);
+}
+
+static void test_missing_file_repaired(void **state)
+{
+    fixture_t *f = *state;
+    char error[512] = "";
+    assert_int_equal(catalog_ensure_base(f->catalog, error, sizeof error), 0);
+    Berth__Image *ubuntu = s_get(f, "ubuntu-24.04");
+    assert_int_equal(unlink(ubuntu->path), 0);
+    assert_int_equal(catalog_ensure_base(f->catalog, error, sizeof error), 0);
+    Berth__Image *fixed = s_get(f, "ubuntu-24.04");
+    s_check_file(fixed);
+    protobuf_c_message_free_unpacked(&fixed->base, NULL);
+    protobuf_c_message_free_unpacked(&ubuntu->base, NULL);
+
+    /* A record pointing somewhere else that no longer exists (another machine's wiped
+       directory) is replaced with this instance's file. */
+    redisReply *r = store_command(f->store, "HSET berth:image:debian-12 path /nonexistent/x.qcow2");
+    assert_non_null(r);
+    freeReplyObject(r);
+    assert_int_equal(catalog_ensure_base(f->catalog, error, sizeof error), 0);
+    Berth__Image *debian = s_get(f, "debian-12");
+    assert_string_not_equal(debian->path, "/nonexistent/x.qcow2");
+    s_check_file(debian);
+    protobuf_c_message_free_unpacked(&debian->base, NULL);
+}
+
+static void test_unknown_and_invalid_names(void **state)
+{
+    fixture_t *f = *state;
+    char error[512] = "";
+    assert_int_equal(catalog_ensure_base(f->catalog, error, sizeof error), 0);
+    Berth__Image *image = NULL;
+    assert_int_equal(catalog_get(f->catalog, "windows-11", &image), CATALOG_NOT_FOUND);
+    assert_int_equal(catalog_get(f->catalog, "", &image), CATALOG_NOT_FOUND);
+    assert_int_equal(catalog_get(f->catalog, "../debian-12", &image), CATALOG_NOT_FOUND);
+    assert_null(image);
+    assert_true(catalog_valid_name("ubuntu-24.04"));
+    assert_false(catalog_valid_name("Ubuntu"));
+    assert_false(catalog_valid_name(".hidden"));
+    assert_false(catalog_valid_name("a/b"));
+}
+
+static void test_tool_failure_reported(void **state)
+{
+    fixture_t *f = *state;
+    char images[1024], error[512] = "";
+    snprintf(images, sizeof images, "%s/other", f->dir);
+    catalog_config_t c = s_config();
+    c.base_size = "not-a-size";
+    catalog_t *broken = catalog_new(f->store, images, &c);
+    assert_non_null(broken);
+    assert_int_equal(catalog_ensure_base(broken, error, sizeof error), -1);
+    assert_non_null(strstr(error, "qemu-img exited with status"));
+    catalog_destroy(&broken);
+    Berth__Image *image = NULL;
+    assert_int_equal(catalog_get(f->catalog, "debian-12", &image), CATALOG_NOT_FOUND);
+}
+
+static void test_store_down(void **state)
+{
+    fixture_t *f = *state;
+    char error[512] = "";
+    assert_int_equal(testenv_redis_stop(f->redis), 0);
+    assert_int_equal(catalog_ensure_base(f->catalog, error, sizeof error), -1);
+    assert_non_null(strstr(error, "unreachable"));
+    Berth__ImageList *list = NULL;
+    assert_int_equal(catalog_list(f->catalog, &list), -1);
+    assert_int_equal(testenv_redis_restart(f->redis), 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_base_images_created, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_missing_file_repaired, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_unknown_and_invalid_names, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_tool_failure_reported, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_store_down, s_setup, s_teardown),
+    };
+    return cmocka_run_group_tests(tests, s_group_setup, s_group_teardown);
+}
