@@ -1,23 +1,117 @@
-/*  cli: shared pieces of the `berth` client: HTTP calls to the gateway and output. */
+/*  cli: shared pieces of the `berth` client: the session (gateway URL and bearer token),
+    HTTP calls to the gateway, argument parsing, tables and progress lines. Each command
+    lives in its own file and is listed in main.c's command table. */
 #ifndef BERTH_CLI_H
 #define BERTH_CLI_H
+
+#include "util.h"
 
 #include <czmq.h>
 #include <jansson.h>
 
+#define CLI_URL_MAX     1024
+#define CLI_TOKEN_MAX   512
+#define CLI_DEFAULT_URL "http://127.0.0.1:8080"
+
 typedef struct {
-    const char *url;    /* gateway base URL */
-    int json;           /* -o json */
-    char token[256];    /* bearer token, when logged in */
+    const char *url;           /* gateway base URL, without a trailing slash */
+    int json;                  /* -o json */
+    char token[CLI_TOKEN_MAX]; /* bearer token for url ("" when not logged in there) */
+    char url_buf[CLI_URL_MAX]; /* storage behind url */
+    int url_given;             /* url came from --url or BERTH_URL, not the token file */
 } cli_t;
 
+/* ---- session (session.c) ---- */
+
+/* Where the token is kept: $XDG_CONFIG_HOME/berth/token, else ~/.config/berth/token.
+   -1 when neither variable is set. */
+int cli_token_path(char *path, size_t size);
+
+/* Settle the gateway URL (--url, BERTH_URL, the token file's, the default) and load the
+   token saved for that URL. -1 (message printed) when the token file is unsafe or corrupt
+   and strict; otherwise such a file is ignored (login replaces it). */
+int cli_session_load(cli_t *cli, const char *url_flag, int strict);
+
+/* Save token for cli->url, readable by the user only (mode 0600, written atomically). */
+int cli_session_save(cli_t *cli, const char *user, const char *token, const char *expires_at);
+
+/* ---- HTTP (http.c) ---- */
+
+/* One exchange with the gateway: 0 with *status and *body (parsed JSON or NULL; caller's)
+   whatever the status, -1 (message printed) when the gateway could not be reached. */
+int cli_request(cli_t *cli, const char *method, const char *path, json_t *request, long *status,
+                json_t **body);
+
 /* Call the gateway. On a 2xx answer: 0 and *body (caller's). Otherwise prints the server's
-   error message to stderr and returns -1. */
+   error message (or the login hint on 401) to stderr and returns -1. */
 int cli_http(cli_t *cli, const char *method, const char *path, json_t *request, json_t **body);
+
+/* Print the error of a non-2xx answer the way cli_http does. */
+void cli_print_error(cli_t *cli, long status, json_t *body);
+
+/* s percent-encoded for a path segment or query value, into out. -1 when it does not fit. */
+int cli_escape(const char *s, char *out, size_t size);
 
 /* Print JSON (for -o json). */
 void cli_print_json(json_t *value);
 
+/* ---- arguments (args.c) ---- */
+
+typedef struct {
+    const char *name;  /* long option without dashes: "count" for --count */
+    int has_value;     /* takes an argument (--count 3 or --count=3) */
+    const char *value; /* set by cli_parse */
+    int set;           /* seen on the command line */
+} cli_opt_t;
+
+/* Split argv[1..] into options (from opts, NULL-name terminated) and up to max_pos
+   positional arguments. -1 (message printed) on an unknown option, a missing value or too
+   many or too few (< min_pos) positional arguments. */
+int cli_parse(int argc, char **argv, cli_opt_t *opts, const char **pos, int min_pos, int max_pos);
+
+/* A time for the gateway's from/to: "now", "-30m", "-2h", "-7d" (relative to now) become
+   ISO 8601 UTC; anything else (ISO 8601, unix seconds) is passed on for the gateway to
+   check. -1 when a relative time does not parse. */
+int cli_time(const char *text, char *out, size_t size);
+
+/* ---- output (output.c) ---- */
+
+/* A JSON value as table text: strings as they are, numbers, yes/no, "-" for null or absent,
+   anything else as compact JSON. Returns buf. */
+const char *cli_text(json_t *value, char *buf, size_t size);
+
+/* A table with aligned columns, printed at the end. */
+typedef struct _cli_table_t cli_table_t;
+cli_table_t *cli_table_new(int columns, ...); /* column headers */
+void cli_table_destroy(cli_table_t **self_p);
+void cli_table_add(cli_table_t *self, ...); /* one row: columns strings (copied) */
+void cli_table_print(cli_table_t *self, FILE *out);
+
+/* "key: value" lines for every field of an object, nested objects flattened as a.b, the
+   names in first (NULL-terminated) printed first in that order. */
+void cli_print_object(json_t *object, const char *const *first);
+
+/* Live progress: one line per item, rewritten in place on a terminal, printed again only
+   when it changed otherwise. */
+typedef struct _cli_progress_t cli_progress_t;
+cli_progress_t *cli_progress_new(FILE *out);
+void cli_progress_destroy(cli_progress_t **self_p);
+void cli_progress_set(cli_progress_t *self, const char *key, const char *line);
+void cli_progress_draw(cli_progress_t *self);
+
+/* Sleep between polls of --wait (a CLI, not an event loop). */
+void cli_pause_ms(int ms);
+
+/* ---- commands ---- */
 int cli_health(cli_t *cli, int argc, char **argv);
+int cli_login(cli_t *cli, int argc, char **argv);
+int cli_templates(cli_t *cli, int argc, char **argv);
+int cli_hosts(cli_t *cli, int argc, char **argv);
+int cli_vms(cli_t *cli, int argc, char **argv);
+int cli_vm(cli_t *cli, int argc, char **argv);
+int cli_task(cli_t *cli, int argc, char **argv);
+int cli_usage(cli_t *cli, int argc, char **argv);
+int cli_request_cmd(cli_t *cli, int argc, char **argv);
+int cli_dispose(cli_t *cli, int argc, char **argv);
 
 #endif

@@ -1,8 +1,10 @@
 /*  cli http: one request to the gateway with libcurl; the JSON error body of a failure is
-    turned into one line on stderr. */
+    turned into one line on stderr. The bearer token goes only to the URL it was issued by. */
 #include "cli.h"
 
 #include <curl/curl.h>
+
+#define RESPONSE_MAX (64 * 1024 * 1024) /* a larger answer is not from our gateway */
 
 typedef struct {
     char *data;
@@ -13,6 +15,8 @@ static size_t s_collect(char *chunk, size_t size, size_t n, void *arg)
 {
     s_buffer_t *buf = arg;
     size_t len = size * n;
+    if (buf->size + len > RESPONSE_MAX)
+        return 0;
     char *grown = realloc(buf->data, buf->size + len + 1);
     if (!grown)
         return 0;
@@ -23,15 +27,18 @@ static size_t s_collect(char *chunk, size_t size, size_t n, void *arg)
     return len;
 }
 
-int cli_http(cli_t *cli, const char *method, const char *path, json_t *request, json_t **body)
+int cli_request(cli_t *cli, const char *method, const char *path, json_t *request, long *status,
+                json_t **body)
 {
     CURL *curl = curl_easy_init();
-    if (!curl)
+    if (!curl) {
+        fprintf(stderr, "berth: cannot start an HTTP client\n");
         return -1;
-    char url[1024];
+    }
+    char url[CLI_URL_MAX + 1024];
     snprintf(url, sizeof url, "%s%s", cli->url, path);
     struct curl_slist *headers = curl_slist_append(NULL, "Accept: application/json");
-    char auth[300];
+    char auth[CLI_TOKEN_MAX + 32];
     if (cli->token[0]) {
         snprintf(auth, sizeof auth, "Authorization: Bearer %s", cli->token);
         headers = curl_slist_append(headers, auth);
@@ -47,33 +54,80 @@ int cli_http(cli_t *cli, const char *method, const char *path, json_t *request, 
     curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
     curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, s_collect);
     curl_easy_setopt(curl, CURLOPT_WRITEDATA, &buf);
-    curl_easy_setopt(curl, CURLOPT_TIMEOUT, 30L);
+    curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT, 10L);
+    curl_easy_setopt(curl, CURLOPT_TIMEOUT, 60L);
+    curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
     CURLcode res = curl_easy_perform(curl);
-    long status = 0;
-    curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
+    long code = 0;
+    curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &code);
     curl_slist_free_all(headers);
     curl_easy_cleanup(curl);
-    free(payload);
-
+    if (payload) {
+        explicit_bzero(payload, strlen(payload)); /* may hold a password */
+        free(payload);
+    }
     int rc = -1;
     if (res != CURLE_OK)
-        fprintf(stderr, "berth: cannot reach %s: %s\n", cli->url, curl_easy_strerror(res));
+        fprintf(stderr, "berth: cannot reach the gateway at %s: %s\n", cli->url,
+                curl_easy_strerror(res));
     else {
-        json_t *doc = buf.data ? json_loads(buf.data, 0, NULL) : NULL;
-        if (status >= 200 && status < 300 && doc) {
-            *body = doc;
-            doc = NULL;
-            rc = 0;
-        } else {
-            json_t *err = json_object_get(doc, "error");
-            const char *message = json_string_value(json_object_get(err, "message"));
-            fprintf(stderr, "berth: %s (HTTP %ld)\n", message ? message : "unexpected response",
-                    status);
-        }
-        json_decref(doc);
+        *status = code;
+        *body = buf.data ? json_loads(buf.data, 0, NULL) : NULL;
+        rc = 0;
     }
     free(buf.data);
     return rc;
+}
+
+void cli_print_error(cli_t *cli, long status, json_t *body)
+{
+    (void)cli;
+    const char *message =
+        json_string_value(json_object_get(json_object_get(body, "error"), "message"));
+    if (status == 401)
+        fprintf(stderr, "berth: not logged in or token expired: run berth login\n");
+    else if (message)
+        fprintf(stderr, "berth: %s (HTTP %ld)\n", message, status);
+    else
+        fprintf(stderr, "berth: unexpected answer from the gateway (HTTP %ld)\n", status);
+}
+
+int cli_http(cli_t *cli, const char *method, const char *path, json_t *request, json_t **body)
+{
+    long status = 0;
+    json_t *doc = NULL;
+    if (cli_request(cli, method, path, request, &status, &doc) != 0)
+        return -1;
+    if (status >= 200 && status < 300 && json_is_object(doc)) {
+        *body = doc;
+        return 0;
+    }
+    cli_print_error(cli, status, doc);
+    json_decref(doc);
+    return -1;
+}
+
+int cli_escape(const char *s, char *out, size_t size)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    size_t n = 0;
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        int plain = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+                    (*p >= '0' && *p <= '9') || *p == '-' || *p == '_' || *p == '.' || *p == '~';
+        if (n + (plain ? 1 : 3) >= size)
+            return -1;
+        if (plain)
+            out[n++] = (char)*p;
+        else {
+            out[n++] = '%';
+            out[n++] = hex[*p >> 4];
+            out[n++] = hex[*p & 15];
+        }
+    }
+    if (size == 0)
+        return -1;
+    out[n] = '\0';
+    return 0;
 }
 
 void cli_print_json(json_t *value)

@@ -1,10 +1,10 @@
-/*  berth: the command-line client. Talks to the gateway's REST API at BERTH_URL
-    (default http://127.0.0.1:8080); prints tables by default and JSON with -o json.
-    Errors print the server's message and exit non-zero. */
+/*  berth: the command-line client. Talks to the gateway's REST API at --url, BERTH_URL, the
+    URL last logged in to, or http://127.0.0.1:8080; prints tables by default and the
+    server's JSON with -o json. Exit status: 0 done, 1 failed (the server's message is
+    printed), 2 bad usage. */
 #include "cli.h"
 
 #include <curl/curl.h>
-#include <getopt.h>
 
 typedef int(cli_cmd_fn)(cli_t *cli, int argc, char **argv);
 
@@ -15,21 +15,40 @@ typedef struct {
 } s_command_t;
 
 static const s_command_t s_commands[] = {
-    { "health", cli_health, "health                      every registered service instance" },
+    { "login", cli_login, "login [--user U] [--password-stdin]   get a token for later commands" },
+    { "templates", cli_templates, "templates                           what VMs can be made from" },
+    { "hosts", cli_hosts, "hosts                               hosts, their capacity and use" },
+    { "request", cli_request_cmd,
+      "request TEMPLATE NAME [--count N] [--wait] [--timeout S]\n"
+      "                                      ask for VMs; --wait follows them to ACTIVE" },
+    { "vms", cli_vms, "vms [--limit N] [--marker ID]       your VMs" },
+    { "vm", cli_vm, "vm show ID                          one VM" },
+    { "dispose", cli_dispose, "dispose ID [--wait] [--timeout S]   give a VM back" },
+    { "task", cli_task, "task ID                             a task, its stages and steps" },
+    { "usage", cli_usage,
+      "usage [--from T] [--to T] [--owner U]\n"
+      "                                      vCPU-, GB-RAM- and GB-disk-hours per VM" },
+    { "health", cli_health,
+      "health                              every registered service instance" },
     { NULL, NULL, NULL },
 };
 
 static void s_usage(FILE *out)
 {
-    fprintf(out, "usage: berth [-o table|json] COMMAND [ARGS]\n\ncommands:\n");
+    fprintf(out, "usage: berth [-o table|json] [--url URL] COMMAND [ARGS]\n\ncommands:\n");
     for (const s_command_t *c = s_commands; c->name; c++)
         fprintf(out, "  %s\n", c->usage);
-    fprintf(out, "\nenvironment: BERTH_URL (default http://127.0.0.1:8080)\n");
+    fprintf(out,
+            "\nenvironment: BERTH_URL (default: the URL logged in to, else %s),\n"
+            "             BERTH_USER, BERTH_PASSWORD (for login)\n"
+            "token file:  $XDG_CONFIG_HOME/berth/token (default ~/.config/berth/token)\n",
+            CLI_DEFAULT_URL);
 }
 
 int main(int argc, char **argv)
 {
-    cli_t cli = { .url = getenv("BERTH_URL") ? getenv("BERTH_URL") : "http://127.0.0.1:8080" };
+    cli_t cli = { 0 };
+    const char *url_flag = NULL;
     int i = 1;
     for (; i < argc && argv[i][0] == '-'; i++) {
         if (streq(argv[i], "-o") && i + 1 < argc) {
@@ -38,7 +57,17 @@ int main(int argc, char **argv)
                 fprintf(stderr, "berth: -o takes table or json\n");
                 return 2;
             }
-        } else if (streq(argv[i], "-h") || streq(argv[i], "--help")) {
+        } else if (strncmp(argv[i], "-o", 2) == 0 && argv[i][2]) {
+            cli.json = streq(argv[i] + 2, "json");
+            if (!cli.json && !streq(argv[i] + 2, "table")) {
+                fprintf(stderr, "berth: -o takes table or json\n");
+                return 2;
+            }
+        } else if (streq(argv[i], "--url") && i + 1 < argc)
+            url_flag = argv[++i];
+        else if (strncmp(argv[i], "--url=", 6) == 0)
+            url_flag = argv[i] + 6;
+        else if (streq(argv[i], "-h") || streq(argv[i], "--help")) {
             s_usage(stdout);
             return 0;
         } else {
@@ -51,11 +80,19 @@ int main(int argc, char **argv)
         s_usage(stderr);
         return 2;
     }
+    if (streq(argv[i], "help")) {
+        s_usage(stdout);
+        return 0;
+    }
     for (const s_command_t *c = s_commands; c->name; c++)
         if (streq(argv[i], c->name)) {
+            /* login replaces an unusable token file; everything else refuses to use one. */
+            if (cli_session_load(&cli, url_flag, c->fn != cli_login) != 0)
+                return 1;
             curl_global_init(CURL_GLOBAL_DEFAULT);
             int rc = c->fn(&cli, argc - i, argv + i);
             curl_global_cleanup();
+            explicit_bzero(cli.token, sizeof cli.token);
             return rc;
         }
     fprintf(stderr, "berth: unknown command %s\n", argv[i]);

@@ -594,7 +594,8 @@ void model_tx_vm_event(model_tx_t *tx, const Berth__Vm *vm)
     snprintf(at, sizeof at, "%lld", (long long)util_now_ms());
     model_tx_event(tx, "vm.state", "key", model_key(key, sizeof key, "vm", vm->id), "vm", vm->id,
                    "state", vm->state, "version", version, "owner", vm->owner, "vcpus", vcpus,
-                   "ram_mb", ram, "disk_gb", disk, "host", vm->host, "at_ms", at, NULL);
+                   "ram_mb", ram, "disk_gb", disk, "host", vm->host, "template", vm->template_,
+                   "at_ms", at, NULL);
 }
 
 int model_tx_commit(model_tx_t *self, store_t *store, const char **why)

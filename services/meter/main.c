@@ -7,8 +7,8 @@
 typedef struct {
     service_t *service;
     usage_t *usage;
-    int report_max_vms;  /* most records one report may hold */
-    int failing;         /* the last poll failed (logged once per change) */
+    int report_max_vms; /* most records one report may hold */
+    int failing;        /* the last poll failed (logged once per change) */
 } meter_t;
 
 static int s_poll(service_t *service, void *arg)
@@ -59,12 +59,12 @@ int main(int argc, char **argv)
     meter_t self = { .service = service };
     int rc = 1;
     int64_t poll_ms, batch, batches, idle, max_events, max_vms;
-    if (service_start(service) != 0 || config_int(c, "poll_ms", 10, 60000, &poll_ms)
-        || config_int(c, "events_batch", 1, 10000, &batch)
-        || config_int(c, "batches_per_poll", 1, 1000, &batches)
-        || config_int(c, "claim_idle_ms", 0, 86400000, &idle)
-        || config_int(c, "max_events_per_vm", 4, 100000, &max_events)
-        || config_int(c, "report_max_vms", 1, 1000000, &max_vms))
+    if (service_start(service) != 0 || config_int(c, "poll_ms", 10, 60000, &poll_ms) ||
+        config_int(c, "events_batch", 1, 10000, &batch) ||
+        config_int(c, "batches_per_poll", 1, 1000, &batches) ||
+        config_int(c, "claim_idle_ms", 100, 86400000, &idle) ||
+        config_int(c, "max_events_per_vm", 4, 100000, &max_events) ||
+        config_int(c, "report_max_vms", 1, 1000000, &max_vms))
         goto done;
     usage_limits_t limits = { .batch = (int)batch,
                               .batches_per_poll = (int)batches,
@@ -77,8 +77,7 @@ int main(int argc, char **argv)
         goto done;
     self.report_max_vms = (int)max_vms;
     if (usage_setup(self.usage) != 0)
-        log_warn(NULL, "cannot create the meter consumer group yet; retrying on every poll",
-                 NULL);
+        log_warn(NULL, "cannot create the meter consumer group yet; retrying on every poll", NULL);
     service_on(service, "GetUsage", s_on_get_usage, &self);
     service_every(service, (int)poll_ms, s_poll, &self);
     rc = service_run(service);

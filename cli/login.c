@@ -1,0 +1,116 @@
+/*  berth login: trade a user name and password for a bearer token (POST /v1/auth/tokens)
+    and keep it for later commands. The password comes from --password-stdin, BERTH_PASSWORD,
+    a prompt without echo on a terminal, or else one line of stdin; it never appears on the
+    command line, where every user of the machine could read it. */
+#include "cli.h"
+
+#include <termios.h>
+#include <unistd.h>
+
+#define SECRET_MAX 1024
+
+/* One line from f without its line ending. -1 at end of input or when too long. */
+static int s_line(FILE *f, char *buf, size_t size)
+{
+    if (!fgets(buf, (int)size, f))
+        return -1;
+    size_t len = strlen(buf);
+    if (len > 0 && buf[len - 1] != '\n' && !feof(f))
+        return -1;
+    while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == '\r'))
+        buf[--len] = '\0';
+    return 0;
+}
+
+/* Prompt on stderr and read a line from the terminal on stdin, without echo when secret. */
+static int s_prompt(const char *prompt, int secret, char *buf, size_t size)
+{
+    fputs(prompt, stderr);
+    fflush(stderr);
+    struct termios saved, quiet;
+    int restore = 0;
+    if (secret && tcgetattr(STDIN_FILENO, &saved) == 0) {
+        quiet = saved;
+        quiet.c_lflag &= ~(tcflag_t)ECHO;
+        quiet.c_lflag |= ECHONL;
+        restore = tcsetattr(STDIN_FILENO, TCSAFLUSH, &quiet) == 0;
+    }
+    int rc = s_line(stdin, buf, size);
+    if (restore)
+        tcsetattr(STDIN_FILENO, TCSAFLUSH, &saved);
+    return rc;
+}
+
+int cli_login(cli_t *cli, int argc, char **argv)
+{
+    cli_opt_t opts[] = { { "user", 1, NULL, 0 }, { "password-stdin", 0, NULL, 0 }, { NULL } };
+    const char *pos[1];
+    if (cli_parse(argc, argv, opts, pos, 0, 0) != 0) {
+        fprintf(stderr, "usage: berth login [--user USER] [--password-stdin]\n");
+        return 2;
+    }
+    int tty = isatty(STDIN_FILENO);
+    char user[256] = "";
+    const char *given = opts[0].set ? opts[0].value : getenv("BERTH_USER");
+    if (given && *given)
+        util_strlcpy(user, given, sizeof user);
+    else if (!tty || opts[1].set || s_prompt("Username: ", 0, user, sizeof user) != 0 || !*user) {
+        fprintf(stderr, "berth login: no user name: pass --user USER or set BERTH_USER\n");
+        return 2;
+    }
+    char password[SECRET_MAX] = "";
+    int got;
+    const char *env = getenv("BERTH_PASSWORD");
+    if (opts[1].set)
+        got = s_line(stdin, password, sizeof password);
+    else if (env && *env)
+        got = util_strlcpy(password, env, sizeof password);
+    else if (tty)
+        got = s_prompt("Password: ", 1, password, sizeof password);
+    else
+        got = s_line(stdin, password, sizeof password);
+    if (got != 0 || !*password) {
+        fprintf(stderr, "berth login: no password given\n");
+        explicit_bzero(password, sizeof password);
+        return 2;
+    }
+    json_t *ask = json_pack("{s:s, s:s}", "username", user, "password", password);
+    explicit_bzero(password, sizeof password);
+    if (!ask)
+        return 1;
+    cli->token[0] = '\0'; /* never send an old token along with a password */
+    long status = 0;
+    json_t *body = NULL;
+    int rc = cli_request(cli, "POST", "/v1/auth/tokens", ask, &status, &body);
+    json_t *secret = json_object_get(ask, "password");
+    if (json_is_string(secret) && json_string_length(secret))
+        explicit_bzero((char *)json_string_value(secret), json_string_length(secret));
+    json_decref(ask);
+    if (rc != 0)
+        return 1;
+    if (status != 201 && status != 200) {
+        const char *message =
+            json_string_value(json_object_get(json_object_get(body, "error"), "message"));
+        fprintf(stderr, "berth login: %s (HTTP %ld)\n",
+                message ? message : "unexpected answer from the gateway", status);
+        json_decref(body);
+        return 1;
+    }
+    const char *token = json_string_value(json_object_get(body, "token"));
+    const char *expires = json_string_value(json_object_get(body, "expires_at"));
+    rc = cli_session_save(cli, user, token, expires);
+    if (rc == 0) {
+        if (cli->json) {
+            /* The token stays in the file: scripts get what they need without the secret. */
+            json_object_del(body, "token");
+            cli_print_json(body);
+        } else
+            printf("logged in to %s as %s (token expires %s)\n", cli->url, user,
+                   expires ? expires : "-");
+    }
+    json_t *t = json_object_get(body, "token");
+    if (json_is_string(t) && json_string_length(t))
+        explicit_bzero((char *)json_string_value(t), json_string_length(t));
+    json_decref(body);
+    return rc == 0 ? 0 : 1;
+}

@@ -1,0 +1,326 @@
+/*  berth request, berth dispose: ask for VMs or get rid of one, and with --wait follow the
+    work to its end with a live line per VM ("name  STAGE  NN%  STATE"). The exit status says
+    how it ended: 0 when every VM got where it was going, 1 when one failed (its fault is
+    printed) or the wait timed out. */
+#include "cli.h"
+
+#include <unistd.h>
+
+#define T(obj, key)       cli_text(json_object_get((obj), (key)), (char[256]){ 0 }, 256)
+#define POLL_MS           500
+#define DEFAULT_TIMEOUT_S 900
+
+/* Where one VM stands while we wait. */
+typedef struct {
+    const char *state; /* VM state, "-" while unknown */
+    int done;          /* reached a state it will not leave by itself */
+    int failed;        /* ... and not the one we waited for */
+} s_status_t;
+
+static void s_line(cli_progress_t *progress, const char *key, const char *name, json_t *task,
+                   const char *state)
+{
+    char line[1024], stage[128];
+    cli_text(json_object_get(task, "stage"), stage, sizeof stage);
+    json_int_t percent = json_integer_value(json_object_get(task, "percent"));
+    snprintf(line, sizeof line, "%-24s  %-16s %3d%%  %s", name, stage, (int)percent, state);
+    cli_progress_set(progress, key, line);
+}
+
+/* The task the VM points at: from the request's tasks when it is there, else fetched.
+   Borrowed; when fetched, *owned holds the body it lives in (the caller json_decrefs it). */
+static json_t *s_task_of(cli_t *cli, json_t *vm, json_t *tasks, json_t **owned)
+{
+    *owned = NULL;
+    const char *id = json_string_value(json_object_get(vm, "task"));
+    const char *vm_id = json_string_value(json_object_get(vm, "id"));
+    size_t i;
+    json_t *t;
+    json_array_foreach(tasks, i, t)
+    {
+        const char *tid = json_string_value(json_object_get(t, "id"));
+        const char *target = json_string_value(json_object_get(t, "target"));
+        if ((id && tid && streq(id, tid)) || (!id && target && vm_id && streq(target, vm_id)))
+            return t;
+    }
+    if (!id)
+        return NULL;
+    char escaped[512], path[600];
+    if (cli_escape(id, escaped, sizeof escaped) != 0)
+        return NULL;
+    snprintf(path, sizeof path, "/v1/tasks/%s", escaped);
+    long status = 0;
+    json_t *body = NULL;
+    if (cli_request(cli, "GET", path, NULL, &status, &body) != 0 || status != 200) {
+        json_decref(body);
+        return NULL;
+    }
+    *owned = body;
+    return json_object_get(body, "task");
+}
+
+static void s_print_fault(const char *name, const char *id, const char *state, json_t *vm,
+                          json_t *task)
+{
+    const char *fault = json_string_value(json_object_get(vm, "fault"));
+    if (!fault || !*fault)
+        fault = json_string_value(json_object_get(task, "fault"));
+    fprintf(stderr, "berth: %s (%s) is %s: %s\n", name, id, state,
+            fault && *fault ? fault : "no reason given");
+}
+
+/* Follow request id until every VM is ACTIVE (0) or one failed (1). */
+static int s_wait_request(cli_t *cli, const char *id, int timeout_s)
+{
+    char escaped[512], path[600];
+    cli_escape(id, escaped, sizeof escaped);
+    snprintf(path, sizeof path, "/v1/requests/%s", escaped);
+    FILE *out = cli->json ? stderr : stdout;
+    cli_progress_t *progress = cli_progress_new(out);
+    int64_t deadline = util_mono_ms() + (int64_t)timeout_s * 1000;
+    int rc = -1, told_pending = 0;
+    json_t *last = NULL;
+    while (rc < 0) {
+        json_t *body = NULL;
+        if (cli_http(cli, "GET", path, NULL, &body) != 0) {
+            rc = 1;
+            break;
+        }
+        json_decref(last);
+        last = body;
+        json_t *req = json_object_get(body, "request");
+        const char *state = json_string_value(json_object_get(req, "state"));
+        json_t *vms = json_object_get(req, "vms");
+        json_t *tasks = json_object_get(req, "tasks");
+        int all_done = json_array_size(vms) > 0, failed = 0;
+        size_t i;
+        json_t *vm;
+        json_array_foreach(vms, i, vm)
+        {
+            const char *vm_id = json_string_value(json_object_get(vm, "id"));
+            const char *name = json_string_value(json_object_get(vm, "name"));
+            const char *vstate = json_string_value(json_object_get(vm, "state"));
+            json_t *owned = NULL;
+            json_t *task = s_task_of(cli, vm, tasks, &owned);
+            s_line(progress, vm_id ? vm_id : "?",
+                   name    ? name
+                   : vm_id ? vm_id
+                           : "?",
+                   task, vstate ? vstate : "-");
+            int ok = vstate && streq(vstate, "ACTIVE");
+            int bad = vstate && (streq(vstate, "ERROR") || streq(vstate, "REJECTED") ||
+                                 streq(vstate, "DISPOSED"));
+            if (!ok && !bad)
+                all_done = 0;
+            failed |= bad;
+            json_decref(owned);
+        }
+        /* Said before drawing: on a terminal the lines are redrawn in place below it. */
+        if (state && streq(state, "PENDING_APPROVAL") && !told_pending) {
+            fprintf(stderr, "berth: request %s waits for an administrator's approval\n", id);
+            told_pending = 1;
+        }
+        cli_progress_draw(progress);
+        if (state && streq(state, "REJECTED")) {
+            const char *reason = json_string_value(json_object_get(req, "reason"));
+            fprintf(stderr, "berth: request %s was rejected: %s\n", id,
+                    reason && *reason ? reason : "no reason given");
+            rc = 1;
+        } else if (all_done)
+            rc = failed ? 1 : 0;
+        else if (util_mono_ms() >= deadline) {
+            fprintf(stderr, "berth: request %s did not finish within %d s (state %s)\n", id,
+                    timeout_s, state ? state : "-");
+            rc = 1;
+        } else
+            cli_pause_ms(POLL_MS);
+    }
+    /* Say why each failed VM failed. */
+    json_t *req = json_object_get(last, "request");
+    size_t i;
+    json_t *vm;
+    json_array_foreach(json_object_get(req, "vms"), i, vm)
+    {
+        const char *vstate = json_string_value(json_object_get(vm, "state"));
+        if (vstate &&
+            (streq(vstate, "ERROR") || streq(vstate, "REJECTED") || streq(vstate, "DISPOSED"))) {
+            json_t *owned = NULL;
+            json_t *task = s_task_of(cli, vm, json_object_get(req, "tasks"), &owned);
+            s_print_fault(T(vm, "name"), T(vm, "id"), vstate, vm, task);
+            json_decref(owned);
+        }
+    }
+    if (cli->json && last)
+        cli_print_json(last);
+    json_decref(last);
+    cli_progress_destroy(&progress);
+    return rc;
+}
+
+static void s_request_table(json_t *req)
+{
+    printf("request %s: %s\n", T(req, "id"), T(req, "state"));
+    cli_table_t *table = cli_table_new(4, "NAME", "STATE", "TASK", "ID");
+    size_t i;
+    json_t *vm;
+    json_array_foreach(json_object_get(req, "vms"), i, vm)
+        cli_table_add(table, T(vm, "name"), T(vm, "state"), T(vm, "task"), T(vm, "id"));
+    cli_table_print(table, stdout);
+    cli_table_destroy(&table);
+}
+
+int cli_request_cmd(cli_t *cli, int argc, char **argv)
+{
+    cli_opt_t opts[] = {
+        { "count", 1, NULL, 0 }, { "wait", 0, NULL, 0 }, { "timeout", 1, NULL, 0 }, { NULL }
+    };
+    const char *pos[2];
+    int64_t count = 1, timeout = DEFAULT_TIMEOUT_S;
+    if (cli_parse(argc, argv, opts, pos, 2, 2) != 0 ||
+        (opts[0].set && util_parse_int(opts[0].value, INT32_MIN, INT32_MAX, &count) != 0) ||
+        (opts[2].set && util_parse_int(opts[2].value, 1, 86400, &timeout) != 0)) {
+        fprintf(stderr, "usage: berth request TEMPLATE NAME [--count N] [--wait] "
+                        "[--timeout SECONDS]\n");
+        return 2;
+    }
+    /* The count goes to the gateway as given: it owns the limits and says what is wrong. */
+    json_t *ask = json_pack("{s:s, s:s, s:I}", "template", pos[0], "name", pos[1], "count",
+                            (json_int_t)count);
+    json_t *body = NULL;
+    int rc = cli_http(cli, "POST", "/v1/requests", ask, &body);
+    json_decref(ask);
+    if (rc != 0)
+        return 1;
+    json_t *req = json_object_get(body, "request");
+    const char *id = json_string_value(json_object_get(req, "id"));
+    if (!id) {
+        fprintf(stderr, "berth: the gateway answered without a request id\n");
+        json_decref(body);
+        return 1;
+    }
+    if (opts[1].set) {
+        if (!cli->json)
+            printf("request %s: %s\n", id, T(req, "state"));
+        char copy[256];
+        util_strlcpy(copy, id, sizeof copy);
+        json_decref(body);
+        return s_wait_request(cli, copy, (int)timeout);
+    }
+    if (cli->json)
+        cli_print_json(body);
+    else
+        s_request_table(req);
+    json_decref(body);
+    return 0;
+}
+
+/* Follow the disposal task of vm until the VM is DISPOSED (0) or the task failed (1). */
+static int s_wait_dispose(cli_t *cli, const char *vm_id, const char *name, const char *task_id,
+                          int timeout_s)
+{
+    char vm_path[600], task_path[600], escaped[512];
+    cli_escape(vm_id, escaped, sizeof escaped);
+    snprintf(vm_path, sizeof vm_path, "/v1/vms/%s", escaped);
+    cli_escape(task_id, escaped, sizeof escaped);
+    snprintf(task_path, sizeof task_path, "/v1/tasks/%s", escaped);
+    cli_progress_t *progress = cli_progress_new(cli->json ? stderr : stdout);
+    int64_t deadline = util_mono_ms() + (int64_t)timeout_s * 1000;
+    int rc = -1;
+    json_t *task_body = NULL, *vm_body = NULL;
+    while (rc < 0) {
+        json_decref(task_body);
+        json_decref(vm_body);
+        task_body = vm_body = NULL;
+        if (cli_http(cli, "GET", task_path, NULL, &task_body) != 0) {
+            rc = 1;
+            break;
+        }
+        long status = 0;
+        if (cli_request(cli, "GET", vm_path, NULL, &status, &vm_body) != 0) {
+            rc = 1;
+            break;
+        }
+        json_t *task = json_object_get(task_body, "task");
+        json_t *vm = json_object_get(vm_body, "vm");
+        /* A disposed VM may no longer be shown at all: that is gone too. */
+        const char *vstate =
+            status == 404 ? "DISPOSED" : json_string_value(json_object_get(vm, "state"));
+        if (status != 200 && status != 404) {
+            cli_print_error(cli, status, vm_body);
+            rc = 1;
+            break;
+        }
+        const char *tstate = json_string_value(json_object_get(task, "state"));
+        s_line(progress, vm_id, name, task, vstate ? vstate : "-");
+        cli_progress_draw(progress);
+        if (vstate && streq(vstate, "DISPOSED"))
+            rc = 0;
+        else if (tstate && (streq(tstate, "FAILED") || streq(tstate, "ABORTED"))) {
+            s_print_fault(name, vm_id, vstate ? vstate : tstate, vm, task);
+            rc = 1;
+        } else if (util_mono_ms() >= deadline) {
+            fprintf(stderr, "berth: %s was not disposed within %d s (task %s)\n", name, timeout_s,
+                    tstate ? tstate : "-");
+            rc = 1;
+        } else
+            cli_pause_ms(POLL_MS);
+    }
+    if (cli->json && task_body)
+        cli_print_json(task_body);
+    json_decref(task_body);
+    json_decref(vm_body);
+    cli_progress_destroy(&progress);
+    return rc;
+}
+
+int cli_dispose(cli_t *cli, int argc, char **argv)
+{
+    cli_opt_t opts[] = { { "wait", 0, NULL, 0 }, { "timeout", 1, NULL, 0 }, { NULL } };
+    const char *pos[1];
+    int64_t timeout = DEFAULT_TIMEOUT_S;
+    if (cli_parse(argc, argv, opts, pos, 1, 1) != 0 ||
+        (opts[1].set && util_parse_int(opts[1].value, 1, 86400, &timeout) != 0)) {
+        fprintf(stderr, "usage: berth dispose ID [--wait] [--timeout SECONDS]\n");
+        return 2;
+    }
+    char escaped[512], path[600];
+    if (cli_escape(pos[0], escaped, sizeof escaped) != 0) {
+        fprintf(stderr, "berth dispose: id too long\n");
+        return 2;
+    }
+    snprintf(path, sizeof path, "/v1/vms/%s", escaped);
+    /* The name, for the progress line; the VM must exist for anything else to make sense. */
+    json_t *vm_body = NULL;
+    if (opts[0].set && cli_http(cli, "GET", path, NULL, &vm_body) != 0)
+        return 1;
+    char name[256];
+    util_strlcpy(name,
+                 json_string_value(json_object_get(json_object_get(vm_body, "vm"), "name"))
+                     ? json_string_value(json_object_get(json_object_get(vm_body, "vm"), "name"))
+                     : pos[0],
+                 sizeof name);
+    json_decref(vm_body);
+    json_t *body = NULL;
+    if (cli_http(cli, "DELETE", path, NULL, &body) != 0)
+        return 1;
+    json_t *task = json_object_get(body, "task");
+    const char *task_id = json_string_value(json_object_get(task, "id"));
+    if (!task_id) {
+        fprintf(stderr, "berth: the gateway answered without a task id\n");
+        json_decref(body);
+        return 1;
+    }
+    int rc = 0;
+    if (opts[0].set) {
+        char copy[256];
+        util_strlcpy(copy, task_id, sizeof copy);
+        if (!cli->json)
+            printf("disposing %s: task %s\n", name, copy);
+        rc = s_wait_dispose(cli, pos[0], name, copy, (int)timeout);
+    } else if (cli->json)
+        cli_print_json(body);
+    else
+        printf("disposing %s: task %s (%s)\n", name, task_id, T(task, "state"));
+    json_decref(body);
+    return rc;
+}

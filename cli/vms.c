@@ -1,0 +1,222 @@
+/*  berth vms, berth vm show, berth task, berth usage: reading what the platform runs, what
+    it is doing and what it cost. */
+#include "cli.h"
+
+#define T(obj, key) cli_text(json_object_get((obj), (key)), (char[256]){ 0 }, 256)
+#define PAGE_LIMIT  100
+#define PAGES_MAX   100000 /* a gateway that never ends a listing must not hang us */
+
+static void s_vm_table(json_t *vms)
+{
+    cli_table_t *table =
+        cli_table_new(8, "NAME", "STATE", "POWER", "HOST", "TEMPLATE", "OWNER", "EXPIRES", "ID");
+    size_t i;
+    json_t *vm;
+    json_array_foreach(vms, i, vm)
+        cli_table_add(table, T(vm, "name"), T(vm, "state"), T(vm, "power_state"), T(vm, "host"),
+                      T(vm, "template"), T(vm, "owner"),
+                      T(json_object_get(vm, "lease"), "expires_at"), T(vm, "id"));
+    cli_table_print(table, stdout);
+    cli_table_destroy(&table);
+}
+
+int cli_vms(cli_t *cli, int argc, char **argv)
+{
+    cli_opt_t opts[] = { { "limit", 1, NULL, 0 }, { "marker", 1, NULL, 0 }, { NULL } };
+    const char *pos[1];
+    int64_t limit = PAGE_LIMIT;
+    if (cli_parse(argc, argv, opts, pos, 0, 0) != 0 ||
+        (opts[0].set && util_parse_int(opts[0].value, 1, 100000, &limit) != 0)) {
+        fprintf(stderr, "usage: berth vms [--limit N] [--marker ID]\n");
+        return 2;
+    }
+    char path[1200], marker[512];
+    /* One page when asked for one (--limit/--marker); otherwise every page, following
+       next_marker until the gateway says there is nothing after. */
+    if (opts[0].set || opts[1].set) {
+        if (opts[1].set && cli_escape(opts[1].value, marker, sizeof marker) != 0) {
+            fprintf(stderr, "berth vms: marker too long\n");
+            return 2;
+        }
+        snprintf(path, sizeof path, "/v1/vms?limit=%lld%s%s", (long long)limit,
+                 opts[1].set ? "&marker=" : "", opts[1].set ? marker : "");
+        json_t *body = NULL;
+        if (cli_http(cli, "GET", path, NULL, &body) != 0)
+            return 1;
+        if (cli->json)
+            cli_print_json(body);
+        else {
+            s_vm_table(json_object_get(body, "vms"));
+            const char *next = json_string_value(json_object_get(body, "next_marker"));
+            if (next)
+                printf("more: berth vms --limit %lld --marker %s\n", (long long)limit, next);
+        }
+        json_decref(body);
+        return 0;
+    }
+    json_t *all = json_array();
+    char last[512] = "";
+    int rc = 0;
+    for (int page = 0; page < PAGES_MAX; page++) {
+        if (last[0]) {
+            cli_escape(last, marker, sizeof marker);
+            snprintf(path, sizeof path, "/v1/vms?limit=%d&marker=%s", PAGE_LIMIT, marker);
+        } else
+            snprintf(path, sizeof path, "/v1/vms?limit=%d", PAGE_LIMIT);
+        json_t *body = NULL;
+        if (cli_http(cli, "GET", path, NULL, &body) != 0) {
+            rc = 1;
+            break;
+        }
+        json_array_extend(all, json_object_get(body, "vms"));
+        const char *next = json_string_value(json_object_get(body, "next_marker"));
+        int more = next && *next && !streq(next, last) && strlen(next) < sizeof last;
+        if (more)
+            util_strlcpy(last, next, sizeof last);
+        json_decref(body);
+        if (!more)
+            break;
+    }
+    if (rc == 0) {
+        if (cli->json) {
+            json_t *doc = json_pack("{s:O, s:n}", "vms", all, "next_marker");
+            cli_print_json(doc);
+            json_decref(doc);
+        } else
+            s_vm_table(all);
+    }
+    json_decref(all);
+    return rc;
+}
+
+int cli_vm(cli_t *cli, int argc, char **argv)
+{
+    const char *pos[2];
+    if (cli_parse(argc, argv, NULL, pos, 2, 2) != 0 || !streq(pos[0], "show")) {
+        fprintf(stderr, "usage: berth vm show ID\n");
+        return 2;
+    }
+    char id[512], path[600];
+    if (cli_escape(pos[1], id, sizeof id) != 0) {
+        fprintf(stderr, "berth vm: id too long\n");
+        return 2;
+    }
+    snprintf(path, sizeof path, "/v1/vms/%s", id);
+    json_t *body = NULL;
+    if (cli_http(cli, "GET", path, NULL, &body) != 0)
+        return 1;
+    if (cli->json)
+        cli_print_json(body);
+    else {
+        static const char *const first[] = { "id",   "name",     "state", "power_state",
+                                             "host", "template", "owner", "lease.expires_at",
+                                             "task", "fault",    NULL };
+        cli_print_object(json_object_get(body, "vm"), first);
+    }
+    json_decref(body);
+    return 0;
+}
+
+int cli_task(cli_t *cli, int argc, char **argv)
+{
+    const char *pos[1];
+    if (cli_parse(argc, argv, NULL, pos, 1, 1) != 0) {
+        fprintf(stderr, "usage: berth task ID\n");
+        return 2;
+    }
+    char id[512], path[600];
+    if (cli_escape(pos[0], id, sizeof id) != 0) {
+        fprintf(stderr, "berth task: id too long\n");
+        return 2;
+    }
+    snprintf(path, sizeof path, "/v1/tasks/%s", id);
+    json_t *body = NULL;
+    if (cli_http(cli, "GET", path, NULL, &body) != 0)
+        return 1;
+    if (cli->json)
+        cli_print_json(body);
+    else {
+        json_t *task = json_deep_copy(json_object_get(body, "task"));
+        json_t *steps = json_incref(json_object_get(task, "steps"));
+        json_object_del(task, "steps");
+        static const char *const first[] = { "id",      "kind",   "state", "stage",
+                                             "percent", "target", "fault", NULL };
+        cli_print_object(task, first);
+        if (json_array_size(steps) > 0) {
+            printf("\n");
+            cli_table_t *table = cli_table_new(5, "STEP", "STATE", "STARTED", "FINISHED", "RESULT");
+            size_t i;
+            json_t *s;
+            json_array_foreach(steps, i, s)
+                cli_table_add(table, T(s, "name"), T(s, "state"), T(s, "started_at"),
+                              T(s, "finished_at"), T(s, "result"));
+            cli_table_print(table, stdout);
+            cli_table_destroy(&table);
+        }
+        json_decref(steps);
+        json_decref(task);
+    }
+    json_decref(body);
+    return 0;
+}
+
+int cli_usage(cli_t *cli, int argc, char **argv)
+{
+    cli_opt_t opts[] = {
+        { "from", 1, NULL, 0 }, { "to", 1, NULL, 0 }, { "owner", 1, NULL, 0 }, { NULL }
+    };
+    const char *pos[1];
+    if (cli_parse(argc, argv, opts, pos, 0, 0) != 0) {
+        fprintf(stderr, "usage: berth usage [--from TIME] [--to TIME] [--owner USER]\n"
+                        "  TIME: 2024-05-01T12:00:00Z, 2024-05-01, unix seconds, now, -30m, "
+                        "-2h, -7d\n");
+        return 2;
+    }
+    char path[1024] = "/v1/usage";
+    const char *names[] = { "from", "to", "owner" };
+    for (int i = 0; i < 3; i++) {
+        if (!opts[i].set)
+            continue;
+        char value[128], escaped[400];
+        if ((i < 2 ? cli_time(opts[i].value, value, sizeof value)
+                   : util_strlcpy(value, opts[i].value, sizeof value)) != 0 ||
+            cli_escape(value, escaped, sizeof escaped) != 0) {
+            fprintf(stderr, "berth usage: --%s %s is not a time I understand\n", names[i],
+                    opts[i].value);
+            return 2;
+        }
+        size_t len = strlen(path);
+        snprintf(path + len, sizeof path - len, "%c%s=%s", strchr(path, '?') ? '&' : '?', names[i],
+                 escaped);
+    }
+    json_t *body = NULL;
+    if (cli_http(cli, "GET", path, NULL, &body) != 0)
+        return 1;
+    if (cli->json)
+        cli_print_json(body);
+    else {
+        printf("usage from %s to %s\n\n", T(body, "from"), T(body, "to"));
+        cli_table_t *table = cli_table_new(8, "VM", "OWNER", "TEMPLATE", "HOST", "HOURS",
+                                           "VCPU_HOURS", "RAM_GB_HOURS", "DISK_GB_HOURS");
+        double total[4] = { 0 };
+        const char *keys[4] = { "active_hours", "vcpu_hours", "ram_gb_hours", "disk_gb_hours" };
+        size_t i;
+        json_t *u;
+        json_array_foreach(json_object_get(body, "usage"), i, u)
+        {
+            for (int k = 0; k < 4; k++)
+                total[k] += json_number_value(json_object_get(u, keys[k]));
+            cli_table_add(table, T(u, "vm"), T(u, "owner"), T(u, "template"), T(u, "host"),
+                          T(u, "active_hours"), T(u, "vcpu_hours"), T(u, "ram_gb_hours"),
+                          T(u, "disk_gb_hours"));
+        }
+        char sums[4][64];
+        for (int k = 0; k < 4; k++)
+            snprintf(sums[k], sizeof sums[k], "%.3f", total[k]);
+        cli_table_add(table, "TOTAL", "", "", "", sums[0], sums[1], sums[2], sums[3]);
+        cli_table_print(table, stdout);
+        cli_table_destroy(&table);
+    }
+    json_decref(body);
+    return 0;
+}

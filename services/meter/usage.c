@@ -1,0 +1,728 @@
+/*  usage: metering from the event log. Every meter instance is a consumer of one group on
+    berth:events; what it reads it applies to the VM's usage hash and acknowledges in the same
+    Lua script, so an entry is either applied and acked or neither.
+
+    Why a per-VM event list rather than a "last applied id" watermark: with several meter
+    instances (or one that died holding entries) the events of one VM can be applied out of
+    order. If instance A read a VM's ACTIVE and died, instance B may apply the later DISPOSING
+    first and only then reclaim ACTIVE from A's pending list. A watermark would drop that
+    ACTIVE as "old" and lose the VM's hours. So the hash keeps the VM's lifecycle events
+    sorted by stream id, an event already in the list is ignored (redelivery, restart), a
+    late one is inserted in its place, and the intervals are derived again from the list:
+    the result depends only on which events exist, never on the order they were applied in.
+    The list is bounded: past max_events_per_vm the older half is folded into closed
+    intervals ("base") and events older than the fold are then taken as applied.
+
+    Intervals: ACTIVE opens one at the event's at_ms (unless one is open); any other state
+    closes the open one. An interval never starts before the previous one ended and never
+    ends before it started, so skewed clocks between writers cannot make time count twice
+    or negatively. */
+#include "usage.h"
+#include "log.h"
+#include "util.h"
+
+#include <assert.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define ID_MAX       64  /* a stream id: "<ms>-<seq>" */
+#define VM_ID_MAX    128 /* longest VM id accepted from an event */
+#define FIELD_MAX    256 /* longest owner / template / host accepted from an event */
+#define REPORT_CHUNK 100 /* usage hashes read per report script call */
+
+struct _usage_t {
+    store_t *store; /* borrowed */
+    char *group;
+    char *consumer;
+    usage_limits_t limits;
+    int ready;                 /* the group is known to exist */
+    int own_done;              /* our own pending list has been worked through */
+    char own_cursor[ID_MAX];   /* where the pass over our own pending list resumes */
+    char claim_cursor[ID_MAX]; /* where XAUTOCLAIM resumes its scan of the pending list */
+    uint64_t handled;
+    uint64_t refused;
+};
+
+/* Apply one vm.state event to its VM's usage hash and XACK it, atomically.
+   KEYS: usage hash, event stream, index zset.
+   ARGV: group, id, vm, state, at_ms, owner, template, host, vcpus, ram_mb, disk_gb,
+         max_events. Empty metadata means "not in the event". Returns 1 applied, 0 seen. */
+static store_script_t s_apply = {
+    .source = "local key, stream, index = KEYS[1], KEYS[2], KEYS[3]\n"
+              "local group, id, vm, state = ARGV[1], ARGV[2], ARGV[3], ARGV[4]\n"
+              "local at, max_events = tonumber(ARGV[5]), tonumber(ARGV[12])\n"
+              "local function sid(s)\n"
+              "  local a, b = string.match(s, '^(%d+)-(%d+)$')\n"
+              "  return tonumber(a), tonumber(b)\n"
+              "end\n"
+              "local function less(a, b)\n"
+              "  local am, as = sid(a)\n"
+              "  local bm, bs = sid(b)\n"
+              "  return am < bm or (am == bm and as < bs)\n"
+              "end\n"
+              "local h = redis.call('HMGET', key, 'events', 'last_event', 'base', 'base_open',\n"
+              "                     'base_until')\n"
+              "if h[5] and not less(h[5], id) then\n"
+              "  redis.call('XACK', stream, group, id)\n"
+              "  return 0\n"
+              "end\n"
+              "local events = h[1] and cjson.decode(h[1]) or {}\n"
+              "local last = h[2]\n"
+              "local pos = #events + 1\n"
+              "if last and not less(last, id) then\n"
+              "  for i = 1, #events do\n"
+              "    if events[i][1] == id then\n"
+              "      redis.call('XACK', stream, group, id)\n"
+              "      return 0\n"
+              "    end\n"
+              "    if less(id, events[i][1]) then pos = i break end\n"
+              "  end\n"
+              "end\n"
+              "table.insert(events, pos, {id, state == 'ACTIVE' and 1 or 0, at})\n"
+              "local newest = pos == #events\n"
+              "local base = h[3] and cjson.decode(h[3]) or {}\n"
+              "local base_open = tonumber(h[4] or '')\n"
+              "local function derive(list, open, prev, out)\n"
+              "  for _, e in ipairs(list) do\n"
+              "    if e[2] == 1 then\n"
+              "      if not open then open = math.max(e[3], prev) end\n"
+              "    elseif open then\n"
+              "      local stop = math.max(e[3], open)\n"
+              "      out[#out + 1] = {open, stop}\n"
+              "      prev, open = stop, nil\n"
+              "    end\n"
+              "  end\n"
+              "  return open, prev\n"
+              "end\n"
+              "local function prev_end(list)\n"
+              "  if #list > 0 then return list[#list][2] end\n"
+              "  return 0\n"
+              "end\n"
+              "local function encode(list, quote_first)\n"
+              "  local parts = {}\n"
+              "  for i, v in ipairs(list) do\n"
+              "    if quote_first then\n"
+              "      parts[i] = string.format('[\"%s\",%d,%d]', v[1], v[2], v[3])\n"
+              "    else\n"
+              "      parts[i] = string.format('[%d,%d]', v[1], v[2])\n"
+              "    end\n"
+              "  end\n"
+              "  return '[' .. table.concat(parts, ',') .. ']'\n"
+              "end\n"
+              "local set = {}\n"
+              "if #events > max_events then\n"
+              "  local cut = #events - math.floor(max_events / 2)\n"
+              "  local head, rest = {}, {}\n"
+              "  for i, e in ipairs(events) do\n"
+              "    if i <= cut then head[#head + 1] = e else rest[#rest + 1] = e end\n"
+              "  end\n"
+              "  base_open = derive(head, base_open, prev_end(base), base)\n"
+              "  events = rest\n"
+              "  set[#set + 1] = 'base'; set[#set + 1] = encode(base, false)\n"
+              "  set[#set + 1] = 'base_open'\n"
+              "  set[#set + 1] = base_open and string.format('%d', base_open) or ''\n"
+              "  set[#set + 1] = 'base_until'; set[#set + 1] = head[#head][1]\n"
+              "end\n"
+              "local intervals = {}\n"
+              "for i, v in ipairs(base) do intervals[i] = v end\n"
+              "local open = derive(events, base_open, prev_end(base), intervals)\n"
+              "if open then intervals[#intervals + 1] = {open, 0} end\n"
+              "set[#set + 1] = 'vm'; set[#set + 1] = vm\n"
+              "set[#set + 1] = 'events'; set[#set + 1] = encode(events, true)\n"
+              "set[#set + 1] = 'intervals'; set[#set + 1] = encode(intervals, false)\n"
+              "if newest then set[#set + 1] = 'last_event'; set[#set + 1] = id end\n"
+              "local meta = {'owner', 'template', 'host', 'vcpus', 'ram_mb', 'disk_gb'}\n"
+              "for i, field in ipairs(meta) do\n"
+              "  local value = ARGV[5 + i]\n"
+              "  if value ~= '' then\n"
+              "    if newest then\n"
+              "      set[#set + 1] = field; set[#set + 1] = value\n"
+              "    else\n"
+              "      redis.call('HSETNX', key, field, value)\n"
+              "    end\n"
+              "  end\n"
+              "end\n"
+              "if #intervals > 0 then\n"
+              "  set[#set + 1] = 'first_ms'\n"
+              "  set[#set + 1] = string.format('%d', intervals[1][1])\n"
+              "  local score = '+inf'\n"
+              "  if not open then score = string.format('%d', intervals[#intervals][2]) end\n"
+              "  redis.call('ZADD', index, score, vm)\n"
+              "end\n"
+              "redis.call('HSET', key, unpack(set))\n"
+              "redis.call('XACK', stream, group, id)\n"
+              "return 1\n",
+};
+
+/* The usage rows of a chunk of VMs that belong to owner (ARGV[1], "" = anyone) and were
+   ACTIVE before ARGV[2]. KEYS: usage hashes. Each row: vm owner template host vcpus ram_mb
+   disk_gb intervals. */
+static store_script_t s_rows = {
+    .source = "local out = {}\n"
+              "local to = tonumber(ARGV[2])\n"
+              "for _, key in ipairs(KEYS) do\n"
+              "  local h = redis.call('HMGET', key, 'vm', 'owner', 'template', 'host', 'vcpus',\n"
+              "                       'ram_mb', 'disk_gb', 'intervals', 'first_ms')\n"
+              "  if h[1] and h[8] and (ARGV[1] == '' or h[2] == ARGV[1])\n"
+              "     and tonumber(h[9] or '0') < to then\n"
+              "    for i = 1, 8 do h[i] = h[i] or '' end\n"
+              "    h[9] = nil\n"
+              "    out[#out + 1] = h\n"
+              "  end\n"
+              "end\n"
+              "return out\n",
+};
+
+usage_t *usage_new(store_t *store, const char *group, const char *consumer,
+                   const usage_limits_t *limits)
+{
+    assert(store && group && consumer && limits);
+    assert(limits->batch > 0 && limits->batches_per_poll > 0 && limits->max_events_per_vm >= 4);
+    usage_t *self = calloc(1, sizeof *self);
+    if (!self)
+        return NULL;
+    self->store = store;
+    self->group = strdup(group);
+    self->consumer = strdup(consumer);
+    self->limits = *limits;
+    strcpy(self->own_cursor, "0");
+    strcpy(self->claim_cursor, "0-0");
+    if (!self->group || !self->consumer) {
+        usage_destroy(&self);
+        return NULL;
+    }
+    return self;
+}
+
+void usage_destroy(usage_t **self_p)
+{
+    if (self_p && *self_p) {
+        usage_t *self = *self_p;
+        free(self->group);
+        free(self->consumer);
+        free(self);
+        *self_p = NULL;
+    }
+}
+
+uint64_t usage_handled(usage_t *self)
+{
+    return self->handled;
+}
+
+uint64_t usage_refused(usage_t *self)
+{
+    return self->refused;
+}
+
+int usage_setup(usage_t *self)
+{
+    redisReply *r =
+        store_command(self->store, "XGROUP CREATE %s %s 0 MKSTREAM", STORE_EVENTS, self->group);
+    if (!r)
+        return -1;
+    int ok = r->type != REDIS_REPLY_ERROR || strncmp(r->str, "BUSYGROUP", 9) == 0;
+    if (!ok)
+        log_debug(NULL, "cannot create consumer group", "{s:s, s:s}", "group", self->group, "error",
+                  r->str);
+    freeReplyObject(r);
+    if (!ok)
+        return -1;
+    /* A new or re-created group: start over on our own pending list. */
+    self->ready = 1;
+    self->own_done = 0;
+    strcpy(self->own_cursor, "0");
+    strcpy(self->claim_cursor, "0-0");
+    return 0;
+}
+
+/* The value of field name in an entry's field/value array, or NULL. */
+static const char *s_field(const redisReply *fields, const char *name)
+{
+    for (size_t i = 0; i + 1 < fields->elements; i += 2) {
+        const redisReply *k = fields->element[i], *v = fields->element[i + 1];
+        if (k->type == REDIS_REPLY_STRING && v->type == REDIS_REPLY_STRING &&
+            strcmp(k->str, name) == 0)
+            return v->str;
+    }
+    return NULL;
+}
+
+/* A VM id or state from an event: non-empty, bounded, and free of characters that would
+   change the key it lands in (braces end the hash tag). */
+static int s_valid_token(const char *text, size_t max)
+{
+    if (!text || !*text || strlen(text) > max)
+        return 0;
+    for (const char *p = text; *p; p++)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+              *p == '-' || *p == '_' || *p == '.'))
+            return 0;
+    return 1;
+}
+
+/* A numeric metadata field as text, or "" when absent, 0 or not a number in [0, max]. Zero
+   counts as absent: a writer that did not have the flavor at hand must not wipe the one an
+   earlier event recorded, since every interval is priced at the VM's recorded flavor. */
+static const char *s_number(const char *text, int64_t max, const char *id, const char *name)
+{
+    int64_t value;
+    if (!text || strcmp(text, "0") == 0)
+        return "";
+    if (util_parse_int(text, 0, max, &value) != 0) {
+        log_warn(NULL, "ignoring a bad number in an event", "{s:s, s:s, s:s}", "id", id, "field",
+                 name, "value", text);
+        return "";
+    }
+    return text;
+}
+
+/* Apply one vm.state entry. 1 when it is done with (applied, seen before, or refused and to
+   be acked by the caller: *ack set), -1 when Redis failed. */
+static int s_apply_vm(usage_t *self, const char *id, const redisReply *fields, int *ack)
+{
+    const char *vm = s_field(fields, "vm");
+    const char *state = s_field(fields, "state");
+    if (!s_valid_token(vm, VM_ID_MAX) || !s_valid_token(state, 32)) {
+        log_warn(NULL, "refusing a vm.state event without a valid vm and state",
+                 "{s:s, s:s?, s:s?}", "id", id, "vm", vm, "state", state);
+        self->refused++;
+        *ack = 1;
+        return 1;
+    }
+    /* When it happened: at_ms, or else when Redis appended it (the id's time part). */
+    int64_t at = 0;
+    const char *at_text = s_field(fields, "at_ms");
+    if (!at_text || util_parse_int(at_text, 1, INT64_C(1) << 52, &at) != 0) {
+        char ms[ID_MAX];
+        util_strlcpy(ms, id, sizeof ms);
+        char *dash = strchr(ms, '-');
+        if (dash)
+            *dash = '\0';
+        if (util_parse_int(ms, 1, INT64_C(1) << 52, &at) != 0)
+            at = util_now_ms();
+        if (at_text)
+            log_warn(NULL, "bad at_ms in an event, using the entry's time", "{s:s, s:s}", "id", id,
+                     "at_ms", at_text);
+    }
+    const char *meta[3] = { s_field(fields, "owner"), s_field(fields, "template"),
+                            s_field(fields, "host") };
+    for (int i = 0; i < 3; i++)
+        if (!meta[i] || strlen(meta[i]) > FIELD_MAX)
+            meta[i] = "";
+    char key[VM_ID_MAX + 32], at_buf[32], max_events[16];
+    snprintf(key, sizeof key, "berth:usage:{%s}", vm);
+    snprintf(at_buf, sizeof at_buf, "%" PRId64, at);
+    snprintf(max_events, sizeof max_events, "%d", self->limits.max_events_per_vm);
+    const char *argv[] = {
+        key,
+        STORE_EVENTS,
+        USAGE_INDEX,
+        self->group,
+        id,
+        vm,
+        state,
+        at_buf,
+        meta[0],
+        meta[1],
+        meta[2],
+        s_number(s_field(fields, "vcpus"), 1000000, id, "vcpus"),
+        s_number(s_field(fields, "ram_mb"), INT64_C(1) << 40, id, "ram_mb"),
+        s_number(s_field(fields, "disk_gb"), INT64_C(1) << 30, id, "disk_gb"),
+        max_events,
+    };
+    redisReply *r = store_eval(self->store, &s_apply, 3, (int)(sizeof argv / sizeof *argv), argv);
+    if (!r)
+        return -1;
+    int rc = 1;
+    if (r->type == REDIS_REPLY_ERROR) {
+        log_error(NULL, "cannot apply an event to its usage", "{s:s, s:s, s:s}", "id", id, "vm", vm,
+                  "error", r->str);
+        rc = -1;
+    } else if (r->type == REDIS_REPLY_INTEGER && r->integer == 1)
+        log_debug(NULL, "usage applied", "{s:s, s:s, s:s, s:I}", "id", id, "vm", vm, "state", state,
+                  "at_ms", (json_int_t)at);
+    freeReplyObject(r);
+    return rc;
+}
+
+/* Acknowledge entries that need no work (other event types, refused or deleted ones). */
+static int s_ack(usage_t *self, const char **ids, int count)
+{
+    if (count == 0)
+        return 0;
+    const char **argv = malloc(sizeof *argv * (size_t)(count + 3));
+    if (!argv)
+        return -1;
+    argv[0] = "XACK";
+    argv[1] = STORE_EVENTS;
+    argv[2] = self->group;
+    for (int i = 0; i < count; i++)
+        argv[3 + i] = ids[i];
+    redisReply *r = store_commandv(self->store, count + 3, argv, NULL);
+    free(argv);
+    int rc = r && r->type == REDIS_REPLY_INTEGER ? 0 : -1;
+    if (r)
+        freeReplyObject(r);
+    return rc;
+}
+
+/* Handle an array of [id, fields] entries; fields NIL means the entry was trimmed from the
+   stream. Returns how many were handled, or -1 when Redis failed (the rest stays pending
+   in our list and is picked up by the next pass over it). */
+static int s_entries(usage_t *self, const redisReply *entries, char *last_id, size_t last_size)
+{
+    if (!entries || entries->type != REDIS_REPLY_ARRAY)
+        return 0;
+    const char **acks = malloc(sizeof *acks * (entries->elements + 1));
+    if (!acks)
+        return -1;
+    int nacks = 0, handled = 0, rc = 0;
+    for (size_t i = 0; i < entries->elements && rc == 0; i++) {
+        const redisReply *entry = entries->element[i];
+        if (entry->type != REDIS_REPLY_ARRAY || entry->elements < 2 ||
+            entry->element[0]->type != REDIS_REPLY_STRING)
+            continue;
+        const char *id = entry->element[0]->str;
+        const redisReply *fields = entry->element[1];
+        if (last_id)
+            util_strlcpy(last_id, id, last_size);
+        int ack = 0;
+        if (fields->type != REDIS_REPLY_ARRAY)
+            ack = 1;
+        else {
+            const char *type = s_field(fields, "type");
+            if (type && strcmp(type, "vm.state") == 0) {
+                if (s_apply_vm(self, id, fields, &ack) < 0)
+                    rc = -1;
+            } else
+                ack = 1;
+        }
+        if (ack)
+            acks[nacks++] = id;
+        if (rc == 0)
+            handled++;
+    }
+    if (s_ack(self, acks, nacks) != 0)
+        rc = -1;
+    free(acks);
+    self->handled += (uint64_t)handled;
+    return rc == 0 ? handled : -1;
+}
+
+/* A reply that says the group or the stream is gone (FLUSHALL, a deleted key): create it
+   again on the next poll. */
+static int s_lost_group(usage_t *self, const redisReply *r)
+{
+    if (r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOGROUP", 7) == 0) {
+        self->ready = 0;
+        return 1;
+    }
+    return 0;
+}
+
+/* The entries of the one stream in an XREADGROUP reply (NIL = nothing to read). */
+static const redisReply *s_stream_entries(const redisReply *r)
+{
+    if (r->type != REDIS_REPLY_ARRAY || r->elements < 1)
+        return NULL;
+    const redisReply *stream = r->element[0];
+    if (stream->type != REDIS_REPLY_ARRAY || stream->elements < 2)
+        return NULL;
+    return stream->element[1];
+}
+
+/* One XREADGROUP from `start` (">" = new entries, an id = our own pending list after it).
+   Entries read, or -1. */
+static int s_read(usage_t *self, const char *start, int *read_p)
+{
+    char count[16];
+    snprintf(count, sizeof count, "%d", self->limits.batch);
+    const char *argv[] = { "XREADGROUP", "GROUP",   self->group,  self->consumer, "COUNT",
+                           count,        "STREAMS", STORE_EVENTS, start };
+    redisReply *r = store_commandv(self->store, (int)(sizeof argv / sizeof *argv), argv, NULL);
+    if (!r)
+        return -1;
+    if (r->type == REDIS_REPLY_ERROR) {
+        if (!s_lost_group(self, r))
+            log_debug(NULL, "XREADGROUP failed", "{s:s}", "error", r->str);
+        freeReplyObject(r);
+        return -1;
+    }
+    const redisReply *entries = s_stream_entries(r);
+    int own = strcmp(start, ">") != 0;
+    *read_p = entries ? (int)entries->elements : 0;
+    int rc = s_entries(self, entries, own ? self->own_cursor : NULL, sizeof self->own_cursor);
+    freeReplyObject(r);
+    return rc;
+}
+
+/* Take over entries that other (dead) consumers read but did not acknowledge within
+   claim_idle_ms, one batch per poll, resuming where the last scan stopped. */
+static int s_claim(usage_t *self)
+{
+    char idle[32], count[16];
+    snprintf(idle, sizeof idle, "%" PRId64, self->limits.claim_idle_ms);
+    snprintf(count, sizeof count, "%d", self->limits.batch);
+    const char *argv[] = { "XAUTOCLAIM", STORE_EVENTS,       self->group, self->consumer,
+                           idle,         self->claim_cursor, "COUNT",     count };
+    redisReply *r = store_commandv(self->store, (int)(sizeof argv / sizeof *argv), argv, NULL);
+    if (!r)
+        return -1;
+    int rc = -1;
+    if (r->type == REDIS_REPLY_ARRAY && r->elements >= 2 &&
+        r->element[0]->type == REDIS_REPLY_STRING) {
+        util_strlcpy(self->claim_cursor, r->element[0]->str, sizeof self->claim_cursor);
+        rc = s_entries(self, r->element[1], NULL, 0);
+        if (rc > 0)
+            log_info(NULL, "took over events of a dead meter", "{s:i}", "entries", rc);
+    } else if (r->type == REDIS_REPLY_ERROR && !s_lost_group(self, r))
+        log_debug(NULL, "XAUTOCLAIM failed", "{s:s}", "error", r->str);
+    freeReplyObject(r);
+    return rc;
+}
+
+int usage_poll(usage_t *self)
+{
+    if (!self->ready && usage_setup(self) != 0)
+        return -1;
+    int total = 0, read = 0;
+    /* 1. What we read before a restart under the same name, or before a Redis failure. */
+    for (int b = 0; !self->own_done && b < self->limits.batches_per_poll; b++) {
+        int n = s_read(self, self->own_cursor, &read);
+        if (n < 0)
+            goto failed;
+        total += n;
+        if (read == 0)
+            self->own_done = 1;
+    }
+    if (!self->own_done)
+        return total;
+    /* 2. What dead consumers left behind. */
+    int n = s_claim(self);
+    if (n < 0)
+        goto failed;
+    total += n;
+    /* 3. New events, while full batches keep coming. */
+    for (int b = 0; b < self->limits.batches_per_poll; b++) {
+        n = s_read(self, ">", &read);
+        if (n < 0)
+            goto failed;
+        total += n;
+        if (read < self->limits.batch)
+            break;
+    }
+    return total;
+failed:
+    /* Anything read but not applied is in our pending list: go over it again. */
+    self->own_done = 0;
+    strcpy(self->own_cursor, "0");
+    return -1;
+}
+
+/* ---- reports --------------------------------------------------------------------------- */
+
+static void s_record_free(Berth__UsageRecord *rec)
+{
+    if (rec) {
+        free(rec->vm);
+        free(rec->owner);
+        free(rec->template_);
+        free(rec->host);
+        free(rec);
+    }
+}
+
+void usage_report_free(Berth__UsageReport **report_p)
+{
+    if (report_p && *report_p) {
+        Berth__UsageReport *report = *report_p;
+        for (size_t i = 0; i < report->n_usage; i++)
+            s_record_free(report->usage[i]);
+        free(report->usage);
+        free(report);
+        *report_p = NULL;
+    }
+}
+
+/* Milliseconds of the intervals (JSON [[start, end_or_0], ...]) inside [from, to); an open
+   interval runs until `to`, which the caller has already capped at now. */
+static int64_t s_active_ms(const char *intervals, int64_t from, int64_t to)
+{
+    json_t *list = json_loads(intervals, 0, NULL);
+    int64_t total = 0;
+    size_t i;
+    json_t *iv;
+    json_array_foreach(list, i, iv)
+    {
+        int64_t start = json_integer_value(json_array_get(iv, 0));
+        int64_t end = json_integer_value(json_array_get(iv, 1));
+        if (end == 0 || end > to)
+            end = to;
+        if (start < from)
+            start = from;
+        if (end > start)
+            total += end - start;
+    }
+    json_decref(list);
+    return total;
+}
+
+static int s_int(const char *text, int64_t *out)
+{
+    *out = 0;
+    return text && *text ? util_parse_int(text, 0, INT64_MAX, out) : 0;
+}
+
+/* One record from a row of s_rows, or NULL (no time inside the window, or out of memory). */
+static Berth__UsageRecord *s_record(const redisReply *row, int64_t from, int64_t to)
+{
+    const char *f[8];
+    for (int i = 0; i < 8; i++)
+        f[i] = row->element[i]->type == REDIS_REPLY_STRING ? row->element[i]->str : "";
+    int64_t active = s_active_ms(f[7], from, to);
+    if (active <= 0)
+        return NULL;
+    int64_t vcpus, ram_mb, disk_gb;
+    s_int(f[4], &vcpus);
+    s_int(f[5], &ram_mb);
+    s_int(f[6], &disk_gb);
+    Berth__UsageRecord *rec = malloc(sizeof *rec);
+    if (!rec)
+        return NULL;
+    berth__usage_record__init(rec);
+    rec->vm = strdup(f[0]);
+    rec->owner = strdup(f[1]);
+    rec->template_ = strdup(f[2]);
+    rec->host = strdup(f[3]);
+    if (!rec->vm || !rec->owner || !rec->template_ || !rec->host) {
+        s_record_free(rec);
+        return NULL;
+    }
+    double hours = (double)active / 3600000.0;
+    rec->active_ms = active;
+    rec->vcpu_hours = (double)vcpus * hours;
+    rec->ram_gb_hours = (double)ram_mb / 1024.0 * hours;
+    rec->disk_gb_hours = (double)disk_gb * hours;
+    return rec;
+}
+
+static int s_by_vm(const void *a, const void *b)
+{
+    const Berth__UsageRecord *x = *(Berth__UsageRecord *const *)a;
+    const Berth__UsageRecord *y = *(Berth__UsageRecord *const *)b;
+    return strcmp(x->vm, y->vm);
+}
+
+/* Add the records of one chunk of VM ids (candidates[first, first + count)) to report.
+   0, USAGE_TOO_MANY, or -1. */
+static int s_chunk(store_t *store, const redisReply *candidates, size_t first, size_t count,
+                   const char *owner, int64_t from, int64_t to, int max_vms,
+                   Berth__UsageReport *report)
+{
+    char keys[REPORT_CHUNK][VM_ID_MAX + 32];
+    const char *argv[REPORT_CHUNK + 2];
+    int nkeys = 0;
+    for (size_t i = first; i < first + count; i++) {
+        const redisReply *vm = candidates->element[i];
+        if (vm->type != REDIS_REPLY_STRING || vm->len > VM_ID_MAX)
+            continue;
+        snprintf(keys[nkeys], sizeof keys[nkeys], "berth:usage:{%s}", vm->str);
+        argv[nkeys] = keys[nkeys];
+        nkeys++;
+    }
+    char to_text[32];
+    snprintf(to_text, sizeof to_text, "%" PRId64, to);
+    argv[nkeys] = owner;
+    argv[nkeys + 1] = to_text;
+    redisReply *r = store_eval(store, &s_rows, nkeys, nkeys + 2, argv);
+    if (!r)
+        return -1;
+    int rc = 0;
+    if (r->type != REDIS_REPLY_ARRAY) {
+        log_debug(NULL, "usage rows failed", "{s:s}", "error",
+                  r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
+        rc = -1;
+    }
+    for (size_t i = 0; rc == 0 && i < r->elements; i++) {
+        const redisReply *row = r->element[i];
+        if (row->type != REDIS_REPLY_ARRAY || row->elements < 8)
+            continue;
+        Berth__UsageRecord *rec = s_record(row, from, to);
+        if (!rec)
+            continue;
+        if (report->n_usage >= (size_t)max_vms) {
+            s_record_free(rec);
+            rc = USAGE_TOO_MANY;
+            break;
+        }
+        report->usage[report->n_usage++] = rec;
+    }
+    freeReplyObject(r);
+    return rc;
+}
+
+int usage_report(store_t *store, int64_t from_ms, int64_t to_ms, const char *owner, int64_t now_ms,
+                 int max_vms, Berth__UsageReport **report_p, const char **why)
+{
+    assert(store && report_p && max_vms > 0);
+    const char *reason = NULL;
+    if (from_ms < 0 || to_ms < 0)
+        reason = "from_ms and to_ms must not be negative";
+    int64_t to = to_ms ? to_ms : now_ms;
+    if (!reason && from_ms > to)
+        reason = "from_ms must not be after to_ms";
+    if (!reason && owner && strlen(owner) > FIELD_MAX)
+        reason = "owner is too long";
+    if (reason) {
+        if (why)
+            *why = reason;
+        return USAGE_BAD_WINDOW;
+    }
+    /* Open intervals run until now; nothing counts past the end of the window. */
+    int64_t until = to < now_ms ? to : now_ms;
+
+    /* The index holds every VM with usage, scored by the end of its latest interval (+inf
+       while open): VMs that went quiet before the window are never read. */
+    char from_text[32];
+    snprintf(from_text, sizeof from_text, "%" PRId64, from_ms);
+    redisReply *ids = store_command(store, "ZRANGEBYSCORE %s %s +inf", USAGE_INDEX, from_text);
+    if (!ids)
+        return -1;
+    if (ids->type != REDIS_REPLY_ARRAY) {
+        freeReplyObject(ids);
+        return -1;
+    }
+    Berth__UsageReport *report = malloc(sizeof *report);
+    size_t cap = ids->elements < (size_t)max_vms ? ids->elements : (size_t)max_vms;
+    if (report) {
+        berth__usage_report__init(report);
+        report->usage = calloc(cap + 1, sizeof *report->usage);
+    }
+    if (!report || !report->usage) {
+        free(report);
+        freeReplyObject(ids);
+        return -1;
+    }
+    report->from_ms = from_ms;
+    report->to_ms = to;
+    int rc = 0;
+    for (size_t first = 0; first < ids->elements && rc == 0; first += REPORT_CHUNK) {
+        size_t count = ids->elements - first < REPORT_CHUNK ? ids->elements - first : REPORT_CHUNK;
+        rc = s_chunk(store, ids, first, count, owner ? owner : "", from_ms, until, max_vms, report);
+    }
+    freeReplyObject(ids);
+    if (rc != 0) {
+        usage_report_free(&report);
+        if (rc == USAGE_TOO_MANY && why)
+            *why = "more VMs have usage in this window than a report may hold: narrow the "
+                   "window or ask for one owner";
+        return rc;
+    }
+    qsort(report->usage, report->n_usage, sizeof *report->usage, s_by_vm);
+    *report_p = report;
+    return 0;
+}
