@@ -235,11 +235,12 @@ int agents_prepare(store_t *store, const char *host, Berth__AgentCommand *cmd,
     const char *argv[] = { "HSET", key, "id", id, "host", host, "op", cmd->op, "vm", cmd->vm,
                            "state", "PENDING", "created_ms", created, "delivered_ms", "0",
                            "payload", (const char *)payload };
-    size_t lens[19];
-    for (int i = 0; i < 18; i++)
+    enum { ARGC = sizeof argv / sizeof *argv };
+    size_t lens[ARGC];
+    for (int i = 0; i < ARGC - 1; i++)
         lens[i] = strlen(argv[i]);
-    lens[18] = len;
-    redisReply *r = store_commandv(store, 19, argv, lens);
+    lens[ARGC - 1] = len;   /* the payload is binary */
+    redisReply *r = store_commandv(store, ARGC, argv, lens);
     free(payload);
     cmd->id = NULL;
     int ok = r && r->type != REDIS_REPLY_ERROR;
