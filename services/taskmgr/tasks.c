@@ -850,16 +850,14 @@ static void s_on_dispose(bus_request_t *request, void *arg)
         model_tx_zadd(tx, "berth:tasks:due", 0, id);
         rc = model_tx_commit(tx, self->store, NULL);
         model_tx_destroy(&tx);
-        berth__vm__free_unpacked(vm, NULL);
         if (rc == 0) {
             log_info(task.request_id, "disposal queued", "{s:s, s:s}", "vm", req->vm, "task", id);
             bus_reply(request, &task.base);
-            return;
-        }
-        if (rc < 0) {
+        } else if (rc < 0)
             bus_reply_error(request, "UNAVAILABLE", "state store unreachable");
+        berth__vm__free_unpacked(vm, NULL);   /* task borrowed its strings until here */
+        if (rc <= 0)
             return;
-        }
         /* The VM changed between read and write: look again. */
     }
     bus_reply_error(request, "CONFLICT", "the VM keeps changing; try again");

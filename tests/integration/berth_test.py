@@ -94,7 +94,7 @@ class Api:
 
 def host_domains(api, host_id):
     """Domain names the host's agent last reported from its libvirt."""
-    return {d["name"] for d in api.get("/v1/hosts/" + host_id).get("domains", [])}
+    return {d["name"] for d in api.get("/v1/hosts/" + host_id)["host"]["domains"]}
 
 
 def wait_until(predicate, timeout=30.0, what="condition"):
