@@ -103,7 +103,7 @@ int main(int argc, char **argv)
     config_declare(c, "password_min_length", "8", 0);
     config_declare(c, "password_max_length", "1024", 0);
     config_declare(c, "host_down_ms", NULL, 0);
-    config_declare(c, "request_count_max", "100", 0);
+    config_declare(c, "request_count_max", "1000", 0);
     config_declare(c, "list_limit_default", "50", 0);
     config_declare(c, "list_limit_max", "500", 0);
     config_declare(c, "list_scan_max", "10000", 0);
@@ -115,7 +115,8 @@ int main(int argc, char **argv)
     int64_t port, threads, maxconn, perip, timeout, body, redis_port;
     if (service_start(service) != 0)
         goto done;
-    if (config_int(c, "http_port", 0, 65535, &port) || config_int(c, "http_threads", 1, 256, &threads)
+    if (config_int(c, "http_port", 0, 65535, &port)
+        || config_int(c, "http_threads", 1, 256, &threads)
         || config_int(c, "http_max_connections", 1, 100000, &maxconn)
         || config_int(c, "http_per_ip_connections", 1, 100000, &perip)
         || config_int(c, "http_timeout_s", 1, 3600, &timeout)
@@ -154,13 +155,14 @@ int main(int argc, char **argv)
                                .redis_port = (int)redis_port,
                                .sender = sender,
                                .authenticate = auth_authenticate };
+    /* The admin exists before the first request can ask for a token (when Redis is up;
+       otherwise the loop keeps trying). */
+    s_bootstrap_t boot = { .gw = &gw, .user = admin_user, .password = admin_password };
+    s_bootstrap(service, &boot);
     http = http_new(&options, s_routes, &gw);
     if (!http)
         goto done;
     log_info(NULL, "http listening", "{s:s, s:I}", "bind", options.bind, "port", (json_int_t)port);
-
-    s_bootstrap_t boot = { .gw = &gw, .user = admin_user, .password = admin_password };
-    s_bootstrap(service, &boot);
     service_every(service, 2000, s_bootstrap, &boot);
     rc = service_run(service);
 done:

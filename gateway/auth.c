@@ -1,0 +1,357 @@
+/*  auth: users, passwords and bearer tokens.
+
+    Passwords are kept only as Argon2id strings (libsodium crypto_pwhash_str, interactive
+    limits) in berth:user:<name>. A token is 32 random bytes shown to the client once, in
+    base64url; Redis holds only the SHA-256 of it (berth:token:<hex>), with the user, the
+    role and a TTL, so a copy of the database hands out no usable token. A failed login says
+    the same thing, after the same amount of work, whether the user exists or not. */
+#include "gateway.h"
+
+#include <sodium.h>
+
+#define TOKEN_BYTES 32
+#define TOKEN_TEXT_MAX 64          /* base64url of 32 bytes is 43 characters */
+#define LOGIN_FAILED "invalid username or password"
+
+/* Scripts are per thread: store_eval() fills in the SHA on first use, and the HTTP worker
+   threads must not write one shared struct at the same time. */
+
+/* Create a user unless the name is taken: 1 created, 0 taken. */
+static _Thread_local store_script_t s_create_user = {
+    .source = "if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end\n"
+              "redis.call('HSET', KEYS[1], 'name', ARGV[1], 'role', ARGV[2], 'password', ARGV[3],"
+              " 'created_ms', ARGV[4])\n"
+              "return 1\n"
+};
+
+/* Store a token hash and its expiry in one step, so no token can outlive its TTL. */
+static _Thread_local store_script_t s_store_token = {
+    .source = "redis.call('HSET', KEYS[1], 'user', ARGV[1], 'role', ARGV[2],"
+              " 'expires_ms', ARGV[3])\n"
+              "redis.call('PEXPIRE', KEYS[1], ARGV[4])\n"
+              "return 1\n"
+};
+
+int auth_init(gateway_t *gw)
+{
+    if (sodium_init() < 0) {
+        log_error(NULL, "libsodium failed to initialise", NULL);
+        return -1;
+    }
+    /* The hash an unknown user's password is checked against: a login for a name that does
+       not exist costs the same Argon2id work as a wrong password for one that does. */
+    unsigned char random[16];
+    char secret[sizeof random * 2 + 1];
+    randombytes_buf(random, sizeof random);
+    sodium_bin2hex(secret, sizeof secret, random, sizeof random);
+    gw->dummy_hash = malloc(crypto_pwhash_STRBYTES);
+    if (!gw->dummy_hash
+        || crypto_pwhash_str(gw->dummy_hash, secret, strlen(secret),
+                             crypto_pwhash_OPSLIMIT_INTERACTIVE, crypto_pwhash_MEMLIMIT_INTERACTIVE)
+               != 0) {
+        log_error(NULL, "cannot hash a password (out of memory?)", NULL);
+        return -1;
+    }
+    return 0;
+}
+
+void auth_cleanup(gateway_t *gw)
+{
+    free(gw->dummy_hash);
+    gw->dummy_hash = NULL;
+}
+
+int auth_username_ok(const char *name)
+{
+    size_t len = name ? strlen(name) : 0;
+    if (len == 0 || len >= HTTP_USER_MAX)
+        return 0;
+    if (!((name[0] >= 'a' && name[0] <= 'z') || (name[0] >= 'A' && name[0] <= 'Z')
+          || (name[0] >= '0' && name[0] <= '9')))
+        return 0;
+    return strspn(name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+           == len;
+}
+
+/* Argon2id string of password into out (crypto_pwhash_STRBYTES). 0 or -1. */
+static int s_hash(char out[crypto_pwhash_STRBYTES], const char *password)
+{
+    return crypto_pwhash_str(out, password, strlen(password), crypto_pwhash_OPSLIMIT_INTERACTIVE,
+                             crypto_pwhash_MEMLIMIT_INTERACTIVE);
+}
+
+/* Does password match the stored hash? A malformed stored hash never matches. */
+static int s_verify(const char *hash, const char *password)
+{
+    if (!hash || strlen(hash) >= crypto_pwhash_STRBYTES)
+        return 0;
+    return crypto_pwhash_str_verify(hash, password, strlen(password)) == 0;
+}
+
+static void s_user_key(char *buf, size_t size, const char *name)
+{
+    snprintf(buf, size, "berth:user:%s", name);
+}
+
+/* Create user name. 1 created, 0 the name is taken, -1 Redis failed. */
+static int s_create(store_t *store, const char *name, const char *role, const char *hash,
+                    int64_t created_ms)
+{
+    char key[128], created[32];
+    s_user_key(key, sizeof key, name);
+    snprintf(created, sizeof created, "%lld", (long long)created_ms);
+    const char *argv[] = { key, name, role, hash, created };
+    redisReply *r = store_eval(store, &s_create_user, 1, 5, argv);
+    int rc = r && r->type == REDIS_REPLY_INTEGER ? (int)r->integer : -1;
+    if (r && r->type == REDIS_REPLY_ERROR)
+        log_warn(NULL, "user creation failed in Redis", "{s:s, s:s}", "user", name, "reason",
+                 r->str);
+    if (r)
+        freeReplyObject(r);
+    return rc;
+}
+
+/* The stored password hash and role of a user. 1 found, 0 no such user, -1 Redis failed.
+   hash and role are written only when found. */
+static int s_lookup(store_t *store, const char *name, char hash[crypto_pwhash_STRBYTES],
+                    char role[HTTP_ROLE_MAX])
+{
+    char key[128];
+    s_user_key(key, sizeof key, name);
+    redisReply *r = store_command(store, "HMGET %s password role", key);
+    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
+        if (r)
+            freeReplyObject(r);
+        return -1;
+    }
+    int found = r->element[0]->type == REDIS_REPLY_STRING;
+    if (found) {
+        util_strlcpy(hash, r->element[0]->str, crypto_pwhash_STRBYTES);
+        util_strlcpy(role,
+                     r->element[1]->type == REDIS_REPLY_STRING ? r->element[1]->str : "user",
+                     HTTP_ROLE_MAX);
+    }
+    freeReplyObject(r);
+    return found;
+}
+
+int auth_bootstrap(gateway_t *gw, store_t *store, const char *user, const char *password)
+{
+    (void)gw;
+    char hash[crypto_pwhash_STRBYTES], role[HTTP_ROLE_MAX];
+    /* Twice at most: a second gateway may create the admin between our look and our write. */
+    for (int attempt = 0; attempt < 2; attempt++) {
+        int found = s_lookup(store, user, hash, role);
+        if (found < 0) {
+            log_warn(NULL, "cannot bootstrap the admin user yet: state store unreachable",
+                     "{s:s}", "user", user);
+            return -1;
+        }
+        if (found && s_verify(hash, password) && streq(role, "admin")
+            && crypto_pwhash_str_needs_rehash(hash, crypto_pwhash_OPSLIMIT_INTERACTIVE,
+                                              crypto_pwhash_MEMLIMIT_INTERACTIVE)
+                   == 0) {
+            log_info(NULL, "admin user present", "{s:s}", "user", user);
+            return 0;
+        }
+        char fresh[crypto_pwhash_STRBYTES];
+        if (s_hash(fresh, password) != 0) {
+            log_error(NULL, "cannot hash the admin password (out of memory?)", "{s:s}", "user",
+                      user);
+            return -1;
+        }
+        if (found) {
+            /* The configured password no longer verifies (or the role or hash parameters
+               changed): the operator's config is the authority, so it replaces what is
+               stored. */
+            char key[128];
+            s_user_key(key, sizeof key, user);
+            redisReply *r = store_command(store, "HSET %s password %s role admin", key, fresh);
+            int ok = r && r->type == REDIS_REPLY_INTEGER;
+            if (r)
+                freeReplyObject(r);
+            if (!ok) {
+                log_warn(NULL, "cannot reset the admin user's password yet", "{s:s}", "user",
+                         user);
+                return -1;
+            }
+            log_warn(NULL, "admin user's password or role reset from the configuration",
+                     "{s:s}", "user", user);
+            return 0;
+        }
+        int created = s_create(store, user, "admin", fresh, util_now_ms());
+        if (created < 0) {
+            log_warn(NULL, "cannot create the admin user yet", "{s:s}", "user", user);
+            return -1;
+        }
+        if (created) {
+            log_info(NULL, "admin user created", "{s:s}", "user", user);
+            return 0;
+        }
+    }
+    log_warn(NULL, "admin user changed under us while bootstrapping; will retry", "{s:s}", "user",
+             user);
+    return -1;
+}
+
+/* SHA-256 of the token text as lower-case hex: the token's Redis key suffix. */
+static void s_token_key(char *buf, size_t size, const char *token)
+{
+    unsigned char digest[crypto_hash_sha256_BYTES];
+    char hex[crypto_hash_sha256_BYTES * 2 + 1];
+    crypto_hash_sha256(digest, (const unsigned char *)token, strlen(token));
+    sodium_bin2hex(hex, sizeof hex, digest, sizeof digest);
+    snprintf(buf, size, "berth:token:%s", hex);
+}
+
+static int s_unauthorized(http_req_t *req, const char *message, int invalid)
+{
+    req->www_authenticate = invalid ? "Bearer realm=\"berth\", error=\"invalid_token\""
+                                    : "Bearer realm=\"berth\"";
+    http_error(req, 401, "UNAUTHORIZED", message);
+    return -1;
+}
+
+int auth_authenticate(http_req_t *req)
+{
+    const char *header = http_header(req, "Authorization");
+    if (!header)
+        return s_unauthorized(req, "missing Authorization: Bearer token", 0);
+    if (strncasecmp(header, "Bearer ", 7) != 0)
+        return s_unauthorized(req, "Authorization must be a Bearer token", 0);
+    const char *token = header + 7;
+    while (*token == ' ')
+        token++;
+    size_t len = strlen(token);
+    /* Only what we could have issued reaches Redis. */
+    if (len == 0 || len > TOKEN_TEXT_MAX
+        || strspn(token, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_")
+               != len)
+        return s_unauthorized(req, "invalid or expired token", 1);
+    char key[128];
+    s_token_key(key, sizeof key, token);
+    redisReply *r = store_command(req->store, "HMGET %s user role expires_ms", key);
+    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 3) {
+        if (r)
+            freeReplyObject(r);
+        http_error(req, 503, "UNAVAILABLE", "state store unreachable");
+        return -1;
+    }
+    int64_t expires = 0;
+    int ok = r->element[0]->type == REDIS_REPLY_STRING && r->element[1]->type == REDIS_REPLY_STRING
+             && r->element[2]->type == REDIS_REPLY_STRING
+             && util_parse_int(r->element[2]->str, 0, INT64_MAX, &expires) == 0
+             && expires > util_now_ms() && auth_username_ok(r->element[0]->str)
+             && strlen(r->element[1]->str) < HTTP_ROLE_MAX;
+    if (ok) {
+        util_strlcpy(req->user, r->element[0]->str, sizeof req->user);
+        util_strlcpy(req->role, r->element[1]->str, sizeof req->role);
+    }
+    freeReplyObject(r);
+    if (!ok)
+        return s_unauthorized(req, "invalid or expired token", 1);
+    return 0;
+}
+
+void auth_login(http_req_t *req)
+{
+    gateway_t *gw = req->app;
+    static const char *const allowed[] = { "username", "password", NULL };
+    const char *user, *password;
+    if (rest_body(req, allowed) || rest_str(req, "username", 1, 256, &user)
+        || rest_str(req, "password", 1, (size_t)gw->password_max, &password))
+        return;
+
+    char hash[crypto_pwhash_STRBYTES], role[HTTP_ROLE_MAX];
+    int found = auth_username_ok(user) ? s_lookup(req->store, user, hash, role) : 0;
+    if (found < 0) {
+        http_error(req, 503, "UNAVAILABLE", "state store unreachable");
+        return;
+    }
+    /* Same work either way: an unknown user is checked against the dummy hash. */
+    int verified = s_verify(found ? hash : gw->dummy_hash, password) && found;
+    if (!verified) {
+        log_info(req->request_id, "login failed", "{s:s}", "user",
+                 auth_username_ok(user) ? user : "(malformed)");
+        http_error(req, 401, "UNAUTHORIZED", LOGIN_FAILED);
+        return;
+    }
+
+    unsigned char raw[TOKEN_BYTES];
+    char token[TOKEN_TEXT_MAX + 1];
+    randombytes_buf(raw, sizeof raw);
+    sodium_bin2base64(token, sizeof token, raw, sizeof raw,
+                      sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+    sodium_memzero(raw, sizeof raw);
+    char key[128], expires_text[32], ttl_text[32];
+    s_token_key(key, sizeof key, token);
+    int64_t expires = util_now_ms() + gw->token_ttl_ms;
+    snprintf(expires_text, sizeof expires_text, "%lld", (long long)expires);
+    snprintf(ttl_text, sizeof ttl_text, "%lld", (long long)gw->token_ttl_ms);
+    const char *argv[] = { key, user, role, expires_text, ttl_text };
+    redisReply *r = store_eval(req->store, &s_store_token, 1, 5, argv);
+    int ok = r && r->type == REDIS_REPLY_INTEGER;
+    if (r)
+        freeReplyObject(r);
+    if (!ok) {
+        sodium_memzero(token, sizeof token);
+        http_error(req, 503, "UNAVAILABLE", "state store unreachable");
+        return;
+    }
+    log_info(req->request_id, "token issued", "{s:s, s:s}", "user", user, "role", role);
+    char iso[REST_TIME_MAX];
+    rest_iso(expires, iso);
+    http_json(req, 201, json_pack("{s:s, s:s, s:s, s:s}", "token", token, "expires_at", iso,
+                                  "user", user, "role", role));
+    sodium_memzero(token, sizeof token);
+}
+
+void auth_create_user(http_req_t *req)
+{
+    gateway_t *gw = req->app;
+    static const char *const allowed[] = { "username", "password", "role", NULL };
+    const char *user, *password, *role = "user";
+    if (rest_body(req, allowed) || rest_str(req, "username", 1, HTTP_USER_MAX - 1, &user)
+        || rest_str(req, "password", 1, (size_t)gw->password_max, &password)
+        || rest_str(req, "role", 0, HTTP_ROLE_MAX - 1, &role) < 0)
+        return;
+    if (!auth_username_ok(user)) {
+        http_error_details(req, 400, "BAD_REQUEST",
+                           "username must be 1 to 64 letters, digits, '.', '_' or '-', "
+                           "starting with a letter or digit",
+                           json_pack("{s:s}", "field", "username"));
+        return;
+    }
+    if (!streq(role, "user") && !streq(role, "admin")) {
+        http_error_details(req, 400, "BAD_REQUEST", "role must be \"user\" or \"admin\"",
+                           json_pack("{s:s}", "field", "role"));
+        return;
+    }
+    if (strlen(password) < (size_t)gw->password_min) {
+        char message[128];
+        snprintf(message, sizeof message, "password must be at least %d characters",
+                 gw->password_min);
+        http_error_details(req, 400, "BAD_REQUEST", message,
+                           json_pack("{s:s}", "field", "password"));
+        return;
+    }
+    char hash[crypto_pwhash_STRBYTES];
+    if (s_hash(hash, password) != 0) {
+        http_error(req, 500, "INTERNAL", "cannot hash the password");
+        return;
+    }
+    int64_t now = util_now_ms();
+    int created = s_create(req->store, user, role, hash, now);
+    if (created < 0) {
+        http_error(req, 503, "UNAVAILABLE", "state store unreachable");
+        return;
+    }
+    if (!created) {
+        http_error(req, 409, "CONFLICT", "a user with this name already exists");
+        return;
+    }
+    log_info(req->request_id, "user created", "{s:s, s:s, s:s}", "user", user, "role", role,
+             "by", req->user);
+    http_json(req, 201, json_pack("{s:{s:s, s:s, s:o}}", "user", "username", user, "role", role,
+                                  "created_at", rest_time(now)));
+}

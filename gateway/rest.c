@@ -1,0 +1,330 @@
+/*  rest: what every REST handler needs: bus calls with the service's error mapped to an HTTP
+    status, resources loaded from Redis with ids checked first, strict validation of JSON
+    bodies (every wrong field named), and ISO 8601 times. */
+#include "gateway.h"
+
+#include <time.h>
+
+/* How a service's error code reads over HTTP. Anything not listed is a 500. */
+static const struct {
+    const char *code;
+    int status;
+} s_status_of[] = {
+    { "BAD_REQUEST", 400 }, { "UNAUTHORIZED", 401 }, { "FORBIDDEN", 403 },
+    { "NOT_FOUND", 404 },   { "CONFLICT", 409 },     { "NO_VALID_HOST", 409 },
+    { "QUOTA_EXCEEDED", 409 }, { "UNAVAILABLE", 503 }, { NULL, 0 },
+};
+
+int rest_call(http_req_t *req, const char *service, const ProtobufCMessage *msg,
+              const ProtobufCMessageDescriptor *answer, ProtobufCMessage **out)
+{
+    gateway_t *gw = req->app;
+    Berth__Envelope *reply = NULL;
+    if (bus_client_call(req->bus, service, msg, req->request_id, gw->call_timeout_ms, &reply)
+        != 0) {
+        char message[128];
+        snprintf(message, sizeof message, "the %s service did not answer in time", service);
+        log_warn(req->request_id, "bus call got no answer", "{s:s, s:s, s:i}", "callee",
+                 service, "type", msg->descriptor->short_name, "timeout_ms", gw->call_timeout_ms);
+        http_error(req, 503, "UNAVAILABLE", message);
+        return -1;
+    }
+    if (reply->error) {
+        const char *code = reply->error->code && *reply->error->code ? reply->error->code
+                                                                       : "INTERNAL";
+        int status = 500;
+        for (int i = 0; s_status_of[i].code; i++)
+            if (streq(s_status_of[i].code, code))
+                status = s_status_of[i].status;
+        json_t *details = json_object();
+        for (size_t i = 0; i < reply->error->n_details; i++)
+            if (reply->error->details[i]->key && reply->error->details[i]->value)
+                json_object_set_new(details, reply->error->details[i]->key,
+                                    json_string(reply->error->details[i]->value));
+        /* A status we do not map is still the service's own word: keep code and message. */
+        http_error_details(req, status, code,
+                           reply->error->message && *reply->error->message
+                               ? reply->error->message
+                               : "the service failed without a message",
+                           details);
+        if (status >= 500)
+            log_warn(req->request_id, "service answered with an error", "{s:s, s:s, s:s}",
+                     "callee", service, "code", code, "message",
+                     reply->error->message ? reply->error->message : "");
+        berth__envelope__free_unpacked(reply, NULL);
+        return -1;
+    }
+    ProtobufCMessage *body = envelope_body(reply, answer);
+    if (!body) {
+        log_error(req->request_id, "service answered with an unexpected message",
+                  "{s:s, s:s, s:s}", "callee", service, "expected", answer->short_name, "got",
+                  reply->type ? reply->type : "");
+        berth__envelope__free_unpacked(reply, NULL);
+        http_error(req, 500, "INTERNAL", "unexpected answer from a service");
+        return -1;
+    }
+    berth__envelope__free_unpacked(reply, NULL);
+    *out = body;
+    return 0;
+}
+
+int rest_id_ok(const char *id)
+{
+    /* Ids are UUIDs today; accept the characters of any id scheme we may use, but nothing
+       that could change the meaning of a Redis key (hash-tag braces, spaces, colons). */
+    size_t len = id ? strlen(id) : 0;
+    return len > 0 && len <= 64
+           && strspn(id, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
+                  == len;
+}
+
+int rest_load(http_req_t *req, const ProtobufCMessageDescriptor *desc, const char *kind,
+              const char *id, ProtobufCMessage **out)
+{
+    char message[96];
+    snprintf(message, sizeof message, "no such %s", kind);
+    if (!rest_id_ok(id)) {
+        http_error(req, 404, "NOT_FOUND", message);
+        return -1;
+    }
+    char key[MODEL_KEY_MAX];
+    model_key(key, sizeof key, kind, id);
+    ProtobufCMessage *msg = NULL;
+    int rc = model_load(req->store, desc, key, &msg);
+    if (rc == MODEL_NOT_FOUND) {
+        http_error(req, 404, "NOT_FOUND", message);
+        return -1;
+    }
+    if (rc != 0) {
+        http_error(req, 503, "UNAVAILABLE", "state store unreachable");
+        return -1;
+    }
+    *out = msg;
+    return 0;
+}
+
+int rest_is_admin(http_req_t *req)
+{
+    return streq(req->role, "admin");
+}
+
+int rest_may_see(http_req_t *req, const char *owner)
+{
+    return rest_is_admin(req) || (owner && streq(owner, req->user));
+}
+
+/* 400 naming the field. */
+static int s_bad_field(http_req_t *req, const char *field, const char *message)
+{
+    http_error_details(req, 400, "BAD_REQUEST", message, json_pack("{s:s}", "field", field));
+    return -1;
+}
+
+int rest_body(http_req_t *req, const char *const allowed[])
+{
+    if (!json_is_object(req->body)) {
+        http_error(req, 400, "BAD_REQUEST", "request body must be a JSON object");
+        return -1;
+    }
+    /* Unknown fields are refused rather than ignored: a misspelt optional field would
+       otherwise silently fall back to its default. */
+    const char *key;
+    json_t *value;
+    json_object_foreach(req->body, key, value)
+    {
+        int known = 0;
+        for (int i = 0; allowed[i] && !known; i++)
+            known = streq(allowed[i], key);
+        if (!known) {
+            char message[160];
+            snprintf(message, sizeof message, "unknown field '%.64s'", key);
+            return s_bad_field(req, key, message);
+        }
+    }
+    return 0;
+}
+
+/* The field's value, NULL when absent (or null); -1 with a 400 when required and absent. */
+static int s_field(http_req_t *req, const char *field, int required, json_t **value)
+{
+    json_t *v = json_is_object(req->body) ? json_object_get(req->body, field) : NULL;
+    if (!v || json_is_null(v)) {
+        if (!required)
+            return 1;
+        char message[128];
+        snprintf(message, sizeof message, "field '%s' is required", field);
+        return s_bad_field(req, field, message);
+    }
+    *value = v;
+    return 0;
+}
+
+int rest_str(http_req_t *req, const char *field, int required, size_t max, const char **out)
+{
+    json_t *v;
+    int rc = s_field(req, field, required, &v);
+    if (rc)
+        return rc;
+    char message[128];
+    if (!json_is_string(v)) {
+        snprintf(message, sizeof message, "field '%s' must be a string", field);
+        return s_bad_field(req, field, message);
+    }
+    size_t len = json_string_length(v);
+    if (len == 0 || len > max || strlen(json_string_value(v)) != len) {
+        snprintf(message, sizeof message, "field '%s' must be 1 to %zu characters (no NUL)",
+                 field, max);
+        return s_bad_field(req, field, message);
+    }
+    *out = json_string_value(v);
+    return 0;
+}
+
+int rest_int(http_req_t *req, const char *field, int required, int64_t min, int64_t max,
+             int64_t *out)
+{
+    json_t *v;
+    int rc = s_field(req, field, required, &v);
+    if (rc)
+        return rc;
+    char message[160];
+    if (!json_is_integer(v)) {
+        snprintf(message, sizeof message, "field '%s' must be an integer", field);
+        return s_bad_field(req, field, message);
+    }
+    json_int_t n = json_integer_value(v);
+    if (n < min || n > max) {
+        snprintf(message, sizeof message, "field '%s' must be between %lld and %lld", field,
+                 (long long)min, (long long)max);
+        return s_bad_field(req, field, message);
+    }
+    *out = n;
+    return 0;
+}
+
+int rest_bool(http_req_t *req, const char *field, int required, int *out)
+{
+    json_t *v;
+    int rc = s_field(req, field, required, &v);
+    if (rc)
+        return rc;
+    if (!json_is_boolean(v)) {
+        char message[128];
+        snprintf(message, sizeof message, "field '%s' must be true or false", field);
+        return s_bad_field(req, field, message);
+    }
+    *out = json_is_true(v);
+    return 0;
+}
+
+void rest_iso(int64_t ms, char out[REST_TIME_MAX])
+{
+    time_t secs = (time_t)(ms / 1000);
+    int frac = (int)(ms % 1000);
+    if (frac < 0) {
+        secs -= 1;
+        frac += 1000;
+    }
+    struct tm tm;
+    if (!gmtime_r(&secs, &tm)) {
+        util_strlcpy(out, "1970-01-01T00:00:00.000Z", REST_TIME_MAX);
+        return;
+    }
+    size_t n = strftime(out, REST_TIME_MAX, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(out + n, REST_TIME_MAX - n, ".%03dZ", frac);
+}
+
+json_t *rest_time(int64_t ms)
+{
+    if (ms <= 0)
+        return json_null();
+    char iso[REST_TIME_MAX];
+    rest_iso(ms, iso);
+    return json_string(iso);
+}
+
+/* Read exactly n digits at *p into *out; advance. */
+static int s_digits(const char **p, int n, int *out)
+{
+    int v = 0;
+    for (int i = 0; i < n; i++) {
+        char c = (*p)[i];
+        if (c < '0' || c > '9')
+            return -1;
+        v = v * 10 + (c - '0');
+    }
+    *p += n;
+    *out = v;
+    return 0;
+}
+
+int rest_parse_time(const char *text, int64_t *ms)
+{
+    if (!text || !*text || strlen(text) > 40)
+        return -1;
+    int64_t secs;
+    /* Unix seconds; years 1970 to 9999. */
+    if (util_parse_int(text, 0, 253402300799LL, &secs) == 0) {
+        *ms = secs * 1000;
+        return 0;
+    }
+    const char *p = text;
+    int year, month, day, hour = 0, min = 0, sec = 0, frac_ms = 0, offset_min = 0;
+    if (s_digits(&p, 4, &year) || *p++ != '-' || s_digits(&p, 2, &month) || *p++ != '-'
+        || s_digits(&p, 2, &day))
+        return -1;
+    if (*p) {
+        if (*p != 'T' && *p != 't' && *p != ' ')
+            return -1;
+        p++;
+        if (s_digits(&p, 2, &hour) || *p++ != ':' || s_digits(&p, 2, &min))
+            return -1;
+        if (*p == ':') {
+            p++;
+            if (s_digits(&p, 2, &sec))
+                return -1;
+            if (*p == '.' || *p == ',') {
+                p++;
+                int scale = 100, digits = 0;
+                while (*p >= '0' && *p <= '9') {
+                    frac_ms += (*p - '0') * scale;
+                    scale /= 10;
+                    digits++;
+                    p++;
+                }
+                if (digits == 0 || digits > 9)
+                    return -1;
+            }
+        }
+        if (*p == 'Z' || *p == 'z')
+            p++;
+        else if (*p == '+' || *p == '-') {
+            int sign = *p++ == '-' ? -1 : 1, oh, om;
+            if (s_digits(&p, 2, &oh))
+                return -1;
+            if (*p == ':')
+                p++;
+            if (s_digits(&p, 2, &om) || oh > 23 || om > 59)
+                return -1;
+            offset_min = sign * (oh * 60 + om);
+        } else
+            return -1; /* a local time without a zone is ambiguous */
+        if (*p)
+            return -1;
+    }
+    static const int days_in[] = { 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31 };
+    if (year < 1970 || month < 1 || month > 12 || day < 1 || day > days_in[month - 1]
+        || hour > 23 || min > 59 || sec > 59)
+        return -1;
+    struct tm tm = { .tm_year = year - 1900, .tm_mon = month - 1, .tm_mday = day,
+                     .tm_hour = hour, .tm_min = min, .tm_sec = sec };
+    time_t t = timegm(&tm);
+    if (t == (time_t)-1)
+        return -1;
+    /* timegm normalises 31 April into 1 May: refuse dates that do not exist. */
+    struct tm back;
+    if (!gmtime_r(&t, &back) || back.tm_mday != day || back.tm_mon != month - 1)
+        return -1;
+    *ms = ((int64_t)t - (int64_t)offset_min * 60) * 1000 + frac_ms;
+    return *ms >= 0 ? 0 : -1;
+}

@@ -1,0 +1,141 @@
+/*  views: resources as the REST API shows them. The stored messages carry bookkeeping that
+    is nobody's business outside the platform (task holders, epochs, leases, versions); each
+    view names the fields it shows, so a field added to the contract stays internal until a
+    view chooses to show it. Times are ISO 8601 UTC, absent values null. */
+#include "gateway.h"
+
+/* A string for json_pack's "s": never NULL. */
+#define S(x) ((x) ? (x) : "")
+
+json_t *view_str(const char *s)
+{
+    return s && *s ? json_string(s) : json_null();
+}
+
+json_t *view_resources(const Berth__Resources *r)
+{
+    return json_pack("{s:i, s:I, s:I}", "vcpus", r ? r->vcpus : 0, "ram_mb",
+                     (json_int_t)(r ? r->ram_mb : 0), "disk_gb", (json_int_t)(r ? r->disk_gb : 0));
+}
+
+json_t *view_template(const Berth__Template *t)
+{
+    return json_pack("{s:s, s:s, s:i, s:I, s:I, s:o, s:o, s:i, s:b}", "id", S(t->id), "name",
+                     S(t->name), "vcpus", t->vcpus, "ram_mb", (json_int_t)t->ram_mb, "disk_gb",
+                     (json_int_t)t->disk_gb, "os", view_str(t->os), "image", view_str(t->image),
+                     "lease_days", t->lease_days, "requires_approval", t->requires_approval);
+}
+
+/* States in which a VM may have a domain on its host, so a silent host makes its power
+   state unknown rather than whatever was last reported. */
+static int s_may_run(const char *state)
+{
+    return !streq(state, "DISPOSED") && !streq(state, "REJECTED")
+           && !streq(state, "PENDING_APPROVAL");
+}
+
+json_t *view_vm(const Berth__Vm *vm, int host_down)
+{
+    const char *power = vm->power_state;
+    if (host_down && s_may_run(S(vm->state)))
+        power = "UNKNOWN";
+    json_t *lease = json_pack("{s:o}", "expires_at",
+                              rest_time(vm->lease ? vm->lease->expires_ms : 0));
+    return json_pack("{s:s, s:s, s:s, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, "
+                     "s:o, s:i, s:o}",
+                     "id", S(vm->id), "name", S(vm->name), "state", S(vm->state), "power_state",
+                     view_str(power), "host", view_str(vm->host), "template",
+                     view_str(vm->template_), "owner", view_str(vm->owner), "lease", lease,
+                     "task", view_str(vm->task), "request", view_str(vm->request), "flavor",
+                     view_resources(vm->flavor), "fault", view_str(vm->fault), "image",
+                     view_str(vm->image), "os", view_str(vm->os), "created_at",
+                     rest_time(vm->created_ms), "lease_days", vm->lease_days, "updated_at",
+                     rest_time(vm->updated_ms));
+}
+
+json_t *view_task(const Berth__Task *task)
+{
+    json_t *steps = json_array();
+    for (size_t i = 0; i < task->n_steps; i++) {
+        const Berth__TaskStep *s = task->steps[i];
+        json_array_append_new(steps, json_pack("{s:s, s:s, s:o, s:o, s:o}", "name", S(s->name),
+                                               "state", S(s->state), "started_at",
+                                               rest_time(s->started_ms), "finished_at",
+                                               rest_time(s->finished_ms), "result",
+                                               view_str(s->result)));
+    }
+    return json_pack("{s:s, s:s, s:s, s:o, s:i, s:o, s:o, s:o, s:o, s:o, s:o, s:o}", "id",
+                     S(task->id), "kind", S(task->kind), "state", S(task->state), "stage",
+                     view_str(task->stage), "percent", task->percent, "steps", steps, "fault",
+                     view_str(task->fault), "target", view_str(task->target), "owner",
+                     view_str(task->owner), "created_at", rest_time(task->created_ms),
+                     "updated_at", rest_time(task->updated_ms), "finished_at",
+                     rest_time(task->finished_ms));
+}
+
+/* ---- hosts, from their raw hashes (written field by field by taskmgr and scheduler) ---- */
+
+static const char *s_hget(const redisReply *hash, const char *field)
+{
+    if (!hash || hash->type != REDIS_REPLY_ARRAY)
+        return NULL;
+    for (size_t i = 0; i + 1 < hash->elements; i += 2)
+        if (hash->element[i]->type == REDIS_REPLY_STRING && streq(hash->element[i]->str, field)
+            && hash->element[i + 1]->type == REDIS_REPLY_STRING)
+            return hash->element[i + 1]->str;
+    return NULL;
+}
+
+static int64_t s_hint(const redisReply *hash, const char *field)
+{
+    int64_t v = 0;
+    const char *text = s_hget(hash, field);
+    if (!text || util_parse_int(text, INT64_MIN, INT64_MAX, &v) != 0)
+        return 0;
+    return v;
+}
+
+int view_host_down(const redisReply *hash, int64_t now_ms, int64_t down_ms)
+{
+    const char *state = s_hget(hash, "state");
+    return now_ms - s_hint(hash, "last_seen_ms") > down_ms || (state && streq(state, "DOWN"));
+}
+
+json_t *view_host(const redisReply *hash, int64_t now_ms, int64_t down_ms, int with_domains)
+{
+    int down = view_host_down(hash, now_ms, down_ms);
+    const char *state = s_hget(hash, "state");
+    /* A host that stopped reporting is DOWN whatever its hash last said. */
+    if (down)
+        state = "DOWN";
+    json_t *host = json_pack(
+        "{s:o, s:o, s:s, s:{s:I, s:I, s:I}, s:{s:I, s:I, s:I}, s:I, s:o, s:o}", "id",
+        view_str(s_hget(hash, "id")), "name", view_str(s_hget(hash, "name")), "state",
+        state && *state ? state : "UNKNOWN", "capacity", "vcpus",
+        (json_int_t)s_hint(hash, "cap_vcpus"), "ram_mb", (json_int_t)s_hint(hash, "cap_ram_mb"),
+        "disk_gb", (json_int_t)s_hint(hash, "cap_disk_gb"), "used", "vcpus",
+        (json_int_t)s_hint(hash, "used_vcpus"), "ram_mb", (json_int_t)s_hint(hash, "used_ram_mb"),
+        "disk_gb", (json_int_t)s_hint(hash, "used_disk_gb"), "vms",
+        (json_int_t)s_hint(hash, "vms"), "hypervisor", view_str(s_hget(hash, "hypervisor")),
+        "last_seen_at", rest_time(s_hint(hash, "last_seen_ms")));
+    if (!host || !with_domains)
+        return host;
+    /* The agent's report, as JSON text: copy only well-formed entries. */
+    json_t *domains = json_array();
+    const char *text = s_hget(hash, "domains");
+    json_t *reported = text ? json_loads(text, 0, NULL) : NULL;
+    size_t i;
+    json_t *d;
+    json_array_foreach(reported, i, d)
+    {
+        const char *name = json_string_value(json_object_get(d, "name"));
+        const char *power = json_string_value(json_object_get(d, "power_state"));
+        if (name)
+            json_array_append_new(domains,
+                                  json_pack("{s:s, s:s}", "name", name, "power_state",
+                                            down ? "UNKNOWN" : power ? power : "UNKNOWN"));
+    }
+    json_decref(reported);
+    json_object_set_new(host, "domains", domains);
+    return host;
+}

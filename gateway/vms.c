@@ -1,0 +1,332 @@
+/*  vms: VMs (list, show, dispose), tasks and usage. A user sees only what they own: someone
+    else's VM or task answers 404 exactly like one that does not exist, so ids cannot be
+    probed. Reads come from Redis; disposal is asked of the taskmgr, usage of the meter. */
+#include "gateway.h"
+
+#define LIST_BATCH 100             /* VM ids read from the index per Redis round trip */
+#define USAGE_DEFAULT_MS (30LL * 24 * 3600 * 1000)
+
+int vms_host_down(http_req_t *req, const char *host)
+{
+    if (!host || !*host)
+        return 0;
+    if (!rest_id_ok(host))
+        return 1;
+    gateway_t *gw = req->app;
+    redisReply *r = store_command(req->store, "HGETALL berth:host:%s", host);
+    if (!r || r->type != REDIS_REPLY_ARRAY) {
+        if (r)
+            freeReplyObject(r);
+        return -1;
+    }
+    /* A host nobody describes any more cannot vouch for its VMs' power state either. */
+    int down = r->elements == 0 || view_host_down(r, util_now_ms(), gw->host_down_ms);
+    freeReplyObject(r);
+    return down;
+}
+
+/* The VM as the API shows it, its host's liveness folded in. NULL with 503 set. cache
+   (host -> "1"/"0", may be NULL) saves asking Redis about the same host for every VM of a
+   listing. */
+static json_t *s_vm_view(http_req_t *req, const Berth__Vm *vm, zhashx_t *cache)
+{
+    const char *known = cache && vm->host ? zhashx_lookup(cache, vm->host) : NULL;
+    int down = known ? known[0] == '1' : vms_host_down(req, vm->host);
+    if (cache && !known && down >= 0 && vm->host)
+        zhashx_insert(cache, vm->host, down ? "1" : "0");
+    if (down < 0) {
+        http_error(req, 503, "UNAVAILABLE", "state store unreachable");
+        return NULL;
+    }
+    return view_vm(vm, down);
+}
+
+/* Load a VM the caller may see; -1 with 404/503 set otherwise. */
+static int s_load_vm(http_req_t *req, const char *id, Berth__Vm **vm_p)
+{
+    Berth__Vm *vm = NULL;
+    if (rest_load(req, &berth__vm__descriptor, "vm", id, (ProtobufCMessage **)&vm))
+        return -1;
+    if (!rest_may_see(req, vm->owner)) {
+        protobuf_c_message_free_unpacked(&vm->base, NULL);
+        http_error(req, 404, "NOT_FOUND", "no such vm");
+        return -1;
+    }
+    *vm_p = vm;
+    return 0;
+}
+
+/* Owner of VM id: 1 and *owner_p (caller frees) found, 0 gone, -1 Redis failed. */
+static int s_vm_owner(http_req_t *req, const char *id, char **owner_p)
+{
+    char key[MODEL_KEY_MAX];
+    redisReply *r =
+        store_command(req->store, "HGET %s owner", model_key(key, sizeof key, "vm", id));
+    if (!r || (r->type != REDIS_REPLY_STRING && r->type != REDIS_REPLY_NIL)) {
+        if (r)
+            freeReplyObject(r);
+        return -1;
+    }
+    int found = r->type == REDIS_REPLY_STRING;
+    if (found)
+        *owner_p = strdup(r->str);
+    freeReplyObject(r);
+    return found && *owner_p ? 1 : found ? -1 : 0;
+}
+
+/*  Paging. berth:vms orders every VM id by creation time; a page starts after the marker
+    (the last id of the previous page) and holds at most `limit` VMs the caller may see.
+    For a user that means filtering by owner while walking the index, so one call looks at
+    no more than scan_max ids: when that budget runs out first the page is short and
+    next_marker is the last id looked at, and the client simply continues from there.
+    next_marker is null only when the index has nothing after this page. */
+void vms_list(http_req_t *req)
+{
+    gateway_t *gw = req->app;
+    int64_t limit = gw->list_default;
+    const char *text = http_query(req, "limit");
+    if (text && util_parse_int(text, 1, gw->list_max, &limit) != 0) {
+        char message[96];
+        snprintf(message, sizeof message, "limit must be an integer from 1 to %d", gw->list_max);
+        http_error_details(req, 400, "BAD_REQUEST", message, json_pack("{s:s}", "field", "limit"));
+        return;
+    }
+    int64_t pos = 0;
+    const char *marker = http_query(req, "marker");
+    if (marker) {
+        if (!rest_id_ok(marker)) {
+            http_error_details(req, 400, "BAD_REQUEST", "marker is not a VM id",
+                               json_pack("{s:s}", "field", "marker"));
+            return;
+        }
+        redisReply *r = store_command(req->store, "ZRANK berth:vms %s", marker);
+        if (!r || (r->type != REDIS_REPLY_INTEGER && r->type != REDIS_REPLY_NIL)) {
+            if (r)
+                freeReplyObject(r);
+            http_error(req, 503, "UNAVAILABLE", "state store unreachable");
+            return;
+        }
+        int known = r->type == REDIS_REPLY_INTEGER;
+        pos = known ? r->integer + 1 : 0;
+        freeReplyObject(r);
+        if (!known) {
+            http_error_details(req, 400, "BAD_REQUEST", "marker names no VM",
+                               json_pack("{s:s}", "field", "marker"));
+            return;
+        }
+    }
+
+    int admin = rest_is_admin(req);
+    zhashx_t *hosts = zhashx_new();
+    json_t *vms = json_array();
+    char last_seen[72] = "";       /* last id looked at */
+    char last_taken[72] = "";      /* last id put on the page */
+    int64_t last_taken_pos = -1;
+    int scanned = 0, at_end = 0, failed = 0;
+    while ((int64_t)json_array_size(vms) < limit && scanned < gw->scan_max && !at_end && !failed) {
+        redisReply *ids = store_command(req->store, "ZRANGE berth:vms %lld %lld", (long long)pos,
+                                        (long long)(pos + LIST_BATCH - 1));
+        if (!ids || ids->type != REDIS_REPLY_ARRAY) {
+            if (ids)
+                freeReplyObject(ids);
+            failed = 1;
+            break;
+        }
+        if (ids->elements < LIST_BATCH)
+            at_end = 1;
+        size_t used = 0;
+        for (; used < ids->elements && (int64_t)json_array_size(vms) < limit
+               && scanned < gw->scan_max && !failed;
+             used++) {
+            const redisReply *e = ids->element[used];
+            scanned++;
+            if (e->type != REDIS_REPLY_STRING || !rest_id_ok(e->str))
+                continue;
+            util_strlcpy(last_seen, e->str, sizeof last_seen);
+            if (!admin) {
+                char *owner = NULL;
+                int found = s_vm_owner(req, e->str, &owner);
+                int mine = found == 1 && streq(owner, req->user);
+                free(owner);
+                if (found < 0)
+                    failed = 1;
+                if (!mine)
+                    continue;
+            }
+            Berth__Vm *vm = NULL;
+            char key[MODEL_KEY_MAX];
+            int rc = model_load(req->store, &berth__vm__descriptor,
+                                model_key(key, sizeof key, "vm", e->str), (ProtobufCMessage **)&vm);
+            if (rc == MODEL_NOT_FOUND)
+                continue; /* indexed but gone: nothing to show */
+            if (rc != 0) {
+                failed = 1;
+                break;
+            }
+            json_t *view = s_vm_view(req, vm, hosts);
+            protobuf_c_message_free_unpacked(&vm->base, NULL);
+            if (!view) {
+                failed = 1;
+                break;
+            }
+            json_array_append_new(vms, view);
+            util_strlcpy(last_taken, e->str, sizeof last_taken);
+            last_taken_pos = pos + (int64_t)used;
+        }
+        /* If the loop stopped inside the batch, what it did not look at is still ahead. */
+        if (used < ids->elements)
+            at_end = 0;
+        pos += (int64_t)used;
+        freeReplyObject(ids);
+    }
+    zhashx_destroy(&hosts);
+    if (failed) {
+        json_decref(vms);
+        http_error(req, 503, "UNAVAILABLE", "state store unreachable");
+        return;
+    }
+    json_t *next = json_null();
+    if ((int64_t)json_array_size(vms) >= limit) {
+        /* Page full: is there anything after its last VM? */
+        redisReply *r = store_command(req->store, "ZRANGE berth:vms %lld %lld",
+                                      (long long)(last_taken_pos + 1),
+                                      (long long)(last_taken_pos + 1));
+        if (r && r->type == REDIS_REPLY_ARRAY && r->elements > 0)
+            next = json_string(last_taken);
+        if (r)
+            freeReplyObject(r);
+    } else if (!at_end && last_seen[0])
+        next = json_string(last_seen); /* scan budget spent: continue from there */
+    http_json(req, 200, json_pack("{s:o, s:o}", "vms", vms, "next_marker", next));
+}
+
+void vms_get(http_req_t *req)
+{
+    Berth__Vm *vm = NULL;
+    if (s_load_vm(req, req->params[0], &vm))
+        return;
+    json_t *view = s_vm_view(req, vm, NULL);
+    protobuf_c_message_free_unpacked(&vm->base, NULL);
+    if (view)
+        http_json(req, 200, json_pack("{s:o}", "vm", view));
+}
+
+void vms_dispose(http_req_t *req)
+{
+    Berth__Vm *vm = NULL;
+    if (s_load_vm(req, req->params[0], &vm))
+        return;
+    Berth__DisposeVm ask = BERTH__DISPOSE_VM__INIT;
+    ask.vm = vm->id;
+    ask.actor = req->user;
+    ask.request_id = (char *)req->request_id;
+    Berth__Task *task = NULL;
+    int rc = rest_call(req, "taskmgr", &ask.base, &berth__task__descriptor,
+                       (ProtobufCMessage **)&task);
+    protobuf_c_message_free_unpacked(&vm->base, NULL);
+    if (rc)
+        return;
+    if (!rest_id_ok(task->id)) {
+        protobuf_c_message_free_unpacked(&task->base, NULL);
+        http_error(req, 500, "INTERNAL", "the taskmgr service answered without a task id");
+        return;
+    }
+    log_info(req->request_id, "disposal asked", "{s:s, s:s, s:s}", "vm", req->params[0], "task",
+             task->id, "by", req->user);
+    snprintf(req->location, sizeof req->location, "/v1/tasks/%s", task->id);
+    http_json(req, 202, json_pack("{s:o}", "task", view_task(task)));
+    protobuf_c_message_free_unpacked(&task->base, NULL);
+}
+
+void vms_get_task(http_req_t *req)
+{
+    Berth__Task *task = NULL;
+    if (rest_load(req, &berth__task__descriptor, "task", req->params[0],
+                  (ProtobufCMessage **)&task))
+        return;
+    if (!rest_may_see(req, task->owner))
+        http_error(req, 404, "NOT_FOUND", "no such task");
+    else
+        http_json(req, 200, json_pack("{s:o}", "task", view_task(task)));
+    protobuf_c_message_free_unpacked(&task->base, NULL);
+}
+
+/* A time query parameter: 0 and *ms (or the default when absent), -1 with 400 set. */
+static int s_time_param(http_req_t *req, const char *name, int64_t fallback, int64_t *ms)
+{
+    const char *text = http_query(req, name);
+    if (!text) {
+        *ms = fallback;
+        return 0;
+    }
+    if (rest_parse_time(text, ms) != 0) {
+        char message[160];
+        snprintf(message, sizeof message,
+                 "%s must be an ISO 8601 UTC time (2024-05-01T12:00:00Z) or unix seconds", name);
+        http_error_details(req, 400, "BAD_REQUEST", message, json_pack("{s:s}", "field", name));
+        return -1;
+    }
+    return 0;
+}
+
+void vms_usage(http_req_t *req)
+{
+    gateway_t *gw = req->app;
+    int64_t now = util_now_ms();
+    int64_t from, to;
+    if (s_time_param(req, "to", now, &to)
+        || s_time_param(req, "from", to - USAGE_DEFAULT_MS, &from))
+        return;
+    if (from >= to) {
+        http_error_details(req, 400, "BAD_REQUEST", "from must be before to",
+                           json_pack("{s:s}", "field", "from"));
+        return;
+    }
+    if (to - from > gw->usage_window_max_ms) {
+        char message[96];
+        snprintf(message, sizeof message, "from..to may span at most %lld days",
+                 (long long)(gw->usage_window_max_ms / (24LL * 3600 * 1000)));
+        http_error_details(req, 400, "BAD_REQUEST", message, json_pack("{s:s}", "field", "from"));
+        return;
+    }
+    /* Users see their own usage; an admin sees everyone's or one owner's. */
+    const char *owner = http_query(req, "owner");
+    if (owner && !auth_username_ok(owner)) {
+        http_error_details(req, 400, "BAD_REQUEST", "owner is not a user name",
+                           json_pack("{s:s}", "field", "owner"));
+        return;
+    }
+    if (!rest_is_admin(req)) {
+        if (owner && !streq(owner, req->user)) {
+            http_error(req, 403, "FORBIDDEN", "only an admin may read another user's usage");
+            return;
+        }
+        owner = req->user;
+    }
+    Berth__GetUsage ask = BERTH__GET_USAGE__INIT;
+    ask.from_ms = from;
+    ask.to_ms = to;
+    ask.owner = (char *)(owner ? owner : "");
+    Berth__UsageReport *report = NULL;
+    if (rest_call(req, "meter", &ask.base, &berth__usage_report__descriptor,
+                  (ProtobufCMessage **)&report))
+        return;
+    json_t *usage = json_array();
+    for (size_t i = 0; i < report->n_usage; i++) {
+        const Berth__UsageRecord *u = report->usage[i];
+        json_array_append_new(usage,
+                              json_pack("{s:o, s:o, s:f, s:f, s:f, s:o, s:o, s:f}", "vm",
+                                        view_str(u->vm), "owner", view_str(u->owner),
+                                        "vcpu_hours", u->vcpu_hours, "ram_gb_hours",
+                                        u->ram_gb_hours, "disk_gb_hours", u->disk_gb_hours,
+                                        "template", view_str(u->template_), "host",
+                                        view_str(u->host), "active_hours",
+                                        (double)u->active_ms / 3600000.0));
+    }
+    char from_iso[REST_TIME_MAX], to_iso[REST_TIME_MAX];
+    rest_iso(report->from_ms ? report->from_ms : from, from_iso);
+    rest_iso(report->to_ms ? report->to_ms : to, to_iso);
+    json_t *body = json_pack("{s:o, s:s, s:s}", "usage", usage, "from", from_iso, "to", to_iso);
+    protobuf_c_message_free_unpacked(&report->base, NULL);
+    http_json(req, 200, body);
+}
