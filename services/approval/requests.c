@@ -360,9 +360,13 @@ static int s_decide(store_t *store, const Berth__DecideRequest *msg, const Berth
             rc = fault_store(fault, store);
         else {
             loaded[i] = (Berth__Vm *)m;
-            if (strcmp(loaded[i]->state, "PENDING_APPROVAL") != 0)
-                rc = fault_set(fault, "CONFLICT", "VM '%s' is %s, not PENDING_APPROVAL",
-                               loaded[i]->name, loaded[i]->state);
+            /* Another instance decided between our read of the request and of its VMs:
+               read the request again (the caller's loop) and answer what it now says. */
+            if (strcmp(loaded[i]->state, "PENDING_APPROVAL") != 0) {
+                fault_set(fault, "CONFLICT", "VM '%s' is %s, not PENDING_APPROVAL",
+                          loaded[i]->name, loaded[i]->state);
+                rc = MODEL_CONFLICT;
+            }
         }
     }
     model_tx_t *tx = rc == 0 ? model_tx_new() : NULL;
