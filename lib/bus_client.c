@@ -7,7 +7,14 @@
     skipped rather than buffered for.
 
     Retries: send, wait one retry interval for a reply whose correlation id is ours
-    (discarding late replies to earlier calls), resend the same frame, until the deadline. */
+    (discarding late replies to earlier calls), resend the same frame, until the deadline.
+
+    Wrong answerers: the registry can list a dead instance for up to its TTL, and its port
+    may already belong to another process (CZMQ hands out ports from one range, so a
+    service started a moment later often gets exactly that port). A reply whose sender is
+    not of the target service therefore is discarded and the call goes on with a resend,
+    which round-robins to another instance. Pinned targets are exempt: their caller chose
+    the endpoints and may not know the service behind them. */
 #include "bus_client.h"
 #include "log.h"
 #include "registry.h"
@@ -117,6 +124,13 @@ static void s_apply(s_target_t *t, zhashx_t *wanted)
     }
 }
 
+/* True when sender ("service/instance") belongs to service. */
+static int s_sent_by(const char *sender, const char *service)
+{
+    size_t len = strlen(service);
+    return strncmp(sender, service, len) == 0 && sender[len] == '/';
+}
+
 static void s_refresh(bus_client_t *self, const char *service, s_target_t *t, int force)
 {
     if (t->pinned || !self->store)
@@ -214,11 +228,17 @@ int bus_client_call(bus_client_t *self, const char *service, const ProtobufCMess
                                        ? envelope_unpack(zframe_data(data), zframe_size(data), NULL)
                                        : NULL;
             zmsg_destroy(&msg);
-            if (env && streq(env->correlation_id, id)) {
+            int ours = env && streq(env->correlation_id, id);
+            if (ours && (t->pinned || s_sent_by(env->sender, service))) {
                 *reply_p = env;
                 rc = 0;
-            } else if (env)
-                berth__envelope__free_unpacked(env, NULL); /* late reply to an older call */
+            } else if (env) {
+                if (ours)
+                    log_debug(request_id, "reply from another service discarded",
+                              "{s:s, s:s}", "service", service, "sender", env->sender);
+                /* else a late reply to an older call */
+                berth__envelope__free_unpacked(env, NULL);
+            }
         }
         if (zsys_interrupted)
             break;

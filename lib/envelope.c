@@ -2,6 +2,7 @@
     untrusted: size, required fields, string lengths and the type's alphabet are checked. */
 #include "envelope.h"
 
+#include <ctype.h>
 #include <string.h>
 
 static int s_valid_token(const char *text, int required)

@@ -6,12 +6,13 @@
 #include "util.h"
 
 #include <assert.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define BACKOFF_MIN_MS 100000
-#define BACKOFF_MAX_MS 200000
+#define BACKOFF_MIN_MS 100
+#define BACKOFF_MAX_MS 2000
 
 struct _store_t {
     char *host;
@@ -119,15 +120,23 @@ int store_ok(store_t *self)
     return self->ok;
 }
 
-static int s_load(store_t *self, store_script_t *script)
+/* Scripts are static and shared by every store of the process, and the gateway runs one
+   store per worker thread: the shared SHA is read and written under this lock. */
+static pthread_mutex_t s_script_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* Load the script into Redis; its SHA into sha (and into the shared script). */
+static int s_load(store_t *self, store_script_t *script, char sha[41])
 {
     redisReply *r = store_command(self, "SCRIPT LOAD %s", script->source);
     if (!r)
         return -1;
     int rc = -1;
     if (r->type == REDIS_REPLY_STRING && r->len == 40) {
-        memcpy(script->sha, r->str, 40);
-        script->sha[40] = '\0';
+        memcpy(sha, r->str, 40);
+        sha[40] = '\0';
+        pthread_mutex_lock(&s_script_lock);
+        memcpy(script->sha, sha, 41);
+        pthread_mutex_unlock(&s_script_lock);
         rc = 0;
     } else
         log_debug(NULL, "script load failed", "{s:s}", "error", r->str ? r->str : "?");
@@ -138,7 +147,11 @@ static int s_load(store_t *self, store_script_t *script)
 redisReply *store_eval(store_t *self, store_script_t *script, int nkeys, int argc, const char **argv)
 {
     assert(argc >= nkeys);
-    if (!script->sha[0] && s_load(self, script) != 0)
+    char sha[41];
+    pthread_mutex_lock(&s_script_lock);
+    memcpy(sha, script->sha, sizeof sha);
+    pthread_mutex_unlock(&s_script_lock);
+    if (!sha[0] && s_load(self, script, sha) != 0)
         return NULL;
     char numkeys[16];
     snprintf(numkeys, sizeof numkeys, "%d", nkeys);
@@ -146,7 +159,7 @@ redisReply *store_eval(store_t *self, store_script_t *script, int nkeys, int arg
     if (!args)
         return NULL;
     args[0] = "EVALSHA";
-    args[1] = script->sha;
+    args[1] = sha;
     args[2] = numkeys;
     for (int i = 0; i < argc; i++)
         args[3 + i] = argv[i];
@@ -158,7 +171,7 @@ redisReply *store_eval(store_t *self, store_script_t *script, int nkeys, int arg
         freeReplyObject(r);
         r = NULL;
         /* Redis restarted or flushed its script cache: load again and retry once. */
-        if (s_load(self, script) != 0)
+        if (s_load(self, script, sha) != 0)
             break;
     }
     free(args);

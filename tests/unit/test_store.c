@@ -1,0 +1,342 @@
+/*  test_store: the one way state changes. A transition applies only from the expected state
+    and version, bumps the version and appends its event; a stale version or a wrong state is
+    refused with STORE_CONFLICT and changes nothing. The connection survives Redis going
+    away (restart, freeze) and comes back by itself, without blocking past its timeouts. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "store.h"
+#include "testenv.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+    testenv_redis_t *redis;
+    store_t *store;
+} fixture_t;
+
+static int s_group_setup(void **state)
+{
+    fixture_t *f = calloc(1, sizeof *f);
+    if (!f)
+        return -1;
+    f->redis = testenv_redis_start(1); /* AOF: data must survive the restart test */
+    if (!f->redis) {
+        free(f);
+        return -1;
+    }
+    *state = f;
+    return 0;
+}
+
+static int s_group_teardown(void **state)
+{
+    fixture_t *f = *state;
+    testenv_redis_destroy(&f->redis);
+    free(f);
+    return 0;
+}
+
+static int s_setup(void **state)
+{
+    fixture_t *f = *state;
+    f->store = testenv_store(f->redis, 1);
+    return f->store ? 0 : -1;
+}
+
+static int s_teardown(void **state)
+{
+    fixture_t *f = *state;
+    store_destroy(&f->store);
+    return 0;
+}
+
+static long long s_integer(store_t *store, const char *command, const char *key)
+{
+    redisReply *r = store_command(store, "%s %s", command, key);
+    assert_non_null(r);
+    assert_int_equal(r->type, REDIS_REPLY_INTEGER);
+    long long value = r->integer;
+    freeReplyObject(r);
+    return value;
+}
+
+/* HGET as a new string ("" when absent). */
+static char *s_hget(store_t *store, const char *key, const char *field)
+{
+    redisReply *r = store_command(store, "HGET %s %s", key, field);
+    assert_non_null(r);
+    char *value = strdup(r->type == REDIS_REPLY_STRING ? r->str : "");
+    freeReplyObject(r);
+    return value;
+}
+
+static void s_assert_field(store_t *store, const char *key, const char *field, const char *want)
+{
+    char *value = s_hget(store, key, field);
+    assert_string_equal(value, want);
+    free(value);
+}
+
+/* The newest event in the stream as field/value pairs; caller frees the reply. */
+static redisReply *s_last_event(store_t *store)
+{
+    redisReply *r = store_command(store, "XREVRANGE %s + - COUNT 1", STORE_EVENTS);
+    assert_non_null(r);
+    assert_int_equal(r->type, REDIS_REPLY_ARRAY);
+    assert_int_equal(r->elements, 1);
+    return r;
+}
+
+static const char *s_event_field(redisReply *event, const char *field)
+{
+    redisReply *pairs = event->element[0]->element[1];
+    for (size_t i = 0; i + 1 < pairs->elements; i += 2)
+        if (strcmp(pairs->element[i]->str, field) == 0)
+            return pairs->element[i + 1]->str;
+    return NULL;
+}
+
+static void test_transition_applies_with_right_version(void **state)
+{
+    fixture_t *f = *state;
+    const char *key = "berth:vm:{v1}";
+    const char *fields[] = { "owner", "alice", "template", "small-linux" };
+    int64_t version = -1;
+
+    /* Creation: the key is absent, expected state "" at version 0. */
+    assert_int_equal(store_transition(f->store, key, "", 0, "REQUESTED", "vm.requested", 4, fields,
+                                      &version),
+                     0);
+    assert_int_equal(version, 1);
+    s_assert_field(f->store, key, "state", "REQUESTED");
+    s_assert_field(f->store, key, "version", "1");
+    s_assert_field(f->store, key, "owner", "alice");
+    s_assert_field(f->store, key, "template", "small-linux");
+    assert_int_equal(s_integer(f->store, "XLEN", STORE_EVENTS), 1);
+
+    redisReply *ev = s_last_event(f->store);
+    assert_string_equal(s_event_field(ev, "type"), "vm.requested");
+    assert_string_equal(s_event_field(ev, "key"), key);
+    assert_string_equal(s_event_field(ev, "state"), "REQUESTED");
+    assert_string_equal(s_event_field(ev, "version"), "1");
+    assert_string_equal(s_event_field(ev, "owner"), "alice");
+    freeReplyObject(ev);
+
+    /* The next step, from the version just read. */
+    const char *why[] = { "approved_by", "policy" };
+    assert_int_equal(store_transition(f->store, key, "REQUESTED", 1, "APPROVED", "vm.approved", 2,
+                                      why, &version),
+                     0);
+    assert_int_equal(version, 2);
+    s_assert_field(f->store, key, "state", "APPROVED");
+    s_assert_field(f->store, key, "version", "2");
+    s_assert_field(f->store, key, "owner", "alice"); /* untouched fields stay */
+    s_assert_field(f->store, key, "approved_by", "policy");
+    assert_int_equal(s_integer(f->store, "XLEN", STORE_EVENTS), 2);
+    ev = s_last_event(f->store);
+    assert_string_equal(s_event_field(ev, "type"), "vm.approved");
+    assert_string_equal(s_event_field(ev, "version"), "2");
+    assert_null(s_event_field(ev, "owner")); /* an event carries only its own fields */
+    freeReplyObject(ev);
+
+    /* No extra fields and no interest in the new version. */
+    assert_int_equal(store_transition(f->store, key, "APPROVED", 2, "PROVISIONING",
+                                      "vm.provisioning", 0, NULL, NULL),
+                     0);
+    s_assert_field(f->store, key, "version", "3");
+}
+
+static void test_transition_refuses_stale_or_wrong_state(void **state)
+{
+    fixture_t *f = *state;
+    const char *key = "berth:vm:{v2}";
+    int64_t version = 0;
+    assert_int_equal(store_transition(f->store, key, "", 0, "REQUESTED", "vm.requested", 0, NULL,
+                                      &version),
+                     0);
+    assert_int_equal(store_transition(f->store, key, "REQUESTED", 1, "APPROVED", "vm.approved", 0,
+                                      NULL, &version),
+                     0);
+    assert_int_equal(version, 2);
+    long long events = s_integer(f->store, "XLEN", STORE_EVENTS);
+
+    /* A second writer that read version 1 lost the race: refused, output untouched. */
+    int64_t untouched = 12345;
+    const char *fields[] = { "state_note", "from a stale writer" };
+    assert_int_equal(store_transition(f->store, key, "APPROVED", 1, "ACTIVE", "vm.active", 2,
+                                      fields, &untouched),
+                     STORE_CONFLICT);
+    assert_int_equal(untouched, 12345);
+    /* Right version, wrong state. */
+    assert_int_equal(store_transition(f->store, key, "REQUESTED", 2, "REJECTED", "vm.rejected", 2,
+                                      fields, &untouched),
+                     STORE_CONFLICT);
+    /* A version from the future. */
+    assert_int_equal(store_transition(f->store, key, "APPROVED", 3, "ACTIVE", "vm.active", 0, NULL,
+                                      NULL),
+                     STORE_CONFLICT);
+    /* Creating what already exists. */
+    assert_int_equal(store_transition(f->store, key, "", 0, "REQUESTED", "vm.requested", 0, NULL,
+                                      NULL),
+                     STORE_CONFLICT);
+    /* Expecting something that does not exist. */
+    assert_int_equal(store_transition(f->store, "berth:vm:{nosuch}", "REQUESTED", 1, "APPROVED",
+                                      "vm.approved", 0, NULL, NULL),
+                     STORE_CONFLICT);
+    assert_int_equal(s_integer(f->store, "EXISTS", "berth:vm:{nosuch}"), 0);
+
+    /* None of that changed the object or wrote an event. */
+    s_assert_field(f->store, key, "state", "APPROVED");
+    s_assert_field(f->store, key, "version", "2");
+    s_assert_field(f->store, key, "state_note", "");
+    assert_int_equal(s_integer(f->store, "XLEN", STORE_EVENTS), events);
+
+    /* The winner carries on from the real version. */
+    assert_int_equal(store_transition(f->store, key, "APPROVED", 2, "ACTIVE", "vm.active", 0, NULL,
+                                      &version),
+                     0);
+    assert_int_equal(version, 3);
+    assert_int_equal(s_integer(f->store, "XLEN", STORE_EVENTS), events + 1);
+}
+
+static void test_transition_on_wrong_type_is_an_error(void **state)
+{
+    fixture_t *f = *state;
+    /* A key of the wrong type is a broken invariant, not a lost race: -1, not CONFLICT. */
+    redisReply *r = store_command(f->store, "SET berth:vm:{v3} not-a-hash");
+    assert_non_null(r);
+    freeReplyObject(r);
+    assert_int_equal(store_transition(f->store, "berth:vm:{v3}", "", 0, "REQUESTED",
+                                      "vm.requested", 0, NULL, NULL),
+                     -1);
+    assert_true(store_ok(f->store)); /* Redis answered: the connection is fine */
+}
+
+static void test_transition_after_script_cache_flush(void **state)
+{
+    fixture_t *f = *state;
+    const char *key = "berth:vm:{v4}";
+    assert_int_equal(store_transition(f->store, key, "", 0, "REQUESTED", "vm.requested", 0, NULL,
+                                      NULL),
+                     0);
+    /* What a Redis restart does to the scripts: the store must reload on NOSCRIPT. */
+    redisReply *r = store_command(f->store, "SCRIPT FLUSH");
+    assert_non_null(r);
+    freeReplyObject(r);
+    int64_t version = 0;
+    assert_int_equal(store_transition(f->store, key, "REQUESTED", 1, "APPROVED", "vm.approved", 0,
+                                      NULL, &version),
+                     0);
+    assert_int_equal(version, 2);
+}
+
+static void test_command_errors_are_replies(void **state)
+{
+    fixture_t *f = *state;
+    redisReply *r = store_command(f->store, "NOSUCHCOMMAND x");
+    assert_non_null(r);
+    assert_int_equal(r->type, REDIS_REPLY_ERROR);
+    freeReplyObject(r);
+    assert_true(store_ok(f->store));
+
+    /* Binary-safe argv. */
+    const char *argv[] = { "SET", "berth:test:bin", "a\0b" };
+    size_t lens[] = { 3, 14, 3 };
+    r = store_commandv(f->store, 3, argv, lens);
+    assert_non_null(r);
+    freeReplyObject(r);
+    assert_int_equal(s_integer(f->store, "STRLEN", "berth:test:bin"), 3);
+}
+
+/* Poll store_command(PING) until it answers; ms it took, or fail after timeout_ms. */
+static int64_t s_wait_reconnect(store_t *store, int timeout_ms)
+{
+    int64_t start = testenv_now_ms();
+    for (;;) {
+        redisReply *r = store_command(store, "PING");
+        if (r) {
+            assert_int_equal(r->type, REDIS_REPLY_STATUS);
+            freeReplyObject(r);
+            assert_true(store_ok(store));
+            return testenv_now_ms() - start;
+        }
+        assert_false(store_ok(store));
+        if (testenv_now_ms() - start > timeout_ms)
+            fail_msg("store did not reconnect within %d ms", timeout_ms);
+        testenv_pause_ms(20);
+    }
+}
+
+static void test_reconnect_after_redis_restart(void **state)
+{
+    fixture_t *f = *state;
+    const char *key = "berth:vm:{v5}";
+    assert_int_equal(store_transition(f->store, key, "", 0, "REQUESTED", "vm.requested", 0, NULL,
+                                      NULL),
+                     0);
+    assert_int_equal(testenv_redis_stop(f->redis), 0);
+
+    /* Redis gone: every call fails fast with NULL / -1 and nothing crashes. */
+    assert_null(store_command(f->store, "PING"));
+    assert_false(store_ok(f->store));
+    assert_int_equal(store_transition(f->store, key, "REQUESTED", 1, "APPROVED", "vm.approved", 0,
+                                      NULL, NULL),
+                     -1);
+    int64_t start = testenv_now_ms();
+    for (int i = 0; i < 50; i++)
+        assert_null(store_command(f->store, "PING"));
+    assert_true(testenv_now_ms() - start < 1000); /* backoff: no reconnect storm, no blocking */
+
+    /* Back on the same port: the same store reconnects by itself within its longest
+       backoff (2 s) plus a margin, and finds the data and a fresh script cache. */
+    assert_int_equal(testenv_redis_restart(f->redis), 0);
+    int64_t took = s_wait_reconnect(f->store, 4000);
+    print_message("reconnected %lld ms after the restart\n", (long long)took);
+    s_assert_field(f->store, key, "state", "REQUESTED");
+    int64_t version = 0;
+    assert_int_equal(store_transition(f->store, key, "REQUESTED", 1, "APPROVED", "vm.approved", 0,
+                                      NULL, &version),
+                     0);
+    assert_int_equal(version, 2);
+}
+
+static void test_frozen_redis_times_out(void **state)
+{
+    fixture_t *f = *state;
+    /* A Redis that accepts nothing and answers nothing (stopped process): a command must
+       give up after the command timeout (1 s) rather than hang the caller's event loop. */
+    assert_int_equal(testenv_redis_pause(f->redis), 0);
+    int64_t start = testenv_now_ms();
+    redisReply *r = store_command(f->store, "PING");
+    int64_t took = testenv_now_ms() - start;
+    testenv_redis_resume(f->redis);
+    if (r)
+        freeReplyObject(r);
+    assert_null(r);
+    assert_false(store_ok(f->store));
+    assert_true(took >= 900 && took < 3000);
+    s_wait_reconnect(f->store, 4000);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_transition_applies_with_right_version, s_setup,
+                                        s_teardown),
+        cmocka_unit_test_setup_teardown(test_transition_refuses_stale_or_wrong_state, s_setup,
+                                        s_teardown),
+        cmocka_unit_test_setup_teardown(test_transition_on_wrong_type_is_an_error, s_setup,
+                                        s_teardown),
+        cmocka_unit_test_setup_teardown(test_transition_after_script_cache_flush, s_setup,
+                                        s_teardown),
+        cmocka_unit_test_setup_teardown(test_command_errors_are_replies, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_reconnect_after_redis_restart, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_frozen_redis_times_out, s_setup, s_teardown),
+    };
+    return cmocka_run_group_tests(tests, s_group_setup, s_group_teardown);
+}
