@@ -194,6 +194,7 @@ int bus_client_call(bus_client_t *self, const char *service, const ProtobufCMess
                              .deadline_ms = util_now_ms() + timeout_ms,
                              .request_id = request_id,
                              .sender = self->sender,
+                             .service = service,
                              .body = body };
     zframe_t *frame = envelope_pack(&spec);
     if (!frame)

@@ -221,6 +221,13 @@ void *bus_request_body(bus_request_t *request, const ProtobufCMessageDescriptor 
     return request->body;
 }
 
+/* A request names the service it is meant for; none named means any. */
+static int s_meant_for_us(bus_server_t *self, const char *service)
+{
+    size_t len = strlen(service);
+    return len == 0 || (strncmp(self->sender, service, len) == 0 && self->sender[len] == '/');
+}
+
 void bus_server_recv(bus_server_t *self)
 {
     zmsg_t *msg = zmsg_recv_nowait(self->router);
@@ -253,6 +260,9 @@ void bus_server_recv(bus_server_t *self)
     bus_request_t req = { .server = self, .identity = identity, .envelope = env };
     if (env->deadline_ms && env->deadline_ms < util_now_ms()) {
         log_debug(env->request_id, "dropped request past its deadline", "{s:s}", "type", env->type);
+    } else if (!s_meant_for_us(self, env->service)) {
+        /* A caller that still lists a dead instance whose port we now hold. */
+        bus_reply_error(&req, "WRONG_SERVICE", "this endpoint serves another service");
     } else {
         s_handler_t *h = zhashx_lookup(self->handlers, env->type);
         if (h)

@@ -36,6 +36,7 @@ zframe_t *envelope_pack(const envelope_spec_t *spec)
     env.deadline_ms = spec->deadline_ms;
     env.request_id = (char *)(spec->request_id ? spec->request_id : "");
     env.sender = (char *)(spec->sender ? spec->sender : "");
+    env.service = (char *)(spec->service ? spec->service : "");
     uint8_t *body = NULL;
     if (spec->body) {
         env.body.len = protobuf_c_message_get_packed_size(spec->body);
@@ -76,8 +77,8 @@ Berth__Envelope *envelope_unpack(const uint8_t *data, size_t size, const char **
     else if (!s_valid_token(env->type, 1))
         why = "missing or invalid type";
     else if (!s_valid_token(env->correlation_id, 0) || !s_valid_token(env->request_id, 0)
-             || !s_valid_token(env->sender, 0))
-        why = "invalid correlation_id, request_id or sender";
+             || !s_valid_token(env->sender, 0) || !s_valid_token(env->service, 0))
+        why = "invalid correlation_id, request_id, sender or service";
     else if (env->deadline_ms < 0)
         why = "negative deadline";
     if (why) {

@@ -18,6 +18,7 @@ typedef struct {
     int64_t deadline_ms;
     const char *request_id;
     const char *sender;
+    const char *service;              /* on requests: the service meant (NULL = any) */
     const ProtobufCMessage *body;     /* may be NULL (an empty body) */
     const char *error_code;           /* when set: an Error reply */
     const char *error_message;
