@@ -556,7 +556,8 @@ static int s_complete(tasks_t *self, s_held_t *h)
     }
     /* Rolled back. Another host if the failure was the host's and attempts are left. */
     json_t *tried = json_object_get(t, "tried");
-    const char *host = s_str(t, "host");
+    char host[128];   /* a copy: the task's own string goes when "host" is cleared below */
+    util_strlcpy(host, s_str(t, "host"), sizeof host);
     size_t n = json_array_size(tried);
     int host_failed = n && streq(json_string_value(json_array_get(tried, n - 1)), host);
     json_object_set_new(t, "rolling_back", json_false());
@@ -591,8 +592,13 @@ static int s_failed(tasks_t *self, s_held_t *h, const s_stage_t *stage)
         return s_complete(self, h);
     }
     s_step_close(h, "FAILED");
-    char fault[600];
-    snprintf(fault, sizeof fault, "%s failed: %s", stage->name, h->result);
+    /* The fault tells every attempt, so the root cause survives a last "no valid host". */
+    char fault[1024], where[160] = "";
+    if (stage->on_host)
+        snprintf(where, sizeof where, " on host %s", s_str(t, "host"));
+    const char *earlier = s_str(t, "fault");
+    snprintf(fault, sizeof fault, "%s%s%s failed%s: %s", earlier, *earlier ? "; then " : "",
+             stage->name, where, h->result);
     s_set_str(t, "fault", fault);
     s_set_str(t, "command", "");
     if (streq(s_str(t, "kind"), "DISPOSE")) {
