@@ -479,8 +479,29 @@ class Platform:
         self._stopped = True
         self._terminate(list(reversed(self.procs)), self.grace)
         self.stop_redis()
-        if self._owns_data_dir and not self.keep_data:
+        reports = self.sanitizer_reports()
+        if self._owns_data_dir and not self.keep_data and not reports:
             shutil.rmtree(self.data_dir, ignore_errors=True)
+        if reports:
+            raise PlatformError("sanitizer reports (logs kept in %s):\n%s"
+                                % (self.data_dir, "\n".join(reports)))
+
+    def sanitizer_reports(self):
+        """'name: first line' of every AddressSanitizer, LeakSanitizer or UBSan report in the
+        services' logs: a memory error is a failure even when the process lived on."""
+        marks = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
+        found = []
+        for path in sorted({p.log_path for p in self.procs}):
+            try:
+                with open(path, "rb") as f:
+                    text = f.read().decode("utf-8", "replace")
+            except OSError:
+                continue
+            for line in text.splitlines():
+                if any(m in line for m in marks):
+                    found.append("%s: %s" % (os.path.basename(path), line.strip()))
+                    break
+        return found
 
     def logs(self):
         """{name: log path} of every process started, for reports."""
