@@ -60,3 +60,14 @@ int util_parse_int(const char *text, int64_t min, int64_t max, int64_t *out)
     *out = value;
     return 0;
 }
+
+int util_is_uuid(const char *text)
+{
+    uuid_t bin;
+    if (!text || strlen(text) != UTIL_ID_LEN - 1 || uuid_parse(text, bin) != 0)
+        return 0;
+    for (const char *c = text; *c; c++)
+        if (isupper((unsigned char)*c))
+            return 0;
+    return 1;
+}

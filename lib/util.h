@@ -16,6 +16,10 @@ int64_t util_mono_ms(void);
 /* Write a fresh random UUID (lower case, 36 chars) into out. */
 void util_uuid(char out[UTIL_ID_LEN]);
 
+/* True when text is a Berth id: a UUID in the canonical lower-case form util_uuid() writes.
+   Ids are keys, so another spelling of the same UUID would name a different object. */
+int util_is_uuid(const char *text);
+
 /* Copy src into dst (size bytes), always NUL-terminating. Returns -1 when src was truncated. */
 int util_strlcpy(char *dst, const char *src, size_t size);
 

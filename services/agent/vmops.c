@@ -118,20 +118,6 @@ static int s_ascii(const char *text)
     return 1;
 }
 
-static int s_is_uuid(const char *text)
-{
-    if (!text || strlen(text) != 36)
-        return 0;
-    for (int i = 0; i < 36; i++) {
-        if (i == 8 || i == 13 || i == 18 || i == 23) {
-            if (text[i] != '-')
-                return 0;
-        } else if (!isxdigit((unsigned char)text[i]))
-            return 0;
-    }
-    return 1;
-}
-
 vmops_t *vmops_new(const vmops_config_t *config)
 {
     vmops_t *self = calloc(1, sizeof *self);
@@ -841,7 +827,7 @@ void vmops_execute(vmops_t *self, const Berth__AgentCommand *cmd, Berth__AgentRe
         s_fail(result, "invalid command '%s': unknown op '%.64s'", id, s_ascii(op) ? op : "?");
         return;
     }
-    if (!s_is_uuid(cmd->vm)) {
+    if (!util_is_uuid(cmd->vm)) {
         s_fail(result, "invalid %s command '%s': vm id '%.64s' is not a UUID", op, id,
                cmd->vm && s_ascii(cmd->vm) ? cmd->vm : "?");
         return;

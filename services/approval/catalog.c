@@ -203,11 +203,13 @@ int catalog_find(store_t *store, const char *ref, Berth__Template **tmpl_p, faul
 {
     if (policy_check_template_ref(ref, fault) != 0)
         return -1;
-    char id[UTIL_ID_LEN] = "";
-    if (policy_is_uuid(ref)) {
-        for (int i = 0; i < UTIL_ID_LEN; i++)
-            id[i] = (char)tolower((unsigned char)ref[i]);
-    } else if (policy_is_template_name(ref)) {
+    /* An id may come in either case; ids are stored lower case. */
+    char id[UTIL_ID_LEN] = "", lower[UTIL_ID_LEN] = "";
+    for (size_t i = 0; i + 1 < sizeof lower && ref[i]; i++)
+        lower[i] = (char)tolower((unsigned char)ref[i]);
+    if (strlen(ref) == UTIL_ID_LEN - 1 && util_is_uuid(lower))
+        util_strlcpy(id, lower, sizeof id);
+    else if (policy_is_template_name(ref)) {
         char name_key[MODEL_KEY_MAX];
         s_name_key(name_key, sizeof name_key, ref);
         redisReply *r = store_command(store, "HGET %s id", name_key);

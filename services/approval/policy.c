@@ -3,6 +3,7 @@
     libvirt domain title, an image name a file name on the stager), so nothing looser gets
     stored and every refusal says which field broke which rule. */
 #include "policy.h"
+#include "util.h"
 
 #include <string.h>
 
@@ -53,23 +54,6 @@ static int s_alnum(char c)
     return s_lower_alnum(c) || (c >= 'A' && c <= 'Z');
 }
 
-static int s_hex(char c)
-{
-    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
-}
-
-int policy_is_uuid(const char *text)
-{
-    if (!text || strlen(text) != 36)
-        return 0;
-    for (int i = 0; i < 36; i++) {
-        int dash = i == 8 || i == 13 || i == 18 || i == 23;
-        if (dash ? text[i] != '-' : !s_hex(text[i]))
-            return 0;
-    }
-    return 1;
-}
-
 /* A token: 1..max characters from [A-Za-z0-9._-] (plus extra), starting with a letter or
    digit. The shape of user names, image names and keys. */
 static int s_token(const char *text, size_t max, const char *extra)
@@ -87,7 +71,7 @@ int policy_check_uuid(const char *field, const char *text, fault_t *fault)
 {
     if (!text || !*text)
         return fault_set(fault, "BAD_REQUEST", "%s is required", field);
-    if (!policy_is_uuid(text))
+    if (!util_is_uuid(text))
         return fault_set(fault, "BAD_REQUEST", "%s must be a UUID", field);
     return 0;
 }
@@ -113,7 +97,7 @@ int policy_is_template_name(const char *text)
     for (size_t i = 0; i < len; i++)
         if (!s_lower_alnum(text[i]) && !strchr("._-", text[i]))
             return 0;
-    return !policy_is_uuid(text);
+    return !util_is_uuid(text);
 }
 
 int policy_check_template(const policy_t *self, const Berth__Template *t, fault_t *fault)

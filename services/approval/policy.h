@@ -32,9 +32,6 @@ void policy_declare(config_t *config);
 /* Read the limits from a loaded config. -1 (logged by config_int) when a value is bad. */
 int policy_load(policy_t *self, config_t *config);
 
-/* True when text is a lower-case or upper-case canonical UUID. */
-int policy_is_uuid(const char *text);
-
 /* True when text is a valid template name: [a-z0-9][a-z0-9._-]{0,62}, not a UUID. */
 int policy_is_template_name(const char *text);
 

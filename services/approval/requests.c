@@ -161,7 +161,7 @@ static int s_idem_lookup(store_t *store, const char *idem_key, int64_t now, char
     if (!held[0] || expires <= now)
         return 0;
     /* held is non-empty here: it must name the request, which is what the check compares. */
-    if (!policy_is_uuid(held))
+    if (!util_is_uuid(held))
         return 0;
     char key[MODEL_KEY_MAX];
     ProtobufCMessage *msg = NULL;
@@ -349,7 +349,7 @@ static int s_decide(store_t *store, const Berth__DecideRequest *msg, const Berth
     int rc = 0;
     for (size_t i = 0; rc == 0 && i < req->n_vms; i++) {
         ProtobufCMessage *m = NULL;
-        int found = policy_is_uuid(req->vms[i])
+        int found = util_is_uuid(req->vms[i])
                         ? model_load(store, &berth__vm__descriptor,
                                      model_key(key, sizeof key, "vm", req->vms[i]), &m)
                         : MODEL_NOT_FOUND;

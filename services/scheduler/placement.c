@@ -431,25 +431,10 @@ static int s_place(placement_t *self, const Berth__SelectHost *req, const char *
     return PLACEMENT_NO_VALID_HOST;
 }
 
-static int s_valid_vm(const char *text)
-{
-    if (!text || strlen(text) != 36)
-        return 0;
-    for (int i = 0; i < 36; i++) {
-        char c = text[i];
-        if (i == 8 || i == 13 || i == 18 || i == 23) {
-            if (c != '-')
-                return 0;
-        } else if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f')))
-            return 0;
-    }
-    return 1;
-}
-
 static const char *s_invalid(const placement_t *self, const Berth__SelectHost *req)
 {
     const placement_config_t *c = &self->config;
-    if (!s_valid_vm(req->vm))
+    if (!util_is_uuid(req->vm))
         return "vm must be a lower-case UUID";
     const Berth__Resources *f = req->flavor;
     if (!f)
@@ -522,7 +507,7 @@ int placement_select(placement_t *self, const Berth__SelectHost *req,
 int placement_release(placement_t *self, const char *vm, int *released, char *error,
                       size_t error_size)
 {
-    if (!s_valid_vm(vm)) {
+    if (!util_is_uuid(vm)) {
         snprintf(error, error_size, "vm must be a lower-case UUID");
         return PLACEMENT_BAD_REQUEST;
     }

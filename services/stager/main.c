@@ -81,7 +81,7 @@ static void s_on_stage_image(bus_request_t *request, void *arg)
         bus_reply_error(request, "UNAVAILABLE", "base images are not ready yet");
         return;
     }
-    if (!seed_valid_vm(req->vm)) {
+    if (!util_is_uuid(req->vm)) {
         bus_reply_error(request, "BAD_REQUEST", "vm must be a lower-case UUID");
         return;
     }

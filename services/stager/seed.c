@@ -9,6 +9,7 @@
 #include "seed.h"
 #include "files.h"
 #include "tool.h"
+#include "util.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -62,21 +63,6 @@ void seed_destroy(seed_t **self_p)
         free(self);
         *self_p = NULL;
     }
-}
-
-int seed_valid_vm(const char *text)
-{
-    if (!text || strlen(text) != 36)
-        return 0;
-    for (int i = 0; i < 36; i++) {
-        char c = text[i];
-        if (i == 8 || i == 13 || i == 18 || i == 23) {
-            if (c != '-')
-                return 0;
-        } else if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f')))
-            return 0;
-    }
-    return 1;
 }
 
 int seed_valid_hostname(const char *text)
@@ -215,7 +201,7 @@ done:
 int seed_stage(seed_t *self, const char *vm, const char *name, const char *user_data,
                char **path_p, char *error, size_t error_size)
 {
-    if (!seed_valid_vm(vm)) {
+    if (!util_is_uuid(vm)) {
         snprintf(error, error_size, "vm must be a lower-case UUID");
         return SEED_BAD_REQUEST;
     }

@@ -23,9 +23,6 @@ typedef struct _seed_t seed_t;
 seed_t *seed_new(const char *dir, const seed_config_t *config);
 void seed_destroy(seed_t **self_p);
 
-/* 1 if text is a lower-case UUID (what Berth uses for VM ids), else 0. */
-int seed_valid_vm(const char *text);
-
 /* 1 if text is a hostname label: [a-z0-9-]{1,63}, not starting or ending with '-'. */
 int seed_valid_hostname(const char *text);
 

@@ -770,11 +770,6 @@ static int s_tick(service_t *service, void *arg)
 
 /* ---- DisposeVm ---------------------------------------------------------------------------- */
 
-static int s_valid_uuid(const char *s)
-{
-    return s && strlen(s) == 36 && strspn(s, "0123456789abcdef-") == 36;
-}
-
 static void s_reply_task(bus_request_t *request, store_t *store, const char *id)
 {
     char key[MODEL_KEY_MAX];
@@ -796,7 +791,7 @@ static void s_on_dispose(bus_request_t *request, void *arg)
 {
     tasks_t *self = arg;
     Berth__DisposeVm *req = bus_request_body(request, &berth__dispose_vm__descriptor);
-    if (!req || !s_valid_uuid(req->vm) || strlen(req->actor) > 128) {
+    if (!req || !util_is_uuid(req->vm) || strlen(req->actor) > 128) {
         bus_reply_error(request, "BAD_REQUEST", "DisposeVm needs a VM id (UUID)");
         return;
     }

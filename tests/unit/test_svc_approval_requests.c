@@ -255,7 +255,7 @@ static void test_seed_once(void **state)
     for (size_t i = 0; i < 3; i++) {
         Berth__Template *t = list->templates[i];
         assert_string_equal(t->name, names[i]);
-        assert_true(policy_is_uuid(t->id));
+        assert_true(util_is_uuid(t->id));
         char key[MODEL_KEY_MAX];
         snprintf(key, sizeof key, "berth:template-name:%s", t->name);
         redisReply *r = store_command(s_store, "HGET %s id", key);
@@ -354,7 +354,7 @@ static void test_create_template(void **state)
     fault_t fault = { "", "" };
     char id[UTIL_ID_LEN] = "";
     assert_int_equal(catalog_create(s_store, &s_policy, &t, "admin", id, &fault), 0);
-    assert_true(policy_is_uuid(id));
+    assert_true(util_is_uuid(id));
     assert_int_equal(s_events("template.created", NULL, "actor", "admin"), 1);
 
     Berth__TemplateList *list = NULL;
@@ -478,7 +478,7 @@ static void test_create_request_queues_provisioning(void **state)
     s_template_id("small", small);
     int64_t start = util_now_ms();
     Berth__Request *req = s_create("small", "web", 2, "alice", NULL);
-    assert_true(policy_is_uuid(req->id));
+    assert_true(util_is_uuid(req->id));
     assert_string_equal(req->state, "APPROVED");
     assert_string_equal(req->decided_by, "policy");
     assert_string_equal(req->template_, small);
@@ -1033,7 +1033,7 @@ static void test_bus_handlers(void **state)
     assert_null(reply->error);
     Berth__Template *made = (Berth__Template *)envelope_body(reply, &berth__template__descriptor);
     assert_non_null(made);
-    assert_true(policy_is_uuid(made->id));
+    assert_true(util_is_uuid(made->id));
     assert_string_equal(made->name, "xl");
     assert_true(made->requires_approval);
     s_free(made);
