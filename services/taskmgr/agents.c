@@ -90,6 +90,7 @@ static void s_on_heartbeat(bus_request_t *request, void *arg)
         return;
     }
     json_t *domains = json_array();
+    size_t ours = 0;
     const char **argv = calloc(1 + 2 * hb->n_domains, sizeof *argv);
     int argc = 0;
     if (argv)
@@ -98,9 +99,11 @@ static void s_on_heartbeat(bus_request_t *request, void *arg)
         Berth__Domain *d = hb->domains[i];
         json_array_append_new(domains, json_pack("{s:s, s:s}", "name", d->name, "power_state",
                                                  d->power_state));
-        if (argv && s_valid_id(d->name, 64) && s_valid_id(d->power_state, 32)) {
+        /* Only domains named by a Berth id are VMs of ours; a host may run others. */
+        if (argv && util_is_uuid(d->name) && s_valid_id(d->power_state, 32)) {
             argv[argc++] = d->name;
             argv[argc++] = d->power_state;
+            ours++;
         }
     }
     char *domains_text = json_dumps(domains, JSON_COMPACT);
@@ -112,7 +115,7 @@ static void s_on_heartbeat(bus_request_t *request, void *arg)
     snprintf(vcpus, sizeof vcpus, "%d", cap->vcpus);
     snprintf(ram, sizeof ram, "%lld", (long long)cap->ram_mb);
     snprintf(disk, sizeof disk, "%lld", (long long)cap->disk_gb);
-    snprintf(vms, sizeof vms, "%zu", hb->n_domains);
+    snprintf(vms, sizeof vms, "%zu", ours);
     snprintf(seen, sizeof seen, "%lld", (long long)util_now_ms());
     const char *fields[] = { "HSET", host_key, "id", hb->host->id, "name",
                              hb->host->name && *hb->host->name ? hb->host->name : hb->host->id,

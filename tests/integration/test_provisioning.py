@@ -50,6 +50,8 @@ class Provisioning(unittest.TestCase):
     def test_1_request_active_dispose(self):
         before = self.api.hosts()
         self.assertEqual(len(before), 3)
+        # Each simulated host runs libvirt's own "test" domain: not a VM of Berth's.
+        self.assertEqual([h["vms"] for h in before.values()], [0, 0, 0])
         req = self.api.request("small", "web")
         self.assertIn(req["state"], ("APPROVED",))
         self.assertEqual(len(req["vms"]), 1)
@@ -71,6 +73,8 @@ class Provisioning(unittest.TestCase):
         self.assertIn(vm_id, host_domains(self.api, vm["host"]))
         during = self.api.hosts()[vm["host"]]
         self.assertEqual(during["used"]["ram_mb"] - before[vm["host"]]["used"]["ram_mb"], 1024)
+        # Hosts count Berth's VMs only (the test driver's own "test" domain is not one).
+        self.assertEqual(during["vms"], before[vm["host"]]["vms"] + 1)
 
         # The seed the domain boots with names this VM.
         seed = self.seed_path(vm_id)
@@ -96,6 +100,7 @@ class Provisioning(unittest.TestCase):
         for host_id in before:
             self.assertTrue(used_equal(before[host_id], after[host_id]),
                             (before[host_id], after[host_id]))
+            self.assertEqual(after[host_id]["vms"], before[host_id]["vms"])
         self.assertIsNone(self.seed_path(vm_id), "seed ISO left on the host")
         r = self.api.call("DELETE", "/v1/vms/" + vm_id)
         self.assertEqual(r.status, 409, r)
