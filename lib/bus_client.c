@@ -6,8 +6,13 @@
     ZMQ_IMMEDIATE keeps messages off connections that are not up, so a dead instance is
     skipped rather than buffered for.
 
-    Retries: send, wait one retry interval for a reply whose correlation id is ours
-    (discarding late replies to earlier calls), resend the same frame, until the deadline.
+    Calls: every call, waited for (bus_client_call) or not (bus_client_send), is an entry in
+    one table of calls in flight keyed by message id. Until its deadline the same frame is
+    resent every retry interval; a reply is matched to its call by correlation id (a reply
+    to no call in flight is late, and dropped). A waited-for call polls its own dealer; calls
+    not waited for are driven by the owner's zloop (bus_client_attach): a reader per dealer
+    and a timer for resends and deadlines, and their callbacks run there, never inside
+    another call.
 
     Wrong answerers: the registry can list a dead instance for up to its TTL, and its port
     may already belong to another process (CZMQ hands out ports from one range, so a
@@ -31,12 +36,43 @@ typedef struct {
     int pinned;            /* endpoints came from bus_client_pin(), not the registry */
 } s_target_t;
 
+/* One call in flight. */
+typedef struct {
+    char id[UTIL_ID_LEN];  /* message id: the same on every resend */
+    char *service;
+    char *request_id;
+    const char *type;      /* body's message name (static) */
+    zframe_t *frame;       /* the packed envelope, resent as is */
+    int64_t deadline;      /* monotonic ms after which nobody waits */
+    int64_t resend_at;     /* monotonic ms of the next resend */
+    int attempts;
+    bus_reply_fn *fn;      /* NULL for a call someone waits for */
+    void *arg;
+    Berth__Envelope *reply;  /* the answer, once it came */
+} s_call_t;
+
 struct _bus_client_t {
     store_t *store;        /* borrowed */
     char *sender;
     zhashx_t *targets;     /* service -> s_target_t */
+    zhashx_t *calls;       /* message id -> s_call_t, every call in flight */
+    zloop_t *loop;         /* borrowed, once attached */
     int retry_ms;
 };
+
+static void s_call_free(void **item)
+{
+    s_call_t *c = *item;
+    if (c) {
+        zframe_destroy(&c->frame);
+        if (c->reply)
+            berth__envelope__free_unpacked(c->reply, NULL);
+        free(c->service);
+        free(c->request_id);
+        free(c);
+        *item = NULL;
+    }
+}
 
 static void s_target_free(void **item)
 {
@@ -57,12 +93,14 @@ bus_client_t *bus_client_new(store_t *store, const char *sender)
     self->store = store;
     self->sender = strdup(sender);
     self->targets = zhashx_new();
+    self->calls = zhashx_new();
     self->retry_ms = 250;
-    if (!self->sender || !self->targets) {
+    if (!self->sender || !self->targets || !self->calls) {
         bus_client_destroy(&self);
         return NULL;
     }
     zhashx_set_destructor(self->targets, s_target_free);
+    zhashx_set_destructor(self->calls, s_call_free);
     return self;
 }
 
@@ -70,6 +108,7 @@ void bus_client_destroy(bus_client_t **self_p)
 {
     if (self_p && *self_p) {
         bus_client_t *self = *self_p;
+        zhashx_destroy(&self->calls);
         zhashx_destroy(&self->targets);
         free(self->sender);
         free(self);
@@ -81,6 +120,8 @@ void bus_client_set_retry(bus_client_t *self, int retry_ms)
 {
     self->retry_ms = retry_ms > 10 ? retry_ms : 10;
 }
+
+static int s_on_reader(zloop_t *loop, zsock_t *sock, void *arg);
 
 static s_target_t *s_target(bus_client_t *self, const char *service)
 {
@@ -104,6 +145,8 @@ static s_target_t *s_target(bus_client_t *self, const char *service)
     zsock_set_reconnect_ivl_max(t->dealer, 1000);
     t->refreshed_at = -REFRESH_MS;
     zhashx_insert(self->targets, service, t);
+    if (self->loop)
+        zloop_reader(self->loop, t->dealer, s_on_reader, self);
     return t;
 }
 
@@ -177,78 +220,186 @@ int bus_client_instances(bus_client_t *self, const char *service)
     return (int)zhashx_size(t->endpoints);
 }
 
-int bus_client_call(bus_client_t *self, const char *service, const ProtobufCMessage *body,
-                    const char *request_id, int timeout_ms, Berth__Envelope **reply_p)
+static void s_resend(bus_client_t *self, s_call_t *c);
+
+/* Start a call: pack it, enter it in the table, send the first attempt. */
+static s_call_t *s_call_start(bus_client_t *self, const char *service,
+                              const ProtobufCMessage *body, const char *request_id,
+                              int timeout_ms)
 {
-    assert(self && service && body && reply_p);
     s_target_t *t = s_target(self, service);
     if (!t)
-        return -1;
+        return NULL;
     s_refresh(self, service, t, 0);
-
-    char id[UTIL_ID_LEN];
-    util_uuid(id);
-    int64_t start = util_mono_ms();
-    int64_t deadline = start + timeout_ms;
-    envelope_spec_t spec = { .message_id = id,
+    s_call_t *c = calloc(1, sizeof *c);
+    if (!c)
+        return NULL;
+    util_uuid(c->id);
+    c->service = strdup(service);
+    c->request_id = request_id ? strdup(request_id) : NULL;
+    c->type = body->descriptor->short_name;
+    c->deadline = util_mono_ms() + timeout_ms;
+    envelope_spec_t spec = { .message_id = c->id,
                              .deadline_ms = util_now_ms() + timeout_ms,
                              .request_id = request_id,
                              .sender = self->sender,
                              .service = service,
                              .body = body };
-    zframe_t *frame = envelope_pack(&spec);
-    if (!frame)
-        return -1;
+    c->frame = envelope_pack(&spec);
+    if (!c->service || !c->frame || (request_id && !c->request_id)) {
+        void *item = c;
+        s_call_free(&item);
+        return NULL;
+    }
+    zhashx_insert(self->calls, c->id, c);
+    s_resend(self, c);
+    return c;
+}
 
-    int rc = -1;
-    int attempts = 0;
-    zpoller_t *poller = zpoller_new(t->dealer, NULL);
-    while (rc != 0) {
-        int64_t now = util_mono_ms();
-        if (now >= deadline)
-            break;
-        if (attempts > 0)
-            s_refresh(self, service, t, 1);
-        zframe_t *copy = zframe_dup(frame);
-        /* DONTWAIT: with no instance connected there is nobody to queue for; wait and retry. */
-        if (zframe_send(&copy, t->dealer, ZFRAME_DONTWAIT) != 0)
-            zframe_destroy(&copy);
-        attempts++;
-        int64_t resend_at = now + self->retry_ms < deadline ? now + self->retry_ms : deadline;
-        while (rc != 0) {
-            int wait = (int)(resend_at - util_mono_ms());
-            if (wait <= 0)
-                break;
-            if (!zpoller_wait(poller, wait))
-                break;
-            zmsg_t *msg = zmsg_recv(t->dealer);
-            if (!msg)
-                break;
-            zframe_t *data = zmsg_first(msg);
-            Berth__Envelope *env = data && zmsg_size(msg) == 1
-                                       ? envelope_unpack(zframe_data(data), zframe_size(data), NULL)
-                                       : NULL;
-            zmsg_destroy(&msg);
-            int ours = env && streq(env->correlation_id, id);
-            if (ours && (t->pinned || s_sent_by(env->sender, service))) {
-                *reply_p = env;
-                rc = 0;
-            } else if (env) {
-                if (ours)
-                    log_debug(request_id, "reply from another service discarded",
-                              "{s:s, s:s}", "service", service, "sender", env->sender);
-                /* else a late reply to an older call */
-                berth__envelope__free_unpacked(env, NULL);
-            }
+/* Send (again) the same frame: a resend first re-reads the registry, so it reaches an
+   instance that appeared since, and ZeroMQ round-robins it away from a dead one. */
+static void s_resend(bus_client_t *self, s_call_t *c)
+{
+    s_target_t *t = s_target(self, c->service);
+    if (!t)
+        return;
+    if (c->attempts > 0)
+        s_refresh(self, c->service, t, 1);
+    zframe_t *copy = zframe_dup(c->frame);
+    /* DONTWAIT: with no instance connected there is nobody to queue for; wait and retry. */
+    if (zframe_send(&copy, t->dealer, ZFRAME_DONTWAIT) != 0)
+        zframe_destroy(&copy);
+    c->attempts++;
+    int64_t next = util_mono_ms() + self->retry_ms;
+    c->resend_at = next < c->deadline ? next : c->deadline;
+}
+
+/* Read what is queued on sock and hand each reply to its call. Never blocks. */
+static void s_receive(bus_client_t *self, zsock_t *sock)
+{
+    zmsg_t *msg;
+    while ((msg = zmsg_recv_nowait(sock))) {
+        zframe_t *data = zmsg_first(msg);
+        Berth__Envelope *env = data && zmsg_size(msg) == 1
+                                   ? envelope_unpack(zframe_data(data), zframe_size(data), NULL)
+                                   : NULL;
+        zmsg_destroy(&msg);
+        if (!env)
+            continue;
+        s_call_t *c = zhashx_lookup(self->calls, env->correlation_id);
+        s_target_t *t = c ? zhashx_lookup(self->targets, c->service) : NULL;
+        if (c && !c->reply && t && (t->pinned || s_sent_by(env->sender, c->service))) {
+            c->reply = env;
+            continue;
         }
-        if (zsys_interrupted)
+        if (c)
+            log_debug(c->request_id, "reply from another service discarded", "{s:s, s:s}",
+                      "service", c->service, "sender", env->sender);
+        /* else a late reply to a call that is over */
+        berth__envelope__free_unpacked(env, NULL);
+    }
+}
+
+static void s_timed_out(s_call_t *c)
+{
+    log_debug(c->request_id, "bus call timed out", "{s:s, s:s, s:i}", "service", c->service,
+              "type", c->type, "attempts", c->attempts);
+}
+
+/* Calls not waited for: hand answers and timeouts to their callbacks, resend the rest. */
+static void s_drive(bus_client_t *self)
+{
+    int64_t now = util_mono_ms();
+    zlistx_t *ids = zhashx_keys(self->calls);
+    for (char *id = zlistx_first(ids); id; id = zlistx_next(ids)) {
+        s_call_t *c = zhashx_lookup(self->calls, id);
+        if (!c || !c->fn)
+            continue;
+        if (c->reply || now >= c->deadline) {
+            Berth__Envelope *reply = c->reply;
+            c->reply = NULL;
+            bus_reply_fn *fn = c->fn;
+            void *arg = c->arg;
+            char call_id[UTIL_ID_LEN];
+            memcpy(call_id, c->id, UTIL_ID_LEN);
+            if (!reply)
+                s_timed_out(c);
+            zhashx_delete(self->calls, id);
+            fn(self, call_id, reply, arg);
+        } else if (now >= c->resend_at)
+            s_resend(self, c);
+    }
+    zlistx_destroy(&ids);
+}
+
+static int s_on_reader(zloop_t *loop, zsock_t *sock, void *arg)
+{
+    (void)loop;
+    s_receive(arg, sock);
+    s_drive(arg);
+    return 0;
+}
+
+static int s_on_timer(zloop_t *loop, int timer_id, void *arg)
+{
+    (void)loop;
+    (void)timer_id;
+    s_drive(arg);
+    return 0;
+}
+
+void bus_client_attach(bus_client_t *self, zloop_t *loop)
+{
+    assert(!self->loop);
+    self->loop = loop;
+    for (s_target_t *t = zhashx_first(self->targets); t; t = zhashx_next(self->targets))
+        zloop_reader(loop, t->dealer, s_on_reader, self);
+    int tick = self->retry_ms / 5 > 10 ? self->retry_ms / 5 : 10;
+    zloop_timer(loop, (size_t)tick, 0, s_on_timer, self);
+}
+
+int bus_client_send(bus_client_t *self, const char *service, const ProtobufCMessage *body,
+                    const char *request_id, int timeout_ms, bus_reply_fn *fn, void *arg,
+                    char id_out[UTIL_ID_LEN])
+{
+    assert(self && self->loop && service && body && fn);
+    s_call_t *c = s_call_start(self, service, body, request_id, timeout_ms);
+    if (!c)
+        return -1;
+    c->fn = fn;
+    c->arg = arg;
+    if (id_out)
+        memcpy(id_out, c->id, UTIL_ID_LEN);
+    return 0;
+}
+
+int bus_client_call(bus_client_t *self, const char *service, const ProtobufCMessage *body,
+                    const char *request_id, int timeout_ms, Berth__Envelope **reply_p)
+{
+    assert(self && service && body && reply_p);
+    s_call_t *c = s_call_start(self, service, body, request_id, timeout_ms);
+    if (!c)
+        return -1;
+    s_target_t *t = zhashx_lookup(self->targets, service);
+    zpoller_t *poller = zpoller_new(t->dealer, NULL);
+    while (!c->reply && !zsys_interrupted) {
+        int64_t now = util_mono_ms();
+        if (now >= c->deadline)
             break;
+        if (now >= c->resend_at)
+            s_resend(self, c);
+        int wait = (int)(c->resend_at - util_mono_ms());
+        if (wait > 0 && zpoller_wait(poller, wait))
+            s_receive(self, t->dealer);
     }
     zpoller_destroy(&poller);
-    zframe_destroy(&frame);
-    if (rc != 0)
-        log_debug(request_id, "bus call timed out", "{s:s, s:s, s:i, s:i}", "service", service,
-                  "type", body->descriptor->short_name, "attempts", attempts, "timeout_ms",
-                  timeout_ms);
+    int rc = -1;
+    if (c->reply) {
+        *reply_p = c->reply;
+        c->reply = NULL;
+        rc = 0;
+    } else
+        s_timed_out(c);
+    zhashx_delete(self->calls, c->id);
     return rc;
 }

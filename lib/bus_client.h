@@ -8,6 +8,7 @@
 
 #include "envelope.h"
 #include "store.h"
+#include "util.h"
 
 typedef struct _bus_client_t bus_client_t;
 
@@ -25,6 +26,22 @@ int bus_client_pin(bus_client_t *self, const char *service, const char *endpoint
    -1 when no instance answered before the deadline. */
 int bus_client_call(bus_client_t *self, const char *service, const ProtobufCMessage *body,
                     const char *request_id, int timeout_ms, Berth__Envelope **reply_p);
+
+/* What a call not waited for ends with: reply (the callee's, free it with
+   berth__envelope__free_unpacked; check ->error) or NULL when the deadline passed with no
+   answer. call_id is the id bus_client_send gave. Runs on the owner's loop. */
+typedef void(bus_reply_fn)(bus_client_t *client, const char *call_id, Berth__Envelope *reply,
+                           void *arg);
+
+/* Let calls not waited for run on loop (the owner's zloop): their replies, resends and
+   deadlines are handled there. Once, before the first bus_client_send. */
+void bus_client_attach(bus_client_t *self, zloop_t *loop);
+
+/* Start a call and return at once; fn gets its end. 0 (and the call's id in id_out when
+   non-NULL) or -1 if it could not be sent at all. Needs bus_client_attach(). */
+int bus_client_send(bus_client_t *self, const char *service, const ProtobufCMessage *body,
+                    const char *request_id, int timeout_ms, bus_reply_fn *fn, void *arg,
+                    char id_out[UTIL_ID_LEN]);
 
 /* Interval between resends of an unanswered call (default 250 ms). */
 void bus_client_set_retry(bus_client_t *self, int retry_ms);

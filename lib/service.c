@@ -200,6 +200,7 @@ int service_start(service_t *self)
     self->client = bus_client_new(self->store, sender);
     if (!self->store || !self->server || !self->client)
         return -1;
+    bus_client_attach(self->client, self->loop);
     s_advertise(self, bus_server_endpoint(self->server));
     config_set(c, "advertise", self->endpoint);
     config_log(c);

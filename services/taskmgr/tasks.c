@@ -33,6 +33,9 @@ typedef struct {
     int64_t next_try;         /* monotonic ms before which a waiting stage is not retried */
     char result[512];         /* what the last stage did, or why it failed */
     int lost;                 /* a write was refused: the task is no longer ours */
+    char call[UTIL_ID_LEN];   /* id of the bus call in flight ("" when none) */
+    Berth__Envelope *reply;   /* its answer, once it came */
+    int call_timed_out;       /* ...or that none came before its deadline */
 } s_held_t;
 
 struct _tasks_t {
@@ -97,6 +100,8 @@ static void s_held_free(void **item)
         json_decref(h->vm);
         if (h->staged)
             berth__staged_image__free_unpacked(h->staged, NULL);
+        if (h->reply)
+            berth__envelope__free_unpacked(h->reply, NULL);
         free(h);
         *item = NULL;
     }
@@ -194,6 +199,12 @@ static void s_step_open(s_held_t *h, const s_stage_t *stage)
                                                 (json_int_t)0, "result", ""));
     h->stage_since = util_mono_ms();
     h->next_try = 0;
+    /* A call of the stage before is not this stage's answer: forget it. */
+    h->call[0] = '\0';
+    h->call_timed_out = 0;
+    if (h->reply)
+        berth__envelope__free_unpacked(h->reply, NULL);
+    h->reply = NULL;
 }
 
 static void s_step_close(s_held_t *h, const char *state)
@@ -209,19 +220,34 @@ static void s_step_close(s_held_t *h, const char *state)
 
 /* ---- calls to other services -------------------------------------------------------------- */
 
-/* One bus call. S_DONE with *reply_p; S_FAIL with the service's error in h->result; S_WAIT
-   when no instance answered (the stage asks again until its own deadline). */
+static void s_on_reply(bus_client_t *client, const char *call_id, Berth__Envelope *reply,
+                       void *arg);
+
+/* One bus call, never waited for: the first ask sends it and answers S_WAIT; the reply
+   comes back on the loop (s_on_reply) and the stage, asked again, takes it: S_DONE with
+   *reply_p, S_FAIL with the service's error in h->result, or S_WAIT again when no instance
+   answered in time (the stage asks again until its own deadline). */
 static s_rc_t s_call(tasks_t *self, s_held_t *h, const char *service, const ProtobufCMessage *body,
                      Berth__Envelope **reply_p)
 {
-    Berth__Envelope *reply = NULL;
-    if (bus_client_call(self->bus, service, body, s_str(h->task, "request_id"),
-                        self->call_timeout_ms, &reply)
-        != 0) {
+    if (h->call_timed_out) {
+        h->call_timed_out = 0;
         s_result(h, "%s did not answer", service);
         h->next_try = util_mono_ms() + 500;
         return S_WAIT;
     }
+    if (!h->reply) {
+        if (!*h->call
+            && bus_client_send(self->bus, service, body, s_str(h->task, "request_id"),
+                               self->call_timeout_ms, s_on_reply, self, h->call)
+                   != 0) {
+            s_result(h, "cannot send to %s", service);
+            h->next_try = util_mono_ms() + 500;
+        }
+        return S_WAIT;
+    }
+    Berth__Envelope *reply = h->reply;
+    h->reply = NULL;
     if (reply->error) {
         s_result(h, "%s", reply->error->message);
         int transient = streq(reply->error->code, "UNAVAILABLE");
@@ -671,6 +697,38 @@ static int s_step(tasks_t *self, s_held_t *h)
     return s_complete(self, h);
 }
 
+/* Step a held task; let it go once it is over or no longer ours. */
+static void s_advance(tasks_t *self, s_held_t *h)
+{
+    int rc = s_step(self, h);
+    const char *state = s_str(h->task, "state");
+    if (rc != 0 || streq(state, "SUCCEEDED") || streq(state, "FAILED"))
+        zhashx_delete(self->held, h->id);
+}
+
+/* A bus call of a held task ended: keep the answer for its stage and step the task at once
+   rather than at the next tick. A task let go meanwhile no longer wants it. */
+static void s_on_reply(bus_client_t *client, const char *call_id, Berth__Envelope *reply,
+                       void *arg)
+{
+    (void)client;
+    tasks_t *self = arg;
+    s_held_t *h = NULL;
+    for (s_held_t *it = zhashx_first(self->held); it && !h; it = zhashx_next(self->held))
+        if (streq(it->call, call_id))
+            h = it;
+    if (!h) {
+        if (reply)
+            berth__envelope__free_unpacked(reply, NULL);
+        return;
+    }
+    h->call[0] = '\0';
+    h->reply = reply;
+    h->call_timed_out = reply == NULL;
+    h->next_try = 0;
+    s_advance(self, h);
+}
+
 /* Take up to `room` due tasks: bump their epoch, name ourselves holder, start the lease.
    KEYS: due zset. ARGV: holder, now, lease_ms, room. Returns id, epoch pairs. */
 static store_script_t s_acquire = {
@@ -757,12 +815,8 @@ static int s_tick(service_t *service, void *arg)
     zlistx_t *ids = zhashx_keys(self->held);
     for (char *id = zlistx_first(ids); id; id = zlistx_next(ids)) {
         s_held_t *h = zhashx_lookup(self->held, id);
-        if (!h)
-            continue;
-        int rc = s_step(self, h);
-        const char *state = s_str(h->task, "state");
-        if (rc != 0 || streq(state, "SUCCEEDED") || streq(state, "FAILED"))
-            zhashx_delete(self->held, id);
+        if (h)
+            s_advance(self, h);
     }
     zlistx_destroy(&ids);
     return 0;
