@@ -27,6 +27,7 @@ struct _service_t {
     int heartbeat_ms;
     int64_t started_ms;
     int registered;         /* last heartbeat reached Redis */
+    int storeless;          /* never touches Redis (agents) */
 };
 
 static void s_job_free(void **item)
@@ -143,6 +144,11 @@ static int s_heartbeat(zloop_t *loop, int timer_id, void *arg)
     return 0;
 }
 
+void service_without_store(service_t *self)
+{
+    self->storeless = 1;
+}
+
 static void s_on_ping(bus_request_t *request, void *arg)
 {
     service_t *self = arg;
@@ -150,10 +156,10 @@ static void s_on_ping(bus_request_t *request, void *arg)
     status.service = self->name;
     status.instance = self->instance;
     status.endpoint = self->endpoint;
-    status.state = self->registered ? "UP" : "DEGRADED";
+    status.state = self->registered || self->storeless ? "UP" : "DEGRADED";
     status.started_ms = self->started_ms;
     status.uptime_ms = util_now_ms() - self->started_ms;
-    status.store_ok = store_ok(self->store);
+    status.store_ok = self->store && store_ok(self->store);
     status.handled = bus_server_handled(self->server);
     bus_reply(request, &status.base);
 }
@@ -193,12 +199,15 @@ int service_start(service_t *self)
     config_set(c, "instance", self->instance);
 
     self->started_ms = util_now_ms();
-    self->store = store_new(config_get(c, "redis_host"), (int)port, (int)timeout, (int)timeout);
+    if (!self->storeless
+        && !(self->store = store_new(config_get(c, "redis_host"), (int)port, (int)timeout,
+                                     (int)timeout)))
+        return -1;
     char sender[192];
     snprintf(sender, sizeof sender, "%s/%s", self->name, self->instance);
     self->server = bus_server_new(config_get(c, "bind"), sender);
     self->client = bus_client_new(self->store, sender);
-    if (!self->store || !self->server || !self->client)
+    if (!self->server || !self->client)
         return -1;
     bus_client_attach(self->client, self->loop);
     s_advertise(self, bus_server_endpoint(self->server));
@@ -207,8 +216,10 @@ int service_start(service_t *self)
 
     bus_server_on(self->server, "Ping", s_on_ping, self);
     zloop_reader(self->loop, bus_server_socket(self->server), s_on_router, self->server);
-    zloop_timer(self->loop, (size_t)self->heartbeat_ms, 0, s_heartbeat, self);
-    s_heartbeat(self->loop, 0, self);
+    if (!self->storeless) {
+        zloop_timer(self->loop, (size_t)self->heartbeat_ms, 0, s_heartbeat, self);
+        s_heartbeat(self->loop, 0, self);
+    }
     log_info(NULL, "ready", "{s:s, s:s}", "endpoint", self->endpoint, "bound",
              bus_server_endpoint(self->server));
     return 0;
@@ -274,7 +285,8 @@ int service_run(service_t *self)
 {
     zloop_start(self->loop);
     log_info(NULL, "stopping", NULL);
-    registry_deregister(self->store, self->name, self->instance);
+    if (self->store)
+        registry_deregister(self->store, self->name, self->instance);
     return 0;
 }
 

@@ -25,6 +25,10 @@ void service_destroy(service_t **self_p);
 /* Declare service-specific keys on this before service_start(). */
 config_t *service_config(service_t *self);
 
+/* This process never touches Redis (host agents): no store, no registry heartbeat of its
+   own; whoever it reports to registers it. Call before service_start(). */
+void service_without_store(service_t *self);
+
 /* Load config, connect, bind, register. -1 (logged) when the service cannot start. */
 int service_start(service_t *self);
 
@@ -37,6 +41,7 @@ void service_reader(service_t *self, zsock_t *sock, service_timer_fn *fn, void *
 /* Run until interrupted; returns 0 on a clean stop. */
 int service_run(service_t *self);
 
+/* The Redis connection; NULL for a service without one (service_without_store). */
 store_t *service_store(service_t *self);
 bus_client_t *service_client(service_t *self);
 const char *service_name(service_t *self);

@@ -1,7 +1,8 @@
 /*  berth-agent: one per physical host. Owns the libvirt connection (through vmops), reports
     the host's inventory and every domain's state to taskmgr by heartbeat, polls taskmgr for
     work over the same outbound connection and runs the commands it gets (through worker),
-    and answers Ping on its own endpoint. Never touches Redis. */
+    and answers Ping on its own endpoint. Never touches Redis: taskmgr records what it
+    reports. Calls to taskmgr are never waited for; their answers come back on the loop. */
 #include "service.h"
 #include "vmops.h"
 #include "worker.h"
@@ -14,11 +15,14 @@ typedef struct {
     vmops_t *ops;
     worker_t *worker;
     const char *uri;
-    bus_client_t *taskmgr; /* pinned to the configured taskmgr endpoints */
+    bus_client_t *taskmgr; /* the service's client, pinned to the taskmgr endpoints */
     Berth__Host host;      /* inventory, refreshed each heartbeat */
     Berth__Resources capacity;
     Berth__Resources used;
     int connected; /* last heartbeat reached a taskmgr */
+    int heartbeat_out;    /* a heartbeat is on its way: do not pile more up */
+    int poll_out;         /* a work poll is on its way */
+    size_t poll_sent;     /* results that poll carries (dropped once it is answered) */
     int64_t started_ms;
     int poll_timeout_ms;  /* longest wait for one AgentWork answer */
     int64_t max_commands; /* commands run per poll; the rest are refused */
@@ -47,6 +51,23 @@ static void s_inventory(agent_t *self)
         self->capacity.disk_gb = v;
     const char *hv = vmops_hypervisor(self->ops);
     self->host.hypervisor = (char *)(hv ? hv : "");
+}
+
+static void s_on_heartbeat(bus_client_t *client, const char *call_id, Berth__Envelope *reply,
+                           void *arg)
+{
+    (void)client;
+    (void)call_id;
+    agent_t *self = arg;
+    self->heartbeat_out = 0;
+    int ok = reply && !reply->error;
+    if (ok != self->connected)
+        log_emit(ok ? BERTH_LOG_INFO : BERTH_LOG_WARN, NULL,
+                 ok ? "connected to taskmgr" : "taskmgr unreachable", "{s:s?}", "error",
+                 reply && reply->error ? reply->error->message : NULL);
+    self->connected = ok;
+    if (reply)
+        berth__envelope__free_unpacked(reply, NULL);
 }
 
 static int s_heartbeat(service_t *service, void *arg)
@@ -82,16 +103,11 @@ static int s_heartbeat(service_t *service, void *arg)
     hb.started_ms = self->started_ms;
     self->host.state = up ? "UP" : "DOWN";
 
-    Berth__Envelope *reply = NULL;
-    int ok = bus_client_call(self->taskmgr, "taskmgr", &hb.base, NULL, 800, &reply) == 0 &&
-             !reply->error;
-    if (ok != self->connected)
-        log_emit(ok ? BERTH_LOG_INFO : BERTH_LOG_WARN, NULL,
-                 ok ? "connected to taskmgr" : "taskmgr unreachable", "{s:s?}", "error",
-                 reply && reply->error ? reply->error->message : NULL);
-    self->connected = ok;
-    if (reply)
-        berth__envelope__free_unpacked(reply, NULL);
+    if (!self->heartbeat_out)
+        self->heartbeat_out = bus_client_send(self->taskmgr, "taskmgr", &hb.base, NULL,
+                                              service_heartbeat_ms(service), s_on_heartbeat,
+                                              self, NULL)
+                              == 0;
     self->host.n_domains = 0;
     self->host.domains = NULL;
     for (int i = 0; i < n; i++)
@@ -116,37 +132,54 @@ static void s_poll_state(agent_t *self, const char *code, const char *message)
     util_strlcpy(self->poll_error, now, sizeof self->poll_error);
 }
 
-/* Send the undelivered results, get commands, run them in order. Returns the number of
-   commands run (-1 when the poll was not answered). */
-static int s_poll_once(agent_t *self)
+static void s_on_work(bus_client_t *client, const char *call_id, Berth__Envelope *reply,
+                      void *arg);
+
+/* Send the undelivered results and ask for commands, unless a poll is on its way. */
+static void s_poll_send(agent_t *self)
 {
+    if (self->poll_out)
+        return;
     Berth__AgentWork work = BERTH__AGENT_WORK__INIT;
     work.host = self->host.id;
     work.instance = (char *)service_instance(self->service);
-    size_t sent = worker_pending(self->worker, &work.results);
-    work.n_results = sent;
-    Berth__Envelope *reply = NULL;
-    if (bus_client_call(self->taskmgr, "taskmgr", &work.base, NULL, self->poll_timeout_ms,
-                        &reply) != 0) {
+    self->poll_sent = worker_pending(self->worker, &work.results);
+    work.n_results = self->poll_sent;
+    self->poll_out = bus_client_send(self->taskmgr, "taskmgr", &work.base, NULL,
+                                     self->poll_timeout_ms, s_on_work, self, NULL)
+                     == 0;
+}
+
+/* The answer to a poll: the results it carried are delivered; run the commands in order.
+   A poll that ran commands is followed by one more at once, to hand their results back
+   without waiting a whole poll interval (the next stage of a task waits for them). */
+static void s_on_work(bus_client_t *client, const char *call_id, Berth__Envelope *reply,
+                      void *arg)
+{
+    (void)client;
+    (void)call_id;
+    agent_t *self = arg;
+    self->poll_out = 0;
+    if (!reply) {
         s_poll_state(self, "UNREACHABLE", "no taskmgr answered");
-        return -1;
+        return;
     }
     if (reply->error) {
         /* Not processed (e.g. an older taskmgr without the handler): the results stay
            queued for the next poll. */
         s_poll_state(self, reply->error->code, reply->error->message);
         berth__envelope__free_unpacked(reply, NULL);
-        return -1;
+        return;
     }
     Berth__AgentWorkReply *body =
         (Berth__AgentWorkReply *)envelope_body(reply, &berth__agent_work_reply__descriptor);
     berth__envelope__free_unpacked(reply, NULL);
     if (!body) {
         s_poll_state(self, "BAD_REPLY", "the answer to AgentWork is not an AgentWorkReply");
-        return -1;
+        return;
     }
     s_poll_state(self, NULL, NULL);
-    worker_delivered(self->worker, sent);
+    worker_delivered(self->worker, self->poll_sent);
     int ran = 0;
     for (size_t i = 0; i < body->n_commands; i++) {
         const Berth__AgentCommand *cmd = body->commands[i];
@@ -161,17 +194,14 @@ static int s_poll_once(agent_t *self)
         ran++;
     }
     protobuf_c_message_free_unpacked(&body->base, NULL);
-    return ran;
+    if (ran > 0)
+        s_poll_send(self);
 }
 
-/* A poll that ran commands is followed by one more at once, to hand their results back
-   without waiting a whole poll interval (the next stage of a task waits for them). */
 static int s_poll(service_t *service, void *arg)
 {
     (void)service;
-    agent_t *self = arg;
-    if (s_poll_once(self) > 0)
-        s_poll_once(self);
+    s_poll_send(arg);
     return 0;
 }
 
@@ -202,6 +232,7 @@ int main(int argc, char **argv)
 
     agent_t self = { .service = service, .started_ms = util_now_ms() };
     int rc = 1;
+    service_without_store(service);
     if (service_start(service) != 0)
         goto done;
     if (!config_get(c, "taskmgr_endpoints")) {
@@ -239,8 +270,8 @@ int main(int argc, char **argv)
                           .max_name_len = name_max };
     self.ops = vmops_new(&vc);
     self.worker = self.ops ? worker_new(self.ops, (size_t)cache, (size_t)pending) : NULL;
-    self.taskmgr = bus_client_new(NULL, service_instance(service));
-    if (!self.ops || !self.worker || !self.taskmgr ||
+    self.taskmgr = service_client(service);
+    if (!self.ops || !self.worker ||
         bus_client_pin(self.taskmgr, "taskmgr", config_get(c, "taskmgr_endpoints")))
         goto done;
     berth__host__init(&self.host);
@@ -257,7 +288,6 @@ int main(int argc, char **argv)
     service_every(service, (int)poll_ms, s_poll, &self);
     rc = service_run(service);
 done:
-    bus_client_destroy(&self.taskmgr);
     worker_destroy(&self.worker);
     vmops_destroy(&self.ops);
     service_destroy(&service);
