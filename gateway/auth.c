@@ -9,9 +9,9 @@
 
 #include <sodium.h>
 
-#define TOKEN_BYTES 32
-#define TOKEN_TEXT_MAX 64          /* base64url of 32 bytes is 43 characters */
-#define LOGIN_FAILED "invalid username or password"
+#define TOKEN_BYTES    32
+#define TOKEN_TEXT_MAX 64 /* base64url of 32 bytes is 43 characters */
+#define LOGIN_FAILED   "invalid username or password"
 
 /* Scripts are per thread: store_eval() fills in the SHA on first use, and the HTTP worker
    threads must not write one shared struct at the same time. */
@@ -45,10 +45,9 @@ int auth_init(gateway_t *gw)
     randombytes_buf(random, sizeof random);
     sodium_bin2hex(secret, sizeof secret, random, sizeof random);
     gw->dummy_hash = malloc(crypto_pwhash_STRBYTES);
-    if (!gw->dummy_hash
-        || crypto_pwhash_str(gw->dummy_hash, secret, strlen(secret),
-                             crypto_pwhash_OPSLIMIT_INTERACTIVE, crypto_pwhash_MEMLIMIT_INTERACTIVE)
-               != 0) {
+    if (!gw->dummy_hash || crypto_pwhash_str(gw->dummy_hash, secret, strlen(secret),
+                                             crypto_pwhash_OPSLIMIT_INTERACTIVE,
+                                             crypto_pwhash_MEMLIMIT_INTERACTIVE) != 0) {
         log_error(NULL, "cannot hash a password (out of memory?)", NULL);
         return -1;
     }
@@ -66,11 +65,10 @@ int auth_username_ok(const char *name)
     size_t len = name ? strlen(name) : 0;
     if (len == 0 || len >= HTTP_USER_MAX)
         return 0;
-    if (!((name[0] >= 'a' && name[0] <= 'z') || (name[0] >= 'A' && name[0] <= 'Z')
-          || (name[0] >= '0' && name[0] <= '9')))
+    if (!((name[0] >= 'a' && name[0] <= 'z') || (name[0] >= 'A' && name[0] <= 'Z') ||
+          (name[0] >= '0' && name[0] <= '9')))
         return 0;
-    return strspn(name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
-           == len;
+    return strspn(name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") == len;
 }
 
 /* Argon2id string of password into out (crypto_pwhash_STRBYTES). 0 or -1. */
@@ -127,8 +125,7 @@ static int s_lookup(store_t *store, const char *name, char hash[crypto_pwhash_ST
     int found = r->element[0]->type == REDIS_REPLY_STRING;
     if (found) {
         util_strlcpy(hash, r->element[0]->str, crypto_pwhash_STRBYTES);
-        util_strlcpy(role,
-                     r->element[1]->type == REDIS_REPLY_STRING ? r->element[1]->str : "user",
+        util_strlcpy(role, r->element[1]->type == REDIS_REPLY_STRING ? r->element[1]->str : "user",
                      HTTP_ROLE_MAX);
     }
     freeReplyObject(r);
@@ -143,14 +140,13 @@ int auth_bootstrap(gateway_t *gw, store_t *store, const char *user, const char *
     for (int attempt = 0; attempt < 2; attempt++) {
         int found = s_lookup(store, user, hash, role);
         if (found < 0) {
-            log_warn(NULL, "cannot bootstrap the admin user yet: state store unreachable",
-                     "{s:s}", "user", user);
+            log_warn(NULL, "cannot bootstrap the admin user yet: state store unreachable", "{s:s}",
+                     "user", user);
             return -1;
         }
-        if (found && s_verify(hash, password) && streq(role, "admin")
-            && crypto_pwhash_str_needs_rehash(hash, crypto_pwhash_OPSLIMIT_INTERACTIVE,
-                                              crypto_pwhash_MEMLIMIT_INTERACTIVE)
-                   == 0) {
+        if (found && s_verify(hash, password) && streq(role, "admin") &&
+            crypto_pwhash_str_needs_rehash(hash, crypto_pwhash_OPSLIMIT_INTERACTIVE,
+                                           crypto_pwhash_MEMLIMIT_INTERACTIVE) == 0) {
             log_info(NULL, "admin user present", "{s:s}", "user", user);
             return 0;
         }
@@ -171,12 +167,11 @@ int auth_bootstrap(gateway_t *gw, store_t *store, const char *user, const char *
             if (r)
                 freeReplyObject(r);
             if (!ok) {
-                log_warn(NULL, "cannot reset the admin user's password yet", "{s:s}", "user",
-                         user);
+                log_warn(NULL, "cannot reset the admin user's password yet", "{s:s}", "user", user);
                 return -1;
             }
-            log_warn(NULL, "admin user's password or role reset from the configuration",
-                     "{s:s}", "user", user);
+            log_warn(NULL, "admin user's password or role reset from the configuration", "{s:s}",
+                     "user", user);
             return 0;
         }
         int created = s_create(store, user, "admin", fresh, util_now_ms());
@@ -206,8 +201,8 @@ static void s_token_key(char *buf, size_t size, const char *token)
 
 static int s_unauthorized(http_req_t *req, const char *message, int invalid)
 {
-    req->www_authenticate = invalid ? "Bearer realm=\"berth\", error=\"invalid_token\""
-                                    : "Bearer realm=\"berth\"";
+    req->www_authenticate =
+        invalid ? "Bearer realm=\"berth\", error=\"invalid_token\"" : "Bearer realm=\"berth\"";
     http_error(req, 401, "UNAUTHORIZED", message);
     return -1;
 }
@@ -224,9 +219,8 @@ int auth_authenticate(http_req_t *req)
         token++;
     size_t len = strlen(token);
     /* Only what we could have issued reaches Redis. */
-    if (len == 0 || len > TOKEN_TEXT_MAX
-        || strspn(token, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_")
-               != len)
+    if (len == 0 || len > TOKEN_TEXT_MAX ||
+        strspn(token, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_") != len)
         return s_unauthorized(req, "invalid or expired token", 1);
     char key[128];
     s_token_key(key, sizeof key, token);
@@ -238,11 +232,12 @@ int auth_authenticate(http_req_t *req)
         return -1;
     }
     int64_t expires = 0;
-    int ok = r->element[0]->type == REDIS_REPLY_STRING && r->element[1]->type == REDIS_REPLY_STRING
-             && r->element[2]->type == REDIS_REPLY_STRING
-             && util_parse_int(r->element[2]->str, 0, INT64_MAX, &expires) == 0
-             && expires > util_now_ms() && auth_username_ok(r->element[0]->str)
-             && strlen(r->element[1]->str) < HTTP_ROLE_MAX;
+    int ok = r->element[0]->type == REDIS_REPLY_STRING &&
+             r->element[1]->type == REDIS_REPLY_STRING &&
+             r->element[2]->type == REDIS_REPLY_STRING &&
+             util_parse_int(r->element[2]->str, 0, INT64_MAX, &expires) == 0 &&
+             expires > util_now_ms() && auth_username_ok(r->element[0]->str) &&
+             strlen(r->element[1]->str) < HTTP_ROLE_MAX;
     if (ok) {
         util_strlcpy(req->user, r->element[0]->str, sizeof req->user);
         util_strlcpy(req->role, r->element[1]->str, sizeof req->role);
@@ -258,8 +253,8 @@ void auth_login(http_req_t *req)
     gateway_t *gw = req->app;
     static const char *const allowed[] = { "username", "password", NULL };
     const char *user, *password;
-    if (rest_body(req, allowed) || rest_str(req, "username", 1, 256, &user)
-        || rest_str(req, "password", 1, (size_t)gw->password_max, &password))
+    if (rest_body(req, allowed) || rest_str(req, "username", 1, 256, &user) ||
+        rest_str(req, "password", 1, (size_t)gw->password_max, &password))
         return;
 
     char hash[crypto_pwhash_STRBYTES], role[HTTP_ROLE_MAX];
@@ -301,8 +296,9 @@ void auth_login(http_req_t *req)
     log_info(req->request_id, "token issued", "{s:s, s:s}", "user", user, "role", role);
     char iso[REST_TIME_MAX];
     rest_iso(expires, iso);
-    http_json(req, 201, json_pack("{s:s, s:s, s:s, s:s}", "token", token, "expires_at", iso,
-                                  "user", user, "role", role));
+    http_json(req, 201,
+              json_pack("{s:s, s:s, s:s, s:s}", "token", token, "expires_at", iso, "user", user,
+                        "role", role));
     sodium_memzero(token, sizeof token);
 }
 
@@ -311,9 +307,9 @@ void auth_create_user(http_req_t *req)
     gateway_t *gw = req->app;
     static const char *const allowed[] = { "username", "password", "role", NULL };
     const char *user, *password, *role = "user";
-    if (rest_body(req, allowed) || rest_str(req, "username", 1, HTTP_USER_MAX - 1, &user)
-        || rest_str(req, "password", 1, (size_t)gw->password_max, &password)
-        || rest_str(req, "role", 0, HTTP_ROLE_MAX - 1, &role) < 0)
+    if (rest_body(req, allowed) || rest_str(req, "username", 1, HTTP_USER_MAX - 1, &user) ||
+        rest_str(req, "password", 1, (size_t)gw->password_max, &password) ||
+        rest_str(req, "role", 0, HTTP_ROLE_MAX - 1, &role) < 0)
         return;
     if (!auth_username_ok(user)) {
         http_error_details(req, 400, "BAD_REQUEST",
@@ -350,8 +346,9 @@ void auth_create_user(http_req_t *req)
         http_error(req, 409, "CONFLICT", "a user with this name already exists");
         return;
     }
-    log_info(req->request_id, "user created", "{s:s, s:s, s:s}", "user", user, "role", role,
-             "by", req->user);
-    http_json(req, 201, json_pack("{s:{s:s, s:s, s:o}}", "user", "username", user, "role", role,
-                                  "created_at", rest_time(now)));
+    log_info(req->request_id, "user created", "{s:s, s:s, s:s}", "user", user, "role", role, "by",
+             req->user);
+    http_json(req, 201,
+              json_pack("{s:{s:s, s:s, s:o}}", "user", "username", user, "role", role, "created_at",
+                        rest_time(now)));
 }

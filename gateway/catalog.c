@@ -22,19 +22,19 @@ void catalog_list_templates(http_req_t *req)
 void catalog_create_template(http_req_t *req)
 {
     /* No "id": the approval service assigns it. */
-    static const char *const allowed[] = { "name",       "vcpus", "ram_mb",
-                                           "disk_gb",    "os",    "image",
-                                           "lease_days", "requires_approval", NULL };
+    static const char *const allowed[] = { "name", "vcpus", "ram_mb",     "disk_gb",
+                                           "os",   "image", "lease_days", "requires_approval",
+                                           NULL };
     const char *name, *os = NULL, *image;
     int64_t vcpus, ram_mb, disk_gb, lease_days;
     int requires_approval = 0;
-    if (rest_body(req, allowed) || rest_str(req, "name", 1, 64, &name)
-        || rest_int(req, "vcpus", 1, 1, 1024, &vcpus)
-        || rest_int(req, "ram_mb", 1, 1, 16LL * 1024 * 1024, &ram_mb)
-        || rest_int(req, "disk_gb", 1, 1, 1024 * 1024, &disk_gb)
-        || rest_str(req, "os", 0, 64, &os) < 0 || rest_str(req, "image", 1, 128, &image)
-        || rest_int(req, "lease_days", 1, 1, 3650, &lease_days)
-        || rest_bool(req, "requires_approval", 0, &requires_approval) < 0)
+    if (rest_body(req, allowed) || rest_str(req, "name", 1, 64, &name) ||
+        rest_int(req, "vcpus", 1, 1, 1024, &vcpus) ||
+        rest_int(req, "ram_mb", 1, 1, 16LL * 1024 * 1024, &ram_mb) ||
+        rest_int(req, "disk_gb", 1, 1, 1024 * 1024, &disk_gb) ||
+        rest_str(req, "os", 0, 64, &os) < 0 || rest_str(req, "image", 1, 128, &image) ||
+        rest_int(req, "lease_days", 1, 1, 3650, &lease_days) ||
+        rest_bool(req, "requires_approval", 0, &requires_approval) < 0)
         return;
     /* The name becomes part of a Redis key (berth:template-name:<name>). */
     if (!rest_id_ok(name)) {

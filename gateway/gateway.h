@@ -10,17 +10,17 @@
 /* Settings every handler reads; filled once at start, read-only afterwards (shared by the
    worker threads without locks). */
 typedef struct {
-    int call_timeout_ms;       /* deadline of one bus call made for an HTTP request */
-    int64_t token_ttl_ms;      /* lifetime of a bearer token */
-    int64_t host_down_ms;      /* a host not seen for this long is DOWN */
-    int count_max;             /* most VMs one request may ask for */
-    int list_default;          /* page size when ?limit is absent */
-    int list_max;              /* largest ?limit */
-    int scan_max;              /* most VM ids one list call may look at while filtering */
-    int password_min;          /* shortest password accepted */
-    int password_max;          /* longest password accepted */
+    int call_timeout_ms;         /* deadline of one bus call made for an HTTP request */
+    int64_t token_ttl_ms;        /* lifetime of a bearer token */
+    int64_t host_down_ms;        /* a host not seen for this long is DOWN */
+    int count_max;               /* most VMs one request may ask for */
+    int list_default;            /* page size when ?limit is absent */
+    int list_max;                /* largest ?limit */
+    int scan_max;                /* most VM ids one list call may look at while filtering */
+    int password_min;            /* shortest password accepted */
+    int password_max;            /* longest password accepted */
     int64_t usage_window_max_ms; /* widest ?from..?to of a usage query */
-    char *dummy_hash;          /* Argon2id hash verified for unknown users (equal timing) */
+    char *dummy_hash;            /* Argon2id hash verified for unknown users (equal timing) */
 } gateway_t;
 
 /* ---- health.c ---- */
@@ -40,8 +40,8 @@ int auth_bootstrap(gateway_t *gw, store_t *store, const char *user, const char *
 int auth_username_ok(const char *name);
 /* http_auth_fn: the bearer token of the request -> req->user, req->role. */
 int auth_authenticate(http_req_t *req);
-void auth_login(http_req_t *req);          /* POST /v1/auth/tokens */
-void auth_create_user(http_req_t *req);    /* POST /v1/users (admin) */
+void auth_login(http_req_t *req);       /* POST /v1/auth/tokens */
+void auth_create_user(http_req_t *req); /* POST /v1/users (admin) */
 
 /* ---- rest.c: helpers of every REST handler ---- */
 
@@ -72,7 +72,7 @@ int rest_bool(http_req_t *req, const char *field, int required, int *out);
 /* Time: unix ms <-> ISO 8601 UTC ("2024-05-01T12:00:00.123Z"). */
 #define REST_TIME_MAX 32
 void rest_iso(int64_t ms, char out[REST_TIME_MAX]);
-json_t *rest_time(int64_t ms);             /* ISO string, or null when ms is 0 */
+json_t *rest_time(int64_t ms); /* ISO string, or null when ms is 0 */
 /* ISO 8601 (date, or date-time with Z or +hh:mm) or unix seconds -> unix ms. 0 or -1. */
 int rest_parse_time(const char *text, int64_t *ms);
 
@@ -91,23 +91,23 @@ json_t *view_host(const redisReply *hash, int64_t now_ms, int64_t down_ms, int w
 int view_host_down(const redisReply *hash, int64_t now_ms, int64_t down_ms);
 
 /* ---- catalog.c: templates and hosts ---- */
-void catalog_list_templates(http_req_t *req);   /* GET /v1/templates */
-void catalog_create_template(http_req_t *req);  /* POST /v1/templates (admin) */
-void catalog_list_hosts(http_req_t *req);       /* GET /v1/hosts */
-void catalog_get_host(http_req_t *req);         /* GET /v1/hosts/{id} */
+void catalog_list_templates(http_req_t *req);  /* GET /v1/templates */
+void catalog_create_template(http_req_t *req); /* POST /v1/templates (admin) */
+void catalog_list_hosts(http_req_t *req);      /* GET /v1/hosts */
+void catalog_get_host(http_req_t *req);        /* GET /v1/hosts/{id} */
 
 /* ---- requests.c ---- */
-void requests_create(http_req_t *req);          /* POST /v1/requests */
-void requests_get(http_req_t *req);             /* GET /v1/requests/{id} */
-void requests_approve(http_req_t *req);         /* POST /v1/requests/{id}/approve (admin) */
-void requests_reject(http_req_t *req);          /* POST /v1/requests/{id}/reject (admin) */
+void requests_create(http_req_t *req);  /* POST /v1/requests */
+void requests_get(http_req_t *req);     /* GET /v1/requests/{id} */
+void requests_approve(http_req_t *req); /* POST /v1/requests/{id}/approve (admin) */
+void requests_reject(http_req_t *req);  /* POST /v1/requests/{id}/reject (admin) */
 
 /* ---- vms.c: VMs, tasks, usage ---- */
-void vms_list(http_req_t *req);                 /* GET /v1/vms */
-void vms_get(http_req_t *req);                  /* GET /v1/vms/{id} */
-void vms_dispose(http_req_t *req);              /* DELETE /v1/vms/{id} */
-void vms_get_task(http_req_t *req);             /* GET /v1/tasks/{id} */
-void vms_usage(http_req_t *req);                /* GET /v1/usage */
+void vms_list(http_req_t *req);     /* GET /v1/vms */
+void vms_get(http_req_t *req);      /* GET /v1/vms/{id} */
+void vms_dispose(http_req_t *req);  /* DELETE /v1/vms/{id} */
+void vms_get_task(http_req_t *req); /* GET /v1/tasks/{id} */
+void vms_usage(http_req_t *req);    /* GET /v1/usage */
 /* Is the VM's host DOWN? (0 when it has no host or the host is unknown.) -1 on Redis error. */
 int vms_host_down(http_req_t *req, const char *host);
 

@@ -28,12 +28,12 @@ static json_t *s_missing(http_req_t *req, json_t *services)
     }
     for (size_t i = 0; services && i < count; i++)
         json_array_append_new(
-            services, json_pack("{s:s, s:s, s:s, s:s, s:I, s:I, s:I}", "service",
-                                entries[i].service, "instance", entries[i].instance, "endpoint",
-                                entries[i].endpoint, "status", entries[i].status, "started_ms",
-                                (json_int_t)entries[i].started_ms, "last_heartbeat_ms",
-                                (json_int_t)entries[i].last_heartbeat_ms, "expires_ms",
-                                (json_int_t)entries[i].expires_ms));
+            services,
+            json_pack("{s:s, s:s, s:s, s:s, s:I, s:I, s:I}", "service", entries[i].service,
+                      "instance", entries[i].instance, "endpoint", entries[i].endpoint, "status",
+                      entries[i].status, "started_ms", (json_int_t)entries[i].started_ms,
+                      "last_heartbeat_ms", (json_int_t)entries[i].last_heartbeat_ms, "expires_ms",
+                      (json_int_t)entries[i].expires_ms));
     free(entries);
     return missing;
 }
@@ -42,8 +42,9 @@ void health_ready(http_req_t *req)
 {
     json_t *missing = s_missing(req, NULL);
     if (!missing) {
-        http_json(req, 503, json_pack("{s:s, s:s}", "status", "unavailable", "reason",
-                                      "state store unreachable"));
+        http_json(
+            req, 503,
+            json_pack("{s:s, s:s}", "status", "unavailable", "reason", "state store unreachable"));
         return;
     }
     int ready = json_array_size(missing) == 0;
@@ -61,6 +62,7 @@ void health_platform(http_req_t *req)
         return;
     }
     const char *status = json_array_size(missing) ? "degraded" : "ok";
-    http_json(req, 200, json_pack("{s:s, s:o, s:o}", "status", status, "missing", missing,
-                                  "services", services));
+    http_json(
+        req, 200,
+        json_pack("{s:s, s:o, s:o}", "status", status, "missing", missing, "services", services));
 }

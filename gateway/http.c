@@ -21,9 +21,9 @@ typedef struct {
 } s_worker_t;
 
 typedef struct {
-    char *data;                /* body gathered so far */
+    char *data; /* body gathered so far */
     size_t size;
-    int too_large;             /* the body crossed the cap */
+    int too_large; /* the body crossed the cap */
     char request_id[UTIL_ID_LEN];
 } s_upload_t;
 
@@ -148,7 +148,7 @@ static int s_match(const char *pattern, const char *path, const char *params[4],
 /* Why the body cannot be used, found while reading it but answered only after routing and
    authentication: a caller without a token learns nothing about how its body was judged. */
 typedef struct {
-    int status;                /* 0 = the body is fine */
+    int status; /* 0 = the body is fine */
     const char *code;
     const char *message;
 } s_body_error_t;
@@ -212,16 +212,16 @@ static enum MHD_Result s_access(void *cls, struct MHD_Connection *connection, co
         if (!up)
             return MHD_NO;
         const char *rid = MHD_lookup_connection_value(connection, MHD_HEADER_KIND, "X-Request-Id");
-        if (rid && strlen(rid) < UTIL_ID_LEN && strspn(rid, "abcdefghijklmnopqrstuvwxyz"
-                                                            "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_")
-                                                        == strlen(rid))
+        if (rid && strlen(rid) < UTIL_ID_LEN &&
+            strspn(rid, "abcdefghijklmnopqrstuvwxyz"
+                        "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_") == strlen(rid))
             util_strlcpy(up->request_id, rid, sizeof up->request_id);
         else
             util_uuid(up->request_id);
         const char *cl = MHD_lookup_connection_value(connection, MHD_HEADER_KIND, "Content-Length");
         int64_t declared;
-        if (cl && util_parse_int(cl, 0, INT64_MAX, &declared) == 0
-            && (size_t)declared > self->options.body_max)
+        if (cl && util_parse_int(cl, 0, INT64_MAX, &declared) == 0 &&
+            (size_t)declared > self->options.body_max)
             up->too_large = 1;
         *con_cls = up;
         return MHD_YES;
@@ -241,8 +241,11 @@ static enum MHD_Result s_access(void *cls, struct MHD_Connection *connection, co
         return MHD_YES;
     }
 
-    http_req_t req = { .method = method, .path = url, .request_id = up->request_id,
-                       .connection = connection, .app = self->app };
+    http_req_t req = { .method = method,
+                       .path = url,
+                       .request_id = up->request_id,
+                       .connection = connection,
+                       .app = self->app };
     s_worker_t *w = s_worker(self);
     if (!w)
         http_error(&req, 503, "UNAVAILABLE", "gateway worker could not start");
@@ -253,15 +256,15 @@ static enum MHD_Result s_access(void *cls, struct MHD_Connection *connection, co
         req.bus = w->bus;
         s_body_error_t body_error = { 0 };
         if (up->size) {
-            const char *ct = MHD_lookup_connection_value(connection, MHD_HEADER_KIND,
-                                                         "Content-Type");
+            const char *ct =
+                MHD_lookup_connection_value(connection, MHD_HEADER_KIND, "Content-Type");
             json_error_t err;
             if (ct && strncmp(ct, "application/json", 16) != 0)
-                body_error = (s_body_error_t){ 415, "UNSUPPORTED_MEDIA_TYPE",
-                                               "request body must be JSON" };
+                body_error =
+                    (s_body_error_t){ 415, "UNSUPPORTED_MEDIA_TYPE", "request body must be JSON" };
             else if (!(req.body = json_loadb(up->data, up->size, JSON_REJECT_DUPLICATES, &err)))
-                body_error = (s_body_error_t){ 400, "BAD_REQUEST",
-                                               "request body is not valid JSON" };
+                body_error =
+                    (s_body_error_t){ 400, "BAD_REQUEST", "request body is not valid JSON" };
         }
         s_route(self, &req, &body_error);
     }
@@ -304,14 +307,13 @@ http_t *http_new(const http_options_t *options, const http_route_t *routes, void
     }
     self->daemon = MHD_start_daemon(
         MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG,
-        (uint16_t)options->port, NULL, NULL, s_access, self,
-        MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
-        MHD_OPTION_THREAD_POOL_SIZE, (unsigned)options->threads,
+        (uint16_t)options->port, NULL, NULL, s_access, self, MHD_OPTION_SOCK_ADDR,
+        (struct sockaddr *)&addr, MHD_OPTION_THREAD_POOL_SIZE, (unsigned)options->threads,
         MHD_OPTION_CONNECTION_LIMIT, (unsigned)options->max_connections,
         MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)options->per_ip_connections,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)options->timeout_s,
-        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)64 * 1024,
-        MHD_OPTION_NOTIFY_COMPLETED, s_completed, NULL, MHD_OPTION_END);
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)64 * 1024, MHD_OPTION_NOTIFY_COMPLETED,
+        s_completed, NULL, MHD_OPTION_END);
     if (!self->daemon) {
         log_error(NULL, "cannot start HTTP server", "{s:s, s:i}", "bind", options->bind, "port",
                   options->port);

@@ -11,25 +11,25 @@
 
 typedef struct _http_t http_t;
 
-#define HTTP_USER_MAX 65           /* longest user name plus the NUL */
+#define HTTP_USER_MAX 65 /* longest user name plus the NUL */
 #define HTTP_ROLE_MAX 16
 
 /* What a route handler sees and answers through. */
 typedef struct {
     const char *method;
     const char *path;
-    const char *params[4];     /* {name} segments of the route, in order */
-    json_t *body;              /* parsed JSON body (POST/PUT) or NULL */
+    const char *params[4]; /* {name} segments of the route, in order */
+    json_t *body;          /* parsed JSON body (POST/PUT) or NULL */
     const char *request_id;
     struct MHD_Connection *connection;
-    store_t *store;            /* this worker thread's Redis connection */
-    bus_client_t *bus;         /* this worker thread's bus client */
-    void *app;                 /* the gateway state given to http_new */
-    char user[HTTP_USER_MAX];  /* authenticated user ("" on public routes) */
-    char role[HTTP_ROLE_MAX];  /* "admin" or "user" once authenticated */
-    int status;                /* response to send */
-    json_t *response;          /* owned; sent as JSON */
-    char location[256];        /* Location header when set */
+    store_t *store;               /* this worker thread's Redis connection */
+    bus_client_t *bus;            /* this worker thread's bus client */
+    void *app;                    /* the gateway state given to http_new */
+    char user[HTTP_USER_MAX];     /* authenticated user ("" on public routes) */
+    char role[HTTP_ROLE_MAX];     /* "admin" or "user" once authenticated */
+    int status;                   /* response to send */
+    json_t *response;             /* owned; sent as JSON */
+    char location[256];           /* Location header when set */
     const char *www_authenticate; /* WWW-Authenticate header when set (static string) */
 } http_req_t;
 
@@ -44,22 +44,22 @@ typedef enum { HTTP_PUBLIC = 0, HTTP_AUTHENTICATED = 1, HTTP_ADMIN = 2 } http_ac
 
 typedef struct {
     const char *method;
-    const char *pattern;       /* "/v1/vms/{id}" */
+    const char *pattern; /* "/v1/vms/{id}" */
     http_handler_fn *fn;
     http_access_t access;
 } http_route_t;
 
 typedef struct {
-    const char *bind;          /* IPv4 address */
+    const char *bind; /* IPv4 address */
     int port;
     int threads;
     int max_connections;
     int per_ip_connections;
     int timeout_s;
-    size_t body_max;           /* bytes; larger bodies get 413 */
+    size_t body_max; /* bytes; larger bodies get 413 */
     const char *redis_host;
     int redis_port;
-    const char *sender;        /* bus sender name */
+    const char *sender;         /* bus sender name */
     http_auth_fn *authenticate; /* for every route that is not HTTP_PUBLIC */
 } http_options_t;
 

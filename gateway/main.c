@@ -38,9 +38,8 @@ static int s_bootstrap(service_t *service, void *arg)
 {
     s_bootstrap_t *boot = arg;
     if (!boot->done)
-        boot->done = auth_bootstrap(boot->gw, service_store(service), boot->user,
-                                    boot->password)
-                     == 0;
+        boot->done =
+            auth_bootstrap(boot->gw, service_store(service), boot->user, boot->password) == 0;
     return 0;
 }
 
@@ -50,15 +49,15 @@ static int s_settings(service_t *service, gateway_t *gw)
     config_t *c = service_config(service);
     int64_t call_timeout, ttl, down, count_max, list_default, list_max, scan_max, pw_min, pw_max,
         window_days;
-    if (config_int(c, "http_call_timeout_ms", 100, 600000, &call_timeout)
-        || config_int(c, "token_ttl_s", 60, 366LL * 24 * 3600, &ttl)
-        || config_int(c, "request_count_max", 1, 10000, &count_max)
-        || config_int(c, "list_limit_default", 1, 10000, &list_default)
-        || config_int(c, "list_limit_max", 1, 10000, &list_max)
-        || config_int(c, "list_scan_max", 1, 10000000, &scan_max)
-        || config_int(c, "password_min_length", 1, 1024, &pw_min)
-        || config_int(c, "password_max_length", 8, 65536, &pw_max)
-        || config_int(c, "usage_window_max_days", 1, 36500, &window_days))
+    if (config_int(c, "http_call_timeout_ms", 100, 600000, &call_timeout) ||
+        config_int(c, "token_ttl_s", 60, 366LL * 24 * 3600, &ttl) ||
+        config_int(c, "request_count_max", 1, 10000, &count_max) ||
+        config_int(c, "list_limit_default", 1, 10000, &list_default) ||
+        config_int(c, "list_limit_max", 1, 10000, &list_max) ||
+        config_int(c, "list_scan_max", 1, 10000000, &scan_max) ||
+        config_int(c, "password_min_length", 1, 1024, &pw_min) ||
+        config_int(c, "password_max_length", 8, 65536, &pw_max) ||
+        config_int(c, "usage_window_max_days", 1, 36500, &window_days))
         return -1;
     /* A host is DOWN after three missed heartbeats unless configured otherwise. */
     if (!config_get(c, "host_down_ms"))
@@ -66,8 +65,10 @@ static int s_settings(service_t *service, gateway_t *gw)
     else if (config_int(c, "host_down_ms", 100, 86400000, &down))
         return -1;
     if (list_default > list_max || pw_min > pw_max) {
-        log_error(NULL, "list_limit_default must not exceed list_limit_max, nor "
-                        "password_min_length password_max_length", NULL);
+        log_error(NULL,
+                  "list_limit_default must not exceed list_limit_max, nor "
+                  "password_min_length password_max_length",
+                  NULL);
         return -1;
     }
     gw->call_timeout_ms = (int)call_timeout;
@@ -115,13 +116,13 @@ int main(int argc, char **argv)
     int64_t port, threads, maxconn, perip, timeout, body, redis_port;
     if (service_start(service) != 0)
         goto done;
-    if (config_int(c, "http_port", 0, 65535, &port)
-        || config_int(c, "http_threads", 1, 256, &threads)
-        || config_int(c, "http_max_connections", 1, 100000, &maxconn)
-        || config_int(c, "http_per_ip_connections", 1, 100000, &perip)
-        || config_int(c, "http_timeout_s", 1, 3600, &timeout)
-        || config_int(c, "http_body_max", 1024, 64 * 1024 * 1024, &body)
-        || config_int(c, "redis_port", 1, 65535, &redis_port) || s_settings(service, &gw))
+    if (config_int(c, "http_port", 0, 65535, &port) ||
+        config_int(c, "http_threads", 1, 256, &threads) ||
+        config_int(c, "http_max_connections", 1, 100000, &maxconn) ||
+        config_int(c, "http_per_ip_connections", 1, 100000, &perip) ||
+        config_int(c, "http_timeout_s", 1, 3600, &timeout) ||
+        config_int(c, "http_body_max", 1024, 64 * 1024 * 1024, &body) ||
+        config_int(c, "redis_port", 1, 65535, &redis_port) || s_settings(service, &gw))
         goto done;
 
     const char *admin_user = config_get(c, "admin_user");
@@ -131,10 +132,11 @@ int main(int argc, char **argv)
                   admin_user ? admin_user : "");
         goto done;
     }
-    if (!admin_password || strlen(admin_password) < (size_t)gw.password_min
-        || strlen(admin_password) > (size_t)gw.password_max) {
-        log_error(NULL, "admin_password must be set (BERTH_ADMIN_PASSWORD) and satisfy "
-                        "password_min_length and password_max_length",
+    if (!admin_password || strlen(admin_password) < (size_t)gw.password_min ||
+        strlen(admin_password) > (size_t)gw.password_max) {
+        log_error(NULL,
+                  "admin_password must be set (BERTH_ADMIN_PASSWORD) and satisfy "
+                  "password_min_length and password_max_length",
                   "{s:i, s:i}", "password_min_length", gw.password_min, "password_max_length",
                   gw.password_max);
         goto done;

@@ -4,7 +4,7 @@
 #include "gateway.h"
 
 #define IDEMPOTENCY_KEY_MAX 128
-#define REASON_MAX 1024
+#define REASON_MAX          1024
 
 /* The request with its VMs and tasks loaded from Redis. NULL with the error set when Redis
    failed. A VM or task not (yet) written shows as just its id. */
@@ -16,11 +16,10 @@ static json_t *s_view(http_req_t *req, const Berth__Request *r)
     for (size_t i = 0; i < r->n_vms && !failed; i++) {
         Berth__Vm *vm = NULL;
         char key[MODEL_KEY_MAX];
-        int rc = rest_id_ok(r->vms[i])
-                     ? model_load(req->store, &berth__vm__descriptor,
-                                  model_key(key, sizeof key, "vm", r->vms[i]),
-                                  (ProtobufCMessage **)&vm)
-                     : MODEL_NOT_FOUND;
+        int rc = rest_id_ok(r->vms[i]) ? model_load(req->store, &berth__vm__descriptor,
+                                                    model_key(key, sizeof key, "vm", r->vms[i]),
+                                                    (ProtobufCMessage **)&vm)
+                                       : MODEL_NOT_FOUND;
         if (rc == MODEL_NOT_FOUND)
             json_array_append_new(vms, json_pack("{s:s}", "id", r->vms[i]));
         else if (rc != 0)
@@ -59,8 +58,8 @@ static json_t *s_view(http_req_t *req, const Berth__Request *r)
     }
     return json_pack("{s:s, s:s, s:o, s:o, s:i, s:o, s:o, s:o, s:o, s:o, s:o, s:o}", "id",
                      r->id ? r->id : "", "state", r->state ? r->state : "", "template",
-                     view_str(r->template_), "name", view_str(r->name), "count", r->count,
-                     "owner", view_str(r->owner), "vms", vms, "tasks", tasks, "decided_by",
+                     view_str(r->template_), "name", view_str(r->name), "count", r->count, "owner",
+                     view_str(r->owner), "vms", vms, "tasks", tasks, "decided_by",
                      view_str(r->decided_by), "reason", view_str(r->reason), "created_at",
                      rest_time(r->created_ms), "updated_at", rest_time(r->updated_ms));
 }
@@ -82,15 +81,14 @@ void requests_create(http_req_t *req)
     static const char *const allowed[] = { "template", "name", "count", NULL };
     const char *template_ = NULL, *name = NULL;
     int64_t count = 1;
-    if (rest_body(req, allowed) || rest_str(req, "template", 1, 64, &template_)
-        || rest_str(req, "name", 1, 63, &name)
-        || rest_int(req, "count", 0, 1, gw->count_max, &count) < 0)
+    if (rest_body(req, allowed) || rest_str(req, "template", 1, 64, &template_) ||
+        rest_str(req, "name", 1, 63, &name) ||
+        rest_int(req, "count", 0, 1, gw->count_max, &count) < 0)
         return;
     const char *key = http_header(req, "Idempotency-Key");
-    if (key
-        && (strlen(key) == 0 || strlen(key) > IDEMPOTENCY_KEY_MAX
-            || strspn(key, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
-                   != strlen(key))) {
+    if (key && (strlen(key) == 0 || strlen(key) > IDEMPOTENCY_KEY_MAX ||
+                strspn(key, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") !=
+                    strlen(key))) {
         http_error_details(req, 400, "BAD_REQUEST",
                            "Idempotency-Key must be 1 to 128 letters, digits, '.', '_' or '-'",
                            json_pack("{s:s}", "header", "Idempotency-Key"));
@@ -143,9 +141,8 @@ static void s_decide(http_req_t *req, int approve)
         return;
     }
     /* The body is optional; when there is one it is held to the same rules as any other. */
-    if (req->body
-        && (rest_body(req, approve ? approve_fields : reject_fields)
-            || (!approve && rest_str(req, "reason", 0, REASON_MAX, &reason) < 0)))
+    if (req->body && (rest_body(req, approve ? approve_fields : reject_fields) ||
+                      (!approve && rest_str(req, "reason", 0, REASON_MAX, &reason) < 0)))
         return;
     Berth__DecideRequest ask = BERTH__DECIDE_REQUEST__INIT;
     ask.id = (char *)id;
@@ -156,8 +153,8 @@ static void s_decide(http_req_t *req, int approve)
     if (rest_call(req, "approval", &ask.base, &berth__request__descriptor,
                   (ProtobufCMessage **)&decided))
         return;
-    log_info(req->request_id, approve ? "request approved" : "request rejected",
-             "{s:s, s:s, s:s}", "request", id, "state", decided->state, "by", req->user);
+    log_info(req->request_id, approve ? "request approved" : "request rejected", "{s:s, s:s, s:s}",
+             "request", id, "state", decided->state, "by", req->user);
     s_answer(req, 200, decided, 0);
     protobuf_c_message_free_unpacked(&decided->base, NULL);
 }

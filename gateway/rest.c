@@ -10,9 +10,9 @@ static const struct {
     const char *code;
     int status;
 } s_status_of[] = {
-    { "BAD_REQUEST", 400 }, { "UNAUTHORIZED", 401 }, { "FORBIDDEN", 403 },
-    { "NOT_FOUND", 404 },   { "CONFLICT", 409 },     { "NO_VALID_HOST", 409 },
-    { "QUOTA_EXCEEDED", 409 }, { "UNAVAILABLE", 503 }, { NULL, 0 },
+    { "BAD_REQUEST", 400 },    { "UNAUTHORIZED", 401 }, { "FORBIDDEN", 403 },
+    { "NOT_FOUND", 404 },      { "CONFLICT", 409 },     { "NO_VALID_HOST", 409 },
+    { "QUOTA_EXCEEDED", 409 }, { "UNAVAILABLE", 503 },  { NULL, 0 },
 };
 
 int rest_call(http_req_t *req, const char *service, const ProtobufCMessage *msg,
@@ -20,18 +20,18 @@ int rest_call(http_req_t *req, const char *service, const ProtobufCMessage *msg,
 {
     gateway_t *gw = req->app;
     Berth__Envelope *reply = NULL;
-    if (bus_client_call(req->bus, service, msg, req->request_id, gw->call_timeout_ms, &reply)
-        != 0) {
+    if (bus_client_call(req->bus, service, msg, req->request_id, gw->call_timeout_ms, &reply) !=
+        0) {
         char message[128];
         snprintf(message, sizeof message, "the %s service did not answer in time", service);
-        log_warn(req->request_id, "bus call got no answer", "{s:s, s:s, s:i}", "callee",
-                 service, "type", msg->descriptor->short_name, "timeout_ms", gw->call_timeout_ms);
+        log_warn(req->request_id, "bus call got no answer", "{s:s, s:s, s:i}", "callee", service,
+                 "type", msg->descriptor->short_name, "timeout_ms", gw->call_timeout_ms);
         http_error(req, 503, "UNAVAILABLE", message);
         return -1;
     }
     if (reply->error) {
-        const char *code = reply->error->code && *reply->error->code ? reply->error->code
-                                                                       : "INTERNAL";
+        const char *code =
+            reply->error->code && *reply->error->code ? reply->error->code : "INTERNAL";
         int status = 500;
         for (int i = 0; s_status_of[i].code; i++)
             if (streq(s_status_of[i].code, code))
@@ -48,16 +48,16 @@ int rest_call(http_req_t *req, const char *service, const ProtobufCMessage *msg,
                                : "the service failed without a message",
                            details);
         if (status >= 500)
-            log_warn(req->request_id, "service answered with an error", "{s:s, s:s, s:s}",
-                     "callee", service, "code", code, "message",
+            log_warn(req->request_id, "service answered with an error", "{s:s, s:s, s:s}", "callee",
+                     service, "code", code, "message",
                      reply->error->message ? reply->error->message : "");
         berth__envelope__free_unpacked(reply, NULL);
         return -1;
     }
     ProtobufCMessage *body = envelope_body(reply, answer);
     if (!body) {
-        log_error(req->request_id, "service answered with an unexpected message",
-                  "{s:s, s:s, s:s}", "callee", service, "expected", answer->short_name, "got",
+        log_error(req->request_id, "service answered with an unexpected message", "{s:s, s:s, s:s}",
+                  "callee", service, "expected", answer->short_name, "got",
                   reply->type ? reply->type : "");
         berth__envelope__free_unpacked(reply, NULL);
         http_error(req, 500, "INTERNAL", "unexpected answer from a service");
@@ -73,9 +73,8 @@ int rest_id_ok(const char *id)
     /* Ids are UUIDs today; accept the characters of any id scheme we may use, but nothing
        that could change the meaning of a Redis key (hash-tag braces, spaces, colons). */
     size_t len = id ? strlen(id) : 0;
-    return len > 0 && len <= 64
-           && strspn(id, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
-                  == len;
+    return len > 0 && len <= 64 &&
+           strspn(id, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.") == len;
 }
 
 int rest_load(http_req_t *req, const ProtobufCMessageDescriptor *desc, const char *kind,
@@ -172,8 +171,8 @@ int rest_str(http_req_t *req, const char *field, int required, size_t max, const
     }
     size_t len = json_string_length(v);
     if (len == 0 || len > max || strlen(json_string_value(v)) != len) {
-        snprintf(message, sizeof message, "field '%s' must be 1 to %zu characters (no NUL)",
-                 field, max);
+        snprintf(message, sizeof message, "field '%s' must be 1 to %zu characters (no NUL)", field,
+                 max);
         return s_bad_field(req, field, message);
     }
     *out = json_string_value(v);
@@ -270,8 +269,8 @@ int rest_parse_time(const char *text, int64_t *ms)
     }
     const char *p = text;
     int year, month, day, hour = 0, min = 0, sec = 0, frac_ms = 0, offset_min = 0;
-    if (s_digits(&p, 4, &year) || *p++ != '-' || s_digits(&p, 2, &month) || *p++ != '-'
-        || s_digits(&p, 2, &day))
+    if (s_digits(&p, 4, &year) || *p++ != '-' || s_digits(&p, 2, &month) || *p++ != '-' ||
+        s_digits(&p, 2, &day))
         return -1;
     if (*p) {
         if (*p != 'T' && *p != 't' && *p != ' ')
@@ -313,11 +312,15 @@ int rest_parse_time(const char *text, int64_t *ms)
             return -1;
     }
     static const int days_in[] = { 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31 };
-    if (year < 1970 || month < 1 || month > 12 || day < 1 || day > days_in[month - 1]
-        || hour > 23 || min > 59 || sec > 59)
+    if (year < 1970 || month < 1 || month > 12 || day < 1 || day > days_in[month - 1] ||
+        hour > 23 || min > 59 || sec > 59)
         return -1;
-    struct tm tm = { .tm_year = year - 1900, .tm_mon = month - 1, .tm_mday = day,
-                     .tm_hour = hour, .tm_min = min, .tm_sec = sec };
+    struct tm tm = { .tm_year = year - 1900,
+                     .tm_mon = month - 1,
+                     .tm_mday = day,
+                     .tm_hour = hour,
+                     .tm_min = min,
+                     .tm_sec = sec };
     time_t t = timegm(&tm);
     if (t == (time_t)-1)
         return -1;

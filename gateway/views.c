@@ -30,8 +30,8 @@ json_t *view_template(const Berth__Template *t)
    state unknown rather than whatever was last reported. */
 static int s_may_run(const char *state)
 {
-    return !streq(state, "DISPOSED") && !streq(state, "REJECTED")
-           && !streq(state, "PENDING_APPROVAL");
+    return !streq(state, "DISPOSED") && !streq(state, "REJECTED") &&
+           !streq(state, "PENDING_APPROVAL");
 }
 
 json_t *view_vm(const Berth__Vm *vm, int host_down)
@@ -39,14 +39,14 @@ json_t *view_vm(const Berth__Vm *vm, int host_down)
     const char *power = vm->power_state;
     if (host_down && s_may_run(S(vm->state)))
         power = "UNKNOWN";
-    json_t *lease = json_pack("{s:o}", "expires_at",
-                              rest_time(vm->lease ? vm->lease->expires_ms : 0));
+    json_t *lease =
+        json_pack("{s:o}", "expires_at", rest_time(vm->lease ? vm->lease->expires_ms : 0));
     return json_pack("{s:s, s:s, s:s, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, "
                      "s:o, s:i, s:o}",
                      "id", S(vm->id), "name", S(vm->name), "state", S(vm->state), "power_state",
                      view_str(power), "host", view_str(vm->host), "template",
-                     view_str(vm->template_), "owner", view_str(vm->owner), "lease", lease,
-                     "task", view_str(vm->task), "request", view_str(vm->request), "flavor",
+                     view_str(vm->template_), "owner", view_str(vm->owner), "lease", lease, "task",
+                     view_str(vm->task), "request", view_str(vm->request), "flavor",
                      view_resources(vm->flavor), "fault", view_str(vm->fault), "image",
                      view_str(vm->image), "os", view_str(vm->os), "created_at",
                      rest_time(vm->created_ms), "lease_days", vm->lease_days, "updated_at",
@@ -58,19 +58,17 @@ json_t *view_task(const Berth__Task *task)
     json_t *steps = json_array();
     for (size_t i = 0; i < task->n_steps; i++) {
         const Berth__TaskStep *s = task->steps[i];
-        json_array_append_new(steps, json_pack("{s:s, s:s, s:o, s:o, s:o}", "name", S(s->name),
-                                               "state", S(s->state), "started_at",
-                                               rest_time(s->started_ms), "finished_at",
-                                               rest_time(s->finished_ms), "result",
-                                               view_str(s->result)));
+        json_array_append_new(
+            steps, json_pack("{s:s, s:s, s:o, s:o, s:o}", "name", S(s->name), "state", S(s->state),
+                             "started_at", rest_time(s->started_ms), "finished_at",
+                             rest_time(s->finished_ms), "result", view_str(s->result)));
     }
     return json_pack("{s:s, s:s, s:s, s:o, s:i, s:o, s:o, s:o, s:o, s:o, s:o, s:o}", "id",
                      S(task->id), "kind", S(task->kind), "state", S(task->state), "stage",
                      view_str(task->stage), "percent", task->percent, "steps", steps, "fault",
                      view_str(task->fault), "target", view_str(task->target), "owner",
-                     view_str(task->owner), "created_at", rest_time(task->created_ms),
-                     "updated_at", rest_time(task->updated_ms), "finished_at",
-                     rest_time(task->finished_ms));
+                     view_str(task->owner), "created_at", rest_time(task->created_ms), "updated_at",
+                     rest_time(task->updated_ms), "finished_at", rest_time(task->finished_ms));
 }
 
 /* ---- hosts, from their raw hashes (written field by field by taskmgr and scheduler) ---- */
@@ -80,8 +78,8 @@ static const char *s_hget(const redisReply *hash, const char *field)
     if (!hash || hash->type != REDIS_REPLY_ARRAY)
         return NULL;
     for (size_t i = 0; i + 1 < hash->elements; i += 2)
-        if (hash->element[i]->type == REDIS_REPLY_STRING && streq(hash->element[i]->str, field)
-            && hash->element[i + 1]->type == REDIS_REPLY_STRING)
+        if (hash->element[i]->type == REDIS_REPLY_STRING && streq(hash->element[i]->str, field) &&
+            hash->element[i + 1]->type == REDIS_REPLY_STRING)
             return hash->element[i + 1]->str;
     return NULL;
 }
@@ -115,9 +113,9 @@ json_t *view_host(const redisReply *hash, int64_t now_ms, int64_t down_ms, int w
         (json_int_t)s_hint(hash, "cap_vcpus"), "ram_mb", (json_int_t)s_hint(hash, "cap_ram_mb"),
         "disk_gb", (json_int_t)s_hint(hash, "cap_disk_gb"), "used", "vcpus",
         (json_int_t)s_hint(hash, "used_vcpus"), "ram_mb", (json_int_t)s_hint(hash, "used_ram_mb"),
-        "disk_gb", (json_int_t)s_hint(hash, "used_disk_gb"), "vms",
-        (json_int_t)s_hint(hash, "vms"), "hypervisor", view_str(s_hget(hash, "hypervisor")),
-        "last_seen_at", rest_time(s_hint(hash, "last_seen_ms")));
+        "disk_gb", (json_int_t)s_hint(hash, "used_disk_gb"), "vms", (json_int_t)s_hint(hash, "vms"),
+        "hypervisor", view_str(s_hget(hash, "hypervisor")), "last_seen_at",
+        rest_time(s_hint(hash, "last_seen_ms")));
     if (!host || !with_domains)
         return host;
     /* The agent's report, as JSON text: copy only well-formed entries. */
@@ -131,9 +129,10 @@ json_t *view_host(const redisReply *hash, int64_t now_ms, int64_t down_ms, int w
         const char *name = json_string_value(json_object_get(d, "name"));
         const char *power = json_string_value(json_object_get(d, "power_state"));
         if (name)
-            json_array_append_new(domains,
-                                  json_pack("{s:s, s:s}", "name", name, "power_state",
-                                            down ? "UNKNOWN" : power ? power : "UNKNOWN"));
+            json_array_append_new(domains, json_pack("{s:s, s:s}", "name", name, "power_state",
+                                                     down    ? "UNKNOWN"
+                                                     : power ? power
+                                                             : "UNKNOWN"));
     }
     json_decref(reported);
     json_object_set_new(host, "domains", domains);

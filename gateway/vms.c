@@ -3,7 +3,7 @@
     probed. Reads come from Redis; disposal is asked of the taskmgr, usage of the meter. */
 #include "gateway.h"
 
-#define LIST_BATCH 100             /* VM ids read from the index per Redis round trip */
+#define LIST_BATCH       100 /* VM ids read from the index per Redis round trip */
 #define USAGE_DEFAULT_MS (30LL * 24 * 3600 * 1000)
 
 int vms_host_down(http_req_t *req, const char *host)
@@ -119,8 +119,8 @@ void vms_list(http_req_t *req)
     int admin = rest_is_admin(req);
     zhashx_t *hosts = zhashx_new();
     json_t *vms = json_array();
-    char last_seen[72] = "";       /* last id looked at */
-    char last_taken[72] = "";      /* last id put on the page */
+    char last_seen[72] = "";  /* last id looked at */
+    char last_taken[72] = ""; /* last id put on the page */
     int64_t last_taken_pos = -1;
     int scanned = 0, at_end = 0, failed = 0;
     while ((int64_t)json_array_size(vms) < limit && scanned < gw->scan_max && !at_end && !failed) {
@@ -135,8 +135,8 @@ void vms_list(http_req_t *req)
         if (ids->elements < LIST_BATCH)
             at_end = 1;
         size_t used = 0;
-        for (; used < ids->elements && (int64_t)json_array_size(vms) < limit
-               && scanned < gw->scan_max && !failed;
+        for (; used < ids->elements && (int64_t)json_array_size(vms) < limit &&
+               scanned < gw->scan_max && !failed;
              used++) {
             const redisReply *e = ids->element[used];
             scanned++;
@@ -188,9 +188,9 @@ void vms_list(http_req_t *req)
     json_t *next = json_null();
     if ((int64_t)json_array_size(vms) >= limit) {
         /* Page full: is there anything after its last VM? */
-        redisReply *r = store_command(req->store, "ZRANGE berth:vms %lld %lld",
-                                      (long long)(last_taken_pos + 1),
-                                      (long long)(last_taken_pos + 1));
+        redisReply *r =
+            store_command(req->store, "ZRANGE berth:vms %lld %lld", (long long)(last_taken_pos + 1),
+                          (long long)(last_taken_pos + 1));
         if (r && r->type == REDIS_REPLY_ARRAY && r->elements > 0)
             next = json_string(last_taken);
         if (r)
@@ -221,8 +221,8 @@ void vms_dispose(http_req_t *req)
     ask.actor = req->user;
     ask.request_id = (char *)req->request_id;
     Berth__Task *task = NULL;
-    int rc = rest_call(req, "taskmgr", &ask.base, &berth__task__descriptor,
-                       (ProtobufCMessage **)&task);
+    int rc =
+        rest_call(req, "taskmgr", &ask.base, &berth__task__descriptor, (ProtobufCMessage **)&task);
     protobuf_c_message_free_unpacked(&vm->base, NULL);
     if (rc)
         return;
@@ -274,8 +274,8 @@ void vms_usage(http_req_t *req)
     gateway_t *gw = req->app;
     int64_t now = util_now_ms();
     int64_t from, to;
-    if (s_time_param(req, "to", now, &to)
-        || s_time_param(req, "from", to - USAGE_DEFAULT_MS, &from))
+    if (s_time_param(req, "to", now, &to) ||
+        s_time_param(req, "from", to - USAGE_DEFAULT_MS, &from))
         return;
     if (from >= to) {
         http_error_details(req, 400, "BAD_REQUEST", "from must be before to",
@@ -314,14 +314,12 @@ void vms_usage(http_req_t *req)
     json_t *usage = json_array();
     for (size_t i = 0; i < report->n_usage; i++) {
         const Berth__UsageRecord *u = report->usage[i];
-        json_array_append_new(usage,
-                              json_pack("{s:o, s:o, s:f, s:f, s:f, s:o, s:o, s:f}", "vm",
-                                        view_str(u->vm), "owner", view_str(u->owner),
-                                        "vcpu_hours", u->vcpu_hours, "ram_gb_hours",
-                                        u->ram_gb_hours, "disk_gb_hours", u->disk_gb_hours,
-                                        "template", view_str(u->template_), "host",
-                                        view_str(u->host), "active_hours",
-                                        (double)u->active_ms / 3600000.0));
+        json_array_append_new(
+            usage, json_pack("{s:o, s:o, s:f, s:f, s:f, s:o, s:o, s:f}", "vm", view_str(u->vm),
+                             "owner", view_str(u->owner), "vcpu_hours", u->vcpu_hours,
+                             "ram_gb_hours", u->ram_gb_hours, "disk_gb_hours", u->disk_gb_hours,
+                             "template", view_str(u->template_), "host", view_str(u->host),
+                             "active_hours", (double)u->active_ms / 3600000.0));
     }
     char from_iso[REST_TIME_MAX], to_iso[REST_TIME_MAX];
     rest_iso(report->from_ms ? report->from_ms : from, from_iso);

@@ -31,32 +31,32 @@
 
 typedef struct {
     zsock_t *dealer;
-    zhashx_t *endpoints;   /* endpoint -> "" for what the dealer is connected to */
-    int64_t refreshed_at;  /* monotonic ms of the last registry read */
-    int pinned;            /* endpoints came from bus_client_pin(), not the registry */
+    zhashx_t *endpoints;  /* endpoint -> "" for what the dealer is connected to */
+    int64_t refreshed_at; /* monotonic ms of the last registry read */
+    int pinned;           /* endpoints came from bus_client_pin(), not the registry */
 } s_target_t;
 
 /* One call in flight. */
 typedef struct {
-    char id[UTIL_ID_LEN];  /* message id: the same on every resend */
+    char id[UTIL_ID_LEN]; /* message id: the same on every resend */
     char *service;
     char *request_id;
-    const char *type;      /* body's message name (static) */
-    zframe_t *frame;       /* the packed envelope, resent as is */
-    int64_t deadline;      /* monotonic ms after which nobody waits */
-    int64_t resend_at;     /* monotonic ms of the next resend */
+    const char *type;  /* body's message name (static) */
+    zframe_t *frame;   /* the packed envelope, resent as is */
+    int64_t deadline;  /* monotonic ms after which nobody waits */
+    int64_t resend_at; /* monotonic ms of the next resend */
     int attempts;
-    bus_reply_fn *fn;      /* NULL for a call someone waits for */
+    bus_reply_fn *fn; /* NULL for a call someone waits for */
     void *arg;
-    Berth__Envelope *reply;  /* the answer, once it came */
+    Berth__Envelope *reply; /* the answer, once it came */
 } s_call_t;
 
 struct _bus_client_t {
-    store_t *store;        /* borrowed */
+    store_t *store; /* borrowed */
     char *sender;
-    zhashx_t *targets;     /* service -> s_target_t */
-    zhashx_t *calls;       /* message id -> s_call_t, every call in flight */
-    zloop_t *loop;         /* borrowed, once attached */
+    zhashx_t *targets; /* service -> s_target_t */
+    zhashx_t *calls;   /* message id -> s_call_t, every call in flight */
+    zloop_t *loop;     /* borrowed, once attached */
     int retry_ms;
 };
 
@@ -223,9 +223,8 @@ int bus_client_instances(bus_client_t *self, const char *service)
 static void s_resend(bus_client_t *self, s_call_t *c);
 
 /* Start a call: pack it, enter it in the table, send the first attempt. */
-static s_call_t *s_call_start(bus_client_t *self, const char *service,
-                              const ProtobufCMessage *body, const char *request_id,
-                              int timeout_ms)
+static s_call_t *s_call_start(bus_client_t *self, const char *service, const ProtobufCMessage *body,
+                              const char *request_id, int timeout_ms)
 {
     s_target_t *t = s_target(self, service);
     if (!t)
@@ -302,8 +301,8 @@ static void s_receive(bus_client_t *self, zsock_t *sock)
 
 static void s_timed_out(s_call_t *c)
 {
-    log_debug(c->request_id, "bus call timed out", "{s:s, s:s, s:i}", "service", c->service,
-              "type", c->type, "attempts", c->attempts);
+    log_debug(c->request_id, "bus call timed out", "{s:s, s:s, s:i}", "service", c->service, "type",
+              c->type, "attempts", c->attempts);
 }
 
 /* Calls not waited for: hand answers and timeouts to their callbacks, resend the rest. */

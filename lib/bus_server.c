@@ -14,8 +14,8 @@
 
 #include <assert.h>
 
-#define REPLY_CACHE_MS 30000   /* a reply stays replayable for 30 to 60 s */
-#define REPLY_CACHE_MAX 20000  /* entries per generation before an early rotation */
+#define REPLY_CACHE_MS  30000 /* a reply stays replayable for 30 to 60 s */
+#define REPLY_CACHE_MAX 20000 /* entries per generation before an early rotation */
 
 typedef struct {
     bus_handler_fn *fn;
@@ -24,12 +24,12 @@ typedef struct {
 
 struct _bus_server_t {
     zsock_t *router;
-    char *endpoint;          /* bound endpoint, port resolved */
-    char *sender;            /* "service/instance" */
-    zhashx_t *handlers;      /* type -> s_handler_t */
-    zhashx_t *cache_now;     /* message id -> zframe_t reply */
-    zhashx_t *cache_old;     /* previous generation */
-    int64_t rotated_at;      /* monotonic ms of the last rotation */
+    char *endpoint;      /* bound endpoint, port resolved */
+    char *sender;        /* "service/instance" */
+    zhashx_t *handlers;  /* type -> s_handler_t */
+    zhashx_t *cache_now; /* message id -> zframe_t reply */
+    zhashx_t *cache_old; /* previous generation */
+    int64_t rotated_at;  /* monotonic ms of the last rotation */
     uint64_t handled;
     uint64_t rejected;
 };
@@ -38,7 +38,7 @@ struct _bus_request_t {
     bus_server_t *server;
     zframe_t *identity;
     Berth__Envelope *envelope;
-    ProtobufCMessage *body;  /* unpacked on demand */
+    ProtobufCMessage *body; /* unpacked on demand */
     int replied;
 };
 
@@ -152,8 +152,9 @@ static void s_reject(bus_server_t *self, zframe_t *identity, const char *reason)
         return;
     char id[UTIL_ID_LEN];
     util_uuid(id);
-    envelope_spec_t spec = { .message_id = id, .sender = self->sender, .error_code = "BAD_FRAME",
-                             .error_message = reason };
+    envelope_spec_t spec = {
+        .message_id = id, .sender = self->sender, .error_code = "BAD_FRAME", .error_message = reason
+    };
     zframe_t *reply = envelope_pack(&spec);
     if (reply)
         s_send(self, zframe_dup(identity), reply);
@@ -161,8 +162,8 @@ static void s_reject(bus_server_t *self, zframe_t *identity, const char *reason)
 
 static void s_rotate(bus_server_t *self)
 {
-    if (util_mono_ms() - self->rotated_at < REPLY_CACHE_MS
-        && zhashx_size(self->cache_now) < REPLY_CACHE_MAX)
+    if (util_mono_ms() - self->rotated_at < REPLY_CACHE_MS &&
+        zhashx_size(self->cache_now) < REPLY_CACHE_MAX)
         return;
     zhashx_destroy(&self->cache_old);
     self->cache_old = self->cache_now;

@@ -10,13 +10,13 @@
 
 typedef struct {
     char *key;
-    char *value;         /* NULL when unset */
-    const char *origin;  /* "default", "file", "env", "set" */
-    int secret;          /* masked in logs */
+    char *value;        /* NULL when unset */
+    const char *origin; /* "default", "file", "env", "set" */
+    int secret;         /* masked in logs */
 } s_entry_t;
 
 struct _config_t {
-    zlistx_t *entries;   /* of s_entry_t, in declaration order */
+    zlistx_t *entries; /* of s_entry_t, in declaration order */
 };
 
 static void s_entry_free(void **item)

@@ -76,8 +76,8 @@ Berth__Envelope *envelope_unpack(const uint8_t *data, size_t size, const char **
         why = "missing or invalid message_id";
     else if (!s_valid_token(env->type, 1))
         why = "missing or invalid type";
-    else if (!s_valid_token(env->correlation_id, 0) || !s_valid_token(env->request_id, 0)
-             || !s_valid_token(env->sender, 0) || !s_valid_token(env->service, 0))
+    else if (!s_valid_token(env->correlation_id, 0) || !s_valid_token(env->request_id, 0) ||
+             !s_valid_token(env->sender, 0) || !s_valid_token(env->service, 0))
         why = "invalid correlation_id, request_id, sender or service";
     else if (env->deadline_ms < 0)
         why = "negative deadline";

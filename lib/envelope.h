@@ -8,19 +8,19 @@
 #include <czmq.h>
 
 #define ENVELOPE_MAX_BYTES (4 * 1024 * 1024) /* largest frame any socket accepts */
-#define ENVELOPE_MAX_ID 128                  /* longest id/type/sender string */
+#define ENVELOPE_MAX_ID    128               /* longest id/type/sender string */
 
 /* What to put in an outgoing envelope. Strings are borrowed. */
 typedef struct {
-    const char *message_id;           /* required */
-    const char *correlation_id;       /* on replies */
-    const char *type;                 /* defaults to body's message name */
+    const char *message_id;     /* required */
+    const char *correlation_id; /* on replies */
+    const char *type;           /* defaults to body's message name */
     int64_t deadline_ms;
     const char *request_id;
     const char *sender;
-    const char *service;              /* on requests: the service meant (NULL = any) */
-    const ProtobufCMessage *body;     /* may be NULL (an empty body) */
-    const char *error_code;           /* when set: an Error reply */
+    const char *service;          /* on requests: the service meant (NULL = any) */
+    const ProtobufCMessage *body; /* may be NULL (an empty body) */
+    const char *error_code;       /* when set: an Error reply */
     const char *error_message;
 } envelope_spec_t;
 

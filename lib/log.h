@@ -5,7 +5,12 @@
 
 #include <jansson.h>
 
-typedef enum { BERTH_LOG_DEBUG = 0, BERTH_LOG_INFO = 1, BERTH_LOG_WARN = 2, BERTH_LOG_ERROR = 3 } log_level_t;
+typedef enum {
+    BERTH_LOG_DEBUG = 0,
+    BERTH_LOG_INFO = 1,
+    BERTH_LOG_WARN = 2,
+    BERTH_LOG_ERROR = 3
+} log_level_t;
 
 /* Name the process for every line that follows (strings are copied). */
 void log_init(const char *service, const char *instance);
@@ -17,8 +22,8 @@ int log_set_level(const char *name);
 void log_emit(log_level_t level, const char *request_id, const char *msg, const char *fields, ...);
 
 #define log_debug(rid, msg, ...) log_emit(BERTH_LOG_DEBUG, rid, msg, __VA_ARGS__)
-#define log_info(rid, msg, ...) log_emit(BERTH_LOG_INFO, rid, msg, __VA_ARGS__)
-#define log_warn(rid, msg, ...) log_emit(BERTH_LOG_WARN, rid, msg, __VA_ARGS__)
+#define log_info(rid, msg, ...)  log_emit(BERTH_LOG_INFO, rid, msg, __VA_ARGS__)
+#define log_warn(rid, msg, ...)  log_emit(BERTH_LOG_WARN, rid, msg, __VA_ARGS__)
 #define log_error(rid, msg, ...) log_emit(BERTH_LOG_ERROR, rid, msg, __VA_ARGS__)
 
 #endif

@@ -90,7 +90,7 @@ static json_t *s_value_json(const ProtobufCFieldDescriptor *f, const void *p)
     case PROTOBUF_C_TYPE_STRING: {
         const char *s = *(char *const *)p;
         json_t *j = json_string(s ? s : "");
-        return j ? j : json_string("");   /* not UTF-8: never stored by us; show empty */
+        return j ? j : json_string(""); /* not UTF-8: never stored by us; show empty */
     }
     case PROTOBUF_C_TYPE_BYTES: {
         const ProtobufCBinaryData *b = p;
@@ -205,10 +205,8 @@ static int s_value_set(const ProtobufCFieldDescriptor *f, void *p, json_t *j, co
         size_t tlen = strlen(text);
         ProtobufCBinaryData *b = p;
         b->data = malloc(tlen ? tlen : 1);
-        if (!b->data
-            || sodium_base642bin(b->data, tlen ? tlen : 1, text, tlen, NULL, &b->len, NULL,
-                                 sodium_base64_VARIANT_ORIGINAL)
-                   != 0) {
+        if (!b->data || sodium_base642bin(b->data, tlen ? tlen : 1, text, tlen, NULL, &b->len, NULL,
+                                          sodium_base64_VARIANT_ORIGINAL) != 0) {
             free(b->data);
             b->data = NULL;
             b->len = 0;
@@ -279,8 +277,10 @@ ProtobufCMessage *model_from_json(const ProtobufCMessageDescriptor *desc, json_t
         return NULL;
     const char *key;
     json_t *value;
-    json_object_foreach(json, key, value) {
-        const ProtobufCFieldDescriptor *f = protobuf_c_message_descriptor_get_field_by_name(desc, key);
+    json_object_foreach(json, key, value)
+    {
+        const ProtobufCFieldDescriptor *f =
+            protobuf_c_message_descriptor_get_field_by_name(desc, key);
         if (!f) {
             if (error)
                 *error = "unknown field";
@@ -376,7 +376,7 @@ ProtobufCMessage *model_from_hash(const ProtobufCMessageDescriptor *desc, const 
         const ProtobufCFieldDescriptor *f =
             protobuf_c_message_descriptor_get_field_by_name(desc, k->str);
         if (!f)
-            continue;   /* a field this build does not know: written by a newer version */
+            continue; /* a field this build does not know: written by a newer version */
         json_t *j = s_text_json(f, v->str, v->len);
         if (!j || s_field_set(msg, f, j, NULL) != 0)
             log_debug(NULL, "unreadable stored field", "{s:s, s:s}", "message", desc->short_name,
@@ -412,44 +412,44 @@ int model_load(store_t *store, const ProtobufCMessageDescriptor *desc, const cha
    R key member | S key member | E n f1 v1 ... (XADD to KEYS[1]).
    All checks run before any write; a failed check names itself in the error. */
 static store_script_t s_tx = {
-    .source =
-        "local a, i, n = ARGV, 1, #ARGV\n"
-        "while i <= n do\n"
-        "  local op = a[i]\n"
-        "  if op == 'C' then\n"
-        "    local cur = redis.call('HGET', a[i+1], a[i+2]) or ''\n"
-        "    if cur ~= a[i+3] then\n"
-        "      return {err='CONFLICT ' .. a[i+1] .. ' ' .. a[i+2] .. ' is ' .. cur} end\n"
-        "    i = i + 4\n"
-        "  elseif op == 'P' then i = i + 3 + 2 * tonumber(a[i+2])\n"
-        "  elseif op == 'E' then i = i + 2 + 2 * tonumber(a[i+1])\n"
-        "  elseif op == 'Z' then i = i + 4\n"
-        "  else i = i + 3 end\n"
-        "end\n"
-        "i = 1\n"
-        "while i <= n do\n"
-        "  local op = a[i]\n"
-        "  if op == 'C' then i = i + 4\n"
-        "  elseif op == 'P' then\n"
-        "    local cnt = tonumber(a[i+2])\n"
-        "    if cnt > 0 then redis.call('HSET', a[i+1], unpack(a, i+3, i+2+2*cnt)) end\n"
-        "    i = i + 3 + 2 * cnt\n"
-        "  elseif op == 'E' then\n"
-        "    local cnt = tonumber(a[i+1])\n"
-        "    redis.call('XADD', KEYS[1], 'MAXLEN', '~', '1000000', '*', unpack(a, i+2, i+1+2*cnt))\n"
-        "    i = i + 2 + 2 * cnt\n"
-        "  elseif op == 'D' then redis.call('DEL', a[i+1]); i = i + 2\n"
-        "  elseif op == 'Z' then redis.call('ZADD', a[i+1], a[i+2], a[i+3]); i = i + 4\n"
-        "  elseif op == 'R' then redis.call('ZREM', a[i+1], a[i+2]); i = i + 3\n"
-        "  elseif op == 'S' then redis.call('SADD', a[i+1], a[i+2]); i = i + 3\n"
-        "  else return {err='BADOP ' .. tostring(op)} end\n"
-        "end\n"
-        "return 1\n",
+    .source = "local a, i, n = ARGV, 1, #ARGV\n"
+              "while i <= n do\n"
+              "  local op = a[i]\n"
+              "  if op == 'C' then\n"
+              "    local cur = redis.call('HGET', a[i+1], a[i+2]) or ''\n"
+              "    if cur ~= a[i+3] then\n"
+              "      return {err='CONFLICT ' .. a[i+1] .. ' ' .. a[i+2] .. ' is ' .. cur} end\n"
+              "    i = i + 4\n"
+              "  elseif op == 'P' then i = i + 3 + 2 * tonumber(a[i+2])\n"
+              "  elseif op == 'E' then i = i + 2 + 2 * tonumber(a[i+1])\n"
+              "  elseif op == 'Z' then i = i + 4\n"
+              "  else i = i + 3 end\n"
+              "end\n"
+              "i = 1\n"
+              "while i <= n do\n"
+              "  local op = a[i]\n"
+              "  if op == 'C' then i = i + 4\n"
+              "  elseif op == 'P' then\n"
+              "    local cnt = tonumber(a[i+2])\n"
+              "    if cnt > 0 then redis.call('HSET', a[i+1], unpack(a, i+3, i+2+2*cnt)) end\n"
+              "    i = i + 3 + 2 * cnt\n"
+              "  elseif op == 'E' then\n"
+              "    local cnt = tonumber(a[i+1])\n"
+              "    redis.call('XADD', KEYS[1], 'MAXLEN', '~', '1000000', '*', unpack(a, i+2, "
+              "i+1+2*cnt))\n"
+              "    i = i + 2 + 2 * cnt\n"
+              "  elseif op == 'D' then redis.call('DEL', a[i+1]); i = i + 2\n"
+              "  elseif op == 'Z' then redis.call('ZADD', a[i+1], a[i+2], a[i+3]); i = i + 4\n"
+              "  elseif op == 'R' then redis.call('ZREM', a[i+1], a[i+2]); i = i + 3\n"
+              "  elseif op == 'S' then redis.call('SADD', a[i+1], a[i+2]); i = i + 3\n"
+              "  else return {err='BADOP ' .. tostring(op)} end\n"
+              "end\n"
+              "return 1\n",
 };
 
 struct _model_tx_t {
-    zlistx_t *args;   /* char *, the flat ARGV (after KEYS[1] = the event stream) */
-    int failed;       /* out of memory while building */
+    zlistx_t *args; /* char *, the flat ARGV (after KEYS[1] = the event stream) */
+    int failed;     /* out of memory while building */
 };
 
 model_tx_t *model_tx_new(void)

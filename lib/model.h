@@ -9,8 +9,8 @@
 
 #include <jansson.h>
 
-#define MODEL_NOT_FOUND 1  /* model_load: no such key */
-#define MODEL_CONFLICT 2   /* model_tx_commit: a check failed, nothing was written */
+#define MODEL_NOT_FOUND 1 /* model_load: no such key */
+#define MODEL_CONFLICT  2 /* model_tx_commit: a check failed, nothing was written */
 
 /* Key of an object: model_key(buf, "vm", id) -> "berth:vm:{id}" for the kinds whose keys carry
    a hash tag (vm, task, request, claim, usage), "berth:<kind>:<id>" for the others. */
@@ -24,7 +24,7 @@ const char *model_key(char *buf, size_t size, const char *kind, const char *id);
 json_t *model_to_json(const ProtobufCMessage *msg);
 
 /* Message of type desc from a JSON object; unknown keys and wrong types are refused with
-   *error pointing at a static reason. Free with protobuf_c_message_free_unpacked(). */
+ *error pointing at a static reason. Free with protobuf_c_message_free_unpacked(). */
 ProtobufCMessage *model_from_json(const ProtobufCMessageDescriptor *desc, json_t *json,
                                   const char **error);
 
@@ -59,7 +59,7 @@ void model_tx_sadd(model_tx_t *self, const char *key, const char *member);
 void model_tx_event(model_tx_t *self, const char *type, ...);
 
 /* Run the checks; if all hold, the writes and events, atomically. 0, MODEL_CONFLICT (with
-   *why, static, saying which check failed when why is non-NULL), or -1 when Redis failed. */
+ *why, static, saying which check failed when why is non-NULL), or -1 when Redis failed. */
 int model_tx_commit(model_tx_t *self, store_t *store, const char **why);
 
 /* ---- helpers every service uses --------------------------------------------------------- */

@@ -9,17 +9,16 @@
 #include <string.h>
 
 static store_script_t s_register = {
-    .source =
-        "local t = redis.call('TIME')\n"
-        "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
-        "local ttl = tonumber(ARGV[3])\n"
-        "redis.call('SADD', KEYS[3], ARGV[1])\n"
-        "redis.call('ZADD', KEYS[1], now + ttl, ARGV[2])\n"
-        "redis.call('HSET', KEYS[2], 'service', ARGV[1], 'instance', ARGV[2],\n"
-        "  'endpoint', ARGV[4], 'status', ARGV[5], 'started_ms', ARGV[6],\n"
-        "  'last_heartbeat_ms', now, 'expires_ms', now + ttl)\n"
-        "redis.call('PEXPIRE', KEYS[2], ttl)\n"
-        "return now\n",
+    .source = "local t = redis.call('TIME')\n"
+              "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+              "local ttl = tonumber(ARGV[3])\n"
+              "redis.call('SADD', KEYS[3], ARGV[1])\n"
+              "redis.call('ZADD', KEYS[1], now + ttl, ARGV[2])\n"
+              "redis.call('HSET', KEYS[2], 'service', ARGV[1], 'instance', ARGV[2],\n"
+              "  'endpoint', ARGV[4], 'status', ARGV[5], 'started_ms', ARGV[6],\n"
+              "  'last_heartbeat_ms', now, 'expires_ms', now + ttl)\n"
+              "redis.call('PEXPIRE', KEYS[2], ttl)\n"
+              "return now\n",
 };
 
 /* Returns a flat array, 7 strings per live instance. */
@@ -56,9 +55,15 @@ int registry_register(store_t *store, const registry_entry_t *entry, int ttl_ms)
     snprintf(hkey, sizeof hkey, "berth:instance:%s:%s", entry->service, entry->instance);
     snprintf(ttl, sizeof ttl, "%d", ttl_ms);
     snprintf(started, sizeof started, "%lld", (long long)entry->started_ms);
-    const char *argv[] = { zkey,     hkey,  "berth:services",
-                           entry->service, entry->instance, ttl,
-                           entry->endpoint, entry->status[0] ? entry->status : "UP", started };
+    const char *argv[] = { zkey,
+                           hkey,
+                           "berth:services",
+                           entry->service,
+                           entry->instance,
+                           ttl,
+                           entry->endpoint,
+                           entry->status[0] ? entry->status : "UP",
+                           started };
     redisReply *r = store_eval(store, &s_register, 3, 9, argv);
     int rc = r && r->type == REDIS_REPLY_INTEGER ? 0 : -1;
     if (r)

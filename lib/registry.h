@@ -11,7 +11,7 @@ typedef struct {
     char service[32];
     char instance[128];
     char endpoint[256];
-    char status[32];           /* UP, DRAINING, ... as the instance reports it */
+    char status[32]; /* UP, DRAINING, ... as the instance reports it */
     int64_t started_ms;
     int64_t last_heartbeat_ms; /* Redis time of the last refresh */
     int64_t expires_ms;        /* Redis time at which the entry lapses */

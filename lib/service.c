@@ -15,19 +15,19 @@ typedef struct {
 
 struct _service_t {
     char *name;
-    char *config_path;      /* --config FILE, or BERTH_CONFIG */
+    char *config_path; /* --config FILE, or BERTH_CONFIG */
     config_t *config;
     store_t *store;
     bus_server_t *server;
     bus_client_t *client;
     zloop_t *loop;
-    zlistx_t *jobs;         /* s_job_t, freed at destroy */
+    zlistx_t *jobs; /* s_job_t, freed at destroy */
     char instance[128];
-    char endpoint[256];     /* advertised endpoint */
+    char endpoint[256]; /* advertised endpoint */
     int heartbeat_ms;
     int64_t started_ms;
-    int registered;         /* last heartbeat reached Redis */
-    int storeless;          /* never touches Redis (agents) */
+    int registered; /* last heartbeat reached Redis */
+    int storeless;  /* never touches Redis (agents) */
 };
 
 static void s_job_free(void **item)
@@ -119,8 +119,7 @@ static void s_advertise(service_t *self, const char *bound)
     }
     if (host) {
         if (snprintf(self->endpoint, sizeof self->endpoint, "tcp://%.200s%.16s", host,
-                     port ? port : "")
-            < 0)
+                     port ? port : "") < 0)
             self->endpoint[0] = '\0';
     } else
         util_strlcpy(self->endpoint, bound, sizeof self->endpoint);
@@ -138,8 +137,8 @@ static int s_heartbeat(zloop_t *loop, int timer_id, void *arg)
     util_strlcpy(e.status, "UP", sizeof e.status);
     int ok = registry_register(self->store, &e, self->heartbeat_ms * 3) == 0;
     if (ok != self->registered)
-        log_emit(ok ? BERTH_LOG_INFO : BERTH_LOG_WARN, NULL, ok ? "registered" : "registry unreachable",
-                 "{s:s}", "endpoint", self->endpoint);
+        log_emit(ok ? BERTH_LOG_INFO : BERTH_LOG_WARN, NULL,
+                 ok ? "registered" : "registry unreachable", "{s:s}", "endpoint", self->endpoint);
     self->registered = ok;
     return 0;
 }
@@ -182,8 +181,9 @@ int service_start(service_t *self)
         return -1;
     }
     int64_t port, timeout, heartbeat;
-    if (config_int(c, "redis_port", 1, 65535, &port) || config_int(c, "redis_timeout_ms", 10, 60000, &timeout)
-        || config_int(c, "heartbeat_ms", 50, 60000, &heartbeat))
+    if (config_int(c, "redis_port", 1, 65535, &port) ||
+        config_int(c, "redis_timeout_ms", 10, 60000, &timeout) ||
+        config_int(c, "heartbeat_ms", 50, 60000, &heartbeat))
         return -1;
     self->heartbeat_ms = (int)heartbeat;
     if (config_get(c, "instance"))
@@ -199,9 +199,8 @@ int service_start(service_t *self)
     config_set(c, "instance", self->instance);
 
     self->started_ms = util_now_ms();
-    if (!self->storeless
-        && !(self->store = store_new(config_get(c, "redis_host"), (int)port, (int)timeout,
-                                     (int)timeout)))
+    if (!self->storeless && !(self->store = store_new(config_get(c, "redis_host"), (int)port,
+                                                      (int)timeout, (int)timeout)))
         return -1;
     char sender[192];
     snprintf(sender, sizeof sender, "%s/%s", self->name, self->instance);

@@ -19,10 +19,10 @@ struct _store_t {
     int port;
     int connect_timeout_ms;
     int command_timeout_ms;
-    redisContext *ctx;     /* NULL while disconnected */
-    int64_t retry_at;      /* monotonic ms of the next reconnect attempt */
-    int backoff_ms;        /* current backoff, doubles per failure */
-    int ok;                /* last command reached Redis */
+    redisContext *ctx; /* NULL while disconnected */
+    int64_t retry_at;  /* monotonic ms of the next reconnect attempt */
+    int backoff_ms;    /* current backoff, doubles per failure */
+    int ok;            /* last command reached Redis */
 };
 
 store_t *store_new(const char *host, int port, int connect_timeout_ms, int command_timeout_ms)
@@ -60,7 +60,8 @@ static void s_drop(store_t *self, const char *why)
     }
     self->ok = 0;
     self->retry_at = util_mono_ms() + self->backoff_ms;
-    self->backoff_ms = self->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : self->backoff_ms * 2;
+    self->backoff_ms =
+        self->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : self->backoff_ms * 2;
 }
 
 static int s_connect(store_t *self)
@@ -69,14 +70,16 @@ static int s_connect(store_t *self)
         return 0;
     if (util_mono_ms() < self->retry_at)
         return -1;
-    struct timeval ct = { self->connect_timeout_ms / 1000, (self->connect_timeout_ms % 1000) * 1000 };
+    struct timeval ct = { self->connect_timeout_ms / 1000,
+                          (self->connect_timeout_ms % 1000) * 1000 };
     redisContext *ctx = redisConnectWithTimeout(self->host, self->port, ct);
     if (!ctx || ctx->err) {
         self->ctx = ctx;
         s_drop(self, ctx ? ctx->errstr : "out of memory");
         return -1;
     }
-    struct timeval rt = { self->command_timeout_ms / 1000, (self->command_timeout_ms % 1000) * 1000 };
+    struct timeval rt = { self->command_timeout_ms / 1000,
+                          (self->command_timeout_ms % 1000) * 1000 };
     redisSetTimeout(ctx, rt);
     redisEnableKeepAlive(ctx);
     self->ctx = ctx;
@@ -144,7 +147,8 @@ static int s_load(store_t *self, store_script_t *script, char sha[41])
     return rc;
 }
 
-redisReply *store_eval(store_t *self, store_script_t *script, int nkeys, int argc, const char **argv)
+redisReply *store_eval(store_t *self, store_script_t *script, int nkeys, int argc,
+                       const char **argv)
 {
     assert(argc >= nkeys);
     char sha[41];
@@ -181,23 +185,22 @@ redisReply *store_eval(store_t *self, store_script_t *script, int nkeys, int arg
 /* The transition script. Versions make every writer's check-then-write one atomic step:
    a writer that read version N can only succeed while the object is still at N. */
 static store_script_t s_transition = {
-    .source =
-        "local cur = redis.call('HMGET', KEYS[1], 'state', 'version')\n"
-        "local state = cur[1] or ''\n"
-        "local version = tonumber(cur[2] or '0')\n"
-        "if state ~= ARGV[1] then return {err='CONFLICT state is ' .. state} end\n"
-        "if version ~= tonumber(ARGV[2]) then\n"
-        "  return {err='CONFLICT version is ' .. version} end\n"
-        "version = version + 1\n"
-        "local set = {'state', ARGV[3], 'version', version}\n"
-        "local ev = {'type', ARGV[4], 'key', KEYS[1], 'state', ARGV[3], 'version', version}\n"
-        "for i = 5, #ARGV, 2 do\n"
-        "  set[#set + 1] = ARGV[i]; set[#set + 1] = ARGV[i + 1]\n"
-        "  ev[#ev + 1] = ARGV[i]; ev[#ev + 1] = ARGV[i + 1]\n"
-        "end\n"
-        "redis.call('HSET', KEYS[1], unpack(set))\n"
-        "redis.call('XADD', KEYS[2], 'MAXLEN', '~', '1000000', '*', unpack(ev))\n"
-        "return version\n",
+    .source = "local cur = redis.call('HMGET', KEYS[1], 'state', 'version')\n"
+              "local state = cur[1] or ''\n"
+              "local version = tonumber(cur[2] or '0')\n"
+              "if state ~= ARGV[1] then return {err='CONFLICT state is ' .. state} end\n"
+              "if version ~= tonumber(ARGV[2]) then\n"
+              "  return {err='CONFLICT version is ' .. version} end\n"
+              "version = version + 1\n"
+              "local set = {'state', ARGV[3], 'version', version}\n"
+              "local ev = {'type', ARGV[4], 'key', KEYS[1], 'state', ARGV[3], 'version', version}\n"
+              "for i = 5, #ARGV, 2 do\n"
+              "  set[#set + 1] = ARGV[i]; set[#set + 1] = ARGV[i + 1]\n"
+              "  ev[#ev + 1] = ARGV[i]; ev[#ev + 1] = ARGV[i + 1]\n"
+              "end\n"
+              "redis.call('HSET', KEYS[1], unpack(set))\n"
+              "redis.call('XADD', KEYS[2], 'MAXLEN', '~', '1000000', '*', unpack(ev))\n"
+              "return version\n",
 };
 
 int store_transition(store_t *self, const char *key, const char *expected_state,

@@ -7,8 +7,8 @@
 #include <hiredis/hiredis.h>
 #include <stdint.h>
 
-#define STORE_CONFLICT 1          /* transition refused: state or version not as expected */
-#define STORE_EVENTS "berth:events" /* the event stream every transition appends to */
+#define STORE_CONFLICT 1              /* transition refused: state or version not as expected */
+#define STORE_EVENTS   "berth:events" /* the event stream every transition appends to */
 
 typedef struct _store_t store_t;
 

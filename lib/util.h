@@ -7,7 +7,8 @@
 
 #define UTIL_ID_LEN 37 /* 36 chars of a UUID plus the terminating NUL */
 
-/* Unix time in milliseconds (wall clock: used for deadlines and timestamps that cross processes). */
+/* Unix time in milliseconds (wall clock: used for deadlines and timestamps that cross processes).
+ */
 int64_t util_now_ms(void);
 
 /* Monotonic milliseconds, for intervals inside one process. */

@@ -19,10 +19,10 @@ typedef struct {
     Berth__Host host;      /* inventory, refreshed each heartbeat */
     Berth__Resources capacity;
     Berth__Resources used;
-    int connected; /* last heartbeat reached a taskmgr */
-    int heartbeat_out;    /* a heartbeat is on its way: do not pile more up */
-    int poll_out;         /* a work poll is on its way */
-    size_t poll_sent;     /* results that poll carries (dropped once it is answered) */
+    int connected;     /* last heartbeat reached a taskmgr */
+    int heartbeat_out; /* a heartbeat is on its way: do not pile more up */
+    int poll_out;      /* a work poll is on its way */
+    size_t poll_sent;  /* results that poll carries (dropped once it is answered) */
     int64_t started_ms;
     int poll_timeout_ms;  /* longest wait for one AgentWork answer */
     int64_t max_commands; /* commands run per poll; the rest are refused */
@@ -104,10 +104,9 @@ static int s_heartbeat(service_t *service, void *arg)
     self->host.state = up ? "UP" : "DOWN";
 
     if (!self->heartbeat_out)
-        self->heartbeat_out = bus_client_send(self->taskmgr, "taskmgr", &hb.base, NULL,
-                                              service_heartbeat_ms(service), s_on_heartbeat,
-                                              self, NULL)
-                              == 0;
+        self->heartbeat_out =
+            bus_client_send(self->taskmgr, "taskmgr", &hb.base, NULL, service_heartbeat_ms(service),
+                            s_on_heartbeat, self, NULL) == 0;
     self->host.n_domains = 0;
     self->host.domains = NULL;
     for (int i = 0; i < n; i++)
@@ -132,8 +131,7 @@ static void s_poll_state(agent_t *self, const char *code, const char *message)
     util_strlcpy(self->poll_error, now, sizeof self->poll_error);
 }
 
-static void s_on_work(bus_client_t *client, const char *call_id, Berth__Envelope *reply,
-                      void *arg);
+static void s_on_work(bus_client_t *client, const char *call_id, Berth__Envelope *reply, void *arg);
 
 /* Send the undelivered results and ask for commands, unless a poll is on its way. */
 static void s_poll_send(agent_t *self)
@@ -146,15 +144,13 @@ static void s_poll_send(agent_t *self)
     self->poll_sent = worker_pending(self->worker, &work.results);
     work.n_results = self->poll_sent;
     self->poll_out = bus_client_send(self->taskmgr, "taskmgr", &work.base, NULL,
-                                     self->poll_timeout_ms, s_on_work, self, NULL)
-                     == 0;
+                                     self->poll_timeout_ms, s_on_work, self, NULL) == 0;
 }
 
 /* The answer to a poll: the results it carried are delivered; run the commands in order.
    A poll that ran commands is followed by one more at once, to hand their results back
    without waiting a whole poll interval (the next stage of a task waits for them). */
-static void s_on_work(bus_client_t *client, const char *call_id, Berth__Envelope *reply,
-                      void *arg)
+static void s_on_work(bus_client_t *client, const char *call_id, Berth__Envelope *reply, void *arg)
 {
     (void)client;
     (void)call_id;

@@ -363,8 +363,8 @@ static int s_decide(store_t *store, const Berth__DecideRequest *msg, const Berth
             /* Another instance decided between our read of the request and of its VMs:
                read the request again (the caller's loop) and answer what it now says. */
             if (strcmp(loaded[i]->state, "PENDING_APPROVAL") != 0) {
-                fault_set(fault, "CONFLICT", "VM '%s' is %s, not PENDING_APPROVAL",
-                          loaded[i]->name, loaded[i]->state);
+                fault_set(fault, "CONFLICT", "VM '%s' is %s, not PENDING_APPROVAL", loaded[i]->name,
+                          loaded[i]->state);
                 rc = MODEL_CONFLICT;
             }
         }

@@ -11,8 +11,8 @@
 typedef struct {
     service_t *service;
     placement_t *placement;
-    int store_down;          /* last refresh failed: logged once per outage */
-    int truncated;           /* last refresh ignored hosts over max_hosts: logged once */
+    int store_down; /* last refresh failed: logged once per outage */
+    int truncated;  /* last refresh ignored hosts over max_hosts: logged once */
 } scheduler_t;
 
 static void s_on_select_host(bus_request_t *request, void *arg)
@@ -140,17 +140,17 @@ int main(int argc, char **argv)
     placement_config_t pc;
     placement_config_defaults(&pc);
     int64_t max_hosts, max_exclude, max_alternates, attempts;
-    if (config_int(c, "host_timeout_ms", 100, 86400000, &pc.host_timeout_ms)
-        || config_int(c, "host_refresh_ms", 0, 600000, &pc.refresh_ms)
-        || config_int(c, "max_hosts", 1, 1000000, &max_hosts)
-        || config_int(c, "max_exclude", 0, 1000, &max_exclude)
-        || config_int(c, "max_alternates", 0, PLACEMENT_ALTERNATES_MAX, &max_alternates)
-        || config_int(c, "max_claim_attempts", 1, 100000, &attempts)
-        || config_int(c, "max_flavor_vcpus", 1, 1000000, &pc.max_vcpus)
-        || config_int(c, "max_flavor_ram_mb", 1, INT64_MAX / 4, &pc.max_ram_mb)
-        || config_int(c, "max_flavor_disk_gb", 1, INT64_MAX / 4, &pc.max_disk_gb)
-        || s_ratio(c, "ram_ratio", &pc.ram_ratio) || s_ratio(c, "cpu_ratio", &pc.cpu_ratio)
-        || s_ratio(c, "disk_ratio", &pc.disk_ratio))
+    if (config_int(c, "host_timeout_ms", 100, 86400000, &pc.host_timeout_ms) ||
+        config_int(c, "host_refresh_ms", 0, 600000, &pc.refresh_ms) ||
+        config_int(c, "max_hosts", 1, 1000000, &max_hosts) ||
+        config_int(c, "max_exclude", 0, 1000, &max_exclude) ||
+        config_int(c, "max_alternates", 0, PLACEMENT_ALTERNATES_MAX, &max_alternates) ||
+        config_int(c, "max_claim_attempts", 1, 100000, &attempts) ||
+        config_int(c, "max_flavor_vcpus", 1, 1000000, &pc.max_vcpus) ||
+        config_int(c, "max_flavor_ram_mb", 1, INT64_MAX / 4, &pc.max_ram_mb) ||
+        config_int(c, "max_flavor_disk_gb", 1, INT64_MAX / 4, &pc.max_disk_gb) ||
+        s_ratio(c, "ram_ratio", &pc.ram_ratio) || s_ratio(c, "cpu_ratio", &pc.cpu_ratio) ||
+        s_ratio(c, "disk_ratio", &pc.disk_ratio))
         goto done;
     pc.max_hosts = (int)max_hosts;
     pc.max_exclude = (int)max_exclude;

@@ -25,29 +25,29 @@
 #include <string.h>
 
 #define HOST_PREFIX "berth:host:"
-#define HOSTS_SET "berth:hosts"
-#define CHANGED 100 /* internal: the VM's claim changed while we placed it */
-#define ROUNDS 3    /* placements restarted after a concurrent change to the same VM */
+#define HOSTS_SET   "berth:hosts"
+#define CHANGED     100 /* internal: the VM's claim changed while we placed it */
+#define ROUNDS      3   /* placements restarted after a concurrent change to the same VM */
 
 /* Filters, in the order they are applied; the index is the counter of removals. */
 enum { F_STATE, F_EXCLUDE, F_RAM, F_VCPUS, F_DISK, F_COUNT, F_PASS = -1 };
 
 typedef struct {
     char id[PLACEMENT_ID_MAX];
-    int up;                    /* state == "UP" */
+    int up; /* state == "UP" */
     int64_t last_seen_ms;
     int64_t cap_vcpus, cap_ram_mb, cap_disk_gb;
     int64_t used_vcpus, used_ram_mb, used_disk_gb;
 } s_host_t;
 
 typedef struct {
-    int index;                 /* into hosts */
-    double free_ram;           /* weigher key: usable RAM left */
-    const char *id;            /* tie-break, for a stable order */
+    int index;       /* into hosts */
+    double free_ram; /* weigher key: usable RAM left */
+    const char *id;  /* tie-break, for a stable order */
 } s_candidate_t;
 
 struct _placement_t {
-    store_t *store;            /* borrowed */
+    store_t *store; /* borrowed */
     placement_config_t config;
     s_host_t *hosts;
     int n_hosts;
@@ -62,18 +62,17 @@ struct _placement_t {
    Reads keys named by the set's members (not declared in KEYS): fine on one Redis, and a
    host key carries no hash tag anyway. */
 static store_script_t s_load_script = {
-    .source =
-        "local ids = redis.call('SMEMBERS', KEYS[1])\n"
-        "table.sort(ids)\n"
-        "local out = {#ids}\n"
-        "for i = 1, math.min(#ids, tonumber(ARGV[1])) do\n"
-        "  local f = redis.call('HMGET', ARGV[2] .. ids[i], 'state', 'last_seen_ms',\n"
-        "    'cap_vcpus', 'cap_ram_mb', 'cap_disk_gb',\n"
-        "    'used_vcpus', 'used_ram_mb', 'used_disk_gb')\n"
-        "  out[#out + 1] = ids[i]\n"
-        "  for j = 1, 8 do out[#out + 1] = f[j] or '' end\n"
-        "end\n"
-        "return out\n",
+    .source = "local ids = redis.call('SMEMBERS', KEYS[1])\n"
+              "table.sort(ids)\n"
+              "local out = {#ids}\n"
+              "for i = 1, math.min(#ids, tonumber(ARGV[1])) do\n"
+              "  local f = redis.call('HMGET', ARGV[2] .. ids[i], 'state', 'last_seen_ms',\n"
+              "    'cap_vcpus', 'cap_ram_mb', 'cap_disk_gb',\n"
+              "    'used_vcpus', 'used_ram_mb', 'used_disk_gb')\n"
+              "  out[#out + 1] = ids[i]\n"
+              "  for j = 1, 8 do out[#out + 1] = f[j] or '' end\n"
+              "end\n"
+              "return out\n",
 };
 
 /* The claim. KEYS: claim, target host, the host the claim is on now (= target when none).
@@ -115,21 +114,20 @@ static store_script_t s_claim_script = {
 /* The release. KEYS: claim, the host the caller read from it. ARGV: that host's id.
    Gives back exactly what the claim holds (never below zero) and deletes the claim. */
 static store_script_t s_release_script = {
-    .source =
-        "local c = redis.call('HMGET', KEYS[1], 'host', 'vcpus', 'ram_mb', 'disk_gb')\n"
-        "if not c[1] then return 'NONE' end\n"
-        "if c[1] ~= ARGV[1] then return 'CHANGED' end\n"
-        "if redis.call('EXISTS', KEYS[2]) == 1 then\n"
-        "  local f = {'used_vcpus', 'used_ram_mb', 'used_disk_gb'}\n"
-        "  for j = 1, 3 do\n"
-        "    local v = c[j + 1]\n"
-        "    if v and (tonumber(v) or 0) > 0\n"
-        "       and redis.call('HINCRBY', KEYS[2], f[j], '-' .. v) < 0 then\n"
-        "      redis.call('HSET', KEYS[2], f[j], 0) end\n"
-        "  end\n"
-        "end\n"
-        "redis.call('DEL', KEYS[1])\n"
-        "return 'RELEASED'\n",
+    .source = "local c = redis.call('HMGET', KEYS[1], 'host', 'vcpus', 'ram_mb', 'disk_gb')\n"
+              "if not c[1] then return 'NONE' end\n"
+              "if c[1] ~= ARGV[1] then return 'CHANGED' end\n"
+              "if redis.call('EXISTS', KEYS[2]) == 1 then\n"
+              "  local f = {'used_vcpus', 'used_ram_mb', 'used_disk_gb'}\n"
+              "  for j = 1, 3 do\n"
+              "    local v = c[j + 1]\n"
+              "    if v and (tonumber(v) or 0) > 0\n"
+              "       and redis.call('HINCRBY', KEYS[2], f[j], '-' .. v) < 0 then\n"
+              "      redis.call('HSET', KEYS[2], f[j], 0) end\n"
+              "  end\n"
+              "end\n"
+              "redis.call('DEL', KEYS[1])\n"
+              "return 'RELEASED'\n",
 };
 
 void placement_config_defaults(placement_config_t *config)
@@ -189,8 +187,8 @@ static int64_t s_int(const redisReply *r)
     int64_t v = 0;
     if (r->type == REDIS_REPLY_INTEGER)
         return r->integer;
-    if (r->type == REDIS_REPLY_STRING
-        && util_parse_int(r->str, INT64_MIN / 4, INT64_MAX / 4, &v) == 0)
+    if (r->type == REDIS_REPLY_STRING &&
+        util_parse_int(r->str, INT64_MIN / 4, INT64_MAX / 4, &v) == 0)
         return v;
     return 0;
 }
@@ -234,8 +232,8 @@ int placement_refresh(placement_t *self)
     for (int i = 0; i < n; i++) {
         redisReply **row = r->element + 1 + (size_t)i * 9;
         /* Ids longer than any agent may send cannot be placed on: skip them. */
-        if (row[0]->type != REDIS_REPLY_STRING || row[0]->len == 0
-            || row[0]->len >= PLACEMENT_ID_MAX)
+        if (row[0]->type != REDIS_REPLY_STRING || row[0]->len == 0 ||
+            row[0]->len >= PLACEMENT_ID_MAX)
             continue;
         memcpy(hosts[kept].id, row[0]->str, row[0]->len + 1);
         s_row(&hosts[kept], row + 1);
@@ -300,8 +298,7 @@ static int s_by_weight(const void *a, const void *b)
 
 /* Run the filters over every cached host; the passing ones go to self->candidates in
    weigher order. Counts removals per filter. Returns the number of candidates. */
-static int s_rank(placement_t *self, const Berth__SelectHost *req, int64_t now,
-                  int counts[F_COUNT])
+static int s_rank(placement_t *self, const Berth__SelectHost *req, int64_t now, int counts[F_COUNT])
 {
     memset(counts, 0, sizeof(int) * F_COUNT);
     int n = 0;
@@ -313,8 +310,8 @@ static int s_rank(placement_t *self, const Berth__SelectHost *req, int64_t now,
             continue;
         }
         self->candidates[n].index = i;
-        self->candidates[n].free_ram = (double)h->cap_ram_mb * self->config.ram_ratio
-                                       - (double)h->used_ram_mb;
+        self->candidates[n].free_ram =
+            (double)h->cap_ram_mb * self->config.ram_ratio - (double)h->used_ram_mb;
         self->candidates[n].id = h->id;
         n++;
     }
@@ -347,14 +344,16 @@ static int s_claim(placement_t *self, const char *vm, s_host_t *h, const Berth__
     snprintf(disk, sizeof disk, "%lld", (long long)f->disk_gb);
     snprintf(now_text, sizeof now_text, "%lld", (long long)now);
     snprintf(timeout, sizeof timeout, "%lld", (long long)self->config.host_timeout_ms);
-    const char *argv[] = { claim_key, host_key, prev_key, h->id, vcpus, ram, disk, now_text,
-                           timeout, self->ratios[0], self->ratios[1], self->ratios[2], previous };
+    const char *argv[] = {
+        claim_key, host_key, prev_key,        h->id,           vcpus,           ram,     disk,
+        now_text,  timeout,  self->ratios[0], self->ratios[1], self->ratios[2], previous
+    };
     redisReply *r = store_eval(self->store, &s_claim_script, 3, 13, argv);
     if (!r)
         return -1;
     int rc = -1;
-    if (r->type == REDIS_REPLY_ARRAY && r->elements >= 1
-        && r->element[0]->type == REDIS_REPLY_STRING) {
+    if (r->type == REDIS_REPLY_ARRAY && r->elements >= 1 &&
+        r->element[0]->type == REDIS_REPLY_STRING) {
         const char *verdict = r->element[0]->str;
         if (strcmp(verdict, "OK") == 0 && r->elements == 4) {
             h->used_vcpus = s_int(r->element[1]);
@@ -392,7 +391,7 @@ static int s_place(placement_t *self, const Berth__SelectHost *req, const char *
         int attempts = 0;
         for (int i = 0; i < n; i++) {
             if (attempts++ >= self->config.max_attempts) {
-                busy += n - i;   /* passing hosts we gave up on */
+                busy += n - i; /* passing hosts we gave up on */
                 break;
             }
             s_host_t *h = &self->hosts[self->candidates[i].index];
@@ -453,8 +452,8 @@ static const char *s_invalid(const placement_t *self, const Berth__SelectHost *r
     return NULL;
 }
 
-int placement_select(placement_t *self, const Berth__SelectHost *req,
-                     placement_result_t *result, char *error, size_t error_size)
+int placement_select(placement_t *self, const Berth__SelectHost *req, placement_result_t *result,
+                     char *error, size_t error_size)
 {
     const char *invalid = s_invalid(self, req);
     if (invalid) {
@@ -476,15 +475,15 @@ int placement_select(placement_t *self, const Berth__SelectHost *req,
         char previous[PLACEMENT_ID_MAX] = "";
         if (r->element[0]->type == REDIS_REPLY_STRING)
             util_strlcpy(previous, r->element[0]->str, sizeof previous);
-        int same = s_int(r->element[1]) == f->vcpus && s_int(r->element[2]) == f->ram_mb
-                   && s_int(r->element[3]) == f->disk_gb;
+        int same = s_int(r->element[1]) == f->vcpus && s_int(r->element[2]) == f->ram_mb &&
+                   s_int(r->element[3]) == f->disk_gb;
         freeReplyObject(r);
         if (*previous && !s_excluded(req, previous)) {
             /* Asked again (a retry, another instance): the claim already taken stands. */
             if (!same) {
                 snprintf(error, error_size,
-                         "vm %s already holds a claim of a different flavor on host %s",
-                         req->vm, previous);
+                         "vm %s already holds a claim of a different flavor on host %s", req->vm,
+                         previous);
                 return PLACEMENT_CONFLICT;
             }
             util_strlcpy(result->host, previous, sizeof result->host);
@@ -534,7 +533,7 @@ int placement_release(placement_t *self, const char *vm, int *released, char *er
         r = store_eval(self->store, &s_release_script, 2, 3, argv);
         if (!r)
             return -1;
-        int verdict = r->type != REDIS_REPLY_STRING ? -1
+        int verdict = r->type != REDIS_REPLY_STRING     ? -1
                       : strcmp(r->str, "RELEASED") == 0 ? 1
                       : strcmp(r->str, "NONE") == 0     ? 0
                       : strcmp(r->str, "CHANGED") == 0  ? CHANGED

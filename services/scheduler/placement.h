@@ -9,24 +9,24 @@
 #include "berth.pb-c.h"
 #include "store.h"
 
-#define PLACEMENT_BAD_REQUEST 1   /* the request is malformed (error says what) */
+#define PLACEMENT_BAD_REQUEST   1 /* the request is malformed (error says what) */
 #define PLACEMENT_NO_VALID_HOST 2 /* no host passes; error counts what each filter removed */
-#define PLACEMENT_CONFLICT 3      /* the VM already holds a claim of a different flavor */
+#define PLACEMENT_CONFLICT      3 /* the VM already holds a claim of a different flavor */
 
-#define PLACEMENT_ID_MAX 128      /* longest host id, with its NUL */
+#define PLACEMENT_ID_MAX         128 /* longest host id, with its NUL */
 #define PLACEMENT_ALTERNATES_MAX 8
 
 typedef struct {
-    int64_t host_timeout_ms;  /* a host not seen for longer is not UP */
-    double ram_ratio;         /* usable RAM = capacity * ratio */
-    double cpu_ratio;         /* vCPU overcommit */
+    int64_t host_timeout_ms; /* a host not seen for longer is not UP */
+    double ram_ratio;        /* usable RAM = capacity * ratio */
+    double cpu_ratio;        /* vCPU overcommit */
     double disk_ratio;
-    int64_t refresh_ms;       /* a cached host list older than this is reloaded first */
-    int max_hosts;            /* most hosts considered (the rest are ignored, flagged) */
-    int max_exclude;          /* longest exclude list accepted */
-    int max_alternates;       /* alternates returned, <= PLACEMENT_ALTERNATES_MAX */
-    int max_attempts;         /* claims tried (races lost) before giving up */
-    int64_t max_vcpus;        /* largest flavor accepted */
+    int64_t refresh_ms; /* a cached host list older than this is reloaded first */
+    int max_hosts;      /* most hosts considered (the rest are ignored, flagged) */
+    int max_exclude;    /* longest exclude list accepted */
+    int max_alternates; /* alternates returned, <= PLACEMENT_ALTERNATES_MAX */
+    int max_attempts;   /* claims tried (races lost) before giving up */
+    int64_t max_vcpus;  /* largest flavor accepted */
     int64_t max_ram_mb;
     int64_t max_disk_gb;
 } placement_config_t;
@@ -38,7 +38,7 @@ typedef struct {
     char host[PLACEMENT_ID_MAX];
     char alternates[PLACEMENT_ALTERNATES_MAX][PLACEMENT_ID_MAX];
     int n_alternates;
-    int existing;             /* the VM already held this claim: nothing new was taken */
+    int existing; /* the VM already held this claim: nothing new was taken */
 } placement_result_t;
 
 typedef struct _placement_t placement_t;

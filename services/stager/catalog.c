@@ -28,10 +28,10 @@ static const struct {
 };
 
 struct _catalog_t {
-    store_t *store;        /* borrowed */
-    char *dir;             /* absolute images directory */
+    store_t *store; /* borrowed */
+    char *dir;      /* absolute images directory */
     catalog_config_t config;
-    char *qemu_img;        /* owned copies of the config strings */
+    char *qemu_img; /* owned copies of the config strings */
     char *base_size;
 };
 
@@ -102,7 +102,7 @@ static int s_create_file(catalog_t *self, const char *name, const char *path, ch
     util_uuid(id);
     snprintf(tmp, sizeof tmp, "%s/.%s.%.8s.qcow2", self->dir, name, id);
     snprintf(log_path, sizeof log_path, "%s/.%s.%.8s.log", self->dir, name, id);
-    const char *argv[] = { self->config.qemu_img, "create", "-q", "-f", "qcow2", tmp,
+    const char *argv[] = { self->config.qemu_img,  "create", "-q", "-f", "qcow2", tmp,
                            self->config.base_size, NULL };
     char why[512];
     int rc = tool_run(argv, log_path, self->config.timeout_ms, why, sizeof why);

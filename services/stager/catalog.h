@@ -10,10 +10,10 @@
 #define CATALOG_NOT_FOUND 1 /* no image of that name */
 
 typedef struct {
-    const char *qemu_img;     /* the tool, looked up in PATH when not absolute */
-    const char *base_size;    /* virtual size of created base images, qemu-img syntax ("2G") */
-    int timeout_ms;           /* a qemu-img run longer than this is killed */
-    int max_images;           /* most images ListImages returns */
+    const char *qemu_img;  /* the tool, looked up in PATH when not absolute */
+    const char *base_size; /* virtual size of created base images, qemu-img syntax ("2G") */
+    int timeout_ms;        /* a qemu-img run longer than this is killed */
+    int max_images;        /* most images ListImages returns */
 } catalog_config_t;
 
 typedef struct _catalog_t catalog_t;

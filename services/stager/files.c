@@ -70,7 +70,7 @@ int files_read(const char *path, size_t max, uint8_t **data_p, size_t *size_p)
         if (n < 0 && errno == EINTR)
             continue;
         if (n <= 0) {
-            int e = n < 0 ? errno : EIO;  /* shorter than fstat said: truncated meanwhile */
+            int e = n < 0 ? errno : EIO; /* shorter than fstat said: truncated meanwhile */
             free(data);
             close(fd);
             errno = e;
@@ -91,8 +91,8 @@ int files_write(const char *path, const void *data, size_t size)
     char tmp[PATH_MAX];
     const char *slash = strrchr(path, '/');
     int dirlen = slash ? (int)(slash - path + 1) : 0;
-    if (snprintf(tmp, sizeof tmp, "%.*s.%s.XXXXXX", dirlen, path, slash ? slash + 1 : path)
-        >= (int)sizeof tmp) {
+    if (snprintf(tmp, sizeof tmp, "%.*s.%s.XXXXXX", dirlen, path, slash ? slash + 1 : path) >=
+        (int)sizeof tmp) {
         errno = ENAMETOOLONG;
         return -1;
     }

@@ -16,11 +16,11 @@ typedef struct {
     service_t *service;
     catalog_t *catalog;
     seed_t *seeds;
-    int64_t max_seed_bytes;    /* largest ISO sent in a reply */
-    int64_t seed_keep_ms;      /* seeds untouched this long are swept */
-    int ready;                 /* base images were prepared once */
-    int64_t next_check_ms;     /* monotonic ms of the next catalog check */
-    char not_ready[768];       /* last failure, logged once per reason; "" when fine */
+    int64_t max_seed_bytes; /* largest ISO sent in a reply */
+    int64_t seed_keep_ms;   /* seeds untouched this long are swept */
+    int ready;              /* base images were prepared once */
+    int64_t next_check_ms;  /* monotonic ms of the next catalog check */
+    char not_ready[768];    /* last failure, logged once per reason; "" when fine */
 } stager_t;
 
 /* Make sure the base images exist and are recorded. Runs every second until it works
@@ -162,8 +162,8 @@ int main(int argc, char **argv)
         return 2;
     config_t *c = service_config(service);
     config_declare(c, "data_dir", "./.berth/stager", 0);
-    config_declare(c, "images_dir", NULL, 0);       /* default <data_dir>/images */
-    config_declare(c, "seeds_dir", NULL, 0);        /* default <data_dir>/seeds */
+    config_declare(c, "images_dir", NULL, 0); /* default <data_dir>/images */
+    config_declare(c, "seeds_dir", NULL, 0);  /* default <data_dir>/seeds */
     config_declare(c, "qemu_img", "qemu-img", 0);
     config_declare(c, "genisoimage", "genisoimage", 0);
     config_declare(c, "tool_timeout_ms", "10000", 0);
@@ -179,12 +179,12 @@ int main(int argc, char **argv)
     if (service_start(service) != 0)
         goto done;
     int64_t timeout, max_images, max_user_data, keep_hours, sweep_ms;
-    if (config_int(c, "tool_timeout_ms", 100, 600000, &timeout)
-        || config_int(c, "max_images", 1, 100000, &max_images)
-        || config_int(c, "max_user_data", 0, 1024 * 1024, &max_user_data)
-        || config_int(c, "max_seed_bytes", 65536, 3 * 1024 * 1024, &self.max_seed_bytes)
-        || config_int(c, "seed_keep_hours", 1, 24 * 3650, &keep_hours)
-        || config_int(c, "seed_sweep_ms", 1000, 86400000, &sweep_ms))
+    if (config_int(c, "tool_timeout_ms", 100, 600000, &timeout) ||
+        config_int(c, "max_images", 1, 100000, &max_images) ||
+        config_int(c, "max_user_data", 0, 1024 * 1024, &max_user_data) ||
+        config_int(c, "max_seed_bytes", 65536, 3 * 1024 * 1024, &self.max_seed_bytes) ||
+        config_int(c, "seed_keep_hours", 1, 24 * 3650, &keep_hours) ||
+        config_int(c, "seed_sweep_ms", 1000, 86400000, &sweep_ms))
         goto done;
     self.seed_keep_ms = keep_hours * 3600 * 1000;
     if (sodium_init() < 0) {
@@ -192,8 +192,8 @@ int main(int argc, char **argv)
         goto done;
     }
     char images_dir[PATH_MAX], seeds_dir[PATH_MAX];
-    if (s_dir(c, "images_dir", "images", images_dir, sizeof images_dir)
-        || s_dir(c, "seeds_dir", "seeds", seeds_dir, sizeof seeds_dir))
+    if (s_dir(c, "images_dir", "images", images_dir, sizeof images_dir) ||
+        s_dir(c, "seeds_dir", "seeds", seeds_dir, sizeof seeds_dir))
         goto done;
     catalog_config_t cc = { .qemu_img = config_get(c, "qemu_img"),
                             .base_size = config_get(c, "base_image_size"),
@@ -210,12 +210,11 @@ int main(int argc, char **argv)
     }
     self.seeds = seed_new(seeds_dir, &sc);
     if (!self.seeds) {
-        log_error(NULL, "cannot open the seeds directory", "{s:s, s:s}", "dir", seeds_dir,
-                  "reason", strerror(errno));
+        log_error(NULL, "cannot open the seeds directory", "{s:s, s:s}", "dir", seeds_dir, "reason",
+                  strerror(errno));
         goto done;
     }
-    log_info(NULL, "stores opened", "{s:s, s:s}", "images_dir", images_dir, "seeds_dir",
-             seeds_dir);
+    log_info(NULL, "stores opened", "{s:s, s:s}", "images_dir", images_dir, "seeds_dir", seeds_dir);
     s_prepare(service, &self);
     service_every(service, 1000, s_prepare, &self);
     service_on(service, "ListImages", s_on_list_images, &self);

@@ -25,9 +25,9 @@
 #define SUM_HEX 65 /* 64 hex chars + NUL */
 
 struct _seed_t {
-    char *dir;              /* absolute directory of <vm>.iso and <vm>.sum */
+    char *dir; /* absolute directory of <vm>.iso and <vm>.sum */
     seed_config_t config;
-    char *genisoimage;      /* owned copy of config.genisoimage */
+    char *genisoimage; /* owned copy of config.genisoimage */
 };
 
 seed_t *seed_new(const char *dir, const seed_config_t *config)
@@ -161,35 +161,42 @@ static int s_build(seed_t *self, const char *vm, const char *name, const char *u
                  strerror(errno));
         return -1;
     }
-    if (s_path(meta_path, work, "meta-data") || s_path(user_path, work, "user-data")
-        || s_path(out_path, work, "seed.iso") || s_path(log_path, work, "genisoimage.log")) {
+    if (s_path(meta_path, work, "meta-data") || s_path(user_path, work, "user-data") ||
+        s_path(out_path, work, "seed.iso") || s_path(log_path, work, "genisoimage.log")) {
         snprintf(error, error_size, "seed directory path '%s' is too long", self->dir);
         s_remove_dir(work);
         return -1;
     }
 
     char meta[256];
-    int meta_len =
-        snprintf(meta, sizeof meta, "instance-id: %s\nlocal-hostname: %s\n", vm, name);
+    int meta_len = snprintf(meta, sizeof meta, "instance-id: %s\nlocal-hostname: %s\n", vm, name);
     int rc = -1;
-    if (files_write(meta_path, meta, (size_t)meta_len) != 0
-        || files_write(user_path, user_data, strlen(user_data)) != 0) {
+    if (files_write(meta_path, meta, (size_t)meta_len) != 0 ||
+        files_write(user_path, user_data, strlen(user_data)) != 0) {
         snprintf(error, error_size, "cannot write the seed files of vm '%s': %s", vm,
                  strerror(errno));
         goto done;
     }
     /* Files named on the command line land in the volume's root under their own names;
        Rock Ridge and Joliet keep "user-data" and "meta-data" readable as they are. */
-    const char *argv[] = { self->config.genisoimage, "-output", out_path, "-volid", "cidata",
-                           "-joliet", "-rock", user_path, meta_path, NULL };
+    const char *argv[] = { self->config.genisoimage,
+                           "-output",
+                           out_path,
+                           "-volid",
+                           "cidata",
+                           "-joliet",
+                           "-rock",
+                           user_path,
+                           meta_path,
+                           NULL };
     char why[512];
     if (tool_run(argv, log_path, self->config.timeout_ms, why, sizeof why) != 0) {
         snprintf(error, error_size, "cannot build the seed of vm '%s': %s", vm, why);
         goto done;
     }
     if (files_write(sum_path, sum, SUM_HEX - 1) != 0 || rename(out_path, iso) != 0) {
-        snprintf(error, error_size, "cannot publish the seed of vm '%s' in '%s': %s", vm,
-                 self->dir, strerror(errno));
+        snprintf(error, error_size, "cannot publish the seed of vm '%s' in '%s': %s", vm, self->dir,
+                 strerror(errno));
         goto done;
     }
     rc = 0;
@@ -198,8 +205,8 @@ done:
     return rc;
 }
 
-int seed_stage(seed_t *self, const char *vm, const char *name, const char *user_data,
-               char **path_p, char *error, size_t error_size)
+int seed_stage(seed_t *self, const char *vm, const char *name, const char *user_data, char **path_p,
+               char *error, size_t error_size)
 {
     if (!util_is_uuid(vm)) {
         snprintf(error, error_size, "vm must be a lower-case UUID");
@@ -257,8 +264,8 @@ int seed_sweep(seed_t *self, int64_t max_age_ms)
         const char *n = e->d_name;
         size_t len = strlen(n);
         int build = strncmp(n, ".build-", 7) == 0;
-        int seed = len > 4 && (strcmp(n + len - 4, ".iso") == 0
-                               || strcmp(n + len - 4, ".sum") == 0);
+        int seed =
+            len > 4 && (strcmp(n + len - 4, ".iso") == 0 || strcmp(n + len - 4, ".sum") == 0);
         if ((!build && !seed) || s_path(path, self->dir, n) != 0)
             continue;
         struct stat st;

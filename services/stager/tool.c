@@ -65,7 +65,7 @@ static int s_wait(pid_t pid, int timeout_ms, int *status, int *timed_out)
 }
 
 int tool_run(const char *const argv[], const char *log_path, int timeout_ms, char *error,
-              size_t error_size)
+             size_t error_size)
 {
     posix_spawn_file_actions_t actions;
     if (posix_spawn_file_actions_init(&actions) != 0) {
@@ -95,8 +95,8 @@ int tool_run(const char *const argv[], const char *log_path, int timeout_ms, cha
         snprintf(error, error_size, "%s did not finish within %d ms and was killed", argv[0],
                  timeout_ms);
     else if (WIFEXITED(status))
-        snprintf(error, error_size, "%s exited with status %d: %s", argv[0],
-                 WEXITSTATUS(status), tail[0] ? tail : "no output");
+        snprintf(error, error_size, "%s exited with status %d: %s", argv[0], WEXITSTATUS(status),
+                 tail[0] ? tail : "no output");
     else
         snprintf(error, error_size, "%s was killed by signal %d", argv[0],
                  WIFSIGNALED(status) ? WTERMSIG(status) : 0);

@@ -10,6 +10,6 @@
    log_path, and wait at most timeout_ms. 0 when it exited with status 0; -1 otherwise, with
    error saying which tool failed how (exit status or signal, and the tail of its output). */
 int tool_run(const char *const argv[], const char *log_path, int timeout_ms, char *error,
-              size_t error_size);
+             size_t error_size);
 
 #endif

@@ -7,30 +7,29 @@
     answers a repeated command id from its cache. */
 #include "agents.h"
 
-#define CMD_TTL_S (7 * 24 * 3600)  /* a command record outlives any task that waits for it */
-#define POLL_MAX_COMMANDS 8        /* commands handed out per poll */
+#define CMD_TTL_S         (7 * 24 * 3600) /* a command record outlives any task that waits for it */
+#define POLL_MAX_COMMANDS 8               /* commands handed out per poll */
 
 struct _agents_t {
     service_t *service;
-    int redeliver_ms;      /* hand a command out again after this long without a result */
+    int redeliver_ms; /* hand a command out again after this long without a result */
 };
 
 /* KEYS: host-cmds zset. ARGV: host, now, redeliver_ms, max. Returns payloads. */
 static store_script_t s_fetch = {
-    .source =
-        "local out = {}\n"
-        "for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, 63)) do\n"
-        "  if #out >= tonumber(ARGV[4]) then break end\n"
-        "  local key = 'berth:cmd:' .. id\n"
-        "  local c = redis.call('HMGET', key, 'host', 'state', 'delivered_ms', 'payload')\n"
-        "  if c[1] ~= ARGV[1] or c[2] ~= 'PENDING' or not c[4] then\n"
-        "    redis.call('ZREM', KEYS[1], id)\n"
-        "  elseif tonumber(c[3] or '0') + tonumber(ARGV[3]) <= tonumber(ARGV[2]) then\n"
-        "    redis.call('HSET', key, 'delivered_ms', ARGV[2])\n"
-        "    out[#out + 1] = c[4]\n"
-        "  end\n"
-        "end\n"
-        "return out\n",
+    .source = "local out = {}\n"
+              "for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, 63)) do\n"
+              "  if #out >= tonumber(ARGV[4]) then break end\n"
+              "  local key = 'berth:cmd:' .. id\n"
+              "  local c = redis.call('HMGET', key, 'host', 'state', 'delivered_ms', 'payload')\n"
+              "  if c[1] ~= ARGV[1] or c[2] ~= 'PENDING' or not c[4] then\n"
+              "    redis.call('ZREM', KEYS[1], id)\n"
+              "  elseif tonumber(c[3] or '0') + tonumber(ARGV[3]) <= tonumber(ARGV[2]) then\n"
+              "    redis.call('HSET', key, 'delivered_ms', ARGV[2])\n"
+              "    out[#out + 1] = c[4]\n"
+              "  end\n"
+              "end\n"
+              "return out\n",
 };
 
 /* KEYS: cmd hash, host-cmds zset. ARGV: host, state, error, power, detail, now. */
@@ -47,23 +46,22 @@ static store_script_t s_result = {
 /* Power states from a heartbeat onto the VMs placed on that host; only changes are written.
    KEYS: none. ARGV: host, then name/state pairs. */
 static store_script_t s_power = {
-    .source =
-        "for i = 2, #ARGV, 2 do\n"
-        "  local key = 'berth:vm:{' .. ARGV[i] .. '}'\n"
-        "  local v = redis.call('HMGET', key, 'host', 'power_state')\n"
-        "  if v[1] == ARGV[1] and v[2] ~= ARGV[i + 1] then\n"
-        "    redis.call('HSET', key, 'power_state', ARGV[i + 1])\n"
-        "  end\n"
-        "end\n"
-        "return 1\n",
+    .source = "for i = 2, #ARGV, 2 do\n"
+              "  local key = 'berth:vm:{' .. ARGV[i] .. '}'\n"
+              "  local v = redis.call('HMGET', key, 'host', 'power_state')\n"
+              "  if v[1] == ARGV[1] and v[2] ~= ARGV[i + 1] then\n"
+              "    redis.call('HSET', key, 'power_state', ARGV[i + 1])\n"
+              "  end\n"
+              "end\n"
+              "return 1\n",
 };
 
 static int s_valid_id(const char *s, size_t max)
 {
     size_t len = s ? strlen(s) : 0;
-    return len > 0 && len <= max && strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-                                              "0123456789-_.")
-                                        == len;
+    return len > 0 && len <= max &&
+           strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                     "0123456789-_.") == len;
 }
 
 /* The agent's heartbeat: registry entry for the agent, host hash for placement, the
@@ -72,9 +70,9 @@ static void s_on_heartbeat(bus_request_t *request, void *arg)
 {
     agents_t *self = arg;
     Berth__AgentHeartbeat *hb = bus_request_body(request, &berth__agent_heartbeat__descriptor);
-    if (!hb || !hb->host || !s_valid_id(hb->host->id, 64) || !hb->host->capacity
-        || !s_valid_id(hb->instance, 120) || hb->ttl_ms < 100 || hb->ttl_ms > 600000
-        || hb->n_domains > 10000) {
+    if (!hb || !hb->host || !s_valid_id(hb->host->id, 64) || !hb->host->capacity ||
+        !s_valid_id(hb->instance, 120) || hb->ttl_ms < 100 || hb->ttl_ms > 600000 ||
+        hb->n_domains > 10000) {
         bus_reply_error(request, "BAD_REQUEST",
                         "heartbeat needs instance, host id, capacity and ttl");
         return;
@@ -97,8 +95,8 @@ static void s_on_heartbeat(bus_request_t *request, void *arg)
         argv[argc++] = hb->host->id;
     for (size_t i = 0; i < hb->n_domains; i++) {
         Berth__Domain *d = hb->domains[i];
-        json_array_append_new(domains, json_pack("{s:s, s:s}", "name", d->name, "power_state",
-                                                 d->power_state));
+        json_array_append_new(
+            domains, json_pack("{s:s, s:s}", "name", d->name, "power_state", d->power_state));
         /* Only domains named by a Berth id are VMs of ours; a host may run others. */
         if (argv && util_is_uuid(d->name) && s_valid_id(d->power_state, 32)) {
             argv[argc++] = d->name;
@@ -117,17 +115,26 @@ static void s_on_heartbeat(bus_request_t *request, void *arg)
     snprintf(disk, sizeof disk, "%lld", (long long)cap->disk_gb);
     snprintf(vms, sizeof vms, "%zu", ours);
     snprintf(seen, sizeof seen, "%lld", (long long)util_now_ms());
-    const char *fields[] = { "HSET", host_key, "id", hb->host->id, "name",
-                             hb->host->name && *hb->host->name ? hb->host->name : hb->host->id,
-                             "agent", hb->instance, "state", *hb->host->state ? hb->host->state : "UP",
-                             "libvirt_uri", hb->host->libvirt_uri, "hypervisor", hb->host->hypervisor,
-                             "cap_vcpus", vcpus, "cap_ram_mb", ram, "cap_disk_gb", disk, "vms", vms,
-                             "last_seen_ms", seen, "domains", domains_text ? domains_text : "[]" };
+    const char *fields[] = {
+        "HSET",         host_key,
+        "id",           hb->host->id,
+        "name",         hb->host->name && *hb->host->name ? hb->host->name : hb->host->id,
+        "agent",        hb->instance,
+        "state",        *hb->host->state ? hb->host->state : "UP",
+        "libvirt_uri",  hb->host->libvirt_uri,
+        "hypervisor",   hb->host->hypervisor,
+        "cap_vcpus",    vcpus,
+        "cap_ram_mb",   ram,
+        "cap_disk_gb",  disk,
+        "vms",          vms,
+        "last_seen_ms", seen,
+        "domains",      domains_text ? domains_text : "[]"
+    };
     redisReply *r = store_commandv(store, (int)(sizeof fields / sizeof *fields), fields, NULL);
     redisReply *s = r ? store_command(store, "SADD berth:hosts %s", hb->host->id) : NULL;
     redisReply *p = s && argv ? store_eval(store, &s_power, 0, argc, argv) : NULL;
-    int ok = r && s && p && r->type != REDIS_REPLY_ERROR && s->type != REDIS_REPLY_ERROR
-             && p->type != REDIS_REPLY_ERROR;
+    int ok = r && s && p && r->type != REDIS_REPLY_ERROR && s->type != REDIS_REPLY_ERROR &&
+             p->type != REDIS_REPLY_ERROR;
     if (r)
         freeReplyObject(r);
     if (s)
@@ -164,8 +171,10 @@ static void s_on_work(bus_request_t *request, void *arg)
             continue;
         char key[MODEL_KEY_MAX];
         snprintf(key, sizeof key, "berth:cmd:%s", res->command);
-        const char *argv[] = { key, queue, work->host, res->ok ? "DONE" : "FAILED",
-                               res->error, res->power_state, res->detail, now };
+        const char *argv[] = { key,         queue,
+                               work->host,  res->ok ? "DONE" : "FAILED",
+                               res->error,  res->power_state,
+                               res->detail, now };
         redisReply *r = store_eval(store, &s_result, 2, 8, argv);
         if (!r) {
             bus_reply_error(request, "UNAVAILABLE", "state store unreachable");
@@ -185,10 +194,10 @@ static void s_on_work(bus_request_t *request, void *arg)
     Berth__AgentCommand *cmds[POLL_MAX_COMMANDS];
     for (size_t i = 0; i < r->elements && reply.n_commands < POLL_MAX_COMMANDS; i++) {
         redisReply *e = r->element[i];
-        Berth__AgentCommand *c = e->type == REDIS_REPLY_STRING
-                                     ? berth__agent_command__unpack(NULL, e->len,
-                                                                    (const uint8_t *)e->str)
-                                     : NULL;
+        Berth__AgentCommand *c =
+            e->type == REDIS_REPLY_STRING
+                ? berth__agent_command__unpack(NULL, e->len, (const uint8_t *)e->str)
+                : NULL;
         if (c)
             cmds[reply.n_commands++] = c;
     }
@@ -235,14 +244,16 @@ int agents_prepare(store_t *store, const char *host, Berth__AgentCommand *cmd,
     char key[MODEL_KEY_MAX], created[24];
     snprintf(key, sizeof key, "berth:cmd:%s", id);
     snprintf(created, sizeof created, "%lld", (long long)util_now_ms());
-    const char *argv[] = { "HSET", key, "id", id, "host", host, "op", cmd->op, "vm", cmd->vm,
-                           "state", "PENDING", "created_ms", created, "delivered_ms", "0",
-                           "payload", (const char *)payload };
+    const char *argv[] = {
+        "HSET",       key,     "id",           id,      "host",    host,
+        "op",         cmd->op, "vm",           cmd->vm, "state",   "PENDING",
+        "created_ms", created, "delivered_ms", "0",     "payload", (const char *)payload
+    };
     enum { ARGC = sizeof argv / sizeof *argv };
     size_t lens[ARGC];
     for (int i = 0; i < ARGC - 1; i++)
         lens[i] = strlen(argv[i]);
-    lens[ARGC - 1] = len;   /* the payload is binary */
+    lens[ARGC - 1] = len; /* the payload is binary */
     redisReply *r = store_commandv(store, ARGC, argv, lens);
     free(payload);
     cmd->id = NULL;

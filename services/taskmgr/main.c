@@ -13,8 +13,8 @@ int main(int argc, char **argv)
     agents_t *agents = NULL;
     tasks_t *tasks = NULL;
     int rc = 1;
-    if (service_start(service) == 0 && (agents = agents_new(service))
-        && (tasks = tasks_new(service)))
+    if (service_start(service) == 0 && (agents = agents_new(service)) &&
+        (tasks = tasks_new(service)))
         rc = service_run(service);
     tasks_destroy(&tasks);
     agents_destroy(&agents);

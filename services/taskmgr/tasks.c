@@ -26,38 +26,38 @@ typedef enum { S_DONE, S_WAIT, S_FAIL } s_rc_t;
 typedef struct {
     char id[UTIL_ID_LEN];
     int64_t epoch;
-    json_t *task;             /* the task as this instance last wrote it */
-    json_t *vm;               /* the VM, loaded when the task is taken */
-    Berth__StagedImage *staged;  /* the stager's answer, kept for the host stages */
-    int64_t stage_since;      /* monotonic ms the current stage began here */
-    int64_t next_try;         /* monotonic ms before which a waiting stage is not retried */
-    char result[512];         /* what the last stage did, or why it failed */
-    int lost;                 /* a write was refused: the task is no longer ours */
-    char call[UTIL_ID_LEN];   /* id of the bus call in flight ("" when none) */
-    Berth__Envelope *reply;   /* its answer, once it came */
-    int call_timed_out;       /* ...or that none came before its deadline */
+    json_t *task;               /* the task as this instance last wrote it */
+    json_t *vm;                 /* the VM, loaded when the task is taken */
+    Berth__StagedImage *staged; /* the stager's answer, kept for the host stages */
+    int64_t stage_since;        /* monotonic ms the current stage began here */
+    int64_t next_try;           /* monotonic ms before which a waiting stage is not retried */
+    char result[512];           /* what the last stage did, or why it failed */
+    int lost;                   /* a write was refused: the task is no longer ours */
+    char call[UTIL_ID_LEN];     /* id of the bus call in flight ("" when none) */
+    Berth__Envelope *reply;     /* its answer, once it came */
+    int call_timed_out;         /* ...or that none came before its deadline */
 } s_held_t;
 
 struct _tasks_t {
     service_t *service;
     store_t *store;
     bus_client_t *bus;
-    zhashx_t *held;           /* task id -> s_held_t */
-    int lease_ms;             /* a holder's lease; renewed while it works */
-    int max_held;             /* tasks one instance runs at once */
-    int call_timeout_ms;      /* bus calls to scheduler and stager */
-    int command_timeout_ms;   /* an agent command without result fails after this */
-    int ready_timeout_ms;     /* a started VM must be reported RUNNING within this */
-    int max_attempts;         /* hosts a provisioning tries before it fails */
+    zhashx_t *held;         /* task id -> s_held_t */
+    int lease_ms;           /* a holder's lease; renewed while it works */
+    int max_held;           /* tasks one instance runs at once */
+    int call_timeout_ms;    /* bus calls to scheduler and stager */
+    int command_timeout_ms; /* an agent command without result fails after this */
+    int ready_timeout_ms;   /* a started VM must be reported RUNNING within this */
+    int max_attempts;       /* hosts a provisioning tries before it fails */
 };
 
 typedef s_rc_t(s_stage_fn)(tasks_t *self, s_held_t *h);
 
 typedef struct {
     const char *name;
-    int percent;              /* progress once this stage is running */
+    int percent; /* progress once this stage is running */
     s_stage_fn *fn;
-    int on_host;              /* a failure here is the host's: worth trying another */
+    int on_host; /* a failure here is the host's: worth trying another */
 } s_stage_t;
 
 /* ---- small JSON accessors ----------------------------------------------------------------- */
@@ -169,8 +169,8 @@ static int s_save(tasks_t *self, s_held_t *h, int vm_changed,
         rc = model_tx_commit(tx, self->store, &why);
     model_tx_destroy(&tx);
     if (rc != 0) {
-        log_warn(s_str(t, "request_id"), "task write refused; letting the task go",
-                 "{s:s, s:i}", "task", h->id, "rc", rc);
+        log_warn(s_str(t, "request_id"), "task write refused; letting the task go", "{s:s, s:i}",
+                 "task", h->id, "rc", rc);
         h->lost = 1;
         return -1;
     }
@@ -193,10 +193,10 @@ static void s_step_open(s_held_t *h, const s_stage_t *stage)
 {
     s_set_str(h->task, "stage", stage->name);
     s_set_int(h->task, "percent", stage->percent);
-    json_array_append_new(s_steps(h), json_pack("{s:s, s:s, s:I, s:I, s:s}", "name", stage->name,
-                                                "state", "RUNNING", "started_ms",
-                                                (json_int_t)util_now_ms(), "finished_ms",
-                                                (json_int_t)0, "result", ""));
+    json_array_append_new(s_steps(h),
+                          json_pack("{s:s, s:s, s:I, s:I, s:s}", "name", stage->name, "state",
+                                    "RUNNING", "started_ms", (json_int_t)util_now_ms(),
+                                    "finished_ms", (json_int_t)0, "result", ""));
     h->stage_since = util_mono_ms();
     h->next_try = 0;
     /* A call of the stage before is not this stage's answer: forget it. */
@@ -237,10 +237,8 @@ static s_rc_t s_call(tasks_t *self, s_held_t *h, const char *service, const Prot
         return S_WAIT;
     }
     if (!h->reply) {
-        if (!*h->call
-            && bus_client_send(self->bus, service, body, s_str(h->task, "request_id"),
-                               self->call_timeout_ms, s_on_reply, self, h->call)
-                   != 0) {
+        if (!*h->call && bus_client_send(self->bus, service, body, s_str(h->task, "request_id"),
+                                         self->call_timeout_ms, s_on_reply, self, h->call) != 0) {
             s_result(h, "cannot send to %s", service);
             h->next_try = util_mono_ms() + 500;
         }
@@ -293,8 +291,8 @@ static s_rc_t s_validate(tasks_t *self, s_held_t *h)
         s_result(h, "VM has no valid flavor or image");
         return S_FAIL;
     }
-    s_result(h, "%d vCPU, %lld MB RAM, %lld GB disk from image %s", f.vcpus,
-             (long long)f.ram_mb, (long long)f.disk_gb, s_str(h->vm, "image"));
+    s_result(h, "%d vCPU, %lld MB RAM, %lld GB disk from image %s", f.vcpus, (long long)f.ram_mb,
+             (long long)f.disk_gb, s_str(h->vm, "image"));
     return S_DONE;
 }
 
@@ -413,14 +411,13 @@ static s_rc_t s_on_host(tasks_t *self, s_held_t *h, const char *op)
         s_set_str(h->task, "command", id);
         const char *hc[] = { host, id };
         if (s_save(self, h, 0, s_queue_cmd, hc) != 0)
-            return S_WAIT;   /* the caller sees the task gone from our hands */
+            return S_WAIT; /* the caller sees the task gone from our hands */
         h->stage_since = util_mono_ms();
         return S_WAIT;
     }
     char state[16], error[384], power[32];
     if (agents_result(self->store, cmd_id, state, sizeof state, error, sizeof error, power,
-                      sizeof power)
-        != 0)
+                      sizeof power) != 0)
         return S_WAIT;
     if (streq(state, "PENDING")) {
         s_result(h, "host %s did not complete %s within %d s", host, op,
@@ -468,8 +465,8 @@ static s_rc_t s_wait_ready(tasks_t *self, s_held_t *h)
 {
     char power[32] = "";
     const char *host = s_str(h->task, "host");
-    if (agents_power(self->store, host, s_str(h->vm, "id"), power, sizeof power) == 0
-        && streq(power, "RUNNING")) {
+    if (agents_power(self->store, host, s_str(h->vm, "id"), power, sizeof power) == 0 &&
+        streq(power, "RUNNING")) {
         s_set_str(h->vm, "power_state", power);
         s_result(h, "host %s reports the domain RUNNING", host);
         return S_DONE;
@@ -504,8 +501,8 @@ static s_rc_t s_release(tasks_t *self, s_held_t *h)
     s_rc_t rc = s_call(self, h, "scheduler", &req.base, &reply);
     if (rc == S_FAIL) {
         h->next_try = util_mono_ms() + 2000;
-        log_warn(s_str(h->task, "request_id"), "claim release refused; retrying",
-                 "{s:s, s:s}", "vm", req.vm, "reason", h->result);
+        log_warn(s_str(h->task, "request_id"), "claim release refused; retrying", "{s:s, s:s}",
+                 "vm", req.vm, "reason", h->result);
         return S_WAIT;
     }
     if (rc != S_DONE)
@@ -520,10 +517,14 @@ static s_rc_t s_release(tasks_t *self, s_held_t *h)
 }
 
 static const s_stage_t s_provision[] = {
-    { "validate", 5, s_validate, 0 },      { "schedule", 15, s_schedule, 0 },
-    { "stage_image", 30, s_stage_image, 0 }, { "create_disk", 45, s_create_disk, 1 },
-    { "build_seed", 60, s_build_seed, 1 },  { "define", 75, s_define, 1 },
-    { "power_on", 85, s_power_on, 1 },      { "wait_ready", 95, s_wait_ready, 1 },
+    { "validate", 5, s_validate, 0 },
+    { "schedule", 15, s_schedule, 0 },
+    { "stage_image", 30, s_stage_image, 0 },
+    { "create_disk", 45, s_create_disk, 1 },
+    { "build_seed", 60, s_build_seed, 1 },
+    { "define", 75, s_define, 1 },
+    { "power_on", 85, s_power_on, 1 },
+    { "wait_ready", 95, s_wait_ready, 1 },
     { NULL, 0, NULL, 0 },
 };
 
@@ -582,7 +583,7 @@ static int s_complete(tasks_t *self, s_held_t *h)
     }
     /* Rolled back. Another host if the failure was the host's and attempts are left. */
     json_t *tried = json_object_get(t, "tried");
-    char host[128];   /* a copy: the task's own string goes when "host" is cleared below */
+    char host[128]; /* a copy: the task's own string goes when "host" is cleared below */
     util_strlcpy(host, s_str(t, "host"), sizeof host);
     size_t n = json_array_size(tried);
     int host_failed = n && streq(json_string_value(json_array_get(tried, n - 1)), host);
@@ -590,9 +591,8 @@ static int s_complete(tasks_t *self, s_held_t *h)
     s_set_str(t, "host", "");
     s_set_str(vm, "host", "");
     if (host_failed && (int)n < self->max_attempts) {
-        log_info(s_str(t, "request_id"), "retrying provisioning on another host",
-                 "{s:s, s:s, s:i}", "vm", s_str(vm, "id"), "failed_host", host, "attempt",
-                 (int)n + 1);
+        log_info(s_str(t, "request_id"), "retrying provisioning on another host", "{s:s, s:s, s:i}",
+                 "vm", s_str(vm, "id"), "failed_host", host, "attempt", (int)n + 1);
         s_step_open(h, &s_provision[1]);
         return s_save(self, h, 1, NULL, NULL);
     }
@@ -708,8 +708,7 @@ static void s_advance(tasks_t *self, s_held_t *h)
 
 /* A bus call of a held task ended: keep the answer for its stage and step the task at once
    rather than at the next tick. A task let go meanwhile no longer wants it. */
-static void s_on_reply(bus_client_t *client, const char *call_id, Berth__Envelope *reply,
-                       void *arg)
+static void s_on_reply(bus_client_t *client, const char *call_id, Berth__Envelope *reply, void *arg)
 {
     (void)client;
     tasks_t *self = arg;
@@ -743,7 +742,8 @@ static store_script_t s_acquire = {
         "  else\n"
         "    local epoch = tonumber(t[2] or '0') + 1\n"
         "    local until_ms = tonumber(ARGV[2]) + tonumber(ARGV[3])\n"
-        "    redis.call('HSET', key, 'holder', ARGV[1], 'epoch', epoch, 'lease_until_ms', until_ms)\n"
+        "    redis.call('HSET', key, 'holder', ARGV[1], 'epoch', epoch, 'lease_until_ms', "
+        "until_ms)\n"
         "    redis.call('ZADD', KEYS[1], until_ms, id)\n"
         "    out[#out + 1] = id\n"
         "    out[#out + 1] = tostring(epoch)\n"
@@ -758,14 +758,13 @@ static void s_take(tasks_t *self, const char *id, int64_t epoch)
     Berth__Task *task = NULL;
     Berth__Vm *vm = NULL;
     if (model_load(self->store, &berth__task__descriptor, model_key(key, sizeof key, "task", id),
-                   (ProtobufCMessage **)&task)
-        != 0)
-        return;   /* the lease runs out and the task is due again */
+                   (ProtobufCMessage **)&task) != 0)
+        return; /* the lease runs out and the task is due again */
     if (model_load(self->store, &berth__vm__descriptor,
-                   model_key(vkey, sizeof vkey, "vm", task->target), (ProtobufCMessage **)&vm)
-        != 0) {
-        log_error(task->request_id, "task target VM is missing", "{s:s, s:s}", "task", id,
-                  "vm", task->target);
+                   model_key(vkey, sizeof vkey, "vm", task->target),
+                   (ProtobufCMessage **)&vm) != 0) {
+        log_error(task->request_id, "task target VM is missing", "{s:s, s:s}", "task", id, "vm",
+                  task->target);
         berth__task__free_unpacked(task, NULL);
         return;
     }
@@ -780,9 +779,8 @@ static void s_take(tasks_t *self, const char *id, int64_t epoch)
     h->task = model_to_json(&task->base);
     h->vm = model_to_json(&vm->base);
     h->stage_since = util_mono_ms();
-    log_info(task->request_id, epoch > 1 ? "took over task" : "took task",
-             "{s:s, s:s, s:s, s:I}", "task", id, "kind", task->kind, "stage", task->stage,
-             "epoch", (json_int_t)epoch);
+    log_info(task->request_id, epoch > 1 ? "took over task" : "took task", "{s:s, s:s, s:s, s:I}",
+             "task", id, "kind", task->kind, "stage", task->stage, "epoch", (json_int_t)epoch);
     berth__task__free_unpacked(task, NULL);
     berth__vm__free_unpacked(vm, NULL);
     zhashx_update(self->held, id, h);
@@ -804,9 +802,9 @@ static int s_tick(service_t *service, void *arg)
         if (r && r->type == REDIS_REPLY_ARRAY)
             for (size_t i = 0; i + 1 < r->elements; i += 2) {
                 int64_t epoch = 0;
-                if (r->element[i]->type == REDIS_REPLY_STRING
-                    && r->element[i + 1]->type == REDIS_REPLY_STRING
-                    && util_parse_int(r->element[i + 1]->str, 1, INT64_MAX, &epoch) == 0)
+                if (r->element[i]->type == REDIS_REPLY_STRING &&
+                    r->element[i + 1]->type == REDIS_REPLY_STRING &&
+                    util_parse_int(r->element[i + 1]->str, 1, INT64_MAX, &epoch) == 0)
                     s_take(self, r->element[i]->str, epoch);
             }
         if (r)
@@ -910,7 +908,7 @@ static void s_on_dispose(bus_request_t *request, void *arg)
             bus_reply(request, &task.base);
         } else if (rc < 0)
             bus_reply_error(request, "UNAVAILABLE", "state store unreachable");
-        berth__vm__free_unpacked(vm, NULL);   /* task borrowed its strings until here */
+        berth__vm__free_unpacked(vm, NULL); /* task borrowed its strings until here */
         if (rc <= 0)
             return;
         /* The VM changed between read and write: look again. */
@@ -936,13 +934,13 @@ tasks_t *tasks_new(service_t *service)
 {
     config_t *c = service_config(service);
     int64_t lease, tick, held, call, cmd, ready, attempts;
-    if (config_int(c, "task_lease_ms", 500, 600000, &lease)
-        || config_int(c, "task_tick_ms", 10, 10000, &tick)
-        || config_int(c, "max_running_tasks", 1, 100000, &held)
-        || config_int(c, "call_timeout_ms", 100, 600000, &call)
-        || config_int(c, "command_timeout_ms", 1000, 3600000, &cmd)
-        || config_int(c, "ready_timeout_ms", 1000, 3600000, &ready)
-        || config_int(c, "max_attempts", 1, 10, &attempts))
+    if (config_int(c, "task_lease_ms", 500, 600000, &lease) ||
+        config_int(c, "task_tick_ms", 10, 10000, &tick) ||
+        config_int(c, "max_running_tasks", 1, 100000, &held) ||
+        config_int(c, "call_timeout_ms", 100, 600000, &call) ||
+        config_int(c, "command_timeout_ms", 1000, 3600000, &cmd) ||
+        config_int(c, "ready_timeout_ms", 1000, 3600000, &ready) ||
+        config_int(c, "max_attempts", 1, 10, &attempts))
         return NULL;
     tasks_t *self = calloc(1, sizeof *self);
     if (!self)

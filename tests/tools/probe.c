@@ -30,12 +30,12 @@ static int s_ping(bus_client_t *client, const char *service, json_t *instances, 
         json_object_set_new(instances, status->instance,
                             json_integer(n ? json_integer_value(n) + 1 : 1));
         if (last)
-            *last = json_pack("{s:s, s:s, s:s, s:s, s:I, s:I, s:b, s:I}", "service",
-                              status->service, "instance", status->instance, "endpoint",
-                              status->endpoint, "state", status->state, "started_ms",
-                              (json_int_t)status->started_ms, "uptime_ms",
-                              (json_int_t)status->uptime_ms, "store_ok", status->store_ok,
-                              "handled", (json_int_t)status->handled);
+            *last =
+                json_pack("{s:s, s:s, s:s, s:s, s:I, s:I, s:b, s:I}", "service", status->service,
+                          "instance", status->instance, "endpoint", status->endpoint, "state",
+                          status->state, "started_ms", (json_int_t)status->started_ms, "uptime_ms",
+                          (json_int_t)status->uptime_ms, "store_ok", status->store_ok, "handled",
+                          (json_int_t)status->handled);
         rc = 0;
     }
     if (status)
@@ -139,9 +139,9 @@ int main(int argc, char **argv)
         char host[128];
         int port;
         int64_t n, interval = 0;
-        if (sscanf(argv[2], "%127[^:]:%d", host, &port) != 2
-            || util_parse_int(argv[4], 1, 1000000, &n) != 0
-            || (argc == 6 && util_parse_int(argv[5], 0, 60000, &interval) != 0)) {
+        if (sscanf(argv[2], "%127[^:]:%d", host, &port) != 2 ||
+            util_parse_int(argv[4], 1, 1000000, &n) != 0 ||
+            (argc == 6 && util_parse_int(argv[5], 0, 60000, &interval) != 0)) {
             fprintf(stderr, "usage: berth-probe call HOST:PORT SERVICE N [INTERVAL_MS]\n");
             return 2;
         }

@@ -79,14 +79,13 @@ static void test_calls_reach_only_the_named_service(void **state)
 /* ---- calls not waited for ---- */
 
 typedef struct {
-    int answered;         /* callbacks with a Status from alpha */
-    int timed_out;        /* callbacks with no reply */
+    int answered;  /* callbacks with a Status from alpha */
+    int timed_out; /* callbacks with no reply */
     char ids[3][UTIL_ID_LEN];
     int id_seen[3];
 } s_async_t;
 
-static void s_on_reply(bus_client_t *client, const char *call_id, Berth__Envelope *reply,
-                       void *arg)
+static void s_on_reply(bus_client_t *client, const char *call_id, Berth__Envelope *reply, void *arg)
 {
     (void)client;
     s_async_t *a = arg;
@@ -135,12 +134,12 @@ static void test_calls_not_waited_for(void **state)
     s_async_t a = { 0 };
     Berth__Ping ping = BERTH__PING__INIT;
     int64_t start = util_mono_ms();
-    assert_int_equal(bus_client_send(client, "alpha", &ping.base, NULL, 3000, s_on_reply, &a,
-                                     a.ids[0]), 0);
-    assert_int_equal(bus_client_send(client, "alpha", &ping.base, NULL, 3000, s_on_reply, &a,
-                                     a.ids[1]), 0);
-    assert_int_equal(bus_client_send(client, "gamma", &ping.base, NULL, 600, s_on_reply, &a,
-                                     a.ids[2]), 0);
+    assert_int_equal(
+        bus_client_send(client, "alpha", &ping.base, NULL, 3000, s_on_reply, &a, a.ids[0]), 0);
+    assert_int_equal(
+        bus_client_send(client, "alpha", &ping.base, NULL, 3000, s_on_reply, &a, a.ids[1]), 0);
+    assert_int_equal(
+        bus_client_send(client, "gamma", &ping.base, NULL, 600, s_on_reply, &a, a.ids[2]), 0);
     /* The calls are under way; nothing has been answered before the loop runs. */
     assert_int_equal(a.answered + a.timed_out, 0);
     zloop_timer(zloop, 10, 0, s_until_done, &a);
@@ -149,7 +148,7 @@ static void test_calls_not_waited_for(void **state)
     assert_int_equal(a.answered, 2);
     assert_int_equal(a.timed_out, 1);
     for (int i = 0; i < 3; i++)
-        assert_int_equal(a.id_seen[i], 1);   /* each callback once, with its own id */
+        assert_int_equal(a.id_seen[i], 1); /* each callback once, with its own id */
     assert_true(util_mono_ms() - start >= 600);
 
     bus_client_destroy(&client);

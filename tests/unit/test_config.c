@@ -22,7 +22,7 @@ typedef struct {
 } fixture_t;
 
 /* Every BERTH_ variable these tests set; cleared around each test. */
-static const char *s_env[] = { "BERTH_CT_PORT", "BERTH_CT_NAME", "BERTH_CT_UNSET",
+static const char *s_env[] = { "BERTH_CT_PORT",   "BERTH_CT_NAME",       "BERTH_CT_UNSET",
                                "BERTH_CT_SECRET", "BERTH_CT_UNDECLARED", NULL };
 
 static void s_clear_env(void)
@@ -172,11 +172,11 @@ static void test_config_int_ranges(void **state)
         int ok;
         int64_t want;
     } cases[] = {
-        { "1", 1, 1 },          { "65535", 1, 65535 },  { "0", 0, 0 },
-        { "65536", 0, 0 },      { "-1", 0, 0 },         { "abc", 0, 0 },
-        { "12abc", 0, 0 },      { "", 0, 0 },           { "8080 ", 0, 0 },
-        { "1e3", 0, 0 },        { "0x10", 0, 0 },       { "99999999999999999999", 0, 0 },
-        { " 8080", 0, 0 },      { "+80", 0, 0 },        { "\t80", 0, 0 },
+        { "1", 1, 1 },     { "65535", 1, 65535 }, { "0", 0, 0 },
+        { "65536", 0, 0 }, { "-1", 0, 0 },        { "abc", 0, 0 },
+        { "12abc", 0, 0 }, { "", 0, 0 },          { "8080 ", 0, 0 },
+        { "1e3", 0, 0 },   { "0x10", 0, 0 },      { "99999999999999999999", 0, 0 },
+        { " 8080", 0, 0 }, { "+80", 0, 0 },       { "\t80", 0, 0 },
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         config_set(c, "ct_port", cases[i].text);

@@ -71,8 +71,8 @@ static int64_t s_redis_now(store_t *store)
     redisReply *r = store_command(store, "TIME");
     assert_non_null(r);
     assert_int_equal(r->type, REDIS_REPLY_ARRAY);
-    int64_t now = strtoll(r->element[0]->str, NULL, 10) * 1000
-                  + strtoll(r->element[1]->str, NULL, 10) / 1000;
+    int64_t now =
+        strtoll(r->element[0]->str, NULL, 10) * 1000 + strtoll(r->element[1]->str, NULL, 10) / 1000;
     freeReplyObject(r);
     return now;
 }

@@ -109,9 +109,9 @@ static void test_transition_applies_with_right_version(void **state)
     int64_t version = -1;
 
     /* Creation: the key is absent, expected state "" at version 0. */
-    assert_int_equal(store_transition(f->store, key, "", 0, "REQUESTED", "vm.requested", 4, fields,
-                                      &version),
-                     0);
+    assert_int_equal(
+        store_transition(f->store, key, "", 0, "REQUESTED", "vm.requested", 4, fields, &version),
+        0);
     assert_int_equal(version, 1);
     s_assert_field(f->store, key, "state", "REQUESTED");
     s_assert_field(f->store, key, "version", "1");
@@ -156,9 +156,8 @@ static void test_transition_refuses_stale_or_wrong_state(void **state)
     fixture_t *f = *state;
     const char *key = "berth:vm:{v2}";
     int64_t version = 0;
-    assert_int_equal(store_transition(f->store, key, "", 0, "REQUESTED", "vm.requested", 0, NULL,
-                                      &version),
-                     0);
+    assert_int_equal(
+        store_transition(f->store, key, "", 0, "REQUESTED", "vm.requested", 0, NULL, &version), 0);
     assert_int_equal(store_transition(f->store, key, "REQUESTED", 1, "APPROVED", "vm.approved", 0,
                                       NULL, &version),
                      0);
@@ -177,13 +176,13 @@ static void test_transition_refuses_stale_or_wrong_state(void **state)
                                       fields, &untouched),
                      STORE_CONFLICT);
     /* A version from the future. */
-    assert_int_equal(store_transition(f->store, key, "APPROVED", 3, "ACTIVE", "vm.active", 0, NULL,
-                                      NULL),
-                     STORE_CONFLICT);
+    assert_int_equal(
+        store_transition(f->store, key, "APPROVED", 3, "ACTIVE", "vm.active", 0, NULL, NULL),
+        STORE_CONFLICT);
     /* Creating what already exists. */
-    assert_int_equal(store_transition(f->store, key, "", 0, "REQUESTED", "vm.requested", 0, NULL,
-                                      NULL),
-                     STORE_CONFLICT);
+    assert_int_equal(
+        store_transition(f->store, key, "", 0, "REQUESTED", "vm.requested", 0, NULL, NULL),
+        STORE_CONFLICT);
     /* Expecting something that does not exist. */
     assert_int_equal(store_transition(f->store, "berth:vm:{nosuch}", "REQUESTED", 1, "APPROVED",
                                       "vm.approved", 0, NULL, NULL),
@@ -197,9 +196,9 @@ static void test_transition_refuses_stale_or_wrong_state(void **state)
     assert_int_equal(s_integer(f->store, "XLEN", STORE_EVENTS), events);
 
     /* The winner carries on from the real version. */
-    assert_int_equal(store_transition(f->store, key, "APPROVED", 2, "ACTIVE", "vm.active", 0, NULL,
-                                      &version),
-                     0);
+    assert_int_equal(
+        store_transition(f->store, key, "APPROVED", 2, "ACTIVE", "vm.active", 0, NULL, &version),
+        0);
     assert_int_equal(version, 3);
     assert_int_equal(s_integer(f->store, "XLEN", STORE_EVENTS), events + 1);
 }
@@ -211,8 +210,8 @@ static void test_transition_on_wrong_type_is_an_error(void **state)
     redisReply *r = store_command(f->store, "SET berth:vm:{v3} not-a-hash");
     assert_non_null(r);
     freeReplyObject(r);
-    assert_int_equal(store_transition(f->store, "berth:vm:{v3}", "", 0, "REQUESTED",
-                                      "vm.requested", 0, NULL, NULL),
+    assert_int_equal(store_transition(f->store, "berth:vm:{v3}", "", 0, "REQUESTED", "vm.requested",
+                                      0, NULL, NULL),
                      -1);
     assert_true(store_ok(f->store)); /* Redis answered: the connection is fine */
 }
@@ -221,9 +220,8 @@ static void test_transition_after_script_cache_flush(void **state)
 {
     fixture_t *f = *state;
     const char *key = "berth:vm:{v4}";
-    assert_int_equal(store_transition(f->store, key, "", 0, "REQUESTED", "vm.requested", 0, NULL,
-                                      NULL),
-                     0);
+    assert_int_equal(
+        store_transition(f->store, key, "", 0, "REQUESTED", "vm.requested", 0, NULL, NULL), 0);
     /* What a Redis restart does to the scripts: the store must reload on NOSCRIPT. */
     redisReply *r = store_command(f->store, "SCRIPT FLUSH");
     assert_non_null(r);
@@ -276,17 +274,16 @@ static void test_reconnect_after_redis_restart(void **state)
 {
     fixture_t *f = *state;
     const char *key = "berth:vm:{v5}";
-    assert_int_equal(store_transition(f->store, key, "", 0, "REQUESTED", "vm.requested", 0, NULL,
-                                      NULL),
-                     0);
+    assert_int_equal(
+        store_transition(f->store, key, "", 0, "REQUESTED", "vm.requested", 0, NULL, NULL), 0);
     assert_int_equal(testenv_redis_stop(f->redis), 0);
 
     /* Redis gone: every call fails fast with NULL / -1 and nothing crashes. */
     assert_null(store_command(f->store, "PING"));
     assert_false(store_ok(f->store));
-    assert_int_equal(store_transition(f->store, key, "REQUESTED", 1, "APPROVED", "vm.approved", 0,
-                                      NULL, NULL),
-                     -1);
+    assert_int_equal(
+        store_transition(f->store, key, "REQUESTED", 1, "APPROVED", "vm.approved", 0, NULL, NULL),
+        -1);
     int64_t start = testenv_now_ms();
     for (int i = 0; i < 50; i++)
         assert_null(store_command(f->store, "PING"));

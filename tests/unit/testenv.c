@@ -20,14 +20,14 @@
 #include <unistd.h>
 
 #define START_TIMEOUT_MS 10000
-#define STOP_GRACE_MS 10000
-#define START_ATTEMPTS 5 /* a free port can be taken between probing and binding it */
+#define STOP_GRACE_MS    10000
+#define START_ATTEMPTS   5 /* a free port can be taken between probing and binding it */
 
 struct _testenv_redis_t {
-    char *dir;   /* temporary directory: data files and redis.log */
+    char *dir; /* temporary directory: data files and redis.log */
     int port;
-    int aof;     /* append-only file on */
-    pid_t pid;   /* 0 while stopped */
+    int aof;   /* append-only file on */
+    pid_t pid; /* 0 while stopped */
 };
 
 int64_t testenv_now_ms(void)
@@ -54,8 +54,8 @@ static int s_free_port(void)
     addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     socklen_t len = sizeof addr;
     int port = -1;
-    if (bind(fd, (struct sockaddr *)&addr, sizeof addr) == 0
-        && getsockname(fd, (struct sockaddr *)&addr, &len) == 0)
+    if (bind(fd, (struct sockaddr *)&addr, sizeof addr) == 0 &&
+        getsockname(fd, (struct sockaddr *)&addr, &len) == 0)
         port = ntohs(addr.sin_port);
     close(fd);
     return port;
@@ -114,12 +114,23 @@ static int s_spawn(testenv_redis_t *self)
     char port[16], out[512];
     snprintf(port, sizeof port, "%d", self->port);
     snprintf(out, sizeof out, "%s/redis.out", self->dir);
-    const char *argv[] = { server,          "--port",       port,
-                           "--bind",        "127.0.0.1",    "--dir",
-                           self->dir,       "--save",       "",
-                           "--appendonly",  self->aof ? "yes" : "no",
-                           "--appendfsync", "always",       "--daemonize",
-                           "no",            "--protected-mode", "no",
+    const char *argv[] = { server,
+                           "--port",
+                           port,
+                           "--bind",
+                           "127.0.0.1",
+                           "--dir",
+                           self->dir,
+                           "--save",
+                           "",
+                           "--appendonly",
+                           self->aof ? "yes" : "no",
+                           "--appendfsync",
+                           "always",
+                           "--daemonize",
+                           "no",
+                           "--protected-mode",
+                           "no",
                            NULL };
     pid_t parent = getpid();
     pid_t pid = fork();
