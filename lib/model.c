@@ -627,3 +627,44 @@ int model_tx_commit(model_tx_t *self, store_t *store, const char **why)
     freeReplyObject(r);
     return rc;
 }
+
+int model_transition(store_t *store, const char *key, const char *expected_state,
+                     int64_t expected_version, const char *new_state, const char *event,
+                     int nfields, const char **fields, int64_t *new_version)
+{
+    assert(nfields % 2 == 0);
+    model_tx_t *tx = model_tx_new();
+    if (!tx)
+        return -1;
+    char version[24];
+    snprintf(version, sizeof version, "%lld", (long long)expected_version + 1);
+    model_tx_check(tx, key, "state", expected_state);
+    model_tx_check_version(tx, key, expected_version);
+    /* One write of state, version and the fields; one event naming them all. */
+    s_arg(tx, "P");
+    s_arg(tx, key);
+    s_arg_int(tx, 2 + nfields / 2);
+    s_arg(tx, "state");
+    s_arg(tx, new_state);
+    s_arg(tx, "version");
+    s_arg(tx, version);
+    for (int i = 0; i < nfields; i++)
+        s_arg(tx, fields[i]);
+    s_arg(tx, "E");
+    s_arg_int(tx, 4 + nfields / 2);
+    s_arg(tx, "type");
+    s_arg(tx, event);
+    s_arg(tx, "key");
+    s_arg(tx, key);
+    s_arg(tx, "state");
+    s_arg(tx, new_state);
+    s_arg(tx, "version");
+    s_arg(tx, version);
+    for (int i = 0; i < nfields; i++)
+        s_arg(tx, fields[i]);
+    int rc = model_tx_commit(tx, store, NULL);
+    model_tx_destroy(&tx);
+    if (rc == 0 && new_version)
+        *new_version = expected_version + 1;
+    return rc;
+}

@@ -62,6 +62,14 @@ void model_tx_event(model_tx_t *self, const char *type, ...);
  *why, static, saying which check failed when why is non-NULL), or -1 when Redis failed. */
 int model_tx_commit(model_tx_t *self, store_t *store, const char **why);
 
+/* The single-object case of a transaction: if hash `key` has state == expected_state ("" =
+   absent) and version == expected_version (0 = absent), set state := new_state,
+   version += 1 and the field/value pairs, and append {type: event, key, state, version,
+   fields...} to STORE_EVENTS. 0 (and *new_version), MODEL_CONFLICT, or -1 (Redis). */
+int model_transition(store_t *store, const char *key, const char *expected_state,
+                     int64_t expected_version, const char *new_state, const char *event,
+                     int nfields, const char **fields, int64_t *new_version);
+
 /* ---- helpers every service uses --------------------------------------------------------- */
 
 /* Event for a VM's new state (docs/state.md), added to tx. vm must carry the new state. */

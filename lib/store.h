@@ -1,14 +1,13 @@
 /*  store: the Redis connection of one actor (hiredis). Connect and command timeouts,
-    reconnect with exponential backoff (attempted when due, never by sleeping), Lua scripts
-    by SHA, and the one way state changes: an atomic checked transition plus an event. */
+    reconnect with exponential backoff (attempted when due, never by sleeping) and Lua
+    scripts by SHA. State changes go through model.h (checked transactions with events). */
 #ifndef BERTH_STORE_H
 #define BERTH_STORE_H
 
 #include <hiredis/hiredis.h>
 #include <stdint.h>
 
-#define STORE_CONFLICT 1              /* transition refused: state or version not as expected */
-#define STORE_EVENTS   "berth:events" /* the event stream every transition appends to */
+#define STORE_EVENTS "berth:events" /* the event stream every transition appends to */
 
 typedef struct _store_t store_t;
 
@@ -34,13 +33,5 @@ int store_ok(store_t *self);
    arguments. Same NULL/ERROR convention as store_command. */
 redisReply *store_eval(store_t *self, store_script_t *script, int nkeys, int argc,
                        const char **argv);
-
-/* Atomically: if hash `key` has state == expected_state ("" = key absent) and version ==
-   expected_version, set state := new_state, version += 1, plus the field/value pairs, and
-   append {type: event, key, state, version, fields...} to STORE_EVENTS.
-   Returns 0 (and *new_version), STORE_CONFLICT, or -1 when Redis failed. */
-int store_transition(store_t *self, const char *key, const char *expected_state,
-                     int64_t expected_version, const char *new_state, const char *event,
-                     int nfields, const char **fields, int64_t *new_version);
 
 #endif

@@ -1,6 +1,6 @@
 /*  test_store: the one way state changes. A transition applies only from the expected state
     and version, bumps the version and appends its event; a stale version or a wrong state is
-    refused with STORE_CONFLICT and changes nothing. The connection survives Redis going
+    refused with MODEL_CONFLICT and changes nothing. The connection survives Redis going
     away (restart, freeze) and comes back by itself, without blocking past its timeouts. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "model.h"
 #include "store.h"
 #include "testenv.h"
 
@@ -110,7 +111,7 @@ static void test_transition_applies_with_right_version(void **state)
 
     /* Creation: the key is absent, expected state "" at version 0. */
     assert_int_equal(
-        store_transition(f->store, key, "", 0, "REQUESTED", "vm.requested", 4, fields, &version),
+        model_transition(f->store, key, "", 0, "REQUESTED", "vm.requested", 4, fields, &version),
         0);
     assert_int_equal(version, 1);
     s_assert_field(f->store, key, "state", "REQUESTED");
@@ -129,7 +130,7 @@ static void test_transition_applies_with_right_version(void **state)
 
     /* The next step, from the version just read. */
     const char *why[] = { "approved_by", "policy" };
-    assert_int_equal(store_transition(f->store, key, "REQUESTED", 1, "APPROVED", "vm.approved", 2,
+    assert_int_equal(model_transition(f->store, key, "REQUESTED", 1, "APPROVED", "vm.approved", 2,
                                       why, &version),
                      0);
     assert_int_equal(version, 2);
@@ -145,7 +146,7 @@ static void test_transition_applies_with_right_version(void **state)
     freeReplyObject(ev);
 
     /* No extra fields and no interest in the new version. */
-    assert_int_equal(store_transition(f->store, key, "APPROVED", 2, "PROVISIONING",
+    assert_int_equal(model_transition(f->store, key, "APPROVED", 2, "PROVISIONING",
                                       "vm.provisioning", 0, NULL, NULL),
                      0);
     s_assert_field(f->store, key, "version", "3");
@@ -157,8 +158,8 @@ static void test_transition_refuses_stale_or_wrong_state(void **state)
     const char *key = "berth:vm:{v2}";
     int64_t version = 0;
     assert_int_equal(
-        store_transition(f->store, key, "", 0, "REQUESTED", "vm.requested", 0, NULL, &version), 0);
-    assert_int_equal(store_transition(f->store, key, "REQUESTED", 1, "APPROVED", "vm.approved", 0,
+        model_transition(f->store, key, "", 0, "REQUESTED", "vm.requested", 0, NULL, &version), 0);
+    assert_int_equal(model_transition(f->store, key, "REQUESTED", 1, "APPROVED", "vm.approved", 0,
                                       NULL, &version),
                      0);
     assert_int_equal(version, 2);
@@ -167,26 +168,26 @@ static void test_transition_refuses_stale_or_wrong_state(void **state)
     /* A second writer that read version 1 lost the race: refused, output untouched. */
     int64_t untouched = 12345;
     const char *fields[] = { "state_note", "from a stale writer" };
-    assert_int_equal(store_transition(f->store, key, "APPROVED", 1, "ACTIVE", "vm.active", 2,
+    assert_int_equal(model_transition(f->store, key, "APPROVED", 1, "ACTIVE", "vm.active", 2,
                                       fields, &untouched),
-                     STORE_CONFLICT);
+                     MODEL_CONFLICT);
     assert_int_equal(untouched, 12345);
     /* Right version, wrong state. */
-    assert_int_equal(store_transition(f->store, key, "REQUESTED", 2, "REJECTED", "vm.rejected", 2,
+    assert_int_equal(model_transition(f->store, key, "REQUESTED", 2, "REJECTED", "vm.rejected", 2,
                                       fields, &untouched),
-                     STORE_CONFLICT);
+                     MODEL_CONFLICT);
     /* A version from the future. */
     assert_int_equal(
-        store_transition(f->store, key, "APPROVED", 3, "ACTIVE", "vm.active", 0, NULL, NULL),
-        STORE_CONFLICT);
+        model_transition(f->store, key, "APPROVED", 3, "ACTIVE", "vm.active", 0, NULL, NULL),
+        MODEL_CONFLICT);
     /* Creating what already exists. */
     assert_int_equal(
-        store_transition(f->store, key, "", 0, "REQUESTED", "vm.requested", 0, NULL, NULL),
-        STORE_CONFLICT);
+        model_transition(f->store, key, "", 0, "REQUESTED", "vm.requested", 0, NULL, NULL),
+        MODEL_CONFLICT);
     /* Expecting something that does not exist. */
-    assert_int_equal(store_transition(f->store, "berth:vm:{nosuch}", "REQUESTED", 1, "APPROVED",
+    assert_int_equal(model_transition(f->store, "berth:vm:{nosuch}", "REQUESTED", 1, "APPROVED",
                                       "vm.approved", 0, NULL, NULL),
-                     STORE_CONFLICT);
+                     MODEL_CONFLICT);
     assert_int_equal(s_integer(f->store, "EXISTS", "berth:vm:{nosuch}"), 0);
 
     /* None of that changed the object or wrote an event. */
@@ -197,7 +198,7 @@ static void test_transition_refuses_stale_or_wrong_state(void **state)
 
     /* The winner carries on from the real version. */
     assert_int_equal(
-        store_transition(f->store, key, "APPROVED", 2, "ACTIVE", "vm.active", 0, NULL, &version),
+        model_transition(f->store, key, "APPROVED", 2, "ACTIVE", "vm.active", 0, NULL, &version),
         0);
     assert_int_equal(version, 3);
     assert_int_equal(s_integer(f->store, "XLEN", STORE_EVENTS), events + 1);
@@ -210,7 +211,7 @@ static void test_transition_on_wrong_type_is_an_error(void **state)
     redisReply *r = store_command(f->store, "SET berth:vm:{v3} not-a-hash");
     assert_non_null(r);
     freeReplyObject(r);
-    assert_int_equal(store_transition(f->store, "berth:vm:{v3}", "", 0, "REQUESTED", "vm.requested",
+    assert_int_equal(model_transition(f->store, "berth:vm:{v3}", "", 0, "REQUESTED", "vm.requested",
                                       0, NULL, NULL),
                      -1);
     assert_true(store_ok(f->store)); /* Redis answered: the connection is fine */
@@ -221,13 +222,13 @@ static void test_transition_after_script_cache_flush(void **state)
     fixture_t *f = *state;
     const char *key = "berth:vm:{v4}";
     assert_int_equal(
-        store_transition(f->store, key, "", 0, "REQUESTED", "vm.requested", 0, NULL, NULL), 0);
+        model_transition(f->store, key, "", 0, "REQUESTED", "vm.requested", 0, NULL, NULL), 0);
     /* What a Redis restart does to the scripts: the store must reload on NOSCRIPT. */
     redisReply *r = store_command(f->store, "SCRIPT FLUSH");
     assert_non_null(r);
     freeReplyObject(r);
     int64_t version = 0;
-    assert_int_equal(store_transition(f->store, key, "REQUESTED", 1, "APPROVED", "vm.approved", 0,
+    assert_int_equal(model_transition(f->store, key, "REQUESTED", 1, "APPROVED", "vm.approved", 0,
                                       NULL, &version),
                      0);
     assert_int_equal(version, 2);
@@ -275,14 +276,14 @@ static void test_reconnect_after_redis_restart(void **state)
     fixture_t *f = *state;
     const char *key = "berth:vm:{v5}";
     assert_int_equal(
-        store_transition(f->store, key, "", 0, "REQUESTED", "vm.requested", 0, NULL, NULL), 0);
+        model_transition(f->store, key, "", 0, "REQUESTED", "vm.requested", 0, NULL, NULL), 0);
     assert_int_equal(testenv_redis_stop(f->redis), 0);
 
     /* Redis gone: every call fails fast with NULL / -1 and nothing crashes. */
     assert_null(store_command(f->store, "PING"));
     assert_false(store_ok(f->store));
     assert_int_equal(
-        store_transition(f->store, key, "REQUESTED", 1, "APPROVED", "vm.approved", 0, NULL, NULL),
+        model_transition(f->store, key, "REQUESTED", 1, "APPROVED", "vm.approved", 0, NULL, NULL),
         -1);
     int64_t start = testenv_now_ms();
     for (int i = 0; i < 50; i++)
@@ -296,7 +297,7 @@ static void test_reconnect_after_redis_restart(void **state)
     print_message("reconnected %lld ms after the restart\n", (long long)took);
     s_assert_field(f->store, key, "state", "REQUESTED");
     int64_t version = 0;
-    assert_int_equal(store_transition(f->store, key, "REQUESTED", 1, "APPROVED", "vm.approved", 0,
+    assert_int_equal(model_transition(f->store, key, "REQUESTED", 1, "APPROVED", "vm.approved", 0,
                                       NULL, &version),
                      0);
     assert_int_equal(version, 2);
