@@ -190,8 +190,11 @@ static void s_on_work(bus_client_t *client, const char *call_id, Berth__Envelope
         ran++;
     }
     protobuf_c_message_free_unpacked(&body->base, NULL);
-    if (ran > 0)
+    if (ran > 0) {
         s_poll_send(self);
+        /* Domains changed: report them now, not at the next beat (a task waits for it). */
+        s_heartbeat(self->service, self);
+    }
 }
 
 static int s_poll(service_t *service, void *arg)
