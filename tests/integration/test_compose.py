@@ -227,6 +227,11 @@ class ComposeAsLocalProcesses(unittest.TestCase):
                     out[key] = "tcp://" + local[(name, m.group(2))] if m else value
                 elif key == "BERTH_DATA_DIR":
                     continue   # Platform gives each process a directory of its own
+                elif value.startswith("/var/lib/"):
+                    # A volume's mount point: the same path for every service that mounts
+                    # it, inside this test's data dir instead of the machine's /var/lib.
+                    out[key] = os.path.join(p.data_dir, "volumes", value.strip("/"))
+                    os.makedirs(out[key], exist_ok=True)
                 elif key == "BERTH_HTTP_BIND":
                     out[key] = "127.0.0.1"
                 elif key == "BERTH_HTTP_PORT":
