@@ -8,6 +8,7 @@ Run: BERTH_BIN_DIR=build/bin python3 tests/integration/test_cli.py
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -31,6 +32,7 @@ class Cli(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls):
+        shutil.rmtree(cls.home, ignore_errors=True)
         cls.p.stop()
 
     def berth(self, *args, stdin=None, check=True):
