@@ -8,9 +8,11 @@
     replaced can no longer change anything: its write fails and it lets the task go.
 
     Stages. A task kind is a table of stages; a stage function answers DONE (next stage),
-    WAIT (ask again next tick), or FAIL. Stages that talk to a host send one idempotent agent
-    command and wait for its result, recorded in the task as `command`, so a new holder waits
-    for the same command instead of sending another. A failed provisioning runs the rollback
+    WAIT (ask again next tick), or FAIL. Nothing here blocks the loop: a stage that asks the
+    scheduler or the stager sends its call and waits; the answer comes back on the loop and
+    steps the task at once. Stages that talk to a host send one idempotent agent command and
+    wait for its result, recorded in the task as `command`, so a new holder waits for the
+    same command instead of sending another. A failed provisioning runs the rollback
     table (remove what the host built, release the claim) and, if the failure was the host's,
     tries again on another host, at most max_attempts hosts in all; then the VM ends in ERROR
     with the fault. */
