@@ -2,7 +2,9 @@
     to every live instance in the registry (ZeroMQ round-robins among them) and follows
     instances as they come and go. A call has a deadline; until it passes, the same
     message id is resent at each retry interval, so a lost message or a dead instance
-    costs one interval, and a reply is matched by correlation id. One client per thread. */
+    costs one interval, and a reply is matched by correlation id. A call is either waited
+    for (bus_client_call: threads such as the gateway's workers) or not (bus_client_send:
+    an actor's loop, which must not block). One client per thread. */
 #ifndef BERTH_BUS_CLIENT_H
 #define BERTH_BUS_CLIENT_H
 
