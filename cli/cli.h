@@ -52,6 +52,10 @@ void cli_print_error(cli_t *cli, long status, json_t *body);
 /* s percent-encoded for a path segment or query value, into out. -1 when it does not fit. */
 int cli_escape(const char *s, char *out, size_t size);
 
+/* The path of one resource, "/v1/<collection>/<id escaped>", into out. -1 when too long. */
+int cli_path(char *out, size_t size, const char *collection, const char *id);
+#define CLI_PATH_MAX 600
+
 /* Print JSON (for -o json). */
 void cli_print_json(json_t *value);
 

@@ -130,6 +130,15 @@ int cli_escape(const char *s, char *out, size_t size)
     return 0;
 }
 
+int cli_path(char *out, size_t size, const char *collection, const char *id)
+{
+    char escaped[CLI_PATH_MAX];
+    if (cli_escape(id, escaped, sizeof escaped) != 0)
+        return -1;
+    int n = snprintf(out, size, "/v1/%s/%s", collection, escaped);
+    return n < 0 || (size_t)n >= size ? -1 : 0;
+}
+
 void cli_print_json(json_t *value)
 {
     char *text = json_dumps(value, JSON_INDENT(2) | JSON_PRESERVE_ORDER);

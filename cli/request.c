@@ -45,10 +45,9 @@ static json_t *s_task_of(cli_t *cli, json_t *vm, json_t *tasks, json_t **owned)
     }
     if (!id)
         return NULL;
-    char escaped[512], path[600];
-    if (cli_escape(id, escaped, sizeof escaped) != 0)
+    char path[CLI_PATH_MAX];
+    if (cli_path(path, sizeof path, "tasks", id) != 0)
         return NULL;
-    snprintf(path, sizeof path, "/v1/tasks/%s", escaped);
     long status = 0;
     json_t *body = NULL;
     if (cli_request(cli, "GET", path, NULL, &status, &body) != 0 || status != 200) {
@@ -72,9 +71,9 @@ static void s_print_fault(const char *name, const char *id, const char *state, j
 /* Follow request id until every VM is ACTIVE (0) or one failed (1). */
 static int s_wait_request(cli_t *cli, const char *id, int timeout_s)
 {
-    char escaped[512], path[600];
-    cli_escape(id, escaped, sizeof escaped);
-    snprintf(path, sizeof path, "/v1/requests/%s", escaped);
+    char path[CLI_PATH_MAX];
+    if (cli_path(path, sizeof path, "requests", id) != 0)
+        return 1;
     FILE *out = cli->json ? stderr : stdout;
     cli_progress_t *progress = cli_progress_new(out);
     int64_t deadline = util_mono_ms() + (int64_t)timeout_s * 1000;
@@ -218,11 +217,10 @@ int cli_request_cmd(cli_t *cli, int argc, char **argv)
 static int s_wait_dispose(cli_t *cli, const char *vm_id, const char *name, const char *task_id,
                           int timeout_s)
 {
-    char vm_path[600], task_path[600], escaped[512];
-    cli_escape(vm_id, escaped, sizeof escaped);
-    snprintf(vm_path, sizeof vm_path, "/v1/vms/%s", escaped);
-    cli_escape(task_id, escaped, sizeof escaped);
-    snprintf(task_path, sizeof task_path, "/v1/tasks/%s", escaped);
+    char vm_path[CLI_PATH_MAX], task_path[CLI_PATH_MAX];
+    if (cli_path(vm_path, sizeof vm_path, "vms", vm_id) != 0 ||
+        cli_path(task_path, sizeof task_path, "tasks", task_id) != 0)
+        return 1;
     cli_progress_t *progress = cli_progress_new(cli->json ? stderr : stdout);
     int64_t deadline = util_mono_ms() + (int64_t)timeout_s * 1000;
     int rc = -1;
@@ -283,12 +281,11 @@ int cli_dispose(cli_t *cli, int argc, char **argv)
         fprintf(stderr, "usage: berth dispose ID [--wait] [--timeout SECONDS]\n");
         return 2;
     }
-    char escaped[512], path[600];
-    if (cli_escape(pos[0], escaped, sizeof escaped) != 0) {
+    char path[CLI_PATH_MAX];
+    if (cli_path(path, sizeof path, "vms", pos[0]) != 0) {
         fprintf(stderr, "berth dispose: id too long\n");
         return 2;
     }
-    snprintf(path, sizeof path, "/v1/vms/%s", escaped);
     /* The name, for the progress line; the VM must exist for anything else to make sense. */
     json_t *vm_body = NULL;
     if (opts[0].set && cli_http(cli, "GET", path, NULL, &vm_body) != 0)

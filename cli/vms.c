@@ -96,12 +96,11 @@ int cli_vm(cli_t *cli, int argc, char **argv)
         fprintf(stderr, "usage: berth vm show ID\n");
         return 2;
     }
-    char id[512], path[600];
-    if (cli_escape(pos[1], id, sizeof id) != 0) {
+    char path[CLI_PATH_MAX];
+    if (cli_path(path, sizeof path, "vms", pos[1]) != 0) {
         fprintf(stderr, "berth vm: id too long\n");
         return 2;
     }
-    snprintf(path, sizeof path, "/v1/vms/%s", id);
     json_t *body = NULL;
     if (cli_http(cli, "GET", path, NULL, &body) != 0)
         return 1;
@@ -124,12 +123,11 @@ int cli_task(cli_t *cli, int argc, char **argv)
         fprintf(stderr, "usage: berth task ID\n");
         return 2;
     }
-    char id[512], path[600];
-    if (cli_escape(pos[0], id, sizeof id) != 0) {
+    char path[CLI_PATH_MAX];
+    if (cli_path(path, sizeof path, "tasks", pos[0]) != 0) {
         fprintf(stderr, "berth task: id too long\n");
         return 2;
     }
-    snprintf(path, sizeof path, "/v1/tasks/%s", id);
     json_t *body = NULL;
     if (cli_http(cli, "GET", path, NULL, &body) != 0)
         return 1;
