@@ -337,6 +337,19 @@ int vmops_result_copy(Berth__AgentResult *dst, const Berth__AgentResult *src)
     return 0;
 }
 
+/* Replace a result's string field with formatted text (fallback when out of memory). */
+static void s_vset(char **field, const char *fallback, const char *fmt, va_list args)
+{
+    char *text = NULL;
+    if (vasprintf(&text, fmt, args) < 0)
+        text = NULL;
+    if (*field != protobuf_c_empty_string)
+        free(*field);
+    if (!text && fallback)
+        text = strdup(fallback);
+    *field = text ? text : (char *)protobuf_c_empty_string;
+}
+
 /* Record a failure on the result; always -1 so handlers can `return s_fail(...)`. */
 static int s_fail(Berth__AgentResult *result, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
@@ -344,13 +357,8 @@ static int s_fail(Berth__AgentResult *result, const char *fmt, ...)
 {
     va_list args;
     va_start(args, fmt);
-    char *text = NULL;
-    if (vasprintf(&text, fmt, args) < 0)
-        text = NULL;
+    s_vset(&result->error, "out of memory", fmt, args);
     va_end(args);
-    if (result->error != protobuf_c_empty_string)
-        free(result->error);
-    result->error = text ? text : strdup("out of memory");
     result->ok = 0;
     return -1;
 }
@@ -361,13 +369,8 @@ static void s_detail(Berth__AgentResult *result, const char *fmt, ...)
 {
     va_list args;
     va_start(args, fmt);
-    char *text = NULL;
-    if (vasprintf(&text, fmt, args) < 0)
-        text = NULL;
+    s_vset(&result->detail, NULL, fmt, args);
     va_end(args);
-    if (result->detail != protobuf_c_empty_string)
-        free(result->detail);
-    result->detail = text ? text : (char *)protobuf_c_empty_string;
 }
 
 /* ---- validation --------------------------------------------------------------------- */
