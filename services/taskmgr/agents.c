@@ -43,10 +43,14 @@ static store_script_t s_result = {
         "return 1\n",
 };
 
-/* Power states from a heartbeat onto the VMs placed on that host; only changes are written.
-   KEYS: none. ARGV: host, then name/state pairs. */
-static store_script_t s_power = {
-    .source = "for i = 2, #ARGV, 2 do\n"
+/* A heartbeat in one step: the host's hash and its place in the set of hosts, then the
+   power states onto the VMs placed on that host (only changes are written).
+   KEYS: host hash, hosts set. ARGV: host id, n, n field/value pairs, then name/state pairs. */
+static store_script_t s_beat = {
+    .source = "local n = tonumber(ARGV[2])\n"
+              "redis.call('HSET', KEYS[1], unpack(ARGV, 3, 2 + 2 * n))\n"
+              "redis.call('SADD', KEYS[2], ARGV[1])\n"
+              "for i = 3 + 2 * n, #ARGV, 2 do\n"
               "  local key = 'berth:vm:{' .. ARGV[i] .. '}'\n"
               "  local v = redis.call('HMGET', key, 'host', 'power_state')\n"
               "  if v[1] == ARGV[1] and v[2] ~= ARGV[i + 1] then\n"
@@ -89,20 +93,13 @@ static void s_on_heartbeat(bus_request_t *request, void *arg)
     }
     json_t *domains = json_array();
     size_t ours = 0;
-    const char **argv = calloc(1 + 2 * hb->n_domains, sizeof *argv);
-    int argc = 0;
-    if (argv)
-        argv[argc++] = hb->host->id;
     for (size_t i = 0; i < hb->n_domains; i++) {
         Berth__Domain *d = hb->domains[i];
         json_array_append_new(
             domains, json_pack("{s:s, s:s}", "name", d->name, "power_state", d->power_state));
         /* Only domains named by a Berth id are VMs of ours; a host may run others. */
-        if (argv && util_is_uuid(d->name) && s_valid_id(d->power_state, 32)) {
-            argv[argc++] = d->name;
-            argv[argc++] = d->power_state;
+        if (util_is_uuid(d->name) && s_valid_id(d->power_state, 32))
             ours++;
-        }
     }
     char *domains_text = json_dumps(domains, JSON_COMPACT);
     json_decref(domains);
@@ -115,8 +112,9 @@ static void s_on_heartbeat(bus_request_t *request, void *arg)
     snprintf(disk, sizeof disk, "%lld", (long long)cap->disk_gb);
     snprintf(vms, sizeof vms, "%zu", ours);
     snprintf(seen, sizeof seen, "%lld", (long long)util_now_ms());
-    const char *fields[] = {
-        "HSET",         host_key,
+    const char *head[] = {
+        host_key,       "berth:hosts",
+        hb->host->id,   "12",
         "id",           hb->host->id,
         "name",         hb->host->name && *hb->host->name ? hb->host->name : hb->host->id,
         "agent",        hb->instance,
@@ -130,17 +128,23 @@ static void s_on_heartbeat(bus_request_t *request, void *arg)
         "last_seen_ms", seen,
         "domains",      domains_text ? domains_text : "[]"
     };
-    redisReply *r = store_commandv(store, (int)(sizeof fields / sizeof *fields), fields, NULL);
-    redisReply *s = r ? store_command(store, "SADD berth:hosts %s", hb->host->id) : NULL;
-    redisReply *p = s && argv ? store_eval(store, &s_power, 0, argc, argv) : NULL;
-    int ok = r && s && p && r->type != REDIS_REPLY_ERROR && s->type != REDIS_REPLY_ERROR &&
-             p->type != REDIS_REPLY_ERROR;
+    enum { HEAD = sizeof head / sizeof *head };
+    const char **argv = calloc(HEAD + 2 * ours, sizeof *argv);
+    int argc = HEAD;
+    if (argv) {
+        memcpy(argv, head, sizeof head);
+        for (size_t i = 0; i < hb->n_domains; i++) {
+            Berth__Domain *d = hb->domains[i];
+            if (util_is_uuid(d->name) && s_valid_id(d->power_state, 32)) {
+                argv[argc++] = d->name;
+                argv[argc++] = d->power_state;
+            }
+        }
+    }
+    redisReply *r = argv ? store_eval(store, &s_beat, 2, argc, argv) : NULL;
+    int ok = r && r->type != REDIS_REPLY_ERROR;
     if (r)
         freeReplyObject(r);
-    if (s)
-        freeReplyObject(s);
-    if (p)
-        freeReplyObject(p);
     free(domains_text);
     free(argv);
     if (!ok) {
