@@ -67,10 +67,18 @@ void catalog_create_template(http_req_t *req)
 
 /* ---- hosts ---- */
 
-static int s_cmp_str(const void *a, const void *b)
-{
-    return strcmp(*(const char *const *)a, *(const char *const *)b);
-}
+/* Every host's hash in one step, sorted by id so a listing reads the same every time.
+   KEYS: the hosts set. Hosts in the set but not (or no longer) described are left out. */
+static store_script_t s_all_hosts = {
+    .source = "local ids = redis.call('SMEMBERS', KEYS[1])\n"
+              "table.sort(ids)\n"
+              "local out = {}\n"
+              "for _, id in ipairs(ids) do\n"
+              "  local h = redis.call('HGETALL', 'berth:host:' .. id)\n"
+              "  if #h > 0 then out[#out + 1] = h end\n"
+              "end\n"
+              "return out\n",
+};
 
 /* HGETALL of one host: the reply (caller frees), NULL with the error response set when Redis
    failed. An empty array means the host is unknown. */
@@ -89,43 +97,20 @@ static redisReply *s_host_hash(http_req_t *req, const char *id)
 void catalog_list_hosts(http_req_t *req)
 {
     gateway_t *gw = req->app;
-    redisReply *ids = store_command(req->store, "SMEMBERS berth:hosts");
-    if (!ids || ids->type != REDIS_REPLY_ARRAY) {
-        if (ids)
-            freeReplyObject(ids);
+    const char *argv[] = { "berth:hosts" };
+    redisReply *all = store_eval(req->store, &s_all_hosts, 1, 1, argv);
+    if (!all || all->type != REDIS_REPLY_ARRAY) {
+        if (all)
+            freeReplyObject(all);
         http_error(req, 503, "UNAVAILABLE", "state store unreachable");
         return;
     }
-    /* Sorted by id so that a listing reads the same every time. */
-    const char **sorted = calloc(ids->elements + 1, sizeof *sorted);
-    size_t n = 0;
-    for (size_t i = 0; sorted && i < ids->elements; i++)
-        if (ids->element[i]->type == REDIS_REPLY_STRING && rest_id_ok(ids->element[i]->str))
-            sorted[n++] = ids->element[i]->str;
-    if (!sorted) {
-        freeReplyObject(ids);
-        http_error(req, 500, "INTERNAL", "out of memory");
-        return;
-    }
-    qsort(sorted, n, sizeof *sorted, s_cmp_str);
     json_t *hosts = json_array();
     int64_t now = util_now_ms();
-    int failed = 0;
-    for (size_t i = 0; i < n && !failed; i++) {
-        redisReply *hash = s_host_hash(req, sorted[i]);
-        if (!hash)
-            failed = 1;
-        else if (hash->elements > 0) /* in the set but not (or no longer) described */
-            json_array_append_new(hosts, view_host(hash, now, gw->host_down_ms, 0));
-        if (hash)
-            freeReplyObject(hash);
-    }
-    free(sorted);
-    freeReplyObject(ids);
-    if (failed) {
-        json_decref(hosts);
-        return;
-    }
+    for (size_t i = 0; i < all->elements; i++)
+        if (all->element[i]->type == REDIS_REPLY_ARRAY)
+            json_array_append_new(hosts, view_host(all->element[i], now, gw->host_down_ms, 0));
+    freeReplyObject(all);
     http_json(req, 200, json_pack("{s:o}", "hosts", hosts));
 }
 
