@@ -15,46 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef struct {
-    testenv_redis_t *redis;
-    store_t *store;
-} fixture_t;
-
-static int s_group_setup(void **state)
-{
-    fixture_t *f = calloc(1, sizeof *f);
-    if (!f)
-        return -1;
-    f->redis = testenv_redis_start(0);
-    if (!f->redis) {
-        free(f);
-        return -1;
-    }
-    *state = f;
-    return 0;
-}
-
-static int s_group_teardown(void **state)
-{
-    fixture_t *f = *state;
-    testenv_redis_destroy(&f->redis);
-    free(f);
-    return 0;
-}
-
-static int s_setup(void **state)
-{
-    fixture_t *f = *state;
-    f->store = testenv_store(f->redis, 1);
-    return f->store ? 0 : -1;
-}
-
-static int s_teardown(void **state)
-{
-    fixture_t *f = *state;
-    store_destroy(&f->store);
-    return 0;
-}
+typedef testenv_fixture_t fixture_t;
 
 static registry_entry_t s_entry(const char *service, const char *instance, const char *endpoint)
 {
@@ -275,10 +236,13 @@ static void test_redis_away_and_back(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_register_list_deregister, s_setup, s_teardown),
-        cmocka_unit_test_setup_teardown(test_unrefreshed_instance_expires, s_setup, s_teardown),
-        cmocka_unit_test_setup_teardown(test_expired_hash_is_not_listed, s_setup, s_teardown),
-        cmocka_unit_test_setup_teardown(test_redis_away_and_back, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_register_list_deregister, testenv_setup,
+                                        testenv_teardown),
+        cmocka_unit_test_setup_teardown(test_unrefreshed_instance_expires, testenv_setup,
+                                        testenv_teardown),
+        cmocka_unit_test_setup_teardown(test_expired_hash_is_not_listed, testenv_setup,
+                                        testenv_teardown),
+        cmocka_unit_test_setup_teardown(test_redis_away_and_back, testenv_setup, testenv_teardown),
     };
-    return cmocka_run_group_tests(tests, s_group_setup, s_group_teardown);
+    return cmocka_run_group_tests(tests, testenv_group_setup, testenv_group_teardown);
 }

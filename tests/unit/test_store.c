@@ -15,46 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef struct {
-    testenv_redis_t *redis;
-    store_t *store;
-} fixture_t;
-
-static int s_group_setup(void **state)
-{
-    fixture_t *f = calloc(1, sizeof *f);
-    if (!f)
-        return -1;
-    f->redis = testenv_redis_start(1); /* AOF: data must survive the restart test */
-    if (!f->redis) {
-        free(f);
-        return -1;
-    }
-    *state = f;
-    return 0;
-}
-
-static int s_group_teardown(void **state)
-{
-    fixture_t *f = *state;
-    testenv_redis_destroy(&f->redis);
-    free(f);
-    return 0;
-}
-
-static int s_setup(void **state)
-{
-    fixture_t *f = *state;
-    f->store = testenv_store(f->redis, 1);
-    return f->store ? 0 : -1;
-}
-
-static int s_teardown(void **state)
-{
-    fixture_t *f = *state;
-    store_destroy(&f->store);
-    return 0;
-}
+typedef testenv_fixture_t fixture_t;
 
 static long long s_integer(store_t *store, const char *command, const char *key)
 {
@@ -324,17 +285,20 @@ static void test_frozen_redis_times_out(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_transition_applies_with_right_version, s_setup,
-                                        s_teardown),
-        cmocka_unit_test_setup_teardown(test_transition_refuses_stale_or_wrong_state, s_setup,
-                                        s_teardown),
-        cmocka_unit_test_setup_teardown(test_transition_on_wrong_type_is_an_error, s_setup,
-                                        s_teardown),
-        cmocka_unit_test_setup_teardown(test_transition_after_script_cache_flush, s_setup,
-                                        s_teardown),
-        cmocka_unit_test_setup_teardown(test_command_errors_are_replies, s_setup, s_teardown),
-        cmocka_unit_test_setup_teardown(test_reconnect_after_redis_restart, s_setup, s_teardown),
-        cmocka_unit_test_setup_teardown(test_frozen_redis_times_out, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_transition_applies_with_right_version, testenv_setup,
+                                        testenv_teardown),
+        cmocka_unit_test_setup_teardown(test_transition_refuses_stale_or_wrong_state, testenv_setup,
+                                        testenv_teardown),
+        cmocka_unit_test_setup_teardown(test_transition_on_wrong_type_is_an_error, testenv_setup,
+                                        testenv_teardown),
+        cmocka_unit_test_setup_teardown(test_transition_after_script_cache_flush, testenv_setup,
+                                        testenv_teardown),
+        cmocka_unit_test_setup_teardown(test_command_errors_are_replies, testenv_setup,
+                                        testenv_teardown),
+        cmocka_unit_test_setup_teardown(test_reconnect_after_redis_restart, testenv_setup,
+                                        testenv_teardown),
+        cmocka_unit_test_setup_teardown(test_frozen_redis_times_out, testenv_setup,
+                                        testenv_teardown),
     };
-    return cmocka_run_group_tests(tests, s_group_setup, s_group_teardown);
+    return cmocka_run_group_tests(tests, testenv_group_setup_aof, testenv_group_teardown);
 }

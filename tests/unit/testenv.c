@@ -322,3 +322,50 @@ char *testenv_write_file(const char *dir, const char *name, const char *text)
     }
     return path;
 }
+
+static int s_group_setup(void **state, int aof)
+{
+    testenv_fixture_t *f = calloc(1, sizeof *f);
+    if (!f || !(f->redis = testenv_redis_start(aof))) {
+        free(f);
+        return -1;
+    }
+    *state = f;
+    return 0;
+}
+
+int testenv_group_setup(void **state)
+{
+    return s_group_setup(state, 0);
+}
+
+int testenv_group_setup_aof(void **state)
+{
+    return s_group_setup(state, 1);
+}
+
+int testenv_group_teardown(void **state)
+{
+    testenv_fixture_t *f = *state;
+    if (f) {
+        store_destroy(&f->store);
+        testenv_redis_destroy(&f->redis);
+        free(f);
+    }
+    *state = NULL;
+    return 0;
+}
+
+int testenv_setup(void **state)
+{
+    testenv_fixture_t *f = *state;
+    f->store = testenv_store(f->redis, 1);
+    return f->store ? 0 : -1;
+}
+
+int testenv_teardown(void **state)
+{
+    testenv_fixture_t *f = *state;
+    store_destroy(&f->store);
+    return 0;
+}

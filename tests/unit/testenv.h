@@ -36,6 +36,21 @@ pid_t testenv_redis_pid(testenv_redis_t *self);
    answered PING, after FLUSHALL when flush is set. Caller destroys it. NULL on failure. */
 store_t *testenv_store(testenv_redis_t *self, int flush);
 
+/* The common cmocka fixture: one redis-server for a group of tests, a fresh flushed store
+   for each test. Use testenv_group_setup / testenv_group_setup_aof (data survives
+   testenv_redis_restart) and testenv_group_teardown as group fixtures, testenv_setup and
+   testenv_teardown per test; *state is a testenv_fixture_t. */
+typedef struct {
+    testenv_redis_t *redis;
+    store_t *store;
+} testenv_fixture_t;
+
+int testenv_group_setup(void **state);
+int testenv_group_setup_aof(void **state);
+int testenv_group_teardown(void **state);
+int testenv_setup(void **state);
+int testenv_teardown(void **state);
+
 /* A new empty temporary directory; caller frees the path and removes it with
    testenv_rmtree(). NULL on failure. */
 char *testenv_tmpdir(void);
