@@ -11,7 +11,6 @@ The end-to-end story (request, wait, dispose, usage) is tested elsewhere.
 Run: BERTH_BIN_DIR=build/bin python3 tests/integration/test_cli_basic.py
 """
 
-import importlib.util
 import json
 import os
 import shutil
@@ -24,11 +23,9 @@ import unittest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-# deploy/platform.py shares its name with a standard module: load it by path.
-_spec = importlib.util.spec_from_file_location(
-    "berth_platform", os.path.join(ROOT, "deploy", "platform.py"))
-berth_platform = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(berth_platform)
+# deploy/platform.py, loaded by path once for every test (berth_test.py).
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from berth_test import berth_platform  # noqa: E402
 
 COMMANDS = ["login", "templates", "hosts", "request", "vms", "vm show", "dispose", "task",
             "usage"]

@@ -10,7 +10,6 @@ The test passes when the gateway's /v1/health lists every service of the compose
 Run: BERTH_BIN_DIR=build/bin python3 tests/integration/test_compose.py
 """
 
-import importlib.util
 import os
 import re
 import shutil
@@ -22,11 +21,9 @@ from collections import Counter
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 COMPOSE_FILE = os.path.join(ROOT, "docker-compose.yml")
 
-# deploy/platform.py shares its name with a standard module: load it by path.
-_spec = importlib.util.spec_from_file_location(
-    "berth_platform", os.path.join(ROOT, "deploy", "platform.py"))
-berth_platform = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(berth_platform)
+# deploy/platform.py, loaded by path once for every test (berth_test.py).
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from berth_test import berth_platform  # noqa: E402
 
 try:
     import yaml

@@ -18,7 +18,6 @@ the whole file and the scenarios run in order against it:
 Run: BERTH_BIN_DIR=build/bin python3 tests/integration/test_foundation.py
 """
 
-import importlib.util
 import json
 import os
 import signal
@@ -29,11 +28,9 @@ import unittest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-# deploy/platform.py shares its name with a standard module: load it by path.
-_spec = importlib.util.spec_from_file_location(
-    "berth_platform", os.path.join(ROOT, "deploy", "platform.py"))
-berth_platform = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(berth_platform)
+# deploy/platform.py, loaded by path once for every test (berth_test.py).
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from berth_test import berth_platform  # noqa: E402
 
 HEARTBEAT_MS = 300
 AGENTS = 2
