@@ -7,7 +7,12 @@
     Retries: a caller that timed out resends with the same message id. If this instance
     already answered it, the cached reply is sent again instead of running the handler
     twice. The cache holds two generations that rotate every REPLY_CACHE_MS, which bounds
-    both its age and its size without per-entry timers. */
+    both its age and its size without per-entry timers.
+
+    Deferred replies: a handler that cannot answer yet (a parked poll, work handed to a
+    thread) keeps the request with bus_request_defer() and answers later from the loop. While
+    it is unanswered its message id is in `deferred`, so a resend of it is not run again:
+    it only refreshes the route the answer takes. */
 #include "bus_server.h"
 #include "log.h"
 #include "util.h"
@@ -29,6 +34,7 @@ struct _bus_server_t {
     zhashx_t *handlers;  /* type -> s_handler_t */
     zhashx_t *cache_now; /* message id -> zframe_t reply */
     zhashx_t *cache_old; /* previous generation */
+    zhashx_t *deferred;  /* message id -> bus_request_t kept by a handler, not answered yet */
     int64_t rotated_at;  /* monotonic ms of the last rotation */
     uint64_t handled;
     uint64_t rejected;
@@ -40,6 +46,7 @@ struct _bus_request_t {
     Berth__Envelope *envelope;
     ProtobufCMessage *body; /* unpacked on demand */
     int replied;
+    int deferred; /* kept by its handler (heap copy, listed in server->deferred) */
 };
 
 static void s_handler_free(void **item)
@@ -70,8 +77,10 @@ bus_server_t *bus_server_new(const char *endpoint, const char *sender)
     self->handlers = zhashx_new();
     self->cache_now = s_cache_new();
     self->cache_old = s_cache_new();
+    self->deferred = zhashx_new();
     self->router = zsock_new(ZMQ_ROUTER);
-    if (!self->sender || !self->handlers || !self->cache_now || !self->cache_old || !self->router) {
+    if (!self->sender || !self->handlers || !self->cache_now || !self->cache_old ||
+        !self->deferred || !self->router) {
         bus_server_destroy(&self);
         return NULL;
     }
@@ -94,6 +103,12 @@ void bus_server_destroy(bus_server_t **self_p)
 {
     if (self_p && *self_p) {
         bus_server_t *self = *self_p;
+        /* Requests still deferred outlive the server: their answers go nowhere. */
+        if (self->deferred)
+            for (bus_request_t *r = zhashx_first(self->deferred); r;
+                 r = zhashx_next(self->deferred))
+                r->server = NULL;
+        zhashx_destroy(&self->deferred);
         zsock_destroy(&self->router);
         zhashx_destroy(&self->handlers);
         zhashx_destroy(&self->cache_now);
@@ -177,6 +192,10 @@ static void s_answer(bus_request_t *req, const ProtobufCMessage *body, const cha
     assert(!req->replied);
     req->replied = 1;
     bus_server_t *self = req->server;
+    if (!self)
+        return; /* deferred past the server's end */
+    if (req->deferred)
+        zhashx_delete(self->deferred, req->envelope->message_id);
     char id[UTIL_ID_LEN];
     util_uuid(id);
     envelope_spec_t spec = { .message_id = id,
@@ -222,6 +241,47 @@ void *bus_request_body(bus_request_t *request, const ProtobufCMessageDescriptor 
     return request->body;
 }
 
+bus_request_t *bus_request_defer(bus_request_t *request)
+{
+    assert(!request->replied && !request->deferred);
+    bus_request_t *kept = calloc(1, sizeof *kept);
+    if (!kept)
+        return NULL;
+    *kept = *request;
+    kept->deferred = 1;
+    if (zhashx_insert(request->server->deferred, kept->envelope->message_id, kept) != 0) {
+        free(kept);
+        return NULL;
+    }
+    /* The copy owns identity, envelope and body now; the loop's request is spent. */
+    request->identity = NULL;
+    request->envelope = NULL;
+    request->body = NULL;
+    request->replied = 1;
+    return kept;
+}
+
+void bus_request_destroy(bus_request_t **request_p)
+{
+    if (request_p && *request_p) {
+        bus_request_t *r = *request_p;
+        assert(r->deferred);
+        if (!r->replied && r->server)
+            zhashx_delete(r->server->deferred, r->envelope->message_id);
+        if (r->body)
+            protobuf_c_message_free_unpacked(r->body, NULL);
+        berth__envelope__free_unpacked(r->envelope, NULL);
+        zframe_destroy(&r->identity);
+        free(r);
+        *request_p = NULL;
+    }
+}
+
+size_t bus_server_deferred(bus_server_t *self)
+{
+    return zhashx_size(self->deferred);
+}
+
 /* A request names the service it is meant for; none named means any. */
 static int s_meant_for_us(bus_server_t *self, const char *service)
 {
@@ -258,6 +318,14 @@ void bus_server_recv(bus_server_t *self)
         berth__envelope__free_unpacked(env, NULL);
         return;
     }
+    /* A resend of a request a handler keeps: answer it on the route it came by last. */
+    bus_request_t *kept = zhashx_lookup(self->deferred, env->message_id);
+    if (kept) {
+        zframe_destroy(&kept->identity);
+        kept->identity = identity;
+        berth__envelope__free_unpacked(env, NULL);
+        return;
+    }
     bus_request_t req = { .server = self, .identity = identity, .envelope = env };
     if (env->deadline_ms && env->deadline_ms < util_now_ms()) {
         log_debug(env->request_id, "dropped request past its deadline", "{s:s}", "type", env->type);
@@ -276,6 +344,7 @@ void bus_server_recv(bus_server_t *self)
     }
     if (req.body)
         protobuf_c_message_free_unpacked(req.body, NULL);
-    berth__envelope__free_unpacked(env, NULL);
-    zframe_destroy(&identity);
+    if (req.envelope)
+        berth__envelope__free_unpacked(req.envelope, NULL);
+    zframe_destroy(&req.identity);
 }

@@ -12,7 +12,8 @@
 typedef struct _bus_server_t bus_server_t;
 typedef struct _bus_request_t bus_request_t;
 
-/* Handle one request; must answer with bus_reply() or bus_reply_error() exactly once. */
+/* Handle one request; must answer with bus_reply() or bus_reply_error() exactly once, or
+   keep it with bus_request_defer() and answer it later from the same loop. */
 typedef void(bus_handler_fn)(bus_request_t *request, void *arg);
 
 /* Bind a ROUTER at endpoint ("tcp://127.0.0.1:*" picks a free port). sender is
@@ -42,5 +43,18 @@ const Berth__Envelope *bus_request_envelope(bus_request_t *request);
 void *bus_request_body(bus_request_t *request, const ProtobufCMessageDescriptor *desc);
 void bus_reply(bus_request_t *request, const ProtobufCMessage *body);
 void bus_reply_error(bus_request_t *request, const char *code, const char *message);
+
+/* Keep a request to answer later (a parked poll, work done off the loop): returns the kept
+   request, which the caller answers with bus_reply()/bus_reply_error() on the server's loop
+   and then frees with bus_request_destroy(). Resends of its message id meanwhile are not run
+   again. NULL when out of memory (the request is then still the handler's to answer). */
+bus_request_t *bus_request_defer(bus_request_t *request);
+
+/* Free a kept request, answered or not (an unanswered one is simply dropped: the caller
+   resends or gives up at its deadline). Safe after the server is gone. */
+void bus_request_destroy(bus_request_t **request_p);
+
+/* Requests kept and not answered yet. */
+size_t bus_server_deferred(bus_server_t *self);
 
 #endif

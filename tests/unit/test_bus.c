@@ -158,12 +158,80 @@ static void test_calls_not_waited_for(void **state)
     bus_server_destroy(&loop.server);
 }
 
+/* ---- deferred replies ---- */
+
+typedef struct {
+    bus_server_t *server;
+    volatile int stop;
+    int runs;               /* handler runs */
+    bus_request_t *parked;  /* the request kept, answered on the next poll after park_ms */
+    int64_t answer_at;
+} s_park_t;
+
+static void s_on_park(bus_request_t *request, void *arg)
+{
+    s_park_t *p = arg;
+    p->runs++;
+    p->parked = bus_request_defer(request);
+    assert_non_null(p->parked);
+    p->answer_at = util_mono_ms() + 700; /* well past several client resends (250 ms) */
+}
+
+static void *s_serve_parked(void *arg)
+{
+    s_park_t *p = arg;
+    zpoller_t *poller = zpoller_new(bus_server_socket(p->server), NULL);
+    while (!p->stop) {
+        if (zpoller_wait(poller, 20))
+            bus_server_recv(p->server);
+        if (p->parked && util_mono_ms() >= p->answer_at) {
+            assert_int_equal(bus_server_deferred(p->server), 1);
+            Berth__Status status = BERTH__STATUS__INIT;
+            status.service = "parked";
+            bus_reply(p->parked, &status.base);
+            bus_request_destroy(&p->parked);
+            assert_int_equal(bus_server_deferred(p->server), 0);
+        }
+    }
+    zpoller_destroy(&poller);
+    return NULL;
+}
+
+static void test_deferred_reply(void **state)
+{
+    (void)state;
+    s_park_t p = { .server = bus_server_new("tcp://127.0.0.1:*", "alpha/a-1") };
+    assert_non_null(p.server);
+    bus_server_on(p.server, "Ping", s_on_park, &p);
+    pthread_t thread;
+    assert_int_equal(pthread_create(&thread, NULL, s_serve_parked, &p), 0);
+
+    bus_client_t *client = bus_client_new(NULL, "test/t-3");
+    assert_int_equal(bus_client_pin(client, "alpha", bus_server_endpoint(p.server)), 0);
+    Berth__Ping ping = BERTH__PING__INIT;
+    Berth__Envelope *reply = NULL;
+    int64_t start = util_mono_ms();
+    assert_int_equal(bus_client_call(client, "alpha", &ping.base, NULL, 5000, &reply), 0);
+    assert_null(reply->error);
+    assert_string_equal(reply->type, "Status");
+    assert_true(util_mono_ms() - start >= 600);
+    berth__envelope__free_unpacked(reply, NULL);
+    /* Resent while parked, the request still ran once. */
+    assert_int_equal(p.runs, 1);
+
+    bus_client_destroy(&client);
+    p.stop = 1;
+    pthread_join(thread, NULL);
+    bus_server_destroy(&p.server);
+}
+
 int main(void)
 {
     log_set_level(getenv("BERTH_TEST_DEBUG") ? "debug" : "error");
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_calls_reach_only_the_named_service),
         cmocka_unit_test(test_calls_not_waited_for),
+        cmocka_unit_test(test_deferred_reply),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
