@@ -15,6 +15,7 @@
 #include <sodium.h>
 #include <stdarg.h>
 #include <string.h>
+#include <strings.h>
 
 const char *model_key(char *buf, size_t size, const char *kind, const char *id)
 {
@@ -409,13 +410,33 @@ int model_load(store_t *store, const ProtobufCMessageDescriptor *desc, const cha
 /* ---- transactions ----------------------------------------------------------------------- */
 
 /* Ops: C key field expected | P key n f1 v1 .. fn vn | D key | Z key score member |
-   R key member | S key member | E n f1 v1 ... (XADD to KEYS[1]).
-   All checks run before any write; a failed check names itself in the error. */
+   R key member | S key member | E n f1 v1 ... (XADD to KEYS[1]) |
+   T key field from to version at_ms guard_field guard_value n f1 v1 ... (a transition:
+   from '*' = observed, version '*' = unchecked, '' = absent; see model_tx_transition).
+   All checks run before any write; a failed check names itself in the error. Transitions
+   are checked with the checks and applied after the other writes (the list t). */
 static store_script_t s_tx = {
     .source = "local a, i, n = ARGV, 1, #ARGV\n"
+              "local t = {}\n"
               "while i <= n do\n"
               "  local op = a[i]\n"
-              "  if op == 'C' then\n"
+              "-- transitions: check now, remember for the end --\n"
+              "  if op == 'T' then\n"
+              "    local k, f, from, to, g = a[i+1], a[i+2], a[i+3], a[i+4], a[i+7]\n"
+              "    local h = redis.call('HMGET', k, f, 'version', g ~= '' and g or f)\n"
+              "    local cur, v = h[1] or '', h[2] or ''\n"
+              "    if from ~= '*' then\n"
+              "      if cur ~= from then\n"
+              "        return {err='CONFLICT ' .. k .. ' ' .. f .. ' is ' .. cur} end\n"
+              "      if a[i+5] ~= '*' and v ~= a[i+5] then\n"
+              "        return {err='CONFLICT ' .. k .. ' version is ' .. v} end\n"
+              "      t[#t+1] = {i, (tonumber(v) or 0) + 1, cur}\n"
+              "    elseif cur ~= to and (g == '' or h[3] == a[i+8])\n"
+              "        and redis.call('EXISTS', k) == 1 then\n"
+              "      t[#t+1] = {i, (tonumber(v) or 0) + 1, cur}\n"
+              "    end\n"
+              "    i = i + 10 + 2 * tonumber(a[i+9])\n"
+              "  elseif op == 'C' then\n"
               "    local cur = redis.call('HGET', a[i+1], a[i+2]) or ''\n"
               "    if cur ~= a[i+3] then\n"
               "      return {err='CONFLICT ' .. a[i+1] .. ' ' .. a[i+2] .. ' is ' .. cur} end\n"
@@ -429,6 +450,7 @@ static store_script_t s_tx = {
               "while i <= n do\n"
               "  local op = a[i]\n"
               "  if op == 'C' then i = i + 4\n"
+              "  elseif op == 'T' then i = i + 10 + 2 * tonumber(a[i+9])\n"
               "  elseif op == 'P' then\n"
               "    local cnt = tonumber(a[i+2])\n"
               "    if cnt > 0 then redis.call('HSET', a[i+1], unpack(a, i+3, i+2+2*cnt)) end\n"
@@ -444,12 +466,26 @@ static store_script_t s_tx = {
               "  elseif op == 'S' then redis.call('SADD', a[i+1], a[i+2]); i = i + 3\n"
               "  else return {err='BADOP ' .. tostring(op)} end\n"
               "end\n"
+              "-- transitions: state, version, updated_ms, then the event --\n"
+              "for _, p in ipairs(t) do\n"
+              "  local j = p[1]\n"
+              "  local k = a[j+1]\n"
+              "  redis.call('HSET', k, a[j+2], a[j+4], 'version', p[2], 'updated_ms', a[j+6])\n"
+              "  local ev = {'MAXLEN', '~', '1000000', '*'}\n"
+              "  for x = j + 10, j + 9 + 2 * tonumber(a[j+9]) do ev[#ev+1] = a[x] end\n"
+              "  ev[#ev+1] = 'from'; ev[#ev+1] = p[3]\n"
+              "  ev[#ev+1] = 'version'; ev[#ev+1] = p[2]\n"
+              "  redis.call('XADD', KEYS[1], unpack(ev))\n"
+              "end\n"
               "return 1\n",
 };
 
 struct _model_tx_t {
-    zlistx_t *args; /* char *, the flat ARGV (after KEYS[1] = the event stream) */
-    int failed;     /* out of memory while building */
+    zlistx_t *args;  /* char *, the flat ARGV (after KEYS[1] = the event stream) */
+    int failed;      /* out of memory while building */
+    int refused;     /* asked for what the table or a message does not allow */
+    char error[256]; /* why it was refused (the first reason) */
+    zlistx_t *moved; /* char *, "key field" of each transition added (for put_changed) */
 };
 
 model_tx_t *model_tx_new(void)
@@ -458,11 +494,15 @@ model_tx_t *model_tx_new(void)
     if (!self)
         return NULL;
     self->args = zlistx_new();
-    if (!self->args) {
+    self->moved = zlistx_new();
+    if (!self->args || !self->moved) {
+        zlistx_destroy(&self->args);
+        zlistx_destroy(&self->moved);
         free(self);
         return NULL;
     }
     zlistx_set_destructor(self->args, (zlistx_destructor_fn *)zstr_free);
+    zlistx_set_destructor(self->moved, (zlistx_destructor_fn *)zstr_free);
     return self;
 }
 
@@ -470,6 +510,7 @@ void model_tx_destroy(model_tx_t **self_p)
 {
     if (self_p && *self_p) {
         zlistx_destroy(&(*self_p)->args);
+        zlistx_destroy(&(*self_p)->moved);
         free(*self_p);
         *self_p = NULL;
     }
@@ -583,6 +624,253 @@ void model_tx_event(model_tx_t *self, const char *type, ...)
     va_end(ap);
 }
 
+/* ---- transitions and field masks -------------------------------------------------------- */
+
+static int s_refuse(model_tx_t *self, const char *format, ...)
+    __attribute__((format(printf, 2, 3)));
+static int s_refuse(model_tx_t *self, const char *format, ...)
+{
+    if (!self->refused) {
+        va_list ap;
+        va_start(ap, format);
+        vsnprintf(self->error, sizeof self->error, format, ap);
+        va_end(ap);
+        self->refused = 1;
+    }
+    return MODEL_REFUSED;
+}
+
+const char *model_tx_error(model_tx_t *self)
+{
+    return self->refused ? self->error : NULL;
+}
+
+#define S_EXTRA_MAX  32 /* extra event field/value pairs one transition carries */
+#define S_FIELDS_MAX 64 /* fields of the largest message (Task has 20) */
+
+/* The T op (see s_tx). from NULL = observed; version MODEL_VERSION_ANY = unchecked. extra
+   holds n_extra field/value pairs for the event. The table was checked by the caller. */
+static void s_tx_move(model_tx_t *self, lifecycle_kind_t kind, const char *key, const char *from,
+                      const char *to, int64_t version, const char *guard_field,
+                      const char *guard_value, int n_extra, const char **extra)
+{
+    const lifecycle_kind_info_t *k = lifecycle_kind(kind);
+    const lifecycle_transition_t *row = from ? lifecycle_find(kind, from, to) : NULL;
+    if (!from)
+        for (int s = 0; !row && s < k->n_states; s++)
+            row = lifecycle_find(kind, k->states[s], to);
+    char at[24];
+    snprintf(at, sizeof at, "%lld", (long long)util_now_ms());
+    s_arg(self, "T");
+    s_arg(self, key);
+    s_arg(self, k->field);
+    s_arg(self, from ? from : "*");
+    s_arg(self, to);
+    if (version == MODEL_VERSION_ANY)
+        s_arg(self, "*");
+    else if (version == 0)
+        s_arg(self, "");
+    else
+        s_arg_int(self, version);
+    s_arg(self, at);
+    s_arg(self, guard_field ? guard_field : "");
+    s_arg(self, guard_value ? guard_value : "");
+    s_arg_int(self, 5 + n_extra);
+    s_arg(self, "type");
+    s_arg(self, k->event);
+    s_arg(self, "key");
+    s_arg(self, key);
+    s_arg(self, k->field);
+    s_arg(self, to);
+    s_arg(self, "transition");
+    s_arg(self, row ? row->name : "");
+    s_arg(self, "at_ms");
+    s_arg(self, at);
+    for (int i = 0; i < 2 * n_extra; i++)
+        s_arg(self, extra[i]);
+    char *moved = NULL;
+    if (asprintf(&moved, "%s %s", key, k->field) < 0 || !zlistx_add_end(self->moved, moved)) {
+        free(moved);
+        self->failed = 1;
+    }
+}
+
+/* Collect NULL-terminated field/value pairs; -1 when there are too many or one is odd. */
+static int s_pairs(va_list ap, const char **pairs, int *n)
+{
+    *n = 0;
+    for (const char *f = va_arg(ap, const char *); f; f = va_arg(ap, const char *)) {
+        const char *v = va_arg(ap, const char *);
+        if (*n >= S_EXTRA_MAX)
+            return -1;
+        pairs[2 * *n] = f;
+        pairs[2 * *n + 1] = v ? v : "";
+        (*n)++;
+    }
+    return 0;
+}
+
+int model_tx_transition(model_tx_t *self, lifecycle_kind_t kind, const char *key, const char *from,
+                        const char *to, int64_t version, ...)
+{
+    char error[160];
+    if (!key || !*key)
+        return s_refuse(self, "a transition needs the object's key");
+    if (!from || lifecycle_check(kind, from, to, error, sizeof error) != 0)
+        return s_refuse(self, "cannot change %s: %s", key,
+                        from ? error : "a transition needs the state it starts from");
+    if (version < 0 && version != MODEL_VERSION_ANY)
+        return s_refuse(self, "cannot change %s: version %lld is negative", key,
+                        (long long)version);
+    if (!*from && version != 0)
+        return s_refuse(self, "cannot create %s: a new object has no version yet", key);
+    const char *pairs[2 * S_EXTRA_MAX];
+    int n;
+    va_list ap;
+    va_start(ap, version);
+    int rc = s_pairs(ap, pairs, &n);
+    va_end(ap);
+    if (rc != 0)
+        return s_refuse(self, "cannot change %s: more than %d event fields", key, S_EXTRA_MAX);
+    s_tx_move(self, kind, key, from, to, version, NULL, NULL, n, pairs);
+    return 0;
+}
+
+int model_tx_observe(model_tx_t *self, lifecycle_kind_t kind, const char *key, const char *to,
+                     const char *guard_field, const char *guard_value, ...)
+{
+    char error[160];
+    if (!key || !*key)
+        return s_refuse(self, "an observed state needs the object's key");
+    if (lifecycle_check(kind, NULL, to, error, sizeof error) != 0)
+        return s_refuse(self, "cannot change %s: %s", key, error);
+    if (guard_field && !*guard_field)
+        guard_field = NULL;
+    const char *pairs[2 * S_EXTRA_MAX];
+    int n;
+    va_list ap;
+    va_start(ap, guard_value);
+    int rc = s_pairs(ap, pairs, &n);
+    va_end(ap);
+    if (rc != 0)
+        return s_refuse(self, "cannot change %s: more than %d event fields", key, S_EXTRA_MAX);
+    s_tx_move(self, kind, key, NULL, to, MODEL_VERSION_ANY, guard_field,
+              guard_field ? guard_value : NULL, n, pairs);
+    return 0;
+}
+
+int model_tx_vm_transition(model_tx_t *self, const Berth__Vm *vm, const char *to)
+{
+    char key[MODEL_KEY_MAX], vcpus[24], ram[24], disk[24];
+    const Berth__Resources *f = vm->flavor;
+    if (!vm->id || !*vm->id)
+        return s_refuse(self, "a VM transition needs the VM's id");
+    snprintf(vcpus, sizeof vcpus, "%d", f ? f->vcpus : 0);
+    snprintf(ram, sizeof ram, "%lld", f ? (long long)f->ram_mb : 0LL);
+    snprintf(disk, sizeof disk, "%lld", f ? (long long)f->disk_gb : 0LL);
+    return model_tx_transition(self, LIFECYCLE_VM, model_key(key, sizeof key, "vm", vm->id),
+                               vm->state ? vm->state : "", to, vm->version, "vm", vm->id, "owner",
+                               vm->owner, "vcpus", vcpus, "ram_mb", ram, "disk_gb", disk, "host",
+                               vm->host, "template", vm->template_, NULL);
+}
+
+/* 1 when f is a field only transitions write: the state field of a kind kept in this
+   message's object, or the version. */
+static int s_owned(const ProtobufCMessageDescriptor *d, const char *field)
+{
+    if (streq(field, "version"))
+        return 1;
+    for (int kind = 0; kind < LIFECYCLE_KIND_LAST; kind++) {
+        const lifecycle_kind_info_t *k = lifecycle_kind(kind);
+        if (strcasecmp(k->object, d->short_name) == 0 && streq(k->field, field))
+            return 1;
+    }
+    return 0;
+}
+
+/* A transition of key's field (or, for "version", of any field of key) is in this tx. */
+static int s_moved(model_tx_t *self, const char *key, const char *field)
+{
+    size_t len = strlen(key);
+    for (const char *m = zlistx_first(self->moved); m; m = zlistx_next(self->moved))
+        if (strncmp(m, key, len) == 0 && m[len] == ' ' &&
+            (streq(field, "version") || streq(m + len + 1, field)))
+            return 1;
+    return 0;
+}
+
+/* One P op writing the n fields of msg listed in fields. */
+static void s_put_some(model_tx_t *self, const char *key, const ProtobufCMessage *msg,
+                       const ProtobufCFieldDescriptor **fields, int n)
+{
+    s_arg(self, "P");
+    s_arg(self, key);
+    s_arg_int(self, n);
+    for (int i = 0; i < n; i++) {
+        char *text = s_field_text(msg, fields[i]);
+        if (!text)
+            self->failed = 1;
+        s_arg(self, fields[i]->name);
+        s_arg(self, text);
+        free(text);
+    }
+}
+
+void model_tx_put_fields(model_tx_t *self, const char *key, const ProtobufCMessage *msg,
+                         const char *field, ...)
+{
+    const ProtobufCMessageDescriptor *d = msg->descriptor;
+    const ProtobufCFieldDescriptor *fields[S_FIELDS_MAX];
+    assert(d->n_fields <= S_FIELDS_MAX);
+    int n = 0;
+    va_list ap;
+    va_start(ap, field);
+    for (const char *name = field; name; name = va_arg(ap, const char *)) {
+        const ProtobufCFieldDescriptor *f =
+            protobuf_c_message_descriptor_get_field_by_name(d, name);
+        if (!f)
+            s_refuse(self, "cannot write %s: %s has no field '%s'", key, d->short_name, name);
+        else if (s_owned(d, name))
+            s_refuse(self, "cannot write %s: '%s' of a %s changes only through a transition", key,
+                     name, d->short_name);
+        else if (n < (int)d->n_fields)
+            fields[n++] = f;
+    }
+    va_end(ap);
+    if (!self->refused && n > 0)
+        s_put_some(self, key, msg, fields, n);
+}
+
+void model_tx_put_changed(model_tx_t *self, const char *key, const ProtobufCMessage *before,
+                          const ProtobufCMessage *after)
+{
+    const ProtobufCMessageDescriptor *d = after->descriptor;
+    if (before->descriptor != d) {
+        s_refuse(self, "cannot write %s: a %s compared with a %s", key, d->short_name,
+                 before->descriptor->short_name);
+        return;
+    }
+    const ProtobufCFieldDescriptor *fields[S_FIELDS_MAX];
+    assert(d->n_fields <= S_FIELDS_MAX);
+    int n = 0;
+    for (unsigned i = 0; i < d->n_fields; i++) {
+        const ProtobufCFieldDescriptor *f = &d->fields[i];
+        char *was = s_field_text(before, f), *now = s_field_text(after, f);
+        int changed = !was || !now || strcmp(was, now) != 0;
+        free(was);
+        free(now);
+        if (!changed)
+            continue;
+        if (!s_owned(d, f->name))
+            fields[n++] = f;
+        else if (!s_moved(self, key, f->name))
+            s_refuse(self, "cannot write %s: '%s' of a %s changes only through a transition", key,
+                     f->name, d->short_name);
+    }
+    if (!self->refused && n > 0)
+        s_put_some(self, key, after, fields, n);
+}
+
 void model_tx_vm_event(model_tx_t *tx, const Berth__Vm *vm)
 {
     char key[MODEL_KEY_MAX], version[24], vcpus[24], ram[24], disk[24], at[24];
@@ -600,6 +888,12 @@ void model_tx_vm_event(model_tx_t *tx, const Berth__Vm *vm)
 
 int model_tx_commit(model_tx_t *self, store_t *store, const char **why)
 {
+    if (self->refused) {
+        if (why)
+            *why = self->error;
+        log_debug(NULL, "transaction refused", "{s:s}", "reason", self->error);
+        return MODEL_REFUSED;
+    }
     if (self->failed)
         return -1;
     size_t n = zlistx_size(self->args);

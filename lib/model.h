@@ -5,12 +5,18 @@
 #define BERTH_MODEL_H
 
 #include "berth.pb-c.h"
+#include "lifecycle.h"
 #include "store.h"
 
 #include <jansson.h>
 
 #define MODEL_NOT_FOUND 1 /* model_load: no such key */
 #define MODEL_CONFLICT  2 /* model_tx_commit: a check failed, nothing was written */
+#define MODEL_REFUSED                                                                              \
+    3 /* model_tx_*: the lifecycle table or the message does not allow what                        \
+         the transaction asks (model_tx_error says what); nothing is sent */
+
+#define MODEL_VERSION_ANY (-1) /* model_tx_transition: do not check the version */
 
 /* Key of an object: model_key(buf, "vm", id) -> "berth:vm:{id}" for the kinds whose keys carry
    a hash tag (vm, task, request, claim, usage), "berth:<kind>:<id>" for the others. */
@@ -48,7 +54,9 @@ void model_tx_destroy(model_tx_t **self_p);
 void model_tx_check(model_tx_t *self, const char *key, const char *field, const char *expected);
 /* Check the object's version (0 = the key does not exist yet). */
 void model_tx_check_version(model_tx_t *self, const char *key, int64_t version);
-/* Write every field of msg into the hash at key (fields not in msg are left alone). */
+/* Write every field of msg into the hash at key: for an object this transaction creates
+   (with a transition from "" or model_tx_check_version(tx, key, 0)). An existing object is
+   written with model_tx_put_fields or model_tx_put_changed, below. */
 void model_tx_put(model_tx_t *self, const char *key, const ProtobufCMessage *msg);
 void model_tx_hset(model_tx_t *self, const char *key, const char *field, const char *value);
 void model_tx_del(model_tx_t *self, const char *key);
@@ -58,11 +66,71 @@ void model_tx_sadd(model_tx_t *self, const char *key, const char *member);
 /* Append an event to STORE_EVENTS: type plus field/value pairs (NULL-terminated list). */
 void model_tx_event(model_tx_t *self, const char *type, ...);
 
+/* ---- transitions and field masks ------------------------------------------------------
+   How a state changes (docs/state.md, "Lifecycle"):
+
+       model_tx_t *tx = model_tx_new();
+       if (!tx) ...
+       // PROVISIONING -> ACTIVE, if Redis still holds PROVISIONING at the version read:
+       model_tx_vm_transition(tx, vm, "ACTIVE");
+       // and the other fields this step changes, only those:
+       model_tx_put_fields(tx, key, &vm->base, "fault", "lease", NULL);
+       rc = model_tx_commit(tx, store, &why);  // 0, MODEL_CONFLICT (read again), MODEL_REFUSED
+
+   A transition is checked against the lifecycle table (lib/lifecycle.h) when it is added:
+   one the table does not allow makes the whole transaction refused (MODEL_REFUSED from the
+   call and from model_tx_commit, model_tx_error says why) and nothing is ever sent. In
+   Redis, in the same step as the other checks, the stored state must still be `from` and
+   the version the one read; then the state is written, the object's version becomes the
+   stored one plus one, updated_ms becomes now, and the event is appended with
+   `type <kind event> key <key> <field> <to> transition <name> at_ms <now> from <old>
+   version <new>` plus the caller's fields. Several transitions of one object in one
+   transaction bump its version once. The transitions of a transaction are applied after
+   its other writes, so a put in the same transaction never undoes them. */
+
+/* Move the kind's state of the object at key from `from` ("" = the object does not exist
+   yet: this creates it) to `to`, if the stored version is `version` (0 = absent,
+   MODEL_VERSION_ANY = do not check). Extra event fields follow as NULL-terminated
+   field/value pairs. 0, or MODEL_REFUSED when the table does not allow it. */
+int model_tx_transition(model_tx_t *self, lifecycle_kind_t kind, const char *key, const char *from,
+                        const char *to, int64_t version, ...);
+
+/* The VM case: vm as read (its state and version are what Redis must still hold), with any
+   field this step also changes already set (its host, flavor, owner and template go into
+   the vm.state event the meter reads). 0 or MODEL_REFUSED. */
+int model_tx_vm_transition(model_tx_t *self, const Berth__Vm *vm, const char *to);
+
+/* An observed state (power: as the host reports it): whatever the state is now, make it
+   `to`. Nothing is written, and no event or version bump happens, when the object does not
+   exist, when guard_field (NULL = no guard) does not hold guard_value (a heartbeat writes
+   only VMs placed on its host), or when the state already is `to`; none of these fails
+   the transaction. Extra event fields as for model_tx_transition. 0 or MODEL_REFUSED. */
+int model_tx_observe(model_tx_t *self, lifecycle_kind_t kind, const char *key, const char *to,
+                     const char *guard_field, const char *guard_value, ...);
+
+/* Write only the named fields of msg (a NULL-terminated list of proto field names) into
+   the hash at key; every other field keeps what Redis holds, so a copy read earlier never
+   overwrites a fresher field (a power state reported meanwhile). A name msg does not have,
+   a state field (those change through transitions) or `version` refuses the transaction. */
+void model_tx_put_fields(model_tx_t *self, const char *key, const ProtobufCMessage *msg,
+                         const char *field, ...);
+
+/* Write the fields where after differs from before (the same message as read, and as the
+   caller changed it). State fields and `version` are left to a transition of this key in
+   the same transaction; changed without one, they refuse the transaction. */
+void model_tx_put_changed(model_tx_t *self, const char *key, const ProtobufCMessage *before,
+                          const ProtobufCMessage *after);
+
+/* Why the transaction was refused, or NULL. Borrowed; lives as long as the transaction. */
+const char *model_tx_error(model_tx_t *self);
+
 /* Run the checks; if all hold, the writes and events, atomically. 0, MODEL_CONFLICT (with
- *why, static, saying which check failed when why is non-NULL), or -1 when Redis failed. */
+ *why, static, saying which check failed when why is non-NULL), MODEL_REFUSED (nothing was
+ sent; *why = model_tx_error), or -1 when Redis failed. */
 int model_tx_commit(model_tx_t *self, store_t *store, const char **why);
 
-/* The single-object case of a transaction: if hash `key` has state == expected_state ("" =
+/* The unchecked primitive under transitions (states not in the lifecycle table; kept for
+   the store's own tests): if hash `key` has state == expected_state ("" =
    absent) and version == expected_version (0 = absent), set state := new_state,
    version += 1 and the field/value pairs, and append {type: event, key, state, version,
    fields...} to STORE_EVENTS. 0 (and *new_version), MODEL_CONFLICT, or -1 (Redis). */
@@ -72,7 +140,8 @@ int model_transition(store_t *store, const char *key, const char *expected_state
 
 /* ---- helpers every service uses --------------------------------------------------------- */
 
-/* Event for a VM's new state (docs/state.md), added to tx. vm must carry the new state. */
+/* Event for a VM's new state (docs/state.md), added to tx. vm must carry the new state.
+   Superseded by model_tx_vm_transition, which also checks the table and bumps the version. */
 void model_tx_vm_event(model_tx_t *tx, const Berth__Vm *vm);
 
 #endif
