@@ -2,13 +2,14 @@
 
     Creating a request writes, in one model_tx: the Request, one Vm per machine asked for,
     and, when the template needs no approval, one PROVISION Task per VM queued in
-    berth:tasks:due, plus the vm.state / task.state / request.state events. Either all of it
-    exists or none of it does, so a crash or a lost Redis connection never leaves VMs
-    without their request or tasks without their VM.
+    berth:tasks:due. Each object is born by a transition from "" (lib/lifecycle.c), which
+    writes its vm.state / task.state / request.state event. Either all of it exists or none
+    of it does, so a crash or a lost Redis connection never leaves VMs without their request
+    or tasks without their VM.
 
-    Deciding re-reads the request and its VMs and writes the new states under version
-    checks: if another approval instance decided meanwhile, the transaction fails, the
-    request is read again and the answer follows what was actually decided.
+    Deciding re-reads the request and its VMs and moves them with transitions that check the
+    state and version read: if another approval instance decided meanwhile, the transaction
+    fails, the request is read again and the answer follows what was actually decided.
 
     Idempotency keys live in the hash berth:idem:<owner>:<key> (fields request, expires_ms).
     The transaction checks that the key still holds what was read before, so two calls
@@ -96,20 +97,20 @@ static void s_lower_id(char out[UTIL_ID_LEN], const char *id)
     out[UTIL_ID_LEN - 1] = '\0';
 }
 
-/* Queue the provision task of VM i in batch b: the task, its due entry, its event, and the
-   VM's task field. The taskmgr takes due tasks from berth:tasks:due on its own. */
+/* Queue the provision task of VM i in batch b: the task (created by its transition, which
+   writes its event), its due entry, and the VM's task field. The taskmgr takes due tasks
+   from berth:tasks:due on its own. */
 static void s_tx_provision(model_tx_t *tx, s_batch_t *b, size_t i, const char *trace_id,
                            int64_t now)
 {
     Berth__Vm *vm = &b->vms[i];
     Berth__Task *t = &b->tasks[i];
-    char key[MODEL_KEY_MAX], at[24];
+    char key[MODEL_KEY_MAX];
     util_uuid(b->task_ids[i]);
     b->task_refs[i] = b->task_ids[i];
     berth__task__init(t);
     t->id = b->task_ids[i];
     t->kind = "PROVISION";
-    t->state = "QUEUED";
     t->stage = "queued";
     t->percent = 0;
     t->target = vm->id;
@@ -117,25 +118,14 @@ static void s_tx_provision(model_tx_t *tx, s_batch_t *b, size_t i, const char *t
     t->request_id = (char *)(trace_id ? trace_id : "");
     t->created_ms = now;
     t->updated_ms = now;
-    t->version = 1;
     vm->task = t->id;
     model_key(key, sizeof key, "task", t->id);
-    snprintf(at, sizeof at, "%lld", (long long)now);
-    model_tx_check_version(tx, key, 0);
+    model_tx_transition(tx, LIFECYCLE_TASK, key, "", "QUEUED", 0, "task", t->id, "stage", t->stage,
+                        NULL);
+    t->state = "QUEUED";
+    t->version = 1;
     model_tx_put(tx, key, &t->base);
     model_tx_zadd(tx, S_DUE, 0, t->id);
-    model_tx_event(tx, "task.state", "key", key, "task", t->id, "state", t->state, "stage",
-                   t->stage, "at_ms", at, NULL);
-}
-
-static void s_tx_request_event(model_tx_t *tx, const Berth__Request *req, int64_t now)
-{
-    char key[MODEL_KEY_MAX], version[24], at[24];
-    model_key(key, sizeof key, "request", req->id);
-    snprintf(version, sizeof version, "%lld", (long long)req->version);
-    snprintf(at, sizeof at, "%lld", (long long)now);
-    model_tx_event(tx, "request.state", "key", key, "request", req->id, "state", req->state,
-                   "version", version, "at_ms", at, NULL);
 }
 
 /* What the idempotency key at idem_key says. 1: it names a live request, answered in
@@ -231,7 +221,6 @@ int requests_create(store_t *store, const policy_t *policy, const Berth__CreateR
 
     /* The template must still be there when the transaction runs. */
     model_tx_check(tx, model_key(key, sizeof key, "template", tmpl->id), "id", tmpl->id);
-    model_tx_check_version(tx, model_key(key, sizeof key, "request", req_id), 0);
     for (size_t i = 0; i < b.n; i++) {
         Berth__Vm *vm = &b.vms[i];
         Berth__Resources *flavor = &b.flavors[i];
@@ -248,7 +237,6 @@ int requests_create(store_t *store, const policy_t *policy, const Berth__CreateR
         flavor->disk_gb = tmpl->disk_gb;
         vm->id = b.vm_ids[i];
         vm->name = b.names[i];
-        vm->state = (char *)vm_state;
         vm->power_state = "NOSTATE";
         vm->template_ = tmpl->id;
         vm->owner = msg->owner;
@@ -259,19 +247,19 @@ int requests_create(store_t *store, const policy_t *policy, const Berth__CreateR
         vm->lease_days = tmpl->lease_days;
         vm->created_ms = now;
         vm->updated_ms = now;
-        vm->version = 1;
         if (approved)
             s_tx_provision(tx, &b, i, trace_id, now);
-        model_key(key, sizeof key, "vm", vm->id);
-        model_tx_check_version(tx, key, 0);
-        model_tx_put(tx, key, &vm->base);
+        /* Born by its transition (state "" at version 0), then written whole. */
+        model_tx_vm_transition(tx, vm, vm_state);
+        vm->state = (char *)vm_state;
+        vm->version = 1;
+        model_tx_put(tx, model_key(key, sizeof key, "vm", vm->id), &vm->base);
         model_tx_zadd(tx, S_VMS, now, vm->id);
-        model_tx_vm_event(tx, vm);
     }
     model_key(key, sizeof key, "request", req_id);
+    model_tx_transition(tx, LIFECYCLE_REQUEST, key, "", req.state, 0, "request", req_id, NULL);
     model_tx_put(tx, key, &req.base);
     model_tx_zadd(tx, S_REQUESTS, now, req_id);
-    s_tx_request_event(tx, &req, now);
     if (keyed) {
         char expires[24];
         snprintf(expires, sizeof expires, "%lld", (long long)(now + policy->idempotency_ttl_ms));
@@ -279,7 +267,10 @@ int requests_create(store_t *store, const policy_t *policy, const Berth__CreateR
         model_tx_hset(tx, idem_key, "request", req_id);
         model_tx_hset(tx, idem_key, "expires_ms", expires);
     }
-    int rc = model_tx_commit(tx, store, NULL);
+    const char *why = NULL;
+    int rc = model_tx_commit(tx, store, &why);
+    if (rc == MODEL_REFUSED)
+        fault_set(fault, "INTERNAL", "%s", why);
     model_tx_destroy(&tx);
     if (rc == 0) {
         if (keyed) {
@@ -297,6 +288,8 @@ int requests_create(store_t *store, const policy_t *policy, const Berth__CreateR
     }
     s_batch_free(&b);
     protobuf_c_message_free_unpacked(&tmpl->base, NULL);
+    if (rc == MODEL_REFUSED)
+        return -1;
     if (rc == MODEL_CONFLICT && keyed) {
         /* Another call with the same key won the race: answer what it created. */
         int found = s_idem_lookup(store, idem_key, util_now_ms(), held, request_p, fault);
@@ -383,34 +376,33 @@ static int s_decide(store_t *store, const Berth__DecideRequest *msg, const Berth
             next.n_tasks = b.n;
             next.tasks = b.task_refs;
         }
-        model_key(key, sizeof key, "request", req->id);
-        model_tx_check_version(tx, key, req->version);
-        model_tx_check(tx, key, "state", "PENDING_APPROVAL");
+        /* Each VM and the request move from PENDING_APPROVAL at the version read; only the
+           fields the decision changes are written besides. */
         for (size_t i = 0; i < b.n; i++) {
             Berth__Vm *vm = &b.vms[i];
             *vm = *loaded[i]; /* shallow: the strings stay loaded[i]'s */
+            model_tx_vm_transition(tx, loaded[i], msg->approve ? "PROVISIONING" : "REJECTED");
             vm->state = msg->approve ? "PROVISIONING" : "REJECTED";
             vm->version = loaded[i]->version + 1;
             vm->updated_ms = now;
             if (msg->approve)
                 s_tx_provision(tx, &b, i, trace_id, now);
-            char version[24];
-            snprintf(version, sizeof version, "%lld", (long long)loaded[i]->version);
-            model_key(key, sizeof key, "vm", vm->id);
-            model_tx_check(tx, key, "version", version);
-            model_tx_check(tx, key, "state", "PENDING_APPROVAL");
-            model_tx_put(tx, key, &vm->base);
-            model_tx_vm_event(tx, vm);
+            model_tx_put_changed(tx, model_key(key, sizeof key, "vm", vm->id), &loaded[i]->base,
+                                 &vm->base);
         }
         model_key(key, sizeof key, "request", req->id);
-        model_tx_put(tx, key, &next.base);
-        s_tx_request_event(tx, &next, now);
-        rc = model_tx_commit(tx, store, NULL);
+        model_tx_transition(tx, LIFECYCLE_REQUEST, key, req->state, next.state, req->version,
+                            "request", req->id, NULL);
+        model_tx_put_changed(tx, key, &req->base, &next.base);
+        const char *why = NULL;
+        rc = model_tx_commit(tx, store, &why);
         if (rc == 0) {
             *request_p = s_clone(&next);
             if (!*request_p)
                 rc = fault_set(fault, "INTERNAL", "out of memory");
-        } else if (rc != MODEL_CONFLICT)
+        } else if (rc == MODEL_REFUSED)
+            rc = fault_set(fault, "INTERNAL", "%s", why);
+        else if (rc != MODEL_CONFLICT)
             rc = fault_store(fault, store);
     }
     model_tx_destroy(&tx);
