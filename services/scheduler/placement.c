@@ -13,7 +13,10 @@
     operator can tell "everything is down" from "nothing has the RAM".
 
     Claims: berth:claim:{<vm>} = host vcpus ram_mb disk_gb, and the host's used_* fields are
-    the sums of its claims. Only the two scripts below write either, always together. */
+    the sums of its claims. Only the two scripts below write either, always together, and in
+    the same step bump the host's version and append a host.usage event (docs/state.md), as
+    model_tx does for every other state write: a claim checks capacity and writes in one step,
+    which a model_tx cannot express, so these scripts keep that step and its bookkeeping. */
 #include "placement.h"
 #include "log.h"
 #include "model.h"
@@ -75,13 +78,22 @@ static store_script_t s_load_script = {
               "return out\n",
 };
 
-/* The claim. KEYS: claim, target host, the host the claim is on now (= target when none).
-   ARGV: host id, vcpus, ram_mb, disk_gb, now_ms, host_timeout_ms, ram/cpu/disk ratios, the
-   host the caller saw the claim on ('' = no claim). The same checks as the filters, then
-   the increments and the claim, in one step. Moving a claim off a host the caller now
-   excludes gives the old host its share back in the same step. */
+/* The claim. KEYS: claim, target host, the host the claim is on now (= target when none),
+   the event stream. ARGV: host id, vcpus, ram_mb, disk_gb, now_ms, host_timeout_ms,
+   ram/cpu/disk ratios, the host the caller saw the claim on ('' = no claim), vm id. The
+   same checks as the filters, then the increments and the claim, in one step. Moving a
+   claim off a host the caller now excludes gives the old host its share back in the same
+   step. Each host whose usage changed gets its version bumped and a host.usage event. */
 static store_script_t s_claim_script = {
     .source =
+        "local function usage(key, host, change)\n"
+        "  local u = redis.call('HMGET', key, 'used_vcpus', 'used_ram_mb', 'used_disk_gb')\n"
+        "  local v = redis.call('HINCRBY', key, 'version', 1)\n"
+        "  redis.call('XADD', KEYS[4], 'MAXLEN', '~', '1000000', '*', 'type', 'host.usage',\n"
+        "    'key', key, 'host', host, 'vm', ARGV[11], 'change', change, 'used_vcpus',\n"
+        "    u[1] or '0', 'used_ram_mb', u[2] or '0', 'used_disk_gb', u[3] or '0',\n"
+        "    'version', v, 'at_ms', ARGV[5])\n"
+        "end\n"
         "local cur = redis.call('HGET', KEYS[1], 'host') or ''\n"
         "if cur ~= ARGV[10] then return {'CHANGED', cur} end\n"
         "local h = redis.call('HMGET', KEYS[2], 'state', 'last_seen_ms', 'cap_vcpus',\n"
@@ -103,16 +115,19 @@ static store_script_t s_claim_script = {
         "    if n(old[j]) > 0 and redis.call('HINCRBY', KEYS[3], f[j], '-' .. old[j]) < 0 then\n"
         "      redis.call('HSET', KEYS[3], f[j], 0) end\n"
         "  end\n"
+        "  usage(KEYS[3], cur, 'release')\n"
         "end\n"
         "local u = {}\n"
         "for j = 1, 3 do u[j] = redis.call('HINCRBY', KEYS[2], f[j], ARGV[j + 1]) end\n"
         "redis.call('HSET', KEYS[1], 'host', ARGV[1], 'vcpus', ARGV[2], 'ram_mb', ARGV[3],\n"
         "  'disk_gb', ARGV[4])\n"
+        "usage(KEYS[2], ARGV[1], 'claim')\n"
         "return {'OK', u[1], u[2], u[3]}\n",
 };
 
-/* The release. KEYS: claim, the host the caller read from it. ARGV: that host's id.
-   Gives back exactly what the claim holds (never below zero) and deletes the claim. */
+/* The release. KEYS: claim, the host the caller read from it, the event stream. ARGV: that
+   host's id, vm id, now_ms. Gives back exactly what the claim holds (never below zero),
+   bumps the host's version with a host.usage event, and deletes the claim. */
 static store_script_t s_release_script = {
     .source = "local c = redis.call('HMGET', KEYS[1], 'host', 'vcpus', 'ram_mb', 'disk_gb')\n"
               "if not c[1] then return 'NONE' end\n"
@@ -125,6 +140,12 @@ static store_script_t s_release_script = {
               "       and redis.call('HINCRBY', KEYS[2], f[j], '-' .. v) < 0 then\n"
               "      redis.call('HSET', KEYS[2], f[j], 0) end\n"
               "  end\n"
+              "  local u = redis.call('HMGET', KEYS[2], f[1], f[2], f[3])\n"
+              "  local v = redis.call('HINCRBY', KEYS[2], 'version', 1)\n"
+              "  redis.call('XADD', KEYS[3], 'MAXLEN', '~', '1000000', '*', 'type',\n"
+              "    'host.usage', 'key', KEYS[2], 'host', ARGV[1], 'vm', ARGV[2], 'change',\n"
+              "    'release', 'used_vcpus', u[1] or '0', 'used_ram_mb', u[2] or '0',\n"
+              "    'used_disk_gb', u[3] or '0', 'version', v, 'at_ms', ARGV[3])\n"
               "end\n"
               "redis.call('DEL', KEYS[1])\n"
               "return 'RELEASED'\n",
@@ -345,10 +366,10 @@ static int s_claim(placement_t *self, const char *vm, s_host_t *h, const Berth__
     snprintf(now_text, sizeof now_text, "%lld", (long long)now);
     snprintf(timeout, sizeof timeout, "%lld", (long long)self->config.host_timeout_ms);
     const char *argv[] = {
-        claim_key, host_key, prev_key,        h->id,           vcpus,           ram,     disk,
-        now_text,  timeout,  self->ratios[0], self->ratios[1], self->ratios[2], previous
+        claim_key, host_key, prev_key,        STORE_EVENTS,    h->id,           vcpus,    ram, disk,
+        now_text,  timeout,  self->ratios[0], self->ratios[1], self->ratios[2], previous, vm
     };
-    redisReply *r = store_eval(self->store, &s_claim_script, 3, 13, argv);
+    redisReply *r = store_eval(self->store, &s_claim_script, 4, 15, argv);
     if (!r)
         return -1;
     int rc = -1;
@@ -529,8 +550,10 @@ int placement_release(placement_t *self, const char *vm, int *released, char *er
         memcpy(host, r->str, r->len + 1);
         freeReplyObject(r);
         model_key(host_key, sizeof host_key, "host", host);
-        const char *argv[] = { claim_key, host_key, host };
-        r = store_eval(self->store, &s_release_script, 2, 3, argv);
+        char now[24];
+        snprintf(now, sizeof now, "%lld", (long long)util_now_ms());
+        const char *argv[] = { claim_key, host_key, STORE_EVENTS, host, vm, now };
+        r = store_eval(self->store, &s_release_script, 3, 6, argv);
         if (!r)
             return -1;
         int verdict = r->type != REDIS_REPLY_STRING     ? -1
