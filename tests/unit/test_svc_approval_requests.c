@@ -605,6 +605,11 @@ static void test_approval_required_then_approved(void **state)
         s_free(task);
         s_free(vm);
     }
+    /* Each move names its row of the lifecycle table and the state it left. */
+    assert_int_equal(s_events("vm.state", "PROVISIONING", "transition", "approve"), 2);
+    assert_int_equal(s_events("vm.state", "PROVISIONING", "from", "PENDING_APPROVAL"), 2);
+    assert_int_equal(s_events("request.state", "APPROVED", "transition", "approve"), 1);
+    assert_int_equal(s_events("task.state", "QUEUED", "transition", "queue"), 2);
 
     /* Approving again answers the same request and creates nothing. */
     snapshot_t before = s_snapshot();
@@ -644,6 +649,7 @@ static void test_rejected_builds_nothing(void **state)
     assert_int_equal(s_int("ZCARD", "berth:tasks:due"), 0);
     assert_int_equal(s_events("vm.state", "REJECTED", "vm", req->vms[0]), 1);
     assert_int_equal(s_events("request.state", "REJECTED", "request", req->id), 1);
+    assert_int_equal(s_events("vm.state", "REJECTED", "transition", "reject"), 1);
     assert_int_equal(s_events("task.state", NULL, NULL, NULL), 0);
     redisReply *r = store_command(s_store, "KEYS berth:task:*");
     assert_non_null(r);
