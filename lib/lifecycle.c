@@ -196,12 +196,12 @@ int lifecycle_markdown(FILE *out)
             "edit the table, not this section) -->\n",
             LIFECYCLE_DOC_BEGIN);
     fprintf(out, "## Lifecycle\n\n"
-                 "Every state below is written only through `model_tx_transition` (or "
-                 "`model_tx_observe` for\nobserved states): the table is checked before "
-                 "anything is sent, Redis checks that the stored\nstate (and version) is still "
-                 "the one read, the object's `version` goes up by one and the event\nis "
-                 "appended, all in one step. A transition's event carries `transition <name>`, "
-                 "`from`, the\nnew state, `version` and `at_ms`.\n");
+                 "The states, and the only moves between them. `model_tx_transition` (and "
+                 "`model_tx_observe` for\nobserved states, lib/model.h) refuses a move that is "
+                 "not below before anything is sent;\nthen, in one step, Redis checks that the "
+                 "stored state (and version) is still the one read, the\nobject's `version` "
+                 "goes up by one and the event is appended. A transition's event carries\n"
+                 "`transition <name>`, `from`, the new state, `version` and `at_ms`.\n");
     for (int kind = 0; kind < LIFECYCLE_KIND_LAST; kind++) {
         const lifecycle_kind_info_t *k = &s_kinds[kind];
         int observed = lifecycle_observed(kind);

@@ -91,7 +91,9 @@ void model_tx_event(model_tx_t *self, const char *type, ...);
 /* Move the kind's state of the object at key from `from` ("" = the object does not exist
    yet: this creates it) to `to`, if the stored version is `version` (0 = absent,
    MODEL_VERSION_ANY = do not check). Extra event fields follow as NULL-terminated
-   field/value pairs. 0, or MODEL_REFUSED when the table does not allow it. */
+   field/value pairs. 0, or MODEL_REFUSED when the table does not allow it; from == to is
+   no transition and is refused too (an observed state that may be unchanged is written
+   with model_tx_observe, which then writes nothing). */
 int model_tx_transition(model_tx_t *self, lifecycle_kind_t kind, const char *key, const char *from,
                         const char *to, int64_t version, ...);
 
