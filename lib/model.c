@@ -774,6 +774,15 @@ int model_tx_vm_transition(model_tx_t *self, const Berth__Vm *vm, const char *to
                                vm->host, "template", vm->template_, NULL);
 }
 
+int model_tx_vm_power(model_tx_t *self, const char *vm_id, const char *host, const char *power)
+{
+    char key[MODEL_KEY_MAX];
+    if (!vm_id || !*vm_id || !host || !*host)
+        return s_refuse(self, "a VM's power state needs the VM's id and its host");
+    return model_tx_observe(self, LIFECYCLE_POWER, model_key(key, sizeof key, "vm", vm_id), power,
+                            "host", host, "vm", vm_id, "host", host, NULL);
+}
+
 /* 1 when f is a field only transitions write: the state field of a kind kept in this
    message's object, or the version. */
 static int s_owned(const ProtobufCMessageDescriptor *d, const char *field)

@@ -110,6 +110,12 @@ int model_tx_vm_transition(model_tx_t *self, const Berth__Vm *vm, const char *to
 int model_tx_observe(model_tx_t *self, lifecycle_kind_t kind, const char *key, const char *to,
                      const char *guard_field, const char *guard_value, ...);
 
+/* The power case of model_tx_observe: VM vm_id is `power` if it is placed on host (what a
+   heartbeat or a command result reports). The event carries vm and host. Check a power
+   state that came from the network with power_state_from_string() first: one the table
+   does not know refuses the whole transaction. 0 or MODEL_REFUSED. */
+int model_tx_vm_power(model_tx_t *self, const char *vm_id, const char *host, const char *power);
+
 /* Write only the named fields of msg (a NULL-terminated list of proto field names) into
    the hash at key; every other field keeps what Redis holds, so a copy read earlier never
    overwrites a fresher field (a power state reported meanwhile). A name msg does not have,

@@ -83,9 +83,7 @@ static Berth__Vm *s_load_vm(store_t *store)
 static void s_heartbeat(store_t *store, const char *power)
 {
     model_tx_t *tx = model_tx_new();
-    assert_int_equal(model_tx_observe(tx, LIFECYCLE_POWER, VM_KEY, power, "host", "h1", "vm", VM_ID,
-                                      "host", "h1", NULL),
-                     0);
+    assert_int_equal(model_tx_vm_power(tx, VM_ID, "h1", power), 0);
     assert_int_equal(model_tx_commit(tx, store, NULL), 0);
     model_tx_destroy(&tx);
 }
@@ -208,6 +206,32 @@ static void test_stale_copy_never_overwrites_fresh_power_state(void **state)
     berth__vm__free_unpacked(before, NULL);
 }
 
+/* A power state from a host the VM is not placed on, or one the table does not know. */
+static void test_vm_power_guards_host_and_name(void **state)
+{
+    fixture_t *f = *state;
+    s_create_vm(f->store);
+    model_tx_t *tx = model_tx_new();
+    assert_int_equal(model_tx_vm_power(tx, VM_ID, "h2", "RUNNING"), 0);
+    assert_int_equal(model_tx_commit(tx, f->store, NULL), 0);
+    model_tx_destroy(&tx);
+    s_assert_field(f->store, VM_KEY, "power_state", "NOSTATE");
+    s_assert_field(f->store, VM_KEY, "version", "1");
+
+    tx = model_tx_new();
+    assert_int_equal(model_tx_vm_power(tx, VM_ID, "h1", "ON_FIRE"), MODEL_REFUSED);
+    assert_string_equal(model_tx_error(tx),
+                        "cannot change " VM_KEY ": 'ON_FIRE' is not a power state one can move to");
+    model_tx_destroy(&tx);
+
+    s_heartbeat(f->store, "RUNNING");
+    s_assert_field(f->store, VM_KEY, "power_state", "RUNNING");
+    s_assert_field(f->store, VM_KEY, "version", "2");
+    s_heartbeat(f->store, "RUNNING"); /* no change: nothing written */
+    s_assert_field(f->store, VM_KEY, "version", "2");
+    assert_int_equal(s_xlen(f->store), 2);
+}
+
 /* put_changed: unchanged fields are not sent; a changed state needs its transition. */
 static void test_put_changed_leaves_states_to_transitions(void **state)
 {
@@ -258,6 +282,8 @@ int main(void)
                                         testenv_setup, testenv_teardown),
         cmocka_unit_test_setup_teardown(test_stale_copy_never_overwrites_fresh_power_state,
                                         testenv_setup, testenv_teardown),
+        cmocka_unit_test_setup_teardown(test_vm_power_guards_host_and_name, testenv_setup,
+                                        testenv_teardown),
         cmocka_unit_test_setup_teardown(test_put_changed_leaves_states_to_transitions,
                                         testenv_setup, testenv_teardown),
     };
