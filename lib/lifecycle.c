@@ -118,12 +118,14 @@ int lifecycle_observed(lifecycle_kind_t kind)
     return 0;
 }
 
-/* The row for (kind, from, to) by enum values; from LIFECYCLE_ANY matches ANY rows only. */
+/* The row for (kind, from, to) by enum values. An ANY row matches any existing state (and
+   LIFECYCLE_ANY itself), never NONE: an observed state does not create its object. */
 static const lifecycle_transition_t *s_row(lifecycle_kind_t kind, int from, int to)
 {
     for (size_t i = 0; i < S_ROWS; i++) {
         const lifecycle_transition_t *r = &s_rows[i];
-        if (r->kind == kind && r->to == to && (r->from == from || r->from == LIFECYCLE_ANY))
+        if (r->kind == kind && r->to == to &&
+            (r->from == from || (r->from == LIFECYCLE_ANY && from != 0)))
             return r;
     }
     return NULL;

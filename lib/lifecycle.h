@@ -124,8 +124,8 @@ int lifecycle_kind_from_string(const char *text);
 const lifecycle_transition_t *lifecycle_transitions(size_t *count);
 
 /* The row that allows kind to go from -> to (names as stored; "" = the object does not exist
-   yet), or NULL. An observed kind (rows from LIFECYCLE_ANY) allows any from, but only a
-   change: from == to is no transition. */
+   yet), or NULL. An observed kind (rows from LIFECYCLE_ANY) allows any from but "", and
+   only a change: from == to is no transition. */
 const lifecycle_transition_t *lifecycle_find(lifecycle_kind_t kind, const char *from,
                                              const char *to);
 
