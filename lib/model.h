@@ -12,9 +12,9 @@
 
 #define MODEL_NOT_FOUND 1 /* model_load: no such key */
 #define MODEL_CONFLICT  2 /* model_tx_commit: a check failed, nothing was written */
-#define MODEL_REFUSED                                                                              \
-    3 /* model_tx_*: the lifecycle table or the message does not allow what                        \
-         the transaction asks (model_tx_error says what); nothing is sent */
+/* model_tx_*: the lifecycle table or the message does not allow what the transaction asks
+   (model_tx_error says what); nothing is sent. */
+#define MODEL_REFUSED 3
 
 #define MODEL_VERSION_ANY (-1) /* model_tx_transition: do not check the version */
 
@@ -137,11 +137,11 @@ const char *model_tx_error(model_tx_t *self);
  sent; *why = model_tx_error), or -1 when Redis failed. */
 int model_tx_commit(model_tx_t *self, store_t *store, const char **why);
 
-/* The unchecked primitive under transitions (states not in the lifecycle table; kept for
-   the store's own tests): if hash `key` has state == expected_state ("" =
-   absent) and version == expected_version (0 = absent), set state := new_state,
-   version += 1 and the field/value pairs, and append {type: event, key, state, version,
-   fields...} to STORE_EVENTS. 0 (and *new_version), MODEL_CONFLICT, or -1 (Redis). */
+/* Unchecked by the lifecycle table (kept for the store's own tests; services use
+   model_tx_transition): if hash `key` has state == expected_state ("" = absent) and version ==
+   expected_version (0 = absent), set state := new_state, version += 1 and the field/value pairs,
+   and append {type: event, key, state, version, fields...} to STORE_EVENTS. 0 (and *new_version),
+   MODEL_CONFLICT, or -1 (Redis). */
 int model_transition(store_t *store, const char *key, const char *expected_state,
                      int64_t expected_version, const char *new_state, const char *event,
                      int nfields, const char **fields, int64_t *new_version);
