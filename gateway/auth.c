@@ -203,7 +203,7 @@ static int s_unauthorized(http_req_t *req, const char *message, int invalid)
 {
     req->www_authenticate =
         invalid ? "Bearer realm=\"berth\", error=\"invalid_token\"" : "Bearer realm=\"berth\"";
-    http_error(req, 401, "UNAUTHORIZED", message);
+    http_error(req, "UNAUTHORIZED", message);
     return -1;
 }
 
@@ -228,7 +228,7 @@ int auth_authenticate(http_req_t *req)
     if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 3) {
         if (r)
             freeReplyObject(r);
-        http_error(req, 503, "UNAVAILABLE", "state store unreachable");
+        http_error(req, "UNAVAILABLE", "state store unreachable");
         return -1;
     }
     int64_t expires = 0;
@@ -260,7 +260,7 @@ void auth_login(http_req_t *req)
     char hash[crypto_pwhash_STRBYTES], role[HTTP_ROLE_MAX];
     int found = auth_username_ok(user) ? s_lookup(req->store, user, hash, role) : 0;
     if (found < 0) {
-        http_error(req, 503, "UNAVAILABLE", "state store unreachable");
+        http_error(req, "UNAVAILABLE", "state store unreachable");
         return;
     }
     /* Same work either way: an unknown user is checked against the dummy hash. */
@@ -268,7 +268,7 @@ void auth_login(http_req_t *req)
     if (!verified) {
         log_info(req->request_id, "login failed", "{s:s}", "user",
                  auth_username_ok(user) ? user : "(malformed)");
-        http_error(req, 401, "UNAUTHORIZED", LOGIN_FAILED);
+        http_error(req, "UNAUTHORIZED", LOGIN_FAILED);
         return;
     }
 
@@ -290,7 +290,7 @@ void auth_login(http_req_t *req)
         freeReplyObject(r);
     if (!ok) {
         sodium_memzero(token, sizeof token);
-        http_error(req, 503, "UNAVAILABLE", "state store unreachable");
+        http_error(req, "UNAVAILABLE", "state store unreachable");
         return;
     }
     log_info(req->request_id, "token issued", "{s:s, s:s}", "user", user, "role", role);
@@ -312,14 +312,14 @@ void auth_create_user(http_req_t *req)
         rest_str(req, "role", 0, HTTP_ROLE_MAX - 1, &role) < 0)
         return;
     if (!auth_username_ok(user)) {
-        http_error_details(req, 400, "BAD_REQUEST",
+        http_error_details(req, "BAD_REQUEST",
                            "username must be 1 to 64 letters, digits, '.', '_' or '-', "
                            "starting with a letter or digit",
                            json_pack("{s:s}", "field", "username"));
         return;
     }
     if (!streq(role, "user") && !streq(role, "admin")) {
-        http_error_details(req, 400, "BAD_REQUEST", "role must be \"user\" or \"admin\"",
+        http_error_details(req, "BAD_REQUEST", "role must be \"user\" or \"admin\"",
                            json_pack("{s:s}", "field", "role"));
         return;
     }
@@ -327,23 +327,22 @@ void auth_create_user(http_req_t *req)
         char message[128];
         snprintf(message, sizeof message, "password must be at least %d characters",
                  gw->password_min);
-        http_error_details(req, 400, "BAD_REQUEST", message,
-                           json_pack("{s:s}", "field", "password"));
+        http_error_details(req, "BAD_REQUEST", message, json_pack("{s:s}", "field", "password"));
         return;
     }
     char hash[crypto_pwhash_STRBYTES];
     if (s_hash(hash, password) != 0) {
-        http_error(req, 500, "INTERNAL", "cannot hash the password");
+        http_error(req, "INTERNAL", "cannot hash the password");
         return;
     }
     int64_t now = util_now_ms();
     int created = s_create(req->store, user, role, hash, now);
     if (created < 0) {
-        http_error(req, 503, "UNAVAILABLE", "state store unreachable");
+        http_error(req, "UNAVAILABLE", "state store unreachable");
         return;
     }
     if (!created) {
-        http_error(req, 409, "CONFLICT", "a user with this name already exists");
+        http_error(req, "CONFLICT", "a user with this name already exists");
         return;
     }
     log_info(req->request_id, "user created", "{s:s, s:s, s:s}", "user", user, "role", role, "by",

@@ -28,18 +28,20 @@ void catalog_create_template(http_req_t *req)
     const char *name, *os = NULL, *image;
     int64_t vcpus, ram_mb, disk_gb, lease_days;
     int requires_approval = 0;
-    if (rest_body(req, allowed) || rest_str(req, "name", 1, 64, &name) ||
-        rest_int(req, "vcpus", 1, 1, 1024, &vcpus) ||
-        rest_int(req, "ram_mb", 1, 1, 16LL * 1024 * 1024, &ram_mb) ||
-        rest_int(req, "disk_gb", 1, 1, 1024 * 1024, &disk_gb) ||
-        rest_str(req, "os", 0, 64, &os) < 0 || rest_str(req, "image", 1, 128, &image) ||
-        rest_int(req, "lease_days", 1, 1, 3650, &lease_days) ||
+    /* Types and the limits of lib/limit.h here; the approval service enforces the grammar
+       of names and texts too (and names the field). */
+    if (rest_body(req, allowed) || rest_str(req, "name", 1, LIMIT_TEMPLATE_NAME_MAX, &name) ||
+        rest_int(req, "vcpus", 1, 1, LIMIT_VCPUS_MAX, &vcpus) ||
+        rest_int(req, "ram_mb", 1, LIMIT_RAM_MB_MIN, LIMIT_RAM_MB_MAX, &ram_mb) ||
+        rest_int(req, "disk_gb", 1, 1, LIMIT_DISK_GB_MAX, &disk_gb) ||
+        rest_str(req, "os", 1, LIMIT_TEXT_MAX, &os) ||
+        rest_str(req, "image", 1, LIMIT_TEXT_MAX, &image) ||
+        rest_int(req, "lease_days", 1, 1, LIMIT_LEASE_DAYS_MAX, &lease_days) ||
         rest_bool(req, "requires_approval", 0, &requires_approval) < 0)
         return;
     /* The name becomes part of a Redis key (berth:template-name:<name>). */
     if (!rest_id_ok(name)) {
-        http_error_details(req, 400, "BAD_REQUEST",
-                           "name must be letters, digits, '-', '_' or '.' (at most 64)",
+        http_error_details(req, "BAD_REQUEST", "name must be letters, digits, '-', '_' or '.'",
                            json_pack("{s:s}", "field", "name"));
         return;
     }
@@ -48,7 +50,7 @@ void catalog_create_template(http_req_t *req)
     t.vcpus = (int32_t)vcpus;
     t.ram_mb = ram_mb;
     t.disk_gb = disk_gb;
-    t.os = (char *)(os ? os : "");
+    t.os = (char *)os;
     t.image = (char *)image;
     t.lease_days = (int32_t)lease_days;
     t.requires_approval = requires_approval;
@@ -88,7 +90,7 @@ static redisReply *s_host_hash(http_req_t *req, const char *id)
     if (!r || r->type != REDIS_REPLY_ARRAY) {
         if (r)
             freeReplyObject(r);
-        http_error(req, 503, "UNAVAILABLE", "state store unreachable");
+        http_error(req, "UNAVAILABLE", "state store unreachable");
         return NULL;
     }
     return r;
@@ -102,7 +104,7 @@ void catalog_list_hosts(http_req_t *req)
     if (!all || all->type != REDIS_REPLY_ARRAY) {
         if (all)
             freeReplyObject(all);
-        http_error(req, 503, "UNAVAILABLE", "state store unreachable");
+        http_error(req, "UNAVAILABLE", "state store unreachable");
         return;
     }
     json_t *hosts = json_array();
@@ -119,14 +121,14 @@ void catalog_get_host(http_req_t *req)
     gateway_t *gw = req->app;
     const char *id = req->params[0];
     if (!rest_id_ok(id)) {
-        http_error(req, 404, "NOT_FOUND", "no such host");
+        http_error(req, "NOT_FOUND", "no such host");
         return;
     }
     redisReply *hash = s_host_hash(req, id);
     if (!hash)
         return;
     if (hash->elements == 0)
-        http_error(req, 404, "NOT_FOUND", "no such host");
+        http_error(req, "NOT_FOUND", "no such host");
     else
         http_json(req, 200,
                   json_pack("{s:o}", "host", view_host(hash, util_now_ms(), gw->host_down_ms, 1)));

@@ -5,6 +5,7 @@
 #define BERTH_GATEWAY_H
 
 #include "http.h"
+#include "limit.h"
 #include "model.h"
 
 /* Settings every handler reads; filled once at start, read-only afterwards (shared by the
@@ -13,7 +14,6 @@ typedef struct {
     int call_timeout_ms;         /* deadline of one bus call made for an HTTP request */
     int64_t token_ttl_ms;        /* lifetime of a bearer token */
     int64_t host_down_ms;        /* a host not seen for this long is DOWN */
-    int count_max;               /* most VMs one request may ask for */
     int list_default;            /* page size when ?limit is absent */
     int list_max;                /* largest ?limit */
     int scan_max;                /* most VM ids one list call may look at while filtering */

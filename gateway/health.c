@@ -58,7 +58,7 @@ void health_platform(http_req_t *req)
     json_t *missing = s_missing(req, services);
     if (!missing) {
         json_decref(services);
-        http_error(req, 503, "UNAVAILABLE", "state store unreachable");
+        http_error(req, "UNAVAILABLE", "state store unreachable");
         return;
     }
     const char *status = json_array_size(missing) ? "degraded" : "ok";

@@ -69,21 +69,28 @@ void http_json(http_req_t *req, int status, json_t *body)
     req->response = body;
 }
 
-void http_error_details(http_req_t *req, int status, const char *code, const char *message,
-                        json_t *details)
+void http_error_details(http_req_t *req, const char *code, const char *message, json_t *details)
 {
     if (!json_is_object(details)) {
         json_decref(details);
         details = json_object();
     }
-    http_json(req, status,
+    http_json(req, error_http_status(code),
               json_pack("{s:{s:s, s:s, s:s, s:o}}", "error", "code", code, "message", message,
                         "request_id", req->request_id, "details", details));
 }
 
-void http_error(http_req_t *req, int status, const char *code, const char *message)
+void http_error(http_req_t *req, const char *code, const char *message)
 {
-    http_error_details(req, status, code, message, NULL);
+    http_error_details(req, code, message, NULL);
+}
+
+void http_fault(http_req_t *req, const berth_error_t *error)
+{
+    json_t *details = json_object();
+    for (size_t i = 0; i < error->n_details; i++)
+        json_object_set_new(details, error->details[i].key, json_string(error->details[i].value));
+    http_error_details(req, error->code, error->message, details);
 }
 
 const char *http_header(http_req_t *req, const char *name)
@@ -116,6 +123,8 @@ static int s_send(struct MHD_Connection *connection, http_req_t *req)
         MHD_add_response_header(response, "Location", req->location);
     if (req->www_authenticate)
         MHD_add_response_header(response, "WWW-Authenticate", req->www_authenticate);
+    if (req->allow[0])
+        MHD_add_response_header(response, "Allow", req->allow);
     int rc = MHD_queue_response(connection, (unsigned)req->status, response);
     MHD_destroy_response(response);
     return rc;
@@ -148,10 +157,56 @@ static int s_match(const char *pattern, const char *path, const char *params[4],
 /* Why the body cannot be used, found while reading it but answered only after routing and
    authentication: a caller without a token learns nothing about how its body was judged. */
 typedef struct {
-    int status; /* 0 = the body is fine */
-    const char *code;
+    const char *code; /* NULL = the body is fine */
     const char *message;
 } s_body_error_t;
+
+/* Is name one of the space-separated words of list? */
+static int s_listed(const char *list, const char *name)
+{
+    size_t len = strlen(name);
+    for (const char *p = list; p && *p;) {
+        size_t n = strcspn(p, " ");
+        if (n == len && strncmp(p, name, n) == 0)
+            return 1;
+        p += n;
+        p += strspn(p, " ");
+    }
+    return 0;
+}
+
+/* The first query parameter the route does not take, found by s_unknown_query. */
+typedef struct {
+    const char *allowed;
+    const char *unknown;
+} s_query_check_t;
+
+static enum MHD_Result s_unknown_query(void *cls, enum MHD_ValueKind kind, const char *key,
+                                       const char *value)
+{
+    (void)kind;
+    (void)value;
+    s_query_check_t *check = cls;
+    if (key && !s_listed(check->allowed, key)) {
+        check->unknown = key;
+        return MHD_NO;
+    }
+    return MHD_YES;
+}
+
+/* The methods the routes of path take, "GET, DELETE", into out. */
+static void s_allow(http_t *self, const char *path, char *out, size_t size)
+{
+    static __thread char buf[512];
+    out[0] = '\0';
+    for (const http_route_t *r = self->routes; r->method; r++) {
+        const char *params[4] = { 0 };
+        if (!s_match(r->pattern, path, params, buf, sizeof buf) || strstr(out, r->method))
+            continue;
+        size_t used = strlen(out);
+        snprintf(out + used, size - used, "%s%s", used ? ", " : "", r->method);
+    }
+}
 
 /* Find the route, check who may call it, then run it. */
 static void s_route(http_t *self, http_req_t *req, const s_body_error_t *body_error)
@@ -170,34 +225,44 @@ static void s_route(http_t *self, http_req_t *req, const s_body_error_t *body_er
         route = r;
     }
     if (!route) {
-        if (path_found)
-            http_error(req, 405, "METHOD_NOT_ALLOWED", "method not allowed on this resource");
-        else
-            http_error(req, 404, "NOT_FOUND", "no such resource");
+        if (path_found) {
+            s_allow(self, req->path, req->allow, sizeof req->allow);
+            http_error(req, "METHOD_NOT_ALLOWED", "method not allowed on this resource");
+        } else
+            http_error(req, "NOT_FOUND", "no such resource");
         return;
     }
     if (route->access != HTTP_PUBLIC) {
         if (!self->options.authenticate) {
-            http_error(req, 500, "INTERNAL", "no authenticator configured");
+            http_error(req, "INTERNAL", "no authenticator configured");
             return;
         }
         if (self->options.authenticate(req) != 0) {
             if (!req->status)
-                http_error(req, 401, "UNAUTHORIZED", "authentication required");
+                http_error(req, "UNAUTHORIZED", "authentication required");
             return;
         }
         if (route->access == HTTP_ADMIN && strcmp(req->role, "admin") != 0) {
-            http_error(req, 403, "FORBIDDEN", "this operation needs the admin role");
+            http_error(req, "FORBIDDEN", "this operation needs the admin role");
             return;
         }
     }
-    if (body_error->status) {
-        http_error(req, body_error->status, body_error->code, body_error->message);
+    /* A misspelt parameter would otherwise silently fall back to its default. */
+    s_query_check_t check = { .allowed = route->query };
+    MHD_get_connection_values(req->connection, MHD_GET_ARGUMENT_KIND, s_unknown_query, &check);
+    if (check.unknown) {
+        char message[128];
+        snprintf(message, sizeof message, "unknown query parameter '%.64s'", check.unknown);
+        http_error_details(req, "BAD_REQUEST", message, json_pack("{s:s}", "field", check.unknown));
+        return;
+    }
+    if (body_error->code) {
+        http_error(req, body_error->code, body_error->message);
         return;
     }
     route->fn(req);
     if (!req->status)
-        http_error(req, 500, "INTERNAL", "handler gave no response");
+        http_error(req, "INTERNAL", "handler gave no response");
 }
 
 static enum MHD_Result s_access(void *cls, struct MHD_Connection *connection, const char *url,
@@ -248,9 +313,9 @@ static enum MHD_Result s_access(void *cls, struct MHD_Connection *connection, co
                        .app = self->app };
     s_worker_t *w = s_worker(self);
     if (!w)
-        http_error(&req, 503, "UNAVAILABLE", "gateway worker could not start");
+        http_error(&req, "UNAVAILABLE", "gateway worker could not start");
     else if (up->too_large)
-        http_error(&req, 413, "PAYLOAD_TOO_LARGE", "request body exceeds the size limit");
+        http_error(&req, "PAYLOAD_TOO_LARGE", "request body exceeds the size limit");
     else {
         req.store = w->store;
         req.bus = w->bus;
@@ -261,10 +326,9 @@ static enum MHD_Result s_access(void *cls, struct MHD_Connection *connection, co
             json_error_t err;
             if (ct && strncmp(ct, "application/json", 16) != 0)
                 body_error =
-                    (s_body_error_t){ 415, "UNSUPPORTED_MEDIA_TYPE", "request body must be JSON" };
+                    (s_body_error_t){ "UNSUPPORTED_MEDIA_TYPE", "request body must be JSON" };
             else if (!(req.body = json_loadb(up->data, up->size, JSON_REJECT_DUPLICATES, &err)))
-                body_error =
-                    (s_body_error_t){ 400, "BAD_REQUEST", "request body is not valid JSON" };
+                body_error = (s_body_error_t){ "BAD_REQUEST", "request body is not valid JSON" };
         }
         s_route(self, &req, &body_error);
     }

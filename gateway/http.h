@@ -5,6 +5,7 @@
 #ifndef BERTH_GATEWAY_HTTP_H
 #define BERTH_GATEWAY_HTTP_H
 
+#include "error.h"
 #include "service.h"
 
 #include <jansson.h>
@@ -31,6 +32,7 @@ typedef struct {
     json_t *response;             /* owned; sent as JSON */
     char location[256];           /* Location header when set */
     const char *www_authenticate; /* WWW-Authenticate header when set (static string) */
+    char allow[64];               /* Allow header of a 405: the methods the path takes */
 } http_req_t;
 
 typedef void(http_handler_fn)(http_req_t *req);
@@ -47,6 +49,8 @@ typedef struct {
     const char *pattern; /* "/v1/vms/{id}" */
     http_handler_fn *fn;
     http_access_t access;
+    const char *query; /* query parameters the route takes, space-separated (NULL: none);
+                          any other is refused with a 400 naming it */
 } http_route_t;
 
 typedef struct {
@@ -69,10 +73,12 @@ void http_destroy(http_t **self_p);
 
 /* Set the response. */
 void http_json(http_req_t *req, int status, json_t *body);
-void http_error(http_req_t *req, int status, const char *code, const char *message);
+/* An error response; its status is the code's row of the error table (lib/error.c). */
+void http_error(http_req_t *req, const char *code, const char *message);
 /* The same with a details object (taken; NULL = {}). */
-void http_error_details(http_req_t *req, int status, const char *code, const char *message,
-                        json_t *details);
+void http_error_details(http_req_t *req, const char *code, const char *message, json_t *details);
+/* The same from the platform's error type, details included. */
+void http_fault(http_req_t *req, const berth_error_t *error);
 
 /* A request header or query parameter (borrowed), NULL when absent. */
 const char *http_header(http_req_t *req, const char *name);

@@ -5,25 +5,25 @@
 #include "gateway.h"
 
 static const http_route_t s_routes[] = {
-    { "GET", "/healthz", health_live, HTTP_PUBLIC },
-    { "GET", "/readyz", health_ready, HTTP_PUBLIC },
-    { "GET", "/v1/health", health_platform, HTTP_PUBLIC },
-    { "POST", "/v1/auth/tokens", auth_login, HTTP_PUBLIC },
-    { "POST", "/v1/users", auth_create_user, HTTP_ADMIN },
-    { "GET", "/v1/templates", catalog_list_templates, HTTP_AUTHENTICATED },
-    { "POST", "/v1/templates", catalog_create_template, HTTP_ADMIN },
-    { "GET", "/v1/hosts", catalog_list_hosts, HTTP_AUTHENTICATED },
-    { "GET", "/v1/hosts/{id}", catalog_get_host, HTTP_AUTHENTICATED },
-    { "POST", "/v1/requests", requests_create, HTTP_AUTHENTICATED },
-    { "GET", "/v1/requests/{id}", requests_get, HTTP_AUTHENTICATED },
-    { "POST", "/v1/requests/{id}/approve", requests_approve, HTTP_ADMIN },
-    { "POST", "/v1/requests/{id}/reject", requests_reject, HTTP_ADMIN },
-    { "GET", "/v1/vms", vms_list, HTTP_AUTHENTICATED },
-    { "GET", "/v1/vms/{id}", vms_get, HTTP_AUTHENTICATED },
-    { "DELETE", "/v1/vms/{id}", vms_dispose, HTTP_AUTHENTICATED },
-    { "GET", "/v1/tasks/{id}", vms_get_task, HTTP_AUTHENTICATED },
-    { "GET", "/v1/usage", vms_usage, HTTP_AUTHENTICATED },
-    { NULL, NULL, NULL, HTTP_PUBLIC },
+    { "GET", "/healthz", health_live, HTTP_PUBLIC, NULL },
+    { "GET", "/readyz", health_ready, HTTP_PUBLIC, NULL },
+    { "GET", "/v1/health", health_platform, HTTP_PUBLIC, NULL },
+    { "POST", "/v1/auth/tokens", auth_login, HTTP_PUBLIC, NULL },
+    { "POST", "/v1/users", auth_create_user, HTTP_ADMIN, NULL },
+    { "GET", "/v1/templates", catalog_list_templates, HTTP_AUTHENTICATED, NULL },
+    { "POST", "/v1/templates", catalog_create_template, HTTP_ADMIN, NULL },
+    { "GET", "/v1/hosts", catalog_list_hosts, HTTP_AUTHENTICATED, NULL },
+    { "GET", "/v1/hosts/{id}", catalog_get_host, HTTP_AUTHENTICATED, NULL },
+    { "POST", "/v1/requests", requests_create, HTTP_AUTHENTICATED, NULL },
+    { "GET", "/v1/requests/{id}", requests_get, HTTP_AUTHENTICATED, NULL },
+    { "POST", "/v1/requests/{id}/approve", requests_approve, HTTP_ADMIN, NULL },
+    { "POST", "/v1/requests/{id}/reject", requests_reject, HTTP_ADMIN, NULL },
+    { "GET", "/v1/vms", vms_list, HTTP_AUTHENTICATED, "limit marker" },
+    { "GET", "/v1/vms/{id}", vms_get, HTTP_AUTHENTICATED, NULL },
+    { "DELETE", "/v1/vms/{id}", vms_dispose, HTTP_AUTHENTICATED, NULL },
+    { "GET", "/v1/tasks/{id}", vms_get_task, HTTP_AUTHENTICATED, NULL },
+    { "GET", "/v1/usage", vms_usage, HTTP_AUTHENTICATED, "from to owner" },
+    { NULL, NULL, NULL, HTTP_PUBLIC, NULL },
 };
 
 /* The admin bootstrap, retried on the service loop until Redis has taken it. */
@@ -47,11 +47,9 @@ static int s_bootstrap(service_t *service, void *arg)
 static int s_settings(service_t *service, gateway_t *gw)
 {
     config_t *c = service_config(service);
-    int64_t call_timeout, ttl, down, count_max, list_default, list_max, scan_max, pw_min, pw_max,
-        window_days;
+    int64_t call_timeout, ttl, down, list_default, list_max, scan_max, pw_min, pw_max, window_days;
     if (config_int(c, "http_call_timeout_ms", 100, 600000, &call_timeout) ||
         config_int(c, "token_ttl_s", 60, 366LL * 24 * 3600, &ttl) ||
-        config_int(c, "request_count_max", 1, 10000, &count_max) ||
         config_int(c, "list_limit_default", 1, 10000, &list_default) ||
         config_int(c, "list_limit_max", 1, 10000, &list_max) ||
         config_int(c, "list_scan_max", 1, 10000000, &scan_max) ||
@@ -74,7 +72,6 @@ static int s_settings(service_t *service, gateway_t *gw)
     gw->call_timeout_ms = (int)call_timeout;
     gw->token_ttl_ms = ttl * 1000;
     gw->host_down_ms = down;
-    gw->count_max = (int)count_max;
     gw->list_default = (int)list_default;
     gw->list_max = (int)list_max;
     gw->scan_max = (int)scan_max;
@@ -104,7 +101,6 @@ int main(int argc, char **argv)
     config_declare(c, "password_min_length", "8", 0);
     config_declare(c, "password_max_length", "1024", 0);
     config_declare(c, "host_down_ms", NULL, 0);
-    config_declare(c, "request_count_max", "1000", 0);
     config_declare(c, "list_limit_default", "50", 0);
     config_declare(c, "list_limit_max", "500", 0);
     config_declare(c, "list_scan_max", "10000", 0);

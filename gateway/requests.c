@@ -3,9 +3,6 @@
     caller's identity along and shows the request with its VMs and tasks as Redis has them. */
 #include "gateway.h"
 
-#define IDEMPOTENCY_KEY_MAX 128
-#define REASON_MAX          1024
-
 /* The request with its VMs and tasks loaded from Redis. NULL with the error set when Redis
    failed. A VM or task not (yet) written shows as just its id. */
 static json_t *s_view(http_req_t *req, const Berth__Request *r)
@@ -53,7 +50,7 @@ static json_t *s_view(http_req_t *req, const Berth__Request *r)
     if (failed) {
         json_decref(vms);
         json_decref(tasks);
-        http_error(req, 503, "UNAVAILABLE", "state store unreachable");
+        http_error(req, "UNAVAILABLE", "state store unreachable");
         return NULL;
     }
     return json_pack("{s:s, s:s, s:o, s:o, s:i, s:o, s:o, s:o, s:o, s:o, s:o, s:o}", "id",
@@ -77,20 +74,23 @@ static void s_answer(http_req_t *req, int status, const Berth__Request *r, int w
 
 void requests_create(http_req_t *req)
 {
-    gateway_t *gw = req->app;
     static const char *const allowed[] = { "template", "name", "count", NULL };
     const char *template_ = NULL, *name = NULL;
     int64_t count = 1;
-    if (rest_body(req, allowed) || rest_str(req, "template", 1, 64, &template_) ||
-        rest_str(req, "name", 1, 63, &name) ||
-        rest_int(req, "count", 0, 1, gw->count_max, &count) < 0)
+    if (rest_body(req, allowed) ||
+        rest_str(req, "template", 1, LIMIT_TEMPLATE_REF_MAX, &template_) ||
+        rest_str(req, "name", 1, LIMIT_VM_NAME_MAX, &name) ||
+        rest_int(req, "count", 0, 1, LIMIT_COUNT_MAX, &count) < 0)
         return;
     const char *key = http_header(req, "Idempotency-Key");
-    if (key && (strlen(key) == 0 || strlen(key) > IDEMPOTENCY_KEY_MAX ||
+    if (key && (strlen(key) == 0 || strlen(key) > LIMIT_IDEMPOTENCY_KEY_MAX ||
                 strspn(key, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") !=
                     strlen(key))) {
-        http_error_details(req, 400, "BAD_REQUEST",
-                           "Idempotency-Key must be 1 to 128 letters, digits, '.', '_' or '-'",
+        char message[128];
+        snprintf(message, sizeof message,
+                 "Idempotency-Key must be 1 to %d letters, digits, '.', '_' or '-'",
+                 LIMIT_IDEMPOTENCY_KEY_MAX);
+        http_error_details(req, "BAD_REQUEST", message,
                            json_pack("{s:s}", "header", "Idempotency-Key"));
         return;
     }
@@ -106,7 +106,7 @@ void requests_create(http_req_t *req)
         return;
     if (!rest_id_ok(created->id)) {
         protobuf_c_message_free_unpacked(&created->base, NULL);
-        http_error(req, 500, "INTERNAL", "the approval service answered without a request id");
+        http_error(req, "INTERNAL", "the approval service answered without a request id");
         return;
     }
     log_info(req->request_id, "request created", "{s:s, s:s, s:s, s:i, s:s}", "request",
@@ -124,7 +124,7 @@ void requests_get(http_req_t *req)
         return;
     /* Someone else's request does not exist as far as a user can tell. */
     if (!rest_may_see(req, r->owner))
-        http_error(req, 404, "NOT_FOUND", "no such request");
+        http_error(req, "NOT_FOUND", "no such request");
     else
         s_answer(req, 200, r, 0);
     protobuf_c_message_free_unpacked(&r->base, NULL);
@@ -136,13 +136,14 @@ static void s_decide(http_req_t *req, int approve)
     static const char *const reject_fields[] = { "reason", NULL };
     const char *id = req->params[0];
     const char *reason = NULL;
-    if (!rest_id_ok(id)) {
-        http_error(req, 404, "NOT_FOUND", "no such request");
+    /* Request ids are UUIDs: anything else names no request (404, like an unknown one). */
+    if (!util_is_uuid(id)) {
+        http_error(req, "NOT_FOUND", "no such request");
         return;
     }
     /* The body is optional; when there is one it is held to the same rules as any other. */
     if (req->body && (rest_body(req, approve ? approve_fields : reject_fields) ||
-                      (!approve && rest_str(req, "reason", 0, REASON_MAX, &reason) < 0)))
+                      (!approve && rest_str(req, "reason", 0, LIMIT_REASON_MAX, &reason) < 0)))
         return;
     Berth__DecideRequest ask = BERTH__DECIDE_REQUEST__INIT;
     ask.id = (char *)id;

@@ -5,16 +5,6 @@
 
 #include <time.h>
 
-/* How a service's error code reads over HTTP. Anything not listed is a 500. */
-static const struct {
-    const char *code;
-    int status;
-} s_status_of[] = {
-    { "BAD_REQUEST", 400 },    { "UNAUTHORIZED", 401 }, { "FORBIDDEN", 403 },
-    { "NOT_FOUND", 404 },      { "CONFLICT", 409 },     { "NO_VALID_HOST", 409 },
-    { "QUOTA_EXCEEDED", 409 }, { "UNAVAILABLE", 503 },  { NULL, 0 },
-};
-
 int rest_call(http_req_t *req, const char *service, const ProtobufCMessage *msg,
               const ProtobufCMessageDescriptor *answer, ProtobufCMessage **out)
 {
@@ -26,31 +16,17 @@ int rest_call(http_req_t *req, const char *service, const ProtobufCMessage *msg,
         snprintf(message, sizeof message, "the %s service did not answer in time", service);
         log_warn(req->request_id, "bus call got no answer", "{s:s, s:s, s:i}", "callee", service,
                  "type", msg->descriptor->short_name, "timeout_ms", gw->call_timeout_ms);
-        http_error(req, 503, "UNAVAILABLE", message);
+        http_error(req, "UNAVAILABLE", message);
         return -1;
     }
     if (reply->error) {
-        const char *code =
-            reply->error->code && *reply->error->code ? reply->error->code : "INTERNAL";
-        int status = 500;
-        for (int i = 0; s_status_of[i].code; i++)
-            if (streq(s_status_of[i].code, code))
-                status = s_status_of[i].status;
-        json_t *details = json_object();
-        for (size_t i = 0; i < reply->error->n_details; i++)
-            if (reply->error->details[i]->key && reply->error->details[i]->value)
-                json_object_set_new(details, reply->error->details[i]->key,
-                                    json_string(reply->error->details[i]->value));
-        /* A status we do not map is still the service's own word: keep code and message. */
-        http_error_details(req, status, code,
-                           reply->error->message && *reply->error->message
-                               ? reply->error->message
-                               : "the service failed without a message",
-                           details);
-        if (status >= 500)
+        /* The service's own word, status from the one table (lib/error.c). */
+        berth_error_t error;
+        error_from_proto(&error, reply->error);
+        http_fault(req, &error);
+        if (req->status >= 500)
             log_warn(req->request_id, "service answered with an error", "{s:s, s:s, s:s}", "callee",
-                     service, "code", code, "message",
-                     reply->error->message ? reply->error->message : "");
+                     service, "code", error.code, "message", error.message);
         berth__envelope__free_unpacked(reply, NULL);
         return -1;
     }
@@ -60,7 +36,7 @@ int rest_call(http_req_t *req, const char *service, const ProtobufCMessage *msg,
                   "callee", service, "expected", answer->short_name, "got",
                   reply->type ? reply->type : "");
         berth__envelope__free_unpacked(reply, NULL);
-        http_error(req, 500, "INTERNAL", "unexpected answer from a service");
+        http_error(req, "INTERNAL", "unexpected answer from a service");
         return -1;
     }
     berth__envelope__free_unpacked(reply, NULL);
@@ -83,7 +59,7 @@ int rest_load(http_req_t *req, const ProtobufCMessageDescriptor *desc, const cha
     char message[96];
     snprintf(message, sizeof message, "no such %s", kind);
     if (!rest_id_ok(id)) {
-        http_error(req, 404, "NOT_FOUND", message);
+        http_error(req, "NOT_FOUND", message);
         return -1;
     }
     char key[MODEL_KEY_MAX];
@@ -91,11 +67,11 @@ int rest_load(http_req_t *req, const ProtobufCMessageDescriptor *desc, const cha
     ProtobufCMessage *msg = NULL;
     int rc = model_load(req->store, desc, key, &msg);
     if (rc == MODEL_NOT_FOUND) {
-        http_error(req, 404, "NOT_FOUND", message);
+        http_error(req, "NOT_FOUND", message);
         return -1;
     }
     if (rc != 0) {
-        http_error(req, 503, "UNAVAILABLE", "state store unreachable");
+        http_error(req, "UNAVAILABLE", "state store unreachable");
         return -1;
     }
     *out = msg;
@@ -115,14 +91,14 @@ int rest_may_see(http_req_t *req, const char *owner)
 /* 400 naming the field. */
 static int s_bad_field(http_req_t *req, const char *field, const char *message)
 {
-    http_error_details(req, 400, "BAD_REQUEST", message, json_pack("{s:s}", "field", field));
+    http_error_details(req, "BAD_REQUEST", message, json_pack("{s:s}", "field", field));
     return -1;
 }
 
 int rest_body(http_req_t *req, const char *const allowed[])
 {
     if (!json_is_object(req->body)) {
-        http_error(req, 400, "BAD_REQUEST", "request body must be a JSON object");
+        http_error(req, "BAD_REQUEST", "request body must be a JSON object");
         return -1;
     }
     /* Unknown fields are refused rather than ignored: a misspelt optional field would
@@ -143,14 +119,19 @@ int rest_body(http_req_t *req, const char *const allowed[])
     return 0;
 }
 
-/* The field's value, NULL when absent (or null); -1 with a 400 when required and absent. */
+/* The field's value: 0 and *value, 1 when absent and optional, -1 with a 400 when required
+   and absent, or null (no field of the API is nullable: null is not "absent"). */
 static int s_field(http_req_t *req, const char *field, int required, json_t **value)
 {
     json_t *v = json_is_object(req->body) ? json_object_get(req->body, field) : NULL;
-    if (!v || json_is_null(v)) {
+    char message[128];
+    if (v && json_is_null(v)) {
+        snprintf(message, sizeof message, "field '%s' must not be null", field);
+        return s_bad_field(req, field, message);
+    }
+    if (!v) {
         if (!required)
             return 1;
-        char message[128];
         snprintf(message, sizeof message, "field '%s' is required", field);
         return s_bad_field(req, field, message);
     }

@@ -35,7 +35,7 @@ static json_t *s_vm_view(http_req_t *req, const Berth__Vm *vm, zhashx_t *cache)
     if (cache && !known && down >= 0 && vm->host)
         zhashx_insert(cache, vm->host, down ? "1" : "0");
     if (down < 0) {
-        http_error(req, 503, "UNAVAILABLE", "state store unreachable");
+        http_error(req, "UNAVAILABLE", "state store unreachable");
         return NULL;
     }
     return view_vm(vm, down);
@@ -49,7 +49,7 @@ static int s_load_vm(http_req_t *req, const char *id, Berth__Vm **vm_p)
         return -1;
     if (!rest_may_see(req, vm->owner)) {
         protobuf_c_message_free_unpacked(&vm->base, NULL);
-        http_error(req, 404, "NOT_FOUND", "no such vm");
+        http_error(req, "NOT_FOUND", "no such vm");
         return -1;
     }
     *vm_p = vm;
@@ -88,14 +88,14 @@ void vms_list(http_req_t *req)
     if (text && util_parse_int(text, 1, gw->list_max, &limit) != 0) {
         char message[96];
         snprintf(message, sizeof message, "limit must be an integer from 1 to %d", gw->list_max);
-        http_error_details(req, 400, "BAD_REQUEST", message, json_pack("{s:s}", "field", "limit"));
+        http_error_details(req, "BAD_REQUEST", message, json_pack("{s:s}", "field", "limit"));
         return;
     }
     int64_t pos = 0;
     const char *marker = http_query(req, "marker");
     if (marker) {
         if (!rest_id_ok(marker)) {
-            http_error_details(req, 400, "BAD_REQUEST", "marker is not a VM id",
+            http_error_details(req, "BAD_REQUEST", "marker is not a VM id",
                                json_pack("{s:s}", "field", "marker"));
             return;
         }
@@ -103,14 +103,14 @@ void vms_list(http_req_t *req)
         if (!r || (r->type != REDIS_REPLY_INTEGER && r->type != REDIS_REPLY_NIL)) {
             if (r)
                 freeReplyObject(r);
-            http_error(req, 503, "UNAVAILABLE", "state store unreachable");
+            http_error(req, "UNAVAILABLE", "state store unreachable");
             return;
         }
         int known = r->type == REDIS_REPLY_INTEGER;
         pos = known ? r->integer + 1 : 0;
         freeReplyObject(r);
         if (!known) {
-            http_error_details(req, 400, "BAD_REQUEST", "marker names no VM",
+            http_error_details(req, "BAD_REQUEST", "marker names no VM",
                                json_pack("{s:s}", "field", "marker"));
             return;
         }
@@ -182,7 +182,7 @@ void vms_list(http_req_t *req)
     zhashx_destroy(&hosts);
     if (failed) {
         json_decref(vms);
-        http_error(req, 503, "UNAVAILABLE", "state store unreachable");
+        http_error(req, "UNAVAILABLE", "state store unreachable");
         return;
     }
     json_t *next = json_null();
@@ -228,7 +228,7 @@ void vms_dispose(http_req_t *req)
         return;
     if (!rest_id_ok(task->id)) {
         protobuf_c_message_free_unpacked(&task->base, NULL);
-        http_error(req, 500, "INTERNAL", "the taskmgr service answered without a task id");
+        http_error(req, "INTERNAL", "the taskmgr service answered without a task id");
         return;
     }
     log_info(req->request_id, "disposal asked", "{s:s, s:s, s:s}", "vm", req->params[0], "task",
@@ -245,7 +245,7 @@ void vms_get_task(http_req_t *req)
                   (ProtobufCMessage **)&task))
         return;
     if (!rest_may_see(req, task->owner))
-        http_error(req, 404, "NOT_FOUND", "no such task");
+        http_error(req, "NOT_FOUND", "no such task");
     else
         http_json(req, 200, json_pack("{s:o}", "task", view_task(task)));
     protobuf_c_message_free_unpacked(&task->base, NULL);
@@ -263,7 +263,7 @@ static int s_time_param(http_req_t *req, const char *name, int64_t fallback, int
         char message[160];
         snprintf(message, sizeof message,
                  "%s must be an ISO 8601 UTC time (2024-05-01T12:00:00Z) or unix seconds", name);
-        http_error_details(req, 400, "BAD_REQUEST", message, json_pack("{s:s}", "field", name));
+        http_error_details(req, "BAD_REQUEST", message, json_pack("{s:s}", "field", name));
         return -1;
     }
     return 0;
@@ -274,31 +274,35 @@ void vms_usage(http_req_t *req)
     gateway_t *gw = req->app;
     int64_t now = util_now_ms();
     int64_t from, to;
+    /* The default window ends at the epoch at the earliest: a `to` in January 1970 must not
+       make the default `from` negative. */
     if (s_time_param(req, "to", now, &to) ||
-        s_time_param(req, "from", to - USAGE_DEFAULT_MS, &from))
+        s_time_param(req, "from", to > USAGE_DEFAULT_MS ? to - USAGE_DEFAULT_MS : 0, &from))
         return;
+    /* A window the client got wrong names the parameter the client sent. */
+    const char *sent = http_query(req, "from") ? "from" : "to";
     if (from >= to) {
-        http_error_details(req, 400, "BAD_REQUEST", "from must be before to",
-                           json_pack("{s:s}", "field", "from"));
+        http_error_details(req, "BAD_REQUEST", "from must be before to",
+                           json_pack("{s:s}", "field", sent));
         return;
     }
     if (to - from > gw->usage_window_max_ms) {
         char message[96];
         snprintf(message, sizeof message, "from..to may span at most %lld days",
                  (long long)(gw->usage_window_max_ms / (24LL * 3600 * 1000)));
-        http_error_details(req, 400, "BAD_REQUEST", message, json_pack("{s:s}", "field", "from"));
+        http_error_details(req, "BAD_REQUEST", message, json_pack("{s:s}", "field", sent));
         return;
     }
     /* Users see their own usage; an admin sees everyone's or one owner's. */
     const char *owner = http_query(req, "owner");
     if (owner && !auth_username_ok(owner)) {
-        http_error_details(req, 400, "BAD_REQUEST", "owner is not a user name",
+        http_error_details(req, "BAD_REQUEST", "owner is not a user name",
                            json_pack("{s:s}", "field", "owner"));
         return;
     }
     if (!rest_is_admin(req)) {
         if (owner && !streq(owner, req->user)) {
-            http_error(req, 403, "FORBIDDEN", "only an admin may read another user's usage");
+            http_error(req, "FORBIDDEN", "only an admin may read another user's usage");
             return;
         }
         owner = req->user;

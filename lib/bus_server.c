@@ -187,7 +187,7 @@ static void s_rotate(bus_server_t *self)
 }
 
 static void s_answer(bus_request_t *req, const ProtobufCMessage *body, const char *code,
-                     const char *message)
+                     const char *message, const berth_error_t *error)
 {
     assert(!req->replied);
     req->replied = 1;
@@ -204,10 +204,12 @@ static void s_answer(bus_request_t *req, const ProtobufCMessage *body, const cha
                              .sender = self->sender,
                              .body = body,
                              .error_code = code,
-                             .error_message = message };
+                             .error_message = message,
+                             .error = error };
     zframe_t *reply = envelope_pack(&spec);
     if (!reply) {
         spec.body = NULL;
+        spec.error = NULL;
         spec.error_code = "INTERNAL";
         spec.error_message = "reply could not be encoded";
         reply = envelope_pack(&spec);
@@ -221,12 +223,17 @@ static void s_answer(bus_request_t *req, const ProtobufCMessage *body, const cha
 
 void bus_reply(bus_request_t *request, const ProtobufCMessage *body)
 {
-    s_answer(request, body, NULL, NULL);
+    s_answer(request, body, NULL, NULL, NULL);
 }
 
 void bus_reply_error(bus_request_t *request, const char *code, const char *message)
 {
-    s_answer(request, NULL, code, message);
+    s_answer(request, NULL, code, message, NULL);
+}
+
+void bus_reply_fault(bus_request_t *request, const berth_error_t *error)
+{
+    s_answer(request, NULL, NULL, NULL, error);
 }
 
 const Berth__Envelope *bus_request_envelope(bus_request_t *request)

@@ -43,6 +43,8 @@ const Berth__Envelope *bus_request_envelope(bus_request_t *request);
 void *bus_request_body(bus_request_t *request, const ProtobufCMessageDescriptor *desc);
 void bus_reply(bus_request_t *request, const ProtobufCMessage *body);
 void bus_reply_error(bus_request_t *request, const char *code, const char *message);
+/* The same with the details of error (the platform's one error type, lib/error.h). */
+void bus_reply_fault(bus_request_t *request, const berth_error_t *error);
 
 /* Keep a request to answer later (a parked poll, work done off the loop): returns the kept
    request, which the caller answers with bus_reply()/bus_reply_error() on the server's loop

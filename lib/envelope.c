@@ -23,7 +23,7 @@ zframe_t *envelope_pack(const envelope_spec_t *spec)
     const char *type = spec->type;
     if (!type && spec->body)
         type = spec->body->descriptor->short_name;
-    if (spec->error_code && !type)
+    if ((spec->error_code || spec->error) && !type)
         type = "Error";
     if (!s_valid_token(spec->message_id, 1) || !s_valid_token(type, 1))
         return NULL;
@@ -46,7 +46,21 @@ zframe_t *envelope_pack(const envelope_spec_t *spec)
         protobuf_c_message_pack(spec->body, body);
         env.body.data = body;
     }
-    if (spec->error_code) {
+    Berth__Error__DetailsEntry entries[ERROR_DETAILS_MAX];
+    Berth__Error__DetailsEntry *details[ERROR_DETAILS_MAX];
+    if (spec->error) {
+        error.code = (char *)spec->error->code;
+        error.message = (char *)spec->error->message;
+        for (size_t i = 0; i < spec->error->n_details && i < ERROR_DETAILS_MAX; i++) {
+            berth__error__details_entry__init(&entries[i]);
+            entries[i].key = (char *)spec->error->details[i].key;
+            entries[i].value = (char *)spec->error->details[i].value;
+            details[i] = &entries[i];
+            error.n_details = i + 1;
+        }
+        error.details = details;
+        env.error = &error;
+    } else if (spec->error_code) {
         error.code = (char *)spec->error_code;
         error.message = (char *)(spec->error_message ? spec->error_message : "");
         env.error = &error;

@@ -4,6 +4,7 @@
 #define BERTH_ENVELOPE_H
 
 #include "berth.pb-c.h"
+#include "error.h"
 
 #include <czmq.h>
 
@@ -22,6 +23,8 @@ typedef struct {
     const ProtobufCMessage *body; /* may be NULL (an empty body) */
     const char *error_code;       /* when set: an Error reply */
     const char *error_message;
+    const berth_error_t *error; /* when set: an Error reply with details (wins over the two
+                                   fields above) */
 } envelope_spec_t;
 
 /* Serialize spec into a new frame; NULL if spec is invalid (missing id or type). */

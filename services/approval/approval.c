@@ -39,7 +39,7 @@ int approval_seed(approval_t *self)
 {
     if (self->seeded)
         return 0;
-    fault_t fault = { "", "" };
+    fault_t fault = { 0 };
     int added = catalog_seed(self->store, &fault);
     if (added < 0) {
         /* Retried every heartbeat while Redis is away: said once, not once a second. */
@@ -67,7 +67,7 @@ static void s_fail(bus_request_t *request, const char *what, const fault_t *faul
     int ours = streq(fault->code, "UNAVAILABLE") || streq(fault->code, "INTERNAL");
     log_emit(ours ? BERTH_LOG_WARN : BERTH_LOG_INFO, s_request_id(request), what, "{s:s, s:s}",
              "code", fault->code, "reason", fault->message);
-    bus_reply_error(request, fault->code, fault->message);
+    bus_reply_fault(request, fault);
 }
 
 static void s_on_list_templates(bus_request_t *request, void *arg)
@@ -79,7 +79,7 @@ static void s_on_list_templates(bus_request_t *request, void *arg)
     }
     /* A catalog not seeded yet (Redis was away at start) is seeded before it is shown. */
     approval_seed(self);
-    fault_t fault = { "", "" };
+    fault_t fault = { 0 };
     Berth__TemplateList *list = NULL;
     if (catalog_list(self->store, &list, &fault) != 0) {
         s_fail(request, "list templates refused", &fault);
@@ -97,7 +97,7 @@ static void s_on_create_template(bus_request_t *request, void *arg)
         bus_reply_error(request, "BAD_REQUEST", "CreateTemplate body does not parse");
         return;
     }
-    fault_t fault = { "", "" };
+    fault_t fault = { 0 };
     char id[UTIL_ID_LEN];
     if (catalog_create(self->store, &self->policy, msg->template_, msg->actor, id, &fault) != 0) {
         s_fail(request, "create template refused", &fault);
@@ -118,7 +118,7 @@ static void s_on_create_request(bus_request_t *request, void *arg)
         bus_reply_error(request, "BAD_REQUEST", "CreateRequest body does not parse");
         return;
     }
-    fault_t fault = { "", "" };
+    fault_t fault = { 0 };
     Berth__Request *req = NULL;
     if (requests_create(self->store, &self->policy, msg, s_request_id(request), &req, &fault) !=
         0) {
@@ -140,7 +140,7 @@ static void s_on_get_request(bus_request_t *request, void *arg)
         bus_reply_error(request, "BAD_REQUEST", "GetRequest body does not parse");
         return;
     }
-    fault_t fault = { "", "" };
+    fault_t fault = { 0 };
     Berth__Request *req = NULL;
     if (requests_get(self->store, msg->id, &req, &fault) != 0) {
         s_fail(request, "get request refused", &fault);
@@ -158,7 +158,7 @@ static void s_on_decide_request(bus_request_t *request, void *arg)
         bus_reply_error(request, "BAD_REQUEST", "DecideRequest body does not parse");
         return;
     }
-    fault_t fault = { "", "" };
+    fault_t fault = { 0 };
     Berth__Request *req = NULL;
     if (requests_decide(self->store, &self->policy, msg, s_request_id(request), &req, &fault) !=
         0) {

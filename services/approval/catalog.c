@@ -77,7 +77,7 @@ int catalog_seed(store_t *store, fault_t *fault)
     char ids[sizeof s_seeds / sizeof s_seeds[0]][UTIL_ID_LEN];
     model_tx_t *tx = model_tx_new();
     if (!tx)
-        return fault_set(fault, "INTERNAL", "out of memory");
+        return error_set(fault, "INTERNAL", "out of memory");
     for (size_t i = 0; i < n; i++) {
         const s_seed_t *s = &s_seeds[i];
         Berth__Template t = BERTH__TEMPLATE__INIT;
@@ -139,7 +139,7 @@ int catalog_list(store_t *store, Berth__TemplateList **list_p, fault_t *fault)
     if (!list || !list->templates) {
         free(list);
         freeReplyObject(ids);
-        return fault_set(fault, "INTERNAL", "out of memory");
+        return error_set(fault, "INTERNAL", "out of memory");
     }
     int rc = 0;
     for (size_t i = 0; i < ids->elements && rc == 0; i++) {
@@ -179,7 +179,7 @@ int catalog_create(store_t *store, const policy_t *policy, const Berth__Template
     if (existing < 0)
         return fault_store(fault, store);
     if (existing >= policy->max_templates)
-        return fault_set(fault, "CONFLICT", "the template catalog is full (%d templates)",
+        return error_set(fault, "CONFLICT", "the template catalog is full (%d templates)",
                          policy->max_templates);
     char id[UTIL_ID_LEN];
     util_uuid(id);
@@ -187,16 +187,23 @@ int catalog_create(store_t *store, const policy_t *policy, const Berth__Template
     t.id = id;
     model_tx_t *tx = model_tx_new();
     if (!tx)
-        return fault_set(fault, "INTERNAL", "out of memory");
+        return error_set(fault, "INTERNAL", "out of memory");
     s_tx_add(tx, &t, actor);
     int rc = model_tx_commit(tx, store, NULL);
     model_tx_destroy(&tx);
     if (rc == MODEL_CONFLICT)
-        return fault_set(fault, "CONFLICT", "template '%s' already exists", tmpl->name);
+        return error_set(fault, "CONFLICT", "template '%s' already exists", tmpl->name);
     if (rc != 0)
         return fault_store(fault, store);
     memcpy(id_out, id, UTIL_ID_LEN);
     return 0;
+}
+
+/* NOT_FOUND naming the request's field: the template it names is not in the catalog. */
+static int s_unknown(fault_t *fault, const char *ref)
+{
+    error_set(fault, "NOT_FOUND", "unknown template '%.64s'", ref);
+    return error_detail(fault, "field", "template");
 }
 
 int catalog_find(store_t *store, const char *ref, Berth__Template **tmpl_p, fault_t *fault)
@@ -224,13 +231,13 @@ int catalog_find(store_t *store, const char *ref, Berth__Template **tmpl_p, faul
     }
     /* Anything that is neither an id nor a valid name cannot be in the catalog. */
     if (!*id)
-        return fault_set(fault, "NOT_FOUND", "unknown template '%s'", ref);
+        return s_unknown(fault, ref);
     char key[MODEL_KEY_MAX];
     ProtobufCMessage *msg = NULL;
     int rc = model_load(store, &berth__template__descriptor,
                         model_key(key, sizeof key, "template", id), &msg);
     if (rc == MODEL_NOT_FOUND)
-        return fault_set(fault, "NOT_FOUND", "unknown template '%s'", ref);
+        return s_unknown(fault, ref);
     if (rc != 0)
         return fault_store(fault, store);
     *tmpl_p = (Berth__Template *)msg;

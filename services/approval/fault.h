@@ -1,20 +1,14 @@
-/*  fault: why an approval operation was refused, as the bus will say it: a stable code
-    (BAD_REQUEST, NOT_FOUND, CONFLICT, UNAVAILABLE, INTERNAL) and one readable message.
-    The modules fill it where the failure is detected; the handlers send it as is. */
+/*  fault: why an approval operation was refused, as the bus will say it: the platform's one
+    error type (lib/error.h: a code of its table, one readable message and details such as the
+    field that broke a rule). The modules fill it where the failure is detected with
+    error_set()/error_field(); the handlers send it as is (bus_reply_fault). */
 #ifndef BERTH_APPROVAL_FAULT_H
 #define BERTH_APPROVAL_FAULT_H
 
+#include "error.h"
 #include "store.h"
 
-typedef struct {
-    char code[16]; /* empty while nothing failed */
-    char message[256];
-} fault_t;
-
-/* Record code and a printf-style message in fault (which may be NULL). Always returns -1,
-   so a caller can write `return fault_set(...)`. */
-int fault_set(fault_t *fault, const char *code, const char *format, ...)
-    __attribute__((format(printf, 3, 4)));
+typedef berth_error_t fault_t;
 
 /* A Redis call failed: UNAVAILABLE when the store is unreachable, INTERNAL when Redis
    answered with an error (a bug or corrupted data, not the caller's fault). Returns -1. */

@@ -5,24 +5,30 @@
 #include "policy.h"
 #include "util.h"
 
+#include <stdio.h>
 #include <string.h>
 
 void policy_defaults(policy_t *self)
 {
-    self->max_count = 50;
+    self->max_count = LIMIT_COUNT_MAX;
     self->idempotency_ttl_ms = 24 * 3600 * 1000LL;
     self->max_templates = 1000;
-    self->max_text = 128;
-    self->max_reason = 1024;
+    self->max_text = LIMIT_TEXT_MAX;
+    self->max_reason = LIMIT_REASON_MAX;
 }
 
 void policy_declare(config_t *config)
 {
-    config_declare(config, "max_count", "50", 0);
+    /* The defaults are the limits of lib/limits.h, which a setting may lower only. */
+    char count[16], text[16], reason[16];
+    snprintf(count, sizeof count, "%d", LIMIT_COUNT_MAX);
+    snprintf(text, sizeof text, "%d", LIMIT_TEXT_MAX);
+    snprintf(reason, sizeof reason, "%d", LIMIT_REASON_MAX);
+    config_declare(config, "max_count", count, 0);
     config_declare(config, "idempotency_ttl_s", "86400", 0);
     config_declare(config, "max_templates", "1000", 0);
-    config_declare(config, "max_text", "128", 0);
-    config_declare(config, "max_reason", "1024", 0);
+    config_declare(config, "max_text", text, 0);
+    config_declare(config, "max_reason", reason, 0);
 }
 
 int policy_load(policy_t *self, config_t *config)
@@ -30,11 +36,11 @@ int policy_load(policy_t *self, config_t *config)
     int64_t count, ttl, templates, text, reason;
     /* Upper bounds keep one request's transaction and one ListTemplates answer well inside
        a bus frame (ENVELOPE_MAX_BYTES). */
-    if (config_int(config, "max_count", 1, 1000, &count) ||
+    if (config_int(config, "max_count", 1, LIMIT_COUNT_MAX, &count) ||
         config_int(config, "idempotency_ttl_s", 1, 30 * 86400, &ttl) ||
         config_int(config, "max_templates", 1, 10000, &templates) ||
-        config_int(config, "max_text", 1, 256, &text) ||
-        config_int(config, "max_reason", 0, 65536, &reason))
+        config_int(config, "max_text", 1, LIMIT_TEXT_MAX, &text) ||
+        config_int(config, "max_reason", 0, LIMIT_REASON_MAX, &reason))
         return -1;
     self->max_count = (int)count;
     self->idempotency_ttl_ms = ttl * 1000;
@@ -70,20 +76,20 @@ static int s_token(const char *text, size_t max, const char *extra)
 int policy_check_uuid(const char *field, const char *text, fault_t *fault)
 {
     if (!text || !*text)
-        return fault_set(fault, "BAD_REQUEST", "%s is required", field);
+        return error_field(fault, field, "%s is required", field);
     if (!util_is_uuid(text))
-        return fault_set(fault, "BAD_REQUEST", "%s must be a UUID", field);
+        return error_field(fault, field, "%s must be a UUID", field);
     return 0;
 }
 
 int policy_check_owner(const char *field, const char *text, fault_t *fault)
 {
     if (!text || !*text)
-        return fault_set(fault, "BAD_REQUEST", "%s is required", field);
+        return error_field(fault, field, "%s is required", field);
     if (!s_token(text, POLICY_OWNER_MAX, "@"))
-        return fault_set(fault, "BAD_REQUEST",
-                         "%s must be 1 to %d characters of letters, digits, '.', '_', '-', '@'",
-                         field, POLICY_OWNER_MAX);
+        return error_field(fault, field,
+                           "%s must be 1 to %d characters of letters, digits, '.', '_', '-', '@'",
+                           field, POLICY_OWNER_MAX);
     return 0;
 }
 
@@ -103,41 +109,45 @@ int policy_is_template_name(const char *text)
 int policy_check_template(const policy_t *self, const Berth__Template *t, fault_t *fault)
 {
     if (!t)
-        return fault_set(fault, "BAD_REQUEST", "template is required");
+        return error_field(fault, "template", "template is required");
     if (t->id && *t->id)
-        return fault_set(fault, "BAD_REQUEST", "template id is assigned by the server");
+        return error_field(fault, "id", "template id is assigned by the server");
     if (!policy_is_template_name(t->name))
-        return fault_set(fault, "BAD_REQUEST",
-                         "template name must match [a-z0-9][a-z0-9._-]{0,62} and not be a UUID");
-    if (t->vcpus < 1 || t->vcpus > 256)
-        return fault_set(fault, "BAD_REQUEST", "vcpus must be between 1 and 256");
-    if (t->ram_mb < 64 || t->ram_mb > 4194304)
-        return fault_set(fault, "BAD_REQUEST", "ram_mb must be between 64 and 4194304");
-    if (t->disk_gb < 1 || t->disk_gb > 65536)
-        return fault_set(fault, "BAD_REQUEST", "disk_gb must be between 1 and 65536");
-    if (t->lease_days < 1 || t->lease_days > 3650)
-        return fault_set(fault, "BAD_REQUEST", "lease_days must be between 1 and 3650");
+        return error_field(fault, "name",
+                           "template name must match [a-z0-9][a-z0-9._-]{0,%d} and not be a UUID",
+                           POLICY_TEMPLATE_NAME_MAX - 1);
+    if (t->vcpus < 1 || t->vcpus > LIMIT_VCPUS_MAX)
+        return error_field(fault, "vcpus", "vcpus must be between 1 and %d", LIMIT_VCPUS_MAX);
+    if (t->ram_mb < LIMIT_RAM_MB_MIN || t->ram_mb > LIMIT_RAM_MB_MAX)
+        return error_field(fault, "ram_mb", "ram_mb must be between %d and %d", LIMIT_RAM_MB_MIN,
+                           LIMIT_RAM_MB_MAX);
+    if (t->disk_gb < 1 || t->disk_gb > LIMIT_DISK_GB_MAX)
+        return error_field(fault, "disk_gb", "disk_gb must be between 1 and %d", LIMIT_DISK_GB_MAX);
+    if (t->lease_days < 1 || t->lease_days > LIMIT_LEASE_DAYS_MAX)
+        return error_field(fault, "lease_days", "lease_days must be between 1 and %d",
+                           LIMIT_LEASE_DAYS_MAX);
     if (!s_token(t->image, (size_t)self->max_text, NULL))
-        return fault_set(fault, "BAD_REQUEST",
-                         "image must be 1 to %d characters of letters, digits, '.', '_', '-'",
-                         self->max_text);
+        return error_field(fault, "image",
+                           "image must be 1 to %d characters of letters, digits, '.', '_', '-'",
+                           self->max_text);
     if (!s_token(t->os, (size_t)self->max_text, NULL))
-        return fault_set(fault, "BAD_REQUEST",
-                         "os must be 1 to %d characters of letters, digits, '.', '_', '-'",
-                         self->max_text);
+        return error_field(fault, "os",
+                           "os must be 1 to %d characters of letters, digits, '.', '_', '-'",
+                           self->max_text);
     return 0;
 }
 
 int policy_check_template_ref(const char *text, fault_t *fault)
 {
     if (!text || !*text)
-        return fault_set(fault, "BAD_REQUEST", "template is required");
+        return error_field(fault, "template", "template is required");
     size_t len = strlen(text);
-    if (len > 128)
-        return fault_set(fault, "BAD_REQUEST", "template must be at most 128 characters");
+    if (len > LIMIT_TEMPLATE_REF_MAX)
+        return error_field(fault, "template", "template must be at most %d characters",
+                           LIMIT_TEMPLATE_REF_MAX);
     for (size_t i = 0; i < len; i++)
         if (text[i] < 0x21 || text[i] > 0x7e)
-            return fault_set(fault, "BAD_REQUEST", "template must be printable ASCII");
+            return error_field(fault, "template", "template must be printable ASCII");
     return 0;
 }
 
@@ -145,15 +155,15 @@ int policy_check_vm_name(const char *text, fault_t *fault)
 {
     size_t len = text ? strlen(text) : 0;
     if (len == 0)
-        return fault_set(fault, "BAD_REQUEST", "name is required");
+        return error_field(fault, "name", "name is required");
     int ok = len <= POLICY_NAME_MAX && s_lower_alnum(text[0]) && text[len - 1] != '-';
     for (size_t i = 0; ok && i < len; i++)
         ok = s_lower_alnum(text[i]) || text[i] == '-';
     if (!ok)
-        return fault_set(fault, "BAD_REQUEST",
-                         "name must be a hostname label: 1 to %d of [a-z0-9-], starting with a "
-                         "letter or digit, not ending with '-'",
-                         POLICY_NAME_MAX);
+        return error_field(fault, "name",
+                           "name must be a hostname label: 1 to %d of [a-z0-9-], starting with a "
+                           "letter or digit, not ending with '-'",
+                           POLICY_NAME_MAX);
     return 0;
 }
 
@@ -165,10 +175,12 @@ int policy_check_idempotency_key(const char *text, fault_t *fault)
     int ok = len <= POLICY_KEY_MAX;
     for (size_t i = 0; ok && i < len; i++)
         ok = s_alnum(text[i]) || strchr("._-", text[i]);
-    if (!ok)
-        return fault_set(fault, "BAD_REQUEST",
-                         "idempotency key must be at most %d characters of [A-Za-z0-9._-]",
-                         POLICY_KEY_MAX);
+    if (!ok) {
+        error_set(fault, "BAD_REQUEST",
+                  "idempotency key must be at most %d characters of [A-Za-z0-9._-]",
+                  POLICY_KEY_MAX);
+        return error_detail(fault, "header", "Idempotency-Key");
+    }
     return 0;
 }
 
@@ -214,10 +226,9 @@ int policy_check_reason(const policy_t *self, const char *text, fault_t *fault)
     if (!text)
         return 0;
     if (strlen(text) > (size_t)self->max_reason)
-        return fault_set(fault, "BAD_REQUEST", "reason must be at most %d bytes", self->max_reason);
+        return error_field(fault, "reason", "reason must be at most %d bytes", self->max_reason);
     if (!s_utf8_text((const unsigned char *)text))
-        return fault_set(fault, "BAD_REQUEST",
-                         "reason must be UTF-8 text without control characters");
+        return error_field(fault, "reason", "reason must be UTF-8 text without control characters");
     return 0;
 }
 
@@ -226,6 +237,6 @@ int policy_count(const policy_t *self, int32_t count, fault_t *fault)
     if (count == 0)
         return 1;
     if (count < 0 || count > self->max_count)
-        return fault_set(fault, "BAD_REQUEST", "count must be between 1 and %d", self->max_count);
+        return error_field(fault, "count", "count must be between 1 and %d", self->max_count);
     return count;
 }

@@ -7,13 +7,15 @@
 #include "berth.pb-c.h"
 #include "config.h"
 #include "fault.h"
+#include "limit.h"
 
 #include <stdint.h>
 
-#define POLICY_NAME_MAX          51 /* longest VM name asked for (the suffix -N is added) */
-#define POLICY_TEMPLATE_NAME_MAX 63
-#define POLICY_KEY_MAX           128 /* longest idempotency key */
-#define POLICY_OWNER_MAX         64
+/* The limits themselves live in lib/limit.h, shared with the gateway and the API document. */
+#define POLICY_NAME_MAX          LIMIT_VM_NAME_MAX
+#define POLICY_TEMPLATE_NAME_MAX LIMIT_TEMPLATE_NAME_MAX
+#define POLICY_KEY_MAX           LIMIT_IDEMPOTENCY_KEY_MAX
+#define POLICY_OWNER_MAX         LIMIT_USER_NAME_MAX
 
 typedef struct {
     int max_count;              /* most VMs one request may ask for */
@@ -35,7 +37,8 @@ int policy_load(policy_t *self, config_t *config);
 /* True when text is a valid template name: [a-z0-9][a-z0-9._-]{0,62}, not a UUID. */
 int policy_is_template_name(const char *text);
 
-/* Each check returns 0, or -1 with a BAD_REQUEST fault naming the field and the rule. */
+/* Each check returns 0, or -1 with a BAD_REQUEST fault naming the field (details.field) and
+   the rule. */
 int policy_check_uuid(const char *field, const char *text, fault_t *fault);
 int policy_check_owner(const char *field, const char *text, fault_t *fault);
 int policy_check_template(const policy_t *self, const Berth__Template *t, fault_t *fault);
@@ -44,7 +47,7 @@ int policy_check_vm_name(const char *text, fault_t *fault);
 int policy_check_idempotency_key(const char *text, fault_t *fault);
 int policy_check_reason(const policy_t *self, const char *text, fault_t *fault);
 
-/* The number of VMs a request really asks for (0 means 1), or -1 with a fault. */
+/* The number of VMs a request really asks for (0 means 1), or -1 with a fault naming count. */
 int policy_count(const policy_t *self, int32_t count, fault_t *fault);
 
 #endif

@@ -169,7 +169,7 @@ int requests_create(store_t *store, const policy_t *policy, const Berth__CreateR
                     const char *trace_id, Berth__Request **request_p, fault_t *fault)
 {
     if (!msg)
-        return fault_set(fault, "BAD_REQUEST", "CreateRequest body is required");
+        return error_set(fault, "BAD_REQUEST", "CreateRequest body is required");
     int count = 0;
     if (policy_check_owner("owner", msg->owner, fault) != 0 ||
         policy_check_template_ref(msg->template_, fault) != 0 ||
@@ -196,7 +196,7 @@ int requests_create(store_t *store, const policy_t *policy, const Berth__CreateR
     if (!tx || s_batch_init(&b, (size_t)count) != 0) {
         model_tx_destroy(&tx);
         protobuf_c_message_free_unpacked(&tmpl->base, NULL);
-        return fault_set(fault, "INTERNAL", "out of memory");
+        return error_set(fault, "INTERNAL", "out of memory");
     }
     int approved = !tmpl->requires_approval;
     const char *vm_state = approved ? "PROVISIONING" : "PENDING_APPROVAL";
@@ -270,7 +270,7 @@ int requests_create(store_t *store, const policy_t *policy, const Berth__CreateR
     const char *why = NULL;
     int rc = model_tx_commit(tx, store, &why);
     if (rc == MODEL_REFUSED)
-        fault_set(fault, "INTERNAL", "%s", why);
+        error_set(fault, "INTERNAL", "%s", why);
     model_tx_destroy(&tx);
     if (rc == 0) {
         if (keyed) {
@@ -284,7 +284,7 @@ int requests_create(store_t *store, const policy_t *policy, const Berth__CreateR
         *request_p = s_clone(&req);
         s_batch_free(&b);
         protobuf_c_message_free_unpacked(&tmpl->base, NULL);
-        return *request_p ? 0 : fault_set(fault, "INTERNAL", "out of memory");
+        return *request_p ? 0 : error_set(fault, "INTERNAL", "out of memory");
     }
     s_batch_free(&b);
     protobuf_c_message_free_unpacked(&tmpl->base, NULL);
@@ -297,7 +297,7 @@ int requests_create(store_t *store, const policy_t *policy, const Berth__CreateR
             return found > 0 ? 0 : -1;
     }
     if (rc == MODEL_CONFLICT)
-        return fault_set(fault, "CONFLICT", "the catalog or the key changed meanwhile; try again");
+        return error_set(fault, "CONFLICT", "the catalog or the key changed meanwhile; try again");
     return fault_store(fault, store);
 }
 
@@ -311,7 +311,7 @@ int requests_get(store_t *store, const char *id, Berth__Request **request_p, fau
     int rc = model_load(store, &berth__request__descriptor,
                         model_key(key, sizeof key, "request", lower), &msg);
     if (rc == MODEL_NOT_FOUND)
-        return fault_set(fault, "NOT_FOUND", "unknown request '%s'", id);
+        return error_set(fault, "NOT_FOUND", "unknown request '%s'", id);
     if (rc != 0)
         return fault_store(fault, store);
     *request_p = (Berth__Request *)msg;
@@ -335,7 +335,7 @@ static int s_decide(store_t *store, const Berth__DecideRequest *msg, const Berth
     Berth__Vm **loaded = calloc(req->n_vms ? req->n_vms : 1, sizeof *loaded);
     if (!loaded || s_batch_init(&b, req->n_vms) != 0) {
         free(loaded);
-        return fault_set(fault, "INTERNAL", "out of memory");
+        return error_set(fault, "INTERNAL", "out of memory");
     }
     int64_t now = util_now_ms();
     char key[MODEL_KEY_MAX];
@@ -347,7 +347,7 @@ static int s_decide(store_t *store, const Berth__DecideRequest *msg, const Berth
                                      model_key(key, sizeof key, "vm", req->vms[i]), &m)
                         : MODEL_NOT_FOUND;
         if (found == MODEL_NOT_FOUND)
-            rc = fault_set(fault, "INTERNAL", "request '%s' names VM '%s' that does not exist",
+            rc = error_set(fault, "INTERNAL", "request '%s' names VM '%s' that does not exist",
                            req->id, req->vms[i]);
         else if (found != 0)
             rc = fault_store(fault, store);
@@ -356,7 +356,7 @@ static int s_decide(store_t *store, const Berth__DecideRequest *msg, const Berth
             /* Another instance decided between our read of the request and of its VMs:
                read the request again (the caller's loop) and answer what it now says. */
             if (strcmp(loaded[i]->state, "PENDING_APPROVAL") != 0) {
-                fault_set(fault, "CONFLICT", "VM '%s' is %s, not PENDING_APPROVAL", loaded[i]->name,
+                error_set(fault, "CONFLICT", "VM '%s' is %s, not PENDING_APPROVAL", loaded[i]->name,
                           loaded[i]->state);
                 rc = MODEL_CONFLICT;
             }
@@ -364,7 +364,7 @@ static int s_decide(store_t *store, const Berth__DecideRequest *msg, const Berth
     }
     model_tx_t *tx = rc == 0 ? model_tx_new() : NULL;
     if (rc == 0 && !tx)
-        rc = fault_set(fault, "INTERNAL", "out of memory");
+        rc = error_set(fault, "INTERNAL", "out of memory");
     Berth__Request next = *req;
     if (rc == 0) {
         next.state = msg->approve ? "APPROVED" : "REJECTED";
@@ -399,9 +399,9 @@ static int s_decide(store_t *store, const Berth__DecideRequest *msg, const Berth
         if (rc == 0) {
             *request_p = s_clone(&next);
             if (!*request_p)
-                rc = fault_set(fault, "INTERNAL", "out of memory");
+                rc = error_set(fault, "INTERNAL", "out of memory");
         } else if (rc == MODEL_REFUSED)
-            rc = fault_set(fault, "INTERNAL", "%s", why);
+            rc = error_set(fault, "INTERNAL", "%s", why);
         else if (rc != MODEL_CONFLICT)
             rc = fault_store(fault, store);
     }
@@ -415,7 +415,7 @@ int requests_decide(store_t *store, const policy_t *policy, const Berth__DecideR
                     const char *trace_id, Berth__Request **request_p, fault_t *fault)
 {
     if (!msg)
-        return fault_set(fault, "BAD_REQUEST", "DecideRequest body is required");
+        return error_set(fault, "BAD_REQUEST", "DecideRequest body is required");
     if (policy_check_uuid("id", msg->id, fault) != 0 ||
         policy_check_owner("actor", msg->actor, fault) != 0 ||
         policy_check_reason(policy, msg->reason, fault) != 0)
@@ -433,12 +433,12 @@ int requests_decide(store_t *store, const policy_t *policy, const Berth__DecideR
             return 0;
         }
         if (strcmp(req->state, "PENDING_APPROVAL") != 0)
-            rc = fault_set(fault, "CONFLICT", "request '%s' is already %s", req->id, req->state);
+            rc = error_set(fault, "CONFLICT", "request '%s' is already %s", req->id, req->state);
         else
             rc = s_decide(store, msg, req, trace_id, request_p, fault);
         protobuf_c_message_free_unpacked(&req->base, NULL);
         if (rc != MODEL_CONFLICT)
             return rc;
     }
-    return fault_set(fault, "CONFLICT", "request '%s' keeps changing; try again", msg->id);
+    return error_set(fault, "CONFLICT", "request '%s' keeps changing; try again", msg->id);
 }

@@ -33,7 +33,10 @@ static void s_on_select_host(bus_request_t *request, void *arg)
         bus_reply_error(request, "CONFLICT", error);
     else if (rc == PLACEMENT_NO_VALID_HOST) {
         log_info(rid, "no valid host", "{s:s, s:s}", "vm", req->vm, "reason", error);
-        bus_reply_error(request, "NO_VALID_HOST", error);
+        berth_error_t fault;
+        error_set(&fault, "NO_VALID_HOST", "%s", error);
+        placement_removed(self->placement, &fault);
+        bus_reply_fault(request, &fault);
     } else if (rc != 0)
         bus_reply_error(request, "UNAVAILABLE", "state store unreachable");
     else {

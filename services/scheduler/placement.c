@@ -58,7 +58,11 @@ struct _placement_t {
     int64_t loaded_at;         /* monotonic ms of the last load; 0 = never */
     int truncated;             /* the last load saw more than max_hosts hosts */
     char ratios[3][32];        /* ram, cpu, disk ratios as text for the claim script */
+    int removed[F_COUNT + 1];  /* the last "no valid host": hosts per filter, then busy */
 };
+
+/* The filters' names, as NO_VALID_HOST's details and message say them (F_* order). */
+static const char *const s_filter_names[F_COUNT] = { "state", "exclude", "ram", "vcpus", "disk" };
 
 /* All hosts in one call: ARGV[1] = most hosts, ARGV[2] = host key prefix. Sorted by id so
    a cap keeps the same hosts every time. Returns {total, id, 8 fields, id, 8 fields, ...}.
@@ -437,6 +441,8 @@ static int s_place(placement_t *self, const Berth__SelectHost *req, const char *
             return -1;
         fresh = 1;
     }
+    memcpy(self->removed, counts, sizeof(int) * F_COUNT);
+    self->removed[F_COUNT] = busy;
     char extra[160] = "";
     if (busy)
         snprintf(extra, sizeof extra, ", busy: %d", busy);
@@ -574,4 +580,15 @@ int placement_release(placement_t *self, const char *vm, int *released, char *er
     }
     snprintf(error, error_size, "the claim of vm %s kept changing while releasing it; retry", vm);
     return PLACEMENT_CONFLICT;
+}
+
+int placement_removed(placement_t *self, berth_error_t *error)
+{
+    for (int i = 0; i < F_COUNT; i++)
+        if (self->removed[i])
+            error_detail(error, s_filter_names[i], "%d", self->removed[i]);
+    if (self->removed[F_COUNT])
+        error_detail(error, "busy", "%d", self->removed[F_COUNT]);
+    error_detail(error, "hosts", "%d", self->n_hosts);
+    return -1;
 }

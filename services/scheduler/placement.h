@@ -7,6 +7,7 @@
 #define BERTH_SCHEDULER_PLACEMENT_H
 
 #include "berth.pb-c.h"
+#include "error.h"
 #include "store.h"
 
 #define PLACEMENT_BAD_REQUEST   1 /* the request is malformed (error says what) */
@@ -57,6 +58,11 @@ int placement_select(placement_t *self, const Berth__SelectHost *request,
    claim), PLACEMENT_BAD_REQUEST with error, or -1 when Redis failed. */
 int placement_release(placement_t *self, const char *vm, int *released, char *error,
                       size_t error_size);
+
+/* After PLACEMENT_NO_VALID_HOST: add to error's details how many hosts each filter removed
+   ("ram": "3"; filters that removed none are left out), "busy" (hosts that passed but were
+   claimed by others meanwhile) and "hosts" (how many were considered). Returns -1. */
+int placement_removed(placement_t *self, berth_error_t *error);
 
 /* Reload the host list now. 0 or -1 when Redis failed. */
 int placement_refresh(placement_t *self);

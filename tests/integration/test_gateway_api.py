@@ -365,7 +365,23 @@ class GatewayApi(unittest.TestCase):
 
     def test_unknown_route_and_wrong_method(self):
         self.assertError(self.as_admin("GET", "/v1/nothing"), 404, "NOT_FOUND")
-        self.assertError(self.as_admin("PUT", "/v1/vms"), 405, "METHOD_NOT_ALLOWED")
+        r = self.as_admin("PUT", "/v1/vms")
+        self.assertError(r, 405, "METHOD_NOT_ALLOWED")
+        # A 405 says which methods the resource takes (RFC 9110).
+        self.assertEqual(r.headers.get("Allow"), "GET")
+        r = self.as_admin("PATCH", "/v1/vms/" + str(uuid.uuid4()))
+        self.assertError(r, 405, "METHOD_NOT_ALLOWED")
+        self.assertEqual(r.headers.get("Allow"), "GET, DELETE")
+
+    def test_unknown_query_parameters_are_refused(self):
+        # A misspelt parameter must not silently fall back to its default.
+        for path, field in [("/v1/vms?limt=5", "limt"), ("/v1/vms?limit=5&sort=name", "sort"),
+                            ("/v1/usage?since=2024-01-01", "since"),
+                            ("/v1/templates?name=small", "name"),
+                            ("/v1/vms/%s?verbose=1" % uuid.uuid4(), "verbose")]:
+            with self.subTest(path=path):
+                self.assertError(self.as_admin("GET", path), 400, "BAD_REQUEST", field=field)
+        self.assertEqual(self.as_admin("GET", "/v1/vms?limit=5").status, 200)
 
     def test_malformed_json_is_400(self):
         for raw in (b"{", b"not json", b'{"template": "a",}', b'{"a":1,"a":2}'):
@@ -412,6 +428,12 @@ class GatewayApi(unittest.TestCase):
                  ({"template": "small", "name": "web", "count": -1}, "count"),
                  ({"template": "small", "name": "web", "count": 0}, "count"),
                  ({"template": "small", "name": "web", "count": 1001}, "count"),
+                 # One limit (lib/limit.h) for the gateway, approval and the document.
+                 ({"template": "small", "name": "web", "count": 51}, "count"),
+                 ({"template": "small", "name": "web", "count": None}, "count"),
+                 ({"template": "small", "name": "w" * 52}, "name"),
+                 ({"template": "small", "name": None}, "name"),
+                 ({"template": "t" * 65, "name": "web"}, "template"),
                  ({"template": "small", "name": "web", "count": 10 ** 15}, "count"),
                  ({"template": "small", "name": "web", "count": 1.5}, "count"),
                  ({"template": "small", "name": "web", "count": "2"}, "count"),
@@ -442,7 +464,9 @@ class GatewayApi(unittest.TestCase):
         for field, value in [("vcpus", 0), ("vcpus", "4"), ("ram_mb", -1), ("disk_gb", 1.5),
                              ("lease_days", 0), ("requires_approval", "yes"),
                              ("name", "has space"), ("image", ""), ("color", "red"),
-                             ("id", "my-id")]:
+                             ("id", "my-id"), ("vcpus", 257), ("ram_mb", 63),
+                             ("ram_mb", 4194305), ("disk_gb", 65537), ("lease_days", 3651),
+                             ("name", "n" * 64), ("os", None), ("image", "i" * 129)]:
             with self.subTest(field=field, value=value):
                 body = dict(good, **{field: value})
                 self.assertError(self.as_admin("POST", "/v1/templates", body), 400,
@@ -453,7 +477,9 @@ class GatewayApi(unittest.TestCase):
                              ("from=2024-02-30", "from"),
                              ("from=2024-05-02T00:00:00Z&to=2024-05-01T00:00:00Z", "from"),
                              ("from=2000-01-01T00:00:00Z&to=2024-01-01T00:00:00Z", "from"),
-                             ("owner=%7Bx%7D", "owner")]:
+                             ("owner=%7Bx%7D", "owner"),
+                             # Only `to` was sent: the error names `to`, not a default `from`.
+                             ("to=0", "to"), ("to=1970-01-01T00:00:00Z", "to")]:
             with self.subTest(query=query):
                 self.assertError(self.as_admin("GET", "/v1/usage?" + query), 400,
                                  "BAD_REQUEST", field=field)
@@ -477,6 +503,13 @@ class GatewayApi(unittest.TestCase):
             self.assertError(self.as_admin("GET", path + str(uuid.uuid4())), 404, "NOT_FOUND")
         self.assertError(self.as_admin("POST", "/v1/requests/%7Bbad%7D/approve"), 404,
                          "NOT_FOUND")
+        # An id that is not a UUID names no request: 404 as documented, never 400.
+        for method, path in [("POST", "/v1/requests/not-a-uuid/approve"),
+                             ("POST", "/v1/requests/not-a-uuid/reject"),
+                             ("POST", "/v1/requests/%s/approve" % str(uuid.uuid4()).upper()),
+                             ("GET", "/v1/requests/not-a-uuid")]:
+            with self.subTest(path=path):
+                self.assertError(self.as_admin(method, path), 404, "NOT_FOUND")
         self.assertError(self.as_admin("GET", "/v1/hosts/no-such-host"), 404, "NOT_FOUND")
 
     def test_vm_view_and_ownership(self):

@@ -165,7 +165,7 @@ static void s_free(void *msg)
 
 static void s_seed(void)
 {
-    fault_t fault = { "", "" };
+    fault_t fault = { 0 };
     assert_true(catalog_seed(s_store, &fault) >= 0);
 }
 
@@ -173,7 +173,7 @@ static void s_seed(void)
 static void s_template_id(const char *name, char id[UTIL_ID_LEN])
 {
     Berth__Template *t = NULL;
-    fault_t fault = { "", "" };
+    fault_t fault = { 0 };
     assert_int_equal(catalog_find(s_store, name, &t, &fault), 0);
     util_strlcpy(id, t->id, UTIL_ID_LEN);
     s_free(t);
@@ -189,7 +189,7 @@ static Berth__Request *s_create(const char *tmpl, const char *name, int count, c
     msg.owner = (char *)owner;
     msg.idempotency_key = (char *)(key ? key : "");
     Berth__Request *req = NULL;
-    fault_t fault = { "", "" };
+    fault_t fault = { 0 };
     int rc = requests_create(s_store, &s_policy, &msg, "trace-1", &req, &fault);
     if (rc != 0)
         fail_msg("create refused: %s %s", fault.code, fault.message);
@@ -208,7 +208,7 @@ static void s_create_refused(const policy_t *policy, const char *tmpl, const cha
     msg.owner = (char *)owner;
     msg.idempotency_key = (char *)(key ? key : "");
     Berth__Request *req = NULL;
-    fault_t fault = { "", "" };
+    fault_t fault = { 0 };
     snapshot_t before = s_snapshot();
     assert_int_equal(requests_create(s_store, policy, &msg, "trace-1", &req, &fault), -1);
     assert_null(req);
@@ -237,7 +237,7 @@ static Berth__Request *s_decide(const char *id, int approve, const char *actor, 
 static void test_seed_once(void **state)
 {
     (void)state;
-    fault_t fault = { "", "" };
+    fault_t fault = { 0 };
     assert_int_equal(catalog_seed(s_store, &fault), 3);
     assert_int_equal(catalog_seed(s_store, &fault), 0);
     /* A second instance starting later finds the catalog in place. */
@@ -291,7 +291,7 @@ static void test_seed_checks_names_atomically(void **state)
     assert_non_null(r);
     freeReplyObject(r);
     snapshot_t before = s_snapshot();
-    fault_t fault = { "", "" };
+    fault_t fault = { 0 };
     assert_int_equal(catalog_seed(s_store, &fault), 0);
     s_assert_unchanged(before);
 }
@@ -314,7 +314,7 @@ static void test_seed_race(void **state)
             /* Every child is released at the same moment: when the parent closes the pipe. */
             if (!store || read(gate[0], &c, 1) != 0)
                 _exit(100);
-            fault_t fault = { "", "" };
+            fault_t fault = { 0 };
             int added = catalog_seed(store, &fault);
             store_destroy(&store);
             _exit(added < 0 ? 101 : added);
@@ -351,7 +351,7 @@ static void test_create_template(void **state)
     t.os = "debian";
     t.image = "debian-12";
     t.lease_days = 3;
-    fault_t fault = { "", "" };
+    fault_t fault = { 0 };
     char id[UTIL_ID_LEN] = "";
     assert_int_equal(catalog_create(s_store, &s_policy, &t, "admin", id, &fault), 0);
     assert_true(util_is_uuid(id));
@@ -445,7 +445,7 @@ static void test_create_template_refuses_bad_fields(void **state)
     cases[15].t.id = "0b5e3c1a-9f7d-4a51-8b2e-3c4d5e6f7a8b";
     snapshot_t before = s_snapshot();
     for (size_t i = 0; i < n; i++) {
-        fault_t fault = { "", "" };
+        fault_t fault = { 0 };
         char id[UTIL_ID_LEN] = "";
         int rc = catalog_create(s_store, &s_policy, &cases[i].t, cases[i].actor, id, &fault);
         if (rc != -1 || strcmp(fault.code, "BAD_REQUEST") != 0)
@@ -454,7 +454,7 @@ static void test_create_template_refuses_bad_fields(void **state)
     }
     s_assert_unchanged(before);
     /* A NULL template (CreateTemplate without one) is refused too. */
-    fault_t fault = { "", "" };
+    fault_t fault = { 0 };
     char id[UTIL_ID_LEN] = "";
     assert_int_equal(catalog_create(s_store, &s_policy, NULL, "admin", id, &fault), -1);
     assert_string_equal(fault.code, "BAD_REQUEST");
@@ -535,7 +535,7 @@ static void test_create_request_queues_provisioning(void **state)
 
     /* What is stored is what was answered. */
     Berth__Request *again = NULL;
-    fault_t fault = { "", "" };
+    fault_t fault = { 0 };
     assert_int_equal(requests_get(s_store, req->id, &again, &fault), 0);
     assert_string_equal(again->state, "APPROVED");
     assert_int_equal(again->n_vms, 2);
@@ -579,7 +579,7 @@ static void test_approval_required_then_approved(void **state)
         s_free(vm);
     }
 
-    fault_t fault = { "", "" };
+    fault_t fault = { 0 };
     Berth__Request *approved = s_decide(req->id, 1, "admin", "ok for the project", &fault);
     assert_non_null(approved);
     assert_string_equal(approved->state, "APPROVED");
@@ -633,7 +633,7 @@ static void test_rejected_builds_nothing(void **state)
     (void)state;
     s_seed();
     Berth__Request *req = s_create("large", "nope", 1, "dave", NULL);
-    fault_t fault = { "", "" };
+    fault_t fault = { 0 };
     Berth__Request *rejected = s_decide(req->id, 0, "admin", "too big for a test", &fault);
     assert_non_null(rejected);
     assert_string_equal(rejected->state, "REJECTED");
@@ -696,7 +696,7 @@ static void test_decide_race(void **state)
             msg.approve = 1;
             msg.actor = "admin";
             Berth__Request *out = NULL;
-            fault_t fault = { "", "" };
+            fault_t fault = { 0 };
             int rc = requests_decide(store, &s_policy, &msg, "trace-3", &out, &fault);
             int ok = rc == 0 && streq(out->state, "APPROVED");
             s_free(out);
@@ -717,7 +717,7 @@ static void test_decide_race(void **state)
     assert_int_equal(s_events("request.state", "APPROVED", "request", req->id), 1);
     assert_int_equal(s_events("vm.state", "PROVISIONING", NULL, NULL), 3);
     Berth__Request *now = NULL;
-    fault_t fault = { "", "" };
+    fault_t fault = { 0 };
     assert_int_equal(requests_get(s_store, req->id, &now, &fault), 0);
     assert_int_equal(now->version, 2);
     assert_int_equal(now->n_tasks, 3);
@@ -789,7 +789,7 @@ static void test_idempotency_key_race(void **state)
             msg.owner = "heidi";
             msg.idempotency_key = "k";
             Berth__Request *req = NULL;
-            fault_t fault = { "", "" };
+            fault_t fault = { 0 };
             if (requests_create(store, &s_policy, &msg, NULL, &req, &fault) != 0)
                 _exit(1);
             char line[UTIL_ID_LEN + 1];
@@ -872,7 +872,7 @@ static void test_bad_requests_change_nothing(void **state)
     s_free(vm);
     s_free(req);
     /* No body at all. */
-    fault_t fault = { "", "" };
+    fault_t fault = { 0 };
     assert_int_equal(requests_create(s_store, p, NULL, NULL, &req, &fault), -1);
     assert_string_equal(fault.code, "BAD_REQUEST");
 }
@@ -883,7 +883,7 @@ static void test_bad_get_and_decide(void **state)
     s_seed();
     Berth__Request *req = s_create("large", "x", 1, "ivan", NULL);
     snapshot_t before = s_snapshot();
-    fault_t fault = { "", "" };
+    fault_t fault = { 0 };
     Berth__Request *out = NULL;
     assert_int_equal(requests_get(s_store, "", &out, &fault), -1);
     assert_string_equal(fault.code, "BAD_REQUEST");
@@ -1062,7 +1062,7 @@ static void test_store_down(void **state)
     (void)state;
     s_seed();
     assert_int_equal(testenv_redis_stop(s_redis), 0);
-    fault_t fault = { "", "" };
+    fault_t fault = { 0 };
     Berth__CreateRequest msg = BERTH__CREATE_REQUEST__INIT;
     msg.template_ = "small";
     msg.name = "web";

@@ -187,6 +187,17 @@ static void test_filters(void **state)
         PLACEMENT_NO_VALID_HOST);
     assert_string_equal(error, "no valid host: 7 hosts; removed by state: 2, exclude: 1, ram: 1, "
                                "vcpus: 2, disk: 1");
+    /* The same counts as details of the bus error (NO_VALID_HOST's "details"). */
+    berth_error_t fault;
+    error_set(&fault, "NO_VALID_HOST", "%s", error);
+    assert_int_equal(placement_removed(f->placement, &fault), -1);
+    assert_string_equal(error_detail_get(&fault, "state"), "2");
+    assert_string_equal(error_detail_get(&fault, "exclude"), "1");
+    assert_string_equal(error_detail_get(&fault, "ram"), "1");
+    assert_string_equal(error_detail_get(&fault, "vcpus"), "2");
+    assert_string_equal(error_detail_get(&fault, "disk"), "1");
+    assert_string_equal(error_detail_get(&fault, "hosts"), "7");
+    assert_null(error_detail_get(&fault, "busy"));
 }
 
 static void test_ratios(void **state)

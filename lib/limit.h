@@ -1,0 +1,27 @@
+/*  limit: the limits on what a caller may ask for, in one place. The gateway checks them
+    before a call leaves it, the approval service enforces them where the request is decided,
+    and docs/openapi.yaml states each one (tests/integration/test_contract.py compares the
+    document with this file). A service setting may lower a limit, never raise it. */
+#ifndef BERTH_LIMIT_H
+#define BERTH_LIMIT_H
+
+/* A request for VMs. */
+#define LIMIT_COUNT_MAX           50 /* VMs one request asks for (approval's max_count may lower) */
+#define LIMIT_VM_NAME_MAX         51 /* a VM name: a hostname label once "-N" is added (<= 63) */
+#define LIMIT_TEMPLATE_REF_MAX    64 /* the template a request names: its id or its name */
+#define LIMIT_IDEMPOTENCY_KEY_MAX 128  /* Idempotency-Key header, [A-Za-z0-9._-] */
+#define LIMIT_REASON_MAX          1024 /* an admin's reason for a decision, in bytes */
+
+/* A template. */
+#define LIMIT_TEMPLATE_NAME_MAX 63 /* [a-z0-9][a-z0-9._-]*, not a UUID */
+#define LIMIT_VCPUS_MAX         256
+#define LIMIT_RAM_MB_MIN        64
+#define LIMIT_RAM_MB_MAX        4194304 /* 4 TiB */
+#define LIMIT_DISK_GB_MAX       65536
+#define LIMIT_LEASE_DAYS_MAX    3650
+#define LIMIT_TEXT_MAX          128 /* image, os (approval's max_text may lower) */
+
+/* Users. */
+#define LIMIT_USER_NAME_MAX 64
+
+#endif
