@@ -11,10 +11,12 @@
     state and version read: if another approval instance decided meanwhile, the transaction
     fails, the request is read again and the answer follows what was actually decided.
 
-    Idempotency keys live in the hash berth:idem:<owner>:<key> (fields request, expires_ms).
-    The transaction checks that the key still holds what was read before, so two calls
+    Idempotency keys live in the hash berth:idem:<owner>:<key> (fields request, expires_ms,
+    body). The transaction checks that the key still holds what was read before, so two calls
     racing with one key create one request; expires_ms is the logical expiry (a Redis TTL,
-    set right after, only reclaims the memory). */
+    set right after, only reclaims the memory). body is the SHA-256 of what was asked
+    (template, name, count): a key reused for anything else is refused rather than answered
+    with the first request, which would silently drop the second. */
 #include "requests.h"
 #include "catalog.h"
 #include "log.h"
@@ -22,6 +24,8 @@
 #include "util.h"
 
 #include <ctype.h>
+#include <sodium.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -128,14 +132,36 @@ static void s_tx_provision(model_tx_t *tx, s_batch_t *b, size_t i, const char *t
     model_tx_zadd(tx, S_DUE, 0, t->id);
 }
 
-/* What the idempotency key at idem_key says. 1: it names a live request, answered in
-   *request_p. 0: the key is free; held (size UTIL_ID_LEN) gets the value the key holds now
-   ("" when absent, else an expired or dangling id) for the transaction to check. -1: fault. */
-static int s_idem_lookup(store_t *store, const char *idem_key, int64_t now, char *held,
-                         Berth__Request **request_p, fault_t *fault)
+#define S_BODY_HASH_LEN (crypto_hash_sha256_BYTES * 2 + 1) /* hex SHA-256 with its NUL */
+
+/* The hash of what a CreateRequest asks for (template, name, count; 0 and 1 alike), as hex.
+   Lengths go first so that no two different requests share an encoding. */
+static void s_body_hash(const Berth__CreateRequest *msg, int count, char out[S_BODY_HASH_LEN])
 {
-    redisReply *r = store_command(store, "HMGET %s request expires_ms", idem_key);
-    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
+    char head[64];
+    const char *tmpl = msg->template_ ? msg->template_ : "";
+    const char *name = msg->name ? msg->name : "";
+    int n = snprintf(head, sizeof head, "%zu:%zu:%d:", strlen(tmpl), strlen(name), count);
+    crypto_hash_sha256_state st;
+    crypto_hash_sha256_init(&st);
+    crypto_hash_sha256_update(&st, (const unsigned char *)head, (unsigned long long)n);
+    crypto_hash_sha256_update(&st, (const unsigned char *)tmpl, strlen(tmpl));
+    crypto_hash_sha256_update(&st, (const unsigned char *)name, strlen(name));
+    unsigned char digest[crypto_hash_sha256_BYTES];
+    crypto_hash_sha256_final(&st, digest);
+    sodium_bin2hex(out, S_BODY_HASH_LEN, digest, sizeof digest);
+}
+
+/* What the idempotency key at idem_key says. 1: it names a live request made with the same
+   body (hash), answered in *request_p. 0: the key is free; held (size UTIL_ID_LEN) gets the
+   value the key holds now ("" when absent, else an expired or dangling id) for the
+   transaction to check. -1: fault, IDEMPOTENCY_KEY_REUSED when the live request was made
+   with another body. */
+static int s_idem_lookup(store_t *store, const char *idem_key, int64_t now, const char *hash,
+                         char *held, Berth__Request **request_p, fault_t *fault)
+{
+    redisReply *r = store_command(store, "HMGET %s request expires_ms body", idem_key);
+    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 3) {
         if (r)
             freeReplyObject(r);
         return fault_store(fault, store);
@@ -147,6 +173,8 @@ static int s_idem_lookup(store_t *store, const char *idem_key, int64_t now, char
     if (r->element[1]->type == REDIS_REPLY_STRING &&
         util_parse_int(r->element[1]->str, 0, INT64_MAX, &expires) != 0)
         expires = 0;
+    /* A key written before bodies were hashed has none: it answers as it always did. */
+    int other_body = r->element[2]->type == REDIS_REPLY_STRING && strcmp(r->element[2]->str, hash);
     freeReplyObject(r);
     if (!held[0] || expires <= now)
         return 0;
@@ -161,6 +189,15 @@ static int s_idem_lookup(store_t *store, const char *idem_key, int64_t now, char
         return 0;
     if (rc != 0)
         return fault_store(fault, store);
+    if (other_body) {
+        protobuf_c_message_free_unpacked(msg, NULL);
+        error_set(fault, "IDEMPOTENCY_KEY_REUSED",
+                  "this Idempotency-Key was used for another request body (request %s); use a "
+                  "new key for a new request",
+                  held);
+        error_detail(fault, "header", "Idempotency-Key");
+        return error_detail(fault, "request", "%s", held);
+    }
     *request_p = (Berth__Request *)msg;
     return 1;
 }
@@ -180,10 +217,11 @@ int requests_create(store_t *store, const policy_t *policy, const Berth__CreateR
 
     int64_t now = util_now_ms();
     int keyed = msg->idempotency_key && *msg->idempotency_key;
-    char idem_key[MODEL_KEY_MAX] = "", held[UTIL_ID_LEN] = "";
+    char idem_key[MODEL_KEY_MAX] = "", held[UTIL_ID_LEN] = "", hash[S_BODY_HASH_LEN] = "";
     if (keyed) {
         snprintf(idem_key, sizeof idem_key, "berth:idem:%s:%s", msg->owner, msg->idempotency_key);
-        int found = s_idem_lookup(store, idem_key, now, held, request_p, fault);
+        s_body_hash(msg, count, hash);
+        int found = s_idem_lookup(store, idem_key, now, hash, held, request_p, fault);
         if (found != 0)
             return found > 0 ? 0 : -1;
     }
@@ -266,6 +304,7 @@ int requests_create(store_t *store, const policy_t *policy, const Berth__CreateR
         model_tx_check(tx, idem_key, "request", held);
         model_tx_hset(tx, idem_key, "request", req_id);
         model_tx_hset(tx, idem_key, "expires_ms", expires);
+        model_tx_hset(tx, idem_key, "body", hash);
     }
     const char *why = NULL;
     int rc = model_tx_commit(tx, store, &why);
@@ -292,7 +331,7 @@ int requests_create(store_t *store, const policy_t *policy, const Berth__CreateR
         return -1;
     if (rc == MODEL_CONFLICT && keyed) {
         /* Another call with the same key won the race: answer what it created. */
-        int found = s_idem_lookup(store, idem_key, util_now_ms(), held, request_p, fault);
+        int found = s_idem_lookup(store, idem_key, util_now_ms(), hash, held, request_p, fault);
         if (found != 0)
             return found > 0 ? 0 : -1;
     }

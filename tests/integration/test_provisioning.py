@@ -203,6 +203,40 @@ class Provisioning(unittest.TestCase):
             self.assertEqual(body["error"]["request_id"], r.headers.get("X-Request-Id"))
         self.assertEqual(counts(), before)
         self.p.check_alive()
+        # What the approval service refuses names the field, through the bus to HTTP.
+        r = api.call("POST", "/v1/requests", {"template": "small", "name": "Bad-Name"})
+        self.assertEqual((r.status, r.json()["error"]["details"]), (400, {"field": "name"}), r)
+        r = api.call("POST", "/v1/requests", {"template": "no-such", "name": "x"})
+        self.assertEqual((r.status, r.json()["error"]["details"]), (404, {"field": "template"}),
+                         r)
+
+    def test_5_idempotency_key_reused_for_another_body(self):
+        self.api.create_template(name="idem-gated", vcpus=1, ram_mb=512, disk_gb=5, os="linux",
+                                 image="base", lease_days=1, requires_approval=True)
+        key = {"Idempotency-Key": "order-7"}
+        body = {"template": "idem-gated", "name": "idem", "count": 2}
+        first = self.api.call("POST", "/v1/requests", body, key)
+        self.assertEqual(first.status, 202, first)
+        first = first.json()["request"]
+        # The same body again: the same request, nothing new.
+        again = self.api.call("POST", "/v1/requests", body, key)
+        self.assertEqual(again.status, 202, again)
+        self.assertEqual(again.json()["request"]["id"], first["id"])
+        # Another body with the same key: refused, saying so, and nothing is created.
+        requests = self.p.redis_command("ZCARD", "berth:requests")
+        for other in (dict(body, count=3), dict(body, name="idem2"), {"template": "idem-gated",
+                                                                      "name": "idem"}):
+            with self.subTest(other=other):
+                r = self.api.call("POST", "/v1/requests", other, key)
+                self.assertEqual(r.status, 422, r)
+                err = r.json()["error"]
+                self.assertEqual(err["code"], "IDEMPOTENCY_KEY_REUSED")
+                self.assertIn("another request body", err["message"])
+                self.assertEqual(err["details"]["header"], "Idempotency-Key")
+                self.assertEqual(err["details"]["request"], first["id"])
+        self.assertEqual(self.p.redis_command("ZCARD", "berth:requests"), requests)
+        r = self.api.call("POST", "/v1/requests/%s/reject" % first["id"], {"reason": "test"})
+        self.assertEqual(r.status, 200, r)
 
 
 if __name__ == "__main__":

@@ -762,6 +762,44 @@ static void test_idempotency_key(void **state)
     assert_int_equal(s_int("ZCARD", "berth:requests"), 3);
 }
 
+/* A key reused for another body is refused (the caller would otherwise silently get the
+   first request instead of what it asked for); the same body, however spelt, is answered. */
+static void test_idempotency_key_other_body(void **state)
+{
+    (void)state;
+    s_seed();
+    Berth__Request *first = s_create("small", "db", 1, "ivan", "k-1");
+    s_create_refused(&s_policy, "small", "db", 2, "ivan", "k-1", "IDEMPOTENCY_KEY_REUSED", NULL);
+    s_create_refused(&s_policy, "small", "db2", 1, "ivan", "k-1", "IDEMPOTENCY_KEY_REUSED", NULL);
+    s_create_refused(&s_policy, "medium", "db", 1, "ivan", "k-1", "IDEMPOTENCY_KEY_REUSED", NULL);
+    /* The refusal says which header and which request. */
+    Berth__CreateRequest msg = BERTH__CREATE_REQUEST__INIT;
+    msg.template_ = "small";
+    msg.name = "dbx";
+    msg.count = 1;
+    msg.owner = "ivan";
+    msg.idempotency_key = "k-1";
+    Berth__Request *req = NULL;
+    fault_t fault = { 0 };
+    assert_int_equal(requests_create(s_store, &s_policy, &msg, NULL, &req, &fault), -1);
+    assert_string_equal(error_detail_get(&fault, "header"), "Idempotency-Key");
+    assert_string_equal(error_detail_get(&fault, "request"), first->id);
+    assert_int_equal(error_http_status(fault.code), 422);
+    /* count 0 means 1: the same body. */
+    Berth__Request *same = s_create("small", "db", 0, "ivan", "k-1");
+    assert_string_equal(same->id, first->id);
+    s_free(same);
+    /* A key stored before bodies were hashed has no hash: it answers as it always did. */
+    redisReply *r = store_command(s_store, "HDEL berth:idem:ivan:k-1 body");
+    assert_non_null(r);
+    freeReplyObject(r);
+    Berth__Request *old = s_create("small", "other", 3, "ivan", "k-1");
+    assert_string_equal(old->id, first->id);
+    s_free(old);
+    s_free(first);
+    assert_int_equal(s_int("ZCARD", "berth:requests"), 1);
+}
+
 /* Several callers with one key at once: one request, every caller gets it. */
 static void test_idempotency_key_race(void **state)
 {
@@ -1097,6 +1135,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_rejected_builds_nothing, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_decide_race, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_idempotency_key, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_idempotency_key_other_body, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_idempotency_key_race, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_bad_requests_change_nothing, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_bad_get_and_decide, s_setup, s_teardown),
