@@ -1,5 +1,7 @@
 """Shared helpers of the end-to-end tests: load deploy/platform.py, log in, call the REST API
-with a token, and poll for the states a user waits for. Python standard library only."""
+with a token, and poll for the states a user waits for. Every call made through the
+platform's HTTP helper is checked against docs/openapi.yaml (contract.py), so a suite fails
+the moment the server and the document disagree."""
 
 import importlib.util
 import os
@@ -13,6 +15,25 @@ _spec = importlib.util.spec_from_file_location(
 berth_platform = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(berth_platform)
 Platform = berth_platform.Platform
+
+_spec = importlib.util.spec_from_file_location(
+    "berth_contract", os.path.join(os.path.dirname(os.path.abspath(__file__)), "contract.py"))
+contract = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(contract)
+_unchecked_http = Platform.http
+
+
+def _checked_http(self, method, path, body=None, headers=None, timeout=10.0):
+    """Platform.http, with the call and its answer held to docs/openapi.yaml."""
+    r = _unchecked_http(self, method, path, body, headers, timeout)
+    hdrs = dict(headers or {})
+    if body is not None and not isinstance(body, (bytes, str)):
+        hdrs.setdefault("Content-Type", "application/json")
+    contract.CONTRACT.check(method, path, hdrs, body, r)
+    return r
+
+
+Platform.http = _checked_http
 
 TERMINAL_VM = ("ACTIVE", "ERROR", "REJECTED", "DISPOSED")
 

@@ -1,0 +1,202 @@
+#!/usr/bin/env python3
+"""docs/openapi.yaml against the code it documents, with no server running:
+
+- its limits (maxLength, minimum, maximum) are those of lib/limit.h, every one of them;
+- its routes and query parameters are the gateway's route table (gateway/main.c);
+- its error codes and their statuses are the table of lib/error.c;
+- every schema compiles, and the checker that holds every integration suite's calls to the
+  document (contract.py, through berth_test) does catch what it is meant to catch.
+
+Run: python3 tests/integration/test_contract.py
+"""
+
+import json
+import os
+import re
+import sys
+import unittest
+import uuid
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from berth_test import ROOT, contract  # noqa: E402
+
+C = contract.CONTRACT
+
+
+def read(*parts):
+    with open(os.path.join(ROOT, *parts)) as f:
+        return f.read()
+
+
+def limits():
+    """LIMIT_* of lib/limit.h: name -> value."""
+    return {m.group(1): int(m.group(2)) for m in
+            re.finditer(r"^#define\s+(LIMIT_\w+)\s+(\d+)", read("lib", "limit.h"), re.M)}
+
+
+class Fake:
+    """A response as Platform.http returns it."""
+
+    def __init__(self, status, body, headers=None):
+        self.status = status
+        self.body = json.dumps(body).encode() if not isinstance(body, bytes) else body
+        self.headers = {"X-Request-Id": "r-1", "Content-Type": "application/json"}
+        self.headers.update(headers or {})
+
+
+def error(code, status, **details):
+    return Fake(status, {"error": {"code": code, "message": "m", "request_id": "r-1",
+                                   "details": details}})
+
+
+TEMPLATE = {"id": str(uuid.uuid4()), "name": "small", "vcpus": 1, "ram_mb": 1024,
+            "disk_gb": 10, "os": "linux", "image": "base", "lease_days": 7,
+            "requires_approval": False}
+AUTH = {"Authorization": "Bearer " + "A" * 43}
+
+
+class Contract(unittest.TestCase):
+    def schema_at(self, path, method, *keys):
+        node = C.spec["paths"][path][method]
+        for k in keys:
+            node = C.resolve(node)[k]
+        return C.resolve(node)
+
+    def test_limits_are_those_of_lib_limit_h(self):
+        create = self.schema_at("/v1/requests", "post", "requestBody", "content",
+                                "application/json", "schema")["properties"]
+        tmpl = C.resolve({"$ref": "#/components/schemas/TemplateInput"})["properties"]
+        reject = self.schema_at("/v1/requests/{id}/reject", "post", "requestBody", "content",
+                                "application/json", "schema")["properties"]
+        idem = [C.resolve(p) for p in C.spec["paths"]["/v1/requests"]["post"]["parameters"]
+                if C.resolve(p)["name"] == "Idempotency-Key"][0]["schema"]
+        user = C.resolve({"$ref": "#/components/schemas/UserName"})
+        stated = {
+            "LIMIT_COUNT_MAX": create["count"]["maximum"],
+            "LIMIT_VM_NAME_MAX": create["name"]["maxLength"],
+            "LIMIT_TEMPLATE_REF_MAX": create["template"]["maxLength"],
+            "LIMIT_IDEMPOTENCY_KEY_MAX": idem["maxLength"],
+            "LIMIT_REASON_MAX": reject["reason"]["maxLength"],
+            "LIMIT_TEMPLATE_NAME_MAX": tmpl["name"]["maxLength"],
+            "LIMIT_VCPUS_MAX": tmpl["vcpus"]["maximum"],
+            "LIMIT_RAM_MB_MIN": tmpl["ram_mb"]["minimum"],
+            "LIMIT_RAM_MB_MAX": tmpl["ram_mb"]["maximum"],
+            "LIMIT_DISK_GB_MAX": tmpl["disk_gb"]["maximum"],
+            "LIMIT_LEASE_DAYS_MAX": tmpl["lease_days"]["maximum"],
+            "LIMIT_TEXT_MAX": tmpl["image"]["maxLength"],
+            "LIMIT_USER_NAME_MAX": user["maxLength"],
+        }
+        # os shares image's limit.
+        self.assertEqual(tmpl["os"]["maxLength"], stated["LIMIT_TEXT_MAX"])
+        # Every limit of the code is stated, and stated as the code has it.
+        self.assertEqual(stated, limits())
+
+    def test_routes_are_the_gateway_route_table(self):
+        table = re.findall(r'\{\s*"(\w+)",\s*"([^"]+)",\s*\w+,\s*HTTP_\w+,\s*(NULL|"[^"]*")\s*\}',
+                           read("gateway", "main.c"))
+        self.assertTrue(table)
+        code = {(m, p): set(q.strip('"').split()) if q != "NULL" else set()
+                for m, p, q in table}
+        documented = {}
+        for method, template, op, item in C.operations():
+            params = C.parameters(item, op)
+            documented[(method, template)] = {n for (w, n) in params if w == "query"}
+        self.assertEqual(documented, code)
+
+    def test_error_codes_are_those_of_lib_error_c(self):
+        rows = re.findall(r'\{\s*"([A-Z_]+)",\s*(\d{3}),', read("lib", "error.c"))
+        self.assertTrue(rows)
+        error = C.resolve({"$ref": "#/components/schemas/Error"})
+        stated = error["properties"]["error"]["properties"]["code"]["x-status"]
+        self.assertEqual(stated, {code: int(status) for code, status in rows})
+        # Each error status a route documents is one some code reads as (or 405/415/...).
+        statuses = set(stated.values())
+        for method, template, op, _item in C.operations():
+            for status in op["responses"]:
+                if int(status) >= 400:
+                    self.assertIn(int(status), statuses, (method, template, status))
+
+    def test_every_schema_compiles(self):
+        for method, template, op, item in C.operations():
+            for status, resp in op["responses"].items():
+                content = (C.resolve(resp).get("content") or {}).get("application/json")
+                if content:
+                    C.validator(("compile", method, template, status), content["schema"], True)
+            rb = op.get("requestBody")
+            if rb:
+                C.validator(("compile", method, template),
+                            C.resolve(rb)["content"]["application/json"]["schema"], False)
+            for p in C.parameters(item, op).values():
+                C.validator(("compile", p["in"], p["name"]), p.get("schema", {}), False)
+
+    # -- the checker catches drift -----------------------------------------------------------
+
+    def assertDeparts(self, method, url, response, body=None, headers=None, why=""):
+        with self.assertRaises(contract.ContractError) as cm:
+            C.check(method, url, dict(AUTH, **(headers or {})), body, response)
+        self.assertIn(why, str(cm.exception))
+
+    def test_checker_accepts_what_the_document_says(self):
+        C.check("GET", "/v1/templates", AUTH, None, Fake(200, {"templates": [TEMPLATE]}))
+        C.check("GET", "/v1/vms?limit=5", AUTH, None, Fake(200, {"vms": [], "next_marker": None}))
+        C.check("GET", "/v1/vms?limt=5", AUTH, None, error("BAD_REQUEST", 400, field="limt"))
+        C.check("PUT", "/v1/vms", AUTH, None, Fake(405, json.loads(
+            error("METHOD_NOT_ALLOWED", 405).body), {"Allow": "GET"}))
+        C.check("GET", "/nowhere", {}, None, error("NOT_FOUND", 404))
+
+    def test_checker_catches_drift(self):
+        ok = {"templates": [TEMPLATE]}
+        self.assertDeparts("GET", "/v1/templates", Fake(418, ok), why="not documented")
+        self.assertDeparts("GET", "/v1/templates", Fake(200, dict(ok, extra=1)),
+                           why="extra")
+        self.assertDeparts("GET", "/v1/templates",
+                           Fake(200, {"templates": [dict(TEMPLATE, vcpus="1")]}), why="vcpus")
+        missing = dict(TEMPLATE)
+        del missing["image"]
+        self.assertDeparts("GET", "/v1/templates", Fake(200, {"templates": [missing]}),
+                           why="image")
+        r = Fake(200, ok)
+        del r.headers["X-Request-Id"]
+        self.assertDeparts("GET", "/v1/templates", r, why="X-Request-Id")
+        # Times carry milliseconds and Z.
+        vm_id = str(uuid.uuid4())
+        self.assertDeparts("GET", "/v1/tasks/" + vm_id, Fake(200, {"task": {
+            "id": vm_id, "kind": "PROVISION", "state": "QUEUED", "stage": None, "percent": 0,
+            "steps": [], "fault": None, "target": None, "created_at": "2024-05-01T12:00:00Z",
+            "finished_at": None}}), why="created_at")
+        # A 405 lists the methods of the resource.
+        self.assertDeparts("PUT", "/v1/vms", error("METHOD_NOT_ALLOWED", 405), why="Allow")
+        self.assertDeparts("PATCH", "/v1/vms/" + vm_id,
+                           Fake(405, json.loads(error("METHOD_NOT_ALLOWED", 405).body),
+                                {"Allow": "GET"}), why="Allow")
+        # An undocumented path is a 404, whatever else it answers.
+        self.assertDeparts("GET", "/v1/secret", Fake(200, {}), why="not 404")
+        # A request the document refuses must not succeed.
+        accepted = Fake(202, {}, {"Location": "/v1/requests/x"})
+        for body, why in [({"template": "small", "name": "web", "count": 51}, "count"),
+                          ({"template": "small", "name": "w" * 52}, "name"),
+                          ({"template": "small", "name": "web", "count": None}, "None"),
+                          ({"template": "small", "name": "web", "size": 1}, "size")]:
+            self.assertDeparts("POST", "/v1/requests", accepted, body=body,
+                               why="refuses succeeded")
+        self.assertDeparts("POST", "/v1/requests", accepted,
+                           body={"template": "small", "name": "web"},
+                           headers={"Idempotency-Key": "has spaces"}, why="Idempotency-Key")
+        self.assertDeparts("GET", "/v1/vms?sort=name",
+                           Fake(200, {"vms": [], "next_marker": None}), why="sort")
+        with self.assertRaises(contract.ContractError):
+            C.check("GET", "/v1/vms", {}, None, Fake(200, {"vms": [], "next_marker": None}))
+        # Error bodies: the documented shape, details as strings.
+        self.assertDeparts("GET", "/v1/vms/" + vm_id,
+                           Fake(404, {"error": {"code": "NOT_FOUND", "message": "m",
+                                                "request_id": "r-1"}}), why="details")
+        self.assertDeparts("GET", "/v1/vms/" + vm_id, error("NOT_FOUND", 404, count=3),
+                           why="count")
+        self.assertDeparts("GET", "/v1/vms/" + vm_id,
+                           Fake(404, {"error": {"code": "NOT_FOUND", "message": "m",
+                                                "request_id": "other", "details": {}}}),
+                           why="request_id")
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
