@@ -46,8 +46,9 @@ int cli_request(cli_t *cli, const char *method, const char *path, json_t *reques
    error message (or the login hint on 401) to stderr and returns -1. */
 int cli_http(cli_t *cli, const char *method, const char *path, json_t *request, json_t **body);
 
-/* Print the error of a non-2xx answer the way cli_http does. */
-void cli_print_error(cli_t *cli, long status, json_t *body);
+/* Print the error of a non-2xx answer the way cli_http does, as `who` (the command): its
+   message, code and details ("berth: count must be ... (BAD_REQUEST, field: count; HTTP 400)"). */
+void cli_print_error(cli_t *cli, const char *who, long status, json_t *body);
 
 /* s percent-encoded for a path segment or query value, into out. -1 when it does not fit. */
 int cli_escape(const char *s, char *out, size_t size);

@@ -79,17 +79,52 @@ int cli_request(cli_t *cli, const char *method, const char *path, json_t *reques
     return rc;
 }
 
-void cli_print_error(cli_t *cli, long status, json_t *body)
+/* "CODE, key: value, ..." of an error body (the code and its details, keys sorted) into
+   out; "" when the body has no code. */
+static void s_error_why(json_t *error, char *out, size_t size)
+{
+    out[0] = '\0';
+    const char *code = json_string_value(json_object_get(error, "code"));
+    if (!code || size == 0)
+        return;
+    size_t n = (size_t)snprintf(out, size, "%s", code);
+    json_t *details = json_object_get(error, "details");
+    const char *keys[16];
+    size_t count = 0;
+    const char *key;
+    json_t *value;
+    json_object_foreach(details, key, value)
+    {
+        if (json_is_string(value) && count < sizeof keys / sizeof keys[0])
+            keys[count++] = key;
+    }
+    /* A few keys: insertion sort keeps the line the same from one run to the next. */
+    for (size_t i = 1; i < count; i++)
+        for (size_t j = i; j > 0 && strcmp(keys[j - 1], keys[j]) > 0; j--) {
+            const char *t = keys[j];
+            keys[j] = keys[j - 1];
+            keys[j - 1] = t;
+        }
+    for (size_t i = 0; i < count && n < size; i++)
+        n += (size_t)snprintf(out + n, size - n, ", %s: %s", keys[i],
+                              json_string_value(json_object_get(details, keys[i])));
+}
+
+void cli_print_error(cli_t *cli, const char *who, long status, json_t *body)
 {
     (void)cli;
-    const char *message =
-        json_string_value(json_object_get(json_object_get(body, "error"), "message"));
-    if (status == 401)
+    json_t *error = json_object_get(body, "error");
+    const char *message = json_string_value(json_object_get(error, "message"));
+    char why[512];
+    s_error_why(error, why, sizeof why);
+    if (status == 401 && strcmp(who, "berth") == 0)
         fprintf(stderr, "berth: not logged in or token expired: run berth login\n");
+    else if (message && why[0])
+        fprintf(stderr, "%s: %s (%s; HTTP %ld)\n", who, message, why, status);
     else if (message)
-        fprintf(stderr, "berth: %s (HTTP %ld)\n", message, status);
+        fprintf(stderr, "%s: %s (HTTP %ld)\n", who, message, status);
     else
-        fprintf(stderr, "berth: unexpected answer from the gateway (HTTP %ld)\n", status);
+        fprintf(stderr, "%s: unexpected answer from the gateway (HTTP %ld)\n", who, status);
 }
 
 int cli_http(cli_t *cli, const char *method, const char *path, json_t *request, json_t **body)
@@ -102,7 +137,7 @@ int cli_http(cli_t *cli, const char *method, const char *path, json_t *request, 
         *body = doc;
         return 0;
     }
-    cli_print_error(cli, status, doc);
+    cli_print_error(cli, "berth", status, doc);
     json_decref(doc);
     return -1;
 }

@@ -89,10 +89,7 @@ int cli_login(cli_t *cli, int argc, char **argv)
     if (rc != 0)
         return 1;
     if (status != 201 && status != 200) {
-        const char *message =
-            json_string_value(json_object_get(json_object_get(body, "error"), "message"));
-        fprintf(stderr, "berth login: %s (HTTP %ld)\n",
-                message ? message : "unexpected answer from the gateway", status);
+        cli_print_error(cli, "berth login", status, body);
         json_decref(body);
         return 1;
     }

@@ -244,7 +244,7 @@ static int s_wait_dispose(cli_t *cli, const char *vm_id, const char *name, const
         const char *vstate =
             status == 404 ? "DISPOSED" : json_string_value(json_object_get(vm, "state"));
         if (status != 200 && status != 404) {
-            cli_print_error(cli, status, vm_body);
+            cli_print_error(cli, "berth", status, vm_body);
             rc = 1;
             break;
         }

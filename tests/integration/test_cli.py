@@ -91,6 +91,8 @@ class Cli(unittest.TestCase):
         r = self.berth("request", "no-such-template", "x", check=False)
         self.assertNotEqual(r.returncode, 0)
         self.assertIn("unknown template", r.stderr)
+        # The error's code and details are printed with its message.
+        self.assertIn("(NOT_FOUND, field: template; HTTP 404)", r.stderr)
         r = self.berth("vm", "show", "00000000-0000-4000-8000-000000000000", check=False)
         self.assertNotEqual(r.returncode, 0)
 
