@@ -6,7 +6,9 @@ fault, and no host over its RAM.
 Run: BERTH_BIN_DIR=build/bin python3 tests/integration/test_capacity.py
 """
 
+import json
 import os
+import subprocess
 import sys
 import threading
 import unittest
@@ -64,6 +66,16 @@ class Capacity(unittest.TestCase):
         for h in hosts.values():
             self.assertLessEqual(h["used"]["ram_mb"], h["capacity"]["ram_mb"], h)
         self.assertEqual(sum(h["used"]["ram_mb"] for h in hosts.values()), 12 * 4096)
+
+        # Asked on the bus, "no valid host" says how many hosts each filter removed: the
+        # three full hosts fail on RAM.
+        vm = "%08x-0000-4000-8000-000000000000" % os.getpid()
+        r = subprocess.run([p.binary("probe"), "select", "127.0.0.1:%d" % p.redis_port, vm,
+                            "1", "4096", "10"], capture_output=True, text=True, timeout=30)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        err = json.loads(r.stdout)["error"]
+        self.assertEqual(err["code"], "NO_VALID_HOST", err)
+        self.assertEqual(err["details"], {"ram": "3", "hosts": "3"}, err)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,11 @@
                                               "failed": n, "instances": {id: n}}
       berth-probe garbage ENDPOINT            sends malformed frames; prints how many were
                                               answered with BAD_FRAME (exit 0 when all were),
-                                              then an oversize frame and non-ZMTP bytes */
+                                              then an oversize frame and non-ZMTP bytes
+      berth-probe select HOST:PORT VM VCPUS RAM_MB DISK_GB
+                                              one SelectHost to the scheduler; prints
+                                              {"host", "alternates"} or the bus error
+                                              {"error": {"code", "message", "details"}} */
 #include "service.h"
 
 #include <arpa/inet.h>
@@ -116,6 +120,63 @@ static int s_garbage(const char *endpoint)
     return answered == sent ? 0 : 1;
 }
 
+/* select HOST:PORT VM VCPUS RAM_MB DISK_GB: the scheduler's answer, as JSON on stdout. */
+static int s_select(char **argv)
+{
+    char host[128];
+    int port;
+    int64_t vcpus, ram, disk;
+    if (sscanf(argv[2], "%127[^:]:%d", host, &port) != 2 ||
+        util_parse_int(argv[4], 0, INT32_MAX, &vcpus) != 0 ||
+        util_parse_int(argv[5], 0, INT64_MAX, &ram) != 0 ||
+        util_parse_int(argv[6], 0, INT64_MAX, &disk) != 0) {
+        fprintf(stderr, "usage: berth-probe select HOST:PORT VM VCPUS RAM_MB DISK_GB\n");
+        return 2;
+    }
+    Berth__Resources flavor = BERTH__RESOURCES__INIT;
+    flavor.vcpus = (int32_t)vcpus;
+    flavor.ram_mb = ram;
+    flavor.disk_gb = disk;
+    Berth__SelectHost ask = BERTH__SELECT_HOST__INIT;
+    ask.vm = argv[3];
+    ask.flavor = &flavor;
+    store_t *store = store_new(host, port, 1000, 1000);
+    bus_client_t *client = bus_client_new(store, "probe");
+    Berth__Envelope *reply = NULL;
+    int rc = client ? bus_client_call(client, "scheduler", &ask.base, NULL, 5000, &reply) : -1;
+    json_t *out = NULL;
+    if (rc == 0 && reply->error) {
+        berth_error_t error;
+        error_from_proto(&error, reply->error);
+        json_t *details = json_object();
+        for (size_t i = 0; i < error.n_details; i++)
+            json_object_set_new(details, error.details[i].key, json_string(error.details[i].value));
+        out = json_pack("{s:{s:s, s:s, s:o}}", "error", "code", error.code, "message",
+                        error.message, "details", details);
+    } else if (rc == 0) {
+        Berth__HostSelection *sel =
+            (Berth__HostSelection *)envelope_body(reply, &berth__host_selection__descriptor);
+        if (sel) {
+            json_t *alternates = json_array();
+            for (size_t i = 0; i < sel->n_alternates; i++)
+                json_array_append_new(alternates, json_string(sel->alternates[i]));
+            out = json_pack("{s:s, s:o}", "host", sel->host, "alternates", alternates);
+            protobuf_c_message_free_unpacked(&sel->base, NULL);
+        }
+    }
+    if (out) {
+        char *text = json_dumps(out, JSON_COMPACT | JSON_SORT_KEYS);
+        puts(text);
+        free(text);
+        json_decref(out);
+    }
+    if (reply)
+        berth__envelope__free_unpacked(reply, NULL);
+    bus_client_destroy(&client);
+    store_destroy(&store);
+    return out ? 0 : 1;
+}
+
 int main(int argc, char **argv)
 {
     log_set_level("error");
@@ -166,7 +227,9 @@ int main(int argc, char **argv)
     }
     if (argc == 3 && streq(argv[1], "garbage"))
         return s_garbage(argv[2]);
+    if (argc == 7 && streq(argv[1], "select"))
+        return s_select(argv);
     fprintf(stderr, "usage: berth-probe ping ENDPOINT | call HOST:PORT SERVICE N [INTERVAL_MS]"
-                    " | garbage ENDPOINT\n");
+                    " | garbage ENDPOINT | select HOST:PORT VM VCPUS RAM_MB DISK_GB\n");
     return 2;
 }
