@@ -132,9 +132,6 @@ int main(int argc, char **argv)
     config_declare(c, "max_exclude", "32", 0);
     config_declare(c, "max_alternates", "2", 0);
     config_declare(c, "max_claim_attempts", "16", 0);
-    config_declare(c, "max_flavor_vcpus", "1024", 0);
-    config_declare(c, "max_flavor_ram_mb", "16777216", 0);
-    config_declare(c, "max_flavor_disk_gb", "1048576", 0);
 
     scheduler_t self = { .service = service };
     int rc = 1;
@@ -149,9 +146,6 @@ int main(int argc, char **argv)
         config_int(c, "max_exclude", 0, 1000, &max_exclude) ||
         config_int(c, "max_alternates", 0, PLACEMENT_ALTERNATES_MAX, &max_alternates) ||
         config_int(c, "max_claim_attempts", 1, 100000, &attempts) ||
-        config_int(c, "max_flavor_vcpus", 1, 1000000, &pc.max_vcpus) ||
-        config_int(c, "max_flavor_ram_mb", 1, INT64_MAX / 4, &pc.max_ram_mb) ||
-        config_int(c, "max_flavor_disk_gb", 1, INT64_MAX / 4, &pc.max_disk_gb) ||
         s_ratio(c, "ram_ratio", &pc.ram_ratio) || s_ratio(c, "cpu_ratio", &pc.cpu_ratio) ||
         s_ratio(c, "disk_ratio", &pc.disk_ratio))
         goto done;

@@ -166,9 +166,9 @@ void placement_config_defaults(placement_config_t *config)
                                     .max_exclude = 32,
                                     .max_alternates = 2,
                                     .max_attempts = 16,
-                                    .max_vcpus = 1024,
-                                    .max_ram_mb = 16LL * 1024 * 1024,
-                                    .max_disk_gb = 1024LL * 1024 };
+                                    .max_vcpus = LIMIT_VCPUS_MAX,
+                                    .max_ram_mb = LIMIT_RAM_MB_MAX,
+                                    .max_disk_gb = LIMIT_DISK_GB_MAX };
 }
 
 placement_t *placement_new(store_t *store, const placement_config_t *config)

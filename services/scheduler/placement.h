@@ -8,6 +8,7 @@
 
 #include "berth.pb-c.h"
 #include "error.h"
+#include "limit.h"
 #include "store.h"
 
 #define PLACEMENT_BAD_REQUEST   1 /* the request is malformed (error says what) */
@@ -27,7 +28,7 @@ typedef struct {
     int max_exclude;    /* longest exclude list accepted */
     int max_alternates; /* alternates returned, <= PLACEMENT_ALTERNATES_MAX */
     int max_attempts;   /* claims tried (races lost) before giving up */
-    int64_t max_vcpus;  /* largest flavor accepted */
+    int64_t max_vcpus;  /* largest flavor accepted (default: lib/limit.h's) */
     int64_t max_ram_mb;
     int64_t max_disk_gb;
 } placement_config_t;
