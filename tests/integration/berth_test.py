@@ -3,9 +3,11 @@ with a token, and poll for the states a user waits for. Every call made through 
 platform's HTTP helper is checked against docs/openapi.yaml (contract.py), so a suite fails
 the moment the server and the document disagree."""
 
+import http.server
 import importlib.util
 import os
 import subprocess
+import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -24,16 +26,76 @@ _unchecked_http = Platform.http
 
 
 def _checked_http(self, method, path, body=None, headers=None, timeout=10.0):
-    """Platform.http, with the call and its answer held to docs/openapi.yaml."""
+    """Platform.http, with the call and its answer held to docs/openapi.yaml. A violation
+    raises contract.ContractError carrying the answer (.response)."""
     r = _unchecked_http(self, method, path, body, headers, timeout)
     hdrs = dict(headers or {})
     if body is not None and not isinstance(body, (bytes, str)):
         hdrs.setdefault("Content-Type", "application/json")
-    contract.CONTRACT.check(method, path, hdrs, body, r)
+    try:
+        contract.CONTRACT.check(method, path, hdrs, body, r)
+    except contract.ContractError as e:
+        e.response = r
+        raise
     return r
 
 
 Platform.http = _checked_http
+
+
+class CheckedProxy:
+    """A loopback HTTP proxy in front of the gateway for clients a test cannot call through
+    Platform.http (the berth CLI): each call it passes on is checked the same way. What
+    departs from the document is answered as the gateway answered it and kept in
+    .violations, which the test asserts empty. Use as a context manager; .url for clients."""
+
+    FORWARDED = ("authorization", "content-type", "idempotency-key", "x-request-id")
+    RETURNED = ("content-type", "x-request-id", "location", "www-authenticate", "allow")
+
+    def __init__(self, platform):
+        self.violations = []
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def forward(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else None
+                hdrs = {k: v for k, v in self.headers.items()
+                        if k.lower() in CheckedProxy.FORWARDED}
+                try:
+                    r = platform.http(self.command, self.path, body, hdrs, timeout=60)
+                except contract.ContractError as e:
+                    proxy.violations.append(str(e))
+                    r = e.response
+                self.send_response(r.status)
+                for k, v in r.headers.items():
+                    if k.lower() in CheckedProxy.RETURNED:
+                        self.send_header(k, v)
+                self.send_header("Content-Length", str(len(r.body)))
+                self.end_headers()
+                self.wfile.write(r.body)
+
+            do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = forward
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = "http://127.0.0.1:%d" % self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
 TERMINAL_VM = ("ACTIVE", "ERROR", "REJECTED", "DISPOSED")
 

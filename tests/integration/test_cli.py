@@ -15,7 +15,7 @@ import tempfile
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from berth_test import Platform  # noqa: E402
+from berth_test import CheckedProxy, Platform  # noqa: E402
 
 
 class Cli(unittest.TestCase):
@@ -25,6 +25,9 @@ class Cli(unittest.TestCase):
         cls.home = tempfile.mkdtemp(prefix="berth-cli-")
         try:
             cls.p.start_all(agents=2)
+            # The CLI talks to the gateway through a proxy that holds every call to
+            # docs/openapi.yaml.
+            cls.proxy = CheckedProxy(cls.p)
         except BaseException:
             cls.p.dump_logs()
             cls.p.stop()
@@ -33,13 +36,16 @@ class Cli(unittest.TestCase):
     @classmethod
     def tearDownClass(cls):
         shutil.rmtree(cls.home, ignore_errors=True)
+        cls.proxy.close()
         cls.p.stop()
 
     def berth(self, *args, stdin=None, check=True):
         env = {k: v for k, v in os.environ.items() if not k.startswith("BERTH_")}
-        env.update({"BERTH_URL": self.p.url, "XDG_CONFIG_HOME": self.home, "HOME": self.home})
+        env.update({"BERTH_URL": self.proxy.url, "XDG_CONFIG_HOME": self.home,
+                    "HOME": self.home})
         r = subprocess.run([self.p.binary("berth")] + list(args), input=stdin, env=env,
                            capture_output=True, text=True, timeout=120)
+        self.assertEqual(self.proxy.violations, [], "berth %s" % " ".join(args))
         if check and r.returncode != 0:
             self.p.dump_logs()
             raise AssertionError("berth %s exited %d:\n%s\n%s"
