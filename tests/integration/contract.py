@@ -9,6 +9,8 @@ What is checked, for each call:
   does not list), times are ISO 8601 UTC with milliseconds, ids are lower-case UUIDs;
 - every answer carries X-Request-Id and the headers its response documents (Location,
   WWW-Authenticate), every 405 Allow;
+- an error's code is one of the document's table (Error.code's x-status, which
+  test_contract holds equal to lib/error.c) and the status is the one the table gives it;
 - a request that breaks the document (body schema, query and header parameters, path
   parameters, no token where one is needed) is never answered with success.
 
@@ -221,9 +223,21 @@ class Contract:
         problems = self.problems(v, instance)
         if problems:
             raise ContractError("the body breaks the schema: " + "; ".join(problems[:5]))
-        if isinstance(instance, dict) and isinstance(instance.get("error"), dict) and \
-                instance["error"].get("request_id") != rheaders.get("x-request-id"):
-            raise ContractError("error.request_id differs from X-Request-Id")
+        if isinstance(instance, dict) and isinstance(instance.get("error"), dict):
+            self._error_status(instance["error"], status)
+            if instance["error"].get("request_id") != rheaders.get("x-request-id"):
+                raise ContractError("error.request_id differs from X-Request-Id")
+
+    def _error_status(self, error, status):
+        """An error's code is one of the table, and the status is the code's."""
+        table = self.resolve({"$ref": "#/components/schemas/Error"})
+        table = table["properties"]["error"]["properties"]["code"]["x-status"]
+        code = error.get("code")
+        if code not in table:
+            raise ContractError("error code %r is not in the table (x-status)" % code)
+        if table[code] != status:
+            raise ContractError("error code %s reads as %d, answered with %d"
+                                % (code, table[code], status))
 
     def _error_body(self, response):
         try:
@@ -235,6 +249,7 @@ class Contract:
         if problems:
             raise ContractError("the error body breaks the Error schema: " +
                                 "; ".join(problems[:5]))
+        self._error_status(instance["error"], response.status)
 
     def _request_problems(self, method, template, path_params, query, headers, body, item, op):
         """Why the document refuses this request (empty when it accepts it)."""

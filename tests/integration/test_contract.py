@@ -192,6 +192,10 @@ class Contract(unittest.TestCase):
                                                 "request_id": "r-1"}}), why="details")
         self.assertDeparts("GET", "/v1/vms/" + vm_id, error("NOT_FOUND", 404, count=3),
                            why="count")
+        # The code decides the status, and only codes of the table leave the gateway.
+        self.assertDeparts("GET", "/v1/vms/" + vm_id, error("CONFLICT", 404), why="reads as")
+        self.assertDeparts("GET", "/v1/vms/" + vm_id, error("GONE", 404), why="not in the table")
+        self.assertDeparts("GET", "/nowhere", error("NOT_FOUND", 400), why="not 404")
         self.assertDeparts("GET", "/v1/vms/" + vm_id,
                            Fake(404, {"error": {"code": "NOT_FOUND", "message": "m",
                                                 "request_id": "other", "details": {}}}),
