@@ -8,7 +8,6 @@
 
 const error_code_t error_codes[] = {
     { "BAD_REQUEST", 400, "the input breaks a rule; details.field names the field" },
-    { "BAD_FRAME", 400, "a bus frame that is not a valid envelope" },
     { "UNAUTHORIZED", 401, "no valid credentials" },
     { "FORBIDDEN", 403, "the caller's role may not do this" },
     { "NOT_FOUND", 404, "no such resource (or not the caller's)" },
@@ -19,6 +18,8 @@ const error_code_t error_codes[] = {
     { "UNSUPPORTED_MEDIA_TYPE", 415, "the body is not JSON" },
     { "IDEMPOTENCY_KEY_REUSED", 422, "the idempotency key was used for another body" },
     { "INTERNAL", 500, "a fault of the platform, not of the caller" },
+    /* Bus-level refusals: over HTTP they can only mean a fault of the platform. */
+    { "BAD_FRAME", 500, "a bus frame that is not a valid envelope" },
     { "UNKNOWN_TYPE", 500, "the service has no handler for the message type" },
     { "UNAVAILABLE", 503, "a store or service did not answer; retry" },
     { "WRONG_SERVICE", 503, "the endpoint now serves another service; retry" },

@@ -22,7 +22,6 @@ static void test_every_code_maps_to_its_status(void **state)
         int status;
     } want[] = {
         { "BAD_REQUEST", 400 },
-        { "BAD_FRAME", 400 },
         { "UNAUTHORIZED", 401 },
         { "FORBIDDEN", 403 },
         { "NOT_FOUND", 404 },
@@ -33,6 +32,7 @@ static void test_every_code_maps_to_its_status(void **state)
         { "UNSUPPORTED_MEDIA_TYPE", 415 },
         { "IDEMPOTENCY_KEY_REUSED", 422 },
         { "INTERNAL", 500 },
+        { "BAD_FRAME", 500 },
         { "UNKNOWN_TYPE", 500 },
         { "UNAVAILABLE", 503 },
         { "WRONG_SERVICE", 503 },
