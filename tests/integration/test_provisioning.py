@@ -210,6 +210,17 @@ class Provisioning(unittest.TestCase):
         self.assertEqual((r.status, r.json()["error"]["details"]), (404, {"field": "template"}),
                          r)
 
+    def test_4b_usage_window_of_only_to(self):
+        # Only `to`, early in 1970: the default window starts at the epoch, never before it,
+        # and nothing in the answer speaks of a `from_ms` the client never sent.
+        r = self.api.call("GET", "/v1/usage?to=1000")
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.json()["from"], "1970-01-01T00:00:00.000Z")
+        self.assertEqual(r.json()["to"], "1970-01-01T00:16:40.000Z")
+        r = self.api.call("GET", "/v1/usage?to=0")
+        self.assertEqual((r.status, r.json()["error"]["details"]), (400, {"field": "to"}), r)
+        self.assertNotIn("from_ms", r.text)
+
     def test_5_idempotency_key_reused_for_another_body(self):
         self.api.create_template(name="idem-gated", vcpus=1, ram_mb=512, disk_gb=5, os="linux",
                                  image="base", lease_days=1, requires_approval=True)
