@@ -69,6 +69,21 @@ void http_json(http_req_t *req, int status, json_t *body)
     req->response = body;
 }
 
+/* text as a JSON string; a text that is not valid UTF-8 (a client's bytes cut inside a
+   character, say) keeps its ASCII and shows every other byte as '?'. */
+static json_t *s_text(const char *text)
+{
+    json_t *s = json_string(text);
+    if (s)
+        return s;
+    char safe[ERROR_MESSAGE_MAX];
+    size_t n = 0;
+    for (; text[n] && n < sizeof safe - 1; n++)
+        safe[n] = text[n] >= 0x20 && text[n] < 0x7f ? text[n] : '?';
+    safe[n] = '\0';
+    return json_string(safe);
+}
+
 void http_error_details(http_req_t *req, const char *code, const char *message, json_t *details)
 {
     if (!json_is_object(details)) {
@@ -76,8 +91,8 @@ void http_error_details(http_req_t *req, const char *code, const char *message, 
         details = json_object();
     }
     http_json(req, error_http_status(code),
-              json_pack("{s:{s:s, s:s, s:s, s:o}}", "error", "code", code, "message", message,
-                        "request_id", req->request_id, "details", details));
+              json_pack("{s:{s:s, s:o, s:s, s:o}}", "error", "code", code, "message",
+                        s_text(message), "request_id", req->request_id, "details", details));
 }
 
 void http_error(http_req_t *req, const char *code, const char *message)
@@ -251,9 +266,15 @@ static void s_route(http_t *self, http_req_t *req, const s_body_error_t *body_er
     s_query_check_t check = { .allowed = route->query };
     MHD_get_connection_values(req->connection, MHD_GET_ARGUMENT_KIND, s_unknown_query, &check);
     if (check.unknown) {
-        char message[128];
-        snprintf(message, sizeof message, "unknown query parameter '%.64s'", check.unknown);
-        http_error_details(req, "BAD_REQUEST", message, json_pack("{s:s}", "field", check.unknown));
+        /* The name as the client sent it, cut short and with anything but printable ASCII
+           shown as '?': it goes into JSON, which must stay valid UTF-8. */
+        char name[65], message[128];
+        size_t n = 0;
+        for (; check.unknown[n] && n < sizeof name - 1; n++)
+            name[n] = check.unknown[n] >= 0x20 && check.unknown[n] < 0x7f ? check.unknown[n] : '?';
+        name[n] = '\0';
+        snprintf(message, sizeof message, "unknown query parameter '%s'", name);
+        http_error_details(req, "BAD_REQUEST", message, json_pack("{s:s}", "field", name));
         return;
     }
     if (body_error->code) {

@@ -378,7 +378,9 @@ class GatewayApi(unittest.TestCase):
         for path, field in [("/v1/vms?limt=5", "limt"), ("/v1/vms?limit=5&sort=name", "sort"),
                             ("/v1/usage?since=2024-01-01", "since"),
                             ("/v1/templates?name=small", "name"),
-                            ("/v1/vms/%s?verbose=1" % uuid.uuid4(), "verbose")]:
+                            ("/v1/vms/%s?verbose=1" % uuid.uuid4(), "verbose"),
+                            # Not UTF-8 once unescaped: still a well-formed JSON error.
+                            ("/v1/vms?%FF%FEx=1", "??x"), ("/v1/vms?a%0Ab=1", "a?b")]:
             with self.subTest(path=path):
                 self.assertError(self.as_admin("GET", path), 400, "BAD_REQUEST", field=field)
         self.assertEqual(self.as_admin("GET", "/v1/vms?limit=5").status, 200)
@@ -439,6 +441,10 @@ class GatewayApi(unittest.TestCase):
                  ({"template": "small", "name": "web", "count": "2"}, "count"),
                  ({"template": "small", "name": "web", "count": True}, "count"),
                  ({"template": "small", "name": "web", "size": "xl"}, "size"),
+                 # The message quotes 64 bytes of the name, which cut this one inside a
+                 # character: the answer is still well-formed JSON naming the field.
+                 ({"template": "small", "name": "web", "x" * 63 + "\u00e9": 1},
+                  "x" * 63 + "\u00e9"),
                  ({"template": "small", "name": ""}, "name")]
         for body, field in cases:
             with self.subTest(body=body):
