@@ -84,7 +84,8 @@ int files_read(const char *path, size_t max, uint8_t **data_p, size_t *size_p)
     return 0;
 }
 
-int files_write(const char *path, const void *data, size_t size)
+/* Temporary file + rename; fsync before the rename when durable. */
+static int s_write(const char *path, const void *data, size_t size, int durable)
 {
     /* A unique temporary name (mkstemp), not one derived from the pid: two stagers in
        containers sharing a volume can both be pid 1. */
@@ -113,7 +114,7 @@ int files_write(const char *path, const void *data, size_t size)
         p += n;
         left -= (size_t)n;
     }
-    if (fchmod(fd, 0640) != 0 || fsync(fd) != 0)
+    if (fchmod(fd, 0640) != 0 || (durable && fsync(fd) != 0))
         goto fail;
     if (close(fd) != 0) {
         fd = -1;
@@ -131,6 +132,16 @@ fail : {
     errno = e;
     return -1;
 }
+}
+
+int files_write(const char *path, const void *data, size_t size)
+{
+    return s_write(path, data, size, 1);
+}
+
+int files_replace(const char *path, const void *data, size_t size)
+{
+    return s_write(path, data, size, 0);
 }
 
 int files_sha256(const char *path, char hex[65], int64_t *size_p)

@@ -17,6 +17,11 @@ int files_read(const char *path, size_t max, uint8_t **data_p, size_t *size_p);
 /* Write data to path atomically (unique temporary file, fsync, rename). 0 or -1 with errno. */
 int files_write(const char *path, const void *data, size_t size);
 
+/* files_write without the fsync: never half a file under its name while the system runs, but
+   after a power loss the file may be empty or missing. For what can be rebuilt and is checked
+   when read (seeds carry their digest). 0 or -1 with errno. */
+int files_replace(const char *path, const void *data, size_t size);
+
 /* SHA-256 of the file as 64 lower-case hex chars; also its size. 0 or -1 with errno. */
 int files_sha256(const char *path, char hex[65], int64_t *size_p);
 

@@ -165,7 +165,6 @@ int main(int argc, char **argv)
     config_declare(c, "images_dir", NULL, 0); /* default <data_dir>/images */
     config_declare(c, "seeds_dir", NULL, 0);  /* default <data_dir>/seeds */
     config_declare(c, "qemu_img", "qemu-img", 0);
-    config_declare(c, "genisoimage", "genisoimage", 0);
     config_declare(c, "tool_timeout_ms", "10000", 0);
     config_declare(c, "base_image_size", "2G", 0);
     config_declare(c, "max_images", "1000", 0);
@@ -199,9 +198,7 @@ int main(int argc, char **argv)
                             .base_size = config_get(c, "base_image_size"),
                             .timeout_ms = (int)timeout,
                             .max_images = (int)max_images };
-    seed_config_t sc = { .genisoimage = config_get(c, "genisoimage"),
-                         .timeout_ms = (int)timeout,
-                         .max_user_data = (size_t)max_user_data };
+    seed_config_t sc = { .max_user_data = (size_t)max_user_data };
     self.catalog = catalog_new(service_store(service), images_dir, &cc);
     if (!self.catalog) {
         log_error(NULL, "cannot open the images directory", "{s:s, s:s}", "dir", images_dir,

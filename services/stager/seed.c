@@ -1,19 +1,23 @@
-/*  seed: NoCloud seeds with genisoimage.
+/*  seed: NoCloud seeds built in process with libisofs.
 
-    A build happens in a private temporary directory next to the final files and is
-    published by rename, so a crash or a concurrent build never exposes half an ISO. Beside
-    <vm>.iso sits <vm>.sum, the SHA-256 of what the seed was built from (name and user-data):
-    it is written before the ISO is renamed into place, so an ISO present means its sum is
-    too, and a retry can tell "same request again" (answer the ISO) from "another request for
-    the same VM" (refuse with a conflict instead of silently handing out the wrong identity). */
+    The ISO is made in memory (libisofs writes it through its burn_source interface) and
+    published by temporary file and rename, so no reader ever sees half an ISO. Beside
+    <vm>.iso sits <vm>.sum: the SHA-256 of what the seed was built from (name and user-data)
+    and the SHA-256 of the ISO. A retry can tell "same request again" (answer the ISO) from
+    "another request for the same VM" (refuse with a conflict instead of silently handing out
+    the wrong identity), and an ISO damaged by a power loss (files are not fsync'd: a seed can
+    always be built again) is rebuilt instead of served. No tool is spawned. */
 #include "seed.h"
 #include "files.h"
-#include "tool.h"
 #include "util.h"
 
 #include <dirent.h>
 #include <errno.h>
+/* libisofs' copy of struct burn_source (the generator's read interface); libburn not used. */
+#define LIBISOFS_WITHOUT_LIBBURN
+#include <libisofs/libisofs.h>
 #include <limits.h>
+#include <pthread.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,22 +28,42 @@
 
 #define SUM_HEX 65 /* 64 hex chars + NUL */
 
+#define SEED_MAX_ISO (4 << 20) /* far above any seed: user-data is capped well below */
+
 struct _seed_t {
     char *dir; /* absolute directory of <vm>.iso and <vm>.sum */
     seed_config_t config;
-    char *genisoimage; /* owned copy of config.genisoimage */
 };
+
+/* libisofs keeps process-wide state (its message queue): started once, never stopped, as
+   seeds may be built until the process exits. */
+static pthread_once_t s_iso_once = PTHREAD_ONCE_INIT;
+static int s_iso_ready;
+
+static void s_iso_init(void)
+{
+    /* bit0: leave the process locale alone; every name written here is ASCII. */
+    if (iso_init_with_flag(1) < 0)
+        return;
+    /* Errors come back as return codes and are reported by the caller, once. */
+    iso_set_msgs_severities("NEVER", "NEVER", "berth-stager");
+    s_iso_ready = 1;
+}
 
 seed_t *seed_new(const char *dir, const seed_config_t *config)
 {
+    pthread_once(&s_iso_once, s_iso_init);
+    if (!s_iso_ready) {
+        errno = ENOTSUP;
+        return NULL;
+    }
     if (files_mkdirs(dir) != 0)
         return NULL;
     seed_t *self = calloc(1, sizeof *self);
     if (!self)
         return NULL;
     self->dir = realpath(dir, NULL);
-    self->genisoimage = strdup(config->genisoimage);
-    if (!self->dir || !self->genisoimage) {
+    if (!self->dir) {
         seed_destroy(&self);
         return NULL;
     }
@@ -50,7 +74,6 @@ seed_t *seed_new(const char *dir, const seed_config_t *config)
         return NULL;
     }
     self->config = *config;
-    self->config.genisoimage = self->genisoimage;
     return self;
 }
 
@@ -59,7 +82,6 @@ void seed_destroy(seed_t **self_p)
     if (self_p && *self_p) {
         seed_t *self = *self_p;
         free(self->dir);
-        free(self->genisoimage);
         free(self);
         *self_p = NULL;
     }
@@ -108,16 +130,22 @@ static void s_fingerprint(const char *name, const char *user_data, char hex[SUM_
     sodium_bin2hex(hex, SUM_HEX, digest, sizeof digest);
 }
 
-/* The sum recorded beside an existing seed, or "" when there is none. */
-static void s_read_sum(const char *path, char hex[SUM_HEX])
+/* The sum recorded beside an existing seed: the fingerprint of what it was built from and the
+   SHA-256 of the ISO; "" for what is missing (no sum, or one written by an earlier version
+   with the fingerprint alone). */
+static void s_read_sum(const char *path, char built_from[SUM_HEX], char iso[SUM_HEX])
 {
-    hex[0] = '\0';
+    built_from[0] = iso[0] = '\0';
     uint8_t *data = NULL;
     size_t size = 0;
-    if (files_read(path, SUM_HEX, &data, &size) == 0) {
+    if (files_read(path, 2 * SUM_HEX, &data, &size) == 0) {
         if (size >= SUM_HEX - 1) {
-            memcpy(hex, data, SUM_HEX - 1);
-            hex[SUM_HEX - 1] = '\0';
+            memcpy(built_from, data, SUM_HEX - 1);
+            built_from[SUM_HEX - 1] = '\0';
+        }
+        if (size == 2 * SUM_HEX && data[SUM_HEX - 1] == '\n') {
+            memcpy(iso, data + SUM_HEX, SUM_HEX - 1);
+            iso[SUM_HEX - 1] = '\0';
         }
         free(data);
     }
@@ -148,61 +176,157 @@ static int s_path(char *out, const char *dir, const char *name)
     return n > 0 && n < PATH_MAX ? 0 : -1;
 }
 
-/* Build the ISO in a private directory and publish sum then ISO by rename. */
+/* Add one file holding text to the root of image. libisofs takes the copy it is given. */
+static int s_add_file(IsoImage *image, const char *name, const char *text)
+{
+    size_t len = strlen(text);
+    unsigned char *copy = malloc(len ? len : 1);
+    if (!copy)
+        return ISO_OUT_OF_MEM;
+    memcpy(copy, text, len);
+    IsoStream *stream = NULL;
+    int rc = iso_memory_stream_new(copy, len, &stream);
+    if (rc < 0) {
+        free(copy);
+        return rc;
+    }
+    IsoFile *file = NULL;
+    rc = iso_image_add_new_file(image, iso_image_get_root(image), name, stream, &file);
+    if (rc < 0) {
+        iso_stream_unref(stream);
+        return rc;
+    }
+    /* What genisoimage -rock recorded for the files the stager wrote as root. */
+    iso_node_set_permissions((IsoNode *)file, 0644);
+    iso_node_set_uid((IsoNode *)file, 0);
+    iso_node_set_gid((IsoNode *)file, 0);
+    return 0;
+}
+
+/* Read the whole image out of libisofs' generator. */
+static int s_drain(struct burn_source *src, uint8_t **iso_p, size_t *size_p)
+{
+    off_t total = src->get_size(src);
+    if (total <= 0 || total > SEED_MAX_ISO || total % 2048 != 0)
+        return ISO_WRITE_ERROR;
+    uint8_t *iso = malloc((size_t)total);
+    if (!iso)
+        return ISO_OUT_OF_MEM;
+    size_t got = 0;
+    while (got < (size_t)total) {
+        int n = src->read ? src->read(src, iso + got, 2048) : src->read_xt(src, iso + got, 2048);
+        if (n != 2048) {
+            free(iso);
+            return ISO_WRITE_ERROR;
+        }
+        got += 2048;
+    }
+    *iso_p = iso;
+    *size_p = got;
+    return 0;
+}
+
+int seed_iso(const char *meta_data, const char *user_data, const char *network_config,
+             uint8_t **iso_p, size_t *size_p, char *error, size_t error_size)
+{
+    pthread_once(&s_iso_once, s_iso_init);
+    if (!s_iso_ready) {
+        snprintf(error, error_size, "libisofs failed to initialise");
+        return -1;
+    }
+    IsoImage *image = NULL;
+    IsoWriteOpts *opts = NULL;
+    struct burn_source *src = NULL;
+    int rc = iso_image_new("cidata", &image);
+    if (rc >= 0) {
+        /* The descriptor fields genisoimage -volid cidata wrote; volume set id left empty. */
+        iso_image_set_volset_id(image, "");
+        iso_image_set_system_id(image, "LINUX");
+        iso_node_set_permissions((IsoNode *)iso_image_get_root(image), 0555);
+        rc = s_add_file(image, "meta-data", meta_data);
+    }
+    if (rc >= 0)
+        rc = s_add_file(image, "user-data", user_data);
+    if (rc >= 0 && network_config)
+        rc = s_add_file(image, "network-config", network_config);
+    /* genisoimage's defaults with -joliet -rock: ISO 9660 level 1 names (8.3, upper case)
+       for old readers, Joliet and Rock Ridge for the real names. */
+    if (rc >= 0)
+        rc = iso_write_opts_new(&opts, 0);
+    if (rc >= 0)
+        rc = iso_write_opts_set_iso_level(opts, 1);
+    /* Keep the volume id lower case, as genisoimage does: cloud-init looks for "cidata". */
+    if (rc >= 0)
+        rc = iso_write_opts_set_relaxed_vol_atts(opts, 1);
+    if (rc >= 0)
+        rc = iso_write_opts_set_rockridge(opts, 1);
+    if (rc >= 0)
+        rc = iso_write_opts_set_joliet(opts, 1);
+    /* Joliet names exactly as given ("meta-data", not "meta-data.;1"), as genisoimage writes
+       them; the ISO 9660 names keep their dot and version. */
+    if (rc >= 0)
+        rc = iso_write_opts_set_omit_version_numbers(opts, 2);
+    if (rc >= 0)
+        rc = iso_write_opts_set_no_force_dots(opts, 2);
+    if (rc >= 0)
+        rc = iso_image_create_burn_source(image, opts, &src);
+    if (rc >= 0)
+        rc = s_drain(src, iso_p, size_p);
+    if (src) {
+        if (rc < 0)
+            src->cancel(src);
+        src->free_data(src);
+        free(src);
+    }
+    iso_write_opts_free(opts);
+    if (image)
+        iso_image_unref(image);
+    if (rc < 0) {
+        snprintf(error, error_size, "libisofs: %s", iso_error_to_msg(rc));
+        return -1;
+    }
+    return 0;
+}
+
+/* Build the ISO in memory and publish it, then its sum. Neither is fsync'd: a seed can be
+   rebuilt, and the sum names the ISO's digest, so an ISO a power loss damaged is noticed on
+   the next request and built again rather than handed out. */
 static int s_build(seed_t *self, const char *vm, const char *name, const char *user_data,
-                   const char *sum, const char *iso, const char *sum_path, char *error,
+                   const char *built_from, const char *iso_path, const char *sum_path, char *error,
                    size_t error_size)
 {
-    char work[PATH_MAX], meta_path[PATH_MAX], user_path[PATH_MAX], out_path[PATH_MAX],
-        log_path[PATH_MAX];
-    snprintf(work, sizeof work, "%s/.build-%s-XXXXXX", self->dir, vm);
-    if (!mkdtemp(work)) {
-        snprintf(error, error_size, "cannot create a build directory in '%s': %s", self->dir,
-                 strerror(errno));
-        return -1;
-    }
-    if (s_path(meta_path, work, "meta-data") || s_path(user_path, work, "user-data") ||
-        s_path(out_path, work, "seed.iso") || s_path(log_path, work, "genisoimage.log")) {
-        snprintf(error, error_size, "seed directory path '%s' is too long", self->dir);
-        s_remove_dir(work);
-        return -1;
-    }
-
     char meta[256];
-    int meta_len = snprintf(meta, sizeof meta, "instance-id: %s\nlocal-hostname: %s\n", vm, name);
-    int rc = -1;
-    if (files_write(meta_path, meta, (size_t)meta_len) != 0 ||
-        files_write(user_path, user_data, strlen(user_data)) != 0) {
-        snprintf(error, error_size, "cannot write the seed files of vm '%s': %s", vm,
-                 strerror(errno));
-        goto done;
-    }
-    /* Files named on the command line land in the volume's root under their own names;
-       Rock Ridge and Joliet keep "user-data" and "meta-data" readable as they are. */
-    const char *argv[] = { self->config.genisoimage,
-                           "-output",
-                           out_path,
-                           "-volid",
-                           "cidata",
-                           "-joliet",
-                           "-rock",
-                           user_path,
-                           meta_path,
-                           NULL };
-    char why[512];
-    if (tool_run(argv, log_path, self->config.timeout_ms, why, sizeof why) != 0) {
+    snprintf(meta, sizeof meta, "instance-id: %s\nlocal-hostname: %s\n", vm, name);
+    uint8_t *iso = NULL;
+    size_t size = 0;
+    char why[256];
+    if (seed_iso(meta, user_data, NULL, &iso, &size, why, sizeof why) != 0) {
         snprintf(error, error_size, "cannot build the seed of vm '%s': %s", vm, why);
-        goto done;
+        return -1;
     }
-    if (files_write(sum_path, sum, SUM_HEX - 1) != 0 || rename(out_path, iso) != 0) {
+    uint8_t digest[crypto_hash_sha256_BYTES];
+    crypto_hash_sha256(digest, iso, size);
+    char sum[2 * SUM_HEX];
+    memcpy(sum, built_from, SUM_HEX - 1);
+    sum[SUM_HEX - 1] = '\n';
+    sodium_bin2hex(sum + SUM_HEX, SUM_HEX, digest, sizeof digest);
+    sum[2 * SUM_HEX - 1] = '\n';
+    int rc = 0;
+    if (files_replace(iso_path, iso, size) != 0 || files_replace(sum_path, sum, sizeof sum) != 0) {
         snprintf(error, error_size, "cannot publish the seed of vm '%s' in '%s': %s", vm, self->dir,
                  strerror(errno));
-        goto done;
+        rc = -1;
     }
-    rc = 0;
-done:
-    s_remove_dir(work);
+    free(iso);
     return rc;
+}
+
+/* 1 if the ISO at path is the one the sum names. */
+static int s_iso_intact(const char *path, const char *digest)
+{
+    char hex[SUM_HEX];
+    int64_t size = 0;
+    return digest[0] && files_sha256(path, hex, &size) == 0 && strcmp(hex, digest) == 0;
 }
 
 int seed_stage(seed_t *self, const char *vm, const char *name, const char *user_data, char **path_p,
@@ -229,18 +353,21 @@ int seed_stage(seed_t *self, const char *vm, const char *name, const char *user_
             return SEED_BAD_REQUEST;
         }
     }
-    char sum[SUM_HEX], old[SUM_HEX], iso[PATH_MAX], sum_path[PATH_MAX];
-    s_fingerprint(name, user_data, sum);
+    char built_from[SUM_HEX], old[SUM_HEX], old_iso[SUM_HEX], iso[PATH_MAX], sum_path[PATH_MAX];
+    s_fingerprint(name, user_data, built_from);
     snprintf(iso, sizeof iso, "%s/%s.iso", self->dir, vm);
     snprintf(sum_path, sizeof sum_path, "%s/%s.sum", self->dir, vm);
-    s_read_sum(sum_path, old);
-    if (files_exists(iso) && old[0]) {
-        if (strcmp(old, sum) != 0) {
-            snprintf(error, error_size,
-                     "vm '%s' already has a seed built for another name or user-data", vm);
-            return SEED_CONFLICT;
-        }
-    } else if (s_build(self, vm, name, user_data, sum, iso, sum_path, error, error_size) != 0)
+    s_read_sum(sum_path, old, old_iso);
+    int exists = old[0] && files_exists(iso);
+    if (exists && strcmp(old, built_from) != 0) {
+        snprintf(error, error_size,
+                 "vm '%s' already has a seed built for another name or user-data", vm);
+        return SEED_CONFLICT;
+    }
+    /* The same request again: answer the ISO built before, unless it is damaged (then the
+       same seed is built again). */
+    if ((!exists || !s_iso_intact(iso, old_iso)) &&
+        s_build(self, vm, name, user_data, built_from, iso, sum_path, error, error_size) != 0)
         return -1;
     char *path = strdup(iso);
     if (!path) {
@@ -263,9 +390,12 @@ int seed_sweep(seed_t *self, int64_t max_age_ms)
     while ((e = readdir(d))) {
         const char *n = e->d_name;
         size_t len = strlen(n);
+        /* .build-*: directories of the genisoimage builds of earlier versions. */
         int build = strncmp(n, ".build-", 7) == 0;
+        /* <vm>.iso, <vm>.sum, and .<vm>.iso.XXXXXX left by a write a crash interrupted. */
         int seed =
-            len > 4 && (strcmp(n + len - 4, ".iso") == 0 || strcmp(n + len - 4, ".sum") == 0);
+            (len > 4 && (strcmp(n + len - 4, ".iso") == 0 || strcmp(n + len - 4, ".sum") == 0)) ||
+            (n[0] == '.' && (strstr(n, ".iso.") || strstr(n, ".sum.")));
         if ((!build && !seed) || s_path(path, self->dir, n) != 0)
             continue;
         struct stat st;

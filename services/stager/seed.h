@@ -1,7 +1,8 @@
 /*  seed: the cloud-init NoCloud seed of each VM: an ISO 9660 volume labelled "cidata" holding
-    meta-data (instance-id = the VM's UUID, local-hostname = its name) and user-data, built by
-    genisoimage and kept as <dir>/<vm>.iso. Staging is idempotent by VM: asking again for the
-    same VM, name and user-data returns the ISO already built. */
+    meta-data (instance-id = the VM's UUID, local-hostname = its name) and user-data, built in
+    process with libisofs (the library under xorriso) and kept as <dir>/<vm>.iso. Staging is
+    idempotent by VM: asking again for the same VM, name and user-data returns the ISO already
+    built. Safe to call from several threads at once for different VMs. */
 #ifndef BERTH_STAGER_SEED_H
 #define BERTH_STAGER_SEED_H
 
@@ -12,14 +13,13 @@
 #define SEED_CONFLICT    2 /* the VM already has a seed built for another name or user-data */
 
 typedef struct {
-    const char *genisoimage; /* the tool, looked up in PATH when not absolute */
-    int timeout_ms;          /* a genisoimage run longer than this is killed */
-    size_t max_user_data;    /* largest user-data accepted, bytes */
+    size_t max_user_data; /* largest user-data accepted, bytes */
 } seed_config_t;
 
 typedef struct _seed_t seed_t;
 
-/* A seed store in dir (created if missing). NULL (with errno) when dir cannot be made. */
+/* A seed store in dir (created if missing). NULL (with errno) when dir cannot be made or
+   libisofs cannot start. */
 seed_t *seed_new(const char *dir, const seed_config_t *config);
 void seed_destroy(seed_t **self_p);
 
@@ -31,6 +31,14 @@ int seed_valid_hostname(const char *text);
    frees); SEED_BAD_REQUEST or SEED_CONFLICT; -1 when building failed. error says why. */
 int seed_stage(seed_t *self, const char *vm, const char *name, const char *user_data, char **path_p,
                char *error, size_t error_size);
+
+/* The ISO 9660 image of a NoCloud seed, built in memory: volume id "cidata", the files
+   meta-data, user-data and, when network_config is not NULL, network-config (Rock Ridge and
+   Joliet names as written, ISO 9660 level 1 names such as META_DAT.), root-owned and
+   world-readable. 0 with *iso_p (caller frees) and *size_p, or -1 with error. seed_stage()
+   stores what this builds; benchmarks call it alone. */
+int seed_iso(const char *meta_data, const char *user_data, const char *network_config,
+             uint8_t **iso_p, size_t *size_p, char *error, size_t error_size);
 
 /* Remove seeds (and leftovers of interrupted builds) not touched for max_age_ms: the agent
    holds its own copy once the VM is built. Returns how many were removed. */

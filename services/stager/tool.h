@@ -1,6 +1,6 @@
-/*  tool: run a maintained command-line tool (genisoimage, qemu-img) as a child process
-    with posix_spawn, never through a shell, with a deadline. The stager builds images and
-    seeds this way instead of writing ISO 9660 or qcow2 by hand. */
+/*  tool: run a maintained command-line tool (qemu-img) as a child process with posix_spawn,
+    never through a shell, with a deadline. The stager creates base images this way instead of
+    writing qcow2 by hand. */
 #ifndef BERTH_STAGER_TOOL_H
 #define BERTH_STAGER_TOOL_H
 
