@@ -1,10 +1,17 @@
 /*  berth-stager: the image store. Keeps the image catalog (base images it creates when
     missing) and builds each VM's cloud-init NoCloud seed, which taskmgr hands to the agent
-    with the create command. Handlers: ListImages, StageImage. */
+    with the create command. Handlers: ListImages, StageImage.
+
+    The loop never waits on a disk or a tool: qemu-img runs, seed builds and sweeps are jobs
+    for a small pool of workers (work.h) with a bounded queue. StageImage keeps its request
+    (bus_request_defer) and is answered from the loop when its job comes back; over the bound
+    it is answered UNAVAILABLE at once. Requests for a VM whose seed is being built wait for
+    that build instead of starting another. */
 #include "service.h"
 #include "catalog.h"
 #include "files.h"
 #include "seed.h"
+#include "work.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -14,36 +21,99 @@
 
 typedef struct {
     service_t *service;
-    catalog_t *catalog;
-    seed_t *seeds;
+    catalog_t *catalog;      /* the loop's: lookups on the service's Redis connection */
+    catalog_t *prep_catalog; /* the preparation job's, on its own connection (prep_store) */
+    store_t *prep_store;
+    seed_t *seeds; /* shared by the workers: seed_stage is safe across threads */
+    work_t *work;
+    zhashx_t *building;     /* vm -> s_stage_t being built; a VM has at most one build */
     int64_t max_seed_bytes; /* largest ISO sent in a reply */
     int64_t seed_keep_ms;   /* seeds untouched this long are swept */
+    size_t max_waiting;     /* requests waiting on one VM's build */
     int ready;              /* base images were prepared once */
+    int preparing;          /* a preparation job is out */
+    int sweeping;           /* a sweep job is out */
     int64_t next_check_ms;  /* monotonic ms of the next catalog check */
     char not_ready[768];    /* last failure, logged once per reason; "" when fine */
+    uint64_t refused;       /* requests answered busy in the current episode; 0 = not busy */
 } stager_t;
+
+/* Hand a job to the workers; over the bound, start or continue a busy episode (logged once,
+   when it starts, and once when it ends). 0, or -1 when the caller must answer busy. */
+static int s_submit(stager_t *self, work_fn *fn, work_done_fn *done, void *arg)
+{
+    if (work_submit(self->work, fn, done, arg) == 0) {
+        if (self->refused) {
+            log_info(NULL, "work queue accepting again", "{s:I}", "refused",
+                     (json_int_t)self->refused);
+            self->refused = 0;
+        }
+        return 0;
+    }
+    if (self->refused++ == 0)
+        log_warn(NULL, "work queue full; answering busy until it drains", "{s:I}", "held",
+                 (json_int_t)work_held(self->work));
+    return -1;
+}
+
+/* ---- base images ---- */
+
+typedef struct {
+    stager_t *stager;
+    int rc;
+    char error[768];
+} s_prep_t;
+
+/* Worker: qemu-img and the records, on the job's own Redis connection. */
+static void s_prep_run(void *arg)
+{
+    s_prep_t *job = arg;
+    job->rc = catalog_ensure_base(job->stager->prep_catalog, job->error, sizeof job->error);
+}
+
+static void s_prep_done(void *arg, int deliver)
+{
+    s_prep_t *job = arg;
+    stager_t *self = job->stager;
+    self->preparing = 0;
+    if (!deliver) {
+        free(job);
+        return;
+    }
+    if (job->rc != 0) {
+        if (strcmp(job->error, self->not_ready) != 0)
+            log_error(NULL, "cannot prepare the base images; retrying", "{s:s}", "reason",
+                      job->error);
+        util_strlcpy(self->not_ready, job->error, sizeof self->not_ready);
+    } else {
+        if (!self->ready || self->not_ready[0])
+            log_info(NULL, "base images ready", NULL);
+        self->ready = 1;
+        self->not_ready[0] = '\0';
+        self->next_check_ms = util_mono_ms() + CATALOG_CHECK_MS;
+    }
+    free(job);
+}
 
 /* Make sure the base images exist and are recorded. Runs every second until it works
    (Redis may come up after the stager; until then requests are answered UNAVAILABLE), then
-   every CATALOG_CHECK_MS to repair a record or file lost since (Redis flushed, file deleted). */
+   every CATALOG_CHECK_MS to repair a record or file lost since (Redis flushed, file deleted).
+   The work itself is a job: creating an image runs qemu-img. */
 static int s_prepare(service_t *service, void *arg)
 {
     (void)service;
     stager_t *self = arg;
-    if (self->ready && util_mono_ms() < self->next_check_ms)
+    if (self->preparing || (self->ready && util_mono_ms() < self->next_check_ms))
         return 0;
-    char error[768];
-    if (catalog_ensure_base(self->catalog, error, sizeof error) != 0) {
-        if (strcmp(error, self->not_ready) != 0)
-            log_error(NULL, "cannot prepare the base images; retrying", "{s:s}", "reason", error);
-        util_strlcpy(self->not_ready, error, sizeof self->not_ready);
+    s_prep_t *job = calloc(1, sizeof *job);
+    if (!job)
+        return 0;
+    job->stager = self;
+    if (s_submit(self, s_prep_run, s_prep_done, job) != 0) {
+        free(job); /* busy: tried again on the next tick */
         return 0;
     }
-    if (!self->ready || self->not_ready[0])
-        log_info(NULL, "base images ready", NULL);
-    self->ready = 1;
-    self->not_ready[0] = '\0';
-    self->next_check_ms = util_mono_ms() + CATALOG_CHECK_MS;
+    self->preparing = 1;
     return 0;
 }
 
@@ -67,11 +137,172 @@ static void s_on_list_images(bus_request_t *request, void *arg)
     protobuf_c_message_free_unpacked(&list->base, NULL);
 }
 
-/* Resolve the image, build (or find) the seed, answer both. Idempotent by vm. */
+/* ---- seeds ---- */
+
+/* One VM's seed build: what it is built from, who waits for it, what came out. */
+typedef struct {
+    stager_t *stager;
+    char *vm, *name, *user_data; /* copies: the requests may be answered before the job ends */
+    Berth__Image *image;         /* the image record to answer with */
+    zlistx_t *waiting;           /* bus_request_t kept, answered when the build ends */
+    /* filled by the worker */
+    int rc; /* seed_stage's answer, or -1 when reading the ISO failed */
+    char error[768];
+    char *path;
+    uint8_t *iso;
+    size_t size;
+} s_stage_t;
+
+static void s_stage_free(s_stage_t **job_p)
+{
+    s_stage_t *job = *job_p;
+    if (!job)
+        return;
+    free(job->vm);
+    free(job->name);
+    free(job->user_data);
+    if (job->image)
+        protobuf_c_message_free_unpacked(&job->image->base, NULL);
+    zlistx_destroy(&job->waiting);
+    free(job->path);
+    free(job->iso);
+    free(job);
+    *job_p = NULL;
+}
+
+static void s_answer_free(bus_request_t *kept, const char *code, const char *message)
+{
+    bus_reply_error(kept, code, message);
+    bus_request_destroy(&kept);
+}
+
+/* Worker: build the seed (or find it built) and read it for the reply. */
+static void s_stage_run(void *arg)
+{
+    s_stage_t *job = arg;
+    job->rc = seed_stage(job->stager->seeds, job->vm, job->name, job->user_data, &job->path,
+                         job->error, sizeof job->error);
+    if (job->rc == 0 &&
+        files_read(job->path, (size_t)job->stager->max_seed_bytes, &job->iso, &job->size) != 0) {
+        snprintf(job->error, sizeof job->error, "cannot read seed '%s': %s", job->path,
+                 strerror(errno));
+        job->rc = -1;
+    }
+}
+
+/* Answer one request with the build's outcome. */
+static void s_stage_answer(s_stage_t *job, bus_request_t *kept)
+{
+    const char *rid = bus_request_envelope(kept)->request_id;
+    if (job->rc == SEED_BAD_REQUEST)
+        bus_reply_error(kept, "BAD_REQUEST", job->error);
+    else if (job->rc == SEED_CONFLICT)
+        bus_reply_error(kept, "CONFLICT", job->error);
+    else if (job->rc != 0) {
+        log_error(rid, "staging failed", "{s:s, s:s}", "vm", job->vm, "reason", job->error);
+        bus_reply_error(kept, "INTERNAL", job->error);
+    } else {
+        Berth__StagedImage reply = BERTH__STAGED_IMAGE__INIT;
+        reply.image = job->image;
+        reply.seed_iso.data = job->iso;
+        reply.seed_iso.len = job->size;
+        log_info(rid, "staged", "{s:s, s:s, s:s, s:s, s:I}", "vm", job->vm, "name", job->name,
+                 "image", job->image->name, "seed", job->path, "seed_bytes", (json_int_t)job->size);
+        bus_reply(kept, &reply.base);
+    }
+    bus_request_destroy(&kept);
+}
+
+/* 1 if req asks for exactly what job builds (empty user-data and none are the same). */
+static int s_same_request(const s_stage_t *job, const Berth__StageImage *req)
+{
+    return streq(job->name, req->name ? req->name : "") &&
+           streq(job->user_data, req->user_data ? req->user_data : "") &&
+           streq(job->image->name, req->image ? req->image : "");
+}
+
+static void s_stage_start(stager_t *self, bus_request_t *kept);
+
+/* Loop: the build ended. Requests for the same seed get its answer; one that asked for
+   something else for the same VM (another name or user-data) is started anew, and then
+   meets the seed now on disk (a conflict) or builds if this build failed. */
+static void s_stage_done(void *arg, int deliver)
+{
+    s_stage_t *job = arg;
+    stager_t *self = job->stager;
+    if (zhashx_lookup(self->building, job->vm) == job)
+        zhashx_delete(self->building, job->vm);
+    bus_request_t *kept;
+    while ((kept = zlistx_detach(job->waiting, NULL))) {
+        Berth__StageImage *req = bus_request_body(kept, &berth__stage_image__descriptor);
+        if (!deliver)
+            bus_request_destroy(&kept); /* shutting down: the caller resends elsewhere */
+        else if (s_same_request(job, req))
+            s_stage_answer(job, kept);
+        else
+            s_stage_start(self, kept);
+    }
+    s_stage_free(&job);
+}
+
+/* Start (or join) the build of the seed a kept StageImage asks for; every path answers or
+   keeps the request. */
+static void s_stage_start(stager_t *self, bus_request_t *kept)
+{
+    Berth__StageImage *req = bus_request_body(kept, &berth__stage_image__descriptor);
+    s_stage_t *job = zhashx_lookup(self->building, req->vm);
+    if (job) {
+        if (zlistx_size(job->waiting) >= self->max_waiting) {
+            s_answer_free(kept, "UNAVAILABLE", "busy: too many requests wait for this vm's seed");
+            return;
+        }
+        zlistx_add_end(job->waiting, kept);
+        return;
+    }
+    Berth__Image *image = NULL;
+    int rc = catalog_get(self->catalog, req->image, &image);
+    if (rc == CATALOG_NOT_FOUND) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "no image named '%s'", req->image);
+        s_answer_free(kept, "NOT_FOUND", msg);
+        return;
+    }
+    if (rc != 0) {
+        s_answer_free(kept, "UNAVAILABLE", "state store unreachable");
+        return;
+    }
+    job = calloc(1, sizeof *job);
+    if (job) {
+        job->stager = self;
+        job->image = image;
+        job->vm = strdup(req->vm);
+        job->name = strdup(req->name ? req->name : "");
+        job->user_data = strdup(req->user_data ? req->user_data : "");
+        job->waiting = zlistx_new();
+    } else
+        protobuf_c_message_free_unpacked(&image->base, NULL);
+    if (!job || !job->vm || !job->name || !job->user_data || !job->waiting ||
+        !zlistx_add_end(job->waiting, kept)) {
+        if (job)
+            zlistx_purge(job->waiting);
+        s_stage_free(&job);
+        s_answer_free(kept, "INTERNAL", "out of memory");
+        return;
+    }
+    if (s_submit(self, s_stage_run, s_stage_done, job) != 0) {
+        zlistx_purge(job->waiting);
+        s_stage_free(&job);
+        s_answer_free(kept, "UNAVAILABLE", "busy: the stager's work queue is full");
+        return;
+    }
+    zhashx_insert(self->building, job->vm, job);
+}
+
+/* Check what can be checked at once, then keep the request for its build. Idempotent by vm:
+   a seed built is answered again, a build under way is joined. */
 static void s_on_stage_image(bus_request_t *request, void *arg)
 {
     stager_t *self = arg;
-    const char *rid = bus_request_envelope(request)->request_id;
     Berth__StageImage *req = bus_request_body(request, &berth__stage_image__descriptor);
     if (!req) {
         bus_reply_error(request, "BAD_REQUEST", "expected a StageImage body");
@@ -90,55 +321,54 @@ static void s_on_stage_image(bus_request_t *request, void *arg)
                         "image must be 1 to 64 of a-z, 0-9, '.', '_' and '-'");
         return;
     }
-    Berth__Image *image = NULL;
-    int rc = catalog_get(self->catalog, req->image, &image);
-    if (rc == CATALOG_NOT_FOUND) {
-        char msg[160];
-        snprintf(msg, sizeof msg, "no image named '%s'", req->image);
-        bus_reply_error(request, "NOT_FOUND", msg);
+    bus_request_t *kept = bus_request_defer(request);
+    if (!kept) {
+        bus_reply_error(request, "INTERNAL", "out of memory");
         return;
     }
-    if (rc != 0) {
-        bus_reply_error(request, "UNAVAILABLE", "state store unreachable");
-        return;
-    }
-    char error[768];
-    char *path = NULL;
-    rc = seed_stage(self->seeds, req->vm, req->name, req->user_data, &path, error, sizeof error);
-    uint8_t *iso = NULL;
-    size_t size = 0;
-    if (rc == 0 && files_read(path, (size_t)self->max_seed_bytes, &iso, &size) != 0) {
-        snprintf(error, sizeof error, "cannot read seed '%s': %s", path, strerror(errno));
-        rc = -1;
-    }
-    if (rc == SEED_BAD_REQUEST)
-        bus_reply_error(request, "BAD_REQUEST", error);
-    else if (rc == SEED_CONFLICT)
-        bus_reply_error(request, "CONFLICT", error);
-    else if (rc != 0) {
-        log_error(rid, "staging failed", "{s:s, s:s}", "vm", req->vm, "reason", error);
-        bus_reply_error(request, "INTERNAL", error);
-    } else {
-        Berth__StagedImage reply = BERTH__STAGED_IMAGE__INIT;
-        reply.image = image;
-        reply.seed_iso.data = iso;
-        reply.seed_iso.len = size;
-        log_info(rid, "staged", "{s:s, s:s, s:s, s:s, s:I}", "vm", req->vm, "name", req->name,
-                 "image", image->name, "seed", path, "seed_bytes", (json_int_t)size);
-        bus_reply(request, &reply.base);
-    }
-    free(iso);
-    free(path);
-    protobuf_c_message_free_unpacked(&image->base, NULL);
+    s_stage_start(self, kept);
+}
+
+typedef struct {
+    stager_t *stager;
+    int removed;
+} s_sweep_t;
+
+static void s_sweep_run(void *arg)
+{
+    s_sweep_t *job = arg;
+    job->removed = seed_sweep(job->stager->seeds, job->stager->seed_keep_ms);
+}
+
+static void s_sweep_done(void *arg, int deliver)
+{
+    s_sweep_t *job = arg;
+    job->stager->sweeping = 0;
+    if (deliver && job->removed > 0)
+        log_info(NULL, "swept old seeds", "{s:i}", "removed", job->removed);
+    free(job);
 }
 
 static int s_sweep(service_t *service, void *arg)
 {
     (void)service;
     stager_t *self = arg;
-    int removed = seed_sweep(self->seeds, self->seed_keep_ms);
-    if (removed > 0)
-        log_info(NULL, "swept old seeds", "{s:i}", "removed", removed);
+    s_sweep_t *job = self->sweeping ? NULL : calloc(1, sizeof *job);
+    if (!job)
+        return 0;
+    job->stager = self;
+    if (s_submit(self, s_sweep_run, s_sweep_done, job) != 0)
+        free(job); /* busy: the next sweep will do */
+    else
+        self->sweeping = 1;
+    return 0;
+}
+
+static int s_on_work(service_t *service, void *arg)
+{
+    (void)service;
+    stager_t *self = arg;
+    work_deliver(self->work);
     return 0;
 }
 
@@ -172,13 +402,22 @@ int main(int argc, char **argv)
     config_declare(c, "max_seed_bytes", "2097152", 0);
     config_declare(c, "seed_keep_hours", "168", 0);
     config_declare(c, "seed_sweep_ms", "600000", 0);
+    config_declare(c, "workers", "2", 0);             /* threads for qemu-img, seeds, sweeps */
+    config_declare(c, "work_queue_max", "256", 0);    /* jobs held; beyond: answered busy */
+    config_declare(c, "max_waiting_per_vm", "16", 0); /* requests joining one VM's build */
 
     stager_t self = { .service = service };
     int rc = 1;
     if (service_start(service) != 0)
         goto done;
-    int64_t timeout, max_images, max_user_data, keep_hours, sweep_ms;
+    int64_t timeout, max_images, max_user_data, keep_hours, sweep_ms, workers, queue_max, waiting,
+        redis_port, redis_timeout;
     if (config_int(c, "tool_timeout_ms", 100, 600000, &timeout) ||
+        config_int(c, "workers", 1, 64, &workers) ||
+        config_int(c, "work_queue_max", 1, 100000, &queue_max) ||
+        config_int(c, "max_waiting_per_vm", 1, 1000, &waiting) ||
+        config_int(c, "redis_port", 1, 65535, &redis_port) ||
+        config_int(c, "redis_timeout_ms", 10, 60000, &redis_timeout) ||
         config_int(c, "max_images", 1, 100000, &max_images) ||
         config_int(c, "max_user_data", 0, 1024 * 1024, &max_user_data) ||
         config_int(c, "max_seed_bytes", 65536, 3 * 1024 * 1024, &self.max_seed_bytes) ||
@@ -186,6 +425,7 @@ int main(int argc, char **argv)
         config_int(c, "seed_sweep_ms", 1000, 86400000, &sweep_ms))
         goto done;
     self.seed_keep_ms = keep_hours * 3600 * 1000;
+    self.max_waiting = (size_t)waiting;
     if (sodium_init() < 0) {
         log_error(NULL, "libsodium failed to initialise", NULL);
         goto done;
@@ -199,8 +439,12 @@ int main(int argc, char **argv)
                             .timeout_ms = (int)timeout,
                             .max_images = (int)max_images };
     seed_config_t sc = { .max_user_data = (size_t)max_user_data };
+    /* The preparation job talks to Redis from a worker: a connection of its own. */
+    self.prep_store = store_new(config_get(c, "redis_host"), (int)redis_port, (int)redis_timeout,
+                                (int)redis_timeout);
     self.catalog = catalog_new(service_store(service), images_dir, &cc);
-    if (!self.catalog) {
+    self.prep_catalog = self.prep_store ? catalog_new(self.prep_store, images_dir, &cc) : NULL;
+    if (!self.catalog || !self.prep_catalog) {
         log_error(NULL, "cannot open the images directory", "{s:s, s:s}", "dir", images_dir,
                   "reason", strerror(errno));
         goto done;
@@ -211,7 +455,14 @@ int main(int argc, char **argv)
                   strerror(errno));
         goto done;
     }
+    self.building = zhashx_new();
+    self.work = work_new((int)workers, (int)queue_max);
+    if (!self.building || !self.work) {
+        log_error(NULL, "cannot start the workers", "{s:I}", "workers", (json_int_t)workers);
+        goto done;
+    }
     log_info(NULL, "stores opened", "{s:s, s:s}", "images_dir", images_dir, "seeds_dir", seeds_dir);
+    service_reader(service, work_socket(self.work), s_on_work, &self);
     s_prepare(service, &self);
     service_every(service, 1000, s_prepare, &self);
     service_on(service, "ListImages", s_on_list_images, &self);
@@ -219,8 +470,14 @@ int main(int argc, char **argv)
     service_every(service, (int)sweep_ms, s_sweep, &self);
     rc = service_run(service);
 done:
+    /* Workers first: their jobs use everything below. Requests still waiting are dropped
+       unanswered (their callers resend to another instance). */
+    work_destroy(&self.work);
+    zhashx_destroy(&self.building);
     seed_destroy(&self.seeds);
+    catalog_destroy(&self.prep_catalog);
     catalog_destroy(&self.catalog);
+    store_destroy(&self.prep_store);
     service_destroy(&service);
     return rc;
 }
