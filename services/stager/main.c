@@ -11,6 +11,7 @@
 #include "catalog.h"
 #include "files.h"
 #include "seed.h"
+#include "stage.h"
 #include "work.h"
 
 #include <errno.h>
@@ -26,35 +27,15 @@ typedef struct {
     store_t *prep_store;
     seed_t *seeds; /* shared by the workers: seed_stage is safe across threads */
     work_t *work;
-    zhashx_t *building;     /* vm -> s_stage_t being built; a VM has at most one build */
+    stage_t *stage;         /* StageImage requests and their builds */
     int64_t max_seed_bytes; /* largest ISO sent in a reply */
     int64_t seed_keep_ms;   /* seeds untouched this long are swept */
-    size_t max_waiting;     /* requests waiting on one VM's build */
     int ready;              /* base images were prepared once */
     int preparing;          /* a preparation job is out */
     int sweeping;           /* a sweep job is out */
     int64_t next_check_ms;  /* monotonic ms of the next catalog check */
     char not_ready[768];    /* last failure, logged once per reason; "" when fine */
-    uint64_t refused;       /* requests answered busy in the current episode; 0 = not busy */
 } stager_t;
-
-/* Hand a job to the workers; over the bound, start or continue a busy episode (logged once,
-   when it starts, and once when it ends). 0, or -1 when the caller must answer busy. */
-static int s_submit(stager_t *self, work_fn *fn, work_done_fn *done, void *arg)
-{
-    if (work_submit(self->work, fn, done, arg) == 0) {
-        if (self->refused) {
-            log_info(NULL, "work queue accepting again", "{s:I}", "refused",
-                     (json_int_t)self->refused);
-            self->refused = 0;
-        }
-        return 0;
-    }
-    if (self->refused++ == 0)
-        log_warn(NULL, "work queue full; answering busy until it drains", "{s:I}", "held",
-                 (json_int_t)work_held(self->work));
-    return -1;
-}
 
 /* ---- base images ---- */
 
@@ -109,7 +90,7 @@ static int s_prepare(service_t *service, void *arg)
     if (!job)
         return 0;
     job->stager = self;
-    if (s_submit(self, s_prep_run, s_prep_done, job) != 0) {
+    if (work_submit(self->work, s_prep_run, s_prep_done, job) != 0) {
         free(job); /* busy: tried again on the next tick */
         return 0;
     }
@@ -139,165 +120,6 @@ static void s_on_list_images(bus_request_t *request, void *arg)
 
 /* ---- seeds ---- */
 
-/* One VM's seed build: what it is built from, who waits for it, what came out. */
-typedef struct {
-    stager_t *stager;
-    char *vm, *name, *user_data; /* copies: the requests may be answered before the job ends */
-    Berth__Image *image;         /* the image record to answer with */
-    zlistx_t *waiting;           /* bus_request_t kept, answered when the build ends */
-    /* filled by the worker */
-    int rc; /* seed_stage's answer, or -1 when reading the ISO failed */
-    char error[768];
-    char *path;
-    uint8_t *iso;
-    size_t size;
-} s_stage_t;
-
-static void s_stage_free(s_stage_t **job_p)
-{
-    s_stage_t *job = *job_p;
-    if (!job)
-        return;
-    free(job->vm);
-    free(job->name);
-    free(job->user_data);
-    if (job->image)
-        protobuf_c_message_free_unpacked(&job->image->base, NULL);
-    zlistx_destroy(&job->waiting);
-    free(job->path);
-    free(job->iso);
-    free(job);
-    *job_p = NULL;
-}
-
-static void s_answer_free(bus_request_t *kept, const char *code, const char *message)
-{
-    bus_reply_error(kept, code, message);
-    bus_request_destroy(&kept);
-}
-
-/* Worker: build the seed (or find it built) and read it for the reply. */
-static void s_stage_run(void *arg)
-{
-    s_stage_t *job = arg;
-    job->rc = seed_stage(job->stager->seeds, job->vm, job->name, job->user_data, &job->path,
-                         job->error, sizeof job->error);
-    if (job->rc == 0 &&
-        files_read(job->path, (size_t)job->stager->max_seed_bytes, &job->iso, &job->size) != 0) {
-        snprintf(job->error, sizeof job->error, "cannot read seed '%s': %s", job->path,
-                 strerror(errno));
-        job->rc = -1;
-    }
-}
-
-/* Answer one request with the build's outcome. */
-static void s_stage_answer(s_stage_t *job, bus_request_t *kept)
-{
-    const char *rid = bus_request_envelope(kept)->request_id;
-    if (job->rc == SEED_BAD_REQUEST)
-        bus_reply_error(kept, "BAD_REQUEST", job->error);
-    else if (job->rc == SEED_CONFLICT)
-        bus_reply_error(kept, "CONFLICT", job->error);
-    else if (job->rc != 0) {
-        log_error(rid, "staging failed", "{s:s, s:s}", "vm", job->vm, "reason", job->error);
-        bus_reply_error(kept, "INTERNAL", job->error);
-    } else {
-        Berth__StagedImage reply = BERTH__STAGED_IMAGE__INIT;
-        reply.image = job->image;
-        reply.seed_iso.data = job->iso;
-        reply.seed_iso.len = job->size;
-        log_info(rid, "staged", "{s:s, s:s, s:s, s:s, s:I}", "vm", job->vm, "name", job->name,
-                 "image", job->image->name, "seed", job->path, "seed_bytes", (json_int_t)job->size);
-        bus_reply(kept, &reply.base);
-    }
-    bus_request_destroy(&kept);
-}
-
-/* 1 if req asks for exactly what job builds (empty user-data and none are the same). */
-static int s_same_request(const s_stage_t *job, const Berth__StageImage *req)
-{
-    return streq(job->name, req->name ? req->name : "") &&
-           streq(job->user_data, req->user_data ? req->user_data : "") &&
-           streq(job->image->name, req->image ? req->image : "");
-}
-
-static void s_stage_start(stager_t *self, bus_request_t *kept);
-
-/* Loop: the build ended. Requests for the same seed get its answer; one that asked for
-   something else for the same VM (another name or user-data) is started anew, and then
-   meets the seed now on disk (a conflict) or builds if this build failed. */
-static void s_stage_done(void *arg, int deliver)
-{
-    s_stage_t *job = arg;
-    stager_t *self = job->stager;
-    if (zhashx_lookup(self->building, job->vm) == job)
-        zhashx_delete(self->building, job->vm);
-    bus_request_t *kept;
-    while ((kept = zlistx_detach(job->waiting, NULL))) {
-        Berth__StageImage *req = bus_request_body(kept, &berth__stage_image__descriptor);
-        if (!deliver)
-            bus_request_destroy(&kept); /* shutting down: the caller resends elsewhere */
-        else if (s_same_request(job, req))
-            s_stage_answer(job, kept);
-        else
-            s_stage_start(self, kept);
-    }
-    s_stage_free(&job);
-}
-
-/* Start (or join) the build of the seed a kept StageImage asks for; every path answers or
-   keeps the request. */
-static void s_stage_start(stager_t *self, bus_request_t *kept)
-{
-    Berth__StageImage *req = bus_request_body(kept, &berth__stage_image__descriptor);
-    s_stage_t *job = zhashx_lookup(self->building, req->vm);
-    if (job) {
-        if (zlistx_size(job->waiting) >= self->max_waiting) {
-            s_answer_free(kept, "UNAVAILABLE", "busy: too many requests wait for this vm's seed");
-            return;
-        }
-        zlistx_add_end(job->waiting, kept);
-        return;
-    }
-    Berth__Image *image = NULL;
-    int rc = catalog_get(self->catalog, req->image, &image);
-    if (rc == CATALOG_NOT_FOUND) {
-        char msg[160];
-        snprintf(msg, sizeof msg, "no image named '%s'", req->image);
-        s_answer_free(kept, "NOT_FOUND", msg);
-        return;
-    }
-    if (rc != 0) {
-        s_answer_free(kept, "UNAVAILABLE", "state store unreachable");
-        return;
-    }
-    job = calloc(1, sizeof *job);
-    if (job) {
-        job->stager = self;
-        job->image = image;
-        job->vm = strdup(req->vm);
-        job->name = strdup(req->name ? req->name : "");
-        job->user_data = strdup(req->user_data ? req->user_data : "");
-        job->waiting = zlistx_new();
-    } else
-        protobuf_c_message_free_unpacked(&image->base, NULL);
-    if (!job || !job->vm || !job->name || !job->user_data || !job->waiting ||
-        !zlistx_add_end(job->waiting, kept)) {
-        if (job)
-            zlistx_purge(job->waiting);
-        s_stage_free(&job);
-        s_answer_free(kept, "INTERNAL", "out of memory");
-        return;
-    }
-    if (s_submit(self, s_stage_run, s_stage_done, job) != 0) {
-        zlistx_purge(job->waiting);
-        s_stage_free(&job);
-        s_answer_free(kept, "UNAVAILABLE", "busy: the stager's work queue is full");
-        return;
-    }
-    zhashx_insert(self->building, job->vm, job);
-}
-
 /* Check what can be checked at once, then keep the request for its build. Idempotent by vm:
    a seed built is answered again, a build under way is joined. */
 static void s_on_stage_image(bus_request_t *request, void *arg)
@@ -326,7 +148,7 @@ static void s_on_stage_image(bus_request_t *request, void *arg)
         bus_reply_error(request, "INTERNAL", "out of memory");
         return;
     }
-    s_stage_start(self, kept);
+    stage_request(self->stage, kept);
 }
 
 typedef struct {
@@ -357,7 +179,7 @@ static int s_sweep(service_t *service, void *arg)
     if (!job)
         return 0;
     job->stager = self;
-    if (s_submit(self, s_sweep_run, s_sweep_done, job) != 0)
+    if (work_submit(self->work, s_sweep_run, s_sweep_done, job) != 0)
         free(job); /* busy: the next sweep will do */
     else
         self->sweeping = 1;
@@ -425,7 +247,6 @@ int main(int argc, char **argv)
         config_int(c, "seed_sweep_ms", 1000, 86400000, &sweep_ms))
         goto done;
     self.seed_keep_ms = keep_hours * 3600 * 1000;
-    self.max_waiting = (size_t)waiting;
     if (sodium_init() < 0) {
         log_error(NULL, "libsodium failed to initialise", NULL);
         goto done;
@@ -455,9 +276,14 @@ int main(int argc, char **argv)
                   strerror(errno));
         goto done;
     }
-    self.building = zhashx_new();
     self.work = work_new((int)workers, (int)queue_max);
-    if (!self.building || !self.work) {
+    stage_config_t stc = { .seeds = self.seeds,
+                           .catalog = self.catalog,
+                           .work = self.work,
+                           .max_seed_bytes = (size_t)self.max_seed_bytes,
+                           .max_waiting = (size_t)waiting };
+    self.stage = self.work ? stage_new(&stc) : NULL;
+    if (!self.stage) {
         log_error(NULL, "cannot start the workers", "{s:I}", "workers", (json_int_t)workers);
         goto done;
     }
@@ -473,7 +299,7 @@ done:
     /* Workers first: their jobs use everything below. Requests still waiting are dropped
        unanswered (their callers resend to another instance). */
     work_destroy(&self.work);
-    zhashx_destroy(&self.building);
+    stage_destroy(&self.stage);
     seed_destroy(&self.seeds);
     catalog_destroy(&self.prep_catalog);
     catalog_destroy(&self.catalog);

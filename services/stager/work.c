@@ -8,6 +8,8 @@
     waiting callers is bounded too, not only the queue itself. */
 #include "work.h"
 
+#include "log.h"
+
 #include <pthread.h>
 #include <stdlib.h>
 
@@ -37,6 +39,7 @@ struct _work_t {
     char endpoint[64];
     size_t held; /* owner-side count of jobs handed over and not delivered */
     size_t queue_max;
+    uint64_t refused; /* submits refused in the current busy episode; 0 = not busy */
 };
 
 static void *s_worker(void *arg)
@@ -155,11 +158,18 @@ void work_destroy(work_t **self_p)
 
 int work_submit(work_t *self, work_fn *fn, work_done_fn *done, void *arg)
 {
-    if (self->held >= self->queue_max)
+    s_job_t *job = self->held < self->queue_max ? calloc(1, sizeof *job) : NULL;
+    if (!job) {
+        /* Logged when an episode starts and when it ends, not once per refusal. */
+        if (self->refused++ == 0)
+            log_warn(NULL, "work queue full; answering busy until it drains", "{s:I}", "queue_max",
+                     (json_int_t)self->queue_max);
         return -1;
-    s_job_t *job = calloc(1, sizeof *job);
-    if (!job)
-        return -1;
+    }
+    if (self->refused) {
+        log_info(NULL, "work queue accepting again", "{s:I}", "refused", (json_int_t)self->refused);
+        self->refused = 0;
+    }
     job->fn = fn;
     job->done = done;
     job->arg = arg;

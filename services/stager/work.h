@@ -24,7 +24,8 @@ work_t *work_new(int threads, int queue_max);
 void work_destroy(work_t **self_p);
 
 /* Queue fn(arg), then done(arg, 1) on the owner's loop. 0, or -1 when queue_max jobs are
-   already held (nothing queued; the caller answers "busy"). */
+   already held (nothing queued; the caller answers "busy"). A busy episode is logged when it
+   starts and when it ends. */
 int work_submit(work_t *self, work_fn *fn, work_done_fn *done, void *arg);
 
 /* The socket finished jobs arrive on: poll it in the owner's loop (service_reader) and call

@@ -1,0 +1,205 @@
+/*  stage: StageImage requests, coalesced by VM, built on the worker pool.
+
+    The loop owns everything here (the map of builds, the kept requests); a worker only fills
+    in its own s_stage_t. A build's outcome is the answer for every request that asked for the
+    same thing; a request that asked for something else for the same VM (another name or
+    user-data) waits for the build to end and is then started again, so it meets the seed on
+    disk (a conflict) rather than racing the build for the files. */
+#include "stage.h"
+#include "files.h"
+#include "log.h"
+#include "util.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct _stage_t {
+    stage_config_t config;
+    zhashx_t *building; /* vm -> s_stage_t being built */
+};
+
+stage_t *stage_new(const stage_config_t *config)
+{
+    stage_t *self = calloc(1, sizeof *self);
+    if (!self)
+        return NULL;
+    self->config = *config;
+    self->building = zhashx_new();
+    if (!self->building) {
+        free(self);
+        return NULL;
+    }
+    return self;
+}
+
+void stage_destroy(stage_t **self_p)
+{
+    if (self_p && *self_p) {
+        stage_t *self = *self_p;
+        zhashx_destroy(&self->building);
+        free(self);
+        *self_p = NULL;
+    }
+}
+
+size_t stage_building(stage_t *self)
+{
+    return zhashx_size(self->building);
+}
+
+/* One VM's seed build: what it is built from, who waits for it, what came out. */
+typedef struct {
+    stage_t *stage;
+    char *vm, *name, *user_data; /* copies: the requests may be answered before the job ends */
+    Berth__Image *image;         /* the image record to answer with */
+    zlistx_t *waiting;           /* bus_request_t kept, answered when the build ends */
+    /* filled by the worker */
+    int rc; /* seed_stage's answer, or -1 when reading the ISO failed */
+    char error[768];
+    char *path;
+    uint8_t *iso;
+    size_t size;
+} s_stage_t;
+
+static void s_stage_free(s_stage_t **job_p)
+{
+    s_stage_t *job = *job_p;
+    if (!job)
+        return;
+    free(job->vm);
+    free(job->name);
+    free(job->user_data);
+    if (job->image)
+        protobuf_c_message_free_unpacked(&job->image->base, NULL);
+    zlistx_destroy(&job->waiting);
+    free(job->path);
+    free(job->iso);
+    free(job);
+    *job_p = NULL;
+}
+
+static void s_answer_free(bus_request_t *kept, const char *code, const char *message)
+{
+    bus_reply_error(kept, code, message);
+    bus_request_destroy(&kept);
+}
+
+/* Worker: build the seed (or find it built) and read it for the reply. */
+static void s_stage_run(void *arg)
+{
+    s_stage_t *job = arg;
+    const stage_config_t *c = &job->stage->config;
+    job->rc = seed_stage(c->seeds, job->vm, job->name, job->user_data, &job->path, job->error,
+                         sizeof job->error);
+    if (job->rc == 0 && files_read(job->path, c->max_seed_bytes, &job->iso, &job->size) != 0) {
+        snprintf(job->error, sizeof job->error, "cannot read seed '%s': %s", job->path,
+                 strerror(errno));
+        job->rc = -1;
+    }
+}
+
+/* Answer one request with the build's outcome. */
+static void s_stage_answer(s_stage_t *job, bus_request_t *kept)
+{
+    const char *rid = bus_request_envelope(kept)->request_id;
+    if (job->rc == SEED_BAD_REQUEST)
+        bus_reply_error(kept, "BAD_REQUEST", job->error);
+    else if (job->rc == SEED_CONFLICT)
+        bus_reply_error(kept, "CONFLICT", job->error);
+    else if (job->rc != 0) {
+        log_error(rid, "staging failed", "{s:s, s:s}", "vm", job->vm, "reason", job->error);
+        bus_reply_error(kept, "INTERNAL", job->error);
+    } else {
+        Berth__StagedImage reply = BERTH__STAGED_IMAGE__INIT;
+        reply.image = job->image;
+        reply.seed_iso.data = job->iso;
+        reply.seed_iso.len = job->size;
+        log_info(rid, "staged", "{s:s, s:s, s:s, s:s, s:I}", "vm", job->vm, "name", job->name,
+                 "image", job->image->name, "seed", job->path, "seed_bytes", (json_int_t)job->size);
+        bus_reply(kept, &reply.base);
+    }
+    bus_request_destroy(&kept);
+}
+
+/* 1 if req asks for exactly what job builds (empty user-data and none are the same). */
+static int s_same_request(const s_stage_t *job, const Berth__StageImage *req)
+{
+    return streq(job->name, req->name ? req->name : "") &&
+           streq(job->user_data, req->user_data ? req->user_data : "") &&
+           streq(job->image->name, req->image ? req->image : "");
+}
+
+/* Loop: the build ended. Requests for the same seed get its answer; one that asked for
+   something else for the same VM (another name or user-data) is started anew, and then
+   meets the seed now on disk (a conflict) or builds if this build failed. */
+static void s_stage_done(void *arg, int deliver)
+{
+    s_stage_t *job = arg;
+    stage_t *self = job->stage;
+    if (zhashx_lookup(self->building, job->vm) == job)
+        zhashx_delete(self->building, job->vm);
+    bus_request_t *kept;
+    while ((kept = zlistx_detach(job->waiting, NULL))) {
+        Berth__StageImage *req = bus_request_body(kept, &berth__stage_image__descriptor);
+        if (!deliver)
+            bus_request_destroy(&kept); /* shutting down: the caller resends elsewhere */
+        else if (s_same_request(job, req))
+            s_stage_answer(job, kept);
+        else
+            stage_request(self, kept);
+    }
+    s_stage_free(&job);
+}
+
+void stage_request(stage_t *self, bus_request_t *kept)
+{
+    Berth__StageImage *req = bus_request_body(kept, &berth__stage_image__descriptor);
+    s_stage_t *job = zhashx_lookup(self->building, req->vm);
+    if (job) {
+        if (zlistx_size(job->waiting) >= self->config.max_waiting) {
+            s_answer_free(kept, "UNAVAILABLE", "busy: too many requests wait for this vm's seed");
+            return;
+        }
+        zlistx_add_end(job->waiting, kept);
+        return;
+    }
+    Berth__Image *image = NULL;
+    int rc = catalog_get(self->config.catalog, req->image, &image);
+    if (rc == CATALOG_NOT_FOUND) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "no image named '%s'", req->image);
+        s_answer_free(kept, "NOT_FOUND", msg);
+        return;
+    }
+    if (rc != 0) {
+        s_answer_free(kept, "UNAVAILABLE", "state store unreachable");
+        return;
+    }
+    job = calloc(1, sizeof *job);
+    if (job) {
+        job->stage = self;
+        job->image = image;
+        job->vm = strdup(req->vm);
+        job->name = strdup(req->name ? req->name : "");
+        job->user_data = strdup(req->user_data ? req->user_data : "");
+        job->waiting = zlistx_new();
+    } else
+        protobuf_c_message_free_unpacked(&image->base, NULL);
+    if (!job || !job->vm || !job->name || !job->user_data || !job->waiting ||
+        !zlistx_add_end(job->waiting, kept)) {
+        if (job && job->waiting)
+            zlistx_purge(job->waiting); /* kept is answered below, not freed with the job */
+        s_stage_free(&job);
+        s_answer_free(kept, "INTERNAL", "out of memory");
+        return;
+    }
+    if (work_submit(self->config.work, s_stage_run, s_stage_done, job) != 0) {
+        zlistx_purge(job->waiting);
+        s_stage_free(&job);
+        s_answer_free(kept, "UNAVAILABLE", "busy: the stager's work queue is full");
+        return;
+    }
+    zhashx_insert(self->building, job->vm, job);
+}
