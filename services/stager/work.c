@@ -1,16 +1,19 @@
 /*  work: worker threads behind a mutex-protected queue; results return over inproc PUSH/PULL.
 
-    The queue is a plain linked list guarded by a mutex and a condition variable: workers
-    sleep on it, the owner appends. A worker that finishes a job sends the job's pointer on its
-    own PUSH socket (a ZeroMQ socket belongs to one thread) to the owner's PULL socket, which
-    the owner's loop polls: the loop wakes the moment a result exists, never on a timer. The
-    bound counts every job the owner has handed over and not had back, so memory held for
-    waiting callers is bounded too, not only the queue itself. */
+    The queue and the list of finished jobs are plain linked lists guarded by one mutex; workers
+    sleep on a condition variable for the queue. A worker that finishes a job appends it to the
+    finished list and sends one byte on its own PUSH socket (a ZeroMQ socket belongs to one
+    thread) to the owner's PULL socket, which the owner's loop polls: the loop wakes the moment
+    a result exists, never on a timer, and takes the finished jobs under the mutex (so the
+    hand-over is ordered by the mutex, not by ZeroMQ's internals). The bound counts every job
+    the owner has handed over and not had back, so memory held for waiting callers is bounded
+    too, not only the queue itself. */
 #include "work.h"
 
 #include "log.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 
 typedef struct s_job_t {
@@ -30,7 +33,7 @@ struct _work_t {
     pthread_mutex_t lock;
     pthread_cond_t wake;
     s_job_t *head, *tail; /* queued, not started; guarded by lock */
-    s_job_t *orphans;     /* finished but not sent back (ZeroMQ shutting down); lock */
+    s_job_t *finished;    /* done by a worker, not yet delivered (newest first); lock */
     int stopping;         /* guarded by lock */
     s_worker_t *workers;
     int nworkers;  /* made */
@@ -61,13 +64,13 @@ static void *s_worker(void *arg)
         pthread_mutex_unlock(&self->lock);
 
         job->fn(job->arg);
-        if (zsock_send(worker->push, "p", job) != 0) {
-            /* Only when ZeroMQ is shutting down: keep the job for work_destroy. */
-            pthread_mutex_lock(&self->lock);
-            job->next = self->orphans;
-            self->orphans = job;
-            pthread_mutex_unlock(&self->lock);
-        }
+        pthread_mutex_lock(&self->lock);
+        job->next = self->finished;
+        self->finished = job;
+        pthread_mutex_unlock(&self->lock);
+        /* The wake-up; if it cannot be sent (ZeroMQ shutting down) the job still waits in
+           the list for the next delivery or for work_destroy. */
+        zsock_send(worker->push, "1", 1);
     }
     return NULL;
 }
@@ -82,7 +85,11 @@ work_t *work_new(int threads, int queue_max)
     pthread_mutex_init(&self->lock, NULL);
     pthread_cond_init(&self->wake, NULL);
     self->queue_max = (size_t)queue_max;
-    snprintf(self->endpoint, sizeof self->endpoint, "inproc://berth-work-%p", (void *)self);
+    /* A name never used before in this process: a pool destroyed a moment ago may still hold
+       its name while ZeroMQ closes its socket in the background. */
+    static atomic_uint pools;
+    snprintf(self->endpoint, sizeof self->endpoint, "inproc://berth-work-%u",
+             atomic_fetch_add(&pools, 1));
     self->pull = zsock_new(ZMQ_PULL);
     self->workers = calloc((size_t)threads, sizeof *self->workers);
     if (!self->pull || !self->workers) {
@@ -132,15 +139,8 @@ void work_destroy(work_t **self_p)
         pthread_join(self->workers[i].thread, NULL);
     for (int i = 0; i < self->nworkers; i++)
         zsock_destroy(&self->workers[i].push);
-    /* Finished but not delivered, then never started. */
-    if (self->pull) {
-        s_job_t *job;
-        while (zsock_events(self->pull) & ZMQ_POLLIN && zsock_recv(self->pull, "p", &job) == 0) {
-            job->done(job->arg, 0);
-            free(job);
-        }
-    }
-    s_job_t *lists[] = { self->orphans, self->head };
+    /* Finished but not delivered, then never started. The threads are gone: no lock. */
+    s_job_t *lists[] = { self->finished, self->head };
     for (int i = 0; i < 2; i++)
         while (lists[i]) {
             s_job_t *job = lists[i];
@@ -192,8 +192,25 @@ zsock_t *work_socket(work_t *self)
 
 void work_deliver(work_t *self)
 {
-    s_job_t *job;
-    while (zsock_events(self->pull) & ZMQ_POLLIN && zsock_recv(self->pull, "p", &job) == 0) {
+    /* Every wake-up now; jobs finished after this are announced by a wake-up of their own. */
+    zframe_t *wake;
+    while (zsock_events(self->pull) & ZMQ_POLLIN && (wake = zframe_recv(self->pull)))
+        zframe_destroy(&wake);
+    pthread_mutex_lock(&self->lock);
+    s_job_t *list = self->finished;
+    self->finished = NULL;
+    pthread_mutex_unlock(&self->lock);
+    /* Oldest first, the order they finished in. */
+    s_job_t *ordered = NULL;
+    while (list) {
+        s_job_t *job = list;
+        list = job->next;
+        job->next = ordered;
+        ordered = job;
+    }
+    while (ordered) {
+        s_job_t *job = ordered;
+        ordered = job->next;
         self->held--;
         job->done(job->arg, 1);
         free(job);

@@ -161,7 +161,7 @@ typedef struct {
     atomic_int stop;
     bus_request_t *kept; /* the ListImages being worked on */
     job_t job;
-    int answered; /* kept requests answered */
+    atomic_int answered; /* kept requests answered */
 } loop_t;
 
 static void s_on_ping(bus_request_t *request, void *arg)
@@ -178,7 +178,7 @@ static void s_slow_done(void *arg, int deliver)
     if (deliver) {
         Berth__ImageList list = BERTH__IMAGE_LIST__INIT;
         bus_reply(l->kept, &list.base);
-        l->answered++;
+        atomic_fetch_add(&l->answered, 1);
     }
     bus_request_destroy(&l->kept);
 }
@@ -245,6 +245,7 @@ static void test_loop_answers_ping_while_work_is_slow(void **state)
     s_gate_init(&l.gate);
     l.job.gate = &l.gate;
     atomic_init(&l.stop, 0);
+    atomic_init(&l.answered, 0);
     bus_server_on(l.server, "Ping", s_on_ping, &l);
     bus_server_on(l.server, "ListImages", s_on_slow, &l);
     pthread_t loop, caller;
@@ -276,7 +277,7 @@ static void test_loop_answers_ping_while_work_is_slow(void **state)
     pthread_join(caller, NULL);
     assert_int_equal(slow.rc, 0);
     assert_string_equal(slow.type, "ImageList");
-    assert_int_equal(l.answered, 1);
+    assert_int_equal(atomic_load(&l.answered), 1);
 
     bus_client_destroy(&client);
     atomic_store(&l.stop, 1);
