@@ -8,7 +8,7 @@ JOBS       ?= 2
 # `make run DEPS=true` skips the package check (e.g. without root or sudo).
 DEPS       ?= deploy/install-deps
 
-.PHONY: all deps build run test clean
+.PHONY: all deps build run test bench clean
 
 all: build
 
@@ -28,6 +28,15 @@ test: deps
 	cmake -S . -B $(TEST_DIR) -DCMAKE_BUILD_TYPE=Debug -DBERTH_SANITIZE=ON
 	cmake --build $(TEST_DIR) -j$(JOBS)
 	ctest --test-dir $(TEST_DIR) --output-on-failure
+
+# Benchmarks against baselines measured in the same run (not part of `make test`): a release
+# build with the bench programs, then bench/run.py starts what it needs, measures, stops it all,
+# prints the table and writes it to bench/results.md.
+bench:
+	$(DEPS) --bench
+	cmake -S . -B $(BUILD_DIR) -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) -DBERTH_BENCH=ON
+	cmake --build $(BUILD_DIR) -j$(JOBS)
+	python3 bench/run.py --bin $(BUILD_DIR)/bin --out bench/results.md
 
 clean:
 	rm -rf $(BUILD_DIR) $(TEST_DIR)
