@@ -1,0 +1,661 @@
+#!/usr/bin/env python3
+"""make bench: measure Berth against baselines measured in the same run, print the table and
+write it to bench/results.md.
+
+Starts what it needs (a real redis-server and every service with simulated test:///default
+hosts, through deploy/platform.py, plus the baseline programs built from bench/), measures,
+and stops everything. The machine is shared and noisy, so every figure is the median of
+BENCH_REPS (default 5, at least 5 for a table that counts) repetitions and is shown with its
+ratio to its baseline. Goals are stated once, in GOALS, and never loosened here: a figure that
+misses its goal says so, with what the run shows to be the bottleneck.
+
+    python3 bench/run.py --bin build/bin [--out bench/results.md]
+
+Environment: BENCH_REPS (repetitions), BENCH_SECONDS (seconds of each wrk run),
+BENCH_PROVISION (requests per provisioning repetition), BENCH_LIST_VMS (VMs in the store for
+the list bench). Smaller values make a quick look; the table records what it ran with.
+"""
+
+import argparse
+import datetime
+import http.client
+import importlib.util
+import json
+import os
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_spec = importlib.util.spec_from_file_location(
+    "berth_platform", os.path.join(ROOT, "deploy", "platform.py"))
+berth_platform = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(berth_platform)
+Platform = berth_platform.Platform
+RespReader = berth_platform._RespReader
+
+REPS = max(1, int(os.environ.get("BENCH_REPS", "5")))
+SECONDS = max(1, int(os.environ.get("BENCH_SECONDS", "3")))
+PROVISION_N = max(1, int(os.environ.get("BENCH_PROVISION", "200")))
+PROVISION_CONCURRENCY = 20
+LIST_VMS = max(1, int(os.environ.get("BENCH_LIST_VMS", "20000")))
+LIST_LIMIT = 500
+WRK_THREADS = 2
+WRK_CONNECTIONS = 16
+LIST_CONNECTIONS = 2
+# Simulated hosts big enough that capacity never refuses a bench VM (REPS x 200 smalls).
+AGENTS = 3
+AGENT_ENV = {"BERTH_HOST_VCPUS": "4096", "BERTH_HOST_RAM_MB": "16777216",
+             "BERTH_HOST_DISK_GB": "1000000"}
+TEMPLATE = "small"
+
+# The goals of issue 7, item 11. (name, unit, comparison, bound)
+GOALS = {
+    "provision_p50": ("<=", 50.0, "ms"),
+    "provision_p99": ("<=", 250.0, "ms"),
+    "redis_rt_per_stage": ("<=", 2.0, ""),
+    "bus_ratio": ("<=", 1.5, "x"),
+    "gateway_ratio": (">=", 0.25, "x"),
+    "gateway_half_p99": ("<=", 5.0, "ms"),
+    "list_p99": ("<=", 100.0, "ms"),
+}
+
+# Config keys worth printing with the table: limits, throttles, timers, security.
+SETTING_RE = re.compile(r"max|limit|threads|tick|poll|heartbeat|curve|throttle|rate|ratio|"
+                        r"timeout|lease|connections")
+
+
+def log(msg):
+    print("bench: " + msg, file=sys.stderr, flush=True)
+
+
+def median(values):
+    return statistics.median(values) if values else float("nan")
+
+
+def pct(values, p):
+    if not values:
+        return float("nan")
+    s = sorted(values)
+    i = int(round(p / 100.0 * len(s))) - 1
+    return s[max(0, min(len(s) - 1, i))]
+
+
+def goal_met(name, value):
+    op, bound, _ = GOALS[name]
+    return value <= bound if op == "<=" else value >= bound
+
+
+def goal_text(name):
+    op, bound, unit = GOALS[name]
+    return "%s %g%s" % (op, bound, " " + unit if unit and unit != "x" else unit)
+
+
+# ---- Redis, raw -------------------------------------------------------------------------
+
+class Redis:
+    """One persistent RESP connection (platform.redis_command opens one per command)."""
+
+    def __init__(self, port):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+        self.reader = RespReader(self.sock)
+
+    @staticmethod
+    def encode(*args):
+        parts = [b"*%d\r\n" % len(args)]
+        for a in args:
+            a = a if isinstance(a, bytes) else str(a).encode()
+            parts.append(b"$%d\r\n%s\r\n" % (len(a), a))
+        return b"".join(parts)
+
+    def call(self, *args):
+        self.sock.sendall(self.encode(*args))
+        return self.reader.read()
+
+    def pipeline(self, commands):
+        self.sock.sendall(b"".join(self.encode(*c) for c in commands))
+        return [self.reader.read() for _ in commands]
+
+    def local_addr(self):
+        host, port = self.sock.getsockname()[:2]
+        return "%s:%d" % (host, port)
+
+    def close(self):
+        self.sock.close()
+
+
+def hash_dict(flat):
+    return dict(zip(flat[0::2], flat[1::2])) if flat else {}
+
+
+# ---- events: when did each VM become ACTIVE ---------------------------------------------
+
+class ActiveWatcher(threading.Thread):
+    """Follows berth:events and records the monotonic time each VM's ACTIVE (or ERROR) event
+    is seen, so a provisioning client waits without polling the gateway."""
+
+    def __init__(self, port):
+        super().__init__(daemon=True)
+        self.redis = Redis(port)
+        self.cond = threading.Condition()
+        self.seen = {}   # vm id -> (state, monotonic time)
+        self.stop = False
+        last = self.redis.call("XREVRANGE", "berth:events", "+", "-", "COUNT", "1")
+        self.last_id = last[0][0] if last else "0-0"
+
+    def run(self):
+        while not self.stop:
+            reply = self.redis.call("XREAD", "COUNT", "1000", "BLOCK", "200", "STREAMS",
+                                    "berth:events", self.last_id)
+            now = time.monotonic()
+            if not reply:
+                continue
+            with self.cond:
+                for entry_id, fields in reply[0][1]:
+                    self.last_id = entry_id
+                    f = hash_dict(fields)
+                    if f.get("type") == "vm.state" and f.get("state") in ("ACTIVE", "ERROR"):
+                        self.seen.setdefault(f.get("vm"), (f["state"], now))
+                self.cond.notify_all()
+
+    def wait(self, vm_id, timeout):
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while vm_id not in self.seen:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                self.cond.wait(left)
+            return self.seen[vm_id]
+
+
+# ---- Redis commands issued by the platform ----------------------------------------------
+
+class Monitor(threading.Thread):
+    """Counts the commands Redis executes (MONITOR): those sent by clients (round trips; a
+    pipelined batch counts each command) and those run inside Lua scripts. The bench's own
+    connections are left out."""
+
+    def __init__(self, port, exclude):
+        super().__init__(daemon=True)
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+        self.reader = RespReader(self.sock)
+        self.exclude = set(exclude)
+        self.client = 0
+        self.lua = 0
+        self.by_command = {}
+        self.stop = False
+        self.lock = threading.Lock()
+        self.sock.sendall(Redis.encode("MONITOR"))
+        self.reader.read()   # +OK
+        self.exclude.add("%s:%d" % self.sock.getsockname()[:2])
+
+    def run(self):
+        self.sock.settimeout(0.5)
+        while not self.stop:
+            try:
+                line = self.reader.read()
+            except (socket.timeout, OSError):
+                continue
+            m = re.match(r'[\d.]+ \[\d+ ([^\]]+)\] "([^"]*)"', line or "")
+            if not m:
+                continue
+            who, cmd = m.group(1), m.group(2).upper()
+            if who in self.exclude:
+                continue
+            with self.lock:
+                if who == "lua":
+                    self.lua += 1
+                else:
+                    self.client += 1
+                    self.by_command[cmd] = self.by_command.get(cmd, 0) + 1
+
+    def snapshot(self):
+        with self.lock:
+            return self.client, self.lua, dict(self.by_command)
+
+    def close(self):
+        self.stop = True
+        self.join(2)
+        self.sock.close()
+
+
+# ---- HTTP -------------------------------------------------------------------------------
+
+class Http:
+    """A keep-alive HTTP/1.1 connection to the gateway for one client thread."""
+
+    def __init__(self, port, token=None):
+        self.port = port
+        self.token = token
+        self.conn = None
+
+    def call(self, method, path, body=None):
+        headers = {"Content-Type": "application/json"} if body is not None else {}
+        if self.token:
+            headers["Authorization"] = "Bearer " + self.token
+        data = json.dumps(body) if body is not None else None
+        for attempt in (1, 2):
+            if self.conn is None:
+                self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+            try:
+                self.conn.request(method, path, body=data, headers=headers)
+                r = self.conn.getresponse()
+                text = r.read()
+                return r.status, json.loads(text) if text else None
+            except (http.client.HTTPException, OSError):
+                self.conn.close()
+                self.conn = None
+                if attempt == 2:
+                    raise
+
+
+def login(port, user, password):
+    status, body = Http(port).call("POST", "/v1/auth/tokens",
+                                   {"username": user, "password": password})
+    if status != 201:
+        raise RuntimeError("login as %s: %s %r" % (user, status, body))
+    return body["token"]
+
+
+# ---- baselines built from bench/ ---------------------------------------------------------
+
+def bench_libvirt(bin_dir):
+    out = subprocess.run([os.path.join(bin_dir, "bench-libvirt"), "1000"], check=True,
+                         capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def bench_bus(bin_dir):
+    out = subprocess.run([os.path.join(bin_dir, "bench-bus"), "5000", str(REPS)], check=True,
+                         capture_output=True, text=True).stdout
+    return [json.loads(line) for line in out.strip().splitlines()]
+
+
+class BareMhd:
+    """bench-mhd on a free port with the gateway's daemon settings."""
+
+    def __init__(self, bin_dir, settings, body_bytes=0):
+        self.port = berth_platform.free_port()
+        argv = [os.path.join(bin_dir, "bench-mhd"), str(self.port),
+                settings["http_threads"], settings["http_max_connections"],
+                settings["http_per_ip_connections"], settings["http_timeout_s"],
+                str(body_bytes)]
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+        line = self.proc.stdout.readline()
+        if not line.startswith("listening"):
+            raise RuntimeError("bench-mhd did not start")
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def wrk(port, path, token=None, connections=WRK_CONNECTIONS, threads=WRK_THREADS,
+        seconds=SECONDS, delay_ms=0.0):
+    """One wrk run; its summary (requests/s, p50/p99 in ms). Any non-2xx fails the bench."""
+    argv = ["wrk", "-t%d" % min(threads, connections), "-c%d" % connections,
+            "-d%ds" % seconds, "--timeout", "10s", "-s", os.path.join(ROOT, "bench", "wrk.lua")]
+    if token:
+        argv += ["-H", "Authorization: Bearer " + token]
+    argv.append("http://127.0.0.1:%d%s" % (port, path))
+    env = dict(os.environ, BENCH_DELAY_MS="%.4f" % delay_ms)
+    out = subprocess.run(argv, check=True, capture_output=True, text=True, env=env).stdout
+    summary = json.loads([l for l in out.splitlines() if l.startswith("{")][-1])
+    if summary["non2xx"] or summary["errors"]:
+        raise RuntimeError("wrk %s: %d non-2xx answers, %d socket errors"
+                           % (path, summary["non2xx"], summary["errors"]))
+    seconds_run = summary["duration_us"] / 1e6
+    return {"rps": summary["requests"] / seconds_run, "p50": summary["p50_us"] / 1000.0,
+            "p99": summary["p99_us"] / 1000.0, "mean": summary["mean_us"] / 1000.0}
+
+
+# ---- the platform ------------------------------------------------------------------------
+
+def effective_settings(p):
+    """{service: {key: value}} of the limits, throttles and timers the services logged."""
+    out = {}
+    for name, path in sorted(p.logs().items()):
+        if name == "redis" or (name.startswith("agent-") and name != "agent-1"):
+            continue
+        try:
+            with open(path) as f:
+                for line in f:
+                    if '"effective config"' not in line:
+                        continue
+                    cfg = json.loads(line).get("config", {})
+                    out[name] = {k: v.get("value") for k, v in cfg.items()
+                                 if SETTING_RE.search(k)}
+        except (OSError, ValueError):
+            pass
+    return out
+
+
+def provision_rep(p, watcher, token, n, concurrency, tag):
+    """n requests by `concurrency` clients, each waiting for its VM to be ACTIVE before its
+    next request. Latencies (ms, request sent -> ACTIVE event), VMs/s and the VM ids."""
+    lock = threading.Lock()
+    todo = list(range(n))
+    lat, vms, failures = [], [], []
+
+    def client():
+        h = Http(p.http_port, token)
+        while True:
+            with lock:
+                if not todo:
+                    return
+                i = todo.pop()
+            t0 = time.monotonic()
+            status, body = h.call("POST", "/v1/requests",
+                                  {"template": TEMPLATE, "name": "b%s-%d" % (tag, i), "count": 1})
+            if status != 202:
+                with lock:
+                    failures.append("POST /v1/requests %s %r" % (status, body))
+                continue
+            vm_id = body["request"]["vms"][0]["id"]
+            seen = watcher.wait(vm_id, 120)
+            with lock:
+                vms.append(vm_id)
+                if not seen or seen[0] != "ACTIVE":
+                    failures.append("VM %s %s" % (vm_id, seen[0] if seen else "not ACTIVE in 120s"))
+                else:
+                    lat.append((seen[1] - t0) * 1000.0)
+
+    start = time.monotonic()
+    threads = [threading.Thread(target=client) for _ in range(concurrency)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.monotonic() - start
+    if failures:
+        raise RuntimeError("provisioning failed %d times, first: %s" % (len(failures), failures[0]))
+    return lat, n / elapsed, vms
+
+
+def stage_profile(redis, vm_ids):
+    """Median time in each stage and median wait before it (ms), from the tasks' steps."""
+    tasks = redis.pipeline([("HGET", "berth:vm:{%s}" % v, "task") for v in vm_ids])
+    steps = redis.pipeline([("HGET", "berth:task:{%s}" % t, "steps") for t in tasks if t])
+    run, wait, order = {}, {}, []
+    count = []
+    for text in steps:
+        if not text:
+            continue
+        seq = json.loads(text)
+        count.append(len(seq))
+        prev_end = None
+        for s in seq:
+            name = s.get("name")
+            if name not in order:
+                order.append(name)
+            st, fin = s.get("started_ms") or 0, s.get("finished_ms") or 0
+            if st and fin:
+                run.setdefault(name, []).append(fin - st)
+            if prev_end and st:
+                wait.setdefault(name, []).append(st - prev_end)
+            prev_end = fin or prev_end
+    profile = [(name, median(run.get(name, [])), median(wait.get(name, []))) for name in order]
+    return profile, median(count) if count else 0
+
+
+def write_vms(redis, template_hash, count, owner):
+    """count VMs in the stored format (lib/model.c: one hash field per proto field), cloned
+    from a real VM's hash, indexed in berth:vms like approval does."""
+    base_ms = int(time.time() * 1000) + 10_000   # after every VM the platform made
+    batch = []
+    for i in range(count):
+        vm_id = str(uuid.uuid4())
+        fields = dict(template_hash)
+        fields.update({"id": vm_id, "name": "list-%d" % i, "owner": owner,
+                       "created_ms": str(base_ms + i), "updated_ms": str(base_ms + i)})
+        flat = []
+        for k, v in fields.items():
+            flat += [k, v]
+        batch.append(["HSET", "berth:vm:{%s}" % vm_id] + flat)
+        batch.append(["ZADD", "berth:vms", str(base_ms + i), vm_id])
+        if len(batch) >= 2000:
+            redis.pipeline(batch)
+            batch = []
+    if batch:
+        redis.pipeline(batch)
+
+
+# ---- the table ---------------------------------------------------------------------------
+
+class Table:
+    def __init__(self):
+        self.rows = []    # (what, figure, baseline, ratio, goal, verdict)
+        self.notes = []
+
+    def add(self, what, figure, baseline, ratio, goal="", goal_key=None, value=None):
+        verdict = ""
+        if goal_key:
+            verdict = "met" if goal_met(goal_key, value) else "NOT MET"
+        self.rows.append((what, figure, baseline, ratio, goal, verdict))
+
+    def markdown(self, header):
+        out = [header, "", "| what | figure | baseline | ratio | goal | |",
+               "|---|---|---|---|---|---|"]
+        for r in self.rows:
+            out.append("| " + " | ".join(r) + " |")
+        out.append("")
+        out += self.notes
+        return "\n".join(out) + "\n"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--bin", default=os.path.join(ROOT, "build", "bin"))
+    ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results.md"))
+    args = ap.parse_args()
+    bin_dir = os.path.abspath(args.bin)
+    table = Table()
+    started = time.time()
+
+    log("baseline: libvirt define+start on test:///default (%d reps)" % REPS)
+    virt = [bench_libvirt(bin_dir) for _ in range(REPS)]
+    virt_p50 = median([v["p50_ms"] for v in virt])
+    virt_p99 = median([v["p99_ms"] for v in virt])
+    virt_rate = median([v["per_s"] for v in virt])
+
+    log("bus: Ping through lib/bus vs bare DEALER/ROUTER (%d reps)" % REPS)
+    bus = bench_bus(bin_dir)
+    bus_p50 = median([b["bus_p50_us"] for b in bus])
+    bare_p50 = median([b["bare_p50_us"] for b in bus])
+    bus_ratio = median([b["bus_p50_us"] / b["bare_p50_us"] for b in bus])
+
+    p = Platform(bin_dir=bin_dir)
+    watcher = None
+    try:
+        log("starting redis, every service, %d simulated hosts and the gateway" % AGENTS)
+        p.start_all(agents=AGENTS, agent_env=AGENT_ENV)
+        settings = effective_settings(p)
+        gw = settings.get("gateway", {})
+        admin = login(p.http_port, p.admin_user, p.admin_password)
+        status, body = Http(p.http_port, admin).call(
+            "POST", "/v1/users", {"username": "bench", "password": "bench-password-1"})
+        if status != 201:
+            raise RuntimeError("POST /v1/users: %s %r" % (status, body))
+        user = login(p.http_port, "bench", "bench-password-1")
+        redis = Redis(p.redis_port)
+
+        # -- provisioning --------------------------------------------------------------
+        watcher = ActiveWatcher(p.redis_port)
+        watcher.start()
+        p50s, p99s, rates, all_vms, profiles = [], [], [], [], []
+        for rep in range(REPS):
+            log("provision rep %d/%d: %d requests at concurrency %d"
+                % (rep + 1, REPS, PROVISION_N, PROVISION_CONCURRENCY))
+            lat, rate, vms = provision_rep(p, watcher, user, PROVISION_N,
+                                           PROVISION_CONCURRENCY, "%d" % rep)
+            p50s.append(pct(lat, 50))
+            p99s.append(pct(lat, 99))
+            rates.append(rate)
+            all_vms += vms
+            profiles.append(stage_profile(redis, vms))
+            log("  p50 %.0f ms, p99 %.0f ms, %.1f VMs/s" % (p50s[-1], p99s[-1], rate))
+        prov_p50, prov_p99, prov_rate = median(p50s), median(p99s), median(rates)
+
+        # -- Redis work per provisioning ----------------------------------------------
+        log("redis: commands per VM (MONITOR, background subtracted)")
+        exclude = [redis.local_addr(), watcher.redis.local_addr()]
+        mon = Monitor(p.redis_port, exclude)
+        mon.start()
+        time.sleep(3.0)
+        idle_c, idle_l, idle_by = mon.snapshot()
+        t_idle = 3.0
+        t0 = time.monotonic()
+        n_count = 40
+        _, _, count_vms = provision_rep(p, watcher, user, n_count, PROVISION_CONCURRENCY, "m")
+        t_busy = time.monotonic() - t0
+        busy_c, busy_l, busy_by = mon.snapshot()
+        mon.close()
+        all_vms += count_vms
+        bg = t_busy / t_idle
+        client_per_vm = ((busy_c - idle_c) - idle_c * bg) / n_count
+        lua_per_vm = ((busy_l - idle_l) - idle_l * bg) / n_count
+        stages = profiles[0][1] or 1
+        rt_per_stage = client_per_vm / stages
+        top = sorted(((c, (busy_by.get(c, 0) - idle_by.get(c, 0) - idle_by.get(c, 0) * bg)
+                       / n_count) for c in busy_by), key=lambda x: -x[1])[:6]
+
+        # -- bus (measured before the platform started) ------------------------------
+        # -- gateway -------------------------------------------------------------------
+        vm_id = all_vms[0]
+        bare = BareMhd(bin_dir, gw)
+        paths = [("bare libmicrohttpd, fixed JSON", bare.port, "/", None),
+                 ("GET /healthz", p.http_port, "/healthz", None),
+                 ("GET /v1/vms/{id} (authenticated)", p.http_port, "/v1/vms/" + vm_id, user),
+                 ("GET /v1/templates (authenticated)", p.http_port, "/v1/templates", user)]
+        peak = {name: [] for name, _, _, _ in paths}
+        for rep in range(REPS):
+            log("gateway rep %d/%d: wrk -t%d -c%d -d%ds"
+                % (rep + 1, REPS, WRK_THREADS, WRK_CONNECTIONS, SECONDS))
+            for name, port, path, token in paths:
+                peak[name].append(wrk(port, path, token)["rps"])
+        bare.stop()
+        bare_rps = median(peak[paths[0][0]])
+        half = {}
+        for name, port, path, token in paths[1:]:
+            rps = median(peak[name])
+            # c connections each pausing d ms between answers: rate = c / (d + latency).
+            # At the peak, latency = c / peak; half the peak needs d = c / peak.
+            delay = WRK_CONNECTIONS * 1000.0 / rps
+            runs = [wrk(port, path, token, delay_ms=delay) for _ in range(REPS)]
+            half[name] = (median([r["rps"] for r in runs]), median([r["p99"] for r in runs]), rps)
+
+        # -- list ----------------------------------------------------------------------
+        log("list: writing %d VMs to Redis in the stored format" % LIST_VMS)
+        template_hash = hash_dict(redis.call("HGETALL", "berth:vm:{%s}" % vm_id))
+        write_vms(redis, template_hash, LIST_VMS, "bench")
+        total = redis.call("ZCARD", "berth:vms")
+        list_path = "/v1/vms?limit=%d" % LIST_LIMIT
+        status, page = Http(p.http_port, user).call("GET", list_path)
+        if status != 200 or len(page["vms"]) != LIST_LIMIT:
+            raise RuntimeError("GET %s: %s, %d VMs" % (list_path, status,
+                                                        len((page or {}).get("vms", []))))
+        page_bytes = len(json.dumps(page, separators=(",", ":")))
+        bare_list = BareMhd(bin_dir, gw, page_bytes)
+        lists = {"admin": [], "user": [], "bare": []}
+        for rep in range(REPS):
+            log("list rep %d/%d" % (rep + 1, REPS))
+            lists["bare"].append(wrk(bare_list.port, "/", None, connections=LIST_CONNECTIONS))
+            lists["admin"].append(wrk(p.http_port, list_path, admin,
+                                      connections=LIST_CONNECTIONS))
+            lists["user"].append(wrk(p.http_port, list_path, user,
+                                     connections=LIST_CONNECTIONS))
+        bare_list.stop()
+        redis.close()
+    finally:
+        if watcher:
+            watcher.stop = True
+            watcher.join(5)
+        p.stop()
+
+    # -- the table ---------------------------------------------------------------------
+    f = lambda x, nd=1: ("%." + str(nd) + "f") % x
+    table.add("provision p50, request -> ACTIVE", f(prov_p50, 0) + " ms",
+              "define+start p50 " + f(virt_p50, 2) + " ms", f(prov_p50 / virt_p50, 0) + "x",
+              goal_text("provision_p50"), "provision_p50", prov_p50)
+    table.add("provision p99, request -> ACTIVE", f(prov_p99, 0) + " ms",
+              "define+start p99 " + f(virt_p99, 2) + " ms", f(prov_p99 / virt_p99, 0) + "x",
+              goal_text("provision_p99"), "provision_p99", prov_p99)
+    table.add("provision throughput", f(prov_rate) + " VMs/s",
+              f(virt_rate, 0) + " domains/s", f(prov_rate / virt_rate, 4) + "x")
+    table.add("redis round trips per VM (client commands)", f(client_per_vm),
+              "%d stages x 2 = %d" % (stages, stages * 2),
+              f(client_per_vm / (stages * 2), 2) + "x", "")
+    table.add("redis round trips per stage", f(rt_per_stage, 2), "2", f(rt_per_stage / 2, 2) + "x",
+              goal_text("redis_rt_per_stage"), "redis_rt_per_stage", rt_per_stage)
+    table.add("redis commands per VM inside Lua scripts", f(lua_per_vm), "", "", "")
+    table.add("bus Ping round trip p50", f(bus_p50, 0) + " us",
+              "bare DEALER/ROUTER " + f(bare_p50, 0) + " us", f(bus_ratio, 2) + "x",
+              goal_text("bus_ratio"), "bus_ratio", bus_ratio)
+    table.add("bare libmicrohttpd, fixed JSON", f(bare_rps, 0) + " req/s", "", "1.00x", "")
+    for name, _, _, _ in paths[1:]:
+        rps = median(peak[name])
+        ratio = rps / bare_rps
+        key = "gateway_ratio" if "/v1/" in name else None
+        table.add(name, f(rps, 0) + " req/s", "bare " + f(bare_rps, 0) + " req/s",
+                  f(ratio, 3) + "x", goal_text("gateway_ratio") if key else "", key, ratio)
+    for name, _, _, _ in paths[1:]:
+        rps, p99, peak_rps = half[name]
+        key = "gateway_half_p99" if "/v1/" in name else None
+        table.add(name + " p99 at half peak", f(p99, 2) + " ms",
+                  "at " + f(rps, 0) + " req/s (peak " + f(peak_rps, 0) + ")", "",
+                  goal_text("gateway_half_p99") if key else "", key, p99)
+    bare_p99 = median([r["p99"] for r in lists["bare"]])
+    for who in ("admin", "user"):
+        p99 = median([r["p99"] for r in lists[who]])
+        table.add("GET /v1/vms?limit=%d p99 (%s, %d VMs stored)" % (LIST_LIMIT, who, total),
+                  f(p99) + " ms", "bare, same-size body " + f(bare_p99, 2) + " ms",
+                  f(p99 / bare_p99, 0) + "x", goal_text("list_p99"), "list_p99", p99)
+
+    # Where provisioning time goes: the stages of the first repetition's tasks.
+    prof, _ = profiles[len(profiles) // 2]
+    table.notes.append("Provisioning stages (median of the middle repetition's tasks, ms): " +
+                       ", ".join("%s %.0f" % (n, r) + (" (waited %.0f before)" % w if w == w else "")
+                                 for n, r, w in prof if n) + ".")
+    if prof:
+        slowest = max(prof, key=lambda x: (x[1] if x[1] == x[1] else 0) +
+                      (x[2] if x[2] == x[2] else 0))
+        table.notes.append("Largest share of request -> ACTIVE: `%s` (%.0f ms running, %.0f ms "
+                           "waiting before it)." % slowest)
+    table.notes.append("Redis client commands per VM, largest: " +
+                       ", ".join("%s %.1f" % (c, n) for c, n in top) + ".")
+    table.notes.append("")
+    table.notes.append("Settings: %d reps (medians), wrk -t%d -c%d -d%ds (list: -c%d), %d "
+                       "provisioning requests per rep at concurrency %d, template `%s`, %d "
+                       "simulated hosts on test:///default, CURVE off (not implemented yet), "
+                       "services with their built-in defaults." %
+                       (REPS, WRK_THREADS, WRK_CONNECTIONS, SECONDS, LIST_CONNECTIONS,
+                        PROVISION_N, PROVISION_CONCURRENCY, TEMPLATE, AGENTS))
+    for svc, cfg in sorted(settings.items()):
+        if cfg:
+            table.notes.append("- %s: %s" % (svc, ", ".join("%s=%s" % kv
+                                                            for kv in sorted(cfg.items()))))
+    when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],
+                            capture_output=True, text=True).stdout.strip()
+    header = "# make bench, %s, commit %s (%.0f s, %d CPUs, load %.1f)" % (
+        when, commit or "?", time.time() - started, os.cpu_count() or 0, os.getloadavg()[0])
+    text = table.markdown(header)
+    print(text)
+    with open(args.out, "w") as out:
+        out.write(text)
+    log("table written to %s" % args.out)
+
+
+if __name__ == "__main__":
+    main()
