@@ -4,7 +4,14 @@
     limits) in berth:user:<name>. A token is 32 random bytes shown to the client once, in
     base64url; Redis holds only the SHA-256 of it (berth:token:<hex>), with the user, the
     role and a TTL, so a copy of the database hands out no usable token. A failed login says
-    the same thing, after the same amount of work, whether the user exists or not. */
+    the same thing, after the same amount of work, whether the user exists or not.
+
+    Token cache: a token Redis vouched for is trusted by the same worker thread for up to
+    token_cache_ms (default 1 s) without asking again, so a burst of requests with one token
+    costs one Redis read, not one each. Its own expiry is still checked on every request.
+    Revocation (deleting berth:token:<hash>) therefore takes effect on every gateway
+    instance within token_cache_ms; 0 turns the cache off. Only successful checks are kept,
+    so a new token works at once and a refused one is asked about again every time. */
 #include "gateway.h"
 
 #include <sodium.h>
@@ -189,14 +196,36 @@ int auth_bootstrap(gateway_t *gw, store_t *store, const char *user, const char *
     return -1;
 }
 
-/* SHA-256 of the token text as lower-case hex: the token's Redis key suffix. */
-static void s_token_key(char *buf, size_t size, const char *token)
+/* The token's Redis key, berth:token:<SHA-256 of the token text as lower-case hex>; the
+   digest itself into digest when non-NULL. */
+static void s_token_key(char *buf, size_t size, const char *token,
+                        unsigned char digest[crypto_hash_sha256_BYTES])
 {
-    unsigned char digest[crypto_hash_sha256_BYTES];
+    unsigned char own[crypto_hash_sha256_BYTES];
     char hex[crypto_hash_sha256_BYTES * 2 + 1];
+    if (!digest)
+        digest = own;
     crypto_hash_sha256(digest, (const unsigned char *)token, strlen(token));
-    sodium_bin2hex(hex, sizeof hex, digest, sizeof digest);
+    sodium_bin2hex(hex, sizeof hex, digest, crypto_hash_sha256_BYTES);
     snprintf(buf, size, "berth:token:%s", hex);
+}
+
+/* One checked token of this worker thread (see the cache at the top of the file). */
+#define TOKEN_CACHE_SLOTS 256
+typedef struct {
+    unsigned char digest[crypto_hash_sha256_BYTES]; /* SHA-256 of the token */
+    int64_t checked_ms;                             /* monotonic ms Redis vouched; 0 = empty */
+    int64_t expires_ms;                             /* the token's own expiry (unix ms) */
+    char user[HTTP_USER_MAX];
+    char role[HTTP_ROLE_MAX];
+} s_cached_token_t;
+
+static _Thread_local s_cached_token_t s_token_cache[TOKEN_CACHE_SLOTS];
+
+/* The digest is uniformly random: its first bytes pick the slot. */
+static s_cached_token_t *s_cache_slot(const unsigned char digest[crypto_hash_sha256_BYTES])
+{
+    return &s_token_cache[((unsigned)digest[0] << 8 | digest[1]) % TOKEN_CACHE_SLOTS];
 }
 
 static int s_unauthorized(http_req_t *req, const char *message, int invalid)
@@ -222,8 +251,21 @@ int auth_authenticate(http_req_t *req)
     if (len == 0 || len > TOKEN_TEXT_MAX ||
         strspn(token, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_") != len)
         return s_unauthorized(req, "invalid or expired token", 1);
+    gateway_t *gw = req->app;
     char key[128];
-    s_token_key(key, sizeof key, token);
+    unsigned char digest[crypto_hash_sha256_BYTES];
+    s_token_key(key, sizeof key, token, digest);
+    s_cached_token_t *slot = s_cache_slot(digest);
+    if (slot->checked_ms && util_mono_ms() - slot->checked_ms < gw->token_cache_ms &&
+        sodium_memcmp(slot->digest, digest, sizeof digest) == 0) {
+        if (slot->expires_ms <= util_now_ms()) {
+            slot->checked_ms = 0;
+            return s_unauthorized(req, "invalid or expired token", 1);
+        }
+        util_strlcpy(req->user, slot->user, sizeof req->user);
+        util_strlcpy(req->role, slot->role, sizeof req->role);
+        return 0;
+    }
     redisReply *r = store_command(req->store, "HMGET %s user role expires_ms", key);
     if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 3) {
         if (r)
@@ -241,7 +283,15 @@ int auth_authenticate(http_req_t *req)
     if (ok) {
         util_strlcpy(req->user, r->element[0]->str, sizeof req->user);
         util_strlcpy(req->role, r->element[1]->str, sizeof req->role);
-    }
+        if (gw->token_cache_ms > 0) {
+            memcpy(slot->digest, digest, sizeof digest);
+            slot->expires_ms = expires;
+            util_strlcpy(slot->user, req->user, sizeof slot->user);
+            util_strlcpy(slot->role, req->role, sizeof slot->role);
+            slot->checked_ms = util_mono_ms();
+        }
+    } else if (slot->checked_ms && sodium_memcmp(slot->digest, digest, sizeof digest) == 0)
+        slot->checked_ms = 0; /* Redis no longer vouches for it */
     freeReplyObject(r);
     if (!ok)
         return s_unauthorized(req, "invalid or expired token", 1);
@@ -279,7 +329,7 @@ void auth_login(http_req_t *req)
                       sodium_base64_VARIANT_URLSAFE_NO_PADDING);
     sodium_memzero(raw, sizeof raw);
     char key[128], expires_text[32], ttl_text[32];
-    s_token_key(key, sizeof key, token);
+    s_token_key(key, sizeof key, token, NULL);
     int64_t expires = util_now_ms() + gw->token_ttl_ms;
     snprintf(expires_text, sizeof expires_text, "%lld", (long long)expires);
     snprintf(ttl_text, sizeof ttl_text, "%lld", (long long)gw->token_ttl_ms);

@@ -13,6 +13,7 @@
 typedef struct {
     int call_timeout_ms;         /* deadline of one bus call made for an HTTP request */
     int64_t token_ttl_ms;        /* lifetime of a bearer token */
+    int64_t token_cache_ms;      /* a checked token is trusted this long per thread (0: off) */
     int64_t host_down_ms;        /* a host not seen for this long is DOWN */
     int list_default;            /* page size when ?limit is absent */
     int list_max;                /* largest ?limit */
