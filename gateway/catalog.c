@@ -1,11 +1,14 @@
-/*  catalog: what can be asked for and where it can run. Templates live in the approval
-    service (asked over the bus); hosts are read straight from their Redis hashes, which the
-    taskmgr (heartbeats) and the scheduler (claims) keep current. */
+/*  catalog: what can be asked for and where it can run. Templates are written only by the
+    approval service and read here from their documented keys (docs/state.md: one Redis round
+    trip, no bus call); hosts are read straight from their Redis hashes, which the taskmgr
+    (heartbeats) and the scheduler (claims) keep current. */
 #include "gateway.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 
-void catalog_list_templates(http_req_t *req)
+/* The catalog as approval answers it: approval seeds an empty catalog before listing it. */
+static void s_templates_from_approval(http_req_t *req)
 {
     Berth__ListTemplates ask = BERTH__LIST_TEMPLATES__INIT;
     Berth__TemplateList *list = NULL;
@@ -16,6 +19,179 @@ void catalog_list_templates(http_req_t *req)
     for (size_t i = 0; i < list->n_templates; i++)
         json_array_append_new(templates, view_template(list->templates[i]));
     protobuf_c_message_free_unpacked(&list->base, NULL);
+    http_json(req, 200, json_pack("{s:o}", "templates", templates));
+}
+
+static int s_by_name(const void *a, const void *b)
+{
+    const Berth__Template *x = *(Berth__Template *const *)a, *y = *(Berth__Template *const *)b;
+    return strcmp(x->name ? x->name : "", y->name ? y->name : "");
+}
+
+/*  Templates in one Redis round trip. The script gets the index and every template hash in
+    KEYS (as the key schema wants) and the ids they stand for in ARGV; it answers the hashes
+    only when the index still lists exactly those ids, and 0 when it changed. Each worker
+    thread keeps the ids it last read, so a listing costs one round trip while the catalog is
+    unchanged and two right after a change, and is never stale. */
+static store_script_t s_templates = {
+    .source = "local ids = redis.call('ZRANGE', KEYS[1], 0, -1)\n"
+              "if #ids ~= #KEYS - 1 then return 0 end\n"
+              "for i, id in ipairs(ids) do\n"
+              "  if ARGV[i] ~= id then return 0 end\n"
+              "end\n"
+              "local out = {}\n"
+              "for i = 2, #KEYS do out[i - 1] = redis.call('HGETALL', KEYS[i]) end\n"
+              "return out\n",
+};
+
+/* Template ids this worker thread last read from the index (freed when the thread ends). */
+typedef struct {
+    char **ids;
+    size_t n;
+} s_ids_t;
+
+static pthread_key_t s_ids_key;
+static pthread_once_t s_ids_once = PTHREAD_ONCE_INIT;
+
+static void s_ids_clear(s_ids_t *c)
+{
+    for (size_t i = 0; i < c->n; i++)
+        free(c->ids[i]);
+    free(c->ids);
+    c->ids = NULL;
+    c->n = 0;
+}
+
+static void s_ids_free(void *arg)
+{
+    s_ids_clear(arg);
+    free(arg);
+}
+
+static void s_ids_key_init(void)
+{
+    pthread_key_create(&s_ids_key, s_ids_free);
+}
+
+/* This thread's ids; NULL when out of memory. */
+static s_ids_t *s_ids(void)
+{
+    pthread_once(&s_ids_once, s_ids_key_init);
+    s_ids_t *c = pthread_getspecific(s_ids_key);
+    if (!c && (c = calloc(1, sizeof *c)) && pthread_setspecific(s_ids_key, c) != 0) {
+        free(c);
+        c = NULL;
+    }
+    return c;
+}
+
+/* Read the index into the thread's ids. 0, or -1 with 503 (or 500) set. */
+static int s_ids_read(http_req_t *req, s_ids_t *c)
+{
+    s_ids_clear(c);
+    redisReply *r = store_command(req->store, "ZRANGE berth:templates 0 -1");
+    if (!r || r->type != REDIS_REPLY_ARRAY) {
+        if (r)
+            freeReplyObject(r);
+        http_error(req, "UNAVAILABLE", "state store unreachable");
+        return -1;
+    }
+    c->ids = calloc(r->elements ? r->elements : 1, sizeof *c->ids);
+    for (size_t i = 0; c->ids && i < r->elements; i++) {
+        const redisReply *id = r->element[i];
+        if (!(c->ids[c->n] = strdup(id->type == REDIS_REPLY_STRING ? id->str : "")))
+            break;
+        c->n++;
+    }
+    int complete = c->ids && c->n == r->elements;
+    freeReplyObject(r);
+    if (!complete) {
+        s_ids_clear(c);
+        http_error(req, "INTERNAL", "out of memory");
+        return -1;
+    }
+    return 0;
+}
+
+/* The template hashes of the thread's ids: 1 and *hashes_p (caller frees), 0 when the index
+   no longer lists those ids, -1 with 503 set. */
+static int s_template_hashes(http_req_t *req, const s_ids_t *c, redisReply **hashes_p)
+{
+    size_t n = c->n;
+    char(*keys)[MODEL_KEY_MAX] = calloc(n ? n : 1, sizeof *keys);
+    const char **argv = calloc(1 + 2 * n, sizeof *argv);
+    redisReply *r = NULL;
+    if (keys && argv) {
+        argv[0] = "berth:templates";
+        for (size_t i = 0; i < n; i++) {
+            argv[1 + i] = model_key(keys[i], sizeof keys[i], "template", c->ids[i]);
+            argv[1 + n + i] = c->ids[i];
+        }
+        r = store_eval(req->store, &s_templates, 1 + (int)n, 1 + 2 * (int)n, argv);
+    }
+    free(argv);
+    free(keys);
+    if (r && r->type == REDIS_REPLY_INTEGER) {
+        freeReplyObject(r);
+        return 0;
+    }
+    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != n) {
+        if (r)
+            freeReplyObject(r);
+        http_error(req, "UNAVAILABLE", "state store unreachable");
+        return -1;
+    }
+    *hashes_p = r;
+    return 1;
+}
+
+/* Every template, by name, as approval lists them. A catalog still empty (approval has not
+   seeded it yet) is asked of approval, which seeds it first. */
+void catalog_list_templates(http_req_t *req)
+{
+    s_ids_t *ids = s_ids();
+    if (!ids) {
+        http_error(req, "INTERNAL", "out of memory");
+        return;
+    }
+    redisReply *hashes = NULL;
+    int rc = 0;
+    /* The index may change between our read and the script: a few tries, then give up. */
+    for (int attempt = 0; attempt < 3 && rc == 0; attempt++)
+        if ((rc = s_template_hashes(req, ids, &hashes)) == 0 && s_ids_read(req, ids) != 0)
+            return;
+    if (rc < 0)
+        return;
+    if (rc == 0) {
+        http_error(req, "UNAVAILABLE", "the template catalog kept changing; try again");
+        return;
+    }
+    size_t n = hashes->elements, count = 0;
+    if (n == 0) {
+        freeReplyObject(hashes);
+        s_templates_from_approval(req);
+        return;
+    }
+    Berth__Template **list = calloc(n, sizeof *list);
+    if (!list) {
+        freeReplyObject(hashes);
+        http_error(req, "INTERNAL", "out of memory");
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const redisReply *h = hashes->element[i];
+        if (h->type == REDIS_REPLY_ARRAY && h->elements > 0 &&
+            (list[count] = (Berth__Template *)model_from_hash(&berth__template__descriptor, h)))
+            count++;
+    }
+    freeReplyObject(hashes);
+    qsort(list, count, sizeof *list, s_by_name);
+    json_t *templates = json_array();
+    for (size_t i = 0; i < count; i++) {
+        json_array_append_new(templates, view_template(list[i]));
+        protobuf_c_message_free_unpacked(&list[i]->base, NULL);
+    }
+    free(list);
     http_json(req, 200, json_pack("{s:o}", "templates", templates));
 }
 
