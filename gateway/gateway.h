@@ -15,6 +15,7 @@ typedef struct {
     int64_t token_ttl_ms;        /* lifetime of a bearer token */
     int64_t token_cache_ms;      /* a checked token is trusted this long per thread (0: off) */
     int64_t host_down_ms;        /* a host not seen for this long is DOWN */
+    int64_t host_cache_ms;       /* a host's liveness fields are reused this long (0: off) */
     int list_default;            /* page size when ?limit is absent */
     int list_max;                /* largest ?limit */
     int scan_max;                /* most VM ids one list call may look at while filtering */
@@ -90,6 +91,8 @@ json_t *view_task(const Berth__Task *task);
 json_t *view_host(const redisReply *hash, int64_t now_ms, int64_t down_ms, int with_domains);
 /* Is the host hash's host DOWN (stale heartbeat or recorded so)? */
 int view_host_down(const redisReply *hash, int64_t now_ms, int64_t down_ms);
+/* The same from the two fields it depends on (state may be NULL; last_seen_ms 0 = never). */
+int view_host_down_fields(const char *state, int64_t last_seen_ms, int64_t now_ms, int64_t down_ms);
 
 /* ---- catalog.c: templates and hosts ---- */
 void catalog_list_templates(http_req_t *req);  /* GET /v1/templates */

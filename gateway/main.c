@@ -47,11 +47,12 @@ static int s_bootstrap(service_t *service, void *arg)
 static int s_settings(service_t *service, gateway_t *gw)
 {
     config_t *c = service_config(service);
-    int64_t call_timeout, ttl, cache, down, list_default, list_max, scan_max, pw_min, pw_max,
-        window_days;
+    int64_t call_timeout, ttl, cache, host_cache, down, list_default, list_max, scan_max, pw_min,
+        pw_max, window_days;
     if (config_int(c, "http_call_timeout_ms", 100, 600000, &call_timeout) ||
         config_int(c, "token_ttl_s", 60, 366LL * 24 * 3600, &ttl) ||
         config_int(c, "token_cache_ms", 0, 60000, &cache) ||
+        config_int(c, "host_cache_ms", 0, 60000, &host_cache) ||
         config_int(c, "list_limit_default", 1, 10000, &list_default) ||
         config_int(c, "list_limit_max", 1, 10000, &list_max) ||
         config_int(c, "list_scan_max", 1, 10000000, &scan_max) ||
@@ -75,6 +76,7 @@ static int s_settings(service_t *service, gateway_t *gw)
     gw->token_ttl_ms = ttl * 1000;
     gw->token_cache_ms = cache;
     gw->host_down_ms = down;
+    gw->host_cache_ms = host_cache;
     gw->list_default = (int)list_default;
     gw->list_max = (int)list_max;
     gw->scan_max = (int)scan_max;
@@ -105,6 +107,7 @@ int main(int argc, char **argv)
     config_declare(c, "password_min_length", "8", 0);
     config_declare(c, "password_max_length", "1024", 0);
     config_declare(c, "host_down_ms", NULL, 0);
+    config_declare(c, "host_cache_ms", "250", 0);
     config_declare(c, "list_limit_default", "50", 0);
     config_declare(c, "list_limit_max", "500", 0);
     config_declare(c, "list_scan_max", "10000", 0);

@@ -93,10 +93,15 @@ static int64_t s_hint(const redisReply *hash, const char *field)
     return v;
 }
 
+int view_host_down_fields(const char *state, int64_t last_seen_ms, int64_t now_ms, int64_t down_ms)
+{
+    return now_ms - last_seen_ms > down_ms || (state && streq(state, "DOWN"));
+}
+
 int view_host_down(const redisReply *hash, int64_t now_ms, int64_t down_ms)
 {
-    const char *state = s_hget(hash, "state");
-    return now_ms - s_hint(hash, "last_seen_ms") > down_ms || (state && streq(state, "DOWN"));
+    return view_host_down_fields(s_hget(hash, "state"), s_hint(hash, "last_seen_ms"), now_ms,
+                                 down_ms);
 }
 
 json_t *view_host(const redisReply *hash, int64_t now_ms, int64_t down_ms, int with_domains)

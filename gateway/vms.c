@@ -6,23 +6,63 @@
 #define LIST_BATCH       100 /* VM ids read from the index per Redis round trip */
 #define USAGE_DEFAULT_MS (30LL * 24 * 3600 * 1000)
 
+/*  Host liveness cache: what a VM's view needs of its host (state, last heartbeat) is kept
+    per worker thread for up to host_cache_ms, so showing a VM costs one Redis read, not two.
+    Liveness is still computed from the heartbeat time at each use, so a host that falls
+    silent shows DOWN on time; only a recorded change of state (DOWN -> UP) is seen up to
+    host_cache_ms late. 0 turns the cache off. */
+#define HOST_CACHE_SLOTS 64
+typedef struct {
+    char id[72];        /* host id; "" = empty slot */
+    int64_t fetched_ms; /* monotonic ms it was read */
+    int known;          /* the host's hash exists */
+    int state_down;     /* its recorded state is DOWN */
+    int64_t last_seen_ms;
+} s_host_entry_t;
+
+static _Thread_local s_host_entry_t s_hosts[HOST_CACHE_SLOTS];
+
+static s_host_entry_t *s_host_slot(const char *host)
+{
+    uint32_t h = 2166136261u; /* FNV-1a */
+    for (const char *c = host; *c; c++)
+        h = (h ^ (uint8_t)*c) * 16777619u;
+    return &s_hosts[h % HOST_CACHE_SLOTS];
+}
+
 int vms_host_down(http_req_t *req, const char *host)
 {
     if (!host || !*host)
         return 0;
-    if (!rest_id_ok(host))
+    if (!rest_id_ok(host) || strlen(host) >= sizeof s_hosts[0].id)
         return 1;
     gateway_t *gw = req->app;
-    redisReply *r = store_command(req->store, "HGETALL berth:host:%s", host);
-    if (!r || r->type != REDIS_REPLY_ARRAY) {
-        if (r)
-            freeReplyObject(r);
-        return -1;
+    s_host_entry_t *e = s_host_slot(host);
+    if (!(e->id[0] && streq(e->id, host) && gw->host_cache_ms > 0 &&
+          util_mono_ms() - e->fetched_ms < gw->host_cache_ms)) {
+        /* Only the two fields liveness depends on: the host's hash also carries its domain
+           list, which grows with every VM it runs. */
+        redisReply *r = store_command(req->store, "HMGET berth:host:%s state last_seen_ms", host);
+        if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
+            if (r)
+                freeReplyObject(r);
+            return -1;
+        }
+        const redisReply *state = r->element[0], *seen = r->element[1];
+        int64_t seen_ms = 0;
+        e->known = state->type == REDIS_REPLY_STRING || seen->type == REDIS_REPLY_STRING;
+        e->state_down = state->type == REDIS_REPLY_STRING && streq(state->str, "DOWN");
+        if (seen->type != REDIS_REPLY_STRING ||
+            util_parse_int(seen->str, INT64_MIN, INT64_MAX, &seen_ms) != 0)
+            seen_ms = 0;
+        e->last_seen_ms = seen_ms;
+        util_strlcpy(e->id, host, sizeof e->id);
+        e->fetched_ms = util_mono_ms();
+        freeReplyObject(r);
     }
     /* A host nobody describes any more cannot vouch for its VMs' power state either. */
-    int down = r->elements == 0 || view_host_down(r, util_now_ms(), gw->host_down_ms);
-    freeReplyObject(r);
-    return down;
+    return !e->known || view_host_down_fields(e->state_down ? "DOWN" : NULL, e->last_seen_ms,
+                                              util_now_ms(), gw->host_down_ms);
 }
 
 /* The VM as the API shows it, its host's liveness folded in. NULL with 503 set. cache
