@@ -56,6 +56,10 @@ int rest_call(http_req_t *req, const char *service, const ProtobufCMessage *msg,
    checked before Redis is asked) or 503 (Redis unreachable) set. */
 int rest_load(http_req_t *req, const ProtobufCMessageDescriptor *desc, const char *kind,
               const char *id, ProtobufCMessage **out);
+/* HGETALL of n keys in one Redis round trip: an array of n replies, each the hash (empty when
+   the key is absent) or, when owner is non-NULL, the integer 0 for a hash owned by someone
+   else. Caller frees. NULL with 503 set when Redis failed. */
+redisReply *rest_hashes(http_req_t *req, size_t n, const char *const *keys, const char *owner);
 /* Is id something that may name a resource (checked before it reaches a Redis key)? */
 int rest_id_ok(const char *id);
 /* Is the caller an admin? */

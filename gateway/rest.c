@@ -312,3 +312,38 @@ int rest_parse_time(const char *text, int64_t *ms)
     *ms = ((int64_t)t - (int64_t)offset_min * 60) * 1000 + frac_ms;
     return *ms >= 0 ? 0 : -1;
 }
+
+/* HGETALL of every key in one step; with an owner, a hash whose `owner` field differs comes
+   back as the integer 0 (the caller may not see it, and its fields never leave Redis).
+   KEYS: the hashes. ARGV[1]: the owner, or "" for everyone. */
+static store_script_t s_hashes = {
+    .source = "local out = {}\n"
+              "for i, key in ipairs(KEYS) do\n"
+              "  if ARGV[1] ~= '' and redis.call('HGET', key, 'owner') ~= ARGV[1] then\n"
+              "    out[i] = 0\n"
+              "  else\n"
+              "    out[i] = redis.call('HGETALL', key)\n"
+              "  end\n"
+              "end\n"
+              "return out\n",
+};
+
+redisReply *rest_hashes(http_req_t *req, size_t n, const char *const *keys, const char *owner)
+{
+    const char **argv = malloc((n + 1) * sizeof *argv);
+    redisReply *r = NULL;
+    if (argv) {
+        if (n)
+            memcpy(argv, keys, n * sizeof *argv);
+        argv[n] = owner ? owner : "";
+        r = store_eval(req->store, &s_hashes, (int)n, (int)n + 1, argv);
+        free(argv);
+    }
+    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != n) {
+        if (r)
+            freeReplyObject(r);
+        http_error(req, "UNAVAILABLE", "state store unreachable");
+        return NULL;
+    }
+    return r;
+}

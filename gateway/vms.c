@@ -96,27 +96,10 @@ static int s_load_vm(http_req_t *req, const char *id, Berth__Vm **vm_p)
     return 0;
 }
 
-/* Owner of VM id: 1 and *owner_p (caller frees) found, 0 gone, -1 Redis failed. */
-static int s_vm_owner(http_req_t *req, const char *id, char **owner_p)
-{
-    char key[MODEL_KEY_MAX];
-    redisReply *r =
-        store_command(req->store, "HGET %s owner", model_key(key, sizeof key, "vm", id));
-    if (!r || (r->type != REDIS_REPLY_STRING && r->type != REDIS_REPLY_NIL)) {
-        if (r)
-            freeReplyObject(r);
-        return -1;
-    }
-    int found = r->type == REDIS_REPLY_STRING;
-    if (found)
-        *owner_p = strdup(r->str);
-    freeReplyObject(r);
-    return found && *owner_p ? 1 : found ? -1 : 0;
-}
-
 /*  Paging. berth:vms orders every VM id by creation time; a page starts after the marker
     (the last id of the previous page) and holds at most `limit` VMs the caller may see.
-    For a user that means filtering by owner while walking the index, so one call looks at
+    For a user that means filtering by owner while walking the index (in Redis: the hashes of
+    a batch are read in one step, and only the caller's leave Redis), so one call looks at
     no more than scan_max ids: when that budget runs out first the page is short and
     next_marker is the last id looked at, and the client simply continues from there.
     next_marker is null only when the index has nothing after this page. */
@@ -164,42 +147,59 @@ void vms_list(http_req_t *req)
     int64_t last_taken_pos = -1;
     int scanned = 0, at_end = 0, failed = 0;
     while ((int64_t)json_array_size(vms) < limit && scanned < gw->scan_max && !at_end && !failed) {
+        /* An admin's page needs exactly what is missing from it; a user's is filtered, so
+           read at least a batch. Never more than the scan budget has left. */
+        int64_t want = limit - (int64_t)json_array_size(vms);
+        if (!admin && want < LIST_BATCH)
+            want = LIST_BATCH;
+        if (want > gw->scan_max - scanned)
+            want = gw->scan_max - scanned;
         redisReply *ids = store_command(req->store, "ZRANGE berth:vms %lld %lld", (long long)pos,
-                                        (long long)(pos + LIST_BATCH - 1));
+                                        (long long)(pos + want - 1));
         if (!ids || ids->type != REDIS_REPLY_ARRAY) {
             if (ids)
                 freeReplyObject(ids);
             failed = 1;
             break;
         }
-        if (ids->elements < LIST_BATCH)
+        if ((int64_t)ids->elements < want)
             at_end = 1;
-        size_t used = 0;
-        for (; used < ids->elements && (int64_t)json_array_size(vms) < limit &&
-               scanned < gw->scan_max && !failed;
+        /* The hashes of the batch in one round trip; a user's come back only when theirs. */
+        size_t n = ids->elements, nkeys = 0;
+        char(*keys)[MODEL_KEY_MAX] = calloc(n ? n : 1, sizeof *keys);
+        const char **argv = calloc(n ? n : 1, sizeof *argv);
+        redisReply *hashes = NULL;
+        if (keys && argv) {
+            for (size_t i = 0; i < n; i++) {
+                const redisReply *e = ids->element[i];
+                if (e->type == REDIS_REPLY_STRING && rest_id_ok(e->str)) {
+                    argv[nkeys] = model_key(keys[nkeys], sizeof keys[nkeys], "vm", e->str);
+                    nkeys++;
+                }
+            }
+            hashes = rest_hashes(req, nkeys, argv, admin ? NULL : req->user);
+        }
+        free(argv);
+        free(keys);
+        if (!hashes) {
+            freeReplyObject(ids);
+            failed = 1;
+            break;
+        }
+        size_t used = 0, k = 0;
+        for (;
+             used < n && (int64_t)json_array_size(vms) < limit && scanned < gw->scan_max && !failed;
              used++) {
             const redisReply *e = ids->element[used];
             scanned++;
             if (e->type != REDIS_REPLY_STRING || !rest_id_ok(e->str))
                 continue;
             util_strlcpy(last_seen, e->str, sizeof last_seen);
-            if (!admin) {
-                char *owner = NULL;
-                int found = s_vm_owner(req, e->str, &owner);
-                int mine = found == 1 && streq(owner, req->user);
-                free(owner);
-                if (found < 0)
-                    failed = 1;
-                if (!mine)
-                    continue;
-            }
-            Berth__Vm *vm = NULL;
-            char key[MODEL_KEY_MAX];
-            int rc = model_load(req->store, &berth__vm__descriptor,
-                                model_key(key, sizeof key, "vm", e->str), (ProtobufCMessage **)&vm);
-            if (rc == MODEL_NOT_FOUND)
-                continue; /* indexed but gone: nothing to show */
-            if (rc != 0) {
+            const redisReply *hash = hashes->element[k++];
+            if (hash->type != REDIS_REPLY_ARRAY || hash->elements == 0)
+                continue; /* someone else's, or indexed but gone: nothing to show */
+            Berth__Vm *vm = (Berth__Vm *)model_from_hash(&berth__vm__descriptor, hash);
+            if (!vm) {
                 failed = 1;
                 break;
             }
@@ -214,9 +214,10 @@ void vms_list(http_req_t *req)
             last_taken_pos = pos + (int64_t)used;
         }
         /* If the loop stopped inside the batch, what it did not look at is still ahead. */
-        if (used < ids->elements)
+        if (used < n)
             at_end = 0;
         pos += (int64_t)used;
+        freeReplyObject(hashes);
         freeReplyObject(ids);
     }
     zhashx_destroy(&hosts);
