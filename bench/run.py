@@ -431,6 +431,35 @@ def write_vms(redis, template_hash, count, owner):
         redis.pipeline(batch)
 
 
+def redis_per_request(p, exclude, calls, n=200):
+    """{name: Redis commands sent by clients per request} for each (name, path, token): n
+    requests on one keep-alive connection, counted with MONITOR, background subtracted."""
+    out = {}
+    mon = Monitor(p.redis_port, exclude)
+    mon.start()
+    try:
+        for name, path, token in calls:
+            h = Http(p.http_port, token)
+            h.call("GET", path)   # connection up, caches as in steady state
+            time.sleep(0.5)
+            c0, _, _ = mon.snapshot()
+            time.sleep(1.0)
+            c1, _, _ = mon.snapshot()
+            idle_rate = c1 - c0
+            t0 = time.monotonic()
+            for _ in range(n):
+                status, _ = h.call("GET", path)
+                if status != 200:
+                    raise RuntimeError("GET %s: %s" % (path, status))
+            elapsed = time.monotonic() - t0
+            time.sleep(0.3)   # let MONITOR catch up
+            c2, _, _ = mon.snapshot()
+            out[name] = max(0.0, (c2 - c1) - idle_rate * (elapsed + 0.3)) / n
+    finally:
+        mon.close()
+    return out
+
+
 # ---- the table ---------------------------------------------------------------------------
 
 class Table:
@@ -546,6 +575,8 @@ def main():
                 peak[name].append(wrk(port, path, token)["rps"])
         bare.stop()
         bare_rps = median(peak[paths[0][0]])
+        rt_per_request = redis_per_request(p, exclude, [(n, path, token)
+                                                        for n, _, path, token in paths[1:]])
         half = {}
         for name, port, path, token in paths[1:]:
             rps = median(peak[name])
@@ -576,6 +607,8 @@ def main():
             lists["user"].append(wrk(p.http_port, list_path, user,
                                      connections=LIST_CONNECTIONS))
         bare_list.stop()
+        rt_per_request.update(redis_per_request(
+            p, exclude, [("list admin", list_path, admin), ("list user", list_path, user)], 20))
         redis.close()
     finally:
         if watcher:
@@ -607,8 +640,9 @@ def main():
         rps = median(peak[name])
         ratio = rps / bare_rps
         key = "gateway_ratio" if "/v1/" in name else None
-        table.add(name, f(rps, 0) + " req/s", "bare " + f(bare_rps, 0) + " req/s",
-                  f(ratio, 3) + "x", goal_text("gateway_ratio") if key else "", key, ratio)
+        table.add(name, f(rps, 0) + " req/s (%.1f Redis round trips)" % rt_per_request[name],
+                  "bare " + f(bare_rps, 0) + " req/s", f(ratio, 3) + "x",
+                  goal_text("gateway_ratio") if key else "", key, ratio)
     for name, _, _, _ in paths[1:]:
         rps, p99, peak_rps = half[name]
         key = "gateway_half_p99" if "/v1/" in name else None
@@ -619,7 +653,8 @@ def main():
     for who in ("admin", "user"):
         p99 = median([r["p99"] for r in lists[who]])
         table.add("GET /v1/vms?limit=%d p99 (%s, %d VMs stored)" % (LIST_LIMIT, who, total),
-                  f(p99) + " ms", "bare, same-size body " + f(bare_p99, 2) + " ms",
+                  f(p99) + " ms (%.0f Redis round trips)" % rt_per_request["list " + who],
+                  "bare, same-size body " + f(bare_p99, 2) + " ms",
                   f(p99 / bare_p99, 0) + "x", goal_text("list_p99"), "list_p99", p99)
 
     # Where provisioning time goes: the stages of the first repetition's tasks.
@@ -632,6 +667,13 @@ def main():
                       (x[2] if x[2] == x[2] else 0))
         table.notes.append("Largest share of request -> ACTIVE: `%s` (%.0f ms running, %.0f ms "
                            "waiting before it)." % slowest)
+    tick = float((settings.get("taskmgr") or {}).get("task_tick_ms") or 0)
+    timed = [r for _, r, _ in prof if r == r and r > 0]
+    if tick and timed:
+        on_tick = sum(1 for r in timed if abs(r / tick - round(r / tick)) < 0.15 and r >= tick * 0.85)
+        table.notes.append("%d of %d stages last a whole number of task_tick_ms (%.0f ms) give "
+                           "or take 15%%: stages start on the engine's tick, not when the previous "
+                           "step's reply arrives." % (on_tick, len(timed), tick))
     table.notes.append("Redis client commands per VM, largest: " +
                        ", ".join("%s %.1f" % (c, n) for c, n in top) + ".")
     table.notes.append("")
