@@ -227,6 +227,44 @@ class GatewayApi(unittest.TestCase):
         self.redis("DEL", "berth:token:" + hashlib.sha256(token.encode()).hexdigest())
         self.assertError(self.call("GET", "/v1/vms", token=token), 401, "UNAUTHORIZED")
 
+    def test_a_deleted_token_stops_working_within_the_cache_time(self):
+        # A token the gateway has checked is trusted for token_cache_ms (1 s by default);
+        # deleting its record revokes it within that time, however often it is used meanwhile.
+        token = self.login("admin", ADMIN_PASSWORD)
+        self.assertEqual(self.call("GET", "/v1/vms", token=token).status, 200)
+        self.redis("DEL", "berth:token:" + hashlib.sha256(token.encode()).hexdigest())
+        deleted = time.monotonic()
+        while self.call("GET", "/v1/vms", token=token).status != 401:
+            self.assertLess(time.monotonic() - deleted, 1.0 + 2.0, "token still accepted")
+            time.sleep(0.05)
+
+    def test_template_list_follows_the_catalog_at_once(self):
+        # Templates are read from their keys (approval writes them; none runs here): a new
+        # template shows in the very next listing, whichever worker thread answers it.
+        def put_template(tid, name):
+            self.redis("HSET", "berth:template:" + tid, "id", tid, "name", name, "vcpus", "1",
+                       "ram_mb", "512", "disk_gb", "5", "os", "linux", "image", "base",
+                       "lease_days", "7", "requires_approval", "0")
+            self.redis("ZADD", "berth:templates", "0", tid)
+
+        def names():
+            r = self.as_admin("GET", "/v1/templates")
+            self.assertEqual(r.status, 200, r)
+            return [t["name"] for t in r.json()["templates"]]
+
+        try:
+            put_template("t-zeta", "zeta")
+            for _ in range(8):
+                self.assertEqual(names(), ["zeta"])
+            put_template("t-alpha", "alpha")
+            for _ in range(8):
+                self.assertEqual(names(), ["alpha", "zeta"])
+            self.redis("ZREM", "berth:templates", "t-zeta")
+            for _ in range(8):
+                self.assertEqual(names(), ["alpha"])
+        finally:
+            self.redis("DEL", "berth:templates", "berth:template:t-zeta", "berth:template:t-alpha")
+
     def test_public_routes_need_no_token(self):
         self.assertEqual(self.call("GET", "/healthz").status, 200)
         self.assertIn(self.call("GET", "/readyz").status, (200, 503))
