@@ -674,6 +674,15 @@ def main():
         table.notes.append("%d of %d stages last a whole number of task_tick_ms (%.0f ms) give "
                            "or take 15%%: stages start on the engine's tick, not when the previous "
                            "step's reply arrives." % (on_tick, len(timed), tick))
+    # What a gateway request costs beyond the bare server, and how much of it is Redis: the
+    # inverse rates of /healthz (no Redis) and of each authenticated GET.
+    health = median(peak["GET /healthz"])
+    for name, _, _, _ in paths[2:]:
+        rps = median(peak[name])
+        table.notes.append("%s: %.0f us per request beyond /healthz at 16 connections, for %.1f "
+                           "Redis round trips; /healthz itself costs %.0f us beyond the bare "
+                           "server." % (name.split(" (")[0], 1e6 / rps - 1e6 / health,
+                                        rt_per_request[name], 1e6 / health - 1e6 / bare_rps))
     table.notes.append("Redis client commands per VM, largest: " +
                        ", ".join("%s %.1f" % (c, n) for c, n in top) + ".")
     table.notes.append("")
