@@ -161,7 +161,8 @@ class ActiveWatcher(threading.Thread):
                     self.last_id = entry_id
                     f = hash_dict(fields)
                     if f.get("type") == "vm.state" and f.get("state") in ("ACTIVE", "ERROR"):
-                        self.seen.setdefault(f.get("vm"), (f["state"], now))
+                        vm = f.get("vm") or re.sub(r"^berth:vm:\{(.*)\}$", r"\1", f.get("key", ""))
+                        self.seen.setdefault(vm, (f["state"], now))
                 self.cond.notify_all()
 
     def wait(self, vm_id, timeout):
