@@ -27,7 +27,7 @@ run: build
 test: deps
 	cmake -S . -B $(TEST_DIR) -DCMAKE_BUILD_TYPE=Debug -DBERTH_SANITIZE=ON
 	cmake --build $(TEST_DIR) -j$(JOBS)
-	ctest --test-dir $(TEST_DIR) --output-on-failure
+	ctest --test-dir $(TEST_DIR) --output-on-failure -j$(JOBS)
 
 # Benchmarks against baselines measured in the same run (not part of `make test`): a release
 # build with the bench programs, then bench/run.py starts what it needs, measures, stops it all,

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# ctest: heavy
 """deploy/berth-up (what `make run` runs): it refuses an HTTP port that is already taken, at
 once, naming the port, and leaves no process behind; on a free port it comes up, and SIGTERM
 stops everything it started.

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# ctest: heavy
 """The foundation holds: real redis-server, real service binaries, the bus and the registry.
 
 One platform (redis, every service, agents, gateway; heartbeat HEARTBEAT_MS) is started for

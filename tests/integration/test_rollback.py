@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# ctest: heavy
 """A build that fails on a host is rolled back there (claim released, nothing left on the
 host) and tried again on another host; when no host can build it, the VM ends in ERROR with
 a fault that says why, and every host's capacity is back where it was.

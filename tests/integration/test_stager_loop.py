@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# ctest: heavy
 """The stager's loop never waits on its tools: the real berth-stager, with a qemu-img that
 hangs until the test lets it go, keeps answering Ping while it prepares its base images, then
 finishes preparing once the tool returns.

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# ctest: heavy
 """A taskmgr instance killed with SIGKILL in the middle of a provisioning task while a second
 one runs: the task is taken over and ends SUCCEEDED (or rolled back), and nothing is left
 behind: no claim, no disk, no domain once the VM is disposed.
