@@ -205,6 +205,7 @@ class Platform:
         self.grace = grace
         self.procs = []                   # every service Process started, in start order
         self.taskmgr_endpoint = None      # set by start_all()
+        self.stager_endpoint = None       # set by start_all(): agents fetch seeds there
         self._ports = set()
         self._stopped = False
 
@@ -365,6 +366,8 @@ class Platform:
             raise PlatformError("start taskmgr (start_all) before agents")
         full = {"BERTH_TASKMGR_ENDPOINTS": self.taskmgr_endpoint,
                 "BERTH_HOST_NAME": "host-%d" % index}
+        if self.stager_endpoint:
+            full["BERTH_STAGER_ENDPOINTS"] = self.stager_endpoint
         full.update(AGENT_SIZES[(index - 1) % len(AGENT_SIZES)])
         full.update(env or {})
         return self.start("agent", env=full, name="agent-%d" % index)
@@ -374,21 +377,23 @@ class Platform:
 
         instances: {service: count} for services to run more than once (e.g. two taskmgrs).
         agent_env: extra environment for every agent (e.g. fixed host sizes).
-        Each taskmgr binds a fixed free port because the agents are configured with the
-        endpoints of all of them; instance ids are <service>-<n>, so tests can find the
+        Each taskmgr and stager binds a fixed free port because the agents are configured
+        with the endpoints of all of them (agents park a poll at every taskmgr and fetch
+        seeds from the stager); instance ids are <service>-<n>, so tests can find the
         process behind an instance. With wait, returns once /readyz answers 200.
         """
         self.start_redis()
         instances = instances or {}
-        endpoints = []
+        endpoints = {"taskmgr": [], "stager": []}
         for service in SERVICES:
             for n in range(1, instances.get(service, 1) + 1):
                 env = {"BERTH_INSTANCE": "%s-%d" % (service, n)}
-                if service == "taskmgr":
-                    endpoints.append("tcp://127.0.0.1:%d" % self.free_port())
-                    env["BERTH_BIND"] = endpoints[-1]
+                if service in endpoints:
+                    endpoints[service].append("tcp://127.0.0.1:%d" % self.free_port())
+                    env["BERTH_BIND"] = endpoints[service][-1]
                 self.start(service, env=env, name=service if n == 1 else "%s-%d" % (service, n))
-        self.taskmgr_endpoint = ",".join(endpoints)
+        self.taskmgr_endpoint = ",".join(endpoints["taskmgr"])
+        self.stager_endpoint = ",".join(endpoints["stager"])
         for i in range(1, agents + 1):
             self.start_agent(i, env=agent_env)
         self.start_gateway()

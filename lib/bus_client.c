@@ -34,6 +34,7 @@ typedef struct {
     zhashx_t *endpoints;  /* endpoint -> "" for what the dealer is connected to */
     int64_t refreshed_at; /* monotonic ms of the last registry read */
     int pinned;           /* endpoints came from bus_client_pin(), not the registry */
+    char *service;        /* service stamped on requests (NULL: the target's own name) */
 } s_target_t;
 
 /* One call in flight. */
@@ -80,6 +81,7 @@ static void s_target_free(void **item)
     if (t) {
         zsock_destroy(&t->dealer);
         zhashx_destroy(&t->endpoints);
+        free(t->service);
         free(t);
         *item = NULL;
     }
@@ -195,10 +197,18 @@ static void s_refresh(bus_client_t *self, const char *service, s_target_t *t, in
 
 int bus_client_pin(bus_client_t *self, const char *service, const char *endpoints)
 {
-    s_target_t *t = s_target(self, service);
+    return bus_client_pin_as(self, service, service, endpoints);
+}
+
+int bus_client_pin_as(bus_client_t *self, const char *target, const char *service,
+                      const char *endpoints)
+{
+    s_target_t *t = s_target(self, target);
     if (!t)
         return -1;
     t->pinned = 1;
+    if (strcmp(target, service) != 0 && !t->service && !(t->service = strdup(service)))
+        return -1;
     zhashx_t *wanted = zhashx_new();
     char *copy = strdup(endpoints);
     char *save = NULL;
@@ -242,7 +252,7 @@ static s_call_t *s_call_start(bus_client_t *self, const char *service, const Pro
                              .deadline_ms = util_now_ms() + timeout_ms,
                              .request_id = request_id,
                              .sender = self->sender,
-                             .service = service,
+                             .service = t->service ? t->service : service,
                              .body = body };
     c->frame = envelope_pack(&spec);
     if (!c->service || !c->frame || (request_id && !c->request_id)) {

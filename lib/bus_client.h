@@ -23,6 +23,12 @@ void bus_client_destroy(bus_client_t **self_p);
    agents reach taskmgr this way. */
 int bus_client_pin(bus_client_t *self, const char *service, const char *endpoints);
 
+/* Pin the name `target` to endpoints for requests meant for `service`: several targets of
+   one service each keep their own connection (an agent holds one long poll at every
+   taskmgr instance). Calls then name target where they would name the service. */
+int bus_client_pin_as(bus_client_t *self, const char *target, const char *service,
+                      const char *endpoints);
+
 /* Call service with body and wait up to timeout_ms. 0 and *reply_p (free with
    berth__envelope__free_unpacked; it may carry an error: check ->error) on an answer;
    -1 when no instance answered before the deadline. */

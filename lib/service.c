@@ -318,3 +318,8 @@ int service_heartbeat_ms(service_t *self)
 {
     return self->heartbeat_ms;
 }
+
+zloop_t *service_loop(service_t *self)
+{
+    return self->loop;
+}

@@ -49,6 +49,9 @@ const char *service_instance(service_t *self);
 const char *service_endpoint(service_t *self);
 int service_heartbeat_ms(service_t *self);
 
+/* The service's loop, for timers a module arms and moves itself (one-shot, due-time driven). */
+zloop_t *service_loop(service_t *self);
+
 /* Ask the loop to stop (from a handler or timer). */
 void service_stop(service_t *self);
 

@@ -8,9 +8,28 @@
 #include "worker.h"
 
 #include <libvirt/libvirt.h>
+#include <sodium.h>
 #include <unistd.h>
 
+#define MAX_LINKS 16 /* taskmgr instances one agent connects to */
+
+typedef struct _agent_t agent_t;
+
+/* The agent's connection to one taskmgr instance. */
 typedef struct {
+    agent_t *agent;
+    char target[32]; /* bus client target ("taskmgr#<n>") pinned to endpoint */
+    char endpoint[256];
+    char call[UTIL_ID_LEN];      /* the current poll in flight ("" when none) */
+    size_t carried;              /* outbox results the current poll carries */
+    Berth__AgentResult **outbox; /* results of commands this link delivered, oldest first */
+    size_t n_out;
+    int batching;     /* running a poll's commands: send results after */
+    int64_t retry_at; /* monotonic ms before which a failed link is not polled */
+    char error[128];  /* why the last poll failed ("" = it worked) */
+} s_link_t;
+
+struct _agent_t {
     service_t *service;
     vmops_t *ops;
     worker_t *worker;
@@ -21,13 +40,16 @@ typedef struct {
     Berth__Resources used;
     int connected;     /* last heartbeat reached a taskmgr */
     int heartbeat_out; /* a heartbeat is on its way: do not pile more up */
-    int poll_out;      /* a work poll is on its way */
-    size_t poll_sent;  /* results that poll carries (dropped once it is answered) */
     int64_t started_ms;
-    int poll_timeout_ms;  /* longest wait for one AgentWork answer */
+    int poll_wait_ms;     /* how long taskmgr may park a poll */
+    int poll_timeout_ms;  /* longest wait for an answer beyond that (and for a seed) */
+    int poll_retry_ms;    /* a link whose poll failed polls again after this */
     int64_t max_commands; /* commands run per poll; the rest are refused */
-    char poll_error[128]; /* why the last poll failed ("" = it worked): logged on change */
-} agent_t;
+    size_t max_pending;   /* undelivered results per link */
+    int stager;           /* stager_endpoints is set: seeds can be fetched */
+    s_link_t links[MAX_LINKS];
+    size_t n_links;
+};
 
 /* Capacity from libvirt (node info, the storage pool), each figure overridable by config
    to simulate host sizes. */
@@ -95,10 +117,9 @@ static int s_heartbeat(service_t *service, void *arg)
         items[i].power_state = (char *)vmops_power_state(state);
         ptrs[i] = &items[i];
     }
+    /* The domains travel once, in hb.domains; hb.host carries inventory only. */
     hb.n_domains = items && ptrs ? (size_t)n : 0;
     hb.domains = ptrs;
-    self->host.n_domains = hb.n_domains;
-    self->host.domains = ptrs;
     self->host.vms = (int32_t)hb.n_domains;
     hb.started_ms = self->started_ms;
     self->host.state = up ? "UP" : "DOWN";
@@ -107,8 +128,6 @@ static int s_heartbeat(service_t *service, void *arg)
         self->heartbeat_out =
             bus_client_send(self->taskmgr, "taskmgr", &hb.base, NULL, service_heartbeat_ms(service),
                             s_on_heartbeat, self, NULL) == 0;
-    self->host.n_domains = 0;
-    self->host.domains = NULL;
     for (int i = 0; i < n; i++)
         virDomainFree(domains[i]);
     free(domains);
@@ -117,91 +136,280 @@ static int s_heartbeat(service_t *service, void *arg)
     return 0;
 }
 
+/* ---- the work protocol ------------------------------------------------------------------
+   One link per taskmgr instance, each its own connection, each with one AgentWork parked at
+   its instance (wait_ms): taskmgr answers it the moment it has a command for this host. A
+   command's result goes back at once, on the link that delivered it (only the instance
+   holding the task sent it and waits for it), in a new poll that supersedes the parked one;
+   it stays in the link's outbox until a poll carrying it is answered (taskmgr answers only
+   after recording it). PUT_SEED names the seed instead of carrying it: the agent fetches it
+   from the stager (GetSeed) and checks its SHA-256 before running the command. */
+
 /* One poll failed or worked: log only when the reason changes, so a taskmgr without an
    AgentWork handler (UNKNOWN_TYPE) or one that is down costs one line, not one per poll. */
-static void s_poll_state(agent_t *self, const char *code, const char *message)
+static void s_poll_state(s_link_t *link, const char *code, const char *message)
 {
     const char *now = code ? code : "";
-    if (strcmp(now, self->poll_error) == 0)
+    if (strcmp(now, link->error) == 0)
         return;
     if (code)
-        log_warn(NULL, "work poll failed", "{s:s, s:s?}", "code", code, "error", message);
+        log_warn(NULL, "work poll failed", "{s:s, s:s, s:s?}", "taskmgr", link->endpoint, "code",
+                 code, "error", message);
     else
-        log_info(NULL, "polling taskmgr for work", NULL);
-    util_strlcpy(self->poll_error, now, sizeof self->poll_error);
+        log_info(NULL, "polling taskmgr for work", "{s:s}", "taskmgr", link->endpoint);
+    util_strlcpy(link->error, now, sizeof link->error);
 }
 
 static void s_on_work(bus_client_t *client, const char *call_id, Berth__Envelope *reply, void *arg);
 
-/* Send the undelivered results and ask for commands, unless a poll is on its way. */
-static void s_poll_send(agent_t *self)
+/* Send a poll on link carrying every result of its outbox; it supersedes the one in flight. */
+static void s_poll_send(s_link_t *link)
 {
-    if (self->poll_out)
-        return;
+    agent_t *self = link->agent;
     Berth__AgentWork work = BERTH__AGENT_WORK__INIT;
     work.host = self->host.id;
     work.instance = (char *)service_instance(self->service);
-    self->poll_sent = worker_pending(self->worker, &work.results);
-    work.n_results = self->poll_sent;
-    self->poll_out = bus_client_send(self->taskmgr, "taskmgr", &work.base, NULL,
-                                     self->poll_timeout_ms, s_on_work, self, NULL) == 0;
+    work.results = link->outbox;
+    work.n_results = link->n_out;
+    work.wait_ms = self->poll_wait_ms;
+    if (bus_client_send(self->taskmgr, link->target, &work.base, NULL,
+                        self->poll_wait_ms + self->poll_timeout_ms, s_on_work, link,
+                        link->call) == 0)
+        link->carried = link->n_out;
+    else
+        link->call[0] = '\0';
 }
 
-/* The answer to a poll: the results it carried are delivered; run the commands in order.
-   A poll that ran commands is followed by one more at once, to hand their results back
-   without waiting a whole poll interval (the next stage of a task waits for them). */
-static void s_on_work(bus_client_t *client, const char *call_id, Berth__Envelope *reply, void *arg)
+/* Queue a copy of result for link's instance and send it now (unless a batch of commands is
+   being run: then once, after the batch). */
+static void s_on_result(s_link_t *link, const Berth__AgentResult *result)
+{
+    agent_t *self = link->agent;
+    if (!result)
+        return;
+    if (link->n_out == self->max_pending) {
+        log_warn(NULL, "result queue full: dropping the oldest undelivered result", "{s:s}",
+                 "taskmgr", link->endpoint);
+        vmops_result_clear(link->outbox[0]);
+        free(link->outbox[0]);
+        memmove(link->outbox, link->outbox + 1, --link->n_out * sizeof *link->outbox);
+        if (link->carried)
+            link->carried--;
+    }
+    Berth__AgentResult *copy = malloc(sizeof *copy);
+    if (!copy || vmops_result_copy(copy, result) != 0) {
+        free(copy);
+        return;
+    }
+    link->outbox[link->n_out++] = copy;
+    if (!link->batching)
+        s_poll_send(link);
+}
+
+/* Run one command now (the one place commands are executed: the asynchronous worker plugs
+   in here, calling s_on_result when a command finishes). */
+static void s_execute(s_link_t *link, const Berth__AgentCommand *cmd)
+{
+    agent_t *self = link->agent;
+    const Berth__AgentResult *r = worker_run(self->worker, cmd);
+    worker_delivered(self->worker, SIZE_MAX); /* delivery is the link's (outbox) */
+    s_on_result(link, r);
+}
+
+/* A command refused before running: its failure goes back like any result. */
+static void s_refuse(s_link_t *link, const char *command, const char *error)
+{
+    Berth__AgentResult r = BERTH__AGENT_RESULT__INIT;
+    r.command = (char *)(command ? command : "");
+    r.error = (char *)error;
+    log_warn(NULL, "command refused", "{s:s, s:s}", "command", r.command, "error", error);
+    s_on_result(link, &r);
+}
+
+/* A PUT_SEED waiting for its seed from the stager. */
+typedef struct {
+    s_link_t *link;
+    Berth__AgentCommand *cmd; /* owned copy */
+} s_fetch_t;
+
+static void s_on_seed(bus_client_t *client, const char *call_id, Berth__Envelope *reply, void *arg)
 {
     (void)client;
     (void)call_id;
-    agent_t *self = arg;
-    self->poll_out = 0;
-    if (!reply) {
-        s_poll_state(self, "UNREACHABLE", "no taskmgr answered");
+    s_fetch_t *f = arg;
+    Berth__AgentCommand *cmd = f->cmd;
+    char why[256] = "";
+    Berth__Seed *seed = NULL;
+    if (!reply)
+        snprintf(why, sizeof why, "cannot fetch the seed of VM '%s': the stager did not answer",
+                 cmd->vm);
+    else if (reply->error)
+        snprintf(why, sizeof why, "cannot fetch the seed of VM '%s': %s", cmd->vm,
+                 reply->error->message);
+    else if (!(seed = (Berth__Seed *)envelope_body(reply, &berth__seed__descriptor)))
+        snprintf(why, sizeof why, "cannot fetch the seed of VM '%s': bad answer", cmd->vm);
+    else {
+        uint8_t digest[crypto_hash_sha256_BYTES];
+        char hex[65];
+        crypto_hash_sha256(digest, seed->iso.data, (unsigned long long)seed->iso.len);
+        sodium_bin2hex(hex, sizeof hex, digest, sizeof digest);
+        if (strcmp(hex, cmd->seed_sha256) != 0)
+            snprintf(why, sizeof why,
+                     "the seed fetched for VM '%s' does not match its digest (%s, expected %s)",
+                     cmd->vm, hex, cmd->seed_sha256);
+    }
+    if (reply)
+        berth__envelope__free_unpacked(reply, NULL);
+    if (*why)
+        s_refuse(f->link, cmd->id, why);
+    else {
+        cmd->seed_iso = seed->iso; /* borrowed for the run */
+        s_execute(f->link, cmd);
+        cmd->seed_iso.data = NULL;
+        cmd->seed_iso.len = 0;
+    }
+    if (seed)
+        berth__seed__free_unpacked(seed, NULL);
+    berth__agent_command__free_unpacked(cmd, NULL);
+    free(f);
+}
+
+/* Run cmd, fetching its seed first when it names one. */
+static void s_command(s_link_t *link, const Berth__AgentCommand *cmd)
+{
+    agent_t *self = link->agent;
+    if (!streq(cmd->op, "PUT_SEED") || cmd->seed_iso.len || !*cmd->seed_sha256) {
+        s_execute(link, cmd);
         return;
     }
-    if (reply->error) {
+    if (!self->stager) {
+        s_refuse(link, cmd->id, "PUT_SEED names a seed but stager_endpoints is not set");
+        return;
+    }
+    if (!util_is_uuid(cmd->vm) || strlen(cmd->seed_sha256) != 64) {
+        s_refuse(link, cmd->id, "invalid PUT_SEED command: needs a VM id and a seed digest");
+        return;
+    }
+    s_fetch_t *f = calloc(1, sizeof *f);
+    size_t len = berth__agent_command__get_packed_size(cmd);
+    uint8_t *buf = f ? malloc(len ? len : 1) : NULL;
+    if (buf) {
+        f->link = link;
+        berth__agent_command__pack(cmd, buf);
+        f->cmd = berth__agent_command__unpack(NULL, len, buf);
+    }
+    free(buf);
+    Berth__GetSeed req = BERTH__GET_SEED__INIT;
+    req.vm = cmd->vm;
+    f = f && f->cmd ? f : NULL;
+    if (!f || bus_client_send(self->taskmgr, "stager", &req.base, NULL, self->poll_timeout_ms,
+                              s_on_seed, f, NULL) != 0) {
+        if (f) {
+            berth__agent_command__free_unpacked(f->cmd, NULL);
+            free(f);
+        }
+        s_refuse(link, cmd->id, "cannot ask the stager for the seed");
+    }
+}
+
+/* The answer to a poll of link: if it is the current poll, the results it carried are
+   delivered; run the commands in order; park the next poll at once. An older poll
+   (superseded) may still bring commands: they run too. */
+static void s_on_work(bus_client_t *client, const char *call_id, Berth__Envelope *reply, void *arg)
+{
+    (void)client;
+    s_link_t *link = arg;
+    agent_t *self = link->agent;
+    int current = streq(call_id, link->call);
+    if (current)
+        link->call[0] = '\0';
+    Berth__AgentWorkReply *body = NULL;
+    if (!reply)
+        s_poll_state(link, "UNREACHABLE", "no taskmgr answered");
+    else if (reply->error)
         /* Not processed (e.g. an older taskmgr without the handler): the results stay
            queued for the next poll. */
-        s_poll_state(self, reply->error->code, reply->error->message);
+        s_poll_state(link, reply->error->code, reply->error->message);
+    else if (!(body = (Berth__AgentWorkReply *)envelope_body(reply,
+                                                             &berth__agent_work_reply__descriptor)))
+        s_poll_state(link, "BAD_REPLY", "the answer to AgentWork is not an AgentWorkReply");
+    if (reply)
         berth__envelope__free_unpacked(reply, NULL);
-        return;
-    }
-    Berth__AgentWorkReply *body =
-        (Berth__AgentWorkReply *)envelope_body(reply, &berth__agent_work_reply__descriptor);
-    berth__envelope__free_unpacked(reply, NULL);
     if (!body) {
-        s_poll_state(self, "BAD_REPLY", "the answer to AgentWork is not an AgentWorkReply");
+        if (current)
+            link->retry_at = util_mono_ms() + self->poll_retry_ms; /* s_poll sends again */
         return;
     }
-    s_poll_state(self, NULL, NULL);
-    worker_delivered(self->worker, self->poll_sent);
+    s_poll_state(link, NULL, NULL);
+    if (current) {
+        for (size_t i = 0; i < link->carried; i++) {
+            vmops_result_clear(link->outbox[i]);
+            free(link->outbox[i]);
+        }
+        memmove(link->outbox, link->outbox + link->carried,
+                (link->n_out - link->carried) * sizeof *link->outbox);
+        link->n_out -= link->carried;
+        link->carried = 0;
+    }
     int ran = 0;
+    link->batching = 1;
     for (size_t i = 0; i < body->n_commands; i++) {
         const Berth__AgentCommand *cmd = body->commands[i];
         if ((int64_t)i >= self->max_commands) {
             char why[160];
             snprintf(why, sizeof why, "not run: more than %lld commands in one poll (max_commands)",
                      (long long)self->max_commands);
-            worker_refuse(self->worker, cmd->id, why);
+            s_refuse(link, cmd->id, why);
             continue;
         }
-        worker_run(self->worker, cmd);
+        s_command(link, cmd);
         ran++;
     }
+    link->batching = 0;
     protobuf_c_message_free_unpacked(&body->base, NULL);
-    if (ran > 0) {
-        s_poll_send(self);
-        /* Domains changed: report them now, not at the next beat (a task waits for it). */
-        s_heartbeat(self->service, self);
-    }
+    if (link->n_out > link->carried || !*link->call)
+        s_poll_send(link);
+    if (ran > 0)
+        s_heartbeat(self->service, self); /* domains changed: report them now */
 }
 
+/* Links without a poll in flight (their last one failed) poll again once their retry time
+   has come: the only timer of the protocol, off the path of a command. */
 static int s_poll(service_t *service, void *arg)
 {
     (void)service;
-    s_poll_send(arg);
+    agent_t *self = arg;
+    int64_t now = util_mono_ms();
+    for (size_t i = 0; i < self->n_links; i++)
+        if (!*self->links[i].call && now >= self->links[i].retry_at)
+            s_poll_send(&self->links[i]);
     return 0;
+}
+
+/* One link per endpoint of the comma-separated list, each its own pinned connection. */
+static int s_links(agent_t *self, const char *endpoints)
+{
+    char *copy = strdup(endpoints);
+    char *save = NULL;
+    int rc = copy ? 0 : -1;
+    for (char *ep = copy ? strtok_r(copy, ", ", &save) : NULL; ep && rc == 0;
+         ep = strtok_r(NULL, ", ", &save)) {
+        if (self->n_links == MAX_LINKS) {
+            log_error(NULL, "too many taskmgr endpoints", "{s:i}", "max", MAX_LINKS);
+            rc = -1;
+            break;
+        }
+        s_link_t *link = &self->links[self->n_links];
+        link->agent = self;
+        snprintf(link->target, sizeof link->target, "taskmgr#%zu", self->n_links + 1);
+        util_strlcpy(link->endpoint, ep, sizeof link->endpoint);
+        link->outbox = calloc(self->max_pending, sizeof *link->outbox);
+        if (!link->outbox || bus_client_pin_as(self->taskmgr, link->target, "taskmgr", ep) != 0)
+            rc = -1;
+        self->n_links++;
+    }
+    free(copy);
+    return rc;
 }
 
 int main(int argc, char **argv)
@@ -218,8 +426,10 @@ int main(int argc, char **argv)
     config_declare(c, "host_disk_gb", NULL, 0);
     config_declare(c, "data_dir", "./.berth/agent", 0);
     config_declare(c, "pool", "berth", 0);
-    config_declare(c, "poll_ms", "200", 0);
-    config_declare(c, "poll_timeout_ms", "1000", 0);
+    config_declare(c, "stager_endpoints", NULL, 0);
+    config_declare(c, "poll_wait_ms", "10000", 0);
+    config_declare(c, "poll_timeout_ms", "2000", 0);
+    config_declare(c, "poll_retry_ms", "500", 0);
     config_declare(c, "max_commands", "64", 0);
     config_declare(c, "result_cache", "1024", 0);
     config_declare(c, "pending_results", "1024", 0);
@@ -238,8 +448,10 @@ int main(int argc, char **argv)
         log_error(NULL, "taskmgr_endpoints is not set", NULL);
         goto done;
     }
-    int64_t poll_ms, poll_timeout, cache, pending, vcpus, ram, disk, name_max, seed_max;
-    if (config_int(c, "poll_ms", 10, 60000, &poll_ms) ||
+    int64_t poll_wait, poll_retry, poll_timeout, cache, pending, vcpus, ram, disk, name_max,
+        seed_max;
+    if (config_int(c, "poll_wait_ms", 0, 600000, &poll_wait) ||
+        config_int(c, "poll_retry_ms", 10, 60000, &poll_retry) ||
         config_int(c, "poll_timeout_ms", 50, 60000, &poll_timeout) ||
         config_int(c, "max_commands", 1, 10000, &self.max_commands) ||
         config_int(c, "result_cache", 1, 1000000, &cache) ||
@@ -251,6 +463,9 @@ int main(int argc, char **argv)
         config_int(c, "seed_max_bytes", 1, ENVELOPE_MAX_BYTES, &seed_max))
         goto done;
     self.poll_timeout_ms = (int)poll_timeout;
+    self.poll_wait_ms = (int)poll_wait;
+    self.poll_retry_ms = (int)poll_retry;
+    self.max_pending = (size_t)pending;
     self.uri = config_get(c, "libvirt_uri");
     const char *name = config_get(c, "host_name");
     char fallback[64] = "";
@@ -271,8 +486,20 @@ int main(int argc, char **argv)
     self.worker = self.ops ? worker_new(self.ops, (size_t)cache, (size_t)pending) : NULL;
     self.taskmgr = service_client(service);
     if (!self.ops || !self.worker ||
-        bus_client_pin(self.taskmgr, "taskmgr", config_get(c, "taskmgr_endpoints")))
+        bus_client_pin(self.taskmgr, "taskmgr", config_get(c, "taskmgr_endpoints")) ||
+        s_links(&self, config_get(c, "taskmgr_endpoints")) != 0)
         goto done;
+    if (sodium_init() < 0) {
+        log_error(NULL, "libsodium failed to initialise", NULL);
+        goto done;
+    }
+    if (config_get(c, "stager_endpoints")) {
+        if (bus_client_pin(self.taskmgr, "stager", config_get(c, "stager_endpoints")) != 0)
+            goto done;
+        self.stager = 1;
+    } else
+        log_warn(NULL, "stager_endpoints is not set: seeds cannot be fetched (PUT_SEED fails)",
+                 NULL);
     berth__host__init(&self.host);
     berth__resources__init(&self.capacity);
     berth__resources__init(&self.used);
@@ -284,9 +511,17 @@ int main(int argc, char **argv)
     self.host.libvirt_uri = (char *)self.uri;
     s_heartbeat(service, &self);
     service_every(service, service_heartbeat_ms(service), s_heartbeat, &self);
-    service_every(service, (int)poll_ms, s_poll, &self);
+    s_poll(service, &self);
+    service_every(service, (int)poll_retry, s_poll, &self);
     rc = service_run(service);
 done:
+    for (size_t i = 0; i < self.n_links; i++) {
+        for (size_t k = 0; k < self.links[i].n_out; k++) {
+            vmops_result_clear(self.links[i].outbox[k]);
+            free(self.links[i].outbox[k]);
+        }
+        free(self.links[i].outbox);
+    }
     worker_destroy(&self.worker);
     vmops_destroy(&self.ops);
     service_destroy(&service);

@@ -102,8 +102,8 @@ static void s_lower_id(char out[UTIL_ID_LEN], const char *id)
 }
 
 /* Queue the provision task of VM i in batch b: the task (created by its transition, which
-   writes its event), its due entry, and the VM's task field. The taskmgr takes due tasks
-   from berth:tasks:due on its own. */
+   writes its event), its due entry, its wake entry (berth:tasks:wake: a taskmgr takes it at
+   once), and the VM's task field. */
 static void s_tx_provision(model_tx_t *tx, s_batch_t *b, size_t i, const char *trace_id,
                            int64_t now)
 {
@@ -130,6 +130,7 @@ static void s_tx_provision(model_tx_t *tx, s_batch_t *b, size_t i, const char *t
     t->version = 1;
     model_tx_put(tx, key, &t->base);
     model_tx_zadd(tx, S_DUE, 0, t->id);
+    model_tx_zadd(tx, "berth:tasks:wake", now, t->id); /* wakes a taskmgr at once */
 }
 
 #define S_BODY_HASH_LEN (crypto_hash_sha256_BYTES * 2 + 1) /* hex SHA-256 with its NUL */

@@ -27,14 +27,15 @@ typedef struct {
     store_t *prep_store;
     seed_t *seeds; /* shared by the workers: seed_stage is safe across threads */
     work_t *work;
-    stage_t *stage;         /* StageImage requests and their builds */
-    int64_t max_seed_bytes; /* largest ISO sent in a reply */
-    int64_t seed_keep_ms;   /* seeds untouched this long are swept */
-    int ready;              /* base images were prepared once */
-    int preparing;          /* a preparation job is out */
-    int sweeping;           /* a sweep job is out */
-    int64_t next_check_ms;  /* monotonic ms of the next catalog check */
-    char not_ready[768];    /* last failure, logged once per reason; "" when fine */
+    stage_t *stage;           /* StageImage requests and their builds */
+    int64_t max_seed_bytes;   /* largest ISO sent in a reply */
+    char seeds_dir[PATH_MAX]; /* where seeds are kept as <vm>.iso (GetSeed reads them) */
+    int64_t seed_keep_ms;     /* seeds untouched this long are swept */
+    int ready;                /* base images were prepared once */
+    int preparing;            /* a preparation job is out */
+    int sweeping;             /* a sweep job is out */
+    int64_t next_check_ms;    /* monotonic ms of the next catalog check */
+    char not_ready[768];      /* last failure, logged once per reason; "" when fine */
 } stager_t;
 
 /* ---- base images ---- */
@@ -194,6 +195,37 @@ static int s_on_work(service_t *service, void *arg)
     return 0;
 }
 
+/* The seed StageImage built for a VM, with its digest: agents fetch seeds by reference.
+   One file read of a few hundred KB, on the loop (StageImage built it moments before). */
+static void s_on_get_seed(bus_request_t *request, void *arg)
+{
+    stager_t *self = arg;
+    Berth__GetSeed *req = bus_request_body(request, &berth__get_seed__descriptor);
+    if (!req || !util_is_uuid(req->vm)) {
+        bus_reply_error(request, "BAD_REQUEST", "GetSeed needs a VM id (UUID)");
+        return;
+    }
+    char path[PATH_MAX + 64];
+    snprintf(path, sizeof path, "%s/%s.iso", self->seeds_dir, req->vm);
+    uint8_t *iso = NULL;
+    size_t size = 0;
+    if (files_read(path, (size_t)self->max_seed_bytes, &iso, &size) != 0) {
+        bus_reply_error(request, errno == ENOENT ? "NOT_FOUND" : "INTERNAL",
+                        errno == ENOENT ? "no seed staged for this VM" : strerror(errno));
+        return;
+    }
+    uint8_t digest[crypto_hash_sha256_BYTES];
+    char sha[65];
+    crypto_hash_sha256(digest, iso, (unsigned long long)size);
+    sodium_bin2hex(sha, sizeof sha, digest, sizeof digest);
+    Berth__Seed reply = BERTH__SEED__INIT;
+    reply.iso.data = iso;
+    reply.iso.len = size;
+    reply.sha256 = sha;
+    bus_reply(request, &reply.base);
+    free(iso);
+}
+
 /* <data_dir>/<sub> unless the key is set. */
 static int s_dir(config_t *c, const char *key, const char *sub, char *out, size_t size)
 {
@@ -291,7 +323,9 @@ int main(int argc, char **argv)
     service_reader(service, work_socket(self.work), s_on_work, &self);
     s_prepare(service, &self);
     service_every(service, 1000, s_prepare, &self);
+    util_strlcpy(self.seeds_dir, seeds_dir, sizeof self.seeds_dir);
     service_on(service, "ListImages", s_on_list_images, &self);
+    service_on(service, "GetSeed", s_on_get_seed, &self);
     service_on(service, "StageImage", s_on_stage_image, &self);
     service_every(service, (int)sweep_ms, s_sweep, &self);
     rc = service_run(service);

@@ -11,6 +11,7 @@
 #include "util.h"
 
 #include <errno.h>
+#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -61,6 +62,7 @@ typedef struct {
     char *path;
     uint8_t *iso;
     size_t size;
+    char sha256[65]; /* hex SHA-256 of iso (agents fetch seeds by reference and check it) */
 } s_stage_t;
 
 static void s_stage_free(s_stage_t **job_p)
@@ -98,6 +100,11 @@ static void s_stage_run(void *arg)
                  strerror(errno));
         job->rc = -1;
     }
+    if (job->rc == 0) {
+        uint8_t digest[crypto_hash_sha256_BYTES];
+        crypto_hash_sha256(digest, job->iso, (unsigned long long)job->size);
+        sodium_bin2hex(job->sha256, sizeof job->sha256, digest, sizeof digest);
+    }
 }
 
 /* Answer one request with the build's outcome. */
@@ -113,9 +120,14 @@ static void s_stage_answer(s_stage_t *job, bus_request_t *kept)
         bus_reply_error(kept, "INTERNAL", job->error);
     } else {
         Berth__StagedImage reply = BERTH__STAGED_IMAGE__INIT;
+        const Berth__StageImage *req = bus_request_body(kept, &berth__stage_image__descriptor);
         reply.image = job->image;
-        reply.seed_iso.data = job->iso;
-        reply.seed_iso.len = job->size;
+        reply.seed_sha256 = job->sha256;
+        reply.seed_bytes = (int64_t)job->size;
+        if (!req || !req->seed_by_reference) { /* by reference: the agent fetches it (GetSeed) */
+            reply.seed_iso.data = job->iso;
+            reply.seed_iso.len = job->size;
+        }
         log_info(rid, "staged", "{s:s, s:s, s:s, s:s, s:I}", "vm", job->vm, "name", job->name,
                  "image", job->image->name, "seed", job->path, "seed_bytes", (json_int_t)job->size);
         bus_reply(kept, &reply.base);

@@ -1,63 +1,43 @@
-/*  agents: heartbeats, work polls and the command queue of each host.
+/*  agents: taskmgr's side of the host agents: heartbeats, parked work polls, commands out,
+    results in.
 
-    A command is a hash berth:cmd:<id> (payload = the packed AgentCommand) plus a member of
-    berth:host-cmds:<host>. A poll first records the results it carries (only a PENDING
-    command of that host can be completed, so a late duplicate changes nothing), then hands
-    out what is queued and not delivered recently. Delivery is at least once; the agent
-    answers a repeated command id from its cache. */
+    The protocol. An agent keeps one AgentWork poll parked at every taskmgr instance (one
+    connection per instance). A poll is answered at once when commands for its host are
+    waiting here, else kept (bus_request_defer) and answered the moment a command for that
+    host is pushed on this instance, or empty after its wait_ms. A newer poll from the same
+    host supersedes a parked one (the old one is answered empty). Only the instance holding
+    a task sends its commands, so they live here in memory (the outbox of each host), never
+    in Redis: a command is a reference and small arguments, and the task records its id.
+    The agent sends each result as soon as the command finishes, on the connection that
+    delivered the command, in a new AgentWork; the result is handed to the task engine,
+    which writes the task that records it before the poll is answered (acknowledged). A
+    command handed out stays in the outbox, not handed out again, until its result arrives
+    or the engine cancels it; the engine pushes it again when no result came for
+    command_redeliver_ms (or when a new holder takes the task over), and the agent answers a
+    repeated id from its cache. */
 #include "agents.h"
 
-#define CMD_TTL_S         (7 * 24 * 3600) /* a command record outlives any task that waits for it */
-#define POLL_MAX_COMMANDS 8               /* commands handed out per poll */
+#define POLL_MAX_COMMANDS 8 /* commands handed out per poll answer */
+
+typedef struct {
+    Berth__AgentCommand *cmd; /* owned copy */
+    int delivered;            /* handed out in a poll answer */
+} s_out_t;
+
+typedef struct {
+    bus_request_t *request; /* the kept poll */
+    int64_t until;          /* monotonic ms to answer it empty */
+} s_park_t;
 
 struct _agents_t {
     service_t *service;
-    int redeliver_ms; /* hand a command out again after this long without a result */
-};
-
-/* KEYS: host-cmds zset. ARGV: host, now, redeliver_ms, max. Returns payloads. */
-static store_script_t s_fetch = {
-    .source = "local out = {}\n"
-              "for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, 63)) do\n"
-              "  if #out >= tonumber(ARGV[4]) then break end\n"
-              "  local key = 'berth:cmd:' .. id\n"
-              "  local c = redis.call('HMGET', key, 'host', 'state', 'delivered_ms', 'payload')\n"
-              "  if c[1] ~= ARGV[1] or c[2] ~= 'PENDING' or not c[4] then\n"
-              "    redis.call('ZREM', KEYS[1], id)\n"
-              "  elseif tonumber(c[3] or '0') + tonumber(ARGV[3]) <= tonumber(ARGV[2]) then\n"
-              "    redis.call('HSET', key, 'delivered_ms', ARGV[2])\n"
-              "    out[#out + 1] = c[4]\n"
-              "  end\n"
-              "end\n"
-              "return out\n",
-};
-
-/* KEYS: cmd hash, host-cmds zset. ARGV: host, state, error, power, detail, now. */
-static store_script_t s_result = {
-    .source =
-        "local c = redis.call('HMGET', KEYS[1], 'host', 'state')\n"
-        "if c[1] ~= ARGV[1] or c[2] ~= 'PENDING' then return 0 end\n"
-        "redis.call('HSET', KEYS[1], 'state', ARGV[2], 'error', ARGV[3], 'power_state', ARGV[4],\n"
-        "  'detail', ARGV[5], 'finished_ms', ARGV[6])\n"
-        "redis.call('ZREM', KEYS[2], string.sub(KEYS[1], 11))\n"
-        "return 1\n",
-};
-
-/* A heartbeat in one step: the host's hash and its place in the set of hosts, then the
-   power states onto the VMs placed on that host (only changes are written).
-   KEYS: host hash, hosts set. ARGV: host id, n, n field/value pairs, then name/state pairs. */
-static store_script_t s_beat = {
-    .source = "local n = tonumber(ARGV[2])\n"
-              "redis.call('HSET', KEYS[1], unpack(ARGV, 3, 2 + 2 * n))\n"
-              "redis.call('SADD', KEYS[2], ARGV[1])\n"
-              "for i = 3 + 2 * n, #ARGV, 2 do\n"
-              "  local key = 'berth:vm:{' .. ARGV[i] .. '}'\n"
-              "  local v = redis.call('HMGET', key, 'host', 'power_state')\n"
-              "  if v[1] == ARGV[1] and v[2] ~= ARGV[i + 1] then\n"
-              "    redis.call('HSET', key, 'power_state', ARGV[i + 1])\n"
-              "  end\n"
-              "end\n"
-              "return 1\n",
+    zhashx_t *parked; /* host -> s_park_t */
+    zhashx_t *outbox; /* host -> zlistx_t of s_out_t */
+    agents_result_fn *on_result;
+    void *on_result_arg;
+    int max_wait_ms;      /* longest a poll is parked */
+    size_t max_host_cmds; /* commands waiting per host */
+    int outbox_full;      /* warned once */
 };
 
 static int s_valid_id(const char *s, size_t max)
@@ -66,6 +46,83 @@ static int s_valid_id(const char *s, size_t max)
     return len > 0 && len <= max &&
            strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
                      "0123456789-_.") == len;
+}
+
+static void s_out_free(void **item)
+{
+    s_out_t *o = *item;
+    if (o) {
+        if (o->cmd)
+            berth__agent_command__free_unpacked(o->cmd, NULL);
+        free(o);
+        *item = NULL;
+    }
+}
+
+static void s_list_free(void **item)
+{
+    zlistx_t *list = *item;
+    zlistx_destroy(&list);
+    *item = NULL;
+}
+
+static void s_park_free(void **item)
+{
+    s_park_t *p = *item;
+    if (p) {
+        bus_request_destroy(&p->request);
+        free(p);
+        *item = NULL;
+    }
+}
+
+/* ---- heartbeats --------------------------------------------------------------------------- */
+
+/* A heartbeat in one step: the host's hash and its place in the set of hosts; then, for the
+   VMs placed on that host whose power state differs from the report, their id and version
+   (VMs a task is building or disposing are the task's to write).
+   KEYS: host hash, hosts set. ARGV: host id, n, n field/value pairs, then name/state pairs.
+   Returns id, version, power_state triples of the VMs to update. */
+static store_script_t s_beat = {
+    .source = "local n = tonumber(ARGV[2])\n"
+              "redis.call('HSET', KEYS[1], unpack(ARGV, 3, 2 + 2 * n))\n"
+              "redis.call('SADD', KEYS[2], ARGV[1])\n"
+              "local out = {}\n"
+              "for i = 3 + 2 * n, #ARGV, 2 do\n"
+              "  local key = 'berth:vm:{' .. ARGV[i] .. '}'\n"
+              "  local v = redis.call('HMGET', key, 'host', 'power_state', 'state', 'version')\n"
+              "  if v[1] == ARGV[1] and v[2] ~= ARGV[i + 1] and v[3] == 'ACTIVE' then\n"
+              "    out[#out + 1] = ARGV[i]\n"
+              "    out[#out + 1] = v[4] or '0'\n"
+              "    out[#out + 1] = ARGV[i + 1]\n"
+              "  end\n"
+              "end\n"
+              "return out\n",
+};
+
+/* A power state change seen by a heartbeat, as a transaction: version bump and a vm.power
+   event, refused when the VM changed since the heartbeat read it (the next beat retries). */
+static void s_power_change(store_t *store, const char *vm, const char *version, const char *power)
+{
+    int64_t v = 0;
+    if (util_parse_int(version, 0, INT64_MAX - 1, &v) != 0)
+        return;
+    model_tx_t *tx = model_tx_new();
+    if (!tx)
+        return;
+    char key[MODEL_KEY_MAX], next[24], at[24];
+    model_key(key, sizeof key, "vm", vm);
+    snprintf(next, sizeof next, "%lld", (long long)v + 1);
+    snprintf(at, sizeof at, "%lld", (long long)util_now_ms());
+    model_tx_check_version(tx, key, v);
+    model_tx_hset(tx, key, "power_state", power);
+    model_tx_hset(tx, key, "version", next);
+    model_tx_hset(tx, key, "updated_ms", at);
+    model_tx_event(tx, "vm.power", "key", key, "vm", vm, "power_state", power, "version", next,
+                   "at_ms", at, NULL);
+    if (model_tx_commit(tx, store, NULL) == 0)
+        log_debug(NULL, "power state changed", "{s:s, s:s}", "vm", vm, "power_state", power);
+    model_tx_destroy(&tx);
 }
 
 /* The agent's heartbeat: registry entry for the agent, host hash for placement, the
@@ -142,7 +199,13 @@ static void s_on_heartbeat(bus_request_t *request, void *arg)
         }
     }
     redisReply *r = argv ? store_eval(store, &s_beat, 2, argc, argv) : NULL;
-    int ok = r && r->type != REDIS_REPLY_ERROR;
+    int ok = r && r->type == REDIS_REPLY_ARRAY;
+    for (size_t i = 0; ok && i + 2 < r->elements; i += 3)
+        if (r->element[i]->type == REDIS_REPLY_STRING &&
+            r->element[i + 1]->type == REDIS_REPLY_STRING &&
+            r->element[i + 2]->type == REDIS_REPLY_STRING)
+            s_power_change(store, r->element[i]->str, r->element[i + 1]->str,
+                           r->element[i + 2]->str);
     if (r)
         freeReplyObject(r);
     free(domains_text);
@@ -156,149 +219,167 @@ static void s_on_heartbeat(bus_request_t *request, void *arg)
     bus_reply(request, &reply.base);
 }
 
+/* ---- work polls --------------------------------------------------------------------------- */
+
+/* Answer request with the commands of host not handed out yet (marking them handed out). */
+static void s_answer(agents_t *self, bus_request_t *request, const char *host)
+{
+    Berth__AgentWorkReply reply = BERTH__AGENT_WORK_REPLY__INIT;
+    Berth__AgentCommand *cmds[POLL_MAX_COMMANDS];
+    zlistx_t *list = zhashx_lookup(self->outbox, host);
+    for (s_out_t *o = list ? zlistx_first(list) : NULL; o && reply.n_commands < POLL_MAX_COMMANDS;
+         o = zlistx_next(list))
+        if (!o->delivered) {
+            o->delivered = 1;
+            cmds[reply.n_commands++] = o->cmd;
+        }
+    reply.commands = cmds;
+    bus_reply(request, &reply.base);
+}
+
+static int s_has_due(agents_t *self, const char *host)
+{
+    zlistx_t *list = zhashx_lookup(self->outbox, host);
+    for (s_out_t *o = list ? zlistx_first(list) : NULL; o; o = zlistx_next(list))
+        if (!o->delivered)
+            return 1;
+    return 0;
+}
+
+/* Drop command id from host's outbox (any host when host is NULL). */
+static void s_drop(agents_t *self, const char *host, const char *id)
+{
+    for (zlistx_t *list = zhashx_first(self->outbox); list; list = zhashx_next(self->outbox)) {
+        if (host && strcmp(zhashx_cursor(self->outbox), host) != 0)
+            continue;
+        for (s_out_t *o = zlistx_first(list); o; o = zlistx_next(list))
+            if (strcmp(o->cmd->id, id) == 0) {
+                zlistx_delete(list, zlistx_cursor(list));
+                return;
+            }
+    }
+}
+
 static void s_on_work(bus_request_t *request, void *arg)
 {
     agents_t *self = arg;
     Berth__AgentWork *work = bus_request_body(request, &berth__agent_work__descriptor);
-    if (!work || !s_valid_id(work->host, 64) || work->n_results > 1024) {
+    if (!work || !s_valid_id(work->host, 64) || work->n_results > 1024 || work->wait_ms < 0) {
         bus_reply_error(request, "BAD_REQUEST", "work poll needs a valid host id");
         return;
     }
-    store_t *store = service_store(self->service);
-    char queue[MODEL_KEY_MAX], now[24], redeliver[24];
-    snprintf(queue, sizeof queue, "berth:host-cmds:%s", work->host);
-    snprintf(now, sizeof now, "%lld", (long long)util_now_ms());
-    snprintf(redeliver, sizeof redeliver, "%d", self->redeliver_ms);
+    /* This poll supersedes the one parked for the same host: that one is answered empty
+       first, so what the results below set going is handed out in the answer to this one. */
+    s_park_t *old = zhashx_lookup(self->parked, work->host);
+    if (old) {
+        Berth__AgentWorkReply empty = BERTH__AGENT_WORK_REPLY__INIT;
+        bus_reply(old->request, &empty.base);
+        zhashx_delete(self->parked, work->host);
+    }
+    /* Results: each is recorded by its task before this poll is answered. */
     for (size_t i = 0; i < work->n_results; i++) {
         Berth__AgentResult *res = work->results[i];
         if (!s_valid_id(res->command, 64))
             continue;
-        char key[MODEL_KEY_MAX];
-        snprintf(key, sizeof key, "berth:cmd:%s", res->command);
-        const char *argv[] = { key,         queue,
-                               work->host,  res->ok ? "DONE" : "FAILED",
-                               res->error,  res->power_state,
-                               res->detail, now };
-        redisReply *r = store_eval(store, &s_result, 2, 8, argv);
-        if (!r) {
+        s_drop(self, work->host, res->command);
+        if (self->on_result && self->on_result(self->on_result_arg, work->host, res) != 0) {
             bus_reply_error(request, "UNAVAILABLE", "state store unreachable");
             return;
         }
-        freeReplyObject(r);
     }
-    const char *argv[] = { queue, work->host, now, redeliver, "8" };
-    redisReply *r = store_eval(store, &s_fetch, 1, 5, argv);
-    if (!r || r->type != REDIS_REPLY_ARRAY) {
-        if (r)
-            freeReplyObject(r);
-        bus_reply_error(request, "UNAVAILABLE", "state store unreachable");
+    if (work->wait_ms == 0 || s_has_due(self, work->host)) {
+        s_answer(self, request, work->host);
         return;
     }
-    Berth__AgentWorkReply reply = BERTH__AGENT_WORK_REPLY__INIT;
-    Berth__AgentCommand *cmds[POLL_MAX_COMMANDS];
-    for (size_t i = 0; i < r->elements && reply.n_commands < POLL_MAX_COMMANDS; i++) {
-        redisReply *e = r->element[i];
-        Berth__AgentCommand *c =
-            e->type == REDIS_REPLY_STRING
-                ? berth__agent_command__unpack(NULL, e->len, (const uint8_t *)e->str)
-                : NULL;
-        if (c)
-            cmds[reply.n_commands++] = c;
+    s_park_t *park = calloc(1, sizeof *park);
+    bus_request_t *kept = park ? bus_request_defer(request) : NULL;
+    if (!kept) {
+        free(park);
+        s_answer(self, request, work->host); /* out of memory: answer now, the agent asks again */
+        return;
     }
-    freeReplyObject(r);
-    reply.commands = cmds;
-    bus_reply(request, &reply.base);
-    for (size_t i = 0; i < reply.n_commands; i++)
-        berth__agent_command__free_unpacked(cmds[i], NULL);
+    int wait = work->wait_ms < self->max_wait_ms ? work->wait_ms : self->max_wait_ms;
+    park->request = kept;
+    park->until = util_mono_ms() + wait;
+    zhashx_update(self->parked, work->host, park);
 }
 
-agents_t *agents_new(service_t *service)
+/* Answer the polls parked past their wait, empty. */
+static int s_sweep(service_t *service, void *arg)
 {
-    agents_t *self = calloc(1, sizeof *self);
-    if (!self)
-        return NULL;
-    self->service = service;
-    int64_t redeliver = 15000;
-    config_int(service_config(service), "command_redeliver_ms", 100, 3600000, &redeliver);
-    self->redeliver_ms = (int)redeliver;
-    service_on(service, "AgentHeartbeat", s_on_heartbeat, self);
-    service_on(service, "AgentWork", s_on_work, self);
-    return self;
-}
-
-void agents_destroy(agents_t **self_p)
-{
-    if (self_p && *self_p) {
-        free(*self_p);
-        *self_p = NULL;
+    (void)service;
+    agents_t *self = arg;
+    int64_t now = util_mono_ms();
+    zlistx_t *hosts = zhashx_keys(self->parked);
+    for (char *host = zlistx_first(hosts); host; host = zlistx_next(hosts)) {
+        s_park_t *p = zhashx_lookup(self->parked, host);
+        if (p && p->until <= now) {
+            Berth__AgentWorkReply empty = BERTH__AGENT_WORK_REPLY__INIT;
+            bus_reply(p->request, &empty.base);
+            zhashx_delete(self->parked, host);
+        }
     }
+    zlistx_destroy(&hosts);
+    return 0;
 }
 
-int agents_prepare(store_t *store, const char *host, Berth__AgentCommand *cmd,
-                   char id_out[UTIL_ID_LEN])
+/* ---- the engine's side -------------------------------------------------------------------- */
+
+int agents_push(agents_t *self, const char *host, const Berth__AgentCommand *cmd)
 {
-    char id[UTIL_ID_LEN];
-    util_uuid(id);
-    cmd->id = id;
     size_t len = berth__agent_command__get_packed_size(cmd);
-    uint8_t *payload = malloc(len ? len : 1);
-    if (!payload)
+    uint8_t *buf = malloc(len ? len : 1);
+    if (!buf)
         return -1;
-    berth__agent_command__pack(cmd, payload);
-    char key[MODEL_KEY_MAX], created[24];
-    snprintf(key, sizeof key, "berth:cmd:%s", id);
-    snprintf(created, sizeof created, "%lld", (long long)util_now_ms());
-    const char *argv[] = {
-        "HSET",       key,     "id",           id,      "host",    host,
-        "op",         cmd->op, "vm",           cmd->vm, "state",   "PENDING",
-        "created_ms", created, "delivered_ms", "0",     "payload", (const char *)payload
-    };
-    enum { ARGC = sizeof argv / sizeof *argv };
-    size_t lens[ARGC];
-    for (int i = 0; i < ARGC - 1; i++)
-        lens[i] = strlen(argv[i]);
-    lens[ARGC - 1] = len; /* the payload is binary */
-    redisReply *r = store_commandv(store, ARGC, argv, lens);
-    free(payload);
-    cmd->id = NULL;
-    int ok = r && r->type != REDIS_REPLY_ERROR;
-    if (r)
-        freeReplyObject(r);
-    r = ok ? store_command(store, "EXPIRE %s %d", key, CMD_TTL_S) : NULL;
-    if (r)
-        freeReplyObject(r);
-    if (!ok)
-        return -1;
-    memcpy(id_out, id, UTIL_ID_LEN);
-    return 0;
-}
-
-void agents_queue(model_tx_t *tx, const char *host, const char *id)
-{
-    char queue[MODEL_KEY_MAX];
-    snprintf(queue, sizeof queue, "berth:host-cmds:%s", host);
-    model_tx_zadd(tx, queue, util_now_ms(), id);
-}
-
-static void s_copy(char *dst, size_t size, const redisReply *r)
-{
-    util_strlcpy(dst, r && r->type == REDIS_REPLY_STRING ? r->str : "", size);
-}
-
-int agents_result(store_t *store, const char *id, char *state, size_t state_size, char *error,
-                  size_t error_size, char *power, size_t power_size)
-{
-    redisReply *r = store_command(store, "HMGET berth:cmd:%s state error power_state", id);
-    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 3) {
-        if (r)
-            freeReplyObject(r);
+    berth__agent_command__pack(cmd, buf);
+    Berth__AgentCommand *copy = berth__agent_command__unpack(NULL, len, buf);
+    free(buf);
+    s_out_t *o = copy ? calloc(1, sizeof *o) : NULL;
+    if (!o) {
+        if (copy)
+            berth__agent_command__free_unpacked(copy, NULL);
         return -1;
     }
-    s_copy(state, state_size, r->element[0]);
-    s_copy(error, error_size, r->element[1]);
-    s_copy(power, power_size, r->element[2]);
-    freeReplyObject(r);
+    o->cmd = copy;
+    s_drop(self, NULL, cmd->id); /* pushed again: replaces the one handed out */
+    zlistx_t *list = zhashx_lookup(self->outbox, host);
+    if (!list) {
+        list = zlistx_new();
+        if (!list) {
+            void *item = o;
+            s_out_free(&item);
+            return -1;
+        }
+        zlistx_set_destructor(list, s_out_free);
+        zhashx_insert(self->outbox, host, list);
+    }
+    if (zlistx_size(list) >= self->max_host_cmds) {
+        if (!self->outbox_full)
+            log_warn(NULL, "too many commands waiting for one host: dropping the oldest",
+                     "{s:s, s:i}", "host", host, "max_host_commands", (int)self->max_host_cmds);
+        self->outbox_full = 1;
+        zlistx_first(list);
+        zlistx_delete(list, zlistx_cursor(list));
+    }
+    zlistx_add_end(list, o);
+    s_park_t *park = zhashx_lookup(self->parked, host);
+    if (park) {
+        s_answer(self, park->request, host);
+        zhashx_delete(self->parked, host);
+    }
     return 0;
+}
+
+void agents_cancel(agents_t *self, const char *id)
+{
+    if (id && *id)
+        s_drop(self, NULL, id);
+}
+
+void agents_on_result(agents_t *self, agents_result_fn *fn, void *arg)
+{
+    self->on_result = fn;
+    self->on_result_arg = arg;
 }
 
 int agents_power(store_t *store, const char *host, const char *vm, char *power, size_t size)
@@ -320,4 +401,50 @@ int agents_power(store_t *store, const char *host, const char *vm, char *power, 
     }
     json_decref(domains);
     return 0;
+}
+
+/* ---- construction ------------------------------------------------------------------------- */
+
+void agents_declare(config_t *c)
+{
+    config_declare(c, "max_poll_wait_ms", "30000", 0);
+    config_declare(c, "max_host_commands", "1024", 0);
+}
+
+agents_t *agents_new(service_t *service)
+{
+    config_t *c = service_config(service);
+    int64_t wait, cmds;
+    if (config_int(c, "max_poll_wait_ms", 100, 600000, &wait) ||
+        config_int(c, "max_host_commands", 1, 1000000, &cmds))
+        return NULL;
+    agents_t *self = calloc(1, sizeof *self);
+    if (!self)
+        return NULL;
+    self->service = service;
+    self->max_wait_ms = (int)wait;
+    self->max_host_cmds = (size_t)cmds;
+    self->parked = zhashx_new();
+    self->outbox = zhashx_new();
+    if (!self->parked || !self->outbox) {
+        agents_destroy(&self);
+        return NULL;
+    }
+    zhashx_set_destructor(self->parked, s_park_free);
+    zhashx_set_destructor(self->outbox, s_list_free);
+    service_on(service, "AgentHeartbeat", s_on_heartbeat, self);
+    service_on(service, "AgentWork", s_on_work, self);
+    service_every(service, 250, s_sweep, self);
+    return self;
+}
+
+void agents_destroy(agents_t **self_p)
+{
+    if (self_p && *self_p) {
+        agents_t *self = *self_p;
+        zhashx_destroy(&self->parked);
+        zhashx_destroy(&self->outbox);
+        free(self);
+        *self_p = NULL;
+    }
 }

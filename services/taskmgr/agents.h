@@ -1,7 +1,8 @@
 /*  agents: taskmgr's side of the host agents. Agents connect out to taskmgr; their heartbeats
-    keep the host record and the VMs' power states current, and their work polls carry
-    command results in and pending commands out. Commands live in Redis (berth:cmd:<id>,
-    queued per host), so any taskmgr instance can hand them out or take their results. */
+    keep the host record and the VMs' power states current; each keeps a work poll parked
+    here, answered the moment the task engine pushes a command for its host, and sends each
+    result back at once in a new poll. Commands live in memory on the instance holding the
+    task (their ids in the task), never in Redis. */
 #ifndef BERTH_TASKMGR_AGENTS_H
 #define BERTH_TASKMGR_AGENTS_H
 
@@ -10,24 +11,27 @@
 
 typedef struct _agents_t agents_t;
 
-/* Registers the AgentHeartbeat and AgentWork handlers on service. */
+/* A result from host for one of its commands. Must record it (durably) before returning 0;
+   -1 leaves the result unacknowledged, so the agent sends it again. */
+typedef int(agents_result_fn)(void *arg, const char *host, const Berth__AgentResult *result);
+
+/* Declares the agent protocol settings; call before service_start(). */
+void agents_declare(config_t *config);
+
+/* Registers the AgentHeartbeat and AgentWork handlers on service. NULL on bad settings. */
 agents_t *agents_new(service_t *service);
 void agents_destroy(agents_t **self_p);
 
-/* Store cmd for host (its id is assigned here and written into id_out) without queueing
-   it; 0 or -1 (Redis). The caller queues it with agents_queue() in the same transaction that
-   records the id on its task, so a command is never queued for a task that does not know it. */
-int agents_prepare(store_t *store, const char *host, Berth__AgentCommand *cmd,
-                   char id_out[UTIL_ID_LEN]);
+/* Where results go (the task engine). */
+void agents_on_result(agents_t *self, agents_result_fn *fn, void *arg);
 
-/* Add the queueing of a prepared command to tx. A queued command is handed out at each poll
-   of its host until its result arrives, again when delivered more than redeliver_ms ago. */
-void agents_queue(model_tx_t *tx, const char *host, const char *id);
+/* Hand cmd (copied; its id set by the caller) to host: at once over the poll the host has
+   parked here, else in the answer to its next poll. Pushing an id again replaces the
+   earlier copy and hands it out again. 0, or -1 when out of memory. */
+int agents_push(agents_t *self, const char *host, const Berth__AgentCommand *cmd);
 
-/* State of a queued command: "PENDING", "DONE", "FAILED" or "" (unknown); error and
-   power_state of its result copied into the buffers. -1 when Redis failed. */
-int agents_result(store_t *store, const char *id, char *state, size_t state_size, char *error,
-                  size_t error_size, char *power, size_t power_size);
+/* Forget command id (its result came, or its task no longer waits for it). */
+void agents_cancel(agents_t *self, const char *id);
 
 /* Power state the host's last heartbeat reported for domain vm ("" if not reported). */
 int agents_power(store_t *store, const char *host, const char *vm, char *power, size_t size);

@@ -1,21 +1,35 @@
 /*  tasks: the engine that runs provisioning and disposal.
 
-    Holding. Tasks that need a holder sit in berth:tasks:due scored by when they become due
-    (0 for a new task; a held task's score is its lease end). Every tick an instance takes
-    what is due (a Lua step that bumps the task's epoch and names itself holder), then
-    advances each task it holds by one stage at most. Every write of a task checks holder and
-    epoch in the same atomic step, so an instance that stalled past its lease and was
-    replaced can no longer change anything: its write fails and it lets the task go.
+    Typed. The engine works on the task and the VM as protobuf messages (Berth__Task,
+    Berth__Vm), loaded when a task is taken and written back whole through model_tx, guarded
+    by holder and epoch. Each task kind is a table of stages (s_kinds): name, percent, the
+    agent command the stage sends, the stage that undoes it, and its class (light or heavy,
+    for throttling to come).
 
-    Stages. A task kind is a table of stages; a stage function answers DONE (next stage),
-    WAIT (ask again next tick), or FAIL. Nothing here blocks the loop: a stage that asks the
-    scheduler or the stager sends its call and waits; the answer comes back on the loop and
-    steps the task at once. Stages that talk to a host send one idempotent agent command and
-    wait for its result, recorded in the task as `command`, so a new holder waits for the
-    same command instead of sending another. A failed provisioning runs the rollback
-    table (remove what the host built, release the claim) and, if the failure was the host's,
-    tries again on another host, at most max_attempts hosts in all; then the VM ends in ERROR
-    with the fault. */
+    Event-driven. Nothing waits for a tick. A stage starts the moment the previous one's
+    answer arrives: a bus reply (scheduler, stager) comes back on the loop and steps its task
+    at once (s_on_reply); an agent's result arrives through agents.c and steps its task
+    before the result is acknowledged (tasks_on_result: the task write that records the
+    result happens first). A stage that is done opens the next and runs it in the same
+    step, so each stage costs one task write. New tasks wake the engine without polling:
+    whoever queues a task adds its id to berth:tasks:wake in the same atomic step, and a
+    thread with its own Redis connection blocks on that set (BZPOPMIN) and pokes the loop.
+
+    Timers. What still waits for time (a retry, a lease to renew, a command to hand out
+    again, a stage deadline, another instance's lease running out) is a due time: held tasks
+    keep theirs in memory, tasks not held here are scored in berth:tasks:due (0 for a new
+    task, a held task's lease end otherwise). One zloop timer is armed at the earliest of
+    them; a wake lost on the way (an instance killed between pop and take) is repaired by
+    reading the due set again at least every due_check_ms.
+
+    Holding. Taking a task (a Lua step) bumps its epoch and names this instance holder; every
+    write checks both, so an instance that stalled past its lease and was replaced can no
+    longer change anything: its write fails and it lets the task go. The agent command in
+    flight is recorded in the task (its id) before it is sent; a new holder sends the same
+    id again and the agent answers it from its cache. A failed provisioning runs the
+    rollback table (remove what the host built, release the claim) and, if the failure was
+    the host's, tries again on another host, at most max_attempts hosts; then the VM ends in
+    ERROR with the fault. */
 #include "tasks.h"
 #include "agents.h"
 #include "model.h"
@@ -23,67 +37,65 @@
 #include <assert.h>
 #include <stdarg.h>
 
+#define S_DUE  "berth:tasks:due"
+#define S_WAKE "berth:tasks:wake"
+
 typedef enum { S_DONE, S_WAIT, S_FAIL } s_rc_t;
+typedef enum { S_LIGHT, S_HEAVY } s_class_t;
 
 typedef struct {
     char id[UTIL_ID_LEN];
     int64_t epoch;
-    json_t *task;               /* the task as this instance last wrote it */
-    json_t *vm;                 /* the VM, loaded when the task is taken */
+    Berth__Task *task;          /* the task as this instance last wrote it */
+    Berth__Vm *vm;              /* the VM, loaded when the task is taken (NULL: gone) */
     Berth__StagedImage *staged; /* the stager's answer, kept for the host stages */
+    int vm_dirty;               /* vm changed since the last write */
+    int dirty;                  /* task changed since the last write */
     int64_t stage_since;        /* monotonic ms the current stage began here */
-    int64_t next_try;           /* monotonic ms before which a waiting stage is not retried */
+    int64_t next_try;           /* monotonic ms to run the stage again (0: on an event only) */
+    int64_t sent_at;            /* monotonic ms the command in flight was last handed out */
     char result[512];           /* what the last stage did, or why it failed */
-    int lost;                   /* a write was refused: the task is no longer ours */
+    int lost;                   /* 1: a write was refused (not ours); 2: Redis failed */
     char call[UTIL_ID_LEN];     /* id of the bus call in flight ("" when none) */
     Berth__Envelope *reply;     /* its answer, once it came */
     int call_timed_out;         /* ...or that none came before its deadline */
+    Berth__AgentResult *done;   /* the agent's result for task->command, once it came */
 } s_held_t;
 
 struct _tasks_t {
     service_t *service;
     store_t *store;
     bus_client_t *bus;
+    agents_t *agents;       /* the hosts' connections: commands go out through it */
     zhashx_t *held;         /* task id -> s_held_t */
+    zactor_t *waker;        /* blocks on berth:tasks:wake, pokes the loop */
+    int timer_id;           /* the one armed timer (0: none) */
+    int64_t timer_at;       /* its monotonic due time */
+    int64_t next_due;       /* monotonic ms of the earliest berth:tasks:due entry (0: none) */
+    int more_due;           /* the last take was limited by max_held: take again when room */
     int lease_ms;           /* a holder's lease; renewed while it works */
     int max_held;           /* tasks one instance runs at once */
     int call_timeout_ms;    /* bus calls to scheduler and stager */
     int command_timeout_ms; /* an agent command without result fails after this */
     int ready_timeout_ms;   /* a started VM must be reported RUNNING within this */
+    int redeliver_ms;       /* a command without result is handed out again after this */
+    int due_check_ms;       /* longest sleep without reading the due set */
     int max_attempts;       /* hosts a provisioning tries before it fails */
 };
 
-typedef s_rc_t(s_stage_fn)(tasks_t *self, s_held_t *h);
+typedef struct _s_stage s_stage_t;
+typedef s_rc_t(s_stage_fn)(tasks_t *self, s_held_t *h, const s_stage_t *stage);
 
-typedef struct {
+/* One row of a task kind's table. */
+struct _s_stage {
     const char *name;
-    int percent; /* progress once this stage is running */
-    s_stage_fn *fn;
-    int on_host; /* a failure here is the host's: worth trying another */
-} s_stage_t;
-
-/* ---- small JSON accessors ----------------------------------------------------------------- */
-
-static const char *s_str(json_t *obj, const char *key)
-{
-    const char *v = json_string_value(json_object_get(obj, key));
-    return v ? v : "";
-}
-
-static int64_t s_int(json_t *obj, const char *key)
-{
-    return json_integer_value(json_object_get(obj, key));
-}
-
-static void s_set_str(json_t *obj, const char *key, const char *value)
-{
-    json_object_set_new(obj, key, json_string(value ? value : ""));
-}
-
-static void s_set_int(json_t *obj, const char *key, int64_t value)
-{
-    json_object_set_new(obj, key, json_integer(value));
-}
+    int percent;      /* progress once this stage is running */
+    s_stage_fn *fn;   /* runs the stage: DONE, WAIT (for an event or a due time), FAIL */
+    const char *op;   /* agent command the stage sends (NULL: none) */
+    const char *undo; /* rollback stage that undoes it (NULL: nothing to undo) */
+    s_class_t klass;  /* light or heavy (throttling to come) */
+    int on_host;      /* a failure here is the host's: worth trying another */
+};
 
 static void s_result(s_held_t *h, const char *format, ...) __attribute__((format(printf, 2, 3)));
 static void s_result(s_held_t *h, const char *format, ...)
@@ -94,113 +106,174 @@ static void s_result(s_held_t *h, const char *format, ...)
     va_end(ap);
 }
 
+/* Replace a string field of an unpacked message (protobuf-c frees it with the message). */
+static void s_set(char **field, const char *value)
+{
+    char *copy = strdup(value ? value : "");
+    if (!copy)
+        return; /* out of memory: the old value stays, as good as any */
+    if (*field && *field != protobuf_c_empty_string)
+        free(*field);
+    *field = copy;
+}
+
+static int s_is(const char *a, const char *b)
+{
+    return a && b && strcmp(a, b) == 0;
+}
+
+/* Append a copy of value to a repeated string field. */
+static void s_append(char ***list, size_t *n, const char *value)
+{
+    char **grown = realloc(*list, (*n + 1) * sizeof *grown);
+    char *copy = strdup(value);
+    if (!grown || !copy) {
+        free(copy);
+        if (grown)
+            *list = grown;
+        return;
+    }
+    grown[(*n)++] = copy;
+    *list = grown;
+}
+
+static void s_clear_list(char ***list, size_t *n)
+{
+    for (size_t i = 0; i < *n; i++)
+        free((*list)[i]);
+    free(*list);
+    *list = NULL;
+    *n = 0;
+}
+
+static void s_free_done(s_held_t *h)
+{
+    if (h->done)
+        berth__agent_result__free_unpacked(h->done, NULL);
+    h->done = NULL;
+}
+
 static void s_held_free(void **item)
 {
     s_held_t *h = *item;
     if (h) {
-        json_decref(h->task);
-        json_decref(h->vm);
+        if (h->task)
+            berth__task__free_unpacked(h->task, NULL);
+        if (h->vm)
+            berth__vm__free_unpacked(h->vm, NULL);
         if (h->staged)
             berth__staged_image__free_unpacked(h->staged, NULL);
         if (h->reply)
             berth__envelope__free_unpacked(h->reply, NULL);
+        s_free_done(h);
         free(h);
         *item = NULL;
     }
 }
 
-/* ---- writing ------------------------------------------------------------------------------ */
-
-/* Put a JSON object as desc's message into tx. -1 if it does not convert (a bug). */
-static int s_put(model_tx_t *tx, const char *key, const ProtobufCMessageDescriptor *desc,
-                 json_t *obj)
+static int s_finished(const Berth__Task *t)
 {
-    const char *why = NULL;
-    ProtobufCMessage *msg = model_from_json(desc, obj, &why);
-    if (!msg) {
-        log_error(NULL, "cannot encode object", "{s:s, s:s}", "key", key, "reason", why);
-        return -1;
-    }
-    model_tx_put(tx, key, msg);
-    if (desc == &berth__vm__descriptor)
-        model_tx_vm_event(tx, (Berth__Vm *)msg);
-    protobuf_c_message_free_unpacked(msg, NULL);
-    return 0;
+    return s_is(t->state, "SUCCEEDED") || s_is(t->state, "FAILED") || s_is(t->state, "ABORTED");
 }
 
-/* Write the held task (and the VM when vm_changed) in one step guarded by holder and epoch.
-   extra, when set, adds more writes to the same step. 0, or -1 when the task is no longer
-   ours (another instance took it) or Redis failed: the caller then lets the task go. */
-static int s_save(tasks_t *self, s_held_t *h, int vm_changed,
-                  void (*extra)(model_tx_t *tx, void *arg), void *arg)
+/* ---- writing ------------------------------------------------------------------------------ */
+
+/* Write the held task (and the VM when it changed) in one step guarded by holder and epoch,
+   with its task.state event and its place in the due set. 0, or -1 when the task is no
+   longer ours (another instance took it) or Redis failed: the caller then lets it go. */
+static int s_save(tasks_t *self, s_held_t *h)
 {
-    char key[MODEL_KEY_MAX], vkey[MODEL_KEY_MAX], epoch[24];
+    char key[MODEL_KEY_MAX], vkey[MODEL_KEY_MAX], epoch[24], at[24];
+    Berth__Task *t = h->task;
     model_key(key, sizeof key, "task", h->id);
     snprintf(epoch, sizeof epoch, "%lld", (long long)h->epoch);
-    json_t *t = h->task;
     int64_t now = util_now_ms();
-    const char *state = s_str(t, "state");
-    int finished = streq(state, "SUCCEEDED") || streq(state, "FAILED") || streq(state, "ABORTED");
+    int finished = s_finished(t);
     int64_t lease_until = now + self->lease_ms;
-    s_set_int(t, "lease_until_ms", finished ? 0 : lease_until);
-    s_set_int(t, "updated_ms", now);
-    s_set_int(t, "version", s_int(t, "version") + 1);
+    t->lease_until_ms = finished ? 0 : lease_until;
+    t->updated_ms = now;
+    t->version++;
+    snprintf(at, sizeof at, "%lld", (long long)now);
 
     model_tx_t *tx = model_tx_new();
-    model_tx_check(tx, key, "holder", service_instance(self->service));
-    model_tx_check(tx, key, "epoch", epoch);
-    int rc = s_put(tx, key, &berth__task__descriptor, t);
-    model_tx_event(tx, "task.state", "key", key, "task", h->id, "state", state, "stage",
-                   s_str(t, "stage"), NULL);
-    if (finished)
-        model_tx_zrem(tx, "berth:tasks:due", h->id);
-    else
-        model_tx_zadd(tx, "berth:tasks:due", lease_until, h->id);
-    if (vm_changed && rc == 0) {
-        json_t *vm = h->vm;
-        model_key(vkey, sizeof vkey, "vm", s_str(vm, "id"));
-        model_tx_check_version(tx, vkey, s_int(vm, "version"));
-        s_set_int(vm, "version", s_int(vm, "version") + 1);
-        s_set_int(vm, "updated_ms", now);
-        rc = s_put(tx, vkey, &berth__vm__descriptor, vm);
-    }
-    if (extra)
-        extra(tx, arg);
-    const char *why = NULL;
-    if (rc == 0)
-        rc = model_tx_commit(tx, self->store, &why);
-    model_tx_destroy(&tx);
-    if (rc != 0) {
-        log_warn(s_str(t, "request_id"), "task write refused; letting the task go", "{s:s, s:i}",
-                 "task", h->id, "rc", rc);
-        h->lost = 1;
+    if (!tx) {
+        log_error(t->request_id, "out of memory writing a task; letting it go", "{s:s}", "task",
+                  h->id);
+        h->lost = 2;
         return -1;
     }
+    model_tx_check(tx, key, "holder", service_instance(self->service));
+    model_tx_check(tx, key, "epoch", epoch);
+    model_tx_put(tx, key, &t->base);
+    model_tx_event(tx, "task.state", "key", key, "task", h->id, "state", t->state, "stage",
+                   t->stage, "at_ms", at, NULL);
+    if (finished)
+        model_tx_zrem(tx, S_DUE, h->id);
+    else
+        model_tx_zadd(tx, S_DUE, lease_until, h->id);
+    if (h->vm_dirty && h->vm) {
+        Berth__Vm *vm = h->vm;
+        model_key(vkey, sizeof vkey, "vm", vm->id);
+        model_tx_check_version(tx, vkey, vm->version);
+        vm->version++;
+        vm->updated_ms = now;
+        model_tx_put(tx, vkey, &vm->base);
+        model_tx_vm_event(tx, vm);
+    }
+    const char *why = NULL;
+    int rc = model_tx_commit(tx, self->store, &why);
+    model_tx_destroy(&tx);
+    if (rc != 0) {
+        log_warn(t->request_id, "task write refused; letting the task go", "{s:s, s:s}", "task",
+                 h->id, "reason", rc < 0 ? "state store unreachable" : why);
+        h->lost = rc < 0 ? 2 : 1;
+        return -1;
+    }
+    h->dirty = 0;
+    h->vm_dirty = 0;
     return 0;
 }
 
 /* ---- steps -------------------------------------------------------------------------------- */
 
-static json_t *s_steps(s_held_t *h)
+static Berth__TaskStep *s_last_step(s_held_t *h)
 {
-    json_t *steps = json_object_get(h->task, "steps");
-    if (!json_is_array(steps)) {
-        steps = json_array();
-        json_object_set_new(h->task, "steps", steps);
-    }
-    return steps;
+    Berth__Task *t = h->task;
+    return t->n_steps ? t->steps[t->n_steps - 1] : NULL;
 }
 
-static void s_step_open(s_held_t *h, const s_stage_t *stage)
+/* Forget the command in flight (a new stage sends its own): an old one is never waited on. */
+static void s_forget_command(tasks_t *self, s_held_t *h)
 {
-    s_set_str(h->task, "stage", stage->name);
-    s_set_int(h->task, "percent", stage->percent);
-    json_array_append_new(s_steps(h),
-                          json_pack("{s:s, s:s, s:I, s:I, s:s}", "name", stage->name, "state",
-                                    "RUNNING", "started_ms", (json_int_t)util_now_ms(),
-                                    "finished_ms", (json_int_t)0, "result", ""));
+    if (*h->task->command)
+        agents_cancel(self->agents, h->task->command);
+    s_set(&h->task->command, "");
+    h->sent_at = 0;
+    s_free_done(h);
+}
+
+static void s_step_open(tasks_t *self, s_held_t *h, const s_stage_t *stage)
+{
+    Berth__Task *t = h->task;
+    s_set(&t->stage, stage->name);
+    t->percent = stage->percent;
+    Berth__TaskStep **steps = realloc(t->steps, (t->n_steps + 1) * sizeof *steps);
+    Berth__TaskStep *step = malloc(sizeof *step);
+    if (steps)
+        t->steps = steps;
+    if (steps && step) {
+        berth__task_step__init(step);
+        s_set(&step->name, stage->name);
+        s_set(&step->state, "RUNNING");
+        s_set(&step->result, "");
+        step->started_ms = util_now_ms();
+        t->steps[t->n_steps++] = step;
+    } else
+        free(step);
     h->stage_since = util_mono_ms();
     h->next_try = 0;
+    h->dirty = 1;
+    s_forget_command(self, h);
     /* A call of the stage before is not this stage's answer: forget it. */
     h->call[0] = '\0';
     h->call_timed_out = 0;
@@ -211,13 +284,31 @@ static void s_step_open(s_held_t *h, const s_stage_t *stage)
 
 static void s_step_close(s_held_t *h, const char *state)
 {
-    json_t *steps = s_steps(h);
-    json_t *last = json_array_get(steps, json_array_size(steps) - 1);
-    if (!last || !streq(s_str(last, "state"), "RUNNING"))
+    Berth__TaskStep *last = s_last_step(h);
+    if (!last || !s_is(last->state, "RUNNING"))
         return;
-    s_set_str(last, "state", state);
-    s_set_int(last, "finished_ms", util_now_ms());
-    s_set_str(last, "result", h->result);
+    s_set(&last->state, state);
+    last->finished_ms = util_now_ms();
+    s_set(&last->result, h->result);
+    h->dirty = 1;
+}
+
+/* Ask the stage again at `at` (monotonic ms) unless an event comes first. */
+static void s_retry_at(s_held_t *h, int64_t at)
+{
+    if (!h->next_try || at < h->next_try)
+        h->next_try = at;
+}
+
+/* A stage still waiting after timeout_ms fails with what it last saw; until then it is
+   asked again at its deadline at the latest. */
+static s_rc_t s_waited(s_held_t *h, int timeout_ms)
+{
+    int64_t deadline = h->stage_since + timeout_ms;
+    if (util_mono_ms() >= deadline)
+        return S_FAIL;
+    s_retry_at(h, deadline);
+    return S_WAIT;
 }
 
 /* ---- calls to other services -------------------------------------------------------------- */
@@ -235,14 +326,14 @@ static s_rc_t s_call(tasks_t *self, s_held_t *h, const char *service, const Prot
     if (h->call_timed_out) {
         h->call_timed_out = 0;
         s_result(h, "%s did not answer", service);
-        h->next_try = util_mono_ms() + 500;
+        s_retry_at(h, util_mono_ms() + 500);
         return S_WAIT;
     }
     if (!h->reply) {
-        if (!*h->call && bus_client_send(self->bus, service, body, s_str(h->task, "request_id"),
+        if (!*h->call && bus_client_send(self->bus, service, body, h->task->request_id,
                                          self->call_timeout_ms, s_on_reply, self, h->call) != 0) {
             s_result(h, "cannot send to %s", service);
-            h->next_try = util_mono_ms() + 500;
+            s_retry_at(h, util_mono_ms() + 500);
         }
         return S_WAIT;
     }
@@ -250,10 +341,10 @@ static s_rc_t s_call(tasks_t *self, s_held_t *h, const char *service, const Prot
     h->reply = NULL;
     if (reply->error) {
         s_result(h, "%s", reply->error->message);
-        int transient = streq(reply->error->code, "UNAVAILABLE");
+        int transient = s_is(reply->error->code, "UNAVAILABLE");
         berth__envelope__free_unpacked(reply, NULL);
         if (transient) {
-            h->next_try = util_mono_ms() + 500;
+            s_retry_at(h, util_mono_ms() + 500);
             return S_WAIT;
         }
         return S_FAIL;
@@ -262,58 +353,36 @@ static s_rc_t s_call(tasks_t *self, s_held_t *h, const char *service, const Prot
     return S_DONE;
 }
 
-/* A stage still waiting after timeout_ms fails with what it last saw. */
-static s_rc_t s_waited(s_held_t *h, int timeout_ms)
-{
-    return util_mono_ms() - h->stage_since > timeout_ms ? S_FAIL : S_WAIT;
-}
-
 /* ---- provisioning stages ------------------------------------------------------------------ */
 
-static Berth__Resources s_flavor(s_held_t *h)
-{
-    Berth__Resources r = BERTH__RESOURCES__INIT;
-    json_t *f = json_object_get(h->vm, "flavor");
-    r.vcpus = (int32_t)s_int(f, "vcpus");
-    r.ram_mb = s_int(f, "ram_mb");
-    r.disk_gb = s_int(f, "disk_gb");
-    return r;
-}
-
-static s_rc_t s_validate(tasks_t *self, s_held_t *h)
+static s_rc_t s_validate(tasks_t *self, s_held_t *h, const s_stage_t *stage)
 {
     (void)self;
-    const char *state = s_str(h->vm, "state");
-    Berth__Resources f = s_flavor(h);
-    if (!streq(state, "PROVISIONING")) {
-        s_result(h, "VM is %s, not PROVISIONING", state);
+    (void)stage;
+    const Berth__Vm *vm = h->vm;
+    const Berth__Resources *f = vm->flavor;
+    if (!s_is(vm->state, "PROVISIONING")) {
+        s_result(h, "VM is %s, not PROVISIONING", vm->state);
         return S_FAIL;
     }
-    if (f.vcpus <= 0 || f.ram_mb <= 0 || f.disk_gb <= 0 || !*s_str(h->vm, "image")) {
+    if (!f || f->vcpus <= 0 || f->ram_mb <= 0 || f->disk_gb <= 0 || !*vm->image) {
         s_result(h, "VM has no valid flavor or image");
         return S_FAIL;
     }
-    s_result(h, "%d vCPU, %lld MB RAM, %lld GB disk from image %s", f.vcpus, (long long)f.ram_mb,
-             (long long)f.disk_gb, s_str(h->vm, "image"));
+    s_result(h, "%d vCPU, %lld MB RAM, %lld GB disk from image %s", f->vcpus, (long long)f->ram_mb,
+             (long long)f->disk_gb, vm->image);
     return S_DONE;
 }
 
-static s_rc_t s_schedule(tasks_t *self, s_held_t *h)
+static s_rc_t s_schedule(tasks_t *self, s_held_t *h, const s_stage_t *stage)
 {
+    (void)stage;
+    Berth__Task *t = h->task;
     Berth__SelectHost req = BERTH__SELECT_HOST__INIT;
-    Berth__Resources flavor = s_flavor(h);
-    json_t *tried = json_object_get(h->task, "tried");
-    char *exclude[16];
-    size_t i;
-    json_t *v;
-    json_array_foreach(tried, i, v)
-    {
-        if (req.n_exclude < 16)
-            exclude[req.n_exclude++] = (char *)json_string_value(v);
-    }
-    req.vm = (char *)s_str(h->vm, "id");
-    req.flavor = &flavor;
-    req.exclude = exclude;
+    req.vm = h->vm->id;
+    req.flavor = h->vm->flavor;
+    req.exclude = t->tried;
+    req.n_exclude = t->n_tried;
     Berth__Envelope *reply = NULL;
     s_rc_t rc = s_call(self, h, "scheduler", &req.base, &reply);
     if (rc == S_WAIT)
@@ -329,27 +398,29 @@ static s_rc_t s_schedule(tasks_t *self, s_held_t *h)
         s_result(h, "scheduler gave no host");
         return S_FAIL;
     }
-    s_set_str(h->task, "host", sel->host);
-    s_set_str(h->vm, "host", sel->host);
-    json_t *alts = json_array();
-    for (i = 0; i < sel->n_alternates; i++)
-        json_array_append_new(alts, json_string(sel->alternates[i]));
-    json_object_set_new(h->task, "alternates", alts);
+    s_set(&t->host, sel->host);
+    s_set(&h->vm->host, sel->host);
+    h->vm_dirty = 1;
+    s_clear_list(&t->alternates, &t->n_alternates);
+    for (size_t i = 0; i < sel->n_alternates; i++)
+        s_append(&t->alternates, &t->n_alternates, sel->alternates[i]);
     s_result(h, "claimed on host %s (%zu alternates)", sel->host, sel->n_alternates);
     berth__host_selection__free_unpacked(sel, NULL);
     return S_DONE;
 }
 
-/* The stager's answer for this VM: asked once, kept while the task is held here; a new
-   holder asks again (the stager answers the same seed for the same VM). */
+/* The stager's answer for this VM (image and the seed's digest; the agent fetches the seed
+   itself): asked once, kept while the task is held here; a new holder asks again (the
+   stager answers the same seed for the same VM). */
 static s_rc_t s_staged(tasks_t *self, s_held_t *h)
 {
     if (h->staged)
         return S_DONE;
     Berth__StageImage req = BERTH__STAGE_IMAGE__INIT;
-    req.vm = (char *)s_str(h->vm, "id");
-    req.name = (char *)s_str(h->vm, "name");
-    req.image = (char *)s_str(h->vm, "image");
+    req.vm = h->vm->id;
+    req.name = h->vm->name;
+    req.image = h->vm->image;
+    req.seed_by_reference = 1;
     Berth__Envelope *reply = NULL;
     s_rc_t rc = s_call(self, h, "stager", &req.base, &reply);
     if (rc == S_WAIT)
@@ -358,153 +429,158 @@ static s_rc_t s_staged(tasks_t *self, s_held_t *h)
         return rc;
     h->staged = (Berth__StagedImage *)envelope_body(reply, &berth__staged_image__descriptor);
     berth__envelope__free_unpacked(reply, NULL);
-    if (!h->staged || !h->staged->image || !h->staged->seed_iso.len) {
+    if (!h->staged || !h->staged->image || strlen(h->staged->seed_sha256) != 64) {
         s_result(h, "stager answered without image or seed");
         return S_FAIL;
     }
     return S_DONE;
 }
 
-static s_rc_t s_stage_image(tasks_t *self, s_held_t *h)
+static s_rc_t s_stage_image(tasks_t *self, s_held_t *h, const s_stage_t *stage)
 {
+    (void)stage;
     s_rc_t rc = s_staged(self, h);
     if (rc == S_DONE)
-        s_result(h, "image %s (%s), seed %zu bytes", h->staged->image->name,
-                 h->staged->image->format, h->staged->seed_iso.len);
+        s_result(h, "image %s (%s), seed %lld bytes", h->staged->image->name,
+                 h->staged->image->format, (long long)h->staged->seed_bytes);
     return rc;
 }
 
-/* Record the command id on the task and queue the command, in one step. */
-static void s_queue_cmd(model_tx_t *tx, void *arg)
+/* Hand the task's command (op, id from the task) to its host: through the poll the host
+   has parked at this instance, or its next one. Rebuilt from task, VM and stager answer,
+   so a new holder sends exactly what the old one did. */
+static s_rc_t s_push(tasks_t *self, s_held_t *h, const char *op)
 {
-    const char **hc = arg;
-    agents_queue(tx, hc[0], hc[1]);
-}
-
-/* Send op for this VM to its host once, then wait for the result. */
-static s_rc_t s_on_host(tasks_t *self, s_held_t *h, const char *op)
-{
-    const char *host = s_str(h->task, "host");
-    const char *cmd_id = s_str(h->task, "command");
-    if (!*cmd_id) {
-        Berth__AgentCommand cmd = BERTH__AGENT_COMMAND__INIT;
-        Berth__Resources flavor = s_flavor(h);
-        cmd.op = (char *)op;
-        cmd.vm = (char *)s_str(h->vm, "id");
-        cmd.name = (char *)s_str(h->vm, "name");
-        cmd.flavor = &flavor;
-        cmd.image = (char *)s_str(h->vm, "image");
-        if (streq(op, "CREATE_DISK") || streq(op, "PUT_SEED")) {
-            s_rc_t rc = s_staged(self, h);
-            if (rc != S_DONE)
-                return rc;
-            cmd.image_path = h->staged->image->path;
-            cmd.image_format = h->staged->image->format;
-            if (streq(op, "PUT_SEED"))
-                cmd.seed_iso = h->staged->seed_iso;
-        }
-        cmd.deadline_ms = util_now_ms() + self->command_timeout_ms;
-        char id[UTIL_ID_LEN];
-        if (agents_prepare(self->store, host, &cmd, id) != 0) {
-            s_result(h, "state store unreachable");
-            h->next_try = util_mono_ms() + 500;
-            return S_WAIT;
-        }
-        s_set_str(h->task, "command", id);
-        const char *hc[] = { host, id };
-        if (s_save(self, h, 0, s_queue_cmd, hc) != 0)
-            return S_WAIT; /* the caller sees the task gone from our hands */
-        h->stage_since = util_mono_ms();
+    Berth__AgentCommand cmd = BERTH__AGENT_COMMAND__INIT;
+    cmd.id = h->task->command;
+    cmd.op = (char *)op;
+    cmd.vm = h->vm->id;
+    cmd.name = h->vm->name;
+    cmd.flavor = h->vm->flavor;
+    cmd.image = h->vm->image;
+    if (s_is(op, "CREATE_DISK") || s_is(op, "PUT_SEED")) {
+        s_rc_t rc = s_staged(self, h);
+        if (rc != S_DONE)
+            return rc;
+        cmd.image_path = h->staged->image->path;
+        cmd.image_format = h->staged->image->format;
+        if (s_is(op, "PUT_SEED"))
+            cmd.seed_sha256 = h->staged->seed_sha256;
+    }
+    cmd.deadline_ms = util_now_ms() + self->command_timeout_ms;
+    if (agents_push(self->agents, h->task->host, &cmd) != 0) {
+        s_result(h, "out of memory queueing %s", op);
+        s_retry_at(h, util_mono_ms() + 500);
         return S_WAIT;
     }
-    char state[16], error[384], power[32];
-    if (agents_result(self->store, cmd_id, state, sizeof state, error, sizeof error, power,
-                      sizeof power) != 0)
-        return S_WAIT;
-    if (streq(state, "PENDING")) {
-        s_result(h, "host %s did not complete %s within %d s", host, op,
-                 self->command_timeout_ms / 1000);
-        return s_waited(h, self->command_timeout_ms);
-    }
-    s_set_str(h->task, "command", "");
-    if (streq(state, "DONE")) {
-        s_result(h, "%s on host %s%s%s", op, host, *power ? ": " : "", power);
-        if (*power)
-            s_set_str(h->vm, "power_state", power);
-        return S_DONE;
-    }
-    if (streq(state, "FAILED")) {
-        s_result(h, "%s", *error ? error : "agent reported a failure");
-        return S_FAIL;
-    }
-    /* The record is gone (expired): send the command again. */
+    h->sent_at = util_mono_ms();
     return S_WAIT;
 }
 
-static s_rc_t s_create_disk(tasks_t *self, s_held_t *h)
+/* Send the stage's command to the VM's host once (its id recorded in the task first), then
+   wait for the result, which arrives as an event (tasks_on_result). */
+static s_rc_t s_on_host(tasks_t *self, s_held_t *h, const s_stage_t *stage)
 {
-    return s_on_host(self, h, "CREATE_DISK");
+    Berth__Task *t = h->task;
+    const char *op = stage->op;
+    if (h->done) {
+        Berth__AgentResult *r = h->done;
+        h->done = NULL;
+        s_set(&t->command, "");
+        h->sent_at = 0;
+        h->dirty = 1;
+        s_rc_t rc = S_DONE;
+        if (r->ok) {
+            s_result(h, "%s on host %s%s%s", op, t->host, *r->power_state ? ": " : "",
+                     r->power_state);
+            if (*r->power_state && !s_is(h->vm->power_state, r->power_state)) {
+                s_set(&h->vm->power_state, r->power_state);
+                h->vm_dirty = 1;
+            }
+        } else {
+            s_result(h, "%s", *r->error ? r->error : "agent reported a failure");
+            rc = S_FAIL;
+        }
+        berth__agent_result__free_unpacked(r, NULL);
+        return rc;
+    }
+    if (!*t->command) {
+        /* Stage image answer first, so the command is recorded only when it can be sent. */
+        if (s_is(op, "CREATE_DISK") || s_is(op, "PUT_SEED")) {
+            s_rc_t rc = s_staged(self, h);
+            if (rc != S_DONE)
+                return rc;
+        }
+        char id[UTIL_ID_LEN];
+        util_uuid(id);
+        s_set(&t->command, id);
+        h->dirty = 1;
+        if (s_save(self, h) != 0)
+            return S_WAIT; /* the caller sees the task gone from our hands */
+        h->stage_since = util_mono_ms();
+        s_push(self, h, op);
+    } else if (!h->sent_at || util_mono_ms() - h->sent_at >= self->redeliver_ms)
+        s_push(self, h, op); /* taken over, or no result for a while: hand it out again */
+    s_retry_at(h, h->sent_at + self->redeliver_ms);
+    s_result(h, "host %s did not complete %s within %d s", t->host, op,
+             self->command_timeout_ms / 1000);
+    return s_waited(h, self->command_timeout_ms);
 }
 
-static s_rc_t s_build_seed(tasks_t *self, s_held_t *h)
+/* Ready when libvirt says the domain runs: START answers with the domain's state, so this
+   is normally done at once; otherwise the host's heartbeats are watched until the deadline. */
+static s_rc_t s_wait_ready(tasks_t *self, s_held_t *h, const s_stage_t *stage)
 {
-    return s_on_host(self, h, "PUT_SEED");
-}
-
-static s_rc_t s_define(tasks_t *self, s_held_t *h)
-{
-    return s_on_host(self, h, "DEFINE");
-}
-
-static s_rc_t s_power_on(tasks_t *self, s_held_t *h)
-{
-    return s_on_host(self, h, "START");
-}
-
-/* Ready when the host's own heartbeat reports the domain RUNNING: what libvirt says,
-   not what the start command hoped. */
-static s_rc_t s_wait_ready(tasks_t *self, s_held_t *h)
-{
+    (void)stage;
+    const char *host = h->task->host;
+    if (s_is(h->vm->power_state, "RUNNING")) {
+        s_result(h, "host %s reports the domain RUNNING", host);
+        return S_DONE;
+    }
     char power[32] = "";
-    const char *host = s_str(h->task, "host");
-    if (agents_power(self->store, host, s_str(h->vm, "id"), power, sizeof power) == 0 &&
-        streq(power, "RUNNING")) {
-        s_set_str(h->vm, "power_state", power);
+    if (agents_power(self->store, host, h->vm->id, power, sizeof power) == 0 &&
+        s_is(power, "RUNNING")) {
+        s_set(&h->vm->power_state, power);
+        h->vm_dirty = 1;
         s_result(h, "host %s reports the domain RUNNING", host);
         return S_DONE;
     }
     s_result(h, "host %s did not report the domain RUNNING within %d s (last: %s)", host,
              self->ready_timeout_ms / 1000, *power ? power : "not reported");
+    s_retry_at(h, util_mono_ms() + 500);
     return s_waited(h, self->ready_timeout_ms);
 }
 
 /* ---- undoing and disposal ----------------------------------------------------------------- */
 
 /* Remove domain, disk and seed from the host (nothing to do when no host was claimed). */
-static s_rc_t s_destroy(tasks_t *self, s_held_t *h)
+static s_rc_t s_destroy(tasks_t *self, s_held_t *h, const s_stage_t *stage)
 {
-    if (!*s_str(h->task, "host")) {
+    if (!*h->task->host) {
         s_result(h, "nothing on any host");
         return S_DONE;
     }
-    s_rc_t rc = s_on_host(self, h, "DESTROY");
-    if (rc == S_DONE)
-        s_set_str(h->vm, "power_state", "NOSTATE");
+    s_rc_t rc = s_on_host(self, h, stage);
+    if (rc == S_DONE) {
+        s_set(&h->vm->power_state, "NOSTATE");
+        h->vm_dirty = 1;
+    }
     return rc;
 }
 
 /* Give the claim back. Retried for as long as it takes: a claim never released is capacity
    lost for good, so this stage does not time out. */
-static s_rc_t s_release(tasks_t *self, s_held_t *h)
+static s_rc_t s_release(tasks_t *self, s_held_t *h, const s_stage_t *stage)
 {
+    (void)stage;
     Berth__ReleaseClaim req = BERTH__RELEASE_CLAIM__INIT;
-    req.vm = (char *)s_str(h->vm, "id");
+    req.vm = h->vm->id;
     Berth__Envelope *reply = NULL;
     s_rc_t rc = s_call(self, h, "scheduler", &req.base, &reply);
     if (rc == S_FAIL) {
-        h->next_try = util_mono_ms() + 2000;
-        log_warn(s_str(h->task, "request_id"), "claim release refused; retrying", "{s:s, s:s}",
-                 "vm", req.vm, "reason", h->result);
+        s_retry_at(h, util_mono_ms() + 2000);
+        log_warn(h->task->request_id, "claim release refused; retrying", "{s:s, s:s}", "vm", req.vm,
+                 "reason", h->result);
         return S_WAIT;
     }
     if (rc != S_DONE)
@@ -518,206 +594,228 @@ static s_rc_t s_release(tasks_t *self, s_held_t *h)
     return S_DONE;
 }
 
+/* ---- the stage tables --------------------------------------------------------------------- */
+
 static const s_stage_t s_provision[] = {
-    { "validate", 5, s_validate, 0 },
-    { "schedule", 15, s_schedule, 0 },
-    { "stage_image", 30, s_stage_image, 0 },
-    { "create_disk", 45, s_create_disk, 1 },
-    { "build_seed", 60, s_build_seed, 1 },
-    { "define", 75, s_define, 1 },
-    { "power_on", 85, s_power_on, 1 },
-    { "wait_ready", 95, s_wait_ready, 1 },
-    { NULL, 0, NULL, 0 },
+    { "validate", 5, s_validate, NULL, NULL, S_LIGHT, 0 },
+    { "schedule", 15, s_schedule, NULL, "release_claim", S_LIGHT, 0 },
+    { "stage_image", 30, s_stage_image, NULL, NULL, S_HEAVY, 0 },
+    { "create_disk", 45, s_on_host, "CREATE_DISK", "undo_host", S_HEAVY, 1 },
+    { "build_seed", 60, s_on_host, "PUT_SEED", "undo_host", S_LIGHT, 1 },
+    { "define", 75, s_on_host, "DEFINE", "undo_host", S_LIGHT, 1 },
+    { "power_on", 85, s_on_host, "START", "undo_host", S_LIGHT, 1 },
+    { "wait_ready", 95, s_wait_ready, NULL, NULL, S_LIGHT, 1 },
+    { NULL, 0, NULL, NULL, NULL, S_LIGHT, 0 },
 };
 
+/* What undoes a failed provisioning, in this order (each a no-op when nothing is there). */
 static const s_stage_t s_rollback[] = {
-    { "undo_host", 96, s_destroy, 0 },
-    { "release_claim", 98, s_release, 0 },
-    { NULL, 0, NULL, 0 },
+    { "undo_host", 96, s_destroy, "DESTROY", NULL, S_LIGHT, 0 },
+    { "release_claim", 98, s_release, NULL, NULL, S_LIGHT, 0 },
+    { NULL, 0, NULL, NULL, NULL, S_LIGHT, 0 },
 };
 
 static const s_stage_t s_dispose[] = {
-    { "destroy", 30, s_destroy, 0 },
-    { "release_claim", 80, s_release, 0 },
-    { NULL, 0, NULL, 0 },
+    { "destroy", 30, s_destroy, "DESTROY", NULL, S_LIGHT, 0 },
+    { "release_claim", 80, s_release, NULL, NULL, S_LIGHT, 0 },
+    { NULL, 0, NULL, NULL, NULL, S_LIGHT, 0 },
 };
 
 static const s_stage_t *s_table(s_held_t *h)
 {
-    if (streq(s_str(h->task, "kind"), "DISPOSE"))
+    if (s_is(h->task->kind, "DISPOSE"))
         return s_dispose;
-    json_t *rb = json_object_get(h->task, "rolling_back");
-    return json_is_true(rb) ? s_rollback : s_provision;
+    return h->task->rolling_back ? s_rollback : s_provision;
 }
 
 /* ---- endings ------------------------------------------------------------------------------ */
 
 static void s_finish_task(s_held_t *h, const char *state)
 {
-    s_set_str(h->task, "state", state);
-    s_set_str(h->task, "stage", "done");
-    s_set_int(h->task, "finished_ms", util_now_ms());
-    s_set_str(h->task, "holder", "");
-    if (streq(state, "SUCCEEDED"))
-        s_set_int(h->task, "percent", 100);
+    Berth__Task *t = h->task;
+    s_set(&t->state, state);
+    s_set(&t->stage, "done");
+    t->finished_ms = util_now_ms();
+    s_set(&t->holder, "");
+    if (s_is(state, "SUCCEEDED"))
+        t->percent = 100;
+    h->dirty = 1;
+}
+
+static void s_vm_state(s_held_t *h, const char *state, const char *fault)
+{
+    s_set(&h->vm->state, state);
+    if (fault)
+        s_set(&h->vm->fault, fault);
+    h->vm_dirty = 1;
 }
 
 /* The last stage of the task's current table is done. */
 static int s_complete(tasks_t *self, s_held_t *h)
 {
-    json_t *t = h->task, *vm = h->vm;
-    if (streq(s_str(t, "kind"), "DISPOSE")) {
-        s_set_str(vm, "state", "DISPOSED");
-        s_set_str(vm, "power_state", "NOSTATE");
+    Berth__Task *t = h->task;
+    Berth__Vm *vm = h->vm;
+    if (s_is(t->kind, "DISPOSE")) {
+        s_vm_state(h, "DISPOSED", NULL);
+        s_set(&vm->power_state, "NOSTATE");
         s_finish_task(h, "SUCCEEDED");
-        return s_save(self, h, 1, NULL, NULL);
+        return s_save(self, h);
     }
-    if (!json_is_true(json_object_get(t, "rolling_back"))) {
+    if (!t->rolling_back) {
         int64_t now = util_now_ms();
-        s_set_str(vm, "state", "ACTIVE");
-        s_set_str(vm, "fault", "");
-        json_object_set_new(vm, "lease",
-                            json_pack("{s:I}", "expires_ms",
-                                      (json_int_t)(now + s_int(vm, "lease_days") * 86400000LL)));
-        s_set_str(t, "fault", "");
+        s_vm_state(h, "ACTIVE", "");
+        if (!vm->lease) {
+            vm->lease = malloc(sizeof *vm->lease);
+            if (vm->lease)
+                berth__lease__init(vm->lease);
+        }
+        if (vm->lease)
+            vm->lease->expires_ms = now + (int64_t)vm->lease_days * 86400000LL;
+        s_set(&t->fault, "");
         s_finish_task(h, "SUCCEEDED");
-        return s_save(self, h, 1, NULL, NULL);
+        return s_save(self, h);
     }
     /* Rolled back. Another host if the failure was the host's and attempts are left. */
-    json_t *tried = json_object_get(t, "tried");
     char host[128]; /* a copy: the task's own string goes when "host" is cleared below */
-    util_strlcpy(host, s_str(t, "host"), sizeof host);
-    size_t n = json_array_size(tried);
-    int host_failed = n && streq(json_string_value(json_array_get(tried, n - 1)), host);
-    json_object_set_new(t, "rolling_back", json_false());
-    s_set_str(t, "host", "");
-    s_set_str(vm, "host", "");
+    util_strlcpy(host, t->host, sizeof host);
+    size_t n = t->n_tried;
+    int host_failed = n && s_is(t->tried[n - 1], host);
+    t->rolling_back = 0;
+    s_set(&t->host, "");
+    s_set(&vm->host, "");
+    h->vm_dirty = 1;
     if (host_failed && (int)n < self->max_attempts) {
-        log_info(s_str(t, "request_id"), "retrying provisioning on another host", "{s:s, s:s, s:i}",
-                 "vm", s_str(vm, "id"), "failed_host", host, "attempt", (int)n + 1);
-        s_step_open(h, &s_provision[1]);
-        return s_save(self, h, 1, NULL, NULL);
+        log_info(t->request_id, "retrying provisioning on another host", "{s:s, s:s, s:i}", "vm",
+                 vm->id, "failed_host", host, "attempt", (int)n + 1);
+        s_step_open(self, h, &s_provision[1]);
+        return 0; /* the caller runs the stage and writes */
     }
-    s_set_str(vm, "state", "ERROR");
-    s_set_str(vm, "fault", s_str(t, "fault"));
+    s_vm_state(h, "ERROR", t->fault);
     s_finish_task(h, "FAILED");
-    return s_save(self, h, 1, NULL, NULL);
+    return s_save(self, h);
 }
 
-/* A stage failed with h->result. */
+/* A stage failed with h->result. 0 when the task goes on (the caller runs the stage now
+   open and writes), -1 when it left our hands. */
 static int s_failed(tasks_t *self, s_held_t *h, const s_stage_t *stage)
 {
-    json_t *t = h->task;
-    log_warn(s_str(t, "request_id"), "task stage failed", "{s:s, s:s, s:s, s:s}", "task", h->id,
-             "vm", s_str(h->vm, "id"), "stage", stage->name, "reason", h->result);
+    Berth__Task *t = h->task;
+    log_warn(t->request_id, "task stage failed", "{s:s, s:s, s:s, s:s}", "task", h->id, "vm",
+             h->vm->id, "stage", stage->name, "reason", h->result);
+    s_step_close(h, "FAILED");
     if (s_table(h) == s_rollback) {
         /* Undoing is best effort past its deadline: go on with the next undo stage. */
-        s_step_close(h, "FAILED");
         if (stage[1].name) {
-            s_step_open(h, &stage[1]);
-            return s_save(self, h, 0, NULL, NULL);
+            s_step_open(self, h, &stage[1]);
+            return 0;
         }
         return s_complete(self, h);
     }
-    s_step_close(h, "FAILED");
     /* The fault tells every attempt, so the root cause survives a last "no valid host". */
     char fault[1024], where[160] = "";
     if (stage->on_host)
-        snprintf(where, sizeof where, " on host %s", s_str(t, "host"));
-    const char *earlier = s_str(t, "fault");
-    snprintf(fault, sizeof fault, "%s%s%s failed%s: %s", earlier, *earlier ? "; then " : "",
+        snprintf(where, sizeof where, " on host %s", t->host);
+    snprintf(fault, sizeof fault, "%s%s%s failed%s: %s", t->fault, *t->fault ? "; then " : "",
              stage->name, where, h->result);
-    s_set_str(t, "fault", fault);
-    s_set_str(t, "command", "");
-    if (streq(s_str(t, "kind"), "DISPOSE")) {
-        s_set_str(h->vm, "state", "ERROR");
-        s_set_str(h->vm, "fault", fault);
+    s_set(&t->fault, fault);
+    if (s_is(t->kind, "DISPOSE")) {
+        s_vm_state(h, "ERROR", fault);
         s_finish_task(h, "FAILED");
-        return s_save(self, h, 1, NULL, NULL);
+        return s_save(self, h);
     }
-    if (stage->on_host) {
-        json_t *tried = json_object_get(t, "tried");
-        if (!json_is_array(tried)) {
-            tried = json_array();
-            json_object_set_new(t, "tried", tried);
-        }
-        json_array_append_new(tried, json_string(s_str(t, "host")));
-    }
+    if (stage->on_host)
+        s_append(&t->tried, &t->n_tried, t->host);
     /* Stages already done on this attempt are undone now. */
-    json_t *steps = s_steps(h);
-    size_t i;
-    json_t *step;
-    json_array_foreach(steps, i, step)
-    {
-        if (streq(s_str(step, "state"), "SUCCEEDED") && !streq(s_str(step, "name"), "validate"))
-            s_set_str(step, "state", "ROLLED_BACK");
+    for (size_t i = 0; i < t->n_steps; i++) {
+        Berth__TaskStep *step = t->steps[i];
+        if (s_is(step->state, "SUCCEEDED") && !s_is(step->name, "validate"))
+            s_set(&step->state, "ROLLED_BACK");
     }
-    json_object_set_new(t, "rolling_back", json_true());
-    s_step_open(h, &s_rollback[0]);
-    return s_save(self, h, 0, NULL, NULL);
+    t->rolling_back = 1;
+    s_step_open(self, h, &s_rollback[0]);
+    return 0;
 }
 
 /* ---- the loop ----------------------------------------------------------------------------- */
 
-/* Advance one held task by at most one stage. -1 when the task left our hands. */
+/* Advance one held task as far as it goes without waiting: each stage done opens the next
+   and runs it; the task is written once when it has to wait (or ends). -1 when the task
+   left our hands. */
 static int s_step(tasks_t *self, s_held_t *h)
 {
-    json_t *t = h->task;
-    const s_stage_t *table = s_table(h);
-    if (streq(s_str(t, "state"), "QUEUED")) {
-        s_set_str(t, "state", "RUNNING");
-        s_step_open(h, &table[0]);
-        return s_save(self, h, 0, NULL, NULL);
+    Berth__Task *t = h->task;
+    if (s_is(t->state, "QUEUED")) {
+        s_set(&t->state, "RUNNING");
+        s_step_open(self, h, &s_table(h)[0]);
     }
-    const s_stage_t *stage = table;
-    while (stage->name && !streq(stage->name, s_str(t, "stage")))
-        stage++;
-    if (!stage->name) {
-        /* Not a stage of this table (written by a newer version?): start the table over;
-           every stage is idempotent. */
-        s_step_open(h, &table[0]);
-        return s_save(self, h, 0, NULL, NULL);
+    for (int guard = 0; guard < 64 && !s_finished(t); guard++) {
+        const s_stage_t *table = s_table(h), *stage = table;
+        while (stage->name && !s_is(stage->name, t->stage))
+            stage++;
+        if (!stage->name) {
+            /* Not a stage of this table (written by a newer version?): start the table over;
+               every stage is idempotent. */
+            s_step_open(self, h, &table[0]);
+            continue;
+        }
+        h->next_try = 0;
+        s_rc_t rc = stage->fn(self, h, stage);
+        if (h->lost)
+            return -1;
+        if (rc == S_WAIT)
+            break;
+        if (rc == S_FAIL) {
+            if (s_failed(self, h, stage) != 0)
+                return -1;
+            continue;
+        }
+        s_step_close(h, "SUCCEEDED");
+        if (stage[1].name)
+            s_step_open(self, h, &stage[1]);
+        else if (s_complete(self, h) != 0)
+            return -1;
     }
-    if (util_mono_ms() < h->next_try)
-        return 0;
-    s_rc_t rc = stage->fn(self, h);
-    if (h->lost)
-        return -1;
-    if (rc == S_WAIT) {
-        /* Renew the lease well before it runs out. */
-        if (s_int(t, "lease_until_ms") - util_now_ms() < self->lease_ms / 2)
-            return s_save(self, h, 0, NULL, NULL);
-        return 0;
-    }
-    if (rc == S_FAIL)
-        return s_failed(self, h, stage);
-    s_step_close(h, "SUCCEEDED");
-    if (stage[1].name) {
-        s_step_open(h, &stage[1]);
-        return s_save(self, h, streq(stage->name, "schedule"), NULL, NULL);
-    }
-    return s_complete(self, h);
+    /* Write what changed; renew the lease well before it runs out. */
+    if (!s_finished(t) &&
+        (h->dirty || h->vm_dirty || t->lease_until_ms - util_now_ms() < self->lease_ms / 2))
+        return s_save(self, h);
+    return 0;
 }
 
-/* Step a held task; let it go once it is over or no longer ours. */
-static void s_advance(tasks_t *self, s_held_t *h)
+static void s_rearm(tasks_t *self);
+static int s_take_due(tasks_t *self);
+
+/* Step a held task; let it go once it is over or no longer ours. The lost code (0, 1 not
+   ours, 2 Redis failed) is returned. */
+static int s_advance(tasks_t *self, s_held_t *h)
 {
     int rc = s_step(self, h);
-    const char *state = s_str(h->task, "state");
-    if (rc != 0 || streq(state, "SUCCEEDED") || streq(state, "FAILED"))
+    int lost = h->lost;
+    if (rc != 0 || s_finished(h->task)) {
+        if (rc != 0 && *h->task->command)
+            agents_cancel(self->agents, h->task->command);
         zhashx_delete(self->held, h->id);
+        if (self->more_due)
+            s_take_due(self);
+    }
+    return lost;
 }
 
-/* A bus call of a held task ended: keep the answer for its stage and step the task at once
-   rather than at the next tick. A task let go meanwhile no longer wants it. */
+static s_held_t *s_find_call(tasks_t *self, const char *call_id)
+{
+    for (s_held_t *it = zhashx_first(self->held); it; it = zhashx_next(self->held))
+        if (s_is(it->call, call_id))
+            return it;
+    return NULL;
+}
+
+/* A bus call of a held task ended: keep the answer for its stage and step the task at once.
+   A task let go meanwhile no longer wants it. */
 static void s_on_reply(bus_client_t *client, const char *call_id, Berth__Envelope *reply, void *arg)
 {
     (void)client;
     tasks_t *self = arg;
-    s_held_t *h = NULL;
-    for (s_held_t *it = zhashx_first(self->held); it && !h; it = zhashx_next(self->held))
-        if (streq(it->call, call_id))
-            h = it;
+    s_held_t *h = s_find_call(self, call_id);
     if (!h) {
         if (reply)
             berth__envelope__free_unpacked(reply, NULL);
@@ -726,15 +824,42 @@ static void s_on_reply(bus_client_t *client, const char *call_id, Berth__Envelop
     h->call[0] = '\0';
     h->reply = reply;
     h->call_timed_out = reply == NULL;
-    h->next_try = 0;
     s_advance(self, h);
+    s_rearm(self);
+}
+
+int tasks_on_result(void *arg, const char *host, const Berth__AgentResult *result)
+{
+    tasks_t *self = arg;
+    s_held_t *h = NULL;
+    for (s_held_t *it = zhashx_first(self->held); it && !h; it = zhashx_next(self->held))
+        if (*it->task->command && s_is(it->task->command, result->command) &&
+            s_is(it->task->host, host))
+            h = it;
+    if (!h)
+        return 0; /* not a command in flight here (late, or held elsewhere): nothing to record */
+    /* A copy: the request that carried it is answered and freed before the task needs it. */
+    size_t len = berth__agent_result__get_packed_size(result);
+    uint8_t *buf = malloc(len ? len : 1);
+    if (!buf)
+        return -1;
+    berth__agent_result__pack(result, buf);
+    s_free_done(h);
+    h->done = berth__agent_result__unpack(NULL, len, buf);
+    free(buf);
+    if (!h->done)
+        return -1;
+    int lost = s_advance(self, h);
+    s_rearm(self);
+    return lost == 2 ? -1 : 0;
 }
 
 /* Take up to `room` due tasks: bump their epoch, name ourselves holder, start the lease.
-   KEYS: due zset. ARGV: holder, now, lease_ms, room. Returns id, epoch pairs. */
+   KEYS: due zset. ARGV: holder, now, lease_ms, room. Returns the earliest score left in the
+   due set (-1: empty), then id, epoch pairs. */
 static store_script_t s_acquire = {
     .source =
-        "local out = {}\n"
+        "local out = {-1}\n"
         "local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[2], 'LIMIT', 0, ARGV[4])\n"
         "for _, id in ipairs(ids) do\n"
         "  local key = 'berth:task:{' .. id .. '}'\n"
@@ -751,8 +876,22 @@ static store_script_t s_acquire = {
         "    out[#out + 1] = tostring(epoch)\n"
         "  end\n"
         "end\n"
+        "local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')\n"
+        "if first[2] then out[1] = tonumber(first[2]) end\n"
         "return out\n",
 };
+
+/* A task whose VM is gone can never run: fail it and drop it from the due set, once. */
+static void s_orphaned(tasks_t *self, s_held_t *h)
+{
+    char fault[160];
+    snprintf(fault, sizeof fault, "the task's VM %s no longer exists", h->task->target);
+    log_error(h->task->request_id, "task target VM is missing; failing the task", "{s:s, s:s}",
+              "task", h->id, "vm", h->task->target);
+    s_set(&h->task->fault, fault);
+    s_finish_task(h, "FAILED");
+    s_save(self, h);
+}
 
 static void s_take(tasks_t *self, const char *id, int64_t epoch)
 {
@@ -762,63 +901,199 @@ static void s_take(tasks_t *self, const char *id, int64_t epoch)
     if (model_load(self->store, &berth__task__descriptor, model_key(key, sizeof key, "task", id),
                    (ProtobufCMessage **)&task) != 0)
         return; /* the lease runs out and the task is due again */
-    if (model_load(self->store, &berth__vm__descriptor,
-                   model_key(vkey, sizeof vkey, "vm", task->target),
-                   (ProtobufCMessage **)&vm) != 0) {
-        log_error(task->request_id, "task target VM is missing", "{s:s, s:s}", "task", id, "vm",
-                  task->target);
-        berth__task__free_unpacked(task, NULL);
-        return;
-    }
+    int rc = model_load(self->store, &berth__vm__descriptor,
+                        model_key(vkey, sizeof vkey, "vm", task->target), (ProtobufCMessage **)&vm);
     s_held_t *h = calloc(1, sizeof *h);
-    if (!h) {
+    if (rc < 0 || !h) {
+        free(h);
         berth__task__free_unpacked(task, NULL);
-        berth__vm__free_unpacked(vm, NULL);
-        return;
+        return; /* Redis away or out of memory: the lease runs out and it is due again */
     }
     util_strlcpy(h->id, id, sizeof h->id);
     h->epoch = epoch;
-    h->task = model_to_json(&task->base);
-    h->vm = model_to_json(&vm->base);
+    h->task = task;
+    h->vm = rc == 0 ? vm : NULL;
     h->stage_since = util_mono_ms();
+    if (!h->vm) {
+        s_orphaned(self, h);
+        void *item = h;
+        s_held_free(&item);
+        return;
+    }
     log_info(task->request_id, epoch > 1 ? "took over task" : "took task", "{s:s, s:s, s:s, s:I}",
              "task", id, "kind", task->kind, "stage", task->stage, "epoch", (json_int_t)epoch);
-    berth__task__free_unpacked(task, NULL);
-    berth__vm__free_unpacked(vm, NULL);
     zhashx_update(self->held, id, h);
+    s_advance(self, h);
 }
 
-static int s_tick(service_t *service, void *arg)
+/* Take what is due, as room allows; note when the due set asks to be looked at next.
+   Returns the number of tasks taken. */
+static int s_take_due(tasks_t *self)
 {
-    (void)service;
-    tasks_t *self = arg;
     int room = self->max_held - (int)zhashx_size(self->held);
-    if (room > 0) {
-        char now[24], lease[24], rooms[24];
-        snprintf(now, sizeof now, "%lld", (long long)util_now_ms());
-        snprintf(lease, sizeof lease, "%d", self->lease_ms);
-        snprintf(rooms, sizeof rooms, "%d", room);
-        const char *argv[] = { "berth:tasks:due", service_instance(self->service), now, lease,
-                               rooms };
-        redisReply *r = store_eval(self->store, &s_acquire, 1, 5, argv);
-        if (r && r->type == REDIS_REPLY_ARRAY)
-            for (size_t i = 0; i + 1 < r->elements; i += 2) {
-                int64_t epoch = 0;
-                if (r->element[i]->type == REDIS_REPLY_STRING &&
-                    r->element[i + 1]->type == REDIS_REPLY_STRING &&
-                    util_parse_int(r->element[i + 1]->str, 1, INT64_MAX, &epoch) == 0)
-                    s_take(self, r->element[i]->str, epoch);
-            }
-        if (r)
-            freeReplyObject(r);
+    self->more_due = 0;
+    if (room <= 0) {
+        self->more_due = 1;
+        return 0;
     }
+    char now[24], lease[24], rooms[24];
+    int64_t now_ms = util_now_ms();
+    snprintf(now, sizeof now, "%lld", (long long)now_ms);
+    snprintf(lease, sizeof lease, "%d", self->lease_ms);
+    snprintf(rooms, sizeof rooms, "%d", room);
+    const char *argv[] = { S_DUE, service_instance(self->service), now, lease, rooms };
+    redisReply *r = store_eval(self->store, &s_acquire, 1, 5, argv);
+    int taken = 0;
+    self->next_due = 0;
+    if (r && r->type == REDIS_REPLY_ARRAY && r->elements >= 1) {
+        /* Copy first: taking a task may run it, and that may call back in here. */
+        size_t n = (r->elements - 1) / 2;
+        char(*ids)[UTIL_ID_LEN] = n ? calloc(n, sizeof *ids) : NULL;
+        int64_t *epochs = n ? calloc(n, sizeof *epochs) : NULL;
+        size_t k = 0;
+        for (size_t i = 1; ids && epochs && i + 1 < r->elements; i += 2) {
+            int64_t epoch = 0;
+            if (r->element[i]->type == REDIS_REPLY_STRING &&
+                r->element[i + 1]->type == REDIS_REPLY_STRING &&
+                util_parse_int(r->element[i + 1]->str, 1, INT64_MAX, &epoch) == 0 &&
+                strlen(r->element[i]->str) < UTIL_ID_LEN) {
+                util_strlcpy(ids[k], r->element[i]->str, UTIL_ID_LEN);
+                epochs[k++] = epoch;
+            }
+        }
+        long long first = r->element[0]->type == REDIS_REPLY_INTEGER ? r->element[0]->integer : -1;
+        if (first >= 0)
+            self->next_due = util_mono_ms() + (first > now_ms ? first - now_ms : 0);
+        self->more_due = (int)n >= room;
+        freeReplyObject(r);
+        for (size_t i = 0; i < k; i++)
+            s_take(self, ids[i], epochs[i]);
+        taken = (int)k;
+        free(ids);
+        free(epochs);
+    } else if (r)
+        freeReplyObject(r);
+    return taken;
+}
+
+/* When each held task next wants to run: its stage's retry, or renewing its lease. */
+static int64_t s_held_due(tasks_t *self, s_held_t *h)
+{
+    int64_t renew = util_mono_ms() + (h->task->lease_until_ms - util_now_ms()) - self->lease_ms / 2;
+    return h->next_try && h->next_try < renew ? h->next_try : renew;
+}
+
+static int s_on_timer(zloop_t *loop, int timer_id, void *arg);
+
+/* Arm the one timer at the earliest due time: held tasks, the due set, and at the latest
+   due_check_ms from now (a lost wake costs no more than that). */
+static void s_rearm(tasks_t *self)
+{
+    int64_t now = util_mono_ms();
+    int64_t at = now + self->due_check_ms;
+    if (self->next_due && self->next_due < at)
+        at = self->next_due;
+    if (self->more_due && zhashx_size(self->held) < (size_t)self->max_held)
+        at = now;
+    for (s_held_t *h = zhashx_first(self->held); h; h = zhashx_next(self->held)) {
+        int64_t due = s_held_due(self, h);
+        if (due < at)
+            at = due;
+    }
+    zloop_t *loop = service_loop(self->service);
+    if (self->timer_id) {
+        if (self->timer_at <= at)
+            return;
+        zloop_timer_end(loop, self->timer_id);
+        self->timer_id = 0;
+    }
+    int64_t delay = at - now;
+    self->timer_id = zloop_timer(loop, (size_t)(delay > 0 ? delay : 1), 1, s_on_timer, self);
+    self->timer_at = at;
+}
+
+/* Take what is due and run every held task whose time has come. */
+static void s_run(tasks_t *self)
+{
+    s_take_due(self);
+    int64_t now = util_mono_ms();
     zlistx_t *ids = zhashx_keys(self->held);
     for (char *id = zlistx_first(ids); id; id = zlistx_next(ids)) {
         s_held_t *h = zhashx_lookup(self->held, id);
-        if (h)
+        if (h && s_held_due(self, h) <= now)
             s_advance(self, h);
     }
     zlistx_destroy(&ids);
+    s_rearm(self);
+}
+
+static int s_on_timer(zloop_t *loop, int timer_id, void *arg)
+{
+    (void)loop;
+    (void)timer_id;
+    tasks_t *self = arg;
+    self->timer_id = 0;
+    s_run(self);
+    return 0;
+}
+
+/* ---- waking on new tasks ------------------------------------------------------------------ */
+
+typedef struct {
+    char host[256];
+    int port;
+} s_waker_args_t;
+
+/* The waker thread: blocks on berth:tasks:wake with its own Redis connection and sends
+   "WAKE" to the loop whenever ids arrive (several at once are one wake). */
+static void s_waker(zsock_t *pipe, void *arg)
+{
+    s_waker_args_t *a = arg;
+    store_t *store = store_new(a->host, a->port, 1000, 3000);
+    zpoller_t *poller = zpoller_new(pipe, NULL);
+    zsock_signal(pipe, 0);
+    while (poller) {
+        if (zpoller_wait(poller, 0)) {
+            char *cmd = zstr_recv(pipe);
+            int term = !cmd || streq(cmd, "$TERM");
+            zstr_free(&cmd);
+            if (term)
+                break;
+        }
+        redisReply *r = store ? store_command(store, "BZPOPMIN %s 0.5", S_WAKE) : NULL;
+        if (!r) {
+            /* Redis away: wait a little, unless told to stop. */
+            if (zpoller_wait(poller, 500)) {
+                char *cmd = zstr_recv(pipe);
+                int term = !cmd || streq(cmd, "$TERM");
+                zstr_free(&cmd);
+                if (term)
+                    break;
+            }
+            continue;
+        }
+        int woke = r->type == REDIS_REPLY_ARRAY && r->elements == 3;
+        freeReplyObject(r);
+        if (woke) {
+            /* Drain what else queued meanwhile: one take covers them all. */
+            r = store_command(store, "ZPOPMIN %s 1000", S_WAKE);
+            if (r)
+                freeReplyObject(r);
+            zstr_send(pipe, "WAKE");
+        }
+    }
+    zpoller_destroy(&poller);
+    store_destroy(&store);
+    free(a);
+}
+
+static int s_on_wake(service_t *service, void *arg)
+{
+    (void)service;
+    tasks_t *self = arg;
+    char *msg = zstr_recv_nowait(zactor_sock(self->waker));
+    zstr_free(&msg);
+    s_run(self);
     return 0;
 }
 
@@ -849,7 +1124,7 @@ static void s_on_dispose(bus_request_t *request, void *arg)
         bus_reply_error(request, "BAD_REQUEST", "DisposeVm needs a VM id (UUID)");
         return;
     }
-    char vkey[MODEL_KEY_MAX], tkey[MODEL_KEY_MAX], msg[160];
+    char vkey[MODEL_KEY_MAX], tkey[MODEL_KEY_MAX], msg[160], at[24];
     model_key(vkey, sizeof vkey, "vm", req->vm);
     for (int attempt = 0; attempt < 3; attempt++) {
         Berth__Vm *vm = NULL;
@@ -859,19 +1134,26 @@ static void s_on_dispose(bus_request_t *request, void *arg)
                             rc < 0 ? "state store unreachable" : "no such VM");
             return;
         }
-        if (streq(vm->state, "DISPOSING")) {
+        if (s_is(vm->state, "DISPOSING")) {
             s_reply_task(request, self->store, vm->task);
             berth__vm__free_unpacked(vm, NULL);
             return;
         }
-        if (!streq(vm->state, "ACTIVE") && !streq(vm->state, "ERROR")) {
+        if (!s_is(vm->state, "ACTIVE") && !s_is(vm->state, "ERROR")) {
             snprintf(msg, sizeof msg, "VM is %s; only ACTIVE or ERROR VMs can be disposed",
                      vm->state);
             berth__vm__free_unpacked(vm, NULL);
             bus_reply_error(request, "CONFLICT", msg);
             return;
         }
+        model_tx_t *tx = model_tx_new();
+        if (!tx) {
+            berth__vm__free_unpacked(vm, NULL);
+            bus_reply_error(request, "INTERNAL", "out of memory");
+            return;
+        }
         int64_t now = util_now_ms();
+        snprintf(at, sizeof at, "%lld", (long long)now);
         char id[UTIL_ID_LEN];
         util_uuid(id);
         Berth__Task task = BERTH__TASK__INIT;
@@ -886,7 +1168,6 @@ static void s_on_dispose(bus_request_t *request, void *arg)
         task.updated_ms = now;
         task.host = vm->host;
         task.version = 1;
-        model_tx_t *tx = model_tx_new();
         model_tx_check_version(tx, vkey, vm->version);
         vm->version++;
         vm->updated_ms = now;
@@ -901,8 +1182,8 @@ static void s_on_dispose(bus_request_t *request, void *arg)
         model_tx_check_version(tx, tkey, 0);
         model_tx_put(tx, tkey, &task.base);
         model_tx_event(tx, "task.state", "key", tkey, "task", id, "state", "QUEUED", "stage",
-                       "queued", NULL);
-        model_tx_zadd(tx, "berth:tasks:due", 0, id);
+                       "queued", "at_ms", at, NULL);
+        model_tx_zadd(tx, S_DUE, 0, id);
         rc = model_tx_commit(tx, self->store, NULL);
         model_tx_destroy(&tx);
         if (rc == 0) {
@@ -911,6 +1192,8 @@ static void s_on_dispose(bus_request_t *request, void *arg)
         } else if (rc < 0)
             bus_reply_error(request, "UNAVAILABLE", "state store unreachable");
         berth__vm__free_unpacked(vm, NULL); /* task borrowed its strings until here */
+        if (rc == 0)
+            s_run(self); /* queued here: take it now rather than wait for a wake */
         if (rc <= 0)
             return;
         /* The VM changed between read and write: look again. */
@@ -923,7 +1206,7 @@ static void s_on_dispose(bus_request_t *request, void *arg)
 void tasks_declare(config_t *c)
 {
     config_declare(c, "task_lease_ms", "5000", 0);
-    config_declare(c, "task_tick_ms", "100", 0);
+    config_declare(c, "due_check_ms", "1000", 0);
     config_declare(c, "max_running_tasks", "256", 0);
     config_declare(c, "call_timeout_ms", "3000", 0);
     config_declare(c, "command_timeout_ms", "60000", 0);
@@ -932,42 +1215,63 @@ void tasks_declare(config_t *c)
     config_declare(c, "command_redeliver_ms", "15000", 0);
 }
 
-tasks_t *tasks_new(service_t *service)
+tasks_t *tasks_new(service_t *service, agents_t *agents)
 {
     config_t *c = service_config(service);
-    int64_t lease, tick, held, call, cmd, ready, attempts;
+    int64_t lease, check, held, call, cmd, ready, attempts, redeliver, port;
     if (config_int(c, "task_lease_ms", 500, 600000, &lease) ||
-        config_int(c, "task_tick_ms", 10, 10000, &tick) ||
+        config_int(c, "due_check_ms", 10, 600000, &check) ||
         config_int(c, "max_running_tasks", 1, 100000, &held) ||
         config_int(c, "call_timeout_ms", 100, 600000, &call) ||
         config_int(c, "command_timeout_ms", 1000, 3600000, &cmd) ||
         config_int(c, "ready_timeout_ms", 1000, 3600000, &ready) ||
-        config_int(c, "max_attempts", 1, 10, &attempts))
+        config_int(c, "max_attempts", 1, 10, &attempts) ||
+        config_int(c, "command_redeliver_ms", 100, 3600000, &redeliver) ||
+        config_int(c, "redis_port", 1, 65535, &port))
         return NULL;
     tasks_t *self = calloc(1, sizeof *self);
-    if (!self)
+    s_waker_args_t *wa = calloc(1, sizeof *wa);
+    if (!self || !wa) {
+        free(self);
+        free(wa);
         return NULL;
+    }
     self->service = service;
     self->store = service_store(service);
     self->bus = service_client(service);
+    self->agents = agents;
     self->held = zhashx_new();
     self->lease_ms = (int)lease;
+    self->due_check_ms = (int)check;
     self->max_held = (int)held;
     self->call_timeout_ms = (int)call;
     self->command_timeout_ms = (int)cmd;
     self->ready_timeout_ms = (int)ready;
     self->max_attempts = (int)attempts;
+    self->redeliver_ms = (int)redeliver;
     zhashx_set_destructor(self->held, s_held_free);
+    util_strlcpy(wa->host, config_get(c, "redis_host"), sizeof wa->host);
+    wa->port = (int)port;
+    self->waker = zactor_new(s_waker, wa); /* the thread frees wa */
+    if (!self->waker) {
+        free(wa);
+        tasks_destroy(&self);
+        return NULL;
+    }
+    agents_on_result(agents, tasks_on_result, self);
     service_on(service, "DisposeVm", s_on_dispose, self);
-    service_every(service, (int)tick, s_tick, self);
+    service_reader(service, zactor_sock(self->waker), s_on_wake, self);
+    s_run(self);
     return self;
 }
 
 void tasks_destroy(tasks_t **self_p)
 {
     if (self_p && *self_p) {
-        zhashx_destroy(&(*self_p)->held);
-        free(*self_p);
+        tasks_t *self = *self_p;
+        zactor_destroy(&self->waker);
+        zhashx_destroy(&self->held);
+        free(self);
         *self_p = NULL;
     }
 }
