@@ -341,6 +341,17 @@ static int s_rank(placement_t *self, const Berth__SelectHost *req, int64_t now, 
         n++;
     }
     qsort(self->candidates, (size_t)n, sizeof *self->candidates, s_by_weight);
+    /* Hosts the caller prefers (a retry's alternates) go first, in the caller's order. */
+    int front = 0;
+    for (size_t p = 0; p < req->n_prefer; p++)
+        for (int i = front; i < n; i++)
+            if (strcmp(self->candidates[i].id, req->prefer[p]) == 0) {
+                s_candidate_t moved = self->candidates[i];
+                memmove(&self->candidates[front + 1], &self->candidates[front],
+                        (size_t)(i - front) * sizeof *self->candidates);
+                self->candidates[front++] = moved;
+                break;
+            }
     return n;
 }
 
@@ -476,6 +487,8 @@ static const char *s_invalid(const placement_t *self, const Berth__SelectHost *r
     for (size_t i = 0; i < req->n_exclude; i++)
         if (!req->exclude[i] || !*req->exclude[i] || strlen(req->exclude[i]) >= PLACEMENT_ID_MAX)
             return "exclude holds an empty or overlong host id";
+    if (req->n_prefer > (size_t)c->max_exclude)
+        return "prefer lists more hosts than the configured maximum (max_exclude)";
     return NULL;
 }
 

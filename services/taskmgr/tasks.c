@@ -383,6 +383,16 @@ static s_rc_t s_schedule(tasks_t *self, s_held_t *h, const s_stage_t *stage)
     req.flavor = h->vm->flavor;
     req.exclude = t->tried;
     req.n_exclude = t->n_tried;
+    /* A retry tries the first placement's alternates first (those not failed already). */
+    char *prefer[16];
+    for (size_t i = 0; t->n_tried && i < t->n_alternates && req.n_prefer < 16; i++) {
+        int failed = 0;
+        for (size_t k = 0; k < t->n_tried; k++)
+            failed |= s_is(t->alternates[i], t->tried[k]);
+        if (!failed)
+            prefer[req.n_prefer++] = t->alternates[i];
+    }
+    req.prefer = prefer;
     Berth__Envelope *reply = NULL;
     s_rc_t rc = s_call(self, h, "scheduler", &req.base, &reply);
     if (rc == S_WAIT)

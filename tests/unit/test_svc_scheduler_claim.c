@@ -219,6 +219,37 @@ static void test_ratios(void **state)
     placement_destroy(&p);
 }
 
+/* A retry names the first placement's alternates (prefer): the first of them that passes
+   the filters is claimed, whatever the weigher would say; one that does not pass is skipped. */
+static void test_prefer_alternates(void **state)
+{
+    fixture_t *f = *state;
+    s_host(f->store, "small", "UP", 0, 64, 4096, 1000);
+    s_host(f->store, "medium", "UP", 0, 64, 8192, 1000);
+    s_host(f->store, "large", "UP", 0, 64, 16384, 1000);
+    s_host(f->store, "gone", "DOWN", 0, 64, 65536, 1000);
+    Berth__Resources flavor = BERTH__RESOURCES__INIT;
+    flavor.vcpus = 1;
+    flavor.ram_mb = 1024;
+    flavor.disk_gb = 1;
+    char *exclude[] = { "large" };
+    char *prefer[] = { "gone", "small", "medium" };
+    char vm[UTIL_ID_LEN], error[512];
+    s_vm(1, vm);
+    Berth__SelectHost req = BERTH__SELECT_HOST__INIT;
+    req.vm = vm;
+    req.flavor = &flavor;
+    req.exclude = exclude;
+    req.n_exclude = 1;
+    req.prefer = prefer;
+    req.n_prefer = 3;
+    placement_result_t res;
+    assert_int_equal(placement_select(f->placement, &req, &res, error, sizeof error), 0);
+    assert_string_equal(res.host, "small");
+    assert_int_equal(res.n_alternates, 1);
+    assert_string_equal(res.alternates[0], "medium");
+}
+
 static void test_weigher_spreads(void **state)
 {
     fixture_t *f = *state;
@@ -510,6 +541,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_filters, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_ratios, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_weigher_spreads, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_prefer_alternates, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_idempotent_claim, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_release_exact, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_bad_requests, s_setup, s_teardown),
