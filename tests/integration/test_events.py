@@ -137,5 +137,38 @@ class Events(unittest.TestCase):
         print("steps: " + ", ".join("%s %s" % (s["name"], s["state"]) for s in task["steps"]))
 
 
+
+class PowerFromHeartbeats(unittest.TestCase):
+    def test_power_state_change_is_a_transaction(self):
+        with Platform() as p:
+            try:
+                p.start_all(agents=1)
+                api = Api(p)
+                wait_until(lambda: len(api.hosts()) == 1, 20, "one host reported")
+                req = api.request("small", "drift")
+                vm_id = req["vms"][0]["id"]
+                api.wait_vm(vm_id, ("ACTIVE",), timeout=20)
+                key = "berth:vm:{%s}" % vm_id
+                # The record drifts from what libvirt says; the next heartbeat repairs it,
+                # through a transaction: version bumped, a vm.power event written.
+                version = int(p.redis_command("HGET", key, "version"))
+                p.redis_command("HSET", key, "power_state", "STOPPED")
+                wait_until(lambda: p.redis_command("HGET", key, "power_state") == "RUNNING", 10,
+                           "heartbeat repaired the power state")
+                self.assertEqual(int(p.redis_command("HGET", key, "version")), version + 1)
+                events = [dict(zip(f[::2], f[1::2]))
+                          for _, f in p.redis_command("XRANGE", "berth:events", "-", "+")]
+                power = [e for e in events if e.get("type") == "vm.power" and e.get("vm") == vm_id]
+                self.assertEqual(len(power), 1, power)
+                self.assertEqual(power[0]["power_state"], "RUNNING")
+                self.assertTrue(power[0]["at_ms"].isdigit())
+                # An unchanged state writes nothing: the version stays.
+                time.sleep(2.5)  # two more heartbeats
+                self.assertEqual(int(p.redis_command("HGET", key, "version")), version + 1)
+            except BaseException:
+                p.dump_logs()
+                raise
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)
