@@ -35,6 +35,7 @@ typedef struct {
     int64_t refreshed_at; /* monotonic ms of the last registry read */
     int pinned;           /* endpoints came from bus_client_pin(), not the registry */
     char *service;        /* service stamped on requests (NULL: the target's own name) */
+    int retry_ms;         /* resend interval for this target (0: the client's) */
 } s_target_t;
 
 /* One call in flight. */
@@ -124,6 +125,14 @@ void bus_client_set_retry(bus_client_t *self, int retry_ms)
 }
 
 static int s_on_reader(zloop_t *loop, zsock_t *sock, void *arg);
+static s_target_t *s_target(bus_client_t *self, const char *service);
+
+void bus_client_set_target_retry(bus_client_t *self, const char *target, int retry_ms)
+{
+    s_target_t *t = s_target(self, target);
+    if (t)
+        t->retry_ms = retry_ms > 10 ? retry_ms : 10;
+}
 
 static s_target_t *s_target(bus_client_t *self, const char *service)
 {
@@ -279,7 +288,7 @@ static void s_resend(bus_client_t *self, s_call_t *c)
     if (zframe_send(&copy, t->dealer, ZFRAME_DONTWAIT) != 0)
         zframe_destroy(&copy);
     c->attempts++;
-    int64_t next = util_mono_ms() + self->retry_ms;
+    int64_t next = util_mono_ms() + (t->retry_ms ? t->retry_ms : self->retry_ms);
     c->resend_at = next < c->deadline ? next : c->deadline;
 }
 

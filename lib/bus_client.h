@@ -54,6 +54,10 @@ int bus_client_send(bus_client_t *self, const char *service, const ProtobufCMess
 /* Interval between resends of an unanswered call (default 250 ms). */
 void bus_client_set_retry(bus_client_t *self, int retry_ms);
 
+/* The same for calls to one target only (e.g. long polls a server parks: their resends are
+   absorbed by the server, so resending often only costs messages). */
+void bus_client_set_target_retry(bus_client_t *self, const char *target, int retry_ms);
+
 /* Number of endpoints the client is connected to for service (after a refresh). */
 int bus_client_instances(bus_client_t *self, const char *service);
 

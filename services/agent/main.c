@@ -11,7 +11,8 @@
 #include <sodium.h>
 #include <unistd.h>
 
-#define MAX_LINKS 16 /* taskmgr instances one agent connects to */
+#define MAX_LINKS     16   /* taskmgr instances one agent connects to */
+#define LINK_RETRY_MS 1000 /* resend interval of a poll (parked at taskmgr most of the time) */
 
 typedef struct _agent_t agent_t;
 
@@ -406,6 +407,9 @@ static int s_links(agent_t *self, const char *endpoints)
         link->outbox = calloc(self->max_pending, sizeof *link->outbox);
         if (!link->outbox || bus_client_pin_as(self->taskmgr, link->target, "taskmgr", ep) != 0)
             rc = -1;
+        /* A parked poll is resent rarely: taskmgr absorbs resends of a poll it keeps, so a
+           resend only matters when the poll was lost (taskmgr restarted). */
+        bus_client_set_target_retry(self->taskmgr, link->target, LINK_RETRY_MS);
         self->n_links++;
     }
     free(copy);
