@@ -80,7 +80,8 @@ static void s_park_free(void **item)
 
 /* A heartbeat in one step: the host's hash and its place in the set of hosts; then, for the
    VMs placed on that host whose power state differs from the report, their id and version
-   (VMs a task is building or disposing are the task's to write).
+   (VMs a task is building or disposing are the task's to write: their version must not move
+   under the task).
    KEYS: host hash, hosts set. ARGV: host id, n, n field/value pairs, then name/state pairs.
    Returns id, version, power_state triples of the VMs to update. */
 static store_script_t s_beat = {
@@ -99,31 +100,6 @@ static store_script_t s_beat = {
               "end\n"
               "return out\n",
 };
-
-/* A power state change seen by a heartbeat, as a transaction: version bump and a vm.power
-   event, refused when the VM changed since the heartbeat read it (the next beat retries). */
-static void s_power_change(store_t *store, const char *vm, const char *version, const char *power)
-{
-    int64_t v = 0;
-    if (util_parse_int(version, 0, INT64_MAX - 1, &v) != 0)
-        return;
-    model_tx_t *tx = model_tx_new();
-    if (!tx)
-        return;
-    char key[MODEL_KEY_MAX], next[24], at[24];
-    model_key(key, sizeof key, "vm", vm);
-    snprintf(next, sizeof next, "%lld", (long long)v + 1);
-    snprintf(at, sizeof at, "%lld", (long long)util_now_ms());
-    model_tx_check_version(tx, key, v);
-    model_tx_hset(tx, key, "power_state", power);
-    model_tx_hset(tx, key, "version", next);
-    model_tx_hset(tx, key, "updated_ms", at);
-    model_tx_event(tx, "vm.power", "key", key, "vm", vm, "power_state", power, "version", next,
-                   "at_ms", at, NULL);
-    if (model_tx_commit(tx, store, NULL) == 0)
-        log_debug(NULL, "power state changed", "{s:s, s:s}", "vm", vm, "power_state", power);
-    model_tx_destroy(&tx);
-}
 
 /* The agent's heartbeat: registry entry for the agent, host hash for placement, the
    domains it runs, and their power states onto the VMs. */
@@ -200,12 +176,22 @@ static void s_on_heartbeat(bus_request_t *request, void *arg)
     }
     redisReply *r = argv ? store_eval(store, &s_beat, 2, argc, argv) : NULL;
     int ok = r && r->type == REDIS_REPLY_ARRAY;
-    for (size_t i = 0; ok && i + 2 < r->elements; i += 3)
+    /* The changes, as one transaction: each an observed power state (version bump and a
+       vm.power event, only if still placed here and still different). */
+    model_tx_t *tx = ok && r->elements ? model_tx_new() : NULL;
+    int changes = 0;
+    for (size_t i = 0; tx && i + 2 < r->elements; i += 3)
         if (r->element[i]->type == REDIS_REPLY_STRING &&
-            r->element[i + 1]->type == REDIS_REPLY_STRING &&
-            r->element[i + 2]->type == REDIS_REPLY_STRING)
-            s_power_change(store, r->element[i]->str, r->element[i + 1]->str,
-                           r->element[i + 2]->str);
+            r->element[i + 2]->type == REDIS_REPLY_STRING &&
+            power_state_from_string(r->element[i + 2]->str) > 0 &&
+            model_tx_vm_power(tx, r->element[i]->str, hb->host->id, r->element[i + 2]->str) == 0)
+            changes++;
+    const char *why = NULL;
+    int rc = changes ? model_tx_commit(tx, store, &why) : 0;
+    if (rc > 0)
+        log_debug(NULL, "power states not written; the next heartbeat retries", "{s:s}", "reason",
+                  why ? why : "?");
+    model_tx_destroy(&tx);
     if (r)
         freeReplyObject(r);
     free(domains_text);

@@ -46,8 +46,10 @@ typedef enum { S_LIGHT, S_HEAVY } s_class_t;
 typedef struct {
     char id[UTIL_ID_LEN];
     int64_t epoch;
-    Berth__Task *task;          /* the task as this instance last wrote it */
+    Berth__Task *task;          /* the task as this instance changes it */
+    Berth__Task *saved_task;    /* ...and as it was last read or written (to diff against) */
     Berth__Vm *vm;              /* the VM, loaded when the task is taken (NULL: gone) */
+    Berth__Vm *saved_vm;        /* ...and as it was last read or written */
     Berth__StagedImage *staged; /* the stager's answer, kept for the host stages */
     int vm_dirty;               /* vm changed since the last write */
     int dirty;                  /* task changed since the last write */
@@ -159,8 +161,12 @@ static void s_held_free(void **item)
     if (h) {
         if (h->task)
             berth__task__free_unpacked(h->task, NULL);
+        if (h->saved_task)
+            berth__task__free_unpacked(h->saved_task, NULL);
         if (h->vm)
             berth__vm__free_unpacked(h->vm, NULL);
+        if (h->saved_vm)
+            berth__vm__free_unpacked(h->saved_vm, NULL);
         if (h->staged)
             berth__staged_image__free_unpacked(h->staged, NULL);
         if (h->reply)
@@ -178,13 +184,58 @@ static int s_finished(const Berth__Task *t)
 
 /* ---- writing ------------------------------------------------------------------------------ */
 
-/* Write the held task (and the VM when it changed) in one step guarded by holder and epoch,
-   with its task.state event and its place in the due set. 0, or -1 when the task is no
-   longer ours (another instance took it) or Redis failed: the caller then lets it go. */
+/* A deep copy of msg (what was last written, to compare with). NULL when out of memory. */
+static ProtobufCMessage *s_copy(const ProtobufCMessage *msg)
+{
+    size_t len = protobuf_c_message_get_packed_size(msg);
+    uint8_t *buf = malloc(len ? len : 1);
+    if (!buf)
+        return NULL;
+    protobuf_c_message_pack(msg, buf);
+    ProtobufCMessage *copy = protobuf_c_message_unpack(msg->descriptor, NULL, len, buf);
+    free(buf);
+    return copy;
+}
+
+/* Add the VM's changes since it was last written to tx: a state change as a lifecycle
+   transition (the table refuses one it does not allow), the power state as an observation
+   on its host, every other changed field as it is. */
+static void s_vm_changes(model_tx_t *tx, s_held_t *h)
+{
+    Berth__Vm *vm = h->vm, *was = h->saved_vm;
+    char vkey[MODEL_KEY_MAX], vcpus[24], ram[24], disk[24];
+    model_key(vkey, sizeof vkey, "vm", vm->id);
+    vm->version = was->version; /* moved by transitions only */
+    if (!s_is(vm->state, was->state)) {
+        const Berth__Resources *f = vm->flavor;
+        snprintf(vcpus, sizeof vcpus, "%d", f ? f->vcpus : 0);
+        snprintf(ram, sizeof ram, "%lld", f ? (long long)f->ram_mb : 0LL);
+        snprintf(disk, sizeof disk, "%lld", f ? (long long)f->disk_gb : 0LL);
+        /* The state is checked; the version is not: a heartbeat may have bumped it. */
+        model_tx_transition(tx, LIFECYCLE_VM, vkey, was->state, vm->state, MODEL_VERSION_ANY, "vm",
+                            vm->id, "owner", vm->owner, "vcpus", vcpus, "ram_mb", ram, "disk_gb",
+                            disk, "host", *vm->host ? vm->host : was->host, "template",
+                            vm->template_, NULL);
+    }
+    if (!s_is(vm->power_state, was->power_state)) {
+        const char *host = *was->host ? was->host : vm->host;
+        if (*host && power_state_from_string(vm->power_state) > 0)
+            model_tx_vm_power(tx, vm->id, host, vm->power_state);
+        else
+            s_set(&vm->power_state, was->power_state); /* nothing to observe it on */
+    }
+    model_tx_put_changed(tx, vkey, &was->base, &vm->base);
+}
+
+/* Write the held task (and the VM when it changed) in one step guarded by holder and epoch:
+   state changes as lifecycle transitions (with their events), a stage's progress as a
+   task.state event, the other fields that changed, and the task's place in the due set.
+   0, or -1 when the task is no longer ours (another instance took it), Redis failed, or the
+   lifecycle table refused the change: the caller then lets the task go. */
 static int s_save(tasks_t *self, s_held_t *h)
 {
-    char key[MODEL_KEY_MAX], vkey[MODEL_KEY_MAX], epoch[24], at[24];
-    Berth__Task *t = h->task;
+    char key[MODEL_KEY_MAX], epoch[24], at[24];
+    Berth__Task *t = h->task, *was = h->saved_task;
     model_key(key, sizeof key, "task", h->id);
     snprintf(epoch, sizeof epoch, "%lld", (long long)h->epoch);
     int64_t now = util_now_ms();
@@ -192,42 +243,64 @@ static int s_save(tasks_t *self, s_held_t *h)
     int64_t lease_until = now + self->lease_ms;
     t->lease_until_ms = finished ? 0 : lease_until;
     t->updated_ms = now;
-    t->version++;
+    t->version = was->version;
     snprintf(at, sizeof at, "%lld", (long long)now);
 
     model_tx_t *tx = model_tx_new();
-    if (!tx) {
-        log_error(t->request_id, "out of memory writing a task; letting it go", "{s:s}", "task",
-                  h->id);
-        h->lost = 2;
-        return -1;
-    }
-    model_tx_check(tx, key, "holder", service_instance(self->service));
-    model_tx_check(tx, key, "epoch", epoch);
-    model_tx_put(tx, key, &t->base);
-    model_tx_event(tx, "task.state", "key", key, "task", h->id, "state", t->state, "stage",
-                   t->stage, "at_ms", at, NULL);
-    if (finished)
-        model_tx_zrem(tx, S_DUE, h->id);
-    else
-        model_tx_zadd(tx, S_DUE, lease_until, h->id);
-    if (h->vm_dirty && h->vm) {
-        Berth__Vm *vm = h->vm;
-        model_key(vkey, sizeof vkey, "vm", vm->id);
-        model_tx_check_version(tx, vkey, vm->version);
-        vm->version++;
-        vm->updated_ms = now;
-        model_tx_put(tx, vkey, &vm->base);
-        model_tx_vm_event(tx, vm);
-    }
+    Berth__Task *task_copy = NULL;
+    Berth__Vm *vm_copy = NULL;
     const char *why = NULL;
-    int rc = model_tx_commit(tx, self->store, &why);
-    model_tx_destroy(&tx);
+    int rc = -1;
+    if (tx) {
+        int moved = !s_is(t->state, was->state);
+        model_tx_check(tx, key, "holder", service_instance(self->service));
+        model_tx_check(tx, key, "epoch", epoch);
+        if (moved)
+            model_tx_transition(tx, LIFECYCLE_TASK, key, was->state, t->state, MODEL_VERSION_ANY,
+                                "task", h->id, "stage", t->stage, NULL);
+        else
+            model_tx_event(tx, "task.state", "key", key, "task", h->id, "state", t->state, "stage",
+                           t->stage, "at_ms", at, NULL);
+        model_tx_put_changed(tx, key, &was->base, &t->base);
+        if (finished)
+            model_tx_zrem(tx, S_DUE, h->id);
+        else
+            model_tx_zadd(tx, S_DUE, lease_until, h->id);
+        if (h->vm_dirty && h->vm && h->saved_vm)
+            s_vm_changes(tx, h);
+        if (moved)
+            t->version = was->version + 1;
+        if (h->vm && h->saved_vm && !s_is(h->vm->state, h->saved_vm->state))
+            h->vm->version = h->saved_vm->version + 1;
+        task_copy = (Berth__Task *)s_copy(&t->base);
+        vm_copy = h->vm ? (Berth__Vm *)s_copy(&h->vm->base) : NULL;
+        if (task_copy && (vm_copy || !h->vm))
+            rc = model_tx_commit(tx, self->store, &why);
+        else
+            why = "out of memory";
+        model_tx_destroy(&tx);
+    } else
+        why = "out of memory";
     if (rc != 0) {
-        log_warn(t->request_id, "task write refused; letting the task go", "{s:s, s:s}", "task",
-                 h->id, "reason", rc < 0 ? "state store unreachable" : why);
-        h->lost = rc < 0 ? 2 : 1;
+        if (task_copy)
+            berth__task__free_unpacked(task_copy, NULL);
+        if (vm_copy)
+            berth__vm__free_unpacked(vm_copy, NULL);
+        if (rc == MODEL_REFUSED)
+            log_error(t->request_id, "task write refused by the lifecycle table; letting it go",
+                      "{s:s, s:s}", "task", h->id, "reason", why ? why : "?");
+        else
+            log_warn(t->request_id, "task write refused; letting the task go", "{s:s, s:s}", "task",
+                     h->id, "reason", rc < 0 ? (why ? why : "state store unreachable") : why);
+        h->lost = rc == MODEL_CONFLICT ? 1 : 2;
         return -1;
+    }
+    berth__task__free_unpacked(h->saved_task, NULL);
+    h->saved_task = task_copy;
+    if (vm_copy) {
+        if (h->saved_vm)
+            berth__vm__free_unpacked(h->saved_vm, NULL);
+        h->saved_vm = vm_copy;
     }
     h->dirty = 0;
     h->vm_dirty = 0;
@@ -923,7 +996,14 @@ static void s_take(tasks_t *self, const char *id, int64_t epoch)
     h->epoch = epoch;
     h->task = task;
     h->vm = rc == 0 ? vm : NULL;
+    h->saved_task = (Berth__Task *)s_copy(&task->base);
+    h->saved_vm = h->vm ? (Berth__Vm *)s_copy(&h->vm->base) : NULL;
     h->stage_since = util_mono_ms();
+    if (!h->saved_task || (h->vm && !h->saved_vm)) {
+        void *item = h;
+        s_held_free(&item); /* out of memory: the lease runs out and it is due again */
+        return;
+    }
     if (!h->vm) {
         s_orphaned(self, h);
         void *item = h;
@@ -1134,7 +1214,7 @@ static void s_on_dispose(bus_request_t *request, void *arg)
         bus_reply_error(request, "BAD_REQUEST", "DisposeVm needs a VM id (UUID)");
         return;
     }
-    char vkey[MODEL_KEY_MAX], tkey[MODEL_KEY_MAX], msg[160], at[24];
+    char vkey[MODEL_KEY_MAX], tkey[MODEL_KEY_MAX], msg[160];
     model_key(vkey, sizeof vkey, "vm", req->vm);
     for (int attempt = 0; attempt < 3; attempt++) {
         Berth__Vm *vm = NULL;
@@ -1163,7 +1243,6 @@ static void s_on_dispose(bus_request_t *request, void *arg)
             return;
         }
         int64_t now = util_now_ms();
-        snprintf(at, sizeof at, "%lld", (long long)now);
         char id[UTIL_ID_LEN];
         util_uuid(id);
         Berth__Task task = BERTH__TASK__INIT;
@@ -1178,21 +1257,17 @@ static void s_on_dispose(bus_request_t *request, void *arg)
         task.updated_ms = now;
         task.host = vm->host;
         task.version = 1;
-        model_tx_check_version(tx, vkey, vm->version);
-        vm->version++;
-        vm->updated_ms = now;
-        char *old_state = vm->state, *old_task = vm->task;
-        vm->state = "DISPOSING";
+        /* VM ACTIVE/ERROR -> DISPOSING (state and version as read), naming its new task;
+           the task is born QUEUED, in the same step. */
+        model_tx_vm_transition(tx, vm, "DISPOSING");
+        char *old_task = vm->task;
         vm->task = id;
-        model_tx_put(tx, vkey, &vm->base);
-        model_tx_vm_event(tx, vm);
-        vm->state = old_state;
+        model_tx_put_fields(tx, vkey, &vm->base, "task", NULL);
         vm->task = old_task;
         model_key(tkey, sizeof tkey, "task", id);
-        model_tx_check_version(tx, tkey, 0);
+        model_tx_transition(tx, LIFECYCLE_TASK, tkey, "", "QUEUED", 0, "task", id, "stage",
+                            "queued", NULL);
         model_tx_put(tx, tkey, &task.base);
-        model_tx_event(tx, "task.state", "key", tkey, "task", id, "state", "QUEUED", "stage",
-                       "queued", "at_ms", at, NULL);
         model_tx_zadd(tx, S_DUE, 0, id);
         rc = model_tx_commit(tx, self->store, NULL);
         model_tx_destroy(&tx);
@@ -1201,10 +1276,15 @@ static void s_on_dispose(bus_request_t *request, void *arg)
             bus_reply(request, &task.base);
         } else if (rc < 0)
             bus_reply_error(request, "UNAVAILABLE", "state store unreachable");
+        else if (rc == MODEL_REFUSED) {
+            log_error(task.request_id, "disposal refused by the lifecycle table", "{s:s, s:s}",
+                      "vm", req->vm, "state", vm->state);
+            bus_reply_error(request, "CONFLICT", "the VM cannot be disposed in its state");
+        }
         berth__vm__free_unpacked(vm, NULL); /* task borrowed its strings until here */
         if (rc == 0)
             s_run(self); /* queued here: take it now rather than wait for a wake */
-        if (rc <= 0)
+        if (rc != MODEL_CONFLICT)
             return;
         /* The VM changed between read and write: look again. */
     }

@@ -152,12 +152,14 @@ class PowerFromHeartbeats(unittest.TestCase):
                 # The record drifts from what libvirt says; the next heartbeat repairs it,
                 # through a transaction: version bumped, a vm.power event written.
                 version = int(p.redis_command("HGET", key, "version"))
+                last = p.redis_command("XREVRANGE", "berth:events", "+", "-", "COUNT", "1")
+                since = "(" + last[0][0]
                 p.redis_command("HSET", key, "power_state", "STOPPED")
                 wait_until(lambda: p.redis_command("HGET", key, "power_state") == "RUNNING", 10,
                            "heartbeat repaired the power state")
                 self.assertEqual(int(p.redis_command("HGET", key, "version")), version + 1)
                 events = [dict(zip(f[::2], f[1::2]))
-                          for _, f in p.redis_command("XRANGE", "berth:events", "-", "+")]
+                          for _, f in p.redis_command("XRANGE", "berth:events", since, "+")]
                 power = [e for e in events if e.get("type") == "vm.power" and e.get("vm") == vm_id]
                 self.assertEqual(len(power), 1, power)
                 self.assertEqual(power[0]["power_state"], "RUNNING")
