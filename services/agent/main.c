@@ -454,7 +454,7 @@ int main(int argc, char **argv)
     }
     int64_t poll_wait, poll_retry, poll_timeout, cache, pending, vcpus, ram, disk, name_max,
         seed_max;
-    if (config_int(c, "poll_wait_ms", 0, 600000, &poll_wait) ||
+    if (config_int(c, "poll_wait_ms", 100, 600000, &poll_wait) ||
         config_int(c, "poll_retry_ms", 10, 60000, &poll_retry) ||
         config_int(c, "poll_timeout_ms", 50, 60000, &poll_timeout) ||
         config_int(c, "max_commands", 1, 10000, &self.max_commands) ||

@@ -1,0 +1,292 @@
+/*  The agent protocol of taskmgr (agents.c) over a real bus and a real Redis: a poll with
+    nothing due is parked and answered empty after its wait; a command pushed for a host is
+    handed out at once over the poll the host parked; a newer poll supersedes a parked one;
+    a result is acknowledged only when the engine recorded it. The service runs on its own
+    thread; the test is the agent, calling it through bus_client. */
+#include "agents.h"
+#include "testenv.h"
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+
+#include <cmocka.h>
+#include <pthread.h>
+
+typedef struct {
+    testenv_redis_t *redis;
+    service_t *service;
+    agents_t *agents;
+    pthread_t thread;
+    char endpoint[256];
+    char recorded[64]; /* last result recorded by the engine (its command id) */
+    int refuse;        /* the engine's answer: -1 (write failed) when set */
+} fixture_t;
+
+/* The engine's side: record the result (or fail to). Runs on the service thread. */
+static int s_on_result(void *arg, const char *host, const Berth__AgentResult *result)
+{
+    fixture_t *f = arg;
+    (void)host;
+    if (f->refuse)
+        return -1;
+    util_strlcpy(f->recorded, result->command, sizeof f->recorded);
+    return 0;
+}
+
+/* Test hooks on the service's loop: GetSeed{vm = host} pushes command "cmd-<host>";
+   ListImages stops the loop. */
+static void s_on_push(bus_request_t *request, void *arg)
+{
+    fixture_t *f = arg;
+    Berth__GetSeed *req = bus_request_body(request, &berth__get_seed__descriptor);
+    char id[64];
+    snprintf(id, sizeof id, "cmd-%s", req->vm);
+    Berth__AgentCommand cmd = BERTH__AGENT_COMMAND__INIT;
+    cmd.id = id;
+    cmd.op = "START";
+    cmd.vm = "00000000-0000-4000-8000-000000000001";
+    assert_int_equal(agents_push(f->agents, req->vm, &cmd), 0);
+    Berth__Ping pong = BERTH__PING__INIT;
+    bus_reply(request, &pong.base);
+}
+
+static void s_on_stop(bus_request_t *request, void *arg)
+{
+    fixture_t *f = arg;
+    Berth__Ping pong = BERTH__PING__INIT;
+    bus_reply(request, &pong.base);
+    service_stop(f->service);
+}
+
+static void *s_run(void *arg)
+{
+    fixture_t *f = arg;
+    service_run(f->service);
+    return NULL;
+}
+
+static Berth__Envelope *s_call(const char *endpoint, const ProtobufCMessage *body, int timeout)
+{
+    bus_client_t *client = bus_client_new(NULL, "agent/test");
+    assert_non_null(client);
+    assert_int_equal(bus_client_pin(client, "taskmgr", endpoint), 0);
+    Berth__Envelope *reply = NULL;
+    int rc = bus_client_call(client, "taskmgr", body, NULL, timeout, &reply);
+    bus_client_destroy(&client);
+    return rc == 0 ? reply : NULL;
+}
+
+/* A poll of host; the commands answered (their ids, comma-separated) in out. -1 on error. */
+static int s_poll(const char *endpoint, const char *host, int wait_ms, Berth__AgentResult **results,
+                  size_t n_results, char *out, size_t size)
+{
+    Berth__AgentWork work = BERTH__AGENT_WORK__INIT;
+    work.host = (char *)host;
+    work.instance = "agent-test";
+    work.wait_ms = wait_ms;
+    work.results = results;
+    work.n_results = n_results;
+    Berth__Envelope *reply = s_call(endpoint, &work.base, wait_ms + 3000);
+    if (!reply || reply->error) {
+        if (reply)
+            berth__envelope__free_unpacked(reply, NULL);
+        return -1;
+    }
+    Berth__AgentWorkReply *body =
+        (Berth__AgentWorkReply *)envelope_body(reply, &berth__agent_work_reply__descriptor);
+    berth__envelope__free_unpacked(reply, NULL);
+    assert_non_null(body);
+    out[0] = '\0';
+    for (size_t i = 0; i < body->n_commands; i++)
+        snprintf(out + strlen(out), size - strlen(out), "%s%s", i ? "," : "",
+                 body->commands[i]->id);
+    berth__agent_work_reply__free_unpacked(body, NULL);
+    return 0;
+}
+
+static void s_push(fixture_t *f, const char *host)
+{
+    Berth__GetSeed req = BERTH__GET_SEED__INIT;
+    req.vm = (char *)host;
+    Berth__Envelope *reply = s_call(f->endpoint, &req.base, 3000);
+    assert_non_null(reply);
+    assert_null(reply->error);
+    berth__envelope__free_unpacked(reply, NULL);
+}
+
+static int s_setup(void **state)
+{
+    fixture_t *f = calloc(1, sizeof *f);
+    f->redis = testenv_redis_start(0);
+    assert_non_null(f->redis);
+    char port[16];
+    snprintf(port, sizeof port, "%d", testenv_redis_port(f->redis));
+    setenv("BERTH_REDIS_PORT", port, 1);
+    setenv("BERTH_REDIS_HOST", "127.0.0.1", 1);
+    setenv("BERTH_BIND", "tcp://127.0.0.1:*", 1);
+    setenv("BERTH_INSTANCE", "taskmgr-test", 1);
+    char *argv[] = { "berth-taskmgr", NULL };
+    f->service = service_new("taskmgr", 1, argv);
+    assert_non_null(f->service);
+    agents_declare(service_config(f->service));
+    assert_int_equal(service_start(f->service), 0);
+    f->agents = agents_new(f->service);
+    assert_non_null(f->agents);
+    agents_on_result(f->agents, s_on_result, f);
+    service_on(f->service, "GetSeed", s_on_push, f);
+    service_on(f->service, "ListImages", s_on_stop, f);
+    util_strlcpy(f->endpoint, service_endpoint(f->service), sizeof f->endpoint);
+    assert_int_equal(pthread_create(&f->thread, NULL, s_run, f), 0);
+    *state = f;
+    return 0;
+}
+
+static int s_teardown(void **state)
+{
+    fixture_t *f = *state;
+    Berth__ListImages stop = BERTH__LIST_IMAGES__INIT;
+    Berth__Envelope *reply = s_call(f->endpoint, &stop.base, 3000);
+    if (reply)
+        berth__envelope__free_unpacked(reply, NULL);
+    pthread_join(f->thread, NULL);
+    agents_destroy(&f->agents);
+    service_destroy(&f->service);
+    testenv_redis_destroy(&f->redis);
+    free(f);
+    return 0;
+}
+
+/* A poll with nothing due waits (parked) and ends empty; wait_ms 0 answers at once. */
+static void test_parked_then_empty(void **state)
+{
+    fixture_t *f = *state;
+    char cmds[256];
+    assert_int_equal(s_poll(f->endpoint, "h1", 0, NULL, 0, cmds, sizeof cmds), 0);
+    assert_string_equal(cmds, "");
+    int64_t t0 = util_mono_ms();
+    assert_int_equal(s_poll(f->endpoint, "h1", 400, NULL, 0, cmds, sizeof cmds), 0);
+    int64_t took = util_mono_ms() - t0;
+    assert_string_equal(cmds, "");
+    assert_true(took >= 400);
+}
+
+typedef struct {
+    const char *endpoint;
+    const char *host;
+    int wait_ms;
+    int rc;
+    char cmds[256];
+    int64_t answered_at; /* monotonic ms */
+} s_poller_t;
+
+static void *s_poller(void *arg)
+{
+    s_poller_t *p = arg;
+    p->rc = s_poll(p->endpoint, p->host, p->wait_ms, NULL, 0, p->cmds, sizeof p->cmds);
+    p->answered_at = util_mono_ms();
+    return NULL;
+}
+
+/* Requests the service handled so far (its Status, through Ping). */
+static int64_t s_handled(fixture_t *f)
+{
+    Berth__Ping ping = BERTH__PING__INIT;
+    Berth__Envelope *reply = s_call(f->endpoint, &ping.base, 3000);
+    assert_non_null(reply);
+    Berth__Status *st = (Berth__Status *)envelope_body(reply, &berth__status__descriptor);
+    berth__envelope__free_unpacked(reply, NULL);
+    assert_non_null(st);
+    int64_t n = (int64_t)st->handled;
+    berth__status__free_unpacked(st, NULL);
+    return n;
+}
+
+/* Wait (with a deadline) until the service handled one more request than the Pings this
+   makes: the poll started on the other thread has arrived and is parked. */
+static void s_wait_parked(fixture_t *f, int64_t base)
+{
+    int64_t pings = 0, deadline = util_mono_ms() + 5000;
+    while (util_mono_ms() < deadline) {
+        if (s_handled(f) - base - pings >= 1)
+            return;
+        pings++;
+    }
+    fail_msg("the poll never reached the service");
+}
+
+/* A command pushed for a host goes out at once over the poll it parked; the result comes
+   back in a new poll and is acknowledged once recorded. */
+static void test_push_answers_parked_poll(void **state)
+{
+    fixture_t *f = *state;
+    s_poller_t p = { .endpoint = f->endpoint, .host = "h2", .wait_ms = 10000 };
+    pthread_t t;
+    int64_t base = s_handled(f) + 1; /* the Ping that asked counts from now on */
+    assert_int_equal(pthread_create(&t, NULL, s_poller, &p), 0);
+    s_wait_parked(f, base);
+    int64_t pushed = util_mono_ms();
+    s_push(f, "h2");
+    pthread_join(t, NULL);
+    assert_int_equal(p.rc, 0);
+    assert_string_equal(p.cmds, "cmd-h2");
+    assert_true(p.answered_at - pushed < 1000); /* not the 10 s wait */
+
+    /* Handed out once: the next poll does not get it again. */
+    char cmds[256];
+    assert_int_equal(s_poll(f->endpoint, "h2", 0, NULL, 0, cmds, sizeof cmds), 0);
+    assert_string_equal(cmds, "");
+
+    /* The result: refused while the engine cannot record it, then acknowledged. */
+    Berth__AgentResult r = BERTH__AGENT_RESULT__INIT;
+    r.command = "cmd-h2";
+    r.ok = 1;
+    r.power_state = "RUNNING";
+    Berth__AgentResult *results[] = { &r };
+    f->refuse = 1;
+    assert_int_equal(s_poll(f->endpoint, "h2", 0, results, 1, cmds, sizeof cmds), -1);
+    f->refuse = 0;
+    assert_int_equal(s_poll(f->endpoint, "h2", 0, results, 1, cmds, sizeof cmds), 0);
+    assert_string_equal(f->recorded, "cmd-h2");
+}
+
+/* A command pushed while no poll is parked waits for the host's next poll. */
+static void test_push_waits_for_next_poll(void **state)
+{
+    fixture_t *f = *state;
+    s_push(f, "h3");
+    char cmds[256];
+    int64_t t0 = util_mono_ms();
+    assert_int_equal(s_poll(f->endpoint, "h3", 10000, NULL, 0, cmds, sizeof cmds), 0);
+    assert_string_equal(cmds, "cmd-h3");
+    assert_true(util_mono_ms() - t0 < 1000);
+}
+
+/* A newer poll from the same host supersedes the parked one, which is answered empty. */
+static void test_newer_poll_supersedes(void **state)
+{
+    fixture_t *f = *state;
+    s_poller_t p = { .endpoint = f->endpoint, .host = "h4", .wait_ms = 10000 };
+    pthread_t t;
+    int64_t base = s_handled(f) + 1; /* the Ping that asked counts from now on */
+    assert_int_equal(pthread_create(&t, NULL, s_poller, &p), 0);
+    s_wait_parked(f, base);
+    int64_t t0 = util_mono_ms();
+    char cmds[256];
+    assert_int_equal(s_poll(f->endpoint, "h4", 0, NULL, 0, cmds, sizeof cmds), 0);
+    pthread_join(t, NULL);
+    assert_int_equal(p.rc, 0);
+    assert_string_equal(p.cmds, "");
+    assert_true(p.answered_at - t0 < 1000);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_parked_then_empty, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_push_answers_parked_poll, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_push_waits_for_next_poll, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_newer_poll_supersedes, s_setup, s_teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
