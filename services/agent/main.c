@@ -27,6 +27,7 @@ typedef struct {
     size_t n_out;
     int batching;     /* running a poll's commands: send results after */
     int64_t retry_at; /* monotonic ms before which a failed link is not polled */
+    int64_t sent_at;  /* monotonic ms the current poll was sent */
     char error[128];  /* why the last poll failed ("" = it worked) */
 } s_link_t;
 
@@ -175,9 +176,10 @@ static void s_poll_send(s_link_t *link)
     work.wait_ms = self->poll_wait_ms;
     if (bus_client_send(self->taskmgr, link->target, &work.base, NULL,
                         self->poll_wait_ms + self->poll_timeout_ms, s_on_work, link,
-                        link->call) == 0)
+                        link->call) == 0) {
         link->carried = link->n_out;
-    else
+        link->sent_at = util_mono_ms();
+    } else
         link->call[0] = '\0';
 }
 
@@ -367,8 +369,16 @@ static void s_on_work(bus_client_t *client, const char *call_id, Berth__Envelope
         ran++;
     }
     link->batching = 0;
+    /* An empty answer well before the wait is up comes from a taskmgr that does not park
+       polls (an older version): poll again at the retry pace, not in a tight loop. */
+    int early =
+        current && body->n_commands == 0 && util_mono_ms() - link->sent_at < self->poll_wait_ms / 2;
     protobuf_c_message_free_unpacked(&body->base, NULL);
-    if (link->n_out > link->carried || !*link->call)
+    if (link->n_out > link->carried)
+        s_poll_send(link);
+    else if (!*link->call && early)
+        link->retry_at = util_mono_ms() + self->poll_retry_ms; /* s_poll sends it */
+    else if (!*link->call)
         s_poll_send(link);
     if (ran > 0)
         s_heartbeat(self->service, self); /* domains changed: report them now */
