@@ -604,7 +604,8 @@ static s_rc_t s_on_host(tasks_t *self, s_held_t *h, const s_stage_t *stage)
         s_push(self, h, op);
     } else if (!h->sent_at || util_mono_ms() - h->sent_at >= self->redeliver_ms)
         s_push(self, h, op); /* taken over, or no result for a while: hand it out again */
-    s_retry_at(h, h->sent_at + self->redeliver_ms);
+    if (h->sent_at) /* else still waiting for the stager's answer, an event */
+        s_retry_at(h, h->sent_at + self->redeliver_ms);
     s_result(h, "host %s did not complete %s within %d s", t->host, op,
              self->command_timeout_ms / 1000);
     return s_waited(h, self->command_timeout_ms);
