@@ -35,6 +35,7 @@ struct _agent_t {
     service_t *service;
     vmops_t *ops;
     worker_t *worker;
+    zhashx_t *delivered_by; /* command id -> s_link_t that delivered it (borrowed) */
     const char *uri;
     bus_client_t *taskmgr; /* the service's client, pinned to the taskmgr endpoints */
     Berth__Host host;      /* inventory, refreshed each heartbeat */
@@ -209,14 +210,36 @@ static void s_on_result(s_link_t *link, const Berth__AgentResult *result)
         s_poll_send(link);
 }
 
-/* Run one command now (the one place commands are executed: the asynchronous worker plugs
-   in here, calling s_on_result when a command finishes). */
+/* A command finished: its result goes back on the link that delivered it (looked up by
+   command id, so it fits a worker that reports results later, from its own socket). */
+static void s_worker_done(const Berth__AgentResult *result, void *arg)
+{
+    agent_t *self = arg;
+    if (!result)
+        return;
+    s_link_t *link = zhashx_lookup(self->delivered_by, result->command);
+    worker_delivered(self->worker, SIZE_MAX); /* delivery is the link's (its outbox) */
+    if (!link)
+        return; /* answered twice (a redelivery seen while running): the first went back */
+    zhashx_delete(self->delivered_by, result->command);
+    s_on_result(link, result);
+}
+
+/* Run one command (the one place commands are executed). Today's worker runs it here and
+   now; a worker running commands on threads takes it with worker_submit and reports to
+   s_worker_done from its socket instead. */
 static void s_execute(s_link_t *link, const Berth__AgentCommand *cmd)
 {
     agent_t *self = link->agent;
-    const Berth__AgentResult *r = worker_run(self->worker, cmd);
-    worker_delivered(self->worker, SIZE_MAX); /* delivery is the link's (outbox) */
-    s_on_result(link, r);
+    if (!cmd->id || !*cmd->id) {
+        Berth__AgentResult r = BERTH__AGENT_RESULT__INIT;
+        r.command = "";
+        r.error = "command without id";
+        s_on_result(link, &r);
+        return;
+    }
+    zhashx_update(self->delivered_by, cmd->id, link);
+    s_worker_done(worker_run(self->worker, cmd), self);
 }
 
 /* A command refused before running: its failure goes back like any result. */
@@ -498,8 +521,9 @@ int main(int argc, char **argv)
                           .max_name_len = name_max };
     self.ops = vmops_new(&vc);
     self.worker = self.ops ? worker_new(self.ops, (size_t)cache, (size_t)pending) : NULL;
+    self.delivered_by = zhashx_new();
     self.taskmgr = service_client(service);
-    if (!self.ops || !self.worker ||
+    if (!self.ops || !self.worker || !self.delivered_by ||
         bus_client_pin(self.taskmgr, "taskmgr", config_get(c, "taskmgr_endpoints")) ||
         s_links(&self, config_get(c, "taskmgr_endpoints")) != 0)
         goto done;
@@ -537,6 +561,7 @@ done:
         free(self.links[i].outbox);
     }
     worker_destroy(&self.worker);
+    zhashx_destroy(&self.delivered_by);
     vmops_destroy(&self.ops);
     service_destroy(&service);
     return rc;

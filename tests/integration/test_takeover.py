@@ -35,6 +35,11 @@ class Takeover(unittest.TestCase):
         wait_until(lambda: len(api.hosts()) == 2, 20, "two hosts reported")
         before = api.hosts()
         procs = {x.env["BERTH_INSTANCE"]: x for x in p.procs if x.service == "taskmgr"}
+        # A build takes milliseconds now: freeze the agents so the task waits on a host stage
+        # (their hosts stay placeable: the scheduler counts them up for a few seconds).
+        agents = [x for x in p.procs if x.service == "agent"]
+        for a in agents:
+            a.kill(signal.SIGSTOP)
         req = api.request("small", "survivor")
         vm_id = req["vms"][0]["id"]
         task_id = req["tasks"][0]["id"]
@@ -45,9 +50,14 @@ class Takeover(unittest.TestCase):
             stage, holder = p.redis_command("HMGET", key, "stage", "holder")
             return holder if stage in HOST_STAGES and holder in procs else None
 
-        holder = wait_until(on_host, 30, "task on a host stage")
-        procs[holder].kill(signal.SIGKILL)
-        procs[holder].wait(10)
+        try:
+            holder = wait_until(on_host, 30, "task on a host stage")
+            procs[holder].kill(signal.SIGKILL)
+            procs[holder].wait(10)
+        finally:
+            for a in agents:
+                a.kill(signal.SIGCONT)
+                a.stopping = False  # they run on: dying now would be a failure
 
         task = api.wait_task(task_id, timeout=90)
         self.assertIn(task["state"], ("SUCCEEDED", "FAILED"), task)
