@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# ctest: heavy
 """The task engine is event-driven: a VM reaches ACTIVE well within one heartbeat interval
 (30 s here), because every stage starts when the previous answer arrives, commands reach the
 agent over the poll it parked at taskmgr, and wait_ready is answered by START's domain state,
