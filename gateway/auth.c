@@ -13,31 +13,14 @@
     instance within token_cache_ms; 0 turns the cache off. Only successful checks are kept,
     so a new token works at once and a refused one is asked about again every time. */
 #include "gateway.h"
+#include "keys.h"
+#include "lua_scripts.h"
 
 #include <sodium.h>
 
 #define TOKEN_BYTES    32
 #define TOKEN_TEXT_MAX 64 /* base64url of 32 bytes is 43 characters */
 #define LOGIN_FAILED   "invalid username or password"
-
-/* Scripts are per thread: store_eval() fills in the SHA on first use, and the HTTP worker
-   threads must not write one shared struct at the same time. */
-
-/* Create a user unless the name is taken: 1 created, 0 taken. */
-static _Thread_local store_script_t s_create_user = {
-    .source = "if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end\n"
-              "redis.call('HSET', KEYS[1], 'name', ARGV[1], 'role', ARGV[2], 'password', ARGV[3],"
-              " 'created_ms', ARGV[4])\n"
-              "return 1\n"
-};
-
-/* Store a token hash and its expiry in one step, so no token can outlive its TTL. */
-static _Thread_local store_script_t s_store_token = {
-    .source = "redis.call('HSET', KEYS[1], 'user', ARGV[1], 'role', ARGV[2],"
-              " 'expires_ms', ARGV[3])\n"
-              "redis.call('PEXPIRE', KEYS[1], ARGV[4])\n"
-              "return 1\n"
-};
 
 int auth_init(gateway_t *gw)
 {
@@ -95,7 +78,8 @@ static int s_verify(const char *hash, const char *password)
 
 static void s_user_key(char *buf, size_t size, const char *name)
 {
-    snprintf(buf, size, "berth:user:%s", name);
+    char key[KEYS_MAX];
+    util_strlcpy(buf, keys_build(key, KEYS_USER, name, NULL), size);
 }
 
 /* Create user name. 1 created, 0 the name is taken, -1 Redis failed. */
@@ -106,7 +90,7 @@ static int s_create(store_t *store, const char *name, const char *role, const ch
     s_user_key(key, sizeof key, name);
     snprintf(created, sizeof created, "%lld", (long long)created_ms);
     const char *argv[] = { key, name, role, hash, created };
-    redisReply *r = store_eval(store, &s_create_user, 1, 5, argv);
+    redisReply *r = store_run(store, &lua_auth_create_user, 1, 5, argv);
     int rc = r && r->type == REDIS_REPLY_INTEGER ? (int)r->integer : -1;
     if (r && r->type == REDIS_REPLY_ERROR)
         log_warn(NULL, "user creation failed in Redis", "{s:s, s:s}", "user", name, "reason",
@@ -207,7 +191,8 @@ static void s_token_key(char *buf, size_t size, const char *token,
         digest = own;
     crypto_hash_sha256(digest, (const unsigned char *)token, strlen(token));
     sodium_bin2hex(hex, sizeof hex, digest, crypto_hash_sha256_BYTES);
-    snprintf(buf, size, "berth:token:%s", hex);
+    char key[KEYS_MAX];
+    util_strlcpy(buf, keys_build(key, KEYS_TOKEN, hex, NULL), size);
 }
 
 /* One checked token of this worker thread (see the cache at the top of the file). */
@@ -334,7 +319,7 @@ void auth_login(http_req_t *req)
     snprintf(expires_text, sizeof expires_text, "%lld", (long long)expires);
     snprintf(ttl_text, sizeof ttl_text, "%lld", (long long)gw->token_ttl_ms);
     const char *argv[] = { key, user, role, expires_text, ttl_text };
-    redisReply *r = store_eval(req->store, &s_store_token, 1, 5, argv);
+    redisReply *r = store_run(req->store, &lua_auth_store_token, 1, 5, argv);
     int ok = r && r->type == REDIS_REPLY_INTEGER;
     if (r)
         freeReplyObject(r);

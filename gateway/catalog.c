@@ -3,6 +3,8 @@
     trip, no bus call); hosts are read straight from their Redis hashes, which the taskmgr
     (heartbeats) and the scheduler (claims) keep current. */
 #include "gateway.h"
+#include "keys.h"
+#include "lua_scripts.h"
 
 #include <pthread.h>
 #include <stdlib.h>
@@ -28,21 +30,11 @@ static int s_by_name(const void *a, const void *b)
     return strcmp(x->name ? x->name : "", y->name ? y->name : "");
 }
 
-/*  Templates in one Redis round trip. The script gets the index and every template hash in
-    KEYS (as the key schema wants) and the ids they stand for in ARGV; it answers the hashes
-    only when the index still lists exactly those ids, and 0 when it changed. Each worker
-    thread keeps the ids it last read, so a listing costs one round trip while the catalog is
+/*  Templates in one Redis round trip (lib/lua/catalog_templates.lua). The script gets the index and
+   every template hash in KEYS (as the key schema wants) and the ids they stand for in ARGV; it
+   answers the hashes only when the index still lists exactly those ids, and 0 when it changed. Each
+   worker thread keeps the ids it last read, so a listing costs one round trip while the catalog is
     unchanged and two right after a change, and is never stale. */
-static store_script_t s_templates = {
-    .source = "local ids = redis.call('ZRANGE', KEYS[1], 0, -1)\n"
-              "if #ids ~= #KEYS - 1 then return 0 end\n"
-              "for i, id in ipairs(ids) do\n"
-              "  if ARGV[i] ~= id then return 0 end\n"
-              "end\n"
-              "local out = {}\n"
-              "for i = 2, #KEYS do out[i - 1] = redis.call('HGETALL', KEYS[i]) end\n"
-              "return out\n",
-};
 
 /* Template ids this worker thread last read from the index (freed when the thread ends). */
 typedef struct {
@@ -118,16 +110,16 @@ static int s_ids_read(http_req_t *req, s_ids_t *c)
 static int s_template_hashes(http_req_t *req, const s_ids_t *c, redisReply **hashes_p)
 {
     size_t n = c->n;
-    char(*keys)[MODEL_KEY_MAX] = calloc(n ? n : 1, sizeof *keys);
+    char(*keys)[KEYS_MAX] = calloc(n ? n : 1, sizeof *keys);
     const char **argv = calloc(1 + 2 * n, sizeof *argv);
     redisReply *r = NULL;
     if (keys && argv) {
-        argv[0] = "berth:templates";
+        argv[0] = KEYS_TEMPLATES;
         for (size_t i = 0; i < n; i++) {
-            argv[1 + i] = model_key(keys[i], sizeof keys[i], "template", c->ids[i]);
+            argv[1 + i] = keys_build(keys[i], KEYS_TEMPLATE, c->ids[i], NULL);
             argv[1 + n + i] = c->ids[i];
         }
-        r = store_eval(req->store, &s_templates, 1 + (int)n, 1 + 2 * (int)n, argv);
+        r = store_run(req->store, &lua_catalog_templates, 1 + (int)n, 1 + 2 * (int)n, argv);
     }
     free(argv);
     free(keys);
@@ -245,24 +237,12 @@ void catalog_create_template(http_req_t *req)
 
 /* ---- hosts ---- */
 
-/* Every host's hash in one step, sorted by id so a listing reads the same every time.
-   KEYS: the hosts set. Hosts in the set but not (or no longer) described are left out. */
-static store_script_t s_all_hosts = {
-    .source = "local ids = redis.call('SMEMBERS', KEYS[1])\n"
-              "table.sort(ids)\n"
-              "local out = {}\n"
-              "for _, id in ipairs(ids) do\n"
-              "  local h = redis.call('HGETALL', 'berth:host:' .. id)\n"
-              "  if #h > 0 then out[#out + 1] = h end\n"
-              "end\n"
-              "return out\n",
-};
-
 /* HGETALL of one host: the reply (caller frees), NULL with the error response set when Redis
    failed. An empty array means the host is unknown. */
 static redisReply *s_host_hash(http_req_t *req, const char *id)
 {
-    redisReply *r = store_command(req->store, "HGETALL berth:host:%s", id);
+    char key[KEYS_MAX];
+    redisReply *r = store_command(req->store, "HGETALL %s", keys_host(key, id));
     if (!r || r->type != REDIS_REPLY_ARRAY) {
         if (r)
             freeReplyObject(r);
@@ -272,11 +252,42 @@ static redisReply *s_host_hash(http_req_t *req, const char *id)
     return r;
 }
 
+static int s_by_id(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* Every host's hash, sorted by id so a listing reads the same every time: the ids, then
+   one script for all the hashes (two round trips however many hosts). Hosts in the set but
+   not (or no longer) described are left out. */
 void catalog_list_hosts(http_req_t *req)
 {
     gateway_t *gw = req->app;
-    const char *argv[] = { "berth:hosts" };
-    redisReply *all = store_eval(req->store, &s_all_hosts, 1, 1, argv);
+    redisReply *ids = store_command(req->store, "SMEMBERS %s", KEYS_HOSTS);
+    if (!ids || ids->type != REDIS_REPLY_ARRAY) {
+        if (ids)
+            freeReplyObject(ids);
+        http_error(req, "UNAVAILABLE", "state store unreachable");
+        return;
+    }
+    size_t n = 0;
+    const char **sorted = calloc(ids->elements + 1, sizeof *sorted);
+    char(*keys)[KEYS_MAX] = calloc(ids->elements + 1, sizeof *keys);
+    const char **argv = calloc(ids->elements + 1, sizeof *argv);
+    redisReply *all = NULL;
+    if (sorted && keys && argv) {
+        for (size_t i = 0; i < ids->elements; i++)
+            if (ids->element[i]->type == REDIS_REPLY_STRING)
+                sorted[n++] = ids->element[i]->str;
+        qsort(sorted, n, sizeof *sorted, s_by_id);
+        for (size_t i = 0; i < n; i++)
+            argv[i] = keys_host(keys[i], sorted[i]);
+        all = store_run(req->store, &lua_hash_rows, (int)n, (int)n, argv);
+    }
+    free(sorted);
+    free(keys);
+    free(argv);
+    freeReplyObject(ids);
     if (!all || all->type != REDIS_REPLY_ARRAY) {
         if (all)
             freeReplyObject(all);
@@ -286,7 +297,7 @@ void catalog_list_hosts(http_req_t *req)
     json_t *hosts = json_array();
     int64_t now = util_now_ms();
     for (size_t i = 0; i < all->elements; i++)
-        if (all->element[i]->type == REDIS_REPLY_ARRAY)
+        if (all->element[i]->type == REDIS_REPLY_ARRAY && all->element[i]->elements > 0)
             json_array_append_new(hosts, view_host(all->element[i], now, gw->host_down_ms, 0));
     freeReplyObject(all);
     http_json(req, 200, json_pack("{s:o}", "hosts", hosts));

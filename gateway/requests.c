@@ -2,6 +2,7 @@
     needs one. The approval service owns requests; the gateway checks the input, passes the
     caller's identity along and shows the request with its VMs and tasks as Redis has them. */
 #include "gateway.h"
+#include "keys.h"
 
 /* The request with its VMs and tasks loaded from Redis. NULL with the error set when Redis
    failed. A VM or task not (yet) written shows as just its id. */
@@ -12,9 +13,9 @@ static json_t *s_view(http_req_t *req, const Berth__Request *r)
     int failed = 0;
     for (size_t i = 0; i < r->n_vms && !failed; i++) {
         Berth__Vm *vm = NULL;
-        char key[MODEL_KEY_MAX];
+        char key[KEYS_MAX];
         int rc = rest_id_ok(r->vms[i]) ? model_load(req->store, &berth__vm__descriptor,
-                                                    model_key(key, sizeof key, "vm", r->vms[i]),
+                                                    keys_build(key, KEYS_VM, r->vms[i], NULL),
                                                     (ProtobufCMessage **)&vm)
                                        : MODEL_NOT_FOUND;
         if (rc == MODEL_NOT_FOUND)
@@ -32,12 +33,11 @@ static json_t *s_view(http_req_t *req, const Berth__Request *r)
     }
     for (size_t i = 0; i < r->n_tasks && !failed; i++) {
         Berth__Task *task = NULL;
-        char key[MODEL_KEY_MAX];
-        int rc = rest_id_ok(r->tasks[i])
-                     ? model_load(req->store, &berth__task__descriptor,
-                                  model_key(key, sizeof key, "task", r->tasks[i]),
-                                  (ProtobufCMessage **)&task)
-                     : MODEL_NOT_FOUND;
+        char key[KEYS_MAX];
+        int rc = rest_id_ok(r->tasks[i]) ? model_load(req->store, &berth__task__descriptor,
+                                                      keys_build(key, KEYS_TASK, r->tasks[i], NULL),
+                                                      (ProtobufCMessage **)&task)
+                                         : MODEL_NOT_FOUND;
         if (rc == MODEL_NOT_FOUND)
             json_array_append_new(tasks, json_pack("{s:s}", "id", r->tasks[i]));
         else if (rc != 0)

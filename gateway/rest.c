@@ -2,7 +2,10 @@
     status, resources loaded from Redis with ids checked first, strict validation of JSON
     bodies (every wrong field named), and ISO 8601 times. */
 #include "gateway.h"
+#include "keys.h"
+#include "lua_scripts.h"
 
+#include <assert.h>
 #include <time.h>
 
 int rest_call(http_req_t *req, const char *service, const ProtobufCMessage *msg,
@@ -62,8 +65,10 @@ int rest_load(http_req_t *req, const ProtobufCMessageDescriptor *desc, const cha
         http_error(req, "NOT_FOUND", message);
         return -1;
     }
-    char key[MODEL_KEY_MAX];
-    model_key(key, sizeof key, kind, id);
+    char key[KEYS_MAX];
+    int k = keys_kind(kind);
+    assert(k >= 0); /* callers name a kind of keys.h */
+    keys_build(key, (keys_kind_t)k, id, NULL);
     ProtobufCMessage *msg = NULL;
     int rc = model_load(req->store, desc, key, &msg);
     if (rc == MODEL_NOT_FOUND) {
@@ -313,21 +318,6 @@ int rest_parse_time(const char *text, int64_t *ms)
     return *ms >= 0 ? 0 : -1;
 }
 
-/* HGETALL of every key in one step; with an owner, a hash whose `owner` field differs comes
-   back as the integer 0 (the caller may not see it, and its fields never leave Redis).
-   KEYS: the hashes. ARGV[1]: the owner, or "" for everyone. */
-static store_script_t s_hashes = {
-    .source = "local out = {}\n"
-              "for i, key in ipairs(KEYS) do\n"
-              "  if ARGV[1] ~= '' and redis.call('HGET', key, 'owner') ~= ARGV[1] then\n"
-              "    out[i] = 0\n"
-              "  else\n"
-              "    out[i] = redis.call('HGETALL', key)\n"
-              "  end\n"
-              "end\n"
-              "return out\n",
-};
-
 redisReply *rest_hashes(http_req_t *req, size_t n, const char *const *keys, const char *owner)
 {
     const char **argv = malloc((n + 1) * sizeof *argv);
@@ -336,7 +326,7 @@ redisReply *rest_hashes(http_req_t *req, size_t n, const char *const *keys, cons
         if (n)
             memcpy(argv, keys, n * sizeof *argv);
         argv[n] = owner ? owner : "";
-        r = store_eval(req->store, &s_hashes, (int)n, (int)n + 1, argv);
+        r = store_run(req->store, &lua_owned_hashes, (int)n, (int)n + 1, argv);
         free(argv);
     }
     if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != n) {

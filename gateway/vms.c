@@ -2,6 +2,7 @@
     else's VM or task answers 404 exactly like one that does not exist, so ids cannot be
     probed. Reads come from Redis; disposal is asked of the taskmgr, usage of the meter. */
 #include "gateway.h"
+#include "keys.h"
 
 #define LIST_BATCH       100 /* VM ids read from the index per Redis round trip */
 #define USAGE_DEFAULT_MS (30LL * 24 * 3600 * 1000)
@@ -42,7 +43,9 @@ int vms_host_down(http_req_t *req, const char *host)
           util_mono_ms() - e->fetched_ms < gw->host_cache_ms)) {
         /* Only the two fields liveness depends on: the host's hash also carries its domain
            list, which grows with every VM it runs. */
-        redisReply *r = store_command(req->store, "HMGET berth:host:%s state last_seen_ms", host);
+        char key[KEYS_MAX];
+        redisReply *r =
+            store_command(req->store, "HMGET %s state last_seen_ms", keys_host(key, host));
         if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
             if (r)
                 freeReplyObject(r);
@@ -122,7 +125,7 @@ void vms_list(http_req_t *req)
                                json_pack("{s:s}", "field", "marker"));
             return;
         }
-        redisReply *r = store_command(req->store, "ZRANK berth:vms %s", marker);
+        redisReply *r = store_command(req->store, "ZRANK %s %s", KEYS_VMS, marker);
         if (!r || (r->type != REDIS_REPLY_INTEGER && r->type != REDIS_REPLY_NIL)) {
             if (r)
                 freeReplyObject(r);
@@ -154,7 +157,7 @@ void vms_list(http_req_t *req)
             want = LIST_BATCH;
         if (want > gw->scan_max - scanned)
             want = gw->scan_max - scanned;
-        redisReply *ids = store_command(req->store, "ZRANGE berth:vms %lld %lld", (long long)pos,
+        redisReply *ids = store_command(req->store, "ZRANGE %s %lld %lld", KEYS_VMS, (long long)pos,
                                         (long long)(pos + want - 1));
         if (!ids || ids->type != REDIS_REPLY_ARRAY) {
             if (ids)
@@ -166,14 +169,14 @@ void vms_list(http_req_t *req)
             at_end = 1;
         /* The hashes of the batch in one round trip; a user's come back only when theirs. */
         size_t n = ids->elements, nkeys = 0;
-        char(*keys)[MODEL_KEY_MAX] = calloc(n ? n : 1, sizeof *keys);
+        char(*keys)[KEYS_MAX] = calloc(n ? n : 1, sizeof *keys);
         const char **argv = calloc(n ? n : 1, sizeof *argv);
         redisReply *hashes = NULL;
         if (keys && argv) {
             for (size_t i = 0; i < n; i++) {
                 const redisReply *e = ids->element[i];
                 if (e->type == REDIS_REPLY_STRING && rest_id_ok(e->str)) {
-                    argv[nkeys] = model_key(keys[nkeys], sizeof keys[nkeys], "vm", e->str);
+                    argv[nkeys] = keys_build(keys[nkeys], KEYS_VM, e->str, NULL);
                     nkeys++;
                 }
             }
@@ -230,8 +233,8 @@ void vms_list(http_req_t *req)
     if ((int64_t)json_array_size(vms) >= limit) {
         /* Page full: is there anything after its last VM? */
         redisReply *r =
-            store_command(req->store, "ZRANGE berth:vms %lld %lld", (long long)(last_taken_pos + 1),
-                          (long long)(last_taken_pos + 1));
+            store_command(req->store, "ZRANGE %s %lld %lld", KEYS_VMS,
+                          (long long)(last_taken_pos + 1), (long long)(last_taken_pos + 1));
         if (r && r->type == REDIS_REPLY_ARRAY && r->elements > 0)
             next = json_string(last_taken);
         if (r)

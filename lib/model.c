@@ -3,11 +3,14 @@
     to be stored, loaded and shown. A hash holds one field per top-level proto field: scalars
     as text, everything structured (nested messages, repeated fields) as JSON, bytes as base64.
 
-    Transactions: the checks, writes and events of one model_tx go to Redis as one Lua script,
-    so a state change either happens whole, with its event, or not at all. The script reads
-    its operations from ARGV as a flat list: an opcode then that op's arguments. */
+    Transactions: the checks, writes and events of one model_tx go to Redis as one Lua script
+    (lib/lua/model_tx.lua), so a state change either happens whole, with its event, or not at
+    all. The operations are built as a flat list (an opcode then its arguments, keys inline);
+    commit moves every key into KEYS and leaves its index in the list. */
 #include "model.h"
+#include "keys.h"
 #include "log.h"
+#include "lua_scripts.h"
 #include "util.h"
 
 #include <assert.h>
@@ -19,11 +22,10 @@
 
 const char *model_key(char *buf, size_t size, const char *kind, const char *id)
 {
-    static const char *tagged[] = { "vm", "task", "request", "claim", "usage", NULL };
-    int tag = 0;
-    for (const char **t = tagged; *t; t++)
-        tag |= streq(*t, kind);
-    snprintf(buf, size, tag ? "berth:%s:{%s}" : "berth:%s:%s", kind, id);
+    char key[KEYS_MAX];
+    int k = keys_kind(kind);
+    assert(k >= 0); /* a kind keys.h does not know is a programmer's error */
+    util_strlcpy(buf, keys_build(key, (keys_kind_t)k, id, NULL), size);
     return buf;
 }
 
@@ -409,77 +411,6 @@ int model_load(store_t *store, const ProtobufCMessageDescriptor *desc, const cha
 
 /* ---- transactions ----------------------------------------------------------------------- */
 
-/* Ops: C key field expected | P key n f1 v1 .. fn vn | D key | Z key score member |
-   R key member | S key member | E n f1 v1 ... (XADD to KEYS[1]) |
-   T key field from to version at_ms guard_field guard_value n f1 v1 ... (a transition:
-   from '*' = observed, version '*' = unchecked, '' = absent; see model_tx_transition).
-   All checks run before any write; a failed check names itself in the error. Transitions
-   are checked with the checks and applied after the other writes (the list t). */
-static store_script_t s_tx = {
-    .source = "local a, i, n = ARGV, 1, #ARGV\n"
-              "local t = {}\n"
-              "while i <= n do\n"
-              "  local op = a[i]\n"
-              "-- transitions: check now, remember for the end --\n"
-              "  if op == 'T' then\n"
-              "    local k, f, from, to, g = a[i+1], a[i+2], a[i+3], a[i+4], a[i+7]\n"
-              "    local h = redis.call('HMGET', k, f, 'version', g ~= '' and g or f)\n"
-              "    local cur, v = h[1] or '', h[2] or ''\n"
-              "    if from ~= '*' then\n"
-              "      if cur ~= from then\n"
-              "        return {err='CONFLICT ' .. k .. ' ' .. f .. ' is ' .. cur} end\n"
-              "      if a[i+5] ~= '*' and v ~= a[i+5] then\n"
-              "        return {err='CONFLICT ' .. k .. ' version is ' .. v} end\n"
-              "      t[#t+1] = {i, (tonumber(v) or 0) + 1, cur}\n"
-              "    elseif cur ~= to and (g == '' or h[3] == a[i+8])\n"
-              "        and redis.call('EXISTS', k) == 1 then\n"
-              "      t[#t+1] = {i, (tonumber(v) or 0) + 1, cur}\n"
-              "    end\n"
-              "    i = i + 10 + 2 * tonumber(a[i+9])\n"
-              "  elseif op == 'C' then\n"
-              "    local cur = redis.call('HGET', a[i+1], a[i+2]) or ''\n"
-              "    if cur ~= a[i+3] then\n"
-              "      return {err='CONFLICT ' .. a[i+1] .. ' ' .. a[i+2] .. ' is ' .. cur} end\n"
-              "    i = i + 4\n"
-              "  elseif op == 'P' then i = i + 3 + 2 * tonumber(a[i+2])\n"
-              "  elseif op == 'E' then i = i + 2 + 2 * tonumber(a[i+1])\n"
-              "  elseif op == 'Z' then i = i + 4\n"
-              "  else i = i + 3 end\n"
-              "end\n"
-              "i = 1\n"
-              "while i <= n do\n"
-              "  local op = a[i]\n"
-              "  if op == 'C' then i = i + 4\n"
-              "  elseif op == 'T' then i = i + 10 + 2 * tonumber(a[i+9])\n"
-              "  elseif op == 'P' then\n"
-              "    local cnt = tonumber(a[i+2])\n"
-              "    if cnt > 0 then redis.call('HSET', a[i+1], unpack(a, i+3, i+2+2*cnt)) end\n"
-              "    i = i + 3 + 2 * cnt\n"
-              "  elseif op == 'E' then\n"
-              "    local cnt = tonumber(a[i+1])\n"
-              "    redis.call('XADD', KEYS[1], 'MAXLEN', '~', '1000000', '*', unpack(a, i+2, "
-              "i+1+2*cnt))\n"
-              "    i = i + 2 + 2 * cnt\n"
-              "  elseif op == 'D' then redis.call('DEL', a[i+1]); i = i + 2\n"
-              "  elseif op == 'Z' then redis.call('ZADD', a[i+1], a[i+2], a[i+3]); i = i + 4\n"
-              "  elseif op == 'R' then redis.call('ZREM', a[i+1], a[i+2]); i = i + 3\n"
-              "  elseif op == 'S' then redis.call('SADD', a[i+1], a[i+2]); i = i + 3\n"
-              "  else return {err='BADOP ' .. tostring(op)} end\n"
-              "end\n"
-              "-- transitions: state, version, updated_ms, then the event --\n"
-              "for _, p in ipairs(t) do\n"
-              "  local j = p[1]\n"
-              "  local k = a[j+1]\n"
-              "  redis.call('HSET', k, a[j+2], a[j+4], 'version', p[2], 'updated_ms', a[j+6])\n"
-              "  local ev = {'MAXLEN', '~', '1000000', '*'}\n"
-              "  for x = j + 10, j + 9 + 2 * tonumber(a[j+9]) do ev[#ev+1] = a[x] end\n"
-              "  ev[#ev+1] = 'from'; ev[#ev+1] = p[3]\n"
-              "  ev[#ev+1] = 'version'; ev[#ev+1] = p[2]\n"
-              "  redis.call('XADD', KEYS[1], unpack(ev))\n"
-              "end\n"
-              "return 1\n",
-};
-
 struct _model_tx_t {
     zlistx_t *args;  /* char *, the flat ARGV (after KEYS[1] = the event stream) */
     int failed;      /* out of memory while building */
@@ -648,8 +579,9 @@ const char *model_tx_error(model_tx_t *self)
 #define S_EXTRA_MAX  32 /* extra event field/value pairs one transition carries */
 #define S_FIELDS_MAX 64 /* fields of the largest message (Task has 20) */
 
-/* The T op (see s_tx). from NULL = observed; version MODEL_VERSION_ANY = unchecked. extra
-   holds n_extra field/value pairs for the event. The table was checked by the caller. */
+/* The T op (see lib/lua/model_tx.lua). from NULL = observed; version MODEL_VERSION_ANY =
+   unchecked. extra holds n_extra field/value pairs for the event. The table was checked by
+   the caller. */
 static void s_tx_move(model_tx_t *self, lifecycle_kind_t kind, const char *key, const char *from,
                       const char *to, int64_t version, const char *guard_field,
                       const char *guard_value, int n_extra, const char **extra)
@@ -761,26 +693,26 @@ int model_tx_observe(model_tx_t *self, lifecycle_kind_t kind, const char *key, c
 
 int model_tx_vm_transition(model_tx_t *self, const Berth__Vm *vm, const char *to)
 {
-    char key[MODEL_KEY_MAX], vcpus[24], ram[24], disk[24];
+    char key[KEYS_MAX], vcpus[24], ram[24], disk[24];
     const Berth__Resources *f = vm->flavor;
     if (!vm->id || !*vm->id)
         return s_refuse(self, "a VM transition needs the VM's id");
     snprintf(vcpus, sizeof vcpus, "%d", f ? f->vcpus : 0);
     snprintf(ram, sizeof ram, "%lld", f ? (long long)f->ram_mb : 0LL);
     snprintf(disk, sizeof disk, "%lld", f ? (long long)f->disk_gb : 0LL);
-    return model_tx_transition(self, LIFECYCLE_VM, model_key(key, sizeof key, "vm", vm->id),
-                               vm->state ? vm->state : "", to, vm->version, "vm", vm->id, "owner",
-                               vm->owner, "vcpus", vcpus, "ram_mb", ram, "disk_gb", disk, "host",
-                               vm->host, "template", vm->template_, NULL);
+    return model_tx_transition(self, LIFECYCLE_VM, keys_vm(key, vm->id), vm->state ? vm->state : "",
+                               to, vm->version, "vm", vm->id, "owner", vm->owner, "vcpus", vcpus,
+                               "ram_mb", ram, "disk_gb", disk, "host", vm->host, "template",
+                               vm->template_, NULL);
 }
 
 int model_tx_vm_power(model_tx_t *self, const char *vm_id, const char *host, const char *power)
 {
-    char key[MODEL_KEY_MAX];
+    char key[KEYS_MAX];
     if (!vm_id || !*vm_id || !host || !*host)
         return s_refuse(self, "a VM's power state needs the VM's id and its host");
-    return model_tx_observe(self, LIFECYCLE_POWER, model_key(key, sizeof key, "vm", vm_id), power,
-                            "host", host, "vm", vm_id, "host", host, NULL);
+    return model_tx_observe(self, LIFECYCLE_POWER, keys_vm(key, vm_id), power, "host", host, "vm",
+                            vm_id, "host", host, NULL);
 }
 
 /* 1 when f is a field only transitions write: the state field of a kind kept in this
@@ -882,17 +814,48 @@ void model_tx_put_changed(model_tx_t *self, const char *key, const ProtobufCMess
 
 void model_tx_vm_event(model_tx_t *tx, const Berth__Vm *vm)
 {
-    char key[MODEL_KEY_MAX], version[24], vcpus[24], ram[24], disk[24], at[24];
+    char key[KEYS_MAX], version[24], vcpus[24], ram[24], disk[24], at[24];
     const Berth__Resources *f = vm->flavor;
     snprintf(version, sizeof version, "%lld", (long long)vm->version);
     snprintf(vcpus, sizeof vcpus, "%d", f ? f->vcpus : 0);
     snprintf(ram, sizeof ram, "%lld", f ? (long long)f->ram_mb : 0LL);
     snprintf(disk, sizeof disk, "%lld", f ? (long long)f->disk_gb : 0LL);
     snprintf(at, sizeof at, "%lld", (long long)util_now_ms());
-    model_tx_event(tx, "vm.state", "key", model_key(key, sizeof key, "vm", vm->id), "vm", vm->id,
-                   "state", vm->state, "version", version, "owner", vm->owner, "vcpus", vcpus,
-                   "ram_mb", ram, "disk_gb", disk, "host", vm->host, "template", vm->template_,
-                   "at_ms", at, NULL);
+    model_tx_event(tx, "vm.state", "key", keys_vm(key, vm->id), "vm", vm->id, "state", vm->state,
+                   "version", version, "owner", vm->owner, "vcpus", vcpus, "ram_mb", ram, "disk_gb",
+                   disk, "host", vm->host, "template", vm->template_, "at_ms", at, NULL);
+}
+
+/* How many arguments follow the opcode at ops[i], and whether the first is a key (the shapes
+   are model_tx.lua's). -1 for an unknown opcode or a list cut short. */
+static int s_op_width(const char **ops, size_t i, size_t n, int *has_key)
+{
+    const char *op = ops[i];
+    *has_key = !streq(op, "E");
+    if (streq(op, "C") || streq(op, "Z"))
+        return 3;
+    if (streq(op, "R") || streq(op, "S"))
+        return 2;
+    if (streq(op, "D"))
+        return 1;
+    /* The rest end with n field/value pairs; base = the arguments up to and with n. */
+    int base = streq(op, "P") ? 2 : streq(op, "E") ? 1 : streq(op, "T") ? 9 : -1;
+    int64_t pairs;
+    if (base < 0 || i + (size_t)base >= n ||
+        util_parse_int(ops[i + (size_t)base], 0, 1000000, &pairs))
+        return -1;
+    return base + 2 * (int)pairs;
+}
+
+/* The index (1-based, as text in idx) of key in keys[0..*nkeys), added when new. */
+static void s_key_index(const char **keys, int *nkeys, const char *key, char idx[12])
+{
+    int i = 0;
+    while (i < *nkeys && !streq(keys[i], key))
+        i++;
+    if (i == *nkeys)
+        keys[(*nkeys)++] = key;
+    snprintf(idx, 12, "%d", i + 1);
 }
 
 int model_tx_commit(model_tx_t *self, store_t *store, const char **why)
@@ -906,18 +869,55 @@ int model_tx_commit(model_tx_t *self, store_t *store, const char **why)
     if (self->failed)
         return -1;
     size_t n = zlistx_size(self->args);
-    const char **argv = calloc(n + 1, sizeof *argv);
-    if (!argv)
+    const char **ops = calloc(n + 1, sizeof *ops);
+    const char **argv = calloc(2 * n + 1, sizeof *argv);
+    char(*idx)[12] = calloc(n + 1, sizeof *idx);
+    if (!ops || !argv || !idx) {
+        free(ops);
+        free(argv);
+        free(idx);
         return -1;
-    argv[0] = STORE_EVENTS;
-    size_t i = 1;
+    }
+    size_t i = 0;
     for (char *a = zlistx_first(self->args); a; a = zlistx_next(self->args))
-        argv[i++] = a;
-    redisReply *r = store_eval(store, &s_tx, 1, (int)n + 1, argv);
+        ops[i++] = a;
+    /* KEYS: the event stream first, then each key once, in order of first use; the ops keep
+       the index of their key in its place. keys[] is argv's front, the ops follow it. */
+    const char **keys = argv;
+    int nkeys = 0;
+    keys[nkeys++] = STORE_EVENTS;
+    const char **rest = calloc(n + 1, sizeof *rest);
+    int rc = rest ? 0 : -1;
+    for (i = 0; rc == 0 && i < n;) {
+        int has_key;
+        int width = s_op_width(ops, i, n, &has_key);
+        if (width < 0 || i + (size_t)width >= n) {
+            log_debug(NULL, "malformed transaction", "{s:s}", "op", ops[i]);
+            rc = -1;
+            break;
+        }
+        rest[i] = ops[i];
+        for (int k = 1; k <= width; k++)
+            rest[i + k] = ops[i + k];
+        if (has_key) {
+            s_key_index(keys, &nkeys, ops[i + 1], idx[i + 1]);
+            rest[i + 1] = idx[i + 1];
+        }
+        i += 1 + (size_t)width;
+    }
+    redisReply *r = NULL;
+    if (rc == 0) {
+        for (i = 0; i < n; i++)
+            argv[nkeys + i] = rest[i];
+        r = store_run(store, &lua_model_tx, nkeys, nkeys + (int)n, argv);
+    }
+    free(rest);
+    free(ops);
     free(argv);
+    free(idx);
     if (!r)
         return -1;
-    int rc = -1;
+    rc = -1;
     if (r->type == REDIS_REPLY_INTEGER)
         rc = 0;
     else if (r->type == REDIS_REPLY_ERROR && strncmp(r->str, "CONFLICT", 8) == 0) {

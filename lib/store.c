@@ -1,15 +1,30 @@
 /*  store: hiredis with timeouts and reconnect-with-backoff. A dropped connection is never
     retried in a loop: the next command after the backoff has elapsed tries once, so an
-    actor's event loop keeps running (and answering) while Redis is away. */
+    actor's event loop keeps running (and answering) while Redis is away.
+
+    After Redis restarts, every connection opened before is dead, but a client only learns
+    it from the next command it sends. Two things keep that first command from failing:
+    - before sending, the socket is checked (one poll(), no round trip): a connection the
+      server closed has its end-of-file waiting there. Nothing was sent on it, so replacing
+      it and sending on a new connection is safe for every command.
+    - a command that breaks on a connection that had worked before (reset, end of file; not
+      a timeout) is sent once more on a new connection, but only when running it twice is
+      the same as running it once: read-only commands and scripts marked "retry: safe".
+      Anything else may have been applied before the connection broke, and is reported as
+      failed instead (the caller's own retry, keyed by its idempotency, decides). */
 #include "store.h"
 #include "log.h"
 #include "util.h"
 
 #include <assert.h>
+#include <errno.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
 
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 2000
@@ -23,6 +38,7 @@ struct _store_t {
     int64_t retry_at;  /* monotonic ms of the next reconnect attempt */
     int backoff_ms;    /* current backoff, doubles per failure */
     int ok;            /* last command reached Redis */
+    uint64_t sent;     /* commands sent on ctx: 0 = a connection not proven yet */
 };
 
 store_t *store_new(const char *host, int port, int connect_timeout_ms, int command_timeout_ms)
@@ -64,8 +80,30 @@ static void s_drop(store_t *self, const char *why)
         self->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : self->backoff_ms * 2;
 }
 
+/* Did the server close ctx while it sat idle? A closed connection has its end of file (or
+   an error) waiting in the socket; a live one, in this request/reply protocol, has nothing.
+   Unexpected bytes mean the connection is out of step: it is dropped as well. */
+static int s_stale(redisContext *ctx)
+{
+    struct pollfd p = { .fd = ctx->fd, .events = POLLIN };
+    if (poll(&p, 1, 0) <= 0)
+        return 0;
+    char c;
+    ssize_t n = recv(ctx->fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+        return 0;
+    return 1;
+}
+
 static int s_connect(store_t *self)
 {
+    if (self->ctx && s_stale(self->ctx)) {
+        log_debug(NULL, "redis closed an idle connection: opening a new one", "{s:s, s:i}", "host",
+                  self->host, "port", self->port);
+        redisFree(self->ctx);
+        self->ctx = NULL;
+        self->retry_at = 0; /* nothing was sent: try a new connection now, not after backoff */
+    }
     if (self->ctx)
         return 0;
     if (util_mono_ms() < self->retry_at)
@@ -83,6 +121,7 @@ static int s_connect(store_t *self)
     redisSetTimeout(ctx, rt);
     redisEnableKeepAlive(ctx);
     self->ctx = ctx;
+    self->sent = 0;
     self->backoff_ms = BACKOFF_MIN_MS;
     log_debug(NULL, "redis connected", "{s:s, s:i}", "host", self->host, "port", self->port);
     return 0;
@@ -98,30 +137,107 @@ static redisReply *s_checked(store_t *self, redisReply *reply)
     return reply;
 }
 
+/* Commands that only read: sending one twice is harmless. */
+static const char *s_readonly[] = { "PING",    "GET",     "MGET",          "STRLEN",    "EXISTS",
+                                    "TYPE",    "TTL",     "PTTL",          "HGET",      "HMGET",
+                                    "HGETALL", "HEXISTS", "HLEN",          "SMEMBERS",  "SISMEMBER",
+                                    "SCARD",   "ZRANGE",  "ZRANGEBYSCORE", "ZREVRANGE", "ZRANK",
+                                    "ZSCORE",  "ZCARD",   "ZCOUNT",        "XRANGE",    "XREVRANGE",
+                                    "XLEN",    "XINFO",   "XPENDING",      "LRANGE",    "LLEN",
+                                    "SCAN",    "KEYS",    "TIME",          "INFO",      NULL };
+
+/* Is the formatted command (RESP: *n\r\n$len\r\nNAME\r\n...) read-only? */
+static int s_is_readonly(const char *cmd, size_t len)
+{
+    const char *name = memchr(cmd, '$', len);
+    if (!name || !(name = memchr(name, '\n', len - (size_t)(name - cmd))))
+        return 0;
+    name++;
+    const char *end = memchr(name, '\r', len - (size_t)(name - cmd));
+    if (!end)
+        return 0;
+    for (const char **r = s_readonly; *r; r++)
+        if (strlen(*r) == (size_t)(end - name) && strncasecmp(*r, name, (size_t)(end - name)) == 0)
+            return 1;
+    return 0;
+}
+
+/* Did the last command fail because the connection broke (not because it timed out)? */
+static int s_broken(const redisContext *ctx, int err_no)
+{
+    if (ctx->err == REDIS_ERR_EOF)
+        return 1;
+    return ctx->err == REDIS_ERR_IO && err_no != EAGAIN && err_no != EWOULDBLOCK &&
+           err_no != ETIMEDOUT && err_no != EINTR;
+}
+
+/* Send one formatted command and read its reply; see the top of the file for when it is
+   sent a second time. */
+static redisReply *s_roundtrip(store_t *self, const char *cmd, size_t len, int safe)
+{
+    for (int attempt = 0;; attempt++) {
+        if (s_connect(self) != 0)
+            return NULL;
+        int proven = self->sent > 0;
+        self->sent++;
+        redisReply *reply = NULL;
+        errno = 0;
+        if (redisAppendFormattedCommand(self->ctx, cmd, len) == REDIS_OK)
+            redisGetReply(self->ctx, (void **)&reply);
+        int err_no = errno;
+        if (reply || attempt > 0 || !safe || !proven || !s_broken(self->ctx, err_no))
+            return s_checked(self, reply);
+        log_debug(NULL, "redis connection broke under a command safe to resend: resending",
+                  "{s:s, s:s, s:i}", "reason", self->ctx->errstr, "host", self->host, "port",
+                  self->port);
+        redisFree(self->ctx);
+        self->ctx = NULL;
+        self->retry_at = 0;
+    }
+}
+
 redisReply *store_command(store_t *self, const char *format, ...)
 {
     assert(self);
-    if (s_connect(self) != 0)
-        return NULL;
+    char *cmd = NULL;
     va_list ap;
     va_start(ap, format);
-    redisReply *reply = redisvCommand(self->ctx, format, ap);
+    int len = redisvFormatCommand(&cmd, format, ap);
     va_end(ap);
-    return s_checked(self, reply);
+    if (len < 0)
+        return NULL;
+    redisReply *reply = s_roundtrip(self, cmd, (size_t)len, s_is_readonly(cmd, (size_t)len));
+    redisFreeCommand(cmd);
+    return reply;
+}
+
+/* argv as one command; safe < 0 means "decide by the command's name". */
+static redisReply *s_commandv(store_t *self, int argc, const char **argv, const size_t *lens,
+                              int safe)
+{
+    char *cmd = NULL;
+    int len = redisFormatCommandArgv(&cmd, argc, argv, lens);
+    if (len < 0)
+        return NULL;
+    if (safe < 0)
+        safe = s_is_readonly(cmd, (size_t)len);
+    redisReply *reply = s_roundtrip(self, cmd, (size_t)len, safe);
+    redisFreeCommand(cmd);
+    return reply;
 }
 
 redisReply *store_commandv(store_t *self, int argc, const char **argv, const size_t *lens)
 {
     assert(self);
-    if (s_connect(self) != 0)
-        return NULL;
-    return s_checked(self, redisCommandArgv(self->ctx, argc, argv, lens));
+    return s_commandv(self, argc, argv, lens, -1);
 }
 
 int store_ok(store_t *self)
 {
     return self->ok;
 }
+
+/* ---- DEPRECATED: C-string scripts (store_script_t), until taskmgr and agent use lib/lua/ -- */
 
 /* Scripts are static and shared by every store of the process, and the gateway runs one
    store per worker thread: the shared SHA is read and written under this lock. */
@@ -177,6 +293,40 @@ redisReply *store_eval(store_t *self, store_script_t *script, int nkeys, int arg
         /* Redis restarted or flushed its script cache: load again and retry once. */
         if (s_load(self, script, sha) != 0)
             break;
+    }
+    free(args);
+    return r;
+}
+
+redisReply *store_run(store_t *self, const store_lua_t *script, int nkeys, int argc,
+                      const char **argv)
+{
+    assert(self && script && nkeys >= 0 && argc >= nkeys);
+    char numkeys[16];
+    snprintf(numkeys, sizeof numkeys, "%d", nkeys);
+    const char **args = malloc(((size_t)argc + 3) * sizeof *args);
+    if (!args)
+        return NULL;
+    args[0] = "EVALSHA";
+    args[1] = script->sha;
+    args[2] = numkeys;
+    for (int i = 0; i < argc; i++)
+        args[3 + i] = argv[i];
+    redisReply *r = s_commandv(self, argc + 3, args, NULL, script->retry_safe);
+    if (r && r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOSCRIPT", 8) == 0) {
+        /* A new Redis or a flushed script cache: load the script and run it again. */
+        freeReplyObject(r);
+        const char *load[] = { "SCRIPT", "LOAD", script->source };
+        r = s_commandv(self, 3, load, NULL, 1);
+        if (r && r->type == REDIS_REPLY_STRING && strcmp(r->str, script->sha) == 0) {
+            freeReplyObject(r);
+            r = s_commandv(self, argc + 3, args, NULL, script->retry_safe);
+        } else if (r && r->type != REDIS_REPLY_ERROR) {
+            log_debug(NULL, "script loaded under another SHA than the one built in", "{s:s}",
+                      "script", script->name);
+            freeReplyObject(r);
+            r = NULL;
+        }
     }
     free(args);
     return r;

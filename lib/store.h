@@ -1,17 +1,29 @@
 /*  store: the Redis connection of one actor (hiredis). Connect and command timeouts,
-    reconnect with exponential backoff (attempted when due, never by sleeping) and Lua
-    scripts by SHA. State changes go through model.h (checked transactions with events). */
+    reconnect with exponential backoff (attempted when due, never by sleeping), a stale
+    connection replaced before it is used, and the Lua scripts of lib/lua/ by SHA. Keys come
+    from keys.h; state changes go through model.h (checked transactions with events). */
 #ifndef BERTH_STORE_H
 #define BERTH_STORE_H
 
 #include <hiredis/hiredis.h>
 #include <stdint.h>
 
-#define STORE_EVENTS "berth:events" /* the event stream every transition appends to */
+#define STORE_EVENTS "berth:events" /* = KEYS_EVENTS, kept for the callers that use it */
 
 typedef struct _store_t store_t;
 
-/* A Lua script; declare it static with its source, the SHA is filled in on first use. */
+/* A script of lib/lua/, embedded at build time (lua_scripts.h names each one as lua_<file>). */
+typedef struct {
+    const char *name;   /* the file name without .lua */
+    const char *source; /* the file's text */
+    const char *sha;    /* SHA1 of source: the name EVALSHA knows it by */
+    int retry_safe;     /* running it twice has the effect of running it once (the file says
+                           "-- retry: safe"): it may be sent again after a lost connection */
+} store_lua_t;
+
+/* DEPRECATED: a script as a C string, for services/taskmgr and services/agent until their
+   scripts move to lib/lua/. Declare it static with its source; the SHA is filled in on
+   first use. New code uses store_lua_t and store_run(). */
 typedef struct {
     const char *source;
     char sha[41];
@@ -22,15 +34,24 @@ store_t *store_new(const char *host, int port, int connect_timeout_ms, int comma
 void store_destroy(store_t **self_p);
 
 /* Run a command. NULL when Redis is unreachable (the connection is dropped and retried with
-   backoff on later calls). Error replies are returned as REDIS_REPLY_ERROR. Caller frees. */
+   backoff on later calls). Error replies are returned as REDIS_REPLY_ERROR. Caller frees.
+   A connection Redis closed while it sat idle (Redis restarted) is replaced before the
+   command is sent, so the first command after a restart succeeds; a read-only command whose
+   connection breaks under it is sent once more on a new connection. */
 redisReply *store_command(store_t *self, const char *format, ...);
 redisReply *store_commandv(store_t *self, int argc, const char **argv, const size_t *lens);
 
 /* True when the last command reached Redis. */
 int store_ok(store_t *self);
 
-/* EVALSHA the script (loading it when Redis does not know it). argv holds nkeys keys then
-   arguments. Same NULL/ERROR convention as store_command. */
+/* EVALSHA the script, loading it (SCRIPT LOAD) when Redis does not know it yet or any more.
+   argv holds nkeys keys, then the arguments: every key the script touches is among the
+   keys. Same NULL/ERROR convention as store_command; a retry-safe script whose connection
+   breaks under it is sent once more on a new connection. */
+redisReply *store_run(store_t *self, const store_lua_t *script, int nkeys, int argc,
+                      const char **argv);
+
+/* DEPRECATED (see store_script_t): EVALSHA of a C-string script. */
 redisReply *store_eval(store_t *self, store_script_t *script, int nkeys, int argc,
                        const char **argv);
 

@@ -5,6 +5,7 @@
     the same atomic step as the writes: two approval instances seeding at once, or two
     admins adding the same name at once, end with exactly one template per name. */
 #include "catalog.h"
+#include "keys.h"
 #include "log.h"
 #include "model.h"
 #include "util.h"
@@ -13,7 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define S_TEMPLATES "berth:templates"
+#define S_TEMPLATES KEYS_TEMPLATES
 
 /* The catalog a fresh installation starts with: one template per common size, the
    largest behind an administrator's approval. */
@@ -36,15 +37,16 @@ static const s_seed_t s_seeds[] = {
 
 static void s_name_key(char *buf, size_t size, const char *name)
 {
-    snprintf(buf, size, "berth:template-name:%s", name);
+    char key[KEYS_MAX];
+    util_strlcpy(buf, keys_build(key, KEYS_TEMPLATE_NAME, name, NULL), size);
 }
 
 /* Add tmpl (id already set) to tx: the name must be free and the id unused when the
    transaction runs, whatever a pre-check saw earlier. */
 static void s_tx_add(model_tx_t *tx, const Berth__Template *tmpl, const char *actor)
 {
-    char key[MODEL_KEY_MAX], name_key[MODEL_KEY_MAX], at[24];
-    model_key(key, sizeof key, "template", tmpl->id);
+    char key[KEYS_MAX], name_key[KEYS_MAX], at[24];
+    keys_build(key, KEYS_TEMPLATE, tmpl->id, NULL);
     s_name_key(name_key, sizeof name_key, tmpl->name);
     snprintf(at, sizeof at, "%lld", (long long)util_now_ms());
     model_tx_check(tx, name_key, "id", "");
@@ -146,10 +148,10 @@ int catalog_list(store_t *store, Berth__TemplateList **list_p, fault_t *fault)
         const redisReply *id = ids->element[i];
         if (id->type != REDIS_REPLY_STRING)
             continue;
-        char key[MODEL_KEY_MAX];
+        char key[KEYS_MAX];
         ProtobufCMessage *msg = NULL;
         int found = model_load(store, &berth__template__descriptor,
-                               model_key(key, sizeof key, "template", id->str), &msg);
+                               keys_build(key, KEYS_TEMPLATE, id->str, NULL), &msg);
         if (found == 0)
             list->templates[list->n_templates++] = (Berth__Template *)msg;
         else if (found == MODEL_NOT_FOUND)
@@ -217,7 +219,7 @@ int catalog_find(store_t *store, const char *ref, Berth__Template **tmpl_p, faul
     if (strlen(ref) == UTIL_ID_LEN - 1 && util_is_uuid(lower))
         util_strlcpy(id, lower, sizeof id);
     else if (policy_is_template_name(ref)) {
-        char name_key[MODEL_KEY_MAX];
+        char name_key[KEYS_MAX];
         s_name_key(name_key, sizeof name_key, ref);
         redisReply *r = store_command(store, "HGET %s id", name_key);
         if (!r || (r->type != REDIS_REPLY_STRING && r->type != REDIS_REPLY_NIL)) {
@@ -232,10 +234,10 @@ int catalog_find(store_t *store, const char *ref, Berth__Template **tmpl_p, faul
     /* Anything that is neither an id nor a valid name cannot be in the catalog. */
     if (!*id)
         return s_unknown(fault, ref);
-    char key[MODEL_KEY_MAX];
+    char key[KEYS_MAX];
     ProtobufCMessage *msg = NULL;
     int rc = model_load(store, &berth__template__descriptor,
-                        model_key(key, sizeof key, "template", id), &msg);
+                        keys_build(key, KEYS_TEMPLATE, id, NULL), &msg);
     if (rc == MODEL_NOT_FOUND)
         return s_unknown(fault, ref);
     if (rc != 0)

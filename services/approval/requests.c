@@ -18,6 +18,7 @@
     (template, name, count): a key reused for anything else is refused rather than answered
     with the first request, which would silently drop the second. */
 #include "requests.h"
+#include "keys.h"
 #include "catalog.h"
 #include "log.h"
 #include "model.h"
@@ -29,9 +30,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define S_REQUESTS "berth:requests"
-#define S_VMS      "berth:vms"
-#define S_DUE      "berth:tasks:due"
+#define S_REQUESTS KEYS_REQUESTS
+#define S_VMS      KEYS_VMS
+#define S_DUE      KEYS_TASKS_DUE
 #define S_NAME_LEN (POLICY_NAME_MAX + 16) /* a VM name with its "-N" suffix */
 
 /* Everything one transaction writes for n VMs: the messages and the strings they point to. */
@@ -109,7 +110,7 @@ static void s_tx_provision(model_tx_t *tx, s_batch_t *b, size_t i, const char *t
 {
     Berth__Vm *vm = &b->vms[i];
     Berth__Task *t = &b->tasks[i];
-    char key[MODEL_KEY_MAX];
+    char key[KEYS_MAX];
     util_uuid(b->task_ids[i]);
     b->task_refs[i] = b->task_ids[i];
     berth__task__init(t);
@@ -123,7 +124,7 @@ static void s_tx_provision(model_tx_t *tx, s_batch_t *b, size_t i, const char *t
     t->created_ms = now;
     t->updated_ms = now;
     vm->task = t->id;
-    model_key(key, sizeof key, "task", t->id);
+    keys_build(key, KEYS_TASK, t->id, NULL);
     model_tx_transition(tx, LIFECYCLE_TASK, key, "", "QUEUED", 0, "task", t->id, "stage", t->stage,
                         NULL);
     t->state = "QUEUED";
@@ -182,10 +183,10 @@ static int s_idem_lookup(store_t *store, const char *idem_key, int64_t now, cons
     /* held is non-empty here: it must name the request, which is what the check compares. */
     if (!util_is_uuid(held))
         return 0;
-    char key[MODEL_KEY_MAX];
+    char key[KEYS_MAX];
     ProtobufCMessage *msg = NULL;
     int rc = model_load(store, &berth__request__descriptor,
-                        model_key(key, sizeof key, "request", held), &msg);
+                        keys_build(key, KEYS_REQUEST, held, NULL), &msg);
     if (rc == MODEL_NOT_FOUND)
         return 0;
     if (rc != 0)
@@ -218,9 +219,9 @@ int requests_create(store_t *store, const policy_t *policy, const Berth__CreateR
 
     int64_t now = util_now_ms();
     int keyed = msg->idempotency_key && *msg->idempotency_key;
-    char idem_key[MODEL_KEY_MAX] = "", held[UTIL_ID_LEN] = "", hash[S_BODY_HASH_LEN] = "";
+    char idem_key[KEYS_MAX] = "", held[UTIL_ID_LEN] = "", hash[S_BODY_HASH_LEN] = "";
     if (keyed) {
-        snprintf(idem_key, sizeof idem_key, "berth:idem:%s:%s", msg->owner, msg->idempotency_key);
+        keys_build(idem_key, KEYS_IDEM, msg->owner, msg->idempotency_key);
         s_body_hash(msg, count, hash);
         int found = s_idem_lookup(store, idem_key, now, hash, held, request_p, fault);
         if (found != 0)
@@ -240,7 +241,7 @@ int requests_create(store_t *store, const policy_t *policy, const Berth__CreateR
     int approved = !tmpl->requires_approval;
     const char *vm_state = approved ? "PROVISIONING" : "PENDING_APPROVAL";
 
-    char req_id[UTIL_ID_LEN], key[MODEL_KEY_MAX];
+    char req_id[UTIL_ID_LEN], key[KEYS_MAX];
     util_uuid(req_id);
     Berth__Request req = BERTH__REQUEST__INIT;
     req.id = req_id;
@@ -259,7 +260,7 @@ int requests_create(store_t *store, const policy_t *policy, const Berth__CreateR
     req.decided_by = approved ? "policy" : "";
 
     /* The template must still be there when the transaction runs. */
-    model_tx_check(tx, model_key(key, sizeof key, "template", tmpl->id), "id", tmpl->id);
+    model_tx_check(tx, keys_build(key, KEYS_TEMPLATE, tmpl->id, NULL), "id", tmpl->id);
     for (size_t i = 0; i < b.n; i++) {
         Berth__Vm *vm = &b.vms[i];
         Berth__Resources *flavor = &b.flavors[i];
@@ -292,10 +293,10 @@ int requests_create(store_t *store, const policy_t *policy, const Berth__CreateR
         model_tx_vm_transition(tx, vm, vm_state);
         vm->state = (char *)vm_state;
         vm->version = 1;
-        model_tx_put(tx, model_key(key, sizeof key, "vm", vm->id), &vm->base);
+        model_tx_put(tx, keys_build(key, KEYS_VM, vm->id, NULL), &vm->base);
         model_tx_zadd(tx, S_VMS, now, vm->id);
     }
-    model_key(key, sizeof key, "request", req_id);
+    keys_build(key, KEYS_REQUEST, req_id, NULL);
     model_tx_transition(tx, LIFECYCLE_REQUEST, key, "", req.state, 0, "request", req_id, NULL);
     model_tx_put(tx, key, &req.base);
     model_tx_zadd(tx, S_REQUESTS, now, req_id);
@@ -345,11 +346,11 @@ int requests_get(store_t *store, const char *id, Berth__Request **request_p, fau
 {
     if (policy_check_uuid("id", id, fault) != 0)
         return -1;
-    char lower[UTIL_ID_LEN], key[MODEL_KEY_MAX];
+    char lower[UTIL_ID_LEN], key[KEYS_MAX];
     s_lower_id(lower, id);
     ProtobufCMessage *msg = NULL;
     int rc = model_load(store, &berth__request__descriptor,
-                        model_key(key, sizeof key, "request", lower), &msg);
+                        keys_build(key, KEYS_REQUEST, lower, NULL), &msg);
     if (rc == MODEL_NOT_FOUND)
         return error_set(fault, "NOT_FOUND", "unknown request '%s'", id);
     if (rc != 0)
@@ -378,13 +379,13 @@ static int s_decide(store_t *store, const Berth__DecideRequest *msg, const Berth
         return error_set(fault, "INTERNAL", "out of memory");
     }
     int64_t now = util_now_ms();
-    char key[MODEL_KEY_MAX];
+    char key[KEYS_MAX];
     int rc = 0;
     for (size_t i = 0; rc == 0 && i < req->n_vms; i++) {
         ProtobufCMessage *m = NULL;
         int found = util_is_uuid(req->vms[i])
                         ? model_load(store, &berth__vm__descriptor,
-                                     model_key(key, sizeof key, "vm", req->vms[i]), &m)
+                                     keys_build(key, KEYS_VM, req->vms[i], NULL), &m)
                         : MODEL_NOT_FOUND;
         if (found == MODEL_NOT_FOUND)
             rc = error_set(fault, "INTERNAL", "request '%s' names VM '%s' that does not exist",
@@ -427,10 +428,10 @@ static int s_decide(store_t *store, const Berth__DecideRequest *msg, const Berth
             vm->updated_ms = now;
             if (msg->approve)
                 s_tx_provision(tx, &b, i, trace_id, now);
-            model_tx_put_changed(tx, model_key(key, sizeof key, "vm", vm->id), &loaded[i]->base,
+            model_tx_put_changed(tx, keys_build(key, KEYS_VM, vm->id, NULL), &loaded[i]->base,
                                  &vm->base);
         }
-        model_key(key, sizeof key, "request", req->id);
+        keys_build(key, KEYS_REQUEST, req->id, NULL);
         model_tx_transition(tx, LIFECYCLE_REQUEST, key, req->state, next.state, req->version,
                             "request", req->id, NULL);
         model_tx_put_changed(tx, key, &req->base, &next.base);

@@ -18,6 +18,8 @@
     ends before it started, so skewed clocks between writers cannot make time count twice
     or negatively. */
 #include "usage.h"
+#include "keys.h"
+#include "lua_scripts.h"
 #include "log.h"
 #include "util.h"
 
@@ -44,136 +46,6 @@ struct _usage_t {
     char claim_cursor[ID_MAX]; /* where XAUTOCLAIM resumes its scan of the pending list */
     uint64_t handled;
     uint64_t refused;
-};
-
-/* Apply one vm.state event to its VM's usage hash and XACK it, atomically.
-   KEYS: usage hash, event stream, index zset.
-   ARGV: group, id, vm, state, at_ms, owner, template, host, vcpus, ram_mb, disk_gb,
-         max_events. Empty metadata means "not in the event". Returns 1 applied, 0 seen. */
-static store_script_t s_apply = {
-    .source = "local key, stream, index = KEYS[1], KEYS[2], KEYS[3]\n"
-              "local group, id, vm, state = ARGV[1], ARGV[2], ARGV[3], ARGV[4]\n"
-              "local at, max_events = tonumber(ARGV[5]), tonumber(ARGV[12])\n"
-              "local function sid(s)\n"
-              "  local a, b = string.match(s, '^(%d+)-(%d+)$')\n"
-              "  return tonumber(a), tonumber(b)\n"
-              "end\n"
-              "local function less(a, b)\n"
-              "  local am, as = sid(a)\n"
-              "  local bm, bs = sid(b)\n"
-              "  return am < bm or (am == bm and as < bs)\n"
-              "end\n"
-              "local h = redis.call('HMGET', key, 'events', 'last_event', 'base', 'base_open',\n"
-              "                     'base_until')\n"
-              "if h[5] and not less(h[5], id) then\n"
-              "  redis.call('XACK', stream, group, id)\n"
-              "  return 0\n"
-              "end\n"
-              "local events = h[1] and cjson.decode(h[1]) or {}\n"
-              "local last = h[2]\n"
-              "local pos = #events + 1\n"
-              "if last and not less(last, id) then\n"
-              "  for i = 1, #events do\n"
-              "    if events[i][1] == id then\n"
-              "      redis.call('XACK', stream, group, id)\n"
-              "      return 0\n"
-              "    end\n"
-              "    if less(id, events[i][1]) then pos = i break end\n"
-              "  end\n"
-              "end\n"
-              "table.insert(events, pos, {id, state == 'ACTIVE' and 1 or 0, at})\n"
-              "local newest = pos == #events\n"
-              "local base = h[3] and cjson.decode(h[3]) or {}\n"
-              "local base_open = tonumber(h[4] or '')\n"
-              "local function derive(list, open, prev, out)\n"
-              "  for _, e in ipairs(list) do\n"
-              "    if e[2] == 1 then\n"
-              "      if not open then open = math.max(e[3], prev) end\n"
-              "    elseif open then\n"
-              "      local stop = math.max(e[3], open)\n"
-              "      out[#out + 1] = {open, stop}\n"
-              "      prev, open = stop, nil\n"
-              "    end\n"
-              "  end\n"
-              "  return open, prev\n"
-              "end\n"
-              "local function prev_end(list)\n"
-              "  if #list > 0 then return list[#list][2] end\n"
-              "  return 0\n"
-              "end\n"
-              "local function encode(list, quote_first)\n"
-              "  local parts = {}\n"
-              "  for i, v in ipairs(list) do\n"
-              "    if quote_first then\n"
-              "      parts[i] = string.format('[\"%s\",%d,%d]', v[1], v[2], v[3])\n"
-              "    else\n"
-              "      parts[i] = string.format('[%d,%d]', v[1], v[2])\n"
-              "    end\n"
-              "  end\n"
-              "  return '[' .. table.concat(parts, ',') .. ']'\n"
-              "end\n"
-              "local set = {}\n"
-              "if #events > max_events then\n"
-              "  local cut = #events - math.floor(max_events / 2)\n"
-              "  local head, rest = {}, {}\n"
-              "  for i, e in ipairs(events) do\n"
-              "    if i <= cut then head[#head + 1] = e else rest[#rest + 1] = e end\n"
-              "  end\n"
-              "  base_open = derive(head, base_open, prev_end(base), base)\n"
-              "  events = rest\n"
-              "  set[#set + 1] = 'base'; set[#set + 1] = encode(base, false)\n"
-              "  set[#set + 1] = 'base_open'\n"
-              "  set[#set + 1] = base_open and string.format('%d', base_open) or ''\n"
-              "  set[#set + 1] = 'base_until'; set[#set + 1] = head[#head][1]\n"
-              "end\n"
-              "local intervals = {}\n"
-              "for i, v in ipairs(base) do intervals[i] = v end\n"
-              "local open = derive(events, base_open, prev_end(base), intervals)\n"
-              "if open then intervals[#intervals + 1] = {open, 0} end\n"
-              "set[#set + 1] = 'vm'; set[#set + 1] = vm\n"
-              "set[#set + 1] = 'events'; set[#set + 1] = encode(events, true)\n"
-              "set[#set + 1] = 'intervals'; set[#set + 1] = encode(intervals, false)\n"
-              "if newest then set[#set + 1] = 'last_event'; set[#set + 1] = id end\n"
-              "local meta = {'owner', 'template', 'host', 'vcpus', 'ram_mb', 'disk_gb'}\n"
-              "for i, field in ipairs(meta) do\n"
-              "  local value = ARGV[5 + i]\n"
-              "  if value ~= '' then\n"
-              "    if newest then\n"
-              "      set[#set + 1] = field; set[#set + 1] = value\n"
-              "    else\n"
-              "      redis.call('HSETNX', key, field, value)\n"
-              "    end\n"
-              "  end\n"
-              "end\n"
-              "if #intervals > 0 then\n"
-              "  set[#set + 1] = 'first_ms'\n"
-              "  set[#set + 1] = string.format('%d', intervals[1][1])\n"
-              "  local score = '+inf'\n"
-              "  if not open then score = string.format('%d', intervals[#intervals][2]) end\n"
-              "  redis.call('ZADD', index, score, vm)\n"
-              "end\n"
-              "redis.call('HSET', key, unpack(set))\n"
-              "redis.call('XACK', stream, group, id)\n"
-              "return 1\n",
-};
-
-/* The usage rows of a chunk of VMs that belong to owner (ARGV[1], "" = anyone) and were
-   ACTIVE before ARGV[2]. KEYS: usage hashes. Each row: vm owner template host vcpus ram_mb
-   disk_gb intervals. */
-static store_script_t s_rows = {
-    .source = "local out = {}\n"
-              "local to = tonumber(ARGV[2])\n"
-              "for _, key in ipairs(KEYS) do\n"
-              "  local h = redis.call('HMGET', key, 'vm', 'owner', 'template', 'host', 'vcpus',\n"
-              "                       'ram_mb', 'disk_gb', 'intervals', 'first_ms')\n"
-              "  if h[1] and h[8] and (ARGV[1] == '' or h[2] == ARGV[1])\n"
-              "     and tonumber(h[9] or '0') < to then\n"
-              "    for i = 1, 8 do h[i] = h[i] or '' end\n"
-              "    h[9] = nil\n"
-              "    out[#out + 1] = h\n"
-              "  end\n"
-              "end\n"
-              "return out\n",
 };
 
 usage_t *usage_new(store_t *store, const char *group, const char *consumer,
@@ -313,8 +185,8 @@ static int s_apply_vm(usage_t *self, const char *id, const redisReply *fields, i
     for (int i = 0; i < 3; i++)
         if (!meta[i] || strlen(meta[i]) > FIELD_MAX)
             meta[i] = "";
-    char key[VM_ID_MAX + 32], at_buf[32], max_events[16];
-    snprintf(key, sizeof key, "berth:usage:{%s}", vm);
+    char key[KEYS_MAX], at_buf[32], max_events[16];
+    keys_build(key, KEYS_USAGE, vm, NULL);
     snprintf(at_buf, sizeof at_buf, "%" PRId64, at);
     snprintf(max_events, sizeof max_events, "%d", self->limits.max_events_per_vm);
     const char *argv[] = {
@@ -334,7 +206,8 @@ static int s_apply_vm(usage_t *self, const char *id, const redisReply *fields, i
         s_number(s_field(fields, "disk_gb"), INT64_C(1) << 30, id, "disk_gb"),
         max_events,
     };
-    redisReply *r = store_eval(self->store, &s_apply, 3, (int)(sizeof argv / sizeof *argv), argv);
+    redisReply *r =
+        store_run(self->store, &lua_usage_apply, 3, (int)(sizeof argv / sizeof *argv), argv);
     if (!r)
         return -1;
     int rc = 1;
@@ -623,14 +496,14 @@ static int s_chunk(store_t *store, const redisReply *candidates, size_t first, s
                    const char *owner, int64_t from, int64_t to, int max_vms,
                    Berth__UsageReport *report)
 {
-    char keys[REPORT_CHUNK][VM_ID_MAX + 32];
+    char keys[REPORT_CHUNK][KEYS_MAX];
     const char *argv[REPORT_CHUNK + 2];
     int nkeys = 0;
     for (size_t i = first; i < first + count; i++) {
         const redisReply *vm = candidates->element[i];
         if (vm->type != REDIS_REPLY_STRING || vm->len > VM_ID_MAX)
             continue;
-        snprintf(keys[nkeys], sizeof keys[nkeys], "berth:usage:{%s}", vm->str);
+        keys_build(keys[nkeys], KEYS_USAGE, vm->str, NULL);
         argv[nkeys] = keys[nkeys];
         nkeys++;
     }
@@ -638,7 +511,7 @@ static int s_chunk(store_t *store, const redisReply *candidates, size_t first, s
     snprintf(to_text, sizeof to_text, "%" PRId64, to);
     argv[nkeys] = owner;
     argv[nkeys + 1] = to_text;
-    redisReply *r = store_eval(store, &s_rows, nkeys, nkeys + 2, argv);
+    redisReply *r = store_run(store, &lua_usage_rows, nkeys, nkeys + 2, argv);
     if (!r)
         return -1;
     int rc = 0;

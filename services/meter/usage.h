@@ -8,10 +8,12 @@
 #include "berth.pb-c.h"
 #include "store.h"
 
+#include "keys.h"
+
 #include <stdint.h>
 
-#define USAGE_INDEX "berth:usage:vms" /* zset: VMs with usage, score = end of latest interval */
-#define USAGE_GROUP "meter"           /* the consumer group every meter instance shares */
+#define USAGE_INDEX KEYS_USAGE_INDEX /* zset: VMs with usage, score = end of latest interval */
+#define USAGE_GROUP "meter"          /* the consumer group every meter instance shares */
 
 #define USAGE_BAD_WINDOW 1 /* usage_report: from/to are not a valid window */
 #define USAGE_TOO_MANY   2 /* usage_report: more VMs match than the configured maximum */

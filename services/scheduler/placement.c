@@ -1,11 +1,12 @@
 /*  placement: filters, weigher, claim.
 
     Decisions are made on an in-memory copy of every host's capacity and usage, reloaded
-    when older than refresh_ms (one Lua call returns all hosts, so a reload is one round
-    trip however many hosts there are). The copy may be stale; that is safe because it only
-    orders the candidates: the claim script re-checks the host's state and free capacity
-    from Redis and takes the claim in the same atomic step. A claim that loses a race hands
-    back the host's current row, the copy is corrected and the next candidate is tried.
+    when older than refresh_ms (the host ids, then one Lua call for every host's row: two
+    round trips however many hosts there are). The copy may be stale; that is safe because
+    it only orders the candidates: the claim script re-checks the host's state and free
+    capacity from Redis and takes the claim in the same atomic step. A claim that loses a
+    race hands back the host's current row, the copy is corrected and the next candidate is
+    tried.
 
     A "no valid host" answer is never given from stale data: when the cached copy refuses,
     it is reloaded and the decision is made again before saying no. The answer counts the
@@ -13,12 +14,15 @@
     operator can tell "everything is down" from "nothing has the RAM".
 
     Claims: berth:claim:{<vm>} = host vcpus ram_mb disk_gb, and the host's used_* fields are
-    the sums of its claims. Only the two scripts below write either, always together, and in
-    the same step bump the host's version and append a host.usage event (docs/state.md), as
-    model_tx does for every other state write: a claim checks capacity and writes in one step,
-    which a model_tx cannot express, so these scripts keep that step and its bookkeeping. */
+    the sums of its claims. Only lib/lua/placement_claim.lua and placement_release.lua write
+    either, always together, and in the same step bump the host's version and append a
+    host.usage event (docs/state.md), as model_tx does for every other state write: a claim
+    checks capacity and writes in one step, which a model_tx cannot express, so these
+    scripts keep that step and its bookkeeping. */
 #include "placement.h"
+#include "keys.h"
 #include "log.h"
+#include "lua_scripts.h"
 #include "model.h"
 #include "util.h"
 
@@ -27,10 +31,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define HOST_PREFIX "berth:host:"
-#define HOSTS_SET   "berth:hosts"
-#define CHANGED     100 /* internal: the VM's claim changed while we placed it */
-#define ROUNDS      3   /* placements restarted after a concurrent change to the same VM */
+#define CHANGED 100 /* internal: the VM's claim changed while we placed it */
+#define ROUNDS  3   /* placements restarted after a concurrent change to the same VM */
 
 /* Filters, in the order they are applied; the index is the counter of removals. */
 enum { F_STATE, F_EXCLUDE, F_RAM, F_VCPUS, F_DISK, F_COUNT, F_PASS = -1 };
@@ -63,97 +65,6 @@ struct _placement_t {
 
 /* The filters' names, as NO_VALID_HOST's details and message say them (F_* order). */
 static const char *const s_filter_names[F_COUNT] = { "state", "exclude", "ram", "vcpus", "disk" };
-
-/* All hosts in one call: ARGV[1] = most hosts, ARGV[2] = host key prefix. Sorted by id so
-   a cap keeps the same hosts every time. Returns {total, id, 8 fields, id, 8 fields, ...}.
-   Reads keys named by the set's members (not declared in KEYS): fine on one Redis, and a
-   host key carries no hash tag anyway. */
-static store_script_t s_load_script = {
-    .source = "local ids = redis.call('SMEMBERS', KEYS[1])\n"
-              "table.sort(ids)\n"
-              "local out = {#ids}\n"
-              "for i = 1, math.min(#ids, tonumber(ARGV[1])) do\n"
-              "  local f = redis.call('HMGET', ARGV[2] .. ids[i], 'state', 'last_seen_ms',\n"
-              "    'cap_vcpus', 'cap_ram_mb', 'cap_disk_gb',\n"
-              "    'used_vcpus', 'used_ram_mb', 'used_disk_gb')\n"
-              "  out[#out + 1] = ids[i]\n"
-              "  for j = 1, 8 do out[#out + 1] = f[j] or '' end\n"
-              "end\n"
-              "return out\n",
-};
-
-/* The claim. KEYS: claim, target host, the host the claim is on now (= target when none),
-   the event stream. ARGV: host id, vcpus, ram_mb, disk_gb, now_ms, host_timeout_ms,
-   ram/cpu/disk ratios, the host the caller saw the claim on ('' = no claim), vm id. The
-   same checks as the filters, then the increments and the claim, in one step. Moving a
-   claim off a host the caller now excludes gives the old host its share back in the same
-   step. Each host whose usage changed gets its version bumped and a host.usage event. */
-static store_script_t s_claim_script = {
-    .source =
-        "local function usage(key, host, change)\n"
-        "  local u = redis.call('HMGET', key, 'used_vcpus', 'used_ram_mb', 'used_disk_gb')\n"
-        "  local v = redis.call('HINCRBY', key, 'version', 1)\n"
-        "  redis.call('XADD', KEYS[4], 'MAXLEN', '~', '1000000', '*', 'type', 'host.usage',\n"
-        "    'key', key, 'host', host, 'vm', ARGV[11], 'change', change, 'used_vcpus',\n"
-        "    u[1] or '0', 'used_ram_mb', u[2] or '0', 'used_disk_gb', u[3] or '0',\n"
-        "    'version', v, 'at_ms', ARGV[5])\n"
-        "end\n"
-        "local cur = redis.call('HGET', KEYS[1], 'host') or ''\n"
-        "if cur ~= ARGV[10] then return {'CHANGED', cur} end\n"
-        "local h = redis.call('HMGET', KEYS[2], 'state', 'last_seen_ms', 'cap_vcpus',\n"
-        "  'cap_ram_mb', 'cap_disk_gb', 'used_vcpus', 'used_ram_mb', 'used_disk_gb')\n"
-        "local function n(v) return tonumber(v) or 0 end\n"
-        "local ok = h[1] == 'UP' and n(ARGV[5]) - n(h[2]) <= n(ARGV[6])\n"
-        "  and n(h[7]) + n(ARGV[3]) <= n(h[4]) * n(ARGV[7])\n"
-        "  and n(h[6]) + n(ARGV[2]) <= n(h[3]) * n(ARGV[8])\n"
-        "  and n(h[8]) + n(ARGV[4]) <= n(h[5]) * n(ARGV[9])\n"
-        "if not ok then\n"
-        "  local row = {'REJECTED'}\n"
-        "  for j = 1, 8 do row[j + 1] = h[j] or '' end\n"
-        "  return row\n"
-        "end\n"
-        "local f = {'used_vcpus', 'used_ram_mb', 'used_disk_gb'}\n"
-        "if cur ~= '' and redis.call('EXISTS', KEYS[3]) == 1 then\n"
-        "  local old = redis.call('HMGET', KEYS[1], 'vcpus', 'ram_mb', 'disk_gb')\n"
-        "  for j = 1, 3 do\n"
-        "    if n(old[j]) > 0 and redis.call('HINCRBY', KEYS[3], f[j], '-' .. old[j]) < 0 then\n"
-        "      redis.call('HSET', KEYS[3], f[j], 0) end\n"
-        "  end\n"
-        "  usage(KEYS[3], cur, 'release')\n"
-        "end\n"
-        "local u = {}\n"
-        "for j = 1, 3 do u[j] = redis.call('HINCRBY', KEYS[2], f[j], ARGV[j + 1]) end\n"
-        "redis.call('HSET', KEYS[1], 'host', ARGV[1], 'vcpus', ARGV[2], 'ram_mb', ARGV[3],\n"
-        "  'disk_gb', ARGV[4])\n"
-        "usage(KEYS[2], ARGV[1], 'claim')\n"
-        "return {'OK', u[1], u[2], u[3]}\n",
-};
-
-/* The release. KEYS: claim, the host the caller read from it, the event stream. ARGV: that
-   host's id, vm id, now_ms. Gives back exactly what the claim holds (never below zero),
-   bumps the host's version with a host.usage event, and deletes the claim. */
-static store_script_t s_release_script = {
-    .source = "local c = redis.call('HMGET', KEYS[1], 'host', 'vcpus', 'ram_mb', 'disk_gb')\n"
-              "if not c[1] then return 'NONE' end\n"
-              "if c[1] ~= ARGV[1] then return 'CHANGED' end\n"
-              "if redis.call('EXISTS', KEYS[2]) == 1 then\n"
-              "  local f = {'used_vcpus', 'used_ram_mb', 'used_disk_gb'}\n"
-              "  for j = 1, 3 do\n"
-              "    local v = c[j + 1]\n"
-              "    if v and (tonumber(v) or 0) > 0\n"
-              "       and redis.call('HINCRBY', KEYS[2], f[j], '-' .. v) < 0 then\n"
-              "      redis.call('HSET', KEYS[2], f[j], 0) end\n"
-              "  end\n"
-              "  local u = redis.call('HMGET', KEYS[2], f[1], f[2], f[3])\n"
-              "  local v = redis.call('HINCRBY', KEYS[2], 'version', 1)\n"
-              "  redis.call('XADD', KEYS[3], 'MAXLEN', '~', '1000000', '*', 'type',\n"
-              "    'host.usage', 'key', KEYS[2], 'host', ARGV[1], 'vm', ARGV[2], 'change',\n"
-              "    'release', 'used_vcpus', u[1] or '0', 'used_ram_mb', u[2] or '0',\n"
-              "    'used_disk_gb', u[3] or '0', 'version', v, 'at_ms', ARGV[3])\n"
-              "end\n"
-              "redis.call('DEL', KEYS[1])\n"
-              "return 'RELEASED'\n",
-};
 
 void placement_config_defaults(placement_config_t *config)
 {
@@ -231,40 +142,85 @@ static void s_row(s_host_t *h, redisReply **f)
     h->used_disk_gb = s_int(f[7]);
 }
 
+static int s_by_id(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
 int placement_refresh(placement_t *self)
 {
-    char max[24];
-    snprintf(max, sizeof max, "%d", self->config.max_hosts);
-    const char *argv[] = { HOSTS_SET, max, HOST_PREFIX };
-    redisReply *r = store_eval(self->store, &s_load_script, 1, 3, argv);
-    if (!r)
+    redisReply *ids = store_command(self->store, "SMEMBERS %s", KEYS_HOSTS);
+    if (!ids)
         return -1;
-    if (r->type != REDIS_REPLY_ARRAY || r->elements < 1 || (r->elements - 1) % 9) {
+    if (ids->type != REDIS_REPLY_ARRAY) {
+        freeReplyObject(ids);
+        return -1;
+    }
+    /* Sorted by id, so a cap keeps the same hosts every time; ids longer than any agent may
+       send cannot be placed on and are skipped. */
+    size_t total = ids->elements, n_ids = 0;
+    const char **sorted = calloc(total + 1, sizeof *sorted);
+    if (!sorted) {
+        freeReplyObject(ids);
+        return -1;
+    }
+    for (size_t i = 0; i < total; i++)
+        if (ids->element[i]->type == REDIS_REPLY_STRING && ids->element[i]->len > 0 &&
+            ids->element[i]->len < PLACEMENT_ID_MAX)
+            sorted[n_ids++] = ids->element[i]->str;
+    qsort(sorted, n_ids, sizeof *sorted, s_by_id);
+    int capped = total > (size_t)self->config.max_hosts;
+    if (n_ids > (size_t)self->config.max_hosts)
+        n_ids = (size_t)self->config.max_hosts;
+    static const char *fields[] = { "state",       "last_seen_ms", "cap_vcpus",   "cap_ram_mb",
+                                    "cap_disk_gb", "used_vcpus",   "used_ram_mb", "used_disk_gb" };
+    char(*keys)[KEYS_MAX] = calloc(n_ids + 1, sizeof *keys);
+    const char **argv = calloc(n_ids + 8, sizeof *argv);
+    redisReply *r = NULL;
+    if (keys && argv) {
+        for (size_t i = 0; i < n_ids; i++)
+            argv[i] = keys_host(keys[i], sorted[i]);
+        for (size_t f = 0; f < 8; f++)
+            argv[n_ids + f] = fields[f];
+        r = store_run(self->store, &lua_hash_rows, (int)n_ids, (int)n_ids + 8, argv);
+    }
+    free(keys);
+    free(argv);
+    if (!r) {
+        free(sorted);
+        freeReplyObject(ids);
+        return -1;
+    }
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != n_ids) {
         log_debug(NULL, "host load failed", "{s:s}", "error", r->str ? r->str : "?");
+        free(sorted);
+        freeReplyObject(ids);
         freeReplyObject(r);
         return -1;
     }
-    int n = (int)((r->elements - 1) / 9);
+    int n = (int)n_ids;
     s_host_t *hosts = calloc((size_t)n + 1, sizeof *hosts);
     s_candidate_t *candidates = calloc((size_t)n + 1, sizeof *candidates);
     if (!hosts || !candidates) {
         free(hosts);
         free(candidates);
+        free(sorted);
+        freeReplyObject(ids);
         freeReplyObject(r);
         return -1;
     }
     int kept = 0;
     for (int i = 0; i < n; i++) {
-        redisReply **row = r->element + 1 + (size_t)i * 9;
-        /* Ids longer than any agent may send cannot be placed on: skip them. */
-        if (row[0]->type != REDIS_REPLY_STRING || row[0]->len == 0 ||
-            row[0]->len >= PLACEMENT_ID_MAX)
-            continue;
-        memcpy(hosts[kept].id, row[0]->str, row[0]->len + 1);
-        s_row(&hosts[kept], row + 1);
+        redisReply *row = r->element[i];
+        if (row->type != REDIS_REPLY_ARRAY || row->elements != 8)
+            continue; /* in the set but not described (yet) */
+        util_strlcpy(hosts[kept].id, sorted[i], sizeof hosts[kept].id);
+        s_row(&hosts[kept], row->element);
         kept++;
     }
-    self->truncated = s_int(r->element[0]) > n;
+    self->truncated = capped;
+    free(sorted);
+    freeReplyObject(ids);
     freeReplyObject(r);
     free(self->hosts);
     free(self->candidates);
@@ -370,11 +326,11 @@ static void s_alternates(placement_t *self, int n, int from, placement_result_t 
 static int s_claim(placement_t *self, const char *vm, s_host_t *h, const Berth__Resources *f,
                    const char *previous, int64_t now)
 {
-    char claim_key[MODEL_KEY_MAX], host_key[MODEL_KEY_MAX], prev_key[MODEL_KEY_MAX];
+    char claim_key[KEYS_MAX], host_key[KEYS_MAX], prev_key[KEYS_MAX];
     char vcpus[24], ram[24], disk[24], now_text[24], timeout[24];
-    model_key(claim_key, sizeof claim_key, "claim", vm);
-    model_key(host_key, sizeof host_key, "host", h->id);
-    model_key(prev_key, sizeof prev_key, "host", *previous ? previous : h->id);
+    keys_build(claim_key, KEYS_CLAIM, vm, NULL);
+    keys_host(host_key, h->id);
+    keys_host(prev_key, *previous ? previous : h->id);
     snprintf(vcpus, sizeof vcpus, "%d", f->vcpus);
     snprintf(ram, sizeof ram, "%lld", (long long)f->ram_mb);
     snprintf(disk, sizeof disk, "%lld", (long long)f->disk_gb);
@@ -384,7 +340,7 @@ static int s_claim(placement_t *self, const char *vm, s_host_t *h, const Berth__
         claim_key, host_key, prev_key,        STORE_EVENTS,    h->id,           vcpus,    ram, disk,
         now_text,  timeout,  self->ratios[0], self->ratios[1], self->ratios[2], previous, vm
     };
-    redisReply *r = store_eval(self->store, &s_claim_script, 4, 15, argv);
+    redisReply *r = store_run(self->store, &lua_placement_claim, 4, 15, argv);
     if (!r)
         return -1;
     int rc = -1;
@@ -501,8 +457,8 @@ int placement_select(placement_t *self, const Berth__SelectHost *req, placement_
         return PLACEMENT_BAD_REQUEST;
     }
     memset(result, 0, sizeof *result);
-    char claim_key[MODEL_KEY_MAX];
-    model_key(claim_key, sizeof claim_key, "claim", req->vm);
+    char claim_key[KEYS_MAX];
+    keys_build(claim_key, KEYS_CLAIM, req->vm, NULL);
     const Berth__Resources *f = req->flavor;
     for (int round = 0; round < ROUNDS; round++) {
         redisReply *r = store_command(self->store, "HMGET %s host vcpus ram_mb disk_gb", claim_key);
@@ -550,8 +506,8 @@ int placement_release(placement_t *self, const char *vm, int *released, char *er
         snprintf(error, error_size, "vm must be a lower-case UUID");
         return PLACEMENT_BAD_REQUEST;
     }
-    char claim_key[MODEL_KEY_MAX], host_key[MODEL_KEY_MAX];
-    model_key(claim_key, sizeof claim_key, "claim", vm);
+    char claim_key[KEYS_MAX], host_key[KEYS_MAX];
+    keys_build(claim_key, KEYS_CLAIM, vm, NULL);
     for (int round = 0; round < ROUNDS; round++) {
         redisReply *r = store_command(self->store, "HGET %s host", claim_key);
         if (!r)
@@ -568,11 +524,11 @@ int placement_release(placement_t *self, const char *vm, int *released, char *er
         char host[PLACEMENT_ID_MAX];
         memcpy(host, r->str, r->len + 1);
         freeReplyObject(r);
-        model_key(host_key, sizeof host_key, "host", host);
+        keys_host(host_key, host);
         char now[24];
         snprintf(now, sizeof now, "%lld", (long long)util_now_ms());
         const char *argv[] = { claim_key, host_key, STORE_EVENTS, host, vm, now };
-        r = store_eval(self->store, &s_release_script, 3, 6, argv);
+        r = store_run(self->store, &lua_placement_release, 3, 6, argv);
         if (!r)
             return -1;
         int verdict = r->type != REDIS_REPLY_STRING     ? -1

@@ -5,6 +5,7 @@
     instances starting together agree on one record, and a record left pointing at a file
     that no longer exists (data directory wiped, Redis kept) is repaired at the next start. */
 #include "catalog.h"
+#include "keys.h"
 #include "files.h"
 #include "tool.h"
 #include "util.h"
@@ -16,7 +17,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#define CATALOG_SET "berth:images"
+#define CATALOG_SET KEYS_IMAGES
 
 /* The base images every Berth installation starts with; templates name them. */
 static const struct {
@@ -122,8 +123,8 @@ static int s_create_file(catalog_t *self, const char *name, const char *path, ch
 static int s_ensure(catalog_t *self, const char *name, const char *os, char *error,
                     size_t error_size)
 {
-    char key[MODEL_KEY_MAX];
-    model_key(key, sizeof key, "image", name);
+    char key[KEYS_MAX];
+    keys_build(key, KEYS_IMAGE, name, NULL);
     Berth__Image *old = NULL;
     int rc = model_load(self->store, &berth__image__descriptor, key, (ProtobufCMessage **)&old);
     if (rc < 0) {
@@ -189,9 +190,9 @@ int catalog_get(catalog_t *self, const char *name, Berth__Image **image_p)
 {
     if (!catalog_valid_name(name))
         return CATALOG_NOT_FOUND;
-    char key[MODEL_KEY_MAX];
+    char key[KEYS_MAX];
     int rc = model_load(self->store, &berth__image__descriptor,
-                        model_key(key, sizeof key, "image", name), (ProtobufCMessage **)image_p);
+                        keys_build(key, KEYS_IMAGE, name, NULL), (ProtobufCMessage **)image_p);
     return rc == MODEL_NOT_FOUND ? CATALOG_NOT_FOUND : rc;
 }
 

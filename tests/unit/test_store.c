@@ -1,13 +1,16 @@
 /*  test_store: the one way state changes. A transition applies only from the expected state
     and version, bumps the version and appends its event; a stale version or a wrong state is
     refused with MODEL_CONFLICT and changes nothing. The connection survives Redis going
-    away (restart, freeze) and comes back by itself, without blocking past its timeouts. */
+    away (restart, freeze) and comes back by itself, without blocking past its timeouts; after
+    a restart the very first command on the old connection succeeds, and a broken connection
+    is retried once only for what is safe to send twice. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "lua_scripts.h"
 #include "model.h"
 #include "store.h"
 #include "testenv.h"
@@ -282,6 +285,106 @@ static void test_frozen_redis_times_out(void **state)
     s_wait_reconnect(f->store, 4000);
 }
 
+/* Connections Redis has accepted so far (INFO stats, asked on a connection of its own, which
+   is counted too). */
+static long long s_connections(testenv_redis_t *redis)
+{
+    store_t *probe = testenv_store(redis, 0);
+    assert_non_null(probe);
+    redisReply *r = store_command(probe, "INFO stats");
+    assert_non_null(r);
+    const char *at = strstr(r->str, "total_connections_received:");
+    assert_non_null(at);
+    long long n = strtoll(at + strlen("total_connections_received:"), NULL, 10);
+    freeReplyObject(r);
+    store_destroy(&probe);
+    return n;
+}
+
+static void test_first_commands_after_restart_succeed(void **state)
+{
+    fixture_t *f = *state;
+    const char *key = "berth:vm:{v6}";
+    assert_int_equal(
+        model_transition(f->store, key, "", 0, "REQUESTED", "vm.requested", 0, NULL, NULL), 0);
+
+    /* Redis restarts while the store sits idle on its connection. The first command is a
+       write that is not safe to send twice: it must still succeed, and apply once. */
+    assert_int_equal(testenv_redis_stop(f->redis), 0);
+    assert_int_equal(testenv_redis_restart(f->redis), 0);
+    redisReply *r = store_command(f->store, "INCR berth:test:counter");
+    assert_non_null(r);
+    assert_int_equal(r->type, REDIS_REPLY_INTEGER);
+    assert_int_equal(r->integer, 1);
+    freeReplyObject(r);
+    assert_true(store_ok(f->store));
+
+    /* The same for a read and for a transaction (a new script cache too). */
+    assert_int_equal(testenv_redis_stop(f->redis), 0);
+    assert_int_equal(testenv_redis_restart(f->redis), 0);
+    s_assert_field(f->store, key, "state", "REQUESTED");
+    assert_int_equal(testenv_redis_stop(f->redis), 0);
+    assert_int_equal(testenv_redis_restart(f->redis), 0);
+    int64_t version = 0;
+    assert_int_equal(model_transition(f->store, key, "REQUESTED", 1, "APPROVED", "vm.approved", 0,
+                                      NULL, &version),
+                     0);
+    assert_int_equal(version, 2);
+    r = store_command(f->store, "GET berth:test:counter");
+    assert_non_null(r);
+    assert_string_equal(r->str, "1"); /* the INCR applied once */
+    freeReplyObject(r);
+}
+
+static void test_broken_connection_resends_only_what_is_safe(void **state)
+{
+    fixture_t *f = *state;
+    /* Redis drops a connection whose reply outgrows the output limit: the command reached
+       Redis and the connection breaks under it, which no check before sending can see. */
+    char *big = malloc(200000);
+    assert_non_null(big);
+    memset(big, 'x', 199999);
+    big[199999] = '\0';
+    redisReply *r = store_command(f->store, "HSET berth:test:big f %s", big);
+    assert_non_null(r);
+    freeReplyObject(r);
+    r = store_command(f->store, "SET berth:test:str %s", big);
+    assert_non_null(r);
+    freeReplyObject(r);
+    free(big);
+    r = store_command(f->store, "CONFIG SET client-output-buffer-limit %s", "normal 1kb 1kb 0");
+    assert_non_null(r);
+    freeReplyObject(r);
+
+    /* A read, and a script marked safe, are sent once more on a new connection (and break
+       again here); a write is never sent twice: GETDEL answered nothing but applied once. */
+    struct {
+        const char *what;
+        long long resends;
+    } cases[] = { { "read", 1 }, { "safe script", 1 }, { "write", 0 } };
+    for (int i = 0; i < 3; i++) {
+        store_t *store = testenv_store(f->redis, 0); /* a proven connection, as in a service */
+        assert_non_null(store);
+        long long before = s_connections(f->redis);
+        if (i == 0)
+            r = store_command(store, "HGETALL berth:test:big");
+        else if (i == 1)
+            r = store_run(store, &lua_hash_rows, 1, 1, (const char *[]){ "berth:test:big" });
+        else
+            r = store_command(store, "GETDEL berth:test:str");
+        long long resends = s_connections(f->redis) - before - 1;
+        print_message("%s: %lld resend(s)\n", cases[i].what, resends);
+        assert_null(r);
+        assert_false(store_ok(store));
+        assert_int_equal(resends, cases[i].resends);
+        store_destroy(&store);
+    }
+    r = store_command(f->store, "CONFIG SET client-output-buffer-limit %s", "normal 0 0 0");
+    assert_non_null(r);
+    freeReplyObject(r);
+    assert_int_equal(s_integer(f->store, "EXISTS", "berth:test:str"), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -299,6 +402,10 @@ int main(void)
                                         testenv_teardown),
         cmocka_unit_test_setup_teardown(test_frozen_redis_times_out, testenv_setup,
                                         testenv_teardown),
+        cmocka_unit_test_setup_teardown(test_first_commands_after_restart_succeed, testenv_setup,
+                                        testenv_teardown),
+        cmocka_unit_test_setup_teardown(test_broken_connection_resends_only_what_is_safe,
+                                        testenv_setup, testenv_teardown),
     };
     return cmocka_run_group_tests(tests, testenv_group_setup_aof, testenv_group_teardown);
 }

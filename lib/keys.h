@@ -1,0 +1,89 @@
+/*  keys: the key schema. Every Redis key Berth uses is named here and built here, nowhere
+    else (docs/state.md describes each one). Keys of one aggregate carry the aggregate's id in
+    a hash tag, so a Redis Cluster would keep them in one slot.
+
+    Aggregates and their hash tags:
+      VM       {<vm id>}      berth:vm:{id}, berth:claim:{id}, berth:usage:{id}
+      task     {<task id>}    berth:task:{id}
+      request  {<request id>} berth:request:{id}
+    Every other object key has no tag (one key per aggregate), and the indexes (berth:vms,
+    berth:hosts, berth:tasks:due, ...) are one key each.
+
+    The supported layout is one Redis primary with replicas: every script below may touch
+    keys of several aggregates. What a sharded layout (Redis Cluster) would need, script by
+    script (lib/lua/):
+      model_tx           the event stream (berth:events) with the keys it changes, and often
+                         several aggregates plus indexes (approval creates request, VMs,
+                         tasks, berth:vms, berth:requests, berth:tasks:due in one step):
+                         needs an outbox per slot or a stream per aggregate;
+      placement_claim    the VM's claim with a host (capacity on the host): needs the claim
+                         to live with the host, or a two-phase claim;
+      placement_release  the same two keys;
+      usage_apply        the VM's usage with the event stream (XACK) and berth:usage:vms;
+      usage_rows         usage hashes of many VMs (read only: split by slot);
+      hash_rows          many hosts or instances (read only: split by slot);
+      owned_hashes       a page of VMs (read only: split by slot);
+      catalog_templates  the template index with every template (read only: split by slot);
+      registry_register  a service's zset, its instance hash and berth:services;
+      registry_prune     several services' zsets.
+    taskmgr's scripts (services/taskmgr) still build keys themselves through model_key();
+    they move to this schema when that service's rewrite lands. */
+#ifndef BERTH_KEYS_H
+#define BERTH_KEYS_H
+
+#include <stddef.h>
+
+#define KEYS_MAX 256 /* longest key built here, with its terminating NUL */
+
+/* Keys that name one thing for the whole platform. */
+#define KEYS_EVENTS      "berth:events"      /* stream: every transition's event */
+#define KEYS_SCHEMA      "berth:schema"      /* string: version of this layout (lib/migrate.h) */
+#define KEYS_SCHEMA_LOCK "berth:schema:lock" /* string + TTL: held while a migration runs */
+#define KEYS_SERVICES    "berth:services"    /* set: service names with a registry zset */
+#define KEYS_HOSTS       "berth:hosts"       /* set: host ids */
+#define KEYS_IMAGES      "berth:images"      /* set: image names */
+#define KEYS_TEMPLATES   "berth:templates"   /* zset: template ids */
+#define KEYS_REQUESTS    "berth:requests"    /* zset: request ids by created_ms */
+#define KEYS_VMS         "berth:vms"         /* zset: VM ids by created_ms */
+#define KEYS_TASKS_DUE   "berth:tasks:due"   /* zset: task ids by when they need a holder */
+#define KEYS_USAGE_INDEX "berth:usage:vms"   /* zset: VMs with usage by end of last interval */
+
+/* Keys with an id: the kind, then keys_build(). */
+typedef enum {
+    KEYS_VM,            /* berth:vm:{<vm>}            hash: Vm */
+    KEYS_CLAIM,         /* berth:claim:{<vm>}         hash: host vcpus ram_mb disk_gb */
+    KEYS_USAGE,         /* berth:usage:{<vm>}         hash: the VM's metered intervals */
+    KEYS_TASK,          /* berth:task:{<task>}        hash: Task */
+    KEYS_REQUEST,       /* berth:request:{<request>}  hash: Request */
+    KEYS_HOST,          /* berth:host:<host>          hash: Host */
+    KEYS_HOST_CMDS,     /* berth:host-cmds:<host>     zset: a host's pending commands */
+    KEYS_CMD,           /* berth:cmd:<command>        hash: an agent command */
+    KEYS_IMAGE,         /* berth:image:<name>         hash: Image */
+    KEYS_TEMPLATE,      /* berth:template:<id>        hash: Template */
+    KEYS_TEMPLATE_NAME, /* berth:template-name:<name> hash: id of the template so named */
+    KEYS_USER,          /* berth:user:<name>          hash: a user */
+    KEYS_TOKEN,         /* berth:token:<sha256 hex>   hash + TTL: a bearer token */
+    KEYS_REGISTRY,      /* berth:registry:<service>   zset: instances by expiry */
+    KEYS_INSTANCE,      /* berth:instance:<service>:<instance>  hash + TTL */
+    KEYS_IDEM,          /* berth:idem:<owner>:<key>   hash + TTL: an Idempotency-Key's answer */
+    KEYS_KIND_COUNT
+} keys_kind_t;
+
+/* The key of kind for id (and id2 for the two-part kinds KEYS_INSTANCE and KEYS_IDEM, NULL
+   otherwise) into buf[KEYS_MAX]; returns buf. Ids are checked for length by whoever accepts
+   them; one that would not fit is cut, never overflows. */
+const char *keys_build(char *buf, keys_kind_t kind, const char *id, const char *id2);
+
+/* Shorthands for the keys built most often. */
+const char *keys_vm(char *buf, const char *vm);
+const char *keys_task(char *buf, const char *task);
+const char *keys_host(char *buf, const char *host);
+
+/* The kind whose name (the word after "berth:", e.g. "vm", "template-name") is name;
+   -1 when there is none. */
+int keys_kind(const char *name);
+
+/* The name of kind ("vm", "host-cmds", ...). */
+const char *keys_kind_name(keys_kind_t kind);
+
+#endif

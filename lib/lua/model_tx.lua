@@ -1,0 +1,91 @@
+-- model_tx: the checks, writes, transitions and events of one transaction (lib/model.c), in
+-- one step.
+-- KEYS: every key the transaction touches; KEYS[1] is the event stream.
+-- ARGV: a flat list of operations, an opcode then its arguments; k is an index into KEYS.
+--   C k field expected      check that HGET k field == expected ('' = field or key absent)
+--   P k n f1 v1 .. fn vn    HSET k with n field/value pairs
+--   D k                     DEL k
+--   Z k score member        ZADD k
+--   R k member              ZREM k
+--   S k member              SADD k
+--   E n f1 v1 .. fn vn      XADD an event with n field/value pairs to KEYS[1]
+--   T k field from to version at_ms guard_field guard_value n f1 v1 .. fn vn
+--                           a transition (lib/lifecycle.h, model_tx_transition): field goes
+--                           from -> to. from '*' = observed (applied only when it changes,
+--                           the key exists and guard_field, if any, holds guard_value);
+--                           version '*' = unchecked, '' = absent. Applied after the other
+--                           writes: field, version + 1, updated_ms, then its event (the n
+--                           pairs plus from and version).
+-- Every check (and every key index) is verified before any write; a failed check names
+-- itself in the CONFLICT error and nothing is written. Returns 1.
+local a, n = ARGV, #ARGV
+local function key(i)
+  local k = KEYS[tonumber(a[i])]
+  if not k then error('BADKEY ' .. tostring(a[i])) end
+  return k
+end
+local t = {}
+local i = 1
+while i <= n do
+  local op = a[i]
+  if op == 'T' then
+    local k, f, from, to, g = key(i + 1), a[i + 2], a[i + 3], a[i + 4], a[i + 7]
+    local h = redis.call('HMGET', k, f, 'version', g ~= '' and g or f)
+    local cur, v = h[1] or '', h[2] or ''
+    if from ~= '*' then
+      if cur ~= from then
+        return {err = 'CONFLICT ' .. k .. ' ' .. f .. ' is ' .. cur}
+      end
+      if a[i + 5] ~= '*' and v ~= a[i + 5] then
+        return {err = 'CONFLICT ' .. k .. ' version is ' .. v}
+      end
+      t[#t + 1] = {i, (tonumber(v) or 0) + 1, cur}
+    elseif cur ~= to and (g == '' or h[3] == a[i + 8]) and redis.call('EXISTS', k) == 1 then
+      t[#t + 1] = {i, (tonumber(v) or 0) + 1, cur}
+    end
+    i = i + 10 + 2 * tonumber(a[i + 9])
+  elseif op == 'C' then
+    local k = key(i + 1)
+    local cur = redis.call('HGET', k, a[i + 2]) or ''
+    if cur ~= a[i + 3] then
+      return {err = 'CONFLICT ' .. k .. ' ' .. a[i + 2] .. ' is ' .. cur}
+    end
+    i = i + 4
+  elseif op == 'P' then key(i + 1); i = i + 3 + 2 * tonumber(a[i + 2])
+  elseif op == 'E' then i = i + 2 + 2 * tonumber(a[i + 1])
+  elseif op == 'Z' then key(i + 1); i = i + 4
+  elseif op == 'D' then key(i + 1); i = i + 2
+  elseif op == 'R' or op == 'S' then key(i + 1); i = i + 3
+  else return {err = 'BADOP ' .. tostring(op)} end
+end
+i = 1
+while i <= n do
+  local op = a[i]
+  if op == 'C' then i = i + 4
+  elseif op == 'T' then i = i + 10 + 2 * tonumber(a[i + 9])
+  elseif op == 'P' then
+    local cnt = tonumber(a[i + 2])
+    if cnt > 0 then redis.call('HSET', key(i + 1), unpack(a, i + 3, i + 2 + 2 * cnt)) end
+    i = i + 3 + 2 * cnt
+  elseif op == 'E' then
+    local cnt = tonumber(a[i + 1])
+    redis.call('XADD', KEYS[1], 'MAXLEN', '~', '1000000', '*', unpack(a, i + 2, i + 1 + 2 * cnt))
+    i = i + 2 + 2 * cnt
+  elseif op == 'D' then redis.call('DEL', key(i + 1)); i = i + 2
+  elseif op == 'Z' then redis.call('ZADD', key(i + 1), a[i + 2], a[i + 3]); i = i + 4
+  elseif op == 'R' then redis.call('ZREM', key(i + 1), a[i + 2]); i = i + 3
+  elseif op == 'S' then redis.call('SADD', key(i + 1), a[i + 2]); i = i + 3
+  end
+end
+-- transitions: state, version, updated_ms, then the event
+for _, p in ipairs(t) do
+  local j = p[1]
+  local k = key(j + 1)
+  redis.call('HSET', k, a[j + 2], a[j + 4], 'version', p[2], 'updated_ms', a[j + 6])
+  local ev = {'MAXLEN', '~', '1000000', '*'}
+  for x = j + 10, j + 9 + 2 * tonumber(a[j + 9]) do ev[#ev + 1] = a[x] end
+  ev[#ev + 1] = 'from'; ev[#ev + 1] = p[3]
+  ev[#ev + 1] = 'version'; ev[#ev + 1] = p[2]
+  redis.call('XADD', KEYS[1], unpack(ev))
+end
+return 1

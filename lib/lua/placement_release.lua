@@ -1,0 +1,25 @@
+-- placement_release: give back exactly what a claim holds (never below zero), bump the
+-- host's version with a host.usage event, and delete the claim.
+-- KEYS: the claim, the host the caller read from it, the event stream.
+-- ARGV: that host's id, vm id, now_ms.
+-- Returns 'RELEASED', 'NONE' (no claim) or 'CHANGED' (the claim is on another host now).
+local c = redis.call('HMGET', KEYS[1], 'host', 'vcpus', 'ram_mb', 'disk_gb')
+if not c[1] then return 'NONE' end
+if c[1] ~= ARGV[1] then return 'CHANGED' end
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  local f = {'used_vcpus', 'used_ram_mb', 'used_disk_gb'}
+  for j = 1, 3 do
+    local v = c[j + 1]
+    if v and (tonumber(v) or 0) > 0
+       and redis.call('HINCRBY', KEYS[2], f[j], '-' .. v) < 0 then
+      redis.call('HSET', KEYS[2], f[j], 0) end
+  end
+  local u = redis.call('HMGET', KEYS[2], f[1], f[2], f[3])
+  local v = redis.call('HINCRBY', KEYS[2], 'version', 1)
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', '1000000', '*', 'type',
+    'host.usage', 'key', KEYS[2], 'host', ARGV[1], 'vm', ARGV[2], 'change',
+    'release', 'used_vcpus', u[1] or '0', 'used_ram_mb', u[2] or '0',
+    'used_disk_gb', u[3] or '0', 'version', v, 'at_ms', ARGV[3])
+end
+redis.call('DEL', KEYS[1])
+return 'RELEASED'

@@ -1,0 +1,66 @@
+/*  test_lua_auth: lib/lua/auth_create_user.lua and auth_store_token.lua on a real Redis. A
+    user is created once (a second create of the name changes nothing); a token's hash and
+    its TTL are written together. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "lua_scripts.h"
+#include "testenv.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+typedef testenv_fixture_t fixture_t;
+
+static long long s_run(store_t *store, const store_lua_t *script, int argc, const char **argv)
+{
+    redisReply *r = store_run(store, script, 1, argc, argv);
+    assert_non_null(r);
+    assert_int_equal(r->type, REDIS_REPLY_INTEGER);
+    long long v = r->integer;
+    freeReplyObject(r);
+    return v;
+}
+
+static void test_create_user_once(void **state)
+{
+    fixture_t *f = *state;
+    const char *first[] = { "t:user:ann", "ann", "admin", "$argon2id$first", "1" };
+    const char *second[] = { "t:user:ann", "ann", "user", "$argon2id$second", "2" };
+    assert_int_equal(s_run(f->store, &lua_auth_create_user, 5, first), 1);
+    assert_int_equal(s_run(f->store, &lua_auth_create_user, 5, second), 0);
+    redisReply *r = store_command(f->store, "HMGET t:user:ann name role password created_ms");
+    assert_non_null(r);
+    assert_string_equal(r->element[0]->str, "ann");
+    assert_string_equal(r->element[1]->str, "admin");
+    assert_string_equal(r->element[2]->str, "$argon2id$first");
+    assert_string_equal(r->element[3]->str, "1");
+    freeReplyObject(r);
+}
+
+static void test_token_has_its_ttl(void **state)
+{
+    fixture_t *f = *state;
+    const char *argv[] = { "t:token:ab", "ann", "admin", "99", "30000" };
+    assert_int_equal(s_run(f->store, &lua_auth_store_token, 5, argv), 1);
+    redisReply *r = store_command(f->store, "HMGET t:token:ab user role expires_ms");
+    assert_string_equal(r->element[0]->str, "ann");
+    assert_string_equal(r->element[1]->str, "admin");
+    assert_string_equal(r->element[2]->str, "99");
+    freeReplyObject(r);
+    r = store_command(f->store, "PTTL t:token:ab");
+    assert_true(r->integer > 20000 && r->integer <= 30000);
+    freeReplyObject(r);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_create_user_once, testenv_setup, testenv_teardown),
+        cmocka_unit_test_setup_teardown(test_token_has_its_ttl, testenv_setup, testenv_teardown),
+    };
+    return cmocka_run_group_tests(tests, testenv_group_setup, testenv_group_teardown);
+}

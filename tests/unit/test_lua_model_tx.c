@@ -1,0 +1,163 @@
+/*  test_lua_model_tx: lib/lua/model_tx.lua on a real Redis, called as lib/model.c calls it.
+    Every check runs before any write (one failed check: nothing written, the error names
+    the key and field), every operation writes the key named by its index into KEYS, events
+    go to KEYS[1], a transition checks state and version then moves them with its event, and
+    a malformed list is refused without writing. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "lua_scripts.h"
+#include "testenv.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+typedef testenv_fixture_t fixture_t;
+
+#define EVENTS "t:events"
+
+static redisReply *s_tx(store_t *store, int nkeys, int argc, const char **argv)
+{
+    redisReply *r = store_run(store, &lua_model_tx, nkeys, argc, argv);
+    assert_non_null(r);
+    return r;
+}
+
+static long long s_int(store_t *store, const char *fmt, const char *key)
+{
+    redisReply *r = store_command(store, fmt, key);
+    assert_non_null(r);
+    assert_int_equal(r->type, REDIS_REPLY_INTEGER);
+    long long v = r->integer;
+    freeReplyObject(r);
+    return v;
+}
+
+static void s_assert_hget(store_t *store, const char *key, const char *field, const char *want)
+{
+    redisReply *r = store_command(store, "HGET %s %s", key, field);
+    assert_non_null(r);
+    if (want)
+        assert_string_equal(r->type == REDIS_REPLY_STRING ? r->str : "(nil)", want);
+    else
+        assert_int_equal(r->type, REDIS_REPLY_NIL);
+    freeReplyObject(r);
+}
+
+static void test_every_operation_writes_its_key(void **state)
+{
+    fixture_t *f = *state;
+    redisReply *r = store_command(f->store, "ZADD t:z 1 gone");
+    freeReplyObject(r);
+    r = store_command(f->store, "SET t:del x");
+    freeReplyObject(r);
+    const char *argv[] = { EVENTS, "t:h", "t:z", "t:s", "t:del",
+                           /* ops */
+                           "C", "2", "state", "", "P", "2", "2", "state", "NEW", "version", "1",
+                           "Z", "3", "5", "m", "R", "3", "gone", "S", "4", "member", "D", "5", "E",
+                           "2", "type", "x.created", "key", "t:h" };
+    r = s_tx(f->store, 5, (int)(sizeof argv / sizeof *argv), argv);
+    assert_int_equal(r->type, REDIS_REPLY_INTEGER);
+    assert_int_equal(r->integer, 1);
+    freeReplyObject(r);
+    s_assert_hget(f->store, "t:h", "state", "NEW");
+    s_assert_hget(f->store, "t:h", "version", "1");
+    assert_int_equal(s_int(f->store, "ZCARD %s", "t:z"), 1);
+    assert_int_equal(s_int(f->store, "SISMEMBER %s member", "t:s"), 1);
+    assert_int_equal(s_int(f->store, "EXISTS %s", "t:del"), 0);
+    r = store_command(f->store, "XRANGE %s - +", EVENTS);
+    assert_non_null(r);
+    assert_int_equal(r->elements, 1);
+    redisReply *fields = r->element[0]->element[1];
+    assert_string_equal(fields->element[1]->str, "x.created");
+    assert_string_equal(fields->element[3]->str, "t:h");
+    freeReplyObject(r);
+}
+
+static void test_failed_check_writes_nothing(void **state)
+{
+    fixture_t *f = *state;
+    redisReply *r = store_command(f->store, "HSET t:h state OLD version 3");
+    freeReplyObject(r);
+    /* The write comes first in the list, the failing check second: still nothing written. */
+    const char *argv[] = {
+        EVENTS,  "t:h", "t:other", "P", "3",       "1", "x", "1", "C",    "3",
+        "state", "",    "C",       "2", "version", "2", "E", "1", "type", "never"
+    };
+    r = s_tx(f->store, 3, (int)(sizeof argv / sizeof *argv), argv);
+    assert_int_equal(r->type, REDIS_REPLY_ERROR);
+    assert_string_equal(r->str, "CONFLICT t:h version is 3");
+    freeReplyObject(r);
+    assert_int_equal(s_int(f->store, "EXISTS %s", "t:other"), 0);
+    assert_int_equal(s_int(f->store, "EXISTS %s", EVENTS), 0);
+}
+
+static void test_transition_checks_then_moves(void **state)
+{
+    fixture_t *f = *state;
+    redisReply *r = store_command(f->store, "HSET t:h state A version 4");
+    freeReplyObject(r);
+    const char *move[] = { EVENTS, "t:h", "T", "2", "state", "A",       "B",   "4",
+                           "99",   "",    "",  "2", "type",  "x.state", "key", "t:h" };
+    r = s_tx(f->store, 2, 16, move);
+    assert_int_equal(r->type, REDIS_REPLY_INTEGER);
+    freeReplyObject(r);
+    s_assert_hget(f->store, "t:h", "state", "B");
+    s_assert_hget(f->store, "t:h", "version", "5");
+    s_assert_hget(f->store, "t:h", "updated_ms", "99");
+    r = store_command(f->store, "XRANGE %s - +", EVENTS);
+    assert_int_equal(r->elements, 1);
+    redisReply *ev = r->element[0]->element[1];
+    assert_int_equal(ev->elements, 8); /* type, key, from, version */
+    assert_string_equal(ev->element[5]->str, "A");
+    assert_string_equal(ev->element[7]->str, "5");
+    freeReplyObject(r);
+    /* The same move again: the version read is stale now. */
+    r = s_tx(f->store, 2, 16, move);
+    assert_int_equal(r->type, REDIS_REPLY_ERROR);
+    assert_string_equal(r->str, "CONFLICT t:h state is B");
+    freeReplyObject(r);
+    /* An observed state equal to the current one changes nothing and writes no event. */
+    const char *seen[] = { EVENTS, "t:h", "T", "2", "state", "*",    "B",
+                           "*",    "100", "",  "",  "1",     "type", "x.seen" };
+    r = s_tx(f->store, 2, 14, seen);
+    assert_int_equal(r->type, REDIS_REPLY_INTEGER);
+    freeReplyObject(r);
+    s_assert_hget(f->store, "t:h", "version", "5");
+    assert_int_equal(s_int(f->store, "XLEN %s", EVENTS), 1);
+}
+
+static void test_malformed_lists_are_refused(void **state)
+{
+    fixture_t *f = *state;
+    /* An index past KEYS, and an unknown opcode: an error, nothing written. */
+    const char *bad_key[] = { EVENTS, "t:h", "P", "2", "1", "a", "b", "D", "7" };
+    redisReply *r = s_tx(f->store, 2, 9, bad_key);
+    assert_int_equal(r->type, REDIS_REPLY_ERROR);
+    assert_non_null(strstr(r->str, "BADKEY"));
+    freeReplyObject(r);
+    const char *bad_op[] = { EVENTS, "t:h", "P", "2", "1", "a", "b", "Q", "2" };
+    r = s_tx(f->store, 2, 9, bad_op);
+    assert_int_equal(r->type, REDIS_REPLY_ERROR);
+    assert_non_null(strstr(r->str, "BADOP"));
+    freeReplyObject(r);
+    assert_int_equal(s_int(f->store, "EXISTS %s", "t:h"), 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_every_operation_writes_its_key, testenv_setup,
+                                        testenv_teardown),
+        cmocka_unit_test_setup_teardown(test_failed_check_writes_nothing, testenv_setup,
+                                        testenv_teardown),
+        cmocka_unit_test_setup_teardown(test_transition_checks_then_moves, testenv_setup,
+                                        testenv_teardown),
+        cmocka_unit_test_setup_teardown(test_malformed_lists_are_refused, testenv_setup,
+                                        testenv_teardown),
+    };
+    return cmocka_run_group_tests(tests, testenv_group_setup, testenv_group_teardown);
+}

@@ -1,0 +1,113 @@
+/*  test_lua_usage: lib/lua/usage_apply.lua and usage_rows.lua on a real Redis. An event is
+    applied and acknowledged in one step, a redelivered one only acknowledged; a late event
+    takes its place by stream id and the intervals are derived again; the index scores a VM
+    by the end of its last interval (+inf while open). Rows are filtered by owner and time. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "lua_scripts.h"
+#include "testenv.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+typedef testenv_fixture_t fixture_t;
+
+static long long s_apply(store_t *store, const char *id, const char *state, const char *at)
+{
+    const char *argv[] = { "t:usage:{vm}", "t:events", "t:usage:vms", "g", id,     "vm", state, at,
+                           "ann",          "tmpl",     "h1",          "2", "2048", "20", "100" };
+    redisReply *r = store_run(store, &lua_usage_apply, 3, 15, argv);
+    assert_non_null(r);
+    assert_int_equal(r->type, REDIS_REPLY_INTEGER);
+    long long v = r->integer;
+    freeReplyObject(r);
+    return v;
+}
+
+static void s_assert_field(store_t *store, const char *field, const char *want)
+{
+    redisReply *r = store_command(store, "HGET t:usage:{vm} %s", field);
+    assert_non_null(r);
+    assert_string_equal(r->type == REDIS_REPLY_STRING ? r->str : "(nil)", want);
+    freeReplyObject(r);
+}
+
+static void s_assert_score(store_t *store, const char *want)
+{
+    redisReply *r = store_command(store, "ZSCORE t:usage:vms vm");
+    assert_non_null(r);
+    assert_string_equal(r->str, want);
+    freeReplyObject(r);
+}
+
+static void test_apply_in_any_order(void **state)
+{
+    fixture_t *f = *state;
+    /* The entry is pending in the group until the script acknowledges it. */
+    redisReply *r = store_command(f->store, "XADD t:events 100-0 type vm.state");
+    freeReplyObject(r);
+    r = store_command(f->store, "XGROUP CREATE t:events g 0");
+    freeReplyObject(r);
+    r = store_command(f->store, "XREADGROUP GROUP g c STREAMS t:events >");
+    freeReplyObject(r);
+
+    assert_int_equal(s_apply(f->store, "100-0", "ACTIVE", "1000"), 1);
+    r = store_command(f->store, "XPENDING t:events g");
+    assert_int_equal(r->element[0]->integer, 0);
+    freeReplyObject(r);
+    s_assert_field(f->store, "intervals", "[[1000,0]]");
+    s_assert_field(f->store, "owner", "ann");
+    s_assert_score(f->store, "inf");
+
+    assert_int_equal(s_apply(f->store, "100-0", "ACTIVE", "1000"), 0); /* redelivered */
+    assert_int_equal(s_apply(f->store, "300-0", "DISPOSED", "5000"), 1);
+    s_assert_field(f->store, "intervals", "[[1000,5000]]");
+    s_assert_score(f->store, "5000");
+    /* Late events, in their place: a STOPPED at 2000 and an ACTIVE at 3000. */
+    assert_int_equal(s_apply(f->store, "200-0", "STOPPED", "2000"), 1);
+    assert_int_equal(s_apply(f->store, "250-0", "ACTIVE", "3000"), 1);
+    s_assert_field(f->store, "intervals", "[[1000,2000],[3000,5000]]");
+    s_assert_field(f->store, "last_event", "300-0");
+    s_assert_score(f->store, "5000");
+}
+
+static void test_rows_filter_owner_and_time(void **state)
+{
+    fixture_t *f = *state;
+    redisReply *r = store_command(f->store, "HSET t:u:{a} vm a owner ann template t host h vcpus 1 "
+                                            "ram_mb 1 disk_gb 1 intervals [[10,20]] first_ms 10");
+    freeReplyObject(r);
+    r = store_command(f->store, "HSET t:u:{b} vm b owner bob template t host h vcpus 1 "
+                                "ram_mb 1 disk_gb 1 intervals [[50,0]] first_ms 50");
+    freeReplyObject(r);
+    const char *anyone[] = { "t:u:{a}", "t:u:{b}", "t:u:{none}", "", "100" };
+    r = store_run(f->store, &lua_usage_rows, 3, 5, anyone);
+    assert_non_null(r);
+    assert_int_equal(r->elements, 2);
+    assert_int_equal(r->element[0]->elements, 8);
+    assert_string_equal(r->element[1]->element[7]->str, "[[50,0]]");
+    freeReplyObject(r);
+    const char *bob_early[] = { "t:u:{a}", "t:u:{b}", "bob", "40" };
+    r = store_run(f->store, &lua_usage_rows, 2, 4, bob_early);
+    assert_int_equal(r->elements, 0); /* bob's VM started at 50 */
+    freeReplyObject(r);
+    const char *ann[] = { "t:u:{a}", "t:u:{b}", "ann", "100" };
+    r = store_run(f->store, &lua_usage_rows, 2, 4, ann);
+    assert_int_equal(r->elements, 1);
+    assert_string_equal(r->element[0]->element[0]->str, "a");
+    freeReplyObject(r);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_apply_in_any_order, testenv_setup, testenv_teardown),
+        cmocka_unit_test_setup_teardown(test_rows_filter_owner_and_time, testenv_setup,
+                                        testenv_teardown),
+    };
+    return cmocka_run_group_tests(tests, testenv_group_setup, testenv_group_teardown);
+}
