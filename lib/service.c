@@ -2,6 +2,7 @@
     owns the ROUTER, the heartbeat timer and whatever the service adds; handlers and timers
     run one at a time, so service state needs no locks. */
 #include "service.h"
+#include "migrate.h"
 
 #include <assert.h>
 #include <netdb.h>
@@ -66,6 +67,7 @@ service_t *service_new(const char *name, int argc, char **argv)
     config_declare(c, "redis_host", "127.0.0.1", 0);
     config_declare(c, "redis_port", "6379", 0);
     config_declare(c, "redis_timeout_ms", "1000", 0);
+    config_declare(c, "schema_wait_ms", "30000", 0); /* for Redis and the store's migration */
     config_declare(c, "bind", "tcp://127.0.0.1:*", 0);
     config_declare(c, "advertise", NULL, 0);
     config_declare(c, "instance", NULL, 0);
@@ -180,9 +182,10 @@ int service_start(service_t *self)
         log_error(NULL, "unknown log_level", "{s:s}", "log_level", config_get(c, "log_level"));
         return -1;
     }
-    int64_t port, timeout, heartbeat;
+    int64_t port, timeout, heartbeat, schema_wait;
     if (config_int(c, "redis_port", 1, 65535, &port) ||
         config_int(c, "redis_timeout_ms", 10, 60000, &timeout) ||
+        config_int(c, "schema_wait_ms", 0, 3600000, &schema_wait) ||
         config_int(c, "heartbeat_ms", 50, 60000, &heartbeat))
         return -1;
     self->heartbeat_ms = (int)heartbeat;
@@ -201,6 +204,9 @@ int service_start(service_t *self)
     self->started_ms = util_now_ms();
     if (!self->storeless && !(self->store = store_new(config_get(c, "redis_host"), (int)port,
                                                       (int)timeout, (int)timeout)))
+        return -1;
+    /* The store in the layout this build reads, before anything reads it. */
+    if (!self->storeless && migrate_run(self->store, self->instance, (int)schema_wait) != 0)
         return -1;
     char sender[192];
     snprintf(sender, sizeof sender, "%s/%s", self->name, self->instance);

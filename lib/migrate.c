@@ -1,0 +1,153 @@
+/*  migrate: schema version and upgrade steps.
+
+    Several instances of several services start at once against one store, and exactly one
+    of them may run the steps. The first to take berth:schema:lock (SET NX with a TTL) runs
+    them in order; after each step it writes the new version in the same Lua step that checks
+    it still holds the lock and extends it, so a holder that stalled past its TTL (and lost
+    the lock to another instance) cannot write a version. Everyone else polls the version
+    until it is current; a holder that died leaves the lock to expire, and the next instance
+    runs the interrupted step again from the start (steps are idempotent).
+
+    A store without berth:schema is version 1: the layout of the release before versions
+    were written down. When the store is current the version is written if it is missing, so
+    the next release knows what it finds. */
+#include "migrate.h"
+#include "keys.h"
+#include "log.h"
+#include "lua_scripts.h"
+#include "util.h"
+
+#include <assert.h>
+#include <czmq.h>
+#include <stdio.h>
+#include <string.h>
+
+#define LOCK_TTL_MS 30000 /* a step longer than this must extend the lock (none does yet) */
+#define POLL_MS     50    /* how often a waiting instance looks again */
+
+/* The steps of this build, oldest first. Version 1 is the current layout: none yet. */
+static const migrate_step_t s_steps[] = { { 0, NULL, NULL } };
+
+int migrate_version(store_t *store)
+{
+    redisReply *r = store_command(store, "GET %s", KEYS_SCHEMA);
+    if (!r)
+        return -1;
+    int64_t v = 1;
+    int rc = 1;
+    if (r->type == REDIS_REPLY_STRING) {
+        if (util_parse_int(r->str, 1, 1000000, &v) == 0)
+            rc = (int)v;
+        else {
+            log_error(NULL, "the stored schema version is not a version", "{s:s, s:s}", "key",
+                      KEYS_SCHEMA, "value", r->str);
+            rc = -1;
+        }
+    } else if (r->type != REDIS_REPLY_NIL)
+        rc = -1;
+    freeReplyObject(r);
+    return rc;
+}
+
+/* migrate_lock.lua: 1 done, 0 refused, -1 Redis failed. */
+static int s_lock(store_t *store, const char *op, const char *owner, int version)
+{
+    char ttl[16], v[16];
+    snprintf(ttl, sizeof ttl, "%d", LOCK_TTL_MS);
+    snprintf(v, sizeof v, "%d", version);
+    const char *argv[] = { KEYS_SCHEMA_LOCK, KEYS_SCHEMA, op, owner, ttl, v };
+    redisReply *r = store_run(store, &lua_migrate_lock, 2, 6, argv);
+    if (!r)
+        return -1;
+    int rc = r->type == REDIS_REPLY_INTEGER ? (int)r->integer : -1;
+    freeReplyObject(r);
+    return rc;
+}
+
+static const migrate_step_t *s_step_from(const migrate_step_t *steps, int version)
+{
+    for (const migrate_step_t *s = steps; s->run; s++)
+        if (s->from == version)
+            return s;
+    return NULL;
+}
+
+/* Run the steps from version to target while holding the lock. 0 or -1. */
+static int s_migrate(store_t *store, const char *owner, const migrate_step_t *steps, int version,
+                     int target)
+{
+    while (version < target) {
+        const migrate_step_t *step = s_step_from(steps, version);
+        assert(step); /* every version below the target has its step */
+        log_info(NULL, "migrating the store", "{s:i, s:i, s:s}", "from", version, "to", version + 1,
+                 "what", step->what);
+        int64_t start = util_mono_ms();
+        if (step->run(store) != 0) {
+            log_error(NULL, "a migration step failed: the store stays at its version", "{s:i, s:s}",
+                      "version", version, "what", step->what);
+            return -1;
+        }
+        if (s_lock(store, "step", owner, version + 1) != 1) {
+            log_error(NULL, "lost the migration lock before recording a step", "{s:i}", "version",
+                      version + 1);
+            return -1;
+        }
+        version++;
+        log_info(NULL, "store migrated", "{s:i, s:I}", "version", version, "took_ms",
+                 (json_int_t)(util_mono_ms() - start));
+    }
+    return 0;
+}
+
+int migrate_run_steps(store_t *store, const char *owner, const migrate_step_t *steps, int target,
+                      int wait_ms)
+{
+    assert(store && owner && steps && target >= 1);
+    int64_t deadline = util_mono_ms() + wait_ms;
+    int waited_for_redis = 0, waited_for_lock = 0;
+    for (;;) {
+        int version = migrate_version(store);
+        if (version > target) {
+            log_error(NULL, "the store is newer than this build: upgrade this service",
+                      "{s:i, s:i}", "store_version", version, "build_version", target);
+            return MIGRATE_NEWER;
+        } else if (version == target) {
+            /* Current. Write the version down if it is missing (a store of the first
+               release, or a new one); SET NX so a newer writer is never overwritten. */
+            char v[16];
+            snprintf(v, sizeof v, "%d", target);
+            redisReply *r = store_command(store, "SET %s %s NX", KEYS_SCHEMA, v);
+            if (r) {
+                freeReplyObject(r);
+                return 0;
+            }
+        } else if (version > 0) {
+            int taken = s_lock(store, "take", owner, 0);
+            if (taken == 1) {
+                /* Holding the lock: read again, another holder may have finished first. */
+                version = migrate_version(store);
+                int rc = version < 0 ? -1 : s_migrate(store, owner, steps, version, target);
+                s_lock(store, "release", owner, 0);
+                return rc == 0 ? 0 : -1;
+            }
+            if (taken == 0 && !waited_for_lock++)
+                log_info(NULL, "another instance is migrating the store: waiting", "{s:i, s:i}",
+                         "version", version, "target", target);
+        }
+        if (version < 0 && !waited_for_redis++)
+            log_warn(NULL, "cannot read the store's schema version yet: waiting for Redis", "{s:i}",
+                     "wait_ms", wait_ms);
+        if (util_mono_ms() >= deadline) {
+            log_error(NULL, "the store did not become current in time", "{s:i, s:i}", "version",
+                      version, "wait_ms", wait_ms);
+            return -1;
+        }
+        /* Before the service's loop exists: a short pause is all there is to do here. */
+        zclock_sleep(POLL_MS);
+    }
+}
+
+int migrate_run(store_t *store, const char *owner, int wait_ms)
+{
+    return migrate_run_steps(store, owner, s_steps, MIGRATE_VERSION, wait_ms);
+}

@@ -1,0 +1,192 @@
+/*  test_migrate: the schema version and the upgrade steps on a real Redis. A new or a first-
+    release store is stamped with the current version; a newer store is refused; steps run in
+    order, once, each recorded; a held lock makes others wait, a dead holder's lock expires
+    and the next instance runs the steps; a failed step leaves the version alone; a holder
+    that lost its lock cannot record a step (lib/lua/migrate_lock.lua). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "keys.h"
+#include "lua_scripts.h"
+#include "migrate.h"
+#include "testenv.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+typedef testenv_fixture_t fixture_t;
+
+static int s_runs[4]; /* times each step ran */
+static int s_fail_step = -1;
+
+static int s_step(store_t *store, int from)
+{
+    s_runs[from]++;
+    if (from == s_fail_step)
+        return -1;
+    redisReply *r = store_command(store, "SADD t:steps %d", from);
+    if (!r)
+        return -1;
+    freeReplyObject(r);
+    return 0;
+}
+
+static int s_step1(store_t *store)
+{
+    return s_step(store, 1);
+}
+
+static int s_step2(store_t *store)
+{
+    return s_step(store, 2);
+}
+
+static const migrate_step_t s_steps[] = { { 1, "one", s_step1 },
+                                          { 2, "two", s_step2 },
+                                          { 0, NULL, NULL } };
+
+static char *s_get(store_t *store, const char *key)
+{
+    redisReply *r = store_command(store, "GET %s", key);
+    assert_non_null(r);
+    char *v = strdup(r->type == REDIS_REPLY_STRING ? r->str : "(nil)");
+    freeReplyObject(r);
+    return v;
+}
+
+static void s_assert_get(store_t *store, const char *key, const char *want)
+{
+    char *v = s_get(store, key);
+    assert_string_equal(v, want);
+    free(v);
+}
+
+static void s_cmd(store_t *store, const char *cmd)
+{
+    redisReply *r = store_command(store, cmd);
+    assert_non_null(r);
+    assert_int_not_equal(r->type, REDIS_REPLY_ERROR);
+    freeReplyObject(r);
+}
+
+static int s_setup(void **state)
+{
+    int rc = testenv_setup(state);
+
+    memset(s_runs, 0, sizeof s_runs);
+    s_fail_step = -1;
+    return rc;
+}
+
+static void test_new_store_is_stamped(void **state)
+{
+    fixture_t *f = *state;
+    assert_int_equal(migrate_version(f->store), 1);
+    assert_int_equal(migrate_run(f->store, "me", 1000), 0);
+    s_assert_get(f->store, KEYS_SCHEMA, "1");
+    assert_int_equal(migrate_version(f->store), MIGRATE_VERSION);
+}
+
+static void test_newer_store_is_refused(void **state)
+{
+    fixture_t *f = *state;
+    s_cmd(f->store, "SET berth:schema 99");
+    assert_int_equal(migrate_run(f->store, "me", 1000), MIGRATE_NEWER);
+    s_assert_get(f->store, KEYS_SCHEMA, "99");
+    s_cmd(f->store, "SET berth:schema garbage");
+    assert_int_equal(migrate_version(f->store), -1);
+}
+
+static void test_steps_run_in_order_once(void **state)
+{
+    fixture_t *f = *state;
+    assert_int_equal(migrate_run_steps(f->store, "me", s_steps, 3, 1000), 0);
+    s_assert_get(f->store, KEYS_SCHEMA, "3");
+    assert_int_equal(s_runs[1], 1);
+    assert_int_equal(s_runs[2], 1);
+    s_assert_get(f->store, KEYS_SCHEMA_LOCK, "(nil)"); /* released */
+    assert_int_equal(migrate_run_steps(f->store, "me", s_steps, 3, 1000), 0);
+    assert_int_equal(s_runs[1] + s_runs[2], 2);
+    /* From version 2, only the second step. */
+    s_cmd(f->store, "SET berth:schema 2");
+    assert_int_equal(migrate_run_steps(f->store, "me", s_steps, 3, 1000), 0);
+    assert_int_equal(s_runs[1], 1);
+    assert_int_equal(s_runs[2], 2);
+}
+
+static void test_held_lock_waits_then_dead_holder_expires(void **state)
+{
+    fixture_t *f = *state;
+    /* Held for good by someone who never finishes: we give up, having run nothing. */
+    s_cmd(f->store, "SET berth:schema:lock other PX 60000");
+    int64_t start = testenv_now_ms();
+    assert_int_equal(migrate_run_steps(f->store, "me", s_steps, 3, 300), -1);
+    assert_true(testenv_now_ms() - start >= 300);
+    assert_int_equal(s_runs[1] + s_runs[2], 0);
+    /* The holder finishes meanwhile: we find the store current and run nothing. */
+    s_cmd(f->store, "SET berth:schema 3");
+    assert_int_equal(migrate_run_steps(f->store, "me", s_steps, 3, 300), 0);
+    assert_int_equal(s_runs[1] + s_runs[2], 0);
+    /* A holder that died: its lock expires and we run the steps. */
+    s_cmd(f->store, "DEL berth:schema");
+    s_cmd(f->store, "SET berth:schema:lock other PX 200");
+    assert_int_equal(migrate_run_steps(f->store, "me", s_steps, 3, 5000), 0);
+    assert_int_equal(s_runs[1] + s_runs[2], 2);
+    s_assert_get(f->store, KEYS_SCHEMA, "3");
+}
+
+static void test_failed_step_keeps_version(void **state)
+{
+    fixture_t *f = *state;
+    s_fail_step = 2;
+    assert_int_equal(migrate_run_steps(f->store, "me", s_steps, 3, 1000), -1);
+    s_assert_get(f->store, KEYS_SCHEMA, "2"); /* the first step is recorded */
+    s_assert_get(f->store, KEYS_SCHEMA_LOCK, "(nil)");
+    s_fail_step = -1;
+    assert_int_equal(migrate_run_steps(f->store, "me", s_steps, 3, 1000), 0);
+    assert_int_equal(s_runs[1], 1);
+    assert_int_equal(s_runs[2], 2);
+}
+
+static long long s_lock(store_t *store, const char *op, const char *owner, const char *v)
+{
+    const char *argv[] = { KEYS_SCHEMA_LOCK, KEYS_SCHEMA, op, owner, "30000", v };
+    redisReply *r = store_run(store, &lua_migrate_lock, 2, 6, argv);
+    assert_non_null(r);
+    assert_int_equal(r->type, REDIS_REPLY_INTEGER);
+    long long n = r->integer;
+    freeReplyObject(r);
+    return n;
+}
+
+static void test_lost_lock_records_nothing(void **state)
+{
+    fixture_t *f = *state;
+    assert_int_equal(s_lock(f->store, "take", "a", "0"), 1);
+    assert_int_equal(s_lock(f->store, "take", "a", "0"), 1); /* again: extended */
+    assert_int_equal(s_lock(f->store, "take", "b", "0"), 0);
+    assert_int_equal(s_lock(f->store, "step", "b", "7"), 0);
+    s_assert_get(f->store, KEYS_SCHEMA, "(nil)");
+    assert_int_equal(s_lock(f->store, "release", "b", "0"), 0);
+    assert_int_equal(s_lock(f->store, "step", "a", "2"), 1);
+    s_assert_get(f->store, KEYS_SCHEMA, "2");
+    assert_int_equal(s_lock(f->store, "release", "a", "0"), 1);
+    s_assert_get(f->store, KEYS_SCHEMA_LOCK, "(nil)");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_new_store_is_stamped, s_setup, testenv_teardown),
+        cmocka_unit_test_setup_teardown(test_newer_store_is_refused, s_setup, testenv_teardown),
+        cmocka_unit_test_setup_teardown(test_steps_run_in_order_once, s_setup, testenv_teardown),
+        cmocka_unit_test_setup_teardown(test_held_lock_waits_then_dead_holder_expires, s_setup,
+                                        testenv_teardown),
+        cmocka_unit_test_setup_teardown(test_failed_step_keeps_version, s_setup, testenv_teardown),
+        cmocka_unit_test_setup_teardown(test_lost_lock_records_nothing, s_setup, testenv_teardown),
+    };
+    return cmocka_run_group_tests(tests, testenv_group_setup, testenv_group_teardown);
+}
