@@ -18,8 +18,9 @@
 
 #define MODEL_VERSION_ANY (-1) /* model_tx_transition: do not check the version */
 
-/* Key of an object: model_key(buf, "vm", id) -> "berth:vm:{id}" for the kinds whose keys carry
-   a hash tag (vm, task, request, claim, usage), "berth:<kind>:<id>" for the others. */
+/* DEPRECATED: use keys_build() (keys.h), where every key is defined. Kept for services/taskmgr
+   and services/agent until their rewrite lands: model_key(buf, size, "vm", id) is
+   keys_build() of the kind named "vm", copied into buf (kind must be a name of keys.h). */
 const char *model_key(char *buf, size_t size, const char *kind, const char *id);
 #define MODEL_KEY_MAX 256
 

@@ -5,10 +5,12 @@
 #ifndef BERTH_STORE_H
 #define BERTH_STORE_H
 
+#include "keys.h"
+
 #include <hiredis/hiredis.h>
 #include <stdint.h>
 
-#define STORE_EVENTS "berth:events" /* = KEYS_EVENTS, kept for the callers that use it */
+#define STORE_EVENTS KEYS_EVENTS /* the event stream every transition appends to */
 
 typedef struct _store_t store_t;
 
