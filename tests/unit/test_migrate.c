@@ -2,7 +2,8 @@
     release store is stamped with the current version; a newer store is refused; steps run in
     order, once, each recorded; a held lock makes others wait, a dead holder's lock expires
     and the next instance runs the steps; a failed step leaves the version alone; a holder
-    that lost its lock cannot record a step (lib/lua/migrate_lock.lua). */
+    that lost its lock cannot record a step (lib/lua/migrate_lock.lua); a service started
+    before Redis waits for it. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -14,6 +15,7 @@
 #include "migrate.h"
 #include "testenv.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -177,6 +179,38 @@ static void test_lost_lock_records_nothing(void **state)
     s_assert_get(f->store, KEYS_SCHEMA_LOCK, "(nil)");
 }
 
+typedef struct {
+    store_t *store;
+    int rc;
+} s_waiter_t;
+
+static void *s_migrate_thread(void *arg)
+{
+    s_waiter_t *w = arg;
+    w->rc = migrate_run(w->store, "me", 10000);
+    return NULL;
+}
+
+static void test_waits_for_redis(void **state)
+{
+    fixture_t *f = *state;
+    assert_int_equal(testenv_redis_stop(f->redis), 0);
+    /* Redis away for good: the wait ends with an error, in its time. */
+    int64_t start = testenv_now_ms();
+    assert_int_equal(migrate_run(f->store, "me", 200), -1);
+    assert_true(testenv_now_ms() - start >= 200);
+    /* Redis back during the wait: the store is stamped as usual. (The server is restarted
+       from this thread: testenv ties its life to the thread that started it.) */
+    s_waiter_t w = { f->store, -2 };
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, s_migrate_thread, &w), 0);
+    testenv_pause_ms(300);
+    assert_int_equal(testenv_redis_restart(f->redis), 0);
+    pthread_join(t, NULL);
+    assert_int_equal(w.rc, 0);
+    s_assert_get(f->store, KEYS_SCHEMA, "1");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -187,6 +221,7 @@ int main(void)
                                         testenv_teardown),
         cmocka_unit_test_setup_teardown(test_failed_step_keeps_version, s_setup, testenv_teardown),
         cmocka_unit_test_setup_teardown(test_lost_lock_records_nothing, s_setup, testenv_teardown),
+        cmocka_unit_test_setup_teardown(test_waits_for_redis, s_setup, testenv_teardown),
     };
     return cmocka_run_group_tests(tests, testenv_group_setup, testenv_group_teardown);
 }
