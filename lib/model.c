@@ -24,8 +24,10 @@ const char *model_key(char *buf, size_t size, const char *kind, const char *id)
 {
     char key[KEYS_MAX];
     int k = keys_kind(kind);
-    assert(k >= 0); /* a kind keys.h does not know is a programmer's error */
-    util_strlcpy(buf, keys_build(key, (keys_kind_t)k, id, NULL), size);
+    if (k >= 0 && k != KEYS_INSTANCE && k != KEYS_IDEM)
+        util_strlcpy(buf, keys_build(key, (keys_kind_t)k, id, NULL), size);
+    else /* a kind keys.h does not list (yet): untagged, as model_key always built those */
+        snprintf(buf, size, "berth:%s:%s", kind, id);
     return buf;
 }
 

@@ -20,7 +20,8 @@
 
 /* DEPRECATED: use keys_build() (keys.h), where every key is defined. Kept for services/taskmgr
    and services/agent until their rewrite lands: model_key(buf, size, "vm", id) is
-   keys_build() of the kind named "vm", copied into buf (kind must be a name of keys.h). */
+   keys_build() of the kind named "vm", copied into buf; a kind keys.h does not list gives
+   "berth:<kind>:<id>" (no hash tag), as before keys.h. */
 const char *model_key(char *buf, size_t size, const char *kind, const char *id);
 #define MODEL_KEY_MAX 256
 
