@@ -46,6 +46,7 @@
 #define KEYS_REQUESTS    "berth:requests"    /* zset: request ids by created_ms */
 #define KEYS_VMS         "berth:vms"         /* zset: VM ids by created_ms */
 #define KEYS_TASKS_DUE   "berth:tasks:due"   /* zset: task ids by when they need a holder */
+#define KEYS_TASKS_WAKE  "berth:tasks:wake"  /* zset: tasks just queued, popped by a taskmgr */
 #define KEYS_USAGE_INDEX "berth:usage:vms"   /* zset: VMs with usage by end of last interval */
 
 /* Keys with an id: the kind, then keys_build(). */
@@ -56,8 +57,6 @@ typedef enum {
     KEYS_TASK,          /* berth:task:{<task>}        hash: Task */
     KEYS_REQUEST,       /* berth:request:{<request>}  hash: Request */
     KEYS_HOST,          /* berth:host:<host>          hash: Host */
-    KEYS_HOST_CMDS,     /* berth:host-cmds:<host>     zset: a host's pending commands */
-    KEYS_CMD,           /* berth:cmd:<command>        hash: an agent command */
     KEYS_IMAGE,         /* berth:image:<name>         hash: Image */
     KEYS_TEMPLATE,      /* berth:template:<id>        hash: Template */
     KEYS_TEMPLATE_NAME, /* berth:template-name:<name> hash: id of the template so named */
@@ -83,7 +82,7 @@ const char *keys_host(char *buf, const char *host);
    -1 when there is none. */
 int keys_kind(const char *name);
 
-/* The name of kind ("vm", "host-cmds", ...). */
+/* The name of kind ("vm", "template-name", ...). */
 const char *keys_kind_name(keys_kind_t kind);
 
 #endif

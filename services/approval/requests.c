@@ -131,7 +131,7 @@ static void s_tx_provision(model_tx_t *tx, s_batch_t *b, size_t i, const char *t
     t->version = 1;
     model_tx_put(tx, key, &t->base);
     model_tx_zadd(tx, S_DUE, 0, t->id);
-    model_tx_zadd(tx, "berth:tasks:wake", now, t->id); /* wakes a taskmgr at once */
+    model_tx_zadd(tx, KEYS_TASKS_WAKE, now, t->id); /* wakes a taskmgr at once */
 }
 
 #define S_BODY_HASH_LEN (crypto_hash_sha256_BYTES * 2 + 1) /* hex SHA-256 with its NUL */
