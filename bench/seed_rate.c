@@ -110,9 +110,10 @@ static int s_stage(const char *dir, int i)
     snprintf(vm, sizeof vm, "%02x%02x%02x%02x-%02x%02x-4%x%02x-8%x%02x-%02x%02x%02x%02x%02x%02x",
              r[0], r[1], r[2], r[3], r[4], r[5], r[6] & 15, r[7], r[8] & 15, r[9], r[10], r[11],
              r[12], r[13], r[14], r[15]);
-    char *path = NULL, error[512];
-    if (seed_stage(seeds, vm, "web-1", "", &path, error, sizeof error) != 0) {
-        fprintf(stderr, "seed_stage: %s\n", error);
+    char *path = NULL;
+    berth_error_t error = { 0 };
+    if (seed_stage(seeds, vm, "web-1", "", &path, &error) != 0) {
+        fprintf(stderr, "seed_stage: %s\n", error.message);
         return -1;
     }
     free(path);

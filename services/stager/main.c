@@ -135,13 +135,15 @@ static void s_on_stage_image(bus_request_t *request, void *arg)
         bus_reply_error(request, "UNAVAILABLE", "base images are not ready yet");
         return;
     }
+    berth_error_t error = { 0 };
     if (!util_is_uuid(req->vm)) {
-        bus_reply_error(request, "BAD_REQUEST", "vm must be a lower-case UUID");
+        error_field(&error, "vm", "vm must be a lower-case UUID");
+        bus_reply_fault(request, &error);
         return;
     }
     if (!catalog_valid_name(req->image)) {
-        bus_reply_error(request, "BAD_REQUEST",
-                        "image must be 1 to 64 of a-z, 0-9, '.', '_' and '-'");
+        error_field(&error, "image", "image must be 1 to 64 of a-z, 0-9, '.', '_' and '-'");
+        bus_reply_fault(request, &error);
         return;
     }
     bus_request_t *kept = bus_request_defer(request);

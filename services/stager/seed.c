@@ -8,6 +8,7 @@
     the wrong identity), and an ISO damaged by a power loss (files are not fsync'd: a seed can
     always be built again) is rebuilt instead of served. No tool is spawned. */
 #include "seed.h"
+#include "error.h"
 #include "files.h"
 #include "util.h"
 
@@ -335,16 +336,16 @@ static int s_iso_intact(const char *path, const char *digest)
 }
 
 int seed_stage(seed_t *self, const char *vm, const char *name, const char *user_data, char **path_p,
-               char *error, size_t error_size)
+               berth_error_t *error)
 {
     if (!util_is_uuid(vm)) {
-        snprintf(error, error_size, "vm must be a lower-case UUID");
+        error_field(error, "vm", "vm must be a lower-case UUID");
         return SEED_BAD_REQUEST;
     }
     if (!seed_valid_hostname(name)) {
-        snprintf(error, error_size,
-                 "name must be a hostname: 1 to 63 of a-z, 0-9 and '-', not starting or "
-                 "ending with '-'");
+        error_field(error, "name",
+                    "name must be a hostname: 1 to 63 of a-z, 0-9 and '-', not starting or "
+                    "ending with '-'");
         return SEED_BAD_REQUEST;
     }
     char fallback[128];
@@ -354,7 +355,7 @@ int seed_stage(seed_t *self, const char *vm, const char *name, const char *user_
     } else {
         const char *problem = s_user_data_problem(user_data, self->config.max_user_data);
         if (problem) {
-            snprintf(error, error_size, "%s", problem);
+            error_field(error, "user_data", "%s", problem);
             return SEED_BAD_REQUEST;
         }
     }
@@ -365,20 +366,19 @@ int seed_stage(seed_t *self, const char *vm, const char *name, const char *user_
     s_read_sum(sum_path, old, old_iso);
     int exists = old[0] && files_exists(iso);
     if (exists && strcmp(old, built_from) != 0) {
-        snprintf(error, error_size,
-                 "vm '%s' already has a seed built for another name or user-data", vm);
+        error_set(error, "CONFLICT",
+                  "vm '%s' already has a seed built for another name or user-data", vm);
         return SEED_CONFLICT;
     }
     /* The same request again: answer the ISO built before, unless it is damaged (then the
        same seed is built again). */
+    char why[768];
     if ((!exists || !s_iso_intact(iso, old_iso)) &&
-        s_build(self, vm, name, user_data, built_from, iso, sum_path, error, error_size) != 0)
-        return -1;
+        s_build(self, vm, name, user_data, built_from, iso, sum_path, why, sizeof why) != 0)
+        return error_set(error, "INTERNAL", "%s", why);
     char *path = strdup(iso);
-    if (!path) {
-        snprintf(error, error_size, "out of memory");
-        return -1;
-    }
+    if (!path)
+        return error_set(error, "INTERNAL", "out of memory");
     *path_p = path;
     return 0;
 }

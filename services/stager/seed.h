@@ -6,6 +6,8 @@
 #ifndef BERTH_STAGER_SEED_H
 #define BERTH_STAGER_SEED_H
 
+#include "error.h"
+
 #include <stddef.h>
 #include <stdint.h>
 
@@ -28,9 +30,10 @@ int seed_valid_hostname(const char *text);
 
 /* The seed ISO of vm, built now unless it already exists for the same name and user-data
    (empty user_data = a default #cloud-config setting the hostname). 0 and *path_p (caller
-   frees); SEED_BAD_REQUEST or SEED_CONFLICT; -1 when building failed. error says why. */
+   frees); SEED_BAD_REQUEST (error is BAD_REQUEST naming the field: vm, name or user_data) or
+   SEED_CONFLICT (error is CONFLICT); -1 when building failed (error is INTERNAL). */
 int seed_stage(seed_t *self, const char *vm, const char *name, const char *user_data, char **path_p,
-               char *error, size_t error_size);
+               berth_error_t *error);
 
 /* The ISO 9660 image of a NoCloud seed, built in memory: volume id "cidata", the files
    meta-data, user-data and, when network_config is not NULL, network-config (Rock Ridge and

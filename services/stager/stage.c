@@ -6,6 +6,7 @@
     user-data) waits for the build to end and is then started again, so it meets the seed on
     disk (a conflict) rather than racing the build for the files. */
 #include "stage.h"
+#include "error.h"
 #include "files.h"
 #include "log.h"
 #include "util.h"
@@ -57,8 +58,8 @@ typedef struct {
     Berth__Image *image;         /* the image record to answer with */
     zlistx_t *waiting;           /* bus_request_t kept, answered when the build ends */
     /* filled by the worker */
-    int rc; /* seed_stage's answer, or -1 when reading the ISO failed */
-    char error[768];
+    int rc;              /* seed_stage's answer, or -1 when reading the ISO failed */
+    berth_error_t error; /* why rc is not 0 */
     char *path;
     uint8_t *iso;
     size_t size;
@@ -93,13 +94,10 @@ static void s_stage_run(void *arg)
 {
     s_stage_t *job = arg;
     const stage_config_t *c = &job->stage->config;
-    job->rc = seed_stage(c->seeds, job->vm, job->name, job->user_data, &job->path, job->error,
-                         sizeof job->error);
-    if (job->rc == 0 && files_read(job->path, c->max_seed_bytes, &job->iso, &job->size) != 0) {
-        snprintf(job->error, sizeof job->error, "cannot read seed '%s': %s", job->path,
-                 strerror(errno));
-        job->rc = -1;
-    }
+    job->rc = seed_stage(c->seeds, job->vm, job->name, job->user_data, &job->path, &job->error);
+    if (job->rc == 0 && files_read(job->path, c->max_seed_bytes, &job->iso, &job->size) != 0)
+        job->rc = error_set(&job->error, "INTERNAL", "cannot read seed '%s': %s", job->path,
+                            strerror(errno));
     if (job->rc == 0) {
         uint8_t digest[crypto_hash_sha256_BYTES];
         crypto_hash_sha256(digest, job->iso, (unsigned long long)job->size);
@@ -111,13 +109,12 @@ static void s_stage_run(void *arg)
 static void s_stage_answer(s_stage_t *job, bus_request_t *kept)
 {
     const char *rid = bus_request_envelope(kept)->request_id;
-    if (job->rc == SEED_BAD_REQUEST)
-        bus_reply_error(kept, "BAD_REQUEST", job->error);
-    else if (job->rc == SEED_CONFLICT)
-        bus_reply_error(kept, "CONFLICT", job->error);
-    else if (job->rc != 0) {
-        log_error(rid, "staging failed", "{s:s, s:s}", "vm", job->vm, "reason", job->error);
-        bus_reply_error(kept, "INTERNAL", job->error);
+    if (job->rc != 0) {
+        /* BAD_REQUEST (naming the field) and CONFLICT are the caller's; the rest is ours. */
+        if (job->rc != SEED_BAD_REQUEST && job->rc != SEED_CONFLICT)
+            log_error(rid, "staging failed", "{s:s, s:s}", "vm", job->vm, "reason",
+                      job->error.message);
+        bus_reply_fault(kept, &job->error);
     } else {
         Berth__StagedImage reply = BERTH__STAGED_IMAGE__INIT;
         const Berth__StageImage *req = bus_request_body(kept, &berth__stage_image__descriptor);

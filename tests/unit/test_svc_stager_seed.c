@@ -119,10 +119,11 @@ static int s_entries(const char *dir)
 static void test_seed_reads_back(void **state)
 {
     fixture_t *f = *state;
-    char *path = NULL, error[512] = "";
-    int rc = seed_stage(f->seeds, VM1, "web-1", "", &path, error, sizeof error);
+    char *path = NULL;
+    berth_error_t error = { 0 };
+    int rc = seed_stage(f->seeds, VM1, "web-1", "", &path, &error);
     if (rc != 0)
-        fail_msg("seed_stage: %d %s", rc, error);
+        fail_msg("seed_stage: %d %s", rc, error.message);
     char expected[1024];
     snprintf(expected, sizeof expected, "%s/%s.iso", f->dir, VM1);
     char *real = realpath(expected, NULL);
@@ -175,8 +176,9 @@ static char *s_listing(const char *iso, const char *mode, int with_modes)
 static void test_seed_iso_as_read(void **state)
 {
     fixture_t *f = *state;
-    char *path = NULL, error[512] = "";
-    assert_int_equal(seed_stage(f->seeds, VM1, "web-1", "", &path, error, sizeof error), 0);
+    char *path = NULL;
+    berth_error_t error = { 0 };
+    assert_int_equal(seed_stage(f->seeds, VM1, "web-1", "", &path, &error), 0);
     char *info = s_capture("isoinfo -d -i '%s'", path);
     assert_non_null(strstr(info, "Volume id: cidata\n"));
     assert_non_null(strstr(info, "Joliet with UCS level 3 found"));
@@ -241,8 +243,9 @@ static void test_seed_custom_user_data(void **state)
     fixture_t *f = *state;
     const char *ud =
         "#cloud-config\npackages:\n  - nginx\nruncmd:\n  - [systemctl, start, nginx]\n";
-    char *path = NULL, error[512] = "";
-    assert_int_equal(seed_stage(f->seeds, VM2, "db", ud, &path, error, sizeof error), 0);
+    char *path = NULL;
+    berth_error_t error = { 0 };
+    assert_int_equal(seed_stage(f->seeds, VM2, "db", ud, &path, &error), 0);
     char *user = s_iso_file(path, "user-data");
     assert_string_equal(user, ud);
     free(user);
@@ -256,8 +259,9 @@ static void test_seed_custom_user_data(void **state)
 static void test_seed_idempotent(void **state)
 {
     fixture_t *f = *state;
-    char *first = NULL, *second = NULL, error[512] = "";
-    assert_int_equal(seed_stage(f->seeds, VM1, "web-1", "", &first, error, sizeof error), 0);
+    char *first = NULL, *second = NULL;
+    berth_error_t error = { 0 };
+    assert_int_equal(seed_stage(f->seeds, VM1, "web-1", "", &first, &error), 0);
     struct stat a, b;
     assert_int_equal(stat(first, &a), 0);
     uint8_t *data1 = NULL, *data2 = NULL;
@@ -265,7 +269,7 @@ static void test_seed_idempotent(void **state)
     assert_int_equal(files_read(first, 4 << 20, &data1, &size1), 0);
 
     /* The same request again: the same file, not rebuilt (same inode and bytes). */
-    assert_int_equal(seed_stage(f->seeds, VM1, "web-1", "", &second, error, sizeof error), 0);
+    assert_int_equal(seed_stage(f->seeds, VM1, "web-1", "", &second, &error), 0);
     assert_string_equal(first, second);
     assert_int_equal(stat(second, &b), 0);
     assert_int_equal(a.st_ino, b.st_ino);
@@ -276,13 +280,12 @@ static void test_seed_idempotent(void **state)
     second = NULL;
 
     /* Another identity for the same VM is refused and the seed is left as it was. */
-    assert_int_equal(seed_stage(f->seeds, VM1, "web-2", "", &second, error, sizeof error),
-                     SEED_CONFLICT);
+    assert_int_equal(seed_stage(f->seeds, VM1, "web-2", "", &second, &error), SEED_CONFLICT);
     assert_null(second);
-    assert_non_null(strstr(error, VM1));
-    assert_int_equal(
-        seed_stage(f->seeds, VM1, "web-1", "#cloud-config\n", &second, error, sizeof error),
-        SEED_CONFLICT);
+    assert_string_equal(error.code, "CONFLICT");
+    assert_non_null(strstr(error.message, VM1));
+    assert_int_equal(seed_stage(f->seeds, VM1, "web-1", "#cloud-config\n", &second, &error),
+                     SEED_CONFLICT);
     char *meta = s_iso_file(first, "meta-data");
     assert_non_null(strstr(meta, "local-hostname: web-1\n"));
     free(meta);
@@ -290,7 +293,7 @@ static void test_seed_idempotent(void **state)
     /* A damaged seed (a power loss after a write that was not synced) is built again, not
        handed out. */
     assert_int_equal(truncate(first, 2048), 0);
-    assert_int_equal(seed_stage(f->seeds, VM1, "web-1", "", &second, error, sizeof error), 0);
+    assert_int_equal(seed_stage(f->seeds, VM1, "web-1", "", &second, &error), 0);
     free(data2);
     assert_int_equal(files_read(second, 4 << 20, &data2, &size2), 0);
     assert_int_equal(size2, size1);
@@ -302,7 +305,7 @@ static void test_seed_idempotent(void **state)
 
     /* A seed removed behind our back (sweep, disk cleanup) is simply built again. */
     assert_int_equal(unlink(first), 0);
-    assert_int_equal(seed_stage(f->seeds, VM1, "web-1", "", &second, error, sizeof error), 0);
+    assert_int_equal(seed_stage(f->seeds, VM1, "web-1", "", &second, &error), 0);
     char *volid = s_volume_id(second);
     assert_string_equal(volid, "cidata");
     free(volid);
@@ -325,12 +328,14 @@ static void test_seed_bad_input_refused(void **state)
         "ä",    "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
         NULL
     };
-    char *path = NULL, error[512];
+    char *path = NULL;
+    berth_error_t error = { 0 };
     for (const char **n = names; *n; n++) {
-        error[0] = '\0';
-        assert_int_equal(seed_stage(f->seeds, VM1, *n, "", &path, error, sizeof error),
-                         SEED_BAD_REQUEST);
-        assert_non_null(strstr(error, "name"));
+        error = (berth_error_t){ 0 };
+        assert_int_equal(seed_stage(f->seeds, VM1, *n, "", &path, &error), SEED_BAD_REQUEST);
+        assert_string_equal(error.code, "BAD_REQUEST");
+        assert_string_equal(error_detail_get(&error, "field"), "name");
+        assert_non_null(strstr(error.message, "name"));
     }
     /* 63 characters is the longest label allowed. */
     assert_true(
@@ -342,25 +347,26 @@ static void test_seed_bad_input_refused(void **state)
                                  "../../etc/passwd",
                                  "3f2b8c1e+6a4d-4f0e-9b7a-1c2d3e4f5a6b",
                                  NULL };
-    for (const char **v = vms; *v; v++)
-        assert_int_equal(seed_stage(f->seeds, *v, "web", "", &path, error, sizeof error),
-                         SEED_BAD_REQUEST);
-    assert_int_equal(seed_stage(f->seeds, VM1, "web", "hello", &path, error, sizeof error),
+    for (const char **v = vms; *v; v++) {
+        assert_int_equal(seed_stage(f->seeds, *v, "web", "", &path, &error), SEED_BAD_REQUEST);
+        assert_string_equal(error_detail_get(&error, "field"), "vm");
+    }
+    assert_int_equal(seed_stage(f->seeds, VM1, "web", "hello", &path, &error), SEED_BAD_REQUEST);
+    assert_string_equal(error.code, "BAD_REQUEST");
+    assert_string_equal(error_detail_get(&error, "field"), "user_data");
+    assert_int_equal(seed_stage(f->seeds, VM1, "web", "#cloud-config\n\x01", &path, &error),
                      SEED_BAD_REQUEST);
-    assert_int_equal(
-        seed_stage(f->seeds, VM1, "web", "#cloud-config\n\x01", &path, error, sizeof error),
-        SEED_BAD_REQUEST);
     size_t big = 65536 + 1;
     char *large = malloc(big + 1);
     assert_non_null(large);
     memset(large, 'x', big);
     memcpy(large, "#cloud-config\n#", 15);
     large[big] = '\0';
-    assert_int_equal(seed_stage(f->seeds, VM1, "web", large, &path, error, sizeof error),
-                     SEED_BAD_REQUEST);
-    assert_non_null(strstr(error, "limit"));
+    assert_int_equal(seed_stage(f->seeds, VM1, "web", large, &path, &error), SEED_BAD_REQUEST);
+    assert_non_null(strstr(error.message, "limit"));
+    assert_string_equal(error_detail_get(&error, "field"), "user_data");
     large[big - 1] = '\0'; /* exactly the limit is fine */
-    assert_int_equal(seed_stage(f->seeds, VM1, "web", large, &path, error, sizeof error), 0);
+    assert_int_equal(seed_stage(f->seeds, VM1, "web", large, &path, &error), 0);
     char *user = s_iso_file(path, "user-data");
     assert_int_equal(strlen(user), 65536);
     free(user);
@@ -371,16 +377,17 @@ static void test_seed_bad_input_refused(void **state)
 static void test_seed_refused_leaves_nothing(void **state)
 {
     fixture_t *f = *state;
-    char *path = NULL, error[512];
-    assert_int_equal(seed_stage(f->seeds, VM1, "Bad_Name", "", &path, error, sizeof error),
-                     SEED_BAD_REQUEST);
+    char *path = NULL;
+    berth_error_t error = { 0 };
+    assert_int_equal(seed_stage(f->seeds, VM1, "Bad_Name", "", &path, &error), SEED_BAD_REQUEST);
     assert_int_equal(s_entries(f->dir), 0);
 }
 
 static void test_seed_store_failure_reported(void **state)
 {
     fixture_t *f = *state;
-    char *path = NULL, error[512] = "";
+    char *path = NULL;
+    berth_error_t error = { 0 };
     /* The seeds directory vanishes under the store (disk cleanup, unmounted volume). */
     char gone[1024];
     snprintf(gone, sizeof gone, "%s/gone", f->dir);
@@ -388,10 +395,11 @@ static void test_seed_store_failure_reported(void **state)
     seed_t *broken = seed_new(gone, &c);
     assert_non_null(broken);
     assert_int_equal(rmdir(gone), 0);
-    assert_int_equal(seed_stage(broken, VM1, "web", "", &path, error, sizeof error), -1);
+    assert_int_equal(seed_stage(broken, VM1, "web", "", &path, &error), -1);
     assert_null(path);
-    assert_non_null(strstr(error, VM1));
-    assert_non_null(strstr(error, gone));
+    assert_string_equal(error.code, "INTERNAL");
+    assert_non_null(strstr(error.message, VM1));
+    assert_non_null(strstr(error.message, gone));
     seed_destroy(&broken);
     assert_int_equal(s_entries(f->dir), 0); /* no half-written seed */
 }
@@ -399,9 +407,10 @@ static void test_seed_store_failure_reported(void **state)
 static void test_seed_sweep(void **state)
 {
     fixture_t *f = *state;
-    char *a = NULL, *b = NULL, error[512];
-    assert_int_equal(seed_stage(f->seeds, VM1, "old", "", &a, error, sizeof error), 0);
-    assert_int_equal(seed_stage(f->seeds, VM2, "new", "", &b, error, sizeof error), 0);
+    char *a = NULL, *b = NULL;
+    berth_error_t error = { 0 };
+    assert_int_equal(seed_stage(f->seeds, VM1, "old", "", &a, &error), 0);
+    assert_int_equal(seed_stage(f->seeds, VM2, "new", "", &b, &error), 0);
     /* Age VM1's files by two hours. */
     struct timeval tv[2];
     gettimeofday(&tv[0], NULL);

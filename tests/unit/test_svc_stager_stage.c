@@ -261,11 +261,37 @@ static void test_stage_coalesces_and_bounds(void **state)
     zsock_destroy(&dealer);
 }
 
+/* A refused field is answered BAD_REQUEST naming it (details.field), over the bus. */
+static void test_stage_names_the_bad_field(void **state)
+{
+    fixture_t *f = *state;
+    pthread_mutex_lock(&f->gate.lock);
+    f->gate.open = 1;
+    pthread_cond_broadcast(&f->gate.cond);
+    pthread_mutex_unlock(&f->gate.lock);
+    zsock_t *dealer = zsock_new(ZMQ_DEALER);
+    zsock_set_linger(dealer, 0);
+    assert_int_equal(zsock_connect(dealer, "%s", bus_server_endpoint(f->server)), 0);
+
+    s_send(dealer, "m-1", VM1, "Not_A_Hostname");
+    Berth__Envelope *env = s_recv(dealer);
+    assert_string_equal(env->correlation_id, "m-1");
+    assert_non_null(env->error);
+    assert_string_equal(env->error->code, "BAD_REQUEST");
+    assert_non_null(strstr(env->error->message, "hostname"));
+    assert_int_equal(env->error->n_details, 1);
+    assert_string_equal(env->error->details[0]->key, "field");
+    assert_string_equal(env->error->details[0]->value, "name");
+    berth__envelope__free_unpacked(env, NULL);
+    zsock_destroy(&dealer);
+}
+
 int main(void)
 {
     log_set_level(getenv("BERTH_TEST_DEBUG") ? "debug" : "error");
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_stage_coalesces_and_bounds, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_stage_names_the_bad_field, s_setup, s_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
