@@ -32,16 +32,14 @@ static void s_on_get_usage(bus_request_t *request, void *arg)
         return;
     }
     Berth__UsageReport *report = NULL;
-    const char *why = NULL;
-    int rc = usage_report(service_store(self->service), ask->from_ms, ask->to_ms, ask->owner,
-                          util_now_ms(), self->report_max_vms, &report, &why);
-    if (rc == 0) {
-        bus_reply(request, &report->base);
-        usage_report_free(&report);
-    } else if (rc == USAGE_BAD_WINDOW || rc == USAGE_TOO_MANY)
-        bus_reply_error(request, "BAD_REQUEST", why);
-    else
-        bus_reply_error(request, "UNAVAILABLE", "state store unreachable");
+    berth_error_t error = { 0 };
+    if (usage_report(service_store(self->service), ask->from_ms, ask->to_ms, ask->owner,
+                     util_now_ms(), self->report_max_vms, &report, &error) != 0) {
+        bus_reply_fault(request, &error);
+        return;
+    }
+    bus_reply(request, &report->base);
+    usage_report_free(&report);
 }
 
 int main(int argc, char **argv)

@@ -18,6 +18,7 @@
     ends before it started, so skewed clocks between writers cannot make time count twice
     or negatively. */
 #include "usage.h"
+#include "error.h"
 #include "keys.h"
 #include "lua_scripts.h"
 #include "log.h"
@@ -538,23 +539,26 @@ static int s_chunk(store_t *store, const redisReply *candidates, size_t first, s
     return rc;
 }
 
+/* BAD_REQUEST naming field; USAGE_BAD_WINDOW. */
+static int s_bad_window(berth_error_t *error, const char *field, const char *message)
+{
+    error_field(error, field, "%s", message);
+    return USAGE_BAD_WINDOW;
+}
+
 int usage_report(store_t *store, int64_t from_ms, int64_t to_ms, const char *owner, int64_t now_ms,
-                 int max_vms, Berth__UsageReport **report_p, const char **why)
+                 int max_vms, Berth__UsageReport **report_p, berth_error_t *error)
 {
     assert(store && report_p && max_vms > 0);
-    const char *reason = NULL;
-    if (from_ms < 0 || to_ms < 0)
-        reason = "from_ms and to_ms must not be negative";
+    if (from_ms < 0)
+        return s_bad_window(error, "from_ms", "from_ms must not be negative");
+    if (to_ms < 0)
+        return s_bad_window(error, "to_ms", "to_ms must not be negative");
     int64_t to = to_ms ? to_ms : now_ms;
-    if (!reason && from_ms > to)
-        reason = "from_ms must not be after to_ms";
-    if (!reason && owner && strlen(owner) > FIELD_MAX)
-        reason = "owner is too long";
-    if (reason) {
-        if (why)
-            *why = reason;
-        return USAGE_BAD_WINDOW;
-    }
+    if (from_ms > to)
+        return s_bad_window(error, "from_ms", "from_ms must not be after to_ms");
+    if (owner && strlen(owner) > FIELD_MAX)
+        return s_bad_window(error, "owner", "owner is too long");
     /* Open intervals run until now; nothing counts past the end of the window. */
     int64_t until = to < now_ms ? to : now_ms;
 
@@ -564,10 +568,10 @@ int usage_report(store_t *store, int64_t from_ms, int64_t to_ms, const char *own
     snprintf(from_text, sizeof from_text, "%" PRId64, from_ms);
     redisReply *ids = store_command(store, "ZRANGEBYSCORE %s %s +inf", USAGE_INDEX, from_text);
     if (!ids)
-        return -1;
+        return error_set(error, "UNAVAILABLE", "state store unreachable");
     if (ids->type != REDIS_REPLY_ARRAY) {
         freeReplyObject(ids);
-        return -1;
+        return error_set(error, "UNAVAILABLE", "state store unreachable");
     }
     Berth__UsageReport *report = malloc(sizeof *report);
     size_t cap = ids->elements < (size_t)max_vms ? ids->elements : (size_t)max_vms;
@@ -578,7 +582,7 @@ int usage_report(store_t *store, int64_t from_ms, int64_t to_ms, const char *own
     if (!report || !report->usage) {
         free(report);
         freeReplyObject(ids);
-        return -1;
+        return error_set(error, "INTERNAL", "out of memory");
     }
     report->from_ms = from_ms;
     report->to_ms = to;
@@ -590,9 +594,13 @@ int usage_report(store_t *store, int64_t from_ms, int64_t to_ms, const char *own
     freeReplyObject(ids);
     if (rc != 0) {
         usage_report_free(&report);
-        if (rc == USAGE_TOO_MANY && why)
-            *why = "more VMs have usage in this window than a report may hold: narrow the "
-                   "window or ask for one owner";
+        if (rc == USAGE_TOO_MANY) {
+            error_set(error, "BAD_REQUEST",
+                      "more VMs have usage in this window than a report may hold: narrow the "
+                      "window or ask for one owner");
+            error_detail(error, "max_vms", "%d", max_vms);
+        } else
+            error_set(error, "UNAVAILABLE", "state store unreachable");
         return rc;
     }
     qsort(report->usage, report->n_usage, sizeof *report->usage, s_by_vm);

@@ -6,6 +6,7 @@
 #define BERTH_METER_USAGE_H
 
 #include "berth.pb-c.h"
+#include "error.h"
 #include "store.h"
 
 #include "keys.h"
@@ -49,9 +50,11 @@ uint64_t usage_refused(usage_t *self);
 /* Usage of every VM with ACTIVE time in [from_ms, to_ms) (to_ms 0 = now_ms; open intervals
    count up to min(now_ms, to)), for one owner or everyone (owner NULL or ""), at most
    max_vms records, sorted by VM id. 0 and *report_p (free with usage_report_free),
-   USAGE_BAD_WINDOW or USAGE_TOO_MANY (with *why, static), or -1 when Redis failed. */
+   USAGE_BAD_WINDOW (error: BAD_REQUEST naming the field, from_ms, to_ms or owner),
+   USAGE_TOO_MANY (error: BAD_REQUEST with details.max_vms), or -1 (error: UNAVAILABLE when
+   Redis failed). error may be NULL. */
 int usage_report(store_t *store, int64_t from_ms, int64_t to_ms, const char *owner, int64_t now_ms,
-                 int max_vms, Berth__UsageReport **report_p, const char **why);
+                 int max_vms, Berth__UsageReport **report_p, berth_error_t *error);
 void usage_report_free(Berth__UsageReport **report_p);
 
 #endif

@@ -147,10 +147,10 @@ static Berth__UsageReport *s_report(store_t *store, int64_t from, int64_t to, co
                                     int64_t now)
 {
     Berth__UsageReport *report = NULL;
-    const char *why = NULL;
-    int rc = usage_report(store, from, to, owner, now, 1000, &report, &why);
+    berth_error_t error = { 0 };
+    int rc = usage_report(store, from, to, owner, now, 1000, &report, &error);
     if (rc != 0)
-        fail_msg("usage_report: %d %s", rc, why ? why : "");
+        fail_msg("usage_report: %d %s", rc, error.message);
     return report;
 }
 
@@ -379,26 +379,40 @@ static void test_bad_windows(void **state)
     assert_non_null(usage);
     s_drain(usage);
     Berth__UsageReport *report = NULL;
-    const char *why = NULL;
-    assert_int_equal(usage_report(f->store, T0, T0 - 1, NULL, T0, 10, &report, &why),
+    berth_error_t error = { 0 };
+    assert_int_equal(usage_report(f->store, T0, T0 - 1, NULL, T0, 10, &report, &error),
                      USAGE_BAD_WINDOW);
-    assert_non_null(why);
-    assert_int_equal(usage_report(f->store, -1, T0, NULL, T0, 10, &report, &why), USAGE_BAD_WINDOW);
-    assert_int_equal(usage_report(f->store, 0, -5, NULL, T0, 10, &report, &why), USAGE_BAD_WINDOW);
-    assert_int_equal(usage_report(f->store, T0 + HOUR, 0, NULL, T0, 10, &report, &why),
+    assert_string_equal(error.code, "BAD_REQUEST");
+    assert_string_equal(error_detail_get(&error, "field"), "from_ms");
+    assert_int_equal(usage_report(f->store, -1, T0, NULL, T0, 10, &report, &error),
+                     USAGE_BAD_WINDOW);
+    assert_string_equal(error_detail_get(&error, "field"), "from_ms");
+    assert_int_equal(usage_report(f->store, 0, -5, NULL, T0, 10, &report, &error),
+                     USAGE_BAD_WINDOW);
+    assert_string_equal(error_detail_get(&error, "field"), "to_ms");
+    assert_int_equal(usage_report(f->store, T0 + HOUR, 0, NULL, T0, 10, &report, &error),
                      USAGE_BAD_WINDOW); /* from in the future of now, to = now */
+    assert_string_equal(error_detail_get(&error, "field"), "from_ms");
+    char long_owner[300];
+    memset(long_owner, 'a', sizeof long_owner - 1);
+    long_owner[sizeof long_owner - 1] = '\0';
+    assert_int_equal(usage_report(f->store, T0, T0 + HOUR, long_owner, T0, 10, &report, &error),
+                     USAGE_BAD_WINDOW);
+    assert_string_equal(error_detail_get(&error, "field"), "owner");
     assert_null(report);
     assert_int_equal(
-        usage_report(f->store, T0, T0 + 3 * HOUR, NULL, T0 + 3 * HOUR, 1, &report, &why),
+        usage_report(f->store, T0, T0 + 3 * HOUR, NULL, T0 + 3 * HOUR, 1, &report, &error),
         USAGE_TOO_MANY);
+    assert_string_equal(error.code, "BAD_REQUEST");
+    assert_string_equal(error_detail_get(&error, "max_vms"), "1");
     assert_null(report);
     assert_int_equal(
-        usage_report(f->store, T0, T0 + 3 * HOUR, "bob", T0 + 3 * HOUR, 1, &report, &why), 0);
+        usage_report(f->store, T0, T0 + 3 * HOUR, "bob", T0 + 3 * HOUR, 1, &report, &error), 0);
     assert_int_equal(report->n_usage, 1);
     usage_report_free(&report);
     /* An empty window is valid and empty. */
     assert_int_equal(
-        usage_report(f->store, T0 + HOUR, T0 + HOUR, NULL, T0 + 3 * HOUR, 10, &report, &why), 0);
+        usage_report(f->store, T0 + HOUR, T0 + HOUR, NULL, T0 + 3 * HOUR, 10, &report, &error), 0);
     assert_int_equal(report->n_usage, 0);
     usage_report_free(&report);
     usage_destroy(&usage);
