@@ -25,20 +25,14 @@ static void s_on_select_host(bus_request_t *request, void *arg)
         return;
     }
     placement_result_t result;
-    char error[512];
-    int rc = placement_select(self->placement, req, &result, error, sizeof error);
-    if (rc == PLACEMENT_BAD_REQUEST)
-        bus_reply_error(request, "BAD_REQUEST", error);
-    else if (rc == PLACEMENT_CONFLICT)
-        bus_reply_error(request, "CONFLICT", error);
-    else if (rc == PLACEMENT_NO_VALID_HOST) {
-        log_info(rid, "no valid host", "{s:s, s:s}", "vm", req->vm, "reason", error);
-        berth_error_t fault;
-        error_set(&fault, "NO_VALID_HOST", "%s", error);
-        placement_removed(self->placement, &fault);
-        bus_reply_fault(request, &fault);
-    } else if (rc != 0)
-        bus_reply_error(request, "UNAVAILABLE", "state store unreachable");
+    berth_error_t error = { 0 };
+    int rc = placement_select(self->placement, req, &result, &error);
+    if (rc == PLACEMENT_NO_VALID_HOST)
+        log_info(rid, "no valid host", "{s:s, s:s}", "vm", req->vm, "reason", error.message);
+    if (rc < 0)
+        error_set(&error, "UNAVAILABLE", "state store unreachable");
+    if (rc != 0)
+        bus_reply_fault(request, &error);
     else {
         Berth__HostSelection reply = BERTH__HOST_SELECTION__INIT;
         char *alternates[PLACEMENT_ALTERNATES_MAX];
@@ -64,14 +58,12 @@ static void s_on_release_claim(bus_request_t *request, void *arg)
         return;
     }
     int released = 0;
-    char error[256];
-    int rc = placement_release(self->placement, req->vm, &released, error, sizeof error);
-    if (rc == PLACEMENT_BAD_REQUEST)
-        bus_reply_error(request, "BAD_REQUEST", error);
-    else if (rc == PLACEMENT_CONFLICT)
-        bus_reply_error(request, "CONFLICT", error);
-    else if (rc != 0)
-        bus_reply_error(request, "UNAVAILABLE", "state store unreachable");
+    berth_error_t error = { 0 };
+    int rc = placement_release(self->placement, req->vm, &released, &error);
+    if (rc < 0)
+        error_set(&error, "UNAVAILABLE", "state store unreachable");
+    if (rc != 0)
+        bus_reply_fault(request, &error);
     else {
         if (released)
             log_info(rid, "released", "{s:s}", "vm", req->vm);

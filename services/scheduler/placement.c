@@ -367,7 +367,7 @@ static int s_claim(placement_t *self, const char *vm, s_host_t *h, const Berth__
 
 /* Filters, weigher, claims; with fresh data before any "no". */
 static int s_place(placement_t *self, const Berth__SelectHost *req, const char *previous,
-                   placement_result_t *result, char *error, size_t error_size)
+                   placement_result_t *result, berth_error_t *error)
 {
     int fresh = 0;
     if (s_stale(self)) {
@@ -416,46 +416,50 @@ static int s_place(placement_t *self, const Berth__SelectHost *req, const char *
     if (self->truncated)
         snprintf(extra + strlen(extra), sizeof extra - strlen(extra),
                  " (only the first %d hosts were considered)", self->config.max_hosts);
-    snprintf(error, error_size,
-             "no valid host: %d hosts; removed by state: %d, exclude: %d, ram: %d, vcpus: %d, "
-             "disk: %d%s",
-             self->n_hosts, counts[F_STATE], counts[F_EXCLUDE], counts[F_RAM], counts[F_VCPUS],
-             counts[F_DISK], extra);
+    error_set(error, "NO_VALID_HOST",
+              "no valid host: %d hosts; removed by state: %d, exclude: %d, ram: %d, vcpus: %d, "
+              "disk: %d%s",
+              self->n_hosts, counts[F_STATE], counts[F_EXCLUDE], counts[F_RAM], counts[F_VCPUS],
+              counts[F_DISK], extra);
+    placement_removed(self, error);
     return PLACEMENT_NO_VALID_HOST;
 }
 
-static const char *s_invalid(const placement_t *self, const Berth__SelectHost *req)
+/* BAD_REQUEST naming the first field of req that breaks a rule; 0 when all are fine. */
+static int s_invalid(const placement_t *self, const Berth__SelectHost *req, berth_error_t *error)
 {
     const placement_config_t *c = &self->config;
     if (!util_is_uuid(req->vm))
-        return "vm must be a lower-case UUID";
+        return error_field(error, "vm", "vm must be a lower-case UUID");
     const Berth__Resources *f = req->flavor;
     if (!f)
-        return "flavor is required";
+        return error_field(error, "flavor", "flavor is required");
     if (f->vcpus < 1 || f->vcpus > c->max_vcpus)
-        return "flavor.vcpus must be positive and within the configured maximum";
+        return error_field(error, "flavor.vcpus",
+                           "flavor.vcpus must be positive and within the configured maximum");
     if (f->ram_mb < 1 || f->ram_mb > c->max_ram_mb)
-        return "flavor.ram_mb must be positive and within the configured maximum";
+        return error_field(error, "flavor.ram_mb",
+                           "flavor.ram_mb must be positive and within the configured maximum");
     if (f->disk_gb < 1 || f->disk_gb > c->max_disk_gb)
-        return "flavor.disk_gb must be positive and within the configured maximum";
+        return error_field(error, "flavor.disk_gb",
+                           "flavor.disk_gb must be positive and within the configured maximum");
     if (req->n_exclude > (size_t)c->max_exclude)
-        return "exclude lists more hosts than the configured maximum";
+        return error_field(error, "exclude",
+                           "exclude lists more hosts than the configured maximum");
     for (size_t i = 0; i < req->n_exclude; i++)
         if (!req->exclude[i] || !*req->exclude[i] || strlen(req->exclude[i]) >= PLACEMENT_ID_MAX)
-            return "exclude holds an empty or overlong host id";
+            return error_field(error, "exclude", "exclude holds an empty or overlong host id");
     if (req->n_prefer > (size_t)c->max_exclude)
-        return "prefer lists more hosts than the configured maximum (max_exclude)";
-    return NULL;
+        return error_field(error, "prefer",
+                           "prefer lists more hosts than the configured maximum (max_exclude)");
+    return 0;
 }
 
 int placement_select(placement_t *self, const Berth__SelectHost *req, placement_result_t *result,
-                     char *error, size_t error_size)
+                     berth_error_t *error)
 {
-    const char *invalid = s_invalid(self, req);
-    if (invalid) {
-        snprintf(error, error_size, "%s", invalid);
+    if (s_invalid(self, req, error) != 0)
         return PLACEMENT_BAD_REQUEST;
-    }
     memset(result, 0, sizeof *result);
     char claim_key[KEYS_MAX];
     keys_build(claim_key, KEYS_CLAIM, req->vm, NULL);
@@ -477,9 +481,9 @@ int placement_select(placement_t *self, const Berth__SelectHost *req, placement_
         if (*previous && !s_excluded(req, previous)) {
             /* Asked again (a retry, another instance): the claim already taken stands. */
             if (!same) {
-                snprintf(error, error_size,
-                         "vm %s already holds a claim of a different flavor on host %s", req->vm,
-                         previous);
+                error_set(error, "CONFLICT",
+                          "vm %s already holds a claim of a different flavor on host %s", req->vm,
+                          previous);
                 return PLACEMENT_CONFLICT;
             }
             util_strlcpy(result->host, previous, sizeof result->host);
@@ -490,20 +494,19 @@ int placement_select(placement_t *self, const Berth__SelectHost *req, placement_
             s_alternates(self, s_rank(self, req, util_now_ms(), counts), 0, result);
             return 0;
         }
-        int rc = s_place(self, req, previous, result, error, error_size);
+        int rc = s_place(self, req, previous, result, error);
         if (rc != CHANGED)
             return rc;
     }
-    snprintf(error, error_size, "the claim of vm %s kept changing while placing it; retry",
-             req->vm);
+    error_set(error, "CONFLICT", "the claim of vm %s kept changing while placing it; retry",
+              req->vm);
     return PLACEMENT_CONFLICT;
 }
 
-int placement_release(placement_t *self, const char *vm, int *released, char *error,
-                      size_t error_size)
+int placement_release(placement_t *self, const char *vm, int *released, berth_error_t *error)
 {
     if (!util_is_uuid(vm)) {
-        snprintf(error, error_size, "vm must be a lower-case UUID");
+        error_field(error, "vm", "vm must be a lower-case UUID");
         return PLACEMENT_BAD_REQUEST;
     }
     char claim_key[KEYS_MAX], host_key[KEYS_MAX];
@@ -547,7 +550,7 @@ int placement_release(placement_t *self, const char *vm, int *released, char *er
         if (verdict == -1)
             return -1;
     }
-    snprintf(error, error_size, "the claim of vm %s kept changing while releasing it; retry", vm);
+    error_set(error, "CONFLICT", "the claim of vm %s kept changing while releasing it; retry", vm);
     return PLACEMENT_CONFLICT;
 }
 

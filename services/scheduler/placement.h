@@ -49,18 +49,21 @@ typedef struct _placement_t placement_t;
 placement_t *placement_new(store_t *store, const placement_config_t *config);
 void placement_destroy(placement_t **self_p);
 
-/* Pick and claim a host for vm (idempotent by vm). 0 and *result; PLACEMENT_BAD_REQUEST,
-   PLACEMENT_NO_VALID_HOST or PLACEMENT_CONFLICT with error; -1 when Redis failed. If the VM
-   holds a claim on a host it now excludes, the claim moves to the new host in the same step. */
+/* Pick and claim a host for vm (idempotent by vm). 0 and *result; PLACEMENT_BAD_REQUEST
+   (error: BAD_REQUEST naming the field), PLACEMENT_NO_VALID_HOST (error: NO_VALID_HOST with
+   the counts of placement_removed) or PLACEMENT_CONFLICT (error: CONFLICT); -1 when Redis
+   failed (error untouched). If the VM holds a claim on a host it now excludes, the claim moves
+   to the new host in the same step. */
 int placement_select(placement_t *self, const Berth__SelectHost *request,
-                     placement_result_t *result, char *error, size_t error_size);
+                     placement_result_t *result, berth_error_t *error);
 
 /* Give vm's claim back to its host (idempotent). 0 with *released (0 when there was no
-   claim), PLACEMENT_BAD_REQUEST with error, or -1 when Redis failed. */
-int placement_release(placement_t *self, const char *vm, int *released, char *error,
-                      size_t error_size);
+   claim), PLACEMENT_BAD_REQUEST (error names the field vm) or PLACEMENT_CONFLICT with error,
+   or -1 when Redis failed (error untouched). */
+int placement_release(placement_t *self, const char *vm, int *released, berth_error_t *error);
 
-/* After PLACEMENT_NO_VALID_HOST: add to error's details how many hosts each filter removed
+/* After PLACEMENT_NO_VALID_HOST (placement_select has already called it): add to error's details
+   how many hosts each filter removed
    ("ram": "3"; filters that removed none are left out), "busy" (hosts that passed but were
    claimed by others meanwhile) and "hosts" (how many were considered). Returns -1. */
 int placement_removed(placement_t *self, berth_error_t *error);

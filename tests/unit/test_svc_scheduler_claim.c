@@ -129,8 +129,8 @@ static void s_vm(int i, char out[UTIL_ID_LEN])
 }
 
 static int s_select(placement_t *p, const char *vm, int vcpus, int64_t ram, int64_t disk,
-                    const char **exclude, size_t n_exclude, placement_result_t *result, char *error,
-                    size_t error_size)
+                    const char **exclude, size_t n_exclude, placement_result_t *result,
+                    berth_error_t *error)
 {
     Berth__Resources flavor = BERTH__RESOURCES__INIT;
     flavor.vcpus = vcpus;
@@ -141,7 +141,7 @@ static int s_select(placement_t *p, const char *vm, int vcpus, int64_t ram, int6
     req.flavor = &flavor;
     req.exclude = (char **)exclude;
     req.n_exclude = n_exclude;
-    return placement_select(p, &req, result, error, error_size);
+    return placement_select(p, &req, result, error);
 }
 
 static void test_filters(void **state)
@@ -155,19 +155,19 @@ static void test_filters(void **state)
     s_host(f->store, "small-disk", "UP", 0, 64, 65536, 5);
     const char *exclude[] = { "excluded" };
     placement_result_t res;
-    char error[512] = "";
+    berth_error_t error = { 0 };
     char vm[UTIL_ID_LEN];
     s_vm(1, vm);
-    assert_int_equal(s_select(f->placement, vm, 8, 2048, 10, exclude, 1, &res, error, sizeof error),
+    assert_int_equal(s_select(f->placement, vm, 8, 2048, 10, exclude, 1, &res, &error),
                      PLACEMENT_NO_VALID_HOST);
-    assert_string_equal(error, "no valid host: 6 hosts; removed by state: 2, exclude: 1, ram: 1, "
-                               "vcpus: 1, disk: 1");
+    assert_string_equal(error.message,
+                        "no valid host: 6 hosts; removed by state: 2, exclude: 1, ram: 1, "
+                        "vcpus: 1, disk: 1");
     assert_int_equal(s_count_claims(f->store), 0);
 
     /* vCPU overcommit: 2 physical cores * 4.0 hold 8 vCPUs. */
     s_host(f->store, "ok", "UP", 0, 2, 4096, 20);
-    assert_int_equal(s_select(f->placement, vm, 8, 2048, 10, exclude, 1, &res, error, sizeof error),
-                     0);
+    assert_int_equal(s_select(f->placement, vm, 8, 2048, 10, exclude, 1, &res, &error), 0);
     assert_string_equal(res.host, "ok");
     assert_int_equal(res.n_alternates, 0);
     assert_int_equal(s_used(f->store, "ok", "used_vcpus"), 8);
@@ -182,15 +182,14 @@ static void test_filters(void **state)
     /* "ok" still has RAM and disk but no vCPUs left: now two hosts fail the vcpus filter. */
     char vm2[UTIL_ID_LEN];
     s_vm(2, vm2);
-    assert_int_equal(
-        s_select(f->placement, vm2, 8, 2048, 10, exclude, 1, &res, error, sizeof error),
-        PLACEMENT_NO_VALID_HOST);
-    assert_string_equal(error, "no valid host: 7 hosts; removed by state: 2, exclude: 1, ram: 1, "
-                               "vcpus: 2, disk: 1");
+    assert_int_equal(s_select(f->placement, vm2, 8, 2048, 10, exclude, 1, &res, &error),
+                     PLACEMENT_NO_VALID_HOST);
+    assert_string_equal(error.message,
+                        "no valid host: 7 hosts; removed by state: 2, exclude: 1, ram: 1, "
+                        "vcpus: 2, disk: 1");
     /* The same counts as details of the bus error (NO_VALID_HOST's "details"). */
-    berth_error_t fault;
-    error_set(&fault, "NO_VALID_HOST", "%s", error);
-    assert_int_equal(placement_removed(f->placement, &fault), -1);
+    berth_error_t fault = error;
+    assert_string_equal(fault.code, "NO_VALID_HOST");
     assert_string_equal(error_detail_get(&fault, "state"), "2");
     assert_string_equal(error_detail_get(&fault, "exclude"), "1");
     assert_string_equal(error_detail_get(&fault, "ram"), "1");
@@ -209,13 +208,13 @@ static void test_ratios(void **state)
     c.cpu_ratio = 1.0;
     placement_t *p = placement_new(f->store, &c);
     placement_result_t res;
-    char error[512], vm[UTIL_ID_LEN];
+    char vm[UTIL_ID_LEN];
+    berth_error_t error = { 0 };
     s_vm(1, vm);
-    assert_int_equal(s_select(p, vm, 4, 1500, 1, NULL, 0, &res, error, sizeof error), 0);
+    assert_int_equal(s_select(p, vm, 4, 1500, 1, NULL, 0, &res, &error), 0);
     s_vm(2, vm);
-    assert_int_equal(s_select(p, vm, 1, 1, 1, NULL, 0, &res, error, sizeof error),
-                     PLACEMENT_NO_VALID_HOST);
-    assert_non_null(strstr(error, "ram: 1"));
+    assert_int_equal(s_select(p, vm, 1, 1, 1, NULL, 0, &res, &error), PLACEMENT_NO_VALID_HOST);
+    assert_non_null(strstr(error.message, "ram: 1"));
     placement_destroy(&p);
 }
 
@@ -234,7 +233,8 @@ static void test_prefer_alternates(void **state)
     flavor.disk_gb = 1;
     char *exclude[] = { "large" };
     char *prefer[] = { "gone", "small", "medium" };
-    char vm[UTIL_ID_LEN], error[512];
+    char vm[UTIL_ID_LEN];
+    berth_error_t error = { 0 };
     s_vm(1, vm);
     Berth__SelectHost req = BERTH__SELECT_HOST__INIT;
     req.vm = vm;
@@ -244,7 +244,7 @@ static void test_prefer_alternates(void **state)
     req.prefer = prefer;
     req.n_prefer = 3;
     placement_result_t res;
-    assert_int_equal(placement_select(f->placement, &req, &res, error, sizeof error), 0);
+    assert_int_equal(placement_select(f->placement, &req, &res, &error), 0);
     assert_string_equal(res.host, "small");
     assert_int_equal(res.n_alternates, 1);
     assert_string_equal(res.alternates[0], "medium");
@@ -257,9 +257,10 @@ static void test_weigher_spreads(void **state)
     s_host(f->store, "medium", "UP", 0, 64, 8192, 1000);
     s_host(f->store, "large", "UP", 0, 64, 16384, 1000);
     placement_result_t res;
-    char error[512], vm[UTIL_ID_LEN];
+    char vm[UTIL_ID_LEN];
+    berth_error_t error = { 0 };
     s_vm(1, vm);
-    assert_int_equal(s_select(f->placement, vm, 1, 1024, 1, NULL, 0, &res, error, sizeof error), 0);
+    assert_int_equal(s_select(f->placement, vm, 1, 1024, 1, NULL, 0, &res, &error), 0);
     assert_string_equal(res.host, "large");
     assert_int_equal(res.n_alternates, 2);
     assert_string_equal(res.alternates[0], "medium");
@@ -276,8 +277,7 @@ static void test_weigher_spreads(void **state)
             best = free_ram > best ? free_ram : best;
         }
         s_vm(i, vm);
-        assert_int_equal(s_select(f->placement, vm, 1, 1024, 1, NULL, 0, &res, error, sizeof error),
-                         0);
+        assert_int_equal(s_select(f->placement, vm, 1, 1024, 1, NULL, 0, &res, &error), 0);
         int chosen = strcmp(res.host, "small") == 0 ? 0 : strcmp(res.host, "medium") == 0 ? 1 : 2;
         assert_int_equal(caps[chosen] - (s_used(f->store, hosts[chosen], "used_ram_mb") - 1024),
                          best);
@@ -285,10 +285,11 @@ static void test_weigher_spreads(void **state)
     for (int h = 0; h < 3; h++)
         assert_int_equal(s_used(f->store, hosts[h], "used_ram_mb"), caps[h]);
     s_vm(29, vm);
-    assert_int_equal(s_select(f->placement, vm, 1, 1024, 1, NULL, 0, &res, error, sizeof error),
+    assert_int_equal(s_select(f->placement, vm, 1, 1024, 1, NULL, 0, &res, &error),
                      PLACEMENT_NO_VALID_HOST);
-    assert_string_equal(error, "no valid host: 3 hosts; removed by state: 0, exclude: 0, ram: 3, "
-                               "vcpus: 0, disk: 0");
+    assert_string_equal(error.message,
+                        "no valid host: 3 hosts; removed by state: 0, exclude: 0, ram: 3, "
+                        "vcpus: 0, disk: 0");
 }
 
 static void test_idempotent_claim(void **state)
@@ -297,16 +298,15 @@ static void test_idempotent_claim(void **state)
     s_host(f->store, "a", "UP", 0, 8, 8192, 100);
     s_host(f->store, "b", "UP", 0, 8, 4096, 100);
     placement_result_t res;
-    char error[512], vm[UTIL_ID_LEN];
+    char vm[UTIL_ID_LEN];
+    berth_error_t error = { 0 };
     s_vm(7, vm);
-    assert_int_equal(s_select(f->placement, vm, 2, 2048, 10, NULL, 0, &res, error, sizeof error),
-                     0);
+    assert_int_equal(s_select(f->placement, vm, 2, 2048, 10, NULL, 0, &res, &error), 0);
     assert_string_equal(res.host, "a");
     assert_false(res.existing);
     /* Asked again (a retry): the same host, nothing taken twice. */
     for (int i = 0; i < 3; i++) {
-        assert_int_equal(
-            s_select(f->placement, vm, 2, 2048, 10, NULL, 0, &res, error, sizeof error), 0);
+        assert_int_equal(s_select(f->placement, vm, 2, 2048, 10, NULL, 0, &res, &error), 0);
         assert_string_equal(res.host, "a");
         assert_true(res.existing);
         assert_int_equal(res.n_alternates, 1);
@@ -316,15 +316,14 @@ static void test_idempotent_claim(void **state)
     assert_int_equal(s_used(f->store, "a", "used_vcpus"), 2);
     assert_int_equal(s_count_claims(f->store), 1);
     /* The same VM with another flavor is a conflict, not a second claim. */
-    assert_int_equal(s_select(f->placement, vm, 4, 2048, 10, NULL, 0, &res, error, sizeof error),
+    assert_int_equal(s_select(f->placement, vm, 4, 2048, 10, NULL, 0, &res, &error),
                      PLACEMENT_CONFLICT);
-    assert_non_null(strstr(error, "different flavor"));
+    assert_non_null(strstr(error.message, "different flavor"));
     assert_int_equal(s_used(f->store, "a", "used_vcpus"), 2);
 
     /* Excluding the host it holds (a build failed there) moves the claim in one step. */
     const char *exclude[] = { "a" };
-    assert_int_equal(s_select(f->placement, vm, 2, 2048, 10, exclude, 1, &res, error, sizeof error),
-                     0);
+    assert_int_equal(s_select(f->placement, vm, 2, 2048, 10, exclude, 1, &res, &error), 0);
     assert_string_equal(res.host, "b");
     assert_int_equal(s_used(f->store, "a", "used_ram_mb"), 0);
     assert_int_equal(s_used(f->store, "a", "used_vcpus"), 0);
@@ -339,25 +338,25 @@ static void test_release_exact(void **state)
     s_host(f->store, "a", "UP", 0, 16, 32768, 500);
     s_host(f->store, "b", "UP", 0, 16, 32768, 500);
     placement_result_t res;
-    char error[512], vm[UTIL_ID_LEN];
+    char vm[UTIL_ID_LEN];
+    berth_error_t error = { 0 };
     const int vcpus[] = { 1, 2, 4, 3, 1, 2 };
     const int64_t ram[] = { 512, 2048, 4096, 3000, 777, 1024 };
     const int64_t disk[] = { 10, 20, 40, 13, 1, 7 };
     for (int i = 0; i < 6; i++) {
         s_vm(100 + i, vm);
-        assert_int_equal(s_select(f->placement, vm, vcpus[i], ram[i], disk[i], NULL, 0, &res, error,
-                                  sizeof error),
-                         0);
+        assert_int_equal(
+            s_select(f->placement, vm, vcpus[i], ram[i], disk[i], NULL, 0, &res, &error), 0);
     }
     assert_int_equal(s_used(f->store, "a", "used_ram_mb") + s_used(f->store, "b", "used_ram_mb"),
                      512 + 2048 + 4096 + 3000 + 777 + 1024);
     int released = -1;
     for (int i = 0; i < 6; i++) {
         s_vm(100 + i, vm);
-        assert_int_equal(placement_release(f->placement, vm, &released, error, sizeof error), 0);
+        assert_int_equal(placement_release(f->placement, vm, &released, &error), 0);
         assert_int_equal(released, 1);
         /* Releasing again is a no-op. */
-        assert_int_equal(placement_release(f->placement, vm, &released, error, sizeof error), 0);
+        assert_int_equal(placement_release(f->placement, vm, &released, &error), 0);
         assert_int_equal(released, 0);
     }
     const char *fields[] = { "used_vcpus", "used_ram_mb", "used_disk_gb" };
@@ -366,9 +365,9 @@ static void test_release_exact(void **state)
             assert_int_equal(s_used(f->store, h ? "b" : "a", fields[i]), 0);
     assert_int_equal(s_count_claims(f->store), 0);
     s_vm(999, vm);
-    assert_int_equal(placement_release(f->placement, vm, &released, error, sizeof error), 0);
+    assert_int_equal(placement_release(f->placement, vm, &released, &error), 0);
     assert_int_equal(released, 0);
-    assert_int_equal(placement_release(f->placement, "nope", &released, error, sizeof error),
+    assert_int_equal(placement_release(f->placement, "nope", &released, &error),
                      PLACEMENT_BAD_REQUEST);
 }
 
@@ -377,37 +376,49 @@ static void test_bad_requests(void **state)
     fixture_t *f = *state;
     s_host(f->store, "a", "UP", 0, 16, 32768, 500);
     placement_result_t res;
-    char error[512], vm[UTIL_ID_LEN];
+    char vm[UTIL_ID_LEN];
+    berth_error_t error = { 0 };
     s_vm(1, vm);
-    assert_int_equal(
-        s_select(f->placement, "not-a-uuid", 1, 1, 1, NULL, 0, &res, error, sizeof error),
-        PLACEMENT_BAD_REQUEST);
-    assert_int_equal(s_select(f->placement, "", 1, 1, 1, NULL, 0, &res, error, sizeof error),
+    assert_int_equal(s_select(f->placement, "not-a-uuid", 1, 1, 1, NULL, 0, &res, &error),
                      PLACEMENT_BAD_REQUEST);
-    assert_int_equal(s_select(f->placement, vm, 0, 1024, 1, NULL, 0, &res, error, sizeof error),
+    assert_string_equal(error_detail_get(&error, "field"), "vm");
+    assert_int_equal(s_select(f->placement, "", 1, 1, 1, NULL, 0, &res, &error),
                      PLACEMENT_BAD_REQUEST);
-    assert_non_null(strstr(error, "vcpus"));
-    assert_int_equal(s_select(f->placement, vm, 1, -5, 1, NULL, 0, &res, error, sizeof error),
+    assert_string_equal(error_detail_get(&error, "field"), "vm");
+    assert_int_equal(s_select(f->placement, vm, 0, 1024, 1, NULL, 0, &res, &error),
                      PLACEMENT_BAD_REQUEST);
-    assert_int_equal(s_select(f->placement, vm, 1, 1024, 0, NULL, 0, &res, error, sizeof error),
+    assert_string_equal(error_detail_get(&error, "field"), "flavor.vcpus");
+    assert_non_null(strstr(error.message, "vcpus"));
+    assert_int_equal(s_select(f->placement, vm, 1, -5, 1, NULL, 0, &res, &error),
                      PLACEMENT_BAD_REQUEST);
-    assert_int_equal(
-        s_select(f->placement, vm, 1, INT64_MAX, 1, NULL, 0, &res, error, sizeof error),
-        PLACEMENT_BAD_REQUEST);
+    assert_string_equal(error_detail_get(&error, "field"), "flavor.ram_mb");
+    assert_int_equal(s_select(f->placement, vm, 1, 1024, 0, NULL, 0, &res, &error),
+                     PLACEMENT_BAD_REQUEST);
+    assert_string_equal(error_detail_get(&error, "field"), "flavor.disk_gb");
+    assert_int_equal(s_select(f->placement, vm, 1, INT64_MAX, 1, NULL, 0, &res, &error),
+                     PLACEMENT_BAD_REQUEST);
+    assert_string_equal(error_detail_get(&error, "field"), "flavor.ram_mb");
     const char *empty[] = { "" };
-    assert_int_equal(s_select(f->placement, vm, 1, 1, 1, empty, 1, &res, error, sizeof error),
+    assert_int_equal(s_select(f->placement, vm, 1, 1, 1, empty, 1, &res, &error),
                      PLACEMENT_BAD_REQUEST);
+    assert_string_equal(error_detail_get(&error, "field"), "exclude");
     const char *many[40];
     for (int i = 0; i < 40; i++)
         many[i] = "x";
-    assert_int_equal(s_select(f->placement, vm, 1, 1, 1, many, 40, &res, error, sizeof error),
+    assert_int_equal(s_select(f->placement, vm, 1, 1, 1, many, 40, &res, &error),
                      PLACEMENT_BAD_REQUEST);
-    assert_non_null(strstr(error, "exclude"));
+    assert_string_equal(error_detail_get(&error, "field"), "exclude");
+    assert_non_null(strstr(error.message, "exclude"));
     Berth__SelectHost req = BERTH__SELECT_HOST__INIT;
     req.vm = vm;
-    assert_int_equal(placement_select(f->placement, &req, &res, error, sizeof error),
+    assert_int_equal(placement_select(f->placement, &req, &res, &error), PLACEMENT_BAD_REQUEST);
+    assert_string_equal(error_detail_get(&error, "field"), "flavor");
+    assert_string_equal(error.message, "flavor is required");
+    assert_string_equal(error.code, "BAD_REQUEST");
+    int released = -1;
+    assert_int_equal(placement_release(f->placement, "../x", &released, &error),
                      PLACEMENT_BAD_REQUEST);
-    assert_string_equal(error, "flavor is required");
+    assert_string_equal(error_detail_get(&error, "field"), "vm");
     assert_int_equal(s_count_claims(f->store), 0);
     assert_int_equal(s_used(f->store, "a", "used_ram_mb"), -1); /* never written */
 }
@@ -430,10 +441,11 @@ static void *s_race(void *arg)
     c.refresh_ms = 60000; /* a stale cache on purpose: only the claim script can decide */
     placement_t *p = placement_new(store, &c);
     for (int i = 0; i < r->count; i++) {
-        char vm[UTIL_ID_LEN], error[512];
+        char vm[UTIL_ID_LEN];
+        berth_error_t error = { 0 };
         placement_result_t res;
         s_vm(r->first + i, vm);
-        int rc = s_select(p, vm, 1, 1024, 1, NULL, 0, &res, error, sizeof error);
+        int rc = s_select(p, vm, 1, 1024, 1, NULL, 0, &res, &error);
         if (rc == 0 && !res.existing)
             r->claimed++;
         else if (rc == PLACEMENT_NO_VALID_HOST)
@@ -475,11 +487,11 @@ static void test_race_never_overcommits(void **state)
     /* Release everything, then both race for the same VMs: each is claimed once. */
     for (int i = 0; i < 2; i++)
         for (int j = 0; j < per; j++) {
-            char vm[UTIL_ID_LEN], error[256];
+            char vm[UTIL_ID_LEN];
+            berth_error_t error = { 0 };
             int released;
             s_vm(racers[i].first + j, vm);
-            assert_int_equal(placement_release(f->placement, vm, &released, error, sizeof error),
-                             0);
+            assert_int_equal(placement_release(f->placement, vm, &released, &error), 0);
         }
     assert_int_equal(s_used(f->store, "only", "used_ram_mb"), 0);
     s_racer_t same[2] = { { .first = 1, .count = per }, { .first = 1, .count = per } };
@@ -498,16 +510,17 @@ static void test_stale_cache_never_says_no(void **state)
     c.refresh_ms = 600000;
     placement_t *p = placement_new(f->store, &c);
     placement_result_t res;
-    char error[512], vm[UTIL_ID_LEN], other[UTIL_ID_LEN];
+    char vm[UTIL_ID_LEN], other[UTIL_ID_LEN];
+    berth_error_t error = { 0 };
     s_vm(1, vm);
     s_vm(2, other);
-    assert_int_equal(s_select(p, vm, 1, 2048, 1, NULL, 0, &res, error, sizeof error), 0);
-    assert_int_equal(s_select(p, other, 1, 2048, 1, NULL, 0, &res, error, sizeof error),
+    assert_int_equal(s_select(p, vm, 1, 2048, 1, NULL, 0, &res, &error), 0);
+    assert_int_equal(s_select(p, other, 1, 2048, 1, NULL, 0, &res, &error),
                      PLACEMENT_NO_VALID_HOST);
     /* Released through another connection: p's cached copy still says full. */
     int released;
-    assert_int_equal(placement_release(f->placement, vm, &released, error, sizeof error), 0);
-    assert_int_equal(s_select(p, other, 1, 2048, 1, NULL, 0, &res, error, sizeof error), 0);
+    assert_int_equal(placement_release(f->placement, vm, &released, &error), 0);
+    assert_int_equal(s_select(p, other, 1, 2048, 1, NULL, 0, &res, &error), 0);
     assert_string_equal(res.host, "h");
 
     /* The host goes down behind the cache's back: the claim script refuses it and the
@@ -515,10 +528,10 @@ static void test_stale_cache_never_says_no(void **state)
     s_host(f->store, "h2", "UP", 0, 8, 65536, 100);
     assert_int_equal(placement_refresh(p), 0);
     s_cmd(f->store, "HSET berth:host:h2 state DOWN");
-    assert_int_equal(s_select(p, vm, 1, 1024, 1, NULL, 0, &res, error, sizeof error),
-                     PLACEMENT_NO_VALID_HOST);
-    assert_string_equal(error, "no valid host: 2 hosts; removed by state: 1, exclude: 0, ram: 1, "
-                               "vcpus: 0, disk: 0");
+    assert_int_equal(s_select(p, vm, 1, 1024, 1, NULL, 0, &res, &error), PLACEMENT_NO_VALID_HOST);
+    assert_string_equal(error.message,
+                        "no valid host: 2 hosts; removed by state: 1, exclude: 0, ram: 1, "
+                        "vcpus: 0, disk: 0");
     placement_destroy(&p);
 }
 
@@ -526,12 +539,13 @@ static void test_store_down(void **state)
 {
     fixture_t *f = *state;
     placement_result_t res;
-    char error[512], vm[UTIL_ID_LEN];
+    char vm[UTIL_ID_LEN];
+    berth_error_t error = { 0 };
     s_vm(1, vm);
     assert_int_equal(testenv_redis_stop(f->redis), 0);
-    assert_int_equal(s_select(f->placement, vm, 1, 1, 1, NULL, 0, &res, error, sizeof error), -1);
+    assert_int_equal(s_select(f->placement, vm, 1, 1, 1, NULL, 0, &res, &error), -1);
     int released;
-    assert_int_equal(placement_release(f->placement, vm, &released, error, sizeof error), -1);
+    assert_int_equal(placement_release(f->placement, vm, &released, &error), -1);
     assert_int_equal(testenv_redis_restart(f->redis), 0);
 }
 

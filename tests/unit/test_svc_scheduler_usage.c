@@ -140,8 +140,8 @@ static int s_select(placement_t *p, int64_t ram, const char *exclude, placement_
     req.flavor = &flavor;
     req.exclude = exclude ? ex : NULL;
     req.n_exclude = exclude ? 1 : 0;
-    char error[512];
-    return placement_select(p, &req, res, error, sizeof error);
+    berth_error_t error = { 0 };
+    return placement_select(p, &req, res, &error);
 }
 
 static void test_claim_move_release_bump_and_tell(void **state)
@@ -173,15 +173,15 @@ static void test_claim_move_release_bump_and_tell(void **state)
     s_assert_usage(f->store, 0, "b", "claim", "2048", "1");
 
     int released = -1;
-    char error[256];
-    assert_int_equal(placement_release(f->placement, VM, &released, error, sizeof error), 0);
+    berth_error_t error = { 0 };
+    assert_int_equal(placement_release(f->placement, VM, &released, &error), 0);
     assert_int_equal(released, 1);
     assert_int_equal(s_version(f->store, "b"), 2);
     assert_int_equal(s_xlen(f->store), 4);
     s_assert_usage(f->store, 0, "b", "release", "0", "2");
 
     /* Nothing left to release: nothing told. */
-    assert_int_equal(placement_release(f->placement, VM, &released, error, sizeof error), 0);
+    assert_int_equal(placement_release(f->placement, VM, &released, &error), 0);
     assert_int_equal(released, 0);
     assert_int_equal(s_xlen(f->store), 4);
 }
