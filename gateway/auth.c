@@ -347,22 +347,18 @@ void auth_create_user(http_req_t *req)
         rest_str(req, "role", 0, HTTP_ROLE_MAX - 1, &role) < 0)
         return;
     if (!auth_username_ok(user)) {
-        http_error_details(req, "BAD_REQUEST",
-                           "username must be 1 to 64 letters, digits, '.', '_' or '-', "
-                           "starting with a letter or digit",
-                           json_pack("{s:s}", "field", "username"));
+        http_bad_field(req, "username",
+                       "username must be 1 to 64 letters, digits, '.', '_' or '-', "
+                       "starting with a letter or digit");
         return;
     }
     if (!streq(role, "user") && !streq(role, "admin")) {
-        http_error_details(req, "BAD_REQUEST", "role must be \"user\" or \"admin\"",
-                           json_pack("{s:s}", "field", "role"));
+        http_bad_field(req, "role", "role must be \"user\" or \"admin\"");
         return;
     }
     if (strlen(password) < (size_t)gw->password_min) {
-        char message[128];
-        snprintf(message, sizeof message, "password must be at least %d characters",
-                 gw->password_min);
-        http_error_details(req, "BAD_REQUEST", message, json_pack("{s:s}", "field", "password"));
+        http_bad_field(req, "password", "password must be at least %d characters",
+                       gw->password_min);
         return;
     }
     char hash[crypto_pwhash_STRBYTES];

@@ -209,8 +209,7 @@ void catalog_create_template(http_req_t *req)
         return;
     /* The name becomes part of a Redis key (berth:template-name:<name>). */
     if (!rest_id_ok(name)) {
-        http_error_details(req, "BAD_REQUEST", "name must be letters, digits, '-', '_' or '.'",
-                           json_pack("{s:s}", "field", "name"));
+        http_bad_field(req, "name", "name must be letters, digits, '-', '_' or '.'");
         return;
     }
     Berth__Template t = BERTH__TEMPLATE__INIT;

@@ -8,6 +8,8 @@
 #include <malloc.h>
 #include <microhttpd.h>
 #include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <uuid/uuid.h>
 
 struct _http_t {
@@ -131,8 +133,21 @@ void http_fault(http_req_t *req, const berth_error_t *error)
 {
     json_t *details = json_object();
     for (size_t i = 0; i < error->n_details; i++)
-        json_object_set_new(details, error->details[i].key, json_string(error->details[i].value));
+        json_object_set_new(details, error->details[i].key, s_text(error->details[i].value));
     http_error_details(req, error->code, error->message, details);
+}
+
+int http_bad_field(http_req_t *req, const char *field, const char *format, ...)
+{
+    char message[ERROR_MESSAGE_MAX];
+    va_list ap;
+    va_start(ap, format);
+    vsnprintf(message, sizeof message, format, ap);
+    va_end(ap);
+    berth_error_t error;
+    error_field(&error, field, "%s", message);
+    http_fault(req, &error);
+    return -1;
 }
 
 const char *http_header(http_req_t *req, const char *name)
@@ -295,13 +310,12 @@ static void s_route(http_t *self, http_req_t *req, const s_body_error_t *body_er
     if (check.unknown) {
         /* The name as the client sent it, cut short and with anything but printable ASCII
            shown as '?': it goes into JSON, which must stay valid UTF-8. */
-        char name[65], message[128];
+        char name[65];
         size_t n = 0;
         for (; check.unknown[n] && n < sizeof name - 1; n++)
             name[n] = check.unknown[n] >= 0x20 && check.unknown[n] < 0x7f ? check.unknown[n] : '?';
         name[n] = '\0';
-        snprintf(message, sizeof message, "unknown query parameter '%s'", name);
-        http_error_details(req, "BAD_REQUEST", message, json_pack("{s:s}", "field", name));
+        http_bad_field(req, name, "unknown query parameter '%s'", name);
         return;
     }
     if (body_error->code) {

@@ -79,6 +79,10 @@ void http_error(http_req_t *req, const char *code, const char *message);
 void http_error_details(http_req_t *req, const char *code, const char *message, json_t *details);
 /* The same from the platform's error type, details included. */
 void http_fault(http_req_t *req, const berth_error_t *error);
+/* BAD_REQUEST naming the field (details.field: a body field, query parameter or path part)
+   with a printf-style message: how every handler refuses a bad field. Returns -1. */
+int http_bad_field(http_req_t *req, const char *field, const char *format, ...)
+    __attribute__((format(printf, 3, 4)));
 
 /* A request header or query parameter (borrowed), NULL when absent. */
 const char *http_header(http_req_t *req, const char *name);

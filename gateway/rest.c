@@ -93,13 +93,6 @@ int rest_may_see(http_req_t *req, const char *owner)
     return rest_is_admin(req) || (owner && streq(owner, req->user));
 }
 
-/* 400 naming the field. */
-static int s_bad_field(http_req_t *req, const char *field, const char *message)
-{
-    http_error_details(req, "BAD_REQUEST", message, json_pack("{s:s}", "field", field));
-    return -1;
-}
-
 int rest_body(http_req_t *req, const char *const allowed[])
 {
     if (!json_is_object(req->body)) {
@@ -115,11 +108,8 @@ int rest_body(http_req_t *req, const char *const allowed[])
         int known = 0;
         for (int i = 0; allowed[i] && !known; i++)
             known = streq(allowed[i], key);
-        if (!known) {
-            char message[160];
-            snprintf(message, sizeof message, "unknown field '%.64s'", key);
-            return s_bad_field(req, key, message);
-        }
+        if (!known)
+            return http_bad_field(req, key, "unknown field '%.64s'", key);
     }
     return 0;
 }
@@ -129,16 +119,13 @@ int rest_body(http_req_t *req, const char *const allowed[])
 static int s_field(http_req_t *req, const char *field, int required, json_t **value)
 {
     json_t *v = json_is_object(req->body) ? json_object_get(req->body, field) : NULL;
-    char message[128];
     if (v && json_is_null(v)) {
-        snprintf(message, sizeof message, "field '%s' must not be null", field);
-        return s_bad_field(req, field, message);
+        return http_bad_field(req, field, "field '%s' must not be null", field);
     }
     if (!v) {
         if (!required)
             return 1;
-        snprintf(message, sizeof message, "field '%s' is required", field);
-        return s_bad_field(req, field, message);
+        return http_bad_field(req, field, "field '%s' is required", field);
     }
     *value = v;
     return 0;
@@ -150,16 +137,13 @@ int rest_str(http_req_t *req, const char *field, int required, size_t max, const
     int rc = s_field(req, field, required, &v);
     if (rc)
         return rc;
-    char message[128];
     if (!json_is_string(v)) {
-        snprintf(message, sizeof message, "field '%s' must be a string", field);
-        return s_bad_field(req, field, message);
+        return http_bad_field(req, field, "field '%s' must be a string", field);
     }
     size_t len = json_string_length(v);
     if (len == 0 || len > max || strlen(json_string_value(v)) != len) {
-        snprintf(message, sizeof message, "field '%s' must be 1 to %zu characters (no NUL)", field,
-                 max);
-        return s_bad_field(req, field, message);
+        return http_bad_field(req, field, "field '%s' must be 1 to %zu characters (no NUL)", field,
+                              max);
     }
     *out = json_string_value(v);
     return 0;
@@ -172,16 +156,13 @@ int rest_int(http_req_t *req, const char *field, int required, int64_t min, int6
     int rc = s_field(req, field, required, &v);
     if (rc)
         return rc;
-    char message[160];
     if (!json_is_integer(v)) {
-        snprintf(message, sizeof message, "field '%s' must be an integer", field);
-        return s_bad_field(req, field, message);
+        return http_bad_field(req, field, "field '%s' must be an integer", field);
     }
     json_int_t n = json_integer_value(v);
     if (n < min || n > max) {
-        snprintf(message, sizeof message, "field '%s' must be between %lld and %lld", field,
-                 (long long)min, (long long)max);
-        return s_bad_field(req, field, message);
+        return http_bad_field(req, field, "field '%s' must be between %lld and %lld", field,
+                              (long long)min, (long long)max);
     }
     *out = n;
     return 0;
@@ -194,9 +175,7 @@ int rest_bool(http_req_t *req, const char *field, int required, int *out)
     if (rc)
         return rc;
     if (!json_is_boolean(v)) {
-        char message[128];
-        snprintf(message, sizeof message, "field '%s' must be true or false", field);
-        return s_bad_field(req, field, message);
+        return http_bad_field(req, field, "field '%s' must be true or false", field);
     }
     *out = json_is_true(v);
     return 0;

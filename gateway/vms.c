@@ -112,17 +112,14 @@ void vms_list(http_req_t *req)
     int64_t limit = gw->list_default;
     const char *text = http_query(req, "limit");
     if (text && util_parse_int(text, 1, gw->list_max, &limit) != 0) {
-        char message[96];
-        snprintf(message, sizeof message, "limit must be an integer from 1 to %d", gw->list_max);
-        http_error_details(req, "BAD_REQUEST", message, json_pack("{s:s}", "field", "limit"));
+        http_bad_field(req, "limit", "limit must be an integer from 1 to %d", gw->list_max);
         return;
     }
     int64_t pos = 0;
     const char *marker = http_query(req, "marker");
     if (marker) {
         if (!rest_id_ok(marker)) {
-            http_error_details(req, "BAD_REQUEST", "marker is not a VM id",
-                               json_pack("{s:s}", "field", "marker"));
+            http_bad_field(req, "marker", "marker is not a VM id");
             return;
         }
         redisReply *r = store_command(req->store, "ZRANK %s %s", KEYS_VMS, marker);
@@ -136,8 +133,7 @@ void vms_list(http_req_t *req)
         pos = known ? r->integer + 1 : 0;
         freeReplyObject(r);
         if (!known) {
-            http_error_details(req, "BAD_REQUEST", "marker names no VM",
-                               json_pack("{s:s}", "field", "marker"));
+            http_bad_field(req, "marker", "marker names no VM");
             return;
         }
     }
@@ -304,11 +300,9 @@ static int s_time_param(http_req_t *req, const char *name, int64_t fallback, int
         return 0;
     }
     if (rest_parse_time(text, ms) != 0) {
-        char message[160];
-        snprintf(message, sizeof message,
-                 "%s must be an ISO 8601 UTC time (2024-05-01T12:00:00Z) or unix seconds", name);
-        http_error_details(req, "BAD_REQUEST", message, json_pack("{s:s}", "field", name));
-        return -1;
+        return http_bad_field(
+            req, name, "%s must be an ISO 8601 UTC time (2024-05-01T12:00:00Z) or unix seconds",
+            name);
     }
     return 0;
 }
@@ -326,22 +320,18 @@ void vms_usage(http_req_t *req)
     /* A window the client got wrong names the parameter the client sent. */
     const char *sent = http_query(req, "from") ? "from" : "to";
     if (from >= to) {
-        http_error_details(req, "BAD_REQUEST", "from must be before to",
-                           json_pack("{s:s}", "field", sent));
+        http_bad_field(req, sent, "from must be before to");
         return;
     }
     if (to - from > gw->usage_window_max_ms) {
-        char message[96];
-        snprintf(message, sizeof message, "from..to may span at most %lld days",
-                 (long long)(gw->usage_window_max_ms / (24LL * 3600 * 1000)));
-        http_error_details(req, "BAD_REQUEST", message, json_pack("{s:s}", "field", sent));
+        http_bad_field(req, sent, "from..to may span at most %lld days",
+                       (long long)(gw->usage_window_max_ms / (24LL * 3600 * 1000)));
         return;
     }
     /* Users see their own usage; an admin sees everyone's or one owner's. */
     const char *owner = http_query(req, "owner");
     if (owner && !auth_username_ok(owner)) {
-        http_error_details(req, "BAD_REQUEST", "owner is not a user name",
-                           json_pack("{s:s}", "field", "owner"));
+        http_bad_field(req, "owner", "owner is not a user name");
         return;
     }
     if (!rest_is_admin(req)) {
