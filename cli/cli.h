@@ -57,6 +57,11 @@ int cli_escape(const char *s, char *out, size_t size);
 int cli_path(char *out, size_t size, const char *collection, const char *id);
 #define CLI_PATH_MAX 600
 
+/* GET /v1/<collection>/<id> into *body (caller frees): 0; 2 when the id is too long (said for
+   `berth <command>`); 1 when the call failed (said by cli_http). */
+int cli_get_one(cli_t *cli, const char *command, const char *collection, const char *id,
+                json_t **body);
+
 /* Print JSON (for -o json). */
 void cli_print_json(json_t *value);
 

@@ -174,6 +174,17 @@ int cli_path(char *out, size_t size, const char *collection, const char *id)
     return n < 0 || (size_t)n >= size ? -1 : 0;
 }
 
+int cli_get_one(cli_t *cli, const char *command, const char *collection, const char *id,
+                json_t **body)
+{
+    char path[CLI_PATH_MAX];
+    if (cli_path(path, sizeof path, collection, id) != 0) {
+        fprintf(stderr, "berth %s: id too long\n", command);
+        return 2;
+    }
+    return cli_http(cli, "GET", path, NULL, body) != 0 ? 1 : 0;
+}
+
 void cli_print_json(json_t *value)
 {
     char *text = json_dumps(value, JSON_INDENT(2) | JSON_PRESERVE_ORDER);

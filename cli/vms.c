@@ -96,14 +96,10 @@ int cli_vm(cli_t *cli, int argc, char **argv)
         fprintf(stderr, "usage: berth vm show ID\n");
         return 2;
     }
-    char path[CLI_PATH_MAX];
-    if (cli_path(path, sizeof path, "vms", pos[1]) != 0) {
-        fprintf(stderr, "berth vm: id too long\n");
-        return 2;
-    }
     json_t *body = NULL;
-    if (cli_http(cli, "GET", path, NULL, &body) != 0)
-        return 1;
+    int rc = cli_get_one(cli, "vm", "vms", pos[1], &body);
+    if (rc != 0)
+        return rc;
     if (cli->json)
         cli_print_json(body);
     else {
@@ -123,14 +119,10 @@ int cli_task(cli_t *cli, int argc, char **argv)
         fprintf(stderr, "usage: berth task ID\n");
         return 2;
     }
-    char path[CLI_PATH_MAX];
-    if (cli_path(path, sizeof path, "tasks", pos[0]) != 0) {
-        fprintf(stderr, "berth task: id too long\n");
-        return 2;
-    }
     json_t *body = NULL;
-    if (cli_http(cli, "GET", path, NULL, &body) != 0)
-        return 1;
+    int rc = cli_get_one(cli, "task", "tasks", pos[0], &body);
+    if (rc != 0)
+        return rc;
     if (cli->json)
         cli_print_json(body);
     else {
