@@ -52,6 +52,10 @@ void auth_create_user(http_req_t *req); /* POST /v1/users (admin) */
    error mapped to an HTTP status, or 503 when nobody answered in time. */
 int rest_call(http_req_t *req, const char *service, const ProtobufCMessage *msg,
               const ProtobufCMessageDescriptor *answer, ProtobufCMessage **out);
+/* Load the resource kind/id from Redis without answering: 0 and *out, MODEL_NOT_FOUND (absent,
+   or id malformed: checked before Redis is asked), or another model_load error. */
+int rest_find(http_req_t *req, const ProtobufCMessageDescriptor *desc, const char *kind,
+              const char *id, ProtobufCMessage **out);
 /* Load the resource kind/id from Redis. 0 and *out, or -1 with 404 (absent, or id malformed:
    checked before Redis is asked) or 503 (Redis unreachable) set. */
 int rest_load(http_req_t *req, const ProtobufCMessageDescriptor *desc, const char *kind,

@@ -13,11 +13,7 @@ static json_t *s_view(http_req_t *req, const Berth__Request *r)
     int failed = 0;
     for (size_t i = 0; i < r->n_vms && !failed; i++) {
         Berth__Vm *vm = NULL;
-        char key[KEYS_MAX];
-        int rc = rest_id_ok(r->vms[i]) ? model_load(req->store, &berth__vm__descriptor,
-                                                    keys_build(key, KEYS_VM, r->vms[i], NULL),
-                                                    (ProtobufCMessage **)&vm)
-                                       : MODEL_NOT_FOUND;
+        int rc = rest_find(req, &berth__vm__descriptor, "vm", r->vms[i], (ProtobufCMessage **)&vm);
         if (rc == MODEL_NOT_FOUND)
             json_array_append_new(vms, json_pack("{s:s}", "id", r->vms[i]));
         else if (rc != 0)
@@ -33,11 +29,8 @@ static json_t *s_view(http_req_t *req, const Berth__Request *r)
     }
     for (size_t i = 0; i < r->n_tasks && !failed; i++) {
         Berth__Task *task = NULL;
-        char key[KEYS_MAX];
-        int rc = rest_id_ok(r->tasks[i]) ? model_load(req->store, &berth__task__descriptor,
-                                                      keys_build(key, KEYS_TASK, r->tasks[i], NULL),
-                                                      (ProtobufCMessage **)&task)
-                                         : MODEL_NOT_FOUND;
+        int rc = rest_find(req, &berth__task__descriptor, "task", r->tasks[i],
+                           (ProtobufCMessage **)&task);
         if (rc == MODEL_NOT_FOUND)
             json_array_append_new(tasks, json_pack("{s:s}", "id", r->tasks[i]));
         else if (rc != 0)

@@ -56,22 +56,25 @@ int rest_id_ok(const char *id)
            strspn(id, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.") == len;
 }
 
-int rest_load(http_req_t *req, const ProtobufCMessageDescriptor *desc, const char *kind,
+int rest_find(http_req_t *req, const ProtobufCMessageDescriptor *desc, const char *kind,
               const char *id, ProtobufCMessage **out)
 {
-    char message[96];
-    snprintf(message, sizeof message, "no such %s", kind);
-    if (!rest_id_ok(id)) {
-        http_error(req, "NOT_FOUND", message);
-        return -1;
-    }
+    if (!rest_id_ok(id))
+        return MODEL_NOT_FOUND;
     char key[KEYS_MAX];
     int k = keys_kind(kind);
     assert(k >= 0); /* callers name a kind of keys.h */
-    keys_build(key, (keys_kind_t)k, id, NULL);
+    return model_load(req->store, desc, keys_build(key, (keys_kind_t)k, id, NULL), out);
+}
+
+int rest_load(http_req_t *req, const ProtobufCMessageDescriptor *desc, const char *kind,
+              const char *id, ProtobufCMessage **out)
+{
     ProtobufCMessage *msg = NULL;
-    int rc = model_load(req->store, desc, key, &msg);
+    int rc = rest_find(req, desc, kind, id, &msg);
     if (rc == MODEL_NOT_FOUND) {
+        char message[96];
+        snprintf(message, sizeof message, "no such %s", kind);
         http_error(req, "NOT_FOUND", message);
         return -1;
     }
