@@ -203,8 +203,14 @@ static void s_on_get_seed(bus_request_t *request, void *arg)
 {
     stager_t *self = arg;
     Berth__GetSeed *req = bus_request_body(request, &berth__get_seed__descriptor);
-    if (!req || !util_is_uuid(req->vm)) {
-        bus_reply_error(request, "BAD_REQUEST", "GetSeed needs a VM id (UUID)");
+    if (!req) {
+        bus_reply_error(request, "BAD_REQUEST", "expected a GetSeed body");
+        return;
+    }
+    if (!util_is_uuid(req->vm)) {
+        berth_error_t error;
+        error_field(&error, "vm", "GetSeed needs a VM id (UUID)");
+        bus_reply_fault(request, &error);
         return;
     }
     char path[PATH_MAX + 64];
