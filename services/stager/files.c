@@ -181,3 +181,10 @@ int files_exists(const char *path)
     struct stat st;
     return stat(path, &st) == 0;
 }
+
+void files_sha256_hex(const void *data, size_t size, char hex[65])
+{
+    uint8_t digest[crypto_hash_sha256_BYTES];
+    crypto_hash_sha256(digest, data, (unsigned long long)size);
+    sodium_bin2hex(hex, 65, digest, sizeof digest);
+}

@@ -25,6 +25,9 @@ int files_replace(const char *path, const void *data, size_t size);
 /* SHA-256 of the file as 64 lower-case hex chars; also its size. 0 or -1 with errno. */
 int files_sha256(const char *path, char hex[65], int64_t *size_p);
 
+/* SHA-256 of size bytes at data as 64 lower-case hex chars and a NUL. */
+void files_sha256_hex(const void *data, size_t size, char hex[65]);
+
 /* 1 if path exists (any type), 0 if not. */
 int files_exists(const char *path);
 

@@ -222,10 +222,8 @@ static void s_on_get_seed(bus_request_t *request, void *arg)
                         errno == ENOENT ? "no seed staged for this VM" : strerror(errno));
         return;
     }
-    uint8_t digest[crypto_hash_sha256_BYTES];
     char sha[65];
-    crypto_hash_sha256(digest, iso, (unsigned long long)size);
-    sodium_bin2hex(sha, sizeof sha, digest, sizeof digest);
+    files_sha256_hex(iso, size, sha);
     Berth__Seed reply = BERTH__SEED__INIT;
     reply.iso.data = iso;
     reply.iso.len = size;

@@ -310,12 +310,10 @@ static int s_build(seed_t *self, const char *vm, const char *name, const char *u
         snprintf(error, error_size, "cannot build the seed of vm '%s': %s", vm, why);
         return -1;
     }
-    uint8_t digest[crypto_hash_sha256_BYTES];
-    crypto_hash_sha256(digest, iso, size);
     char sum[2 * SUM_HEX];
     memcpy(sum, built_from, SUM_HEX - 1);
     sum[SUM_HEX - 1] = '\n';
-    sodium_bin2hex(sum + SUM_HEX, SUM_HEX, digest, sizeof digest);
+    files_sha256_hex(iso, size, sum + SUM_HEX);
     sum[2 * SUM_HEX - 1] = '\n';
     int rc = 0;
     if (files_replace(iso_path, iso, size) != 0 || files_replace(sum_path, sum, sizeof sum) != 0) {

@@ -12,7 +12,6 @@
 #include "util.h"
 
 #include <errno.h>
-#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -98,11 +97,8 @@ static void s_stage_run(void *arg)
     if (job->rc == 0 && files_read(job->path, c->max_seed_bytes, &job->iso, &job->size) != 0)
         job->rc = error_set(&job->error, "INTERNAL", "cannot read seed '%s': %s", job->path,
                             strerror(errno));
-    if (job->rc == 0) {
-        uint8_t digest[crypto_hash_sha256_BYTES];
-        crypto_hash_sha256(digest, job->iso, (unsigned long long)job->size);
-        sodium_bin2hex(job->sha256, sizeof job->sha256, digest, sizeof digest);
-    }
+    if (job->rc == 0)
+        files_sha256_hex(job->iso, job->size, job->sha256);
 }
 
 /* Answer one request with the build's outcome. */
