@@ -79,12 +79,12 @@ void requests_create(http_req_t *req)
     if (key && (strlen(key) == 0 || strlen(key) > LIMIT_IDEMPOTENCY_KEY_MAX ||
                 strspn(key, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") !=
                     strlen(key))) {
-        char message[128];
-        snprintf(message, sizeof message,
-                 "Idempotency-Key must be 1 to %d letters, digits, '.', '_' or '-'",
-                 LIMIT_IDEMPOTENCY_KEY_MAX);
-        http_error_details(req, "BAD_REQUEST", message,
-                           json_pack("{s:s}", "header", "Idempotency-Key"));
+        berth_error_t error;
+        error_set(&error, "BAD_REQUEST",
+                  "Idempotency-Key must be 1 to %d letters, digits, '.', '_' or '-'",
+                  LIMIT_IDEMPOTENCY_KEY_MAX);
+        error_detail(&error, "header", "Idempotency-Key");
+        http_fault(req, &error);
         return;
     }
     Berth__CreateRequest ask = BERTH__CREATE_REQUEST__INIT;
