@@ -1,13 +1,13 @@
-/*  berth-agent: one per physical host. Owns the libvirt connection (through vmops), reports
-    the host's inventory and every domain's state to taskmgr by heartbeat, polls taskmgr for
-    work over the same outbound connection and runs the commands it gets (through worker),
+/*  berth-agent: one per physical host. Reports the host's inventory and every domain's
+    state to taskmgr by heartbeat, polls taskmgr for work over the same outbound connection
+    and hands the commands it gets to the worker, whose threads own the libvirt connections,
     and answers Ping on its own endpoint. Never touches Redis: taskmgr records what it
-    reports. Calls to taskmgr are never waited for; their answers come back on the loop. */
+    reports. Nothing on the loop waits: calls to taskmgr and libvirt work both come back on
+    it as messages. */
 #include "service.h"
 #include "vmops.h"
 #include "worker.h"
 
-#include <libvirt/libvirt.h>
 #include <sodium.h>
 #include <unistd.h>
 
@@ -33,12 +33,11 @@ typedef struct {
 
 struct _agent_t {
     service_t *service;
-    vmops_t *ops;
     worker_t *worker;
     zhashx_t *delivered_by; /* command id -> s_link_t that delivered it (borrowed) */
     const char *uri;
     bus_client_t *taskmgr; /* the service's client, pinned to the taskmgr endpoints */
-    Berth__Host host;      /* inventory, refreshed each heartbeat */
+    Berth__Host host;      /* inventory, from the worker's snapshot at each heartbeat */
     Berth__Resources capacity;
     Berth__Resources used;
     int connected;     /* last heartbeat reached a taskmgr */
@@ -54,28 +53,22 @@ struct _agent_t {
     size_t n_links;
 };
 
-/* Capacity from libvirt (node info, the storage pool), each figure overridable by config
-   to simulate host sizes. */
-static void s_inventory(agent_t *self)
+/* Capacity as libvirt last reported it (node info, the storage pool), each figure
+   overridable by config to simulate host sizes. */
+static void s_inventory(agent_t *self, const Berth__Host *snapshot)
 {
     config_t *c = service_config(self->service);
-    virConnectPtr conn = vmops_conn(self->ops);
-    virNodeInfo info = { 0 };
-    if (conn)
-        virNodeGetInfo(conn, &info);
     int64_t v;
-    self->capacity.vcpus = (int32_t)info.cpus;
-    self->capacity.ram_mb = (int64_t)(info.memory / 1024);
-    int64_t disk = vmops_pool_capacity_gb(self->ops);
-    self->capacity.disk_gb = disk > 0 ? disk : 0;
+    const Berth__Resources *seen = snapshot->capacity;
+    self->capacity.vcpus = seen ? seen->vcpus : 0;
+    self->capacity.ram_mb = seen ? seen->ram_mb : 0;
+    self->capacity.disk_gb = seen ? seen->disk_gb : 0;
     if (config_get(c, "host_vcpus") && config_int(c, "host_vcpus", 1, 100000, &v) == 0)
         self->capacity.vcpus = (int32_t)v;
     if (config_get(c, "host_ram_mb") && config_int(c, "host_ram_mb", 1, INT64_MAX / 2, &v) == 0)
         self->capacity.ram_mb = v;
     if (config_get(c, "host_disk_gb") && config_int(c, "host_disk_gb", 1, INT64_MAX / 2, &v) == 0)
         self->capacity.disk_gb = v;
-    const char *hv = vmops_hypervisor(self->ops);
-    self->host.hypervisor = (char *)(hv ? hv : "");
 }
 
 static void s_on_heartbeat(bus_client_t *client, const char *call_id, Berth__Envelope *reply,
@@ -95,48 +88,42 @@ static void s_on_heartbeat(bus_client_t *client, const char *call_id, Berth__Env
         berth__envelope__free_unpacked(reply, NULL);
 }
 
+/* Liveness and inventory for taskmgr, from the worker's latest snapshot: no libvirt call
+   here, so a slow hypervisor never delays a beat. The domains travel once, in hb.domains;
+   hb.host carries inventory only. */
 static int s_heartbeat(service_t *service, void *arg)
 {
     agent_t *self = arg;
-    int up = vmops_connect(self->ops) == 0;
-    s_inventory(self);
+    const Berth__Host *snapshot = worker_inventory(self->worker);
+    if (!snapshot || self->heartbeat_out)
+        return 0; /* the first snapshot sends the first beat */
+    s_inventory(self, snapshot);
     Berth__AgentHeartbeat hb = BERTH__AGENT_HEARTBEAT__INIT;
     hb.instance = (char *)service_instance(service);
     hb.endpoint = (char *)service_endpoint(service);
     hb.host = &self->host;
     hb.ttl_ms = service_heartbeat_ms(service) * 3;
-    virConnectPtr conn = vmops_conn(self->ops);
-    virDomainPtr *domains = NULL;
-    int n = conn ? virConnectListAllDomains(conn, &domains, 0) : 0;
-    if (n < 0)
-        n = 0;
-    Berth__Domain *items = calloc((size_t)n + 1, sizeof *items);
-    Berth__Domain **ptrs = calloc((size_t)n + 1, sizeof *ptrs);
-    for (int i = 0; i < n && items && ptrs; i++) {
-        berth__domain__init(&items[i]);
-        items[i].name = (char *)virDomainGetName(domains[i]);
-        int state = VIR_DOMAIN_NOSTATE;
-        virDomainGetState(domains[i], &state, NULL, 0);
-        items[i].power_state = (char *)vmops_power_state(state);
-        ptrs[i] = &items[i];
-    }
-    /* The domains travel once, in hb.domains; hb.host carries inventory only. */
-    hb.n_domains = items && ptrs ? (size_t)n : 0;
-    hb.domains = ptrs;
-    self->host.vms = (int32_t)hb.n_domains;
+    hb.n_domains = snapshot->n_domains;
+    hb.domains = snapshot->domains;
     hb.started_ms = self->started_ms;
-    self->host.state = up ? "UP" : "DOWN";
-
-    if (!self->heartbeat_out)
-        self->heartbeat_out =
-            bus_client_send(self->taskmgr, "taskmgr", &hb.base, NULL, service_heartbeat_ms(service),
-                            s_on_heartbeat, self, NULL) == 0;
-    for (int i = 0; i < n; i++)
-        virDomainFree(domains[i]);
-    free(domains);
-    free(items);
-    free(ptrs);
+    self->host.vms = (int32_t)snapshot->n_domains;
+    self->host.state = snapshot->state;
+    self->host.hypervisor = snapshot->hypervisor;
+    self->heartbeat_out =
+        bus_client_send(self->taskmgr, "taskmgr", &hb.base, NULL, service_heartbeat_ms(service),
+                        s_on_heartbeat, self, NULL) == 0;
+    /* Borrowed from the snapshot, which the next worker call may replace. */
+    self->host.state = self->host.hypervisor = (char *)protobuf_c_empty_string;
     return 0;
+}
+
+/* The host changed (a domain came, went or changed state): tell taskmgr now, not at the
+   next beat. */
+static void s_on_inventory(const Berth__Host *host, void *arg)
+{
+    (void)host;
+    agent_t *self = arg;
+    s_heartbeat(self->service, self);
 }
 
 /* ---- the work protocol ------------------------------------------------------------------
@@ -210,8 +197,8 @@ static void s_on_result(s_link_t *link, const Berth__AgentResult *result)
         s_poll_send(link);
 }
 
-/* A command finished: its result goes back on the link that delivered it (looked up by
-   command id, so it fits a worker that reports results later, from its own socket). */
+/* A command finished (or was answered from the worker's cache, or refused by it): its
+   result goes back on the link that delivered it, looked up by command id. */
 static void s_worker_done(const Berth__AgentResult *result, void *arg)
 {
     agent_t *self = arg;
@@ -225,9 +212,8 @@ static void s_worker_done(const Berth__AgentResult *result, void *arg)
     s_on_result(link, result);
 }
 
-/* Run one command (the one place commands are executed). Today's worker runs it here and
-   now; a worker running commands on threads takes it with worker_submit and reports to
-   s_worker_done from its socket instead. */
+/* Hand one command to the worker (the one place commands are executed): it runs on the
+   worker's threads and its result comes to s_worker_done from the worker's socket. */
 static void s_execute(s_link_t *link, const Berth__AgentCommand *cmd)
 {
     agent_t *self = link->agent;
@@ -239,7 +225,15 @@ static void s_execute(s_link_t *link, const Berth__AgentCommand *cmd)
         return;
     }
     zhashx_update(self->delivered_by, cmd->id, link);
-    s_worker_done(worker_run(self->worker, cmd), self);
+    worker_submit(self->worker, cmd);
+}
+
+static int s_on_worker(service_t *service, void *arg)
+{
+    (void)service;
+    agent_t *self = arg;
+    worker_recv(self->worker);
+    return 0;
 }
 
 /* A command refused before running: its failure goes back like any result. */
@@ -377,7 +371,6 @@ static void s_on_work(bus_client_t *client, const char *call_id, Berth__Envelope
         link->n_out -= link->carried;
         link->carried = 0;
     }
-    int ran = 0;
     link->batching = 1;
     for (size_t i = 0; i < body->n_commands; i++) {
         const Berth__AgentCommand *cmd = body->commands[i];
@@ -389,7 +382,6 @@ static void s_on_work(bus_client_t *client, const char *call_id, Berth__Envelope
             continue;
         }
         s_command(link, cmd);
-        ran++;
     }
     link->batching = 0;
     /* An empty answer well before the wait is up comes from a taskmgr that does not park
@@ -403,8 +395,7 @@ static void s_on_work(bus_client_t *client, const char *call_id, Berth__Envelope
         link->retry_at = util_mono_ms() + self->poll_retry_ms; /* s_poll sends it */
     else if (!*link->call)
         s_poll_send(link);
-    if (ran > 0)
-        s_heartbeat(self->service, self); /* domains changed: report them now */
+    /* Domains that change are reported when the worker's inventory sees it (s_on_inventory). */
 }
 
 /* Links without a poll in flight (their last one failed) poll again once their retry time
@@ -470,6 +461,9 @@ int main(int argc, char **argv)
     config_declare(c, "max_commands", "64", 0);
     config_declare(c, "result_cache", "1024", 0);
     config_declare(c, "pending_results", "1024", 0);
+    config_declare(c, "worker_threads", "4", 0);
+    config_declare(c, "worker_queue", "256", 0);
+    config_declare(c, "libvirt_delay_ms", "0", 0);
     config_declare(c, "vm_max_vcpus", "256", 0);
     config_declare(c, "vm_max_ram_mb", "4194304", 0);
     config_declare(c, "vm_max_disk_gb", "65536", 0);
@@ -486,13 +480,16 @@ int main(int argc, char **argv)
         goto done;
     }
     int64_t poll_wait, poll_retry, poll_timeout, cache, pending, vcpus, ram, disk, name_max,
-        seed_max;
+        seed_max, threads, queue, delay;
     if (config_int(c, "poll_wait_ms", 100, 600000, &poll_wait) ||
         config_int(c, "poll_retry_ms", 10, 60000, &poll_retry) ||
         config_int(c, "poll_timeout_ms", 50, 60000, &poll_timeout) ||
         config_int(c, "max_commands", 1, 10000, &self.max_commands) ||
         config_int(c, "result_cache", 1, 1000000, &cache) ||
         config_int(c, "pending_results", 1, 1000000, &pending) ||
+        config_int(c, "worker_threads", 1, 64, &threads) ||
+        config_int(c, "worker_queue", 1, 100000, &queue) ||
+        config_int(c, "libvirt_delay_ms", 0, 600000, &delay) ||
         config_int(c, "vm_max_vcpus", 1, 100000, &vcpus) ||
         config_int(c, "vm_max_ram_mb", 1, INT64_MAX / 2, &ram) ||
         config_int(c, "vm_max_disk_gb", 1, INT64_MAX / 2, &disk) ||
@@ -518,12 +515,13 @@ int main(int argc, char **argv)
                           .max_ram_mb = ram,
                           .max_disk_gb = disk,
                           .max_seed_bytes = seed_max,
-                          .max_name_len = name_max };
-    self.ops = vmops_new(&vc);
-    self.worker = self.ops ? worker_new(self.ops, (size_t)cache, (size_t)pending) : NULL;
+                          .max_name_len = name_max,
+                          .delay_ms = delay };
+    self.worker =
+        worker_new(&vc, (size_t)threads, (size_t)queue, (size_t)cache, s_worker_done, &self);
     self.delivered_by = zhashx_new();
     self.taskmgr = service_client(service);
-    if (!self.ops || !self.worker || !self.delivered_by ||
+    if (!self.worker || !self.delivered_by ||
         bus_client_pin(self.taskmgr, "taskmgr", config_get(c, "taskmgr_endpoints")) ||
         s_links(&self, config_get(c, "taskmgr_endpoints")) != 0)
         goto done;
@@ -547,7 +545,9 @@ int main(int argc, char **argv)
     self.host.used = &self.used;
     self.host.agent = (char *)service_instance(service);
     self.host.libvirt_uri = (char *)self.uri;
-    s_heartbeat(service, &self);
+    if (worker_watch(self.worker, service_heartbeat_ms(service), s_on_inventory, &self) != 0)
+        goto done;
+    service_reader(service, worker_socket(self.worker), s_on_worker, &self);
     service_every(service, service_heartbeat_ms(service), s_heartbeat, &self);
     s_poll(service, &self);
     service_every(service, (int)poll_retry, s_poll, &self);
@@ -562,7 +562,6 @@ done:
     }
     worker_destroy(&self.worker);
     zhashx_destroy(&self.delivered_by);
-    vmops_destroy(&self.ops);
     service_destroy(&service);
     return rc;
 }

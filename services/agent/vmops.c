@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <libvirt/virterror.h>
@@ -55,6 +56,14 @@ static const char *s_virt_message(void)
 {
     const char *msg = virGetLastErrorMessage();
     return msg ? msg : "unknown libvirt error";
+}
+
+/* The simulated slow hypervisor of libvirt_delay_ms; runs on a worker thread only. */
+static void s_sleep_ms(int64_t ms)
+{
+    struct timespec left = { .tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000 };
+    while (nanosleep(&left, &left) != 0 && errno == EINTR)
+        ;
 }
 
 /* mkdir -p */
@@ -243,16 +252,21 @@ int vmops_connect(vmops_t *self)
             rc = -1;
         }
     }
-    if (rc == 0)
-        rc = s_ensure_pool(self);
+    /* The agent's other connections (one per worker thread) may be setting up the same
+       pool at this moment: a define or start that lost that race finds the pool in place
+       on the next look. */
+    for (int attempt = 0; self->conn && attempt < 3; attempt++)
+        if ((rc = s_ensure_pool(self)) == 0)
+            break;
     int healthy = rc == 0 ? 1 : -1;
     if (healthy != self->healthy) {
         if (rc == 0)
-            log_info(NULL, "libvirt ready", "{s:s, s:s, s:s}", "uri", self->uri, "pool",
-                     self->pool_name, "path", self->pool_dir);
+            log_emit(self->limits.quiet ? BERTH_LOG_DEBUG : BERTH_LOG_INFO, NULL, "libvirt ready",
+                     "{s:s, s:s, s:s}", "uri", self->uri, "pool", self->pool_name, "path",
+                     self->pool_dir);
         else
-            log_error(NULL, "libvirt unavailable", "{s:s, s:s}", "uri", self->uri, "reason",
-                      self->reason);
+            log_emit(self->limits.quiet ? BERTH_LOG_DEBUG : BERTH_LOG_ERROR, NULL,
+                     "libvirt unavailable", "{s:s, s:s}", "uri", self->uri, "reason", self->reason);
     }
     self->healthy = healthy;
     return rc;
@@ -298,6 +312,80 @@ const char *vmops_power_state(int state)
     default:
         return "UNKNOWN";
     }
+}
+
+/* Free a string field of a message built here (the empty default is static). */
+static void s_free_string(char *text)
+{
+    if (text != protobuf_c_empty_string)
+        free(text);
+}
+
+void vmops_inventory(vmops_t *self, Berth__Host *host)
+{
+    berth__host__init(host);
+    Berth__Resources *capacity = malloc(sizeof *capacity);
+    if (capacity) {
+        berth__resources__init(capacity);
+        host->capacity = capacity;
+    }
+    int up = vmops_connect(self) == 0;
+    host->state = strdup(up ? "UP" : "DOWN");
+    const char *hv = vmops_hypervisor(self);
+    host->hypervisor = strdup(hv ? hv : "");
+    if (!self->conn)
+        return;
+    virNodeInfo info;
+    if (capacity && virNodeGetInfo(self->conn, &info) == 0) {
+        capacity->vcpus = (int32_t)info.cpus;
+        capacity->ram_mb = (int64_t)(info.memory / 1024);
+    }
+    int64_t disk = vmops_pool_capacity_gb(self);
+    if (capacity && disk > 0)
+        capacity->disk_gb = disk;
+    virDomainPtr *domains = NULL;
+    int n = virConnectListAllDomains(self->conn, &domains, 0);
+    if (n > 0)
+        host->domains = calloc((size_t)n, sizeof *host->domains);
+    for (int i = 0; i < n; i++) {
+        Berth__Domain *d = host->domains ? malloc(sizeof *d) : NULL;
+        if (d)
+            berth__domain__init(d);
+        const char *name = virDomainGetName(domains[i]);
+        int state = VIR_DOMAIN_NOSTATE;
+        /* A domain undefined since the listing is simply not reported. */
+        if (d && virDomainGetState(domains[i], &state, NULL, 0) == 0) {
+            d->name = strdup(name ? name : "");
+            d->power_state = strdup(vmops_power_state(state));
+            if (d->name && d->power_state) {
+                host->domains[host->n_domains++] = d;
+                d = NULL;
+            }
+        }
+        if (d) {
+            s_free_string(d->name);
+            s_free_string(d->power_state);
+            free(d);
+        }
+        virDomainFree(domains[i]);
+    }
+    free(domains);
+}
+
+void vmops_inventory_clear(Berth__Host *host)
+{
+    if (!host)
+        return;
+    for (size_t i = 0; i < host->n_domains; i++) {
+        s_free_string(host->domains[i]->name);
+        s_free_string(host->domains[i]->power_state);
+        free(host->domains[i]);
+    }
+    free(host->domains);
+    free(host->capacity);
+    s_free_string(host->state);
+    s_free_string(host->hypervisor);
+    berth__host__init(host);
 }
 
 /* ---- results ------------------------------------------------------------------------ */
@@ -371,6 +459,20 @@ static void s_detail(Berth__AgentResult *result, const char *fmt, ...)
     va_start(args, fmt);
     s_vset(&result->detail, NULL, fmt, args);
     va_end(args);
+}
+
+/* Rescan the pool. On qemu a volume still being written by qemu-img (another worker
+   thread's CREATE_DISK) makes libvirt refuse a refresh for a moment: wait for it, briefly,
+   rather than fail this VM's command over another VM's disk. */
+static int s_refresh(vmops_t *self)
+{
+    for (int tries = 0;; tries++) {
+        if (virStoragePoolRefresh(self->pool, 0) == 0)
+            return 0;
+        if (tries >= 100 || !strstr(s_virt_message(), "asynchronous jobs"))
+            return -1;
+        usleep(50 * 1000);
+    }
 }
 
 /* ---- validation --------------------------------------------------------------------- */
@@ -476,7 +578,7 @@ static int s_create_disk(vmops_t *self, const Berth__AgentCommand *cmd, Berth__A
             util_strlcpy(reason, built ? s_virt_message() : "out of memory", sizeof reason);
             /* A file left by an interrupted earlier attempt that libvirt has not listed yet
                is the same disk: rescan and look once more before calling it a failure. */
-            if (virStoragePoolRefresh(self->pool, 0) != 0 || s_find_volume(self, name, &vol) != 1)
+            if (s_refresh(self) != 0 || s_find_volume(self, name, &vol) != 1)
                 return s_fail(result, "failed to create disk '%s' for VM '%s' on host '%s': %s",
                               name, cmd->vm, self->host, reason);
         }
@@ -569,7 +671,7 @@ static int s_put_seed(vmops_t *self, const Berth__AgentCommand *cmd, Berth__Agen
                       cmd->vm, self->host, strerror(errno));
     /* Where the driver scans directories (qemu), this makes the seed a volume of the pool,
        listed and deleted like the disk. */
-    if (virStoragePoolRefresh(self->pool, 0) != 0)
+    if (s_refresh(self) != 0)
         return s_fail(result, "failed to refresh storage pool '%s' on host '%s': %s",
                       self->pool_name, self->host, s_virt_message());
     s_detail(result, "%s", path);
@@ -761,7 +863,7 @@ static int s_destroy(vmops_t *self, const Berth__AgentCommand *cmd, Berth__Agent
             return -1;
     }
     /* Rescan first so that files libvirt has not listed yet are deleted too. */
-    if (virStoragePoolRefresh(self->pool, 0) != 0)
+    if (s_refresh(self) != 0)
         return s_fail(result, "failed to refresh storage pool '%s' on host '%s': %s",
                       self->pool_name, self->host, s_virt_message());
     virStorageVolPtr *vols = NULL;
@@ -842,6 +944,8 @@ void vmops_execute(vmops_t *self, const Berth__AgentCommand *cmd, Berth__AgentRe
                self->host);
         return;
     }
+    if (self->limits.delay_ms > 0)
+        s_sleep_ms(self->limits.delay_ms);
     if (vmops_connect(self) != 0) {
         s_fail(result, "%s of VM '%s' on host '%s' not run: %s", op, cmd->vm, self->host,
                self->reason);

@@ -1,6 +1,7 @@
-/*  vmops: what the agent does to libvirt. Owns the libvirt connection (reopened when it
+/*  vmops: what the agent does to libvirt. Owns one libvirt connection (reopened when it
     drops) and the agent's storage pool, and turns one AgentCommand into one AgentResult:
-    CREATE_DISK, PUT_SEED, DEFINE, START, DESTROY, each idempotent and keyed by VM id. */
+    CREATE_DISK, PUT_SEED, DEFINE, START, DESTROY, each idempotent and keyed by VM id.
+    A vmops_t is used by one thread; the agent's worker threads each own one. */
 #ifndef BERTH_AGENT_VMOPS_H
 #define BERTH_AGENT_VMOPS_H
 
@@ -22,6 +23,8 @@ typedef struct {
     int64_t max_disk_gb;    /* per VM */
     int64_t max_seed_bytes; /* largest seed ISO accepted */
     int64_t max_name_len;   /* longest VM name (domain title) */
+    int64_t delay_ms;       /* test/diagnostic: sleep before each command's libvirt work */
+    int quiet; /* log connection state changes at debug: another connection reports them */
 } vmops_config_t;
 
 /* NULL when the data directory cannot be created. Does not need libvirt to be up. */
@@ -44,6 +47,14 @@ int64_t vmops_pool_capacity_gb(vmops_t *self);
 
 /* Absolute directory of the pool (the seed files live there). */
 const char *vmops_pool_dir(vmops_t *self);
+
+/* What the host has, as the heartbeat reports it: state (UP when libvirt and the pool are
+   usable, else DOWN), hypervisor, capacity (node CPUs and memory, pool size) and every
+   domain with its power state. Fills *host (every string, the capacity and the domain list
+   heap-allocated; release with vmops_inventory_clear). Never fails: what cannot be read is
+   left empty. */
+void vmops_inventory(vmops_t *self, Berth__Host *host);
+void vmops_inventory_clear(Berth__Host *host);
 
 /* Run one command and fill *result (every string heap-allocated; release with
    vmops_result_clear). Never fails to produce a result: bad input and libvirt errors give

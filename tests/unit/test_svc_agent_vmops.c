@@ -2,8 +2,9 @@
     in-process simulated hypervisor). Each command runs twice and must answer ok both times
     (idempotence by VM id); what it did is checked through a second libvirt connection, the
     way an operator with virsh would: the volume, the domain, its power state, and that
-    disposal leaves nothing behind. Bad commands fail with a clear error and change nothing;
-    a redelivered command id is answered from the cache without the work being redone. */
+    disposal leaves nothing behind. Bad commands fail with a clear error and change nothing.
+    The agent's worker threads each open their own connection: every test:///default
+    connection of one process sees the same simulated host, which this file checks too. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -13,7 +14,6 @@
 #include "testenv.h"
 #include "util.h"
 #include "vmops.h"
-#include "worker.h"
 
 #include <libvirt/libvirt.h>
 #include <libvirt/virterror.h>
@@ -31,8 +31,8 @@ typedef struct {
     char *dir;   /* scratch: data_dir and the base image */
     char *image; /* a real raw base image file */
     vmops_t *ops;
-    worker_t *worker;
-    virConnectPtr conn; /* the test's own view of the same test:///default */
+    Berth__AgentResult result; /* of the last command run */
+    virConnectPtr conn;        /* the test's own view of the same test:///default */
     uint8_t seed[SEED_BYTES];
     int serial; /* for unique command ids */
 } fixture_t;
@@ -61,8 +61,6 @@ static int s_setup(void **state)
                           .max_name_len = 64 };
     f->ops = vmops_new(&vc);
     assert_non_null(f->ops);
-    f->worker = worker_new(f->ops, 1024, 1024);
-    assert_non_null(f->worker);
     f->conn = virConnectOpen("test:///default");
     assert_non_null(f->conn);
     /* Random bytes with the ISO 9660 signature where a reader looks for it. */
@@ -76,7 +74,7 @@ static int s_setup(void **state)
 static int s_teardown(void **state)
 {
     fixture_t *f = *state;
-    worker_destroy(&f->worker);
+    vmops_result_clear(&f->result);
     /* Leave no pool behind for the next test in this process (test:///default is shared). */
     virStoragePoolPtr pool = virStoragePoolLookupByName(f->conn, POOL);
     if (pool) {
@@ -117,13 +115,21 @@ static Berth__AgentCommand s_command(fixture_t *f, const char *op, const char *v
     return cmd;
 }
 
-/* Run op on vm through the worker with a fresh command id; the result must be ok. */
+/* Run one command; its result is valid until the next call. */
+static const Berth__AgentResult *s_run(fixture_t *f, const Berth__AgentCommand *cmd)
+{
+    vmops_result_clear(&f->result);
+    vmops_execute(f->ops, cmd, &f->result);
+    return &f->result;
+}
+
+/* Run op on vm with a fresh command id; the result must be ok. */
 static const Berth__AgentResult *s_run_ok(fixture_t *f, const char *op, const char *vm)
 {
     char id[UTIL_ID_LEN + 16];
     Berth__Resources flavor;
     Berth__AgentCommand cmd = s_command(f, op, vm, id, &flavor);
-    const Berth__AgentResult *r = worker_run(f->worker, &cmd);
+    const Berth__AgentResult *r = s_run(f, &cmd);
     assert_non_null(r);
     if (!r->ok)
         fail_msg("%s of %s failed: %s", op, vm, r->error);
@@ -135,7 +141,7 @@ static const Berth__AgentResult *s_run_ok(fixture_t *f, const char *op, const ch
 /* Run a command that must fail with an error containing want; returns nothing changed. */
 static void s_run_fails(fixture_t *f, Berth__AgentCommand *cmd, const char *want)
 {
-    const Berth__AgentResult *r = worker_run(f->worker, cmd);
+    const Berth__AgentResult *r = s_run(f, cmd);
     assert_non_null(r);
     if (r->ok || !strstr(r->error, want))
         fail_msg("%s: expected a failure containing \"%s\", got ok=%d error \"%s\"",
@@ -351,41 +357,6 @@ static void test_destroy_partial_build(void **state)
     free(seed);
 }
 
-/* A destroyed domain whose START is redelivered (same command id) is not started again:
-   the cached answer is returned. A new command id does the work. */
-static void test_redelivery_answered_from_cache(void **state)
-{
-    fixture_t *f = *state;
-    char vm[UTIL_ID_LEN];
-    util_uuid(vm);
-    s_run_ok(f, "CREATE_DISK", vm);
-    s_run_ok(f, "PUT_SEED", vm);
-    s_run_ok(f, "DEFINE", vm);
-    char id[UTIL_ID_LEN + 16];
-    Berth__Resources flavor;
-    Berth__AgentCommand start = s_command(f, "START", vm, id, &flavor);
-    const Berth__AgentResult *r = worker_run(f->worker, &start);
-    assert_true(r->ok);
-    assert_string_equal(r->power_state, "RUNNING");
-    size_t cached = worker_cached(f->worker);
-
-    virDomainPtr dom = virDomainLookupByName(f->conn, vm);
-    assert_non_null(dom);
-    assert_int_equal(virDomainDestroy(dom), 0);
-    virDomainFree(dom);
-
-    r = worker_run(f->worker, &start);
-    assert_true(r->ok);
-    assert_string_equal(r->command, id);
-    assert_string_equal(r->power_state, "RUNNING"); /* the answer given the first time */
-    assert_int_equal(s_domain_active(f, vm), 0);    /* ... and nothing was redone */
-    assert_int_equal(worker_cached(f->worker), cached);
-
-    s_run_ok(f, "START", vm);
-    assert_int_equal(s_domain_active(f, vm), 1);
-    s_run_ok(f, "DESTROY", vm);
-}
-
 static void test_bad_commands_fail_cleanly(void **state)
 {
     fixture_t *f = *state;
@@ -476,9 +447,6 @@ static void test_bad_commands_fail_cleanly(void **state)
     char *seed = s_seed_path(f, vm);
     assert_int_equal(access(seed, F_OK), -1);
     free(seed);
-    /* Every failure is queued for delivery like a success. */
-    Berth__AgentResult **results = NULL;
-    assert_true(worker_pending(f->worker, &results) >= 19);
 }
 
 /* When libvirt itself refuses, its own message reaches the result. Here another domain
@@ -504,51 +472,101 @@ static void test_libvirt_message_passed_on(void **state)
     char want[256];
     snprintf(want, sizeof want, "failed to define domain '%s' on host '%s': ", vm, HOST);
     s_run_fails(f, &cmd, want);
-    const Berth__AgentResult *r = worker_run(f->worker, &cmd); /* from the cache */
-    assert_non_null(strstr(r->error, "squatter"));
+    assert_non_null(strstr(f->result.error, "squatter"));
     assert_int_equal(virDomainUndefine(other), 0);
     virDomainFree(other);
     s_run_ok(f, "DESTROY", vm);
 }
 
-/* Results wait until delivered; the queue and the cache keep to their bounds. */
-static void test_pending_and_cache_bounds(void **state)
+/* Each worker thread opens its own connection: on test:///default every connection of the
+   process must see the same host, or a DEFINE on one thread would not find the disk that a
+   CREATE_DISK on another made. */
+static void test_connections_share_one_host(void **state)
 {
     fixture_t *f = *state;
-    worker_t *w = worker_new(f->ops, 2, 3);
-    assert_non_null(w);
+    vmops_config_t vc = { .uri = "test:///default",
+                          .host = HOST,
+                          .data_dir = f->dir,
+                          .pool = POOL,
+                          .max_vcpus = 64,
+                          .max_ram_mb = 262144,
+                          .max_disk_gb = 2048,
+                          .max_seed_bytes = 1 << 20,
+                          .max_name_len = 64 };
+    vmops_t *other = vmops_new(&vc);
+    assert_non_null(other);
     char vm[UTIL_ID_LEN];
     util_uuid(vm);
-    char ids[5][UTIL_ID_LEN + 16];
-    Berth__Resources flavors[5];
-    Berth__AgentCommand cmds[5];
-    for (int i = 0; i < 5; i++) {
-        cmds[i] = s_command(f, "DESTROY", vm, ids[i], &flavors[i]);
-        assert_true(worker_run(w, &cmds[i])->ok);
+    s_run_ok(f, "CREATE_DISK", vm);
+    s_run_ok(f, "PUT_SEED", vm);
+    char id[UTIL_ID_LEN + 16];
+    Berth__Resources flavor;
+    Berth__AgentCommand cmd = s_command(f, "DEFINE", vm, id, &flavor);
+    Berth__AgentResult r;
+    vmops_execute(other, &cmd, &r);
+    if (!r.ok)
+        fail_msg("DEFINE on a second connection failed: %s", r.error);
+    vmops_result_clear(&r);
+    assert_ptr_not_equal(vmops_conn(other), vmops_conn(f->ops));
+    assert_int_equal(s_domain_active(f, vm), 0);
+    s_run_ok(f, "START", vm); /* back on the first connection */
+    assert_int_equal(s_domain_active(f, vm), 1);
+    vmops_destroy(&other);
+    s_run_ok(f, "DESTROY", vm);
+}
+
+/* The inventory a heartbeat carries: the host is up, its capacity, and every domain with
+   its power state, including the test driver's own "test" domain. */
+static void test_inventory(void **state)
+{
+    fixture_t *f = *state;
+    char vm[UTIL_ID_LEN];
+    util_uuid(vm);
+    s_run_ok(f, "CREATE_DISK", vm);
+    s_run_ok(f, "PUT_SEED", vm);
+    s_run_ok(f, "DEFINE", vm);
+    Berth__Host host;
+    vmops_inventory(f->ops, &host);
+    assert_string_equal(host.state, "UP");
+    assert_string_equal(host.hypervisor, "TEST");
+    assert_non_null(host.capacity);
+    assert_true(host.capacity->vcpus > 0);
+    assert_true(host.capacity->ram_mb > 0);
+    assert_true(host.capacity->disk_gb > 0);
+    int seen_vm = 0, seen_test = 0;
+    for (size_t i = 0; i < host.n_domains; i++) {
+        if (strcmp(host.domains[i]->name, vm) == 0) {
+            assert_string_equal(host.domains[i]->power_state, "STOPPED");
+            seen_vm++;
+        }
+        if (strcmp(host.domains[i]->name, "test") == 0) {
+            assert_string_equal(host.domains[i]->power_state, "RUNNING");
+            seen_test++;
+        }
     }
-    Berth__AgentResult **results = NULL;
-    assert_int_equal(worker_pending(w, &results), 3); /* oldest two dropped */
-    assert_string_equal(results[0]->command, ids[2]);
-    assert_string_equal(results[2]->command, ids[4]);
-    assert_int_equal(worker_cached(w), 2);
-    /* Seeing a command whose result still waits does not queue it twice. */
-    worker_run(w, &cmds[4]);
-    assert_int_equal(worker_pending(w, &results), 3);
-    worker_delivered(w, 2);
-    assert_int_equal(worker_pending(w, &results), 1);
-    assert_string_equal(results[0]->command, ids[4]);
-    /* Redelivery of a delivered command queues its cached answer again. */
-    worker_run(w, &cmds[3]);
-    assert_int_equal(worker_pending(w, &results), 2);
-    assert_string_equal(results[1]->command, ids[3]);
-    worker_refuse(w, "cmd-x", "not run: too many");
-    assert_int_equal(worker_pending(w, &results), 3);
-    assert_false(results[2]->ok);
-    assert_string_equal(results[2]->error, "not run: too many");
-    worker_delivered(w, 10);
-    assert_int_equal(worker_pending(w, &results), 0);
-    worker_destroy(&w);
-    worker_destroy(&w);
+    assert_int_equal(seen_vm, 1);
+    assert_int_equal(seen_test, 1);
+    vmops_inventory_clear(&host);
+    vmops_inventory_clear(&host);
+
+    /* libvirt unreachable: the host is DOWN with nothing listed, and nothing crashes. */
+    vmops_config_t vc = { .uri = "test:///nonexistent/file.xml",
+                          .host = HOST,
+                          .data_dir = f->dir,
+                          .pool = POOL,
+                          .max_vcpus = 1,
+                          .max_ram_mb = 1,
+                          .max_disk_gb = 1,
+                          .max_seed_bytes = 1,
+                          .max_name_len = 1 };
+    vmops_t *down = vmops_new(&vc);
+    assert_non_null(down);
+    vmops_inventory(down, &host);
+    assert_string_equal(host.state, "DOWN");
+    assert_int_equal(host.n_domains, 0);
+    vmops_inventory_clear(&host);
+    vmops_destroy(&down);
+    s_run_ok(f, "DESTROY", vm);
 }
 
 int main(void)
@@ -557,10 +575,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_pool_is_created, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_lifecycle_twice_each, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_destroy_partial_build, s_setup, s_teardown),
-        cmocka_unit_test_setup_teardown(test_redelivery_answered_from_cache, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_bad_commands_fail_cleanly, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_libvirt_message_passed_on, s_setup, s_teardown),
-        cmocka_unit_test_setup_teardown(test_pending_and_cache_bounds, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_connections_share_one_host, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_inventory, s_setup, s_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
