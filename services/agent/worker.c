@@ -157,6 +157,8 @@ static void s_runner(zsock_t *pipe, void *args)
     snprintf(index, sizeof index, "%zu", me->index);
     while (out) {
         zmsg_t *msg = zmsg_recv(pipe);
+        if (!msg && zmq_errno() == EINTR && !zsys_interrupted)
+            continue; /* a stray signal; the loop says when to stop ($TERM) */
         if (!msg)
             break;
         char *verb = zmsg_popstr(msg);
@@ -213,7 +215,7 @@ static void s_watcher(zsock_t *pipe, void *args)
         int asked = 0;
         if (wait > 0) {
             void *which = zpoller_wait(poller, (int)wait);
-            if (zpoller_terminated(poller))
+            if (zpoller_terminated(poller) && (zsys_interrupted || zmq_errno() != EINTR))
                 break;
             while (which == pipe) {
                 char *verb = zstr_recv(pipe);
@@ -363,6 +365,8 @@ int worker_watch(worker_t *self, int interval_ms, worker_inventory_fn *fn, void 
         log_error(NULL, "cannot start the inventory thread", NULL);
         return -1;
     }
+    /* A refresh that cannot be queued at once is dropped: the periodic one covers it. */
+    zsock_set_sndtimeo(zactor_sock(self->watcher), 0);
     return 0;
 }
 
@@ -590,9 +594,12 @@ static void s_on_done(worker_t *self, zmsg_t *msg)
             log_warn(NULL, "command failed", "{s:s, s:s, s:s, s:s, s:I, s:I}", "command", job->id,
                      "op", job->op, "vm", job->vm, "error", r->error, "ms", (json_int_t)ms,
                      "waited_ms", (json_int_t)waited);
+        /* Remembered before anyone hears of it, so a redelivery is answered from the
+           cache from now on. */
+        int kept = s_trackable(job->id) && strcmp(r->command, job->id) == 0 &&
+                   s_remember(self, job->id, r) == 0;
         s_deliver(self, r);
-        if (!s_trackable(job->id) || strcmp(r->command, job->id) != 0 ||
-            s_remember(self, job->id, r) != 0) {
+        if (!kept) {
             void *item = r;
             s_result_free(&item);
         }

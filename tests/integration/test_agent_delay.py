@@ -78,7 +78,8 @@ class AgentDelay(unittest.TestCase):
             states = [v["state"] for v in vms.values()]
             if all(s == "ACTIVE" for s in states):
                 break
-            ended = [v for v in vms.values() if v["state"] in TERMINAL_VM and v["state"] != "ACTIVE"]
+            ended = [v for v in vms.values()
+                     if v["state"] in TERMINAL_VM and v["state"] != "ACTIVE"]
             self.assertEqual(ended, [], "a VM ended other than ACTIVE")
             self.assertLess(time.monotonic(), deadline, "VMs not ACTIVE after 120s: %r" % vms)
             time.sleep(0.05)
