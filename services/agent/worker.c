@@ -25,15 +25,18 @@
 
     Inventory: one more thread with its own connection lists the host's domains every
     heartbeat interval and right after each command, and pushes the snapshot to the loop,
-    which keeps the latest for the heartbeat. */
+    which keeps the latest for the heartbeat. The heartbeat keeps beating whatever libvirt
+    does; so that a hung libvirtd still makes the host DOWN (as the heartbeats stopping used
+    to), a snapshot older than a few intervals is reported as a DOWN host with no domains. */
 #include "worker.h"
 #include "log.h"
 #include "util.h"
 
 #include <libvirt/libvirt.h>
 
-#define MAX_THREADS    64
-#define MAX_COMMAND_ID 128 /* same bound as vmops: longer ids are refused, never cached */
+#define MAX_THREADS     64
+#define STALE_INTERVALS 3   /* a snapshot this many refresh intervals old: libvirt is stuck */
+#define MAX_COMMAND_ID  128 /* same bound as vmops: longer ids are refused, never cached */
 
 /* A command between worker_submit() and its result. */
 typedef struct {
@@ -80,6 +83,9 @@ struct _worker_t {
     int watch_ms;               /* its refresh interval */
     Berth__Host *inventory;     /* latest snapshot (unpacked) */
     zframe_t *inventory_packed; /* the same, packed: to tell a change */
+    int64_t inventory_ms;       /* monotonic, when it arrived (or the watch started) */
+    Berth__Host stuck;          /* what is reported while libvirt does not answer */
+    int is_stuck;               /* ... and that was logged */
     worker_inventory_fn *on_inventory;
     void *on_inventory_arg;
 };
@@ -358,6 +364,7 @@ int worker_watch(worker_t *self, int interval_ms, worker_inventory_fn *fn, void 
 {
     assert(self && !self->watcher);
     self->watch_ms = interval_ms > 0 ? interval_ms : 1000;
+    self->inventory_ms = util_mono_ms();
     self->on_inventory = fn;
     self->on_inventory_arg = arg;
     self->watcher = zactor_new(s_watcher, self);
@@ -377,7 +384,20 @@ zsock_t *worker_socket(worker_t *self)
 
 const Berth__Host *worker_inventory(worker_t *self)
 {
-    return self->inventory;
+    int64_t age = util_mono_ms() - self->inventory_ms;
+    if (!self->watcher || age <= (int64_t)STALE_INTERVALS * self->watch_ms)
+        return self->inventory;
+    if (!self->is_stuck)
+        log_error(NULL, "libvirt does not answer: reporting the host DOWN", "{s:s, s:I}", "uri",
+                  self->uri, "ms", (json_int_t)age);
+    self->is_stuck = 1;
+    berth__host__init(&self->stuck);
+    self->stuck.state = (char *)"DOWN";
+    if (self->inventory) {
+        self->stuck.hypervisor = self->inventory->hypervisor;
+        self->stuck.capacity = self->inventory->capacity;
+    }
+    return &self->stuck;
 }
 
 /* ---- results ------------------------------------------------------------------------ */
@@ -626,6 +646,12 @@ static void s_on_inventory(worker_t *self, zmsg_t *msg)
         return;
     }
     int changed = !self->inventory_packed || !zframe_eq(frame, self->inventory_packed);
+    self->inventory_ms = util_mono_ms();
+    if (self->is_stuck) {
+        log_info(NULL, "libvirt calls return again", "{s:s}", "uri", self->uri);
+        self->is_stuck = 0;
+        changed = 1;
+    }
     if (self->inventory)
         berth__host__free_unpacked(self->inventory, NULL);
     self->inventory = host;

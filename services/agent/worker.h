@@ -53,8 +53,9 @@ void worker_recv(worker_t *self);
    when the thread cannot start. Call once. */
 int worker_watch(worker_t *self, int interval_ms, worker_inventory_fn *fn, void *arg);
 
-/* The latest inventory snapshot (borrowed, valid until the next worker_recv), or NULL
-   before the first one arrived. */
+/* The latest inventory snapshot (borrowed, valid until the next worker call), or NULL
+   before the first one arrived. When libvirt has not answered for three intervals, a DOWN
+   host with no domains instead. */
 const Berth__Host *worker_inventory(worker_t *self);
 
 /* Answer a command that was not run (e.g. over a per-poll limit) with a failed result:

@@ -18,6 +18,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #define HOST       "host-w"
@@ -452,6 +454,54 @@ static void test_inventory_follows_commands(void **state)
     s_wait_done(f, 5);
 }
 
+/* A libvirtd that accepts the connection and never answers (here: a socket nobody reads)
+   leaves the inventory thread waiting. Heartbeats go on, and report the host DOWN with no
+   domains once the snapshot is three intervals old; it comes back when libvirt answers. */
+static void test_stuck_libvirt_reported_down(void **state)
+{
+    fixture_t *f = *state;
+    char *path = NULL, *uri = NULL;
+    assert_true(asprintf(&path, "%s/stuck.sock", f->dir) > 0);
+    assert_true(asprintf(&uri, "qemu+unix:///system?socket=%s", path) > 0);
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    struct sockaddr_un addr = { .sun_family = AF_UNIX };
+    util_strlcpy(addr.sun_path, path, sizeof addr.sun_path);
+    assert_int_equal(bind(fd, (struct sockaddr *)&addr, sizeof addr), 0);
+    assert_int_equal(listen(fd, 8), 0);
+    vmops_config_t vc = { .uri = uri,
+                          .host = HOST,
+                          .data_dir = f->dir,
+                          .pool = POOL,
+                          .max_vcpus = 1,
+                          .max_ram_mb = 1,
+                          .max_disk_gb = 1,
+                          .max_seed_bytes = 1,
+                          .max_name_len = 1 };
+    f->worker = worker_new(&vc, 1, 4, 16, s_on_done, f);
+    assert_non_null(f->worker);
+    assert_int_equal(worker_watch(f->worker, 100, s_on_inventory, f), 0);
+    int64_t deadline = util_mono_ms() + WAIT_MS;
+    const Berth__Host *host = NULL;
+    while (!(host = worker_inventory(f->worker))) {
+        assert_true(util_mono_ms() < deadline);
+        zclock_sleep(20); /* nothing arrives on the socket: the thread is stuck */
+    }
+    assert_string_equal(host->state, "DOWN");
+    assert_int_equal(host->n_domains, 0);
+    assert_int_equal(f->n_inventories, 0);
+    /* The socket goes away: libvirt fails fast, a real snapshot arrives (DOWN as well,
+       libvirt being unreachable) and the worker can stop. */
+    close(fd);
+    unlink(path);
+    s_wait_inventories(f, 1);
+    host = worker_inventory(f->worker);
+    assert_string_equal(host->state, "DOWN");
+    worker_destroy(&f->worker);
+    free(path);
+    free(uri);
+}
+
 /* Results wait until delivered; the queue and the cache keep to their bounds. */
 static void test_pending_and_cache_bounds(void **state)
 {
@@ -515,6 +565,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_redelivery_runs_once, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_bad_commands_answered, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_inventory_follows_commands, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_stuck_libvirt_reported_down, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_pending_and_cache_bounds, s_setup, s_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
