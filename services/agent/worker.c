@@ -225,6 +225,8 @@ static void s_watcher(zsock_t *pipe, void *args)
                 break;
             while (which == pipe) {
                 char *verb = zstr_recv(pipe);
+                if (!verb && zmq_errno() == EINTR && !zsys_interrupted)
+                    break; /* a stray signal */
                 if (!verb || streq(verb, "$TERM")) {
                     free(verb);
                     goto stop;
