@@ -33,6 +33,7 @@
 #include "util.h"
 
 #include <libvirt/libvirt.h>
+#include <stdatomic.h>
 
 #define MAX_THREADS     64
 #define STALE_INTERVALS 3   /* a snapshot this many refresh intervals old: libvirt is stuck */
@@ -291,7 +292,11 @@ worker_t *worker_new(const vmops_config_t *config, size_t threads, size_t queue_
     self->inflight = zhashx_new();
     self->pending = calloc(self->pending_max, sizeof *self->pending);
     self->threads = calloc(self->n_threads, sizeof *self->threads);
-    snprintf(self->endpoint, sizeof self->endpoint, "inproc://berth-worker-%p", (void *)self);
+    /* Never a name used before in this process: an inproc name is released asynchronously,
+       and a new worker may get the address of one just destroyed. */
+    static atomic_uint serial;
+    snprintf(self->endpoint, sizeof self->endpoint, "inproc://berth-worker-%u",
+             atomic_fetch_add(&serial, 1));
     self->results = zsock_new_pull(self->endpoint);
     if (!self->uri || !self->host || !self->data_dir || !self->pool || !self->cache ||
         !self->order || !self->waiting || !self->busy || !self->inflight || !self->pending ||
