@@ -136,7 +136,7 @@ static int s_field(http_req_t *req, const char *field, int required, json_t **va
 
 int rest_str(http_req_t *req, const char *field, int required, size_t max, const char **out)
 {
-    json_t *v;
+    json_t *v = NULL;
     int rc = s_field(req, field, required, &v);
     if (rc)
         return rc;
@@ -155,7 +155,7 @@ int rest_str(http_req_t *req, const char *field, int required, size_t max, const
 int rest_int(http_req_t *req, const char *field, int required, int64_t min, int64_t max,
              int64_t *out)
 {
-    json_t *v;
+    json_t *v = NULL;
     int rc = s_field(req, field, required, &v);
     if (rc)
         return rc;
@@ -173,7 +173,7 @@ int rest_int(http_req_t *req, const char *field, int required, int64_t min, int6
 
 int rest_bool(http_req_t *req, const char *field, int required, int *out)
 {
-    json_t *v;
+    json_t *v = NULL;
     int rc = s_field(req, field, required, &v);
     if (rc)
         return rc;
