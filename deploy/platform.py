@@ -464,14 +464,18 @@ class Platform:
     # -- shutdown -------------------------------------------------------------------------
 
     def _terminate(self, procs, grace):
+        """SIGTERM, then SIGKILL after grace seconds; the names of those that needed SIGKILL."""
         for p in procs:
             p.kill(signal.SIGTERM)
         deadline = time.monotonic() + grace
+        killed = []
         for p in procs:
             if p.wait(max(0.0, deadline - time.monotonic())) is None:
                 p.kill(signal.SIGKILL)
                 p.wait()
+                killed.append(p.name)
             p.close()
+        return killed
 
     def stop(self):
         """Stop everything started here: services (gateway first), then Redis. Safe twice.
@@ -482,13 +486,18 @@ class Platform:
         if self._stopped:
             return
         self._stopped = True
-        self._terminate(list(reversed(self.procs)), self.grace)
+        # A service that ignores SIGTERM (a thread that never sees the stop) is a defect: the
+        # operator's Ctrl-C or `docker stop` would hang on it. It fails the test like a
+        # sanitizer report does.
+        hung = self._terminate(list(reversed(self.procs)), self.grace)
         self.stop_redis()
         reports = self.sanitizer_reports()
+        reports += ["%s: did not stop within %.0f s of SIGTERM" % (name, self.grace)
+                    for name in hung]
         if self._owns_data_dir and not self.keep_data and not reports:
             shutil.rmtree(self.data_dir, ignore_errors=True)
         if reports:
-            raise PlatformError("sanitizer reports (logs kept in %s):\n%s"
+            raise PlatformError("sanitizer reports or hung stops (logs kept in %s):\n%s"
                                 % (self.data_dir, "\n".join(reports)))
 
     def sanitizer_reports(self):

@@ -1135,6 +1135,19 @@ typedef struct {
     int port;
 } s_waker_args_t;
 
+/* Wait up to timeout_ms for the pipe: 1 when the thread must stop ($TERM, or the process
+   got SIGINT/SIGTERM: a poller then returns NULL for good and $TERM may never be seen
+   through it), else 0. A stray signal (EINTR without an interrupt) is not a stop. */
+static int s_waker_stop(zpoller_t *poller, zsock_t *pipe, int timeout_ms)
+{
+    if (!zpoller_wait(poller, timeout_ms))
+        return zpoller_terminated(poller) && (zsys_interrupted || zmq_errno() != EINTR);
+    char *cmd = zstr_recv(pipe);
+    int term = !cmd || streq(cmd, "$TERM");
+    zstr_free(&cmd);
+    return term;
+}
+
 /* The waker thread: blocks on berth:tasks:wake with its own Redis connection and sends
    "WAKE" to the loop whenever ids arrive (several at once are one wake). */
 static void s_waker(zsock_t *pipe, void *arg)
@@ -1143,24 +1156,12 @@ static void s_waker(zsock_t *pipe, void *arg)
     store_t *store = store_new(a->host, a->port, 1000, 3000);
     zpoller_t *poller = zpoller_new(pipe, NULL);
     zsock_signal(pipe, 0);
-    while (poller) {
-        if (zpoller_wait(poller, 0)) {
-            char *cmd = zstr_recv(pipe);
-            int term = !cmd || streq(cmd, "$TERM");
-            zstr_free(&cmd);
-            if (term)
-                break;
-        }
+    while (poller && !s_waker_stop(poller, pipe, 0)) {
         redisReply *r = store ? store_command(store, "BZPOPMIN %s 0.5", S_WAKE) : NULL;
         if (!r) {
             /* Redis away: wait a little, unless told to stop. */
-            if (zpoller_wait(poller, 500)) {
-                char *cmd = zstr_recv(pipe);
-                int term = !cmd || streq(cmd, "$TERM");
-                zstr_free(&cmd);
-                if (term)
-                    break;
-            }
+            if (s_waker_stop(poller, pipe, 500))
+                break;
             continue;
         }
         int woke = r->type == REDIS_REPLY_ARRAY && r->elements == 3;
