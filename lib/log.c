@@ -33,8 +33,17 @@ int log_set_level(const char *name)
 
 void log_emit(log_level_t level, const char *request_id, const char *msg, const char *fields, ...)
 {
-    if (level < s_level)
+    if (level < s_level) {
+        /* "o" hands a reference to the line: take it even when the line is not written. */
+        if (fields && strchr(fields, 'o')) {
+            va_list ap;
+            va_start(ap, fields);
+            json_error_t err;
+            json_decref(json_vpack_ex(&err, 0, fields, ap));
+            va_end(ap);
+        }
         return;
+    }
     json_t *extra = NULL;
     if (fields) {
         va_list ap;
