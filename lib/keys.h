@@ -25,9 +25,9 @@
       owned_hashes       a page of VMs (read only: split by slot);
       catalog_templates  the template index with every template (read only: split by slot);
       registry_register  a service's zset, its instance hash and berth:services;
-      registry_prune     several services' zsets.
-    taskmgr's scripts (services/taskmgr) still build keys themselves through model_key();
-    they move to this schema when that service's rewrite lands. */
+      registry_prune     several services' zsets;
+      taskmgr_beat       a host with the VMs its heartbeat reports (read only for VMs);
+      taskmgr_acquire    berth:tasks:due with the task hashes it takes. */
 #ifndef BERTH_KEYS_H
 #define BERTH_KEYS_H
 

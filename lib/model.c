@@ -20,17 +20,6 @@
 #include <string.h>
 #include <strings.h>
 
-const char *model_key(char *buf, size_t size, const char *kind, const char *id)
-{
-    char key[KEYS_MAX];
-    int k = keys_kind(kind);
-    if (k >= 0 && k != KEYS_INSTANCE && k != KEYS_IDEM)
-        util_strlcpy(buf, keys_build(key, (keys_kind_t)k, id, NULL), size);
-    else /* a kind keys.h does not list (yet): untagged, as model_key always built those */
-        snprintf(buf, size, "berth:%s:%s", kind, id);
-    return buf;
-}
-
 /* ---- reflection ------------------------------------------------------------------------- */
 
 #define MEMBER(type, msg, off) (*(type *)((uint8_t *)(msg) + (off)))

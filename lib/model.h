@@ -18,13 +18,6 @@
 
 #define MODEL_VERSION_ANY (-1) /* model_tx_transition: do not check the version */
 
-/* DEPRECATED: use keys_build() (keys.h), where every key is defined. Kept for services/taskmgr
-   and services/agent until their rewrite lands: model_key(buf, size, "vm", id) is
-   keys_build() of the kind named "vm", copied into buf; a kind keys.h does not list gives
-   "berth:<kind>:<id>" (no hash tag), as before keys.h. */
-const char *model_key(char *buf, size_t size, const char *kind, const char *id);
-#define MODEL_KEY_MAX 256
-
 /* ---- protobuf <-> JSON (reflection over the descriptors: one mechanism for every message) */
 
 /* Message as a JSON object: every field by its proto name; int64 as JSON integers, bytes as

@@ -19,7 +19,6 @@
 #include <assert.h>
 #include <errno.h>
 #include <poll.h>
-#include <pthread.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -235,67 +234,6 @@ redisReply *store_commandv(store_t *self, int argc, const char **argv, const siz
 int store_ok(store_t *self)
 {
     return self->ok;
-}
-
-/* ---- DEPRECATED: C-string scripts (store_script_t), until taskmgr and agent use lib/lua/ -- */
-
-/* Scripts are static and shared by every store of the process, and the gateway runs one
-   store per worker thread: the shared SHA is read and written under this lock. */
-static pthread_mutex_t s_script_lock = PTHREAD_MUTEX_INITIALIZER;
-
-/* Load the script into Redis; its SHA into sha (and into the shared script). */
-static int s_load(store_t *self, store_script_t *script, char sha[41])
-{
-    redisReply *r = store_command(self, "SCRIPT LOAD %s", script->source);
-    if (!r)
-        return -1;
-    int rc = -1;
-    if (r->type == REDIS_REPLY_STRING && r->len == 40) {
-        memcpy(sha, r->str, 40);
-        sha[40] = '\0';
-        pthread_mutex_lock(&s_script_lock);
-        memcpy(script->sha, sha, 41);
-        pthread_mutex_unlock(&s_script_lock);
-        rc = 0;
-    } else
-        log_debug(NULL, "script load failed", "{s:s}", "error", r->str ? r->str : "?");
-    freeReplyObject(r);
-    return rc;
-}
-
-redisReply *store_eval(store_t *self, store_script_t *script, int nkeys, int argc,
-                       const char **argv)
-{
-    assert(argc >= nkeys);
-    char sha[41];
-    pthread_mutex_lock(&s_script_lock);
-    memcpy(sha, script->sha, sizeof sha);
-    pthread_mutex_unlock(&s_script_lock);
-    if (!sha[0] && s_load(self, script, sha) != 0)
-        return NULL;
-    char numkeys[16];
-    snprintf(numkeys, sizeof numkeys, "%d", nkeys);
-    const char **args = malloc(((size_t)argc + 3) * sizeof *args);
-    if (!args)
-        return NULL;
-    args[0] = "EVALSHA";
-    args[1] = sha;
-    args[2] = numkeys;
-    for (int i = 0; i < argc; i++)
-        args[3 + i] = argv[i];
-    redisReply *r = NULL;
-    for (int attempt = 0; attempt < 2; attempt++) {
-        r = store_commandv(self, argc + 3, args, NULL);
-        if (!r || r->type != REDIS_REPLY_ERROR || strncmp(r->str, "NOSCRIPT", 8) != 0)
-            break;
-        freeReplyObject(r);
-        r = NULL;
-        /* Redis restarted or flushed its script cache: load again and retry once. */
-        if (s_load(self, script, sha) != 0)
-            break;
-    }
-    free(args);
-    return r;
 }
 
 redisReply *store_run(store_t *self, const store_lua_t *script, int nkeys, int argc,

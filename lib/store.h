@@ -23,14 +23,6 @@ typedef struct {
                            "-- retry: safe"): it may be sent again after a lost connection */
 } store_lua_t;
 
-/* DEPRECATED: a script as a C string, for services/taskmgr and services/agent until their
-   scripts move to lib/lua/. Declare it static with its source; the SHA is filled in on
-   first use. New code uses store_lua_t and store_run(). */
-typedef struct {
-    const char *source;
-    char sha[41];
-} store_script_t;
-
 /* Connects lazily; NULL only when out of memory. */
 store_t *store_new(const char *host, int port, int connect_timeout_ms, int command_timeout_ms);
 void store_destroy(store_t **self_p);
@@ -52,9 +44,5 @@ int store_ok(store_t *self);
    breaks under it is sent once more on a new connection. */
 redisReply *store_run(store_t *self, const store_lua_t *script, int nkeys, int argc,
                       const char **argv);
-
-/* DEPRECATED (see store_script_t): EVALSHA of a C-string script. */
-redisReply *store_eval(store_t *self, store_script_t *script, int nkeys, int argc,
-                       const char **argv);
 
 #endif

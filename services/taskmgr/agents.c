@@ -16,6 +16,8 @@
     command_redeliver_ms (or when a new holder takes the task over), and the agent answers a
     repeated id from its cache. */
 #include "agents.h"
+#include "keys.h"
+#include "lua_scripts.h"
 
 #define POLL_MAX_COMMANDS 8 /* commands handed out per poll answer */
 
@@ -78,29 +80,6 @@ static void s_park_free(void **item)
 
 /* ---- heartbeats --------------------------------------------------------------------------- */
 
-/* A heartbeat in one step: the host's hash and its place in the set of hosts; then, for the
-   VMs placed on that host whose power state differs from the report, their id and version
-   (VMs a task is building or disposing are the task's to write: their version must not move
-   under the task).
-   KEYS: host hash, hosts set. ARGV: host id, n, n field/value pairs, then name/state pairs.
-   Returns id, version, power_state triples of the VMs to update. */
-static store_script_t s_beat = {
-    .source = "local n = tonumber(ARGV[2])\n"
-              "redis.call('HSET', KEYS[1], unpack(ARGV, 3, 2 + 2 * n))\n"
-              "redis.call('SADD', KEYS[2], ARGV[1])\n"
-              "local out = {}\n"
-              "for i = 3 + 2 * n, #ARGV, 2 do\n"
-              "  local key = 'berth:vm:{' .. ARGV[i] .. '}'\n"
-              "  local v = redis.call('HMGET', key, 'host', 'power_state', 'state', 'version')\n"
-              "  if v[1] == ARGV[1] and v[2] ~= ARGV[i + 1] and v[3] == 'ACTIVE' then\n"
-              "    out[#out + 1] = ARGV[i]\n"
-              "    out[#out + 1] = v[4] or '0'\n"
-              "    out[#out + 1] = ARGV[i + 1]\n"
-              "  end\n"
-              "end\n"
-              "return out\n",
-};
-
 /* The agent's heartbeat: registry entry for the agent, host hash for placement, the
    domains it runs, and their power states onto the VMs. */
 static void s_on_heartbeat(bus_request_t *request, void *arg)
@@ -136,8 +115,8 @@ static void s_on_heartbeat(bus_request_t *request, void *arg)
     }
     char *domains_text = json_dumps(domains, JSON_COMPACT);
     json_decref(domains);
-    char host_key[MODEL_KEY_MAX];
-    model_key(host_key, sizeof host_key, "host", hb->host->id);
+    char host_key[KEYS_MAX];
+    keys_host(host_key, hb->host->id);
     Berth__Resources *cap = hb->host->capacity;
     char vcpus[24], ram[24], disk[24], vms[24], seen[24];
     snprintf(vcpus, sizeof vcpus, "%d", cap->vcpus);
@@ -145,8 +124,9 @@ static void s_on_heartbeat(bus_request_t *request, void *arg)
     snprintf(disk, sizeof disk, "%lld", (long long)cap->disk_gb);
     snprintf(vms, sizeof vms, "%zu", ours);
     snprintf(seen, sizeof seen, "%lld", (long long)util_now_ms());
+    /* lib/lua/taskmgr_beat.lua: the host's hash and set, then one VM key per domain of ours;
+       the host id and its fields, then each of those domains' name and power state. */
     const char *head[] = {
-        host_key,       "berth:hosts",
         hb->host->id,   "12",
         "id",           hb->host->id,
         "name",         hb->host->name && *hb->host->name ? hb->host->name : hb->host->id,
@@ -162,19 +142,28 @@ static void s_on_heartbeat(bus_request_t *request, void *arg)
         "domains",      domains_text ? domains_text : "[]"
     };
     enum { HEAD = sizeof head / sizeof *head };
-    const char **argv = calloc(HEAD + 2 * ours, sizeof *argv);
-    int argc = HEAD;
-    if (argv) {
-        memcpy(argv, head, sizeof head);
+    const char **argv = calloc(2 + ours + HEAD + 2 * ours, sizeof *argv);
+    char(*vm_keys)[KEYS_MAX] = ours ? calloc(ours, sizeof *vm_keys) : NULL;
+    int argc = 2 + (int)ours;
+    if (argv && (vm_keys || !ours)) {
+        argv[0] = host_key;
+        argv[1] = KEYS_HOSTS;
+        memcpy(argv + argc, head, sizeof head);
+        argc += HEAD;
+        size_t k = 0;
         for (size_t i = 0; i < hb->n_domains; i++) {
             Berth__Domain *d = hb->domains[i];
             if (util_is_uuid(d->name) && s_valid_id(d->power_state, 32)) {
+                argv[2 + k] = keys_vm(vm_keys[k], d->name);
+                k++;
                 argv[argc++] = d->name;
                 argv[argc++] = d->power_state;
             }
         }
     }
-    redisReply *r = argv ? store_eval(store, &s_beat, 2, argc, argv) : NULL;
+    redisReply *r = argv && (vm_keys || !ours)
+                        ? store_run(store, &lua_taskmgr_beat, 2 + (int)ours, argc, argv)
+                        : NULL;
     int ok = r && r->type == REDIS_REPLY_ARRAY;
     /* The changes, as one transaction: each an observed power state (version bump and a
        vm.power event, only if still placed here and still different). */
@@ -195,6 +184,7 @@ static void s_on_heartbeat(bus_request_t *request, void *arg)
     if (r)
         freeReplyObject(r);
     free(domains_text);
+    free(vm_keys);
     free(argv);
     if (!ok) {
         bus_reply_error(request, "UNAVAILABLE", "state store unreachable");
@@ -370,8 +360,8 @@ void agents_on_result(agents_t *self, agents_result_fn *fn, void *arg)
 
 int agents_power(store_t *store, const char *host, const char *vm, char *power, size_t size)
 {
-    char key[MODEL_KEY_MAX];
-    model_key(key, sizeof key, "host", host);
+    char key[KEYS_MAX];
+    keys_host(key, host);
     redisReply *r = store_command(store, "HGET %s domains", key);
     if (!r)
         return -1;

@@ -32,13 +32,12 @@
     ERROR with the fault. */
 #include "tasks.h"
 #include "agents.h"
+#include "keys.h"
+#include "lua_scripts.h"
 #include "model.h"
 
 #include <assert.h>
 #include <stdarg.h>
-
-#define S_DUE  "berth:tasks:due"
-#define S_WAKE "berth:tasks:wake"
 
 typedef enum { S_DONE, S_WAIT, S_FAIL } s_rc_t;
 typedef enum { S_LIGHT, S_HEAVY } s_class_t;
@@ -203,8 +202,8 @@ static ProtobufCMessage *s_copy(const ProtobufCMessage *msg)
 static void s_vm_changes(model_tx_t *tx, s_held_t *h)
 {
     Berth__Vm *vm = h->vm, *was = h->saved_vm;
-    char vkey[MODEL_KEY_MAX], vcpus[24], ram[24], disk[24];
-    model_key(vkey, sizeof vkey, "vm", vm->id);
+    char vkey[KEYS_MAX], vcpus[24], ram[24], disk[24];
+    keys_vm(vkey, vm->id);
     vm->version = was->version; /* moved by transitions only */
     if (!s_is(vm->state, was->state)) {
         const Berth__Resources *f = vm->flavor;
@@ -234,9 +233,9 @@ static void s_vm_changes(model_tx_t *tx, s_held_t *h)
    lifecycle table refused the change: the caller then lets the task go. */
 static int s_save(tasks_t *self, s_held_t *h)
 {
-    char key[MODEL_KEY_MAX], epoch[24], at[24];
+    char key[KEYS_MAX], epoch[24], at[24];
     Berth__Task *t = h->task, *was = h->saved_task;
-    model_key(key, sizeof key, "task", h->id);
+    keys_task(key, h->id);
     snprintf(epoch, sizeof epoch, "%lld", (long long)h->epoch);
     int64_t now = util_now_ms();
     int finished = s_finished(t);
@@ -263,9 +262,9 @@ static int s_save(tasks_t *self, s_held_t *h)
                            t->stage, "at_ms", at, NULL);
         model_tx_put_changed(tx, key, &was->base, &t->base);
         if (finished)
-            model_tx_zrem(tx, S_DUE, h->id);
+            model_tx_zrem(tx, KEYS_TASKS_DUE, h->id);
         else
-            model_tx_zadd(tx, S_DUE, lease_until, h->id);
+            model_tx_zadd(tx, KEYS_TASKS_DUE, lease_until, h->id);
         if (h->vm_dirty && h->vm && h->saved_vm)
             s_vm_changes(tx, h);
         if (moved)
@@ -938,33 +937,6 @@ int tasks_on_result(void *arg, const char *host, const Berth__AgentResult *resul
     return lost == 2 ? -1 : 0;
 }
 
-/* Take up to `room` due tasks: bump their epoch, name ourselves holder, start the lease.
-   KEYS: due zset. ARGV: holder, now, lease_ms, room. Returns the earliest score left in the
-   due set (-1: empty), then id, epoch pairs. */
-static store_script_t s_acquire = {
-    .source =
-        "local out = {-1}\n"
-        "local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[2], 'LIMIT', 0, ARGV[4])\n"
-        "for _, id in ipairs(ids) do\n"
-        "  local key = 'berth:task:{' .. id .. '}'\n"
-        "  local t = redis.call('HMGET', key, 'state', 'epoch')\n"
-        "  if not t[1] or t[1] == 'SUCCEEDED' or t[1] == 'FAILED' or t[1] == 'ABORTED' then\n"
-        "    redis.call('ZREM', KEYS[1], id)\n"
-        "  else\n"
-        "    local epoch = tonumber(t[2] or '0') + 1\n"
-        "    local until_ms = tonumber(ARGV[2]) + tonumber(ARGV[3])\n"
-        "    redis.call('HSET', key, 'holder', ARGV[1], 'epoch', epoch, 'lease_until_ms', "
-        "until_ms)\n"
-        "    redis.call('ZADD', KEYS[1], until_ms, id)\n"
-        "    out[#out + 1] = id\n"
-        "    out[#out + 1] = tostring(epoch)\n"
-        "  end\n"
-        "end\n"
-        "local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')\n"
-        "if first[2] then out[1] = tonumber(first[2]) end\n"
-        "return out\n",
-};
-
 /* A task whose VM is gone can never run: fail it and drop it from the due set, once. */
 static void s_orphaned(tasks_t *self, s_held_t *h)
 {
@@ -979,14 +951,14 @@ static void s_orphaned(tasks_t *self, s_held_t *h)
 
 static void s_take(tasks_t *self, const char *id, int64_t epoch)
 {
-    char key[MODEL_KEY_MAX], vkey[MODEL_KEY_MAX];
+    char key[KEYS_MAX], vkey[KEYS_MAX];
     Berth__Task *task = NULL;
     Berth__Vm *vm = NULL;
-    if (model_load(self->store, &berth__task__descriptor, model_key(key, sizeof key, "task", id),
+    if (model_load(self->store, &berth__task__descriptor, keys_task(key, id),
                    (ProtobufCMessage **)&task) != 0)
         return; /* the lease runs out and the task is due again */
-    int rc = model_load(self->store, &berth__vm__descriptor,
-                        model_key(vkey, sizeof vkey, "vm", task->target), (ProtobufCMessage **)&vm);
+    int rc = model_load(self->store, &berth__vm__descriptor, keys_vm(vkey, task->target),
+                        (ProtobufCMessage **)&vm);
     s_held_t *h = calloc(1, sizeof *h);
     if (rc < 0 || !h) {
         free(h);
@@ -1032,8 +1004,36 @@ static int s_take_due(tasks_t *self)
     snprintf(now, sizeof now, "%lld", (long long)now_ms);
     snprintf(lease, sizeof lease, "%d", self->lease_ms);
     snprintf(rooms, sizeof rooms, "%d", room);
-    const char *argv[] = { S_DUE, service_instance(self->service), now, lease, rooms };
-    redisReply *r = store_eval(self->store, &s_acquire, 1, 5, argv);
+    /* The due ids first, then lib/lua/taskmgr_acquire.lua with their task keys: it takes
+       those still due, so a task another taskmgr took in between stays its own. */
+    redisReply *r = store_command(self->store, "ZRANGEBYSCORE %s -inf %s LIMIT 0 %s",
+                                  KEYS_TASKS_DUE, now, rooms);
+    size_t due = r && r->type == REDIS_REPLY_ARRAY ? r->elements : 0;
+    const char **argv = calloc(1 + 2 * due + 3, sizeof *argv);
+    char(*task_keys)[KEYS_MAX] = due ? calloc(due, sizeof *task_keys) : NULL;
+    int nkeys = 1, argc = 0;
+    if (argv && (task_keys || !due)) {
+        argv[0] = KEYS_TASKS_DUE;
+        const char **args = argv + 1 + due;
+        args[argc++] = service_instance(self->service);
+        args[argc++] = now;
+        args[argc++] = lease;
+        for (size_t i = 0; i < due; i++)
+            if (r->element[i]->type == REDIS_REPLY_STRING) {
+                argv[nkeys] = keys_task(task_keys[nkeys - 1], r->element[i]->str);
+                nkeys++;
+                args[argc++] = r->element[i]->str;
+            }
+        memmove(argv + nkeys, args, argc * sizeof *argv);
+    }
+    redisReply *ids_r = r;
+    r = argv && (task_keys || !due)
+            ? store_run(self->store, &lua_taskmgr_acquire, nkeys, nkeys + argc, argv)
+            : NULL;
+    if (ids_r)
+        freeReplyObject(ids_r);
+    free(task_keys);
+    free(argv);
     int taken = 0;
     self->next_due = 0;
     if (r && r->type == REDIS_REPLY_ARRAY && r->elements >= 1) {
@@ -1157,7 +1157,7 @@ static void s_waker(zsock_t *pipe, void *arg)
     zpoller_t *poller = zpoller_new(pipe, NULL);
     zsock_signal(pipe, 0);
     while (poller && !s_waker_stop(poller, pipe, 0)) {
-        redisReply *r = store ? store_command(store, "BZPOPMIN %s 0.5", S_WAKE) : NULL;
+        redisReply *r = store ? store_command(store, "BZPOPMIN %s 0.5", KEYS_TASKS_WAKE) : NULL;
         if (!r) {
             /* Redis away: wait a little, unless told to stop. */
             if (s_waker_stop(poller, pipe, 500))
@@ -1168,7 +1168,7 @@ static void s_waker(zsock_t *pipe, void *arg)
         freeReplyObject(r);
         if (woke) {
             /* Drain what else queued meanwhile: one take covers them all. */
-            r = store_command(store, "ZPOPMIN %s 1000", S_WAKE);
+            r = store_command(store, "ZPOPMIN %s 1000", KEYS_TASKS_WAKE);
             if (r)
                 freeReplyObject(r);
             zstr_send(pipe, "WAKE");
@@ -1193,10 +1193,10 @@ static int s_on_wake(service_t *service, void *arg)
 
 static void s_reply_task(bus_request_t *request, store_t *store, const char *id)
 {
-    char key[MODEL_KEY_MAX];
+    char key[KEYS_MAX];
     Berth__Task *task = NULL;
-    int rc = model_load(store, &berth__task__descriptor, model_key(key, sizeof key, "task", id),
-                        (ProtobufCMessage **)&task);
+    int rc =
+        model_load(store, &berth__task__descriptor, keys_task(key, id), (ProtobufCMessage **)&task);
     if (rc != 0) {
         bus_reply_error(request, rc < 0 ? "UNAVAILABLE" : "INTERNAL",
                         rc < 0 ? "state store unreachable" : "the VM's task is missing");
@@ -1216,8 +1216,8 @@ static void s_on_dispose(bus_request_t *request, void *arg)
         bus_reply_error(request, "BAD_REQUEST", "DisposeVm needs a VM id (UUID)");
         return;
     }
-    char vkey[MODEL_KEY_MAX], tkey[MODEL_KEY_MAX], msg[160];
-    model_key(vkey, sizeof vkey, "vm", req->vm);
+    char vkey[KEYS_MAX], tkey[KEYS_MAX], msg[160];
+    keys_vm(vkey, req->vm);
     for (int attempt = 0; attempt < 3; attempt++) {
         Berth__Vm *vm = NULL;
         int rc = model_load(self->store, &berth__vm__descriptor, vkey, (ProtobufCMessage **)&vm);
@@ -1266,11 +1266,11 @@ static void s_on_dispose(bus_request_t *request, void *arg)
         vm->task = id;
         model_tx_put_fields(tx, vkey, &vm->base, "task", NULL);
         vm->task = old_task;
-        model_key(tkey, sizeof tkey, "task", id);
+        keys_task(tkey, id);
         model_tx_transition(tx, LIFECYCLE_TASK, tkey, "", "QUEUED", 0, "task", id, "stage",
                             "queued", NULL);
         model_tx_put(tx, tkey, &task.base);
-        model_tx_zadd(tx, S_DUE, 0, id);
+        model_tx_zadd(tx, KEYS_TASKS_DUE, 0, id);
         rc = model_tx_commit(tx, self->store, NULL);
         model_tx_destroy(&tx);
         if (rc == 0) {

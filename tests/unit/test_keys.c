@@ -51,9 +51,6 @@ static void test_keys_have_their_shape(void **state)
         assert_memory_equal(buf, want, strlen(want));
     }
     assert_int_equal(keys_kind("nosuch"), -1);
-    /* The deprecated model_key() builds the same keys, and what it always built otherwise. */
-    assert_string_equal(model_key(buf, sizeof buf, "claim", "v1"), "berth:claim:{v1}");
-    assert_string_equal(model_key(buf, sizeof buf, "timer", "t1"), "berth:timer:t1");
     /* A too long id is cut, never written past the buffer. */
     char id[2 * KEYS_MAX];
     memset(id, 'a', sizeof id - 1);

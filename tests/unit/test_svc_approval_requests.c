@@ -140,20 +140,17 @@ static void s_assert_unchanged(snapshot_t before)
 
 static Berth__Vm *s_vm(const char *id)
 {
-    char key[MODEL_KEY_MAX];
+    char key[KEYS_MAX];
     ProtobufCMessage *m = NULL;
-    assert_int_equal(
-        model_load(s_store, &berth__vm__descriptor, model_key(key, sizeof key, "vm", id), &m), 0);
+    assert_int_equal(model_load(s_store, &berth__vm__descriptor, keys_vm(key, id), &m), 0);
     return (Berth__Vm *)m;
 }
 
 static Berth__Task *s_task(const char *id)
 {
-    char key[MODEL_KEY_MAX];
+    char key[KEYS_MAX];
     ProtobufCMessage *m = NULL;
-    assert_int_equal(
-        model_load(s_store, &berth__task__descriptor, model_key(key, sizeof key, "task", id), &m),
-        0);
+    assert_int_equal(model_load(s_store, &berth__task__descriptor, keys_task(key, id), &m), 0);
     return (Berth__Task *)m;
 }
 
@@ -256,7 +253,7 @@ static void test_seed_once(void **state)
         Berth__Template *t = list->templates[i];
         assert_string_equal(t->name, names[i]);
         assert_true(util_is_uuid(t->id));
-        char key[MODEL_KEY_MAX];
+        char key[KEYS_MAX];
         snprintf(key, sizeof key, "berth:template-name:%s", t->name);
         redisReply *r = store_command(s_store, "HGET %s id", key);
         assert_non_null(r);
