@@ -9,6 +9,7 @@ import os
 import subprocess
 import threading
 import time
+import unittest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -207,3 +208,42 @@ def iso_volume_id(path):
 
 def used_equal(a, b):
     return all(a["used"][k] == b["used"][k] for k in ("vcpus", "ram_mb", "disk_gb"))
+
+
+class PlatformCase(unittest.TestCase):
+    """A test file's scenarios against one platform, started once for the class: set
+    `platform_env` (every process), `agent_env` (agents only) and `agents` on the subclass,
+    and `wait_hosts` to wait until that many hosts reported. On a failure the services' last
+    log lines are printed: they are what explain it (always with BERTH_DUMP_LOGS set)."""
+
+    platform_env = None
+    agent_env = None
+    agents = 3
+    wait_hosts = 0
+
+    @classmethod
+    def setUpClass(cls):
+        cls.p = Platform(env=cls.platform_env)
+        try:
+            cls.p.start_all(agents=cls.agents, agent_env=cls.agent_env)
+            cls.api = Api(cls.p)
+            if cls.wait_hosts:
+                wait_until(lambda: len(cls.api.hosts()) == cls.wait_hosts, 20,
+                           "%d hosts reported" % cls.wait_hosts)
+        except Exception:
+            cls.p.dump_logs()
+            cls.p.stop()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        if os.environ.get("BERTH_DUMP_LOGS"):
+            cls.p.dump_logs()
+        cls.p.stop()
+
+    def run(self, result=None):
+        failures = len(result.failures) + len(result.errors) if result else 0
+        out = super().run(result)
+        if result and len(result.failures) + len(result.errors) > failures:
+            self.p.dump_logs()
+        return out

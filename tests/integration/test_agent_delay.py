@@ -13,7 +13,7 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from berth_test import TERMINAL_VM, Api, Platform  # noqa: E402
+from berth_test import TERMINAL_VM, PlatformCase  # noqa: E402
 
 DELAY_MS = 3000
 HEARTBEAT_MS = 500
@@ -28,31 +28,9 @@ def ms(iso):
     return int(t.replace(tzinfo=datetime.timezone.utc).timestamp() * 1000)
 
 
-class AgentDelay(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.p = Platform()
-        try:
-            cls.p.start_all(agents=1, agent_env={"BERTH_LIBVIRT_DELAY_MS": str(DELAY_MS),
-                                                 "BERTH_HEARTBEAT_MS": str(HEARTBEAT_MS)})
-            cls.api = Api(cls.p)
-        except Exception:
-            cls.p.dump_logs()
-            cls.p.stop()
-            raise
-
-    @classmethod
-    def tearDownClass(cls):
-        if os.environ.get("BERTH_DUMP_LOGS"):
-            cls.p.dump_logs()
-        cls.p.stop()
-
-    def run(self, result=None):
-        failures = len(result.failures) + len(result.errors) if result else 0
-        out = super().run(result)
-        if result and len(result.failures) + len(result.errors) > failures:
-            self.p.dump_logs()
-        return out
+class AgentDelay(PlatformCase):
+    agents = 1
+    agent_env = {"BERTH_LIBVIRT_DELAY_MS": str(DELAY_MS), "BERTH_HEARTBEAT_MS": str(HEARTBEAT_MS)}
 
     def last_seen(self):
         value = self.p.redis_command("HGET", "berth:host:" + HOST, "last_seen_ms")

@@ -18,41 +18,19 @@ import unittest
 import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from berth_test import Api, Platform, wait_until  # noqa: E402
+from berth_test import Api, Platform, PlatformCase, wait_until  # noqa: E402
 
 HEARTBEAT_MS = 30000
 
 
-class Events(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        # Heartbeats every 30 s for every service and agent; the scheduler must not call a
-        # host down between two of them. Commands time out fast so a host that stopped
-        # answering fails its stage in seconds.
-        cls.p = Platform(env={"BERTH_HEARTBEAT_MS": str(HEARTBEAT_MS),
-                              "BERTH_HOST_TIMEOUT_MS": str(4 * HEARTBEAT_MS),
-                              "BERTH_COMMAND_TIMEOUT_MS": "2000"})
-        try:
-            cls.p.start_all(agents=3)
-            cls.api = Api(cls.p)
-            wait_until(lambda: len(cls.api.hosts()) == 3, 20, "three hosts reported")
-        except Exception:
-            cls.p.dump_logs()
-            cls.p.stop()
-            raise
-
-    @classmethod
-    def tearDownClass(cls):
-        if os.environ.get("BERTH_DUMP_LOGS"):
-            cls.p.dump_logs()
-        cls.p.stop()
-
-    def run(self, result=None):
-        failures = len(result.failures) + len(result.errors) if result else 0
-        out = super().run(result)
-        if result and len(result.failures) + len(result.errors) > failures:
-            self.p.dump_logs()
-        return out
+class Events(PlatformCase):
+    # Heartbeats every 30 s for every service and agent; the scheduler must not call a host
+    # down between two of them. Commands time out fast so a host that stopped answering fails
+    # its stage in seconds.
+    platform_env = {"BERTH_HEARTBEAT_MS": str(HEARTBEAT_MS),
+                    "BERTH_HOST_TIMEOUT_MS": str(4 * HEARTBEAT_MS),
+                    "BERTH_COMMAND_TIMEOUT_MS": "2000"}
+    wait_hosts = 3
 
     def test_1_active_within_one_heartbeat(self):
         started = time.monotonic()

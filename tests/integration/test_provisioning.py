@@ -12,35 +12,12 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from berth_test import (Api, Platform, host_domains, iso_file, iso_volume_id,  # noqa: E402
+from berth_test import (PlatformCase, host_domains, iso_file, iso_volume_id,  # noqa: E402
                         used_equal, wait_until)
 
 
-class Provisioning(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.p = Platform()
-        try:
-            cls.p.start_all(agents=3)
-            cls.api = Api(cls.p)
-        except Exception:
-            cls.p.dump_logs()
-            cls.p.stop()
-            raise
-
-    @classmethod
-    def tearDownClass(cls):
-        if os.environ.get("BERTH_DUMP_LOGS"):
-            cls.p.dump_logs()
-        cls.p.stop()
-
-    def run(self, result=None):
-        # On a failure, the services' last log lines are what explain it.
-        failures = len(result.failures) + len(result.errors) if result else 0
-        out = super().run(result)
-        if result and len(result.failures) + len(result.errors) > failures:
-            self.p.dump_logs()
-        return out
+class Provisioning(PlatformCase):
+    agents = 3
 
     def seed_path(self, vm_id):
         paths = glob.glob(os.path.join(self.p.data_dir, "services", "agent-*", "**",
