@@ -603,7 +603,7 @@ static s_rc_t s_on_host(tasks_t *self, s_held_t *h, const s_stage_t *stage)
         s_push(self, h, op);
     } else if (!h->sent_at || util_mono_ms() - h->sent_at >= self->redeliver_ms)
         s_push(self, h, op); /* taken over, or no result for a while: hand it out again */
-    if (h->sent_at) /* else still waiting for the stager's answer, an event */
+    if (h->sent_at)          /* else still waiting for the stager's answer, an event */
         s_retry_at(h, h->sent_at + self->redeliver_ms);
     s_result(h, "host %s did not complete %s within %d s", t->host, op,
              self->command_timeout_ms / 1000);
@@ -691,7 +691,8 @@ static const s_stage_t s_provision[] = {
     { NULL, 0, NULL, NULL, NULL, S_LIGHT, 0 },
 };
 
-/* What undoes a failed provisioning, in this order (each a no-op when nothing is there). */
+/* What undoes a failed provisioning: the rows the failed attempt needs (the undo column of
+   its stages that ran, s_next), in this order; each is also a no-op when nothing is there. */
 static const s_stage_t s_rollback[] = {
     { "undo_host", 96, s_destroy, "DESTROY", NULL, S_LIGHT, 0 },
     { "release_claim", 98, s_release, NULL, NULL, S_LIGHT, 0 },
@@ -709,6 +710,44 @@ static const s_stage_t *s_table(s_held_t *h)
     if (s_is(h->task->kind, "DISPOSE"))
         return s_dispose;
     return h->task->rolling_back ? s_rollback : s_provision;
+}
+
+static const s_stage_t *s_row(const s_stage_t *table, const char *name)
+{
+    for (const s_stage_t *row = table; row->name; row++)
+        if (s_is(row->name, name))
+            return row;
+    return NULL;
+}
+
+/* Does this attempt need undo stage `undo`? Yes when a provisioning stage of this attempt
+   that names it as its undo succeeded (now ROLLED_BACK) or failed (it may have done part of
+   its work). This attempt's steps are the provisioning steps since the last undo step
+   before them; reading them from the task's steps lets a new holder decide the same. */
+static int s_undo_needed(const Berth__Task *t, const char *undo)
+{
+    size_t i = t->n_steps;
+    while (i > 0 && s_row(s_rollback, t->steps[i - 1]->name))
+        i--; /* the undo steps of this rollback, run or running */
+    for (; i > 0 && !s_row(s_rollback, t->steps[i - 1]->name); i--) {
+        const Berth__TaskStep *step = t->steps[i - 1];
+        const s_stage_t *row = s_row(s_provision, step->name);
+        if (row && row->undo && s_is(row->undo, undo) &&
+            (s_is(step->state, "ROLLED_BACK") || s_is(step->state, "FAILED")))
+            return 1;
+    }
+    return 0;
+}
+
+/* The row to run after `after` (NULL: from the start) in h's current table, or NULL at its
+   end. A rollback runs only the undo stages its attempt needs, in the table's order. */
+static const s_stage_t *s_next(s_held_t *h, const s_stage_t *table, const s_stage_t *after)
+{
+    const s_stage_t *row = after ? after + 1 : table;
+    if (table == s_rollback)
+        while (row->name && !s_undo_needed(h->task, row->name))
+            row++;
+    return row->name ? row : NULL;
 }
 
 /* ---- endings ------------------------------------------------------------------------------ */
@@ -788,8 +827,9 @@ static int s_failed(tasks_t *self, s_held_t *h, const s_stage_t *stage)
     s_step_close(h, "FAILED");
     if (s_table(h) == s_rollback) {
         /* Undoing is best effort past its deadline: go on with the next undo stage. */
-        if (stage[1].name) {
-            s_step_open(self, h, &stage[1]);
+        const s_stage_t *next = s_next(h, s_rollback, stage);
+        if (next) {
+            s_step_open(self, h, next);
             return 0;
         }
         return s_complete(self, h);
@@ -815,7 +855,10 @@ static int s_failed(tasks_t *self, s_held_t *h, const s_stage_t *stage)
             s_set(&step->state, "ROLLED_BACK");
     }
     t->rolling_back = 1;
-    s_step_open(self, h, &s_rollback[0]);
+    const s_stage_t *first = s_next(h, s_rollback, NULL);
+    if (!first)
+        return s_complete(self, h); /* nothing of this attempt to undo */
+    s_step_open(self, h, first);
     return 0;
 }
 
@@ -853,8 +896,9 @@ static int s_step(tasks_t *self, s_held_t *h)
             continue;
         }
         s_step_close(h, "SUCCEEDED");
-        if (stage[1].name)
-            s_step_open(self, h, &stage[1]);
+        const s_stage_t *next = s_next(h, table, stage);
+        if (next)
+            s_step_open(self, h, next);
         else if (s_complete(self, h) != 0)
             return -1;
     }

@@ -76,6 +76,17 @@ class Rollback(unittest.TestCase):
                          ["define", "define", "schedule"])
         last_failure = [s for s in task["steps"] if s["state"] == "FAILED"][-1]
         self.assertIn("no valid host", last_failure["result"].lower())
+        # Each rollback runs the undo stages its attempt needs, from the stage table: a host
+        # stage failed -> remove what the host built, then give the claim back; scheduling
+        # failed -> only the (empty) claim, nothing on any host.
+        names = [s["name"] for s in task["steps"]]
+        undos = []
+        for i, step in enumerate(task["steps"]):
+            if step["state"] == "FAILED":
+                undos.append([n for n in names[i + 1:i + 3]
+                              if n in ("undo_host", "release_claim")])
+        self.assertEqual(undos, [["undo_host", "release_claim"], ["undo_host", "release_claim"],
+                                 ["release_claim"]], names)
         self.assertIsNone(p.redis_command("HGET", "berth:claim:{%s}" % bad_id, "host"))
         for h in ("host-1", "host-2"):
             self.assertNotIn(bad_id, host_domains(api, h))
