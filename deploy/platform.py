@@ -196,6 +196,8 @@ class Platform:
         self.log_dir = os.path.join(self.data_dir, "logs")
         os.makedirs(self.log_dir, exist_ok=True)
         self.redis_dir = os.path.join(self.data_dir, "redis")
+        self.secrets_dir = os.path.join(self.data_dir, "secrets")
+        self._secrets_made = False
         self.redis_port = redis_port
         self.redis = None                 # the redis-server Process while it runs
         self.http_port = http_port
@@ -225,6 +227,7 @@ class Platform:
         env = {k: v for k, v in os.environ.items()
                if not k.startswith("BERTH_") or k in PASS_THROUGH}
         env.update(self.extra_env)
+        env["BERTH_SECRETS_DIR"] = self.secrets_dir
         if self.redis_port is not None:
             env["BERTH_REDIS_HOST"] = "127.0.0.1"
             env["BERTH_REDIS_PORT"] = str(self.redis_port)
@@ -239,11 +242,26 @@ class Platform:
 
     # -- redis ----------------------------------------------------------------------------
 
+    def make_secrets(self):
+        """Create the platform's secrets (berth-secrets) under the data dir, once.
+
+        Runs before Redis and every service start; what exists already (an earlier run of the
+        same data dir) is kept.
+        """
+        if self._secrets_made:
+            return
+        run = subprocess.run([self.binary("secrets"), self.secrets_dir],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        if run.returncode != 0:
+            raise PlatformError("berth-secrets failed:\n" + run.stdout)
+        self._secrets_made = True
+
     def start_redis(self, timeout=15.0):
         """Start redis-server (or start it again) on the same port and dir; wait for PING.
 
         AOF on, RDB snapshots off: a restart replays the append-only file like production.
         """
+        self.make_secrets()
         if self.redis is not None and self.redis.alive():
             return self.redis
         if self.redis_port is None:
@@ -327,6 +345,7 @@ class Platform:
         env is merged over base_env(); BERTH_DATA_DIR defaults to a directory of its own.
         Output goes to logs/<name>.log under the data dir.
         """
+        self.make_secrets()
         argv = [self.binary(service)] + list(args)
         name = name or self._unique_name(service)
         full = self.base_env()

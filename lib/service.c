@@ -73,6 +73,7 @@ service_t *service_new(const char *name, int argc, char **argv)
     config_declare(c, "instance", NULL, 0);
     config_declare(c, "heartbeat_ms", "1000", 0);
     config_declare(c, "log_level", "info", 0);
+    config_declare(c, "secrets_dir", NULL, 0); /* what berth-secrets made (keys, secrets) */
     return self;
 }
 
