@@ -48,12 +48,40 @@ static int s_token_secret(void)
     return s_write("token.secret", hex, 0600);
 }
 
+/* assertion.key + assertion.pub: the Ed25519 key pair of user assertions (lib/assertion.h).
+   The gateway alone reads the secret key and signs who each bus call acts for; every other
+   service reads only the public key to verify it. Both in hex; the public file is 0644. */
+static int s_assertion_keys(void)
+{
+    unsigned char pk[crypto_sign_PUBLICKEYBYTES], sk[crypto_sign_SECRETKEYBYTES];
+    char pk_hex[sizeof pk * 2 + 2], sk_hex[sizeof sk * 2 + 2];
+    crypto_sign_keypair(pk, sk);
+    sodium_bin2hex(pk_hex, sizeof pk_hex - 1, pk, sizeof pk);
+    sodium_bin2hex(sk_hex, sizeof sk_hex - 1, sk, sizeof sk);
+    strcat(pk_hex, "\n");
+    strcat(sk_hex, "\n");
+    sodium_memzero(sk, sizeof sk);
+    /* The public key first: the secret key's file is the row's "already made" mark, so a
+       run cut short in between makes both again rather than keep a half pair. */
+    unlink("assertion.pub");
+    int rc = s_write("assertion.pub", pk_hex, 0644);
+    if (rc == 0 && chmod("assertion.pub", 0644) != 0) {
+        fprintf(stderr, "berth-secrets: cannot chmod assertion.pub: %s\n", strerror(errno));
+        rc = -1;
+    }
+    if (rc == 0)
+        rc = s_write("assertion.key", sk_hex, 0600);
+    sodium_memzero(sk_hex, sizeof sk_hex);
+    return rc;
+}
+
 static const struct {
     const char *file; /* present means this kind is already made */
     s_make_fn *make;
     const char *what;
 } s_kinds[] = {
     { "token.secret", s_token_secret, "gateway: HMAC key of tokens and sessions" },
+    { "assertion.key", s_assertion_keys, "gateway: signs user assertions (assertion.pub checks)" },
 };
 
 int main(int argc, char **argv)

@@ -4,6 +4,7 @@
 #ifndef BERTH_GATEWAY_H
 #define BERTH_GATEWAY_H
 
+#include "assertion.h"
 #include "http.h"
 #include "limit.h"
 #include "model.h"
@@ -23,6 +24,7 @@ typedef struct {
     int password_max;            /* longest password accepted */
     int64_t usage_window_max_ms; /* widest ?from..?to of a usage query */
     char *dummy_hash;            /* Argon2id hash verified for unknown users (equal timing) */
+    assertion_t *signer;         /* signs who each bus call acts for (assertion.key) */
 } gateway_t;
 
 /* ---- health.c ---- */
@@ -52,6 +54,12 @@ void auth_create_user(http_req_t *req); /* POST /v1/users (admin) */
    error mapped to an HTTP status, or 503 when nobody answered in time. */
 int rest_call(http_req_t *req, const char *service, const ProtobufCMessage *msg,
               const ProtobufCMessageDescriptor *answer, ProtobufCMessage **out);
+/* The assertion hook of rest_call: when msg has an `assertion` field, sign who req acts for
+   (user, role, expiry just past the call's deadline, request id, msg's type) into sa and
+   point the field at it; the caller clears it (rest_unassert) once msg is sent. -1 with a
+   500 set when it cannot be signed. */
+int rest_assert(http_req_t *req, ProtobufCMessage *msg, assertion_signed_t *sa);
+void rest_unassert(ProtobufCMessage *msg);
 /* Load the resource kind/id from Redis without answering: 0 and *out, MODEL_NOT_FOUND (absent,
    or id malformed: checked before Redis is asked), or another model_load error. */
 int rest_find(http_req_t *req, const ProtobufCMessageDescriptor *desc, const char *kind,

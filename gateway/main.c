@@ -146,6 +146,12 @@ int main(int argc, char **argv)
     }
     if (auth_init(&gw) != 0)
         goto done;
+    berth_error_t key_error = { 0 };
+    gw.signer = assertion_signer_new(config_get(c, "secrets_dir"), &key_error);
+    if (!gw.signer) {
+        log_error(NULL, "cannot load the user assertion key", "{s:s}", "reason", key_error.message);
+        goto done;
+    }
 
     char sender[192];
     snprintf(sender, sizeof sender, "gateway/%s", service_instance(service));
@@ -173,6 +179,7 @@ int main(int argc, char **argv)
 done:
     http_destroy(&http);
     auth_cleanup(&gw);
+    assertion_destroy(&gw.signer);
     service_destroy(&service);
     return rc;
 }

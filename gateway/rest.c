@@ -8,13 +8,63 @@
 #include <assert.h>
 #include <time.h>
 
+/* The body's `assertion` field (a SignedAssertion), or NULL when its message has none. */
+static Berth__SignedAssertion **s_assertion_field(ProtobufCMessage *msg)
+{
+    const ProtobufCFieldDescriptor *f =
+        protobuf_c_message_descriptor_get_field_by_name(msg->descriptor, "assertion");
+    if (!f || f->type != PROTOBUF_C_TYPE_MESSAGE ||
+        f->descriptor != &berth__signed_assertion__descriptor)
+        return NULL;
+    return (Berth__SignedAssertion **)((char *)msg + f->offset);
+}
+
+int rest_assert(http_req_t *req, ProtobufCMessage *msg, assertion_signed_t *sa)
+{
+    gateway_t *gw = req->app;
+    Berth__SignedAssertion **field = s_assertion_field(msg);
+    if (!field || !*req->user)
+        return 0; /* nothing acts for a user here: the service decides without one */
+    int64_t now = util_now_ms();
+    char *roles[] = { req->role };
+    Berth__UserAssertion claims = BERTH__USER_ASSERTION__INIT;
+    claims.user = req->user;
+    claims.roles = roles;
+    claims.n_roles = 1;
+    /* Groups: none exist yet (the Tenancy issue fills them). */
+    claims.issued_ms = now;
+    claims.expires_ms = now + gw->call_timeout_ms + ASSERTION_SLACK_MS;
+    claims.request_id = (char *)req->request_id;
+    claims.action = (char *)msg->descriptor->short_name;
+    if (assertion_sign(gw->signer, &claims, sa) != 0) {
+        log_error(req->request_id, "cannot sign the user assertion", "{s:s}", "user", req->user);
+        http_error(req, "INTERNAL", "cannot state who the call acts for");
+        return -1;
+    }
+    *field = &sa->msg;
+    return 0;
+}
+
+void rest_unassert(ProtobufCMessage *msg)
+{
+    Berth__SignedAssertion **field = s_assertion_field(msg);
+    if (field)
+        *field = NULL;
+}
+
 int rest_call(http_req_t *req, const char *service, const ProtobufCMessage *msg,
               const ProtobufCMessageDescriptor *answer, ProtobufCMessage **out)
 {
     gateway_t *gw = req->app;
     Berth__Envelope *reply = NULL;
-    if (bus_client_call(req->bus, service, msg, req->request_id, gw->call_timeout_ms, &reply) !=
-        0) {
+    /* The caller's message (its own, on its stack) carries the assertion while it is sent. */
+    assertion_signed_t assertion;
+    if (rest_assert(req, (ProtobufCMessage *)msg, &assertion) != 0)
+        return -1;
+    int sent =
+        bus_client_call(req->bus, service, msg, req->request_id, gw->call_timeout_ms, &reply);
+    rest_unassert((ProtobufCMessage *)msg);
+    if (sent != 0) {
         char message[128];
         snprintf(message, sizeof message, "the %s service did not answer in time", service);
         log_warn(req->request_id, "bus call got no answer", "{s:s, s:s, s:i}", "callee", service,

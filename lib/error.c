@@ -23,6 +23,7 @@ const error_code_t error_codes[] = {
     { "UNKNOWN_TYPE", 500, "the service has no handler for the message type" },
     { "UNAVAILABLE", 503, "a store or service did not answer; retry" },
     { "WRONG_SERVICE", 503, "the endpoint now serves another service; retry" },
+    { "UNAUTHENTICATED", 500, "a bus call without a valid user assertion from the gateway" },
     { NULL, 0, NULL },
 };
 

@@ -36,6 +36,7 @@ static void test_every_code_maps_to_its_status(void **state)
         { "UNKNOWN_TYPE", 500 },
         { "UNAVAILABLE", 503 },
         { "WRONG_SERVICE", 503 },
+        { "UNAUTHENTICATED", 500 },
     };
     size_t n = sizeof want / sizeof want[0];
     for (size_t i = 0; i < n; i++) {
