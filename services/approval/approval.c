@@ -7,22 +7,25 @@
 #include "requests.h"
 #include "util.h"
 
+#include <assert.h>
 #include <stdlib.h>
 #include <string.h>
 
 struct _approval_t {
-    store_t *store; /* the service's connection, borrowed */
+    store_t *store;        /* the service's connection, borrowed */
+    assertion_t *verifier; /* checks the gateway's user assertions, borrowed */
     policy_t policy;
     int seeded; /* the catalog is known to have its first templates */
     int warned; /* "not seeded yet" logged since the last success */
 };
 
-approval_t *approval_new(store_t *store, const policy_t *policy)
+approval_t *approval_new(store_t *store, assertion_t *verifier, const policy_t *policy)
 {
     approval_t *self = calloc(1, sizeof *self);
     if (!self)
         return NULL;
     self->store = store;
+    self->verifier = verifier;
     self->policy = *policy;
     return self;
 }
@@ -70,6 +73,35 @@ static void s_fail(bus_request_t *request, const char *what, const fault_t *faul
     bus_reply_fault(request, fault);
 }
 
+/* Who the request acts for, checked against the handler table's rule for its type: the
+   verified assertion (free with berth__user_assertion__free_unpacked), or NULL when the call
+   is refused (answered here: UNAUTHENTICATED without a valid assertion, FORBIDDEN when the
+   user's role may not do this). Nothing is written for a refused call. */
+static Berth__UserAssertion *s_caller(approval_t *self, bus_request_t *request,
+                                      const Berth__SignedAssertion *assertion)
+{
+    const char *type = bus_request_envelope(request)->type;
+    const approval_handler_t *h = approval_handlers;
+    while (h->type && !streq(h->type, type))
+        h++;
+    assert(h->type && h->who != APPROVAL_ANYONE); /* handlers ask only for their own type */
+    fault_t fault = { 0 };
+    Berth__UserAssertion *who = NULL;
+    if (assertion_of(self->verifier, request, assertion, &who, &fault) != 0) {
+        s_fail(request, "call without a valid user assertion refused", &fault);
+        return NULL;
+    }
+    if (h->who == APPROVAL_ADMIN && !assertion_has_role(who, "admin")) {
+        error_set(&fault, "FORBIDDEN", "%s needs the admin role", type);
+        log_info(s_request_id(request), "call refused: role", "{s:s, s:s}", "type", type, "user",
+                 who->user);
+        berth__user_assertion__free_unpacked(who, NULL);
+        bus_reply_fault(request, &fault);
+        return NULL;
+    }
+    return who;
+}
+
 static void s_on_list_templates(bus_request_t *request, void *arg)
 {
     approval_t *self = arg;
@@ -97,17 +129,23 @@ static void s_on_create_template(bus_request_t *request, void *arg)
         bus_reply_error(request, "BAD_REQUEST", "CreateTemplate body does not parse");
         return;
     }
+    Berth__UserAssertion *who = s_caller(self, request, msg->assertion);
+    if (!who)
+        return;
+    /* The actor is who asks: the body's actor field is not believed. */
     fault_t fault = { 0 };
     char id[UTIL_ID_LEN];
-    if (catalog_create(self->store, &self->policy, msg->template_, msg->actor, id, &fault) != 0) {
+    if (catalog_create(self->store, &self->policy, msg->template_, who->user, id, &fault) != 0) {
         s_fail(request, "create template refused", &fault);
+        berth__user_assertion__free_unpacked(who, NULL);
         return;
     }
     Berth__Template created = *msg->template_;
     created.id = id;
     log_info(s_request_id(request), "template created", "{s:s, s:s, s:s}", "template", id, "name",
-             created.name, "actor", msg->actor);
+             created.name, "actor", who->user);
     bus_reply(request, &created.base);
+    berth__user_assertion__free_unpacked(who, NULL);
 }
 
 static void s_on_create_request(bus_request_t *request, void *arg)
@@ -118,10 +156,16 @@ static void s_on_create_request(bus_request_t *request, void *arg)
         bus_reply_error(request, "BAD_REQUEST", "CreateRequest body does not parse");
         return;
     }
+    Berth__UserAssertion *who = s_caller(self, request, msg->assertion);
+    if (!who)
+        return;
+    Berth__CreateRequest ask = *msg;
+    ask.owner = who->user; /* the owner is who asks, whatever the body says */
     fault_t fault = { 0 };
     Berth__Request *req = NULL;
-    if (requests_create(self->store, &self->policy, msg, s_request_id(request), &req, &fault) !=
-        0) {
+    int rc = requests_create(self->store, &self->policy, &ask, s_request_id(request), &req, &fault);
+    berth__user_assertion__free_unpacked(who, NULL);
+    if (rc != 0) {
         s_fail(request, "create request refused", &fault);
         return;
     }
@@ -158,21 +202,32 @@ static void s_on_decide_request(bus_request_t *request, void *arg)
         bus_reply_error(request, "BAD_REQUEST", "DecideRequest body does not parse");
         return;
     }
+    Berth__UserAssertion *who = s_caller(self, request, msg->assertion);
+    if (!who)
+        return;
+    Berth__DecideRequest ask = *msg;
+    ask.actor = who->user; /* decided by who asks; requests_decide refuses the requester */
     fault_t fault = { 0 };
     Berth__Request *req = NULL;
-    if (requests_decide(self->store, &self->policy, msg, s_request_id(request), &req, &fault) !=
-        0) {
+    int rc = requests_decide(self->store, &self->policy, &ask, s_request_id(request), &req, &fault);
+    if (rc != 0) {
         s_fail(request, "decision refused", &fault);
+        berth__user_assertion__free_unpacked(who, NULL);
         return;
     }
     log_info(s_request_id(request), "request decided", "{s:s, s:s, s:s}", "request", req->id,
-             "state", req->state, "actor", msg->actor);
+             "state", req->state, "actor", who->user);
+    berth__user_assertion__free_unpacked(who, NULL);
     bus_reply(request, &req->base);
     protobuf_c_message_free_unpacked(&req->base, NULL);
 }
 
 const approval_handler_t approval_handlers[] = {
-    { "ListTemplates", s_on_list_templates }, { "CreateTemplate", s_on_create_template },
-    { "CreateRequest", s_on_create_request }, { "GetRequest", s_on_get_request },
-    { "DecideRequest", s_on_decide_request }, { NULL, NULL },
+    { "ListTemplates", s_on_list_templates, APPROVAL_ANYONE },
+    { "CreateTemplate", s_on_create_template, APPROVAL_ADMIN },
+    { "CreateRequest", s_on_create_request, APPROVAL_USER },
+    { "GetRequest", s_on_get_request, APPROVAL_ANYONE },
+    /* Approving or rejecting: an admin, and never the requester (requests_decide). */
+    { "DecideRequest", s_on_decide_request, APPROVAL_ADMIN },
+    { NULL, NULL, APPROVAL_ANYONE },
 };

@@ -5,23 +5,35 @@
 #ifndef BERTH_APPROVAL_APPROVAL_H
 #define BERTH_APPROVAL_APPROVAL_H
 
+#include "assertion.h"
 #include "bus_server.h"
 #include "policy.h"
 #include "store.h"
 
 typedef struct _approval_t approval_t;
 
-/* One entry of the handler table: a message type and its handler (arg: the approval_t). */
+/* Who may call a handler: the permission table of the approval service is its handler table.
+   A user is known only from the gateway's signed assertion (lib/assertion.h). */
+typedef enum {
+    APPROVAL_ANYONE, /* reads that act for nobody (the gateway checks who may see them) */
+    APPROVAL_USER,   /* any signed-in user, who is the one acting */
+    APPROVAL_ADMIN,  /* a user with the admin role */
+} approval_who_t;
+
+/* One entry of the handler table: a message type, its handler (arg: the approval_t) and who
+   may call it. */
 typedef struct {
     const char *type;
     bus_handler_fn *fn;
+    approval_who_t who;
 } approval_handler_t;
 
 /* The handlers, ended by an entry with a NULL type. */
 extern const approval_handler_t approval_handlers[];
 
-/* store is borrowed (the service's connection); policy is copied. NULL if out of memory. */
-approval_t *approval_new(store_t *store, const policy_t *policy);
+/* store is borrowed (the service's connection), and so is verifier (checks the gateway's
+   user assertions); policy is copied. NULL if out of memory. */
+approval_t *approval_new(store_t *store, assertion_t *verifier, const policy_t *policy);
 void approval_destroy(approval_t **self_p);
 
 /* Make sure the catalog has its first templates. 0 once that is so (later calls return at

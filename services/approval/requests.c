@@ -469,6 +469,14 @@ int requests_decide(store_t *store, const policy_t *policy, const Berth__DecideR
         if (requests_get(store, msg->id, &req, fault) != 0)
             return -1;
         int rc;
+        /* Nobody decides their own request, whatever their role: an approval is a second
+           person's word. Checked before anything else, so the answer never shows more. */
+        if (strcmp(req->owner, msg->actor) == 0) {
+            protobuf_c_message_free_unpacked(&req->base, NULL);
+            return error_set(fault, "FORBIDDEN",
+                             "a request is decided by someone other than "
+                             "its requester");
+        }
         if (strcmp(req->state, want) == 0) {
             *request_p = req; /* decided this way already: same answer again */
             return 0;

@@ -1,14 +1,16 @@
 /*  berth-meter: usage from the event stream, reported per VM. Polls berth:events through
     the "meter" consumer group on a timer (never blocking the loop) and answers GetUsage
     with vCPU-, GB-RAM- and GB-disk-hours per VM for a time window. */
+#include "assertion.h"
 #include "service.h"
 #include "usage.h"
 
 typedef struct {
     service_t *service;
     usage_t *usage;
-    int report_max_vms; /* most records one report may hold */
-    int failing;        /* the last poll failed (logged once per change) */
+    int report_max_vms;    /* most records one report may hold */
+    int failing;           /* the last poll failed (logged once per change) */
+    assertion_t *verifier; /* checks who a GetUsage asks for (the gateway's assertion) */
 } meter_t;
 
 static int s_poll(service_t *service, void *arg)
@@ -31,10 +33,32 @@ static void s_on_get_usage(bus_request_t *request, void *arg)
         bus_reply_error(request, "BAD_REQUEST", "GetUsage body expected");
         return;
     }
-    Berth__UsageReport *report = NULL;
+    /* A user reads their own usage only; an admin anyone's (or everyone's: owner empty). Who
+       asks is what the gateway signed, never a field of the body. */
+    const char *rid = bus_request_envelope(request)->request_id;
     berth_error_t error = { 0 };
-    if (usage_report(service_store(self->service), ask->from_ms, ask->to_ms, ask->owner,
-                     util_now_ms(), self->report_max_vms, &report, &error) != 0) {
+    Berth__UserAssertion *who = NULL;
+    if (assertion_of(self->verifier, request, ask->assertion, &who, &error) != 0) {
+        log_info(rid, "usage refused", "{s:s}", "reason", error.message);
+        bus_reply_fault(request, &error);
+        return;
+    }
+    const char *owner = ask->owner;
+    if (!assertion_has_role(who, "admin")) {
+        if (*owner && !streq(owner, who->user)) {
+            log_info(rid, "usage refused: another user's", "{s:s, s:s}", "user", who->user, "owner",
+                     owner);
+            berth__user_assertion__free_unpacked(who, NULL);
+            bus_reply_error(request, "FORBIDDEN", "a user reads only their own usage");
+            return;
+        }
+        owner = who->user;
+    }
+    Berth__UsageReport *report = NULL;
+    int rc = usage_report(service_store(self->service), ask->from_ms, ask->to_ms, owner,
+                          util_now_ms(), self->report_max_vms, &report, &error);
+    berth__user_assertion__free_unpacked(who, NULL);
+    if (rc != 0) {
         bus_reply_fault(request, &error);
         return;
     }
@@ -74,6 +98,12 @@ int main(int argc, char **argv)
     if (!self.usage)
         goto done;
     self.report_max_vms = (int)max_vms;
+    berth_error_t error = { 0 };
+    self.verifier = assertion_verifier_new(config_get(c, "secrets_dir"), &error);
+    if (!self.verifier) {
+        log_error(NULL, "cannot load the user assertion key", "{s:s}", "reason", error.message);
+        goto done;
+    }
     if (usage_setup(self.usage) != 0)
         log_warn(NULL, "cannot create the meter consumer group yet; retrying on every poll", NULL);
     service_on(service, "GetUsage", s_on_get_usage, &self);
@@ -81,6 +111,7 @@ int main(int argc, char **argv)
     rc = service_run(service);
 done:
     usage_destroy(&self.usage);
+    assertion_destroy(&self.verifier);
     service_destroy(&service);
     return rc;
 }

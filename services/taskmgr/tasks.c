@@ -32,6 +32,7 @@
     ERROR with the fault. */
 #include "tasks.h"
 #include "agents.h"
+#include "assertion.h"
 #include "keys.h"
 #include "lua_scripts.h"
 #include "model.h"
@@ -82,6 +83,7 @@ struct _tasks_t {
     int redeliver_ms;       /* a command without result is handed out again after this */
     int due_check_ms;       /* longest sleep without reading the due set */
     int max_attempts;       /* hosts a provisioning tries before it fails */
+    assertion_t *verifier;  /* checks who a DisposeVm acts for (the gateway's assertion) */
 };
 
 typedef struct _s_stage s_stage_t;
@@ -1250,6 +1252,9 @@ static void s_reply_task(bus_request_t *request, store_t *store, const char *id)
     berth__task__free_unpacked(task, NULL);
 }
 
+static void s_dispose_for(tasks_t *self, bus_request_t *request, const Berth__DisposeVm *req,
+                          const Berth__UserAssertion *who);
+
 /* Start disposing of a VM: ACTIVE or ERROR -> DISPOSING with a new DISPOSE task, in one step.
    Asking again while it is disposing answers the same task. */
 static void s_on_dispose(bus_request_t *request, void *arg)
@@ -1260,6 +1265,23 @@ static void s_on_dispose(bus_request_t *request, void *arg)
         bus_reply_error(request, "BAD_REQUEST", "DisposeVm needs a VM id (UUID)");
         return;
     }
+    /* Who asks is only what the gateway signed; the body's actor is not believed. */
+    berth_error_t error = { 0 };
+    Berth__UserAssertion *who = NULL;
+    if (assertion_of(self->verifier, request, req->assertion, &who, &error) != 0) {
+        log_info(bus_request_envelope(request)->request_id, "disposal refused", "{s:s, s:s}", "vm",
+                 req->vm, "reason", error.message);
+        bus_reply_fault(request, &error);
+        return;
+    }
+    s_dispose_for(self, request, req, who);
+    berth__user_assertion__free_unpacked(who, NULL);
+}
+
+/* DisposeVm for the asserted user who: the VM's owner or an admin. */
+static void s_dispose_for(tasks_t *self, bus_request_t *request, const Berth__DisposeVm *req,
+                          const Berth__UserAssertion *who)
+{
     char vkey[KEYS_MAX], tkey[KEYS_MAX], msg[160];
     keys_vm(vkey, req->vm);
     for (int attempt = 0; attempt < 3; attempt++) {
@@ -1268,6 +1290,13 @@ static void s_on_dispose(bus_request_t *request, void *arg)
         if (rc != 0) {
             bus_reply_error(request, rc < 0 ? "UNAVAILABLE" : "NOT_FOUND",
                             rc < 0 ? "state store unreachable" : "no such VM");
+            return;
+        }
+        if (!s_is(vm->owner, who->user) && !assertion_has_role(who, "admin")) {
+            log_info(bus_request_envelope(request)->request_id, "disposal refused: not the owner",
+                     "{s:s, s:s}", "vm", req->vm, "user", who->user);
+            berth__vm__free_unpacked(vm, NULL);
+            bus_reply_error(request, "FORBIDDEN", "only the VM's owner or an admin disposes of it");
             return;
         }
         if (s_is(vm->state, "DISPOSING")) {
@@ -1297,7 +1326,7 @@ static void s_on_dispose(bus_request_t *request, void *arg)
         task.state = "QUEUED";
         task.stage = "queued";
         task.target = vm->id;
-        task.owner = *req->actor ? req->actor : vm->owner;
+        task.owner = who->user;
         task.request_id = (char *)bus_request_envelope(request)->request_id;
         task.created_ms = now;
         task.updated_ms = now;
@@ -1386,6 +1415,14 @@ tasks_t *tasks_new(service_t *service, agents_t *agents)
     self->max_attempts = (int)attempts;
     self->redeliver_ms = (int)redeliver;
     zhashx_set_destructor(self->held, s_held_free);
+    berth_error_t error = { 0 };
+    self->verifier = assertion_verifier_new(config_get(c, "secrets_dir"), &error);
+    if (!self->verifier) {
+        log_error(NULL, "cannot load the user assertion key", "{s:s}", "reason", error.message);
+        free(wa);
+        tasks_destroy(&self);
+        return NULL;
+    }
     util_strlcpy(wa->host, config_get(c, "redis_host"), sizeof wa->host);
     wa->port = (int)port;
     self->waker = zactor_new(s_waker, wa); /* the thread frees wa */
@@ -1407,6 +1444,7 @@ void tasks_destroy(tasks_t **self_p)
         tasks_t *self = *self_p;
         zactor_destroy(&self->waker);
         zhashx_destroy(&self->held);
+        assertion_destroy(&self->verifier);
         free(self);
         *self_p = NULL;
     }

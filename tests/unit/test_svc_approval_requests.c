@@ -21,6 +21,7 @@
 
 #include <ctype.h>
 #include <czmq.h>
+#include <sodium.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
@@ -625,6 +626,28 @@ static void test_approval_required_then_approved(void **state)
     s_free(req);
 }
 
+/* Nobody decides their own request, admin or not; nothing changes. */
+static void test_own_request_not_decided(void **state)
+{
+    (void)state;
+    s_seed();
+    Berth__Request *req = s_create("large", "mine", 1, "admin", NULL);
+    assert_string_equal(req->state, "PENDING_APPROVAL");
+    snapshot_t before = s_snapshot();
+    for (int approve = 0; approve <= 1; approve++) {
+        fault_t fault = { 0 };
+        assert_null(s_decide(req->id, approve, "admin", NULL, &fault));
+        assert_string_equal(fault.code, "FORBIDDEN");
+    }
+    s_assert_unchanged(before);
+    fault_t fault = { 0 };
+    Berth__Request *approved = s_decide(req->id, 1, "second-admin", NULL, &fault);
+    assert_non_null(approved);
+    assert_string_equal(approved->decided_by, "second-admin");
+    s_free(approved);
+    s_free(req);
+}
+
 static void test_rejected_builds_nothing(void **state)
 {
     (void)state;
@@ -956,6 +979,10 @@ static void test_bad_get_and_decide(void **state)
 
 /* ---- through the bus -------------------------------------------------------------------- */
 
+/* The gateway's signing key and the service's view of it (test_bus_handlers). */
+static assertion_t *s_signer;
+static assertion_t *s_verifier;
+
 /* An approval server in its own thread, as in the service: its own store, a ROUTER, the
    handler table. Sends its endpoint on the pipe once bound. */
 static void s_server_actor(zsock_t *pipe, void *args)
@@ -963,7 +990,7 @@ static void s_server_actor(zsock_t *pipe, void *args)
     (void)args;
     store_t *store = testenv_store(s_redis, 0);
     bus_server_t *server = bus_server_new("tcp://127.0.0.1:*", "approval/test");
-    approval_t *approval = store ? approval_new(store, &s_policy) : NULL;
+    approval_t *approval = store ? approval_new(store, s_verifier, &s_policy) : NULL;
     if (!store || !server || !approval) {
         zsock_signal(pipe, 1);
         goto done;
@@ -986,6 +1013,22 @@ done:
     store_destroy(&store);
 }
 
+/* Sign who the next call acts for into *field (a body's assertion), as the gateway does. */
+static void s_as(const char *user, const char *role, const ProtobufCMessage *body,
+                 Berth__SignedAssertion **field, assertion_signed_t *out)
+{
+    Berth__UserAssertion claims = BERTH__USER_ASSERTION__INIT;
+    char *roles[] = { (char *)role };
+    claims.user = (char *)user;
+    claims.roles = roles;
+    claims.n_roles = 1;
+    claims.expires_ms = util_now_ms() + 10000;
+    claims.request_id = "trace-bus";
+    claims.action = (char *)body->descriptor->short_name;
+    assert_int_equal(assertion_sign(s_signer, &claims, out), 0);
+    *field = &out->msg;
+}
+
 /* Call the server; answers the reply envelope (caller frees). */
 static Berth__Envelope *s_call(bus_client_t *client, const ProtobufCMessage *body)
 {
@@ -997,6 +1040,11 @@ static Berth__Envelope *s_call(bus_client_t *client, const ProtobufCMessage *bod
 static void test_bus_handlers(void **state)
 {
     (void)state;
+    uint8_t pk[ASSERTION_PUBLIC_LEN], sk[ASSERTION_SECRET_LEN];
+    assert_true(sodium_init() >= 0);
+    crypto_sign_keypair(pk, sk);
+    s_signer = assertion_new(pk, sk);
+    s_verifier = assertion_new(pk, NULL);
     zactor_t *server = zactor_new(s_server_actor, NULL);
     assert_non_null(server);
     char *endpoint = zstr_recv(server);
@@ -1016,14 +1064,27 @@ static void test_bus_handlers(void **state)
     s_free(templates);
     berth__envelope__free_unpacked(reply, NULL);
 
+    /* Without the gateway's word on who asks, nothing is created. */
+    assertion_signed_t as;
     Berth__CreateRequest create = BERTH__CREATE_REQUEST__INIT;
     create.template_ = "medium";
     create.name = "svc";
     create.owner = "judy";
+    snapshot_t before = s_snapshot();
+    reply = s_call(client, &create.base);
+    assert_non_null(reply->error);
+    assert_string_equal(reply->error->code, "UNAUTHENTICATED");
+    berth__envelope__free_unpacked(reply, NULL);
+    s_assert_unchanged(before);
+
+    /* The owner is the asserted user, whatever the body says. */
+    s_as("judy", "user", &create.base, &create.assertion, &as);
+    create.owner = "mallory";
     reply = s_call(client, &create.base);
     assert_null(reply->error);
     Berth__Request *req = (Berth__Request *)envelope_body(reply, &berth__request__descriptor);
     assert_non_null(req);
+    assert_string_equal(req->owner, "judy");
     assert_string_equal(req->state, "APPROVED");
     assert_int_equal(req->n_tasks, 1);
     Berth__Task *task = s_task(req->tasks[0]);
@@ -1053,6 +1114,16 @@ static void test_bus_handlers(void **state)
     Berth__DecideRequest decide = BERTH__DECIDE_REQUEST__INIT;
     decide.id = "garbage";
     decide.actor = "admin";
+    reply = s_call(client, &decide.base); /* no assertion: refused before anything is read */
+    assert_non_null(reply->error);
+    assert_string_equal(reply->error->code, "UNAUTHENTICATED");
+    berth__envelope__free_unpacked(reply, NULL);
+    s_as("judy", "user", &decide.base, &decide.assertion, &as);
+    reply = s_call(client, &decide.base); /* a user, whatever actor the body names */
+    assert_non_null(reply->error);
+    assert_string_equal(reply->error->code, "FORBIDDEN");
+    berth__envelope__free_unpacked(reply, NULL);
+    s_as("root", "admin", &decide.base, &decide.assertion, &as);
     reply = s_call(client, &decide.base);
     assert_non_null(reply->error);
     assert_string_equal(reply->error->code, "BAD_REQUEST");
@@ -1070,6 +1141,23 @@ static void test_bus_handlers(void **state)
     t.requires_approval = 1;
     ct.template_ = &t;
     ct.actor = "admin";
+    before = s_snapshot();
+    reply = s_call(client, &ct.base);
+    assert_non_null(reply->error);
+    assert_string_equal(reply->error->code, "UNAUTHENTICATED");
+    berth__envelope__free_unpacked(reply, NULL);
+    s_as("judy", "user", &ct.base, &ct.assertion, &as);
+    reply = s_call(client, &ct.base);
+    assert_non_null(reply->error);
+    assert_string_equal(reply->error->code, "FORBIDDEN");
+    berth__envelope__free_unpacked(reply, NULL);
+    s_as("root", "admin", &decide.base, &ct.assertion, &as); /* made for another action */
+    reply = s_call(client, &ct.base);
+    assert_non_null(reply->error);
+    assert_string_equal(reply->error->code, "UNAUTHENTICATED");
+    berth__envelope__free_unpacked(reply, NULL);
+    s_assert_unchanged(before);
+    s_as("root", "admin", &ct.base, &ct.assertion, &as);
     reply = s_call(client, &ct.base);
     assert_null(reply->error);
     Berth__Template *made = (Berth__Template *)envelope_body(reply, &berth__template__descriptor);
@@ -1088,6 +1176,8 @@ static void test_bus_handlers(void **state)
     bus_client_destroy(&client);
     zstr_free(&endpoint);
     zactor_destroy(&server);
+    assertion_destroy(&s_signer);
+    assertion_destroy(&s_verifier);
 }
 
 /* Redis gone: every operation answers UNAVAILABLE and nothing crashes. Runs last: the
@@ -1130,6 +1220,7 @@ int main(void)
                                         s_teardown),
         cmocka_unit_test_setup_teardown(test_approval_required_then_approved, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_rejected_builds_nothing, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_own_request_not_decided, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_decide_race, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_idempotency_key, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_idempotency_key_other_body, s_setup, s_teardown),
