@@ -12,8 +12,21 @@
       berth-probe select HOST:PORT VM VCPUS RAM_MB DISK_GB
                                               one SelectHost to the scheduler; prints
                                               {"host", "alternates"} or the bus error
-                                              {"error": {"code", "message", "details"}} */
+                                              {"error": {"code", "message", "details"}}
+      berth-probe send HOST:PORT SERVICE TYPE JSON [--as USER ROLE [--key DIR | --self-made]
+                       [--expired] [--for TYPE]]
+                                              one message of TYPE (its fields from JSON) to
+                                              SERVICE through the registry, with no user
+                                              assertion or, with --as, one stating USER with
+                                              ROLE: signed with DIR's assertion.key (what the
+                                              gateway would sign), a key of its own
+                                              (--self-made: a forgery), already expired, or
+                                              made for another TYPE; prints {"type", "body"}
+                                              or {"error": {"code", "message", "details"}} */
+#include "assertion.h"
 #include "service.h"
+
+#include <sodium.h>
 
 #include <arpa/inet.h>
 #include <sys/socket.h>
@@ -177,6 +190,259 @@ static int s_select(char **argv)
     return out ? 0 : 1;
 }
 
+/* ---- send: any message, with or without a user assertion ---------------------------- */
+
+/* The messages `send` knows by name: those a test sends and those it gets back. */
+static const ProtobufCMessageDescriptor *s_messages[] = {
+    &berth__create_template__descriptor,
+    &berth__create_request__descriptor,
+    &berth__decide_request__descriptor,
+    &berth__get_request__descriptor,
+    &berth__list_templates__descriptor,
+    &berth__dispose_vm__descriptor,
+    &berth__get_usage__descriptor,
+    &berth__template__descriptor,
+    &berth__template_list__descriptor,
+    &berth__request__descriptor,
+    &berth__task__descriptor,
+    &berth__usage_report__descriptor,
+    &berth__ping__descriptor,
+    &berth__status__descriptor,
+};
+
+static const ProtobufCMessageDescriptor *s_message(const char *name)
+{
+    for (size_t i = 0; i < sizeof s_messages / sizeof s_messages[0]; i++)
+        if (name && streq(s_messages[i]->short_name, name))
+            return s_messages[i];
+    return NULL;
+}
+
+/* A new message of desc with its singular fields (strings, integers, booleans, nested
+   messages) from the JSON object; NULL (printed) when a field is unknown or of the wrong
+   kind. Free with protobuf_c_message_free_unpacked(msg, NULL). */
+static ProtobufCMessage *s_from_json(const ProtobufCMessageDescriptor *desc, json_t *obj)
+{
+    ProtobufCMessage *msg = calloc(1, desc->sizeof_message);
+    protobuf_c_message_init(desc, msg);
+    const char *key;
+    json_t *value;
+    json_object_foreach(obj, key, value)
+    {
+        const ProtobufCFieldDescriptor *f =
+            protobuf_c_message_descriptor_get_field_by_name(desc, key);
+        void *at = f ? (char *)msg + f->offset : NULL;
+        int ok = f && f->label != PROTOBUF_C_LABEL_REPEATED;
+        if (ok && f->type == PROTOBUF_C_TYPE_STRING && json_is_string(value)) {
+            *(char **)at = strdup(json_string_value(value));
+        } else if (ok && f->type == PROTOBUF_C_TYPE_BOOL && json_is_boolean(value)) {
+            *(protobuf_c_boolean *)at = json_is_true(value);
+        } else if (ok && f->type == PROTOBUF_C_TYPE_INT32 && json_is_integer(value)) {
+            *(int32_t *)at = (int32_t)json_integer_value(value);
+        } else if (ok && f->type == PROTOBUF_C_TYPE_INT64 && json_is_integer(value)) {
+            *(int64_t *)at = json_integer_value(value);
+        } else if (ok && f->type == PROTOBUF_C_TYPE_MESSAGE && json_is_object(value)) {
+            ProtobufCMessage *sub = s_from_json(f->descriptor, value);
+            ok = sub != NULL;
+            *(ProtobufCMessage **)at = sub;
+        } else
+            ok = 0;
+        if (!ok) {
+            fprintf(stderr, "berth-probe: %s has no field '%s' of that kind\n", desc->short_name,
+                    key);
+            protobuf_c_message_free_unpacked(msg, NULL);
+            return NULL;
+        }
+    }
+    return msg;
+}
+
+/* The message as JSON: strings, numbers, booleans, nested and repeated fields. */
+static json_t *s_to_json(const ProtobufCMessage *msg)
+{
+    json_t *out = json_object();
+    const ProtobufCMessageDescriptor *desc = msg->descriptor;
+    for (unsigned i = 0; i < desc->n_fields; i++) {
+        const ProtobufCFieldDescriptor *f = &desc->fields[i];
+        const char *at = (const char *)msg + f->offset;
+        size_t n = 1;
+        if (f->label == PROTOBUF_C_LABEL_REPEATED) {
+            n = *(const size_t *)((const char *)msg + f->quantifier_offset);
+            at = *(const char *const *)at;
+        }
+        json_t *list = json_array();
+        for (size_t k = 0; k < n; k++) {
+            json_t *v = NULL;
+            switch (f->type) {
+            case PROTOBUF_C_TYPE_STRING: {
+                const char *str = ((const char *const *)at)[k];
+                v = json_string(str ? str : "");
+                break;
+            }
+            case PROTOBUF_C_TYPE_BOOL:
+                v = json_boolean(((const protobuf_c_boolean *)at)[k]);
+                break;
+            case PROTOBUF_C_TYPE_INT32:
+                v = json_integer(((const int32_t *)at)[k]);
+                break;
+            case PROTOBUF_C_TYPE_INT64:
+                v = json_integer(((const int64_t *)at)[k]);
+                break;
+            case PROTOBUF_C_TYPE_UINT64:
+                v = json_integer((json_int_t)((const uint64_t *)at)[k]);
+                break;
+            case PROTOBUF_C_TYPE_DOUBLE:
+                v = json_real(((const double *)at)[k]);
+                break;
+            case PROTOBUF_C_TYPE_MESSAGE: {
+                const ProtobufCMessage *sub = ((const ProtobufCMessage *const *)at)[k];
+                v = sub ? s_to_json(sub) : json_null();
+                break;
+            }
+            default:
+                v = json_null(); /* bytes and enums: not shown */
+            }
+            json_array_append_new(list, v);
+        }
+        if (f->label == PROTOBUF_C_LABEL_REPEATED)
+            json_object_set_new(out, f->name, list);
+        else {
+            json_object_set(out, f->name, json_array_get(list, 0));
+            json_decref(list);
+        }
+    }
+    return out;
+}
+
+/* Options of `send`: who the assertion states and how it is made. */
+typedef struct {
+    const char *user; /* NULL: no assertion at all */
+    const char *role;
+    const char *key_dir; /* sign with DIR's assertion.key; NULL with self_made */
+    int self_made;       /* sign with a fresh key of our own */
+    int expired;         /* expired before it is sent */
+    const char *action;  /* made for this type instead of the one sent */
+} s_send_opts_t;
+
+static int s_send_usage(void)
+{
+    fprintf(stderr, "usage: berth-probe send HOST:PORT SERVICE TYPE JSON [--as USER ROLE "
+                    "[--key DIR | --self-made] [--expired] [--for TYPE]]\n");
+    return 2;
+}
+
+static int s_send(int argc, char **argv)
+{
+    char host[128];
+    int port;
+    if (argc < 6 || sscanf(argv[2], "%127[^:]:%d", host, &port) != 2)
+        return s_send_usage();
+    s_send_opts_t o = { 0 };
+    for (int i = 6; i < argc; i++) {
+        if (streq(argv[i], "--as") && i + 2 < argc) {
+            o.user = argv[++i];
+            o.role = argv[++i];
+        } else if (streq(argv[i], "--key") && i + 1 < argc)
+            o.key_dir = argv[++i];
+        else if (streq(argv[i], "--self-made"))
+            o.self_made = 1;
+        else if (streq(argv[i], "--expired"))
+            o.expired = 1;
+        else if (streq(argv[i], "--for") && i + 1 < argc)
+            o.action = argv[++i];
+        else
+            return s_send_usage();
+    }
+    if (o.user && !o.key_dir == !o.self_made)
+        return s_send_usage(); /* --as needs exactly one of --key and --self-made */
+    const ProtobufCMessageDescriptor *desc = s_message(argv[4]);
+    json_error_t jerr;
+    json_t *fields = json_loads(argv[5], 0, &jerr);
+    if (!desc || !json_is_object(fields)) {
+        fprintf(stderr, "berth-probe: unknown type or JSON that is not an object\n");
+        json_decref(fields);
+        return 2;
+    }
+    ProtobufCMessage *msg = s_from_json(desc, fields);
+    json_decref(fields);
+    if (!msg)
+        return 2;
+
+    char request_id[UTIL_ID_LEN];
+    util_uuid(request_id);
+    assertion_t *signer = NULL;
+    assertion_signed_t signed_;
+    berth_error_t error = { 0 };
+    if (o.user) {
+        if (o.self_made) {
+            uint8_t pk[ASSERTION_PUBLIC_LEN], sk[ASSERTION_SECRET_LEN];
+            if (sodium_init() >= 0) {
+                crypto_sign_keypair(pk, sk);
+                signer = assertion_new(pk, sk);
+            }
+        } else
+            signer = assertion_signer_new(o.key_dir, &error);
+        const ProtobufCFieldDescriptor *f =
+            protobuf_c_message_descriptor_get_field_by_name(desc, "assertion");
+        char *roles[] = { (char *)o.role };
+        Berth__UserAssertion claims = BERTH__USER_ASSERTION__INIT;
+        claims.user = (char *)o.user;
+        claims.roles = roles;
+        claims.n_roles = 1;
+        claims.issued_ms = util_now_ms();
+        claims.expires_ms = o.expired ? claims.issued_ms - 1000 : claims.issued_ms + 15000;
+        claims.request_id = request_id;
+        claims.action = (char *)(o.action ? o.action : desc->short_name);
+        if (!signer || !f || assertion_sign(signer, &claims, &signed_) != 0) {
+            fprintf(stderr, "berth-probe: cannot sign an assertion for %s: %s\n", desc->short_name,
+                    *error.message ? error.message : "no assertion field");
+            assertion_destroy(&signer);
+            protobuf_c_message_free_unpacked(msg, NULL);
+            return 2;
+        }
+        *(Berth__SignedAssertion **)((char *)msg + f->offset) = &signed_.msg;
+    }
+
+    store_t *store = store_new(host, port, 1000, 1000);
+    bus_client_t *client = bus_client_new(store, "probe");
+    Berth__Envelope *reply = NULL;
+    int rc = client ? bus_client_call(client, argv[3], msg, request_id, 5000, &reply) : -1;
+    json_t *out = NULL;
+    if (rc == 0 && reply->error) {
+        error_from_proto(&error, reply->error);
+        json_t *details = json_object();
+        for (size_t i = 0; i < error.n_details; i++)
+            json_object_set_new(details, error.details[i].key, json_string(error.details[i].value));
+        out = json_pack("{s:{s:s, s:s, s:o}}", "error", "code", error.code, "message",
+                        error.message, "details", details);
+    } else if (rc == 0) {
+        const ProtobufCMessageDescriptor *answer = s_message(reply->type);
+        ProtobufCMessage *body = answer ? envelope_body(reply, answer) : NULL;
+        out = json_pack("{s:s, s:o}", "type", reply->type, "body",
+                        body ? s_to_json(body) : json_null());
+        if (body)
+            protobuf_c_message_free_unpacked(body, NULL);
+    }
+    if (out) {
+        char *text = json_dumps(out, JSON_COMPACT | JSON_SORT_KEYS);
+        puts(text);
+        free(text);
+        json_decref(out);
+    } else
+        fprintf(stderr, "berth-probe: no answer from %s\n", argv[3]);
+    if (reply)
+        berth__envelope__free_unpacked(reply, NULL);
+    const ProtobufCFieldDescriptor *f =
+        protobuf_c_message_descriptor_get_field_by_name(desc, "assertion");
+    if (f && f->type == PROTOBUF_C_TYPE_MESSAGE)
+        *(ProtobufCMessage **)((char *)msg + f->offset) = NULL; /* signed_ is on the stack */
+    protobuf_c_message_free_unpacked(msg, NULL);
+    assertion_destroy(&signer);
+    bus_client_destroy(&client);
+    store_destroy(&store);
+    return out ? 0 : 1;
+}
+
 int main(int argc, char **argv)
 {
     log_set_level("error");
@@ -229,7 +495,10 @@ int main(int argc, char **argv)
         return s_garbage(argv[2]);
     if (argc == 7 && streq(argv[1], "select"))
         return s_select(argv);
+    if (argc >= 2 && streq(argv[1], "send"))
+        return s_send(argc, argv);
     fprintf(stderr, "usage: berth-probe ping ENDPOINT | call HOST:PORT SERVICE N [INTERVAL_MS]"
-                    " | garbage ENDPOINT | select HOST:PORT VM VCPUS RAM_MB DISK_GB\n");
+                    " | garbage ENDPOINT | select HOST:PORT VM VCPUS RAM_MB DISK_GB"
+                    " | send HOST:PORT SERVICE TYPE JSON [options]\n");
     return 2;
 }
