@@ -169,6 +169,13 @@ class Api:
             raise AssertionError("DELETE /v1/vms/%s: %r" % (vm_id, r))
         return r.json()["task"]
 
+    def create_user(self, name, password, role="user"):
+        """Create a user (the caller is an admin) and log in as them: their Api."""
+        r = self.call("POST", "/v1/users", {"username": name, "password": password, "role": role})
+        if r.status != 201:
+            raise AssertionError("POST /v1/users %s: %r" % (name, r))
+        return Api(self.p, name, password)
+
     def create_template(self, **fields):
         r = self.call("POST", "/v1/templates", fields)
         if r.status != 201:

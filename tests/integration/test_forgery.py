@@ -23,7 +23,7 @@ import sys
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from berth_test import Api, PlatformCase, wait_until  # noqa: E402
+from berth_test import PlatformCase, wait_until  # noqa: E402
 
 PASSWORD = "forgery-test-pw"
 
@@ -41,12 +41,8 @@ class Forgery(PlatformCase):
     def setUpClass(cls):
         super().setUpClass()
         try:
-            for user in ("alice", "bob"):
-                r = cls.api.call("POST", "/v1/users", {"username": user, "password": PASSWORD})
-                if r.status != 201:
-                    raise AssertionError("POST /v1/users %s: %r" % (user, r))
-            cls.alice = Api(cls.p, "alice", PASSWORD)
-            cls.bob = Api(cls.p, "bob", PASSWORD)
+            cls.alice = cls.api.create_user("alice", PASSWORD)
+            cls.bob = cls.api.create_user("bob", PASSWORD)
             # Alice's running VM (disposal and usage), built before any forgery is tried.
             req = cls.alice.request("small", "alice-vm")
             cls.alice_vm = req["vms"][0]["id"]

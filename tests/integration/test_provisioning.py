@@ -19,6 +19,17 @@ from berth_test import (PlatformCase, host_domains, iso_file, iso_volume_id,  # 
 class Provisioning(PlatformCase):
     agents = 3
 
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        # Requests an admin decides come from a member: nobody decides their own request.
+        try:
+            cls.member = cls.api.create_user("member", "provisioning-member-pw")
+        except Exception:
+            cls.p.dump_logs()
+            cls.p.stop()
+            raise
+
     def seed_path(self, vm_id):
         paths = glob.glob(os.path.join(self.p.data_dir, "services", "agent-*", "**",
                                        vm_id + "-seed.iso"), recursive=True)
@@ -90,7 +101,7 @@ class Provisioning(PlatformCase):
 
     def test_2_requires_approval(self):
         before = self.api.hosts()
-        req = self.api.request("large", "big")
+        req = self.member.request("large", "big")
         self.assertEqual(req["state"], "PENDING_APPROVAL")
         vm_id = req["vms"][0]["id"]
         self.assertEqual(req["vms"][0]["state"], "PENDING_APPROVAL")
@@ -106,7 +117,7 @@ class Provisioning(PlatformCase):
         vm = self.api.wait_vm(vm_id, ("ACTIVE",))
         self.api.wait_task(self.api.dispose(vm_id)["id"])
 
-        rej = self.api.request("large", "nope")
+        rej = self.member.request("large", "nope")
         r = self.api.call("POST", "/v1/requests/%s/reject" % rej["id"], {"reason": "no budget"})
         self.assertEqual(r.status, 200, r)
         self.assertEqual(r.json()["request"]["state"], "REJECTED")
@@ -209,11 +220,11 @@ class Provisioning(PlatformCase):
                                  image="base", lease_days=1, requires_approval=True)
         key = {"Idempotency-Key": "order-7"}
         body = {"template": "idem-gated", "name": "idem", "count": 2}
-        first = self.api.call("POST", "/v1/requests", body, key)
+        first = self.member.call("POST", "/v1/requests", body, key)
         self.assertEqual(first.status, 202, first)
         first = first.json()["request"]
         # The same body again: the same request, nothing new.
-        again = self.api.call("POST", "/v1/requests", body, key)
+        again = self.member.call("POST", "/v1/requests", body, key)
         self.assertEqual(again.status, 202, again)
         self.assertEqual(again.json()["request"]["id"], first["id"])
         # Another body with the same key: refused, saying so, and nothing is created.
@@ -221,7 +232,7 @@ class Provisioning(PlatformCase):
         for other in (dict(body, count=3), dict(body, name="idem2"), {"template": "idem-gated",
                                                                       "name": "idem"}):
             with self.subTest(other=other):
-                r = self.api.call("POST", "/v1/requests", other, key)
+                r = self.member.call("POST", "/v1/requests", other, key)
                 self.assertEqual(r.status, 422, r)
                 err = r.json()["error"]
                 self.assertEqual(err["code"], "IDEMPOTENCY_KEY_REUSED")
