@@ -82,7 +82,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "bench-bus: cannot bind\n");
         return 1;
     }
-    bus_server_on(bus.server, "Ping", s_on_ping, NULL);
+    bus_server_on(bus.server, "Ping", "*", s_on_ping, NULL);
     pthread_t t1, t2;
     pthread_create(&t1, NULL, s_serve, &bus);
     pthread_create(&t2, NULL, s_serve, &bare);

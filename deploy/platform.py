@@ -256,6 +256,44 @@ class Platform:
             raise PlatformError("berth-secrets failed:\n" + run.stdout)
         self._secrets_made = True
 
+    def host_cert(self, host):
+        """The bus certificate of an agent host (made by berth-secrets --host the first time):
+        its name under secrets/curve, which the agent gets as BERTH_CURVE_CERT."""
+        self.make_secrets()
+        name = "agent-" + host
+        if not os.path.exists(os.path.join(self.secrets_dir, "curve", name + ".key")):
+            run = subprocess.run([self.binary("secrets"), self.secrets_dir, "--host", host],
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            if run.returncode != 0:
+                raise PlatformError("berth-secrets --host %s failed:\n%s" % (host, run.stdout))
+        return name
+
+    def server_cert(self, entry):
+        """The certificate the server of a registry entry presents: its service's, or an
+        agent's host's (found once per instance while Redis answers, then remembered)."""
+        if entry["service"] != "agent":
+            return entry["service"]
+        cache = self.__dict__.setdefault("_agent_certs", {})
+        if entry["instance"] not in cache:
+            for proc in self.procs:
+                host = proc.env.get("BERTH_HOST_NAME") if proc.service == "agent" else None
+                if host and self.redis_command("HGET", "berth:host:" + host,
+                                               "agent") == entry["instance"]:
+                    cache[entry["instance"]] = proc.env["BERTH_CURVE_CERT"]
+        if entry["instance"] not in cache:
+            raise PlatformError("no agent host for instance %s" % entry["instance"])
+        return cache[entry["instance"]]
+
+    def probe_argv(self, *args, cert="gateway", server=None):
+        """The command line of berth-probe with a bus certificate: cert is a name under
+        secrets/curve ("gateway", "taskmgr", self.host_cert("host-1")), "new" for a key the
+        store does not hold or "none" for no CURVE; server the certificate of the server at an
+        ENDPOINT argument (default: the service of cert)."""
+        argv = [self.binary("probe"), "--secrets", self.secrets_dir, "--cert", cert]
+        if server:
+            argv += ["--server", server]
+        return argv + [str(a) for a in args]
+
     def start_redis(self, timeout=15.0):
         """Start redis-server (or start it again) on the same port and dir; wait for PING.
 
@@ -389,6 +427,7 @@ class Platform:
             full["BERTH_STAGER_ENDPOINTS"] = self.stager_endpoint
         full.update(AGENT_SIZES[(index - 1) % len(AGENT_SIZES)])
         full.update(env or {})
+        full.setdefault("BERTH_CURVE_CERT", self.host_cert(full["BERTH_HOST_NAME"]))
         return self.start("agent", env=full, name="agent-%d" % index)
 
     def start_all(self, agents=3, wait=True, timeout=60.0, instances=None, agent_env=None):

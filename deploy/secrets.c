@@ -4,8 +4,14 @@
     secrets_dir). Each kind of secret is one row of the table below: its file names and the
     function that makes it. Files holding a secret are mode 0600, the directory 0700.
 
-        berth-secrets DIR        create what is missing, list what DIR holds */
+        berth-secrets DIR [--host NAME]... [--rotate CERT]...
+            create what is missing and list what DIR holds; --host adds the bus certificate
+            of an agent host (kept if it exists); --rotate makes a certificate anew
+            ("scheduler", "agent-host-2"): restart whoever holds it (every replica) */
 
+#include "bus_auth.h"
+
+#include <czmq.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <sodium.h>
@@ -75,6 +81,36 @@ static int s_assertion_keys(void)
     return rc;
 }
 
+/* Bus certificates (CURVE): curve/<name>.key is one process's secret certificate (a service's,
+   shared by its replicas, or an agent host's), curve/public/<name>.cert its public half; the
+   public directory is the store every server admits callers from. The metadata names the
+   service, and for an agent its host: that is the identity handlers check. */
+static const char *s_cert_services[] = { "gateway", "approval", "scheduler", "taskmgr",
+                                         "stager",  "meter",    NULL };
+
+/* Make (or with replace, remake) the certificate name (lib/bus_auth.c keeps the layout). */
+static int s_cert(const char *name, const char *service, const char *host, int replace)
+{
+    return bus_auth_make(".", name, service, host, replace);
+}
+
+static int s_curve(void)
+{
+    for (const char **svc = s_cert_services; *svc; svc++)
+        if (s_cert(*svc, *svc, NULL, 0) != 0)
+            return -1;
+    return 0;
+}
+
+/* A host name as an agent certificate carries it: a file name, nothing that walks. */
+static int s_valid_name(const char *name)
+{
+    size_t len = strlen(name);
+    if (len == 0 || len > 60 || name[0] == '.' || name[0] == '-')
+        return 0;
+    return strspn(name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_") == len;
+}
+
 static const struct {
     const char *file; /* present means this kind is already made */
     s_make_fn *make;
@@ -82,12 +118,17 @@ static const struct {
 } s_kinds[] = {
     { "token.secret", s_token_secret, "gateway: HMAC key of tokens and sessions" },
     { "assertion.key", s_assertion_keys, "gateway: signs user assertions (assertion.pub checks)" },
+    { "curve/public", s_curve, "bus: CURVE certificates of every service, public store" },
 };
 
 int main(int argc, char **argv)
 {
-    if (argc != 2 || argv[1][0] == '-') {
-        fprintf(stderr, "usage: berth-secrets DIR\n");
+    int bad = argc < 2 || argv[1][0] == '-' || argc % 2 != 0;
+    for (int i = 2; !bad && i + 1 < argc; i += 2)
+        bad = !(strcmp(argv[i], "--host") == 0 || strcmp(argv[i], "--rotate") == 0) ||
+              !s_valid_name(argv[i + 1]);
+    if (bad) {
+        fprintf(stderr, "usage: berth-secrets DIR [--host NAME]... [--rotate CERT]...\n");
         return 2;
     }
     if (sodium_init() < 0) {
@@ -111,6 +152,37 @@ int main(int argc, char **argv)
             state = "created";
         }
         printf("%-24s %-8s %s\n", s_kinds[i].file, state, s_kinds[i].what);
+    }
+    for (int i = 2; i + 1 < argc; i += 2) {
+        const char *name = argv[i + 1];
+        char cert[80];
+        snprintf(cert, sizeof cert, "agent-%s", name);
+        if (strcmp(argv[i], "--host") == 0) {
+            char path[128];
+            snprintf(path, sizeof path, "curve/%s.key", cert);
+            const char *state = access(path, F_OK) == 0 ? "kept" : "created";
+            if (s_cert(cert, "agent", name, 0) != 0)
+                return 1;
+            printf("curve/%-18s %-8s %s\n", cert, state, "bus: the agent certificate of a host");
+            continue;
+        }
+        /* --rotate: a certificate that exists, made anew under the same metadata. */
+        char path[128];
+        snprintf(path, sizeof path, "curve/%s.key", name);
+        zcert_t *old = zcert_load(path);
+        if (!old) {
+            fprintf(stderr, "berth-secrets: no certificate %s to rotate\n", name);
+            return 1;
+        }
+        char *service = strdup(zcert_meta(old, "service") ? zcert_meta(old, "service") : name);
+        char *host = zcert_meta(old, "host") ? strdup(zcert_meta(old, "host")) : NULL;
+        zcert_destroy(&old);
+        int rc = s_cert(name, service, host, 1);
+        free(service);
+        free(host);
+        if (rc != 0)
+            return 1;
+        printf("curve/%-18s %-8s %s\n", name, "rotated", "bus: restart whoever holds it");
     }
     return 0;
 }

@@ -58,6 +58,8 @@ static s_worker_t *s_worker(http_t *self)
         return NULL;
     w->store = store_new(self->options.redis_host, self->options.redis_port, 1000, 1000);
     w->bus = w->store ? bus_client_new(w->store, self->options.sender) : NULL;
+    if (w->bus)
+        bus_client_secure(w->bus, self->options.bus_auth);
     if (!w->bus) {
         s_worker_free(w);
         return NULL;

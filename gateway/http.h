@@ -64,6 +64,7 @@ typedef struct {
     const char *redis_host;
     int redis_port;
     const char *sender;         /* bus sender name */
+    bus_auth_t *bus_auth;       /* the gateway's CURVE certificate, for every bus client */
     http_auth_fn *authenticate; /* for every route that is not HTTP_PUBLIC */
 } http_options_t;
 

@@ -165,6 +165,7 @@ int main(int argc, char **argv)
                                .redis_host = config_get(c, "redis_host"),
                                .redis_port = (int)redis_port,
                                .sender = sender,
+                               .bus_auth = service_auth(service),
                                .authenticate = auth_authenticate };
     /* The admin exists before the first request can ask for a token (when Redis is up;
        otherwise the loop keeps trying). */

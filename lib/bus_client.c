@@ -59,6 +59,7 @@ struct _bus_client_t {
     zhashx_t *targets; /* service -> s_target_t */
     zhashx_t *calls;   /* message id -> s_call_t, every call in flight */
     zloop_t *loop;     /* borrowed, once attached */
+    bus_auth_t *auth;  /* borrowed; NULL: plain ZeroMQ */
     int retry_ms;
 };
 
@@ -126,6 +127,19 @@ void bus_client_set_retry(bus_client_t *self, int retry_ms)
 
 static int s_on_reader(zloop_t *loop, zsock_t *sock, void *arg);
 static s_target_t *s_target(bus_client_t *self, const char *service);
+static s_target_t *s_target_new(bus_client_t *self, const char *target, const char *server);
+
+void bus_client_secure(bus_client_t *self, bus_auth_t *auth)
+{
+    assert(zhashx_size(self->targets) == 0);
+    self->auth = auth;
+}
+
+int bus_client_set_server(bus_client_t *self, const char *target, const char *server)
+{
+    assert(!zhashx_lookup(self->targets, target));
+    return s_target_new(self, target, server) ? 0 : -1;
+}
 
 void bus_client_set_target_retry(bus_client_t *self, const char *target, int retry_ms)
 {
@@ -137,14 +151,19 @@ void bus_client_set_target_retry(bus_client_t *self, const char *target, int ret
 static s_target_t *s_target(bus_client_t *self, const char *service)
 {
     s_target_t *t = zhashx_lookup(self->targets, service);
-    if (t)
-        return t;
-    t = calloc(1, sizeof *t);
+    return t ? t : s_target_new(self, service, service);
+}
+
+/* A new target, speaking CURVE to the key of server when the client is secure. */
+static s_target_t *s_target_new(bus_client_t *self, const char *service, const char *server)
+{
+    s_target_t *t = calloc(1, sizeof *t);
     if (!t)
         return NULL;
     t->dealer = zsock_new(ZMQ_DEALER);
     t->endpoints = zhashx_new();
-    if (!t->dealer || !t->endpoints) {
+    if (!t->dealer || !t->endpoints ||
+        (self->auth && bus_auth_client(self->auth, t->dealer, server) != 0)) {
         void *item = t;
         s_target_free(&item);
         return NULL;
@@ -212,7 +231,9 @@ int bus_client_pin(bus_client_t *self, const char *service, const char *endpoint
 int bus_client_pin_as(bus_client_t *self, const char *target, const char *service,
                       const char *endpoints)
 {
-    s_target_t *t = s_target(self, target);
+    s_target_t *t = zhashx_lookup(self->targets, target);
+    if (!t)
+        t = s_target_new(self, target, service);
     if (!t)
         return -1;
     t->pinned = 1;

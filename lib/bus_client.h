@@ -8,6 +8,7 @@
 #ifndef BERTH_BUS_CLIENT_H
 #define BERTH_BUS_CLIENT_H
 
+#include "bus_auth.h"
 #include "envelope.h"
 #include "store.h"
 #include "util.h"
@@ -18,6 +19,16 @@ typedef struct _bus_client_t bus_client_t;
    stamped on every envelope. */
 bus_client_t *bus_client_new(store_t *store, const char *sender);
 void bus_client_destroy(bus_client_t **self_p);
+
+/* Speak CURVE with auth's certificate (borrowed, must outlive the client) on every
+   connection, each to the server key the store holds under the target's service name.
+   Before the first pin or call. Every service's client does; without it, plain ZeroMQ. */
+void bus_client_secure(bus_client_t *self, bus_auth_t *auth);
+
+/* The server behind target presents the store's certificate `server` instead of the one
+   named like its service (an agent's, "agent-host-1"; or a target of no service named).
+   Before target's first pin or call; -1 when the store has no such certificate. */
+int bus_client_set_server(bus_client_t *self, const char *target, const char *server);
 
 /* Use a fixed list of endpoints (comma-separated) for service instead of the registry;
    agents reach taskmgr this way. */

@@ -25,12 +25,14 @@
 typedef struct {
     bus_handler_fn *fn;
     void *arg;
+    char *callers; /* who may send it: service names, or "*" */
 } s_handler_t;
 
 struct _bus_server_t {
     zsock_t *router;
     char *endpoint;      /* bound endpoint, port resolved */
     char *sender;        /* "service/instance" */
+    bus_auth_t *auth;    /* borrowed; NULL: no CURVE, no callers known */
     zhashx_t *handlers;  /* type -> s_handler_t */
     zhashx_t *cache_now; /* message id -> zframe_t reply */
     zhashx_t *cache_old; /* previous generation */
@@ -38,6 +40,7 @@ struct _bus_server_t {
     int64_t rotated_at;  /* monotonic ms of the last rotation */
     uint64_t handled;
     uint64_t rejected;
+    uint64_t forbidden; /* requests refused for their caller */
 };
 
 struct _bus_request_t {
@@ -46,13 +49,19 @@ struct _bus_request_t {
     Berth__Envelope *envelope;
     ProtobufCMessage *body; /* unpacked on demand */
     int replied;
-    int deferred; /* kept by its handler (heap copy, listed in server->deferred) */
+    int deferred;        /* kept by its handler (heap copy, listed in server->deferred) */
+    int known;           /* caller is set (a CURVE server) */
+    bus_caller_t caller; /* from the handshake's metadata */
 };
 
 static void s_handler_free(void **item)
 {
-    free(*item);
-    *item = NULL;
+    s_handler_t *h = *item;
+    if (h) {
+        free(h->callers);
+        free(h);
+        *item = NULL;
+    }
 }
 
 static void s_frame_free(void **item)
@@ -70,9 +79,15 @@ static zhashx_t *s_cache_new(void)
 
 bus_server_t *bus_server_new(const char *endpoint, const char *sender)
 {
+    return bus_server_new_curve(endpoint, sender, NULL);
+}
+
+bus_server_t *bus_server_new_curve(const char *endpoint, const char *sender, bus_auth_t *auth)
+{
     bus_server_t *self = calloc(1, sizeof *self);
     if (!self)
         return NULL;
+    self->auth = auth;
     self->sender = strdup(sender);
     self->handlers = zhashx_new();
     self->cache_now = s_cache_new();
@@ -88,6 +103,10 @@ bus_server_t *bus_server_new(const char *endpoint, const char *sender)
     zsock_set_maxmsgsize(self->router, ENVELOPE_MAX_BYTES);
     zsock_set_linger(self->router, 0);
     zsock_set_router_mandatory(self->router, 0);
+    if (auth && bus_auth_server(auth, self->router) != 0) {
+        bus_server_destroy(&self);
+        return NULL;
+    }
     if (zsock_bind(self->router, "%s", endpoint) < 0) {
         log_error(NULL, "cannot bind bus endpoint", "{s:s, s:s}", "endpoint", endpoint, "reason",
                   zmq_strerror(zmq_errno()));
@@ -140,12 +159,15 @@ uint64_t bus_server_rejected(bus_server_t *self)
     return self->rejected;
 }
 
-void bus_server_on(bus_server_t *self, const char *type, bus_handler_fn *fn, void *arg)
+void bus_server_on(bus_server_t *self, const char *type, const char *callers, bus_handler_fn *fn,
+                   void *arg)
 {
     s_handler_t *h = malloc(sizeof *h);
-    assert(h);
+    assert(h && callers);
     h->fn = fn;
     h->arg = arg;
+    h->callers = strdup(callers);
+    assert(h->callers);
     zhashx_update(self->handlers, type, h);
 }
 
@@ -241,6 +263,11 @@ const Berth__Envelope *bus_request_envelope(bus_request_t *request)
     return request->envelope;
 }
 
+const bus_caller_t *bus_request_caller(bus_request_t *request)
+{
+    return request->known ? &request->caller : NULL;
+}
+
 void *bus_request_body(bus_request_t *request, const ProtobufCMessageDescriptor *desc)
 {
     if (!request->body)
@@ -289,6 +316,20 @@ size_t bus_server_deferred(bus_server_t *self)
     return zhashx_size(self->deferred);
 }
 
+/* A caller the handler does not accept: refused before the handler (and Redis) sees it,
+   logged like bad frames, first and then one per thousand. */
+static void s_forbid(bus_server_t *self, bus_request_t *req, const char *callers)
+{
+    self->forbidden++;
+    if (self->forbidden % 1000 == 1)
+        log_warn(req->envelope->request_id, "refused a caller", "{s:s, s:s, s:s, s:s, s:I}", "type",
+                 req->envelope->type, "caller", req->caller.service, "host", req->caller.host,
+                 "accepts", callers, "forbidden_total", (json_int_t)self->forbidden);
+    berth_error_t error;
+    error_set(&error, "FORBIDDEN", "%s may not send %s", req->caller.service, req->envelope->type);
+    bus_reply_fault(req, &error);
+}
+
 /* A request names the service it is meant for; none named means any. */
 static int s_meant_for_us(bus_server_t *self, const char *service)
 {
@@ -305,8 +346,11 @@ void bus_server_recv(bus_server_t *self)
     zframe_t *frame = zmsg_pop(msg);
     const char *reason = NULL;
     Berth__Envelope *env = NULL;
+    bus_caller_t caller = { "", "" };
     if (!frame || zmsg_size(msg) != 0)
         reason = "expected exactly one envelope frame";
+    else if (self->auth && bus_auth_caller(frame, &caller) != 0)
+        reason = "no caller identity on a CURVE connection";
     else
         env = envelope_unpack(zframe_data(frame), zframe_size(frame), &reason);
     zmsg_destroy(&msg);
@@ -333,7 +377,10 @@ void bus_server_recv(bus_server_t *self)
         berth__envelope__free_unpacked(env, NULL);
         return;
     }
-    bus_request_t req = { .server = self, .identity = identity, .envelope = env };
+    bus_request_t req = {
+        .server = self, .identity = identity, .envelope = env, .known = self->auth != NULL
+    };
+    req.caller = caller;
     if (env->deadline_ms && env->deadline_ms < util_now_ms()) {
         log_debug(env->request_id, "dropped request past its deadline", "{s:s}", "type", env->type);
     } else if (!s_meant_for_us(self, env->service)) {
@@ -341,7 +388,9 @@ void bus_server_recv(bus_server_t *self)
         bus_reply_error(&req, "WRONG_SERVICE", "this endpoint serves another service");
     } else {
         s_handler_t *h = zhashx_lookup(self->handlers, env->type);
-        if (h)
+        if (h && req.known && !bus_auth_allows(h->callers, &caller))
+            s_forbid(self, &req, h->callers);
+        else if (h)
             h->fn(&req, h->arg);
         else
             bus_reply_error(&req, "UNKNOWN_TYPE", "no handler for this message type");

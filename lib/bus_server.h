@@ -5,6 +5,7 @@
 #ifndef BERTH_BUS_SERVER_H
 #define BERTH_BUS_SERVER_H
 
+#include "bus_auth.h"
 #include "envelope.h"
 
 #include <czmq.h>
@@ -19,6 +20,12 @@ typedef void(bus_handler_fn)(bus_request_t *request, void *arg);
 /* Bind a ROUTER at endpoint ("tcp://127.0.0.1:*" picks a free port). sender is
    "service/instance", stamped on replies. NULL (logged) if the bind fails. */
 bus_server_t *bus_server_new(const char *endpoint, const char *sender);
+
+/* The same as a CURVE server (bus_auth.h): only callers whose key is in the platform's store
+   connect at all, and each handler sees who calls and refuses callers it does not accept.
+   auth is borrowed and must outlive the server. Every service binds this way; a server
+   without auth (unit tests, the bench's baseline) knows no callers and checks none. */
+bus_server_t *bus_server_new_curve(const char *endpoint, const char *sender, bus_auth_t *auth);
 void bus_server_destroy(bus_server_t **self_p);
 
 /* The endpoint actually bound (with the port resolved). */
@@ -27,8 +34,11 @@ const char *bus_server_endpoint(bus_server_t *self);
 /* The socket, for the owner's poll loop; call bus_server_recv() when it is readable. */
 zsock_t *bus_server_socket(bus_server_t *self);
 
-/* Route requests of `type` to fn. A type without a handler gets an UNKNOWN_TYPE error. */
-void bus_server_on(bus_server_t *self, const char *type, bus_handler_fn *fn, void *arg);
+/* Route requests of `type` to fn, from callers only: the services allowed to send it,
+   separated by spaces ("gateway", "taskmgr agent"), or "*" for any caller the store admits.
+   Others get a FORBIDDEN error before fn runs. A type without a handler gets UNKNOWN_TYPE. */
+void bus_server_on(bus_server_t *self, const char *type, const char *callers, bus_handler_fn *fn,
+                   void *arg);
 
 /* Receive and handle one message (never blocks past what is queued). */
 void bus_server_recv(bus_server_t *self);
@@ -39,6 +49,9 @@ uint64_t bus_server_rejected(bus_server_t *self);
 
 /* ---- inside a handler ---- */
 const Berth__Envelope *bus_request_envelope(bus_request_t *request);
+/* Who sent the request (the certificate's service and, for an agent, host), as the CURVE
+   handshake proved it; NULL on a server without CURVE. */
+const bus_caller_t *bus_request_caller(bus_request_t *request);
 /* The body as desc's message or NULL (then reply BAD_REQUEST). Freed with the request. */
 void *bus_request_body(bus_request_t *request, const ProtobufCMessageDescriptor *desc);
 void bus_reply(bus_request_t *request, const ProtobufCMessage *body);

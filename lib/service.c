@@ -19,6 +19,7 @@ struct _service_t {
     char *config_path; /* --config FILE, or BERTH_CONFIG */
     config_t *config;
     store_t *store;
+    bus_auth_t *auth; /* this process's CURVE certificate and the platform's store */
     bus_server_t *server;
     bus_client_t *client;
     zloop_t *loop;
@@ -74,6 +75,9 @@ service_t *service_new(const char *name, int argc, char **argv)
     config_declare(c, "heartbeat_ms", "1000", 0);
     config_declare(c, "log_level", "info", 0);
     config_declare(c, "secrets_dir", NULL, 0); /* what berth-secrets made (keys, secrets) */
+    /* The bus certificate: a name under secrets_dir/curve (the service's own by default; an
+       agent's is its host's, "agent-host-1") or a path. */
+    config_declare(c, "curve_cert", name, 0);
     return self;
 }
 
@@ -84,6 +88,7 @@ void service_destroy(service_t **self_p)
         zloop_destroy(&self->loop);
         bus_client_destroy(&self->client);
         bus_server_destroy(&self->server);
+        bus_auth_destroy(&self->auth);
         store_destroy(&self->store);
         config_destroy(&self->config);
         zlistx_destroy(&self->jobs);
@@ -209,18 +214,27 @@ int service_start(service_t *self)
     /* The store in the layout this build reads, before anything reads it. */
     if (!self->storeless && migrate_run(self->store, self->instance, (int)schema_wait) != 0)
         return -1;
+    /* No certificate, no bus: a service never serves or calls in the clear. */
+    if (!(self->auth = bus_auth_new(config_get(c, "secrets_dir"), config_get(c, "curve_cert"))))
+        return -1;
+    if (!streq(bus_auth_service(self->auth), self->name)) {
+        log_error(NULL, "curve_cert is another service's certificate", "{s:s, s:s}", "curve_cert",
+                  config_get(c, "curve_cert"), "names", bus_auth_service(self->auth));
+        return -1;
+    }
     char sender[192];
     snprintf(sender, sizeof sender, "%s/%s", self->name, self->instance);
-    self->server = bus_server_new(config_get(c, "bind"), sender);
+    self->server = bus_server_new_curve(config_get(c, "bind"), sender, self->auth);
     self->client = bus_client_new(self->store, sender);
     if (!self->server || !self->client)
         return -1;
+    bus_client_secure(self->client, self->auth);
     bus_client_attach(self->client, self->loop);
     s_advertise(self, bus_server_endpoint(self->server));
     config_set(c, "advertise", self->endpoint);
     config_log(c);
 
-    bus_server_on(self->server, "Ping", s_on_ping, self);
+    bus_server_on(self->server, "Ping", "*", s_on_ping, self);
     zloop_reader(self->loop, bus_server_socket(self->server), s_on_router, self->server);
     if (!self->storeless) {
         zloop_timer(self->loop, (size_t)self->heartbeat_ms, 0, s_heartbeat, self);
@@ -231,10 +245,11 @@ int service_start(service_t *self)
     return 0;
 }
 
-void service_on(service_t *self, const char *type, bus_handler_fn *fn, void *arg)
+void service_on(service_t *self, const char *type, const char *callers, bus_handler_fn *fn,
+                void *arg)
 {
     assert(self->server);
-    bus_server_on(self->server, type, fn, arg);
+    bus_server_on(self->server, type, callers, fn, arg);
 }
 
 static s_job_t *s_job(service_t *self, service_timer_fn *fn, void *arg)
@@ -294,6 +309,11 @@ int service_run(service_t *self)
     if (self->store)
         registry_deregister(self->store, self->name, self->instance);
     return 0;
+}
+
+bus_auth_t *service_auth(service_t *self)
+{
+    return self->auth;
 }
 
 store_t *service_store(service_t *self)

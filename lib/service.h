@@ -32,7 +32,10 @@ void service_without_store(service_t *self);
 /* Load config, connect, bind, register. -1 (logged) when the service cannot start. */
 int service_start(service_t *self);
 
-void service_on(service_t *self, const char *type, bus_handler_fn *fn, void *arg);
+/* Handle requests of type from callers only (service names separated by spaces, or "*":
+   bus_server_on); every handler says who may call it. */
+void service_on(service_t *self, const char *type, const char *callers, bus_handler_fn *fn,
+                void *arg);
 void service_every(service_t *self, int interval_ms, service_timer_fn *fn, void *arg);
 
 /* Read one more socket in the loop (e.g. an outbound DEALER); fn runs when it is readable. */
@@ -44,6 +47,8 @@ int service_run(service_t *self);
 /* The Redis connection; NULL for a service without one (service_without_store). */
 store_t *service_store(service_t *self);
 bus_client_t *service_client(service_t *self);
+/* The process's CURVE certificate (for further bus clients, e.g. the gateway's workers). */
+bus_auth_t *service_auth(service_t *self);
 const char *service_name(service_t *self);
 const char *service_instance(service_t *self);
 const char *service_endpoint(service_t *self);

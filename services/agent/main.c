@@ -507,6 +507,13 @@ int main(int argc, char **argv)
         gethostname(fallback, sizeof fallback - 1);
         name = fallback;
     }
+    /* The bus certificate is the host's: taskmgr and the stager take this agent's word only
+       for the host it names. */
+    if (!streq(bus_auth_host(service_auth(service)), name)) {
+        log_error(NULL, "curve_cert is another host's certificate", "{s:s, s:s}", "host_name", name,
+                  "certificate_host", bus_auth_host(service_auth(service)));
+        goto done;
+    }
     vmops_config_t vc = { .uri = self.uri,
                           .host = name,
                           .data_dir = config_get(c, "data_dir"),

@@ -36,7 +36,7 @@ int main(int argc, char **argv)
     if (!approval)
         goto done;
     for (const approval_handler_t *h = approval_handlers; h->type; h++)
-        service_on(service, h->type, h->fn, approval);
+        service_on(service, h->type, "gateway", h->fn, approval); /* the gateway only */
     approval_seed(approval);
     service_every(service, service_heartbeat_ms(service), s_seed_job, approval);
     rc = service_run(service);

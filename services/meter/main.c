@@ -106,7 +106,7 @@ int main(int argc, char **argv)
     }
     if (usage_setup(self.usage) != 0)
         log_warn(NULL, "cannot create the meter consumer group yet; retrying on every poll", NULL);
-    service_on(service, "GetUsage", s_on_get_usage, &self);
+    service_on(service, "GetUsage", "gateway", s_on_get_usage, &self);
     service_every(service, (int)poll_ms, s_poll, &self);
     rc = service_run(service);
 done:

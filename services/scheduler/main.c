@@ -148,8 +148,8 @@ int main(int argc, char **argv)
     self.placement = placement_new(service_store(service), &pc);
     if (!self.placement)
         goto done;
-    service_on(service, "SelectHost", s_on_select_host, &self);
-    service_on(service, "ReleaseClaim", s_on_release_claim, &self);
+    service_on(service, "SelectHost", "taskmgr", s_on_select_host, &self);
+    service_on(service, "ReleaseClaim", "taskmgr", s_on_release_claim, &self);
     s_refresh(service, &self);
     if (pc.refresh_ms > 0)
         service_every(service, (int)pc.refresh_ms, s_refresh, &self);

@@ -199,6 +199,34 @@ static int s_on_work(service_t *service, void *arg)
 
 /* The seed StageImage built for a VM, with its digest: agents fetch seeds by reference.
    One file read of a few hundred KB, on the loop (StageImage built it moments before). */
+/* A seed (user data, keys) goes only to the agent of the host the VM is placed on: the
+   caller's certificate names its host (lib/bus_auth.h), the VM's record names the VM's.
+   Answers the refusal and returns 1, or 0 when the caller may have it. */
+static int s_seed_refused(stager_t *self, bus_request_t *request, const char *vm)
+{
+    const bus_caller_t *caller = bus_request_caller(request);
+    if (!caller)
+        return 0; /* a server without CURVE (unit tests) knows no callers */
+    char key[KEYS_MAX];
+    redisReply *r = store_command(service_store(self->service), "HGET %s host", keys_vm(key, vm));
+    if (!r || r->type == REDIS_REPLY_ERROR) {
+        if (r)
+            freeReplyObject(r);
+        bus_reply_error(request, "UNAVAILABLE", "state store unreachable");
+        return 1;
+    }
+    int mine = r->type == REDIS_REPLY_STRING && streq(r->str, caller->host);
+    freeReplyObject(r);
+    if (mine)
+        return 0;
+    log_warn(bus_request_envelope(request)->request_id, "seed refused to another host's agent",
+             "{s:s, s:s}", "vm", vm, "certificate_host", caller->host);
+    berth_error_t error;
+    error_set(&error, "FORBIDDEN", "VM %s is not placed on host '%s'", vm, caller->host);
+    bus_reply_fault(request, &error);
+    return 1;
+}
+
 static void s_on_get_seed(bus_request_t *request, void *arg)
 {
     stager_t *self = arg;
@@ -213,6 +241,8 @@ static void s_on_get_seed(bus_request_t *request, void *arg)
         bus_reply_fault(request, &error);
         return;
     }
+    if (s_seed_refused(self, request, req->vm))
+        return;
     char path[PATH_MAX + 64];
     snprintf(path, sizeof path, "%s/%s.iso", self->seeds_dir, req->vm);
     uint8_t *iso = NULL;
@@ -330,9 +360,9 @@ int main(int argc, char **argv)
     s_prepare(service, &self);
     service_every(service, 1000, s_prepare, &self);
     util_strlcpy(self.seeds_dir, seeds_dir, sizeof self.seeds_dir);
-    service_on(service, "ListImages", s_on_list_images, &self);
-    service_on(service, "GetSeed", s_on_get_seed, &self);
-    service_on(service, "StageImage", s_on_stage_image, &self);
+    service_on(service, "ListImages", "gateway", s_on_list_images, &self);
+    service_on(service, "GetSeed", "agent", s_on_get_seed, &self);
+    service_on(service, "StageImage", "taskmgr", s_on_stage_image, &self);
     service_every(service, (int)sweep_ms, s_sweep, &self);
     rc = service_run(service);
 done:

@@ -80,6 +80,23 @@ static void s_park_free(void **item)
 
 /* ---- heartbeats --------------------------------------------------------------------------- */
 
+/* An agent speaks only for the host its certificate names (lib/bus_auth.h): a heartbeat,
+   poll or result naming another host is refused before anything is read or written. A
+   server without CURVE (unit tests) knows no callers. */
+static int s_own_host(bus_request_t *request, const char *host)
+{
+    const bus_caller_t *caller = bus_request_caller(request);
+    if (!caller || streq(caller->host, host))
+        return 1;
+    log_warn(bus_request_envelope(request)->request_id, "agent refused for another host",
+             "{s:s, s:s, s:s}", "type", bus_request_envelope(request)->type, "certificate_host",
+             caller->host, "host", host);
+    berth_error_t error;
+    error_set(&error, "FORBIDDEN", "this agent's certificate is for host '%s'", caller->host);
+    bus_reply_fault(request, &error);
+    return 0;
+}
+
 /* The agent's heartbeat: registry entry for the agent, host hash for placement, the
    domains it runs, and their power states onto the VMs. */
 static void s_on_heartbeat(bus_request_t *request, void *arg)
@@ -93,6 +110,8 @@ static void s_on_heartbeat(bus_request_t *request, void *arg)
                         "heartbeat needs instance, host id, capacity and ttl");
         return;
     }
+    if (!s_own_host(request, hb->host->id))
+        return;
     store_t *store = service_store(self->service);
     registry_entry_t e = { .started_ms = hb->started_ms };
     util_strlcpy(e.service, "agent", sizeof e.service);
@@ -244,6 +263,8 @@ static void s_on_work(bus_request_t *request, void *arg)
         bus_reply_error(request, "BAD_REQUEST", "work poll needs a valid host id");
         return;
     }
+    if (!s_own_host(request, work->host))
+        return; /* its commands and its results are the named host's only */
     /* This poll supersedes the one parked for the same host: that one is answered empty
        first, so what the results below set going is handed out in the answer to this one. */
     s_park_t *old = zhashx_lookup(self->parked, work->host);
@@ -408,8 +429,8 @@ agents_t *agents_new(service_t *service)
     }
     zhashx_set_destructor(self->parked, s_park_free);
     zhashx_set_destructor(self->outbox, s_list_free);
-    service_on(service, "AgentHeartbeat", s_on_heartbeat, self);
-    service_on(service, "AgentWork", s_on_work, self);
+    service_on(service, "AgentHeartbeat", "agent", s_on_heartbeat, self);
+    service_on(service, "AgentWork", "agent", s_on_work, self);
     service_every(service, 250, s_sweep, self);
     return self;
 }

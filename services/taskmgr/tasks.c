@@ -1432,7 +1432,7 @@ tasks_t *tasks_new(service_t *service, agents_t *agents)
         return NULL;
     }
     agents_on_result(agents, tasks_on_result, self);
-    service_on(service, "DisposeVm", s_on_dispose, self);
+    service_on(service, "DisposeVm", "gateway", s_on_dispose, self);
     service_reader(service, zactor_sock(self->waker), s_on_wake, self);
     s_run(self);
     return self;

@@ -70,8 +70,9 @@ class Capacity(unittest.TestCase):
         # Asked on the bus, "no valid host" says how many hosts each filter removed: the
         # three full hosts fail on RAM.
         vm = "%08x-0000-4000-8000-000000000000" % os.getpid()
-        r = subprocess.run([p.binary("probe"), "select", "127.0.0.1:%d" % p.redis_port, vm,
-                            "1", "4096", "10"], capture_output=True, text=True, timeout=30)
+        r = subprocess.run(p.probe_argv("select", "127.0.0.1:%d" % p.redis_port, vm, "1",
+                                        "4096", "10", cert="taskmgr"),
+                           capture_output=True, text=True, timeout=30)
         self.assertEqual(r.returncode, 0, r.stderr)
         err = json.loads(r.stdout)["error"]
         self.assertEqual(err["code"], "NO_VALID_HOST", err)

@@ -75,6 +75,30 @@ def berth_services(config):
     return out
 
 
+def init_services(config):
+    """{name: definition} of the one-shot services that run berth-secrets before the rest."""
+    out = {}
+    for name, svc in config["services"].items():
+        cmd = svc.get("command") or []
+        if isinstance(cmd, str):
+            cmd = cmd.split()
+        if cmd and cmd[0] == "berth-secrets":
+            out[name] = svc
+    return out
+
+
+def mounts(svc):
+    """{mount point: (volume, read_only)} of a service's named volumes."""
+    out = {}
+    for v in svc.get("volumes") or []:
+        if isinstance(v, dict):
+            out[v["target"]] = (v.get("source"), bool(v.get("read_only")))
+        else:
+            parts = str(v).split(":")
+            out[parts[1]] = (parts[0], len(parts) > 2 and "ro" in parts[2].split(","))
+    return out
+
+
 def service_type(svc):
     cmd = svc["command"]
     first = cmd.split()[0] if isinstance(cmd, str) else cmd[0]
@@ -142,6 +166,34 @@ class ComposeFile(unittest.TestCase):
                 self.assertTrue((svc.get("healthcheck") or {}).get("test"))
         self.assertTrue(self.config["services"]["redis"].get("healthcheck"))
 
+    def test_secrets_made_first_and_mounted_read_only(self):
+        # One init step runs berth-secrets into a volume (the agents' hosts included); every
+        # Berth service waits for it to complete, mounts that volume read-only where
+        # BERTH_SECRETS_DIR says, and names its bus certificate.
+        inits = init_services(self.config)
+        self.assertEqual(len(inits), 1, "one service running berth-secrets")
+        (init_name, init), = inits.items()
+        cmd = init["command"]
+        secrets_dir = cmd[1]
+        volume, read_only = mounts(init)[secrets_dir]
+        self.assertFalse(read_only)
+        for name, svc in self.services.items():
+            with self.subTest(service=name):
+                deps = svc.get("depends_on") or {}
+                self.assertIn(init_name, deps)
+                self.assertEqual(deps[init_name].get("condition"),
+                                 "service_completed_successfully")
+                env = environment(svc)
+                self.assertEqual(env.get("BERTH_SECRETS_DIR"), secrets_dir)
+                self.assertEqual(mounts(svc).get(secrets_dir), (volume, True))
+                cert = env.get("BERTH_CURVE_CERT")
+                if service_type(svc) == "agent":
+                    self.assertEqual(cert, "agent-" + env["BERTH_HOST_NAME"])
+                    self.assertIn(env["BERTH_HOST_NAME"],
+                                  [cmd[i + 1] for i in range(len(cmd) - 1) if cmd[i] == "--host"])
+                else:
+                    self.assertEqual(cert, service_type(svc))
+
     def test_gateway_publishes_its_http_port(self):
         gateways = [s for s in self.services.values() if service_type(s) == "gateway"]
         self.assertEqual(len(gateways), 1)
@@ -167,6 +219,7 @@ class ComposeAsLocalProcesses(unittest.TestCase):
         cls.platform = None
         config = load_config()
         cls.services = berth_services(config)
+        cls.inits = init_services(config)
         cls.redis_names = {n for n, s in config["services"].items()
                            if "redis" in str(s.get("image", "")) and n not in cls.services}
         p = berth_platform.Platform(admin_password=ADMIN_PASSWORD)
@@ -204,6 +257,18 @@ class ComposeAsLocalProcesses(unittest.TestCase):
                                          % key)
                 return "tcp://" + local[key]
             return re.sub(r"tcp://([A-Za-z0-9_.-]+):(\d+)", sub, value)
+
+        # The init step first, as compose runs it (its volume inside this test's data dir).
+        for name, svc in cls.inits.items():
+            argv = [os.path.join(p.bin_dir, svc["command"][0])]
+            for arg in svc["command"][1:]:
+                if arg.startswith("/var/lib/"):
+                    arg = os.path.join(p.data_dir, "volumes", arg.strip("/"))
+                    os.makedirs(arg, mode=0o700, exist_ok=True)   # the volume's mount point
+                argv.append(arg)
+            r = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+            if r.returncode != 0:
+                raise AssertionError("%s failed:\n%s%s" % (name, r.stdout, r.stderr))
 
         # Services that others connect to first (taskmgr before agents), the gateway last.
         def order(item):

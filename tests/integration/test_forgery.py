@@ -60,8 +60,10 @@ class Forgery(PlatformCase):
         or one stating as_user with role, signed with the gateway's key or (forged_key) a key
         of the caller's own, optionally expired or made for another message type. The
         probe's answer: {"type", "body"} or {"error": {...}}."""
-        argv = [self.p.binary("probe"), "send", "127.0.0.1:%d" % self.p.redis_port, service,
-                type_, json.dumps(fields)]
+        # With the gateway's bus certificate: the only caller these handlers accept (any
+        # other is refused by the bus before the assertion is even read: test_bus_auth).
+        argv = self.p.probe_argv("send", "127.0.0.1:%d" % self.p.redis_port, service, type_,
+                                 json.dumps(fields), cert="gateway")
         if as_user:
             argv += ["--as", as_user, role]
             argv += ["--self-made"] if forged_key else ["--key", self.p.secrets_dir]

@@ -49,11 +49,10 @@ class StagerLoop(unittest.TestCase):
         self.stager = self.p.start("stager", env={"BERTH_QEMU_IMG": script,
                                                   "BERTH_BIND": self.endpoint,
                                                   "BERTH_TOOL_TIMEOUT_MS": "120000"})
-        self.probe = self.p.binary("probe")
 
     def ping(self):
-        r = subprocess.run([self.probe, "ping", self.endpoint], capture_output=True, text=True,
-                           timeout=30)
+        r = subprocess.run(self.p.probe_argv("ping", self.endpoint, server="stager"),
+                           capture_output=True, text=True, timeout=30)
         return json.loads(r.stdout) if r.returncode == 0 else None
 
     def started_runs(self):

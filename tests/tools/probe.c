@@ -22,15 +22,55 @@
                                               gateway would sign), a key of its own
                                               (--self-made: a forgery), already expired, or
                                               made for another TYPE; prints {"type", "body"}
-                                              or {"error": {"code", "message", "details"}} */
+                                              or {"error": {"code", "message", "details"}}
+      berth-probe forge ENDPOINT KIND ARG...  one request a caller could forge, answered as
+                                              {"answered": true, "error": {...}|null} or
+                                              {"answered": false} (exit 1): KIND is
+                                              heartbeat HOST | work HOST | result HOST CMD |
+                                              seed VM | decide REQUEST | dispose VM |
+                                              request OWNER | usage | select VM
+    Options, before the command: the bus is CURVE, so the probe needs a certificate.
+      --secrets DIR    the platform's secrets (default $BERTH_SECRETS_DIR)
+      --cert NAME      its certificate under DIR/curve (default $BERTH_CURVE_CERT); "new" a
+                       fresh one the store does not hold; "none" plain ZeroMQ, no key
+      --server NAME    the certificate of the server at ENDPOINT (ping, garbage, forge;
+                       default the service of --cert, e.g. a service's own health check) */
 #include "assertion.h"
 #include "service.h"
 
 #include <sodium.h>
 
 #include <arpa/inet.h>
+#include <getopt.h>
 #include <sys/socket.h>
 #include <unistd.h>
+
+static bus_auth_t *s_auth;   /* NULL: plain ZeroMQ (--cert none) */
+static const char *s_server; /* the certificate the server at ENDPOINT presents */
+
+/* A bus client speaking CURVE with the probe's certificate (pinned to endpoint if given:
+   the server there presents s_server). */
+static bus_client_t *s_client(store_t *store, const char *endpoint)
+{
+    bus_client_t *client = bus_client_new(store, "probe");
+    if (!client)
+        return NULL;
+    if (s_auth)
+        bus_client_secure(client, s_auth);
+    if (endpoint && ((s_auth && bus_client_set_server(client, "", s_server) != 0) ||
+                     bus_client_pin(client, "", endpoint) != 0))
+        bus_client_destroy(&client);
+    return client;
+}
+
+/* A raw DEALER with the probe's certificate, not connected yet. */
+static zsock_t *s_dealer(void)
+{
+    zsock_t *dealer = zsock_new(ZMQ_DEALER);
+    if (dealer && s_auth && bus_auth_client(s_auth, dealer, s_server) != 0)
+        zsock_destroy(&dealer);
+    return dealer;
+}
 
 /* One Ping through client. Counts the answering instance in instances and, when last is
    given, stores the Status there as JSON. */
@@ -64,7 +104,9 @@ static int s_ping(bus_client_t *client, const char *service, json_t *instances, 
 /* Send raw frames on a fresh DEALER and count BAD_FRAME answers. */
 static int s_garbage(const char *endpoint)
 {
-    zsock_t *dealer = zsock_new(ZMQ_DEALER);
+    zsock_t *dealer = s_dealer();
+    if (!dealer)
+        return -1;
     zsock_set_linger(dealer, 0);
     if (zsock_connect(dealer, "%s", endpoint) != 0)
         return -1;
@@ -102,7 +144,7 @@ static int s_garbage(const char *endpoint)
     /* A frame above the server's size limit: ZeroMQ drops it and the connection before the
        service sees it, so there is no answer to wait for. Sent on its own socket so the
        replies above are not lost with it. */
-    zsock_t *big = zsock_new(ZMQ_DEALER);
+    zsock_t *big = s_dealer();
     zsock_set_linger(big, 1000);
     if (big && zsock_connect(big, "%s", endpoint) == 0) {
         zframe_t *frame = zframe_new(NULL, ENVELOPE_MAX_BYTES + 1);
@@ -154,7 +196,7 @@ static int s_select(char **argv)
     ask.vm = argv[3];
     ask.flavor = &flavor;
     store_t *store = store_new(host, port, 1000, 1000);
-    bus_client_t *client = bus_client_new(store, "probe");
+    bus_client_t *client = s_client(store, NULL);
     Berth__Envelope *reply = NULL;
     int rc = client ? bus_client_call(client, "scheduler", &ask.base, NULL, 5000, &reply) : -1;
     json_t *out = NULL;
@@ -404,7 +446,7 @@ static int s_send(int argc, char **argv)
     }
 
     store_t *store = store_new(host, port, 1000, 1000);
-    bus_client_t *client = bus_client_new(store, "probe");
+    bus_client_t *client = s_client(store, NULL);
     Berth__Envelope *reply = NULL;
     int rc = client ? bus_client_call(client, argv[3], msg, request_id, 5000, &reply) : -1;
     json_t *out = NULL;
@@ -443,12 +485,182 @@ static int s_send(int argc, char **argv)
     return out ? 0 : 1;
 }
 
+/* forge ENDPOINT KIND ARG...: one request of the kinds an attacker would forge, sent with
+   the probe's certificate; what came back (or that nothing did) as JSON. */
+static int s_forge(int argc, char **argv)
+{
+    const char *kind = argv[3];
+    const char *arg = argc > 4 ? argv[4] : "";
+    Berth__Resources cap = BERTH__RESOURCES__INIT;
+    cap.vcpus = 8;
+    cap.ram_mb = 16384;
+    cap.disk_gb = 100;
+    Berth__Host host = BERTH__HOST__INIT;
+    host.id = host.name = (char *)arg;
+    host.capacity = &cap;
+    host.state = "UP";
+    Berth__AgentHeartbeat hb = BERTH__AGENT_HEARTBEAT__INIT;
+    hb.instance = "forged-agent";
+    hb.endpoint = "tcp://127.0.0.1:9";
+    hb.host = &host;
+    hb.ttl_ms = 60000;
+    Berth__AgentResult res = BERTH__AGENT_RESULT__INIT, *results[] = { &res };
+    res.command = argc > 5 ? argv[5] : "";
+    res.ok = 1;
+    res.power_state = "RUNNING";
+    Berth__AgentWork work = BERTH__AGENT_WORK__INIT;
+    work.host = (char *)arg;
+    work.instance = "forged-agent";
+    Berth__GetSeed seed = BERTH__GET_SEED__INIT;
+    seed.vm = (char *)arg;
+    Berth__DecideRequest decide = BERTH__DECIDE_REQUEST__INIT;
+    decide.id = (char *)arg;
+    decide.approve = 1;
+    decide.actor = "admin";
+    Berth__DisposeVm dispose = BERTH__DISPOSE_VM__INIT;
+    dispose.vm = (char *)arg;
+    dispose.actor = "admin";
+    Berth__CreateRequest request = BERTH__CREATE_REQUEST__INIT;
+    request.template_ = "small";
+    request.name = "forged";
+    request.count = 1;
+    request.owner = (char *)arg;
+    Berth__GetUsage usage = BERTH__GET_USAGE__INIT;
+    Berth__SelectHost select = BERTH__SELECT_HOST__INIT;
+    select.vm = (char *)arg;
+    select.flavor = &cap;
+    const ProtobufCMessage *body = NULL;
+    if (streq(kind, "heartbeat") && argc == 5)
+        body = &hb.base;
+    else if (streq(kind, "work") && argc == 5)
+        body = &work.base;
+    else if (streq(kind, "result") && argc == 6) {
+        work.results = results;
+        work.n_results = 1;
+        body = &work.base;
+    } else if (streq(kind, "seed") && argc == 5)
+        body = &seed.base;
+    else if (streq(kind, "decide") && argc == 5)
+        body = &decide.base;
+    else if (streq(kind, "dispose") && argc == 5)
+        body = &dispose.base;
+    else if (streq(kind, "request") && argc == 5)
+        body = &request.base;
+    else if (streq(kind, "usage") && argc == 4)
+        body = &usage.base;
+    else if (streq(kind, "select") && argc == 5)
+        body = &select.base;
+    if (!body) {
+        fprintf(stderr, "usage: berth-probe forge ENDPOINT heartbeat HOST | work HOST | result HOST"
+                        " CMD | seed VM | decide REQUEST | dispose VM | request OWNER | usage |"
+                        " select VM\n");
+        return 2;
+    }
+    bus_client_t *client = s_client(NULL, argv[2]);
+    Berth__Envelope *reply = NULL;
+    int rc = client ? bus_client_call(client, "", body, NULL, 3000, &reply) : -1;
+    json_t *out;
+    if (rc != 0)
+        out = json_pack("{s:b}", "answered", 0);
+    else if (reply->error)
+        out = json_pack("{s:b, s:{s:s, s:s}}", "answered", 1, "error", "code", reply->error->code,
+                        "message", reply->error->message);
+    else
+        out = json_pack("{s:b, s:n}", "answered", 1, "error");
+    char *text = json_dumps(out, JSON_COMPACT);
+    puts(text);
+    free(text);
+    json_decref(out);
+    if (reply)
+        berth__envelope__free_unpacked(reply, NULL);
+    bus_client_destroy(&client);
+    return rc == 0 ? 0 : 1;
+}
+
+/* The probe's certificate from the options; 0, or -1 (printed). */
+static int s_load_auth(const char *secrets, const char *cert, char **tmp_p)
+{
+    if (!cert || streq(cert, "none"))
+        return 0;
+    if (!secrets) {
+        fprintf(stderr, "berth-probe: --cert needs --secrets or BERTH_SECRETS_DIR\n");
+        return -1;
+    }
+    char path[600];
+    if (streq(cert, "new")) {
+        /* A key pair the platform never issued: made in a directory of its own. */
+        char tmpl[] = "/tmp/berth-probe-XXXXXX";
+        if (!mkdtemp(tmpl) || bus_auth_make(tmpl, "intruder", "intruder", NULL, 0) != 0)
+            return -1;
+        *tmp_p = strdup(tmpl);
+        snprintf(path, sizeof path, "%s/curve/intruder.key", tmpl);
+        cert = path;
+    }
+    s_auth = bus_auth_new(secrets, cert);
+    if (!s_auth)
+        return -1;
+    if (!s_server)
+        s_server = strchr(cert, '/') ? bus_auth_service(s_auth) : cert;
+    return 0;
+}
+
+/* Remove what "--cert new" made. */
+static void s_remove_tmp(char *tmp)
+{
+    if (!tmp)
+        return;
+    char path[600];
+    snprintf(path, sizeof path, "%s/curve/intruder.key", tmp);
+    unlink(path);
+    snprintf(path, sizeof path, "%s/curve/public/intruder.cert", tmp);
+    unlink(path);
+    snprintf(path, sizeof path, "%s/curve/public", tmp);
+    rmdir(path);
+    snprintf(path, sizeof path, "%s/curve", tmp);
+    rmdir(path);
+    rmdir(tmp);
+    free(tmp);
+}
+
+static int s_command(int argc, char **argv);
+
 int main(int argc, char **argv)
 {
     log_set_level("error");
+    const char *secrets = getenv("BERTH_SECRETS_DIR");
+    const char *cert = getenv("BERTH_CURVE_CERT");
+    static const struct option options[] = { { "secrets", required_argument, NULL, 's' },
+                                             { "cert", required_argument, NULL, 'c' },
+                                             { "server", required_argument, NULL, 'S' },
+                                             { NULL, 0, NULL, 0 } };
+    int opt;
+    while ((opt = getopt_long(argc, argv, "+", options, NULL)) != -1) {
+        if (opt == 's')
+            secrets = optarg;
+        else if (opt == 'c')
+            cert = optarg;
+        else if (opt == 'S')
+            s_server = optarg;
+        else
+            return 2;
+    }
+    char *tmp = NULL;
+    if (s_load_auth(secrets, cert, &tmp) != 0) {
+        s_remove_tmp(tmp);
+        return 1;
+    }
+    int rc = s_command(argc - optind + 1, argv + optind - 1);
+    bus_auth_destroy(&s_auth);
+    s_remove_tmp(tmp);
+    return rc;
+}
+
+static int s_command(int argc, char **argv)
+{
     if (argc == 3 && streq(argv[1], "ping")) {
-        bus_client_t *client = bus_client_new(NULL, "probe");
-        bus_client_pin(client, "", argv[2]); /* no service named: whatever serves it */
+        bus_client_t *client = s_client(NULL, argv[2]); /* no service named: whatever serves it */
+        if (!client)
+            return 1;
         json_t *instances = json_object();
         json_t *status = NULL;
         int rc = s_ping(client, "", instances, &status);
@@ -473,7 +685,9 @@ int main(int argc, char **argv)
             return 2;
         }
         store_t *store = store_new(host, port, 1000, 1000);
-        bus_client_t *client = bus_client_new(store, "probe");
+        bus_client_t *client = s_client(store, NULL);
+        if (!client)
+            return 1;
         json_t *instances = json_object();
         int answered = 0, failed = 0;
         for (int64_t i = 0; i < n && !zsys_interrupted; i++) {
@@ -497,8 +711,11 @@ int main(int argc, char **argv)
         return s_select(argv);
     if (argc >= 2 && streq(argv[1], "send"))
         return s_send(argc, argv);
-    fprintf(stderr, "usage: berth-probe ping ENDPOINT | call HOST:PORT SERVICE N [INTERVAL_MS]"
-                    " | garbage ENDPOINT | select HOST:PORT VM VCPUS RAM_MB DISK_GB"
-                    " | send HOST:PORT SERVICE TYPE JSON [options]\n");
+    if (argc >= 4 && streq(argv[1], "forge"))
+        return s_forge(argc, argv);
+    fprintf(stderr, "usage: berth-probe [--secrets DIR] [--cert NAME|new|none] [--server NAME]"
+                    " ping ENDPOINT | call HOST:PORT SERVICE N [INTERVAL_MS] | garbage ENDPOINT"
+                    " | select HOST:PORT VM VCPUS RAM_MB DISK_GB | send HOST:PORT SERVICE TYPE"
+                    " JSON [options] | forge ENDPOINT KIND ARG...\n");
     return 2;
 }

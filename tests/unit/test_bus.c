@@ -45,7 +45,7 @@ static void test_calls_reach_only_the_named_service(void **state)
     (void)state;
     s_loop_t loop = { .server = bus_server_new("tcp://127.0.0.1:*", "alpha/a-1") };
     assert_non_null(loop.server);
-    bus_server_on(loop.server, "Ping", s_on_ping, NULL);
+    bus_server_on(loop.server, "Ping", "*", s_on_ping, NULL);
     pthread_t thread;
     assert_int_equal(pthread_create(&thread, NULL, s_serve, &loop), 0);
 
@@ -121,7 +121,7 @@ static void test_calls_not_waited_for(void **state)
     (void)state;
     s_loop_t loop = { .server = bus_server_new("tcp://127.0.0.1:*", "alpha/a-1") };
     assert_non_null(loop.server);
-    bus_server_on(loop.server, "Ping", s_on_ping, NULL);
+    bus_server_on(loop.server, "Ping", "*", s_on_ping, NULL);
     pthread_t thread;
     assert_int_equal(pthread_create(&thread, NULL, s_serve, &loop), 0);
 
@@ -202,7 +202,7 @@ static void test_deferred_reply(void **state)
     (void)state;
     s_park_t p = { .server = bus_server_new("tcp://127.0.0.1:*", "alpha/a-1") };
     assert_non_null(p.server);
-    bus_server_on(p.server, "Ping", s_on_park, &p);
+    bus_server_on(p.server, "Ping", "*", s_on_park, &p);
     pthread_t thread;
     assert_int_equal(pthread_create(&thread, NULL, s_serve_parked, &p), 0);
 

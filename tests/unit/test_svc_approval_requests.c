@@ -996,7 +996,7 @@ static void s_server_actor(zsock_t *pipe, void *args)
         goto done;
     }
     for (const approval_handler_t *h = approval_handlers; h->type; h++)
-        bus_server_on(server, h->type, h->fn, approval);
+        bus_server_on(server, h->type, "*", h->fn, approval);
     zsock_signal(pipe, 0);
     zstr_send(pipe, bus_server_endpoint(server));
     zpoller_t *poller = zpoller_new(pipe, bus_server_socket(server), NULL);

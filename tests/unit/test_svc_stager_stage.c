@@ -116,7 +116,7 @@ static int s_setup(void **state)
     f->server = bus_server_new("tcp://127.0.0.1:*", "stager/s-1");
     if (!f->seeds || !f->stage || !f->server)
         return -1;
-    bus_server_on(f->server, "StageImage", s_on_stage, f);
+    bus_server_on(f->server, "StageImage", "*", s_on_stage, f);
     pthread_mutex_init(&f->gate.lock, NULL);
     pthread_cond_init(&f->gate.cond, NULL);
     /* Hold the worker before the loop starts (the loop's thread owns the pool after). */

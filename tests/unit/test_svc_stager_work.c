@@ -246,8 +246,8 @@ static void test_loop_answers_ping_while_work_is_slow(void **state)
     l.job.gate = &l.gate;
     atomic_init(&l.stop, 0);
     atomic_init(&l.answered, 0);
-    bus_server_on(l.server, "Ping", s_on_ping, &l);
-    bus_server_on(l.server, "ListImages", s_on_slow, &l);
+    bus_server_on(l.server, "Ping", "*", s_on_ping, &l);
+    bus_server_on(l.server, "ListImages", "*", s_on_slow, &l);
     pthread_t loop, caller;
     assert_int_equal(pthread_create(&loop, NULL, s_loop, &l), 0);
 

@@ -1,8 +1,9 @@
 /*  The agent protocol of taskmgr (agents.c) over a real bus and a real Redis: a poll with
     nothing due is parked and answered empty after its wait; a command pushed for a host is
     handed out at once over the poll the host parked; a newer poll supersedes a parked one;
-    a result is acknowledged only when the engine recorded it. The service runs on its own
-    thread; the test is the agent, calling it through bus_client. */
+    a result is acknowledged only when the engine recorded it; an agent's certificate speaks
+    for its own host only. The service runs on its own thread, on CURVE; the test is the
+    agent, calling it through bus_client with host certificates. */
 #include "agents.h"
 #include "testenv.h"
 
@@ -19,6 +20,7 @@ typedef struct {
     agents_t *agents;
     pthread_t thread;
     char endpoint[256];
+    char *secrets;     /* secrets dir: taskmgr's certificate and agent-h1..agent-h4 */
     char recorded[64]; /* last result recorded by the engine (its command id) */
     int refuse;        /* the engine's answer: -1 (write failed) when set */
 } fixture_t;
@@ -66,15 +68,30 @@ static void *s_run(void *arg)
     return NULL;
 }
 
-static Berth__Envelope *s_call(const char *endpoint, const ProtobufCMessage *body, int timeout)
+static char *s_secrets; /* the fixture's, for calls made on other threads */
+
+/* One call to taskmgr as the agent of host (its certificate "agent-<host>"). */
+static Berth__Envelope *s_call_as(const char *host, const char *endpoint,
+                                  const ProtobufCMessage *body, int timeout)
 {
+    char cert[64];
+    snprintf(cert, sizeof cert, "agent-%s", host);
+    bus_auth_t *auth = bus_auth_new(s_secrets, cert);
+    assert_non_null(auth);
     bus_client_t *client = bus_client_new(NULL, "agent/test");
     assert_non_null(client);
+    bus_client_secure(client, auth);
     assert_int_equal(bus_client_pin(client, "taskmgr", endpoint), 0);
     Berth__Envelope *reply = NULL;
     int rc = bus_client_call(client, "taskmgr", body, NULL, timeout, &reply);
     bus_client_destroy(&client);
+    bus_auth_destroy(&auth);
     return rc == 0 ? reply : NULL;
+}
+
+static Berth__Envelope *s_call(const char *endpoint, const ProtobufCMessage *body, int timeout)
+{
+    return s_call_as("h1", endpoint, body, timeout);
 }
 
 /* A poll of host; the commands answered (their ids, comma-separated) in out. -1 on error. */
@@ -87,7 +104,7 @@ static int s_poll(const char *endpoint, const char *host, int wait_ms, Berth__Ag
     work.wait_ms = wait_ms;
     work.results = results;
     work.n_results = n_results;
-    Berth__Envelope *reply = s_call(endpoint, &work.base, wait_ms + 3000);
+    Berth__Envelope *reply = s_call_as(host, endpoint, &work.base, wait_ms + 3000);
     if (!reply || reply->error) {
         if (reply)
             berth__envelope__free_unpacked(reply, NULL);
@@ -126,6 +143,17 @@ static int s_setup(void **state)
     setenv("BERTH_REDIS_HOST", "127.0.0.1", 1);
     setenv("BERTH_BIND", "tcp://127.0.0.1:*", 1);
     setenv("BERTH_INSTANCE", "taskmgr-test", 1);
+    f->secrets = testenv_tmpdir();
+    assert_non_null(f->secrets);
+    s_secrets = f->secrets;
+    assert_int_equal(bus_auth_make(f->secrets, "taskmgr", "taskmgr", NULL, 0), 0);
+    const char *hosts[] = { "h1", "h2", "h3", "h4" };
+    for (size_t i = 0; i < 4; i++) {
+        char cert[64];
+        snprintf(cert, sizeof cert, "agent-%s", hosts[i]);
+        assert_int_equal(bus_auth_make(f->secrets, cert, "agent", hosts[i], 0), 0);
+    }
+    setenv("BERTH_SECRETS_DIR", f->secrets, 1);
     char *argv[] = { "berth-taskmgr", NULL };
     f->service = service_new("taskmgr", 1, argv);
     assert_non_null(f->service);
@@ -134,8 +162,8 @@ static int s_setup(void **state)
     f->agents = agents_new(f->service);
     assert_non_null(f->agents);
     agents_on_result(f->agents, s_on_result, f);
-    service_on(f->service, "GetSeed", s_on_push, f);
-    service_on(f->service, "ListImages", s_on_stop, f);
+    service_on(f->service, "GetSeed", "*", s_on_push, f);
+    service_on(f->service, "ListImages", "*", s_on_stop, f);
     util_strlcpy(f->endpoint, service_endpoint(f->service), sizeof f->endpoint);
     assert_int_equal(pthread_create(&f->thread, NULL, s_run, f), 0);
     *state = f;
@@ -153,6 +181,8 @@ static int s_teardown(void **state)
     agents_destroy(&f->agents);
     service_destroy(&f->service);
     testenv_redis_destroy(&f->redis);
+    testenv_rmtree(f->secrets);
+    free(f->secrets);
     free(f);
     return 0;
 }
@@ -280,6 +310,46 @@ static void test_newer_poll_supersedes(void **state)
     assert_true(p.answered_at - t0 < 1000);
 }
 
+/* An agent speaks for the host its certificate names: h1's certificate cannot poll h2's
+   commands, report h2's results or heartbeat as h2; h2's own poll still gets its command. */
+static void test_agent_bound_to_host(void **state)
+{
+    fixture_t *f = *state;
+    s_push(f, "h2");
+    Berth__AgentResult r = BERTH__AGENT_RESULT__INIT;
+    r.command = "cmd-h2";
+    r.ok = 1;
+    Berth__AgentResult *results[] = { &r };
+    Berth__AgentWork work = BERTH__AGENT_WORK__INIT;
+    work.host = "h2";
+    work.instance = "agent-test";
+    Berth__Resources cap = BERTH__RESOURCES__INIT;
+    cap.vcpus = 1;
+    Berth__Host host = BERTH__HOST__INIT;
+    host.id = "h2";
+    host.capacity = &cap;
+    Berth__AgentHeartbeat hb = BERTH__AGENT_HEARTBEAT__INIT;
+    hb.instance = "agent-test";
+    hb.host = &host;
+    hb.ttl_ms = 1000;
+    const ProtobufCMessage *forged[3] = { &work.base, NULL, &hb.base };
+    Berth__AgentWork with_result = work;
+    with_result.results = results;
+    with_result.n_results = 1;
+    forged[1] = &with_result.base;
+    for (int i = 0; i < 3; i++) {
+        Berth__Envelope *reply = s_call_as("h1", f->endpoint, forged[i], 3000);
+        assert_non_null(reply);
+        assert_non_null(reply->error);
+        assert_string_equal(reply->error->code, "FORBIDDEN");
+        berth__envelope__free_unpacked(reply, NULL);
+    }
+    assert_string_equal(f->recorded, ""); /* the forged result reached no task */
+    char cmds[256];
+    assert_int_equal(s_poll(f->endpoint, "h2", 0, NULL, 0, cmds, sizeof cmds), 0);
+    assert_string_equal(cmds, "cmd-h2"); /* still there for h2's own agent */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -287,6 +357,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_push_answers_parked_poll, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_push_waits_for_next_poll, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_newer_poll_supersedes, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_agent_bound_to_host, s_setup, s_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
