@@ -2,9 +2,12 @@
     Status, as every service does) against a bare ZeroMQ DEALER/ROUTER echo of a frame of the
     same size, in the same process, over loopback TCP. Each repetition times `calls` round
     trips of each kind, alternating, and the program prints one JSON line per repetition:
-    the median per-call time (us) of each.
+    the median per-call time (us) of each. Both sides run under the same security setting:
+    CURVE (the platform's: certificates, the ZAP handler admitting the client's key, as
+    lib/bus_auth sets every service up) or plain, to see what CURVE itself costs.
 
-    bench-bus [calls] [reps] */
+    bench-bus [calls] [reps] [curve|plain]     (default curve) */
+#include "bus_auth.h"
 #include "bus_client.h"
 #include "bus_server.h"
 #include "log.h"
@@ -14,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
+#include <unistd.h>
 
 typedef struct {
     bus_server_t *server; /* lib/bus side, or NULL */
@@ -69,14 +73,30 @@ int main(int argc, char **argv)
 {
     int calls = argc > 1 ? atoi(argv[1]) : 5000;
     int reps = argc > 2 ? atoi(argv[2]) : 5;
-    if (calls < 1 || reps < 1) {
-        fprintf(stderr, "bench-bus: calls and reps must be positive\n");
+    const char *mode = argc > 3 ? argv[3] : "curve";
+    int curve = strcmp(mode, "curve") == 0;
+    if (calls < 1 || reps < 1 || (!curve && strcmp(mode, "plain") != 0)) {
+        fprintf(stderr, "usage: bench-bus [calls] [reps] [curve|plain]\n");
         return 2;
     }
     log_set_level("error");
     zsys_set_logstream(NULL);
-    s_serve_t bus = { .server = bus_server_new("tcp://127.0.0.1:*", "bench/bench-1") };
+    /* CURVE: a server and a client certificate in a store of their own, as berth-secrets
+       makes them for the platform. */
+    char dir[] = "/tmp/bench-bus-XXXXXX";
+    bus_auth_t *server_auth = NULL, *client_auth = NULL;
+    if (curve && (!mkdtemp(dir) || bus_auth_make(dir, "bench", "bench", NULL, 0) != 0 ||
+                  bus_auth_make(dir, "client", "client", NULL, 0) != 0 ||
+                  !(server_auth = bus_auth_new(dir, "bench")) ||
+                  !(client_auth = bus_auth_new(dir, "client")))) {
+        fprintf(stderr, "bench-bus: cannot make certificates in %s\n", dir);
+        return 1;
+    }
+    s_serve_t bus = { .server =
+                          bus_server_new_curve("tcp://127.0.0.1:*", "bench/bench-1", server_auth) };
     s_serve_t bare = { .router = zsock_new(ZMQ_ROUTER) };
+    if (curve && bare.router && bus_auth_server(server_auth, bare.router) != 0)
+        return 1;
     int port = bare.router ? zsock_bind(bare.router, "tcp://127.0.0.1:*") : -1;
     if (!bus.server || port < 0) {
         fprintf(stderr, "bench-bus: cannot bind\n");
@@ -88,8 +108,12 @@ int main(int argc, char **argv)
     pthread_create(&t2, NULL, s_serve, &bare);
 
     bus_client_t *client = bus_client_new(NULL, "bench/client-1");
+    if (curve)
+        bus_client_secure(client, client_auth);
     bus_client_pin(client, "bench", bus_server_endpoint(bus.server));
     zsock_t *dealer = zsock_new_dealer(NULL);
+    if (curve && bus_auth_client(client_auth, dealer, "bench") != 0)
+        return 1;
     char endpoint[64];
     snprintf(endpoint, sizeof endpoint, "tcp://127.0.0.1:%d", port);
     zsock_connect(dealer, "%s", endpoint);
@@ -140,9 +164,9 @@ int main(int argc, char **argv)
         }
         qsort(bus_us, (size_t)calls, sizeof *bus_us, s_cmp);
         qsort(bare_us, (size_t)calls, sizeof *bare_us, s_cmp);
-        printf("{\"calls\": %d, \"bus_p50_us\": %.2f, \"bare_p50_us\": %.2f, "
-               "\"bus_p99_us\": %.2f, \"bare_p99_us\": %.2f}\n",
-               calls, bus_us[calls / 2], bare_us[calls / 2], bus_us[calls * 99 / 100],
+        printf("{\"calls\": %d, \"security\": \"%s\", \"bus_p50_us\": %.2f, "
+               "\"bare_p50_us\": %.2f, \"bus_p99_us\": %.2f, \"bare_p99_us\": %.2f}\n",
+               calls, mode, bus_us[calls / 2], bare_us[calls / 2], bus_us[calls * 99 / 100],
                bare_us[calls * 99 / 100]);
         fflush(stdout);
     }
@@ -158,5 +182,22 @@ int main(int argc, char **argv)
     free(payload);
     free(bus_us);
     free(bare_us);
+    bus_auth_destroy(&client_auth);
+    bus_auth_destroy(&server_auth);
+    if (curve) {
+        const char *files[] = { "curve/bench.key",
+                                "curve/client.key",
+                                "curve/public/bench.cert",
+                                "curve/public/client.cert",
+                                "curve/public",
+                                "curve",
+                                "" };
+        for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+            char path[128];
+            snprintf(path, sizeof path, "%s/%s", dir, files[i]);
+            if (remove(path) != 0)
+                perror(path);
+        }
+    }
     return 0;
 }
