@@ -52,6 +52,7 @@ struct _bus_request_t {
     int deferred;        /* kept by its handler (heap copy, listed in server->deferred) */
     int known;           /* caller is set (a CURVE server) */
     bus_caller_t caller; /* from the handshake's metadata */
+    char key[256];       /* "service/host/message id": the caller's own id space */
 };
 
 static void s_handler_free(void **item)
@@ -217,7 +218,7 @@ static void s_answer(bus_request_t *req, const ProtobufCMessage *body, const cha
     if (!self)
         return; /* deferred past the server's end */
     if (req->deferred)
-        zhashx_delete(self->deferred, req->envelope->message_id);
+        zhashx_delete(self->deferred, req->key);
     char id[UTIL_ID_LEN];
     util_uuid(id);
     envelope_spec_t spec = { .message_id = id,
@@ -239,7 +240,7 @@ static void s_answer(bus_request_t *req, const ProtobufCMessage *body, const cha
     if (!reply)
         return;
     s_rotate(self);
-    zhashx_update(self->cache_now, req->envelope->message_id, zframe_dup(reply));
+    zhashx_update(self->cache_now, req->key, zframe_dup(reply));
     s_send(self, zframe_dup(req->identity), reply);
 }
 
@@ -283,7 +284,7 @@ bus_request_t *bus_request_defer(bus_request_t *request)
         return NULL;
     *kept = *request;
     kept->deferred = 1;
-    if (zhashx_insert(request->server->deferred, kept->envelope->message_id, kept) != 0) {
+    if (zhashx_insert(request->server->deferred, kept->key, kept) != 0) {
         free(kept);
         return NULL;
     }
@@ -301,7 +302,7 @@ void bus_request_destroy(bus_request_t **request_p)
         bus_request_t *r = *request_p;
         assert(r->deferred);
         if (!r->replied && r->server)
-            zhashx_delete(r->server->deferred, r->envelope->message_id);
+            zhashx_delete(r->server->deferred, r->key);
         if (r->body)
             protobuf_c_message_free_unpacked(r->body, NULL);
         berth__envelope__free_unpacked(r->envelope, NULL);
@@ -360,17 +361,22 @@ void bus_server_recv(bus_server_t *self)
         zframe_destroy(&identity);
         return;
     }
+    /* Message ids are the caller's: replies and kept requests are filed under the caller
+       too, so a caller who learns or guesses another's id can neither fetch its reply nor
+       poison it with one of its own (a FORBIDDEN, say). */
+    char key[sizeof((bus_request_t *)0)->key];
+    snprintf(key, sizeof key, "%s/%s/%s", caller.service, caller.host, env->message_id);
     /* A retry of something already answered: replay, do not re-run. */
-    zframe_t *cached = zhashx_lookup(self->cache_now, env->message_id);
+    zframe_t *cached = zhashx_lookup(self->cache_now, key);
     if (!cached)
-        cached = zhashx_lookup(self->cache_old, env->message_id);
+        cached = zhashx_lookup(self->cache_old, key);
     if (cached) {
         s_send(self, identity, zframe_dup(cached));
         berth__envelope__free_unpacked(env, NULL);
         return;
     }
     /* A resend of a request a handler keeps: answer it on the route it came by last. */
-    bus_request_t *kept = zhashx_lookup(self->deferred, env->message_id);
+    bus_request_t *kept = zhashx_lookup(self->deferred, key);
     if (kept) {
         zframe_destroy(&kept->identity);
         kept->identity = identity;
@@ -381,6 +387,7 @@ void bus_server_recv(bus_server_t *self)
         .server = self, .identity = identity, .envelope = env, .known = self->auth != NULL
     };
     req.caller = caller;
+    memcpy(req.key, key, sizeof key);
     if (env->deadline_ms && env->deadline_ms < util_now_ms()) {
         log_debug(env->request_id, "dropped request past its deadline", "{s:s}", "type", env->type);
     } else if (!s_meant_for_us(self, env->service)) {

@@ -166,6 +166,60 @@ static void test_callers_not_accepted_are_forbidden(void **state)
     assert_int_equal(f->loop.runs, 1);
 }
 
+/* One request with a chosen message id, as cert of the fixture's store: the reply's error
+   code ("" for none), or NULL when nothing came back. */
+static char *s_raw(fixture_t *f, const char *cert, const char *id, const ProtobufCMessage *body)
+{
+    bus_auth_t *auth = bus_auth_new(f->dir, cert);
+    assert_non_null(auth);
+    zsock_t *dealer = zsock_new(ZMQ_DEALER);
+    assert_int_equal(bus_auth_client(auth, dealer, "alpha"), 0);
+    assert_int_equal(zsock_connect(dealer, "%s", bus_server_endpoint(f->loop.server)), 0);
+    envelope_spec_t spec = { .message_id = id, .sender = "test/raw", .body = body };
+    zframe_t *frame = envelope_pack(&spec);
+    assert_int_equal(zframe_send(&frame, dealer, 0), 0);
+    zsock_set_rcvtimeo(dealer, 3000);
+    zframe_t *reply = zframe_recv(dealer);
+    char *code = NULL;
+    if (reply) {
+        Berth__Envelope *env = envelope_unpack(zframe_data(reply), zframe_size(reply), NULL);
+        assert_non_null(env);
+        code = strdup(env->error ? env->error->code : "");
+        berth__envelope__free_unpacked(env, NULL);
+    }
+    zframe_destroy(&reply);
+    zsock_destroy(&dealer);
+    bus_auth_destroy(&auth);
+    return code;
+}
+
+/* Replies are kept per caller: reusing another caller's message id neither returns its
+   answer nor leaves a refusal where the other's resend would find it. */
+static void test_message_ids_are_per_caller(void **state)
+{
+    fixture_t *f = *state;
+    Berth__Ping ping = BERTH__PING__INIT;
+    Berth__GetUsage usage = BERTH__GET_USAGE__INIT;
+    char *code = s_raw(f, "gateway", "id-1", &ping.base);
+    assert_string_equal(code, "");
+    free(code);
+    code = s_raw(f, "agent-h1", "id-1", &ping.base); /* run for it, not replayed */
+    assert_string_equal(code, "");
+    free(code);
+    assert_int_equal(f->loop.runs, 2);
+    code = s_raw(f, "agent-h1", "id-2", &usage.base);
+    assert_string_equal(code, "FORBIDDEN");
+    free(code);
+    code = s_raw(f, "gateway", "id-2", &usage.base); /* not the agent's cached refusal */
+    assert_string_equal(code, "");
+    free(code);
+    assert_int_equal(f->loop.runs, 3);
+    code = s_raw(f, "gateway", "id-2", &usage.base); /* a resend: replayed, not run again */
+    assert_string_equal(code, "");
+    free(code);
+    assert_int_equal(f->loop.runs, 3);
+}
+
 static void test_allows(void **state)
 {
     (void)state;
@@ -229,6 +283,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_unknown_keys_get_nothing, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_callers_not_accepted_are_forbidden, s_setup,
                                         s_teardown),
+        cmocka_unit_test_setup_teardown(test_message_ids_are_per_caller, s_setup, s_teardown),
         cmocka_unit_test(test_allows),
         cmocka_unit_test(test_certificate_required),
     };
