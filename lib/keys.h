@@ -6,6 +6,7 @@
       VM       {<vm id>}      berth:vm:{id}, berth:claim:{id}, berth:usage:{id}
       task     {<task id>}    berth:task:{id}
       request  {<request id>} berth:request:{id}
+      group    {<group id>}   berth:group:{id}, berth:group-members:{id}
     Every other object key has no tag (one key per aggregate), and the indexes (berth:vms,
     berth:hosts, berth:tasks:due, ...) are one key each.
 
@@ -27,7 +28,9 @@
       registry_register  a service's zset, its instance hash and berth:services;
       registry_prune     several services' zsets;
       taskmgr_beat       a host with the VMs its heartbeat reports (read only for VMs);
-      taskmgr_acquire    berth:tasks:due with the task hashes it takes. */
+      taskmgr_acquire    berth:tasks:due with the task hashes it takes;
+      groups_member      a group with its members, the user and the user's groups;
+      groups_delete      a group with its members, its name and berth:groups. */
 #ifndef BERTH_KEYS_H
 #define BERTH_KEYS_H
 
@@ -48,6 +51,7 @@
 #define KEYS_TASKS_DUE   "berth:tasks:due"   /* zset: task ids by when they need a holder */
 #define KEYS_TASKS_WAKE  "berth:tasks:wake"  /* zset: tasks just queued, popped by a taskmgr */
 #define KEYS_USAGE_INDEX "berth:usage:vms"   /* zset: VMs with usage by end of last interval */
+#define KEYS_GROUPS      "berth:groups"      /* zset: group ids, all score 0 (paged by id) */
 
 /* Keys with an id: the kind, then keys_build(). */
 typedef enum {
@@ -65,6 +69,12 @@ typedef enum {
     KEYS_REGISTRY,      /* berth:registry:<service>   zset: instances by expiry */
     KEYS_INSTANCE,      /* berth:instance:<service>:<instance>  hash + TTL */
     KEYS_IDEM,          /* berth:idem:<owner>:<key>   hash + TTL: an Idempotency-Key's answer */
+    KEYS_GROUP,         /* berth:group:{<group>}      hash: Group */
+    KEYS_GROUP_MEMBERS, /* berth:group-members:{<group>}  hash: user -> role */
+    KEYS_GROUP_NAME,    /* berth:group-name:<name>    hash: id of the group so named */
+    /* berth:user-groups:<user>  hash: group id -> role. Approval writes it with the group's
+       members (groups_member.lua); the gateway reads it into the user assertion's groups. */
+    KEYS_USER_GROUPS,
     KEYS_KIND_COUNT
 } keys_kind_t;
 

@@ -3,6 +3,7 @@
     fault's code and message. Client mistakes are logged at info, store trouble at warn. */
 #include "approval.h"
 #include "catalog.h"
+#include "groups.h"
 #include "log.h"
 #include "requests.h"
 #include "util.h"
@@ -58,6 +59,11 @@ int approval_seed(approval_t *self)
     return 0;
 }
 
+store_t *approval_store(approval_t *self)
+{
+    return self->store;
+}
+
 static const char *s_request_id(bus_request_t *request)
 {
     const char *id = bus_request_envelope(request)->request_id;
@@ -65,7 +71,7 @@ static const char *s_request_id(bus_request_t *request)
 }
 
 /* Answer a failure and log it once, at a level that says whose fault it was. */
-static void s_fail(bus_request_t *request, const char *what, const fault_t *fault)
+void approval_fail(bus_request_t *request, const char *what, const fault_t *fault)
 {
     int ours = streq(fault->code, "UNAVAILABLE") || streq(fault->code, "INTERNAL");
     log_emit(ours ? BERTH_LOG_WARN : BERTH_LOG_INFO, s_request_id(request), what, "{s:s, s:s}",
@@ -77,7 +83,7 @@ static void s_fail(bus_request_t *request, const char *what, const fault_t *faul
    verified assertion (free with berth__user_assertion__free_unpacked), or NULL when the call
    is refused (answered here: UNAUTHENTICATED without a valid assertion, FORBIDDEN when the
    user's role may not do this). Nothing is written for a refused call. */
-static Berth__UserAssertion *s_caller(approval_t *self, bus_request_t *request,
+Berth__UserAssertion *approval_caller(approval_t *self, bus_request_t *request,
                                       const Berth__SignedAssertion *assertion)
 {
     const char *type = bus_request_envelope(request)->type;
@@ -88,7 +94,7 @@ static Berth__UserAssertion *s_caller(approval_t *self, bus_request_t *request,
     fault_t fault = { 0 };
     Berth__UserAssertion *who = NULL;
     if (assertion_of(self->verifier, request, assertion, &who, &fault) != 0) {
-        s_fail(request, "call without a valid user assertion refused", &fault);
+        approval_fail(request, "call without a valid user assertion refused", &fault);
         return NULL;
     }
     if (h->who == APPROVAL_ADMIN && !assertion_has_role(who, "admin")) {
@@ -114,7 +120,7 @@ static void s_on_list_templates(bus_request_t *request, void *arg)
     fault_t fault = { 0 };
     Berth__TemplateList *list = NULL;
     if (catalog_list(self->store, &list, &fault) != 0) {
-        s_fail(request, "list templates refused", &fault);
+        approval_fail(request, "list templates refused", &fault);
         return;
     }
     bus_reply(request, &list->base);
@@ -129,14 +135,14 @@ static void s_on_create_template(bus_request_t *request, void *arg)
         bus_reply_error(request, "BAD_REQUEST", "CreateTemplate body does not parse");
         return;
     }
-    Berth__UserAssertion *who = s_caller(self, request, msg->assertion);
+    Berth__UserAssertion *who = approval_caller(self, request, msg->assertion);
     if (!who)
         return;
     /* The actor is who asks: the body's actor field is not believed. */
     fault_t fault = { 0 };
     char id[UTIL_ID_LEN];
     if (catalog_create(self->store, &self->policy, msg->template_, who->user, id, &fault) != 0) {
-        s_fail(request, "create template refused", &fault);
+        approval_fail(request, "create template refused", &fault);
         berth__user_assertion__free_unpacked(who, NULL);
         return;
     }
@@ -156,7 +162,7 @@ static void s_on_create_request(bus_request_t *request, void *arg)
         bus_reply_error(request, "BAD_REQUEST", "CreateRequest body does not parse");
         return;
     }
-    Berth__UserAssertion *who = s_caller(self, request, msg->assertion);
+    Berth__UserAssertion *who = approval_caller(self, request, msg->assertion);
     if (!who)
         return;
     Berth__CreateRequest ask = *msg;
@@ -166,7 +172,7 @@ static void s_on_create_request(bus_request_t *request, void *arg)
     int rc = requests_create(self->store, &self->policy, &ask, s_request_id(request), &req, &fault);
     berth__user_assertion__free_unpacked(who, NULL);
     if (rc != 0) {
-        s_fail(request, "create request refused", &fault);
+        approval_fail(request, "create request refused", &fault);
         return;
     }
     log_info(s_request_id(request), "request accepted", "{s:s, s:s, s:s, s:i, s:s}", "request",
@@ -187,7 +193,7 @@ static void s_on_get_request(bus_request_t *request, void *arg)
     fault_t fault = { 0 };
     Berth__Request *req = NULL;
     if (requests_get(self->store, msg->id, &req, &fault) != 0) {
-        s_fail(request, "get request refused", &fault);
+        approval_fail(request, "get request refused", &fault);
         return;
     }
     bus_reply(request, &req->base);
@@ -202,7 +208,7 @@ static void s_on_decide_request(bus_request_t *request, void *arg)
         bus_reply_error(request, "BAD_REQUEST", "DecideRequest body does not parse");
         return;
     }
-    Berth__UserAssertion *who = s_caller(self, request, msg->assertion);
+    Berth__UserAssertion *who = approval_caller(self, request, msg->assertion);
     if (!who)
         return;
     Berth__DecideRequest ask = *msg;
@@ -211,7 +217,7 @@ static void s_on_decide_request(bus_request_t *request, void *arg)
     Berth__Request *req = NULL;
     int rc = requests_decide(self->store, &self->policy, &ask, s_request_id(request), &req, &fault);
     if (rc != 0) {
-        s_fail(request, "decision refused", &fault);
+        approval_fail(request, "decision refused", &fault);
         berth__user_assertion__free_unpacked(who, NULL);
         return;
     }
@@ -229,5 +235,15 @@ const approval_handler_t approval_handlers[] = {
     { "GetRequest", s_on_get_request, APPROVAL_ANYONE },
     /* Approving or rejecting: an admin, and never the requester (requests_decide). */
     { "DecideRequest", s_on_decide_request, APPROVAL_ADMIN },
+    /* Groups (groups.c): the handler checks a manager's rights itself (APPROVAL_USER). */
+    { "CreateGroup", groups_on_create, APPROVAL_ADMIN },
+    { "GetGroup", groups_on_get, APPROVAL_USER },
+    { "ListGroups", groups_on_list, APPROVAL_USER },
+    { "UpdateGroup", groups_on_update, APPROVAL_ADMIN },
+    { "DeleteGroup", groups_on_delete, APPROVAL_ADMIN },
+    { "AddMember", groups_on_add_member, APPROVAL_USER },
+    { "SetRole", groups_on_set_role, APPROVAL_USER },
+    { "RemoveMember", groups_on_remove_member, APPROVAL_USER },
+    { "ListMembers", groups_on_list_members, APPROVAL_USER },
     { NULL, NULL, APPROVAL_ANYONE },
 };

@@ -36,6 +36,19 @@ extern const approval_handler_t approval_handlers[];
 approval_t *approval_new(store_t *store, assertion_t *verifier, const policy_t *policy);
 void approval_destroy(approval_t **self_p);
 
+/* The service's store (borrowed). */
+store_t *approval_store(approval_t *self);
+
+/* Who request acts for, checked against the handler table's rule for its type: the verified
+   assertion (free with berth__user_assertion__free_unpacked), or NULL when the call is
+   refused (answered: UNAUTHENTICATED without a valid assertion, FORBIDDEN for a role that
+   may not). */
+Berth__UserAssertion *approval_caller(approval_t *self, bus_request_t *request,
+                                      const Berth__SignedAssertion *assertion);
+
+/* Answer fault and log it once (warn for store trouble, info for the caller's mistakes). */
+void approval_fail(bus_request_t *request, const char *what, const fault_t *fault);
+
 /* Make sure the catalog has its first templates. 0 once that is so (later calls return at
    once), -1 while Redis cannot be reached (call again later). */
 int approval_seed(approval_t *self);

@@ -1,0 +1,671 @@
+/*  groups: groups and memberships in Redis (see groups.h for the keys). Names are unique by
+    the name hash, checked in the same model_tx that writes the group, as catalog.c does for
+    templates. A caller's rights on a group come from their membership role (manager manages
+    members) or the platform role admin; operators read every group, like admins. */
+#include "groups.h"
+#include "approval.h"
+#include "keys.h"
+#include "log.h"
+#include "lua_scripts.h"
+#include "model.h"
+#include "policy.h"
+#include "util.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define S_PARENT_DEPTH 16 /* a parent chain longer than this is refused */
+
+static int s_is_role(const char *role)
+{
+    return role && (streq(role, "member") || streq(role, "manager") || streq(role, "auditor"));
+}
+
+static int s_printable(const char *text, size_t max)
+{
+    size_t len = strlen(text);
+    if (len > max)
+        return 0;
+    for (size_t i = 0; i < len; i++)
+        if ((unsigned char)text[i] < 0x20 || text[i] == 0x7f)
+            return 0;
+    return 1;
+}
+
+static int s_check_quota(const Berth__Quota *q, fault_t *fault)
+{
+    if (!q)
+        return 0;
+    if (q->vms < 0 || q->vcpus < 0 || q->ram_mb < 0 || q->disk_gb < 0)
+        return error_field(fault, "quota", "quota values must not be negative");
+    if (q->ram_mb > (int64_t)1 << 40 || q->disk_gb > (int64_t)1 << 40)
+        return error_field(fault, "quota", "quota values must be at most %lld", (long long)1 << 40);
+    return 0;
+}
+
+static int s_check_id(const char *field, const char *id, fault_t *fault)
+{
+    if (!id || !util_is_uuid(id))
+        return error_field(fault, field, "%s must be a group id", field);
+    return 0;
+}
+
+/* The fields a client may set, checked. */
+static int s_check_fields(const Berth__Group *g, fault_t *fault)
+{
+    if (g->cost_centre && !s_printable(g->cost_centre, GROUPS_COST_CENTRE_MAX))
+        return error_field(fault, "cost_centre",
+                           "cost_centre must be at most %d printable characters",
+                           GROUPS_COST_CENTRE_MAX);
+    if (g->description && !s_printable(g->description, GROUPS_TEXT_MAX))
+        return error_field(fault, "description",
+                           "description must be at most %d bytes without control characters",
+                           GROUPS_TEXT_MAX);
+    if (g->parent && *g->parent && s_check_id("parent", g->parent, fault) != 0)
+        return -1;
+    return s_check_quota(g->quota, fault);
+}
+
+int groups_get(store_t *store, const char *id, Berth__Group **out_p, fault_t *fault)
+{
+    if (s_check_id("id", id, fault) != 0)
+        return -1;
+    char key[KEYS_MAX];
+    ProtobufCMessage *msg = NULL;
+    int rc =
+        model_load(store, &berth__group__descriptor, keys_build(key, KEYS_GROUP, id, NULL), &msg);
+    if (rc == MODEL_NOT_FOUND)
+        return error_set(fault, "NOT_FOUND", "no group %s", id);
+    if (rc != 0)
+        return fault_store(fault, store);
+    *out_p = (Berth__Group *)msg;
+    return 0;
+}
+
+/* parent exists, and (when child is an existing group) is neither child nor below it. */
+static int s_check_parent(store_t *store, const char *parent, const char *child, fault_t *fault)
+{
+    char at[UTIL_ID_LEN];
+    util_strlcpy(at, parent, sizeof at);
+    for (int depth = 0; *at; depth++) {
+        if (depth >= S_PARENT_DEPTH)
+            return error_field(fault, "parent", "groups nest at most %d deep", S_PARENT_DEPTH);
+        if (child && streq(at, child))
+            return error_field(fault, "parent", "a group cannot be inside itself");
+        Berth__Group *g = NULL;
+        if (groups_get(store, at, &g, fault) != 0) {
+            if (streq(fault->code, "NOT_FOUND"))
+                error_detail(fault, "field", "parent");
+            return -1;
+        }
+        util_strlcpy(at, g->parent ? g->parent : "", sizeof at);
+        protobuf_c_message_free_unpacked(&g->base, NULL);
+    }
+    return 0;
+}
+
+int groups_create(store_t *store, const Berth__Group *group, const char *actor,
+                  Berth__Group **out_p, fault_t *fault)
+{
+    if (!group)
+        return error_field(fault, "group", "group is required");
+    if (!group->name || !policy_is_template_name(group->name))
+        return error_field(fault, "name",
+                           "name must be 1 to %d of a-z, 0-9, '.', '_', '-', starting with a "
+                           "letter or digit, and not an id",
+                           GROUPS_NAME_MAX);
+    if (s_check_fields(group, fault) != 0)
+        return -1;
+    if (group->parent && *group->parent && s_check_parent(store, group->parent, NULL, fault) != 0)
+        return -1;
+    char id[UTIL_ID_LEN], key[KEYS_MAX], name_key[KEYS_MAX], parent_key[KEYS_MAX], at[24];
+    util_uuid(id);
+    Berth__Group g = BERTH__GROUP__INIT;
+    g.id = id;
+    g.name = group->name;
+    g.cost_centre = group->cost_centre ? group->cost_centre : "";
+    g.description = group->description ? group->description : "";
+    g.parent = group->parent ? group->parent : "";
+    g.quota = group->quota;
+    g.created_ms = util_now_ms();
+    g.version = 1;
+    keys_build(key, KEYS_GROUP, id, NULL);
+    keys_build(name_key, KEYS_GROUP_NAME, g.name, NULL);
+    snprintf(at, sizeof at, "%lld", (long long)g.created_ms);
+    model_tx_t *tx = model_tx_new();
+    if (!tx)
+        return error_set(fault, "INTERNAL", "out of memory");
+    model_tx_check(tx, name_key, "id", "");
+    model_tx_check_version(tx, key, 0);
+    if (*g.parent) /* still there when the group is written */
+        model_tx_check(tx, keys_build(parent_key, KEYS_GROUP, g.parent, NULL), "id", g.parent);
+    model_tx_put(tx, key, &g.base);
+    model_tx_hset(tx, name_key, "id", id);
+    model_tx_zadd(tx, KEYS_GROUPS, 0, id);
+    model_tx_event(tx, "group.created", "key", key, "group", id, "name", g.name, "actor", actor,
+                   "at_ms", at, NULL);
+    const char *why = NULL;
+    int rc = model_tx_commit(tx, store, &why);
+    model_tx_destroy(&tx);
+    if (rc == MODEL_CONFLICT) {
+        if (*g.parent) /* the name, or a parent deleted meanwhile: read again to say which */
+            if (s_check_parent(store, g.parent, NULL, fault) != 0)
+                return -1;
+        error_set(fault, "CONFLICT", "group '%s' already exists", g.name);
+        return error_detail(fault, "field", "name");
+    }
+    if (rc != 0)
+        return rc < 0 ? fault_store(fault, store) : error_set(fault, "INTERNAL", "%s", why);
+    return groups_get(store, id, out_p, fault);
+}
+
+int groups_role(store_t *store, const char *group, const char *user, char role[16], fault_t *fault)
+{
+    char key[KEYS_MAX];
+    role[0] = '\0';
+    redisReply *r = store_command(
+        store, "HGET %s %s", keys_build(key, KEYS_USER_GROUPS, user, NULL), group ? group : "");
+    if (!r || (r->type != REDIS_REPLY_STRING && r->type != REDIS_REPLY_NIL)) {
+        if (r)
+            freeReplyObject(r);
+        return fault_store(fault, store);
+    }
+    if (r->type == REDIS_REPLY_STRING)
+        util_strlcpy(role, r->str, 16);
+    freeReplyObject(r);
+    return 0;
+}
+
+void groups_list_destroy(Berth__GroupList **list_p)
+{
+    if (list_p && *list_p) {
+        Berth__GroupList *list = *list_p;
+        for (size_t i = 0; i < list->n_groups; i++)
+            protobuf_c_message_free_unpacked(&list->groups[i]->base, NULL);
+        free(list->groups);
+        if (list->next_marker != protobuf_c_empty_string)
+            free(list->next_marker);
+        free(list);
+        *list_p = NULL;
+    }
+}
+
+static int s_cmp(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+int groups_list(store_t *store, const char *user, int limit, const char *marker,
+                Berth__GroupList **list_p, fault_t *fault)
+{
+    if (limit < 0 || limit > GROUPS_PAGE_MAX)
+        return error_field(fault, "limit", "limit must be 1 to %d", GROUPS_PAGE_MAX);
+    if (limit == 0)
+        limit = GROUPS_PAGE_DEFAULT;
+    if (marker && *marker && s_check_id("marker", marker, fault) != 0)
+        return -1;
+    const char *after = marker ? marker : "";
+    redisReply *r;
+    char key[KEYS_MAX];
+    if (user)
+        r = store_command(store, "HKEYS %s", keys_build(key, KEYS_USER_GROUPS, user, NULL));
+    else if (*after)
+        r = store_command(store, "ZRANGEBYLEX %s (%s + LIMIT 0 %d", KEYS_GROUPS, after, limit + 1);
+    else
+        r = store_command(store, "ZRANGEBYLEX %s - + LIMIT 0 %d", KEYS_GROUPS, limit + 1);
+    if (!r || r->type != REDIS_REPLY_ARRAY) {
+        if (r)
+            freeReplyObject(r);
+        return fault_store(fault, store);
+    }
+    size_t n = r->elements;
+    char **ids = calloc(n ? n : 1, sizeof *ids);
+    Berth__GroupList *list = calloc(1, sizeof *list);
+    if (list) {
+        berth__group_list__init(list);
+        list->groups = calloc((size_t)limit, sizeof *list->groups);
+    }
+    if (!ids || !list || !list->groups) {
+        free(ids);
+        if (list)
+            free(list->groups);
+        free(list);
+        freeReplyObject(r);
+        return error_set(fault, "INTERNAL", "out of memory");
+    }
+    size_t m = 0;
+    for (size_t i = 0; i < n; i++)
+        if (r->element[i]->type == REDIS_REPLY_STRING && strcmp(r->element[i]->str, after) > 0)
+            ids[m++] = r->element[i]->str;
+    qsort(ids, m, sizeof *ids, s_cmp);
+    int rc = 0;
+    size_t i = 0;
+    for (; i < m && list->n_groups < (size_t)limit && rc == 0; i++) {
+        ProtobufCMessage *msg = NULL;
+        int found = model_load(store, &berth__group__descriptor,
+                               keys_build(key, KEYS_GROUP, ids[i], NULL), &msg);
+        if (found == 0)
+            list->groups[list->n_groups++] = (Berth__Group *)msg;
+        else if (found != MODEL_NOT_FOUND)
+            rc = fault_store(fault, store);
+    }
+    /* More after this page: the next one starts after its last group. */
+    if (rc == 0 && i < m && list->n_groups > 0)
+        list->next_marker = strdup(list->groups[list->n_groups - 1]->id);
+    free(ids);
+    freeReplyObject(r);
+    if (rc != 0) {
+        groups_list_destroy(&list);
+        return -1;
+    }
+    *list_p = list;
+    return 0;
+}
+
+int groups_update(store_t *store, const char *id, const Berth__Group *update, char **fields,
+                  size_t n_fields, int64_t version, const char *actor, Berth__Group **out_p,
+                  fault_t *fault)
+{
+    if (!update)
+        return error_field(fault, "group", "group is required");
+    if (n_fields == 0)
+        return error_field(fault, "fields", "name at least one field to change");
+    if (s_check_fields(update, fault) != 0)
+        return -1;
+    Berth__Group *g = NULL;
+    if (groups_get(store, id, &g, fault) != 0)
+        return -1;
+    Berth__Group after = *g;
+    int parent_changed = 0;
+    for (size_t i = 0; i < n_fields; i++) {
+        const char *f = fields[i];
+        if (streq(f, "cost_centre"))
+            after.cost_centre = update->cost_centre ? update->cost_centre : "";
+        else if (streq(f, "description"))
+            after.description = update->description ? update->description : "";
+        else if (streq(f, "quota"))
+            after.quota = update->quota; /* absent: no limit */
+        else if (streq(f, "parent")) {
+            after.parent = update->parent ? update->parent : "";
+            parent_changed = 1;
+        } else {
+            protobuf_c_message_free_unpacked(&g->base, NULL);
+            return error_field(fault, "fields",
+                               "'%.64s' cannot be changed (cost_centre, description, parent, "
+                               "quota can)",
+                               f);
+        }
+    }
+    if (parent_changed && *after.parent && s_check_parent(store, after.parent, id, fault) != 0) {
+        protobuf_c_message_free_unpacked(&g->base, NULL);
+        return -1;
+    }
+    char key[KEYS_MAX], at[24], v[24];
+    keys_build(key, KEYS_GROUP, id, NULL);
+    snprintf(at, sizeof at, "%lld", (long long)util_now_ms());
+    snprintf(v, sizeof v, "%lld", (long long)g->version + 1);
+    model_tx_t *tx = model_tx_new();
+    if (!tx) {
+        protobuf_c_message_free_unpacked(&g->base, NULL);
+        return error_set(fault, "INTERNAL", "out of memory");
+    }
+    model_tx_check_version(tx, key, g->version);
+    model_tx_put_fields(tx, key, &after.base, "cost_centre", "description", "parent", "quota",
+                        NULL);
+    model_tx_hset(tx, key, "version", v);
+    model_tx_event(tx, "group.updated", "key", key, "group", id, "actor", actor, "version", v,
+                   "at_ms", at, NULL);
+    int rc = version && version != g->version ? MODEL_CONFLICT : model_tx_commit(tx, store, NULL);
+    model_tx_destroy(&tx);
+    protobuf_c_message_free_unpacked(&g->base, NULL);
+    if (rc == MODEL_CONFLICT)
+        return error_set(fault, "CONFLICT", "group %s changed meanwhile: read it again", id);
+    if (rc != 0)
+        return rc < 0 ? fault_store(fault, store) : error_set(fault, "INTERNAL", "refused");
+    return groups_get(store, id, out_p, fault);
+}
+
+int groups_delete(store_t *store, const char *id, const char *actor, Berth__Group **out_p,
+                  fault_t *fault)
+{
+    Berth__Group *g = NULL;
+    if (groups_get(store, id, &g, fault) != 0)
+        return -1;
+    char key[KEYS_MAX], members[KEYS_MAX], name_key[KEYS_MAX], at[24];
+    snprintf(at, sizeof at, "%lld", (long long)util_now_ms());
+    const char *argv[] = { keys_build(key, KEYS_GROUP, id, NULL),
+                           keys_build(members, KEYS_GROUP_MEMBERS, id, NULL),
+                           keys_build(name_key, KEYS_GROUP_NAME, g->name, NULL),
+                           KEYS_GROUPS,
+                           KEYS_EVENTS,
+                           id,
+                           at,
+                           actor };
+    redisReply *r = store_run(store, &lua_groups_delete, 5, 8, argv);
+    int rc = 0;
+    if (!r || (r->type != REDIS_REPLY_STATUS && r->type != REDIS_REPLY_STRING))
+        rc = fault_store(fault, store);
+    else if (streq(r->str, "NO_GROUP"))
+        rc = error_set(fault, "NOT_FOUND", "no group %s", id);
+    else if (streq(r->str, "HAS_MEMBERS"))
+        rc = error_set(fault, "CONFLICT", "group %s still has members: remove them first", id);
+    else if (!streq(r->str, "DELETED"))
+        rc = error_set(fault, "CONFLICT", "group %s changed meanwhile: try again", id);
+    if (r)
+        freeReplyObject(r);
+    if (rc != 0) {
+        protobuf_c_message_free_unpacked(&g->base, NULL);
+        return -1;
+    }
+    *out_p = g;
+    return 0;
+}
+
+int groups_member(store_t *store, const char *op, const char *group, const char *user,
+                  const char *role, const char *actor, fault_t *fault)
+{
+    if (s_check_id("group", group, fault) != 0 || policy_check_owner("user", user, fault) != 0)
+        return -1;
+    if (!streq(op, "remove") && !s_is_role(role))
+        return error_field(fault, "role", "role must be member, manager or auditor");
+    char key[KEYS_MAX], members[KEYS_MAX], user_key[KEYS_MAX], user_groups[KEYS_MAX], at[24],
+        max[16];
+    snprintf(at, sizeof at, "%lld", (long long)util_now_ms());
+    snprintf(max, sizeof max, "%d", GROUPS_MEMBERS_MAX);
+    const char *argv[] = { keys_build(key, KEYS_GROUP, group, NULL),
+                           keys_build(members, KEYS_GROUP_MEMBERS, group, NULL),
+                           keys_build(user_key, KEYS_USER, user, NULL),
+                           keys_build(user_groups, KEYS_USER_GROUPS, user, NULL),
+                           KEYS_EVENTS,
+                           op,
+                           group,
+                           user,
+                           role ? role : "",
+                           at,
+                           actor,
+                           max };
+    redisReply *r = store_run(store, &lua_groups_member, 5, 12, argv);
+    int rc = 0;
+    if (!r || (r->type != REDIS_REPLY_STATUS && r->type != REDIS_REPLY_STRING))
+        rc = fault_store(fault, store);
+    else if (streq(r->str, "NO_GROUP"))
+        rc = error_set(fault, "NOT_FOUND", "no group %s", group);
+    else if (streq(r->str, "NO_USER")) {
+        error_set(fault, "NOT_FOUND", "no user '%s'", user);
+        rc = error_detail(fault, "field", "user");
+    } else if (streq(r->str, "MEMBER"))
+        rc = error_set(fault, "CONFLICT", "'%s' is already a member of group %s", user, group);
+    else if (streq(r->str, "NOT_MEMBER"))
+        rc = error_set(fault, "NOT_FOUND", "'%s' is not a member of group %s", user, group);
+    else if (streq(r->str, "FULL"))
+        rc = error_set(fault, "CONFLICT", "group %s has %d members already", group,
+                       GROUPS_MEMBERS_MAX);
+    if (r)
+        freeReplyObject(r);
+    return rc;
+}
+
+void groups_members_destroy(Berth__MemberList **list_p)
+{
+    if (list_p && *list_p) {
+        Berth__MemberList *list = *list_p;
+        for (size_t i = 0; i < list->n_members; i++) {
+            free(list->members[i]->group);
+            free(list->members[i]->user);
+            free(list->members[i]->role);
+            free(list->members[i]);
+        }
+        free(list->members);
+        free(list);
+        *list_p = NULL;
+    }
+}
+
+static int s_by_user(const void *a, const void *b)
+{
+    return strcmp((*(Berth__Membership *const *)a)->user, (*(Berth__Membership *const *)b)->user);
+}
+
+int groups_members(store_t *store, const char *group, Berth__MemberList **list_p, fault_t *fault)
+{
+    Berth__Group *g = NULL;
+    if (groups_get(store, group, &g, fault) != 0)
+        return -1;
+    protobuf_c_message_free_unpacked(&g->base, NULL);
+    char key[KEYS_MAX];
+    redisReply *r =
+        store_command(store, "HGETALL %s", keys_build(key, KEYS_GROUP_MEMBERS, group, NULL));
+    if (!r || r->type != REDIS_REPLY_ARRAY) {
+        if (r)
+            freeReplyObject(r);
+        return fault_store(fault, store);
+    }
+    Berth__MemberList *list = calloc(1, sizeof *list);
+    size_t n = r->elements / 2;
+    if (list) {
+        berth__member_list__init(list);
+        list->members = calloc(n ? n : 1, sizeof *list->members);
+    }
+    int rc = list && list->members ? 0 : -1;
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        Berth__Membership *m = calloc(1, sizeof *m);
+        if (!m) {
+            rc = -1;
+            break;
+        }
+        berth__membership__init(m);
+        list->members[list->n_members++] = m;
+        m->group = strdup(group);
+        m->user = strdup(r->element[2 * i]->str ? r->element[2 * i]->str : "");
+        m->role = strdup(r->element[2 * i + 1]->str ? r->element[2 * i + 1]->str : "");
+        if (!m->group || !m->user || !m->role)
+            rc = -1;
+    }
+    freeReplyObject(r);
+    if (rc != 0) {
+        if (list && !list->members)
+            free(list), list = NULL;
+        groups_members_destroy(&list);
+        return error_set(fault, "INTERNAL", "out of memory");
+    }
+    qsort(list->members, list->n_members, sizeof *list->members, s_by_user);
+    *list_p = list;
+    return 0;
+}
+
+/* ---- bus handlers ----------------------------------------------------------------------- */
+
+static const char *s_rid(bus_request_t *request)
+{
+    const char *id = bus_request_envelope(request)->request_id;
+    return id && *id ? id : NULL;
+}
+
+/* Platform roles that read every group. */
+static int s_sees_all(const Berth__UserAssertion *who)
+{
+    return assertion_has_role(who, "admin") || assertion_has_role(who, "operator");
+}
+
+/* May who read group? 1 yes, 0 no, -1 fault (Redis). */
+static int s_may_read(store_t *store, const Berth__UserAssertion *who, const char *group,
+                      fault_t *fault)
+{
+    if (s_sees_all(who))
+        return 1;
+    char role[16];
+    if (groups_role(store, group, who->user, role, fault) != 0)
+        return -1;
+    return *role != '\0';
+}
+
+/* Reply with a message and free the caller's assertion. */
+static void s_done(bus_request_t *request, Berth__UserAssertion *who, const ProtobufCMessage *msg)
+{
+    bus_reply(request, msg);
+    berth__user_assertion__free_unpacked(who, NULL);
+}
+
+static void s_refuse(bus_request_t *request, Berth__UserAssertion *who, const char *what,
+                     const fault_t *fault)
+{
+    approval_fail(request, what, fault);
+    berth__user_assertion__free_unpacked(who, NULL);
+}
+
+#define S_BODY(type, desc, name)                                                                   \
+    approval_t *self = arg;                                                                        \
+    type *msg = bus_request_body(request, &desc);                                                  \
+    if (!msg) {                                                                                    \
+        bus_reply_error(request, "BAD_REQUEST", name " body does not parse");                      \
+        return;                                                                                    \
+    }                                                                                              \
+    Berth__UserAssertion *who = approval_caller(self, request, msg->assertion);                    \
+    if (!who)                                                                                      \
+        return;                                                                                    \
+    store_t *store = approval_store(self);                                                         \
+    fault_t fault = { 0 }
+
+void groups_on_create(bus_request_t *request, void *arg)
+{
+    S_BODY(Berth__CreateGroup, berth__create_group__descriptor, "CreateGroup");
+    Berth__Group *g = NULL;
+    if (groups_create(store, msg->group, who->user, &g, &fault) != 0) {
+        s_refuse(request, who, "create group refused", &fault);
+        return;
+    }
+    log_info(s_rid(request), "group created", "{s:s, s:s, s:s}", "group", g->id, "name", g->name,
+             "actor", who->user);
+    s_done(request, who, &g->base);
+    protobuf_c_message_free_unpacked(&g->base, NULL);
+}
+
+void groups_on_get(bus_request_t *request, void *arg)
+{
+    S_BODY(Berth__GetGroup, berth__get_group__descriptor, "GetGroup");
+    Berth__Group *g = NULL;
+    int may = s_may_read(store, who, msg->id, &fault);
+    if (may == 0) /* a group one may not see is no different from none */
+        error_set(&fault, "NOT_FOUND", "no group %.64s", msg->id ? msg->id : "");
+    if (may != 1 || groups_get(store, msg->id, &g, &fault) != 0) {
+        s_refuse(request, who, "get group refused", &fault);
+        return;
+    }
+    s_done(request, who, &g->base);
+    protobuf_c_message_free_unpacked(&g->base, NULL);
+}
+
+void groups_on_list(bus_request_t *request, void *arg)
+{
+    S_BODY(Berth__ListGroups, berth__list_groups__descriptor, "ListGroups");
+    Berth__GroupList *list = NULL;
+    if (groups_list(store, s_sees_all(who) ? NULL : who->user, msg->limit, msg->marker, &list,
+                    &fault) != 0) {
+        s_refuse(request, who, "list groups refused", &fault);
+        return;
+    }
+    s_done(request, who, &list->base);
+    groups_list_destroy(&list);
+}
+
+void groups_on_update(bus_request_t *request, void *arg)
+{
+    S_BODY(Berth__UpdateGroup, berth__update_group__descriptor, "UpdateGroup");
+    Berth__Group *g = NULL;
+    if (groups_update(store, msg->id, msg->group, msg->fields, msg->n_fields, msg->version,
+                      who->user, &g, &fault) != 0) {
+        s_refuse(request, who, "update group refused", &fault);
+        return;
+    }
+    log_info(s_rid(request), "group updated", "{s:s, s:I, s:s}", "group", g->id, "version",
+             (json_int_t)g->version, "actor", who->user);
+    s_done(request, who, &g->base);
+    protobuf_c_message_free_unpacked(&g->base, NULL);
+}
+
+void groups_on_delete(bus_request_t *request, void *arg)
+{
+    S_BODY(Berth__DeleteGroup, berth__delete_group__descriptor, "DeleteGroup");
+    Berth__Group *g = NULL;
+    if (groups_delete(store, msg->id, who->user, &g, &fault) != 0) {
+        s_refuse(request, who, "delete group refused", &fault);
+        return;
+    }
+    log_info(s_rid(request), "group deleted", "{s:s, s:s, s:s}", "group", g->id, "name", g->name,
+             "actor", who->user);
+    s_done(request, who, &g->base);
+    protobuf_c_message_free_unpacked(&g->base, NULL);
+}
+
+/* Membership changes: an admin, or a manager of that group. */
+static void s_member(bus_request_t *request, approval_t *self, Berth__UserAssertion *who,
+                     const char *op, const char *group, const char *user, const char *role)
+{
+    store_t *store = approval_store(self);
+    fault_t fault = { 0 };
+    char mine[16] = "";
+    if (!assertion_has_role(who, "admin")) {
+        if (groups_role(store, group, who->user, mine, &fault) != 0) {
+            s_refuse(request, who, "membership change refused", &fault);
+            return;
+        }
+        if (!streq(mine, "manager")) {
+            error_set(&fault, "FORBIDDEN",
+                      "only an admin or a manager of the group may change "
+                      "its members");
+            s_refuse(request, who, "membership change refused", &fault);
+            return;
+        }
+    }
+    if (groups_member(store, op, group, user, role, who->user, &fault) != 0) {
+        s_refuse(request, who, "membership change refused", &fault);
+        return;
+    }
+    log_info(s_rid(request), "membership changed", "{s:s, s:s, s:s, s:s, s:s}", "change", op,
+             "group", group, "user", user, "role", role ? role : "", "actor", who->user);
+    Berth__Membership m = BERTH__MEMBERSHIP__INIT;
+    m.group = (char *)group;
+    m.user = (char *)user;
+    m.role = (char *)(streq(op, "remove") ? "" : role);
+    s_done(request, who, &m.base);
+}
+
+void groups_on_add_member(bus_request_t *request, void *arg)
+{
+    S_BODY(Berth__AddMember, berth__add_member__descriptor, "AddMember");
+    (void)store;
+    (void)fault;
+    s_member(request, self, who, "add", msg->group, msg->user, msg->role);
+}
+
+void groups_on_set_role(bus_request_t *request, void *arg)
+{
+    S_BODY(Berth__SetRole, berth__set_role__descriptor, "SetRole");
+    (void)store;
+    (void)fault;
+    s_member(request, self, who, "set", msg->group, msg->user, msg->role);
+}
+
+void groups_on_remove_member(bus_request_t *request, void *arg)
+{
+    S_BODY(Berth__RemoveMember, berth__remove_member__descriptor, "RemoveMember");
+    (void)store;
+    (void)fault;
+    s_member(request, self, who, "remove", msg->group, msg->user, NULL);
+}
+
+void groups_on_list_members(bus_request_t *request, void *arg)
+{
+    S_BODY(Berth__ListMembers, berth__list_members__descriptor, "ListMembers");
+    Berth__MemberList *list = NULL;
+    int may = s_may_read(store, who, msg->group, &fault);
+    if (may == 0)
+        error_set(&fault, "NOT_FOUND", "no group %.64s", msg->group ? msg->group : "");
+    if (may != 1 || groups_members(store, msg->group, &list, &fault) != 0) {
+        s_refuse(request, who, "list members refused", &fault);
+        return;
+    }
+    s_done(request, who, &list->base);
+    groups_members_destroy(&list);
+}

@@ -1,0 +1,73 @@
+/*  groups: groups and memberships (proto Group, Membership), written by approval only.
+    A group is the hash berth:group:{<id>}, its members the hash berth:group-members:{<id>}
+    (user -> role), its name the hash berth:group-name:<name> (field id), and every group id
+    is in the zset berth:groups. Each member also has berth:user-groups:<user> (group ->
+    role), which the gateway reads into the user assertion. Creating and updating go through
+    model_tx; membership changes and deleting through lib/lua/groups_member.lua and
+    groups_delete.lua, so the two member hashes never disagree. The bus handlers here are
+    entries of approval's handler table (approval.c). */
+#ifndef BERTH_APPROVAL_GROUPS_H
+#define BERTH_APPROVAL_GROUPS_H
+
+#include "bus_server.h"
+#include "fault.h"
+#include "store.h"
+
+/* Limits on groups. They join lib/limit.h (and docs/openapi.yaml, which must state every limit
+   there) with the REST endpoints for groups; until then only the bus reaches them. */
+#define GROUPS_NAME_MAX        63   /* [a-z0-9][a-z0-9._-]*, not a UUID */
+#define GROUPS_TEXT_MAX        256  /* description, in bytes */
+#define GROUPS_COST_CENTRE_MAX 64   /* cost_centre, printable */
+#define GROUPS_MEMBERS_MAX     1000 /* members of one group */
+#define GROUPS_PAGE_MAX        1000 /* groups in one ListGroups page */
+#define GROUPS_PAGE_DEFAULT    100  /* when ListGroups asks for none */
+
+/* Create group (name, cost_centre, description, parent, quota) as actor. 0 and *out_p (free
+   with protobuf_c_message_free_unpacked), or -1: BAD_REQUEST with details.field, NOT_FOUND
+   (parent), CONFLICT (the name is taken). */
+int groups_create(store_t *store, const Berth__Group *group, const char *actor,
+                  Berth__Group **out_p, fault_t *fault);
+
+/* The group with id: 0 and *out_p, or -1 (NOT_FOUND, BAD_REQUEST for a malformed id). */
+int groups_get(store_t *store, const char *id, Berth__Group **out_p, fault_t *fault);
+
+/* user's role in group into role[16] ("" when not a member). 0 or -1 (Redis). */
+int groups_role(store_t *store, const char *group, const char *user, char role[16], fault_t *fault);
+
+/* A page of groups by id after marker ("" or NULL: from the first): every group when user is
+   NULL, else the groups user belongs to. limit 0 = GROUPS_PAGE_DEFAULT. */
+int groups_list(store_t *store, const char *user, int limit, const char *marker,
+                Berth__GroupList **list_p, fault_t *fault);
+void groups_list_destroy(Berth__GroupList **list_p);
+
+/* Change fields (cost_centre, description, parent, quota) of group id to update's values, if
+   its version still is version (0 = any). 0 and *out_p, or -1 (CONFLICT when it changed). */
+int groups_update(store_t *store, const char *id, const Berth__Group *update, char **fields,
+                  size_t n_fields, int64_t version, const char *actor, Berth__Group **out_p,
+                  fault_t *fault);
+
+/* Delete group id (refused with CONFLICT while it has members). 0 and *out_p (as it was). */
+int groups_delete(store_t *store, const char *id, const char *actor, Berth__Group **out_p,
+                  fault_t *fault);
+
+/* op "add" (user must exist; CONFLICT if already a member), "set" or "remove" (NOT_FOUND if
+   not a member). role: member, manager or auditor (ignored by remove). 0 or -1. */
+int groups_member(store_t *store, const char *op, const char *group, const char *user,
+                  const char *role, const char *actor, fault_t *fault);
+
+/* The members of group, by user name. 0 and *list_p, or -1 (NOT_FOUND). */
+int groups_members(store_t *store, const char *group, Berth__MemberList **list_p, fault_t *fault);
+void groups_members_destroy(Berth__MemberList **list_p);
+
+/* Bus handlers (arg: the approval_t), listed in approval_handlers. */
+void groups_on_create(bus_request_t *request, void *arg);
+void groups_on_get(bus_request_t *request, void *arg);
+void groups_on_list(bus_request_t *request, void *arg);
+void groups_on_update(bus_request_t *request, void *arg);
+void groups_on_delete(bus_request_t *request, void *arg);
+void groups_on_add_member(bus_request_t *request, void *arg);
+void groups_on_set_role(bus_request_t *request, void *arg);
+void groups_on_remove_member(bus_request_t *request, void *arg);
+void groups_on_list_members(bus_request_t *request, void *arg);
+
+#endif
