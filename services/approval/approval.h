@@ -1,7 +1,8 @@
 /*  approval: the bus face of the approval service. Turns each message (ListTemplates,
-    CreateTemplate, CreateRequest, GetRequest, DecideRequest) into a call of the catalog or
-    requests module and its answer or Error, logs the outcome at the service boundary, and
-    seeds the template catalog once Redis is reachable. main.c binds the handler table. */
+    CreateTemplate, CreateRequest, GetRequest, DecideRequest; the group messages, whose handlers
+    live in groups.c) into a call of the catalog, requests or groups module and its answer or Error,
+   logs the outcome at the service boundary, and seeds the template catalog once Redis is reachable.
+   main.c binds the handler table. */
 #ifndef BERTH_APPROVAL_APPROVAL_H
 #define BERTH_APPROVAL_APPROVAL_H
 
