@@ -11,7 +11,9 @@
     at once (s_on_reply); an agent's result arrives through agents.c and steps its task
     before the result is acknowledged (tasks_on_result: the task write that records the
     result happens first). A stage that is done opens the next and runs it in the same
-    step, so each stage costs one task write. New tasks wake the engine without polling:
+    step, so each stage costs one task write. The stager is asked for the image and seed
+    beside the scheduler (neither needs the other's answer), so stage_image is normally done
+    when the host is claimed. New tasks wake the engine without polling:
     whoever queues a task adds its id to berth:tasks:wake in the same atomic step, and a
     thread with its own Redis connection blocks on that set (BZMPOP) and hands the ids it
     popped to the loop, which takes them at once.
@@ -60,6 +62,7 @@ typedef struct {
     char result[512];           /* what the last stage did, or why it failed */
     int lost;                   /* 1: a write was refused (not ours); 2: Redis failed */
     char call[UTIL_ID_LEN];     /* id of the bus call in flight ("" when none) */
+    char prefetch[UTIL_ID_LEN]; /* StageImage sent beside the schedule call ("" when none) */
     Berth__Envelope *reply;     /* its answer, once it came */
     int call_timed_out;         /* ...or that none came before its deadline */
     Berth__AgentResult *done;   /* the agent's result for task->command, once it came */
@@ -390,6 +393,7 @@ static s_rc_t s_waited(s_held_t *h, int timeout_ms)
 
 static void s_on_reply(bus_client_t *client, const char *call_id, Berth__Envelope *reply,
                        void *arg);
+static void s_prefetch(tasks_t *self, s_held_t *h);
 
 /* One bus call, never waited for: the first ask sends it and answers S_WAIT; the reply
    comes back on the loop (s_on_reply) and the stage, asked again, takes it: S_DONE with
@@ -469,6 +473,7 @@ static s_rc_t s_schedule(tasks_t *self, s_held_t *h, const s_stage_t *stage)
     }
     req.prefer = prefer;
     Berth__Envelope *reply = NULL;
+    s_prefetch(self, h);
     s_rc_t rc = s_call(self, h, "scheduler", &req.base, &reply);
     if (rc == S_WAIT)
         return s_waited(h, self->command_timeout_ms);
@@ -494,6 +499,20 @@ static s_rc_t s_schedule(tasks_t *self, s_held_t *h, const s_stage_t *stage)
     return S_DONE;
 }
 
+/* The StagedImage of a stager's reply (which it frees), or NULL when it lacks the image or
+   the seed's digest. */
+static Berth__StagedImage *s_staged_answer(Berth__Envelope *reply)
+{
+    Berth__StagedImage *staged =
+        (Berth__StagedImage *)envelope_body(reply, &berth__staged_image__descriptor);
+    berth__envelope__free_unpacked(reply, NULL);
+    if (staged && (!staged->image || strlen(staged->seed_sha256) != 64)) {
+        berth__staged_image__free_unpacked(staged, NULL);
+        staged = NULL;
+    }
+    return staged;
+}
+
 /* The stager's answer for this VM (image and the seed's digest; the agent fetches the seed
    itself): asked once, kept while the task is held here; a new holder asks again (the
    stager answers the same seed for the same VM). */
@@ -501,6 +520,8 @@ static s_rc_t s_staged(tasks_t *self, s_held_t *h)
 {
     if (h->staged)
         return S_DONE;
+    if (*h->prefetch) /* asked beside the schedule call: its answer steps the task */
+        return s_waited(h, self->command_timeout_ms);
     Berth__StageImage req = BERTH__STAGE_IMAGE__INIT;
     req.vm = h->vm->id;
     req.name = h->vm->name;
@@ -512,13 +533,30 @@ static s_rc_t s_staged(tasks_t *self, s_held_t *h)
         return s_waited(h, self->command_timeout_ms);
     if (rc != S_DONE)
         return rc;
-    h->staged = (Berth__StagedImage *)envelope_body(reply, &berth__staged_image__descriptor);
-    berth__envelope__free_unpacked(reply, NULL);
-    if (!h->staged || !h->staged->image || strlen(h->staged->seed_sha256) != 64) {
+    h->staged = s_staged_answer(reply);
+    if (!h->staged) {
         s_result(h, "stager answered without image or seed");
         return S_FAIL;
     }
     return S_DONE;
+}
+
+/* Ask the stager for the VM's image and seed beside the schedule call (neither depends on
+   the other), so that stage_image is usually done the moment the host is claimed: one bus
+   round trip and one task write less per VM. Its answer is kept (s_on_reply); a failure or
+   no answer leaves stage_image to ask itself, as without it. */
+static void s_prefetch(tasks_t *self, s_held_t *h)
+{
+    if (h->staged || *h->prefetch)
+        return;
+    Berth__StageImage req = BERTH__STAGE_IMAGE__INIT;
+    req.vm = h->vm->id;
+    req.name = h->vm->name;
+    req.image = h->vm->image;
+    req.seed_by_reference = 1;
+    if (bus_client_send(self->bus, "stager", &req.base, h->task->request_id, self->call_timeout_ms,
+                        s_on_reply, self, h->prefetch) != 0)
+        h->prefetch[0] = '\0';
 }
 
 static s_rc_t s_stage_image(tasks_t *self, s_held_t *h, const s_stage_t *stage)
@@ -934,7 +972,7 @@ static int s_advance(tasks_t *self, s_held_t *h)
 static s_held_t *s_find_call(tasks_t *self, const char *call_id)
 {
     for (s_held_t *it = zhashx_first(self->held); it; it = zhashx_next(self->held))
-        if (s_is(it->call, call_id))
+        if (s_is(it->call, call_id) || s_is(it->prefetch, call_id))
             return it;
     return NULL;
 }
@@ -951,9 +989,17 @@ static void s_on_reply(bus_client_t *client, const char *call_id, Berth__Envelop
             berth__envelope__free_unpacked(reply, NULL);
         return;
     }
-    h->call[0] = '\0';
-    h->reply = reply;
-    h->call_timed_out = reply == NULL;
+    if (s_is(h->prefetch, call_id)) {
+        h->prefetch[0] = '\0';
+        if (reply && !reply->error && !h->staged)
+            h->staged = s_staged_answer(reply);
+        else if (reply)
+            berth__envelope__free_unpacked(reply, NULL);
+    } else {
+        h->call[0] = '\0';
+        h->reply = reply;
+        h->call_timed_out = reply == NULL;
+    }
     s_advance(self, h);
     s_rearm(self);
 }
