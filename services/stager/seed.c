@@ -426,6 +426,27 @@ void seed_bytes_clear(seed_bytes_t *bytes)
     bytes->sha256[0] = '\0';
 }
 
+int seed_read(seed_t *self, const char *vm, size_t max_bytes, seed_bytes_t *out)
+{
+    memset(out, 0, sizeof *out);
+    if (!util_is_uuid(vm)) {
+        errno = ENOENT;
+        return -1;
+    }
+    char iso[PATH_MAX], sum_path[PATH_MAX], built_from[SUM_HEX], digest[SUM_HEX];
+    snprintf(iso, sizeof iso, "%s/%s.iso", self->dir, vm);
+    snprintf(sum_path, sizeof sum_path, "%s/%s.sum", self->dir, vm);
+    if (files_read(iso, max_bytes, &out->iso, &out->size) != 0)
+        return -1;
+    /* The digest recorded when the ISO was built; hashed here only when none was. */
+    s_read_sum(sum_path, built_from, digest);
+    if (digest[0])
+        memcpy(out->sha256, digest, SUM_HEX);
+    else
+        files_sha256_hex(out->iso, out->size, out->sha256);
+    return 0;
+}
+
 int seed_sweep(seed_t *self, int64_t max_age_ms)
 {
     DIR *d = opendir(self->dir);
