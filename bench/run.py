@@ -11,6 +11,9 @@ misses its goal says so, with what the run shows to be the bottleneck.
 
     python3 bench/run.py --bin build/bin [--out bench/results.md]
 
+The notes under the table say where provisioning time and CPU go: each stage's median, CPU
+per VM of every process, Redis commands per VM by command and by sending service.
+
 Environment: BENCH_REPS (repetitions), BENCH_SECONDS (seconds of each wrk run),
 BENCH_PROVISION (requests per provisioning repetition), BENCH_LIST_VMS (VMs in the store for
 the list bench). Smaller values make a quick look; the table records what it ran with.
@@ -191,6 +194,7 @@ class Monitor(threading.Thread):
         self.client = 0
         self.lua = 0
         self.by_command = {}
+        self.by_client = {}
         self.stop = False
         self.lock = threading.Lock()
         self.sock.sendall(Redis.encode("MONITOR"))
@@ -216,10 +220,16 @@ class Monitor(threading.Thread):
                 else:
                     self.client += 1
                     self.by_command[cmd] = self.by_command.get(cmd, 0) + 1
+                    self.by_client[who] = self.by_client.get(who, 0) + 1
 
     def snapshot(self):
         with self.lock:
             return self.client, self.lua, dict(self.by_command)
+
+    def clients(self):
+        """{client address: commands sent} so far."""
+        with self.lock:
+            return dict(self.by_client)
 
     def close(self):
         self.stop = True
@@ -341,6 +351,47 @@ def effective_settings(p):
         except (OSError, ValueError):
             pass
     return out
+
+
+def cpu_ms(pid):
+    """CPU time (user + system) a process used so far, ms; 0 once it is gone."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) * 1000.0 / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+def platform_procs(p):
+    """(name, pid) of every process of the platform, Redis included."""
+    return [(proc.name, proc.pid) for proc in p.procs] + [("redis", p.redis.pid)]
+
+
+def socket_owners(procs):
+    """{"127.0.0.1:port": process name} for the TCP sockets the processes hold (from /proc)."""
+    inodes = {}
+    for name, pid in procs:
+        try:
+            for fd in os.listdir("/proc/%d/fd" % pid):
+                link = os.readlink("/proc/%d/fd/%s" % (pid, fd))
+                if link.startswith("socket:["):
+                    inodes[link[8:-1]] = name
+        except OSError:
+            pass
+    owners = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                next(f)
+                for line in f:
+                    cols = line.split()
+                    if cols[9] in inodes:
+                        port = int(cols[1].split(":")[1], 16)
+                        owners["127.0.0.1:%d" % port] = inodes[cols[9]]
+        except (OSError, StopIteration, IndexError, ValueError):
+            pass
+    return owners
 
 
 def provision_rep(p, watcher, token, n, concurrency, tag):
@@ -525,11 +576,19 @@ def main():
         watcher = ActiveWatcher(p.redis_port)
         watcher.start()
         p50s, p99s, rates, all_vms, profiles = [], [], [], [], []
+        procs = platform_procs(p)
+        cpu = {name: 0.0 for name, _ in procs}   # ms of CPU during the reps, per process
+        prov_seconds = 0.0
         for rep in range(REPS):
             log("provision rep %d/%d: %d requests at concurrency %d"
                 % (rep + 1, REPS, PROVISION_N, PROVISION_CONCURRENCY))
+            before = {name: cpu_ms(pid) for name, pid in procs}
+            t_rep = time.monotonic()
             lat, rate, vms = provision_rep(p, watcher, user, PROVISION_N,
                                            PROVISION_CONCURRENCY, "%d" % rep)
+            prov_seconds += time.monotonic() - t_rep
+            for name, pid in procs:
+                cpu[name] += cpu_ms(pid) - before[name]
             p50s.append(pct(lat, 50))
             p99s.append(pct(lat, 99))
             rates.append(rate)
@@ -551,7 +610,13 @@ def main():
         _, _, count_vms = provision_rep(p, watcher, user, n_count, PROVISION_CONCURRENCY, "m")
         t_busy = time.monotonic() - t0
         busy_c, busy_l, busy_by = mon.snapshot()
+        by_client = mon.clients()
         mon.close()
+        owners = socket_owners(procs)
+        by_service = {}
+        for addr, count in by_client.items():
+            name = re.sub(r"-\d+$", "", owners.get(addr, "other"))
+            by_service[name] = by_service.get(name, 0) + count
         all_vms += count_vms
         bg = t_busy / t_idle
         client_per_vm = ((busy_c - idle_c) - idle_c * bg) / n_count
@@ -687,6 +752,20 @@ def main():
                                         rt_per_request[name], 1e6 / health - 1e6 / bare_rps))
     table.notes.append("Redis client commands per VM, largest: " +
                        ", ".join("%s %.1f" % (c, n) for c, n in top) + ".")
+    # Counted while provisioning only (heartbeats of idle time included: a small excess).
+    table.notes.append("Redis client commands per VM by sender (while provisioning, idle "
+                       "background not subtracted): " +
+                       ", ".join("%s %.1f" % (n, c / n_count) for n, c in
+                                 sorted(by_service.items(), key=lambda x: -x[1])) + ".")
+    vms_done = REPS * PROVISION_N
+    total_cpu = sum(cpu.values())
+    table.notes.append("CPU per VM while provisioning (ms, all reps): " +
+                       ", ".join("%s %.2f" % (n, c / vms_done) for n, c in
+                                 sorted(cpu.items(), key=lambda x: -x[1])) +
+                       "; total %.1f ms per VM, %.0f%% of %d CPUs over the reps (the rest: other "
+                       "load on the machine, and waits)." %
+                       (total_cpu / vms_done, 100.0 * total_cpu / 1000.0 / prov_seconds /
+                        (os.cpu_count() or 1), os.cpu_count() or 0))
     table.notes.append("")
     table.notes.append("Settings: %d reps (medians), wrk -t%d -c%d -d%ds (list: -c%d), %d "
                        "provisioning requests per rep at concurrency %d, template `%s`, %d "

@@ -105,21 +105,26 @@ static json_t *s_value_json(const ProtobufCFieldDescriptor *f, const void *p)
     return json_null();
 }
 
+/* Field f of msg as JSON (an array for a repeated field). New reference, NULL on failure. */
+static json_t *s_field_json(const ProtobufCMessage *msg, const ProtobufCFieldDescriptor *f)
+{
+    if (f->label != PROTOBUF_C_LABEL_REPEATED)
+        return s_value_json(f, (const uint8_t *)msg + f->offset);
+    size_t n = MEMBER(size_t, msg, f->quantifier_offset);
+    const uint8_t *arr = MEMBER(const uint8_t *, msg, f->offset);
+    json_t *v = json_array();
+    for (size_t k = 0; v && k < n; k++)
+        json_array_append_new(v, s_value_json(f, arr + k * s_elem_size(f->type)));
+    return v;
+}
+
 json_t *model_to_json(const ProtobufCMessage *msg)
 {
     json_t *obj = json_object();
     const ProtobufCMessageDescriptor *d = msg->descriptor;
     for (unsigned i = 0; i < d->n_fields; i++) {
         const ProtobufCFieldDescriptor *f = &d->fields[i];
-        json_t *v;
-        if (f->label == PROTOBUF_C_LABEL_REPEATED) {
-            size_t n = MEMBER(size_t, msg, f->quantifier_offset);
-            const uint8_t *arr = MEMBER(const uint8_t *, msg, f->offset);
-            v = json_array();
-            for (size_t k = 0; k < n; k++)
-                json_array_append_new(v, s_value_json(f, arr + k * s_elem_size(f->type)));
-        } else
-            v = s_value_json(f, (const uint8_t *)msg + f->offset);
+        json_t *v = s_field_json(msg, f);
         json_object_set_new(obj, f->name, v ? v : json_null());
     }
     return obj;
@@ -301,13 +306,7 @@ static int s_structured(const ProtobufCFieldDescriptor *f)
 /* Text of a hash field for f (caller frees). Scalars read naturally in redis-cli and Lua. */
 static char *s_field_text(const ProtobufCMessage *msg, const ProtobufCFieldDescriptor *f)
 {
-    json_t *j;
-    if (f->label == PROTOBUF_C_LABEL_REPEATED) {
-        json_t *all = model_to_json(msg);
-        j = json_incref(json_object_get(all, f->name));
-        json_decref(all);
-    } else
-        j = s_value_json(f, (const uint8_t *)msg + f->offset);
+    json_t *j = s_field_json(msg, f);
     if (!j)
         return NULL;
     char *text = NULL;
@@ -773,6 +772,25 @@ void model_tx_put_fields(model_tx_t *self, const char *key, const ProtobufCMessa
         s_put_some(self, key, msg, fields, n);
 }
 
+/* 1 when scalar field f differs between a and b, 0 when equal, -1 when f is repeated or a
+   message (the caller compares their text). */
+static int s_scalar_differs(const ProtobufCMessage *a, const ProtobufCMessage *b,
+                            const ProtobufCFieldDescriptor *f)
+{
+    if (s_structured(f))
+        return -1;
+    const uint8_t *pa = (const uint8_t *)a + f->offset, *pb = (const uint8_t *)b + f->offset;
+    if (f->type == PROTOBUF_C_TYPE_STRING) {
+        const char *sa = *(char *const *)pa, *sb = *(char *const *)pb;
+        return strcmp(sa ? sa : "", sb ? sb : "") != 0;
+    }
+    if (f->type == PROTOBUF_C_TYPE_BYTES) {
+        const ProtobufCBinaryData *da = (const void *)pa, *db = (const void *)pb;
+        return da->len != db->len || (da->len && memcmp(da->data, db->data, da->len) != 0);
+    }
+    return memcmp(pa, pb, s_elem_size(f->type)) != 0;
+}
+
 void model_tx_put_changed(model_tx_t *self, const char *key, const ProtobufCMessage *before,
                           const ProtobufCMessage *after)
 {
@@ -787,10 +805,13 @@ void model_tx_put_changed(model_tx_t *self, const char *key, const ProtobufCMess
     int n = 0;
     for (unsigned i = 0; i < d->n_fields; i++) {
         const ProtobufCFieldDescriptor *f = &d->fields[i];
-        char *was = s_field_text(before, f), *now = s_field_text(after, f);
-        int changed = !was || !now || strcmp(was, now) != 0;
-        free(was);
-        free(now);
+        int changed = s_scalar_differs(before, after, f);
+        if (changed < 0) { /* repeated or a message: compare what would be written */
+            char *was = s_field_text(before, f), *now = s_field_text(after, f);
+            changed = !was || !now || strcmp(was, now) != 0;
+            free(was);
+            free(now);
+        }
         if (!changed)
             continue;
         if (!s_owned(d, f->name))

@@ -1,10 +1,12 @@
 -- taskmgr_acquire: take due tasks: bump each one's epoch, name the caller holder, start the
--- lease. The caller read the due ids first (ZRANGEBYSCORE) and passes their task keys; a task
--- another taskmgr took in between is no longer due by now and is skipped, so the take stays
--- atomic.
+-- lease, and return each taken task's hash (the caller needs no read after the take). The
+-- caller passes the candidates' task keys: ids it read from the due set just before
+-- (ZRANGEBYSCORE), or ids just popped from the wake set; a task another taskmgr took in
+-- between is no longer due by now and is skipped, so the take stays atomic.
 -- KEYS: due zset, then one task hash per candidate.
 -- ARGV: holder, now_ms, lease_ms, then the candidates' ids, in the order of their keys.
--- Returns the earliest score left in the due set (-1: empty), then id, epoch pairs.
+-- Returns the earliest score left in the due set (-1: empty), then id, epoch, hash (flat
+-- field/value list, as HGETALL) triples.
 local out = {-1}
 local now = tonumber(ARGV[2])
 local until_ms = now + tonumber(ARGV[3])
@@ -21,6 +23,7 @@ for i = 4, #ARGV do
       redis.call('ZADD', KEYS[1], until_ms, id)
       out[#out + 1] = id
       out[#out + 1] = tostring(epoch)
+      out[#out + 1] = redis.call('HGETALL', key)
     end
   end
 end

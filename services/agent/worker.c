@@ -24,10 +24,11 @@
     (still in the cache: a redelivery re-answers it).
 
     Inventory: one more thread with its own connection lists the host's domains every
-    heartbeat interval and right after each command, and pushes the snapshot to the loop,
-    which keeps the latest for the heartbeat. The heartbeat keeps beating whatever libvirt
-    does; so that a hung libvirtd still makes the host DOWN (as the heartbeats stopping used
-    to), a snapshot older than a few intervals is reported as a DOWN host with no domains. */
+    heartbeat interval and right after each command that changes what runs (START, DESTROY,
+    or any that failed), and pushes the snapshot to the loop, which keeps the latest for the
+    heartbeat. The heartbeat keeps beating whatever libvirt does; so that a hung libvirtd
+    still makes the host DOWN (as the heartbeats stopping used to), a snapshot older than a
+    few intervals is reported as a DOWN host with no domains. */
 #include "worker.h"
 #include "log.h"
 #include "util.h"
@@ -608,6 +609,9 @@ static void s_on_done(worker_t *self, zmsg_t *msg)
         berth__agent_result__free_unpacked(unpacked, NULL);
     }
     int64_t waited = t->started_ms - job->queued_ms;
+    int quiet =
+        r && r->ok &&
+        (streq(job->op, "CREATE_DISK") || streq(job->op, "PUT_SEED") || streq(job->op, "DEFINE"));
     if (!r) {
         log_error(NULL, "lost the result of a command", "{s:s, s:s}", "command", job->id, "vm",
                   job->vm);
@@ -631,10 +635,13 @@ static void s_on_done(worker_t *self, zmsg_t *msg)
             s_result_free(&item);
         }
     }
+    /* What runs may have changed: the heartbeat should say so without waiting its turn.
+       Disk, seed and definition work changes nothing that runs (a defined domain that is
+       not started shows at the next periodic snapshot), so it asks for no snapshot unless
+       it failed part way. */
     void *item = job;
     s_job_free(&item);
-    /* Domains may have changed: the heartbeat should say so without waiting its turn. */
-    if (self->watcher)
+    if (self->watcher && !quiet)
         zstr_send(self->watcher, "REFRESH");
 done:
     free(index);

@@ -27,15 +27,14 @@ typedef struct {
     store_t *prep_store;
     seed_t *seeds; /* shared by the workers: seed_stage is safe across threads */
     work_t *work;
-    stage_t *stage;           /* StageImage requests and their builds */
-    int64_t max_seed_bytes;   /* largest ISO sent in a reply */
-    char seeds_dir[PATH_MAX]; /* where seeds are kept as <vm>.iso (GetSeed reads them) */
-    int64_t seed_keep_ms;     /* seeds untouched this long are swept */
-    int ready;                /* base images were prepared once */
-    int preparing;            /* a preparation job is out */
-    int sweeping;             /* a sweep job is out */
-    int64_t next_check_ms;    /* monotonic ms of the next catalog check */
-    char not_ready[768];      /* last failure, logged once per reason; "" when fine */
+    stage_t *stage;         /* StageImage requests and their builds */
+    int64_t max_seed_bytes; /* largest ISO sent in a reply */
+    int64_t seed_keep_ms;   /* seeds untouched this long are swept */
+    int ready;              /* base images were prepared once */
+    int preparing;          /* a preparation job is out */
+    int sweeping;           /* a sweep job is out */
+    int64_t next_check_ms;  /* monotonic ms of the next catalog check */
+    char not_ready[768];    /* last failure, logged once per reason; "" when fine */
 } stager_t;
 
 /* ---- base images ---- */
@@ -243,23 +242,18 @@ static void s_on_get_seed(bus_request_t *request, void *arg)
     }
     if (s_seed_refused(self, request, req->vm))
         return;
-    char path[PATH_MAX + 64];
-    snprintf(path, sizeof path, "%s/%s.iso", self->seeds_dir, req->vm);
-    uint8_t *iso = NULL;
-    size_t size = 0;
-    if (files_read(path, (size_t)self->max_seed_bytes, &iso, &size) != 0) {
+    seed_bytes_t seed;
+    if (seed_read(self->seeds, req->vm, (size_t)self->max_seed_bytes, &seed) != 0) {
         bus_reply_error(request, errno == ENOENT ? "NOT_FOUND" : "INTERNAL",
                         errno == ENOENT ? "no seed staged for this VM" : strerror(errno));
         return;
     }
-    char sha[65];
-    files_sha256_hex(iso, size, sha);
     Berth__Seed reply = BERTH__SEED__INIT;
-    reply.iso.data = iso;
-    reply.iso.len = size;
-    reply.sha256 = sha;
+    reply.iso.data = seed.iso;
+    reply.iso.len = seed.size;
+    reply.sha256 = seed.sha256;
     bus_reply(request, &reply.base);
-    free(iso);
+    seed_bytes_clear(&seed);
 }
 
 /* <data_dir>/<sub> unless the key is set. */
@@ -359,7 +353,6 @@ int main(int argc, char **argv)
     service_reader(service, work_socket(self.work), s_on_work, &self);
     s_prepare(service, &self);
     service_every(service, 1000, s_prepare, &self);
-    util_strlcpy(self.seeds_dir, seeds_dir, sizeof self.seeds_dir);
     service_on(service, "ListImages", "gateway", s_on_list_images, &self);
     service_on(service, "GetSeed", "agent", s_on_get_seed, &self);
     service_on(service, "StageImage", "taskmgr", s_on_stage_image, &self);

@@ -298,8 +298,8 @@ int seed_iso(const char *meta_data, const char *user_data, const char *network_c
    rebuilt, and the sum names the ISO's digest, so an ISO a power loss damaged is noticed on
    the next request and built again rather than handed out. */
 static int s_build(seed_t *self, const char *vm, const char *name, const char *user_data,
-                   const char *built_from, const char *iso_path, const char *sum_path, char *error,
-                   size_t error_size)
+                   const char *built_from, const char *iso_path, const char *sum_path,
+                   seed_bytes_t *out, char *error, size_t error_size)
 {
     char meta[256];
     snprintf(meta, sizeof meta, "instance-id: %s\nlocal-hostname: %s\n", vm, name);
@@ -321,20 +321,52 @@ static int s_build(seed_t *self, const char *vm, const char *name, const char *u
                  strerror(errno));
         rc = -1;
     }
+    if (rc == 0 && out) {
+        out->iso = iso;
+        out->size = size;
+        memcpy(out->sha256, sum + SUM_HEX, SUM_HEX - 1);
+        out->sha256[SUM_HEX - 1] = '\0';
+        iso = NULL;
+    }
     free(iso);
     return rc;
 }
 
-/* 1 if the ISO at path is the one the sum names. */
-static int s_iso_intact(const char *path, const char *digest)
+/* 1 if the ISO at path is the one the sum names (then *out holds it, when out is set). */
+static int s_iso_intact(const char *path, const char *digest, size_t max_bytes, seed_bytes_t *out)
 {
+    if (!digest[0])
+        return 0;
+    if (!out) {
+        char sum[SUM_HEX];
+        int64_t bytes = 0;
+        return files_sha256(path, sum, &bytes) == 0 && strcmp(sum, digest) == 0;
+    }
+    uint8_t *iso = NULL;
+    size_t size = 0;
     char hex[SUM_HEX];
-    int64_t size = 0;
-    return digest[0] && files_sha256(path, hex, &size) == 0 && strcmp(hex, digest) == 0;
+    if (files_read(path, max_bytes, &iso, &size) != 0)
+        return 0;
+    files_sha256_hex(iso, size, hex);
+    int intact = strcmp(hex, digest) == 0;
+    if (intact) {
+        out->iso = iso;
+        out->size = size;
+        memcpy(out->sha256, hex, SUM_HEX);
+        iso = NULL;
+    }
+    free(iso);
+    return intact;
 }
 
 int seed_stage(seed_t *self, const char *vm, const char *name, const char *user_data, char **path_p,
                berth_error_t *error)
+{
+    return seed_stage_bytes(self, vm, name, user_data, 0, path_p, NULL, error);
+}
+
+int seed_stage_bytes(seed_t *self, const char *vm, const char *name, const char *user_data,
+                     size_t max_bytes, char **path_p, seed_bytes_t *out, berth_error_t *error)
 {
     if (!util_is_uuid(vm)) {
         error_field(error, "vm", "vm must be a lower-case UUID");
@@ -371,13 +403,47 @@ int seed_stage(seed_t *self, const char *vm, const char *name, const char *user_
     /* The same request again: answer the ISO built before, unless it is damaged (then the
        same seed is built again). */
     char why[768];
-    if ((!exists || !s_iso_intact(iso, old_iso)) &&
-        s_build(self, vm, name, user_data, built_from, iso, sum_path, why, sizeof why) != 0)
+    if (out)
+        memset(out, 0, sizeof *out);
+    if ((!exists || !s_iso_intact(iso, old_iso, max_bytes, out)) &&
+        s_build(self, vm, name, user_data, built_from, iso, sum_path, out, why, sizeof why) != 0)
         return error_set(error, "INTERNAL", "%s", why);
     char *path = strdup(iso);
-    if (!path)
+    if (!path) {
+        if (out)
+            seed_bytes_clear(out);
         return error_set(error, "INTERNAL", "out of memory");
+    }
     *path_p = path;
+    return 0;
+}
+
+void seed_bytes_clear(seed_bytes_t *bytes)
+{
+    free(bytes->iso);
+    bytes->iso = NULL;
+    bytes->size = 0;
+    bytes->sha256[0] = '\0';
+}
+
+int seed_read(seed_t *self, const char *vm, size_t max_bytes, seed_bytes_t *out)
+{
+    memset(out, 0, sizeof *out);
+    if (!util_is_uuid(vm)) {
+        errno = ENOENT;
+        return -1;
+    }
+    char iso[PATH_MAX], sum_path[PATH_MAX], built_from[SUM_HEX], digest[SUM_HEX];
+    snprintf(iso, sizeof iso, "%s/%s.iso", self->dir, vm);
+    snprintf(sum_path, sizeof sum_path, "%s/%s.sum", self->dir, vm);
+    if (files_read(iso, max_bytes, &out->iso, &out->size) != 0)
+        return -1;
+    /* The digest recorded when the ISO was built; hashed here only when none was. */
+    s_read_sum(sum_path, built_from, digest);
+    if (digest[0])
+        memcpy(out->sha256, digest, SUM_HEX);
+    else
+        files_sha256_hex(out->iso, out->size, out->sha256);
     return 0;
 }
 

@@ -35,6 +35,25 @@ int seed_valid_hostname(const char *text);
 int seed_stage(seed_t *self, const char *vm, const char *name, const char *user_data, char **path_p,
                berth_error_t *error);
 
+/* A seed's bytes and the hex SHA-256 of them, as seed_stage_bytes() hands them back. */
+typedef struct {
+    uint8_t *iso; /* owned: seed_bytes_clear() frees it */
+    size_t size;
+    char sha256[65];
+} seed_bytes_t;
+
+/* seed_stage(), also handing back in *out the ISO it built or checked (at most max_bytes
+   when it was already built), so the caller neither reads nor hashes it again. */
+int seed_stage_bytes(seed_t *self, const char *vm, const char *name, const char *user_data,
+                     size_t max_bytes, char **path_p, seed_bytes_t *out, berth_error_t *error);
+void seed_bytes_clear(seed_bytes_t *bytes);
+
+/* The seed staged for vm (at most max_bytes) and the SHA-256 recorded when it was built,
+   without hashing it again: whoever fetches it checks it against the digest StageImage
+   answered (the agent does), so a damaged file is still refused. 0 and *out, or -1 with
+   errno (ENOENT: no seed staged for vm; EFBIG: larger than max_bytes). */
+int seed_read(seed_t *self, const char *vm, size_t max_bytes, seed_bytes_t *out);
+
 /* The ISO 9660 image of a NoCloud seed, built in memory: volume id "cidata", the files
    meta-data, user-data and, when network_config is not NULL, network-config (Rock Ridge and
    Joliet names as written, ISO 9660 level 1 names such as META_DAT.), root-owned and

@@ -93,12 +93,19 @@ static void s_stage_run(void *arg)
 {
     s_stage_t *job = arg;
     const stage_config_t *c = &job->stage->config;
-    job->rc = seed_stage(c->seeds, job->vm, job->name, job->user_data, &job->path, &job->error);
-    if (job->rc == 0 && files_read(job->path, c->max_seed_bytes, &job->iso, &job->size) != 0)
+    seed_bytes_t seed;
+    job->rc = seed_stage_bytes(c->seeds, job->vm, job->name, job->user_data,
+                               (size_t)c->max_seed_bytes, &job->path, &seed, &job->error);
+    if (job->rc == 0 && seed.size > c->max_seed_bytes) { /* built now, and too large */
         job->rc = error_set(&job->error, "INTERNAL", "cannot read seed '%s': %s", job->path,
-                            strerror(errno));
-    if (job->rc == 0)
-        files_sha256_hex(job->iso, job->size, job->sha256);
+                            strerror(EFBIG));
+        seed_bytes_clear(&seed);
+    }
+    if (job->rc == 0) { /* built or checked just now: neither read nor hashed again */
+        job->iso = seed.iso;
+        job->size = seed.size;
+        memcpy(job->sha256, seed.sha256, sizeof job->sha256);
+    }
 }
 
 /* Answer one request with the build's outcome. */

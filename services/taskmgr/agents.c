@@ -31,10 +31,23 @@ typedef struct {
     int64_t until;          /* monotonic ms to answer it empty */
 } s_park_t;
 
+/* What this instance last recorded from one host's heartbeats: a beat between two intervals
+   (an agent reports a change at once) refreshes the registry only when the entry changed,
+   and looks up only the VMs whose reported power state changed. */
+typedef struct {
+    char entry[512];       /* instance, endpoint, status, started_ms as last registered */
+    int64_t registered_ms; /* monotonic, when it was last registered */
+    int64_t full_ms;       /* monotonic, when every reported VM was last looked up */
+    zhashx_t *power;       /* domain name -> power state, as last reported */
+} s_host_t;
+
+#define MAX_TRACKED_HOSTS 100000 /* hosts remembered; beyond that every beat is a full one */
+
 struct _agents_t {
     service_t *service;
     zhashx_t *parked; /* host -> s_park_t */
     zhashx_t *outbox; /* host -> zlistx_t of s_out_t */
+    zhashx_t *hosts;  /* host -> s_host_t */
     agents_result_fn *on_result;
     void *on_result_arg;
     int max_wait_ms;      /* longest a poll is parked */
@@ -66,6 +79,16 @@ static void s_list_free(void **item)
     zlistx_t *list = *item;
     zlistx_destroy(&list);
     *item = NULL;
+}
+
+static void s_host_free(void **item)
+{
+    s_host_t *h = *item;
+    if (h) {
+        zhashx_destroy(&h->power);
+        free(h);
+        *item = NULL;
+    }
 }
 
 static void s_park_free(void **item)
@@ -118,9 +141,36 @@ static void s_on_heartbeat(bus_request_t *request, void *arg)
     util_strlcpy(e.instance, hb->instance, sizeof e.instance);
     util_strlcpy(e.endpoint, hb->endpoint, sizeof e.endpoint);
     util_strlcpy(e.status, hb->host->state, sizeof e.status);
-    if (registry_register(store, &e, hb->ttl_ms) != 0) {
+    /* The agent beats every ttl/3 and at once on a change. The registry entry is refreshed
+       and every reported VM looked at twice per interval at most (and the entry whenever
+       it changed); in between, only the domains whose power state changed are looked at. */
+    int64_t now = util_mono_ms(), half = hb->ttl_ms / 6; /* half an interval */
+    char entry[512];
+    snprintf(entry, sizeof entry, "%s|%s|%s|%lld", e.instance, e.endpoint, e.status,
+             (long long)e.started_ms);
+    s_host_t *known = zhashx_lookup(self->hosts, hb->host->id);
+    if (!known && zhashx_size(self->hosts) < MAX_TRACKED_HOSTS) {
+        known = calloc(1, sizeof *known);
+        if (known && !(known->power = zhashx_new())) {
+            free(known);
+            known = NULL;
+        }
+        if (known) {
+            zhashx_set_destructor(known->power, (zhashx_destructor_fn *)zstr_free);
+            zhashx_set_duplicator(known->power, (zhashx_duplicator_fn *)strdup);
+            zhashx_insert(self->hosts, hb->host->id, known);
+        }
+    }
+    int full = !known || !known->full_ms || now - known->full_ms >= half;
+    int reg = !known || !known->registered_ms || now - known->registered_ms >= half ||
+              strcmp(known->entry, entry) != 0;
+    if (reg && registry_register(store, &e, hb->ttl_ms) != 0) {
         bus_reply_error(request, "UNAVAILABLE", "state store unreachable");
         return;
+    }
+    if (reg && known) {
+        util_strlcpy(known->entry, entry, sizeof known->entry);
+        known->registered_ms = now;
     }
     json_t *domains = json_array();
     size_t ours = 0;
@@ -164,15 +214,18 @@ static void s_on_heartbeat(bus_request_t *request, void *arg)
     const char **argv = calloc(2 + ours + HEAD + 2 * ours, sizeof *argv);
     char(*vm_keys)[KEYS_MAX] = ours ? calloc(ours, sizeof *vm_keys) : NULL;
     int argc = 2 + (int)ours;
+    size_t k = 0; /* VM keys passed: the domains to look at */
     if (argv && (vm_keys || !ours)) {
         argv[0] = host_key;
         argv[1] = KEYS_HOSTS;
         memcpy(argv + argc, head, sizeof head);
         argc += HEAD;
-        size_t k = 0;
         for (size_t i = 0; i < hb->n_domains; i++) {
             Berth__Domain *d = hb->domains[i];
             if (util_is_uuid(d->name) && s_valid_id(d->power_state, 32)) {
+                const char *was = full ? NULL : zhashx_lookup(known->power, d->name);
+                if (was && streq(was, d->power_state))
+                    continue; /* unchanged since the last beat: looked at each interval */
                 argv[2 + k] = keys_vm(vm_keys[k], d->name);
                 k++;
                 argv[argc++] = d->name;
@@ -180,10 +233,23 @@ static void s_on_heartbeat(bus_request_t *request, void *arg)
             }
         }
     }
+    if (argv && k < ours) { /* close the gap the skipped keys left before the arguments */
+        memmove(argv + 2 + k, argv + 2 + ours, (argc - 2 - ours) * sizeof *argv);
+        argc -= (int)(ours - k);
+    }
     redisReply *r = argv && (vm_keys || !ours)
-                        ? store_run(store, &lua_taskmgr_beat, 2 + (int)ours, argc, argv)
+                        ? store_run(store, &lua_taskmgr_beat, 2 + (int)k, argc, argv)
                         : NULL;
     int ok = r && r->type == REDIS_REPLY_ARRAY;
+    if (ok && known) {
+        /* What was reported, for the next beat to compare with. */
+        zhashx_purge(known->power);
+        for (size_t i = 0; i < hb->n_domains; i++)
+            if (util_is_uuid(hb->domains[i]->name) && s_valid_id(hb->domains[i]->power_state, 32))
+                zhashx_update(known->power, hb->domains[i]->name, hb->domains[i]->power_state);
+        if (full)
+            known->full_ms = now;
+    }
     /* The changes, as one transaction: each an observed power state (version bump and a
        vm.power event, only if still placed here and still different). */
     model_tx_t *tx = ok && r->elements ? model_tx_new() : NULL;
@@ -423,12 +489,14 @@ agents_t *agents_new(service_t *service)
     self->max_host_cmds = (size_t)cmds;
     self->parked = zhashx_new();
     self->outbox = zhashx_new();
-    if (!self->parked || !self->outbox) {
+    self->hosts = zhashx_new();
+    if (!self->parked || !self->outbox || !self->hosts) {
         agents_destroy(&self);
         return NULL;
     }
     zhashx_set_destructor(self->parked, s_park_free);
     zhashx_set_destructor(self->outbox, s_list_free);
+    zhashx_set_destructor(self->hosts, s_host_free);
     service_on(service, "AgentHeartbeat", "agent", s_on_heartbeat, self);
     service_on(service, "AgentWork", "agent", s_on_work, self);
     service_every(service, 250, s_sweep, self);
@@ -441,6 +509,7 @@ void agents_destroy(agents_t **self_p)
         agents_t *self = *self_p;
         zhashx_destroy(&self->parked);
         zhashx_destroy(&self->outbox);
+        zhashx_destroy(&self->hosts);
         free(self);
         *self_p = NULL;
     }

@@ -1,9 +1,9 @@
 /*  test_lua_taskmgr: lib/lua/taskmgr_beat.lua and taskmgr_acquire.lua on a real Redis.
     A heartbeat writes the host's hash and set and names only the ACTIVE VMs placed on that
     host whose power state differs from the report. Acquiring takes only candidates still due
-    (a task another taskmgr took meanwhile stays its own), bumps their epoch and starts the
-    lease, drops finished or vanished tasks from the due set, and returns the earliest score
-    left. */
+    (a task another taskmgr took meanwhile stays its own), bumps their epoch, starts the lease
+    and returns each taken task's hash, drops finished or vanished tasks from the due set, and
+    returns the earliest score left. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -39,6 +39,18 @@ static void s_assert_field(store_t *store, const char *key, const char *field, c
     } else
         assert_int_equal(r->type, REDIS_REPLY_NIL);
     freeReplyObject(r);
+}
+
+/* The flat field/value list h (an HGETALL reply) holds field = want. */
+static void s_assert_hash(const redisReply *h, const char *field, const char *want)
+{
+    assert_int_equal(h->type, REDIS_REPLY_ARRAY);
+    for (size_t i = 0; i + 1 < h->elements; i += 2)
+        if (strcmp(h->element[i]->str, field) == 0) {
+            assert_string_equal(h->element[i + 1]->str, want);
+            return;
+        }
+    fail_msg("field %s missing", field);
 }
 
 static void test_beat_writes_host_and_names_changed_vms(void **state)
@@ -103,12 +115,18 @@ static void test_acquire_takes_only_what_is_still_due(void **state)
     s_cmd(f->store, "ZADD t:due 900 t1 0 t2 10 t3 20 t4 2000 t5 3000 t6");
     const char *ids[] = { "t1", "t2", "t3", "t4", "t5" };
     redisReply *r = s_acquire(f->store, "tm-a", 5, ids);
-    assert_int_equal(r->elements, 5);
+    assert_int_equal(r->elements, 7);
     assert_int_equal(r->element[0]->integer, 1500); /* the new leases */
     assert_string_equal(r->element[1]->str, "t1");
     assert_string_equal(r->element[2]->str, "3");
-    assert_string_equal(r->element[3]->str, "t2");
-    assert_string_equal(r->element[4]->str, "1");
+    assert_string_equal(r->element[4]->str, "t2");
+    assert_string_equal(r->element[5]->str, "1");
+    /* Each taken task's hash as it is after the take: no read needed after it. */
+    s_assert_hash(r->element[3], "state", "RUNNING");
+    s_assert_hash(r->element[3], "holder", "tm-a");
+    s_assert_hash(r->element[3], "epoch", "3");
+    s_assert_hash(r->element[6], "state", "QUEUED");
+    s_assert_hash(r->element[6], "lease_until_ms", "1500");
     freeReplyObject(r);
     s_assert_field(f->store, "t:task:{t1}", "holder", "tm-a");
     s_assert_field(f->store, "t:task:{t1}", "lease_until_ms", "1500");

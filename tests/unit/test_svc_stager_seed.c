@@ -15,6 +15,7 @@
 #include "testenv.h"
 
 #include <dirent.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -256,6 +257,49 @@ static void test_seed_custom_user_data(void **state)
     free(path);
 }
 
+/* What staging hands back, and what GetSeed reads, is the ISO on disk with its SHA-256. */
+static void test_seed_bytes_and_read(void **state)
+{
+    fixture_t *f = *state;
+    char *path = NULL;
+    berth_error_t error = { 0 };
+    seed_bytes_t built, again, read;
+    assert_int_equal(seed_stage_bytes(f->seeds, VM1, "web-1", "", 4 << 20, &path, &built, &error),
+                     0);
+    uint8_t *disk = NULL;
+    size_t size = 0;
+    char hex[65];
+    assert_int_equal(files_read(path, 4 << 20, &disk, &size), 0);
+    files_sha256_hex(disk, size, hex);
+    assert_int_equal(built.size, size);
+    assert_memory_equal(built.iso, disk, size);
+    assert_string_equal(built.sha256, hex);
+    free(path);
+    path = NULL;
+    /* Asked again: the seed already built, checked and handed back as it is. */
+    assert_int_equal(seed_stage_bytes(f->seeds, VM1, "web-1", "", 4 << 20, &path, &again, &error),
+                     0);
+    assert_int_equal(again.size, size);
+    assert_memory_equal(again.iso, disk, size);
+    assert_string_equal(again.sha256, hex);
+    /* Read by VM (GetSeed): the same bytes and digest. */
+    assert_int_equal(seed_read(f->seeds, VM1, 4 << 20, &read), 0);
+    assert_int_equal(read.size, size);
+    assert_memory_equal(read.iso, disk, size);
+    assert_string_equal(read.sha256, hex);
+    seed_bytes_clear(&read);
+    /* Larger than asked for, or never staged: refused with errno saying which. */
+    assert_int_equal(seed_read(f->seeds, VM1, 1024, &read), -1);
+    assert_int_equal(errno, EFBIG);
+    assert_int_equal(seed_read(f->seeds, VM2, 4 << 20, &read), -1);
+    assert_int_equal(errno, ENOENT);
+    assert_null(read.iso);
+    seed_bytes_clear(&built);
+    seed_bytes_clear(&again);
+    free(disk);
+    free(path);
+}
+
 static void test_seed_idempotent(void **state)
 {
     fixture_t *f = *state;
@@ -436,6 +480,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_seed_iso_network_config, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_seed_custom_user_data, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_seed_idempotent, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_seed_bytes_and_read, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_seed_bad_input_refused, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_seed_refused_leaves_nothing, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_seed_store_failure_reported, s_setup, s_teardown),
