@@ -32,8 +32,14 @@ typedef struct {
 
 /* ---- health.c ---- */
 void health_live(http_req_t *req);
-void health_ready(http_req_t *req);
+void health_ready(http_req_t *req); /* from the last refresh: no Redis, no bus */
 void health_platform(http_req_t *req);
+/* Read the registry for /readyz (service loop, every HEALTH_REFRESH_MS); a read older than
+   HEALTH_STALE_MS means the state store is unreachable. */
+#define HEALTH_REFRESH_MS 250
+#define HEALTH_STALE_MS   2000
+void health_refresh(store_t *store);
+void health_cleanup(void);
 
 /* ---- auth.c: users, passwords, bearer tokens ---- */
 

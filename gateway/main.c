@@ -44,6 +44,13 @@ static int s_bootstrap(service_t *service, void *arg)
     return 0;
 }
 
+static int s_health(service_t *service, void *arg)
+{
+    (void)arg;
+    health_refresh(service_store(service));
+    return 0;
+}
+
 /* Read the gateway's settings into gw; -1 (logged) when one is out of range. */
 static int s_settings(service_t *service, gateway_t *gw)
 {
@@ -173,6 +180,7 @@ int main(int argc, char **argv)
        otherwise the loop keeps trying). */
     s_bootstrap_t boot = { .gw = &gw, .user = admin_user, .password = admin_password };
     s_bootstrap(service, &boot);
+    health_refresh(service_store(service));
     gw.calls = calls_new(options.redis_host, options.redis_port, sender, service_auth(service));
     if (!gw.calls)
         goto done;
@@ -181,6 +189,7 @@ int main(int argc, char **argv)
         goto done;
     log_info(NULL, "http listening", "{s:s, s:I}", "bind", options.bind, "port", (json_int_t)port);
     service_every(service, 2000, s_bootstrap, &boot);
+    service_every(service, HEALTH_REFRESH_MS, s_health, NULL);
     rc = service_run(service);
 done:
     /* Calls in flight end first (their requests answer 503), so no connection is left
@@ -188,6 +197,7 @@ done:
     calls_stop(gw.calls);
     http_destroy(&http);
     calls_destroy(&gw.calls);
+    health_cleanup();
     auth_cleanup(&gw);
     assertion_destroy(&gw.signer);
     service_destroy(&service);
