@@ -35,6 +35,12 @@ static void s_end(calls_call_t *call, Berth__Envelope *reply)
     call->done(call);
 }
 
+static void s_end_stopped(calls_call_t *call)
+{
+    call->stopped = 1;
+    s_end(call, NULL);
+}
+
 static void s_on_reply(bus_client_t *client, const char *call_id, Berth__Envelope *reply, void *arg)
 {
     (void)client;
@@ -130,11 +136,11 @@ static void s_actor(zsock_t *pipe, void *arg)
     self->queue = zlistx_new();
     pthread_mutex_unlock(&self->lock);
     for (calls_call_t *call = zlistx_first(left); call; call = zlistx_next(left))
-        s_end(call, NULL);
+        s_end_stopped(call);
     zlistx_destroy(&left);
     if (a.flight) {
         for (calls_call_t *call = zhashx_first(a.flight); call; call = zhashx_next(a.flight))
-            s_end(call, NULL);
+            s_end_stopped(call);
         zhashx_destroy(&a.flight);
     }
     bus_client_destroy(&a.bus);
@@ -191,7 +197,7 @@ void calls_submit(calls_t *self, calls_call_t *call)
     pthread_mutex_lock(&self->lock);
     if (self->stopped || !self->queue) {
         pthread_mutex_unlock(&self->lock);
-        s_end(call, NULL);
+        s_end_stopped(call);
         return;
     }
     zlistx_add_end(self->queue, call);

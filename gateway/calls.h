@@ -25,6 +25,7 @@ struct _calls_call_t {
     calls_done_fn *done;
     /* answered */
     Berth__Envelope *reply; /* the callee's (may carry ->error), NULL: none before the deadline */
+    int stopped;            /* ended unanswered because the actor stopped */
 };
 
 /* Start the actor: its own Redis connection (to find instances) and bus client stamping

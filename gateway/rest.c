@@ -176,6 +176,10 @@ static void s_call_resume(http_req_t *req, void *arg)
     gateway_t *gw = req->app;
     const char *service = call->bus.service;
     Berth__Envelope *reply = call->bus.reply;
+    if (!reply && call->bus.stopped) {
+        s_unavailable(req, service, "the gateway is stopping");
+        return;
+    }
     if (!reply) {
         log_warn(req->request_id, "bus call got no answer", "{s:s, s:s, s:i}", "callee", service,
                  "type", call->bus.type->short_name, "timeout_ms", gw->call_timeout_ms);

@@ -7,7 +7,8 @@ usage calls hang; usage calls beyond the per-service bound get a fast 503 with R
 the hung ones a 503 once their deadline passes, and everything is back after SIGCONT. With
 approval killed during a burst of POSTs, every connection gets an answer. A client that
 goes away while its request is parked leaves the gateway healthy (and, under the
-sanitizers, clean).
+sanitizers, clean); a gateway stopped with requests parked answers them (503) and exits
+cleanly.
 """
 
 import signal
@@ -147,6 +148,24 @@ class GatewayStall(berth_test.PlatformCase):
             DEADLINE_MS / 1000.0 + 20, "a full bound of usage calls served again")
         self.p.check_alive()
         self.assertEqual(self.p.sanitizer_reports(), [])
+
+    def test_stopping_gateway_answers_parked_requests(self):
+        meter = self.service("meter")
+        gateway = self.service("gateway")
+        meter.kill(signal.SIGSTOP)
+        try:
+            usage = Calls(self.p, "GET", "/v1/usage", self.api.token, BOUND + 1)
+            # The one beyond the bound answers at once: the others are parked.
+            berth_test.wait_until(lambda: usage.done(), 10, "a usage call answered")
+            gateway.kill(signal.SIGTERM)
+            self.assertEqual(gateway.wait(timeout=15), 0, "the gateway stops cleanly")
+            for result in usage.join(10):
+                self.assert_unavailable(result, "meter")
+        finally:
+            meter.kill(signal.SIGCONT)
+            self.p.restart(gateway)
+        self.p.wait_ready()
+        self.assertEqual(self.api.call("GET", "/v1/usage").status, 200)
 
     def test_killed_approval_every_connection_answered(self):
         approval = self.service("approval")
