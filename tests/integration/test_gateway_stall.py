@@ -1,3 +1,5 @@
+#!/usr/bin/env python3
+# ctest: heavy
 """A hung or dead service costs only the requests that need it.
 
 The gateway's HTTP threads never wait on the bus: a request that needs a service is parked
