@@ -9,19 +9,20 @@
 #include <pthread.h>
 #include <stdlib.h>
 
+static void s_templates_listed(http_req_t *req, ProtobufCMessage *answer)
+{
+    const Berth__TemplateList *list = (const Berth__TemplateList *)answer;
+    json_t *templates = json_array();
+    for (size_t i = 0; i < list->n_templates; i++)
+        json_array_append_new(templates, view_template(list->templates[i]));
+    http_json(req, 200, json_pack("{s:o}", "templates", templates));
+}
+
 /* The catalog as approval answers it: approval seeds an empty catalog before listing it. */
 static void s_templates_from_approval(http_req_t *req)
 {
     Berth__ListTemplates ask = BERTH__LIST_TEMPLATES__INIT;
-    Berth__TemplateList *list = NULL;
-    if (rest_call(req, "approval", &ask.base, &berth__template_list__descriptor,
-                  (ProtobufCMessage **)&list))
-        return;
-    json_t *templates = json_array();
-    for (size_t i = 0; i < list->n_templates; i++)
-        json_array_append_new(templates, view_template(list->templates[i]));
-    protobuf_c_message_free_unpacked(&list->base, NULL);
-    http_json(req, 200, json_pack("{s:o}", "templates", templates));
+    rest_call(req, "approval", &ask.base, &berth__template_list__descriptor, s_templates_listed);
 }
 
 static int s_by_name(const void *a, const void *b)
@@ -187,6 +188,14 @@ void catalog_list_templates(http_req_t *req)
     http_json(req, 200, json_pack("{s:o}", "templates", templates));
 }
 
+static void s_template_created(http_req_t *req, ProtobufCMessage *answer)
+{
+    const Berth__Template *created = (const Berth__Template *)answer;
+    log_info(req->request_id, "template created", "{s:s, s:s, s:s}", "template", created->id,
+             "name", created->name, "by", req->user);
+    http_json(req, 201, json_pack("{s:o}", "template", view_template(created)));
+}
+
 void catalog_create_template(http_req_t *req)
 {
     /* No "id": the approval service assigns it. */
@@ -224,14 +233,7 @@ void catalog_create_template(http_req_t *req)
     Berth__CreateTemplate ask = BERTH__CREATE_TEMPLATE__INIT;
     ask.template_ = &t;
     ask.actor = req->user;
-    Berth__Template *created = NULL;
-    if (rest_call(req, "approval", &ask.base, &berth__template__descriptor,
-                  (ProtobufCMessage **)&created))
-        return;
-    log_info(req->request_id, "template created", "{s:s, s:s, s:s}", "template", created->id,
-             "name", created->name, "by", req->user);
-    http_json(req, 201, json_pack("{s:o}", "template", view_template(created)));
-    protobuf_c_message_free_unpacked(&created->base, NULL);
+    rest_call(req, "approval", &ask.base, &berth__template__descriptor, s_template_created);
 }
 
 /* ---- hosts ---- */

@@ -5,6 +5,7 @@
 #define BERTH_GATEWAY_H
 
 #include "assertion.h"
+#include "calls.h"
 #include "http.h"
 #include "limit.h"
 #include "model.h"
@@ -13,6 +14,8 @@
    worker threads without locks). */
 typedef struct {
     int call_timeout_ms;         /* deadline of one bus call made for an HTTP request */
+    int calls_per_service;       /* bus calls in flight to one service; beyond: 503 at once */
+    calls_t *calls;              /* the bus actor every HTTP-initiated call goes through */
     int64_t token_ttl_ms;        /* lifetime of a bearer token */
     int64_t token_cache_ms;      /* a checked token is trusted this long per thread (0: off) */
     int64_t host_down_ms;        /* a host not seen for this long is DOWN */
@@ -29,8 +32,14 @@ typedef struct {
 
 /* ---- health.c ---- */
 void health_live(http_req_t *req);
-void health_ready(http_req_t *req);
+void health_ready(http_req_t *req); /* from the last refresh: no Redis, no bus */
 void health_platform(http_req_t *req);
+/* Read the registry for /readyz (service loop, every HEALTH_REFRESH_MS); a read older than
+   HEALTH_STALE_MS means the state store is unreachable. */
+#define HEALTH_REFRESH_MS 250
+#define HEALTH_STALE_MS   2000
+void health_refresh(store_t *store);
+void health_cleanup(void);
 
 /* ---- auth.c: users, passwords, bearer tokens ---- */
 
@@ -49,11 +58,18 @@ void auth_create_user(http_req_t *req); /* POST /v1/users (admin) */
 
 /* ---- rest.c: helpers of every REST handler ---- */
 
-/* Call service over the bus and unpack the answer as `answer`. 0 and *out (free with
-   protobuf_c_message_free_unpacked), or -1 with the error response set: the service's
-   error mapped to an HTTP status, or 503 when nobody answered in time. */
-int rest_call(http_req_t *req, const char *service, const ProtobufCMessage *msg,
-              const ProtobufCMessageDescriptor *answer, ProtobufCMessage **out);
+/* What a handler does with a service's answer: answer is the reply's body as the type the
+   handler named (borrowed: freed after then returns); then sets the response. */
+typedef void(rest_then_fn)(http_req_t *req, ProtobufCMessage *answer);
+
+/* Call service over the bus without waiting: the handler's last act. The request is parked
+   (its worker thread serves others) and, when the answer comes, then runs with it; when the
+   service answers with an error, or not before the deadline, or too many calls to it are in
+   flight already (then at once), the request is answered without then: the service's error
+   mapped to an HTTP status, or 503 UNAVAILABLE with details.service and Retry-After. msg is
+   copied: it may live on the handler's stack. */
+void rest_call(http_req_t *req, const char *service, const ProtobufCMessage *msg,
+               const ProtobufCMessageDescriptor *answer, rest_then_fn *then);
 /* The assertion hook of rest_call: when msg has an `assertion` field, sign who req acts for
    (user, role, expiry just past the call's deadline, request id, msg's type) into sa and
    point the field at it; the caller clears it (rest_unassert) once msg is sent. -1 with a

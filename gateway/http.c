@@ -1,14 +1,22 @@
 /*  http: libmicrohttpd daemon with an internal thread pool. Each worker thread lazily opens
-    its own Redis connection and bus client (actors own their sockets), released when the
-    thread ends. A request's body is gathered up to the cap, parsed as JSON, and routed by
-    method and path pattern. */
+    its own Redis connection, released when the thread ends. A request's body is gathered up
+    to the cap, parsed as JSON, and routed by method and path pattern.
+
+    A request lives in its connection's context (s_conn_t) from its first byte to
+    MHD_OPTION_NOTIFY_COMPLETED, so a handler can park it (http_park: the connection is
+    suspended) and its continuation runs when it is woken (MHD_resume_connection, from any
+    thread): MHD then calls the access handler again on the connection's worker thread, and
+    the response is queued there. Suspended connections are counted; stopping refuses new
+    parks and waits for the count to reach zero before stopping the daemon, as MHD requires. */
 #include "http.h"
 
 #include <arpa/inet.h>
+#include <assert.h>
 #include <malloc.h>
 #include <microhttpd.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <uuid/uuid.h>
 
@@ -17,19 +25,29 @@ struct _http_t {
     http_options_t options;
     const http_route_t *routes;
     void *app;
+    atomic_int stopping; /* http_destroy has begun: nothing more is parked */
+    atomic_int parked;   /* requests parked and not yet back */
 };
 
 typedef struct {
     store_t *store;
-    bus_client_t *bus;
 } s_worker_t;
 
+/* One request, from its first byte to its end. */
 typedef struct {
+    http_req_t req; /* first: http_park finds the request's context from req */
+    http_t *http;
     char *data; /* body gathered so far */
     size_t size;
     int too_large; /* the body crossed the cap */
+    int routed;    /* the handler has run (what follows is a continuation) */
     char request_id[UTIL_ID_LEN];
-} s_upload_t;
+    char params[512]; /* the route's {name} segments; req.params point here */
+    /* While parked: what runs when woken, with what. */
+    http_resume_fn *resume;
+    void *resume_arg;
+    void (*resume_free)(void *arg);
+} s_conn_t;
 
 static pthread_key_t s_worker_key;
 static pthread_once_t s_worker_once = PTHREAD_ONCE_INIT;
@@ -37,7 +55,6 @@ static pthread_once_t s_worker_once = PTHREAD_ONCE_INIT;
 static void s_worker_free(void *arg)
 {
     s_worker_t *w = arg;
-    bus_client_destroy(&w->bus);
     store_destroy(&w->store);
     free(w);
 }
@@ -57,10 +74,7 @@ static s_worker_t *s_worker(http_t *self)
     if (!w)
         return NULL;
     w->store = store_new(self->options.redis_host, self->options.redis_port, 1000, 1000);
-    w->bus = w->store ? bus_client_new(w->store, self->options.sender) : NULL;
-    if (w->bus)
-        bus_client_secure(w->bus, self->options.bus_auth);
-    if (!w->bus) {
+    if (!w->store) {
         s_worker_free(w);
         return NULL;
     }
@@ -184,6 +198,12 @@ static int s_send(struct MHD_Connection *connection, http_req_t *req)
         MHD_add_response_header(response, "WWW-Authenticate", req->www_authenticate);
     if (req->allow[0])
         MHD_add_response_header(response, "Allow", req->allow);
+    if (req->status == 503) {
+        /* Every 503 is something that may pass (a service, Redis, the gateway's own bound). */
+        char seconds[16];
+        snprintf(seconds, sizeof seconds, "%d", HTTP_RETRY_AFTER_S);
+        MHD_add_response_header(response, "Retry-After", seconds);
+    }
     int rc = MHD_queue_response(connection, (unsigned)req->status, response);
     MHD_destroy_response(response);
     return rc;
@@ -268,14 +288,14 @@ static void s_allow(http_t *self, const char *path, char *out, size_t size)
 }
 
 /* Find the route, check who may call it, then run it. */
-static void s_route(http_t *self, http_req_t *req, const s_body_error_t *body_error)
+static void s_route(http_t *self, s_conn_t *c, const s_body_error_t *body_error)
 {
-    static __thread char buf[512];
+    http_req_t *req = &c->req;
     const http_route_t *route = NULL;
     int path_found = 0;
     for (const http_route_t *r = self->routes; r->method && !route; r++) {
         const char *params[4] = { 0 };
-        if (!s_match(r->pattern, req->path, params, buf, sizeof buf))
+        if (!s_match(r->pattern, req->path, params, c->params, sizeof c->params))
             continue;
         path_found = 1;
         if (strcmp(r->method, req->method) != 0)
@@ -325,8 +345,75 @@ static void s_route(http_t *self, http_req_t *req, const s_body_error_t *body_er
         return;
     }
     route->fn(req);
-    if (!req->status)
-        http_error(req, "INTERNAL", "handler gave no response");
+}
+
+int http_park(http_req_t *req, http_resume_fn *fn, void *arg, void (*free_fn)(void *arg))
+{
+    s_conn_t *c = (s_conn_t *)req;
+    http_t *self = c->http;
+    assert(!c->resume && fn);
+    /* Counted before the check, and http_destroy sets stopping before it reads the count:
+       either this park is seen there, or stopping is seen here. */
+    atomic_fetch_add(&self->parked, 1);
+    if (atomic_load(&self->stopping)) {
+        atomic_fetch_sub(&self->parked, 1);
+        return -1;
+    }
+    c->resume = fn;
+    c->resume_arg = arg;
+    c->resume_free = free_fn;
+    MHD_suspend_connection(req->connection);
+    return 0;
+}
+
+void http_wake(http_req_t *req)
+{
+    MHD_resume_connection(req->connection);
+}
+
+/* The parked request is back (woken, or ended): no longer counted; what it waited for is
+   handed to its continuation when run, then freed. */
+static void s_unpark(s_conn_t *c, int run)
+{
+    http_resume_fn *fn = c->resume;
+    void *arg = c->resume_arg;
+    void (*free_fn)(void *) = c->resume_free;
+    c->resume = NULL;
+    c->resume_arg = NULL;
+    c->resume_free = NULL;
+    atomic_fetch_sub(&c->http->parked, 1);
+    if (run)
+        fn(&c->req, arg);
+    if (free_fn)
+        free_fn(arg);
+}
+
+/* The request's first call with its whole body: set up the request and run its route. */
+static void s_start(http_t *self, s_conn_t *c, const char *method, const char *url)
+{
+    http_req_t *req = &c->req;
+    req->method = method;
+    req->path = url;
+    req->request_id = c->request_id;
+    req->app = self->app;
+    if (!req->store)
+        http_error(req, "UNAVAILABLE", "gateway worker could not start");
+    else if (c->too_large)
+        http_error(req, "PAYLOAD_TOO_LARGE", "request body exceeds the size limit");
+    else {
+        s_body_error_t body_error = { 0 };
+        if (c->size) {
+            const char *ct =
+                MHD_lookup_connection_value(req->connection, MHD_HEADER_KIND, "Content-Type");
+            json_error_t err;
+            if (ct && strncmp(ct, "application/json", 16) != 0)
+                body_error =
+                    (s_body_error_t){ "UNSUPPORTED_MEDIA_TYPE", "request body must be JSON" };
+            else if (!(req->body = json_loadb(c->data, c->size, JSON_REJECT_DUPLICATES, &err)))
+                body_error = (s_body_error_t){ "BAD_REQUEST", "request body is not valid JSON" };
+        }
+        s_route(self, c, &body_error);
+    }
 }
 
 static enum MHD_Result s_access(void *cls, struct MHD_Connection *connection, const char *url,
@@ -335,73 +422,64 @@ static enum MHD_Result s_access(void *cls, struct MHD_Connection *connection, co
 {
     (void)version;
     http_t *self = cls;
-    s_upload_t *up = *con_cls;
-    if (!up) {
-        up = calloc(1, sizeof *up);
-        if (!up)
+    s_conn_t *c = *con_cls;
+    if (!c) {
+        c = calloc(1, sizeof *c);
+        if (!c)
             return MHD_NO;
+        c->http = self;
+        c->req.connection = connection;
         const char *rid = MHD_lookup_connection_value(connection, MHD_HEADER_KIND, "X-Request-Id");
         if (rid && strlen(rid) < UTIL_ID_LEN &&
             strspn(rid, "abcdefghijklmnopqrstuvwxyz"
                         "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_") == strlen(rid))
-            util_strlcpy(up->request_id, rid, sizeof up->request_id);
+            util_strlcpy(c->request_id, rid, sizeof c->request_id);
         else
-            s_request_id(up->request_id);
+            s_request_id(c->request_id);
         const char *cl = MHD_lookup_connection_value(connection, MHD_HEADER_KIND, "Content-Length");
         int64_t declared;
         if (cl && util_parse_int(cl, 0, INT64_MAX, &declared) == 0 &&
             (size_t)declared > self->options.body_max)
-            up->too_large = 1;
-        *con_cls = up;
+            c->too_large = 1;
+        *con_cls = c;
         return MHD_YES;
     }
     if (*upload_data_size) {
-        if (!up->too_large && up->size + *upload_data_size <= self->options.body_max) {
-            char *grown = realloc(up->data, up->size + *upload_data_size + 1);
+        if (!c->too_large && c->size + *upload_data_size <= self->options.body_max) {
+            char *grown = realloc(c->data, c->size + *upload_data_size + 1);
             if (!grown)
                 return MHD_NO;
-            memcpy(grown + up->size, upload_data, *upload_data_size);
-            up->data = grown;
-            up->size += *upload_data_size;
-            up->data[up->size] = '\0';
+            memcpy(grown + c->size, upload_data, *upload_data_size);
+            c->data = grown;
+            c->size += *upload_data_size;
+            c->data[c->size] = '\0';
         } else
-            up->too_large = 1;
+            c->too_large = 1;
         *upload_data_size = 0;
         return MHD_YES;
     }
 
-    http_req_t req = { .method = method,
-                       .path = url,
-                       .request_id = up->request_id,
-                       .connection = connection,
-                       .app = self->app };
+    /* The worker thread's Redis connection: a parked request resumes on the thread that
+       serves its connection, but take it afresh all the same. */
+    http_req_t *req = &c->req;
     s_worker_t *w = s_worker(self);
-    if (!w)
-        http_error(&req, "UNAVAILABLE", "gateway worker could not start");
-    else if (up->too_large)
-        http_error(&req, "PAYLOAD_TOO_LARGE", "request body exceeds the size limit");
-    else {
-        req.store = w->store;
-        req.bus = w->bus;
-        s_body_error_t body_error = { 0 };
-        if (up->size) {
-            const char *ct =
-                MHD_lookup_connection_value(connection, MHD_HEADER_KIND, "Content-Type");
-            json_error_t err;
-            if (ct && strncmp(ct, "application/json", 16) != 0)
-                body_error =
-                    (s_body_error_t){ "UNSUPPORTED_MEDIA_TYPE", "request body must be JSON" };
-            else if (!(req.body = json_loadb(up->data, up->size, JSON_REJECT_DUPLICATES, &err)))
-                body_error = (s_body_error_t){ "BAD_REQUEST", "request body is not valid JSON" };
-        }
-        s_route(self, &req, &body_error);
+    req->store = w ? w->store : NULL;
+    if (c->resume)
+        s_unpark(c, 1); /* woken: the handler's continuation */
+    else if (!c->routed) {
+        c->routed = 1;
+        s_start(self, c, method, url);
     }
-    log_emit(req.status >= 500 ? BERTH_LOG_WARN : BERTH_LOG_DEBUG, req.request_id, "http request",
-             "{s:s, s:s, s:i, s:s}", "method", method, "path", url, "status", req.status, "user",
-             req.user);
-    int rc = s_send(connection, &req);
-    json_decref(req.body);
-    json_decref(req.response);
+    if (c->resume)
+        return MHD_YES; /* parked (again): suspended until woken */
+    if (!req->status)
+        http_error(req, "INTERNAL", "handler gave no response");
+    log_emit(req->status >= 500 ? BERTH_LOG_WARN : BERTH_LOG_DEBUG, req->request_id, "http request",
+             "{s:s, s:s, s:i, s:s}", "method", method, "path", url, "status", req->status, "user",
+             req->user);
+    int rc = s_send(connection, req);
+    json_decref(req->response);
+    req->response = NULL;
     return rc;
 }
 
@@ -411,10 +489,15 @@ static void s_completed(void *cls, struct MHD_Connection *connection, void **con
     (void)cls;
     (void)connection;
     (void)toe;
-    s_upload_t *up = *con_cls;
-    if (up) {
-        free(up->data);
-        free(up);
+    s_conn_t *c = *con_cls;
+    if (c) {
+        /* Parked and never run again: the client went away while its request waited. */
+        if (c->resume)
+            s_unpark(c, 0);
+        json_decref(c->req.body);
+        json_decref(c->req.response);
+        free(c->data);
+        free(c);
         *con_cls = NULL;
     }
 }
@@ -441,7 +524,8 @@ http_t *http_new(const http_options_t *options, const http_route_t *routes, void
         return NULL;
     }
     self->daemon = MHD_start_daemon(
-        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG,
+        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG |
+            MHD_ALLOW_SUSPEND_RESUME,
         (uint16_t)options->port, NULL, NULL, s_access, self, MHD_OPTION_SOCK_ADDR,
         (struct sockaddr *)&addr, MHD_OPTION_THREAD_POOL_SIZE, (unsigned)options->threads,
         MHD_OPTION_CONNECTION_LIMIT, (unsigned)options->max_connections,
@@ -461,7 +545,18 @@ http_t *http_new(const http_options_t *options, const http_route_t *routes, void
 void http_destroy(http_t **self_p)
 {
     if (self_p && *self_p) {
-        MHD_stop_daemon((*self_p)->daemon);
+        http_t *self = *self_p;
+        /* MHD must not be stopped with a connection suspended: refuse new parks, then wait
+           for the parked ones to be woken (whoever they wait for has been told to end them)
+           and run. */
+        atomic_store(&self->stopping, 1);
+        int64_t deadline = util_mono_ms() + 10000;
+        while (atomic_load(&self->parked) > 0 && util_mono_ms() < deadline)
+            zclock_sleep(5);
+        if (atomic_load(&self->parked) > 0)
+            log_error(NULL, "requests still parked when the HTTP server stopped", "{s:i}", "parked",
+                      atomic_load(&self->parked));
+        MHD_stop_daemon(self->daemon);
         free(*self_p);
         *self_p = NULL;
     }

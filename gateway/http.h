@@ -24,7 +24,6 @@ typedef struct {
     const char *request_id;
     struct MHD_Connection *connection;
     store_t *store;               /* this worker thread's Redis connection */
-    bus_client_t *bus;            /* this worker thread's bus client */
     void *app;                    /* the gateway state given to http_new */
     char user[HTTP_USER_MAX];     /* authenticated user ("" on public routes) */
     char role[HTTP_ROLE_MAX];     /* "admin" or "user" once authenticated */
@@ -63,14 +62,30 @@ typedef struct {
     size_t body_max; /* bytes; larger bodies get 413 */
     const char *redis_host;
     int redis_port;
-    const char *sender;         /* bus sender name */
-    bus_auth_t *bus_auth;       /* the gateway's CURVE certificate, for every bus client */
     http_auth_fn *authenticate; /* for every route that is not HTTP_PUBLIC */
 } http_options_t;
 
 /* Start serving routes (a NULL-method-terminated table). NULL (logged) on failure. */
 http_t *http_new(const http_options_t *options, const http_route_t *routes, void *app);
 void http_destroy(http_t **self_p);
+
+/* ---- requests that wait ----
+   A handler that needs something slow (a bus call) parks the request and returns without a
+   response: the connection is suspended and the worker thread serves others. Whoever the
+   request waits for wakes it, from any thread; then fn runs on a worker thread with arg and
+   sets the response (or parks the request again). arg is freed with free_fn after fn, or when
+   the request ends without fn (the client went away while it waited). */
+typedef void(http_resume_fn)(http_req_t *req, void *arg);
+
+/* Park req; the handler returns right after. 0, or -1 when the server is stopping (nothing
+   parked: answer now). */
+int http_park(http_req_t *req, http_resume_fn *fn, void *arg, void (*free_fn)(void *arg));
+/* Wake a parked request: exactly once per http_park, from any thread; the request is not
+   to be touched by the waker afterwards. */
+void http_wake(http_req_t *req);
+
+/* Seconds a client is asked to wait (Retry-After) before trying a request that got 503. */
+#define HTTP_RETRY_AFTER_S 1
 
 /* Set the response. */
 void http_json(http_req_t *req, int status, json_t *body);

@@ -1,7 +1,8 @@
 /*  berth-gateway: the HTTP edge. Registers on the bus like every service, and serves the
-    REST API from a libmicrohttpd thread pool whose workers each own a Redis connection
-    and a bus client. The service loop itself only heartbeats and, until it has succeeded,
-    retries bootstrapping the admin user. */
+    REST API from a libmicrohttpd thread pool whose workers each own a Redis connection;
+    their bus calls go through one bus actor (calls.c) and never hold a worker. The service
+    loop itself only heartbeats and, until it has succeeded, retries bootstrapping the admin
+    user. */
 #include "gateway.h"
 
 static const http_route_t s_routes[] = {
@@ -43,13 +44,21 @@ static int s_bootstrap(service_t *service, void *arg)
     return 0;
 }
 
+static int s_health(service_t *service, void *arg)
+{
+    (void)arg;
+    health_refresh(service_store(service));
+    return 0;
+}
+
 /* Read the gateway's settings into gw; -1 (logged) when one is out of range. */
 static int s_settings(service_t *service, gateway_t *gw)
 {
     config_t *c = service_config(service);
-    int64_t call_timeout, ttl, cache, host_cache, down, list_default, list_max, scan_max, pw_min,
-        pw_max, window_days;
+    int64_t call_timeout, calls_per_service, ttl, cache, host_cache, down, list_default, list_max,
+        scan_max, pw_min, pw_max, window_days;
     if (config_int(c, "http_call_timeout_ms", 100, 600000, &call_timeout) ||
+        config_int(c, "http_calls_per_service", 1, 100000, &calls_per_service) ||
         config_int(c, "token_ttl_s", 60, 366LL * 24 * 3600, &ttl) ||
         config_int(c, "token_cache_ms", 0, 60000, &cache) ||
         config_int(c, "host_cache_ms", 0, 60000, &host_cache) ||
@@ -73,6 +82,7 @@ static int s_settings(service_t *service, gateway_t *gw)
         return -1;
     }
     gw->call_timeout_ms = (int)call_timeout;
+    gw->calls_per_service = (int)calls_per_service;
     gw->token_ttl_ms = ttl * 1000;
     gw->token_cache_ms = cache;
     gw->host_down_ms = down;
@@ -100,6 +110,7 @@ int main(int argc, char **argv)
     config_declare(c, "http_timeout_s", "30", 0);
     config_declare(c, "http_body_max", "1048576", 0);
     config_declare(c, "http_call_timeout_ms", "5000", 0);
+    config_declare(c, "http_calls_per_service", "256", 0);
     config_declare(c, "admin_user", "admin", 0);
     config_declare(c, "admin_password", NULL, 1);
     config_declare(c, "token_ttl_s", "86400", 0);
@@ -164,21 +175,29 @@ int main(int argc, char **argv)
                                .body_max = (size_t)body,
                                .redis_host = config_get(c, "redis_host"),
                                .redis_port = (int)redis_port,
-                               .sender = sender,
-                               .bus_auth = service_auth(service),
                                .authenticate = auth_authenticate };
     /* The admin exists before the first request can ask for a token (when Redis is up;
        otherwise the loop keeps trying). */
     s_bootstrap_t boot = { .gw = &gw, .user = admin_user, .password = admin_password };
     s_bootstrap(service, &boot);
+    health_refresh(service_store(service));
+    gw.calls = calls_new(options.redis_host, options.redis_port, sender, service_auth(service));
+    if (!gw.calls)
+        goto done;
     http = http_new(&options, s_routes, &gw);
     if (!http)
         goto done;
     log_info(NULL, "http listening", "{s:s, s:I}", "bind", options.bind, "port", (json_int_t)port);
     service_every(service, 2000, s_bootstrap, &boot);
+    service_every(service, HEALTH_REFRESH_MS, s_health, NULL);
     rc = service_run(service);
 done:
+    /* Calls in flight end first (their requests answer 503), so no connection is left
+       suspended when the HTTP server stops; the actor goes last. */
+    calls_stop(gw.calls);
     http_destroy(&http);
+    calls_destroy(&gw.calls);
+    health_cleanup();
     auth_cleanup(&gw);
     assertion_destroy(&gw.signer);
     service_destroy(&service);

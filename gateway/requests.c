@@ -65,6 +65,19 @@ static void s_answer(http_req_t *req, int status, const Berth__Request *r, int w
     http_json(req, status, json_pack("{s:o}", "request", view));
 }
 
+static void s_created(http_req_t *req, ProtobufCMessage *answer)
+{
+    const Berth__Request *created = (const Berth__Request *)answer;
+    if (!rest_id_ok(created->id)) {
+        http_error(req, "INTERNAL", "the approval service answered without a request id");
+        return;
+    }
+    log_info(req->request_id, "request created", "{s:s, s:s, s:s, s:i, s:s}", "request",
+             created->id, "state", created->state, "template", created->template_, "count",
+             (int)created->count, "owner", req->user);
+    s_answer(req, 202, created, 1);
+}
+
 void requests_create(http_req_t *req)
 {
     static const char *const allowed[] = { "template", "name", "count", NULL };
@@ -93,20 +106,7 @@ void requests_create(http_req_t *req)
     ask.count = (int32_t)count;
     ask.owner = req->user;
     ask.idempotency_key = (char *)(key ? key : "");
-    Berth__Request *created = NULL;
-    if (rest_call(req, "approval", &ask.base, &berth__request__descriptor,
-                  (ProtobufCMessage **)&created))
-        return;
-    if (!rest_id_ok(created->id)) {
-        protobuf_c_message_free_unpacked(&created->base, NULL);
-        http_error(req, "INTERNAL", "the approval service answered without a request id");
-        return;
-    }
-    log_info(req->request_id, "request created", "{s:s, s:s, s:s, s:i, s:s}", "request",
-             created->id, "state", created->state, "template", template_, "count", (int)count,
-             "owner", req->user);
-    s_answer(req, 202, created, 1);
-    protobuf_c_message_free_unpacked(&created->base, NULL);
+    rest_call(req, "approval", &ask.base, &berth__request__descriptor, s_created);
 }
 
 void requests_get(http_req_t *req)
@@ -121,6 +121,23 @@ void requests_get(http_req_t *req)
     else
         s_answer(req, 200, r, 0);
     protobuf_c_message_free_unpacked(&r->base, NULL);
+}
+
+static void s_decided(http_req_t *req, const Berth__Request *decided, const char *what)
+{
+    log_info(req->request_id, what, "{s:s, s:s, s:s}", "request", req->params[0], "state",
+             decided->state, "by", req->user);
+    s_answer(req, 200, decided, 0);
+}
+
+static void s_approved(http_req_t *req, ProtobufCMessage *answer)
+{
+    s_decided(req, (const Berth__Request *)answer, "request approved");
+}
+
+static void s_rejected(http_req_t *req, ProtobufCMessage *answer)
+{
+    s_decided(req, (const Berth__Request *)answer, "request rejected");
 }
 
 static void s_decide(http_req_t *req, int approve)
@@ -143,14 +160,8 @@ static void s_decide(http_req_t *req, int approve)
     ask.approve = approve;
     ask.actor = req->user;
     ask.reason = (char *)(reason ? reason : "");
-    Berth__Request *decided = NULL;
-    if (rest_call(req, "approval", &ask.base, &berth__request__descriptor,
-                  (ProtobufCMessage **)&decided))
-        return;
-    log_info(req->request_id, approve ? "request approved" : "request rejected", "{s:s, s:s, s:s}",
-             "request", id, "state", decided->state, "by", req->user);
-    s_answer(req, 200, decided, 0);
-    protobuf_c_message_free_unpacked(&decided->base, NULL);
+    rest_call(req, "approval", &ask.base, &berth__request__descriptor,
+              approve ? s_approved : s_rejected);
 }
 
 void requests_approve(http_req_t *req)

@@ -1,11 +1,13 @@
-/*  rest: what every REST handler needs: bus calls with the service's error mapped to an HTTP
-    status, resources loaded from Redis with ids checked first, strict validation of JSON
-    bodies (every wrong field named), and ISO 8601 times. */
+/*  rest: what every REST handler needs: bus calls that park the request until the answer
+    (bounded per service), with the service's error mapped to an HTTP status; resources
+    loaded from Redis with ids checked first; strict validation of JSON bodies (every wrong
+    field named); and ISO 8601 times. */
 #include "gateway.h"
 #include "keys.h"
 #include "lua_scripts.h"
 
 #include <assert.h>
+#include <pthread.h>
 #include <time.h>
 
 /* The body's `assertion` field (a SignedAssertion), or NULL when its message has none. */
@@ -52,25 +54,137 @@ void rest_unassert(ProtobufCMessage *msg)
         *field = NULL;
 }
 
-int rest_call(http_req_t *req, const char *service, const ProtobufCMessage *msg,
-              const ProtobufCMessageDescriptor *answer, ProtobufCMessage **out)
+/* ---- bus calls ---- */
+
+/* One bus call made for an HTTP request: asked by a handler (rest_call), carried by the bus
+   actor (calls.c), answered by the handler's continuation on a worker thread. */
+typedef struct {
+    calls_call_t bus; /* first: the actor's view of it */
+    http_req_t *req;
+    const ProtobufCMessageDescriptor *answer;
+    rest_then_fn *then;
+} s_call_t;
+
+/* Calls in flight per callee: a slow or dead service holds only its own share. */
+#define S_CALLEES_MAX 16
+static struct {
+    pthread_mutex_t lock;
+    struct {
+        const char *service; /* static */
+        int n;
+    } callee[S_CALLEES_MAX];
+} s_flight = { .lock = PTHREAD_MUTEX_INITIALIZER };
+
+/* Count a call to service in: 0, or -1 when max are in flight already. */
+static int s_flight_take(const char *service, int max)
+{
+    int rc = -1;
+    pthread_mutex_lock(&s_flight.lock);
+    for (int i = 0; i < S_CALLEES_MAX; i++) {
+        if (!s_flight.callee[i].service)
+            s_flight.callee[i].service = service;
+        if (streq(s_flight.callee[i].service, service)) {
+            if (s_flight.callee[i].n < max) {
+                s_flight.callee[i].n++;
+                rc = 0;
+            }
+            break;
+        }
+    }
+    pthread_mutex_unlock(&s_flight.lock);
+    return rc;
+}
+
+static void s_flight_give(const char *service)
+{
+    pthread_mutex_lock(&s_flight.lock);
+    for (int i = 0; i < S_CALLEES_MAX && s_flight.callee[i].service; i++)
+        if (streq(s_flight.callee[i].service, service)) {
+            s_flight.callee[i].n--;
+            break;
+        }
+    pthread_mutex_unlock(&s_flight.lock);
+}
+
+static void s_call_free(void *arg)
+{
+    s_call_t *call = arg;
+    if (call) {
+        free(call->bus.body);
+        if (call->bus.reply)
+            berth__envelope__free_unpacked(call->bus.reply, NULL);
+        free(call);
+    }
+}
+
+/* The one place where a call made for an HTTP request is put together: what the bus actor
+   sends on the request's behalf (service, body with the signed user assertion, request id,
+   deadline). NULL with a 500 set when the assertion cannot be signed, or out of memory. */
+static s_call_t *s_call_new(http_req_t *req, const char *service, const ProtobufCMessage *msg,
+                            const ProtobufCMessageDescriptor *answer, rest_then_fn *then)
 {
     gateway_t *gw = req->app;
-    Berth__Envelope *reply = NULL;
-    /* The caller's message (its own, on its stack) carries the assertion while it is sent. */
+    s_call_t *call = calloc(1, sizeof *call);
+    if (!call)
+        return NULL;
+    call->req = req;
+    call->answer = answer;
+    call->then = then;
+    call->bus.service = service;
+    call->bus.type = msg->descriptor;
+    /* The caller's message (its own, on its stack) carries the assertion while it is
+       packed. */
     assertion_signed_t assertion;
-    if (rest_assert(req, (ProtobufCMessage *)msg, &assertion) != 0)
-        return -1;
-    int sent =
-        bus_client_call(req->bus, service, msg, req->request_id, gw->call_timeout_ms, &reply);
+    if (rest_assert(req, (ProtobufCMessage *)msg, &assertion) != 0) {
+        free(call);
+        return NULL;
+    }
+    call->bus.body_len = protobuf_c_message_get_packed_size(msg);
+    call->bus.body = malloc(call->bus.body_len ? call->bus.body_len : 1);
+    if (call->bus.body)
+        protobuf_c_message_pack(msg, call->bus.body);
     rest_unassert((ProtobufCMessage *)msg);
-    if (sent != 0) {
-        char message[128];
-        snprintf(message, sizeof message, "the %s service did not answer in time", service);
+    if (!call->bus.body) {
+        free(call);
+        return NULL;
+    }
+    util_strlcpy(call->bus.request_id, req->request_id, sizeof call->bus.request_id);
+    call->bus.timeout_ms = gw->call_timeout_ms;
+    return call;
+}
+
+/* 503 naming the service (Retry-After is added to every 503). */
+static void s_unavailable(http_req_t *req, const char *service, const char *format)
+{
+    char message[128];
+    snprintf(message, sizeof message, format, service);
+    http_error_details(req, "UNAVAILABLE", message, json_pack("{s:s}", "service", service));
+}
+
+/* The call ended (actor's thread): its slot is free, and the request goes on. */
+static void s_call_done(calls_call_t *bus)
+{
+    s_call_t *call = (s_call_t *)bus;
+    s_flight_give(call->bus.service);
+    http_wake(call->req);
+}
+
+/* The request is back on a worker thread with the call's end. */
+static void s_call_resume(http_req_t *req, void *arg)
+{
+    s_call_t *call = arg;
+    gateway_t *gw = req->app;
+    const char *service = call->bus.service;
+    Berth__Envelope *reply = call->bus.reply;
+    if (!reply && call->bus.stopped) {
+        s_unavailable(req, service, "the gateway is stopping");
+        return;
+    }
+    if (!reply) {
         log_warn(req->request_id, "bus call got no answer", "{s:s, s:s, s:i}", "callee", service,
-                 "type", msg->descriptor->short_name, "timeout_ms", gw->call_timeout_ms);
-        http_error(req, "UNAVAILABLE", message);
-        return -1;
+                 "type", call->bus.type->short_name, "timeout_ms", gw->call_timeout_ms);
+        s_unavailable(req, service, "the %s service did not answer in time");
+        return;
     }
     if (reply->error) {
         /* The service's own word, status from the one table (lib/error.c). */
@@ -80,21 +194,45 @@ int rest_call(http_req_t *req, const char *service, const ProtobufCMessage *msg,
         if (req->status >= 500)
             log_warn(req->request_id, "service answered with an error", "{s:s, s:s, s:s}", "callee",
                      service, "code", error.code, "message", error.message);
-        berth__envelope__free_unpacked(reply, NULL);
-        return -1;
+        return;
     }
-    ProtobufCMessage *body = envelope_body(reply, answer);
+    ProtobufCMessage *body = envelope_body(reply, call->answer);
     if (!body) {
         log_error(req->request_id, "service answered with an unexpected message", "{s:s, s:s, s:s}",
-                  "callee", service, "expected", answer->short_name, "got",
+                  "callee", service, "expected", call->answer->short_name, "got",
                   reply->type ? reply->type : "");
-        berth__envelope__free_unpacked(reply, NULL);
         http_error(req, "INTERNAL", "unexpected answer from a service");
-        return -1;
+        return;
     }
-    berth__envelope__free_unpacked(reply, NULL);
-    *out = body;
-    return 0;
+    call->then(req, body);
+    protobuf_c_message_free_unpacked(body, NULL);
+}
+
+void rest_call(http_req_t *req, const char *service, const ProtobufCMessage *msg,
+               const ProtobufCMessageDescriptor *answer, rest_then_fn *then)
+{
+    gateway_t *gw = req->app;
+    s_call_t *call = s_call_new(req, service, msg, answer, then);
+    if (!call) {
+        if (!req->status)
+            http_error(req, "INTERNAL", "out of memory");
+        return;
+    }
+    if (s_flight_take(service, gw->calls_per_service) != 0) {
+        log_warn(req->request_id, "too many calls in flight to a service", "{s:s, s:i}", "callee",
+                 service, "calls_per_service", gw->calls_per_service);
+        s_unavailable(req, service, "too many requests are waiting for the %s service");
+        s_call_free(call);
+        return;
+    }
+    call->bus.done = s_call_done;
+    if (http_park(req, s_call_resume, call, s_call_free) != 0) {
+        s_flight_give(service);
+        s_unavailable(req, service, "the gateway is stopping");
+        s_call_free(call);
+        return;
+    }
+    calls_submit(gw->calls, &call->bus);
 }
 
 int rest_id_ok(const char *id)

@@ -251,6 +251,19 @@ void vms_get(http_req_t *req)
         http_json(req, 200, json_pack("{s:o}", "vm", view));
 }
 
+static void s_disposal_asked(http_req_t *req, ProtobufCMessage *answer)
+{
+    const Berth__Task *task = (const Berth__Task *)answer;
+    if (!rest_id_ok(task->id)) {
+        http_error(req, "INTERNAL", "the taskmgr service answered without a task id");
+        return;
+    }
+    log_info(req->request_id, "disposal asked", "{s:s, s:s, s:s}", "vm", req->params[0], "task",
+             task->id, "by", req->user);
+    snprintf(req->location, sizeof req->location, "/v1/tasks/%s", task->id);
+    http_json(req, 202, json_pack("{s:o}", "task", view_task(task)));
+}
+
 void vms_dispose(http_req_t *req)
 {
     Berth__Vm *vm = NULL;
@@ -260,22 +273,8 @@ void vms_dispose(http_req_t *req)
     ask.vm = vm->id;
     ask.actor = req->user;
     ask.request_id = (char *)req->request_id;
-    Berth__Task *task = NULL;
-    int rc =
-        rest_call(req, "taskmgr", &ask.base, &berth__task__descriptor, (ProtobufCMessage **)&task);
+    rest_call(req, "taskmgr", &ask.base, &berth__task__descriptor, s_disposal_asked);
     protobuf_c_message_free_unpacked(&vm->base, NULL);
-    if (rc)
-        return;
-    if (!rest_id_ok(task->id)) {
-        protobuf_c_message_free_unpacked(&task->base, NULL);
-        http_error(req, "INTERNAL", "the taskmgr service answered without a task id");
-        return;
-    }
-    log_info(req->request_id, "disposal asked", "{s:s, s:s, s:s}", "vm", req->params[0], "task",
-             task->id, "by", req->user);
-    snprintf(req->location, sizeof req->location, "/v1/tasks/%s", task->id);
-    http_json(req, 202, json_pack("{s:o}", "task", view_task(task)));
-    protobuf_c_message_free_unpacked(&task->base, NULL);
 }
 
 void vms_get_task(http_req_t *req)
@@ -305,6 +304,27 @@ static int s_time_param(http_req_t *req, const char *name, int64_t fallback, int
             name);
     }
     return 0;
+}
+
+/* The meter states the window it reported on (the one asked for). */
+static void s_usage_reported(http_req_t *req, ProtobufCMessage *answer)
+{
+    const Berth__UsageReport *report = (const Berth__UsageReport *)answer;
+    json_t *usage = json_array();
+    for (size_t i = 0; i < report->n_usage; i++) {
+        const Berth__UsageRecord *u = report->usage[i];
+        json_array_append_new(
+            usage, json_pack("{s:o, s:o, s:f, s:f, s:f, s:o, s:o, s:f}", "vm", view_str(u->vm),
+                             "owner", view_str(u->owner), "vcpu_hours", u->vcpu_hours,
+                             "ram_gb_hours", u->ram_gb_hours, "disk_gb_hours", u->disk_gb_hours,
+                             "template", view_str(u->template_), "host", view_str(u->host),
+                             "active_hours", (double)u->active_ms / 3600000.0));
+    }
+    char from_iso[REST_TIME_MAX], to_iso[REST_TIME_MAX];
+    rest_iso(report->from_ms, from_iso);
+    rest_iso(report->to_ms, to_iso);
+    http_json(req, 200,
+              json_pack("{s:o, s:s, s:s}", "usage", usage, "from", from_iso, "to", to_iso));
 }
 
 void vms_usage(http_req_t *req)
@@ -345,24 +365,5 @@ void vms_usage(http_req_t *req)
     ask.from_ms = from;
     ask.to_ms = to;
     ask.owner = (char *)(owner ? owner : "");
-    Berth__UsageReport *report = NULL;
-    if (rest_call(req, "meter", &ask.base, &berth__usage_report__descriptor,
-                  (ProtobufCMessage **)&report))
-        return;
-    json_t *usage = json_array();
-    for (size_t i = 0; i < report->n_usage; i++) {
-        const Berth__UsageRecord *u = report->usage[i];
-        json_array_append_new(
-            usage, json_pack("{s:o, s:o, s:f, s:f, s:f, s:o, s:o, s:f}", "vm", view_str(u->vm),
-                             "owner", view_str(u->owner), "vcpu_hours", u->vcpu_hours,
-                             "ram_gb_hours", u->ram_gb_hours, "disk_gb_hours", u->disk_gb_hours,
-                             "template", view_str(u->template_), "host", view_str(u->host),
-                             "active_hours", (double)u->active_ms / 3600000.0));
-    }
-    char from_iso[REST_TIME_MAX], to_iso[REST_TIME_MAX];
-    rest_iso(report->from_ms ? report->from_ms : from, from_iso);
-    rest_iso(report->to_ms ? report->to_ms : to, to_iso);
-    json_t *body = json_pack("{s:o, s:s, s:s}", "usage", usage, "from", from_iso, "to", to_iso);
-    protobuf_c_message_free_unpacked(&report->base, NULL);
-    http_json(req, 200, body);
+    rest_call(req, "meter", &ask.base, &berth__usage_report__descriptor, s_usage_reported);
 }

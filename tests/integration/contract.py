@@ -206,7 +206,8 @@ class Contract:
         documented = self.resolve(documented)
         # The headers a response documents are the ones it sends.
         for name in (documented.get("headers") or {}):
-            if name.lower() in ("x-request-id", "www-authenticate", "location", "allow") and \
+            if name.lower() in ("x-request-id", "www-authenticate", "location", "allow",
+                                "retry-after") and \
                     not rheaders.get(name.lower()):
                 raise ContractError("no %s header" % name)
         content = (documented.get("content") or {}).get("application/json")
