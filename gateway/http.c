@@ -4,6 +4,8 @@
     method and path pattern. */
 #include "http.h"
 
+#include "conns.h"
+
 #include <arpa/inet.h>
 #include <malloc.h>
 #include <microhttpd.h>
@@ -17,6 +19,7 @@ struct _http_t {
     http_options_t options;
     const http_route_t *routes;
     void *app;
+    conns_t *conns; /* open connections: deadlines and the cap with eviction */
 };
 
 typedef struct {
@@ -337,6 +340,8 @@ static enum MHD_Result s_access(void *cls, struct MHD_Connection *connection, co
     http_t *self = cls;
     s_upload_t *up = *con_cls;
     if (!up) {
+        if (conns_header_done(connection) != 0)
+            return MHD_NO; /* cut for being too slow or evicted: it is closing */
         up = calloc(1, sizeof *up);
         if (!up)
             return MHD_NO;
@@ -369,6 +374,8 @@ static enum MHD_Result s_access(void *cls, struct MHD_Connection *connection, co
         *upload_data_size = 0;
         return MHD_YES;
     }
+    if (conns_request_busy(connection) != 0)
+        return MHD_NO;
 
     http_req_t req = { .method = method,
                        .path = url,
@@ -409,14 +416,44 @@ static void s_completed(void *cls, struct MHD_Connection *connection, void **con
                         enum MHD_RequestTerminationCode toe)
 {
     (void)cls;
-    (void)connection;
     (void)toe;
+    conns_request_done(connection);
     s_upload_t *up = *con_cls;
     if (up) {
         free(up->data);
         free(up);
         *con_cls = NULL;
     }
+}
+
+#define S_LIMIT_OPTIONS 6
+
+/* The daemon's connection limits (an MHD_OPTION_ARRAY) and the table that enforces ours.
+   libmicrohttpd's own limit is only the hard bound (HTTP_THREAD_CONNECTIONS a thread): at
+   it, it stops accepting and newcomers wait in the listen queue, which is what let a few
+   hundred idle connections take the API down. Our cap (max_connections, below that bound)
+   evicts an idle connection for each newcomer instead, and the header and body deadlines
+   cut slow clients whose every byte would restart libmicrohttpd's inactivity timeout. */
+static int s_connection_limits(http_t *self, struct MHD_OptionItem out[S_LIMIT_OPTIONS])
+{
+    const http_options_t *o = &self->options;
+    int slots = o->threads * HTTP_THREAD_CONNECTIONS;
+    conns_options_t co = { .max = o->max_connections,
+                           .slots = slots,
+                           .header_timeout_ms = o->header_timeout_ms,
+                           .body_timeout_ms = o->body_timeout_ms };
+    self->conns = conns_new(&co);
+    if (!self->conns)
+        return -1;
+    int n = 0;
+    out[n++] = (struct MHD_OptionItem){ MHD_OPTION_CONNECTION_LIMIT, slots, NULL };
+    out[n++] =
+        (struct MHD_OptionItem){ MHD_OPTION_PER_IP_CONNECTION_LIMIT, o->per_ip_connections, NULL };
+    out[n++] = (struct MHD_OptionItem){ MHD_OPTION_CONNECTION_TIMEOUT, o->timeout_s, NULL };
+    out[n++] = (struct MHD_OptionItem){ MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)conns_notify,
+                                        self->conns };
+    out[n++] = (struct MHD_OptionItem){ MHD_OPTION_END, 0, NULL };
+    return 0;
 }
 
 http_t *http_new(const http_options_t *options, const http_route_t *routes, void *app)
@@ -440,18 +477,21 @@ http_t *http_new(const http_options_t *options, const http_route_t *routes, void
         free(self);
         return NULL;
     }
+    struct MHD_OptionItem limits[S_LIMIT_OPTIONS];
+    if (s_connection_limits(self, limits) != 0) {
+        free(self);
+        return NULL;
+    }
     self->daemon = MHD_start_daemon(
         MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG,
         (uint16_t)options->port, NULL, NULL, s_access, self, MHD_OPTION_SOCK_ADDR,
         (struct sockaddr *)&addr, MHD_OPTION_THREAD_POOL_SIZE, (unsigned)options->threads,
-        MHD_OPTION_CONNECTION_LIMIT, (unsigned)options->max_connections,
-        MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)options->per_ip_connections,
-        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)options->timeout_s,
-        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)64 * 1024, MHD_OPTION_NOTIFY_COMPLETED,
-        s_completed, NULL, MHD_OPTION_END);
+        MHD_OPTION_ARRAY, limits, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)64 * 1024,
+        MHD_OPTION_NOTIFY_COMPLETED, s_completed, NULL, MHD_OPTION_END);
     if (!self->daemon) {
         log_error(NULL, "cannot start HTTP server", "{s:s, s:i}", "bind", options->bind, "port",
                   options->port);
+        conns_destroy(&self->conns);
         free(self);
         return NULL;
     }
@@ -462,6 +502,7 @@ void http_destroy(http_t **self_p)
 {
     if (self_p && *self_p) {
         MHD_stop_daemon((*self_p)->daemon);
+        conns_destroy(&(*self_p)->conns);
         free(*self_p);
         *self_p = NULL;
     }

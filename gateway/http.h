@@ -53,14 +53,26 @@ typedef struct {
                           any other is refused with a 400 naming it */
 } http_route_t;
 
+/* Connections one HTTP thread holds at most. libmicrohttpd's epoll loop (MAX_EVENTS 128)
+   waits again, with the full idle timeout, whenever one wait returned exactly 128 events:
+   seen as a thread whose 128 idle connections all closed at once sleeping 30 s with its
+   sockets in CLOSE-WAIT and new clients stuck in the listen queue. A thread with at most
+   124 connections, its listen socket and its wake-up pipe never sees 128 events at once. */
+#define HTTP_THREAD_CONNECTIONS 124
+/* http_max_connections may be at most this many per thread: the rest of each thread's
+   connections is room for newcomers while evicted connections close. */
+#define HTTP_THREAD_CONNECTIONS_CAP 112
+
 typedef struct {
     const char *bind; /* IPv4 address */
     int port;
     int threads;
-    int max_connections;
+    int max_connections; /* kept open; past it a newcomer evicts an idle one (conns.h) */
     int per_ip_connections;
-    int timeout_s;
-    size_t body_max; /* bytes; larger bodies get 413 */
+    int timeout_s;         /* libmicrohttpd's inactivity timeout (a stalled reader) */
+    int header_timeout_ms; /* a request header is due this long after open / last response */
+    int body_timeout_ms;   /* a request body is due this long after its header */
+    size_t body_max;       /* bytes; larger bodies get 413 */
     const char *redis_host;
     int redis_port;
     const char *sender;         /* bus sender name */

@@ -95,9 +95,11 @@ int main(int argc, char **argv)
     config_declare(c, "http_bind", "127.0.0.1", 0);
     config_declare(c, "http_port", "8080", 0);
     config_declare(c, "http_threads", "4", 0);
-    config_declare(c, "http_max_connections", "512", 0);
+    config_declare(c, "http_max_connections", "400", 0);
     config_declare(c, "http_per_ip_connections", "64", 0);
     config_declare(c, "http_timeout_s", "30", 0);
+    config_declare(c, "http_header_timeout_ms", "5000", 0);
+    config_declare(c, "http_body_timeout_ms", "10000", 0);
     config_declare(c, "http_body_max", "1048576", 0);
     config_declare(c, "http_call_timeout_ms", "5000", 0);
     config_declare(c, "admin_user", "admin", 0);
@@ -116,7 +118,7 @@ int main(int argc, char **argv)
     int rc = 1;
     http_t *http = NULL;
     gateway_t gw = { 0 };
-    int64_t port, threads, maxconn, perip, timeout, body, redis_port;
+    int64_t port, threads, maxconn, perip, timeout, header_timeout, body_timeout, body, redis_port;
     if (service_start(service) != 0)
         goto done;
     if (config_int(c, "http_port", 0, 65535, &port) ||
@@ -124,9 +126,16 @@ int main(int argc, char **argv)
         config_int(c, "http_max_connections", 1, 100000, &maxconn) ||
         config_int(c, "http_per_ip_connections", 1, 100000, &perip) ||
         config_int(c, "http_timeout_s", 1, 3600, &timeout) ||
+        config_int(c, "http_header_timeout_ms", 100, 3600000, &header_timeout) ||
+        config_int(c, "http_body_timeout_ms", 100, 3600000, &body_timeout) ||
         config_int(c, "http_body_max", 1024, 64 * 1024 * 1024, &body) ||
         config_int(c, "redis_port", 1, 65535, &redis_port) || s_settings(service, &gw))
         goto done;
+    if (maxconn > threads * HTTP_THREAD_CONNECTIONS_CAP) {
+        log_error(NULL, "http_max_connections may be at most 112 per http thread", "{s:I, s:I}",
+                  "http_max_connections", (json_int_t)maxconn, "http_threads", (json_int_t)threads);
+        goto done;
+    }
 
     const char *admin_user = config_get(c, "admin_user");
     const char *admin_password = config_get(c, "admin_password");
@@ -161,6 +170,8 @@ int main(int argc, char **argv)
                                .max_connections = (int)maxconn,
                                .per_ip_connections = (int)perip,
                                .timeout_s = (int)timeout,
+                               .header_timeout_ms = (int)header_timeout,
+                               .body_timeout_ms = (int)body_timeout,
                                .body_max = (size_t)body,
                                .redis_host = config_get(c, "redis_host"),
                                .redis_port = (int)redis_port,
