@@ -11,6 +11,9 @@
       BUSY  request complete, being answered (or suspended on the bus): never cut here
       CUT   evicted or timed out; the socket was shut down and libmicrohttpd is closing it
 
+    Only the client's slowness counts: a connection with bytes waiting unread (its worker
+    thread is busy with another connection's request) is never cut nor evicted.
+
     A connection is cut by shutdown(2) on its socket: its worker thread sees the end of the
     stream at once and closes it the ordinary way (no CLOSE-WAIT left behind). The socket
     stays valid until libmicrohttpd's CLOSED notification, which frees the slot under the
@@ -31,6 +34,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <time.h>
 
@@ -72,6 +76,15 @@ static s_slot_t *s_slot_of(struct MHD_Connection *connection)
     return info ? info->socket_context : NULL;
 }
 
+/* Has the client sent bytes the gateway has not read yet? Then the gateway is behind (its
+   worker thread busy with another connection), not the client: such a connection is neither
+   late nor idle. */
+static int s_unread(const s_slot_t *slot)
+{
+    int n = 0;
+    return ioctl(slot->fd, FIONREAD, &n) == 0 && n > 0;
+}
+
 /* Shut the slot's socket down if it is still IDLE or BODY; 1 if it was cut. Under the mutex. */
 static int s_cut(conns_t *self, s_slot_t *slot)
 {
@@ -99,9 +112,9 @@ static int *s_count(conns_t *self, uint32_t addr)
     return &self->count_n[i];
 }
 
-/* The connection to evict for a newcomer: IDLE or BODY, from the address holding the most
-   open connections, the one longest in its phase first. NULL when every other connection
-   is busy. Under the mutex. */
+/* The connection to evict for a newcomer: IDLE or BODY with nothing unread, from the address
+   holding the most open connections, the one longest in its phase first. NULL when every
+   other connection is busy. Under the mutex. */
 static s_slot_t *s_victim(conns_t *self, const s_slot_t *newcomer)
 {
     if (++self->gen == 0) {
@@ -122,7 +135,8 @@ static s_slot_t *s_victim(conns_t *self, const s_slot_t *newcomer)
             continue;
         int count = *s_count(self, slot->addr);
         int64_t since = atomic_load(&slot->since_ms);
-        if (!best || count > best_count || (count == best_count && since < best_since)) {
+        if ((!best || count > best_count || (count == best_count && since < best_since)) &&
+            !s_unread(slot)) {
             best = slot;
             best_count = count;
             best_since = since;
@@ -249,7 +263,7 @@ static void s_sweep(conns_t *self)
         int64_t limit = phase == S_IDLE   ? self->options.header_timeout_ms
                         : phase == S_BODY ? self->options.body_timeout_ms
                                           : -1;
-        if (limit >= 0 && now - atomic_load(&slot->since_ms) >= limit)
+        if (limit >= 0 && now - atomic_load(&slot->since_ms) >= limit && !s_unread(slot))
             s_cut(self, slot);
     }
 }

@@ -6,9 +6,11 @@ cut at their deadlines. Only Redis and the gateway run: nothing else is involved
 # ctest: heavy
 
 import errno
+import json
 import os
 import resource
 import select
+import signal
 import socket
 import sys
 import time
@@ -203,8 +205,10 @@ class TestIdleFlood(GatewayCase):
 
 
 class TestDeadlines(GatewayCase):
-    env = {"BERTH_HTTP_HEADER_TIMEOUT_MS": "1000", "BERTH_HTTP_BODY_TIMEOUT_MS": "1000"}
-    TIMEOUT = 1.0
+    # One HTTP thread, so that a test can keep it busy.
+    env = {"BERTH_HTTP_HEADER_TIMEOUT_MS": "500", "BERTH_HTTP_BODY_TIMEOUT_MS": "500",
+           "BERTH_HTTP_THREADS": "1", "BERTH_HTTP_MAX_CONNECTIONS": "100"}
+    TIMEOUT = 0.5
     LATE = 3.0  # the cut comes at most this long after the deadline on a loaded machine
 
     def drip(self, sock, data, interval=0.1):
@@ -228,8 +232,8 @@ class TestDeadlines(GatewayCase):
         s = self.connect()
         try:
             took = self.drip(s, b"GET /healthz HTTP/1.1\r\nHost: gateway\r\nX-Slow: "
-                             + b"a" * 200 + b"\r\n\r\n")
-            self.assertIsNotNone(took, "a header sent over 20 s was answered")
+                             + b"a" * 100 + b"\r\n\r\n")
+            self.assertIsNotNone(took, "a header sent over 10 s was answered")
             self.assertGreaterEqual(took, self.TIMEOUT * 0.9)
             self.assertLess(took, self.TIMEOUT + self.LATE)
         finally:
@@ -238,11 +242,11 @@ class TestDeadlines(GatewayCase):
     def test_slow_body_is_cut(self):
         s = self.connect()
         try:
-            body = b'{"username": "admin", "password": "' + b"x" * 200 + b'"}'
+            body = b'{"username": "admin", "password": "' + b"x" * 100 + b'"}'
             s.sendall(b"POST /v1/auth/tokens HTTP/1.1\r\nHost: gateway\r\n"
                       b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body))
             took = self.drip(s, body)
-            self.assertIsNotNone(took, "a body sent over 20 s was taken")
+            self.assertIsNotNone(took, "a body sent over 10 s was taken")
             self.assertGreaterEqual(took, self.TIMEOUT * 0.9)
             self.assertLess(took, self.TIMEOUT + self.LATE)
         finally:
@@ -263,6 +267,37 @@ class TestDeadlines(GatewayCase):
         finally:
             kept.close()
             silent.close()
+
+    def test_requests_a_busy_gateway_has_not_read_yet_are_not_cut(self):
+        # Four keep-alive clients, answered once, then idle; the one HTTP thread is kept busy
+        # past their deadline by a request that waits on a stopped Redis (its client's
+        # timeout is 1 s), while their next requests wait unread. The slowness is the gateway's, not theirs: all are answered.
+        request = b"GET /healthz HTTP/1.1\r\nHost: gateway\r\n\r\n"
+        clients = [self.connect() for _ in range(4)]
+        busy = self.connect()
+        try:
+            for s in clients + [busy]:
+                s.setblocking(True)
+                s.settimeout(30)
+            for s in clients:
+                s.sendall(request)
+                self.assertTrue(s.recv(4096).startswith(b"HTTP/1.1 200"))
+            os.kill(self.p.redis.pid, signal.SIGSTOP)
+            try:
+                start = time.monotonic()
+                busy.sendall(b"GET /v1/hosts HTTP/1.1\r\nHost: gateway\r\n"
+                             b"Authorization: Bearer %s\r\n\r\n" % self.api.token.encode())
+                for s in clients:
+                    s.sendall(request)
+                self.assertTrue(busy.recv(4096).startswith(b"HTTP/1.1 "))
+            finally:
+                os.kill(self.p.redis.pid, signal.SIGCONT)
+            self.assertGreater(time.monotonic() - start, self.TIMEOUT)
+            for s in clients:
+                self.assertTrue(s.recv(4096).startswith(b"HTTP/1.1 200"))
+        finally:
+            for s in clients + [busy]:
+                s.close()
 
     def test_timely_requests_on_one_connection_are_served(self):
         s = self.connect()
