@@ -187,6 +187,11 @@ static int s_send(struct MHD_Connection *connection, http_req_t *req)
         MHD_add_response_header(response, "WWW-Authenticate", req->www_authenticate);
     if (req->allow[0])
         MHD_add_response_header(response, "Allow", req->allow);
+    if (req->retry_after > 0) {
+        char seconds[16];
+        snprintf(seconds, sizeof seconds, "%d", req->retry_after);
+        MHD_add_response_header(response, "Retry-After", seconds);
+    }
     int rc = MHD_queue_response(connection, (unsigned)req->status, response);
     MHD_destroy_response(response);
     return rc;
@@ -270,6 +275,38 @@ static void s_allow(http_t *self, const char *path, char *out, size_t size)
     }
 }
 
+/* Has the client address (by_user 0) or the authenticated user (by_user 1) used up its
+   rate limit? Then 1 with the 429 and its Retry-After set. The probes (/healthz, /readyz)
+   are never limited: an orchestrator sharing an address with busy clients must not read a
+   refusal as a dead gateway. */
+static int s_rate_limited(http_t *self, http_req_t *req, int by_user)
+{
+    ratelimit_t *limit = by_user ? self->options.rate_user : self->options.rate_address;
+    if (!limit || strcmp(req->path, "/healthz") == 0 || strcmp(req->path, "/readyz") == 0)
+        return 0;
+    int wait_s;
+    if (by_user)
+        wait_s = ratelimit_take(limit, req->user, strlen(req->user));
+    else {
+        const union MHD_ConnectionInfo *info =
+            MHD_get_connection_info(req->connection, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+        const struct sockaddr *sa = info ? info->client_addr : NULL;
+        if (!sa || sa->sa_family != AF_INET)
+            return 0;
+        const struct in_addr *in = &((const struct sockaddr_in *)sa)->sin_addr;
+        wait_s = ratelimit_take(limit, in, sizeof *in);
+    }
+    if (wait_s == 0)
+        return 0;
+    req->retry_after = wait_s;
+    char message[96];
+    snprintf(message, sizeof message, "too many requests from this %s; retry after %d s",
+             by_user ? "user" : "address", wait_s);
+    http_error_details(req, "RATE_LIMITED", message,
+                       json_pack("{s:s}", "limit", by_user ? "user" : "address"));
+    return 1;
+}
+
 /* Find the route, check who may call it, then run it. */
 static void s_route(http_t *self, http_req_t *req, const s_body_error_t *body_error)
 {
@@ -294,6 +331,8 @@ static void s_route(http_t *self, http_req_t *req, const s_body_error_t *body_er
             http_error(req, "NOT_FOUND", "no such resource");
         return;
     }
+    if (s_rate_limited(self, req, 0))
+        return;
     if (route->access != HTTP_PUBLIC) {
         if (!self->options.authenticate) {
             http_error(req, "INTERNAL", "no authenticator configured");
@@ -304,6 +343,8 @@ static void s_route(http_t *self, http_req_t *req, const s_body_error_t *body_er
                 http_error(req, "UNAUTHORIZED", "authentication required");
             return;
         }
+        if (s_rate_limited(self, req, 1))
+            return;
         if (route->access == HTTP_ADMIN && strcmp(req->role, "admin") != 0) {
             http_error(req, "FORBIDDEN", "this operation needs the admin role");
             return;

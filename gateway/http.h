@@ -6,6 +6,7 @@
 #define BERTH_GATEWAY_HTTP_H
 
 #include "error.h"
+#include "ratelimit.h"
 #include "service.h"
 
 #include <jansson.h>
@@ -33,6 +34,7 @@ typedef struct {
     char location[256];           /* Location header when set */
     const char *www_authenticate; /* WWW-Authenticate header when set (static string) */
     char allow[64];               /* Allow header of a 405: the methods the path takes */
+    int retry_after;              /* Retry-After header in seconds when > 0 */
 } http_req_t;
 
 typedef void(http_handler_fn)(http_req_t *req);
@@ -78,6 +80,8 @@ typedef struct {
     const char *sender;         /* bus sender name */
     bus_auth_t *bus_auth;       /* the gateway's CURVE certificate, for every bus client */
     http_auth_fn *authenticate; /* for every route that is not HTTP_PUBLIC */
+    ratelimit_t *rate_address;  /* requests per client address (borrowed; NULL: none) */
+    ratelimit_t *rate_user;     /* requests per authenticated user (borrowed; NULL: none) */
 } http_options_t;
 
 /* Start serving routes (a NULL-method-terminated table). NULL (logged) on failure. */

@@ -43,6 +43,27 @@ static int s_bootstrap(service_t *service, void *arg)
     return 0;
 }
 
+/* The rate limits: per client address and per user, each a token bucket of `burst`
+   requests refilled at `per_s` a second (0: no limit of that kind), in tables of
+   rate_table_entries buckets. -1 (logged) when a setting is out of range. */
+static int s_rate_limits(config_t *c, ratelimit_t **address, ratelimit_t **user)
+{
+    int64_t addr_rate, addr_burst, user_rate, user_burst, entries;
+    if (config_int(c, "rate_address_per_s", 0, 10000000, &addr_rate) ||
+        config_int(c, "rate_address_burst", 1, 10000000, &addr_burst) ||
+        config_int(c, "rate_user_per_s", 0, 10000000, &user_rate) ||
+        config_int(c, "rate_user_burst", 1, 10000000, &user_burst) ||
+        config_int(c, "rate_table_entries", 8, 16777216, &entries))
+        return -1;
+    if (addr_rate &&
+        !(*address = ratelimit_new((size_t)entries, (double)addr_rate, (double)addr_burst)))
+        return -1;
+    if (user_rate &&
+        !(*user = ratelimit_new((size_t)entries, (double)user_rate, (double)user_burst)))
+        return -1;
+    return 0;
+}
+
 /* Read the gateway's settings into gw; -1 (logged) when one is out of range. */
 static int s_settings(service_t *service, gateway_t *gw)
 {
@@ -100,6 +121,11 @@ int main(int argc, char **argv)
     config_declare(c, "http_timeout_s", "30", 0);
     config_declare(c, "http_header_timeout_ms", "5000", 0);
     config_declare(c, "http_body_timeout_ms", "10000", 0);
+    config_declare(c, "rate_address_per_s", "20000", 0);
+    config_declare(c, "rate_address_burst", "20000", 0);
+    config_declare(c, "rate_user_per_s", "20000", 0);
+    config_declare(c, "rate_user_burst", "20000", 0);
+    config_declare(c, "rate_table_entries", "16384", 0);
     config_declare(c, "http_body_max", "1048576", 0);
     config_declare(c, "http_call_timeout_ms", "5000", 0);
     config_declare(c, "admin_user", "admin", 0);
@@ -117,6 +143,7 @@ int main(int argc, char **argv)
 
     int rc = 1;
     http_t *http = NULL;
+    ratelimit_t *rate_address = NULL, *rate_user = NULL;
     gateway_t gw = { 0 };
     int64_t port, threads, maxconn, perip, timeout, header_timeout, body_timeout, body, redis_port;
     if (service_start(service) != 0)
@@ -153,7 +180,7 @@ int main(int argc, char **argv)
                   gw.password_max);
         goto done;
     }
-    if (auth_init(&gw) != 0)
+    if (auth_init(&gw) != 0 || s_rate_limits(c, &rate_address, &rate_user) != 0)
         goto done;
     berth_error_t key_error = { 0 };
     gw.signer = assertion_signer_new(config_get(c, "secrets_dir"), &key_error);
@@ -177,7 +204,9 @@ int main(int argc, char **argv)
                                .redis_port = (int)redis_port,
                                .sender = sender,
                                .bus_auth = service_auth(service),
-                               .authenticate = auth_authenticate };
+                               .authenticate = auth_authenticate,
+                               .rate_address = rate_address,
+                               .rate_user = rate_user };
     /* The admin exists before the first request can ask for a token (when Redis is up;
        otherwise the loop keeps trying). */
     s_bootstrap_t boot = { .gw = &gw, .user = admin_user, .password = admin_password };
@@ -190,6 +219,8 @@ int main(int argc, char **argv)
     rc = service_run(service);
 done:
     http_destroy(&http);
+    ratelimit_destroy(&rate_address);
+    ratelimit_destroy(&rate_user);
     auth_cleanup(&gw);
     assertion_destroy(&gw.signer);
     service_destroy(&service);
