@@ -467,7 +467,7 @@ static void s_completed(void *cls, struct MHD_Connection *connection, void **con
     }
 }
 
-#define S_LIMIT_OPTIONS 6
+#define S_LIMIT_OPTIONS 5
 
 /* The daemon's connection limits (an MHD_OPTION_ARRAY) and the table that enforces ours.
    libmicrohttpd's own limit is only the hard bound (HTTP_THREAD_CONNECTIONS a thread): at
