@@ -10,6 +10,8 @@
     parks and waits for the count to reach zero before stopping the daemon, as MHD requires. */
 #include "http.h"
 
+#include "conns.h"
+
 #include <arpa/inet.h>
 #include <assert.h>
 #include <malloc.h>
@@ -27,6 +29,7 @@ struct _http_t {
     void *app;
     atomic_int stopping; /* http_destroy has begun: nothing more is parked */
     atomic_int parked;   /* requests parked and not yet back */
+    conns_t *conns;      /* open connections: deadlines and the cap with eviction */
 };
 
 typedef struct {
@@ -198,10 +201,14 @@ static int s_send(struct MHD_Connection *connection, http_req_t *req)
         MHD_add_response_header(response, "WWW-Authenticate", req->www_authenticate);
     if (req->allow[0])
         MHD_add_response_header(response, "Allow", req->allow);
-    if (req->status == 503) {
-        /* Every 503 is something that may pass (a service, Redis, the gateway's own bound). */
+    /* Every 503 is something that may pass (a service, Redis, the gateway's own bound); a
+       429 says when its bucket has room again. */
+    int retry_after = req->retry_after > 0 ? req->retry_after
+                      : req->status == 503 ? HTTP_RETRY_AFTER_S
+                                           : 0;
+    if (retry_after > 0) {
         char seconds[16];
-        snprintf(seconds, sizeof seconds, "%d", HTTP_RETRY_AFTER_S);
+        snprintf(seconds, sizeof seconds, "%d", retry_after);
         MHD_add_response_header(response, "Retry-After", seconds);
     }
     int rc = MHD_queue_response(connection, (unsigned)req->status, response);
@@ -287,6 +294,38 @@ static void s_allow(http_t *self, const char *path, char *out, size_t size)
     }
 }
 
+/* Has the client address (by_user 0) or the authenticated user (by_user 1) used up its
+   rate limit? Then 1 with the 429 and its Retry-After set. The probes (/healthz, /readyz)
+   are never limited: an orchestrator sharing an address with busy clients must not read a
+   refusal as a dead gateway. */
+static int s_rate_limited(http_t *self, http_req_t *req, int by_user)
+{
+    ratelimit_t *limit = by_user ? self->options.rate_user : self->options.rate_address;
+    if (!limit || strcmp(req->path, "/healthz") == 0 || strcmp(req->path, "/readyz") == 0)
+        return 0;
+    int wait_s;
+    if (by_user)
+        wait_s = ratelimit_take(limit, req->user, strlen(req->user));
+    else {
+        const union MHD_ConnectionInfo *info =
+            MHD_get_connection_info(req->connection, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+        const struct sockaddr *sa = info ? info->client_addr : NULL;
+        if (!sa || sa->sa_family != AF_INET)
+            return 0;
+        const struct in_addr *in = &((const struct sockaddr_in *)sa)->sin_addr;
+        wait_s = ratelimit_take(limit, in, sizeof *in);
+    }
+    if (wait_s == 0)
+        return 0;
+    req->retry_after = wait_s;
+    char message[96];
+    snprintf(message, sizeof message, "too many requests from this %s; retry after %d s",
+             by_user ? "user" : "address", wait_s);
+    http_error_details(req, "RATE_LIMITED", message,
+                       json_pack("{s:s}", "limit", by_user ? "user" : "address"));
+    return 1;
+}
+
 /* Find the route, check who may call it, then run it. */
 static void s_route(http_t *self, s_conn_t *c, const s_body_error_t *body_error)
 {
@@ -311,6 +350,8 @@ static void s_route(http_t *self, s_conn_t *c, const s_body_error_t *body_error)
             http_error(req, "NOT_FOUND", "no such resource");
         return;
     }
+    if (s_rate_limited(self, req, 0))
+        return;
     if (route->access != HTTP_PUBLIC) {
         if (!self->options.authenticate) {
             http_error(req, "INTERNAL", "no authenticator configured");
@@ -321,6 +362,8 @@ static void s_route(http_t *self, s_conn_t *c, const s_body_error_t *body_error)
                 http_error(req, "UNAUTHORIZED", "authentication required");
             return;
         }
+        if (s_rate_limited(self, req, 1))
+            return;
         if (route->access == HTTP_ADMIN && strcmp(req->role, "admin") != 0) {
             http_error(req, "FORBIDDEN", "this operation needs the admin role");
             return;
@@ -424,6 +467,8 @@ static enum MHD_Result s_access(void *cls, struct MHD_Connection *connection, co
     http_t *self = cls;
     s_conn_t *c = *con_cls;
     if (!c) {
+        if (conns_header_done(connection) != 0)
+            return MHD_NO; /* cut for being too slow or evicted: it is closing */
         c = calloc(1, sizeof *c);
         if (!c)
             return MHD_NO;
@@ -458,6 +503,8 @@ static enum MHD_Result s_access(void *cls, struct MHD_Connection *connection, co
         *upload_data_size = 0;
         return MHD_YES;
     }
+    if (conns_request_busy(connection) != 0)
+        return MHD_NO;
 
     /* The worker thread's Redis connection: a parked request resumes on the thread that
        serves its connection, but take it afresh all the same. */
@@ -487,8 +534,8 @@ static void s_completed(void *cls, struct MHD_Connection *connection, void **con
                         enum MHD_RequestTerminationCode toe)
 {
     (void)cls;
-    (void)connection;
     (void)toe;
+    conns_request_done(connection);
     s_conn_t *c = *con_cls;
     if (c) {
         /* Parked and never run again: the client went away while its request waited. */
@@ -500,6 +547,36 @@ static void s_completed(void *cls, struct MHD_Connection *connection, void **con
         free(c);
         *con_cls = NULL;
     }
+}
+
+#define S_LIMIT_OPTIONS 5
+
+/* The daemon's connection limits (an MHD_OPTION_ARRAY) and the table that enforces ours.
+   libmicrohttpd's own limit is only the hard bound (HTTP_THREAD_CONNECTIONS a thread): at
+   it, it stops accepting and newcomers wait in the listen queue, which is what let a few
+   hundred idle connections take the API down. Our cap (max_connections, below that bound)
+   evicts an idle connection for each newcomer instead, and the header and body deadlines
+   cut slow clients whose every byte would restart libmicrohttpd's inactivity timeout. */
+static int s_connection_limits(http_t *self, struct MHD_OptionItem out[S_LIMIT_OPTIONS])
+{
+    const http_options_t *o = &self->options;
+    int slots = o->threads * HTTP_THREAD_CONNECTIONS;
+    conns_options_t co = { .max = o->max_connections,
+                           .slots = slots,
+                           .header_timeout_ms = o->header_timeout_ms,
+                           .body_timeout_ms = o->body_timeout_ms };
+    self->conns = conns_new(&co);
+    if (!self->conns)
+        return -1;
+    int n = 0;
+    out[n++] = (struct MHD_OptionItem){ MHD_OPTION_CONNECTION_LIMIT, slots, NULL };
+    out[n++] =
+        (struct MHD_OptionItem){ MHD_OPTION_PER_IP_CONNECTION_LIMIT, o->per_ip_connections, NULL };
+    out[n++] = (struct MHD_OptionItem){ MHD_OPTION_CONNECTION_TIMEOUT, o->timeout_s, NULL };
+    out[n++] = (struct MHD_OptionItem){ MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)conns_notify,
+                                        self->conns };
+    out[n++] = (struct MHD_OptionItem){ MHD_OPTION_END, 0, NULL };
+    return 0;
 }
 
 http_t *http_new(const http_options_t *options, const http_route_t *routes, void *app)
@@ -523,19 +600,22 @@ http_t *http_new(const http_options_t *options, const http_route_t *routes, void
         free(self);
         return NULL;
     }
+    struct MHD_OptionItem limits[S_LIMIT_OPTIONS];
+    if (s_connection_limits(self, limits) != 0) {
+        free(self);
+        return NULL;
+    }
     self->daemon = MHD_start_daemon(
         MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG |
             MHD_ALLOW_SUSPEND_RESUME,
         (uint16_t)options->port, NULL, NULL, s_access, self, MHD_OPTION_SOCK_ADDR,
         (struct sockaddr *)&addr, MHD_OPTION_THREAD_POOL_SIZE, (unsigned)options->threads,
-        MHD_OPTION_CONNECTION_LIMIT, (unsigned)options->max_connections,
-        MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)options->per_ip_connections,
-        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)options->timeout_s,
-        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)64 * 1024, MHD_OPTION_NOTIFY_COMPLETED,
-        s_completed, NULL, MHD_OPTION_END);
+        MHD_OPTION_ARRAY, limits, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)64 * 1024,
+        MHD_OPTION_NOTIFY_COMPLETED, s_completed, NULL, MHD_OPTION_END);
     if (!self->daemon) {
         log_error(NULL, "cannot start HTTP server", "{s:s, s:i}", "bind", options->bind, "port",
                   options->port);
+        conns_destroy(&self->conns);
         free(self);
         return NULL;
     }
@@ -557,6 +637,7 @@ void http_destroy(http_t **self_p)
             log_error(NULL, "requests still parked when the HTTP server stopped", "{s:i}", "parked",
                       atomic_load(&self->parked));
         MHD_stop_daemon(self->daemon);
+        conns_destroy(&self->conns);
         free(*self_p);
         *self_p = NULL;
     }

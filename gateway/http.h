@@ -6,6 +6,7 @@
 #define BERTH_GATEWAY_HTTP_H
 
 #include "error.h"
+#include "ratelimit.h"
 #include "service.h"
 
 #include <jansson.h>
@@ -32,6 +33,7 @@ typedef struct {
     char location[256];           /* Location header when set */
     const char *www_authenticate; /* WWW-Authenticate header when set (static string) */
     char allow[64];               /* Allow header of a 405: the methods the path takes */
+    int retry_after;              /* Retry-After header in seconds when > 0 */
 } http_req_t;
 
 typedef void(http_handler_fn)(http_req_t *req);
@@ -52,17 +54,31 @@ typedef struct {
                           any other is refused with a 400 naming it */
 } http_route_t;
 
+/* Connections one HTTP thread holds at most. libmicrohttpd's epoll loop (MAX_EVENTS 128)
+   waits again, with the full idle timeout, whenever one wait returned exactly 128 events:
+   seen as a thread whose 128 idle connections all closed at once sleeping 30 s with its
+   sockets in CLOSE-WAIT and new clients stuck in the listen queue. A thread with at most
+   124 connections, its listen socket and its wake-up pipe never sees 128 events at once. */
+#define HTTP_THREAD_CONNECTIONS 124
+/* http_max_connections may be at most this many per thread: the rest of each thread's
+   connections is room for newcomers while evicted connections close. */
+#define HTTP_THREAD_CONNECTIONS_CAP 112
+
 typedef struct {
     const char *bind; /* IPv4 address */
     int port;
     int threads;
-    int max_connections;
+    int max_connections; /* kept open; past it a newcomer evicts an idle one (conns.h) */
     int per_ip_connections;
-    int timeout_s;
-    size_t body_max; /* bytes; larger bodies get 413 */
+    int timeout_s;         /* libmicrohttpd's inactivity timeout (a stalled reader) */
+    int header_timeout_ms; /* a request header is due this long after open / last response */
+    int body_timeout_ms;   /* a request body is due this long after its header */
+    size_t body_max;       /* bytes; larger bodies get 413 */
     const char *redis_host;
     int redis_port;
     http_auth_fn *authenticate; /* for every route that is not HTTP_PUBLIC */
+    ratelimit_t *rate_address;  /* requests per client address (borrowed; NULL: none) */
+    ratelimit_t *rate_user;     /* requests per authenticated user (borrowed; NULL: none) */
 } http_options_t;
 
 /* Start serving routes (a NULL-method-terminated table). NULL (logged) on failure. */

@@ -51,6 +51,27 @@ static int s_health(service_t *service, void *arg)
     return 0;
 }
 
+/* The rate limits: per client address and per user, each a token bucket of `burst`
+   requests refilled at `per_s` a second (0: no limit of that kind), in tables of
+   rate_table_entries buckets. -1 (logged) when a setting is out of range. */
+static int s_rate_limits(config_t *c, ratelimit_t **address, ratelimit_t **user)
+{
+    int64_t addr_rate, addr_burst, user_rate, user_burst, entries;
+    if (config_int(c, "rate_address_per_s", 0, 10000000, &addr_rate) ||
+        config_int(c, "rate_address_burst", 1, 10000000, &addr_burst) ||
+        config_int(c, "rate_user_per_s", 0, 10000000, &user_rate) ||
+        config_int(c, "rate_user_burst", 1, 10000000, &user_burst) ||
+        config_int(c, "rate_table_entries", 8, 16777216, &entries))
+        return -1;
+    if (addr_rate &&
+        !(*address = ratelimit_new((size_t)entries, (double)addr_rate, (double)addr_burst)))
+        return -1;
+    if (user_rate &&
+        !(*user = ratelimit_new((size_t)entries, (double)user_rate, (double)user_burst)))
+        return -1;
+    return 0;
+}
+
 /* Read the gateway's settings into gw; -1 (logged) when one is out of range. */
 static int s_settings(service_t *service, gateway_t *gw)
 {
@@ -105,9 +126,16 @@ int main(int argc, char **argv)
     config_declare(c, "http_bind", "127.0.0.1", 0);
     config_declare(c, "http_port", "8080", 0);
     config_declare(c, "http_threads", "4", 0);
-    config_declare(c, "http_max_connections", "512", 0);
+    config_declare(c, "http_max_connections", "400", 0);
     config_declare(c, "http_per_ip_connections", "64", 0);
     config_declare(c, "http_timeout_s", "30", 0);
+    config_declare(c, "http_header_timeout_ms", "5000", 0);
+    config_declare(c, "http_body_timeout_ms", "10000", 0);
+    config_declare(c, "rate_address_per_s", "20000", 0);
+    config_declare(c, "rate_address_burst", "20000", 0);
+    config_declare(c, "rate_user_per_s", "20000", 0);
+    config_declare(c, "rate_user_burst", "20000", 0);
+    config_declare(c, "rate_table_entries", "16384", 0);
     config_declare(c, "http_body_max", "1048576", 0);
     config_declare(c, "http_call_timeout_ms", "5000", 0);
     config_declare(c, "http_calls_per_service", "256", 0);
@@ -126,8 +154,9 @@ int main(int argc, char **argv)
 
     int rc = 1;
     http_t *http = NULL;
+    ratelimit_t *rate_address = NULL, *rate_user = NULL;
     gateway_t gw = { 0 };
-    int64_t port, threads, maxconn, perip, timeout, body, redis_port;
+    int64_t port, threads, maxconn, perip, timeout, header_timeout, body_timeout, body, redis_port;
     if (service_start(service) != 0)
         goto done;
     if (config_int(c, "http_port", 0, 65535, &port) ||
@@ -135,9 +164,16 @@ int main(int argc, char **argv)
         config_int(c, "http_max_connections", 1, 100000, &maxconn) ||
         config_int(c, "http_per_ip_connections", 1, 100000, &perip) ||
         config_int(c, "http_timeout_s", 1, 3600, &timeout) ||
+        config_int(c, "http_header_timeout_ms", 100, 3600000, &header_timeout) ||
+        config_int(c, "http_body_timeout_ms", 100, 3600000, &body_timeout) ||
         config_int(c, "http_body_max", 1024, 64 * 1024 * 1024, &body) ||
         config_int(c, "redis_port", 1, 65535, &redis_port) || s_settings(service, &gw))
         goto done;
+    if (maxconn > threads * HTTP_THREAD_CONNECTIONS_CAP) {
+        log_error(NULL, "http_max_connections may be at most 112 per http thread", "{s:I, s:I}",
+                  "http_max_connections", (json_int_t)maxconn, "http_threads", (json_int_t)threads);
+        goto done;
+    }
 
     const char *admin_user = config_get(c, "admin_user");
     const char *admin_password = config_get(c, "admin_password");
@@ -155,7 +191,7 @@ int main(int argc, char **argv)
                   gw.password_max);
         goto done;
     }
-    if (auth_init(&gw) != 0)
+    if (auth_init(&gw) != 0 || s_rate_limits(c, &rate_address, &rate_user) != 0)
         goto done;
     berth_error_t key_error = { 0 };
     gw.signer = assertion_signer_new(config_get(c, "secrets_dir"), &key_error);
@@ -172,10 +208,14 @@ int main(int argc, char **argv)
                                .max_connections = (int)maxconn,
                                .per_ip_connections = (int)perip,
                                .timeout_s = (int)timeout,
+                               .header_timeout_ms = (int)header_timeout,
+                               .body_timeout_ms = (int)body_timeout,
                                .body_max = (size_t)body,
                                .redis_host = config_get(c, "redis_host"),
                                .redis_port = (int)redis_port,
-                               .authenticate = auth_authenticate };
+                               .authenticate = auth_authenticate,
+                               .rate_address = rate_address,
+                               .rate_user = rate_user };
     /* The admin exists before the first request can ask for a token (when Redis is up;
        otherwise the loop keeps trying). */
     s_bootstrap_t boot = { .gw = &gw, .user = admin_user, .password = admin_password };
@@ -198,6 +238,8 @@ done:
     http_destroy(&http);
     calls_destroy(&gw.calls);
     health_cleanup();
+    ratelimit_destroy(&rate_address);
+    ratelimit_destroy(&rate_user);
     auth_cleanup(&gw);
     assertion_destroy(&gw.signer);
     service_destroy(&service);
