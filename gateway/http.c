@@ -57,6 +57,8 @@ static s_worker_t *s_worker(http_t *self)
     if (!w)
         return NULL;
     w->store = store_new(self->options.redis_host, self->options.redis_port, 1000, 1000);
+    if (w->store && store_use_secrets(w->store, self->options.secrets_dir) != 0)
+        store_destroy(&w->store);
     w->bus = w->store ? bus_client_new(w->store, self->options.sender) : NULL;
     if (w->bus)
         bus_client_secure(w->bus, self->options.bus_auth);
@@ -440,18 +442,40 @@ http_t *http_new(const http_options_t *options, const http_route_t *routes, void
         free(self);
         return NULL;
     }
+    /* HTTPS, or plain HTTP where only this machine can listen in. */
+    int tls = options->tls_cert_pem && options->tls_key_pem;
+    if (!tls && (ntohl(addr.sin_addr.s_addr) >> 24) != 127) {
+        log_error(NULL,
+                  "refusing plain HTTP on a non-loopback address: set http_tls_cert and "
+                  "http_tls_key (HTTPS), or bind to 127.0.0.1",
+                  "{s:s}", "http_bind", options->bind);
+        free(self);
+        return NULL;
+    }
+    if (tls && MHD_is_feature_supported(MHD_FEATURE_TLS) != MHD_YES) {
+        log_error(NULL, "this libmicrohttpd has no TLS support: cannot serve HTTPS", NULL);
+        free(self);
+        return NULL;
+    }
+    struct MHD_OptionItem tls_options[] = {
+        { MHD_OPTION_HTTPS_MEM_KEY, 0, (void *)options->tls_key_pem },
+        { MHD_OPTION_HTTPS_MEM_CERT, 0, (void *)options->tls_cert_pem },
+        { MHD_OPTION_HTTPS_PRIORITIES, 0, (void *)"NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2" },
+        { MHD_OPTION_END, 0, NULL },
+    };
     self->daemon = MHD_start_daemon(
-        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG,
-        (uint16_t)options->port, NULL, NULL, s_access, self, MHD_OPTION_SOCK_ADDR,
-        (struct sockaddr *)&addr, MHD_OPTION_THREAD_POOL_SIZE, (unsigned)options->threads,
-        MHD_OPTION_CONNECTION_LIMIT, (unsigned)options->max_connections,
-        MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)options->per_ip_connections,
-        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)options->timeout_s,
-        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)64 * 1024, MHD_OPTION_NOTIFY_COMPLETED,
-        s_completed, NULL, MHD_OPTION_END);
+        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG |
+            (tls ? MHD_USE_TLS : 0),
+        (uint16_t)options->port, NULL, NULL, s_access, self, MHD_OPTION_ARRAY,
+        tls ? tls_options : tls_options + 3, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
+        MHD_OPTION_THREAD_POOL_SIZE, (unsigned)options->threads, MHD_OPTION_CONNECTION_LIMIT,
+        (unsigned)options->max_connections, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+        (unsigned)options->per_ip_connections, MHD_OPTION_CONNECTION_TIMEOUT,
+        (unsigned)options->timeout_s, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)64 * 1024,
+        MHD_OPTION_NOTIFY_COMPLETED, s_completed, NULL, MHD_OPTION_END);
     if (!self->daemon) {
-        log_error(NULL, "cannot start HTTP server", "{s:s, s:i}", "bind", options->bind, "port",
-                  options->port);
+        log_error(NULL, "cannot start HTTP server", "{s:s, s:i, s:b}", "bind", options->bind,
+                  "port", options->port, "tls", tls);
         free(self);
         return NULL;
     }
