@@ -97,7 +97,16 @@ int store_use_secrets(store_t *self, const char *secrets_dir)
         return 0;
     }
     char password[256];
-    if (util_secret_read(secrets_dir, STORE_PASSWORD_FILE, password, sizeof password) != 0) {
+    if (util_secret_read(secrets_dir, STORE_PASSWORD_FILE, password, sizeof password) != 0 &&
+        errno == ENOENT) {
+        /* A secrets dir without one (bus certificates only): a Redis without a password. A
+           Redis that wants one refuses every command, which the service then reports. */
+        log_warn(NULL, "no Redis password in secrets_dir: connecting without one", "{s:s}",
+                 "secrets_dir", secrets_dir);
+        store_set_auth(self, NULL, NULL);
+        return 0;
+    }
+    if (!*password) {
         log_error(NULL, "cannot read the Redis password (run berth-secrets)", "{s:s, s:s, s:s}",
                   "secrets_dir", secrets_dir, "file", STORE_PASSWORD_FILE, "reason",
                   strerror(errno));

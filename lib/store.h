@@ -38,8 +38,9 @@ void store_destroy(store_t **self_p);
    NULL: no AUTH. A connection already open is replaced. */
 void store_set_auth(store_t *self, const char *user, const char *password);
 
-/* store_set_auth as STORE_USER with secrets_dir's STORE_PASSWORD_FILE; secrets_dir NULL: a
-   Redis without a password. -1 (logged) when the file cannot be read. */
+/* store_set_auth as STORE_USER with secrets_dir's STORE_PASSWORD_FILE; secrets_dir NULL or
+   without that file (warned): a Redis without a password. -1 (logged) when the file is
+   there but cannot be read. */
 int store_use_secrets(store_t *self, const char *secrets_dir);
 
 /* Run a command. NULL when Redis is unreachable (the connection is dropped and retried with

@@ -255,6 +255,11 @@ class ComposeAsLocalProcesses(unittest.TestCase):
             if missing:
                 raise AssertionError("binaries missing from BERTH_BIN_DIR=%r: %s"
                                      % (p.bin_dir, ", ".join(missing)))
+            # The secrets volume is the platform's secrets dir: Redis's users file and the
+            # services' certificates and passwords are one set.
+            secrets = [environment(svc).get("BERTH_SECRETS_DIR") for svc in cls.services.values()]
+            p.secrets_dir = os.path.join(p.data_dir, "volumes", secrets[0].strip("/"))
+            os.makedirs(p.secrets_dir, mode=0o700, exist_ok=True)
             p.start_redis()
             cls._start_services(p)
         except BaseException:
@@ -312,13 +317,11 @@ class ComposeAsLocalProcesses(unittest.TestCase):
                     m = re.fullmatch(r"tcp://(\*|0\.0\.0\.0):(\d+)", value)
                     out[key] = "tcp://" + local[(name, m.group(2))] if m else value
                 elif key in ("BERTH_HTTP_TLS_CERT", "BERTH_HTTP_TLS_KEY"):
-                    # Made by berth-secrets: the same file in this platform's secrets.
-                    p.make_secrets()
-                    out[key] = os.path.join(p.secrets_dir, os.path.basename(value))
+                    # Made by berth-secrets in the secrets volume: the gateway serves HTTPS.
+                    out[key] = os.path.join(p.data_dir, "volumes", value.strip("/"))
                     p.tls = True
-                elif key in ("BERTH_DATA_DIR", "BERTH_SECRETS_DIR"):
-                    continue   # Platform gives each process a directory of its own, and the
-                    # secrets berth-secrets made for its Redis
+                elif key == "BERTH_DATA_DIR":
+                    continue   # Platform gives each process a directory of its own
                 elif value.startswith("/var/lib/"):
                     # A volume's mount point: the same path for every service that mounts
                     # it, inside this test's data dir instead of the machine's /var/lib.
