@@ -105,8 +105,8 @@ def goal_text(name):
 class Redis:
     """One persistent RESP connection (platform.redis_command opens one per command)."""
 
-    def __init__(self, port):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+    def __init__(self, platform):
+        self.sock = platform.redis_connect(timeout=30)   # authenticated
         self.reader = RespReader(self.sock)
 
     @staticmethod
@@ -143,9 +143,9 @@ class ActiveWatcher(threading.Thread):
     """Follows berth:events and records the monotonic time each VM's ACTIVE (or ERROR) event
     is seen, so a provisioning client waits without polling the gateway."""
 
-    def __init__(self, port):
+    def __init__(self, platform):
         super().__init__(daemon=True)
-        self.redis = Redis(port)
+        self.redis = Redis(platform)
         self.cond = threading.Condition()
         self.seen = {}   # vm id -> (state, monotonic time)
         self.stop = False
@@ -186,9 +186,9 @@ class Monitor(threading.Thread):
     pipelined batch counts each command) and those run inside Lua scripts. The bench's own
     connections are left out."""
 
-    def __init__(self, port, exclude):
+    def __init__(self, platform, exclude):
         super().__init__(daemon=True)
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+        self.sock = platform.redis_connect(timeout=30)   # authenticated
         self.reader = RespReader(self.sock)
         self.exclude = set(exclude)
         self.client = 0
@@ -488,7 +488,7 @@ def redis_per_request(p, exclude, calls, n=200):
     """{name: Redis commands sent by clients per request} for each (name, path, token): n
     requests on one keep-alive connection, counted with MONITOR, background subtracted."""
     out = {}
-    mon = Monitor(p.redis_port, exclude)
+    mon = Monitor(p, exclude)
     mon.start()
     try:
         for name, path, token in calls:
@@ -570,10 +570,10 @@ def main():
         if status != 201:
             raise RuntimeError("POST /v1/users: %s %r" % (status, body))
         user = login(p.http_port, "bench", "bench-password-1")
-        redis = Redis(p.redis_port)
+        redis = Redis(p)
 
         # -- provisioning --------------------------------------------------------------
-        watcher = ActiveWatcher(p.redis_port)
+        watcher = ActiveWatcher(p)
         watcher.start()
         p50s, p99s, rates, all_vms, profiles = [], [], [], [], []
         procs = platform_procs(p)
@@ -600,7 +600,7 @@ def main():
         # -- Redis work per provisioning ----------------------------------------------
         log("redis: commands per VM (MONITOR, background subtracted)")
         exclude = [redis.local_addr(), watcher.redis.local_addr()]
-        mon = Monitor(p.redis_port, exclude)
+        mon = Monitor(p, exclude)
         mon.start()
         time.sleep(3.0)
         idle_c, idle_l, idle_by = mon.snapshot()

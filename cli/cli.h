@@ -11,7 +11,7 @@
 
 #define CLI_URL_MAX     1024
 #define CLI_TOKEN_MAX   512
-#define CLI_DEFAULT_URL "http://127.0.0.1:8080"
+#define CLI_DEFAULT_URL "https://127.0.0.1:8080" /* make run's gateway */
 
 typedef struct {
     const char *url;           /* gateway base URL, without a trailing slash */
@@ -19,6 +19,8 @@ typedef struct {
     char token[CLI_TOKEN_MAX]; /* bearer token for url ("" when not logged in there) */
     char url_buf[CLI_URL_MAX]; /* storage behind url */
     int url_given;             /* url came from --url or BERTH_URL, not the token file */
+    const char *ca_file;       /* --cacert or BERTH_CA_FILE: the certificate(s) an https URL
+                                  is verified against (NULL: the system's CAs); never off */
 } cli_t;
 
 /* ---- session (session.c) ---- */

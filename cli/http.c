@@ -1,5 +1,7 @@
 /*  cli http: one request to the gateway with libcurl; the JSON error body of a failure is
-    turned into one line on stderr. The bearer token goes only to the URL it was issued by. */
+    turned into one line on stderr. The bearer token goes only to the URL it was issued by.
+    An https gateway's certificate and name are always verified (libcurl's defaults, never
+    turned off), against cli->ca_file when given. */
 #include "cli.h"
 
 #include <curl/curl.h>
@@ -57,6 +59,9 @@ int cli_request(cli_t *cli, const char *method, const char *path, json_t *reques
     curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT, 10L);
     curl_easy_setopt(curl, CURLOPT_TIMEOUT, 60L);
     curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");
+    if (cli->ca_file)
+        curl_easy_setopt(curl, CURLOPT_CAINFO, cli->ca_file);
     CURLcode res = curl_easy_perform(curl);
     long code = 0;
     curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &code);
@@ -67,7 +72,12 @@ int cli_request(cli_t *cli, const char *method, const char *path, json_t *reques
         free(payload);
     }
     int rc = -1;
-    if (res != CURLE_OK)
+    if (res == CURLE_PEER_FAILED_VERIFICATION || res == CURLE_SSL_CACERT_BADFILE)
+        fprintf(stderr,
+                "berth: the gateway at %s is not trusted: %s (give its certificate with "
+                "--cacert FILE or BERTH_CA_FILE; make run prints where it is)\n",
+                cli->url, curl_easy_strerror(res));
+    else if (res != CURLE_OK)
         fprintf(stderr, "berth: cannot reach the gateway at %s: %s\n", cli->url,
                 curl_easy_strerror(res));
     else {

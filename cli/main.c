@@ -1,7 +1,8 @@
 /*  berth: the command-line client. Talks to the gateway's REST API at --url, BERTH_URL, the
-    URL last logged in to, or http://127.0.0.1:8080; prints tables by default and the
-    server's JSON with -o json. Exit status: 0 done, 1 failed (the server's message is
-    printed), 2 bad usage. */
+    URL last logged in to, or https://127.0.0.1:8080; prints tables by default and the
+    server's JSON with -o json. An https gateway's certificate is always verified: against
+    --cacert FILE / BERTH_CA_FILE (make run's self-signed one), else the system's CAs. Exit status:
+   0 done, 1 failed (the server's message is printed), 2 bad usage. */
 #include "cli.h"
 
 #include <curl/curl.h>
@@ -35,11 +36,14 @@ static const s_command_t s_commands[] = {
 
 static void s_usage(FILE *out)
 {
-    fprintf(out, "usage: berth [-o table|json] [--url URL] COMMAND [ARGS]\n\ncommands:\n");
+    fprintf(out, "usage: berth [-o table|json] [--url URL] [--cacert FILE] COMMAND [ARGS]\n\n"
+                 "commands:\n");
     for (const s_command_t *c = s_commands; c->name; c++)
         fprintf(out, "  %s\n", c->usage);
     fprintf(out,
             "\nenvironment: BERTH_URL (default: the URL logged in to, else %s),\n"
+            "             BERTH_CA_FILE (as --cacert: the certificate an https gateway must\n"
+            "             have, e.g. .berth/secrets/gateway.crt of make run),\n"
             "             BERTH_USER, BERTH_PASSWORD (for login)\n"
             "token file:  $XDG_CONFIG_HOME/berth/token (default ~/.config/berth/token)\n",
             CLI_DEFAULT_URL);
@@ -67,6 +71,10 @@ int main(int argc, char **argv)
             url_flag = argv[++i];
         else if (strncmp(argv[i], "--url=", 6) == 0)
             url_flag = argv[i] + 6;
+        else if (streq(argv[i], "--cacert") && i + 1 < argc)
+            cli.ca_file = argv[++i];
+        else if (strncmp(argv[i], "--cacert=", 9) == 0)
+            cli.ca_file = argv[i] + 9;
         else if (streq(argv[i], "-h") || streq(argv[i], "--help")) {
             s_usage(stdout);
             return 0;
@@ -76,6 +84,8 @@ int main(int argc, char **argv)
             return 2;
         }
     }
+    if (!cli.ca_file && getenv("BERTH_CA_FILE") && *getenv("BERTH_CA_FILE"))
+        cli.ca_file = getenv("BERTH_CA_FILE");
     if (i >= argc) {
         s_usage(stderr);
         return 2;

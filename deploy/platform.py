@@ -15,12 +15,14 @@ Environment: BERTH_BIN_DIR (where the berth-* binaries are), BERTH_REDIS_SERVER
 """
 
 import errno
+import hashlib
 import json
 import os
 import secrets
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -176,11 +178,14 @@ class Platform:
       removed by stop() unless keep_data or BERTH_KEEP_DATA=1).
     http_port: gateway port (default: a free port). admin_user/admin_password: gateway
       bootstrap credentials (password generated when None). env: extra variables for every
-      service. grace: seconds between SIGTERM and SIGKILL in stop().
+      service. grace: seconds between SIGTERM and SIGKILL in stop(). tls: the gateway serves
+      HTTPS with the self-signed certificate berth-secrets made (ca_file), and http() checks
+      it; without, plain HTTP on loopback.
     """
 
     def __init__(self, bin_dir=None, data_dir=None, http_port=None, admin_user="admin",
-                 admin_password=None, env=None, redis_port=None, keep_data=None, grace=10.0):
+                 admin_password=None, env=None, redis_port=None, keep_data=None, grace=10.0,
+                 tls=False):
         bin_dir = bin_dir or os.environ.get("BERTH_BIN_DIR")
         self.bin_dir = os.path.abspath(bin_dir) if bin_dir else None
         if data_dir:
@@ -205,6 +210,7 @@ class Platform:
         self.admin_password = admin_password or secrets.token_urlsafe(18)
         self.extra_env = dict(env or {})
         self.grace = grace
+        self.tls = tls
         self.procs = []                   # every service Process started, in start order
         self.taskmgr_endpoint = None      # set by start_all()
         self.stager_endpoint = None       # set by start_all(): agents fetch seeds there
@@ -238,7 +244,23 @@ class Platform:
         """Base URL of the gateway (valid once start_all() or start_gateway() ran)."""
         if self.http_port is None:
             raise PlatformError("the gateway has no port yet")
-        return "http://127.0.0.1:%d" % self.http_port
+        return "%s://127.0.0.1:%d" % ("https" if self.tls else "http", self.http_port)
+
+    @property
+    def ca_file(self):
+        """The gateway's self-signed certificate (berth-secrets): what HTTPS clients trust."""
+        return os.path.join(self.secrets_dir, "gateway.crt")
+
+    def tls_fingerprint(self):
+        """SHA-256 fingerprint of the gateway's certificate, as AA:BB:..."""
+        self.make_secrets()
+        with open(self.ca_file) as f:
+            der = ssl.PEM_cert_to_DER_cert(f.read())
+        return cert_fingerprint(der)
+
+    def ssl_context(self):
+        """A client context that trusts only the gateway's certificate (host name checked)."""
+        return ssl.create_default_context(cafile=self.ca_file)
 
     # -- redis ----------------------------------------------------------------------------
 
@@ -298,6 +320,10 @@ class Platform:
         """Start redis-server (or start it again) on the same port and dir; wait for PING.
 
         AOF on, RDB snapshots off: a restart replays the append-only file like production.
+        Bound to loopback with protected mode on; its users need the passwords berth-secrets
+        made (the server reads only their hashes, secrets/redis.acl): berth, the services'
+        (berth:* keys only, no @dangerous command), and default, the operator's (every
+        command; redis_command uses it).
         """
         self.make_secrets()
         if self.redis is not None and self.redis.alive():
@@ -308,7 +334,8 @@ class Platform:
         server = os.environ.get("BERTH_REDIS_SERVER", "redis-server")
         argv = [server, "--port", str(self.redis_port), "--bind", "127.0.0.1",
                 "--dir", self.redis_dir, "--appendonly", "yes", "--save", "",
-                "--daemonize", "no", "--protected-mode", "no", "--logfile", ""]
+                "--daemonize", "no", "--protected-mode", "yes", "--logfile", "",
+                "--aclfile", os.path.join(self.secrets_dir, "redis.acl")]
         log_path = os.path.join(self.log_dir, "redis.log")
         try:
             self.redis = Process("redis", "redis", argv, os.environ, log_path)
@@ -340,20 +367,43 @@ class Platform:
         self.redis.close()
         self.redis = None
 
+    def _secret(self, name):
+        self.make_secrets()
+        with open(os.path.join(self.secrets_dir, name)) as f:
+            return f.read().strip()
+
+    @property
+    def redis_password(self):
+        """The password of Redis's default user, the operator's (berth-secrets)."""
+        return self._secret("redis-admin.password")
+
+    @property
+    def redis_service_password(self):
+        """The password of Redis's user berth, which every service AUTHs as."""
+        return self._secret("redis.password")
+
+    def redis_connect(self, timeout=5.0):
+        """A socket to the platform's Redis, authenticated as the operator (default user, every
+        command); the caller closes it."""
+        if self.redis_port is None:
+            raise PlatformError("redis has not been started")
+        s = socket.create_connection(("127.0.0.1", self.redis_port), timeout=timeout)
+        try:
+            s.sendall(resp_command("AUTH", self.redis_password))
+            _RespReader(s).read()
+        except BaseException:
+            s.close()
+            raise
+        return s
+
     def redis_command(self, *args, timeout=5.0):
         """Run one Redis command on the platform's server; the decoded reply.
 
         A minimal RESP client so tests can look at state without redis-py. Error replies
         raise PlatformError.
         """
-        if self.redis_port is None:
-            raise PlatformError("redis has not been started")
-        parts = [b"*%d\r\n" % len(args)]
-        for a in args:
-            a = a if isinstance(a, bytes) else str(a).encode()
-            parts.append(b"$%d\r\n%s\r\n" % (len(a), a))
-        with socket.create_connection(("127.0.0.1", self.redis_port), timeout=timeout) as s:
-            s.sendall(b"".join(parts))
+        with self.redis_connect(timeout) as s:
+            s.sendall(resp_command(*args))
             return _RespReader(s).read()
 
     # -- services -------------------------------------------------------------------------
@@ -414,6 +464,9 @@ class Platform:
         full = {"BERTH_HTTP_BIND": "127.0.0.1", "BERTH_HTTP_PORT": str(self.http_port),
                 "BERTH_ADMIN_USER": self.admin_user,
                 "BERTH_ADMIN_PASSWORD": self.admin_password}
+        if self.tls:
+            full["BERTH_HTTP_TLS_CERT"] = self.ca_file
+            full["BERTH_HTTP_TLS_KEY"] = os.path.join(self.secrets_dir, "gateway.key")
         full.update(env or {})
         return self.start("gateway", env=full)
 
@@ -487,8 +540,9 @@ class Platform:
         if isinstance(data, str):
             data = data.encode()
         req = urllib.request.Request(self.url + path, data=data, headers=hdrs, method=method)
+        context = self.ssl_context() if self.tls else None
         try:
-            with urllib.request.urlopen(req, timeout=timeout) as r:
+            with urllib.request.urlopen(req, timeout=timeout, context=context) as r:
                 return Response(r.status, dict(r.headers), r.read())
         except urllib.error.HTTPError as e:
             return Response(e.code, dict(e.headers), e.read())
@@ -598,6 +652,21 @@ class Platform:
     def __exit__(self, *exc):
         self.stop()
         return False
+
+
+def cert_fingerprint(der):
+    """SHA-256 fingerprint of a DER certificate, as AA:BB:... (what openssl and curl show)."""
+    digest = hashlib.sha256(der).hexdigest().upper()
+    return ":".join(digest[i:i + 2] for i in range(0, len(digest), 2))
+
+
+def resp_command(*args):
+    """One Redis command in RESP, the bytes to send."""
+    parts = [b"*%d\r\n" % len(args)]
+    for a in args:
+        a = a if isinstance(a, bytes) else str(a).encode()
+        parts.append(b"$%d\r\n%s\r\n" % (len(a), a))
+    return b"".join(parts)
 
 
 class _RespReader:

@@ -14,11 +14,14 @@
 #include <czmq.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <gnutls/gnutls.h>
+#include <gnutls/x509.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 /* Make the secret(s) of one kind inside dir (the current directory). 0 or -1 (printed). */
@@ -111,6 +114,138 @@ static int s_valid_name(const char *name)
     return strspn(name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_") == len;
 }
 
+/* A new password (32 random bytes, hex) into hex (65 bytes) and its SHA-256 (hex, 65 bytes):
+   what Redis's users file holds instead of the password. */
+static void s_password(char hex[65], char digest_hex[65])
+{
+    unsigned char key[32], digest[crypto_hash_sha256_BYTES];
+    randombytes_buf(key, sizeof key);
+    sodium_bin2hex(hex, 65, key, sizeof key);
+    crypto_hash_sha256(digest, (const unsigned char *)hex, strlen(hex));
+    sodium_bin2hex(digest_hex, 65, digest, sizeof digest);
+    sodium_memzero(key, sizeof key);
+}
+
+/* Redis's users (redis-server --aclfile redis.acl, which holds only the passwords' SHA-256):
+   - berth (redis.password): every service. Only keys and channels named berth:*, and no
+     command of @dangerous (CONFIG, DEBUG, MODULE, KEYS, MONITOR, FLUSHALL, SHUTDOWN, ACL...),
+     so a service's password cannot rewrite the server's files or read its other users.
+   - default (redis-admin.password): the operator's, with every command; the local runner,
+     the tests and the benchmark read state through it. */
+static int s_redis_passwords(void)
+{
+    char svc[66], svc_digest[65], admin[66], admin_digest[65], acl[512];
+    s_password(svc, svc_digest);
+    s_password(admin, admin_digest);
+    snprintf(acl, sizeof acl,
+             "user default on #%s ~* &* +@all\n"
+             "user berth on #%s ~berth:* &berth:* +@all -@dangerous\n",
+             admin_digest, svc_digest);
+    strcat(svc, "\n");
+    strcat(admin, "\n");
+    /* Leftovers of an interrupted run match no password now; redis.password, the row's mark,
+       comes last. */
+    unlink("redis.acl");
+    unlink("redis-admin.password");
+    int rc = s_write("redis.acl", acl, 0600) == 0 &&
+                     s_write("redis-admin.password", admin, 0600) == 0 &&
+                     s_write("redis.password", svc, 0600) == 0
+                 ? 0
+                 : -1;
+    sodium_memzero(svc, sizeof svc);
+    sodium_memzero(admin, sizeof admin);
+    return rc;
+}
+
+/* Export a GnuTLS object as PEM into a new buffer (gnutls_free it). */
+#define S_EXPORT(fn, obj, out) ((fn)((obj), GNUTLS_X509_FMT_PEM, (out)))
+
+/* gateway.key + gateway.crt: the gateway's HTTPS key (ECDSA P-256) and a self-signed
+   certificate for it (5 years), valid for localhost, 127.0.0.1, ::1, this machine's name and
+   "gateway" (compose's service name). Clients trust this one certificate (curl --cacert,
+   BERTH_CA_FILE) or its SHA-256 fingerprint, which `make run` prints. */
+static int s_tls_cert(void)
+{
+    gnutls_x509_privkey_t key = NULL;
+    gnutls_x509_crt_t crt = NULL;
+    gnutls_datum_t key_pem = { NULL, 0 }, crt_pem = { NULL, 0 };
+    unsigned char serial[16], key_id[64];
+    size_t key_id_size = sizeof key_id;
+    char host[256] = "";
+    int rc = -1, err;
+    randombytes_buf(serial, sizeof serial);
+    serial[0] &= 0x7f; /* a positive number */
+    gethostname(host, sizeof host - 1);
+    static const unsigned char ip4[] = { 127, 0, 0, 1 };
+    static const unsigned char ip6[16] = { [15] = 1 };
+    time_t now = time(NULL);
+    if ((err = gnutls_x509_privkey_init(&key)) < 0 ||
+        (err = gnutls_x509_privkey_generate2(key, GNUTLS_PK_ECDSA,
+                                             GNUTLS_CURVE_TO_BITS(GNUTLS_ECC_CURVE_SECP256R1), 0,
+                                             NULL, 0)) < 0 ||
+        (err = gnutls_x509_crt_init(&crt)) < 0 || (err = gnutls_x509_crt_set_version(crt, 3)) < 0 ||
+        (err = gnutls_x509_crt_set_serial(crt, serial, sizeof serial)) < 0 ||
+        (err = gnutls_x509_crt_set_activation_time(crt, now - 3600)) < 0 ||
+        (err = gnutls_x509_crt_set_expiration_time(crt, now + 5L * 365 * 24 * 3600)) < 0 ||
+        (err = gnutls_x509_crt_set_dn_by_oid(crt, GNUTLS_OID_X520_COMMON_NAME, 0, "berth-gateway",
+                                             strlen("berth-gateway"))) < 0 ||
+        (err = gnutls_x509_crt_set_key(crt, key)) < 0 ||
+        /* Its own trust anchor: a CA that signs only itself (verifiers want keyCertSign on
+           a certificate they are given as the one to trust). */
+        (err = gnutls_x509_crt_set_basic_constraints(crt, 1, 0)) < 0 ||
+        (err = gnutls_x509_crt_set_key_usage(crt, GNUTLS_KEY_DIGITAL_SIGNATURE |
+                                                      GNUTLS_KEY_KEY_CERT_SIGN)) < 0 ||
+        (err = gnutls_x509_crt_set_key_purpose_oid(crt, GNUTLS_KP_TLS_WWW_SERVER, 0)) < 0 ||
+        (err = gnutls_x509_privkey_get_key_id(key, 0, key_id, &key_id_size)) < 0 ||
+        (err = gnutls_x509_crt_set_subject_key_id(crt, key_id, key_id_size)) < 0 ||
+        (err = gnutls_x509_crt_set_authority_key_id(crt, key_id, key_id_size)) < 0 ||
+        (err = gnutls_x509_crt_set_subject_alt_name(crt, GNUTLS_SAN_DNSNAME, "localhost",
+                                                    strlen("localhost"), GNUTLS_FSAN_APPEND)) < 0 ||
+        (err = gnutls_x509_crt_set_subject_alt_name(crt, GNUTLS_SAN_DNSNAME, "gateway",
+                                                    strlen("gateway"), GNUTLS_FSAN_APPEND)) < 0 ||
+        (*host && strcmp(host, "localhost") != 0 && strcmp(host, "gateway") != 0 &&
+         (err = gnutls_x509_crt_set_subject_alt_name(crt, GNUTLS_SAN_DNSNAME, host, strlen(host),
+                                                     GNUTLS_FSAN_APPEND)) < 0) ||
+        (err = gnutls_x509_crt_set_subject_alt_name(crt, GNUTLS_SAN_IPADDRESS, ip4, sizeof ip4,
+                                                    GNUTLS_FSAN_APPEND)) < 0 ||
+        (err = gnutls_x509_crt_set_subject_alt_name(crt, GNUTLS_SAN_IPADDRESS, ip6, sizeof ip6,
+                                                    GNUTLS_FSAN_APPEND)) < 0 ||
+        (err = gnutls_x509_crt_sign2(crt, crt, key, GNUTLS_DIG_SHA256, 0)) < 0 ||
+        (err = S_EXPORT(gnutls_x509_privkey_export2, key, &key_pem)) < 0 ||
+        (err = S_EXPORT(gnutls_x509_crt_export2, crt, &crt_pem)) < 0) {
+        fprintf(stderr, "berth-secrets: cannot make the gateway's certificate: %s\n",
+                gnutls_strerror(err));
+        goto done;
+    }
+    /* NUL-terminated copies for s_write (PEM is text). */
+    char *key_text = calloc(1, key_pem.size + 1), *crt_text = calloc(1, crt_pem.size + 1);
+    if (key_text && crt_text) {
+        memcpy(key_text, key_pem.data, key_pem.size);
+        memcpy(crt_text, crt_pem.data, crt_pem.size);
+        unlink("gateway.key"); /* a leftover of an interrupted run: it matches no certificate */
+        rc = s_write("gateway.key", key_text, 0600) == 0 &&
+                     s_write("gateway.crt", crt_text, 0600) == 0
+                 ? 0
+                 : -1;
+    } else
+        fprintf(stderr, "berth-secrets: out of memory\n");
+    if (key_text)
+        sodium_memzero(key_text, key_pem.size);
+    free(key_text);
+    free(crt_text);
+done:
+    if (key_pem.data) {
+        sodium_memzero(key_pem.data, key_pem.size);
+        gnutls_free(key_pem.data);
+    }
+    gnutls_free(crt_pem.data);
+    if (crt)
+        gnutls_x509_crt_deinit(crt);
+    if (key)
+        gnutls_x509_privkey_deinit(key);
+    return rc;
+}
+
 static const struct {
     const char *file; /* present means this kind is already made */
     s_make_fn *make;
@@ -119,6 +254,9 @@ static const struct {
     { "token.secret", s_token_secret, "gateway: HMAC key of tokens and sessions" },
     { "assertion.key", s_assertion_keys, "gateway: signs user assertions (assertion.pub checks)" },
     { "curve/public", s_curve, "bus: CURVE certificates of every service, public store" },
+    { "redis.password", s_redis_passwords,
+      "Redis: the services' password (redis-admin.password: the operator's; redis.acl: hashes)" },
+    { "gateway.crt", s_tls_cert, "gateway: HTTPS certificate, self-signed (gateway.key: its key)" },
 };
 
 int main(int argc, char **argv)
@@ -133,6 +271,10 @@ int main(int argc, char **argv)
     }
     if (sodium_init() < 0) {
         fprintf(stderr, "berth-secrets: libsodium failed to initialise\n");
+        return 1;
+    }
+    if (gnutls_global_init() < 0) {
+        fprintf(stderr, "berth-secrets: GnuTLS failed to initialise\n");
         return 1;
     }
     umask(077);

@@ -2,9 +2,14 @@
 
     Passwords are kept only as Argon2id strings (libsodium crypto_pwhash_str, interactive
     limits) in berth:user:<name>. A token is 32 random bytes shown to the client once, in
-    base64url; Redis holds only the SHA-256 of it (berth:token:<hex>), with the user, the
-    role and a TTL, so a copy of the database hands out no usable token. A failed login says
-    the same thing, after the same amount of work, whether the user exists or not.
+    base64url. Redis holds only its HMAC-SHA256 under the gateway's key token.secret (made by
+    berth-secrets, never in Redis) as the record's name, berth:token:<hex>, with the user,
+    the role, the expiry and a MAC (the same key) over the name and those three fields, and
+    a TTL. So a copy of the database hands out no usable token, and writing Redis alone
+    mints none: a record written without the key has no valid MAC, and a valid record
+    changed (another role or user, a later expiry) or copied under another name no longer
+    matches its MAC. A failed login says the same thing, after the same amount of work,
+    whether the user exists or not.
 
     Token cache: a token Redis vouched for is trusted by the same worker thread for up to
     token_cache_ms (default 1 s) without asking again, so a burst of requests with one token
@@ -16,18 +21,37 @@
 #include "keys.h"
 #include "lua_scripts.h"
 
+#include <errno.h>
 #include <sodium.h>
 
 #define TOKEN_BYTES    32
 #define TOKEN_TEXT_MAX 64 /* base64url of 32 bytes is 43 characters */
 #define LOGIN_FAILED   "invalid username or password"
+#define TOKEN_SECRET   "token.secret" /* in secrets_dir: 32 bytes, hex */
+#define MAC_HEX        (crypto_auth_hmacsha256_BYTES * 2 + 1)
 
-int auth_init(gateway_t *gw)
+int auth_init(gateway_t *gw, const char *secrets_dir)
 {
     if (sodium_init() < 0) {
         log_error(NULL, "libsodium failed to initialise", NULL);
         return -1;
     }
+    char hex[crypto_auth_hmacsha256_KEYBYTES * 2 + 8];
+    size_t len = 0;
+    errno = 0;
+    if (!secrets_dir || util_secret_read(secrets_dir, TOKEN_SECRET, hex, sizeof hex) != 0 ||
+        sodium_hex2bin(gw->token_key, sizeof gw->token_key, hex, strlen(hex), NULL, &len, NULL) !=
+            0 ||
+        len != sizeof gw->token_key) {
+        log_error(NULL,
+                  "cannot read the token key: secrets_dir must hold token.secret (run "
+                  "berth-secrets DIR and set BERTH_SECRETS_DIR)",
+                  "{s:s, s:s}", "secrets_dir", secrets_dir ? secrets_dir : "(unset)", "reason",
+                  errno && secrets_dir ? strerror(errno) : "not 32 bytes of hex");
+        sodium_memzero(hex, sizeof hex);
+        return -1;
+    }
+    sodium_memzero(hex, sizeof hex);
     /* The hash an unknown user's password is checked against: a login for a name that does
        not exist costs the same Argon2id work as a wrong password for one that does. */
     unsigned char random[16];
@@ -46,6 +70,7 @@ int auth_init(gateway_t *gw)
 
 void auth_cleanup(gateway_t *gw)
 {
+    sodium_memzero(gw->token_key, sizeof gw->token_key);
     free(gw->dummy_hash);
     gw->dummy_hash = NULL;
 }
@@ -180,27 +205,42 @@ int auth_bootstrap(gateway_t *gw, store_t *store, const char *user, const char *
     return -1;
 }
 
-/* The token's Redis key, berth:token:<SHA-256 of the token text as lower-case hex>; the
-   digest itself into digest when non-NULL. */
-static void s_token_key(char *buf, size_t size, const char *token,
-                        unsigned char digest[crypto_hash_sha256_BYTES])
+/* The token's Redis key, berth:token:<HMAC-SHA256 of the token text under the token key,
+   lower-case hex>; the digest itself into digest when non-NULL. */
+static void s_token_key(const gateway_t *gw, char *buf, size_t size, const char *token,
+                        unsigned char digest[crypto_auth_hmacsha256_BYTES])
 {
-    unsigned char own[crypto_hash_sha256_BYTES];
-    char hex[crypto_hash_sha256_BYTES * 2 + 1];
+    unsigned char own[crypto_auth_hmacsha256_BYTES];
+    char hex[MAC_HEX];
     if (!digest)
         digest = own;
-    crypto_hash_sha256(digest, (const unsigned char *)token, strlen(token));
-    sodium_bin2hex(hex, sizeof hex, digest, crypto_hash_sha256_BYTES);
+    crypto_auth_hmacsha256(digest, (const unsigned char *)token, strlen(token), gw->token_key);
+    sodium_bin2hex(hex, sizeof hex, digest, crypto_auth_hmacsha256_BYTES);
     char key[KEYS_MAX];
     util_strlcpy(buf, keys_build(key, KEYS_TOKEN, hex, NULL), size);
+}
+
+/* The MAC of a token record (hex into out): its key, user, role and expiry, each with its
+   NUL so that no two different records read the same. */
+static void s_token_mac(const gateway_t *gw, char out[MAC_HEX], const char *key, const char *user,
+                        const char *role, const char *expires)
+{
+    crypto_auth_hmacsha256_state st;
+    unsigned char mac[crypto_auth_hmacsha256_BYTES];
+    crypto_auth_hmacsha256_init(&st, gw->token_key, sizeof gw->token_key);
+    const char *parts[] = { "berth-token-v1", key, user, role, expires };
+    for (size_t i = 0; i < sizeof parts / sizeof *parts; i++)
+        crypto_auth_hmacsha256_update(&st, (const unsigned char *)parts[i], strlen(parts[i]) + 1);
+    crypto_auth_hmacsha256_final(&st, mac);
+    sodium_bin2hex(out, MAC_HEX, mac, sizeof mac);
 }
 
 /* One checked token of this worker thread (see the cache at the top of the file). */
 #define TOKEN_CACHE_SLOTS 256
 typedef struct {
-    unsigned char digest[crypto_hash_sha256_BYTES]; /* SHA-256 of the token */
-    int64_t checked_ms;                             /* monotonic ms Redis vouched; 0 = empty */
-    int64_t expires_ms;                             /* the token's own expiry (unix ms) */
+    unsigned char digest[crypto_auth_hmacsha256_BYTES]; /* HMAC of the token */
+    int64_t checked_ms;                                 /* monotonic ms Redis vouched; 0 = empty */
+    int64_t expires_ms;                                 /* the token's own expiry (unix ms) */
     char user[HTTP_USER_MAX];
     char role[HTTP_ROLE_MAX];
 } s_cached_token_t;
@@ -208,7 +248,7 @@ typedef struct {
 static _Thread_local s_cached_token_t s_token_cache[TOKEN_CACHE_SLOTS];
 
 /* The digest is uniformly random: its first bytes pick the slot. */
-static s_cached_token_t *s_cache_slot(const unsigned char digest[crypto_hash_sha256_BYTES])
+static s_cached_token_t *s_cache_slot(const unsigned char digest[crypto_auth_hmacsha256_BYTES])
 {
     return &s_token_cache[((unsigned)digest[0] << 8 | digest[1]) % TOKEN_CACHE_SLOTS];
 }
@@ -238,8 +278,8 @@ int auth_authenticate(http_req_t *req)
         return s_unauthorized(req, "invalid or expired token", 1);
     gateway_t *gw = req->app;
     char key[128];
-    unsigned char digest[crypto_hash_sha256_BYTES];
-    s_token_key(key, sizeof key, token, digest);
+    unsigned char digest[crypto_auth_hmacsha256_BYTES];
+    s_token_key(gw, key, sizeof key, token, digest);
     s_cached_token_t *slot = s_cache_slot(digest);
     if (slot->checked_ms && util_mono_ms() - slot->checked_ms < gw->token_cache_ms &&
         sodium_memcmp(slot->digest, digest, sizeof digest) == 0) {
@@ -251,8 +291,8 @@ int auth_authenticate(http_req_t *req)
         util_strlcpy(req->role, slot->role, sizeof req->role);
         return 0;
     }
-    redisReply *r = store_command(req->store, "HMGET %s user role expires_ms", key);
-    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 3) {
+    redisReply *r = store_command(req->store, "HMGET %s user role expires_ms mac", key);
+    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 4) {
         if (r)
             freeReplyObject(r);
         http_error(req, "UNAVAILABLE", "state store unreachable");
@@ -264,7 +304,17 @@ int auth_authenticate(http_req_t *req)
              r->element[2]->type == REDIS_REPLY_STRING &&
              util_parse_int(r->element[2]->str, 0, INT64_MAX, &expires) == 0 &&
              expires > util_now_ms() && auth_username_ok(r->element[0]->str) &&
-             strlen(r->element[1]->str) < HTTP_ROLE_MAX;
+             strlen(r->element[1]->str) < HTTP_ROLE_MAX &&
+             r->element[3]->type == REDIS_REPLY_STRING && strlen(r->element[3]->str) == MAC_HEX - 1;
+    if (ok) {
+        /* Only a record the gateway wrote, unchanged, vouches for the token. */
+        char mac[MAC_HEX];
+        s_token_mac(gw, mac, key, r->element[0]->str, r->element[1]->str, r->element[2]->str);
+        ok = sodium_memcmp(mac, r->element[3]->str, MAC_HEX - 1) == 0;
+        if (!ok)
+            log_warn(req->request_id, "token record with a wrong MAC: not written by a gateway",
+                     "{s:s}", "key", key);
+    }
     if (ok) {
         util_strlcpy(req->user, r->element[0]->str, sizeof req->user);
         util_strlcpy(req->role, r->element[1]->str, sizeof req->role);
@@ -313,13 +363,14 @@ void auth_login(http_req_t *req)
     sodium_bin2base64(token, sizeof token, raw, sizeof raw,
                       sodium_base64_VARIANT_URLSAFE_NO_PADDING);
     sodium_memzero(raw, sizeof raw);
-    char key[128], expires_text[32], ttl_text[32];
-    s_token_key(key, sizeof key, token, NULL);
+    char key[128], expires_text[32], ttl_text[32], mac[MAC_HEX];
+    s_token_key(gw, key, sizeof key, token, NULL);
     int64_t expires = util_now_ms() + gw->token_ttl_ms;
     snprintf(expires_text, sizeof expires_text, "%lld", (long long)expires);
     snprintf(ttl_text, sizeof ttl_text, "%lld", (long long)gw->token_ttl_ms);
-    const char *argv[] = { key, user, role, expires_text, ttl_text };
-    redisReply *r = store_run(req->store, &lua_auth_store_token, 1, 5, argv);
+    s_token_mac(gw, mac, key, user, role, expires_text);
+    const char *argv[] = { key, user, role, expires_text, ttl_text, mac };
+    redisReply *r = store_run(req->store, &lua_auth_store_token, 1, 6, argv);
     int ok = r && r->type == REDIS_REPLY_INTEGER;
     if (r)
         freeReplyObject(r);

@@ -18,6 +18,7 @@ struct _calls_t {
     int wake_fd;     /* eventfd: the queue is not empty */
     char *redis_host;
     int redis_port;
+    char *secrets_dir; /* where the Redis password is (NULL: none) */
     char *sender;
     bus_auth_t *auth; /* borrowed */
 };
@@ -108,6 +109,8 @@ static void s_actor(zsock_t *pipe, void *arg)
     calls_t *self = arg;
     s_actor_t a = { .calls = self, .flight = zhashx_new() };
     store_t *store = store_new(self->redis_host, self->redis_port, 1000, 1000);
+    if (store && store_use_secrets(store, self->secrets_dir) != 0)
+        store_destroy(&store);
     zloop_t *loop = zloop_new();
     a.bus = store ? bus_client_new(store, self->sender) : NULL;
     if (a.bus && self->auth)
@@ -148,7 +151,8 @@ static void s_actor(zsock_t *pipe, void *arg)
     store_destroy(&store);
 }
 
-calls_t *calls_new(const char *redis_host, int redis_port, const char *sender, bus_auth_t *auth)
+calls_t *calls_new(const char *redis_host, int redis_port, const char *secrets_dir,
+                   const char *sender, bus_auth_t *auth)
 {
     calls_t *self = calloc(1, sizeof *self);
     if (!self)
@@ -159,6 +163,7 @@ calls_t *calls_new(const char *redis_host, int redis_port, const char *sender, b
     self->redis_host = strdup(redis_host);
     self->redis_port = redis_port;
     self->sender = strdup(sender);
+    self->secrets_dir = secrets_dir ? strdup(secrets_dir) : NULL;
     self->auth = auth;
     if (self->queue && self->wake_fd >= 0 && self->redis_host && self->sender)
         self->actor = zactor_new(s_actor, self);
@@ -186,6 +191,7 @@ void calls_destroy(calls_t **self_p)
             close(self->wake_fd);
         pthread_mutex_destroy(&self->lock);
         free(self->redis_host);
+        free(self->secrets_dir);
         free(self->sender);
         free(self);
         *self_p = NULL;

@@ -31,7 +31,8 @@ struct _calls_call_t {
 /* Start the actor: its own Redis connection (to find instances) and bus client stamping
    sender and speaking CURVE with auth's certificate (borrowed; NULL: plain ZeroMQ). NULL
    (logged) on failure. */
-calls_t *calls_new(const char *redis_host, int redis_port, const char *sender, bus_auth_t *auth);
+calls_t *calls_new(const char *redis_host, int redis_port, const char *secrets_dir,
+                   const char *sender, bus_auth_t *auth);
 /* End every call in flight (no reply) and the actor; calls submitted afterwards end at once.
    The calls_t stays valid for those until calls_destroy. */
 void calls_stop(calls_t *self);

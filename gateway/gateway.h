@@ -28,6 +28,7 @@ typedef struct {
     int64_t usage_window_max_ms; /* widest ?from..?to of a usage query */
     char *dummy_hash;            /* Argon2id hash verified for unknown users (equal timing) */
     assertion_t *signer;         /* signs who each bus call acts for (assertion.key) */
+    unsigned char token_key[32]; /* HMAC key of token records (secrets_dir/token.secret) */
 } gateway_t;
 
 /* ---- health.c ---- */
@@ -44,7 +45,7 @@ void health_cleanup(void);
 /* ---- auth.c: users, passwords, bearer tokens ---- */
 
 /* Initialise libsodium and the gateway's auth state. -1 (logged) on failure. */
-int auth_init(gateway_t *gw);
+int auth_init(gateway_t *gw, const char *secrets_dir);
 void auth_cleanup(gateway_t *gw);
 /* Make sure the configured admin exists with the configured password (the operator's config
    wins over what Redis holds). 0 when done, -1 (logged) when Redis failed: try again. */

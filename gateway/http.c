@@ -77,6 +77,8 @@ static s_worker_t *s_worker(http_t *self)
     if (!w)
         return NULL;
     w->store = store_new(self->options.redis_host, self->options.redis_port, 1000, 1000);
+    if (w->store && store_use_secrets(w->store, self->options.secrets_dir) != 0)
+        store_destroy(&w->store);
     if (!w->store) {
         s_worker_free(w);
         return NULL;
@@ -600,6 +602,27 @@ http_t *http_new(const http_options_t *options, const http_route_t *routes, void
         free(self);
         return NULL;
     }
+    /* HTTPS, or plain HTTP where only this machine can listen in. */
+    int tls = options->tls_cert_pem && options->tls_key_pem;
+    if (!tls && (ntohl(addr.sin_addr.s_addr) >> 24) != 127) {
+        log_error(NULL,
+                  "refusing plain HTTP on a non-loopback address: set http_tls_cert and "
+                  "http_tls_key (HTTPS), or bind to 127.0.0.1",
+                  "{s:s}", "http_bind", options->bind);
+        free(self);
+        return NULL;
+    }
+    if (tls && MHD_is_feature_supported(MHD_FEATURE_TLS) != MHD_YES) {
+        log_error(NULL, "this libmicrohttpd has no TLS support: cannot serve HTTPS", NULL);
+        free(self);
+        return NULL;
+    }
+    struct MHD_OptionItem tls_options[] = {
+        { MHD_OPTION_HTTPS_MEM_KEY, 0, (void *)options->tls_key_pem },
+        { MHD_OPTION_HTTPS_MEM_CERT, 0, (void *)options->tls_cert_pem },
+        { MHD_OPTION_HTTPS_PRIORITIES, 0, (void *)"NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2" },
+        { MHD_OPTION_END, 0, NULL },
+    };
     struct MHD_OptionItem limits[S_LIMIT_OPTIONS];
     if (s_connection_limits(self, limits) != 0) {
         free(self);
@@ -607,14 +630,15 @@ http_t *http_new(const http_options_t *options, const http_route_t *routes, void
     }
     self->daemon = MHD_start_daemon(
         MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG |
-            MHD_ALLOW_SUSPEND_RESUME,
-        (uint16_t)options->port, NULL, NULL, s_access, self, MHD_OPTION_SOCK_ADDR,
-        (struct sockaddr *)&addr, MHD_OPTION_THREAD_POOL_SIZE, (unsigned)options->threads,
-        MHD_OPTION_ARRAY, limits, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)64 * 1024,
-        MHD_OPTION_NOTIFY_COMPLETED, s_completed, NULL, MHD_OPTION_END);
+            MHD_ALLOW_SUSPEND_RESUME | (tls ? MHD_USE_TLS : 0),
+        (uint16_t)options->port, NULL, NULL, s_access, self, MHD_OPTION_ARRAY,
+        tls ? tls_options : tls_options + 3, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
+        MHD_OPTION_THREAD_POOL_SIZE, (unsigned)options->threads, MHD_OPTION_ARRAY, limits,
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)64 * 1024, MHD_OPTION_NOTIFY_COMPLETED,
+        s_completed, NULL, MHD_OPTION_END);
     if (!self->daemon) {
-        log_error(NULL, "cannot start HTTP server", "{s:s, s:i}", "bind", options->bind, "port",
-                  options->port);
+        log_error(NULL, "cannot start HTTP server", "{s:s, s:i, s:b}", "bind", options->bind,
+                  "port", options->port, "tls", tls);
         conns_destroy(&self->conns);
         free(self);
         return NULL;

@@ -76,12 +76,16 @@ typedef struct {
     size_t body_max;       /* bytes; larger bodies get 413 */
     const char *redis_host;
     int redis_port;
+    const char *secrets_dir;    /* the Redis password's directory (NULL: none) */
+    const char *tls_cert_pem;   /* HTTPS when both are set (PEM text, kept by the caller */
+    const char *tls_key_pem;    /*   until http_destroy); plain HTTP only on loopback */
     http_auth_fn *authenticate; /* for every route that is not HTTP_PUBLIC */
     ratelimit_t *rate_address;  /* requests per client address (borrowed; NULL: none) */
     ratelimit_t *rate_user;     /* requests per authenticated user (borrowed; NULL: none) */
 } http_options_t;
 
-/* Start serving routes (a NULL-method-terminated table). NULL (logged) on failure. */
+/* Start serving routes (a NULL-method-terminated table). NULL (logged) on failure, and when
+   asked to serve plain HTTP on an address outside 127.0.0.0/8. */
 http_t *http_new(const http_options_t *options, const http_route_t *routes, void *app);
 void http_destroy(http_t **self_p);
 

@@ -2,8 +2,12 @@
     REST API from a libmicrohttpd thread pool whose workers each own a Redis connection;
     their bus calls go through one bus actor (calls.c) and never hold a worker. The service
     loop itself only heartbeats and, until it has succeeded, retries bootstrapping the admin
-    user. */
+    user. HTTPS when http_tls_cert and http_tls_key are set;
+    plain HTTP only on a loopback address. */
 #include "gateway.h"
+
+#include <errno.h>
+#include <sodium.h>
 
 static const http_route_t s_routes[] = {
     { "GET", "/healthz", health_live, HTTP_PUBLIC, NULL },
@@ -70,6 +74,32 @@ static int s_rate_limits(config_t *c, ratelimit_t **address, ratelimit_t **user)
         !(*user = ratelimit_new((size_t)entries, (double)user_rate, (double)user_burst)))
         return -1;
     return 0;
+}
+
+/* The PEM file at path as a new string; NULL (logged) when it cannot be read or is too
+   large to be a certificate or key. */
+static char *s_read_pem(const char *setting, const char *path)
+{
+    enum { PEM_MAX = 1024 * 1024 };
+    FILE *f = fopen(path, "re");
+    char *text = f ? malloc(PEM_MAX + 1) : NULL;
+    size_t n = text ? fread(text, 1, PEM_MAX + 1, f) : 0;
+    int bad = !f || !text || ferror(f) || n == 0 || n > PEM_MAX;
+    int err = errno;
+    if (f)
+        fclose(f);
+    if (bad) {
+        log_error(NULL, "cannot read a TLS file", "{s:s, s:s, s:s}", "setting", setting, "path",
+                  path, "reason",
+                  !f            ? strerror(err)
+                  : n > PEM_MAX ? "larger than 1 MiB"
+                  : n == 0      ? "empty"
+                                : "read error");
+        free(text);
+        return NULL;
+    }
+    text[n] = '\0';
+    return text;
 }
 
 /* Read the gateway's settings into gw; -1 (logged) when one is out of range. */
@@ -139,6 +169,8 @@ int main(int argc, char **argv)
     config_declare(c, "http_body_max", "1048576", 0);
     config_declare(c, "http_call_timeout_ms", "5000", 0);
     config_declare(c, "http_calls_per_service", "256", 0);
+    config_declare(c, "http_tls_cert", NULL, 0); /* PEM certificate (chain): HTTPS when set */
+    config_declare(c, "http_tls_key", NULL, 0);  /* its PEM private key */
     config_declare(c, "admin_user", "admin", 0);
     config_declare(c, "admin_password", NULL, 1);
     config_declare(c, "token_ttl_s", "86400", 0);
@@ -155,6 +187,7 @@ int main(int argc, char **argv)
     int rc = 1;
     http_t *http = NULL;
     ratelimit_t *rate_address = NULL, *rate_user = NULL;
+    char *tls_cert = NULL, *tls_key = NULL;
     gateway_t gw = { 0 };
     int64_t port, threads, maxconn, perip, timeout, header_timeout, body_timeout, body, redis_port;
     if (service_start(service) != 0)
@@ -191,7 +224,8 @@ int main(int argc, char **argv)
                   gw.password_max);
         goto done;
     }
-    if (auth_init(&gw) != 0 || s_rate_limits(c, &rate_address, &rate_user) != 0)
+    if (auth_init(&gw, config_get(c, "secrets_dir")) != 0 ||
+        s_rate_limits(c, &rate_address, &rate_user) != 0)
         goto done;
     berth_error_t key_error = { 0 };
     gw.signer = assertion_signer_new(config_get(c, "secrets_dir"), &key_error);
@@ -199,6 +233,15 @@ int main(int argc, char **argv)
         log_error(NULL, "cannot load the user assertion key", "{s:s}", "reason", key_error.message);
         goto done;
     }
+    const char *cert_path = config_get(c, "http_tls_cert"),
+               *key_path = config_get(c, "http_tls_key");
+    if (!cert_path != !key_path) {
+        log_error(NULL, "http_tls_cert and http_tls_key go together: set both for HTTPS", NULL);
+        goto done;
+    }
+    if (cert_path && (!(tls_cert = s_read_pem("http_tls_cert", cert_path)) ||
+                      !(tls_key = s_read_pem("http_tls_key", key_path))))
+        goto done;
 
     char sender[192];
     snprintf(sender, sizeof sender, "gateway/%s", service_instance(service));
@@ -213,6 +256,9 @@ int main(int argc, char **argv)
                                .body_max = (size_t)body,
                                .redis_host = config_get(c, "redis_host"),
                                .redis_port = (int)redis_port,
+                               .secrets_dir = config_get(c, "secrets_dir"),
+                               .tls_cert_pem = tls_cert,
+                               .tls_key_pem = tls_key,
                                .authenticate = auth_authenticate,
                                .rate_address = rate_address,
                                .rate_user = rate_user };
@@ -221,13 +267,15 @@ int main(int argc, char **argv)
     s_bootstrap_t boot = { .gw = &gw, .user = admin_user, .password = admin_password };
     s_bootstrap(service, &boot);
     health_refresh(service_store(service));
-    gw.calls = calls_new(options.redis_host, options.redis_port, sender, service_auth(service));
+    gw.calls = calls_new(options.redis_host, options.redis_port, options.secrets_dir, sender,
+                         service_auth(service));
     if (!gw.calls)
         goto done;
     http = http_new(&options, s_routes, &gw);
     if (!http)
         goto done;
-    log_info(NULL, "http listening", "{s:s, s:I}", "bind", options.bind, "port", (json_int_t)port);
+    log_info(NULL, "http listening", "{s:s, s:I, s:s}", "bind", options.bind, "port",
+             (json_int_t)port, "scheme", tls_cert ? "https" : "http");
     service_every(service, 2000, s_bootstrap, &boot);
     service_every(service, HEALTH_REFRESH_MS, s_health, NULL);
     rc = service_run(service);
@@ -240,6 +288,10 @@ done:
     health_cleanup();
     ratelimit_destroy(&rate_address);
     ratelimit_destroy(&rate_user);
+    if (tls_key)
+        sodium_memzero(tls_key, strlen(tls_key));
+    free(tls_key);
+    free(tls_cert);
     auth_cleanup(&gw);
     assertion_destroy(&gw.signer);
     service_destroy(&service);

@@ -211,6 +211,8 @@ int service_start(service_t *self)
     if (!self->storeless && !(self->store = store_new(config_get(c, "redis_host"), (int)port,
                                                       (int)timeout, (int)timeout)))
         return -1;
+    if (!self->storeless && store_use_secrets(self->store, config_get(c, "secrets_dir")) != 0)
+        return -1;
     /* The store in the layout this build reads, before anything reads it. */
     if (!self->storeless && migrate_run(self->store, self->instance, (int)schema_wait) != 0)
         return -1;

@@ -16,6 +16,8 @@
 #include "log.h"
 #include "util.h"
 
+#include <sodium.h>
+
 #include <assert.h>
 #include <errno.h>
 #include <poll.h>
@@ -31,6 +33,8 @@
 struct _store_t {
     char *host;
     int port;
+    char *user;     /* AUTH user (NULL: default) */
+    char *password; /* AUTH on every new connection; NULL: none */
     int connect_timeout_ms;
     int command_timeout_ms;
     redisContext *ctx; /* NULL while disconnected */
@@ -60,9 +64,57 @@ void store_destroy(store_t **self_p)
         if (self->ctx)
             redisFree(self->ctx);
         free(self->host);
+        if (self->password)
+            sodium_memzero(self->password, strlen(self->password));
+        free(self->password);
+        free(self->user);
         free(self);
         *self_p = NULL;
     }
+}
+
+void store_set_auth(store_t *self, const char *user, const char *password)
+{
+    assert(self);
+    if (self->password)
+        sodium_memzero(self->password, strlen(self->password));
+    free(self->password);
+    free(self->user);
+    self->password = password ? strdup(password) : NULL;
+    self->user = user ? strdup(user) : NULL;
+    if (self->ctx) {
+        redisFree(self->ctx);
+        self->ctx = NULL;
+    }
+    self->retry_at = 0;
+}
+
+int store_use_secrets(store_t *self, const char *secrets_dir)
+{
+    assert(self);
+    if (!secrets_dir) {
+        store_set_auth(self, NULL, NULL);
+        return 0;
+    }
+    char password[256];
+    if (util_secret_read(secrets_dir, STORE_PASSWORD_FILE, password, sizeof password) != 0 &&
+        errno == ENOENT) {
+        /* A secrets dir without one (bus certificates only): a Redis without a password. A
+           Redis that wants one refuses every command, which the service then reports. */
+        log_warn(NULL, "no Redis password in secrets_dir: connecting without one", "{s:s}",
+                 "secrets_dir", secrets_dir);
+        store_set_auth(self, NULL, NULL);
+        return 0;
+    }
+    if (!*password) {
+        log_error(NULL, "cannot read the Redis password (run berth-secrets)", "{s:s, s:s, s:s}",
+                  "secrets_dir", secrets_dir, "file", STORE_PASSWORD_FILE, "reason",
+                  strerror(errno));
+        return -1;
+    }
+    store_set_auth(self, STORE_USER, password);
+    sodium_memzero(password, sizeof password);
+    return 0;
 }
 
 static void s_drop(store_t *self, const char *why)
@@ -119,6 +171,24 @@ static int s_connect(store_t *self)
                           (self->command_timeout_ms % 1000) * 1000 };
     redisSetTimeout(ctx, rt);
     redisEnableKeepAlive(ctx);
+    if (self->password) {
+        redisReply *auth = self->user ? redisCommand(ctx, "AUTH %s %s", self->user, self->password)
+                                      : redisCommand(ctx, "AUTH %s", self->password);
+        if (!auth || auth->type == REDIS_REPLY_ERROR) {
+            /* A wrong password is a configuration error: said at error level, at most once
+               per backoff period like every other failed connect. */
+            if (auth)
+                log_error(NULL, "redis refused the password", "{s:s, s:i, s:s, s:s}", "host",
+                          self->host, "port", self->port, "user",
+                          self->user ? self->user : "default", "reply", auth->str);
+            self->ctx = ctx;
+            s_drop(self, auth ? auth->str : ctx->errstr);
+            if (auth)
+                freeReplyObject(auth);
+            return -1;
+        }
+        freeReplyObject(auth);
+    }
     self->ctx = ctx;
     self->sent = 0;
     self->backoff_ms = BACKOFF_MIN_MS;

@@ -1,5 +1,6 @@
 /*  store: the Redis connection of one actor (hiredis). Connect and command timeouts,
-    reconnect with exponential backoff (attempted when due, never by sleeping), a stale
+    AUTH with the platform's Redis password on every new connection, reconnect with
+    exponential backoff (attempted when due, never by sleeping), a stale
     connection replaced before it is used, and the Lua scripts of lib/lua/ by SHA. Keys come
     from keys.h; state changes go through model.h (checked transactions with events). */
 #ifndef BERTH_STORE_H
@@ -26,6 +27,21 @@ typedef struct {
 /* Connects lazily; NULL only when out of memory. */
 store_t *store_new(const char *host, int port, int connect_timeout_ms, int command_timeout_ms);
 void store_destroy(store_t **self_p);
+
+/* The services' Redis user and the file of secrets_dir holding its password (berth-secrets
+   makes both: only berth:* keys, no @dangerous command). */
+#define STORE_USER          "berth"
+#define STORE_PASSWORD_FILE "redis.password"
+
+/* Authenticate every connection from now on as user with password (AUTH right after
+   connecting; a reconnect authenticates again); user NULL: Redis's default user; password
+   NULL: no AUTH. A connection already open is replaced. */
+void store_set_auth(store_t *self, const char *user, const char *password);
+
+/* store_set_auth as STORE_USER with secrets_dir's STORE_PASSWORD_FILE; secrets_dir NULL or
+   without that file (warned): a Redis without a password. -1 (logged) when the file is
+   there but cannot be read. */
+int store_use_secrets(store_t *self, const char *secrets_dir);
 
 /* Run a command. NULL when Redis is unreachable (the connection is dropped and retried with
    backoff on later calls). Error replies are returned as REDIS_REPLY_ERROR. Caller frees.

@@ -3,6 +3,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -70,4 +71,36 @@ int util_is_uuid(const char *text)
         if (isupper((unsigned char)*c))
             return 0;
     return 1;
+}
+
+int util_secret_read(const char *dir, const char *name, char *out, size_t size)
+{
+    if (size)
+        out[0] = '\0';
+    char path[4096];
+    if (snprintf(path, sizeof path, "%s/%s", dir, name) >= (int)sizeof path) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    FILE *f = fopen(path, "re");
+    if (!f)
+        return -1;
+    size_t n = size ? fread(out, 1, size - 1, f) : 0;
+    int more = fgetc(f) != EOF, failed = ferror(f);
+    fclose(f);
+    if (failed || more) {
+        if (size)
+            out[0] = '\0';
+        errno = failed ? EIO : EFBIG;
+        return -1;
+    }
+    while (n > 0 && isspace((unsigned char)out[n - 1]))
+        n--;
+    out[n] = '\0';
+    if (n == 0 || memchr(out, '\0', n)) {
+        out[0] = '\0';
+        errno = ENODATA;
+        return -1;
+    }
+    return 0;
 }

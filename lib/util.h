@@ -27,4 +27,9 @@ int util_strlcpy(char *dst, const char *src, size_t size);
 /* Parse a decimal integer in [min, max]; the whole string must be a number. */
 int util_parse_int(const char *text, int64_t min, int64_t max, int64_t *out);
 
+/* Read the secret file dir/name that berth-secrets made (one line; the trailing newline and
+   blanks are dropped) into out (size bytes). -1 with errno set when it cannot be read, is
+   empty (ENODATA) or does not fit (EFBIG); out is then empty. */
+int util_secret_read(const char *dir, const char *name, char *out, size_t size);
+
 #endif

@@ -325,6 +325,8 @@ int main(int argc, char **argv)
     /* The preparation job talks to Redis from a worker: a connection of its own. */
     self.prep_store = store_new(config_get(c, "redis_host"), (int)redis_port, (int)redis_timeout,
                                 (int)redis_timeout);
+    if (self.prep_store && store_use_secrets(self.prep_store, config_get(c, "secrets_dir")) != 0)
+        goto done;
     self.catalog = catalog_new(service_store(service), images_dir, &cc);
     self.prep_catalog = self.prep_store ? catalog_new(self.prep_store, images_dir, &cc) : NULL;
     if (!self.catalog || !self.prep_catalog) {

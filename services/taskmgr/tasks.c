@@ -1258,6 +1258,7 @@ static int s_on_timer(zloop_t *loop, int timer_id, void *arg)
 typedef struct {
     char host[256];
     int port;
+    char secrets_dir[4096]; /* "" when unset: a Redis without a password */
 } s_waker_args_t;
 
 /* Wait up to timeout_ms for the pipe: 1 when the thread must stop ($TERM, or the process
@@ -1280,6 +1281,8 @@ static void s_waker(zsock_t *pipe, void *arg)
 {
     s_waker_args_t *a = arg;
     store_t *store = store_new(a->host, a->port, 1000, 3000);
+    if (store && store_use_secrets(store, *a->secrets_dir ? a->secrets_dir : NULL) != 0)
+        store_destroy(&store);
     zpoller_t *poller = zpoller_new(pipe, NULL);
     zsock_signal(pipe, 0);
     while (poller && !s_waker_stop(poller, pipe, 0)) {
@@ -1522,6 +1525,8 @@ tasks_t *tasks_new(service_t *service, agents_t *agents)
     }
     util_strlcpy(wa->host, config_get(c, "redis_host"), sizeof wa->host);
     wa->port = (int)port;
+    if (config_get(c, "secrets_dir"))
+        util_strlcpy(wa->secrets_dir, config_get(c, "secrets_dir"), sizeof wa->secrets_dir);
     self->waker = zactor_new(s_waker, wa); /* the thread frees wa */
     if (!self->waker) {
         free(wa);

@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 # ctest: heavy
 """deploy/berth-up (what `make run` runs): it refuses an HTTP port that is already taken, at
-once, naming the port, and leaves no process behind; on a free port it comes up, and SIGTERM
-stops everything it started.
+once, naming the port, and leaves no process behind; on a free port it comes up serving HTTPS
+with the self-signed certificate whose fingerprint it prints, and SIGTERM stops everything it
+started.
 
 Every process berth-up starts inherits a marker in its environment; "left behind" means a
 process still carrying it.
@@ -10,11 +11,13 @@ process still carrying it.
 Run: BERTH_BIN_DIR=build/bin python3 tests/integration/test_berth_up.py
 """
 
+import hashlib
 import http.server
 import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -114,6 +117,23 @@ class BerthUp(unittest.TestCase):
             self.assertEqual(line.strip(), "Berth is up.", proc.stderr.read()
                              if proc.poll() is not None else line)
             self.assertTrue(marked_pids(self.marker))
+            printed = []
+            while not printed or not printed[-1].startswith("Ctrl-C"):
+                printed.append(proc.stdout.readline().strip())
+                self.assertTrue(printed[-1], "berth-up stopped printing: %r" % printed)
+            url = next(l.split()[-1] for l in printed if l.startswith("URL:"))
+            self.assertEqual(url, "https://127.0.0.1:%d" % port)
+            fingerprint = next(l.split()[-1] for l in printed if l.startswith("SHA-256"))
+            cert = os.path.join(self.data, "secrets", "gateway.crt")
+            context = ssl.create_default_context(cafile=cert)
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+                with context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+                    der = tls.getpeercert(binary_form=True)
+                    tls.sendall(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                    answer = tls.recv(64)
+            digest = hashlib.sha256(der).hexdigest().upper()
+            self.assertEqual(fingerprint, ":".join(digest[i:i + 2] for i in range(0, 64, 2)))
+            self.assertTrue(answer.startswith(b"HTTP/1.1 200"), answer)
             proc.send_signal(signal.SIGTERM)
             self.assertEqual(proc.wait(60), 0)
         finally:

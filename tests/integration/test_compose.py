@@ -194,6 +194,22 @@ class ComposeFile(unittest.TestCase):
                 else:
                     self.assertEqual(cert, service_type(svc))
 
+    def test_redis_is_private_and_needs_the_password(self):
+        redis = self.config["services"]["redis"]
+        self.assertFalse(redis.get("ports"), "Redis must never be published")
+        command = redis.get("command") or []
+        command = command.split() if isinstance(command, str) else command
+        self.assertIn("--aclfile", command)
+        self.assertEqual(command[command.index("--protected-mode") + 1], "yes")
+        self.assertEqual(self.config["services"]["secrets"]["command"][0], "berth-secrets")
+        for name, svc in self.services.items():
+            if service_type(svc) != "agent":
+                with self.subTest(service=name):
+                    self.assertTrue(environment(svc).get("BERTH_SECRETS_DIR"))
+                    mounts = [str(v.get("target") if isinstance(v, dict) else v.split(":")[1])
+                              for v in svc.get("volumes") or []]
+                    self.assertIn(environment(svc)["BERTH_SECRETS_DIR"], mounts)
+
     def test_gateway_publishes_its_http_port(self):
         gateways = [s for s in self.services.values() if service_type(s) == "gateway"]
         self.assertEqual(len(gateways), 1)
@@ -207,6 +223,14 @@ class ComposeFile(unittest.TestCase):
                 targets.append(int(str(p).split(":")[-1].split("/")[0]))
         self.assertIn(http_port, targets)
         self.assertEqual(env.get("BERTH_HTTP_BIND"), "0.0.0.0")
+        # Not on loopback: HTTPS, with the certificate berth-secrets makes in the secrets
+        # volume, which the healthcheck verifies.
+        secrets = env.get("BERTH_SECRETS_DIR")
+        self.assertEqual(env.get("BERTH_HTTP_TLS_CERT"), secrets + "/gateway.crt")
+        self.assertEqual(env.get("BERTH_HTTP_TLS_KEY"), secrets + "/gateway.key")
+        test = " ".join(gateways[0]["healthcheck"]["test"])
+        self.assertIn("https://", test)
+        self.assertIn("--cacert " + secrets + "/gateway.crt", test)
 
 
 @unittest.skipIf(compose_command() is None or yaml is None,
@@ -231,6 +255,11 @@ class ComposeAsLocalProcesses(unittest.TestCase):
             if missing:
                 raise AssertionError("binaries missing from BERTH_BIN_DIR=%r: %s"
                                      % (p.bin_dir, ", ".join(missing)))
+            # The secrets volume is the platform's secrets dir: Redis's users file and the
+            # services' certificates and passwords are one set.
+            secrets = [environment(svc).get("BERTH_SECRETS_DIR") for svc in cls.services.values()]
+            p.secrets_dir = os.path.join(p.data_dir, "volumes", secrets[0].strip("/"))
+            os.makedirs(p.secrets_dir, mode=0o700, exist_ok=True)
             p.start_redis()
             cls._start_services(p)
         except BaseException:
@@ -287,6 +316,10 @@ class ComposeAsLocalProcesses(unittest.TestCase):
                 elif key == "BERTH_BIND":
                     m = re.fullmatch(r"tcp://(\*|0\.0\.0\.0):(\d+)", value)
                     out[key] = "tcp://" + local[(name, m.group(2))] if m else value
+                elif key in ("BERTH_HTTP_TLS_CERT", "BERTH_HTTP_TLS_KEY"):
+                    # Made by berth-secrets in the secrets volume: the gateway serves HTTPS.
+                    out[key] = os.path.join(p.data_dir, "volumes", value.strip("/"))
+                    p.tls = True
                 elif key == "BERTH_DATA_DIR":
                     continue   # Platform gives each process a directory of its own
                 elif value.startswith("/var/lib/"):

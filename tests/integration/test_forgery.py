@@ -71,7 +71,7 @@ class Forgery(PlatformCase):
                 argv.append("--expired")
             if made_for:
                 argv += ["--for", made_for]
-        r = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=30, env=self.p.base_env())
         if r.returncode != 0:
             raise AssertionError("berth-probe %s failed: %s" % (type_, r.stderr))
         return json.loads(r.stdout.splitlines()[-1])

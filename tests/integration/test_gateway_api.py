@@ -11,6 +11,7 @@ Run: BERTH_BIN_DIR=build/bin python3 tests/integration/test_gateway_api.py
 """
 
 import hashlib
+import hmac
 import http.client
 import json
 import os
@@ -71,6 +72,12 @@ class GatewayApi(unittest.TestCase):
             self.p.dump_logs()
 
     # -- helpers ---------------------------------------------------------------------------
+
+    def token_key(self, token):
+        """The Redis record of a token: named by its HMAC-SHA256 under token.secret."""
+        with open(os.path.join(self.p.secrets_dir, "token.secret")) as f:
+            secret = bytes.fromhex(f.read().strip())
+        return "berth:token:" + hmac.new(secret, token.encode(), hashlib.sha256).hexdigest()
 
     def call(self, method, path, body=None, token=None, headers=None):
         hdrs = dict(headers or {})
@@ -169,11 +176,12 @@ class GatewayApi(unittest.TestCase):
         expires = time.mktime(time.strptime(body["expires_at"][:19], "%Y-%m-%dT%H:%M:%S"))
         expires -= time.timezone   # expires_at is UTC
         self.assertAlmostEqual(expires, time.time() + 86400, delta=120)
-        key = "berth:token:" + hashlib.sha256(token.encode()).hexdigest()
+        key = self.token_key(token)
         h = self.redis("HGETALL", key)
         stored = dict(zip(h[::2], h[1::2]))
         self.assertEqual(stored["user"], "admin")
         self.assertEqual(stored["role"], "admin")
+        self.assertRegex(stored["mac"], r"^[0-9a-f]{64}$")
         ttl = self.redis("PTTL", key)
         self.assertTrue(86400000 - 120000 < ttl <= 86400000, ttl)
         # The token itself is nowhere in Redis.
@@ -217,14 +225,14 @@ class GatewayApi(unittest.TestCase):
                 self.assertTrue(r.headers.get("WWW-Authenticate", "").startswith("Bearer"), r)
         # Expired: the stored expiry has passed even though the key has not been evicted yet.
         token = self.login("admin", ADMIN_PASSWORD)
-        key = "berth:token:" + hashlib.sha256(token.encode()).hexdigest()
+        key = self.token_key(token)
         self.redis("HSET", key, "expires_ms", str(now_ms() - 1000))
         r = self.call("GET", "/v1/vms", token=token)
         self.assertError(r, 401, "UNAUTHORIZED")
         self.assertIn("invalid_token", r.headers.get("WWW-Authenticate", ""))
         # Gone from Redis (TTL ran out): the same.
         token = self.login("admin", ADMIN_PASSWORD)
-        self.redis("DEL", "berth:token:" + hashlib.sha256(token.encode()).hexdigest())
+        self.redis("DEL", self.token_key(token))
         self.assertError(self.call("GET", "/v1/vms", token=token), 401, "UNAUTHORIZED")
 
     def test_a_deleted_token_stops_working_within_the_cache_time(self):
@@ -232,7 +240,7 @@ class GatewayApi(unittest.TestCase):
         # deleting its record revokes it within that time, however often it is used meanwhile.
         token = self.login("admin", ADMIN_PASSWORD)
         self.assertEqual(self.call("GET", "/v1/vms", token=token).status, 200)
-        self.redis("DEL", "berth:token:" + hashlib.sha256(token.encode()).hexdigest())
+        self.redis("DEL", self.token_key(token))
         deleted = time.monotonic()
         while self.call("GET", "/v1/vms", token=token).status != 401:
             self.assertLess(time.monotonic() - deleted, 1.0 + 2.0, "token still accepted")

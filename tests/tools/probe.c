@@ -34,7 +34,8 @@
       --cert NAME      its certificate under DIR/curve (default $BERTH_CURVE_CERT); "new" a
                        fresh one the store does not hold; "none" plain ZeroMQ, no key
       --server NAME    the certificate of the server at ENDPOINT (ping, garbage, forge;
-                       default the service of --cert, e.g. a service's own health check) */
+                       default the service of --cert, e.g. a service's own health check)
+    Redis is reached as the services' user, with the password under --secrets. */
 #include "assertion.h"
 #include "service.h"
 
@@ -45,8 +46,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-static bus_auth_t *s_auth;   /* NULL: plain ZeroMQ (--cert none) */
-static const char *s_server; /* the certificate the server at ENDPOINT presents */
+static bus_auth_t *s_auth;    /* NULL: plain ZeroMQ (--cert none) */
+static const char *s_server;  /* the certificate the server at ENDPOINT presents */
+static const char *s_secrets; /* --secrets: the Redis password is there too */
 
 /* A bus client speaking CURVE with the probe's certificate (pinned to endpoint if given:
    the server there presents s_server). */
@@ -175,6 +177,15 @@ static int s_garbage(const char *endpoint)
     return answered == sent ? 0 : 1;
 }
 
+/* A Redis connection authenticated like the services' (with --secrets, when given). */
+static store_t *s_store(const char *host, int port)
+{
+    store_t *store = store_new(host, port, 1000, 1000);
+    if (store && store_use_secrets(store, s_secrets) != 0)
+        store_destroy(&store);
+    return store;
+}
+
 /* select HOST:PORT VM VCPUS RAM_MB DISK_GB: the scheduler's answer, as JSON on stdout. */
 static int s_select(char **argv)
 {
@@ -195,7 +206,7 @@ static int s_select(char **argv)
     Berth__SelectHost ask = BERTH__SELECT_HOST__INIT;
     ask.vm = argv[3];
     ask.flavor = &flavor;
-    store_t *store = store_new(host, port, 1000, 1000);
+    store_t *store = s_store(host, port);
     bus_client_t *client = s_client(store, NULL);
     Berth__Envelope *reply = NULL;
     int rc = client ? bus_client_call(client, "scheduler", &ask.base, NULL, 5000, &reply) : -1;
@@ -445,7 +456,7 @@ static int s_send(int argc, char **argv)
         *(Berth__SignedAssertion **)((char *)msg + f->offset) = &signed_.msg;
     }
 
-    store_t *store = store_new(host, port, 1000, 1000);
+    store_t *store = s_store(host, port);
     bus_client_t *client = s_client(store, NULL);
     Berth__Envelope *reply = NULL;
     int rc = client ? bus_client_call(client, argv[3], msg, request_id, 5000, &reply) : -1;
@@ -644,6 +655,7 @@ int main(int argc, char **argv)
         else
             return 2;
     }
+    s_secrets = secrets;
     char *tmp = NULL;
     if (s_load_auth(secrets, cert, &tmp) != 0) {
         s_remove_tmp(tmp);
@@ -684,7 +696,7 @@ static int s_command(int argc, char **argv)
             fprintf(stderr, "usage: berth-probe call HOST:PORT SERVICE N [INTERVAL_MS]\n");
             return 2;
         }
-        store_t *store = store_new(host, port, 1000, 1000);
+        store_t *store = s_store(host, port);
         bus_client_t *client = s_client(store, NULL);
         if (!client)
             return 1;

@@ -1,6 +1,6 @@
 /*  test_lua_auth: lib/lua/auth_create_user.lua and auth_store_token.lua on a real Redis. A
-    user is created once (a second create of the name changes nothing); a token's hash and
-    its TTL are written together. */
+    user is created once (a second create of the name changes nothing); a token's record
+    (its MAC included) and its TTL are written together. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -44,12 +44,13 @@ static void test_create_user_once(void **state)
 static void test_token_has_its_ttl(void **state)
 {
     fixture_t *f = *state;
-    const char *argv[] = { "t:token:ab", "ann", "admin", "99", "30000" };
-    assert_int_equal(s_run(f->store, &lua_auth_store_token, 5, argv), 1);
-    redisReply *r = store_command(f->store, "HMGET t:token:ab user role expires_ms");
+    const char *argv[] = { "t:token:ab", "ann", "admin", "99", "30000", "0a1b" };
+    assert_int_equal(s_run(f->store, &lua_auth_store_token, 6, argv), 1);
+    redisReply *r = store_command(f->store, "HMGET t:token:ab user role expires_ms mac");
     assert_string_equal(r->element[0]->str, "ann");
     assert_string_equal(r->element[1]->str, "admin");
     assert_string_equal(r->element[2]->str, "99");
+    assert_string_equal(r->element[3]->str, "0a1b");
     freeReplyObject(r);
     r = store_command(f->store, "PTTL t:token:ab");
     assert_true(r->integer > 20000 && r->integer <= 30000);

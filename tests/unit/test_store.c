@@ -3,7 +3,8 @@
     refused with MODEL_CONFLICT and changes nothing. The connection survives Redis going
     away (restart, freeze) and comes back by itself, without blocking past its timeouts; after
     a restart the very first command on the old connection succeeds, and a broken connection
-    is retried once only for what is safe to send twice. */
+    is retried once only for what is safe to send twice. With a password, a store AUTHs on
+    every connection it opens (reconnects included); without it Redis answers nothing. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -15,6 +16,7 @@
 #include "store.h"
 #include "testenv.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -385,6 +387,100 @@ static void test_broken_connection_resends_only_what_is_safe(void **state)
     assert_int_equal(s_integer(f->store, "EXISTS", "berth:test:str"), 0);
 }
 
+/* The reply's type and text, for assertions: "status:PONG", "error:NOAUTH ...", "null". */
+static void s_reply(store_t *store, const char *command, char *out, size_t size)
+{
+    redisReply *r = store_command(store, command);
+    if (!r)
+        snprintf(out, size, "null");
+    else {
+        snprintf(out, size, "%s:%s",
+                 r->type == REDIS_REPLY_ERROR    ? "error"
+                 : r->type == REDIS_REPLY_STATUS ? "status"
+                                                 : "other",
+                 r->str ? r->str : "");
+        freeReplyObject(r);
+    }
+}
+
+/* Run command on store; its reply must be a status (+OK). */
+static void s_ok(store_t *store, const char *command)
+{
+    char got[256];
+    s_reply(store, command, got, sizeof got);
+    assert_string_equal(got, "status:OK");
+}
+
+static void test_password_on_every_connection(void **state)
+{
+    fixture_t *f = *state;
+    char *dir = testenv_tmpdir();
+    assert_non_null(dir);
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", dir, STORE_PASSWORD_FILE);
+    FILE *file = fopen(path, "w");
+    assert_non_null(file);
+    fputs("test-password-1\n", file);
+    fclose(file);
+    int port = testenv_redis_port(f->redis);
+    /* As berth-secrets sets it up: the services' user, and a default user with a password. */
+    s_ok(f->store, "ACL SETUSER " STORE_USER " on >test-password-1 ~t:* &t:* +@all -@dangerous");
+    s_ok(f->store, "CONFIG SET requirepass admin-password-1");
+    store_t *admin = store_new("127.0.0.1", port, 1000, 1000);
+    store_t *authed = store_new("127.0.0.1", port, 1000, 1000);
+    store_t *anonymous = store_new("127.0.0.1", port, 1000, 1000);
+    store_t *wrong = store_new("127.0.0.1", port, 1000, 1000);
+    store_set_auth(admin, NULL, "admin-password-1");
+    assert_int_equal(store_use_secrets(authed, dir), 0);
+    store_set_auth(wrong, STORE_USER, "not-the-password");
+
+    char got[256];
+    s_reply(authed, "PING", got, sizeof got);
+    assert_string_equal(got, "status:PONG");
+    s_reply(anonymous, "PING", got, sizeof got);
+    assert_true(strncmp(got, "error:NOAUTH", 12) == 0);
+    s_reply(wrong, "PING", got, sizeof got);
+    assert_string_equal(got, "null"); /* AUTH refused: no connection at all */
+    assert_false(store_ok(wrong));
+    /* The services' user: its own keys, no server administration. */
+    s_ok(authed, "SET t:mine 1");
+    s_reply(authed, "SET other:key 1", got, sizeof got);
+    assert_true(strncmp(got, "error:NOPERM", 12) == 0);
+    s_reply(authed, "CONFIG SET dir /tmp", got, sizeof got);
+    assert_true(strncmp(got, "error:NOPERM", 12) == 0);
+
+    /* Every client connection cut: the store's next command opens a new one, which
+       authenticates again before the command. */
+    redisReply *r = store_command(admin, "CLIENT KILL TYPE normal SKIPME no");
+    if (r)
+        freeReplyObject(r);
+    s_reply(authed, "PING", got, sizeof got);
+    assert_string_equal(got, "status:PONG");
+
+    /* No password file (a secrets dir with bus certificates only): no AUTH, said once; this
+       Redis then refuses it. */
+    store_t *missing = store_new("127.0.0.1", port, 1000, 1000);
+    assert_int_equal(store_use_secrets(missing, "/nonexistent-berth-secrets"), 0);
+    s_reply(missing, "PING", got, sizeof got);
+    assert_true(strncmp(got, "error:NOAUTH", 12) == 0);
+    store_destroy(&missing);
+
+    r = store_command(admin, "ACL DELUSER " STORE_USER);
+    assert_non_null(r);
+    assert_int_equal(r->integer, 1);
+    freeReplyObject(r);
+    r = store_command(admin, "CONFIG SET requirepass %s", "");
+    assert_non_null(r);
+    assert_int_equal(r->type, REDIS_REPLY_STATUS);
+    freeReplyObject(r);
+    store_destroy(&admin);
+    store_destroy(&authed);
+    store_destroy(&anonymous);
+    store_destroy(&wrong);
+    testenv_rmtree(dir);
+    free(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -406,6 +502,8 @@ int main(void)
                                         testenv_teardown),
         cmocka_unit_test_setup_teardown(test_broken_connection_resends_only_what_is_safe,
                                         testenv_setup, testenv_teardown),
+        cmocka_unit_test_setup_teardown(test_password_on_every_connection, testenv_setup,
+                                        testenv_teardown),
     };
     return cmocka_run_group_tests(tests, testenv_group_setup_aof, testenv_group_teardown);
 }

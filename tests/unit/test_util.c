@@ -5,7 +5,13 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "testenv.h"
 #include "util.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 static void test_is_uuid(void **state)
 {
@@ -39,11 +45,45 @@ static void test_parse_int(void **state)
         assert_int_equal(util_parse_int(bad[i], 1, 65535, &v), -1);
 }
 
+static void s_write(const char *dir, const char *name, const char *text)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+static void test_secret_read(void **state)
+{
+    (void)state;
+    char *dir = testenv_tmpdir();
+    assert_non_null(dir);
+    char out[16];
+    s_write(dir, "ok", "0123456789abc\n");
+    assert_int_equal(util_secret_read(dir, "ok", out, sizeof out), 0);
+    assert_string_equal(out, "0123456789abc");
+    s_write(dir, "empty", " \n");
+    assert_int_equal(util_secret_read(dir, "empty", out, sizeof out), -1);
+    assert_int_equal(errno, ENODATA);
+    assert_string_equal(out, "");
+    s_write(dir, "long", "0123456789abcdef0123\n"); /* does not fit: never cut short */
+    assert_int_equal(util_secret_read(dir, "long", out, sizeof out), -1);
+    assert_int_equal(errno, EFBIG);
+    assert_string_equal(out, "");
+    assert_int_equal(util_secret_read(dir, "absent", out, sizeof out), -1);
+    assert_int_equal(errno, ENOENT);
+    testenv_rmtree(dir);
+    free(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_is_uuid),
         cmocka_unit_test(test_parse_int),
+        cmocka_unit_test(test_secret_read),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
