@@ -53,11 +53,21 @@ class BusAuth(PlatformCase):
 
     def live_keys(self):
         """Keys the platform itself rewrites while idle (heartbeats, registry leases): found by
-        watching two heartbeats go by."""
-        first = self.snapshot()
-        time.sleep(2.5)   # two heartbeats of every process (1 s) go by: nothing to poll for
-        second = self.snapshot()
-        return {k for k in set(first) | set(second) if first.get(k) != second.get(k)}
+        watching until every registry zset has been rewritten twice (two heartbeats of every
+        instance), collecting each key whose value changed meanwhile."""
+        prev = self.snapshot()
+        seen = {k: {v} for k, v in prev.items() if k.startswith("berth:registry:")}
+        live = set()
+        deadline = time.monotonic() + 20
+        while min(len(v) for v in seen.values()) < 3:
+            self.assertLess(time.monotonic(), deadline, "registry not refreshed twice")
+            time.sleep(0.1)  # poll interval
+            cur = self.snapshot()
+            live |= {k for k in set(prev) | set(cur) if prev.get(k) != cur.get(k)}
+            for k in seen:
+                seen[k].add(cur.get(k))
+            prev = cur
+        return live
 
     def assert_store_unchanged(self, before, live):
         after = self.snapshot()
