@@ -612,9 +612,11 @@ class Platform:
             raise PlatformError("sanitizer reports or hung stops (logs kept in %s):\n%s"
                                 % (self.data_dir, "\n".join(reports)))
 
-    def sanitizer_reports(self):
-        """'name: first line' of every AddressSanitizer, LeakSanitizer or UBSan report in the
-        services' logs: a memory error is a failure even when the process lived on."""
+    def sanitizer_reports(self, context=60):
+        """'name: report' for the first AddressSanitizer, LeakSanitizer or UBSan report in each
+        service's log (its first `context` lines, stacks included, so that a report seen only
+        once in CI can be read from CI's output): a memory error is a failure even when the
+        process lived on."""
         marks = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
         found = []
         for path in sorted({p.log_path for p in self.procs}):
@@ -623,9 +625,11 @@ class Platform:
                     text = f.read().decode("utf-8", "replace")
             except OSError:
                 continue
-            for line in text.splitlines():
+            lines = text.splitlines()
+            for i, line in enumerate(lines):
                 if any(m in line for m in marks):
-                    found.append("%s: %s" % (os.path.basename(path), line.strip()))
+                    report = [l.rstrip() for l in lines[i:i + context]]
+                    found.append("%s: %s" % (os.path.basename(path), "\n    ".join(report)))
                     break
         return found
 

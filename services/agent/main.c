@@ -55,6 +55,7 @@ struct _agent_t {
     int64_t max_commands; /* commands run per poll; the rest are refused */
     size_t max_pending;   /* undelivered results per link */
     int stager;           /* stager_endpoints is set: seeds can be fetched */
+    zlistx_t *fetches;    /* s_fetch_t* waiting for their seed (owned; freed at a stop) */
     s_link_t links[MAX_LINKS];
     size_t n_links;
 };
@@ -256,7 +257,19 @@ static void s_refuse(s_link_t *link, const char *command, const char *error)
 typedef struct {
     s_link_t *link;
     Berth__AgentCommand *cmd; /* owned copy */
+    void *handle;             /* its place in agent_t.fetches */
 } s_fetch_t;
+
+static void s_fetch_free(void **item)
+{
+    s_fetch_t *f = *item;
+    if (f) {
+        if (f->cmd)
+            berth__agent_command__free_unpacked(f->cmd, NULL);
+        free(f);
+        *item = NULL;
+    }
+}
 
 static void s_on_seed(bus_client_t *client, const char *call_id, Berth__Envelope *reply, void *arg)
 {
@@ -296,8 +309,7 @@ static void s_on_seed(bus_client_t *client, const char *call_id, Berth__Envelope
     }
     if (seed)
         berth__seed__free_unpacked(seed, NULL);
-    berth__agent_command__free_unpacked(cmd, NULL);
-    free(f);
+    zlistx_delete(f->link->agent->fetches, f->handle); /* frees f */
 }
 
 /* Run cmd, fetching its seed first when it names one. */
@@ -327,12 +339,18 @@ static void s_command(s_link_t *link, const Berth__AgentCommand *cmd)
     free(buf);
     Berth__GetSeed req = BERTH__GET_SEED__INIT;
     req.vm = cmd->vm;
-    f = f && f->cmd ? f : NULL;
-    if (!f || bus_client_send(self->taskmgr, "stager", &req.base, NULL, self->poll_timeout_ms,
-                              s_on_seed, f, NULL) != 0) {
-        if (f) {
-            berth__agent_command__free_unpacked(f->cmd, NULL);
-            free(f);
+    /* Kept in a list until the stager answers: a stop before that frees it with the list
+       (the bus client drops its calls without calling back). */
+    if (f && f->cmd)
+        f->handle = zlistx_add_end(self->fetches, f);
+    if (!f || !f->handle ||
+        bus_client_send(self->taskmgr, "stager", &req.base, NULL, self->poll_timeout_ms,
+                        s_on_seed, f, NULL) != 0) {
+        if (f && f->handle)
+            zlistx_delete(self->fetches, f->handle);
+        else {
+            void *item = f;
+            s_fetch_free(&item);
         }
         s_refuse(link, cmd->id, "cannot ask the stager for the seed");
     }
@@ -534,8 +552,11 @@ int main(int argc, char **argv)
     self.worker =
         worker_new(&vc, (size_t)threads, (size_t)queue, (size_t)cache, s_worker_done, &self);
     self.delivered_by = zhashx_new();
+    self.fetches = zlistx_new();
+    if (self.fetches)
+        zlistx_set_destructor(self.fetches, s_fetch_free);
     self.taskmgr = service_client(service);
-    if (!self.worker || !self.delivered_by ||
+    if (!self.worker || !self.delivered_by || !self.fetches ||
         bus_client_pin(self.taskmgr, "taskmgr", config_get(c, "taskmgr_endpoints")) ||
         s_links(&self, config_get(c, "taskmgr_endpoints")) != 0)
         goto done;
@@ -576,6 +597,7 @@ done:
     }
     worker_destroy(&self.worker);
     zhashx_destroy(&self.delivered_by);
+    zlistx_destroy(&self.fetches);
     service_destroy(&service);
     return rc;
 }
