@@ -20,8 +20,9 @@ static const s_command_t s_commands[] = {
     { "templates", cli_templates, "templates                           what VMs can be made from" },
     { "hosts", cli_hosts, "hosts                               hosts, their capacity and use" },
     { "request", cli_request_cmd,
-      "request TEMPLATE NAME [--count N] [--wait] [--timeout S]\n"
-      "                                      ask for VMs; --wait follows them to ACTIVE" },
+      "request TEMPLATE NAME [--count N] [--group G] [--wait] [--timeout S]\n"
+      "                                      ask for VMs (in group G: id or name); --wait\n"
+      "                                      follows them to ACTIVE" },
     { "vms", cli_vms, "vms [--limit N] [--marker ID]       your VMs" },
     { "vm", cli_vm, "vm show ID                          one VM" },
     { "dispose", cli_dispose, "dispose ID [--wait] [--timeout S]   give a VM back" },

@@ -170,21 +170,25 @@ static void s_request_table(json_t *req)
 
 int cli_request_cmd(cli_t *cli, int argc, char **argv)
 {
-    cli_opt_t opts[] = {
-        { "count", 1, NULL, 0 }, { "wait", 0, NULL, 0 }, { "timeout", 1, NULL, 0 }, { NULL }
-    };
+    cli_opt_t opts[] = { { "count", 1, NULL, 0 },
+                         { "wait", 0, NULL, 0 },
+                         { "timeout", 1, NULL, 0 },
+                         { "group", 1, NULL, 0 },
+                         { NULL } };
     const char *pos[2];
     int64_t count = 1, timeout = DEFAULT_TIMEOUT_S;
     if (cli_parse(argc, argv, opts, pos, 2, 2) != 0 ||
         (opts[0].set && util_parse_int(opts[0].value, INT32_MIN, INT32_MAX, &count) != 0) ||
         (opts[2].set && util_parse_int(opts[2].value, 1, 86400, &timeout) != 0)) {
-        fprintf(stderr, "usage: berth request TEMPLATE NAME [--count N] [--wait] "
+        fprintf(stderr, "usage: berth request TEMPLATE NAME [--count N] [--group GROUP] [--wait] "
                         "[--timeout SECONDS]\n");
         return 2;
     }
     /* The count goes to the gateway as given: it owns the limits and says what is wrong. */
     json_t *ask = json_pack("{s:s, s:s, s:I}", "template", pos[0], "name", pos[1], "count",
                             (json_int_t)count);
+    if (opts[3].set) /* id or name; the gateway and approval say what is wrong with it */
+        json_object_set_new(ask, "group", json_string(opts[3].value));
     json_t *body = NULL;
     int rc = cli_http(cli, "POST", "/v1/requests", ask, &body);
     json_decref(ask);

@@ -103,9 +103,10 @@ int cli_vm(cli_t *cli, int argc, char **argv)
     if (cli->json)
         cli_print_json(body);
     else {
-        static const char *const first[] = { "id",   "name",     "state", "power_state",
-                                             "host", "template", "owner", "lease.expires_at",
-                                             "task", "fault",    NULL };
+        static const char *const first[] = { "id",          "name",  "state",
+                                             "power_state", "host",  "template",
+                                             "owner",       "group", "lease.expires_at",
+                                             "task",        "fault", NULL };
         cli_print_object(json_object_get(body, "vm"), first);
     }
     json_decref(body);

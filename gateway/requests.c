@@ -46,12 +46,13 @@ static json_t *s_view(http_req_t *req, const Berth__Request *r)
         http_error(req, "UNAVAILABLE", "state store unreachable");
         return NULL;
     }
-    return json_pack("{s:s, s:s, s:o, s:o, s:i, s:o, s:o, s:o, s:o, s:o, s:o, s:o}", "id",
+    return json_pack("{s:s, s:s, s:o, s:o, s:i, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o}", "id",
                      r->id ? r->id : "", "state", r->state ? r->state : "", "template",
                      view_str(r->template_), "name", view_str(r->name), "count", r->count, "owner",
-                     view_str(r->owner), "vms", vms, "tasks", tasks, "decided_by",
-                     view_str(r->decided_by), "reason", view_str(r->reason), "created_at",
-                     rest_time(r->created_ms), "updated_at", rest_time(r->updated_ms));
+                     view_str(r->owner), "group", view_str(r->group), "vms", vms, "tasks", tasks,
+                     "decided_by", view_str(r->decided_by), "reason", view_str(r->reason),
+                     "created_at", rest_time(r->created_ms), "updated_at",
+                     rest_time(r->updated_ms));
 }
 
 /* Answer with the request: status, and Location when given. */
@@ -80,12 +81,13 @@ static void s_created(http_req_t *req, ProtobufCMessage *answer)
 
 void requests_create(http_req_t *req)
 {
-    static const char *const allowed[] = { "template", "name", "count", NULL };
-    const char *template_ = NULL, *name = NULL;
+    static const char *const allowed[] = { "template", "name", "count", "group", NULL };
+    const char *template_ = NULL, *name = NULL, *group = NULL;
     int64_t count = 1;
     if (rest_body(req, allowed) ||
         rest_str(req, "template", 1, LIMIT_TEMPLATE_REF_MAX, &template_) ||
         rest_str(req, "name", 1, LIMIT_VM_NAME_MAX, &name) ||
+        rest_str(req, "group", 0, LIMIT_GROUP_REF_MAX, &group) < 0 ||
         rest_int(req, "count", 0, 1, LIMIT_COUNT_MAX, &count) < 0)
         return;
     const char *key = http_header(req, "Idempotency-Key");
@@ -106,6 +108,7 @@ void requests_create(http_req_t *req)
     ask.count = (int32_t)count;
     ask.owner = req->user;
     ask.idempotency_key = (char *)(key ? key : "");
+    ask.group = (char *)(group ? group : "");
     rest_call(req, "approval", &ask.base, &berth__request__descriptor, s_created);
 }
 

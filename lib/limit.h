@@ -9,6 +9,7 @@
 #define LIMIT_COUNT_MAX           50 /* VMs one request asks for (approval's max_count may lower) */
 #define LIMIT_VM_NAME_MAX         51 /* a VM name: a hostname label once "-N" is added (<= 63) */
 #define LIMIT_TEMPLATE_REF_MAX    64 /* the template a request names: its id or its name */
+#define LIMIT_GROUP_REF_MAX       64 /* the group a request names: its id or its name */
 #define LIMIT_IDEMPOTENCY_KEY_MAX 128  /* Idempotency-Key header, [A-Za-z0-9._-] */
 #define LIMIT_REASON_MAX          1024 /* an admin's reason for a decision, in bytes */
 

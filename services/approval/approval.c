@@ -45,11 +45,13 @@ int approval_seed(approval_t *self)
         return 0;
     fault_t fault = { 0 };
     int added = catalog_seed(self->store, &fault);
+    if (added >= 0 && groups_ensure_default(self->store, &fault) != 0)
+        added = -1;
     if (added < 0) {
         /* Retried every heartbeat while Redis is away: said once, not once a second. */
         if (!self->warned)
-            log_warn(NULL, "template catalog not seeded yet", "{s:s, s:s}", "code", fault.code,
-                     "reason", fault.message);
+            log_warn(NULL, "template catalog or default group not seeded yet", "{s:s, s:s}", "code",
+                     fault.code, "reason", fault.message);
         self->warned = 1;
         return -1;
     }
@@ -169,15 +171,16 @@ static void s_on_create_request(bus_request_t *request, void *arg)
     ask.owner = who->user; /* the owner is who asks, whatever the body says */
     fault_t fault = { 0 };
     Berth__Request *req = NULL;
-    int rc = requests_create(self->store, &self->policy, &ask, s_request_id(request), &req, &fault);
+    int rc = requests_create(self->store, &self->policy, &ask, assertion_has_role(who, "admin"),
+                             s_request_id(request), &req, &fault);
     berth__user_assertion__free_unpacked(who, NULL);
     if (rc != 0) {
         approval_fail(request, "create request refused", &fault);
         return;
     }
-    log_info(s_request_id(request), "request accepted", "{s:s, s:s, s:s, s:i, s:s}", "request",
+    log_info(s_request_id(request), "request accepted", "{s:s, s:s, s:s, s:i, s:s, s:s}", "request",
              req->id, "state", req->state, "template", req->template_, "count", req->count, "owner",
-             req->owner);
+             req->owner, "group", req->group);
     bus_reply(request, &req->base);
     protobuf_c_message_free_unpacked(&req->base, NULL);
 }

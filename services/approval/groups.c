@@ -83,6 +83,47 @@ int groups_get(store_t *store, const char *id, Berth__Group **out_p, fault_t *fa
     return 0;
 }
 
+int groups_find(store_t *store, const char *ref, Berth__Group **out_p, fault_t *fault)
+{
+    if (ref && util_is_uuid(ref))
+        return groups_get(store, ref, out_p, fault);
+    if (!ref || !policy_is_template_name(ref))
+        return error_field(fault, "group", "group must be a group id or name");
+    char key[KEYS_MAX], id[UTIL_ID_LEN] = "";
+    redisReply *r = store_command(store, "HGET %s id", keys_build(key, KEYS_GROUP_NAME, ref, NULL));
+    if (!r || (r->type != REDIS_REPLY_STRING && r->type != REDIS_REPLY_NIL)) {
+        if (r)
+            freeReplyObject(r);
+        return fault_store(fault, store);
+    }
+    if (r->type == REDIS_REPLY_STRING)
+        util_strlcpy(id, r->str, sizeof id);
+    freeReplyObject(r);
+    if (!util_is_uuid(id))
+        return error_set(fault, "NOT_FOUND", "no group %s", ref);
+    return groups_get(store, id, out_p, fault);
+}
+
+int groups_ensure_default(store_t *store, fault_t *fault)
+{
+    Berth__Group *g = NULL;
+    if (groups_find(store, GROUPS_DEFAULT, &g, fault) == 0) {
+        protobuf_c_message_free_unpacked(&g->base, NULL);
+        return 0;
+    }
+    if (!streq(fault->code, "NOT_FOUND"))
+        return -1;
+    Berth__Group want = BERTH__GROUP__INIT;
+    want.name = GROUPS_DEFAULT;
+    want.description = "where users in no group make their requests";
+    if (groups_create(store, &want, "service:approval", &g, fault) == 0) {
+        protobuf_c_message_free_unpacked(&g->base, NULL);
+        return 0;
+    }
+    /* Another approval instance made it first. */
+    return streq(fault->code, "CONFLICT") ? 0 : -1;
+}
+
 /* parent exists, and (when child is an existing group) is neither child nor below it. */
 static int s_check_parent(store_t *store, const char *parent, const char *child, fault_t *fault)
 {

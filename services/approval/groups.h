@@ -31,6 +31,15 @@ int groups_create(store_t *store, const Berth__Group *group, const char *actor,
 /* The group with id: 0 and *out_p, or -1 (NOT_FOUND, BAD_REQUEST for a malformed id). */
 int groups_get(store_t *store, const char *id, Berth__Group **out_p, fault_t *fault);
 
+/* The group named by ref, an id or a name: 0 and *out_p, or -1 (NOT_FOUND, BAD_REQUEST when ref
+   is neither). */
+int groups_find(store_t *store, const char *ref, Berth__Group **out_p, fault_t *fault);
+
+/* The group a user in no group makes requests in (GROUPS_DEFAULT): created with no quota when
+   absent. 0 when it exists, -1 (Redis) to try again later. */
+#define GROUPS_DEFAULT "default"
+int groups_ensure_default(store_t *store, fault_t *fault);
+
 /* user's role in group into role[16] ("" when not a member). 0 or -1 (Redis). */
 int groups_role(store_t *store, const char *group, const char *user, char role[16], fault_t *fault);
 

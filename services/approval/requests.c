@@ -20,6 +20,7 @@
 #include "requests.h"
 #include "keys.h"
 #include "catalog.h"
+#include "groups.h"
 #include "log.h"
 #include "model.h"
 #include "util.h"
@@ -134,21 +135,104 @@ static void s_tx_provision(model_tx_t *tx, s_batch_t *b, size_t i, const char *t
     model_tx_zadd(tx, KEYS_TASKS_WAKE, now, t->id); /* wakes a taskmgr at once */
 }
 
+/* The group a request is made in, resolved for owner (written to group_id, and the owner's
+   role there to role: "" for the default group of a user in no group, and for an admin who
+   is not a member). A named group (id or name) must be one the owner makes requests in
+   (member or manager; an auditor changes nothing), except for an admin; a group the owner
+   is not in is NOT_FOUND, as if it did not exist. Unnamed: the owner's only such group; a
+   user in several must name one; a user in none uses GROUPS_DEFAULT. */
+static int s_group(store_t *store, const char *ref, const char *owner, int admin,
+                   char group_id[UTIL_ID_LEN], char role[16], fault_t *fault)
+{
+    char key[KEYS_MAX];
+    role[0] = '\0';
+    if (ref && *ref) {
+        Berth__Group *g = NULL;
+        if (groups_find(store, ref, &g, fault) != 0) {
+            if (streq(fault->code, "NOT_FOUND"))
+                error_detail(fault, "field", "group");
+            return -1;
+        }
+        util_strlcpy(group_id, g->id, UTIL_ID_LEN);
+        int is_default = streq(g->name, GROUPS_DEFAULT);
+        protobuf_c_message_free_unpacked(&g->base, NULL);
+        if (groups_role(store, group_id, owner, role, fault) != 0)
+            return -1;
+        if (streq(role, "member") || streq(role, "manager") || admin)
+            return 0;
+        if (streq(role, "auditor"))
+            return error_field(fault, "group", "an auditor of group %s cannot make requests in it",
+                               ref);
+        if (is_default) { /* open to a user in no group: the same rule as when unnamed */
+            char only[UTIL_ID_LEN];
+            if (s_group(store, NULL, owner, admin, only, role, fault) != 0)
+                return -1;
+            if (streq(only, group_id))
+                return 0;
+        }
+        error_set(fault, "NOT_FOUND", "no group %s", ref);
+        return error_detail(fault, "field", "group");
+    }
+    redisReply *r =
+        store_command(store, "HGETALL %s", keys_build(key, KEYS_USER_GROUPS, owner, NULL));
+    if (!r || r->type != REDIS_REPLY_ARRAY) {
+        if (r)
+            freeReplyObject(r);
+        return fault_store(fault, store);
+    }
+    size_t found = 0;
+    for (size_t i = 0; i + 1 < r->elements; i += 2) {
+        const char *gid = r->element[i]->str, *grole = r->element[i + 1]->str;
+        if (!gid || !grole || !util_is_uuid(gid) ||
+            !(streq(grole, "member") || streq(grole, "manager")))
+            continue;
+        if (found++ == 0) {
+            util_strlcpy(group_id, gid, UTIL_ID_LEN);
+            util_strlcpy(role, grole, 16);
+        }
+    }
+    freeReplyObject(r);
+    if (found > 1) {
+        role[0] = '\0';
+        return error_field(fault, "group",
+                           "you make requests in %zu groups: name the one for this request in "
+                           "group",
+                           found);
+    }
+    if (found == 1)
+        return 0;
+    Berth__Group *g = NULL;
+    if (groups_find(store, GROUPS_DEFAULT, &g, fault) != 0) {
+        if (streq(fault->code, "NOT_FOUND")) /* approval makes it at start: not yet */
+            error_set(fault, "UNAVAILABLE", "the default group does not exist yet; try again");
+        return -1;
+    }
+    util_strlcpy(group_id, g->id, UTIL_ID_LEN);
+    protobuf_c_message_free_unpacked(&g->base, NULL);
+    return 0;
+}
+
 #define S_BODY_HASH_LEN (crypto_hash_sha256_BYTES * 2 + 1) /* hex SHA-256 with its NUL */
 
-/* The hash of what a CreateRequest asks for (template, name, count; 0 and 1 alike), as hex.
-   Lengths go first so that no two different requests share an encoding. */
+/* The hash of what a CreateRequest asks for (template, name, count; 0 and 1 alike; the group
+   when one is named), as hex. Lengths go first so that no two different requests share an
+   encoding; a request naming no group hashes as before groups existed, so keys stored then
+   still match. */
 static void s_body_hash(const Berth__CreateRequest *msg, int count, char out[S_BODY_HASH_LEN])
 {
-    char head[64];
+    char head[96];
     const char *tmpl = msg->template_ ? msg->template_ : "";
     const char *name = msg->name ? msg->name : "";
-    int n = snprintf(head, sizeof head, "%zu:%zu:%d:", strlen(tmpl), strlen(name), count);
+    const char *group = msg->group ? msg->group : "";
+    int n = *group ? snprintf(head, sizeof head, "%zu:%zu:%d:%zu:", strlen(tmpl), strlen(name),
+                              count, strlen(group))
+                   : snprintf(head, sizeof head, "%zu:%zu:%d:", strlen(tmpl), strlen(name), count);
     crypto_hash_sha256_state st;
     crypto_hash_sha256_init(&st);
     crypto_hash_sha256_update(&st, (const unsigned char *)head, (unsigned long long)n);
     crypto_hash_sha256_update(&st, (const unsigned char *)tmpl, strlen(tmpl));
     crypto_hash_sha256_update(&st, (const unsigned char *)name, strlen(name));
+    crypto_hash_sha256_update(&st, (const unsigned char *)group, strlen(group));
     unsigned char digest[crypto_hash_sha256_BYTES];
     crypto_hash_sha256_final(&st, digest);
     sodium_bin2hex(out, S_BODY_HASH_LEN, digest, sizeof digest);
@@ -205,7 +289,7 @@ static int s_idem_lookup(store_t *store, const char *idem_key, int64_t now, cons
 }
 
 int requests_create(store_t *store, const policy_t *policy, const Berth__CreateRequest *msg,
-                    const char *trace_id, Berth__Request **request_p, fault_t *fault)
+                    int admin, const char *trace_id, Berth__Request **request_p, fault_t *fault)
 {
     if (!msg)
         return error_set(fault, "BAD_REQUEST", "CreateRequest body is required");
@@ -228,6 +312,9 @@ int requests_create(store_t *store, const policy_t *policy, const Berth__CreateR
             return found > 0 ? 0 : -1;
     }
 
+    char group_id[UTIL_ID_LEN], role[16];
+    if (s_group(store, msg->group, msg->owner, admin, group_id, role, fault) != 0)
+        return -1;
     Berth__Template *tmpl = NULL;
     if (catalog_find(store, msg->template_, &tmpl, fault) != 0)
         return -1;
@@ -258,9 +345,14 @@ int requests_create(store_t *store, const policy_t *policy, const Berth__CreateR
     req.updated_ms = now;
     req.version = 1;
     req.decided_by = approved ? "policy" : "";
+    req.group = group_id;
 
-    /* The template must still be there when the transaction runs. */
+    /* The template and the group must still be there when the transaction runs, and the
+       owner's place in the group what it was when read. */
     model_tx_check(tx, keys_build(key, KEYS_TEMPLATE, tmpl->id, NULL), "id", tmpl->id);
+    model_tx_check(tx, keys_build(key, KEYS_GROUP, group_id, NULL), "id", group_id);
+    if (*role)
+        model_tx_check(tx, keys_build(key, KEYS_USER_GROUPS, msg->owner, NULL), group_id, role);
     for (size_t i = 0; i < b.n; i++) {
         Berth__Vm *vm = &b.vms[i];
         Berth__Resources *flavor = &b.flavors[i];
@@ -281,6 +373,7 @@ int requests_create(store_t *store, const policy_t *policy, const Berth__CreateR
         vm->template_ = tmpl->id;
         vm->owner = msg->owner;
         vm->request = req_id;
+        vm->group = group_id;
         vm->flavor = flavor;
         vm->image = tmpl->image;
         vm->os = tmpl->os;
@@ -338,7 +431,8 @@ int requests_create(store_t *store, const policy_t *policy, const Berth__CreateR
             return found > 0 ? 0 : -1;
     }
     if (rc == MODEL_CONFLICT)
-        return error_set(fault, "CONFLICT", "the catalog or the key changed meanwhile; try again");
+        return error_set(fault, "CONFLICT",
+                         "the catalog, the group or the key changed meanwhile; try again");
     return fault_store(fault, store);
 }
 

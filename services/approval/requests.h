@@ -11,11 +11,11 @@
 #include "berth.pb-c.h"
 
 /* Create the request msg asks for (validated here), or answer the request an earlier call
-   with the same owner and idempotency key created. trace_id is the HTTP request id the
-   tasks carry (may be NULL). 0 and *request_p (free with protobuf_c_message_free_unpacked),
-   or -1 with a fault. */
+   with the same owner and idempotency key created. admin: the owner has the platform's admin
+   role (may request in any group). trace_id is the HTTP request id the tasks carry (may be
+   NULL). 0 and *request_p (free with protobuf_c_message_free_unpacked), or -1 with a fault. */
 int requests_create(store_t *store, const policy_t *policy, const Berth__CreateRequest *msg,
-                    const char *trace_id, Berth__Request **request_p, fault_t *fault);
+                    int admin, const char *trace_id, Berth__Request **request_p, fault_t *fault);
 
 /* The request with this id, or NOT_FOUND. */
 int requests_get(store_t *store, const char *id, Berth__Request **request_p, fault_t *fault);

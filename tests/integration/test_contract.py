@@ -75,6 +75,7 @@ class Contract(unittest.TestCase):
             "LIMIT_COUNT_MAX": create["count"]["maximum"],
             "LIMIT_VM_NAME_MAX": create["name"]["maxLength"],
             "LIMIT_TEMPLATE_REF_MAX": create["template"]["maxLength"],
+            "LIMIT_GROUP_REF_MAX": create["group"]["maxLength"],
             "LIMIT_IDEMPOTENCY_KEY_MAX": idem["maxLength"],
             "LIMIT_REASON_MAX": reject["reason"]["maxLength"],
             "LIMIT_TEMPLATE_NAME_MAX": tmpl["name"]["maxLength"],

@@ -46,6 +46,9 @@ class Provisioning(PlatformCase):
         vm_id = req["vms"][0]["id"]
         vm = self.api.wait_vm(vm_id, ("ACTIVE",), timeout=60)
         self.assertEqual(vm["power_state"], "RUNNING")
+        # The admin is in no group: the request and its VM are the default group's.
+        default = self.p.redis_command("HGET", "berth:group-name:default", "id")
+        self.assertEqual((req["group"], vm["group"]), (default, default))
         self.assertIn(vm["host"], before)
         self.assertIsNotNone(vm["lease"]["expires_at"])
         task = self.api.task(vm["task"])
@@ -203,6 +206,14 @@ class Provisioning(PlatformCase):
         r = api.call("POST", "/v1/requests", {"template": "no-such", "name": "x"})
         self.assertEqual((r.status, r.json()["error"]["details"]), (404, {"field": "template"}),
                          r)
+        for group, status in (("no-such-group", 404), ("Not A Group", 400), ("", 400),
+                              ("g" * 65, 400)):
+            with self.subTest(group=group):
+                r = self.member.call("POST", "/v1/requests",
+                                     {"template": "small", "name": "x", "group": group})
+                self.assertEqual((r.status, r.json()["error"]["details"]),
+                                 (status, {"field": "group"}), r)
+        self.assertEqual(counts(), before)
 
     def test_4b_usage_window_of_only_to(self):
         # Only `to`, early in 1970: the default window starts at the epoch, never before it,

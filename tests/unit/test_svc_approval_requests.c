@@ -16,6 +16,7 @@
 #include "util.h"
 #include "../../services/approval/approval.h"
 #include "../../services/approval/catalog.h"
+#include "../../services/approval/groups.h"
 #include "../../services/approval/policy.h"
 #include "../../services/approval/requests.h"
 
@@ -165,6 +166,7 @@ static void s_seed(void)
 {
     fault_t fault = { 0 };
     assert_true(catalog_seed(s_store, &fault) >= 0);
+    assert_int_equal(groups_ensure_default(s_store, &fault), 0);
 }
 
 /* The id of the template called name. */
@@ -188,7 +190,7 @@ static Berth__Request *s_create(const char *tmpl, const char *name, int count, c
     msg.idempotency_key = (char *)(key ? key : "");
     Berth__Request *req = NULL;
     fault_t fault = { 0 };
-    int rc = requests_create(s_store, &s_policy, &msg, "trace-1", &req, &fault);
+    int rc = requests_create(s_store, &s_policy, &msg, 0, "trace-1", &req, &fault);
     if (rc != 0)
         fail_msg("create refused: %s %s", fault.code, fault.message);
     return req;
@@ -208,7 +210,7 @@ static void s_create_refused(const policy_t *policy, const char *tmpl, const cha
     Berth__Request *req = NULL;
     fault_t fault = { 0 };
     snapshot_t before = s_snapshot();
-    assert_int_equal(requests_create(s_store, policy, &msg, "trace-1", &req, &fault), -1);
+    assert_int_equal(requests_create(s_store, policy, &msg, 0, "trace-1", &req, &fault), -1);
     assert_null(req);
     assert_string_equal(fault.code, code);
     if (message)
@@ -801,7 +803,7 @@ static void test_idempotency_key_other_body(void **state)
     msg.idempotency_key = "k-1";
     Berth__Request *req = NULL;
     fault_t fault = { 0 };
-    assert_int_equal(requests_create(s_store, &s_policy, &msg, NULL, &req, &fault), -1);
+    assert_int_equal(requests_create(s_store, &s_policy, &msg, 0, NULL, &req, &fault), -1);
     assert_string_equal(error_detail_get(&fault, "header"), "Idempotency-Key");
     assert_string_equal(error_detail_get(&fault, "request"), first->id);
     assert_int_equal(error_http_status(fault.code), 422);
@@ -848,7 +850,7 @@ static void test_idempotency_key_race(void **state)
             msg.idempotency_key = "k";
             Berth__Request *req = NULL;
             fault_t fault = { 0 };
-            if (requests_create(store, &s_policy, &msg, NULL, &req, &fault) != 0)
+            if (requests_create(store, &s_policy, &msg, 0, NULL, &req, &fault) != 0)
                 _exit(1);
             char line[UTIL_ID_LEN + 1];
             snprintf(line, sizeof line, "%s\n", req->id);
@@ -931,7 +933,7 @@ static void test_bad_requests_change_nothing(void **state)
     s_free(req);
     /* No body at all. */
     fault_t fault = { 0 };
-    assert_int_equal(requests_create(s_store, p, NULL, NULL, &req, &fault), -1);
+    assert_int_equal(requests_create(s_store, p, NULL, 0, NULL, &req, &fault), -1);
     assert_string_equal(fault.code, "BAD_REQUEST");
 }
 
@@ -1194,7 +1196,7 @@ static void test_store_down(void **state)
     msg.count = 1;
     msg.owner = "alice";
     Berth__Request *req = NULL;
-    assert_int_equal(requests_create(s_store, &s_policy, &msg, NULL, &req, &fault), -1);
+    assert_int_equal(requests_create(s_store, &s_policy, &msg, 0, NULL, &req, &fault), -1);
     assert_string_equal(fault.code, "UNAVAILABLE");
     Berth__TemplateList *list = NULL;
     assert_int_equal(catalog_list(s_store, &list, &fault), -1);
@@ -1205,6 +1207,139 @@ static void test_store_down(void **state)
                      -1);
     assert_string_equal(fault.code, "UNAVAILABLE");
     assert_int_equal(testenv_redis_restart(s_redis), 0);
+}
+
+/* ---- the group a request is made in ----------------------------------------------------- */
+
+/* A group called name, with user (made to exist) in it as role unless role is NULL. */
+static void s_group_with(const char *name, const char *user, const char *role, char id[UTIL_ID_LEN])
+{
+    fault_t fault = { 0 };
+    Berth__Group *g = NULL;
+    if (groups_find(s_store, name, &g, &fault) != 0) {
+        Berth__Group want = BERTH__GROUP__INIT;
+        want.name = (char *)name;
+        assert_int_equal(groups_create(s_store, &want, "admin", &g, &fault), 0);
+    }
+    util_strlcpy(id, g->id, UTIL_ID_LEN);
+    s_free(g);
+    if (!role)
+        return;
+    char key[KEYS_MAX];
+    redisReply *r =
+        store_command(s_store, "HSET %s name %s", keys_build(key, KEYS_USER, user, NULL), user);
+    assert_non_null(r);
+    freeReplyObject(r);
+    assert_int_equal(groups_member(s_store, "add", id, user, role, "admin", &fault), 0);
+}
+
+/* CreateRequest for owner naming group (NULL: none): 0 and the request, or -1 with fault. */
+static int s_create_in(const char *owner, const char *group, int admin, Berth__Request **req,
+                       fault_t *fault)
+{
+    Berth__CreateRequest msg = BERTH__CREATE_REQUEST__INIT;
+    msg.template_ = "small";
+    msg.name = "g";
+    msg.count = 2;
+    msg.owner = (char *)owner;
+    msg.group = (char *)(group ? group : "");
+    *req = NULL;
+    return requests_create(s_store, &s_policy, &msg, admin, NULL, req, fault);
+}
+
+static void test_request_group(void **state)
+{
+    (void)state;
+    s_seed();
+    char def[UTIL_ID_LEN], web[UTIL_ID_LEN], ops[UTIL_ID_LEN], key[KEYS_MAX];
+    s_group_with(GROUPS_DEFAULT, NULL, NULL, def);
+    s_group_with("web", "carol", "member", web);
+    s_group_with("ops", "dave", "manager", ops);
+    s_group_with("web", "dave", "auditor", web);
+    fault_t fault = { 0 };
+    Berth__Request *req = NULL;
+
+    /* In no group: the default group; the request and each VM say so. */
+    assert_int_equal(s_create_in("bob", NULL, 0, &req, &fault), 0);
+    assert_string_equal(req->group, def);
+    for (size_t i = 0; i < req->n_vms; i++) {
+        ProtobufCMessage *m = NULL;
+        assert_int_equal(model_load(s_store, &berth__vm__descriptor,
+                                    keys_build(key, KEYS_VM, req->vms[i], NULL), &m),
+                         0);
+        assert_string_equal(((Berth__Vm *)m)->group, def);
+        s_free(m);
+    }
+    s_free(req);
+    /* ... also when named, by name or id; but not another group. */
+    assert_int_equal(s_create_in("bob", GROUPS_DEFAULT, 0, &req, &fault), 0);
+    assert_string_equal(req->group, def);
+    s_free(req);
+    assert_int_equal(s_create_in("bob", web, 0, &req, &fault), -1);
+    assert_string_equal(fault.code, "NOT_FOUND");
+    assert_string_equal(error_detail_get(&fault, "field"), "group");
+
+    /* One group: that one, unnamed or named by name. The default group is not carol's. */
+    assert_int_equal(s_create_in("carol", NULL, 0, &req, &fault), 0);
+    assert_string_equal(req->group, web);
+    s_free(req);
+    assert_int_equal(s_create_in("carol", "web", 0, &req, &fault), 0);
+    assert_string_equal(req->group, web);
+    s_free(req);
+    memset(&fault, 0, sizeof fault);
+    assert_int_equal(s_create_in("carol", GROUPS_DEFAULT, 0, &req, &fault), -1);
+    assert_string_equal(fault.code, "NOT_FOUND");
+
+    /* An auditor's group does not count, and cannot be named; a manager's does. */
+    assert_int_equal(s_create_in("dave", NULL, 0, &req, &fault), 0);
+    assert_string_equal(req->group, ops);
+    s_free(req);
+    memset(&fault, 0, sizeof fault);
+    assert_int_equal(s_create_in("dave", "web", 0, &req, &fault), -1);
+    assert_string_equal(fault.code, "BAD_REQUEST");
+    assert_string_equal(error_detail_get(&fault, "field"), "group");
+
+    /* Several groups: name one. */
+    s_group_with("ops", "carol", "member", ops);
+    memset(&fault, 0, sizeof fault);
+    assert_int_equal(s_create_in("carol", NULL, 0, &req, &fault), -1);
+    assert_string_equal(fault.code, "BAD_REQUEST");
+    assert_string_equal(error_detail_get(&fault, "field"), "group");
+    assert_int_equal(s_create_in("carol", "ops", 0, &req, &fault), 0);
+    assert_string_equal(req->group, ops);
+    s_free(req);
+
+    /* An admin may name any group; an unknown one is NOT_FOUND for everyone. */
+    assert_int_equal(s_create_in("root", "web", 1, &req, &fault), 0);
+    assert_string_equal(req->group, web);
+    s_free(req);
+    memset(&fault, 0, sizeof fault);
+    assert_int_equal(s_create_in("root", "nope", 1, &req, &fault), -1);
+    assert_string_equal(fault.code, "NOT_FOUND");
+    memset(&fault, 0, sizeof fault);
+    assert_int_equal(s_create_in("root", "Not A Name", 1, &req, &fault), -1);
+    assert_string_equal(fault.code, "BAD_REQUEST");
+}
+
+static void test_default_group_made_once(void **state)
+{
+    (void)state;
+    fault_t fault = { 0 };
+    char key[KEYS_MAX];
+    /* Before it exists, a request from a user in no group waits for it (approval makes it at
+       start and retries every heartbeat while Redis is away). */
+    assert_true(catalog_seed(s_store, &fault) >= 0);
+    Berth__Request *req = NULL;
+    assert_int_equal(s_create_in("bob", NULL, 0, &req, &fault), -1);
+    assert_string_equal(fault.code, "UNAVAILABLE");
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(groups_ensure_default(s_store, &fault), 0);
+    assert_int_equal(s_int("ZCARD", KEYS_GROUPS), 1);
+    redisReply *r = store_command(s_store, "HGET %s id",
+                                  keys_build(key, KEYS_GROUP_NAME, GROUPS_DEFAULT, NULL));
+    assert_non_null(r);
+    assert_int_equal(r->type, REDIS_REPLY_STRING);
+    freeReplyObject(r);
 }
 
 int main(void)
@@ -1228,6 +1363,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_bad_requests_change_nothing, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_bad_get_and_decide, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_bus_handlers, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_request_group, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_default_group_made_once, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_store_down, s_setup, s_teardown),
     };
     return cmocka_run_group_tests(tests, s_group_setup, s_group_teardown);
