@@ -9,6 +9,7 @@
 #include "http.h"
 #include "limit.h"
 #include "model.h"
+#include "permissions.h"
 
 /* Settings every handler reads; filled once at start, read-only afterwards (shared by the
    worker threads without locks). */
@@ -18,6 +19,7 @@ typedef struct {
     calls_t *calls;              /* the bus actor every HTTP-initiated call goes through */
     int64_t token_ttl_ms;        /* lifetime of a bearer token */
     int64_t token_cache_ms;      /* a checked token is trusted this long per thread (0: off) */
+    int64_t groups_cache_ms;     /* a user's group roles are reused this long per thread */
     int64_t host_down_ms;        /* a host not seen for this long is DOWN */
     int64_t host_cache_ms;       /* a host's liveness fields are reused this long (0: off) */
     int list_default;            /* page size when ?limit is absent */
@@ -87,14 +89,13 @@ int rest_load(http_req_t *req, const ProtobufCMessageDescriptor *desc, const cha
               const char *id, ProtobufCMessage **out);
 /* HGETALL of n keys in one Redis round trip: an array of n replies, each the hash (empty when
    the key is absent) or, when owner is non-NULL, the integer 0 for a hash owned by someone
-   else. Caller frees. NULL with 503 set when Redis failed. */
-redisReply *rest_hashes(http_req_t *req, size_t n, const char *const *keys, const char *owner);
+   else and in none of the n_groups groups. Caller frees. NULL with 503 set when Redis failed. */
+redisReply *rest_hashes(http_req_t *req, size_t n, const char *const *keys, const char *owner,
+                        const char *const *groups, size_t n_groups);
 /* Is id something that may name a resource (checked before it reaches a Redis key)? */
 int rest_id_ok(const char *id);
 /* Is the caller an admin? */
 int rest_is_admin(http_req_t *req);
-/* May the caller see a resource owned by owner (admins see everything)? */
-int rest_may_see(http_req_t *req, const char *owner);
 
 /* Body validation: each returns 0 when the field is present and valid (*out set), 1 when it
    is absent and optional, -1 with a 400 naming the field set. */
@@ -145,7 +146,21 @@ void vms_get(http_req_t *req);      /* GET /v1/vms/{id} */
 void vms_dispose(http_req_t *req);  /* DELETE /v1/vms/{id} */
 void vms_get_task(http_req_t *req); /* GET /v1/tasks/{id} */
 void vms_usage(http_req_t *req);    /* GET /v1/usage */
+/* May the caller see the VM (vm.get: owner, its group's manager or auditor, admin,
+   operator)? The same answers who may see its tasks. */
+int vms_may_see(http_req_t *req, const Berth__Vm *vm);
 /* Is the VM's host DOWN? (0 when it has no host or the host is unknown.) -1 on Redis error. */
 int vms_host_down(http_req_t *req, const char *host);
+
+/* ---- groups.c: groups and memberships (approval owns them) ---- */
+void groups_create(http_req_t *req);        /* POST /v1/groups */
+void groups_list(http_req_t *req);          /* GET /v1/groups */
+void groups_get(http_req_t *req);           /* GET /v1/groups/{id} */
+void groups_update(http_req_t *req);        /* PATCH /v1/groups/{id} */
+void groups_delete(http_req_t *req);        /* DELETE /v1/groups/{id} */
+void groups_list_members(http_req_t *req);  /* GET /v1/groups/{id}/members */
+void groups_add_member(http_req_t *req);    /* POST /v1/groups/{id}/members */
+void groups_set_role(http_req_t *req);      /* PUT /v1/groups/{id}/members/{user} */
+void groups_remove_member(http_req_t *req); /* DELETE /v1/groups/{id}/members/{user} */
 
 #endif

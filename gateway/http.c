@@ -11,6 +11,7 @@
 #include "http.h"
 
 #include "conns.h"
+#include "permissions.h"
 
 #include <arpa/inet.h>
 #include <assert.h>
@@ -354,7 +355,7 @@ static void s_route(http_t *self, s_conn_t *c, const s_body_error_t *body_error)
     }
     if (s_rate_limited(self, req, 0))
         return;
-    if (route->access != HTTP_PUBLIC) {
+    if (!perm_public(route->action)) {
         if (!self->options.authenticate) {
             http_error(req, "INTERNAL", "no authenticator configured");
             return;
@@ -366,10 +367,8 @@ static void s_route(http_t *self, s_conn_t *c, const s_body_error_t *body_error)
         }
         if (s_rate_limited(self, req, 1))
             return;
-        if (route->access == HTTP_ADMIN && strcmp(req->role, "admin") != 0) {
-            http_error(req, "FORBIDDEN", "this operation needs the admin role");
+        if (perm_gate(req, route->action) != 0)
             return;
-        }
     }
     /* A misspelt parameter would otherwise silently fall back to its default. */
     s_query_check_t check = { .allowed = route->query };
@@ -544,6 +543,7 @@ static void s_completed(void *cls, struct MHD_Connection *connection, void **con
         if (c->resume)
             s_unpark(c, 0);
         json_decref(c->req.body);
+        json_decref(c->req.groups);
         json_decref(c->req.response);
         free(c->data);
         free(c);

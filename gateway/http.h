@@ -1,7 +1,7 @@
 /*  http: the gateway's hardened HTTP edge on libmicrohttpd. Thread pool, connection and
     per-IP limits, timeouts, a body cap (413), JSON only, X-Request-Id on every response,
     the error body {"error": {code, message, request_id, details}}, a route table and the
-    access check each route asks for (public, any signed-in user, admin). */
+    permission check of the action each route names (permissions.h). */
 #ifndef BERTH_GATEWAY_HTTP_H
 #define BERTH_GATEWAY_HTTP_H
 
@@ -27,7 +27,8 @@ typedef struct {
     store_t *store;               /* this worker thread's Redis connection */
     void *app;                    /* the gateway state given to http_new */
     char user[HTTP_USER_MAX];     /* authenticated user ("" on public routes) */
-    char role[HTTP_ROLE_MAX];     /* "admin" or "user" once authenticated */
+    char role[HTTP_ROLE_MAX];     /* "admin", "operator" or "user" once authenticated */
+    json_t *groups;               /* the caller's group id -> role (owned; permissions.c) */
     int status;                   /* response to send */
     json_t *response;             /* owned; sent as JSON */
     char location[256];           /* Location header when set */
@@ -42,14 +43,11 @@ typedef void(http_handler_fn)(http_req_t *req);
    (401) already set. */
 typedef int(http_auth_fn)(http_req_t *req);
 
-/* Who may call a route. */
-typedef enum { HTTP_PUBLIC = 0, HTTP_AUTHENTICATED = 1, HTTP_ADMIN = 2 } http_access_t;
-
 typedef struct {
     const char *method;
     const char *pattern; /* "/v1/vms/{id}" */
     http_handler_fn *fn;
-    http_access_t access;
+    const char *action; /* its row of the permission table (permissions.c) */
     const char *query; /* query parameters the route takes, space-separated (NULL: none);
                           any other is refused with a 400 naming it */
 } http_route_t;
@@ -79,7 +77,7 @@ typedef struct {
     const char *secrets_dir;    /* the Redis password's directory (NULL: none) */
     const char *tls_cert_pem;   /* HTTPS when both are set (PEM text, kept by the caller */
     const char *tls_key_pem;    /*   until http_destroy); plain HTTP only on loopback */
-    http_auth_fn *authenticate; /* for every route that is not HTTP_PUBLIC */
+    http_auth_fn *authenticate; /* for every route whose action is not public */
     ratelimit_t *rate_address;  /* requests per client address (borrowed; NULL: none) */
     ratelimit_t *rate_user;     /* requests per authenticated user (borrowed; NULL: none) */
 } http_options_t;

@@ -9,26 +9,38 @@
 #include <errno.h>
 #include <sodium.h>
 
+/* Each route names its action: its row of the permission table (permissions.c). */
 static const http_route_t s_routes[] = {
-    { "GET", "/healthz", health_live, HTTP_PUBLIC, NULL },
-    { "GET", "/readyz", health_ready, HTTP_PUBLIC, NULL },
-    { "GET", "/v1/health", health_platform, HTTP_PUBLIC, NULL },
-    { "POST", "/v1/auth/tokens", auth_login, HTTP_PUBLIC, NULL },
-    { "POST", "/v1/users", auth_create_user, HTTP_ADMIN, NULL },
-    { "GET", "/v1/templates", catalog_list_templates, HTTP_AUTHENTICATED, NULL },
-    { "POST", "/v1/templates", catalog_create_template, HTTP_ADMIN, NULL },
-    { "GET", "/v1/hosts", catalog_list_hosts, HTTP_AUTHENTICATED, NULL },
-    { "GET", "/v1/hosts/{id}", catalog_get_host, HTTP_AUTHENTICATED, NULL },
-    { "POST", "/v1/requests", requests_create, HTTP_AUTHENTICATED, NULL },
-    { "GET", "/v1/requests/{id}", requests_get, HTTP_AUTHENTICATED, NULL },
-    { "POST", "/v1/requests/{id}/approve", requests_approve, HTTP_ADMIN, NULL },
-    { "POST", "/v1/requests/{id}/reject", requests_reject, HTTP_ADMIN, NULL },
-    { "GET", "/v1/vms", vms_list, HTTP_AUTHENTICATED, "limit marker" },
-    { "GET", "/v1/vms/{id}", vms_get, HTTP_AUTHENTICATED, NULL },
-    { "DELETE", "/v1/vms/{id}", vms_dispose, HTTP_AUTHENTICATED, NULL },
-    { "GET", "/v1/tasks/{id}", vms_get_task, HTTP_AUTHENTICATED, NULL },
-    { "GET", "/v1/usage", vms_usage, HTTP_AUTHENTICATED, "from to owner" },
-    { NULL, NULL, NULL, HTTP_PUBLIC, NULL },
+    { "GET", "/healthz", health_live, "health.read", NULL },
+    { "GET", "/readyz", health_ready, "health.read", NULL },
+    { "GET", "/v1/health", health_platform, "health.read", NULL },
+    { "POST", "/v1/auth/tokens", auth_login, "auth.login", NULL },
+    { "POST", "/v1/users", auth_create_user, "user.create", NULL },
+    { "GET", "/v1/templates", catalog_list_templates, "template.list", NULL },
+    { "POST", "/v1/templates", catalog_create_template, "template.create", NULL },
+    { "GET", "/v1/hosts", catalog_list_hosts, "host.list", NULL },
+    { "GET", "/v1/hosts/{id}", catalog_get_host, "host.get", NULL },
+    { "POST", "/v1/requests", requests_create, "request.create", NULL },
+    { "GET", "/v1/requests/{id}", requests_get, "request.get", NULL },
+    { "POST", "/v1/requests/{id}/approve", requests_approve, "request.approve", NULL },
+    { "POST", "/v1/requests/{id}/reject", requests_reject, "request.reject", NULL },
+    { "GET", "/v1/vms", vms_list, "vm.list", "limit marker" },
+    { "GET", "/v1/vms/{id}", vms_get, "vm.get", NULL },
+    { "DELETE", "/v1/vms/{id}", vms_dispose, "vm.dispose", NULL },
+    { "GET", "/v1/tasks/{id}", vms_get_task, "task.get", NULL },
+    { "GET", "/v1/usage", vms_usage, "usage.read", "from to owner" },
+    { "POST", "/v1/groups", groups_create, "group.create", NULL },
+    { "GET", "/v1/groups", groups_list, "group.list", "limit marker name parent" },
+    { "GET", "/v1/groups/{id}", groups_get, "group.get", NULL },
+    { "PATCH", "/v1/groups/{id}", groups_update, "group.update", NULL },
+    { "DELETE", "/v1/groups/{id}", groups_delete, "group.delete", NULL },
+    { "GET", "/v1/groups/{id}/members", groups_list_members, "group.members.list",
+      "limit marker" },
+    { "POST", "/v1/groups/{id}/members", groups_add_member, "group.members.change", NULL },
+    { "PUT", "/v1/groups/{id}/members/{user}", groups_set_role, "group.members.change", NULL },
+    { "DELETE", "/v1/groups/{id}/members/{user}", groups_remove_member, "group.members.change",
+      NULL },
+    { NULL, NULL, NULL, NULL, NULL },
 };
 
 /* The admin bootstrap, retried on the service loop until Redis has taken it. */
@@ -107,11 +119,12 @@ static int s_settings(service_t *service, gateway_t *gw)
 {
     config_t *c = service_config(service);
     int64_t call_timeout, calls_per_service, ttl, cache, host_cache, down, list_default, list_max,
-        scan_max, pw_min, pw_max, window_days;
+        scan_max, pw_min, pw_max, window_days, groups_cache;
     if (config_int(c, "http_call_timeout_ms", 100, 600000, &call_timeout) ||
         config_int(c, "http_calls_per_service", 1, 100000, &calls_per_service) ||
         config_int(c, "token_ttl_s", 60, 366LL * 24 * 3600, &ttl) ||
         config_int(c, "token_cache_ms", 0, 60000, &cache) ||
+        config_int(c, "groups_cache_ms", 0, 60000, &groups_cache) ||
         config_int(c, "host_cache_ms", 0, 60000, &host_cache) ||
         config_int(c, "list_limit_default", 1, 10000, &list_default) ||
         config_int(c, "list_limit_max", 1, 10000, &list_max) ||
@@ -136,6 +149,7 @@ static int s_settings(service_t *service, gateway_t *gw)
     gw->calls_per_service = (int)calls_per_service;
     gw->token_ttl_ms = ttl * 1000;
     gw->token_cache_ms = cache;
+    gw->groups_cache_ms = groups_cache;
     gw->host_down_ms = down;
     gw->host_cache_ms = host_cache;
     gw->list_default = (int)list_default;
@@ -175,6 +189,8 @@ int main(int argc, char **argv)
     config_declare(c, "admin_password", NULL, 1);
     config_declare(c, "token_ttl_s", "86400", 0);
     config_declare(c, "token_cache_ms", "1000", 0);
+    /* A membership change reaches the gateway's checks within this long (0: at once). */
+    config_declare(c, "groups_cache_ms", "1000", 0);
     config_declare(c, "password_min_length", "8", 0);
     config_declare(c, "password_max_length", "1024", 0);
     config_declare(c, "host_down_ms", NULL, 0);

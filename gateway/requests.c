@@ -119,7 +119,7 @@ void requests_get(http_req_t *req)
                   (ProtobufCMessage **)&r))
         return;
     /* Someone else's request does not exist as far as a user can tell. */
-    if (!rest_may_see(req, r->owner))
+    if (!perm_allows(req, "request.get", r->owner, r->group))
         http_error(req, "NOT_FOUND", "no such request");
     else
         s_answer(req, 200, r, 0);

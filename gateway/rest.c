@@ -33,12 +33,28 @@ int rest_assert(http_req_t *req, ProtobufCMessage *msg, assertion_signed_t *sa)
     claims.user = req->user;
     claims.roles = roles;
     claims.n_roles = 1;
-    /* Groups: none exist yet (the Tenancy issue fills them). */
+    /* Groups: "<group id>:<role>" for each membership (permissions.c read them). */
+    size_t n_groups = json_object_size(req->groups), n = 0;
+    char **groups = n_groups ? calloc(n_groups, sizeof *groups) : NULL;
+    const char *group;
+    json_t *role;
+    json_object_foreach(groups ? req->groups : NULL, group, role)
+    {
+        if (asprintf(&groups[n], "%s:%s", group, json_string_value(role)) < 0)
+            break;
+        n++;
+    }
+    claims.groups = groups;
+    claims.n_groups = n;
     claims.issued_ms = now;
     claims.expires_ms = now + gw->call_timeout_ms + ASSERTION_SLACK_MS;
     claims.request_id = (char *)req->request_id;
     claims.action = (char *)msg->descriptor->short_name;
-    if (assertion_sign(gw->signer, &claims, sa) != 0) {
+    int signed_rc = n == n_groups ? assertion_sign(gw->signer, &claims, sa) : -1;
+    for (size_t i = 0; i < n; i++)
+        free(groups[i]);
+    free(groups);
+    if (signed_rc != 0) {
         log_error(req->request_id, "cannot sign the user assertion", "{s:s}", "user", req->user);
         http_error(req, "INTERNAL", "cannot state who the call acts for");
         return -1;
@@ -279,11 +295,6 @@ int rest_is_admin(http_req_t *req)
     return streq(req->role, "admin");
 }
 
-int rest_may_see(http_req_t *req, const char *owner)
-{
-    return rest_is_admin(req) || (owner && streq(owner, req->user));
-}
-
 int rest_body(http_req_t *req, const char *const allowed[])
 {
     if (!json_is_object(req->body)) {
@@ -488,15 +499,18 @@ int rest_parse_time(const char *text, int64_t *ms)
     return *ms >= 0 ? 0 : -1;
 }
 
-redisReply *rest_hashes(http_req_t *req, size_t n, const char *const *keys, const char *owner)
+redisReply *rest_hashes(http_req_t *req, size_t n, const char *const *keys, const char *owner,
+                        const char *const *groups, size_t n_groups)
 {
-    const char **argv = malloc((n + 1) * sizeof *argv);
+    const char **argv = malloc((n + 1 + n_groups) * sizeof *argv);
     redisReply *r = NULL;
     if (argv) {
         if (n)
             memcpy(argv, keys, n * sizeof *argv);
         argv[n] = owner ? owner : "";
-        r = store_run(req->store, &lua_owned_hashes, (int)n, (int)n + 1, argv);
+        if (n_groups)
+            memcpy(argv + n + 1, groups, n_groups * sizeof *argv);
+        r = store_run(req->store, &lua_owned_hashes, (int)n, (int)(n + 1 + n_groups), argv);
         free(argv);
     }
     if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != n) {

@@ -84,13 +84,18 @@ static json_t *s_vm_view(http_req_t *req, const Berth__Vm *vm, zhashx_t *cache)
     return view_vm(vm, down);
 }
 
+int vms_may_see(http_req_t *req, const Berth__Vm *vm)
+{
+    return perm_allows(req, "vm.get", vm->owner, vm->group);
+}
+
 /* Load a VM the caller may see; -1 with 404/503 set otherwise. */
 static int s_load_vm(http_req_t *req, const char *id, Berth__Vm **vm_p)
 {
     Berth__Vm *vm = NULL;
     if (rest_load(req, &berth__vm__descriptor, "vm", id, (ProtobufCMessage **)&vm))
         return -1;
-    if (!rest_may_see(req, vm->owner)) {
+    if (!vms_may_see(req, vm)) {
         protobuf_c_message_free_unpacked(&vm->base, NULL);
         http_error(req, "NOT_FOUND", "no such vm");
         return -1;
@@ -138,7 +143,22 @@ void vms_list(http_req_t *req)
         }
     }
 
-    int admin = rest_is_admin(req);
+    /* Whom vm.get lets see every VM (admin, operator), or which groups' VMs besides the
+       caller's own (manager, auditor). */
+    int admin = perm_allows(req, "vm.get", NULL, NULL);
+    const char **groups = calloc(json_object_size(req->groups) + 1, sizeof *groups);
+    size_t n_groups = 0;
+    const char *group;
+    json_t *role;
+    if (!groups) {
+        http_error(req, "INTERNAL", "out of memory");
+        return;
+    }
+    json_object_foreach(req->groups, group, role)
+    {
+        if (perm_allows(req, "vm.get", NULL, group))
+            groups[n_groups++] = group;
+    }
     zhashx_t *hosts = zhashx_new();
     json_t *vms = json_array();
     char last_seen[72] = "";  /* last id looked at */
@@ -176,7 +196,7 @@ void vms_list(http_req_t *req)
                     nkeys++;
                 }
             }
-            hashes = rest_hashes(req, nkeys, argv, admin ? NULL : req->user);
+            hashes = rest_hashes(req, nkeys, argv, admin ? NULL : req->user, groups, n_groups);
         }
         free(argv);
         free(keys);
@@ -220,6 +240,7 @@ void vms_list(http_req_t *req)
         freeReplyObject(ids);
     }
     zhashx_destroy(&hosts);
+    free(groups);
     if (failed) {
         json_decref(vms);
         http_error(req, "UNAVAILABLE", "state store unreachable");
@@ -269,6 +290,14 @@ void vms_dispose(http_req_t *req)
     Berth__Vm *vm = NULL;
     if (s_load_vm(req, req->params[0], &vm))
         return;
+    if (!perm_allows(req, "vm.dispose", vm->owner, vm->group)) {
+        http_error_details(req, "FORBIDDEN",
+                           "only its owner, a manager of its group or an admin may dispose of "
+                           "a VM",
+                           json_pack("{s:s}", "action", "vm.dispose"));
+        protobuf_c_message_free_unpacked(&vm->base, NULL);
+        return;
+    }
     Berth__DisposeVm ask = BERTH__DISPOSE_VM__INIT;
     ask.vm = vm->id;
     ask.actor = req->user;
@@ -283,7 +312,23 @@ void vms_get_task(http_req_t *req)
     if (rest_load(req, &berth__task__descriptor, "task", req->params[0],
                   (ProtobufCMessage **)&task))
         return;
-    if (!rest_may_see(req, task->owner))
+    /* Who started it, and whoever may see its VM. */
+    int may = streq(task->owner ? task->owner : "", req->user);
+    if (!may) {
+        Berth__Vm *vm = NULL;
+        int rc = rest_find(req, &berth__vm__descriptor, "vm", task->target, (ProtobufCMessage **)&vm);
+        if (rc == 0) {
+            may = perm_allows(req, "task.get", vm->owner, vm->group);
+            protobuf_c_message_free_unpacked(&vm->base, NULL);
+        } else if (rc == MODEL_NOT_FOUND)
+            may = perm_allows(req, "task.get", NULL, NULL);
+        else {
+            protobuf_c_message_free_unpacked(&task->base, NULL);
+            http_error(req, "UNAVAILABLE", "state store unreachable");
+            return;
+        }
+    }
+    if (!may)
         http_error(req, "NOT_FOUND", "no such task");
     else
         http_json(req, 200, json_pack("{s:o}", "task", view_task(task)));

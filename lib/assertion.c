@@ -184,3 +184,15 @@ int assertion_has_role(const Berth__UserAssertion *claims, const char *role)
             return 1;
     return 0;
 }
+
+int assertion_has_group_role(const Berth__UserAssertion *claims, const char *group,
+                             const char *role)
+{
+    size_t len = group ? strlen(group) : 0;
+    for (size_t i = 0; claims && len && i < claims->n_groups; i++) {
+        const char *g = claims->groups[i];
+        if (strncmp(g, group, len) == 0 && g[len] == ':' && strcmp(g + len + 1, role) == 0)
+            return 1;
+    }
+    return 0;
+}

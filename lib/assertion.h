@@ -60,5 +60,8 @@ int assertion_of(assertion_t *self, bus_request_t *request, const Berth__SignedA
 
 /* Does the asserted user hold role? */
 int assertion_has_role(const Berth__UserAssertion *claims, const char *role);
+/* Does the asserted user hold role in group (from the "<group id>:<role>" claims)? */
+int assertion_has_group_role(const Berth__UserAssertion *claims, const char *group,
+                             const char *role);
 
 #endif

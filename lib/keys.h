@@ -75,6 +75,9 @@ typedef enum {
     /* berth:user-groups:<user>  hash: group id -> role. Approval writes it with the group's
        members (groups_member.lua); the gateway reads it into the user assertion's groups. */
     KEYS_USER_GROUPS,
+    /* berth:group-children:{<group>}  set: ids of groups made inside it; an id may be stale
+       (the child moved or went): the child's parent field is the truth (groups_delete.lua). */
+    KEYS_GROUP_CHILDREN,
     KEYS_KIND_COUNT
 } keys_kind_t;
 

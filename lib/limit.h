@@ -25,4 +25,11 @@
 /* Users. */
 #define LIMIT_USER_NAME_MAX 64
 
+/* Groups (approval enforces them; the gateway checks them first). */
+#define LIMIT_GROUP_NAME_MAX        63   /* [a-z0-9][a-z0-9._-]*, not a UUID */
+#define LIMIT_GROUP_TEXT_MAX        256  /* description, in bytes */
+#define LIMIT_GROUP_COST_CENTRE_MAX 64   /* cost_centre, printable */
+#define LIMIT_GROUP_MEMBERS_MAX     1000 /* members of one group */
+#define LIMIT_GROUP_QUOTA_MAX       1099511627776LL /* 2^40: largest quota value */
+
 #endif

@@ -160,7 +160,8 @@ int groups_create(store_t *store, const Berth__Group *group, const char *actor,
         return -1;
     if (group->parent && *group->parent && s_check_parent(store, group->parent, NULL, fault) != 0)
         return -1;
-    char id[UTIL_ID_LEN], key[KEYS_MAX], name_key[KEYS_MAX], parent_key[KEYS_MAX], at[24];
+    char id[UTIL_ID_LEN], key[KEYS_MAX], name_key[KEYS_MAX], parent_key[KEYS_MAX],
+        children[KEYS_MAX], at[24];
     util_uuid(id);
     Berth__Group g = BERTH__GROUP__INIT;
     g.id = id;
@@ -179,8 +180,10 @@ int groups_create(store_t *store, const Berth__Group *group, const char *actor,
         return error_set(fault, "INTERNAL", "out of memory");
     model_tx_check(tx, name_key, "id", "");
     model_tx_check_version(tx, key, 0);
-    if (*g.parent) /* still there when the group is written */
+    if (*g.parent) { /* still there when the group is written, and knows its child */
         model_tx_check(tx, keys_build(parent_key, KEYS_GROUP, g.parent, NULL), "id", g.parent);
+        model_tx_sadd(tx, keys_build(children, KEYS_GROUP_CHILDREN, g.parent, NULL), id);
+    }
     model_tx_put(tx, key, &g.base);
     model_tx_hset(tx, name_key, "id", id);
     model_tx_zadd(tx, KEYS_GROUPS, 0, id);
@@ -342,7 +345,7 @@ int groups_update(store_t *store, const char *id, const Berth__Group *update, ch
         protobuf_c_message_free_unpacked(&g->base, NULL);
         return -1;
     }
-    char key[KEYS_MAX], at[24], v[24];
+    char key[KEYS_MAX], parent_key[KEYS_MAX], children[KEYS_MAX], at[24], v[24];
     keys_build(key, KEYS_GROUP, id, NULL);
     snprintf(at, sizeof at, "%lld", (long long)util_now_ms());
     snprintf(v, sizeof v, "%lld", (long long)g->version + 1);
@@ -354,6 +357,11 @@ int groups_update(store_t *store, const char *id, const Berth__Group *update, ch
     model_tx_check_version(tx, key, g->version);
     model_tx_put_fields(tx, key, &after.base, "cost_centre", "description", "parent", "quota",
                         NULL);
+    if (after.parent && *after.parent) { /* still there, and knows its child */
+        model_tx_check(tx, keys_build(parent_key, KEYS_GROUP, after.parent, NULL), "id",
+                       after.parent);
+        model_tx_sadd(tx, keys_build(children, KEYS_GROUP_CHILDREN, after.parent, NULL), id);
+    }
     model_tx_hset(tx, key, "version", v);
     model_tx_event(tx, "group.updated", "key", key, "group", id, "actor", actor, "version", v,
                    "at_ms", at, NULL);
@@ -373,17 +381,42 @@ int groups_delete(store_t *store, const char *id, const char *actor, Berth__Grou
     Berth__Group *g = NULL;
     if (groups_get(store, id, &g, fault) != 0)
         return -1;
-    char key[KEYS_MAX], members[KEYS_MAX], name_key[KEYS_MAX], at[24];
+    char key[KEYS_MAX], members[KEYS_MAX], name_key[KEYS_MAX], children[KEYS_MAX], at[24];
     snprintf(at, sizeof at, "%lld", (long long)util_now_ms());
-    const char *argv[] = { keys_build(key, KEYS_GROUP, id, NULL),
-                           keys_build(members, KEYS_GROUP_MEMBERS, id, NULL),
-                           keys_build(name_key, KEYS_GROUP_NAME, g->name, NULL),
-                           KEYS_GROUPS,
-                           KEYS_EVENTS,
-                           id,
-                           at,
-                           actor };
-    redisReply *r = store_run(store, &lua_groups_delete, 5, 8, argv);
+    keys_build(children, KEYS_GROUP_CHILDREN, id, NULL);
+    /* The children set as read now; the script refuses (CHANGED) if it changed since. */
+    redisReply *kids = store_command(store, "SMEMBERS %s", children);
+    size_t n = kids && kids->type == REDIS_REPLY_ARRAY ? kids->elements : 0;
+    const char **argv = kids && kids->type == REDIS_REPLY_ARRAY ? calloc(9 + 2 * n, sizeof *argv)
+                                                                : NULL;
+    char(*child_keys)[KEYS_MAX] = argv ? calloc(n ? n : 1, sizeof *child_keys) : NULL;
+    if (!child_keys) {
+        int read = kids && kids->type == REDIS_REPLY_ARRAY;
+        free(argv);
+        if (kids)
+            freeReplyObject(kids);
+        protobuf_c_message_free_unpacked(&g->base, NULL);
+        return read ? error_set(fault, "INTERNAL", "out of memory") : fault_store(fault, store);
+    }
+    size_t k = 0;
+    argv[k++] = keys_build(key, KEYS_GROUP, id, NULL);
+    argv[k++] = keys_build(members, KEYS_GROUP_MEMBERS, id, NULL);
+    argv[k++] = keys_build(name_key, KEYS_GROUP_NAME, g->name, NULL);
+    argv[k++] = KEYS_GROUPS;
+    argv[k++] = KEYS_EVENTS;
+    argv[k++] = children;
+    for (size_t i = 0; i < n; i++)
+        argv[k++] = keys_build(child_keys[i], KEYS_GROUP,
+                               kids->element[i]->str ? kids->element[i]->str : "-", NULL);
+    argv[k++] = id;
+    argv[k++] = at;
+    argv[k++] = actor;
+    for (size_t i = 0; i < n; i++)
+        argv[k++] = kids->element[i]->str ? kids->element[i]->str : "-";
+    redisReply *r = store_run(store, &lua_groups_delete, (int)(6 + n), (int)k, argv);
+    free(child_keys);
+    free(argv);
+    freeReplyObject(kids);
     int rc = 0;
     if (!r || (r->type != REDIS_REPLY_STATUS && r->type != REDIS_REPLY_STRING))
         rc = fault_store(fault, store);
@@ -391,6 +424,9 @@ int groups_delete(store_t *store, const char *id, const char *actor, Berth__Grou
         rc = error_set(fault, "NOT_FOUND", "no group %s", id);
     else if (streq(r->str, "HAS_MEMBERS"))
         rc = error_set(fault, "CONFLICT", "group %s still has members: remove them first", id);
+    else if (streq(r->str, "HAS_CHILDREN"))
+        rc = error_set(fault, "CONFLICT",
+                       "group %s still has groups inside it: delete or move them first", id);
     else if (!streq(r->str, "DELETED"))
         rc = error_set(fault, "CONFLICT", "group %s changed meanwhile: try again", id);
     if (r)

@@ -11,14 +11,14 @@
 
 #include "bus_server.h"
 #include "fault.h"
+#include "limit.h"
 #include "store.h"
 
-/* Limits on groups. They join lib/limit.h (and docs/openapi.yaml, which must state every limit
-   there) with the REST endpoints for groups; until then only the bus reaches them. */
-#define GROUPS_NAME_MAX        63   /* [a-z0-9][a-z0-9._-]*, not a UUID */
-#define GROUPS_TEXT_MAX        256  /* description, in bytes */
-#define GROUPS_COST_CENTRE_MAX 64   /* cost_centre, printable */
-#define GROUPS_MEMBERS_MAX     1000 /* members of one group */
+/* Limits on groups: lib/limit.h (stated in docs/openapi.yaml too). */
+#define GROUPS_NAME_MAX        LIMIT_GROUP_NAME_MAX
+#define GROUPS_TEXT_MAX        LIMIT_GROUP_TEXT_MAX
+#define GROUPS_COST_CENTRE_MAX LIMIT_GROUP_COST_CENTRE_MAX
+#define GROUPS_MEMBERS_MAX     LIMIT_GROUP_MEMBERS_MAX
 #define GROUPS_PAGE_MAX        1000 /* groups in one ListGroups page */
 #define GROUPS_PAGE_DEFAULT    100  /* when ListGroups asks for none */
 

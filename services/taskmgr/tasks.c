@@ -1378,7 +1378,7 @@ static void s_on_dispose(bus_request_t *request, void *arg)
     berth__user_assertion__free_unpacked(who, NULL);
 }
 
-/* DisposeVm for the asserted user who: the VM's owner or an admin. */
+/* DisposeVm for the asserted user who: the VM's owner, a manager of its group or an admin. */
 static void s_dispose_for(tasks_t *self, bus_request_t *request, const Berth__DisposeVm *req,
                           const Berth__UserAssertion *who)
 {
@@ -1392,11 +1392,15 @@ static void s_dispose_for(tasks_t *self, bus_request_t *request, const Berth__Di
                             rc < 0 ? "state store unreachable" : "no such VM");
             return;
         }
-        if (!s_is(vm->owner, who->user) && !assertion_has_role(who, "admin")) {
+        /* vm.dispose of gateway/permissions.c, checked again on the signed claims. */
+        if (!s_is(vm->owner, who->user) && !assertion_has_role(who, "admin") &&
+            !assertion_has_group_role(who, vm->group, "manager")) {
             log_info(bus_request_envelope(request)->request_id, "disposal refused: not the owner",
                      "{s:s, s:s}", "vm", req->vm, "user", who->user);
             berth__vm__free_unpacked(vm, NULL);
-            bus_reply_error(request, "FORBIDDEN", "only the VM's owner or an admin disposes of it");
+            bus_reply_error(request, "FORBIDDEN",
+                            "only the VM's owner, a manager of its group or an admin disposes "
+                            "of it");
             return;
         }
         if (s_is(vm->state, "DISPOSING")) {

@@ -71,6 +71,8 @@ class Contract(unittest.TestCase):
         idem = [C.resolve(p) for p in C.spec["paths"]["/v1/requests"]["post"]["parameters"]
                 if C.resolve(p)["name"] == "Idempotency-Key"][0]["schema"]
         user = C.resolve({"$ref": "#/components/schemas/UserName"})
+        group = C.resolve({"$ref": "#/components/schemas/GroupInput"})["properties"]
+        quota = C.resolve({"$ref": "#/components/schemas/Quota"})["properties"]
         stated = {
             "LIMIT_COUNT_MAX": create["count"]["maximum"],
             "LIMIT_VM_NAME_MAX": create["name"]["maxLength"],
@@ -86,14 +88,22 @@ class Contract(unittest.TestCase):
             "LIMIT_LEASE_DAYS_MAX": tmpl["lease_days"]["maximum"],
             "LIMIT_TEXT_MAX": tmpl["image"]["maxLength"],
             "LIMIT_USER_NAME_MAX": user["maxLength"],
+            "LIMIT_GROUP_NAME_MAX": group["name"]["maxLength"],
+            "LIMIT_GROUP_TEXT_MAX": group["description"]["maxLength"],
+            "LIMIT_GROUP_COST_CENTRE_MAX": group["cost_centre"]["maxLength"],
+            "LIMIT_GROUP_QUOTA_MAX": quota["ram_mb"]["maximum"],
         }
+        # A group's members: at most LIMIT_GROUP_MEMBERS_MAX, stated where members are added.
+        members = C.spec["paths"]["/v1/groups/{id}/members"]["post"]["description"]
+        self.assertIn(str(limits()["LIMIT_GROUP_MEMBERS_MAX"]), members)
+        stated["LIMIT_GROUP_MEMBERS_MAX"] = limits()["LIMIT_GROUP_MEMBERS_MAX"]
         # os shares image's limit.
         self.assertEqual(tmpl["os"]["maxLength"], stated["LIMIT_TEXT_MAX"])
         # Every limit of the code is stated, and stated as the code has it.
         self.assertEqual(stated, limits())
 
     def test_routes_are_the_gateway_route_table(self):
-        table = re.findall(r'\{\s*"(\w+)",\s*"([^"]+)",\s*\w+,\s*HTTP_\w+,\s*(NULL|"[^"]*")\s*\}',
+        table = re.findall(r'\{\s*"(\w+)",\s*"([^"]+)",\s*\w+,\s*"[\w.]+",\s*(NULL|"[^"]*")\s*\}',
                            read("gateway", "main.c"))
         self.assertTrue(table)
         code = {(m, p): set(q.strip('"').split()) if q != "NULL" else set()

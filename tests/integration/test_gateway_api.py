@@ -287,10 +287,17 @@ class GatewayApi(unittest.TestCase):
                              ("POST", "/v1/requests/%s/reject" % some),
                              ("GET", "/v1/vms"), ("GET", "/v1/vms/" + some),
                              ("DELETE", "/v1/vms/" + some), ("GET", "/v1/tasks/" + some),
-                             ("GET", "/v1/usage"), ("POST", "/v1/users")]:
+                             ("GET", "/v1/usage"), ("POST", "/v1/users"),
+                             ("GET", "/v1/groups"), ("POST", "/v1/groups"),
+                             ("GET", "/v1/groups/" + some), ("PATCH", "/v1/groups/" + some),
+                             ("DELETE", "/v1/groups/" + some),
+                             ("GET", "/v1/groups/%s/members" % some),
+                             ("POST", "/v1/groups/%s/members" % some),
+                             ("PUT", "/v1/groups/%s/members/ann" % some),
+                             ("DELETE", "/v1/groups/%s/members/ann" % some)]:
             with self.subTest(method=method, path=path):
                 # Even a malformed body gets 401 first: nothing is judged before identity.
-                body = b"{broken" if method == "POST" else None
+                body = b"{broken" if method in ("POST", "PUT", "PATCH") else None
                 hdrs = {"Content-Type": "application/json"} if body else {}
                 self.assertError(self.call(method, path, body=body, headers=hdrs), 401,
                                  "UNAUTHORIZED")
@@ -313,9 +320,10 @@ class GatewayApi(unittest.TestCase):
                 ("POST", "/v1/requests/%s/reject" % some, {"reason": "no"})]:
             with self.subTest(path=path):
                 self.assertError(self.call(method, path, body, token), 403, "FORBIDDEN")
-        # Reading is allowed.
+        # Reading one's own is allowed; hosts are for operators and admins.
         self.assertEqual(self.call("GET", "/v1/vms", token=token).status, 200)
-        self.assertEqual(self.call("GET", "/v1/hosts", token=token).status, 200)
+        self.assertError(self.call("GET", "/v1/hosts", token=token), 403, "FORBIDDEN")
+        self.assertError(self.call("GET", "/v1/hosts/h1", token=token), 403, "FORBIDDEN")
 
     def test_user_creation_is_validated(self):
         cases = [({"username": "bad name", "password": "password-1"}, "username"),

@@ -101,10 +101,10 @@ class TestUserLimit(GatewayCase):
         self.assertEqual(r.status, 201, r)
         ann = Api(self.p, "ann", "ann-secret-1").token
 
-        retry_after = self.assert_limited(self.exhaust("/v1/hosts", ann), "user")
+        retry_after = self.assert_limited(self.exhaust("/v1/vms", ann), "user")
         # The same address, another user: not limited.
-        self.assertEqual(self.get("/v1/hosts", self.api.token).status, 200)
-        took = self.assert_recovers(retry_after, "/v1/hosts", ann)
+        self.assertEqual(self.get("/v1/vms", self.api.token).status, 200)
+        took = self.assert_recovers(retry_after, "/v1/vms", ann)
         print("user limit: 429 with Retry-After %d s, served again after %.2f s"
               % (retry_after, took))
 

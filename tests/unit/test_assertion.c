@@ -92,6 +92,18 @@ static void test_good_one_verifies(void **state)
     assert_int_equal(claims->n_groups, 0);
     berth__user_assertion__free_unpacked(claims, NULL);
 
+    /* Group roles: "<group id>:<role>", matched whole (no prefix of a group or role). */
+    char *groups[] = { "g1:manager", "g22:auditor" };
+    Berth__UserAssertion g = BERTH__USER_ASSERTION__INIT;
+    g.groups = groups;
+    g.n_groups = 2;
+    assert_true(assertion_has_group_role(&g, "g1", "manager"));
+    assert_false(assertion_has_group_role(&g, "g2", "auditor"));
+    assert_false(assertion_has_group_role(&g, "g22", "audit"));
+    assert_false(assertion_has_group_role(&g, "g1", "member"));
+    assert_false(assertion_has_group_role(&g, "", "manager"));
+    assert_false(assertion_has_group_role(&g, NULL, "manager"));
+
     /* It survives the wire: packed inside a body and unpacked on the other side. */
     Berth__DecideRequest msg = BERTH__DECIDE_REQUEST__INIT;
     msg.id = "x";

@@ -66,6 +66,26 @@ static void test_hashes_of_others_stay_in_redis(void **state)
     freeReplyObject(r);
 }
 
+static void test_hashes_of_the_callers_groups_come_back(void **state)
+{
+    fixture_t *f = *state;
+    s_cmd(f->store, "HSET t:vm:{1} id 1 owner ann group g1");
+    s_cmd(f->store, "HSET t:vm:{2} id 2 owner bob group g2");
+    s_cmd(f->store, "HSET t:vm:{3} id 3 owner cid group g3");
+    s_cmd(f->store, "HSET t:vm:{4} id 4 owner dan");
+    /* ann manages g2 (and g4, which holds nothing): her own, and g2's, but not g3's. */
+    const char *ann[] = { "t:vm:{1}", "t:vm:{2}", "t:vm:{3}", "t:vm:{4}", "ann", "g2", "g4" };
+    redisReply *r = store_run(f->store, &lua_owned_hashes, 4, 7, ann);
+    assert_non_null(r);
+    assert_int_equal(r->elements, 4);
+    assert_int_equal(r->element[0]->type, REDIS_REPLY_ARRAY);
+    assert_int_equal(r->element[1]->type, REDIS_REPLY_ARRAY);
+    assert_string_equal(r->element[1]->element[3]->str, "bob");
+    assert_int_equal(r->element[2]->type, REDIS_REPLY_INTEGER);
+    assert_int_equal(r->element[3]->type, REDIS_REPLY_INTEGER);
+    freeReplyObject(r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -73,6 +93,8 @@ int main(void)
                                         testenv_teardown),
         cmocka_unit_test_setup_teardown(test_hashes_of_others_stay_in_redis, testenv_setup,
                                         testenv_teardown),
+        cmocka_unit_test_setup_teardown(test_hashes_of_the_callers_groups_come_back,
+                                        testenv_setup, testenv_teardown),
     };
     return cmocka_run_group_tests(tests, testenv_group_setup, testenv_group_teardown);
 }

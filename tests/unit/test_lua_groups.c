@@ -137,10 +137,11 @@ static const char *s_delete(store_t *store, char *out, size_t size)
                            "t:group-name:one",
                            "t:groups",
                            "t:events",
+                           "t:group-children:{g1}",
                            "g1",
                            "2000",
                            "root" };
-    redisReply *r = store_run(store, &lua_groups_delete, 5, 8, argv);
+    redisReply *r = store_run(store, &lua_groups_delete, 6, 9, argv);
     assert_non_null(r);
     snprintf(out, size, "%s", r->str);
     freeReplyObject(r);
@@ -171,11 +172,50 @@ static void test_delete_only_without_members(void **state)
     assert_int_equal(s_int(f->store, "XLEN t:events"), 1);
 }
 
+/* Delete g1 as the caller would, with the children set as read before. */
+static const char *s_delete_with(store_t *store, const char *child, char *out, size_t size)
+{
+    const char *argv[] = { "t:group:{g1}", "t:group-members:{g1}", "t:group-name:one",
+                           "t:groups",     "t:events",             "t:group-children:{g1}",
+                           "t:group:{c1}", "g1",                   "2000",
+                           "root",         child };
+    redisReply *r = store_run(store, &lua_groups_delete, child ? 7 : 6, child ? 11 : 9,
+                              child ? argv : (const char *[]){ argv[0], argv[1], argv[2], argv[3],
+                                                               argv[4], argv[5], "g1", "2000",
+                                                               "root" });
+    assert_non_null(r);
+    snprintf(out, size, "%s", r->str);
+    freeReplyObject(r);
+    return out;
+}
+
+static void test_delete_refused_while_a_group_is_inside(void **state)
+{
+    fixture_t *f = *state;
+    char out[32];
+    s_cmd(f->store, "HSET t:group:{g1} id g1 name one");
+    s_cmd(f->store, "HSET t:group-name:one id g1");
+    s_cmd(f->store, "ZADD t:groups 0 g1");
+    s_cmd(f->store, "HSET t:group:{c1} id c1 name child parent g1");
+    s_cmd(f->store, "SADD t:group-children:{g1} c1");
+    assert_string_equal(s_delete_with(f->store, "c1", out, sizeof out), "HAS_CHILDREN");
+    assert_int_equal(s_int(f->store, "EXISTS t:group:{g1} t:group-name:one"), 2);
+    /* The set changed since the caller read it (a child was added): read again. */
+    assert_string_equal(s_delete_with(f->store, NULL, out, sizeof out), "CHANGED");
+    assert_int_equal(s_int(f->store, "EXISTS t:events"), 0);
+    /* The child moved elsewhere: its id in the set is stale, g1 goes. */
+    s_cmd(f->store, "HSET t:group:{c1} parent g9");
+    assert_string_equal(s_delete_with(f->store, "c1", out, sizeof out), "DELETED");
+    assert_int_equal(s_int(f->store, "EXISTS t:group:{g1} t:group-children:{g1}"), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_member_writes_both_sides, testenv_setup,
                                         testenv_teardown),
+        cmocka_unit_test_setup_teardown(test_delete_refused_while_a_group_is_inside,
+                                        testenv_setup, testenv_teardown),
         cmocka_unit_test_setup_teardown(test_delete_only_without_members, testenv_setup,
                                         testenv_teardown),
     };

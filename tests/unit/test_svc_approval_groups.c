@@ -540,6 +540,58 @@ static void test_update_and_delete(void **state)
     assert_string_not_equal(again, id);
 }
 
+/* A business unit with a project inside is not deleted until the project is gone or moved. */
+static void test_delete_refused_with_children(void **state)
+{
+    (void)state;
+    char unit[UTIL_ID_LEN], other[UTIL_ID_LEN];
+    s_create("unit", NULL, unit);
+    s_create("other", NULL, other);
+    assertion_signed_t as;
+    Berth__CreateGroup c = BERTH__CREATE_GROUP__INIT;
+    Berth__Group g = BERTH__GROUP__INIT;
+    g.name = "project";
+    g.parent = unit;
+    c.group = &g;
+    s_as("root", "admin", &c.base, &c.assertion, &as);
+    Berth__Group *project = (Berth__Group *)s_ok(&c.base, &berth__group__descriptor);
+
+    Berth__DeleteGroup del = BERTH__DELETE_GROUP__INIT;
+    del.id = unit;
+    s_as("root", "admin", &del.base, &del.assertion, &as);
+    s_refused(&del.base, "CONFLICT", NULL);
+    /* Moved into other: unit may go, other may not. */
+    Berth__UpdateGroup up = BERTH__UPDATE_GROUP__INIT;
+    Berth__Group change = BERTH__GROUP__INIT;
+    char *fields[] = { "parent" };
+    change.parent = other;
+    up.id = project->id;
+    up.group = &change;
+    up.fields = fields;
+    up.n_fields = 1;
+    s_as("root", "admin", &up.base, &up.assertion, &as);
+    Berth__Group *moved = (Berth__Group *)s_ok(&up.base, &berth__group__descriptor);
+    assert_string_equal(moved->parent, other);
+    protobuf_c_message_free_unpacked(&moved->base, NULL);
+    del.id = other;
+    s_as("root", "admin", &del.base, &del.assertion, &as);
+    s_refused(&del.base, "CONFLICT", NULL);
+    del.id = unit;
+    s_as("root", "admin", &del.base, &del.assertion, &as);
+    Berth__Group *gone = (Berth__Group *)s_ok(&del.base, &berth__group__descriptor);
+    protobuf_c_message_free_unpacked(&gone->base, NULL);
+    /* The project deleted, its parent goes too. */
+    del.id = project->id;
+    s_as("root", "admin", &del.base, &del.assertion, &as);
+    gone = (Berth__Group *)s_ok(&del.base, &berth__group__descriptor);
+    protobuf_c_message_free_unpacked(&gone->base, NULL);
+    del.id = other;
+    s_as("root", "admin", &del.base, &del.assertion, &as);
+    gone = (Berth__Group *)s_ok(&del.base, &berth__group__descriptor);
+    protobuf_c_message_free_unpacked(&gone->base, NULL);
+    protobuf_c_message_free_unpacked(&project->base, NULL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -547,6 +599,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_memberships, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_list_pages, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_update_and_delete, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_delete_refused_with_children, s_setup, s_teardown),
     };
     return cmocka_run_group_tests(tests, s_group_setup, s_group_teardown);
 }

@@ -1,0 +1,419 @@
+/*  groups: the REST face of groups and memberships, which the approval service owns (every
+    change is a bus call acting for the signed-in user). A group is named by its id or its
+    name wherever an id is taken; the name is read from berth:group-name:<name>. Who may see
+    or change a group is the permission table's word (perm_allows); a group one may not read
+    answers 404, as if it did not exist. */
+#include "gateway.h"
+#include "keys.h"
+
+/* The group id ref names (an id, or a name) into id. 0, or -1 with 404 (no such group, or
+   a ref that cannot name one) or 503 set. */
+static int s_resolve(http_req_t *req, const char *ref, char id[UTIL_ID_LEN])
+{
+    if (ref && util_is_uuid(ref)) {
+        util_strlcpy(id, ref, UTIL_ID_LEN);
+        return 0;
+    }
+    if (!ref || strlen(ref) > LIMIT_GROUP_NAME_MAX || !rest_id_ok(ref)) {
+        http_error(req, "NOT_FOUND", "no such group");
+        return -1;
+    }
+    char key[KEYS_MAX];
+    redisReply *r =
+        store_command(req->store, "HGET %s id", keys_build(key, KEYS_GROUP_NAME, ref, NULL));
+    if (!r || (r->type != REDIS_REPLY_STRING && r->type != REDIS_REPLY_NIL)) {
+        if (r)
+            freeReplyObject(r);
+        http_error(req, "UNAVAILABLE", "state store unreachable");
+        return -1;
+    }
+    int found = r->type == REDIS_REPLY_STRING && util_is_uuid(r->str);
+    if (found)
+        util_strlcpy(id, r->str, UTIL_ID_LEN);
+    freeReplyObject(r);
+    if (!found)
+        http_error(req, "NOT_FOUND", "no such group");
+    return found ? 0 : -1;
+}
+
+/* The group of the path ({id}) into id, when the caller may do action on it. A group the
+   caller may not read is not found (404); one they may read but not change is 403. */
+static int s_group(http_req_t *req, const char *action, char id[UTIL_ID_LEN])
+{
+    if (s_resolve(req, req->params[0], id) != 0)
+        return -1;
+    if (perm_allows(req, action, NULL, id))
+        return 0;
+    if (perm_allows(req, "group.get", NULL, id))
+        http_error_details(req, "FORBIDDEN", "this operation needs the manager role in the group",
+                           json_pack("{s:s}", "action", action));
+    else
+        http_error(req, "NOT_FOUND", "no such group");
+    return -1;
+}
+
+static json_t *s_view(const Berth__Group *g)
+{
+    json_t *quota = json_null();
+    if (g->quota)
+        quota = json_pack("{s:i, s:i, s:I, s:I}", "vms", g->quota->vms, "vcpus", g->quota->vcpus,
+                          "ram_mb", (json_int_t)g->quota->ram_mb, "disk_gb",
+                          (json_int_t)g->quota->disk_gb);
+    return json_pack("{s:s, s:s, s:o, s:o, s:o, s:o, s:o, s:I}", "id", g->id ? g->id : "", "name",
+                     g->name ? g->name : "", "cost_centre", view_str(g->cost_centre),
+                     "description", view_str(g->description), "parent", view_str(g->parent),
+                     "quota", quota, "created_at", rest_time(g->created_ms), "version",
+                     (json_int_t)g->version);
+}
+
+static json_t *s_member_view(const Berth__Membership *m)
+{
+    return json_pack("{s:s, s:s, s:o}", "group", m->group ? m->group : "", "user",
+                     m->user ? m->user : "", "role", view_str(m->role));
+}
+
+/* The body's "quota" into q: 0 when present and valid, 1 when absent, -1 with 400 set. */
+static int s_quota(http_req_t *req, Berth__Quota *q)
+{
+    json_t *v = json_object_get(req->body, "quota");
+    if (!v)
+        return 1;
+    if (!json_is_object(v))
+        return http_bad_field(req, "quota", "quota must be an object (vms, vcpus, ram_mb, disk_gb)");
+    static const char *const names[] = { "vms", "vcpus", "ram_mb", "disk_gb" };
+    int64_t values[4] = { 0 };
+    const char *key;
+    json_t *value;
+    json_object_foreach(v, key, value)
+    {
+        int i = 0;
+        while (i < 4 && !streq(names[i], key))
+            i++;
+        int64_t max = i < 2 ? INT32_MAX : LIMIT_GROUP_QUOTA_MAX;
+        if (i == 4)
+            return http_bad_field(req, "quota", "unknown quota field '%.32s'", key);
+        if (!json_is_integer(value) || json_integer_value(value) < 0 ||
+            json_integer_value(value) > max)
+            return http_bad_field(req, "quota", "quota.%s must be an integer from 0 to %lld",
+                                  names[i], (long long)max);
+        values[i] = json_integer_value(value);
+    }
+    q->vms = (int32_t)values[0];
+    q->vcpus = (int32_t)values[1];
+    q->ram_mb = values[2];
+    q->disk_gb = values[3];
+    return 0;
+}
+
+/* The texts of a group body (cost_centre, description, parent as id or name) into g.
+   -1 with 400/404/503 set. parent "" (PATCH only: allow_clear) clears it. */
+static int s_texts(http_req_t *req, Berth__Group *g, char parent[UTIL_ID_LEN], int allow_clear)
+{
+    const char *cost = NULL, *desc = NULL, *ref = NULL;
+    if (rest_str(req, "cost_centre", 0, LIMIT_GROUP_COST_CENTRE_MAX, &cost) < 0 ||
+        rest_str(req, "description", 0, LIMIT_GROUP_TEXT_MAX, &desc) < 0)
+        return -1;
+    json_t *p = json_object_get(req->body, "parent");
+    if (allow_clear && json_is_string(p) && json_string_length(p) == 0)
+        ref = "";
+    else if (rest_str(req, "parent", 0, LIMIT_GROUP_REF_MAX, &ref) < 0)
+        return -1;
+    g->cost_centre = (char *)cost; /* NULL: not given (the INIT's "" would read as given) */
+    g->description = (char *)desc;
+    g->parent = NULL;
+    if (ref && *ref) {
+        if (s_resolve(req, ref, parent) != 0) {
+            json_decref(req->response);
+            req->response = NULL;
+            req->status = 0;
+            return http_bad_field(req, "parent", "parent names no group");
+        }
+        g->parent = parent;
+    } else if (ref)
+        g->parent = "";
+    return 0;
+}
+
+static void s_group_answer(http_req_t *req, ProtobufCMessage *answer)
+{
+    http_json(req, 200, json_pack("{s:o}", "group", s_view((const Berth__Group *)answer)));
+}
+
+static void s_created(http_req_t *req, ProtobufCMessage *answer)
+{
+    const Berth__Group *g = (const Berth__Group *)answer;
+    log_info(req->request_id, "group created", "{s:s, s:s, s:s}", "group", g->id, "name", g->name,
+             "by", req->user);
+    snprintf(req->location, sizeof req->location, "/v1/groups/%s", g->id);
+    http_json(req, 201, json_pack("{s:o}", "group", s_view(g)));
+}
+
+void groups_create(http_req_t *req)
+{
+    static const char *const allowed[] = { "name", "cost_centre", "description", "parent",
+                                           "quota", NULL };
+    const char *name;
+    char parent[UTIL_ID_LEN];
+    Berth__Group g = BERTH__GROUP__INIT;
+    Berth__Quota q = BERTH__QUOTA__INIT;
+    int has_quota;
+    if (rest_body(req, allowed) || rest_str(req, "name", 1, LIMIT_GROUP_NAME_MAX, &name) ||
+        s_texts(req, &g, parent, 0) || (has_quota = s_quota(req, &q)) < 0)
+        return;
+    /* The name becomes part of a Redis key; approval checks the full grammar. */
+    if (!rest_id_ok(name) || util_is_uuid(name)) {
+        http_bad_field(req, "name",
+                       "name must be letters, digits, '.', '_' or '-', and not a group id");
+        return;
+    }
+    g.name = (char *)name;
+    g.quota = has_quota == 0 ? &q : NULL;
+    Berth__CreateGroup ask = BERTH__CREATE_GROUP__INIT;
+    ask.group = &g;
+    rest_call(req, "approval", &ask.base, &berth__group__descriptor, s_created);
+}
+
+/* A page of groups: the caller's (approval filters: admins and operators see all), then the
+   filters name and parent. */
+static void s_listed(http_req_t *req, ProtobufCMessage *answer)
+{
+    const Berth__GroupList *list = (const Berth__GroupList *)answer;
+    const char *name = http_query(req, "name"), *ref = http_query(req, "parent");
+    char id[UTIL_ID_LEN];
+    const char *parent = NULL;
+    if (ref) {
+        if (s_resolve(req, ref, id) != 0) {
+            if (req->status == 503)
+                return;
+            json_decref(req->response);
+            req->response = NULL; /* no such parent: no group is inside it ("-" is none's) */
+            util_strlcpy(id, "-", sizeof id);
+        }
+        parent = id;
+    }
+    json_t *groups = json_array();
+    for (size_t i = 0; i < list->n_groups; i++) {
+        const Berth__Group *g = list->groups[i];
+        if ((name && !streq(name, g->name ? g->name : "")) ||
+            (parent && !streq(parent, g->parent ? g->parent : "")))
+            continue;
+        json_array_append_new(groups, s_view(g));
+    }
+    http_json(req, 200,
+              json_pack("{s:o, s:o}", "groups", groups, "next_marker",
+                        list->next_marker && *list->next_marker ? json_string(list->next_marker)
+                                                                : json_null()));
+}
+
+void groups_list(http_req_t *req)
+{
+    gateway_t *gw = req->app;
+    int64_t limit = gw->list_default;
+    const char *text = http_query(req, "limit"), *marker = http_query(req, "marker");
+    const char *name = http_query(req, "name"), *parent = http_query(req, "parent");
+    if (text && util_parse_int(text, 1, gw->list_max, &limit) != 0) {
+        http_bad_field(req, "limit", "limit must be an integer from 1 to %d", gw->list_max);
+        return;
+    }
+    if (marker && !util_is_uuid(marker)) {
+        http_bad_field(req, "marker", "marker is not a group id");
+        return;
+    }
+    if (name && (strlen(name) > LIMIT_GROUP_NAME_MAX || !rest_id_ok(name))) {
+        http_bad_field(req, "name", "name is not a group name");
+        return;
+    }
+    if (parent && (strlen(parent) > LIMIT_GROUP_REF_MAX || !rest_id_ok(parent))) {
+        http_bad_field(req, "parent", "parent is not a group id or name");
+        return;
+    }
+    Berth__ListGroups ask = BERTH__LIST_GROUPS__INIT;
+    ask.limit = (int32_t)limit;
+    ask.marker = (char *)(marker ? marker : "");
+    rest_call(req, "approval", &ask.base, &berth__group_list__descriptor, s_listed);
+}
+
+void groups_get(http_req_t *req)
+{
+    char id[UTIL_ID_LEN];
+    if (s_group(req, "group.get", id) != 0)
+        return;
+    Berth__GetGroup ask = BERTH__GET_GROUP__INIT;
+    ask.id = id;
+    rest_call(req, "approval", &ask.base, &berth__group__descriptor, s_group_answer);
+}
+
+void groups_update(http_req_t *req)
+{
+    static const char *const allowed[] = { "cost_centre", "description", "parent", "quota",
+                                           "version", NULL };
+    char id[UTIL_ID_LEN], parent[UTIL_ID_LEN];
+    Berth__Group g = BERTH__GROUP__INIT;
+    Berth__Quota q = BERTH__QUOTA__INIT;
+    int64_t version = 0;
+    int has_quota;
+    if (s_group(req, "group.update", id) || rest_body(req, allowed) || s_texts(req, &g, parent, 1) ||
+        (has_quota = s_quota(req, &q)) < 0 ||
+        rest_int(req, "version", 0, 1, INT64_MAX, &version) < 0)
+        return;
+    char *fields[4];
+    size_t n = 0;
+    if (g.cost_centre)
+        fields[n++] = "cost_centre";
+    if (g.description)
+        fields[n++] = "description";
+    if (g.parent)
+        fields[n++] = "parent";
+    if (has_quota == 0) {
+        fields[n++] = "quota";
+        g.quota = &q;
+    }
+    if (n == 0) {
+        http_bad_field(req, "cost_centre",
+                       "name at least one field to change: cost_centre, description, parent, "
+                       "quota");
+        return;
+    }
+    Berth__UpdateGroup ask = BERTH__UPDATE_GROUP__INIT;
+    ask.id = id;
+    ask.group = &g;
+    ask.fields = fields;
+    ask.n_fields = n;
+    ask.version = version;
+    rest_call(req, "approval", &ask.base, &berth__group__descriptor, s_group_answer);
+}
+
+void groups_delete(http_req_t *req)
+{
+    char id[UTIL_ID_LEN];
+    if (s_group(req, "group.delete", id) != 0)
+        return;
+    Berth__DeleteGroup ask = BERTH__DELETE_GROUP__INIT;
+    ask.id = id;
+    rest_call(req, "approval", &ask.base, &berth__group__descriptor, s_group_answer);
+}
+
+/* ---- members ---- */
+
+static int s_by_user(const void *a, const void *b)
+{
+    return strcmp((*(Berth__Membership *const *)a)->user, (*(Berth__Membership *const *)b)->user);
+}
+
+static void s_members_listed(http_req_t *req, ProtobufCMessage *answer)
+{
+    gateway_t *gw = req->app;
+    Berth__MemberList *list = (Berth__MemberList *)answer;
+    int64_t limit = gw->list_default;
+    const char *text = http_query(req, "limit"), *marker = http_query(req, "marker");
+    if (text)
+        util_parse_int(text, 1, gw->list_max, &limit); /* checked before the call */
+    qsort(list->members, list->n_members, sizeof *list->members, s_by_user);
+    json_t *members = json_array();
+    size_t i = 0;
+    while (i < list->n_members && marker && strcmp(list->members[i]->user, marker) <= 0)
+        i++;
+    for (; i < list->n_members && (int64_t)json_array_size(members) < limit; i++)
+        json_array_append_new(members, s_member_view(list->members[i]));
+    json_t *next = i < list->n_members && i > 0 ? json_string(list->members[i - 1]->user)
+                                                : json_null();
+    http_json(req, 200, json_pack("{s:o, s:o}", "members", members, "next_marker", next));
+}
+
+void groups_list_members(http_req_t *req)
+{
+    gateway_t *gw = req->app;
+    int64_t limit;
+    const char *text = http_query(req, "limit"), *marker = http_query(req, "marker");
+    if (text && util_parse_int(text, 1, gw->list_max, &limit) != 0) {
+        http_bad_field(req, "limit", "limit must be an integer from 1 to %d", gw->list_max);
+        return;
+    }
+    if (marker && !auth_username_ok(marker)) {
+        http_bad_field(req, "marker", "marker is not a user name");
+        return;
+    }
+    char id[UTIL_ID_LEN];
+    if (s_group(req, "group.members.list", id) != 0)
+        return;
+    Berth__ListMembers ask = BERTH__LIST_MEMBERS__INIT;
+    ask.group = id;
+    rest_call(req, "approval", &ask.base, &berth__member_list__descriptor, s_members_listed);
+}
+
+static void s_member_added(http_req_t *req, ProtobufCMessage *answer)
+{
+    const Berth__Membership *m = (const Berth__Membership *)answer;
+    perm_forget(m->user);
+    snprintf(req->location, sizeof req->location, "/v1/groups/%s/members/%s", m->group, m->user);
+    http_json(req, 201, json_pack("{s:o}", "member", s_member_view(m)));
+}
+
+static void s_member_changed(http_req_t *req, ProtobufCMessage *answer)
+{
+    const Berth__Membership *m = (const Berth__Membership *)answer;
+    perm_forget(m->user);
+    http_json(req, 200, json_pack("{s:o}", "member", s_member_view(m)));
+}
+
+/* The role field: member, manager or auditor. 0, or -1 with 400 set. */
+static int s_role(http_req_t *req, const char **role)
+{
+    if (rest_str(req, "role", 1, 16, role) != 0)
+        return -1;
+    if (!streq(*role, "member") && !streq(*role, "manager") && !streq(*role, "auditor"))
+        return http_bad_field(req, "role", "role must be member, manager or auditor");
+    return 0;
+}
+
+void groups_add_member(http_req_t *req)
+{
+    static const char *const allowed[] = { "user", "role", NULL };
+    const char *user, *role;
+    char id[UTIL_ID_LEN];
+    if (s_group(req, "group.members.change", id) || rest_body(req, allowed) ||
+        rest_str(req, "user", 1, LIMIT_USER_NAME_MAX, &user) || s_role(req, &role))
+        return;
+    if (!auth_username_ok(user)) {
+        http_bad_field(req, "user", "user is not a user name");
+        return;
+    }
+    Berth__AddMember ask = BERTH__ADD_MEMBER__INIT;
+    ask.group = id;
+    ask.user = (char *)user;
+    ask.role = (char *)role;
+    rest_call(req, "approval", &ask.base, &berth__membership__descriptor, s_member_added);
+}
+
+void groups_set_role(http_req_t *req)
+{
+    static const char *const allowed[] = { "role", NULL };
+    const char *role;
+    char id[UTIL_ID_LEN];
+    if (s_group(req, "group.members.change", id) || rest_body(req, allowed) || s_role(req, &role))
+        return;
+    if (!auth_username_ok(req->params[1])) {
+        http_error(req, "NOT_FOUND", "no such member");
+        return;
+    }
+    Berth__SetRole ask = BERTH__SET_ROLE__INIT;
+    ask.group = id;
+    ask.user = (char *)req->params[1];
+    ask.role = (char *)role;
+    rest_call(req, "approval", &ask.base, &berth__membership__descriptor, s_member_changed);
+}
+
+void groups_remove_member(http_req_t *req)
+{
+    char id[UTIL_ID_LEN];
+    if (s_group(req, "group.members.change", id) != 0)
+        return;
+    if (!auth_username_ok(req->params[1])) {
+        http_error(req, "NOT_FOUND", "no such member");
+        return;
+    }
+    Berth__RemoveMember ask = BERTH__REMOVE_MEMBER__INIT;
+    ask.group = id;
+    ask.user = (char *)req->params[1];
+    rest_call(req, "approval", &ask.base, &berth__membership__descriptor, s_member_changed);
+}

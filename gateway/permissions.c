@@ -1,0 +1,195 @@
+/*  permissions: the action -> rule table and its two checks: the edge's (platform role, before
+    the handler) and the handlers' (the object's owner and group, perm_allows). The caller's
+    group roles come from berth:user-groups:<user> (written by approval), cached per worker
+    thread for groups_cache_ms: a membership change is seen within that bound. */
+#include "permissions.h"
+#include "gateway.h"
+#include "keys.h"
+
+#include <pthread.h>
+
+#define S_PLATFORM (PERM_ADMIN | PERM_OPERATOR)
+#define S_READERS  (PERM_OWNER | PERM_MANAGER | PERM_AUDITOR | S_PLATFORM)
+#define S_IN_GROUP (PERM_MEMBER | PERM_MANAGER | PERM_AUDITOR)
+
+const perm_entry_t perm_table[] = {
+    { "health.read", PERM_PUBLIC, "liveness, readiness and the platform's health" },
+    { "auth.login", PERM_PUBLIC, "sign in for a bearer token" },
+    { "user.create", PERM_ADMIN, "create a user" },
+    { "template.list", PERM_USER, "read the template catalog" },
+    { "template.create", PERM_ADMIN, "add a template" },
+    { "host.list", S_PLATFORM, "list hosts" },
+    { "host.get", S_PLATFORM, "read a host and its VMs" },
+    { "request.create", PERM_USER, "request VMs (in a group one belongs to)" },
+    { "request.get", S_READERS, "read a request" },
+    { "request.approve", PERM_ADMIN, "approve a request" },
+    { "request.reject", PERM_ADMIN, "reject a request" },
+    { "vm.list", PERM_USER, "list the VMs one may read (vm.get)" },
+    { "vm.get", S_READERS, "read a VM" },
+    { "vm.dispose", PERM_OWNER | PERM_MANAGER | PERM_ADMIN, "dispose of a VM" },
+    { "task.get", S_READERS, "read a task: whoever may read its VM, and who started it" },
+    { "usage.read", PERM_USER, "read one's own usage (admins: anyone's)" },
+    { "group.create", PERM_ADMIN, "create a group" },
+    { "group.list", PERM_USER, "list the groups one may read (group.get)" },
+    { "group.get", S_IN_GROUP | S_PLATFORM, "read a group" },
+    { "group.update", PERM_ADMIN, "change a group" },
+    { "group.delete", PERM_ADMIN, "delete a group (no members, no child groups)" },
+    { "group.members.list", S_IN_GROUP | S_PLATFORM, "list a group's members" },
+    { "group.members.change", PERM_MANAGER | PERM_ADMIN, "add members, set roles, remove" },
+    { NULL, 0, NULL },
+};
+
+unsigned perm_rule(const char *action)
+{
+    for (const perm_entry_t *e = perm_table; action && e->action; e++)
+        if (streq(e->action, action))
+            return e->rule;
+    return 0;
+}
+
+int perm_public(const char *action)
+{
+    return (perm_rule(action) & PERM_PUBLIC) != 0;
+}
+
+static unsigned s_platform_bit(const char *role)
+{
+    return streq(role, "admin") ? PERM_ADMIN : streq(role, "operator") ? PERM_OPERATOR : 0;
+}
+
+int perm_sees_all(http_req_t *req)
+{
+    return (s_platform_bit(req->role) & S_PLATFORM) != 0;
+}
+
+/* ---- the caller's group roles, cached per worker thread ---- */
+
+#define S_SLOTS 64
+
+typedef struct {
+    char user[HTTP_USER_MAX];
+    int64_t checked_ms; /* monotonic; 0: empty */
+    json_t *groups;     /* group id -> role */
+} s_slot_t;
+
+static pthread_key_t s_cache_key;
+static pthread_once_t s_cache_once = PTHREAD_ONCE_INIT;
+
+static void s_cache_free(void *arg)
+{
+    s_slot_t *slots = arg;
+    for (int i = 0; i < S_SLOTS; i++)
+        json_decref(slots[i].groups);
+    free(slots);
+}
+
+static void s_cache_key_init(void)
+{
+    pthread_key_create(&s_cache_key, s_cache_free);
+}
+
+static s_slot_t *s_cache_slot(const char *user)
+{
+    pthread_once(&s_cache_once, s_cache_key_init);
+    s_slot_t *slots = pthread_getspecific(s_cache_key);
+    if (!slots && (slots = calloc(S_SLOTS, sizeof *slots)) &&
+        pthread_setspecific(s_cache_key, slots) != 0) {
+        free(slots);
+        slots = NULL;
+    }
+    if (!slots)
+        return NULL;
+    unsigned h = 5381;
+    for (const char *p = user; *p; p++)
+        h = h * 33 + (unsigned char)*p;
+    return &slots[h % S_SLOTS];
+}
+
+void perm_forget(const char *user)
+{
+    s_slot_t *slot = s_cache_slot(user);
+    if (slot && streq(slot->user, user))
+        slot->checked_ms = 0;
+}
+
+/* req->groups from the cache or Redis. 0, or -1 with 503 set. */
+static int s_load_groups(http_req_t *req)
+{
+    gateway_t *gw = req->app;
+    if (req->groups)
+        return 0;
+    s_slot_t *slot = s_cache_slot(req->user);
+    if (slot && slot->checked_ms && streq(slot->user, req->user) &&
+        util_mono_ms() - slot->checked_ms < gw->groups_cache_ms) {
+        req->groups = json_deep_copy(slot->groups);
+        return req->groups ? 0 : -1;
+    }
+    char key[KEYS_MAX];
+    redisReply *r =
+        store_command(req->store, "HGETALL %s", keys_build(key, KEYS_USER_GROUPS, req->user, NULL));
+    if (!r || r->type != REDIS_REPLY_ARRAY) {
+        if (r)
+            freeReplyObject(r);
+        http_error(req, "UNAVAILABLE", "state store unreachable");
+        return -1;
+    }
+    json_t *groups = json_object();
+    for (size_t i = 0; groups && i + 1 < r->elements; i += 2)
+        if (r->element[i]->type == REDIS_REPLY_STRING &&
+            r->element[i + 1]->type == REDIS_REPLY_STRING)
+            json_object_set_new(groups, r->element[i]->str, json_string(r->element[i + 1]->str));
+    freeReplyObject(r);
+    if (!groups) {
+        http_error(req, "INTERNAL", "out of memory");
+        return -1;
+    }
+    req->groups = groups;
+    if (slot && gw->groups_cache_ms > 0) {
+        json_decref(slot->groups);
+        slot->groups = json_deep_copy(groups);
+        util_strlcpy(slot->user, req->user, sizeof slot->user);
+        slot->checked_ms = slot->groups ? util_mono_ms() : 0;
+    }
+    return 0;
+}
+
+const char *perm_group_role(http_req_t *req, const char *group)
+{
+    const char *role = group && *group ? json_string_value(json_object_get(req->groups, group))
+                                       : NULL;
+    return role ? role : "";
+}
+
+int perm_gate(http_req_t *req, const char *action)
+{
+    unsigned rule = perm_rule(action);
+    if (!rule) {
+        log_error(req->request_id, "route names an action the permission table lacks",
+                  "{s:s}", "action", action ? action : "");
+        http_error(req, "INTERNAL", "no permission rule for this operation");
+        return -1;
+    }
+    if (s_load_groups(req) != 0)
+        return -1;
+    if (rule & (PERM_PUBLIC | PERM_USER | PERM_OBJECT | s_platform_bit(req->role)))
+        return 0;
+    http_error_details(req, "FORBIDDEN",
+                       (rule & S_PLATFORM) == PERM_ADMIN ? "this operation needs the admin role"
+                                                         : "this operation needs the admin or "
+                                                           "operator role",
+                       json_pack("{s:s}", "action", action));
+    return -1;
+}
+
+int perm_allows(http_req_t *req, const char *action, const char *owner, const char *group)
+{
+    unsigned rule = perm_rule(action);
+    if (rule & (PERM_PUBLIC | PERM_USER | s_platform_bit(req->role)))
+        return 1;
+    if ((rule & PERM_OWNER) && owner && *owner && streq(owner, req->user))
+        return 1;
+    const char *role = perm_group_role(req, group);
+    return ((rule & PERM_MEMBER) && streq(role, "member")) ||
+           ((rule & PERM_MANAGER) && streq(role, "manager")) ||
+           ((rule & PERM_AUDITOR) && streq(role, "auditor"));
+}

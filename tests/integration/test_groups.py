@@ -1,0 +1,344 @@
+#!/usr/bin/env python3
+"""Groups and memberships over REST, the permission table and visibility, with every service
+and one simulated host:
+
+- groups: create, read (by id and by name), list (paging, filters name and parent), change,
+  delete (refused while members or groups inside remain); members: add, set role, remove;
+  every error with its status and the field it names;
+- the RBAC matrix, generated from gateway/permissions.c and the route table: every route x
+  (member of the group, member of another group, manager, auditor, operator, admin,
+  anonymous) gets the status the table says, and the refused calls change nothing;
+- isolation: group B's users cannot see group A's VMs, requests, tasks or group (404), a
+  manager and an auditor see their group's, a task is visible to whoever may see its VM.
+
+Operators: POST /v1/users takes the roles user and admin only (the operator role is being
+added to it); until then this test writes role=operator into the user's record before they
+sign in, which is what the gateway reads at login.
+
+Run: BERTH_BIN_DIR=build/bin python3 tests/integration/test_groups.py
+"""
+
+import os
+import sys
+import unittest
+import uuid
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import permtable  # noqa: E402
+from berth_test import Api, PlatformCase, wait_until  # noqa: E402
+
+PW = "groups-test-pw-1"
+ROLES = ["member", "other", "manager", "auditor", "operator", "admin", "anonymous"]
+GROUP_ROLE = {"member": "MEMBER", "manager": "MANAGER", "auditor": "AUDITOR"}
+# What one must be allowed to read an object of the path's kind, to be told 403 (not 404).
+READ = {"vms": "vm.get", "tasks": "task.get", "requests": "request.get", "groups": "group.get"}
+
+
+class Groups(PlatformCase):
+    agents = 1
+    wait_hosts = 1
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        try:
+            cls.setup_tenants()
+        except Exception:
+            cls.p.dump_logs()
+            cls.p.stop()
+            raise
+
+    @classmethod
+    def user(cls, name, role="user"):
+        r = cls.api.call("POST", "/v1/users", {"username": name, "password": PW,
+                                               "role": "user" if role == "operator" else role})
+        assert r.status == 201, r
+        if role == "operator":
+            cls.p.redis_command("HSET", "berth:user:" + name, "role", "operator")
+        return Api(cls.p, name, PW)
+
+    @classmethod
+    def setup_tenants(cls):
+        admin = cls.api
+        cls.g = admin.call("POST", "/v1/groups", {"name": "eng", "cost_centre": "CC-100"}).json()["group"]
+        cls.h = admin.call("POST", "/v1/groups", {"name": "sales"}).json()["group"]
+        cls.users = {"admin": admin}
+        for role, name in [("member", "mem"), ("other", "oth"), ("manager", "mgr"),
+                           ("auditor", "aud"), ("operator", "opr")]:
+            cls.users[role] = cls.user(name, "operator" if role == "operator" else "user")
+        cls.user("extra")
+        for name, group, role in [("mem", "eng", "member"), ("mgr", "eng", "manager"),
+                                  ("aud", "eng", "auditor"), ("oth", "sales", "member"),
+                                  ("extra", "eng", "member")]:
+            r = admin.call("POST", "/v1/groups/%s/members" % group, {"user": name, "role": role})
+            assert r.status == 201, r
+        # The member's VMs in eng (one to keep, three to dispose), the other's in sales.
+        mem, oth = cls.users["member"], cls.users["other"]
+        r = mem.call("POST", "/v1/requests", {"template": "small", "name": "m", "count": 4,
+                                              "group": "eng"})
+        assert r.status == 202, r
+        cls.req = r.json()["request"]
+        assert cls.req["group"] == cls.g["id"], cls.req
+        cls.vms = [v["id"] for v in cls.req["vms"]]
+        r = oth.call("POST", "/v1/requests", {"template": "small", "name": "o", "group": "sales"})
+        assert r.status == 202, r
+        cls.other_req = r.json()["request"]
+        cls.other_vm = cls.other_req["vms"][0]["id"]
+        for vm in cls.vms:
+            mem.wait_vm(vm, ("ACTIVE",))
+        oth.wait_vm(cls.other_vm, ("ACTIVE",))
+        cls.task = cls.req["tasks"][0]["id"]
+        cls.host = list(admin.hosts())[0]
+
+    def call(self, role, method, path, body=None):
+        if role == "anonymous":
+            return self.p.http(method, path, body)
+        return self.users[role].call(method, path, body)
+
+    def assertError(self, r, status, code, field=None):
+        self.assertEqual(r.status, status, r)
+        err = r.json()["error"]
+        self.assertEqual(err["code"], code, err)
+        self.assertTrue(err["request_id"])
+        if field:
+            self.assertEqual(err["details"].get("field"), field, err)
+
+    # -- groups and members --------------------------------------------------------------
+
+    def test_group_crud_and_names_as_ids(self):
+        admin = self.api
+        r = admin.call("POST", "/v1/groups", {"name": "unit-a", "description": "a unit",
+                                              "quota": {"vms": 5, "ram_mb": 8192}})
+        self.assertEqual(r.status, 201, r)
+        unit = r.json()["group"]
+        self.assertEqual(r.headers["Location"], "/v1/groups/" + unit["id"])
+        self.assertEqual(unit["quota"]["vms"], 5)
+        self.assertIsNone(unit["parent"])
+        r = admin.call("POST", "/v1/groups", {"name": "proj-a", "parent": "unit-a"})
+        self.assertEqual(r.status, 201, r)
+        proj = r.json()["group"]
+        self.assertEqual(proj["parent"], unit["id"])
+        # By id and by name alike.
+        self.assertEqual(admin.get("/v1/groups/unit-a")["group"]["id"], unit["id"])
+        self.assertEqual(admin.get("/v1/groups/" + unit["id"])["group"]["name"], "unit-a")
+        # Filters and paging.
+        self.assertEqual([g["id"] for g in admin.get("/v1/groups?name=proj-a")["groups"]],
+                         [proj["id"]])
+        self.assertEqual([g["id"] for g in admin.get("/v1/groups?parent=unit-a")["groups"]],
+                         [proj["id"]])
+        self.assertEqual(admin.get("/v1/groups?parent=no-such-group")["groups"], [])
+        seen, marker = [], None
+        for _ in range(20):
+            page = admin.get("/v1/groups?limit=1" + ("&marker=" + marker if marker else ""))
+            self.assertLessEqual(len(page["groups"]), 1)
+            seen += [g["id"] for g in page["groups"]]
+            marker = page["next_marker"]
+            if not marker:
+                break
+        self.assertEqual(len(seen), len(set(seen)))
+        self.assertTrue({unit["id"], proj["id"], self.g["id"]} <= set(seen))
+        # Change, with and without a version.
+        r = admin.call("PATCH", "/v1/groups/unit-a", {"cost_centre": "CC-7", "version": 1})
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.json()["group"]["version"], 2)
+        self.assertError(admin.call("PATCH", "/v1/groups/unit-a",
+                                    {"description": "x", "version": 1}), 409, "CONFLICT")
+        # Not deleted while a group is inside; then moved out, and gone.
+        self.assertError(admin.call("DELETE", "/v1/groups/unit-a"), 409, "CONFLICT")
+        r = admin.call("PATCH", "/v1/groups/proj-a", {"parent": ""})
+        self.assertEqual(r.status, 200, r)
+        self.assertIsNone(r.json()["group"]["parent"])
+        r = admin.call("DELETE", "/v1/groups/unit-a")
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.json()["group"]["name"], "unit-a")
+        self.assertError(admin.call("GET", "/v1/groups/unit-a"), 404, "NOT_FOUND")
+        self.assertError(admin.call("GET", "/v1/groups/" + unit["id"]), 404, "NOT_FOUND")
+        self.assertEqual(admin.call("DELETE", "/v1/groups/proj-a").status, 200)
+
+    def test_group_errors_name_the_field(self):
+        admin = self.api
+        for body, field in [({}, "name"), ({"name": "x", "colour": "red"}, "colour"),
+                            ({"name": 7}, "name"), ({"name": "Bad Name"}, "name"),
+                            ({"name": str(uuid.uuid4())}, "name"),
+                            ({"name": "x", "quota": {"vms": -1}}, "quota"),
+                            ({"name": "x", "quota": {"cpus": 1}}, "quota"),
+                            ({"name": "x", "cost_centre": "c" * 65}, "cost_centre"),
+                            ({"name": "x", "parent": "no-such-group"}, "parent")]:
+            with self.subTest(body=body):
+                self.assertError(admin.call("POST", "/v1/groups", body), 400, "BAD_REQUEST",
+                                 field)
+        r = admin.call("POST", "/v1/groups", {"name": "eng"})
+        self.assertError(r, 409, "CONFLICT", "name")
+        self.assertError(admin.call("PATCH", "/v1/groups/eng", {}), 400, "BAD_REQUEST",
+                         "cost_centre")
+        self.assertError(admin.call("PATCH", "/v1/groups/eng", {"name": "x"}), 400,
+                         "BAD_REQUEST", "name")
+        self.assertError(admin.call("GET", "/v1/groups/no-such-group"), 404, "NOT_FOUND")
+        self.assertError(admin.call("GET", "/v1/groups?limit=0"), 400, "BAD_REQUEST", "limit")
+        self.assertError(admin.call("GET", "/v1/groups?colour=red"), 400, "BAD_REQUEST",
+                         "colour")
+        # Not deleted while it has members.
+        self.assertError(admin.call("DELETE", "/v1/groups/eng"), 409, "CONFLICT")
+
+    def test_members_add_set_remove(self):
+        admin, mgr = self.api, self.users["manager"]
+        self.user("newbie")
+        r = mgr.call("POST", "/v1/groups/eng/members", {"user": "newbie", "role": "member"})
+        self.assertEqual(r.status, 201, r)
+        self.assertEqual(r.json()["member"], {"group": self.g["id"], "user": "newbie",
+                                              "role": "member"})
+        self.assertEqual(r.headers["Location"], "/v1/groups/%s/members/newbie" % self.g["id"])
+        self.assertError(mgr.call("POST", "/v1/groups/eng/members",
+                                  {"user": "newbie", "role": "member"}), 409, "CONFLICT")
+        self.assertError(mgr.call("POST", "/v1/groups/eng/members",
+                                  {"user": "nobody-at-all", "role": "member"}), 404,
+                         "NOT_FOUND", "user")
+        self.assertError(mgr.call("POST", "/v1/groups/eng/members",
+                                  {"user": "newbie", "role": "boss"}), 400, "BAD_REQUEST", "role")
+        r = mgr.call("PUT", "/v1/groups/%s/members/newbie" % self.g["id"], {"role": "auditor"})
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.json()["member"]["role"], "auditor")
+        members = {m["user"]: m["role"] for m in admin.get("/v1/groups/eng/members")["members"]}
+        self.assertEqual(members["newbie"], "auditor")
+        self.assertEqual(members["mgr"], "manager")
+        page = admin.get("/v1/groups/eng/members?limit=2")
+        self.assertEqual(len(page["members"]), 2)
+        rest = admin.get("/v1/groups/eng/members?marker=" + page["next_marker"])["members"]
+        self.assertEqual([m["user"] for m in page["members"] + rest], sorted(members))
+        # The new role is the gateway's within groups_cache_ms: newbie reads the group's VMs.
+        newbie = Api(self.p, "newbie", PW)
+        wait_until(lambda: newbie.call("GET", "/v1/vms/" + self.vms[0]).status == 200, 5,
+                   "the auditor role reaches the gateway")
+        r = mgr.call("DELETE", "/v1/groups/eng/members/newbie")
+        self.assertEqual(r.status, 200, r)
+        self.assertIsNone(r.json()["member"]["role"])
+        self.assertError(mgr.call("DELETE", "/v1/groups/eng/members/newbie"), 404, "NOT_FOUND")
+        wait_until(lambda: newbie.call("GET", "/v1/vms/" + self.vms[0]).status == 404, 5,
+                   "the removal reaches the gateway")
+        self.assertError(newbie.call("GET", "/v1/groups/eng"), 404, "NOT_FOUND")
+
+    # -- the RBAC matrix -----------------------------------------------------------------
+
+    def allowed(self, role, bits):
+        if "PUBLIC" in bits:
+            return True
+        if role == "anonymous":
+            return False
+        if "USER" in bits or role.upper() in bits:  # ADMIN, OPERATOR
+            return True
+        if "OWNER" in bits and role == "member":
+            return True
+        return GROUP_ROLE.get(role) in bits
+
+    def expected(self, role, action, path):
+        """'ok' or the refusal status the table implies for role on the object at path."""
+        table = permtable.table()
+        bits = table[action][0]
+        if self.allowed(role, bits):
+            return "ok"
+        if role == "anonymous":
+            return 401
+        if not bits & {"OWNER", "MEMBER", "MANAGER", "AUDITOR"}:
+            return 403
+        kind = path.split("/")[2]
+        return 403 if self.allowed(role, table[READ[kind]][0]) else 404
+
+    def concrete(self, pattern):
+        kind = pattern.split("/")[2] if pattern.startswith("/v1/") else ""
+        ids = {"hosts": self.host, "requests": self.req["id"], "vms": self.vms[0],
+               "tasks": self.task, "groups": "eng"}
+        return pattern.replace("{id}", ids.get(kind, "x")).replace("{user}", "extra")
+
+    def snapshot(self):
+        a = self.api
+        return (a.get("/v1/groups/eng")["group"], a.get("/v1/groups/eng/members")["members"],
+                a.vm(self.vms[0])["state"], a.get("/v1/requests/" + self.req["id"])["request"]["state"])
+
+    def test_rbac_matrix_from_the_permission_table(self):
+        before = self.snapshot()
+        spare = list(self.vms[1:])  # a VM for each role allowed to dispose of one
+        ok = {"GET": (200,), "POST": (400,), "PUT": (400,), "PATCH": (400,),
+              "DELETE": (200, 202, 409)}
+        cases = []
+        for method, pattern, action in permtable.routes():
+            for role in ROLES:
+                path = self.concrete(pattern)
+                cases.append((self.expected(role, action, path) != "ok", method, pattern, action,
+                              role, path))
+        # Refusals first (against objects still there), then what is allowed.
+        for refused, method, pattern, action, role, path in sorted(cases, key=lambda c: not c[0]):
+            with self.subTest(route="%s %s" % (method, pattern), role=role):
+                want = self.expected(role, action, path)
+                body = {"bogus": True} if method in ("POST", "PUT", "PATCH") else None
+                if method == "DELETE" and pattern == "/v1/vms/{id}" and want == "ok":
+                    path = "/v1/vms/" + spare.pop()
+                if path == "/readyz":
+                    continue  # 200 or 503 by the platform's state, not by role
+                r = self.call(role, method, path, body)
+                if want == "ok":
+                    self.assertIn(r.status, ok[method], r)
+                    if r.status == 400:
+                        self.assertEqual(r.json()["error"]["details"].get("field"), "bogus", r)
+                    if method == "DELETE" and pattern.endswith("{user}"):
+                        re_add = self.api.call("POST", "/v1/groups/eng/members",
+                                               {"user": "extra", "role": "member"})
+                        self.assertEqual(re_add.status, 201, re_add)
+                else:
+                    self.assertEqual(r.status, want, r)
+                if not refused:
+                    continue
+                if want != "ok" and method != "GET":
+                    self.assertEqual(self.snapshot(), before, "a refused call changed something")
+        self.assertEqual(spare, [], "every role allowed to dispose of a VM did")
+
+    # -- isolation and visibility --------------------------------------------------------
+
+    def test_isolation_between_groups(self):
+        oth, mem = self.users["other"], self.users["member"]
+        for path in ["/v1/vms/" + self.vms[0], "/v1/requests/" + self.req["id"],
+                     "/v1/tasks/" + self.task, "/v1/groups/eng", "/v1/groups/" + self.g["id"],
+                     "/v1/groups/eng/members"]:
+            with self.subTest(path=path):
+                self.assertError(oth.call("GET", path), 404, "NOT_FOUND")
+        self.assertError(oth.call("DELETE", "/v1/vms/" + self.vms[0]), 404, "NOT_FOUND")
+        self.assertError(mem.call("GET", "/v1/vms/" + self.other_vm), 404, "NOT_FOUND")
+        self.assertError(mem.call("GET", "/v1/requests/" + self.other_req["id"]), 404,
+                         "NOT_FOUND")
+        # Lists show only what one may see.
+        mine = {v["id"] for v in oth.get("/v1/vms")["vms"]}
+        self.assertEqual(mine, {self.other_vm})
+        self.assertEqual([g["name"] for g in oth.get("/v1/groups")["groups"]], ["sales"])
+        for role in ("manager", "auditor"):
+            seen = {v["id"] for v in self.users[role].get("/v1/vms?limit=500")["vms"]}
+            self.assertTrue(set(self.vms[:1]) <= seen, role)
+            self.assertNotIn(self.other_vm, seen, role)
+        for role in ("operator", "admin"):
+            seen = {v["id"] for v in self.users[role].get("/v1/vms?limit=500")["vms"]}
+            self.assertTrue({self.vms[0], self.other_vm} <= seen, role)
+        # Hosts are for operators and admins.
+        self.assertError(mem.call("GET", "/v1/hosts"), 403, "FORBIDDEN")
+        self.assertEqual(len(self.users["operator"].get("/v1/hosts")["hosts"]), 1)
+
+    def test_task_visible_to_whoever_sees_its_vm(self):
+        mem, mgr, aud = self.users["member"], self.users["manager"], self.users["auditor"]
+        r = self.user("short").call("GET", "/v1/vms/" + self.vms[0])
+        self.assertEqual(r.status, 404)
+        # The admin disposes of a member's VM: the member and the group's auditor see the task.
+        r = mem.call("POST", "/v1/requests", {"template": "small", "name": "t", "group": "eng"})
+        self.assertEqual(r.status, 202, r)
+        vm = r.json()["request"]["vms"][0]["id"]
+        mem.wait_vm(vm, ("ACTIVE",))
+        task = self.api.dispose(vm)
+        for who in (mem, mgr, aud):
+            self.assertEqual(who.task(task["id"])["id"], task["id"])
+        self.assertError(self.users["other"].call("GET", "/v1/tasks/" + task["id"]), 404,
+                         "NOT_FOUND")
+        self.assertEqual(mem.wait_task(task["id"])["state"], "SUCCEEDED")
+        # An auditor reads but does not dispose of; the manager's request is theirs.
+        self.assertError(aud.call("DELETE", "/v1/vms/" + self.vms[0]), 403, "FORBIDDEN")
+        self.assertEqual(aud.get("/v1/requests/" + self.req["id"])["request"]["id"],
+                         self.req["id"])
+
+
+if __name__ == "__main__":
+    unittest.main()
