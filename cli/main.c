@@ -30,6 +30,11 @@ static const s_command_t s_commands[] = {
     { "usage", cli_usage,
       "usage [--from T] [--to T] [--owner U]\n"
       "                                      vCPU-, GB-RAM- and GB-disk-hours per VM" },
+    { "groups", cli_groups,
+      "groups [list|show G|create NAME|update G|delete G] [OPTIONS]\n"
+      "                                      groups (G: id or name); `berth groups help`\n"
+      "groups members G | add-member G USER --role R | set-role G USER --role R |\n"
+      "       remove-member G USER          a group's members (R: member, manager, auditor)" },
     { "health", cli_health,
       "health                              every registered service instance" },
     { NULL, NULL, NULL },

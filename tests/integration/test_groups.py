@@ -18,14 +18,18 @@ sign in, which is what the gateway reads at login.
 Run: BERTH_BIN_DIR=build/bin python3 tests/integration/test_groups.py
 """
 
+import json
 import os
+import shutil
+import subprocess
 import sys
+import tempfile
 import unittest
 import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import permtable  # noqa: E402
-from berth_test import Api, PlatformCase, wait_until  # noqa: E402
+from berth_test import Api, CheckedProxy, PlatformCase, wait_until  # noqa: E402
 
 PW = "groups-test-pw-1"
 ROLES = ["member", "other", "manager", "auditor", "operator", "admin", "anonymous"]
@@ -338,6 +342,60 @@ class Groups(PlatformCase):
         self.assertError(aud.call("DELETE", "/v1/vms/" + self.vms[0]), 403, "FORBIDDEN")
         self.assertEqual(aud.get("/v1/requests/" + self.req["id"])["request"]["id"],
                          self.req["id"])
+
+    # -- the CLI ---------------------------------------------------------------------------
+
+    def berth(self, home, *args, stdin=None, code=0):
+        env = {k: v for k, v in os.environ.items() if not k.startswith("BERTH_")}
+        env.update({"BERTH_URL": self.proxy.url, "XDG_CONFIG_HOME": home, "HOME": home})
+        r = subprocess.run([self.p.binary("berth")] + list(args), input=stdin, env=env,
+                           capture_output=True, text=True, timeout=60)
+        self.assertEqual(self.proxy.violations, [], "berth %s" % " ".join(args))
+        self.assertEqual(r.returncode, code, "berth %s:\n%s\n%s" % (" ".join(args), r.stdout,
+                                                                     r.stderr))
+        return r
+
+    def test_cli_groups(self):
+        self.proxy = CheckedProxy(self.p)
+        self.addCleanup(self.proxy.close)
+        home = tempfile.mkdtemp(prefix="berth-cli-")
+        self.addCleanup(shutil.rmtree, home, ignore_errors=True)
+        self.berth(home, "login", "--user", self.p.admin_user, "--password-stdin",
+                   stdin=self.p.admin_password + "\n")
+        self.user("clia")
+        out = self.berth(home, "groups", "create", "cli-unit", "--cost-centre", "CC-9",
+                         "--quota-vms", "3").stdout
+        self.assertRegex(out, r"cost_centre:\s+CC-9")
+        self.assertRegex(out, r"quota.vms:\s+3")
+        self.berth(home, "groups", "create", "cli-proj", "--parent", "cli-unit")
+        out = self.berth(home, "groups", "list", "--parent", "cli-unit").stdout
+        self.assertIn("cli-proj", out)
+        self.assertEqual(len(out.splitlines()), 2, out)  # the header and cli-proj
+        self.assertIn("cli-unit", self.berth(home, "groups").stdout)
+        out = self.berth(home, "groups", "update", "cli-unit", "--description", "the unit").stdout
+        self.assertRegex(out, r"description:\s+the unit")
+        self.assertRegex(out, r"version:\s+2")
+        out = self.berth(home, "groups", "add-member", "cli-unit", "clia", "--role",
+                         "manager").stdout
+        self.assertIn("clia is manager of group cli-unit", out)
+        self.berth(home, "groups", "set-role", "cli-unit", "clia", "--role", "auditor")
+        out = self.berth(home, "groups", "members", "cli-unit").stdout
+        self.assertRegex(out, r"clia\s+auditor")
+        members = json.loads(self.berth(home, "-o", "json", "groups", "members",
+                                        "cli-unit").stdout)["members"]
+        self.assertEqual(members, [{"group": members[0]["group"], "user": "clia",
+                                    "role": "auditor"}])
+        r = self.berth(home, "groups", "delete", "cli-unit", code=1)
+        self.assertIn("CONFLICT", r.stderr)
+        self.berth(home, "groups", "remove-member", "cli-unit", "clia")
+        self.berth(home, "groups", "update", "cli-proj", "--parent", "")
+        self.assertIn("deleted group cli-unit", self.berth(home, "groups", "delete",
+                                                           "cli-unit").stdout)
+        r = self.berth(home, "groups", "show", "cli-unit", code=1)
+        self.assertIn("NOT_FOUND", r.stderr)
+        self.berth(home, "groups", "add-member", "cli-proj", "clia", code=2)
+        self.berth(home, "groups", "frobnicate", code=2)
+        self.assertIn("add-member", self.berth(home, "groups", "help").stdout)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,332 @@
+/*  berth groups: groups and their members (GET/POST/PATCH/DELETE /v1/groups...). A group is
+    named by its id or its name; what the caller may do is the gateway's permission table
+    (admins create, change and delete groups; a group's managers manage its members). */
+#include "cli.h"
+
+#define T(obj, key) cli_text(json_object_get((obj), (key)), (char[256]){ 0 }, 256)
+
+static const char s_usage[] =
+    "usage: berth groups [list] [--name N] [--parent G] [--limit N] [--marker ID]\n"
+    "       berth groups show G\n"
+    "       berth groups create NAME [--cost-centre C] [--description D] [--parent G]\n"
+    "                               [--quota-vms N] [--quota-vcpus N] [--quota-ram-mb N]\n"
+    "                               [--quota-disk-gb N]\n"
+    "       berth groups update G [the options of create] [--version V]  (--parent '' moves\n"
+    "                               it to the top)\n"
+    "       berth groups delete G\n"
+    "       berth groups members G\n"
+    "       berth groups add-member G USER --role member|manager|auditor\n"
+    "       berth groups set-role G USER --role member|manager|auditor\n"
+    "       berth groups remove-member G USER\n";
+
+static int s_bad_usage(void)
+{
+    fputs(s_usage, stderr);
+    return 2;
+}
+
+static void s_groups_table(json_t *groups)
+{
+    cli_table_t *table =
+        cli_table_new(6, "NAME", "COST CENTRE", "PARENT", "QUOTA VMS", "DESCRIPTION", "ID");
+    size_t i;
+    json_t *g;
+    json_array_foreach(groups, i, g)
+        cli_table_add(table, T(g, "name"), T(g, "cost_centre"), T(g, "parent"),
+                      T(json_object_get(g, "quota"), "vms"), T(g, "description"), T(g, "id"));
+    cli_table_print(table, stdout);
+    cli_table_destroy(&table);
+}
+
+/* Print a {"group": ...} answer. */
+static void s_print_group(cli_t *cli, json_t *body)
+{
+    static const char *const first[] = { "id", "name", "cost_centre", "description", "parent",
+                                         "quota", "version", NULL };
+    if (cli->json)
+        cli_print_json(body);
+    else
+        cli_print_object(json_object_get(body, "group"), first);
+}
+
+/* /v1/groups/<g escaped><rest> into path. -1 (said) when too long. */
+static int s_group_path(char *path, size_t size, const char *group, const char *rest)
+{
+    char id[CLI_PATH_MAX];
+    if (cli_path(id, sizeof id, "groups", group) != 0 ||
+        snprintf(path, size, "%s%s", id, rest) >= (int)size) {
+        fprintf(stderr, "berth groups: group name too long\n");
+        return -1;
+    }
+    return 0;
+}
+
+static int s_list(cli_t *cli, int argc, char **argv)
+{
+    cli_opt_t opts[] = { { "name", 1, NULL, 0 },
+                         { "parent", 1, NULL, 0 },
+                         { "limit", 1, NULL, 0 },
+                         { "marker", 1, NULL, 0 },
+                         { NULL } };
+    const char *pos[1];
+    if (cli_parse(argc, argv, opts, pos, 0, 0) != 0)
+        return s_bad_usage();
+    char path[2048] = "/v1/groups", value[512];
+    const char *sep = "?";
+    for (int i = 0; opts[i].name; i++) {
+        if (!opts[i].set)
+            continue;
+        size_t len = strlen(path);
+        if (cli_escape(opts[i].value, value, sizeof value) != 0 ||
+            snprintf(path + len, sizeof path - len, "%s%s=%s", sep, opts[i].name, value) >=
+                (int)(sizeof path - len)) {
+            fprintf(stderr, "berth groups: --%s too long\n", opts[i].name);
+            return 2;
+        }
+        sep = "&";
+    }
+    json_t *body = NULL;
+    if (cli_http(cli, "GET", path, NULL, &body) != 0)
+        return 1;
+    if (cli->json)
+        cli_print_json(body);
+    else {
+        s_groups_table(json_object_get(body, "groups"));
+        const char *next = json_string_value(json_object_get(body, "next_marker"));
+        if (next)
+            printf("more: berth groups list --marker %s\n", next);
+    }
+    json_decref(body);
+    return 0;
+}
+
+/* The fields of create and update from their options into a new body; NULL (said) when a
+   number does not parse. */
+static json_t *s_fields(cli_opt_t *opts)
+{
+    json_t *body = json_object(), *quota = json_object();
+    static const char *const texts[][2] = {
+        { "cost-centre", "cost_centre" }, { "description", "description" }, { "parent", "parent" }
+    };
+    static const char *const numbers[][2] = { { "quota-vms", "vms" },
+                                              { "quota-vcpus", "vcpus" },
+                                              { "quota-ram-mb", "ram_mb" },
+                                              { "quota-disk-gb", "disk_gb" } };
+    int bad = !body || !quota;
+    for (cli_opt_t *o = opts; o->name && !bad; o++) {
+        for (size_t i = 0; i < sizeof texts / sizeof *texts; i++)
+            if (o->set && streq(o->name, texts[i][0]))
+                json_object_set_new(body, texts[i][1], json_string(o->value));
+        for (size_t i = 0; i < sizeof numbers / sizeof *numbers; i++) {
+            int64_t n;
+            if (!o->set || !streq(o->name, numbers[i][0]))
+                continue;
+            if (util_parse_int(o->value, 0, INT64_MAX, &n) != 0) {
+                fprintf(stderr, "berth groups: --%s takes a number of 0 or more\n", o->name);
+                bad = 1;
+                break;
+            }
+            json_object_set_new(quota, numbers[i][1], json_integer(n));
+        }
+        if (o->set && streq(o->name, "version")) {
+            int64_t v;
+            if (util_parse_int(o->value, 1, INT64_MAX, &v) != 0) {
+                fprintf(stderr, "berth groups: --version takes a number of 1 or more\n");
+                bad = 1;
+            } else
+                json_object_set_new(body, "version", json_integer(v));
+        }
+    }
+    if (!bad && json_object_size(quota))
+        json_object_set(body, "quota", quota);
+    json_decref(quota);
+    if (bad) {
+        json_decref(body);
+        return NULL;
+    }
+    return body;
+}
+
+#define S_FIELD_OPTS                                                                               \
+    { "cost-centre", 1, NULL, 0 }, { "description", 1, NULL, 0 }, { "parent", 1, NULL, 0 },        \
+        { "quota-vms", 1, NULL, 0 }, { "quota-vcpus", 1, NULL, 0 },                                \
+        { "quota-ram-mb", 1, NULL, 0 }, { "quota-disk-gb", 1, NULL, 0 }
+
+static int s_create(cli_t *cli, int argc, char **argv)
+{
+    cli_opt_t opts[] = { S_FIELD_OPTS, { NULL } };
+    const char *pos[1];
+    if (cli_parse(argc, argv, opts, pos, 1, 1) != 0)
+        return s_bad_usage();
+    json_t *ask = s_fields(opts), *body = NULL;
+    if (!ask)
+        return 2;
+    json_object_set_new(ask, "name", json_string(pos[0]));
+    int rc = cli_http(cli, "POST", "/v1/groups", ask, &body);
+    json_decref(ask);
+    if (rc != 0)
+        return 1;
+    s_print_group(cli, body);
+    json_decref(body);
+    return 0;
+}
+
+static int s_update(cli_t *cli, int argc, char **argv)
+{
+    cli_opt_t opts[] = { S_FIELD_OPTS, { "version", 1, NULL, 0 }, { NULL } };
+    const char *pos[1];
+    char path[CLI_PATH_MAX + 64];
+    if (cli_parse(argc, argv, opts, pos, 1, 1) != 0)
+        return s_bad_usage();
+    if (s_group_path(path, sizeof path, pos[0], "") != 0)
+        return 2;
+    json_t *ask = s_fields(opts), *body = NULL;
+    if (!ask)
+        return 2;
+    int rc = cli_http(cli, "PATCH", path, ask, &body);
+    json_decref(ask);
+    if (rc != 0)
+        return 1;
+    s_print_group(cli, body);
+    json_decref(body);
+    return 0;
+}
+
+/* show and delete: one group, its answer printed. */
+static int s_one(cli_t *cli, int argc, char **argv, const char *method)
+{
+    const char *pos[1];
+    char path[CLI_PATH_MAX + 64];
+    if (cli_parse(argc, argv, NULL, pos, 1, 1) != 0)
+        return s_bad_usage();
+    if (s_group_path(path, sizeof path, pos[0], "") != 0)
+        return 2;
+    json_t *body = NULL;
+    if (cli_http(cli, method, path, NULL, &body) != 0)
+        return 1;
+    if (streq(method, "DELETE") && !cli->json)
+        printf("deleted group %s\n", T(json_object_get(body, "group"), "name"));
+    else
+        s_print_group(cli, body);
+    json_decref(body);
+    return 0;
+}
+
+static int s_members(cli_t *cli, int argc, char **argv)
+{
+    const char *pos[1];
+    char path[CLI_PATH_MAX + 64], page[CLI_PATH_MAX + 700], marker[512];
+    if (cli_parse(argc, argv, NULL, pos, 1, 1) != 0)
+        return s_bad_usage();
+    if (s_group_path(path, sizeof path, pos[0], "/members") != 0)
+        return 2;
+    /* Every page, following next_marker. */
+    json_t *all = json_array();
+    char last[512] = "";
+    int rc = 0;
+    for (int n = 0; n < 100000; n++) {
+        cli_escape(last, marker, sizeof marker);
+        snprintf(page, sizeof page, "%s?limit=500%s%s", path, last[0] ? "&marker=" : "",
+                 last[0] ? marker : "");
+        json_t *body = NULL;
+        if (cli_http(cli, "GET", page, NULL, &body) != 0) {
+            rc = 1;
+            break;
+        }
+        json_array_extend(all, json_object_get(body, "members"));
+        const char *next = json_string_value(json_object_get(body, "next_marker"));
+        int more = next && *next && !streq(next, last) && strlen(next) < sizeof last;
+        if (more)
+            util_strlcpy(last, next, sizeof last);
+        json_decref(body);
+        if (!more)
+            break;
+    }
+    if (rc == 0 && cli->json) {
+        json_t *doc = json_pack("{s:O, s:n}", "members", all, "next_marker");
+        cli_print_json(doc);
+        json_decref(doc);
+    } else if (rc == 0) {
+        cli_table_t *table = cli_table_new(2, "USER", "ROLE");
+        size_t i;
+        json_t *m;
+        json_array_foreach(all, i, m)
+            cli_table_add(table, T(m, "user"), T(m, "role"));
+        cli_table_print(table, stdout);
+        cli_table_destroy(&table);
+    }
+    json_decref(all);
+    return rc;
+}
+
+/* add-member, set-role, remove-member. */
+static int s_member(cli_t *cli, int argc, char **argv, const char *method)
+{
+    cli_opt_t opts[] = { { "role", 1, NULL, 0 }, { NULL } };
+    const char *pos[2];
+    int needs_role = !streq(method, "DELETE");
+    char path[CLI_PATH_MAX + 700], user[512], rest[600];
+    if (cli_parse(argc, argv, needs_role ? opts : NULL, pos, 2, 2) != 0 ||
+        needs_role != opts[0].set)
+        return s_bad_usage();
+    if (cli_escape(pos[1], user, sizeof user) != 0) {
+        fprintf(stderr, "berth groups: user name too long\n");
+        return 2;
+    }
+    snprintf(rest, sizeof rest, streq(method, "POST") ? "/members" : "/members/%s", user);
+    if (s_group_path(path, sizeof path, pos[0], rest) != 0)
+        return 2;
+    json_t *ask = NULL, *body = NULL;
+    if (streq(method, "POST"))
+        ask = json_pack("{s:s, s:s}", "user", pos[1], "role", opts[0].value);
+    else if (needs_role)
+        ask = json_pack("{s:s}", "role", opts[0].value);
+    int rc = cli_http(cli, method, path, ask, &body);
+    json_decref(ask);
+    if (rc != 0)
+        return 1;
+    json_t *m = json_object_get(body, "member");
+    if (cli->json)
+        cli_print_json(body);
+    else if (streq(method, "DELETE"))
+        printf("removed %s from group %s\n", T(m, "user"), pos[0]);
+    else
+        printf("%s is %s of group %s\n", T(m, "user"), T(m, "role"), pos[0]);
+    json_decref(body);
+    return 0;
+}
+
+int cli_groups(cli_t *cli, int argc, char **argv)
+{
+    /* "berth groups" and "berth groups --name x" list; otherwise argv[1] is the command,
+       which then sees itself as argv[0]. */
+    if (argc < 2 || argv[1][0] == '-')
+        return s_list(cli, argc, argv);
+    const char *sub = argv[1];
+    argc--;
+    argv++;
+    if (streq(sub, "help")) {
+        fputs(s_usage, stdout);
+        return 0;
+    }
+    if (streq(sub, "list"))
+        return s_list(cli, argc, argv);
+    if (streq(sub, "show"))
+        return s_one(cli, argc, argv, "GET");
+    if (streq(sub, "delete"))
+        return s_one(cli, argc, argv, "DELETE");
+    if (streq(sub, "create"))
+        return s_create(cli, argc, argv);
+    if (streq(sub, "update"))
+        return s_update(cli, argc, argv);
+    if (streq(sub, "members"))
+        return s_members(cli, argc, argv);
+    if (streq(sub, "add-member"))
+        return s_member(cli, argc, argv, "POST");
+    if (streq(sub, "set-role"))
+        return s_member(cli, argc, argv, "PUT");
+    if (streq(sub, "remove-member"))
+        return s_member(cli, argc, argv, "DELETE");
+    fprintf(stderr, "berth groups: unknown command %s\n", sub);
+    return s_bad_usage();
+}
