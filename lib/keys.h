@@ -78,6 +78,9 @@ typedef enum {
     /* berth:group-children:{<group>}  set: ids of groups made inside it; an id may be stale
        (the child moved or went): the child's parent field is the truth (groups_delete.lua). */
     KEYS_GROUP_CHILDREN,
+    /* berth:group-vms:{<group>}  set: ids of the VMs made in the group (approval adds each with
+       its VM); groups_delete.lua refuses while one is not DISPOSED or REJECTED. */
+    KEYS_GROUP_VMS,
     KEYS_KIND_COUNT
 } keys_kind_t;
 

@@ -375,62 +375,97 @@ int groups_update(store_t *store, const char *id, const Berth__Group *update, ch
     return groups_get(store, id, out_p, fault);
 }
 
+/* SMEMBERS of key: 0 and *out (caller frees), or -1 (fault set). */
+static int s_members_of(store_t *store, const char *key, redisReply **out, fault_t *fault)
+{
+    redisReply *r = store_command(store, "SMEMBERS %s", key);
+    if (!r || r->type != REDIS_REPLY_ARRAY) {
+        if (r)
+            freeReplyObject(r);
+        return fault_store(fault, store);
+    }
+    for (size_t i = 0; i < r->elements; i++)
+        if (r->element[i]->type != REDIS_REPLY_STRING) {
+            freeReplyObject(r);
+            return fault_store(fault, store);
+        }
+    *out = r;
+    return 0;
+}
+
 int groups_delete(store_t *store, const char *id, const char *actor, Berth__Group **out_p,
                   fault_t *fault)
 {
     Berth__Group *g = NULL;
     if (groups_get(store, id, &g, fault) != 0)
         return -1;
-    char key[KEYS_MAX], members[KEYS_MAX], name_key[KEYS_MAX], children[KEYS_MAX], at[24];
+    char key[KEYS_MAX], members[KEYS_MAX], name_key[KEYS_MAX], children[KEYS_MAX],
+        vms[KEYS_MAX], at[24], n_text[24];
     snprintf(at, sizeof at, "%lld", (long long)util_now_ms());
     keys_build(children, KEYS_GROUP_CHILDREN, id, NULL);
-    /* The children set as read now; the script refuses (CHANGED) if it changed since. */
-    redisReply *kids = store_command(store, "SMEMBERS %s", children);
-    size_t n = kids && kids->type == REDIS_REPLY_ARRAY ? kids->elements : 0;
-    const char **argv = kids && kids->type == REDIS_REPLY_ARRAY ? calloc(9 + 2 * n, sizeof *argv)
-                                                                : NULL;
-    char(*child_keys)[KEYS_MAX] = argv ? calloc(n ? n : 1, sizeof *child_keys) : NULL;
-    if (!child_keys) {
-        int read = kids && kids->type == REDIS_REPLY_ARRAY;
-        free(argv);
+    keys_build(vms, KEYS_GROUP_VMS, id, NULL);
+    /* The sets as read now; the script refuses (CHANGED) if either changed since. */
+    redisReply *kids = NULL, *vm_ids = NULL;
+    if (s_members_of(store, children, &kids, fault) != 0 ||
+        s_members_of(store, vms, &vm_ids, fault) != 0) {
         if (kids)
             freeReplyObject(kids);
         protobuf_c_message_free_unpacked(&g->base, NULL);
-        return read ? error_set(fault, "INTERNAL", "out of memory") : fault_store(fault, store);
+        return -1;
     }
-    size_t k = 0;
-    argv[k++] = keys_build(key, KEYS_GROUP, id, NULL);
-    argv[k++] = keys_build(members, KEYS_GROUP_MEMBERS, id, NULL);
-    argv[k++] = keys_build(name_key, KEYS_GROUP_NAME, g->name, NULL);
-    argv[k++] = KEYS_GROUPS;
-    argv[k++] = KEYS_EVENTS;
-    argv[k++] = children;
-    for (size_t i = 0; i < n; i++)
-        argv[k++] = keys_build(child_keys[i], KEYS_GROUP,
-                               kids->element[i]->str ? kids->element[i]->str : "-", NULL);
-    argv[k++] = id;
-    argv[k++] = at;
-    argv[k++] = actor;
-    for (size_t i = 0; i < n; i++)
-        argv[k++] = kids->element[i]->str ? kids->element[i]->str : "-";
-    redisReply *r = store_run(store, &lua_groups_delete, (int)(6 + n), (int)k, argv);
-    free(child_keys);
-    free(argv);
-    freeReplyObject(kids);
+    size_t n = kids->elements, m = vm_ids->elements;
+    snprintf(n_text, sizeof n_text, "%zu", n);
+    const char **argv = calloc(11 + 2 * (n + m), sizeof *argv);
+    char(*object_keys)[KEYS_MAX] = calloc(n + m + 1, sizeof *object_keys);
     int rc = 0;
-    if (!r || (r->type != REDIS_REPLY_STATUS && r->type != REDIS_REPLY_STRING))
-        rc = fault_store(fault, store);
-    else if (streq(r->str, "NO_GROUP"))
-        rc = error_set(fault, "NOT_FOUND", "no group %s", id);
-    else if (streq(r->str, "HAS_MEMBERS"))
-        rc = error_set(fault, "CONFLICT", "group %s still has members: remove them first", id);
-    else if (streq(r->str, "HAS_CHILDREN"))
-        rc = error_set(fault, "CONFLICT",
-                       "group %s still has groups inside it: delete or move them first", id);
-    else if (!streq(r->str, "DELETED"))
-        rc = error_set(fault, "CONFLICT", "group %s changed meanwhile: try again", id);
+    if (!argv || !object_keys)
+        rc = error_set(fault, "INTERNAL", "out of memory");
+    redisReply *r = NULL;
+    if (rc == 0) {
+        size_t k = 0;
+        argv[k++] = keys_build(key, KEYS_GROUP, id, NULL);
+        argv[k++] = keys_build(members, KEYS_GROUP_MEMBERS, id, NULL);
+        argv[k++] = keys_build(name_key, KEYS_GROUP_NAME, g->name, NULL);
+        argv[k++] = KEYS_GROUPS;
+        argv[k++] = KEYS_EVENTS;
+        argv[k++] = children;
+        argv[k++] = vms;
+        for (size_t i = 0; i < n; i++)
+            argv[k++] = keys_build(object_keys[i], KEYS_GROUP, kids->element[i]->str, NULL);
+        for (size_t i = 0; i < m; i++)
+            argv[k++] = keys_build(object_keys[n + i], KEYS_VM, vm_ids->element[i]->str, NULL);
+        argv[k++] = id;
+        argv[k++] = at;
+        argv[k++] = actor;
+        argv[k++] = n_text;
+        for (size_t i = 0; i < n; i++)
+            argv[k++] = kids->element[i]->str;
+        for (size_t i = 0; i < m; i++)
+            argv[k++] = vm_ids->element[i]->str;
+        r = store_run(store, &lua_groups_delete, (int)(7 + n + m), (int)k, argv);
+        if (!r || (r->type != REDIS_REPLY_STATUS && r->type != REDIS_REPLY_STRING))
+            rc = fault_store(fault, store);
+        else if (streq(r->str, "NO_GROUP"))
+            rc = error_set(fault, "NOT_FOUND", "no group %s", id);
+        else if (streq(r->str, "HAS_MEMBERS"))
+            rc = error_set(fault, "CONFLICT", "group %s still has members: remove them first",
+                           id);
+        else if (streq(r->str, "HAS_CHILDREN"))
+            rc = error_set(fault, "CONFLICT",
+                           "group %s still has groups inside it: delete or move them first", id);
+        else if (streq(r->str, "HAS_VMS"))
+            rc = error_set(fault, "CONFLICT",
+                           "group %s still has VMs that are not disposed: dispose of them first",
+                           id);
+        else if (!streq(r->str, "DELETED"))
+            rc = error_set(fault, "CONFLICT", "group %s changed meanwhile: try again", id);
+    }
     if (r)
         freeReplyObject(r);
+    free(object_keys);
+    free(argv);
+    freeReplyObject(kids);
+    freeReplyObject(vm_ids);
     if (rc != 0) {
         protobuf_c_message_free_unpacked(&g->base, NULL);
         return -1;

@@ -55,7 +55,8 @@ int groups_update(store_t *store, const char *id, const Berth__Group *update, ch
                   size_t n_fields, int64_t version, const char *actor, Berth__Group **out_p,
                   fault_t *fault);
 
-/* Delete group id (refused with CONFLICT while it has members). 0 and *out_p (as it was). */
+/* Delete group id (refused with CONFLICT while it has members, groups inside it or VMs that
+   are neither DISPOSED nor REJECTED). 0 and *out_p (as it was). */
 int groups_delete(store_t *store, const char *id, const char *actor, Berth__Group **out_p,
                   fault_t *fault);
 

@@ -388,6 +388,8 @@ int requests_create(store_t *store, const policy_t *policy, const Berth__CreateR
         vm->version = 1;
         model_tx_put(tx, keys_build(key, KEYS_VM, vm->id, NULL), &vm->base);
         model_tx_zadd(tx, S_VMS, now, vm->id);
+        /* The group knows its VMs: it is not deleted while one lives (groups_delete.lua). */
+        model_tx_sadd(tx, keys_build(key, KEYS_GROUP_VMS, group_id, NULL), vm->id);
     }
     keys_build(key, KEYS_REQUEST, req_id, NULL);
     model_tx_transition(tx, LIFECYCLE_REQUEST, key, "", req.state, 0, "request", req_id, NULL);

@@ -159,6 +159,26 @@ class Groups(PlatformCase):
         self.assertError(admin.call("GET", "/v1/groups/" + unit["id"]), 404, "NOT_FOUND")
         self.assertEqual(admin.call("DELETE", "/v1/groups/proj-a").status, 200)
 
+    def test_group_with_live_vms_is_not_deleted(self):
+        admin = self.api
+        self.assertEqual(admin.call("POST", "/v1/groups", {"name": "shortlived"}).status, 201)
+        self.assertEqual(admin.call("POST", "/v1/groups/shortlived/members",
+                                    {"user": "oth", "role": "member"}).status, 201)
+        oth = self.users["other"]
+        wait_until(lambda: oth.call("GET", "/v1/groups/shortlived").status == 200, 5,
+                   "the membership reaches the gateway")
+        r = oth.call("POST", "/v1/requests", {"template": "small", "name": "s",
+                                              "group": "shortlived"})
+        self.assertEqual(r.status, 202, r)
+        vm = r.json()["request"]["vms"][0]["id"]
+        oth.wait_vm(vm, ("ACTIVE",))
+        self.assertEqual(admin.call("DELETE", "/v1/groups/shortlived/members/oth").status, 200)
+        r = admin.call("DELETE", "/v1/groups/shortlived")
+        self.assertError(r, 409, "CONFLICT")
+        self.assertIn("VMs", r.json()["error"]["message"])
+        self.assertEqual(admin.wait_task(admin.dispose(vm)["id"])["state"], "SUCCEEDED")
+        self.assertEqual(admin.call("DELETE", "/v1/groups/shortlived").status, 200)
+
     def test_group_errors_name_the_field(self):
         admin = self.api
         for body, field in [({}, "name"), ({"name": "x", "colour": "red"}, "colour"),
@@ -309,8 +329,10 @@ class Groups(PlatformCase):
         self.assertError(mem.call("GET", "/v1/requests/" + self.other_req["id"]), 404,
                          "NOT_FOUND")
         # Lists show only what one may see.
-        mine = {v["id"] for v in oth.get("/v1/vms")["vms"]}
-        self.assertEqual(mine, {self.other_vm})
+        listed = oth.get("/v1/vms")["vms"]
+        self.assertIn(self.other_vm, {v["id"] for v in listed})
+        self.assertEqual({v["owner"] for v in listed}, {"oth"})
+        self.assertEqual(set(self.vms) & {v["id"] for v in listed}, set())
         self.assertEqual([g["name"] for g in oth.get("/v1/groups")["groups"]], ["sales"])
         for role in ("manager", "auditor"):
             seen = {v["id"] for v in self.users[role].get("/v1/vms?limit=500")["vms"]}

@@ -130,22 +130,43 @@ static void test_member_writes_both_sides(void **state)
     freeReplyObject(r);
 }
 
-static const char *s_delete(store_t *store, char *out, size_t size)
+/* Delete g1 as the caller would, with its children set (child: c1 or none) and its VM set
+   (vm: v1 or none) as read before. */
+static const char *s_delete_with(store_t *store, const char *child, const char *vm, char *out,
+                                 size_t size)
 {
-    const char *argv[] = { "t:group:{g1}",
-                           "t:group-members:{g1}",
-                           "t:group-name:one",
-                           "t:groups",
-                           "t:events",
-                           "t:group-children:{g1}",
-                           "g1",
-                           "2000",
-                           "root" };
-    redisReply *r = store_run(store, &lua_groups_delete, 6, 9, argv);
+    const char *argv[16];
+    int k = 0, nkeys;
+    argv[k++] = "t:group:{g1}";
+    argv[k++] = "t:group-members:{g1}";
+    argv[k++] = "t:group-name:one";
+    argv[k++] = "t:groups";
+    argv[k++] = "t:events";
+    argv[k++] = "t:group-children:{g1}";
+    argv[k++] = "t:group-vms:{g1}";
+    if (child)
+        argv[k++] = "t:group:{c1}";
+    if (vm)
+        argv[k++] = "t:vm:{v1}";
+    nkeys = k;
+    argv[k++] = "g1";
+    argv[k++] = "2000";
+    argv[k++] = "root";
+    argv[k++] = child ? "1" : "0";
+    if (child)
+        argv[k++] = child;
+    if (vm)
+        argv[k++] = vm;
+    redisReply *r = store_run(store, &lua_groups_delete, nkeys, k, argv);
     assert_non_null(r);
     snprintf(out, size, "%s", r->str);
     freeReplyObject(r);
     return out;
+}
+
+static const char *s_delete(store_t *store, char *out, size_t size)
+{
+    return s_delete_with(store, NULL, NULL, out, size);
 }
 
 static void test_delete_only_without_members(void **state)
@@ -172,23 +193,6 @@ static void test_delete_only_without_members(void **state)
     assert_int_equal(s_int(f->store, "XLEN t:events"), 1);
 }
 
-/* Delete g1 as the caller would, with the children set as read before. */
-static const char *s_delete_with(store_t *store, const char *child, char *out, size_t size)
-{
-    const char *argv[] = { "t:group:{g1}", "t:group-members:{g1}", "t:group-name:one",
-                           "t:groups",     "t:events",             "t:group-children:{g1}",
-                           "t:group:{c1}", "g1",                   "2000",
-                           "root",         child };
-    redisReply *r = store_run(store, &lua_groups_delete, child ? 7 : 6, child ? 11 : 9,
-                              child ? argv : (const char *[]){ argv[0], argv[1], argv[2], argv[3],
-                                                               argv[4], argv[5], "g1", "2000",
-                                                               "root" });
-    assert_non_null(r);
-    snprintf(out, size, "%s", r->str);
-    freeReplyObject(r);
-    return out;
-}
-
 static void test_delete_refused_while_a_group_is_inside(void **state)
 {
     fixture_t *f = *state;
@@ -198,21 +202,43 @@ static void test_delete_refused_while_a_group_is_inside(void **state)
     s_cmd(f->store, "ZADD t:groups 0 g1");
     s_cmd(f->store, "HSET t:group:{c1} id c1 name child parent g1");
     s_cmd(f->store, "SADD t:group-children:{g1} c1");
-    assert_string_equal(s_delete_with(f->store, "c1", out, sizeof out), "HAS_CHILDREN");
+    assert_string_equal(s_delete_with(f->store, "c1", NULL, out, sizeof out), "HAS_CHILDREN");
     assert_int_equal(s_int(f->store, "EXISTS t:group:{g1} t:group-name:one"), 2);
     /* The set changed since the caller read it (a child was added): read again. */
-    assert_string_equal(s_delete_with(f->store, NULL, out, sizeof out), "CHANGED");
+    assert_string_equal(s_delete_with(f->store, NULL, NULL, out, sizeof out), "CHANGED");
     assert_int_equal(s_int(f->store, "EXISTS t:events"), 0);
     /* The child moved elsewhere: its id in the set is stale, g1 goes. */
     s_cmd(f->store, "HSET t:group:{c1} parent g9");
-    assert_string_equal(s_delete_with(f->store, "c1", out, sizeof out), "DELETED");
+    assert_string_equal(s_delete_with(f->store, "c1", NULL, out, sizeof out), "DELETED");
     assert_int_equal(s_int(f->store, "EXISTS t:group:{g1} t:group-children:{g1}"), 0);
+}
+
+static void test_delete_refused_while_a_vm_lives(void **state)
+{
+    fixture_t *f = *state;
+    char out[32];
+    s_cmd(f->store, "HSET t:group:{g1} id g1 name one");
+    s_cmd(f->store, "HSET t:group-name:one id g1");
+    s_cmd(f->store, "ZADD t:groups 0 g1");
+    s_cmd(f->store, "HSET t:vm:{v1} id v1 group g1 state ACTIVE");
+    s_cmd(f->store, "SADD t:group-vms:{g1} v1");
+    assert_string_equal(s_delete_with(f->store, NULL, "v1", out, sizeof out), "HAS_VMS");
+    s_cmd(f->store, "HSET t:vm:{v1} state ERROR"); /* still to be disposed of */
+    assert_string_equal(s_delete_with(f->store, NULL, "v1", out, sizeof out), "HAS_VMS");
+    /* A VM made since the caller read the set: read again. */
+    assert_string_equal(s_delete(f->store, out, sizeof out), "CHANGED");
+    assert_int_equal(s_int(f->store, "EXISTS t:events"), 0);
+    s_cmd(f->store, "HSET t:vm:{v1} state DISPOSED");
+    assert_string_equal(s_delete_with(f->store, NULL, "v1", out, sizeof out), "DELETED");
+    assert_int_equal(s_int(f->store, "EXISTS t:group:{g1} t:group-vms:{g1} t:vm:{v1}"), 1);
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_member_writes_both_sides, testenv_setup,
+                                        testenv_teardown),
+        cmocka_unit_test_setup_teardown(test_delete_refused_while_a_vm_lives, testenv_setup,
                                         testenv_teardown),
         cmocka_unit_test_setup_teardown(test_delete_refused_while_a_group_is_inside,
                                         testenv_setup, testenv_teardown),
