@@ -41,8 +41,8 @@ static void s_groups_table(json_t *groups)
 /* Print a {"group": ...} answer. */
 static void s_print_group(cli_t *cli, json_t *body)
 {
-    static const char *const first[] = { "id", "name", "cost_centre", "description", "parent",
-                                         "quota", "version", NULL };
+    static const char *const first[] = { "id",     "name",  "cost_centre", "description",
+                                         "parent", "quota", "version",     NULL };
     if (cli->json)
         cli_print_json(body);
     else
@@ -105,9 +105,9 @@ static int s_list(cli_t *cli, int argc, char **argv)
 static json_t *s_fields(cli_opt_t *opts)
 {
     json_t *body = json_object(), *quota = json_object();
-    static const char *const texts[][2] = {
-        { "cost-centre", "cost_centre" }, { "description", "description" }, { "parent", "parent" }
-    };
+    static const char *const texts[][2] = { { "cost-centre", "cost_centre" },
+                                            { "description", "description" },
+                                            { "parent", "parent" } };
     static const char *const numbers[][2] = { { "quota-vms", "vms" },
                                               { "quota-vcpus", "vcpus" },
                                               { "quota-ram-mb", "ram_mb" },
@@ -147,14 +147,17 @@ static json_t *s_fields(cli_opt_t *opts)
     return body;
 }
 
-#define S_FIELD_OPTS                                                                               \
-    { "cost-centre", 1, NULL, 0 }, { "description", 1, NULL, 0 }, { "parent", 1, NULL, 0 },        \
-        { "quota-vms", 1, NULL, 0 }, { "quota-vcpus", 1, NULL, 0 },                                \
-        { "quota-ram-mb", 1, NULL, 0 }, { "quota-disk-gb", 1, NULL, 0 }
+/* The options of create and update (update adds --version). */
+#define S_FIELD_OPTS(...)                                                                          \
+    {                                                                                              \
+        { "cost-centre", 1, NULL, 0 }, { "description", 1, NULL, 0 }, { "parent", 1, NULL, 0 },    \
+            { "quota-vms", 1, NULL, 0 }, { "quota-vcpus", 1, NULL, 0 },                            \
+            { "quota-ram-mb", 1, NULL, 0 }, { "quota-disk-gb", 1, NULL, 0 }, __VA_ARGS__           \
+    }
 
 static int s_create(cli_t *cli, int argc, char **argv)
 {
-    cli_opt_t opts[] = { S_FIELD_OPTS, { NULL } };
+    cli_opt_t opts[] = S_FIELD_OPTS({ NULL });
     const char *pos[1];
     if (cli_parse(argc, argv, opts, pos, 1, 1) != 0)
         return s_bad_usage();
@@ -173,7 +176,7 @@ static int s_create(cli_t *cli, int argc, char **argv)
 
 static int s_update(cli_t *cli, int argc, char **argv)
 {
-    cli_opt_t opts[] = { S_FIELD_OPTS, { "version", 1, NULL, 0 }, { NULL } };
+    cli_opt_t opts[] = S_FIELD_OPTS({ "version", 1, NULL, 0 }, { NULL });
     const char *pos[1];
     char path[CLI_PATH_MAX + 64];
     if (cli_parse(argc, argv, opts, pos, 1, 1) != 0)

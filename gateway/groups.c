@@ -60,10 +60,9 @@ static json_t *s_view(const Berth__Group *g)
                           "ram_mb", (json_int_t)g->quota->ram_mb, "disk_gb",
                           (json_int_t)g->quota->disk_gb);
     return json_pack("{s:s, s:s, s:o, s:o, s:o, s:o, s:o, s:I}", "id", g->id ? g->id : "", "name",
-                     g->name ? g->name : "", "cost_centre", view_str(g->cost_centre),
-                     "description", view_str(g->description), "parent", view_str(g->parent),
-                     "quota", quota, "created_at", rest_time(g->created_ms), "version",
-                     (json_int_t)g->version);
+                     g->name ? g->name : "", "cost_centre", view_str(g->cost_centre), "description",
+                     view_str(g->description), "parent", view_str(g->parent), "quota", quota,
+                     "created_at", rest_time(g->created_ms), "version", (json_int_t)g->version);
 }
 
 static json_t *s_member_view(const Berth__Membership *m)
@@ -79,7 +78,8 @@ static int s_quota(http_req_t *req, Berth__Quota *q)
     if (!v)
         return 1;
     if (!json_is_object(v))
-        return http_bad_field(req, "quota", "quota must be an object (vms, vcpus, ram_mb, disk_gb)");
+        return http_bad_field(req, "quota",
+                              "quota must be an object (vms, vcpus, ram_mb, disk_gb)");
     static const char *const names[] = { "vms", "vcpus", "ram_mb", "disk_gb" };
     int64_t values[4] = { 0 };
     const char *key;
@@ -150,8 +150,8 @@ static void s_created(http_req_t *req, ProtobufCMessage *answer)
 
 void groups_create(http_req_t *req)
 {
-    static const char *const allowed[] = { "name", "cost_centre", "description", "parent",
-                                           "quota", NULL };
+    static const char *const allowed[] = { "name",   "cost_centre", "description",
+                                           "parent", "quota",       NULL };
     const char *name;
     char parent[UTIL_ID_LEN];
     Berth__Group g = BERTH__GROUP__INIT;
@@ -245,15 +245,15 @@ void groups_get(http_req_t *req)
 
 void groups_update(http_req_t *req)
 {
-    static const char *const allowed[] = { "cost_centre", "description", "parent", "quota",
-                                           "version", NULL };
+    static const char *const allowed[] = { "cost_centre", "description", "parent",
+                                           "quota",       "version",     NULL };
     char id[UTIL_ID_LEN], parent[UTIL_ID_LEN];
     Berth__Group g = BERTH__GROUP__INIT;
     Berth__Quota q = BERTH__QUOTA__INIT;
     int64_t version = 0;
     int has_quota;
-    if (s_group(req, "group.update", id) || rest_body(req, allowed) || s_texts(req, &g, parent, 1) ||
-        (has_quota = s_quota(req, &q)) < 0 ||
+    if (s_group(req, "group.update", id) || rest_body(req, allowed) ||
+        s_texts(req, &g, parent, 1) || (has_quota = s_quota(req, &q)) < 0 ||
         rest_int(req, "version", 0, 1, INT64_MAX, &version) < 0)
         return;
     char *fields[4];
@@ -315,8 +315,8 @@ static void s_members_listed(http_req_t *req, ProtobufCMessage *answer)
         i++;
     for (; i < list->n_members && (int64_t)json_array_size(members) < limit; i++)
         json_array_append_new(members, s_member_view(list->members[i]));
-    json_t *next = i < list->n_members && i > 0 ? json_string(list->members[i - 1]->user)
-                                                : json_null();
+    json_t *next =
+        i < list->n_members && i > 0 ? json_string(list->members[i - 1]->user) : json_null();
     http_json(req, 200, json_pack("{s:o, s:o}", "members", members, "next_marker", next));
 }
 

@@ -155,8 +155,8 @@ static int s_load_groups(http_req_t *req)
 
 const char *perm_group_role(http_req_t *req, const char *group)
 {
-    const char *role = group && *group ? json_string_value(json_object_get(req->groups, group))
-                                       : NULL;
+    const char *role =
+        group && *group ? json_string_value(json_object_get(req->groups, group)) : NULL;
     return role ? role : "";
 }
 
@@ -164,8 +164,8 @@ int perm_gate(http_req_t *req, const char *action)
 {
     unsigned rule = perm_rule(action);
     if (!rule) {
-        log_error(req->request_id, "route names an action the permission table lacks",
-                  "{s:s}", "action", action ? action : "");
+        log_error(req->request_id, "route names an action the permission table lacks", "{s:s}",
+                  "action", action ? action : "");
         http_error(req, "INTERNAL", "no permission rule for this operation");
         return -1;
     }

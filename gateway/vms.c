@@ -316,7 +316,8 @@ void vms_get_task(http_req_t *req)
     int may = streq(task->owner ? task->owner : "", req->user);
     if (!may) {
         Berth__Vm *vm = NULL;
-        int rc = rest_find(req, &berth__vm__descriptor, "vm", task->target, (ProtobufCMessage **)&vm);
+        int rc =
+            rest_find(req, &berth__vm__descriptor, "vm", task->target, (ProtobufCMessage **)&vm);
         if (rc == 0) {
             may = perm_allows(req, "task.get", vm->owner, vm->group);
             protobuf_c_message_free_unpacked(&vm->base, NULL);
