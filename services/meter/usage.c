@@ -153,9 +153,47 @@ static const char *s_number(const char *text, int64_t max, const char *id, const
     return text;
 }
 
-/* Apply one vm.state entry. 1 when it is done with (applied, seen before, or refused and to
-   be acked by the caller: *ack set), -1 when Redis failed. */
-static int s_apply_vm(usage_t *self, const char *id, const redisReply *fields, int *ack)
+/* The vm.state events of one read, applied by one usage_apply call (one round trip). */
+typedef struct {
+    int n;                 /* events gathered */
+    const char **keys;     /* stream, index, then each event's usage hash */
+    const char **args;     /* group, max_events, then 10 per event */
+    char (*key)[KEYS_MAX]; /* each event's usage hash key */
+    char (*at)[32];        /* each event's at_ms as text */
+    char max_events[16];
+} s_batch_t;
+
+#define BATCH_ARGS 10 /* arguments per event */
+
+static int s_batch_init(usage_t *self, s_batch_t *b, size_t max)
+{
+    memset(b, 0, sizeof *b);
+    b->keys = calloc(max + 2, sizeof *b->keys);
+    b->args = calloc(2 + BATCH_ARGS * max, sizeof *b->args);
+    b->key = calloc(max ? max : 1, sizeof *b->key);
+    b->at = calloc(max ? max : 1, sizeof *b->at);
+    if (!b->keys || !b->args || !b->key || !b->at)
+        return -1;
+    b->keys[0] = STORE_EVENTS;
+    b->keys[1] = USAGE_INDEX;
+    b->args[0] = self->group;
+    snprintf(b->max_events, sizeof b->max_events, "%d", self->limits.max_events_per_vm);
+    b->args[1] = b->max_events;
+    return 0;
+}
+
+static void s_batch_free(s_batch_t *b)
+{
+    free(b->keys);
+    free(b->args);
+    free(b->key);
+    free(b->at);
+}
+
+/* Gather one vm.state entry into the batch. 1 when it is done with (gathered, or refused and
+   to be acked by the caller: *ack set). */
+static int s_apply_vm(usage_t *self, s_batch_t *b, const char *id, const redisReply *fields,
+                      int *ack)
 {
     const char *vm = s_field(fields, "vm");
     const char *state = s_field(fields, "state");
@@ -186,39 +224,53 @@ static int s_apply_vm(usage_t *self, const char *id, const redisReply *fields, i
     for (int i = 0; i < 3; i++)
         if (!meta[i] || strlen(meta[i]) > FIELD_MAX)
             meta[i] = "";
-    char key[KEYS_MAX], at_buf[32], max_events[16];
-    keys_build(key, KEYS_USAGE, vm, NULL);
-    snprintf(at_buf, sizeof at_buf, "%" PRId64, at);
-    snprintf(max_events, sizeof max_events, "%d", self->limits.max_events_per_vm);
-    const char *argv[] = {
-        key,
-        STORE_EVENTS,
-        USAGE_INDEX,
-        self->group,
+    int e = b->n++;
+    b->keys[2 + e] = keys_build(b->key[e], KEYS_USAGE, vm, NULL);
+    snprintf(b->at[e], sizeof b->at[e], "%" PRId64, at);
+    const char *args[BATCH_ARGS] = {
         id,
         vm,
         state,
-        at_buf,
+        b->at[e],
         meta[0],
         meta[1],
         meta[2],
         s_number(s_field(fields, "vcpus"), 1000000, id, "vcpus"),
         s_number(s_field(fields, "ram_mb"), INT64_C(1) << 40, id, "ram_mb"),
         s_number(s_field(fields, "disk_gb"), INT64_C(1) << 30, id, "disk_gb"),
-        max_events,
     };
-    redisReply *r =
-        store_run(self->store, &lua_usage_apply, 3, (int)(sizeof argv / sizeof *argv), argv);
+    memcpy(b->args + 2 + BATCH_ARGS * e, args, sizeof args);
+    return 1;
+}
+
+/* Apply the gathered events in one step (each is acknowledged by the script). 0, or -1 when
+   Redis failed or refused the batch: what it did not apply stays pending in our list. */
+static int s_batch_apply(usage_t *self, s_batch_t *b)
+{
+    if (b->n == 0)
+        return 0;
+    int nkeys = 2 + b->n, nargs = 2 + BATCH_ARGS * b->n;
+    const char **argv = malloc(sizeof *argv * (size_t)(nkeys + nargs));
+    if (!argv)
+        return -1;
+    memcpy(argv, b->keys, sizeof *argv * (size_t)nkeys);
+    memcpy(argv + nkeys, b->args, sizeof *argv * (size_t)nargs);
+    redisReply *r = store_run(self->store, &lua_usage_apply, nkeys, nkeys + nargs, argv);
+    free(argv);
     if (!r)
         return -1;
-    int rc = 1;
-    if (r->type == REDIS_REPLY_ERROR) {
-        log_error(NULL, "cannot apply an event to its usage", "{s:s, s:s, s:s}", "id", id, "vm", vm,
-                  "error", r->str);
+    int rc = 0;
+    if (r->type != REDIS_REPLY_ARRAY) {
+        log_error(NULL, "cannot apply events to their usage", "{s:s, s:s, s:i}", "first",
+                  b->args[2], "error", r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply",
+                  "events", b->n);
         rc = -1;
-    } else if (r->type == REDIS_REPLY_INTEGER && r->integer == 1)
-        log_debug(NULL, "usage applied", "{s:s, s:s, s:s, s:I}", "id", id, "vm", vm, "state", state,
-                  "at_ms", (json_int_t)at);
+    } else
+        for (size_t i = 0; i < r->elements && i < (size_t)b->n; i++)
+            if (r->element[i]->type == REDIS_REPLY_INTEGER && r->element[i]->integer == 1)
+                log_debug(NULL, "usage applied", "{s:s, s:s, s:s, s:s}", "id",
+                          b->args[2 + BATCH_ARGS * i], "vm", b->args[3 + BATCH_ARGS * i], "state",
+                          b->args[4 + BATCH_ARGS * i], "at_ms", b->args[5 + BATCH_ARGS * i]);
     freeReplyObject(r);
     return rc;
 }
@@ -245,17 +297,22 @@ static int s_ack(usage_t *self, const char **ids, int count)
 }
 
 /* Handle an array of [id, fields] entries; fields NIL means the entry was trimmed from the
-   stream. Returns how many were handled, or -1 when Redis failed (the rest stays pending
-   in our list and is picked up by the next pass over it). */
+   stream. The vm.state events go to Redis in one batch (one round trip). Returns how many
+   were handled, or -1 when Redis failed (the rest stays pending in our list and is picked up
+   by the next pass over it). */
 static int s_entries(usage_t *self, const redisReply *entries, char *last_id, size_t last_size)
 {
     if (!entries || entries->type != REDIS_REPLY_ARRAY)
         return 0;
     const char **acks = malloc(sizeof *acks * (entries->elements + 1));
-    if (!acks)
+    s_batch_t batch = { 0 };
+    if (!acks || s_batch_init(self, &batch, entries->elements) != 0) {
+        free(acks);
+        s_batch_free(&batch);
         return -1;
+    }
     int nacks = 0, handled = 0, rc = 0;
-    for (size_t i = 0; i < entries->elements && rc == 0; i++) {
+    for (size_t i = 0; i < entries->elements; i++) {
         const redisReply *entry = entries->element[i];
         if (entry->type != REDIS_REPLY_ARRAY || entry->elements < 2 ||
             entry->element[0]->type != REDIS_REPLY_STRING)
@@ -269,21 +326,23 @@ static int s_entries(usage_t *self, const redisReply *entries, char *last_id, si
             ack = 1;
         else {
             const char *type = s_field(fields, "type");
-            if (type && strcmp(type, "vm.state") == 0) {
-                if (s_apply_vm(self, id, fields, &ack) < 0)
-                    rc = -1;
-            } else
+            if (type && strcmp(type, "vm.state") == 0)
+                s_apply_vm(self, &batch, id, fields, &ack);
+            else
                 ack = 1;
         }
         if (ack)
             acks[nacks++] = id;
-        if (rc == 0)
-            handled++;
+        handled++;
     }
+    if (s_batch_apply(self, &batch) != 0)
+        rc = -1;
     if (s_ack(self, acks, nacks) != 0)
         rc = -1;
+    s_batch_free(&batch);
     free(acks);
-    self->handled += (uint64_t)handled;
+    if (rc == 0)
+        self->handled += (uint64_t)handled;
     return rc == 0 ? handled : -1;
 }
 

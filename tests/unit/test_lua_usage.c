@@ -1,7 +1,8 @@
 /*  test_lua_usage: lib/lua/usage_apply.lua and usage_rows.lua on a real Redis. An event is
     applied and acknowledged in one step, a redelivered one only acknowledged; a late event
     takes its place by stream id and the intervals are derived again; the index scores a VM
-    by the end of its last interval (+inf while open). Rows are filtered by owner and time. */
+    by the end of its last interval (+inf while open); one call applies a batch in order.
+    Rows are filtered by owner and time. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -18,12 +19,16 @@ typedef testenv_fixture_t fixture_t;
 
 static long long s_apply(store_t *store, const char *id, const char *state, const char *at)
 {
-    const char *argv[] = { "t:usage:{vm}", "t:events", "t:usage:vms", "g", id,     "vm", state, at,
-                           "ann",          "tmpl",     "h1",          "2", "2048", "20", "100" };
+    const char *argv[] = {
+        "t:events", "t:usage:vms", "t:usage:{vm}", "g",  "100", id,     "vm", state,
+        at,         "ann",         "tmpl",         "h1", "2",   "2048", "20"
+    };
     redisReply *r = store_run(store, &lua_usage_apply, 3, 15, argv);
     assert_non_null(r);
-    assert_int_equal(r->type, REDIS_REPLY_INTEGER);
-    long long v = r->integer;
+    assert_int_equal(r->type, REDIS_REPLY_ARRAY);
+    assert_int_equal(r->elements, 1);
+    assert_int_equal(r->element[0]->type, REDIS_REPLY_INTEGER);
+    long long v = r->element[0]->integer;
     freeReplyObject(r);
     return v;
 }
@@ -75,6 +80,56 @@ static void test_apply_in_any_order(void **state)
     s_assert_score(f->store, "5000");
 }
 
+/* One call applies a whole read: events of two VMs, two of one VM seeing each other, a
+   redelivered one only acknowledged; every event is acknowledged. */
+static void test_apply_batch(void **state)
+{
+    fixture_t *f = *state;
+    redisReply *r = store_command(f->store, "XADD t:events 100-0 type vm.state");
+    freeReplyObject(r);
+    r = store_command(f->store, "XADD t:events 200-0 type vm.state");
+    freeReplyObject(r);
+    r = store_command(f->store, "XADD t:events 300-0 type vm.state");
+    freeReplyObject(r);
+    r = store_command(f->store, "XGROUP CREATE t:events g 0");
+    freeReplyObject(r);
+    r = store_command(f->store, "XREADGROUP GROUP g c STREAMS t:events >");
+    freeReplyObject(r);
+    /* clang-format off */
+    const char *argv[] = {
+        "t:events", "t:usage:vms", "t:usage:{a}", "t:usage:{b}", "t:usage:{a}", "t:usage:{a}",
+        "g", "100",
+        "100-0", "a", "ACTIVE", "1000", "ann", "tmpl", "h1", "2", "2048", "20",
+        "200-0", "b", "ACTIVE", "1500", "bob", "tmpl", "h2", "", "", "",
+        "300-0", "a", "STOPPED", "4000", "", "", "", "", "", "",
+        "100-0", "a", "ACTIVE", "1000", "ann", "tmpl", "h1", "2", "2048", "20",
+    };
+    /* clang-format on */
+    r = store_run(f->store, &lua_usage_apply, 6, 48, argv);
+    assert_non_null(r);
+    assert_int_equal(r->type, REDIS_REPLY_ARRAY);
+    assert_int_equal(r->elements, 4);
+    long long want[] = { 1, 1, 1, 0 };
+    for (size_t i = 0; i < 4; i++)
+        assert_int_equal(r->element[i]->integer, want[i]);
+    freeReplyObject(r);
+    r = store_command(f->store, "XPENDING t:events g");
+    assert_int_equal(r->element[0]->integer, 0);
+    freeReplyObject(r);
+    r = store_command(f->store, "HMGET t:usage:{a} intervals owner last_event");
+    assert_string_equal(r->element[0]->str, "[[1000,4000]]");
+    assert_string_equal(r->element[1]->str, "ann");
+    assert_string_equal(r->element[2]->str, "300-0");
+    freeReplyObject(r);
+    r = store_command(f->store, "HGET t:usage:{b} intervals");
+    assert_string_equal(r->str, "[[1500,0]]");
+    freeReplyObject(r);
+    /* Arguments that do not match the keys are refused before anything is written. */
+    r = store_run(f->store, &lua_usage_apply, 3, 7, argv);
+    assert_int_equal(r->type, REDIS_REPLY_ERROR);
+    freeReplyObject(r);
+}
+
 static void test_rows_filter_owner_and_time(void **state)
 {
     fixture_t *f = *state;
@@ -106,6 +161,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_apply_in_any_order, testenv_setup, testenv_teardown),
+        cmocka_unit_test_setup_teardown(test_apply_batch, testenv_setup, testenv_teardown),
         cmocka_unit_test_setup_teardown(test_rows_filter_owner_and_time, testenv_setup,
                                         testenv_teardown),
     };
