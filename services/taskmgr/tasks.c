@@ -61,6 +61,9 @@ typedef struct {
     int64_t sent_at;            /* monotonic ms the command in flight was last handed out */
     char result[512];           /* what the last stage did, or why it failed */
     int lost;                   /* 1: a write was refused (not ours); 2: Redis failed */
+    int64_t write_at;           /* monotonic ms a write put off while a call is out must be
+                                   done by (0: none put off) */
+    int must_write;             /* an agent result was taken: write before it is acked */
     char call[UTIL_ID_LEN];     /* id of the bus call in flight ("" when none) */
     char prefetch[UTIL_ID_LEN]; /* StageImage sent beside the schedule call ("" when none) */
     Berth__Envelope *reply;     /* its answer, once it came */
@@ -85,6 +88,8 @@ struct _tasks_t {
     int command_timeout_ms; /* an agent command without result fails after this */
     int ready_timeout_ms;   /* a started VM must be reported RUNNING within this */
     int redeliver_ms;       /* a command without result is handed out again after this */
+    int write_defer_ms;     /* a write while only a bus call is awaited waits this long for
+                               the answer, which brings a write of its own (0: never) */
     int due_check_ms;       /* longest sleep without reading the due set */
     int max_attempts;       /* hosts a provisioning tries before it fails */
     assertion_t *verifier;  /* checks who a DisposeVm acts for (the gateway's assertion) */
@@ -255,6 +260,7 @@ static int s_save(tasks_t *self, s_held_t *h)
     Berth__Task *task_copy = NULL;
     Berth__Vm *vm_copy = NULL;
     const char *why = NULL;
+    char why_copy[256] = ""; /* why points into tx, destroyed before it is logged */
     int rc = -1;
     if (tx) {
         int moved = !s_is(t->state, was->state);
@@ -283,6 +289,10 @@ static int s_save(tasks_t *self, s_held_t *h)
             rc = model_tx_commit(tx, self->store, &why);
         else
             why = "out of memory";
+        if (why) {
+            util_strlcpy(why_copy, why, sizeof why_copy);
+            why = why_copy;
+        }
         model_tx_destroy(&tx);
     } else
         why = "out of memory";
@@ -309,6 +319,8 @@ static int s_save(tasks_t *self, s_held_t *h)
     }
     h->dirty = 0;
     h->vm_dirty = 0;
+    h->write_at = 0;
+    h->must_write = 0;
     return 0;
 }
 
@@ -612,6 +624,7 @@ static s_rc_t s_on_host(tasks_t *self, s_held_t *h, const s_stage_t *stage)
         s_set(&t->command, "");
         h->sent_at = 0;
         h->dirty = 1;
+        h->must_write = 1;
         s_rc_t rc = S_DONE;
         if (r->ok) {
             s_result(h, "%s on host %s%s%s", op, t->host, *r->power_state ? ": " : "",
@@ -905,6 +918,23 @@ static int s_failed(tasks_t *self, s_held_t *h, const s_stage_t *stage)
 
 /* ---- the loop ----------------------------------------------------------------------------- */
 
+/* A write may wait a little when the task only awaits a bus call's answer (the scheduler's,
+   the stager's) and has taken no agent result: the answer normally comes within a few ms
+   and its stage writes anyway, so the two writes become one. Nothing is lost if this
+   instance dies meanwhile: the task's lease runs out, a new holder runs the stage again and
+   the calls are idempotent (a claim per VM, a staged image per model). What is put off is
+   written by write_defer_ms at the latest, so progress shows within that. Only a stage
+   with stages after it puts a write off: the answer to a last stage ends the task, and an
+   end must follow a written start (the lifecycle table has no QUEUED -> SUCCEEDED). */
+static int s_may_defer(tasks_t *self, s_held_t *h)
+{
+    if (self->write_defer_ms <= 0 || h->must_write || *h->task->command ||
+        (!*h->call && !*h->prefetch))
+        return 0;
+    const s_stage_t *row = s_row(s_table(h), h->task->stage);
+    return row && row[1].name;
+}
+
 /* Advance one held task as far as it goes without waiting: each stage done opens the next
    and runs it; the task is written once when it has to wait (or ends). -1 when the task
    left our hands. */
@@ -944,9 +974,17 @@ static int s_step(tasks_t *self, s_held_t *h)
             return -1;
     }
     /* Write what changed; renew the lease well before it runs out. */
-    if (!s_finished(t) &&
-        (h->dirty || h->vm_dirty || t->lease_until_ms - util_now_ms() < self->lease_ms / 2))
+    int renew = t->lease_until_ms - util_now_ms() < self->lease_ms / 2;
+    if (!s_finished(t) && (h->dirty || h->vm_dirty || renew)) {
+        if (!renew && s_may_defer(self, h)) {
+            int64_t now = util_mono_ms();
+            if (!h->write_at)
+                h->write_at = now + self->write_defer_ms;
+            if (now < h->write_at)
+                return 0; /* the answer comes first, normally: one write for both */
+        }
         return s_save(self, h);
+    }
     return 0;
 }
 
@@ -1188,7 +1226,8 @@ static int s_take_due(tasks_t *self, char **woken, size_t n_woken)
 static int64_t s_held_due(tasks_t *self, s_held_t *h)
 {
     int64_t renew = util_mono_ms() + (h->task->lease_until_ms - util_now_ms()) - self->lease_ms / 2;
-    return h->next_try && h->next_try < renew ? h->next_try : renew;
+    int64_t due = h->next_try && h->next_try < renew ? h->next_try : renew;
+    return h->write_at && h->write_at < due ? h->write_at : due;
 }
 
 static int s_on_timer(zloop_t *loop, int timer_id, void *arg);
@@ -1482,12 +1521,13 @@ void tasks_declare(config_t *c)
     config_declare(c, "ready_timeout_ms", "30000", 0);
     config_declare(c, "max_attempts", "3", 0);
     config_declare(c, "command_redeliver_ms", "15000", 0);
+    config_declare(c, "write_defer_ms", "100", 0);
 }
 
 tasks_t *tasks_new(service_t *service, agents_t *agents)
 {
     config_t *c = service_config(service);
-    int64_t lease, check, held, call, cmd, ready, attempts, redeliver, port;
+    int64_t lease, check, held, call, cmd, ready, attempts, redeliver, defer, port;
     if (config_int(c, "task_lease_ms", 500, 600000, &lease) ||
         config_int(c, "due_check_ms", 10, 600000, &check) ||
         config_int(c, "max_running_tasks", 1, 100000, &held) ||
@@ -1496,6 +1536,7 @@ tasks_t *tasks_new(service_t *service, agents_t *agents)
         config_int(c, "ready_timeout_ms", 1000, 3600000, &ready) ||
         config_int(c, "max_attempts", 1, 10, &attempts) ||
         config_int(c, "command_redeliver_ms", 100, 3600000, &redeliver) ||
+        config_int(c, "write_defer_ms", 0, 10000, &defer) ||
         config_int(c, "redis_port", 1, 65535, &port))
         return NULL;
     tasks_t *self = calloc(1, sizeof *self);
@@ -1518,6 +1559,7 @@ tasks_t *tasks_new(service_t *service, agents_t *agents)
     self->ready_timeout_ms = (int)ready;
     self->max_attempts = (int)attempts;
     self->redeliver_ms = (int)redeliver;
+    self->write_defer_ms = (int)defer;
     zhashx_set_destructor(self->held, s_held_free);
     berth_error_t error = { 0 };
     self->verifier = assertion_verifier_new(config_get(c, "secrets_dir"), &error);
