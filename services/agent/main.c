@@ -494,6 +494,7 @@ int main(int argc, char **argv)
     config_declare(c, "vm_max_disk_gb", "65536", 0);
     config_declare(c, "vm_max_name", "255", 0);
     config_declare(c, "seed_max_bytes", "4194304", 0);
+    config_declare(c, "inventory_gap_ms", "100", 0);
 
     agent_t self = { .service = service, .started_ms = util_now_ms() };
     int rc = 1;
@@ -505,7 +506,7 @@ int main(int argc, char **argv)
         goto done;
     }
     int64_t poll_wait, poll_retry, poll_timeout, cache, pending, vcpus, ram, disk, name_max,
-        seed_max, threads, queue, delay;
+        seed_max, threads, queue, delay, gap;
     if (config_int(c, "poll_wait_ms", 100, 600000, &poll_wait) ||
         config_int(c, "poll_retry_ms", 10, 60000, &poll_retry) ||
         config_int(c, "poll_timeout_ms", 50, 60000, &poll_timeout) ||
@@ -519,7 +520,8 @@ int main(int argc, char **argv)
         config_int(c, "vm_max_ram_mb", 1, INT64_MAX / 2, &ram) ||
         config_int(c, "vm_max_disk_gb", 1, INT64_MAX / 2, &disk) ||
         config_int(c, "vm_max_name", 1, 4096, &name_max) ||
-        config_int(c, "seed_max_bytes", 1, ENVELOPE_MAX_BYTES, &seed_max))
+        config_int(c, "seed_max_bytes", 1, ENVELOPE_MAX_BYTES, &seed_max) ||
+        config_int(c, "inventory_gap_ms", 0, 60000, &gap))
         goto done;
     self.poll_timeout_ms = (int)poll_timeout;
     self.poll_wait_ms = (int)poll_wait;
@@ -580,6 +582,7 @@ int main(int argc, char **argv)
     self.host.used = &self.used;
     self.host.agent = (char *)service_instance(service);
     self.host.libvirt_uri = (char *)self.uri;
+    worker_set_refresh_gap(self.worker, (int)gap);
     if (worker_watch(self.worker, service_heartbeat_ms(service), s_on_inventory, &self) != 0)
         goto done;
     service_reader(service, worker_socket(self.worker), s_on_worker, &self);

@@ -83,6 +83,7 @@ struct _worker_t {
 
     zactor_t *watcher;          /* inventory thread, once worker_watch() ran */
     int watch_ms;               /* its refresh interval */
+    int gap_ms;                 /* least time between two snapshots asked for by commands */
     Berth__Host *inventory;     /* latest snapshot (unpacked) */
     zframe_t *inventory_packed; /* the same, packed: to tell a change */
     int64_t inventory_ms;       /* monotonic, when it arrived (or the watch started) */
@@ -208,8 +209,10 @@ static void s_runner(zsock_t *pipe, void *args)
     vmops_destroy(&ops);
 }
 
-/* The inventory thread: a snapshot every interval, and at once when asked (after a command;
-   several asks that queued up meanwhile cost one snapshot). */
+/* The inventory thread: a snapshot every interval, and soon when asked (after a command):
+   at once, or gap_ms after the snapshot before it, so that a burst of commands (a host
+   starting tens of VMs a second) costs one listing of the host's domains per gap, not one
+   per command; several asks that queued up meanwhile cost one snapshot. */
 static void s_watcher(zsock_t *pipe, void *args)
 {
     worker_t *w = args;
@@ -217,12 +220,14 @@ static void s_watcher(zsock_t *pipe, void *args)
     zsock_t *out = zsock_new_push(w->endpoint);
     zpoller_t *poller = zpoller_new(pipe, NULL);
     zsock_signal(pipe, 0);
-    int64_t next = 0; /* monotonic time of the next periodic snapshot: now */
+    int64_t next = 0;     /* monotonic time of the next periodic snapshot: now */
+    int64_t asked_at = 0; /* monotonic time of a snapshot asked for (0: none asked) */
+    int64_t last = 0;     /* monotonic time of the last snapshot (0: none yet) */
     while (out && poller && ops) {
-        int64_t wait = next - util_mono_ms();
-        int asked = 0;
-        if (wait > 0) {
-            void *which = zpoller_wait(poller, (int)wait);
+        int64_t now = util_mono_ms();
+        int64_t due = asked_at && asked_at < next ? asked_at : next;
+        if (due > now) {
+            void *which = zpoller_wait(poller, (int)(due - now));
             if (zpoller_terminated(poller) && (zsys_interrupted || zmq_errno() != EINTR))
                 break;
             while (which == pipe) {
@@ -234,12 +239,14 @@ static void s_watcher(zsock_t *pipe, void *args)
                     goto stop;
                 }
                 free(verb);
-                asked = 1;
+                if (!asked_at)
+                    asked_at = last && last + w->gap_ms > util_mono_ms() ? last + w->gap_ms
+                                                                         : util_mono_ms();
                 which = zpoller_wait(poller, 0);
             }
-            if (!asked && util_mono_ms() < next)
-                continue;
+            continue; /* what is due next may have changed */
         }
+        int periodic = now >= next;
         Berth__Host host;
         vmops_inventory(ops, &host);
         size_t len = berth__host__get_packed_size(&host);
@@ -253,8 +260,10 @@ static void s_watcher(zsock_t *pipe, void *args)
             zmsg_append(msg, &packed);
             zmsg_send(&msg, out);
         }
-        if (!asked)
-            next = util_mono_ms() + w->watch_ms;
+        last = util_mono_ms();
+        asked_at = 0; /* this snapshot answers every ask so far */
+        if (periodic)
+            next = last + w->watch_ms;
     }
 stop:
     zpoller_destroy(&poller);
@@ -366,6 +375,12 @@ void worker_destroy(worker_t **self_p)
         free(self);
         *self_p = NULL;
     }
+}
+
+void worker_set_refresh_gap(worker_t *self, int gap_ms)
+{
+    assert(self && !self->watcher);
+    self->gap_ms = gap_ms > 0 ? gap_ms : 0;
 }
 
 int worker_watch(worker_t *self, int interval_ms, worker_inventory_fn *fn, void *arg)

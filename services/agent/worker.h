@@ -53,6 +53,10 @@ void worker_recv(worker_t *self);
    when the thread cannot start. Call once. */
 int worker_watch(worker_t *self, int interval_ms, worker_inventory_fn *fn, void *arg);
 
+/* Snapshots asked for by commands come at most one per gap_ms (default 0: at once), so a
+   burst of commands costs one listing of the host per gap. Call before worker_watch(). */
+void worker_set_refresh_gap(worker_t *self, int gap_ms);
+
 /* The latest inventory snapshot (borrowed, valid until the next worker call), or NULL
    before the first one arrived. When libvirt has not answered for three intervals, a DOWN
    host with no domains instead. */

@@ -454,6 +454,43 @@ static void test_inventory_follows_commands(void **state)
     s_wait_done(f, 5);
 }
 
+/* A snapshot asked for by a command comes at most one per gap after the one before: a burst
+   of commands costs one listing of the host per gap, and the change still shows well before
+   the periodic snapshot (a minute here). */
+static void test_inventory_gap(void **state)
+{
+    fixture_t *f = *state;
+    s_worker(f, 2, 16, 0);
+    worker_set_refresh_gap(f->worker, 1000);
+    assert_int_equal(worker_watch(f->worker, 60000, s_on_inventory, f), 0);
+    s_wait_inventories(f, 1);
+    int64_t first = util_mono_ms();
+    char vm[UTIL_ID_LEN];
+    util_uuid(vm);
+    const char *ops[] = { "CREATE_DISK", "PUT_SEED", "DEFINE", "START" };
+    char ids[4][UTIL_ID_LEN + 16];
+    for (int i = 0; i < 4; i++)
+        s_submit(f, ops[i], vm, ids[i]);
+    s_wait_done(f, 4);
+    for (;;) {
+        const char *power = NULL;
+        const Berth__Host *host = worker_inventory(f->worker);
+        for (size_t i = 0; i < host->n_domains; i++)
+            if (strcmp(host->domains[i]->name, vm) == 0)
+                power = host->domains[i]->power_state;
+        if (power && strcmp(power, "RUNNING") == 0)
+            break;
+        s_wait_inventories(f, f->n_inventories + 1); /* fails after WAIT_MS */
+    }
+    int64_t seen = util_mono_ms() - first;
+    assert_true(seen >= 900);  /* not before the gap since the first snapshot */
+    assert_true(seen < 30000); /* nor at the periodic one */
+    assert_int_equal(f->n_inventories, 2);
+    char id[UTIL_ID_LEN + 16];
+    s_submit(f, "DESTROY", vm, id);
+    s_wait_done(f, 5);
+}
+
 /* A libvirtd that accepts the connection and never answers (here: a socket nobody reads)
    leaves the inventory thread waiting. Heartbeats go on, and report the host DOWN with no
    domains once the snapshot is three intervals old; it comes back when libvirt answers. */
@@ -565,6 +602,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_redelivery_runs_once, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_bad_commands_answered, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_inventory_follows_commands, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_inventory_gap, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_stuck_libvirt_reported_down, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_pending_and_cache_bounds, s_setup, s_teardown),
     };
