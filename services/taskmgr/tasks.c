@@ -81,6 +81,7 @@ struct _tasks_t {
     int timer_id;           /* the one armed timer (0: none) */
     int64_t timer_at;       /* its monotonic due time */
     int64_t next_due;       /* monotonic ms of the earliest berth:tasks:due entry (0: none) */
+    int64_t due_read_ms;    /* monotonic ms the due set was last read whole */
     int more_due;           /* the last take was limited by max_held: take again when room */
     int lease_ms;           /* a holder's lease; renewed while it works */
     int max_held;           /* tasks one instance runs at once */
@@ -1117,6 +1118,8 @@ static void s_take(tasks_t *self, const char *id, int64_t epoch, Berth__Task *ta
     s_advance(self, h);
 }
 
+#define DUE_GRACE_MS 100 /* a task due but not taken is looked for again after this */
+
 /* A task taken by lib/lua/taskmgr_acquire.lua, copied out of its reply. */
 typedef struct {
     char id[UTIL_ID_LEN];
@@ -1149,6 +1152,7 @@ static int s_take_due(tasks_t *self, char **woken, size_t n_woken)
     if (!woken) {
         ids_r = store_command(self->store, "ZRANGEBYSCORE %s -inf %s LIMIT 0 %s", KEYS_TASKS_DUE,
                               now, rooms);
+        self->due_read_ms = util_mono_ms();
         due = ids_r && ids_r->type == REDIS_REPLY_ARRAY ? ids_r->elements : 0;
         cand = due ? calloc(due, sizeof *cand) : NULL;
         for (size_t i = 0; cand && i < due; i++)
@@ -1208,8 +1212,12 @@ static int s_take_due(tasks_t *self, char **woken, size_t n_woken)
             tasks[k++].task = task;
         }
         long long first = r->element[0]->type == REDIS_REPLY_INTEGER ? r->element[0]->integer : -1;
+        /* Due already but not taken here: mostly a task just queued whose wake is on its
+           way (the wake takes it); else another instance's lease that ran out. Read again
+           after a grace, not at once, so a wake and a read do not race for the same task. */
+        int64_t grace = self->due_check_ms < DUE_GRACE_MS ? self->due_check_ms : DUE_GRACE_MS;
         if (first >= 0)
-            self->next_due = util_mono_ms() + (first > now_ms ? first - now_ms : 0);
+            self->next_due = util_mono_ms() + (first > now_ms ? first - now_ms : grace);
         if ((int)n >= room)
             self->more_due = 1;
         freeReplyObject(r);
@@ -1259,11 +1267,9 @@ static void s_rearm(tasks_t *self)
     self->timer_at = at;
 }
 
-/* Take what is due (the n woken ids when the wake named them) and run every held task whose
-   time has come. */
-static void s_run_woken(tasks_t *self, char **woken, size_t n_woken)
+/* Run every held task whose time has come, and arm the timer again. */
+static void s_run_held(tasks_t *self)
 {
-    s_take_due(self, n_woken ? woken : NULL, n_woken);
     int64_t now = util_mono_ms();
     zlistx_t *ids = zhashx_keys(self->held);
     for (char *id = zlistx_first(ids); id; id = zlistx_next(ids)) {
@@ -1275,18 +1281,37 @@ static void s_run_woken(tasks_t *self, char **woken, size_t n_woken)
     s_rearm(self);
 }
 
+/* Take what is due (the n woken ids when the wake named them) and run every held task whose
+   time has come. */
+static void s_run_woken(tasks_t *self, char **woken, size_t n_woken)
+{
+    s_take_due(self, n_woken ? woken : NULL, n_woken);
+    s_run_held(self);
+}
+
 static void s_run(tasks_t *self)
 {
     s_run_woken(self, NULL, 0);
 }
 
+/* The timer: the due set is read only when something in it is due (or due_check_ms has
+   passed, or room opened for tasks left waiting); a timer armed for a held task (a retry, a
+   write put off, a lease to renew) steps the held tasks only: two Redis round trips less
+   each time. */
 static int s_on_timer(zloop_t *loop, int timer_id, void *arg)
 {
     (void)loop;
     (void)timer_id;
     tasks_t *self = arg;
     self->timer_id = 0;
-    s_run(self);
+    int64_t now = util_mono_ms();
+    int due = (self->next_due && self->next_due <= now) ||
+              now - self->due_read_ms >= self->due_check_ms ||
+              (self->more_due && zhashx_size(self->held) < (size_t)self->max_held);
+    if (due)
+        s_run(self);
+    else
+        s_run_held(self);
     return 0;
 }
 
