@@ -71,7 +71,7 @@ GOALS = {
 
 # Config keys worth printing with the table: limits, throttles, timers, security.
 SETTING_RE = re.compile(r"max|limit|threads|tick|poll|heartbeat|curve|throttle|rate|ratio|"
-                        r"timeout|lease|connections")
+                        r"timeout|lease|connections|defer|gap")
 
 
 def log(msg):
