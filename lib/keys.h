@@ -20,7 +20,8 @@
       placement_claim    the VM's claim with a host (capacity on the host): needs the claim
                          to live with the host, or a two-phase claim;
       placement_release  the same two keys;
-      usage_apply        the VM's usage with the event stream (XACK) and berth:usage:vms;
+      usage_apply        a batch of VMs' usage with the event stream (XACK) and
+                         berth:usage:vms (split the batch by slot);
       usage_rows         usage hashes of many VMs (read only: split by slot);
       hash_rows          many hosts or instances (read only: split by slot);
       owned_hashes       a page of VMs (read only: split by slot);
