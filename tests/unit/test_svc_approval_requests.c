@@ -1027,7 +1027,7 @@ static void s_as(const char *user, const char *role, const ProtobufCMessage *bod
     claims.expires_ms = util_now_ms() + 10000;
     claims.request_id = "trace-bus";
     claims.action = (char *)body->descriptor->short_name;
-    assert_int_equal(assertion_sign(s_signer, &claims, out), 0);
+    assert_int_equal(assertion_sign(s_signer, &claims, body, out), 0);
     *field = &out->msg;
 }
 
@@ -1079,9 +1079,9 @@ static void test_bus_handlers(void **state)
     berth__envelope__free_unpacked(reply, NULL);
     s_assert_unchanged(before);
 
-    /* The owner is the asserted user, whatever the body says. */
-    s_as("judy", "user", &create.base, &create.assertion, &as);
+    /* The owner is the asserted user, whatever the body says (even a body signed as it is). */
     create.owner = "mallory";
+    s_as("judy", "user", &create.base, &create.assertion, &as);
     reply = s_call(client, &create.base);
     assert_null(reply->error);
     Berth__Request *req = (Berth__Request *)envelope_body(reply, &berth__request__descriptor);
@@ -1107,6 +1107,7 @@ static void test_bus_handlers(void **state)
 
     /* Errors cross as data with their code and message. */
     create.template_ = "nope";
+    s_as("judy", "user", &create.base, &create.assertion, &as);
     reply = s_call(client, &create.base);
     assert_non_null(reply->error);
     assert_string_equal(reply->error->code, "NOT_FOUND");
@@ -1170,6 +1171,7 @@ static void test_bus_handlers(void **state)
     s_free(made);
     berth__envelope__free_unpacked(reply, NULL);
     ct.template_ = NULL;
+    s_as("root", "admin", &ct.base, &ct.assertion, &as);
     reply = s_call(client, &ct.base);
     assert_non_null(reply->error);
     assert_string_equal(reply->error->code, "BAD_REQUEST");
