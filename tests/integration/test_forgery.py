@@ -11,6 +11,8 @@ service that decides refuses each, and Redis is left as it was:
   - a request's owner is who the assertion names, not the body's owner;
   - templates: an admin only (and the lease limit holds there too);
   - disposing of a VM: its owner or an admin; reading usage: one's own unless admin;
+  - reading a request: its owner or an admin; anyone else is told it does not exist
+    (NOT_FOUND, as for an id nobody holds); the catalog: any signed-in user;
   - a genuine assertion is bound to the body it was made for: replayed on another body
     (another request to approve, another VM to dispose of) it is refused.
 Through the HTTP API the same actions still work for those allowed to do them.
@@ -175,6 +177,34 @@ class Forgery(PlatformCase):
                            signed_for=rejected)
         self.assertEqual(answer.get("type"), "Request", answer)
         self.assertEqual(answer["body"]["state"], "REJECTED")
+
+    def test_reading_a_request_needs_its_owner_or_an_admin(self):
+        req = self.alice.request("large", "read-me")
+        ask = {"id": req["id"]}
+        for label, how in self.forgeries("GetRequest"):
+            with self.subTest(label):
+                self.assertRefused(self.send("approval", "GetRequest", ask, **how),
+                                   "UNAUTHENTICATED")
+        hidden = self.send("approval", "GetRequest", ask, as_user="bob")
+        self.assertRefused(hidden, "NOT_FOUND")
+        nobody = self.send("approval", "GetRequest",
+                           {"id": "8d3c1f0e-5a4b-4c2d-9e1f-0a1b2c3d4e5f"}, as_user="bob")
+        self.assertRefused(nobody, "NOT_FOUND")
+        self.assertEqual(hidden["error"]["message"].replace(req["id"], "ID"),
+                         nobody["error"]["message"].replace(
+                             "8d3c1f0e-5a4b-4c2d-9e1f-0a1b2c3d4e5f", "ID"))
+        for user, role in (("alice", "user"), ("root", "admin")):
+            seen = self.send("approval", "GetRequest", ask, as_user=user, role=role)
+            self.assertEqual(seen.get("type"), "Request", seen)
+            self.assertEqual(seen["body"]["owner"], "alice")
+        # The catalog: nobody without the gateway's word; any user with it, and over HTTP.
+        for label, how in self.forgeries("ListTemplates"):
+            with self.subTest(label):
+                self.assertRefused(self.send("approval", "ListTemplates", {}, **how),
+                                   "UNAUTHENTICATED")
+        listed = self.send("approval", "ListTemplates", {}, as_user="bob")
+        self.assertEqual(listed.get("type"), "TemplateList", listed)
+        self.assertIn("small", [t["name"] for t in self.bob.get("/v1/templates")["templates"]])
 
     def test_member_cannot_approve_own_request(self):
         req = self.alice.request("large", "mine")
