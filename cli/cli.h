@@ -21,7 +21,13 @@ typedef struct {
     int url_given;             /* url came from --url or BERTH_URL, not the token file */
     const char *ca_file;       /* --cacert or BERTH_CA_FILE: the certificate(s) an https URL
                                   is verified against (NULL: the system's CAs); never off */
+    int pinned;                /* --pin or BERTH_PIN given: pin holds the certificate's */
+    unsigned char pin[32];     /* SHA-256 of the DER certificate the gateway must present */
 } cli_t;
+
+/* Parse a pin "sha256:<64 hex>" (colons between bytes allowed, as make run prints it) into
+   cli->pin. 0, or -1 when it is not one. */
+int cli_pin_parse(cli_t *cli, const char *text);
 
 /* ---- session (session.c) ---- */
 

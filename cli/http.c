@@ -1,10 +1,15 @@
 /*  cli http: one request to the gateway with libcurl; the JSON error body of a failure is
     turned into one line on stderr. The bearer token goes only to the URL it was issued by.
     An https gateway's certificate and name are always verified (libcurl's defaults, never
-    turned off), against cli->ca_file when given. */
+    turned off), against cli->ca_file when given, or against a pin: the certificate's
+    SHA-256, checked in the TLS handshake itself, before anything (a token) is sent. */
 #include "cli.h"
 
+#include <ctype.h>
 #include <curl/curl.h>
+#include <openssl/evp.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
 
 #define RESPONSE_MAX (64 * 1024 * 1024) /* a larger answer is not from our gateway */
 
@@ -27,6 +32,67 @@ static size_t s_collect(char *chunk, size_t size, size_t n, void *arg)
     buf->size += len;
     buf->data[buf->size] = '\0';
     return len;
+}
+
+int cli_pin_parse(cli_t *cli, const char *text)
+{
+    if (strncasecmp(text, "sha256:", 7) != 0)
+        return -1;
+    size_t n = 0;
+    for (const char *p = text + 7; *p; p++) {
+        if (*p == ':')
+            continue;
+        if (!isxdigit((unsigned char)*p) || n == 2 * sizeof cli->pin)
+            return -1;
+        int v = isdigit((unsigned char)*p) ? *p - '0' : tolower((unsigned char)*p) - 'a' + 10;
+        cli->pin[n / 2] = (unsigned char)(n % 2 ? cli->pin[n / 2] | v : v << 4);
+        n++;
+    }
+    if (n != 2 * sizeof cli->pin)
+        return -1;
+    cli->pinned = 1;
+    return 0;
+}
+
+/* The pin the handshake checks against, and what the gateway presented instead (the CLI is
+   one thread, one request at a time). */
+static struct {
+    const unsigned char *want;
+    unsigned char seen[32];
+    int mismatch;
+} s_pin;
+
+/* OpenSSL's verdict on each certificate of the chain: the gateway's own (depth 0) is
+   trusted when it is the pinned one, whoever signed it, and refused otherwise, which ends
+   the handshake. The host name is still checked by libcurl. */
+static int s_pin_verify(int ok, X509_STORE_CTX *store)
+{
+    (void)ok;
+    if (X509_STORE_CTX_get_error_depth(store) != 0)
+        return 1; /* the chain above is what the pin replaces */
+    unsigned int len = 0;
+    X509 *cert = X509_STORE_CTX_get_current_cert(store);
+    if (!cert || !X509_digest(cert, EVP_sha256(), s_pin.seen, &len) || len != 32 ||
+        CRYPTO_memcmp(s_pin.seen, s_pin.want, 32) != 0) {
+        s_pin.mismatch = 1;
+        return 0;
+    }
+    X509_STORE_CTX_set_error(store, X509_V_OK);
+    return 1;
+}
+
+static CURLcode s_pin_ctx(CURL *curl, void *ssl_ctx, void *arg)
+{
+    (void)curl;
+    (void)arg;
+    SSL_CTX_set_verify(ssl_ctx, SSL_VERIFY_PEER, s_pin_verify);
+    return CURLE_OK;
+}
+
+static void s_hex(const unsigned char *bytes, char out[32 * 3])
+{
+    for (int i = 0; i < 32; i++)
+        snprintf(out + 3 * i, 4, i < 31 ? "%02X:" : "%02X", bytes[i]);
 }
 
 int cli_request(cli_t *cli, const char *method, const char *path, json_t *request, long *status,
@@ -62,7 +128,21 @@ int cli_request(cli_t *cli, const char *method, const char *path, json_t *reques
     curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");
     if (cli->ca_file)
         curl_easy_setopt(curl, CURLOPT_CAINFO, cli->ca_file);
-    CURLcode res = curl_easy_perform(curl);
+    CURLcode res = CURLE_OK;
+    if (cli->pinned) {
+        memset(&s_pin, 0, sizeof s_pin);
+        s_pin.want = cli->pin;
+        /* No session reuse: every handshake shows its certificate to s_pin_verify. */
+        curl_easy_setopt(curl, CURLOPT_SSL_SESSIONID_CACHE, 0L);
+        res = curl_easy_setopt(curl, CURLOPT_SSL_CTX_FUNCTION, s_pin_ctx);
+        if (res != CURLE_OK)
+            fprintf(stderr, "berth: --pin needs libcurl built with OpenSSL: %s\n",
+                    curl_easy_strerror(res));
+    }
+    if (res == CURLE_OK)
+        res = curl_easy_perform(curl);
+    else
+        res = CURLE_NOT_BUILT_IN;
     long code = 0;
     curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &code);
     curl_slist_free_all(headers);
@@ -72,7 +152,17 @@ int cli_request(cli_t *cli, const char *method, const char *path, json_t *reques
         free(payload);
     }
     int rc = -1;
-    if (res == CURLE_PEER_FAILED_VERIFICATION || res == CURLE_SSL_CACERT_BADFILE)
+    char want[32 * 3], seen[32 * 3];
+    if (cli->pinned && s_pin.mismatch) {
+        s_hex(s_pin.want, want);
+        s_hex(s_pin.seen, seen);
+        fprintf(stderr,
+                "berth: the gateway at %s presented a certificate other than the pinned one "
+                "(SHA-256 %s, --pin/BERTH_PIN wants %s): nothing was sent\n",
+                cli->url, seen, want);
+    } else if (res == CURLE_NOT_BUILT_IN)
+        ; /* said above */
+    else if (res == CURLE_PEER_FAILED_VERIFICATION || res == CURLE_SSL_CACERT_BADFILE)
         fprintf(stderr,
                 "berth: the gateway at %s is not trusted: %s (give its certificate with "
                 "--cacert FILE or BERTH_CA_FILE; make run prints where it is)\n",

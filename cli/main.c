@@ -1,7 +1,8 @@
 /*  berth: the command-line client. Talks to the gateway's REST API at --url, BERTH_URL, the
     URL last logged in to, or https://127.0.0.1:8080; prints tables by default and the
     server's JSON with -o json. An https gateway's certificate is always verified: against
-    --cacert FILE / BERTH_CA_FILE (make run's self-signed one), else the system's CAs. Exit status:
+    --cacert FILE / BERTH_CA_FILE (make run's self-signed one), else the system's CAs, or
+    pinned: --pin sha256:HEX / BERTH_PIN (the fingerprint make run prints). Exit status:
    0 done, 1 failed (the server's message is printed), 2 bad usage. */
 #include "cli.h"
 
@@ -42,7 +43,8 @@ static const s_command_t s_commands[] = {
 
 static void s_usage(FILE *out)
 {
-    fprintf(out, "usage: berth [-o table|json] [--url URL] [--cacert FILE] COMMAND [ARGS]\n\n"
+    fprintf(out, "usage: berth [-o table|json] [--url URL] [--cacert FILE] [--pin sha256:HEX] "
+                 "COMMAND [ARGS]\n\n"
                  "commands:\n");
     for (const s_command_t *c = s_commands; c->name; c++)
         fprintf(out, "  %s\n", c->usage);
@@ -50,6 +52,9 @@ static void s_usage(FILE *out)
             "\nenvironment: BERTH_URL (default: the URL logged in to, else %s),\n"
             "             BERTH_CA_FILE (as --cacert: the certificate an https gateway must\n"
             "             have, e.g. .berth/secrets/gateway.crt of make run),\n"
+            "             BERTH_PIN (as --pin: the SHA-256 fingerprint of the certificate an\n"
+            "             https gateway must present, which make run prints; then trusted\n"
+            "             whatever CA signed it, and any other certificate is refused),\n"
             "             BERTH_USER, BERTH_PASSWORD (for login)\n"
             "token file:  $XDG_CONFIG_HOME/berth/token (default ~/.config/berth/token)\n",
             CLI_DEFAULT_URL);
@@ -58,7 +63,7 @@ static void s_usage(FILE *out)
 int main(int argc, char **argv)
 {
     cli_t cli = { 0 };
-    const char *url_flag = NULL;
+    const char *url_flag = NULL, *pin = NULL;
     int i = 1;
     for (; i < argc && argv[i][0] == '-'; i++) {
         if (streq(argv[i], "-o") && i + 1 < argc) {
@@ -81,6 +86,8 @@ int main(int argc, char **argv)
             cli.ca_file = argv[++i];
         else if (strncmp(argv[i], "--cacert=", 9) == 0)
             cli.ca_file = argv[i] + 9;
+        else if ((streq(argv[i], "--pin") && i + 1 < argc) || strncmp(argv[i], "--pin=", 6) == 0)
+            pin = streq(argv[i], "--pin") ? argv[++i] : argv[i] + 6;
         else if (streq(argv[i], "-h") || streq(argv[i], "--help")) {
             s_usage(stdout);
             return 0;
@@ -92,6 +99,15 @@ int main(int argc, char **argv)
     }
     if (!cli.ca_file && getenv("BERTH_CA_FILE") && *getenv("BERTH_CA_FILE"))
         cli.ca_file = getenv("BERTH_CA_FILE");
+    if (!pin && getenv("BERTH_PIN") && *getenv("BERTH_PIN"))
+        pin = getenv("BERTH_PIN");
+    if (pin && cli_pin_parse(&cli, pin) != 0) {
+        fprintf(stderr,
+                "berth: --pin/BERTH_PIN must be sha256: and the certificate's 64 hex "
+                "digits (AA:BB:... as make run prints it), not '%.100s'\n",
+                pin);
+        return 2;
+    }
     if (i >= argc) {
         s_usage(stderr);
         return 2;

@@ -278,6 +278,11 @@ class Platform:
             raise PlatformError("berth-secrets failed:\n" + run.stdout)
         self._secrets_made = True
 
+    def view_dir(self, name):
+        """The secrets a process named name (a service, or an agent's certificate
+        "agent-<host>") may read: berth-secrets' views/<name>, its secrets_dir."""
+        return os.path.join(self.secrets_dir, "views", name)
+
     def host_cert(self, host):
         """The bus certificate of an agent host (made by berth-secrets --host the first time):
         its name under secrets/curve, which the agent gets as BERTH_CURVE_CERT."""
@@ -439,6 +444,12 @@ class Platform:
         full = self.base_env()
         full["BERTH_DATA_DIR"] = os.path.join(self.data_dir, "services", name)
         full.update(env or {})
+        # Each process reads only its own view of the secrets (berth-secrets' views/<cert>),
+        # unless the caller names a directory of its own.
+        if "BERTH_SECRETS_DIR" not in (env or {}):
+            view = self.view_dir(full.get("BERTH_CURVE_CERT") or service)
+            if os.path.isdir(view):
+                full["BERTH_SECRETS_DIR"] = view
         os.makedirs(full["BERTH_DATA_DIR"], exist_ok=True)
         log_path = os.path.join(self.log_dir, name + ".log")
         proc = Process(name, service, argv, full, log_path)
@@ -465,8 +476,8 @@ class Platform:
                 "BERTH_ADMIN_USER": self.admin_user,
                 "BERTH_ADMIN_PASSWORD": self.admin_password}
         if self.tls:
-            full["BERTH_HTTP_TLS_CERT"] = self.ca_file
-            full["BERTH_HTTP_TLS_KEY"] = os.path.join(self.secrets_dir, "gateway.key")
+            full["BERTH_HTTP_TLS_CERT"] = os.path.join(self.view_dir("gateway"), "gateway.crt")
+            full["BERTH_HTTP_TLS_KEY"] = os.path.join(self.view_dir("gateway"), "gateway.key")
         full.update(env or {})
         return self.start("gateway", env=full)
 

@@ -3,6 +3,8 @@
     any service starts; each service reads what it needs from that directory (the setting
     secrets_dir). Each kind of secret is one row of the table below: its file names and the
     function that makes it. Files holding a secret are mode 0600, the directory 0700.
+    Every run then writes DIR/views/<name>/, one per process kind, holding only what that
+    process needs (table s_views): point each process's secrets_dir at its own view.
 
         berth-secrets DIR [--host NAME]... [--rotate CERT]...
             create what is missing and list what DIR holds; --host adds the bus certificate
@@ -12,6 +14,7 @@
 #include "bus_auth.h"
 
 #include <czmq.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <gnutls/gnutls.h>
@@ -259,6 +262,152 @@ static const struct {
     { "gateway.crt", s_tls_cert, "gateway: HTTPS certificate, self-signed (gateway.key: its key)" },
 };
 
+/* ---- views: what each process may read ---------------------------------------------- */
+
+/* What each kind of process needs besides its own bus certificate (curve/<name>.key) and the
+   public store (curve/public): the gateway alone signs assertions, checks tokens and holds
+   the HTTPS key; every service verifies assertions and logs in to Redis; an agent (one view
+   per host certificate, "agent-<host>") needs nothing else; Redis (no certificate) reads
+   its users file, and its health check the operator's password. */
+#define S_VIEW_FILES_MAX 8
+static const struct {
+    const char *name;
+    int curve; /* gets its certificate and the public store */
+    const char *files[S_VIEW_FILES_MAX];
+} s_views[] = {
+    { "gateway",
+      1,
+      { "token.secret", "assertion.key", "assertion.pub", "gateway.key", "gateway.crt",
+        "redis.password", NULL } },
+    { "approval", 1, { "assertion.pub", "redis.password", NULL } },
+    { "scheduler", 1, { "assertion.pub", "redis.password", NULL } },
+    { "taskmgr", 1, { "assertion.pub", "redis.password", NULL } },
+    { "stager", 1, { "assertion.pub", "redis.password", NULL } },
+    { "meter", 1, { "assertion.pub", "redis.password", NULL } },
+    { "redis", 0, { "redis.acl", "redis-admin.password", NULL } },
+};
+
+/* Copy from to to (replaced whole: a reader, e.g. zauth reloading the store, never sees a
+   half file), keeping from's mode. 0 or -1 (printed). */
+static int s_copy(const char *from, const char *to)
+{
+    char tmp[600];
+    snprintf(tmp, sizeof tmp, "%s.new", to);
+    struct stat st;
+    int in = open(from, O_RDONLY | O_CLOEXEC);
+    if (in < 0 || fstat(in, &st) != 0) {
+        fprintf(stderr, "berth-secrets: cannot read %s: %s\n", from, strerror(errno));
+        if (in >= 0)
+            close(in);
+        return -1;
+    }
+    unlink(tmp);
+    int out = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, st.st_mode & 0777);
+    char buf[4096];
+    ssize_t n = 0;
+    int rc = out >= 0 ? 0 : -1;
+    while (rc == 0 && (n = read(in, buf, sizeof buf)) > 0)
+        rc = write(out, buf, (size_t)n) == n ? 0 : -1;
+    if (n < 0)
+        rc = -1;
+    close(in);
+    if (out >= 0 && (fchmod(out, st.st_mode & 0777) != 0 || fsync(out) != 0 || close(out) != 0))
+        rc = -1;
+    sodium_memzero(buf, sizeof buf);
+    if (rc == 0 && rename(tmp, to) != 0)
+        rc = -1;
+    if (rc != 0) {
+        fprintf(stderr, "berth-secrets: cannot write %s: %s\n", to, strerror(errno));
+        unlink(tmp);
+    }
+    return rc;
+}
+
+/* views/<name>/ with files and, with curve, its certificate and a copy of the store whose
+   stale entries (no longer in DIR's store) are removed. 0 or -1 (printed). */
+static int s_view(const char *name, int curve, const char *const *files)
+{
+    char dir[256], from[600], to[600];
+    snprintf(dir, sizeof dir, "views/%s", name);
+    if ((mkdir("views", 0700) != 0 && errno != EEXIST) ||
+        (mkdir(dir, 0700) != 0 && errno != EEXIST)) {
+        fprintf(stderr, "berth-secrets: cannot create %s: %s\n", dir, strerror(errno));
+        return -1;
+    }
+    for (size_t i = 0; files && files[i]; i++) {
+        snprintf(to, sizeof to, "%s/%s", dir, files[i]);
+        if (s_copy(files[i], to) != 0)
+            return -1;
+    }
+    if (!curve)
+        return 0;
+    snprintf(to, sizeof to, "%s/curve", dir);
+    snprintf(from, sizeof from, "%s/curve/public", dir);
+    if ((mkdir(to, 0700) != 0 && errno != EEXIST) || (mkdir(from, 0700) != 0 && errno != EEXIST)) {
+        fprintf(stderr, "berth-secrets: cannot create %s: %s\n", from, strerror(errno));
+        return -1;
+    }
+    snprintf(from, sizeof from, "curve/%s.key", name);
+    snprintf(to, sizeof to, "%s/curve/%s.key", dir, name);
+    if (s_copy(from, to) != 0)
+        return -1;
+    DIR *store = opendir("curve/public");
+    if (!store) {
+        fprintf(stderr, "berth-secrets: cannot read curve/public: %s\n", strerror(errno));
+        return -1;
+    }
+    int rc = 0;
+    struct dirent *e;
+    while (rc == 0 && (e = readdir(store)))
+        if (e->d_name[0] != '.' && strstr(e->d_name, ".cert")) {
+            snprintf(from, sizeof from, "curve/public/%s", e->d_name);
+            snprintf(to, sizeof to, "%s/curve/public/%s", dir, e->d_name);
+            rc = s_copy(from, to);
+        }
+    closedir(store);
+    snprintf(to, sizeof to, "%s/curve/public", dir);
+    DIR *copy = rc == 0 ? opendir(to) : NULL;
+    while (copy && (e = readdir(copy))) {
+        snprintf(from, sizeof from, "curve/public/%s", e->d_name);
+        if (e->d_name[0] != '.' && access(from, F_OK) != 0) {
+            snprintf(to, sizeof to, "%s/curve/public/%s", dir, e->d_name);
+            unlink(to);
+        }
+    }
+    if (copy)
+        closedir(copy);
+    return rc;
+}
+
+/* Every view: the table's, and one per agent host certificate in curve/. */
+static int s_views_write(void)
+{
+    for (size_t i = 0; i < sizeof s_views / sizeof s_views[0]; i++)
+        if (s_view(s_views[i].name, s_views[i].curve, s_views[i].files) != 0)
+            return -1;
+    DIR *curve = opendir("curve");
+    if (!curve) {
+        fprintf(stderr, "berth-secrets: cannot read curve: %s\n", strerror(errno));
+        return -1;
+    }
+    int rc = 0;
+    struct dirent *e;
+    while (rc == 0 && (e = readdir(curve))) {
+        size_t len = strlen(e->d_name);
+        if (strncmp(e->d_name, "agent-", 6) != 0 || len < 5 || len > 70 ||
+            strcmp(e->d_name + len - 4, ".key") != 0)
+            continue;
+        char name[72];
+        snprintf(name, sizeof name, "%.*s", (int)(len - 4), e->d_name);
+        rc = s_view(name, 1, NULL);
+    }
+    closedir(curve);
+    if (rc == 0)
+        printf("%-24s %-8s %s\n", "views/", "written",
+               "one directory per process, only what it reads (its secrets_dir)");
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     int bad = argc < 2 || argv[1][0] == '-' || argc % 2 != 0;
@@ -326,5 +475,5 @@ int main(int argc, char **argv)
             return 1;
         printf("curve/%-18s %-8s %s\n", name, "rotated", "bus: restart whoever holds it");
     }
-    return 0;
+    return s_views_write() == 0 ? 0 : 1;
 }

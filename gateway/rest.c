@@ -10,21 +10,10 @@
 #include <pthread.h>
 #include <time.h>
 
-/* The body's `assertion` field (a SignedAssertion), or NULL when its message has none. */
-static Berth__SignedAssertion **s_assertion_field(ProtobufCMessage *msg)
-{
-    const ProtobufCFieldDescriptor *f =
-        protobuf_c_message_descriptor_get_field_by_name(msg->descriptor, "assertion");
-    if (!f || f->type != PROTOBUF_C_TYPE_MESSAGE ||
-        f->descriptor != &berth__signed_assertion__descriptor)
-        return NULL;
-    return (Berth__SignedAssertion **)((char *)msg + f->offset);
-}
-
 int rest_assert(http_req_t *req, ProtobufCMessage *msg, assertion_signed_t *sa)
 {
     gateway_t *gw = req->app;
-    Berth__SignedAssertion **field = s_assertion_field(msg);
+    Berth__SignedAssertion **field = assertion_field(msg);
     if (!field || !*req->user)
         return 0; /* nothing acts for a user here: the service decides without one */
     int64_t now = util_now_ms();
@@ -50,7 +39,8 @@ int rest_assert(http_req_t *req, ProtobufCMessage *msg, assertion_signed_t *sa)
     claims.expires_ms = now + gw->call_timeout_ms + ASSERTION_SLACK_MS;
     claims.request_id = (char *)req->request_id;
     claims.action = (char *)msg->descriptor->short_name;
-    int signed_rc = n == n_groups ? assertion_sign(gw->signer, &claims, sa) : -1;
+    /* Bound to this body: the assertion says nothing about any other call. */
+    int signed_rc = n == n_groups ? assertion_sign(gw->signer, &claims, msg, sa) : -1;
     for (size_t i = 0; i < n; i++)
         free(groups[i]);
     free(groups);
@@ -65,7 +55,7 @@ int rest_assert(http_req_t *req, ProtobufCMessage *msg, assertion_signed_t *sa)
 
 void rest_unassert(ProtobufCMessage *msg)
 {
-    Berth__SignedAssertion **field = s_assertion_field(msg);
+    Berth__SignedAssertion **field = assertion_field(msg);
     if (field)
         *field = NULL;
 }

@@ -1,7 +1,7 @@
 /*  assertion: sign and verify the gateway's user assertions (see assertion.h). The statement
     is signed as the exact bytes that travel, so a verifier checks the signature before it
     parses anything, and nothing a caller changes after signing (user, roles, expiry, the
-    action or request it was made for) survives verification. */
+    action, request or body it was made for) survives verification. */
 #include "assertion.h"
 #include "util.h"
 
@@ -113,13 +113,51 @@ assertion_t *assertion_verifier_new(const char *secrets_dir, berth_error_t *erro
     return self;
 }
 
-int assertion_sign(assertion_t *self, const Berth__UserAssertion *claims, assertion_signed_t *out)
+Berth__SignedAssertion **assertion_field(ProtobufCMessage *body)
+{
+    const ProtobufCFieldDescriptor *f =
+        protobuf_c_message_descriptor_get_field_by_name(body->descriptor, "assertion");
+    if (!f || f->type != PROTOBUF_C_TYPE_MESSAGE ||
+        f->descriptor != &berth__signed_assertion__descriptor)
+        return NULL;
+    return (Berth__SignedAssertion **)((char *)body + f->offset);
+}
+
+int assertion_digest(const ProtobufCMessage *body, uint8_t digest[ASSERTION_DIGEST_LEN])
+{
+    /* A shallow copy with the field unset: the caller's message is left as it is, and the
+       bytes are those the signer packed before it attached the assertion. */
+    size_t size = body->descriptor->sizeof_message;
+    ProtobufCMessage *copy = malloc(size);
+    if (!copy)
+        return -1;
+    memcpy(copy, body, size);
+    Berth__SignedAssertion **field = assertion_field(copy);
+    if (field)
+        *field = NULL;
+    size_t len = protobuf_c_message_get_packed_size(copy);
+    uint8_t *packed = malloc(len ? len : 1);
+    if (packed) {
+        protobuf_c_message_pack(copy, packed);
+        crypto_generichash(digest, ASSERTION_DIGEST_LEN, packed, len, NULL, 0);
+    }
+    free(packed);
+    free(copy);
+    return packed ? 0 : -1;
+}
+
+int assertion_sign(assertion_t *self, const Berth__UserAssertion *claims,
+                   const ProtobufCMessage *body, assertion_signed_t *out)
 {
     assert(self);
-    if (!self->can_sign ||
-        protobuf_c_message_get_packed_size(&claims->base) > ASSERTION_STATEMENT_MAX)
+    uint8_t digest[ASSERTION_DIGEST_LEN];
+    Berth__UserAssertion bound = *claims;
+    bound.body_digest.data = digest;
+    bound.body_digest.len = sizeof digest;
+    if (!self->can_sign || assertion_digest(body, digest) != 0 ||
+        protobuf_c_message_get_packed_size(&bound.base) > ASSERTION_STATEMENT_MAX)
         return -1;
-    size_t len = protobuf_c_message_pack(&claims->base, out->statement);
+    size_t len = protobuf_c_message_pack(&bound.base, out->statement);
     crypto_sign_detached(out->signature, NULL, out->statement, len, self->secret_key);
     berth__signed_assertion__init(&out->msg);
     out->msg.statement.data = out->statement;
@@ -135,8 +173,8 @@ static int s_refuse(berth_error_t *error, const char *why)
 }
 
 int assertion_verify(assertion_t *self, const Berth__SignedAssertion *signed_, const char *action,
-                     const char *request_id, int64_t now_ms, Berth__UserAssertion **claims_p,
-                     berth_error_t *error)
+                     const char *request_id, const ProtobufCMessage *body, int64_t now_ms,
+                     Berth__UserAssertion **claims_p, berth_error_t *error)
 {
     assert(self);
     if (!signed_)
@@ -153,6 +191,7 @@ int assertion_verify(assertion_t *self, const Berth__SignedAssertion *signed_, c
     if (!claims)
         return s_refuse(error, "the statement does not parse");
     const char *why = NULL;
+    uint8_t digest[ASSERTION_DIGEST_LEN];
     if (!*claims->user)
         why = "it names no user";
     else if (claims->expires_ms <= now_ms)
@@ -161,6 +200,11 @@ int assertion_verify(assertion_t *self, const Berth__SignedAssertion *signed_, c
         why = "made for another action";
     else if (strcmp(claims->request_id, request_id ? request_id : "") != 0)
         why = "made for another request";
+    else if (!body || assertion_digest(body, digest) != 0)
+        why = "the body it came with cannot be read";
+    else if (claims->body_digest.len != ASSERTION_DIGEST_LEN ||
+             sodium_memcmp(claims->body_digest.data, digest, ASSERTION_DIGEST_LEN) != 0)
+        why = "made for another body";
     if (why) {
         berth__user_assertion__free_unpacked(claims, NULL);
         return s_refuse(error, why);
@@ -173,8 +217,8 @@ int assertion_of(assertion_t *self, bus_request_t *request, const Berth__SignedA
                  Berth__UserAssertion **claims_p, berth_error_t *error)
 {
     const Berth__Envelope *env = bus_request_envelope(request);
-    return assertion_verify(self, signed_, env->type, env->request_id, util_now_ms(), claims_p,
-                            error);
+    return assertion_verify(self, signed_, env->type, env->request_id, bus_request_parsed(request),
+                            util_now_ms(), claims_p, error);
 }
 
 int assertion_has_role(const Berth__UserAssertion *claims, const char *role)

@@ -19,6 +19,7 @@
 #define ASSERTION_PUBLIC_LEN    32              /* crypto_sign_PUBLICKEYBYTES */
 #define ASSERTION_SECRET_LEN    64              /* crypto_sign_SECRETKEYBYTES */
 #define ASSERTION_SLACK_MS      5000 /* an assertion outlives its call's deadline by this */
+#define ASSERTION_DIGEST_LEN    32   /* crypto_generichash BLAKE2b-256 of the body */
 
 typedef struct _assertion_t assertion_t;
 
@@ -42,19 +43,29 @@ typedef struct {
     uint8_t signature[ASSERTION_SIGNATURE_LEN];
 } assertion_signed_t;
 
-/* Sign claims into out. 0, or -1 when self holds no secret key or claims do not fit. */
-int assertion_sign(assertion_t *self, const Berth__UserAssertion *claims, assertion_signed_t *out);
+/* The body's `assertion` field (a SignedAssertion), or NULL when its message has none. */
+Berth__SignedAssertion **assertion_field(ProtobufCMessage *body);
+
+/* The digest an assertion binds: BLAKE2b-256 of body packed with its assertion field unset,
+   so the signature covers every other field of the call. 0, or -1 out of memory. */
+int assertion_digest(const ProtobufCMessage *body, uint8_t digest[ASSERTION_DIGEST_LEN]);
+
+/* Sign claims, bound to body (its digest replaces claims' body_digest), into out. 0, or -1
+   when self holds no secret key, claims do not fit, or out of memory. */
+int assertion_sign(assertion_t *self, const Berth__UserAssertion *claims,
+                   const ProtobufCMessage *body, assertion_signed_t *out);
 
 /* Check a received assertion: a valid signature by the gateway's key, not expired at now_ms,
-   made for this action (the envelope's type) and request id (the envelope's request_id).
+   made for this action (the envelope's type), request id (the envelope's request_id) and
+   body (the message it came in: a genuine assertion moved to another body is refused).
    0 and *claims_p (free with berth__user_assertion__free_unpacked), or -1 with error
    UNAUTHENTICATED saying why. signed_ may be NULL (no assertion: refused). */
 int assertion_verify(assertion_t *self, const Berth__SignedAssertion *signed_, const char *action,
-                     const char *request_id, int64_t now_ms, Berth__UserAssertion **claims_p,
-                     berth_error_t *error);
+                     const char *request_id, const ProtobufCMessage *body, int64_t now_ms,
+                     Berth__UserAssertion **claims_p, berth_error_t *error);
 
-/* The same for a request being handled: action and request id from its envelope, now from
-   the clock. */
+/* The same for a request being handled, whose body the handler has parsed: action and
+   request id from its envelope, the body from bus_request_body, now from the clock. */
 int assertion_of(assertion_t *self, bus_request_t *request, const Berth__SignedAssertion *signed_,
                  Berth__UserAssertion **claims_p, berth_error_t *error);
 

@@ -276,6 +276,11 @@ void *bus_request_body(bus_request_t *request, const ProtobufCMessageDescriptor 
     return request->body;
 }
 
+const ProtobufCMessage *bus_request_parsed(bus_request_t *request)
+{
+    return request->body;
+}
+
 bus_request_t *bus_request_defer(bus_request_t *request)
 {
     assert(!request->replied && !request->deferred);

@@ -54,6 +54,8 @@ const Berth__Envelope *bus_request_envelope(bus_request_t *request);
 const bus_caller_t *bus_request_caller(bus_request_t *request);
 /* The body as desc's message or NULL (then reply BAD_REQUEST). Freed with the request. */
 void *bus_request_body(bus_request_t *request, const ProtobufCMessageDescriptor *desc);
+/* The body bus_request_body parsed, or NULL before it did (or when it did not parse). */
+const ProtobufCMessage *bus_request_parsed(bus_request_t *request);
 void bus_reply(bus_request_t *request, const ProtobufCMessage *body);
 void bus_reply_error(bus_request_t *request, const char *code, const char *message);
 /* The same with the details of error (the platform's one error type, lib/error.h). */

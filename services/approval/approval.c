@@ -113,10 +113,15 @@ Berth__UserAssertion *approval_caller(approval_t *self, bus_request_t *request,
 static void s_on_list_templates(bus_request_t *request, void *arg)
 {
     approval_t *self = arg;
-    if (!bus_request_body(request, &berth__list_templates__descriptor)) {
+    Berth__ListTemplates *msg = bus_request_body(request, &berth__list_templates__descriptor);
+    if (!msg) {
         bus_reply_error(request, "BAD_REQUEST", "ListTemplates body does not parse");
         return;
     }
+    Berth__UserAssertion *who = approval_caller(self, request, msg->assertion);
+    if (!who)
+        return;
+    berth__user_assertion__free_unpacked(who, NULL); /* every user sees the whole catalog */
     /* A catalog not seeded yet (Redis was away at start) is seeded before it is shown. */
     approval_seed(self);
     fault_t fault = { 0 };
@@ -193,13 +198,25 @@ static void s_on_get_request(bus_request_t *request, void *arg)
         bus_reply_error(request, "BAD_REQUEST", "GetRequest body does not parse");
         return;
     }
+    Berth__UserAssertion *who = approval_caller(self, request, msg->assertion);
+    if (!who)
+        return;
     fault_t fault = { 0 };
     Berth__Request *req = NULL;
     if (requests_get(self->store, msg->id, &req, &fault) != 0) {
         approval_fail(request, "get request refused", &fault);
+        berth__user_assertion__free_unpacked(who, NULL);
         return;
     }
-    bus_reply(request, &req->base);
+    /* One the user may not see is answered as one that does not exist: no id is confirmed. */
+    if (!requests_visible(req, who)) {
+        error_set(&fault, "NOT_FOUND", "unknown request '%s'", msg->id);
+        log_info(s_request_id(request), "get request refused: not visible", "{s:s, s:s}", "request",
+                 msg->id, "user", who->user);
+        bus_reply_fault(request, &fault);
+    } else
+        bus_reply(request, &req->base);
+    berth__user_assertion__free_unpacked(who, NULL);
     protobuf_c_message_free_unpacked(&req->base, NULL);
 }
 
@@ -232,10 +249,11 @@ static void s_on_decide_request(bus_request_t *request, void *arg)
 }
 
 const approval_handler_t approval_handlers[] = {
-    { "ListTemplates", s_on_list_templates, APPROVAL_ANYONE },
+    { "ListTemplates", s_on_list_templates, APPROVAL_USER },
     { "CreateTemplate", s_on_create_template, APPROVAL_ADMIN },
     { "CreateRequest", s_on_create_request, APPROVAL_USER },
-    { "GetRequest", s_on_get_request, APPROVAL_ANYONE },
+    /* Reading a request: who may see it is requests_visible's to say. */
+    { "GetRequest", s_on_get_request, APPROVAL_USER },
     /* Approving or rejecting: an admin, and never the requester (requests_decide). */
     { "DecideRequest", s_on_decide_request, APPROVAL_ADMIN },
     /* Groups (groups.c): the handler checks a manager's rights itself (APPROVAL_USER). */

@@ -18,6 +18,7 @@
     (template, name, count): a key reused for anything else is refused rather than answered
     with the first request, which would silently drop the second. */
 #include "requests.h"
+#include "assertion.h"
 #include "keys.h"
 #include "catalog.h"
 #include "groups.h"
@@ -453,6 +454,15 @@ int requests_get(store_t *store, const char *id, Berth__Request **request_p, fau
         return fault_store(fault, store);
     *request_p = (Berth__Request *)msg;
     return 0;
+}
+
+int requests_visible(const Berth__Request *req, const Berth__UserAssertion *who)
+{
+    const char *group = req->group && *req->group ? req->group : NULL;
+    return streq(req->owner, who->user) || assertion_has_role(who, "admin") ||
+           assertion_has_role(who, "operator") ||
+           (group && (assertion_has_group_role(who, group, "manager") ||
+                      assertion_has_group_role(who, group, "auditor")));
 }
 
 static void s_free_vms(Berth__Vm **vms, size_t n)

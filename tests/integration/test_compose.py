@@ -167,9 +167,10 @@ class ComposeFile(unittest.TestCase):
         self.assertTrue(self.config["services"]["redis"].get("healthcheck"))
 
     def test_secrets_made_first_and_mounted_read_only(self):
-        # One init step runs berth-secrets into a volume (the agents' hosts included); every
-        # Berth service waits for it to complete, mounts that volume read-only where
-        # BERTH_SECRETS_DIR says, and names its bus certificate.
+        # One init step runs berth-secrets into a volume (the agents' hosts included) and
+        # into one volume per view (views/<name>); every Berth service waits for it to
+        # complete, mounts only its own view, read-only, where BERTH_SECRETS_DIR says, and
+        # names its bus certificate. Nothing but the init step mounts the whole volume.
         inits = init_services(self.config)
         self.assertEqual(len(inits), 1, "one service running berth-secrets")
         (init_name, init), = inits.items()
@@ -177,6 +178,13 @@ class ComposeFile(unittest.TestCase):
         secrets_dir = cmd[1]
         volume, read_only = mounts(init)[secrets_dir]
         self.assertFalse(read_only)
+        views = {target: vol for target, (vol, _) in mounts(init).items()}
+        for name, svc in self.config["services"].items():
+            if name != init_name:
+                self.assertNotIn(volume, [v for v, _ in mounts(svc).values()], name)
+        redis = mounts(self.config["services"]["redis"])
+        self.assertEqual(views.get(secrets_dir + "/views/redis"),
+                         redis["/run/berth-secrets"][0])
         for name, svc in self.services.items():
             with self.subTest(service=name):
                 deps = svc.get("depends_on") or {}
@@ -185,8 +193,10 @@ class ComposeFile(unittest.TestCase):
                                  "service_completed_successfully")
                 env = environment(svc)
                 self.assertEqual(env.get("BERTH_SECRETS_DIR"), secrets_dir)
-                self.assertEqual(mounts(svc).get(secrets_dir), (volume, True))
                 cert = env.get("BERTH_CURVE_CERT")
+                own = views.get(secrets_dir + "/views/" + str(cert))
+                self.assertTrue(own, "the init step writes no view for %s" % cert)
+                self.assertEqual(mounts(svc).get(secrets_dir), (own, True))
                 if service_type(svc) == "agent":
                     self.assertEqual(cert, "agent-" + env["BERTH_HOST_NAME"])
                     self.assertIn(env["BERTH_HOST_NAME"],
@@ -255,11 +265,13 @@ class ComposeAsLocalProcesses(unittest.TestCase):
             if missing:
                 raise AssertionError("binaries missing from BERTH_BIN_DIR=%r: %s"
                                      % (p.bin_dir, ", ".join(missing)))
-            # The secrets volume is the platform's secrets dir: Redis's users file and the
-            # services' certificates and passwords are one set.
-            secrets = [environment(svc).get("BERTH_SECRETS_DIR") for svc in cls.services.values()]
-            p.secrets_dir = os.path.join(p.data_dir, "volumes", secrets[0].strip("/"))
+            # The init step's volume is the platform's secrets dir (Redis reads its users
+            # file there); each service sees only the view its own volume holds.
+            (init,) = cls.inits.values()
+            p.secrets_dir = os.path.join(p.data_dir, "volumes", init["command"][1].strip("/"))
             os.makedirs(p.secrets_dir, mode=0o700, exist_ok=True)
+            cls.volume_dirs = {vol: os.path.join(p.data_dir, "volumes", target.strip("/"))
+                               for target, (vol, _) in mounts(init).items()}
             p.start_redis()
             cls._start_services(p)
         except BaseException:
@@ -304,10 +316,23 @@ class ComposeAsLocalProcesses(unittest.TestCase):
             t = service_type(item[1])
             return (t == "gateway", t == "agent", item[0])
 
+        def on_volume(svc, value):
+            """value, a path under a volume svc mounts that the init step writes, as the
+            local directory the init step wrote it to; None for any other value."""
+            for target, (vol, _) in mounts(svc).items():
+                if vol in cls.volume_dirs and (value == target or
+                                               value.startswith(target + "/")):
+                    return cls.volume_dirs[vol] + value[len(target):]
+            return None
+
         for name, svc in sorted(cls.services.items(), key=order):
             env = environment(svc)
             out = {}
             for key, value in env.items():
+                if on_volume(svc, value):
+                    out[key] = on_volume(svc, value)
+                    p.tls = p.tls or key == "BERTH_HTTP_TLS_CERT"
+                    continue
                 if key == "BERTH_REDIS_HOST":
                     assert value in cls.redis_names, "redis host %r is not a service" % value
                     out[key] = "127.0.0.1"

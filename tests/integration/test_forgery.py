@@ -10,7 +10,11 @@ service that decides refuses each, and Redis is left as it was:
     role (a member cannot approve their own request even with a forged actor);
   - a request's owner is who the assertion names, not the body's owner;
   - templates: an admin only (and the lease limit holds there too);
-  - disposing of a VM: its owner or an admin; reading usage: one's own unless admin.
+  - disposing of a VM: its owner or an admin; reading usage: one's own unless admin;
+  - reading a request: its owner or an admin; anyone else is told it does not exist
+    (NOT_FOUND, as for an id nobody holds); the catalog: any signed-in user;
+  - a genuine assertion is bound to the body it was made for: replayed on another body
+    (another request to approve, another VM to dispose of) it is refused.
 Through the HTTP API the same actions still work for those allowed to do them.
 
 Run: BERTH_BIN_DIR=build/bin python3 tests/integration/test_forgery.py
@@ -55,7 +59,7 @@ class Forgery(PlatformCase):
     # -- the bus, as an attacker reaches it ---------------------------------------------------
 
     def send(self, service, type_, fields, as_user=None, role="user", forged_key=False,
-             expired=False, made_for=None):
+             expired=False, made_for=None, signed_for=None):
         """One direct bus call with berth-probe (the only place it is invoked): no assertion,
         or one stating as_user with role, signed with the gateway's key or (forged_key) a key
         of the caller's own, optionally expired or made for another message type. The
@@ -71,6 +75,8 @@ class Forgery(PlatformCase):
                 argv.append("--expired")
             if made_for:
                 argv += ["--for", made_for]
+            if signed_for is not None:
+                argv += ["--signed-for", json.dumps(signed_for)]
         r = subprocess.run(argv, capture_output=True, text=True, timeout=30, env=self.p.base_env())
         if r.returncode != 0:
             raise AssertionError("berth-probe %s failed: %s" % (type_, r.stderr))
@@ -138,6 +144,67 @@ class Forgery(PlatformCase):
         self.assertEqual(r.status, 200, r)
         self.assertEqual(r.json()["request"]["state"], "REJECTED")
         self.assertEqual(r.json()["request"]["decided_by"], self.p.admin_user)
+
+    def test_assertion_replayed_on_another_body_refused(self):
+        # An admin's genuine word, made to reject one request, replayed to approve another
+        # (or the same one): refused by approval, and nothing is written.
+        seen = self.alice.request("large", "replay-seen")
+        target = self.alice.request("large", "replay-target")
+        before = self.snapshot()
+        rejected = {"id": seen["id"], "approve": False, "reason": "no"}
+        for body in ({"id": target["id"], "approve": True},
+                     {"id": target["id"], "approve": False, "reason": "no"},
+                     {"id": seen["id"], "approve": True}):
+            with self.subTest(body=body):
+                answer = self.send("approval", "DecideRequest", body, as_user="root",
+                                   role="admin", signed_for=rejected)
+                self.assertRefused(answer, "UNAUTHENTICATED")
+                self.assertIn("another body", answer["error"]["message"])
+        # Bob's word for a request of his own, replayed to make one with another template.
+        answer = self.send("approval", "CreateRequest",
+                           {"template": "large", "name": "replayed", "count": 1},
+                           as_user="bob", signed_for={"template": "small", "name": "mine",
+                                                      "count": 1})
+        self.assertRefused(answer, "UNAUTHENTICATED")
+        self.assertEqual(self.snapshot(), before)
+        # Alice's word to dispose of another VM, replayed on her running one: it stays.
+        answer = self.send("taskmgr", "DisposeVm", {"vm": self.alice_vm}, as_user="alice",
+                           signed_for={"vm": "8d3c1f0e-5a4b-4c2d-9e1f-0a1b2c3d4e5f"})
+        self.assertRefused(answer, "UNAUTHENTICATED")
+        self.assertEqual(self.snapshot(), before)
+        # The same word on the body it was made for is accepted.
+        answer = self.send("approval", "DecideRequest", rejected, as_user="root", role="admin",
+                           signed_for=rejected)
+        self.assertEqual(answer.get("type"), "Request", answer)
+        self.assertEqual(answer["body"]["state"], "REJECTED")
+
+    def test_reading_a_request_needs_its_owner_or_an_admin(self):
+        req = self.alice.request("large", "read-me")
+        ask = {"id": req["id"]}
+        for label, how in self.forgeries("GetRequest"):
+            with self.subTest(label):
+                self.assertRefused(self.send("approval", "GetRequest", ask, **how),
+                                   "UNAUTHENTICATED")
+        hidden = self.send("approval", "GetRequest", ask, as_user="bob")
+        self.assertRefused(hidden, "NOT_FOUND")
+        nobody = self.send("approval", "GetRequest",
+                           {"id": "8d3c1f0e-5a4b-4c2d-9e1f-0a1b2c3d4e5f"}, as_user="bob")
+        self.assertRefused(nobody, "NOT_FOUND")
+        self.assertEqual(hidden["error"]["message"].replace(req["id"], "ID"),
+                         nobody["error"]["message"].replace(
+                             "8d3c1f0e-5a4b-4c2d-9e1f-0a1b2c3d4e5f", "ID"))
+        for user, role in (("alice", "user"), ("root", "admin")):
+            seen = self.send("approval", "GetRequest", ask, as_user=user, role=role)
+            self.assertEqual(seen.get("type"), "Request", seen)
+            self.assertEqual(seen["body"]["owner"], "alice")
+        # The catalog: nobody without the gateway's word; any user with it, and over HTTP.
+        for label, how in self.forgeries("ListTemplates"):
+            with self.subTest(label):
+                self.assertRefused(self.send("approval", "ListTemplates", {}, **how),
+                                   "UNAUTHENTICATED")
+        listed = self.send("approval", "ListTemplates", {}, as_user="bob")
+        self.assertEqual(listed.get("type"), "TemplateList", listed)
+        self.assertIn("small", [t["name"] for t in self.bob.get("/v1/templates")["templates"]])
 
     def test_member_cannot_approve_own_request(self):
         req = self.alice.request("large", "mine")

@@ -5,7 +5,9 @@ prints the fingerprint of), and plain HTTP only on loopback.
   valid for 127.0.0.1, and the API works through it; a plain HTTP request to the same port
   gets no HTTP answer.
 - The CLI works over HTTPS given the certificate (--cacert or BERTH_CA_FILE) and refuses
-  the gateway without it: verification is never skipped.
+  the gateway without it: verification is never skipped. Pinned to the printed fingerprint
+  (--pin or BERTH_PIN) it works without the file, and a pin the gateway's certificate does
+  not match is refused with both fingerprints named, even with the right --cacert.
 - A gateway asked to serve plain HTTP on a non-loopback address does not start, and says
   why; so does one given only half of the certificate/key pair.
 """
@@ -70,12 +72,14 @@ class Https(unittest.TestCase):
             with socket.create_connection(("127.0.0.1", self.p.http_port), timeout=10) as raw:
                 ssl.create_default_context().wrap_socket(raw, server_hostname="127.0.0.1")
 
-    def cli(self, *args, ca_env=None):
+    def cli(self, *args, ca_env=None, pin_env=None):
         env = {k: v for k, v in os.environ.items() if not k.startswith("BERTH_")}
         env.update({"BERTH_URL": self.p.url, "XDG_CONFIG_HOME": self.home,
                     "BERTH_PASSWORD": self.p.admin_password})
         if ca_env:
             env["BERTH_CA_FILE"] = ca_env
+        if pin_env:
+            env["BERTH_PIN"] = pin_env
         return subprocess.run([self.p.binary("berth")] + list(args), env=env,
                               capture_output=True, text=True, timeout=60)
 
@@ -90,6 +94,31 @@ class Https(unittest.TestCase):
         refused = self.cli("vms")   # the system's CAs do not know this certificate
         self.assertEqual(refused.returncode, 1)
         self.assertIn("not trusted", refused.stderr)
+
+    def test_cli_pinned(self):
+        home = tempfile.TemporaryDirectory(prefix="berth-cli-")
+        self.addCleanup(home.cleanup)
+        self.home = home.name
+        printed = self.p.tls_fingerprint()   # AA:BB:..., as make run prints it
+        ok = self.cli("--pin", "sha256:" + printed, "login", "--user", self.p.admin_user)
+        self.assertEqual(ok.returncode, 0, ok.stderr)
+        plain = "sha256:" + printed.replace(":", "").lower()
+        vms = self.cli("vms", pin_env=plain)   # no CA file: the pin alone is trusted
+        self.assertEqual(vms.returncode, 0, vms.stderr)
+        # One bit off: refused, whatever else would have trusted the certificate.
+        wrong = bytearray.fromhex(printed.replace(":", ""))
+        wrong[-1] ^= 1
+        wrong = "sha256:" + wrong.hex()
+        for refused in (self.cli("vms", pin_env=wrong, ca_env=self.p.ca_file),
+                        self.cli("--pin", wrong, "vms")):
+            self.assertEqual(refused.returncode, 1, refused.stderr)
+            self.assertIn("other than the pinned one", refused.stderr)
+            self.assertIn(printed, refused.stderr)
+            self.assertIn(wrong[7:].upper()[:2] + ":", refused.stderr)
+        for bad in ("sha1:" + printed, "sha256:abc", "sha256:" + "g" * 64, printed):
+            usage = self.cli("--pin", bad, "vms")
+            self.assertEqual(usage.returncode, 2, (bad, usage.stderr))
+            self.assertIn("--pin", usage.stderr)
 
     def start_alone(self, env):
         """Start a second gateway with env; its exit status and log once it exited."""

@@ -371,16 +371,18 @@ static json_t *s_to_json(const ProtobufCMessage *msg)
 typedef struct {
     const char *user; /* NULL: no assertion at all */
     const char *role;
-    const char *key_dir; /* sign with DIR's assertion.key; NULL with self_made */
-    int self_made;       /* sign with a fresh key of our own */
-    int expired;         /* expired before it is sent */
-    const char *action;  /* made for this type instead of the one sent */
+    const char *key_dir;    /* sign with DIR's assertion.key; NULL with self_made */
+    int self_made;          /* sign with a fresh key of our own */
+    int expired;            /* expired before it is sent */
+    const char *action;     /* made for this type instead of the one sent */
+    const char *signed_for; /* JSON: made for this body instead of the one sent */
 } s_send_opts_t;
 
 static int s_send_usage(void)
 {
     fprintf(stderr, "usage: berth-probe send HOST:PORT SERVICE TYPE JSON [--as USER ROLE "
-                    "[--key DIR | --self-made] [--expired] [--for TYPE]]\n");
+                    "[--key DIR | --self-made] [--expired] [--for TYPE] "
+                    "[--signed-for JSON]]\n");
     return 2;
 }
 
@@ -403,6 +405,8 @@ static int s_send(int argc, char **argv)
             o.expired = 1;
         else if (streq(argv[i], "--for") && i + 1 < argc)
             o.action = argv[++i];
+        else if (streq(argv[i], "--signed-for") && i + 1 < argc)
+            o.signed_for = argv[++i];
         else
             return s_send_usage();
     }
@@ -446,7 +450,15 @@ static int s_send(int argc, char **argv)
         claims.expires_ms = o.expired ? claims.issued_ms - 1000 : claims.issued_ms + 15000;
         claims.request_id = request_id;
         claims.action = (char *)(o.action ? o.action : desc->short_name);
-        if (!signer || !f || assertion_sign(signer, &claims, &signed_) != 0) {
+        /* --signed-for: a genuine assertion made for another body (a replay). */
+        json_t *other = o.signed_for ? json_loads(o.signed_for, 0, &jerr) : NULL;
+        ProtobufCMessage *bound = json_is_object(other) ? s_from_json(desc, other) : NULL;
+        json_decref(other);
+        int signed_ok = signer && f && (bound || !o.signed_for) &&
+                        assertion_sign(signer, &claims, bound ? bound : msg, &signed_) == 0;
+        if (bound)
+            protobuf_c_message_free_unpacked(bound, NULL);
+        if (!signed_ok) {
             fprintf(stderr, "berth-probe: cannot sign an assertion for %s: %s\n", desc->short_name,
                     *error.message ? error.message : "no assertion field");
             assertion_destroy(&signer);

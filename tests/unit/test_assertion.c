@@ -1,7 +1,7 @@
 /*  test_assertion: the gateway's signed user assertions. One signed with the gateway's key
     verifies and says who, with which roles; a changed byte, an expired one, one signed with
-    another key, one made for another action or request, and garbage are all refused. Keys
-    are read from a secrets directory as berth-secrets writes them. */
+    another key, one made for another action, request or body (a replay), and garbage are all
+    refused. Keys are read from a secrets directory as berth-secrets writes them. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -49,6 +49,15 @@ static int s_teardown(void **state)
     return 0;
 }
 
+/* The body every assertion here is made for: approve request r-1. */
+static Berth__DecideRequest s_body = {
+    .base = PROTOBUF_C_MESSAGE_INIT(&berth__decide_request__descriptor),
+    .id = "r-1",
+    .approve = 1,
+    .actor = "",
+    .reason = "",
+};
+
 /* Alice, a user, asking to decide request-1 until NOW + 10 s. */
 static void s_sign(assertion_t *signer, assertion_signed_t *out)
 {
@@ -61,14 +70,15 @@ static void s_sign(assertion_t *signer, assertion_signed_t *out)
     claims.issued_ms = NOW;
     claims.request_id = "req-1";
     claims.action = "DecideRequest";
-    assert_int_equal(assertion_sign(signer, &claims, out), 0);
+    assert_int_equal(assertion_sign(signer, &claims, &s_body.base, out), 0);
 }
 
 static int s_verify(assertion_t *verifier, const Berth__SignedAssertion *signed_,
                     berth_error_t *error)
 {
     Berth__UserAssertion *claims = NULL;
-    int rc = assertion_verify(verifier, signed_, "DecideRequest", "req-1", NOW, &claims, error);
+    int rc = assertion_verify(verifier, signed_, "DecideRequest", "req-1", &s_body.base, NOW,
+                              &claims, error);
     if (rc == 0)
         berth__user_assertion__free_unpacked(claims, NULL);
     else
@@ -83,9 +93,9 @@ static void test_good_one_verifies(void **state)
     s_sign(k->signer, &signed_);
     Berth__UserAssertion *claims = NULL;
     berth_error_t error = { 0 };
-    assert_int_equal(
-        assertion_verify(k->verifier, &signed_.msg, "DecideRequest", "req-1", NOW, &claims, &error),
-        0);
+    assert_int_equal(assertion_verify(k->verifier, &signed_.msg, "DecideRequest", "req-1",
+                                      &s_body.base, NOW, &claims, &error),
+                     0);
     assert_string_equal(claims->user, "alice");
     assert_true(assertion_has_role(claims, "user"));
     assert_false(assertion_has_role(claims, "admin"));
@@ -105,14 +115,16 @@ static void test_good_one_verifies(void **state)
     assert_false(assertion_has_group_role(&g, NULL, "manager"));
 
     /* It survives the wire: packed inside a body and unpacked on the other side. */
-    Berth__DecideRequest msg = BERTH__DECIDE_REQUEST__INIT;
-    msg.id = "x";
+    Berth__DecideRequest msg = s_body;
     msg.assertion = &signed_.msg;
     uint8_t buf[2048];
     size_t len = berth__decide_request__pack(&msg, buf);
     Berth__DecideRequest *back = berth__decide_request__unpack(NULL, len, buf);
     assert_non_null(back);
-    assert_int_equal(s_verify(k->verifier, back->assertion, &error), 0);
+    assert_int_equal(assertion_verify(k->verifier, back->assertion, "DecideRequest", "req-1",
+                                      &back->base, NOW, &claims, &error),
+                     0);
+    berth__user_assertion__free_unpacked(claims, NULL);
     berth__decide_request__free_unpacked(back, NULL);
 }
 
@@ -145,12 +157,12 @@ static void test_expired_refused(void **state)
     Berth__UserAssertion *claims = NULL;
     berth_error_t error = { 0 };
     assert_int_equal(assertion_verify(k->verifier, &signed_.msg, "DecideRequest", "req-1",
-                                      NOW + 10000, &claims, &error),
+                                      &s_body.base, NOW + 10000, &claims, &error),
                      -1);
     assert_string_equal(error.code, "UNAUTHENTICATED");
     assert_non_null(strstr(error.message, "expired"));
     assert_int_equal(assertion_verify(k->verifier, &signed_.msg, "DecideRequest", "req-1",
-                                      NOW + 9999, &claims, &error),
+                                      &s_body.base, NOW + 9999, &claims, &error),
                      0);
     berth__user_assertion__free_unpacked(claims, NULL);
 }
@@ -167,9 +179,9 @@ static void test_wrong_key_refused(void **state)
     assert_int_equal(s_verify(k->verifier, &signed_.msg, &error), -1);
     assert_non_null(strstr(error.message, "signature"));
     /* A verifier cannot sign. */
-    assert_int_equal(
-        assertion_sign(k->verifier, &(Berth__UserAssertion)BERTH__USER_ASSERTION__INIT, &signed_),
-        -1);
+    assert_int_equal(assertion_sign(k->verifier, &(Berth__UserAssertion)BERTH__USER_ASSERTION__INIT,
+                                    &s_body.base, &signed_),
+                     -1);
     assertion_destroy(&other);
 }
 
@@ -180,17 +192,60 @@ static void test_other_action_or_request_refused(void **state)
     s_sign(k->signer, &signed_);
     Berth__UserAssertion *claims = NULL;
     berth_error_t error = { 0 };
-    assert_int_equal(
-        assertion_verify(k->verifier, &signed_.msg, "DisposeVm", "req-1", NOW, &claims, &error),
-        -1);
+    assert_int_equal(assertion_verify(k->verifier, &signed_.msg, "DisposeVm", "req-1", &s_body.base,
+                                      NOW, &claims, &error),
+                     -1);
     assert_non_null(strstr(error.message, "action"));
-    assert_int_equal(
-        assertion_verify(k->verifier, &signed_.msg, "DecideRequest", "req-2", NOW, &claims, &error),
-        -1);
+    assert_int_equal(assertion_verify(k->verifier, &signed_.msg, "DecideRequest", "req-2",
+                                      &s_body.base, NOW, &claims, &error),
+                     -1);
     assert_non_null(strstr(error.message, "request"));
-    assert_int_equal(
-        assertion_verify(k->verifier, &signed_.msg, "DecideRequest", NULL, NOW, &claims, &error),
-        -1);
+    assert_int_equal(assertion_verify(k->verifier, &signed_.msg, "DecideRequest", NULL,
+                                      &s_body.base, NOW, &claims, &error),
+                     -1);
+}
+
+/* A genuine assertion replayed on another body: every field of the call is bound, the
+   assertion field itself excepted (the body is hashed with it unset). */
+static void test_other_body_refused(void **state)
+{
+    s_keys_t *k = *state;
+    assertion_signed_t signed_;
+    s_sign(k->signer, &signed_);
+    Berth__UserAssertion *claims = NULL;
+    berth_error_t error = { 0 };
+    Berth__DecideRequest other = s_body;
+    other.id = "r-2"; /* approve another request with it */
+    assert_int_equal(assertion_verify(k->verifier, &signed_.msg, "DecideRequest", "req-1",
+                                      &other.base, NOW, &claims, &error),
+                     -1);
+    assert_string_equal(error.code, "UNAUTHENTICATED");
+    assert_non_null(strstr(error.message, "another body"));
+    other = s_body;
+    other.approve = 0; /* reject instead */
+    assert_int_equal(assertion_verify(k->verifier, &signed_.msg, "DecideRequest", "req-1",
+                                      &other.base, NOW, &claims, &error),
+                     -1);
+    other = s_body;
+    other.actor = "bob"; /* a field the service ignores is bound too */
+    assert_int_equal(assertion_verify(k->verifier, &signed_.msg, "DecideRequest", "req-1",
+                                      &other.base, NOW, &claims, &error),
+                     -1);
+    assert_int_equal(assertion_verify(k->verifier, &signed_.msg, "DecideRequest", "req-1", NULL,
+                                      NOW, &claims, &error),
+                     -1);
+    /* The body it was made for, carrying it or not, verifies. */
+    other = s_body;
+    other.assertion = &signed_.msg;
+    assert_int_equal(assertion_verify(k->verifier, &signed_.msg, "DecideRequest", "req-1",
+                                      &other.base, NOW, &claims, &error),
+                     0);
+    berth__user_assertion__free_unpacked(claims, NULL);
+    uint8_t a[ASSERTION_DIGEST_LEN], b[ASSERTION_DIGEST_LEN];
+    assert_int_equal(assertion_digest(&s_body.base, a), 0);
+    assert_int_equal(assertion_digest(&other.base, b), 0);
+    assert_memory_equal(a, b, sizeof a);
+    assert_ptr_equal(other.assertion, &signed_.msg); /* the caller's body is left as it was */
 }
 
 static void test_garbage_refused(void **state)
@@ -228,7 +283,7 @@ static void test_garbage_refused(void **state)
     nobody.action = "DecideRequest";
     nobody.request_id = "req-1";
     assertion_signed_t signed_;
-    assert_int_equal(assertion_sign(k->signer, &nobody, &signed_), 0);
+    assert_int_equal(assertion_sign(k->signer, &nobody, &s_body.base, &signed_), 0);
     assert_int_equal(s_verify(k->verifier, &signed_.msg, &error), -1);
 }
 
@@ -292,6 +347,7 @@ int main(void)
         cmocka_unit_test(test_expired_refused),
         cmocka_unit_test(test_wrong_key_refused),
         cmocka_unit_test(test_other_action_or_request_refused),
+        cmocka_unit_test(test_other_body_refused),
         cmocka_unit_test(test_garbage_refused),
         cmocka_unit_test(test_keys_from_secrets_dir),
     };

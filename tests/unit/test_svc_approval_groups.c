@@ -121,7 +121,7 @@ static void s_as(const char *user, const char *role, const ProtobufCMessage *bod
     claims.expires_ms = util_now_ms() + 10000;
     claims.request_id = "trace-groups";
     claims.action = (char *)body->descriptor->short_name;
-    assert_int_equal(assertion_sign(s_signer, &claims, out), 0);
+    assert_int_equal(assertion_sign(s_signer, &claims, body, out), 0);
     *field = &out->msg;
 }
 

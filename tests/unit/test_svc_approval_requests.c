@@ -1027,7 +1027,7 @@ static void s_as(const char *user, const char *role, const ProtobufCMessage *bod
     claims.expires_ms = util_now_ms() + 10000;
     claims.request_id = "trace-bus";
     claims.action = (char *)body->descriptor->short_name;
-    assert_int_equal(assertion_sign(s_signer, &claims, out), 0);
+    assert_int_equal(assertion_sign(s_signer, &claims, body, out), 0);
     *field = &out->msg;
 }
 
@@ -1056,7 +1056,13 @@ static void test_bus_handlers(void **state)
 
     /* The catalog is seeded on first use when it was not at start. */
     Berth__ListTemplates list = BERTH__LIST_TEMPLATES__INIT;
-    Berth__Envelope *reply = s_call(client, &list.base);
+    Berth__Envelope *reply = s_call(client, &list.base); /* nobody's word: refused */
+    assert_non_null(reply->error);
+    assert_string_equal(reply->error->code, "UNAUTHENTICATED");
+    berth__envelope__free_unpacked(reply, NULL);
+    assertion_signed_t as;
+    s_as("judy", "user", &list.base, &list.assertion, &as);
+    reply = s_call(client, &list.base);
     assert_null(reply->error);
     Berth__TemplateList *templates =
         (Berth__TemplateList *)envelope_body(reply, &berth__template_list__descriptor);
@@ -1067,7 +1073,6 @@ static void test_bus_handlers(void **state)
     berth__envelope__free_unpacked(reply, NULL);
 
     /* Without the gateway's word on who asks, nothing is created. */
-    assertion_signed_t as;
     Berth__CreateRequest create = BERTH__CREATE_REQUEST__INIT;
     create.template_ = "medium";
     create.name = "svc";
@@ -1079,9 +1084,9 @@ static void test_bus_handlers(void **state)
     berth__envelope__free_unpacked(reply, NULL);
     s_assert_unchanged(before);
 
-    /* The owner is the asserted user, whatever the body says. */
-    s_as("judy", "user", &create.base, &create.assertion, &as);
+    /* The owner is the asserted user, whatever the body says (even a body signed as it is). */
     create.owner = "mallory";
+    s_as("judy", "user", &create.base, &create.assertion, &as);
     reply = s_call(client, &create.base);
     assert_null(reply->error);
     Berth__Request *req = (Berth__Request *)envelope_body(reply, &berth__request__descriptor);
@@ -1094,19 +1099,45 @@ static void test_bus_handlers(void **state)
     s_free(task);
     berth__envelope__free_unpacked(reply, NULL);
 
+    /* Reading it: its owner and an admin; anyone else is told it does not exist, as for an
+       id nobody holds; nobody without the gateway's word. */
     Berth__GetRequest get = BERTH__GET_REQUEST__INIT;
     get.id = req->id;
     reply = s_call(client, &get.base);
-    assert_null(reply->error);
-    Berth__Request *got = (Berth__Request *)envelope_body(reply, &berth__request__descriptor);
-    assert_non_null(got);
-    assert_string_equal(got->id, req->id);
-    s_free(got);
+    assert_non_null(reply->error);
+    assert_string_equal(reply->error->code, "UNAUTHENTICATED");
+    berth__envelope__free_unpacked(reply, NULL);
+    const char *readers[][2] = { { "judy", "user" }, { "root", "admin" } };
+    for (size_t i = 0; i < 2; i++) {
+        s_as(readers[i][0], readers[i][1], &get.base, &get.assertion, &as);
+        reply = s_call(client, &get.base);
+        assert_null(reply->error);
+        Berth__Request *got = (Berth__Request *)envelope_body(reply, &berth__request__descriptor);
+        assert_non_null(got);
+        assert_string_equal(got->id, req->id);
+        assert_string_equal(got->owner, "judy");
+        s_free(got);
+        berth__envelope__free_unpacked(reply, NULL);
+    }
+    s_as("mallory", "user", &get.base, &get.assertion, &as);
+    reply = s_call(client, &get.base);
+    assert_non_null(reply->error);
+    assert_string_equal(reply->error->code, "NOT_FOUND");
+    char unknown[128];
+    snprintf(unknown, sizeof unknown, "unknown request '%s'", req->id);
+    assert_string_equal(reply->error->message, unknown);
+    berth__envelope__free_unpacked(reply, NULL);
+    get.id = "3f0c8a52-0d6e-4c1a-9b7e-2a5d4c3b2a10"; /* nobody's: the same answer */
+    s_as("mallory", "user", &get.base, &get.assertion, &as);
+    reply = s_call(client, &get.base);
+    assert_non_null(reply->error);
+    assert_string_equal(reply->error->code, "NOT_FOUND");
     berth__envelope__free_unpacked(reply, NULL);
     s_free(req);
 
     /* Errors cross as data with their code and message. */
     create.template_ = "nope";
+    s_as("judy", "user", &create.base, &create.assertion, &as);
     reply = s_call(client, &create.base);
     assert_non_null(reply->error);
     assert_string_equal(reply->error->code, "NOT_FOUND");
@@ -1170,6 +1201,7 @@ static void test_bus_handlers(void **state)
     s_free(made);
     berth__envelope__free_unpacked(reply, NULL);
     ct.template_ = NULL;
+    s_as("root", "admin", &ct.base, &ct.assertion, &as);
     reply = s_call(client, &ct.base);
     assert_non_null(reply->error);
     assert_string_equal(reply->error->code, "BAD_REQUEST");
@@ -1342,6 +1374,45 @@ static void test_default_group_made_once(void **state)
     freeReplyObject(r);
 }
 
+/* Who may read a request, from the signed claims: its owner, a manager or auditor of its
+   group, an operator or an admin; a member of its group or a manager of another is not. */
+static void test_request_visibility(void **state)
+{
+    (void)state;
+    Berth__Request req = BERTH__REQUEST__INIT;
+    req.owner = "judy";
+    req.group = "g1";
+    struct {
+        const char *user, *role, *group;
+        int sees;
+    } cases[] = {
+        { "judy", "user", NULL, 1 },         { "root", "admin", NULL, 1 },
+        { "ops", "operator", NULL, 1 },      { "mia", "user", "g1:manager", 1 },
+        { "aud", "user", "g1:auditor", 1 },  { "mem", "user", "g1:member", 0 },
+        { "oth", "user", "g2:manager", 0 },  { "nob", "user", NULL, 0 },
+        { "pre", "user", "g10:manager", 0 }, /* a group whose id starts alike */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        Berth__UserAssertion who = BERTH__USER_ASSERTION__INIT;
+        char *roles[] = { (char *)cases[i].role }, *groups[] = { (char *)cases[i].group };
+        who.user = (char *)cases[i].user;
+        who.roles = roles;
+        who.n_roles = 1;
+        who.groups = groups;
+        who.n_groups = cases[i].group ? 1 : 0;
+        assert_int_equal(requests_visible(&req, &who), cases[i].sees);
+    }
+    req.group = ""; /* a request in no group: its owner and the platform roles only */
+    Berth__UserAssertion who = BERTH__USER_ASSERTION__INIT;
+    char *roles[] = { "user" }, *groups[] = { ":manager" };
+    who.user = "mia";
+    who.roles = roles;
+    who.n_roles = 1;
+    who.groups = groups;
+    who.n_groups = 1;
+    assert_int_equal(requests_visible(&req, &who), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1366,6 +1437,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_request_group, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_default_group_made_once, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_store_down, s_setup, s_teardown),
+        cmocka_unit_test(test_request_visibility),
     };
     return cmocka_run_group_tests(tests, s_group_setup, s_group_teardown);
 }
