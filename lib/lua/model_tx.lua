@@ -74,7 +74,7 @@ while i <= n do
     i = i + 3 + 2 * cnt
   elseif op == 'E' then
     local cnt = tonumber(a[i + 1])
-    redis.call('XADD', KEYS[1], 'MAXLEN', '~', '1000000', '*', unpack(a, i + 2, i + 1 + 2 * cnt))
+    redis.call('XADD', KEYS[1], '*', unpack(a, i + 2, i + 1 + 2 * cnt))
     i = i + 2 + 2 * cnt
   elseif op == 'D' then redis.call('DEL', key(i + 1)); i = i + 2
   elseif op == 'Z' then redis.call('ZADD', key(i + 1), a[i + 2], a[i + 3]); i = i + 4
@@ -87,7 +87,7 @@ for _, p in ipairs(t) do
   local j = p[1]
   local k = key(j + 1)
   redis.call('HSET', k, a[j + 2], a[j + 4], 'version', p[2], 'updated_ms', a[j + 6])
-  local ev = {'MAXLEN', '~', '1000000', '*'}
+  local ev = {'*'}
   for x = j + 10, j + 9 + 2 * tonumber(a[j + 9]) do ev[#ev + 1] = a[x] end
   ev[#ev + 1] = 'from'; ev[#ev + 1] = p[3]
   ev[#ev + 1] = 'version'; ev[#ev + 1] = p[2]
