@@ -6,14 +6,17 @@ and pages; a group's auditor and manager read that group's records only, others 
 the stream is trimmed to audit_max_entries.
 """
 
+import json
 import os
+import shutil
+import subprocess
 import sys
-import time
+import tempfile
 import unittest
 import urllib.parse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from berth_test import Api, PlatformCase, wait_until  # noqa: E402
+from berth_test import Api, CheckedProxy, PlatformCase, wait_until  # noqa: E402
 
 PW = "correct horse battery"
 CAP = 300
@@ -197,6 +200,38 @@ class Audit(PlatformCase):
                 self.assertEqual(r.status, 403, r)
                 self.assertEqual(r.json()["error"]["code"], "FORBIDDEN")
         self.assertEqual(self.p.http("GET", "/v1/audit").status, 401)
+
+    def berth(self, home, *args, stdin=None, code=0):
+        env = {k: v for k, v in os.environ.items() if not k.startswith("BERTH_")}
+        env.update({"BERTH_URL": self.proxy.url, "XDG_CONFIG_HOME": home, "HOME": home})
+        r = subprocess.run([self.p.binary("berth")] + list(args), input=stdin, env=env,
+                           capture_output=True, text=True, timeout=60)
+        self.assertEqual(self.proxy.violations, [], "berth %s" % " ".join(args))
+        self.assertEqual(r.returncode, code, "berth %s:\n%s\n%s" % (" ".join(args), r.stdout,
+                                                                     r.stderr))
+        return r
+
+    def test_cli_audit(self):
+        self.proxy = CheckedProxy(self.p)
+        self.addCleanup(self.proxy.close)
+        home = tempfile.mkdtemp(prefix="berth-cli-")
+        self.addCleanup(shutil.rmtree, home, ignore_errors=True)
+        self.berth(home, "login", "--user", self.p.admin_user, "--password-stdin",
+                   stdin=self.p.admin_password + "\n")
+        r = self.api.call("POST", "/v1/users", {"username": "clibob", "password": PW},
+                          headers={"X-Request-Id": "audit-test-cli"})
+        self.assertEqual(r.status, 201, r)
+        self.wait_record({"request_id": "audit-test-cli"})
+        out = self.berth(home, "audit", "--target", "user:clibob", "--since", "-1h").stdout
+        self.assertRegex(out, r"TIME\s+ACTOR\s+ACTION\s+TARGET\s+RESULT")
+        self.assertRegex(out, r"%s\s+user.create\s+user:clibob\s+201\s+127.0.0.1\s+audit-test-cli"
+                         % self.p.admin_user)
+        out = self.berth(home, "-o", "json", "audit", "--action", "user.create", "--limit",
+                         "1").stdout
+        page = json.loads(out)
+        self.assertEqual(len(page["records"]), 1)
+        self.assertEqual(page["records"][0]["action"], "user.create")
+        self.berth(home, "audit", "--limit", "zero", code=2)
 
     def test_z_retention_trims_to_the_cap(self):
         # Refused calls are records too: enough of them pass the cap.
