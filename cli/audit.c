@@ -4,20 +4,21 @@
 
 #define T(obj, key) cli_text(json_object_get((obj), (key)), (char[256]){ 0 }, 256)
 
-#define S_USAGE                                                                                \
-    "usage: berth audit [--actor U] [--target T] [--group G] [--action A] [--since TIME]\n"    \
-    "                   [--until TIME] [--limit N] [--marker ID]\n"                            \
+#define S_USAGE                                                                                    \
+    "usage: berth audit [--actor U] [--target T] [--group G] [--action A] [--since TIME]\n"        \
+    "                   [--until TIME] [--limit N] [--marker ID]\n"                                \
     "  TIME: 2024-05-01T12:00:00Z, unix milliseconds, now, -30m, -2h, -7d\n"
 
 int cli_audit(cli_t *cli, int argc, char **argv)
 {
-    cli_opt_t opts[] = { { "actor", 1, NULL, 0 },  { "target", 1, NULL, 0 },
-                         { "group", 1, NULL, 0 },  { "action", 1, NULL, 0 },
-                         { "since", 1, NULL, 0 },  { "until", 1, NULL, 0 },
-                         { "limit", 1, NULL, 0 },  { "marker", 1, NULL, 0 },
-                         { NULL } };
-    const char *params[] = { "actor", "target", "group", "action", "from", "to", "limit",
-                             "marker" };
+    cli_opt_t opts[] = {
+        { "actor", 1, NULL, 0 },  { "target", 1, NULL, 0 }, { "group", 1, NULL, 0 },
+        { "action", 1, NULL, 0 }, { "since", 1, NULL, 0 },  { "until", 1, NULL, 0 },
+        { "limit", 1, NULL, 0 },  { "marker", 1, NULL, 0 }, { NULL }
+    };
+    const char *params[] = {
+        "actor", "target", "group", "action", "from", "to", "limit", "marker"
+    };
     const char *pos[1];
     int64_t limit;
     if (cli_parse(argc, argv, opts, pos, 0, 0) != 0 ||
@@ -39,8 +40,8 @@ int cli_audit(cli_t *cli, int argc, char **argv)
             return 2;
         }
         size_t len = strlen(path);
-        snprintf(path + len, sizeof path - len, "%c%s=%s", strchr(path, '?') ? '&' : '?',
-                 params[i], escaped);
+        snprintf(path + len, sizeof path - len, "%c%s=%s", strchr(path, '?') ? '&' : '?', params[i],
+                 escaped);
     }
     json_t *body = NULL;
     if (cli_http(cli, "GET", path, NULL, &body) != 0)
@@ -48,8 +49,8 @@ int cli_audit(cli_t *cli, int argc, char **argv)
     if (cli->json)
         cli_print_json(body);
     else {
-        cli_table_t *table = cli_table_new(7, "TIME", "ACTOR", "ACTION", "TARGET", "RESULT",
-                                           "SOURCE", "REQUEST_ID");
+        cli_table_t *table =
+            cli_table_new(7, "TIME", "ACTOR", "ACTION", "TARGET", "RESULT", "SOURCE", "REQUEST_ID");
         size_t i;
         json_t *r;
         json_array_foreach(json_object_get(body, "records"), i, r)

@@ -45,9 +45,16 @@ static void s_target(const http_req_t *req, const char *action, audit_record_t *
         id = json_string_value(json_object_get(req->body, "username"));
     if (id)
         snprintf(r->target, sizeof r->target, "%s:%s", kind, id);
-    const char *group = streq(kind, "group") && req->params[0]
-                            ? req->params[0]
-                            : (req->status < 300 ? s_response_field(req, kind, "group") : NULL);
+    /* The group: a group's own id (the path may name it by name), else the object's. */
+    const char *group = NULL;
+    if (streq(kind, "group")) {
+        group = req->status < 300 ? s_response_field(req, "group", "id") : NULL;
+        if (!group && req->status < 300)
+            group = s_response_field(req, "member", "group");
+        if (!group && req->action)
+            group = req->params[0];
+    } else if (req->status < 300)
+        group = s_response_field(req, kind, "group");
     if (group)
         util_strlcpy(r->group, group, sizeof r->group);
 }
@@ -85,7 +92,8 @@ typedef struct {
 /* One stream entry as a JSON record when it passes the filters; NULL otherwise. */
 static json_t *s_entry(const redisReply *e, const s_filter_t *f)
 {
-    if (e->type != REDIS_REPLY_ARRAY || e->elements != 2 || e->element[1]->type != REDIS_REPLY_ARRAY)
+    if (e->type != REDIS_REPLY_ARRAY || e->elements != 2 ||
+        e->element[1]->type != REDIS_REPLY_ARRAY)
         return NULL;
     const redisReply *kv = e->element[1];
     const char *actor = "", *target = "", *group = "", *action = "", *source = "", *rid = "",
@@ -116,10 +124,10 @@ static json_t *s_entry(const redisReply *e, const s_filter_t *f)
         (f->group && !streq(f->group, group)) || (f->action && !streq(f->action, action)) ||
         (f->groups && !json_object_get(f->groups, group)))
         return NULL;
-    return json_pack("{s:s, s:I, s:o, s:s, s:s, s:s, s:o, s:o, s:o, s:s}", "id",
-                     e->element[0]->str, "at_ms", (json_int_t)at, "at", rest_time(at), "actor",
-                     actor, "action", action, "target", target, "group", view_str(group), "source",
-                     view_str(source), "request_id", view_str(rid), "result", result);
+    return json_pack("{s:s, s:I, s:o, s:s, s:s, s:s, s:o, s:o, s:o, s:s}", "id", e->element[0]->str,
+                     "at_ms", (json_int_t)at, "at", rest_time(at), "actor", actor, "action", action,
+                     "target", target, "group", view_str(group), "source", view_str(source),
+                     "request_id", view_str(rid), "result", result);
 }
 
 /* Is text a stream id (ms-seq)? */
@@ -127,7 +135,8 @@ static int s_stream_id(const char *text)
 {
     size_t ms = strspn(text, "0123456789");
     return ms > 0 && ms <= 20 && text[ms] == '-' && text[ms + 1] &&
-           strspn(text + ms + 1, "0123456789") == strlen(text + ms + 1) && strlen(text + ms + 1) <= 20;
+           strspn(text + ms + 1, "0123456789") == strlen(text + ms + 1) &&
+           strlen(text + ms + 1) <= 20;
 }
 
 /* A time parameter: unix ms, or ISO 8601 / RFC 3339. */
@@ -136,12 +145,15 @@ static int s_time(http_req_t *req, const char *name, int64_t *ms)
     const char *text = http_query(req, name);
     if (!text)
         return 1;
-    if (strspn(text, "0123456789") == strlen(text) && util_parse_int(text, 0, INT64_MAX / 2, ms) == 0)
+    if (strspn(text, "0123456789") == strlen(text) &&
+        util_parse_int(text, 0, INT64_MAX / 2, ms) == 0)
         return 0;
     if (rest_parse_time(text, ms) == 0)
         return 0;
-    return http_bad_field(req, name, "%s must be unix milliseconds or an RFC 3339 time "
-                                     "(2024-05-01T12:00:00Z)", name);
+    return http_bad_field(req, name,
+                          "%s must be unix milliseconds or an RFC 3339 time "
+                          "(2024-05-01T12:00:00Z)",
+                          name);
 }
 
 /* The groups whose records the caller reads: NULL for an admin (all), else a new object of

@@ -58,14 +58,14 @@ int audit_append(store_t *store, const audit_record_t *records, size_t n, int64_
 
 struct _audit_log_t {
     audit_log_options_t options;
-    store_t *store;          /* the writer thread's own connection */
+    store_t *store; /* the writer thread's own connection */
     pthread_t thread;
     pthread_mutex_t lock;
     pthread_cond_t cond;
-    audit_record_t *ring;    /* queue_max records */
-    size_t head, count;      /* oldest queued record, records queued */
-    int stopping;            /* under lock */
-    int warned;              /* the drop was logged (until the queue drains) */
+    audit_record_t *ring; /* queue_max records */
+    size_t head, count;   /* oldest queued record, records queued */
+    int stopping;         /* under lock */
+    int warned;           /* the drop was logged (until the queue drains) */
     atomic_uint_least64_t dropped;
 };
 

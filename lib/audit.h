@@ -14,13 +14,13 @@
 
 typedef struct {
     int64_t at_ms;
-    char actor[80];       /* a user name, "anonymous", or "service:<name>" */
-    char action[96];      /* "vm.dispose" (the route's permission action) */
-    char target[160];     /* "vm:<id>", "request:<id>", "user:<name>", "group:<id>" ("": none) */
-    char group[80];       /* the target's group id when known */
-    char source[64];      /* the client's address */
+    char actor[80];   /* a user name, "anonymous", or "service:<name>" */
+    char action[96];  /* "vm.dispose" (the route's permission action) */
+    char target[160]; /* "vm:<id>", "request:<id>", "user:<name>", "group:<id>" ("": none) */
+    char group[80];   /* the target's group id when known */
+    char source[64];  /* the client's address */
     char request_id[UTIL_ID_LEN];
-    char result[16];      /* HTTP status, or "ok" / an error code */
+    char result[16]; /* HTTP status, or "ok" / an error code */
 } audit_record_t;
 
 /* Append n records to the audit stream and apply the retention (max_entries: most entries
@@ -39,7 +39,7 @@ typedef struct {
     size_t batch_max;        /* records sent in one round trip at most */
     int64_t max_entries;     /* retention: see audit_append */
     int64_t retention_ms;
-    int trim_every_ms;       /* the retention is applied at least this often, even when idle */
+    int trim_every_ms; /* the retention is applied at least this often, even when idle */
 } audit_log_options_t;
 
 /* Start the writer thread with its own Redis connection. NULL (logged) on failure. */

@@ -25,7 +25,8 @@ CAP = 300
 class Audit(PlatformCase):
     agents = 1
     wait_hosts = 1
-    platform_env = {"BERTH_AUDIT_MAX_ENTRIES": str(CAP), "BERTH_AUDIT_TRIM_EVERY_MS": "100"}
+    platform_env = {"BERTH_AUDIT_MAX_ENTRIES": str(CAP), "BERTH_AUDIT_TRIM_EVERY_MS": "100",
+                    "BERTH_EVENTS_TRIM_EVERY_MS": "200"}
 
     @classmethod
     def setUpClass(cls):
@@ -86,6 +87,11 @@ class Audit(PlatformCase):
         self.assertEqual(rec["actor"], "mgr")
         self.assertEqual(rec["group"], self.eng["id"])
         self.assertEqual(rec["result"], "202")
+        # A group named by name in the path is recorded with its id.
+        rec = self.wait_record({"action": "group.members.change", "target": "group:eng"},
+                               actor=self.p.admin_user)
+        self.assertEqual(rec["group"], self.eng["id"])
+        self.assertEqual(rec["result"], "201")
         # Reads are not recorded.
         self.api.get("/v1/vms")
         self.assertEqual(self.audit(action="vm.list")["records"], [])
@@ -200,6 +206,28 @@ class Audit(PlatformCase):
                 self.assertEqual(r.status, 403, r)
                 self.assertEqual(r.json()["error"]["code"], "FORBIDDEN")
         self.assertEqual(self.p.http("GET", "/v1/audit").status, 401)
+
+    def test_event_stream_trimmed_only_below_every_group(self):
+        ev = "berth:events"
+        # A second consumer group that reads nothing holds the stream at its position P.
+        wait_until(lambda: self.p.redis_command("XREVRANGE", ev, "+", "-", "COUNT", "1"), 15,
+                   "an event")
+        pos = self.p.redis_command("XREVRANGE", ev, "+", "-", "COUNT", "1")[0][0]
+        self.p.redis_command("XGROUP", "CREATE", ev, "audit-probe", pos)
+        self.addCleanup(self.p.redis_command, "XGROUP", "DESTROY", ev, "audit-probe")
+        req = self.users["mem"].request("small", "ev")
+        self.users["mem"].wait_vm(req["vms"][0]["id"], ("ACTIVE",))
+        first = lambda: self.p.redis_command("XRANGE", ev, "-", "+", "COUNT", "1")[0][0]
+        # The meter acknowledges what it read: everything below P goes, P and after stay.
+        wait_until(lambda: first() == pos, 15, "the event stream trimmed to the probe's position")
+        types = [dict(zip(f[0::2], f[1::2])).get("type")
+                 for _, f in self.p.redis_command("XRANGE", ev, pos, "+")]
+        self.assertIn("vm.state", types)
+        # The probe reads one entry and acknowledges nothing: the stream keeps it.
+        got = self.p.redis_command("XREADGROUP", "GROUP", "audit-probe", "c", "COUNT", "1",
+                                   "STREAMS", ev, ">")
+        held = got[0][1][0][0]
+        wait_until(lambda: first() == held, 15, "the stream trimmed to the probe's pending entry")
 
     def berth(self, home, *args, stdin=None, code=0):
         env = {k: v for k, v in os.environ.items() if not k.startswith("BERTH_")}

@@ -98,10 +98,10 @@ static void test_transition_is_audited_in_its_step(void **state)
     redisReply *r = store_command(f->store, "HSET t:vm:{v1} state A version 1");
     freeReplyObject(r);
     /* A k actor rid; then T: a move A -> B with event pairs type, transition, group. */
-    const char *move[] = { "t:events", "t:vm:{v1}", "t:audit", "A",          "3",     "alice",
-                           "rid-9",    "T",         "2",       "state",      "A",     "B",
-                           "1",        "77",        "",        "",           "3",     "type",
-                           "vm.state", "transition", "start",  "group",      "g1" };
+    const char *move[] = { "t:events", "t:vm:{v1}",  "t:audit", "A",     "3", "alice",
+                           "rid-9",    "T",          "2",       "state", "A", "B",
+                           "1",        "77",         "",        "",      "3", "type",
+                           "vm.state", "transition", "start",   "group", "g1" };
     r = store_run(f->store, &lua_model_tx, 3, 23, move);
     assert_non_null(r);
     assert_int_equal(r->type, REDIS_REPLY_INTEGER);
@@ -123,9 +123,9 @@ static void test_transition_is_audited_in_its_step(void **state)
     freeReplyObject(r);
     assert_int_equal(s_int(f->store, "XLEN t:audit"), 1);
     /* An observed state (no transition name) is named by the state it reached. */
-    const char *seen[] = { "t:events", "t:vm:{v1}", "t:audit", "A",    "3",      "service:taskmgr",
-                           "",         "T",         "2",       "state", "*",     "C",
-                           "*",        "78",        "",        "",      "1",     "type",
+    const char *seen[] = { "t:events", "t:vm:{v1}", "t:audit", "A",     "3", "service:taskmgr",
+                           "",         "T",         "2",       "state", "*", "C",
+                           "*",        "78",        "",        "",      "1", "type",
                            "vm.state" };
     r = store_run(f->store, &lua_model_tx, 3, 19, seen);
     assert_int_equal(r->type, REDIS_REPLY_INTEGER);
@@ -195,8 +195,8 @@ int main(void)
                                         testenv_teardown),
         cmocka_unit_test_setup_teardown(test_transition_is_audited_in_its_step, testenv_setup,
                                         testenv_teardown),
-        cmocka_unit_test_setup_teardown(test_events_trimmed_only_below_every_group,
-                                        testenv_setup, testenv_teardown),
+        cmocka_unit_test_setup_teardown(test_events_trimmed_only_below_every_group, testenv_setup,
+                                        testenv_teardown),
     };
     return cmocka_run_group_tests(tests, testenv_group_setup, testenv_group_teardown);
 }
