@@ -93,11 +93,12 @@ for _, p in ipairs(t) do
   ev[#ev + 1] = 'version'; ev[#ev + 1] = p[2]
   redis.call('XADD', KEYS[1], unpack(ev))
   if audit then
-    -- action: the kind of the event's type and the transition's name ("vm.provision"), or
-    -- the state observed; target: the key without its prefix and hash tag ("vm:<id>").
+    -- action: the event's type without '.state' and the transition's name ("vm.provision",
+    -- "vm.power.running"), or the state observed; target: the key without its prefix and
+    -- hash tag ("vm:<id>").
     local f = {}
     for x = j + 10, j + 8 + 2 * tonumber(a[j + 9]), 2 do f[a[x]] = a[x + 1] end
-    local kind = (f.type or ''):match('^[^.]*')
+    local kind = (f.type or ''):gsub('%.state$', '')
     local name = (f.transition and f.transition ~= '') and f.transition or string.lower(a[j + 4])
     local target = k:gsub('^[^:]*:', '', 1):gsub('[{}]', '')
     redis.call('XADD', audit, '*', 'at_ms', a[j + 6], 'actor', actor, 'action',

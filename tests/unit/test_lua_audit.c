@@ -134,6 +134,23 @@ static void test_transition_is_audited_in_its_step(void **state)
     assert_string_equal(s_field(r->element[0], "action"), "vm.c");
     assert_string_equal(s_field(r->element[0], "actor"), "service:taskmgr");
     freeReplyObject(r);
+    /* A power state: its kind keeps the type's name. */
+    const char *power[] = { "t:events", "t:vm:{v1}",
+                            "t:audit",  "A",
+                            "3",        "service:taskmgr",
+                            "",         "T",
+                            "2",        "power_state",
+                            "*",        "RUNNING",
+                            "*",        "79",
+                            "",         "",
+                            "1",        "type",
+                            "vm.power" };
+    r = store_run(f->store, &lua_model_tx, 3, 19, power);
+    assert_int_equal(r->type, REDIS_REPLY_INTEGER);
+    freeReplyObject(r);
+    r = store_command(f->store, "XREVRANGE t:audit + - COUNT 1");
+    assert_string_equal(s_field(r->element[0], "action"), "vm.power.running");
+    freeReplyObject(r);
 }
 
 static void s_cmd(store_t *store, const char *cmd)
