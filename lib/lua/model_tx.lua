@@ -93,7 +93,7 @@ for _, p in ipairs(t) do
   ev[#ev + 1] = 'version'; ev[#ev + 1] = p[2]
   redis.call('XADD', KEYS[1], unpack(ev))
   if audit then
-    -- action: the event's type without '.state' and the transition's name ("vm.provision",
+    -- action: the event's type without '.state' and the transition's name ("vm.provisioned",
     -- "vm.power.running"), or the state observed; target: the key without its prefix and
     -- hash tag ("vm:<id>").
     local f = {}
