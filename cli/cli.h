@@ -132,5 +132,6 @@ int cli_usage(cli_t *cli, int argc, char **argv);
 int cli_request_cmd(cli_t *cli, int argc, char **argv);
 int cli_dispose(cli_t *cli, int argc, char **argv);
 int cli_groups(cli_t *cli, int argc, char **argv);
+int cli_audit(cli_t *cli, int argc, char **argv);
 
 #endif

@@ -36,6 +36,10 @@ static const s_command_t s_commands[] = {
       "                                      groups (G: id or name); `berth groups help`\n"
       "groups members G | add-member G USER --role R | set-role G USER --role R |\n"
       "       remove-member G USER          a group's members (R: member, manager, auditor)" },
+    { "audit", cli_audit,
+      "audit [--actor U] [--target T] [--group G] [--action A] [--since T]\n"
+      "      [--until T] [--limit N] [--marker ID]\n"
+      "                                      the audit trail, newest first" },
     { "health", cli_health,
       "health                              every registered service instance" },
     { NULL, NULL, NULL },

@@ -5,6 +5,7 @@
 #define BERTH_GATEWAY_H
 
 #include "assertion.h"
+#include "audit.h"
 #include "calls.h"
 #include "http.h"
 #include "limit.h"
@@ -31,7 +32,17 @@ typedef struct {
     char *dummy_hash;            /* Argon2id hash verified for unknown users (equal timing) */
     assertion_t *signer;         /* signs who each bus call acts for (assertion.key) */
     unsigned char token_key[32]; /* HMAC key of token records (secrets_dir/token.secret) */
+    audit_log_t *audit;          /* the audit trail's writer (NULL: not recording) */
 } gateway_t;
+
+/* ---- trail.c: the audit trail ---- */
+
+/* The action a request is recorded under: its route's permission action ("vm.dispose"), or
+   "METHOD /path" when no route matched. Borrowed from the route table or written to buf. */
+const char *trail_action(const http_req_t *req, char *buf, size_t size);
+/* http_options_t.done: queue the audit record of a mutating call (never blocks). */
+void trail_done(http_req_t *req);
+void trail_list(http_req_t *req); /* GET /v1/audit */
 
 /* ---- health.c ---- */
 void health_live(http_req_t *req);

@@ -343,6 +343,7 @@ static void s_route(http_t *self, s_conn_t *c, const s_body_error_t *body_error)
         if (strcmp(r->method, req->method) != 0)
             continue;
         memcpy(req->params, params, sizeof params);
+        req->action = r->action;
         route = r;
     }
     if (!route) {
@@ -525,6 +526,8 @@ static enum MHD_Result s_access(void *cls, struct MHD_Connection *connection, co
     log_emit(req->status >= 500 ? BERTH_LOG_WARN : BERTH_LOG_DEBUG, req->request_id, "http request",
              "{s:s, s:s, s:i, s:s}", "method", method, "path", url, "status", req->status, "user",
              req->user);
+    if (self->options.done)
+        self->options.done(req);
     int rc = s_send(connection, req);
     json_decref(req->response);
     req->response = NULL;

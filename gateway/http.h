@@ -35,6 +35,7 @@ typedef struct {
     const char *www_authenticate; /* WWW-Authenticate header when set (static string) */
     char allow[64];               /* Allow header of a 405: the methods the path takes */
     int retry_after;              /* Retry-After header in seconds when > 0 */
+    const char *action;           /* the matched route's action (NULL: no route matched) */
 } http_req_t;
 
 typedef void(http_handler_fn)(http_req_t *req);
@@ -80,6 +81,9 @@ typedef struct {
     http_auth_fn *authenticate; /* for every route whose action is not public */
     ratelimit_t *rate_address;  /* requests per client address (borrowed; NULL: none) */
     ratelimit_t *rate_user;     /* requests per authenticated user (borrowed; NULL: none) */
+    /* Called once per request on its worker thread when its status is known, just before
+       the response is sent (the audit trail); must not block. NULL: none. */
+    void (*done)(http_req_t *req);
 } http_options_t;
 
 /* Start serving routes (a NULL-method-terminated table). NULL (logged) on failure, and when

@@ -29,6 +29,8 @@ static const http_route_t s_routes[] = {
     { "DELETE", "/v1/vms/{id}", vms_dispose, "vm.dispose", NULL },
     { "GET", "/v1/tasks/{id}", vms_get_task, "task.get", NULL },
     { "GET", "/v1/usage", vms_usage, "usage.read", "from to owner" },
+    { "GET", "/v1/audit", trail_list, "audit.read",
+      "actor target group action from to limit marker" },
     { "POST", "/v1/groups", groups_create, "group.create", NULL },
     { "GET", "/v1/groups", groups_list, "group.list", "limit marker name parent" },
     { "GET", "/v1/groups/{id}", groups_get, "group.get", NULL },
@@ -199,6 +201,14 @@ int main(int argc, char **argv)
     config_declare(c, "list_limit_max", "500", 0);
     config_declare(c, "list_scan_max", "10000", 0);
     config_declare(c, "usage_window_max_days", "366", 0);
+    /* The audit trail (berth:audit): records waiting for the writer at most (past it they are
+       dropped, counted and logged), sent per round trip at most, and the retention: entries
+       kept at most and days kept at most (0: no bound), applied every audit_trim_every_ms. */
+    config_declare(c, "audit_queue_max", "10000", 0);
+    config_declare(c, "audit_batch_max", "256", 0);
+    config_declare(c, "audit_max_entries", "1000000", 0);
+    config_declare(c, "audit_retention_days", "90", 0);
+    config_declare(c, "audit_trim_every_ms", "10000", 0);
 
     int rc = 1;
     http_t *http = NULL;
@@ -287,6 +297,25 @@ int main(int argc, char **argv)
                          service_auth(service));
     if (!gw.calls)
         goto done;
+    int64_t aq, ab, amax, adays, atrim;
+    if (config_int(c, "audit_queue_max", 1, 10000000, &aq) ||
+        config_int(c, "audit_batch_max", 1, 100000, &ab) ||
+        config_int(c, "audit_max_entries", 0, INT64_MAX / 2, &amax) ||
+        config_int(c, "audit_retention_days", 0, 36500, &adays) ||
+        config_int(c, "audit_trim_every_ms", 10, 86400000, &atrim))
+        goto done;
+    audit_log_options_t audit = { .redis_host = options.redis_host,
+                                  .redis_port = options.redis_port,
+                                  .secrets_dir = options.secrets_dir,
+                                  .queue_max = (size_t)aq,
+                                  .batch_max = (size_t)ab,
+                                  .max_entries = amax,
+                                  .retention_ms = adays * 24 * 3600 * 1000,
+                                  .trim_every_ms = (int)atrim };
+    gw.audit = audit_log_new(&audit);
+    if (!gw.audit)
+        goto done;
+    options.done = trail_done;
     http = http_new(&options, s_routes, &gw);
     if (!http)
         goto done;
@@ -301,6 +330,7 @@ done:
     calls_stop(gw.calls);
     http_destroy(&http);
     calls_destroy(&gw.calls);
+    audit_log_destroy(&gw.audit); /* after the HTTP server: every record is queued */
     health_cleanup();
     ratelimit_destroy(&rate_address);
     ratelimit_destroy(&rate_user);

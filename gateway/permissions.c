@@ -29,6 +29,8 @@ const perm_entry_t perm_table[] = {
     { "vm.dispose", PERM_OWNER | PERM_MANAGER | PERM_ADMIN, "dispose of a VM" },
     { "task.get", S_READERS, "read a task: whoever may read its VM, and who started it" },
     { "usage.read", PERM_USER, "read one's own usage (admins: anyone's)" },
+    { "audit.read", PERM_ADMIN | PERM_MANAGER | PERM_AUDITOR,
+      "read the audit trail (managers and auditors: their group's records)" },
     { "group.create", PERM_ADMIN, "create a group" },
     { "group.list", PERM_USER, "list the groups one may read (group.get)" },
     { "group.get", S_IN_GROUP | S_PLATFORM, "read a group" },

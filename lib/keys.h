@@ -53,6 +53,7 @@
 #define KEYS_TASKS_WAKE  "berth:tasks:wake"  /* zset: tasks just queued, popped by a taskmgr */
 #define KEYS_USAGE_INDEX "berth:usage:vms"   /* zset: VMs with usage by end of last interval */
 #define KEYS_GROUPS      "berth:groups"      /* zset: group ids, all score 0 (paged by id) */
+#define KEYS_AUDIT       "berth:audit"       /* stream: the audit trail (lib/audit.h) */
 
 /* Keys with an id: the kind, then keys_build(). */
 typedef enum {

@@ -21,6 +21,11 @@ void log_init(const char *service, const char *instance)
     snprintf(s_instance, sizeof s_instance, "%s", instance ? instance : "");
 }
 
+const char *log_service(void)
+{
+    return s_service;
+}
+
 int log_set_level(const char *name)
 {
     for (int i = 0; i < 4; i++)

@@ -14,6 +14,8 @@ typedef enum {
 
 /* Name the process for every line that follows (strings are copied). */
 void log_init(const char *service, const char *instance);
+/* The service name given to log_init ("berth" before it). */
+const char *log_service(void);
 
 /* Set the minimum level from its name ("debug", "info", "warn", "error"); -1 if unknown. */
 int log_set_level(const char *name);

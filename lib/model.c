@@ -407,6 +407,8 @@ struct _model_tx_t {
     int refused;     /* asked for what the table or a message does not allow */
     char error[256]; /* why it was refused (the first reason) */
     zlistx_t *moved; /* char *, "key field" of each transition added (for put_changed) */
+    char actor[96];  /* who the transitions are made for ("": service:<this service>) */
+    char request_id[40];
 };
 
 model_tx_t *model_tx_new(void)
@@ -543,6 +545,12 @@ void model_tx_event(model_tx_t *self, const char *type, ...)
         s_arg(self, value);
     }
     va_end(ap);
+}
+
+void model_tx_actor(model_tx_t *self, const char *actor, const char *request_id)
+{
+    snprintf(self->actor, sizeof self->actor, "%s", actor ? actor : "");
+    snprintf(self->request_id, sizeof self->request_id, "%s", request_id ? request_id : "");
 }
 
 /* ---- transitions and field masks -------------------------------------------------------- */
@@ -693,7 +701,7 @@ int model_tx_vm_transition(model_tx_t *self, const Berth__Vm *vm, const char *to
     return model_tx_transition(self, LIFECYCLE_VM, keys_vm(key, vm->id), vm->state ? vm->state : "",
                                to, vm->version, "vm", vm->id, "owner", vm->owner, "vcpus", vcpus,
                                "ram_mb", ram, "disk_gb", disk, "host", vm->host, "template",
-                               vm->template_, NULL);
+                               vm->template_, "group", vm->group, NULL);
 }
 
 int model_tx_vm_power(model_tx_t *self, const char *vm_id, const char *host, const char *power)
@@ -844,7 +852,7 @@ static int s_op_width(const char **ops, size_t i, size_t n, int *has_key)
 {
     const char *op = ops[i];
     *has_key = !streq(op, "E");
-    if (streq(op, "C") || streq(op, "Z"))
+    if (streq(op, "C") || streq(op, "Z") || streq(op, "A"))
         return 3;
     if (streq(op, "R") || streq(op, "S"))
         return 2;
@@ -877,6 +885,20 @@ int model_tx_commit(model_tx_t *self, store_t *store, const char **why)
             *why = self->error;
         log_debug(NULL, "transaction refused", "{s:s}", "reason", self->error);
         return MODEL_REFUSED;
+    }
+    /* The audit op goes first (the script reads it before any transition is applied). */
+    char actor[sizeof self->actor + 16];
+    if (self->actor[0])
+        snprintf(actor, sizeof actor, "%s", self->actor);
+    else
+        snprintf(actor, sizeof actor, "service:%s", log_service());
+    const char *audit_op[] = { "A", KEYS_AUDIT, actor, self->request_id };
+    for (int k = 3; k >= 0; k--) {
+        char *copy = strdup(audit_op[k]);
+        if (!copy || !zlistx_add_start(self->args, copy)) {
+            free(copy);
+            self->failed = 1;
+        }
     }
     if (self->failed)
         return -1;

@@ -60,6 +60,10 @@ void model_tx_zrem(model_tx_t *self, const char *key, const char *member);
 void model_tx_sadd(model_tx_t *self, const char *key, const char *member);
 /* Append an event to STORE_EVENTS: type plus field/value pairs (NULL-terminated list). */
 void model_tx_event(model_tx_t *self, const char *type, ...);
+/* Who the transaction's transitions are made for, in their audit records (lib/audit.h):
+   a user name when a user asked for them, else (the default) "service:<this service>";
+   request_id ties them to the API call (NULL: none). */
+void model_tx_actor(model_tx_t *self, const char *actor, const char *request_id);
 
 /* ---- transitions and field masks ------------------------------------------------------
    How a state changes (docs/state.md, "Lifecycle"):

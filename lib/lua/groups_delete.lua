@@ -30,7 +30,7 @@ for i = 1, m do
 end
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[6], KEYS[7])
 redis.call('ZREM', KEYS[4], ARGV[1])
-redis.call('XADD', KEYS[5], 'MAXLEN', '~', '1000000', '*', 'type', 'group.deleted',
+redis.call('XADD', KEYS[5], '*', 'type', 'group.deleted',
   'key', KEYS[1], 'group', ARGV[1], 'name', name, 'actor', ARGV[3],
   'at_ms', ARGV[2])
 return 'DELETED'

@@ -24,7 +24,7 @@ else
   redis.call('HSET', KEYS[2], ARGV[3], role)
   redis.call('HSET', KEYS[4], ARGV[2], role)
 end
-redis.call('XADD', KEYS[5], 'MAXLEN', '~', '1000000', '*', 'type', 'group.member',
+redis.call('XADD', KEYS[5], '*', 'type', 'group.member',
   'key', KEYS[1], 'group', ARGV[2], 'user', ARGV[3], 'change', op, 'role', role,
   'from', held or '', 'actor', ARGV[6], 'at_ms', ARGV[5])
 return 'OK'

@@ -9,6 +9,9 @@
 --   R k member              ZREM k
 --   S k member              SADD k
 --   E n f1 v1 .. fn vn      XADD an event with n field/value pairs to KEYS[1]
+--   A k actor request_id    each transition applied is also an audit record (lib/audit.h)
+--                           in the audit stream k, made by actor: the audit trail gets it
+--                           in the same step as the change
 --   T k field from to version at_ms guard_field guard_value n f1 v1 .. fn vn
 --                           a transition (lib/lifecycle.h, model_tx_transition): field goes
 --                           from -> to. from '*' = observed (applied only when it changes,
@@ -25,6 +28,7 @@ local function key(i)
   return k
 end
 local t = {}
+local audit, actor, rid
 local i = 1
 while i <= n do
   local op = a[i]
@@ -52,6 +56,7 @@ while i <= n do
     end
     i = i + 4
   elseif op == 'P' then key(i + 1); i = i + 3 + 2 * tonumber(a[i + 2])
+  elseif op == 'A' then audit, actor, rid = key(i + 1), a[i + 2], a[i + 3]; i = i + 4
   elseif op == 'E' then i = i + 2 + 2 * tonumber(a[i + 1])
   elseif op == 'Z' then key(i + 1); i = i + 4
   elseif op == 'D' then key(i + 1); i = i + 2
@@ -61,7 +66,7 @@ end
 i = 1
 while i <= n do
   local op = a[i]
-  if op == 'C' then i = i + 4
+  if op == 'C' or op == 'A' then i = i + 4
   elseif op == 'T' then i = i + 10 + 2 * tonumber(a[i + 9])
   elseif op == 'P' then
     local cnt = tonumber(a[i + 2])
@@ -69,7 +74,7 @@ while i <= n do
     i = i + 3 + 2 * cnt
   elseif op == 'E' then
     local cnt = tonumber(a[i + 1])
-    redis.call('XADD', KEYS[1], 'MAXLEN', '~', '1000000', '*', unpack(a, i + 2, i + 1 + 2 * cnt))
+    redis.call('XADD', KEYS[1], '*', unpack(a, i + 2, i + 1 + 2 * cnt))
     i = i + 2 + 2 * cnt
   elseif op == 'D' then redis.call('DEL', key(i + 1)); i = i + 2
   elseif op == 'Z' then redis.call('ZADD', key(i + 1), a[i + 2], a[i + 3]); i = i + 4
@@ -82,10 +87,23 @@ for _, p in ipairs(t) do
   local j = p[1]
   local k = key(j + 1)
   redis.call('HSET', k, a[j + 2], a[j + 4], 'version', p[2], 'updated_ms', a[j + 6])
-  local ev = {'MAXLEN', '~', '1000000', '*'}
+  local ev = {'*'}
   for x = j + 10, j + 9 + 2 * tonumber(a[j + 9]) do ev[#ev + 1] = a[x] end
   ev[#ev + 1] = 'from'; ev[#ev + 1] = p[3]
   ev[#ev + 1] = 'version'; ev[#ev + 1] = p[2]
   redis.call('XADD', KEYS[1], unpack(ev))
+  if audit then
+    -- action: the event's type without '.state' and the transition's name ("vm.provisioned",
+    -- "vm.power.running"), or the state observed; target: the key without its prefix and
+    -- hash tag ("vm:<id>").
+    local f = {}
+    for x = j + 10, j + 8 + 2 * tonumber(a[j + 9]), 2 do f[a[x]] = a[x + 1] end
+    local kind = (f.type or ''):gsub('%.state$', '')
+    local name = (f.transition and f.transition ~= '') and f.transition or string.lower(a[j + 4])
+    local target = k:gsub('^[^:]*:', '', 1):gsub('[{}]', '')
+    redis.call('XADD', audit, '*', 'at_ms', a[j + 6], 'actor', actor, 'action',
+      kind .. '.' .. name, 'target', target, 'group', f.group or '', 'source', '',
+      'request_id', rid, 'result', 'ok')
+  end
 end
 return 1

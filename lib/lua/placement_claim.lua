@@ -11,7 +11,7 @@
 local function usage(key, host, change)
   local u = redis.call('HMGET', key, 'used_vcpus', 'used_ram_mb', 'used_disk_gb')
   local v = redis.call('HINCRBY', key, 'version', 1)
-  redis.call('XADD', KEYS[4], 'MAXLEN', '~', '1000000', '*', 'type', 'host.usage',
+  redis.call('XADD', KEYS[4], '*', 'type', 'host.usage',
     'key', key, 'host', host, 'vm', ARGV[11], 'change', change, 'used_vcpus',
     u[1] or '0', 'used_ram_mb', u[2] or '0', 'used_disk_gb', u[3] or '0',
     'version', v, 'at_ms', ARGV[5])

@@ -16,7 +16,7 @@ if redis.call('EXISTS', KEYS[2]) == 1 then
   end
   local u = redis.call('HMGET', KEYS[2], f[1], f[2], f[3])
   local v = redis.call('HINCRBY', KEYS[2], 'version', 1)
-  redis.call('XADD', KEYS[3], 'MAXLEN', '~', '1000000', '*', 'type',
+  redis.call('XADD', KEYS[3], '*', 'type',
     'host.usage', 'key', KEYS[2], 'host', ARGV[1], 'vm', ARGV[2], 'change',
     'release', 'used_vcpus', u[1] or '0', 'used_ram_mb', u[2] or '0',
     'used_disk_gb', u[3] or '0', 'version', v, 'at_ms', ARGV[3])

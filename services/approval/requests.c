@@ -321,6 +321,8 @@ int requests_create(store_t *store, const policy_t *policy, const Berth__CreateR
         return -1;
     s_batch_t b;
     model_tx_t *tx = model_tx_new();
+    if (tx)
+        model_tx_actor(tx, msg->owner, trace_id); /* audit: made for the requester */
     if (!tx || s_batch_init(&b, (size_t)count) != 0) {
         model_tx_destroy(&tx);
         protobuf_c_message_free_unpacked(&tmpl->base, NULL);
@@ -512,6 +514,8 @@ static int s_decide(store_t *store, const Berth__DecideRequest *msg, const Berth
     model_tx_t *tx = rc == 0 ? model_tx_new() : NULL;
     if (rc == 0 && !tx)
         rc = error_set(fault, "INTERNAL", "out of memory");
+    if (tx)
+        model_tx_actor(tx, msg->actor, trace_id); /* audit: made for who decided */
     Berth__Request next = *req;
     if (rc == 0) {
         next.state = msg->approve ? "APPROVED" : "REJECTED";

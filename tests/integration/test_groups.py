@@ -35,7 +35,9 @@ PW = "groups-test-pw-1"
 ROLES = ["member", "other", "manager", "auditor", "operator", "admin", "anonymous"]
 GROUP_ROLE = {"member": "MEMBER", "manager": "MANAGER", "auditor": "AUDITOR"}
 # What one must be allowed to read an object of the path's kind, to be told 403 (not 404).
-READ = {"vms": "vm.get", "tasks": "task.get", "requests": "request.get", "groups": "group.get"}
+READ = {"vms": "vm.get", "tasks": "task.get", "requests": "request.get", "groups": "group.get",
+        # The audit trail is no secret object: whoever may not read it is told so (403).
+        "audit": "usage.read"}
 
 
 class Groups(PlatformCase):
