@@ -36,6 +36,8 @@ static const s_command_t s_commands[] = {
       "                                      groups (G: id or name); `berth groups help`\n"
       "groups members G | add-member G USER --role R | set-role G USER --role R |\n"
       "       remove-member G USER          a group's members (R: member, manager, auditor)" },
+    { "users", cli_users,
+      "users enable USER | users disable USER  let a user in, or shut it out (admins)" },
     { "health", cli_health,
       "health                              every registered service instance" },
     { NULL, NULL, NULL },

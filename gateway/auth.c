@@ -24,7 +24,12 @@
     Failed sign-ins are counted in Redis per username and per client address in a window
     (login_fail_*; auth_login_throttle.lua); past either limit a sign-in is refused with 429
     and Retry-After before any password is checked. A success forgets its username's
-    failures, never its address's. */
+    failures, never its address's.
+
+    A user's state (ACTIVE, or DISABLED by an admin: PATCH /v1/users/{name}) is read with
+    each token check that reaches Redis: a disabled or deleted user's tokens are refused, at
+    once on the gateway that disabled it (the revocation count again), and a disabled user
+    cannot sign in. */
 #include "gateway.h"
 #include "keys.h"
 #include "lua_scripts.h"
@@ -38,6 +43,8 @@
 #define LOGIN_FAILED   "invalid username or password"
 #define TOKEN_SECRET   "token.secret" /* in secrets_dir: 32 bytes, hex */
 #define MAC_HEX        (crypto_auth_hmacsha256_BYTES * 2 + 1)
+#define USER_ACTIVE    "ACTIVE"
+#define USER_DISABLED  "DISABLED" /* signs in no more; its tokens are refused */
 
 int auth_init(gateway_t *gw, const char *secrets_dir)
 {
@@ -136,13 +143,13 @@ static int s_create(store_t *store, const char *name, const char *role, const ch
 
 /* The stored password hash and role of a user. 1 found, 0 no such user, -1 Redis failed.
    hash and role are written only when found. */
-static int s_lookup(store_t *store, const char *name, char hash[crypto_pwhash_STRBYTES],
-                    char role[HTTP_ROLE_MAX])
+static int s_lookup_state(store_t *store, const char *name, char hash[crypto_pwhash_STRBYTES],
+                          char role[HTTP_ROLE_MAX], int *disabled)
 {
     char key[128];
     s_user_key(key, sizeof key, name);
-    redisReply *r = store_command(store, "HMGET %s password role", key);
-    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
+    redisReply *r = store_command(store, "HMGET %s password role state", key);
+    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 3) {
         if (r)
             freeReplyObject(r);
         return -1;
@@ -152,9 +159,19 @@ static int s_lookup(store_t *store, const char *name, char hash[crypto_pwhash_ST
         util_strlcpy(hash, r->element[0]->str, crypto_pwhash_STRBYTES);
         util_strlcpy(role, r->element[1]->type == REDIS_REPLY_STRING ? r->element[1]->str : "user",
                      HTTP_ROLE_MAX);
+        *disabled =
+            r->element[2]->type == REDIS_REPLY_STRING && streq(r->element[2]->str, USER_DISABLED);
     }
     freeReplyObject(r);
     return found;
+}
+
+/* s_lookup_state without the state (the bootstrap admin is checked whatever its state). */
+static int s_lookup(store_t *store, const char *name, char hash[crypto_pwhash_STRBYTES],
+                    char role[HTTP_ROLE_MAX])
+{
+    int disabled = 0;
+    return s_lookup_state(store, name, hash, role, &disabled);
 }
 
 int auth_bootstrap(gateway_t *gw, store_t *store, const char *user, const char *password)
@@ -330,6 +347,23 @@ int auth_authenticate(http_req_t *req)
                      "{s:s}", "key", key);
     }
     if (ok) {
+        /* The token's user must still exist and be active (disabled or deleted: refused). */
+        char user_key[128];
+        s_user_key(user_key, sizeof user_key, r->element[0]->str);
+        redisReply *u = store_command(req->store, "HMGET %s role state", user_key);
+        if (!u || u->type != REDIS_REPLY_ARRAY || u->elements != 2) {
+            if (u)
+                freeReplyObject(u);
+            freeReplyObject(r);
+            http_error(req, "UNAVAILABLE", "state store unreachable");
+            return -1;
+        }
+        ok = u->element[0]->type == REDIS_REPLY_STRING &&
+             !(u->element[1]->type == REDIS_REPLY_STRING &&
+               streq(u->element[1]->str, USER_DISABLED));
+        freeReplyObject(u);
+    }
+    if (ok) {
         util_strlcpy(req->user, r->element[0]->str, sizeof req->user);
         util_strlcpy(req->role, r->element[1]->str, sizeof req->role);
         if (gw->token_cache_ms > 0) {
@@ -420,13 +454,14 @@ void auth_login(http_req_t *req)
     if (s_login_throttled(req, counted, address, 0))
         return;
     char hash[crypto_pwhash_STRBYTES], role[HTTP_ROLE_MAX];
-    int found = counted ? s_lookup(req->store, user, hash, role) : 0;
+    int disabled = 0;
+    int found = counted ? s_lookup_state(req->store, user, hash, role, &disabled) : 0;
     if (found < 0) {
         http_error(req, "UNAVAILABLE", "state store unreachable");
         return;
     }
     /* Same work either way: an unknown user is checked against the dummy hash. */
-    int verified = s_verify(found ? hash : gw->dummy_hash, password) && found;
+    int verified = s_verify(found ? hash : gw->dummy_hash, password) && found && !disabled;
     if (!verified) {
         log_info(req->request_id, "login failed", "{s:s, s:s}", "user",
                  counted ? user : "(malformed)", "address", address);
@@ -541,4 +576,54 @@ void auth_logout(http_req_t *req)
         slot->checked_ms = 0;
     log_info(req->request_id, "token revoked (logout)", "{s:s}", "user", req->user);
     http_json(req, 200, json_pack("{s:s, s:b}", "user", req->user, "revoked", 1));
+}
+
+void auth_update_user(http_req_t *req)
+{
+    static const char *const allowed[] = { "state", NULL };
+    const char *state;
+    const char *name = req->params[0];
+    if (rest_body(req, allowed) || rest_str(req, "state", 1, 16, &state))
+        return;
+    if (!streq(state, USER_ACTIVE) && !streq(state, USER_DISABLED)) {
+        http_bad_field(req, "state", "state must be \"ACTIVE\" or \"DISABLED\"");
+        return;
+    }
+    if (!auth_username_ok(name)) {
+        http_error(req, "NOT_FOUND", "no such user");
+        return;
+    }
+    /* The caller is an active admin who cannot disable itself: one always remains. */
+    if (streq(state, USER_DISABLED) && streq(name, req->user)) {
+        http_error(req, "CONFLICT", "you cannot disable yourself");
+        return;
+    }
+    char key[128];
+    s_user_key(key, sizeof key, name);
+    const char *argv[] = { key, state };
+    redisReply *r = store_run(req->store, &lua_auth_set_user_state, 1, 2, argv);
+    if (!r || r->type != REDIS_REPLY_ARRAY) {
+        if (r)
+            freeReplyObject(r);
+        http_error(req, "UNAVAILABLE", "state store unreachable");
+        return;
+    }
+    if (r->elements != 2) {
+        freeReplyObject(r);
+        http_error(req, "NOT_FOUND", "no such user");
+        return;
+    }
+    if (streq(state, USER_DISABLED))
+        atomic_fetch_add_explicit(&s_revocations, 1, memory_order_release);
+    int64_t created = 0;
+    if (r->element[1]->type == REDIS_REPLY_STRING)
+        util_parse_int(r->element[1]->str, 0, INT64_MAX, &created);
+    json_t *user =
+        json_pack("{s:s, s:s, s:s, s:o}", "username", name, "role",
+                  r->element[0]->type == REDIS_REPLY_STRING ? r->element[0]->str : "user", "state",
+                  state, "created_at", rest_time(created));
+    freeReplyObject(r);
+    log_info(req->request_id, "user state set", "{s:s, s:s, s:s}", "user", name, "state", state,
+             "by", req->user);
+    http_json(req, 200, json_pack("{s:o}", "user", user));
 }

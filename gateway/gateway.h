@@ -62,6 +62,7 @@ int auth_authenticate(http_req_t *req);
 void auth_login(http_req_t *req);       /* POST /v1/auth/tokens */
 void auth_create_user(http_req_t *req); /* POST /v1/users (admin) */
 void auth_logout(http_req_t *req);      /* DELETE /v1/auth/tokens/current */
+void auth_update_user(http_req_t *req); /* PATCH /v1/users/{name} (admin): state */
 
 /* ---- rest.c: helpers of every REST handler ---- */
 

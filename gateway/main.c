@@ -17,6 +17,7 @@ static const http_route_t s_routes[] = {
     { "POST", "/v1/auth/tokens", auth_login, "auth.login", NULL },
     { "DELETE", "/v1/auth/tokens/current", auth_logout, "auth.logout", NULL },
     { "POST", "/v1/users", auth_create_user, "user.create", NULL },
+    { "PATCH", "/v1/users/{name}", auth_update_user, "user.update", NULL },
     { "GET", "/v1/templates", catalog_list_templates, "template.list", NULL },
     { "POST", "/v1/templates", catalog_create_template, "template.create", NULL },
     { "GET", "/v1/hosts", catalog_list_hosts, "host.list", NULL },

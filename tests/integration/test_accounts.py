@@ -106,6 +106,54 @@ class AccountsCase(unittest.TestCase):
         self.assertEqual(self.authed(second).status, 200)
         self.assertEqual(self.p.http("DELETE", "/v1/auth/tokens/current").status, 401)
 
+    def test_a_disabled_user_is_shut_out_at_once(self):
+        self.user("dora")
+        tokens = [Api(self.p, "dora", PASSWORD).token for _ in range(2)]
+        for _ in range(12):
+            self.assertEqual(self.authed(tokens[0]).status, 200)
+        r = self.api.call("PATCH", "/v1/users/dora", {"state": "DISABLED"})
+        self.assertEqual(r.status, 200, r)
+        user = r.json()["user"]
+        self.assertEqual((user["username"], user["role"], user["state"]),
+                         ("dora", "user", "DISABLED"))
+        # Every token of hers is refused at once, whichever worker thread answers.
+        for _ in range(12):
+            for token in tokens:
+                self.assertEqual(self.authed(token).status, 401)
+        r = self.login("dora", PASSWORD, "127.0.0.9")
+        self.assertEqual(r.status, 401, r.body)
+        self.assertEqual(self.p.redis_command("HGET", "berth:user:dora", "state"), "DISABLED")
+        # Enabled again: she signs in, and tokens not yet expired work again.
+        r = self.api.call("PATCH", "/v1/users/dora", {"state": "ACTIVE"})
+        self.assertEqual(r.json()["user"]["state"], "ACTIVE")
+        self.assertEqual(self.login("dora", PASSWORD, "127.0.0.9").status, 201)
+        self.assertEqual(self.authed(tokens[1]).status, 200)
+
+    def test_disabling_is_an_admins_and_not_of_oneself(self):
+        self.user("ed")
+        ed = Api(self.p, "ed", PASSWORD)
+        r = ed.call("PATCH", "/v1/users/ed", {"state": "DISABLED"})
+        self.assertEqual(r.status, 403, r)
+        r = self.api.call("PATCH", "/v1/users/" + self.p.admin_user, {"state": "DISABLED"})
+        self.assertEqual(r.status, 409, r)
+        self.assertEqual(self.authed(self.api.token).status, 200)
+        r = self.api.call("PATCH", "/v1/users/nobody-here", {"state": "DISABLED"})
+        self.assertEqual(r.status, 404, r)
+        self.assertIsNone(self.p.redis_command("HGET", "berth:user:nobody-here", "state"))
+        r = self.api.call("PATCH", "/v1/users/ed", {"state": "GONE"})
+        self.assertEqual(r.status, 400, r)
+        self.assertEqual(r.json()["error"]["details"]["field"], "state")
+        r = self.api.call("PATCH", "/v1/users/ed", {"state": "ACTIVE", "role": "admin"})
+        self.assertEqual(r.status, 400, r)
+        self.assertEqual(self.authed(ed.token).status, 200)
+
+    def test_a_user_written_without_a_state_is_active(self):
+        # Records written before states existed (and POST /v1/users) have no state field.
+        self.user("old")
+        self.p.redis_command("HDEL", "berth:user:old", "state")
+        token = Api(self.p, "old", PASSWORD).token
+        self.assertEqual(self.authed(token).status, 200)
+
     def test_failed_logins_are_throttled_per_username(self):
         self.user("tina")
         self.user("tom")
@@ -181,6 +229,15 @@ class AccountsCase(unittest.TestCase):
         self.assertEqual(self.authed(token).status, 401)
         self.assertIn("not logged in", self.berth(home, "logout", code=1).stderr)
         self.berth(home, "logout", "extra", code=2)
+        # An admin shuts a user out and lets it back in.
+        self.berth(home, "login", "--user", self.p.admin_user, "--password-stdin",
+                   stdin=self.p.admin_password + "\n")
+        self.assertIn("user clio is DISABLED", self.berth(home, "users", "disable", "clio").stdout)
+        self.assertEqual(self.login("clio", PASSWORD, "127.0.0.10").status, 401)
+        self.assertIn("user clio is ACTIVE", self.berth(home, "users", "enable", "clio").stdout)
+        self.assertEqual(self.login("clio", PASSWORD, "127.0.0.10").status, 201)
+        self.assertIn("NOT_FOUND", self.berth(home, "users", "disable", "ghost", code=1).stderr)
+        self.berth(home, "users", "frobnicate", "clio", code=2)
 
     def test_the_admin_password_is_never_logged(self):
         self.assertEqual(self.login(self.p.admin_user, "wrong-password", "127.0.0.8").status, 401)
