@@ -123,6 +123,8 @@ void cli_pause_ms(int ms);
 /* ---- commands ---- */
 int cli_health(cli_t *cli, int argc, char **argv);
 int cli_login(cli_t *cli, int argc, char **argv);
+int cli_logout(cli_t *cli, int argc, char **argv); /* revoke the token, forget it */
+int cli_users(cli_t *cli, int argc, char **argv);  /* enable / disable (admin) */
 int cli_templates(cli_t *cli, int argc, char **argv);
 int cli_hosts(cli_t *cli, int argc, char **argv);
 int cli_vms(cli_t *cli, int argc, char **argv);

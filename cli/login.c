@@ -1,9 +1,11 @@
 /*  berth login: trade a user name and password for a bearer token (POST /v1/auth/tokens)
     and keep it for later commands. The password comes from --password-stdin, BERTH_PASSWORD,
     a prompt without echo on a terminal, or else one line of stdin; it never appears on the
-    command line, where every user of the machine could read it. */
+    command line, where every user of the machine could read it. berth logout revokes the
+    token (DELETE /v1/auth/tokens/current) and removes the token file. */
 #include "cli.h"
 
+#include <errno.h>
 #include <termios.h>
 #include <unistd.h>
 
@@ -110,4 +112,43 @@ int cli_login(cli_t *cli, int argc, char **argv)
         explicit_bzero((char *)json_string_value(t), json_string_length(t));
     json_decref(body);
     return rc == 0 ? 0 : 1;
+}
+
+int cli_logout(cli_t *cli, int argc, char **argv)
+{
+    const char *pos[1];
+    if (cli_parse(argc, argv, NULL, pos, 0, 0) != 0) {
+        fprintf(stderr, "usage: berth logout\n");
+        return 2;
+    }
+    if (!cli->token[0]) {
+        fprintf(stderr, "berth logout: not logged in to %s\n", cli->url);
+        return 1;
+    }
+    long status = 0;
+    json_t *body = NULL;
+    if (cli_request(cli, "DELETE", "/v1/auth/tokens/current", NULL, &status, &body) != 0)
+        return 1;
+    /* 401: the token was already revoked or expired; either way it is forgotten here. */
+    if (status != 200 && status != 401) {
+        cli_print_error(cli, "berth logout", status, body);
+        json_decref(body);
+        return 1;
+    }
+    json_decref(body);
+    char path[4096];
+    if (cli_token_path(path, sizeof path) != 0 || (unlink(path) != 0 && errno != ENOENT)) {
+        fprintf(stderr, "berth logout: token revoked, but cannot remove the token file %s: %s\n",
+                path, strerror(errno));
+        return 1;
+    }
+    explicit_bzero(cli->token, sizeof cli->token);
+    if (cli->json) {
+        json_t *out = json_pack("{s:s, s:b}", "url", cli->url, "revoked", status == 200);
+        cli_print_json(out);
+        json_decref(out);
+    } else
+        printf("logged out of %s%s\n", cli->url,
+               status == 200 ? " (token revoked)" : " (the token was no longer valid)");
+    return 0;
 }

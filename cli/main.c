@@ -18,6 +18,7 @@ typedef struct {
 
 static const s_command_t s_commands[] = {
     { "login", cli_login, "login [--user U] [--password-stdin]   get a token for later commands" },
+    { "logout", cli_logout, "logout                              revoke the token and forget it" },
     { "templates", cli_templates, "templates                           what VMs can be made from" },
     { "hosts", cli_hosts, "hosts                               hosts, their capacity and use" },
     { "request", cli_request_cmd,
@@ -40,6 +41,8 @@ static const s_command_t s_commands[] = {
       "audit [--actor U] [--target T] [--group G] [--action A] [--since T]\n"
       "      [--until T] [--limit N] [--marker ID]\n"
       "                                      the audit trail, newest first" },
+    { "users", cli_users,
+      "users enable USER | users disable USER  let a user in, or shut it out (admins)" },
     { "health", cli_health,
       "health                              every registered service instance" },
     { NULL, NULL, NULL },

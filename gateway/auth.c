@@ -16,19 +16,35 @@
     costs one Redis read, not one each. Its own expiry is still checked on every request.
     Revocation (deleting berth:token:<hash>) therefore takes effect on every gateway
     instance within token_cache_ms; 0 turns the cache off. Only successful checks are kept,
-    so a new token works at once and a refused one is asked about again every time. */
+    so a new token works at once and a refused one is asked about again every time. A logout
+    (DELETE /v1/auth/tokens/current) deletes the record and bumps this process's revocation
+    count, which empties every thread's cache at its next look: the token is refused at once
+    on this gateway, and within token_cache_ms on the others.
+
+    Failed sign-ins are counted in Redis per username and per client address in a window
+    (login_fail_*; auth_login_throttle.lua); past either limit a sign-in is refused with 429
+    and Retry-After before any password is checked. A success forgets its username's
+    failures, never its address's.
+
+    A user's state (ACTIVE, or DISABLED by an admin: PATCH /v1/users/{name}) is read with
+    each token check that reaches Redis: a disabled or deleted user's tokens are refused, at
+    once on the gateway that disabled it (the revocation count again), and a disabled user
+    cannot sign in. */
 #include "gateway.h"
 #include "keys.h"
 #include "lua_scripts.h"
 
 #include <errno.h>
 #include <sodium.h>
+#include <stdatomic.h>
 
 #define TOKEN_BYTES    32
 #define TOKEN_TEXT_MAX 64 /* base64url of 32 bytes is 43 characters */
 #define LOGIN_FAILED   "invalid username or password"
 #define TOKEN_SECRET   "token.secret" /* in secrets_dir: 32 bytes, hex */
 #define MAC_HEX        (crypto_auth_hmacsha256_BYTES * 2 + 1)
+#define USER_ACTIVE    "ACTIVE"
+#define USER_DISABLED  "DISABLED" /* signs in no more; its tokens are refused */
 
 int auth_init(gateway_t *gw, const char *secrets_dir)
 {
@@ -127,13 +143,13 @@ static int s_create(store_t *store, const char *name, const char *role, const ch
 
 /* The stored password hash and role of a user. 1 found, 0 no such user, -1 Redis failed.
    hash and role are written only when found. */
-static int s_lookup(store_t *store, const char *name, char hash[crypto_pwhash_STRBYTES],
-                    char role[HTTP_ROLE_MAX])
+static int s_lookup_state(store_t *store, const char *name, char hash[crypto_pwhash_STRBYTES],
+                          char role[HTTP_ROLE_MAX], int *disabled)
 {
     char key[128];
     s_user_key(key, sizeof key, name);
-    redisReply *r = store_command(store, "HMGET %s password role", key);
-    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
+    redisReply *r = store_command(store, "HMGET %s password role state", key);
+    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 3) {
         if (r)
             freeReplyObject(r);
         return -1;
@@ -143,9 +159,19 @@ static int s_lookup(store_t *store, const char *name, char hash[crypto_pwhash_ST
         util_strlcpy(hash, r->element[0]->str, crypto_pwhash_STRBYTES);
         util_strlcpy(role, r->element[1]->type == REDIS_REPLY_STRING ? r->element[1]->str : "user",
                      HTTP_ROLE_MAX);
+        *disabled =
+            r->element[2]->type == REDIS_REPLY_STRING && streq(r->element[2]->str, USER_DISABLED);
     }
     freeReplyObject(r);
     return found;
+}
+
+/* s_lookup_state without the state (the bootstrap admin is checked whatever its state). */
+static int s_lookup(store_t *store, const char *name, char hash[crypto_pwhash_STRBYTES],
+                    char role[HTTP_ROLE_MAX])
+{
+    int disabled = 0;
+    return s_lookup_state(store, name, hash, role, &disabled);
 }
 
 int auth_bootstrap(gateway_t *gw, store_t *store, const char *user, const char *password)
@@ -243,9 +269,12 @@ typedef struct {
     int64_t expires_ms;                                 /* the token's own expiry (unix ms) */
     char user[HTTP_USER_MAX];
     char role[HTTP_ROLE_MAX];
+    uint64_t revocations; /* s_revocations when Redis vouched */
 } s_cached_token_t;
 
 static _Thread_local s_cached_token_t s_token_cache[TOKEN_CACHE_SLOTS];
+/* Tokens revoked by this process: a cached check older than the last one is not trusted. */
+static atomic_uint_fast64_t s_revocations;
 
 /* The digest is uniformly random: its first bytes pick the slot. */
 static s_cached_token_t *s_cache_slot(const unsigned char digest[crypto_auth_hmacsha256_BYTES])
@@ -281,7 +310,9 @@ int auth_authenticate(http_req_t *req)
     unsigned char digest[crypto_auth_hmacsha256_BYTES];
     s_token_key(gw, key, sizeof key, token, digest);
     s_cached_token_t *slot = s_cache_slot(digest);
+    uint64_t revocations = atomic_load_explicit(&s_revocations, memory_order_acquire);
     if (slot->checked_ms && util_mono_ms() - slot->checked_ms < gw->token_cache_ms &&
+        slot->revocations == revocations &&
         sodium_memcmp(slot->digest, digest, sizeof digest) == 0) {
         if (slot->expires_ms <= util_now_ms()) {
             slot->checked_ms = 0;
@@ -316,6 +347,23 @@ int auth_authenticate(http_req_t *req)
                      "{s:s}", "key", key);
     }
     if (ok) {
+        /* The token's user must still exist and be active (disabled or deleted: refused). */
+        char user_key[128];
+        s_user_key(user_key, sizeof user_key, r->element[0]->str);
+        redisReply *u = store_command(req->store, "HMGET %s role state", user_key);
+        if (!u || u->type != REDIS_REPLY_ARRAY || u->elements != 2) {
+            if (u)
+                freeReplyObject(u);
+            freeReplyObject(r);
+            http_error(req, "UNAVAILABLE", "state store unreachable");
+            return -1;
+        }
+        ok = u->element[0]->type == REDIS_REPLY_STRING &&
+             !(u->element[1]->type == REDIS_REPLY_STRING &&
+               streq(u->element[1]->str, USER_DISABLED));
+        freeReplyObject(u);
+    }
+    if (ok) {
         util_strlcpy(req->user, r->element[0]->str, sizeof req->user);
         util_strlcpy(req->role, r->element[1]->str, sizeof req->role);
         if (gw->token_cache_ms > 0) {
@@ -323,6 +371,7 @@ int auth_authenticate(http_req_t *req)
             slot->expires_ms = expires;
             util_strlcpy(slot->user, req->user, sizeof slot->user);
             util_strlcpy(slot->role, req->role, sizeof slot->role);
+            slot->revocations = revocations;
             slot->checked_ms = util_mono_ms();
         }
     } else if (slot->checked_ms && sodium_memcmp(slot->digest, digest, sizeof digest) == 0)
@@ -331,6 +380,63 @@ int auth_authenticate(http_req_t *req)
     if (!ok)
         return s_unauthorized(req, "invalid or expired token", 1);
     return 0;
+}
+
+/* One step of auth_login_throttle.lua on the counter of kind for id. 1 refused (*wait_ms
+   set), 0 allowed, -1 Redis failed. */
+static int s_throttle(http_req_t *req, keys_kind_t kind, const char *id, const char *mode,
+                      int limit, int64_t *wait_ms)
+{
+    gateway_t *gw = req->app;
+    char key[KEYS_MAX], limit_text[24], window_text[24];
+    keys_build(key, kind, id, NULL);
+    snprintf(limit_text, sizeof limit_text, "%d", limit);
+    snprintf(window_text, sizeof window_text, "%lld", (long long)gw->login_window_ms);
+    const char *argv[] = { key, mode, limit_text, window_text };
+    redisReply *r = store_run(req->store, &lua_auth_login_throttle, 1, 4, argv);
+    int rc = -1;
+    if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+        r->element[0]->type == REDIS_REPLY_INTEGER && r->element[1]->type == REDIS_REPLY_INTEGER) {
+        rc = r->element[0]->integer != 0;
+        *wait_ms = r->element[1]->integer;
+    }
+    if (r)
+        freeReplyObject(r);
+    return rc;
+}
+
+/* Is a sign-in for user (NULL: malformed, not counted by name) from address refused, or does
+   a failure (fail 1) reach a limit? 1 with the 429 (or 503) answered, 0 go on. */
+static int s_login_throttled(http_req_t *req, const char *user, const char *address, int fail)
+{
+    gateway_t *gw = req->app;
+    const char *mode = fail ? "fail" : "check";
+    int64_t wait_user = 0, wait_address = 0;
+    int by_user =
+        user ? s_throttle(req, KEYS_LOGIN_FAIL_USER, user, mode, gw->login_user_max, &wait_user)
+             : 0;
+    int by_address = by_user < 0 ? -1
+                                 : s_throttle(req, KEYS_LOGIN_FAIL_ADDR, address, mode,
+                                              gw->login_address_max, &wait_address);
+    if (by_user < 0 || by_address < 0) {
+        http_error(req, "UNAVAILABLE", "state store unreachable");
+        return 1;
+    }
+    if (fail || (!by_user && !by_address))
+        return 0; /* a failure that reaches a limit still answers 401; the next try 429 */
+    int64_t wait_ms = wait_user > wait_address ? wait_user : wait_address;
+    req->retry_after = (int)((wait_ms + 999) / 1000);
+    if (req->retry_after < 1)
+        req->retry_after = 1;
+    log_warn(req->request_id, "sign-in refused: too many failed attempts", "{s:s, s:s, s:s}",
+             "user", user ? user : "(malformed)", "address", address, "limit",
+             by_user ? "user" : "address");
+    char message[128];
+    snprintf(message, sizeof message, "too many failed sign-ins for this %s; retry after %d s",
+             by_user ? "username" : "address", req->retry_after);
+    http_error_details(req, "RATE_LIMITED", message,
+                       json_pack("{s:s}", "limit", by_user ? "login_user" : "login_address"));
+    return 1;
 }
 
 void auth_login(http_req_t *req)
@@ -342,18 +448,31 @@ void auth_login(http_req_t *req)
         rest_str(req, "password", 1, (size_t)gw->password_max, &password))
         return;
 
+    char address[64];
+    http_client_address(req, address, sizeof address);
+    const char *counted = auth_username_ok(user) ? user : NULL;
+    if (s_login_throttled(req, counted, address, 0))
+        return;
     char hash[crypto_pwhash_STRBYTES], role[HTTP_ROLE_MAX];
-    int found = auth_username_ok(user) ? s_lookup(req->store, user, hash, role) : 0;
+    int disabled = 0;
+    int found = counted ? s_lookup_state(req->store, user, hash, role, &disabled) : 0;
     if (found < 0) {
         http_error(req, "UNAVAILABLE", "state store unreachable");
         return;
     }
     /* Same work either way: an unknown user is checked against the dummy hash. */
-    int verified = s_verify(found ? hash : gw->dummy_hash, password) && found;
+    int verified = s_verify(found ? hash : gw->dummy_hash, password) && found && !disabled;
     if (!verified) {
-        log_info(req->request_id, "login failed", "{s:s}", "user",
-                 auth_username_ok(user) ? user : "(malformed)");
-        http_error(req, "UNAUTHORIZED", LOGIN_FAILED);
+        log_info(req->request_id, "login failed", "{s:s, s:s}", "user",
+                 counted ? user : "(malformed)", "address", address);
+        if (!s_login_throttled(req, counted, address, 1))
+            http_error(req, "UNAUTHORIZED", LOGIN_FAILED);
+        return;
+    }
+    /* The name's failures are forgotten; the address's stay (they may be other names'). */
+    int64_t ignored;
+    if (s_throttle(req, KEYS_LOGIN_FAIL_USER, user, "clear", gw->login_user_max, &ignored) < 0) {
+        http_error(req, "UNAVAILABLE", "state store unreachable");
         return;
     }
 
@@ -432,4 +551,79 @@ void auth_create_user(http_req_t *req)
     http_json(req, 201,
               json_pack("{s:{s:s, s:s, s:o}}", "user", "username", user, "role", role, "created_at",
                         rest_time(now)));
+}
+
+void auth_logout(http_req_t *req)
+{
+    /* auth_authenticate has accepted this header: its token is well formed. */
+    const char *token = http_header(req, "Authorization") + 7;
+    while (*token == ' ')
+        token++;
+    char key[128];
+    unsigned char digest[crypto_auth_hmacsha256_BYTES];
+    s_token_key(req->app, key, sizeof key, token, digest);
+    redisReply *r = store_command(req->store, "DEL %s", key);
+    int ok = r && r->type == REDIS_REPLY_INTEGER;
+    if (r)
+        freeReplyObject(r);
+    if (!ok) {
+        http_error(req, "UNAVAILABLE", "state store unreachable");
+        return;
+    }
+    atomic_fetch_add_explicit(&s_revocations, 1, memory_order_release);
+    s_cached_token_t *slot = s_cache_slot(digest);
+    if (sodium_memcmp(slot->digest, digest, sizeof digest) == 0)
+        slot->checked_ms = 0;
+    log_info(req->request_id, "token revoked (logout)", "{s:s}", "user", req->user);
+    http_json(req, 200, json_pack("{s:s, s:b}", "user", req->user, "revoked", 1));
+}
+
+void auth_update_user(http_req_t *req)
+{
+    static const char *const allowed[] = { "state", NULL };
+    const char *state;
+    const char *name = req->params[0];
+    if (rest_body(req, allowed) || rest_str(req, "state", 1, 16, &state))
+        return;
+    if (!streq(state, USER_ACTIVE) && !streq(state, USER_DISABLED)) {
+        http_bad_field(req, "state", "state must be \"ACTIVE\" or \"DISABLED\"");
+        return;
+    }
+    if (!auth_username_ok(name)) {
+        http_error(req, "NOT_FOUND", "no such user");
+        return;
+    }
+    /* The caller is an active admin who cannot disable itself: one always remains. */
+    if (streq(state, USER_DISABLED) && streq(name, req->user)) {
+        http_error(req, "CONFLICT", "you cannot disable yourself");
+        return;
+    }
+    char key[128];
+    s_user_key(key, sizeof key, name);
+    const char *argv[] = { key, state };
+    redisReply *r = store_run(req->store, &lua_auth_set_user_state, 1, 2, argv);
+    if (!r || r->type != REDIS_REPLY_ARRAY) {
+        if (r)
+            freeReplyObject(r);
+        http_error(req, "UNAVAILABLE", "state store unreachable");
+        return;
+    }
+    if (r->elements != 2) {
+        freeReplyObject(r);
+        http_error(req, "NOT_FOUND", "no such user");
+        return;
+    }
+    if (streq(state, USER_DISABLED))
+        atomic_fetch_add_explicit(&s_revocations, 1, memory_order_release);
+    int64_t created = 0;
+    if (r->element[1]->type == REDIS_REPLY_STRING)
+        util_parse_int(r->element[1]->str, 0, INT64_MAX, &created);
+    json_t *user =
+        json_pack("{s:s, s:s, s:s, s:o}", "username", name, "role",
+                  r->element[0]->type == REDIS_REPLY_STRING ? r->element[0]->str : "user", "state",
+                  state, "created_at", rest_time(created));
+    freeReplyObject(r);
+    log_info(req->request_id, "user state set", "{s:s, s:s, s:s}", "user", name, "state", state,
+             "by", req->user);
+    http_json(req, 200, json_pack("{s:o}", "user", user));
 }

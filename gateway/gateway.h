@@ -29,6 +29,9 @@ typedef struct {
     int password_min;            /* shortest password accepted */
     int password_max;            /* longest password accepted */
     int64_t usage_window_max_ms; /* widest ?from..?to of a usage query */
+    int login_user_max;          /* failed sign-ins of a user name per window, then 429 */
+    int login_address_max;       /* failed sign-ins from a client address per window */
+    int64_t login_window_ms;     /* the window those two are counted in */
     char *dummy_hash;            /* Argon2id hash verified for unknown users (equal timing) */
     assertion_t *signer;         /* signs who each bus call acts for (assertion.key) */
     unsigned char token_key[32]; /* HMAC key of token records (secrets_dir/token.secret) */
@@ -69,6 +72,8 @@ int auth_username_ok(const char *name);
 int auth_authenticate(http_req_t *req);
 void auth_login(http_req_t *req);       /* POST /v1/auth/tokens */
 void auth_create_user(http_req_t *req); /* POST /v1/users (admin) */
+void auth_logout(http_req_t *req);      /* DELETE /v1/auth/tokens/current */
+void auth_update_user(http_req_t *req); /* PATCH /v1/users/{name} (admin): state */
 
 /* ---- rest.c: helpers of every REST handler ---- */
 

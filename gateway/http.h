@@ -49,8 +49,8 @@ typedef struct {
     const char *pattern; /* "/v1/vms/{id}" */
     http_handler_fn *fn;
     const char *action; /* its row of the permission table (permissions.c) */
-    const char *query; /* query parameters the route takes, space-separated (NULL: none);
-                          any other is refused with a 400 naming it */
+    const char *query;  /* query parameters the route takes, space-separated (NULL: none);
+                           any other is refused with a 400 naming it */
 } http_route_t;
 
 /* Connections one HTTP thread holds at most. libmicrohttpd's epoll loop (MAX_EVENTS 128)
@@ -124,6 +124,9 @@ int http_bad_field(http_req_t *req, const char *field, const char *format, ...)
 
 /* A request header or query parameter (borrowed), NULL when absent. */
 const char *http_header(http_req_t *req, const char *name);
+/* The client's address as text into buf (INET6_ADDRSTRLEN is enough); "unknown" when the
+   connection has none. Returns buf. */
+const char *http_client_address(http_req_t *req, char *buf, size_t size);
 const char *http_query(http_req_t *req, const char *name);
 
 #endif

@@ -15,7 +15,9 @@ static const http_route_t s_routes[] = {
     { "GET", "/readyz", health_ready, "health.read", NULL },
     { "GET", "/v1/health", health_platform, "health.read", NULL },
     { "POST", "/v1/auth/tokens", auth_login, "auth.login", NULL },
+    { "DELETE", "/v1/auth/tokens/current", auth_logout, "auth.logout", NULL },
     { "POST", "/v1/users", auth_create_user, "user.create", NULL },
+    { "PATCH", "/v1/users/{name}", auth_update_user, "user.update", NULL },
     { "GET", "/v1/templates", catalog_list_templates, "template.list", NULL },
     { "POST", "/v1/templates", catalog_create_template, "template.create", NULL },
     { "GET", "/v1/hosts", catalog_list_hosts, "host.list", NULL },
@@ -121,7 +123,7 @@ static int s_settings(service_t *service, gateway_t *gw)
 {
     config_t *c = service_config(service);
     int64_t call_timeout, calls_per_service, ttl, cache, host_cache, down, list_default, list_max,
-        scan_max, pw_min, pw_max, window_days, groups_cache;
+        scan_max, pw_min, pw_max, window_days, groups_cache, fail_user, fail_address, fail_window;
     if (config_int(c, "http_call_timeout_ms", 100, 600000, &call_timeout) ||
         config_int(c, "http_calls_per_service", 1, 100000, &calls_per_service) ||
         config_int(c, "token_ttl_s", 60, 366LL * 24 * 3600, &ttl) ||
@@ -133,7 +135,10 @@ static int s_settings(service_t *service, gateway_t *gw)
         config_int(c, "list_scan_max", 1, 10000000, &scan_max) ||
         config_int(c, "password_min_length", 1, 1024, &pw_min) ||
         config_int(c, "password_max_length", 8, 65536, &pw_max) ||
-        config_int(c, "usage_window_max_days", 1, 36500, &window_days))
+        config_int(c, "usage_window_max_days", 1, 36500, &window_days) ||
+        config_int(c, "login_fail_user_max", 1, 1000000, &fail_user) ||
+        config_int(c, "login_fail_address_max", 1, 1000000, &fail_address) ||
+        config_int(c, "login_fail_window_s", 1, 86400, &fail_window))
         return -1;
     /* A host is DOWN after three missed heartbeats unless configured otherwise. */
     if (!config_get(c, "host_down_ms"))
@@ -160,6 +165,9 @@ static int s_settings(service_t *service, gateway_t *gw)
     gw->password_min = (int)pw_min;
     gw->password_max = (int)pw_max;
     gw->usage_window_max_ms = window_days * 24 * 3600 * 1000;
+    gw->login_user_max = (int)fail_user;
+    gw->login_address_max = (int)fail_address;
+    gw->login_window_ms = fail_window * 1000;
     return 0;
 }
 
@@ -193,6 +201,11 @@ int main(int argc, char **argv)
     config_declare(c, "token_cache_ms", "1000", 0);
     /* A membership change reaches the gateway's checks within this long (0: at once). */
     config_declare(c, "groups_cache_ms", "1000", 0);
+    /* Failed sign-ins per username and per client address in a window, then 429 until the
+       window ends (counted in Redis: every gateway instance sees the same counts). */
+    config_declare(c, "login_fail_user_max", "5", 0);
+    config_declare(c, "login_fail_address_max", "20", 0);
+    config_declare(c, "login_fail_window_s", "60", 0);
     config_declare(c, "password_min_length", "8", 0);
     config_declare(c, "password_max_length", "1024", 0);
     config_declare(c, "host_down_ms", NULL, 0);

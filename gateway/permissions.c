@@ -15,7 +15,9 @@
 const perm_entry_t perm_table[] = {
     { "health.read", PERM_PUBLIC, "liveness, readiness and the platform's health" },
     { "auth.login", PERM_PUBLIC, "sign in for a bearer token" },
+    { "auth.logout", PERM_USER, "sign out: revoke the token used, at once" },
     { "user.create", PERM_ADMIN, "create a user" },
+    { "user.update", PERM_ADMIN, "enable or disable a user (not oneself)" },
     { "template.list", PERM_USER, "read the template catalog" },
     { "template.create", PERM_ADMIN, "add a template" },
     { "host.list", S_PLATFORM, "list hosts" },

@@ -83,6 +83,10 @@ typedef enum {
     /* berth:group-vms:{<group>}  set: ids of the VMs made in the group (approval adds each with
        its VM); groups_delete.lua refuses while one is not DISPOSED or REJECTED. */
     KEYS_GROUP_VMS,
+    /* berth:login-fail-user:<name>, berth:login-fail-addr:<address>  string + TTL: failed
+       sign-ins in the current window (auth_login_throttle.lua). */
+    KEYS_LOGIN_FAIL_USER,
+    KEYS_LOGIN_FAIL_ADDR,
     KEYS_KIND_COUNT
 } keys_kind_t;
 

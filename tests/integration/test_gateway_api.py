@@ -40,7 +40,11 @@ def now_ms():
 class GatewayApi(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        cls.p = berth_platform.Platform(admin_password=ADMIN_PASSWORD)
+        cls.p = berth_platform.Platform(
+            admin_password=ADMIN_PASSWORD,
+            # Logins are polled until the bootstrap admin exists, and some fail on
+            # purpose: the failed-login throttle (test_accounts) is not under test here.
+            env={"BERTH_LOGIN_FAIL_USER_MAX": "1000", "BERTH_LOGIN_FAIL_ADDRESS_MAX": "1000"})
         try:
             cls.p.start_redis()
             cls.gateway = cls.p.start_gateway(
