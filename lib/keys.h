@@ -81,6 +81,11 @@ typedef enum {
     /* berth:group-vms:{<group>}  set: ids of the VMs made in the group (approval adds each with
        its VM); groups_delete.lua refuses while one is not DISPOSED or REJECTED. */
     KEYS_GROUP_VMS,
+    /* berth:group-usage:{<group>}  hash: vms vcpus ram_mb disk_gb the group's VMs hold (charged
+       with their request, released when they leave a state that holds quota: model_tx). */
+    KEYS_GROUP_USAGE,
+    /* berth:group-user-usage:<group>:<user>  hash: the same for one member's VMs in the group */
+    KEYS_GROUP_USER_USAGE,
     KEYS_KIND_COUNT
 } keys_kind_t;
 
