@@ -233,6 +233,17 @@ int lifecycle_markdown(FILE *out)
                 col += fprintf(out, " `%s`%s", k->states[s], s + 1 < k->n_states ? "," : ".");
         }
         fputc('\n', out);
+        if (kind == LIFECYCLE_VM) {
+            const char *sep = "";
+            fprintf(out, "Holding their group's quota:");
+            for (int s = 1; s < k->n_states; s++)
+                if (s_vm_holds_quota[s]) {
+                    fprintf(out, "%s `%s`", sep, k->states[s]);
+                    sep = ",";
+                }
+            fprintf(out, ".\nA move from one of these to a state that is not gives the VM's share "
+                         "back in the same step\n(lib/model.h, \"quota\").\n");
+        }
         if (observed)
             fprintf(out, "Observed: any state may follow any other, as the host reports it; an "
                          "unchanged state\nwrites nothing.\n");
