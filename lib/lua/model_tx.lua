@@ -11,9 +11,11 @@
 --   E n f1 v1 .. fn vn      XADD an event with n field/value pairs to KEYS[1]
 --   Q k scope n f1 lim1 amt1 .. fn limn amtn
 --                           charge: HINCRBY k fi amti, refused (QUOTA scope fi lim used amt,
---                           nothing written) when a lim > 0 would be passed
+--                           nothing written) when a lim > 0 would be passed (one Q per key:
+--                           each is checked against what k held before the transaction)
 --   U v g u                 release: the 4 amounts in v's quota_held (vms vcpus ram_mb
---                           disk_gb) come off g and u (never below 0); quota_held goes
+--                           disk_gb) come off g and u (never below 0) and quota_held goes,
+--                           so a VM releases once; a VM without quota_held releases nothing
 --   T k field from to version at_ms guard_field guard_value n f1 v1 .. fn vn
 --                           a transition (lib/lifecycle.h, model_tx_transition): field goes
 --                           from -> to. from '*' = observed (applied only when it changes,
