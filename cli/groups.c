@@ -10,7 +10,8 @@ static const char s_usage[] =
     "       berth groups show G\n"
     "       berth groups create NAME [--cost-centre C] [--description D] [--parent G]\n"
     "                               [--quota-vms N] [--quota-vcpus N] [--quota-ram-mb N]\n"
-    "                               [--quota-disk-gb N]\n"
+    "                               [--quota-disk-gb N] [--user-quota-vms N] (and -vcpus,\n"
+    "                               -ram-mb, -disk-gb: each member's limit in the group)\n"
     "       berth groups update G [the options of create] [--version V]  (--parent '' moves\n"
     "                               it to the top)\n"
     "       berth groups delete G\n"
@@ -41,8 +42,9 @@ static void s_groups_table(json_t *groups)
 /* Print a {"group": ...} answer. */
 static void s_print_group(cli_t *cli, json_t *body)
 {
-    static const char *const first[] = { "id",     "name",  "cost_centre", "description",
-                                         "parent", "quota", "version",     NULL };
+    static const char *const first[] = { "id",      "name",  "cost_centre", "description",
+                                         "parent",  "quota", "user_quota",  "usage",
+                                         "version", NULL };
     if (cli->json)
         cli_print_json(body);
     else
@@ -104,29 +106,37 @@ static int s_list(cli_t *cli, int argc, char **argv)
    number does not parse. */
 static json_t *s_fields(cli_opt_t *opts)
 {
-    json_t *body = json_object(), *quota = json_object();
+    json_t *body = json_object(), *quotas[2] = { json_object(), json_object() };
     static const char *const texts[][2] = { { "cost-centre", "cost_centre" },
                                             { "description", "description" },
                                             { "parent", "parent" } };
-    static const char *const numbers[][2] = { { "quota-vms", "vms" },
-                                              { "quota-vcpus", "vcpus" },
-                                              { "quota-ram-mb", "ram_mb" },
-                                              { "quota-disk-gb", "disk_gb" } };
-    int bad = !body || !quota;
+    /* option, field, which quota: 0 the group's, 1 each member's (user_quota) */
+    static const struct {
+        const char *option, *field;
+        int which;
+    } numbers[] = { { "quota-vms", "vms", 0 },
+                    { "quota-vcpus", "vcpus", 0 },
+                    { "quota-ram-mb", "ram_mb", 0 },
+                    { "quota-disk-gb", "disk_gb", 0 },
+                    { "user-quota-vms", "vms", 1 },
+                    { "user-quota-vcpus", "vcpus", 1 },
+                    { "user-quota-ram-mb", "ram_mb", 1 },
+                    { "user-quota-disk-gb", "disk_gb", 1 } };
+    int bad = !body || !quotas[0] || !quotas[1];
     for (cli_opt_t *o = opts; o->name && !bad; o++) {
         for (size_t i = 0; i < sizeof texts / sizeof *texts; i++)
             if (o->set && streq(o->name, texts[i][0]))
                 json_object_set_new(body, texts[i][1], json_string(o->value));
         for (size_t i = 0; i < sizeof numbers / sizeof *numbers; i++) {
             int64_t n;
-            if (!o->set || !streq(o->name, numbers[i][0]))
+            if (!o->set || !streq(o->name, numbers[i].option))
                 continue;
             if (util_parse_int(o->value, 0, INT64_MAX, &n) != 0) {
                 fprintf(stderr, "berth groups: --%s takes a number of 0 or more\n", o->name);
                 bad = 1;
                 break;
             }
-            json_object_set_new(quota, numbers[i][1], json_integer(n));
+            json_object_set_new(quotas[numbers[i].which], numbers[i].field, json_integer(n));
         }
         if (o->set && streq(o->name, "version")) {
             int64_t v;
@@ -137,9 +147,12 @@ static json_t *s_fields(cli_opt_t *opts)
                 json_object_set_new(body, "version", json_integer(v));
         }
     }
-    if (!bad && json_object_size(quota))
-        json_object_set(body, "quota", quota);
-    json_decref(quota);
+    if (!bad && json_object_size(quotas[0]))
+        json_object_set(body, "quota", quotas[0]);
+    if (!bad && json_object_size(quotas[1]))
+        json_object_set(body, "user_quota", quotas[1]);
+    json_decref(quotas[0]);
+    json_decref(quotas[1]);
     if (bad) {
         json_decref(body);
         return NULL;
@@ -152,7 +165,9 @@ static json_t *s_fields(cli_opt_t *opts)
     {                                                                                              \
         { "cost-centre", 1, NULL, 0 }, { "description", 1, NULL, 0 }, { "parent", 1, NULL, 0 },    \
             { "quota-vms", 1, NULL, 0 }, { "quota-vcpus", 1, NULL, 0 },                            \
-            { "quota-ram-mb", 1, NULL, 0 }, { "quota-disk-gb", 1, NULL, 0 }, __VA_ARGS__           \
+            { "quota-ram-mb", 1, NULL, 0 }, { "quota-disk-gb", 1, NULL, 0 },                       \
+            { "user-quota-vms", 1, NULL, 0 }, { "user-quota-vcpus", 1, NULL, 0 },                  \
+            { "user-quota-ram-mb", 1, NULL, 0 }, { "user-quota-disk-gb", 1, NULL, 0 }, __VA_ARGS__ \
     }
 
 static int s_create(cli_t *cli, int argc, char **argv)
@@ -253,8 +268,7 @@ static int s_members(cli_t *cli, int argc, char **argv)
         cli_table_t *table = cli_table_new(2, "USER", "ROLE");
         size_t i;
         json_t *m;
-        json_array_foreach(all, i, m)
-            cli_table_add(table, T(m, "user"), T(m, "role"));
+        json_array_foreach(all, i, m) cli_table_add(table, T(m, "user"), T(m, "role"));
         cli_table_print(table, stdout);
         cli_table_destroy(&table);
     }

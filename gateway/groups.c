@@ -52,17 +52,29 @@ static int s_group(http_req_t *req, const char *action, char id[UTIL_ID_LEN])
     return -1;
 }
 
+/* A Quota as JSON, or null when absent. */
+static json_t *s_quota_view(const Berth__Quota *q)
+{
+    if (!q)
+        return json_null();
+    return json_pack("{s:i, s:i, s:I, s:I}", "vms", q->vms, "vcpus", q->vcpus, "ram_mb",
+                     (json_int_t)q->ram_mb, "disk_gb", (json_int_t)q->disk_gb);
+}
+
 static json_t *s_view(const Berth__Group *g)
 {
-    json_t *quota = json_null();
-    if (g->quota)
-        quota = json_pack("{s:i, s:i, s:I, s:I}", "vms", g->quota->vms, "vcpus", g->quota->vcpus,
-                          "ram_mb", (json_int_t)g->quota->ram_mb, "disk_gb",
-                          (json_int_t)g->quota->disk_gb);
-    return json_pack("{s:s, s:s, s:o, s:o, s:o, s:o, s:o, s:I}", "id", g->id ? g->id : "", "name",
-                     g->name ? g->name : "", "cost_centre", view_str(g->cost_centre), "description",
-                     view_str(g->description), "parent", view_str(g->parent), "quota", quota,
-                     "created_at", rest_time(g->created_ms), "version", (json_int_t)g->version);
+    json_t *view = json_pack(
+        "{s:s, s:s, s:o, s:o, s:o, s:o, s:o, s:I}", "id", g->id ? g->id : "", "name",
+        g->name ? g->name : "", "cost_centre", view_str(g->cost_centre), "description",
+        view_str(g->description), "parent", view_str(g->parent), "quota", s_quota_view(g->quota),
+        "created_at", rest_time(g->created_ms), "version", (json_int_t)g->version);
+    /* usage: what the group's live VMs hold (GET of one group; null elsewhere). */
+    if (view && (json_object_set_new(view, "user_quota", s_quota_view(g->user_quota)) != 0 ||
+                 json_object_set_new(view, "usage", s_quota_view(g->used)) != 0)) {
+        json_decref(view);
+        return NULL;
+    }
+    return view;
 }
 
 static json_t *s_member_view(const Berth__Membership *m)
@@ -71,15 +83,16 @@ static json_t *s_member_view(const Berth__Membership *m)
                      m->user ? m->user : "", "role", view_str(m->role));
 }
 
-/* The body's "quota" into q: 0 when present and valid, 1 when absent, -1 with 400 set. */
-static int s_quota(http_req_t *req, Berth__Quota *q)
+/* The body's field ("quota" or "user_quota") into q: 0 when present and valid, 1 when
+   absent, -1 with 400 set. */
+static int s_quota(http_req_t *req, const char *field, Berth__Quota *q)
 {
-    json_t *v = json_object_get(req->body, "quota");
+    json_t *v = json_object_get(req->body, field);
     if (!v)
         return 1;
     if (!json_is_object(v))
-        return http_bad_field(req, "quota",
-                              "quota must be an object (vms, vcpus, ram_mb, disk_gb)");
+        return http_bad_field(req, field, "%s must be an object (vms, vcpus, ram_mb, disk_gb)",
+                              field);
     static const char *const names[] = { "vms", "vcpus", "ram_mb", "disk_gb" };
     int64_t values[4] = { 0 };
     const char *key;
@@ -91,10 +104,10 @@ static int s_quota(http_req_t *req, Berth__Quota *q)
             i++;
         int64_t max = i < 2 ? INT32_MAX : LIMIT_GROUP_QUOTA_MAX;
         if (i == 4)
-            return http_bad_field(req, "quota", "unknown quota field '%.32s'", key);
+            return http_bad_field(req, field, "unknown %s field '%.32s'", field, key);
         if (!json_is_integer(value) || json_integer_value(value) < 0 ||
             json_integer_value(value) > max)
-            return http_bad_field(req, "quota", "quota.%s must be an integer from 0 to %lld",
+            return http_bad_field(req, field, "%s.%s must be an integer from 0 to %lld", field,
                                   names[i], (long long)max);
         values[i] = json_integer_value(value);
     }
@@ -150,15 +163,16 @@ static void s_created(http_req_t *req, ProtobufCMessage *answer)
 
 void groups_create(http_req_t *req)
 {
-    static const char *const allowed[] = { "name",   "cost_centre", "description",
-                                           "parent", "quota",       NULL };
+    static const char *const allowed[] = { "name",  "cost_centre", "description", "parent",
+                                           "quota", "user_quota",  NULL };
     const char *name;
     char parent[UTIL_ID_LEN];
     Berth__Group g = BERTH__GROUP__INIT;
-    Berth__Quota q = BERTH__QUOTA__INIT;
-    int has_quota;
+    Berth__Quota q = BERTH__QUOTA__INIT, uq = BERTH__QUOTA__INIT;
+    int has_quota, has_user_quota;
     if (rest_body(req, allowed) || rest_str(req, "name", 1, LIMIT_GROUP_NAME_MAX, &name) ||
-        s_texts(req, &g, parent, 0) || (has_quota = s_quota(req, &q)) < 0)
+        s_texts(req, &g, parent, 0) || (has_quota = s_quota(req, "quota", &q)) < 0 ||
+        (has_user_quota = s_quota(req, "user_quota", &uq)) < 0)
         return;
     /* The name becomes part of a Redis key; approval checks the full grammar. */
     if (!rest_id_ok(name) || util_is_uuid(name)) {
@@ -168,6 +182,7 @@ void groups_create(http_req_t *req)
     }
     g.name = (char *)name;
     g.quota = has_quota == 0 ? &q : NULL;
+    g.user_quota = has_user_quota == 0 ? &uq : NULL;
     Berth__CreateGroup ask = BERTH__CREATE_GROUP__INIT;
     ask.group = &g;
     rest_call(req, "approval", &ask.base, &berth__group__descriptor, s_created);
@@ -245,18 +260,19 @@ void groups_get(http_req_t *req)
 
 void groups_update(http_req_t *req)
 {
-    static const char *const allowed[] = { "cost_centre", "description", "parent",
-                                           "quota",       "version",     NULL };
+    static const char *const allowed[] = { "cost_centre", "description", "parent", "quota",
+                                           "user_quota",  "version",     NULL };
     char id[UTIL_ID_LEN], parent[UTIL_ID_LEN];
     Berth__Group g = BERTH__GROUP__INIT;
-    Berth__Quota q = BERTH__QUOTA__INIT;
+    Berth__Quota q = BERTH__QUOTA__INIT, uq = BERTH__QUOTA__INIT;
     int64_t version = 0;
-    int has_quota;
+    int has_quota, has_user_quota;
     if (s_group(req, "group.update", id) || rest_body(req, allowed) ||
-        s_texts(req, &g, parent, 1) || (has_quota = s_quota(req, &q)) < 0 ||
+        s_texts(req, &g, parent, 1) || (has_quota = s_quota(req, "quota", &q)) < 0 ||
+        (has_user_quota = s_quota(req, "user_quota", &uq)) < 0 ||
         rest_int(req, "version", 0, 1, INT64_MAX, &version) < 0)
         return;
-    char *fields[4];
+    char *fields[5];
     size_t n = 0;
     if (g.cost_centre)
         fields[n++] = "cost_centre";
@@ -268,10 +284,14 @@ void groups_update(http_req_t *req)
         fields[n++] = "quota";
         g.quota = &q;
     }
+    if (has_user_quota == 0) {
+        fields[n++] = "user_quota";
+        g.user_quota = &uq;
+    }
     if (n == 0) {
         http_bad_field(req, "cost_centre",
                        "name at least one field to change: cost_centre, description, parent, "
-                       "quota");
+                       "quota, user_quota");
         return;
     }
     Berth__UpdateGroup ask = BERTH__UPDATE_GROUP__INIT;

@@ -36,6 +36,8 @@ static const s_kind_t s_kinds[KEYS_KIND_COUNT] = {
     [KEYS_GROUP_VMS] = { "group-vms", 1, 1 },
     [KEYS_LOGIN_FAIL_USER] = { "login-fail-user", 0, 1 },
     [KEYS_LOGIN_FAIL_ADDR] = { "login-fail-addr", 0, 1 },
+    [KEYS_GROUP_USAGE] = { "group-usage", 1, 1 },
+    [KEYS_GROUP_USER_USAGE] = { "group-user-usage", 0, 2 },
 };
 
 const char *keys_build(char *buf, keys_kind_t kind, const char *id, const char *id2)

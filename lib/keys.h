@@ -87,6 +87,11 @@ typedef enum {
        sign-ins in the current window (auth_login_throttle.lua). */
     KEYS_LOGIN_FAIL_USER,
     KEYS_LOGIN_FAIL_ADDR,
+    /* berth:group-usage:{<group>}  hash: vms vcpus ram_mb disk_gb the group's VMs hold (charged
+       with their request, released when they leave a state that holds quota: model_tx). */
+    KEYS_GROUP_USAGE,
+    /* berth:group-user-usage:<group>:<user>  hash: the same for one member's VMs in the group */
+    KEYS_GROUP_USER_USAGE,
     KEYS_KIND_COUNT
 } keys_kind_t;
 

@@ -18,6 +18,15 @@ LIFECYCLE_ENUM_IMPL(task_state, TASK_STATE_LAST, "", "QUEUED", "RUNNING", "SUCCE
 LIFECYCLE_ENUM_IMPL(request_state, REQUEST_STATE_LAST, "", "PENDING_APPROVAL", "APPROVED",
                     "REJECTED")
 
+/* The VM states that hold their group's quota (charged when the request is accepted). A VM
+   that moves from one of these to one that is not gives its flavor back (model_tx). */
+static const int s_vm_holds_quota[VM_STATE_LAST] = {
+    [VM_STATE_PENDING_APPROVAL] = 1,
+    [VM_STATE_PROVISIONING] = 1,
+    [VM_STATE_ACTIVE] = 1,
+    [VM_STATE_DISPOSING] = 1,
+};
+
 static const lifecycle_kind_info_t s_kinds[LIFECYCLE_KIND_LAST] = {
     [LIFECYCLE_VM] = { "vm", "vm", "state", "vm.state", vm_state_names, VM_STATE_LAST,
                        "VM lifecycle state" },
@@ -108,6 +117,12 @@ static int s_state(const lifecycle_kind_info_t *k, const char *text)
         if (strcmp(k->states[i], text) == 0)
             return i;
     return -1;
+}
+
+int lifecycle_vm_holds_quota(const char *state)
+{
+    int v = vm_state_from_string(state);
+    return v > 0 && s_vm_holds_quota[v];
 }
 
 int lifecycle_observed(lifecycle_kind_t kind)
@@ -218,6 +233,17 @@ int lifecycle_markdown(FILE *out)
                 col += fprintf(out, " `%s`%s", k->states[s], s + 1 < k->n_states ? "," : ".");
         }
         fputc('\n', out);
+        if (kind == LIFECYCLE_VM) {
+            const char *sep = "";
+            fprintf(out, "Holding their group's quota:");
+            for (int s = 1; s < k->n_states; s++)
+                if (s_vm_holds_quota[s]) {
+                    fprintf(out, "%s `%s`", sep, k->states[s]);
+                    sep = ",";
+                }
+            fprintf(out, ".\nA move from one of these to a state that is not gives the VM's share "
+                         "back in the same step\n(lib/model.h, \"quota\").\n");
+        }
         if (observed)
             fprintf(out, "Observed: any state may follow any other, as the host reports it; an "
                          "unchanged state\nwrites nothing.\n");

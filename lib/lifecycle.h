@@ -138,6 +138,10 @@ int lifecycle_check(lifecycle_kind_t kind, const char *from, const char *to, cha
 /* True when the kind's changes are observed (power): its rows come from LIFECYCLE_ANY. */
 int lifecycle_observed(lifecycle_kind_t kind);
 
+/* True when a VM in this state holds its group's quota (PENDING_APPROVAL, PROVISIONING, ACTIVE,
+   DISPOSING); one leaving such a state for another releases it (lib/model.h). */
+int lifecycle_vm_holds_quota(const char *state);
+
 /* Write the "Lifecycle" section of docs/state.md (between LIFECYCLE_DOC_BEGIN and
    LIFECYCLE_DOC_END, both included, ending with a newline). 0, or -1 when out fails. */
 int lifecycle_markdown(FILE *out);

@@ -402,13 +402,15 @@ int model_load(store_t *store, const ProtobufCMessageDescriptor *desc, const cha
 /* ---- transactions ----------------------------------------------------------------------- */
 
 struct _model_tx_t {
-    zlistx_t *args;  /* char *, the flat ARGV (after KEYS[1] = the event stream) */
-    int failed;      /* out of memory while building */
-    int refused;     /* asked for what the table or a message does not allow */
-    char error[256]; /* why it was refused (the first reason) */
-    zlistx_t *moved; /* char *, "key field" of each transition added (for put_changed) */
-    char actor[96];  /* who the transitions are made for ("": service:<this service>) */
+    zlistx_t *args;      /* char *, the flat ARGV (after KEYS[1] = the event stream) */
+    int failed;          /* out of memory while building */
+    int refused;         /* asked for what the table or a message does not allow */
+    char error[256];     /* why it was refused (the first reason) */
+    zlistx_t *moved;     /* char *, "key field" of each transition added (for put_changed) */
+    char actor[96];      /* who the transitions are made for ("": service:<this service>) */
     char request_id[40];
+    int quota_hit;       /* the commit answered MODEL_QUOTA */
+    model_quota_t quota; /* which limit, then */
 };
 
 model_tx_t *model_tx_new(void)
@@ -640,6 +642,62 @@ static int s_pairs(va_list ap, const char **pairs, int *n)
     return 0;
 }
 
+/* The U op: the VM at key gives back what it holds to its group's and its owner's counters,
+   named by the event fields `group` and `owner` (a VM without a group holds nothing). */
+static void s_release(model_tx_t *self, const char *key, int n, const char **pairs)
+{
+    const char *group = NULL, *owner = NULL;
+    for (int i = 0; i < n; i++) {
+        if (streq(pairs[2 * i], "group"))
+            group = pairs[2 * i + 1];
+        else if (streq(pairs[2 * i], "owner"))
+            owner = pairs[2 * i + 1];
+    }
+    if (!group || !*group || !owner || !*owner)
+        return;
+    char gkey[KEYS_MAX], ukey[KEYS_MAX];
+    s_arg(self, "U");
+    s_arg(self, key);
+    s_arg(self, keys_build(gkey, KEYS_GROUP_USAGE, group, NULL));
+    s_arg(self, keys_build(ukey, KEYS_GROUP_USER_USAGE, group, owner));
+}
+
+void model_tx_charge(model_tx_t *self, const char *key, const char *scope,
+                     const Berth__Quota *limit, const Berth__Quota *amount)
+{
+    const char *names[4] = { "vms", "vcpus", "ram_mb", "disk_gb" };
+    int64_t lim[4] = { 0 },
+            amt[4] = { amount->vms, amount->vcpus, amount->ram_mb, amount->disk_gb };
+    if (limit) {
+        lim[0] = limit->vms;
+        lim[1] = limit->vcpus;
+        lim[2] = limit->ram_mb;
+        lim[3] = limit->disk_gb;
+    }
+    s_arg(self, "Q");
+    s_arg(self, key);
+    s_arg(self, scope);
+    s_arg(self, "4");
+    for (int i = 0; i < 4; i++) {
+        s_arg(self, names[i]);
+        s_arg_int(self, lim[i]);
+        s_arg_int(self, amt[i]);
+    }
+}
+
+void model_tx_hold(model_tx_t *self, const char *vm_key, const Berth__Quota *amount)
+{
+    char held[96];
+    snprintf(held, sizeof held, "%d %d %lld %lld", amount->vms, amount->vcpus,
+             (long long)amount->ram_mb, (long long)amount->disk_gb);
+    model_tx_hset(self, vm_key, "quota_held", held);
+}
+
+const model_quota_t *model_tx_quota(model_tx_t *self)
+{
+    return self->quota_hit ? &self->quota : NULL;
+}
+
 int model_tx_transition(model_tx_t *self, lifecycle_kind_t kind, const char *key, const char *from,
                         const char *to, int64_t version, ...)
 {
@@ -663,6 +721,8 @@ int model_tx_transition(model_tx_t *self, lifecycle_kind_t kind, const char *key
     if (rc != 0)
         return s_refuse(self, "cannot change %s: more than %d event fields", key, S_EXTRA_MAX);
     s_tx_move(self, kind, key, from, to, version, NULL, NULL, n, pairs);
+    if (kind == LIFECYCLE_VM && lifecycle_vm_holds_quota(from) && !lifecycle_vm_holds_quota(to))
+        s_release(self, key, n, pairs);
     return 0;
 }
 
@@ -846,12 +906,22 @@ void model_tx_vm_event(model_tx_t *tx, const Berth__Vm *vm)
                    disk, "host", vm->host, "template", vm->template_, "at_ms", at, NULL);
 }
 
-/* How many arguments follow the opcode at ops[i], and whether the first is a key (the shapes
-   are model_tx.lua's). -1 for an unknown opcode or a list cut short. */
+/* How many arguments follow the opcode at ops[i], and how many of the first are keys (the
+   shapes are model_tx.lua's). -1 for an unknown opcode or a list cut short. */
 static int s_op_width(const char **ops, size_t i, size_t n, int *has_key)
 {
     const char *op = ops[i];
     *has_key = !streq(op, "E");
+    if (streq(op, "U")) {
+        *has_key = 3; /* the VM, the group's counters, the owner's */
+        return 3;
+    }
+    if (streq(op, "Q")) { /* key scope n, then n triples */
+        int64_t triples;
+        if (i + 3 >= n || util_parse_int(ops[i + 3], 0, 16, &triples))
+            return -1;
+        return 3 + 3 * (int)triples;
+    }
     if (streq(op, "C") || streq(op, "Z") || streq(op, "A"))
         return 3;
     if (streq(op, "R") || streq(op, "S"))
@@ -876,6 +946,20 @@ static void s_key_index(const char **keys, int *nkeys, const char *key, char idx
     if (i == *nkeys)
         keys[(*nkeys)++] = key;
     snprintf(idx, 12, "%d", i + 1);
+}
+
+/* model_tx.lua's "QUOTA scope resource quota used requested" into q. 0, or -1. */
+static int s_quota_parse(model_quota_t *q, const char *text)
+{
+    long long quota, used, requested;
+    if (!text || strncmp(text, "QUOTA ", 6) != 0 ||
+        sscanf(text + 6, "%15s %15s %lld %lld %lld", q->scope, q->resource, &quota, &used,
+               &requested) != 5)
+        return -1;
+    q->quota = quota;
+    q->used = used;
+    q->requested = requested;
+    return 0;
 }
 
 int model_tx_commit(model_tx_t *self, store_t *store, const char **why)
@@ -933,9 +1017,9 @@ int model_tx_commit(model_tx_t *self, store_t *store, const char **why)
         rest[i] = ops[i];
         for (int k = 1; k <= width; k++)
             rest[i + k] = ops[i + k];
-        if (has_key) {
-            s_key_index(keys, &nkeys, ops[i + 1], idx[i + 1]);
-            rest[i + 1] = idx[i + 1];
+        for (int k = 1; k <= has_key; k++) {
+            s_key_index(keys, &nkeys, ops[i + k], idx[i + k]);
+            rest[i + k] = idx[i + k];
         }
         i += 1 + (size_t)width;
     }
@@ -959,6 +1043,11 @@ int model_tx_commit(model_tx_t *self, store_t *store, const char **why)
         if (why)
             *why = "the object changed meanwhile";
         log_debug(NULL, "transaction conflict", "{s:s}", "reason", r->str);
+    } else if (r->type == REDIS_REPLY_ERROR && s_quota_parse(&self->quota, r->str) == 0) {
+        rc = MODEL_QUOTA;
+        self->quota_hit = 1;
+        if (why)
+            *why = "a quota does not allow it";
     } else
         log_debug(NULL, "transaction failed", "{s:s}", "error", r->str ? r->str : "?");
     freeReplyObject(r);

@@ -15,6 +15,9 @@
 /* model_tx_*: the lifecycle table or the message does not allow what the transaction asks
    (model_tx_error says what); nothing is sent. */
 #define MODEL_REFUSED 3
+/* model_tx_commit: a charge would pass its limit (model_tx_quota says which); nothing was
+   written. */
+#define MODEL_QUOTA 4
 
 #define MODEL_VERSION_ANY (-1) /* model_tx_transition: do not check the version */
 
@@ -127,6 +130,36 @@ void model_tx_put_fields(model_tx_t *self, const char *key, const ProtobufCMessa
    the same transaction; changed without one, they refuse the transaction. */
 void model_tx_put_changed(model_tx_t *self, const char *key, const ProtobufCMessage *before,
                           const ProtobufCMessage *after);
+
+/* ---- quota ------------------------------------------------------------------------------
+   A group's usage (berth:group-usage:{<group>}, and per member berth:group-user-usage) is
+   charged in the transaction that creates the VMs, and released by the transaction that
+   moves a VM out of a state that holds quota (lifecycle_vm_holds_quota): every VM
+   transition from such a state to one that is not (model_tx_transition of LIFECYCLE_VM
+   whose event fields name `group` and `owner`, as model_tx_vm_transition's do) gives back
+   what the VM holds, once, whoever writes it. */
+
+/* Add amount to the counters at key (vms, vcpus, ram_mb, disk_gb) if none passes its limit
+   (a limit of 0, or limit NULL, is none); otherwise the commit answers MODEL_QUOTA and
+   model_tx_quota says which limit, scope being the caller's word for whose ("group"). */
+void model_tx_charge(model_tx_t *self, const char *key, const char *scope,
+                     const Berth__Quota *limit, const Berth__Quota *amount);
+
+/* Mark the VM at vm_key as holding amount (written with the VM): what its release gives
+   back. A VM without the mark (made before quotas) releases nothing. */
+void model_tx_hold(model_tx_t *self, const char *vm_key, const Berth__Quota *amount);
+
+/* The limit a MODEL_QUOTA commit hit. */
+typedef struct {
+    char scope[16];    /* model_tx_charge's scope */
+    char resource[16]; /* vms, vcpus, ram_mb or disk_gb */
+    int64_t quota;     /* the limit */
+    int64_t used;      /* held before this transaction */
+    int64_t requested; /* what this transaction asked for */
+} model_quota_t;
+
+/* After a MODEL_QUOTA commit, the limit hit; otherwise NULL. Borrowed. */
+const model_quota_t *model_tx_quota(model_tx_t *self);
 
 /* Why the transaction was refused, or NULL. Borrowed; lives as long as the transaction. */
 const char *model_tx_error(model_tx_t *self);

@@ -12,6 +12,13 @@
 --   A k actor request_id    each transition applied is also an audit record (lib/audit.h)
 --                           in the audit stream k, made by actor: the audit trail gets it
 --                           in the same step as the change
+--   Q k scope n f1 lim1 amt1 .. fn limn amtn
+--                           charge: HINCRBY k fi amti, refused (QUOTA scope fi lim used amt,
+--                           nothing written) when a lim > 0 would be passed (one Q per key:
+--                           each is checked against what k held before the transaction)
+--   U v g u                 release: the 4 amounts in v's quota_held (vms vcpus ram_mb
+--                           disk_gb) come off g and u (never below 0) and quota_held goes,
+--                           so a VM releases once; a VM without quota_held releases nothing
 --   T k field from to version at_ms guard_field guard_value n f1 v1 .. fn vn
 --                           a transition (lib/lifecycle.h, model_tx_transition): field goes
 --                           from -> to. from '*' = observed (applied only when it changes,
@@ -48,6 +55,17 @@ while i <= n do
       t[#t + 1] = {i, (tonumber(v) or 0) + 1, cur}
     end
     i = i + 10 + 2 * tonumber(a[i + 9])
+  elseif op == 'Q' then
+    local k, cnt = key(i + 1), tonumber(a[i + 3])
+    for x = i + 4, i + 1 + 3 * cnt, 3 do
+      local lim, amt = tonumber(a[x + 1]), tonumber(a[x + 2])
+      local used = tonumber(redis.call('HGET', k, a[x]) or '0') or 0
+      if lim > 0 and used + amt > lim then
+        return {err = 'QUOTA ' .. a[i + 2] .. ' ' .. a[x] .. ' ' .. lim .. ' ' .. used .. ' ' .. amt}
+      end
+    end
+    i = i + 4 + 3 * cnt
+  elseif op == 'U' then key(i + 1); key(i + 2); key(i + 3); i = i + 4
   elseif op == 'C' then
     local k = key(i + 1)
     local cur = redis.call('HGET', k, a[i + 2]) or ''
@@ -80,6 +98,28 @@ while i <= n do
   elseif op == 'Z' then redis.call('ZADD', key(i + 1), a[i + 2], a[i + 3]); i = i + 4
   elseif op == 'R' then redis.call('ZREM', key(i + 1), a[i + 2]); i = i + 3
   elseif op == 'S' then redis.call('SADD', key(i + 1), a[i + 2]); i = i + 3
+  elseif op == 'Q' then
+    local k, cnt = key(i + 1), tonumber(a[i + 3])
+    for x = i + 4, i + 1 + 3 * cnt, 3 do
+      if tonumber(a[x + 2]) ~= 0 then redis.call('HINCRBY', k, a[x], a[x + 2]) end
+    end
+    i = i + 4 + 3 * cnt
+  elseif op == 'U' then
+    local v = key(i + 1)
+    local held = redis.call('HGET', v, 'quota_held')
+    if held then
+      local amt, f = {}, {'vms', 'vcpus', 'ram_mb', 'disk_gb'}
+      for w in string.gmatch(held, '%d+') do amt[#amt + 1] = tonumber(w) end
+      for _, k in ipairs({key(i + 2), key(i + 3)}) do
+        for x = 1, 4 do
+          if (amt[x] or 0) > 0 and redis.call('HINCRBY', k, f[x], -amt[x]) < 0 then
+            redis.call('HSET', k, f[x], 0)
+          end
+        end
+      end
+      redis.call('HDEL', v, 'quota_held')
+    end
+    i = i + 4
   end
 end
 -- transitions: state, version, updated_ms, then the event

@@ -33,14 +33,15 @@ static int s_printable(const char *text, size_t max)
     return 1;
 }
 
-static int s_check_quota(const Berth__Quota *q, fault_t *fault)
+static int s_check_quota(const char *field, const Berth__Quota *q, fault_t *fault)
 {
     if (!q)
         return 0;
     if (q->vms < 0 || q->vcpus < 0 || q->ram_mb < 0 || q->disk_gb < 0)
-        return error_field(fault, "quota", "quota values must not be negative");
+        return error_field(fault, field, "%s values must not be negative", field);
     if (q->ram_mb > (int64_t)1 << 40 || q->disk_gb > (int64_t)1 << 40)
-        return error_field(fault, "quota", "quota values must be at most %lld", (long long)1 << 40);
+        return error_field(fault, field, "%s values must be at most %lld", field,
+                           (long long)1 << 40);
     return 0;
 }
 
@@ -64,7 +65,8 @@ static int s_check_fields(const Berth__Group *g, fault_t *fault)
                            GROUPS_TEXT_MAX);
     if (g->parent && *g->parent && s_check_id("parent", g->parent, fault) != 0)
         return -1;
-    return s_check_quota(g->quota, fault);
+    return s_check_quota("quota", g->quota, fault) ||
+           s_check_quota("user_quota", g->user_quota, fault);
 }
 
 int groups_get(store_t *store, const char *id, Berth__Group **out_p, fault_t *fault)
@@ -80,6 +82,29 @@ int groups_get(store_t *store, const char *id, Berth__Group **out_p, fault_t *fa
     if (rc != 0)
         return fault_store(fault, store);
     *out_p = (Berth__Group *)msg;
+    return 0;
+}
+
+int groups_usage(store_t *store, const char *id, Berth__Quota *used, fault_t *fault)
+{
+    char key[KEYS_MAX];
+    redisReply *r = store_command(store, "HMGET %s vms vcpus ram_mb disk_gb",
+                                  keys_build(key, KEYS_GROUP_USAGE, id, NULL));
+    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 4) {
+        if (r)
+            freeReplyObject(r);
+        return fault_store(fault, store);
+    }
+    int64_t v[4] = { 0 };
+    for (size_t i = 0; i < 4; i++)
+        if (r->element[i]->type == REDIS_REPLY_STRING &&
+            util_parse_int(r->element[i]->str, 0, INT64_MAX, &v[i]) != 0)
+            v[i] = 0;
+    freeReplyObject(r);
+    used->vms = (int32_t)v[0];
+    used->vcpus = (int32_t)v[1];
+    used->ram_mb = v[2];
+    used->disk_gb = v[3];
     return 0;
 }
 
@@ -170,6 +195,7 @@ int groups_create(store_t *store, const Berth__Group *group, const char *actor,
     g.description = group->description ? group->description : "";
     g.parent = group->parent ? group->parent : "";
     g.quota = group->quota;
+    g.user_quota = group->user_quota;
     g.created_ms = util_now_ms();
     g.version = 1;
     keys_build(key, KEYS_GROUP, id, NULL);
@@ -330,6 +356,8 @@ int groups_update(store_t *store, const char *id, const Berth__Group *update, ch
             after.description = update->description ? update->description : "";
         else if (streq(f, "quota"))
             after.quota = update->quota; /* absent: no limit */
+        else if (streq(f, "user_quota"))
+            after.user_quota = update->user_quota; /* absent: no limit per member */
         else if (streq(f, "parent")) {
             after.parent = update->parent ? update->parent : "";
             parent_changed = 1;
@@ -337,7 +365,7 @@ int groups_update(store_t *store, const char *id, const Berth__Group *update, ch
             protobuf_c_message_free_unpacked(&g->base, NULL);
             return error_field(fault, "fields",
                                "'%.64s' cannot be changed (cost_centre, description, parent, "
-                               "quota can)",
+                               "quota, user_quota can)",
                                f);
         }
     }
@@ -356,7 +384,7 @@ int groups_update(store_t *store, const char *id, const Berth__Group *update, ch
     }
     model_tx_check_version(tx, key, g->version);
     model_tx_put_fields(tx, key, &after.base, "cost_centre", "description", "parent", "quota",
-                        NULL);
+                        "user_quota", NULL);
     if (after.parent && *after.parent) { /* still there, and knows its child */
         model_tx_check(tx, keys_build(parent_key, KEYS_GROUP, after.parent, NULL), "id",
                        after.parent);
@@ -660,11 +688,18 @@ void groups_on_get(bus_request_t *request, void *arg)
     int may = s_may_read(store, who, msg->id, &fault);
     if (may == 0) /* a group one may not see is no different from none */
         error_set(&fault, "NOT_FOUND", "no group %.64s", msg->id ? msg->id : "");
-    if (may != 1 || groups_get(store, msg->id, &g, &fault) != 0) {
+    Berth__Quota used = BERTH__QUOTA__INIT;
+    if (may != 1 || groups_get(store, msg->id, &g, &fault) != 0 ||
+        groups_usage(store, g->id, &used, &fault) != 0) {
         s_refuse(request, who, "get group refused", &fault);
+        if (g)
+            protobuf_c_message_free_unpacked(&g->base, NULL);
         return;
     }
+    Berth__Quota *stored_used = g->used; /* never stored: the counters are the truth */
+    g->used = &used;
     s_done(request, who, &g->base);
+    g->used = stored_used;
     protobuf_c_message_free_unpacked(&g->base, NULL);
 }
 

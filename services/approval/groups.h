@@ -31,6 +31,10 @@ int groups_create(store_t *store, const Berth__Group *group, const char *actor,
 /* The group with id: 0 and *out_p, or -1 (NOT_FOUND, BAD_REQUEST for a malformed id). */
 int groups_get(store_t *store, const char *id, Berth__Group **out_p, fault_t *fault);
 
+/* What the group's live VMs hold now (berth:group-usage:{id}; zero where nothing was charged)
+   into *used: the `used` of a GetGroup answer. 0, or -1 (Redis). */
+int groups_usage(store_t *store, const char *id, Berth__Quota *used, fault_t *fault);
+
 /* The group named by ref, an id or a name: 0 and *out_p, or -1 (NOT_FOUND, BAD_REQUEST when ref
    is neither). */
 int groups_find(store_t *store, const char *ref, Berth__Group **out_p, fault_t *fault);

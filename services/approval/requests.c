@@ -213,6 +213,42 @@ static int s_group(store_t *store, const char *ref, const char *owner, int admin
     return 0;
 }
 
+/* Charge count VMs of tmpl's flavor to the group's usage (within its quota) and to the
+   owner's usage in the group (within its user_quota), in tx: the request's own step, so two
+   requests can never together pass a quota. */
+static void s_charge(model_tx_t *tx, const Berth__Group *group, const char *owner,
+                     const Berth__Template *tmpl, int count)
+{
+    char key[KEYS_MAX];
+    Berth__Quota amount = BERTH__QUOTA__INIT;
+    amount.vms = count;
+    amount.vcpus = count * tmpl->vcpus;
+    amount.ram_mb = (int64_t)count * tmpl->ram_mb;
+    amount.disk_gb = (int64_t)count * tmpl->disk_gb;
+    model_tx_charge(tx, keys_build(key, KEYS_GROUP_USAGE, group->id, NULL), "group", group->quota,
+                    &amount);
+    model_tx_charge(tx, keys_build(key, KEYS_GROUP_USER_USAGE, group->id, owner), "user",
+                    group->user_quota, &amount);
+}
+
+/* QUOTA_EXCEEDED for the limit q names: the resource, the quota, what is in use and what
+   the request asks for, in the message and in details. */
+static void s_quota_fault(const model_quota_t *q, const Berth__Group *group, fault_t *fault)
+{
+    int user = streq(q->scope, "user");
+    error_set(fault, "QUOTA_EXCEEDED",
+              "%s quota of group %s exceeded: %s quota %lld, %lld in use, this request asks "
+              "for %lld",
+              user ? "your per-member" : "the", group->name, q->resource, (long long)q->quota,
+              (long long)q->used, (long long)q->requested);
+    error_detail(fault, "resource", "%s", q->resource);
+    error_detail(fault, "quota", "%lld", (long long)q->quota);
+    error_detail(fault, "used", "%lld", (long long)q->used);
+    error_detail(fault, "requested", "%lld", (long long)q->requested);
+    error_detail(fault, "scope", "%s", q->scope);
+    error_detail(fault, "group", "%s", group->id);
+}
+
 #define S_BODY_HASH_LEN (crypto_hash_sha256_BYTES * 2 + 1) /* hex SHA-256 with its NUL */
 
 /* The hash of what a CreateRequest asks for (template, name, count; 0 and 1 alike; the group
@@ -316,9 +352,14 @@ int requests_create(store_t *store, const policy_t *policy, const Berth__CreateR
     char group_id[UTIL_ID_LEN], role[16];
     if (s_group(store, msg->group, msg->owner, admin, group_id, role, fault) != 0)
         return -1;
-    Berth__Template *tmpl = NULL;
-    if (catalog_find(store, msg->template_, &tmpl, fault) != 0)
+    Berth__Group *group = NULL;
+    if (groups_get(store, group_id, &group, fault) != 0)
         return -1;
+    Berth__Template *tmpl = NULL;
+    if (catalog_find(store, msg->template_, &tmpl, fault) != 0) {
+        protobuf_c_message_free_unpacked(&group->base, NULL);
+        return -1;
+    }
     s_batch_t b;
     model_tx_t *tx = model_tx_new();
     if (tx)
@@ -326,6 +367,7 @@ int requests_create(store_t *store, const policy_t *policy, const Berth__CreateR
     if (!tx || s_batch_init(&b, (size_t)count) != 0) {
         model_tx_destroy(&tx);
         protobuf_c_message_free_unpacked(&tmpl->base, NULL);
+        protobuf_c_message_free_unpacked(&group->base, NULL);
         return error_set(fault, "INTERNAL", "out of memory");
     }
     int approved = !tmpl->requires_approval;
@@ -390,6 +432,12 @@ int requests_create(store_t *store, const policy_t *policy, const Berth__CreateR
         vm->state = (char *)vm_state;
         vm->version = 1;
         model_tx_put(tx, keys_build(key, KEYS_VM, vm->id, NULL), &vm->base);
+        Berth__Quota held = BERTH__QUOTA__INIT;
+        held.vms = 1;
+        held.vcpus = flavor->vcpus;
+        held.ram_mb = flavor->ram_mb;
+        held.disk_gb = flavor->disk_gb;
+        model_tx_hold(tx, key, &held);
         model_tx_zadd(tx, S_VMS, now, vm->id);
         /* The group knows its VMs: it is not deleted while one lives (groups_delete.lua). */
         model_tx_sadd(tx, keys_build(key, KEYS_GROUP_VMS, group_id, NULL), vm->id);
@@ -406,10 +454,14 @@ int requests_create(store_t *store, const policy_t *policy, const Berth__CreateR
         model_tx_hset(tx, idem_key, "expires_ms", expires);
         model_tx_hset(tx, idem_key, "body", hash);
     }
+    s_charge(tx, group, msg->owner, tmpl, count);
     const char *why = NULL;
     int rc = model_tx_commit(tx, store, &why);
     if (rc == MODEL_REFUSED)
         error_set(fault, "INTERNAL", "%s", why);
+    if (rc == MODEL_QUOTA)
+        s_quota_fault(model_tx_quota(tx), group, fault);
+    protobuf_c_message_free_unpacked(&group->base, NULL);
     model_tx_destroy(&tx);
     if (rc == 0) {
         if (keyed) {
@@ -427,7 +479,7 @@ int requests_create(store_t *store, const policy_t *policy, const Berth__CreateR
     }
     s_batch_free(&b);
     protobuf_c_message_free_unpacked(&tmpl->base, NULL);
-    if (rc == MODEL_REFUSED)
+    if (rc == MODEL_REFUSED || rc == MODEL_QUOTA)
         return -1;
     if (rc == MODEL_CONFLICT && keyed) {
         /* Another call with the same key won the race: answer what it created. */

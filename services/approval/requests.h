@@ -13,7 +13,9 @@
 /* Create the request msg asks for (validated here), or answer the request an earlier call
    with the same owner and idempotency key created. admin: the owner has the platform's admin
    role (may request in any group). trace_id is the HTTP request id the tasks carry (may be
-   NULL). 0 and *request_p (free with protobuf_c_message_free_unpacked), or -1 with a fault. */
+   NULL). 0 and *request_p (free with protobuf_c_message_free_unpacked), or -1 with a fault:
+   QUOTA_EXCEEDED (nothing written) when the request would pass its group's quota or the
+   owner's user_quota in it; it is charged to both in the request's own step. */
 int requests_create(store_t *store, const policy_t *policy, const Berth__CreateRequest *msg,
                     int admin, const char *trace_id, Berth__Request **request_p, fault_t *fault);
 

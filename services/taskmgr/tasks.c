@@ -226,7 +226,7 @@ static void s_vm_changes(model_tx_t *tx, s_held_t *h)
         model_tx_transition(tx, LIFECYCLE_VM, vkey, was->state, vm->state, MODEL_VERSION_ANY, "vm",
                             vm->id, "owner", vm->owner, "vcpus", vcpus, "ram_mb", ram, "disk_gb",
                             disk, "host", *vm->host ? vm->host : was->host, "template",
-                            vm->template_, NULL);
+                            vm->template_, "group", vm->group, NULL);
     }
     if (!s_is(vm->power_state, was->power_state)) {
         const char *host = *was->host ? was->host : vm->host;

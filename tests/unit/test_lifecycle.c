@@ -114,6 +114,19 @@ static void s_assert_event(store_t *store, const char *type, const char *key, co
 
 /* ---- the table ---------------------------------------------------------------------------- */
 
+/* The states that hold quota: a request's VMs until they are rejected, fail or are gone. */
+static void test_states_holding_quota(void **state)
+{
+    (void)state;
+    const char *holds[] = { "PENDING_APPROVAL", "PROVISIONING", "ACTIVE", "DISPOSING" };
+    const char *free_[] = { "", "ERROR", "DISPOSED", "REJECTED", "NOPE" };
+    for (size_t i = 0; i < sizeof holds / sizeof *holds; i++)
+        assert_true(lifecycle_vm_holds_quota(holds[i]));
+    for (size_t i = 0; i < sizeof free_ / sizeof *free_; i++)
+        assert_false(lifecycle_vm_holds_quota(free_[i]));
+    assert_false(lifecycle_vm_holds_quota(NULL));
+}
+
 static void test_names_round_trip(void **state)
 {
     (void)state;
@@ -427,6 +440,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_names_round_trip),
+        cmocka_unit_test(test_states_holding_quota),
         cmocka_unit_test(test_every_allowed_transition_is_accepted),
         cmocka_unit_test(test_refused_transitions_name_what_is_wrong),
         cmocka_unit_test_setup_teardown(test_every_allowed_transition_commits, testenv_setup,

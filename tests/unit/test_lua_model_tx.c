@@ -2,7 +2,8 @@
     Every check runs before any write (one failed check: nothing written, the error names
     the key and field), every operation writes the key named by its index into KEYS, events
     go to KEYS[1], a transition checks state and version then moves them with its event, and
-    a malformed list is refused without writing. */
+    a malformed list is refused without writing; a charge stays within its limits or writes
+    nothing, and a release gives back what a VM holds once, never below zero. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -139,12 +140,66 @@ static void test_malformed_lists_are_refused(void **state)
     assert_int_equal(r->type, REDIS_REPLY_ERROR);
     assert_non_null(strstr(r->str, "BADKEY"));
     freeReplyObject(r);
-    const char *bad_op[] = { EVENTS, "t:h", "P", "2", "1", "a", "b", "Q", "2" };
+    const char *bad_op[] = { EVENTS, "t:h", "P", "2", "1", "a", "b", "X", "2" };
     r = s_tx(f->store, 2, 9, bad_op);
     assert_int_equal(r->type, REDIS_REPLY_ERROR);
     assert_non_null(strstr(r->str, "BADOP"));
     freeReplyObject(r);
     assert_int_equal(s_int(f->store, "EXISTS %s", "t:h"), 0);
+}
+
+static void test_charge_within_limits_or_refused(void **state)
+{
+    fixture_t *f = *state;
+    /* vms: limit 3; vcpus: limit 0 = none. */
+    const char *charge[] = { EVENTS, "t:use", "Q", "2",     "group", "2",
+                             "vms",  "3",     "2", "vcpus", "0",     "4" };
+    redisReply *r = s_tx(f->store, 2, 12, charge);
+    assert_int_equal(r->type, REDIS_REPLY_INTEGER);
+    freeReplyObject(r);
+    s_assert_hget(f->store, "t:use", "vms", "2");
+    s_assert_hget(f->store, "t:use", "vcpus", "4");
+    /* 2 + 2 > 3: refused with the limit, what is used and what was asked; the other write
+       of the same transaction is not made. */
+    const char *over[] = { EVENTS, "t:use", "t:h", "P",   "3", "1", "a",     "b", "Q",
+                           "2",    "user",  "2",   "vms", "3", "2", "vcpus", "0", "4" };
+    r = s_tx(f->store, 3, 18, over);
+    assert_int_equal(r->type, REDIS_REPLY_ERROR);
+    assert_string_equal(r->str, "QUOTA user vms 3 2 2");
+    freeReplyObject(r);
+    s_assert_hget(f->store, "t:use", "vms", "2");
+    assert_int_equal(s_int(f->store, "EXISTS %s", "t:h"), 0);
+    /* Up to the limit exactly is allowed. */
+    const char *fits[] = { EVENTS, "t:use", "Q", "2", "group", "1", "vms", "3", "1" };
+    r = s_tx(f->store, 2, 9, fits);
+    assert_int_equal(r->type, REDIS_REPLY_INTEGER);
+    freeReplyObject(r);
+    s_assert_hget(f->store, "t:use", "vms", "3");
+}
+
+static void test_release_once_never_below_zero(void **state)
+{
+    fixture_t *f = *state;
+    redisReply *r = store_command(f->store, "HSET t:vm quota_held %s", "1 2 512 10");
+    freeReplyObject(r);
+    r = store_command(f->store, "HSET t:g vms 3 vcpus 6 ram_mb 100 disk_gb 30");
+    freeReplyObject(r);
+    const char *release[] = { EVENTS, "t:vm", "t:g", "t:u", "U", "2", "3", "4" };
+    r = s_tx(f->store, 4, 8, release);
+    assert_int_equal(r->type, REDIS_REPLY_INTEGER);
+    freeReplyObject(r);
+    s_assert_hget(f->store, "t:g", "vms", "2");
+    s_assert_hget(f->store, "t:g", "vcpus", "4");
+    s_assert_hget(f->store, "t:g", "ram_mb", "0"); /* held more than was counted: 0, not < 0 */
+    s_assert_hget(f->store, "t:g", "disk_gb", "20");
+    s_assert_hget(f->store, "t:u", "vms", "0"); /* nothing counted for the member: 0 */
+    s_assert_hget(f->store, "t:vm", "quota_held", NULL);
+    /* Again (a retried step, or a VM made before quotas): nothing more comes off. */
+    r = s_tx(f->store, 4, 8, release);
+    assert_int_equal(r->type, REDIS_REPLY_INTEGER);
+    freeReplyObject(r);
+    s_assert_hget(f->store, "t:g", "vms", "2");
+    s_assert_hget(f->store, "t:g", "vcpus", "4");
 }
 
 int main(void)
@@ -157,6 +212,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_transition_checks_then_moves, testenv_setup,
                                         testenv_teardown),
         cmocka_unit_test_setup_teardown(test_malformed_lists_are_refused, testenv_setup,
+                                        testenv_teardown),
+        cmocka_unit_test_setup_teardown(test_charge_within_limits_or_refused, testenv_setup,
+                                        testenv_teardown),
+        cmocka_unit_test_setup_teardown(test_release_once_never_below_zero, testenv_setup,
                                         testenv_teardown),
     };
     return cmocka_run_group_tests(tests, testenv_group_setup, testenv_group_teardown);

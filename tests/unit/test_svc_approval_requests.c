@@ -1413,6 +1413,173 @@ static void test_request_visibility(void **state)
     assert_int_equal(requests_visible(&req, &who), 0);
 }
 
+/* ---- quotas ---------------------------------------------------------------------------- */
+
+/* A group called name with quota (vms) and user_quota (vms; 0 = none) and user as member. */
+static void s_quota_group(const char *name, int vms, int user_vms, const char *user,
+                          char id[UTIL_ID_LEN])
+{
+    fault_t fault = { 0 };
+    Berth__Quota q = BERTH__QUOTA__INIT, uq = BERTH__QUOTA__INIT;
+    q.vms = vms;
+    uq.vms = user_vms;
+    Berth__Group want = BERTH__GROUP__INIT, *g = NULL;
+    want.name = (char *)name;
+    want.quota = &q;
+    want.user_quota = user_vms ? &uq : NULL;
+    assert_int_equal(groups_create(s_store, &want, "admin", &g, &fault), 0);
+    util_strlcpy(id, g->id, UTIL_ID_LEN);
+    s_free(g);
+    s_group_with(name, user, "member", id);
+}
+
+/* CreateRequest of count tmpl VMs by owner in group, with key (NULL: none). */
+static int s_create_q(const char *tmpl, int count, const char *owner, const char *group,
+                      const char *key, Berth__Request **req, fault_t *fault)
+{
+    Berth__CreateRequest msg = BERTH__CREATE_REQUEST__INIT;
+    msg.template_ = (char *)tmpl;
+    msg.name = "q";
+    msg.count = count;
+    msg.owner = (char *)owner;
+    msg.group = (char *)group;
+    msg.idempotency_key = (char *)(key ? key : "");
+    *req = NULL;
+    memset(fault, 0, sizeof *fault);
+    return requests_create(s_store, &s_policy, &msg, 0, NULL, req, fault);
+}
+
+/* Field of the group's usage counters (user NULL) or of user's in the group, as a number. */
+static long long s_usage(const char *group, const char *user, const char *field)
+{
+    char key[KEYS_MAX];
+    if (user)
+        keys_build(key, KEYS_GROUP_USER_USAGE, group, user);
+    else
+        keys_build(key, KEYS_GROUP_USAGE, group, NULL);
+    redisReply *r = store_command(s_store, "HGET %s %s", key, field);
+    assert_non_null(r);
+    long long v = r->type == REDIS_REPLY_STRING ? atoll(r->str) : 0;
+    freeReplyObject(r);
+    return v;
+}
+
+static void test_quota_charged_and_refused(void **state)
+{
+    (void)state;
+    s_seed();
+    char team[UTIL_ID_LEN];
+    s_quota_group("team", 3, 0, "erin", team);
+    fault_t fault = { 0 };
+    Berth__Request *req = NULL;
+    assert_int_equal(s_create_q("small", 2, "erin", "team", "k-q", &req, &fault), 0);
+    assert_int_equal(s_usage(team, NULL, "vms"), 2);
+    assert_int_equal(s_usage(team, NULL, "vcpus"), 2);
+    assert_int_equal(s_usage(team, NULL, "ram_mb"), 2048);
+    assert_int_equal(s_usage(team, NULL, "disk_gb"), 20);
+    assert_int_equal(s_usage(team, "erin", "vms"), 2);
+    /* The same Idempotency-Key again: the same request, charged once. */
+    Berth__Request *again = NULL;
+    assert_int_equal(s_create_q("small", 2, "erin", "team", "k-q", &again, &fault), 0);
+    assert_string_equal(again->id, req->id);
+    assert_int_equal(s_usage(team, NULL, "vms"), 2);
+    s_free(again);
+
+    /* 2 more would make 4 > 3: refused, naming the resource, the quota and what is used;
+       nothing is written. */
+    snapshot_t before = s_snapshot();
+    assert_int_equal(s_create_q("small", 2, "erin", "team", NULL, &again, &fault), -1);
+    assert_null(again);
+    assert_string_equal(fault.code, "QUOTA_EXCEEDED");
+    assert_string_equal(fault.message, "the quota of group team exceeded: vms quota 3, 2 in use, "
+                                       "this request asks for 2");
+    assert_string_equal(error_detail_get(&fault, "resource"), "vms");
+    assert_string_equal(error_detail_get(&fault, "quota"), "3");
+    assert_string_equal(error_detail_get(&fault, "used"), "2");
+    assert_string_equal(error_detail_get(&fault, "requested"), "2");
+    assert_string_equal(error_detail_get(&fault, "scope"), "group");
+    s_assert_unchanged(before);
+    assert_int_equal(s_usage(team, NULL, "vms"), 2);
+
+    /* Up to the quota is accepted. */
+    assert_int_equal(s_create_q("small", 1, "erin", "team", NULL, &again, &fault), 0);
+    assert_int_equal(s_usage(team, NULL, "vms"), 3);
+
+    /* A VM that fails gives its share back, once: a retried step conflicts. */
+    Berth__Vm *vm = s_vm(again->vms[0]);
+    model_tx_t *tx = model_tx_new();
+    assert_int_equal(model_tx_vm_transition(tx, vm, "ERROR"), 0);
+    assert_int_equal(model_tx_commit(tx, s_store, NULL), 0);
+    model_tx_destroy(&tx);
+    assert_int_equal(s_usage(team, NULL, "vms"), 2);
+    assert_int_equal(s_usage(team, "erin", "vcpus"), 2);
+    tx = model_tx_new();
+    assert_int_equal(model_tx_vm_transition(tx, vm, "ERROR"), 0);
+    assert_int_equal(model_tx_commit(tx, s_store, NULL), MODEL_CONFLICT);
+    model_tx_destroy(&tx);
+    assert_int_equal(s_usage(team, NULL, "vms"), 2);
+    /* ERROR -> DISPOSING -> DISPOSED releases nothing more. */
+    Berth__Vm *failed = s_vm(again->vms[0]);
+    tx = model_tx_new();
+    assert_int_equal(model_tx_vm_transition(tx, failed, "DISPOSING"), 0);
+    assert_int_equal(model_tx_commit(tx, s_store, NULL), 0);
+    model_tx_destroy(&tx);
+    s_free(failed);
+    failed = s_vm(again->vms[0]);
+    tx = model_tx_new();
+    assert_int_equal(model_tx_vm_transition(tx, failed, "DISPOSED"), 0);
+    assert_int_equal(model_tx_commit(tx, s_store, NULL), 0);
+    model_tx_destroy(&tx);
+    assert_int_equal(s_usage(team, NULL, "vms"), 2);
+    s_free(failed);
+    s_free(vm);
+    s_free(again);
+    s_free(req);
+}
+
+static void test_quota_released_on_reject_and_per_member(void **state)
+{
+    (void)state;
+    s_seed();
+    char lab[UTIL_ID_LEN];
+    s_quota_group("lab", 2, 1, "fred", lab);
+    s_group_with("lab", "gina", "member", lab);
+    fault_t fault = { 0 };
+    Berth__Request *big = NULL, *req = NULL;
+    /* Waiting for approval counts. */
+    assert_int_equal(s_create_q("large", 1, "fred", "lab", NULL, &big, &fault), 0);
+    assert_string_equal(big->state, "PENDING_APPROVAL");
+    assert_int_equal(s_usage(lab, NULL, "vcpus"), 8);
+    /* fred's own limit is 1 VM. */
+    assert_int_equal(s_create_q("small", 1, "fred", "lab", NULL, &req, &fault), -1);
+    assert_string_equal(fault.code, "QUOTA_EXCEEDED");
+    assert_string_equal(error_detail_get(&fault, "scope"), "user");
+    assert_string_equal(error_detail_get(&fault, "used"), "1");
+    /* gina fills the group; then the group's quota (checked first) refuses her. */
+    assert_int_equal(s_create_q("small", 1, "gina", "lab", NULL, &req, &fault), 0);
+    s_free(req);
+    assert_int_equal(s_create_q("small", 1, "gina", "lab", NULL, &req, &fault), -1);
+    assert_string_equal(error_detail_get(&fault, "scope"), "group");
+    assert_string_equal(error_detail_get(&fault, "quota"), "2");
+    /* Rejecting fred's request gives its VM back to the group and to fred. */
+    Berth__Request *rejected = s_decide(big->id, 0, "admin", "no", &fault);
+    assert_non_null(rejected);
+    assert_int_equal(s_usage(lab, NULL, "vms"), 1);
+    assert_int_equal(s_usage(lab, NULL, "vcpus"), 1);
+    assert_int_equal(s_usage(lab, "fred", "vms"), 0);
+    assert_int_equal(s_create_q("small", 1, "fred", "lab", NULL, &req, &fault), 0);
+    assert_int_equal(s_usage(lab, NULL, "vms"), 2);
+    /* GetGroup's answer carries what is used. */
+    Berth__Quota used = BERTH__QUOTA__INIT;
+    assert_int_equal(groups_usage(s_store, lab, &used, &fault), 0);
+    assert_int_equal(used.vms, 2);
+    assert_int_equal(used.vcpus, 2);
+    assert_int_equal(used.ram_mb, 2048);
+    s_free(req);
+    s_free(rejected);
+    s_free(big);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1436,6 +1603,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_bus_handlers, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_request_group, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_default_group_made_once, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_quota_charged_and_refused, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_quota_released_on_reject_and_per_member, s_setup,
+                                        s_teardown),
         cmocka_unit_test_setup_teardown(test_store_down, s_setup, s_teardown),
         cmocka_unit_test(test_request_visibility),
     };
