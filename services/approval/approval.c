@@ -214,11 +214,12 @@ static void s_on_decide_request(bus_request_t *request, void *arg)
     Berth__UserAssertion *who = approval_caller(self, request, msg->assertion);
     if (!who)
         return;
-    Berth__DecideRequest ask = *msg;
-    ask.actor = who->user; /* decided by who asks; requests_decide refuses the requester */
+    /* Decided by who asks, at the level the engine lets them (decide.h); never the
+       requester. */
     fault_t fault = { 0 };
     Berth__Request *req = NULL;
-    int rc = requests_decide(self->store, &self->policy, &ask, s_request_id(request), &req, &fault);
+    int rc = requests_decide(self->store, &self->policy, msg, who, s_request_id(request), &req,
+                             &fault);
     if (rc != 0) {
         approval_fail(request, "decision refused", &fault);
         berth__user_assertion__free_unpacked(who, NULL);
@@ -236,8 +237,9 @@ const approval_handler_t approval_handlers[] = {
     { "CreateTemplate", s_on_create_template, APPROVAL_ADMIN },
     { "CreateRequest", s_on_create_request, APPROVAL_USER },
     { "GetRequest", s_on_get_request, APPROVAL_ANYONE },
-    /* Approving or rejecting: an admin, and never the requester (requests_decide). */
-    { "DecideRequest", s_on_decide_request, APPROVAL_ADMIN },
+    /* Approving or rejecting: the policy engine checks the caller's roles and group roles
+       against the level the request waits for, and refuses the requester (decide.h). */
+    { "DecideRequest", s_on_decide_request, APPROVAL_USER },
     /* Groups (groups.c): the handler checks a manager's rights itself (APPROVAL_USER). */
     { "CreateGroup", groups_on_create, APPROVAL_ADMIN },
     { "GetGroup", groups_on_get, APPROVAL_USER },

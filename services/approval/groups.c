@@ -3,6 +3,7 @@
     templates. A caller's rights on a group come from their membership role (manager manages
     members) or the platform role admin; operators read every group, like admins. */
 #include "groups.h"
+#include "decide.h"
 #include "approval.h"
 #include "keys.h"
 #include "log.h"
@@ -64,6 +65,11 @@ static int s_check_fields(const Berth__Group *g, fault_t *fault)
                            GROUPS_TEXT_MAX);
     if (g->parent && *g->parent && s_check_id("parent", g->parent, fault) != 0)
         return -1;
+    if (decide_check_policy("approval_policy", g->approval_policy, fault) != 0)
+        return -1;
+    if (g->auto_max_vcpus < 0 || g->auto_max_ram_mb < 0 || g->auto_max_ram_mb > (int64_t)1 << 40)
+        return error_field(fault, g->auto_max_vcpus < 0 ? "auto_max_vcpus" : "auto_max_ram_mb",
+                           "auto-approval sizes must be from 0 to %lld", (long long)1 << 40);
     return s_check_quota(g->quota, fault);
 }
 
@@ -170,6 +176,9 @@ int groups_create(store_t *store, const Berth__Group *group, const char *actor,
     g.description = group->description ? group->description : "";
     g.parent = group->parent ? group->parent : "";
     g.quota = group->quota;
+    g.approval_policy = group->approval_policy ? group->approval_policy : "";
+    g.auto_max_vcpus = group->auto_max_vcpus;
+    g.auto_max_ram_mb = group->auto_max_ram_mb;
     g.created_ms = util_now_ms();
     g.version = 1;
     keys_build(key, KEYS_GROUP, id, NULL);
@@ -330,6 +339,12 @@ int groups_update(store_t *store, const char *id, const Berth__Group *update, ch
             after.description = update->description ? update->description : "";
         else if (streq(f, "quota"))
             after.quota = update->quota; /* absent: no limit */
+        else if (streq(f, "approval_policy"))
+            after.approval_policy = update->approval_policy ? update->approval_policy : "";
+        else if (streq(f, "auto_max_vcpus"))
+            after.auto_max_vcpus = update->auto_max_vcpus;
+        else if (streq(f, "auto_max_ram_mb"))
+            after.auto_max_ram_mb = update->auto_max_ram_mb;
         else if (streq(f, "parent")) {
             after.parent = update->parent ? update->parent : "";
             parent_changed = 1;
@@ -337,7 +352,7 @@ int groups_update(store_t *store, const char *id, const Berth__Group *update, ch
             protobuf_c_message_free_unpacked(&g->base, NULL);
             return error_field(fault, "fields",
                                "'%.64s' cannot be changed (cost_centre, description, parent, "
-                               "quota can)",
+                               "quota, approval_policy, auto_max_vcpus, auto_max_ram_mb can)",
                                f);
         }
     }
@@ -356,7 +371,7 @@ int groups_update(store_t *store, const char *id, const Berth__Group *update, ch
     }
     model_tx_check_version(tx, key, g->version);
     model_tx_put_fields(tx, key, &after.base, "cost_centre", "description", "parent", "quota",
-                        NULL);
+                        "approval_policy", "auto_max_vcpus", "auto_max_ram_mb", NULL);
     if (after.parent && *after.parent) { /* still there, and knows its child */
         model_tx_check(tx, keys_build(parent_key, KEYS_GROUP, after.parent, NULL), "id",
                        after.parent);
