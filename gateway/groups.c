@@ -59,10 +59,54 @@ static json_t *s_view(const Berth__Group *g)
         quota = json_pack("{s:i, s:i, s:I, s:I}", "vms", g->quota->vms, "vcpus", g->quota->vcpus,
                           "ram_mb", (json_int_t)g->quota->ram_mb, "disk_gb",
                           (json_int_t)g->quota->disk_gb);
-    return json_pack("{s:s, s:s, s:o, s:o, s:o, s:o, s:o, s:I}", "id", g->id ? g->id : "", "name",
-                     g->name ? g->name : "", "cost_centre", view_str(g->cost_centre), "description",
-                     view_str(g->description), "parent", view_str(g->parent), "quota", quota,
-                     "created_at", rest_time(g->created_ms), "version", (json_int_t)g->version);
+    json_t *view =
+        json_pack("{s:s, s:s, s:o, s:o, s:o, s:o, s:o, s:I}", "id", g->id ? g->id : "", "name",
+                  g->name ? g->name : "", "cost_centre", view_str(g->cost_centre), "description",
+                  view_str(g->description), "parent", view_str(g->parent), "quota", quota,
+                  "created_at", rest_time(g->created_ms), "version", (json_int_t)g->version);
+    /* How its requests are decided (services/approval/decide.h); empty: auto. */
+    if (view)
+        json_object_update_new(
+            view, json_pack("{s:s, s:i, s:I}", "approval_policy",
+                            g->approval_policy && *g->approval_policy ? g->approval_policy : "auto",
+                            "auto_max_vcpus", g->auto_max_vcpus, "auto_max_ram_mb",
+                            (json_int_t)g->auto_max_ram_mb));
+    return view;
+}
+
+/* The approval settings of a group body into g; fields (when non-NULL) gets the names given.
+   0, or -1 with 400 set. */
+static int s_approval(http_req_t *req, Berth__Group *g, char **fields, size_t *n)
+{
+    const char *policy = NULL;
+    int64_t vcpus = 0, ram = 0;
+    int has_policy, has_vcpus, has_ram;
+    if ((has_policy = rest_str(req, "approval_policy", 0, 32, &policy)) < 0 ||
+        (has_vcpus = rest_int(req, "auto_max_vcpus", 0, 0, INT32_MAX, &vcpus)) < 0 ||
+        (has_ram = rest_int(req, "auto_max_ram_mb", 0, 0, (int64_t)1 << 40, &ram)) < 0)
+        return -1;
+    if (has_policy == 0 && !streq(policy, "auto") && !streq(policy, "conditional") &&
+        !streq(policy, "manager") && !streq(policy, "admin") &&
+        !streq(policy, "manager_then_admin"))
+        return http_bad_field(req, "approval_policy",
+                              "approval_policy must be auto, conditional, manager, admin or "
+                              "manager_then_admin");
+    if (has_policy == 0) {
+        g->approval_policy = (char *)policy;
+        if (fields)
+            fields[(*n)++] = "approval_policy";
+    }
+    if (has_vcpus == 0) {
+        g->auto_max_vcpus = (int32_t)vcpus;
+        if (fields)
+            fields[(*n)++] = "auto_max_vcpus";
+    }
+    if (has_ram == 0) {
+        g->auto_max_ram_mb = ram;
+        if (fields)
+            fields[(*n)++] = "auto_max_ram_mb";
+    }
+    return 0;
 }
 
 static json_t *s_member_view(const Berth__Membership *m)
@@ -150,15 +194,17 @@ static void s_created(http_req_t *req, ProtobufCMessage *answer)
 
 void groups_create(http_req_t *req)
 {
-    static const char *const allowed[] = { "name",   "cost_centre", "description",
-                                           "parent", "quota",       NULL };
+    static const char *const allowed[] = { "name",           "cost_centre",     "description",
+                                           "parent",         "quota",           "approval_policy",
+                                           "auto_max_vcpus", "auto_max_ram_mb", NULL };
     const char *name;
     char parent[UTIL_ID_LEN];
     Berth__Group g = BERTH__GROUP__INIT;
     Berth__Quota q = BERTH__QUOTA__INIT;
     int has_quota;
     if (rest_body(req, allowed) || rest_str(req, "name", 1, LIMIT_GROUP_NAME_MAX, &name) ||
-        s_texts(req, &g, parent, 0) || (has_quota = s_quota(req, &q)) < 0)
+        s_texts(req, &g, parent, 0) || (has_quota = s_quota(req, &q)) < 0 ||
+        s_approval(req, &g, NULL, NULL))
         return;
     /* The name becomes part of a Redis key; approval checks the full grammar. */
     if (!rest_id_ok(name) || util_is_uuid(name)) {
@@ -245,8 +291,9 @@ void groups_get(http_req_t *req)
 
 void groups_update(http_req_t *req)
 {
-    static const char *const allowed[] = { "cost_centre", "description", "parent",
-                                           "quota",       "version",     NULL };
+    static const char *const allowed[] = { "cost_centre",    "description",     "parent",
+                                           "quota",          "version",         "approval_policy",
+                                           "auto_max_vcpus", "auto_max_ram_mb", NULL };
     char id[UTIL_ID_LEN], parent[UTIL_ID_LEN];
     Berth__Group g = BERTH__GROUP__INIT;
     Berth__Quota q = BERTH__QUOTA__INIT;
@@ -256,7 +303,7 @@ void groups_update(http_req_t *req)
         s_texts(req, &g, parent, 1) || (has_quota = s_quota(req, &q)) < 0 ||
         rest_int(req, "version", 0, 1, INT64_MAX, &version) < 0)
         return;
-    char *fields[4];
+    char *fields[7];
     size_t n = 0;
     if (g.cost_centre)
         fields[n++] = "cost_centre";
@@ -268,10 +315,12 @@ void groups_update(http_req_t *req)
         fields[n++] = "quota";
         g.quota = &q;
     }
+    if (s_approval(req, &g, fields, &n) != 0)
+        return;
     if (n == 0) {
         http_bad_field(req, "cost_centre",
                        "name at least one field to change: cost_centre, description, parent, "
-                       "quota");
+                       "quota, approval_policy, auto_max_vcpus, auto_max_ram_mb");
         return;
     }
     Berth__UpdateGroup ask = BERTH__UPDATE_GROUP__INIT;

@@ -510,8 +510,11 @@ static int s_step(store_t *store, const Berth__Request *req, Berth__ApprovalStep
     model_tx_check(tx, key, "state", "PENDING_APPROVAL");
     model_tx_check(tx, key, "awaiting", req->awaiting ? req->awaiting : "");
     model_tx_put_fields(tx, key, &next.base, "steps", "awaiting", "updated_ms", NULL);
+    char at[24];
+    snprintf(at, sizeof at, "%lld", (long long)step->at_ms);
     model_tx_event(tx, "request.step", "request", req->id, "level", step->level, "decided_by",
-                   step->decided_by, "decision", step->decision, "awaiting", next_level, NULL);
+                   step->decided_by, "decision", step->decision, "awaiting", next_level, "at_ms",
+                   at, NULL);
     const char *why = NULL;
     int rc = model_tx_commit(tx, store, &why);
     if (rc == 0) {
