@@ -10,7 +10,9 @@ static const char s_usage[] =
     "       berth groups show G\n"
     "       berth groups create NAME [--cost-centre C] [--description D] [--parent G]\n"
     "                               [--quota-vms N] [--quota-vcpus N] [--quota-ram-mb N]\n"
-    "                               [--quota-disk-gb N]\n"
+    "                               [--quota-disk-gb N] [--approval-policy P]\n"
+    "                               [--auto-max-vcpus N] [--auto-max-ram-mb N]  (P: auto,\n"
+    "                               conditional, manager, admin, manager_then_admin)\n"
     "       berth groups update G [the options of create] [--version V]  (--parent '' moves\n"
     "                               it to the top)\n"
     "       berth groups delete G\n"
@@ -41,8 +43,9 @@ static void s_groups_table(json_t *groups)
 /* Print a {"group": ...} answer. */
 static void s_print_group(cli_t *cli, json_t *body)
 {
-    static const char *const first[] = { "id",     "name",  "cost_centre", "description",
-                                         "parent", "quota", "version",     NULL };
+    static const char *const first[] = { "id",     "name",  "cost_centre",     "description",
+                                         "parent", "quota", "approval_policy", "version",
+                                         NULL };
     if (cli->json)
         cli_print_json(body);
     else
@@ -107,7 +110,8 @@ static json_t *s_fields(cli_opt_t *opts)
     json_t *body = json_object(), *quota = json_object();
     static const char *const texts[][2] = { { "cost-centre", "cost_centre" },
                                             { "description", "description" },
-                                            { "parent", "parent" } };
+                                            { "parent", "parent" },
+                                            { "approval-policy", "approval_policy" } };
     static const char *const numbers[][2] = { { "quota-vms", "vms" },
                                               { "quota-vcpus", "vcpus" },
                                               { "quota-ram-mb", "ram_mb" },
@@ -127,6 +131,17 @@ static json_t *s_fields(cli_opt_t *opts)
                 break;
             }
             json_object_set_new(quota, numbers[i][1], json_integer(n));
+        }
+        /* The conditional policy's size for approval at once: top-level fields. */
+        if (o->set && (streq(o->name, "auto-max-vcpus") || streq(o->name, "auto-max-ram-mb"))) {
+            int64_t n;
+            if (util_parse_int(o->value, 0, INT64_MAX, &n) != 0) {
+                fprintf(stderr, "berth groups: --%s takes a number of 0 or more\n", o->name);
+                bad = 1;
+            } else if (streq(o->name, "auto-max-vcpus"))
+                json_object_set_new(body, "auto_max_vcpus", json_integer(n));
+            else
+                json_object_set_new(body, "auto_max_ram_mb", json_integer(n));
         }
         if (o->set && streq(o->name, "version")) {
             int64_t v;
@@ -152,7 +167,9 @@ static json_t *s_fields(cli_opt_t *opts)
     {                                                                                              \
         { "cost-centre", 1, NULL, 0 }, { "description", 1, NULL, 0 }, { "parent", 1, NULL, 0 },    \
             { "quota-vms", 1, NULL, 0 }, { "quota-vcpus", 1, NULL, 0 },                            \
-            { "quota-ram-mb", 1, NULL, 0 }, { "quota-disk-gb", 1, NULL, 0 }, __VA_ARGS__           \
+            { "quota-ram-mb", 1, NULL, 0 }, { "quota-disk-gb", 1, NULL, 0 },                       \
+            { "approval-policy", 1, NULL, 0 }, { "auto-max-vcpus", 1, NULL, 0 },                   \
+            { "auto-max-ram-mb", 1, NULL, 0 }, __VA_ARGS__                                         \
     }
 
 static int s_create(cli_t *cli, int argc, char **argv)
