@@ -80,15 +80,21 @@ const char *decide_next_level(const char *policy, const char *level)
     return NULL;
 }
 
+int decide_sees(const Berth__Request *req, const Berth__UserAssertion *who)
+{
+    const char *group = req->group ? req->group : "";
+    return assertion_has_role(who, "admin") || assertion_has_role(who, "operator") ||
+           streq(req->owner, who->user) ||
+           (*group && (assertion_has_group_role(who, group, "manager") ||
+                       assertion_has_group_role(who, group, "auditor")));
+}
+
 int decide_may(const Berth__Request *req, const Berth__UserAssertion *who, fault_t *fault)
 {
     const char *group = req->group ? req->group : "";
     int admin = assertion_has_role(who, "admin");
     int manager = *group && assertion_has_group_role(who, group, "manager");
-    int sees = admin || assertion_has_role(who, "operator") || manager ||
-               streq(req->owner, who->user) ||
-               (*group && assertion_has_group_role(who, group, "auditor"));
-    if (!sees)
+    if (!decide_sees(req, who))
         return error_set(fault, "NOT_FOUND", "unknown request '%s'", req->id);
     /* Nobody decides their own request, whatever their role: an approval is a second
        person's word. */

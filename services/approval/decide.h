@@ -42,6 +42,10 @@ const char *decide_first_level(decide_policy_t p, const Berth__Group *g, const B
 /* The level after an approval at level under the policy named policy: NULL when approved. */
 const char *decide_next_level(const char *policy, const char *level);
 
+/* May who read req at all: its owner, a manager or auditor of its group, an admin or an
+   operator? */
+int decide_sees(const Berth__Request *req, const Berth__UserAssertion *who);
+
 /* May who decide req now? 0, or -1 with NOT_FOUND (who may not even see req: neither its
    owner, nor a manager or auditor of its group, nor admin or operator) or FORBIDDEN (the
    requester, whatever the role; not allowed at the level req waits for; already decided a

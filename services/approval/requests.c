@@ -668,11 +668,8 @@ int requests_decide(store_t *store, const policy_t *policy, const Berth__DecideR
         int rc;
         /* Who may not see it learns nothing (NOT_FOUND); the requester never decides it
            (FORBIDDEN). Checked before anything else, so the answer never shows more. */
-        Berth__Request as_pending = *req;
-        as_pending.state = "PENDING_APPROVAL";
-        as_pending.n_steps = 0;
-        as_pending.awaiting = DECIDE_LEVEL_MANAGER;
-        if (decide_may(&as_pending, who, fault) != 0 && !streq(fault->code, "FORBIDDEN")) {
+        if (!decide_sees(req, who)) {
+            error_set(fault, "NOT_FOUND", "unknown request '%s'", req->id);
             protobuf_c_message_free_unpacked(&req->base, NULL);
             return -1;
         }
@@ -681,7 +678,6 @@ int requests_decide(store_t *store, const policy_t *policy, const Berth__DecideR
             return error_set(fault, "FORBIDDEN",
                              "a request is decided by someone other than its requester");
         }
-        memset(fault, 0, sizeof *fault);
         /* Decided this way already (the whole request, or this caller's level of it): the
            same answer again. */
         if ((strcmp(req->state, want) == 0 && streq(req->decided_by, msg->actor)) ||

@@ -441,6 +441,55 @@ static void test_no_self_approval_for_an_admin(void **state)
     s_free(r);
 }
 
+/* A group's and a template's policy are checked where they are written. */
+static void test_settings_validated(void **state)
+{
+    (void)state;
+    fault_t fault = { 0 };
+    Berth__Group want = BERTH__GROUP__INIT, *g = NULL;
+    want.name = "bad";
+    want.approval_policy = "boss";
+    assert_int_equal(groups_create(s_store, &want, "admin", &g, &fault), -1);
+    assert_string_equal(error_detail_get(&fault, "field"), "approval_policy");
+    want.approval_policy = "conditional";
+    want.auto_max_vcpus = -1;
+    assert_int_equal(groups_create(s_store, &want, "admin", &g, &fault), -1);
+    assert_string_equal(error_detail_get(&fault, "field"), "auto_max_vcpus");
+    want.auto_max_vcpus = 4;
+    want.auto_max_ram_mb = 8192;
+    assert_int_equal(groups_create(s_store, &want, "admin", &g, &fault), 0);
+    assert_string_equal(g->approval_policy, "conditional");
+    Berth__Group change = BERTH__GROUP__INIT, *after = NULL;
+    change.approval_policy = "manager_then_admin";
+    char *fields[] = { "approval_policy" };
+    assert_int_equal(groups_update(s_store, g->id, &change, fields, 1, 0, "admin", &after, &fault),
+                     0);
+    s_free(after);
+    Berth__Group *read = NULL;
+    assert_int_equal(groups_get(s_store, g->id, &read, &fault), 0);
+    assert_string_equal(read->approval_policy, "manager_then_admin");
+    assert_int_equal(read->auto_max_vcpus, 4); /* untouched */
+    s_free(read);
+    change.approval_policy = "nobody";
+    assert_int_equal(groups_update(s_store, g->id, &change, fields, 1, 0, "admin", &after, &fault),
+                     -1);
+    assert_string_equal(error_detail_get(&fault, "field"), "approval_policy");
+    s_free(g);
+
+    Berth__Template t = BERTH__TEMPLATE__INIT;
+    t.name = "odd";
+    t.vcpus = 1;
+    t.ram_mb = 512;
+    t.disk_gb = 5;
+    t.os = "debian";
+    t.image = "debian-12";
+    t.lease_days = 1;
+    t.approval_policy = "everyone";
+    char id[UTIL_ID_LEN];
+    assert_int_equal(catalog_create(s_store, &s_policy, &t, "admin", id, &fault), -1);
+    assert_string_equal(error_detail_get(&fault, "field"), "approval_policy");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -453,6 +502,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_manager_then_admin, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_conditional_both_ways, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_no_self_approval_for_an_admin, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_settings_validated, s_setup, s_teardown),
     };
     return cmocka_run_group_tests(tests, s_group_setup, s_group_teardown);
 }
