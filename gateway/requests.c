@@ -5,6 +5,8 @@
 #include "keys.h"
 #include "../services/approval/decide.h"
 
+#define S_LIST_BATCH 100 /* request ids read from the index per Redis round trip */
+
 /* The approval steps of r as JSON: [{level, decided_by, decision, reason, at}]. */
 static json_t *s_steps(const Berth__Request *r)
 {
@@ -395,8 +397,8 @@ void requests_list(http_req_t *req)
     int scanned = 0, at_end = 0, failed = 0;
     while ((int64_t)json_array_size(page) < limit && scanned < gw->scan_max && !at_end && !failed) {
         int64_t want = limit - (int64_t)json_array_size(page);
-        if (want < 100) /* filtered: read at least a batch */
-            want = 100;
+        if (want < S_LIST_BATCH) /* filtered: read at least a batch */
+            want = S_LIST_BATCH;
         if (want > gw->scan_max - scanned)
             want = gw->scan_max - scanned;
         redisReply *ids = store_command(req->store, "ZRANGE %s %lld %lld", KEYS_REQUESTS,

@@ -615,6 +615,8 @@ static int s_decide(store_t *store, const Berth__DecideRequest *msg, const Berth
                                  &vm->base);
         }
         keys_build(key, KEYS_REQUEST, req->id, NULL);
+        /* A step recorded meanwhile (it keeps the version) changes the level awaited. */
+        model_tx_check(tx, key, "awaiting", req->awaiting ? req->awaiting : "");
         model_tx_transition(tx, LIFECYCLE_REQUEST, key, req->state, next.state, req->version,
                             "request", req->id, NULL);
         model_tx_put_changed(tx, key, &req->base, &next.base);
