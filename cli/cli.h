@@ -135,5 +135,8 @@ int cli_request_cmd(cli_t *cli, int argc, char **argv);
 int cli_dispose(cli_t *cli, int argc, char **argv);
 int cli_groups(cli_t *cli, int argc, char **argv);
 int cli_audit(cli_t *cli, int argc, char **argv);
+int cli_requests(cli_t *cli, int argc, char **argv);
+int cli_approve(cli_t *cli, int argc, char **argv);
+int cli_reject(cli_t *cli, int argc, char **argv);
 
 #endif

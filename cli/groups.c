@@ -12,6 +12,9 @@ static const char s_usage[] =
     "                               [--quota-vms N] [--quota-vcpus N] [--quota-ram-mb N]\n"
     "                               [--quota-disk-gb N] [--user-quota-vms N] (and -vcpus,\n"
     "                               -ram-mb, -disk-gb: each member's limit in the group)\n"
+    "                               [--approval-policy P] [--auto-max-vcpus N]\n"
+    "                               [--auto-max-ram-mb N]  (P: auto, conditional, manager,\n"
+    "                               admin, manager_then_admin)\n"
     "       berth groups update G [the options of create] [--version V]  (--parent '' moves\n"
     "                               it to the top)\n"
     "       berth groups delete G\n"
@@ -42,9 +45,10 @@ static void s_groups_table(json_t *groups)
 /* Print a {"group": ...} answer. */
 static void s_print_group(cli_t *cli, json_t *body)
 {
-    static const char *const first[] = { "id",      "name",  "cost_centre", "description",
-                                         "parent",  "quota", "user_quota",  "usage",
-                                         "version", NULL };
+    static const char *const first[] = { "id",          "name",   "cost_centre",
+                                         "description", "parent", "quota",
+                                         "user_quota",  "usage",  "approval_policy",
+                                         "version",     NULL };
     if (cli->json)
         cli_print_json(body);
     else
@@ -109,7 +113,8 @@ static json_t *s_fields(cli_opt_t *opts)
     json_t *body = json_object(), *quotas[2] = { json_object(), json_object() };
     static const char *const texts[][2] = { { "cost-centre", "cost_centre" },
                                             { "description", "description" },
-                                            { "parent", "parent" } };
+                                            { "parent", "parent" },
+                                            { "approval-policy", "approval_policy" } };
     /* option, field, which quota: 0 the group's, 1 each member's (user_quota) */
     static const struct {
         const char *option, *field;
@@ -137,6 +142,17 @@ static json_t *s_fields(cli_opt_t *opts)
                 break;
             }
             json_object_set_new(quotas[numbers[i].which], numbers[i].field, json_integer(n));
+        }
+        /* The conditional policy's size for approval at once: top-level fields. */
+        if (o->set && (streq(o->name, "auto-max-vcpus") || streq(o->name, "auto-max-ram-mb"))) {
+            int64_t n;
+            if (util_parse_int(o->value, 0, INT64_MAX, &n) != 0) {
+                fprintf(stderr, "berth groups: --%s takes a number of 0 or more\n", o->name);
+                bad = 1;
+            } else if (streq(o->name, "auto-max-vcpus"))
+                json_object_set_new(body, "auto_max_vcpus", json_integer(n));
+            else
+                json_object_set_new(body, "auto_max_ram_mb", json_integer(n));
         }
         if (o->set && streq(o->name, "version")) {
             int64_t v;
@@ -167,7 +183,9 @@ static json_t *s_fields(cli_opt_t *opts)
             { "quota-vms", 1, NULL, 0 }, { "quota-vcpus", 1, NULL, 0 },                            \
             { "quota-ram-mb", 1, NULL, 0 }, { "quota-disk-gb", 1, NULL, 0 },                       \
             { "user-quota-vms", 1, NULL, 0 }, { "user-quota-vcpus", 1, NULL, 0 },                  \
-            { "user-quota-ram-mb", 1, NULL, 0 }, { "user-quota-disk-gb", 1, NULL, 0 }, __VA_ARGS__ \
+            { "user-quota-ram-mb", 1, NULL, 0 }, { "user-quota-disk-gb", 1, NULL, 0 },             \
+            { "approval-policy", 1, NULL, 0 }, { "auto-max-vcpus", 1, NULL, 0 },                   \
+            { "auto-max-ram-mb", 1, NULL, 0 }, __VA_ARGS__                                         \
     }
 
 static int s_create(cli_t *cli, int argc, char **argv)

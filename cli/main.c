@@ -25,6 +25,14 @@ static const s_command_t s_commands[] = {
       "request TEMPLATE NAME [--count N] [--group G] [--wait] [--timeout S]\n"
       "                                      ask for VMs (in group G: id or name); --wait\n"
       "                                      follows them to ACTIVE" },
+    { "requests", cli_requests,
+      "requests [--pending | --state S] [--group G] [--owner U]\n"
+      "                                      requests you may read; --pending: those\n"
+      "                                      waiting for your decision" },
+    { "approve", cli_approve,
+      "approve ID                          approve request ID at the level it waits for" },
+    { "reject", cli_reject,
+      "reject ID --reason TEXT             reject request ID (its owner sees TEXT)" },
     { "vms", cli_vms, "vms [--limit N] [--marker ID]       your VMs" },
     { "vm", cli_vm, "vm show ID                          one VM" },
     { "dispose", cli_dispose, "dispose ID [--wait] [--timeout S]   give a VM back" },

@@ -199,10 +199,17 @@ static void s_template_created(http_req_t *req, ProtobufCMessage *answer)
 void catalog_create_template(http_req_t *req)
 {
     /* No "id": the approval service assigns it. */
-    static const char *const allowed[] = { "name", "vcpus", "ram_mb",     "disk_gb",
-                                           "os",   "image", "lease_days", "requires_approval",
+    static const char *const allowed[] = { "name",
+                                           "vcpus",
+                                           "ram_mb",
+                                           "disk_gb",
+                                           "os",
+                                           "image",
+                                           "lease_days",
+                                           "requires_approval",
+                                           "approval_policy",
                                            NULL };
-    const char *name, *os = NULL, *image;
+    const char *name, *os = NULL, *image, *approval_policy = NULL;
     int64_t vcpus, ram_mb, disk_gb, lease_days;
     int requires_approval = 0;
     /* Types and the limits of lib/limit.h here; the approval service enforces the grammar
@@ -214,7 +221,8 @@ void catalog_create_template(http_req_t *req)
         rest_str(req, "os", 1, LIMIT_TEXT_MAX, &os) ||
         rest_str(req, "image", 1, LIMIT_TEXT_MAX, &image) ||
         rest_int(req, "lease_days", 1, 1, LIMIT_LEASE_DAYS_MAX, &lease_days) ||
-        rest_bool(req, "requires_approval", 0, &requires_approval) < 0)
+        rest_bool(req, "requires_approval", 0, &requires_approval) < 0 ||
+        rest_str(req, "approval_policy", 0, 32, &approval_policy) < 0)
         return;
     /* The name becomes part of a Redis key (berth:template-name:<name>). */
     if (!rest_id_ok(name)) {
@@ -230,6 +238,7 @@ void catalog_create_template(http_req_t *req)
     t.image = (char *)image;
     t.lease_days = (int32_t)lease_days;
     t.requires_approval = requires_approval;
+    t.approval_policy = (char *)(approval_policy ? approval_policy : ""); /* approval checks */
     Berth__CreateTemplate ask = BERTH__CREATE_TEMPLATE__INIT;
     ask.template_ = &t;
     ask.actor = req->user;

@@ -153,6 +153,7 @@ void catalog_get_host(http_req_t *req);        /* GET /v1/hosts/{id} */
 /* ---- requests.c ---- */
 void requests_create(http_req_t *req);  /* POST /v1/requests */
 void requests_get(http_req_t *req);     /* GET /v1/requests/{id} */
+void requests_list(http_req_t *req);    /* GET /v1/requests (?state=PENDING_APPROVAL: inbox) */
 void requests_approve(http_req_t *req); /* POST /v1/requests/{id}/approve (admin) */
 void requests_reject(http_req_t *req);  /* POST /v1/requests/{id}/reject (admin) */
 

@@ -68,13 +68,55 @@ static json_t *s_view(const Berth__Group *g)
         g->name ? g->name : "", "cost_centre", view_str(g->cost_centre), "description",
         view_str(g->description), "parent", view_str(g->parent), "quota", s_quota_view(g->quota),
         "created_at", rest_time(g->created_ms), "version", (json_int_t)g->version);
-    /* usage: what the group's live VMs hold (GET of one group; null elsewhere). */
+    /* usage: what the group's live VMs hold (GET of one group; null elsewhere). How its
+       requests are decided (services/approval/decide.h); empty: auto. */
     if (view && (json_object_set_new(view, "user_quota", s_quota_view(g->user_quota)) != 0 ||
-                 json_object_set_new(view, "usage", s_quota_view(g->used)) != 0)) {
+                 json_object_set_new(view, "usage", s_quota_view(g->used)) != 0 ||
+                 json_object_update_new(
+                     view, json_pack("{s:s, s:i, s:I}", "approval_policy",
+                                     g->approval_policy && *g->approval_policy ? g->approval_policy
+                                                                               : "auto",
+                                     "auto_max_vcpus", g->auto_max_vcpus, "auto_max_ram_mb",
+                                     (json_int_t)g->auto_max_ram_mb)) != 0)) {
         json_decref(view);
         return NULL;
     }
     return view;
+}
+
+/* The approval settings of a group body into g; fields (when non-NULL) gets the names given.
+   0, or -1 with 400 set. */
+static int s_approval(http_req_t *req, Berth__Group *g, char **fields, size_t *n)
+{
+    const char *policy = NULL;
+    int64_t vcpus = 0, ram = 0;
+    int has_policy, has_vcpus, has_ram;
+    if ((has_policy = rest_str(req, "approval_policy", 0, 32, &policy)) < 0 ||
+        (has_vcpus = rest_int(req, "auto_max_vcpus", 0, 0, INT32_MAX, &vcpus)) < 0 ||
+        (has_ram = rest_int(req, "auto_max_ram_mb", 0, 0, (int64_t)1 << 40, &ram)) < 0)
+        return -1;
+    if (has_policy == 0 && !streq(policy, "auto") && !streq(policy, "conditional") &&
+        !streq(policy, "manager") && !streq(policy, "admin") &&
+        !streq(policy, "manager_then_admin"))
+        return http_bad_field(req, "approval_policy",
+                              "approval_policy must be auto, conditional, manager, admin or "
+                              "manager_then_admin");
+    if (has_policy == 0) {
+        g->approval_policy = (char *)policy;
+        if (fields)
+            fields[(*n)++] = "approval_policy";
+    }
+    if (has_vcpus == 0) {
+        g->auto_max_vcpus = (int32_t)vcpus;
+        if (fields)
+            fields[(*n)++] = "auto_max_vcpus";
+    }
+    if (has_ram == 0) {
+        g->auto_max_ram_mb = ram;
+        if (fields)
+            fields[(*n)++] = "auto_max_ram_mb";
+    }
+    return 0;
 }
 
 static json_t *s_member_view(const Berth__Membership *m)
@@ -163,8 +205,10 @@ static void s_created(http_req_t *req, ProtobufCMessage *answer)
 
 void groups_create(http_req_t *req)
 {
-    static const char *const allowed[] = { "name",  "cost_centre", "description", "parent",
-                                           "quota", "user_quota",  NULL };
+    static const char *const allowed[] = {
+        "name",       "cost_centre",     "description",    "parent",          "quota",
+        "user_quota", "approval_policy", "auto_max_vcpus", "auto_max_ram_mb", NULL
+    };
     const char *name;
     char parent[UTIL_ID_LEN];
     Berth__Group g = BERTH__GROUP__INIT;
@@ -172,7 +216,7 @@ void groups_create(http_req_t *req)
     int has_quota, has_user_quota;
     if (rest_body(req, allowed) || rest_str(req, "name", 1, LIMIT_GROUP_NAME_MAX, &name) ||
         s_texts(req, &g, parent, 0) || (has_quota = s_quota(req, "quota", &q)) < 0 ||
-        (has_user_quota = s_quota(req, "user_quota", &uq)) < 0)
+        (has_user_quota = s_quota(req, "user_quota", &uq)) < 0 || s_approval(req, &g, NULL, NULL))
         return;
     /* The name becomes part of a Redis key; approval checks the full grammar. */
     if (!rest_id_ok(name) || util_is_uuid(name)) {
@@ -260,8 +304,10 @@ void groups_get(http_req_t *req)
 
 void groups_update(http_req_t *req)
 {
-    static const char *const allowed[] = { "cost_centre", "description", "parent", "quota",
-                                           "user_quota",  "version",     NULL };
+    static const char *const allowed[] = {
+        "cost_centre", "description",     "parent",         "quota",           "user_quota",
+        "version",     "approval_policy", "auto_max_vcpus", "auto_max_ram_mb", NULL
+    };
     char id[UTIL_ID_LEN], parent[UTIL_ID_LEN];
     Berth__Group g = BERTH__GROUP__INIT;
     Berth__Quota q = BERTH__QUOTA__INIT, uq = BERTH__QUOTA__INIT;
@@ -272,7 +318,7 @@ void groups_update(http_req_t *req)
         (has_user_quota = s_quota(req, "user_quota", &uq)) < 0 ||
         rest_int(req, "version", 0, 1, INT64_MAX, &version) < 0)
         return;
-    char *fields[5];
+    char *fields[8];
     size_t n = 0;
     if (g.cost_centre)
         fields[n++] = "cost_centre";
@@ -288,10 +334,12 @@ void groups_update(http_req_t *req)
         fields[n++] = "user_quota";
         g.user_quota = &uq;
     }
+    if (s_approval(req, &g, fields, &n) != 0)
+        return;
     if (n == 0) {
         http_bad_field(req, "cost_centre",
                        "name at least one field to change: cost_centre, description, parent, "
-                       "quota, user_quota");
+                       "quota, user_quota, approval_policy, auto_max_vcpus, auto_max_ram_mb");
         return;
     }
     Berth__UpdateGroup ask = BERTH__UPDATE_GROUP__INIT;

@@ -24,6 +24,7 @@ static const http_route_t s_routes[] = {
     { "GET", "/v1/hosts/{id}", catalog_get_host, "host.get", NULL },
     { "POST", "/v1/requests", requests_create, "request.create", NULL },
     { "GET", "/v1/requests/{id}", requests_get, "request.get", NULL },
+    { "GET", "/v1/requests", requests_list, "request.list", "limit marker state owner group" },
     { "POST", "/v1/requests/{id}/approve", requests_approve, "request.approve", NULL },
     { "POST", "/v1/requests/{id}/reject", requests_reject, "request.reject", NULL },
     { "GET", "/v1/vms", vms_list, "vm.list", "limit marker" },

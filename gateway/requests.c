@@ -3,6 +3,46 @@
     caller's identity along and shows the request with its VMs and tasks as Redis has them. */
 #include "gateway.h"
 #include "keys.h"
+#include "../services/approval/decide.h"
+
+#define S_LIST_BATCH 100 /* request ids read from the index per Redis round trip */
+
+/* The approval steps of r as JSON: [{level, decided_by, decision, reason, at}]. */
+static json_t *s_steps(const Berth__Request *r)
+{
+    json_t *steps = json_array();
+    for (size_t i = 0; steps && i < r->n_steps; i++) {
+        const Berth__ApprovalStep *st = r->steps[i];
+        json_array_append_new(steps,
+                              json_pack("{s:o, s:o, s:o, s:o, s:o}", "level", view_str(st->level),
+                                        "decided_by", view_str(st->decided_by), "decision",
+                                        view_str(st->decision), "reason", view_str(st->reason),
+                                        "at", rest_time(st->at_ms)));
+    }
+    return steps;
+}
+
+/* The request as shown, with vms and tasks as given. */
+static json_t *s_pack(const Berth__Request *r, json_t *vms, json_t *tasks)
+{
+    json_t *view =
+        json_pack("{s:s, s:s, s:o, s:o, s:i, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o}", "id",
+                  r->id ? r->id : "", "state", r->state ? r->state : "", "template",
+                  view_str(r->template_), "name", view_str(r->name), "count", r->count, "owner",
+                  view_str(r->owner), "group", view_str(r->group), "vms", vms, "tasks", tasks,
+                  "decided_by", view_str(r->decided_by), "reason", view_str(r->reason),
+                  "created_at", rest_time(r->created_ms), "updated_at", rest_time(r->updated_ms));
+    /* A request from before kinds and policies was a VM request decided by an admin. */
+    if (view)
+        json_object_update_new(
+            view, json_pack("{s:s, s:o, s:o, s:o}", "kind", r->kind && *r->kind ? r->kind : "vm",
+                            "policy", view_str(r->policy), "awaiting",
+                            view_str(r->awaiting && *r->awaiting           ? r->awaiting
+                                     : streq(r->state, "PENDING_APPROVAL") ? "admin"
+                                                                           : ""),
+                            "steps", s_steps(r)));
+    return view;
+}
 
 /* The request with its VMs and tasks loaded from Redis. NULL with the error set when Redis
    failed. A VM or task not (yet) written shows as just its id. */
@@ -46,13 +86,7 @@ static json_t *s_view(http_req_t *req, const Berth__Request *r)
         http_error(req, "UNAVAILABLE", "state store unreachable");
         return NULL;
     }
-    return json_pack("{s:s, s:s, s:o, s:o, s:i, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o}", "id",
-                     r->id ? r->id : "", "state", r->state ? r->state : "", "template",
-                     view_str(r->template_), "name", view_str(r->name), "count", r->count, "owner",
-                     view_str(r->owner), "group", view_str(r->group), "vms", vms, "tasks", tasks,
-                     "decided_by", view_str(r->decided_by), "reason", view_str(r->reason),
-                     "created_at", rest_time(r->created_ms), "updated_at",
-                     rest_time(r->updated_ms));
+    return s_pack(r, vms, tasks);
 }
 
 /* Answer with the request: status, and Location when given. */
@@ -154,6 +188,26 @@ static void s_decide(http_req_t *req, int approve)
         http_error(req, "NOT_FOUND", "no such request");
         return;
     }
+    /* The permission table first: a request one may not read is not found; one a caller may
+       read but not decide is 403. The approval service's engine then checks the level the
+       request waits for (decide.h). */
+    const char *action = approve ? "request.approve" : "request.reject";
+    Berth__Request *r = NULL;
+    if (rest_load(req, &berth__request__descriptor, "request", id, (ProtobufCMessage **)&r))
+        return;
+    int may = perm_allows(req, action, r->owner, r->group);
+    int sees = may || perm_allows(req, "request.get", r->owner, r->group);
+    protobuf_c_message_free_unpacked(&r->base, NULL);
+    if (!may) {
+        if (sees)
+            http_error_details(req, "FORBIDDEN",
+                               "deciding a request needs the manager role in its group or the "
+                               "admin role",
+                               json_pack("{s:s}", "action", action));
+        else
+            http_error(req, "NOT_FOUND", "no such request");
+        return;
+    }
     /* The body is optional; when there is one it is held to the same rules as any other. */
     if (req->body && (rest_body(req, approve ? approve_fields : reject_fields) ||
                       (!approve && rest_str(req, "reason", 0, LIMIT_REASON_MAX, &reason) < 0)))
@@ -175,4 +229,260 @@ void requests_approve(http_req_t *req)
 void requests_reject(http_req_t *req)
 {
     s_decide(req, 0);
+}
+
+/* The claims of the caller (user, platform role, group roles) as the approval service gets
+   them signed: what the policy engine judges. Free with s_claims_free. */
+static void s_claims(http_req_t *req, Berth__UserAssertion *claims, char **roles)
+{
+    berth__user_assertion__init(claims);
+    claims->user = req->user;
+    roles[0] = req->role;
+    claims->roles = roles;
+    claims->n_roles = 1;
+    size_t n = json_object_size(req->groups);
+    claims->groups = n ? calloc(n, sizeof *claims->groups) : NULL;
+    const char *group;
+    json_t *role;
+    json_object_foreach(claims->groups ? req->groups : NULL, group, role)
+    {
+        if (asprintf(&claims->groups[claims->n_groups], "%s:%s", group, json_string_value(role)) <
+            0)
+            break;
+        claims->n_groups++;
+    }
+}
+
+static void s_claims_free(Berth__UserAssertion *claims)
+{
+    for (size_t i = 0; i < claims->n_groups; i++)
+        free(claims->groups[i]);
+    free(claims->groups);
+}
+
+/* The group id a ?group= filter names (an id, or a name) into id; "" when no group has that
+   name (the page is then empty: a filter never tells whether a group exists). 0, or -1 with
+   503 set. */
+static int s_group_filter(http_req_t *req, const char *ref, char id[UTIL_ID_LEN])
+{
+    id[0] = '\0';
+    if (util_is_uuid(ref)) {
+        util_strlcpy(id, ref, UTIL_ID_LEN);
+        return 0;
+    }
+    if (strlen(ref) > LIMIT_GROUP_NAME_MAX || !rest_id_ok(ref))
+        return 0;
+    char key[KEYS_MAX];
+    redisReply *r =
+        store_command(req->store, "HGET %s id", keys_build(key, KEYS_GROUP_NAME, ref, NULL));
+    if (!r || (r->type != REDIS_REPLY_STRING && r->type != REDIS_REPLY_NIL)) {
+        if (r)
+            freeReplyObject(r);
+        http_error(req, "UNAVAILABLE", "state store unreachable");
+        return -1;
+    }
+    if (r->type == REDIS_REPLY_STRING && util_is_uuid(r->str))
+        util_strlcpy(id, r->str, UTIL_ID_LEN);
+    freeReplyObject(r);
+    return 0;
+}
+
+/* The filters of a list call. */
+typedef struct {
+    const char *state, *owner;
+    char group[UTIL_ID_LEN];
+    int has_group;
+    int inbox; /* state=PENDING_APPROVAL: only what the caller may decide now */
+    const Berth__UserAssertion *claims;
+} s_filter_t;
+
+static int s_matches(const s_filter_t *f, const Berth__Request *r)
+{
+    if (f->state && !streq(r->state, f->state))
+        return 0;
+    if (f->owner && !streq(r->owner, f->owner))
+        return 0;
+    if (f->has_group && !streq(r->group, f->group))
+        return 0;
+    if (f->inbox) {
+        fault_t fault = { 0 }; /* the engine's own rule (decide.h), as approval applies it */
+        return decide_may(r, f->claims, &fault) == 0;
+    }
+    return 1;
+}
+
+/*  Paging as GET /v1/vms (vms.c): berth:requests orders request ids by creation time, a page
+    starts after the marker and holds at most `limit` requests the caller may see (request.get)
+    and the filters keep; one call looks at no more than scan_max ids, so a short page with a
+    next_marker means: continue from there. A page shows each request's VMs and tasks by id
+   (RequestSummary). */
+void requests_list(http_req_t *req)
+{
+    gateway_t *gw = req->app;
+    int64_t limit = gw->list_default;
+    const char *text = http_query(req, "limit");
+    if (text && util_parse_int(text, 1, gw->list_max, &limit) != 0) {
+        http_bad_field(req, "limit", "limit must be an integer from 1 to %d", gw->list_max);
+        return;
+    }
+    s_filter_t f = { 0 };
+    f.state = http_query(req, "state");
+    f.owner = http_query(req, "owner");
+    const char *group_ref = http_query(req, "group");
+    if (f.state && !streq(f.state, "PENDING_APPROVAL") && !streq(f.state, "APPROVED") &&
+        !streq(f.state, "REJECTED")) {
+        http_bad_field(req, "state", "state must be PENDING_APPROVAL, APPROVED or REJECTED");
+        return;
+    }
+    if (f.owner && (!*f.owner || strlen(f.owner) > LIMIT_USER_NAME_MAX)) {
+        http_bad_field(req, "owner", "owner must be a user name of 1 to %d bytes",
+                       LIMIT_USER_NAME_MAX);
+        return;
+    }
+    if (group_ref) {
+        if (!*group_ref || strlen(group_ref) > LIMIT_GROUP_REF_MAX) {
+            http_bad_field(req, "group", "group must be a group id or name");
+            return;
+        }
+        if (s_group_filter(req, group_ref, f.group) != 0)
+            return;
+        f.has_group = 1;
+    }
+    f.inbox = f.state && streq(f.state, "PENDING_APPROVAL");
+    int64_t pos = 0;
+    const char *marker = http_query(req, "marker");
+    if (marker) {
+        if (!rest_id_ok(marker)) {
+            http_bad_field(req, "marker", "marker is not a request id");
+            return;
+        }
+        redisReply *r = store_command(req->store, "ZRANK %s %s", KEYS_REQUESTS, marker);
+        if (!r || (r->type != REDIS_REPLY_INTEGER && r->type != REDIS_REPLY_NIL)) {
+            if (r)
+                freeReplyObject(r);
+            http_error(req, "UNAVAILABLE", "state store unreachable");
+            return;
+        }
+        int known = r->type == REDIS_REPLY_INTEGER;
+        pos = known ? r->integer + 1 : 0;
+        freeReplyObject(r);
+        if (!known) {
+            http_bad_field(req, "marker", "marker names no request");
+            return;
+        }
+    }
+
+    /* Who sees every request (admin, operator), or which groups' besides their own. */
+    int all = perm_allows(req, "request.get", NULL, NULL);
+    const char **groups = calloc(json_object_size(req->groups) + 1, sizeof *groups);
+    size_t n_groups = 0;
+    const char *group;
+    json_t *role;
+    if (!groups) {
+        http_error(req, "INTERNAL", "out of memory");
+        return;
+    }
+    json_object_foreach(req->groups, group, role)
+    {
+        if (perm_allows(req, "request.get", NULL, group))
+            groups[n_groups++] = group;
+    }
+    Berth__UserAssertion claims;
+    char *roles[1];
+    s_claims(req, &claims, roles);
+    f.claims = &claims;
+    json_t *page = json_array();
+    char last_seen[72] = "", last_taken[72] = "";
+    int64_t last_taken_pos = -1;
+    int scanned = 0, at_end = 0, failed = 0;
+    while ((int64_t)json_array_size(page) < limit && scanned < gw->scan_max && !at_end && !failed) {
+        int64_t want = limit - (int64_t)json_array_size(page);
+        if (want < S_LIST_BATCH) /* filtered: read at least a batch */
+            want = S_LIST_BATCH;
+        if (want > gw->scan_max - scanned)
+            want = gw->scan_max - scanned;
+        redisReply *ids = store_command(req->store, "ZRANGE %s %lld %lld", KEYS_REQUESTS,
+                                        (long long)pos, (long long)(pos + want - 1));
+        if (!ids || ids->type != REDIS_REPLY_ARRAY) {
+            if (ids)
+                freeReplyObject(ids);
+            failed = 1;
+            break;
+        }
+        if ((int64_t)ids->elements < want)
+            at_end = 1;
+        size_t n = ids->elements, nkeys = 0;
+        char(*keys)[KEYS_MAX] = calloc(n ? n : 1, sizeof *keys);
+        const char **argv = calloc(n ? n : 1, sizeof *argv);
+        redisReply *hashes = NULL;
+        if (keys && argv) {
+            for (size_t i = 0; i < n; i++) {
+                const redisReply *e = ids->element[i];
+                if (e->type == REDIS_REPLY_STRING && rest_id_ok(e->str))
+                    argv[nkeys] = keys_build(keys[nkeys], KEYS_REQUEST, e->str, NULL), nkeys++;
+            }
+            hashes = rest_hashes(req, nkeys, argv, all ? NULL : req->user, groups, n_groups);
+        }
+        free(argv);
+        free(keys);
+        if (!hashes) {
+            freeReplyObject(ids);
+            failed = 1;
+            break;
+        }
+        size_t used = 0, k = 0;
+        for (; used < n && (int64_t)json_array_size(page) < limit && scanned < gw->scan_max &&
+               !failed;
+             used++) {
+            const redisReply *e = ids->element[used];
+            scanned++;
+            if (e->type != REDIS_REPLY_STRING || !rest_id_ok(e->str))
+                continue;
+            util_strlcpy(last_seen, e->str, sizeof last_seen);
+            const redisReply *hash = hashes->element[k++];
+            if (hash->type != REDIS_REPLY_ARRAY || hash->elements == 0)
+                continue; /* not the caller's to see, or gone */
+            Berth__Request *r =
+                (Berth__Request *)model_from_hash(&berth__request__descriptor, hash);
+            if (!r) {
+                failed = 1;
+                break;
+            }
+            if (s_matches(&f, r)) {
+                json_t *vms = json_array(), *tasks = json_array();
+                for (size_t i = 0; i < r->n_vms; i++)
+                    json_array_append_new(vms, json_string(r->vms[i]));
+                for (size_t i = 0; i < r->n_tasks; i++)
+                    json_array_append_new(tasks, json_string(r->tasks[i]));
+                json_array_append_new(page, s_pack(r, vms, tasks));
+                util_strlcpy(last_taken, e->str, sizeof last_taken);
+                last_taken_pos = pos + (int64_t)used;
+            }
+            protobuf_c_message_free_unpacked(&r->base, NULL);
+        }
+        if (used < n)
+            at_end = 0;
+        pos += (int64_t)used;
+        freeReplyObject(hashes);
+        freeReplyObject(ids);
+    }
+    s_claims_free(&claims);
+    free(groups);
+    if (failed) {
+        json_decref(page);
+        http_error(req, "UNAVAILABLE", "state store unreachable");
+        return;
+    }
+    json_t *next = json_null();
+    if ((int64_t)json_array_size(page) >= limit) {
+        redisReply *r =
+            store_command(req->store, "ZRANGE %s %lld %lld", KEYS_REQUESTS,
+                          (long long)(last_taken_pos + 1), (long long)(last_taken_pos + 1));
+        if (r && r->type == REDIS_REPLY_ARRAY && r->elements > 0)
+            next = json_string(last_taken);
+        if (r)
+            freeReplyObject(r);
+    } else if (!at_end && last_seen[0])
+        next = json_string(last_seen);
+    http_json(req, 200, json_pack("{s:o, s:o}", "requests", page, "next_marker", next));
 }

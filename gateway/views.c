@@ -20,10 +20,19 @@ json_t *view_resources(const Berth__Resources *r)
 
 json_t *view_template(const Berth__Template *t)
 {
-    return json_pack("{s:s, s:s, s:i, s:I, s:I, s:o, s:o, s:i, s:b}", "id", S(t->id), "name",
-                     S(t->name), "vcpus", t->vcpus, "ram_mb", (json_int_t)t->ram_mb, "disk_gb",
-                     (json_int_t)t->disk_gb, "os", view_str(t->os), "image", view_str(t->image),
-                     "lease_days", t->lease_days, "requires_approval", t->requires_approval);
+    json_t *view =
+        json_pack("{s:s, s:s, s:i, s:I, s:I, s:o, s:o, s:i, s:b}", "id", S(t->id), "name",
+                  S(t->name), "vcpus", t->vcpus, "ram_mb", (json_int_t)t->ram_mb, "disk_gb",
+                  (json_int_t)t->disk_gb, "os", view_str(t->os), "image", view_str(t->image),
+                  "lease_days", t->lease_days, "requires_approval", t->requires_approval);
+    /* Its approval policy; one from before policies says it with requires_approval. */
+    if (view)
+        json_object_set_new(view, "approval_policy",
+                            json_string(t->approval_policy && *t->approval_policy
+                                            ? t->approval_policy
+                                        : t->requires_approval ? "admin"
+                                                               : "auto"));
+    return view;
 }
 
 /* States in which a VM may have a domain on its host, so a silent host makes its power

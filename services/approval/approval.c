@@ -3,6 +3,7 @@
     fault's code and message. Client mistakes are logged at info, store trouble at warn. */
 #include "approval.h"
 #include "catalog.h"
+#include "decide.h"
 #include "groups.h"
 #include "log.h"
 #include "requests.h"
@@ -209,7 +210,7 @@ static void s_on_get_request(bus_request_t *request, void *arg)
         return;
     }
     /* One the user may not see is answered as one that does not exist: no id is confirmed. */
-    if (!requests_visible(req, who)) {
+    if (!decide_sees(req, who)) {
         error_set(&fault, "NOT_FOUND", "unknown request '%s'", msg->id);
         log_info(s_request_id(request), "get request refused: not visible", "{s:s, s:s}", "request",
                  msg->id, "user", who->user);
@@ -231,11 +232,12 @@ static void s_on_decide_request(bus_request_t *request, void *arg)
     Berth__UserAssertion *who = approval_caller(self, request, msg->assertion);
     if (!who)
         return;
-    Berth__DecideRequest ask = *msg;
-    ask.actor = who->user; /* decided by who asks; requests_decide refuses the requester */
+    /* Decided by who asks, at the level the engine lets them (decide.h); never the
+       requester. */
     fault_t fault = { 0 };
     Berth__Request *req = NULL;
-    int rc = requests_decide(self->store, &self->policy, &ask, s_request_id(request), &req, &fault);
+    int rc = requests_decide(self->store, &self->policy, msg, who, s_request_id(request), &req,
+                             &fault);
     if (rc != 0) {
         approval_fail(request, "decision refused", &fault);
         berth__user_assertion__free_unpacked(who, NULL);
@@ -252,10 +254,11 @@ const approval_handler_t approval_handlers[] = {
     { "ListTemplates", s_on_list_templates, APPROVAL_USER },
     { "CreateTemplate", s_on_create_template, APPROVAL_ADMIN },
     { "CreateRequest", s_on_create_request, APPROVAL_USER },
-    /* Reading a request: who may see it is requests_visible's to say. */
+    /* Reading a request: who may see it is decide_sees's to say (decide.h). */
     { "GetRequest", s_on_get_request, APPROVAL_USER },
-    /* Approving or rejecting: an admin, and never the requester (requests_decide). */
-    { "DecideRequest", s_on_decide_request, APPROVAL_ADMIN },
+    /* Approving or rejecting: the policy engine checks the caller's roles and group roles
+       against the level the request waits for, and refuses the requester (decide.h). */
+    { "DecideRequest", s_on_decide_request, APPROVAL_USER },
     /* Groups (groups.c): the handler checks a manager's rights itself (APPROVAL_USER). */
     { "CreateGroup", groups_on_create, APPROVAL_ADMIN },
     { "GetGroup", groups_on_get, APPROVAL_USER },

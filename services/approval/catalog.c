@@ -5,6 +5,7 @@
     the same atomic step as the writes: two approval instances seeding at once, or two
     admins adding the same name at once, end with exactly one template per name. */
 #include "catalog.h"
+#include "decide.h"
 #include "keys.h"
 #include "log.h"
 #include "model.h"
@@ -173,6 +174,7 @@ int catalog_create(store_t *store, const policy_t *policy, const Berth__Template
                    const char *actor, char *id_out, fault_t *fault)
 {
     if (policy_check_template(policy, tmpl, fault) != 0 ||
+        decide_check_policy("approval_policy", tmpl->approval_policy, fault) != 0 ||
         policy_check_owner("actor", actor, fault) != 0)
         return -1;
     /* The cap is checked before the transaction: concurrent adds may pass it together by

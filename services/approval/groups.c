@@ -3,6 +3,7 @@
     templates. A caller's rights on a group come from their membership role (manager manages
     members) or the platform role admin; operators read every group, like admins. */
 #include "groups.h"
+#include "decide.h"
 #include "approval.h"
 #include "keys.h"
 #include "log.h"
@@ -65,6 +66,11 @@ static int s_check_fields(const Berth__Group *g, fault_t *fault)
                            GROUPS_TEXT_MAX);
     if (g->parent && *g->parent && s_check_id("parent", g->parent, fault) != 0)
         return -1;
+    if (decide_check_policy("approval_policy", g->approval_policy, fault) != 0)
+        return -1;
+    if (g->auto_max_vcpus < 0 || g->auto_max_ram_mb < 0 || g->auto_max_ram_mb > (int64_t)1 << 40)
+        return error_field(fault, g->auto_max_vcpus < 0 ? "auto_max_vcpus" : "auto_max_ram_mb",
+                           "auto-approval sizes must be from 0 to %lld", (long long)1 << 40);
     return s_check_quota("quota", g->quota, fault) ||
            s_check_quota("user_quota", g->user_quota, fault);
 }
@@ -196,6 +202,9 @@ int groups_create(store_t *store, const Berth__Group *group, const char *actor,
     g.parent = group->parent ? group->parent : "";
     g.quota = group->quota;
     g.user_quota = group->user_quota;
+    g.approval_policy = group->approval_policy ? group->approval_policy : "";
+    g.auto_max_vcpus = group->auto_max_vcpus;
+    g.auto_max_ram_mb = group->auto_max_ram_mb;
     g.created_ms = util_now_ms();
     g.version = 1;
     keys_build(key, KEYS_GROUP, id, NULL);
@@ -358,6 +367,12 @@ int groups_update(store_t *store, const char *id, const Berth__Group *update, ch
             after.quota = update->quota; /* absent: no limit */
         else if (streq(f, "user_quota"))
             after.user_quota = update->user_quota; /* absent: no limit per member */
+        else if (streq(f, "approval_policy"))
+            after.approval_policy = update->approval_policy ? update->approval_policy : "";
+        else if (streq(f, "auto_max_vcpus"))
+            after.auto_max_vcpus = update->auto_max_vcpus;
+        else if (streq(f, "auto_max_ram_mb"))
+            after.auto_max_ram_mb = update->auto_max_ram_mb;
         else if (streq(f, "parent")) {
             after.parent = update->parent ? update->parent : "";
             parent_changed = 1;
@@ -365,7 +380,8 @@ int groups_update(store_t *store, const char *id, const Berth__Group *update, ch
             protobuf_c_message_free_unpacked(&g->base, NULL);
             return error_field(fault, "fields",
                                "'%.64s' cannot be changed (cost_centre, description, parent, "
-                               "quota, user_quota can)",
+                               "quota, user_quota, approval_policy, auto_max_vcpus, "
+                               "auto_max_ram_mb can)",
                                f);
         }
     }
@@ -384,7 +400,7 @@ int groups_update(store_t *store, const char *id, const Berth__Group *update, ch
     }
     model_tx_check_version(tx, key, g->version);
     model_tx_put_fields(tx, key, &after.base, "cost_centre", "description", "parent", "quota",
-                        "user_quota", NULL);
+                        "user_quota", "approval_policy", "auto_max_vcpus", "auto_max_ram_mb", NULL);
     if (after.parent && *after.parent) { /* still there, and knows its child */
         model_tx_check(tx, keys_build(parent_key, KEYS_GROUP, after.parent, NULL), "id",
                        after.parent);
@@ -427,8 +443,8 @@ int groups_delete(store_t *store, const char *id, const char *actor, Berth__Grou
     Berth__Group *g = NULL;
     if (groups_get(store, id, &g, fault) != 0)
         return -1;
-    char key[KEYS_MAX], members[KEYS_MAX], name_key[KEYS_MAX], children[KEYS_MAX],
-        vms[KEYS_MAX], at[24], n_text[24];
+    char key[KEYS_MAX], members[KEYS_MAX], name_key[KEYS_MAX], children[KEYS_MAX], vms[KEYS_MAX],
+        at[24], n_text[24];
     snprintf(at, sizeof at, "%lld", (long long)util_now_ms());
     keys_build(children, KEYS_GROUP_CHILDREN, id, NULL);
     keys_build(vms, KEYS_GROUP_VMS, id, NULL);
@@ -476,8 +492,7 @@ int groups_delete(store_t *store, const char *id, const char *actor, Berth__Grou
         else if (streq(r->str, "NO_GROUP"))
             rc = error_set(fault, "NOT_FOUND", "no group %s", id);
         else if (streq(r->str, "HAS_MEMBERS"))
-            rc = error_set(fault, "CONFLICT", "group %s still has members: remove them first",
-                           id);
+            rc = error_set(fault, "CONFLICT", "group %s still has members: remove them first", id);
         else if (streq(r->str, "HAS_CHILDREN"))
             rc = error_set(fault, "CONFLICT",
                            "group %s still has groups inside it: delete or move them first", id);

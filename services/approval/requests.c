@@ -21,6 +21,7 @@
 #include "assertion.h"
 #include "keys.h"
 #include "catalog.h"
+#include "decide.h"
 #include "groups.h"
 #include "log.h"
 #include "model.h"
@@ -370,7 +371,23 @@ int requests_create(store_t *store, const policy_t *policy, const Berth__CreateR
         protobuf_c_message_free_unpacked(&group->base, NULL);
         return error_set(fault, "INTERNAL", "out of memory");
     }
-    int approved = !tmpl->requires_approval;
+    /* The policy engine says whether it is approved at once, or the level it waits for. */
+    Berth__Group *grp = NULL;
+    if (groups_find(store, group_id, &grp, fault) != 0) {
+        model_tx_destroy(&tx);
+        s_batch_free(&b);
+        protobuf_c_message_free_unpacked(&tmpl->base, NULL);
+        return -1;
+    }
+    decide_policy_t rule = decide_effective(grp, tmpl);
+    const char *awaiting = decide_first_level(rule, grp, tmpl, count);
+    protobuf_c_message_free_unpacked(&grp->base, NULL);
+    int approved = awaiting == NULL;
+    Berth__ApprovalStep auto_step = BERTH__APPROVAL_STEP__INIT, *auto_steps[1] = { &auto_step };
+    auto_step.level = DECIDE_LEVEL_AUTO;
+    auto_step.decided_by = "policy";
+    auto_step.decision = "approved";
+    auto_step.at_ms = now;
     const char *vm_state = approved ? "PROVISIONING" : "PENDING_APPROVAL";
 
     char req_id[UTIL_ID_LEN], key[KEYS_MAX];
@@ -391,6 +408,11 @@ int requests_create(store_t *store, const policy_t *policy, const Berth__CreateR
     req.version = 1;
     req.decided_by = approved ? "policy" : "";
     req.group = group_id;
+    req.kind = "vm";
+    req.policy = (char *)decide_policy_name(rule);
+    req.awaiting = (char *)(approved ? "" : awaiting);
+    req.n_steps = approved ? 1 : 0;
+    req.steps = approved ? auto_steps : NULL;
 
     /* The template and the group must still be there when the transaction runs, and the
        owner's place in the group what it was when read. */
@@ -510,15 +532,6 @@ int requests_get(store_t *store, const char *id, Berth__Request **request_p, fau
     return 0;
 }
 
-int requests_visible(const Berth__Request *req, const Berth__UserAssertion *who)
-{
-    const char *group = req->group && *req->group ? req->group : NULL;
-    return streq(req->owner, who->user) || assertion_has_role(who, "admin") ||
-           assertion_has_role(who, "operator") ||
-           (group && (assertion_has_group_role(who, group, "manager") ||
-                      assertion_has_group_role(who, group, "auditor")));
-}
-
 static void s_free_vms(Berth__Vm **vms, size_t n)
 {
     for (size_t i = 0; vms && i < n; i++)
@@ -527,18 +540,80 @@ static void s_free_vms(Berth__Vm **vms, size_t n)
     free(vms);
 }
 
-/* One attempt at deciding req (read just now). 0 with *request_p, MODEL_CONFLICT when the
-   request or a VM changed since it was read, -1 with a fault. */
+/* An approval at a level that leaves another level to decide: the step is recorded and the
+   request waits for the next level (decide_next_level). The request keeps its state, so the
+   check that it still waits for the level read stands in for a transition. */
+static int s_step(store_t *store, const Berth__Request *req, Berth__ApprovalStep *step,
+                  const char *next_level, Berth__Request **request_p, fault_t *fault)
+{
+    Berth__ApprovalStep **steps = calloc(req->n_steps + 1, sizeof *steps);
+    model_tx_t *tx = steps ? model_tx_new() : NULL;
+    if (!tx) {
+        free(steps);
+        return error_set(fault, "INTERNAL", "out of memory");
+    }
+    for (size_t i = 0; i < req->n_steps; i++)
+        steps[i] = req->steps[i];
+    steps[req->n_steps] = step;
+    Berth__Request next = *req;
+    next.steps = steps;
+    next.n_steps = req->n_steps + 1;
+    next.awaiting = (char *)next_level;
+    next.updated_ms = step->at_ms;
+    char key[KEYS_MAX];
+    keys_build(key, KEYS_REQUEST, req->id, NULL);
+    model_tx_check(tx, key, "state", "PENDING_APPROVAL");
+    model_tx_check(tx, key, "awaiting", req->awaiting ? req->awaiting : "");
+    model_tx_put_fields(tx, key, &next.base, "steps", "awaiting", "updated_ms", NULL);
+    char at[24];
+    snprintf(at, sizeof at, "%lld", (long long)step->at_ms);
+    model_tx_event(tx, "request.step", "request", req->id, "level", step->level, "decided_by",
+                   step->decided_by, "decision", step->decision, "awaiting", next_level, "at_ms",
+                   at, NULL);
+    const char *why = NULL;
+    int rc = model_tx_commit(tx, store, &why);
+    if (rc == 0) {
+        *request_p = s_clone(&next);
+        if (!*request_p)
+            rc = error_set(fault, "INTERNAL", "out of memory");
+    } else if (rc == MODEL_REFUSED)
+        rc = error_set(fault, "INTERNAL", "%s", why);
+    else if (rc != MODEL_CONFLICT)
+        rc = fault_store(fault, store);
+    model_tx_destroy(&tx);
+    free(steps);
+    return rc;
+}
+
+/* One attempt at deciding req (read just now) at the level it waits for. 0 with *request_p,
+   MODEL_CONFLICT when the request or a VM changed since it was read, -1 with a fault. */
 static int s_decide(store_t *store, const Berth__DecideRequest *msg, const Berth__Request *req,
                     const char *trace_id, Berth__Request **request_p, fault_t *fault)
 {
+    Berth__ApprovalStep step = BERTH__APPROVAL_STEP__INIT;
+    step.level = req->awaiting && *req->awaiting ? req->awaiting : DECIDE_LEVEL_ADMIN;
+    step.decided_by = msg->actor;
+    step.decision = msg->approve ? "approved" : "rejected";
+    step.reason = msg->reason ? msg->reason : "";
+    step.at_ms = util_now_ms();
+    const char *next_level = msg->approve ? decide_next_level(req->policy, step.level) : NULL;
+    if (next_level)
+        return s_step(store, req, &step, next_level, request_p, fault);
+    Berth__ApprovalStep **steps = calloc(req->n_steps + 1, sizeof *steps);
+    if (!steps)
+        return error_set(fault, "INTERNAL", "out of memory");
+    for (size_t i = 0; i < req->n_steps; i++)
+        steps[i] = req->steps[i];
+    steps[req->n_steps] = &step;
+
     s_batch_t b;
     Berth__Vm **loaded = calloc(req->n_vms ? req->n_vms : 1, sizeof *loaded);
     if (!loaded || s_batch_init(&b, req->n_vms) != 0) {
         free(loaded);
+        free(steps);
         return error_set(fault, "INTERNAL", "out of memory");
     }
-    int64_t now = util_now_ms();
+    int64_t now = step.at_ms;
     char key[KEYS_MAX];
     int rc = 0;
     for (size_t i = 0; rc == 0 && i < req->n_vms; i++) {
@@ -575,6 +650,9 @@ static int s_decide(store_t *store, const Berth__DecideRequest *msg, const Berth
         next.reason = msg->reason ? msg->reason : "";
         next.version = req->version + 1;
         next.updated_ms = now;
+        next.awaiting = "";
+        next.steps = steps;
+        next.n_steps = req->n_steps + 1;
         if (msg->approve) {
             next.n_tasks = b.n;
             next.tasks = b.task_refs;
@@ -594,6 +672,8 @@ static int s_decide(store_t *store, const Berth__DecideRequest *msg, const Berth
                                  &vm->base);
         }
         keys_build(key, KEYS_REQUEST, req->id, NULL);
+        /* A step recorded meanwhile (it keeps the version) changes the level awaited. */
+        model_tx_check(tx, key, "awaiting", req->awaiting ? req->awaiting : "");
         model_tx_transition(tx, LIFECYCLE_REQUEST, key, req->state, next.state, req->version,
                             "request", req->id, NULL);
         model_tx_put_changed(tx, key, &req->base, &next.base);
@@ -611,14 +691,28 @@ static int s_decide(store_t *store, const Berth__DecideRequest *msg, const Berth
     model_tx_destroy(&tx);
     s_free_vms(loaded, req->n_vms);
     s_batch_free(&b);
+    free(steps);
     return rc;
 }
 
-int requests_decide(store_t *store, const policy_t *policy, const Berth__DecideRequest *msg,
-                    const char *trace_id, Berth__Request **request_p, fault_t *fault)
+/* Has user recorded a step with decision on req? */
+static int s_stepped(const Berth__Request *req, const char *user, const char *decision)
 {
-    if (!msg)
+    for (size_t i = 0; i < req->n_steps; i++)
+        if (streq(req->steps[i]->decided_by, user) && streq(req->steps[i]->decision, decision))
+            return 1;
+    return 0;
+}
+
+int requests_decide(store_t *store, const policy_t *policy, const Berth__DecideRequest *msg,
+                    const Berth__UserAssertion *who, const char *trace_id,
+                    Berth__Request **request_p, fault_t *fault)
+{
+    if (!msg || !who)
         return error_set(fault, "BAD_REQUEST", "DecideRequest body is required");
+    Berth__DecideRequest ask = *msg;
+    ask.actor = who->user; /* decided by who asks, whatever the body says */
+    msg = &ask;
     if (policy_check_uuid("id", msg->id, fault) != 0 ||
         policy_check_owner("actor", msg->actor, fault) != 0 ||
         policy_check_reason(policy, msg->reason, fault) != 0)
@@ -631,20 +725,29 @@ int requests_decide(store_t *store, const policy_t *policy, const Berth__DecideR
         if (requests_get(store, msg->id, &req, fault) != 0)
             return -1;
         int rc;
-        /* Nobody decides their own request, whatever their role: an approval is a second
-           person's word. Checked before anything else, so the answer never shows more. */
-        if (strcmp(req->owner, msg->actor) == 0) {
+        /* Who may not see it learns nothing (NOT_FOUND); the requester never decides it
+           (FORBIDDEN). Checked before anything else, so the answer never shows more. */
+        if (!decide_sees(req, who)) {
+            error_set(fault, "NOT_FOUND", "unknown request '%s'", req->id);
+            protobuf_c_message_free_unpacked(&req->base, NULL);
+            return -1;
+        }
+        if (streq(req->owner, msg->actor)) {
             protobuf_c_message_free_unpacked(&req->base, NULL);
             return error_set(fault, "FORBIDDEN",
-                             "a request is decided by someone other than "
-                             "its requester");
+                             "a request is decided by someone other than its requester");
         }
-        if (strcmp(req->state, want) == 0) {
-            *request_p = req; /* decided this way already: same answer again */
+        /* Decided this way already (the whole request, or this caller's level of it): the
+           same answer again. */
+        if ((strcmp(req->state, want) == 0 && streq(req->decided_by, msg->actor)) ||
+            s_stepped(req, msg->actor, msg->approve ? "approved" : "rejected")) {
+            *request_p = req;
             return 0;
         }
         if (strcmp(req->state, "PENDING_APPROVAL") != 0)
             rc = error_set(fault, "CONFLICT", "request '%s' is already %s", req->id, req->state);
+        else if (decide_may(req, who, fault) != 0)
+            rc = -1;
         else
             rc = s_decide(store, msg, req, trace_id, request_p, fault);
         protobuf_c_message_free_unpacked(&req->base, NULL);

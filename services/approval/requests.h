@@ -22,14 +22,12 @@ int requests_create(store_t *store, const policy_t *policy, const Berth__CreateR
 /* The request with this id, or NOT_FOUND. */
 int requests_get(store_t *store, const char *id, Berth__Request **request_p, fault_t *fault);
 
-/* May the asserted user see req? Its owner, a manager or auditor of its group, an operator or
-   an admin: the gateway's rule for request.get (gateway/permissions.c), checked again here
-   from the signed claims. The one place approval says so. */
-int requests_visible(const Berth__Request *req, const Berth__UserAssertion *who);
-
-/* Approve or reject a PENDING_APPROVAL request. Deciding the same way again answers the
-   request as it is; deciding the other way once decided is a CONFLICT. */
+/* Approve or reject, as who (the verified assertion; msg->actor is replaced by its user), the
+   level a PENDING_APPROVAL request waits for (decide.h says who may); an approval with a
+   level left records its step and waits for that level. Deciding the same way again answers
+   the request as it is; deciding the other way once decided is a CONFLICT. */
 int requests_decide(store_t *store, const policy_t *policy, const Berth__DecideRequest *msg,
-                    const char *trace_id, Berth__Request **request_p, fault_t *fault);
+                    const Berth__UserAssertion *who, const char *trace_id,
+                    Berth__Request **request_p, fault_t *fault);
 
 #endif

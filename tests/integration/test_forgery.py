@@ -6,7 +6,8 @@ attacker on the platform's machine could, with no assertion, one it made with a 
 own, an expired one, one made for another action, or a genuine one (signed with the gateway's
 key, as the gateway would sign for that user) next to a forged `actor`/`owner` field. The
 service that decides refuses each, and Redis is left as it was:
-  - approving or rejecting a request: only an admin, and never the requester, whatever the
+  - approving or rejecting a request: only whom the policy engine lets (a manager of its group
+    or an admin, not one who cannot see it: NOT_FOUND), and never the requester, whatever the
     role (a member cannot approve their own request even with a forged actor);
   - a request's owner is who the assertion names, not the body's owner;
   - templates: an admin only (and the lease limit holds there too);
@@ -133,12 +134,13 @@ class Forgery(PlatformCase):
             with self.subTest(label):
                 self.assertRefused(self.send("approval", "DecideRequest", decide, **how),
                                    "UNAUTHENTICATED")
-        # A genuine assertion of a member who is not allowed, whatever actor the body names.
+        # A genuine assertion of a user who may not even see it, whatever actor the body
+        # names: as if it did not exist (the policy engine, services/approval/decide.c).
         self.assertRefused(self.send("approval", "DecideRequest", decide, as_user="bob"),
-                           "FORBIDDEN")
+                           "NOT_FOUND")
         reject = dict(decide, approve=False)
         self.assertRefused(self.send("approval", "DecideRequest", reject, as_user="bob"),
-                           "FORBIDDEN")
+                           "NOT_FOUND")
         self.assertEqual(self.snapshot(), before)
         self.assertEqual(self.alice.get("/v1/requests/" + req["id"])["request"]["state"],
                          "PENDING_APPROVAL")
