@@ -29,7 +29,7 @@ struct _http_t {
     const http_route_t *routes;
     void *app;
     atomic_int stopping; /* http_destroy has begun: nothing more is parked */
-    atomic_int parked;   /* requests parked and not yet back */
+    atomic_int parked;   /* requests parked once and not yet completed (answer sent or given up) */
     conns_t *conns;      /* open connections: deadlines and the cap with eviction */
 };
 
@@ -51,6 +51,7 @@ typedef struct {
     http_resume_fn *resume;
     void *resume_arg;
     void (*resume_free)(void *arg);
+    int counted; /* in http_t.parked until s_completed: its answer is not sent before that */
 } s_conn_t;
 
 static pthread_key_t s_worker_key;
@@ -413,12 +414,17 @@ int http_park(http_req_t *req, http_resume_fn *fn, void *arg, void (*free_fn)(vo
     http_t *self = c->http;
     assert(!c->resume && fn);
     /* Counted before the check, and http_destroy sets stopping before it reads the count:
-       either this park is seen there, or stopping is seen here. */
-    atomic_fetch_add(&self->parked, 1);
+       either this park is seen there, or stopping is seen here. It stays counted until the
+       request completes, so the server is not stopped between a wake and the answer's last
+       byte (a woken request's answer is queued, not yet sent). */
+    if (!c->counted)
+        atomic_fetch_add(&self->parked, 1);
     if (atomic_load(&self->stopping)) {
-        atomic_fetch_sub(&self->parked, 1);
+        if (!c->counted)
+            atomic_fetch_sub(&self->parked, 1);
         return -1;
     }
+    c->counted = 1;
     c->resume = fn;
     c->resume_arg = arg;
     c->resume_free = free_fn;
@@ -431,8 +437,8 @@ void http_wake(http_req_t *req)
     MHD_resume_connection(req->connection);
 }
 
-/* The parked request is back (woken, or ended): no longer counted; what it waited for is
-   handed to its continuation when run, then freed. */
+/* The parked request is back (woken, or ended): what it waited for is handed to its
+   continuation when run, then freed. It stays counted until it completes (s_completed). */
 static void s_unpark(s_conn_t *c, int run)
 {
     http_resume_fn *fn = c->resume;
@@ -441,7 +447,6 @@ static void s_unpark(s_conn_t *c, int run)
     c->resume = NULL;
     c->resume_arg = NULL;
     c->resume_free = NULL;
-    atomic_fetch_sub(&c->http->parked, 1);
     if (run)
         fn(&c->req, arg);
     if (free_fn)
@@ -560,6 +565,8 @@ static void s_completed(void *cls, struct MHD_Connection *connection, void **con
         /* Parked and never run again: the client went away while its request waited. */
         if (c->resume)
             s_unpark(c, 0);
+        if (c->counted)
+            atomic_fetch_sub(&c->http->parked, 1);
         json_decref(c->req.body);
         json_decref(c->req.groups);
         json_decref(c->req.response);
@@ -669,8 +676,8 @@ void http_destroy(http_t **self_p)
     if (self_p && *self_p) {
         http_t *self = *self_p;
         /* MHD must not be stopped with a connection suspended: refuse new parks, then wait
-           for the parked ones to be woken (whoever they wait for has been told to end them)
-           and run. */
+           for the parked ones to be woken (whoever they wait for has been told to end them),
+           run, and their answers sent. */
         atomic_store(&self->stopping, 1);
         int64_t deadline = util_mono_ms() + 10000;
         while (atomic_load(&self->parked) > 0 && util_mono_ms() < deadline)
