@@ -287,12 +287,22 @@ static const struct {
     { "redis", 0, { "redis.acl", "redis-admin.password", NULL } },
 };
 
-/* Copy from to to (replaced whole: a reader, e.g. zauth reloading the store, never sees a
-   half file), keeping from's mode. 0 or -1 (printed). */
+/* Copy from to to, a path inside views/<name>/ (replaced whole: a reader, e.g. zauth reloading
+   the store, never sees a half file), keeping from's mode. The new copy is written beside the
+   view's top (views/<name>/.<file>.new, the same volume), never inside curve/public: a
+   service's certificate store reloads every file there, and a second file with the same key
+   stops it (CZMQ asserts on a duplicate). 0 or -1 (printed). */
 static int s_copy(const char *from, const char *to)
 {
     char tmp[600];
-    snprintf(tmp, sizeof tmp, "%s.new", to);
+    const char *slash = strchr(to, '/');
+    slash = slash ? strchr(slash + 1, '/') : NULL; /* the end of views/<name> */
+    const char *base = strrchr(to, '/');
+    if (!slash || !base) {
+        fprintf(stderr, "berth-secrets: %s is not inside a view\n", to);
+        return -1;
+    }
+    snprintf(tmp, sizeof tmp, "%.*s/.%s.new", (int)(slash - to), to, base + 1);
     struct stat st;
     int in = open(from, O_RDONLY | O_CLOEXEC);
     if (in < 0 || fstat(in, &st) != 0) {
