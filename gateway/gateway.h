@@ -110,6 +110,13 @@ redisReply *rest_hashes(http_req_t *req, size_t n, const char *const *keys, cons
                         const char *const *groups, size_t n_groups);
 /* Is id something that may name a resource (checked before it reaches a Redis key)? */
 int rest_id_ok(const char *id);
+/* The next_marker of a page taken from the zset index by position: when the page is full
+   (taken >= limit), last_taken if something follows its position, else null; when the scan
+   budget ran out first (!at_end), last_seen, where the next page goes on looking; else null
+   (the end). A new reference. */
+json_t *rest_next_marker(http_req_t *req, const char *index, int64_t taken, int64_t limit,
+                         const char *last_taken, int64_t last_taken_pos, int at_end,
+                         const char *last_seen);
 /* Is the caller an admin? */
 int rest_is_admin(http_req_t *req);
 

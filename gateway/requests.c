@@ -473,16 +473,7 @@ void requests_list(http_req_t *req)
         http_error(req, "UNAVAILABLE", "state store unreachable");
         return;
     }
-    json_t *next = json_null();
-    if ((int64_t)json_array_size(page) >= limit) {
-        redisReply *r =
-            store_command(req->store, "ZRANGE %s %lld %lld", KEYS_REQUESTS,
-                          (long long)(last_taken_pos + 1), (long long)(last_taken_pos + 1));
-        if (r && r->type == REDIS_REPLY_ARRAY && r->elements > 0)
-            next = json_string(last_taken);
-        if (r)
-            freeReplyObject(r);
-    } else if (!at_end && last_seen[0])
-        next = json_string(last_seen);
+    json_t *next = rest_next_marker(req, KEYS_REQUESTS, (int64_t)json_array_size(page), limit,
+                                    last_taken, last_taken_pos, at_end, last_seen);
     http_json(req, 200, json_pack("{s:o, s:o}", "requests", page, "next_marker", next));
 }

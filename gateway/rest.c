@@ -241,6 +241,25 @@ void rest_call(http_req_t *req, const char *service, const ProtobufCMessage *msg
     calls_submit(gw->calls, &call->bus);
 }
 
+json_t *rest_next_marker(http_req_t *req, const char *index, int64_t taken, int64_t limit,
+                         const char *last_taken, int64_t last_taken_pos, int at_end,
+                         const char *last_seen)
+{
+    json_t *next = json_null();
+    if (taken >= limit) {
+        /* Page full: is there anything after its last entry? */
+        redisReply *r =
+            store_command(req->store, "ZRANGE %s %lld %lld", index, (long long)(last_taken_pos + 1),
+                          (long long)(last_taken_pos + 1));
+        if (r && r->type == REDIS_REPLY_ARRAY && r->elements > 0)
+            next = json_string(last_taken);
+        if (r)
+            freeReplyObject(r);
+    } else if (!at_end && last_seen[0])
+        next = json_string(last_seen); /* scan budget spent: continue from there */
+    return next;
+}
+
 int rest_id_ok(const char *id)
 {
     /* Ids are UUIDs today; accept the characters of any id scheme we may use, but nothing
