@@ -21,7 +21,10 @@ from berth_test import Api, Platform, host_domains, used_equal, wait_until  # no
 
 class Rollback(unittest.TestCase):
     def test_retry_elsewhere_then_error(self):
-        with Platform() as p:
+        # The scheduler reads the hosts afresh for every placement (host_refresh_ms 0): with
+        # its 1 s cache, a request made right after host-2 first reports could be placed from
+        # a copy that does not have host-2 yet, and the story below would not start there.
+        with Platform(env={"BERTH_HOST_REFRESH_MS": "0"}) as p:
             try:
                 p.start_all(agents=0, wait=False)
                 # host-1: 16 GB, builds up to 1536 MB VMs; host-2: 32 GB (the free-RAM
