@@ -522,8 +522,8 @@ void auth_create_user(http_req_t *req)
                        "starting with a letter or digit");
         return;
     }
-    if (!streq(role, "user") && !streq(role, "admin")) {
-        http_bad_field(req, "role", "role must be \"user\" or \"admin\"");
+    if (!streq(role, "user") && !streq(role, "operator") && !streq(role, "admin")) {
+        http_bad_field(req, "role", "role must be \"user\", \"operator\" or \"admin\"");
         return;
     }
     if (strlen(password) < (size_t)gw->password_min) {

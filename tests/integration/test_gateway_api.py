@@ -347,6 +347,14 @@ class GatewayApi(unittest.TestCase):
                 self.assertError(self.as_admin("POST", "/v1/users", body), 400, "BAD_REQUEST",
                                  field=field)
         self.assertEqual(self.redis("EXISTS", "berth:user:okname"), 0)
+        # The three platform roles of the spec's Role are accepted, and signing in says which.
+        for role in ("user", "operator", "admin"):
+            with self.subTest(role=role):
+                r = self.as_admin("POST", "/v1/users",
+                                  {"username": "role-" + role, "password": "password-1",
+                                   "role": role})
+                self.assertEqual((r.status, r.json()["user"]["role"]), (201, role), r)
+                self.assertEqual(self.redis("HGET", "berth:user:role-" + role, "role"), role)
 
     def test_configured_admin_password_wins_over_the_stored_one(self):
         # A second gateway instance (same Redis) configured with a new admin password

@@ -11,9 +11,7 @@ and one simulated host:
 - isolation: group B's users cannot see group A's VMs, requests, tasks or group (404), a
   manager and an auditor see their group's, a task is visible to whoever may see its VM.
 
-Operators: POST /v1/users takes the roles user and admin only (the operator role is being
-added to it); until then this test writes role=operator into the user's record before they
-sign in, which is what the gateway reads at login.
+Operators are made like every other user, through POST /v1/users with role operator.
 
 Run: BERTH_BIN_DIR=build/bin python3 tests/integration/test_groups.py
 """
@@ -56,11 +54,9 @@ class Groups(PlatformCase):
 
     @classmethod
     def user(cls, name, role="user"):
-        r = cls.api.call("POST", "/v1/users", {"username": name, "password": PW,
-                                               "role": "user" if role == "operator" else role})
+        r = cls.api.call("POST", "/v1/users", {"username": name, "password": PW, "role": role})
         assert r.status == 201, r
-        if role == "operator":
-            cls.p.redis_command("HSET", "berth:user:" + name, "role", "operator")
+        assert r.json()["user"]["role"] == role, r
         return Api(cls.p, name, PW)
 
     @classmethod
