@@ -110,6 +110,10 @@ redisReply *rest_hashes(http_req_t *req, size_t n, const char *const *keys, cons
                         const char *const *groups, size_t n_groups);
 /* Is id something that may name a resource (checked before it reaches a Redis key)? */
 int rest_id_ok(const char *id);
+/* Where a page of the zset index starts: 0 without ?marker, else just after the marker's
+   position. 0, or -1 with the answer set (400 naming marker when it is no id or names no
+   `what`; 503 when Redis failed). */
+int rest_marker_pos(http_req_t *req, const char *index, const char *what, int64_t *pos);
 /* The next_marker of a page taken from the zset index by position: when the page is full
    (taken >= limit), last_taken if something follows its position, else null; when the scan
    budget ran out first (!at_end), last_seen, where the next page goes on looking; else null

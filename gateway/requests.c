@@ -350,27 +350,8 @@ void requests_list(http_req_t *req)
     }
     f.inbox = f.state && streq(f.state, "PENDING_APPROVAL");
     int64_t pos = 0;
-    const char *marker = http_query(req, "marker");
-    if (marker) {
-        if (!rest_id_ok(marker)) {
-            http_bad_field(req, "marker", "marker is not a request id");
-            return;
-        }
-        redisReply *r = store_command(req->store, "ZRANK %s %s", KEYS_REQUESTS, marker);
-        if (!r || (r->type != REDIS_REPLY_INTEGER && r->type != REDIS_REPLY_NIL)) {
-            if (r)
-                freeReplyObject(r);
-            http_error(req, "UNAVAILABLE", "state store unreachable");
-            return;
-        }
-        int known = r->type == REDIS_REPLY_INTEGER;
-        pos = known ? r->integer + 1 : 0;
-        freeReplyObject(r);
-        if (!known) {
-            http_bad_field(req, "marker", "marker names no request");
-            return;
-        }
-    }
+    if (rest_marker_pos(req, KEYS_REQUESTS, "request", &pos) != 0)
+        return;
 
     /* Who sees every request (admin, operator), or which groups' besides their own. */
     int all = perm_allows(req, "request.get", NULL, NULL);

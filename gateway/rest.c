@@ -241,6 +241,27 @@ void rest_call(http_req_t *req, const char *service, const ProtobufCMessage *msg
     calls_submit(gw->calls, &call->bus);
 }
 
+int rest_marker_pos(http_req_t *req, const char *index, const char *what, int64_t *pos)
+{
+    *pos = 0;
+    const char *marker = http_query(req, "marker");
+    if (!marker)
+        return 0;
+    if (!rest_id_ok(marker))
+        return http_bad_field(req, "marker", "marker is not a %s id", what);
+    redisReply *r = store_command(req->store, "ZRANK %s %s", index, marker);
+    if (!r || (r->type != REDIS_REPLY_INTEGER && r->type != REDIS_REPLY_NIL)) {
+        if (r)
+            freeReplyObject(r);
+        http_error(req, "UNAVAILABLE", "state store unreachable");
+        return -1;
+    }
+    int known = r->type == REDIS_REPLY_INTEGER;
+    *pos = known ? r->integer + 1 : 0;
+    freeReplyObject(r);
+    return known ? 0 : http_bad_field(req, "marker", "marker names no %s", what);
+}
+
 json_t *rest_next_marker(http_req_t *req, const char *index, int64_t taken, int64_t limit,
                          const char *last_taken, int64_t last_taken_pos, int at_end,
                          const char *last_seen)

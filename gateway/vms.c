@@ -121,27 +121,8 @@ void vms_list(http_req_t *req)
         return;
     }
     int64_t pos = 0;
-    const char *marker = http_query(req, "marker");
-    if (marker) {
-        if (!rest_id_ok(marker)) {
-            http_bad_field(req, "marker", "marker is not a VM id");
-            return;
-        }
-        redisReply *r = store_command(req->store, "ZRANK %s %s", KEYS_VMS, marker);
-        if (!r || (r->type != REDIS_REPLY_INTEGER && r->type != REDIS_REPLY_NIL)) {
-            if (r)
-                freeReplyObject(r);
-            http_error(req, "UNAVAILABLE", "state store unreachable");
-            return;
-        }
-        int known = r->type == REDIS_REPLY_INTEGER;
-        pos = known ? r->integer + 1 : 0;
-        freeReplyObject(r);
-        if (!known) {
-            http_bad_field(req, "marker", "marker names no VM");
-            return;
-        }
-    }
+    if (rest_marker_pos(req, KEYS_VMS, "VM", &pos) != 0)
+        return;
 
     /* Whom vm.get lets see every VM (admin, operator), or which groups' VMs besides the
        caller's own (manager, auditor). */
@@ -246,8 +227,8 @@ void vms_list(http_req_t *req)
         http_error(req, "UNAVAILABLE", "state store unreachable");
         return;
     }
-    json_t *next = rest_next_marker(req, KEYS_VMS, (int64_t)json_array_size(vms), limit,
-                                    last_taken, last_taken_pos, at_end, last_seen);
+    json_t *next = rest_next_marker(req, KEYS_VMS, (int64_t)json_array_size(vms), limit, last_taken,
+                                    last_taken_pos, at_end, last_seen);
     http_json(req, 200, json_pack("{s:o, s:o}", "vms", vms, "next_marker", next));
 }
 
