@@ -5,7 +5,6 @@
 
 #define T(obj, key) cli_text(json_object_get((obj), (key)), (char[256]){ 0 }, 256)
 #define PAGE_LIMIT  100
-#define PAGES_MAX   100000 /* a gateway that never ends a listing must not hang us */
 #define S_QUERY_MAX 1024
 
 static void s_table(json_t *requests)
@@ -55,29 +54,10 @@ int cli_requests(cli_t *cli, int argc, char **argv)
                         "  --pending: the requests waiting for your decision\n");
         return 2;
     }
-    json_t *all = json_array();
-    char last[512] = "", marker[512], path[S_QUERY_MAX + 700];
-    int rc = 0;
-    for (int page = 0; page < PAGES_MAX; page++) {
-        if (last[0] && cli_escape(last, marker, sizeof marker) == 0)
-            snprintf(path, sizeof path, "/v1/requests?limit=%d%s&marker=%s", PAGE_LIMIT, query,
-                     marker);
-        else
-            snprintf(path, sizeof path, "/v1/requests?limit=%d%s", PAGE_LIMIT, query);
-        json_t *body = NULL;
-        if (cli_http(cli, "GET", path, NULL, &body) != 0) {
-            rc = 1;
-            break;
-        }
-        json_array_extend(all, json_object_get(body, "requests"));
-        const char *next = json_string_value(json_object_get(body, "next_marker"));
-        int more = next && *next && !streq(next, last) && strlen(next) < sizeof last;
-        if (more)
-            util_strlcpy(last, next, sizeof last);
-        json_decref(body);
-        if (!more)
-            break;
-    }
+    char path[S_QUERY_MAX + 32];
+    snprintf(path, sizeof path, "/v1/requests%s%s", query[0] ? "?" : "", query[0] ? query + 1 : "");
+    json_t *all = cli_get_all(cli, path, PAGE_LIMIT, "requests");
+    int rc = all ? 0 : 1;
     if (rc == 0) {
         if (cli->json) {
             json_t *doc = json_pack("{s:O, s:n}", "requests", all, "next_marker");

@@ -60,6 +60,10 @@ void cli_print_error(cli_t *cli, const char *who, long status, json_t *body);
 
 /* s percent-encoded for a path segment or query value, into out. -1 when it does not fit. */
 int cli_escape(const char *s, char *out, size_t size);
+/* Every entry of a paged list: GET path (which may carry a query already) page after page
+   of limit entries, following next_marker until the gateway says nothing follows, and the
+   arrays under field joined. A new array, or NULL when a call failed (printed). */
+json_t *cli_get_all(cli_t *cli, const char *path, int limit, const char *field);
 
 /* The path of one resource, "/v1/<collection>/<id escaped>", into out. -1 when too long. */
 int cli_path(char *out, size_t size, const char *collection, const char *id);

@@ -251,33 +251,13 @@ static int s_one(cli_t *cli, int argc, char **argv, const char *method)
 static int s_members(cli_t *cli, int argc, char **argv)
 {
     const char *pos[1];
-    char path[CLI_PATH_MAX + 64], page[CLI_PATH_MAX + 700], marker[512];
+    char path[CLI_PATH_MAX + 64];
     if (cli_parse(argc, argv, NULL, pos, 1, 1) != 0)
         return s_bad_usage();
     if (s_group_path(path, sizeof path, pos[0], "/members") != 0)
         return 2;
-    /* Every page, following next_marker. */
-    json_t *all = json_array();
-    char last[512] = "";
-    int rc = 0;
-    for (int n = 0; n < 100000; n++) {
-        cli_escape(last, marker, sizeof marker);
-        snprintf(page, sizeof page, "%s?limit=500%s%s", path, last[0] ? "&marker=" : "",
-                 last[0] ? marker : "");
-        json_t *body = NULL;
-        if (cli_http(cli, "GET", page, NULL, &body) != 0) {
-            rc = 1;
-            break;
-        }
-        json_array_extend(all, json_object_get(body, "members"));
-        const char *next = json_string_value(json_object_get(body, "next_marker"));
-        int more = next && *next && !streq(next, last) && strlen(next) < sizeof last;
-        if (more)
-            util_strlcpy(last, next, sizeof last);
-        json_decref(body);
-        if (!more)
-            break;
-    }
+    json_t *all = cli_get_all(cli, path, 500, "members");
+    int rc = all ? 0 : 1;
     if (rc == 0 && cli->json) {
         json_t *doc = json_pack("{s:O, s:n}", "members", all, "next_marker");
         cli_print_json(doc);

@@ -292,3 +292,31 @@ void cli_print_json(json_t *value)
         puts(text);
     free(text);
 }
+
+json_t *cli_get_all(cli_t *cli, const char *path, int limit, const char *field)
+{
+    enum { PAGES_MAX = 100000 }; /* a gateway that never ends a listing must not hang us */
+    json_t *all = json_array();
+    char last[512] = "", marker[512 * 3 + 1], page[4096];
+    const char *join = strchr(path, '?') ? "&" : "?";
+    for (int n = 0; all && n < PAGES_MAX; n++) {
+        if (last[0] && cli_escape(last, marker, sizeof marker) == 0)
+            snprintf(page, sizeof page, "%s%slimit=%d&marker=%s", path, join, limit, marker);
+        else
+            snprintf(page, sizeof page, "%s%slimit=%d", path, join, limit);
+        json_t *body = NULL;
+        if (cli_http(cli, "GET", page, NULL, &body) != 0) {
+            json_decref(all);
+            return NULL;
+        }
+        json_array_extend(all, json_object_get(body, field));
+        const char *next = json_string_value(json_object_get(body, "next_marker"));
+        int more = next && *next && !streq(next, last) && strlen(next) < sizeof last;
+        if (more)
+            util_strlcpy(last, next, sizeof last);
+        json_decref(body);
+        if (!more)
+            break;
+    }
+    return all;
+}

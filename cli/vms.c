@@ -4,7 +4,6 @@
 
 #define T(obj, key) cli_text(json_object_get((obj), (key)), (char[256]){ 0 }, 256)
 #define PAGE_LIMIT  100
-#define PAGES_MAX   100000 /* a gateway that never ends a listing must not hang us */
 
 static void s_vm_table(json_t *vms)
 {
@@ -54,29 +53,8 @@ int cli_vms(cli_t *cli, int argc, char **argv)
         json_decref(body);
         return 0;
     }
-    json_t *all = json_array();
-    char last[512] = "";
-    int rc = 0;
-    for (int page = 0; page < PAGES_MAX; page++) {
-        if (last[0]) {
-            cli_escape(last, marker, sizeof marker);
-            snprintf(path, sizeof path, "/v1/vms?limit=%d&marker=%s", PAGE_LIMIT, marker);
-        } else
-            snprintf(path, sizeof path, "/v1/vms?limit=%d", PAGE_LIMIT);
-        json_t *body = NULL;
-        if (cli_http(cli, "GET", path, NULL, &body) != 0) {
-            rc = 1;
-            break;
-        }
-        json_array_extend(all, json_object_get(body, "vms"));
-        const char *next = json_string_value(json_object_get(body, "next_marker"));
-        int more = next && *next && !streq(next, last) && strlen(next) < sizeof last;
-        if (more)
-            util_strlcpy(last, next, sizeof last);
-        json_decref(body);
-        if (!more)
-            break;
-    }
+    json_t *all = cli_get_all(cli, "/v1/vms", PAGE_LIMIT, "vms");
+    int rc = all ? 0 : 1;
     if (rc == 0) {
         if (cli->json) {
             json_t *doc = json_pack("{s:O, s:n}", "vms", all, "next_marker");
