@@ -30,6 +30,8 @@ const perm_entry_t perm_table[] = {
     { "vm.list", PERM_USER, "list the VMs one may read (vm.get)" },
     { "vm.get", S_READERS, "read a VM" },
     { "vm.dispose", PERM_OWNER | PERM_MANAGER | PERM_ADMIN, "dispose of a VM" },
+    { "vm.action", PERM_OWNER | PERM_MANAGER | PERM_ADMIN,
+      "start, stop, reboot, suspend, resume, shelve or unshelve a VM" },
     { "task.get", S_READERS, "read a task: whoever may read its VM, and who started it" },
     { "usage.read", PERM_USER, "read one's own usage (admins: anyone's)" },
     { "audit.read", PERM_ADMIN | PERM_MANAGER | PERM_AUDITOR,

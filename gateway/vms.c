@@ -1,4 +1,4 @@
-/*  vms: VMs (list, show, dispose), tasks and usage. A user sees only what they own: someone
+/*  vms: VMs (list, show, dispose, day-2 actions), tasks and usage. A user sees only what they own: someone
     else's VM or task answers 404 exactly like one that does not exist, so ids cannot be
     probed. Reads come from Redis; disposal is asked of the taskmgr, usage of the meter. */
 #include "gateway.h"
@@ -274,6 +274,65 @@ void vms_dispose(http_req_t *req)
     ask.actor = req->user;
     ask.request_id = (char *)req->request_id;
     rest_call(req, "taskmgr", &ask.base, &berth__task__descriptor, s_disposal_asked);
+    protobuf_c_message_free_unpacked(&vm->base, NULL);
+}
+
+/* The day-2 actions the API knows (the taskmgr decides whether one makes sense now). */
+static const char *const s_vm_actions[] = { "start",  "stop",   "reboot",   "suspend",
+                                            "resume", "shelve", "unshelve", NULL };
+
+static void s_action_asked(http_req_t *req, ProtobufCMessage *answer)
+{
+    const Berth__Task *task = (const Berth__Task *)answer;
+    if (!rest_id_ok(task->id)) {
+        http_error(req, "INTERNAL", "the taskmgr service answered without a task id");
+        return;
+    }
+    log_info(req->request_id, "action asked", "{s:s, s:s, s:s, s:s}", "vm", req->params[0],
+             "kind", task->kind, "task", task->id, "by", req->user);
+    snprintf(req->location, sizeof req->location, "/v1/tasks/%s", task->id);
+    http_json(req, 202, json_pack("{s:o}", "task", view_task(task)));
+}
+
+void vms_action(http_req_t *req)
+{
+    static const char *const allowed[] = { "action", "timeout_s", "force", NULL };
+    Berth__Vm *vm = NULL;
+    if (s_load_vm(req, req->params[0], &vm))
+        return;
+    if (!perm_allows(req, "vm.action", vm->owner, vm->group)) {
+        http_error_details(req, "FORBIDDEN",
+                           "only its owner, a manager of its group or an admin may start, stop "
+                           "or shelve a VM",
+                           json_pack("{s:s}", "action", "vm.action"));
+        protobuf_c_message_free_unpacked(&vm->base, NULL);
+        return;
+    }
+    const char *action = NULL;
+    int64_t timeout = 0;
+    int force = 0;
+    if (rest_body(req, allowed) || rest_str(req, "action", 1, 16, &action) ||
+        rest_int(req, "timeout_s", 0, 0, LIMIT_STOP_TIMEOUT_MAX_S, &timeout) < 0 ||
+        rest_bool(req, "force", 0, &force) < 0) {
+        protobuf_c_message_free_unpacked(&vm->base, NULL);
+        return;
+    }
+    int known = 0;
+    for (const char *const *a = s_vm_actions; *a; a++)
+        known |= streq(*a, action);
+    if (!known) {
+        http_bad_field(req, "action",
+                       "action must be start, stop, reboot, suspend, resume, shelve or unshelve");
+        protobuf_c_message_free_unpacked(&vm->base, NULL);
+        return;
+    }
+    Berth__VmAction ask = BERTH__VM_ACTION__INIT;
+    ask.vm = vm->id;
+    ask.action = (char *)action;
+    ask.timeout_s = (int32_t)timeout;
+    ask.force = force;
+    ask.request_id = (char *)req->request_id;
+    rest_call(req, "taskmgr", &ask.base, &berth__task__descriptor, s_action_asked);
     protobuf_c_message_free_unpacked(&vm->base, NULL);
 }
 

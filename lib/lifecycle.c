@@ -7,7 +7,8 @@
 #include <string.h>
 
 LIFECYCLE_ENUM_IMPL(vm_state, VM_STATE_LAST, "", "PENDING_APPROVAL", "PROVISIONING", "ACTIVE",
-                    "ERROR", "DISPOSING", "DISPOSED", "REJECTED")
+                    "ERROR", "DISPOSING", "DISPOSED", "REJECTED", "SHELVING", "SHELVED",
+                    "UNSHELVING")
 
 LIFECYCLE_ENUM_IMPL(power_state, POWER_STATE_LAST, "", "NOSTATE", "RUNNING", "STOPPED", "SUSPENDED",
                     "CRASHED", "UNKNOWN")
@@ -25,6 +26,11 @@ static const int s_vm_holds_quota[VM_STATE_LAST] = {
     [VM_STATE_PROVISIONING] = 1,
     [VM_STATE_ACTIVE] = 1,
     [VM_STATE_DISPOSING] = 1,
+    /* day2: a shelved VM keeps its count and disk; its SHELVE task gives back the vCPUs and
+       RAM (and rewrites quota_held), its UNSHELVE request charges them again. */
+    [VM_STATE_SHELVING] = 1,
+    [VM_STATE_SHELVED] = 1,
+    [VM_STATE_UNSHELVING] = 1,
 };
 
 static const lifecycle_kind_info_t s_kinds[LIFECYCLE_KIND_LAST] = {
@@ -63,6 +69,25 @@ static const lifecycle_transition_t s_rows[] = {
     { VM(DISPOSING, DISPOSED), "disposed", "taskmgr",
       "its domain and disks are removed and its claim released" },
     { VM(DISPOSING, ERROR), "fail", "taskmgr", "disposal failed; `fault` says why" },
+
+    /* day2: shelve and unshelve (POST /v1/vms/{id}/actions). Power actions (start, stop,
+       reboot, suspend, resume) leave the lifecycle state ACTIVE and change only power. */
+    { VM(ACTIVE, SHELVING), "shelve", "taskmgr",
+      "its owner shelves it; a SHELVE task is queued in the same step" },
+    { VM(SHELVING, SHELVED), "shelved", "taskmgr",
+      "powered off, its claim and quota reduced to the disk; the disk stays on its host" },
+    { VM(SHELVING, ACTIVE), "shelve_failed", "taskmgr",
+      "it could not be powered off; it stays as it was, the task's fault says why" },
+    { VM(SHELVED, UNSHELVING), "unshelve", "taskmgr",
+      "its owner unshelves it; vCPUs and RAM are charged to the quota again in the same step" },
+    { VM(UNSHELVING, ACTIVE), "unshelved", "taskmgr",
+      "placed on a host that fits (its own or another one) and powered on" },
+    { VM(UNSHELVING, SHELVED), "unshelve_failed", "taskmgr",
+      "no host fits now; it stays shelved where it was and gives vCPUs and RAM back again" },
+    { VM(UNSHELVING, ERROR), "fail", "taskmgr",
+      "rebuilding it on another host failed; `fault` says why" },
+    { VM(SHELVED, DISPOSING), "dispose", "taskmgr",
+      "its disposal is asked; a DISPOSE task is queued in the same step" },
 
     { POWER(NOSTATE), "nostate", "taskmgr", "no domain: not built yet, or removed" },
     { POWER(RUNNING), "running", "taskmgr", "reported by its host's agent" },

@@ -47,6 +47,10 @@ typedef enum {
     VM_STATE_DISPOSING,        /* its DISPOSE task removes it */
     VM_STATE_DISPOSED,         /* gone from its host; resources given back */
     VM_STATE_REJECTED,         /* an administrator refused the request */
+    /* day2: shelving (day-2 actions, services/taskmgr/tasks.c). */
+    VM_STATE_SHELVING,   /* its SHELVE task powers it off and gives back vCPUs and RAM */
+    VM_STATE_SHELVED,    /* powered off; its disk kept on its host; holds no vCPUs or RAM */
+    VM_STATE_UNSHELVING, /* its UNSHELVE task places it again and powers it on */
     VM_STATE_LAST
 } vm_state_t;
 LIFECYCLE_ENUM_DECL(vm_state);
@@ -139,7 +143,8 @@ int lifecycle_check(lifecycle_kind_t kind, const char *from, const char *to, cha
 int lifecycle_observed(lifecycle_kind_t kind);
 
 /* True when a VM in this state holds its group's quota (PENDING_APPROVAL, PROVISIONING, ACTIVE,
-   DISPOSING); one leaving such a state for another releases it (lib/model.h). */
+   DISPOSING, and the shelve states); one leaving such a state for another releases it
+   (lib/model.h). A SHELVED VM holds only its count and disk (its quota_held says so). */
 int lifecycle_vm_holds_quota(const char *state);
 
 /* Write the "Lifecycle" section of docs/state.md (between LIFECYCLE_DOC_BEGIN and

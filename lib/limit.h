@@ -32,4 +32,7 @@
 #define LIMIT_GROUP_MEMBERS_MAX     1000 /* members of one group */
 #define LIMIT_GROUP_QUOTA_MAX       1099511627776LL /* 2^40: largest quota value */
 
+/* Day-2 actions (taskmgr and the agent enforce it; the gateway checks it first). */
+#define LIMIT_STOP_TIMEOUT_MAX_S 3600 /* a stop's or shelve's graceful shutdown, in seconds */
+
 #endif

@@ -1,14 +1,16 @@
 -- placement_release: give back exactly what a claim holds (never below zero), bump the
--- host's version with a host.usage event, and delete the claim.
+-- host's version with a host.usage event, and delete the claim. With keep_disk, only the
+-- vCPUs and RAM go back and the claim stays, holding the disk (a shelved VM's).
 -- KEYS: the claim, the host the caller read from it, the event stream.
--- ARGV: that host's id, vm id, now_ms.
+-- ARGV: that host's id, vm id, now_ms, keep_disk ('1'; absent or '' = release it all).
 -- Returns 'RELEASED', 'NONE' (no claim) or 'CHANGED' (the claim is on another host now).
 local c = redis.call('HMGET', KEYS[1], 'host', 'vcpus', 'ram_mb', 'disk_gb')
 if not c[1] then return 'NONE' end
 if c[1] ~= ARGV[1] then return 'CHANGED' end
+local keep = ARGV[4] == '1'
 if redis.call('EXISTS', KEYS[2]) == 1 then
   local f = {'used_vcpus', 'used_ram_mb', 'used_disk_gb'}
-  for j = 1, 3 do
+  for j = 1, keep and 2 or 3 do
     local v = c[j + 1]
     if v and (tonumber(v) or 0) > 0
        and redis.call('HINCRBY', KEYS[2], f[j], '-' .. v) < 0 then
@@ -18,8 +20,12 @@ if redis.call('EXISTS', KEYS[2]) == 1 then
   local v = redis.call('HINCRBY', KEYS[2], 'version', 1)
   redis.call('XADD', KEYS[3], '*', 'type',
     'host.usage', 'key', KEYS[2], 'host', ARGV[1], 'vm', ARGV[2], 'change',
-    'release', 'used_vcpus', u[1] or '0', 'used_ram_mb', u[2] or '0',
+    keep and 'shrink' or 'release', 'used_vcpus', u[1] or '0', 'used_ram_mb', u[2] or '0',
     'used_disk_gb', u[3] or '0', 'version', v, 'at_ms', ARGV[3])
 end
-redis.call('DEL', KEYS[1])
+if keep then
+  redis.call('HSET', KEYS[1], 'vcpus', 0, 'ram_mb', 0)
+else
+  redis.call('DEL', KEYS[1])
+end
 return 'RELEASED'

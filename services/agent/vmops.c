@@ -12,6 +12,7 @@
     always a real file in the pool directory, written by the agent and then announced to
     libvirt with a pool refresh. */
 #include "vmops.h"
+#include "limit.h"
 #include "log.h"
 #include "util.h"
 
@@ -896,6 +897,175 @@ static int s_destroy(vmops_t *self, const Berth__AgentCommand *cmd, Berth__Agent
     return 0;
 }
 
+/* ---- day-2 power operations ------------------------------------------------------------
+   Each acts on a defined domain and leaves it defined with its disk: a domain that is not
+   here is a failure (the task names the wrong host). Each is idempotent: a domain already
+   in the state asked for is left alone and the detail says so. */
+
+#define SHUTDOWN_POLL_MS 100 /* how often a shutting-down domain is looked at */
+
+/* The domain of a day-2 command (*dom_p), or -1 with the result failed. */
+static int s_day2_domain(vmops_t *self, const Berth__AgentCommand *cmd, const char *what,
+                         virDomainPtr *dom_p, Berth__AgentResult *result)
+{
+    int found = s_find_domain(self, cmd->vm, dom_p);
+    if (found > 0)
+        return 0;
+    return s_fail(result, "failed to %s domain '%s' on host '%s': %s", what, cmd->vm, self->host,
+                  found < 0 ? s_virt_message() : "domain is not defined");
+}
+
+/* The libvirt state of dom (VIR_DOMAIN_*), or -1 when it cannot be read. */
+static int s_dom_state(virDomainPtr dom)
+{
+    int state = VIR_DOMAIN_NOSTATE;
+    return virDomainGetState(dom, &state, NULL, 0) == 0 ? state : -1;
+}
+
+/* Destroy (force off) an active domain; 0, or -1 with the result failed. */
+static int s_force_off(vmops_t *self, const Berth__AgentCommand *cmd, virDomainPtr dom,
+                       Berth__AgentResult *result)
+{
+    if (virDomainDestroy(dom) != 0 && virDomainIsActive(dom) == 1)
+        return s_fail(result, "failed to power off domain '%s' on host '%s': %s", cmd->vm,
+                      self->host, s_virt_message());
+    return 0;
+}
+
+/* POWER_OFF: off at once (virDomainDestroy), as pulling the plug. */
+static int s_power_off(vmops_t *self, const Berth__AgentCommand *cmd, Berth__AgentResult *result)
+{
+    virDomainPtr dom = NULL;
+    if (s_day2_domain(self, cmd, "power off", &dom, result))
+        return -1;
+    int rc = 0;
+    if (virDomainIsActive(dom) != 1)
+        s_detail(result, "already off");
+    else if ((rc = s_force_off(self, cmd, dom, result)) == 0)
+        s_detail(result, "powered off");
+    virDomainFree(dom);
+    return rc;
+}
+
+/* SHUTDOWN: ask the guest to shut down (ACPI) and give it timeout_s seconds; a guest still
+   running then, one that refuses the request, or a paused one (it cannot answer) is
+   powered off. The detail says which happened. */
+static int s_shutdown(vmops_t *self, const Berth__AgentCommand *cmd, Berth__AgentResult *result)
+{
+    if (cmd->timeout_s < 0 || cmd->timeout_s > LIMIT_STOP_TIMEOUT_MAX_S)
+        return s_fail(result,
+                      "invalid SHUTDOWN command for VM '%s': timeout_s %d is outside 0..%d",
+                      cmd->vm, cmd->timeout_s, LIMIT_STOP_TIMEOUT_MAX_S);
+    virDomainPtr dom = NULL;
+    if (s_day2_domain(self, cmd, "shut down", &dom, result))
+        return -1;
+    int rc = 0;
+    if (virDomainIsActive(dom) != 1) {
+        s_detail(result, "already off");
+        virDomainFree(dom);
+        return 0;
+    }
+    const char *how = "shut down";
+    char why[256] = "";
+    if (s_dom_state(dom) == VIR_DOMAIN_PAUSED)
+        how = "was paused: powered off";
+    else if (virDomainShutdown(dom) != 0) {
+        snprintf(why, sizeof why, "shutdown refused (%s): powered off", s_virt_message());
+        how = why;
+    } else {
+        int64_t deadline = util_mono_ms() + (int64_t)cmd->timeout_s * 1000;
+        while (virDomainIsActive(dom) == 1 && util_mono_ms() < deadline)
+            s_sleep_ms(SHUTDOWN_POLL_MS);
+        if (virDomainIsActive(dom) == 1) {
+            snprintf(why, sizeof why, "did not shut down within %d s: powered off",
+                     cmd->timeout_s);
+            how = why;
+        }
+    }
+    if (virDomainIsActive(dom) == 1)
+        rc = s_force_off(self, cmd, dom, result);
+    if (rc == 0)
+        s_detail(result, "%s", how);
+    virDomainFree(dom);
+    return rc;
+}
+
+/* REBOOT: ask the guest to reboot. RESET: a hard reset (virDomainReset, or off and on
+   again where the driver has no reset). Both need a running domain. */
+static int s_reboot_or_reset(vmops_t *self, const Berth__AgentCommand *cmd, int hard,
+                             Berth__AgentResult *result)
+{
+    const char *what = hard ? "reset" : "reboot";
+    virDomainPtr dom = NULL;
+    if (s_day2_domain(self, cmd, what, &dom, result))
+        return -1;
+    int rc = 0;
+    if (s_dom_state(dom) != VIR_DOMAIN_RUNNING)
+        rc = s_fail(result, "failed to %s domain '%s' on host '%s': it is not running", what,
+                    cmd->vm, self->host);
+    else if (!hard && virDomainReboot(dom, 0) != 0)
+        rc = s_fail(result, "failed to reboot domain '%s' on host '%s': %s", cmd->vm, self->host,
+                    s_virt_message());
+    else if (hard && virDomainReset(dom, 0) != 0) {
+        if (virGetLastErrorCode() != VIR_ERR_NO_SUPPORT)
+            rc = s_fail(result, "failed to reset domain '%s' on host '%s': %s", cmd->vm,
+                        self->host, s_virt_message());
+        else if (s_force_off(self, cmd, dom, result) != 0)
+            rc = -1;
+        else if (virDomainCreate(dom) != 0)
+            rc = s_fail(result, "failed to start domain '%s' again on host '%s': %s", cmd->vm,
+                        self->host, s_virt_message());
+    }
+    if (rc == 0)
+        s_detail(result, hard ? "reset" : "reboot asked");
+    virDomainFree(dom);
+    return rc;
+}
+
+static int s_reboot(vmops_t *self, const Berth__AgentCommand *cmd, Berth__AgentResult *result)
+{
+    return s_reboot_or_reset(self, cmd, 0, result);
+}
+
+static int s_reset(vmops_t *self, const Berth__AgentCommand *cmd, Berth__AgentResult *result)
+{
+    return s_reboot_or_reset(self, cmd, 1, result);
+}
+
+/* SUSPEND: pause a running domain (its memory stays on the host). RESUME: run a paused one
+   again. */
+static int s_pause_or_resume(vmops_t *self, const Berth__AgentCommand *cmd, int pause,
+                             Berth__AgentResult *result)
+{
+    const char *what = pause ? "suspend" : "resume";
+    virDomainPtr dom = NULL;
+    if (s_day2_domain(self, cmd, what, &dom, result))
+        return -1;
+    int rc = 0, state = s_dom_state(dom);
+    if (state == (pause ? VIR_DOMAIN_PAUSED : VIR_DOMAIN_RUNNING))
+        s_detail(result, pause ? "already suspended" : "already running");
+    else if (state != (pause ? VIR_DOMAIN_RUNNING : VIR_DOMAIN_PAUSED))
+        rc = s_fail(result, "failed to %s domain '%s' on host '%s': it is %s", what, cmd->vm,
+                    self->host, state < 0 ? "in an unknown state" : "not running");
+    else if ((pause ? virDomainSuspend(dom) : virDomainResume(dom)) != 0)
+        rc = s_fail(result, "failed to %s domain '%s' on host '%s': %s", what, cmd->vm,
+                    self->host, s_virt_message());
+    else
+        s_detail(result, pause ? "suspended" : "resumed");
+    virDomainFree(dom);
+    return rc;
+}
+
+static int s_suspend(vmops_t *self, const Berth__AgentCommand *cmd, Berth__AgentResult *result)
+{
+    return s_pause_or_resume(self, cmd, 1, result);
+}
+
+static int s_resume(vmops_t *self, const Berth__AgentCommand *cmd, Berth__AgentResult *result)
+{
+    return s_pause_or_resume(self, cmd, 0, result);
+}
+
 typedef int(s_op_fn)(vmops_t *self, const Berth__AgentCommand *cmd, Berth__AgentResult *result);
 
 static const struct {
@@ -905,6 +1075,10 @@ static const struct {
     { "CREATE_DISK", s_create_disk }, { "PUT_SEED", s_put_seed },
     { "DEFINE", s_define },           { "START", s_start },
     { "DESTROY", s_destroy },
+    /* day-2 actions */
+    { "SHUTDOWN", s_shutdown },       { "POWER_OFF", s_power_off },
+    { "REBOOT", s_reboot },           { "RESET", s_reset },
+    { "SUSPEND", s_suspend },         { "RESUME", s_resume },
 };
 
 void vmops_execute(vmops_t *self, const Berth__AgentCommand *cmd, Berth__AgentResult *result)

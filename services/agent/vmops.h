@@ -1,6 +1,8 @@
 /*  vmops: what the agent does to libvirt. Owns one libvirt connection (reopened when it
     drops) and the agent's storage pool, and turns one AgentCommand into one AgentResult:
-    CREATE_DISK, PUT_SEED, DEFINE, START, DESTROY, each idempotent and keyed by VM id.
+    CREATE_DISK, PUT_SEED, DEFINE, START, DESTROY, and the day-2 power operations SHUTDOWN
+    (graceful, then forced after timeout_s), POWER_OFF, REBOOT, RESET, SUSPEND and RESUME,
+    each idempotent and keyed by VM id.
     A vmops_t is used by one thread; the agent's worker threads each own one. */
 #ifndef BERTH_AGENT_VMOPS_H
 #define BERTH_AGENT_VMOPS_H

@@ -59,14 +59,16 @@ static void s_on_release_claim(bus_request_t *request, void *arg)
     }
     int released = 0;
     berth_error_t error = { 0 };
-    int rc = placement_release(self->placement, req->vm, &released, &error);
+    int rc = req->keep_disk ? placement_shrink(self->placement, req->vm, &released, &error)
+                            : placement_release(self->placement, req->vm, &released, &error);
     if (rc < 0)
         error_set(&error, "UNAVAILABLE", "state store unreachable");
     if (rc != 0)
         bus_reply_fault(request, &error);
     else {
         if (released)
-            log_info(rid, "released", "{s:s}", "vm", req->vm);
+            log_info(rid, req->keep_disk ? "released but the disk" : "released", "{s:s}", "vm",
+                     req->vm);
         Berth__ClaimReleased reply = BERTH__CLAIM_RELEASED__INIT;
         reply.released = released;
         bus_reply(request, &reply.base);

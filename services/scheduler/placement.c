@@ -486,8 +486,12 @@ int placement_select(placement_t *self, const Berth__SelectHost *req, placement_
             util_strlcpy(previous, r->element[0]->str, sizeof previous);
         int same = s_int(r->element[1]) == f->vcpus && s_int(r->element[2]) == f->ram_mb &&
                    s_int(r->element[3]) == f->disk_gb;
+        /* A disk-only claim (a shelved VM's, placement_shrink) is placed again whole: on
+           its own host if that fits, else on another one (the claim moves there). */
+        int shelved = s_int(r->element[1]) == 0 && s_int(r->element[2]) == 0 &&
+                      s_int(r->element[3]) == f->disk_gb;
         freeReplyObject(r);
-        if (*previous && !s_excluded(req, previous)) {
+        if (*previous && !s_excluded(req, previous) && !shelved) {
             /* Asked again (a retry, another instance): the claim already taken stands. */
             if (!same) {
                 error_set(error, "CONFLICT",
@@ -512,7 +516,9 @@ int placement_select(placement_t *self, const Berth__SelectHost *req, placement_
     return PLACEMENT_CONFLICT;
 }
 
-int placement_release(placement_t *self, const char *vm, int *released, berth_error_t *error)
+/* Release vm's claim, all of it or (keep_disk) its vCPUs and RAM only. */
+static int s_release(placement_t *self, const char *vm, int keep_disk, int *released,
+                     berth_error_t *error)
 {
     if (!util_is_uuid(vm)) {
         error_field(error, "vm", "vm must be a lower-case UUID");
@@ -539,8 +545,9 @@ int placement_release(placement_t *self, const char *vm, int *released, berth_er
         keys_host(host_key, host);
         char now[24];
         snprintf(now, sizeof now, "%lld", (long long)util_now_ms());
-        const char *argv[] = { claim_key, host_key, STORE_EVENTS, host, vm, now };
-        r = store_run(self->store, &lua_placement_release, 3, 6, argv);
+        const char *argv[] = { claim_key, host_key, STORE_EVENTS, host, vm, now,
+                               keep_disk ? "1" : "" };
+        r = store_run(self->store, &lua_placement_release, 3, 7, argv);
         if (!r)
             return -1;
         int verdict = r->type != REDIS_REPLY_STRING     ? -1
@@ -561,6 +568,16 @@ int placement_release(placement_t *self, const char *vm, int *released, berth_er
     }
     error_set(error, "CONFLICT", "the claim of vm %s kept changing while releasing it; retry", vm);
     return PLACEMENT_CONFLICT;
+}
+
+int placement_release(placement_t *self, const char *vm, int *released, berth_error_t *error)
+{
+    return s_release(self, vm, 0, released, error);
+}
+
+int placement_shrink(placement_t *self, const char *vm, int *released, berth_error_t *error)
+{
+    return s_release(self, vm, 1, released, error);
 }
 
 int placement_removed(placement_t *self, berth_error_t *error)

@@ -62,6 +62,10 @@ int placement_select(placement_t *self, const Berth__SelectHost *request,
    or -1 when Redis failed (error untouched). */
 int placement_release(placement_t *self, const char *vm, int *released, berth_error_t *error);
 
+/* Shelving: vm's claim gives its vCPUs and RAM back to the host and keeps the disk, which
+   stays there; placement_select places such a claim again whole. As placement_release. */
+int placement_shrink(placement_t *self, const char *vm, int *released, berth_error_t *error);
+
 /* After PLACEMENT_NO_VALID_HOST (placement_select has already called it): add to error's details
    how many hosts each filter removed
    ("ram": "3"; filters that removed none are left out), "busy" (hosts that passed but were

@@ -1,4 +1,5 @@
-/*  tasks: the engine that runs provisioning and disposal.
+/*  tasks: the engine that runs provisioning, disposal and the day-2 actions (start, stop,
+    reboot, suspend, resume, shelve, unshelve: s_actions).
 
     Typed. The engine works on the task and the VM as protobuf messages (Berth__Task,
     Berth__Vm), loaded when a task is taken and written back whole through model_tx, guarded
@@ -37,6 +38,7 @@
 #include "agents.h"
 #include "assertion.h"
 #include "keys.h"
+#include "limit.h"
 #include "lua_scripts.h"
 #include "model.h"
 
@@ -93,6 +95,7 @@ struct _tasks_t {
                                the answer, which brings a write of its own (0: never) */
     int due_check_ms;       /* longest sleep without reading the due set */
     int max_attempts;       /* hosts a provisioning tries before it fails */
+    int stop_timeout_s;     /* a stop or shelve's graceful shutdown when none is asked */
     assertion_t *verifier;  /* checks who a DisposeVm acts for (the gateway's assertion) */
 };
 
@@ -108,6 +111,7 @@ struct _s_stage {
     const char *undo; /* rollback stage that undoes it (NULL: nothing to undo) */
     s_class_t klass;  /* light or heavy (throttling to come) */
     int on_host;      /* a failure here is the host's: worth trying another */
+    int on_old_host;  /* the command goes to the task's from_host (UNSHELVE's old host) */
 };
 
 static void s_result(s_held_t *h, const char *format, ...) __attribute__((format(printf, 2, 3)));
@@ -208,6 +212,33 @@ static ProtobufCMessage *s_copy(const ProtobufCMessage *msg)
     return copy;
 }
 
+/* Shelving and quota: the VM's vCPUs and RAM come off (sign -1: it became SHELVED) or go
+   back on (sign 1: unshelve asked, within limit when given) its group's and owner's usage,
+   and quota_held says what it holds now: a shelved VM keeps its count and disk. A VM with
+   no group holds no quota. */
+static void s_quota_shelve(model_tx_t *tx, const Berth__Vm *vm, int sign,
+                           const Berth__Group *limit)
+{
+    const Berth__Resources *f = vm->flavor;
+    if (!f || !vm->group || !*vm->group)
+        return;
+    char key[KEYS_MAX];
+    Berth__Quota amount = BERTH__QUOTA__INIT, held = BERTH__QUOTA__INIT;
+    amount.vcpus = sign * f->vcpus;
+    amount.ram_mb = sign * f->ram_mb;
+    model_tx_charge(tx, keys_build(key, KEYS_GROUP_USAGE, vm->group, NULL), "group",
+                    limit ? limit->quota : NULL, &amount);
+    model_tx_charge(tx, keys_build(key, KEYS_GROUP_USER_USAGE, vm->group, vm->owner), "user",
+                    limit ? limit->user_quota : NULL, &amount);
+    held.vms = 1;
+    held.disk_gb = f->disk_gb;
+    if (sign > 0) {
+        held.vcpus = f->vcpus;
+        held.ram_mb = f->ram_mb;
+    }
+    model_tx_hold(tx, keys_vm(key, vm->id), &held);
+}
+
 /* Add the VM's changes since it was last written to tx: a state change as a lifecycle
    transition (the table refuses one it does not allow), the power state as an observation
    on its host, every other changed field as it is. */
@@ -227,6 +258,8 @@ static void s_vm_changes(model_tx_t *tx, s_held_t *h)
                             vm->id, "owner", vm->owner, "vcpus", vcpus, "ram_mb", ram, "disk_gb",
                             disk, "host", *vm->host ? vm->host : was->host, "template",
                             vm->template_, "group", vm->group, NULL);
+        if (s_is(vm->state, "SHELVED")) /* from SHELVING, or an unshelve that found no host */
+            s_quota_shelve(tx, vm, -1, NULL);
     }
     if (!s_is(vm->power_state, was->power_state)) {
         const char *host = *was->host ? was->host : vm->host;
@@ -582,10 +615,35 @@ static s_rc_t s_stage_image(tasks_t *self, s_held_t *h, const s_stage_t *stage)
     return rc;
 }
 
+/* The agent op a stage sends: a forced stop powers off at once, a forced reboot resets. Only
+   stages with an op ask ("" otherwise). */
+static const char *s_stage_op(const s_held_t *h, const s_stage_t *stage)
+{
+    if (!stage->op)
+        return "";
+    if (h->task->force && streq(stage->op, "SHUTDOWN"))
+        return "POWER_OFF";
+    if (h->task->force && streq(stage->op, "REBOOT"))
+        return "RESET";
+    return stage->op;
+}
+
+/* The host a stage's command goes to. */
+static const char *s_stage_host(const s_held_t *h, const s_stage_t *stage)
+{
+    return stage->on_old_host ? h->task->from_host : h->task->host;
+}
+
+/* How long a command may take: a graceful shutdown adds the guest's time to shut down. */
+static int s_command_ms(tasks_t *self, const s_held_t *h, const char *op)
+{
+    return self->command_timeout_ms + (s_is(op, "SHUTDOWN") ? h->task->timeout_s * 1000 : 0);
+}
+
 /* Hand the task's command (op, id from the task) to its host: through the poll the host
    has parked at this instance, or its next one. Rebuilt from task, VM and stager answer,
    so a new holder sends exactly what the old one did. */
-static s_rc_t s_push(tasks_t *self, s_held_t *h, const char *op)
+static s_rc_t s_push(tasks_t *self, s_held_t *h, const char *op, const char *host)
 {
     Berth__AgentCommand cmd = BERTH__AGENT_COMMAND__INIT;
     cmd.id = h->task->command;
@@ -603,8 +661,10 @@ static s_rc_t s_push(tasks_t *self, s_held_t *h, const char *op)
         if (s_is(op, "PUT_SEED"))
             cmd.seed_sha256 = h->staged->seed_sha256;
     }
-    cmd.deadline_ms = util_now_ms() + self->command_timeout_ms;
-    if (agents_push(self->agents, h->task->host, &cmd) != 0) {
+    if (s_is(op, "SHUTDOWN"))
+        cmd.timeout_s = h->task->timeout_s;
+    cmd.deadline_ms = util_now_ms() + s_command_ms(self, h, op);
+    if (agents_push(self->agents, host, &cmd) != 0) {
         s_result(h, "out of memory queueing %s", op);
         s_retry_at(h, util_mono_ms() + 500);
         return S_WAIT;
@@ -618,7 +678,8 @@ static s_rc_t s_push(tasks_t *self, s_held_t *h, const char *op)
 static s_rc_t s_on_host(tasks_t *self, s_held_t *h, const s_stage_t *stage)
 {
     Berth__Task *t = h->task;
-    const char *op = stage->op;
+    const char *op = s_stage_op(h, stage);
+    const char *host = s_stage_host(h, stage);
     if (h->done) {
         Berth__AgentResult *r = h->done;
         h->done = NULL;
@@ -628,8 +689,13 @@ static s_rc_t s_on_host(tasks_t *self, s_held_t *h, const s_stage_t *stage)
         h->must_write = 1;
         s_rc_t rc = S_DONE;
         if (r->ok) {
-            s_result(h, "%s on host %s%s%s", op, t->host, *r->power_state ? ": " : "",
-                     r->power_state);
+            /* What the agent says it did ("shut down", "powered off") tells a day-2
+               action's story; a provisioning's steps keep their terse form. */
+            char detail[320] = "";
+            if (!s_is(t->kind, "PROVISION") && *r->detail)
+                snprintf(detail, sizeof detail, " (%.300s)", r->detail);
+            s_result(h, "%s on host %s%s%s%s", op, host, *r->power_state ? ": " : "",
+                     r->power_state, detail);
             if (*r->power_state && !s_is(h->vm->power_state, r->power_state)) {
                 s_set(&h->vm->power_state, r->power_state);
                 h->vm_dirty = 1;
@@ -655,14 +721,14 @@ static s_rc_t s_on_host(tasks_t *self, s_held_t *h, const s_stage_t *stage)
         if (s_save(self, h) != 0)
             return S_WAIT; /* the caller sees the task gone from our hands */
         h->stage_since = util_mono_ms();
-        s_push(self, h, op);
+        s_push(self, h, op, host);
     } else if (!h->sent_at || util_mono_ms() - h->sent_at >= self->redeliver_ms)
-        s_push(self, h, op); /* taken over, or no result for a while: hand it out again */
-    if (h->sent_at)          /* else still waiting for the stager's answer, an event */
+        s_push(self, h, op, host); /* taken over, or no result for a while: hand it out again */
+    if (h->sent_at)                /* else still waiting for the stager's answer, an event */
         s_retry_at(h, h->sent_at + self->redeliver_ms);
-    s_result(h, "host %s did not complete %s within %d s", t->host, op,
-             self->command_timeout_ms / 1000);
-    return s_waited(h, self->command_timeout_ms);
+    s_result(h, "host %s did not complete %s within %d s", host, op,
+             s_command_ms(self, h, op) / 1000);
+    return s_waited(h, s_command_ms(self, h, op));
 }
 
 /* Ready when libvirt says the domain runs: START answers with the domain's state, so this
@@ -732,38 +798,236 @@ static s_rc_t s_release(tasks_t *self, s_held_t *h, const s_stage_t *stage)
     return S_DONE;
 }
 
+/* ---- day-2 stages ------------------------------------------------------------------------- */
+
+/* SHELVE: the claim keeps only the disk, which stays on the host; the vCPUs and RAM go back
+   to the host. Retried like s_release: capacity must never be lost. */
+static s_rc_t s_shrink_claim(tasks_t *self, s_held_t *h, const s_stage_t *stage)
+{
+    (void)stage;
+    Berth__ReleaseClaim req = BERTH__RELEASE_CLAIM__INIT;
+    req.vm = h->vm->id;
+    req.keep_disk = 1;
+    Berth__Envelope *reply = NULL;
+    s_rc_t rc = s_call(self, h, "scheduler", &req.base, &reply);
+    if (rc == S_FAIL) {
+        s_retry_at(h, util_mono_ms() + 2000);
+        log_warn(h->task->request_id, "claim shrink refused; retrying", "{s:s, s:s}", "vm", req.vm,
+                 "reason", h->result);
+        return S_WAIT;
+    }
+    if (rc != S_DONE)
+        return S_WAIT;
+    Berth__ClaimReleased *rel =
+        (Berth__ClaimReleased *)envelope_body(reply, &berth__claim_released__descriptor);
+    s_result(h, rel && rel->released ? "vCPUs and RAM given back to host %s; disk kept there"
+                                     : "no claim held on host %s",
+             h->task->host);
+    if (rel)
+        berth__claim_released__free_unpacked(rel, NULL);
+    berth__envelope__free_unpacked(reply, NULL);
+    return S_DONE;
+}
+
+/* UNSHELVE: place the VM again, its own host first (where its disk is). The scheduler moves
+   the disk-only claim to a full one on whichever host fits. */
+static s_rc_t s_unshelve_schedule(tasks_t *self, s_held_t *h, const s_stage_t *stage)
+{
+    (void)stage;
+    Berth__Task *t = h->task;
+    Berth__SelectHost req = BERTH__SELECT_HOST__INIT;
+    req.vm = h->vm->id;
+    req.flavor = h->vm->flavor;
+    char *prefer[1] = { t->from_host };
+    req.prefer = prefer;
+    req.n_prefer = *t->from_host ? 1 : 0;
+    Berth__Envelope *reply = NULL;
+    s_rc_t rc = s_call(self, h, "scheduler", &req.base, &reply);
+    if (rc == S_WAIT)
+        return s_waited(h, self->command_timeout_ms);
+    if (rc != S_DONE)
+        return rc;
+    Berth__HostSelection *sel =
+        (Berth__HostSelection *)envelope_body(reply, &berth__host_selection__descriptor);
+    berth__envelope__free_unpacked(reply, NULL);
+    if (!sel || !*sel->host) {
+        if (sel)
+            berth__host_selection__free_unpacked(sel, NULL);
+        s_result(h, "scheduler gave no host");
+        return S_FAIL;
+    }
+    s_set(&t->host, sel->host);
+    s_set(&h->vm->host, sel->host);
+    h->vm_dirty = 1;
+    if (s_is(sel->host, t->from_host))
+        s_result(h, "claimed on host %s, where its disk is", sel->host);
+    else
+        s_result(h, "claimed on host %s; its disk is on host %s and is made again there",
+                 sel->host, t->from_host);
+    berth__host_selection__free_unpacked(sel, NULL);
+    return S_DONE;
+}
+
+/* UNSHELVE placed on another host than its disk's: 1. */
+static int s_moved(const s_held_t *h)
+{
+    return *h->task->from_host && !s_is(h->task->host, h->task->from_host);
+}
+
+/* An UNSHELVE stage that only a move needs (building on the new host, removing the old
+   domain and disk): done at once when the VM stays where its disk is. */
+static s_rc_t s_if_moved(tasks_t *self, s_held_t *h, const s_stage_t *stage)
+{
+    if (!s_moved(h)) {
+        s_result(h, "not needed: the disk is on host %s", h->task->host);
+        return S_DONE;
+    }
+    if (!stage->op)
+        return s_stage_image(self, h, stage);
+    s_rc_t rc = s_on_host(self, h, stage);
+    if (rc == S_FAIL && stage->on_old_host) {
+        /* The VM runs on its new host: what is left on the old one is an orphan to
+           report, not a reason to fail the unshelve. */
+        log_warn(h->task->request_id, "old host kept the shelved disk", "{s:s, s:s, s:s}", "vm",
+                 h->vm->id, "host", h->task->from_host, "reason", h->result);
+        char why[sizeof h->result];
+        util_strlcpy(why, h->result, sizeof why);
+        s_result(h, "left on host %s: %s", h->task->from_host, why);
+        return S_DONE;
+    }
+    return rc;
+}
+
 /* ---- the stage tables --------------------------------------------------------------------- */
 
 static const s_stage_t s_provision[] = {
-    { "validate", 5, s_validate, NULL, NULL, S_LIGHT, 0 },
-    { "schedule", 15, s_schedule, NULL, "release_claim", S_LIGHT, 0 },
-    { "stage_image", 30, s_stage_image, NULL, NULL, S_HEAVY, 0 },
-    { "create_disk", 45, s_on_host, "CREATE_DISK", "undo_host", S_HEAVY, 1 },
-    { "build_seed", 60, s_on_host, "PUT_SEED", "undo_host", S_LIGHT, 1 },
-    { "define", 75, s_on_host, "DEFINE", "undo_host", S_LIGHT, 1 },
-    { "power_on", 85, s_on_host, "START", "undo_host", S_LIGHT, 1 },
-    { "wait_ready", 95, s_wait_ready, NULL, NULL, S_LIGHT, 1 },
-    { NULL, 0, NULL, NULL, NULL, S_LIGHT, 0 },
+    { "validate", 5, s_validate, NULL, NULL, S_LIGHT, 0, 0 },
+    { "schedule", 15, s_schedule, NULL, "release_claim", S_LIGHT, 0, 0 },
+    { "stage_image", 30, s_stage_image, NULL, NULL, S_HEAVY, 0, 0 },
+    { "create_disk", 45, s_on_host, "CREATE_DISK", "undo_host", S_HEAVY, 1, 0 },
+    { "build_seed", 60, s_on_host, "PUT_SEED", "undo_host", S_LIGHT, 1, 0 },
+    { "define", 75, s_on_host, "DEFINE", "undo_host", S_LIGHT, 1, 0 },
+    { "power_on", 85, s_on_host, "START", "undo_host", S_LIGHT, 1, 0 },
+    { "wait_ready", 95, s_wait_ready, NULL, NULL, S_LIGHT, 1, 0 },
+    { NULL, 0, NULL, NULL, NULL, S_LIGHT, 0, 0 },
 };
 
 /* What undoes a failed provisioning: the rows the failed attempt needs (the undo column of
    its stages that ran, s_next), in this order; each is also a no-op when nothing is there. */
 static const s_stage_t s_rollback[] = {
-    { "undo_host", 96, s_destroy, "DESTROY", NULL, S_LIGHT, 0 },
-    { "release_claim", 98, s_release, NULL, NULL, S_LIGHT, 0 },
-    { NULL, 0, NULL, NULL, NULL, S_LIGHT, 0 },
+    { "undo_host", 96, s_destroy, "DESTROY", NULL, S_LIGHT, 0, 0 },
+    { "release_claim", 98, s_release, NULL, NULL, S_LIGHT, 0, 0 },
+    { NULL, 0, NULL, NULL, NULL, S_LIGHT, 0, 0 },
 };
 
 static const s_stage_t s_dispose[] = {
-    { "destroy", 30, s_destroy, "DESTROY", NULL, S_LIGHT, 0 },
-    { "release_claim", 80, s_release, NULL, NULL, S_LIGHT, 0 },
-    { NULL, 0, NULL, NULL, NULL, S_LIGHT, 0 },
+    { "destroy", 30, s_destroy, "DESTROY", NULL, S_LIGHT, 0, 0 },
+    { "release_claim", 80, s_release, NULL, NULL, S_LIGHT, 0, 0 },
+    { NULL, 0, NULL, NULL, NULL, S_LIGHT, 0, 0 },
 };
+
+/*  Day-2 actions. Each is a task of one kind with its own stage table, asked with
+    POST /v1/vms/{id}/actions (VmAction). A power action leaves the lifecycle state ACTIVE
+    and changes the power state the agent reports; shelve and unshelve move the VM through
+    SHELVING/SHELVED/UNSHELVING (lib/lifecycle.c). A failed action changes nothing more:
+    the task ends FAILED with the fault and the VM keeps what its host reports (a shelve
+    that could not power off is ACTIVE again; an unshelve no host fits stays SHELVED).
+
+    Shelving, concretely: the domain is shut down (forced after timeout_s), its claim keeps
+    only the disk (the host's vCPUs and RAM go back), the VM's quota keeps its count and
+    disk. The domain and disk stay defined on that host ("keeps its disk"). Unshelving
+    charges vCPUs and RAM to the quota again, asks the scheduler for a host (its own first):
+    on its own host it is simply powered on; on another host the disk is made again there
+    from the VM's image and seed (a new disk: what the guest wrote is not copied between
+    hosts yet), the domain defined and started, and the old host's domain and disk are
+    removed. */
+static const s_stage_t s_start_stages[] = {
+    { "power_on", 50, s_on_host, "START", NULL, S_LIGHT, 1, 0 },
+    { "wait_ready", 90, s_wait_ready, NULL, NULL, S_LIGHT, 1, 0 },
+    { NULL, 0, NULL, NULL, NULL, S_LIGHT, 0, 0 },
+};
+
+static const s_stage_t s_stop_stages[] = {
+    { "shut_down", 50, s_on_host, "SHUTDOWN", NULL, S_LIGHT, 1, 0 },
+    { NULL, 0, NULL, NULL, NULL, S_LIGHT, 0, 0 },
+};
+
+static const s_stage_t s_reboot_stages[] = {
+    { "reboot", 50, s_on_host, "REBOOT", NULL, S_LIGHT, 1, 0 },
+    { NULL, 0, NULL, NULL, NULL, S_LIGHT, 0, 0 },
+};
+
+static const s_stage_t s_suspend_stages[] = {
+    { "suspend", 50, s_on_host, "SUSPEND", NULL, S_LIGHT, 1, 0 },
+    { NULL, 0, NULL, NULL, NULL, S_LIGHT, 0, 0 },
+};
+
+static const s_stage_t s_resume_stages[] = {
+    { "resume", 50, s_on_host, "RESUME", NULL, S_LIGHT, 1, 0 },
+    { NULL, 0, NULL, NULL, NULL, S_LIGHT, 0, 0 },
+};
+
+static const s_stage_t s_shelve_stages[] = {
+    { "shut_down", 40, s_on_host, "SHUTDOWN", NULL, S_LIGHT, 1, 0 },
+    { "shrink_claim", 80, s_shrink_claim, NULL, NULL, S_LIGHT, 0, 0 },
+    { NULL, 0, NULL, NULL, NULL, S_LIGHT, 0, 0 },
+};
+
+static const s_stage_t s_unshelve_stages[] = {
+    { "schedule", 10, s_unshelve_schedule, NULL, NULL, S_LIGHT, 0, 0 },
+    { "stage_image", 20, s_if_moved, NULL, NULL, S_HEAVY, 0, 0 },
+    { "create_disk", 35, s_if_moved, "CREATE_DISK", NULL, S_HEAVY, 1, 0 },
+    { "build_seed", 45, s_if_moved, "PUT_SEED", NULL, S_LIGHT, 1, 0 },
+    { "define", 55, s_if_moved, "DEFINE", NULL, S_LIGHT, 1, 0 },
+    { "power_on", 70, s_on_host, "START", NULL, S_LIGHT, 1, 0 },
+    { "wait_ready", 85, s_wait_ready, NULL, NULL, S_LIGHT, 1, 0 },
+    { "remove_old", 95, s_if_moved, "DESTROY", NULL, S_LIGHT, 1, 1 },
+    { NULL, 0, NULL, NULL, NULL, S_LIGHT, 0, 0 },
+};
+
+/* What each action asks of the VM, and the task it becomes. */
+typedef struct {
+    const char *action;       /* the API's word */
+    const char *kind;         /* the task's kind */
+    const s_stage_t *stages;  /* the kind's stage table */
+    const char *needs;        /* the lifecycle state it needs */
+    const char *powers;       /* power states it applies to, space-separated ("": any) */
+    const char *done;         /* power state in which it has nothing to do (NULL: none) */
+    const char *to;           /* lifecycle state the request moves the VM to (NULL: stays) */
+    int graceful;             /* takes timeout_s (a graceful shutdown) */
+    int forcible;             /* takes force */
+} s_action_t;
+
+static const s_action_t s_actions[] = {
+    { "start", "START", s_start_stages, "ACTIVE", "STOPPED CRASHED", "RUNNING", NULL, 0, 0 },
+    { "stop", "STOP", s_stop_stages, "ACTIVE", "RUNNING SUSPENDED CRASHED", "STOPPED", NULL, 1,
+      1 },
+    { "reboot", "REBOOT", s_reboot_stages, "ACTIVE", "RUNNING", NULL, NULL, 0, 1 },
+    { "suspend", "SUSPEND", s_suspend_stages, "ACTIVE", "RUNNING", "SUSPENDED", NULL, 0, 0 },
+    { "resume", "RESUME", s_resume_stages, "ACTIVE", "SUSPENDED", "RUNNING", NULL, 0, 0 },
+    { "shelve", "SHELVE", s_shelve_stages, "ACTIVE", "RUNNING STOPPED SUSPENDED CRASHED", NULL,
+      "SHELVING", 1, 1 },
+    { "unshelve", "UNSHELVE", s_unshelve_stages, "SHELVED", "", NULL, "UNSHELVING", 0, 0 },
+};
+
+#define S_N_ACTIONS (sizeof s_actions / sizeof s_actions[0])
+
+/* The action whose task kind (by_kind) or API word is name, or NULL. */
+static const s_action_t *s_action(const char *name, int by_kind)
+{
+    for (size_t i = 0; i < S_N_ACTIONS; i++)
+        if (s_is(by_kind ? s_actions[i].kind : s_actions[i].action, name))
+            return &s_actions[i];
+    return NULL;
+}
 
 static const s_stage_t *s_table(s_held_t *h)
 {
     if (s_is(h->task->kind, "DISPOSE"))
         return s_dispose;
+    const s_action_t *a = s_action(h->task->kind, 1);
+    if (a)
+        return a->stages;
     return h->task->rolling_back ? s_rollback : s_provision;
 }
 
@@ -838,6 +1102,16 @@ static int s_complete(tasks_t *self, s_held_t *h)
         s_finish_task(h, "SUCCEEDED");
         return s_save(self, h);
     }
+    const s_action_t *action = s_action(t->kind, 1);
+    if (action) {
+        if (s_is(t->kind, "SHELVE"))
+            s_vm_state(h, "SHELVED", NULL);
+        else if (s_is(t->kind, "UNSHELVE"))
+            s_vm_state(h, "ACTIVE", "");
+        s_set(&t->fault, "");
+        s_finish_task(h, "SUCCEEDED");
+        return s_save(self, h);
+    }
     if (!t->rolling_back) {
         int64_t now = util_now_ms();
         s_vm_state(h, "ACTIVE", "");
@@ -898,6 +1172,22 @@ static int s_failed(tasks_t *self, s_held_t *h, const s_stage_t *stage)
     s_set(&t->fault, fault);
     if (s_is(t->kind, "DISPOSE")) {
         s_vm_state(h, "ERROR", fault);
+        s_finish_task(h, "FAILED");
+        return s_save(self, h);
+    }
+    if (s_action(t->kind, 1)) {
+        /* A day-2 action is not rolled back: the VM keeps what its host reports. A shelve
+           that could not power off is ACTIVE again; an unshelve no host fits stays SHELVED
+           on its host; one that failed building or starting it is ERROR, its disk on the
+           host it was shelved on (disposal removes it). */
+        if (s_is(t->kind, "SHELVE"))
+            s_vm_state(h, "ACTIVE", NULL);
+        else if (s_is(t->kind, "UNSHELVE") && s_is(stage->name, "schedule"))
+            s_vm_state(h, "SHELVED", NULL);
+        else if (s_is(t->kind, "UNSHELVE")) {
+            s_set(&h->vm->host, t->from_host);
+            s_vm_state(h, "ERROR", fault);
+        }
         s_finish_task(h, "FAILED");
         return s_save(self, h);
     }
@@ -1047,10 +1337,12 @@ int tasks_on_result(void *arg, const char *host, const Berth__AgentResult *resul
 {
     tasks_t *self = arg;
     s_held_t *h = NULL;
-    for (s_held_t *it = zhashx_first(self->held); it && !h; it = zhashx_next(self->held))
+    for (s_held_t *it = zhashx_first(self->held); it && !h; it = zhashx_next(self->held)) {
+        const s_stage_t *row = s_row(s_table(it), it->task->stage);
         if (*it->task->command && s_is(it->task->command, result->command) &&
-            s_is(it->task->host, host))
+            s_is(row ? s_stage_host(it, row) : it->task->host, host))
             h = it;
+    }
     if (!h)
         return 0; /* not a command in flight here (late, or held elsewhere): nothing to record */
     /* A copy: the request that carried it is answered and freed before the task needs it. */
@@ -1472,9 +1764,10 @@ static void s_dispose_for(tasks_t *self, bus_request_t *request, const Berth__Di
             berth__vm__free_unpacked(vm, NULL);
             return;
         }
-        if (!s_is(vm->state, "ACTIVE") && !s_is(vm->state, "ERROR")) {
-            snprintf(msg, sizeof msg, "VM is %s; only ACTIVE or ERROR VMs can be disposed",
-                     vm->state);
+        if (!s_is(vm->state, "ACTIVE") && !s_is(vm->state, "ERROR") &&
+            !s_is(vm->state, "SHELVED")) {
+            snprintf(msg, sizeof msg,
+                     "VM is %s; only ACTIVE, SHELVED or ERROR VMs can be disposed", vm->state);
             berth__vm__free_unpacked(vm, NULL);
             bus_reply_error(request, "CONFLICT", msg);
             return;
@@ -1534,6 +1827,258 @@ static void s_dispose_for(tasks_t *self, bus_request_t *request, const Berth__Di
     bus_reply_error(request, "CONFLICT", "the VM keeps changing; try again");
 }
 
+/* ---- VmAction (day-2 actions) ------------------------------------------------------------ */
+
+/* 1 when word is one of the space-separated words of list ("" holds every word). */
+static int s_word_in(const char *word, const char *list)
+{
+    if (!*list)
+        return 1;
+    size_t n = strlen(word);
+    for (const char *p = list; n && (p = strstr(p, word)); p += n)
+        if ((p == list || p[-1] == ' ') && (p[n] == ' ' || p[n] == '\0'))
+            return 1;
+    return 0;
+}
+
+/* CONFLICT for an action the VM's state does not allow, naming the state. */
+static void s_refuse_action(bus_request_t *request, const Berth__Vm *vm, const char *action,
+                            const char *message)
+{
+    berth_error_t error = { 0 };
+    error_set(&error, "CONFLICT", "%s", message);
+    error_detail(&error, "action", "%s", action);
+    error_detail(&error, "state", "%s", vm->state);
+    error_detail(&error, "power_state", "%s", vm->power_state);
+    log_info(bus_request_envelope(request)->request_id, "action refused", "{s:s, s:s, s:s}", "vm",
+             vm->id, "action", action, "reason", message);
+    bus_reply_fault(request, &error);
+}
+
+/* Whether action a makes sense for vm now: 0, or -1 with the CONFLICT sent. A VM already in
+   the power state the action leads to is refused too, saying there is nothing to do. */
+static int s_action_allowed(tasks_t *self, bus_request_t *request, const Berth__Vm *vm,
+                            const s_action_t *a)
+{
+    char msg[256];
+    if (*vm->task) {
+        char tkey[KEYS_MAX];
+        Berth__Task *task = NULL;
+        int rc = model_load(self->store, &berth__task__descriptor, keys_task(tkey, vm->task),
+                            (ProtobufCMessage **)&task);
+        if (rc < 0) {
+            bus_reply_error(request, "UNAVAILABLE", "state store unreachable");
+            return -1;
+        }
+        int busy = rc == 0 && !s_finished(task);
+        if (busy)
+            snprintf(msg, sizeof msg, "VM has task %s (%s) %s; %s waits until it ends", task->id,
+                     task->kind, task->state, a->action);
+        if (task)
+            berth__task__free_unpacked(task, NULL);
+        if (busy) {
+            s_refuse_action(request, vm, a->action, msg);
+            return -1;
+        }
+    }
+    if (!s_is(vm->state, a->needs)) {
+        snprintf(msg, sizeof msg, "VM is %s: %s needs a%s %s VM", vm->state, a->action,
+                 s_is(a->needs, "ACTIVE") ? "n" : "", a->needs);
+        s_refuse_action(request, vm, a->action, msg);
+        return -1;
+    }
+    if (a->done && s_is(vm->power_state, a->done)) {
+        snprintf(msg, sizeof msg, "VM is already %s: %s has nothing to do", vm->power_state,
+                 a->action);
+        s_refuse_action(request, vm, a->action, msg);
+        return -1;
+    }
+    if (!s_word_in(vm->power_state, a->powers)) {
+        snprintf(msg, sizeof msg, "VM is %s: %s applies to a VM that is %s%s", vm->power_state,
+                 a->action, a->powers,
+                 s_is(a->action, "start") && s_is(vm->power_state, "SUSPENDED")
+                     ? " (resume a suspended VM)"
+                     : "");
+        s_refuse_action(request, vm, a->action, msg);
+        return -1;
+    }
+    return 0;
+}
+
+/* QUOTA_EXCEEDED for an unshelve the group's quota no longer allows. */
+static void s_quota_refused(bus_request_t *request, const model_quota_t *q, const char *group)
+{
+    berth_error_t error = { 0 };
+    error_set(&error, "QUOTA_EXCEEDED",
+              "%s quota of group %s exceeded: %s quota %lld, %lld in use, unshelving asks for "
+              "%lld",
+              streq(q->scope, "user") ? "your per-member" : "the", group, q->resource,
+              (long long)q->quota, (long long)q->used, (long long)q->requested);
+    error_detail(&error, "resource", "%s", q->resource);
+    error_detail(&error, "quota", "%lld", (long long)q->quota);
+    error_detail(&error, "used", "%lld", (long long)q->used);
+    error_detail(&error, "requested", "%lld", (long long)q->requested);
+    error_detail(&error, "scope", "%s", q->scope);
+    error_detail(&error, "group", "%s", group);
+    bus_reply_fault(request, &error);
+}
+
+static void s_action_for(tasks_t *self, bus_request_t *request, const Berth__VmAction *req,
+                         const s_action_t *a, const Berth__UserAssertion *who);
+
+/* Start a day-2 action: a new task of its kind, queued with the VM's task (and, for shelve
+   and unshelve, its lifecycle state) in one step. Refused with CONFLICT, naming the state,
+   when the action makes no sense now. */
+static void s_on_action(bus_request_t *request, void *arg)
+{
+    tasks_t *self = arg;
+    Berth__VmAction *req = bus_request_body(request, &berth__vm_action__descriptor);
+    berth_error_t error = { 0 };
+    const s_action_t *a = req ? s_action(req->action, 0) : NULL;
+    if (!req || !util_is_uuid(req->vm)) {
+        bus_reply_error(request, "BAD_REQUEST", "VmAction needs a VM id (UUID)");
+        return;
+    }
+    if (!a) {
+        error_field(&error, "action",
+                    "action must be start, stop, reboot, suspend, resume, shelve or unshelve");
+        bus_reply_fault(request, &error);
+        return;
+    }
+    if (req->timeout_s < 0 || req->timeout_s > LIMIT_STOP_TIMEOUT_MAX_S ||
+        (req->timeout_s && !a->graceful)) {
+        error_field(&error, "timeout_s", "timeout_s is 0..%d seconds, for stop and shelve",
+                    LIMIT_STOP_TIMEOUT_MAX_S);
+        bus_reply_fault(request, &error);
+        return;
+    }
+    if (req->force && !a->forcible) {
+        error_field(&error, "force", "force applies to stop, reboot and shelve");
+        bus_reply_fault(request, &error);
+        return;
+    }
+    /* Who asks is only what the gateway signed. */
+    Berth__UserAssertion *who = NULL;
+    if (assertion_of(self->verifier, request, req->assertion, &who, &error) != 0) {
+        log_info(bus_request_envelope(request)->request_id, "action refused", "{s:s, s:s}", "vm",
+                 req->vm, "reason", error.message);
+        bus_reply_fault(request, &error);
+        return;
+    }
+    s_action_for(self, request, req, a, who);
+    berth__user_assertion__free_unpacked(who, NULL);
+}
+
+/* VmAction for the asserted user who: the VM's owner, a manager of its group or an admin
+   (vm.action of gateway/permissions.c, checked again on the signed claims). */
+static void s_action_for(tasks_t *self, bus_request_t *request, const Berth__VmAction *req,
+                         const s_action_t *a, const Berth__UserAssertion *who)
+{
+    char vkey[KEYS_MAX], tkey[KEYS_MAX], gkey[KEYS_MAX];
+    const char *rid = bus_request_envelope(request)->request_id;
+    keys_vm(vkey, req->vm);
+    for (int attempt = 0; attempt < 3; attempt++) {
+        Berth__Vm *vm = NULL;
+        Berth__Group *group = NULL;
+        int rc = model_load(self->store, &berth__vm__descriptor, vkey, (ProtobufCMessage **)&vm);
+        if (rc != 0) {
+            bus_reply_error(request, rc < 0 ? "UNAVAILABLE" : "NOT_FOUND",
+                            rc < 0 ? "state store unreachable" : "no such VM");
+            return;
+        }
+        if (!s_is(vm->owner, who->user) && !assertion_has_role(who, "admin") &&
+            !assertion_has_group_role(who, vm->group, "manager")) {
+            log_info(rid, "action refused: not the owner", "{s:s, s:s}", "vm", req->vm, "user",
+                     who->user);
+            berth__vm__free_unpacked(vm, NULL);
+            bus_reply_error(request, "FORBIDDEN",
+                            "only the VM's owner, a manager of its group or an admin acts on it");
+            return;
+        }
+        if (s_action_allowed(self, request, vm, a) != 0) {
+            berth__vm__free_unpacked(vm, NULL);
+            return;
+        }
+        /* Unshelving charges vCPUs and RAM again, within the group's quota as it is now. */
+        if (s_is(a->kind, "UNSHELVE") && *vm->group) {
+            rc = model_load(self->store, &berth__group__descriptor,
+                            keys_build(gkey, KEYS_GROUP, vm->group, NULL),
+                            (ProtobufCMessage **)&group);
+            if (rc < 0) {
+                berth__vm__free_unpacked(vm, NULL);
+                bus_reply_error(request, "UNAVAILABLE", "state store unreachable");
+                return;
+            }
+        }
+        model_tx_t *tx = model_tx_new();
+        if (!tx) {
+            berth__vm__free_unpacked(vm, NULL);
+            if (group)
+                berth__group__free_unpacked(group, NULL);
+            bus_reply_error(request, "INTERNAL", "out of memory");
+            return;
+        }
+        int64_t now = util_now_ms();
+        char id[UTIL_ID_LEN];
+        util_uuid(id);
+        Berth__Task task = BERTH__TASK__INIT;
+        task.id = id;
+        task.kind = (char *)a->kind;
+        task.state = "QUEUED";
+        task.stage = "queued";
+        task.target = vm->id;
+        task.owner = who->user;
+        task.request_id = (char *)rid;
+        task.created_ms = now;
+        task.updated_ms = now;
+        task.host = vm->host;
+        task.version = 1;
+        task.force = req->force;
+        task.timeout_s = a->graceful ? (req->timeout_s ? req->timeout_s : self->stop_timeout_s) : 0;
+        if (s_is(a->kind, "UNSHELVE"))
+            task.from_host = vm->host;
+        /* Nobody else started a task on the VM since it was read; it names this one now. */
+        model_tx_check(tx, vkey, "task", vm->task);
+        if (a->to)
+            model_tx_vm_transition(tx, vm, a->to);
+        if (s_is(a->kind, "UNSHELVE"))
+            s_quota_shelve(tx, vm, 1, group);
+        char *old_task = vm->task;
+        vm->task = id;
+        model_tx_put_fields(tx, vkey, &vm->base, "task", NULL);
+        vm->task = old_task;
+        keys_task(tkey, id);
+        model_tx_transition(tx, LIFECYCLE_TASK, tkey, "", "QUEUED", 0, "task", id, "stage",
+                            "queued", NULL);
+        model_tx_put(tx, tkey, &task.base);
+        model_tx_zadd(tx, KEYS_TASKS_DUE, 0, id);
+        rc = model_tx_commit(tx, self->store, NULL);
+        if (rc == 0) {
+            log_info(rid, "action queued", "{s:s, s:s, s:s}", "vm", req->vm, "action", a->action,
+                     "task", id);
+            bus_reply(request, &task.base);
+        } else if (rc < 0)
+            bus_reply_error(request, "UNAVAILABLE", "state store unreachable");
+        else if (rc == MODEL_QUOTA)
+            s_quota_refused(request, model_tx_quota(tx), group ? group->name : vm->group);
+        else if (rc == MODEL_REFUSED) {
+            log_error(rid, "action refused by the lifecycle table", "{s:s, s:s, s:s}", "vm",
+                      req->vm, "state", vm->state, "reason", model_tx_error(tx));
+            s_refuse_action(request, vm, a->action, "the VM's state does not allow it");
+        }
+        model_tx_destroy(&tx);
+        berth__vm__free_unpacked(vm, NULL); /* task borrowed its strings until here */
+        if (group)
+            berth__group__free_unpacked(group, NULL);
+        if (rc == 0)
+            s_run(self); /* queued here: take it now rather than wait for a wake */
+        if (rc != MODEL_CONFLICT)
+            return;
+        /* The VM changed between read and write: look again. */
+    }
+    bus_reply_error(request, "CONFLICT", "the VM keeps changing; try again");
+}
+
 /* ---- construction ------------------------------------------------------------------------- */
 
 void tasks_declare(config_t *c)
@@ -1547,12 +2092,13 @@ void tasks_declare(config_t *c)
     config_declare(c, "max_attempts", "3", 0);
     config_declare(c, "command_redeliver_ms", "15000", 0);
     config_declare(c, "write_defer_ms", "100", 0);
+    config_declare(c, "stop_timeout_s", "60", 0);
 }
 
 tasks_t *tasks_new(service_t *service, agents_t *agents)
 {
     config_t *c = service_config(service);
-    int64_t lease, check, held, call, cmd, ready, attempts, redeliver, defer, port;
+    int64_t lease, check, held, call, cmd, ready, attempts, redeliver, defer, port, stop;
     if (config_int(c, "task_lease_ms", 500, 600000, &lease) ||
         config_int(c, "due_check_ms", 10, 600000, &check) ||
         config_int(c, "max_running_tasks", 1, 100000, &held) ||
@@ -1562,6 +2108,7 @@ tasks_t *tasks_new(service_t *service, agents_t *agents)
         config_int(c, "max_attempts", 1, 10, &attempts) ||
         config_int(c, "command_redeliver_ms", 100, 3600000, &redeliver) ||
         config_int(c, "write_defer_ms", 0, 10000, &defer) ||
+        config_int(c, "stop_timeout_s", 0, LIMIT_STOP_TIMEOUT_MAX_S, &stop) ||
         config_int(c, "redis_port", 1, 65535, &port))
         return NULL;
     tasks_t *self = calloc(1, sizeof *self);
@@ -1585,6 +2132,7 @@ tasks_t *tasks_new(service_t *service, agents_t *agents)
     self->max_attempts = (int)attempts;
     self->redeliver_ms = (int)redeliver;
     self->write_defer_ms = (int)defer;
+    self->stop_timeout_s = (int)stop;
     zhashx_set_destructor(self->held, s_held_free);
     berth_error_t error = { 0 };
     self->verifier = assertion_verifier_new(config_get(c, "secrets_dir"), &error);
@@ -1606,6 +2154,7 @@ tasks_t *tasks_new(service_t *service, agents_t *agents)
     }
     agents_on_result(agents, tasks_on_result, self);
     service_on(service, "DisposeVm", "gateway", s_on_dispose, self);
+    service_on(service, "VmAction", "gateway", s_on_action, self);
     service_reader(service, zactor_sock(self->waker), s_on_wake, self);
     s_run(self);
     return self;

@@ -73,6 +73,8 @@ class Contract(unittest.TestCase):
         user = C.resolve({"$ref": "#/components/schemas/UserName"})
         group = C.resolve({"$ref": "#/components/schemas/GroupInput"})["properties"]
         quota = C.resolve({"$ref": "#/components/schemas/Quota"})["properties"]
+        action = self.schema_at("/v1/vms/{id}/actions", "post", "requestBody", "content",
+                                "application/json", "schema")["properties"]
         stated = {
             "LIMIT_COUNT_MAX": create["count"]["maximum"],
             "LIMIT_VM_NAME_MAX": create["name"]["maxLength"],
@@ -92,6 +94,7 @@ class Contract(unittest.TestCase):
             "LIMIT_GROUP_TEXT_MAX": group["description"]["maxLength"],
             "LIMIT_GROUP_COST_CENTRE_MAX": group["cost_centre"]["maxLength"],
             "LIMIT_GROUP_QUOTA_MAX": quota["ram_mb"]["maximum"],
+            "LIMIT_STOP_TIMEOUT_MAX_S": action["timeout_s"]["maximum"],
         }
         # A group's members: at most LIMIT_GROUP_MEMBERS_MAX, stated where members are added.
         members = C.spec["paths"]["/v1/groups/{id}/members"]["post"]["description"]

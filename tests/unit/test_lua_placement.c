@@ -139,12 +139,51 @@ static void test_release_gives_back_exactly(void **state)
     freeReplyObject(r);
 }
 
+/* Shelving: keep_disk gives back the vCPUs and RAM only; the claim stays, holding the disk,
+   and a claim moved from it (unshelve elsewhere) gives the old host its disk back. */
+static void test_release_keeping_the_disk(void **state)
+{
+    fixture_t *f = *state;
+    s_host(f->store, "t:host:h1", "UP");
+    s_host(f->store, "t:host:h2", "UP");
+    redisReply *r = s_claim(f->store, "h1", "", "2");
+    freeReplyObject(r);
+    const char *argv[] = { "t:claim:{vm}", "t:host:h1", "t:events", "h1", "vm", NOW, "1" };
+    r = store_run(f->store, &lua_placement_release, 3, 7, argv);
+    assert_non_null(r);
+    assert_string_equal(r->str, "RELEASED");
+    freeReplyObject(r);
+    s_assert_used(f->store, "t:host:h1", "0", "0");
+    r = store_command(f->store, "HMGET t:host:h1 used_disk_gb");
+    assert_string_equal(r->element[0]->str, "20");
+    freeReplyObject(r);
+    r = store_command(f->store, "HMGET t:claim:{vm} host vcpus ram_mb disk_gb");
+    assert_string_equal(r->element[0]->str, "h1");
+    assert_string_equal(r->element[1]->str, "0");
+    assert_string_equal(r->element[2]->str, "0");
+    assert_string_equal(r->element[3]->str, "20");
+    freeReplyObject(r);
+    r = store_command(f->store, "XREVRANGE t:events + - COUNT 1");
+    assert_string_equal(r->element[0]->element[1]->element[9]->str, "shrink");
+    freeReplyObject(r);
+    /* Placed whole on h2: h1 gets its disk back in the same step. */
+    r = s_claim(f->store, "h2", "h1", "2");
+    assert_string_equal(r->element[0]->str, "OK");
+    freeReplyObject(r);
+    r = store_command(f->store, "HMGET t:host:h1 used_disk_gb");
+    assert_string_equal(r->element[0]->str, "0");
+    freeReplyObject(r);
+    s_assert_used(f->store, "t:host:h2", "2", "4096");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_claim_checks_then_takes, testenv_setup,
                                         testenv_teardown),
         cmocka_unit_test_setup_teardown(test_release_gives_back_exactly, testenv_setup,
+                                        testenv_teardown),
+        cmocka_unit_test_setup_teardown(test_release_keeping_the_disk, testenv_setup,
                                         testenv_teardown),
     };
     return cmocka_run_group_tests(tests, testenv_group_setup, testenv_group_teardown);

@@ -569,6 +569,91 @@ static void test_inventory(void **state)
     s_run_ok(f, "DESTROY", vm);
 }
 
+/* A built, running VM: CREATE_DISK, PUT_SEED, DEFINE, START. */
+static void s_build_running(fixture_t *f, const char *vm)
+{
+    s_run_ok(f, "CREATE_DISK", vm);
+    s_run_ok(f, "PUT_SEED", vm);
+    s_run_ok(f, "DEFINE", vm);
+    assert_string_equal(s_run_ok(f, "START", vm)->power_state, "RUNNING");
+}
+
+/* The day-2 power operations: each changes the domain's state as asked, twice in a row is
+   fine (the detail says nothing was to do), the disk and definition stay, and one that
+   makes no sense in the domain's state fails with the reason. */
+static void test_day2_power_ops(void **state)
+{
+    fixture_t *f = *state;
+    char vm[UTIL_ID_LEN], disk[64], id[UTIL_ID_LEN + 16];
+    util_uuid(vm);
+    snprintf(disk, sizeof disk, "%s.qcow2", vm);
+    s_build_running(f, vm);
+
+    /* suspend / resume */
+    assert_string_equal(s_run_ok(f, "SUSPEND", vm)->power_state, "SUSPENDED");
+    const Berth__AgentResult *r = s_run_ok(f, "SUSPEND", vm);
+    assert_string_equal(r->power_state, "SUSPENDED");
+    assert_string_equal(r->detail, "already suspended");
+    Berth__Resources flavor;
+    Berth__AgentCommand cmd = s_command(f, "REBOOT", vm, id, &flavor);
+    s_run_fails(f, &cmd, "it is not running");
+    assert_string_equal(s_run_ok(f, "RESUME", vm)->power_state, "RUNNING");
+    assert_string_equal(s_run_ok(f, "RESUME", vm)->detail, "already running");
+
+    /* reboot and reset keep it running */
+    r = s_run_ok(f, "REBOOT", vm);
+    assert_string_equal(r->power_state, "RUNNING");
+    assert_string_equal(r->detail, "reboot asked");
+    r = s_run_ok(f, "RESET", vm);
+    assert_string_equal(r->power_state, "RUNNING");
+    assert_int_equal(s_domain_active(f, vm), 1);
+
+    /* graceful shutdown: the test driver's guest obeys at once */
+    cmd = s_command(f, "SHUTDOWN", vm, id, &flavor);
+    cmd.timeout_s = 5;
+    r = s_run(f, &cmd);
+    assert_true(r->ok);
+    assert_string_equal(r->power_state, "STOPPED");
+    assert_string_equal(r->detail, "shut down");
+    assert_int_equal(s_domain_active(f, vm), 0);
+    assert_true(s_volume_exists(f, disk));
+    r = s_run(f, &cmd);
+    assert_true(r->ok);
+    assert_string_equal(r->detail, "already off");
+    cmd = s_command(f, "SUSPEND", vm, id, &flavor);
+    s_run_fails(f, &cmd, "not running");
+    cmd = s_command(f, "RESUME", vm, id, &flavor);
+    s_run_fails(f, &cmd, "not running");
+    cmd = s_command(f, "SHUTDOWN", vm, id, &flavor);
+    cmd.timeout_s = 100000;
+    s_run_fails(f, &cmd, "timeout_s 100000 is outside 0..3600");
+
+    /* a paused guest cannot answer a shutdown: it is powered off */
+    s_run_ok(f, "START", vm);
+    s_run_ok(f, "SUSPEND", vm);
+    cmd = s_command(f, "SHUTDOWN", vm, id, &flavor);
+    r = s_run(f, &cmd);
+    assert_true(r->ok);
+    assert_string_equal(r->detail, "was paused: powered off");
+    assert_string_equal(r->power_state, "STOPPED");
+
+    /* power off at once */
+    s_run_ok(f, "START", vm);
+    r = s_run_ok(f, "POWER_OFF", vm);
+    assert_string_equal(r->detail, "powered off");
+    assert_string_equal(r->power_state, "STOPPED");
+    assert_string_equal(s_run_ok(f, "POWER_OFF", vm)->detail, "already off");
+    assert_true(s_volume_exists(f, disk));
+
+    /* a domain that is not here: the task named the wrong host */
+    s_run_ok(f, "DESTROY", vm);
+    const char *ops[] = { "SHUTDOWN", "POWER_OFF", "REBOOT", "RESET", "SUSPEND", "RESUME" };
+    for (size_t i = 0; i < sizeof ops / sizeof ops[0]; i++) {
+        cmd = s_command(f, ops[i], vm, id, &flavor);
+        s_run_fails(f, &cmd, "domain is not defined");
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -579,6 +664,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_libvirt_message_passed_on, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_connections_share_one_host, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_inventory, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_day2_power_ops, s_setup, s_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

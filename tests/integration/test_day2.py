@@ -1,0 +1,282 @@
+#!/usr/bin/env python3
+"""Day-2 actions (issue 10, test 3), through the REST API with every service and two simulated
+hosts (libvirt test driver):
+
+- each power action (start, stop graceful and forced, reboot, suspend, resume) changes the
+  VM's power state and the domain on its host, as a task with stages and a Location;
+- an action that makes no sense answers 409 with the VM's state, and one with nothing to do
+  (stopping a stopped VM) says so; a bad body answers 400 naming the field;
+- shelve powers the VM off, keeps its domain and disk on its host and gives the host's vCPUs
+  and RAM back; unshelve with room lands on its own host; with its host full and no room
+  anywhere it stays SHELVED; with room on the other host only, it lands there: the disk is
+  made again there and the old host's domain removed;
+- quota: a shelved VM keeps its count and disk but not its vCPUs and RAM, which another VM can
+  then use; unshelving checks the quota again (403 QUOTA_EXCEEDED).
+
+Run: BERTH_BIN_DIR=build/bin python3 tests/integration/test_day2.py
+"""
+
+import os
+import sys
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from berth_test import PlatformCase, wait_until  # noqa: E402
+
+PW = "day2-test-pw-1"
+# Two hosts of 4 GB: a 2 GB VM fits twice on each, a 4 GB one once.
+HOST = {"BERTH_HOST_VCPUS": "16", "BERTH_HOST_RAM_MB": "4096", "BERTH_HOST_DISK_GB": "1000"}
+
+
+class Day2(PlatformCase):
+    agents = 2
+    wait_hosts = 2
+    agent_env = HOST
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        for name, ram in (("half", 2048), ("full", 4096), ("tiny", 512)):
+            cls.api.create_template(name=name, vcpus=1, ram_mb=ram, disk_gb=10, os="debian",
+                                    image="debian-12", lease_days=1, requires_approval=False)
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def build(self, template, name, api=None, body=None):
+        api = api or self.api
+        req = dict(body or {}, template=template, name=name)
+        r = api.call("POST", "/v1/requests", req)
+        self.assertEqual(r.status, 202, r)
+        return api.wait_vm(r.json()["request"]["vms"][0]["id"], ("ACTIVE",))
+
+    def act(self, vm, action, api=None, **extra):
+        return (api or self.api).call("POST", "/v1/vms/%s/actions" % vm["id"],
+                                      dict(extra, action=action))
+
+    def run_action(self, vm, action, api=None, want="SUCCEEDED", **extra):
+        """The action's task, finished (want: its end state); the VM after it."""
+        api = api or self.api
+        r = self.act(vm, action, api, **extra)
+        self.assertEqual(r.status, 202, r)
+        task = r.json()["task"]
+        self.assertEqual(r.headers["Location"], "/v1/tasks/" + task["id"])
+        self.assertEqual(task["kind"], action.upper())
+        self.assertEqual(task["state"], "QUEUED")
+        task = api.wait_task(task["id"])
+        self.assertEqual(task["state"], want, task)
+        if want == "SUCCEEDED":
+            self.assertEqual(task["percent"], 100)
+            self.assertTrue(all(s["state"] == "SUCCEEDED" for s in task["steps"]), task)
+        return task, api.vm(vm["id"])
+
+    def refused(self, r, state, power, text):
+        self.assertEqual(r.status, 409, r)
+        err = r.json()["error"]
+        self.assertEqual(err["code"], "CONFLICT")
+        self.assertEqual((err["details"]["state"], err["details"]["power_state"]), (state, power),
+                         err)
+        self.assertIn(text, err["message"])
+
+    def domain_power(self, host, vm_id):
+        """The power state host's agent reports for the VM's domain (None: no domain)."""
+        host = self.api.get("/v1/hosts/" + host)["host"]
+        return {d["name"]: d["power_state"] for d in host["domains"]}.get(vm_id)
+
+    def wait_domain(self, host, vm_id, power):
+        wait_until(lambda: self.domain_power(host, vm_id) == power, 10,
+                   "host %s reports %s %s" % (host, vm_id, power))
+
+    def used(self, host):
+        u = self.api.hosts()[host]["used"]
+        return {k: u[k] for k in ("vcpus", "ram_mb", "disk_gb")}
+
+    def dispose(self, *vms):
+        for vm in vms:
+            self.api.dispose(vm["id"])
+        for vm in vms:
+            self.api.wait_vm(vm["id"], ("DISPOSED",))
+
+    # -- power actions ---------------------------------------------------------------------
+
+    def test_power_actions(self):
+        vm = self.build("half", "power")
+        host = vm["host"]
+        self.assertEqual(vm["power_state"], "RUNNING")
+        self.wait_domain(host, vm["id"], "RUNNING")
+
+        # Nothing to do, or not in this state: 409 with the state.
+        self.refused(self.act(vm, "start"), "ACTIVE", "RUNNING", "already RUNNING")
+        self.refused(self.act(vm, "resume"), "ACTIVE", "RUNNING", "already RUNNING")
+        self.refused(self.act(vm, "unshelve"), "ACTIVE", "RUNNING", "needs a SHELVED VM")
+
+        # Graceful stop: the test driver's guest shuts down at once.
+        task, vm = self.run_action(vm, "stop", timeout_s=5)
+        self.assertEqual(vm["power_state"], "STOPPED")
+        self.assertEqual([s["name"] for s in task["steps"]], ["shut_down"])
+        self.assertIn("SHUTDOWN on host %s: STOPPED (shut down)" % host,
+                      task["steps"][0]["result"])
+        self.wait_domain(host, vm["id"], "STOPPED")
+        self.assertEqual(vm["state"], "ACTIVE")
+        self.assertEqual(vm["task"], task["id"])
+        self.refused(self.act(vm, "stop"), "ACTIVE", "STOPPED", "already STOPPED")
+        self.refused(self.act(vm, "suspend"), "ACTIVE", "STOPPED", "applies to a VM that is")
+        self.refused(self.act(vm, "reboot"), "ACTIVE", "STOPPED", "applies to a VM that is")
+
+        task, vm = self.run_action(vm, "start")
+        self.assertEqual(vm["power_state"], "RUNNING")
+        self.assertEqual([s["name"] for s in task["steps"]], ["power_on", "wait_ready"])
+        self.wait_domain(host, vm["id"], "RUNNING")
+
+        task, vm = self.run_action(vm, "reboot")
+        self.assertEqual(vm["power_state"], "RUNNING")
+        self.assertIn("REBOOT on host", task["steps"][0]["result"])
+        task, vm = self.run_action(vm, "reboot", force=True)
+        self.assertIn("RESET on host", task["steps"][0]["result"])
+        self.assertEqual(vm["power_state"], "RUNNING")
+
+        _, vm = self.run_action(vm, "suspend")
+        self.assertEqual(vm["power_state"], "SUSPENDED")
+        self.wait_domain(host, vm["id"], "SUSPENDED")
+        self.refused(self.act(vm, "suspend"), "ACTIVE", "SUSPENDED", "already SUSPENDED")
+        self.refused(self.act(vm, "start"), "ACTIVE", "SUSPENDED", "resume a suspended VM")
+        _, vm = self.run_action(vm, "resume")
+        self.assertEqual(vm["power_state"], "RUNNING")
+        self.wait_domain(host, vm["id"], "RUNNING")
+
+        # Forced stop: off at once, no shutdown asked.
+        task, vm = self.run_action(vm, "stop", force=True)
+        self.assertIn("POWER_OFF on host %s: STOPPED (powered off)" % host,
+                      task["steps"][0]["result"])
+        self.assertEqual(vm["power_state"], "STOPPED")
+        self.wait_domain(host, vm["id"], "STOPPED")
+
+        # Bad bodies name the field.
+        for body, field in (({"action": "fly"}, "action"), ({}, "action"),
+                            ({"action": "stop", "timeout_s": 99999}, "timeout_s"),
+                            ({"action": "start", "timeout_s": 5}, "timeout_s"),
+                            ({"action": "suspend", "force": True}, "force"),
+                            ({"action": "stop", "force": "yes"}, "force"),
+                            ({"action": "stop", "when": "now"}, "when")):
+            r = self.api.call("POST", "/v1/vms/%s/actions" % vm["id"], body)
+            self.assertEqual(r.status, 400, (body, r))
+            self.assertEqual(r.json()["error"]["details"].get("field"), field, (body, r))
+
+        # Someone else's VM: not found, exactly like one that does not exist.
+        other = self.api.create_user("stranger", PW)
+        r = self.act(vm, "start", other)
+        self.assertEqual(r.status, 404, r)
+        r = self.api.call("POST", "/v1/vms/00000000-0000-4000-8000-000000000000/actions",
+                          {"action": "start"})
+        self.assertEqual(r.status, 404, r)
+        self.dispose(vm)
+
+    # -- shelve and unshelve ---------------------------------------------------------------
+
+    def test_shelve_frees_the_host_and_unshelve_lands_elsewhere_when_full(self):
+        hosts = sorted(self.api.hosts())
+        vm = self.build("half", "shelf")
+        home = vm["host"]
+        away = [h for h in hosts if h != home][0]
+        before = self.used(home)
+
+        task, vm = self.run_action(vm, "shelve", timeout_s=5)
+        self.assertEqual([s["name"] for s in task["steps"]], ["shut_down", "shrink_claim"])
+        self.assertEqual((vm["state"], vm["power_state"], vm["host"]),
+                         ("SHELVED", "STOPPED", home))
+        # The host got its vCPUs and RAM back; the disk is kept there, so is the domain.
+        after = self.used(home)
+        self.assertEqual(after["vcpus"], before["vcpus"] - 1)
+        self.assertEqual(after["ram_mb"], before["ram_mb"] - 2048)
+        self.assertEqual(after["disk_gb"], before["disk_gb"])
+        self.wait_domain(home, vm["id"], "STOPPED")
+        for action in ("start", "stop", "shelve", "reboot"):
+            self.refused(self.act(vm, action), "SHELVED", "STOPPED", "needs an ACTIVE VM")
+
+        # Unshelve with room: back on its own host, nothing rebuilt.
+        task, vm = self.run_action(vm, "unshelve")
+        self.assertEqual((vm["state"], vm["power_state"], vm["host"]),
+                         ("ACTIVE", "RUNNING", home))
+        steps = {s["name"]: s["result"] for s in task["steps"]}
+        self.assertIn("not needed", steps["create_disk"])
+        self.assertIn("not needed", steps["remove_old"])
+        self.assertEqual(self.used(home), before)
+        self.wait_domain(home, vm["id"], "RUNNING")
+
+        # Shelve again, then fill every host: the unshelve finds no room and stays SHELVED.
+        _, vm = self.run_action(vm, "shelve", force=True)
+        self.assertEqual(vm["state"], "SHELVED")
+        fills = [self.build("full", "fill-%d" % i) for i in range(2)]
+        self.assertEqual({f["host"] for f in fills}, set(hosts))
+        task, vm = self.run_action(vm, "unshelve", want="FAILED")
+        self.assertIn("no valid host", task["fault"].lower())
+        self.assertEqual((vm["state"], vm["host"]), ("SHELVED", home))
+        self.wait_domain(home, vm["id"], "STOPPED")
+
+        # Room on the other host only: it lands there, the old domain and disk go.
+        self.dispose(*[f for f in fills if f["host"] == away])
+        home_used = self.used(home)
+        task, vm = self.run_action(vm, "unshelve")
+        self.assertEqual((vm["state"], vm["power_state"], vm["host"]),
+                         ("ACTIVE", "RUNNING", away))
+        steps = {s["name"]: s["result"] for s in task["steps"]}
+        self.assertIn("made again there", steps["schedule"])
+        self.assertIn("CREATE_DISK on host " + away, steps["create_disk"])
+        self.assertIn("DESTROY on host " + home, steps["remove_old"])
+        self.wait_domain(away, vm["id"], "RUNNING")
+        self.wait_domain(home, vm["id"], None)
+        # The old host no longer counts the disk; the new one counts it all.
+        self.assertEqual(self.used(home)["disk_gb"], home_used["disk_gb"] - 10)
+        self.assertEqual(self.used(away), {"vcpus": 1, "ram_mb": 2048, "disk_gb": 10})
+        self.dispose(vm, *[f for f in fills if f["host"] == home])
+        for h in hosts:
+            self.assertEqual(self.used(h), {"vcpus": 0, "ram_mb": 0, "disk_gb": 0})
+
+    def test_disposing_of_a_shelved_vm(self):
+        vm = self.build("tiny", "gone")
+        _, vm = self.run_action(vm, "shelve")
+        self.dispose(vm)
+        self.wait_domain(vm["host"], vm["id"], None)
+        self.assertEqual(self.used(vm["host"]), {"vcpus": 0, "ram_mb": 0, "disk_gb": 0})
+
+    # -- quota -----------------------------------------------------------------------------
+
+    def test_quota_while_shelved(self):
+        r = self.api.call("POST", "/v1/groups", {"name": "shelvers", "quota": {"vcpus": 2}})
+        self.assertEqual(r.status, 201, r)
+        group = r.json()["group"]
+        user = self.api.create_user("shelver", PW)
+        r = self.api.call("POST", "/v1/groups/%s/members" % group["id"],
+                          {"user": "shelver", "role": "member"})
+        self.assertEqual(r.status, 201, r)
+
+        def usage():
+            return self.api.get("/v1/groups/" + group["id"])["group"]["usage"]
+
+        body = {"group": "shelvers"}
+        a = self.build("tiny", "qa", user, body)
+        b = self.build("tiny", "qb", user, body)
+        self.assertEqual(usage(), {"vms": 2, "vcpus": 2, "ram_mb": 1024, "disk_gb": 20})
+        _, a = self.run_action(a, "shelve", user)
+        # Shelved: the count and the disk are held, vCPUs and RAM are not.
+        self.assertEqual(usage(), {"vms": 2, "vcpus": 1, "ram_mb": 512, "disk_gb": 20})
+        c = self.build("tiny", "qc", user, body)
+        self.assertEqual(usage()["vcpus"], 2)
+        r = self.act(a, "unshelve", user)
+        self.assertEqual(r.status, 403, r)
+        err = r.json()["error"]
+        self.assertEqual(err["code"], "QUOTA_EXCEEDED")
+        self.assertEqual((err["details"]["resource"], err["details"]["quota"],
+                          err["details"]["used"], err["details"]["requested"]),
+                         ("vcpus", "2", "2", "1"))
+        self.assertEqual(self.api.vm(a["id"])["state"], "SHELVED")
+        self.dispose(c)
+        self.assertEqual(usage(), {"vms": 2, "vcpus": 1, "ram_mb": 512, "disk_gb": 20})
+        _, a = self.run_action(a, "unshelve", user)
+        self.assertEqual(a["state"], "ACTIVE")
+        self.assertEqual(usage(), {"vms": 2, "vcpus": 2, "ram_mb": 1024, "disk_gb": 20})
+        self.dispose(a, b)
+        self.assertEqual(usage(), {"vms": 0, "vcpus": 0, "ram_mb": 0, "disk_gb": 0})
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
