@@ -137,6 +137,7 @@ int cli_task(cli_t *cli, int argc, char **argv);
 int cli_usage(cli_t *cli, int argc, char **argv);
 int cli_request_cmd(cli_t *cli, int argc, char **argv);
 int cli_dispose(cli_t *cli, int argc, char **argv);
+int cli_action(cli_t *cli, int argc, char **argv); /* start, stop, ... (argv[0] is the action) */
 int cli_groups(cli_t *cli, int argc, char **argv);
 int cli_audit(cli_t *cli, int argc, char **argv);
 int cli_requests(cli_t *cli, int argc, char **argv);

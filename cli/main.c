@@ -36,6 +36,17 @@ static const s_command_t s_commands[] = {
     { "vms", cli_vms, "vms [--limit N] [--marker ID]       your VMs" },
     { "vm", cli_vm, "vm show ID                          one VM" },
     { "dispose", cli_dispose, "dispose ID [--wait] [--timeout S]   give a VM back" },
+    { "start", cli_action,
+      "start|stop|reboot|suspend|resume|shelve|unshelve ID [--force] [--timeout S]\n"
+      "      [--no-wait]                     a day-2 action on a VM, followed to its end;\n"
+      "                                      --timeout: the guest's time to shut down (stop,\n"
+      "                                      shelve), --force: off at once (reboot: reset)" },
+    { "stop", cli_action, NULL },
+    { "reboot", cli_action, NULL },
+    { "suspend", cli_action, NULL },
+    { "resume", cli_action, NULL },
+    { "shelve", cli_action, NULL },
+    { "unshelve", cli_action, NULL },
     { "task", cli_task, "task ID                             a task, its stages and steps" },
     { "usage", cli_usage,
       "usage [--from T] [--to T] [--owner U]\n"
@@ -62,7 +73,8 @@ static void s_usage(FILE *out)
                  "COMMAND [ARGS]\n\n"
                  "commands:\n");
     for (const s_command_t *c = s_commands; c->name; c++)
-        fprintf(out, "  %s\n", c->usage);
+        if (c->usage) /* NULL: described with the command before it */
+            fprintf(out, "  %s\n", c->usage);
     fprintf(out,
             "\nenvironment: BERTH_URL (default: the URL logged in to, else %s),\n"
             "             BERTH_CA_FILE (as --cacert: the certificate an https gateway must\n"

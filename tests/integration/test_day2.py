@@ -10,6 +10,8 @@ hosts (libvirt test driver):
   and RAM back; unshelve with room lands on its own host; with its host full and no room
   anywhere it stays SHELVED; with room on the other host only, it lands there: the disk is
   made again there and the old host's domain removed;
+- the CLI: `berth stop|start|shelve|unshelve VM` follow the task to its end, --no-wait does
+  not, and a refusal exits 1 with the server's message;
 - quota: a shelved VM keeps its count and disk but not its vCPUs and RAM, which another VM can
   then use; unshelving checks the quota again (403 QUOTA_EXCEEDED).
 
@@ -17,11 +19,14 @@ Run: BERTH_BIN_DIR=build/bin python3 tests/integration/test_day2.py
 """
 
 import os
+import shutil
+import subprocess
 import sys
+import tempfile
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from berth_test import PlatformCase, wait_until  # noqa: E402
+from berth_test import CheckedProxy, PlatformCase, wait_until  # noqa: E402
 
 PW = "day2-test-pw-1"
 # Two hosts of 4 GB: a 2 GB VM fits twice on each, a 4 GB one once.
@@ -237,6 +242,44 @@ class Day2(PlatformCase):
         self.dispose(vm)
         self.wait_domain(vm["host"], vm["id"], None)
         self.assertEqual(self.used(vm["host"]), {"vcpus": 0, "ram_mb": 0, "disk_gb": 0})
+
+    # -- the CLI -------------------------------------------------------------------------
+
+    def berth(self, home, *args, stdin=None, rc=0):
+        env = {k: v for k, v in os.environ.items() if not k.startswith("BERTH_")}
+        env.update({"BERTH_URL": self.proxy.url, "XDG_CONFIG_HOME": home, "HOME": home})
+        r = subprocess.run([self.p.binary("berth")] + list(args), input=stdin, env=env,
+                           capture_output=True, text=True, timeout=60)
+        self.assertEqual(self.proxy.violations, [], "berth %s" % " ".join(args))
+        self.assertEqual(r.returncode, rc, "berth %s:\n%s\n%s" % (" ".join(args), r.stdout,
+                                                                   r.stderr))
+        return r
+
+    def test_cli(self):
+        self.proxy = CheckedProxy(self.p)
+        self.addCleanup(self.proxy.close)
+        home = tempfile.mkdtemp(prefix="berth-cli-")
+        self.addCleanup(shutil.rmtree, home, ignore_errors=True)
+        self.berth(home, "login", "--user", self.p.admin_user, "--password-stdin",
+                   stdin=self.p.admin_password + "\n")
+        vm = self.build("tiny", "cli")
+        out = self.berth(home, "stop", vm["id"], "--timeout", "5").stdout
+        self.assertIn("cli (%s): ACTIVE, STOPPED on %s" % (vm["id"], vm["host"]), out)
+        r = self.berth(home, "stop", vm["id"], rc=1)
+        self.assertIn("already STOPPED", r.stderr)
+        self.assertIn("409", r.stderr)
+        out = self.berth(home, "start", vm["id"], "--no-wait").stdout
+        self.assertIn("start %s: task" % vm["id"], out)
+        wait_until(lambda: self.api.vm(vm["id"])["power_state"] == "RUNNING", 10, "running")
+        task_id = wait_until(lambda: self.api.vm(vm["id"])["task"], 5, "task")
+        self.api.wait_task(task_id)
+        out = self.berth(home, "shelve", vm["id"], "--force").stdout
+        self.assertIn("SHELVED, STOPPED", out)
+        out = self.berth(home, "unshelve", vm["id"]).stdout
+        self.assertIn("ACTIVE, RUNNING", out)
+        r = self.berth(home, "reboot", vm["id"], "--timeout", "x", rc=2)
+        self.assertIn("usage: berth reboot VM", r.stderr)
+        self.dispose(vm)
 
     # -- quota -----------------------------------------------------------------------------
 
