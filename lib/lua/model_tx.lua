@@ -15,7 +15,8 @@
 --   Q k scope n f1 lim1 amt1 .. fn limn amtn
 --                           charge: HINCRBY k fi amti, refused (QUOTA scope fi lim used amt,
 --                           nothing written) when a lim > 0 would be passed (one Q per key:
---                           each is checked against what k held before the transaction)
+--                           each is checked against what k held before the transaction); a
+--                           negative amount gives back (a VM shelved) and never below 0
 --   U v g u                 release: the 4 amounts in v's quota_held (vms vcpus ram_mb
 --                           disk_gb) come off g and u (never below 0) and quota_held goes,
 --                           so a VM releases once; a VM without quota_held releases nothing
@@ -101,7 +102,10 @@ while i <= n do
   elseif op == 'Q' then
     local k, cnt = key(i + 1), tonumber(a[i + 3])
     for x = i + 4, i + 1 + 3 * cnt, 3 do
-      if tonumber(a[x + 2]) ~= 0 then redis.call('HINCRBY', k, a[x], a[x + 2]) end
+      local amt = tonumber(a[x + 2])
+      if amt ~= 0 and redis.call('HINCRBY', k, a[x], amt) < 0 and amt < 0 then
+        redis.call('HSET', k, a[x], 0)
+      end
     end
     i = i + 4 + 3 * cnt
   elseif op == 'U' then

@@ -1923,6 +1923,47 @@ static void s_quota_refused(bus_request_t *request, const model_quota_t *q, cons
     bus_reply_fault(request, &error);
 }
 
+int tasks_queue_action(model_tx_t *tx, const Berth__Vm *vm, const char *kind, const char *owner,
+                       const char *request_id, int timeout_s, int force, Berth__Task *task,
+                       char id[UTIL_ID_LEN])
+{
+    const s_action_t *a = s_action(kind, 1);
+    if (!a || !vm || !vm->id || !*vm->id)
+        return -1;
+    char vkey[KEYS_MAX], tkey[KEYS_MAX];
+    keys_vm(vkey, vm->id);
+    int64_t now = util_now_ms();
+    util_uuid(id);
+    berth__task__init(task);
+    task->id = id;
+    task->kind = (char *)a->kind;
+    task->state = "QUEUED";
+    task->stage = "queued";
+    task->target = vm->id;
+    task->owner = (char *)owner;
+    task->request_id = (char *)(request_id ? request_id : "");
+    task->created_ms = now;
+    task->updated_ms = now;
+    task->host = vm->host;
+    task->version = 1;
+    task->force = force && a->forcible;
+    task->timeout_s = a->graceful ? timeout_s : 0;
+    if (s_is(a->kind, "UNSHELVE"))
+        task->from_host = vm->host;
+    /* Nobody else started a task on the VM since it was read; it names this one now. */
+    model_tx_check(tx, vkey, "task", vm->task);
+    Berth__Vm named = *vm;
+    named.task = id;
+    model_tx_put_fields(tx, vkey, &named.base, "task", NULL);
+    keys_task(tkey, id);
+    model_tx_transition(tx, LIFECYCLE_TASK, tkey, "", "QUEUED", 0, "task", id, "stage", "queued",
+                        NULL);
+    model_tx_put(tx, tkey, &task->base);
+    model_tx_zadd(tx, KEYS_TASKS_DUE, 0, id);
+    model_tx_zadd(tx, KEYS_TASKS_WAKE, now, id); /* whichever taskmgr is free takes it at once */
+    return 0;
+}
+
 static void s_action_for(tasks_t *self, bus_request_t *request, const Berth__VmAction *req,
                          const s_action_t *a, const Berth__UserAssertion *who);
 
@@ -1974,7 +2015,7 @@ static void s_on_action(bus_request_t *request, void *arg)
 static void s_action_for(tasks_t *self, bus_request_t *request, const Berth__VmAction *req,
                          const s_action_t *a, const Berth__UserAssertion *who)
 {
-    char vkey[KEYS_MAX], tkey[KEYS_MAX], gkey[KEYS_MAX];
+    char vkey[KEYS_MAX], gkey[KEYS_MAX];
     const char *rid = bus_request_envelope(request)->request_id;
     keys_vm(vkey, req->vm);
     for (int attempt = 0; attempt < 3; attempt++) {
@@ -2018,40 +2059,15 @@ static void s_action_for(tasks_t *self, bus_request_t *request, const Berth__VmA
             bus_reply_error(request, "INTERNAL", "out of memory");
             return;
         }
-        int64_t now = util_now_ms();
         char id[UTIL_ID_LEN];
-        util_uuid(id);
-        Berth__Task task = BERTH__TASK__INIT;
-        task.id = id;
-        task.kind = (char *)a->kind;
-        task.state = "QUEUED";
-        task.stage = "queued";
-        task.target = vm->id;
-        task.owner = who->user;
-        task.request_id = (char *)rid;
-        task.created_ms = now;
-        task.updated_ms = now;
-        task.host = vm->host;
-        task.version = 1;
-        task.force = req->force;
-        task.timeout_s = a->graceful ? (req->timeout_s ? req->timeout_s : self->stop_timeout_s) : 0;
-        if (s_is(a->kind, "UNSHELVE"))
-            task.from_host = vm->host;
-        /* Nobody else started a task on the VM since it was read; it names this one now. */
-        model_tx_check(tx, vkey, "task", vm->task);
+        Berth__Task task;
+        tasks_queue_action(tx, vm, a->kind, who->user, rid,
+                           req->timeout_s ? req->timeout_s : self->stop_timeout_s, req->force,
+                           &task, id);
         if (a->to)
             model_tx_vm_transition(tx, vm, a->to);
         if (s_is(a->kind, "UNSHELVE"))
             s_quota_shelve(tx, vm, 1, group);
-        char *old_task = vm->task;
-        vm->task = id;
-        model_tx_put_fields(tx, vkey, &vm->base, "task", NULL);
-        vm->task = old_task;
-        keys_task(tkey, id);
-        model_tx_transition(tx, LIFECYCLE_TASK, tkey, "", "QUEUED", 0, "task", id, "stage",
-                            "queued", NULL);
-        model_tx_put(tx, tkey, &task.base);
-        model_tx_zadd(tx, KEYS_TASKS_DUE, 0, id);
         rc = model_tx_commit(tx, self->store, NULL);
         if (rc == 0) {
             log_info(rid, "action queued", "{s:s, s:s, s:s}", "vm", req->vm, "action", a->action,

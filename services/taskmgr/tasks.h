@@ -6,6 +6,7 @@
 #define BERTH_TASKMGR_TASKS_H
 
 #include "agents.h"
+#include "model.h"
 #include "service.h"
 
 typedef struct _tasks_t tasks_t;
@@ -23,5 +24,17 @@ void tasks_destroy(tasks_t **self_p);
    writes it before returning. 0 when recorded or not a command in flight here; -1 when the
    write failed (the result must not be acknowledged: the agent sends it again). */
 int tasks_on_result(void *arg, const char *host, const Berth__AgentResult *result);
+
+/* Add to tx a new task of a day-2 kind (START, STOP, REBOOT, SUSPEND, RESUME, SHELVE,
+   UNSHELVE) on vm as read: the task, born QUEUED, due and woken at once, and the VM's `task`
+   naming it, guarded by the VM's task as read (one started meanwhile makes the commit a
+   CONFLICT). timeout_s (STOP, SHELVE: the graceful shutdown) and force are ignored by kinds
+   that do not take them. Whatever else the step must do (a lifecycle move, quota) and the
+   commit are the caller's. Fills *task (strings borrowed from the arguments and id) and id.
+   0, or -1 for a kind that is not a day-2 action. Whoever powers a VM off or on as a task
+   (lease expiry, revival) queues it this way. */
+int tasks_queue_action(model_tx_t *tx, const Berth__Vm *vm, const char *kind, const char *owner,
+                       const char *request_id, int timeout_s, int force, Berth__Task *task,
+                       char id[UTIL_ID_LEN]);
 
 #endif

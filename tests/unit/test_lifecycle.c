@@ -118,7 +118,9 @@ static void s_assert_event(store_t *store, const char *type, const char *key, co
 static void test_states_holding_quota(void **state)
 {
     (void)state;
-    const char *holds[] = { "PENDING_APPROVAL", "PROVISIONING", "ACTIVE", "DISPOSING" };
+    /* The shelve states hold it too (a SHELVED VM its count and disk: quota_held says so). */
+    const char *holds[] = { "PENDING_APPROVAL", "PROVISIONING", "ACTIVE", "DISPOSING",
+                            "SHELVING",         "SHELVED",      "UNSHELVING" };
     const char *free_[] = { "", "ERROR", "DISPOSED", "REJECTED", "NOPE" };
     for (size_t i = 0; i < sizeof holds / sizeof *holds; i++)
         assert_true(lifecycle_vm_holds_quota(holds[i]));
@@ -209,6 +211,12 @@ static const s_refusal_t s_refusals[] = {
     { LIFECYCLE_VM, "PENDING_APPROVAL", "ACTIVE",
       "vm: PENDING_APPROVAL -> ACTIVE is not an allowed transition" },
     { LIFECYCLE_VM, "", "ACTIVE", "vm: (new) -> ACTIVE is not an allowed transition" },
+    /* day2: a shelved VM is unshelved before anything else but disposal; a shelve in
+       progress cannot be disposed of. */
+    { LIFECYCLE_VM, "SHELVED", "ACTIVE", "vm: SHELVED -> ACTIVE is not an allowed transition" },
+    { LIFECYCLE_VM, "SHELVING", "DISPOSING",
+      "vm: SHELVING -> DISPOSING is not an allowed transition" },
+    { LIFECYCLE_VM, "ERROR", "SHELVING", "vm: ERROR -> SHELVING is not an allowed transition" },
     { LIFECYCLE_VM, "ACTIVE", "ACTIVE", "vm: ACTIVE -> ACTIVE is no change" },
     { LIFECYCLE_VM, "FOO", "ACTIVE", "'FOO' is not a vm state" },
     { LIFECYCLE_VM, "ACTIVE", "RUNNING", "'RUNNING' is not a vm state one can move to" },

@@ -175,6 +175,15 @@ static void test_charge_within_limits_or_refused(void **state)
     assert_int_equal(r->type, REDIS_REPLY_INTEGER);
     freeReplyObject(r);
     s_assert_hget(f->store, "t:use", "vms", "3");
+    /* A negative amount gives back (a shelved VM's vCPUs), never below 0, whatever the
+       limit. */
+    const char *give[] = { EVENTS, "t:use", "Q", "2", "group", "2", "vms", "3", "-1", "vcpus",
+                           "2", "-9" };
+    r = s_tx(f->store, 2, 12, give);
+    assert_int_equal(r->type, REDIS_REPLY_INTEGER);
+    freeReplyObject(r);
+    s_assert_hget(f->store, "t:use", "vms", "2");
+    s_assert_hget(f->store, "t:use", "vcpus", "0");
 }
 
 static void test_release_once_never_below_zero(void **state)
