@@ -289,6 +289,24 @@ class Forgery(PlatformCase):
         self.assertEqual(self.snapshot(), before)
         self.assertEqual(self.alice.vm(self.alice_vm)["state"], "ACTIVE")
 
+    def test_action_on_another_users_vm_refused(self):
+        before = self.snapshot()
+        stop = {"vm": self.alice_vm, "action": "stop", "force": True}
+        for label, how in self.forgeries("VmAction"):
+            with self.subTest(label):
+                self.assertRefused(self.send("taskmgr", "VmAction", stop, **how),
+                                   "UNAUTHENTICATED")
+        self.assertRefused(self.send("taskmgr", "VmAction", stop, as_user="bob"), "FORBIDDEN")
+        # Alice's word to reboot it, replayed as a stop: refused.
+        answer = self.send("taskmgr", "VmAction", stop, as_user="alice",
+                           signed_for={"vm": self.alice_vm, "action": "reboot"})
+        self.assertRefused(answer, "UNAUTHENTICATED")
+        r = self.bob.call("POST", "/v1/vms/%s/actions" % self.alice_vm, {"action": "stop"})
+        self.assertEqual(r.status, 404, r)
+        self.assertEqual(self.snapshot(), before)
+        vm = self.alice.vm(self.alice_vm)
+        self.assertEqual((vm["state"], vm["power_state"]), ("ACTIVE", "RUNNING"))
+
     # -- meter --------------------------------------------------------------------------------
 
     def test_usage_of_another_user_refused(self):

@@ -253,6 +253,7 @@ static const ProtobufCMessageDescriptor *s_messages[] = {
     &berth__get_request__descriptor,
     &berth__list_templates__descriptor,
     &berth__dispose_vm__descriptor,
+    &berth__vm_action__descriptor,
     &berth__get_usage__descriptor,
     &berth__template__descriptor,
     &berth__template_list__descriptor,
