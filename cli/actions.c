@@ -56,8 +56,8 @@ static int s_follow(cli_t *cli, const char *action, const char *task_id, int wai
                     cli_text(json_object_get(task, "fault"), fault, sizeof fault));
             rc = 1;
         } else if (util_mono_ms() >= deadline) {
-            fprintf(stderr, "berth: %s did not end within %d s (task %s is %s)\n", action,
-                    wait_s, task_id, state);
+            fprintf(stderr, "berth: %s did not end within %d s (task %s is %s)\n", action, wait_s,
+                    task_id, state);
             rc = 1;
         } else
             cli_pause_ms(ACTION_POLL_MS);

@@ -1,6 +1,7 @@
-/*  vms: VMs (list, show, dispose, day-2 actions), tasks and usage. A user sees only what they own: someone
-    else's VM or task answers 404 exactly like one that does not exist, so ids cannot be
-    probed. Reads come from Redis; disposal is asked of the taskmgr, usage of the meter. */
+/*  vms: VMs (list, show, dispose, day-2 actions), tasks and usage. A user sees only what they
+    own: someone else's VM or task answers 404 exactly like one that does not exist, so ids
+    cannot be probed. Reads come from Redis; disposal and day-2 actions are asked of the
+    taskmgr, usage of the meter. */
 #include "gateway.h"
 #include "keys.h"
 

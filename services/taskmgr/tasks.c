@@ -985,17 +985,25 @@ static const s_stage_t s_unshelve_stages[] = {
     { NULL, 0, NULL, NULL, NULL, S_LIGHT, 0, 0 },
 };
 
+/* What undoes an unshelve that failed on another host than its disk's: that host's partial
+   build and the claim moved there. The VM then ends ERROR, its disk still on its old host. */
+static const s_stage_t s_unshelve_undo[] = {
+    { "undo_new_host", 96, s_destroy, "DESTROY", NULL, S_LIGHT, 0, 0 },
+    { "release_claim", 98, s_release, NULL, NULL, S_LIGHT, 0, 0 },
+    { NULL, 0, NULL, NULL, NULL, S_LIGHT, 0, 0 },
+};
+
 /* What each action asks of the VM, and the task it becomes. */
 typedef struct {
-    const char *action;       /* the API's word */
-    const char *kind;         /* the task's kind */
-    const s_stage_t *stages;  /* the kind's stage table */
-    const char *needs;        /* the lifecycle state it needs */
-    const char *powers;       /* power states it applies to, space-separated ("": any) */
-    const char *done;         /* power state in which it has nothing to do (NULL: none) */
-    const char *to;           /* lifecycle state the request moves the VM to (NULL: stays) */
-    int graceful;             /* takes timeout_s (a graceful shutdown) */
-    int forcible;             /* takes force */
+    const char *action;      /* the API's word */
+    const char *kind;        /* the task's kind */
+    const s_stage_t *stages; /* the kind's stage table */
+    const char *needs;       /* the lifecycle state it needs */
+    const char *powers;      /* power states it applies to, space-separated ("": any) */
+    const char *done;        /* power state in which it has nothing to do (NULL: none) */
+    const char *to;          /* lifecycle state the request moves the VM to (NULL: stays) */
+    int graceful;            /* takes timeout_s (a graceful shutdown) */
+    int forcible;            /* takes force */
 } s_action_t;
 
 static const s_action_t s_actions[] = {
@@ -1027,7 +1035,7 @@ static const s_stage_t *s_table(s_held_t *h)
         return s_dispose;
     const s_action_t *a = s_action(h->task->kind, 1);
     if (a)
-        return a->stages;
+        return h->task->rolling_back && s_is(a->kind, "UNSHELVE") ? s_unshelve_undo : a->stages;
     return h->task->rolling_back ? s_rollback : s_provision;
 }
 
@@ -1103,6 +1111,12 @@ static int s_complete(tasks_t *self, s_held_t *h)
         return s_save(self, h);
     }
     const s_action_t *action = s_action(t->kind, 1);
+    if (action && t->rolling_back) { /* an unshelve elsewhere, undone */
+        s_set(&vm->host, t->from_host);
+        s_vm_state(h, "ERROR", t->fault);
+        s_finish_task(h, "FAILED");
+        return s_save(self, h);
+    }
     if (action) {
         if (s_is(t->kind, "SHELVE"))
             s_vm_state(h, "SHELVED", NULL);
@@ -1154,9 +1168,9 @@ static int s_failed(tasks_t *self, s_held_t *h, const s_stage_t *stage)
     log_warn(t->request_id, "task stage failed", "{s:s, s:s, s:s, s:s}", "task", h->id, "vm",
              h->vm->id, "stage", stage->name, "reason", h->result);
     s_step_close(h, "FAILED");
-    if (s_table(h) == s_rollback) {
+    if (s_table(h) == s_rollback || s_table(h) == s_unshelve_undo) {
         /* Undoing is best effort past its deadline: go on with the next undo stage. */
-        const s_stage_t *next = s_next(h, s_rollback, stage);
+        const s_stage_t *next = s_next(h, s_table(h), stage);
         if (next) {
             s_step_open(self, h, next);
             return 0;
@@ -1179,15 +1193,18 @@ static int s_failed(tasks_t *self, s_held_t *h, const s_stage_t *stage)
         /* A day-2 action is not rolled back: the VM keeps what its host reports. A shelve
            that could not power off is ACTIVE again; an unshelve no host fits stays SHELVED
            on its host; one that failed building or starting it is ERROR, its disk on the
-           host it was shelved on (disposal removes it). */
+           host it was shelved on (disposal removes it), after what it built on another host
+           and the claim moved there were undone (s_unshelve_undo). */
         if (s_is(t->kind, "SHELVE"))
             s_vm_state(h, "ACTIVE", NULL);
         else if (s_is(t->kind, "UNSHELVE") && s_is(stage->name, "schedule"))
             s_vm_state(h, "SHELVED", NULL);
-        else if (s_is(t->kind, "UNSHELVE")) {
-            s_set(&h->vm->host, t->from_host);
+        else if (s_is(t->kind, "UNSHELVE") && s_moved(h)) {
+            t->rolling_back = 1; /* the new host's part goes first (s_complete then) */
+            s_step_open(self, h, &s_unshelve_undo[0]);
+            return 0;
+        } else if (s_is(t->kind, "UNSHELVE"))
             s_vm_state(h, "ERROR", fault);
-        }
         s_finish_task(h, "FAILED");
         return s_save(self, h);
     }

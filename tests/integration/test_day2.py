@@ -9,7 +9,8 @@ hosts (libvirt test driver):
 - shelve powers the VM off, keeps its domain and disk on its host and gives the host's vCPUs
   and RAM back; unshelve with room lands on its own host; with its host full and no room
   anywhere it stays SHELVED; with room on the other host only, it lands there: the disk is
-  made again there and the old host's domain removed;
+  made again there and the old host's domain removed; when building it there fails, what it
+  built there is undone and the VM ends ERROR with its disk still on its old host;
 - the CLI: `berth stop|start|shelve|unshelve VM` follow the task to its end, --no-wait does
   not, and a refusal exits 1 with the server's message;
 - quota: a shelved VM keeps its count and disk but not its vCPUs and RAM, which another VM can
@@ -319,6 +320,54 @@ class Day2(PlatformCase):
         self.assertEqual(usage(), {"vms": 2, "vcpus": 2, "ram_mb": 1024, "disk_gb": 20})
         self.dispose(a, b)
         self.assertEqual(usage(), {"vms": 0, "vcpus": 0, "ram_mb": 0, "disk_gb": 0})
+
+
+class Day2MoveFails(PlatformCase):
+    """An unshelve that fails on the other host (its agent builds nothing over 1024 MB) undoes
+    what it did there and ends ERROR, its disk still on the host it was shelved on."""
+
+    agents = 1
+    wait_hosts = 1
+    agent_env = HOST
+
+    def test_failed_move_is_undone(self):
+        api = self.api
+        for name, ram in (("half", 2048), ("full", 4096)):
+            api.create_template(name=name, vcpus=1, ram_mb=ram, disk_gb=10, os="debian",
+                                image="debian-12", lease_days=1, requires_approval=False)
+        vm = api.wait_vm(api.request("half", "mover")["vms"][0]["id"], ("ACTIVE",))
+        r = api.call("POST", "/v1/vms/%s/actions" % vm["id"], {"action": "shelve"})
+        self.assertEqual(r.status, 202, r)
+        api.wait_task(r.json()["task"]["id"])
+        fill = api.wait_vm(api.request("full", "filler")["vms"][0]["id"], ("ACTIVE",))
+        self.assertEqual(fill["host"], "host-1")
+        self.p.start_agent(2, env=dict(HOST, BERTH_VM_MAX_RAM_MB="1024"))
+        wait_until(lambda: len(api.hosts()) == 2, 20, "host-2 reported")
+
+        r = api.call("POST", "/v1/vms/%s/actions" % vm["id"], {"action": "unshelve"})
+        self.assertEqual(r.status, 202, r)
+        task = api.wait_task(r.json()["task"]["id"])
+        self.assertEqual(task["state"], "FAILED", task)
+        self.assertIn("define failed on host host-2", task["fault"])
+        self.assertIn("ram_mb 2048 is outside 1..1024", task["fault"])
+        names = [s["name"] for s in task["steps"]]
+        self.assertEqual(names[-2:], ["undo_new_host", "release_claim"], task)
+        vm = api.vm(vm["id"])
+        self.assertEqual((vm["state"], vm["host"]), ("ERROR", "host-1"), vm)
+        self.assertIn("define failed on host host-2", vm["fault"])
+        # Nothing left on host-2; the disk and domain are still on host-1.
+        used = api.hosts()["host-2"]["used"]
+        self.assertEqual((used["vcpus"], used["ram_mb"], used["disk_gb"]), (0, 0, 0))
+        wait_until(lambda: vm["id"] not in {d["name"] for d in
+                                            api.get("/v1/hosts/host-2")["host"]["domains"]},
+                   10, "no domain on host-2")
+        domains = api.get("/v1/hosts/host-1")["host"]["domains"]
+        self.assertIn(vm["id"], {d["name"] for d in domains})
+        api.dispose(vm["id"])
+        api.wait_vm(vm["id"], ("DISPOSED",))
+        wait_until(lambda: vm["id"] not in {d["name"] for d in
+                                            api.get("/v1/hosts/host-1")["host"]["domains"]},
+                   10, "no domain on host-1")
 
 
 if __name__ == "__main__":
