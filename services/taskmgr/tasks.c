@@ -1872,8 +1872,9 @@ static void s_refuse_action(bus_request_t *request, const Berth__Vm *vm, const c
     bus_reply_fault(request, &error);
 }
 
-/* Whether action a makes sense for vm now: 0, or -1 with the CONFLICT sent. A VM already in
-   the power state the action leads to is refused too, saying there is nothing to do. */
+/* Whether action a makes sense for vm now: 0, or -1 with the answer sent: CONFLICT, or the
+   task this very call (same request id) queued already. A VM already in the power state the
+   action leads to is refused too, saying there is nothing to do. */
 static int s_action_allowed(tasks_t *self, bus_request_t *request, const Berth__Vm *vm,
                             const s_action_t *a)
 {
@@ -1888,6 +1889,13 @@ static int s_action_allowed(tasks_t *self, bus_request_t *request, const Berth__
             return -1;
         }
         int busy = rc == 0 && !s_finished(task);
+        if (busy && s_is(task->kind, a->kind) &&
+            s_is(task->request_id, bus_request_envelope(request)->request_id)) {
+            /* The same call again (a resend that reached another instance): its task. */
+            bus_reply(request, &task->base);
+            berth__task__free_unpacked(task, NULL);
+            return -1;
+        }
         if (busy)
             snprintf(msg, sizeof msg, "VM has task %s (%s) %s; %s waits until it ends", task->id,
                      task->kind, task->state, a->action);
