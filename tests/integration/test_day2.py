@@ -34,6 +34,11 @@ PW = "day2-test-pw-1"
 HOST = {"BERTH_HOST_VCPUS": "16", "BERTH_HOST_RAM_MB": "4096", "BERTH_HOST_DISK_GB": "1000"}
 
 
+# The power state each action leaves the VM in.
+POWER_AFTER = {"start": "RUNNING", "stop": "STOPPED", "reboot": "RUNNING", "suspend": "SUSPENDED",
+               "resume": "RUNNING", "shelve": "STOPPED", "unshelve": "RUNNING"}
+
+
 class Day2(PlatformCase):
     agents = 2
     wait_hosts = 2
@@ -73,6 +78,10 @@ class Day2(PlatformCase):
         if want == "SUCCEEDED":
             self.assertEqual(task["percent"], 100)
             self.assertTrue(all(s["state"] == "SUCCEEDED" for s in task["steps"]), task)
+            # The task's result sets the power state at once; a heartbeat with a snapshot
+            # taken before the command may still be on its way and is corrected by the next
+            # one (within one heartbeat): settle on the host's fresh report first.
+            self.settle(vm, POWER_AFTER[action])
         return task, api.vm(vm["id"])
 
     def refused(self, r, state, power, text):
@@ -91,6 +100,12 @@ class Day2(PlatformCase):
     def wait_domain(self, host, vm_id, power):
         wait_until(lambda: self.domain_power(host, vm_id) == power, 10,
                    "host %s reports %s %s" % (host, vm_id, power))
+
+    def settle(self, vm, power):
+        """Wait until the VM and its host's latest report agree on power (run_action)."""
+        wait_until(lambda: self.api.vm(vm["id"])["power_state"] == power and
+                   self.domain_power(self.api.vm(vm["id"])["host"], vm["id"]) == power, 10,
+                   "%s settled %s" % (vm["id"], power))
 
     def used(self, host):
         u = self.api.hosts()[host]["used"]
@@ -265,19 +280,23 @@ class Day2(PlatformCase):
                    stdin=self.p.admin_password + "\n")
         vm = self.build("tiny", "cli")
         out = self.berth(home, "stop", vm["id"], "--timeout", "5").stdout
-        self.assertIn("cli (%s): ACTIVE, STOPPED on %s" % (vm["id"], vm["host"]), out)
+        self.assertIn("stop     task", out)
+        self.assertIn("cli (%s): ACTIVE, " % vm["id"], out)
+        self.settle(vm, "STOPPED")
         r = self.berth(home, "stop", vm["id"], rc=1)
         self.assertIn("already STOPPED", r.stderr)
         self.assertIn("409", r.stderr)
         out = self.berth(home, "start", vm["id"], "--no-wait").stdout
         self.assertIn("start %s: task" % vm["id"], out)
-        wait_until(lambda: self.api.vm(vm["id"])["power_state"] == "RUNNING", 10, "running")
         task_id = wait_until(lambda: self.api.vm(vm["id"])["task"], 5, "task")
         self.api.wait_task(task_id)
+        self.settle(vm, "RUNNING")
         out = self.berth(home, "shelve", vm["id"], "--force").stdout
-        self.assertIn("SHELVED, STOPPED", out)
+        self.assertIn("SHELVED, ", out)
+        self.settle(vm, "STOPPED")
         out = self.berth(home, "unshelve", vm["id"]).stdout
-        self.assertIn("ACTIVE, RUNNING", out)
+        self.assertIn("ACTIVE, ", out)
+        self.settle(vm, "RUNNING")
         r = self.berth(home, "reboot", vm["id"], "--timeout", "x", rc=2)
         self.assertIn("usage: berth reboot VM", r.stderr)
         self.dispose(vm)
