@@ -3,7 +3,8 @@
 -- event, in one step.
 -- KEYS: the group, its members, its name key, the group index, the event stream, its children
 -- set, its VM set, then the group hash of each id the children set held when the caller read
--- it, then the VM hash of each id the VM set held.
+-- it, then the VM hash of each id the VM set held, then the group's usage counters to delete
+-- with it (its group-usage hash and the group-user-usage hash of each owner of those VMs).
 -- ARGV: group id, now_ms, actor, the number of child ids, the child ids (in the order of their
 -- KEYS), then the VM ids (likewise).
 -- Returns 'DELETED', 'NO_GROUP', 'HAS_MEMBERS', 'HAS_CHILDREN', 'HAS_VMS' (nothing written) or
@@ -15,7 +16,7 @@ if redis.call('HLEN', KEYS[2]) > 0 then return 'HAS_MEMBERS' end
 local name = redis.call('HGET', KEYS[1], 'name') or ''
 if redis.call('HGET', KEYS[3], 'id') ~= ARGV[1] then return 'CHANGED' end
 local n = tonumber(ARGV[4])
-local m = #KEYS - 7 - n
+local m = #ARGV - 4 - n
 if redis.call('SCARD', KEYS[6]) ~= n or redis.call('SCARD', KEYS[7]) ~= m then
   return 'CHANGED'
 end
@@ -29,6 +30,7 @@ for i = 1, m do
   if state and state ~= 'DISPOSED' and state ~= 'REJECTED' then return 'HAS_VMS' end
 end
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[6], KEYS[7])
+for i = 8 + n + m, #KEYS do redis.call('DEL', KEYS[i]) end
 redis.call('ZREM', KEYS[4], ARGV[1])
 redis.call('XADD', KEYS[5], '*', 'type', 'group.deleted',
   'key', KEYS[1], 'group', ARGV[1], 'name', name, 'actor', ARGV[3],

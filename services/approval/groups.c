@@ -437,6 +437,59 @@ static int s_members_of(store_t *store, const char *key, redisReply **out, fault
     return 0;
 }
 
+static int s_by_str(const void *a, const void *b)
+{
+    return strcmp((*(redisReply *const *)a)->str, (*(redisReply *const *)b)->str);
+}
+
+/* The owners of the VMs vm_ids names (one per VM that has one, sorted), as an array reply
+   in *out (caller frees). 0, or -1 (fault set). */
+static int s_owners(store_t *store, const redisReply *vm_ids, redisReply **out, fault_t *fault)
+{
+    size_t m = vm_ids->elements;
+    *out = NULL;
+    if (m == 0)
+        return 0;
+    char(*keys)[KEYS_MAX] = calloc(m + 1, sizeof *keys);
+    const char **argv = calloc(m + 2, sizeof *argv);
+    if (!keys || !argv) {
+        free(keys);
+        free(argv);
+        return error_set(fault, "INTERNAL", "out of memory");
+    }
+    for (size_t i = 0; i < m; i++)
+        argv[i] = keys_build(keys[i], KEYS_VM, vm_ids->element[i]->str, NULL);
+    argv[m] = "owner";
+    redisReply *r = store_run(store, &lua_hash_rows, (int)m, (int)m + 1, argv);
+    free(keys);
+    free(argv);
+    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != m) {
+        if (r)
+            freeReplyObject(r);
+        return fault_store(fault, store);
+    }
+    /* Keep the rows with an owner, flattened into the reply's own element array. */
+    size_t kept = 0;
+    for (size_t i = 0; i < m; i++) {
+        redisReply *row = r->element[i];
+        if (row->type == REDIS_REPLY_ARRAY && row->elements == 1 &&
+            row->element[0]->type == REDIS_REPLY_STRING && *row->element[0]->str &&
+            strlen(row->element[0]->str) <= LIMIT_USER_NAME_MAX) {
+            redisReply *owner = row->element[0];
+            row->element[0] = NULL;
+            row->elements = 0;
+            freeReplyObject(row);
+            r->element[kept++] = owner;
+        } else
+            freeReplyObject(row);
+    }
+    r->elements = kept;
+    if (kept > 1)
+        qsort(r->element, kept, sizeof *r->element, s_by_str);
+    *out = r;
+    return 0;
+}
+
 int groups_delete(store_t *store, const char *id, const char *actor, Berth__Group **out_p,
                   fault_t *fault)
 {
@@ -459,10 +512,14 @@ int groups_delete(store_t *store, const char *id, const char *actor, Berth__Grou
     }
     size_t n = kids->elements, m = vm_ids->elements;
     snprintf(n_text, sizeof n_text, "%zu", n);
-    const char **argv = calloc(11 + 2 * (n + m), sizeof *argv);
-    char(*object_keys)[KEYS_MAX] = calloc(n + m + 1, sizeof *object_keys);
-    int rc = 0;
-    if (!argv || !object_keys)
+    /* The usage counters go with the group: the group's, and each VM owner's in it (the
+       only members ever charged). */
+    redisReply *owners = NULL;
+    int rc = s_owners(store, vm_ids, &owners, fault);
+    size_t u = owners ? owners->elements : 0;
+    const char **argv = calloc(12 + 2 * (n + m) + u, sizeof *argv);
+    char(*object_keys)[KEYS_MAX] = calloc(n + m + u + 2, sizeof *object_keys);
+    if (rc == 0 && (!argv || !object_keys))
         rc = error_set(fault, "INTERNAL", "out of memory");
     redisReply *r = NULL;
     if (rc == 0) {
@@ -478,6 +535,13 @@ int groups_delete(store_t *store, const char *id, const char *actor, Berth__Grou
             argv[k++] = keys_build(object_keys[i], KEYS_GROUP, kids->element[i]->str, NULL);
         for (size_t i = 0; i < m; i++)
             argv[k++] = keys_build(object_keys[n + i], KEYS_VM, vm_ids->element[i]->str, NULL);
+        argv[k++] = keys_build(object_keys[n + m], KEYS_GROUP_USAGE, id, NULL);
+        size_t nu = 0; /* distinct owners: the reply is sorted */
+        for (size_t i = 0; i < u; i++)
+            if (i == 0 || strcmp(owners->element[i]->str, owners->element[i - 1]->str))
+                argv[k++] = keys_build(object_keys[n + m + 1 + nu++], KEYS_GROUP_USER_USAGE, id,
+                                       owners->element[i]->str);
+        int nkeys = (int)k;
         argv[k++] = id;
         argv[k++] = at;
         argv[k++] = actor;
@@ -486,7 +550,7 @@ int groups_delete(store_t *store, const char *id, const char *actor, Berth__Grou
             argv[k++] = kids->element[i]->str;
         for (size_t i = 0; i < m; i++)
             argv[k++] = vm_ids->element[i]->str;
-        r = store_run(store, &lua_groups_delete, (int)(7 + n + m), (int)k, argv);
+        r = store_run(store, &lua_groups_delete, nkeys, (int)k, argv);
         if (!r || (r->type != REDIS_REPLY_STATUS && r->type != REDIS_REPLY_STRING))
             rc = fault_store(fault, store);
         else if (streq(r->str, "NO_GROUP"))
@@ -505,6 +569,8 @@ int groups_delete(store_t *store, const char *id, const char *actor, Berth__Grou
     }
     if (r)
         freeReplyObject(r);
+    if (owners)
+        freeReplyObject(owners);
     free(object_keys);
     free(argv);
     freeReplyObject(kids);

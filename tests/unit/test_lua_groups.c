@@ -164,6 +164,20 @@ static const char *s_delete_with(store_t *store, const char *child, const char *
     return out;
 }
 
+/* Delete g1 with its disposed VM v1 and the usage counters passed after the VM keys. */
+static const char *s_delete_usage(store_t *store, char *out, size_t size)
+{
+    const char *keys[] = { "t:group:{g1}", "t:group-members:{g1}", "t:group-name:one",
+                           "t:groups", "t:events", "t:group-children:{g1}", "t:group-vms:{g1}",
+                           "t:vm:{v1}", "t:group-usage:{g1}", "t:group-user-usage:g1:ann",
+                           "g1", "2000", "root", "0", "v1" };
+    redisReply *r = store_run(store, &lua_groups_delete, 10, 15, keys);
+    assert_non_null(r);
+    snprintf(out, size, "%s", r->str);
+    freeReplyObject(r);
+    return out;
+}
+
 static const char *s_delete(store_t *store, char *out, size_t size)
 {
     return s_delete_with(store, NULL, NULL, out, size);
@@ -233,6 +247,29 @@ static void test_delete_refused_while_a_vm_lives(void **state)
     assert_int_equal(s_int(f->store, "EXISTS t:group:{g1} t:group-vms:{g1} t:vm:{v1}"), 1);
 }
 
+static void test_delete_removes_usage_counters(void **state)
+{
+    fixture_t *f = *state;
+    char out[32];
+    s_cmd(f->store, "HSET t:group:{g1} id g1 name one");
+    s_cmd(f->store, "HSET t:group-name:one id g1");
+    s_cmd(f->store, "ZADD t:groups 0 g1");
+    s_cmd(f->store, "HSET t:vm:{v1} id v1 group g1 state ACTIVE owner ann");
+    s_cmd(f->store, "SADD t:group-vms:{g1} v1");
+    s_cmd(f->store, "HSET t:group-usage:{g1} vms 0 vcpus 0");
+    s_cmd(f->store, "HSET t:group-user-usage:g1:ann vms 0 vcpus 0");
+    s_cmd(f->store, "HSET t:group-user-usage:g2:ann vms 1 vcpus 1");
+    /* Refused: nothing is deleted, the counters neither. */
+    assert_string_equal(s_delete_usage(f->store, out, sizeof out), "HAS_VMS");
+    assert_int_equal(s_int(f->store, "EXISTS t:group-usage:{g1} t:group-user-usage:g1:ann"), 2);
+    s_cmd(f->store, "HSET t:vm:{v1} state DISPOSED");
+    assert_string_equal(s_delete_usage(f->store, out, sizeof out), "DELETED");
+    assert_int_equal(s_int(f->store, "EXISTS t:group:{g1} t:group-vms:{g1}"), 0);
+    assert_int_equal(s_int(f->store, "EXISTS t:group-usage:{g1} t:group-user-usage:g1:ann"), 0);
+    /* Another group's counters stay, and so does the VM (disposed: kept for its history). */
+    assert_int_equal(s_int(f->store, "EXISTS t:group-user-usage:g2:ann t:vm:{v1}"), 2);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -243,6 +280,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_delete_refused_while_a_group_is_inside,
                                         testenv_setup, testenv_teardown),
         cmocka_unit_test_setup_teardown(test_delete_only_without_members, testenv_setup,
+                                        testenv_teardown),
+        cmocka_unit_test_setup_teardown(test_delete_removes_usage_counters, testenv_setup,
                                         testenv_teardown),
     };
     return cmocka_run_group_tests(tests, testenv_group_setup, testenv_group_teardown);
