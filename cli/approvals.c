@@ -9,8 +9,8 @@
 
 static void s_table(json_t *requests)
 {
-    cli_table_t *table =
-        cli_table_new(8, "ID", "STATE", "AWAITING", "POLICY", "NAME", "COUNT", "OWNER", "GROUP");
+    cli_table_t *table = cli_table_new(9, "ID", "KIND", "STATE", "AWAITING", "POLICY", "NAME",
+                                       "COUNT", "OWNER", "GROUP");
     size_t i;
     json_t *r;
     json_array_foreach(requests, i, r)
@@ -18,8 +18,8 @@ static void s_table(json_t *requests)
         char count[16];
         snprintf(count, sizeof count, "%lld",
                  (long long)json_integer_value(json_object_get(r, "count")));
-        cli_table_add(table, T(r, "id"), T(r, "state"), T(r, "awaiting"), T(r, "policy"),
-                      T(r, "name"), count, T(r, "owner"), T(r, "group"));
+        cli_table_add(table, T(r, "id"), T(r, "kind"), T(r, "state"), T(r, "awaiting"),
+                      T(r, "policy"), T(r, "name"), count, T(r, "owner"), T(r, "group"));
     }
     cli_table_print(table, stdout);
     cli_table_destroy(&table);
@@ -38,19 +38,19 @@ static int s_add(char *query, size_t size, const char *name, const char *value)
 
 int cli_requests(cli_t *cli, int argc, char **argv)
 {
-    cli_opt_t opts[] = { { "pending", 0, NULL, 0 },
-                         { "state", 1, NULL, 0 },
-                         { "group", 1, NULL, 0 },
-                         { "owner", 1, NULL, 0 },
-                         { NULL } };
+    cli_opt_t opts[] = { { "pending", 0, NULL, 0 }, { "state", 1, NULL, 0 },
+                         { "group", 1, NULL, 0 },   { "owner", 1, NULL, 0 },
+                         { "kind", 1, NULL, 0 },    { NULL } };
     const char *pos[1];
     char query[S_QUERY_MAX] = "";
     if (cli_parse(argc, argv, opts, pos, 0, 0) != 0 || (opts[0].set && opts[1].set) ||
         (opts[0].set && s_add(query, sizeof query, "state", "PENDING_APPROVAL") != 0) ||
         (opts[1].set && s_add(query, sizeof query, "state", opts[1].value) != 0) ||
         (opts[2].set && s_add(query, sizeof query, "group", opts[2].value) != 0) ||
-        (opts[3].set && s_add(query, sizeof query, "owner", opts[3].value) != 0)) {
+        (opts[3].set && s_add(query, sizeof query, "owner", opts[3].value) != 0) ||
+        (opts[4].set && s_add(query, sizeof query, "kind", opts[4].value) != 0)) {
         fprintf(stderr, "usage: berth requests [--pending | --state S] [--group G] [--owner U]\n"
+                        "         [--kind vm|onboarding|allocation]\n"
                         "  --pending: the requests waiting for your decision\n");
         return 2;
     }

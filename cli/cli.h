@@ -143,5 +143,7 @@ int cli_audit(cli_t *cli, int argc, char **argv);
 int cli_requests(cli_t *cli, int argc, char **argv);
 int cli_approve(cli_t *cli, int argc, char **argv);
 int cli_reject(cli_t *cli, int argc, char **argv);
+int cli_onboard(cli_t *cli, int argc, char **argv);  /* ask for a new group */
+int cli_allocate(cli_t *cli, int argc, char **argv); /* ask for more quota for a group */
 
 #endif

@@ -15,6 +15,9 @@ static const char s_usage[] =
     "                               [--approval-policy P] [--auto-max-vcpus N]\n"
     "                               [--auto-max-ram-mb N]  (P: auto, conditional, manager,\n"
     "                               admin, manager_then_admin)\n"
+    "                               [--charging-model allocation|reservation]\n"
+    "                               [--auto-growth-max-vms N] (and -vcpus, -ram-mb, -disk-gb:\n"
+    "                               how far `berth allocate` grows the quota without an admin)\n"
     "       berth groups update G [the options of create] [--version V]  (--parent '' moves\n"
     "                               it to the top)\n"
     "       berth groups delete G\n"
@@ -110,12 +113,14 @@ static int s_list(cli_t *cli, int argc, char **argv)
    number does not parse. */
 static json_t *s_fields(cli_opt_t *opts)
 {
-    json_t *body = json_object(), *quotas[2] = { json_object(), json_object() };
+    json_t *body = json_object(), *quotas[3] = { json_object(), json_object(), json_object() };
     static const char *const texts[][2] = { { "cost-centre", "cost_centre" },
                                             { "description", "description" },
                                             { "parent", "parent" },
-                                            { "approval-policy", "approval_policy" } };
-    /* option, field, which quota: 0 the group's, 1 each member's (user_quota) */
+                                            { "approval-policy", "approval_policy" },
+                                            { "charging-model", "charging_model" } };
+    /* option, field, which quota: 0 the group's, 1 each member's (user_quota), 2 the most it
+       grows to without an admin (auto_growth_max) */
     static const struct {
         const char *option, *field;
         int which;
@@ -126,8 +131,12 @@ static json_t *s_fields(cli_opt_t *opts)
                     { "user-quota-vms", "vms", 1 },
                     { "user-quota-vcpus", "vcpus", 1 },
                     { "user-quota-ram-mb", "ram_mb", 1 },
-                    { "user-quota-disk-gb", "disk_gb", 1 } };
-    int bad = !body || !quotas[0] || !quotas[1];
+                    { "user-quota-disk-gb", "disk_gb", 1 },
+                    { "auto-growth-max-vms", "vms", 2 },
+                    { "auto-growth-max-vcpus", "vcpus", 2 },
+                    { "auto-growth-max-ram-mb", "ram_mb", 2 },
+                    { "auto-growth-max-disk-gb", "disk_gb", 2 } };
+    int bad = !body || !quotas[0] || !quotas[1] || !quotas[2];
     for (cli_opt_t *o = opts; o->name && !bad; o++) {
         for (size_t i = 0; i < sizeof texts / sizeof *texts; i++)
             if (o->set && streq(o->name, texts[i][0]))
@@ -167,8 +176,11 @@ static json_t *s_fields(cli_opt_t *opts)
         json_object_set(body, "quota", quotas[0]);
     if (!bad && json_object_size(quotas[1]))
         json_object_set(body, "user_quota", quotas[1]);
+    if (!bad && json_object_size(quotas[2]))
+        json_object_set(body, "auto_growth_max", quotas[2]);
     json_decref(quotas[0]);
     json_decref(quotas[1]);
+    json_decref(quotas[2]);
     if (bad) {
         json_decref(body);
         return NULL;
@@ -185,7 +197,10 @@ static json_t *s_fields(cli_opt_t *opts)
             { "user-quota-vms", 1, NULL, 0 }, { "user-quota-vcpus", 1, NULL, 0 },                  \
             { "user-quota-ram-mb", 1, NULL, 0 }, { "user-quota-disk-gb", 1, NULL, 0 },             \
             { "approval-policy", 1, NULL, 0 }, { "auto-max-vcpus", 1, NULL, 0 },                   \
-            { "auto-max-ram-mb", 1, NULL, 0 }, __VA_ARGS__                                         \
+            { "auto-max-ram-mb", 1, NULL, 0 }, { "charging-model", 1, NULL, 0 },                   \
+            { "auto-growth-max-vms", 1, NULL, 0 }, { "auto-growth-max-vcpus", 1, NULL, 0 },        \
+            { "auto-growth-max-ram-mb", 1, NULL, 0 }, { "auto-growth-max-disk-gb", 1, NULL, 0 },   \
+            __VA_ARGS__                                                                            \
     }
 
 static int s_create(cli_t *cli, int argc, char **argv)

@@ -26,7 +26,7 @@ static const s_command_t s_commands[] = {
       "                                      ask for VMs (in group G: id or name); --wait\n"
       "                                      follows them to ACTIVE" },
     { "requests", cli_requests,
-      "requests [--pending | --state S] [--group G] [--owner U]\n"
+      "requests [--pending | --state S] [--group G] [--owner U] [--kind K]\n"
       "                                      requests you may read; --pending: those\n"
       "                                      waiting for your decision" },
     { "approve", cli_approve,
@@ -49,7 +49,7 @@ static const s_command_t s_commands[] = {
     { "unshelve", cli_action, NULL },
     { "task", cli_task, "task ID                             a task, its stages and steps" },
     { "usage", cli_usage,
-      "usage [--from T] [--to T] [--owner U]\n"
+      "usage [--from T] [--to T] [--owner U] [--group G]\n"
       "                                      vCPU-, GB-RAM- and GB-disk-hours per VM" },
     { "groups", cli_groups,
       "groups [list|show G|create NAME|update G|delete G] [OPTIONS]\n"
@@ -60,6 +60,13 @@ static const s_command_t s_commands[] = {
       "audit [--actor U] [--target T] [--group G] [--action A] [--since T]\n"
       "      [--until T] [--limit N] [--marker ID]\n"
       "                                      the audit trail, newest first" },
+    { "onboard", cli_onboard,
+      "onboard NAME --justification TEXT [--cost-centre CC] [--vms N] [--vcpus N]\n"
+      "        [--ram-mb N] [--disk-gb N] [--charging-model allocation|reservation]\n"
+      "                                      ask an admin for a new group (you manage it)" },
+    { "allocate", cli_allocate,
+      "allocate GROUP [--vms N|+N] [--vcpus N|+N] [--ram-mb N|+N] [--disk-gb N|+N]\n"
+      "                                      ask for more quota for a group you manage" },
     { "users", cli_users,
       "users enable USER | users disable USER  let a user in, or shut it out (admins)" },
     { "health", cli_health,

@@ -131,19 +131,22 @@ int cli_task(cli_t *cli, int argc, char **argv)
 
 int cli_usage(cli_t *cli, int argc, char **argv)
 {
-    cli_opt_t opts[] = {
-        { "from", 1, NULL, 0 }, { "to", 1, NULL, 0 }, { "owner", 1, NULL, 0 }, { NULL }
-    };
+    cli_opt_t opts[] = { { "from", 1, NULL, 0 },
+                         { "to", 1, NULL, 0 },
+                         { "owner", 1, NULL, 0 },
+                         { "group", 1, NULL, 0 },
+                         { NULL } };
     const char *pos[1];
     if (cli_parse(argc, argv, opts, pos, 0, 0) != 0) {
-        fprintf(stderr, "usage: berth usage [--from TIME] [--to TIME] [--owner USER]\n"
+        fprintf(stderr, "usage: berth usage [--from TIME] [--to TIME] [--owner USER] "
+                        "[--group G]\n"
                         "  TIME: 2024-05-01T12:00:00Z, 2024-05-01, unix seconds, now, -30m, "
                         "-2h, -7d\n");
         return 2;
     }
     char path[1024] = "/v1/usage";
-    const char *names[] = { "from", "to", "owner" };
-    for (int i = 0; i < 3; i++) {
+    const char *names[] = { "from", "to", "owner", "group" };
+    for (int i = 0; i < 4; i++) {
         if (!opts[i].set)
             continue;
         char value[128], escaped[400];

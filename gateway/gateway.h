@@ -167,6 +167,9 @@ void requests_get(http_req_t *req);     /* GET /v1/requests/{id} */
 void requests_list(http_req_t *req);    /* GET /v1/requests (?state=PENDING_APPROVAL: inbox) */
 void requests_approve(http_req_t *req); /* POST /v1/requests/{id}/approve (admin) */
 void requests_reject(http_req_t *req);  /* POST /v1/requests/{id}/reject (admin) */
+void requests_onboard(http_req_t *req); /* POST /v1/onboarding: a new group, for an admin */
+/* POST /v1/groups/{id}/allocations: more quota for group (its id, checked by the caller). */
+void requests_allocate(http_req_t *req, const char *group);
 
 /* ---- vms.c: VMs, tasks, usage ---- */
 void vms_list(http_req_t *req);     /* GET /v1/vms */
@@ -191,5 +194,9 @@ void groups_list_members(http_req_t *req);  /* GET /v1/groups/{id}/members */
 void groups_add_member(http_req_t *req);    /* POST /v1/groups/{id}/members */
 void groups_set_role(http_req_t *req);      /* PUT /v1/groups/{id}/members/{user} */
 void groups_remove_member(http_req_t *req); /* DELETE /v1/groups/{id}/members/{user} */
+void groups_allocate(http_req_t *req);      /* POST /v1/groups/{id}/allocations */
+/* The group id ref names (an id, or a name) into id. 0, or -1 with 404 (no such group, or
+   a ref that cannot name one) or 503 set. */
+int groups_resolve(http_req_t *req, const char *ref, char id[UTIL_ID_LEN]);
 
 #endif

@@ -6,9 +6,8 @@
 #include "gateway.h"
 #include "keys.h"
 
-/* The group id ref names (an id, or a name) into id. 0, or -1 with 404 (no such group, or
-   a ref that cannot name one) or 503 set. */
-static int s_resolve(http_req_t *req, const char *ref, char id[UTIL_ID_LEN])
+/* See gateway.h: a group named by id or name, as its id. */
+int groups_resolve(http_req_t *req, const char *ref, char id[UTIL_ID_LEN])
 {
     if (ref && util_is_uuid(ref)) {
         util_strlcpy(id, ref, UTIL_ID_LEN);
@@ -40,7 +39,7 @@ static int s_resolve(http_req_t *req, const char *ref, char id[UTIL_ID_LEN])
    caller may not read is not found (404); one they may read but not change is 403. */
 static int s_group(http_req_t *req, const char *action, char id[UTIL_ID_LEN])
 {
-    if (s_resolve(req, req->params[0], id) != 0)
+    if (groups_resolve(req, req->params[0], id) != 0)
         return -1;
     if (perm_allows(req, action, NULL, id))
         return 0;
@@ -77,7 +76,12 @@ static json_t *s_view(const Berth__Group *g)
                                      g->approval_policy && *g->approval_policy ? g->approval_policy
                                                                                : "auto",
                                      "auto_max_vcpus", g->auto_max_vcpus, "auto_max_ram_mb",
-                                     (json_int_t)g->auto_max_ram_mb)) != 0)) {
+                                     (json_int_t)g->auto_max_ram_mb)) != 0 ||
+                 json_object_update_new(
+                     view, json_pack("{s:s, s:o}", "charging_model",
+                                     g->charging_model && *g->charging_model ? g->charging_model
+                                                                             : "allocation",
+                                     "auto_growth_max", s_quota_view(g->auto_growth_max))) != 0)) {
         json_decref(view);
         return NULL;
     }
@@ -101,6 +105,18 @@ static int s_approval(http_req_t *req, Berth__Group *g, char **fields, size_t *n
         return http_bad_field(req, "approval_policy",
                               "approval_policy must be auto, conditional, manager, admin or "
                               "manager_then_admin");
+    const char *model = NULL;
+    int has_model = rest_str(req, "charging_model", 0, 16, &model);
+    if (has_model < 0)
+        return -1;
+    if (has_model == 0 && !streq(model, "allocation") && !streq(model, "reservation"))
+        return http_bad_field(req, "charging_model",
+                              "charging_model must be allocation or reservation");
+    if (has_model == 0) {
+        g->charging_model = (char *)model;
+        if (fields)
+            fields[(*n)++] = "charging_model";
+    }
     if (has_policy == 0) {
         g->approval_policy = (char *)policy;
         if (fields)
@@ -177,7 +193,7 @@ static int s_texts(http_req_t *req, Berth__Group *g, char parent[UTIL_ID_LEN], i
     g->description = (char *)desc;
     g->parent = NULL;
     if (ref && *ref) {
-        if (s_resolve(req, ref, parent) != 0) {
+        if (groups_resolve(req, ref, parent) != 0) {
             json_decref(req->response);
             req->response = NULL;
             req->status = 0;
@@ -205,19 +221,29 @@ static void s_created(http_req_t *req, ProtobufCMessage *answer)
 
 void groups_create(http_req_t *req)
 {
-    static const char *const allowed[] = {
-        "name",       "cost_centre",     "description",    "parent",          "quota",
-        "user_quota", "approval_policy", "auto_max_vcpus", "auto_max_ram_mb", NULL
-    };
+    static const char *const allowed[] = { "name",
+                                           "cost_centre",
+                                           "description",
+                                           "parent",
+                                           "quota",
+                                           "user_quota",
+                                           "approval_policy",
+                                           "auto_max_vcpus",
+                                           "auto_max_ram_mb",
+                                           "charging_model",
+                                           "auto_growth_max",
+                                           NULL };
     const char *name;
     char parent[UTIL_ID_LEN];
     Berth__Group g = BERTH__GROUP__INIT;
-    Berth__Quota q = BERTH__QUOTA__INIT, uq = BERTH__QUOTA__INIT;
-    int has_quota, has_user_quota;
+    Berth__Quota q = BERTH__QUOTA__INIT, uq = BERTH__QUOTA__INIT, grow = BERTH__QUOTA__INIT;
+    int has_quota, has_user_quota, has_grow;
     if (rest_body(req, allowed) || rest_str(req, "name", 1, LIMIT_GROUP_NAME_MAX, &name) ||
         s_texts(req, &g, parent, 0) || (has_quota = s_quota(req, "quota", &q)) < 0 ||
-        (has_user_quota = s_quota(req, "user_quota", &uq)) < 0 || s_approval(req, &g, NULL, NULL))
+        (has_user_quota = s_quota(req, "user_quota", &uq)) < 0 ||
+        (has_grow = s_quota(req, "auto_growth_max", &grow)) < 0 || s_approval(req, &g, NULL, NULL))
         return;
+    g.auto_growth_max = has_grow == 0 ? &grow : NULL;
     /* The name becomes part of a Redis key; approval checks the full grammar. */
     if (!rest_id_ok(name) || util_is_uuid(name)) {
         http_bad_field(req, "name",
@@ -241,7 +267,7 @@ static void s_listed(http_req_t *req, ProtobufCMessage *answer)
     char id[UTIL_ID_LEN];
     const char *parent = NULL;
     if (ref) {
-        if (s_resolve(req, ref, id) != 0) {
+        if (groups_resolve(req, ref, id) != 0) {
             if (req->status == 503)
                 return;
             json_decref(req->response);
@@ -304,21 +330,22 @@ void groups_get(http_req_t *req)
 
 void groups_update(http_req_t *req)
 {
-    static const char *const allowed[] = {
-        "cost_centre", "description",     "parent",         "quota",           "user_quota",
-        "version",     "approval_policy", "auto_max_vcpus", "auto_max_ram_mb", NULL
-    };
+    static const char *const allowed[] = { "cost_centre",     "description",     "parent",
+                                           "quota",           "user_quota",      "version",
+                                           "approval_policy", "auto_max_vcpus",  "auto_max_ram_mb",
+                                           "charging_model",  "auto_growth_max", NULL };
     char id[UTIL_ID_LEN], parent[UTIL_ID_LEN];
     Berth__Group g = BERTH__GROUP__INIT;
-    Berth__Quota q = BERTH__QUOTA__INIT, uq = BERTH__QUOTA__INIT;
+    Berth__Quota q = BERTH__QUOTA__INIT, uq = BERTH__QUOTA__INIT, grow = BERTH__QUOTA__INIT;
     int64_t version = 0;
-    int has_quota, has_user_quota;
+    int has_quota, has_user_quota, has_grow;
     if (s_group(req, "group.update", id) || rest_body(req, allowed) ||
         s_texts(req, &g, parent, 1) || (has_quota = s_quota(req, "quota", &q)) < 0 ||
         (has_user_quota = s_quota(req, "user_quota", &uq)) < 0 ||
+        (has_grow = s_quota(req, "auto_growth_max", &grow)) < 0 ||
         rest_int(req, "version", 0, 1, INT64_MAX, &version) < 0)
         return;
-    char *fields[8];
+    char *fields[12];
     size_t n = 0;
     if (g.cost_centre)
         fields[n++] = "cost_centre";
@@ -334,12 +361,17 @@ void groups_update(http_req_t *req)
         fields[n++] = "user_quota";
         g.user_quota = &uq;
     }
+    if (has_grow == 0) {
+        fields[n++] = "auto_growth_max";
+        g.auto_growth_max = &grow;
+    }
     if (s_approval(req, &g, fields, &n) != 0)
         return;
     if (n == 0) {
         http_bad_field(req, "cost_centre",
                        "name at least one field to change: cost_centre, description, parent, "
-                       "quota, user_quota, approval_policy, auto_max_vcpus, auto_max_ram_mb");
+                       "quota, user_quota, approval_policy, auto_max_vcpus, auto_max_ram_mb, "
+                       "charging_model, auto_growth_max");
         return;
     }
     Berth__UpdateGroup ask = BERTH__UPDATE_GROUP__INIT;
@@ -484,4 +516,14 @@ void groups_remove_member(http_req_t *req)
     ask.group = id;
     ask.user = (char *)req->params[1];
     rest_call(req, "approval", &ask.base, &berth__membership__descriptor, s_member_changed);
+}
+
+/* ---- allocations ---- */
+
+void groups_allocate(http_req_t *req)
+{
+    char id[UTIL_ID_LEN];
+    if (s_group(req, "group.allocate", id) != 0)
+        return;
+    requests_allocate(req, id);
 }

@@ -33,7 +33,8 @@ const perm_entry_t perm_table[] = {
     { "vm.action", PERM_OWNER | PERM_MANAGER | PERM_ADMIN,
       "start, stop, reboot, suspend, resume, shelve or unshelve a VM" },
     { "task.get", S_READERS, "read a task: whoever may read its VM, and who started it" },
-    { "usage.read", PERM_USER, "read one's own usage (admins: anyone's)" },
+    { "usage.read", PERM_USER,
+      "read one's own usage (admins: anyone's; ?group=: its managers and auditors)" },
     { "audit.read", PERM_ADMIN | PERM_MANAGER | PERM_AUDITOR,
       "read the audit trail (managers and auditors: their group's records)" },
     { "group.create", PERM_ADMIN, "create a group" },
@@ -43,6 +44,10 @@ const perm_entry_t perm_table[] = {
     { "group.delete", PERM_ADMIN, "delete a group (no members, no child groups)" },
     { "group.members.list", S_IN_GROUP | S_PLATFORM, "list a group's members" },
     { "group.members.change", PERM_MANAGER | PERM_ADMIN, "add members, set roles, remove" },
+    { "onboarding.create", PERM_USER,
+      "ask for a new group (an admin approves; the asker becomes its manager)" },
+    { "group.allocate", PERM_MANAGER | PERM_ADMIN,
+      "ask for more quota for a group (at once within its auto_growth_max and free capacity)" },
     { NULL, 0, NULL },
 };
 

@@ -22,6 +22,35 @@ static json_t *s_steps(const Berth__Request *r)
     return steps;
 }
 
+/* A Quota as JSON, or null when absent. */
+static json_t *s_quota(const Berth__Quota *q)
+{
+    if (!q)
+        return json_null();
+    return json_pack("{s:i, s:i, s:I, s:I}", "vms", q->vms, "vcpus", q->vcpus, "ram_mb",
+                     (json_int_t)q->ram_mb, "disk_gb", (json_int_t)q->disk_gb);
+}
+
+/* What a request of kind onboarding or allocation asks for, added to view. */
+static void s_payload(json_t *view, const Berth__Request *r)
+{
+    const Berth__Onboarding *o = r->onboarding;
+    const Berth__Allocation *a = r->allocation;
+    if (o)
+        json_object_set_new(view, "onboarding",
+                            json_pack("{s:o, s:o, s:o, s:o, s:o, s:o}", "name", view_str(o->name),
+                                      "cost_centre", view_str(o->cost_centre), "description",
+                                      view_str(o->description), "quota", s_quota(o->quota),
+                                      "charging_model", view_str(o->charging_model),
+                                      "justification", view_str(o->justification)));
+    if (a)
+        json_object_set_new(view, "allocation",
+                            json_pack("{s:o, s:o, s:o, s:o, s:o}", "quota", s_quota(a->quota),
+                                      "delta", s_quota(a->delta), "justification",
+                                      view_str(a->justification), "previous", s_quota(a->previous),
+                                      "applied", s_quota(a->applied)));
+}
+
 /* The request as shown, with vms and tasks as given. */
 static json_t *s_pack(const Berth__Request *r, json_t *vms, json_t *tasks)
 {
@@ -41,6 +70,8 @@ static json_t *s_pack(const Berth__Request *r, json_t *vms, json_t *tasks)
                                      : streq(r->state, "PENDING_APPROVAL") ? "admin"
                                                                            : ""),
                             "steps", s_steps(r)));
+    if (view)
+        s_payload(view, r);
     return view;
 }
 
@@ -144,6 +175,120 @@ void requests_create(http_req_t *req)
     ask.idempotency_key = (char *)(key ? key : "");
     ask.group = (char *)(group ? group : "");
     rest_call(req, "approval", &ask.base, &berth__request__descriptor, s_created);
+}
+
+/* The body's object field (a quota: vms, vcpus, ram_mb, disk_gb, each optional) into q:
+   0 when present and valid, 1 when absent, -1 with 400 set. */
+static int s_quota_field(http_req_t *req, const char *field, Berth__Quota *q)
+{
+    json_t *v = json_object_get(req->body, field);
+    if (!v)
+        return 1;
+    if (!json_is_object(v))
+        return http_bad_field(req, field, "%s must be an object (vms, vcpus, ram_mb, disk_gb)",
+                              field);
+    static const char *const names[] = { "vms", "vcpus", "ram_mb", "disk_gb" };
+    int64_t values[4] = { 0 };
+    const char *key;
+    json_t *value;
+    json_object_foreach(v, key, value)
+    {
+        int i = 0;
+        while (i < 4 && !streq(names[i], key))
+            i++;
+        if (i == 4)
+            return http_bad_field(req, field, "unknown %s field '%.32s'", field, key);
+        int64_t max = i < 2 ? INT32_MAX : LIMIT_GROUP_QUOTA_MAX;
+        if (!json_is_integer(value) || json_integer_value(value) < 0 ||
+            json_integer_value(value) > max)
+            return http_bad_field(req, field, "%s.%s must be an integer from 0 to %lld", field,
+                                  names[i], (long long)max);
+        values[i] = json_integer_value(value);
+    }
+    berth__quota__init(q);
+    q->vms = (int32_t)values[0];
+    q->vcpus = (int32_t)values[1];
+    q->ram_mb = values[2];
+    q->disk_gb = values[3];
+    return 0;
+}
+
+static void s_asked(http_req_t *req, ProtobufCMessage *answer)
+{
+    const Berth__Request *created = (const Berth__Request *)answer;
+    if (!rest_id_ok(created->id)) {
+        http_error(req, "INTERNAL", "the approval service answered without a request id");
+        return;
+    }
+    log_info(req->request_id, "request created", "{s:s, s:s, s:s, s:s}", "request", created->id,
+             "kind", created->kind, "state", created->state, "owner", req->user);
+    s_answer(req, 202, created, 1);
+}
+
+void requests_onboard(http_req_t *req)
+{
+    static const char *const allowed[] = { "name",  "cost_centre",    "description",
+                                           "quota", "charging_model", "justification",
+                                           NULL };
+    const char *name = NULL, *cost = NULL, *desc = NULL, *model = NULL, *why = NULL;
+    Berth__Quota q;
+    int has_quota;
+    if (rest_body(req, allowed) || rest_str(req, "name", 1, LIMIT_GROUP_NAME_MAX, &name) ||
+        rest_str(req, "cost_centre", 0, LIMIT_GROUP_COST_CENTRE_MAX, &cost) < 0 ||
+        rest_str(req, "description", 0, LIMIT_GROUP_TEXT_MAX, &desc) < 0 ||
+        rest_str(req, "charging_model", 0, 16, &model) < 0 ||
+        rest_str(req, "justification", 1, LIMIT_REASON_MAX, &why) ||
+        (has_quota = s_quota_field(req, "quota", &q)) < 0)
+        return;
+    if (has_quota) {
+        http_bad_field(req, "quota", "quota (vms, vcpus, ram_mb, disk_gb) is required");
+        return;
+    }
+    if (!rest_id_ok(name) || util_is_uuid(name)) {
+        http_bad_field(req, "name",
+                       "name must be letters, digits, '.', '_' or '-', and not a group id");
+        return;
+    }
+    if (model && !streq(model, "allocation") && !streq(model, "reservation")) {
+        http_bad_field(req, "charging_model", "charging_model must be allocation or reservation");
+        return;
+    }
+    Berth__Onboarding o = BERTH__ONBOARDING__INIT;
+    o.name = (char *)name;
+    o.cost_centre = (char *)(cost ? cost : "");
+    o.description = (char *)(desc ? desc : "");
+    o.charging_model = (char *)(model ? model : "allocation");
+    o.justification = (char *)why;
+    o.quota = &q;
+    Berth__CreateOnboarding ask = BERTH__CREATE_ONBOARDING__INIT;
+    ask.onboarding = &o;
+    rest_call(req, "approval", &ask.base, &berth__request__descriptor, s_asked);
+}
+
+void requests_allocate(http_req_t *req, const char *group)
+{
+    static const char *const allowed[] = { "quota", "delta", "justification", NULL };
+    const char *why = NULL;
+    Berth__Quota q, d;
+    int has_quota, has_delta;
+    if (rest_body(req, allowed) || (has_quota = s_quota_field(req, "quota", &q)) < 0 ||
+        (has_delta = s_quota_field(req, "delta", &d)) < 0 ||
+        rest_str(req, "justification", 0, LIMIT_REASON_MAX, &why) < 0)
+        return;
+    if (has_quota == has_delta) {
+        http_bad_field(req, "quota",
+                       "give either quota (the new values) or delta (an increase), one of the "
+                       "two");
+        return;
+    }
+    Berth__Allocation a = BERTH__ALLOCATION__INIT;
+    a.quota = has_quota == 0 ? &q : NULL;
+    a.delta = has_delta == 0 ? &d : NULL;
+    a.justification = (char *)(why ? why : "");
+    Berth__CreateAllocation ask = BERTH__CREATE_ALLOCATION__INIT;
+    ask.group = (char *)group;
+    ask.allocation = &a;
+    rest_call(req, "approval", &ask.base, &berth__request__descriptor, s_asked);
 }
 
 void requests_get(http_req_t *req)
@@ -289,7 +434,7 @@ static int s_group_filter(http_req_t *req, const char *ref, char id[UTIL_ID_LEN]
 
 /* The filters of a list call. */
 typedef struct {
-    const char *state, *owner;
+    const char *state, *owner, *kind;
     char group[UTIL_ID_LEN];
     int has_group;
     int inbox; /* state=PENDING_APPROVAL: only what the caller may decide now */
@@ -303,6 +448,8 @@ static int s_matches(const s_filter_t *f, const Berth__Request *r)
     if (f->owner && !streq(r->owner, f->owner))
         return 0;
     if (f->has_group && !streq(r->group, f->group))
+        return 0;
+    if (f->kind && !streq(r->kind && *r->kind ? r->kind : "vm", f->kind))
         return 0;
     if (f->inbox) {
         fault_t fault = { 0 }; /* the engine's own rule (decide.h), as approval applies it */
@@ -329,6 +476,12 @@ void requests_list(http_req_t *req)
     f.state = http_query(req, "state");
     f.owner = http_query(req, "owner");
     const char *group_ref = http_query(req, "group");
+    f.kind = http_query(req, "kind");
+    if (f.kind && !streq(f.kind, "vm") && !streq(f.kind, "onboarding") &&
+        !streq(f.kind, "allocation")) {
+        http_bad_field(req, "kind", "kind must be vm, onboarding or allocation");
+        return;
+    }
     if (f.state && !streq(f.state, "PENDING_APPROVAL") && !streq(f.state, "APPROVED") &&
         !streq(f.state, "REJECTED")) {
         http_bad_field(req, "state", "state must be PENDING_APPROVAL, APPROVED or REJECTED");

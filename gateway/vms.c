@@ -431,7 +431,24 @@ void vms_usage(http_req_t *req)
         http_bad_field(req, "owner", "owner is not a user name");
         return;
     }
-    if (!rest_is_admin(req)) {
+    /* ?group=: the usage of a group's VMs, for its managers and auditors (and admins); a
+       group the caller may not read that of is not found. */
+    const char *group = http_query(req, "group");
+    char group_id[UTIL_ID_LEN] = "";
+    if (group) {
+        if (groups_resolve(req, group, group_id) != 0)
+            return;
+        const char *role = perm_group_role(req, group_id);
+        if (!rest_is_admin(req) && !streq(role, "manager") && !streq(role, "auditor")) {
+            if (*role)
+                http_error(req, "FORBIDDEN",
+                           "a group's usage is for its managers and auditors, and admins");
+            else
+                http_error(req, "NOT_FOUND", "no such group");
+            return;
+        }
+    }
+    if (!rest_is_admin(req) && !*group_id) {
         if (owner && !streq(owner, req->user)) {
             http_error(req, "FORBIDDEN", "only an admin may read another user's usage");
             return;
@@ -442,5 +459,6 @@ void vms_usage(http_req_t *req)
     ask.from_ms = from;
     ask.to_ms = to;
     ask.owner = (char *)(owner ? owner : "");
+    ask.group = group_id;
     rest_call(req, "meter", &ask.base, &berth__usage_report__descriptor, s_usage_reported);
 }

@@ -54,6 +54,9 @@
 #define KEYS_USAGE_INDEX "berth:usage:vms"   /* zset: VMs with usage by end of last interval */
 #define KEYS_GROUPS      "berth:groups"      /* zset: group ids, all score 0 (paged by id) */
 #define KEYS_AUDIT       "berth:audit"       /* stream: the audit trail (lib/audit.h) */
+/* hash: field epoch, bumped by every quota raised without an admin, so that two automatic
+   allocations never both take the same free capacity (services/approval/allocations.h). */
+#define KEYS_QUOTA_EPOCH "berth:quota-epoch"
 
 /* Keys with an id: the kind, then keys_build(). */
 typedef enum {

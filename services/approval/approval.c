@@ -2,10 +2,12 @@
     calls the module that owns the logic, and answers exactly once: the result, or the
     fault's code and message. Client mistakes are logged at info, store trouble at warn. */
 #include "approval.h"
+#include "allocations.h"
 #include "catalog.h"
 #include "decide.h"
 #include "groups.h"
 #include "log.h"
+#include "onboarding.h"
 #include "requests.h"
 #include "util.h"
 
@@ -236,8 +238,8 @@ static void s_on_decide_request(bus_request_t *request, void *arg)
        requester. */
     fault_t fault = { 0 };
     Berth__Request *req = NULL;
-    int rc = requests_decide(self->store, &self->policy, msg, who, s_request_id(request), &req,
-                             &fault);
+    int rc =
+        requests_decide(self->store, &self->policy, msg, who, s_request_id(request), &req, &fault);
     if (rc != 0) {
         approval_fail(request, "decision refused", &fault);
         berth__user_assertion__free_unpacked(who, NULL);
@@ -269,5 +271,9 @@ const approval_handler_t approval_handlers[] = {
     { "SetRole", groups_on_set_role, APPROVAL_USER },
     { "RemoveMember", groups_on_remove_member, APPROVAL_USER },
     { "ListMembers", groups_on_list_members, APPROVAL_USER },
+    /* Requests of other kinds (kinds.h): a new group (anyone may ask), more quota (the
+       handler checks for a manager of the group or an admin). */
+    { "CreateOnboarding", onboarding_on_create, APPROVAL_USER },
+    { "CreateAllocation", allocations_on_create, APPROVAL_USER },
     { NULL, NULL, APPROVAL_ANYONE },
 };

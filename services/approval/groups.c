@@ -71,8 +71,25 @@ static int s_check_fields(const Berth__Group *g, fault_t *fault)
     if (g->auto_max_vcpus < 0 || g->auto_max_ram_mb < 0 || g->auto_max_ram_mb > (int64_t)1 << 40)
         return error_field(fault, g->auto_max_vcpus < 0 ? "auto_max_vcpus" : "auto_max_ram_mb",
                            "auto-approval sizes must be from 0 to %lld", (long long)1 << 40);
+    if (g->charging_model && *g->charging_model && !streq(g->charging_model, "allocation") &&
+        !streq(g->charging_model, "reservation"))
+        return error_field(fault, "charging_model",
+                           "charging_model must be allocation or reservation");
     return s_check_quota("quota", g->quota, fault) ||
-           s_check_quota("user_quota", g->user_quota, fault);
+           s_check_quota("user_quota", g->user_quota, fault) ||
+           s_check_quota("auto_growth_max", g->auto_growth_max, fault);
+}
+
+int groups_check_new(const Berth__Group *group, fault_t *fault)
+{
+    if (!group)
+        return error_field(fault, "group", "group is required");
+    if (!group->name || !policy_is_template_name(group->name))
+        return error_field(fault, "name",
+                           "name must be 1 to %d of a-z, 0-9, '.', '_', '-', starting with a "
+                           "letter or digit, and not an id",
+                           GROUPS_NAME_MAX);
+    return s_check_fields(group, fault);
 }
 
 int groups_get(store_t *store, const char *id, Berth__Group **out_p, fault_t *fault)
@@ -177,53 +194,59 @@ static int s_check_parent(store_t *store, const char *parent, const char *child,
     return 0;
 }
 
+void groups_tx_create(model_tx_t *tx, const Berth__Group *g, const char *actor)
+{
+    char key[KEYS_MAX], name_key[KEYS_MAX], parent_key[KEYS_MAX], children[KEYS_MAX], at[24];
+    keys_build(key, KEYS_GROUP, g->id, NULL);
+    keys_build(name_key, KEYS_GROUP_NAME, g->name, NULL);
+    snprintf(at, sizeof at, "%lld", (long long)g->created_ms);
+    model_tx_check(tx, name_key, "id", "");
+    model_tx_check_version(tx, key, 0);
+    if (g->parent && *g->parent) { /* still there when the group is written, and knows it */
+        model_tx_check(tx, keys_build(parent_key, KEYS_GROUP, g->parent, NULL), "id", g->parent);
+        model_tx_sadd(tx, keys_build(children, KEYS_GROUP_CHILDREN, g->parent, NULL), g->id);
+    }
+    model_tx_put(tx, key, &g->base);
+    model_tx_hset(tx, name_key, "id", g->id);
+    model_tx_zadd(tx, KEYS_GROUPS, 0, g->id);
+    model_tx_event(tx, "group.created", "key", key, "group", g->id, "name", g->name, "actor", actor,
+                   "at_ms", at, NULL);
+}
+
+void groups_init_new(Berth__Group *g, const Berth__Group *group, char id[UTIL_ID_LEN])
+{
+    util_uuid(id);
+    berth__group__init(g);
+    g->id = id;
+    g->name = group->name;
+    g->cost_centre = group->cost_centre ? group->cost_centre : "";
+    g->description = group->description ? group->description : "";
+    g->parent = group->parent ? group->parent : "";
+    g->quota = group->quota;
+    g->user_quota = group->user_quota;
+    g->approval_policy = group->approval_policy ? group->approval_policy : "";
+    g->auto_max_vcpus = group->auto_max_vcpus;
+    g->auto_max_ram_mb = group->auto_max_ram_mb;
+    g->charging_model = group->charging_model ? group->charging_model : "";
+    g->auto_growth_max = group->auto_growth_max;
+    g->created_ms = util_now_ms();
+    g->version = 1;
+}
+
 int groups_create(store_t *store, const Berth__Group *group, const char *actor,
                   Berth__Group **out_p, fault_t *fault)
 {
-    if (!group)
-        return error_field(fault, "group", "group is required");
-    if (!group->name || !policy_is_template_name(group->name))
-        return error_field(fault, "name",
-                           "name must be 1 to %d of a-z, 0-9, '.', '_', '-', starting with a "
-                           "letter or digit, and not an id",
-                           GROUPS_NAME_MAX);
-    if (s_check_fields(group, fault) != 0)
+    if (groups_check_new(group, fault) != 0)
         return -1;
     if (group->parent && *group->parent && s_check_parent(store, group->parent, NULL, fault) != 0)
         return -1;
-    char id[UTIL_ID_LEN], key[KEYS_MAX], name_key[KEYS_MAX], parent_key[KEYS_MAX],
-        children[KEYS_MAX], at[24];
-    util_uuid(id);
-    Berth__Group g = BERTH__GROUP__INIT;
-    g.id = id;
-    g.name = group->name;
-    g.cost_centre = group->cost_centre ? group->cost_centre : "";
-    g.description = group->description ? group->description : "";
-    g.parent = group->parent ? group->parent : "";
-    g.quota = group->quota;
-    g.user_quota = group->user_quota;
-    g.approval_policy = group->approval_policy ? group->approval_policy : "";
-    g.auto_max_vcpus = group->auto_max_vcpus;
-    g.auto_max_ram_mb = group->auto_max_ram_mb;
-    g.created_ms = util_now_ms();
-    g.version = 1;
-    keys_build(key, KEYS_GROUP, id, NULL);
-    keys_build(name_key, KEYS_GROUP_NAME, g.name, NULL);
-    snprintf(at, sizeof at, "%lld", (long long)g.created_ms);
+    char id[UTIL_ID_LEN];
+    Berth__Group g;
+    groups_init_new(&g, group, id);
     model_tx_t *tx = model_tx_new();
     if (!tx)
         return error_set(fault, "INTERNAL", "out of memory");
-    model_tx_check(tx, name_key, "id", "");
-    model_tx_check_version(tx, key, 0);
-    if (*g.parent) { /* still there when the group is written, and knows its child */
-        model_tx_check(tx, keys_build(parent_key, KEYS_GROUP, g.parent, NULL), "id", g.parent);
-        model_tx_sadd(tx, keys_build(children, KEYS_GROUP_CHILDREN, g.parent, NULL), id);
-    }
-    model_tx_put(tx, key, &g.base);
-    model_tx_hset(tx, name_key, "id", id);
-    model_tx_zadd(tx, KEYS_GROUPS, 0, id);
-    model_tx_event(tx, "group.created", "key", key, "group", id, "name", g.name, "actor", actor,
-                   "at_ms", at, NULL);
+    groups_tx_create(tx, &g, actor);
     const char *why = NULL;
     int rc = model_tx_commit(tx, store, &why);
     model_tx_destroy(&tx);
@@ -237,6 +260,38 @@ int groups_create(store_t *store, const Berth__Group *group, const char *actor,
     if (rc != 0)
         return rc < 0 ? fault_store(fault, store) : error_set(fault, "INTERNAL", "%s", why);
     return groups_get(store, id, out_p, fault);
+}
+
+int groups_name_taken(store_t *store, const char *name, fault_t *fault)
+{
+    char key[KEYS_MAX];
+    redisReply *r =
+        store_command(store, "HGET %s id", keys_build(key, KEYS_GROUP_NAME, name, NULL));
+    if (!r || (r->type != REDIS_REPLY_STRING && r->type != REDIS_REPLY_NIL)) {
+        if (r)
+            freeReplyObject(r);
+        return fault_store(fault, store);
+    }
+    int taken = r->type == REDIS_REPLY_STRING && *r->str;
+    freeReplyObject(r);
+    if (!taken)
+        return 0;
+    error_set(fault, "CONFLICT", "group '%s' already exists", name);
+    error_detail(fault, "field", "name");
+    return 1;
+}
+
+void groups_tx_add_manager(model_tx_t *tx, const char *group, const char *user, const char *actor)
+{
+    char members[KEYS_MAX], user_key[KEYS_MAX], user_groups[KEYS_MAX], key[KEYS_MAX], at[24];
+    snprintf(at, sizeof at, "%lld", (long long)util_now_ms());
+    keys_build(user_key, KEYS_USER, user, NULL);
+    model_tx_check(tx, user_key, "name", user); /* the user still exists */
+    model_tx_hset(tx, keys_build(members, KEYS_GROUP_MEMBERS, group, NULL), user, "manager");
+    model_tx_hset(tx, keys_build(user_groups, KEYS_USER_GROUPS, user, NULL), group, "manager");
+    model_tx_event(tx, "group.member", "key", keys_build(key, KEYS_GROUP, group, NULL), "group",
+                   group, "user", user, "change", "add", "role", "manager", "from", "", "actor",
+                   actor, "at_ms", at, NULL);
 }
 
 int groups_role(store_t *store, const char *group, const char *user, char role[16], fault_t *fault)
@@ -373,6 +428,10 @@ int groups_update(store_t *store, const char *id, const Berth__Group *update, ch
             after.auto_max_vcpus = update->auto_max_vcpus;
         else if (streq(f, "auto_max_ram_mb"))
             after.auto_max_ram_mb = update->auto_max_ram_mb;
+        else if (streq(f, "charging_model"))
+            after.charging_model = update->charging_model ? update->charging_model : "";
+        else if (streq(f, "auto_growth_max"))
+            after.auto_growth_max = update->auto_growth_max; /* absent: no automatic growth */
         else if (streq(f, "parent")) {
             after.parent = update->parent ? update->parent : "";
             parent_changed = 1;
@@ -381,7 +440,7 @@ int groups_update(store_t *store, const char *id, const Berth__Group *update, ch
             return error_field(fault, "fields",
                                "'%.64s' cannot be changed (cost_centre, description, parent, "
                                "quota, user_quota, approval_policy, auto_max_vcpus, "
-                               "auto_max_ram_mb can)",
+                               "auto_max_ram_mb, charging_model, auto_growth_max can)",
                                f);
         }
     }
@@ -400,7 +459,8 @@ int groups_update(store_t *store, const char *id, const Berth__Group *update, ch
     }
     model_tx_check_version(tx, key, g->version);
     model_tx_put_fields(tx, key, &after.base, "cost_centre", "description", "parent", "quota",
-                        "user_quota", "approval_policy", "auto_max_vcpus", "auto_max_ram_mb", NULL);
+                        "user_quota", "approval_policy", "auto_max_vcpus", "auto_max_ram_mb",
+                        "charging_model", "auto_growth_max", NULL);
     if (after.parent && *after.parent) { /* still there, and knows its child */
         model_tx_check(tx, keys_build(parent_key, KEYS_GROUP, after.parent, NULL), "id",
                        after.parent);

@@ -12,7 +12,9 @@
 #include "bus_server.h"
 #include "fault.h"
 #include "limit.h"
+#include "model.h"
 #include "store.h"
+#include "util.h"
 
 /* Limits on groups: lib/limit.h (stated in docs/openapi.yaml too). */
 #define GROUPS_NAME_MAX        LIMIT_GROUP_NAME_MAX
@@ -27,6 +29,26 @@
    (parent), CONFLICT (the name is taken). */
 int groups_create(store_t *store, const Berth__Group *group, const char *actor,
                   Berth__Group **out_p, fault_t *fault);
+
+/* Is group (name, cost_centre, description, parent, quota, ...) fit to be created? 0, or -1
+   with BAD_REQUEST naming the field. Does not look at the store. */
+int groups_check_new(const Berth__Group *group, fault_t *fault);
+
+/* g as a new group made from group's fields, with a new id (written into id, which g points
+   to), created now at version 1; g's other pointers are group's. */
+void groups_init_new(Berth__Group *g, const Berth__Group *group, char id[UTIL_ID_LEN]);
+
+/* Add to tx the creation of g (from groups_init_new): its name must still be free and its
+   parent still there. What groups_create commits, for callers that create a group with more
+   in one step (an approved onboarding, onboarding.c). */
+void groups_tx_create(model_tx_t *tx, const Berth__Group *g, const char *actor);
+
+/* Add to tx: user (who must still exist) becomes a manager of group, which tx creates or
+   which has no membership for user (both member hashes, and the group.member event). */
+void groups_tx_add_manager(model_tx_t *tx, const char *group, const char *user, const char *actor);
+
+/* Is name a group's? 0 no, 1 yes (fault: CONFLICT naming the field name), -1 (Redis). */
+int groups_name_taken(store_t *store, const char *name, fault_t *fault);
 
 /* The group with id: 0 and *out_p, or -1 (NOT_FOUND, BAD_REQUEST for a malformed id). */
 int groups_get(store_t *store, const char *id, Berth__Group **out_p, fault_t *fault);

@@ -23,6 +23,7 @@
 #include "catalog.h"
 #include "decide.h"
 #include "groups.h"
+#include "kinds.h"
 #include "log.h"
 #include "model.h"
 #include "util.h"
@@ -85,8 +86,7 @@ static int s_batch_init(s_batch_t *b, size_t n)
     return 0;
 }
 
-/* A heap copy of req that the caller frees with protobuf_c_message_free_unpacked(). */
-static Berth__Request *s_clone(const Berth__Request *req)
+Berth__Request *requests_clone(const Berth__Request *req)
 {
     size_t len = berth__request__get_packed_size(req);
     uint8_t *buf = malloc(len ? len : 1);
@@ -96,6 +96,15 @@ static Berth__Request *s_clone(const Berth__Request *req)
     Berth__Request *copy = berth__request__unpack(NULL, len, buf);
     free(buf);
     return copy;
+}
+
+void requests_tx_add(model_tx_t *tx, const Berth__Request *req)
+{
+    char key[KEYS_MAX];
+    keys_build(key, KEYS_REQUEST, req->id, NULL);
+    model_tx_transition(tx, LIFECYCLE_REQUEST, key, "", req->state, 0, "request", req->id, NULL);
+    model_tx_put(tx, key, &req->base);
+    model_tx_zadd(tx, S_REQUESTS, req->created_ms, req->id);
 }
 
 static void s_lower_id(char out[UTIL_ID_LEN], const char *id)
@@ -494,7 +503,7 @@ int requests_create(store_t *store, const policy_t *policy, const Berth__CreateR
             else
                 log_debug(NULL, "idempotency key kept without a TTL", "{s:s}", "key", idem_key);
         }
-        *request_p = s_clone(&req);
+        *request_p = requests_clone(&req);
         s_batch_free(&b);
         protobuf_c_message_free_unpacked(&tmpl->base, NULL);
         return *request_p ? 0 : error_set(fault, "INTERNAL", "out of memory");
@@ -573,7 +582,7 @@ static int s_step(store_t *store, const Berth__Request *req, Berth__ApprovalStep
     const char *why = NULL;
     int rc = model_tx_commit(tx, store, &why);
     if (rc == 0) {
-        *request_p = s_clone(&next);
+        *request_p = requests_clone(&next);
         if (!*request_p)
             rc = error_set(fault, "INTERNAL", "out of memory");
     } else if (rc == MODEL_REFUSED)
@@ -680,7 +689,7 @@ static int s_decide(store_t *store, const Berth__DecideRequest *msg, const Berth
         const char *why = NULL;
         rc = model_tx_commit(tx, store, &why);
         if (rc == 0) {
-            *request_p = s_clone(&next);
+            *request_p = requests_clone(&next);
             if (!*request_p)
                 rc = error_set(fault, "INTERNAL", "out of memory");
         } else if (rc == MODEL_REFUSED)
@@ -691,6 +700,70 @@ static int s_decide(store_t *store, const Berth__DecideRequest *msg, const Berth
     model_tx_destroy(&tx);
     s_free_vms(loaded, req->n_vms);
     s_batch_free(&b);
+    free(steps);
+    return rc;
+}
+
+/* One attempt at deciding req, of a kind other than "vm", at the level it waits for: the
+   request's transition, and on approval what its kind does (kinds.h), in one transaction.
+   0 with *request_p, MODEL_CONFLICT when something changed since it was read, -1. */
+static int s_decide_kind(store_t *store, const Berth__DecideRequest *msg, const Berth__Request *req,
+                         const kinds_t *kind, const char *trace_id, Berth__Request **request_p,
+                         fault_t *fault)
+{
+    Berth__ApprovalStep step = BERTH__APPROVAL_STEP__INIT;
+    step.level = req->awaiting && *req->awaiting ? req->awaiting : DECIDE_LEVEL_ADMIN;
+    step.decided_by = msg->actor;
+    step.decision = msg->approve ? "approved" : "rejected";
+    step.reason = msg->reason ? msg->reason : "";
+    step.at_ms = util_now_ms();
+    const char *next_level = msg->approve ? decide_next_level(req->policy, step.level) : NULL;
+    if (next_level)
+        return s_step(store, req, &step, next_level, request_p, fault);
+    Berth__ApprovalStep **steps = calloc(req->n_steps + 1, sizeof *steps);
+    model_tx_t *tx = steps ? model_tx_new() : NULL;
+    if (!tx) {
+        free(steps);
+        return error_set(fault, "INTERNAL", "out of memory");
+    }
+    for (size_t i = 0; i < req->n_steps; i++)
+        steps[i] = req->steps[i];
+    steps[req->n_steps] = &step;
+    model_tx_actor(tx, msg->actor, trace_id); /* audit: made for who decided */
+    Berth__Request next = *req;
+    next.state = msg->approve ? "APPROVED" : "REJECTED";
+    next.decided_by = msg->actor;
+    next.reason = msg->reason ? msg->reason : "";
+    next.version = req->version + 1;
+    next.updated_ms = step.at_ms;
+    next.awaiting = "";
+    next.steps = steps;
+    next.n_steps = req->n_steps + 1;
+    void *held = NULL;
+    int rc = msg->approve ? kind->approve(store, tx, req, &next, &held, fault) : 0;
+    if (rc == 0) {
+        char key[KEYS_MAX];
+        keys_build(key, KEYS_REQUEST, req->id, NULL);
+        model_tx_check(tx, key, "awaiting", req->awaiting ? req->awaiting : "");
+        model_tx_transition(tx, LIFECYCLE_REQUEST, key, req->state, next.state, req->version,
+                            "request", req->id, "kind", req->kind, NULL);
+        model_tx_put_changed(tx, key, &req->base, &next.base);
+        const char *why = NULL;
+        rc = model_tx_commit(tx, store, &why);
+        if (rc == 0) {
+            *request_p = requests_clone(&next);
+            if (!*request_p)
+                rc = error_set(fault, "INTERNAL", "out of memory");
+        } else if (rc == MODEL_REFUSED)
+            rc = error_set(fault, "INTERNAL", "%s", why);
+        else if (rc == MODEL_CONFLICT && kind->conflict && kind->conflict(store, req, fault) != 0)
+            rc = -1;
+        else if (rc != MODEL_CONFLICT)
+            rc = fault_store(fault, store);
+    }
+    if (held && kind->release)
+        kind->release(held);
+    model_tx_destroy(&tx);
     free(steps);
     return rc;
 }
@@ -748,8 +821,16 @@ int requests_decide(store_t *store, const policy_t *policy, const Berth__DecideR
             rc = error_set(fault, "CONFLICT", "request '%s' is already %s", req->id, req->state);
         else if (decide_may(req, who, fault) != 0)
             rc = -1;
-        else
-            rc = s_decide(store, msg, req, trace_id, request_p, fault);
+        else {
+            const kinds_t *kind = kinds_find(req->kind);
+            if (!kind)
+                rc = error_set(fault, "INTERNAL", "request '%s' is of an unknown kind '%s'",
+                               req->id, req->kind);
+            else if (kind->approve)
+                rc = s_decide_kind(store, msg, req, kind, trace_id, request_p, fault);
+            else
+                rc = s_decide(store, msg, req, trace_id, request_p, fault);
+        }
         protobuf_c_message_free_unpacked(&req->base, NULL);
         if (rc != MODEL_CONFLICT)
             return rc;

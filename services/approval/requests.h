@@ -5,6 +5,7 @@
 #define BERTH_APPROVAL_REQUESTS_H
 
 #include "fault.h"
+#include "model.h"
 #include "policy.h"
 #include "store.h"
 
@@ -29,5 +30,13 @@ int requests_get(store_t *store, const char *id, Berth__Request **request_p, fau
 int requests_decide(store_t *store, const policy_t *policy, const Berth__DecideRequest *msg,
                     const Berth__UserAssertion *who, const char *trace_id,
                     Berth__Request **request_p, fault_t *fault);
+
+/* Add to tx the birth of req (a new request, in req->state): its transition from "" with
+   the request.state event, its hash and its place in the request index. For the modules
+   that make requests of other kinds (onboarding.c, allocations.c). */
+void requests_tx_add(model_tx_t *tx, const Berth__Request *req);
+
+/* A heap copy of req (free with protobuf_c_message_free_unpacked), or NULL. */
+Berth__Request *requests_clone(const Berth__Request *req);
 
 #endif

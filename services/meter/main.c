@@ -45,7 +45,18 @@ static void s_on_get_usage(bus_request_t *request, void *arg)
         return;
     }
     const char *owner = ask->owner;
-    if (!assertion_has_role(who, "admin")) {
+    const char *group = ask->group ? ask->group : "";
+    /* A group's usage: its managers and auditors, and admins; anyone else learns nothing. */
+    if (*group && !assertion_has_role(who, "admin") &&
+        !assertion_has_group_role(who, group, "manager") &&
+        !assertion_has_group_role(who, group, "auditor")) {
+        log_info(rid, "usage refused: not the group's", "{s:s, s:s}", "user", who->user, "group",
+                 group);
+        berth__user_assertion__free_unpacked(who, NULL);
+        bus_reply_error(request, "NOT_FOUND", "no such group");
+        return;
+    }
+    if (!assertion_has_role(who, "admin") && !*group) {
         if (*owner && !streq(owner, who->user)) {
             log_info(rid, "usage refused: another user's", "{s:s, s:s}", "user", who->user, "owner",
                      owner);
@@ -56,8 +67,8 @@ static void s_on_get_usage(bus_request_t *request, void *arg)
         owner = who->user;
     }
     Berth__UsageReport *report = NULL;
-    int rc = usage_report(service_store(self->service), ask->from_ms, ask->to_ms, owner,
-                          util_now_ms(), self->report_max_vms, &report, &error);
+    int rc = usage_report_group(service_store(self->service), ask->from_ms, ask->to_ms, group,
+                                owner, util_now_ms(), self->report_max_vms, &report, &error);
     berth__user_assertion__free_unpacked(who, NULL);
     if (rc != 0) {
         bus_reply_fault(request, &error);

@@ -552,8 +552,24 @@ static int s_by_vm(const void *a, const void *b)
 
 /* Add the records of one chunk of VM ids (candidates[first, first + count)) to report.
    0, USAGE_TOO_MANY, or -1. */
+/* The VM ids a report keeps (a group's VMs), sorted; NULL = every VM. */
+typedef struct {
+    const char **ids;
+    size_t n;
+} s_only_t;
+
+static int s_by_str(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+static int s_kept(const s_only_t *only, const char *vm)
+{
+    return !only || bsearch(&vm, only->ids, only->n, sizeof *only->ids, s_by_str) != NULL;
+}
+
 static int s_chunk(store_t *store, const redisReply *candidates, size_t first, size_t count,
-                   const char *owner, int64_t from, int64_t to, int max_vms,
+                   const char *owner, const s_only_t *only, int64_t from, int64_t to, int max_vms,
                    Berth__UsageReport *report)
 {
     char keys[REPORT_CHUNK][KEYS_MAX];
@@ -561,7 +577,7 @@ static int s_chunk(store_t *store, const redisReply *candidates, size_t first, s
     int nkeys = 0;
     for (size_t i = first; i < first + count; i++) {
         const redisReply *vm = candidates->element[i];
-        if (vm->type != REDIS_REPLY_STRING || vm->len > VM_ID_MAX)
+        if (vm->type != REDIS_REPLY_STRING || vm->len > VM_ID_MAX || !s_kept(only, vm->str))
             continue;
         keys_build(keys[nkeys], KEYS_USAGE, vm->str, NULL);
         argv[nkeys] = keys[nkeys];
@@ -598,6 +614,10 @@ static int s_chunk(store_t *store, const redisReply *candidates, size_t first, s
     return rc;
 }
 
+static int s_report(store_t *store, int64_t from_ms, int64_t to, const s_only_t *only,
+                    const char *owner, int64_t now_ms, int max_vms, Berth__UsageReport **report_p,
+                    berth_error_t *error);
+
 /* BAD_REQUEST naming field; USAGE_BAD_WINDOW. */
 static int s_bad_window(berth_error_t *error, const char *field, const char *message)
 {
@@ -607,6 +627,13 @@ static int s_bad_window(berth_error_t *error, const char *field, const char *mes
 
 int usage_report(store_t *store, int64_t from_ms, int64_t to_ms, const char *owner, int64_t now_ms,
                  int max_vms, Berth__UsageReport **report_p, berth_error_t *error)
+{
+    return usage_report_group(store, from_ms, to_ms, NULL, owner, now_ms, max_vms, report_p, error);
+}
+
+int usage_report_group(store_t *store, int64_t from_ms, int64_t to_ms, const char *group,
+                       const char *owner, int64_t now_ms, int max_vms,
+                       Berth__UsageReport **report_p, berth_error_t *error)
 {
     assert(store && report_p && max_vms > 0);
     if (from_ms < 0)
@@ -618,6 +645,42 @@ int usage_report(store_t *store, int64_t from_ms, int64_t to_ms, const char *own
         return s_bad_window(error, "from_ms", "from_ms must not be after to_ms");
     if (owner && strlen(owner) > FIELD_MAX)
         return s_bad_window(error, "owner", "owner is too long");
+    if (group && *group && !util_is_uuid(group))
+        return s_bad_window(error, "group", "group must be a group id");
+    /* A group's VMs are those approval added to its set with their request. */
+    s_only_t only = { 0 };
+    redisReply *members = NULL;
+    if (group && *group) {
+        char key[KEYS_MAX];
+        members = store_command(store, "SMEMBERS %s", keys_build(key, KEYS_GROUP_VMS, group, NULL));
+        if (!members || members->type != REDIS_REPLY_ARRAY) {
+            if (members)
+                freeReplyObject(members);
+            return error_set(error, "UNAVAILABLE", "state store unreachable");
+        }
+        only.ids = calloc(members->elements + 1, sizeof *only.ids);
+        if (!only.ids) {
+            freeReplyObject(members);
+            return error_set(error, "INTERNAL", "out of memory");
+        }
+        for (size_t i = 0; i < members->elements; i++)
+            if (members->element[i]->type == REDIS_REPLY_STRING)
+                only.ids[only.n++] = members->element[i]->str;
+        qsort(only.ids, only.n, sizeof *only.ids, s_by_str);
+    }
+    int rc = s_report(store, from_ms, to, group && *group ? &only : NULL, owner, now_ms, max_vms,
+                      report_p, error);
+    free(only.ids);
+    if (members)
+        freeReplyObject(members);
+    return rc;
+}
+
+/* usage_report_group once the window is checked and the group's VMs are read (only). */
+static int s_report(store_t *store, int64_t from_ms, int64_t to, const s_only_t *only,
+                    const char *owner, int64_t now_ms, int max_vms, Berth__UsageReport **report_p,
+                    berth_error_t *error)
+{
     /* Open intervals run until now; nothing counts past the end of the window. */
     int64_t until = to < now_ms ? to : now_ms;
 
@@ -648,7 +711,8 @@ int usage_report(store_t *store, int64_t from_ms, int64_t to_ms, const char *own
     int rc = 0;
     for (size_t first = 0; first < ids->elements && rc == 0; first += REPORT_CHUNK) {
         size_t count = ids->elements - first < REPORT_CHUNK ? ids->elements - first : REPORT_CHUNK;
-        rc = s_chunk(store, ids, first, count, owner ? owner : "", from_ms, until, max_vms, report);
+        rc = s_chunk(store, ids, first, count, owner ? owner : "", only, from_ms, until, max_vms,
+                     report);
     }
     freeReplyObject(ids);
     if (rc != 0) {

@@ -55,6 +55,11 @@ uint64_t usage_refused(usage_t *self);
    Redis failed). error may be NULL. */
 int usage_report(store_t *store, int64_t from_ms, int64_t to_ms, const char *owner, int64_t now_ms,
                  int max_vms, Berth__UsageReport **report_p, berth_error_t *error);
+/* The same for the VMs of one group (its id; NULL or "": every VM; BAD_REQUEST naming group
+   when it is not an id): the VMs approval listed in berth:group-vms:{<group>}. */
+int usage_report_group(store_t *store, int64_t from_ms, int64_t to_ms, const char *group,
+                       const char *owner, int64_t now_ms, int max_vms,
+                       Berth__UsageReport **report_p, berth_error_t *error);
 void usage_report_free(Berth__UsageReport **report_p);
 
 #endif

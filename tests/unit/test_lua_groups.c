@@ -167,10 +167,21 @@ static const char *s_delete_with(store_t *store, const char *child, const char *
 /* Delete g1 with its disposed VM v1 and the usage counters passed after the VM keys. */
 static const char *s_delete_usage(store_t *store, char *out, size_t size)
 {
-    const char *keys[] = { "t:group:{g1}", "t:group-members:{g1}", "t:group-name:one",
-                           "t:groups", "t:events", "t:group-children:{g1}", "t:group-vms:{g1}",
-                           "t:vm:{v1}", "t:group-usage:{g1}", "t:group-user-usage:g1:ann",
-                           "g1", "2000", "root", "0", "v1" };
+    const char *keys[] = { "t:group:{g1}",
+                           "t:group-members:{g1}",
+                           "t:group-name:one",
+                           "t:groups",
+                           "t:events",
+                           "t:group-children:{g1}",
+                           "t:group-vms:{g1}",
+                           "t:vm:{v1}",
+                           "t:group-usage:{g1}",
+                           "t:group-user-usage:g1:ann",
+                           "g1",
+                           "2000",
+                           "root",
+                           "0",
+                           "v1" };
     redisReply *r = store_run(store, &lua_groups_delete, 10, 15, keys);
     assert_non_null(r);
     snprintf(out, size, "%s", r->str);
@@ -277,8 +288,8 @@ int main(void)
                                         testenv_teardown),
         cmocka_unit_test_setup_teardown(test_delete_refused_while_a_vm_lives, testenv_setup,
                                         testenv_teardown),
-        cmocka_unit_test_setup_teardown(test_delete_refused_while_a_group_is_inside,
-                                        testenv_setup, testenv_teardown),
+        cmocka_unit_test_setup_teardown(test_delete_refused_while_a_group_is_inside, testenv_setup,
+                                        testenv_teardown),
         cmocka_unit_test_setup_teardown(test_delete_only_without_members, testenv_setup,
                                         testenv_teardown),
         cmocka_unit_test_setup_teardown(test_delete_removes_usage_counters, testenv_setup,
