@@ -627,3 +627,17 @@ void auth_update_user(http_req_t *req)
              "by", req->user);
     http_json(req, 200, json_pack("{s:o}", "user", user));
 }
+
+int auth_token_key(http_req_t *req, char *buf, size_t size)
+{
+    const char *header = http_header(req, "Authorization");
+    if (!header || strncasecmp(header, "Bearer ", 7) != 0)
+        return -1;
+    const char *token = header + 7;
+    while (*token == ' ')
+        token++;
+    if (!*token)
+        return -1;
+    s_token_key(req->app, buf, size, token, NULL);
+    return 0;
+}

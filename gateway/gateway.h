@@ -7,6 +7,7 @@
 #include "assertion.h"
 #include "audit.h"
 #include "calls.h"
+#include "events.h"
 #include "http.h"
 #include "limit.h"
 #include "model.h"
@@ -36,6 +37,7 @@ typedef struct {
     assertion_t *signer;         /* signs who each bus call acts for (assertion.key) */
     unsigned char token_key[32]; /* HMAC key of token records (secrets_dir/token.secret) */
     audit_log_t *audit;          /* the audit trail's writer (NULL: not recording) */
+    struct _events_t *events;    /* the live event streams (events.c) */
 } gateway_t;
 
 /* ---- trail.c: the audit trail ---- */
@@ -74,6 +76,9 @@ void auth_login(http_req_t *req);       /* POST /v1/auth/tokens */
 void auth_create_user(http_req_t *req); /* POST /v1/users (admin) */
 void auth_logout(http_req_t *req);      /* DELETE /v1/auth/tokens/current */
 void auth_update_user(http_req_t *req); /* PATCH /v1/users/{name} (admin): state */
+/* The Redis key of the request's bearer token record into buf: what a long-lived event
+   stream checks again to end when the token is revoked or expires. 0, or -1 without one. */
+int auth_token_key(http_req_t *req, char *buf, size_t size);
 
 /* ---- rest.c: helpers of every REST handler ---- */
 

@@ -198,8 +198,23 @@ const char *http_query(http_req_t *req, const char *name)
     return MHD_lookup_connection_value(req->connection, MHD_GET_ARGUMENT_KIND, name);
 }
 
+/* A streamed answer (req->stream, made by its handler): sent with the request id; the
+   handler set its own content headers. */
+static int s_send_stream(struct MHD_Connection *connection, http_req_t *req)
+{
+    struct MHD_Response *response = req->stream;
+    req->stream = NULL;
+    MHD_add_response_header(response, "X-Request-Id", req->request_id);
+    MHD_add_response_header(response, "Cache-Control", "no-store");
+    int rc = MHD_queue_response(connection, (unsigned)req->status, response);
+    MHD_destroy_response(response);
+    return rc;
+}
+
 static int s_send(struct MHD_Connection *connection, http_req_t *req)
 {
+    if (req->stream && req->status == 200)
+        return s_send_stream(connection, req);
     char *text = req->response ? json_dumps(req->response, JSON_COMPACT) : strdup("{}");
     if (!text)
         return MHD_NO;
@@ -570,6 +585,8 @@ static void s_completed(void *cls, struct MHD_Connection *connection, void **con
         json_decref(c->req.body);
         json_decref(c->req.groups);
         json_decref(c->req.response);
+        if (c->req.stream)
+            MHD_destroy_response(c->req.stream);
         free(c->data);
         free(c);
         *con_cls = NULL;

@@ -36,6 +36,8 @@ typedef struct {
     char allow[64];               /* Allow header of a 405: the methods the path takes */
     int retry_after;              /* Retry-After header in seconds when > 0 */
     const char *action;           /* the matched route's action (NULL: no route matched) */
+    struct MHD_Response *stream;  /* owned; when set, sent with status instead of a JSON body
+                                     (a streamed answer: GET /v1/events) */
 } http_req_t;
 
 typedef void(http_handler_fn)(http_req_t *req);

@@ -33,6 +33,7 @@ static const http_route_t s_routes[] = {
     { "DELETE", "/v1/vms/{id}", vms_dispose, "vm.dispose", NULL },
     { "POST", "/v1/vms/{id}/actions", vms_action, "vm.action", NULL },
     { "GET", "/v1/tasks/{id}", vms_get_task, "task.get", NULL },
+    { "GET", "/v1/events", events_stream, "event.stream", "since" },
     { "GET", "/v1/usage", vms_usage, "usage.read", "from to owner group" },
     { "GET", "/v1/audit", trail_list, "audit.read",
       "actor target group action from to limit marker" },
@@ -226,6 +227,17 @@ int main(int argc, char **argv)
     config_declare(c, "audit_max_entries", "1000000", 0);
     config_declare(c, "audit_retention_days", "90", 0);
     config_declare(c, "audit_trim_every_ms", "10000", 0);
+    /* Live event streams (GET /v1/events): a keepalive comment this often, streams open at
+       once per gateway, per bearer token and per client address (then 429), bytes waiting
+       for one client before it is dropped as too slow, how often open streams' tokens,
+       users and group roles are checked again, and the reconnect delay asked of clients. */
+    config_declare(c, "events_keepalive_s", "15", 0);
+    config_declare(c, "events_max_streams", "200", 0);
+    config_declare(c, "events_per_token", "4", 0);
+    config_declare(c, "events_per_address", "32", 0);
+    config_declare(c, "events_queue_max", "262144", 0);
+    config_declare(c, "events_check_ms", "5000", 0);
+    config_declare(c, "events_retry_ms", "2000", 0);
 
     int rc = 1;
     http_t *http = NULL;
@@ -332,6 +344,35 @@ int main(int argc, char **argv)
     gw.audit = audit_log_new(&audit);
     if (!gw.audit)
         goto done;
+    int64_t ek, emax, etok, eaddr, equeue, echeck, eretry;
+    if (config_int(c, "events_keepalive_s", 1, 3600, &ek) ||
+        config_int(c, "events_max_streams", 0, 100000, &emax) ||
+        config_int(c, "events_per_token", 1, 100000, &etok) ||
+        config_int(c, "events_per_address", 1, 100000, &eaddr) ||
+        config_int(c, "events_queue_max", 4096, 1024LL * 1024 * 1024, &equeue) ||
+        config_int(c, "events_check_ms", 100, 3600000, &echeck) ||
+        config_int(c, "events_retry_ms", 0, 3600000, &eretry))
+        goto done;
+    /* A stream holds its connection for good: streams must leave room for every other client. */
+    if (emax >= maxconn) {
+        log_error(NULL, "events_max_streams must be below http_max_connections", "{s:I, s:I}",
+                  "events_max_streams", (json_int_t)emax, "http_max_connections",
+                  (json_int_t)maxconn);
+        goto done;
+    }
+    events_options_t eo = { .redis_host = options.redis_host,
+                            .redis_port = options.redis_port,
+                            .secrets_dir = options.secrets_dir,
+                            .keepalive_ms = (int)ek * 1000,
+                            .max_streams = (int)emax,
+                            .per_token = (int)etok,
+                            .per_address = (int)eaddr,
+                            .queue_max = (size_t)equeue,
+                            .check_ms = (int)echeck,
+                            .retry_ms = (int)eretry };
+    gw.events = events_new(&eo);
+    if (!gw.events)
+        goto done;
     options.done = trail_done;
     http = http_new(&options, s_routes, &gw);
     if (!http)
@@ -345,7 +386,9 @@ done:
     /* Calls in flight end first (their requests answer 503), so no connection is left
        suspended when the HTTP server stops; the actor goes last. */
     calls_stop(gw.calls);
+    events_stop(gw.events); /* streams end: none is left suspended */
     http_destroy(&http);
+    events_destroy(&gw.events); /* after the HTTP server: its responses held the clients */
     calls_destroy(&gw.calls);
     audit_log_destroy(&gw.audit); /* after the HTTP server: every record is queued */
     health_cleanup();

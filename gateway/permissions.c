@@ -33,6 +33,8 @@ const perm_entry_t perm_table[] = {
     { "vm.action", PERM_OWNER | PERM_MANAGER | PERM_ADMIN,
       "start, stop, reboot, suspend, resume, shelve or unshelve a VM" },
     { "task.get", S_READERS, "read a task: whoever may read its VM, and who started it" },
+    { "event.stream", PERM_USER,
+      "follow the live events of what one may read (hosts: admins, operators)" },
     { "usage.read", PERM_USER,
       "read one's own usage (admins: anyone's; ?group=: its managers and auditors)" },
     { "audit.read", PERM_ADMIN | PERM_MANAGER | PERM_AUDITOR,
