@@ -74,6 +74,26 @@ int cli_path(char *out, size_t size, const char *collection, const char *id);
 int cli_get_one(cli_t *cli, const char *command, const char *collection, const char *id,
                 json_t **body);
 
+/* ---- the live event stream (http.c): GET /v1/events ---- */
+
+#define CLI_EVENT_ID_MAX 64
+typedef struct {
+    char id[CLI_EVENT_ID_MAX]; /* the stream entry id (what a reconnect resumes after) */
+    char event[64];            /* its type: "vm.state", "stream.open", "stream.end", ... */
+    json_t *data;              /* its JSON (caller json_decrefs) */
+} cli_event_t;
+typedef struct _cli_stream_t cli_stream_t;
+
+/* Open the stream, after event id since (NULL: from now). NULL when it could not be opened
+   (said on stderr unless quiet: the caller falls back to polling). */
+cli_stream_t *cli_stream_open(cli_t *cli, const char *since, int quiet);
+/* The next event within timeout_ms: 1 with *ev, 0 when none came in time, -1 when the
+   stream ended or broke (reopen it after cli_stream_last_id to go on without a gap). */
+int cli_stream_next(cli_stream_t *self, int timeout_ms, cli_event_t *ev);
+/* The id of the last event received ("" before any). */
+const char *cli_stream_last_id(cli_stream_t *self);
+void cli_stream_destroy(cli_stream_t **self_p);
+
 /* Print JSON (for -o json). */
 void cli_print_json(json_t *value);
 
@@ -145,5 +165,6 @@ int cli_approve(cli_t *cli, int argc, char **argv);
 int cli_reject(cli_t *cli, int argc, char **argv);
 int cli_onboard(cli_t *cli, int argc, char **argv);  /* ask for a new group */
 int cli_allocate(cli_t *cli, int argc, char **argv); /* ask for more quota for a group */
+int cli_watch(cli_t *cli, int argc, char **argv); /* follow live events (watch.c) */
 
 #endif

@@ -95,6 +95,50 @@ static void s_hex(const unsigned char *bytes, char out[32 * 3])
         snprintf(out + 3 * i, 4, i < 31 ? "%02X:" : "%02X", bytes[i]);
 }
 
+/* The gateway's certificate checks of every exchange: the CA file, or the pin. CURLE_OK, or
+   CURLE_NOT_BUILT_IN (said) when a pin cannot be checked by this libcurl. */
+static CURLcode s_tls(cli_t *cli, CURL *curl)
+{
+    if (cli->ca_file)
+        curl_easy_setopt(curl, CURLOPT_CAINFO, cli->ca_file);
+    if (!cli->pinned)
+        return CURLE_OK;
+    memset(&s_pin, 0, sizeof s_pin);
+    s_pin.want = cli->pin;
+    /* No session reuse: every handshake shows its certificate to s_pin_verify. */
+    curl_easy_setopt(curl, CURLOPT_SSL_SESSIONID_CACHE, 0L);
+    CURLcode res = curl_easy_setopt(curl, CURLOPT_SSL_CTX_FUNCTION, s_pin_ctx);
+    if (res != CURLE_OK) {
+        fprintf(stderr, "berth: --pin needs libcurl built with OpenSSL: %s\n",
+                curl_easy_strerror(res));
+        return CURLE_NOT_BUILT_IN;
+    }
+    return CURLE_OK;
+}
+
+/* Say why an exchange with the gateway failed (res is not CURLE_OK). */
+static void s_report(cli_t *cli, CURLcode res)
+{
+    char want[32 * 3], seen[32 * 3];
+    if (cli->pinned && s_pin.mismatch) {
+        s_hex(s_pin.want, want);
+        s_hex(s_pin.seen, seen);
+        fprintf(stderr,
+                "berth: the gateway at %s presented a certificate other than the pinned one "
+                "(SHA-256 %s, --pin/BERTH_PIN wants %s): nothing was sent\n",
+                cli->url, seen, want);
+    } else if (res == CURLE_NOT_BUILT_IN)
+        ; /* said by s_tls */
+    else if (res == CURLE_PEER_FAILED_VERIFICATION || res == CURLE_SSL_CACERT_BADFILE)
+        fprintf(stderr,
+                "berth: the gateway at %s is not trusted: %s (give its certificate with "
+                "--cacert FILE or BERTH_CA_FILE; make run prints where it is)\n",
+                cli->url, curl_easy_strerror(res));
+    else
+        fprintf(stderr, "berth: cannot reach the gateway at %s: %s\n", cli->url,
+                curl_easy_strerror(res));
+}
+
 int cli_request(cli_t *cli, const char *method, const char *path, json_t *request, long *status,
                 json_t **body)
 {
@@ -126,19 +170,7 @@ int cli_request(cli_t *cli, const char *method, const char *path, json_t *reques
     curl_easy_setopt(curl, CURLOPT_TIMEOUT, 60L);
     curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");
-    if (cli->ca_file)
-        curl_easy_setopt(curl, CURLOPT_CAINFO, cli->ca_file);
-    CURLcode res = CURLE_OK;
-    if (cli->pinned) {
-        memset(&s_pin, 0, sizeof s_pin);
-        s_pin.want = cli->pin;
-        /* No session reuse: every handshake shows its certificate to s_pin_verify. */
-        curl_easy_setopt(curl, CURLOPT_SSL_SESSIONID_CACHE, 0L);
-        res = curl_easy_setopt(curl, CURLOPT_SSL_CTX_FUNCTION, s_pin_ctx);
-        if (res != CURLE_OK)
-            fprintf(stderr, "berth: --pin needs libcurl built with OpenSSL: %s\n",
-                    curl_easy_strerror(res));
-    }
+    CURLcode res = s_tls(cli, curl);
     if (res == CURLE_OK)
         res = curl_easy_perform(curl);
     else
@@ -152,24 +184,8 @@ int cli_request(cli_t *cli, const char *method, const char *path, json_t *reques
         free(payload);
     }
     int rc = -1;
-    char want[32 * 3], seen[32 * 3];
-    if (cli->pinned && s_pin.mismatch) {
-        s_hex(s_pin.want, want);
-        s_hex(s_pin.seen, seen);
-        fprintf(stderr,
-                "berth: the gateway at %s presented a certificate other than the pinned one "
-                "(SHA-256 %s, --pin/BERTH_PIN wants %s): nothing was sent\n",
-                cli->url, seen, want);
-    } else if (res == CURLE_NOT_BUILT_IN)
-        ; /* said above */
-    else if (res == CURLE_PEER_FAILED_VERIFICATION || res == CURLE_SSL_CACERT_BADFILE)
-        fprintf(stderr,
-                "berth: the gateway at %s is not trusted: %s (give its certificate with "
-                "--cacert FILE or BERTH_CA_FILE; make run prints where it is)\n",
-                cli->url, curl_easy_strerror(res));
-    else if (res != CURLE_OK)
-        fprintf(stderr, "berth: cannot reach the gateway at %s: %s\n", cli->url,
-                curl_easy_strerror(res));
+    if (res != CURLE_OK || (cli->pinned && s_pin.mismatch))
+        s_report(cli, res);
     else {
         *status = code;
         *body = buf.data ? json_loads(buf.data, 0, NULL) : NULL;
@@ -319,4 +335,213 @@ json_t *cli_get_all(cli_t *cli, const char *path, int limit, const char *field)
             break;
     }
     return all;
+}
+
+/* ---- the live event stream (GET /v1/events) ----
+   libcurl's multi interface runs the one transfer while the caller waits for the next event
+   with a timeout; what arrives is kept until it forms whole blocks (a blank line ends one). */
+
+#define STREAM_PENDING_MAX (16 * 1024 * 1024) /* undelivered text; past it the stream breaks */
+
+struct _cli_stream_t {
+    cli_t *cli;
+    CURLM *multi;
+    CURL *curl;
+    struct curl_slist *headers;
+    char *buf; /* received, not yet handed out */
+    size_t len;
+    int done;        /* the transfer ended */
+    CURLcode result; /* how */
+    char last_id[CLI_EVENT_ID_MAX];
+};
+
+static size_t s_stream_write(char *chunk, size_t size, size_t n, void *arg)
+{
+    cli_stream_t *self = arg;
+    size_t len = size * n;
+    if (self->len + len > STREAM_PENDING_MAX)
+        return 0;
+    char *grown = realloc(self->buf, self->len + len + 1);
+    if (!grown)
+        return 0;
+    memcpy(grown + self->len, chunk, len);
+    self->buf = grown;
+    self->len += len;
+    self->buf[self->len] = '\0';
+    return len;
+}
+
+/* Let libcurl work for up to timeout_ms. */
+static void s_stream_run(cli_stream_t *self, int timeout_ms)
+{
+    int running = 0;
+    curl_multi_poll(self->multi, NULL, 0, timeout_ms > 0 ? timeout_ms : 0, NULL);
+    curl_multi_perform(self->multi, &running);
+    CURLMsg *msg;
+    int left;
+    while ((msg = curl_multi_info_read(self->multi, &left)))
+        if (msg->msg == CURLMSG_DONE) {
+            self->done = 1;
+            self->result = msg->data.result;
+        }
+    if (!running)
+        self->done = 1;
+}
+
+cli_stream_t *cli_stream_open(cli_t *cli, const char *since, int quiet)
+{
+    cli_stream_t *self = calloc(1, sizeof *self);
+    if (!self)
+        return NULL;
+    self->cli = cli;
+    self->multi = curl_multi_init();
+    self->curl = curl_easy_init();
+    if (!self->multi || !self->curl) {
+        fprintf(stderr, "berth: cannot start an HTTP client\n");
+        cli_stream_destroy(&self);
+        return NULL;
+    }
+    char url[CLI_URL_MAX + 64], auth[CLI_TOKEN_MAX + 32], last[CLI_EVENT_ID_MAX + 32];
+    snprintf(url, sizeof url, "%s/v1/events", cli->url);
+    self->headers = curl_slist_append(NULL, "Accept: text/event-stream");
+    if (cli->token[0]) {
+        snprintf(auth, sizeof auth, "Authorization: Bearer %s", cli->token);
+        self->headers = curl_slist_append(self->headers, auth);
+    }
+    if (since && *since) {
+        util_strlcpy(self->last_id, since, sizeof self->last_id);
+        snprintf(last, sizeof last, "Last-Event-ID: %s", since);
+        self->headers = curl_slist_append(self->headers, last);
+    }
+    curl_easy_setopt(self->curl, CURLOPT_URL, url);
+    curl_easy_setopt(self->curl, CURLOPT_HTTPHEADER, self->headers);
+    curl_easy_setopt(self->curl, CURLOPT_WRITEFUNCTION, s_stream_write);
+    curl_easy_setopt(self->curl, CURLOPT_WRITEDATA, self);
+    curl_easy_setopt(self->curl, CURLOPT_CONNECTTIMEOUT, 10L);
+    /* Keepalives come every few seconds: a minute of silence is a dead connection. */
+    curl_easy_setopt(self->curl, CURLOPT_LOW_SPEED_LIMIT, 1L);
+    curl_easy_setopt(self->curl, CURLOPT_LOW_SPEED_TIME, 60L);
+    curl_easy_setopt(self->curl, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(self->curl, CURLOPT_PROTOCOLS_STR, "http,https");
+    CURLcode res = s_tls(cli, self->curl);
+    if (res != CURLE_OK) {
+        cli_stream_destroy(&self);
+        return NULL;
+    }
+    curl_multi_add_handle(self->multi, self->curl);
+    /* Until the answer's status is known. */
+    int64_t deadline = util_mono_ms() + 15000;
+    long code = 0;
+    while (!self->done && code == 0 && util_mono_ms() < deadline) {
+        s_stream_run(self, 100);
+        curl_easy_getinfo(self->curl, CURLINFO_RESPONSE_CODE, &code);
+    }
+    if (code == 200)
+        return self;
+    /* An error answers with a JSON body: wait for all of it. */
+    while (!self->done && code != 0 && util_mono_ms() < deadline)
+        s_stream_run(self, 100);
+    if (!quiet) {
+        if (code == 0 || (self->done && self->result != CURLE_OK && code == 0))
+            s_report(cli, self->done ? self->result : CURLE_OPERATION_TIMEDOUT);
+        else {
+            json_t *body = self->buf ? json_loads(self->buf, 0, NULL) : NULL;
+            cli_print_error(cli, "berth", code, body);
+            json_decref(body);
+        }
+    }
+    cli_stream_destroy(&self);
+    return NULL;
+}
+
+/* The first whole block of the buffer as an event: 1 (an event), 0 (a block without one: a
+   comment, a retry), -1 (no whole block yet). */
+static int s_stream_block(cli_stream_t *self, cli_event_t *ev)
+{
+    char *end = self->buf ? strstr(self->buf, "\n\n") : NULL;
+    if (!end)
+        return -1;
+    *end = '\0';
+    char *data = NULL;
+    size_t data_len = 0;
+    memset(ev, 0, sizeof *ev);
+    for (char *line = self->buf, *next; line; line = next) {
+        next = strchr(line, '\n');
+        if (next)
+            *next++ = '\0';
+        char *value = strchr(line, ':');
+        if (line[0] == ':' || !value)
+            continue;
+        *value++ = '\0';
+        if (*value == ' ')
+            value++;
+        if (streq(line, "id"))
+            util_strlcpy(self->last_id, value, sizeof self->last_id);
+        else if (streq(line, "event"))
+            util_strlcpy(ev->event, value, sizeof ev->event);
+        else if (streq(line, "data")) {
+            size_t vlen = strlen(value);
+            char *grown = realloc(data, data_len + vlen + 2);
+            if (grown) {
+                data = grown;
+                if (data_len)
+                    data[data_len++] = '\n';
+                memcpy(data + data_len, value, vlen + 1);
+                data_len += vlen;
+            }
+        }
+    }
+    size_t used = (size_t)(end + 2 - self->buf);
+    memmove(self->buf, self->buf + used, self->len - used + 1);
+    self->len -= used;
+    if (!data)
+        return 0;
+    util_strlcpy(ev->id, self->last_id, sizeof ev->id);
+    if (!ev->event[0])
+        util_strlcpy(ev->event, "message", sizeof ev->event);
+    ev->data = json_loads(data, 0, NULL);
+    free(data);
+    if (!ev->data)
+        ev->data = json_object();
+    return 1;
+}
+
+int cli_stream_next(cli_stream_t *self, int timeout_ms, cli_event_t *ev)
+{
+    int64_t deadline = util_mono_ms() + timeout_ms;
+    for (;;) {
+        int rc;
+        while ((rc = s_stream_block(self, ev)) == 0)
+            ;
+        if (rc == 1)
+            return 1;
+        if (self->done)
+            return -1;
+        int64_t left = deadline - util_mono_ms();
+        if (left <= 0)
+            return 0;
+        s_stream_run(self, left < 1000 ? (int)left : 1000);
+    }
+}
+
+const char *cli_stream_last_id(cli_stream_t *self)
+{
+    return self->last_id;
+}
+
+void cli_stream_destroy(cli_stream_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    cli_stream_t *self = *self_p;
+    if (self->multi && self->curl)
+        curl_multi_remove_handle(self->multi, self->curl);
+    if (self->curl)
+        curl_easy_cleanup(self->curl);
+    if (self->multi)
+        curl_multi_cleanup(self->multi);
+    curl_slist_free_all(self->headers);
+    free(self->buf);
+    free(self);
+    *self_p = NULL;
 }

@@ -47,6 +47,9 @@ static const s_command_t s_commands[] = {
     { "resume", cli_action, NULL },
     { "shelve", cli_action, NULL },
     { "unshelve", cli_action, NULL },
+    { "watch", cli_watch,
+      "watch VM|--all [--since ID] [--count N] [--timeout S]\n"
+      "                                      follow live events (one VM: until DISPOSED)" },
     { "task", cli_task, "task ID                             a task, its stages and steps" },
     { "usage", cli_usage,
       "usage [--from T] [--to T] [--owner U] [--group G]\n"

@@ -68,8 +68,61 @@ static void s_print_fault(const char *name, const char *id, const char *state, j
             fault && *fault ? fault : "no reason given");
 }
 
-/* Follow request id until every VM is ACTIVE (0) or one failed (1). */
-static int s_wait_request(cli_t *cli, const char *id, int timeout_s)
+/* Does the event concern the request id or one of its VMs (what its view shows)? */
+static int s_concerns(const cli_event_t *ev, const char *id, json_t *req)
+{
+    const char *request = json_string_value(json_object_get(ev->data, "request"));
+    const char *vm = json_string_value(json_object_get(ev->data, "vm"));
+    if (request && streq(request, id))
+        return 1;
+    size_t i;
+    json_t *v;
+    json_array_foreach(json_object_get(req, "vms"), i, v)
+    {
+        const char *vid = json_string_value(json_object_get(v, "id"));
+        if (vm && vid && streq(vm, vid))
+            return 1;
+    }
+    return 0;
+}
+
+/* Wait until something happens to the request (an event about it or its VMs on the stream;
+   what came right after it is taken too, so a burst costs one look), or until the deadline.
+   Without a stream (refused, or broken and not reopened), a poll's pause instead. */
+static void s_await(cli_t *cli, cli_stream_t **stream, const char *id, json_t *req,
+                    int64_t deadline)
+{
+    if (!*stream) {
+        cli_pause_ms(POLL_MS);
+        return;
+    }
+    int relevant = 0;
+    while (util_mono_ms() < deadline) {
+        int64_t left = deadline - util_mono_ms();
+        cli_event_t ev;
+        int got = cli_stream_next(*stream, relevant ? 50 : (left < 1000 ? (int)left : 1000), &ev);
+        if (got < 0) {
+            /* Broken: reopen after the last event; failing that, poll. */
+            char last[CLI_EVENT_ID_MAX];
+            util_strlcpy(last, cli_stream_last_id(*stream), sizeof last);
+            cli_stream_destroy(stream);
+            *stream = cli_stream_open(cli, last[0] ? last : NULL, 1);
+            return;
+        }
+        if (got == 0) {
+            if (relevant)
+                return;
+            continue;
+        }
+        relevant |= s_concerns(&ev, id, req) || streq(ev.event, "stream.end");
+        json_decref(ev.data);
+    }
+}
+
+/* Follow request id until every VM is ACTIVE (0) or one failed (1): each look at the request
+   follows an event about it on the live stream (opened before the request was made, so
+   nothing is missed), or a poll when the stream cannot be had. */
+static int s_wait_request(cli_t *cli, const char *id, int timeout_s, cli_stream_t *stream)
 {
     char path[CLI_PATH_MAX];
     if (cli_path(path, sizeof path, "requests", id) != 0)
@@ -132,8 +185,9 @@ static int s_wait_request(cli_t *cli, const char *id, int timeout_s)
                     timeout_s, state ? state : "-");
             rc = 1;
         } else
-            cli_pause_ms(POLL_MS);
+            s_await(cli, &stream, id, req, deadline);
     }
+    cli_stream_destroy(&stream);
     /* Say why each failed VM failed. */
     json_t *req = json_object_get(last, "request");
     size_t i;
@@ -189,16 +243,21 @@ int cli_request_cmd(cli_t *cli, int argc, char **argv)
                             (json_int_t)count);
     if (opts[3].set) /* id or name; the gateway and approval say what is wrong with it */
         json_object_set_new(ask, "group", json_string(opts[3].value));
+    /* --wait follows the live events from before the request exists. */
+    cli_stream_t *stream = opts[1].set ? cli_stream_open(cli, NULL, 1) : NULL;
     json_t *body = NULL;
     int rc = cli_http(cli, "POST", "/v1/requests", ask, &body);
     json_decref(ask);
-    if (rc != 0)
+    if (rc != 0) {
+        cli_stream_destroy(&stream);
         return 1;
+    }
     json_t *req = json_object_get(body, "request");
     const char *id = json_string_value(json_object_get(req, "id"));
     if (!id) {
         fprintf(stderr, "berth: the gateway answered without a request id\n");
         json_decref(body);
+        cli_stream_destroy(&stream);
         return 1;
     }
     if (opts[1].set) {
@@ -207,7 +266,7 @@ int cli_request_cmd(cli_t *cli, int argc, char **argv)
         char copy[256];
         util_strlcpy(copy, id, sizeof copy);
         json_decref(body);
-        return s_wait_request(cli, copy, (int)timeout);
+        return s_wait_request(cli, copy, (int)timeout, stream);
     }
     if (cli->json)
         cli_print_json(body);

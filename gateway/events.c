@@ -32,6 +32,7 @@
 #define S_CATCHUP_COUNT 256   /* entries one catch-up read takes at most */
 #define S_OWNERS_MAX    65536 /* objects whose owner and group the reader remembers */
 #define S_BLOCK_SIZE    4096  /* bytes libmicrohttpd asks the content reader for at most */
+#define S_KICK_MS       500   /* a resumed connection that has not read since is resumed again */
 
 /* Who may see an entry. */
 typedef enum {
@@ -47,6 +48,7 @@ typedef struct {
     char owner[HTTP_USER_MAX];
     char group[72];
     char starter[HTTP_USER_MAX]; /* a task's owner: who started it */
+    char target[72];             /* a task's VM */
 } s_scope_t;
 
 typedef struct s_client {
@@ -66,6 +68,7 @@ typedef struct s_client {
     size_t len, off, cap;
     int mid_block; /* what was handed out ends inside an SSE block (its rest is owed) */
     int suspended; /* the content reader suspended the connection: resume to send */
+    int64_t resumed_ms; /* when it was last resumed with no read since (0: read since) */
     int ending;    /* the final event is queued: end of stream once it is sent */
 } s_client_t;
 
@@ -81,8 +84,13 @@ struct _events_t {
     /* The reader thread's own. */
     store_t *store;
     char last[S_ID_MAX]; /* the last entry read (fan-out goes on after it); "" until known */
-    zhashx_t *owners;    /* "v:<id>", "t:<id>", "r:<id>" -> "owner\037group\037starter" */
+    zhashx_t *owners;    /* "v:<id>", "t:<id>", "r:<id>" -> "owner\037group\037starter\037vm" */
     int down_logged;
+    /* Connections to resume once the mutex is released: libmicrohttpd takes its own locks in
+       MHD_resume_connection, and may hold them while it frees a response (s_free, which
+       takes ours), so it is never called with ours held. */
+    struct MHD_Connection **resume;
+    size_t n_resume, cap_resume;
 };
 
 /* ---- stream ids ---- */
@@ -111,12 +119,55 @@ static int s_id_cmp(const char *a, const char *b)
 
 /* ---- queues (under the mutex) ---- */
 
+/* The client has something to send: its suspended connection is resumed when the mutex is
+   released (s_unlock). Until then it stays suspended, so libmicrohttpd neither runs nor
+   closes it. */
 static void s_wake(s_client_t *c)
 {
-    if (c->suspended) {
-        c->suspended = 0;
-        MHD_resume_connection(c->connection);
+    events_t *self = c->events;
+    if (!c->suspended)
+        return;
+    if (self->n_resume == self->cap_resume) {
+        size_t cap = self->cap_resume ? self->cap_resume * 2 : 16;
+        struct MHD_Connection **grown = realloc(self->resume, cap * sizeof *grown);
+        if (!grown)
+            return; /* stays suspended: woken by the next keepalive */
+        self->resume = grown;
+        self->cap_resume = cap;
     }
+    c->suspended = 0;
+    c->resumed_ms = util_mono_ms();
+    self->resume[self->n_resume++] = c->connection;
+}
+
+/* Resume again the connections resumed a while ago that have not read since. A resume that
+   reaches libmicrohttpd while the suspension it undoes is still being completed on the
+   connection's thread can be lost (seen under load: a stream that stopped for good); one
+   more is harmless. Under the mutex: a registered client's connection is alive (its
+   response, freed before the connection, unregisters it in s_free under this mutex). */
+static void s_kick(events_t *self)
+{
+    int64_t now = util_mono_ms();
+    pthread_mutex_lock(&self->mutex);
+    for (s_client_t *c = self->clients; c; c = c->next)
+        if (c->resumed_ms && now - c->resumed_ms >= S_KICK_MS) {
+            c->resumed_ms = now;
+            MHD_resume_connection(c->connection);
+        }
+    pthread_mutex_unlock(&self->mutex);
+}
+
+/* Release the mutex, then resume the connections woken while it was held. */
+static void s_unlock(events_t *self)
+{
+    struct MHD_Connection **resume = self->resume;
+    size_t n = self->n_resume;
+    self->resume = NULL;
+    self->n_resume = self->cap_resume = 0;
+    pthread_mutex_unlock(&self->mutex);
+    for (size_t i = 0; i < n; i++)
+        MHD_resume_connection(resume[i]);
+    free(resume);
 }
 
 /* Append text to the client's queue, growing it up to queue_max (0 or -1 when it would not
@@ -205,6 +256,7 @@ static ssize_t s_read(void *cls, uint64_t pos, char *buf, size_t max)
     s_client_t *c = cls;
     events_t *self = c->events;
     pthread_mutex_lock(&self->mutex);
+    c->resumed_ms = 0;
     ssize_t n;
     if (c->len > c->off) {
         size_t take = c->len - c->off < max ? c->len - c->off : max;
@@ -216,8 +268,12 @@ static ssize_t s_read(void *cls, uint64_t pos, char *buf, size_t max)
     } else if (c->ending || self->stopping)
         n = MHD_CONTENT_READER_END_OF_STREAM;
     else {
-        c->suspended = 1;
-        MHD_suspend_connection(c->connection);
+        /* Suspending twice is undefined in libmicrohttpd: only when not suspended already
+           (a reader called again before its suspension took effect just waits). */
+        if (!c->suspended) {
+            c->suspended = 1;
+            MHD_suspend_connection(c->connection);
+        }
         n = 0;
     }
     pthread_mutex_unlock(&self->mutex);
@@ -277,7 +333,7 @@ static int s_owner_of(events_t *self, char kind, const char *id, s_scope_t *scop
     char name[96];
     snprintf(name, sizeof name, "%c:%s", kind, id);
     const char *known = zhashx_lookup(self->owners, name);
-    char text[256];
+    char text[512];
     if (!known) {
         char key[KEYS_MAX];
         redisReply *r = NULL;
@@ -301,10 +357,11 @@ static int s_owner_of(events_t *self, char kind, const char *id, s_scope_t *scop
             freeReplyObject(r);
             if (s_owner_of(self, 'v', target, &vm) != 0)
                 return -1;
-            snprintf(text, sizeof text, "%s\037%s\037%s", vm.owner, vm.group, starter);
+            snprintf(text, sizeof text, "%s\037%s\037%s\037%s", vm.owner, vm.group, starter,
+                     target);
         } else {
             if (ok)
-                snprintf(text, sizeof text, "%s\037%s\037", r->element[0]->str,
+                snprintf(text, sizeof text, "%s\037%s\037\037", r->element[0]->str,
                          r->element[1]->str);
             if (r)
                 freeReplyObject(r);
@@ -318,11 +375,13 @@ static int s_owner_of(events_t *self, char kind, const char *id, s_scope_t *scop
     }
     const char *g = strchr(known, '\037');
     const char *s = g ? strchr(g + 1, '\037') : NULL;
-    if (!g || !s)
+    const char *t = s ? strchr(s + 1, '\037') : NULL;
+    if (!g || !s || !t)
         return -1;
     snprintf(scope->owner, sizeof scope->owner, "%.*s", (int)(g - known), known);
     snprintf(scope->group, sizeof scope->group, "%.*s", (int)(s - g - 1), g + 1);
-    util_strlcpy(scope->starter, s + 1, sizeof scope->starter);
+    snprintf(scope->starter, sizeof scope->starter, "%.*s", (int)(t - s - 1), s + 1);
+    util_strlcpy(scope->target, t + 1, sizeof scope->target);
     return 0;
 }
 
@@ -392,6 +451,9 @@ static char *s_format(events_t *self, const redisReply *entry, char id[S_ID_MAX]
     if (!fields)
         return NULL;
     s_scope(self, fields, scope);
+    /* A task's events name its VM: a client following one VM follows its tasks too. */
+    if (scope->kind == S_SCOPE_TASK && *scope->target && !json_object_get(fields, "vm"))
+        json_object_set_new(fields, "vm", json_string(scope->target));
     const char *type = json_string_value(json_object_get(fields, "type"));
     if (!type || !*type || strlen(type) > 64 ||
         strspn(type, "abcdefghijklmnopqrstuvwxyz0123456789._-") != strlen(type))
@@ -422,7 +484,7 @@ static void s_fan_out(events_t *self, const redisReply *entry)
         if (s_may_see(c, &scope))
             s_push(self, c, text, len);
     }
-    pthread_mutex_unlock(&self->mutex);
+    s_unlock(self);
     free(text);
 }
 
@@ -442,7 +504,7 @@ static void s_catch_up(events_t *self)
             util_strlcpy(cursors[n], c->cursor, S_ID_MAX);
             n++;
         }
-    pthread_mutex_unlock(&self->mutex);
+    s_unlock(self);
     for (int i = 0; i < n; i++) {
         redisReply *r = NULL;
         if (s_id_cmp(cursors[i], self->last) < 0) {
@@ -469,7 +531,7 @@ static void s_catch_up(events_t *self)
                 if (s_may_see(c, &scope))
                     s_push(self, c, text, strlen(text));
             }
-            pthread_mutex_unlock(&self->mutex);
+            s_unlock(self);
             free(text);
             if (full)
                 break;
@@ -479,7 +541,7 @@ static void s_catch_up(events_t *self)
             s_client_t *c = s_find(self, serials[i]);
             if (c)
                 c->live = 1;
-            pthread_mutex_unlock(&self->mutex);
+            s_unlock(self);
         }
         if (r)
             freeReplyObject(r);
@@ -494,7 +556,7 @@ static void s_keepalive(events_t *self)
     pthread_mutex_lock(&self->mutex);
     for (s_client_t *c = self->clients; c; c = c->next)
         s_push(self, c, text, sizeof text - 1);
-    pthread_mutex_unlock(&self->mutex);
+    s_unlock(self);
 }
 
 /* End the streams whose token expired (checked every round: no Redis). */
@@ -505,7 +567,7 @@ static void s_expire(events_t *self)
     for (s_client_t *c = self->clients; c; c = c->next)
         if (c->expires_ms <= now)
             s_end(c, "token expired", 0);
-    pthread_mutex_unlock(&self->mutex);
+    s_unlock(self);
 }
 
 /* Check every stream's token (revoked: its record is gone), user (disabled or deleted) and
@@ -528,7 +590,7 @@ static void s_check(events_t *self)
             util_strlcpy(who[k].user, c->user, sizeof who[k].user);
             k++;
         }
-    pthread_mutex_unlock(&self->mutex);
+    s_unlock(self);
     for (int i = 0; i < k; i++) {
         char key[KEYS_MAX];
         const char *end = NULL;
@@ -566,7 +628,7 @@ static void s_check(events_t *self)
             c->groups = groups;
             groups = NULL;
         }
-        pthread_mutex_unlock(&self->mutex);
+        s_unlock(self);
         json_decref(groups);
     }
     free(who);
@@ -642,6 +704,7 @@ static void *s_reader(void *arg)
         }
         freeReplyObject(r);
         int64_t now = util_mono_ms();
+        s_kick(self);
         s_expire(self);
         if (now >= next_keepalive) {
             s_keepalive(self);
@@ -691,7 +754,7 @@ void events_stop(events_t *self)
     self->stopping = 1;
     for (s_client_t *c = self->clients; c; c = c->next)
         s_end(c, "gateway stopping", 0);
-    pthread_mutex_unlock(&self->mutex);
+    s_unlock(self);
     if (self->started) {
         pthread_join(self->reader, NULL);
         self->started = 0;
@@ -707,6 +770,7 @@ void events_destroy(events_t **self_p)
     /* The HTTP server has stopped: every response, and with it every client, is gone. */
     zhashx_destroy(&self->owners);
     store_destroy(&self->store);
+    free(self->resume);
     pthread_mutex_destroy(&self->mutex);
     free(self);
     *self_p = NULL;

@@ -186,6 +186,10 @@ void vms_usage(http_req_t *req);    /* GET /v1/usage */
 /* May the caller see the VM (vm.get: owner, its group's manager or auditor, admin,
    operator)? The same answers who may see its tasks. */
 int vms_may_see(http_req_t *req, const Berth__Vm *vm);
+/* The VM id ref names (an id, or the name of a VM the caller may see that is not DISPOSED)
+   into id. 0, or -1 with 404 (none), 409 (several: details.candidates, their ids
+   comma-separated) or 503 set. */
+int vms_resolve(http_req_t *req, const char *ref, char id[UTIL_ID_LEN]);
 /* Is the VM's host DOWN? (0 when it has no host or the host is unknown.) -1 on Redis error. */
 int vms_host_down(http_req_t *req, const char *host);
 

@@ -28,7 +28,7 @@ static const http_route_t s_routes[] = {
     { "POST", "/v1/requests/{id}/approve", requests_approve, "request.approve", NULL },
     { "POST", "/v1/requests/{id}/reject", requests_reject, "request.reject", NULL },
     { "POST", "/v1/onboarding", requests_onboard, "onboarding.create", NULL },
-    { "GET", "/v1/vms", vms_list, "vm.list", "limit marker" },
+    { "GET", "/v1/vms", vms_list, "vm.list", "limit marker state owner host name group" },
     { "GET", "/v1/vms/{id}", vms_get, "vm.get", NULL },
     { "DELETE", "/v1/vms/{id}", vms_dispose, "vm.dispose", NULL },
     { "POST", "/v1/vms/{id}/actions", vms_action, "vm.action", NULL },

@@ -4,6 +4,7 @@
     taskmgr, usage of the meter. */
 #include "gateway.h"
 #include "keys.h"
+#include "lua_scripts.h"
 
 #define LIST_BATCH       100 /* VM ids read from the index per Redis round trip */
 #define USAGE_DEFAULT_MS (30LL * 24 * 3600 * 1000)
@@ -90,10 +91,103 @@ int vms_may_see(http_req_t *req, const Berth__Vm *vm)
     return perm_allows(req, "vm.get", vm->owner, vm->group);
 }
 
-/* Load a VM the caller may see; -1 with 404/503 set otherwise. */
-static int s_load_vm(http_req_t *req, const char *id, Berth__Vm **vm_p)
+/*  VMs by name. A VM's id is a UUID; anything else where a VM id is taken is a name, looked
+    up among the VMs the caller may see (vm.get) that are not DISPOSED (a name is free again
+    once its VM is gone). The index is walked a batch of names at a time (hash_rows.lua),
+    at most scan_max VMs. One match is the VM; none is 404; several are 409 listing them. */
+#define NAME_BATCH 500
+
+int vms_resolve(http_req_t *req, const char *ref, char id[UTIL_ID_LEN])
+{
+    if (ref && util_is_uuid(ref)) {
+        util_strlcpy(id, ref, UTIL_ID_LEN);
+        return 0;
+    }
+    if (!ref || !*ref || strlen(ref) > LIMIT_VM_NAME_MAX + 8 || !rest_id_ok(ref)) {
+        http_error(req, "NOT_FOUND", "no such vm");
+        return -1;
+    }
+    gateway_t *gw = req->app;
+    json_t *found = json_array();
+    int failed = !found;
+    for (int64_t pos = 0; !failed && pos < gw->scan_max; pos += NAME_BATCH) {
+        redisReply *ids = store_command(req->store, "ZRANGE %s %lld %lld", KEYS_VMS,
+                                        (long long)pos, (long long)(pos + NAME_BATCH - 1));
+        if (!ids || ids->type != REDIS_REPLY_ARRAY) {
+            if (ids)
+                freeReplyObject(ids);
+            failed = 1;
+            break;
+        }
+        size_t n = 0;
+        char(*keys)[KEYS_MAX] = calloc(ids->elements + 1, sizeof *keys);
+        const char **argv = calloc(ids->elements + 5, sizeof *argv);
+        redisReply *rows = NULL;
+        if (keys && argv) {
+            for (size_t i = 0; i < ids->elements; i++) {
+                const redisReply *e = ids->element[i];
+                if (e->type == REDIS_REPLY_STRING && rest_id_ok(e->str)) {
+                    argv[n] = keys_build(keys[n], KEYS_VM, e->str, NULL);
+                    n++;
+                }
+            }
+            const char *fields[] = { "id", "name", "state", "owner", "group" };
+            memcpy(argv + n, fields, sizeof fields);
+            rows = n ? store_run(req->store, &lua_hash_rows, (int)n, (int)n + 5, argv) : NULL;
+        }
+        free(keys);
+        free(argv);
+        if (n && (!rows || rows->type != REDIS_REPLY_ARRAY || rows->elements != n))
+            failed = 1;
+        for (size_t i = 0; !failed && i < n; i++) {
+            const redisReply *row = rows->element[i];
+            if (row->type != REDIS_REPLY_ARRAY || row->elements != 5)
+                continue;
+            const char *f[5];
+            for (int j = 0; j < 5; j++)
+                f[j] = row->element[j]->type == REDIS_REPLY_STRING ? row->element[j]->str : "";
+            if (streq(f[1], ref) && !streq(f[2], "DISPOSED") &&
+                perm_allows(req, "vm.get", f[3], f[4]))
+                json_array_append_new(found, json_string(f[0]));
+        }
+        int at_end = ids->elements < NAME_BATCH;
+        if (rows)
+            freeReplyObject(rows);
+        freeReplyObject(ids);
+        if (at_end)
+            break;
+    }
+    size_t matches = found ? json_array_size(found) : 0;
+    if (failed)
+        http_error(req, "UNAVAILABLE", "state store unreachable");
+    else if (matches == 0)
+        http_error(req, "NOT_FOUND", "no such vm");
+    else if (matches > 1) {
+        /* Error details are strings: the candidates' ids, comma-separated. */
+        char list[1024] = "";
+        for (size_t i = 0; i < matches; i++) {
+            const char *cand = json_string_value(json_array_get(found, i));
+            size_t used = strlen(list);
+            if (used + strlen(cand) + 2 > sizeof list)
+                break;
+            snprintf(list + used, sizeof list - used, "%s%s", used ? "," : "", cand);
+        }
+        http_error_details(req, "CONFLICT", "several VMs have this name: give the id",
+                           json_pack("{s:s, s:s}", "name", ref, "candidates", list));
+    }
+    else
+        util_strlcpy(id, json_string_value(json_array_get(found, 0)), UTIL_ID_LEN);
+    json_decref(found);
+    return !failed && matches == 1 ? 0 : -1;
+}
+
+/* Load a VM the caller may see, by id or name; -1 with 404/409/503 set otherwise. */
+static int s_load_vm(http_req_t *req, const char *ref, Berth__Vm **vm_p)
 {
     Berth__Vm *vm = NULL;
+    char id[UTIL_ID_LEN];
+    if (vms_resolve(req, ref, id) != 0)
+        return -1;
     if (rest_load(req, &berth__vm__descriptor, "vm", id, (ProtobufCMessage **)&vm))
         return -1;
     if (!vms_may_see(req, vm)) {
@@ -103,6 +197,68 @@ static int s_load_vm(http_req_t *req, const char *id, Berth__Vm **vm_p)
     }
     *vm_p = vm;
     return 0;
+}
+
+/* The filters of a VM list: each given one must hold. Without ?state, DISPOSED VMs are left
+   out (they stay listed with ?state=DISPOSED for the audit period). */
+typedef struct {
+    const char *state; /* NULL: every state but DISPOSED */
+    const char *owner, *host, *name;
+    char group[UTIL_ID_LEN];
+    int has_group;
+} s_vm_filter_t;
+
+/* The filters of the query. 0, or -1 with 400 (or 503) set. A group named by a name that
+   names no group matches nothing. */
+static int s_vm_filter(http_req_t *req, s_vm_filter_t *f)
+{
+    memset(f, 0, sizeof *f);
+    f->state = http_query(req, "state");
+    f->owner = http_query(req, "owner");
+    f->host = http_query(req, "host");
+    f->name = http_query(req, "name");
+    const char *group = http_query(req, "group");
+    if (f->state && vm_state_from_string(f->state) <= 0)
+        return http_bad_field(req, "state", "state must be a VM state (ACTIVE, DISPOSED, ...)");
+    if (f->owner && !auth_username_ok(f->owner))
+        return http_bad_field(req, "owner", "owner is not a user name");
+    if (f->host && !rest_id_ok(f->host))
+        return http_bad_field(req, "host", "host is not a host id");
+    if (f->name && (!*f->name || strlen(f->name) > LIMIT_VM_NAME_MAX + 8))
+        return http_bad_field(req, "name", "name is not a VM name");
+    if (!group)
+        return 0;
+    f->has_group = 1;
+    if (util_is_uuid(group)) {
+        util_strlcpy(f->group, group, sizeof f->group);
+        return 0;
+    }
+    if (strlen(group) > LIMIT_GROUP_NAME_MAX || !rest_id_ok(group))
+        return http_bad_field(req, "group", "group is not a group id or name");
+    char key[KEYS_MAX];
+    redisReply *r =
+        store_command(req->store, "HGET %s id", keys_build(key, KEYS_GROUP_NAME, group, NULL));
+    if (!r || (r->type != REDIS_REPLY_STRING && r->type != REDIS_REPLY_NIL)) {
+        if (r)
+            freeReplyObject(r);
+        http_error(req, "UNAVAILABLE", "state store unreachable");
+        return -1;
+    }
+    if (r->type == REDIS_REPLY_STRING && util_is_uuid(r->str))
+        util_strlcpy(f->group, r->str, sizeof f->group);
+    freeReplyObject(r);
+    return 0;
+}
+
+static int s_vm_matches(const s_vm_filter_t *f, const Berth__Vm *vm)
+{
+    const char *state = vm->state ? vm->state : "";
+    if (f->state ? !streq(state, f->state) : streq(state, "DISPOSED"))
+        return 0;
+    return (!f->owner || streq(vm->owner ? vm->owner : "", f->owner)) &&
+           (!f->host || streq(vm->host ? vm->host : "", f->host)) &&
+           (!f->name || streq(vm->name ? vm->name : "", f->name)) &&
+           (!f->has_group || (*f->group && streq(vm->group ? vm->group : "", f->group)));
 }
 
 /*  Paging. berth:vms orders every VM id by creation time; a page starts after the marker
@@ -122,7 +278,8 @@ void vms_list(http_req_t *req)
         return;
     }
     int64_t pos = 0;
-    if (rest_marker_pos(req, KEYS_VMS, "VM", &pos) != 0)
+    s_vm_filter_t filter;
+    if (s_vm_filter(req, &filter) != 0 || rest_marker_pos(req, KEYS_VMS, "VM", &pos) != 0)
         return;
 
     /* Whom vm.get lets see every VM (admin, operator), or which groups' VMs besides the
@@ -148,10 +305,10 @@ void vms_list(http_req_t *req)
     int64_t last_taken_pos = -1;
     int scanned = 0, at_end = 0, failed = 0;
     while ((int64_t)json_array_size(vms) < limit && scanned < gw->scan_max && !at_end && !failed) {
-        /* An admin's page needs exactly what is missing from it; a user's is filtered, so
-           read at least a batch. Never more than the scan budget has left. */
+        /* Every page is filtered (DISPOSED VMs at least), so read at least a batch. Never
+           more than the scan budget has left. */
         int64_t want = limit - (int64_t)json_array_size(vms);
-        if (!admin && want < LIST_BATCH)
+        if (want < LIST_BATCH)
             want = LIST_BATCH;
         if (want > gw->scan_max - scanned)
             want = gw->scan_max - scanned;
@@ -203,6 +360,10 @@ void vms_list(http_req_t *req)
             if (!vm) {
                 failed = 1;
                 break;
+            }
+            if (!s_vm_matches(&filter, vm)) {
+                protobuf_c_message_free_unpacked(&vm->base, NULL);
+                continue;
             }
             json_t *view = s_vm_view(req, vm, hosts);
             protobuf_c_message_free_unpacked(&vm->base, NULL);

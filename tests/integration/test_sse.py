@@ -12,8 +12,11 @@ Run: BERTH_BIN_DIR=build/bin python3 tests/integration/test_sse.py
 
 import json
 import os
+import shutil
 import socket
+import subprocess
 import sys
+import tempfile
 import time
 import unittest
 
@@ -127,7 +130,7 @@ def vm_states(blocks, vm):
 class Events(PlatformCase):
     agents = 1
     wait_hosts = 1
-    platform_env = {"BERTH_EVENTS_KEEPALIVE_S": "1", "BERTH_EVENTS_PER_TOKEN": "2",
+    platform_env = {"BERTH_EVENTS_KEEPALIVE_S": "1", "BERTH_EVENTS_PER_TOKEN": "3",
                     "BERTH_EVENTS_QUEUE_MAX": "65536", "BERTH_EVENTS_CHECK_MS": "200"}
 
     @classmethod
@@ -267,9 +270,10 @@ class Events(PlatformCase):
         tok = Api(self.p, "oth", PW)
         a = Sse(self.p.http_port, tok.token)
         b = Sse(self.p.http_port, tok.token)
-        self.addCleanup(a.close)
-        self.addCleanup(b.close)
-        self.assertEqual((a.status, b.status), (200, 200))
+        b2 = Sse(self.p.http_port, tok.token)
+        for s in (a, b, b2):
+            self.addCleanup(s.close)
+            self.assertEqual(s.status, 200)
         c = Sse(self.p.http_port, tok.token)
         self.addCleanup(c.close)
         self.assertEqual(c.status, 429, c.body)
@@ -320,6 +324,57 @@ class Events(PlatformCase):
         self.assertLess(len(got), n)
         with self.assertRaises(EOFError):
             slow.block(10)
+
+    # -- the CLI: berth watch, berth request --wait ------------------------------------------
+
+    def berth(self, home, *args, **kw):
+        env = {k: v for k, v in os.environ.items() if not k.startswith("BERTH_")}
+        # Straight to the gateway: the contract proxy answers whole bodies, not streams.
+        env.update({"BERTH_URL": self.p.url, "XDG_CONFIG_HOME": home, "HOME": home})
+        return subprocess.Popen([self.p.binary("berth")] + list(args), env=env, text=True,
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, **kw)
+
+    def test_cli_watch_and_request_wait(self):
+        home = tempfile.mkdtemp(prefix="berth-sse-cli-")
+        self.addCleanup(shutil.rmtree, home, True)
+        login = self.berth(home, "login", "--user", "mem", "--password-stdin")
+        out, err = login.communicate(PW + "\n", timeout=60)
+        self.assertEqual(login.returncode, 0, err)
+        everything = self.berth(home, "-o", "json", "watch", "--all")
+        self.addCleanup(everything.kill)
+        self.assertIn("watching", everything.stderr.readline())
+        req = self.berth(home, "request", "small", "cli-a", "--group", "eng", "--wait",
+                         "--timeout", "120")
+        out, err = req.communicate(timeout=150)
+        self.assertEqual(req.returncode, 0, out + err)
+        self.assertIn("ACTIVE", out)
+        vm = self.users["mem"].get("/v1/vms/cli-a")["vm"]
+        self.assertEqual(vm["state"], "ACTIVE")
+        # One VM, by name, until it is gone.
+        one = self.berth(home, "watch", "cli-a")
+        self.addCleanup(one.kill)
+        self.assertIn("watching VM " + vm["id"], one.stderr.readline())
+        self.users["mem"].dispose(vm["id"])
+        out, err = one.communicate(timeout=120)
+        self.assertEqual(one.returncode, 0, out + err)
+        lines = [line for line in out.splitlines() if " vm %s " % vm["id"] in line]
+        self.assertTrue(any("ACTIVE -> DISPOSING" in line for line in lines), out)
+        self.assertIn("DISPOSING -> DISPOSED", lines[-1], out)
+        # The --all watcher printed the whole life as JSON lines, in order.
+        seen = []
+        while not any(e["event"] == "vm.state" and e["data"]["state"] == "DISPOSED"
+                      for e in seen):
+            line = everything.stdout.readline()
+            self.assertTrue(line, "watch --all ended early")
+            seen.append(json.loads(line))
+        states = [e["data"]["state"] for e in seen
+                  if e["event"] == "vm.state" and e["data"]["vm"] == vm["id"]]
+        self.assertEqual(states, ["PROVISIONING", "ACTIVE", "DISPOSING", "DISPOSED"], seen)
+        self.assertTrue(any(e["event"] == "task.state" and e["data"]["vm"] == vm["id"]
+                            for e in seen), seen)
+        everything.kill()
+        everything.wait()
 
 
 if __name__ == "__main__":
