@@ -16,6 +16,7 @@ Operators are made like every other user, through POST /v1/users with role opera
 Run: BERTH_BIN_DIR=build/bin python3 tests/integration/test_groups.py
 """
 
+import http.client
 import json
 import os
 import shutil
@@ -27,7 +28,7 @@ import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import permtable  # noqa: E402
-from berth_test import Api, CheckedProxy, PlatformCase, wait_until  # noqa: E402
+from berth_test import Api, berth_platform, CheckedProxy, PlatformCase, wait_until  # noqa: E402
 
 PW = "groups-test-pw-1"
 ROLES = ["member", "other", "manager", "auditor", "operator", "admin", "anonymous"]
@@ -276,6 +277,16 @@ class Groups(PlatformCase):
         return (a.get("/v1/groups/eng")["group"], a.get("/v1/groups/eng/members")["members"],
                 a.vm(self.vms[0])["state"], a.get("/v1/requests/" + self.req["id"])["request"]["state"])
 
+    def stream_head(self, api):
+        """GET /v1/events answers a stream that never ends: its status, the stream closed."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.p.http_port, timeout=10)
+        try:
+            conn.request("GET", "/v1/events", headers={"Authorization": "Bearer " + api.token})
+            r = conn.getresponse()
+            return berth_platform.Response(r.status, dict(r.headers), b"")
+        finally:
+            conn.close()
+
     def test_rbac_matrix_from_the_permission_table(self):
         before = self.snapshot()
         spare = list(self.vms[1:])  # a VM for each role allowed to dispose of one
@@ -302,6 +313,8 @@ class Groups(PlatformCase):
                               "auditor": "aud", "operator": "opr"}
                     who = Api(self.p, logins[role], PW) if role in logins else Api(self.p)
                     r = who.call(method, path, body)
+                elif path == "/v1/events" and role != "anonymous":
+                    r = self.stream_head(self.users[role])
                 else:
                     r = self.call(role, method, path, body)
                 if want == "ok":
