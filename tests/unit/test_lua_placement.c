@@ -4,7 +4,8 @@
     host its share back; a release gives back exactly the claim (never below zero). Each host
     whose usage changed has its version bumped and a host.usage event in the same step. A
     group's reservations (on the host, on any host) are taken by its claims first, never by
-    another group's, and given back on release. */
+    another group's, and given back on release. reservations_set.lua (approval's write of a
+    group's reservations) lets grow only what is free and unreserved. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -315,6 +316,88 @@ static void test_release_keeping_the_disk(void **state)
     assert_int_equal(s_get(f->store, "t:res:h1", "ga:used_disk_gb"), 0);
 }
 
+/* reservations_set for group ga, version "0", with the hosts h1 and h2: one named (h1, or ""
+   for any host) reservation of ram MB (none when ram is NULL). The reply (caller frees). */
+static redisReply *s_reserve(store_t *store, const char *host, const char *ram)
+{
+    const char *argv[] = { "t:group",   "t:any",    "t:reserved", "t:events",
+                           "t:host:h1", "t:res:h1", "t:host:h2",  "t:res:h2",
+                           "ga",        "0",        NOW,          "3000",
+                           "1",         "1",        "1",          ram ? "[{}]" : "",
+                           "admin",     "2",        "h1",         "h2",
+                           host,        "0",        ram,          "0" };
+    redisReply *r = store_run(store, &lua_reservations_set, 8, ram ? 24 : 20, argv);
+    assert_non_null(r);
+    assert_int_equal(r->type, REDIS_REPLY_ARRAY);
+    return r;
+}
+
+/* reservations_set: what grows must be free and unreserved now (on the host, or over the UP
+   hosts for any host); shrinking is always allowed; the reserved-hosts set follows. */
+static void test_reservations_set(void **state)
+{
+    fixture_t *f = *state;
+    s_host(f->store, "t:host:h1", "UP");
+    s_host(f->store, "t:host:h2", "UP");
+    redisReply *r = s_reserve(f->store, "h1", "1024");
+    assert_string_equal(r->element[0]->str, "NOT_FOUND");
+    freeReplyObject(r);
+    r = store_command(f->store, "HSET t:group version 1");
+    freeReplyObject(r);
+    /* gb holds 8192 of h1 (unclaimed), and a claim holds 4096: 4096 left for ga. */
+    r = store_command(f->store, "HSET t:res:h1 gb:ram_mb 8192");
+    freeReplyObject(r);
+    r = store_command(f->store, "HSET t:host:h1 used_ram_mb 4096");
+    freeReplyObject(r);
+    r = s_reserve(f->store, "h1", "6000");
+    assert_string_equal(r->element[0]->str, "EXCEEDS");
+    assert_string_equal(r->element[1]->str, "h1");
+    assert_string_equal(r->element[2]->str, "ram_mb");
+    assert_string_equal(r->element[3]->str, "6000");
+    assert_string_equal(r->element[4]->str, "4096");
+    freeReplyObject(r);
+    r = s_reserve(f->store, "h1", "4096");
+    assert_string_equal(r->element[0]->str, "OK");
+    assert_int_equal(r->element[1]->integer, 2);
+    freeReplyObject(r);
+    assert_int_equal(s_get(f->store, "t:res:h1", "ga:ram_mb"), 4096);
+    assert_int_equal(s_get(f->store, "t:group", "version"), 2);
+    r = store_command(f->store, "SISMEMBER t:reserved h1");
+    assert_int_equal(r->integer, 1);
+    freeReplyObject(r);
+    /* Any host instead (the list replaces h1's): h1's 4096 free again, h2 16384; a down
+       host counts not. */
+    r = s_reserve(f->store, "", "20481");
+    assert_string_equal(r->element[0]->str, "EXCEEDS");
+    assert_string_equal(r->element[1]->str, "");
+    assert_string_equal(r->element[4]->str, "20480");
+    freeReplyObject(r);
+    r = store_command(f->store, "HSET t:host:h2 state DOWN");
+    freeReplyObject(r);
+    r = s_reserve(f->store, "", "4097");
+    assert_string_equal(r->element[0]->str, "EXCEEDS");
+    freeReplyObject(r);
+    r = store_command(f->store, "HSET t:host:h2 state UP");
+    freeReplyObject(r);
+    r = s_reserve(f->store, "", "16384");
+    assert_string_equal(r->element[0]->str, "OK");
+    freeReplyObject(r);
+    /* Replacing: h1's reservation goes (only the any-host one is left); gb keeps h1 listed. */
+    assert_int_equal(s_get(f->store, "t:res:h1", "ga:ram_mb"), -1);
+    assert_int_equal(s_get(f->store, "t:any", "ga:ram_mb"), 16384);
+    r = store_command(f->store, "HDEL t:res:h1 gb:ram_mb");
+    freeReplyObject(r);
+    r = s_reserve(f->store, "", NULL); /* none at all */
+    assert_string_equal(r->element[0]->str, "OK");
+    freeReplyObject(r);
+    r = store_command(f->store, "SCARD t:reserved");
+    assert_int_equal(r->integer, 0);
+    freeReplyObject(r);
+    r = store_command(f->store, "HEXISTS t:group reservations");
+    assert_int_equal(r->integer, 0);
+    freeReplyObject(r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -326,6 +409,7 @@ int main(void)
                                         testenv_teardown),
         cmocka_unit_test_setup_teardown(test_reservation_on_host, testenv_setup, testenv_teardown),
         cmocka_unit_test_setup_teardown(test_reservation_any_host, testenv_setup, testenv_teardown),
+        cmocka_unit_test_setup_teardown(test_reservations_set, testenv_setup, testenv_teardown),
     };
     return cmocka_run_group_tests(tests, testenv_group_setup, testenv_group_teardown);
 }
