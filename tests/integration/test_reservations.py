@@ -7,17 +7,22 @@
 - A's VMs still land, on host-1, from its reservation (the group shows what they hold of it);
 - disposing of one of A's VMs frees its share for A again, never for B;
 - changing reservations is validated: more than a host has free and unreserved is 409 with
-  the figures, an unknown host or a bad field 400, a non-admin may not (403/404).
+  the figures, an unknown host or a bad field 400, a non-admin may not (403/404);
+- the CLI sets and clears reservations (through the contract-checking proxy).
 
 Run: BERTH_BIN_DIR=build/bin python3 tests/integration/test_reservations.py
 """
 
+import json
 import os
+import shutil
+import subprocess
 import sys
+import tempfile
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from berth_test import PlatformCase, wait_until  # noqa: E402
+from berth_test import CheckedProxy, PlatformCase, wait_until  # noqa: E402
 
 PW = "reserve-test-pw-1"
 HOST = {"BERTH_HOST_VCPUS": "4", "BERTH_HOST_RAM_MB": "4096", "BERTH_HOST_DISK_GB": "100"}
@@ -120,6 +125,39 @@ class Reservations(PlatformCase):
         r = self.reserve(a, [])
         self.assertEqual(r.status, 200, r)
         self.assertEqual(r.json()["group"]["reservations"], [])
+
+    def berth(self, home, *args, stdin=None, code=0):
+        env = {k: v for k, v in os.environ.items() if not k.startswith("BERTH_")}
+        env.update({"BERTH_URL": self.proxy.url, "XDG_CONFIG_HOME": home, "HOME": home})
+        r = subprocess.run([self.p.binary("berth")] + list(args), input=stdin, env=env,
+                           capture_output=True, text=True, timeout=60)
+        self.assertEqual(self.proxy.violations, [], "berth %s" % " ".join(args))
+        self.assertEqual(r.returncode, code, "berth %s:\n%s\n%s" % (" ".join(args), r.stdout,
+                                                                    r.stderr))
+        return r.stdout + r.stderr
+
+    def test_cli_reserve(self):
+        self.proxy = CheckedProxy(self.p)
+        self.addCleanup(self.proxy.close)
+        home = tempfile.mkdtemp(prefix="berth-cli-")
+        self.addCleanup(shutil.rmtree, home, ignore_errors=True)
+        self.berth(home, "login", "--user", self.p.admin_user, "--password-stdin",
+                   stdin=self.p.admin_password + "\n")
+        g = self.group("gamma")
+        h2 = sorted(self.api.hosts().values(), key=lambda h: h["name"])[1]
+        host = h2["name"]
+        out = self.berth(home, "groups", "reserve", "gamma", host + ":1,512,0", "*:0,0,1")
+        self.assertIn("(any)", out)
+        self.assertIn("512", out)
+        listed = self.api.get("/v1/groups/" + g["id"])["group"]["reservations"]
+        self.assertEqual(sorted((r["host"] or "", r["vcpus"], r["ram_mb"], r["disk_gb"])
+                                for r in listed),
+                         [("", 0, 0, 1), (h2["id"], 1, 512, 0)])
+        out = self.berth(home, "groups", "reserve", "gamma", "nowhere:1,1,1", code=1)
+        self.assertIn("reservations[0].host", out)
+        self.berth(home, "groups", "reserve", "gamma", "bad-spec", code=2)
+        shown = json.loads(self.berth(home, "-o", "json", "groups", "reserve", "gamma", "--clear"))
+        self.assertEqual(shown["group"]["reservations"], [])
 
 
 if __name__ == "__main__":
