@@ -24,7 +24,11 @@ static const char s_usage[] =
     "       berth groups members G\n"
     "       berth groups add-member G USER --role member|manager|auditor\n"
     "       berth groups set-role G USER --role member|manager|auditor\n"
-    "       berth groups remove-member G USER\n";
+    "       berth groups remove-member G USER\n"
+    "       berth groups reserve G HOST:VCPUS,RAM_MB,DISK_GB ... | --clear\n"
+    "                               the group's reservations become these (HOST: id or\n"
+    "                               name; '*' or empty for any host), e.g.\n"
+    "                               berth groups reserve eng host-1:2,4096,20 '*:0,2048,0'\n";
 
 static int s_bad_usage(void)
 {
@@ -48,10 +52,10 @@ static void s_groups_table(json_t *groups)
 /* Print a {"group": ...} answer. */
 static void s_print_group(cli_t *cli, json_t *body)
 {
-    static const char *const first[] = { "id",          "name",   "cost_centre",
-                                         "description", "parent", "quota",
-                                         "user_quota",  "usage",  "approval_policy",
-                                         "version",     NULL };
+    static const char *const first[] = { "id",           "name",    "cost_centre",
+                                         "description",  "parent",  "quota",
+                                         "user_quota",   "usage",   "approval_policy",
+                                         "reservations", "version", NULL };
     if (cli->json)
         cli_print_json(body);
     else
@@ -326,6 +330,83 @@ static int s_member(cli_t *cli, int argc, char **argv, const char *method)
     return 0;
 }
 
+/* ---- reservations (reserve) ---- */
+
+#define S_RESERVE_MAX 32 /* reservations one group may hold (LIMIT_RESERVATIONS_MAX) */
+
+/* "HOST:VCPUS,RAM_MB,DISK_GB" as a reservation object, or NULL (said). */
+static json_t *s_reservation(const char *arg)
+{
+    const char *colon = strrchr(arg, ':');
+    long long v[3];
+    char end;
+    if (!colon || sscanf(colon + 1, "%lld,%lld,%lld%c", &v[0], &v[1], &v[2], &end) != 3 ||
+        v[0] < 0 || v[1] < 0 || v[2] < 0 || v[0] > INT32_MAX) {
+        fprintf(stderr, "berth groups reserve: '%s' is not HOST:VCPUS,RAM_MB,DISK_GB\n", arg);
+        return NULL;
+    }
+    size_t len = (size_t)(colon - arg);
+    int any = len == 0 || (len == 1 && arg[0] == '*');
+    json_t *host = any ? json_null() : json_stringn(arg, len);
+    return json_pack("{s:o, s:I, s:I, s:I}", "host", host, "vcpus", (json_int_t)v[0], "ram_mb",
+                     (json_int_t)v[1], "disk_gb", (json_int_t)v[2]);
+}
+
+/* Print a group's reservations as a table. */
+static void s_reservations_table(json_t *group)
+{
+    cli_table_t *table = cli_table_new(7, "HOST", "VCPUS", "RAM MB", "DISK GB", "USED VCPUS",
+                                       "USED RAM MB", "USED DISK GB");
+    size_t i;
+    json_t *r;
+    json_array_foreach(json_object_get(group, "reservations"), i, r)
+    {
+        json_t *used = json_object_get(r, "used");
+        cli_table_add(table, json_is_string(json_object_get(r, "host")) ? T(r, "host") : "(any)",
+                      T(r, "vcpus"), T(r, "ram_mb"), T(r, "disk_gb"), T(used, "vcpus"),
+                      T(used, "ram_mb"), T(used, "disk_gb"));
+    }
+    cli_table_print(table, stdout);
+    cli_table_destroy(&table);
+}
+
+/* berth groups reserve G SPEC... | --clear: PUT /v1/groups/{G}/reservations. */
+static int s_reserve(cli_t *cli, int argc, char **argv)
+{
+    cli_opt_t opts[] = { { "clear", 0, NULL, 0 }, { NULL } };
+    const char *pos[1 + S_RESERVE_MAX] = { 0 };
+    char path[CLI_PATH_MAX + 64];
+    if (cli_parse(argc, argv, opts, pos, 1, 1 + S_RESERVE_MAX) != 0)
+        return s_bad_usage();
+    int given = 0;
+    while (given < S_RESERVE_MAX && pos[1 + given])
+        given++;
+    if (opts[0].set == (given > 0))
+        return s_bad_usage(); /* either specs or --clear */
+    if (s_group_path(path, sizeof path, pos[0], "/reservations") != 0)
+        return 2;
+    json_t *list = json_array();
+    for (int i = 0; i < given; i++) {
+        json_t *r = s_reservation(pos[1 + i]);
+        if (!r) {
+            json_decref(list);
+            return 2;
+        }
+        json_array_append_new(list, r);
+    }
+    json_t *ask = json_pack("{s:o}", "reservations", list), *body = NULL;
+    int rc = cli_http(cli, "PUT", path, ask, &body);
+    json_decref(ask);
+    if (rc != 0)
+        return 1;
+    if (cli->json)
+        cli_print_json(body);
+    else
+        s_reservations_table(json_object_get(body, "group"));
+    json_decref(body);
+    return 0;
+}
+
 int cli_groups(cli_t *cli, int argc, char **argv)
 {
     /* "berth groups" and "berth groups --name x" list; otherwise argv[1] is the command,
@@ -357,6 +438,8 @@ int cli_groups(cli_t *cli, int argc, char **argv)
         return s_member(cli, argc, argv, "PUT");
     if (streq(sub, "remove-member"))
         return s_member(cli, argc, argv, "DELETE");
+    if (streq(sub, "reserve"))
+        return s_reserve(cli, argc, argv);
     fprintf(stderr, "berth groups: unknown command %s\n", sub);
     return s_bad_usage();
 }

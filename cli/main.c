@@ -58,7 +58,9 @@ static const s_command_t s_commands[] = {
       "groups [list|show G|create NAME|update G|delete G] [OPTIONS]\n"
       "                                      groups (G: id or name); `berth groups help`\n"
       "groups members G | add-member G USER --role R | set-role G USER --role R |\n"
-      "       remove-member G USER          a group's members (R: member, manager, auditor)" },
+      "       remove-member G USER          a group's members (R: member, manager, auditor)\n"
+      "groups reserve G HOST:VCPUS,RAM_MB,DISK_GB ... | --clear\n"
+      "                                      capacity held for the group ('*': any host)" },
     { "audit", cli_audit,
       "audit [--actor U] [--target T] [--group G] [--action A] [--since T]\n"
       "      [--until T] [--limit N] [--marker ID]\n"

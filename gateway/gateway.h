@@ -207,5 +207,7 @@ void groups_allocate(http_req_t *req);      /* POST /v1/groups/{id}/allocations 
 /* The group id ref names (an id, or a name) into id. 0, or -1 with 404 (no such group, or
    a ref that cannot name one) or 503 set. */
 int groups_resolve(http_req_t *req, const char *ref, char id[UTIL_ID_LEN]);
+/* PUT /v1/groups/{id}/reservations (reserve) */
+void groups_set_reservations(http_req_t *req);
 
 #endif

@@ -60,6 +60,29 @@ static json_t *s_quota_view(const Berth__Quota *q)
                      (json_int_t)q->ram_mb, "disk_gb", (json_int_t)q->disk_gb);
 }
 
+/* reserve: a group's reservations as JSON: host (null = any host), vcpus, ram_mb, disk_gb
+   and used (what its claims hold of it; null where not read). */
+static json_t *s_reservations_view(const Berth__Group *g)
+{
+    json_t *list = json_array();
+    for (size_t i = 0; list && i < g->n_reservations; i++) {
+        const Berth__Reservation *r = g->reservations[i];
+        json_t *used = r->used ? json_pack("{s:i, s:I, s:I}", "vcpus", r->used->vcpus, "ram_mb",
+                                           (json_int_t)r->used->ram_mb, "disk_gb",
+                                           (json_int_t)r->used->disk_gb)
+                               : json_null();
+        if (json_array_append_new(
+                list, json_pack("{s:o, s:i, s:I, s:I, s:o}", "host",
+                                r->host && *r->host ? json_string(r->host) : json_null(), "vcpus",
+                                r->vcpus, "ram_mb", (json_int_t)r->ram_mb, "disk_gb",
+                                (json_int_t)r->disk_gb, "used", used)) != 0) {
+            json_decref(list);
+            return NULL;
+        }
+    }
+    return list;
+}
+
 static json_t *s_view(const Berth__Group *g)
 {
     json_t *view = json_pack(
@@ -81,7 +104,8 @@ static json_t *s_view(const Berth__Group *g)
                      view, json_pack("{s:s, s:o}", "charging_model",
                                      g->charging_model && *g->charging_model ? g->charging_model
                                                                              : "allocation",
-                                     "auto_growth_max", s_quota_view(g->auto_growth_max))) != 0)) {
+                                     "auto_growth_max", s_quota_view(g->auto_growth_max))) != 0 ||
+                 json_object_set_new(view, "reservations", s_reservations_view(g)) != 0)) {
         json_decref(view);
         return NULL;
     }
@@ -526,4 +550,92 @@ void groups_allocate(http_req_t *req)
     if (s_group(req, "group.allocate", id) != 0)
         return;
     requests_allocate(req, id);
+}
+
+/* ---- reservations (reserve) ---- */
+
+/* PUT /v1/groups/{id}/reservations {"reservations": [{host, vcpus, ram_mb, disk_gb}],
+   "version"}: the group's reservations become exactly these (approval checks the hosts
+   have them free, 409 otherwise); answers the group. */
+void groups_set_reservations(http_req_t *req)
+{
+    static const char *const allowed[] = { "reservations", "version", NULL };
+    static const char *const names[] = { "host", "vcpus", "ram_mb", "disk_gb" };
+    char id[UTIL_ID_LEN];
+    int64_t version = 0;
+    if (s_group(req, "group.reservations.set", id) || rest_body(req, allowed) ||
+        rest_int(req, "version", 0, 1, INT64_MAX, &version) < 0)
+        return;
+    json_t *list = json_object_get(req->body, "reservations");
+    if (!json_is_array(list)) {
+        http_bad_field(req, "reservations",
+                       "reservations must be an array of {host, vcpus, ram_mb, disk_gb}");
+        return;
+    }
+    size_t n = json_array_size(list);
+    if (n > LIMIT_RESERVATIONS_MAX) {
+        http_bad_field(req, "reservations", "a group has at most %d reservations",
+                       LIMIT_RESERVATIONS_MAX);
+        return;
+    }
+    Berth__Reservation items[LIMIT_RESERVATIONS_MAX], *ptrs[LIMIT_RESERVATIONS_MAX];
+    for (size_t i = 0; i < n; i++) {
+        json_t *item = json_array_get(list, i);
+        char field[48];
+        snprintf(field, sizeof field, "reservations[%zu]", i);
+        if (!json_is_object(item)) {
+            http_bad_field(req, field, "%s must be an object {host, vcpus, ram_mb, disk_gb}",
+                           field);
+            return;
+        }
+        berth__reservation__init(&items[i]);
+        ptrs[i] = &items[i];
+        items[i].host = "";
+        const char *key;
+        json_t *value;
+        json_object_foreach(item, key, value)
+        {
+            int k = 0;
+            while (k < 4 && !streq(names[k], key))
+                k++;
+            if (k == 4) {
+                http_bad_field(req, field, "unknown %s field '%.32s'", field, key);
+                return;
+            }
+            if (k == 0) {
+                if (json_is_null(value))
+                    continue;
+                if (!json_is_string(value) || json_string_length(value) > LIMIT_HOST_REF_MAX) {
+                    http_bad_field(req, field,
+                                   "%s.host must be a host id or name (at most %d characters), "
+                                   "or null for any host",
+                                   field, LIMIT_HOST_REF_MAX);
+                    return;
+                }
+                items[i].host = (char *)json_string_value(value);
+                continue;
+            }
+            int64_t max = k == 1   ? LIMIT_RESERVE_VCPUS_MAX
+                          : k == 2 ? LIMIT_RESERVE_RAM_MB_MAX
+                                   : LIMIT_RESERVE_DISK_GB_MAX;
+            if (!json_is_integer(value) || json_integer_value(value) < 0 ||
+                json_integer_value(value) > max) {
+                http_bad_field(req, field, "%s.%s must be an integer from 0 to %lld", field, key,
+                               (long long)max);
+                return;
+            }
+            if (k == 1)
+                items[i].vcpus = (int32_t)json_integer_value(value);
+            else if (k == 2)
+                items[i].ram_mb = json_integer_value(value);
+            else
+                items[i].disk_gb = json_integer_value(value);
+        }
+    }
+    Berth__SetReservations ask = BERTH__SET_RESERVATIONS__INIT;
+    ask.id = id;
+    ask.reservations = ptrs;
+    ask.n_reservations = n;
+    ask.version = version;
+    rest_call(req, "approval", &ask.base, &berth__group__descriptor, s_group_answer);
 }

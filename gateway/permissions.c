@@ -50,6 +50,8 @@ const perm_entry_t perm_table[] = {
       "ask for a new group (an admin approves; the asker becomes its manager)" },
     { "group.allocate", PERM_MANAGER | PERM_ADMIN,
       "ask for more quota for a group (at once within its auto_growth_max and free capacity)" },
+    { "group.reservations.set", PERM_ADMIN,
+      "replace a group's reservations (capacity held for it on hosts or any host)" },
     { NULL, 0, NULL },
 };
 

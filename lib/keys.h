@@ -17,9 +17,13 @@
                          several aggregates plus indexes (approval creates request, VMs,
                          tasks, berth:vms, berth:requests, berth:tasks:due in one step):
                          needs an outbox per slot or a stream per aggregate;
-      placement_claim    the VM's claim with a host (capacity on the host): needs the claim
-                         to live with the host, or a two-phase claim;
-      placement_release  the same two keys;
+      placement_claim    the VM's claim with a host (capacity on the host), the hosts'
+                         reservation hashes and berth:reservations-any (with every host when
+                         an any-host reservation must be kept free): needs the claim to live
+                         with the host, or a two-phase claim;
+      reservations_set   a group with the reservation hashes of the hosts it names (every
+                         host's for an any-host reservation);
+      placement_release  the claim, its host, that host's reservations, berth:reservations-any;
       usage_apply        a batch of VMs' usage with the event stream (XACK) and
                          berth:usage:vms (split the batch by slot);
       usage_rows         usage hashes of many VMs (read only: split by slot);
@@ -57,6 +61,10 @@
 /* hash: field epoch, bumped by every quota raised without an admin, so that two automatic
    allocations never both take the same free capacity (services/approval/allocations.h). */
 #define KEYS_QUOTA_EPOCH "berth:quota-epoch"
+/* Reservations (services/scheduler/placement.h): any-host reservations, in the same fields as
+   berth:host-reservations:<host>, and the set of hosts whose reservation hash holds any. */
+#define KEYS_RESERVATIONS_ANY "berth:reservations-any"
+#define KEYS_RESERVED_HOSTS   "berth:reserved-hosts"
 
 /* Keys with an id: the kind, then keys_build(). */
 typedef enum {
@@ -95,6 +103,10 @@ typedef enum {
     KEYS_GROUP_USAGE,
     /* berth:group-user-usage:<group>:<user>  hash: the same for one member's VMs in the group */
     KEYS_GROUP_USER_USAGE,
+    /* berth:host-reservations:<host>  hash: <group>:vcpus|ram_mb|disk_gb reserved for the group
+       on the host (approval), <group>:used_vcpus|used_ram_mb|used_disk_gb of it its claims hold
+       (scheduler's claim and release scripts). */
+    KEYS_HOST_RESERVATIONS,
     KEYS_KIND_COUNT
 } keys_kind_t;
 

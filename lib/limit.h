@@ -26,13 +26,20 @@
 #define LIMIT_USER_NAME_MAX 64
 
 /* Groups (approval enforces them; the gateway checks them first). */
-#define LIMIT_GROUP_NAME_MAX        63   /* [a-z0-9][a-z0-9._-]*, not a UUID */
-#define LIMIT_GROUP_TEXT_MAX        256  /* description, in bytes */
-#define LIMIT_GROUP_COST_CENTRE_MAX 64   /* cost_centre, printable */
-#define LIMIT_GROUP_MEMBERS_MAX     1000 /* members of one group */
+#define LIMIT_GROUP_NAME_MAX        63              /* [a-z0-9][a-z0-9._-]*, not a UUID */
+#define LIMIT_GROUP_TEXT_MAX        256             /* description, in bytes */
+#define LIMIT_GROUP_COST_CENTRE_MAX 64              /* cost_centre, printable */
+#define LIMIT_GROUP_MEMBERS_MAX     1000            /* members of one group */
 #define LIMIT_GROUP_QUOTA_MAX       1099511627776LL /* 2^40: largest quota value */
 
 /* Day-2 actions (taskmgr and the agent enforce it; the gateway checks it first). */
 #define LIMIT_STOP_TIMEOUT_MAX_S 3600 /* a stop's or shelve's graceful shutdown, in seconds */
+
+/* Group reservations (approval enforces them; the gateway checks them first). */
+#define LIMIT_RESERVATIONS_MAX    32              /* reservations of one group */
+#define LIMIT_RESERVE_VCPUS_MAX   1048576         /* vcpus of one reservation */
+#define LIMIT_RESERVE_RAM_MB_MAX  1099511627776LL /* 2^40: ram_mb of one reservation */
+#define LIMIT_RESERVE_DISK_GB_MAX 1099511627776LL /* 2^40: disk_gb of one reservation */
+#define LIMIT_HOST_REF_MAX        127             /* a reservation's host: its id or its name */
 
 #endif

@@ -1,13 +1,75 @@
--- placement_claim: claim capacity on a host for a VM, with the filters' checks, in one step.
--- KEYS: the VM's claim, the target host, the host the claim is on now (= target when none),
---       the event stream.
--- ARGV: host id, vcpus, ram_mb, disk_gb, now_ms, host_timeout_ms, ram/cpu/disk ratios, the
---       host the caller saw the claim on ('' = no claim), vm id.
--- Moving a claim off a host the caller now excludes gives the old host its share back in
--- the same step. Each host whose usage changed gets its version bumped and a host.usage
--- event. Returns {'OK', used_vcpus, used_ram_mb, used_disk_gb} of the target, {'CHANGED',
--- host} when the claim moved meanwhile, {'REJECTED', 8 host fields} when the host no longer
--- fits (state, last_seen_ms, cap_* then used_*).
+-- placement_claim: claim capacity on a host for a VM, with the filters' checks and the
+-- reservations' rule, in one step.
+-- KEYS: 1 the VM's claim, 2 the target host, 3 the host the claim is on now (= target when
+--       none), 4 the event stream, 5 the target's reservations, 6 the reservations of the
+--       host the claim is on now, 7 the any-host reservations, then pairs (host, its
+--       reservations) of every host the caller knows: passed when an any-host reservation
+--       may have to be kept free (the pool check below).
+-- ARGV: 1 host id, 2 vcpus, 3 ram_mb, 4 disk_gb, 5 now_ms, 6 host_timeout_ms, 7-9 ram/cpu/
+--       disk ratios, 10 the host the caller saw the claim on ('' = no claim), 11 vm id,
+--       12 the VM's group.
+-- Reservations (hash fields <group>:vcpus|ram_mb|disk_gb reserved, <group>:used_* of it held
+-- by the group's claims): a group's unclaimed reservation on a host is held there for it. A
+-- claim takes from its group's reservation on the host first, then from its group's any-host
+-- reservation, then from unreserved capacity, and must leave every other group's unclaimed
+-- reservation on the host free: used + want + held - own <= capacity * ratio. Unclaimed
+-- any-host reservations must stay coverable: a claim that takes unreserved capacity of a
+-- resource while some are unclaimed must leave the sum over UP hosts of max(0, capacity *
+-- ratio - used - held) at least the unclaimed any-host total; without the host pairs it
+-- answers {'POOL'} and the caller calls again with them.
+-- Moving a claim off a host the caller now excludes gives the old host its share (and the
+-- reservations their part) back in the same step. Each host whose usage changed gets its
+-- version bumped and a host.usage event. Returns {'OK', used_vcpus, used_ram_mb,
+-- used_disk_gb} of the target, {'CHANGED', host} when the claim moved meanwhile,
+-- {'REJECTED', 8 host fields} when the host no longer fits (state, last_seen_ms, cap_* then
+-- used_*), {'RESERVED', resource} when only reservations of other groups stand in the way
+-- (on the host or, resource prefixed 'any:', the any-host pool), {'POOL'} as said.
+local R = {'vcpus', 'ram_mb', 'disk_gb'}
+local U = {'used_vcpus', 'used_ram_mb', 'used_disk_gb'}
+local HOST = {'state', 'last_seen_ms', 'cap_vcpus', 'cap_ram_mb', 'cap_disk_gb',
+  'used_vcpus', 'used_ram_mb', 'used_disk_gb'}
+local function n(v) return tonumber(v) or 0 end
+local now, timeout, group = n(ARGV[5]), n(ARGV[6]), ARGV[12]
+local want = {n(ARGV[2]), n(ARGV[3]), n(ARGV[4])}
+local ratio = {n(ARGV[8]), n(ARGV[7]), n(ARGV[9])}
+
+-- Unclaimed reservations in a reservation hash: of every group (held) and of group (own).
+local function holdings(key)
+  local rows, held, own = {}, {0, 0, 0}, {0, 0, 0}
+  local t = redis.call('HGETALL', key)
+  for i = 1, #t, 2 do
+    local g, f = string.match(t[i], '^([^:]*):(.+)$')
+    if g then rows[g] = rows[g] or {}; rows[g][f] = n(t[i + 1]) end
+  end
+  for g, r in pairs(rows) do
+    for j = 1, 3 do
+      local free = (r[R[j]] or 0) - (r[U[j]] or 0)
+      if free > 0 then
+        held[j] = held[j] + free
+        if g == group then own[j] = free end
+      end
+    end
+  end
+  return held, own
+end
+
+-- Give amounts back to g's used_* in a reservation hash (never below zero); fields of a
+-- group with nothing reserved and nothing used there go.
+local function give_back(key, g, amounts)
+  for j = 1, 3 do
+    if amounts[j] > 0 then
+      local f = g .. ':' .. U[j]
+      if redis.call('HINCRBY', key, f, -amounts[j]) <= 0 then
+        if redis.call('HEXISTS', key, g .. ':' .. R[j]) == 1 then
+          redis.call('HSET', key, f, 0)
+        else
+          redis.call('HDEL', key, f)
+        end
+      end
+    end
+  end
+end
+
 local function usage(key, host, change)
   local u = redis.call('HMGET', key, 'used_vcpus', 'used_ram_mb', 'used_disk_gb')
   local v = redis.call('HINCRBY', key, 'version', 1)
@@ -16,32 +78,84 @@ local function usage(key, host, change)
     u[1] or '0', 'used_ram_mb', u[2] or '0', 'used_disk_gb', u[3] or '0',
     'version', v, 'at_ms', ARGV[5])
 end
+
+local function up(h) return h[1] == 'UP' and now - n(h[2]) <= timeout end
+
 local cur = redis.call('HGET', KEYS[1], 'host') or ''
 if cur ~= ARGV[10] then return {'CHANGED', cur} end
-local h = redis.call('HMGET', KEYS[2], 'state', 'last_seen_ms', 'cap_vcpus',
-  'cap_ram_mb', 'cap_disk_gb', 'used_vcpus', 'used_ram_mb', 'used_disk_gb')
-local function n(v) return tonumber(v) or 0 end
-local ok = h[1] == 'UP' and n(ARGV[5]) - n(h[2]) <= n(ARGV[6])
-  and n(h[7]) + n(ARGV[3]) <= n(h[4]) * n(ARGV[7])
-  and n(h[6]) + n(ARGV[2]) <= n(h[3]) * n(ARGV[8])
-  and n(h[8]) + n(ARGV[4]) <= n(h[5]) * n(ARGV[9])
+local h = redis.call('HMGET', KEYS[2], unpack(HOST))
+local ok = up(h)
+for j = 1, 3 do
+  ok = ok and n(h[5 + j]) + want[j] <= n(h[2 + j]) * ratio[j]
+end
 if not ok then
   local row = {'REJECTED'}
   for j = 1, 8 do row[j + 1] = h[j] or '' end
   return row
 end
-local f = {'used_vcpus', 'used_ram_mb', 'used_disk_gb'}
-if cur ~= '' and redis.call('EXISTS', KEYS[3]) == 1 then
-  local old = redis.call('HMGET', KEYS[1], 'vcpus', 'ram_mb', 'disk_gb')
+
+-- Which reservations the claim takes from: the group's on the host, then its any-host one.
+local held, own = holdings(KEYS[5])
+local held_any, own_any = holdings(KEYS[7])
+local on_host, on_any, rest = {}, {}, {}
+for j = 1, 3 do
+  on_host[j] = math.min(want[j], own[j])
+  on_any[j] = math.min(want[j] - on_host[j], own_any[j])
+  rest[j] = want[j] - on_host[j] - on_any[j]
+  if n(h[5 + j]) + want[j] + held[j] - on_host[j] > n(h[2 + j]) * ratio[j] then
+    return {'RESERVED', R[j]}
+  end
+end
+
+-- The pool check: only for a resource taken from unreserved capacity while other any-host
+-- reservations stay unclaimed.
+local pool = false
+for j = 1, 3 do
+  if rest[j] > 0 and held_any[j] - on_any[j] > 0 then pool = true end
+end
+if pool then
+  if #KEYS < 8 then return {'POOL'} end
+  local free = {0, 0, 0}
+  for i = 8, #KEYS - 1, 2 do
+    local row = redis.call('HMGET', KEYS[i], unpack(HOST))
+    if up(row) then
+      local hh = holdings(KEYS[i + 1])
+      for j = 1, 3 do
+        local f = n(row[2 + j]) * ratio[j] - n(row[5 + j]) - hh[j]
+        if KEYS[i] == KEYS[2] then f = f - want[j] + on_host[j] end
+        if f > 0 then free[j] = free[j] + f end
+      end
+    end
+  end
   for j = 1, 3 do
-    if n(old[j]) > 0 and redis.call('HINCRBY', KEYS[3], f[j], '-' .. old[j]) < 0 then
-      redis.call('HSET', KEYS[3], f[j], 0) end
+    if rest[j] > 0 and free[j] < held_any[j] - on_any[j] then
+      return {'RESERVED', 'any:' .. R[j]}
+    end
+  end
+end
+
+if cur ~= '' and redis.call('EXISTS', KEYS[3]) == 1 then
+  local old = redis.call('HMGET', KEYS[1], 'vcpus', 'ram_mb', 'disk_gb', 'group',
+    'res_vcpus', 'res_ram_mb', 'res_disk_gb', 'any_vcpus', 'any_ram_mb', 'any_disk_gb')
+  for j = 1, 3 do
+    if n(old[j]) > 0 and redis.call('HINCRBY', KEYS[3], U[j], -n(old[j])) < 0 then
+      redis.call('HSET', KEYS[3], U[j], 0) end
+  end
+  if old[4] then
+    give_back(KEYS[6], old[4], {n(old[5]), n(old[6]), n(old[7])})
+    give_back(KEYS[7], old[4], {n(old[8]), n(old[9]), n(old[10])})
   end
   usage(KEYS[3], cur, 'release')
 end
 local u = {}
-for j = 1, 3 do u[j] = redis.call('HINCRBY', KEYS[2], f[j], ARGV[j + 1]) end
+for j = 1, 3 do
+  u[j] = redis.call('HINCRBY', KEYS[2], U[j], want[j])
+  if on_host[j] > 0 then redis.call('HINCRBY', KEYS[5], group .. ':' .. U[j], on_host[j]) end
+  if on_any[j] > 0 then redis.call('HINCRBY', KEYS[7], group .. ':' .. U[j], on_any[j]) end
+end
 redis.call('HSET', KEYS[1], 'host', ARGV[1], 'vcpus', ARGV[2], 'ram_mb', ARGV[3],
-  'disk_gb', ARGV[4])
+  'disk_gb', ARGV[4], 'group', group, 'res_vcpus', on_host[1], 'res_ram_mb', on_host[2],
+  'res_disk_gb', on_host[3], 'any_vcpus', on_any[1], 'any_ram_mb', on_any[2],
+  'any_disk_gb', on_any[3])
 usage(KEYS[2], ARGV[1], 'claim')
 return {'OK', u[1], u[2], u[3]}

@@ -1,16 +1,43 @@
--- placement_release: give back exactly what a claim holds (never below zero), bump the
--- host's version with a host.usage event, and delete the claim. With keep_disk, only the
--- vCPUs and RAM go back and the claim stays, holding the disk (a shelved VM's).
--- KEYS: the claim, the host the caller read from it, the event stream.
+-- placement_release: give back exactly what a claim holds (never below zero), and what it
+-- took of its group's reservations, bump the host's version with a host.usage event, and
+-- delete the claim. With keep_disk, only the vCPUs and RAM go back (to the host and to the
+-- reservations) and the claim stays, holding the disk (a shelved VM's).
+-- KEYS: the claim, the host the caller read from it, the event stream, that host's
+--       reservations, the any-host reservations.
 -- ARGV: that host's id, vm id, now_ms, keep_disk ('1'; absent or '' = release it all).
 -- Returns 'RELEASED', 'NONE' (no claim) or 'CHANGED' (the claim is on another host now).
-local c = redis.call('HMGET', KEYS[1], 'host', 'vcpus', 'ram_mb', 'disk_gb')
+local function n(v) return tonumber(v) or 0 end
+local c = redis.call('HMGET', KEYS[1], 'host', 'vcpus', 'ram_mb', 'disk_gb', 'group',
+  'res_vcpus', 'res_ram_mb', 'res_disk_gb', 'any_vcpus', 'any_ram_mb', 'any_disk_gb')
 if not c[1] then return 'NONE' end
 if c[1] ~= ARGV[1] then return 'CHANGED' end
 local keep = ARGV[4] == '1'
+local upto = keep and 2 or 3
+local R = {'vcpus', 'ram_mb', 'disk_gb'}
+local f = {'used_vcpus', 'used_ram_mb', 'used_disk_gb'}
+-- The reservation's used_* of the claim's group goes back too; fields of a group with
+-- nothing reserved and nothing used there go.
+local function give_back(key, g, first)
+  for j = 1, upto do
+    local amount = n(c[first + j - 1])
+    if amount > 0 then
+      local field = g .. ':' .. f[j]
+      if redis.call('HINCRBY', key, field, -amount) <= 0 then
+        if redis.call('HEXISTS', key, g .. ':' .. R[j]) == 1 then
+          redis.call('HSET', key, field, 0)
+        else
+          redis.call('HDEL', key, field)
+        end
+      end
+    end
+  end
+end
+if c[5] then
+  give_back(KEYS[4], c[5], 6)
+  give_back(KEYS[5], c[5], 9)
+end
 if redis.call('EXISTS', KEYS[2]) == 1 then
-  local f = {'used_vcpus', 'used_ram_mb', 'used_disk_gb'}
-  for j = 1, keep and 2 or 3 do
+  for j = 1, upto do
     local v = c[j + 1]
     if v and (tonumber(v) or 0) > 0
        and redis.call('HINCRBY', KEYS[2], f[j], '-' .. v) < 0 then
@@ -25,6 +52,9 @@ if redis.call('EXISTS', KEYS[2]) == 1 then
 end
 if keep then
   redis.call('HSET', KEYS[1], 'vcpus', 0, 'ram_mb', 0)
+  if c[5] then
+    redis.call('HSET', KEYS[1], 'res_vcpus', 0, 'res_ram_mb', 0, 'any_vcpus', 0, 'any_ram_mb', 0)
+  end
 else
   redis.call('DEL', KEYS[1])
 end

@@ -64,6 +64,11 @@ int approval_seed(approval_t *self)
     return 0;
 }
 
+const policy_t *approval_limits(approval_t *self)
+{
+    return &self->policy;
+}
+
 store_t *approval_store(approval_t *self)
 {
     return self->store;
@@ -275,5 +280,7 @@ const approval_handler_t approval_handlers[] = {
        handler checks for a manager of the group or an admin). */
     { "CreateOnboarding", onboarding_on_create, APPROVAL_USER },
     { "CreateAllocation", allocations_on_create, APPROVAL_USER },
+    /* reserve: a group's reservations (groups_set_reservations) */
+    { "SetReservations", groups_on_set_reservations, APPROVAL_ADMIN },
     { NULL, NULL, APPROVAL_ANYONE },
 };

@@ -40,6 +40,9 @@ void approval_destroy(approval_t **self_p);
 /* The service's store (borrowed). */
 store_t *approval_store(approval_t *self);
 
+/* The limits the service was started with (borrowed). */
+const policy_t *approval_limits(approval_t *self);
+
 /* Who request acts for, checked against the handler table's rule for its type: the verified
    assertion (free with berth__user_assertion__free_unpacked), or NULL when the call is
    refused (answered: UNAUTHENTICATED without a valid assertion, FORBIDDEN for a role that

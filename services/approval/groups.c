@@ -755,6 +755,302 @@ int groups_members(store_t *store, const char *group, Berth__MemberList **list_p
     return 0;
 }
 
+/* ---- reservations (reserve) -------------------------------------------------------------- */
+
+/* Every host id (sorted) with its name: rows of hash_rows. 0 and *ids / *rows (caller frees
+   both), or -1 (fault set). */
+static int s_hosts(store_t *store, redisReply **ids_p, redisReply **rows_p, fault_t *fault)
+{
+    redisReply *ids = store_command(store, "SMEMBERS %s", KEYS_HOSTS);
+    if (!ids || ids->type != REDIS_REPLY_ARRAY) {
+        if (ids)
+            freeReplyObject(ids);
+        return fault_store(fault, store);
+    }
+    size_t n = ids->elements;
+    char(*keys)[KEYS_MAX] = calloc(n + 1, sizeof *keys);
+    const char **argv = calloc(n + 2, sizeof *argv);
+    redisReply *rows = NULL;
+    if (keys && argv) {
+        size_t k = 0;
+        for (size_t i = 0; i < n; i++)
+            if (ids->element[i]->type == REDIS_REPLY_STRING) {
+                argv[k] = keys_host(keys[k], ids->element[i]->str);
+                k++;
+            }
+        argv[k] = "name";
+        rows = k == n ? store_run(store, &lua_hash_rows, (int)n, (int)n + 1, argv) : NULL;
+    }
+    free(keys);
+    free(argv);
+    if (!rows || rows->type != REDIS_REPLY_ARRAY || rows->elements != n) {
+        if (rows)
+            freeReplyObject(rows);
+        freeReplyObject(ids);
+        return fault_store(fault, store);
+    }
+    *ids_p = ids;
+    *rows_p = rows;
+    return 0;
+}
+
+/* The host id ref names (an id, else a unique name) among ids/rows, or NULL. */
+static const char *s_host_ref(const redisReply *ids, const redisReply *rows, const char *ref)
+{
+    const char *by_name = NULL;
+    int named = 0;
+    for (size_t i = 0; i < ids->elements; i++) {
+        if (streq(ids->element[i]->str, ref))
+            return ids->element[i]->str;
+        const redisReply *row = rows->element[i];
+        if (row->type == REDIS_REPLY_ARRAY && row->elements == 1 &&
+            row->element[0]->type == REDIS_REPLY_STRING && streq(row->element[0]->str, ref)) {
+            by_name = ids->element[i]->str;
+            named++;
+        }
+    }
+    return named == 1 ? by_name : NULL;
+}
+
+/* The reservations, checked field by field (BAD_REQUEST naming it). */
+static int s_check_reservations(Berth__Reservation *const *list, size_t n, fault_t *fault)
+{
+    if (n > LIMIT_RESERVATIONS_MAX)
+        return error_field(fault, "reservations", "a group has at most %d reservations",
+                           LIMIT_RESERVATIONS_MAX);
+    char field[64];
+    for (size_t i = 0; i < n; i++) {
+        const Berth__Reservation *r = list[i];
+        const char *host = r && r->host ? r->host : "";
+        snprintf(field, sizeof field, "reservations[%zu]", i);
+        if (!r)
+            return error_field(fault, field, "%s is empty", field);
+        if (strlen(host) > LIMIT_HOST_REF_MAX || !s_printable(host, LIMIT_HOST_REF_MAX) ||
+            strchr(host, ' '))
+            return error_field(fault, field,
+                               "%s.host must be a host id or name of at most %d "
+                               "printable characters, or empty for any host",
+                               field, LIMIT_HOST_REF_MAX);
+        if (r->vcpus < 0 || r->vcpus > LIMIT_RESERVE_VCPUS_MAX || r->ram_mb < 0 ||
+            r->ram_mb > LIMIT_RESERVE_RAM_MB_MAX || r->disk_gb < 0 ||
+            r->disk_gb > LIMIT_RESERVE_DISK_GB_MAX)
+            return error_field(fault, field,
+                               "%s: vcpus (at most %d), ram_mb and disk_gb (at most %lld) must "
+                               "not be negative",
+                               field, LIMIT_RESERVE_VCPUS_MAX, (long long)LIMIT_RESERVE_RAM_MB_MAX);
+        if (r->vcpus == 0 && r->ram_mb == 0 && r->disk_gb == 0)
+            return error_field(fault, field, "%s reserves nothing: give vcpus, ram_mb or disk_gb",
+                               field);
+    }
+    return 0;
+}
+
+int groups_set_reservations(store_t *store, const policy_t *policy, const char *id,
+                            Berth__Reservation *const *list, size_t n, int64_t version,
+                            const char *actor, Berth__Group **out_p, fault_t *fault)
+{
+    if (s_check_reservations(list, n, fault) != 0)
+        return -1;
+    Berth__Group *g = NULL;
+    redisReply *ids = NULL, *rows = NULL;
+    if (groups_get(store, id, &g, fault) != 0)
+        return -1;
+    if (s_hosts(store, &ids, &rows, fault) != 0) {
+        protobuf_c_message_free_unpacked(&g->base, NULL);
+        return -1;
+    }
+    /* Resolved copies (host ids), what the group hash keeps; one per host. */
+    Berth__Reservation *copies = calloc(n + 1, sizeof *copies);
+    Berth__Reservation **ptrs = calloc(n + 1, sizeof *ptrs);
+    /* KEYS: 4 fixed, then (host, reservations) of every host and of the old ones gone. */
+    size_t max_pairs = ids->elements + g->n_reservations;
+    char(*keys)[KEYS_MAX] = calloc(2 * max_pairs + 1, sizeof *keys);
+    const char **argv = calloc(4 + 2 * max_pairs + 11 + max_pairs + 4 * n, sizeof *argv);
+    char(*nums)[24] = calloc(3 * n + 16, sizeof *nums);
+    int rc = -1;
+    char *text = NULL;
+    if (!copies || !ptrs || !keys || !argv || !nums) {
+        error_set(fault, "INTERNAL", "out of memory");
+        goto done;
+    }
+    char field[64];
+    for (size_t i = 0; i < n; i++) {
+        const char *host = list[i]->host ? list[i]->host : "";
+        snprintf(field, sizeof field, "reservations[%zu].host", i);
+        const char *resolved = *host ? s_host_ref(ids, rows, host) : "";
+        if (!resolved) {
+            error_field(fault, field, "%s: no host with the id or name '%s'", field, host);
+            goto done;
+        }
+        for (size_t k = 0; k < i; k++)
+            if (streq(copies[k].host, resolved)) {
+                error_field(fault, field, "%s: host '%s' is reserved twice (one entry per host)",
+                            field, *resolved ? resolved : "(any)");
+                goto done;
+            }
+        berth__reservation__init(&copies[i]);
+        copies[i].host = (char *)resolved;
+        copies[i].vcpus = list[i]->vcpus;
+        copies[i].ram_mb = list[i]->ram_mb;
+        copies[i].disk_gb = list[i]->disk_gb;
+        ptrs[i] = &copies[i];
+    }
+    /* The group's new `reservations` field, as lib/model.c writes a repeated field. */
+    if (n > 0) {
+        Berth__Group only = BERTH__GROUP__INIT;
+        only.reservations = ptrs;
+        only.n_reservations = n;
+        json_t *j = model_to_json(&only.base);
+        json_t *field_json = j ? json_object_get(j, "reservations") : NULL;
+        text = field_json ? json_dumps(field_json, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+        json_decref(j);
+        if (!text) {
+            error_set(fault, "INTERNAL", "out of memory");
+            goto done;
+        }
+    }
+    char group_key[KEYS_MAX];
+    size_t a = 0;
+    argv[a++] = keys_build(group_key, KEYS_GROUP, id, NULL);
+    argv[a++] = KEYS_RESERVATIONS_ANY;
+    argv[a++] = KEYS_RESERVED_HOSTS;
+    argv[a++] = STORE_EVENTS;
+    const char **pair_ids = calloc(max_pairs + 1, sizeof *pair_ids);
+    if (!pair_ids) {
+        error_set(fault, "INTERNAL", "out of memory");
+        goto done;
+    }
+    size_t pairs = 0;
+    for (size_t i = 0; i < ids->elements; i++)
+        pair_ids[pairs++] = ids->element[i]->str;
+    for (size_t i = 0; i < g->n_reservations; i++) { /* reserved hosts no longer listed */
+        const char *old = g->reservations[i]->host;
+        int known = !old || !*old;
+        for (size_t k = 0; !known && k < pairs; k++)
+            known = streq(pair_ids[k], old);
+        if (!known && strlen(old) <= LIMIT_HOST_REF_MAX)
+            pair_ids[pairs++] = old;
+    }
+    for (size_t p = 0; p < pairs; p++) {
+        argv[a++] = keys_host(keys[2 * p], pair_ids[p]);
+        argv[a++] = keys_build(keys[2 * p + 1], KEYS_HOST_RESERVATIONS, pair_ids[p], NULL);
+    }
+    int n_keys = (int)a;
+    snprintf(nums[0], sizeof nums[0], "%lld", (long long)version);
+    snprintf(nums[1], sizeof nums[1], "%lld", (long long)util_now_ms());
+    snprintf(nums[2], sizeof nums[2], "%lld", (long long)policy->host_timeout_ms);
+    snprintf(nums[3], sizeof nums[3], "%.17g", policy->ram_ratio);
+    snprintf(nums[4], sizeof nums[4], "%.17g", policy->cpu_ratio);
+    snprintf(nums[5], sizeof nums[5], "%.17g", policy->disk_ratio);
+    snprintf(nums[6], sizeof nums[6], "%zu", pairs);
+    argv[a++] = id;
+    for (int i = 0; i < 6; i++)
+        argv[a++] = nums[i];
+    argv[a++] = text ? text : "";
+    argv[a++] = actor;
+    argv[a++] = nums[6];
+    for (size_t p = 0; p < pairs; p++)
+        argv[a++] = pair_ids[p];
+    for (size_t i = 0; i < n; i++) {
+        snprintf(nums[7 + 3 * i], sizeof nums[0], "%d", copies[i].vcpus);
+        snprintf(nums[8 + 3 * i], sizeof nums[0], "%lld", (long long)copies[i].ram_mb);
+        snprintf(nums[9 + 3 * i], sizeof nums[0], "%lld", (long long)copies[i].disk_gb);
+        argv[a++] = copies[i].host;
+        argv[a++] = nums[7 + 3 * i];
+        argv[a++] = nums[8 + 3 * i];
+        argv[a++] = nums[9 + 3 * i];
+    }
+    redisReply *r = store_run(store, &lua_reservations_set, n_keys, (int)a, argv);
+    free(pair_ids);
+    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||
+        r->element[0]->type != REDIS_REPLY_STRING) {
+        if (r)
+            freeReplyObject(r);
+        fault_store(fault, store);
+        goto done;
+    }
+    const char *verdict = r->element[0]->str;
+    if (streq(verdict, "OK"))
+        rc = 0;
+    else if (streq(verdict, "NOT_FOUND"))
+        error_set(fault, "NOT_FOUND", "no group %s", id);
+    else if (streq(verdict, "CONFLICT"))
+        error_set(fault, "CONFLICT", "group %s changed meanwhile: read it again", id);
+    else if (streq(verdict, "EXCEEDS") && r->elements == 5) {
+        const char *host = r->element[1]->str, *res = r->element[2]->str;
+        error_set(fault, "CONFLICT",
+                  "reserving %s %s on %s%s exceeds what is free and unreserved there: %s "
+                  "available",
+                  r->element[3]->str, res, *host ? "host " : "", *host ? host : "any host",
+                  r->element[4]->str);
+        error_detail(fault, "host", "%s", host);
+        error_detail(fault, "resource", "%s", res);
+        error_detail(fault, "asked", "%s", r->element[3]->str);
+        error_detail(fault, "available", "%s", r->element[4]->str);
+    } else
+        error_set(fault, "INTERNAL", "reservations_set answered %s", verdict);
+    freeReplyObject(r);
+done:
+    free(text);
+    free(nums);
+    free(argv);
+    free(keys);
+    free(ptrs);
+    free(copies);
+    freeReplyObject(rows);
+    freeReplyObject(ids);
+    protobuf_c_message_free_unpacked(&g->base, NULL);
+    if (rc != 0)
+        return -1;
+    if (groups_get(store, id, out_p, fault) != 0)
+        return -1;
+    if (groups_reservations_used(store, *out_p, fault) != 0) {
+        protobuf_c_message_free_unpacked(&(*out_p)->base, NULL);
+        *out_p = NULL;
+        return -1;
+    }
+    return 0;
+}
+
+int groups_reservations_used(store_t *store, Berth__Group *g, fault_t *fault)
+{
+    for (size_t i = 0; i < g->n_reservations; i++) {
+        Berth__Reservation *r = g->reservations[i];
+        char key[KEYS_MAX];
+        const char *host = r->host ? r->host : "";
+        if (*host)
+            keys_build(key, KEYS_HOST_RESERVATIONS, host, NULL);
+        else
+            util_strlcpy(key, KEYS_RESERVATIONS_ANY, sizeof key);
+        char f[3][64];
+        snprintf(f[0], sizeof f[0], "%s:used_vcpus", g->id);
+        snprintf(f[1], sizeof f[1], "%s:used_ram_mb", g->id);
+        snprintf(f[2], sizeof f[2], "%s:used_disk_gb", g->id);
+        redisReply *rep = store_command(store, "HMGET %s %s %s %s", key, f[0], f[1], f[2]);
+        if (!rep || rep->type != REDIS_REPLY_ARRAY || rep->elements != 3) {
+            if (rep)
+                freeReplyObject(rep);
+            return fault_store(fault, store);
+        }
+        int64_t v[3] = { 0 };
+        for (int j = 0; j < 3; j++)
+            if (rep->element[j]->type != REDIS_REPLY_STRING ||
+                util_parse_int(rep->element[j]->str, 0, INT64_MAX, &v[j]) != 0)
+                v[j] = 0;
+        freeReplyObject(rep);
+        if (!r->used) {
+            r->used = malloc(sizeof *r->used); /* freed with g by free_unpacked */
+            if (!r->used)
+                return error_set(fault, "INTERNAL", "out of memory");
+        }
+        berth__resources__init(r->used);
+        r->used->vcpus = (int32_t)v[0];
+        r->used->ram_mb = v[1];
+        r->used->disk_gb = v[2];
+    }
+    return 0;
+}
+
 /* ---- bus handlers ----------------------------------------------------------------------- */
 
 static const char *s_rid(bus_request_t *request)
@@ -831,7 +1127,8 @@ void groups_on_get(bus_request_t *request, void *arg)
         error_set(&fault, "NOT_FOUND", "no group %.64s", msg->id ? msg->id : "");
     Berth__Quota used = BERTH__QUOTA__INIT;
     if (may != 1 || groups_get(store, msg->id, &g, &fault) != 0 ||
-        groups_usage(store, g->id, &used, &fault) != 0) {
+        groups_usage(store, g->id, &used, &fault) != 0 ||
+        groups_reservations_used(store, g, &fault) != 0) {
         s_refuse(request, who, "get group refused", &fault);
         if (g)
             protobuf_c_message_free_unpacked(&g->base, NULL);
@@ -956,4 +1253,21 @@ void groups_on_list_members(bus_request_t *request, void *arg)
     }
     s_done(request, who, &list->base);
     groups_members_destroy(&list);
+}
+
+/* reserve: an admin replaces a group's reservations (groups_set_reservations). */
+void groups_on_set_reservations(bus_request_t *request, void *arg)
+{
+    S_BODY(Berth__SetReservations, berth__set_reservations__descriptor, "SetReservations");
+    Berth__Group *g = NULL;
+    if (groups_set_reservations(store, approval_limits(self), msg->id, msg->reservations,
+                                msg->n_reservations, msg->version, who->user, &g, &fault) != 0) {
+        s_refuse(request, who, "set reservations refused", &fault);
+        return;
+    }
+    log_info(s_rid(request), "group reservations set", "{s:s, s:i, s:I, s:s}", "group", g->id,
+             "reservations", (int)g->n_reservations, "version", (json_int_t)g->version, "actor",
+             who->user);
+    s_done(request, who, &g->base);
+    protobuf_c_message_free_unpacked(&g->base, NULL);
 }

@@ -13,6 +13,7 @@
 #include "fault.h"
 #include "limit.h"
 #include "model.h"
+#include "policy.h"
 #include "store.h"
 #include "util.h"
 
@@ -95,11 +96,30 @@ int groups_member(store_t *store, const char *op, const char *group, const char 
 int groups_members(store_t *store, const char *group, Berth__MemberList **list_p, fault_t *fault);
 void groups_members_destroy(Berth__MemberList **list_p);
 
+/* ---- reservations (reserve) ----
+   Replace group id's reservations with list (n of them; none removes all), if its version
+   still is version (0 = any), as actor. Each names a host by id or name ("" = any host) and
+   vcpus / ram_mb / disk_gb (>= 0, not all 0, within lib/limit.h); one per host. What grows
+   must be free and unreserved now (checked with the policy's ratios, in the same Lua step as
+   the write, lib/lua/reservations_set.lua): else CONFLICT with details host, resource, asked,
+   available. The per-host hashes the scheduler's claim reads (berth:host-reservations:<host>,
+   berth:reservations-any) are written in that step. 0 and *out_p (with used filled), or -1
+   (BAD_REQUEST naming the field, NOT_FOUND, CONFLICT). The one write path of reservations:
+   an admin's PUT and an approved allocation both call it. */
+int groups_set_reservations(store_t *store, const policy_t *policy, const char *id,
+                            Berth__Reservation *const *list, size_t n, int64_t version,
+                            const char *actor, Berth__Group **out_p, fault_t *fault);
+
+/* Fill each of g's reservations' `used` (what the group's claims hold of it now). 0, or -1
+   (Redis). */
+int groups_reservations_used(store_t *store, Berth__Group *g, fault_t *fault);
+
 /* Bus handlers (arg: the approval_t), listed in approval_handlers. */
 void groups_on_create(bus_request_t *request, void *arg);
 void groups_on_get(bus_request_t *request, void *arg);
 void groups_on_list(bus_request_t *request, void *arg);
 void groups_on_update(bus_request_t *request, void *arg);
+void groups_on_set_reservations(bus_request_t *request, void *arg);
 void groups_on_delete(bus_request_t *request, void *arg);
 void groups_on_add_member(bus_request_t *request, void *arg);
 void groups_on_set_role(bus_request_t *request, void *arg);

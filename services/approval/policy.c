@@ -3,9 +3,11 @@
     libvirt domain title, an image name a file name on the stager), so nothing looser gets
     stored and every refusal says which field broke which rule. */
 #include "policy.h"
+#include "log.h"
 #include "util.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 void policy_defaults(policy_t *self)
@@ -15,6 +17,25 @@ void policy_defaults(policy_t *self)
     self->max_templates = 1000;
     self->max_text = LIMIT_TEXT_MAX;
     self->max_reason = LIMIT_REASON_MAX;
+    self->ram_ratio = 1.0;
+    self->cpu_ratio = 4.0;
+    self->disk_ratio = 1.0;
+    self->host_timeout_ms = 3000;
+}
+
+/* reserve: a ratio key, a decimal number in (0, 1000] as the scheduler takes it. */
+static int s_ratio(config_t *config, const char *key, double *out)
+{
+    const char *text = config_get(config, key);
+    char *end = NULL;
+    double v = text ? strtod(text, &end) : 0.0;
+    if (!text || end == text || *end || !(v > 0.0 && v <= 1000.0)) {
+        log_error(NULL, "ratio must be a number above 0 and at most 1000", "{s:s, s:s?}", "key",
+                  key, "value", text);
+        return -1;
+    }
+    *out = v;
+    return 0;
 }
 
 void policy_declare(config_t *config)
@@ -29,6 +50,11 @@ void policy_declare(config_t *config)
     config_declare(config, "max_templates", "1000", 0);
     config_declare(config, "max_text", text, 0);
     config_declare(config, "max_reason", reason, 0);
+    /* reserve: the scheduler's keys, with its defaults */
+    config_declare(config, "ram_ratio", "1.0", 0);
+    config_declare(config, "cpu_ratio", "4.0", 0);
+    config_declare(config, "disk_ratio", "1.0", 0);
+    config_declare(config, "host_timeout_ms", "3000", 0);
 }
 
 int policy_load(policy_t *self, config_t *config)
@@ -40,7 +66,11 @@ int policy_load(policy_t *self, config_t *config)
         config_int(config, "idempotency_ttl_s", 1, 30 * 86400, &ttl) ||
         config_int(config, "max_templates", 1, 10000, &templates) ||
         config_int(config, "max_text", 1, LIMIT_TEXT_MAX, &text) ||
-        config_int(config, "max_reason", 0, LIMIT_REASON_MAX, &reason))
+        config_int(config, "max_reason", 0, LIMIT_REASON_MAX, &reason) ||
+        config_int(config, "host_timeout_ms", 100, 86400000, &self->host_timeout_ms) ||
+        s_ratio(config, "ram_ratio", &self->ram_ratio) ||
+        s_ratio(config, "cpu_ratio", &self->cpu_ratio) ||
+        s_ratio(config, "disk_ratio", &self->disk_ratio))
         return -1;
     self->max_count = (int)count;
     self->idempotency_ttl_ms = ttl * 1000;

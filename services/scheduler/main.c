@@ -1,6 +1,6 @@
 /*  berth-scheduler: places VMs on hosts. SelectHost runs the filters (host up, not excluded,
-    RAM, vCPU, disk), the free-RAM weigher and the atomic claim (placement.c); ReleaseClaim
-    gives a VM's claim back. Any number of instances may run side by side. */
+    RAM, vCPU, disk, other groups' reservations), the weigher (the group's reservation, then
+    free RAM) and the atomic claim (placement.c); ReleaseClaim gives a VM's claim back. Any number of instances may run side by side. */
 #include "service.h"
 #include "placement.h"
 

@@ -18,7 +18,26 @@
     either, always together, and in the same step bump the host's version and append a
     host.usage event (docs/state.md), as model_tx does for every other state write: a claim
     checks capacity and writes in one step, which a model_tx cannot express, so these
-    scripts keep that step and its bookkeeping. */
+    scripts keep that step and its bookkeeping.
+
+    Reservations (a group's capacity on a named host, or on any host; approval writes them,
+    services/approval/groups.h). Each host's reservation hash holds, per group, what is
+    reserved and what of it the group's claims hold; the difference is the group's unclaimed
+    reservation there, held for it. A claim takes from its group's reservation on the host
+    first, then from its group's any-host reservation, then from unreserved capacity (the
+    claim records each part, and a release gives each back, so a released reservation is
+    available again at once). Rules, checked by the claim script in the claim's own step:
+      - on a host: used + want + (every group's unclaimed reservation there) - (what the claim
+        takes of its own) <= capacity * ratio; other groups never take reserved capacity;
+      - any-host: while some group's any-host reservation is unclaimed, a claim that takes
+        unreserved capacity of a resource must leave the sum over UP hosts of max(0, capacity
+        * ratio - used - unclaimed reservations) at least the unclaimed any-host total. This
+        keeps the capacity free somewhere on the platform (not necessarily in one piece: a
+        reservation is an amount, not a VM shape). It reads every host, so the script is given
+        every host only when such a reservation exists (it asks for them otherwise).
+    The weigher puts hosts where the group holds an unclaimed reservation first (the whole
+    flavor, then part of it), so the group uses its reserved capacity first. A host refused
+    only because of other groups' reservations counts under the filter "reserved". */
 #include "placement.h"
 #include "keys.h"
 #include "log.h"
@@ -35,7 +54,22 @@
 #define ROUNDS  4   /* placements restarted after a concurrent change to the same VM */
 
 /* Filters, in the order they are applied; the index is the counter of removals. */
-enum { F_STATE, F_EXCLUDE, F_RAM, F_VCPUS, F_DISK, F_COUNT, F_PASS = -1 };
+enum { F_STATE, F_EXCLUDE, F_RAM, F_VCPUS, F_DISK, F_RESERVED, F_COUNT, F_PASS = -1 };
+
+#define GROUP_ID_MAX 40 /* a group id (a UUID) with its NUL */
+
+/* One group's unclaimed reservation in a reservation hash (vcpus, ram_mb, disk_gb). */
+typedef struct {
+    char group[GROUP_ID_MAX];
+    int64_t own[3];
+} s_reserve_t;
+
+/* A reservation hash as the scheduler uses it: every group's unclaimed total, and each
+   group's part (reserve[first .. first + count) of the placement's array). */
+typedef struct {
+    int64_t held[3]; /* unclaimed reservations of every group: vcpus, ram_mb, disk_gb */
+    int first, count;
+} s_holdings_t;
 
 typedef struct {
     char id[PLACEMENT_ID_MAX];
@@ -43,12 +77,14 @@ typedef struct {
     int64_t last_seen_ms;
     int64_t cap_vcpus, cap_ram_mb, cap_disk_gb;
     int64_t used_vcpus, used_ram_mb, used_disk_gb;
+    s_holdings_t res; /* its reservation hash */
 } s_host_t;
 
 typedef struct {
     int index;       /* into hosts */
     double free_ram; /* weigher key: usable RAM left */
     const char *id;  /* tie-break, for a stable order */
+    int reserved;    /* the group's unclaimed reservation here: 2 covers the flavor, 1 part */
 } s_candidate_t;
 
 struct _placement_t {
@@ -61,10 +97,20 @@ struct _placement_t {
     int truncated;             /* the last load saw more than max_hosts hosts */
     char ratios[3][32];        /* ram, cpu, disk ratios as text for the claim script */
     int removed[F_COUNT + 1];  /* the last "no valid host": hosts per filter, then busy */
+    s_reserve_t *reserve;      /* every group's part of the hosts' and any-host holdings */
+    int n_reserve;
+    s_holdings_t any;    /* the any-host reservations */
+    double pool_free[3]; /* sum over UP hosts of max(0, usable - used - held): s_rank */
 };
 
+/* Per request: the group's share of the target host's and the any-host reservations. */
+typedef struct {
+    int64_t on_host[3], on_any[3], rest[3];
+} s_split_t;
+
 /* The filters' names, as NO_VALID_HOST's details and message say them (F_* order). */
-static const char *const s_filter_names[F_COUNT] = { "state", "exclude", "ram", "vcpus", "disk" };
+static const char *const s_filter_names[F_COUNT] = { "state", "exclude", "ram",
+                                                     "vcpus", "disk",    "reserved" };
 
 void placement_config_defaults(placement_config_t *config)
 {
@@ -103,6 +149,7 @@ void placement_destroy(placement_t **self_p)
         placement_t *self = *self_p;
         free(self->hosts);
         free(self->candidates);
+        free(self->reserve);
         free(self);
         *self_p = NULL;
     }
@@ -145,6 +192,114 @@ static void s_row(s_host_t *h, redisReply **f)
 static int s_by_id(const void *a, const void *b)
 {
     return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+static int s_host_by_id(const void *key, const void *h)
+{
+    return strcmp(key, ((const s_host_t *)h)->id);
+}
+
+/* Parse one HGETALL of a reservation hash into *out, appending the groups' parts to
+   reserve[*n ..] (room for every field pair). */
+static void s_holdings(redisReply *row, s_holdings_t *out, s_reserve_t *reserve, int *n)
+{
+    static const char *const names[3] = { "vcpus", "ram_mb", "disk_gb" };
+    memset(out, 0, sizeof *out);
+    out->first = *n;
+    for (size_t i = 0; row->type == REDIS_REPLY_ARRAY && i + 1 < row->elements; i += 2) {
+        redisReply *field = row->element[i];
+        const char *colon = field->type == REDIS_REPLY_STRING ? strchr(field->str, ':') : NULL;
+        if (!colon || (size_t)(colon - field->str) >= GROUP_ID_MAX)
+            continue;
+        char group[GROUP_ID_MAX];
+        memcpy(group, field->str, (size_t)(colon - field->str));
+        group[colon - field->str] = '\0';
+        int k = out->first;
+        while (k < *n && strcmp(reserve[k].group, group) != 0)
+            k++;
+        if (k == *n) {
+            memset(&reserve[k], 0, sizeof reserve[k]);
+            util_strlcpy(reserve[k].group, group, sizeof reserve[k].group);
+            (*n)++;
+        }
+        const char *name = colon + 1;
+        int64_t v = s_int(row->element[i + 1]);
+        for (int j = 0; j < 3; j++) {
+            if (strcmp(name, names[j]) == 0)
+                reserve[k].own[j] += v; /* reserved ... */
+            else if (strncmp(name, "used_", 5) == 0 && strcmp(name + 5, names[j]) == 0)
+                reserve[k].own[j] -= v; /* ... less what its claims hold */
+        }
+    }
+    out->count = *n - out->first;
+    for (int k = out->first; k < *n; k++)
+        for (int j = 0; j < 3; j++) {
+            if (reserve[k].own[j] < 0)
+                reserve[k].own[j] = 0;
+            out->held[j] += reserve[k].own[j];
+        }
+}
+
+/* The any-host reservations and those of every host in berth:reserved-hosts, into hosts
+   (sorted by id) and self. Two round trips. 0 or -1 (Redis). */
+static int s_load_reservations(placement_t *self, s_host_t *hosts, int n_hosts)
+{
+    redisReply *ids = store_command(self->store, "SMEMBERS %s", KEYS_RESERVED_HOSTS);
+    if (!ids || ids->type != REDIS_REPLY_ARRAY) {
+        if (ids)
+            freeReplyObject(ids);
+        return -1;
+    }
+    /* The any-host hash, then each reserved host we know. */
+    size_t n_keys = 1;
+    int *index = calloc(ids->elements + 1, sizeof *index);
+    char(*keys)[KEYS_MAX] = calloc(ids->elements + 1, sizeof *keys);
+    const char **argv = calloc(ids->elements + 1, sizeof *argv);
+    redisReply *r = NULL;
+    if (index && keys && argv) {
+        argv[0] = KEYS_RESERVATIONS_ANY;
+        for (size_t i = 0; i < ids->elements; i++) {
+            redisReply *id = ids->element[i];
+            if (id->type != REDIS_REPLY_STRING)
+                continue;
+            s_host_t *h = bsearch(id->str, hosts, (size_t)n_hosts, sizeof *hosts, s_host_by_id);
+            if (!h)
+                continue;
+            index[n_keys] = (int)(h - hosts);
+            argv[n_keys] = keys_build(keys[n_keys], KEYS_HOST_RESERVATIONS, h->id, NULL);
+            n_keys++;
+        }
+        r = store_run(self->store, &lua_hash_rows, (int)n_keys, (int)n_keys, argv);
+    }
+    free(keys);
+    free(argv);
+    freeReplyObject(ids);
+    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != n_keys) {
+        free(index);
+        if (r)
+            freeReplyObject(r);
+        return -1;
+    }
+    size_t pairs = 0;
+    for (size_t i = 0; i < n_keys; i++)
+        if (r->element[i]->type == REDIS_REPLY_ARRAY)
+            pairs += r->element[i]->elements / 2;
+    s_reserve_t *reserve = calloc(pairs + 1, sizeof *reserve);
+    if (!reserve) {
+        free(index);
+        freeReplyObject(r);
+        return -1;
+    }
+    int n = 0;
+    s_holdings(r->element[0], &self->any, reserve, &n);
+    for (size_t i = 1; i < n_keys; i++)
+        s_holdings(r->element[i], &hosts[index[i]].res, reserve, &n);
+    free(index);
+    freeReplyObject(r);
+    free(self->reserve);
+    self->reserve = reserve;
+    self->n_reserve = n;
+    return 0;
 }
 
 int placement_refresh(placement_t *self)
@@ -222,6 +377,11 @@ int placement_refresh(placement_t *self)
     free(sorted);
     freeReplyObject(ids);
     freeReplyObject(r);
+    if (s_load_reservations(self, hosts, kept) != 0) {
+        free(hosts);
+        free(candidates);
+        return -1;
+    }
     free(self->hosts);
     free(self->candidates);
     self->hosts = hosts;
@@ -250,12 +410,93 @@ static int s_excluded(const Berth__SelectHost *req, const char *id)
     return 0;
 }
 
+/* group's unclaimed part of holdings (zeros when it has none there). */
+static const int64_t *s_own(const placement_t *self, const s_holdings_t *holdings,
+                            const char *group)
+{
+    static const int64_t none[3] = { 0, 0, 0 };
+    for (int k = holdings->first; group && *group && k < holdings->first + holdings->count; k++)
+        if (strcmp(self->reserve[k].group, group) == 0)
+            return self->reserve[k].own;
+    return none;
+}
+
+/* Flavor f as resources (vcpus, ram_mb, disk_gb) and the usable capacity per resource. */
+static void s_want(const Berth__Resources *f, int64_t want[3])
+{
+    want[0] = f->vcpus;
+    want[1] = f->ram_mb;
+    want[2] = f->disk_gb;
+}
+
+static void s_usable(const placement_t *self, const s_host_t *h, double usable[3])
+{
+    usable[0] = (double)h->cap_vcpus * self->config.cpu_ratio;
+    usable[1] = (double)h->cap_ram_mb * self->config.ram_ratio;
+    usable[2] = (double)h->cap_disk_gb * self->config.disk_ratio;
+}
+
+static void s_used(const s_host_t *h, int64_t used[3])
+{
+    used[0] = h->used_vcpus;
+    used[1] = h->used_ram_mb;
+    used[2] = h->used_disk_gb;
+}
+
+static int s_is_up(const placement_t *self, const s_host_t *h, int64_t now)
+{
+    return h->up && now - h->last_seen_ms <= self->config.host_timeout_ms;
+}
+
+/* What a claim of req on h takes from the group's reservations (as the claim script). */
+static void s_split(const placement_t *self, const s_host_t *h, const Berth__SelectHost *req,
+                    s_split_t *split)
+{
+    int64_t want[3];
+    s_want(req->flavor, want);
+    const int64_t *own = s_own(self, &h->res, req->group);
+    const int64_t *own_any = s_own(self, &self->any, req->group);
+    for (int j = 0; j < 3; j++) {
+        split->on_host[j] = want[j] < own[j] ? want[j] : own[j];
+        int64_t left = want[j] - split->on_host[j];
+        split->on_any[j] = left < own_any[j] ? left : own_any[j];
+        split->rest[j] = left - split->on_any[j];
+    }
+}
+
+/* The reservations' rule (placement_claim.lua) for req on h: 1 when other groups'
+   reservations leave no room, on the host or in the any-host pool. */
+static int s_reserved(const placement_t *self, const s_host_t *h, const Berth__SelectHost *req)
+{
+    s_split_t split;
+    s_split(self, h, req, &split);
+    int64_t want[3], used[3];
+    double usable[3];
+    s_want(req->flavor, want);
+    s_used(h, used);
+    s_usable(self, h, usable);
+    for (int j = 0; j < 3; j++) {
+        if ((double)(used[j] + want[j] + h->res.held[j] - split.on_host[j]) > usable[j])
+            return 1;
+        int64_t unclaimed = self->any.held[j] - split.on_any[j];
+        if (split.rest[j] > 0 && unclaimed > 0) {
+            /* pool_free counted h (when UP) before this claim: take it out, add it after */
+            double before = usable[j] - (double)(used[j] + h->res.held[j]);
+            double after = before - (double)(want[j] - split.on_host[j]);
+            double free = self->pool_free[j] - (before > 0 ? before : 0) + (after > 0 ? after : 0);
+            if (free < (double)unclaimed)
+                return 1;
+        }
+    }
+    return 0;
+}
+
 /* The first filter that removes h, or F_PASS. */
 static int s_filter(const placement_t *self, const s_host_t *h, const Berth__SelectHost *req,
                     int64_t now)
 {
     const Berth__Resources *f = req->flavor;
-    if (!h->up || now - h->last_seen_ms > self->config.host_timeout_ms)
+    if (!s_is_up(self, h, now))
         return F_STATE;
     if (s_excluded(req, h->id))
         return F_EXCLUDE;
@@ -265,13 +506,18 @@ static int s_filter(const placement_t *self, const s_host_t *h, const Berth__Sel
         return F_VCPUS;
     if (!s_fits(h->used_disk_gb, f->disk_gb, h->cap_disk_gb, self->config.disk_ratio))
         return F_DISK;
+    if (s_reserved(self, h, req))
+        return F_RESERVED;
     return F_PASS;
 }
 
-/* Weigher: most usable RAM left first (spread), then by id so equal hosts keep one order. */
+/* Weigher: the group's own reservation first (covering the flavor, then part of it), then most
+   usable RAM left (spread), then by id so equal hosts keep one order. */
 static int s_by_weight(const void *a, const void *b)
 {
     const s_candidate_t *x = a, *y = b;
+    if (x->reserved != y->reserved)
+        return x->reserved > y->reserved ? -1 : 1;
     if (x->free_ram != y->free_ram)
         return x->free_ram > y->free_ram ? -1 : 1;
     return strcmp(x->id, y->id);
@@ -282,6 +528,21 @@ static int s_by_weight(const void *a, const void *b)
 static int s_rank(placement_t *self, const Berth__SelectHost *req, int64_t now, int counts[F_COUNT])
 {
     memset(counts, 0, sizeof(int) * F_COUNT);
+    memset(self->pool_free, 0, sizeof self->pool_free);
+    for (int i = 0; i < self->n_hosts; i++) {
+        const s_host_t *h = &self->hosts[i];
+        if (!s_is_up(self, h, now))
+            continue;
+        int64_t used[3];
+        double usable[3];
+        s_used(h, used);
+        s_usable(self, h, usable);
+        for (int j = 0; j < 3; j++) {
+            double free = usable[j] - (double)(used[j] + h->res.held[j]);
+            if (free > 0)
+                self->pool_free[j] += free;
+        }
+    }
     int n = 0;
     for (int i = 0; i < self->n_hosts; i++) {
         const s_host_t *h = &self->hosts[i];
@@ -294,6 +555,15 @@ static int s_rank(placement_t *self, const Berth__SelectHost *req, int64_t now, 
         self->candidates[n].free_ram =
             (double)h->cap_ram_mb * self->config.ram_ratio - (double)h->used_ram_mb;
         self->candidates[n].id = h->id;
+        const int64_t *own = s_own(self, &h->res, req->group);
+        int64_t want[3];
+        s_want(req->flavor, want);
+        int all = 1, some = 0;
+        for (int j = 0; j < 3; j++) {
+            all &= own[j] >= want[j];
+            some |= own[j] > 0;
+        }
+        self->candidates[n].reserved = all ? 2 : some;
         n++;
     }
     qsort(self->candidates, (size_t)n, sizeof *self->candidates, s_by_weight);
@@ -322,25 +592,57 @@ static void s_alternates(placement_t *self, int n, int from, placement_result_t 
     }
 }
 
-/* Try one host. 0 (claimed), 1 (rejected: h updated from Redis), CHANGED, or -1. */
-static int s_claim(placement_t *self, const char *vm, s_host_t *h, const Berth__Resources *f,
-                   const char *previous, int64_t now)
+#define RESERVED   2 /* s_claim: only other groups' reservations stand in the way */
+#define RETRY_POOL 3 /* s_claim: the script needs every host for the any-host check */
+
+/* Try one host for req. 0 (claimed), 1 (rejected: h updated from Redis), RESERVED, CHANGED,
+   or -1. with_pool: pass every known host for the any-host check (the script asks when it
+   needs them). */
+static int s_claim(placement_t *self, const Berth__SelectHost *req, s_host_t *h,
+                   const char *previous, int64_t now, int with_pool)
 {
-    char claim_key[KEYS_MAX], host_key[KEYS_MAX], prev_key[KEYS_MAX];
+    const char *vm = req->vm, *group = req->group ? req->group : "";
+    const Berth__Resources *f = req->flavor;
+    char claim_key[KEYS_MAX], host_key[KEYS_MAX], prev_key[KEYS_MAX], res_key[KEYS_MAX],
+        prev_res_key[KEYS_MAX];
     char vcpus[24], ram[24], disk[24], now_text[24], timeout[24];
     keys_build(claim_key, KEYS_CLAIM, vm, NULL);
     keys_host(host_key, h->id);
     keys_host(prev_key, *previous ? previous : h->id);
+    keys_build(res_key, KEYS_HOST_RESERVATIONS, h->id, NULL);
+    keys_build(prev_res_key, KEYS_HOST_RESERVATIONS, *previous ? previous : h->id, NULL);
     snprintf(vcpus, sizeof vcpus, "%d", f->vcpus);
     snprintf(ram, sizeof ram, "%lld", (long long)f->ram_mb);
     snprintf(disk, sizeof disk, "%lld", (long long)f->disk_gb);
     snprintf(now_text, sizeof now_text, "%lld", (long long)now);
     snprintf(timeout, sizeof timeout, "%lld", (long long)self->config.host_timeout_ms);
-    const char *argv[] = {
-        claim_key, host_key, prev_key,        STORE_EVENTS,    h->id,           vcpus,    ram, disk,
-        now_text,  timeout,  self->ratios[0], self->ratios[1], self->ratios[2], previous, vm
+    int n_pool = with_pool ? self->n_hosts : 0;
+    const char **argv = calloc((size_t)(7 + 2 * n_pool + 12), sizeof *argv);
+    char(*pool)[KEYS_MAX] = calloc((size_t)(2 * n_pool + 1), sizeof *pool);
+    if (!argv || !pool) {
+        free(argv);
+        free(pool);
+        return -1;
+    }
+    const char *head[] = {
+        claim_key, host_key, prev_key, STORE_EVENTS, res_key, prev_res_key, KEYS_RESERVATIONS_ANY
     };
-    redisReply *r = store_run(self->store, &lua_placement_claim, 4, 15, argv);
+    const char *tail[] = {
+        h->id,           vcpus,           ram,      disk, now_text, timeout, self->ratios[0],
+        self->ratios[1], self->ratios[2], previous, vm,   group
+    };
+    int argc = 0;
+    for (int i = 0; i < 7; i++)
+        argv[argc++] = head[i];
+    for (int i = 0; i < n_pool; i++) {
+        argv[argc++] = keys_host(pool[2 * i], self->hosts[i].id);
+        argv[argc++] = keys_build(pool[2 * i + 1], KEYS_HOST_RESERVATIONS, self->hosts[i].id, NULL);
+    }
+    for (int i = 0; i < 12; i++)
+        argv[argc++] = tail[i];
+    redisReply *r = store_run(self->store, &lua_placement_claim, 7 + 2 * n_pool, argc, argv);
+    free(argv);
+    free(pool);
     if (!r)
         return -1;
     int rc = -1;
@@ -357,12 +659,16 @@ static int s_claim(placement_t *self, const char *vm, s_host_t *h, const Berth__
             rc = 1;
         } else if (strcmp(verdict, "CHANGED") == 0)
             rc = CHANGED;
+        else if (strcmp(verdict, "RESERVED") == 0)
+            rc = RESERVED;
+        else if (strcmp(verdict, "POOL") == 0 && !with_pool)
+            rc = RETRY_POOL;
     }
     if (rc == -1)
         log_debug(NULL, "claim script failed", "{s:s, s:s}", "vm", vm, "error",
                   r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
     freeReplyObject(r);
-    return rc;
+    return rc == RETRY_POOL ? s_claim(self, req, h, previous, now, 1) : rc;
 }
 
 /* Filters, weigher, claims; with fresh data before any "no". */
@@ -387,11 +693,15 @@ static int s_place(placement_t *self, const Berth__SelectHost *req, const char *
                 break;
             }
             s_host_t *h = &self->hosts[self->candidates[i].index];
-            int rc = s_claim(self, req->vm, h, req->flavor, previous, now);
+            int rc = s_claim(self, req, h, previous, now, self->any.count > 0);
             if (rc == 0) {
                 util_strlcpy(result->host, h->id, sizeof result->host);
                 s_alternates(self, n, i + 1, result);
                 return 0;
+            }
+            if (rc == RESERVED) {
+                counts[F_RESERVED]++;
+                continue;
             }
             if (rc != 1)
                 return rc;
@@ -418,9 +728,9 @@ static int s_place(placement_t *self, const Berth__SelectHost *req, const char *
                  " (only the first %d hosts were considered)", self->config.max_hosts);
     error_set(error, "NO_VALID_HOST",
               "no valid host: %d hosts; removed by state: %d, exclude: %d, ram: %d, vcpus: %d, "
-              "disk: %d%s",
+              "disk: %d, reserved: %d%s",
               self->n_hosts, counts[F_STATE], counts[F_EXCLUDE], counts[F_RAM], counts[F_VCPUS],
-              counts[F_DISK], extra);
+              counts[F_DISK], counts[F_RESERVED], extra);
     placement_removed(self, error);
     return PLACEMENT_NO_VALID_HOST;
 }
@@ -449,6 +759,8 @@ static int s_invalid(const placement_t *self, const Berth__SelectHost *req, bert
     for (size_t i = 0; i < req->n_exclude; i++)
         if (!req->exclude[i] || !*req->exclude[i] || strlen(req->exclude[i]) >= PLACEMENT_ID_MAX)
             return error_field(error, "exclude", "exclude holds an empty or overlong host id");
+    if (req->group && (strlen(req->group) >= GROUP_ID_MAX || strchr(req->group, ':')))
+        return error_field(error, "group", "group must be a group id");
     if (req->n_prefer > (size_t)c->max_exclude)
         return error_field(error, "prefer",
                            "prefer lists more hosts than the configured maximum (max_exclude)");
@@ -524,7 +836,7 @@ static int s_release(placement_t *self, const char *vm, int keep_disk, int *rele
         error_field(error, "vm", "vm must be a lower-case UUID");
         return PLACEMENT_BAD_REQUEST;
     }
-    char claim_key[KEYS_MAX], host_key[KEYS_MAX];
+    char claim_key[KEYS_MAX], host_key[KEYS_MAX], res_key[KEYS_MAX];
     keys_build(claim_key, KEYS_CLAIM, vm, NULL);
     for (int round = 0; round < ROUNDS; round++) {
         redisReply *r = store_command(self->store, "HGET %s host", claim_key);
@@ -545,9 +857,12 @@ static int s_release(placement_t *self, const char *vm, int keep_disk, int *rele
         keys_host(host_key, host);
         char now[24];
         snprintf(now, sizeof now, "%lld", (long long)util_now_ms());
-        const char *argv[] = { claim_key, host_key, STORE_EVENTS, host, vm, now,
-                               keep_disk ? "1" : "" };
-        r = store_run(self->store, &lua_placement_release, 3, 7, argv);
+        keys_build(res_key, KEYS_HOST_RESERVATIONS, host, NULL);
+        const char *argv[] = {
+            claim_key, host_key, STORE_EVENTS,        res_key, KEYS_RESERVATIONS_ANY, host,
+            vm,        now,      keep_disk ? "1" : ""
+        };
+        r = store_run(self->store, &lua_placement_release, 5, 9, argv);
         if (!r)
             return -1;
         int verdict = r->type != REDIS_REPLY_STRING     ? -1

@@ -506,6 +506,7 @@ static s_rc_t s_schedule(tasks_t *self, s_held_t *h, const s_stage_t *stage)
     Berth__SelectHost req = BERTH__SELECT_HOST__INIT;
     req.vm = h->vm->id;
     req.flavor = h->vm->flavor;
+    req.group = h->vm->group; /* its reservations are used first, and only by it */
     req.exclude = t->tried;
     req.n_exclude = t->n_tried;
     /* A retry tries the first placement's alternates first (those not failed already). */

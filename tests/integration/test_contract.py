@@ -75,6 +75,10 @@ class Contract(unittest.TestCase):
         quota = C.resolve({"$ref": "#/components/schemas/Quota"})["properties"]
         action = self.schema_at("/v1/vms/{id}/actions", "post", "requestBody", "content",
                                 "application/json", "schema")["properties"]
+        reserve = C.resolve({"$ref": "#/components/schemas/ReservationInput"})["properties"]
+        reservations = self.schema_at("/v1/groups/{id}/reservations", "put", "requestBody",
+                                      "content", "application/json",
+                                      "schema")["properties"]["reservations"]
         stated = {
             "LIMIT_COUNT_MAX": create["count"]["maximum"],
             "LIMIT_VM_NAME_MAX": create["name"]["maxLength"],
@@ -95,6 +99,11 @@ class Contract(unittest.TestCase):
             "LIMIT_GROUP_COST_CENTRE_MAX": group["cost_centre"]["maxLength"],
             "LIMIT_GROUP_QUOTA_MAX": quota["ram_mb"]["maximum"],
             "LIMIT_STOP_TIMEOUT_MAX_S": action["timeout_s"]["maximum"],
+            "LIMIT_RESERVATIONS_MAX": reservations["maxItems"],
+            "LIMIT_RESERVE_VCPUS_MAX": reserve["vcpus"]["maximum"],
+            "LIMIT_RESERVE_RAM_MB_MAX": reserve["ram_mb"]["maximum"],
+            "LIMIT_RESERVE_DISK_GB_MAX": reserve["disk_gb"]["maximum"],
+            "LIMIT_HOST_REF_MAX": reserve["host"]["maxLength"],
         }
         # A group's members: at most LIMIT_GROUP_MEMBERS_MAX, stated where members are added.
         members = C.spec["paths"]["/v1/groups/{id}/members"]["post"]["description"]

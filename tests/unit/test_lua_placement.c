@@ -2,7 +2,10 @@
     A claim re-checks the host (state, heartbeat, capacity with the ratios) and takes its share
     in the same step; a claim that moved meanwhile is refused; moving a claim gives the old
     host its share back; a release gives back exactly the claim (never below zero). Each host
-    whose usage changed has its version bumped and a host.usage event in the same step. */
+    whose usage changed has its version bumped and a host.usage event in the same step. A
+    group's reservations (on the host, on any host) are taken by its claims first, never by
+    another group's, and given back on release. reservations_set.lua (approval's write of a
+    group's reservations) lets grow only what is free and unreserved. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -30,19 +33,39 @@ static void s_host(store_t *store, const char *key, const char *state)
     freeReplyObject(r);
 }
 
-/* Claim vm's 2 vcpus / 4096 MB / 20 GB on host; the reply (caller frees). */
-static redisReply *s_claim(store_t *store, const char *host, const char *now_on, const char *vcpus)
+/* Claim vm's vcpus / ram MB / 20 GB on host for group; with pool, every host (h1, h2) for the
+   any-host check. The reply (caller frees). */
+static redisReply *s_claim_as(store_t *store, const char *vm, const char *group, const char *host,
+                              const char *now_on, const char *vcpus, const char *ram, int pool)
 {
-    char claim[32], host_key[32], prev_key[32];
-    snprintf(claim, sizeof claim, "t:claim:{vm}");
+    char claim[32], host_key[32], prev_key[32], res_key[32], prev_res_key[32];
+    snprintf(claim, sizeof claim, "t:claim:{%s}", vm);
     snprintf(host_key, sizeof host_key, "t:host:%s", host);
     snprintf(prev_key, sizeof prev_key, "t:host:%s", *now_on ? now_on : host);
-    const char *argv[] = { claim, host_key, prev_key, "t:events", host, vcpus,  "4096", "20",
-                           NOW,   "3000",   "1",      "1",        "1",  now_on, "vm" };
-    redisReply *r = store_run(store, &lua_placement_claim, 4, 15, argv);
+    snprintf(res_key, sizeof res_key, "t:res:%s", host);
+    snprintf(prev_res_key, sizeof prev_res_key, "t:res:%s", *now_on ? now_on : host);
+    const char *argv[] = { claim,   host_key,    prev_key,   "t:events",  res_key,    prev_res_key,
+                           "t:any", "t:host:h1", "t:res:h1", "t:host:h2", "t:res:h2", host,
+                           vcpus,   ram,         "20",       NOW,         "3000",     "1",
+                           "1",     "1",         now_on,     vm,          group };
+    int n_keys = pool ? 11 : 7;
+    const char **args = argv;
+    const char *no_pool[19];
+    if (!pool) {
+        memcpy(no_pool, argv, 7 * sizeof *argv);
+        memcpy(no_pool + 7, argv + 11, 12 * sizeof *argv);
+        args = no_pool;
+    }
+    redisReply *r = store_run(store, &lua_placement_claim, n_keys, n_keys + 12, args);
     assert_non_null(r);
     assert_int_equal(r->type, REDIS_REPLY_ARRAY);
     return r;
+}
+
+/* Claim vm's 2 vcpus / 4096 MB / 20 GB on host; the reply (caller frees). */
+static redisReply *s_claim(store_t *store, const char *host, const char *now_on, const char *vcpus)
+{
+    return s_claim_as(store, "vm", "ga", host, now_on, vcpus, "4096", 0);
 }
 
 static void s_assert_used(store_t *store, const char *key, const char *vcpus, const char *ram)
@@ -104,15 +127,122 @@ static void test_claim_checks_then_takes(void **state)
     freeReplyObject(r);
 }
 
-static redisReply *s_release(store_t *store, const char *host)
+static redisReply *s_release_vm(store_t *store, const char *vm, const char *host)
 {
-    char host_key[32];
+    char claim[32], host_key[32], res_key[32];
+    snprintf(claim, sizeof claim, "t:claim:{%s}", vm);
     snprintf(host_key, sizeof host_key, "t:host:%s", host);
-    const char *argv[] = { "t:claim:{vm}", host_key, "t:events", host, "vm", NOW };
-    redisReply *r = store_run(store, &lua_placement_release, 3, 6, argv);
+    snprintf(res_key, sizeof res_key, "t:res:%s", host);
+    const char *argv[] = { claim, host_key, "t:events", res_key, "t:any", host, vm, NOW };
+    redisReply *r = store_run(store, &lua_placement_release, 5, 8, argv);
     assert_non_null(r);
     assert_true(r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_STATUS);
     return r;
+}
+
+static redisReply *s_release(store_t *store, const char *host)
+{
+    return s_release_vm(store, "vm", host);
+}
+
+static int64_t s_get(store_t *store, const char *key, const char *field)
+{
+    redisReply *r = store_command(store, "HGET %s %s", key, field);
+    assert_non_null(r);
+    int64_t v = r->type == REDIS_REPLY_STRING ? strtoll(r->str, NULL, 10) : -1;
+    freeReplyObject(r);
+    return v;
+}
+
+static void s_verdict(redisReply *r, const char *want, const char *detail)
+{
+    if (r->type != REDIS_REPLY_ARRAY) { /* a release's answer */
+        assert_string_equal(r->str, want);
+        freeReplyObject(r);
+        return;
+    }
+    assert_string_equal(r->element[0]->str, want);
+    if (detail)
+        assert_string_equal(r->element[1]->str, detail);
+    freeReplyObject(r);
+}
+
+/* Group ga holds 8192 MB on h1 (16384): gb may take only the other 8192; ga's claims take its
+   reservation first and record that part; a release (and a move) gives it back. */
+static void test_reservation_on_host(void **state)
+{
+    fixture_t *f = *state;
+    s_host(f->store, "t:host:h1", "UP");
+    s_host(f->store, "t:host:h2", "UP");
+    redisReply *r = store_command(f->store, "HSET t:res:h1 ga:ram_mb 8192 ga:vcpus 1");
+    freeReplyObject(r);
+    s_verdict(s_claim_as(f->store, "b1", "gb", "h1", "", "1", "8192", 0), "OK", NULL);
+    s_verdict(s_claim_as(f->store, "b2", "gb", "h1", "", "1", "1024", 0), "RESERVED", "ram_mb");
+    /* ga takes 4096 of its 8192 plus its 1 reserved vCPU; then 6144: 4096 reserved, 2048
+       beyond: no room (8192 + 4096 + 6144 > 16384). */
+    s_verdict(s_claim_as(f->store, "a1", "ga", "h1", "", "2", "4096", 0), "OK", NULL);
+    assert_int_equal(s_get(f->store, "t:res:h1", "ga:used_ram_mb"), 4096);
+    assert_int_equal(s_get(f->store, "t:res:h1", "ga:used_vcpus"), 1);
+    assert_int_equal(s_get(f->store, "t:claim:{a1}", "res_ram_mb"), 4096);
+    assert_int_equal(s_get(f->store, "t:claim:{a1}", "res_vcpus"), 1);
+    assert_int_equal(s_get(f->store, "t:claim:{a1}", "any_ram_mb"), 0);
+    s_verdict(s_claim_as(f->store, "a2", "ga", "h1", "", "1", "6144", 0), "REJECTED", NULL);
+    s_verdict(s_claim_as(f->store, "a2", "ga", "h1", "", "1", "4096", 0), "OK", NULL);
+    assert_int_equal(s_get(f->store, "t:res:h1", "ga:used_ram_mb"), 8192);
+    /* Released: the reservation is ga's again, gb still may not take it. */
+    s_verdict(s_release_vm(f->store, "a2", "h1"), "RELEASED", NULL);
+    assert_int_equal(s_get(f->store, "t:res:h1", "ga:used_ram_mb"), 4096);
+    s_verdict(s_claim_as(f->store, "b2", "gb", "h1", "", "1", "1024", 0), "RESERVED", "ram_mb");
+    /* Moving a1 to h2 gives h1 and the reservation their parts back in the same step. */
+    s_verdict(s_claim_as(f->store, "a1", "ga", "h2", "h1", "2", "4096", 0), "OK", NULL);
+    assert_int_equal(s_get(f->store, "t:res:h1", "ga:used_ram_mb"), 0);
+    assert_int_equal(s_get(f->store, "t:res:h1", "ga:used_vcpus"), 0);
+    s_assert_used(f->store, "t:host:h1", "1", "8192");
+    /* A group whose reservation went keeps no counters once its claims are released. */
+    r = store_command(f->store, "HSET t:res:h2 gc:used_ram_mb 0");
+    freeReplyObject(r);
+    s_verdict(s_release_vm(f->store, "b1", "h1"), "RELEASED", NULL);
+    r = store_command(f->store, "HDEL t:res:h1 ga:ram_mb ga:vcpus");
+    freeReplyObject(r);
+    s_verdict(s_claim_as(f->store, "a3", "ga", "h1", "", "1", "1024", 0), "OK", NULL);
+    s_verdict(s_release_vm(f->store, "a3", "h1"), "RELEASED", NULL);
+    r = store_command(f->store, "HLEN t:res:h1");
+    assert_int_equal(r->integer, 2); /* ga:used_* kept at 0 only while ga reserves there */
+    freeReplyObject(r);
+}
+
+/* Group ga holds 8192 MB on any host: gb's claims must leave that much free over the UP hosts;
+   without the hosts the script asks for them; ga takes its reservation wherever it lands. */
+static void test_reservation_any_host(void **state)
+{
+    fixture_t *f = *state;
+    s_host(f->store, "t:host:h1", "UP");
+    s_host(f->store, "t:host:h2", "UP");
+    redisReply *r = store_command(f->store, "HSET t:any ga:ram_mb 8192");
+    freeReplyObject(r);
+    s_verdict(s_claim_as(f->store, "b1", "gb", "h1", "", "1", "12288", 0), "POOL", NULL);
+    s_verdict(s_claim_as(f->store, "b1", "gb", "h1", "", "1", "12288", 1), "OK", NULL);
+    s_verdict(s_claim_as(f->store, "b2", "gb", "h2", "", "1", "12288", 1), "OK", NULL);
+    /* 4096 + 4096 free in all: exactly ga's 8192, so gb gets no more anywhere. */
+    s_verdict(s_claim_as(f->store, "b3", "gb", "h2", "", "1", "1024", 1), "RESERVED", "any:ram_mb");
+    /* ga lands on either host, from its reservation. */
+    s_verdict(s_claim_as(f->store, "a1", "ga", "h1", "", "1", "4096", 0), "OK", NULL);
+    assert_int_equal(s_get(f->store, "t:any", "ga:used_ram_mb"), 4096);
+    assert_int_equal(s_get(f->store, "t:claim:{a1}", "any_ram_mb"), 4096);
+    assert_int_equal(s_get(f->store, "t:claim:{a1}", "res_ram_mb"), 0);
+    s_verdict(s_claim_as(f->store, "b3", "gb", "h2", "", "1", "1024", 1), "RESERVED", "any:ram_mb");
+    s_verdict(s_claim_as(f->store, "a2", "ga", "h2", "", "1", "4096", 0), "OK", NULL);
+    /* Every any-host reservation claimed: no pool check, the host's capacity decides. */
+    s_verdict(s_release_vm(f->store, "b2", "h2"), "RELEASED", NULL);
+    s_verdict(s_claim_as(f->store, "b3", "gb", "h2", "", "1", "1024", 0), "OK", NULL);
+    s_verdict(s_release_vm(f->store, "a2", "h2"), "RELEASED", NULL);
+    assert_int_equal(s_get(f->store, "t:any", "ga:used_ram_mb"), 4096);
+    /* A DOWN host's free capacity does not count: 4096 of ga's is unclaimed, h2 has
+       16384 - 1024 free, h1 (down) 4096; gb may take h2 down to 4096 free, not below. */
+    r = store_command(f->store, "HSET t:host:h1 state DOWN");
+    freeReplyObject(r);
+    s_verdict(s_claim_as(f->store, "b4", "gb", "h2", "", "1", "11264", 1), "OK", NULL);
+    s_verdict(s_claim_as(f->store, "b5", "gb", "h2", "", "1", "1", 1), "RESERVED", "any:ram_mb");
 }
 
 static void test_release_gives_back_exactly(void **state)
@@ -146,13 +276,22 @@ static void test_release_keeping_the_disk(void **state)
     fixture_t *f = *state;
     s_host(f->store, "t:host:h1", "UP");
     s_host(f->store, "t:host:h2", "UP");
-    redisReply *r = s_claim(f->store, "h1", "", "2");
+    /* ga reserves on h1: the claim takes 4096 MB and its 20 GB from it. */
+    redisReply *r = store_command(f->store, "HSET t:res:h1 ga:ram_mb 8192 ga:disk_gb 20");
     freeReplyObject(r);
-    const char *argv[] = { "t:claim:{vm}", "t:host:h1", "t:events", "h1", "vm", NOW, "1" };
-    r = store_run(f->store, &lua_placement_release, 3, 7, argv);
+    r = s_claim(f->store, "h1", "", "2");
+    freeReplyObject(r);
+    const char *argv[] = { "t:claim:{vm}", "t:host:h1", "t:events", "t:res:h1", "t:any",
+                           "h1",           "vm",        NOW,        "1" };
+    r = store_run(f->store, &lua_placement_release, 5, 9, argv);
     assert_non_null(r);
     assert_string_equal(r->str, "RELEASED");
     freeReplyObject(r);
+    /* The reservation gets the RAM back, not the disk. */
+    assert_int_equal(s_get(f->store, "t:res:h1", "ga:used_ram_mb"), 0);
+    assert_int_equal(s_get(f->store, "t:res:h1", "ga:used_disk_gb"), 20);
+    assert_int_equal(s_get(f->store, "t:claim:{vm}", "res_ram_mb"), 0);
+    assert_int_equal(s_get(f->store, "t:claim:{vm}", "res_disk_gb"), 20);
     s_assert_used(f->store, "t:host:h1", "0", "0");
     r = store_command(f->store, "HMGET t:host:h1 used_disk_gb");
     assert_string_equal(r->element[0]->str, "20");
@@ -174,6 +313,89 @@ static void test_release_keeping_the_disk(void **state)
     assert_string_equal(r->element[0]->str, "0");
     freeReplyObject(r);
     s_assert_used(f->store, "t:host:h2", "2", "4096");
+    assert_int_equal(s_get(f->store, "t:res:h1", "ga:used_disk_gb"), 0);
+}
+
+/* reservations_set for group ga, version "0", with the hosts h1 and h2: one named (h1, or ""
+   for any host) reservation of ram MB (none when ram is NULL). The reply (caller frees). */
+static redisReply *s_reserve(store_t *store, const char *host, const char *ram)
+{
+    const char *argv[] = { "t:group",   "t:any",    "t:reserved", "t:events",
+                           "t:host:h1", "t:res:h1", "t:host:h2",  "t:res:h2",
+                           "ga",        "0",        NOW,          "3000",
+                           "1",         "1",        "1",          ram ? "[{}]" : "",
+                           "admin",     "2",        "h1",         "h2",
+                           host,        "0",        ram,          "0" };
+    redisReply *r = store_run(store, &lua_reservations_set, 8, ram ? 24 : 20, argv);
+    assert_non_null(r);
+    assert_int_equal(r->type, REDIS_REPLY_ARRAY);
+    return r;
+}
+
+/* reservations_set: what grows must be free and unreserved now (on the host, or over the UP
+   hosts for any host); shrinking is always allowed; the reserved-hosts set follows. */
+static void test_reservations_set(void **state)
+{
+    fixture_t *f = *state;
+    s_host(f->store, "t:host:h1", "UP");
+    s_host(f->store, "t:host:h2", "UP");
+    redisReply *r = s_reserve(f->store, "h1", "1024");
+    assert_string_equal(r->element[0]->str, "NOT_FOUND");
+    freeReplyObject(r);
+    r = store_command(f->store, "HSET t:group version 1");
+    freeReplyObject(r);
+    /* gb holds 8192 of h1 (unclaimed), and a claim holds 4096: 4096 left for ga. */
+    r = store_command(f->store, "HSET t:res:h1 gb:ram_mb 8192");
+    freeReplyObject(r);
+    r = store_command(f->store, "HSET t:host:h1 used_ram_mb 4096");
+    freeReplyObject(r);
+    r = s_reserve(f->store, "h1", "6000");
+    assert_string_equal(r->element[0]->str, "EXCEEDS");
+    assert_string_equal(r->element[1]->str, "h1");
+    assert_string_equal(r->element[2]->str, "ram_mb");
+    assert_string_equal(r->element[3]->str, "6000");
+    assert_string_equal(r->element[4]->str, "4096");
+    freeReplyObject(r);
+    r = s_reserve(f->store, "h1", "4096");
+    assert_string_equal(r->element[0]->str, "OK");
+    assert_int_equal(r->element[1]->integer, 2);
+    freeReplyObject(r);
+    assert_int_equal(s_get(f->store, "t:res:h1", "ga:ram_mb"), 4096);
+    assert_int_equal(s_get(f->store, "t:group", "version"), 2);
+    r = store_command(f->store, "SISMEMBER t:reserved h1");
+    assert_int_equal(r->integer, 1);
+    freeReplyObject(r);
+    /* Any host instead (the list replaces h1's): h1's 4096 free again, h2 16384; a down
+       host counts not. */
+    r = s_reserve(f->store, "", "20481");
+    assert_string_equal(r->element[0]->str, "EXCEEDS");
+    assert_string_equal(r->element[1]->str, "");
+    assert_string_equal(r->element[4]->str, "20480");
+    freeReplyObject(r);
+    r = store_command(f->store, "HSET t:host:h2 state DOWN");
+    freeReplyObject(r);
+    r = s_reserve(f->store, "", "4097");
+    assert_string_equal(r->element[0]->str, "EXCEEDS");
+    freeReplyObject(r);
+    r = store_command(f->store, "HSET t:host:h2 state UP");
+    freeReplyObject(r);
+    r = s_reserve(f->store, "", "16384");
+    assert_string_equal(r->element[0]->str, "OK");
+    freeReplyObject(r);
+    /* Replacing: h1's reservation goes (only the any-host one is left); gb keeps h1 listed. */
+    assert_int_equal(s_get(f->store, "t:res:h1", "ga:ram_mb"), -1);
+    assert_int_equal(s_get(f->store, "t:any", "ga:ram_mb"), 16384);
+    r = store_command(f->store, "HDEL t:res:h1 gb:ram_mb");
+    freeReplyObject(r);
+    r = s_reserve(f->store, "", NULL); /* none at all */
+    assert_string_equal(r->element[0]->str, "OK");
+    freeReplyObject(r);
+    r = store_command(f->store, "SCARD t:reserved");
+    assert_int_equal(r->integer, 0);
+    freeReplyObject(r);
+    r = store_command(f->store, "HEXISTS t:group reservations");
+    assert_int_equal(r->integer, 0);
+    freeReplyObject(r);
 }
 
 int main(void)
@@ -185,6 +407,9 @@ int main(void)
                                         testenv_teardown),
         cmocka_unit_test_setup_teardown(test_release_keeping_the_disk, testenv_setup,
                                         testenv_teardown),
+        cmocka_unit_test_setup_teardown(test_reservation_on_host, testenv_setup, testenv_teardown),
+        cmocka_unit_test_setup_teardown(test_reservation_any_host, testenv_setup, testenv_teardown),
+        cmocka_unit_test_setup_teardown(test_reservations_set, testenv_setup, testenv_teardown),
     };
     return cmocka_run_group_tests(tests, testenv_group_setup, testenv_group_teardown);
 }

@@ -592,6 +592,81 @@ static void test_delete_refused_with_children(void **state)
     protobuf_c_message_free_unpacked(&project->base, NULL);
 }
 
+/* reserve: SetReservations, admin only: hosts by id or name, one per host, bounded fields;
+   what grows must be free (CONFLICT with the figures); the answer shows what is used. */
+static void test_set_reservations(void **state)
+{
+    (void)state;
+    char id[UTIL_ID_LEN];
+    s_create("res", NULL, id);
+    s_user("rita");
+    redisReply *r = store_command(s_store,
+                                  "HSET berth:host:h-1 id h-1 name rack1 state UP last_seen_ms "
+                                  "%lld cap_vcpus 4 cap_ram_mb 4096 cap_disk_gb 100 "
+                                  "used_ram_mb 1024",
+                                  (long long)util_now_ms());
+    freeReplyObject(r);
+    r = store_command(s_store, "SADD berth:hosts h-1");
+    freeReplyObject(r);
+
+    assertion_signed_t as;
+    Berth__SetReservations set = BERTH__SET_RESERVATIONS__INIT;
+    Berth__Reservation one = BERTH__RESERVATION__INIT, two = BERTH__RESERVATION__INIT;
+    Berth__Reservation *list[] = { &one, &two };
+    set.id = id;
+    set.reservations = list;
+    set.n_reservations = 1;
+    one.host = "rack1"; /* by name */
+    one.ram_mb = 2048;
+    s_as("rita", "user", &set.base, &set.assertion, &as);
+    s_refused(&set.base, "FORBIDDEN", NULL);
+    one.ram_mb = 4000; /* 4096 - 1024 used: 3072 free */
+    s_as("root", "admin", &set.base, &set.assertion, &as);
+    s_refused(&set.base, "CONFLICT", NULL);
+    one.ram_mb = 0;
+    s_as("root", "admin", &set.base, &set.assertion, &as);
+    s_refused(&set.base, "BAD_REQUEST", "reservations[0]");
+    one.ram_mb = 2048;
+    one.host = "nowhere";
+    s_as("root", "admin", &set.base, &set.assertion, &as);
+    s_refused(&set.base, "BAD_REQUEST", "reservations[0].host");
+    one.host = "rack1";
+    two.host = "h-1"; /* the same host by id */
+    two.vcpus = 1;
+    set.n_reservations = 2;
+    s_as("root", "admin", &set.base, &set.assertion, &as);
+    s_refused(&set.base, "BAD_REQUEST", "reservations[1].host");
+    two.host = ""; /* any host */
+    s_as("root", "admin", &set.base, &set.assertion, &as);
+    Berth__Group *g = (Berth__Group *)s_ok(&set.base, &berth__group__descriptor);
+    assert_int_equal(g->n_reservations, 2);
+    assert_string_equal(g->reservations[0]->host, "h-1");
+    assert_int_equal(g->reservations[0]->ram_mb, 2048);
+    assert_non_null(g->reservations[0]->used);
+    assert_int_equal(g->reservations[0]->used->ram_mb, 0);
+    assert_string_equal(g->reservations[1]->host, "");
+    assert_int_equal(g->version, 2);
+    protobuf_c_message_free_unpacked(&g->base, NULL);
+    char field[64];
+    snprintf(field, sizeof field, "%s:ram_mb", id);
+    r = store_command(s_store, "HGET berth:host-reservations:h-1 %s", field);
+    assert_string_equal(r->str, "2048");
+    freeReplyObject(r);
+    /* A stale version changes nothing; none removes every reservation. */
+    set.version = 1;
+    s_as("root", "admin", &set.base, &set.assertion, &as);
+    s_refused(&set.base, "CONFLICT", NULL);
+    set.version = 0;
+    set.n_reservations = 0;
+    s_as("root", "admin", &set.base, &set.assertion, &as);
+    g = (Berth__Group *)s_ok(&set.base, &berth__group__descriptor);
+    assert_int_equal(g->n_reservations, 0);
+    protobuf_c_message_free_unpacked(&g->base, NULL);
+    r = store_command(s_store, "EXISTS berth:host-reservations:h-1 berth:reserved-hosts");
+    assert_int_equal(r->integer, 0);
+    freeReplyObject(r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -600,6 +675,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_list_pages, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_update_and_delete, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_delete_refused_with_children, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_set_reservations, s_setup, s_teardown),
     };
     return cmocka_run_group_tests(tests, s_group_setup, s_group_teardown);
 }

@@ -2,7 +2,8 @@
     right hosts and the "no valid host" answer counts them per filter; the weigher spreads by
     free RAM; a claim is idempotent by VM and a release gives back exactly what was taken;
     two connections racing for one host never claim more than it holds; a stale host cache
-    never causes a wrong "no". */
+    never causes a wrong "no"; a group's reservations (on a host, on any host) are used by it
+    first and never by another group, whose "no" counts them. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -144,6 +145,109 @@ static int s_select(placement_t *p, const char *vm, int vcpus, int64_t ram, int6
     return placement_select(p, &req, result, error);
 }
 
+#define GROUP_A "aaaaaaaa-0000-4000-8000-000000000000"
+#define GROUP_B "bbbbbbbb-0000-4000-8000-000000000000"
+
+/* A VM of 1 vCPU, ram MB and 1 GB in group. */
+static int s_select_in(placement_t *p, const char *group, int i, int64_t ram,
+                       placement_result_t *result, berth_error_t *error)
+{
+    char vm[UTIL_ID_LEN];
+    s_vm(i, vm);
+    Berth__Resources flavor = BERTH__RESOURCES__INIT;
+    flavor.vcpus = 1;
+    flavor.ram_mb = ram;
+    flavor.disk_gb = 1;
+    Berth__SelectHost req = BERTH__SELECT_HOST__INIT;
+    req.vm = vm;
+    req.flavor = &flavor;
+    req.group = (char *)group;
+    return placement_select(p, &req, result, error);
+}
+
+/* Group A holds 3072 MB on host r: A's VMs go there first (though o has more RAM free),
+   B never takes it and its "no" counts r under reserved; a release frees it for A again. */
+static void test_reservation_on_host(void **state)
+{
+    fixture_t *f = *state;
+    s_host(f->store, "o", "UP", 0, 8, 8192, 100);
+    s_host(f->store, "r", "UP", 0, 8, 4096, 100);
+    s_cmd(f->store, "HSET berth:host-reservations:r " GROUP_A ":ram_mb 3072 " GROUP_A ":vcpus 0");
+    s_cmd(f->store, "SADD berth:reserved-hosts r");
+    placement_result_t res;
+    berth_error_t error = { 0 };
+    assert_int_equal(s_select_in(f->placement, GROUP_A, 1, 1024, &res, &error), 0);
+    assert_string_equal(res.host, "r");
+    assert_int_equal(s_field(f->store, "berth:host-reservations:r", GROUP_A ":used_ram_mb"), 1024);
+    /* B: 1024 MB unreserved on r, 8192 on o: 9 VMs of 1024 MB, then no. */
+    for (int i = 0; i < 9; i++)
+        assert_int_equal(s_select_in(f->placement, GROUP_B, 10 + i, 1024, &res, &error), 0);
+    assert_int_equal(s_used(f->store, "r", "used_ram_mb"), 2048);
+    assert_int_equal(s_select_in(f->placement, GROUP_B, 20, 1024, &res, &error),
+                     PLACEMENT_NO_VALID_HOST);
+    assert_string_equal(error.message,
+                        "no valid host: 2 hosts; removed by state: 0, exclude: 0, ram: 1, "
+                        "vcpus: 0, disk: 0, reserved: 1");
+    assert_string_equal(error_detail_get(&error, "reserved"), "1");
+    /* A's VMs still land on what is left of its reservation, and no further. */
+    assert_int_equal(s_select_in(f->placement, GROUP_A, 2, 1024, &res, &error), 0);
+    assert_int_equal(s_select_in(f->placement, GROUP_A, 3, 1024, &res, &error), 0);
+    assert_string_equal(res.host, "r");
+    assert_int_equal(s_used(f->store, "r", "used_ram_mb"), 4096);
+    assert_int_equal(s_select_in(f->placement, GROUP_A, 4, 1024, &res, &error),
+                     PLACEMENT_NO_VALID_HOST);
+    /* A releases one: B still cannot have it, A can. */
+    char vm[UTIL_ID_LEN];
+    s_vm(2, vm);
+    int released = 0;
+    assert_int_equal(placement_release(f->placement, vm, &released, &error), 0);
+    assert_int_equal(released, 1);
+    assert_int_equal(s_field(f->store, "berth:host-reservations:r", GROUP_A ":used_ram_mb"), 2048);
+    assert_int_equal(s_select_in(f->placement, GROUP_B, 20, 1024, &res, &error),
+                     PLACEMENT_NO_VALID_HOST);
+    assert_int_equal(s_select_in(f->placement, GROUP_A, 2, 1024, &res, &error), 0);
+    assert_string_equal(res.host, "r");
+    /* B's release on r gives nothing to A's reservation counters. */
+    s_vm(10, vm);
+    assert_int_equal(placement_release(f->placement, vm, &released, &error), 0);
+    assert_int_equal(s_field(f->store, "berth:host-reservations:r", GROUP_A ":used_ram_mb"), 3072);
+}
+
+/* Group A holds 2048 MB on any host: B fills the rest of two hosts, never the last 2048 MB
+   in all; A takes it wherever it is; released, it is A's again. */
+static void test_reservation_any_host(void **state)
+{
+    fixture_t *f = *state;
+    s_host(f->store, "h1", "UP", 0, 8, 4096, 100);
+    s_host(f->store, "h2", "UP", 0, 8, 4096, 100);
+    s_cmd(f->store, "HSET berth:reservations-any " GROUP_A ":ram_mb 2048");
+    placement_result_t res;
+    berth_error_t error = { 0 };
+    for (int i = 0; i < 6; i++)
+        assert_int_equal(s_select_in(f->placement, GROUP_B, 10 + i, 1024, &res, &error), 0);
+    assert_int_equal(s_select_in(f->placement, GROUP_B, 20, 1024, &res, &error),
+                     PLACEMENT_NO_VALID_HOST);
+    assert_string_equal(error.message,
+                        "no valid host: 2 hosts; removed by state: 0, exclude: 0, ram: 0, "
+                        "vcpus: 0, disk: 0, reserved: 2");
+    assert_int_equal(s_select_in(f->placement, GROUP_A, 1, 1024, &res, &error), 0);
+    assert_int_equal(s_select_in(f->placement, GROUP_A, 2, 1024, &res, &error), 0);
+    assert_int_equal(s_field(f->store, "berth:reservations-any", GROUP_A ":used_ram_mb"), 2048);
+    assert_int_equal(s_select_in(f->placement, GROUP_A, 3, 1024, &res, &error),
+                     PLACEMENT_NO_VALID_HOST);
+    assert_string_equal(error.message,
+                        "no valid host: 2 hosts; removed by state: 0, exclude: 0, ram: 2, "
+                        "vcpus: 0, disk: 0, reserved: 0");
+    char vm[UTIL_ID_LEN];
+    s_vm(1, vm);
+    int released = 0;
+    assert_int_equal(placement_release(f->placement, vm, &released, &error), 0);
+    assert_int_equal(s_field(f->store, "berth:reservations-any", GROUP_A ":used_ram_mb"), 1024);
+    assert_int_equal(s_select_in(f->placement, GROUP_B, 20, 1024, &res, &error),
+                     PLACEMENT_NO_VALID_HOST);
+    assert_int_equal(s_select_in(f->placement, GROUP_A, 1, 1024, &res, &error), 0);
+}
+
 static void test_filters(void **state)
 {
     fixture_t *f = *state;
@@ -162,7 +266,7 @@ static void test_filters(void **state)
                      PLACEMENT_NO_VALID_HOST);
     assert_string_equal(error.message,
                         "no valid host: 6 hosts; removed by state: 2, exclude: 1, ram: 1, "
-                        "vcpus: 1, disk: 1");
+                        "vcpus: 1, disk: 1, reserved: 0");
     assert_int_equal(s_count_claims(f->store), 0);
 
     /* vCPU overcommit: 2 physical cores * 4.0 hold 8 vCPUs. */
@@ -186,7 +290,7 @@ static void test_filters(void **state)
                      PLACEMENT_NO_VALID_HOST);
     assert_string_equal(error.message,
                         "no valid host: 7 hosts; removed by state: 2, exclude: 1, ram: 1, "
-                        "vcpus: 2, disk: 1");
+                        "vcpus: 2, disk: 1, reserved: 0");
     /* The same counts as details of the bus error (NO_VALID_HOST's "details"). */
     berth_error_t fault = error;
     assert_string_equal(fault.code, "NO_VALID_HOST");
@@ -289,7 +393,7 @@ static void test_weigher_spreads(void **state)
                      PLACEMENT_NO_VALID_HOST);
     assert_string_equal(error.message,
                         "no valid host: 3 hosts; removed by state: 0, exclude: 0, ram: 3, "
-                        "vcpus: 0, disk: 0");
+                        "vcpus: 0, disk: 0, reserved: 0");
 }
 
 static void test_idempotent_claim(void **state)
@@ -531,7 +635,7 @@ static void test_stale_cache_never_says_no(void **state)
     assert_int_equal(s_select(p, vm, 1, 1024, 1, NULL, 0, &res, &error), PLACEMENT_NO_VALID_HOST);
     assert_string_equal(error.message,
                         "no valid host: 2 hosts; removed by state: 1, exclude: 0, ram: 1, "
-                        "vcpus: 0, disk: 0");
+                        "vcpus: 0, disk: 0, reserved: 0");
     placement_destroy(&p);
 }
 
@@ -562,6 +666,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_race_never_overcommits, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_stale_cache_never_says_no, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_store_down, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_reservation_on_host, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_reservation_any_host, s_setup, s_teardown),
     };
     return cmocka_run_group_tests(tests, s_group_setup, s_group_teardown);
 }
