@@ -35,6 +35,7 @@ typedef struct {
     char *dummy_hash;            /* Argon2id hash verified for unknown users (equal timing) */
     assertion_t *signer;         /* signs who each bus call acts for (assertion.key) */
     unsigned char token_key[32]; /* HMAC key of token records (secrets_dir/token.secret) */
+    unsigned char user_key[32];  /* MAC key of user records (secrets_dir/user.secret) */
     audit_log_t *audit;          /* the audit trail's writer (NULL: not recording) */
 } gateway_t;
 
@@ -73,7 +74,11 @@ int auth_authenticate(http_req_t *req);
 void auth_login(http_req_t *req);       /* POST /v1/auth/tokens */
 void auth_create_user(http_req_t *req); /* POST /v1/users (admin) */
 void auth_logout(http_req_t *req);      /* DELETE /v1/auth/tokens/current */
-void auth_update_user(http_req_t *req); /* PATCH /v1/users/{name} (admin): state */
+void auth_update_user(http_req_t *req); /* PATCH /v1/users/{name}: admin, or self (profile) */
+void auth_get_user(http_req_t *req);    /* GET /v1/users/{name}: admin, or self */
+void auth_list_users(http_req_t *req);  /* GET /v1/users (admin) */
+void auth_delete_user(http_req_t *req); /* DELETE /v1/users/{name} (admin) */
+void auth_change_password(http_req_t *req); /* POST /v1/auth/password: one's own */
 
 /* ---- rest.c: helpers of every REST handler ---- */
 

@@ -57,6 +57,13 @@
 /* hash: field epoch, bumped by every quota raised without an admin, so that two automatic
    allocations never both take the same free capacity (services/approval/allocations.h). */
 #define KEYS_QUOTA_EPOCH "berth:quota-epoch"
+/* Users (the gateway writes them): every user name, and the names of the ACTIVE admins (the
+   last one can be neither disabled, demoted nor deleted). */
+#define KEYS_USERS        "berth:users"        /* zset: user names, all score 0 (paged by name) */
+#define KEYS_ADMINS       "berth:admins"       /* set: names of the ACTIVE admin users */
+#define KEYS_USERS_SCHEMA "berth:schema:users" /* string: version of the gateway's user records */
+#define KEYS_USERS_SCHEMA_LOCK "berth:schema:users:lock" /* string + TTL: its migration's lock */
+#define KEYS_USERS_SCHEMA_TODO "berth:schema:users:todo" /* set: names its migration has yet to MAC */
 
 /* Keys with an id: the kind, then keys_build(). */
 typedef enum {
@@ -95,6 +102,11 @@ typedef enum {
     KEYS_GROUP_USAGE,
     /* berth:group-user-usage:<group>:<user>  hash: the same for one member's VMs in the group */
     KEYS_GROUP_USER_USAGE,
+    /* berth:apikey:<id>  hash + TTL (its expiry): an API key (the HMAC of its secret, never
+       the secret), written by the gateway (auth_apikey_put.lua). */
+    KEYS_APIKEY,
+    /* berth:user-apikeys:<user>  zset: the user's API key ids by created_ms */
+    KEYS_USER_APIKEYS,
     KEYS_KIND_COUNT
 } keys_kind_t;
 

@@ -23,7 +23,9 @@
 #define LIMIT_TEXT_MAX          128 /* image, os (approval's max_text may lower) */
 
 /* Users. */
-#define LIMIT_USER_NAME_MAX 64
+#define LIMIT_USER_NAME_MAX    64
+#define LIMIT_DISPLAY_NAME_MAX 128 /* a user's display name, in bytes, no control characters */
+#define LIMIT_EMAIL_MAX        254 /* a user's email address: local@domain (RFC 5321 path) */
 
 /* Groups (approval enforces them; the gateway checks them first). */
 #define LIMIT_GROUP_NAME_MAX        63   /* [a-z0-9][a-z0-9._-]*, not a UUID */

@@ -90,6 +90,9 @@ class Contract(unittest.TestCase):
             "LIMIT_LEASE_DAYS_MAX": tmpl["lease_days"]["maximum"],
             "LIMIT_TEXT_MAX": tmpl["image"]["maxLength"],
             "LIMIT_USER_NAME_MAX": user["maxLength"],
+            "LIMIT_DISPLAY_NAME_MAX": C.resolve({"$ref": "#/components/schemas/DisplayName"})[
+                "maxLength"],
+            "LIMIT_EMAIL_MAX": C.resolve({"$ref": "#/components/schemas/Email"})["maxLength"],
             "LIMIT_GROUP_NAME_MAX": group["name"]["maxLength"],
             "LIMIT_GROUP_TEXT_MAX": group["description"]["maxLength"],
             "LIMIT_GROUP_COST_CENTRE_MAX": group["cost_centre"]["maxLength"],
