@@ -379,6 +379,8 @@ int auth_authenticate(http_req_t *req)
     if (len == 0 || len > TOKEN_TEXT_MAX ||
         strspn(token, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_") != len)
         return s_unauthorized(req, "invalid or expired token", 1);
+    if (apikey_is(token))
+        return apikey_authenticate(req, token);
     gateway_t *gw = req->app;
     char key[128];
     unsigned char digest[crypto_auth_hmacsha256_BYTES];
@@ -454,6 +456,20 @@ int auth_authenticate(http_req_t *req)
     if (!ok)
         return s_unauthorized(req, "invalid or expired token", 1);
     return 0;
+}
+
+int auth_user_usable(http_req_t *req, const char *name, char role[HTTP_ROLE_MAX])
+{
+    s_user_t u;
+    int found = s_user_read(req->app, req->store, req->request_id, name, &u);
+    if (found < 0) {
+        http_error(req, "UNAVAILABLE", "state store unreachable");
+        return -1;
+    }
+    if (!found || !u.valid || streq(u.state, USER_DISABLED))
+        return 0;
+    util_strlcpy(role, u.role, HTTP_ROLE_MAX);
+    return 1;
 }
 
 /* One step of auth_login_throttle.lua on the counter of kind for id. 1 refused (*wait_ms
@@ -758,6 +774,11 @@ void auth_logout(http_req_t *req)
     const char *token = http_header(req, "Authorization") + 7;
     while (*token == ' ')
         token++;
+    if (apikey_is(token)) {
+        http_error(req, "BAD_REQUEST",
+                    "this is an API key, not a token: revoke it with DELETE /v1/auth/keys/{id}");
+        return;
+    }
     char key[128];
     unsigned char digest[crypto_auth_hmacsha256_BYTES];
     s_token_key(req->app, key, sizeof key, token, digest);

@@ -75,6 +75,8 @@ class Contract(unittest.TestCase):
         quota = C.resolve({"$ref": "#/components/schemas/Quota"})["properties"]
         action = self.schema_at("/v1/vms/{id}/actions", "post", "requestBody", "content",
                                 "application/json", "schema")["properties"]
+        apikey = self.schema_at("/v1/auth/keys", "post", "requestBody", "content",
+                                "application/json", "schema")["properties"]
         stated = {
             "LIMIT_COUNT_MAX": create["count"]["maximum"],
             "LIMIT_VM_NAME_MAX": create["name"]["maxLength"],
@@ -93,6 +95,9 @@ class Contract(unittest.TestCase):
             "LIMIT_DISPLAY_NAME_MAX": C.resolve({"$ref": "#/components/schemas/DisplayName"})[
                 "maxLength"],
             "LIMIT_EMAIL_MAX": C.resolve({"$ref": "#/components/schemas/Email"})["maxLength"],
+            "LIMIT_APIKEY_NAME_MAX": apikey["name"]["maxLength"],
+            "LIMIT_APIKEY_DAYS_MAX": apikey["expires_in_days"]["maximum"],
+            "LIMIT_APIKEY_GROUPS_MAX": apikey["groups"]["maxItems"],
             "LIMIT_GROUP_NAME_MAX": group["name"]["maxLength"],
             "LIMIT_GROUP_TEXT_MAX": group["description"]["maxLength"],
             "LIMIT_GROUP_COST_CENTRE_MAX": group["cost_centre"]["maxLength"],

@@ -297,6 +297,10 @@ class Groups(PlatformCase):
                 body = {"bogus": True} if method in ("POST", "PUT", "PATCH") else None
                 if method == "DELETE" and pattern == "/v1/vms/{id}" and want == "ok":
                     path = "/v1/vms/" + spare.pop()
+                if method == "DELETE" and pattern == "/v1/auth/keys/{id}" and want == "ok":
+                    made = self.call(role, "POST", "/v1/auth/keys", {"name": "rbac"})
+                    self.assertEqual(made.status, 201, made)
+                    path = "/v1/auth/keys/" + made.json()["key"]["id"]
                 if method == "DELETE" and pattern == "/v1/users/{name}" and want == "ok":
                     self.user("gone-" + role)
                     path = "/v1/users/gone-" + role

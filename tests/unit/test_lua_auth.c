@@ -1,4 +1,6 @@
-/*  test_lua_auth: the auth scripts on a real Redis. auth_put_user.lua creates a user once (a
+/*  test_lua_auth: the auth scripts on a real Redis. auth_apikey_put.lua stores a key only
+    for an existing user and at most the most keys allowed (expired ones not counted), with
+    its TTL; auth_apikey_delete.lua revokes only a key of the user named. auth_put_user.lua creates a user once (a
     second create of the name changes nothing), updates only while the stored MAC is the one
     read, keeps berth:users and the ACTIVE admins in step and never removes the last ACTIVE
     admin; auth_delete_user.lua deletes a user with their API keys and memberships (not the
@@ -51,6 +53,16 @@ static void s_expect(char *answer, const char *want)
 {
     assert_string_equal(answer, want);
     free(answer);
+}
+
+static long long s_run2(store_t *store, const store_lua_t *script, const char **argv)
+{
+    redisReply *r = store_run(store, script, 2, 4, argv);
+    assert_non_null(r);
+    assert_int_equal(r->type, REDIS_REPLY_INTEGER);
+    long long v = r->integer;
+    freeReplyObject(r);
+    return v;
 }
 
 static long long s_int(store_t *store, const char *cmd)
@@ -193,6 +205,47 @@ static void test_delete_user_with_keys_and_memberships(void **state)
     freeReplyObject(r);
 }
 
+static char *s_key_put(store_t *store, const char *id, const char *now, const char *expires)
+{
+    char rec[64];
+    snprintf(rec, sizeof rec, "t:apikey:%s", id);
+    const char *argv[] = { rec, "t:user-apikeys:bob", "t:user:bob", id, now, expires, "2",
+                           "user", "bob", "expires_ms", expires };
+    redisReply *r = store_run(store, &lua_auth_apikey_put, 3, 11, argv);
+    assert_non_null(r);
+    assert_int_equal(r->type, REDIS_REPLY_STRING);
+    char *answer = strdup(r->str);
+    freeReplyObject(r);
+    return answer;
+}
+
+static void test_apikeys_expire_and_are_bounded_per_user(void **state)
+{
+    fixture_t *f = *state;
+    s_expect(s_key_put(f->store, "k1", "1000", "99999999999999"), "NO_USER");
+    assert_int_equal(s_int(f->store, "EXISTS t:apikey:k1"), 0);
+    freeReplyObject(store_command(f->store, "HSET t:user:bob name bob"));
+    s_expect(s_key_put(f->store, "k1", "1000", "99999999999999"), "OK");
+    s_expect(s_key_put(f->store, "k2", "1000", "99999999999998"), "OK");
+    s_expect(s_key_put(f->store, "k1", "1000", "99999999999999"), "OK"); /* a retry */
+    s_expect(s_key_put(f->store, "k3", "1000", "99999999999997"), "FULL");
+    assert_int_equal(s_int(f->store, "EXISTS t:apikey:k3"), 0);
+    /* The record lives as long as the key (PEXPIREAT its expiry). */
+    assert_true(s_int(f->store, "PTTL t:apikey:k1") > 1000000);
+    /* Keys past their expiry no longer count: at now = k2's expiry, k2 leaves the index. */
+    s_expect(s_key_put(f->store, "k3", "99999999999998", "99999999999999"), "OK");
+    assert_int_equal(s_int(f->store, "ZCARD t:user-apikeys:bob"), 2);
+    /* Revoked only as its user's. */
+    const char *wrong[] = { "t:apikey:k1", "t:user-apikeys:carl", "k1", "carl" };
+    const char *right[] = { "t:apikey:k1", "t:user-apikeys:bob", "k1", "bob" };
+    assert_int_equal(s_run2(f->store, &lua_auth_apikey_delete, wrong), 0);
+    assert_int_equal(s_int(f->store, "EXISTS t:apikey:k1"), 1);
+    assert_int_equal(s_run2(f->store, &lua_auth_apikey_delete, right), 1);
+    assert_int_equal(s_int(f->store, "EXISTS t:apikey:k1"), 0);
+    assert_int_equal(s_int(f->store, "ZCARD t:user-apikeys:bob"), 1);
+    assert_int_equal(s_run2(f->store, &lua_auth_apikey_delete, right), 0);
+}
+
 static void test_token_has_its_ttl(void **state)
 {
     fixture_t *f = *state;
@@ -266,6 +319,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_update_only_as_read_and_keeps_an_admin,
                                         testenv_setup, testenv_teardown),
         cmocka_unit_test_setup_teardown(test_delete_user_with_keys_and_memberships,
+                                        testenv_setup, testenv_teardown),
+        cmocka_unit_test_setup_teardown(test_apikeys_expire_and_are_bounded_per_user,
                                         testenv_setup, testenv_teardown),
     };
     return cmocka_run_group_tests(tests, testenv_group_setup, testenv_group_teardown);
