@@ -407,6 +407,48 @@ class AccountsCase(unittest.TestCase):
                     out += f.read()
         return out
 
+    def test_cli_users_passwd_and_keys(self):
+        r = self.api.call("POST", "/v1/users", {"username": "cleo", "password": PASSWORD,
+                                                "display_name": "Cleo K"})
+        self.assertEqual(r.status, 201, r)
+        self.proxy = CheckedProxy(self.p)
+        self.addCleanup(self.proxy.close)
+        home = tempfile.mkdtemp(prefix="berth-cli-")
+        self.addCleanup(shutil.rmtree, home, ignore_errors=True)
+        self.berth(home, "login", "--user", "cleo", "--password-stdin", stdin=PASSWORD + "\n")
+        shown = self.berth(home, "users", "show", "cleo").stdout
+        self.assertIn("Cleo K", shown)
+        self.assertIn("NOT_FOUND", self.berth(home, "users", "show", "admin", code=1).stderr)
+        # passwd: the session's token is replaced, the old password no longer works.
+        new_password = "cleo-new-password"
+        out = self.berth(home, "passwd", "--password-stdin",
+                         stdin=PASSWORD + "\n" + new_password + "\n").stdout
+        self.assertIn("password changed for cleo", out)
+        self.berth(home, "users", "show", "cleo")
+        self.assertEqual(self.login("cleo", new_password, "127.0.0.13").status, 201)
+        self.assertIn("UNAUTHORIZED", self.berth(home, "passwd", "--password-stdin",
+                                                 stdin="wrong-one\nwhatever-long\n",
+                                                 code=1).stderr)
+        # keys: made (the secret printed once), listed without it, used, revoked.
+        made = self.berth(home, "keys", "create", "ci", "--days", "3").stdout.split("\n")
+        key_id, secret = made[0].split()[2], made[1]
+        self.assertTrue(secret.startswith("bk_"), made)
+        listed = self.berth(home, "keys", "list").stdout
+        self.assertIn(key_id, listed)
+        self.assertNotIn(secret, listed)
+        self.assertEqual(self.authed(secret).status, 200)
+        self.assertIn("revoked", self.berth(home, "keys", "revoke", key_id).stdout)
+        self.assertEqual(self.authed(secret).status, 401)
+        self.berth(home, "keys", "frobnicate", code=2)
+        # An admin lists and deletes users.
+        self.berth(home, "login", "--user", self.p.admin_user, "--password-stdin",
+                   stdin=self.p.admin_password + "\n")
+        listed = self.berth(home, "users", "list", "--name", "cle").stdout
+        self.assertIn("cleo", listed)
+        self.assertIn("Cleo K", listed)
+        self.assertIn("user cleo deleted", self.berth(home, "users", "delete", "cleo").stdout)
+        self.assertNotIn("cleo", self.berth(home, "users", "list", "--name", "cle").stdout)
+
     def test_the_admin_password_is_never_logged(self):
         self.assertEqual(self.login(self.p.admin_user, "wrong-password", "127.0.0.8").status, 401)
         self.assertEqual(self.login(self.p.admin_user, self.p.admin_password,

@@ -1,12 +1,12 @@
-/*  test_lua_auth: the auth scripts on a real Redis. auth_apikey_put.lua stores a key only
-    for an existing user and at most the most keys allowed (expired ones not counted), with
-    its TTL; auth_apikey_delete.lua revokes only a key of the user named. auth_put_user.lua creates a user once (a
+/*  test_lua_auth: the auth scripts on a real Redis. auth_put_user.lua creates a user once (a
     second create of the name changes nothing), updates only while the stored MAC is the one
     read, keeps berth:users and the ACTIVE admins in step and never removes the last ACTIVE
     admin; auth_delete_user.lua deletes a user with their API keys and memberships (not the
-    last admin, not when what the caller read changed); a token's record (its MAC and epoch
-    included) and its TTL are written together; failed sign-ins are counted in a window
-    (auth_login_throttle.lua). */
+    last admin, not when what the caller read changed); auth_apikey_put.lua stores a key only
+    for an existing user, with its TTL, up to the most keys allowed (expired ones not
+    counted), and auth_apikey_delete.lua revokes only a key of the user named; a token's
+    record (its MAC and epoch included) and its TTL are written together; failed sign-ins are
+    counted in a window (auth_login_throttle.lua). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
