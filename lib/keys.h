@@ -63,7 +63,8 @@
 #define KEYS_ADMINS       "berth:admins"       /* set: names of the ACTIVE admin users */
 #define KEYS_USERS_SCHEMA "berth:schema:users" /* string: version of the gateway's user records */
 #define KEYS_USERS_SCHEMA_LOCK "berth:schema:users:lock" /* string + TTL: its migration's lock */
-#define KEYS_USERS_SCHEMA_TODO "berth:schema:users:todo" /* set: names its migration has yet to MAC */
+/* set: the names the user records' migration has yet to give a MAC (lib/user_record.c) */
+#define KEYS_USERS_SCHEMA_TODO "berth:schema:users:todo"
 
 /* Keys with an id: the kind, then keys_build(). */
 typedef enum {
