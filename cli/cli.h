@@ -148,7 +148,9 @@ void cli_pause_ms(int ms);
 int cli_health(cli_t *cli, int argc, char **argv);
 int cli_login(cli_t *cli, int argc, char **argv);
 int cli_logout(cli_t *cli, int argc, char **argv); /* revoke the token, forget it */
-int cli_users(cli_t *cli, int argc, char **argv);  /* enable / disable (admin) */
+int cli_users(cli_t *cli, int argc, char **argv);  /* list, show, enable, disable, delete */
+int cli_passwd(cli_t *cli, int argc, char **argv); /* change one's own password */
+int cli_keys(cli_t *cli, int argc, char **argv);   /* one's API keys: create, list, revoke */
 int cli_templates(cli_t *cli, int argc, char **argv);
 int cli_hosts(cli_t *cli, int argc, char **argv);
 int cli_vms(cli_t *cli, int argc, char **argv);

@@ -152,3 +152,79 @@ int cli_logout(cli_t *cli, int argc, char **argv)
                status == 200 ? " (token revoked)" : " (the token was no longer valid)");
     return 0;
 }
+
+/* A secret for passwd: one line of stdin with --password-stdin (or when stdin is no
+   terminal), else a prompt without echo. 0 or -1 (nothing read). */
+static int s_secret(int from_stdin, const char *prompt, char *buf, size_t size)
+{
+    if (from_stdin || !isatty(STDIN_FILENO))
+        return s_line(stdin, buf, size) == 0 && *buf ? 0 : -1;
+    return s_prompt(prompt, 1, buf, size) == 0 && *buf ? 0 : -1;
+}
+
+/* berth passwd: change one's own password (POST /v1/auth/password). Every token of the user
+   is revoked by it, this session's too: the new token the answer carries replaces it. */
+int cli_passwd(cli_t *cli, int argc, char **argv)
+{
+    cli_opt_t opts[] = { { "password-stdin", 0, NULL, 0 }, { NULL } };
+    const char *pos[1];
+    if (cli_parse(argc, argv, opts, pos, 0, 0) != 0) {
+        fprintf(stderr, "usage: berth passwd [--password-stdin (current, then new, one a line)]\n");
+        return 2;
+    }
+    if (!cli->token[0]) {
+        fprintf(stderr, "berth passwd: not logged in to %s: berth login first\n", cli->url);
+        return 1;
+    }
+    char current[SECRET_MAX] = "", fresh[SECRET_MAX] = "", again[SECRET_MAX] = "";
+    int rc = 2;
+    if (s_secret(opts[0].set, "Current password: ", current, sizeof current) != 0 ||
+        s_secret(opts[0].set, "New password: ", fresh, sizeof fresh) != 0)
+        fprintf(stderr, "berth passwd: no password given\n");
+    else if (!opts[0].set && isatty(STDIN_FILENO) &&
+             (s_prompt("New password again: ", 1, again, sizeof again) != 0 ||
+              strcmp(again, fresh) != 0))
+        fprintf(stderr, "berth passwd: the new passwords differ\n");
+    else
+        rc = 0;
+    json_t *ask = rc == 0 ? json_pack("{s:s, s:s}", "current", current, "new", fresh) : NULL;
+    explicit_bzero(current, sizeof current);
+    explicit_bzero(fresh, sizeof fresh);
+    explicit_bzero(again, sizeof again);
+    if (!ask)
+        return rc ? rc : 1;
+    json_t *body = NULL;
+    long status = 0;
+    /* Not cli_http: a 401 here means a wrong current password, not an expired session. */
+    rc = cli_request(cli, "POST", "/v1/auth/password", ask, &status, &body);
+    if (rc == 0 && status != 201) {
+        cli_print_error(cli, "berth passwd", status, body);
+        json_decref(body);
+        rc = -1;
+    }
+    const char *const fields[] = { "current", "new" };
+    for (int i = 0; i < 2; i++) {
+        json_t *s = json_object_get(ask, fields[i]);
+        if (json_is_string(s) && json_string_length(s))
+            explicit_bzero((char *)json_string_value(s), json_string_length(s));
+    }
+    json_decref(ask);
+    if (rc != 0)
+        return 1;
+    const char *user = json_string_value(json_object_get(body, "user"));
+    const char *token = json_string_value(json_object_get(body, "token"));
+    const char *expires = json_string_value(json_object_get(body, "expires_at"));
+    rc = user && token ? cli_session_save(cli, user, token, expires) : -1;
+    if (rc == 0) {
+        if (cli->json) {
+            json_object_del(body, "token");
+            cli_print_json(body);
+        } else
+            printf("password changed for %s; your other sessions are signed out\n", user);
+    }
+    json_t *t = json_object_get(body, "token");
+    if (json_is_string(t) && json_string_length(t))
+        explicit_bzero((char *)json_string_value(t), json_string_length(t));
+    json_decref(body);
+    return rc == 0 ? 0 : 1;
+}

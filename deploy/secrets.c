@@ -60,6 +60,19 @@ static int s_token_secret(void)
     return s_write("token.secret", hex, 0600);
 }
 
+/* user.secret: 32 random bytes (hex), the gateway's key of the MACs of user records
+   (lib/user_record.h): without it, writing Redis cannot make a user or change a role. */
+static int s_user_secret(void)
+{
+    unsigned char key[32];
+    char hex[sizeof key * 2 + 2];
+    randombytes_buf(key, sizeof key);
+    sodium_bin2hex(hex, sizeof hex - 1, key, sizeof key);
+    strcat(hex, "\n");
+    sodium_memzero(key, sizeof key);
+    return s_write("user.secret", hex, 0600);
+}
+
 /* assertion.key + assertion.pub: the Ed25519 key pair of user assertions (lib/assertion.h).
    The gateway alone reads the secret key and signs who each bus call acts for; every other
    service reads only the public key to verify it. Both in hex; the public file is 0644. */
@@ -255,6 +268,7 @@ static const struct {
     const char *what;
 } s_kinds[] = {
     { "token.secret", s_token_secret, "gateway: HMAC key of tokens and sessions" },
+    { "user.secret", s_user_secret, "gateway: MAC key of user records" },
     { "assertion.key", s_assertion_keys, "gateway: signs user assertions (assertion.pub checks)" },
     { "curve/public", s_curve, "bus: CURVE certificates of every service, public store" },
     { "redis.password", s_redis_passwords,
@@ -278,7 +292,7 @@ static const struct {
     { "gateway",
       1,
       { "token.secret", "assertion.key", "assertion.pub", "gateway.key", "gateway.crt",
-        "redis.password", NULL } },
+        "redis.password", "user.secret", NULL } },
     { "approval", 1, { "assertion.pub", "redis.password", NULL } },
     { "scheduler", 1, { "assertion.pub", "redis.password", NULL } },
     { "taskmgr", 1, { "assertion.pub", "redis.password", NULL } },

@@ -26,14 +26,23 @@
     and Retry-After before any password is checked. A success forgets its username's
     failures, never its address's.
 
-    A user's state (ACTIVE, or DISABLED by an admin: PATCH /v1/users/{name}) is read with
-    each token check that reaches Redis: a disabled or deleted user's tokens are refused, at
-    once on the gateway that disabled it (the revocation count again), and a disabled user
-    cannot sign in. */
+    A user's record is read with each token check that reaches Redis: a disabled or deleted
+    user's tokens are refused, at once on the gateway that disabled it (the revocation count
+    again), and a disabled user cannot sign in. The record carries a MAC under user.secret
+    over its power fields (name, password hash, role, state, epoch; lib/user_record.h): one
+    that fails it is refused at sign-in and at every token check, so writing the hash in
+    Redis never makes an admin. The role that counts is the record's, not the token's. A
+    token carries the epoch its user was in when it was issued; a password change starts a
+    new epoch, which revokes every token of the old one (the answer carries a new token).
+    Records are written only through auth_put_user.lua (create; update while the MAC is the
+    one read; the bootstrap's reset), which also keeps berth:users and berth:admins, and
+    never leaves the platform without an ACTIVE admin. */
 #include "gateway.h"
 #include "keys.h"
 #include "lua_scripts.h"
+#include "user_record.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <sodium.h>
 #include <stdatomic.h>
@@ -68,6 +77,15 @@ int auth_init(gateway_t *gw, const char *secrets_dir)
         return -1;
     }
     sodium_memzero(hex, sizeof hex);
+    errno = 0;
+    if (user_record_key_read(secrets_dir, gw->user_key) != 0) {
+        log_error(NULL,
+                  "cannot read the user record key: secrets_dir must hold user.secret (run "
+                  "berth-secrets DIR and set BERTH_SECRETS_DIR)",
+                  "{s:s, s:s}", "secrets_dir", secrets_dir, "reason",
+                  errno == ENODATA ? "not 32 bytes of hex" : strerror(errno));
+        return -1;
+    }
     /* The hash an unknown user's password is checked against: a login for a name that does
        not exist costs the same Argon2id work as a wrong password for one that does. */
     unsigned char random[16];
@@ -87,6 +105,7 @@ int auth_init(gateway_t *gw, const char *secrets_dir)
 void auth_cleanup(gateway_t *gw)
 {
     sodium_memzero(gw->token_key, sizeof gw->token_key);
+    sodium_memzero(gw->user_key, sizeof gw->user_key);
     free(gw->dummy_hash);
     gw->dummy_hash = NULL;
 }
@@ -123,112 +142,167 @@ static void s_user_key(char *buf, size_t size, const char *name)
     util_strlcpy(buf, keys_build(key, KEYS_USER, name, NULL), size);
 }
 
-/* Create user name. 1 created, 0 the name is taken, -1 Redis failed. */
-static int s_create(store_t *store, const char *name, const char *role, const char *hash,
-                    int64_t created_ms)
+/* A user record as read (s_user_read): the strings are what the record holds, with the
+   defaults of an absent field (role "user", state "ACTIVE", epoch ""). */
+typedef struct {
+    char name[HTTP_USER_MAX];
+    char password[crypto_pwhash_STRBYTES];
+    char role[HTTP_ROLE_MAX];
+    char state[16];
+    char epoch[USER_RECORD_EPOCH_MAX];
+    char mac[USER_RECORD_MAC_HEX];
+    char display_name[LIMIT_DISPLAY_NAME_MAX + 1];
+    char email[LIMIT_EMAIL_MAX + 1];
+    int64_t created_ms;
+    int valid; /* its MAC is the gateway's: its power fields are as a gateway wrote them */
+} s_user_t;
+
+static void s_str(char *out, size_t size, const redisReply *e, const char *dflt)
 {
-    char key[128], created[32];
-    s_user_key(key, sizeof key, name);
-    snprintf(created, sizeof created, "%lld", (long long)created_ms);
-    const char *argv[] = { key, name, role, hash, created };
-    redisReply *r = store_run(store, &lua_auth_create_user, 1, 5, argv);
-    int rc = r && r->type == REDIS_REPLY_INTEGER ? (int)r->integer : -1;
-    if (r && r->type == REDIS_REPLY_ERROR)
-        log_warn(NULL, "user creation failed in Redis", "{s:s, s:s}", "user", name, "reason",
-                 r->str);
-    if (r)
-        freeReplyObject(r);
-    return rc;
+    util_strlcpy(out, e->type == REDIS_REPLY_STRING ? e->str : dflt, size);
 }
 
-/* The stored password hash and role of a user. 1 found, 0 no such user, -1 Redis failed.
-   hash and role are written only when found. */
-static int s_lookup_state(store_t *store, const char *name, char hash[crypto_pwhash_STRBYTES],
-                          char role[HTTP_ROLE_MAX], int *disabled)
+/* Read user name. 1 found (*u set, u->valid said; a record that fails its MAC is logged),
+   0 no such user, -1 Redis failed. */
+static int s_user_read(const gateway_t *gw, store_t *store, const char *request_id,
+                       const char *name, s_user_t *u)
 {
     char key[128];
     s_user_key(key, sizeof key, name);
-    redisReply *r = store_command(store, "HMGET %s password role state", key);
-    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 3) {
+    redisReply *r = store_command(store,
+                                  "HMGET %s name password role state epoch mac display_name "
+                                  "email created_ms",
+                                  key);
+    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 9) {
         if (r)
             freeReplyObject(r);
         return -1;
     }
-    int found = r->element[0]->type == REDIS_REPLY_STRING;
+    int found = r->element[1]->type == REDIS_REPLY_STRING;
     if (found) {
-        util_strlcpy(hash, r->element[0]->str, crypto_pwhash_STRBYTES);
-        util_strlcpy(role, r->element[1]->type == REDIS_REPLY_STRING ? r->element[1]->str : "user",
-                     HTTP_ROLE_MAX);
-        *disabled =
-            r->element[2]->type == REDIS_REPLY_STRING && streq(r->element[2]->str, USER_DISABLED);
+        memset(u, 0, sizeof *u);
+        util_strlcpy(u->name, name, sizeof u->name);
+        s_str(u->password, sizeof u->password, r->element[1], "");
+        s_str(u->role, sizeof u->role, r->element[2], "user");
+        s_str(u->state, sizeof u->state, r->element[3], USER_ACTIVE);
+        s_str(u->epoch, sizeof u->epoch, r->element[4], "");
+        s_str(u->mac, sizeof u->mac, r->element[5], "");
+        s_str(u->display_name, sizeof u->display_name, r->element[6], "");
+        s_str(u->email, sizeof u->email, r->element[7], "");
+        if (r->element[8]->type == REDIS_REPLY_STRING)
+            util_parse_int(r->element[8]->str, 0, INT64_MAX, &u->created_ms);
+        /* Every power field whole (not cut by a buffer) and under the gateway's MAC. */
+        int whole = r->element[0]->type == REDIS_REPLY_STRING &&
+                    streq(r->element[0]->str, name) &&
+                    strlen(r->element[1]->str) < sizeof u->password &&
+                    (r->element[2]->type != REDIS_REPLY_STRING ||
+                     strlen(r->element[2]->str) < sizeof u->role) &&
+                    (r->element[3]->type != REDIS_REPLY_STRING ||
+                     strlen(r->element[3]->str) < sizeof u->state) &&
+                    (r->element[4]->type != REDIS_REPLY_STRING ||
+                     strlen(r->element[4]->str) < sizeof u->epoch);
+        u->valid = whole && user_record_mac_ok(gw->user_key, u->name, u->password, u->role,
+                                               u->state, u->epoch, u->mac);
+        if (!u->valid)
+            log_warn(request_id, "user record with a wrong MAC refused: not written by a gateway",
+                     "{s:s}", "user", name);
     }
     freeReplyObject(r);
     return found;
 }
 
-/* s_lookup_state without the state (the bootstrap admin is checked whatever its state). */
-static int s_lookup(store_t *store, const char *name, char hash[crypto_pwhash_STRBYTES],
-                    char role[HTTP_ROLE_MAX])
+/* auth_put_user.lua: write user name (mode create, update while its MAC is expected_mac, or
+   reset) with the fields of pairs (n strings: field, value, ...; the power fields with their
+   new MAC). Its answer ("OK", "TAKEN", "NO_USER", "CHANGED", "LAST_ADMIN") into out, or -1
+   when Redis failed. */
+static int s_user_put(store_t *store, const char *mode, const char *expected_mac,
+                      const char *name, size_t n, const char *const *pairs, char *out,
+                      size_t size)
 {
-    int disabled = 0;
-    return s_lookup_state(store, name, hash, role, &disabled);
+    char key[128];
+    s_user_key(key, sizeof key, name);
+    const char *argv[32];
+    assert(n + 6 <= sizeof argv / sizeof *argv);
+    argv[0] = key;
+    argv[1] = KEYS_USERS;
+    argv[2] = KEYS_ADMINS;
+    argv[3] = mode;
+    argv[4] = expected_mac ? expected_mac : "";
+    argv[5] = name;
+    for (size_t i = 0; i < n; i++)
+        argv[6 + i] = pairs[i];
+    redisReply *r = store_run(store, &lua_auth_put_user, 3, (int)(n + 6), argv);
+    int rc = r && (r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_STATUS) ? 0 : -1;
+    if (rc == 0)
+        util_strlcpy(out, r->str, size);
+    else if (r && r->type == REDIS_REPLY_ERROR)
+        log_warn(NULL, "user write failed in Redis", "{s:s, s:s}", "user", name, "reason", r->str);
+    if (r)
+        freeReplyObject(r);
+    return rc;
+}
+
+/* The user's power fields with their new MAC, as pairs for s_user_put. */
+typedef struct {
+    char mac[USER_RECORD_MAC_HEX];
+    const char *pairs[10];
+} s_power_t;
+
+static void s_power(const gateway_t *gw, s_power_t *p, const char *name, const char *password,
+                    const char *role, const char *state, const char *epoch)
+{
+    user_record_mac(gw->user_key, name, password, role, state, epoch, p->mac);
+    const char *pairs[] = { "password", password, "role", role,   "state",
+                            state,      "epoch",  epoch,  "mac", p->mac };
+    memcpy(p->pairs, pairs, sizeof pairs);
 }
 
 int auth_bootstrap(gateway_t *gw, store_t *store, const char *user, const char *password)
 {
-    (void)gw;
-    char hash[crypto_pwhash_STRBYTES], role[HTTP_ROLE_MAX];
-    /* Twice at most: a second gateway may create the admin between our look and our write. */
-    for (int attempt = 0; attempt < 2; attempt++) {
-        int found = s_lookup(store, user, hash, role);
-        if (found < 0) {
-            log_warn(NULL, "cannot bootstrap the admin user yet: state store unreachable", "{s:s}",
-                     "user", user);
-            return -1;
-        }
-        if (found && s_verify(hash, password) && streq(role, "admin") &&
-            crypto_pwhash_str_needs_rehash(hash, crypto_pwhash_OPSLIMIT_INTERACTIVE,
-                                           crypto_pwhash_MEMLIMIT_INTERACTIVE) == 0) {
-            log_info(NULL, "admin user present", "{s:s}", "user", user);
-            return 0;
-        }
-        char fresh[crypto_pwhash_STRBYTES];
-        if (s_hash(fresh, password) != 0) {
-            log_error(NULL, "cannot hash the admin password (out of memory?)", "{s:s}", "user",
-                      user);
-            return -1;
-        }
-        if (found) {
-            /* The configured password no longer verifies (or the role or hash parameters
-               changed): the operator's config is the authority, so it replaces what is
-               stored. */
-            char key[128];
-            s_user_key(key, sizeof key, user);
-            redisReply *r = store_command(store, "HSET %s password %s role admin", key, fresh);
-            int ok = r && r->type == REDIS_REPLY_INTEGER;
-            if (r)
-                freeReplyObject(r);
-            if (!ok) {
-                log_warn(NULL, "cannot reset the admin user's password yet", "{s:s}", "user", user);
-                return -1;
-            }
-            log_warn(NULL, "admin user's password or role reset from the configuration", "{s:s}",
-                     "user", user);
-            return 0;
-        }
-        int created = s_create(store, user, "admin", fresh, util_now_ms());
-        if (created < 0) {
-            log_warn(NULL, "cannot create the admin user yet", "{s:s}", "user", user);
-            return -1;
-        }
-        if (created) {
-            log_info(NULL, "admin user created", "{s:s}", "user", user);
-            return 0;
-        }
+    s_user_t u;
+    int found = s_user_read(gw, store, NULL, user, &u);
+    if (found < 0) {
+        log_warn(NULL, "cannot bootstrap the admin user yet: state store unreachable", "{s:s}",
+                 "user", user);
+        return -1;
     }
-    log_warn(NULL, "admin user changed under us while bootstrapping; will retry", "{s:s}", "user",
-             user);
-    return -1;
+    if (found && u.valid && s_verify(u.password, password) && streq(u.role, "admin") &&
+        streq(u.state, USER_ACTIVE) &&
+        crypto_pwhash_str_needs_rehash(u.password, crypto_pwhash_OPSLIMIT_INTERACTIVE,
+                                       crypto_pwhash_MEMLIMIT_INTERACTIVE) == 0) {
+        log_info(NULL, "admin user present", "{s:s}", "user", user);
+        return 0;
+    }
+    char fresh[crypto_pwhash_STRBYTES], epoch[USER_RECORD_EPOCH_MAX], created[32], answer[16];
+    if (s_hash(fresh, password) != 0) {
+        log_error(NULL, "cannot hash the admin password (out of memory?)", "{s:s}", "user", user);
+        return -1;
+    }
+    /* Absent, or its password, role, state or MAC differ from the configuration: the
+       operator's config is the authority, so it replaces what is stored. A valid record keeps
+       its epoch (its tokens stay valid until they expire, as with a config rotation before);
+       one that failed its MAC gets a new one, so no token of whatever it was works. */
+    if (found && u.valid)
+        util_strlcpy(epoch, u.epoch, sizeof epoch);
+    else
+        user_record_epoch(epoch);
+    snprintf(created, sizeof created, "%lld",
+             (long long)(found && u.created_ms ? u.created_ms : util_now_ms()));
+    s_power_t p;
+    s_power(gw, &p, user, fresh, "admin", USER_ACTIVE, epoch);
+    const char *pairs[14] = { "name", user, "created_ms", created };
+    memcpy(pairs + 4, p.pairs, sizeof p.pairs);
+    if (s_user_put(store, "reset", NULL, user, 14, pairs, answer, sizeof answer) != 0 ||
+        !streq(answer, "OK")) {
+        log_warn(NULL, "cannot write the admin user yet", "{s:s}", "user", user);
+        return -1;
+    }
+    if (found)
+        log_warn(NULL, "admin user's password, role or state reset from the configuration",
+                 "{s:s, s:b}", "user", user, "record_was_valid", u.valid);
+    else
+        log_info(NULL, "admin user created", "{s:s}", "user", user);
+    return 0;
 }
 
 /* The token's Redis key, berth:token:<HMAC-SHA256 of the token text under the token key,
@@ -246,15 +320,15 @@ static void s_token_key(const gateway_t *gw, char *buf, size_t size, const char 
     util_strlcpy(buf, keys_build(key, KEYS_TOKEN, hex, NULL), size);
 }
 
-/* The MAC of a token record (hex into out): its key, user, role and expiry, each with its
-   NUL so that no two different records read the same. */
+/* The MAC of a token record (hex into out): its key, user, role, expiry and the user's epoch
+   it was issued in, each with its NUL so that no two different records read the same. */
 static void s_token_mac(const gateway_t *gw, char out[MAC_HEX], const char *key, const char *user,
-                        const char *role, const char *expires)
+                        const char *role, const char *expires, const char *epoch)
 {
     crypto_auth_hmacsha256_state st;
     unsigned char mac[crypto_auth_hmacsha256_BYTES];
     crypto_auth_hmacsha256_init(&st, gw->token_key, sizeof gw->token_key);
-    const char *parts[] = { "berth-token-v1", key, user, role, expires };
+    const char *parts[] = { "berth-token-v2", key, user, role, expires, epoch };
     for (size_t i = 0; i < sizeof parts / sizeof *parts; i++)
         crypto_auth_hmacsha256_update(&st, (const unsigned char *)parts[i], strlen(parts[i]) + 1);
     crypto_auth_hmacsha256_final(&st, mac);
@@ -305,6 +379,8 @@ int auth_authenticate(http_req_t *req)
     if (len == 0 || len > TOKEN_TEXT_MAX ||
         strspn(token, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_") != len)
         return s_unauthorized(req, "invalid or expired token", 1);
+    if (apikey_is(token))
+        return apikey_authenticate(req, token);
     gateway_t *gw = req->app;
     char key[128];
     unsigned char digest[crypto_auth_hmacsha256_BYTES];
@@ -322,8 +398,8 @@ int auth_authenticate(http_req_t *req)
         util_strlcpy(req->role, slot->role, sizeof req->role);
         return 0;
     }
-    redisReply *r = store_command(req->store, "HMGET %s user role expires_ms mac", key);
-    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 4) {
+    redisReply *r = store_command(req->store, "HMGET %s user role expires_ms mac epoch", key);
+    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 5) {
         if (r)
             freeReplyObject(r);
         http_error(req, "UNAVAILABLE", "state store unreachable");
@@ -336,36 +412,36 @@ int auth_authenticate(http_req_t *req)
              util_parse_int(r->element[2]->str, 0, INT64_MAX, &expires) == 0 &&
              expires > util_now_ms() && auth_username_ok(r->element[0]->str) &&
              strlen(r->element[1]->str) < HTTP_ROLE_MAX &&
-             r->element[3]->type == REDIS_REPLY_STRING && strlen(r->element[3]->str) == MAC_HEX - 1;
+             r->element[3]->type == REDIS_REPLY_STRING &&
+             strlen(r->element[3]->str) == MAC_HEX - 1 &&
+             r->element[4]->type == REDIS_REPLY_STRING;
     if (ok) {
         /* Only a record the gateway wrote, unchanged, vouches for the token. */
         char mac[MAC_HEX];
-        s_token_mac(gw, mac, key, r->element[0]->str, r->element[1]->str, r->element[2]->str);
+        s_token_mac(gw, mac, key, r->element[0]->str, r->element[1]->str, r->element[2]->str,
+                    r->element[4]->str);
         ok = sodium_memcmp(mac, r->element[3]->str, MAC_HEX - 1) == 0;
         if (!ok)
             log_warn(req->request_id, "token record with a wrong MAC: not written by a gateway",
                      "{s:s}", "key", key);
     }
+    s_user_t u;
     if (ok) {
-        /* The token's user must still exist and be active (disabled or deleted: refused). */
-        char user_key[128];
-        s_user_key(user_key, sizeof user_key, r->element[0]->str);
-        redisReply *u = store_command(req->store, "HMGET %s role state", user_key);
-        if (!u || u->type != REDIS_REPLY_ARRAY || u->elements != 2) {
-            if (u)
-                freeReplyObject(u);
+        /* The token's user must still exist, be active, hold a record a gateway wrote and be
+           in the epoch the token was issued in (a password change starts a new one). */
+        int found = s_user_read(gw, req->store, req->request_id, r->element[0]->str, &u);
+        if (found < 0) {
             freeReplyObject(r);
             http_error(req, "UNAVAILABLE", "state store unreachable");
             return -1;
         }
-        ok = u->element[0]->type == REDIS_REPLY_STRING &&
-             !(u->element[1]->type == REDIS_REPLY_STRING &&
-               streq(u->element[1]->str, USER_DISABLED));
-        freeReplyObject(u);
+        ok = found && u.valid && !streq(u.state, USER_DISABLED) &&
+             streq(u.epoch, r->element[4]->str);
     }
     if (ok) {
-        util_strlcpy(req->user, r->element[0]->str, sizeof req->user);
-        util_strlcpy(req->role, r->element[1]->str, sizeof req->role);
+        /* The role is the user's now, not the one the token was issued with. */
+        util_strlcpy(req->user, u.name, sizeof req->user);
+        util_strlcpy(req->role, u.role, sizeof req->role);
         if (gw->token_cache_ms > 0) {
             memcpy(slot->digest, digest, sizeof digest);
             slot->expires_ms = expires;
@@ -380,6 +456,20 @@ int auth_authenticate(http_req_t *req)
     if (!ok)
         return s_unauthorized(req, "invalid or expired token", 1);
     return 0;
+}
+
+int auth_user_usable(http_req_t *req, const char *name, char role[HTTP_ROLE_MAX])
+{
+    s_user_t u;
+    int found = s_user_read(req->app, req->store, req->request_id, name, &u);
+    if (found < 0) {
+        http_error(req, "UNAVAILABLE", "state store unreachable");
+        return -1;
+    }
+    if (!found || !u.valid || streq(u.state, USER_DISABLED))
+        return 0;
+    util_strlcpy(role, u.role, HTTP_ROLE_MAX);
+    return 1;
 }
 
 /* One step of auth_login_throttle.lua on the counter of kind for id. 1 refused (*wait_ms
@@ -439,43 +529,11 @@ static int s_login_throttled(http_req_t *req, const char *user, const char *addr
     return 1;
 }
 
-void auth_login(http_req_t *req)
+/* Issue a token for user u (a valid record) and answer 201 with it (extra: more fields of
+   the answer, taken; may be NULL). */
+static void s_issue_token(http_req_t *req, const s_user_t *u, json_t *extra)
 {
     gateway_t *gw = req->app;
-    static const char *const allowed[] = { "username", "password", NULL };
-    const char *user, *password;
-    if (rest_body(req, allowed) || rest_str(req, "username", 1, 256, &user) ||
-        rest_str(req, "password", 1, (size_t)gw->password_max, &password))
-        return;
-
-    char address[64];
-    http_client_address(req, address, sizeof address);
-    const char *counted = auth_username_ok(user) ? user : NULL;
-    if (s_login_throttled(req, counted, address, 0))
-        return;
-    char hash[crypto_pwhash_STRBYTES], role[HTTP_ROLE_MAX];
-    int disabled = 0;
-    int found = counted ? s_lookup_state(req->store, user, hash, role, &disabled) : 0;
-    if (found < 0) {
-        http_error(req, "UNAVAILABLE", "state store unreachable");
-        return;
-    }
-    /* Same work either way: an unknown user is checked against the dummy hash. */
-    int verified = s_verify(found ? hash : gw->dummy_hash, password) && found && !disabled;
-    if (!verified) {
-        log_info(req->request_id, "login failed", "{s:s, s:s}", "user",
-                 counted ? user : "(malformed)", "address", address);
-        if (!s_login_throttled(req, counted, address, 1))
-            http_error(req, "UNAUTHORIZED", LOGIN_FAILED);
-        return;
-    }
-    /* The name's failures are forgotten; the address's stay (they may be other names'). */
-    int64_t ignored;
-    if (s_throttle(req, KEYS_LOGIN_FAIL_USER, user, "clear", gw->login_user_max, &ignored) < 0) {
-        http_error(req, "UNAVAILABLE", "state store unreachable");
-        return;
-    }
-
     unsigned char raw[TOKEN_BYTES];
     char token[TOKEN_TEXT_MAX + 1];
     randombytes_buf(raw, sizeof raw);
@@ -487,34 +545,182 @@ void auth_login(http_req_t *req)
     int64_t expires = util_now_ms() + gw->token_ttl_ms;
     snprintf(expires_text, sizeof expires_text, "%lld", (long long)expires);
     snprintf(ttl_text, sizeof ttl_text, "%lld", (long long)gw->token_ttl_ms);
-    s_token_mac(gw, mac, key, user, role, expires_text);
-    const char *argv[] = { key, user, role, expires_text, ttl_text, mac };
-    redisReply *r = store_run(req->store, &lua_auth_store_token, 1, 6, argv);
+    s_token_mac(gw, mac, key, u->name, u->role, expires_text, u->epoch);
+    const char *argv[] = { key, u->name, u->role, expires_text, ttl_text, mac, u->epoch };
+    redisReply *r = store_run(req->store, &lua_auth_store_token, 1, 7, argv);
     int ok = r && r->type == REDIS_REPLY_INTEGER;
     if (r)
         freeReplyObject(r);
     if (!ok) {
         sodium_memzero(token, sizeof token);
+        json_decref(extra);
         http_error(req, "UNAVAILABLE", "state store unreachable");
         return;
     }
-    log_info(req->request_id, "token issued", "{s:s, s:s}", "user", user, "role", role);
+    log_info(req->request_id, "token issued", "{s:s, s:s}", "user", u->name, "role", u->role);
     char iso[REST_TIME_MAX];
     rest_iso(expires, iso);
-    http_json(req, 201,
-              json_pack("{s:s, s:s, s:s, s:s}", "token", token, "expires_at", iso, "user", user,
-                        "role", role));
+    json_t *body = json_pack("{s:s, s:s, s:s, s:s}", "token", token, "expires_at", iso, "user",
+                             u->name, "role", u->role);
+    if (extra)
+        json_object_update(body, extra);
+    json_decref(extra);
+    http_json(req, 201, body);
     sodium_memzero(token, sizeof token);
+}
+
+/* Check password against user name for a sign-in or a password change, throttled per name and
+   per client address. 1 verified (*u set), 0 refused or failed (the answer set). */
+static int s_check_password(http_req_t *req, const char *name, const char *password, s_user_t *u)
+{
+    gateway_t *gw = req->app;
+    char address[64];
+    http_client_address(req, address, sizeof address);
+    const char *counted = auth_username_ok(name) ? name : NULL;
+    if (s_login_throttled(req, counted, address, 0))
+        return 0;
+    int found = counted ? s_user_read(gw, req->store, req->request_id, name, u) : 0;
+    if (found < 0) {
+        http_error(req, "UNAVAILABLE", "state store unreachable");
+        return 0;
+    }
+    /* Same work either way: an unknown user is checked against the dummy hash. */
+    int verified = s_verify(found ? u->password : gw->dummy_hash, password) && found &&
+                   u->valid && !streq(u->state, USER_DISABLED);
+    if (!verified) {
+        log_info(req->request_id, "password check failed", "{s:s, s:s, s:s}", "user",
+                 counted ? name : "(malformed)", "address", address, "action",
+                 req->action ? req->action : "");
+        if (!s_login_throttled(req, counted, address, 1))
+            http_error(req, "UNAUTHORIZED", LOGIN_FAILED);
+        return 0;
+    }
+    /* The name's failures are forgotten; the address's stay (they may be other names'). */
+    int64_t ignored;
+    if (s_throttle(req, KEYS_LOGIN_FAIL_USER, name, "clear", gw->login_user_max, &ignored) < 0) {
+        http_error(req, "UNAVAILABLE", "state store unreachable");
+        return 0;
+    }
+    return 1;
+}
+
+void auth_login(http_req_t *req)
+{
+    gateway_t *gw = req->app;
+    static const char *const allowed[] = { "username", "password", NULL };
+    const char *user, *password;
+    if (rest_body(req, allowed) || rest_str(req, "username", 1, 256, &user) ||
+        rest_str(req, "password", 1, (size_t)gw->password_max, &password))
+        return;
+    s_user_t u;
+    if (s_check_password(req, user, password, &u))
+        s_issue_token(req, &u, NULL);
+}
+
+/* ---- users: profile fields ---- */
+
+/* Is text a display name: 1 to LIMIT_DISPLAY_NAME_MAX bytes, no control characters (JSON
+   strings are valid UTF-8 already)? */
+static int s_display_name_ok(const char *text)
+{
+    size_t len = strlen(text);
+    if (len > LIMIT_DISPLAY_NAME_MAX)
+        return 0;
+    for (const unsigned char *p = (const unsigned char *)text; *p; p++)
+        if (*p < 0x20 || *p == 0x7f)
+            return 0;
+    return 1;
+}
+
+/* Is text an email address as people type them: local@domain, printable ASCII without
+   spaces, one '@', a domain of dot-separated labels with at least one dot? ("" clears.) */
+static int s_email_ok(const char *text)
+{
+    size_t len = strlen(text);
+    if (len == 0)
+        return 1;
+    if (len > LIMIT_EMAIL_MAX)
+        return 0;
+    const char *at = strchr(text, '@');
+    if (!at || at == text || strchr(at + 1, '@') || at - text > 64)
+        return 0;
+    for (const char *p = text; *p; p++)
+        if (*p <= ' ' || *p >= 0x7f || strchr("()<>,;:\\\"[]", *p))
+            return 0;
+    const char *domain = at + 1;
+    if (!strchr(domain, '.') || domain[0] == '.' || domain[0] == '-' ||
+        text[len - 1] == '.' || strstr(domain, ".."))
+        return 0;
+    return strspn(domain, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-") ==
+           strlen(domain);
+}
+
+/* rest_str for a field that "" clears: "" is accepted. */
+static int s_text(http_req_t *req, const char *field, size_t max, const char **out)
+{
+    json_t *v = req->body ? json_object_get(req->body, field) : NULL;
+    if (json_is_string(v) && json_string_length(v) == 0) {
+        *out = "";
+        return 0;
+    }
+    return rest_str(req, field, 0, max, out);
+}
+
+/* The optional display_name and email of the body: 0 (each NULL when absent), or -1 with a
+   400 naming the field. */
+static int s_profile(http_req_t *req, const char **display_name, const char **email)
+{
+    *display_name = *email = NULL;
+    int rc = s_text(req, "display_name", LIMIT_DISPLAY_NAME_MAX, display_name);
+    if (rc < 0)
+        return -1;
+    if (rc == 0 && !s_display_name_ok(*display_name))
+        return http_bad_field(req, "display_name",
+                              "display_name must be at most %d bytes without control characters",
+                              LIMIT_DISPLAY_NAME_MAX);
+    if (rc == 1)
+        *display_name = NULL;
+    rc = s_text(req, "email", LIMIT_EMAIL_MAX, email);
+    if (rc < 0)
+        return -1;
+    if (rc == 0 && !s_email_ok(*email))
+        return http_bad_field(req, "email",
+                              "email must be an address like name@example.com (at most %d bytes)",
+                              LIMIT_EMAIL_MAX);
+    if (rc == 1)
+        *email = NULL;
+    return 0;
+}
+
+/* A user as the API shows them (memberships: the user's group id -> role, or NULL to leave
+   them out; taken). */
+static json_t *s_user_view(const s_user_t *u, json_t *memberships)
+{
+    json_t *v = json_pack("{s:s, s:o, s:o, s:s, s:s, s:o}", "username", u->name, "display_name",
+                          view_str(u->display_name), "email", view_str(u->email), "role", u->role,
+                          "state", u->state, "created_at", rest_time(u->created_ms));
+    if (!u->valid)
+        json_object_set_new(v, "integrity", json_string("INVALID"));
+    if (memberships)
+        json_object_set_new(v, "groups", memberships);
+    return v;
+}
+
+static int s_role_ok(const char *role)
+{
+    return streq(role, "user") || streq(role, "operator") || streq(role, "admin");
 }
 
 void auth_create_user(http_req_t *req)
 {
     gateway_t *gw = req->app;
-    static const char *const allowed[] = { "username", "password", "role", NULL };
-    const char *user, *password, *role = "user";
+    static const char *const allowed[] = { "username", "password",     "role",
+                                           "email",    "display_name", NULL };
+    const char *user, *password, *role = "user", *display_name, *email;
     if (rest_body(req, allowed) || rest_str(req, "username", 1, HTTP_USER_MAX - 1, &user) ||
         rest_str(req, "password", 1, (size_t)gw->password_max, &password) ||
-        rest_str(req, "role", 0, HTTP_ROLE_MAX - 1, &role) < 0)
+        rest_str(req, "role", 0, HTTP_ROLE_MAX - 1, &role) < 0 ||
+        s_profile(req, &display_name, &email))
         return;
     if (!auth_username_ok(user)) {
         http_bad_field(req, "username",
@@ -522,7 +728,7 @@ void auth_create_user(http_req_t *req)
                        "starting with a letter or digit");
         return;
     }
-    if (!streq(role, "user") && !streq(role, "operator") && !streq(role, "admin")) {
+    if (!s_role_ok(role)) {
         http_bad_field(req, "role", "role must be \"user\", \"operator\" or \"admin\"");
         return;
     }
@@ -531,26 +737,35 @@ void auth_create_user(http_req_t *req)
                        gw->password_min);
         return;
     }
-    char hash[crypto_pwhash_STRBYTES];
-    if (s_hash(hash, password) != 0) {
+    s_user_t u = { .valid = 1, .created_ms = util_now_ms() };
+    util_strlcpy(u.name, user, sizeof u.name);
+    util_strlcpy(u.role, role, sizeof u.role);
+    util_strlcpy(u.state, USER_ACTIVE, sizeof u.state);
+    util_strlcpy(u.display_name, display_name ? display_name : "", sizeof u.display_name);
+    util_strlcpy(u.email, email ? email : "", sizeof u.email);
+    user_record_epoch(u.epoch);
+    if (s_hash(u.password, password) != 0) {
         http_error(req, "INTERNAL", "cannot hash the password");
         return;
     }
-    int64_t now = util_now_ms();
-    int created = s_create(req->store, user, role, hash, now);
-    if (created < 0) {
+    char created[32], answer[16];
+    snprintf(created, sizeof created, "%lld", (long long)u.created_ms);
+    s_power_t p;
+    s_power(gw, &p, u.name, u.password, u.role, u.state, u.epoch);
+    const char *pairs[18] = { "name",         u.name,         "created_ms", created,
+                              "display_name", u.display_name, "email",      u.email };
+    memcpy(pairs + 8, p.pairs, sizeof p.pairs);
+    if (s_user_put(req->store, "create", NULL, user, 18, pairs, answer, sizeof answer) != 0) {
         http_error(req, "UNAVAILABLE", "state store unreachable");
         return;
     }
-    if (!created) {
+    if (streq(answer, "TAKEN")) {
         http_error(req, "CONFLICT", "a user with this name already exists");
         return;
     }
     log_info(req->request_id, "user created", "{s:s, s:s, s:s}", "user", user, "role", role, "by",
              req->user);
-    http_json(req, 201,
-              json_pack("{s:{s:s, s:s, s:o}}", "user", "username", user, "role", role, "created_at",
-                        rest_time(now)));
+    http_json(req, 201, json_pack("{s:o}", "user", s_user_view(&u, NULL)));
 }
 
 void auth_logout(http_req_t *req)
@@ -559,6 +774,11 @@ void auth_logout(http_req_t *req)
     const char *token = http_header(req, "Authorization") + 7;
     while (*token == ' ')
         token++;
+    if (apikey_is(token)) {
+        http_error(req, "BAD_REQUEST",
+                    "this is an API key, not a token: revoke it with DELETE /v1/auth/keys/{id}");
+        return;
+    }
     char key[128];
     unsigned char digest[crypto_auth_hmacsha256_BYTES];
     s_token_key(req->app, key, sizeof key, token, digest);
@@ -578,54 +798,368 @@ void auth_logout(http_req_t *req)
     http_json(req, 200, json_pack("{s:s, s:b}", "user", req->user, "revoked", 1));
 }
 
+/* Is the caller the user named, or an admin? Otherwise the user is answered as not found
+   (404: the existence of other users is not told). 1 or 0 (answered). */
+static int s_self_or_admin(http_req_t *req, const char *name)
+{
+    if (auth_username_ok(name) && (rest_is_admin(req) || streq(name, req->user)))
+        return 1;
+    http_error(req, "NOT_FOUND", "no such user");
+    return 0;
+}
+
 void auth_update_user(http_req_t *req)
 {
-    static const char *const allowed[] = { "state", NULL };
-    const char *state;
-    const char *name = req->params[0];
-    if (rest_body(req, allowed) || rest_str(req, "state", 1, 16, &state))
+    gateway_t *gw = req->app;
+    static const char *const allowed[] = { "state", "role", "display_name", "email", NULL };
+    const char *name = req->params[0], *state = NULL, *role = NULL, *display_name, *email;
+    if (!s_self_or_admin(req, name))
         return;
-    if (!streq(state, USER_ACTIVE) && !streq(state, USER_DISABLED)) {
+    int has_state, has_role;
+    if (rest_body(req, allowed) || (has_state = rest_str(req, "state", 0, 16, &state)) < 0 ||
+        (has_role = rest_str(req, "role", 0, HTTP_ROLE_MAX - 1, &role)) < 0 ||
+        s_profile(req, &display_name, &email))
+        return;
+    if (has_state == 0 && !streq(state, USER_ACTIVE) && !streq(state, USER_DISABLED)) {
         http_bad_field(req, "state", "state must be \"ACTIVE\" or \"DISABLED\"");
         return;
     }
-    if (!auth_username_ok(name)) {
-        http_error(req, "NOT_FOUND", "no such user");
+    if (has_role == 0 && !s_role_ok(role)) {
+        http_bad_field(req, "role", "role must be \"user\", \"operator\" or \"admin\"");
         return;
     }
-    /* The caller is an active admin who cannot disable itself: one always remains. */
-    if (streq(state, USER_DISABLED) && streq(name, req->user)) {
+    if ((has_state == 0 || has_role == 0) && !rest_is_admin(req)) {
+        http_error_details(req, "FORBIDDEN", "only an admin sets a user's state or role",
+                           json_pack("{s:s}", "field", has_state == 0 ? "state" : "role"));
+        return;
+    }
+    if (has_state == 0 && streq(state, USER_DISABLED) && streq(name, req->user)) {
         http_error(req, "CONFLICT", "you cannot disable yourself");
         return;
     }
-    char key[128];
-    s_user_key(key, sizeof key, name);
-    const char *argv[] = { key, state };
-    redisReply *r = store_run(req->store, &lua_auth_set_user_state, 1, 2, argv);
+    /* Read, check, write while the record is the one read (its MAC): twice at most. */
+    for (int attempt = 0; attempt < 3; attempt++) {
+        s_user_t u;
+        int found = s_user_read(gw, req->store, req->request_id, name, &u);
+        if (found < 0) {
+            http_error(req, "UNAVAILABLE", "state store unreachable");
+            return;
+        }
+        if (!found) {
+            http_error(req, "NOT_FOUND", "no such user");
+            return;
+        }
+        if (!u.valid) {
+            http_error_details(req, "CONFLICT",
+                               "the user's record fails its integrity check: recreate the user",
+                               json_pack("{s:s}", "user", name));
+            return;
+        }
+        if (has_state == 0)
+            util_strlcpy(u.state, state, sizeof u.state);
+        if (has_role == 0)
+            util_strlcpy(u.role, role, sizeof u.role);
+        if (display_name)
+            util_strlcpy(u.display_name, display_name, sizeof u.display_name);
+        if (email)
+            util_strlcpy(u.email, email, sizeof u.email);
+        char expected[USER_RECORD_MAC_HEX], answer[16];
+        util_strlcpy(expected, u.mac, sizeof expected);
+        s_power_t p;
+        s_power(gw, &p, u.name, u.password, u.role, u.state, u.epoch);
+        util_strlcpy(u.mac, p.mac, sizeof u.mac);
+        const char *pairs[14] = { "display_name", u.display_name, "email", u.email };
+        memcpy(pairs + 4, p.pairs, sizeof p.pairs);
+        if (s_user_put(req->store, "update", expected, name, 14, pairs, answer, sizeof answer)) {
+            http_error(req, "UNAVAILABLE", "state store unreachable");
+            return;
+        }
+        if (streq(answer, "CHANGED"))
+            continue;
+        if (streq(answer, "NO_USER")) {
+            http_error(req, "NOT_FOUND", "no such user");
+            return;
+        }
+        if (streq(answer, "LAST_ADMIN")) {
+            http_error(req, "CONFLICT", "the platform's last active admin stays an active admin");
+            return;
+        }
+        if (has_state == 0 || has_role == 0)
+            atomic_fetch_add_explicit(&s_revocations, 1, memory_order_release);
+        log_info(req->request_id, "user changed", "{s:s, s:s, s:s, s:s}", "user", name, "state",
+                 u.state, "role", u.role, "by", req->user);
+        http_json(req, 200, json_pack("{s:o}", "user", s_user_view(&u, NULL)));
+        return;
+    }
+    http_error(req, "CONFLICT", "the user changed while being updated; try again");
+}
+
+/* The user's group roles (berth:user-groups:<name>) as [{group, role}], or NULL (503 set). */
+static json_t *s_memberships(http_req_t *req, const char *name)
+{
+    char key[KEYS_MAX];
+    redisReply *r =
+        store_command(req->store, "HGETALL %s", keys_build(key, KEYS_USER_GROUPS, name, NULL));
     if (!r || r->type != REDIS_REPLY_ARRAY) {
         if (r)
             freeReplyObject(r);
         http_error(req, "UNAVAILABLE", "state store unreachable");
+        return NULL;
+    }
+    json_t *list = json_array();
+    for (size_t i = 0; i + 1 < r->elements; i += 2)
+        if (r->element[i]->type == REDIS_REPLY_STRING &&
+            r->element[i + 1]->type == REDIS_REPLY_STRING)
+            json_array_append_new(list, json_pack("{s:s, s:s}", "group", r->element[i]->str,
+                                                  "role", r->element[i + 1]->str));
+    freeReplyObject(r);
+    return list;
+}
+
+void auth_get_user(http_req_t *req)
+{
+    gateway_t *gw = req->app;
+    const char *name = req->params[0];
+    if (!s_self_or_admin(req, name))
+        return;
+    s_user_t u;
+    int found = s_user_read(gw, req->store, req->request_id, name, &u);
+    if (found < 0) {
+        http_error(req, "UNAVAILABLE", "state store unreachable");
         return;
     }
-    if (r->elements != 2) {
-        freeReplyObject(r);
+    if (!found) {
         http_error(req, "NOT_FOUND", "no such user");
         return;
     }
-    if (streq(state, USER_DISABLED))
+    json_t *groups = s_memberships(req, name);
+    if (groups)
+        http_json(req, 200, json_pack("{s:o}", "user", s_user_view(&u, groups)));
+}
+
+/* Does the user match the list's filters (NULL: any)? */
+static int s_user_matches(const s_user_t *u, const char *state, const char *role)
+{
+    return (!state || streq(u->state, state)) && (!role || streq(u->role, role));
+}
+
+void auth_list_users(http_req_t *req)
+{
+    gateway_t *gw = req->app;
+    const char *text = http_query(req, "limit"), *marker = http_query(req, "marker"),
+               *state = http_query(req, "state"), *role = http_query(req, "role"),
+               *prefix = http_query(req, "name");
+    int64_t limit = gw->list_default;
+    if (text && util_parse_int(text, 1, gw->list_max, &limit) != 0) {
+        http_bad_field(req, "limit", "limit must be an integer from 1 to %d", gw->list_max);
+        return;
+    }
+    if (marker && !auth_username_ok(marker)) {
+        http_bad_field(req, "marker", "marker is not a user name");
+        return;
+    }
+    if (state && !streq(state, USER_ACTIVE) && !streq(state, USER_DISABLED)) {
+        http_bad_field(req, "state", "state must be ACTIVE or DISABLED");
+        return;
+    }
+    if (role && !s_role_ok(role)) {
+        http_bad_field(req, "role", "role must be user, operator or admin");
+        return;
+    }
+    if (prefix && (!*prefix || (!auth_username_ok(prefix)))) {
+        http_bad_field(req, "name", "name is the start of a user name: letters, digits, '.', "
+                                    "'_' or '-'");
+        return;
+    }
+    /* Names in order from just after the marker (or from the prefix), a chunk at a time,
+       until the page is full, the prefix ends or list_scan_max names were looked at. */
+    char from[HTTP_USER_MAX + 2], to[HTTP_USER_MAX + 4], last[HTTP_USER_MAX] = "";
+    snprintf(from, sizeof from, marker ? "(%s" : prefix ? "[%s" : "-",
+             marker ? marker : prefix ? prefix : "");
+    if (marker && prefix && strcmp(marker, prefix) < 0)
+        snprintf(from, sizeof from, "[%s", prefix);
+    if (prefix)
+        snprintf(to, sizeof to, "[%s\xff", prefix);
+    else
+        snprintf(to, sizeof to, "+");
+    json_t *users = json_array();
+    int64_t seen = 0;
+    int at_end = 0, more = 0;
+    while (!at_end && (int64_t)json_array_size(users) < limit && seen < gw->scan_max) {
+        redisReply *r = store_command(req->store, "ZRANGEBYLEX %s %s %s LIMIT 0 %lld", KEYS_USERS,
+                                      from, to, (long long)(limit + 1));
+        if (!r || r->type != REDIS_REPLY_ARRAY) {
+            if (r)
+                freeReplyObject(r);
+            json_decref(users);
+            http_error(req, "UNAVAILABLE", "state store unreachable");
+            return;
+        }
+        at_end = r->elements <= (size_t)limit;
+        for (size_t i = 0; i < r->elements; i++) {
+            if (r->element[i]->type != REDIS_REPLY_STRING || !auth_username_ok(r->element[i]->str))
+                continue;
+            if ((int64_t)json_array_size(users) >= limit) {
+                more = 1; /* a name after the full page: there is a next page */
+                at_end = 1;
+                break;
+            }
+            seen++;
+            util_strlcpy(last, r->element[i]->str, sizeof last);
+            snprintf(from, sizeof from, "(%s", last);
+            s_user_t u;
+            int found = s_user_read(gw, req->store, req->request_id, last, &u);
+            if (found < 0) {
+                freeReplyObject(r);
+                json_decref(users);
+                http_error(req, "UNAVAILABLE", "state store unreachable");
+                return;
+            }
+            if (found && s_user_matches(&u, state, role))
+                json_array_append_new(users, s_user_view(&u, NULL));
+        }
+        freeReplyObject(r);
+    }
+    /* Page full with more after it, or the scan budget spent: go on after the last name. */
+    json_t *next = (more || !at_end) && last[0] ? json_string(last) : json_null();
+    http_json(req, 200, json_pack("{s:o, s:o}", "users", users, "next_marker", next));
+}
+
+void auth_delete_user(http_req_t *req)
+{
+    const char *name = req->params[0];
+    if (!auth_username_ok(name)) {
+        http_error(req, "NOT_FOUND", "no such user");
+        return;
+    }
+    if (streq(name, req->user)) {
+        http_error(req, "CONFLICT", "you cannot delete yourself");
+        return;
+    }
+    char user_key[KEYS_MAX], apikeys_key[KEYS_MAX], groups_key[KEYS_MAX], now[32];
+    keys_build(user_key, KEYS_USER, name, NULL);
+    keys_build(apikeys_key, KEYS_USER_APIKEYS, name, NULL);
+    keys_build(groups_key, KEYS_USER_GROUPS, name, NULL);
+    /* Read the user's keys and groups, then delete while they are still those: a few tries. */
+    for (int attempt = 0; attempt < 3; attempt++) {
+        redisReply *ids = store_command(req->store, "ZRANGE %s 0 -1", apikeys_key);
+        redisReply *groups = store_command(req->store, "HKEYS %s", groups_key);
+        if (!ids || ids->type != REDIS_REPLY_ARRAY || !groups ||
+            groups->type != REDIS_REPLY_ARRAY) {
+            if (ids)
+                freeReplyObject(ids);
+            if (groups)
+                freeReplyObject(groups);
+            http_error(req, "UNAVAILABLE", "state store unreachable");
+            return;
+        }
+        size_t nk = ids->elements, ng = groups->elements, n = 6 + nk + ng;
+        const char **argv = calloc(n + 5 + ng, sizeof *argv);
+        char(*keys)[KEYS_MAX] = calloc(nk + ng + 1, KEYS_MAX);
+        char nk_text[24], ng_text[24];
+        snprintf(nk_text, sizeof nk_text, "%zu", nk);
+        snprintf(ng_text, sizeof ng_text, "%zu", ng);
+        snprintf(now, sizeof now, "%lld", (long long)util_now_ms());
+        redisReply *r = NULL;
+        if (argv && keys) {
+            const char *head[] = { user_key, KEYS_USERS, KEYS_ADMINS, apikeys_key, groups_key,
+                                   KEYS_EVENTS };
+            memcpy(argv, head, sizeof head);
+            for (size_t i = 0; i < nk; i++)
+                argv[6 + i] = keys_build(keys[i], KEYS_APIKEY,
+                                         ids->element[i]->type == REDIS_REPLY_STRING
+                                             ? ids->element[i]->str
+                                             : "-",
+                                         NULL);
+            for (size_t i = 0; i < ng; i++)
+                argv[6 + nk + i] = keys_build(keys[nk + i], KEYS_GROUP_MEMBERS,
+                                              groups->element[i]->type == REDIS_REPLY_STRING
+                                                  ? groups->element[i]->str
+                                                  : "-",
+                                              NULL);
+            const char *args[] = { name, nk_text, ng_text, now, req->user };
+            memcpy(argv + n, args, sizeof args);
+            for (size_t i = 0; i < ng; i++)
+                argv[n + 5 + i] = groups->element[i]->type == REDIS_REPLY_STRING
+                                      ? groups->element[i]->str
+                                      : "-";
+            r = store_run(req->store, &lua_auth_delete_user, (int)n, (int)(n + 5 + ng), argv);
+        }
+        free(argv);
+        free(keys);
+        freeReplyObject(ids);
+        freeReplyObject(groups);
+        if (!r || (r->type != REDIS_REPLY_STRING && r->type != REDIS_REPLY_STATUS)) {
+            if (r)
+                freeReplyObject(r);
+            http_error(req, "UNAVAILABLE", "state store unreachable");
+            return;
+        }
+        char answer[16];
+        util_strlcpy(answer, r->str, sizeof answer);
+        freeReplyObject(r);
+        if (streq(answer, "CHANGED"))
+            continue;
+        if (streq(answer, "NO_USER")) {
+            http_error(req, "NOT_FOUND", "no such user");
+            return;
+        }
+        if (streq(answer, "LAST_ADMIN")) {
+            http_error(req, "CONFLICT", "the platform's last active admin cannot be deleted");
+            return;
+        }
+        /* Its tokens and keys are refused from now on (no record): at once here, within
+           token_cache_ms on other gateways. */
         atomic_fetch_add_explicit(&s_revocations, 1, memory_order_release);
-    int64_t created = 0;
-    if (r->element[1]->type == REDIS_REPLY_STRING)
-        util_parse_int(r->element[1]->str, 0, INT64_MAX, &created);
-    json_t *user =
-        json_pack("{s:s, s:s, s:s, s:o}", "username", name, "role",
-                  r->element[0]->type == REDIS_REPLY_STRING ? r->element[0]->str : "user", "state",
-                  state, "created_at", rest_time(created));
-    freeReplyObject(r);
-    log_info(req->request_id, "user state set", "{s:s, s:s, s:s}", "user", name, "state", state,
-             "by", req->user);
-    http_json(req, 200, json_pack("{s:o}", "user", user));
+        perm_forget(name);
+        log_info(req->request_id, "user deleted", "{s:s, s:s, s:i, s:i}", "user", name, "by",
+                 req->user, "api_keys", (int)nk, "memberships", (int)ng);
+        http_json(req, 200, json_pack("{s:s, s:b}", "username", name, "deleted", 1));
+        return;
+    }
+    http_error(req, "CONFLICT", "the user changed while being deleted; try again");
+}
+
+void auth_change_password(http_req_t *req)
+{
+    gateway_t *gw = req->app;
+    static const char *const allowed[] = { "current", "new", NULL };
+    const char *current, *fresh;
+    if (rest_body(req, allowed) ||
+        rest_str(req, "current", 1, (size_t)gw->password_max, &current) ||
+        rest_str(req, "new", 1, (size_t)gw->password_max, &fresh))
+        return;
+    if (strlen(fresh) < (size_t)gw->password_min) {
+        http_bad_field(req, "new", "password must be at least %d characters", gw->password_min);
+        return;
+    }
+    s_user_t u;
+    if (!s_check_password(req, req->user, current, &u))
+        return;
+    /* The new hash in a new epoch: every token of the old one is refused, this one too; the
+       answer carries a token of the new epoch in its place. */
+    char expected[USER_RECORD_MAC_HEX], answer[16];
+    util_strlcpy(expected, u.mac, sizeof expected);
+    if (s_hash(u.password, fresh) != 0) {
+        http_error(req, "INTERNAL", "cannot hash the password");
+        return;
+    }
+    user_record_epoch(u.epoch);
+    s_power_t p;
+    s_power(gw, &p, u.name, u.password, u.role, u.state, u.epoch);
+    util_strlcpy(u.mac, p.mac, sizeof u.mac);
+    if (s_user_put(req->store, "update", expected, u.name, 10, p.pairs, answer, sizeof answer)) {
+        http_error(req, "UNAVAILABLE", "state store unreachable");
+        return;
+    }
+    if (!streq(answer, "OK")) {
+        http_error(req, "CONFLICT", "the user changed meanwhile; try again");
+        return;
+    }
+    atomic_fetch_add_explicit(&s_revocations, 1, memory_order_release);
+    log_info(req->request_id, "password changed: the user's other tokens revoked", "{s:s}", "user",
+             u.name);
+    s_issue_token(req, &u, json_pack("{s:b}", "password_changed", 1));
 }
 
 int auth_token_key(http_req_t *req, char *buf, size_t size)

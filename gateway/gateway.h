@@ -36,6 +36,10 @@ typedef struct {
     char *dummy_hash;            /* Argon2id hash verified for unknown users (equal timing) */
     assertion_t *signer;         /* signs who each bus call acts for (assertion.key) */
     unsigned char token_key[32]; /* HMAC key of token records (secrets_dir/token.secret) */
+    unsigned char user_key[32];  /* MAC key of user records (secrets_dir/user.secret) */
+    int apikey_days_default;     /* an API key's lifetime when expires_in_days is absent */
+    int apikey_days_max;         /* longest expires_in_days accepted */
+    int apikeys_per_user_max;    /* API keys one user holds at most */
     audit_log_t *audit;          /* the audit trail's writer (NULL: not recording) */
     struct _events_t *events;    /* the live event streams (events.c) */
 } gateway_t;
@@ -79,6 +83,25 @@ void auth_update_user(http_req_t *req); /* PATCH /v1/users/{name} (admin): state
 /* The Redis key of the request's bearer token record into buf: what a long-lived event
    stream checks again to end when the token is revoked or expires. 0, or -1 without one. */
 int auth_token_key(http_req_t *req, char *buf, size_t size);
+void auth_update_user(http_req_t *req); /* PATCH /v1/users/{name}: admin, or self (profile) */
+void auth_get_user(http_req_t *req);    /* GET /v1/users/{name}: admin, or self */
+void auth_list_users(http_req_t *req);  /* GET /v1/users (admin) */
+void auth_delete_user(http_req_t *req); /* DELETE /v1/users/{name} (admin) */
+void auth_change_password(http_req_t *req); /* POST /v1/auth/password: one's own */
+/* Does user name exist, ACTIVE, with a record that passes its MAC? 1 (role set), 0, or -1
+   with 503 set. */
+int auth_user_usable(http_req_t *req, const char *name, char role[HTTP_ROLE_MAX]);
+
+/* ---- apikeys.c: API keys (Authorization: Bearer bk_...) ---- */
+
+/* Does the bearer text have the shape of an API key (not a token)? */
+int apikey_is(const char *text);
+/* auth_authenticate for an API key: req->user, req->role and, for a scoped key, req->groups
+   (the user's roles in the key's groups only). 0, or -1 with 401 or 503 set. */
+int apikey_authenticate(http_req_t *req, const char *text);
+void apikey_create(http_req_t *req); /* POST /v1/auth/keys */
+void apikey_list(http_req_t *req);   /* GET /v1/auth/keys: one's own */
+void apikey_revoke(http_req_t *req); /* DELETE /v1/auth/keys/{id}: one's own (admin: any) */
 
 /* ---- rest.c: helpers of every REST handler ---- */
 

@@ -5,6 +5,7 @@
     user. HTTPS when http_tls_cert and http_tls_key are set;
     plain HTTP only on a loopback address. */
 #include "gateway.h"
+#include "user_record.h"
 
 #include <errno.h>
 #include <sodium.h>
@@ -18,6 +19,13 @@ static const http_route_t s_routes[] = {
     { "DELETE", "/v1/auth/tokens/current", auth_logout, "auth.logout", NULL },
     { "POST", "/v1/users", auth_create_user, "user.create", NULL },
     { "PATCH", "/v1/users/{name}", auth_update_user, "user.update", NULL },
+    { "GET", "/v1/users", auth_list_users, "user.list", "limit marker state role name" },
+    { "GET", "/v1/users/{name}", auth_get_user, "user.get", NULL },
+    { "DELETE", "/v1/users/{name}", auth_delete_user, "user.delete", NULL },
+    { "POST", "/v1/auth/password", auth_change_password, "auth.password", NULL },
+    { "POST", "/v1/auth/keys", apikey_create, "apikey.create", NULL },
+    { "GET", "/v1/auth/keys", apikey_list, "apikey.list", NULL },
+    { "DELETE", "/v1/auth/keys/{id}", apikey_revoke, "apikey.revoke", NULL },
     { "GET", "/v1/templates", catalog_list_templates, "template.list", NULL },
     { "POST", "/v1/templates", catalog_create_template, "template.create", NULL },
     { "GET", "/v1/hosts", catalog_list_hosts, "host.list", NULL },
@@ -130,7 +138,8 @@ static int s_settings(service_t *service, gateway_t *gw)
 {
     config_t *c = service_config(service);
     int64_t call_timeout, calls_per_service, ttl, cache, host_cache, down, list_default, list_max,
-        scan_max, pw_min, pw_max, window_days, groups_cache, fail_user, fail_address, fail_window;
+        scan_max, pw_min, pw_max, window_days, groups_cache, fail_user, fail_address, fail_window,
+        key_days, key_days_max, keys_max;
     if (config_int(c, "http_call_timeout_ms", 100, 600000, &call_timeout) ||
         config_int(c, "http_calls_per_service", 1, 100000, &calls_per_service) ||
         config_int(c, "token_ttl_s", 60, 366LL * 24 * 3600, &ttl) ||
@@ -145,8 +154,15 @@ static int s_settings(service_t *service, gateway_t *gw)
         config_int(c, "usage_window_max_days", 1, 36500, &window_days) ||
         config_int(c, "login_fail_user_max", 1, 1000000, &fail_user) ||
         config_int(c, "login_fail_address_max", 1, 1000000, &fail_address) ||
-        config_int(c, "login_fail_window_s", 1, 86400, &fail_window))
+        config_int(c, "login_fail_window_s", 1, 86400, &fail_window) ||
+        config_int(c, "apikey_days_max", 1, LIMIT_APIKEY_DAYS_MAX, &key_days_max) ||
+        config_int(c, "apikey_days_default", 1, LIMIT_APIKEY_DAYS_MAX, &key_days) ||
+        config_int(c, "apikeys_per_user_max", 1, 10000, &keys_max))
         return -1;
+    if (key_days > key_days_max) {
+        log_error(NULL, "apikey_days_default must not exceed apikey_days_max", NULL);
+        return -1;
+    }
     /* A host is DOWN after three missed heartbeats unless configured otherwise. */
     if (!config_get(c, "host_down_ms"))
         down = 3LL * service_heartbeat_ms(service);
@@ -175,6 +191,9 @@ static int s_settings(service_t *service, gateway_t *gw)
     gw->login_user_max = (int)fail_user;
     gw->login_address_max = (int)fail_address;
     gw->login_window_ms = fail_window * 1000;
+    gw->apikey_days_default = (int)key_days;
+    gw->apikey_days_max = (int)key_days_max;
+    gw->apikeys_per_user_max = (int)keys_max;
     return 0;
 }
 
@@ -213,6 +232,10 @@ int main(int argc, char **argv)
     config_declare(c, "login_fail_user_max", "5", 0);
     config_declare(c, "login_fail_address_max", "20", 0);
     config_declare(c, "login_fail_window_s", "60", 0);
+    /* API keys: lifetime when not asked for, longest asked for, and most held per user. */
+    config_declare(c, "apikey_days_default", "90", 0);
+    config_declare(c, "apikey_days_max", "366", 0);
+    config_declare(c, "apikeys_per_user_max", "20", 0);
     config_declare(c, "password_min_length", "8", 0);
     config_declare(c, "password_max_length", "1024", 0);
     config_declare(c, "host_down_ms", NULL, 0);
@@ -286,6 +309,11 @@ int main(int argc, char **argv)
     }
     if (auth_init(&gw, config_get(c, "secrets_dir")) != 0 ||
         s_rate_limits(c, &rate_address, &rate_user) != 0)
+        goto done;
+    /* User records carry a MAC only the gateway can make: it brings older records to that
+       layout (lib/user_record.h) before the admin is checked or any request is served. */
+    if (user_record_migrate(service_store(service), gw.user_key, service_instance(service),
+                            30000) != 0)
         goto done;
     berth_error_t key_error = { 0 };
     gw.signer = assertion_signer_new(config_get(c, "secrets_dir"), &key_error);

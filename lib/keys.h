@@ -65,6 +65,14 @@
    berth:host-reservations:<host>, and the set of hosts whose reservation hash holds any. */
 #define KEYS_RESERVATIONS_ANY "berth:reservations-any"
 #define KEYS_RESERVED_HOSTS   "berth:reserved-hosts"
+/* Users (the gateway writes them): every user name, and the names of the ACTIVE admins (the
+   last one can be neither disabled, demoted nor deleted). */
+#define KEYS_USERS        "berth:users"        /* zset: user names, all score 0 (paged by name) */
+#define KEYS_ADMINS       "berth:admins"       /* set: names of the ACTIVE admin users */
+#define KEYS_USERS_SCHEMA "berth:schema:users" /* string: version of the gateway's user records */
+#define KEYS_USERS_SCHEMA_LOCK "berth:schema:users:lock" /* string + TTL: its migration's lock */
+/* set: the names the user records' migration has yet to give a MAC (lib/user_record.c) */
+#define KEYS_USERS_SCHEMA_TODO "berth:schema:users:todo"
 
 /* Keys with an id: the kind, then keys_build(). */
 typedef enum {
@@ -107,6 +115,11 @@ typedef enum {
        on the host (approval), <group>:used_vcpus|used_ram_mb|used_disk_gb of it its claims hold
        (scheduler's claim and release scripts). */
     KEYS_HOST_RESERVATIONS,
+    /* berth:apikey:<id>  hash + TTL (its expiry): an API key (the HMAC of its secret, never
+       the secret), written by the gateway (auth_apikey_put.lua). */
+    KEYS_APIKEY,
+    /* berth:user-apikeys:<user>  zset: the user's API key ids by created_ms */
+    KEYS_USER_APIKEYS,
     KEYS_KIND_COUNT
 } keys_kind_t;
 

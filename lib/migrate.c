@@ -28,19 +28,30 @@
 /* The steps of this build, oldest first. Version 1 is the current layout: none yet. */
 static const migrate_step_t s_steps[] = { { 0, NULL, NULL } };
 
-int migrate_version(store_t *store)
+/* What one migration works on: the platform's layout (berth:schema, its steps without an
+   argument) or one service's own data (migrate_run_own: its version key, steps with arg). */
+typedef struct {
+    const char *version_key;
+    const char *lock_key;
+    int absent;                     /* the version a store without version_key is at */
+    const migrate_step_t *steps;    /* either these */
+    const migrate_own_step_t *own;  /* or these, run with arg */
+    void *arg;
+} s_ctx_t;
+
+static int s_version(const s_ctx_t *ctx, store_t *store)
 {
-    redisReply *r = store_command(store, "GET %s", KEYS_SCHEMA);
+    redisReply *r = store_command(store, "GET %s", ctx->version_key);
     if (!r)
         return -1;
-    int64_t v = 1;
-    int rc = 1;
+    int64_t v = ctx->absent;
+    int rc = ctx->absent;
     if (r->type == REDIS_REPLY_STRING) {
-        if (util_parse_int(r->str, 1, 1000000, &v) == 0)
+        if (util_parse_int(r->str, 0, 1000000, &v) == 0)
             rc = (int)v;
         else {
             log_error(NULL, "the stored schema version is not a version", "{s:s, s:s}", "key",
-                      KEYS_SCHEMA, "value", r->str);
+                      ctx->version_key, "value", r->str);
             rc = -1;
         }
     } else if (r->type != REDIS_REPLY_NIL)
@@ -49,13 +60,20 @@ int migrate_version(store_t *store)
     return rc;
 }
 
+int migrate_version(store_t *store)
+{
+    s_ctx_t ctx = { .version_key = KEYS_SCHEMA, .lock_key = KEYS_SCHEMA_LOCK, .absent = 1 };
+    return s_version(&ctx, store);
+}
+
 /* migrate_lock.lua: 1 done, 0 refused, -1 Redis failed. */
-static int s_lock(store_t *store, const char *op, const char *owner, int version)
+static int s_lock(const s_ctx_t *ctx, store_t *store, const char *op, const char *owner,
+                  int version)
 {
     char ttl[16], v[16];
     snprintf(ttl, sizeof ttl, "%d", LOCK_TTL_MS);
     snprintf(v, sizeof v, "%d", version);
-    const char *argv[] = { KEYS_SCHEMA_LOCK, KEYS_SCHEMA, op, owner, ttl, v };
+    const char *argv[] = { ctx->lock_key, ctx->version_key, op, owner, ttl, v };
     redisReply *r = store_run(store, &lua_migrate_lock, 2, 6, argv);
     if (!r)
         return -1;
@@ -64,30 +82,37 @@ static int s_lock(store_t *store, const char *op, const char *owner, int version
     return rc;
 }
 
-static const migrate_step_t *s_step_from(const migrate_step_t *steps, int version)
+/* Run the step from version (logged). 0 or -1. */
+static int s_step_run(const s_ctx_t *ctx, store_t *store, int version)
 {
-    for (const migrate_step_t *s = steps; s->run; s++)
-        if (s->from == version)
-            return s;
-    return NULL;
+    for (const migrate_step_t *s = ctx->steps; s && s->run; s++)
+        if (s->from == version) {
+            log_info(NULL, "migrating the store", "{s:i, s:i, s:s, s:s}", "from", version, "to",
+                     version + 1, "what", s->what, "key", ctx->version_key);
+            return s->run(store);
+        }
+    for (const migrate_own_step_t *s = ctx->own; s && s->run; s++)
+        if (s->from == version) {
+            log_info(NULL, "migrating the store", "{s:i, s:i, s:s, s:s}", "from", version, "to",
+                     version + 1, "what", s->what, "key", ctx->version_key);
+            return s->run(store, ctx->arg);
+        }
+    assert(0); /* every version below the target has its step */
+    return -1;
 }
 
 /* Run the steps from version to target while holding the lock. 0 or -1. */
-static int s_migrate(store_t *store, const char *owner, const migrate_step_t *steps, int version,
+static int s_migrate(const s_ctx_t *ctx, store_t *store, const char *owner, int version,
                      int target)
 {
     while (version < target) {
-        const migrate_step_t *step = s_step_from(steps, version);
-        assert(step); /* every version below the target has its step */
-        log_info(NULL, "migrating the store", "{s:i, s:i, s:s}", "from", version, "to", version + 1,
-                 "what", step->what);
         int64_t start = util_mono_ms();
-        if (step->run(store) != 0) {
+        if (s_step_run(ctx, store, version) != 0) {
             log_error(NULL, "a migration step failed: the store stays at its version", "{s:i, s:s}",
-                      "version", version, "what", step->what);
+                      "version", version, "key", ctx->version_key);
             return -1;
         }
-        if (s_lock(store, "step", owner, version + 1) != 1) {
+        if (s_lock(ctx, store, "step", owner, version + 1) != 1) {
             log_error(NULL, "lost the migration lock before recording a step", "{s:i}", "version",
                       version + 1);
             return -1;
@@ -99,14 +124,12 @@ static int s_migrate(store_t *store, const char *owner, const migrate_step_t *st
     return 0;
 }
 
-int migrate_run_steps(store_t *store, const char *owner, const migrate_step_t *steps, int target,
-                      int wait_ms)
+static int s_run(const s_ctx_t *ctx, store_t *store, const char *owner, int target, int wait_ms)
 {
-    assert(store && owner && steps && target >= 1);
     int64_t deadline = util_mono_ms() + wait_ms;
     int waited_for_redis = 0, waited_for_lock = 0;
     for (;;) {
-        int version = migrate_version(store);
+        int version = s_version(ctx, store);
         if (version > target) {
             log_error(NULL, "the store is newer than this build: upgrade this service",
                       "{s:i, s:i}", "store_version", version, "build_version", target);
@@ -116,18 +139,18 @@ int migrate_run_steps(store_t *store, const char *owner, const migrate_step_t *s
                release, or a new one); SET NX so a newer writer is never overwritten. */
             char v[16];
             snprintf(v, sizeof v, "%d", target);
-            redisReply *r = store_command(store, "SET %s %s NX", KEYS_SCHEMA, v);
+            redisReply *r = store_command(store, "SET %s %s NX", ctx->version_key, v);
             if (r) {
                 freeReplyObject(r);
                 return 0;
             }
-        } else if (version > 0) {
-            int taken = s_lock(store, "take", owner, 0);
+        } else if (version >= 0) {
+            int taken = s_lock(ctx, store, "take", owner, 0);
             if (taken == 1) {
                 /* Holding the lock: read again, another holder may have finished first. */
-                version = migrate_version(store);
-                int rc = version < 0 ? -1 : s_migrate(store, owner, steps, version, target);
-                s_lock(store, "release", owner, 0);
+                version = s_version(ctx, store);
+                int rc = version < 0 ? -1 : s_migrate(ctx, store, owner, version, target);
+                s_lock(ctx, store, "release", owner, 0);
                 return rc == 0 ? 0 : -1;
             }
             if (taken == 0 && !waited_for_lock++)
@@ -145,6 +168,29 @@ int migrate_run_steps(store_t *store, const char *owner, const migrate_step_t *s
         /* Before the service's loop exists: a short pause is all there is to do here. */
         zclock_sleep(POLL_MS);
     }
+}
+
+int migrate_run_steps(store_t *store, const char *owner, const migrate_step_t *steps, int target,
+                      int wait_ms)
+{
+    assert(store && owner && steps && target >= 1);
+    s_ctx_t ctx = {
+        .version_key = KEYS_SCHEMA, .lock_key = KEYS_SCHEMA_LOCK, .absent = 1, .steps = steps
+    };
+    return s_run(&ctx, store, owner, target, wait_ms);
+}
+
+int migrate_run_own(store_t *store, const char *owner, const char *version_key,
+                    const char *lock_key, const migrate_own_step_t *steps, int target, void *arg,
+                    int wait_ms)
+{
+    assert(store && owner && version_key && lock_key && steps && target >= 1);
+    s_ctx_t ctx = { .version_key = version_key,
+                    .lock_key = lock_key,
+                    .absent = 0,
+                    .own = steps,
+                    .arg = arg };
+    return s_run(&ctx, store, owner, target, wait_ms);
 }
 
 int migrate_run(store_t *store, const char *owner, int wait_ms)

@@ -33,6 +33,21 @@ int migrate_run(store_t *store, const char *owner, int wait_ms);
 int migrate_run_steps(store_t *store, const char *owner, const migrate_step_t *steps, int target,
                       int wait_ms);
 
+/* A step of one service's own data, which only it can transform (the gateway's user records
+   carry a MAC under a key only the gateway holds): the same contract as migrate_step_t, with
+   the service's argument. */
+typedef struct {
+    int from;
+    const char *what;
+    int (*run)(store_t *store, void *arg);
+} migrate_own_step_t;
+
+/* The same as migrate_run_steps for one service's data: its version in version_key (0 when
+   absent: data written before it had versions), its lock lock_key. */
+int migrate_run_own(store_t *store, const char *owner, const char *version_key,
+                    const char *lock_key, const migrate_own_step_t *steps, int target, void *arg,
+                    int wait_ms);
+
 /* The version the store is at: berth:schema, 1 when absent; -1 if Redis failed. */
 int migrate_version(store_t *store);
 

@@ -79,6 +79,8 @@ class Contract(unittest.TestCase):
         reservations = self.schema_at("/v1/groups/{id}/reservations", "put", "requestBody",
                                       "content", "application/json",
                                       "schema")["properties"]["reservations"]
+        apikey = self.schema_at("/v1/auth/keys", "post", "requestBody", "content",
+                                "application/json", "schema")["properties"]
         stated = {
             "LIMIT_COUNT_MAX": create["count"]["maximum"],
             "LIMIT_VM_NAME_MAX": create["name"]["maxLength"],
@@ -94,6 +96,12 @@ class Contract(unittest.TestCase):
             "LIMIT_LEASE_DAYS_MAX": tmpl["lease_days"]["maximum"],
             "LIMIT_TEXT_MAX": tmpl["image"]["maxLength"],
             "LIMIT_USER_NAME_MAX": user["maxLength"],
+            "LIMIT_DISPLAY_NAME_MAX": C.resolve({"$ref": "#/components/schemas/DisplayName"})[
+                "maxLength"],
+            "LIMIT_EMAIL_MAX": C.resolve({"$ref": "#/components/schemas/Email"})["maxLength"],
+            "LIMIT_APIKEY_NAME_MAX": apikey["name"]["maxLength"],
+            "LIMIT_APIKEY_DAYS_MAX": apikey["expires_in_days"]["maximum"],
+            "LIMIT_APIKEY_GROUPS_MAX": apikey["groups"]["maxItems"],
             "LIMIT_GROUP_NAME_MAX": group["name"]["maxLength"],
             "LIMIT_GROUP_TEXT_MAX": group["description"]["maxLength"],
             "LIMIT_GROUP_COST_CENTRE_MAX": group["cost_centre"]["maxLength"],

@@ -36,7 +36,9 @@ GROUP_ROLE = {"member": "MEMBER", "manager": "MANAGER", "auditor": "AUDITOR"}
 # What one must be allowed to read an object of the path's kind, to be told 403 (not 404).
 READ = {"vms": "vm.get", "tasks": "task.get", "requests": "request.get", "groups": "group.get",
         # The audit trail is no secret object: whoever may not read it is told so (403).
-        "audit": "usage.read"}
+        "audit": "usage.read",
+        # A user record is its user's own (and admins'): anyone else is told 404.
+        "users": "user.get"}
 
 
 class Groups(PlatformCase):
@@ -270,7 +272,8 @@ class Groups(PlatformCase):
         kind = pattern.split("/")[2] if pattern.startswith("/v1/") else ""
         ids = {"hosts": self.host, "requests": self.req["id"], "vms": self.vms[0],
                "tasks": self.task, "groups": "eng"}
-        return pattern.replace("{id}", ids.get(kind, "x")).replace("{user}", "extra")
+        return pattern.replace("{id}", ids.get(kind, "x")).replace("{user}", "extra") \
+            .replace("{name}", "mem")  # the member's own user record
 
     def snapshot(self):
         a = self.api
@@ -305,6 +308,13 @@ class Groups(PlatformCase):
                 body = {"bogus": True} if method in ("POST", "PUT", "PATCH") else None
                 if method == "DELETE" and pattern == "/v1/vms/{id}" and want == "ok":
                     path = "/v1/vms/" + spare.pop()
+                if method == "DELETE" and pattern == "/v1/auth/keys/{id}" and want == "ok":
+                    made = self.call(role, "POST", "/v1/auth/keys", {"name": "rbac"})
+                    self.assertEqual(made.status, 201, made)
+                    path = "/v1/auth/keys/" + made.json()["key"]["id"]
+                if method == "DELETE" and pattern == "/v1/users/{name}" and want == "ok":
+                    self.user("gone-" + role)
+                    path = "/v1/users/gone-" + role
                 if path == "/readyz":
                     continue  # 200 or 503 by the platform's state, not by role
                 if path == "/v1/auth/tokens/current" and role != "anonymous":

@@ -2,7 +2,7 @@
 """Each process reads only its own secrets: berth-secrets writes DIR/views/<name>, one per
 process kind, and the platform (make run, these tests) points each process's secrets_dir at
 its own view. The whole platform works so (a VM is provisioned through it); the gateway
-alone holds assertion.key, token.secret and the HTTPS key; an agent holds no Redis password
+alone holds assertion.key, token.secret, user.secret and the HTTPS key; an agent holds no Redis password
 and no assertion key; and a process given another's view does not start.
 
 Run: BERTH_BIN_DIR=build/bin python3 tests/integration/test_secret_views.py
@@ -19,7 +19,8 @@ STORE = "curve/public"
 SERVICE = {"assertion.pub", "redis.password"}
 # What each view holds besides its own certificate (curve/<name>.key) and the public store.
 EXPECTED = {
-    "gateway": SERVICE | {"assertion.key", "token.secret", "gateway.key", "gateway.crt"},
+    "gateway": SERVICE | {"assertion.key", "token.secret", "gateway.key", "gateway.crt",
+                          "user.secret"},
     "approval": SERVICE, "scheduler": SERVICE, "taskmgr": SERVICE, "stager": SERVICE,
     "meter": SERVICE,
     "agent-host-1": set(),
@@ -65,7 +66,8 @@ class SecretViews(PlatformCase):
             held = files(self.p.view_dir(name))
             with self.subTest(name):
                 if name != "gateway":
-                    self.assertFalse(held & {"assertion.key", "token.secret", "gateway.key"})
+                    self.assertFalse(held & {"assertion.key", "token.secret", "gateway.key",
+                                             "user.secret"})
                 self.assertEqual("redis.password" in held, not name.startswith("agent-"))
                 self.assertEqual([k for k in held if k.startswith("curve/") and
                                   k.endswith(".key")], ["curve/%s.key" % name])
