@@ -31,6 +31,7 @@
     once on the gateway that disabled it (the revocation count again), and a disabled user
     cannot sign in. */
 #include "gateway.h"
+#include "clock.h"
 #include "keys.h"
 #include "lua_scripts.h"
 
@@ -216,7 +217,7 @@ int auth_bootstrap(gateway_t *gw, store_t *store, const char *user, const char *
                      "user", user);
             return 0;
         }
-        int created = s_create(store, user, "admin", fresh, util_now_ms());
+        int created = s_create(store, user, "admin", fresh, clock_now_ms());
         if (created < 0) {
             log_warn(NULL, "cannot create the admin user yet", "{s:s}", "user", user);
             return -1;
@@ -536,7 +537,7 @@ void auth_create_user(http_req_t *req)
         http_error(req, "INTERNAL", "cannot hash the password");
         return;
     }
-    int64_t now = util_now_ms();
+    int64_t now = clock_now_ms();
     int created = s_create(req->store, user, role, hash, now);
     if (created < 0) {
         http_error(req, "UNAVAILABLE", "state store unreachable");

@@ -3,6 +3,7 @@
     cannot be probed. Reads come from Redis; disposal and day-2 actions are asked of the
     taskmgr, usage of the meter. */
 #include "gateway.h"
+#include "clock.h"
 #include "keys.h"
 
 #define LIST_BATCH       100 /* VM ids read from the index per Redis round trip */
@@ -407,7 +408,7 @@ static void s_usage_reported(http_req_t *req, ProtobufCMessage *answer)
 void vms_usage(http_req_t *req)
 {
     gateway_t *gw = req->app;
-    int64_t now = util_now_ms();
+    int64_t now = clock_now_ms();
     int64_t from, to;
     /* The default window ends at the epoch at the earliest: a `to` in January 1970 must not
        make the default `from` negative. */

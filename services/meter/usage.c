@@ -18,6 +18,7 @@
     ends before it started, so skewed clocks between writers cannot make time count twice
     or negatively. */
 #include "usage.h"
+#include "clock.h"
 #include "error.h"
 #include "keys.h"
 #include "lua_scripts.h"
@@ -214,7 +215,7 @@ static int s_apply_vm(usage_t *self, s_batch_t *b, const char *id, const redisRe
         if (dash)
             *dash = '\0';
         if (util_parse_int(ms, 1, INT64_C(1) << 52, &at) != 0)
-            at = util_now_ms();
+            at = clock_now_ms();
         if (at_text)
             log_warn(NULL, "bad at_ms in an event, using the entry's time", "{s:s, s:s}", "id", id,
                      "at_ms", at_text);

@@ -20,6 +20,7 @@
     checks capacity and writes in one step, which a model_tx cannot express, so these
     scripts keep that step and its bookkeeping. */
 #include "placement.h"
+#include "clock.h"
 #include "keys.h"
 #include "log.h"
 #include "lua_scripts.h"
@@ -544,7 +545,7 @@ static int s_release(placement_t *self, const char *vm, int keep_disk, int *rele
         freeReplyObject(r);
         keys_host(host_key, host);
         char now[24];
-        snprintf(now, sizeof now, "%lld", (long long)util_now_ms());
+        snprintf(now, sizeof now, "%lld", (long long)clock_now_ms());
         const char *argv[] = { claim_key, host_key, STORE_EVENTS, host, vm, now,
                                keep_disk ? "1" : "" };
         r = store_run(self->store, &lua_placement_release, 3, 7, argv);

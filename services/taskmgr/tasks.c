@@ -37,6 +37,7 @@
 #include "tasks.h"
 #include "agents.h"
 #include "assertion.h"
+#include "clock.h"
 #include "keys.h"
 #include "limit.h"
 #include "lua_scripts.h"
@@ -282,13 +283,13 @@ static int s_save(tasks_t *self, s_held_t *h)
     Berth__Task *t = h->task, *was = h->saved_task;
     keys_task(key, h->id);
     snprintf(epoch, sizeof epoch, "%lld", (long long)h->epoch);
-    int64_t now = util_now_ms();
+    int64_t now = util_now_ms(); /* the holder's lease: real time */
     int finished = s_finished(t);
     int64_t lease_until = now + self->lease_ms;
     t->lease_until_ms = finished ? 0 : lease_until;
-    t->updated_ms = now;
+    t->updated_ms = clock_now_ms();
     t->version = was->version;
-    snprintf(at, sizeof at, "%lld", (long long)now);
+    snprintf(at, sizeof at, "%lld", (long long)t->updated_ms);
 
     model_tx_t *tx = model_tx_new();
     Berth__Task *task_copy = NULL;
@@ -390,7 +391,7 @@ static void s_step_open(tasks_t *self, s_held_t *h, const s_stage_t *stage)
         s_set(&step->name, stage->name);
         s_set(&step->state, "RUNNING");
         s_set(&step->result, "");
-        step->started_ms = util_now_ms();
+        step->started_ms = clock_now_ms();
         t->steps[t->n_steps++] = step;
     } else
         free(step);
@@ -412,7 +413,7 @@ static void s_step_close(s_held_t *h, const char *state)
     if (!last || !s_is(last->state, "RUNNING"))
         return;
     s_set(&last->state, state);
-    last->finished_ms = util_now_ms();
+    last->finished_ms = clock_now_ms();
     s_set(&last->result, h->result);
     h->dirty = 1;
 }
@@ -1084,7 +1085,7 @@ static void s_finish_task(s_held_t *h, const char *state)
     Berth__Task *t = h->task;
     s_set(&t->state, state);
     s_set(&t->stage, "done");
-    t->finished_ms = util_now_ms();
+    t->finished_ms = clock_now_ms();
     s_set(&t->holder, "");
     if (s_is(state, "SUCCEEDED"))
         t->percent = 100;
@@ -1127,7 +1128,7 @@ static int s_complete(tasks_t *self, s_held_t *h)
         return s_save(self, h);
     }
     if (!t->rolling_back) {
-        int64_t now = util_now_ms();
+        int64_t now = clock_now_ms();
         s_vm_state(h, "ACTIVE", "");
         if (!vm->lease) {
             vm->lease = malloc(sizeof *vm->lease);
@@ -1795,7 +1796,7 @@ static void s_dispose_for(tasks_t *self, bus_request_t *request, const Berth__Di
             bus_reply_error(request, "INTERNAL", "out of memory");
             return;
         }
-        int64_t now = util_now_ms();
+        int64_t now = clock_now_ms();
         char id[UTIL_ID_LEN];
         util_uuid(id);
         Berth__Task task = BERTH__TASK__INIT;
@@ -1957,7 +1958,7 @@ int tasks_queue_action(model_tx_t *tx, const Berth__Vm *vm, const char *kind, co
         return -1;
     char vkey[KEYS_MAX], tkey[KEYS_MAX];
     keys_vm(vkey, vm->id);
-    int64_t now = util_now_ms();
+    int64_t now = clock_now_ms();
     util_uuid(id);
     berth__task__init(task);
     task->id = id;
