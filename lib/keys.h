@@ -57,6 +57,10 @@
 /* hash: field epoch, bumped by every quota raised without an admin, so that two automatic
    allocations never both take the same free capacity (services/approval/allocations.h). */
 #define KEYS_QUOTA_EPOCH "berth:quota-epoch"
+/* Lease timers (taskmgr): "<kind>:<vm>" by due time (platform ms), and the claimed ones as
+   "<due>|<kind>:<vm>" by claim end (real ms): lib/lua/timers_claim.lua. */
+#define KEYS_TIMERS         "berth:timers"
+#define KEYS_TIMERS_CLAIMED "berth:timers:claimed"
 
 /* Keys with an id: the kind, then keys_build(). */
 typedef enum {

@@ -72,6 +72,7 @@ typedef struct {
     Berth__Envelope *reply;     /* its answer, once it came */
     int call_timed_out;         /* ...or that none came before its deadline */
     Berth__AgentResult *done;   /* the agent's result for task->command, once it came */
+    int lease_started;          /* provisioned: the lease's timers go with the next write */
 } s_held_t;
 
 struct _tasks_t {
@@ -98,6 +99,7 @@ struct _tasks_t {
     int max_attempts;       /* hosts a provisioning tries before it fails */
     int stop_timeout_s;     /* a stop or shelve's graceful shutdown when none is asked */
     assertion_t *verifier;  /* checks who a DisposeVm acts for (the gateway's assertion) */
+    leases_t *leases;       /* lease timers (borrowed; NULL: none written) */
 };
 
 typedef struct _s_stage s_stage_t;
@@ -314,6 +316,8 @@ static int s_save(tasks_t *self, s_held_t *h)
             model_tx_zadd(tx, KEYS_TASKS_DUE, lease_until, h->id);
         if (h->vm_dirty && h->vm && h->saved_vm)
             s_vm_changes(tx, h);
+        if (h->lease_started && h->vm && self->leases)
+            leases_tx_schedule(self->leases, tx, h->vm);
         if (moved)
             t->version = was->version + 1;
         if (h->vm && h->saved_vm && !s_is(h->vm->state, h->saved_vm->state))
@@ -356,6 +360,7 @@ static int s_save(tasks_t *self, s_held_t *h)
     h->vm_dirty = 0;
     h->write_at = 0;
     h->must_write = 0;
+    h->lease_started = 0;
     return 0;
 }
 
@@ -1137,6 +1142,7 @@ static int s_complete(tasks_t *self, s_held_t *h)
         }
         if (vm->lease)
             vm->lease->expires_ms = now + (int64_t)vm->lease_days * 86400000LL;
+        h->lease_started = vm->lease && vm->lease_days > 0;
         s_set(&t->fault, "");
         s_finish_task(h, "SUCCEEDED");
         return s_save(self, h);
@@ -1783,9 +1789,11 @@ static void s_dispose_for(tasks_t *self, bus_request_t *request, const Berth__Di
             return;
         }
         if (!s_is(vm->state, "ACTIVE") && !s_is(vm->state, "ERROR") &&
-            !s_is(vm->state, "SHELVED")) {
+            !s_is(vm->state, "SHELVED") && !s_is(vm->state, "EXPIRING") &&
+            !s_is(vm->state, "EXPIRED")) {
             snprintf(msg, sizeof msg,
-                     "VM is %s; only ACTIVE, SHELVED or ERROR VMs can be disposed", vm->state);
+                     "VM is %s; only ACTIVE, SHELVED, EXPIRING, EXPIRED or ERROR VMs can be disposed",
+                     vm->state);
             berth__vm__free_unpacked(vm, NULL);
             bus_reply_error(request, "CONFLICT", msg);
             return;
@@ -2200,6 +2208,11 @@ tasks_t *tasks_new(service_t *service, agents_t *agents)
     service_reader(service, zactor_sock(self->waker), s_on_wake, self);
     s_run(self);
     return self;
+}
+
+void tasks_use_leases(tasks_t *self, leases_t *leases)
+{
+    self->leases = leases;
 }
 
 void tasks_destroy(tasks_t **self_p)
