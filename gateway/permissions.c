@@ -32,6 +32,8 @@ const perm_entry_t perm_table[] = {
     { "vm.dispose", PERM_OWNER | PERM_MANAGER | PERM_ADMIN, "dispose of a VM" },
     { "vm.action", PERM_OWNER | PERM_MANAGER | PERM_ADMIN,
       "start, stop, reboot, suspend, resume, shelve or unshelve a VM" },
+    { "vm.extend", PERM_OWNER | PERM_MANAGER | PERM_ADMIN,
+      "extend a VM's lease (an EXPIRED one's revives it)" },
     { "task.get", S_READERS, "read a task: whoever may read its VM, and who started it" },
     { "usage.read", PERM_USER,
       "read one's own usage (admins: anyone's; ?group=: its managers and auditors)" },

@@ -16,6 +16,7 @@
     DISPOSE task. A timer whose VM moved on (extended, disposed, gone) only drops its claim.
     Transitions are made by service:taskmgr (model_tx's default actor), never a user. */
 #include "leases.h"
+#include "assertion.h"
 #include "clock.h"
 #include "keys.h"
 #include "lua_scripts.h"
@@ -36,6 +37,10 @@ struct _leases_t {
     int check_ms;         /* longest sleep without looking at the timers */
     int timer_id;         /* the armed zloop timer (0: none) */
     uint64_t fired;       /* transitions made by timers */
+    int max_days;         /* a lease may not end later than this after the VM was made */
+    int max_extensions;   /* extensions one VM may be granted */
+    int max_extend_days;  /* days one extension may add */
+    assertion_t *verifier; /* checks who an ExtendLease acts for (the gateway's assertion) */
 };
 
 void leases_declare(config_t *c)
@@ -45,6 +50,9 @@ void leases_declare(config_t *c)
     config_declare(c, "timer_claim_ms", "10000", 0);
     config_declare(c, "timer_batch", "100", 0);
     config_declare(c, "timer_check_ms", "1000", 0);
+    config_declare(c, "lease_max_days", "365", 0);
+    config_declare(c, "lease_max_extensions", "10", 0);
+    config_declare(c, "lease_max_extend_days", "90", 0);
 }
 
 /* ---- scheduling --------------------------------------------------------------------------- */
@@ -304,13 +312,186 @@ static int s_on_timer(zloop_t *loop, int timer_id, void *arg)
     return 0;
 }
 
+/* ---- extending and reviving -------------------------------------------------------------- */
+
+/* Extension policy: at most max_extensions, the lease ending at most max_days after the VM
+   was made. NULL when granted, else why not (the answer's message). */
+static const char *s_beyond_policy(leases_t *self, const Berth__Vm *vm, int64_t new_end,
+                                   char *why, size_t size)
+{
+    if (vm->extensions + 1 > self->max_extensions) {
+        snprintf(why, size, "the VM's lease was extended %d times already, the most allowed",
+                 vm->extensions);
+        return why;
+    }
+    if (new_end - vm->created_ms > (int64_t)self->max_days * DAY_MS) {
+        snprintf(why, size, "a lease may run at most %d days from the VM's creation",
+                 self->max_days);
+        return why;
+    }
+    return NULL;
+}
+
+static void s_reply_vm(bus_request_t *request, store_t *store, const char *vkey)
+{
+    Berth__Vm *vm = NULL;
+    int rc = model_load(store, &berth__vm__descriptor, vkey, (ProtobufCMessage **)&vm);
+    if (rc != 0) {
+        bus_reply_error(request, rc < 0 ? "UNAVAILABLE" : "NOT_FOUND",
+                        rc < 0 ? "state store unreachable" : "no such VM");
+        return;
+    }
+    bus_reply(request, &vm->base);
+    berth__vm__free_unpacked(vm, NULL);
+}
+
+/* One attempt: 0 answered, 1 the VM changed meanwhile (try again). */
+static int s_extend_once(leases_t *self, bus_request_t *request, const Berth__ExtendLease *req,
+                         const Berth__UserAssertion *who)
+{
+    const char *rid = bus_request_envelope(request)->request_id;
+    char vkey[KEYS_MAX], lease[96], why[160], task[UTIL_ID_LEN] = "";
+    keys_vm(vkey, req->vm);
+    Berth__Vm *vm = NULL;
+    int rc = model_load(self->store, &berth__vm__descriptor, vkey, (ProtobufCMessage **)&vm);
+    if (rc != 0) {
+        bus_reply_error(request, rc < 0 ? "UNAVAILABLE" : "NOT_FOUND",
+                        rc < 0 ? "state store unreachable" : "no such VM");
+        return 0;
+    }
+    /* vm.extend of gateway/permissions.c, checked again on the signed claims. */
+    if (!streq(vm->owner, who->user) && !assertion_has_role(who, "admin") &&
+        !assertion_has_group_role(who, vm->group, "manager")) {
+        berth__vm__free_unpacked(vm, NULL);
+        bus_reply_error(request, "FORBIDDEN",
+                        "only the VM's owner, a manager of its group or an admin extends its "
+                        "lease");
+        return 0;
+    }
+    int64_t now = clock_now_ms();
+    int expired = streq(vm->state, "EXPIRED");
+    if (!streq(vm->state, "ACTIVE") && !streq(vm->state, "EXPIRING") && !expired) {
+        snprintf(why, sizeof why,
+                 "VM is %s; only an ACTIVE, EXPIRING or EXPIRED VM's lease can be extended",
+                 vm->state);
+        berth__vm__free_unpacked(vm, NULL);
+        bus_reply_error(request, "CONFLICT", why);
+        return 0;
+    }
+    if (!vm->lease || (expired && vm->tombstone_until_ms <= now)) {
+        berth__vm__free_unpacked(vm, NULL);
+        bus_reply_error(request, "CONFLICT",
+                        vm->lease ? "the VM's tombstone period is over: it is being disposed"
+                                  : "the VM has no lease");
+        return 0;
+    }
+    /* Revival: the lease runs the days from now; otherwise they add to its end. */
+    int64_t base = expired ? now : vm->lease->expires_ms;
+    int64_t new_end = base + (int64_t)req->days * DAY_MS;
+    if (s_beyond_policy(self, vm, new_end, why, sizeof why)) {
+        berth_error_t fault = { 0 };
+        error_set(&fault, "CONFLICT", "%s", why);
+        error_detail(&fault, "max_extensions", "%d", self->max_extensions);
+        error_detail(&fault, "max_days", "%d", self->max_days);
+        berth__vm__free_unpacked(vm, NULL);
+        bus_reply_fault(request, &fault);
+        return 0;
+    }
+    model_tx_t *tx = model_tx_new();
+    if (!tx) {
+        berth__vm__free_unpacked(vm, NULL);
+        bus_reply_error(request, "INTERNAL", "out of memory");
+        return 0;
+    }
+    model_tx_actor(tx, who->user, rid); /* audit: made for who asked */
+    s_lease_text(vm, lease, sizeof lease);
+    model_tx_check(tx, vkey, "lease", lease);
+    if (expired)
+        s_move(tx, vm, "ACTIVE"); /* revive */
+    else if (streq(vm->state, "EXPIRING") && new_end - self->notice_ms > now)
+        s_move(tx, vm, "ACTIVE"); /* extended past the notice period */
+    else
+        model_tx_check(tx, vkey, "state", vm->state);
+    vm->lease->expires_ms = new_end;
+    vm->extensions++;
+    vm->tombstone_until_ms = 0;
+    vm->updated_ms = now;
+    model_tx_put_fields(tx, vkey, &vm->base, "lease", "extensions", "tombstone_until_ms",
+                        "updated_ms", NULL);
+    leases_tx_schedule(self, tx, vm);
+    if (expired)
+        s_power_task(tx, vm, "START", task);
+    char end[24], at[24], days[16];
+    snprintf(end, sizeof end, "%lld", (long long)new_end);
+    snprintf(at, sizeof at, "%lld", (long long)now);
+    snprintf(days, sizeof days, "%d", req->days);
+    model_tx_event(tx, "vm.lease.extended", "vm", vm->id, "name", vm->name, "owner", vm->owner,
+                   "group", vm->group, "by", who->user, "days", days, "expires_ms", end,
+                   "revived", expired ? "1" : "0", "at_ms", at, NULL);
+    const char *err = NULL;
+    rc = model_tx_commit(tx, self->store, &err);
+    if (rc == 0)
+        log_info(rid, expired ? "lease extended; VM revived" : "lease extended",
+                 "{s:s, s:s, s:i, s:I, s:s}", "vm", vm->id, "by", who->user, "days", req->days,
+                 "expires_ms", (json_int_t)new_end, "task", task);
+    else if (rc == MODEL_REFUSED)
+        log_error(rid, "lease extension refused by the lifecycle table", "{s:s, s:s}", "vm",
+                  vm->id, "reason", err ? err : "?");
+    model_tx_destroy(&tx);
+    berth__vm__free_unpacked(vm, NULL);
+    if (rc == MODEL_CONFLICT)
+        return 1;
+    if (rc == 0)
+        s_reply_vm(request, self->store, vkey);
+    else if (rc < 0)
+        bus_reply_error(request, "UNAVAILABLE", "state store unreachable");
+    else
+        bus_reply_error(request, "CONFLICT", "the VM's lease cannot be extended in its state");
+    if (rc == 0)
+        s_arm(self, 1); /* its timers moved: look at them again */
+    return 0;
+}
+
+/* ExtendLease for the gateway: days 1..lease_max_extend_days, for the VM's owner, a manager
+   of its group or an admin (taken only from the signed assertion). */
+static void s_on_extend(bus_request_t *request, void *arg)
+{
+    leases_t *self = arg;
+    Berth__ExtendLease *req = bus_request_body(request, &berth__extend_lease__descriptor);
+    if (!req || !util_is_uuid(req->vm)) {
+        bus_reply_error(request, "BAD_REQUEST", "ExtendLease needs a VM id (UUID)");
+        return;
+    }
+    if (req->days < 1 || req->days > self->max_extend_days) {
+        berth_error_t fault = { 0 };
+        error_field(&fault, "days", "days must be between 1 and %d", self->max_extend_days);
+        bus_reply_fault(request, &fault);
+        return;
+    }
+    berth_error_t error = { 0 };
+    Berth__UserAssertion *who = NULL;
+    if (assertion_of(self->verifier, request, req->assertion, &who, &error) != 0) {
+        bus_reply_fault(request, &error);
+        return;
+    }
+    int again = 1;
+    for (int attempt = 0; again && attempt < 3; attempt++)
+        again = s_extend_once(self, request, req, who);
+    if (again)
+        bus_reply_error(request, "CONFLICT", "the VM keeps changing; try again");
+    berth__user_assertion__free_unpacked(who, NULL);
+}
+
 /* ---- construction ------------------------------------------------------------------------- */
 
 leases_t *leases_new(service_t *service)
 {
     config_t *c = service_config(service);
-    int64_t notice, tombstone, claim, batch, check;
-    if (config_int(c, "lease_notice_ms", 0, 3650 * DAY_MS, &notice) ||
+    int64_t notice, tombstone, claim, batch, check, max_days, max_ext, max_extend;
+    if (config_int(c, "lease_max_days", 1, 36500, &max_days) ||
+        config_int(c, "lease_max_extensions", 0, 100000, &max_ext) ||
+        config_int(c, "lease_max_extend_days", 1, 36500, &max_extend) ||
+        config_int(c, "lease_notice_ms", 0, 3650 * DAY_MS, &notice) ||
         config_int(c, "lease_tombstone_ms", 0, 3650 * DAY_MS, &tombstone) ||
         config_int(c, "timer_claim_ms", 100, 3600000, &claim) ||
         config_int(c, "timer_batch", 1, 10000, &batch) ||
@@ -326,6 +507,17 @@ leases_t *leases_new(service_t *service)
     self->claim_ms = (int)claim;
     self->batch = (int)batch;
     self->check_ms = (int)check;
+    self->max_days = (int)max_days;
+    self->max_extensions = (int)max_ext;
+    self->max_extend_days = (int)max_extend;
+    berth_error_t error = { 0 };
+    self->verifier = assertion_verifier_new(config_get(c, "secrets_dir"), &error);
+    if (!self->verifier) {
+        log_error(NULL, "cannot load the user assertion key", "{s:s}", "reason", error.message);
+        free(self);
+        return NULL;
+    }
+    service_on(service, "ExtendLease", "gateway", s_on_extend, self);
     s_arm(self, 1);
     return self;
 }
@@ -333,6 +525,7 @@ leases_t *leases_new(service_t *service)
 void leases_destroy(leases_t **self_p)
 {
     if (self_p && *self_p) {
+        assertion_destroy(&(*self_p)->verifier);
         free(*self_p);
         *self_p = NULL;
     }

@@ -2,7 +2,8 @@
 """A whole lease in seconds (issue 10, test 1): the platform clock runs 8640 times faster than
 real time (a day in 10 s), so a one-day lease gives its notice (vm.lease.notice, EXPIRING),
 expires (EXPIRED, powered off by a STOP task), is kept as a tombstone and then disposed
-by a DISPOSE task; the meter bills compute until the expiry and disk until the disposal, as
+by a DISPOSE task, while its sibling is revived by its owner (POST /v1/vms/{id}/lease: ACTIVE,
+powered on by a START task; a second extension is beyond the policy); the meter bills compute until the expiry and disk until the disposal, as
 the lifecycle table's billing factors say. Transitions made by timers are audited as
 service:taskmgr.
 
@@ -45,6 +46,7 @@ class Lease(PlatformCase):
         "BERTH_LEASE_NOTICE_MS": str(DAY_MS // 2),      # notice half a day (5 s) before
         "BERTH_LEASE_TOMBSTONE_MS": str(DAY_MS),        # tombstone one day (10 s)
         "BERTH_TIMER_CHECK_MS": "200",
+        "BERTH_LEASE_MAX_EXTENSIONS": "1",
     }
 
     @classmethod
@@ -63,7 +65,8 @@ class Lease(PlatformCase):
             raise
 
     def test_1_lease_runs_out_and_is_disposed(self):
-        vm_id = self.api.request("day", "brief")["vms"][0]["id"]
+        vm_id, revived_id = [v["id"] for v in self.api.request("day", "brief", count=2)["vms"]]
+        self.api.wait_vm(revived_id, ("ACTIVE",), timeout=30)
         vm = self.api.wait_vm(vm_id, ("ACTIVE",), timeout=30)
         self.assertEqual(vm["power_state"], "RUNNING")
         self.assertIsNotNone(vm["lease"]["expires_at"])
@@ -79,6 +82,7 @@ class Lease(PlatformCase):
         vm = wait_until(lambda: (lambda v: v if v["power_state"] == "STOPPED" else None)(
             self.api.vm(vm_id)), 10, "the expired VM powered off")
         self.assertEqual(vm["state"], "EXPIRED")
+        self.revive(revived_id)
         # The tombstone period ends: disposed by a DISPOSE task.
         wait_state(self.api, vm_id, ("DISPOSING", "DISPOSED"), 25)
         vm = self.api.wait_vm(vm_id, ("DISPOSED",), timeout=20)
@@ -121,6 +125,41 @@ class Lease(PlatformCase):
         for action in ("vm.notice", "vm.expire"):
             self.assertIn(action, by_action, audit)
             self.assertEqual(by_action[action], "service:taskmgr")
+
+
+    def revive(self, vm_id):
+        """The other VM, EXPIRED too, is revived by its owner within the tombstone period."""
+        vm = wait_state(self.api, vm_id, ("EXPIRED",), 10)
+        path = "/v1/vms/%s/lease" % vm_id
+        for bad in ({"days": 0}, {}, {"days": 1, "hours": 2}, {"days": "one"}):
+            r = self.api.call("POST", path, bad)
+            self.assertEqual(r.status, 400, (bad, r))
+        self.assertEqual(self.api.call("POST", "/v1/vms/%s/lease" % ("0" * 8 + "-0000-4000-8000-"
+                                                                      + "0" * 12),
+                                       {"days": 1}).status, 404)
+        r = self.api.call("POST", path, {"days": 1})
+        self.assertEqual(r.status, 200, r)
+        vm = r.json()["vm"]
+        self.assertEqual(vm["state"], "ACTIVE")
+        self.assertEqual(vm["lease"]["extensions"], 1)
+        self.assertIsNone(vm["lease"]["tombstone_until"])
+        task = self.api.wait_task(vm["task"], timeout=20)
+        self.assertEqual((task["kind"], task["state"]), ("START", "SUCCEEDED"))
+        self.assertEqual(self.api.vm(vm_id)["power_state"], "RUNNING")
+        revived = [e for e in events(self.p, vm_id) if e["type"] == "vm.lease.extended"]
+        self.assertEqual([(e["revived"], e["by"]) for e in revived], [("1", self.p.admin_user)])
+        # The lease runs a day from the revival (on the platform clock).
+        self.assertAlmostEqual(int(revived[0]["expires_ms"]) - int(revived[0]["at_ms"]), DAY_MS)
+        # Beyond the policy (one extension): refused, the limits in the answer.
+        r = self.api.call("POST", path, {"days": 1})
+        self.assertEqual(r.status, 409, r)
+        self.assertEqual(r.json()["error"]["details"]["max_extensions"], "1")
+        # Revived, it is audited as the user's doing.
+        actors = [dict(zip(f[0::2], f[1::2])) for _, f in
+                  self.p.redis_command("XRANGE", "berth:audit", "-", "+")]
+        self.assertIn(("vm.revive", self.p.admin_user),
+                      [(a["action"], a["actor"]) for a in actors
+                       if a.get("target") == "vm:" + vm_id])
 
 
 if __name__ == "__main__":

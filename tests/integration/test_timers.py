@@ -3,7 +3,7 @@
 """Exactly-once lease timers (issue 10, test 2): three taskmgr instances, 100 leases that all
 come due in the same moment, and one taskmgr killed with SIGKILL in the middle of firing
 them. Every lease expires exactly once: one EXPIRED transition and one vm.lease.expired event
-per VM, at most one notice, and a POWER_OFF task each; the killed instance's claims fire
+per VM, at most one notice, and a STOP task each; the killed instance's claims fire
 again on the others once they run out.
 
 The burst: the platform clock runs 4320 times faster than real time (a day in 20 s); once the
@@ -133,7 +133,7 @@ class Timers(unittest.TestCase):
         left = self.p.redis_command("ZRANGE", "berth:timers", "0", "-1")
         self.assertEqual(len(left), N)
         self.assertTrue(all(m.startswith("tombstone:") for m in left), left[:5])
-        # Each expired VM is powered off by its own POWER_OFF task.
+        # Each expired VM is powered off by its own STOP task.
         def powered_off():
             return all(self.api.vm(v)["power_state"] == "STOPPED" for v in vms)
         wait_until(powered_off, 30, "every expired VM powered off")
