@@ -68,8 +68,13 @@ void leases_tx_schedule(leases_t *self, model_tx_t *tx, const Berth__Vm *vm)
         return;
     char member[64];
     int64_t end = vm->lease->expires_ms;
+    /* The notice comes a notice period before the end, but not before half of what is left
+       has run: a lease shorter than the notice period is not EXPIRING from its first day. */
+    int64_t now = clock_now_ms(), notice = end - self->notice_ms;
+    if (end > now && notice < now + (end - now) / 2)
+        notice = now + (end - now) / 2;
     s_member(member, sizeof member, "notice", vm->id);
-    model_tx_zadd(tx, KEYS_TIMERS, end - self->notice_ms, member);
+    model_tx_zadd(tx, KEYS_TIMERS, notice, member);
     s_member(member, sizeof member, "expire", vm->id);
     model_tx_zadd(tx, KEYS_TIMERS, end, member);
     s_member(member, sizeof member, "tombstone", vm->id);

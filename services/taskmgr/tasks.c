@@ -1915,7 +1915,10 @@ static int s_action_allowed(tasks_t *self, bus_request_t *request, const Berth__
             return -1;
         }
     }
-    if (!s_is(vm->state, a->needs)) {
+    /* Leases: an EXPIRING VM still runs; power actions that keep its lifecycle state apply
+       to it as to an ACTIVE one (shelving moves the state: it needs ACTIVE). */
+    int expiring_ok = s_is(vm->state, "EXPIRING") && s_is(a->needs, "ACTIVE") && !a->to;
+    if (!s_is(vm->state, a->needs) && !expiring_ok) {
         snprintf(msg, sizeof msg, "VM is %s: %s needs a%s %s VM", vm->state, a->action,
                  s_is(a->needs, "ACTIVE") ? "n" : "", a->needs);
         s_refuse_action(request, vm, a->action, msg);
