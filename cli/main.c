@@ -50,6 +50,9 @@ static const s_command_t s_commands[] = {
     { "watch", cli_watch,
       "watch VM|--all [--since ID] [--count N] [--timeout S]\n"
       "                                      follow live events (one VM: until DISPOSED)" },
+    { "extend", cli_extend, "extend ID DAYS                      add DAYS to a VM's lease" },
+    { "revive", cli_revive,
+      "revive ID [DAYS]                    bring an EXPIRED VM back (lease: DAYS from now)" },
     { "task", cli_task, "task ID                             a task, its stages and steps" },
     { "usage", cli_usage,
       "usage [--from T] [--to T] [--owner U] [--group G]\n"

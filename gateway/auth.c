@@ -38,6 +38,7 @@
     one read; the bootstrap's reset), which also keeps berth:users and berth:admins, and
     never leaves the platform without an ACTIVE admin. */
 #include "gateway.h"
+#include "clock.h"
 #include "keys.h"
 #include "lua_scripts.h"
 #include "user_record.h"
@@ -287,7 +288,7 @@ int auth_bootstrap(gateway_t *gw, store_t *store, const char *user, const char *
     else
         user_record_epoch(epoch);
     snprintf(created, sizeof created, "%lld",
-             (long long)(found && u.created_ms ? u.created_ms : util_now_ms()));
+             (long long)(found && u.created_ms ? u.created_ms : clock_now_ms()));
     s_power_t p;
     s_power(gw, &p, user, fresh, "admin", USER_ACTIVE, epoch);
     const char *pairs[14] = { "name", user, "created_ms", created };
@@ -737,7 +738,7 @@ void auth_create_user(http_req_t *req)
                        gw->password_min);
         return;
     }
-    s_user_t u = { .valid = 1, .created_ms = util_now_ms() };
+    s_user_t u = { .valid = 1, .created_ms = clock_now_ms() };
     util_strlcpy(u.name, user, sizeof u.name);
     util_strlcpy(u.role, role, sizeof u.role);
     util_strlcpy(u.state, USER_ACTIVE, sizeof u.state);

@@ -204,6 +204,7 @@ void vms_list(http_req_t *req);     /* GET /v1/vms */
 void vms_get(http_req_t *req);      /* GET /v1/vms/{id} */
 void vms_dispose(http_req_t *req);  /* DELETE /v1/vms/{id} */
 void vms_action(http_req_t *req);   /* POST /v1/vms/{id}/actions */
+void vms_extend_lease(http_req_t *req); /* POST /v1/vms/{id}/lease */
 void vms_get_task(http_req_t *req); /* GET /v1/tasks/{id} */
 void vms_usage(http_req_t *req);    /* GET /v1/usage */
 /* May the caller see the VM (vm.get: owner, its group's manager or auditor, admin,

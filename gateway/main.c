@@ -40,6 +40,7 @@ static const http_route_t s_routes[] = {
     { "GET", "/v1/vms/{id}", vms_get, "vm.get", NULL },
     { "DELETE", "/v1/vms/{id}", vms_dispose, "vm.dispose", NULL },
     { "POST", "/v1/vms/{id}/actions", vms_action, "vm.action", NULL },
+    { "POST", "/v1/vms/{id}/lease", vms_extend_lease, "vm.extend", NULL },
     { "GET", "/v1/tasks/{id}", vms_get_task, "task.get", NULL },
     { "GET", "/v1/events", events_stream, "event.stream", "since" },
     { "GET", "/v1/usage", vms_usage, "usage.read", "from to owner group" },

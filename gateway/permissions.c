@@ -40,6 +40,8 @@ const perm_entry_t perm_table[] = {
     { "vm.dispose", PERM_OWNER | PERM_MANAGER | PERM_ADMIN, "dispose of a VM" },
     { "vm.action", PERM_OWNER | PERM_MANAGER | PERM_ADMIN,
       "start, stop, reboot, suspend, resume, shelve or unshelve a VM" },
+    { "vm.extend", PERM_OWNER | PERM_MANAGER | PERM_ADMIN,
+      "extend a VM's lease (an EXPIRED one's revives it)" },
     { "task.get", S_READERS, "read a task: whoever may read its VM, and who started it" },
     { "event.stream", PERM_USER,
       "follow the live events of what one may read (hosts: admins, operators)" },

@@ -3,6 +3,7 @@
     GET /v1/audit reads the stream newest first with filters, for admins and for the managers
     and auditors of a group (that group's records). */
 #include "gateway.h"
+#include "clock.h"
 
 #include <arpa/inet.h>
 #include <microhttpd.h>
@@ -65,7 +66,7 @@ void trail_done(http_req_t *req)
     if (!gw->audit || !req->method || streq(req->method, "GET") || streq(req->method, "HEAD") ||
         streq(req->method, "OPTIONS"))
         return;
-    audit_record_t r = { .at_ms = util_now_ms() };
+    audit_record_t r = { .at_ms = clock_now_ms() };
     char buf[sizeof r.action];
     const char *action = trail_action(req, buf, sizeof buf);
     util_strlcpy(r.action, action, sizeof r.action);

@@ -49,7 +49,9 @@ json_t *view_vm(const Berth__Vm *vm, int host_down)
     if (host_down && s_may_run(S(vm->state)))
         power = "UNKNOWN";
     json_t *lease =
-        json_pack("{s:o}", "expires_at", rest_time(vm->lease ? vm->lease->expires_ms : 0));
+        json_pack("{s:o, s:o, s:i}", "expires_at",
+                  rest_time(vm->lease ? vm->lease->expires_ms : 0), "tombstone_until",
+                  rest_time(vm->tombstone_until_ms), "extensions", vm->extensions);
     return json_pack("{s:s, s:s, s:s, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, "
                      "s:o, s:o, s:i, s:o}",
                      "id", S(vm->id), "name", S(vm->name), "state", S(vm->state), "power_state",

@@ -3,6 +3,7 @@
     cannot be probed. Reads come from Redis; disposal and day-2 actions are asked of the
     taskmgr, usage of the meter. */
 #include "gateway.h"
+#include "clock.h"
 #include "keys.h"
 #include "lua_scripts.h"
 
@@ -498,6 +499,43 @@ void vms_action(http_req_t *req)
     protobuf_c_message_free_unpacked(&vm->base, NULL);
 }
 
+static void s_lease_extended(http_req_t *req, ProtobufCMessage *answer)
+{
+    const Berth__Vm *vm = (const Berth__Vm *)answer;
+    log_info(req->request_id, "lease extended", "{s:s, s:s, s:s}", "vm", req->params[0], "state",
+             vm->state ? vm->state : "", "by", req->user);
+    json_t *view = s_vm_view(req, vm, NULL);
+    if (view)
+        http_json(req, 200, json_pack("{s:o}", "vm", view));
+}
+
+void vms_extend_lease(http_req_t *req)
+{
+    static const char *const allowed[] = { "days", NULL };
+    int64_t days = 0;
+    Berth__Vm *vm = NULL;
+    if (s_load_vm(req, req->params[0], &vm))
+        return;
+    /* Who may comes first: a caller who may not learns nothing from the body's checks. */
+    if (!perm_allows(req, "vm.extend", vm->owner, vm->group)) {
+        http_error_details(req, "FORBIDDEN",
+                           "only its owner, a manager of its group or an admin may extend a "
+                           "VM's lease",
+                           json_pack("{s:s}", "action", "vm.extend"));
+        protobuf_c_message_free_unpacked(&vm->base, NULL);
+        return;
+    }
+    if (rest_body(req, allowed) || rest_int(req, "days", 1, 1, INT32_MAX, &days) < 0) {
+        protobuf_c_message_free_unpacked(&vm->base, NULL);
+        return;
+    }
+    Berth__ExtendLease ask = BERTH__EXTEND_LEASE__INIT;
+    ask.vm = vm->id;
+    ask.days = (int32_t)days;
+    rest_call(req, "taskmgr", &ask.base, &berth__vm__descriptor, s_lease_extended);
+    protobuf_c_message_free_unpacked(&vm->base, NULL);
+}
+
 void vms_get_task(http_req_t *req)
 {
     Berth__Task *task = NULL;
@@ -568,7 +606,7 @@ static void s_usage_reported(http_req_t *req, ProtobufCMessage *answer)
 void vms_usage(http_req_t *req)
 {
     gateway_t *gw = req->app;
-    int64_t now = util_now_ms();
+    int64_t now = clock_now_ms();
     int64_t from, to;
     /* The default window ends at the epoch at the earliest: a `to` in January 1970 must not
        make the default `from` negative. */

@@ -3,6 +3,7 @@
     (one audit_append.lua round trip each), so a slow or absent Redis costs dropped records,
     counted and logged once, never a stalled request. */
 #include "audit.h"
+#include "clock.h"
 
 #include "log.h"
 #include "lua_scripts.h"
@@ -27,7 +28,7 @@ int audit_append(store_t *store, const audit_record_t *records, size_t n, int64_
         return -1;
     }
     snprintf(max, sizeof max, "%lld", (long long)max_entries);
-    int64_t oldest = retention_ms > 0 ? util_now_ms() - retention_ms : 0;
+    int64_t oldest = retention_ms > 0 ? clock_now_ms() - retention_ms : 0;
     snprintf(min, sizeof min, "%lld", (long long)(oldest > 0 ? oldest : 0));
     argv[0] = KEYS_AUDIT;
     argv[1] = max;

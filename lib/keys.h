@@ -73,6 +73,10 @@
 #define KEYS_USERS_SCHEMA_LOCK "berth:schema:users:lock" /* string + TTL: its migration's lock */
 /* set: the names the user records' migration has yet to give a MAC (lib/user_record.c) */
 #define KEYS_USERS_SCHEMA_TODO "berth:schema:users:todo"
+/* Lease timers (taskmgr): "<kind>:<vm>" by due time (platform ms), and the claimed ones as
+   "<due>|<kind>:<vm>" by claim end (real ms): lib/lua/timers_claim.lua. */
+#define KEYS_TIMERS         "berth:timers"
+#define KEYS_TIMERS_CLAIMED "berth:timers:claimed"
 
 /* Keys with an id: the kind, then keys_build(). */
 typedef enum {

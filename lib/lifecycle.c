@@ -8,7 +8,9 @@
 
 LIFECYCLE_ENUM_IMPL(vm_state, VM_STATE_LAST, "", "PENDING_APPROVAL", "PROVISIONING", "ACTIVE",
                     "ERROR", "DISPOSING", "DISPOSED", "REJECTED", "SHELVING", "SHELVED",
-                    "UNSHELVING")
+                    "UNSHELVING",
+                    /* leases */
+                    "EXPIRING", "EXPIRED")
 
 LIFECYCLE_ENUM_IMPL(power_state, POWER_STATE_LAST, "", "NOSTATE", "RUNNING", "STOPPED", "SUSPENDED",
                     "CRASHED", "UNKNOWN")
@@ -31,6 +33,11 @@ static const int s_vm_holds_quota[VM_STATE_LAST] = {
     [VM_STATE_SHELVING] = 1,
     [VM_STATE_SHELVED] = 1,
     [VM_STATE_UNSHELVING] = 1,
+    /* Leases: an expiring VM runs; an expired one keeps its disk (and its claim on the host)
+       for the tombstone period and may be revived at any moment of it, so both hold their
+       share until disposed. */
+    [VM_STATE_EXPIRING] = 1,
+    [VM_STATE_EXPIRED] = 1,
 };
 
 static const lifecycle_kind_info_t s_kinds[LIFECYCLE_KIND_LAST] = {
@@ -113,7 +120,40 @@ static const lifecycle_transition_t s_rows[] = {
     { REQ(NONE, APPROVED), "create", "approval", "created and approved by policy" },
     { REQ(PENDING_APPROVAL, APPROVED), "approve", "approval", "an administrator approves it" },
     { REQ(PENDING_APPROVAL, REJECTED), "reject", "approval", "an administrator rejects it" },
+
+    /* ---- leases (lease helper): notice, expiry, tombstone, revival ---- */
+    { VM(ACTIVE, EXPIRING), "notice", "taskmgr",
+      "its notice timer fired: the lease ends within the notice period (event vm.lease.notice)" },
+    { VM(EXPIRING, ACTIVE), "extend", "taskmgr",
+      "its lease was extended past the notice period; its timers moved in the same step" },
+    { VM(ACTIVE, EXPIRED), "expire", "taskmgr",
+      "its expiry timer fired (no notice period); a STOP task is queued in the same step" },
+    { VM(EXPIRING, EXPIRED), "expire", "taskmgr",
+      "its expiry timer fired; a STOP task is queued in the same step" },
+    { VM(EXPIRED, ACTIVE), "revive", "taskmgr",
+      "its owner or a group manager extended the lease within the tombstone period; a "
+      "START task is queued in the same step" },
+    { VM(EXPIRING, DISPOSING), "dispose", "taskmgr",
+      "its disposal is asked; a DISPOSE task is queued in the same step" },
+    { VM(EXPIRED, DISPOSING), "dispose", "taskmgr",
+      "its tombstone period ended (or its disposal was asked); a DISPOSE task is queued" },
 };
+
+/* What the meter bills (lifecycle_billing): a state without a row bills nothing. The meter
+   reads vm.state events, so its rows are per lifecycle state (power ANY); a row for one
+   power state wins over the state's ANY row. */
+static const lifecycle_billing_t s_billing[] = {
+    { VM_STATE_ACTIVE, LIFECYCLE_ANY, 1, 1 },
+    /* leases */
+    { VM_STATE_EXPIRING, LIFECYCLE_ANY, 1, 1 }, /* still runs until the end */
+    { VM_STATE_EXPIRED, LIFECYCLE_ANY, 0, 1 },  /* powered off: its disk is kept */
+    /* day2's shelving: a shelved VM holds its disk only (issue 10: "charges disk only") */
+    { VM_STATE_SHELVING, LIFECYCLE_ANY, 0, 1 },
+    { VM_STATE_SHELVED, LIFECYCLE_ANY, 0, 1 },
+    { VM_STATE_UNSHELVING, LIFECYCLE_ANY, 0, 1 },
+};
+
+#define S_BILLING (sizeof s_billing / sizeof s_billing[0])
 
 #define S_ROWS (sizeof s_rows / sizeof s_rows[0])
 
@@ -148,6 +188,22 @@ int lifecycle_vm_holds_quota(const char *state)
 {
     int v = vm_state_from_string(state);
     return v > 0 && s_vm_holds_quota[v];
+}
+
+void lifecycle_billing(const char *vm_state, const char *power_state, int *compute, int *disk)
+{
+    int v = vm_state_from_string(vm_state);
+    int p = power_state && *power_state ? power_state_from_string(power_state) : LIFECYCLE_ANY;
+    const lifecycle_billing_t *found = NULL;
+    for (size_t i = 0; v > 0 && i < S_BILLING; i++) {
+        const lifecycle_billing_t *b = &s_billing[i];
+        if (b->vm == v && b->power == p)
+            found = b; /* the row for this power state */
+        else if (b->vm == v && b->power == LIFECYCLE_ANY && !found)
+            found = b; /* the state's row, unless a power row comes */
+    }
+    *compute = found ? found->compute : 0;
+    *disk = found ? found->disk : 0;
 }
 
 int lifecycle_observed(lifecycle_kind_t kind)
@@ -268,6 +324,14 @@ int lifecycle_markdown(FILE *out)
                 }
             fprintf(out, ".\nA move from one of these to a state that is not gives the VM's share "
                          "back in the same step\n(lib/model.h, \"quota\").\n");
+            fprintf(out, "\nBilled by the meter (compute: vCPU and RAM hours; disk: GB hours; "
+                         "a state not listed\nbills nothing):\n\n"
+                         "| state | power | compute | disk |\n|---|---|---|---|\n");
+            for (size_t i = 0; i < S_BILLING; i++)
+                fprintf(out, "| %s | %s | %d | %d |\n", k->states[s_billing[i].vm],
+                        s_billing[i].power == LIFECYCLE_ANY ? "(any)"
+                                                            : power_state_names[s_billing[i].power],
+                        s_billing[i].compute, s_billing[i].disk);
         }
         if (observed)
             fprintf(out, "Observed: any state may follow any other, as the host reports it; an "

@@ -51,6 +51,9 @@ typedef enum {
     VM_STATE_SHELVING,   /* its SHELVE task powers it off and gives back vCPUs and RAM */
     VM_STATE_SHELVED,    /* powered off; its disk kept on its host; holds no vCPUs or RAM */
     VM_STATE_UNSHELVING, /* its UNSHELVE task places it again and powers it on */
+    /* leases (lease helper) */
+    VM_STATE_EXPIRING, /* its lease ends soon: the owner was given notice */
+    VM_STATE_EXPIRED,  /* its lease ended: powered off, kept as a tombstone until disposed */
     VM_STATE_LAST
 } vm_state_t;
 LIFECYCLE_ENUM_DECL(vm_state);
@@ -143,9 +146,23 @@ int lifecycle_check(lifecycle_kind_t kind, const char *from, const char *to, cha
 int lifecycle_observed(lifecycle_kind_t kind);
 
 /* True when a VM in this state holds its group's quota (PENDING_APPROVAL, PROVISIONING, ACTIVE,
-   DISPOSING, and the shelve states); one leaving such a state for another releases it
-   (lib/model.h). A SHELVED VM holds only its count and disk (its quota_held says so). */
+   DISPOSING, EXPIRING, EXPIRED and the shelve states); one leaving such a state for another
+   releases it (lib/model.h). A SHELVED VM holds only its count and disk (its quota_held says
+   so). */
 int lifecycle_vm_holds_quota(const char *state);
+
+/* What a VM in a lifecycle state with a power state is billed for: compute (vCPU and RAM
+   hours) and disk (GB hours), each a factor 0 or 1 applied by the meter. */
+typedef struct {
+    int vm;      /* vm_state_t */
+    int power;   /* power_state_t, or LIFECYCLE_ANY */
+    int compute; /* 1: vCPU and RAM hours count */
+    int disk;    /* 1: disk GB hours count */
+} lifecycle_billing_t;
+
+/* The billing row for a VM state and power state (power NULL or "": the state's ANY row);
+   a state without a row bills nothing. *compute and *disk get its factors. */
+void lifecycle_billing(const char *vm_state, const char *power_state, int *compute, int *disk);
 
 /* Write the "Lifecycle" section of docs/state.md (between LIFECYCLE_DOC_BEGIN and
    LIFECYCLE_DOC_END, both included, ending with a newline). 0, or -1 when out fails. */

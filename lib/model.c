@@ -8,6 +8,7 @@
     all. The operations are built as a flat list (an opcode then its arguments, keys inline);
     commit moves every key into KEYS and leaves its index in the list. */
 #include "model.h"
+#include "clock.h"
 #include "keys.h"
 #include "log.h"
 #include "lua_scripts.h"
@@ -592,7 +593,7 @@ static void s_tx_move(model_tx_t *self, lifecycle_kind_t kind, const char *key, 
         for (int s = 0; !row && s < k->n_states; s++)
             row = lifecycle_find(kind, k->states[s], to);
     char at[24];
-    snprintf(at, sizeof at, "%lld", (long long)util_now_ms());
+    snprintf(at, sizeof at, "%lld", (long long)clock_now_ms());
     s_arg(self, "T");
     s_arg(self, key);
     s_arg(self, k->field);
@@ -900,7 +901,7 @@ void model_tx_vm_event(model_tx_t *tx, const Berth__Vm *vm)
     snprintf(vcpus, sizeof vcpus, "%d", f ? f->vcpus : 0);
     snprintf(ram, sizeof ram, "%lld", f ? (long long)f->ram_mb : 0LL);
     snprintf(disk, sizeof disk, "%lld", f ? (long long)f->disk_gb : 0LL);
-    snprintf(at, sizeof at, "%lld", (long long)util_now_ms());
+    snprintf(at, sizeof at, "%lld", (long long)clock_now_ms());
     model_tx_event(tx, "vm.state", "key", keys_vm(key, vm->id), "vm", vm->id, "state", vm->state,
                    "version", version, "owner", vm->owner, "vcpus", vcpus, "ram_mb", ram, "disk_gb",
                    disk, "host", vm->host, "template", vm->template_, "at_ms", at, NULL);

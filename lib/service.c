@@ -2,6 +2,7 @@
     owns the ROUTER, the heartbeat timer and whatever the service adds; handlers and timers
     run one at a time, so service state needs no locks. */
 #include "service.h"
+#include "clock.h"
 #include "migrate.h"
 
 #include <assert.h>
@@ -78,6 +79,7 @@ service_t *service_new(const char *name, int argc, char **argv)
     /* The bus certificate: a name under secrets_dir/curve (the service's own by default; an
        agent's is its host's, "agent-host-1") or a path. */
     config_declare(c, "curve_cert", name, 0);
+    clock_declare(c); /* the platform clock: every service sets the same */
     return self;
 }
 
@@ -192,7 +194,7 @@ int service_start(service_t *self)
     if (config_int(c, "redis_port", 1, 65535, &port) ||
         config_int(c, "redis_timeout_ms", 10, 60000, &timeout) ||
         config_int(c, "schema_wait_ms", 0, 3600000, &schema_wait) ||
-        config_int(c, "heartbeat_ms", 50, 60000, &heartbeat))
+        config_int(c, "heartbeat_ms", 50, 60000, &heartbeat) || clock_configure(c) != 0)
         return -1;
     self->heartbeat_ms = (int)heartbeat;
     if (config_get(c, "instance"))

@@ -6,6 +6,7 @@
 #include "allocations.h"
 #include "approval.h"
 #include "assertion.h"
+#include "clock.h"
 #include "decide.h"
 #include "groups.h"
 #include "keys.h"
@@ -256,7 +257,7 @@ static void s_tx_apply(model_tx_t *tx, const Berth__Group *g, Berth__Quota *targ
 {
     char key[KEYS_MAX], at[24], v[24];
     keys_build(key, KEYS_GROUP, g->id, NULL);
-    snprintf(at, sizeof at, "%lld", (long long)util_now_ms());
+    snprintf(at, sizeof at, "%lld", (long long)clock_now_ms());
     snprintf(v, sizeof v, "%lld", (long long)g->version + 1);
     model_tx_check_version(tx, key, g->version);
     Berth__Group after = *g;

@@ -5,6 +5,7 @@
     the same atomic step as the writes: two approval instances seeding at once, or two
     admins adding the same name at once, end with exactly one template per name. */
 #include "catalog.h"
+#include "clock.h"
 #include "decide.h"
 #include "keys.h"
 #include "log.h"
@@ -49,7 +50,7 @@ static void s_tx_add(model_tx_t *tx, const Berth__Template *tmpl, const char *ac
     char key[KEYS_MAX], name_key[KEYS_MAX], at[24];
     keys_build(key, KEYS_TEMPLATE, tmpl->id, NULL);
     s_name_key(name_key, sizeof name_key, tmpl->name);
-    snprintf(at, sizeof at, "%lld", (long long)util_now_ms());
+    snprintf(at, sizeof at, "%lld", (long long)clock_now_ms());
     model_tx_check(tx, name_key, "id", "");
     model_tx_check(tx, key, "id", "");
     model_tx_put(tx, key, &tmpl->base);

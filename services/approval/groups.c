@@ -3,6 +3,7 @@
     templates. A caller's rights on a group come from their membership role (manager manages
     members) or the platform role admin; operators read every group, like admins. */
 #include "groups.h"
+#include "clock.h"
 #include "decide.h"
 #include "approval.h"
 #include "keys.h"
@@ -229,7 +230,7 @@ void groups_init_new(Berth__Group *g, const Berth__Group *group, char id[UTIL_ID
     g->auto_max_ram_mb = group->auto_max_ram_mb;
     g->charging_model = group->charging_model ? group->charging_model : "";
     g->auto_growth_max = group->auto_growth_max;
-    g->created_ms = util_now_ms();
+    g->created_ms = clock_now_ms();
     g->version = 1;
 }
 
@@ -284,7 +285,7 @@ int groups_name_taken(store_t *store, const char *name, fault_t *fault)
 void groups_tx_add_manager(model_tx_t *tx, const char *group, const char *user, const char *actor)
 {
     char members[KEYS_MAX], user_key[KEYS_MAX], user_groups[KEYS_MAX], key[KEYS_MAX], at[24];
-    snprintf(at, sizeof at, "%lld", (long long)util_now_ms());
+    snprintf(at, sizeof at, "%lld", (long long)clock_now_ms());
     keys_build(user_key, KEYS_USER, user, NULL);
     model_tx_check(tx, user_key, "name", user); /* the user still exists */
     model_tx_hset(tx, keys_build(members, KEYS_GROUP_MEMBERS, group, NULL), user, "manager");
@@ -450,7 +451,7 @@ int groups_update(store_t *store, const char *id, const Berth__Group *update, ch
     }
     char key[KEYS_MAX], parent_key[KEYS_MAX], children[KEYS_MAX], at[24], v[24];
     keys_build(key, KEYS_GROUP, id, NULL);
-    snprintf(at, sizeof at, "%lld", (long long)util_now_ms());
+    snprintf(at, sizeof at, "%lld", (long long)clock_now_ms());
     snprintf(v, sizeof v, "%lld", (long long)g->version + 1);
     model_tx_t *tx = model_tx_new();
     if (!tx) {
@@ -558,7 +559,7 @@ int groups_delete(store_t *store, const char *id, const char *actor, Berth__Grou
         return -1;
     char key[KEYS_MAX], members[KEYS_MAX], name_key[KEYS_MAX], children[KEYS_MAX], vms[KEYS_MAX],
         at[24], n_text[24];
-    snprintf(at, sizeof at, "%lld", (long long)util_now_ms());
+    snprintf(at, sizeof at, "%lld", (long long)clock_now_ms());
     keys_build(children, KEYS_GROUP_CHILDREN, id, NULL);
     keys_build(vms, KEYS_GROUP_VMS, id, NULL);
     /* The sets as read now; the script refuses (CHANGED) if either changed since. */
@@ -652,7 +653,7 @@ int groups_member(store_t *store, const char *op, const char *group, const char 
         return error_field(fault, "role", "role must be member, manager or auditor");
     char key[KEYS_MAX], members[KEYS_MAX], user_key[KEYS_MAX], user_groups[KEYS_MAX], at[24],
         max[16];
-    snprintf(at, sizeof at, "%lld", (long long)util_now_ms());
+    snprintf(at, sizeof at, "%lld", (long long)clock_now_ms());
     snprintf(max, sizeof max, "%d", GROUPS_MEMBERS_MAX);
     const char *argv[] = { keys_build(key, KEYS_GROUP, group, NULL),
                            keys_build(members, KEYS_GROUP_MEMBERS, group, NULL),

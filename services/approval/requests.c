@@ -18,6 +18,7 @@
     (template, name, count): a key reused for anything else is refused rather than answered
     with the first request, which would silently drop the second. */
 #include "requests.h"
+#include "clock.h"
 #include "assertion.h"
 #include "keys.h"
 #include "catalog.h"
@@ -348,13 +349,14 @@ int requests_create(store_t *store, const policy_t *policy, const Berth__CreateR
         policy_check_idempotency_key(msg->idempotency_key, fault) != 0)
         return -1;
 
-    int64_t now = util_now_ms();
+    int64_t now = clock_now_ms();  /* stamps */
+    int64_t real_now = util_now_ms(); /* the idempotency key's life: real time */
     int keyed = msg->idempotency_key && *msg->idempotency_key;
     char idem_key[KEYS_MAX] = "", held[UTIL_ID_LEN] = "", hash[S_BODY_HASH_LEN] = "";
     if (keyed) {
         keys_build(idem_key, KEYS_IDEM, msg->owner, msg->idempotency_key);
         s_body_hash(msg, count, hash);
-        int found = s_idem_lookup(store, idem_key, now, hash, held, request_p, fault);
+        int found = s_idem_lookup(store, idem_key, real_now, hash, held, request_p, fault);
         if (found != 0)
             return found > 0 ? 0 : -1;
     }
@@ -479,7 +481,8 @@ int requests_create(store_t *store, const policy_t *policy, const Berth__CreateR
     model_tx_zadd(tx, S_REQUESTS, now, req_id);
     if (keyed) {
         char expires[24];
-        snprintf(expires, sizeof expires, "%lld", (long long)(now + policy->idempotency_ttl_ms));
+        snprintf(expires, sizeof expires, "%lld",
+                 (long long)(real_now + policy->idempotency_ttl_ms));
         model_tx_check(tx, idem_key, "request", held);
         model_tx_hset(tx, idem_key, "request", req_id);
         model_tx_hset(tx, idem_key, "expires_ms", expires);
@@ -604,7 +607,7 @@ static int s_decide(store_t *store, const Berth__DecideRequest *msg, const Berth
     step.decided_by = msg->actor;
     step.decision = msg->approve ? "approved" : "rejected";
     step.reason = msg->reason ? msg->reason : "";
-    step.at_ms = util_now_ms();
+    step.at_ms = clock_now_ms();
     const char *next_level = msg->approve ? decide_next_level(req->policy, step.level) : NULL;
     if (next_level)
         return s_step(store, req, &step, next_level, request_p, fault);
@@ -716,7 +719,7 @@ static int s_decide_kind(store_t *store, const Berth__DecideRequest *msg, const 
     step.decided_by = msg->actor;
     step.decision = msg->approve ? "approved" : "rejected";
     step.reason = msg->reason ? msg->reason : "";
-    step.at_ms = util_now_ms();
+    step.at_ms = clock_now_ms();
     const char *next_level = msg->approve ? decide_next_level(req->policy, step.level) : NULL;
     if (next_level)
         return s_step(store, req, &step, next_level, request_p, fault);

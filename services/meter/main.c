@@ -2,6 +2,7 @@
     the "meter" consumer group on a timer (never blocking the loop) and answers GetUsage
     with vCPU-, GB-RAM- and GB-disk-hours per VM for a time window. */
 #include "assertion.h"
+#include "clock.h"
 #include "lua_scripts.h"
 #include "service.h"
 #include "usage.h"
@@ -68,7 +69,7 @@ static void s_on_get_usage(bus_request_t *request, void *arg)
     }
     Berth__UsageReport *report = NULL;
     int rc = usage_report_group(service_store(self->service), ask->from_ms, ask->to_ms, group,
-                                owner, util_now_ms(), self->report_max_vms, &report, &error);
+                                owner, clock_now_ms(), self->report_max_vms, &report, &error);
     berth__user_assertion__free_unpacked(who, NULL);
     if (rc != 0) {
         bus_reply_fault(request, &error);

@@ -13,13 +13,17 @@
     The list is bounded: past max_events_per_vm the older half is folded into closed
     intervals ("base") and events older than the fold are then taken as applied.
 
-    Intervals: ACTIVE opens one at the event's at_ms (unless one is open); any other state
-    closes the open one. An interval never starts before the previous one ended and never
+    Intervals: a state that bills compute (lib/lifecycle.c's billing table: ACTIVE, EXPIRING)
+    opens one at the event's at_ms (unless one is open); any other state closes the open one.
+    Disk has intervals of its own, opened by every state that bills disk (also EXPIRED: a
+    powered-off VM kept as a tombstone). An interval never starts before the previous one ended and never
     ends before it started, so skewed clocks between writers cannot make time count twice
     or negatively. */
 #include "usage.h"
+#include "clock.h"
 #include "error.h"
 #include "keys.h"
+#include "lifecycle.h"
 #include "lua_scripts.h"
 #include "log.h"
 #include "util.h"
@@ -160,6 +164,7 @@ typedef struct {
     const char **args;     /* group, max_events, then 10 per event */
     char (*key)[KEYS_MAX]; /* each event's usage hash key */
     char (*at)[32];        /* each event's at_ms as text */
+    char (*bill)[4];       /* what each event's state bills: bit 0 compute, bit 1 disk */
     char max_events[16];
 } s_batch_t;
 
@@ -172,7 +177,8 @@ static int s_batch_init(usage_t *self, s_batch_t *b, size_t max)
     b->args = calloc(2 + BATCH_ARGS * max, sizeof *b->args);
     b->key = calloc(max ? max : 1, sizeof *b->key);
     b->at = calloc(max ? max : 1, sizeof *b->at);
-    if (!b->keys || !b->args || !b->key || !b->at)
+    b->bill = calloc(max ? max : 1, sizeof *b->bill);
+    if (!b->keys || !b->args || !b->key || !b->at || !b->bill)
         return -1;
     b->keys[0] = STORE_EVENTS;
     b->keys[1] = USAGE_INDEX;
@@ -188,6 +194,7 @@ static void s_batch_free(s_batch_t *b)
     free(b->args);
     free(b->key);
     free(b->at);
+    free(b->bill);
 }
 
 /* Gather one vm.state entry into the batch. 1 when it is done with (gathered, or refused and
@@ -214,7 +221,7 @@ static int s_apply_vm(usage_t *self, s_batch_t *b, const char *id, const redisRe
         if (dash)
             *dash = '\0';
         if (util_parse_int(ms, 1, INT64_C(1) << 52, &at) != 0)
-            at = util_now_ms();
+            at = clock_now_ms();
         if (at_text)
             log_warn(NULL, "bad at_ms in an event, using the entry's time", "{s:s, s:s}", "id", id,
                      "at_ms", at_text);
@@ -224,13 +231,16 @@ static int s_apply_vm(usage_t *self, s_batch_t *b, const char *id, const redisRe
     for (int i = 0; i < 3; i++)
         if (!meta[i] || strlen(meta[i]) > FIELD_MAX)
             meta[i] = "";
+    int compute = 0, disk = 0;
+    lifecycle_billing(state, NULL, &compute, &disk);
     int e = b->n++;
+    snprintf(b->bill[e], sizeof b->bill[e], "%d", compute | disk << 1);
     b->keys[2 + e] = keys_build(b->key[e], KEYS_USAGE, vm, NULL);
     snprintf(b->at[e], sizeof b->at[e], "%" PRId64, at);
     const char *args[BATCH_ARGS] = {
         id,
         vm,
-        state,
+        b->bill[e],
         b->at[e],
         meta[0],
         meta[1],
@@ -513,11 +523,14 @@ static int s_int(const char *text, int64_t *out)
 /* One record from a row of s_rows, or NULL (no time inside the window, or out of memory). */
 static Berth__UsageRecord *s_record(const redisReply *row, int64_t from, int64_t to)
 {
-    const char *f[8];
-    for (int i = 0; i < 8; i++)
-        f[i] = row->element[i]->type == REDIS_REPLY_STRING ? row->element[i]->str : "";
+    const char *f[9];
+    for (int i = 0; i < 9; i++)
+        f[i] = i < (int)row->elements && row->element[i]->type == REDIS_REPLY_STRING
+                   ? row->element[i]->str
+                   : "";
     int64_t active = s_active_ms(f[7], from, to);
-    if (active <= 0)
+    int64_t disk_ms = *f[8] ? s_active_ms(f[8], from, to) : active;
+    if (active <= 0 && disk_ms <= 0)
         return NULL;
     int64_t vcpus, ram_mb, disk_gb;
     s_int(f[4], &vcpus);
@@ -539,7 +552,7 @@ static Berth__UsageRecord *s_record(const redisReply *row, int64_t from, int64_t
     rec->active_ms = active;
     rec->vcpu_hours = (double)vcpus * hours;
     rec->ram_gb_hours = (double)ram_mb / 1024.0 * hours;
-    rec->disk_gb_hours = (double)disk_gb * hours;
+    rec->disk_gb_hours = (double)disk_gb * ((double)disk_ms / 3600000.0);
     return rec;
 }
 

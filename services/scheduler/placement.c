@@ -39,6 +39,7 @@
     flavor, then part of it), so the group uses its reserved capacity first. A host refused
     only because of other groups' reservations counts under the filter "reserved". */
 #include "placement.h"
+#include "clock.h"
 #include "keys.h"
 #include "log.h"
 #include "lua_scripts.h"
@@ -856,7 +857,7 @@ static int s_release(placement_t *self, const char *vm, int keep_disk, int *rele
         freeReplyObject(r);
         keys_host(host_key, host);
         char now[24];
-        snprintf(now, sizeof now, "%lld", (long long)util_now_ms());
+        snprintf(now, sizeof now, "%lld", (long long)clock_now_ms());
         keys_build(res_key, KEYS_HOST_RESERVATIONS, host, NULL);
         const char *argv[] = {
             claim_key, host_key, STORE_EVENTS,        res_key, KEYS_RESERVATIONS_ANY, host,

@@ -37,6 +37,7 @@
 #include "tasks.h"
 #include "agents.h"
 #include "assertion.h"
+#include "clock.h"
 #include "keys.h"
 #include "limit.h"
 #include "lua_scripts.h"
@@ -71,6 +72,7 @@ typedef struct {
     Berth__Envelope *reply;     /* its answer, once it came */
     int call_timed_out;         /* ...or that none came before its deadline */
     Berth__AgentResult *done;   /* the agent's result for task->command, once it came */
+    int lease_started;          /* provisioned: the lease's timers go with the next write */
 } s_held_t;
 
 struct _tasks_t {
@@ -97,6 +99,7 @@ struct _tasks_t {
     int max_attempts;       /* hosts a provisioning tries before it fails */
     int stop_timeout_s;     /* a stop or shelve's graceful shutdown when none is asked */
     assertion_t *verifier;  /* checks who a DisposeVm acts for (the gateway's assertion) */
+    leases_t *leases;       /* lease timers (borrowed; NULL: none written) */
 };
 
 typedef struct _s_stage s_stage_t;
@@ -282,13 +285,13 @@ static int s_save(tasks_t *self, s_held_t *h)
     Berth__Task *t = h->task, *was = h->saved_task;
     keys_task(key, h->id);
     snprintf(epoch, sizeof epoch, "%lld", (long long)h->epoch);
-    int64_t now = util_now_ms();
+    int64_t now = util_now_ms(); /* the holder's lease: real time */
     int finished = s_finished(t);
     int64_t lease_until = now + self->lease_ms;
     t->lease_until_ms = finished ? 0 : lease_until;
-    t->updated_ms = now;
+    t->updated_ms = clock_now_ms();
     t->version = was->version;
-    snprintf(at, sizeof at, "%lld", (long long)now);
+    snprintf(at, sizeof at, "%lld", (long long)t->updated_ms);
 
     model_tx_t *tx = model_tx_new();
     Berth__Task *task_copy = NULL;
@@ -313,6 +316,8 @@ static int s_save(tasks_t *self, s_held_t *h)
             model_tx_zadd(tx, KEYS_TASKS_DUE, lease_until, h->id);
         if (h->vm_dirty && h->vm && h->saved_vm)
             s_vm_changes(tx, h);
+        if (h->lease_started && h->vm && self->leases)
+            leases_tx_schedule(self->leases, tx, h->vm);
         if (moved)
             t->version = was->version + 1;
         if (h->vm && h->saved_vm && !s_is(h->vm->state, h->saved_vm->state))
@@ -355,6 +360,7 @@ static int s_save(tasks_t *self, s_held_t *h)
     h->vm_dirty = 0;
     h->write_at = 0;
     h->must_write = 0;
+    h->lease_started = 0;
     return 0;
 }
 
@@ -390,7 +396,7 @@ static void s_step_open(tasks_t *self, s_held_t *h, const s_stage_t *stage)
         s_set(&step->name, stage->name);
         s_set(&step->state, "RUNNING");
         s_set(&step->result, "");
-        step->started_ms = util_now_ms();
+        step->started_ms = clock_now_ms();
         t->steps[t->n_steps++] = step;
     } else
         free(step);
@@ -412,7 +418,7 @@ static void s_step_close(s_held_t *h, const char *state)
     if (!last || !s_is(last->state, "RUNNING"))
         return;
     s_set(&last->state, state);
-    last->finished_ms = util_now_ms();
+    last->finished_ms = clock_now_ms();
     s_set(&last->result, h->result);
     h->dirty = 1;
 }
@@ -1085,7 +1091,7 @@ static void s_finish_task(s_held_t *h, const char *state)
     Berth__Task *t = h->task;
     s_set(&t->state, state);
     s_set(&t->stage, "done");
-    t->finished_ms = util_now_ms();
+    t->finished_ms = clock_now_ms();
     s_set(&t->holder, "");
     if (s_is(state, "SUCCEEDED"))
         t->percent = 100;
@@ -1128,7 +1134,7 @@ static int s_complete(tasks_t *self, s_held_t *h)
         return s_save(self, h);
     }
     if (!t->rolling_back) {
-        int64_t now = util_now_ms();
+        int64_t now = clock_now_ms();
         s_vm_state(h, "ACTIVE", "");
         if (!vm->lease) {
             vm->lease = malloc(sizeof *vm->lease);
@@ -1137,6 +1143,7 @@ static int s_complete(tasks_t *self, s_held_t *h)
         }
         if (vm->lease)
             vm->lease->expires_ms = now + (int64_t)vm->lease_days * 86400000LL;
+        h->lease_started = vm->lease && vm->lease_days > 0;
         s_set(&t->fault, "");
         s_finish_task(h, "SUCCEEDED");
         return s_save(self, h);
@@ -1783,9 +1790,11 @@ static void s_dispose_for(tasks_t *self, bus_request_t *request, const Berth__Di
             return;
         }
         if (!s_is(vm->state, "ACTIVE") && !s_is(vm->state, "ERROR") &&
-            !s_is(vm->state, "SHELVED")) {
+            !s_is(vm->state, "SHELVED") && !s_is(vm->state, "EXPIRING") &&
+            !s_is(vm->state, "EXPIRED")) {
             snprintf(msg, sizeof msg,
-                     "VM is %s; only ACTIVE, SHELVED or ERROR VMs can be disposed", vm->state);
+                     "VM is %s; only ACTIVE, SHELVED, EXPIRING, EXPIRED or ERROR VMs can be disposed",
+                     vm->state);
             berth__vm__free_unpacked(vm, NULL);
             bus_reply_error(request, "CONFLICT", msg);
             return;
@@ -1796,7 +1805,7 @@ static void s_dispose_for(tasks_t *self, bus_request_t *request, const Berth__Di
             bus_reply_error(request, "INTERNAL", "out of memory");
             return;
         }
-        int64_t now = util_now_ms();
+        int64_t now = clock_now_ms();
         char id[UTIL_ID_LEN];
         util_uuid(id);
         Berth__Task task = BERTH__TASK__INIT;
@@ -1907,7 +1916,10 @@ static int s_action_allowed(tasks_t *self, bus_request_t *request, const Berth__
             return -1;
         }
     }
-    if (!s_is(vm->state, a->needs)) {
+    /* Leases: an EXPIRING VM still runs; power actions that keep its lifecycle state apply
+       to it as to an ACTIVE one (shelving moves the state: it needs ACTIVE). */
+    int expiring_ok = s_is(vm->state, "EXPIRING") && s_is(a->needs, "ACTIVE") && !a->to;
+    if (!s_is(vm->state, a->needs) && !expiring_ok) {
         snprintf(msg, sizeof msg, "VM is %s: %s needs a%s %s VM", vm->state, a->action,
                  s_is(a->needs, "ACTIVE") ? "n" : "", a->needs);
         s_refuse_action(request, vm, a->action, msg);
@@ -1958,7 +1970,7 @@ int tasks_queue_action(model_tx_t *tx, const Berth__Vm *vm, const char *kind, co
         return -1;
     char vkey[KEYS_MAX], tkey[KEYS_MAX];
     keys_vm(vkey, vm->id);
-    int64_t now = util_now_ms();
+    int64_t now = clock_now_ms();
     util_uuid(id);
     berth__task__init(task);
     task->id = id;
@@ -2200,6 +2212,11 @@ tasks_t *tasks_new(service_t *service, agents_t *agents)
     service_reader(service, zactor_sock(self->waker), s_on_wake, self);
     s_run(self);
     return self;
+}
+
+void tasks_use_leases(tasks_t *self, leases_t *leases)
+{
+    self->leases = leases;
 }
 
 void tasks_destroy(tasks_t **self_p)

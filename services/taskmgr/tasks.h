@@ -7,6 +7,7 @@
 
 #include "agents.h"
 #include "model.h"
+#include "leases.h"
 #include "service.h"
 
 typedef struct _tasks_t tasks_t;
@@ -19,6 +20,9 @@ void tasks_declare(config_t *config);
    settings (logged). */
 tasks_t *tasks_new(service_t *service, agents_t *agents);
 void tasks_destroy(tasks_t **self_p);
+
+/* The lease timers (borrowed): a provisioned VM's lease timers are written with it. */
+void tasks_use_leases(tasks_t *self, leases_t *leases);
 
 /* An agent's result for a command (agents_result_fn): steps the task that sent it and
    writes it before returning. 0 when recorded or not a command in flight here; -1 when the

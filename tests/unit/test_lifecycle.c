@@ -120,13 +120,43 @@ static void test_states_holding_quota(void **state)
     (void)state;
     /* The shelve states hold it too (a SHELVED VM its count and disk: quota_held says so). */
     const char *holds[] = { "PENDING_APPROVAL", "PROVISIONING", "ACTIVE", "DISPOSING",
-                            "SHELVING",         "SHELVED",      "UNSHELVING" };
+                            "SHELVING",         "SHELVED",      "UNSHELVING",       "EXPIRING",     "EXPIRED" };
     const char *free_[] = { "", "ERROR", "DISPOSED", "REJECTED", "NOPE" };
     for (size_t i = 0; i < sizeof holds / sizeof *holds; i++)
         assert_true(lifecycle_vm_holds_quota(holds[i]));
     for (size_t i = 0; i < sizeof free_ / sizeof *free_; i++)
         assert_false(lifecycle_vm_holds_quota(free_[i]));
     assert_false(lifecycle_vm_holds_quota(NULL));
+}
+
+/* Leases: a running VM bills everything, an expired (powered off) one its disk only, one
+   being built or gone nothing; a power row would win over the state's row. */
+static void test_billing_factors(void **state)
+{
+    (void)state;
+    struct {
+        const char *vm, *power;
+        int compute, disk;
+    } rows[] = {
+        { "ACTIVE", "RUNNING", 1, 1 },  { "ACTIVE", NULL, 1, 1 },     { "EXPIRING", "", 1, 1 },
+        { "EXPIRED", "STOPPED", 0, 1 }, { "EXPIRED", NULL, 0, 1 },    { "PROVISIONING", NULL, 0, 0 },
+        { "DISPOSED", NULL, 0, 0 },     { "NOPE", "RUNNING", 0, 0 },  { NULL, NULL, 0, 0 },
+    };
+    for (size_t i = 0; i < sizeof rows / sizeof *rows; i++) {
+        int compute = -1, disk = -1;
+        lifecycle_billing(rows[i].vm, rows[i].power, &compute, &disk);
+        assert_int_equal(compute, rows[i].compute);
+        assert_int_equal(disk, rows[i].disk);
+    }
+    char error[256];
+    assert_int_equal(lifecycle_check(LIFECYCLE_VM, "ACTIVE", "EXPIRING", error, sizeof error), 0);
+    assert_int_equal(lifecycle_check(LIFECYCLE_VM, "EXPIRED", "ACTIVE", error, sizeof error), 0);
+    assert_int_equal(lifecycle_check(LIFECYCLE_VM, "EXPIRED", "DISPOSING", error, sizeof error),
+                     0);
+    assert_int_equal(lifecycle_check(LIFECYCLE_VM, "EXPIRED", "EXPIRING", error, sizeof error),
+                     -1);
+    assert_int_equal(lifecycle_check(LIFECYCLE_VM, "PROVISIONING", "EXPIRED", error, sizeof error),
+                     -1);
 }
 
 static void test_names_round_trip(void **state)
@@ -449,6 +479,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_names_round_trip),
         cmocka_unit_test(test_states_holding_quota),
+        cmocka_unit_test(test_billing_factors),
         cmocka_unit_test(test_every_allowed_transition_is_accepted),
         cmocka_unit_test(test_refused_transitions_name_what_is_wrong),
         cmocka_unit_test_setup_teardown(test_every_allowed_transition_commits, testenv_setup,

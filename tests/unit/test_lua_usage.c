@@ -60,7 +60,7 @@ static void test_apply_in_any_order(void **state)
     r = store_command(f->store, "XREADGROUP GROUP g c STREAMS t:events >");
     freeReplyObject(r);
 
-    assert_int_equal(s_apply(f->store, "100-0", "ACTIVE", "1000"), 1);
+    assert_int_equal(s_apply(f->store, "100-0", "3", "1000"), 1);
     r = store_command(f->store, "XPENDING t:events g");
     assert_int_equal(r->element[0]->integer, 0);
     freeReplyObject(r);
@@ -68,16 +68,33 @@ static void test_apply_in_any_order(void **state)
     s_assert_field(f->store, "owner", "ann");
     s_assert_score(f->store, "inf");
 
-    assert_int_equal(s_apply(f->store, "100-0", "ACTIVE", "1000"), 0); /* redelivered */
-    assert_int_equal(s_apply(f->store, "300-0", "DISPOSED", "5000"), 1);
+    assert_int_equal(s_apply(f->store, "100-0", "3", "1000"), 0); /* redelivered */
+    assert_int_equal(s_apply(f->store, "300-0", "0", "5000"), 1);
     s_assert_field(f->store, "intervals", "[[1000,5000]]");
     s_assert_score(f->store, "5000");
     /* Late events, in their place: a STOPPED at 2000 and an ACTIVE at 3000. */
-    assert_int_equal(s_apply(f->store, "200-0", "STOPPED", "2000"), 1);
-    assert_int_equal(s_apply(f->store, "250-0", "ACTIVE", "3000"), 1);
+    assert_int_equal(s_apply(f->store, "200-0", "0", "2000"), 1);
+    assert_int_equal(s_apply(f->store, "250-0", "3", "3000"), 1);
     s_assert_field(f->store, "intervals", "[[1000,2000],[3000,5000]]");
     s_assert_field(f->store, "last_event", "300-0");
     s_assert_score(f->store, "5000");
+}
+
+/* Leases: an EXPIRED VM (billing 2: disk only) stops its compute time, not its disk time;
+   disposal ends both, and the index scores the end of the disk time. */
+static void test_disk_only_billing(void **state)
+{
+    fixture_t *f = *state;
+    assert_int_equal(s_apply(f->store, "100-0", "3", "1000"), 1); /* ACTIVE */
+    assert_int_equal(s_apply(f->store, "200-0", "2", "4000"), 1); /* EXPIRED */
+    s_assert_field(f->store, "intervals", "[[1000,4000]]");
+    s_assert_field(f->store, "disk_intervals", "[[1000,0]]");
+    s_assert_score(f->store, "inf");
+    assert_int_equal(s_apply(f->store, "300-0", "3", "6000"), 1); /* revived */
+    assert_int_equal(s_apply(f->store, "400-0", "0", "9000"), 1); /* disposed */
+    s_assert_field(f->store, "intervals", "[[1000,4000],[6000,9000]]");
+    s_assert_field(f->store, "disk_intervals", "[[1000,9000]]");
+    s_assert_score(f->store, "9000");
 }
 
 /* One call applies a whole read: events of two VMs, two of one VM seeing each other, a
@@ -99,10 +116,10 @@ static void test_apply_batch(void **state)
     const char *argv[] = {
         "t:events", "t:usage:vms", "t:usage:{a}", "t:usage:{b}", "t:usage:{a}", "t:usage:{a}",
         "g", "100",
-        "100-0", "a", "ACTIVE", "1000", "ann", "tmpl", "h1", "2", "2048", "20",
-        "200-0", "b", "ACTIVE", "1500", "bob", "tmpl", "h2", "", "", "",
-        "300-0", "a", "STOPPED", "4000", "", "", "", "", "", "",
-        "100-0", "a", "ACTIVE", "1000", "ann", "tmpl", "h1", "2", "2048", "20",
+        "100-0", "a", "3", "1000", "ann", "tmpl", "h1", "2", "2048", "20",
+        "200-0", "b", "3", "1500", "bob", "tmpl", "h2", "", "", "",
+        "300-0", "a", "0", "4000", "", "", "", "", "", "",
+        "100-0", "a", "3", "1000", "ann", "tmpl", "h1", "2", "2048", "20",
     };
     /* clang-format on */
     r = store_run(f->store, &lua_usage_apply, 6, 48, argv);
@@ -143,7 +160,7 @@ static void test_rows_filter_owner_and_time(void **state)
     r = store_run(f->store, &lua_usage_rows, 3, 5, anyone);
     assert_non_null(r);
     assert_int_equal(r->elements, 2);
-    assert_int_equal(r->element[0]->elements, 8);
+    assert_int_equal(r->element[0]->elements, 9); /* with disk_intervals ("" here) */
     assert_string_equal(r->element[1]->element[7]->str, "[[50,0]]");
     freeReplyObject(r);
     const char *bob_early[] = { "t:u:{a}", "t:u:{b}", "bob", "40" };
@@ -161,6 +178,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_apply_in_any_order, testenv_setup, testenv_teardown),
+        cmocka_unit_test_setup_teardown(test_disk_only_billing, testenv_setup, testenv_teardown),
         cmocka_unit_test_setup_teardown(test_apply_batch, testenv_setup, testenv_teardown),
         cmocka_unit_test_setup_teardown(test_rows_filter_owner_and_time, testenv_setup,
                                         testenv_teardown),

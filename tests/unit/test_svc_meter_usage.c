@@ -428,7 +428,7 @@ static void test_many_transitions(void **state)
     small.max_events_per_vm = 4;
     for (int i = 0; i < 10; i++) {
         s_vm_event(f->store, "vm-l", "ACTIVE", T0 + i * 20 * MIN, "carol", 1, 1024, 1);
-        s_vm_event(f->store, "vm-l", "EXPIRED", T0 + i * 20 * MIN + 10 * MIN, "carol", 1, 1024, 1);
+        s_vm_event(f->store, "vm-l", "ERROR", T0 + i * 20 * MIN + 10 * MIN, "carol", 1, 1024, 1);
     }
     usage_t *usage = usage_new(f->store, USAGE_GROUP, "meter-1", &small);
     assert_non_null(usage);
