@@ -131,6 +131,7 @@ int cli_logout(cli_t *cli, int argc, char **argv); /* revoke the token, forget i
 int cli_users(cli_t *cli, int argc, char **argv);  /* enable / disable (admin) */
 int cli_templates(cli_t *cli, int argc, char **argv);
 int cli_hosts(cli_t *cli, int argc, char **argv);
+int cli_host(cli_t *cli, int argc, char **argv);
 int cli_vms(cli_t *cli, int argc, char **argv);
 int cli_vm(cli_t *cli, int argc, char **argv);
 int cli_task(cli_t *cli, int argc, char **argv);
