@@ -13,14 +13,17 @@ Run: BERTH_BIN_DIR=build/bin python3 tests/integration/test_reconcile.py
 """
 
 import os
+import shutil
 import signal
+import subprocess
 import sys
+import tempfile
 import time
 import unittest
 import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from berth_test import Api, PlatformCase, wait_until  # noqa: E402
+from berth_test import Api, CheckedProxy, PlatformCase, wait_until  # noqa: E402
 
 HEARTBEAT_MS = 300
 DOWN_WITHIN_S = 10       # generous: the ttl is 0.9 s and taskmgr checks every 0.5 s
@@ -57,7 +60,10 @@ def stored(p, vm_id, field):
 
 
 class Reconcile(PlatformCase):
-    platform_env = {"BERTH_HEARTBEAT_MS": str(HEARTBEAT_MS), "BERTH_HOST_REFRESH_MS": "0"}
+    # The meter trims berth:events behind its consumer group: not during the test, which
+    # reads the events back.
+    platform_env = {"BERTH_HEARTBEAT_MS": str(HEARTBEAT_MS), "BERTH_HOST_REFRESH_MS": "0",
+                    "BERTH_EVENTS_TRIM_EVERY_MS": "86400000"}
     agents = 3
     wait_hosts = 3
 
@@ -144,6 +150,7 @@ class Reconcile(PlatformCase):
     def test_2_orphans(self):
         api, p = self.api, self.p
         name = str(uuid.uuid4())
+        type(self).orphan = name
         node = os.path.join(p.data_dir, "orphan-node.xml")
         with open(node, "w") as f:
             f.write(ORPHAN_NODE.format(name=name))
@@ -201,6 +208,36 @@ class Reconcile(PlatformCase):
         self.assertEqual(moves[0]["actor"], "maint-op")
         trail = api.get("/v1/audit?action=host.maintenance")
         self.assertGreaterEqual(len(trail["records"]), 4)
+
+        # The CLI: `berth host maintenance HOST on|off` and `berth hosts` (state, orphans).
+        home = tempfile.mkdtemp(prefix="berth-cli-")
+        try:
+            with CheckedProxy(p) as proxy:
+                def berth(*args, stdin=None):
+                    env = {k: v for k, v in os.environ.items() if not k.startswith("BERTH_")}
+                    env.update({"BERTH_URL": proxy.url, "XDG_CONFIG_HOME": home, "HOME": home})
+                    r = subprocess.run([p.binary("berth")] + list(args), input=stdin, env=env,
+                                       capture_output=True, text=True, timeout=60)
+                    self.assertEqual(proxy.violations, [], "berth %s" % " ".join(args))
+                    return r
+                r = berth("login", "--user", "maint-op", "--password-stdin",
+                          stdin="password-123\n")
+                self.assertEqual(r.returncode, 0, r.stderr)
+                r = berth("host", "maintenance", "host-3", "off")
+                self.assertEqual(r.returncode, 0, r.stderr)
+                self.assertEqual(r.stdout.strip(), "host host-3 is UP (maintenance off)")
+                r = berth("host", "maintenance", "host-3", "on")
+                self.assertEqual(r.stdout.strip(), "host host-3 is DISABLED (maintenance on)")
+                r = berth("host", "maintenance", "host-3", "sideways")
+                self.assertEqual(r.returncode, 2)
+                r = berth("hosts")
+                self.assertEqual(r.returncode, 0, r.stderr)
+                self.assertIn("ORPHANS", r.stdout)
+                row = [x for x in r.stdout.splitlines() if x.startswith("host-4 ")][0]
+                self.assertIn("DISABLED", row)
+                self.assertIn(self.orphan, row)
+        finally:
+            shutil.rmtree(home, ignore_errors=True)
 
     def test_4_failover(self):
         api, p = self.api, self.p
