@@ -59,6 +59,8 @@ struct _agents_t {
     void *on_down_arg;
     assertion_t *verifier;  /* checks who a SetHostMaintenance acts for (loaded on first use) */
     int release_timeout_ms; /* ReleaseClaim of a VM a returning host lost */
+    int down_grace_ms;      /* Redis answering this long before a host is judged DOWN */
+    int64_t store_ok_since; /* monotonic ms since the checks reach Redis (0: they do not) */
     int max_wait_ms;        /* longest a poll is parked */
     size_t max_host_cmds;   /* commands waiting per host */
     int outbox_full;        /* warned once */
@@ -502,6 +504,17 @@ static int s_check_down(service_t *service, void *arg)
     if (!r || r->type != REDIS_REPLY_ARRAY) {
         if (r)
             freeReplyObject(r);
+        self->store_ok_since = 0;
+        return 0;
+    }
+    /* While Redis was unreachable no heartbeat could be recorded, by any instance: every
+       host looks silent then. Hosts are judged only once Redis has answered for a while
+       (and this instance has been up as long), so the agents' beats have come through. */
+    int64_t mono = util_mono_ms();
+    if (!self->store_ok_since)
+        self->store_ok_since = mono;
+    if (mono - self->store_ok_since < self->down_grace_ms) {
+        freeReplyObject(r);
         return 0;
     }
     zhashx_t *now_down = zhashx_new();
@@ -1054,17 +1067,19 @@ void agents_declare(config_t *c)
     config_declare(c, "max_poll_wait_ms", "30000", 0);
     config_declare(c, "max_host_commands", "1024", 0);
     config_declare(c, "host_check_ms", "500", 0);
+    config_declare(c, "host_down_grace_ms", "5000", 0);
     config_declare(c, "release_timeout_ms", "3000", 0);
 }
 
 agents_t *agents_new(service_t *service)
 {
     config_t *c = service_config(service);
-    int64_t wait, cmds, check, release;
+    int64_t wait, cmds, check, release, grace;
     if (config_int(c, "max_poll_wait_ms", 100, 600000, &wait) ||
         config_int(c, "max_host_commands", 1, 1000000, &cmds) ||
         config_int(c, "host_check_ms", 50, 60000, &check) ||
-        config_int(c, "release_timeout_ms", 100, 600000, &release))
+        config_int(c, "release_timeout_ms", 100, 600000, &release) ||
+        config_int(c, "host_down_grace_ms", 0, 600000, &grace))
         return NULL;
     agents_t *self = calloc(1, sizeof *self);
     if (!self)
@@ -1073,6 +1088,7 @@ agents_t *agents_new(service_t *service)
     self->max_wait_ms = (int)wait;
     self->max_host_cmds = (size_t)cmds;
     self->release_timeout_ms = (int)release;
+    self->down_grace_ms = (int)grace;
     self->parked = zhashx_new();
     self->outbox = zhashx_new();
     self->hosts = zhashx_new();

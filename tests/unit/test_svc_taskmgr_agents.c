@@ -155,6 +155,7 @@ static int s_setup(void **state)
     setenv("BERTH_REDIS_HOST", "127.0.0.1", 1);
     setenv("BERTH_BIND", "tcp://127.0.0.1:*", 1);
     setenv("BERTH_INSTANCE", "taskmgr-test", 1);
+    setenv("BERTH_HOST_DOWN_GRACE_MS", "0", 1);
     f->secrets = testenv_tmpdir();
     assert_non_null(f->secrets);
     s_secrets = f->secrets;
