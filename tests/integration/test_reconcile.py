@@ -98,6 +98,10 @@ class Reconcile(PlatformCase):
         host = vm["host"]
         self.assertEqual(vm["power_state"], "RUNNING")
         agent = self.agent(host)
+        # The agent hears libvirt's domain lifecycle events (the test driver emits them): a
+        # domain that changes behind Berth's back refreshes its inventory at once.
+        with open(agent.log_path) as f:
+            self.assertIn("watching libvirt domain events", f.read())
 
         # SIGSTOP: no heartbeat; the host goes DOWN as a stored transition, its VM UNKNOWN.
         agent.kill(signal.SIGSTOP)
