@@ -140,16 +140,20 @@ static int s_own_host(bus_request_t *request, const char *host)
    UNKNOWN (never read as off; the meter charges by lifecycle state, so they are charged as
    they were until the host returns). The task engine of every instance is told at once
    (agents_on_down): a stage waiting on that host fails over without waiting for its deadline.
+   No host is judged while Redis has not answered for host_down_grace_ms: no beat could be
+   recorded during an outage, so every host would look silent.
 
    A heartbeat from a DOWN host moves it back (to UP, or DISABLED when in maintenance) and
-   reconciles it with the domains it reports, in the same step: a VM of Berth placed there
-   and reported gets its real power state back (an alert when it is not running); one not
-   reported was lost with its host: it goes ACTIVE -> ERROR with a fault, which gives its group
-   quota back, and its claim is released at once (the host no longer holds it; the scheduler
-   owns claims, so taskmgr asks it, and a disposal releases it again idempotently if that call
-   failed). Domains the host runs that are no VM of Berth on it are orphans: listed on the
-   host (field `orphans`), announced with a host.orphans event when the list grows, never
-   destroyed. */
+   reconciles it with the domains it reports, in the same step; so does the first heartbeat
+   of an agent that restarted (its started_ms differs from the one the host holds), since a
+   host may come back before its ttl ran out (a simulated one comes back empty). A VM of
+   Berth placed there and reported gets its real power state back (an alert when it is not
+   running); one not reported was lost with its host: it goes ACTIVE -> ERROR with a fault,
+   which gives its group quota back, and its claim is released at once (the host no longer
+   holds it; the scheduler owns claims, so taskmgr asks it, and a disposal releases it again
+   idempotently if that call failed). Domains the host runs that are no VM of Berth on it are
+   orphans: listed on the host (field `orphans`), announced with a host.orphans event when
+   the list grows, never destroyed. */
 
 /* A VM of Berth placed on a host, as the host scan found it. */
 typedef struct {
@@ -332,13 +336,12 @@ static int s_return(agents_t *self, store_t *store, const Berth__AgentHeartbeat 
     snprintf(now_started, sizeof now_started, "%lld", (long long)hb->started_ms);
     s_vm_ref_t *refs = NULL;
     size_t n = 0;
-    int down = reconcile;
-    if (down && s_placed(store, host, &refs, &n) != 0)
+    if (reconcile && s_placed(store, host, &refs, &n) != 0)
         return -1;
-    zhashx_t *reported = down ? s_reported(hb) : NULL;
+    zhashx_t *reported = reconcile ? s_reported(hb) : NULL;
     model_tx_t *tx = model_tx_new();
     Berth__Vm **lost = n ? calloc(n, sizeof *lost) : NULL;
-    if (!tx || (down && !reported) || (n && !lost)) {
+    if (!tx || (reconcile && !reported) || (n && !lost)) {
         model_tx_destroy(&tx);
         zhashx_destroy(&reported);
         free(lost);
@@ -398,7 +401,7 @@ static int s_return(agents_t *self, store_t *store, const Berth__AgentHeartbeat 
                          host, "alert", "1", "reason", "domain missing on its host", NULL);
         lost[n_lost++] = vm;
     }
-    if (down && rc == 0) {
+    if (reconcile && rc == 0) {
         char present[24], gone[24], now[24];
         snprintf(present, sizeof present, "%zu", n_present);
         snprintf(gone, sizeof gone, "%zu", n_lost);
