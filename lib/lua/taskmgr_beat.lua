@@ -5,8 +5,11 @@
 -- building or disposing are the task's to write: their version must not move under the task);
 -- and, on a full beat, the reported domains that are not a VM of Berth on this host (orphans).
 -- KEYS: host hash, hosts set, hosts-seen zset, then one VM hash per reported domain.
--- ARGV: host id, expiry (unix ms), full ('1' when every domain of ours is passed), n, n
---       field/value pairs, then one name/state pair per VM key, in that order.
+-- ARGV: host id, expiry (unix ms), full ('1' when every domain of ours is passed), now (unix
+--       ms), guard (ms), n, n field/value pairs, then one name/state pair per VM key.
+-- A VM written less than guard ms ago (its updated_ms) is not named as changed: the report may
+-- come from a snapshot taken before that write (a command's result can overtake the beat that
+-- carries the older snapshot); a later beat, once past the guard, names it if it still holds.
 -- Returns {state, maintenance, orphans, changes, names, started}: the host's stored state (''
 -- when new), its maintenance flag ('1' or ''), its stored orphans field (JSON text, '' when
 -- none); changes as flat id, version, new power, old power quadruples; names: the passed
@@ -14,17 +17,19 @@
 -- agent_started_ms the host holds ('' when none), which the caller compares with the beat's
 -- to tell an agent restarted (and reconcile its VMs).
 -- retry: safe (the same hash, set and score written again; the rest reads)
-local n = tonumber(ARGV[4])
-redis.call('HSET', KEYS[1], unpack(ARGV, 5, 4 + 2 * n))
+local n = tonumber(ARGV[6])
+local fresh = tonumber(ARGV[4]) - tonumber(ARGV[5])
+redis.call('HSET', KEYS[1], unpack(ARGV, 7, 6 + 2 * n))
 redis.call('SADD', KEYS[2], ARGV[1])
 redis.call('ZADD', KEYS[3], ARGV[2], ARGV[1])
 local full = ARGV[3] == '1'
 local changes, orphans = {}, {}
 local k = 4
-for i = 5 + 2 * n, #ARGV, 2 do
-  local v = redis.call('HMGET', KEYS[k], 'host', 'power_state', 'state', 'version')
+for i = 7 + 2 * n, #ARGV, 2 do
+  local v = redis.call('HMGET', KEYS[k], 'host', 'power_state', 'state', 'version', 'updated_ms')
   k = k + 1
-  if v[1] == ARGV[1] and v[2] ~= ARGV[i + 1] and v[3] == 'ACTIVE' then
+  if v[1] == ARGV[1] and v[2] ~= ARGV[i + 1] and v[3] == 'ACTIVE' and
+      (tonumber(v[5]) or 0) <= fresh then
     changes[#changes + 1] = ARGV[i]
     changes[#changes + 1] = v[4] or '0'
     changes[#changes + 1] = ARGV[i + 1]

@@ -748,36 +748,30 @@ static void s_on_heartbeat(bus_request_t *request, void *arg)
        host's own state is taskmgr's, moved below through the lifecycle table. */
     const char *agent_state = *hb->host->state ? hb->host->state : "UP";
     /* lib/lua/taskmgr_beat.lua: the host's hash, set and seen zset, then one VM key per
-       domain of ours; the host id, expiry, full flag and its fields, then each of those
-       domains' name and power state. */
-    const char *head[] = { hb->host->id,
-                           expires,
-                           full ? "1" : "0",
-                           "12",
-                           "id",
-                           hb->host->id,
-                           "name",
-                           hb->host->name && *hb->host->name ? hb->host->name : hb->host->id,
-                           "agent",
-                           hb->instance,
-                           "agent_state",
-                           agent_state,
-                           "libvirt_uri",
-                           hb->host->libvirt_uri,
-                           "hypervisor",
-                           hb->host->hypervisor,
-                           "cap_vcpus",
-                           vcpus,
-                           "cap_ram_mb",
-                           ram,
-                           "cap_disk_gb",
-                           disk,
-                           "vms",
-                           vms,
-                           "last_seen_ms",
-                           seen,
-                           "domains",
-                           domains_text ? domains_text : "[]" };
+       domain of ours; the host id, expiry, full flag, now, guard and its fields, then each
+       of those domains' name and power state. */
+    char guard[24]; /* one heartbeat interval: a VM written more recently than that may be
+                       newer than the snapshot this beat carries (taskmgr_beat.lua) */
+    snprintf(guard, sizeof guard, "%d", hb->ttl_ms / 3);
+    /* clang-format off */
+    const char *head[] = {
+        hb->host->id,   expires,
+        full ? "1" : "0", seen,
+        guard,          "12",
+        "id",           hb->host->id,
+        "name",         hb->host->name && *hb->host->name ? hb->host->name : hb->host->id,
+        "agent",        hb->instance,
+        "agent_state",  agent_state,
+        "libvirt_uri",  hb->host->libvirt_uri,
+        "hypervisor",   hb->host->hypervisor,
+        "cap_vcpus",    vcpus,
+        "cap_ram_mb",   ram,
+        "cap_disk_gb",  disk,
+        "vms",          vms,
+        "last_seen_ms", seen,
+        "domains",      domains_text ? domains_text : "[]"
+    };
+    /* clang-format on */
     enum { HEAD = sizeof head / sizeof *head, NKEYS = 3 };
     const char **argv = calloc(NKEYS + ours + HEAD + 2 * ours, sizeof *argv);
     char(*vm_keys)[KEYS_MAX] = ours ? calloc(ours, sizeof *vm_keys) : NULL;

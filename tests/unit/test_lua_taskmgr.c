@@ -66,13 +66,19 @@ static void test_beat_writes_host_and_names_changed_vms(void **state)
                     "agent_started_ms 77");
     /* a and c reported SHUTOFF (c is on another host), b unchanged, d a task's, e unknown,
        g disposed: a full beat names c, e and g as orphans. */
-    const char *argv[] = { "t:host:{h1}", "t:hosts",  "t:seen",   "t:vm:{a}", "t:vm:{b}",
-                           "t:vm:{c}",    "t:vm:{d}", "t:vm:{e}", "t:vm:{g}", "h1",
-                           "5000",        "1",        "2",        "id",       "h1",
-                           "agent_state", "UP",       "a",        "SHUTOFF",  "b",
-                           "SHUTOFF",     "c",        "SHUTOFF",  "d",        "SHUTOFF",
-                           "e",           "SHUTOFF",  "g",        "RUNNING" };
-    redisReply *r = store_run(f->store, &lua_taskmgr_beat, 9, 29, argv);
+    /* w was written 50 ms before this beat (guard 100 ms): the report may be older than
+       that write, so it is not named. */
+    s_cmd(f->store, "HSET t:vm:{w} host h1 power_state RUNNING state ACTIVE version 5 "
+                    "updated_ms 4950");
+    /* clang-format off */
+    const char *argv[] = { "t:host:{h1}", "t:hosts", "t:seen", "t:vm:{a}", "t:vm:{b}",
+                           "t:vm:{c}", "t:vm:{d}", "t:vm:{e}", "t:vm:{g}", "t:vm:{w}",
+                           "h1", "5000", "1", "5000", "100", "2",
+                           "id", "h1", "agent_state", "UP",
+                           "a", "SHUTOFF", "b", "SHUTOFF", "c", "SHUTOFF", "d", "SHUTOFF",
+                           "e", "SHUTOFF", "g", "RUNNING", "w", "STOPPED" };
+    /* clang-format on */
+    redisReply *r = store_run(f->store, &lua_taskmgr_beat, 10, 34, argv);
     assert_non_null(r);
     assert_int_equal(r->type, REDIS_REPLY_ARRAY);
     assert_int_equal(r->elements, 6);
@@ -107,9 +113,10 @@ static void test_beat_writes_host_and_names_changed_vms(void **state)
     assert_int_equal(r->integer, 0);
     freeReplyObject(r);
     /* A beat that is not full names no orphans; a new host has no state. */
-    const char *partial[] = { "t:host:{h2}", "t:hosts", "t:seen", "t:vm:{c}", "h2", "6000",
-                              "0",           "1",       "id",     "h2",       "c",  "RUNNING" };
-    r = store_run(f->store, &lua_taskmgr_beat, 4, 12, partial);
+    const char *partial[] = { "t:host:{h2}", "t:hosts", "t:seen", "t:vm:{c}", "h2",
+                              "6000",        "0",       "6000",   "100",      "1",
+                              "id",          "h2",      "c",      "RUNNING" };
+    r = store_run(f->store, &lua_taskmgr_beat, 4, 14, partial);
     assert_non_null(r);
     assert_int_equal(r->elements, 6);
     assert_string_equal(r->element[0]->str, "");
