@@ -41,6 +41,22 @@ static const char *s_used(json_t *host, const char *key, char *buf, size_t size)
     return buf;
 }
 
+/* The host's orphan domains, comma-separated ("-" when none). */
+static const char *s_orphans(json_t *host, char *buf, size_t size)
+{
+    size_t i, at = 0;
+    json_t *o;
+    buf[0] = '\0';
+    json_array_foreach(json_object_get(host, "orphans"), i, o)
+    {
+        int n = snprintf(buf + at, size - at, "%s%s", at ? "," : "", json_string_value(o) ?: "");
+        if (n < 0 || (size_t)n >= size - at)
+            break;
+        at += (size_t)n;
+    }
+    return at ? buf : "-";
+}
+
 int cli_hosts(cli_t *cli, int argc, char **argv)
 {
     const char *pos[1];
@@ -55,17 +71,50 @@ int cli_hosts(cli_t *cli, int argc, char **argv)
         cli_print_json(body);
     else {
         cli_table_t *table =
-            cli_table_new(7, "NAME", "STATE", "VCPUS", "RAM_MB", "DISK_GB", "VMS", "ID");
+            cli_table_new(8, "NAME", "STATE", "VCPUS", "RAM_MB", "DISK_GB", "VMS", "ORPHANS", "ID");
         size_t i;
         json_t *h;
-        char v[140], r[140], d[140];
+        char v[140], r[140], d[140], o[512];
         json_array_foreach(json_object_get(body, "hosts"), i, h)
             cli_table_add(table, T(h, "name"), T(h, "state"), s_used(h, "vcpus", v, sizeof v),
                           s_used(h, "ram_mb", r, sizeof r), s_used(h, "disk_gb", d, sizeof d),
-                          T(h, "vms"), T(h, "id"));
+                          T(h, "vms"), s_orphans(h, o, sizeof o), T(h, "id"));
         cli_table_print(table, stdout);
         cli_table_destroy(&table);
     }
+    json_decref(body);
+    return 0;
+}
+
+/* berth host maintenance HOST on|off: DISABLED (no new placements) or back to UP. */
+int cli_host(cli_t *cli, int argc, char **argv)
+{
+    const char *pos[3];
+    if (cli_parse(argc, argv, NULL, pos, 3, 3) != 0 || !streq(pos[0], "maintenance") ||
+        (!streq(pos[2], "on") && !streq(pos[2], "off"))) {
+        fprintf(stderr, "usage: berth host maintenance HOST on|off\n");
+        return 2;
+    }
+    char path[CLI_PATH_MAX];
+    if (cli_path(path, sizeof path, "hosts", pos[1]) != 0 ||
+        strlen(path) + sizeof "/maintenance" > sizeof path) {
+        fprintf(stderr, "berth host: host name too long\n");
+        return 2;
+    }
+    strcat(path, "/maintenance");
+    json_t *ask = json_pack("{s:b}", "enabled", streq(pos[2], "on"));
+    json_t *body = NULL;
+    int rc = ask ? cli_http(cli, "POST", path, ask, &body) : -1;
+    json_decref(ask);
+    if (rc != 0)
+        return 1;
+    json_t *host = json_object_get(body, "host");
+    if (cli->json)
+        cli_print_json(body);
+    else
+        printf("host %s is %s (maintenance %s)\n", json_string_value(json_object_get(host, "id")),
+               json_string_value(json_object_get(host, "state")),
+               json_is_true(json_object_get(host, "maintenance")) ? "on" : "off");
     json_decref(body);
     return 0;
 }

@@ -20,7 +20,10 @@ static const s_command_t s_commands[] = {
     { "login", cli_login, "login [--user U] [--password-stdin]   get a token for later commands" },
     { "logout", cli_logout, "logout                              revoke the token and forget it" },
     { "templates", cli_templates, "templates                           what VMs can be made from" },
-    { "hosts", cli_hosts, "hosts                               hosts, their capacity and use" },
+    { "hosts", cli_hosts,
+      "hosts                               hosts: state, use, orphans" },
+    { "host", cli_host,
+      "host maintenance HOST on|off        no new VMs on HOST (operators), or back" },
     { "request", cli_request_cmd,
       "request TEMPLATE NAME [--count N] [--group G] [--wait] [--timeout S]\n"
       "                                      ask for VMs (in group G: id or name); --wait\n"

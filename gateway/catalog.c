@@ -331,3 +331,43 @@ void catalog_get_host(http_req_t *req)
                   json_pack("{s:o}", "host", view_host(hash, util_now_ms(), gw->host_down_ms, 1)));
     freeReplyObject(hash);
 }
+
+/* ---- maintenance (reconcile) ------------------------------------------------------------ */
+
+/* taskmgr switched it: answer with the host as it now stands. */
+static void s_maintenance_set(http_req_t *req, ProtobufCMessage *answer)
+{
+    gateway_t *gw = req->app;
+    const Berth__Host *set = (const Berth__Host *)answer;
+    log_info(req->request_id, "host maintenance set", "{s:s, s:b, s:s, s:s}", "host",
+             req->params[0], "enabled", set->maintenance, "state", set->state, "by", req->user);
+    redisReply *hash = s_host_hash(req, req->params[0]);
+    if (!hash)
+        return;
+    if (hash->elements == 0)
+        http_error(req, "NOT_FOUND", "no such host");
+    else
+        http_json(req, 200,
+                  json_pack("{s:o}", "host", view_host(hash, util_now_ms(), gw->host_down_ms, 1)));
+    freeReplyObject(hash);
+}
+
+void catalog_host_maintenance(http_req_t *req)
+{
+    static const char *const allowed[] = { "enabled", NULL };
+    const char *id = req->params[0];
+    int enabled = 0;
+    if (!rest_id_ok(id)) {
+        http_error(req, "NOT_FOUND", "no such host");
+        return;
+    }
+    if (rest_body(req, allowed) || rest_bool(req, "enabled", 1, &enabled))
+        return;
+    /* taskmgr owns host state: it checks the operator's signed claims again and moves the
+       host UP <-> DISABLED in one step with the flag. */
+    Berth__SetHostMaintenance ask = BERTH__SET_HOST_MAINTENANCE__INIT;
+    ask.host = (char *)id;
+    ask.enabled = enabled;
+    ask.request_id = (char *)req->request_id;
+    rest_call(req, "taskmgr", &ask.base, &berth__host__descriptor, s_maintenance_set);
+}

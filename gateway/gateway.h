@@ -188,6 +188,8 @@ void catalog_list_templates(http_req_t *req);  /* GET /v1/templates */
 void catalog_create_template(http_req_t *req); /* POST /v1/templates (admin) */
 void catalog_list_hosts(http_req_t *req);      /* GET /v1/hosts */
 void catalog_get_host(http_req_t *req);        /* GET /v1/hosts/{id} */
+/* POST /v1/hosts/{id}/maintenance {"enabled": bool}: DISABLED (no new placements) or back. */
+void catalog_host_maintenance(http_req_t *req);
 
 /* ---- requests.c ---- */
 void requests_create(http_req_t *req);  /* POST /v1/requests */

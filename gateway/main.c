@@ -30,6 +30,7 @@ static const http_route_t s_routes[] = {
     { "POST", "/v1/templates", catalog_create_template, "template.create", NULL },
     { "GET", "/v1/hosts", catalog_list_hosts, "host.list", NULL },
     { "GET", "/v1/hosts/{id}", catalog_get_host, "host.get", NULL },
+    { "POST", "/v1/hosts/{id}/maintenance", catalog_host_maintenance, "host.maintenance", NULL },
     { "POST", "/v1/requests", requests_create, "request.create", NULL },
     { "GET", "/v1/requests/{id}", requests_get, "request.get", NULL },
     { "GET", "/v1/requests", requests_list, "request.list", "limit marker state owner group kind" },

@@ -30,6 +30,7 @@ const perm_entry_t perm_table[] = {
     { "template.create", PERM_ADMIN, "add a template" },
     { "host.list", S_PLATFORM, "list hosts" },
     { "host.get", S_PLATFORM, "read a host and its VMs" },
+    { "host.maintenance", S_PLATFORM, "put a host in maintenance (no new placements) or end it" },
     { "request.create", PERM_USER, "request VMs (in a group one belongs to)" },
     { "request.get", S_READERS, "read a request" },
     { "request.list", PERM_USER, "list the requests one may read (PENDING_APPROVAL: to decide)" },

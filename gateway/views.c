@@ -132,6 +132,24 @@ json_t *view_host(const redisReply *hash, int64_t now_ms, int64_t down_ms, int w
         "disk_gb", (json_int_t)s_hint(hash, "used_disk_gb"), "vms", (json_int_t)s_hint(hash, "vms"),
         "hypervisor", view_str(s_hget(hash, "hypervisor")), "last_seen_at",
         rest_time(s_hint(hash, "last_seen_ms")));
+    /* reconcile: the operator's maintenance switch, and the domains the host runs that are
+       no VM of Berth on it (JSON text written by taskmgr; listed, never destroyed). */
+    if (host) {
+        const char *orphans_text = s_hget(hash, "orphans");
+        json_t *stored = orphans_text ? json_loads(orphans_text, 0, NULL) : NULL;
+        json_t *orphans = json_array();
+        size_t k;
+        json_t *o;
+        json_array_foreach(stored, k, o)
+        {
+            if (json_is_string(o))
+                json_array_append(orphans, o);
+        }
+        json_decref(stored);
+        json_object_set_new(host, "orphans", orphans);
+        json_object_set_new(host, "maintenance",
+                            json_boolean(streq(s_hget(hash, "maintenance") ?: "", "1")));
+    }
     if (!host || !with_domains)
         return host;
     /* The agent's report, as JSON text: copy only well-formed entries. */

@@ -32,7 +32,8 @@
       catalog_templates  the template index with every template (read only: split by slot);
       registry_register  a service's zset, its instance hash and berth:services;
       registry_prune     several services' zsets;
-      taskmgr_beat       a host with the VMs its heartbeat reports (read only for VMs);
+      taskmgr_beat       a host and berth:hosts:seen with the VMs its heartbeat reports (read
+                         only for VMs);
       taskmgr_acquire    berth:tasks:due with the task hashes it takes;
       groups_member      a group with its members, the user and the user's groups;
       groups_delete      a group with its members, its name and berth:groups. */
@@ -58,6 +59,7 @@
 #define KEYS_USAGE_INDEX "berth:usage:vms"   /* zset: VMs with usage by end of last interval */
 #define KEYS_GROUPS      "berth:groups"      /* zset: group ids, all score 0 (paged by id) */
 #define KEYS_AUDIT       "berth:audit"       /* stream: the audit trail (lib/audit.h) */
+#define KEYS_HOSTS_SEEN  "berth:hosts:seen"  /* zset: host ids by when their beat's ttl ends */
 /* hash: field epoch, bumped by every quota raised without an admin, so that two automatic
    allocations never both take the same free capacity (services/approval/allocations.h). */
 #define KEYS_QUOTA_EPOCH "berth:quota-epoch"

@@ -21,6 +21,8 @@ LIFECYCLE_ENUM_IMPL(task_state, TASK_STATE_LAST, "", "QUEUED", "RUNNING", "SUCCE
 LIFECYCLE_ENUM_IMPL(request_state, REQUEST_STATE_LAST, "", "PENDING_APPROVAL", "APPROVED",
                     "REJECTED")
 
+LIFECYCLE_ENUM_IMPL(host_state, HOST_STATE_LAST, "", "UP", "DOWN", "DISABLED")
+
 /* The VM states that hold their group's quota (charged when the request is accepted). A VM
    that moves from one of these to one that is not gives its flavor back (model_tx). */
 static const int s_vm_holds_quota[VM_STATE_LAST] = {
@@ -49,12 +51,15 @@ static const lifecycle_kind_info_t s_kinds[LIFECYCLE_KIND_LAST] = {
                          "Task state" },
     [LIFECYCLE_REQUEST] = { "request", "request", "state", "request.state", request_state_names,
                             REQUEST_STATE_LAST, "Request state" },
+    [LIFECYCLE_HOST] = { "host", "host", "state", "host.state", host_state_names, HOST_STATE_LAST,
+                         "Host state" },
 };
 
 #define VM(f, t)   LIFECYCLE_VM, VM_STATE_##f, VM_STATE_##t
 #define POWER(t)   LIFECYCLE_POWER, LIFECYCLE_ANY, POWER_STATE_##t
 #define TASK(f, t) LIFECYCLE_TASK, TASK_STATE_##f, TASK_STATE_##t
 #define REQ(f, t)  LIFECYCLE_REQUEST, REQUEST_STATE_##f, REQUEST_STATE_##t
+#define HOST(f, t) LIFECYCLE_HOST, HOST_STATE_##f, HOST_STATE_##t
 
 static const lifecycle_transition_t s_rows[] = {
     { VM(NONE, PENDING_APPROVAL), "submit", "approval",
@@ -137,6 +142,20 @@ static const lifecycle_transition_t s_rows[] = {
       "its disposal is asked; a DISPOSE task is queued in the same step" },
     { VM(EXPIRED, DISPOSING), "dispose", "taskmgr",
       "its tombstone period ended (or its disposal was asked); a DISPOSE task is queued" },
+    /* reconcile: hosts (services/taskmgr/agents.c), and the VM a returning host lost. */
+    { VM(ACTIVE, ERROR), "lost", "taskmgr",
+      "its host came back without its domain; `fault` says so and its claim is released" },
+    { HOST(NONE, UP), "register", "taskmgr", "its agent's first heartbeat" },
+    { HOST(UP, DOWN), "down", "taskmgr",
+      "no heartbeat within the agent's ttl, or libvirt unreachable; its VMs' power UNKNOWN" },
+    { HOST(DISABLED, DOWN), "down", "taskmgr",
+      "no heartbeat within the agent's ttl while in maintenance" },
+    { HOST(DOWN, UP), "return", "taskmgr",
+      "a heartbeat again; its VMs are reconciled with the domains it reports" },
+    { HOST(DOWN, DISABLED), "return", "taskmgr",
+      "a heartbeat again while in maintenance; reconciled the same way" },
+    { HOST(UP, DISABLED), "disable", "taskmgr", "an operator puts it in maintenance" },
+    { HOST(DISABLED, UP), "enable", "taskmgr", "an operator ends its maintenance" },
 };
 
 /* What the meter bills (lifecycle_billing): a state without a row bills nothing. The meter

@@ -90,6 +90,17 @@ typedef enum {
 } request_state_t;
 LIFECYCLE_ENUM_DECL(request_state);
 
+/* reconcile: a host's state, written by taskmgr (agents.c) from its heartbeats and by the
+   operator's maintenance switch; the scheduler places only on UP hosts. */
+typedef enum {
+    HOST_STATE_NONE,
+    HOST_STATE_UP,       /* its agent beats: new VMs may be placed on it */
+    HOST_STATE_DOWN,     /* missed its heartbeats (or libvirt unreachable): VMs' power UNKNOWN */
+    HOST_STATE_DISABLED, /* in maintenance: no new placements, its VMs untouched */
+    HOST_STATE_LAST
+} host_state_t;
+LIFECYCLE_ENUM_DECL(host_state);
+
 /* The kinds of state. Each kind lives in one hash field of one kind of object and announces
    its changes with one event type on berth:events. */
 typedef enum {
@@ -97,12 +108,13 @@ typedef enum {
     LIFECYCLE_POWER,
     LIFECYCLE_TASK,
     LIFECYCLE_REQUEST,
+    LIFECYCLE_HOST, /* reconcile: UP, DOWN, DISABLED */
     LIFECYCLE_KIND_LAST
 } lifecycle_kind_t;
 
 typedef struct {
-    const char *name;          /* "vm", "power", "task", "request" */
-    const char *object;        /* the object whose hash holds it: "vm", "task", "request" */
+    const char *name;          /* "vm", "power", "task", "request", "host" */
+    const char *object;        /* the object whose hash holds it: "vm", "task", "request", "host" */
     const char *field;         /* the hash field: "state" or "power_state" */
     const char *event;         /* the event type on berth:events: "vm.state", ... */
     const char *const *states; /* names, indexed by the kind's enum; [0] = "" (none) */

@@ -1,9 +1,12 @@
 /*  berth-agent: one per physical host. Reports the host's inventory and every domain's
     state to taskmgr by heartbeat, polls taskmgr for work over the same outbound connection
     and hands the commands it gets to the worker, whose threads own the libvirt connections,
-    and answers Ping on its own endpoint. Never touches Redis: taskmgr records what it
-    reports. Nothing on the loop waits: calls to taskmgr and libvirt work both come back on
-    it as messages. */
+    and answers Ping on its own endpoint. libvirt's domain lifecycle events (domevents.c)
+    refresh the inventory at once, so a domain that stops behind Berth's back is reported in
+    the heartbeat sent then (taskmgr reconciles). Never touches Redis: taskmgr records what
+    it reports. Nothing on the loop waits: calls to taskmgr and libvirt work both come back
+    on it as messages. */
+#include "domevents.h"
 #include "service.h"
 #include "vmops.h"
 #include "worker.h"
@@ -40,6 +43,7 @@ typedef struct {
 struct _agent_t {
     service_t *service;
     worker_t *worker;
+    domevents_t *events;    /* libvirt domain events: a change refreshes the inventory now */
     zhashx_t *delivered_by; /* command id -> s_link_t that delivered it (borrowed) */
     const char *uri;
     bus_client_t *taskmgr; /* the service's client, pinned to the taskmgr endpoints */
@@ -131,6 +135,17 @@ static void s_on_inventory(const Berth__Host *host, void *arg)
     (void)host;
     agent_t *self = arg;
     s_heartbeat(self->service, self);
+}
+
+/* A libvirt domain event (a domain started, stopped, crashed, ... by us or behind our
+   back): a snapshot now, which the heartbeat reports as soon as it differs. */
+static int s_on_domain_event(service_t *service, void *arg)
+{
+    (void)service;
+    agent_t *self = arg;
+    if (domevents_recv(self->events) > 0)
+        worker_refresh(self->worker);
+    return 0;
 }
 
 /* ---- the work protocol ------------------------------------------------------------------
@@ -344,8 +359,8 @@ static void s_command(s_link_t *link, const Berth__AgentCommand *cmd)
     if (f && f->cmd)
         f->handle = zlistx_add_end(self->fetches, f);
     if (!f || !f->handle ||
-        bus_client_send(self->taskmgr, "stager", &req.base, NULL, self->poll_timeout_ms,
-                        s_on_seed, f, NULL) != 0) {
+        bus_client_send(self->taskmgr, "stager", &req.base, NULL, self->poll_timeout_ms, s_on_seed,
+                        f, NULL) != 0) {
         if (f && f->handle)
             zlistx_delete(self->fetches, f->handle);
         else {
@@ -551,6 +566,9 @@ int main(int argc, char **argv)
                           .max_seed_bytes = seed_max,
                           .max_name_len = name_max,
                           .delay_ms = delay };
+    /* libvirt's event loop before any connection: a driver opened earlier emits nothing. */
+    if (domevents_init() != 0)
+        goto done;
     self.worker =
         worker_new(&vc, (size_t)threads, (size_t)queue, (size_t)cache, s_worker_done, &self);
     self.delivered_by = zhashx_new();
@@ -586,6 +604,9 @@ int main(int argc, char **argv)
     if (worker_watch(self.worker, service_heartbeat_ms(service), s_on_inventory, &self) != 0)
         goto done;
     service_reader(service, worker_socket(self.worker), s_on_worker, &self);
+    if (!(self.events = domevents_new(self.uri)))
+        goto done;
+    service_reader(service, domevents_socket(self.events), s_on_domain_event, &self);
     service_every(service, service_heartbeat_ms(service), s_heartbeat, &self);
     s_poll(service, &self);
     service_every(service, (int)poll_retry, s_poll, &self);
@@ -598,6 +619,7 @@ done:
         }
         free(self.links[i].outbox);
     }
+    domevents_destroy(&self.events);
     worker_destroy(&self.worker);
     zhashx_destroy(&self.delivered_by);
     zlistx_destroy(&self.fetches);

@@ -405,6 +405,12 @@ zsock_t *worker_socket(worker_t *self)
     return self->results;
 }
 
+void worker_refresh(worker_t *self)
+{
+    if (self->watcher)
+        zstr_send(self->watcher, "REFRESH");
+}
+
 const Berth__Host *worker_inventory(worker_t *self)
 {
     int64_t age = util_mono_ms() - self->inventory_ms;

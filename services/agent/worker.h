@@ -57,6 +57,10 @@ int worker_watch(worker_t *self, int interval_ms, worker_inventory_fn *fn, void 
    burst of commands costs one listing of the host per gap. Call before worker_watch(). */
 void worker_set_refresh_gap(worker_t *self, int gap_ms);
 
+/* Ask the inventory thread for a snapshot soon (within the refresh gap): something changed on
+   the host that no command of ours did (a libvirt domain event). No-op before worker_watch. */
+void worker_refresh(worker_t *self);
+
 /* The latest inventory snapshot (borrowed, valid until the next worker call), or NULL
    before the first one arrived. When libvirt has not answered for three intervals, a DOWN
    host with no domains instead. */

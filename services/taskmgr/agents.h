@@ -18,7 +18,8 @@ typedef int(agents_result_fn)(void *arg, const char *host, const Berth__AgentRes
 /* Declares the agent protocol settings; call before service_start(). */
 void agents_declare(config_t *config);
 
-/* Registers the AgentHeartbeat and AgentWork handlers on service. NULL on bad settings. */
+/* Registers the AgentHeartbeat, AgentWork and SetHostMaintenance handlers on service, and
+   the check that marks hosts past their heartbeat's ttl DOWN. NULL on bad settings. */
 agents_t *agents_new(service_t *service);
 void agents_destroy(agents_t **self_p);
 
@@ -32,6 +33,18 @@ int agents_push(agents_t *self, const char *host, const Berth__AgentCommand *cmd
 
 /* Forget command id (its result came, or its task no longer waits for it). */
 void agents_cancel(agents_t *self, const char *id);
+
+/* A host went past its last heartbeat's ttl (this instance saw it first in its check; the
+   host is or is about to be stored DOWN). */
+typedef void(agents_down_fn)(void *arg, const char *host);
+
+/* Who is told when a host goes past its ttl (the task engine: its stages waiting on that
+   host fail over at once). */
+void agents_on_down(agents_t *self, agents_down_fn *fn, void *arg);
+
+/* True while host is past its last heartbeat's ttl, as this instance last checked (memory
+   only: cheap enough for every stage of every task). */
+int agents_host_down(agents_t *self, const char *host);
 
 /* Power state the host's last heartbeat reported for domain vm ("" if not reported). */
 int agents_power(store_t *store, const char *host, const char *vm, char *power, size_t size);

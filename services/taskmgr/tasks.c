@@ -714,6 +714,10 @@ static s_rc_t s_on_host(tasks_t *self, s_held_t *h, const s_stage_t *stage)
         berth__agent_result__free_unpacked(r, NULL);
         return rc;
     }
+    if (agents_host_down(self->agents, t->host)) { /* reconcile: fail over at once */
+        s_result(h, "host %s is DOWN (no heartbeat within its ttl)", t->host);
+        return S_FAIL;
+    }
     if (!*t->command) {
         /* Stage image answer first, so the command is recorded only when it can be sent. */
         if (s_is(op, "CREATE_DISK") || s_is(op, "PUT_SEED")) {
@@ -748,6 +752,10 @@ static s_rc_t s_wait_ready(tasks_t *self, s_held_t *h, const s_stage_t *stage)
         s_result(h, "host %s reports the domain RUNNING", host);
         return S_DONE;
     }
+    if (agents_host_down(self->agents, host)) { /* reconcile: fail over at once */
+        s_result(h, "host %s is DOWN (no heartbeat within its ttl)", host);
+        return S_FAIL;
+    }
     char power[32] = "";
     if (agents_power(self->store, host, h->vm->id, power, sizeof power) == 0 &&
         s_is(power, "RUNNING")) {
@@ -769,6 +777,11 @@ static s_rc_t s_destroy(tasks_t *self, s_held_t *h, const s_stage_t *stage)
 {
     if (!*h->task->host) {
         s_result(h, "nothing on any host");
+        return S_DONE;
+    }
+    if (h->task->rolling_back && agents_host_down(self->agents, h->task->host)) {
+        /* reconcile: not waited for; if the host comes back, what it built is an orphan. */
+        s_result(h, "host %s is DOWN: what it built is left to reconciliation", h->task->host);
         return S_DONE;
     }
     s_rc_t rc = s_on_host(self, h, stage);
@@ -1384,6 +1397,31 @@ int tasks_on_result(void *arg, const char *host, const Berth__AgentResult *resul
     int lost = s_advance(self, h);
     s_rearm(self);
     return lost == 2 ? -1 : 0;
+}
+
+/* reconcile: host went past its heartbeat's ttl: step every task held here that runs on
+   it now, so a stage waiting on the host fails over instead of waiting for its deadline. */
+static void s_host_down(void *arg, const char *host)
+{
+    tasks_t *self = arg;
+    zlistx_t *ids = zlistx_new();
+    if (!ids)
+        return;
+    zlistx_set_destructor(ids, (zlistx_destructor_fn *)zstr_free);
+    zlistx_set_duplicator(ids, (zlistx_duplicator_fn *)strdup);
+    for (s_held_t *it = zhashx_first(self->held); it; it = zhashx_next(self->held))
+        if (s_is(it->task->host, host))
+            zlistx_add_end(ids, it->id);
+    for (char *id = zlistx_first(ids); id; id = zlistx_next(ids)) {
+        s_held_t *h = zhashx_lookup(self->held, id);
+        if (h) {
+            log_info(h->task->request_id, "host DOWN: failing over", "{s:s, s:s, s:s}", "task", id,
+                     "host", host, "stage", h->task->stage);
+            s_advance(self, h);
+        }
+    }
+    zlistx_destroy(&ids);
+    s_rearm(self);
 }
 
 /* A task whose VM is gone can never run: fail it and drop it from the due set, once. */
@@ -2207,6 +2245,7 @@ tasks_t *tasks_new(service_t *service, agents_t *agents)
         return NULL;
     }
     agents_on_result(agents, tasks_on_result, self);
+    agents_on_down(agents, s_host_down, self); /* reconcile: fail over at once */
     service_on(service, "DisposeVm", "gateway", s_on_dispose, self);
     service_on(service, "VmAction", "gateway", s_on_action, self);
     service_reader(service, zactor_sock(self->waker), s_on_wake, self);

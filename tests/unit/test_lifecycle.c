@@ -184,7 +184,10 @@ static void test_names_round_trip(void **state)
     assert_null(vm_state_to_string(VM_STATE_LAST));
     assert_null(vm_state_to_string(-1));
     assert_null(lifecycle_kind(LIFECYCLE_KIND_LAST));
-    assert_int_equal(lifecycle_kind_from_string("host"), -1);
+    assert_int_equal(lifecycle_kind_from_string("host"), LIFECYCLE_HOST);
+    assert_int_equal(lifecycle_kind_from_string("hosts"), -1);
+    assert_int_equal(host_state_from_string("DISABLED"), HOST_STATE_DISABLED);
+    assert_false(lifecycle_observed(LIFECYCLE_HOST));
     assert_true(lifecycle_observed(LIFECYCLE_POWER));
     assert_false(lifecycle_observed(LIFECYCLE_VM));
 }

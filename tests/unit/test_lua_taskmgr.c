@@ -1,9 +1,10 @@
 /*  test_lua_taskmgr: lib/lua/taskmgr_beat.lua and taskmgr_acquire.lua on a real Redis.
-    A heartbeat writes the host's hash and set and names only the ACTIVE VMs placed on that
-    host whose power state differs from the report. Acquiring takes only candidates still due
-    (a task another taskmgr took meanwhile stays its own), bumps their epoch, starts the lease
-    and returns each taken task's hash, drops finished or vanished tasks from the due set, and
-    returns the earliest score left. */
+    A heartbeat writes the host's hash, set and expiry, never its state, names only the
+    ACTIVE VMs placed on that host whose power state differs from the report, and on a full
+    beat the reported domains that are no VM of Berth on that host (orphans). Acquiring takes
+    only candidates still due (a task another taskmgr took meanwhile stays its own), bumps
+    their epoch, starts the lease and returns each taken task's hash, drops finished or
+    vanished tasks from the due set, and returns the earliest score left. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -60,27 +61,69 @@ static void test_beat_writes_host_and_names_changed_vms(void **state)
     s_cmd(f->store, "HSET t:vm:{b} host h1 power_state SHUTOFF state ACTIVE version 2");
     s_cmd(f->store, "HSET t:vm:{c} host h2 power_state RUNNING state ACTIVE version 1");
     s_cmd(f->store, "HSET t:vm:{d} host h1 power_state RUNNING state BUILDING version 1");
-    /* a and c reported SHUTOFF (c is on another host), b unchanged, d a task's, e unknown. */
-    const char *argv[] = { "t:host:{h1}", "t:hosts", "t:vm:{a}", "t:vm:{b}", "t:vm:{c}", "t:vm:{d}",
-                           "t:vm:{e}",    "h1",      "2",        "id",       "h1",       "state",
-                           "UP",          "a",       "SHUTOFF",  "b",        "SHUTOFF",  "c",
-                           "SHUTOFF",     "d",       "SHUTOFF",  "e",        "SHUTOFF" };
-    redisReply *r = store_run(f->store, &lua_taskmgr_beat, 7, 23, argv);
+    s_cmd(f->store, "HSET t:vm:{g} host h1 power_state NOSTATE state DISPOSED version 9");
+    s_cmd(f->store, "HSET t:host:{h1} state DOWN maintenance 1 orphans [\"x\"] "
+                    "agent_started_ms 77");
+    /* a and c reported SHUTOFF (c is on another host), b unchanged, d a task's, e unknown,
+       g disposed: a full beat names c, e and g as orphans. */
+    /* w was written 50 ms before this beat (guard 100 ms): the report may be older than
+       that write, so it is not named. */
+    s_cmd(f->store, "HSET t:vm:{w} host h1 power_state RUNNING state ACTIVE version 5 "
+                    "updated_ms 4950");
+    /* clang-format off */
+    const char *argv[] = { "t:host:{h1}", "t:hosts", "t:seen", "t:vm:{a}", "t:vm:{b}",
+                           "t:vm:{c}", "t:vm:{d}", "t:vm:{e}", "t:vm:{g}", "t:vm:{w}",
+                           "h1", "5000", "1", "5000", "100", "2",
+                           "id", "h1", "agent_state", "UP",
+                           "a", "SHUTOFF", "b", "SHUTOFF", "c", "SHUTOFF", "d", "SHUTOFF",
+                           "e", "SHUTOFF", "g", "RUNNING", "w", "STOPPED" };
+    /* clang-format on */
+    redisReply *r = store_run(f->store, &lua_taskmgr_beat, 10, 34, argv);
     assert_non_null(r);
     assert_int_equal(r->type, REDIS_REPLY_ARRAY);
-    assert_int_equal(r->elements, 3);
-    assert_string_equal(r->element[0]->str, "a");
-    assert_string_equal(r->element[1]->str, "4");
-    assert_string_equal(r->element[2]->str, "SHUTOFF");
+    assert_int_equal(r->elements, 6);
+    assert_string_equal(r->element[5]->str, "77");
+    /* The host's state is the caller's to move: the script reports it, never writes it. */
+    assert_string_equal(r->element[0]->str, "DOWN");
+    assert_string_equal(r->element[1]->str, "1");
+    assert_string_equal(r->element[2]->str, "[\"x\"]");
+    redisReply *c = r->element[3];
+    assert_int_equal(c->elements, 4);
+    assert_string_equal(c->element[0]->str, "a");
+    assert_string_equal(c->element[1]->str, "4");
+    assert_string_equal(c->element[2]->str, "SHUTOFF");
+    assert_string_equal(c->element[3]->str, "RUNNING");
+    redisReply *o = r->element[4];
+    assert_int_equal(o->elements, 3);
+    assert_string_equal(o->element[0]->str, "c");
+    assert_string_equal(o->element[1]->str, "e");
+    assert_string_equal(o->element[2]->str, "g");
     freeReplyObject(r);
-    s_assert_field(f->store, "t:host:{h1}", "state", "UP");
+    s_assert_field(f->store, "t:host:{h1}", "state", "DOWN");
+    s_assert_field(f->store, "t:host:{h1}", "agent_state", "UP");
     r = store_command(f->store, "SISMEMBER t:hosts h1");
     assert_int_equal(r->integer, 1);
+    freeReplyObject(r);
+    r = store_command(f->store, "ZSCORE t:seen h1");
+    assert_string_equal(r->str, "5000");
     freeReplyObject(r);
     /* The script reads VMs, never writes them: the caller's transaction does. */
     s_assert_field(f->store, "t:vm:{a}", "power_state", "RUNNING");
     r = store_command(f->store, "EXISTS t:vm:{e}");
     assert_int_equal(r->integer, 0);
+    freeReplyObject(r);
+    /* A beat that is not full names no orphans; a new host has no state. */
+    const char *partial[] = { "t:host:{h2}", "t:hosts", "t:seen", "t:vm:{c}", "h2",
+                              "6000",        "0",       "6000",   "100",      "1",
+                              "id",          "h2",      "c",      "RUNNING" };
+    r = store_run(f->store, &lua_taskmgr_beat, 4, 14, partial);
+    assert_non_null(r);
+    assert_int_equal(r->elements, 6);
+    assert_string_equal(r->element[0]->str, "");
+    assert_string_equal(r->element[5]->str, "");
+    assert_string_equal(r->element[1]->str, "");
+    assert_int_equal(r->element[3]->elements, 0);
+    assert_int_equal(r->element[4]->elements, 0);
     freeReplyObject(r);
 }
 

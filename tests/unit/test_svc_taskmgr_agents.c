@@ -2,9 +2,13 @@
     nothing due is parked and answered empty after its wait; a command pushed for a host is
     handed out at once over the poll the host parked; a newer poll supersedes a parked one;
     a result is acknowledged only when the engine recorded it; an agent's certificate speaks
-    for its own host only. The service runs on its own thread, on CURVE; the test is the
-    agent, calling it through bus_client with host certificates. */
+    for its own host only; a host registers with its first beat, goes DOWN once its beat's
+    ttl runs out (its VMs' power UNKNOWN, the engine told), comes back reconciled, reports
+    orphans, alerts on a domain stopped behind Berth's back, and an agent that restarted
+    without a VM's domain makes that VM ERROR. The service runs on its own thread, on CURVE; the
+   test is the agent, calling it through bus_client with host certificates. */
 #include "agents.h"
+#include "keys.h"
 #include "testenv.h"
 
 #include <setjmp.h>
@@ -20,10 +24,18 @@ typedef struct {
     agents_t *agents;
     pthread_t thread;
     char endpoint[256];
-    char *secrets;     /* secrets dir: taskmgr's certificate and agent-h1..agent-h4 */
-    char recorded[64]; /* last result recorded by the engine (its command id) */
-    int refuse;        /* the engine's answer: -1 (write failed) when set */
+    char *secrets;      /* secrets dir: taskmgr's certificate and agent-h1..agent-h4 */
+    char recorded[64];  /* last result recorded by the engine (its command id) */
+    int refuse;         /* the engine's answer: -1 (write failed) when set */
+    volatile int downs; /* hosts the engine was told went past their ttl */
 } fixture_t;
+
+static void s_on_down(void *arg, const char *host)
+{
+    fixture_t *f = arg;
+    (void)host;
+    f->downs++;
+}
 
 /* The engine's side: record the result (or fail to). Runs on the service thread. */
 static int s_on_result(void *arg, const char *host, const Berth__AgentResult *result)
@@ -143,6 +155,7 @@ static int s_setup(void **state)
     setenv("BERTH_REDIS_HOST", "127.0.0.1", 1);
     setenv("BERTH_BIND", "tcp://127.0.0.1:*", 1);
     setenv("BERTH_INSTANCE", "taskmgr-test", 1);
+    setenv("BERTH_HOST_DOWN_GRACE_MS", "0", 1);
     f->secrets = testenv_tmpdir();
     assert_non_null(f->secrets);
     s_secrets = f->secrets;
@@ -162,6 +175,7 @@ static int s_setup(void **state)
     f->agents = agents_new(f->service);
     assert_non_null(f->agents);
     agents_on_result(f->agents, s_on_result, f);
+    agents_on_down(f->agents, s_on_down, f);
     service_on(f->service, "GetSeed", "*", s_on_push, f);
     service_on(f->service, "ListImages", "*", s_on_stop, f);
     util_strlcpy(f->endpoint, service_endpoint(f->service), sizeof f->endpoint);
@@ -350,6 +364,154 @@ static void test_agent_bound_to_host(void **state)
     assert_string_equal(cmds, "cmd-h2"); /* still there for h2's own agent */
 }
 
+/* ---- reconciliation ---------------------------------------------------------------------- */
+
+#define VM_A "00000000-0000-4000-8000-00000000000a"
+
+/* A heartbeat of h3 (started at `started`) reporting VM_A as power (NULL: not at all) and a
+   domain "legacy" that no VM of Berth is. */
+static void s_beat(fixture_t *f, int64_t started, const char *power)
+{
+    Berth__Resources cap = BERTH__RESOURCES__INIT;
+    cap.vcpus = 4;
+    Berth__Host host = BERTH__HOST__INIT;
+    host.id = "h3";
+    host.state = "UP";
+    host.capacity = &cap;
+    Berth__Domain a = BERTH__DOMAIN__INIT, legacy = BERTH__DOMAIN__INIT;
+    a.name = VM_A;
+    a.power_state = (char *)power;
+    legacy.name = "legacy";
+    legacy.power_state = "RUNNING";
+    Berth__Domain *domains[] = { &legacy, &a };
+    Berth__AgentHeartbeat hb = BERTH__AGENT_HEARTBEAT__INIT;
+    hb.instance = "agent-h3";
+    hb.host = &host;
+    hb.ttl_ms = 300;
+    hb.started_ms = started;
+    hb.domains = domains;
+    hb.n_domains = power ? 2 : 1;
+    Berth__Envelope *reply = s_call_as("h3", f->endpoint, &hb.base, 3000);
+    assert_non_null(reply);
+    assert_null(reply->error);
+    berth__envelope__free_unpacked(reply, NULL);
+}
+
+static char *s_hget(store_t *store, const char *key, const char *field)
+{
+    redisReply *r = store_command(store, "HGET %s %s", key, field);
+    assert_non_null(r);
+    char *v = strdup(r->type == REDIS_REPLY_STRING ? r->str : "");
+    freeReplyObject(r);
+    return v;
+}
+
+/* Wait up to 5 s for field of key to be want. */
+static void s_wait_field(store_t *store, const char *key, const char *field, const char *want)
+{
+    char *v = NULL;
+    for (int64_t end = util_mono_ms() + 5000; util_mono_ms() < end; zclock_sleep(20)) {
+        free(v);
+        v = s_hget(store, key, field);
+        if (streq(v, want))
+            break;
+    }
+    if (!streq(v, want))
+        fail_msg("%s %s is '%s', not '%s'", key, field, v, want);
+    free(v);
+}
+
+/* Beat as s_beat every 50 ms until field of key is want (5 s at most): a VM written within
+   the last heartbeat interval takes a report only from a later beat. */
+static void s_beat_until(fixture_t *f, store_t *store, int64_t started, const char *power,
+                         const char *key, const char *field, const char *want)
+{
+    char *v = NULL;
+    for (int64_t end = util_mono_ms() + 5000; util_mono_ms() < end; zclock_sleep(50)) {
+        s_beat(f, started, power);
+        free(v);
+        v = s_hget(store, key, field);
+        if (streq(v, want))
+            break;
+    }
+    if (!streq(v, want))
+        fail_msg("%s %s is '%s', not '%s'", key, field, v, want);
+    free(v);
+}
+
+/* Events of type on berth:events with field = value, counted. */
+static int s_events(store_t *store, const char *type, const char *field, const char *value)
+{
+    redisReply *r = store_command(store, "XRANGE %s - +", KEYS_EVENTS);
+    assert_non_null(r);
+    int n = 0;
+    for (size_t i = 0; i < r->elements; i++) {
+        redisReply *kv = r->element[i]->element[1];
+        int is_type = 0, has = 0;
+        for (size_t k = 0; k + 1 < kv->elements; k += 2) {
+            is_type |= streq(kv->element[k]->str, "type") && streq(kv->element[k + 1]->str, type);
+            has |= streq(kv->element[k]->str, field) && streq(kv->element[k + 1]->str, value);
+        }
+        n += is_type && has;
+    }
+    freeReplyObject(r);
+    return n;
+}
+
+static void test_host_down_back_and_reconciled(void **state)
+{
+    fixture_t *f = *state;
+    store_t *store = testenv_store(f->redis, 0);
+    assert_non_null(store);
+    char vkey[KEYS_MAX], hkey[KEYS_MAX];
+    keys_vm(vkey, VM_A);
+    keys_host(hkey, "h3");
+    redisReply *r = store_command(store,
+                                  "HSET %s id %s state ACTIVE power_state RUNNING host h3 "
+                                  "version 3 owner u1 group g1",
+                                  vkey, VM_A);
+    freeReplyObject(r);
+    freeReplyObject(store_command(store, "ZADD %s 1 %s", KEYS_VMS, VM_A));
+
+    /* First beat: registered UP; "legacy" is an orphan. */
+    s_beat(f, 1000, "RUNNING");
+    s_wait_field(store, hkey, "state", "UP");
+    s_wait_field(store, hkey, "orphans", "[\"legacy\"]");
+    assert_int_equal(s_events(store, "host.orphans", "host", "h3"), 1);
+
+    /* The domain stops behind Berth's back: power STOPPED with an alert. */
+    s_beat_until(f, store, 1000, "STOPPED", vkey, "power_state", "STOPPED");
+    assert_int_equal(s_events(store, "vm.power", "alert", "1"), 1);
+    s_beat_until(f, store, 1000, "RUNNING", vkey, "power_state", "RUNNING");
+    assert_int_equal(s_events(store, "vm.power", "alert", "1"), 1); /* a start is no alert */
+
+    /* No more beats: DOWN once its ttl ran out, the VM UNKNOWN, the engine told. */
+    s_wait_field(store, hkey, "state", "DOWN");
+    s_wait_field(store, vkey, "power_state", "UNKNOWN");
+    for (int64_t end = util_mono_ms() + 2000; !f->downs && util_mono_ms() < end;)
+        zclock_sleep(20);
+    assert_int_equal(f->downs, 1);
+    assert_true(agents_host_down(f->agents, "h3"));
+    assert_int_equal(s_events(store, "host.state", "state", "DOWN"), 1);
+
+    /* Back with the domain: UP, power RUNNING again, one reconciliation. */
+    s_beat(f, 1000, "RUNNING");
+    s_wait_field(store, hkey, "state", "UP");
+    s_wait_field(store, vkey, "power_state", "RUNNING");
+    assert_int_equal(s_events(store, "host.reconciled", "host", "h3"), 1);
+
+    /* Its agent restarted without the domain: the VM is lost, ERROR with a fault. */
+    s_beat(f, 2000, NULL);
+    s_wait_field(store, vkey, "state", "ERROR");
+    char *fault = s_hget(store, vkey, "fault");
+    assert_non_null(strstr(fault, "domain was missing when host h3 came back"));
+    free(fault);
+    s_wait_field(store, vkey, "power_state", "NOSTATE");
+    s_wait_field(store, hkey, "state", "UP");
+    assert_int_equal(s_events(store, "host.reconciled", "lost", "1"), 1);
+    store_destroy(&store);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -358,6 +520,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_push_waits_for_next_poll, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_newer_poll_supersedes, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_agent_bound_to_host, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_host_down_back_and_reconciled, s_setup, s_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
