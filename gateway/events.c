@@ -508,9 +508,8 @@ static void s_catch_up(events_t *self)
     for (int i = 0; i < n; i++) {
         redisReply *r = NULL;
         if (s_id_cmp(cursors[i], self->last) < 0) {
-            char from[S_ID_MAX + 1];
-            snprintf(from, sizeof from, "(%s", cursors[i]);
-            r = store_command(self->store, "XRANGE %s %s %s COUNT %d", KEYS_EVENTS, from,
+            /* "(id": strictly after the client's cursor (hiredis joins "(" and the id). */
+            r = store_command(self->store, "XRANGE %s (%s %s COUNT %d", KEYS_EVENTS, cursors[i],
                               self->last, S_CATCHUP_COUNT);
             if (!r || r->type != REDIS_REPLY_ARRAY) {
                 if (r)
@@ -634,32 +633,6 @@ static void s_check(events_t *self)
     free(who);
 }
 
-/* ---- retention ----
-   The stream is trimmed below what every consumer group still needs (events_trim.lua, run by
-   the meter), which left nothing behind a client that reconnected a moment later: its
-   Last-Event-ID pointed at trimmed history. The gateways keep a consumer group of their own
-   whose position trails the clock by events_resume_window_s, so the last that many seconds
-   of events stay for resumes. */
-#define S_RESUME_GROUP "gateway-resume"
-
-static void s_retain(events_t *self)
-{
-    char floor[S_ID_MAX];
-    int64_t at = util_now_ms() - self->options.resume_window_ms;
-    snprintf(floor, sizeof floor, "%lld-0", (long long)(at > 0 ? at : 0));
-    redisReply *r =
-        store_command(self->store, "XGROUP SETID %s %s %s", KEYS_EVENTS, S_RESUME_GROUP, floor);
-    if (r && r->type == REDIS_REPLY_ERROR && strstr(r->str, "NOGROUP")) {
-        freeReplyObject(r);
-        r = store_command(self->store, "XGROUP CREATE %s %s %s MKSTREAM", KEYS_EVENTS,
-                          S_RESUME_GROUP, floor);
-    }
-    if (r && r->type == REDIS_REPLY_ERROR && !strstr(r->str, "BUSYGROUP"))
-        log_warn(NULL, "cannot keep the event stream for resumes", "{s:s}", "reason", r->str);
-    if (r)
-        freeReplyObject(r);
-}
-
 /* ---- the reader thread ---- */
 
 /* The id of the stream's newest entry into out ("0-0" when it is empty). 0 or -1 (Redis). */
@@ -700,7 +673,7 @@ static void *s_reader(void *arg)
 {
     events_t *self = arg;
     int64_t next_keepalive = util_mono_ms() + self->options.keepalive_ms;
-    int64_t next_check = 0; /* at once: the retention group exists from the start */
+    int64_t next_check = util_mono_ms() + self->options.check_ms;
     while (!s_stopping(self)) {
         if (!self->last[0] && s_newest(self->store, self->last) != 0) {
             self->last[0] = '\0';
@@ -737,7 +710,6 @@ static void *s_reader(void *arg)
             next_keepalive = now + self->options.keepalive_ms;
         }
         if (now >= next_check) {
-            s_retain(self);
             s_check(self);
             next_check = now + self->options.check_ms;
         }

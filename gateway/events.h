@@ -18,7 +18,6 @@ typedef struct {
     size_t queue_max;     /* bytes waiting for one client; past it the client is dropped */
     int check_ms;         /* tokens, users and group roles of open streams checked this often */
     int retry_ms;         /* the SSE retry: a client waits this long before reconnecting */
-    int64_t resume_window_ms; /* events at least this recent stay in the stream for resumes */
 } events_options_t;
 /* The streams and their one reader thread (XREAD BLOCK on berth:events). NULL (logged). */
 events_t *events_new(const events_options_t *options);

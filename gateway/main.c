@@ -265,9 +265,6 @@ int main(int argc, char **argv)
     config_declare(c, "events_queue_max", "262144", 0);
     config_declare(c, "events_check_ms", "5000", 0);
     config_declare(c, "events_retry_ms", "2000", 0);
-    /* Events this recent are kept in the stream (a consumer group of the gateways), so a
-       client that reconnects within it resumes with Last-Event-ID without a gap. */
-    config_declare(c, "events_resume_window_s", "600", 0);
 
     int rc = 1;
     http_t *http = NULL;
@@ -379,17 +376,19 @@ int main(int argc, char **argv)
     gw.audit = audit_log_new(&audit);
     if (!gw.audit)
         goto done;
-    int64_t ek, emax, etok, eaddr, equeue, echeck, eretry, ewindow;
+    int64_t ek, emax, etok, eaddr, equeue, echeck, eretry;
     if (config_int(c, "events_keepalive_s", 1, 3600, &ek) ||
         config_int(c, "events_max_streams", 0, 100000, &emax) ||
         config_int(c, "events_per_token", 1, 100000, &etok) ||
         config_int(c, "events_per_address", 1, 100000, &eaddr) ||
         config_int(c, "events_queue_max", 4096, 1024LL * 1024 * 1024, &equeue) ||
         config_int(c, "events_check_ms", 100, 3600000, &echeck) ||
-        config_int(c, "events_retry_ms", 0, 3600000, &eretry) ||
-        config_int(c, "events_resume_window_s", 0, 30LL * 24 * 3600, &ewindow))
+        config_int(c, "events_retry_ms", 0, 3600000, &eretry))
         goto done;
     /* A stream holds its connection for good: streams must leave room for every other client. */
+    /* The default leaves half the connections to other clients when there are few. */
+    if (emax >= maxconn && streq(config_origin(c, "events_max_streams"), "default"))
+        emax = maxconn / 2;
     if (emax >= maxconn) {
         log_error(NULL, "events_max_streams must be below http_max_connections", "{s:I, s:I}",
                   "events_max_streams", (json_int_t)emax, "http_max_connections",
@@ -405,8 +404,7 @@ int main(int argc, char **argv)
                             .per_address = (int)eaddr,
                             .queue_max = (size_t)equeue,
                             .check_ms = (int)echeck,
-                            .retry_ms = (int)eretry,
-                            .resume_window_ms = ewindow * 1000 };
+                            .retry_ms = (int)eretry };
     gw.events = events_new(&eo);
     if (!gw.events)
         goto done;

@@ -145,6 +145,8 @@ static const lifecycle_transition_t s_rows[] = {
     /* reconcile: hosts (services/taskmgr/agents.c), and the VM a returning host lost. */
     { VM(ACTIVE, ERROR), "lost", "taskmgr",
       "its host came back without its domain; `fault` says so and its claim is released" },
+    { VM(EXPIRING, ERROR), "lost", "taskmgr",
+      "the same for a VM whose lease's notice was given" },
     { HOST(NONE, UP), "register", "taskmgr", "its agent's first heartbeat" },
     { HOST(UP, DOWN), "down", "taskmgr",
       "no heartbeat within the agent's ttl, or libvirt unreachable; its VMs' power UNKNOWN" },

@@ -7,12 +7,15 @@
 -- with it (its group-usage hash and the group-user-usage hash of each owner of those VMs).
 -- ARGV: group id, now_ms, actor, the number of child ids, the child ids (in the order of their
 -- KEYS), then the VM ids (likewise).
--- Returns 'DELETED', 'NO_GROUP', 'HAS_MEMBERS', 'HAS_CHILDREN', 'HAS_VMS' (nothing written) or
+-- Returns 'DELETED', 'NO_GROUP', 'HAS_MEMBERS', 'HAS_RESERVATIONS' (the scheduler holds
+-- capacity for it), 'HAS_CHILDREN', 'HAS_VMS' (nothing written) or
 -- 'CHANGED' (the name key names another group, or a set changed since it was read: nothing
 -- written; read again). A child whose group is gone or has another parent is stale; a VM
 -- that is gone, DISPOSED or REJECTED does not live.
 if redis.call('EXISTS', KEYS[1]) == 0 then return 'NO_GROUP' end
 if redis.call('HLEN', KEYS[2]) > 0 then return 'HAS_MEMBERS' end
+local held = redis.call('HGET', KEYS[1], 'reservations')
+if held and held ~= '' and held ~= '[]' then return 'HAS_RESERVATIONS' end
 local name = redis.call('HGET', KEYS[1], 'name') or ''
 if redis.call('HGET', KEYS[3], 'id') ~= ARGV[1] then return 'CHANGED' end
 local n = tonumber(ARGV[4])

@@ -28,7 +28,7 @@ local k = 4
 for i = 7 + 2 * n, #ARGV, 2 do
   local v = redis.call('HMGET', KEYS[k], 'host', 'power_state', 'state', 'version', 'updated_ms')
   k = k + 1
-  if v[1] == ARGV[1] and v[2] ~= ARGV[i + 1] and v[3] == 'ACTIVE' and
+  if v[1] == ARGV[1] and v[2] ~= ARGV[i + 1] and (v[3] == 'ACTIVE' or v[3] == 'EXPIRING') and
       (tonumber(v[5]) or 0) <= fresh then
     changes[#changes + 1] = ARGV[i]
     changes[#changes + 1] = v[4] or '0'

@@ -618,6 +618,11 @@ int groups_delete(store_t *store, const char *id, const char *actor, Berth__Grou
             rc = error_set(fault, "NOT_FOUND", "no group %s", id);
         else if (streq(r->str, "HAS_MEMBERS"))
             rc = error_set(fault, "CONFLICT", "group %s still has members: remove them first", id);
+        else if (streq(r->str, "HAS_RESERVATIONS"))
+            rc = error_set(fault, "CONFLICT",
+                           "group %s still holds reservations: remove them first (PUT "
+                           "/v1/groups/{id}/reservations with none)",
+                           id);
         else if (streq(r->str, "HAS_CHILDREN"))
             rc = error_set(fault, "CONFLICT",
                            "group %s still has groups inside it: delete or move them first", id);

@@ -6,6 +6,7 @@
 #include "lua_scripts.h"
 #include "service.h"
 #include "usage.h"
+#include "util.h"
 
 typedef struct {
     service_t *service;
@@ -79,13 +80,17 @@ static void s_on_get_usage(bus_request_t *request, void *arg)
     usage_report_free(&report);
 }
 
-/* The event stream keeps what any consumer group has not acknowledged (events_trim.lua):
-   trimmed here, below every group's position, never by length when appended to. */
+/* The event stream keeps what any consumer group has not acknowledged and the last
+   events_keep_s of events (for live-event clients resuming with Last-Event-ID:
+   events_trim.lua): trimmed here, never by length when appended to. */
 static int s_trim_events(service_t *service, void *arg)
 {
-    (void)arg;
-    const char *argv[] = { STORE_EVENTS };
-    redisReply *r = store_run(service_store(service), &lua_events_trim, 1, 1, argv);
+    const int64_t *keep_ms = arg;
+    char floor[32];
+    int64_t at = util_now_ms() - *keep_ms;
+    snprintf(floor, sizeof floor, "%lld-0", (long long)(at > 0 ? at : 0));
+    const char *argv[] = { STORE_EVENTS, floor };
+    redisReply *r = store_run(service_store(service), &lua_events_trim, 1, 2, argv);
     if (r && r->type == REDIS_REPLY_INTEGER && r->integer > 0)
         log_debug(NULL, "event stream trimmed", "{s:I}", "entries", (json_int_t)r->integer);
     else if (r && r->type == REDIS_REPLY_ERROR)
@@ -108,16 +113,20 @@ int main(int argc, char **argv)
     config_declare(c, "report_max_vms", "20000", 0);
     /* How often the event stream is trimmed below every consumer group's position. */
     config_declare(c, "events_trim_every_ms", "10000", 0);
+    /* Events this recent are never trimmed: a live-event client reconnecting within it
+       resumes with Last-Event-ID without a gap (gateway/events.c). */
+    config_declare(c, "events_keep_s", "600", 0);
     meter_t self = { .service = service };
     int rc = 1;
-    int64_t poll_ms, batch, batches, idle, max_events, max_vms, trim_ms;
+    int64_t poll_ms, batch, batches, idle, max_events, max_vms, trim_ms, keep_s, keep_ms;
     if (service_start(service) != 0 || config_int(c, "poll_ms", 10, 60000, &poll_ms) ||
         config_int(c, "events_batch", 1, 10000, &batch) ||
         config_int(c, "batches_per_poll", 1, 1000, &batches) ||
         config_int(c, "claim_idle_ms", 100, 86400000, &idle) ||
         config_int(c, "max_events_per_vm", 4, 100000, &max_events) ||
         config_int(c, "report_max_vms", 1, 1000000, &max_vms) ||
-        config_int(c, "events_trim_every_ms", 100, 86400000, &trim_ms))
+        config_int(c, "events_trim_every_ms", 100, 86400000, &trim_ms) ||
+        config_int(c, "events_keep_s", 0, 30LL * 24 * 3600, &keep_s))
         goto done;
     usage_limits_t limits = { .batch = (int)batch,
                               .batches_per_poll = (int)batches,
@@ -139,7 +148,8 @@ int main(int argc, char **argv)
         log_warn(NULL, "cannot create the meter consumer group yet; retrying on every poll", NULL);
     service_on(service, "GetUsage", "gateway", s_on_get_usage, &self);
     service_every(service, (int)poll_ms, s_poll, &self);
-    service_every(service, (int)trim_ms, s_trim_events, NULL);
+    keep_ms = keep_s * 1000;
+    service_every(service, (int)trim_ms, s_trim_events, &keep_ms);
     rc = service_run(service);
 done:
     usage_destroy(&self.usage);

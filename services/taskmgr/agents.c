@@ -61,6 +61,7 @@ struct _agents_t {
     int release_timeout_ms; /* ReleaseClaim of a VM a returning host lost */
     int down_grace_ms;      /* Redis answering this long before a host is judged DOWN */
     int64_t store_ok_since; /* monotonic ms since the checks reach Redis (0: they do not) */
+    int64_t last_check_mono; /* monotonic ms of the last check (0: none yet) */
     int max_wait_ms;        /* longest a poll is parked */
     size_t max_host_cmds;   /* commands waiting per host */
     int outbox_full;        /* warned once */
@@ -136,19 +137,20 @@ static int s_own_host(bus_request_t *request, const char *host)
    when read. Every taskmgr instance looks for hosts whose last heartbeat's ttl ran out
    (berth:hosts:seen, s_check_down); the first to commit UP/DISABLED -> DOWN, checked against
    the state and last_seen_ms it read, is the only one that does: a later one finds the state
-   changed and writes nothing. In the same step the ACTIVE VMs placed on the host get power
-   UNKNOWN (never read as off; the meter charges by lifecycle state, so they are charged as
-   they were until the host returns). The task engine of every instance is told at once
-   (agents_on_down): a stage waiting on that host fails over without waiting for its deadline.
-   No host is judged while Redis has not answered for host_down_grace_ms: no beat could be
-   recorded during an outage, so every host would look silent.
+   changed and writes nothing. In the same step the running VMs (ACTIVE, EXPIRING) placed on
+   the host get power UNKNOWN (never read as off; the meter charges by lifecycle state, so
+   they are charged as they were until the host returns). The task engine of every instance
+   is told at once (agents_on_down): a stage waiting on that host fails over without waiting
+   for its deadline. No host is judged while Redis has not answered for host_down_grace_ms
+   (no beat could be recorded during an outage, so every host would look silent), nor until
+   this instance has run that long after standing still itself.
 
    A heartbeat from a DOWN host moves it back (to UP, or DISABLED when in maintenance) and
    reconciles it with the domains it reports, in the same step; so does the first heartbeat
    of an agent that restarted (its started_ms differs from the one the host holds), since a
    host may come back before its ttl ran out (a simulated one comes back empty). A VM of
    Berth placed there and reported gets its real power state back (an alert when it is not
-   running); one not reported was lost with its host: it goes ACTIVE -> ERROR with a fault,
+   running); one not reported was lost with its host: it goes ERROR with a fault,
    which gives its group quota back, and its claim is released at once (the host no longer
    holds it; the scheduler owns claims, so taskmgr asks it, and a disposal releases it again
    idempotently if that call failed). Domains the host runs that are no VM of Berth on it are
@@ -159,13 +161,21 @@ static int s_own_host(bus_request_t *request, const char *host)
 typedef struct {
     char id[UTIL_ID_LEN];
     char power[32];
+    char state[32]; /* ACTIVE or EXPIRING (s_running) */
 } s_vm_ref_t;
+
+/* Is a VM in state a built VM that runs with no task on it (so its host's reports are its
+   power state): ACTIVE, or EXPIRING (the same, with its lease's notice given)? */
+static int s_running(const char *state)
+{
+    return streq(state, "ACTIVE") || streq(state, "EXPIRING");
+}
 
 #define SCAN_CHUNK 256 /* VM hashes read per script call when scanning for a host's VMs */
 
-/* The ACTIVE VMs placed on host: *refs (malloc'd, caller frees) and *n. A scan of berth:vms,
-   read SCAN_CHUNK hashes at a time: it runs when a host goes DOWN or comes back, not per
-   beat. 0, or -1 when Redis failed. */
+/* The running VMs (s_running) placed on host: *refs (malloc'd, caller frees) and *n. A scan
+   of berth:vms, read SCAN_CHUNK hashes at a time: it runs when a host goes DOWN or comes
+   back, not per beat. 0, or -1 when Redis failed. */
 static int s_placed(store_t *store, const char *host, s_vm_ref_t **refs, size_t *n)
 {
     *refs = NULL;
@@ -200,7 +210,7 @@ static int s_placed(store_t *store, const char *host, s_vm_ref_t **refs, size_t 
             if (row->type != REDIS_REPLY_ARRAY || row->elements != 3 ||
                 row->element[0]->type != REDIS_REPLY_STRING || !streq(row->element[0]->str, host) ||
                 row->element[1]->type != REDIS_REPLY_STRING ||
-                !streq(row->element[1]->str, "ACTIVE"))
+                !s_running(row->element[1]->str))
                 continue;
             if (count == cap) {
                 size_t more = cap ? 2 * cap : 16;
@@ -219,6 +229,7 @@ static int s_placed(store_t *store, const char *host, s_vm_ref_t **refs, size_t 
             util_strlcpy(out[count].power,
                          row->element[2]->type == REDIS_REPLY_STRING ? row->element[2]->str : "",
                          sizeof out[count].power);
+            util_strlcpy(out[count].state, row->element[1]->str, sizeof out[count].state);
             count++;
         }
         if (r)
@@ -260,7 +271,7 @@ static void s_observe(model_tx_t *tx, const char *id, const char *host, const ch
 }
 
 /* UP/DISABLED -> DOWN (from `state`, and last_seen_ms still `seen` unless seen is NULL), with
-   its ACTIVE VMs' power UNKNOWN, in one step. 0 done, MODEL_CONFLICT (another instance did it,
+   its running VMs' power UNKNOWN, in one step. 0 done, MODEL_CONFLICT (another instance did it,
    or the host beat meanwhile), -1 Redis. */
 static int s_mark_down(store_t *store, const char *host, const char *state, const char *seen,
                        const char *reason)
@@ -283,7 +294,7 @@ static int s_mark_down(store_t *store, const char *host, const char *state, cons
     for (size_t i = 0; i < n; i++) {
         if (streq(refs[i].power, "UNKNOWN"))
             continue;
-        model_tx_check(tx, keys_vm(vkey, refs[i].id), "state", "ACTIVE");
+        model_tx_check(tx, keys_vm(vkey, refs[i].id), "state", refs[i].state);
         model_tx_observe(tx, LIFECYCLE_POWER, vkey, "UNKNOWN", "host", host, "vm", refs[i].id,
                          "host", host, "reason", "its host is DOWN", NULL);
     }
@@ -367,7 +378,7 @@ static int s_return(agents_t *self, store_t *store, const Berth__AgentHeartbeat 
         if (power) {
             n_present++;
             if (power_state_from_string(power) > 0 && !streq(power, refs[i].power)) {
-                model_tx_check(tx, keys_vm(vkey, refs[i].id), "state", "ACTIVE");
+                model_tx_check(tx, keys_vm(vkey, refs[i].id), "state", refs[i].state);
                 s_observe(tx, refs[i].id, host, refs[i].power, power);
             }
             continue;
@@ -381,7 +392,7 @@ static int s_return(agents_t *self, store_t *store, const Berth__AgentHeartbeat 
             rc = -1;
             break;
         }
-        if (!streq(vm->state, "ACTIVE") || !streq(vm->host, host)) {
+        if (!streq(vm->state, refs[i].state) || !streq(vm->host, host)) {
             berth__vm__free_unpacked(vm, NULL); /* changed since the scan: the commit says */
             continue;
         }
@@ -514,8 +525,12 @@ static int s_check_down(service_t *service, void *arg)
        host looks silent then. Hosts are judged only once Redis has answered for a while
        (and this instance has been up as long), so the agents' beats have come through. */
     int64_t mono = util_mono_ms();
-    if (!self->store_ok_since)
+    /* Nor right after this instance itself stood still (stopped, starved) for that long: the
+       beats sent to it meanwhile are only now coming through. */
+    if (!self->store_ok_since ||
+        (self->last_check_mono && mono - self->last_check_mono > self->down_grace_ms))
         self->store_ok_since = mono;
+    self->last_check_mono = mono;
     if (mono - self->store_ok_since < self->down_grace_ms) {
         freeReplyObject(r);
         return 0;

@@ -26,7 +26,8 @@ class Audit(PlatformCase):
     agents = 1
     wait_hosts = 1
     platform_env = {"BERTH_AUDIT_MAX_ENTRIES": str(CAP), "BERTH_AUDIT_TRIM_EVERY_MS": "100",
-                    "BERTH_EVENTS_TRIM_EVERY_MS": "200"}
+                    "BERTH_EVENTS_TRIM_EVERY_MS": "200",
+                    "BERTH_EVENTS_KEEP_S": "0"}
 
     @classmethod
     def setUpClass(cls):

@@ -162,16 +162,21 @@ static void s_cmd(store_t *store, const char *cmd)
     freeReplyObject(r);
 }
 
-static long long s_trim(store_t *store)
+static long long s_trim_floor(store_t *store, const char *floor)
 {
-    const char *argv[] = { "t:events" };
-    redisReply *r = store_run(store, &lua_events_trim, 1, 1, argv);
+    const char *argv[] = { "t:events", floor };
+    redisReply *r = store_run(store, &lua_events_trim, 1, 2, argv);
     assert_non_null(r);
     if (r->type != REDIS_REPLY_INTEGER)
         fail_msg("events_trim: %s", r->str ? r->str : "?");
     long long n = r->integer;
     freeReplyObject(r);
     return n;
+}
+
+static long long s_trim(store_t *store)
+{
+    return s_trim_floor(store, "");
 }
 
 static void test_events_trimmed_only_below_every_group(void **state)
@@ -191,7 +196,10 @@ static void test_events_trimmed_only_below_every_group(void **state)
     s_cmd(f->store, "XACK t:events g1 1-0 2-0 3-0");
     s_cmd(f->store, "XREADGROUP GROUP g2 c COUNT 8 STREAMS t:events >");
     s_cmd(f->store, "XACK t:events g2 1-0 2-0 3-0 4-0 5-0 6-0 7-0 8-0");
-    assert_int_equal(s_trim(f->store), 3); /* g1's oldest pending (4-0) and on are kept */
+    /* A floor below the groups' positions keeps what is newer than it: 2-0 and on. */
+    assert_int_equal(s_trim_floor(f->store, "2-0"), 1);
+    assert_int_equal(s_int(f->store, "XLEN t:events"), 9);
+    assert_int_equal(s_trim(f->store), 2); /* g1's oldest pending (4-0) and on are kept */
     redisReply *r = store_command(f->store, "XRANGE t:events - + COUNT 1");
     assert_string_equal(r->element[0]->element[0]->str, "4-0");
     freeReplyObject(r);

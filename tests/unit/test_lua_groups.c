@@ -213,6 +213,11 @@ static void test_delete_only_without_members(void **state)
     assert_int_equal(s_int(f->store, "EXISTS t:group:{g1}"), 1);
 
     s_cmd(f->store, "HSET t:group-name:one id g1");
+    /* Capacity the scheduler holds for it must be given back first. */
+    s_cmd(f->store, "HSET t:group:{g1} reservations [{\"host\":\"\",\"vcpus\":2}]");
+    assert_string_equal(s_delete(f->store, out, sizeof out), "HAS_RESERVATIONS");
+    assert_int_equal(s_int(f->store, "EXISTS t:group:{g1}"), 1);
+    s_cmd(f->store, "HDEL t:group:{g1} reservations");
     assert_string_equal(s_delete(f->store, out, sizeof out), "DELETED");
     assert_int_equal(s_int(f->store, "EXISTS t:group:{g1} t:group-name:one t:groups"), 0);
     assert_int_equal(s_int(f->store, "XLEN t:events"), 1);
