@@ -114,6 +114,9 @@ static int s_scope(http_req_t *req, const char *groups)
     }
     json_decref(req->groups);
     req->groups = scope;
+    /* Limited to some groups, it carries no platform-wide power either. */
+    req->scoped = 1;
+    util_strlcpy(req->role, "user", sizeof req->role);
     return 0;
 }
 

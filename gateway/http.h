@@ -29,6 +29,8 @@ typedef struct {
     char user[HTTP_USER_MAX];     /* authenticated user ("" on public routes) */
     char role[HTTP_ROLE_MAX];     /* "admin", "operator" or "user" once authenticated */
     json_t *groups;               /* the caller's group id -> role (owned; permissions.c) */
+    int scoped;                   /* an API key limited to some groups: groups holds only those,
+                                     and the caller acts as a plain user */
     int status;                   /* response to send */
     json_t *response;             /* owned; sent as JSON */
     char location[256];           /* Location header when set */

@@ -213,9 +213,11 @@ int perm_allows(http_req_t *req, const char *action, const char *owner, const ch
     unsigned rule = perm_rule(action);
     if (rule & (PERM_PUBLIC | PERM_USER | s_platform_bit(req->role)))
         return 1;
-    if ((rule & PERM_OWNER) && owner && *owner && streq(owner, req->user))
-        return 1;
     const char *role = perm_group_role(req, group);
+    /* A scoped API key reaches even its user's own objects only in its groups. */
+    if ((rule & PERM_OWNER) && owner && *owner && streq(owner, req->user) &&
+        (!req->scoped || *role))
+        return 1;
     return ((rule & PERM_MEMBER) && streq(role, "member")) ||
            ((rule & PERM_MANAGER) && streq(role, "manager")) ||
            ((rule & PERM_AUDITOR) && streq(role, "auditor"));

@@ -582,7 +582,7 @@ void requests_list(http_req_t *req)
                 failed = 1;
                 break;
             }
-            if (s_matches(&f, r)) {
+            if (s_matches(&f, r) && (!req->scoped || *perm_group_role(req, r->group))) {
                 json_t *vms = json_array(), *tasks = json_array();
                 for (size_t i = 0; i < r->n_vms; i++)
                     json_array_append_new(vms, json_string(r->vms[i]));

@@ -35,6 +35,7 @@ int rest_assert(http_req_t *req, ProtobufCMessage *msg, assertion_signed_t *sa)
     }
     claims.groups = groups;
     claims.n_groups = n;
+    claims.scoped = req->scoped;
     claims.issued_ms = now;
     claims.expires_ms = now + gw->call_timeout_ms + ASSERTION_SLACK_MS;
     claims.request_id = (char *)req->request_id;

@@ -362,7 +362,8 @@ void vms_list(http_req_t *req)
                 failed = 1;
                 break;
             }
-            if (!s_vm_matches(&filter, vm)) {
+            /* A scoped API key: its user's own VMs too only in its groups. */
+            if (!s_vm_matches(&filter, vm) || (req->scoped && !*perm_group_role(req, vm->group))) {
                 protobuf_c_message_free_unpacked(&vm->base, NULL);
                 continue;
             }

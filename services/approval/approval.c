@@ -169,6 +169,16 @@ static void s_on_create_template(bus_request_t *request, void *arg)
     berth__user_assertion__free_unpacked(who, NULL);
 }
 
+/* Does who hold a membership (any role) of group_id ("<id>:<role>" claims)? */
+static int s_in_claims(const Berth__UserAssertion *who, const char *group_id)
+{
+    size_t len = strlen(group_id);
+    for (size_t i = 0; i < who->n_groups; i++)
+        if (strncmp(who->groups[i], group_id, len) == 0 && who->groups[i][len] == ':')
+            return 1;
+    return 0;
+}
+
 static void s_on_create_request(bus_request_t *request, void *arg)
 {
     approval_t *self = arg;
@@ -184,7 +194,21 @@ static void s_on_create_request(bus_request_t *request, void *arg)
     ask.owner = who->user; /* the owner is who asks, whatever the body says */
     fault_t fault = { 0 };
     Berth__Request *req = NULL;
-    int rc = requests_create(self->store, &self->policy, &ask, assertion_has_role(who, "admin"),
+    char group_id[UTIL_ID_LEN];
+    int rc = 0;
+    if (who->scoped) {
+        /* An API key limited to some groups makes requests in those only: the group the
+           request would go to, resolved as requests_create does, must be one of them. */
+        rc = requests_group(self->store, ask.group, who->user, 0, group_id, &fault);
+        if (rc == 0 && !s_in_claims(who, group_id)) {
+            rc = error_set(&fault, "NOT_FOUND",
+                           "this API key may make requests only in its groups: name one of them");
+            error_detail(&fault, "field", "group");
+        }
+        ask.group = group_id; /* the same group requests_create resolves again */
+    }
+    if (rc == 0)
+        rc = requests_create(self->store, &self->policy, &ask, assertion_has_role(who, "admin"),
                              s_request_id(request), &req, &fault);
     berth__user_assertion__free_unpacked(who, NULL);
     if (rc != 0) {

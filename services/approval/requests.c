@@ -336,6 +336,13 @@ static int s_idem_lookup(store_t *store, const char *idem_key, int64_t now, cons
     return 1;
 }
 
+int requests_group(store_t *store, const char *ref, const char *owner, int admin,
+                   char group_id[UTIL_ID_LEN], fault_t *fault)
+{
+    char role[16];
+    return s_group(store, ref, owner, admin, group_id, role, fault);
+}
+
 int requests_create(store_t *store, const policy_t *policy, const Berth__CreateRequest *msg,
                     int admin, const char *trace_id, Berth__Request **request_p, fault_t *fault)
 {

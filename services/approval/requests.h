@@ -8,6 +8,7 @@
 #include "model.h"
 #include "policy.h"
 #include "store.h"
+#include "util.h"
 
 #include "berth.pb-c.h"
 
@@ -19,6 +20,11 @@
    owner's user_quota in it; it is charged to both in the request's own step. */
 int requests_create(store_t *store, const policy_t *policy, const Berth__CreateRequest *msg,
                     int admin, const char *trace_id, Berth__Request **request_p, fault_t *fault);
+
+/* The group (id into group_id) a request of owner naming ref (id, name, or empty) is made in:
+   the rule requests_create applies. 0, or -1 with a fault naming the field group. */
+int requests_group(store_t *store, const char *ref, const char *owner, int admin,
+                   char group_id[UTIL_ID_LEN], fault_t *fault);
 
 /* The request with this id, or NOT_FOUND. */
 int requests_get(store_t *store, const char *id, Berth__Request **request_p, fault_t *fault);

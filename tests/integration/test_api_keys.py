@@ -92,6 +92,28 @@ class ApiKeys(PlatformCase):
         self.assertNotIn(secret.split("_")[-1], flat)
         self.assertNotIn(hashlib.sha256(secret.encode()).hexdigest(), flat)
 
+    def test_a_scoped_key_acts_for_its_user_in_its_groups_only(self):
+        r = self.api.call("POST", "/v1/groups/blue/members", {"user": "lee", "role": "member"})
+        self.assertEqual(r.status, 201, r)
+        lee = Api(self.p, "lee", PW)
+        as_key = KeyApi(self.p, self.make(lee, {"name": "blue-only", "groups": ["blue"]})["secret"])
+        # lee's own VM in green is out of the key's reach, as are requests made in green.
+        self.assertEqual(as_key.call("GET", "/v1/vms/" + self.green_vm).status, 404)
+        self.assertNotIn(self.green_vm, {v["id"] for v in as_key.get("/v1/vms?limit=500")["vms"]})
+        def green_requests():
+            return len(self.api.get("/v1/requests?group=green&limit=500")["requests"])
+        before = green_requests()
+        r = as_key.call("POST", "/v1/requests", {"template": "small", "name": "x",
+                                                 "group": "green"})
+        self.assertEqual(r.status, 404, r)
+        self.assertEqual(r.json()["error"]["details"]["field"], "group")
+        self.assertEqual(green_requests(), before)
+        # In blue it asks as lee would.
+        r = as_key.call("POST", "/v1/requests", {"template": "small", "name": "blue-vm",
+                                                 "group": "blue"})
+        self.assertEqual(r.status, 202, r)
+        self.assertEqual(r.json()["request"]["group"], self.api.get("/v1/groups/blue")["group"]["id"])
+
     def test_keys_are_listed_and_revoked_at_once(self):
         made = self.make(self.kim, {"name": "rev", "groups": ["green"]})
         as_key = KeyApi(self.p, made["secret"])
