@@ -148,6 +148,9 @@ void cli_pause_ms(int ms);
 int cli_health(cli_t *cli, int argc, char **argv);
 int cli_login(cli_t *cli, int argc, char **argv);
 int cli_logout(cli_t *cli, int argc, char **argv); /* revoke the token, forget it */
+/* A secret (a password): one line of stdin with from_stdin (or when stdin is no terminal),
+   else a prompt without echo. 0 or -1 (nothing read). */
+int cli_secret(int from_stdin, const char *prompt, char *buf, size_t size);
 int cli_users(cli_t *cli, int argc, char **argv);  /* list, show, enable, disable, delete */
 int cli_passwd(cli_t *cli, int argc, char **argv); /* change one's own password */
 int cli_keys(cli_t *cli, int argc, char **argv);   /* one's API keys: create, list, revoke */

@@ -153,9 +153,7 @@ int cli_logout(cli_t *cli, int argc, char **argv)
     return 0;
 }
 
-/* A secret for passwd: one line of stdin with --password-stdin (or when stdin is no
-   terminal), else a prompt without echo. 0 or -1 (nothing read). */
-static int s_secret(int from_stdin, const char *prompt, char *buf, size_t size)
+int cli_secret(int from_stdin, const char *prompt, char *buf, size_t size)
 {
     if (from_stdin || !isatty(STDIN_FILENO))
         return s_line(stdin, buf, size) == 0 && *buf ? 0 : -1;
@@ -178,8 +176,8 @@ int cli_passwd(cli_t *cli, int argc, char **argv)
     }
     char current[SECRET_MAX] = "", fresh[SECRET_MAX] = "", again[SECRET_MAX] = "";
     int rc = 2;
-    if (s_secret(opts[0].set, "Current password: ", current, sizeof current) != 0 ||
-        s_secret(opts[0].set, "New password: ", fresh, sizeof fresh) != 0)
+    if (cli_secret(opts[0].set, "Current password: ", current, sizeof current) != 0 ||
+        cli_secret(opts[0].set, "New password: ", fresh, sizeof fresh) != 0)
         fprintf(stderr, "berth passwd: no password given\n");
     else if (!opts[0].set && isatty(STDIN_FILENO) &&
              (s_prompt("New password again: ", 1, again, sizeof again) != 0 ||

@@ -81,6 +81,9 @@ static const s_command_t s_commands[] = {
     { "users", cli_users,
       "users enable USER | users disable USER  let a user in, or shut it out (admins)" },
     { "users", cli_users, "users list | show USER | delete USER   users (admins; show: you too)" },
+    { "users", cli_users,
+      "users create USER [--role R] [--display-name N] [--email E] [--password-stdin]\n"
+      "                                      make a user (admins)" },
     { "passwd", cli_passwd, "passwd [--password-stdin]           change your password" },
     { "keys", cli_keys, "keys create NAME | list | revoke ID   your API keys for scripts" },
     { "health", cli_health,

@@ -7,6 +7,9 @@
 #define T(obj, key) cli_text(json_object_get((obj), (key)), (char[256]){ 0 }, 256)
 
 static const char s_usage[] = "usage: berth users list [--state S] [--role R] [--name PREFIX]\n"
+                              "       berth users create USER [--role user|operator|admin]\n"
+                              "             [--display-name TEXT] [--email ADDR] "
+                              "[--password-stdin]\n"
                               "       berth users show USER\n"
                               "       berth users enable USER | disable USER | delete USER\n";
 
@@ -79,10 +82,58 @@ static int s_show(cli_t *cli, const char *path)
     return 0;
 }
 
+/* berth users create: POST /v1/users (admins). The password is asked for twice without echo,
+   or read from one line of stdin. */
+static int s_create(cli_t *cli, int argc, char **argv)
+{
+    cli_opt_t opts[] = { { "role", 1, NULL, 0 },
+                         { "display-name", 1, NULL, 0 },
+                         { "email", 1, NULL, 0 },
+                         { "password-stdin", 0, NULL, 0 },
+                         { NULL } };
+    const char *pos[1];
+    if (cli_parse(argc, argv, opts, pos, 1, 1) != 0) {
+        fputs(s_usage, stderr);
+        return 2;
+    }
+    char password[1024] = "", again[1024] = "";
+    int from_stdin = opts[3].set;
+    if (cli_secret(from_stdin, "Password: ", password, sizeof password) != 0 ||
+        (!from_stdin && isatty(STDIN_FILENO) &&
+         (cli_secret(0, "Password again: ", again, sizeof again) != 0 ||
+          !streq(password, again)))) {
+        fprintf(stderr, "berth users create: no password given, or the two differ\n");
+        explicit_bzero(password, sizeof password);
+        explicit_bzero(again, sizeof again);
+        return 2;
+    }
+    explicit_bzero(again, sizeof again);
+    json_t *ask = json_pack("{s:s, s:s}", "username", pos[0], "password", password);
+    explicit_bzero(password, sizeof password);
+    const char *fields[] = { "role", "display_name", "email" };
+    for (int i = 0; ask && i < 3; i++)
+        if (opts[i].set)
+            json_object_set_new(ask, fields[i], json_string(opts[i].value));
+    json_t *body = NULL;
+    int rc = ask ? cli_http(cli, "POST", "/v1/users", ask, &body) : -1;
+    json_decref(ask);
+    if (rc != 0)
+        return 1;
+    if (cli->json)
+        cli_print_json(body);
+    else
+        printf("user %s created (%s)\n", T(json_object_get(body, "user"), "username"),
+               T(json_object_get(body, "user"), "role"));
+    json_decref(body);
+    return 0;
+}
+
 int cli_users(cli_t *cli, int argc, char **argv)
 {
     if (argc >= 2 && streq(argv[1], "list"))
         return s_list(cli, argc - 1, argv + 1);
+    if (argc >= 2 && streq(argv[1], "create"))
+        return s_create(cli, argc - 1, argv + 1);
     const char *pos[2];
     if (cli_parse(argc, argv, NULL, pos, 2, 2) != 0 ||
         (!streq(pos[0], "enable") && !streq(pos[0], "disable") && !streq(pos[0], "show") &&

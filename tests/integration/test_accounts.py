@@ -243,6 +243,15 @@ class AccountsCase(unittest.TestCase):
         self.assertEqual(self.login("clio", PASSWORD, "127.0.0.10").status, 201)
         self.assertIn("NOT_FOUND", self.berth(home, "users", "disable", "ghost", code=1).stderr)
         self.berth(home, "users", "frobnicate", "clio", code=2)
+        # An admin makes a user from the CLI; the password comes from stdin.
+        made = self.berth(home, "users", "create", "cato", "--role", "operator",
+                          "--display-name", "Cato C", "--email", "cato@example.com",
+                          "--password-stdin", stdin=PASSWORD + "\n")
+        self.assertIn("user cato created (operator)", made.stdout)
+        self.assertEqual(self.login("cato", PASSWORD, "127.0.0.10").status, 201)
+        self.assertIn("CONFLICT", self.berth(home, "users", "create", "cato", "--password-stdin",
+                                             stdin=PASSWORD + "\n", code=1).stderr)
+        self.berth(home, "users", "create", "nopass", "--password-stdin", stdin="", code=2)
 
     def test_profile_fields_are_validated_and_a_user_changes_their_own(self):
         r = self.api.call("POST", "/v1/users", {"username": "pia", "password": PASSWORD,
