@@ -134,6 +134,10 @@ int rest_load(http_req_t *req, const ProtobufCMessageDescriptor *desc, const cha
 /* HGETALL of n keys in one Redis round trip: an array of n replies, each the hash (empty when
    the key is absent) or, when owner is non-NULL, the integer 0 for a hash owned by someone
    else and in none of the n_groups groups. Caller frees. NULL with 503 set when Redis failed. */
+/* The group id a ?group= filter names (an id, or a name) into id; "" when no group has that
+   name (the list is then empty: a filter never tells whether a group exists). 0, or -1 with
+   503 set. */
+int rest_group_id(http_req_t *req, const char *ref, char id[UTIL_ID_LEN]);
 redisReply *rest_hashes(http_req_t *req, size_t n, const char *const *keys, const char *owner,
                         const char *const *groups, size_t n_groups);
 /* Is id something that may name a resource (checked before it reaches a Redis key)? */

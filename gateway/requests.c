@@ -405,33 +405,6 @@ static void s_claims_free(Berth__UserAssertion *claims)
     free(claims->groups);
 }
 
-/* The group id a ?group= filter names (an id, or a name) into id; "" when no group has that
-   name (the page is then empty: a filter never tells whether a group exists). 0, or -1 with
-   503 set. */
-static int s_group_filter(http_req_t *req, const char *ref, char id[UTIL_ID_LEN])
-{
-    id[0] = '\0';
-    if (util_is_uuid(ref)) {
-        util_strlcpy(id, ref, UTIL_ID_LEN);
-        return 0;
-    }
-    if (strlen(ref) > LIMIT_GROUP_NAME_MAX || !rest_id_ok(ref))
-        return 0;
-    char key[KEYS_MAX];
-    redisReply *r =
-        store_command(req->store, "HGET %s id", keys_build(key, KEYS_GROUP_NAME, ref, NULL));
-    if (!r || (r->type != REDIS_REPLY_STRING && r->type != REDIS_REPLY_NIL)) {
-        if (r)
-            freeReplyObject(r);
-        http_error(req, "UNAVAILABLE", "state store unreachable");
-        return -1;
-    }
-    if (r->type == REDIS_REPLY_STRING && util_is_uuid(r->str))
-        util_strlcpy(id, r->str, UTIL_ID_LEN);
-    freeReplyObject(r);
-    return 0;
-}
-
 /* The filters of a list call. */
 typedef struct {
     const char *state, *owner, *kind;
@@ -497,7 +470,7 @@ void requests_list(http_req_t *req)
             http_bad_field(req, "group", "group must be a group id or name");
             return;
         }
-        if (s_group_filter(req, group_ref, f.group) != 0)
+        if (rest_group_id(req, group_ref, f.group) != 0)
             return;
         f.has_group = 1;
     }

@@ -552,3 +552,30 @@ redisReply *rest_hashes(http_req_t *req, size_t n, const char *const *keys, cons
     }
     return r;
 }
+
+/* The group id a ?group= filter names (an id, or a name) into id; "" when no group has that
+   name (the page is then empty: a filter never tells whether a group exists). 0, or -1 with
+   503 set. */
+int rest_group_id(http_req_t *req, const char *ref, char id[UTIL_ID_LEN])
+{
+    id[0] = '\0';
+    if (util_is_uuid(ref)) {
+        util_strlcpy(id, ref, UTIL_ID_LEN);
+        return 0;
+    }
+    if (strlen(ref) > LIMIT_GROUP_NAME_MAX || !rest_id_ok(ref))
+        return 0;
+    char key[KEYS_MAX];
+    redisReply *r =
+        store_command(req->store, "HGET %s id", keys_build(key, KEYS_GROUP_NAME, ref, NULL));
+    if (!r || (r->type != REDIS_REPLY_STRING && r->type != REDIS_REPLY_NIL)) {
+        if (r)
+            freeReplyObject(r);
+        http_error(req, "UNAVAILABLE", "state store unreachable");
+        return -1;
+    }
+    if (r->type == REDIS_REPLY_STRING && util_is_uuid(r->str))
+        util_strlcpy(id, r->str, UTIL_ID_LEN);
+    freeReplyObject(r);
+    return 0;
+}

@@ -212,6 +212,13 @@ void trail_list(http_req_t *req)
             http_bad_field(req, names[i], "%s must be 1 to 160 characters", names[i]);
             return;
         }
+    /* A group by name too; a name that names no group stays as given and matches nothing
+       (records hold group ids). */
+    char group_id[UTIL_ID_LEN] = "";
+    if (f.group && rest_group_id(req, f.group, group_id) != 0)
+        return;
+    if (*group_id)
+        f.group = group_id;
     int has_from = s_time(req, "from", &from), has_to = s_time(req, "to", &to);
     if (has_from < 0 || has_to < 0)
         return;

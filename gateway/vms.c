@@ -230,25 +230,9 @@ static int s_vm_filter(http_req_t *req, s_vm_filter_t *f)
     if (!group)
         return 0;
     f->has_group = 1;
-    if (util_is_uuid(group)) {
-        util_strlcpy(f->group, group, sizeof f->group);
-        return 0;
-    }
-    if (strlen(group) > LIMIT_GROUP_NAME_MAX || !rest_id_ok(group))
+    if (!util_is_uuid(group) && (strlen(group) > LIMIT_GROUP_NAME_MAX || !rest_id_ok(group)))
         return http_bad_field(req, "group", "group is not a group id or name");
-    char key[KEYS_MAX];
-    redisReply *r =
-        store_command(req->store, "HGET %s id", keys_build(key, KEYS_GROUP_NAME, group, NULL));
-    if (!r || (r->type != REDIS_REPLY_STRING && r->type != REDIS_REPLY_NIL)) {
-        if (r)
-            freeReplyObject(r);
-        http_error(req, "UNAVAILABLE", "state store unreachable");
-        return -1;
-    }
-    if (r->type == REDIS_REPLY_STRING && util_is_uuid(r->str))
-        util_strlcpy(f->group, r->str, sizeof f->group);
-    freeReplyObject(r);
-    return 0;
+    return rest_group_id(req, group, f->group);
 }
 
 static int s_vm_matches(const s_vm_filter_t *f, const Berth__Vm *vm)

@@ -145,8 +145,10 @@ for _, p in ipairs(t) do
     local kind = (f.type or ''):gsub('%.state$', '')
     local name = (f.transition and f.transition ~= '') and f.transition or string.lower(a[j + 4])
     local target = k:gsub('^[^:]*:', '', 1):gsub('[{}]', '')
+    -- group: the event's, else the object's own (a VM's power, a request's steps).
+    local group = f.group or redis.call('HGET', k, 'group') or ''
     redis.call('XADD', audit, '*', 'at_ms', a[j + 6], 'actor', actor, 'action',
-      kind .. '.' .. name, 'target', target, 'group', f.group or '', 'source', '',
+      kind .. '.' .. name, 'target', target, 'group', group, 'source', '',
       'request_id', rid, 'result', 'ok')
   end
 end

@@ -142,6 +142,14 @@ class Audit(PlatformCase):
         for x in recs:
             self.assertEqual(x["result"], "ok")
             self.assertTrue(x["action"].startswith("vm."), x)
+            # Its power changes too carry the VM's group (an auditor of it reads them).
+            self.assertEqual(x["group"], self.eng["id"], x)
+        # A group is named by its name as well as its id.
+        by_name = self.audit(target=target, group="eng")["records"]
+        by_id = self.audit(target=target, group=self.eng["id"])["records"]
+        self.assertEqual([x["id"] for x in by_name], [x["id"] for x in by_id])
+        self.assertTrue(by_name)
+        self.assertEqual(self.audit(target=target, group="no-such-group")["records"], [])
         task = req["tasks"][0]["id"]
         self.assertTrue(self.audit(target="task:" + task)["records"])
 
