@@ -7,8 +7,9 @@
 #define PAGE_LIMIT  100
 #define S_QUERY_MAX 1024
 
-static void s_table(json_t *requests)
+static void s_table(cli_t *cli, json_t *requests)
 {
+    json_t *groups = cli_names(cli, "/v1/groups", "groups");
     cli_table_t *table = cli_table_new(9, "ID", "KIND", "STATE", "AWAITING", "POLICY", "NAME",
                                        "COUNT", "OWNER", "GROUP");
     size_t i;
@@ -19,10 +20,11 @@ static void s_table(json_t *requests)
         snprintf(count, sizeof count, "%lld",
                  (long long)json_integer_value(json_object_get(r, "count")));
         cli_table_add(table, T(r, "id"), T(r, "kind"), T(r, "state"), T(r, "awaiting"),
-                      T(r, "policy"), T(r, "name"), count, T(r, "owner"), T(r, "group"));
+                      T(r, "policy"), T(r, "name"), count, T(r, "owner"), cli_name_of(groups, r, "group"));
     }
     cli_table_print(table, stdout);
     cli_table_destroy(&table);
+    json_decref(groups);
 }
 
 /* "&name=value" (value escaped) appended to query. -1 when it does not fit. */
@@ -64,7 +66,7 @@ int cli_requests(cli_t *cli, int argc, char **argv)
             cli_print_json(doc);
             json_decref(doc);
         } else
-            s_table(all);
+            s_table(cli, all);
     }
     json_decref(all);
     return rc;

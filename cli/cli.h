@@ -65,6 +65,14 @@ int cli_escape(const char *s, char *out, size_t size);
    arrays under field joined. A new array, or NULL when a call failed (printed). */
 json_t *cli_get_all(cli_t *cli, const char *path, int limit, const char *field);
 
+/* id -> name of every entry of a list (GET path, following next_marker, the entries under field), so tables
+   show names rather than ids. Quiet: what could be read (an empty object when nothing could). */
+json_t *cli_names(cli_t *cli, const char *path, const char *field);
+
+/* The name (from names, cli_names) of the id obj holds under key; the id itself when it has
+   none there; "-" when obj holds no id. */
+const char *cli_name_of(json_t *names, json_t *obj, const char *key);
+
 /* The path of one resource, "/v1/<collection>/<id escaped>", into out. -1 when too long. */
 int cli_path(char *out, size_t size, const char *collection, const char *id);
 #define CLI_PATH_MAX 600

@@ -337,6 +337,51 @@ json_t *cli_get_all(cli_t *cli, const char *path, int limit, const char *field)
     return all;
 }
 
+json_t *cli_names(cli_t *cli, const char *path, const char *field)
+{
+    enum { PAGES_MAX = 1000 };
+    json_t *names = json_object();
+    char last[512] = "", marker[512 * 3 + 1], page[4096];
+    const char *join = strchr(path, '?') ? "&" : "?";
+    for (int n = 0; n < PAGES_MAX; n++) {
+        /* No limit: an unpaged list (templates) takes none; a paged one says next_marker. */
+        if (last[0] && cli_escape(last, marker, sizeof marker) == 0)
+            snprintf(page, sizeof page, "%s%smarker=%s", path, join, marker);
+        else
+            snprintf(page, sizeof page, "%s", path);
+        long status = 0;
+        json_t *body = NULL;
+        if (cli_request(cli, "GET", page, NULL, &status, &body) != 0 || status != 200) {
+            json_decref(body);
+            break;
+        }
+        size_t i;
+        json_t *entry;
+        json_array_foreach(json_object_get(body, field), i, entry)
+        {
+            const char *id = json_string_value(json_object_get(entry, "id"));
+            json_t *name = json_object_get(entry, "name");
+            if (id && json_is_string(name))
+                json_object_set(names, id, name);
+        }
+        const char *next = json_string_value(json_object_get(body, "next_marker"));
+        int more = next && *next && !streq(next, last) && strlen(next) < sizeof last;
+        if (more)
+            util_strlcpy(last, next, sizeof last);
+        json_decref(body);
+        if (!more)
+            break;
+    }
+    return names;
+}
+
+const char *cli_name_of(json_t *names, json_t *obj, const char *key)
+{
+    const char *id = json_string_value(json_object_get(obj, key));
+    const char *name = id ? json_string_value(json_object_get(names, id)) : NULL;
+    return name ? name : id && *id ? id : "-";
+}
+
 /* ---- the live event stream (GET /v1/events) ----
    libcurl's multi interface runs the one transfer while the caller waits for the next event
    with a timeout; what arrives is kept until it forms whole blocks (a blank line ends one). */

@@ -46,14 +46,17 @@ static int s_prompt(const char *prompt, int secret, char *buf, size_t size)
 int cli_login(cli_t *cli, int argc, char **argv)
 {
     cli_opt_t opts[] = { { "user", 1, NULL, 0 }, { "password-stdin", 0, NULL, 0 }, { NULL } };
-    const char *pos[1];
-    if (cli_parse(argc, argv, opts, pos, 0, 0) != 0) {
-        fprintf(stderr, "usage: berth login [--user USER] [--password-stdin]\n");
+    const char *pos[1] = { NULL };
+    if (cli_parse(argc, argv, opts, pos, 0, 1) != 0 ||
+        (pos[0] && opts[0].set && !streq(pos[0], opts[0].value))) {
+        fprintf(stderr, "usage: berth login [USER | --user USER] [--password-stdin]\n");
         return 2;
     }
     int tty = isatty(STDIN_FILENO);
     char user[256] = "";
-    const char *given = opts[0].set ? opts[0].value : getenv("BERTH_USER");
+    const char *given = pos[0]     ? pos[0]
+                        : opts[0].set ? opts[0].value
+                                      : getenv("BERTH_USER");
     if (given && *given)
         util_strlcpy(user, given, sizeof user);
     else if (!tty || opts[1].set || s_prompt("Username: ", 0, user, sizeof user) != 0 || !*user) {

@@ -17,7 +17,7 @@ typedef struct {
 } s_command_t;
 
 static const s_command_t s_commands[] = {
-    { "login", cli_login, "login [--user U] [--password-stdin]   get a token for later commands" },
+    { "login", cli_login, "login [USER] [--password-stdin]       get a token for later commands" },
     { "logout", cli_logout, "logout                              revoke the token and forget it" },
     { "templates", cli_templates, "templates                           what VMs can be made from" },
     { "hosts", cli_hosts,

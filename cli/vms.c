@@ -5,18 +5,22 @@
 #define T(obj, key) cli_text(json_object_get((obj), (key)), (char[256]){ 0 }, 256)
 #define PAGE_LIMIT  100
 
-static void s_vm_table(json_t *vms)
+static void s_vm_table(cli_t *cli, json_t *vms)
 {
-    cli_table_t *table =
-        cli_table_new(8, "NAME", "STATE", "POWER", "HOST", "TEMPLATE", "OWNER", "EXPIRES", "ID");
+    json_t *templates = cli_names(cli, "/v1/templates", "templates");
+    json_t *groups = cli_names(cli, "/v1/groups", "groups");
+    cli_table_t *table = cli_table_new(9, "NAME", "STATE", "POWER", "HOST", "TEMPLATE", "GROUP",
+                                       "OWNER", "EXPIRES", "ID");
     size_t i;
     json_t *vm;
     json_array_foreach(vms, i, vm)
         cli_table_add(table, T(vm, "name"), T(vm, "state"), T(vm, "power_state"), T(vm, "host"),
-                      T(vm, "template"), T(vm, "owner"),
-                      T(json_object_get(vm, "lease"), "expires_at"), T(vm, "id"));
+                      cli_name_of(templates, vm, "template"), cli_name_of(groups, vm, "group"),
+                      T(vm, "owner"), T(json_object_get(vm, "lease"), "expires_at"), T(vm, "id"));
     cli_table_print(table, stdout);
     cli_table_destroy(&table);
+    json_decref(templates);
+    json_decref(groups);
 }
 
 int cli_vms(cli_t *cli, int argc, char **argv)
@@ -45,7 +49,7 @@ int cli_vms(cli_t *cli, int argc, char **argv)
         if (cli->json)
             cli_print_json(body);
         else {
-            s_vm_table(json_object_get(body, "vms"));
+            s_vm_table(cli, json_object_get(body, "vms"));
             const char *next = json_string_value(json_object_get(body, "next_marker"));
             if (next)
                 printf("more: berth vms --limit %lld --marker %s\n", (long long)limit, next);
@@ -61,7 +65,7 @@ int cli_vms(cli_t *cli, int argc, char **argv)
             cli_print_json(doc);
             json_decref(doc);
         } else
-            s_vm_table(all);
+            s_vm_table(cli, all);
     }
     json_decref(all);
     return rc;

@@ -60,7 +60,8 @@ class Cli(unittest.TestCase):
         r = self.berth("login", "--user", self.p.admin_user, "--password-stdin",
                        stdin="wrong\n", check=False)
         self.assertNotEqual(r.returncode, 0)
-        self.berth("login", "--user", self.p.admin_user, "--password-stdin",
+        # The user name may be given as the one argument.
+        self.berth("login", self.p.admin_user, "--password-stdin",
                    stdin=self.p.admin_password + "\n")
         token_file = os.path.join(self.home, "berth", "token")
         self.assertEqual(os.stat(token_file).st_mode & 0o777, 0o600)
@@ -78,7 +79,9 @@ class Cli(unittest.TestCase):
         vms = json.loads(self.berth("-o", "json", "vms").stdout)["vms"]
         vm = [v for v in vms if v["name"] == "cli-vm"][0]
         self.assertEqual(vm["state"], "ACTIVE")
-        self.assertIn("cli-vm", self.berth("vms").stdout)
+        # The table names the template and the group, not their ids.
+        row = next(l for l in self.berth("vms").stdout.splitlines() if l.startswith("cli-vm"))
+        self.assertEqual(row.split()[4:6], ["small", "default"], row)
         shown = json.loads(self.berth("-o", "json", "vm", "show", vm["id"]).stdout)["vm"]
         self.assertEqual(shown["id"], vm["id"])
         self.assertIn("RUNNING", self.berth("vm", "show", vm["id"]).stdout)

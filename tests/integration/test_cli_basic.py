@@ -103,7 +103,8 @@ class Offline(CliCase):
             ("task",),
             ("dispose", "a", "b"),
             ("usage", "--from", "-3x"),
-            ("login", "extra"),
+            ("login", "a", "b"),
+            ("login", "a", "--user", "b"),       # two different users
         ]
         for args in cases:
             with self.subTest(args=args):
