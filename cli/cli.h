@@ -174,6 +174,9 @@ int cli_dispose(cli_t *cli, int argc, char **argv);
 int cli_action(cli_t *cli, int argc, char **argv); /* start, stop, ... (argv[0] is the action) */
 int cli_extend(cli_t *cli, int argc, char **argv); /* add days to a VM's lease */
 int cli_revive(cli_t *cli, int argc, char **argv); /* extend an EXPIRED VM: back on */
+/* "HOST:VCPUS,RAM_MB,DISK_GB" ('*' or empty HOST: any host) as a reservation object for
+   the API, or NULL (said on stderr). */
+json_t *cli_reservation(const char *arg);
 int cli_groups(cli_t *cli, int argc, char **argv);
 int cli_audit(cli_t *cli, int argc, char **argv);
 int cli_requests(cli_t *cli, int argc, char **argv);

@@ -28,7 +28,9 @@ static const char s_usage[] =
     "       berth groups reserve G HOST:VCPUS,RAM_MB,DISK_GB ... | --clear\n"
     "                               the group's reservations become these (HOST: id or\n"
     "                               name; '*' or empty for any host), e.g.\n"
-    "                               berth groups reserve eng host-1:2,4096,20 '*:0,2048,0'\n";
+    "                               berth groups reserve eng host-1:2,4096,20 '*:0,2048,0'\n"
+    "       berth groups capacity G  what the group may still use: quota left, free on the\n"
+    "                               hosts (less other groups' reservations), largest VM\n";
 
 static int s_bad_usage(void)
 {
@@ -334,15 +336,14 @@ static int s_member(cli_t *cli, int argc, char **argv, const char *method)
 
 #define S_RESERVE_MAX 32 /* reservations one group may hold (LIMIT_RESERVATIONS_MAX) */
 
-/* "HOST:VCPUS,RAM_MB,DISK_GB" as a reservation object, or NULL (said). */
-static json_t *s_reservation(const char *arg)
+json_t *cli_reservation(const char *arg)
 {
     const char *colon = strrchr(arg, ':');
     long long v[3];
     char end;
     if (!colon || sscanf(colon + 1, "%lld,%lld,%lld%c", &v[0], &v[1], &v[2], &end) != 3 ||
         v[0] < 0 || v[1] < 0 || v[2] < 0 || v[0] > INT32_MAX) {
-        fprintf(stderr, "berth groups reserve: '%s' is not HOST:VCPUS,RAM_MB,DISK_GB\n", arg);
+        fprintf(stderr, "berth: '%s' is not HOST:VCPUS,RAM_MB,DISK_GB\n", arg);
         return NULL;
     }
     size_t len = (size_t)(colon - arg);
@@ -387,7 +388,7 @@ static int s_reserve(cli_t *cli, int argc, char **argv)
         return 2;
     json_t *list = json_array();
     for (int i = 0; i < given; i++) {
-        json_t *r = s_reservation(pos[1 + i]);
+        json_t *r = cli_reservation(pos[1 + i]);
         if (!r) {
             json_decref(list);
             return 2;
@@ -403,6 +404,50 @@ static int s_reserve(cli_t *cli, int argc, char **argv)
         cli_print_json(body);
     else
         s_reservations_table(json_object_get(body, "group"));
+    json_decref(body);
+    return 0;
+}
+
+/* berth groups capacity G: GET /v1/groups/{G}/capacity as a table, one row a resource. */
+static int s_capacity(cli_t *cli, int argc, char **argv)
+{
+    const char *pos[1];
+    char path[CLI_PATH_MAX + 64];
+    if (cli_parse(argc, argv, (cli_opt_t[]){ { NULL } }, pos, 1, 1) != 0)
+        return s_bad_usage();
+    if (s_group_path(path, sizeof path, pos[0], "/capacity") != 0)
+        return 2;
+    json_t *body = NULL;
+    if (cli_http(cli, "GET", path, NULL, &body) != 0)
+        return 1;
+    if (cli->json) {
+        cli_print_json(body);
+        json_decref(body);
+        return 0;
+    }
+    json_t *c = json_object_get(body, "capacity");
+    static const char *const names[] = { "vms", "vcpus", "ram_mb", "disk_gb" };
+    static const char *const columns[] = { "quota", "used", "left", "free", "largest", "usable" };
+    cli_table_t *table = cli_table_new(7, "RESOURCE", "QUOTA", "USED", "LEFT", "FREE ON HOSTS",
+                                       "LARGEST VM", "USABLE");
+    for (int i = 0; i < 4; i++) {
+        char cell[6][32];
+        for (int k = 0; k < 6; k++) {
+            json_t *part = json_object_get(c, columns[k]);
+            json_t *v = json_object_get(part, names[i]);
+            /* a null quota or left: no limit; vms: hosts have no VM count */
+            snprintf(cell[k], sizeof cell[k], "%s",
+                     json_is_integer(v)   ? T(part, names[i])
+                     : json_is_null(part) ? "no limit"
+                                          : "-");
+        }
+        cli_table_add(table, names[i], cell[0], cell[1], cell[2], cell[3], cell[4], cell[5]);
+    }
+    cli_table_print(table, stdout);
+    cli_table_destroy(&table);
+    printf("hosts taking placements: %s\n", T(c, "hosts"));
+    if (json_array_size(json_object_get(c, "reservations")) > 0)
+        s_reservations_table(c);
     json_decref(body);
     return 0;
 }
@@ -440,6 +485,8 @@ int cli_groups(cli_t *cli, int argc, char **argv)
         return s_member(cli, argc, argv, "DELETE");
     if (streq(sub, "reserve"))
         return s_reserve(cli, argc, argv);
+    if (streq(sub, "capacity"))
+        return s_capacity(cli, argc, argv);
     fprintf(stderr, "berth groups: unknown command %s\n", sub);
     return s_bad_usage();
 }

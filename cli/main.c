@@ -66,7 +66,8 @@ static const s_command_t s_commands[] = {
       "groups members G | add-member G USER --role R | set-role G USER --role R |\n"
       "       remove-member G USER          a group's members (R: member, manager, auditor)\n"
       "groups reserve G HOST:VCPUS,RAM_MB,DISK_GB ... | --clear\n"
-      "                                      capacity held for the group ('*': any host)" },
+      "                                      capacity held for the group ('*': any host)\n"
+      "groups capacity G                     what the group may still use (quota left, free)" },
     { "audit", cli_audit,
       "audit [--actor U] [--target T] [--group G] [--action A] [--since T]\n"
       "      [--until T] [--limit N] [--marker ID]\n"
@@ -77,7 +78,9 @@ static const s_command_t s_commands[] = {
       "                                      ask an admin for a new group (you manage it)" },
     { "allocate", cli_allocate,
       "allocate GROUP [--vms N|+N] [--vcpus N|+N] [--ram-mb N|+N] [--disk-gb N|+N]\n"
-      "                                      ask for more quota for a group you manage" },
+      "                                      ask for more quota for a group you manage\n"
+      "        allocate GROUP --reserve 'HOST:VCPUS,RAM_MB,DISK_GB ...'\n"
+      "                                      ask for reservations for a group you manage" },
     { "users", cli_users,
       "users enable USER | users disable USER  let a user in, or shut it out (admins)" },
     { "users", cli_users, "users list | show USER | delete USER   users (admins; show: you too)" },

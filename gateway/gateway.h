@@ -234,6 +234,14 @@ void groups_add_member(http_req_t *req);    /* POST /v1/groups/{id}/members */
 void groups_set_role(http_req_t *req);      /* PUT /v1/groups/{id}/members/{user} */
 void groups_remove_member(http_req_t *req); /* DELETE /v1/groups/{id}/members/{user} */
 void groups_allocate(http_req_t *req);      /* POST /v1/groups/{id}/allocations */
+void groups_capacity(http_req_t *req);      /* GET /v1/groups/{id}/capacity */
+/* Reservations as JSON: host (null = any host), vcpus, ram_mb, disk_gb and used (what the
+   group's claims hold of it; null where not read). NULL if out of memory. */
+json_t *groups_reservations_view(Berth__Reservation *const *items, size_t n);
+/* The body's "reservations" array into items/ptrs (at most LIMIT_RESERVATIONS_MAX; strings
+   borrowed from the body): 0 and *n, or -1 with a 400 naming the field sent. */
+int groups_parse_reservations(http_req_t *req, Berth__Reservation *items, Berth__Reservation **ptrs,
+                              size_t *n);
 /* The group id ref names (an id, or a name) into id. 0, or -1 with 404 (no such group, or
    a ref that cannot name one) or 503 set. */
 int groups_resolve(http_req_t *req, const char *ref, char id[UTIL_ID_LEN]);

@@ -60,13 +60,11 @@ static json_t *s_quota_view(const Berth__Quota *q)
                      (json_int_t)q->ram_mb, "disk_gb", (json_int_t)q->disk_gb);
 }
 
-/* reserve: a group's reservations as JSON: host (null = any host), vcpus, ram_mb, disk_gb
-   and used (what its claims hold of it; null where not read). */
-static json_t *s_reservations_view(const Berth__Group *g)
+json_t *groups_reservations_view(Berth__Reservation *const *items, size_t n)
 {
     json_t *list = json_array();
-    for (size_t i = 0; list && i < g->n_reservations; i++) {
-        const Berth__Reservation *r = g->reservations[i];
+    for (size_t i = 0; list && i < n; i++) {
+        const Berth__Reservation *r = items[i];
         json_t *used = r->used ? json_pack("{s:i, s:I, s:I}", "vcpus", r->used->vcpus, "ram_mb",
                                            (json_int_t)r->used->ram_mb, "disk_gb",
                                            (json_int_t)r->used->disk_gb)
@@ -105,7 +103,7 @@ static json_t *s_view(const Berth__Group *g)
                                      g->charging_model && *g->charging_model ? g->charging_model
                                                                              : "allocation",
                                      "auto_growth_max", s_quota_view(g->auto_growth_max))) != 0 ||
-                 json_object_set_new(view, "reservations", s_reservations_view(g)) != 0)) {
+                 json_object_set_new(view, "reservations", groups_reservations_view(g->reservations, g->n_reservations)) != 0)) {
         json_decref(view);
         return NULL;
     }
@@ -352,6 +350,37 @@ void groups_get(http_req_t *req)
     rest_call(req, "approval", &ask.base, &berth__group__descriptor, s_group_answer);
 }
 
+/* A Resources as JSON. */
+static json_t *s_resources_view(const Berth__Resources *r)
+{
+    return json_pack("{s:i, s:I, s:I}", "vcpus", r ? r->vcpus : 0, "ram_mb",
+                     (json_int_t)(r ? r->ram_mb : 0), "disk_gb", (json_int_t)(r ? r->disk_gb : 0));
+}
+
+static void s_capacity_answer(http_req_t *req, ProtobufCMessage *answer)
+{
+    const Berth__GroupCapacity *c = (const Berth__GroupCapacity *)answer;
+    http_json(req, 200,
+              json_pack("{s:{s:s, s:s, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:i}}", "capacity",
+                        "group", c->group ? c->group : "", "name", c->name ? c->name : "",
+                        "quota", s_quota_view(c->quota), "used", s_quota_view(c->used), "left",
+                        s_quota_view(c->left), "free", s_resources_view(c->free), "largest",
+                        s_resources_view(c->largest), "usable", s_resources_view(c->usable),
+                        "reservations", groups_reservations_view(c->reservations, c->n_reservations), "hosts", c->hosts));
+}
+
+/* GET /v1/groups/{id}/capacity: what the group may still use (its members see this, not the
+   hosts). */
+void groups_capacity(http_req_t *req)
+{
+    char id[UTIL_ID_LEN];
+    if (s_group(req, "group.capacity", id) != 0)
+        return;
+    Berth__GetCapacity ask = BERTH__GET_CAPACITY__INIT;
+    ask.group = id;
+    rest_call(req, "approval", &ask.base, &berth__group_capacity__descriptor, s_capacity_answer);
+}
+
 void groups_update(http_req_t *req)
 {
     static const char *const allowed[] = { "cost_centre",     "description",     "parent",
@@ -554,39 +583,30 @@ void groups_allocate(http_req_t *req)
 
 /* ---- reservations (reserve) ---- */
 
-/* PUT /v1/groups/{id}/reservations {"reservations": [{host, vcpus, ram_mb, disk_gb}],
-   "version"}: the group's reservations become exactly these (approval checks the hosts
-   have them free, 409 otherwise); answers the group. */
-void groups_set_reservations(http_req_t *req)
+int groups_parse_reservations(http_req_t *req, Berth__Reservation *items, Berth__Reservation **ptrs,
+                              size_t *n)
 {
-    static const char *const allowed[] = { "reservations", "version", NULL };
     static const char *const names[] = { "host", "vcpus", "ram_mb", "disk_gb" };
-    char id[UTIL_ID_LEN];
-    int64_t version = 0;
-    if (s_group(req, "group.reservations.set", id) || rest_body(req, allowed) ||
-        rest_int(req, "version", 0, 1, INT64_MAX, &version) < 0)
-        return;
     json_t *list = json_object_get(req->body, "reservations");
     if (!json_is_array(list)) {
         http_bad_field(req, "reservations",
                        "reservations must be an array of {host, vcpus, ram_mb, disk_gb}");
-        return;
+        return -1;
     }
-    size_t n = json_array_size(list);
-    if (n > LIMIT_RESERVATIONS_MAX) {
+    *n = json_array_size(list);
+    if (*n > LIMIT_RESERVATIONS_MAX) {
         http_bad_field(req, "reservations", "a group has at most %d reservations",
                        LIMIT_RESERVATIONS_MAX);
-        return;
+        return -1;
     }
-    Berth__Reservation items[LIMIT_RESERVATIONS_MAX], *ptrs[LIMIT_RESERVATIONS_MAX];
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; i < *n; i++) {
         json_t *item = json_array_get(list, i);
         char field[48];
         snprintf(field, sizeof field, "reservations[%zu]", i);
         if (!json_is_object(item)) {
             http_bad_field(req, field, "%s must be an object {host, vcpus, ram_mb, disk_gb}",
                            field);
-            return;
+            return -1;
         }
         berth__reservation__init(&items[i]);
         ptrs[i] = &items[i];
@@ -600,7 +620,7 @@ void groups_set_reservations(http_req_t *req)
                 k++;
             if (k == 4) {
                 http_bad_field(req, field, "unknown %s field '%.32s'", field, key);
-                return;
+                return -1;
             }
             if (k == 0) {
                 if (json_is_null(value))
@@ -610,7 +630,7 @@ void groups_set_reservations(http_req_t *req)
                                    "%s.host must be a host id or name (at most %d characters), "
                                    "or null for any host",
                                    field, LIMIT_HOST_REF_MAX);
-                    return;
+                    return -1;
                 }
                 items[i].host = (char *)json_string_value(value);
                 continue;
@@ -622,7 +642,7 @@ void groups_set_reservations(http_req_t *req)
                 json_integer_value(value) > max) {
                 http_bad_field(req, field, "%s.%s must be an integer from 0 to %lld", field, key,
                                (long long)max);
-                return;
+                return -1;
             }
             if (k == 1)
                 items[i].vcpus = (int32_t)json_integer_value(value);
@@ -632,6 +652,24 @@ void groups_set_reservations(http_req_t *req)
                 items[i].disk_gb = json_integer_value(value);
         }
     }
+    return 0;
+}
+
+/* PUT /v1/groups/{id}/reservations {"reservations": [{host, vcpus, ram_mb, disk_gb}],
+   "version"}: the group's reservations become exactly these (approval checks the hosts
+   have them free, 409 otherwise); answers the group. */
+void groups_set_reservations(http_req_t *req)
+{
+    static const char *const allowed[] = { "reservations", "version", NULL };
+    char id[UTIL_ID_LEN];
+    int64_t version = 0;
+    if (s_group(req, "group.reservations.set", id) || rest_body(req, allowed) ||
+        rest_int(req, "version", 0, 1, INT64_MAX, &version) < 0)
+        return;
+    Berth__Reservation items[LIMIT_RESERVATIONS_MAX], *ptrs[LIMIT_RESERVATIONS_MAX];
+    size_t n = 0;
+    if (groups_parse_reservations(req, items, ptrs, &n) != 0)
+        return;
     Berth__SetReservations ask = BERTH__SET_RESERVATIONS__INIT;
     ask.id = id;
     ask.reservations = ptrs;

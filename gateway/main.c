@@ -59,6 +59,7 @@ static const http_route_t s_routes[] = {
     { "DELETE", "/v1/groups/{id}/members/{user}", groups_remove_member, "group.members.change",
       NULL },
     { "POST", "/v1/groups/{id}/allocations", groups_allocate, "group.allocate", NULL },
+    { "GET", "/v1/groups/{id}/capacity", groups_capacity, "group.capacity", NULL },
     { "PUT", "/v1/groups/{id}/reservations", groups_set_reservations, "group.reservations.set",
       NULL },
     { NULL, NULL, NULL, NULL, NULL },

@@ -53,6 +53,8 @@ const perm_entry_t perm_table[] = {
     { "group.create", PERM_ADMIN, "create a group" },
     { "group.list", PERM_USER, "list the groups one may read (group.get)" },
     { "group.get", S_IN_GROUP | S_PLATFORM, "read a group" },
+    { "group.capacity", S_IN_GROUP | S_PLATFORM,
+      "read what a group may still use (quota left, free capacity, reservations)" },
     { "group.update", PERM_ADMIN, "change a group" },
     { "group.delete", PERM_ADMIN, "delete a group (no members, no child groups)" },
     { "group.members.list", S_IN_GROUP | S_PLATFORM, "list a group's members" },

@@ -45,10 +45,14 @@ static void s_payload(json_t *view, const Berth__Request *r)
                                       "justification", view_str(o->justification)));
     if (a)
         json_object_set_new(view, "allocation",
-                            json_pack("{s:o, s:o, s:o, s:o, s:o}", "quota", s_quota(a->quota),
+                            json_pack("{s:o, s:o, s:o, s:o, s:o, s:o}", "quota", s_quota(a->quota),
                                       "delta", s_quota(a->delta), "justification",
                                       view_str(a->justification), "previous", s_quota(a->previous),
-                                      "applied", s_quota(a->applied)));
+                                      "applied", s_quota(a->applied), "reservations",
+                                      a->n_reservations
+                                          ? groups_reservations_view(a->reservations,
+                                                                     a->n_reservations)
+                                          : json_null()));
 }
 
 /* The request as shown, with vms and tasks as given. */
@@ -267,23 +271,34 @@ void requests_onboard(http_req_t *req)
 
 void requests_allocate(http_req_t *req, const char *group)
 {
-    static const char *const allowed[] = { "quota", "delta", "justification", NULL };
+    static const char *const allowed[] = { "quota", "delta", "reservations", "justification",
+                                           NULL };
     const char *why = NULL;
     Berth__Quota q, d;
-    int has_quota, has_delta;
+    Berth__Reservation items[LIMIT_RESERVATIONS_MAX], *ptrs[LIMIT_RESERVATIONS_MAX];
+    size_t n = 0;
+    int has_quota, has_delta, has_reservations = json_object_get(req->body, "reservations") != NULL;
     if (rest_body(req, allowed) || (has_quota = s_quota_field(req, "quota", &q)) < 0 ||
         (has_delta = s_quota_field(req, "delta", &d)) < 0 ||
+        (has_reservations && groups_parse_reservations(req, items, ptrs, &n) != 0) ||
         rest_str(req, "justification", 0, LIMIT_REASON_MAX, &why) < 0)
         return;
-    if (has_quota == has_delta) {
+    if ((has_quota == 0) + (has_delta == 0) + has_reservations != 1) {
         http_bad_field(req, "quota",
-                       "give either quota (the new values) or delta (an increase), one of the "
-                       "two");
+                       "give quota (the new values), delta (an increase) or reservations (what "
+                       "the group's reservations become), one of the three");
+        return;
+    }
+    if (has_reservations && n == 0) {
+        http_bad_field(req, "reservations",
+                       "reservations must name at least one {host, vcpus, ram_mb, disk_gb}");
         return;
     }
     Berth__Allocation a = BERTH__ALLOCATION__INIT;
     a.quota = has_quota == 0 ? &q : NULL;
     a.delta = has_delta == 0 ? &d : NULL;
+    a.reservations = ptrs;
+    a.n_reservations = n;
     a.justification = (char *)(why ? why : "");
     Berth__CreateAllocation ask = BERTH__CREATE_ALLOCATION__INIT;
     ask.group = (char *)group;

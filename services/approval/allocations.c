@@ -284,22 +284,63 @@ static int s_epoch(store_t *store, char epoch[24], fault_t *fault)
     return 0;
 }
 
+/* A reservation ask is approved at once when the group has an auto_growth_max and what it
+   would reserve in all stays within its vcpus, ram_mb and disk_gb, and the hosts have it
+   free: then it is written here, through the one write path of reservations (which checks
+   what is free in the same Lua step). *automatic 1 when written, 0 when an admin decides
+   (not within the limits, or not free now); -1 with a fault for anything else. */
+static int s_reserve_at_once(store_t *store, const policy_t *policy, const Berth__Group *g,
+                             const Berth__Allocation *ask, const char *owner, int *automatic,
+                             fault_t *fault)
+{
+    *automatic = 0;
+    if (!g->auto_growth_max)
+        return 0;
+    int64_t total[3] = { 0 };
+    for (size_t i = 0; i < ask->n_reservations; i++) {
+        total[0] += ask->reservations[i]->vcpus;
+        total[1] += ask->reservations[i]->ram_mb;
+        total[2] += ask->reservations[i]->disk_gb;
+    }
+    if (total[0] > g->auto_growth_max->vcpus || total[1] > g->auto_growth_max->ram_mb ||
+        total[2] > g->auto_growth_max->disk_gb)
+        return 0;
+    Berth__Group *after = NULL;
+    if (groups_set_reservations(store, policy, g->id, ask->reservations, ask->n_reservations, 0,
+                                owner, &after, fault) == 0) {
+        protobuf_c_message_free_unpacked(&after->base, NULL);
+        *automatic = 1;
+        return 0;
+    }
+    if (!streq(fault->code, "CONFLICT")) /* a host named wrongly, Redis */
+        return -1;
+    memset(fault, 0, sizeof *fault); /* not free now: an admin decides */
+    return 0;
+}
+
 /* One attempt at recording ask for g: 0, MODEL_CONFLICT (read again), or -1. */
-static int s_attempt(store_t *store, const Berth__Group *g, const Berth__Allocation *ask,
-                     const char *owner, const char *trace_id, Berth__Request **request_p,
-                     fault_t *fault)
+static int s_attempt(store_t *store, const policy_t *policy, const Berth__Group *g,
+                     const Berth__Allocation *ask, const char *owner, const char *trace_id,
+                     Berth__Request **request_p, fault_t *fault)
 {
     Berth__Quota target;
-    if (s_target(g, ask, &target, fault) != 0)
-        return -1;
-    if (g->quota && s_within(&target, g->quota) && s_within(g->quota, &target))
-        return error_field(fault, ask->quota ? "quota" : "delta", "group %s has this quota already",
-                           g->name);
-    int automatic = 0;
+    berth__quota__init(&target);
+    int automatic = 0, reserve = ask->n_reservations > 0;
     char epoch[24] = "", bumped[24];
-    if (g->auto_growth_max && g->quota && s_grows_within(&target, g->quota, g->auto_growth_max) &&
-        (s_epoch(store, epoch, fault) != 0 || s_fits(store, g, &target, &automatic, fault) != 0))
-        return -1;
+    if (reserve) {
+        if (s_reserve_at_once(store, policy, g, ask, owner, &automatic, fault) != 0)
+            return -1;
+    } else {
+        if (s_target(g, ask, &target, fault) != 0)
+            return -1;
+        if (g->quota && s_within(&target, g->quota) && s_within(g->quota, &target))
+            return error_field(fault, ask->quota ? "quota" : "delta",
+                               "group %s has this quota already", g->name);
+        if (g->auto_growth_max && g->quota &&
+            s_grows_within(&target, g->quota, g->auto_growth_max) &&
+            (s_epoch(store, epoch, fault) != 0 || s_fits(store, g, &target, &automatic, fault) != 0))
+            return -1;
+    }
     int64_t e = 0;
     if (*epoch && util_parse_int(epoch, 0, INT64_MAX - 1, &e) != 0)
         e = 0;
@@ -313,12 +354,13 @@ static int s_attempt(store_t *store, const Berth__Group *g, const Berth__Allocat
     Berth__Allocation asked = *ask;
     asked.justification = ask->justification ? ask->justification : "";
     asked.previous = g->quota;
-    asked.applied = automatic ? &target : NULL;
+    asked.applied = automatic && !reserve ? &target : NULL;
     Berth__ApprovalStep step = BERTH__APPROVAL_STEP__INIT, *steps[1] = { &step };
     step.level = DECIDE_LEVEL_AUTO;
     step.decided_by = "policy";
     step.decision = "approved";
-    step.reason = "within the group's auto_growth_max and the platform's free capacity";
+    step.reason = reserve ? "within the group's auto_growth_max and free on the hosts now"
+                          : "within the group's auto_growth_max and the platform's free capacity";
     step.at_ms = now;
     Berth__Request req = BERTH__REQUEST__INIT;
     req.id = id;
@@ -342,7 +384,7 @@ static int s_attempt(store_t *store, const Berth__Group *g, const Berth__Allocat
         return error_set(fault, "INTERNAL", "out of memory");
     model_tx_actor(tx, owner, trace_id);
     requests_tx_add(tx, &req);
-    if (automatic) {
+    if (automatic && !reserve) {
         s_tx_apply(tx, g, &target, owner);
         model_tx_check(tx, KEYS_QUOTA_EPOCH, "epoch", epoch);
         model_tx_hset(tx, KEYS_QUOTA_EPOCH, "epoch", bumped);
@@ -363,17 +405,18 @@ static int s_attempt(store_t *store, const Berth__Group *g, const Berth__Allocat
     return *request_p ? 0 : error_set(fault, "INTERNAL", "out of memory");
 }
 
-int allocations_create(store_t *store, const char *group, const Berth__Allocation *ask,
-                       const Berth__UserAssertion *who, const char *trace_id,
-                       Berth__Request **request_p, fault_t *fault)
+int allocations_create(store_t *store, const policy_t *policy, const char *group,
+                       const Berth__Allocation *ask, const Berth__UserAssertion *who,
+                       const char *trace_id, Berth__Request **request_p, fault_t *fault)
 {
     if (!group || !*group)
         return error_field(fault, "group", "group is required");
-    if (!ask || (ask->quota != NULL) == (ask->delta != NULL))
+    if (!ask || (ask->quota != NULL) + (ask->delta != NULL) + (ask->n_reservations > 0) != 1)
         return error_field(fault, "quota",
-                           "give either quota (the new values) or delta (an increase), one of "
-                           "the two");
-    if (s_check("quota", ask->quota, fault) != 0 || s_check("delta", ask->delta, fault) != 0)
+                           "give quota (the new values), delta (an increase) or reservations "
+                           "(what the group's reservations become), one of the three");
+    if (s_check("quota", ask->quota, fault) != 0 || s_check("delta", ask->delta, fault) != 0 ||
+        groups_check_reservations(ask->reservations, ask->n_reservations, fault) != 0)
         return -1;
     if (ask->justification && strlen(ask->justification) > LIMIT_REASON_MAX)
         return error_field(fault, "justification", "justification must be at most %d bytes",
@@ -400,7 +443,7 @@ int allocations_create(store_t *store, const char *group, const Berth__Allocatio
             }
         }
         if (rc == 0)
-            rc = s_attempt(store, g, ask, who->user, trace_id, request_p, fault);
+            rc = s_attempt(store, policy, g, ask, who->user, trace_id, request_p, fault);
         protobuf_c_message_free_unpacked(&g->base, NULL);
         if (rc != MODEL_CONFLICT)
             return rc;
@@ -422,14 +465,35 @@ void allocations_release(void *held)
     free(h);
 }
 
-int allocations_approve(store_t *store, model_tx_t *tx, const Berth__Request *req,
-                        Berth__Request *next, void **held, fault_t *fault)
+int allocations_approve(store_t *store, const policy_t *policy, model_tx_t *tx,
+                        const Berth__Request *req, Berth__Request *next, void **held,
+                        fault_t *fault)
 {
     if (!req->allocation)
         return error_set(fault, "INTERNAL", "allocation request '%s' asks for nothing", req->id);
     s_held_t *h = calloc(1, sizeof *h);
     if (!h)
         return error_set(fault, "INTERNAL", "out of memory");
+    if (req->allocation->n_reservations > 0) {
+        /* Written before the request's transaction, through the one write path of
+           reservations, which checks they are free now (CONFLICT naming the host and
+           resource otherwise: the admin sees why). A conflict of the transaction after it
+           reads the request again and writes the same reservations again: they replace the
+           group's, so writing them twice is writing them once. */
+        Berth__Group *after = NULL;
+        if (groups_set_reservations(store, policy, req->group, req->allocation->reservations,
+                                    req->allocation->n_reservations, 0, next->decided_by,
+                                    &after, fault) != 0) {
+            if (streq(fault->code, "NOT_FOUND"))
+                error_set(fault, "CONFLICT", "the group of request '%s' was deleted: reject it",
+                          req->id);
+            allocations_release(h);
+            return -1;
+        }
+        protobuf_c_message_free_unpacked(&after->base, NULL);
+        *held = h;
+        return 0;
+    }
     if (groups_get(store, req->group, &h->group, fault) != 0) {
         if (streq(fault->code, "NOT_FOUND"))
             error_set(fault, "CONFLICT", "the group of request '%s' was deleted: reject it",
@@ -463,7 +527,8 @@ void allocations_on_create(bus_request_t *request, void *arg)
     const char *rid = bus_request_envelope(request)->request_id;
     fault_t fault = { 0 };
     Berth__Request *req = NULL;
-    int rc = allocations_create(approval_store(self), msg->group, msg->allocation, who,
+    int rc = allocations_create(approval_store(self), approval_limits(self), msg->group,
+                                msg->allocation, who,
                                 rid && *rid ? rid : NULL, &req, &fault);
     berth__user_assertion__free_unpacked(who, NULL);
     if (rc != 0) {

@@ -293,6 +293,7 @@ const approval_handler_t approval_handlers[] = {
     /* Groups (groups.c): the handler checks a manager's rights itself (APPROVAL_USER). */
     { "CreateGroup", groups_on_create, APPROVAL_ADMIN },
     { "GetGroup", groups_on_get, APPROVAL_USER },
+    { "GetCapacity", groups_on_capacity, APPROVAL_USER },
     { "ListGroups", groups_on_list, APPROVAL_USER },
     { "UpdateGroup", groups_on_update, APPROVAL_ADMIN },
     { "DeleteGroup", groups_on_delete, APPROVAL_ADMIN },

@@ -819,7 +819,7 @@ static const char *s_host_ref(const redisReply *ids, const redisReply *rows, con
 }
 
 /* The reservations, checked field by field (BAD_REQUEST naming it). */
-static int s_check_reservations(Berth__Reservation *const *list, size_t n, fault_t *fault)
+int groups_check_reservations(Berth__Reservation *const *list, size_t n, fault_t *fault)
 {
     if (n > LIMIT_RESERVATIONS_MAX)
         return error_field(fault, "reservations", "a group has at most %d reservations",
@@ -855,7 +855,7 @@ int groups_set_reservations(store_t *store, const policy_t *policy, const char *
                             Berth__Reservation *const *list, size_t n, int64_t version,
                             const char *actor, Berth__Group **out_p, fault_t *fault)
 {
-    if (s_check_reservations(list, n, fault) != 0)
+    if (groups_check_reservations(list, n, fault) != 0)
         return -1;
     Berth__Group *g = NULL;
     redisReply *ids = NULL, *rows = NULL;
@@ -1055,6 +1055,158 @@ int groups_reservations_used(store_t *store, Berth__Group *g, fault_t *fault)
         r->used->disk_gb = v[2];
     }
     return 0;
+}
+
+/* ---- capacity ------------------------------------------------------------------------ */
+
+int groups_capacity(store_t *store, const policy_t *policy, const char *id,
+                    Berth__GroupCapacity **out_p, fault_t *fault)
+{
+    Berth__Group *g = NULL;
+    if (groups_get(store, id, &g, fault) != 0)
+        return -1;
+    Berth__GroupCapacity *c = calloc(1, sizeof *c);
+    Berth__Quota *used = calloc(1, sizeof *used), *left = NULL;
+    Berth__Resources *res = calloc(3, sizeof *res);
+    redisReply *ids = NULL, *r = NULL;
+    char(*keys)[KEYS_MAX] = NULL;
+    const char **argv = NULL;
+    int rc = -1;
+    if (!c || !used || !res) {
+        error_set(fault, "INTERNAL", "out of memory");
+        goto done;
+    }
+    berth__group_capacity__init(c);
+    berth__quota__init(used);
+    if (groups_usage(store, g->id, used, fault) != 0 || groups_reservations_used(store, g, fault))
+        goto done;
+    ids = store_command(store, "SMEMBERS %s", KEYS_HOSTS);
+    if (!ids || ids->type != REDIS_REPLY_ARRAY) {
+        fault_store(fault, store);
+        goto done;
+    }
+    size_t n = ids->elements, k = 0;
+    keys = calloc(2 * n + 1, sizeof *keys);
+    argv = calloc(2 * n + 8, sizeof *argv);
+    if (!keys || !argv) {
+        error_set(fault, "INTERNAL", "out of memory");
+        goto done;
+    }
+    argv[k++] = KEYS_RESERVATIONS_ANY;
+    for (size_t i = 0; i < n; i++)
+        if (ids->element[i]->type == REDIS_REPLY_STRING && ids->element[i]->len < UTIL_ID_LEN) {
+            argv[k++] = keys_host(keys[2 * i], ids->element[i]->str);
+            argv[k++] = keys_build(keys[2 * i + 1], KEYS_HOST_RESERVATIONS,
+                                   ids->element[i]->str, NULL);
+        }
+    int n_keys = (int)k;
+    char nums[5][32];
+    snprintf(nums[0], sizeof nums[0], "%lld", (long long)util_now_ms());
+    snprintf(nums[1], sizeof nums[1], "%lld", (long long)policy->host_timeout_ms);
+    snprintf(nums[2], sizeof nums[2], "%.17g", policy->ram_ratio);
+    snprintf(nums[3], sizeof nums[3], "%.17g", policy->cpu_ratio);
+    snprintf(nums[4], sizeof nums[4], "%.17g", policy->disk_ratio);
+    argv[k++] = g->id;
+    for (int i = 0; i < 5; i++)
+        argv[k++] = nums[i];
+    r = store_run(store, &lua_capacity, n_keys, (int)k, argv);
+    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 7) {
+        fault_store(fault, store);
+        goto done;
+    }
+    int64_t v[7];
+    for (int i = 0; i < 7; i++)
+        v[i] = r->element[i]->type == REDIS_REPLY_INTEGER ? r->element[i]->integer : 0;
+    for (int i = 0; i < 3; i++)
+        berth__resources__init(&res[i]);
+    c->hosts = (int32_t)v[0];
+    res[0].vcpus = (int32_t)v[1];
+    res[0].ram_mb = v[2];
+    res[0].disk_gb = v[3];
+    /* One host cannot give more than the platform as a whole has free for the group. */
+    res[1].vcpus = (int32_t)(v[4] < v[1] ? v[4] : v[1]);
+    res[1].ram_mb = v[5] < v[2] ? v[5] : v[2];
+    res[1].disk_gb = v[6] < v[3] ? v[6] : v[3];
+    res[2] = res[0];
+    if (g->quota) {
+        left = calloc(1, sizeof *left);
+        if (!left) {
+            error_set(fault, "INTERNAL", "out of memory");
+            goto done;
+        }
+        berth__quota__init(left);
+        left->vms = g->quota->vms > used->vms ? g->quota->vms - used->vms : 0;
+        left->vcpus = g->quota->vcpus > used->vcpus ? g->quota->vcpus - used->vcpus : 0;
+        left->ram_mb = g->quota->ram_mb > used->ram_mb ? g->quota->ram_mb - used->ram_mb : 0;
+        left->disk_gb = g->quota->disk_gb > used->disk_gb ? g->quota->disk_gb - used->disk_gb : 0;
+        if (left->vcpus < res[2].vcpus)
+            res[2].vcpus = left->vcpus;
+        if (left->ram_mb < res[2].ram_mb)
+            res[2].ram_mb = left->ram_mb;
+        if (left->disk_gb < res[2].disk_gb)
+            res[2].disk_gb = left->disk_gb;
+        if (left->vms == 0) /* no VM may be added at all */
+            berth__resources__init(&res[2]);
+    }
+    /* c takes g's fields: freed with it by groups_capacity_destroy. */
+    c->group = strdup(g->id);
+    c->name = strdup(g->name);
+    if (!c->group || !c->name) {
+        free(c->group);
+        free(c->name);
+        error_set(fault, "INTERNAL", "out of memory");
+        goto done;
+    }
+    c->quota = g->quota;
+    c->reservations = g->reservations;
+    c->n_reservations = g->n_reservations;
+    g->quota = NULL;
+    g->reservations = NULL;
+    g->n_reservations = 0;
+    c->used = used;
+    c->left = left;
+    c->free = &res[0];
+    c->largest = &res[1];
+    c->usable = &res[2];
+    used = left = NULL;
+    res = NULL;
+    *out_p = c;
+    c = NULL;
+    rc = 0;
+done:
+    if (r)
+        freeReplyObject(r);
+    if (ids)
+        freeReplyObject(ids);
+    free(keys);
+    free(argv);
+    free(c);
+    free(used);
+    free(left);
+    free(res);
+    protobuf_c_message_free_unpacked(&g->base, NULL);
+    return rc;
+}
+
+void groups_capacity_destroy(Berth__GroupCapacity **c_p)
+{
+    Berth__GroupCapacity *c = c_p ? *c_p : NULL;
+    if (!c)
+        return;
+    /* The quota and reservations came from an unpacked Group (protobuf-c's default
+       allocator: malloc), the rest from groups_capacity. */
+    free(c->group);
+    free(c->name);
+    if (c->quota)
+        protobuf_c_message_free_unpacked(&c->quota->base, NULL);
+    for (size_t i = 0; i < c->n_reservations; i++)
+        protobuf_c_message_free_unpacked(&c->reservations[i]->base, NULL);
+    free(c->reservations);
+    free(c->used);
+    free(c->left);
+    free(c->free); /* res[0..2], one allocation */
+    free(c);
+    *c_p = NULL;
 }
 
 /* ---- bus handlers ----------------------------------------------------------------------- */
@@ -1276,4 +1428,19 @@ void groups_on_set_reservations(bus_request_t *request, void *arg)
              who->user);
     s_done(request, who, &g->base);
     protobuf_c_message_free_unpacked(&g->base, NULL);
+}
+
+void groups_on_capacity(bus_request_t *request, void *arg)
+{
+    S_BODY(Berth__GetCapacity, berth__get_capacity__descriptor, "GetCapacity");
+    Berth__GroupCapacity *c = NULL;
+    int may = s_may_read(store, who, msg->group, &fault);
+    if (may == 0) /* a group one may not see is no different from none */
+        error_set(&fault, "NOT_FOUND", "no group %.64s", msg->group ? msg->group : "");
+    if (may != 1 || groups_capacity(store, approval_limits(self), msg->group, &c, &fault) != 0) {
+        s_refuse(request, who, "group capacity refused", &fault);
+        return;
+    }
+    s_done(request, who, &c->base);
+    groups_capacity_destroy(&c);
 }

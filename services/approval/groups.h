@@ -110,9 +110,19 @@ int groups_set_reservations(store_t *store, const policy_t *policy, const char *
                             Berth__Reservation *const *list, size_t n, int64_t version,
                             const char *actor, Berth__Group **out_p, fault_t *fault);
 
+/* The reservations, checked field by field (BAD_REQUEST naming it). */
+int groups_check_reservations(Berth__Reservation *const *list, size_t n, fault_t *fault);
+
 /* Fill each of g's reservations' `used` (what the group's claims hold of it now). 0, or -1
    (Redis). */
 int groups_reservations_used(store_t *store, Berth__Group *g, fault_t *fault);
+
+/* What group id may still use (GroupCapacity in proto/berth.proto says what each figure
+   is), with policy's overcommit ratios and host timeout, the scheduler's. 0 and *out_p (free
+   with groups_capacity_destroy), or -1 (NOT_FOUND, Redis). */
+int groups_capacity(store_t *store, const policy_t *policy, const char *id,
+                    Berth__GroupCapacity **out_p, fault_t *fault);
+void groups_capacity_destroy(Berth__GroupCapacity **c_p);
 
 /* Bus handlers (arg: the approval_t), listed in approval_handlers. */
 void groups_on_create(bus_request_t *request, void *arg);
@@ -120,6 +130,7 @@ void groups_on_get(bus_request_t *request, void *arg);
 void groups_on_list(bus_request_t *request, void *arg);
 void groups_on_update(bus_request_t *request, void *arg);
 void groups_on_set_reservations(bus_request_t *request, void *arg);
+void groups_on_capacity(bus_request_t *request, void *arg);
 void groups_on_delete(bus_request_t *request, void *arg);
 void groups_on_add_member(bus_request_t *request, void *arg);
 void groups_on_set_role(bus_request_t *request, void *arg);

@@ -7,6 +7,7 @@
 
 #include "fault.h"
 #include "model.h"
+#include "policy.h"
 #include "store.h"
 
 #include "berth.pb-c.h"
@@ -18,8 +19,8 @@ typedef struct {
        of it (what was applied), pointing into *held, which release frees after the commit.
        0, or -1 with a fault (nothing is written). NULL: the kind "vm", whose VMs and tasks
        requests.c moves itself. */
-    int (*approve)(store_t *store, model_tx_t *tx, const Berth__Request *req, Berth__Request *next,
-                   void **held, fault_t *fault);
+    int (*approve)(store_t *store, const policy_t *policy, model_tx_t *tx,
+                   const Berth__Request *req, Berth__Request *next, void **held, fault_t *fault);
     /* After such a transaction conflicted: -1 with the fault when the reason is the kind's
        (a group name taken meanwhile), 0 when the request should be read again. May be NULL. */
     int (*conflict)(store_t *store, const Berth__Request *req, fault_t *fault);

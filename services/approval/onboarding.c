@@ -89,9 +89,11 @@ int onboarding_create(store_t *store, const Berth__Onboarding *ask, const char *
     return *request_p ? 0 : error_set(fault, "INTERNAL", "out of memory");
 }
 
-int onboarding_approve(store_t *store, model_tx_t *tx, const Berth__Request *req,
-                       Berth__Request *next, void **held, fault_t *fault)
+int onboarding_approve(store_t *store, const policy_t *policy, model_tx_t *tx,
+                       const Berth__Request *req, Berth__Request *next, void **held,
+                       fault_t *fault)
 {
+    (void)policy;
     const Berth__Onboarding *ask = req->onboarding;
     if (!ask || !ask->name)
         return error_set(fault, "INTERNAL", "onboarding request '%s' says no group", req->id);

@@ -8,6 +8,7 @@
 #include "bus_server.h"
 #include "fault.h"
 #include "model.h"
+#include "policy.h"
 #include "store.h"
 
 #include "berth.pb-c.h"
@@ -20,8 +21,9 @@ int onboarding_create(store_t *store, const Berth__Onboarding *ask, const char *
 
 /* The kind's approval (kinds.h): the group as asked, its asker its manager; next->group is
    the new group's id (in *held, freed with free()). CONFLICT when the name was taken since. */
-int onboarding_approve(store_t *store, model_tx_t *tx, const Berth__Request *req,
-                       Berth__Request *next, void **held, fault_t *fault);
+int onboarding_approve(store_t *store, const policy_t *policy, model_tx_t *tx,
+                       const Berth__Request *req, Berth__Request *next, void **held,
+                       fault_t *fault);
 
 /* After a conflicted approval: CONFLICT (-1) when the name is now another group's. */
 int onboarding_conflict(store_t *store, const Berth__Request *req, fault_t *fault);

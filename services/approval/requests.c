@@ -717,7 +717,8 @@ static int s_decide(store_t *store, const Berth__DecideRequest *msg, const Berth
 /* One attempt at deciding req, of a kind other than "vm", at the level it waits for: the
    request's transition, and on approval what its kind does (kinds.h), in one transaction.
    0 with *request_p, MODEL_CONFLICT when something changed since it was read, -1. */
-static int s_decide_kind(store_t *store, const Berth__DecideRequest *msg, const Berth__Request *req,
+static int s_decide_kind(store_t *store, const policy_t *policy, const Berth__DecideRequest *msg,
+                         const Berth__Request *req,
                          const kinds_t *kind, const char *trace_id, Berth__Request **request_p,
                          fault_t *fault)
 {
@@ -750,7 +751,7 @@ static int s_decide_kind(store_t *store, const Berth__DecideRequest *msg, const 
     next.steps = steps;
     next.n_steps = req->n_steps + 1;
     void *held = NULL;
-    int rc = msg->approve ? kind->approve(store, tx, req, &next, &held, fault) : 0;
+    int rc = msg->approve ? kind->approve(store, policy, tx, req, &next, &held, fault) : 0;
     if (rc == 0) {
         char key[KEYS_MAX];
         keys_build(key, KEYS_REQUEST, req->id, NULL);
@@ -837,7 +838,7 @@ int requests_decide(store_t *store, const policy_t *policy, const Berth__DecideR
                 rc = error_set(fault, "INTERNAL", "request '%s' is of an unknown kind '%s'",
                                req->id, req->kind);
             else if (kind->approve)
-                rc = s_decide_kind(store, msg, req, kind, trace_id, request_p, fault);
+                rc = s_decide_kind(store, policy, msg, req, kind, trace_id, request_p, fault);
             else
                 rc = s_decide(store, msg, req, trace_id, request_p, fault);
         }
