@@ -12,6 +12,7 @@
 #include "limit.h"
 #include "model.h"
 #include "permissions.h"
+#include "web.h"
 
 /* Settings every handler reads; filled once at start, read-only afterwards (shared by the
    worker threads without locks). */
@@ -42,6 +43,7 @@ typedef struct {
     int apikeys_per_user_max;    /* API keys one user holds at most */
     audit_log_t *audit;          /* the audit trail's writer (NULL: not recording) */
     struct _events_t *events;    /* the live event streams (events.c) */
+    web_t *web;                  /* the portal's files (NULL: no portal served) */
 } gateway_t;
 
 /* ---- trail.c: the audit trail ---- */
