@@ -234,6 +234,9 @@ static int s_send(struct MHD_Connection *connection, http_req_t *req)
         MHD_add_response_header(response, "Location", req->location);
     if (req->www_authenticate)
         MHD_add_response_header(response, "WWW-Authenticate", req->www_authenticate);
+    for (size_t i = 0; i < sizeof req->set_cookie / sizeof *req->set_cookie; i++)
+        if (req->set_cookie[i][0])
+            MHD_add_response_header(response, "Set-Cookie", req->set_cookie[i]);
     if (req->allow[0])
         MHD_add_response_header(response, "Allow", req->allow);
     /* Every 503 is something that may pass (a service, Redis, the gateway's own bound); a

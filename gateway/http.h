@@ -35,6 +35,7 @@ typedef struct {
     json_t *response;             /* owned; sent as JSON */
     char location[256];           /* Location header when set */
     const char *www_authenticate; /* WWW-Authenticate header when set (static string) */
+    char set_cookie[2][160];      /* Set-Cookie headers when set (the portal's session) */
     char allow[64];               /* Allow header of a 405: the methods the path takes */
     int retry_after;              /* Retry-After header in seconds when > 0 */
     const char *action;           /* the matched route's action (NULL: no route matched) */

@@ -363,6 +363,7 @@ int main(int argc, char **argv)
         log_error(NULL, "http_tls_cert and http_tls_key go together: set both for HTTPS", NULL);
         goto done;
     }
+    gw.tls = cert_path != NULL;
     if (cert_path && (!(tls_cert = s_read_pem("http_tls_cert", cert_path)) ||
                       !(tls_key = s_read_pem("http_tls_key", key_path))))
         goto done;

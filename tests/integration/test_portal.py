@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
-"""The portal's serving (issue 11): the gateway serves gateway/web at / with a strong ETag
-(304 when the client has it), gzip when the client accepts it, the right content types and a
-Content-Security-Policy without inline script on every page; a path that climbs out of the
-web root is refused, and /v1 is the API as before (its 404s stay JSON). Only Redis and the
+"""The portal's serving and sessions (issue 11): the gateway serves gateway/web at / with a
+strong ETag (304 when the client has it), gzip when the client accepts it, the right content
+types and a Content-Security-Policy without inline script on every page; a path that climbs
+out of the web root is refused, and /v1 is the API as before (its 404s stay JSON). A portal
+session is an HttpOnly, SameSite=Strict cookie; a state-changing call with it needs the
+anti-CSRF header, bearer clients do not; logout revokes the session. Only Redis and the
 gateway run.
 
 Run: BERTH_BIN_DIR=build/bin python3 tests/integration/test_portal.py
@@ -167,6 +169,102 @@ class PortalCase(unittest.TestCase):
         self.assertEqual(status, 200)
         self.assertIn("users", json.loads(body))
         self.assertEqual(h["cache-control"], "no-store")
+
+
+    # ---- sessions ----
+
+    def session(self):
+        """Sign in as the portal does: the session and CSRF cookies, and the answer."""
+        body = json.dumps({"username": self.p.admin_user, "password": self.p.admin_password,
+                           "session": True}).encode()
+        conn = http.client.HTTPConnection("127.0.0.1", self.p.http_port, timeout=10)
+        try:
+            conn.request("POST", "/v1/auth/tokens", body=body,
+                         headers={"Content-Type": "application/json"})
+            r = conn.getresponse()
+            cookies = r.headers.get_all("Set-Cookie") or []
+            answer = json.loads(r.read())
+            self.assertEqual(r.status, 201, answer)
+        finally:
+            conn.close()
+        jar = {}
+        for c in cookies:
+            name, rest = c.split("=", 1)
+            value, _, attrs = rest.partition(";")
+            jar[name] = (value, [a.strip() for a in attrs.split(";") if a.strip()])
+        return answer, jar
+
+    def test_session_cookie_flags(self):
+        answer, jar = self.session()
+        self.assertNotIn("token", answer)      # the token is only in the HttpOnly cookie
+        self.assertRegex(answer["csrf_token"], r"^[A-Za-z0-9_-]{43}$")
+        value, attrs = jar["berth_session"]
+        self.assertRegex(value, r"^[A-Za-z0-9_-]{43}$")
+        for flag in ("HttpOnly", "SameSite=Strict", "Path=/"):
+            self.assertIn(flag, attrs)
+        self.assertTrue(any(a.startswith("Max-Age=") and int(a[8:]) > 0 for a in attrs))
+        csrf, attrs = jar["berth_csrf"]
+        self.assertEqual(csrf, answer["csrf_token"])
+        self.assertIn("SameSite=Strict", attrs)
+        self.assertNotIn("HttpOnly", attrs)    # the portal's script reads it
+
+    def test_csrf_required_with_cookie(self):
+        answer, jar = self.session()
+        cookie = "berth_session=%s; berth_csrf=%s" % (jar["berth_session"][0],
+                                                      jar["berth_csrf"][0])
+        # Reads need no CSRF token.
+        status, _, body = self.fetch("GET", "/v1/users/" + self.p.admin_user, {"Cookie": cookie})
+        self.assertEqual(status, 200, body)
+        change = json.dumps({"display_name": "Portal Admin"}).encode()
+        path = "/v1/users/" + self.p.admin_user
+        json_type = {"Content-Type": "application/json"}
+        # A cross-site POST carries the cookie but cannot read berth_csrf: refused, unchanged.
+        for extra in ({}, {"X-CSRF-Token": "x" * 43},
+                      {"X-CSRF-Token": jar["berth_session"][0]}):
+            status, _, body = self.fetch("PATCH", path, dict(json_type, Cookie=cookie, **extra),
+                                         change)
+            self.assertEqual(status, 403, body)
+            self.assertEqual(json.loads(body)["error"]["code"], "FORBIDDEN")
+        _, _, body = self.fetch("GET", path, {"Cookie": cookie})
+        self.assertNotEqual(json.loads(body)["user"].get("display_name"), "Portal Admin")
+        status, _, body = self.fetch("PATCH", path, dict(json_type, Cookie=cookie,
+                                                         **{"X-CSRF-Token": answer["csrf_token"]}),
+                                     change)
+        self.assertEqual(status, 200, body)
+        self.assertEqual(json.loads(body)["user"]["display_name"], "Portal Admin")
+        # Bearer-token clients are unaffected: no CSRF header, no cookie.
+        status, _, body = self.fetch("PATCH", path, dict(json_type, Authorization="Bearer " +
+                                                         self.api.token),
+                                     json.dumps({"display_name": "Admin"}).encode())
+        self.assertEqual(status, 200, body)
+        # A session cookie never carries an API key.
+        status, _, _ = self.fetch("GET", path, {"Cookie": "berth_session=bk_" + "a" * 40})
+        self.assertEqual(status, 401)
+
+    def test_logout_revokes_session(self):
+        answer, jar = self.session()
+        cookie = "berth_session=%s; berth_csrf=%s" % (jar["berth_session"][0],
+                                                      jar["berth_csrf"][0])
+        path = "/v1/users/" + self.p.admin_user
+        self.assertEqual(self.fetch("GET", path, {"Cookie": cookie})[0], 200)
+        # Logout is state-changing too: without the header it is refused, and nothing ends.
+        self.assertEqual(self.fetch("DELETE", "/v1/auth/tokens/current", {"Cookie": cookie})[0],
+                         403)
+        self.assertEqual(self.fetch("GET", path, {"Cookie": cookie})[0], 200)
+        conn = http.client.HTTPConnection("127.0.0.1", self.p.http_port, timeout=10)
+        try:
+            conn.request("DELETE", "/v1/auth/tokens/current",
+                         headers={"Cookie": cookie, "X-CSRF-Token": answer["csrf_token"]})
+            r = conn.getresponse()
+            cleared = r.headers.get_all("Set-Cookie") or []
+            r.read()
+            self.assertEqual(r.status, 200)
+        finally:
+            conn.close()
+        names = {c.split("=", 1)[0] for c in cleared if "Max-Age=0" in c}
+        self.assertEqual(names, {"berth_session", "berth_csrf"})
+        status, _, body = self.fetch("GET", path, {"Cookie": cookie})
+        self.assertEqual(status, 401, body)
 
 
 if __name__ == "__main__":
