@@ -44,6 +44,7 @@
 #include "user_record.h"
 
 #include <assert.h>
+#include <microhttpd.h>
 #include <errno.h>
 #include <sodium.h>
 #include <stdatomic.h>
@@ -365,16 +366,79 @@ static int s_unauthorized(http_req_t *req, const char *message, int invalid)
     return -1;
 }
 
-int auth_authenticate(http_req_t *req)
+/* The token a request carries: the Authorization header's bearer token, or without that
+   header the portal's session cookie (*from_cookie 1). NULL when neither is there; "" when
+   the header is not a Bearer one. */
+static const char *s_request_token(http_req_t *req, int *from_cookie)
 {
+    *from_cookie = 0;
     const char *header = http_header(req, "Authorization");
-    if (!header)
-        return s_unauthorized(req, "missing Authorization: Bearer token", 0);
+    if (!header) {
+        const char *cookie =
+            MHD_lookup_connection_value(req->connection, MHD_COOKIE_KIND, AUTH_SESSION_COOKIE);
+        *from_cookie = cookie != NULL;
+        return cookie;
+    }
     if (strncasecmp(header, "Bearer ", 7) != 0)
-        return s_unauthorized(req, "Authorization must be a Bearer token", 0);
+        return "";
     const char *token = header + 7;
     while (*token == ' ')
         token++;
+    return token;
+}
+
+/* The anti-CSRF token of a session token (base64url of an HMAC under the token key, with
+   its own label): the gateway recomputes it, so it is stored nowhere. */
+#define CSRF_TEXT_MAX 48
+static void s_csrf(const gateway_t *gw, const char *token, char out[CSRF_TEXT_MAX])
+{
+    crypto_auth_hmacsha256_state st;
+    unsigned char mac[crypto_auth_hmacsha256_BYTES];
+    crypto_auth_hmacsha256_init(&st, gw->token_key, sizeof gw->token_key);
+    crypto_auth_hmacsha256_update(&st, (const unsigned char *)"berth-csrf-v1", 14);
+    crypto_auth_hmacsha256_update(&st, (const unsigned char *)token, strlen(token));
+    crypto_auth_hmacsha256_final(&st, mac);
+    sodium_bin2base64(out, CSRF_TEXT_MAX, mac, sizeof mac,
+                      sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+}
+
+static int s_authenticate_token(http_req_t *req, const char *token);
+
+int auth_authenticate(http_req_t *req)
+{
+    int from_cookie;
+    const char *token = s_request_token(req, &from_cookie);
+    if (!token)
+        return s_unauthorized(req, "missing Authorization: Bearer token", 0);
+    if (!*token && !from_cookie)
+        return s_unauthorized(req, "Authorization must be a Bearer token", 0);
+    /* A session cookie holds a token, never an API key. */
+    if (from_cookie && apikey_is(token))
+        return s_unauthorized(req, "invalid or expired token", 1);
+    if (s_authenticate_token(req, token) != 0)
+        return -1;
+    /* A browser sends the cookie with any request to the gateway, whoever made the page;
+       only the portal's own pages can read berth_csrf and send the header that matches. */
+    if (from_cookie && !streq(req->method, "GET") && !streq(req->method, "HEAD")) {
+        char expected[CSRF_TEXT_MAX];
+        s_csrf(req->app, token, expected);
+        const char *sent = http_header(req, AUTH_CSRF_HEADER);
+        if (!sent || strlen(sent) != strlen(expected) ||
+            sodium_memcmp(sent, expected, strlen(expected)) != 0) {
+            log_warn(req->request_id, "session call without a valid anti-CSRF token refused",
+                     "{s:s, s:s, s:s}", "user", req->user, "method", req->method, "path",
+                     req->path);
+            http_error(req, "FORBIDDEN",
+                       "a state-changing call with the session cookie needs the X-CSRF-Token "
+                       "header the sign-in gave");
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static int s_authenticate_token(http_req_t *req, const char *token)
+{
     size_t len = strlen(token);
     /* Only what we could have issued reaches Redis. */
     if (len == 0 || len > TOKEN_TEXT_MAX ||
@@ -532,7 +596,7 @@ static int s_login_throttled(http_req_t *req, const char *user, const char *addr
 
 /* Issue a token for user u (a valid record) and answer 201 with it (extra: more fields of
    the answer, taken; may be NULL). */
-static void s_issue_token(http_req_t *req, const s_user_t *u, json_t *extra)
+static void s_issue_token(http_req_t *req, const s_user_t *u, json_t *extra, int session)
 {
     gateway_t *gw = req->app;
     unsigned char raw[TOKEN_BYTES];
@@ -558,11 +622,28 @@ static void s_issue_token(http_req_t *req, const s_user_t *u, json_t *extra)
         http_error(req, "UNAVAILABLE", "state store unreachable");
         return;
     }
-    log_info(req->request_id, "token issued", "{s:s, s:s}", "user", u->name, "role", u->role);
+    log_info(req->request_id, session ? "session opened" : "token issued", "{s:s, s:s}", "user",
+             u->name, "role", u->role);
     char iso[REST_TIME_MAX];
     rest_iso(expires, iso);
-    json_t *body = json_pack("{s:s, s:s, s:s, s:s}", "token", token, "expires_at", iso, "user",
-                             u->name, "role", u->role);
+    json_t *body = json_pack("{s:s, s:s, s:s}", "expires_at", iso, "user", u->name, "role",
+                             u->role);
+    if (session) {
+        /* The token goes only into the HttpOnly cookie: no script of the page can read it. */
+        char csrf[CSRF_TEXT_MAX];
+        s_csrf(gw, token, csrf);
+        long long max_age = (long long)(gw->token_ttl_ms / 1000);
+        const char *secure = gw->tls ? "; Secure" : "";
+        snprintf(req->set_cookie[0], sizeof req->set_cookie[0],
+                 "%s=%s; Path=/; Max-Age=%lld; HttpOnly; SameSite=Strict%s", AUTH_SESSION_COOKIE,
+                 token, max_age, secure);
+        snprintf(req->set_cookie[1], sizeof req->set_cookie[1],
+                 "%s=%s; Path=/; Max-Age=%lld; SameSite=Strict%s", AUTH_CSRF_COOKIE, csrf, max_age,
+                 secure);
+        json_object_set_new(body, "csrf_token", json_string(csrf));
+        sodium_memzero(csrf, sizeof csrf);
+    } else
+        json_object_set_new(body, "token", json_string(token));
     if (extra)
         json_object_update(body, extra);
     json_decref(extra);
@@ -608,14 +689,16 @@ static int s_check_password(http_req_t *req, const char *name, const char *passw
 void auth_login(http_req_t *req)
 {
     gateway_t *gw = req->app;
-    static const char *const allowed[] = { "username", "password", NULL };
+    static const char *const allowed[] = { "username", "password", "session", NULL };
     const char *user, *password;
+    int session = 0;
     if (rest_body(req, allowed) || rest_str(req, "username", 1, 256, &user) ||
-        rest_str(req, "password", 1, (size_t)gw->password_max, &password))
+        rest_str(req, "password", 1, (size_t)gw->password_max, &password) ||
+        rest_bool(req, "session", 0, &session) < 0)
         return;
     s_user_t u;
     if (s_check_password(req, user, password, &u))
-        s_issue_token(req, &u, NULL);
+        s_issue_token(req, &u, NULL, session);
 }
 
 /* ---- users: profile fields ---- */
@@ -771,10 +854,9 @@ void auth_create_user(http_req_t *req)
 
 void auth_logout(http_req_t *req)
 {
-    /* auth_authenticate has accepted this header: its token is well formed. */
-    const char *token = http_header(req, "Authorization") + 7;
-    while (*token == ' ')
-        token++;
+    /* auth_authenticate has accepted this token (header or cookie): it is well formed. */
+    int from_cookie;
+    const char *token = s_request_token(req, &from_cookie);
     if (apikey_is(token)) {
         http_error(req, "BAD_REQUEST",
                     "this is an API key, not a token: revoke it with DELETE /v1/auth/keys/{id}");
@@ -795,6 +877,16 @@ void auth_logout(http_req_t *req)
     s_cached_token_t *slot = s_cache_slot(digest);
     if (sodium_memcmp(slot->digest, digest, sizeof digest) == 0)
         slot->checked_ms = 0;
+    if (from_cookie) {
+        /* The browser forgets the session too. */
+        gateway_t *gw = req->app;
+        const char *secure = gw->tls ? "; Secure" : "";
+        snprintf(req->set_cookie[0], sizeof req->set_cookie[0],
+                 "%s=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict%s", AUTH_SESSION_COOKIE,
+                 secure);
+        snprintf(req->set_cookie[1], sizeof req->set_cookie[1],
+                 "%s=; Path=/; Max-Age=0; SameSite=Strict%s", AUTH_CSRF_COOKIE, secure);
+    }
     log_info(req->request_id, "token revoked (logout)", "{s:s}", "user", req->user);
     http_json(req, 200, json_pack("{s:s, s:b}", "user", req->user, "revoked", 1));
 }
@@ -1160,18 +1252,14 @@ void auth_change_password(http_req_t *req)
     atomic_fetch_add_explicit(&s_revocations, 1, memory_order_release);
     log_info(req->request_id, "password changed: the user's other tokens revoked", "{s:s}", "user",
              u.name);
-    s_issue_token(req, &u, json_pack("{s:b}", "password_changed", 1));
+    s_issue_token(req, &u, json_pack("{s:b}", "password_changed", 1), 0);
 }
 
 int auth_token_key(http_req_t *req, char *buf, size_t size)
 {
-    const char *header = http_header(req, "Authorization");
-    if (!header || strncasecmp(header, "Bearer ", 7) != 0)
-        return -1;
-    const char *token = header + 7;
-    while (*token == ' ')
-        token++;
-    if (!*token)
+    int from_cookie;
+    const char *token = s_request_token(req, &from_cookie);
+    if (!token || !*token)
         return -1;
     s_token_key(req->app, buf, size, token, NULL);
     return 0;

@@ -12,6 +12,7 @@
 #include "limit.h"
 #include "model.h"
 #include "permissions.h"
+#include "web.h"
 
 /* Settings every handler reads; filled once at start, read-only afterwards (shared by the
    worker threads without locks). */
@@ -42,6 +43,8 @@ typedef struct {
     int apikeys_per_user_max;    /* API keys one user holds at most */
     audit_log_t *audit;          /* the audit trail's writer (NULL: not recording) */
     struct _events_t *events;    /* the live event streams (events.c) */
+    web_t *web;                  /* the portal's files (NULL: no portal served) */
+    int tls;                     /* HTTPS: session cookies are Secure */
 } gateway_t;
 
 /* ---- trail.c: the audit trail ---- */
@@ -74,7 +77,14 @@ void auth_cleanup(gateway_t *gw);
 int auth_bootstrap(gateway_t *gw, store_t *store, const char *user, const char *password);
 /* Is name a valid user name (what may appear in berth:user:<name>)? */
 int auth_username_ok(const char *name);
-/* http_auth_fn: the bearer token of the request -> req->user, req->role. */
+/* The portal's session: the token in an HttpOnly, SameSite=Strict cookie, and the anti-CSRF
+   token (an HMAC of it) that every state-changing call with the cookie carries in the
+   X-CSRF-Token header; the page reads it from a second cookie, berth_csrf. */
+#define AUTH_SESSION_COOKIE "berth_session"
+#define AUTH_CSRF_COOKIE    "berth_csrf"
+#define AUTH_CSRF_HEADER    "X-CSRF-Token"
+/* http_auth_fn: the bearer token of the request (Authorization, else the session cookie)
+   -> req->user, req->role. */
 int auth_authenticate(http_req_t *req);
 void auth_login(http_req_t *req);       /* POST /v1/auth/tokens */
 void auth_create_user(http_req_t *req); /* POST /v1/users (admin) */

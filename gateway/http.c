@@ -205,7 +205,8 @@ static int s_send_stream(struct MHD_Connection *connection, http_req_t *req)
     struct MHD_Response *response = req->stream;
     req->stream = NULL;
     MHD_add_response_header(response, "X-Request-Id", req->request_id);
-    MHD_add_response_header(response, "Cache-Control", "no-store");
+    if (!MHD_get_response_header(response, "Cache-Control"))
+        MHD_add_response_header(response, "Cache-Control", "no-store");
     int rc = MHD_queue_response(connection, (unsigned)req->status, response);
     MHD_destroy_response(response);
     return rc;
@@ -213,7 +214,7 @@ static int s_send_stream(struct MHD_Connection *connection, http_req_t *req)
 
 static int s_send(struct MHD_Connection *connection, http_req_t *req)
 {
-    if (req->stream && req->status == 200)
+    if (req->stream && (req->status == 200 || req->status == 304))
         return s_send_stream(connection, req);
     char *text = req->response ? json_dumps(req->response, JSON_COMPACT) : strdup("{}");
     if (!text)
@@ -233,6 +234,9 @@ static int s_send(struct MHD_Connection *connection, http_req_t *req)
         MHD_add_response_header(response, "Location", req->location);
     if (req->www_authenticate)
         MHD_add_response_header(response, "WWW-Authenticate", req->www_authenticate);
+    for (size_t i = 0; i < sizeof req->set_cookie / sizeof *req->set_cookie; i++)
+        if (req->set_cookie[i][0])
+            MHD_add_response_header(response, "Set-Cookie", req->set_cookie[i]);
     if (req->allow[0])
         MHD_add_response_header(response, "Allow", req->allow);
     /* Every 503 is something that may pass (a service, Redis, the gateway's own bound); a
@@ -378,6 +382,14 @@ static void s_route(http_t *self, s_conn_t *c, const s_body_error_t *body_error)
         route = r;
     }
     if (!route) {
+        /* Outside the API, a GET or HEAD is a portal file. */
+        int api = strncmp(req->path, "/v1/", 4) == 0 || streq(req->path, "/v1");
+        if (!path_found && !api && self->options.fallback &&
+            (streq(req->method, "GET") || streq(req->method, "HEAD"))) {
+            if (!s_rate_limited(self, req, 0))
+                self->options.fallback(req);
+            return;
+        }
         if (path_found) {
             s_allow(self, req->path, req->allow, sizeof req->allow);
             http_error(req, "METHOD_NOT_ALLOWED", "method not allowed on this resource");

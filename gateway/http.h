@@ -35,11 +35,12 @@ typedef struct {
     json_t *response;             /* owned; sent as JSON */
     char location[256];           /* Location header when set */
     const char *www_authenticate; /* WWW-Authenticate header when set (static string) */
+    char set_cookie[2][160];      /* Set-Cookie headers when set (the portal's session) */
     char allow[64];               /* Allow header of a 405: the methods the path takes */
     int retry_after;              /* Retry-After header in seconds when > 0 */
     const char *action;           /* the matched route's action (NULL: no route matched) */
-    struct MHD_Response *stream;  /* owned; when set, sent with status instead of a JSON body
-                                     (a streamed answer: GET /v1/events) */
+    struct MHD_Response *stream;  /* owned; when set, sent with status (200 or 304) instead of
+                                     a JSON body (GET /v1/events, a portal file) */
 } http_req_t;
 
 typedef void(http_handler_fn)(http_req_t *req);
@@ -88,6 +89,9 @@ typedef struct {
     /* Called once per request on its worker thread when its status is known, just before
        the response is sent (the audit trail); must not block. NULL: none. */
     void (*done)(http_req_t *req);
+    /* A GET or HEAD whose path no route matches and is not under /v1 (the portal's files):
+       public, limited per address like any request. NULL: 404. */
+    http_handler_fn *fallback;
 } http_options_t;
 
 /* Start serving routes (a NULL-method-terminated table). NULL (logged) on failure, and when

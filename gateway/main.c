@@ -9,6 +9,13 @@
 
 #include <errno.h>
 #include <sodium.h>
+#include <sys/stat.h>
+
+/* Where the portal's files are when web_root is not set: the source tree's gateway/web (set
+   by CMake), so a clone serves its own portal. */
+#ifndef BERTH_WEB_ROOT
+#define BERTH_WEB_ROOT "gateway/web"
+#endif
 
 /* Each route names its action: its row of the permission table (permissions.c). */
 static const http_route_t s_routes[] = {
@@ -64,6 +71,34 @@ static const http_route_t s_routes[] = {
       NULL },
     { NULL, NULL, NULL, NULL, NULL },
 };
+
+/* http_options_t.fallback: the portal's files. */
+static void s_web(http_req_t *req)
+{
+    gateway_t *gw = req->app;
+    web_serve(gw->web, req);
+}
+
+/* Load the portal from web_root. Set by the operator, it must load; the default (the source
+   tree's gateway/web, where `make run` and the tests find it) may be absent in an install
+   that sets none: then the API runs without a portal, said once in the log. */
+static int s_web_load(config_t *c, gateway_t *gw)
+{
+    const char *root = config_get(c, "web_root");
+    int set = !streq(config_origin(c, "web_root"), "default");
+    struct stat sb;
+    if (!set && (!root || stat(root, &sb) != 0)) {
+        log_warn(NULL, "no portal: the default web_root does not exist (set web_root)", "{s:s}",
+                 "web_root", root ? root : "");
+        return 0;
+    }
+    gw->web = root ? web_new(root) : NULL;
+    if (!gw->web)
+        return -1;
+    log_info(NULL, "portal loaded", "{s:s, s:I}", "web_root", root, "files",
+             (json_int_t)web_count(gw->web));
+    return 0;
+}
 
 /* The admin bootstrap, retried on the service loop until Redis has taken it. */
 typedef struct {
@@ -224,6 +259,8 @@ int main(int argc, char **argv)
     config_declare(c, "http_calls_per_service", "256", 0);
     config_declare(c, "http_tls_cert", NULL, 0); /* PEM certificate (chain): HTTPS when set */
     config_declare(c, "http_tls_key", NULL, 0);  /* its PEM private key */
+    /* The portal's static files (HTML, CSS, JavaScript modules), read once at start. */
+    config_declare(c, "web_root", BERTH_WEB_ROOT, 0);
     config_declare(c, "admin_user", "admin", 0);
     config_declare(c, "admin_password", NULL, 1);
     config_declare(c, "token_ttl_s", "86400", 0);
@@ -327,6 +364,7 @@ int main(int argc, char **argv)
         log_error(NULL, "http_tls_cert and http_tls_key go together: set both for HTTPS", NULL);
         goto done;
     }
+    gw.tls = cert_path != NULL;
     if (cert_path && (!(tls_cert = s_read_pem("http_tls_cert", cert_path)) ||
                       !(tls_key = s_read_pem("http_tls_key", key_path))))
         goto done;
@@ -409,6 +447,9 @@ int main(int argc, char **argv)
     gw.events = events_new(&eo);
     if (!gw.events)
         goto done;
+    if (s_web_load(c, &gw) != 0)
+        goto done;
+    options.fallback = s_web;
     options.done = trail_done;
     http = http_new(&options, s_routes, &gw);
     if (!http)
@@ -426,6 +467,7 @@ done:
     http_destroy(&http);
     events_destroy(&gw.events); /* after the HTTP server: its responses held the clients */
     calls_destroy(&gw.calls);
+    web_destroy(&gw.web); /* after the HTTP server: responses point into its files */
     audit_log_destroy(&gw.audit); /* after the HTTP server: every record is queued */
     health_cleanup();
     ratelimit_destroy(&rate_address);

@@ -575,11 +575,14 @@ static void s_usage_reported(http_req_t *req, ProtobufCMessage *answer)
     for (size_t i = 0; i < report->n_usage; i++) {
         const Berth__UsageRecord *u = report->usage[i];
         json_array_append_new(
-            usage, json_pack("{s:o, s:o, s:f, s:f, s:f, s:o, s:o, s:f}", "vm", view_str(u->vm),
-                             "owner", view_str(u->owner), "vcpu_hours", u->vcpu_hours,
-                             "ram_gb_hours", u->ram_gb_hours, "disk_gb_hours", u->disk_gb_hours,
-                             "template", view_str(u->template_), "host", view_str(u->host),
-                             "active_hours", (double)u->active_ms / 3600000.0));
+            usage, json_pack("{s:o, s:o, s:f, s:f, s:f, s:o, s:o, s:f, s:f}", "vm",
+                             view_str(u->vm), "owner", view_str(u->owner), "vcpu_hours",
+                             u->vcpu_hours, "ram_gb_hours", u->ram_gb_hours, "disk_gb_hours",
+                             u->disk_gb_hours, "template", view_str(u->template_), "host",
+                             view_str(u->host), "active_hours", (double)u->active_ms / 3600000.0,
+                             "disk_only_hours",
+                             (double)(u->disk_ms > u->active_ms ? u->disk_ms - u->active_ms : 0) /
+                                 3600000.0));
     }
     char from_iso[REST_TIME_MAX], to_iso[REST_TIME_MAX];
     rest_iso(report->from_ms, from_iso);

@@ -160,14 +160,28 @@ static const lifecycle_transition_t s_rows[] = {
     { HOST(DISABLED, UP), "enable", "taskmgr", "an operator ends its maintenance" },
 };
 
-/* What the meter bills (lifecycle_billing): a state without a row bills nothing. The meter
-   reads vm.state events, so its rows are per lifecycle state (power ANY); a row for one
-   power state wins over the state's ANY row. */
+/* What the meter bills (lifecycle_billing) for each (lifecycle state, power state) pair: a
+   state without a row bills nothing; a row for one power state wins over the state's ANY row
+   (which also covers a power not reported yet). The meter follows both vm.state and vm.power
+   events, so an ACTIVE VM that is stopped pays for its disk only.
+   - RUNNING bills compute and disk. SUSPENDED (libvirt's paused domain) does too: its RAM
+     and vCPUs stay allocated on the host, which cannot give them to anyone else.
+   - STOPPED and CRASHED (no guest running) bill the disk only.
+   - UNKNOWN (its host stopped reporting) is not a power state of the VM: the meter bills the
+     last known one (lifecycle_power_billed_as_last), never reads it as off.
+   - EXPIRED, and the shelve states, bill the disk only whatever the power says: the lease
+     is over (a STOP is on its way) or the VM gave its vCPUs and RAM back. */
 static const lifecycle_billing_t s_billing[] = {
     { VM_STATE_ACTIVE, LIFECYCLE_ANY, 1, 1 },
+    { VM_STATE_ACTIVE, POWER_STATE_SUSPENDED, 1, 1 },
+    { VM_STATE_ACTIVE, POWER_STATE_STOPPED, 0, 1 },
+    { VM_STATE_ACTIVE, POWER_STATE_CRASHED, 0, 1 },
     /* leases */
     { VM_STATE_EXPIRING, LIFECYCLE_ANY, 1, 1 }, /* still runs until the end */
-    { VM_STATE_EXPIRED, LIFECYCLE_ANY, 0, 1 },  /* powered off: its disk is kept */
+    { VM_STATE_EXPIRING, POWER_STATE_SUSPENDED, 1, 1 },
+    { VM_STATE_EXPIRING, POWER_STATE_STOPPED, 0, 1 },
+    { VM_STATE_EXPIRING, POWER_STATE_CRASHED, 0, 1 },
+    { VM_STATE_EXPIRED, LIFECYCLE_ANY, 0, 1 }, /* powered off: its disk is kept */
     /* day2's shelving: a shelved VM holds its disk only (issue 10: "charges disk only") */
     { VM_STATE_SHELVING, LIFECYCLE_ANY, 0, 1 },
     { VM_STATE_SHELVED, LIFECYCLE_ANY, 0, 1 },
@@ -225,6 +239,11 @@ void lifecycle_billing(const char *vm_state, const char *power_state, int *compu
     }
     *compute = found ? found->compute : 0;
     *disk = found ? found->disk : 0;
+}
+
+int lifecycle_power_billed_as_last(const char *power_state)
+{
+    return power_state && power_state_from_string(power_state) == POWER_STATE_UNKNOWN;
 }
 
 int lifecycle_observed(lifecycle_kind_t kind)
@@ -346,7 +365,10 @@ int lifecycle_markdown(FILE *out)
             fprintf(out, ".\nA move from one of these to a state that is not gives the VM's share "
                          "back in the same step\n(lib/model.h, \"quota\").\n");
             fprintf(out, "\nBilled by the meter (compute: vCPU and RAM hours; disk: GB hours; "
-                         "a state not listed\nbills nothing):\n\n"
+                         "a state not listed\nbills nothing) for each lifecycle and power state "
+                         "pair; `(any)` covers a power state\nwithout its own row and a power "
+                         "not reported yet. `UNKNOWN` power (host DOWN) is billed as the\nlast "
+                         "known power state, never as off:\n\n"
                          "| state | power | compute | disk |\n|---|---|---|---|\n");
             for (size_t i = 0; i < S_BILLING; i++)
                 fprintf(out, "| %s | %s | %d | %d |\n", k->states[s_billing[i].vm],

@@ -176,6 +176,10 @@ typedef struct {
    a state without a row bills nothing. *compute and *disk get its factors. */
 void lifecycle_billing(const char *vm_state, const char *power_state, int *compute, int *disk);
 
+/* True for a power state that says nothing about the VM (UNKNOWN: its host stopped
+   reporting): the meter keeps billing the last known power state, never reads it as off. */
+int lifecycle_power_billed_as_last(const char *power_state);
+
 /* Write the "Lifecycle" section of docs/state.md (between LIFECYCLE_DOC_BEGIN and
    LIFECYCLE_DOC_END, both included, ending with a newline). 0, or -1 when out fails. */
 int lifecycle_markdown(FILE *out);

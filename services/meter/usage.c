@@ -13,10 +13,13 @@
     The list is bounded: past max_events_per_vm the older half is folded into closed
     intervals ("base") and events older than the fold are then taken as applied.
 
-    Intervals: a state that bills compute (lib/lifecycle.c's billing table: ACTIVE, EXPIRING)
-    opens one at the event's at_ms (unless one is open); any other state closes the open one.
-    Disk has intervals of its own, opened by every state that bills disk (also EXPIRED: a
-    powered-off VM kept as a tombstone). An interval never starts before the previous one ended and never
+    Intervals: the list holds the VM's vm.state and vm.power events, and each event's bill is
+    that of the (lifecycle state, power state) pair in force after it, from lib/lifecycle.c's
+    billing table (ACTIVE and RUNNING: compute and disk; ACTIVE and STOPPED: disk only; an
+    UNKNOWN power, its host DOWN, bills as the last known power). An event whose pair bills
+    compute opens an interval at its at_ms (unless one is open); one whose pair does not closes
+    the open one. Disk has intervals of its own, opened by every pair that bills disk (also
+    EXPIRED: a powered-off VM kept as a tombstone). An interval never starts before the previous one ended and never
     ends before it started, so skewed clocks between writers cannot make time count twice
     or negatively. */
 #include "usage.h"
@@ -51,7 +54,46 @@ struct _usage_t {
     char claim_cursor[ID_MAX]; /* where XAUTOCLAIM resumes its scan of the pending list */
     uint64_t handled;
     uint64_t refused;
+    char *billing; /* the lifecycle table's billing as usage_apply.lua reads it (JSON) */
 };
+
+/* The billing table as usage_apply.lua reads it: {"bill": {state: {power or "": code}},
+   "keep": {power: true}}, code bit 0 compute, bit 1 disk; only pairs that bill something and
+   differ from the state's any row. Read through lifecycle_billing, the table's one reader. */
+static char *s_billing_json(void)
+{
+    json_t *bill = json_object(), *keep = json_object();
+    for (int v = 1; bill && keep && v < VM_STATE_LAST; v++) {
+        const char *state = vm_state_names[v];
+        int c = 0, d = 0;
+        lifecycle_billing(state, NULL, &c, &d);
+        json_t *rows = json_object();
+        if (c || d)
+            json_object_set_new(rows, "", json_integer(c | d << 1));
+        for (int p = 1; p < POWER_STATE_LAST; p++) {
+            int pc = 0, pd = 0;
+            lifecycle_billing(state, power_state_names[p], &pc, &pd);
+            if (pc != c || pd != d)
+                json_object_set_new(rows, power_state_names[p], json_integer(pc | pd << 1));
+        }
+        if (json_object_size(rows))
+            json_object_set_new(bill, state, rows);
+        else
+            json_decref(rows);
+    }
+    for (int p = 1; keep && p < POWER_STATE_LAST; p++)
+        if (lifecycle_power_billed_as_last(power_state_names[p]))
+            json_object_set_new(keep, power_state_names[p], json_true());
+    json_t *all = bill && keep ? json_pack("{s:o, s:o}", "bill", bill, "keep", keep) : NULL;
+    if (!all) {
+        json_decref(bill);
+        json_decref(keep);
+        return NULL;
+    }
+    char *text = json_dumps(all, JSON_COMPACT | JSON_SORT_KEYS);
+    json_decref(all);
+    return text;
+}
 
 usage_t *usage_new(store_t *store, const char *group, const char *consumer,
                    const usage_limits_t *limits)
@@ -67,7 +109,8 @@ usage_t *usage_new(store_t *store, const char *group, const char *consumer,
     self->limits = *limits;
     strcpy(self->own_cursor, "0");
     strcpy(self->claim_cursor, "0-0");
-    if (!self->group || !self->consumer) {
+    self->billing = s_billing_json();
+    if (!self->group || !self->consumer || !self->billing) {
         usage_destroy(&self);
         return NULL;
     }
@@ -80,6 +123,7 @@ void usage_destroy(usage_t **self_p)
         usage_t *self = *self_p;
         free(self->group);
         free(self->consumer);
+        free(self->billing);
         free(self);
         *self_p = NULL;
     }
@@ -157,34 +201,35 @@ static const char *s_number(const char *text, int64_t max, const char *id, const
     return text;
 }
 
-/* The vm.state events of one read, applied by one usage_apply call (one round trip). */
+/* The vm.state and vm.power events of one read, applied by one usage_apply call (one
+   round trip). */
 typedef struct {
     int n;                 /* events gathered */
     const char **keys;     /* stream, index, then each event's usage hash */
-    const char **args;     /* group, max_events, then 10 per event */
+    const char **args;     /* group, max_events, billing, then BATCH_ARGS per event */
     char (*key)[KEYS_MAX]; /* each event's usage hash key */
     char (*at)[32];        /* each event's at_ms as text */
-    char (*bill)[4];       /* what each event's state bills: bit 0 compute, bit 1 disk */
     char max_events[16];
 } s_batch_t;
 
-#define BATCH_ARGS 10 /* arguments per event */
+#define BATCH_HEAD 3  /* arguments before the events' */
+#define BATCH_ARGS 11 /* arguments per event */
 
 static int s_batch_init(usage_t *self, s_batch_t *b, size_t max)
 {
     memset(b, 0, sizeof *b);
     b->keys = calloc(max + 2, sizeof *b->keys);
-    b->args = calloc(2 + BATCH_ARGS * max, sizeof *b->args);
+    b->args = calloc(BATCH_HEAD + BATCH_ARGS * max, sizeof *b->args);
     b->key = calloc(max ? max : 1, sizeof *b->key);
     b->at = calloc(max ? max : 1, sizeof *b->at);
-    b->bill = calloc(max ? max : 1, sizeof *b->bill);
-    if (!b->keys || !b->args || !b->key || !b->at || !b->bill)
+    if (!b->keys || !b->args || !b->key || !b->at)
         return -1;
     b->keys[0] = STORE_EVENTS;
     b->keys[1] = USAGE_INDEX;
     b->args[0] = self->group;
     snprintf(b->max_events, sizeof b->max_events, "%d", self->limits.max_events_per_vm);
     b->args[1] = b->max_events;
+    b->args[2] = self->billing;
     return 0;
 }
 
@@ -194,18 +239,17 @@ static void s_batch_free(s_batch_t *b)
     free(b->args);
     free(b->key);
     free(b->at);
-    free(b->bill);
 }
 
-/* Gather one vm.state entry into the batch. 1 when it is done with (gathered, or refused and
-   to be acked by the caller: *ack set). */
+/* Gather one vm.state or vm.power (power set) entry into the batch. 1 when it is done with
+   (gathered, or refused and to be acked by the caller: *ack set). */
 static int s_apply_vm(usage_t *self, s_batch_t *b, const char *id, const redisReply *fields,
-                      int *ack)
+                      int power, int *ack)
 {
     const char *vm = s_field(fields, "vm");
-    const char *state = s_field(fields, "state");
+    const char *state = s_field(fields, power ? "power_state" : "state");
     if (!s_valid_token(vm, VM_ID_MAX) || !s_valid_token(state, 32)) {
-        log_warn(NULL, "refusing a vm.state event without a valid vm and state",
+        log_warn(NULL, "refusing a VM event without a valid vm and state",
                  "{s:s, s:s?, s:s?}", "id", id, "vm", vm, "state", state);
         self->refused++;
         *ack = 1;
@@ -231,16 +275,14 @@ static int s_apply_vm(usage_t *self, s_batch_t *b, const char *id, const redisRe
     for (int i = 0; i < 3; i++)
         if (!meta[i] || strlen(meta[i]) > FIELD_MAX)
             meta[i] = "";
-    int compute = 0, disk = 0;
-    lifecycle_billing(state, NULL, &compute, &disk);
     int e = b->n++;
-    snprintf(b->bill[e], sizeof b->bill[e], "%d", compute | disk << 1);
     b->keys[2 + e] = keys_build(b->key[e], KEYS_USAGE, vm, NULL);
     snprintf(b->at[e], sizeof b->at[e], "%" PRId64, at);
     const char *args[BATCH_ARGS] = {
         id,
         vm,
-        b->bill[e],
+        power ? "" : state,
+        power ? state : "",
         b->at[e],
         meta[0],
         meta[1],
@@ -249,7 +291,7 @@ static int s_apply_vm(usage_t *self, s_batch_t *b, const char *id, const redisRe
         s_number(s_field(fields, "ram_mb"), INT64_C(1) << 40, id, "ram_mb"),
         s_number(s_field(fields, "disk_gb"), INT64_C(1) << 30, id, "disk_gb"),
     };
-    memcpy(b->args + 2 + BATCH_ARGS * e, args, sizeof args);
+    memcpy(b->args + BATCH_HEAD + BATCH_ARGS * e, args, sizeof args);
     return 1;
 }
 
@@ -259,7 +301,7 @@ static int s_batch_apply(usage_t *self, s_batch_t *b)
 {
     if (b->n == 0)
         return 0;
-    int nkeys = 2 + b->n, nargs = 2 + BATCH_ARGS * b->n;
+    int nkeys = 2 + b->n, nargs = BATCH_HEAD + BATCH_ARGS * b->n;
     const char **argv = malloc(sizeof *argv * (size_t)(nkeys + nargs));
     if (!argv)
         return -1;
@@ -272,15 +314,18 @@ static int s_batch_apply(usage_t *self, s_batch_t *b)
     int rc = 0;
     if (r->type != REDIS_REPLY_ARRAY) {
         log_error(NULL, "cannot apply events to their usage", "{s:s, s:s, s:i}", "first",
-                  b->args[2], "error", r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply",
+                  b->args[BATCH_HEAD], "error", r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply",
                   "events", b->n);
         rc = -1;
     } else
         for (size_t i = 0; i < r->elements && i < (size_t)b->n; i++)
             if (r->element[i]->type == REDIS_REPLY_INTEGER && r->element[i]->integer == 1)
-                log_debug(NULL, "usage applied", "{s:s, s:s, s:s, s:s}", "id",
-                          b->args[2 + BATCH_ARGS * i], "vm", b->args[3 + BATCH_ARGS * i], "state",
-                          b->args[4 + BATCH_ARGS * i], "at_ms", b->args[5 + BATCH_ARGS * i]);
+                log_debug(NULL, "usage applied", "{s:s, s:s, s:s, s:s, s:s}", "id",
+                          b->args[BATCH_HEAD + BATCH_ARGS * i], "vm",
+                          b->args[BATCH_HEAD + 1 + BATCH_ARGS * i], "state",
+                          b->args[BATCH_HEAD + 2 + BATCH_ARGS * i], "power",
+                          b->args[BATCH_HEAD + 3 + BATCH_ARGS * i], "at_ms",
+                          b->args[BATCH_HEAD + 4 + BATCH_ARGS * i]);
     freeReplyObject(r);
     return rc;
 }
@@ -337,7 +382,9 @@ static int s_entries(usage_t *self, const redisReply *entries, char *last_id, si
         else {
             const char *type = s_field(fields, "type");
             if (type && strcmp(type, "vm.state") == 0)
-                s_apply_vm(self, &batch, id, fields, &ack);
+                s_apply_vm(self, &batch, id, fields, 0, &ack);
+            else if (type && strcmp(type, "vm.power") == 0)
+                s_apply_vm(self, &batch, id, fields, 1, &ack);
             else
                 ack = 1;
         }
@@ -550,6 +597,7 @@ static Berth__UsageRecord *s_record(const redisReply *row, int64_t from, int64_t
     }
     double hours = (double)active / 3600000.0;
     rec->active_ms = active;
+    rec->disk_ms = disk_ms;
     rec->vcpu_hours = (double)vcpus * hours;
     rec->ram_gb_hours = (double)ram_mb / 1024.0 * hours;
     rec->disk_gb_hours = (double)disk_gb * ((double)disk_ms / 3600000.0);

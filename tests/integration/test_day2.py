@@ -14,7 +14,10 @@ hosts (libvirt test driver):
 - the CLI: `berth stop|start|shelve|unshelve VM` follow the task to its end, --no-wait does
   not, and a refusal exits 1 with the server's message;
 - quota: a shelved VM keeps its count and disk but not its vCPUs and RAM, which another VM can
-  then use; unshelving checks the quota again (403 QUOTA_EXCEEDED).
+  then use; unshelving checks the quota again (403 QUOTA_EXCEEDED);
+- billing: a stopped ACTIVE VM pays for its disk only; the meter's totals match what the
+  recorded transitions say (tests/integration/billing.py), split into compute and disk-only
+  hours in GET /v1/usage.
 
 Run: BERTH_BIN_DIR=build/bin python3 tests/integration/test_day2.py
 """
@@ -24,10 +27,12 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from berth_test import CheckedProxy, PlatformCase, wait_until  # noqa: E402
+from billing import billed_ms, transitions, vm_events  # noqa: E402
 
 PW = "day2-test-pw-1"
 # Two hosts of 4 GB: a 2 GB VM fits twice on each, a 4 GB one once.
@@ -192,6 +197,34 @@ class Day2(PlatformCase):
         self.dispose(vm)
 
     # -- shelve and unshelve ---------------------------------------------------------------
+
+    def test_stopped_vm_bills_disk_only(self):
+        vm = self.build("tiny", "billed")
+        self.settle(vm, "RUNNING")
+        time.sleep(1.0)  # running: compute and disk
+        self.run_action(vm, "stop", force=True)
+        time.sleep(1.5)  # stopped: disk only
+        self.run_action(vm, "start")
+        time.sleep(0.5)
+        self.dispose(vm)
+        events = vm_events(self.p, vm["id"])
+        compute_ms, disk_ms = billed_ms(events, 0)
+        trail = transitions(events)
+        # The stop is on record and long enough that billing it as running could not hide in
+        # the tolerance below (1e-6 h is 3.6 ms; the stop lasted over a second).
+        self.assertGreater(disk_ms - compute_ms, 1000, trail)
+        self.assertGreater(compute_ms, 1000, trail)
+
+        def record():
+            mine = [u for u in self.api.get("/v1/usage")["usage"] if u["vm"] == vm["id"]]
+            return mine[0] if mine and abs(mine[0]["disk_gb_hours"] - 10 * disk_ms / 3.6e6) \
+                < 1e-6 else None
+        rec = wait_until(record, 10, "usage of the disposed VM")
+        compute_h, disk_h = compute_ms / 3.6e6, disk_ms / 3.6e6
+        self.assertAlmostEqual(rec["vcpu_hours"], 1 * compute_h, delta=1e-6, msg=trail)
+        self.assertAlmostEqual(rec["ram_gb_hours"], 0.5 * compute_h, delta=1e-6, msg=trail)
+        self.assertAlmostEqual(rec["active_hours"], compute_h, delta=1e-6, msg=trail)
+        self.assertAlmostEqual(rec["disk_only_hours"], disk_h - compute_h, delta=1e-6, msg=trail)
 
     def test_shelve_frees_the_host_and_unshelve_lands_elsewhere_when_full(self):
         hosts = sorted(self.api.hosts())

@@ -141,6 +141,12 @@ static void test_billing_factors(void **state)
         { "ACTIVE", "RUNNING", 1, 1 },  { "ACTIVE", NULL, 1, 1 },     { "EXPIRING", "", 1, 1 },
         { "EXPIRED", "STOPPED", 0, 1 }, { "EXPIRED", NULL, 0, 1 },    { "PROVISIONING", NULL, 0, 0 },
         { "DISPOSED", NULL, 0, 0 },     { "NOPE", "RUNNING", 0, 0 },  { NULL, NULL, 0, 0 },
+        /* By power: a stopped or crashed VM pays for its disk only, a suspended one keeps
+           its RAM and vCPUs on the host and pays for them; a shelved or expired one never
+           pays compute, whatever its power says. */
+        { "ACTIVE", "STOPPED", 0, 1 },  { "ACTIVE", "CRASHED", 0, 1 },
+        { "ACTIVE", "SUSPENDED", 1, 1 }, { "EXPIRING", "STOPPED", 0, 1 },
+        { "EXPIRED", "RUNNING", 0, 1 }, { "SHELVED", "RUNNING", 0, 1 },
     };
     for (size_t i = 0; i < sizeof rows / sizeof *rows; i++) {
         int compute = -1, disk = -1;
@@ -148,6 +154,10 @@ static void test_billing_factors(void **state)
         assert_int_equal(compute, rows[i].compute);
         assert_int_equal(disk, rows[i].disk);
     }
+    /* UNKNOWN (host DOWN) is not read as a power state at all: the last known one bills. */
+    assert_true(lifecycle_power_billed_as_last("UNKNOWN"));
+    assert_false(lifecycle_power_billed_as_last("STOPPED"));
+    assert_false(lifecycle_power_billed_as_last(NULL));
     char error[256];
     assert_int_equal(lifecycle_check(LIFECYCLE_VM, "ACTIVE", "EXPIRING", error, sizeof error), 0);
     assert_int_equal(lifecycle_check(LIFECYCLE_VM, "EXPIRED", "ACTIVE", error, sizeof error), 0);

@@ -1,8 +1,9 @@
 /*  test_lua_usage: lib/lua/usage_apply.lua and usage_rows.lua on a real Redis. An event is
     applied and acknowledged in one step, a redelivered one only acknowledged; a late event
     takes its place by stream id and the intervals are derived again; the index scores a VM
-    by the end of its last interval (+inf while open); one call applies a batch in order.
-    Rows are filtered by owner and time. */
+    by the end of its last interval (+inf while open); one call applies a batch in order;
+    power events bill by the (state, power) pair, UNKNOWN as the last known power. Rows are
+    filtered by owner and time. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -17,13 +18,35 @@
 
 typedef testenv_fixture_t fixture_t;
 
+/* A billing table as usage.c builds it from lib/lifecycle.c (the shape, not every row). */
+#define S_BILLING                                                                                \
+    "{\"bill\":{\"ACTIVE\":{\"\":3,\"STOPPED\":2},\"EXPIRED\":{\"\":2}},"                     \
+    "\"keep\":{\"UNKNOWN\":true}}"
+
+static const char *s_max_events = "100";
+
+/* Apply one event: state names a lifecycle state, or "power:X" a power state. */
 static long long s_apply(store_t *store, const char *id, const char *state, const char *at)
 {
-    const char *argv[] = {
-        "t:events", "t:usage:vms", "t:usage:{vm}", "g",  "100", id,     "vm", state,
-        at,         "ann",         "tmpl",         "h1", "2",   "2048", "20"
-    };
-    redisReply *r = store_run(store, &lua_usage_apply, 3, 15, argv);
+    int power = strncmp(state, "power:", 6) == 0;
+    const char *argv[] = { "t:events",
+                           "t:usage:vms",
+                           "t:usage:{vm}",
+                           "g",
+                           s_max_events,
+                           S_BILLING,
+                           id,
+                           "vm",
+                           power ? "" : state,
+                           power ? state + 6 : "",
+                           at,
+                           "ann",
+                           "tmpl",
+                           "h1",
+                           "2",
+                           "2048",
+                           "20" };
+    redisReply *r = store_run(store, &lua_usage_apply, 3, 17, argv);
     assert_non_null(r);
     assert_int_equal(r->type, REDIS_REPLY_ARRAY);
     assert_int_equal(r->elements, 1);
@@ -60,7 +83,7 @@ static void test_apply_in_any_order(void **state)
     r = store_command(f->store, "XREADGROUP GROUP g c STREAMS t:events >");
     freeReplyObject(r);
 
-    assert_int_equal(s_apply(f->store, "100-0", "3", "1000"), 1);
+    assert_int_equal(s_apply(f->store, "100-0", "ACTIVE", "1000"), 1);
     r = store_command(f->store, "XPENDING t:events g");
     assert_int_equal(r->element[0]->integer, 0);
     freeReplyObject(r);
@@ -68,13 +91,13 @@ static void test_apply_in_any_order(void **state)
     s_assert_field(f->store, "owner", "ann");
     s_assert_score(f->store, "inf");
 
-    assert_int_equal(s_apply(f->store, "100-0", "3", "1000"), 0); /* redelivered */
-    assert_int_equal(s_apply(f->store, "300-0", "0", "5000"), 1);
+    assert_int_equal(s_apply(f->store, "100-0", "ACTIVE", "1000"), 0); /* redelivered */
+    assert_int_equal(s_apply(f->store, "300-0", "DISPOSED", "5000"), 1);
     s_assert_field(f->store, "intervals", "[[1000,5000]]");
     s_assert_score(f->store, "5000");
     /* Late events, in their place: a STOPPED at 2000 and an ACTIVE at 3000. */
-    assert_int_equal(s_apply(f->store, "200-0", "0", "2000"), 1);
-    assert_int_equal(s_apply(f->store, "250-0", "3", "3000"), 1);
+    assert_int_equal(s_apply(f->store, "200-0", "DISPOSING", "2000"), 1);
+    assert_int_equal(s_apply(f->store, "250-0", "ACTIVE", "3000"), 1);
     s_assert_field(f->store, "intervals", "[[1000,2000],[3000,5000]]");
     s_assert_field(f->store, "last_event", "300-0");
     s_assert_score(f->store, "5000");
@@ -85,16 +108,64 @@ static void test_apply_in_any_order(void **state)
 static void test_disk_only_billing(void **state)
 {
     fixture_t *f = *state;
-    assert_int_equal(s_apply(f->store, "100-0", "3", "1000"), 1); /* ACTIVE */
-    assert_int_equal(s_apply(f->store, "200-0", "2", "4000"), 1); /* EXPIRED */
+    assert_int_equal(s_apply(f->store, "100-0", "ACTIVE", "1000"), 1);
+    assert_int_equal(s_apply(f->store, "200-0", "EXPIRED", "4000"), 1);
     s_assert_field(f->store, "intervals", "[[1000,4000]]");
     s_assert_field(f->store, "disk_intervals", "[[1000,0]]");
     s_assert_score(f->store, "inf");
-    assert_int_equal(s_apply(f->store, "300-0", "3", "6000"), 1); /* revived */
-    assert_int_equal(s_apply(f->store, "400-0", "0", "9000"), 1); /* disposed */
+    assert_int_equal(s_apply(f->store, "300-0", "ACTIVE", "6000"), 1);   /* revived */
+    assert_int_equal(s_apply(f->store, "400-0", "DISPOSED", "9000"), 1); /* disposed */
     s_assert_field(f->store, "intervals", "[[1000,4000],[6000,9000]]");
     s_assert_field(f->store, "disk_intervals", "[[1000,9000]]");
     s_assert_score(f->store, "9000");
+}
+
+/* Power: an ACTIVE VM stopped bills its disk only until it runs again; an UNKNOWN power (host
+   DOWN) changes nothing, whichever power it follows; a late STOPPED takes its place; the
+   lifecycle state and the power are followed across events. */
+static void test_power_billing(void **state)
+{
+    fixture_t *f = *state;
+    assert_int_equal(s_apply(f->store, "100-0", "power:RUNNING", "500"), 1);
+    assert_int_equal(s_apply(f->store, "110-0", "ACTIVE", "1000"), 1);
+    assert_int_equal(s_apply(f->store, "200-0", "power:STOPPED", "2000"), 1);
+    assert_int_equal(s_apply(f->store, "250-0", "power:UNKNOWN", "2500"), 1); /* still off */
+    assert_int_equal(s_apply(f->store, "300-0", "power:RUNNING", "3000"), 1);
+    assert_int_equal(s_apply(f->store, "350-0", "power:UNKNOWN", "3500"), 1); /* still on */
+    s_assert_field(f->store, "intervals", "[[1000,2000],[3000,0]]");
+    s_assert_field(f->store, "disk_intervals", "[[1000,0]]");
+    /* A stop that arrives late (another meter held it) lands in its place. */
+    assert_int_equal(s_apply(f->store, "400-0", "EXPIRED", "6000"), 1);
+    assert_int_equal(s_apply(f->store, "380-0", "power:STOPPED", "5000"), 1);
+    s_assert_field(f->store, "intervals", "[[1000,2000],[3000,5000]]");
+    s_assert_field(f->store, "disk_intervals", "[[1000,0]]");
+    /* Revived: ACTIVE while still STOPPED bills disk only, until it runs. */
+    assert_int_equal(s_apply(f->store, "500-0", "ACTIVE", "7000"), 1);
+    assert_int_equal(s_apply(f->store, "510-0", "power:RUNNING", "7500"), 1);
+    assert_int_equal(s_apply(f->store, "600-0", "DISPOSED", "9000"), 1);
+    s_assert_field(f->store, "intervals", "[[1000,2000],[3000,5000],[7500,9000]]");
+    s_assert_field(f->store, "disk_intervals", "[[1000,9000]]");
+}
+
+/* Folding keeps what is in force: with max_events 4, the older half of the list becomes
+   closed intervals, and a STOPPED folded away still makes the next ACTIVE disk only. */
+static void test_fold_keeps_power(void **state)
+{
+    fixture_t *f = *state;
+    s_max_events = "4";
+    assert_int_equal(s_apply(f->store, "100-0", "ACTIVE", "1000"), 1);
+    assert_int_equal(s_apply(f->store, "200-0", "power:STOPPED", "2000"), 1);
+    assert_int_equal(s_apply(f->store, "300-0", "EXPIRED", "3000"), 1);
+    assert_int_equal(s_apply(f->store, "400-0", "power:UNKNOWN", "3500"), 1);
+    assert_int_equal(s_apply(f->store, "500-0", "ACTIVE", "4000"), 1); /* folds */
+    redisReply *r = store_command(f->store, "HGET t:usage:{vm} base_until");
+    assert_int_equal(r->type, REDIS_REPLY_STRING);
+    freeReplyObject(r);
+    assert_int_equal(s_apply(f->store, "600-0", "power:RUNNING", "5000"), 1);
+    assert_int_equal(s_apply(f->store, "700-0", "DISPOSED", "6000"), 1);
+    s_max_events = "100";
+    s_assert_field(f->store, "intervals", "[[1000,2000],[5000,6000]]");
+    s_assert_field(f->store, "disk_intervals", "[[1000,6000]]");
 }
 
 /* One call applies a whole read: events of two VMs, two of one VM seeing each other, a
@@ -115,14 +186,14 @@ static void test_apply_batch(void **state)
     /* clang-format off */
     const char *argv[] = {
         "t:events", "t:usage:vms", "t:usage:{a}", "t:usage:{b}", "t:usage:{a}", "t:usage:{a}",
-        "g", "100",
-        "100-0", "a", "3", "1000", "ann", "tmpl", "h1", "2", "2048", "20",
-        "200-0", "b", "3", "1500", "bob", "tmpl", "h2", "", "", "",
-        "300-0", "a", "0", "4000", "", "", "", "", "", "",
-        "100-0", "a", "3", "1000", "ann", "tmpl", "h1", "2", "2048", "20",
+        "g", "100", S_BILLING,
+        "100-0", "a", "ACTIVE", "", "1000", "ann", "tmpl", "h1", "2", "2048", "20",
+        "200-0", "b", "ACTIVE", "", "1500", "bob", "tmpl", "h2", "", "", "",
+        "300-0", "a", "DISPOSED", "", "4000", "", "", "", "", "", "",
+        "100-0", "a", "ACTIVE", "", "1000", "ann", "tmpl", "h1", "2", "2048", "20",
     };
     /* clang-format on */
-    r = store_run(f->store, &lua_usage_apply, 6, 48, argv);
+    r = store_run(f->store, &lua_usage_apply, 6, 53, argv);
     assert_non_null(r);
     assert_int_equal(r->type, REDIS_REPLY_ARRAY);
     assert_int_equal(r->elements, 4);
@@ -179,6 +250,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_apply_in_any_order, testenv_setup, testenv_teardown),
         cmocka_unit_test_setup_teardown(test_disk_only_billing, testenv_setup, testenv_teardown),
+        cmocka_unit_test_setup_teardown(test_power_billing, testenv_setup, testenv_teardown),
+        cmocka_unit_test_setup_teardown(test_fold_keeps_power, testenv_setup, testenv_teardown),
         cmocka_unit_test_setup_teardown(test_apply_batch, testenv_setup, testenv_teardown),
         cmocka_unit_test_setup_teardown(test_rows_filter_owner_and_time, testenv_setup,
                                         testenv_teardown),

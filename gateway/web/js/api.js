@@ -1,0 +1,68 @@
+// The REST API (/v1) as the portal calls it: the session cookie (HttpOnly) goes with every
+// call by itself; a state-changing call adds the anti-CSRF token the gateway gave at sign-in
+// (kept in the berth_csrf cookie, which a page of another site can neither read nor send).
+
+export class ApiError extends Error {
+  constructor(status, body) {
+    const e = (body && body.error) || {};
+    super(e.message || `HTTP ${status}`);
+    this.status = status;
+    this.code = e.code || 'HTTP_' + status;
+    this.requestId = e.request_id || '';
+    this.details = e.details || {};
+  }
+}
+
+function csrfToken() {
+  const m = document.cookie.match(/(?:^|;\s*)berth_csrf=([^;]*)/);
+  return m ? decodeURIComponent(m[1]) : '';
+}
+
+export function hasSession() {
+  return csrfToken() !== '';
+}
+
+export async function call(method, path, body) {
+  const headers = { Accept: 'application/json' };
+  if (body !== undefined) headers['Content-Type'] = 'application/json';
+  if (method !== 'GET' && method !== 'HEAD') headers['X-CSRF-Token'] = csrfToken();
+  const r = await fetch(path, {
+    method,
+    headers,
+    body: body === undefined ? undefined : JSON.stringify(body),
+    credentials: 'same-origin',
+  });
+  let data = null;
+  const text = await r.text();
+  if (text) {
+    try { data = JSON.parse(text); } catch { data = null; }
+  }
+  if (!r.ok) throw new ApiError(r.status, data);
+  return data;
+}
+
+export const get = (path) => call('GET', path);
+export const post = (path, body) => call('POST', path, body === undefined ? {} : body);
+export const del = (path) => call('DELETE', path);
+
+// Every page of a list (next_marker), up to max items: the portal shows what a user owns,
+// which the gateway bounds by list_limit_max per page.
+export async function all(path, key, max = 2000) {
+  const out = [];
+  let marker = null;
+  do {
+    const sep = path.includes('?') ? '&' : '?';
+    const page = await get(path + sep + 'limit=500' + (marker ? '&marker=' + encodeURIComponent(marker) : ''));
+    out.push(...(page[key] || []));
+    marker = page.next_marker;
+  } while (marker && out.length < max);
+  return out;
+}
+
+export async function login(username, password) {
+  return call('POST', '/v1/auth/tokens', { username, password, session: true });
+}
+
+export async function logout() {
+  return call('DELETE', '/v1/auth/tokens/current');
+}
