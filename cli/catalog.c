@@ -5,13 +5,22 @@
 
 int cli_templates(cli_t *cli, int argc, char **argv)
 {
+    cli_opt_t opts[] = { { "group", 1, NULL, 0 }, { NULL } };
     const char *pos[1];
-    if (cli_parse(argc, argv, NULL, pos, 0, 0) != 0) {
-        fprintf(stderr, "usage: berth templates\n");
+    if (cli_parse(argc, argv, opts, pos, 0, 0) != 0) {
+        fprintf(stderr, "usage: berth templates [--group G]  (G: only what group G offers)\n");
         return 2;
     }
+    char path[CLI_PATH_MAX + 32] = "/v1/templates", escaped[CLI_PATH_MAX];
+    if (opts[0].set) {
+        if (cli_escape(opts[0].value, escaped, sizeof escaped) != 0) {
+            fprintf(stderr, "berth templates: group name too long\n");
+            return 2;
+        }
+        snprintf(path, sizeof path, "/v1/templates?group=%s", escaped);
+    }
     json_t *body = NULL;
-    if (cli_http(cli, "GET", "/v1/templates", NULL, &body) != 0)
+    if (cli_http(cli, "GET", path, NULL, &body) != 0)
         return 1;
     if (cli->json)
         cli_print_json(body);

@@ -18,6 +18,8 @@ static const char s_usage[] =
     "                               [--charging-model allocation|reservation]\n"
     "                               [--auto-growth-max-vms N] (and -vcpus, -ram-mb, -disk-gb:\n"
     "                               how far `berth allocate` grows the quota without an admin)\n"
+    "                               [--templates T1,T2] (the templates its members may\n"
+    "                               request; '' for every template)\n"
     "       berth groups update G [the options of create] [--version V]  (--parent '' moves\n"
     "                               it to the top)\n"
     "       berth groups delete G\n"
@@ -57,7 +59,7 @@ static void s_print_group(cli_t *cli, json_t *body)
     static const char *const first[] = { "id",           "name",    "cost_centre",
                                          "description",  "parent",  "quota",
                                          "user_quota",   "usage",   "approval_policy",
-                                         "reservations", "version", NULL };
+                                         "reservations", "templates", "version", NULL };
     if (cli->json)
         cli_print_json(body);
     else
@@ -169,6 +171,17 @@ static json_t *s_fields(cli_opt_t *opts)
             else
                 json_object_set_new(body, "auto_max_ram_mb", json_integer(n));
         }
+        /* --templates a,b: the names the group offers ('' for every template) */
+        if (o->set && streq(o->name, "templates")) {
+            json_t *names = json_array();
+            for (const char *t = o->value; names && *t;) {
+                size_t len = strcspn(t, ",");
+                if (len > 0)
+                    json_array_append_new(names, json_stringn(t, len));
+                t += len + (t[len] == ',');
+            }
+            json_object_set_new(body, "templates", names);
+        }
         if (o->set && streq(o->name, "version")) {
             int64_t v;
             if (util_parse_int(o->value, 1, INT64_MAX, &v) != 0) {
@@ -206,7 +219,7 @@ static json_t *s_fields(cli_opt_t *opts)
             { "auto-max-ram-mb", 1, NULL, 0 }, { "charging-model", 1, NULL, 0 },                   \
             { "auto-growth-max-vms", 1, NULL, 0 }, { "auto-growth-max-vcpus", 1, NULL, 0 },        \
             { "auto-growth-max-ram-mb", 1, NULL, 0 }, { "auto-growth-max-disk-gb", 1, NULL, 0 },   \
-            __VA_ARGS__                                                                            \
+            { "templates", 1, NULL, 0 }, __VA_ARGS__                                               \
     }
 
 static int s_create(cli_t *cli, int argc, char **argv)

@@ -19,7 +19,8 @@ typedef struct {
 static const s_command_t s_commands[] = {
     { "login", cli_login, "login [USER] [--password-stdin]       get a token for later commands" },
     { "logout", cli_logout, "logout                              revoke the token and forget it" },
-    { "templates", cli_templates, "templates                           what VMs can be made from" },
+    { "templates", cli_templates,
+      "templates [--group G]               what VMs can be made from (in group G)" },
     { "hosts", cli_hosts,
       "hosts                               hosts: state, use, orphans" },
     { "host", cli_host,

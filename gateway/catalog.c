@@ -140,10 +140,58 @@ static int s_template_hashes(http_req_t *req, const s_ids_t *c, redisReply **has
 
 /* Every template, by name, as approval lists them. A catalog still empty (approval has not
    seeded it yet) is asked of approval, which seeds it first. */
+/* ?group=G: the names of the templates G offers (a JSON array; empty: every template) into
+   *offered, when the caller may read G. 0, or -1 with the answer sent (404 for a group one
+   may not read, as for none). */
+static int s_offered(http_req_t *req, const char *ref, json_t **offered)
+{
+    char id[UTIL_ID_LEN], key[KEYS_MAX];
+    if (groups_resolve(req, ref, id) != 0)
+        return -1;
+    if (!perm_allows(req, "group.get", NULL, id)) {
+        http_error(req, "NOT_FOUND", "no such group");
+        return -1;
+    }
+    redisReply *r = store_command(req->store, "HGET %s templates",
+                                  keys_build(key, KEYS_GROUP, id, NULL));
+    if (!r || (r->type != REDIS_REPLY_STRING && r->type != REDIS_REPLY_NIL)) {
+        if (r)
+            freeReplyObject(r);
+        http_error(req, "UNAVAILABLE", "state store unreachable");
+        return -1;
+    }
+    *offered = r->type == REDIS_REPLY_STRING ? json_loads(r->str, 0, NULL) : NULL;
+    freeReplyObject(r);
+    if (*offered && !json_is_array(*offered)) {
+        json_decref(*offered);
+        *offered = NULL;
+    }
+    if (!*offered)
+        *offered = json_array();
+    return 0;
+}
+
+/* Is t among offered (an array of names; empty: every template)? */
+static int s_is_offered(const json_t *offered, const Berth__Template *t)
+{
+    if (!offered || json_array_size(offered) == 0)
+        return 1;
+    size_t i;
+    json_t *v;
+    json_array_foreach(offered, i, v) if (json_is_string(v) && t->name &&
+                                          streq(json_string_value(v), t->name)) return 1;
+    return 0;
+}
+
 void catalog_list_templates(http_req_t *req)
 {
+    const char *group = http_query(req, "group");
+    json_t *offered = NULL;
+    if (group && s_offered(req, group, &offered) != 0)
+        return;
     s_ids_t *ids = s_ids();
     if (!ids) {
+        json_decref(offered);
         http_error(req, "INTERNAL", "out of memory");
         return;
     }
@@ -151,23 +199,27 @@ void catalog_list_templates(http_req_t *req)
     int rc = 0;
     /* The index may change between our read and the script: a few tries, then give up. */
     for (int attempt = 0; attempt < 3 && rc == 0; attempt++)
-        if ((rc = s_template_hashes(req, ids, &hashes)) == 0 && s_ids_read(req, ids) != 0)
+        if ((rc = s_template_hashes(req, ids, &hashes)) == 0 && s_ids_read(req, ids) != 0) {
+            json_decref(offered);
             return;
-    if (rc < 0)
-        return;
-    if (rc == 0) {
-        http_error(req, "UNAVAILABLE", "the template catalog kept changing; try again");
+        }
+    if (rc <= 0) {
+        if (rc == 0)
+            http_error(req, "UNAVAILABLE", "the template catalog kept changing; try again");
+        json_decref(offered);
         return;
     }
     size_t n = hashes->elements, count = 0;
-    if (n == 0) {
+    if (n == 0) { /* not seeded yet: approval seeds it (a group offers from a seeded one) */
         freeReplyObject(hashes);
+        json_decref(offered);
         s_templates_from_approval(req);
         return;
     }
     Berth__Template **list = calloc(n, sizeof *list);
     if (!list) {
         freeReplyObject(hashes);
+        json_decref(offered);
         http_error(req, "INTERNAL", "out of memory");
         return;
     }
@@ -181,10 +233,12 @@ void catalog_list_templates(http_req_t *req)
     qsort(list, count, sizeof *list, s_by_name);
     json_t *templates = json_array();
     for (size_t i = 0; i < count; i++) {
-        json_array_append_new(templates, view_template(list[i]));
+        if (s_is_offered(offered, list[i]))
+            json_array_append_new(templates, view_template(list[i]));
         protobuf_c_message_free_unpacked(&list[i]->base, NULL);
     }
     free(list);
+    json_decref(offered);
     http_json(req, 200, json_pack("{s:o}", "templates", templates));
 }
 

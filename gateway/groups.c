@@ -51,6 +51,36 @@ static int s_group(http_req_t *req, const char *action, char id[UTIL_ID_LEN])
     return -1;
 }
 
+/* The body's "templates" (an array of template names; [] or null: every template) into
+   names[]/g: 1 when absent, 0 when given, -1 with a 400 sent. Names borrowed from the body. */
+static int s_templates(http_req_t *req, Berth__Group *g, char **names)
+{
+    json_t *list = json_object_get(req->body, "templates");
+    if (!list)
+        return 1;
+    if (json_is_null(list))
+        return 0;
+    if (!json_is_array(list) || json_array_size(list) > LIMIT_GROUP_TEMPLATES_MAX) {
+        http_bad_field(req, "templates", "templates must be an array of at most %d template names",
+                       LIMIT_GROUP_TEMPLATES_MAX);
+        return -1;
+    }
+    size_t i;
+    json_t *v;
+    json_array_foreach(list, i, v)
+    {
+        if (!json_is_string(v) || json_string_length(v) > LIMIT_TEMPLATE_NAME_MAX ||
+            !rest_id_ok(json_string_value(v))) {
+            http_bad_field(req, "templates", "templates[%zu] must be a template name", i);
+            return -1;
+        }
+        names[i] = (char *)json_string_value(v);
+    }
+    g->templates = names;
+    g->n_templates = json_array_size(list);
+    return 0;
+}
+
 /* A Quota as JSON, or null when absent. */
 static json_t *s_quota_view(const Berth__Quota *q)
 {
@@ -81,6 +111,15 @@ json_t *groups_reservations_view(Berth__Reservation *const *items, size_t n)
     return list;
 }
 
+/* The templates a group offers as a JSON array of names ([]: every template). */
+static json_t *s_names_view(const Berth__Group *g)
+{
+    json_t *list = json_array();
+    for (size_t i = 0; list && i < g->n_templates; i++)
+        json_array_append_new(list, json_string(g->templates[i] ? g->templates[i] : ""));
+    return list;
+}
+
 static json_t *s_view(const Berth__Group *g)
 {
     json_t *view = json_pack(
@@ -103,7 +142,10 @@ static json_t *s_view(const Berth__Group *g)
                                      g->charging_model && *g->charging_model ? g->charging_model
                                                                              : "allocation",
                                      "auto_growth_max", s_quota_view(g->auto_growth_max))) != 0 ||
-                 json_object_set_new(view, "reservations", groups_reservations_view(g->reservations, g->n_reservations)) != 0)) {
+                 json_object_set_new(view, "reservations",
+                                     groups_reservations_view(g->reservations,
+                                                              g->n_reservations)) != 0 ||
+                 json_object_set_new(view, "templates", s_names_view(g)) != 0)) {
         json_decref(view);
         return NULL;
     }
@@ -254,16 +296,18 @@ void groups_create(http_req_t *req)
                                            "auto_max_ram_mb",
                                            "charging_model",
                                            "auto_growth_max",
+                                           "templates",
                                            NULL };
     const char *name;
-    char parent[UTIL_ID_LEN];
+    char parent[UTIL_ID_LEN], *names[LIMIT_GROUP_TEMPLATES_MAX];
     Berth__Group g = BERTH__GROUP__INIT;
     Berth__Quota q = BERTH__QUOTA__INIT, uq = BERTH__QUOTA__INIT, grow = BERTH__QUOTA__INIT;
     int has_quota, has_user_quota, has_grow;
     if (rest_body(req, allowed) || rest_str(req, "name", 1, LIMIT_GROUP_NAME_MAX, &name) ||
         s_texts(req, &g, parent, 0) || (has_quota = s_quota(req, "quota", &q)) < 0 ||
         (has_user_quota = s_quota(req, "user_quota", &uq)) < 0 ||
-        (has_grow = s_quota(req, "auto_growth_max", &grow)) < 0 || s_approval(req, &g, NULL, NULL))
+        (has_grow = s_quota(req, "auto_growth_max", &grow)) < 0 ||
+        s_approval(req, &g, NULL, NULL) || s_templates(req, &g, names) < 0)
         return;
     g.auto_growth_max = has_grow == 0 ? &grow : NULL;
     /* The name becomes part of a Redis key; approval checks the full grammar. */
@@ -386,19 +430,21 @@ void groups_update(http_req_t *req)
     static const char *const allowed[] = { "cost_centre",     "description",     "parent",
                                            "quota",           "user_quota",      "version",
                                            "approval_policy", "auto_max_vcpus",  "auto_max_ram_mb",
-                                           "charging_model",  "auto_growth_max", NULL };
-    char id[UTIL_ID_LEN], parent[UTIL_ID_LEN];
+                                           "charging_model",  "auto_growth_max", "templates",
+                                           NULL };
+    char id[UTIL_ID_LEN], parent[UTIL_ID_LEN], *names[LIMIT_GROUP_TEMPLATES_MAX];
     Berth__Group g = BERTH__GROUP__INIT;
     Berth__Quota q = BERTH__QUOTA__INIT, uq = BERTH__QUOTA__INIT, grow = BERTH__QUOTA__INIT;
     int64_t version = 0;
-    int has_quota, has_user_quota, has_grow;
+    int has_quota, has_user_quota, has_grow, has_templates;
     if (s_group(req, "group.update", id) || rest_body(req, allowed) ||
         s_texts(req, &g, parent, 1) || (has_quota = s_quota(req, "quota", &q)) < 0 ||
         (has_user_quota = s_quota(req, "user_quota", &uq)) < 0 ||
         (has_grow = s_quota(req, "auto_growth_max", &grow)) < 0 ||
+        (has_templates = s_templates(req, &g, names)) < 0 ||
         rest_int(req, "version", 0, 1, INT64_MAX, &version) < 0)
         return;
-    char *fields[12];
+    char *fields[16];
     size_t n = 0;
     if (g.cost_centre)
         fields[n++] = "cost_centre";
@@ -418,13 +464,15 @@ void groups_update(http_req_t *req)
         fields[n++] = "auto_growth_max";
         g.auto_growth_max = &grow;
     }
+    if (has_templates == 0)
+        fields[n++] = "templates";
     if (s_approval(req, &g, fields, &n) != 0)
         return;
     if (n == 0) {
         http_bad_field(req, "cost_centre",
                        "name at least one field to change: cost_centre, description, parent, "
                        "quota, user_quota, approval_policy, auto_max_vcpus, auto_max_ram_mb, "
-                       "charging_model, auto_growth_max");
+                       "charging_model, auto_growth_max, templates");
         return;
     }
     Berth__UpdateGroup ask = BERTH__UPDATE_GROUP__INIT;

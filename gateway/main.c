@@ -33,7 +33,7 @@ static const http_route_t s_routes[] = {
     { "POST", "/v1/auth/keys", apikey_create, "apikey.create", NULL },
     { "GET", "/v1/auth/keys", apikey_list, "apikey.list", NULL },
     { "DELETE", "/v1/auth/keys/{id}", apikey_revoke, "apikey.revoke", NULL },
-    { "GET", "/v1/templates", catalog_list_templates, "template.list", NULL },
+    { "GET", "/v1/templates", catalog_list_templates, "template.list", "group" },
     { "POST", "/v1/templates", catalog_create_template, "template.create", NULL },
     { "GET", "/v1/hosts", catalog_list_hosts, "host.list", NULL },
     { "GET", "/v1/hosts/{id}", catalog_get_host, "host.get", NULL },

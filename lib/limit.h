@@ -42,6 +42,7 @@
 
 /* Group reservations (approval enforces them; the gateway checks them first). */
 #define LIMIT_RESERVATIONS_MAX    32              /* reservations of one group */
+#define LIMIT_GROUP_TEMPLATES_MAX 64              /* templates a group offers by name */
 #define LIMIT_RESERVE_VCPUS_MAX   1048576         /* vcpus of one reservation */
 #define LIMIT_RESERVE_RAM_MB_MAX  1099511627776LL /* 2^40: ram_mb of one reservation */
 #define LIMIT_RESERVE_DISK_GB_MAX 1099511627776LL /* 2^40: disk_gb of one reservation */

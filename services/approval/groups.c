@@ -3,6 +3,7 @@
     templates. A caller's rights on a group come from their membership role (manager manages
     members) or the platform role admin; operators read every group, like admins. */
 #include "groups.h"
+#include "catalog.h"
 #include "clock.h"
 #include "decide.h"
 #include "approval.h"
@@ -79,6 +80,44 @@ static int s_check_fields(const Berth__Group *g, fault_t *fault)
     return s_check_quota("quota", g->quota, fault) ||
            s_check_quota("user_quota", g->user_quota, fault) ||
            s_check_quota("auto_growth_max", g->auto_growth_max, fault);
+}
+
+/* The templates g offers: at most LIMIT_GROUP_TEMPLATES_MAX, each a template of the catalog
+   named by its name, none twice. */
+static int s_check_templates(store_t *store, const Berth__Group *g, fault_t *fault)
+{
+    if (g->n_templates > LIMIT_GROUP_TEMPLATES_MAX)
+        return error_field(fault, "templates", "a group offers at most %d templates",
+                           LIMIT_GROUP_TEMPLATES_MAX);
+    for (size_t i = 0; i < g->n_templates; i++) {
+        const char *name = g->templates[i];
+        if (!name || !policy_is_template_name(name))
+            return error_field(fault, "templates", "templates must be template names");
+        for (size_t k = 0; k < i; k++)
+            if (streq(g->templates[k], name))
+                return error_field(fault, "templates", "template %s is named twice", name);
+        Berth__Template *t = NULL;
+        if (catalog_find(store, name, &t, fault) != 0) {
+            if (streq(fault->code, "NOT_FOUND"))
+                error_field(fault, "templates", "no template %s", name);
+            return -1;
+        }
+        int by_name = streq(t->name, name);
+        protobuf_c_message_free_unpacked(&t->base, NULL);
+        if (!by_name)
+            return error_field(fault, "templates", "name template %s by its name", name);
+    }
+    return 0;
+}
+
+int groups_offers(const Berth__Group *g, const Berth__Template *t)
+{
+    if (g->n_templates == 0)
+        return 1;
+    for (size_t i = 0; i < g->n_templates; i++)
+        if (streq(g->templates[i], t->name))
+            return 1;
+    return 0;
 }
 
 int groups_check_new(const Berth__Group *group, fault_t *fault)
@@ -230,6 +269,8 @@ void groups_init_new(Berth__Group *g, const Berth__Group *group, char id[UTIL_ID
     g->auto_max_ram_mb = group->auto_max_ram_mb;
     g->charging_model = group->charging_model ? group->charging_model : "";
     g->auto_growth_max = group->auto_growth_max;
+    g->templates = group->templates;
+    g->n_templates = group->n_templates;
     g->created_ms = clock_now_ms();
     g->version = 1;
 }
@@ -240,6 +281,8 @@ int groups_create(store_t *store, const Berth__Group *group, const char *actor,
     if (groups_check_new(group, fault) != 0)
         return -1;
     if (group->parent && *group->parent && s_check_parent(store, group->parent, NULL, fault) != 0)
+        return -1;
+    if (s_check_templates(store, group, fault) != 0)
         return -1;
     char id[UTIL_ID_LEN];
     Berth__Group g;
@@ -433,6 +476,14 @@ int groups_update(store_t *store, const char *id, const Berth__Group *update, ch
             after.charging_model = update->charging_model ? update->charging_model : "";
         else if (streq(f, "auto_growth_max"))
             after.auto_growth_max = update->auto_growth_max; /* absent: no automatic growth */
+        else if (streq(f, "templates")) {
+            if (s_check_templates(store, update, fault) != 0) {
+                protobuf_c_message_free_unpacked(&g->base, NULL);
+                return -1;
+            }
+            after.templates = update->templates; /* none: every template */
+            after.n_templates = update->n_templates;
+        }
         else if (streq(f, "parent")) {
             after.parent = update->parent ? update->parent : "";
             parent_changed = 1;
@@ -441,7 +492,8 @@ int groups_update(store_t *store, const char *id, const Berth__Group *update, ch
             return error_field(fault, "fields",
                                "'%.64s' cannot be changed (cost_centre, description, parent, "
                                "quota, user_quota, approval_policy, auto_max_vcpus, "
-                               "auto_max_ram_mb, charging_model, auto_growth_max can)",
+                               "auto_max_ram_mb, charging_model, auto_growth_max, templates "
+                               "can)",
                                f);
         }
     }
@@ -461,7 +513,7 @@ int groups_update(store_t *store, const char *id, const Berth__Group *update, ch
     model_tx_check_version(tx, key, g->version);
     model_tx_put_fields(tx, key, &after.base, "cost_centre", "description", "parent", "quota",
                         "user_quota", "approval_policy", "auto_max_vcpus", "auto_max_ram_mb",
-                        "charging_model", "auto_growth_max", NULL);
+                        "charging_model", "auto_growth_max", "templates", NULL);
     if (after.parent && *after.parent) { /* still there, and knows its child */
         model_tx_check(tx, keys_build(parent_key, KEYS_GROUP, after.parent, NULL), "id",
                        after.parent);

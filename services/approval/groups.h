@@ -110,6 +110,9 @@ int groups_set_reservations(store_t *store, const policy_t *policy, const char *
                             Berth__Reservation *const *list, size_t n, int64_t version,
                             const char *actor, Berth__Group **out_p, fault_t *fault);
 
+/* Does g offer template t to its members (its templates name it, or it names none)? */
+int groups_offers(const Berth__Group *g, const Berth__Template *t);
+
 /* The reservations, checked field by field (BAD_REQUEST naming it). */
 int groups_check_reservations(Berth__Reservation *const *list, size_t n, fault_t *fault);
 

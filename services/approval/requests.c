@@ -379,6 +379,14 @@ int requests_create(store_t *store, const policy_t *policy, const Berth__CreateR
         protobuf_c_message_free_unpacked(&group->base, NULL);
         return -1;
     }
+    if (!groups_offers(group, tmpl)) {
+        error_set(fault, "FORBIDDEN", "group %s does not offer template %s", group->name,
+                  tmpl->name);
+        error_detail(fault, "field", "template");
+        protobuf_c_message_free_unpacked(&tmpl->base, NULL);
+        protobuf_c_message_free_unpacked(&group->base, NULL);
+        return -1;
+    }
     s_batch_t b;
     model_tx_t *tx = model_tx_new();
     if (tx)

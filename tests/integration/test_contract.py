@@ -106,6 +106,7 @@ class Contract(unittest.TestCase):
             "LIMIT_GROUP_TEXT_MAX": group["description"]["maxLength"],
             "LIMIT_GROUP_COST_CENTRE_MAX": group["cost_centre"]["maxLength"],
             "LIMIT_GROUP_QUOTA_MAX": quota["ram_mb"]["maximum"],
+            "LIMIT_GROUP_TEMPLATES_MAX": group["templates"]["maxItems"],
             "LIMIT_STOP_TIMEOUT_MAX_S": action["timeout_s"]["maximum"],
             "LIMIT_RESERVATIONS_MAX": reservations["maxItems"],
             "LIMIT_RESERVE_VCPUS_MAX": reserve["vcpus"]["maximum"],

@@ -205,6 +205,45 @@ class Groups(PlatformCase):
         # Not deleted while it has members.
         self.assertError(admin.call("DELETE", "/v1/groups/eng"), 409, "CONFLICT")
 
+    def test_templates_a_group_offers(self):
+        """A group offers some templates: a request for another is 403 naming the field, the
+        catalog filtered by the group lists only those, [] offers every one again."""
+        admin, mem, oth = self.users["admin"], self.users["member"], self.users["other"]
+        r = admin.call("POST", "/v1/groups", {"name": "narrow", "templates": ["small"]})
+        self.assertEqual(r.status, 201, r)
+        g = r.json()["group"]
+        self.addCleanup(admin.call, "DELETE", "/v1/groups/" + g["id"])
+        self.assertEqual(g["templates"], ["small"])
+        self.assertEqual(admin.call("POST", "/v1/groups/narrow/members",
+                                    {"user": "oth", "role": "member"}).status, 201)
+        self.addCleanup(admin.call, "DELETE", "/v1/groups/narrow/members/oth")
+        r = oth.call("POST", "/v1/requests", {"template": "medium", "name": "nope",
+                                              "group": "narrow"})
+        self.assertError(r, 403, "FORBIDDEN", "template")
+        self.assertIn("does not offer template medium", r.json()["error"]["message"])
+        # A new member's roles reach every gateway thread within groups_cache_ms.
+        listed = wait_until(lambda: (lambda r: r.json()["templates"] if r.status == 200
+                                     else None)(oth.call("GET", "/v1/templates?group=narrow")),
+                            10, "the new member reads the group's catalog")
+        self.assertEqual([t["name"] for t in listed], ["small"])
+        self.assertGreater(len(oth.get("/v1/templates")["templates"]), 1)
+        # A group one may not read is not found, as an unknown one.
+        self.assertEqual(mem.call("GET", "/v1/templates?group=narrow").status, 404)
+        self.assertEqual(mem.call("GET", "/v1/templates?group=no-such").status, 404)
+        # Validation names the field; only an admin changes it.
+        for bad in (["no-such-template"], ["small", "small"], "small", [7]):
+            r = admin.call("PATCH", "/v1/groups/narrow", {"templates": bad})
+            self.assertError(r, 400, "BAD_REQUEST", "templates")
+        self.assertIn(self.users["manager"].call("PATCH", "/v1/groups/narrow",
+                                                 {"templates": []}).status, (403, 404))
+        r = admin.call("PATCH", "/v1/groups/narrow", {"templates": ["small", "medium"]})
+        self.assertEqual((r.status, r.json()["group"]["templates"]), (200, ["small", "medium"]),
+                         r)
+        r = admin.call("PATCH", "/v1/groups/narrow", {"templates": []})
+        self.assertEqual((r.status, r.json()["group"]["templates"]), (200, []), r)
+        self.assertEqual(len(oth.get("/v1/templates?group=narrow")["templates"]),
+                         len(oth.get("/v1/templates")["templates"]))
+
     def test_members_add_set_remove(self):
         admin, mgr = self.api, self.users["manager"]
         self.user("newbie")
@@ -423,6 +462,15 @@ class Groups(PlatformCase):
         self.assertEqual(len(out.splitlines()), 2, out)  # the header and cli-proj
         self.assertIn("cli-unit", self.berth(home, "groups").stdout)
         out = self.berth(home, "groups", "update", "cli-unit", "--description", "the unit").stdout
+        shown = json.loads(self.berth(home, "-o", "json", "groups", "update", "cli-unit",
+                                      "--templates", "small,medium").stdout)
+        self.assertEqual(shown["group"]["templates"], ["small", "medium"])
+        out2 = self.berth(home, "templates", "--group", "cli-unit").stdout
+        self.assertIn("medium", out2)
+        self.assertNotIn("large", out2)
+        shown = json.loads(self.berth(home, "-o", "json", "groups", "update", "cli-unit",
+                                      "--templates", "").stdout)
+        self.assertEqual(shown["group"]["templates"], [])
         self.assertRegex(out, r"description:\s+the unit")
         self.assertRegex(out, r"version:\s+2")
         out = self.berth(home, "groups", "add-member", "cli-unit", "clia", "--role",
