@@ -1,5 +1,721 @@
 // The Berth portal: a single page over the REST API (/v1) and the live events (/v1/events).
-import { hasSession } from './api.js';
+// Screens are addressed by the URL's fragment (#/vms, #/vm/<id>, ...); each renders into
+// <main>, and the live events patch what is on screen in place (no polling, no reload).
+import * as api from './api.js';
+import { h, clear, fill, badge, when, mb, usageBar, confirmDialog } from './dom.js';
 
 const main = document.getElementById('main');
-main.textContent = hasSession() ? 'Signed in.' : 'Sign in to use Berth.';
+const nav = document.getElementById('nav');
+const who = document.getElementById('who');
+const errorBox = document.getElementById('error');
+const status = document.getElementById('status');
+
+const state = {
+  me: null,            // {username, role, groups: [{group, role}]} (GET /v1/users/{name})
+  groups: new Map(),   // group id -> name
+  templates: new Map(),// template id -> template
+  events: null,        // the EventSource
+  onEvent: null,       // the current screen's event handler
+};
+
+// ---- messages -------------------------------------------------------------------------
+
+function showError(err) {
+  clear(errorBox);
+  if (!err) { errorBox.hidden = true; return; }
+  errorBox.append(h('strong', {}, 'Error: '), err.message || String(err));
+  if (err.requestId) errorBox.append(' (request id ', h('code', {}, err.requestId), ')');
+  errorBox.hidden = false;
+}
+
+function announce(text) {
+  status.textContent = '';
+  // A new text node after the clear: screen readers announce each message, even a repeat.
+  setTimeout(() => { status.textContent = text; }, 30);
+}
+
+// ---- session --------------------------------------------------------------------------
+
+const USER_KEY = 'berth_user';
+
+async function loadMe(name) {
+  const { user } = await api.get('/v1/users/' + encodeURIComponent(name));
+  state.me = user;
+  const groups = await api.all('/v1/groups', 'groups');
+  state.groups = new Map(groups.map((g) => [g.id, g.name]));
+}
+
+function isPlatform() {
+  return state.me && (state.me.role === 'admin' || state.me.role === 'operator');
+}
+
+function groupRoles() {
+  return (state.me && state.me.groups) || [];
+}
+
+function managesAny() {
+  return state.me.role === 'admin' || groupRoles().some((m) => m.role === 'manager');
+}
+
+function readsAudit() {
+  return state.me.role === 'admin' || groupRoles().some((m) => m.role === 'manager' || m.role === 'auditor');
+}
+
+function groupName(id) {
+  return (id && state.groups.get(id)) || id || '—';
+}
+
+function renderChrome() {
+  clear(nav);
+  clear(who);
+  if (!state.me) { nav.hidden = true; return; }
+  const links = [['#/catalog', 'Catalog'], ['#/requests', 'My requests'], ['#/vms', 'My VMs']];
+  if (managesAny()) links.push(['#/approvals', 'Approvals']);
+  links.push(['#/groups', 'Groups']);
+  if (isPlatform()) links.push(['#/hosts', 'Hosts']);
+  if (readsAudit()) links.push(['#/audit', 'Audit']);
+  for (const [href, text] of links) nav.append(h('a', { href }, text));
+  nav.hidden = false;
+  who.append(h('span', {}, `${state.me.username} (${state.me.role})`),
+    h('button', { type: 'button', onclick: logout }, 'Sign out'));
+  markCurrent();
+}
+
+function markCurrent() {
+  const here = location.hash.split('/').slice(0, 2).join('/');
+  for (const a of nav.querySelectorAll('a')) {
+    if (a.getAttribute('href') === here) a.setAttribute('aria-current', 'page');
+    else a.removeAttribute('aria-current');
+  }
+}
+
+async function logout() {
+  try {
+    await api.logout();
+  } catch (err) {
+    if (err.status !== 401) { showError(err); return; }
+  }
+  stopEvents();
+  localStorage.removeItem(USER_KEY);
+  state.me = null;
+  renderChrome();
+  if (location.hash === '#/login') route(); else location.hash = '#/login';
+  announce('Signed out');
+}
+
+function loginScreen() {
+  const userId = 'login-user', pwId = 'login-password';
+  const msg = h('p', { className: 'field-error', id: 'login-error', role: 'alert' });
+  const form = h('form', { className: 'card login', 'aria-labelledby': 'login-title' },
+    h('h1', { id: 'login-title' }, 'Sign in to Berth'),
+    h('div', { className: 'field' }, h('label', { for: userId }, 'User name'),
+      h('input', { id: userId, name: 'username', autocomplete: 'username', required: true })),
+    h('div', { className: 'field' }, h('label', { for: pwId }, 'Password'),
+      h('input', { id: pwId, name: 'password', type: 'password', autocomplete: 'current-password', required: true })),
+    msg,
+    h('button', { type: 'submit', className: 'primary' }, 'Sign in'));
+  form.addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    msg.textContent = '';
+    const username = form.username.value.trim();
+    try {
+      await api.login(username, form.password.value);
+      localStorage.setItem(USER_KEY, username);
+      await loadMe(username);
+      renderChrome();
+      startEvents();
+      if (location.hash === '#/catalog') route(); else location.hash = '#/catalog';
+      announce('Signed in as ' + username);
+    } catch (err) {
+      msg.textContent = err.message + (err.requestId ? ` (request id ${err.requestId})` : '');
+      form.password.focus();
+    }
+  });
+  return { title: 'Sign in', node: form, focus: () => document.getElementById(userId).focus() };
+}
+
+// ---- live events ----------------------------------------------------------------------
+
+const EVENT_TYPES = ['vm.state', 'vm.power', 'vm.provisioned', 'vm.lease.notice', 'vm.lease.extended',
+  'vm.lease.expired', 'task.state', 'request.state', 'request.step', 'host.state',
+  'group.member', 'group.updated'];
+
+function startEvents() {
+  stopEvents();
+  // Same origin: the session cookie goes with it. The browser reconnects by itself and
+  // sends Last-Event-ID, so nothing is missed across a drop.
+  const es = new EventSource('/v1/events');
+  for (const type of EVENT_TYPES) {
+    es.addEventListener(type, (ev) => {
+      let data;
+      try { data = JSON.parse(ev.data); } catch { return; }
+      if (state.onEvent) state.onEvent(data);
+    });
+  }
+  es.addEventListener('stream.end', (ev) => {
+    const reason = (() => { try { return JSON.parse(ev.data).reason; } catch { return ''; } })();
+    if (/revoked|expired|disabled/.test(reason)) {
+      es.close();
+      state.me = null;
+      renderChrome();
+      location.hash = '#/login';
+    }
+  });
+  state.events = es;
+}
+
+function stopEvents() {
+  if (state.events) state.events.close();
+  state.events = null;
+}
+
+// ---- 1. catalog -----------------------------------------------------------------------
+
+async function catalogScreen() {
+  const { templates } = await api.get('/v1/templates');
+  state.templates = new Map(templates.map((t) => [t.id, t]));
+  const rows = templates.map((t) => h('tr', {},
+    h('th', { scope: 'row' }, t.name),
+    h('td', {}, `${t.vcpus} vCPU, ${mb(t.ram_mb)} RAM, ${t.disk_gb} GB disk`),
+    h('td', {}, t.os || '—'),
+    h('td', {}, t.lease_days ? `${t.lease_days} days` : 'no limit'),
+    h('td', {}, t.requires_approval || (t.approval_policy && t.approval_policy !== 'auto')
+      ? `Yes (${t.approval_policy})` : 'No'),
+    h('td', {}, h('a', { className: 'button primary', href: '#/request/' + t.id,
+      'aria-label': 'Request ' + t.name }, 'Request'))));
+  return {
+    title: 'Catalog',
+    node: h('section', {},
+      h('h1', {}, 'Catalog'),
+      templates.length ? h('table', {},
+        h('caption', { className: 'sr-only' }, 'Templates you may request'),
+        h('thead', {}, h('tr', {}, ['Template', 'Size', 'OS', 'Lease', 'Approval needed', ''].map((c) => h('th', { scope: 'col' }, c)))),
+        h('tbody', {}, rows)) : h('p', {}, 'No templates yet.')),
+  };
+}
+
+// ---- 2. request form ------------------------------------------------------------------
+
+async function requestScreen(templateId) {
+  const { templates } = await api.get('/v1/templates');
+  state.templates = new Map(templates.map((t) => [t.id, t]));
+  const memberGroups = groupRoles().filter((m) => m.role !== 'auditor');
+  const fieldIds = {};
+  const errors = {};
+  const field = (name, label, control, hint) => {
+    const id = 'req-' + name;
+    fieldIds[name] = id;
+    control.id = id;
+    control.name = name;
+    const err = h('div', { className: 'field-error', id: id + '-error' });
+    errors[name] = err;
+    const hintEl = hint ? h('div', { className: 'hint', id: id + '-hint' }, hint) : null;
+    control.setAttribute('aria-describedby', [hintEl ? id + '-hint' : '', id + '-error'].join(' ').trim());
+    return h('div', { className: 'field' }, h('label', { for: id }, label), control, hintEl, err);
+  };
+  const tplSelect = h('select', {}, templates.map((t) => h('option', { value: t.id, selected: t.id === templateId }, t.name)));
+  const nameInput = h('input', { autocomplete: 'off', required: true, maxlength: 63 });
+  const countInput = h('input', { type: 'number', min: 1, value: 1, required: true });
+  const groupSelect = h('select', {}, memberGroups.length
+    ? memberGroups.map((m) => h('option', { value: m.group }, groupName(m.group)))
+    : h('option', { value: '' }, '(your default group)'));
+  const lease = h('p', { className: 'hint', id: 'req-lease' });
+  const quota = h('div', { className: 'card', 'aria-live': 'polite', id: 'quota-left' });
+
+  async function refreshQuota() {
+    const t = state.templates.get(tplSelect.value);
+    clear(lease).append(t ? `Lease: ${t.lease_days ? t.lease_days + ' days' : 'no limit'} (from the template)` +
+      (t.requires_approval ? '; needs approval' : '') : '');
+    clear(quota).append(h('h2', {}, 'Quota left'));
+    const gid = groupSelect.value;
+    if (!gid) { quota.append(h('p', {}, 'Shown once you belong to a group.')); return; }
+    try {
+      const { group } = await api.get('/v1/groups/' + encodeURIComponent(gid));
+      const q = group.quota, u = group.usage || { vms: 0, vcpus: 0, ram_mb: 0, disk_gb: 0 };
+      if (!q) { quota.append(h('p', {}, 'This group has no quota limit.')); return; }
+      const n = Math.max(1, parseInt(countInput.value, 10) || 1);
+      const need = t ? { vms: n, vcpus: n * t.vcpus, ram_mb: n * t.ram_mb, disk_gb: n * t.disk_gb } : null;
+      const rows = [['VMs', 'vms', ''], ['vCPUs', 'vcpus', ''], ['RAM', 'ram_mb', ' MB'], ['Disk', 'disk_gb', ' GB']];
+      quota.append(h('dl', { className: 'props' }, rows.map(([label, k, unit]) => {
+        const left = (q[k] || 0) - (u[k] || 0);
+        const over = need && need[k] > left;
+        return [h('dt', {}, label), h('dd', { className: over ? 'fault' : '' },
+          `${left}${unit} left of ${q[k]}${unit}` + (need ? `; this request takes ${need[k]}${unit}` : '') +
+          (over ? ' — over quota' : ''))];
+      })));
+    } catch (err) {
+      quota.append(h('p', { className: 'muted' }, `Quota not readable: ${err.message}`));
+    }
+  }
+  tplSelect.addEventListener('change', refreshQuota);
+  groupSelect.addEventListener('change', refreshQuota);
+  countInput.addEventListener('change', refreshQuota);
+
+  const form = h('form', { className: 'card', novalidate: true },
+    field('template', 'Template', tplSelect),
+    lease,
+    field('name', 'Name', nameInput, 'Letters, digits and dashes; several VMs get -1, -2, ...'),
+    field('count', 'Count', countInput),
+    field('group', 'Group', groupSelect),
+    h('button', { type: 'submit', className: 'primary' }, 'Submit request'));
+
+  form.addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    showError(null);
+    for (const [name, el] of Object.entries(errors)) {
+      el.textContent = '';
+      document.getElementById(fieldIds[name]).removeAttribute('aria-invalid');
+    }
+    // The server decides what is valid; its message is shown next to its field.
+    const body = { template: tplSelect.value, name: nameInput.value };
+    const count = Number(countInput.value);
+    body.count = Number.isFinite(count) && countInput.value !== '' ? count : countInput.value;
+    if (groupSelect.value) body.group = groupSelect.value;
+    try {
+      const { request } = await api.post('/v1/requests', body);
+      announce(`Request for ${request.name} submitted: ${request.state}`);
+      location.hash = '#/vms';
+    } catch (err) {
+      const f = err.details && err.details.field;
+      if (f && errors[f]) {
+        errors[f].textContent = err.message;
+        const input = document.getElementById(fieldIds[f]);
+        input.setAttribute('aria-invalid', 'true');
+        input.focus();
+      } else {
+        showError(err);
+      }
+    }
+  });
+  refreshQuota();
+  return {
+    title: 'Request a VM',
+    node: h('section', {}, h('h1', {}, 'Request a VM'), h('div', { className: 'grid' }, form, quota)),
+    focus: () => nameInput.focus(),
+  };
+}
+
+// ---- 3. my requests -------------------------------------------------------------------
+
+function stepsView(r) {
+  if (!r.steps || !r.steps.length) {
+    return r.state === 'PENDING_APPROVAL' ? `waiting for ${r.awaiting || 'approval'}` : '—';
+  }
+  return h('ol', {}, r.steps.map((s) => h('li', {},
+    `${s.level || 'approval'}: ${s.decision || 'pending'}` + (s.decided_by ? ` by ${s.decided_by}` : '') +
+    (s.reason ? ` — “${s.reason}”` : '') + (s.at ? ` (${when(s.at)})` : ''))),
+  r.state === 'PENDING_APPROVAL' && r.awaiting ? h('li', {}, `${r.awaiting}: pending`) : null);
+}
+
+function requestRow(r) {
+  return h('tr', { dataset: { request: r.id } },
+    h('td', {}, when(r.created_at)),
+    h('th', { scope: 'row' }, r.name || r.kind),
+    h('td', {}, (state.templates.get(r.template) || {}).name || r.template || '—'),
+    h('td', {}, String(r.count)),
+    h('td', {}, groupName(r.group)),
+    h('td', {}, badge(r.state)),
+    h('td', {}, stepsView(r)),
+    h('td', {}, r.reason || ''));
+}
+
+async function requestsScreen() {
+  const [requests, tpl] = await Promise.all([api.all('/v1/requests', 'requests'), api.get('/v1/templates')]);
+  state.templates = new Map(tpl.templates.map((t) => [t.id, t]));
+  const mine = requests.filter((r) => r.owner === state.me.username);
+  const tbody = h('tbody', {}, mine.map(requestRow));
+  state.onEvent = async (ev) => {
+    if (!ev.request) return;
+    try {
+      const { request } = await api.get('/v1/requests/' + ev.request);
+      if (request.owner !== state.me.username) return;
+      const row = requestRow(request);
+      const old = tbody.querySelector(`tr[data-request="${CSS.escape(request.id)}"]`);
+      if (old) old.replaceWith(row); else tbody.prepend(row);
+      announce(`Request ${request.name}: ${request.state}`);
+    } catch { /* gone or not readable: nothing to show */ }
+  };
+  return {
+    title: 'My requests',
+    node: h('section', {}, h('h1', {}, 'My requests'),
+      h('table', {}, h('caption', { className: 'sr-only' }, 'Your requests, newest first'),
+        h('thead', {}, h('tr', {}, ['Created', 'Name', 'Template', 'Count', 'Group', 'State', 'Approval steps', 'Reason']
+          .map((c) => h('th', { scope: 'col' }, c)))),
+        tbody)),
+  };
+}
+
+// ---- 4. my VMs ------------------------------------------------------------------------
+
+const DESTRUCTIVE = new Set(['stop', 'reboot', 'shelve', 'suspend', 'dispose']);
+
+function vmActions(vm) {
+  const s = vm.state, p = vm.power_state;
+  const live = s === 'ACTIVE' || s === 'EXPIRING';
+  const acts = [];
+  if (live && (p === 'STOPPED' || p === 'SHUTOFF' || p === 'CRASHED')) acts.push('start');
+  if (live && p === 'SUSPENDED') acts.push('resume');
+  if (live && p === 'RUNNING') acts.push('stop', 'reboot', 'suspend');
+  if (live) acts.push('shelve');
+  if (s === 'SHELVED') acts.push('unshelve');
+  if (live || s === 'EXPIRED') acts.push('extend');
+  if (!['DISPOSED', 'DISPOSING', 'REJECTED'].includes(s)) acts.push('dispose');
+  return acts;
+}
+
+const ACTION_LABEL = { start: 'Start', stop: 'Stop', reboot: 'Reboot', suspend: 'Suspend', resume: 'Resume',
+  shelve: 'Shelve', unshelve: 'Unshelve', extend: 'Extend lease', dispose: 'Dispose' };
+
+async function runAction(vm, action) {
+  showError(null);
+  let fields = null;
+  if (action === 'extend') {
+    fields = await confirmDialog({ title: `Extend the lease of ${vm.name}`, confirm: 'Extend',
+      fields: [{ name: 'days', label: 'Days to add', type: 'number', required: true, min: 1, value: 7 }] });
+    if (!fields) return;
+  } else if (DESTRUCTIVE.has(action)) {
+    const ok = await confirmDialog({ title: `${ACTION_LABEL[action]} ${vm.name}?`, danger: true,
+      message: action === 'dispose' ? 'The VM and its disks are deleted. This cannot be undone.'
+        : `The VM will ${action === 'stop' ? 'be powered off' : action === 'reboot' ? 'restart' : 'stop running'}.`,
+      confirm: ACTION_LABEL[action] });
+    if (!ok) return;
+  }
+  try {
+    if (action === 'dispose') await api.del('/v1/vms/' + vm.id);
+    else if (action === 'extend') await api.post(`/v1/vms/${vm.id}/lease`, { days: Number(fields.days) });
+    else await api.post(`/v1/vms/${vm.id}/actions`, { action });
+    announce(`${ACTION_LABEL[action]} ${vm.name}: accepted`);
+  } catch (err) {
+    showError(err);
+  }
+}
+
+function vmRow(vm) {
+  return h('tr', { dataset: { vm: vm.id } },
+    h('th', { scope: 'row' }, h('a', { href: '#/vm/' + vm.id }, vm.name)),
+    h('td', {}, badge(vm.state)),
+    h('td', {}, badge(vm.power_state)),
+    h('td', {}, when(vm.lease && vm.lease.expires_at)),
+    h('td', {}, groupName(vm.group)),
+    h('td', {}, h('div', { className: 'actions' }, vmActions(vm).map((a) =>
+      h('button', { type: 'button', className: a === 'dispose' ? 'danger' : '',
+        'aria-label': `${ACTION_LABEL[a]} ${vm.name}`, onclick: () => runAction(vm, a) }, ACTION_LABEL[a])))));
+}
+
+async function vmsScreen() {
+  const all = await api.all('/v1/vms?owner=' + encodeURIComponent(state.me.username), 'vms');
+  const vms = new Map(all.map((v) => [v.id, v]));
+  const search = h('input', { id: 'vm-search', type: 'search', placeholder: 'name contains' });
+  const stateSel = h('select', { id: 'vm-state' },
+    h('option', { value: '' }, 'Any but disposed'),
+    ['PENDING_APPROVAL', 'PROVISIONING', 'ACTIVE', 'EXPIRING', 'EXPIRED', 'ERROR', 'DISPOSED']
+      .map((s) => h('option', { value: s }, s)));
+  const groupSel = h('select', { id: 'vm-group' }, h('option', { value: '' }, 'Any group'),
+    [...state.groups].map(([id, name]) => h('option', { value: id }, name)));
+  const tbody = h('tbody', {});
+  const count = h('p', { className: 'muted', 'aria-live': 'polite' });
+
+  function matches(vm) {
+    const q = search.value.trim().toLowerCase();
+    if (q && !vm.name.toLowerCase().includes(q)) return false;
+    if (stateSel.value ? vm.state !== stateSel.value : vm.state === 'DISPOSED') return false;
+    if (groupSel.value && vm.group !== groupSel.value) return false;
+    return true;
+  }
+  function render() {
+    clear(tbody);
+    const shown = [...vms.values()].filter(matches).sort((a, b) => a.name.localeCompare(b.name));
+    tbody.append(...shown.map(vmRow));
+    count.textContent = `${shown.length} VM${shown.length === 1 ? '' : 's'} shown`;
+  }
+  for (const el of [search, stateSel, groupSel]) el.addEventListener('input', render);
+
+  state.onEvent = async (ev) => {
+    const id = ev.vm;
+    if (!id) return;
+    try {
+      const { vm } = await api.get('/v1/vms/' + id);
+      if (vm.owner !== state.me.username) return;
+      const before = vms.get(id);
+      vms.set(id, vm);
+      const old = tbody.querySelector(`tr[data-vm="${CSS.escape(id)}"]`);
+      const focused = old && old.contains(document.activeElement) ? document.activeElement.getAttribute('aria-label') : null;
+      if (old && matches(vm)) old.replaceWith(vmRow(vm));
+      else render();
+      if (focused) {
+        const again = tbody.querySelector(`[aria-label="${CSS.escape(focused)}"]`);
+        if (again) again.focus();
+      }
+      if (!before || before.state !== vm.state || before.power_state !== vm.power_state) {
+        announce(`${vm.name}: ${vm.state}, power ${vm.power_state || 'unknown'}`);
+      }
+    } catch { /* not readable (another's, or gone) */ }
+  };
+  render();
+  return {
+    title: 'My VMs',
+    node: h('section', {}, h('h1', {}, 'My VMs'),
+      h('div', { className: 'filters', role: 'search' },
+        h('div', {}, h('label', { for: 'vm-search' }, 'Search'), search),
+        h('div', {}, h('label', { for: 'vm-state' }, 'State'), stateSel),
+        h('div', {}, h('label', { for: 'vm-group' }, 'Group'), groupSel)),
+      count,
+      h('table', {}, h('caption', { className: 'sr-only' }, 'Your VMs'),
+        h('thead', {}, h('tr', {}, ['Name', 'State', 'Power', 'Lease expires', 'Group', 'Actions']
+          .map((c) => h('th', { scope: 'col' }, c)))),
+        tbody)),
+  };
+}
+
+// ---- 5. VM detail ---------------------------------------------------------------------
+
+async function vmDetailScreen(id) {
+  const section = h('section', {});
+  async function render() {
+    const { vm } = await api.get('/v1/vms/' + id);
+    let task = null;
+    if (vm.task) {
+      try { task = (await api.get('/v1/tasks/' + vm.task)).task; } catch { task = null; }
+    }
+    let audit = null;
+    if (readsAudit()) {
+      try { audit = (await api.get('/v1/audit?target=' + encodeURIComponent(id) + '&limit=100')).records; }
+      catch { audit = null; }
+    }
+    fill(section,
+      h('h1', {}, `VM ${vm.name}`),
+      h('div', { className: 'actions' }, vmActions(vm).map((a) =>
+        h('button', { type: 'button', className: a === 'dispose' ? 'danger' : '', onclick: () => runAction(vm, a) }, ACTION_LABEL[a]))),
+      h('h2', {}, 'Properties'),
+      h('dl', { className: 'props card' },
+        [['State', badge(vm.state)], ['Power', badge(vm.power_state)], ['Owner', vm.owner], ['Group', groupName(vm.group)],
+          ['Template', (state.templates.get(vm.template) || {}).name || vm.template], ['Host', vm.host || '—'],
+          ['Size', `${vm.flavor.vcpus} vCPU, ${mb(vm.flavor.ram_mb)}, ${vm.flavor.disk_gb} GB`], ['OS', vm.os || '—'],
+          ['Id', h('code', {}, vm.id)]].map(([k, v]) => [h('dt', {}, k), h('dd', {}, v)])),
+      vm.fault ? [h('h2', {}, 'Fault'), h('p', { className: 'fault', role: 'alert' }, vm.fault)] : null,
+      h('h2', {}, 'Task'),
+      task ? h('div', { className: 'card' },
+        h('p', {}, `${task.kind}: `, badge(task.state), task.stage ? ` — stage ${task.stage}` : ''),
+        h('div', { className: 'bar' }, h('span', { id: 'task-all' }, 'Overall'),
+          h('progress', { max: 100, value: task.percent, 'aria-labelledby': 'task-all' }), `${task.percent}%`),
+        h('ol', {}, task.steps.map((s, i) => {
+          const pct = s.state === 'SUCCEEDED' ? 100 : s.state === 'RUNNING' ? null : 0;
+          const lid = 'step-' + i;
+          return h('li', { className: 'bar' }, h('span', { id: lid }, s.name),
+            pct === null ? h('progress', { max: 100, 'aria-labelledby': lid })
+              : h('progress', { max: 100, value: pct, 'aria-labelledby': lid }),
+            badge(s.state), s.result ? h('span', { className: s.state === 'FAILED' ? 'fault' : 'muted' }, s.result) : null);
+        })),
+        task.fault ? h('p', { className: 'fault' }, task.fault) : null)
+        : h('p', { className: 'muted' }, 'No task.'),
+      h('h2', {}, 'Lease'),
+      h('ol', { className: 'timeline' },
+        h('li', {}, `Created ${when(vm.created_at)}`),
+        vm.lease && vm.lease.expires_at ? h('li', {}, `Lease ends ${when(vm.lease.expires_at)}` +
+          (vm.lease.extensions ? ` (extended ${vm.lease.extensions} time${vm.lease.extensions > 1 ? 's' : ''})` : '')) : h('li', {}, 'No lease end'),
+        vm.lease && vm.lease.tombstone_until ? h('li', {}, `Kept until ${when(vm.lease.tombstone_until)}, then disposed`) : null),
+      h('h2', {}, 'Audit'),
+      audit === null ? h('p', { className: 'muted' }, 'The audit trail is for managers, auditors and admins.')
+        : audit.length ? h('table', {}, h('thead', {}, h('tr', {}, ['When', 'Who', 'Action', 'Result'].map((c) => h('th', { scope: 'col' }, c)))),
+          h('tbody', {}, audit.map((a) => h('tr', {}, h('td', {}, when(a.at)), h('td', {}, a.actor || '—'),
+            h('td', {}, a.action), h('td', {}, String(a.result ?? '')))))) : h('p', {}, 'No entries.'));
+  }
+  await render();
+  state.onEvent = (ev) => {
+    if (ev.vm === id) render().catch(showError);
+  };
+  return { title: 'VM', node: section };
+}
+
+// ---- 6. approvals inbox ---------------------------------------------------------------
+
+async function approvalsScreen() {
+  const tbody = h('tbody', {});
+  async function load() {
+    const pending = await api.all('/v1/requests?state=PENDING_APPROVAL', 'requests');
+    clear(tbody).append(...pending.map((r) => h('tr', { dataset: { request: r.id } },
+      h('td', {}, when(r.created_at)), h('th', { scope: 'row' }, r.name || r.kind), h('td', {}, r.owner),
+      h('td', {}, groupName(r.group)), h('td', {}, String(r.count)), h('td', {}, r.awaiting || ''),
+      h('td', {}, h('div', { className: 'actions' },
+        h('button', { type: 'button', className: 'primary', 'aria-label': `Approve ${r.name}`,
+          onclick: () => decide(r, true) }, 'Approve'),
+        h('button', { type: 'button', className: 'danger', 'aria-label': `Reject ${r.name}`,
+          onclick: () => decide(r, false) }, 'Reject'))))));
+    if (!pending.length) tbody.append(h('tr', {}, h('td', { colspan: 7 }, 'Nothing waits for a decision.')));
+  }
+  async function decide(r, approve) {
+    showError(null);
+    let body = {};
+    if (!approve) {
+      const f = await confirmDialog({ title: `Reject ${r.name}?`, danger: true, confirm: 'Reject',
+        fields: [{ name: 'reason', label: 'Reason', type: 'textarea', required: true }] });
+      if (!f) return;
+      body = { reason: f.reason };
+    }
+    try {
+      await api.post(`/v1/requests/${r.id}/${approve ? 'approve' : 'reject'}`, body);
+      announce(`${r.name} ${approve ? 'approved' : 'rejected'}`);
+      await load();
+    } catch (err) { showError(err); }
+  }
+  await load();
+  state.onEvent = (ev) => { if (ev.request) load().catch(showError); };
+  return {
+    title: 'Approvals',
+    node: h('section', {}, h('h1', {}, 'Approvals'),
+      h('table', {}, h('thead', {}, h('tr', {}, ['Created', 'Request', 'Owner', 'Group', 'Count', 'Awaiting', 'Decision']
+        .map((c) => h('th', { scope: 'col' }, c)))), tbody)),
+  };
+}
+
+// ---- 7. groups ------------------------------------------------------------------------
+
+async function groupsScreen(id) {
+  if (!id) {
+    const groups = await api.all('/v1/groups', 'groups');
+    return {
+      title: 'Groups',
+      node: h('section', {}, h('h1', {}, 'Groups'),
+        groups.length ? h('ul', {}, groups.map((g) => h('li', {}, h('a', { href: '#/groups/' + g.id }, g.name),
+          g.description ? ` — ${g.description}` : ''))) : h('p', {}, 'You belong to no group.')),
+    };
+  }
+  const { group } = await api.get('/v1/groups/' + encodeURIComponent(id));
+  const members = await api.all(`/v1/groups/${encodeURIComponent(id)}/members`, 'members');
+  const q = group.quota, u = group.usage || {};
+  return {
+    title: 'Group ' + group.name,
+    node: h('section', {}, h('h1', {}, `Group ${group.name}`),
+      h('h2', {}, 'Quota use'),
+      q ? h('div', { className: 'card' },
+        usageBar('VMs', u.vms || 0, q.vms), usageBar('vCPUs', u.vcpus || 0, q.vcpus),
+        usageBar('RAM', u.ram_mb || 0, q.ram_mb, ' MB'), usageBar('Disk', u.disk_gb || 0, q.disk_gb, ' GB'))
+        : h('p', {}, 'No quota limit.'),
+      h('h2', {}, 'Members'),
+      h('table', {}, h('thead', {}, h('tr', {}, h('th', { scope: 'col' }, 'User'), h('th', { scope: 'col' }, 'Role'))),
+        h('tbody', {}, members.map((m) => h('tr', {}, h('td', {}, m.user), h('td', {}, m.role))))),
+      h('h2', {}, 'Reservations'),
+      group.reservations && group.reservations.length ? h('ul', {}, group.reservations.map((r) =>
+        h('li', {}, `${r.host || 'any host'}: ${r.vcpus} vCPU, ${mb(r.ram_mb)}, ${r.disk_gb} GB`))) : h('p', {}, 'None.')),
+  };
+}
+
+// ---- 8. hosts (admins, operators) -----------------------------------------------------
+
+async function hostsScreen() {
+  const tbody = h('tbody', {});
+  async function load() {
+    const { hosts } = await api.get('/v1/hosts');
+    clear(tbody).append(...hosts.map((host) => h('tr', {},
+      h('th', { scope: 'row' }, host.name || host.id), h('td', {}, badge(host.state)),
+      h('td', {}, usageBar('vCPU', host.used.vcpus, host.capacity.vcpus),
+        usageBar('RAM', host.used.ram_mb, host.capacity.ram_mb, ' MB'),
+        usageBar('Disk', host.used.disk_gb, host.capacity.disk_gb, ' GB')),
+      h('td', {}, String(host.vms)),
+      h('td', {}, h('button', { type: 'button', 'aria-pressed': host.maintenance ? 'true' : 'false',
+        'aria-label': `Maintenance of ${host.name || host.id}`,
+        onclick: async () => {
+          try {
+            await api.post(`/v1/hosts/${host.id}/maintenance`, { enabled: !host.maintenance });
+            announce(`${host.name}: maintenance ${host.maintenance ? 'ended' : 'started'}`);
+            await load();
+          } catch (err) { showError(err); }
+        } }, host.maintenance ? 'In maintenance: end' : 'Start maintenance')))));
+  }
+  await load();
+  state.onEvent = (ev) => { if (ev.type && ev.type.startsWith('host.')) load().catch(showError); };
+  return {
+    title: 'Hosts',
+    node: h('section', {}, h('h1', {}, 'Hosts'),
+      h('table', {}, h('thead', {}, h('tr', {}, ['Host', 'State', 'Utilisation', 'VMs', 'Maintenance']
+        .map((c) => h('th', { scope: 'col' }, c)))), tbody)),
+  };
+}
+
+// ---- audit ----------------------------------------------------------------------------
+
+async function auditScreen() {
+  const fields = ['actor', 'action', 'target'];
+  const inputs = Object.fromEntries(fields.map((f) => [f, h('input', { id: 'audit-' + f, name: f })]));
+  const tbody = h('tbody', {});
+  async function load() {
+    const qs = fields.filter((f) => inputs[f].value.trim())
+      .map((f) => `${f}=${encodeURIComponent(inputs[f].value.trim())}`).join('&');
+    const { records } = await api.get('/v1/audit?limit=200' + (qs ? '&' + qs : ''));
+    clear(tbody).append(...records.map((a) => h('tr', {}, h('td', {}, when(a.at)), h('td', {}, a.actor || '—'),
+      h('td', {}, a.action), h('td', {}, a.target || ''), h('td', {}, groupName(a.group)), h('td', {}, String(a.result ?? '')))));
+  }
+  const form = h('form', { className: 'filters', role: 'search' },
+    fields.map((f) => h('div', {}, h('label', { for: 'audit-' + f }, f[0].toUpperCase() + f.slice(1)), inputs[f])),
+    h('button', { type: 'submit' }, 'Filter'));
+  form.addEventListener('submit', (ev) => { ev.preventDefault(); load().catch(showError); });
+  await load();
+  return {
+    title: 'Audit',
+    node: h('section', {}, h('h1', {}, 'Audit log'), form,
+      h('table', {}, h('thead', {}, h('tr', {}, ['When', 'Actor', 'Action', 'Target', 'Group', 'Result']
+        .map((c) => h('th', { scope: 'col' }, c)))), tbody)),
+  };
+}
+
+// ---- router ---------------------------------------------------------------------------
+
+const ROUTES = {
+  catalog: () => catalogScreen(),
+  request: (id) => requestScreen(id),
+  requests: () => requestsScreen(),
+  vms: () => vmsScreen(),
+  vm: (id) => vmDetailScreen(id),
+  approvals: () => approvalsScreen(),
+  groups: (id) => groupsScreen(id),
+  hosts: () => hostsScreen(),
+  audit: () => auditScreen(),
+};
+
+let rendering = 0;
+
+async function route() {
+  const serial = ++rendering;
+  const [, name = '', arg] = location.hash.split('/');
+  state.onEvent = null;
+  showError(null);
+  let screen;
+  try {
+    if (!state.me || name === 'login') screen = loginScreen();
+    else screen = await (ROUTES[name] || ROUTES.catalog)(arg && decodeURIComponent(arg));
+  } catch (err) {
+    if (err.status === 401) {
+      state.me = null;
+      stopEvents();
+      renderChrome();
+      screen = loginScreen();
+    } else {
+      screen = { title: 'Error', node: h('section', {}, h('h1', {}, 'Something went wrong')) };
+      showError(err);
+    }
+  }
+  if (serial !== rendering) return; // a newer navigation won
+  clear(main).append(screen.node);
+  document.title = `${screen.title} · Berth`;
+  markCurrent();
+  // Focus moves to the new screen so keyboard and screen reader users start there.
+  if (screen.focus) screen.focus(); else main.focus();
+}
+
+async function boot() {
+  const user = localStorage.getItem(USER_KEY);
+  if (api.hasSession() && user) {
+    try {
+      await loadMe(user);
+      startEvents();
+    } catch (err) {
+      if (err.status !== 401) showError(err);
+      state.me = null;
+    }
+  }
+  renderChrome();
+  window.addEventListener('hashchange', route);
+  await route();
+}
+
+boot();
