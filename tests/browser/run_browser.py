@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """The portal in a real browser (issue 11): starts the platform as the integration tests do,
-makes a group and a member, then runs portal.test.mjs (Debian's chromium driven by
+makes two groups with a member each (ann in eng, bob in ops), then runs portal.test.mjs (Debian's chromium driven by
 playwright-core, installed by `npm ci` in this directory) against it. Screenshots go to
 BERTH_BROWSER_OUT (default: a temporary directory, printed).
 
@@ -32,17 +32,22 @@ def main():
     p = Platform()
     rc = 1
     try:
-        p.start_all(agents=1)
+        # Two hosts: host-1 goes into maintenance and back in story 3; host-2 (32 GB) takes
+        # the large VM of story 2.
+        p.start_all(agents=2)
         admin = Api(p)
-        wait_until(lambda: len(admin.get("/v1/hosts")["hosts"]) == 1, 30, "the host reported")
-        r = admin.call("POST", "/v1/groups", {"name": "eng"})
-        assert r.status == 201, r
-        group = r.json()["group"]["id"]
-        admin.create_user("ann", PW)
-        r = admin.call("POST", "/v1/groups/%s/members" % group, {"user": "ann", "role": "member"})
-        assert r.status == 201, r
+        wait_until(lambda: len(admin.get("/v1/hosts")["hosts"]) == 2, 30, "the hosts reported")
+        for group, user in (("eng", "ann"), ("ops", "bob")):
+            r = admin.call("POST", "/v1/groups", {"name": group})
+            assert r.status == 201, r
+            admin.create_user(user, PW)
+            r = admin.call("POST", "/v1/groups/%s/members" % r.json()["group"]["id"],
+                           {"user": user, "role": "member"})
+            assert r.status == 201, r
         env = dict(os.environ, BERTH_URL=p.url, BERTH_USER="ann", BERTH_PASSWORD=PW,
-                   BERTH_OUT=out, BERTH_CHROMIUM=chromium)
+                   BERTH_OTHER="bob", BERTH_ADMIN_USER=p.admin_user,
+                   BERTH_ADMIN_PASSWORD=p.admin_password, BERTH_OUT=out,
+                   BERTH_CHROMIUM=chromium)
         rc = subprocess.run(["node", os.path.join(HERE, "portal.test.mjs")], env=env,
                             cwd=HERE, timeout=480).returncode
         print("run_browser: screenshots in %s" % out)

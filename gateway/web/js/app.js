@@ -72,7 +72,7 @@ function renderChrome() {
   const links = [['#/catalog', 'Catalog'], ['#/requests', 'My requests'], ['#/vms', 'My VMs']];
   if (managesAny()) links.push(['#/approvals', 'Approvals']);
   links.push(['#/groups', 'Groups']);
-  if (isPlatform()) links.push(['#/hosts', 'Hosts']);
+  if (isPlatform()) links.push(['#/hosts', 'Hosts'], ['#/report', 'All VMs']);
   if (readsAudit()) links.push(['#/audit', 'Audit']);
   for (const [href, text] of links) nav.append(h('a', { href }, text));
   nav.hidden = false;
@@ -632,6 +632,80 @@ async function hostsScreen() {
   };
 }
 
+// ---- 8. the all-VMs report (admins, operators) ----------------------------------------
+
+const REPORT_COLUMNS = [['name', 'Name'], ['state', 'State'], ['power_state', 'Power'],
+  ['expires', 'Lease expires'], ['owner', 'Owner'], ['group', 'Group'], ['host', 'Host']];
+
+function reportCells(vm) {
+  return { name: vm.name, state: vm.state, power_state: vm.power_state || '', owner: vm.owner || '',
+    expires: (vm.lease && vm.lease.expires_at) || '', group: groupName(vm.group), host: vm.host || '' };
+}
+
+// RFC 4180: every field quoted, quotes doubled; a leading =, +, - or @ is prefixed with '
+// so that a spreadsheet never runs a VM name as a formula.
+function csvField(v) {
+  let text = String(v ?? '');
+  if (/^[=+\-@]/.test(text)) text = "'" + text;
+  return '"' + text.replace(/"/g, '""') + '"';
+}
+
+async function reportScreen() {
+  const all = await api.all('/v1/vms', 'vms', 20000);
+  const inputs = {
+    state: h('select', { id: 'rep-state' }, h('option', { value: '' }, 'Any'),
+      ['PENDING_APPROVAL', 'PROVISIONING', 'ACTIVE', 'EXPIRING', 'EXPIRED', 'ERROR', 'DISPOSED'].map((x) => h('option', { value: x }, x))),
+    owner: h('input', { id: 'rep-owner' }),
+    group: h('select', { id: 'rep-group' }, h('option', { value: '' }, 'Any'),
+      [...state.groups].map(([id, name]) => h('option', { value: id }, name))),
+    host: h('input', { id: 'rep-host' }),
+  };
+  const tbody = h('tbody', {});
+  const count = h('p', { className: 'muted', 'aria-live': 'polite' });
+  let shown = [];
+  function render() {
+    const owner = inputs.owner.value.trim(), host = inputs.host.value.trim();
+    shown = all.filter((vm) => (!inputs.state.value || vm.state === inputs.state.value) &&
+      (!owner || vm.owner === owner) && (!inputs.group.value || vm.group === inputs.group.value) &&
+      (!host || vm.host === host)).sort((a, b) => a.name.localeCompare(b.name));
+    clear(tbody).append(...shown.map((vm) => {
+      const c = reportCells(vm);
+      return h('tr', {}, h('th', { scope: 'row' }, h('a', { href: '#/vm/' + vm.id }, c.name)),
+        h('td', {}, badge(c.state)), h('td', {}, badge(c.power_state)), h('td', {}, when(c.expires)),
+        h('td', {}, c.owner), h('td', {}, c.group), h('td', {}, c.host));
+    }));
+    count.textContent = `${shown.length} of ${all.length} VMs`;
+  }
+  function exportCsv() {
+    const lines = [REPORT_COLUMNS.map(([, label]) => csvField(label)).join(',')];
+    for (const vm of shown) {
+      const c = reportCells(vm);
+      lines.push(REPORT_COLUMNS.map(([k]) => csvField(c[k])).join(','));
+    }
+    const blob = new Blob([lines.join('\r\n') + '\r\n'], { type: 'text/csv' });
+    const a = h('a', { href: URL.createObjectURL(blob), download: 'berth-vms.csv' });
+    document.body.append(a);
+    a.click();
+    a.remove();
+    setTimeout(() => URL.revokeObjectURL(a.href), 10000);
+    announce(`Exported ${shown.length} VMs as CSV`);
+  }
+  for (const el of Object.values(inputs)) el.addEventListener('input', render);
+  render();
+  return {
+    title: 'All VMs',
+    node: h('section', {}, h('h1', {}, 'All VMs'),
+      h('div', { className: 'filters', role: 'search' },
+        h('div', {}, h('label', { for: 'rep-state' }, 'State'), inputs.state),
+        h('div', {}, h('label', { for: 'rep-owner' }, 'Owner'), inputs.owner),
+        h('div', {}, h('label', { for: 'rep-group' }, 'Group'), inputs.group),
+        h('div', {}, h('label', { for: 'rep-host' }, 'Host'), inputs.host),
+        h('button', { type: 'button', onclick: exportCsv }, 'Export CSV')),
+      count,
+      h('table', {}, h('thead', {}, h('tr', {}, REPORT_COLUMNS.map(([, label]) => h('th', { scope: 'col' }, label)))), tbody)),
+  };
+}
+
 // ---- audit ----------------------------------------------------------------------------
 
 async function auditScreen() {
@@ -669,6 +743,7 @@ const ROUTES = {
   approvals: () => approvalsScreen(),
   groups: (id) => groupsScreen(id),
   hosts: () => hostsScreen(),
+  report: () => reportScreen(),
   audit: () => auditScreen(),
 };
 
