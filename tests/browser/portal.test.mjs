@@ -199,6 +199,16 @@ async function story3() {
   await page.getByRole('button', { name: 'Maintenance of host-1' }).click();
   await page.locator('button[aria-label="Maintenance of host-1"][aria-pressed="false"]').waitFor();
 
+  step = 'story 3: users and a group';
+  await page.getByRole('link', { name: 'Users' }).click();
+  await page.getByRole('heading', { name: 'Users' }).waitFor();
+  await page.getByRole('button', { name: `Disable ${OTHER}` }).waitFor();
+  await page.getByRole('link', { name: 'Groups' }).click();
+  await page.getByRole('link', { name: 'eng' }).click();
+  await page.getByRole('heading', { name: 'Group eng' }).waitFor();
+  assert.equal(await page.getByLabel(`Role of ${USER}`).inputValue(), 'member');
+  await shot('group');
+
   step = 'story 3: the all-VMs report as CSV';
   await page.getByRole('link', { name: 'All VMs' }).click();
   await page.getByRole('heading', { name: 'All VMs' }).waitFor();

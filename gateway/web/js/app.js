@@ -73,6 +73,7 @@ function renderChrome() {
   if (managesAny()) links.push(['#/approvals', 'Approvals']);
   links.push(['#/groups', 'Groups']);
   if (isPlatform()) links.push(['#/hosts', 'Hosts'], ['#/report', 'All VMs']);
+  if (state.me.role === 'admin') links.push(['#/users', 'Users']);
   if (readsAudit()) links.push(['#/audit', 'Audit']);
   for (const [href, text] of links) nav.append(h('a', { href }, text));
   nav.hidden = false;
@@ -534,14 +535,15 @@ async function approvalsScreen() {
   async function load() {
     const pending = await api.all('/v1/requests?state=PENDING_APPROVAL', 'requests');
     clear(tbody).append(...pending.map((r) => h('tr', { dataset: { request: r.id } },
-      h('td', {}, when(r.created_at)), h('th', { scope: 'row' }, r.name || r.kind), h('td', {}, r.owner),
+      h('td', {}, when(r.created_at)), h('th', { scope: 'row' }, r.name || r.kind), h('td', {}, r.kind),
+      h('td', {}, r.owner),
       h('td', {}, groupName(r.group)), h('td', {}, String(r.count)), h('td', {}, r.awaiting || ''),
       h('td', {}, h('div', { className: 'actions' },
         h('button', { type: 'button', className: 'primary', 'aria-label': `Approve ${r.name}`,
           onclick: () => decide(r, true) }, 'Approve'),
         h('button', { type: 'button', className: 'danger', 'aria-label': `Reject ${r.name}`,
           onclick: () => decide(r, false) }, 'Reject'))))));
-    if (!pending.length) tbody.append(h('tr', {}, h('td', { colspan: 7 }, 'Nothing waits for a decision.')));
+    if (!pending.length) tbody.append(h('tr', {}, h('td', { colspan: 8 }, 'Nothing waits for a decision.')));
   }
   async function decide(r, approve) {
     showError(null);
@@ -563,7 +565,7 @@ async function approvalsScreen() {
   return {
     title: 'Approvals',
     node: h('section', {}, h('h1', {}, 'Approvals'),
-      h('table', {}, h('thead', {}, h('tr', {}, ['Created', 'Request', 'Owner', 'Group', 'Count', 'Awaiting', 'Decision']
+      h('table', {}, h('thead', {}, h('tr', {}, ['Created', 'Request', 'Kind', 'Owner', 'Group', 'Count', 'Awaiting', 'Decision']
         .map((c) => h('th', { scope: 'col' }, c)))), tbody)),
   };
 }
@@ -580,27 +582,123 @@ async function groupsScreen(id) {
           g.description ? ` — ${g.description}` : ''))) : h('p', {}, 'You belong to no group.')),
     };
   }
-  const { group } = await api.get('/v1/groups/' + encodeURIComponent(id));
-  const members = await api.all(`/v1/groups/${encodeURIComponent(id)}/members`, 'members');
-  const q = group.quota, u = group.usage || {};
-  return {
-    title: 'Group ' + group.name,
-    node: h('section', {}, h('h1', {}, `Group ${group.name}`),
+  const section = h('section', {});
+  const gid = encodeURIComponent(id);
+  const manages = state.me.role === 'admin' ||
+    groupRoles().some((m) => m.group === id && m.role === 'manager');
+  const ROLES = ['member', 'manager', 'auditor'];
+
+  async function change(method, path, body, done) {
+    showError(null);
+    try {
+      await api.call(method, path, body);
+      announce(done);
+      await render();
+    } catch (err) { showError(err); }
+  }
+
+  async function render() {
+    const { group } = await api.get('/v1/groups/' + gid);
+    const members = await api.all(`/v1/groups/${gid}/members`, 'members');
+    const q = group.quota, u = group.usage || {};
+    const memberRows = members.map((m) => h('tr', {}, h('th', { scope: 'row' }, m.user),
+      h('td', {}, manages
+        ? h('select', { 'aria-label': `Role of ${m.user}`,
+          onchange: (ev) => change('PUT', `/v1/groups/${gid}/members/${encodeURIComponent(m.user)}`,
+            { role: ev.target.value }, `${m.user} is now ${ev.target.value}`) },
+        ROLES.map((r) => h('option', { value: r, selected: r === m.role }, r)))
+        : m.role),
+      manages ? h('td', {}, h('button', { type: 'button', className: 'danger', 'aria-label': `Remove ${m.user}`,
+        onclick: async () => {
+          if (await confirmDialog({ title: `Remove ${m.user} from ${group.name}?`, danger: true, confirm: 'Remove' })) {
+            await change('DELETE', `/v1/groups/${gid}/members/${encodeURIComponent(m.user)}`, undefined, `${m.user} removed`);
+          }
+        } }, 'Remove')) : null));
+    let addForm = null, allocForm = null;
+    if (manages) {
+      addForm = h('form', { className: 'filters' },
+        h('div', {}, h('label', { for: 'add-user' }, 'User'), h('input', { id: 'add-user', name: 'user', required: true })),
+        h('div', {}, h('label', { for: 'add-role' }, 'Role'), h('select', { id: 'add-role', name: 'role' },
+          ROLES.map((r) => h('option', { value: r }, r)))),
+        h('button', { type: 'submit' }, 'Add member'));
+      addForm.addEventListener('submit', (ev) => {
+        ev.preventDefault();
+        change('POST', `/v1/groups/${gid}/members`, { user: addForm.user.value.trim(), role: addForm.role.value },
+          `${addForm.user.value.trim()} added`);
+      });
+      const dims = [['vms', 'VMs'], ['vcpus', 'vCPUs'], ['ram_mb', 'RAM (MB)'], ['disk_gb', 'Disk (GB)']];
+      allocForm = h('form', { className: 'card' },
+        h('p', { className: 'hint' }, 'Ask for more quota: granted at once within the group\'s automatic growth and free capacity, else an admin decides.'),
+        h('div', { className: 'filters' }, dims.map(([k, label]) => h('div', {},
+          h('label', { for: 'alloc-' + k }, label), h('input', { id: 'alloc-' + k, name: k, type: 'number', min: 0, value: 0 })))),
+        h('div', { className: 'field' }, h('label', { for: 'alloc-why' }, 'Justification'),
+          h('textarea', { id: 'alloc-why', name: 'justification', rows: 2 })),
+        h('button', { type: 'submit' }, 'Ask for more quota'));
+      allocForm.addEventListener('submit', (ev) => {
+        ev.preventDefault();
+        const delta = {};
+        for (const [k] of dims) {
+          const n = Number(allocForm[k].value);
+          if (n > 0) delta[k] = n;
+        }
+        const body = { delta };
+        if (allocForm.justification.value.trim()) body.justification = allocForm.justification.value.trim();
+        change('POST', `/v1/groups/${gid}/allocations`, body, 'Allocation asked for');
+      });
+    }
+    fill(section, h('h1', {}, `Group ${group.name}`),
       h('h2', {}, 'Quota use'),
       q ? h('div', { className: 'card' },
         usageBar('VMs', u.vms || 0, q.vms), usageBar('vCPUs', u.vcpus || 0, q.vcpus),
         usageBar('RAM', u.ram_mb || 0, q.ram_mb, ' MB'), usageBar('Disk', u.disk_gb || 0, q.disk_gb, ' GB'))
         : h('p', {}, 'No quota limit.'),
+      allocForm,
       h('h2', {}, 'Members'),
-      h('table', {}, h('thead', {}, h('tr', {}, h('th', { scope: 'col' }, 'User'), h('th', { scope: 'col' }, 'Role'))),
-        h('tbody', {}, members.map((m) => h('tr', {}, h('td', {}, m.user), h('td', {}, m.role))))),
+      h('table', {}, h('thead', {}, h('tr', {}, h('th', { scope: 'col' }, 'User'), h('th', { scope: 'col' }, 'Role'),
+        manages ? h('th', { scope: 'col' }, '') : null)), h('tbody', {}, memberRows)),
+      addForm,
       h('h2', {}, 'Reservations'),
       group.reservations && group.reservations.length ? h('ul', {}, group.reservations.map((r) =>
-        h('li', {}, `${r.host || 'any host'}: ${r.vcpus} vCPU, ${mb(r.ram_mb)}, ${r.disk_gb} GB`))) : h('p', {}, 'None.')),
+        h('li', {}, `${r.host || 'any host'}: ${r.vcpus} vCPU, ${mb(r.ram_mb)}, ${r.disk_gb} GB` +
+          (r.used ? ` (in use: ${r.used.vcpus} vCPU, ${mb(r.used.ram_mb)}, ${r.used.disk_gb} GB)` : '')))) : h('p', {}, 'None.'));
+  }
+  await render();
+  state.onEvent = (ev) => { if (ev.group === id && ev.type && ev.type.startsWith('group.')) render().catch(showError); };
+  return { title: 'Group', node: section };
+}
+
+// ---- 8. users (admins) ----------------------------------------------------------------
+
+async function usersScreen() {
+  const tbody = h('tbody', {});
+  async function load() {
+    const users = await api.all('/v1/users', 'users');
+    clear(tbody).append(...users.map((u) => h('tr', {},
+      h('th', { scope: 'row' }, u.username), h('td', {}, u.display_name || ''), h('td', {}, u.email || ''),
+      h('td', {}, u.role), h('td', {}, badge(u.state)),
+      h('td', {}, u.username === state.me.username ? '' : h('button', { type: 'button',
+        className: u.state === 'ACTIVE' ? 'danger' : '', 'aria-label': `${u.state === 'ACTIVE' ? 'Disable' : 'Enable'} ${u.username}`,
+        onclick: async () => {
+          const disable = u.state === 'ACTIVE';
+          if (disable && !(await confirmDialog({ title: `Disable ${u.username}?`, danger: true, confirm: 'Disable',
+            message: 'They can no longer sign in, and their sessions and tokens stop working.' }))) return;
+          try {
+            await api.call('PATCH', '/v1/users/' + encodeURIComponent(u.username), { state: disable ? 'DISABLED' : 'ACTIVE' });
+            announce(`${u.username} ${disable ? 'disabled' : 'enabled'}`);
+            await load();
+          } catch (err) { showError(err); }
+        } }, u.state === 'ACTIVE' ? 'Disable' : 'Enable')))));
+  }
+  await load();
+  return {
+    title: 'Users',
+    node: h('section', {}, h('h1', {}, 'Users'),
+      h('table', {}, h('thead', {}, h('tr', {}, ['User', 'Name', 'Email', 'Role', 'State', '']
+        .map((c) => h('th', { scope: 'col' }, c)))), tbody)),
   };
 }
 
-// ---- 8. hosts (admins, operators) -----------------------------------------------------
+// ---- 9. hosts (admins, operators) -----------------------------------------------------
 
 async function hostsScreen() {
   const tbody = h('tbody', {});
@@ -632,7 +730,7 @@ async function hostsScreen() {
   };
 }
 
-// ---- 8. the all-VMs report (admins, operators) ----------------------------------------
+// ---- 10. the all-VMs report (admins, operators) ----------------------------------------
 
 const REPORT_COLUMNS = [['name', 'Name'], ['state', 'State'], ['power_state', 'Power'],
   ['expires', 'Lease expires'], ['owner', 'Owner'], ['group', 'Group'], ['host', 'Host']];
@@ -744,6 +842,7 @@ const ROUTES = {
   groups: (id) => groupsScreen(id),
   hosts: () => hostsScreen(),
   report: () => reportScreen(),
+  users: () => usersScreen(),
   audit: () => auditScreen(),
 };
 
