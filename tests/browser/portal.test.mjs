@@ -209,6 +209,15 @@ async function story3() {
   assert.equal(await page.getByLabel(`Role of ${USER}`).inputValue(), 'member');
   await shot('group');
 
+  step = 'story 3: usage per day, for everyone';
+  await page.getByRole('link', { name: 'Usage' }).click();
+  await page.getByRole('heading', { name: 'Usage, last 14 days' }).waitFor();
+  await page.getByLabel('Scope').selectOption('all');
+  await page.getByRole('img', { name: 'VM-hours per day' }).waitFor();
+  await page.getByText('The numbers').click();
+  assert.equal(await page.locator('details tbody tr').count(), 14);
+  await shot('usage');
+
   step = 'story 3: the all-VMs report as CSV';
   await page.getByRole('link', { name: 'All VMs' }).click();
   await page.getByRole('heading', { name: 'All VMs' }).waitFor();

@@ -71,7 +71,7 @@ function renderChrome() {
   if (!state.me) { nav.hidden = true; return; }
   const links = [['#/catalog', 'Catalog'], ['#/requests', 'My requests'], ['#/vms', 'My VMs']];
   if (managesAny()) links.push(['#/approvals', 'Approvals']);
-  links.push(['#/groups', 'Groups']);
+  links.push(['#/groups', 'Groups'], ['#/usage', 'Usage']);
   if (isPlatform()) links.push(['#/hosts', 'Hosts'], ['#/report', 'All VMs']);
   if (state.me.role === 'admin') links.push(['#/users', 'Users']);
   if (readsAudit()) links.push(['#/audit', 'Audit']);
@@ -804,6 +804,87 @@ async function reportScreen() {
   };
 }
 
+// ---- 11. usage ------------------------------------------------------------------------
+
+const SVG = 'http://www.w3.org/2000/svg';
+
+function svg(tag, attrs, ...children) {
+  const el = document.createElementNS(SVG, tag);
+  for (const [k, v] of Object.entries(attrs || {})) el.setAttribute(k, v);
+  for (const c of children) if (c) el.append(c);
+  return el;
+}
+
+// A bar chart of one series (label, value per day) as SVG; the table below it carries the same
+// numbers for screen readers and for copying.
+function barChart(title, days, values, unit) {
+  const W = 640, H = 180, pad = 28, max = Math.max(...values) || 1;
+  const bw = (W - pad * 2) / values.length;
+  const bars = values.map((v, i) => {
+    const bh = (v / max) * (H - pad * 2);
+    return svg('rect', { x: pad + i * bw + 2, y: H - pad - bh, width: Math.max(1, bw - 4), height: bh,
+      class: 'chart-bar' }, svg('title', {}, document.createTextNode(`${days[i]}: ${v.toFixed(2)} ${unit}`)));
+  });
+  const labels = days.map((d, i) => (i % 2 === 0 ? svg('text', { x: pad + i * bw + bw / 2, y: H - 8,
+    'text-anchor': 'middle', class: 'chart-label' }, document.createTextNode(d.slice(5))) : null));
+  return h('figure', { className: 'card' },
+    h('figcaption', {}, `${title} (highest day: ${Math.max(...values).toFixed(3)} ${unit})`),
+    svg('svg', { viewBox: `0 0 ${W} ${H}`, width: '100%', role: 'img', 'aria-label': `${title} per day` },
+      svg('line', { x1: pad, y1: H - pad, x2: W - pad, y2: H - pad, class: 'chart-axis' }), ...bars, ...labels.filter(Boolean)));
+}
+
+async function usageScreen() {
+  const scopes = [['', 'My VMs']];
+  for (const m of groupRoles()) {
+    if (m.role === 'manager' || m.role === 'auditor') scopes.push(['group:' + m.group, 'Group ' + groupName(m.group)]);
+  }
+  if (state.me.role === 'admin') scopes.push(['all', 'Everyone']);
+  const scopeSel = h('select', { id: 'usage-scope' }, scopes.map(([v, l]) => h('option', { value: v }, l)));
+  const body = h('div', { 'aria-live': 'polite' });
+  const DAYS = 14;
+
+  async function load() {
+    const today = new Date();
+    today.setUTCHours(0, 0, 0, 0);
+    const days = [];
+    for (let i = DAYS - 1; i >= 0; i--) days.push(new Date(today.getTime() - i * 86400000));
+    const scope = scopeSel.value;
+    const extra = scope.startsWith('group:') ? '&group=' + encodeURIComponent(scope.slice(6))
+      : scope === '' ? '&owner=' + encodeURIComponent(state.me.username) : '';
+    // One window per day: the meter answers hours inside [from, to).
+    const totals = await Promise.all(days.map(async (d) => {
+      const from = d.toISOString(), to = new Date(d.getTime() + 86400000).toISOString();
+      const { usage } = await api.get(`/v1/usage?from=${encodeURIComponent(from)}&to=${encodeURIComponent(to)}${extra}`);
+      const sum = { vm: 0, vcpu: 0, ram: 0, disk: 0 };
+      for (const u of usage) {
+        sum.vm += u.active_hours || 0;
+        sum.vcpu += u.vcpu_hours;
+        sum.ram += u.ram_gb_hours;
+        sum.disk += u.disk_gb_hours;
+      }
+      return sum;
+    }));
+    const labels = days.map((d) => d.toISOString().slice(0, 10));
+    fill(body,
+      barChart('VM-hours', labels, totals.map((t) => t.vm), 'h'),
+      barChart('vCPU-hours', labels, totals.map((t) => t.vcpu), 'vCPU·h'),
+      barChart('RAM GB-hours', labels, totals.map((t) => t.ram), 'GB·h'),
+      barChart('Disk GB-hours', labels, totals.map((t) => t.disk), 'GB·h'),
+      h('details', {}, h('summary', {}, 'The numbers'),
+        h('table', {}, h('thead', {}, h('tr', {}, ['Day (UTC)', 'VM-hours', 'vCPU-hours', 'RAM GB-hours', 'Disk GB-hours']
+          .map((c) => h('th', { scope: 'col' }, c)))),
+        h('tbody', {}, totals.map((t, i) => h('tr', {}, h('th', { scope: 'row' }, labels[i]),
+          [t.vm, t.vcpu, t.ram, t.disk].map((v) => h('td', {}, v.toFixed(3)))))))));
+  }
+  scopeSel.addEventListener('change', () => load().catch(showError));
+  await load();
+  return {
+    title: 'Usage',
+    node: h('section', {}, h('h1', {}, 'Usage, last 14 days'),
+      h('div', { className: 'filters' }, h('div', {}, h('label', { for: 'usage-scope' }, 'Scope'), scopeSel)), body),
+  };
+}
+
 // ---- audit ----------------------------------------------------------------------------
 
 async function auditScreen() {
@@ -843,6 +924,7 @@ const ROUTES = {
   hosts: () => hostsScreen(),
   report: () => reportScreen(),
   users: () => usersScreen(),
+  usage: () => usageScreen(),
   audit: () => auditScreen(),
 };
 
