@@ -242,6 +242,19 @@ async function story4() {
   step = "story 4: a user of another group sees none of the first group's VMs";
   const { context, page, shot } = await open('story4');
   await signIn(page, OTHER, PASSWORD);
+  step = 'story 4: onboarding, a new group asked for (a bad name refused next to its field)';
+  await page.getByRole('link', { name: 'Groups' }).click();
+  await page.getByRole('heading', { name: 'Ask for a new group' }).waitFor();
+  await page.getByLabel('Justification').fill('a team of our own');
+  await page.getByLabel('Group name').fill('x'.repeat(300));
+  expectedStatus = 400;
+  await page.getByRole('button', { name: 'Ask' }).click();
+  await page.locator('#onb-name-error').filter({ hasText: /name/ }).waitFor();
+  expectedStatus = null;
+  await page.getByLabel('Group name').fill('ops-two');
+  await page.getByRole('button', { name: 'Ask' }).click();
+  await page.locator('#status').filter({ hasText: 'Asked for group ops-two' }).waitFor({ state: 'attached' });
+
   await page.getByRole('link', { name: 'My VMs' }).click();
   await page.getByText('0 VMs shown').waitFor();
   const seen = await page.evaluate(async () => (await (await fetch('/v1/vms')).json()).vms.length);

@@ -575,11 +575,51 @@ async function approvalsScreen() {
 async function groupsScreen(id) {
   if (!id) {
     const groups = await api.all('/v1/groups', 'groups');
+    // Onboarding: anyone may ask for a new group; an admin decides (approvals inbox) and
+    // the asker becomes its manager. The server's message goes next to its field.
+    const dims = [['vms', 'VMs'], ['vcpus', 'vCPUs'], ['ram_mb', 'RAM (MB)'], ['disk_gb', 'Disk (GB)']];
+    const errors = {};
+    const fieldOf = (name, label, control) => {
+      control.id = 'onb-' + name;
+      control.name = name;
+      errors[name] = h('div', { className: 'field-error', id: `onb-${name}-error` });
+      control.setAttribute('aria-describedby', `onb-${name}-error`);
+      return h('div', { className: 'field' }, h('label', { for: control.id }, label), control, errors[name]);
+    };
+    const form = h('form', { className: 'card', novalidate: true },
+      h('h2', {}, 'Ask for a new group'),
+      fieldOf('name', 'Group name', h('input', { required: true })),
+      fieldOf('justification', 'Justification', h('textarea', { rows: 2, required: true })),
+      h('div', { className: 'filters' }, dims.map(([k, label]) => h('div', {},
+        h('label', { for: 'onb-q-' + k }, `Quota: ${label}`), h('input', { id: 'onb-q-' + k, name: 'q_' + k, type: 'number', min: 0, value: 0 })))),
+      errors.quota = h('div', { className: 'field-error', id: 'onb-quota-error' }),
+      h('button', { type: 'submit' }, 'Ask'));
+    form.addEventListener('submit', async (ev) => {
+      ev.preventDefault();
+      showError(null);
+      for (const el of Object.values(errors)) el.textContent = '';
+      const quota = {};
+      for (const [k] of dims) quota[k] = Number(form.elements.namedItem('q_' + k).value) || 0;
+      try {
+        const name = form.elements.namedItem('name').value;
+        await api.post('/v1/onboarding', { name, justification: form.elements.namedItem('justification').value, quota });
+        announce(`Asked for group ${name}; an admin decides`);
+        form.reset();
+      } catch (err) {
+        const f = err.details && err.details.field;
+        if (f && errors[f]) {
+          errors[f].textContent = err.message;
+          const input = document.getElementById('onb-' + f);
+          if (input) input.focus();
+        } else showError(err);
+      }
+    });
     return {
       title: 'Groups',
       node: h('section', {}, h('h1', {}, 'Groups'),
         groups.length ? h('ul', {}, groups.map((g) => h('li', {}, h('a', { href: '#/groups/' + g.id }, g.name),
-          g.description ? ` — ${g.description}` : ''))) : h('p', {}, 'You belong to no group.')),
+          g.description ? ` — ${g.description}` : ''))) : h('p', {}, 'You belong to no group.'),
+        form),
     };
   }
   const section = h('section', {});
