@@ -134,6 +134,19 @@ class BerthUp(unittest.TestCase):
             digest = hashlib.sha256(der).hexdigest().upper()
             self.assertEqual(fingerprint, ":".join(digest[i:i + 2] for i in range(0, 64, 2)))
             self.assertTrue(answer.startswith(b"HTTP/1.1 200"), answer)
+            # The portal the printed URL promises, from the clone's gateway/web.
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+                with context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+                    tls.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                    page = b""
+                    while b"</html>" not in page:
+                        chunk = tls.recv(65536)
+                        if not chunk:
+                            break
+                        page += chunk
+            self.assertTrue(page.startswith(b"HTTP/1.1 200"), page[:200])
+            self.assertIn(b"text/html", page.split(b"\r\n\r\n", 1)[0])
+            self.assertIn(b'<script type="module" src="/js/app.js">', page)
             proc.send_signal(signal.SIGTERM)
             self.assertEqual(proc.wait(60), 0)
         finally:

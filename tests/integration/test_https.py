@@ -8,10 +8,12 @@ prints the fingerprint of), and plain HTTP only on loopback.
   the gateway without it: verification is never skipped. Pinned to the printed fingerprint
   (--pin or BERTH_PIN) it works without the file, and a pin the gateway's certificate does
   not match is refused with both fingerprints named, even with the right --cacert.
+- The portal is served over TLS too, and its session cookies are Secure there.
 - A gateway asked to serve plain HTTP on a non-loopback address does not start, and says
   why; so does one given only half of the certificate/key pair.
 """
 
+import json
 import os
 import socket
 import ssl
@@ -19,6 +21,7 @@ import subprocess
 import tempfile
 import time
 import unittest
+import urllib.request
 
 import berth_test
 from berth_test import berth_platform
@@ -52,6 +55,22 @@ class Https(unittest.TestCase):
         self.assertTrue(self.p.url.startswith("https://"))
         self.assertEqual(self.p.http("GET", "/readyz").status, 200)
         self.assertEqual(self.api.call("GET", "/v1/templates").status, 200)
+
+    def test_portal_and_secure_session_cookies(self):
+        context = self.p.ssl_context()
+        with urllib.request.urlopen(self.p.url + "/", context=context, timeout=10) as page:
+            self.assertEqual(page.status, 200)
+            self.assertIn("script-src 'self'", page.headers["Content-Security-Policy"])
+        body = json.dumps({"username": self.p.admin_user, "password": self.p.admin_password,
+                           "session": True}).encode()
+        req = urllib.request.Request(self.p.url + "/v1/auth/tokens", data=body, method="POST",
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, context=context, timeout=10) as r:
+            self.assertEqual(r.status, 201)
+            cookies = r.headers.get_all("Set-Cookie") or []
+        self.assertEqual({c.split("=", 1)[0] for c in cookies}, {"berth_session", "berth_csrf"})
+        for c in cookies:
+            self.assertIn("Secure", [a.strip() for a in c.split(";")], c)
 
     def test_plain_http_on_the_tls_port_gets_no_answer(self):
         with socket.create_connection(("127.0.0.1", self.p.http_port), timeout=10) as s:

@@ -267,5 +267,66 @@ class PortalCase(unittest.TestCase):
         self.assertEqual(status, 401, body)
 
 
+class WebRootCase(unittest.TestCase):
+    """web_root set to a directory of the test's: only its regular, visible files of known
+    types are served (a symbolic link to a file outside it is not followed), and a web_root
+    that does not exist stops the gateway at start, saying why."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.p = Platform()
+        cls.root = os.path.join(cls.p.data_dir, "web")
+        os.makedirs(os.path.join(cls.root, "sub"))
+        files = {"index.html": "<!doctype html><title>t</title>", "sub/page.html": "<p>sub</p>",
+                 ".secret.html": "hidden", "notes.conf": "no type", "sub/data.json": "{}"}
+        for name, text in files.items():
+            with open(os.path.join(cls.root, name), "w") as f:
+                f.write(text)
+        outside = os.path.join(cls.p.data_dir, "outside.html")
+        with open(outside, "w") as f:
+            f.write("outside the root")
+        os.symlink(outside, os.path.join(cls.root, "link.html"))
+        try:
+            cls.p.start_redis()
+            cls.p.start_gateway({"BERTH_WEB_ROOT": cls.root})
+            cls.p.wait_http("/healthz")
+        except Exception:
+            cls.p.dump_logs()
+            cls.p.stop()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.p.stop()
+
+    def status(self, path):
+        conn = http.client.HTTPConnection("127.0.0.1", self.p.http_port, timeout=10)
+        try:
+            conn.request("GET", path)
+            r = conn.getresponse()
+            return r.status, r.read()
+        finally:
+            conn.close()
+
+    def test_only_visible_regular_files_of_known_types(self):
+        self.assertEqual(self.status("/"), (200, b"<!doctype html><title>t</title>"))
+        self.assertEqual(self.status("/sub/page.html"), (200, b"<p>sub</p>"))
+        self.assertEqual(self.status("/sub/data.json")[0], 200)
+        for path in ("/.secret.html", "/notes.conf", "/link.html", "/sub", "/sub/"):
+            status, body = self.status(path)
+            self.assertIn(status, (400, 404), path)
+            self.assertNotIn(b"outside the root", body)
+
+    def test_missing_web_root_stops_the_gateway(self):
+        proc = self.p.start("gateway", env={
+            "BERTH_HTTP_BIND": "127.0.0.1", "BERTH_HTTP_PORT": str(self.p.free_port()),
+            "BERTH_ADMIN_USER": "admin", "BERTH_ADMIN_PASSWORD": self.p.admin_password,
+            "BERTH_WEB_ROOT": os.path.join(self.root, "nowhere")})
+        rc = proc.wait(30)
+        self.assertIsNotNone(rc, "the gateway kept running without its web root")
+        self.assertNotEqual(rc, 0)
+        self.assertIn("cannot read the web root", proc.tail(50))
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)
