@@ -521,10 +521,9 @@ void vms_extend_lease(http_req_t *req)
     protobuf_c_message_free_unpacked(&vm->base, NULL);
 }
 
-/* A QUEUED task's place in line for a heavy slot (taskmgr's berth:throttle:queue, read as
-   documented in docs/state.md): 1 is next. Not in line (a new task not taken yet, or Redis
-   away): none shown. */
-static void s_queue_position(http_req_t *req, Berth__Task *task)
+/* Read as docs/state.md documents berth:throttle:queue: 1 is next. Not in line (a new task
+   not taken yet, or Redis away): none shown. */
+void vms_queue_position(http_req_t *req, Berth__Task *task)
 {
     if (!task->state || !streq(task->state, "QUEUED") || !task->id)
         return;
@@ -561,7 +560,7 @@ void vms_get_task(http_req_t *req)
     if (!may)
         http_error(req, "NOT_FOUND", "no such task");
     else {
-        s_queue_position(req, task);
+        vms_queue_position(req, task);
         http_json(req, 200, json_pack("{s:o}", "task", view_task(task)));
     }
     protobuf_c_message_free_unpacked(&task->base, NULL);

@@ -81,6 +81,7 @@ class Throttle(PlatformCase):
     def burst(self, name):
         """BURST provisions in one request; their task ids."""
         req = self.api.request("burst", name, count=BURST)
+        self.request_id = req["id"]
         vm_ids = [v["id"] for v in req["vms"]]
         self.assertEqual(len(vm_ids), BURST)
         tasks = []
@@ -122,6 +123,9 @@ class Throttle(PlatformCase):
         queued_then = {t["id"] for t in self.poll(ids)
                        if t["state"] == "QUEUED" and t["queue_position"]}
         self.assertTrue(queued_then, "no build was waiting when the stop was asked")
+        # The request shows its tasks' places in line too.
+        tasks = self.api.get("/v1/requests/" + self.request_id)["request"]["tasks"]
+        self.assertTrue([t for t in tasks if t["queue_position"]], tasks)
 
         # Watch the line until every build left it.
         last = {}  # task id -> last position seen
