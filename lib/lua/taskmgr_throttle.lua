@@ -38,7 +38,10 @@ if total < global then
     if total >= global then break end
     local h = redis.call('HGET', KEYS[3], w)
     if not h then
-      redis.call('ZREM', KEYS[2], w) -- its host is unknown: it cannot be placed in line
+      -- Its host is unknown: out of line, and due, so that its stage asks again.
+      redis.call('ZREM', KEYS[2], w)
+      redis.call('ZADD', KEYS[4], 0, w)
+      redis.call('ZADD', KEYS[5], now, w)
     elseif (count[h] or 0) < per_host then
       redis.call('ZREM', KEYS[2], w)
       redis.call('HDEL', KEYS[3], w)
@@ -49,6 +52,14 @@ if total < global then
       total = total + 1
       granted = granted + 1
     end
+  end
+end
+
+-- A task that left the line by a step that could not remove its host (its end, written
+-- while it waited): its field goes.
+if redis.call('HLEN', KEYS[3]) > redis.call('ZCARD', KEYS[2]) then
+  for _, w in ipairs(redis.call('HKEYS', KEYS[3])) do
+    if not redis.call('ZSCORE', KEYS[2], w) then redis.call('HDEL', KEYS[3], w) end
   end
 end
 

@@ -117,8 +117,12 @@ void throttle_tx_wait(model_tx_t *tx, const char *task, const char *host, const 
 void throttle_tx_release(model_tx_t *tx, const char *task, const char *host)
 {
     char member[KEYS_MAX];
-    snprintf(member, sizeof member, "%s@%s", task, host);
-    model_tx_zrem(tx, KEYS_THROTTLE_RUNNING, member);
+    if (host && *host) {
+        snprintf(member, sizeof member, "%s@%s", task, host);
+        model_tx_zrem(tx, KEYS_THROTTLE_RUNNING, member);
+    }
+    /* Its waiting field, if any, goes with the next grant (a step has no HDEL). */
+    model_tx_zrem(tx, KEYS_THROTTLE_QUEUE, task);
 }
 
 void throttle_pump(throttle_t *self)

@@ -30,7 +30,8 @@ int throttle_acquire(throttle_t *self, const char *task, const char *host, const
    on host from now (its slot on old_host, if any, given back). */
 void throttle_tx_wait(model_tx_t *tx, const char *task, const char *host, const char *old_host);
 
-/* Add to tx, the step that writes task's end: its slot on host is given back. */
+/* Add to tx, the step that writes task's end: its slot on host ("": none) is given back,
+   and it leaves the line if it waited in it (a task ended while QUEUED, by whatever path). */
 void throttle_tx_release(model_tx_t *tx, const char *task, const char *host);
 
 /* Grant the free slots to the tasks in line, oldest first: each granted task is due and

@@ -268,7 +268,8 @@ static void test_throttle_grants_in_line_within_limits(void **state)
     assert_int_equal(s_int(f->store, "ZRANK t:run " T(2) "@h2") >= 0, 1);
 
     /* A task in line that asks itself leaves the line (granted at most once); one in line
-       without a host is dropped once the line moves. */
+       without a host is made due once the line moves (its stage asks again); the host of
+       one that left the line by its end is forgotten. */
     s_cmd(f->store, "ZADD t:queue 30 " T(8));
     s_cmd(f->store, "HSET t:waiting " T(8) " h1");
     s_cmd(f->store, "ZADD t:queue 40 " T(9));
@@ -276,8 +277,11 @@ static void test_throttle_grants_in_line_within_limits(void **state)
     assert_int_equal(s_int(f->store, "ZRANK t:queue " T(8)), -1);
     assert_int_equal(s_int(f->store, "HLEN t:waiting"), 0);
     s_cmd(f->store, "ZREM t:run " T(3) "@h1");
+    s_cmd(f->store, "HSET t:waiting " T(6) " h2");
     s_throttle(f->store, NULL, NULL, NULL, 0, 0);
     assert_int_equal(s_int(f->store, "ZCARD t:queue"), 0);
+    assert_int_equal(s_int(f->store, "ZRANK t:wake " T(9)) >= 0, 1);
+    assert_int_equal(s_int(f->store, "HLEN t:waiting"), 0);
 }
 
 int main(void)
