@@ -23,6 +23,9 @@ static void s_line(cli_progress_t *progress, const char *key, const char *name, 
     char line[1024], stage[128];
     cli_text(json_object_get(task, "stage"), stage, sizeof stage);
     json_int_t percent = json_integer_value(json_object_get(task, "percent"));
+    json_int_t position = json_integer_value(json_object_get(task, "queue_position"));
+    if (position > 0) /* a heavy task waiting for a slot on its host */
+        snprintf(stage, sizeof stage, "queued #%lld", (long long)position);
     snprintf(line, sizeof line, "%-24s  %-16s %3d%%  %s", name, stage, (int)percent, state);
     cli_progress_set(progress, key, line);
 }

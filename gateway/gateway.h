@@ -222,6 +222,9 @@ void vms_dispose(http_req_t *req);  /* DELETE /v1/vms/{id} */
 void vms_action(http_req_t *req);   /* POST /v1/vms/{id}/actions */
 void vms_extend_lease(http_req_t *req); /* POST /v1/vms/{id}/lease */
 void vms_get_task(http_req_t *req); /* GET /v1/tasks/{id} */
+/* A QUEUED task's place in line for a heavy slot into task->queue_position (taskmgr's
+   berth:throttle:queue); left 0 when it is not in line. */
+void vms_queue_position(http_req_t *req, Berth__Task *task);
 void vms_usage(http_req_t *req);    /* GET /v1/usage */
 /* May the caller see the VM (vm.get: owner, its group's manager or auditor, admin,
    operator)? The same answers who may see its tasks. */

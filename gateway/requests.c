@@ -111,6 +111,7 @@ static json_t *s_view(http_req_t *req, const Berth__Request *r)
         else if (rc != 0)
             failed = 1;
         else {
+            vms_queue_position(req, task);
             json_array_append_new(tasks, view_task(task));
             protobuf_c_message_free_unpacked(&task->base, NULL);
         }

@@ -521,6 +521,19 @@ void vms_extend_lease(http_req_t *req)
     protobuf_c_message_free_unpacked(&vm->base, NULL);
 }
 
+/* Read as docs/state.md documents berth:throttle:queue: 1 is next. Not in line (a new task
+   not taken yet, or Redis away): none shown. */
+void vms_queue_position(http_req_t *req, Berth__Task *task)
+{
+    if (!task->state || !streq(task->state, "QUEUED") || !task->id)
+        return;
+    redisReply *r = store_command(req->store, "ZRANK %s %s", KEYS_THROTTLE_QUEUE, task->id);
+    if (r && r->type == REDIS_REPLY_INTEGER)
+        task->queue_position = (int32_t)(r->integer + 1);
+    if (r)
+        freeReplyObject(r);
+}
+
 void vms_get_task(http_req_t *req)
 {
     Berth__Task *task = NULL;
@@ -546,8 +559,10 @@ void vms_get_task(http_req_t *req)
     }
     if (!may)
         http_error(req, "NOT_FOUND", "no such task");
-    else
+    else {
+        vms_queue_position(req, task);
         http_json(req, 200, json_pack("{s:o}", "task", view_task(task)));
+    }
     protobuf_c_message_free_unpacked(&task->base, NULL);
 }
 

@@ -35,6 +35,7 @@
       taskmgr_beat       a host and berth:hosts:seen with the VMs its heartbeat reports (read
                          only for VMs);
       taskmgr_acquire    berth:tasks:due with the task hashes it takes;
+      taskmgr_throttle   the three throttle keys with berth:tasks:due and berth:tasks:wake;
       groups_member      a group with its members, the user and the user's groups;
       groups_delete      a group with its members, its name and berth:groups. */
 #ifndef BERTH_KEYS_H
@@ -60,6 +61,12 @@
 #define KEYS_GROUPS      "berth:groups"      /* zset: group ids, all score 0 (paged by id) */
 #define KEYS_AUDIT       "berth:audit"       /* stream: the audit trail (lib/audit.h) */
 #define KEYS_HOSTS_SEEN  "berth:hosts:seen"  /* zset: host ids by when their beat's ttl ends */
+/* Heavy-task throttling (services/taskmgr/throttle.h, lib/lua/taskmgr_throttle.lua): slots in
+   use as "<task id>@<host>", tasks waiting for one by when they began to wait, and the host
+   each waiting task waits on. */
+#define KEYS_THROTTLE_RUNNING "berth:throttle:running" /* zset: "<task>@<host>" by grant time */
+#define KEYS_THROTTLE_QUEUE   "berth:throttle:queue"   /* zset: waiting task ids, in line */
+#define KEYS_THROTTLE_WAITING "berth:throttle:waiting" /* hash: waiting task id -> host */
 /* hash: field epoch, bumped by every quota raised without an admin, so that two automatic
    allocations never both take the same free capacity (services/approval/allocations.h). */
 #define KEYS_QUOTA_EPOCH "berth:quota-epoch"

@@ -4,8 +4,9 @@
     Typed. The engine works on the task and the VM as protobuf messages (Berth__Task,
     Berth__Vm), loaded when a task is taken and written back whole through model_tx, guarded
     by holder and epoch. Each task kind is a table of stages (s_kinds): name, percent, the
-    agent command the stage sends, the stage that undoes it, and its class (light or heavy,
-    for throttling to come).
+    agent command the stage sends, the stage that undoes it, and its class: a heavy stage
+    opens only once the task holds a heavy slot on its host (throttle.c); without one the
+    task waits QUEUED at that stage, held by nobody, and resumes there when a slot frees.
 
     Event-driven. Nothing waits for a tick. A stage starts the moment the previous one's
     answer arrives: a bus reply (scheduler, stager) comes back on the loop and steps its task
@@ -42,6 +43,7 @@
 #include "limit.h"
 #include "lua_scripts.h"
 #include "model.h"
+#include "throttle.h"
 
 #include <assert.h>
 #include <stdarg.h>
@@ -73,6 +75,7 @@ typedef struct {
     int call_timed_out;         /* ...or that none came before its deadline */
     Berth__AgentResult *done;   /* the agent's result for task->command, once it came */
     int lease_started;          /* provisioned: the lease's timers go with the next write */
+    int throttled;              /* waits in line for a heavy slot: written QUEUED, let go */
 } s_held_t;
 
 struct _tasks_t {
@@ -100,6 +103,7 @@ struct _tasks_t {
     int stop_timeout_s;     /* a stop or shelve's graceful shutdown when none is asked */
     assertion_t *verifier;  /* checks who a DisposeVm acts for (the gateway's assertion) */
     leases_t *leases;       /* lease timers (borrowed; NULL: none written) */
+    throttle_t *throttle;   /* heavy slots (throttle.h) */
 };
 
 typedef struct _s_stage s_stage_t;
@@ -112,7 +116,7 @@ struct _s_stage {
     s_stage_fn *fn;   /* runs the stage: DONE, WAIT (for an event or a due time), FAIL */
     const char *op;   /* agent command the stage sends (NULL: none) */
     const char *undo; /* rollback stage that undoes it (NULL: nothing to undo) */
-    s_class_t klass;  /* light or heavy (throttling to come) */
+    s_class_t klass;  /* heavy: opens only with a heavy slot on the task's host */
     int on_host;      /* a failure here is the host's: worth trying another */
     int on_old_host;  /* the command goes to the task's from_host (UNSHELVE's old host) */
 };
@@ -288,7 +292,8 @@ static int s_save(tasks_t *self, s_held_t *h)
     int64_t now = util_now_ms(); /* the holder's lease: real time */
     int finished = s_finished(t);
     int64_t lease_until = now + self->lease_ms;
-    t->lease_until_ms = finished ? 0 : lease_until;
+    int gave_slot = finished && *t->throttle_host;
+    t->lease_until_ms = finished || h->throttled ? 0 : lease_until;
     t->updated_ms = clock_now_ms();
     t->version = was->version;
     snprintf(at, sizeof at, "%lld", (long long)t->updated_ms);
@@ -310,10 +315,14 @@ static int s_save(tasks_t *self, s_held_t *h)
             model_tx_event(tx, "task.state", "key", key, "task", h->id, "state", t->state, "stage",
                            t->stage, "at_ms", at, NULL);
         model_tx_put_changed(tx, key, &was->base, &t->base);
-        if (finished)
+        if (finished || h->throttled) /* in line: the grant makes it due */
             model_tx_zrem(tx, KEYS_TASKS_DUE, h->id);
         else
             model_tx_zadd(tx, KEYS_TASKS_DUE, lease_until, h->id);
+        if (h->throttled)
+            throttle_tx_wait(tx, h->id, t->host, was->throttle_host);
+        else if (gave_slot)
+            throttle_tx_release(tx, h->id, t->throttle_host);
         if (h->vm_dirty && h->vm && h->saved_vm)
             s_vm_changes(tx, h);
         if (h->lease_started && h->vm && self->leases)
@@ -361,6 +370,8 @@ static int s_save(tasks_t *self, s_held_t *h)
     h->write_at = 0;
     h->must_write = 0;
     h->lease_started = 0;
+    if (h->throttled || gave_slot)
+        throttle_pump(self->throttle); /* a slot freed, or one freed meanwhile: grant it now */
     return 0;
 }
 
@@ -421,6 +432,38 @@ static void s_step_close(s_held_t *h, const char *state)
     last->finished_ms = clock_now_ms();
     s_set(&last->result, h->result);
     h->dirty = 1;
+}
+
+/* Open stage, unless it is heavy and the task holds no heavy slot on its host and none is
+   free (throttle.h): the task then waits in line QUEUED at that stage, its step not opened
+   yet (a step's times are when it ran), and is let go once written. 1 when it went in
+   line, 0 when the stage is open, -1 when Redis failed (the task is let go; its lease runs
+   out and it is taken again where it stood). A host not chosen yet takes no slot. */
+static int s_open(tasks_t *self, s_held_t *h, const s_stage_t *stage)
+{
+    Berth__Task *t = h->task;
+    if (stage->klass == S_HEAVY && *t->host) {
+        int rc = throttle_acquire(self->throttle, h->id, t->host, t->throttle_host);
+        if (rc < 0) {
+            h->lost = 2;
+            return -1;
+        }
+        if (rc == 0) {
+            s_set(&t->state, "QUEUED");
+            s_set(&t->stage, stage->name);
+            s_set(&t->throttle_host, "");
+            s_set(&t->holder, "");
+            h->throttled = 1;
+            h->dirty = 1;
+            return 1;
+        }
+        if (!s_is(t->throttle_host, t->host)) {
+            s_set(&t->throttle_host, t->host);
+            h->dirty = 1;
+        }
+    }
+    s_step_open(self, h, stage);
+    return 0;
 }
 
 /* Ask the stage again at `at` (monotonic ms) unless an event comes first. */
@@ -941,7 +984,7 @@ static const s_stage_t s_rollback[] = {
 };
 
 static const s_stage_t s_dispose[] = {
-    { "destroy", 30, s_destroy, "DESTROY", NULL, S_LIGHT, 0, 0 },
+    { "destroy", 30, s_destroy, "DESTROY", NULL, S_HEAVY, 0, 0 },
     { "release_claim", 80, s_release, NULL, NULL, S_LIGHT, 0, 0 },
     { NULL, 0, NULL, NULL, NULL, S_LIGHT, 0, 0 },
 };
@@ -1057,6 +1100,17 @@ static const s_stage_t *s_table(s_held_t *h)
     if (a)
         return h->task->rolling_back && s_is(a->kind, "UNSHELVE") ? s_unshelve_undo : a->stages;
     return h->task->rolling_back ? s_rollback : s_provision;
+}
+
+/* A task kind's class, as the API shows it: heavy when a row of its table is heavy. */
+static const char *s_kind_class(const char *kind)
+{
+    const s_action_t *a = s_action(kind, 1);
+    const s_stage_t *row = s_is(kind, "DISPOSE") ? s_dispose : a ? a->stages : s_provision;
+    for (; row->name; row++)
+        if (row->klass == S_HEAVY)
+            return "heavy";
+    return "light";
 }
 
 static const s_stage_t *s_row(const s_stage_t *table, const char *name)
@@ -1257,7 +1311,7 @@ static int s_failed(tasks_t *self, s_held_t *h, const s_stage_t *stage)
    end must follow a written start (the lifecycle table has no QUEUED -> SUCCEEDED). */
 static int s_may_defer(tasks_t *self, s_held_t *h)
 {
-    if (self->write_defer_ms <= 0 || h->must_write || *h->task->command ||
+    if (self->write_defer_ms <= 0 || h->must_write || h->throttled || *h->task->command ||
         (!*h->call && !*h->prefetch))
         return 0;
     const s_stage_t *row = s_row(s_table(h), h->task->stage);
@@ -1271,17 +1325,21 @@ static int s_step(tasks_t *self, s_held_t *h)
 {
     Berth__Task *t = h->task;
     if (s_is(t->state, "QUEUED")) {
+        /* New, or granted a heavy slot: it resumes at the stage it waited to open. */
+        const s_stage_t *at = s_row(s_table(h), t->stage);
         s_set(&t->state, "RUNNING");
-        s_step_open(self, h, &s_table(h)[0]);
+        if (s_open(self, h, at ? at : &s_table(h)[0]) < 0)
+            return -1;
     }
-    for (int guard = 0; guard < 64 && !s_finished(t); guard++) {
+    for (int guard = 0; guard < 64 && !s_finished(t) && !h->throttled; guard++) {
         const s_stage_t *table = s_table(h), *stage = table;
         while (stage->name && !s_is(stage->name, t->stage))
             stage++;
         if (!stage->name) {
             /* Not a stage of this table (written by a newer version?): start the table over;
                every stage is idempotent. */
-            s_step_open(self, h, &table[0]);
+            if (s_open(self, h, &table[0]) < 0)
+                return -1;
             continue;
         }
         h->next_try = 0;
@@ -1297,9 +1355,9 @@ static int s_step(tasks_t *self, s_held_t *h)
         }
         s_step_close(h, "SUCCEEDED");
         const s_stage_t *next = s_next(h, table, stage);
-        if (next)
-            s_step_open(self, h, next);
-        else if (s_complete(self, h) != 0)
+        if (next && s_open(self, h, next) < 0)
+            return -1;
+        if (!next && s_complete(self, h) != 0)
             return -1;
     }
     /* Write what changed; renew the lease well before it runs out. */
@@ -1326,7 +1384,7 @@ static int s_advance(tasks_t *self, s_held_t *h)
 {
     int rc = s_step(self, h);
     int lost = h->lost;
-    if (rc != 0 || s_finished(h->task)) {
+    if (rc != 0 || s_finished(h->task) || h->throttled) {
         if (rc != 0 && *h->task->command)
             agents_cancel(self->agents, h->task->command);
         zhashx_delete(self->held, h->id);
@@ -1460,6 +1518,10 @@ static void s_take(tasks_t *self, const char *id, int64_t epoch, Berth__Task *ta
         void *item = h;
         s_held_free(&item); /* out of memory: the lease runs out and it is due again */
         return;
+    }
+    if (!*task->task_class) { /* queued by approval, which does not know the stage tables */
+        s_set(&task->task_class, s_kind_class(task->kind));
+        h->dirty = 1;
     }
     if (!h->vm) {
         s_orphaned(self, h);
@@ -1646,6 +1708,7 @@ static void s_run_woken(tasks_t *self, char **woken, size_t n_woken)
 
 static void s_run(tasks_t *self)
 {
+    throttle_sweep(self->throttle, self->due_check_ms);
     s_run_woken(self, NULL, 0);
 }
 
@@ -1858,6 +1921,7 @@ static void s_dispose_for(tasks_t *self, bus_request_t *request, const Berth__Di
         task.updated_ms = now;
         task.host = vm->host;
         task.version = 1;
+        task.task_class = (char *)s_kind_class("DISPOSE");
         /* VM ACTIVE/ERROR -> DISPOSING (state and version as read), naming its new task;
            the task is born QUEUED, in the same step. */
         model_tx_vm_transition(tx, vm, "DISPOSING");
@@ -2022,6 +2086,7 @@ int tasks_queue_action(model_tx_t *tx, const Berth__Vm *vm, const char *kind, co
     task->updated_ms = now;
     task->host = vm->host;
     task->version = 1;
+    task->task_class = (char *)s_kind_class(a->kind);
     task->force = force && a->forcible;
     task->timeout_s = a->graceful ? timeout_s : 0;
     if (s_is(a->kind, "UNSHELVE"))
@@ -2185,6 +2250,7 @@ void tasks_declare(config_t *c)
     config_declare(c, "command_redeliver_ms", "15000", 0);
     config_declare(c, "write_defer_ms", "100", 0);
     config_declare(c, "stop_timeout_s", "60", 0);
+    throttle_declare(c);
 }
 
 tasks_t *tasks_new(service_t *service, agents_t *agents)
@@ -2227,6 +2293,12 @@ tasks_t *tasks_new(service_t *service, agents_t *agents)
     self->stop_timeout_s = (int)stop;
     zhashx_set_destructor(self->held, s_held_free);
     berth_error_t error = { 0 };
+    self->throttle = throttle_new(service);
+    if (!self->throttle) {
+        free(wa);
+        tasks_destroy(&self);
+        return NULL;
+    }
     self->verifier = assertion_verifier_new(config_get(c, "secrets_dir"), &error);
     if (!self->verifier) {
         log_error(NULL, "cannot load the user assertion key", "{s:s}", "reason", error.message);
@@ -2265,6 +2337,7 @@ void tasks_destroy(tasks_t **self_p)
         zactor_destroy(&self->waker);
         zhashx_destroy(&self->held);
         assertion_destroy(&self->verifier);
+        throttle_destroy(&self->throttle);
         free(self);
         *self_p = NULL;
     }

@@ -4,7 +4,10 @@
     beat the reported domains that are no VM of Berth on that host (orphans). Acquiring takes
     only candidates still due (a task another taskmgr took meanwhile stays its own), bumps
     their epoch, starts the lease and returns each taken task's hash, drops finished or
-    vanished tasks from the due set, and returns the earliest score left. */
+    vanished tasks from the due set, and returns the earliest score left. Throttling gives a
+    heavy slot only within the per-host and global limits, never twice to one task, never to
+    a newcomer while a task in line could use it, grants the line oldest first into the due
+    and wake sets as slots free, and gives back a slot on an earlier attempt's host. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -190,12 +193,105 @@ static void test_acquire_takes_only_what_is_still_due(void **state)
     s_assert_field(f->store, "t:task:{t1}", "epoch", "3");
 }
 
+/* 36-character task ids, as the script expects ("<id>@<host>" members). */
+#define T(n) "00000000-0000-0000-0000-00000000000" #n
+
+/* taskmgr_throttle.lua with per_host 2, global 3 at now 500: {held, granted}. id NULL: a
+   pump only. */
+static void s_throttle(store_t *store, const char *id, const char *host, const char *old,
+                       long long held, long long granted)
+{
+    const char *argv[] = { "t:run", "t:queue", "t:waiting", "t:due", "t:wake",      "2",
+                           "3",     "500",     id,          host,    old ? old : "" };
+    redisReply *r = store_run(store, &lua_taskmgr_throttle, 5, id ? 11 : 8, argv);
+    assert_non_null(r);
+    assert_int_equal(r->type, REDIS_REPLY_ARRAY);
+    assert_int_equal(r->elements, 2);
+    assert_int_equal(r->element[0]->integer, held);
+    assert_int_equal(r->element[1]->integer, granted);
+    freeReplyObject(r);
+}
+
+static long long s_int(store_t *store, const char *command)
+{
+    redisReply *r = store_command(store, command);
+    assert_non_null(r);
+    long long v = r->type == REDIS_REPLY_INTEGER ? r->integer : -1;
+    freeReplyObject(r);
+    return v;
+}
+
+static void test_throttle_grants_in_line_within_limits(void **state)
+{
+    fixture_t *f = *state;
+    s_throttle(f->store, T(1), "h1", NULL, 1, 0);
+    s_throttle(f->store, T(2), "h1", NULL, 1, 0);
+    s_throttle(f->store, T(3), "h1", NULL, 0, 0); /* h1 full */
+    s_throttle(f->store, T(4), "h2", NULL, 1, 0);
+    s_throttle(f->store, T(5), "h2", NULL, 0, 0); /* the platform full */
+    s_throttle(f->store, T(1), "h1", NULL, 1, 0); /* held already: not counted twice */
+    assert_int_equal(s_int(f->store, "ZCARD t:run"), 3);
+
+    /* T3 (h1) and then T5 (h2) wait in line, as tasks.c's write puts them. */
+    s_cmd(f->store, "ZADD t:queue 10 " T(3));
+    s_cmd(f->store, "HSET t:waiting " T(3) " h1");
+    s_cmd(f->store, "ZADD t:queue 20 " T(5));
+    s_cmd(f->store, "HSET t:waiting " T(5) " h2");
+    /* T4's end gives its slot back: T3 is first in line but h1 is full; T5 fits. */
+    s_cmd(f->store, "ZREM t:run " T(4) "@h2");
+    s_throttle(f->store, NULL, NULL, NULL, 0, 1);
+    redisReply *r = store_command(f->store, "ZSCORE t:due " T(5));
+    assert_string_equal(r->str, "0");
+    freeReplyObject(r);
+    r = store_command(f->store, "ZSCORE t:wake " T(5));
+    assert_string_equal(r->str, "500");
+    freeReplyObject(r);
+    assert_int_equal(s_int(f->store, "ZCARD t:queue"), 1);
+    assert_int_equal(s_int(f->store, "HEXISTS t:waiting " T(5)), 0);
+    assert_int_equal(s_int(f->store, "ZRANK t:run " T(5) "@h2"), 2);
+
+    /* A newcomer gets nothing while the platform is full... */
+    s_throttle(f->store, T(6), "h2", NULL, 0, 0);
+    /* ...nor ahead of T3 when a slot on h1 frees: T3 gets it, put in due and wake. */
+    s_cmd(f->store, "ZREM t:run " T(1) "@h1");
+    s_throttle(f->store, T(7), "h1", NULL, 0, 1);
+    assert_int_equal(s_int(f->store, "ZCARD t:queue"), 0);
+    assert_int_equal(s_int(f->store, "ZRANK t:wake " T(3)), 0);
+    assert_int_equal(s_int(f->store, "ZRANK t:run " T(7) "@h1"), -1);
+
+    /* A retry on another host gives the first host's slot back. */
+    s_throttle(f->store, T(2), "h2", "h1", 1, 0);
+    r = store_command(f->store, "ZRANGE t:run 0 -1");
+    assert_int_equal(r->elements, 3);
+    freeReplyObject(r);
+    assert_int_equal(s_int(f->store, "ZRANK t:run " T(2) "@h1"), -1);
+    assert_int_equal(s_int(f->store, "ZRANK t:run " T(2) "@h2") >= 0, 1);
+
+    /* A task in line that asks itself leaves the line (granted at most once); one in line
+       without a host is made due once the line moves (its stage asks again); the host of
+       one that left the line by its end is forgotten. */
+    s_cmd(f->store, "ZADD t:queue 30 " T(8));
+    s_cmd(f->store, "HSET t:waiting " T(8) " h1");
+    s_cmd(f->store, "ZADD t:queue 40 " T(9));
+    s_throttle(f->store, T(8), "h1", NULL, 0, 0); /* the platform is full: 3 of 3 */
+    assert_int_equal(s_int(f->store, "ZRANK t:queue " T(8)), -1);
+    assert_int_equal(s_int(f->store, "HLEN t:waiting"), 0);
+    s_cmd(f->store, "ZREM t:run " T(3) "@h1");
+    s_cmd(f->store, "HSET t:waiting " T(6) " h2");
+    s_throttle(f->store, NULL, NULL, NULL, 0, 0);
+    assert_int_equal(s_int(f->store, "ZCARD t:queue"), 0);
+    assert_int_equal(s_int(f->store, "ZRANK t:wake " T(9)) >= 0, 1);
+    assert_int_equal(s_int(f->store, "HLEN t:waiting"), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_beat_writes_host_and_names_changed_vms, testenv_setup,
                                         testenv_teardown),
         cmocka_unit_test_setup_teardown(test_acquire_takes_only_what_is_still_due, testenv_setup,
+                                        testenv_teardown),
+        cmocka_unit_test_setup_teardown(test_throttle_grants_in_line_within_limits, testenv_setup,
                                         testenv_teardown),
     };
     return cmocka_run_group_tests(tests, testenv_group_setup, testenv_group_teardown);
