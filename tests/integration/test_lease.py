@@ -63,6 +63,9 @@ class Lease(PlatformCase):
                                 "MKSTREAM")
             cls.api.create_template(name="day", vcpus=1, ram_mb=1024, disk_gb=10, os="debian",
                                     image="debian-12", lease_days=1)
+            # The group's notice period (2 hours) replaces the platform's (half a day).
+            r = cls.api.call("PATCH", "/v1/groups/default", {"lease_notice_hours": 2})
+            assert r.status == 200, r
         except Exception:
             cls.p.dump_logs()
             cls.p.stop()
@@ -98,11 +101,12 @@ class Lease(PlatformCase):
         self.assertEqual(order, ["PROVISIONING", "ACTIVE", "EXPIRING", "EXPIRED", "DISPOSING",
                                  "DISPOSED"])
         at = dict(states)
-        # Timers fire on the platform clock: notice half a day before the end, expiry at it,
+        # Timers fire on the platform clock: notice the group's 2 hours before the end (not
+        # the platform's half day: 10 hours apart, more than the slack), expiry at it,
         # disposal a day after (each within a few real seconds' worth of platform time).
         slack = 3000 * SCALE
         self.assertAlmostEqual(at["EXPIRED"] - at["ACTIVE"], DAY_MS, delta=slack)
-        self.assertAlmostEqual(at["EXPIRING"] - at["ACTIVE"], DAY_MS // 2, delta=slack)
+        self.assertAlmostEqual(at["EXPIRING"] - at["ACTIVE"], DAY_MS - 2 * 3600000, delta=slack)
         self.assertAlmostEqual(at["DISPOSING"] - at["EXPIRED"], DAY_MS, delta=slack)
 
         # Billing: compute from ACTIVE to EXPIRED, disk also through the tombstone.

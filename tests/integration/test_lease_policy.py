@@ -190,6 +190,34 @@ class LeasePolicy(PlatformCase):
         r = self.extend(mia, vm, 100000)
         self.assertEqual(r.status, 400, r)
 
+    def test_4_template_tightens_the_group(self):
+        admin = self.api
+        r = admin.call("POST", "/v1/templates", {"name": "brief", "vcpus": 1, "ram_mb": 512,
+                                                 "disk_gb": 10, "os": "debian",
+                                                 "image": "debian-12", "lease_days": 1,
+                                                 "max_lease_days": 3, "lease_notice_hours": 5})
+        self.assertEqual(r.status, 201, r)
+        self.assertEqual((r.json()["template"]["max_lease_days"],
+                          r.json()["template"]["lease_notice_hours"]), (3, 5))
+        r = admin.call("POST", "/v1/templates", {"name": "bad", "vcpus": 1, "ram_mb": 512,
+                                                 "disk_gb": 10, "os": "debian",
+                                                 "image": "debian-12", "lease_days": 1,
+                                                 "max_lease_days": -1})
+        self.assertEqual(r.status, 400, r)
+        # The group allows 100 days; the template 3: a second day more is within, a third not.
+        gid = self.groups["free"]["id"]
+        r = admin.call("PATCH", "/v1/groups/" + gid, {"max_extensions": 10,
+                                                      "max_lease_days": 100})
+        self.assertEqual(r.status, 200, r)
+        mia = self.users["mia"]
+        r = mia.call("POST", "/v1/requests", {"template": "brief", "name": "brief",
+                                              "group": "free"})
+        self.assertEqual(r.status, 202, r)
+        vm = mia.wait_vm(r.json()["request"]["vms"][0]["id"], ("ACTIVE",))
+        self.assertEqual(self.extend(mia, vm, 1).status, 200)
+        req = self.asked(self.extend(mia, vm, 2), "APPROVED")
+        self.assertIn("at most 3 days", req["extension"]["beyond"])
+
 
 if __name__ == "__main__":
     unittest.main(verbosity=2)
