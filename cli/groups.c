@@ -20,6 +20,9 @@ static const char s_usage[] =
     "                               how far `berth allocate` grows the quota without an admin)\n"
     "                               [--templates T1,T2] (the templates its members may\n"
     "                               request; '' for every template)\n"
+    "                               [--max-lease-days N] [--max-extensions N]\n"
+    "                               [--lease-notice-hours N]  (lease policy: beyond it an\n"
+    "                               extension waits for approval; 0: the platform's)\n"
     "       berth groups update G [the options of create] [--version V]  (--parent '' moves\n"
     "                               it to the top)\n"
     "       berth groups delete G\n"
@@ -160,16 +163,22 @@ static json_t *s_fields(cli_opt_t *opts)
             }
             json_object_set_new(quotas[numbers[i].which], numbers[i].field, json_integer(n));
         }
-        /* The conditional policy's size for approval at once: top-level fields. */
-        if (o->set && (streq(o->name, "auto-max-vcpus") || streq(o->name, "auto-max-ram-mb"))) {
+        /* Top-level numbers: the conditional policy's size for approval at once, and the
+           lease policy (0: the platform's setting). */
+        static const char *const tops[][2] = { { "auto-max-vcpus", "auto_max_vcpus" },
+                                               { "auto-max-ram-mb", "auto_max_ram_mb" },
+                                               { "max-lease-days", "max_lease_days" },
+                                               { "max-extensions", "max_extensions" },
+                                               { "lease-notice-hours", "lease_notice_hours" } };
+        for (size_t i = 0; o->set && i < sizeof tops / sizeof *tops; i++) {
             int64_t n;
+            if (!streq(o->name, tops[i][0]))
+                continue;
             if (util_parse_int(o->value, 0, INT64_MAX, &n) != 0) {
                 fprintf(stderr, "berth groups: --%s takes a number of 0 or more\n", o->name);
                 bad = 1;
-            } else if (streq(o->name, "auto-max-vcpus"))
-                json_object_set_new(body, "auto_max_vcpus", json_integer(n));
-            else
-                json_object_set_new(body, "auto_max_ram_mb", json_integer(n));
+            } else
+                json_object_set_new(body, tops[i][1], json_integer(n));
         }
         /* --templates a,b: the names the group offers ('' for every template) */
         if (o->set && streq(o->name, "templates")) {
@@ -219,7 +228,9 @@ static json_t *s_fields(cli_opt_t *opts)
             { "auto-max-ram-mb", 1, NULL, 0 }, { "charging-model", 1, NULL, 0 },                   \
             { "auto-growth-max-vms", 1, NULL, 0 }, { "auto-growth-max-vcpus", 1, NULL, 0 },        \
             { "auto-growth-max-ram-mb", 1, NULL, 0 }, { "auto-growth-max-disk-gb", 1, NULL, 0 },   \
-            { "templates", 1, NULL, 0 }, __VA_ARGS__                                               \
+            { "templates", 1, NULL, 0 }, { "max-lease-days", 1, NULL, 0 },                         \
+            { "max-extensions", 1, NULL, 0 },                                                      \
+            { "lease-notice-hours", 1, NULL, 0 }, __VA_ARGS__                                      \
     }
 
 static int s_create(cli_t *cli, int argc, char **argv)

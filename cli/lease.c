@@ -1,6 +1,7 @@
 /*  berth extend, berth revive: add days to a VM's lease (POST /v1/vms/{id}/lease). Extending
     an EXPIRED VM within its tombstone period revives it: powered on again, its lease running
-    the days from now. */
+    the days from now. Beyond the group's lease policy the extension becomes a request for
+    approval (202): its id and what it waits for are printed. */
 #include "cli.h"
 
 #define T(obj, key) cli_text(json_object_get((obj), (key)), (char[256]){ 0 }, 256)
@@ -18,9 +19,14 @@ static int s_extend(cli_t *cli, const char *who, const char *id, int64_t days)
     if (cli_http(cli, "POST", lease_path, json_pack("{s:I}", "days", (json_int_t)days), &body) !=
         0)
         return 1;
-    json_t *vm = json_object_get(body, "vm");
+    json_t *vm = json_object_get(body, "vm"), *req = json_object_get(body, "request");
     if (cli->json)
         cli_print_json(body);
+    else if (req)
+        printf("beyond the lease policy (%s): request %s %s%s%s\n",
+               T(json_object_get(req, "extension"), "beyond"), T(req, "id"), T(req, "state"),
+               streq(T(req, "state"), "PENDING_APPROVAL") ? ", awaiting " : "",
+               streq(T(req, "state"), "PENDING_APPROVAL") ? T(req, "awaiting") : "");
     else
         printf("%s: %s, lease ends %s (%s extensions)\n", T(vm, "name"), T(vm, "state"),
                T(json_object_get(vm, "lease"), "expires_at"),

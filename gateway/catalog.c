@@ -262,9 +262,11 @@ void catalog_create_template(http_req_t *req)
                                            "lease_days",
                                            "requires_approval",
                                            "approval_policy",
+                                           "max_lease_days",
+                                           "lease_notice_hours",
                                            NULL };
     const char *name, *os = NULL, *image, *approval_policy = NULL;
-    int64_t vcpus, ram_mb, disk_gb, lease_days;
+    int64_t vcpus, ram_mb, disk_gb, lease_days, max_lease_days = 0, notice_hours = 0;
     int requires_approval = 0;
     /* Types and the limits of lib/limit.h here; the approval service enforces the grammar
        of names and texts too (and names the field). */
@@ -276,7 +278,9 @@ void catalog_create_template(http_req_t *req)
         rest_str(req, "image", 1, LIMIT_TEXT_MAX, &image) ||
         rest_int(req, "lease_days", 1, 1, LIMIT_LEASE_DAYS_MAX, &lease_days) ||
         rest_bool(req, "requires_approval", 0, &requires_approval) < 0 ||
-        rest_str(req, "approval_policy", 0, 32, &approval_policy) < 0)
+        rest_str(req, "approval_policy", 0, 32, &approval_policy) < 0 ||
+        rest_int(req, "max_lease_days", 0, 0, 36500, &max_lease_days) < 0 ||
+        rest_int(req, "lease_notice_hours", 0, 0, 36500 * 24, &notice_hours) < 0)
         return;
     /* The name becomes part of a Redis key (berth:template-name:<name>). */
     if (!rest_id_ok(name)) {
@@ -293,6 +297,8 @@ void catalog_create_template(http_req_t *req)
     t.lease_days = (int32_t)lease_days;
     t.requires_approval = requires_approval;
     t.approval_policy = (char *)(approval_policy ? approval_policy : ""); /* approval checks */
+    t.max_lease_days = (int32_t)max_lease_days;
+    t.lease_notice_ms = notice_hours * 3600000;
     Berth__CreateTemplate ask = BERTH__CREATE_TEMPLATE__INIT;
     ask.template_ = &t;
     ask.actor = req->user;

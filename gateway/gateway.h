@@ -214,6 +214,9 @@ void requests_reject(http_req_t *req);  /* POST /v1/requests/{id}/reject (admin)
 void requests_onboard(http_req_t *req); /* POST /v1/onboarding: a new group, for an admin */
 /* POST /v1/groups/{id}/allocations: more quota for group (its id, checked by the caller). */
 void requests_allocate(http_req_t *req, const char *group);
+/* An extension of vm's lease by days beyond its lease policy (beyond: why, taskmgr's word):
+   a request of kind extension, answered 202 with it and its Location. */
+void requests_extend(http_req_t *req, const char *vm, int days, const char *beyond);
 
 /* ---- vms.c: VMs, tasks, usage ---- */
 void vms_list(http_req_t *req);     /* GET /v1/vms */

@@ -142,6 +142,10 @@ static json_t *s_view(const Berth__Group *g)
                                      g->charging_model && *g->charging_model ? g->charging_model
                                                                              : "allocation",
                                      "auto_growth_max", s_quota_view(g->auto_growth_max))) != 0 ||
+                 json_object_update_new(
+                     view, json_pack("{s:i, s:i, s:I}", "max_lease_days", g->max_lease_days,
+                                     "max_extensions", g->max_extensions, "lease_notice_hours",
+                                     (json_int_t)(g->lease_notice_ms / 3600000))) != 0 ||
                  json_object_set_new(view, "reservations",
                                      groups_reservations_view(g->reservations,
                                                               g->n_reservations)) != 0 ||
@@ -195,6 +199,34 @@ static int s_approval(http_req_t *req, Berth__Group *g, char **fields, size_t *n
         g->auto_max_ram_mb = ram;
         if (fields)
             fields[(*n)++] = "auto_max_ram_mb";
+    }
+    return 0;
+}
+
+/* The lease policy of a group body into g (0: the platform's setting; taskmgr applies it);
+   fields (when non-NULL) gets the names given. 0, or -1 with 400 set. */
+static int s_lease(http_req_t *req, Berth__Group *g, char **fields, size_t *n)
+{
+    int64_t days = 0, ext = 0, hours = 0;
+    int has_days, has_ext, has_hours;
+    if ((has_days = rest_int(req, "max_lease_days", 0, 0, 36500, &days)) < 0 ||
+        (has_ext = rest_int(req, "max_extensions", 0, 0, 100000, &ext)) < 0 ||
+        (has_hours = rest_int(req, "lease_notice_hours", 0, 0, 36500 * 24, &hours)) < 0)
+        return -1;
+    if (has_days == 0) {
+        g->max_lease_days = (int32_t)days;
+        if (fields)
+            fields[(*n)++] = "max_lease_days";
+    }
+    if (has_ext == 0) {
+        g->max_extensions = (int32_t)ext;
+        if (fields)
+            fields[(*n)++] = "max_extensions";
+    }
+    if (has_hours == 0) {
+        g->lease_notice_ms = hours * 3600000;
+        if (fields)
+            fields[(*n)++] = "lease_notice_ms";
     }
     return 0;
 }
@@ -297,6 +329,9 @@ void groups_create(http_req_t *req)
                                            "charging_model",
                                            "auto_growth_max",
                                            "templates",
+                                           "max_lease_days",
+                                           "max_extensions",
+                                           "lease_notice_hours",
                                            NULL };
     const char *name;
     char parent[UTIL_ID_LEN], *names[LIMIT_GROUP_TEMPLATES_MAX];
@@ -307,7 +342,8 @@ void groups_create(http_req_t *req)
         s_texts(req, &g, parent, 0) || (has_quota = s_quota(req, "quota", &q)) < 0 ||
         (has_user_quota = s_quota(req, "user_quota", &uq)) < 0 ||
         (has_grow = s_quota(req, "auto_growth_max", &grow)) < 0 ||
-        s_approval(req, &g, NULL, NULL) || s_templates(req, &g, names) < 0)
+        s_approval(req, &g, NULL, NULL) || s_templates(req, &g, names) < 0 ||
+        s_lease(req, &g, NULL, NULL))
         return;
     g.auto_growth_max = has_grow == 0 ? &grow : NULL;
     /* The name becomes part of a Redis key; approval checks the full grammar. */
@@ -431,7 +467,8 @@ void groups_update(http_req_t *req)
                                            "quota",           "user_quota",      "version",
                                            "approval_policy", "auto_max_vcpus",  "auto_max_ram_mb",
                                            "charging_model",  "auto_growth_max", "templates",
-                                           NULL };
+                                           "max_lease_days",  "max_extensions",
+                                           "lease_notice_hours", NULL };
     char id[UTIL_ID_LEN], parent[UTIL_ID_LEN], *names[LIMIT_GROUP_TEMPLATES_MAX];
     Berth__Group g = BERTH__GROUP__INIT;
     Berth__Quota q = BERTH__QUOTA__INIT, uq = BERTH__QUOTA__INIT, grow = BERTH__QUOTA__INIT;
@@ -466,13 +503,14 @@ void groups_update(http_req_t *req)
     }
     if (has_templates == 0)
         fields[n++] = "templates";
-    if (s_approval(req, &g, fields, &n) != 0)
+    if (s_approval(req, &g, fields, &n) != 0 || s_lease(req, &g, fields, &n) != 0)
         return;
     if (n == 0) {
         http_bad_field(req, "cost_centre",
                        "name at least one field to change: cost_centre, description, parent, "
                        "quota, user_quota, approval_policy, auto_max_vcpus, auto_max_ram_mb, "
-                       "charging_model, auto_growth_max, templates");
+                       "charging_model, auto_growth_max, templates, max_lease_days, "
+                       "max_extensions, lease_notice_hours");
         return;
     }
     Berth__UpdateGroup ask = BERTH__UPDATE_GROUP__INIT;

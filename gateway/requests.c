@@ -31,11 +31,17 @@ static json_t *s_quota(const Berth__Quota *q)
                      (json_int_t)q->ram_mb, "disk_gb", (json_int_t)q->disk_gb);
 }
 
-/* What a request of kind onboarding or allocation asks for, added to view. */
+/* What a request of kind onboarding, allocation or extension asks for, added to view. */
 static void s_payload(json_t *view, const Berth__Request *r)
 {
     const Berth__Onboarding *o = r->onboarding;
     const Berth__Allocation *a = r->allocation;
+    const Berth__LeaseExtension *e = r->extension;
+    if (e)
+        json_object_set_new(view, "extension",
+                            json_pack("{s:o, s:i, s:o, s:o}", "vm", view_str(e->vm), "days",
+                                      e->days, "beyond", view_str(e->beyond), "expires_at",
+                                      rest_time(e->expires_ms)));
     if (o)
         json_object_set_new(view, "onboarding",
                             json_pack("{s:o, s:o, s:o, s:o, s:o, s:o}", "name", view_str(o->name),
@@ -304,6 +310,15 @@ void requests_allocate(http_req_t *req, const char *group)
     Berth__CreateAllocation ask = BERTH__CREATE_ALLOCATION__INIT;
     ask.group = (char *)group;
     ask.allocation = &a;
+    rest_call(req, "approval", &ask.base, &berth__request__descriptor, s_asked);
+}
+
+void requests_extend(http_req_t *req, const char *vm, int days, const char *beyond)
+{
+    Berth__CreateExtension ask = BERTH__CREATE_EXTENSION__INIT;
+    ask.vm = (char *)vm;
+    ask.days = days;
+    ask.beyond = (char *)(beyond ? beyond : "");
     rest_call(req, "approval", &ask.base, &berth__request__descriptor, s_asked);
 }
 

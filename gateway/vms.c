@@ -484,9 +484,21 @@ void vms_action(http_req_t *req)
     protobuf_c_message_free_unpacked(&vm->base, NULL);
 }
 
+/* Granted within the lease policy: 200 with the VM. Beyond it: the same ask becomes a
+   request of kind extension (202, requests_extend). */
 static void s_lease_extended(http_req_t *req, ProtobufCMessage *answer)
 {
-    const Berth__Vm *vm = (const Berth__Vm *)answer;
+    const Berth__LeaseAnswer *a = (const Berth__LeaseAnswer *)answer;
+    const Berth__Vm *vm = a->vm;
+    if (!vm || !rest_id_ok(vm->id)) {
+        http_error(req, "INTERNAL", "the taskmgr service answered without the VM");
+        return;
+    }
+    if (a->beyond && *a->beyond) {
+        json_int_t days = json_integer_value(json_object_get(req->body, "days"));
+        requests_extend(req, vm->id, (int)days, a->beyond);
+        return;
+    }
     log_info(req->request_id, "lease extended", "{s:s, s:s, s:s}", "vm", req->params[0], "state",
              vm->state ? vm->state : "", "by", req->user);
     json_t *view = s_vm_view(req, vm, NULL);
@@ -517,7 +529,7 @@ void vms_extend_lease(http_req_t *req)
     Berth__ExtendLease ask = BERTH__EXTEND_LEASE__INIT;
     ask.vm = vm->id;
     ask.days = (int32_t)days;
-    rest_call(req, "taskmgr", &ask.base, &berth__vm__descriptor, s_lease_extended);
+    rest_call(req, "taskmgr", &ask.base, &berth__lease_answer__descriptor, s_lease_extended);
     protobuf_c_message_free_unpacked(&vm->base, NULL);
 }
 

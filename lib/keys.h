@@ -83,7 +83,8 @@
 /* set: the names the user records' migration has yet to give a MAC (lib/user_record.c) */
 #define KEYS_USERS_SCHEMA_TODO "berth:schema:users:todo"
 /* Lease timers (taskmgr): "<kind>:<vm>" by due time (platform ms), and the claimed ones as
-   "<due>|<kind>:<vm>" by claim end (real ms): lib/lua/timers_claim.lua. */
+   "<due>|<kind>:<vm>" by claim end (real ms): lib/lua/timers_claim.lua. approval adds
+   "extend:<request>" when it approves a lease extension (services/approval/extensions.h). */
 #define KEYS_TIMERS         "berth:timers"
 #define KEYS_TIMERS_CLAIMED "berth:timers:claimed"
 

@@ -4,6 +4,7 @@
 #include "approval.h"
 #include "allocations.h"
 #include "catalog.h"
+#include "extensions.h"
 #include "decide.h"
 #include "groups.h"
 #include "log.h"
@@ -305,6 +306,7 @@ const approval_handler_t approval_handlers[] = {
        handler checks for a manager of the group or an admin). */
     { "CreateOnboarding", onboarding_on_create, APPROVAL_USER },
     { "CreateAllocation", allocations_on_create, APPROVAL_USER },
+    { "CreateExtension", extensions_on_create, APPROVAL_USER },
     /* reserve: a group's reservations (groups_set_reservations) */
     { "SetReservations", groups_on_set_reservations, APPROVAL_ADMIN },
     { NULL, NULL, APPROVAL_ANYONE },

@@ -73,6 +73,16 @@ static int s_check_fields(const Berth__Group *g, fault_t *fault)
     if (g->auto_max_vcpus < 0 || g->auto_max_ram_mb < 0 || g->auto_max_ram_mb > (int64_t)1 << 40)
         return error_field(fault, g->auto_max_vcpus < 0 ? "auto_max_vcpus" : "auto_max_ram_mb",
                            "auto-approval sizes must be from 0 to %lld", (long long)1 << 40);
+    /* Lease policy (0: the platform's setting): taskmgr reads it (services/taskmgr/leases.c). */
+    if (g->max_lease_days < 0 || g->max_lease_days > GROUPS_LEASE_DAYS_MAX)
+        return error_field(fault, "max_lease_days", "max_lease_days must be from 0 to %d",
+                           GROUPS_LEASE_DAYS_MAX);
+    if (g->max_extensions < 0 || g->max_extensions > GROUPS_EXTENSIONS_MAX)
+        return error_field(fault, "max_extensions", "max_extensions must be from 0 to %d",
+                           GROUPS_EXTENSIONS_MAX);
+    if (g->lease_notice_ms < 0 || g->lease_notice_ms > (int64_t)GROUPS_LEASE_DAYS_MAX * 86400000)
+        return error_field(fault, "lease_notice_hours", "lease_notice_hours must be from 0 to %d",
+                           GROUPS_LEASE_DAYS_MAX * 24);
     if (g->charging_model && *g->charging_model && !streq(g->charging_model, "allocation") &&
         !streq(g->charging_model, "reservation"))
         return error_field(fault, "charging_model",
@@ -271,6 +281,9 @@ void groups_init_new(Berth__Group *g, const Berth__Group *group, char id[UTIL_ID
     g->auto_growth_max = group->auto_growth_max;
     g->templates = group->templates;
     g->n_templates = group->n_templates;
+    g->max_lease_days = group->max_lease_days;
+    g->max_extensions = group->max_extensions;
+    g->lease_notice_ms = group->lease_notice_ms;
     g->created_ms = clock_now_ms();
     g->version = 1;
 }
@@ -484,6 +497,12 @@ int groups_update(store_t *store, const char *id, const Berth__Group *update, ch
             after.templates = update->templates; /* none: every template */
             after.n_templates = update->n_templates;
         }
+        else if (streq(f, "max_lease_days"))
+            after.max_lease_days = update->max_lease_days;
+        else if (streq(f, "max_extensions"))
+            after.max_extensions = update->max_extensions;
+        else if (streq(f, "lease_notice_ms"))
+            after.lease_notice_ms = update->lease_notice_ms;
         else if (streq(f, "parent")) {
             after.parent = update->parent ? update->parent : "";
             parent_changed = 1;
@@ -492,8 +511,8 @@ int groups_update(store_t *store, const char *id, const Berth__Group *update, ch
             return error_field(fault, "fields",
                                "'%.64s' cannot be changed (cost_centre, description, parent, "
                                "quota, user_quota, approval_policy, auto_max_vcpus, "
-                               "auto_max_ram_mb, charging_model, auto_growth_max, templates "
-                               "can)",
+                               "auto_max_ram_mb, charging_model, auto_growth_max, templates, "
+                               "max_lease_days, max_extensions, lease_notice_ms can)",
                                f);
         }
     }
@@ -513,7 +532,8 @@ int groups_update(store_t *store, const char *id, const Berth__Group *update, ch
     model_tx_check_version(tx, key, g->version);
     model_tx_put_fields(tx, key, &after.base, "cost_centre", "description", "parent", "quota",
                         "user_quota", "approval_policy", "auto_max_vcpus", "auto_max_ram_mb",
-                        "charging_model", "auto_growth_max", "templates", NULL);
+                        "charging_model", "auto_growth_max", "templates", "max_lease_days",
+                        "max_extensions", "lease_notice_ms", NULL);
     if (after.parent && *after.parent) { /* still there, and knows its child */
         model_tx_check(tx, keys_build(parent_key, KEYS_GROUP, after.parent, NULL), "id",
                        after.parent);

@@ -21,6 +21,8 @@
 #define GROUPS_NAME_MAX        LIMIT_GROUP_NAME_MAX
 #define GROUPS_TEXT_MAX        LIMIT_GROUP_TEXT_MAX
 #define GROUPS_COST_CENTRE_MAX LIMIT_GROUP_COST_CENTRE_MAX
+#define GROUPS_LEASE_DAYS_MAX  36500  /* max_lease_days; lease_notice_ms up to as many days */
+#define GROUPS_EXTENSIONS_MAX  100000 /* max_extensions */
 #define GROUPS_MEMBERS_MAX     LIMIT_GROUP_MEMBERS_MAX
 #define GROUPS_PAGE_MAX        1000 /* groups in one ListGroups page */
 #define GROUPS_PAGE_DEFAULT    100  /* when ListGroups asks for none */

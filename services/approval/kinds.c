@@ -1,6 +1,7 @@
 /*  kinds: the table of request kinds (kinds.h). */
 #include "kinds.h"
 #include "allocations.h"
+#include "extensions.h"
 #include "onboarding.h"
 #include "util.h"
 
@@ -10,6 +11,7 @@ static const kinds_t s_kinds[] = {
     { "vm", NULL, NULL, NULL },
     { "onboarding", onboarding_approve, onboarding_conflict, free },
     { "allocation", allocations_approve, NULL, allocations_release },
+    { "extension", extensions_approve, NULL, NULL },
     { NULL, NULL, NULL, NULL },
 };
 

@@ -156,6 +156,12 @@ int policy_check_template(const policy_t *self, const Berth__Template *t, fault_
     if (t->lease_days < 1 || t->lease_days > LIMIT_LEASE_DAYS_MAX)
         return error_field(fault, "lease_days", "lease_days must be between 1 and %d",
                            LIMIT_LEASE_DAYS_MAX);
+    /* Lease policy (0: the group's); taskmgr applies it (services/taskmgr/leases.c). */
+    if (t->max_lease_days < 0 || t->max_lease_days > 36500)
+        return error_field(fault, "max_lease_days", "max_lease_days must be from 0 to 36500");
+    if (t->lease_notice_ms < 0 || t->lease_notice_ms > 36500LL * 86400000)
+        return error_field(fault, "lease_notice_hours",
+                           "lease_notice_hours must be from 0 to %d", 36500 * 24);
     if (!s_token(t->image, (size_t)self->max_text, NULL))
         return error_field(fault, "image",
                            "image must be 1 to %d characters of letters, digits, '.', '_', '-'",

@@ -14,13 +14,25 @@
     within the notice period. expire: ACTIVE or EXPIRING -> EXPIRED with a vm.lease.expired
     event, a STOP task (day-2's, forced after a graceful try) and the tombstone timer. tombstone: EXPIRED -> DISPOSING with a
     DISPOSE task. A timer whose VM moved on (extended, disposed, gone) only drops its claim.
-    Transitions are made by service:taskmgr (model_tx's default actor), never a user. */
+    Transitions are made by service:taskmgr (model_tx's default actor), never a user.
+    extend:<request>: approval approved a request of kind "extension" (it adds this timer in
+    the decision's own step, as it queues a VM's PROVISION task): the extension is applied
+    for its decider, once (the VM lists the requests applied to it), or dropped when the VM
+    can no longer be extended.
+
+    Lease policy. The platform's settings (lease_max_days, lease_max_extensions,
+    lease_notice_ms) are the default; a group's max_lease_days, max_extensions and
+    lease_notice_ms (approval's groups) replace them for its VMs, and a template's
+    max_lease_days tightens them (the smaller applies) while its lease_notice_ms lengthens
+    the notice (the longer applies). An extension within the policy is granted at once;
+    beyond it, ExtendLease answers with why, and the gateway files it as a request. */
 #include "leases.h"
 #include "assertion.h"
 #include "clock.h"
 #include "keys.h"
 #include "lua_scripts.h"
 #include "tasks.h"
+#include "util.h"
 
 #include <jansson.h>
 
@@ -55,6 +67,61 @@ void leases_declare(config_t *c)
     config_declare(c, "lease_max_extend_days", "90", 0);
 }
 
+/* ---- policy ------------------------------------------------------------------------------- */
+
+typedef struct {
+    int max_days;       /* a lease ends at most this many days after the VM was made */
+    int max_extensions; /* extensions granted without an approval */
+    int64_t notice_ms;  /* notice period before the end */
+} s_policy_t;
+
+/* The lease policy for vm (see the top of this file): 0, or -1 when Redis failed. */
+static int s_policy(leases_t *self, const Berth__Vm *vm, s_policy_t *p)
+{
+    p->max_days = self->max_days;
+    p->max_extensions = self->max_extensions;
+    p->notice_ms = self->notice_ms;
+    char key[KEYS_MAX];
+    if (vm->group && util_is_uuid(vm->group)) {
+        Berth__Group *g = NULL;
+        int rc = model_load(self->store, &berth__group__descriptor,
+                            keys_build(key, KEYS_GROUP, vm->group, NULL), (ProtobufCMessage **)&g);
+        if (rc < 0)
+            return -1;
+        if (g) {
+            if (g->max_lease_days > 0)
+                p->max_days = g->max_lease_days;
+            if (g->max_extensions > 0)
+                p->max_extensions = g->max_extensions;
+            if (g->lease_notice_ms > 0)
+                p->notice_ms = g->lease_notice_ms;
+            berth__group__free_unpacked(g, NULL);
+        }
+    }
+    if (vm->template_ && util_is_uuid(vm->template_)) {
+        Berth__Template *t = NULL;
+        int rc = model_load(self->store, &berth__template__descriptor,
+                            keys_build(key, KEYS_TEMPLATE, vm->template_, NULL),
+                            (ProtobufCMessage **)&t);
+        if (rc < 0)
+            return -1;
+        if (t) {
+            if (t->max_lease_days > 0 && t->max_lease_days < p->max_days)
+                p->max_days = t->max_lease_days;
+            if (t->lease_notice_ms > p->notice_ms)
+                p->notice_ms = t->lease_notice_ms;
+            berth__template__free_unpacked(t, NULL);
+        }
+    }
+    return 0;
+}
+
+/* The notice period in force for vm: the one fixed with its timers, else the platform's. */
+static int64_t s_notice(const leases_t *self, const Berth__Vm *vm)
+{
+    return vm->lease_notice_ms > 0 ? vm->lease_notice_ms : self->notice_ms;
+}
+
 /* ---- scheduling --------------------------------------------------------------------------- */
 
 static void s_member(char *buf, size_t size, const char *kind, const char *vm)
@@ -62,15 +129,19 @@ static void s_member(char *buf, size_t size, const char *kind, const char *vm)
     snprintf(buf, size, "%s:%s", kind, vm);
 }
 
-void leases_tx_schedule(leases_t *self, model_tx_t *tx, const Berth__Vm *vm)
+/* The timers of vm's lease with notice period notice_ms, which the VM keeps. */
+static void s_tx_schedule(model_tx_t *tx, const Berth__Vm *vm, int64_t notice_ms)
 {
     if (!vm->lease || vm->lease->expires_ms <= 0)
         return;
-    char member[64];
+    char member[64], vkey[KEYS_MAX];
+    Berth__Vm kept = *vm;
+    kept.lease_notice_ms = notice_ms;
+    model_tx_put_fields(tx, keys_vm(vkey, vm->id), &kept.base, "lease_notice_ms", NULL);
     int64_t end = vm->lease->expires_ms;
     /* The notice comes a notice period before the end, but not before half of what is left
        has run: a lease shorter than the notice period is not EXPIRING from its first day. */
-    int64_t now = clock_now_ms(), notice = end - self->notice_ms;
+    int64_t now = clock_now_ms(), notice = end - notice_ms;
     if (end > now && notice < now + (end - now) / 2)
         notice = now + (end - now) / 2;
     s_member(member, sizeof member, "notice", vm->id);
@@ -79,6 +150,14 @@ void leases_tx_schedule(leases_t *self, model_tx_t *tx, const Berth__Vm *vm)
     model_tx_zadd(tx, KEYS_TIMERS, end, member);
     s_member(member, sizeof member, "tombstone", vm->id);
     model_tx_zrem(tx, KEYS_TIMERS, member);
+}
+
+void leases_tx_schedule(leases_t *self, model_tx_t *tx, const Berth__Vm *vm)
+{
+    s_policy_t p;
+    if (s_policy(self, vm, &p) != 0)
+        p.notice_ms = self->notice_ms; /* Redis failed: the commit will too */
+    s_tx_schedule(tx, vm, p.notice_ms);
 }
 
 /* ---- firing ------------------------------------------------------------------------------- */
@@ -159,7 +238,7 @@ static const char *s_action(leases_t *self, const char *kind, const Berth__Vm *v
 {
     int64_t end = vm->lease ? vm->lease->expires_ms : 0;
     int active = streq(vm->state, "ACTIVE"), expiring = streq(vm->state, "EXPIRING");
-    if (streq(kind, "notice") && active && end > now && end - self->notice_ms <= now)
+    if (streq(kind, "notice") && active && end > now && end - s_notice(self, vm) <= now)
         return "EXPIRING";
     if (streq(kind, "expire") && (active || expiring) && end > 0 && end <= now)
         return "EXPIRED";
@@ -172,8 +251,12 @@ static const char *s_action(leases_t *self, const char *kind, const Berth__Vm *v
 /* Fire one claimed timer (claimed: its entry in the claimed set). 0 when done (fired, or
    stale and dropped), -1 when it must fire again (Redis failed, or the VM kept changing:
    the claim runs out and it is due again). */
+static int s_fire_extend(leases_t *self, const char *claimed, const char *request_id);
+
 static int s_fire(leases_t *self, const char *claimed, const char *kind, const char *vm_id)
 {
+    if (streq(kind, "extend"))
+        return s_fire_extend(self, claimed, vm_id);
     char vkey[KEYS_MAX], lease[96], at[24], end[24], task[UTIL_ID_LEN] = "";
     keys_vm(vkey, vm_id);
     for (int attempt = 0; attempt < 3; attempt++) {
@@ -319,25 +402,29 @@ static int s_on_timer(zloop_t *loop, int timer_id, void *arg)
 
 /* ---- extending and reviving -------------------------------------------------------------- */
 
-/* Extension policy: at most max_extensions, the lease ending at most max_days after the VM
-   was made. NULL when granted, else why not (the answer's message). */
-static const char *s_beyond_policy(leases_t *self, const Berth__Vm *vm, int64_t new_end,
+/* Is extending vm to new_end within policy p? NULL when it is, else why not (in why). */
+static const char *s_beyond_policy(const s_policy_t *p, const Berth__Vm *vm, int64_t new_end,
                                    char *why, size_t size)
 {
-    if (vm->extensions + 1 > self->max_extensions) {
-        snprintf(why, size, "the VM's lease was extended %d times already, the most allowed",
-                 vm->extensions);
+    if (vm->extensions + 1 > p->max_extensions) {
+        snprintf(why, size,
+                 "the VM's lease was extended %d times already, the most its group allows "
+                 "without an approval (%d)",
+                 vm->extensions, p->max_extensions);
         return why;
     }
-    if (new_end - vm->created_ms > (int64_t)self->max_days * DAY_MS) {
-        snprintf(why, size, "a lease may run at most %d days from the VM's creation",
-                 self->max_days);
+    if (new_end - vm->created_ms > (int64_t)p->max_days * DAY_MS) {
+        snprintf(why, size,
+                 "a lease may run at most %d days from the VM's creation without an approval",
+                 p->max_days);
         return why;
     }
     return NULL;
 }
 
-static void s_reply_vm(bus_request_t *request, store_t *store, const char *vkey)
+/* Answer with the VM as stored (and beyond, when the extension was not granted). */
+static void s_reply(bus_request_t *request, store_t *store, const char *vkey, const char *beyond,
+                    const s_policy_t *p)
 {
     Berth__Vm *vm = NULL;
     int rc = model_load(store, &berth__vm__descriptor, vkey, (ProtobufCMessage **)&vm);
@@ -346,8 +433,91 @@ static void s_reply_vm(bus_request_t *request, store_t *store, const char *vkey)
                         rc < 0 ? "state store unreachable" : "no such VM");
         return;
     }
-    bus_reply(request, &vm->base);
+    Berth__LeaseAnswer answer = BERTH__LEASE_ANSWER__INIT;
+    answer.vm = vm;
+    answer.beyond = (char *)(beyond ? beyond : "");
+    answer.max_extensions = p->max_extensions;
+    answer.max_lease_days = p->max_days;
+    bus_reply(request, &answer.base);
     berth__vm__free_unpacked(vm, NULL);
+}
+
+/* Can vm's lease be extended now? NULL when it can, else the CONFLICT message (in why). */
+static const char *s_unextendable(const Berth__Vm *vm, int64_t now, char *why, size_t size)
+{
+    int expired = streq(vm->state, "EXPIRED");
+    if (!streq(vm->state, "ACTIVE") && !streq(vm->state, "EXPIRING") && !expired) {
+        snprintf(why, size,
+                 "VM is %s; only an ACTIVE, EXPIRING or EXPIRED VM's lease can be extended",
+                 vm->state);
+        return why;
+    }
+    if (!vm->lease || (expired && vm->tombstone_until_ms <= now)) {
+        snprintf(why, size, "%s",
+                 vm->lease ? "the VM's tombstone period is over: it is being disposed"
+                           : "the VM has no lease");
+        return why;
+    }
+    return NULL;
+}
+
+/* The lease's end once days are added to vm's (an EXPIRED VM's runs the days from now). */
+static int64_t s_new_end(const Berth__Vm *vm, int days, int64_t now)
+{
+    int64_t base = streq(vm->state, "EXPIRED") ? now : vm->lease->expires_ms;
+    return base + (int64_t)days * DAY_MS;
+}
+
+/* Add to tx the extension of vm (as read, checked extendable) by days, for by; request: the
+   approved extension request it applies (NULL: granted within the policy). The revival of
+   an EXPIRED VM queues its START (task receives the id). vm's fields are changed to what is
+   written, lease_requests pointing into *list (the caller frees it, after restoring them). */
+static void s_tx_extend(model_tx_t *tx, Berth__Vm *vm, int days, const char *by,
+                        const char *request, int64_t notice_ms, int64_t now, char ***list,
+                        char task[UTIL_ID_LEN])
+{
+    char vkey[KEYS_MAX], lease[96];
+    keys_vm(vkey, vm->id);
+    int expired = streq(vm->state, "EXPIRED");
+    int64_t new_end = s_new_end(vm, days, now);
+    s_lease_text(vm, lease, sizeof lease);
+    model_tx_check(tx, vkey, "lease", lease);
+    if (expired)
+        s_move(tx, vm, "ACTIVE"); /* revive */
+    else if (streq(vm->state, "EXPIRING") && new_end - notice_ms > now)
+        s_move(tx, vm, "ACTIVE"); /* extended past the notice period */
+    else
+        model_tx_check(tx, vkey, "state", vm->state);
+    vm->lease->expires_ms = new_end;
+    vm->extensions++;
+    vm->tombstone_until_ms = 0;
+    vm->updated_ms = now;
+    model_tx_put_fields(tx, vkey, &vm->base, "lease", "extensions", "tombstone_until_ms",
+                        "updated_ms", NULL);
+    *list = NULL;
+    if (request) {
+        *list = calloc(vm->n_lease_requests + 1, sizeof **list);
+        if (*list) {
+            for (size_t i = 0; i < vm->n_lease_requests; i++)
+                (*list)[i] = vm->lease_requests[i];
+            (*list)[vm->n_lease_requests] = (char *)request;
+            Berth__Vm with = *vm;
+            with.lease_requests = *list;
+            with.n_lease_requests = vm->n_lease_requests + 1;
+            model_tx_put_fields(tx, vkey, &with.base, "lease_requests", NULL);
+        } else
+            model_tx_check(tx, vkey, "id", "(out of memory)"); /* fails the step */
+    }
+    s_tx_schedule(tx, vm, notice_ms);
+    if (expired)
+        s_power_task(tx, vm, "START", task);
+    char end[24], at[24], n[16];
+    snprintf(end, sizeof end, "%lld", (long long)new_end);
+    snprintf(at, sizeof at, "%lld", (long long)now);
+    snprintf(n, sizeof n, "%d", days);
+    model_tx_event(tx, "vm.lease.extended", "vm", vm->id, "name", vm->name, "owner", vm->owner,
+                   "group", vm->group, "by", by, "days", n, "expires_ms", end, "revived",
+                   expired ? "1" : "0", "request", request ? request : "", "at_ms", at, NULL);
 }
 
 /* One attempt: 0 answered, 1 the VM changed meanwhile (try again). */
@@ -355,7 +525,7 @@ static int s_extend_once(leases_t *self, bus_request_t *request, const Berth__Ex
                          const Berth__UserAssertion *who)
 {
     const char *rid = bus_request_envelope(request)->request_id;
-    char vkey[KEYS_MAX], lease[96], why[160], task[UTIL_ID_LEN] = "";
+    char vkey[KEYS_MAX], why[200], task[UTIL_ID_LEN] = "";
     keys_vm(vkey, req->vm);
     Berth__Vm *vm = NULL;
     int rc = model_load(self->store, &berth__vm__descriptor, vkey, (ProtobufCMessage **)&vm);
@@ -374,32 +544,24 @@ static int s_extend_once(leases_t *self, bus_request_t *request, const Berth__Ex
         return 0;
     }
     int64_t now = clock_now_ms();
-    int expired = streq(vm->state, "EXPIRED");
-    if (!streq(vm->state, "ACTIVE") && !streq(vm->state, "EXPIRING") && !expired) {
-        snprintf(why, sizeof why,
-                 "VM is %s; only an ACTIVE, EXPIRING or EXPIRED VM's lease can be extended",
-                 vm->state);
+    if (s_unextendable(vm, now, why, sizeof why)) {
         berth__vm__free_unpacked(vm, NULL);
         bus_reply_error(request, "CONFLICT", why);
         return 0;
     }
-    if (!vm->lease || (expired && vm->tombstone_until_ms <= now)) {
+    s_policy_t p;
+    if (s_policy(self, vm, &p) != 0) {
         berth__vm__free_unpacked(vm, NULL);
-        bus_reply_error(request, "CONFLICT",
-                        vm->lease ? "the VM's tombstone period is over: it is being disposed"
-                                  : "the VM has no lease");
+        bus_reply_error(request, "UNAVAILABLE", "state store unreachable");
         return 0;
     }
-    /* Revival: the lease runs the days from now; otherwise they add to its end. */
-    int64_t base = expired ? now : vm->lease->expires_ms;
-    int64_t new_end = base + (int64_t)req->days * DAY_MS;
-    if (s_beyond_policy(self, vm, new_end, why, sizeof why)) {
-        berth_error_t fault = { 0 };
-        error_set(&fault, "CONFLICT", "%s", why);
-        error_detail(&fault, "max_extensions", "%d", self->max_extensions);
-        error_detail(&fault, "max_days", "%d", self->max_days);
+    /* Beyond the policy: nothing changes here; the answer says why, and the gateway asks
+       approval for it. */
+    if (s_beyond_policy(&p, vm, s_new_end(vm, req->days, now), why, sizeof why)) {
         berth__vm__free_unpacked(vm, NULL);
-        bus_reply_fault(request, &fault);
+        log_info(rid, "lease extension beyond the policy", "{s:s, s:s, s:i, s:s}", "vm", req->vm,
+                 "by", who->user, "days", req->days, "why", why);
+        s_reply(request, self->store, vkey, why, &p);
         return 0;
     }
     model_tx_t *tx = model_tx_new();
@@ -409,36 +571,15 @@ static int s_extend_once(leases_t *self, bus_request_t *request, const Berth__Ex
         return 0;
     }
     model_tx_actor(tx, who->user, rid); /* audit: made for who asked */
-    s_lease_text(vm, lease, sizeof lease);
-    model_tx_check(tx, vkey, "lease", lease);
-    if (expired)
-        s_move(tx, vm, "ACTIVE"); /* revive */
-    else if (streq(vm->state, "EXPIRING") && new_end - self->notice_ms > now)
-        s_move(tx, vm, "ACTIVE"); /* extended past the notice period */
-    else
-        model_tx_check(tx, vkey, "state", vm->state);
-    vm->lease->expires_ms = new_end;
-    vm->extensions++;
-    vm->tombstone_until_ms = 0;
-    vm->updated_ms = now;
-    model_tx_put_fields(tx, vkey, &vm->base, "lease", "extensions", "tombstone_until_ms",
-                        "updated_ms", NULL);
-    leases_tx_schedule(self, tx, vm);
-    if (expired)
-        s_power_task(tx, vm, "START", task);
-    char end[24], at[24], days[16];
-    snprintf(end, sizeof end, "%lld", (long long)new_end);
-    snprintf(at, sizeof at, "%lld", (long long)now);
-    snprintf(days, sizeof days, "%d", req->days);
-    model_tx_event(tx, "vm.lease.extended", "vm", vm->id, "name", vm->name, "owner", vm->owner,
-                   "group", vm->group, "by", who->user, "days", days, "expires_ms", end,
-                   "revived", expired ? "1" : "0", "at_ms", at, NULL);
+    int expired = streq(vm->state, "EXPIRED");
+    char **list = NULL;
+    s_tx_extend(tx, vm, req->days, who->user, NULL, p.notice_ms, now, &list, task);
     const char *err = NULL;
     rc = model_tx_commit(tx, self->store, &err);
     if (rc == 0)
         log_info(rid, expired ? "lease extended; VM revived" : "lease extended",
                  "{s:s, s:s, s:i, s:I, s:s}", "vm", vm->id, "by", who->user, "days", req->days,
-                 "expires_ms", (json_int_t)new_end, "task", task);
+                 "expires_ms", (json_int_t)vm->lease->expires_ms, "task", task);
     else if (rc == MODEL_REFUSED)
         log_error(rid, "lease extension refused by the lifecycle table", "{s:s, s:s}", "vm",
                   vm->id, "reason", err ? err : "?");
@@ -447,7 +588,7 @@ static int s_extend_once(leases_t *self, bus_request_t *request, const Berth__Ex
     if (rc == MODEL_CONFLICT)
         return 1;
     if (rc == 0)
-        s_reply_vm(request, self->store, vkey);
+        s_reply(request, self->store, vkey, NULL, &p);
     else if (rc < 0)
         bus_reply_error(request, "UNAVAILABLE", "state store unreachable");
     else
@@ -455,6 +596,89 @@ static int s_extend_once(leases_t *self, bus_request_t *request, const Berth__Ex
     if (rc == 0)
         s_arm(self, 1); /* its timers moved: look at them again */
     return 0;
+}
+
+/* Fire extend:<request id>: apply the approved extension request to its VM, once. 0 when
+   done (applied, applied before, or dropped: the request or the VM no longer allows it),
+   -1 when it must fire again. */
+static int s_fire_extend(leases_t *self, const char *claimed, const char *request_id)
+{
+    char rkey[KEYS_MAX], vkey[KEYS_MAX], why[200], task[UTIL_ID_LEN] = "";
+    Berth__Request *req = NULL;
+    int rc = util_is_uuid(request_id)
+                 ? model_load(self->store, &berth__request__descriptor,
+                              keys_build(rkey, KEYS_REQUEST, request_id, NULL),
+                              (ProtobufCMessage **)&req)
+                 : MODEL_NOT_FOUND;
+    if (rc < 0)
+        return -1;
+    const Berth__LeaseExtension *ext = req ? req->extension : NULL;
+    const char *drop = NULL;
+    if (!req || !streq(req->kind, "extension") || !ext || !util_is_uuid(ext->vm) ||
+        ext->days < 1)
+        drop = "not an extension request";
+    else if (!streq(req->state, "APPROVED"))
+        drop = "the request is not approved";
+    for (int attempt = 0; attempt < 3; attempt++) {
+        Berth__Vm *vm = NULL;
+        if (!drop) {
+            rc = model_load(self->store, &berth__vm__descriptor, keys_vm(vkey, ext->vm),
+                            (ProtobufCMessage **)&vm);
+            if (rc < 0)
+                break;
+        }
+        int64_t now = clock_now_ms();
+        int applied = 0;
+        for (size_t i = 0; vm && i < vm->n_lease_requests; i++)
+            applied |= streq(vm->lease_requests[i], request_id);
+        const char *skip = drop ? drop
+                           : !vm ? "the VM is gone"
+                           : applied ? NULL
+                                     : s_unextendable(vm, now, why, sizeof why);
+        s_policy_t p = { 0 };
+        if (vm && !skip && !applied && s_policy(self, vm, &p) != 0) {
+            berth__vm__free_unpacked(vm, NULL);
+            rc = -1;
+            break;
+        }
+        model_tx_t *tx = model_tx_new();
+        if (!tx) {
+            if (vm)
+                berth__vm__free_unpacked(vm, NULL);
+            rc = -1;
+            break;
+        }
+        model_tx_zrem(tx, KEYS_TIMERS_CLAIMED, claimed);
+        char **list = NULL;
+        /* Made for who approved it: the approval is its authority. */
+        if (!skip && !applied) {
+            model_tx_actor(tx, req->decided_by, NULL);
+            s_tx_extend(tx, vm, ext->days, req->decided_by, request_id, p.notice_ms, now, &list,
+                        task);
+        }
+        const char *err = NULL;
+        rc = model_tx_commit(tx, self->store, &err);
+        model_tx_destroy(&tx);
+        free(list);
+        if (rc == 0 && !skip && !applied) {
+            self->fired++;
+            log_info(NULL, "approved lease extension applied", "{s:s, s:s, s:i, s:s, s:s}",
+                     "request", request_id, "vm", ext->vm, "days", ext->days, "by",
+                     req->decided_by, "task", task);
+        } else if (rc == 0 && skip)
+            log_warn(NULL, "approved lease extension dropped", "{s:s, s:s}", "request",
+                     request_id, "reason", skip);
+        else if (rc == MODEL_REFUSED)
+            log_error(NULL, "lease extension refused by the lifecycle table", "{s:s, s:s}",
+                      "request", request_id, "reason", err ? err : "?");
+        if (vm)
+            berth__vm__free_unpacked(vm, NULL);
+        if (rc != MODEL_CONFLICT)
+            break;
+    }
+    if (req)
+        berth__request__free_unpacked(req, NULL);
+    return rc == 0 ? 0 : -1;
 }
 
 /* ExtendLease for the gateway: days 1..lease_max_extend_days, for the VM's owner, a manager

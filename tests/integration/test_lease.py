@@ -3,9 +3,12 @@
 real time (a day in 10 s), so a one-day lease gives its notice (vm.lease.notice, EXPIRING),
 expires (EXPIRED, powered off by a STOP task), is kept as a tombstone and then disposed
 by a DISPOSE task, while its sibling is revived by its owner (POST /v1/vms/{id}/lease: ACTIVE,
-powered on by a START task; a second extension is beyond the policy); the meter bills compute until the expiry and disk until the disposal, as
-the lifecycle table's billing factors say. Transitions made by timers are audited as
-service:taskmgr.
+powered on by a START task; a second extension is beyond the policy: a request of kind
+extension, approved at once by its group's auto policy and applied); the meter bills compute
+while a VM runs (not while it is EXPIRED, nor while the revived VM is still powered off) and
+disk until the disposal, as the lifecycle table's billing says: each VM's totals are worked out
+from the transitions the platform recorded (tests/integration/billing.py) and compared with
+GET /v1/usage. Transitions made by timers are audited as service:taskmgr.
 
 Run: BERTH_BIN_DIR=build/bin python3 tests/integration/test_lease.py
 """
@@ -17,6 +20,7 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from berth_test import PlatformCase, wait_until  # noqa: E402
+from billing import billed_ms, transitions  # noqa: E402
 
 SCALE = 8640                    # platform ms per real ms: one day in 10 s
 DAY_MS = 86400000
@@ -59,6 +63,9 @@ class Lease(PlatformCase):
                                 "MKSTREAM")
             cls.api.create_template(name="day", vcpus=1, ram_mb=1024, disk_gb=10, os="debian",
                                     image="debian-12", lease_days=1)
+            # The group's notice period (2 hours) replaces the platform's (half a day).
+            r = cls.api.call("PATCH", "/v1/groups/default", {"lease_notice_hours": 2})
+            assert r.status == 200, r
         except Exception:
             cls.p.dump_logs()
             cls.p.stop()
@@ -94,24 +101,32 @@ class Lease(PlatformCase):
         self.assertEqual(order, ["PROVISIONING", "ACTIVE", "EXPIRING", "EXPIRED", "DISPOSING",
                                  "DISPOSED"])
         at = dict(states)
-        # Timers fire on the platform clock: notice half a day before the end, expiry at it,
+        # Timers fire on the platform clock: notice the group's 2 hours before the end (not
+        # the platform's half day: 10 hours apart, more than the slack), expiry at it,
         # disposal a day after (each within a few real seconds' worth of platform time).
         slack = 3000 * SCALE
         self.assertAlmostEqual(at["EXPIRED"] - at["ACTIVE"], DAY_MS, delta=slack)
-        self.assertAlmostEqual(at["EXPIRING"] - at["ACTIVE"], DAY_MS // 2, delta=slack)
+        self.assertAlmostEqual(at["EXPIRING"] - at["ACTIVE"], DAY_MS - 2 * 3600000, delta=slack)
         self.assertAlmostEqual(at["DISPOSING"] - at["EXPIRED"], DAY_MS, delta=slack)
 
         # Billing: compute from ACTIVE to EXPIRED, disk also through the tombstone.
-        def record():
-            mine = [u for u in self.api.get("/v1/usage")["usage"] if u["vm"] == vm_id]
-            return mine[0] if mine and mine[0]["disk_gb_hours"] > mine[0]["vcpu_hours"] * 10 \
-                else None
-        rec = wait_until(record, 10, "usage record of the VM with its tombstone")
         compute_h = (at["EXPIRED"] - at["ACTIVE"]) / 3600000.0
         disk_h = (at["DISPOSING"] - at["ACTIVE"]) / 3600000.0
-        self.assertAlmostEqual(rec["vcpu_hours"], 1 * compute_h, delta=1e-6)
-        self.assertAlmostEqual(rec["ram_gb_hours"], 1 * compute_h, delta=1e-6)
-        self.assertAlmostEqual(rec["disk_gb_hours"], 10 * disk_h, delta=1e-6)
+        self.assertBilled(vm_id, compute_h, disk_h)
+        # The revived VM: disposed too, its totals from its own transitions (compute stops at
+        # its expiry and starts again only once its START ran, not at the revival).
+        self.api.dispose(revived_id)
+        self.api.wait_vm(revived_id, ("DISPOSED",), timeout=30)
+        revived_events = events(self.p, revived_id)
+        compute_ms, disk_ms = billed_ms(revived_events, 0)
+        trail = transitions(revived_events)
+        revived_at = [t for k, s, t in trail if k == "vm.state" and s == "ACTIVE"]
+        running_at = [t for k, s, t in trail if k == "vm.power" and s == "RUNNING"]
+        self.assertEqual(len(revived_at), 2, trail)
+        # Powered off between the revival and its START: disk only, and long enough (in
+        # platform time) that a wrong factor could not hide in the tolerance.
+        self.assertGreater(running_at[-1] - revived_at[-1], 100, trail)
+        self.assertBilled(revived_id, compute_ms / 3.6e6, disk_ms / 3.6e6, trail)
 
         # The timers' transitions are taskmgr's, not the user's.
         audit = []
@@ -126,6 +141,19 @@ class Lease(PlatformCase):
             self.assertIn(action, by_action, audit)
             self.assertEqual(by_action[action], "service:taskmgr")
 
+
+    def assertBilled(self, vm_id, compute_h, disk_h, trail=None):
+        """GET /v1/usage shows the VM (1 vCPU, 1 GB, 10 GB) billed these hours."""
+        def record():
+            mine = [u for u in self.api.get("/v1/usage")["usage"] if u["vm"] == vm_id]
+            return mine[0] if mine and abs(mine[0]["disk_gb_hours"] - 10 * disk_h) < 1e-6 \
+                else None
+        rec = wait_until(record, 10, "usage record of the VM with its tombstone")
+        self.assertGreater(disk_h - compute_h, 0.5, trail)  # hours of tombstone at least
+        self.assertAlmostEqual(rec["vcpu_hours"], 1 * compute_h, delta=1e-6, msg=trail)
+        self.assertAlmostEqual(rec["ram_gb_hours"], 1 * compute_h, delta=1e-6, msg=trail)
+        self.assertAlmostEqual(rec["active_hours"], compute_h, delta=1e-6, msg=trail)
+        self.assertAlmostEqual(rec["disk_only_hours"], disk_h - compute_h, delta=1e-6, msg=trail)
 
     def revive(self, vm_id):
         """The other VM, EXPIRED too, is revived by its owner within the tombstone period."""
@@ -150,10 +178,16 @@ class Lease(PlatformCase):
         self.assertEqual([(e["revived"], e["by"]) for e in revived], [("1", self.p.admin_user)])
         # The lease runs a day from the revival (on the platform clock).
         self.assertAlmostEqual(int(revived[0]["expires_ms"]) - int(revived[0]["at_ms"]), DAY_MS)
-        # Beyond the policy (one extension): refused, the limits in the answer.
+        # Beyond the policy (one extension): a request of kind extension, which the default
+        # group's auto policy approves at once; taskmgr applies it (for "policy").
         r = self.api.call("POST", path, {"days": 1})
-        self.assertEqual(r.status, 409, r)
-        self.assertEqual(r.json()["error"]["details"]["max_extensions"], "1")
+        self.assertEqual(r.status, 202, r)
+        req = r.json()["request"]
+        self.assertEqual((req["kind"], req["state"], req["decided_by"]),
+                         ("extension", "APPROVED", "policy"))
+        self.assertIn("extended 1 times", req["extension"]["beyond"])
+        wait_until(lambda: self.api.vm(vm_id)["lease"]["extensions"] == 2, 10,
+                   "the approved extension applied")
         # Revived, it is audited as the user's doing.
         actors = [dict(zip(f[0::2], f[1::2])) for _, f in
                   self.p.redis_command("XRANGE", "berth:audit", "-", "+")]
