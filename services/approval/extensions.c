@@ -147,10 +147,12 @@ int extensions_create(store_t *store, const Berth__CreateExtension *ask,
     return rc;
 }
 
-int extensions_approve(store_t *store, model_tx_t *tx, const Berth__Request *req,
-                       Berth__Request *next, void **held, fault_t *fault)
+int extensions_approve(store_t *store, const policy_t *policy, model_tx_t *tx,
+                       const Berth__Request *req, Berth__Request *next, void **held,
+                       fault_t *fault)
 {
     (void)store;
+    (void)policy;
     (void)next;
     (void)held;
     if (!req->extension || !util_is_uuid(req->extension->vm))

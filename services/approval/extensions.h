@@ -11,6 +11,7 @@
 #include "bus_server.h"
 #include "fault.h"
 #include "model.h"
+#include "policy.h"
 #include "store.h"
 
 #include "berth.pb-c.h"
@@ -23,8 +24,9 @@ int extensions_create(store_t *store, const Berth__CreateExtension *ask,
                       Berth__Request **request_p, fault_t *fault);
 
 /* The kind's approval (kinds.h): the timer that has taskmgr apply it. */
-int extensions_approve(store_t *store, model_tx_t *tx, const Berth__Request *req,
-                       Berth__Request *next, void **held, fault_t *fault);
+int extensions_approve(store_t *store, const policy_t *policy, model_tx_t *tx,
+                       const Berth__Request *req, Berth__Request *next, void **held,
+                       fault_t *fault);
 
 /* Bus handler of CreateExtension (arg: the approval_t). */
 void extensions_on_create(bus_request_t *request, void *arg);
