@@ -27,9 +27,10 @@ json_t *view_template(const Berth__Template *t)
                   "lease_days", t->lease_days, "requires_approval", t->requires_approval);
     /* Its approval policy; one from before policies says it with requires_approval. */
     if (view)
-        json_object_update_new(view, json_pack("{s:i, s:I}", "max_lease_days", t->max_lease_days,
-                                               "lease_notice_hours",
-                                               (json_int_t)(t->lease_notice_ms / 3600000)));
+        json_object_update_new(view, json_pack("{s:i, s:I, s:b}", "max_lease_days",
+                                               t->max_lease_days, "lease_notice_hours",
+                                               (json_int_t)(t->lease_notice_ms / 3600000),
+                                               "rebuild_on_loss", t->rebuild_on_loss));
     if (view)
         json_object_set_new(view, "approval_policy",
                             json_string(t->approval_policy && *t->approval_policy

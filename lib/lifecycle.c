@@ -149,6 +149,9 @@ static const lifecycle_transition_t s_rows[] = {
       "its host came back without its domain; `fault` says so and its claim is released" },
     { VM(EXPIRING, ERROR), "lost", "taskmgr",
       "the same for a VM whose lease's notice was given" },
+    { VM(ERROR, PROVISIONING), "rebuild", "taskmgr",
+      "lost with its host, its template says rebuild_on_loss: once its claim is released, a "
+      "PROVISION task builds it again on any host that fits; its lease keeps its end" },
     { HOST(NONE, UP), "register", "taskmgr", "its agent's first heartbeat" },
     { HOST(UP, DOWN), "down", "taskmgr",
       "no heartbeat within the agent's ttl, or libvirt unreachable; its VMs' power UNKNOWN" },

@@ -471,6 +471,7 @@ int requests_create(store_t *store, const policy_t *policy, const Berth__CreateR
         vm->image = tmpl->image;
         vm->os = tmpl->os;
         vm->lease_days = tmpl->lease_days;
+        vm->rebuild_on_loss = tmpl->rebuild_on_loss;
         vm->created_ms = now;
         vm->updated_ms = now;
         if (approved)

@@ -19,6 +19,7 @@
 #include "assertion.h"
 #include "keys.h"
 #include "lua_scripts.h"
+#include "tasks.h"
 
 #include <time.h>
 
@@ -53,6 +54,7 @@ struct _agents_t {
     zhashx_t *outbox; /* host -> zlistx_t of s_out_t */
     zhashx_t *hosts;  /* host -> s_host_t */
     zhashx_t *down;   /* host -> "1" (stored DOWN) or "0" (not yet): hosts past their ttl */
+    zhashx_t *rebuilds; /* ReleaseClaim call id -> id of a lost VM to build again after it */
     agents_result_fn *on_result;
     void *on_result_arg;
     agents_down_fn *on_down; /* told when a host goes past its ttl (the task engine) */
@@ -311,15 +313,58 @@ static int s_mark_down(store_t *store, const char *host, const char *state, cons
     return rc == MODEL_REFUSED ? -1 : rc;
 }
 
+/* A lost VM whose template says rebuild_on_loss, its claim released: ERROR -> PROVISIONING
+   and a PROVISION task, in one step guarded by the VM as read (still ERROR with the same
+   task and fault: a disposal asked meanwhile wins). The quota is charged again by the transition; a group now
+   over its quota keeps the VM ERROR, its fault saying it was lost. */
+static void s_rebuild(agents_t *self, const char *vm_id)
+{
+    store_t *store = service_store(self->service);
+    char vkey[KEYS_MAX], task_id[UTIL_ID_LEN];
+    Berth__Vm *vm = NULL;
+    if (model_load(store, &berth__vm__descriptor, keys_vm(vkey, vm_id),
+                   (ProtobufCMessage **)&vm) != 0)
+        return;
+    model_tx_t *tx = NULL;
+    if (streq(vm->state, "ERROR") && vm->rebuild_on_loss &&
+        (tx = model_tx_new()) != NULL) {
+        model_tx_actor(tx, "service:taskmgr", NULL);
+        model_tx_check(tx, vkey, "fault", vm->fault); /* still the loss it was left with */
+        Berth__Vm after = *vm;
+        after.host = "";
+        after.fault = "";
+        model_tx_vm_transition(tx, &after, "PROVISIONING");
+        model_tx_put_fields(tx, vkey, &after.base, "host", "fault", NULL);
+        Berth__Task task;
+        tasks_queue_action(tx, &after, "PROVISION", "service:taskmgr", "", 0, 0, &task, task_id);
+        const char *why = NULL;
+        int rc = model_tx_commit(tx, store, &why);
+        if (rc == 0)
+            log_info(NULL, "lost VM built again", "{s:s, s:s}", "vm", vm_id, "task", task_id);
+        else
+            log_warn(NULL, "lost VM not built again", "{s:s, s:s}", "vm", vm_id, "why",
+                     rc == MODEL_CONFLICT ? "it changed meanwhile"
+                     : why                ? why
+                                          : "Redis failed");
+        model_tx_destroy(&tx);
+    }
+    berth__vm__free_unpacked(vm, NULL);
+}
+
 static void s_on_released(bus_client_t *client, const char *call_id, Berth__Envelope *reply,
                           void *arg)
 {
     (void)client;
-    (void)call_id;
-    (void)arg;
+    agents_t *self = arg;
+    char *rebuild = call_id ? zhashx_lookup(self->rebuilds, call_id) : NULL;
     if (!reply || reply->error)
-        log_warn(NULL, "claim of a lost VM not released; its disposal releases it", "{s:s?}",
-                 "error", reply && reply->error ? reply->error->message : "no answer");
+        log_warn(NULL, "claim of a lost VM not released; its disposal releases it", "{s:s?, s:s?}",
+                 "error", reply && reply->error ? reply->error->message : "no answer", "vm",
+                 rebuild);
+    else if (rebuild)
+        s_rebuild(self, rebuild);
+    if (call_id)
+        zhashx_delete(self->rebuilds, call_id);
     if (reply)
         berth__envelope__free_unpacked(reply, NULL);
 }
@@ -436,8 +481,11 @@ static int s_return(agents_t *self, store_t *store, const Berth__AgentHeartbeat 
             log_warn(NULL, "VM lost with its host", "{s:s, s:s}", "vm", lost[i]->id, "host", host);
             Berth__ReleaseClaim req = BERTH__RELEASE_CLAIM__INIT;
             req.vm = lost[i]->id;
-            bus_client_send(service_client(self->service), "scheduler", &req.base, NULL,
-                            self->release_timeout_ms, s_on_released, self, NULL);
+            char call[UTIL_ID_LEN + 64] = "";
+            if (bus_client_send(service_client(self->service), "scheduler", &req.base, NULL,
+                                self->release_timeout_ms, s_on_released, self, call) == 0 &&
+                lost[i]->rebuild_on_loss && *call)
+                zhashx_update(self->rebuilds, call, lost[i]->id);
         }
     } else if (rc > 0)
         log_debug(NULL, "host return not written here", "{s:s, s:s}", "host", host, "why",
@@ -1105,12 +1153,15 @@ agents_t *agents_new(service_t *service)
     self->outbox = zhashx_new();
     self->hosts = zhashx_new();
     self->down = zhashx_new();
-    if (!self->parked || !self->outbox || !self->hosts || !self->down) {
+    self->rebuilds = zhashx_new();
+    if (!self->parked || !self->outbox || !self->hosts || !self->down || !self->rebuilds) {
         agents_destroy(&self);
         return NULL;
     }
     zhashx_set_destructor(self->down, (zhashx_destructor_fn *)zstr_free);
     zhashx_set_duplicator(self->down, (zhashx_duplicator_fn *)strdup);
+    zhashx_set_destructor(self->rebuilds, (zhashx_destructor_fn *)zstr_free);
+    zhashx_set_duplicator(self->rebuilds, (zhashx_duplicator_fn *)strdup);
     zhashx_set_destructor(self->parked, s_park_free);
     zhashx_set_destructor(self->outbox, s_list_free);
     zhashx_set_destructor(self->hosts, s_host_free);
@@ -1130,6 +1181,7 @@ void agents_destroy(agents_t **self_p)
         zhashx_destroy(&self->outbox);
         zhashx_destroy(&self->hosts);
         zhashx_destroy(&self->down);
+        zhashx_destroy(&self->rebuilds);
         assertion_destroy(&self->verifier);
         free(self);
         *self_p = NULL;

@@ -1208,7 +1208,9 @@ static int s_complete(tasks_t *self, s_held_t *h)
             if (vm->lease)
                 berth__lease__init(vm->lease);
         }
-        if (vm->lease)
+        /* A VM built again after its host lost it (agents.c) keeps its lease's end; its
+           timers are written again with it. */
+        if (vm->lease && vm->lease->expires_ms <= 0)
             vm->lease->expires_ms = now + (int64_t)vm->lease_days * 86400000LL;
         h->lease_started = vm->lease && vm->lease_days > 0;
         s_set(&t->fault, "");
@@ -2068,7 +2070,8 @@ int tasks_queue_action(model_tx_t *tx, const Berth__Vm *vm, const char *kind, co
                        char id[UTIL_ID_LEN])
 {
     const s_action_t *a = s_action(kind, 1);
-    if (!a || !vm || !vm->id || !*vm->id)
+    int provision = s_is(kind, "PROVISION"); /* a VM built again (agents.c, rebuild_on_loss) */
+    if ((!a && !provision) || !vm || !vm->id || !*vm->id)
         return -1;
     char vkey[KEYS_MAX], tkey[KEYS_MAX];
     keys_vm(vkey, vm->id);
@@ -2076,7 +2079,7 @@ int tasks_queue_action(model_tx_t *tx, const Berth__Vm *vm, const char *kind, co
     util_uuid(id);
     berth__task__init(task);
     task->id = id;
-    task->kind = (char *)a->kind;
+    task->kind = a ? (char *)a->kind : "PROVISION";
     task->state = "QUEUED";
     task->stage = "queued";
     task->target = vm->id;
@@ -2086,10 +2089,10 @@ int tasks_queue_action(model_tx_t *tx, const Berth__Vm *vm, const char *kind, co
     task->updated_ms = now;
     task->host = vm->host;
     task->version = 1;
-    task->task_class = (char *)s_kind_class(a->kind);
-    task->force = force && a->forcible;
-    task->timeout_s = a->graceful ? timeout_s : 0;
-    if (s_is(a->kind, "UNSHELVE"))
+    task->task_class = (char *)s_kind_class(task->kind);
+    task->force = a && force && a->forcible;
+    task->timeout_s = a && a->graceful ? timeout_s : 0;
+    if (a && s_is(a->kind, "UNSHELVE"))
         task->from_host = vm->host;
     /* Nobody else started a task on the VM since it was read; it names this one now. */
     model_tx_check(tx, vkey, "task", vm->task);

@@ -30,12 +30,12 @@ void tasks_use_leases(tasks_t *self, leases_t *leases);
 int tasks_on_result(void *arg, const char *host, const Berth__AgentResult *result);
 
 /* Add to tx a new task of a day-2 kind (START, STOP, REBOOT, SUSPEND, RESUME, SHELVE,
-   UNSHELVE) on vm as read: the task, born QUEUED, due and woken at once, and the VM's `task`
+   UNSHELVE), or a PROVISION that builds a lost VM again, on vm as read: the task, born QUEUED, due and woken at once, and the VM's `task`
    naming it, guarded by the VM's task as read (one started meanwhile makes the commit a
    CONFLICT). timeout_s (STOP, SHELVE: the graceful shutdown) and force are ignored by kinds
    that do not take them. Whatever else the step must do (a lifecycle move, quota) and the
    commit are the caller's. Fills *task (strings borrowed from the arguments and id) and id.
-   0, or -1 for a kind that is not a day-2 action. Whoever powers a VM off or on as a task
+   0, or -1 for a kind that is neither. Whoever powers a VM off or on as a task
    (lease expiry, revival) queues it this way. */
 int tasks_queue_action(model_tx_t *tx, const Berth__Vm *vm, const char *kind, const char *owner,
                        const char *request_id, int timeout_s, int force, Berth__Task *task,

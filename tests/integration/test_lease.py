@@ -109,10 +109,16 @@ class Lease(PlatformCase):
         self.assertAlmostEqual(at["EXPIRING"] - at["ACTIVE"], DAY_MS - 2 * 3600000, delta=slack)
         self.assertAlmostEqual(at["DISPOSING"] - at["EXPIRED"], DAY_MS, delta=slack)
 
-        # Billing: compute from ACTIVE to EXPIRED, disk also through the tombstone.
+        # Billing: compute while ACTIVE and running (from the power event that follows the
+        # ACTIVE transition, a moment later under load, to EXPIRED), disk also through the
+        # tombstone: the totals from the recorded transitions, close to the states' times.
+        compute_ms, disk_ms = billed_ms(events(self.p, vm_id), 0)
         compute_h = (at["EXPIRED"] - at["ACTIVE"]) / 3600000.0
-        disk_h = (at["DISPOSING"] - at["ACTIVE"]) / 3600000.0
-        self.assertBilled(vm_id, compute_h, disk_h)
+        self.assertLessEqual(compute_ms / 3.6e6, compute_h + 1e-6)
+        self.assertGreater(compute_ms / 3.6e6, compute_h - 0.5)
+        self.assertAlmostEqual(disk_ms / 3.6e6, (at["DISPOSING"] - at["ACTIVE"]) / 3.6e6,
+                               delta=1e-6)
+        self.assertBilled(vm_id, compute_ms / 3.6e6, disk_ms / 3.6e6)
         # The revived VM: disposed too, its totals from its own transitions (compute stops at
         # its expiry and starts again only once its START ran, not at the revival).
         self.api.dispose(revived_id)

@@ -23,7 +23,7 @@ import unittest
 import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from berth_test import Api, CheckedProxy, PlatformCase, wait_until  # noqa: E402
+from berth_test import Api, CheckedProxy, PlatformCase, host_domains, wait_until  # noqa: E402
 
 HEARTBEAT_MS = 300
 DOWN_WITHIN_S = 10       # generous: the ttl is 0.9 s and taskmgr checks every 0.5 s
@@ -268,6 +268,36 @@ class Reconcile(PlatformCase):
         failed = [s for s in task["steps"] if s["state"] == "FAILED"]
         self.assertTrue(failed and "host host-5 is DOWN" in failed[0]["result"], task["steps"])
         self.assertTrue(self.host_state("host-5", "DOWN"))
+
+    def test_5_rebuild_on_loss(self):
+        """A VM of a template that says rebuild_on_loss, lost with its host, is built again
+        (lost -> ERROR -> rebuild -> PROVISIONING -> ACTIVE, RUNNING) with its lease's end
+        unchanged and its domain on a host again."""
+        api, p = self.api, self.p
+        api.create_template(name="phoenix", vcpus=1, ram_mb=512, disk_gb=5, os="debian",
+                            image="debian-12", lease_days=3, requires_approval=False,
+                            rebuild_on_loss=True)
+        self.assertTrue([t for t in api.get("/v1/templates")["templates"]
+                         if t["name"] == "phoenix"][0]["rebuild_on_loss"])
+        vm = api.wait_vm(api.request("phoenix", "phoenix-1")["vms"][0]["id"], ("ACTIVE",))
+        host, first_task = vm["host"], vm["task"]
+        wait_until(lambda: stored(p, vm["id"], "power_state") == "RUNNING", DOWN_WITHIN_S,
+                   "VM power RUNNING")
+        p.restart(self.agent(host))
+
+        def rebuilt():
+            v = api.vm(vm["id"])
+            return v if v["state"] == "ACTIVE" and v["task"] != first_task and \
+                v["power_state"] == "RUNNING" else None
+        again = wait_until(rebuilt, 60, "the lost VM built again")
+        self.assertEqual(again["lease"], vm["lease"])
+        self.assertEqual(again["fault"], vm["fault"])
+        task = api.task(again["task"])
+        self.assertEqual((task["kind"], task["state"]), ("PROVISION", "SUCCEEDED"), task)
+        wait_until(lambda: vm["id"] in host_domains(api, again["host"]), 20,
+                   "its domain on host %s" % again["host"])
+        moves = [e.get("transition") for e in events(p, "vm.state") if e.get("vm") == vm["id"]]
+        self.assertEqual(moves, ["create", "provisioned", "lost", "rebuild", "provisioned"])
 
 
 if __name__ == "__main__":
