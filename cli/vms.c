@@ -172,24 +172,27 @@ int cli_usage(cli_t *cli, int argc, char **argv)
         cli_print_json(body);
     else {
         printf("usage from %s to %s\n\n", T(body, "from"), T(body, "to"));
-        cli_table_t *table = cli_table_new(8, "VM", "OWNER", "TEMPLATE", "HOST", "HOURS",
-                                           "VCPU_HOURS", "RAM_GB_HOURS", "DISK_GB_HOURS");
-        double total[4] = { 0 };
-        const char *keys[4] = { "active_hours", "vcpu_hours", "ram_gb_hours", "disk_gb_hours" };
+        /* HOURS: compute hours (running); DISK_ONLY_HOURS: stopped, shelved or expired. */
+        cli_table_t *table =
+            cli_table_new(9, "VM", "OWNER", "TEMPLATE", "HOST", "HOURS", "DISK_ONLY_HOURS",
+                          "VCPU_HOURS", "RAM_GB_HOURS", "DISK_GB_HOURS");
+        double total[5] = { 0 };
+        const char *keys[5] = { "active_hours", "disk_only_hours", "vcpu_hours", "ram_gb_hours",
+                                "disk_gb_hours" };
         size_t i;
         json_t *u;
         json_array_foreach(json_object_get(body, "usage"), i, u)
         {
-            for (int k = 0; k < 4; k++)
+            for (int k = 0; k < 5; k++)
                 total[k] += json_number_value(json_object_get(u, keys[k]));
             cli_table_add(table, T(u, "vm"), T(u, "owner"), T(u, "template"), T(u, "host"),
-                          T(u, "active_hours"), T(u, "vcpu_hours"), T(u, "ram_gb_hours"),
-                          T(u, "disk_gb_hours"));
+                          T(u, "active_hours"), T(u, "disk_only_hours"), T(u, "vcpu_hours"),
+                          T(u, "ram_gb_hours"), T(u, "disk_gb_hours"));
         }
-        char sums[4][64];
-        for (int k = 0; k < 4; k++)
+        char sums[5][64];
+        for (int k = 0; k < 5; k++)
             snprintf(sums[k], sizeof sums[k], "%.3f", total[k]);
-        cli_table_add(table, "TOTAL", "", "", "", sums[0], sums[1], sums[2], sums[3]);
+        cli_table_add(table, "TOTAL", "", "", "", sums[0], sums[1], sums[2], sums[3], sums[4]);
         cli_table_print(table, stdout);
         cli_table_destroy(&table);
     }

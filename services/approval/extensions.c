@@ -175,8 +175,8 @@ void extensions_on_create(bus_request_t *request, void *arg)
     const char *rid = bus_request_envelope(request)->request_id;
     fault_t fault = { 0 };
     Berth__Request *req = NULL;
-    int rc = extensions_create(approval_store(self), msg, who, rid && *rid ? rid : NULL, &req,
-                               &fault);
+    int rc =
+        extensions_create(approval_store(self), msg, who, rid && *rid ? rid : NULL, &req, &fault);
     berth__user_assertion__free_unpacked(who, NULL);
     if (rc != 0) {
         approval_fail(request, "lease extension request refused", &fault);

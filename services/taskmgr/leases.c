@@ -469,13 +469,23 @@ static int64_t s_new_end(const Berth__Vm *vm, int days, int64_t now)
 }
 
 /* Add to tx the extension of vm (as read, checked extendable) by days, for by; request: the
-   approved extension request it applies (NULL: granted within the policy). The revival of
-   an EXPIRED VM queues its START (task receives the id). vm's fields are changed to what is
-   written, lease_requests pointing into *list (the caller frees it, after restoring them). */
-static void s_tx_extend(model_tx_t *tx, Berth__Vm *vm, int days, const char *by,
-                        const char *request, int64_t notice_ms, int64_t now, char ***list,
-                        char task[UTIL_ID_LEN])
+   approved extension request it applies (NULL: granted within the policy), added to the
+   VM's lease_requests through *list (the caller frees it). The revival of an EXPIRED VM
+   queues its START (task receives the id). vm's lease fields are changed to what is written.
+   0, or -1 when out of memory (nothing added to tx). */
+static int s_tx_extend(model_tx_t *tx, Berth__Vm *vm, int days, const char *by,
+                       const char *request, int64_t notice_ms, int64_t now, char ***list,
+                       char task[UTIL_ID_LEN])
 {
+    *list = NULL;
+    if (request) {
+        *list = calloc(vm->n_lease_requests + 1, sizeof **list);
+        if (!*list)
+            return -1;
+        for (size_t i = 0; i < vm->n_lease_requests; i++)
+            (*list)[i] = vm->lease_requests[i];
+        (*list)[vm->n_lease_requests] = (char *)request;
+    }
     char vkey[KEYS_MAX], lease[96];
     keys_vm(vkey, vm->id);
     int expired = streq(vm->state, "EXPIRED");
@@ -494,19 +504,11 @@ static void s_tx_extend(model_tx_t *tx, Berth__Vm *vm, int days, const char *by,
     vm->updated_ms = now;
     model_tx_put_fields(tx, vkey, &vm->base, "lease", "extensions", "tombstone_until_ms",
                         "updated_ms", NULL);
-    *list = NULL;
     if (request) {
-        *list = calloc(vm->n_lease_requests + 1, sizeof **list);
-        if (*list) {
-            for (size_t i = 0; i < vm->n_lease_requests; i++)
-                (*list)[i] = vm->lease_requests[i];
-            (*list)[vm->n_lease_requests] = (char *)request;
-            Berth__Vm with = *vm;
-            with.lease_requests = *list;
-            with.n_lease_requests = vm->n_lease_requests + 1;
-            model_tx_put_fields(tx, vkey, &with.base, "lease_requests", NULL);
-        } else
-            model_tx_check(tx, vkey, "id", "(out of memory)"); /* fails the step */
+        Berth__Vm with = *vm;
+        with.lease_requests = *list;
+        with.n_lease_requests = vm->n_lease_requests + 1;
+        model_tx_put_fields(tx, vkey, &with.base, "lease_requests", NULL);
     }
     s_tx_schedule(tx, vm, notice_ms);
     if (expired)
@@ -518,6 +520,7 @@ static void s_tx_extend(model_tx_t *tx, Berth__Vm *vm, int days, const char *by,
     model_tx_event(tx, "vm.lease.extended", "vm", vm->id, "name", vm->name, "owner", vm->owner,
                    "group", vm->group, "by", by, "days", n, "expires_ms", end, "revived",
                    expired ? "1" : "0", "request", request ? request : "", "at_ms", at, NULL);
+    return 0;
 }
 
 /* One attempt: 0 answered, 1 the VM changed meanwhile (try again). */
@@ -653,8 +656,13 @@ static int s_fire_extend(leases_t *self, const char *claimed, const char *reques
         /* Made for who approved it: the approval is its authority. */
         if (!skip && !applied) {
             model_tx_actor(tx, req->decided_by, NULL);
-            s_tx_extend(tx, vm, ext->days, req->decided_by, request_id, p.notice_ms, now, &list,
-                        task);
+            if (s_tx_extend(tx, vm, ext->days, req->decided_by, request_id, p.notice_ms, now,
+                            &list, task) != 0) {
+                model_tx_destroy(&tx);
+                berth__vm__free_unpacked(vm, NULL);
+                rc = -1; /* out of memory: the claim runs out and it fires again */
+                break;
+            }
         }
         const char *err = NULL;
         rc = model_tx_commit(tx, self->store, &err);

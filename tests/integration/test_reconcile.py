@@ -24,6 +24,7 @@ import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from berth_test import Api, CheckedProxy, PlatformCase, host_domains, wait_until  # noqa: E402
+from billing import billed_ms, transitions, vm_events  # noqa: E402
 
 HEARTBEAT_MS = 300
 DOWN_WITHIN_S = 10       # generous: the ttl is 0.9 s and taskmgr checks every 0.5 s
@@ -155,6 +156,25 @@ class Reconcile(PlatformCase):
         task = api.wait_task(api.dispose(vm["id"])["id"])
         self.assertEqual(task["state"], "SUCCEEDED", task)
         self.assertEqual(api.hosts()[host]["used"], want)
+
+        # Billing: the time its host was DOWN (power UNKNOWN) is billed as the running it was
+        # last known to do, never as off; compute ends when it is lost (ERROR).
+        trail_events = vm_events(p, vm["id"])
+        trail = transitions(trail_events)
+        unknown = [t for k, s, t in trail if k == "vm.power" and s == "UNKNOWN"]
+        self.assertTrue(unknown, trail)
+        back = [t for k, s, t in trail if k == "vm.power" and s == "RUNNING" and t > unknown[0]]
+        self.assertGreater(back[0] - unknown[0], 100, trail)  # far past the tolerance below
+        compute_ms, disk_ms = billed_ms(trail_events, 0)
+        compute_h = compute_ms / 3.6e6
+
+        def record():
+            mine = [u for u in api.get("/v1/usage")["usage"] if u["vm"] == vm["id"]]
+            return mine[0] if mine and abs(mine[0]["active_hours"] - compute_h) < 1e-6 else None
+        rec = wait_until(record, 10, "the lost VM's usage: %r" % (trail,))
+        self.assertAlmostEqual(rec["vcpu_hours"], flavor["vcpus"] * compute_h, delta=1e-6)
+        self.assertAlmostEqual(rec["disk_only_hours"], (disk_ms - compute_ms) / 3.6e6,
+                               delta=1e-6)
 
     def test_2_orphans(self):
         api, p = self.api, self.p

@@ -17,6 +17,7 @@
 #include "../../services/approval/approval.h"
 #include "../../services/approval/catalog.h"
 #include "../../services/approval/decide.h"
+#include "../../services/approval/extensions.h"
 #include "../../services/approval/groups.h"
 #include "../../services/approval/policy.h"
 #include "../../services/approval/requests.h"
@@ -632,6 +633,95 @@ static void test_approval_required_then_approved(void **state)
     s_free(twice);
     s_free(approved);
     s_free(req);
+}
+
+/* File an extension of vm by days for user (roles: NULL, or one platform role). */
+static Berth__Request *s_extend(const char *vm, int days, const char *user, const char *role,
+                                fault_t *fault)
+{
+    Berth__CreateExtension ask = BERTH__CREATE_EXTENSION__INIT;
+    ask.vm = (char *)vm;
+    ask.days = days;
+    ask.beyond = "the VM's lease was extended 1 times already";
+    char *roles[] = { (char *)role };
+    Berth__UserAssertion who = BERTH__USER_ASSERTION__INIT;
+    who.user = (char *)user;
+    who.n_roles = role ? 1 : 0;
+    who.roles = role ? roles : NULL;
+    Berth__Request *req = NULL;
+    int rc = extensions_create(s_store, &ask, &who, "trace-x", &req, fault);
+    assert_int_equal(rc == 0, req != NULL);
+    return req;
+}
+
+/* Lease extensions beyond the lease policy: a request of kind extension in the VM's group,
+   decided by the group's policy (auto: approved at once; conditional: a manager's). An
+   approval, at once or later, adds the timer that has taskmgr apply it; a rejection does
+   not. Who may not extend the VM learns nothing; a VM not running yet cannot be extended. */
+static void test_extension_request(void **state)
+{
+    (void)state;
+    s_seed();
+    Berth__Request *made = s_create("small", "lx", 1, "erin", NULL);
+    char vm[UTIL_ID_LEN], key[KEYS_MAX], timer[64];
+    util_strlcpy(vm, made->vms[0], sizeof vm);
+    s_free(made);
+    fault_t fault = { 0 };
+    assert_null(s_extend(vm, 1, "erin", NULL, &fault));
+    assert_string_equal(fault.code, "CONFLICT"); /* PROVISIONING */
+    redisReply *r = store_command(s_store, "HSET %s state ACTIVE", keys_vm(key, vm));
+    freeReplyObject(r);
+
+    snapshot_t before = s_snapshot();
+    fault = (fault_t){ 0 };
+    assert_null(s_extend(vm, 1, "zed", NULL, &fault));
+    assert_string_equal(fault.code, "NOT_FOUND");
+    fault = (fault_t){ 0 };
+    assert_null(s_extend(vm, 0, "erin", NULL, &fault));
+    assert_string_equal(fault.code, "BAD_REQUEST");
+    s_assert_unchanged(before);
+
+    /* The default group decides by auto: approved by policy, the timer due at once. */
+    Berth__Request *req = s_extend(vm, 2, "erin", NULL, &fault);
+    assert_non_null(req);
+    assert_string_equal(req->kind, "extension");
+    assert_string_equal(req->state, "APPROVED");
+    assert_string_equal(req->decided_by, "policy");
+    assert_string_equal(req->extension->vm, vm);
+    assert_int_equal(req->extension->days, 2);
+    snprintf(timer, sizeof timer, "extend:%s", req->id);
+    assert_true(s_zscore("berth:timers", timer) > 0);
+    assert_int_equal(s_events("request.state", "APPROVED", "request", req->id), 1);
+    s_free(req);
+
+    /* conditional: never small for an extension, so a manager (or an admin) decides. */
+    Berth__Group *g = NULL;
+    assert_int_equal(groups_find(s_store, "default", &g, &fault), 0);
+    keys_build(key, KEYS_GROUP, g->id, NULL);
+    s_free(g);
+    r = store_command(s_store, "HSET %s approval_policy conditional", key);
+    freeReplyObject(r);
+    Berth__Request *waits = s_extend(vm, 1, "erin", NULL, &fault);
+    assert_non_null(waits);
+    assert_string_equal(waits->state, "PENDING_APPROVAL");
+    assert_string_equal(waits->policy, "manager");
+    assert_string_equal(waits->awaiting, "manager");
+    snprintf(timer, sizeof timer, "extend:%s", waits->id);
+    assert_int_equal(s_zscore("berth:timers", timer), -1);
+    Berth__Request *approved = s_decide(waits->id, 1, "admin", NULL, &fault);
+    assert_non_null(approved);
+    assert_string_equal(approved->state, "APPROVED");
+    assert_true(s_zscore("berth:timers", timer) > 0);
+    s_free(approved);
+    s_free(waits);
+    Berth__Request *other = s_extend(vm, 1, "erin", NULL, &fault);
+    Berth__Request *rejected = s_decide(other->id, 0, "admin", "not this time", &fault);
+    assert_non_null(rejected);
+    assert_string_equal(rejected->reason, "not this time");
+    snprintf(timer, sizeof timer, "extend:%s", other->id);
+    assert_int_equal(s_zscore("berth:timers", timer), -1);
+    s_free(rejected);
+    s_free(other);
 }
 
 /* Nobody decides their own request, admin or not; nothing changes. */
@@ -1619,6 +1709,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_quota_charged_and_refused, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_quota_released_on_reject_and_per_member, s_setup,
                                         s_teardown),
+        cmocka_unit_test_setup_teardown(test_extension_request, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_store_down, s_setup, s_teardown),
         cmocka_unit_test(test_request_visibility),
     };
