@@ -212,6 +212,9 @@ void vms_dispose(http_req_t *req);  /* DELETE /v1/vms/{id} */
 void vms_action(http_req_t *req);   /* POST /v1/vms/{id}/actions */
 void vms_extend_lease(http_req_t *req); /* POST /v1/vms/{id}/lease */
 void vms_get_task(http_req_t *req); /* GET /v1/tasks/{id} */
+void vms_task_abort(http_req_t *req);      /* POST /v1/tasks/{id}/abort */
+void vms_task_retry(http_req_t *req);      /* POST /v1/tasks/{id}/retry */
+void vms_task_force_fail(http_req_t *req); /* POST /v1/tasks/{id}/force-fail */
 void vms_usage(http_req_t *req);    /* GET /v1/usage */
 /* May the caller see the VM (vm.get: owner, its group's manager or auditor, admin,
    operator)? The same answers who may see its tasks. */

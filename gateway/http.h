@@ -57,6 +57,15 @@ typedef struct {
                            any other is refused with a 400 naming it */
 } http_route_t;
 
+/* A query flag that makes a route's call another action (DELETE /v1/vms/{id}?force=true):
+   with ?param=true the call is checked and audited as that action. */
+typedef struct {
+    const char *method;
+    const char *pattern; /* as in the route */
+    const char *param;
+    const char *action;
+} http_flag_t;
+
 /* Connections one HTTP thread holds at most. libmicrohttpd's epoll loop (MAX_EVENTS 128)
    waits again, with the full idle timeout, whenever one wait returned exactly 128 events:
    seen as a thread whose 128 idle connections all closed at once sleeping 30 s with its
@@ -88,6 +97,7 @@ typedef struct {
     /* Called once per request on its worker thread when its status is known, just before
        the response is sent (the audit trail); must not block. NULL: none. */
     void (*done)(http_req_t *req);
+    const http_flag_t *flags; /* NULL-method-terminated (NULL: none) */
 } http_options_t;
 
 /* Start serving routes (a NULL-method-terminated table). NULL (logged) on failure, and when
