@@ -2377,7 +2377,9 @@ static const char *s_recover_refusal(const Berth__Task *task, const char *verb, 
     }
     if (!s_is(verb, "abort"))
         return NULL;
-    if (s_is(task->kind, "DISPOSE"))
+    if (s_is(task->state, "ABORTING"))
+        snprintf(msg, size, "the task is being aborted already"); /* answered with the task */
+    else if (s_is(task->kind, "DISPOSE"))
         snprintf(msg, size,
                  "a disposal cannot be aborted (what it removed does not come back); "
                  "force-fail it if it is stuck");
@@ -2437,14 +2439,14 @@ static void s_quota_recharge(model_tx_t *tx, const Berth__Vm *vm, const Berth__G
 
 /* Add to tx what verb does to task (changed in place; was: as read) and its VM (vm: as read,
    NULL when gone). 0, or -1 with the answer sent. */
-static int s_recover_tx(tasks_t *self, bus_request_t *request, model_tx_t *tx, Berth__Task *task,
+static int s_recover_tx(bus_request_t *request, model_tx_t *tx, Berth__Task *task,
                         const Berth__Task *was, Berth__Vm *vm, const Berth__Group *group,
                         const char *verb, const Berth__UserAssertion *who)
 {
     char tkey[KEYS_MAX], vkey[KEYS_MAX], epoch[24], fault[300], msg[256];
     keys_task(tkey, task->id);
     int64_t now = clock_now_ms();
-    int64_t live = task->lease_until_ms > util_now_ms() && *task->holder;
+    int live = task->lease_until_ms > util_now_ms() && *task->holder; /* a taskmgr took it */
     int mine = vm && s_is(vm->task, task->id); /* the VM's task is this one */
     const char *to = NULL;                     /* the task's new state */
     const char *vm_to = NULL;                  /* the VM's new state (NULL: stays) */
@@ -2466,6 +2468,10 @@ static int s_recover_tx(tasks_t *self, bus_request_t *request, model_tx_t *tx, B
             vm_to = "SHELVED";
             s_quota_shelve(tx, vm, -1, NULL); /* its unshelve charged vCPUs and RAM again */
         }
+    } else if (s_is(verb, "abort") && s_is(task->kind, "UNSHELVE")) {
+        s_refuse_recover(request, task, verb,
+                         "a taskmgr started the unshelve already; force-fail it if it is stuck");
+        return -1;
     } else if (s_is(verb, "abort")) {
         /* Its holder stops at the next stage boundary; whoever takes it now rolls it back. */
         to = "ABORTING";
@@ -2477,6 +2483,12 @@ static int s_recover_tx(tasks_t *self, bus_request_t *request, model_tx_t *tx, B
             vm_to = "ERROR";
         if (mine)
             vm_fault = fault;
+        Berth__TaskStep *last = task->n_steps ? task->steps[task->n_steps - 1] : NULL;
+        if (last && s_is(last->state, "RUNNING")) { /* the stage it was stuck in */
+            s_set(&last->state, "FAILED");
+            s_set(&last->result, fault);
+            last->finished_ms = now;
+        }
     } else { /* retry */
         const s_stage_t *row = s_retry_stage(task);
         if (!mine || !row) {
@@ -2553,7 +2565,6 @@ static int s_recover_tx(tasks_t *self, bus_request_t *request, model_tx_t *tx, B
     model_tx_transition(tx, LIFECYCLE_TASK, tkey, was->state, task->state, MODEL_VERSION_ANY,
                         "task", task->id, "stage", task->stage, NULL);
     model_tx_put_changed(tx, tkey, &was->base, &task->base);
-    (void)self;
     if (vm && (vm_to || vm_fault)) {
         if (vm_to)
             model_tx_vm_transition(tx, vm, vm_to);
@@ -2627,13 +2638,14 @@ static void s_recover_for(tasks_t *self, bus_request_t *request, const Berth__Ta
             (s_is(req->verb, "abort") && vm &&
              (s_is(vm->owner, who->user) || assertion_has_group_role(who, vm->group, "manager")));
         const char *refusal = may ? s_recover_refusal(task, req->verb, msg, sizeof msg) : NULL;
-        if (may && !refusal && s_is(req->verb, "retry") && s_is(task->kind, "PROVISION") && vm &&
-            *vm->group &&
+        /* A provisioning retried is charged to its group's quota again: its limits. */
+        int go = may && !refusal;
+        if (go && s_is(req->verb, "retry") && s_is(task->kind, "PROVISION") && vm && *vm->group &&
             model_load(self->store, &berth__group__descriptor,
                        keys_build(gkey, KEYS_GROUP, vm->group, NULL),
                        (ProtobufCMessage **)&group) < 0) {
             bus_reply_error(request, "UNAVAILABLE", "state store unreachable");
-            may = 0, refusal = "";
+            go = 0;
         } else if (!may)
             bus_reply_error(request, "FORBIDDEN",
                             s_is(req->verb, "abort")
@@ -2644,14 +2656,14 @@ static void s_recover_for(tasks_t *self, bus_request_t *request, const Berth__Ta
             bus_reply(request, &task->base); /* asked again: the abort under way */
         else if (refusal)
             s_refuse_recover(request, task, req->verb, refusal);
-        model_tx_t *tx = may && !refusal ? model_tx_new() : NULL;
+        model_tx_t *tx = go ? model_tx_new() : NULL;
         was = tx ? (Berth__Task *)s_copy(&task->base) : NULL;
         if (tx)
             model_tx_actor(tx, who->user, rid);
         rc = -1;
-        if (may && !refusal && (!tx || !was))
+        if (go && (!tx || !was))
             bus_reply_error(request, "INTERNAL", "out of memory");
-        else if (tx && s_recover_tx(self, request, tx, task, was, vm, group, req->verb, who) == 0) {
+        else if (tx && s_recover_tx(request, tx, task, was, vm, group, req->verb, who) == 0) {
             rc = model_tx_commit(tx, self->store, NULL);
             if (rc == 0) {
                 log_info(rid, "task recover", "{s:s, s:s, s:s, s:s}", "task", task->id, "verb",

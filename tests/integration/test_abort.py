@@ -14,12 +14,14 @@ Run: BERTH_BIN_DIR=build/bin python3 tests/integration/test_abort.py
 import glob
 import os
 import signal
+import subprocess
 import sys
+import tempfile
 import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from berth_test import PlatformCase, host_domains, used_equal, wait_until  # noqa: E402
+from berth_test import CheckedProxy, PlatformCase, host_domains, used_equal, wait_until  # noqa: E402
 
 DELAY_MS = 1500
 PW = "abort-test-pw-1"
@@ -47,12 +49,33 @@ class Abort(PlatformCase):
                 r = admin.call("POST", "/v1/groups/%s/members" % group,
                                {"user": user, "role": "member"})
                 assert r.status == 201, r
+            cls.proxy = CheckedProxy(cls.p)
         except Exception:
             cls.p.dump_logs()
             cls.p.stop()
             raise
 
+    @classmethod
+    def tearDownClass(cls):
+        if getattr(cls, "proxy", None):
+            cls.proxy.close()
+        super().tearDownClass()
+
     # -- helpers ---------------------------------------------------------------------------
+
+    def berth(self, user, password, *args):
+        """The CLI, signed in as user, through the contract-checking proxy."""
+        home = tempfile.mkdtemp(dir=self.p.data_dir)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("BERTH_")}
+        env.update({"BERTH_URL": self.proxy.url, "XDG_CONFIG_HOME": home, "HOME": home})
+        run = lambda argv, stdin=None: subprocess.run(  # noqa: E731
+            [self.p.binary("berth")] + argv, input=stdin, env=env, capture_output=True,
+            text=True, timeout=120)
+        r = run(["login", user, "--password-stdin"], password + "\n")
+        self.assertEqual(r.returncode, 0, r)
+        r = run(list(args))
+        self.assertEqual(self.proxy.violations, [], "berth %s" % " ".join(args))
+        return r
 
     def request(self, name):
         r = self.alice.call("POST", "/v1/requests",
@@ -100,9 +123,19 @@ class Abort(PlatformCase):
                 vm_id, task_id = self.request("ab-" + stage.replace("_", "-"))
                 if stage != "early":  # "early": at once, in whatever stage it is then
                     self.wait_stage(task_id, stage)
-                task = self.abort(self.alice, task_id)
-                self.assertIn(task["state"], ("ABORTING", "ABORTED"), task)
-                self.assertEqual(task["aborted_by"], "alice")
+                if stage == "define":  # the CLI's way
+                    r = self.berth("alice", PW, "abort", task_id)
+                    self.assertEqual(r.returncode, 0, r)
+                    self.assertIn("ABORT", r.stdout)
+                else:
+                    task = self.abort(self.alice, task_id)
+                    self.assertIn(task["state"], ("ABORTING", "ABORTED"), task)
+                    self.assertEqual(task["aborted_by"], "alice")
+                if stage == "build_seed":  # asked again while it rolls back: the same abort
+                    again = self.alice.call("POST", "/v1/tasks/%s/abort" % task_id)
+                    self.assertIn(again.status, (202, 409), again)
+                    if again.status == 409:  # it ended meanwhile
+                        self.assertEqual(again.json()["error"]["details"]["state"], "ABORTED")
                 task = self.alice.wait_task(task_id, timeout=90)
                 self.assertEqual(task["state"], "ABORTED", task)
                 self.assertIn("aborted by alice", task["fault"])
@@ -157,6 +190,11 @@ class Abort(PlatformCase):
         # Someone in another group does not see the task at all.
         r = self.bob.call("POST", "/v1/tasks/%s/abort" % vm["task"])
         self.assertEqual(r.status, 404, r)
+        # A disposal is not aborted (what it removed does not come back).
+        dispose = self.alice.dispose(vm_id)["id"]
+        r = self.alice.call("POST", "/v1/tasks/%s/abort" % dispose)
+        self.assertEqual(r.status, 409, r)
+        self.assertEqual(self.alice.wait_task(dispose, timeout=90)["state"], "SUCCEEDED")
         # No body fields.
         r = self.alice.call("POST", "/v1/tasks/%s/abort" % stop, {"why": "x"})
         self.assertEqual((r.status, r.json()["error"]["details"].get("field")), (400, "why"))
@@ -222,9 +260,9 @@ class Abort(PlatformCase):
         # Its owner may not; an admin may.
         r = self.alice.call("DELETE", "/v1/vms/%s?force=true" % vm_id)
         self.assertEqual(r.status, 403, r)
-        r = self.api.call("DELETE", "/v1/vms/%s?force=true" % vm_id)
-        self.assertEqual(r.status, 202, r)
-        task = self.api.wait_task(r.json()["task"]["id"])
+        r = self.berth(self.p.admin_user, self.p.admin_password, "dispose", vm_id, "--force")
+        self.assertEqual(r.returncode, 0, r)
+        task = self.api.wait_task(self.api.vm(vm_id)["task"])
         self.assertEqual(task["state"], "SUCCEEDED", task)
         self.assertEqual([s["name"] for s in task["steps"]], ["release_claim"])
         self.assertEqual(self.api.vm(vm_id)["state"], "DISPOSED")
