@@ -242,7 +242,45 @@ class Abort(PlatformCase):
 
     # -- a VM whose host is gone ----------------------------------------------------------
 
-    def test_4_force_dispose_without_its_host(self):
+    def agent_of(self, host):
+        return [x for x in self.p.procs
+                if x.name == "agent-" + host.split("-")[1] and x.alive()][-1]
+
+    def stored_host(self, host, state):
+        wait_until(lambda: self.p.redis_command("HGET", "berth:host:" + host, "state") == state,
+                   60, "host %s stored %s" % (host, state))
+
+    def test_4_retry_a_disposal_its_host_missed(self):
+        vm_id, _ = self.request("missed")
+        host = self.alice.wait_vm(vm_id, ("ACTIVE",), timeout=90)["host"]
+        agent = self.agent_of(host)
+        agent.kill(signal.SIGSTOP)
+        try:
+            self.stored_host(host, "DOWN")
+            dispose = self.alice.dispose(vm_id)["id"]
+            task = self.alice.wait_task(dispose, timeout=90)
+            self.assertEqual(task["state"], "FAILED", task)
+            self.assertEqual(self.alice.vm(vm_id)["state"], "ERROR")
+        finally:
+            agent.kill(signal.SIGCONT)
+            agent.stopping = False  # it runs on
+        self.stored_host(host, "UP")
+        r = self.alice.call("POST", "/v1/tasks/%s/retry" % dispose)
+        self.assertEqual(r.status, 403, r)
+        r = self.api.call("POST", "/v1/tasks/%s/retry" % dispose)
+        self.assertEqual(r.status, 202, r)
+        self.assertEqual((r.json()["task"]["state"], r.json()["task"]["stage"]),
+                         ("RUNNING", "destroy"))
+        task = self.alice.wait_task(dispose, timeout=90)
+        self.assertEqual(task["state"], "SUCCEEDED", task)
+        self.assertEqual([(s["name"], s["state"]) for s in task["steps"]][-3:],
+                         [("destroy", "FAILED"), ("destroy", "SUCCEEDED"),
+                          ("release_claim", "SUCCEEDED")])
+        self.assertEqual(self.alice.vm(vm_id)["state"], "DISPOSED")
+        self.assertIsNone(self.p.redis_command("HGET", "berth:claim:{%s}" % vm_id, "host"))
+        wait_until(lambda: vm_id not in host_domains(self.api, host), 20, "domain removed")
+
+    def test_5_force_dispose_without_its_host(self):
         vm_id, _ = self.request("orphaned")
         vm = self.alice.wait_vm(vm_id, ("ACTIVE",), timeout=90)
         host = vm["host"]
@@ -250,13 +288,11 @@ class Abort(PlatformCase):
         r = self.api.call("DELETE", "/v1/vms/%s?force=true" % vm_id)
         self.assertEqual(r.status, 409, r)
         self.assertIsNotNone(self.p.redis_command("HGET", "berth:claim:{%s}" % vm_id, "host"))
-        agent = [x for x in self.p.procs
-                 if x.name == "agent-" + host.split("-")[1] and x.alive()][-1]
+        agent = self.agent_of(host)
         agent.kill(signal.SIGTERM)
         agent.wait(30)
         # DOWN as the taskmgr judged it (the stored state), not only as the API shows it.
-        wait_until(lambda: self.p.redis_command("HGET", "berth:host:" + host, "state") == "DOWN",
-                   60, "host %s stored DOWN" % host)
+        self.stored_host(host, "DOWN")
         # Its owner may not; an admin may.
         r = self.alice.call("DELETE", "/v1/vms/%s?force=true" % vm_id)
         self.assertEqual(r.status, 403, r)
