@@ -1205,6 +1205,12 @@ static int s_complete(tasks_t *self, s_held_t *h)
         s_step_open(self, h, &s_provision[1]);
         return 0; /* the caller runs the stage and writes */
     }
+    if (s_is(t->state, "ABORTING") && !strstr(t->fault, "aborted by ")) {
+        /* abort: a stage failed after the abort was asked; the fault still says who. */
+        char fault[1400];
+        snprintf(fault, sizeof fault, "aborted by %s; %s", t->abort_by, t->fault);
+        s_set(&t->fault, fault);
+    }
     s_vm_state(h, "ERROR", t->fault);
     s_finish_task(h, "FAILED");
     return s_save(self, h);
