@@ -190,6 +190,21 @@ class Abort(PlatformCase):
         # Someone in another group does not see the task at all.
         r = self.bob.call("POST", "/v1/tasks/%s/abort" % vm["task"])
         self.assertEqual(r.status, 404, r)
+        # A shelve aborted while the VM shuts down: ACTIVE and running again, its claim whole.
+        claim = self.p.redis_command("HGETALL", "berth:claim:{%s}" % vm_id)
+        r = self.alice.call("POST", "/v1/vms/%s/actions" % vm_id, {"action": "shelve"})
+        self.assertEqual(r.status, 202, r)
+        shelve = r.json()["task"]["id"]
+        self.wait_stage(shelve, "shut_down")
+        self.abort(self.alice, shelve)
+        task = self.alice.wait_task(shelve, timeout=90)
+        self.assertEqual(task["state"], "ABORTED", task)
+        self.assertNotIn("shrink_claim", [s["name"] for s in task["steps"]])
+        vm = wait_until(lambda: (lambda v: v["power_state"] == "RUNNING" and v)(
+            self.alice.vm(vm_id)), 30, "VM running again")
+        self.assertEqual(vm["state"], "ACTIVE")
+        self.assertEqual(self.p.redis_command("HGETALL", "berth:claim:{%s}" % vm_id), claim)
+
         # A disposal is not aborted (what it removed does not come back).
         dispose = self.alice.dispose(vm_id)["id"]
         r = self.alice.call("POST", "/v1/tasks/%s/abort" % dispose)
