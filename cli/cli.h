@@ -171,6 +171,7 @@ int cli_task(cli_t *cli, int argc, char **argv);
 int cli_usage(cli_t *cli, int argc, char **argv);
 int cli_request_cmd(cli_t *cli, int argc, char **argv);
 int cli_dispose(cli_t *cli, int argc, char **argv);
+int cli_abort(cli_t *cli, int argc, char **argv);  /* abort a task (vms.c) */
 int cli_action(cli_t *cli, int argc, char **argv); /* start, stop, ... (argv[0] is the action) */
 int cli_extend(cli_t *cli, int argc, char **argv); /* add days to a VM's lease */
 int cli_revive(cli_t *cli, int argc, char **argv); /* extend an EXPIRED VM: back on */

@@ -39,7 +39,10 @@ static const s_command_t s_commands[] = {
       "reject ID --reason TEXT             reject request ID (its owner sees TEXT)" },
     { "vms", cli_vms, "vms [--limit N] [--marker ID]       your VMs" },
     { "vm", cli_vm, "vm show ID                          one VM" },
-    { "dispose", cli_dispose, "dispose ID [--wait] [--timeout S]   give a VM back" },
+    { "dispose", cli_dispose,
+      "dispose ID [--wait] [--timeout S] [--force]\n"
+      "                                      give a VM back (--force: its host is gone;\n"
+      "                                      admins, operators)" },
     { "start", cli_action,
       "start|stop|reboot|suspend|resume|shelve|unshelve ID [--force] [--timeout S]\n"
       "      [--no-wait]                     a day-2 action on a VM, followed to its end;\n"
@@ -57,7 +60,12 @@ static const s_command_t s_commands[] = {
     { "extend", cli_extend, "extend ID DAYS                      add DAYS to a VM's lease" },
     { "revive", cli_revive,
       "revive ID [DAYS]                    bring an EXPIRED VM back (lease: DAYS from now)" },
-    { "task", cli_task, "task ID                             a task, its stages and steps" },
+    { "task", cli_task,
+      "task ID                             a task, its stages and steps\n"
+      "task retry|force-fail ID            run a FAILED task's failed stage again, or end a\n"
+      "                                      stuck task FAILED now (admins, operators)" },
+    { "abort", cli_abort,
+      "abort TASK                          stop a task at its next stage and undo it" },
     { "usage", cli_usage,
       "usage [--from T] [--to T] [--owner U] [--group G]\n"
       "                                      vCPU-, GB-RAM- and GB-disk-hours per VM" },

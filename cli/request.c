@@ -339,15 +339,17 @@ static int s_wait_dispose(cli_t *cli, const char *vm_id, const char *name, const
 
 int cli_dispose(cli_t *cli, int argc, char **argv)
 {
-    cli_opt_t opts[] = { { "wait", 0, NULL, 0 }, { "timeout", 1, NULL, 0 }, { NULL } };
+    cli_opt_t opts[] = {
+        { "wait", 0, NULL, 0 }, { "timeout", 1, NULL, 0 }, { "force", 0, NULL, 0 }, { NULL }
+    };
     const char *pos[1];
     int64_t timeout = DEFAULT_TIMEOUT_S;
     if (cli_parse(argc, argv, opts, pos, 1, 1) != 0 ||
         (opts[1].set && util_parse_int(opts[1].value, 1, 86400, &timeout) != 0)) {
-        fprintf(stderr, "usage: berth dispose ID [--wait] [--timeout SECONDS]\n");
+        fprintf(stderr, "usage: berth dispose ID [--wait] [--timeout SECONDS] [--force]\n");
         return 2;
     }
-    char path[CLI_PATH_MAX];
+    char path[CLI_PATH_MAX], del[CLI_PATH_MAX + 16];
     if (cli_path(path, sizeof path, "vms", pos[0]) != 0) {
         fprintf(stderr, "berth dispose: id too long\n");
         return 2;
@@ -364,7 +366,9 @@ int cli_dispose(cli_t *cli, int argc, char **argv)
                  sizeof name);
     json_decref(vm_body);
     json_t *body = NULL;
-    if (cli_http(cli, "DELETE", path, NULL, &body) != 0)
+    /* --force: the VM's host is gone; the agent is not asked. */
+    snprintf(del, sizeof del, "%s%s", path, opts[2].set ? "?force=true" : "");
+    if (cli_http(cli, "DELETE", del, NULL, &body) != 0)
         return 1;
     json_t *task = json_object_get(body, "task");
     const char *task_id = json_string_value(json_object_get(task, "id"));

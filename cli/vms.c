@@ -95,11 +95,52 @@ int cli_vm(cli_t *cli, int argc, char **argv)
     return 0;
 }
 
+/* berth abort TASK, berth task abort|retry|force-fail TASK: POST /v1/tasks/{id}/<verb>;
+   prints the task as the call left it. */
+static int s_task_verb(cli_t *cli, const char *verb, int argc, char **argv)
+{
+    const char *pos[1];
+    char path[CLI_PATH_MAX];
+    if (cli_parse(argc, argv, NULL, pos, 1, 1) != 0) {
+        fprintf(stderr, "usage: berth task %s TASK\n", verb);
+        return 2;
+    }
+    if (cli_path(path, sizeof path, "tasks", pos[0]) != 0 ||
+        strlen(path) + strlen(verb) + 2 > sizeof path) {
+        fprintf(stderr, "berth task %s: id too long\n", verb);
+        return 2;
+    }
+    strcat(path, "/");
+    strcat(path, verb);
+    json_t *body = NULL;
+    if (cli_http(cli, "POST", path, NULL, &body) != 0)
+        return 1;
+    json_t *task = json_object_get(body, "task");
+    if (cli->json)
+        cli_print_json(body);
+    else
+        printf("task %s (%s): %s%s%s\n", T(task, "id"), T(task, "kind"), T(task, "state"),
+               json_string_value(json_object_get(task, "fault")) ? ": " : "",
+               json_string_value(json_object_get(task, "fault"))
+                   ? json_string_value(json_object_get(task, "fault"))
+                   : "");
+    json_decref(body);
+    return 0;
+}
+
+int cli_abort(cli_t *cli, int argc, char **argv)
+{
+    return s_task_verb(cli, "abort", argc, argv);
+}
+
 int cli_task(cli_t *cli, int argc, char **argv)
 {
     const char *pos[1];
+    if (argc >= 2 &&
+        (streq(argv[1], "abort") || streq(argv[1], "retry") || streq(argv[1], "force-fail")))
+        return s_task_verb(cli, argv[1], argc - 1, argv + 1);
     if (cli_parse(argc, argv, NULL, pos, 1, 1) != 0) {
-        fprintf(stderr, "usage: berth task ID\n");
+        fprintf(stderr, "usage: berth task ID | berth task abort|retry|force-fail ID\n");
         return 2;
     }
     json_t *body = NULL;

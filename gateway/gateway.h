@@ -228,6 +228,9 @@ void vms_get_task(http_req_t *req); /* GET /v1/tasks/{id} */
 /* A QUEUED task's place in line for a heavy slot into task->queue_position (taskmgr's
    berth:throttle:queue); left 0 when it is not in line. */
 void vms_queue_position(http_req_t *req, Berth__Task *task);
+void vms_task_abort(http_req_t *req);      /* POST /v1/tasks/{id}/abort */
+void vms_task_retry(http_req_t *req);      /* POST /v1/tasks/{id}/retry */
+void vms_task_force_fail(http_req_t *req); /* POST /v1/tasks/{id}/force-fail */
 void vms_usage(http_req_t *req);    /* GET /v1/usage */
 /* May the caller see the VM (vm.get: owner, its group's manager or auditor, admin,
    operator)? The same answers who may see its tasks. */

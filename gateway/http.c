@@ -413,6 +413,17 @@ static void s_route(http_t *self, s_conn_t *c, const s_body_error_t *body_error)
             return;
         if (perm_gate(req, route->action) != 0)
             return;
+        /* A flag that makes the call another action (DELETE /v1/vms/{id}?force=true) is
+           that action's to allow, and is audited as it. */
+        for (const http_flag_t *f = self->options.flags; f && f->method; f++) {
+            const char *value = http_query(req, f->param);
+            if (strcmp(f->method, route->method) == 0 && strcmp(f->pattern, route->pattern) == 0 &&
+                value && strcmp(value, "true") == 0) {
+                req->action = f->action;
+                if (perm_gate(req, req->action) != 0)
+                    return;
+            }
+        }
     }
     /* A misspelt parameter would otherwise silently fall back to its default. */
     s_query_check_t check = { .allowed = route->query };

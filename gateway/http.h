@@ -58,6 +58,15 @@ typedef struct {
                            any other is refused with a 400 naming it */
 } http_route_t;
 
+/* A query flag that makes a route's call another action (DELETE /v1/vms/{id}?force=true):
+   with ?param=true the call is checked and audited as that action. */
+typedef struct {
+    const char *method;
+    const char *pattern; /* as in the route */
+    const char *param;
+    const char *action;
+} http_flag_t;
+
 /* Connections one HTTP thread holds at most. libmicrohttpd's epoll loop (MAX_EVENTS 128)
    waits again, with the full idle timeout, whenever one wait returned exactly 128 events:
    seen as a thread whose 128 idle connections all closed at once sleeping 30 s with its
@@ -92,6 +101,7 @@ typedef struct {
     /* A GET or HEAD whose path no route matches and is not under /v1 (the portal's files):
        public, limited per address like any request. NULL: 404. */
     http_handler_fn *fallback;
+    const http_flag_t *flags; /* NULL-method-terminated (NULL: none) */
 } http_options_t;
 
 /* Start serving routes (a NULL-method-terminated table). NULL (logged) on failure, and when

@@ -46,10 +46,13 @@ static const http_route_t s_routes[] = {
     { "POST", "/v1/onboarding", requests_onboard, "onboarding.create", NULL },
     { "GET", "/v1/vms", vms_list, "vm.list", "limit marker state owner host name group" },
     { "GET", "/v1/vms/{id}", vms_get, "vm.get", NULL },
-    { "DELETE", "/v1/vms/{id}", vms_dispose, "vm.dispose", NULL },
+    { "DELETE", "/v1/vms/{id}", vms_dispose, "vm.dispose", "force" },
     { "POST", "/v1/vms/{id}/actions", vms_action, "vm.action", NULL },
     { "POST", "/v1/vms/{id}/lease", vms_extend_lease, "vm.extend", NULL },
     { "GET", "/v1/tasks/{id}", vms_get_task, "task.get", NULL },
+    { "POST", "/v1/tasks/{id}/abort", vms_task_abort, "task.abort", NULL },
+    { "POST", "/v1/tasks/{id}/retry", vms_task_retry, "task.retry", NULL },
+    { "POST", "/v1/tasks/{id}/force-fail", vms_task_force_fail, "task.force_fail", NULL },
     { "GET", "/v1/events", events_stream, "event.stream", "since" },
     { "GET", "/v1/usage", vms_usage, "usage.read", "from to owner group" },
     { "GET", "/v1/audit", trail_list, "audit.read",
@@ -99,6 +102,12 @@ static int s_web_load(config_t *c, gateway_t *gw)
              (json_int_t)web_count(gw->web));
     return 0;
 }
+/* Query flags that make a route's call another action of the permission table: a forced
+   disposal (the VM's host is gone) is for admins and operators only. */
+static const http_flag_t s_flags[] = {
+    { "DELETE", "/v1/vms/{id}", "force", "vm.force_dispose" },
+    { NULL, NULL, NULL, NULL },
+};
 
 /* The admin bootstrap, retried on the service loop until Redis has taken it. */
 typedef struct {
@@ -451,6 +460,7 @@ int main(int argc, char **argv)
         goto done;
     options.fallback = s_web;
     options.done = trail_done;
+    options.flags = s_flags;
     http = http_new(&options, s_routes, &gw);
     if (!http)
         goto done;

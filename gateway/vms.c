@@ -407,9 +407,16 @@ static void s_disposal_asked(http_req_t *req, ProtobufCMessage *answer)
 void vms_dispose(http_req_t *req)
 {
     Berth__Vm *vm = NULL;
+    /* ?force=true: the VM's host is gone; the router checked vm.force_dispose already. */
+    const char *forced = http_query(req, "force");
+    int force = forced && streq(forced, "true");
+    if (forced && !force && !streq(forced, "false")) {
+        http_bad_field(req, "force", "force must be true or false");
+        return;
+    }
     if (s_load_vm(req, req->params[0], &vm))
         return;
-    if (!perm_allows(req, "vm.dispose", vm->owner, vm->group)) {
+    if (!force && !perm_allows(req, "vm.dispose", vm->owner, vm->group)) {
         http_error_details(req, "FORBIDDEN",
                            "only its owner, a manager of its group or an admin may dispose of "
                            "a VM",
@@ -419,6 +426,7 @@ void vms_dispose(http_req_t *req)
     }
     Berth__DisposeVm ask = BERTH__DISPOSE_VM__INIT;
     ask.vm = vm->id;
+    ask.force = force;
     ask.actor = req->user;
     ask.request_id = (char *)req->request_id;
     rest_call(req, "taskmgr", &ask.base, &berth__task__descriptor, s_disposal_asked);
@@ -576,6 +584,92 @@ void vms_get_task(http_req_t *req)
         http_json(req, 200, json_pack("{s:o}", "task", view_task(task)));
     }
     protobuf_c_message_free_unpacked(&task->base, NULL);
+}
+
+/* ---- abort: abort, retry, force-fail -------------------------------------------------------- */
+
+/* The task named by the path, when the caller may read it (task.get: who started it, or
+   whoever may read its VM); its VM's owner and group copied into owner and group ("" when
+   the VM is gone). 0, or -1 with 404 (or 503) set. */
+static int s_load_task(http_req_t *req, Berth__Task **task_p, char *owner, size_t owner_size,
+                       char group[UTIL_ID_LEN])
+{
+    Berth__Task *task = NULL;
+    if (rest_load(req, &berth__task__descriptor, "task", req->params[0],
+                  (ProtobufCMessage **)&task))
+        return -1;
+    Berth__Vm *vm = NULL;
+    int rc = rest_find(req, &berth__vm__descriptor, "vm", task->target, (ProtobufCMessage **)&vm);
+    if (rc != 0 && rc != MODEL_NOT_FOUND) {
+        protobuf_c_message_free_unpacked(&task->base, NULL);
+        http_error(req, "UNAVAILABLE", "state store unreachable");
+        return -1;
+    }
+    util_strlcpy(owner, vm ? vm->owner : "", owner_size);
+    util_strlcpy(group, vm ? vm->group : "", UTIL_ID_LEN);
+    if (vm)
+        protobuf_c_message_free_unpacked(&vm->base, NULL);
+    if (!streq(task->owner ? task->owner : "", req->user) &&
+        !perm_allows(req, "task.get", *owner ? owner : NULL, *group ? group : NULL)) {
+        protobuf_c_message_free_unpacked(&task->base, NULL);
+        http_error(req, "NOT_FOUND", "no such task");
+        return -1;
+    }
+    *task_p = task;
+    return 0;
+}
+
+static void s_task_recovered(http_req_t *req, ProtobufCMessage *answer)
+{
+    const Berth__Task *task = (const Berth__Task *)answer;
+    log_info(req->request_id, "task recover asked", "{s:s, s:s, s:s, s:s}", "task", req->params[0],
+             "action", req->action, "state", task->state ? task->state : "", "by", req->user);
+    snprintf(req->location, sizeof req->location, "/v1/tasks/%s", req->params[0]);
+    http_json(req, 202, json_pack("{s:o}", "task", view_task(task)));
+}
+
+/* POST /v1/tasks/{id}/<verb>: one of the recover verbs, after the checks the caller can be
+   told about here (who may, then the body: it takes no field). The taskmgr decides whether
+   the verb makes sense for the task now. */
+static void s_task_recover(http_req_t *req, const char *verb, const char *refusal)
+{
+    static const char *const none[] = { NULL };
+    Berth__Task *task = NULL;
+    char owner[HTTP_USER_MAX], group[UTIL_ID_LEN];
+    if (s_load_task(req, &task, owner, sizeof owner, group))
+        return;
+    if (!perm_allows(req, req->action, *owner ? owner : NULL, *group ? group : NULL)) {
+        http_error_details(req, "FORBIDDEN", refusal, json_pack("{s:s}", "action", req->action));
+        protobuf_c_message_free_unpacked(&task->base, NULL);
+        return;
+    }
+    if (req->body && rest_body(req, none)) {
+        protobuf_c_message_free_unpacked(&task->base, NULL);
+        return;
+    }
+    Berth__TaskRecover ask = BERTH__TASK_RECOVER__INIT;
+    ask.task = task->id;
+    ask.verb = (char *)verb;
+    ask.request_id = (char *)req->request_id;
+    rest_call(req, "taskmgr", &ask.base, &berth__task__descriptor, s_task_recovered);
+    protobuf_c_message_free_unpacked(&task->base, NULL);
+}
+
+void vms_task_abort(http_req_t *req)
+{
+    s_task_recover(req, "abort",
+                   "only its VM's owner, a manager of its group, an admin or an operator may "
+                   "abort a task");
+}
+
+void vms_task_retry(http_req_t *req)
+{
+    s_task_recover(req, "retry", "only an admin or an operator may retry a task");
+}
+
+void vms_task_force_fail(http_req_t *req)
+{
+    s_task_recover(req, "force_fail", "only an admin or an operator may force-fail a task");
 }
 
 /* A time query parameter: 0 and *ms (or the default when absent), -1 with 400 set. */

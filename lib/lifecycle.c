@@ -16,7 +16,7 @@ LIFECYCLE_ENUM_IMPL(power_state, POWER_STATE_LAST, "", "NOSTATE", "RUNNING", "ST
                     "CRASHED", "UNKNOWN")
 
 LIFECYCLE_ENUM_IMPL(task_state, TASK_STATE_LAST, "", "QUEUED", "RUNNING", "SUCCEEDED", "FAILED",
-                    "ABORTED")
+                    "ABORTED", "ABORTING")
 
 LIFECYCLE_ENUM_IMPL(request_state, REQUEST_STATE_LAST, "", "PENDING_APPROVAL", "APPROVED",
                     "REJECTED")
@@ -114,7 +114,8 @@ static const lifecycle_transition_t s_rows[] = {
       "a taskmgr instance takes it and opens its first stage (or the heavy stage it waited for)" },
     { TASK(RUNNING, QUEUED), "wait", "taskmgr",
       "its next stage is heavy and no heavy slot is free: it waits in berth:throttle:queue" },
-    { TASK(QUEUED, FAILED), "fail", "taskmgr", "it cannot start: its target is gone" },
+    { TASK(QUEUED, FAILED), "fail", "taskmgr",
+      "it cannot start: its target is gone (or an admin or operator force-failed it)" },
     { TASK(RUNNING, SUCCEEDED), "succeed", "taskmgr", "its last stage is done" },
     { TASK(RUNNING, FAILED), "fail", "taskmgr",
       "a stage failed and its completed stages were rolled back" },
@@ -146,12 +147,9 @@ static const lifecycle_transition_t s_rows[] = {
       "its tombstone period ended (or its disposal was asked); a DISPOSE task is queued" },
     /* reconcile: hosts (services/taskmgr/agents.c), and the VM a returning host lost. */
     { VM(ACTIVE, ERROR), "lost", "taskmgr",
-      "its host came back without its domain; `fault` says so and its claim is released" },
-    { VM(EXPIRING, ERROR), "lost", "taskmgr",
-      "the same for a VM whose lease's notice was given" },
-    { VM(ERROR, PROVISIONING), "rebuild", "taskmgr",
-      "lost with its host, its template says rebuild_on_loss: once its claim is released, a "
-      "PROVISION task builds it again on any host that fits; its lease keeps its end" },
+      "its host came back without its domain; `fault` says so and its claim is released (or "
+      "a stuck day-2 task on it was force-failed: `fault` names who)" },
+    { VM(EXPIRING, ERROR), "lost", "taskmgr", "the same for a VM whose lease's notice was given" },
     { HOST(NONE, UP), "register", "taskmgr", "its agent's first heartbeat" },
     { HOST(UP, DOWN), "down", "taskmgr",
       "no heartbeat within the agent's ttl, or libvirt unreachable; its VMs' power UNKNOWN" },
@@ -163,6 +161,27 @@ static const lifecycle_transition_t s_rows[] = {
       "a heartbeat again while in maintenance; reconciled the same way" },
     { HOST(UP, DISABLED), "disable", "taskmgr", "an operator puts it in maintenance" },
     { HOST(DISABLED, UP), "enable", "taskmgr", "an operator ends its maintenance" },
+
+    /* ---- abort: abort and recover verbs (POST /v1/tasks/{id}/abort|retry|force-fail,
+       DELETE /v1/vms/{id}?force=true) ---- */
+    { TASK(RUNNING, ABORTING), "abort", "taskmgr",
+      "an abort was asked; from its next stage boundary its completed stages are undone" },
+    { TASK(QUEUED, ABORTING), "abort", "taskmgr",
+      "an abort was asked after a taskmgr took it: rolled back like a running one" },
+    { TASK(ABORTING, ABORTED), "aborted", "taskmgr",
+      "what it did is undone (a day-2 action: the VM's power state restored)" },
+    { TASK(ABORTING, FAILED), "force_fail", "taskmgr",
+      "an admin or operator force-failed it while it rolled back; `fault` names who" },
+    { TASK(FAILED, RUNNING), "retry", "taskmgr",
+      "an admin or operator retries it: its failed stage runs again" },
+    { VM(ERROR, PROVISIONING), "rebuild", "taskmgr",
+      "built again: an admin or operator retried its failed PROVISION task, or its host lost "
+      "it and its template says rebuild_on_loss (once its claim is released, on any host that "
+      "fits; its lease keeps its end); its quota is charged again in the same step" },
+    { VM(SHELVING, ERROR), "force_fail", "taskmgr",
+      "its SHELVE task was force-failed; `fault` names who" },
+    { VM(EXPIRED, ERROR), "force_fail", "taskmgr",
+      "its task (a lease's STOP) was force-failed; `fault` names who" },
 };
 
 /* What the meter bills (lifecycle_billing) for each (lifecycle state, power state) pair: a

@@ -77,6 +77,7 @@ typedef enum {
     TASK_STATE_SUCCEEDED, /* every stage done */
     TASK_STATE_FAILED,    /* gave up; `fault` says why (stages were rolled back) */
     TASK_STATE_ABORTED,   /* stopped on request */
+    TASK_STATE_ABORTING,  /* abort asked: rolling back from its next stage boundary */
     TASK_STATE_LAST
 } task_state_t;
 LIFECYCLE_ENUM_DECL(task_state);

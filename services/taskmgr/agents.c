@@ -929,6 +929,10 @@ static void s_on_heartbeat(bus_request_t *request, void *arg)
         bus_reply_error(request, "UNAVAILABLE", "state store unreachable");
         return;
     }
+    /* Heard from now: a stage sent to it need not fail over until the next check says so
+       (a disposal retried the moment its host came back failed on the stale judgement). */
+    if (streq(agent_state, "UP"))
+        zhashx_delete(self->down, hb->host->id);
     Berth__AgentHeartbeatReply reply = BERTH__AGENT_HEARTBEAT_REPLY__INIT;
     reply.host_state = (char *)agent_state;
     bus_reply(request, &reply.base);

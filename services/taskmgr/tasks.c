@@ -1056,6 +1056,22 @@ static const s_stage_t s_unshelve_undo[] = {
     { NULL, 0, NULL, NULL, NULL, S_LIGHT, 0, 0 },
 };
 
+/* abort: what undoes an aborted day-2 action (but an unshelve): its power state as it was
+   when the action was queued (s_restore_power). */
+static s_rc_t s_restore_power(tasks_t *self, s_held_t *h, const s_stage_t *stage);
+
+static const s_stage_t s_restore[] = {
+    { "restore_power", 95, s_restore_power, NULL, NULL, S_LIGHT, 1, 0 },
+    { NULL, 0, NULL, NULL, NULL, S_LIGHT, 0, 0 },
+};
+
+/* abort: DELETE /v1/vms/{id}?force=true, for a VM whose host is gone: the agent is not
+   asked; the claim goes back to the host's capacity (and the quota with the VM's state). */
+static const s_stage_t s_dispose_forced[] = {
+    { "release_claim", 80, s_release, NULL, NULL, S_LIGHT, 0, 0 },
+    { NULL, 0, NULL, NULL, NULL, S_LIGHT, 0, 0 },
+};
+
 /* What each action asks of the VM, and the task it becomes. */
 typedef struct {
     const char *action;      /* the API's word */
@@ -1095,8 +1111,10 @@ static const s_action_t *s_action(const char *name, int by_kind)
 static const s_stage_t *s_table(s_held_t *h)
 {
     if (s_is(h->task->kind, "DISPOSE"))
-        return s_dispose;
+        return h->task->force ? s_dispose_forced : s_dispose;
     const s_action_t *a = s_action(h->task->kind, 1);
+    if (a && h->task->rolling_back && !s_is(a->kind, "UNSHELVE"))
+        return s_restore; /* abort: only an abort rolls a day-2 action back */
     if (a)
         return h->task->rolling_back && s_is(a->kind, "UNSHELVE") ? s_unshelve_undo : a->stages;
     return h->task->rolling_back ? s_rollback : s_provision;
@@ -1128,6 +1146,8 @@ static const s_stage_t *s_row(const s_stage_t *table, const char *name)
 static int s_undo_needed(const Berth__Task *t, const char *undo)
 {
     size_t i = t->n_steps;
+    if (s_is(t->state, "ABORTING") && s_is(undo, "release_claim"))
+        return 1; /* abort: a claim an earlier holder asked for may be on its way; no-op else */
     while (i > 0 && s_row(s_rollback, t->steps[i - 1]->name))
         i--; /* the undo steps of this rollback, run or running */
     for (; i > 0 && !s_row(s_rollback, t->steps[i - 1]->name); i--) {
@@ -1156,6 +1176,8 @@ static const s_stage_t *s_next(s_held_t *h, const s_stage_t *table, const s_stag
 static void s_finish_task(s_held_t *h, const char *state)
 {
     Berth__Task *t = h->task;
+    if (s_is(state, "FAILED") && s_is(t->state, "ABORTING"))
+        state = "ABORTED"; /* abort: it stopped because it was asked to, whatever failed after */
     s_set(&t->state, state);
     s_set(&t->stage, "done");
     t->finished_ms = clock_now_ms();
@@ -1185,6 +1207,13 @@ static int s_complete(tasks_t *self, s_held_t *h)
         return s_save(self, h);
     }
     const s_action_t *action = s_action(t->kind, 1);
+    if (action && t->rolling_back && !s_is(t->kind, "UNSHELVE")) {
+        /* abort: its power state is restored; a shelve not done is ACTIVE again. */
+        if (s_is(vm->state, "SHELVING"))
+            s_vm_state(h, "ACTIVE", NULL);
+        s_finish_task(h, "ABORTED");
+        return s_save(self, h);
+    }
     if (action && t->rolling_back) { /* an unshelve elsewhere, undone */
         s_set(&vm->host, t->from_host);
         s_vm_state(h, "ERROR", t->fault);
@@ -1226,16 +1255,24 @@ static int s_complete(tasks_t *self, s_held_t *h)
     s_set(&t->host, "");
     s_set(&vm->host, "");
     h->vm_dirty = 1;
-    if (host_failed && (int)n < self->max_attempts) {
+    if (host_failed && (int)n < self->max_attempts && !s_is(t->state, "ABORTING")) {
         log_info(t->request_id, "retrying provisioning on another host", "{s:s, s:s, s:i}", "vm",
                  vm->id, "failed_host", host, "attempt", (int)n + 1);
         s_step_open(self, h, &s_provision[1]);
         return 0; /* the caller runs the stage and writes */
     }
+    if (s_is(t->state, "ABORTING") && !strstr(t->fault, "aborted by ")) {
+        /* abort: a stage failed after the abort was asked; the fault still says who. */
+        char fault[1400];
+        snprintf(fault, sizeof fault, "aborted by %s; %s", t->abort_by, t->fault);
+        s_set(&t->fault, fault);
+    }
     s_vm_state(h, "ERROR", t->fault);
     s_finish_task(h, "FAILED");
     return s_save(self, h);
 }
+
+static int s_roll_back(tasks_t *self, s_held_t *h);
 
 /* A stage failed with h->result. 0 when the task goes on (the caller runs the stage now
    open and writes), -1 when it left our hands. */
@@ -1245,7 +1282,7 @@ static int s_failed(tasks_t *self, s_held_t *h, const s_stage_t *stage)
     log_warn(t->request_id, "task stage failed", "{s:s, s:s, s:s, s:s}", "task", h->id, "vm",
              h->vm->id, "stage", stage->name, "reason", h->result);
     s_step_close(h, "FAILED");
-    if (s_table(h) == s_rollback || s_table(h) == s_unshelve_undo) {
+    if (s_table(h) == s_rollback || s_table(h) == s_unshelve_undo || s_table(h) == s_restore) {
         /* Undoing is best effort past its deadline: go on with the next undo stage. */
         const s_stage_t *next = s_next(h, s_table(h), stage);
         if (next) {
@@ -1287,6 +1324,15 @@ static int s_failed(tasks_t *self, s_held_t *h, const s_stage_t *stage)
     }
     if (stage->on_host)
         s_append(&t->tried, &t->n_tried, t->host);
+    return s_roll_back(self, h);
+}
+
+/* Undo the stages this provisioning attempt completed (after a failure, or an abort at a
+   stage boundary). 0 when the task goes on (the caller runs the stage now open and
+   writes), -1 when it left our hands. */
+static int s_roll_back(tasks_t *self, s_held_t *h)
+{
+    Berth__Task *t = h->task;
     /* Stages already done on this attempt are undone now. */
     for (size_t i = 0; i < t->n_steps; i++) {
         Berth__TaskStep *step = t->steps[i];
@@ -1299,6 +1345,67 @@ static int s_failed(tasks_t *self, s_held_t *h, const s_stage_t *stage)
         return s_complete(self, h); /* nothing of this attempt to undo */
     s_step_open(self, h, first);
     return 0;
+}
+
+/* abort: an abort was asked and the stage in progress is done (a command in flight was
+   let finish, so nothing it builds is left behind): undo what the task did instead of going
+   on. A provisioning rolls back like a failed attempt and ends ABORTED, its VM ERROR with a
+   fault naming who aborted it; a day-2 action restores the VM's power state (s_restore). */
+static int s_abort_now(tasks_t *self, s_held_t *h, const s_stage_t *stage)
+{
+    Berth__Task *t = h->task;
+    char fault[300];
+    snprintf(fault, sizeof fault, "aborted by %s after stage %s", t->abort_by, stage->name);
+    s_set(&t->fault, fault);
+    log_info(t->request_id, "task aborted at a stage boundary", "{s:s, s:s, s:s, s:s}", "task",
+             h->id, "vm", h->vm->id, "stage", stage->name, "by", t->abort_by);
+    if (s_action(t->kind, 1)) {
+        t->rolling_back = 1;
+        s_step_open(self, h, &s_restore[0]);
+        return 0;
+    }
+    if (!s_is(t->kind, "PROVISION")) { /* nothing to undo (refused before it gets here) */
+        s_vm_state(h, "ERROR", fault);
+        s_finish_task(h, "ABORTED");
+        return s_save(self, h);
+    }
+    return s_roll_back(self, h);
+}
+
+/* The agent op that moves the VM from power state `now` one step toward `was`, or NULL when
+   it is there (or cannot be taken back there: a crash is not made again). */
+static const char *s_restore_op(const char *now, const char *was)
+{
+    if (s_is(now, was) || !*was)
+        return NULL;
+    if (s_is(was, "RUNNING"))
+        return s_is(now, "SUSPENDED") ? "RESUME" : s_is(now, "STOPPED") ? "START" : NULL;
+    if (s_is(was, "STOPPED"))
+        return s_is(now, "RUNNING") || s_is(now, "SUSPENDED") ? "POWER_OFF" : NULL;
+    if (s_is(was, "SUSPENDED"))
+        return s_is(now, "RUNNING") ? "SUSPEND" : s_is(now, "STOPPED") ? "START" : NULL;
+    return NULL;
+}
+
+/* abort: bring the VM back to the power state it had when its action was queued, one agent
+   command at a time (stopped -> suspended takes a start, then a suspend). */
+static s_rc_t s_restore_power(tasks_t *self, s_held_t *h, const s_stage_t *stage)
+{
+    for (int i = 0; i < 3; i++) {
+        const char *op = s_restore_op(h->vm->power_state, h->task->prior_power);
+        if (!op && i == 0) {
+            s_result(h, "VM is %s as before; nothing to restore", h->vm->power_state);
+            return S_DONE;
+        }
+        if (!op)
+            return S_DONE; /* the result of the last command says where it is */
+        s_stage_t row = *stage;
+        row.op = op;
+        s_rc_t rc = s_on_host(self, h, &row);
+        if (rc != S_DONE)
+            return rc;
+    }
+    return S_DONE;
 }
 
 /* ---- the loop ----------------------------------------------------------------------------- */
@@ -1356,6 +1463,11 @@ static int s_step(tasks_t *self, s_held_t *h)
             continue;
         }
         s_step_close(h, "SUCCEEDED");
+        if (s_is(t->state, "ABORTING") && !t->rolling_back) {
+            if (s_abort_now(self, h, stage) != 0)
+                return -1;
+            continue;
+        }
         const s_stage_t *next = s_next(h, table, stage);
         if (next && s_open(self, h, next) < 0)
             return -1;
@@ -1533,6 +1645,9 @@ static void s_take(tasks_t *self, const char *id, int64_t epoch, Berth__Task *ta
     }
     log_info(task->request_id, epoch > 1 ? "took over task" : "took task", "{s:s, s:s, s:s, s:I}",
              "task", id, "kind", task->kind, "stage", task->stage, "epoch", (json_int_t)epoch);
+    /* abort: held here already under an older epoch (an abort or a retry made it due again):
+       the old hold is stale, its writes would be refused. */
+    zhashx_delete(self->held, id);
     zhashx_update(self->held, id, h);
     s_advance(self, h);
 }
@@ -1862,6 +1977,60 @@ static void s_on_dispose(bus_request_t *request, void *arg)
     berth__user_assertion__free_unpacked(who, NULL);
 }
 
+/* abort: a forced disposal (vm.force_dispose: admins and operators) is for a VM whose host
+   is gone, DOWN or unknown, and that no task acts on: 0, or -1 with the refusal sent. A host
+   that answers is asked to remove what it has, by an ordinary disposal. */
+static int s_force_refused(tasks_t *self, bus_request_t *request, const Berth__Vm *vm,
+                           const Berth__UserAssertion *who)
+{
+    char key[KEYS_MAX], msg[256];
+    if (!assertion_has_role(who, "admin") && !assertion_has_role(who, "operator")) {
+        bus_reply_error(request, "FORBIDDEN",
+                        "only an admin or an operator disposes of a VM without its host");
+        return -1;
+    }
+    Berth__Host *host = NULL;
+    int rc = *vm->host ? model_load(self->store, &berth__host__descriptor,
+                                    keys_build(key, KEYS_HOST, vm->host, NULL),
+                                    (ProtobufCMessage **)&host)
+                       : 1;
+    if (rc < 0) {
+        bus_reply_error(request, "UNAVAILABLE", "state store unreachable");
+        return -1;
+    }
+    int gone = rc == 1 || s_is(host->state, "DOWN") || agents_host_down(self->agents, vm->host);
+    if (!gone)
+        snprintf(msg, sizeof msg,
+                 "host %s is %s (not judged DOWN): dispose of the VM without force", vm->host,
+                 host->state);
+    if (host)
+        berth__host__free_unpacked(host, NULL);
+    if (gone && *vm->task) {
+        Berth__Task *task = NULL;
+        rc = model_load(self->store, &berth__task__descriptor, keys_task(key, vm->task),
+                        (ProtobufCMessage **)&task);
+        if (rc < 0) {
+            bus_reply_error(request, "UNAVAILABLE", "state store unreachable");
+            return -1;
+        }
+        if (rc == 0 && !s_finished(task)) {
+            gone = 0;
+            snprintf(msg, sizeof msg, "VM has task %s (%s) %s: force-fail it first", task->id,
+                     task->kind, task->state);
+        }
+        if (task)
+            berth__task__free_unpacked(task, NULL);
+    }
+    if (gone)
+        return 0;
+    berth_error_t error = { 0 };
+    error_set(&error, "CONFLICT", "%s", msg);
+    error_detail(&error, "state", "%s", vm->state);
+    error_detail(&error, "host", "%s", vm->host);
+    bus_reply_fault(request, &error);
+    return -1;
+}
+
 /* DisposeVm for the asserted user who: the VM's owner, a manager of its group or an admin. */
 static void s_dispose_for(tasks_t *self, bus_request_t *request, const Berth__DisposeVm *req,
                           const Berth__UserAssertion *who)
@@ -1876,8 +2045,12 @@ static void s_dispose_for(tasks_t *self, bus_request_t *request, const Berth__Di
                             rc < 0 ? "state store unreachable" : "no such VM");
             return;
         }
+        if (req->force && s_force_refused(self, request, vm, who) != 0) {
+            berth__vm__free_unpacked(vm, NULL);
+            return;
+        }
         /* vm.dispose of gateway/permissions.c, checked again on the signed claims. */
-        if (!s_is(vm->owner, who->user) && !assertion_has_role(who, "admin") &&
+        if (!req->force && !s_is(vm->owner, who->user) && !assertion_has_role(who, "admin") &&
             !assertion_has_group_role(who, vm->group, "manager")) {
             log_info(bus_request_envelope(request)->request_id, "disposal refused: not the owner",
                      "{s:s, s:s}", "vm", req->vm, "user", who->user);
@@ -1924,6 +2097,7 @@ static void s_dispose_for(tasks_t *self, bus_request_t *request, const Berth__Di
         task.host = vm->host;
         task.version = 1;
         task.task_class = (char *)s_kind_class("DISPOSE");
+        task.force = req->force; /* abort: its host is gone: the agent is not asked */
         /* VM ACTIVE/ERROR -> DISPOSING (state and version as read), naming its new task;
            the task is born QUEUED, in the same step. */
         model_tx_vm_transition(tx, vm, "DISPOSING");
@@ -2094,6 +2268,8 @@ int tasks_queue_action(model_tx_t *tx, const Berth__Vm *vm, const char *kind, co
     task->timeout_s = a && a->graceful ? timeout_s : 0;
     if (a && s_is(a->kind, "UNSHELVE"))
         task->from_host = vm->host;
+    task->prior_state = vm->state; /* abort: what an abort brings it back to */
+    task->prior_power = vm->power_state;
     /* Nobody else started a task on the VM since it was read; it names this one now. */
     model_tx_check(tx, vkey, "task", vm->task);
     Berth__Vm named = *vm;
@@ -2239,6 +2415,369 @@ static void s_action_for(tasks_t *self, bus_request_t *request, const Berth__VmA
     bus_reply_error(request, "CONFLICT", "the VM keeps changing; try again");
 }
 
+/* ---- abort: abort, retry and force-fail (TaskRecover) ------------------------------------ */
+
+/* CONFLICT naming the task's state (and kind, stage). */
+static void s_refuse_recover(bus_request_t *request, const Berth__Task *task, const char *verb,
+                             const char *message)
+{
+    berth_error_t error = { 0 };
+    error_set(&error, "CONFLICT", "%s", message);
+    error_detail(&error, "state", "%s", task->state);
+    error_detail(&error, "kind", "%s", task->kind);
+    error_detail(&error, "stage", "%s", task->stage);
+    log_info(bus_request_envelope(request)->request_id, "task recover refused", "{s:s, s:s, s:s}",
+             "task", task->id, "verb", verb, "reason", message);
+    bus_reply_fault(request, &error);
+}
+
+/* Whether verb makes sense for task now: NULL, or why not. */
+static const char *s_recover_refusal(const Berth__Task *task, const char *verb, char *msg,
+                                     size_t size)
+{
+    if (s_is(verb, "retry")) {
+        if (!s_is(task->state, "FAILED"))
+            snprintf(msg, size, "task is %s: only a FAILED task is retried", task->state);
+        else if (s_is(task->kind, "SHELVE") || s_is(task->kind, "UNSHELVE"))
+            snprintf(msg, size, "a failed %s is not retried: ask for the action again", task->kind);
+        else
+            return NULL;
+        return msg;
+    }
+    if (s_finished(task)) {
+        snprintf(msg, size, "task is %s: it has ended, there is nothing to %s", task->state,
+                 s_is(verb, "abort") ? "abort" : "force-fail");
+        return msg;
+    }
+    if (!s_is(verb, "abort"))
+        return NULL;
+    if (s_is(task->state, "ABORTING"))
+        snprintf(msg, size, "the task is being aborted already"); /* answered with the task */
+    else if (s_is(task->kind, "DISPOSE"))
+        snprintf(msg, size,
+                 "a disposal cannot be aborted (what it removed does not come back); "
+                 "force-fail it if it is stuck");
+    else if (s_is(task->kind, "UNSHELVE") && !s_is(task->state, "QUEUED"))
+        snprintf(msg, size, "a running unshelve cannot be aborted; force-fail it if it is stuck");
+    else if (s_is(task->kind, "SHELVE") && s_is(task->state, "RUNNING") &&
+             !s_is(task->stage, "shut_down"))
+        snprintf(msg, size,
+                 "the shelve is past shutting the VM down (stage %s): too late to "
+                 "abort",
+                 task->stage);
+    else
+        return NULL;
+    return msg;
+}
+
+/* The stage a retry runs again: PROVISION starts over from its placement (its failed attempts
+   were rolled back, claim and all); another kind runs its last failed stage. */
+static const s_stage_t *s_retry_stage(const Berth__Task *task)
+{
+    if (s_is(task->kind, "PROVISION"))
+        return &s_provision[1];
+    const s_stage_t *table =
+        s_is(task->kind, "DISPOSE") ? (task->force ? s_dispose_forced : s_dispose) : NULL;
+    const s_action_t *a = s_action(task->kind, 1);
+    if (a)
+        table = a->stages;
+    if (!table)
+        return NULL;
+    for (size_t i = task->n_steps; i > 0; i--) {
+        const s_stage_t *row = s_row(table, task->steps[i - 1]->name);
+        if (row && s_is(task->steps[i - 1]->state, "FAILED"))
+            return row;
+    }
+    return table;
+}
+
+/* The VM's vCPUs, RAM, disk and count charged to its group's and owner's quota again
+   (within limit), for a provisioning retried from ERROR. */
+static void s_quota_recharge(model_tx_t *tx, const Berth__Vm *vm, const Berth__Group *limit)
+{
+    const Berth__Resources *f = vm->flavor;
+    if (!f || !vm->group || !*vm->group)
+        return;
+    char key[KEYS_MAX];
+    Berth__Quota amount = BERTH__QUOTA__INIT;
+    amount.vms = 1;
+    amount.vcpus = f->vcpus;
+    amount.ram_mb = f->ram_mb;
+    amount.disk_gb = f->disk_gb;
+    model_tx_charge(tx, keys_build(key, KEYS_GROUP_USAGE, vm->group, NULL), "group",
+                    limit ? limit->quota : NULL, &amount);
+    model_tx_charge(tx, keys_build(key, KEYS_GROUP_USER_USAGE, vm->group, vm->owner), "user",
+                    limit ? limit->user_quota : NULL, &amount);
+    model_tx_hold(tx, keys_vm(key, vm->id), &amount);
+}
+
+/* Add to tx what verb does to task (changed in place; was: as read) and its VM (vm: as read,
+   NULL when gone). 0, or -1 with the answer sent. */
+static int s_recover_tx(bus_request_t *request, model_tx_t *tx, Berth__Task *task,
+                        const Berth__Task *was, Berth__Vm *vm, const Berth__Group *group,
+                        const char *verb, const Berth__UserAssertion *who)
+{
+    char tkey[KEYS_MAX], vkey[KEYS_MAX], epoch[24], fault[300], msg[256];
+    keys_task(tkey, task->id);
+    int64_t now = clock_now_ms();
+    int live = task->lease_until_ms > util_now_ms() && *task->holder; /* a taskmgr took it */
+    int mine = vm && s_is(vm->task, task->id); /* the VM's task is this one */
+    const char *to = NULL;                     /* the task's new state */
+    const char *vm_to = NULL;                  /* the VM's new state (NULL: stays) */
+    const char *vm_fault = NULL;               /* ...and its fault */
+    /* Whoever holds it now lets it go at its next write: the epoch it holds is gone. */
+    snprintf(epoch, sizeof epoch, "%lld", (long long)was->epoch);
+    model_tx_check(tx, tkey, "epoch", epoch);
+    model_tx_check(tx, tkey, "stage", was->stage);
+    task->epoch = was->epoch + 1;
+    if (s_is(verb, "abort") && s_is(task->state, "QUEUED") && !live &&
+        s_is(task->stage, "queued")) {
+        /* Nothing done yet (no instance took it): ended here, at once. A task QUEUED at
+           another stage waits in line for a heavy slot (throttle.h) after stages that did
+           something (a claim): it goes ABORTING below, and whoever takes it rolls them back. */
+        to = "ABORTED";
+        snprintf(fault, sizeof fault, "aborted by %s before it started", who->user);
+        if (mine && s_is(task->kind, "PROVISION"))
+            vm_to = "ERROR", vm_fault = fault;
+        else if (mine && s_is(task->kind, "SHELVE"))
+            vm_to = "ACTIVE";
+        else if (mine && s_is(task->kind, "UNSHELVE")) {
+            vm_to = "SHELVED";
+            s_quota_shelve(tx, vm, -1, NULL); /* its unshelve charged vCPUs and RAM again */
+        }
+    } else if (s_is(verb, "abort") && s_is(task->kind, "UNSHELVE")) {
+        s_refuse_recover(request, task, verb,
+                         "a taskmgr started the unshelve already; force-fail it if it is stuck");
+        return -1;
+    } else if (s_is(verb, "abort")) {
+        /* Its holder stops at the next stage boundary; whoever takes it now rolls it back. */
+        to = "ABORTING";
+        fault[0] = '\0';
+    } else if (s_is(verb, "force_fail")) {
+        to = "FAILED";
+        snprintf(fault, sizeof fault, "force-failed by %s at stage %s", who->user, task->stage);
+        if (mine && !s_is(vm->state, "ERROR") && lifecycle_find(LIFECYCLE_VM, vm->state, "ERROR"))
+            vm_to = "ERROR";
+        if (mine)
+            vm_fault = fault;
+        Berth__TaskStep *last = task->n_steps ? task->steps[task->n_steps - 1] : NULL;
+        if (last && s_is(last->state, "RUNNING")) { /* the stage it was stuck in */
+            s_set(&last->state, "FAILED");
+            s_set(&last->result, fault);
+            last->finished_ms = now;
+        }
+    } else { /* retry */
+        const s_stage_t *row = s_retry_stage(task);
+        if (!mine || !row) {
+            snprintf(msg, sizeof msg, "the task's VM is %s now: only its last task is retried",
+                     vm ? "acting on another task" : "gone");
+            s_refuse_recover(request, task, verb, msg);
+            return -1;
+        }
+        if (s_is(task->kind, "PROVISION") || s_is(task->kind, "DISPOSE")) {
+            if (!s_is(vm->state, "ERROR")) {
+                snprintf(msg, sizeof msg, "VM is %s: a %s is retried for a VM in ERROR", vm->state,
+                         task->kind);
+                s_refuse_recover(request, task, verb, msg);
+                return -1;
+            }
+            vm_to = s_is(task->kind, "PROVISION") ? "PROVISIONING" : "DISPOSING";
+            vm_fault = "";
+            if (s_is(task->kind, "PROVISION")) {
+                s_quota_recharge(tx, vm, group);
+                s_set(&vm->host, "");
+                s_clear_list(&task->tried, &task->n_tried);
+                s_clear_list(&task->alternates, &task->n_alternates);
+                s_set(&task->host, "");
+            }
+        } else if (!s_is(vm->state, "ACTIVE") && !s_is(vm->state, "EXPIRING")) {
+            snprintf(msg, sizeof msg, "VM is %s: a %s is retried for an ACTIVE VM", vm->state,
+                     task->kind);
+            s_refuse_recover(request, task, verb, msg);
+            return -1;
+        }
+        to = "RUNNING";
+        s_set(&task->stage, row->name);
+        task->percent = row->percent;
+        task->finished_ms = 0;
+        task->rolling_back = 0;
+        s_set(&task->command, "");
+        s_set(&task->abort_by, "");
+        Berth__TaskStep **steps = realloc(task->steps, (task->n_steps + 1) * sizeof *steps);
+        Berth__TaskStep *step = malloc(sizeof *step);
+        if (steps)
+            task->steps = steps;
+        if (!steps || !step) {
+            free(step);
+            bus_reply_error(request, "INTERNAL", "out of memory");
+            return -1;
+        }
+        berth__task_step__init(step);
+        step->name = strdup(row->name);
+        step->state = strdup("RUNNING");
+        step->result = strdup("");
+        step->started_ms = now;
+        task->steps[task->n_steps++] = step;
+        fault[0] = '\0';
+    }
+    s_set(&task->state, to);
+    s_set(&task->fault, fault);
+    if (!s_is(verb, "retry")) {
+        s_set(&task->abort_by, who->user);
+        task->abort_ms = now;
+    }
+    if (s_finished(task)) {
+        s_set(&task->stage, "done");
+        task->finished_ms = now;
+        s_set(&task->holder, "");
+        task->lease_until_ms = 0;
+        model_tx_zrem(tx, KEYS_TASKS_DUE, task->id);
+    } else {
+        /* Due now: whichever taskmgr is free takes it (its old holder's lease is void). */
+        model_tx_zadd(tx, KEYS_TASKS_DUE, 0, task->id);
+        model_tx_zadd(tx, KEYS_TASKS_WAKE, now, task->id);
+    }
+    task->updated_ms = now;
+    task->version = was->version + 1;
+    model_tx_transition(tx, LIFECYCLE_TASK, tkey, was->state, task->state, MODEL_VERSION_ANY,
+                        "task", task->id, "stage", task->stage, NULL);
+    model_tx_put_changed(tx, tkey, &was->base, &task->base);
+    if (vm && (vm_to || vm_fault)) {
+        if (vm_to)
+            model_tx_vm_transition(tx, vm, vm_to);
+        if (vm_fault) {
+            s_set(&vm->fault, vm_fault);
+            model_tx_put_fields(tx, keys_vm(vkey, vm->id), &vm->base, "fault", "host", NULL);
+        }
+    }
+    return 0;
+}
+
+static void s_recover_for(tasks_t *self, bus_request_t *request, const Berth__TaskRecover *req,
+                          const Berth__UserAssertion *who);
+
+/* TaskRecover: abort a task (its VM's owner, a manager of its group, admins and operators),
+   retry or force-fail it (admins and operators). Answered with the task as it is after. */
+static void s_on_recover(bus_request_t *request, void *arg)
+{
+    tasks_t *self = arg;
+    Berth__TaskRecover *req = bus_request_body(request, &berth__task_recover__descriptor);
+    berth_error_t error = { 0 };
+    if (!req || !util_is_uuid(req->task)) {
+        bus_reply_error(request, "BAD_REQUEST", "TaskRecover needs a task id (UUID)");
+        return;
+    }
+    if (!s_is(req->verb, "abort") && !s_is(req->verb, "retry") && !s_is(req->verb, "force_fail")) {
+        error_field(&error, "verb", "verb must be abort, retry or force_fail");
+        bus_reply_fault(request, &error);
+        return;
+    }
+    Berth__UserAssertion *who = NULL;
+    if (assertion_of(self->verifier, request, req->assertion, &who, &error) != 0) {
+        log_info(bus_request_envelope(request)->request_id, "task recover refused", "{s:s, s:s}",
+                 "task", req->task, "reason", error.message);
+        bus_reply_fault(request, &error);
+        return;
+    }
+    s_recover_for(self, request, req, who);
+    berth__user_assertion__free_unpacked(who, NULL);
+}
+
+static void s_recover_for(tasks_t *self, bus_request_t *request, const Berth__TaskRecover *req,
+                          const Berth__UserAssertion *who)
+{
+    char tkey[KEYS_MAX], vkey[KEYS_MAX], gkey[KEYS_MAX], msg[256];
+    const char *rid = bus_request_envelope(request)->request_id;
+    int platform = assertion_has_role(who, "admin") || assertion_has_role(who, "operator");
+    keys_task(tkey, req->task);
+    for (int attempt = 0; attempt < 3; attempt++) {
+        Berth__Task *task = NULL, *was = NULL;
+        Berth__Vm *vm = NULL;
+        Berth__Group *group = NULL;
+        int rc =
+            model_load(self->store, &berth__task__descriptor, tkey, (ProtobufCMessage **)&task);
+        if (rc != 0) {
+            bus_reply_error(request, rc < 0 ? "UNAVAILABLE" : "NOT_FOUND",
+                            rc < 0 ? "state store unreachable" : "no such task");
+            return;
+        }
+        rc = model_load(self->store, &berth__vm__descriptor, keys_vm(vkey, task->target),
+                        (ProtobufCMessage **)&vm);
+        if (rc < 0) {
+            berth__task__free_unpacked(task, NULL);
+            bus_reply_error(request, "UNAVAILABLE", "state store unreachable");
+            return;
+        }
+        /* task.abort, task.retry, task.force_fail of gateway/permissions.c, checked again on
+           the signed claims. */
+        int may =
+            platform ||
+            (s_is(req->verb, "abort") && vm &&
+             (s_is(vm->owner, who->user) || assertion_has_group_role(who, vm->group, "manager")));
+        const char *refusal = may ? s_recover_refusal(task, req->verb, msg, sizeof msg) : NULL;
+        /* A provisioning retried is charged to its group's quota again: its limits. */
+        int go = may && !refusal;
+        if (go && s_is(req->verb, "retry") && s_is(task->kind, "PROVISION") && vm && *vm->group &&
+            model_load(self->store, &berth__group__descriptor,
+                       keys_build(gkey, KEYS_GROUP, vm->group, NULL),
+                       (ProtobufCMessage **)&group) < 0) {
+            bus_reply_error(request, "UNAVAILABLE", "state store unreachable");
+            go = 0;
+        } else if (!may)
+            bus_reply_error(request, "FORBIDDEN",
+                            s_is(req->verb, "abort")
+                                ? "only the VM's owner, a manager of its group, an admin or an "
+                                  "operator aborts its task"
+                                : "only an admin or an operator retries or force-fails a task");
+        else if (refusal && s_is(req->verb, "abort") && s_is(task->state, "ABORTING"))
+            bus_reply(request, &task->base); /* asked again: the abort under way */
+        else if (refusal)
+            s_refuse_recover(request, task, req->verb, refusal);
+        model_tx_t *tx = go ? model_tx_new() : NULL;
+        was = tx ? (Berth__Task *)s_copy(&task->base) : NULL;
+        if (tx)
+            model_tx_actor(tx, who->user, rid);
+        rc = -1;
+        if (go && (!tx || !was))
+            bus_reply_error(request, "INTERNAL", "out of memory");
+        else if (tx && s_recover_tx(request, tx, task, was, vm, group, req->verb, who) == 0) {
+            rc = model_tx_commit(tx, self->store, NULL);
+            if (rc == 0) {
+                log_info(rid, "task recover", "{s:s, s:s, s:s, s:s}", "task", task->id, "verb",
+                         req->verb, "state", task->state, "by", who->user);
+                bus_reply(request, &task->base);
+            } else if (rc < 0)
+                bus_reply_error(request, "UNAVAILABLE", "state store unreachable");
+            else if (rc == MODEL_QUOTA)
+                bus_reply_error(request, "QUOTA_EXCEEDED",
+                                "the VM's group quota no longer allows it: retrying its "
+                                "provisioning charges it again");
+            else if (rc == MODEL_REFUSED) {
+                log_error(rid, "task recover refused by the lifecycle table", "{s:s, s:s}", "task",
+                          task->id, "reason", model_tx_error(tx));
+                s_refuse_recover(request, task, req->verb,
+                                 "the task's or its VM's state does "
+                                 "not allow it");
+            }
+        }
+        model_tx_destroy(&tx);
+        if (was)
+            berth__task__free_unpacked(was, NULL);
+        berth__task__free_unpacked(task, NULL);
+        if (vm)
+            berth__vm__free_unpacked(vm, NULL);
+        if (group)
+            berth__group__free_unpacked(group, NULL);
+        if (rc == 0)
+            s_run(self); /* due here too: take it now rather than wait for a wake */
+        if (rc != MODEL_CONFLICT)
+            return;
+        /* The task moved on between read and write (a stage ended, another holder took
+           it): look again. */
+    }
+    bus_reply_error(request, "CONFLICT", "the task keeps changing; try again");
+}
+
 /* ---- construction ------------------------------------------------------------------------- */
 
 void tasks_declare(config_t *c)
@@ -2323,6 +2862,7 @@ tasks_t *tasks_new(service_t *service, agents_t *agents)
     agents_on_down(agents, s_host_down, self); /* reconcile: fail over at once */
     service_on(service, "DisposeVm", "gateway", s_on_dispose, self);
     service_on(service, "VmAction", "gateway", s_on_action, self);
+    service_on(service, "TaskRecover", "gateway", s_on_recover, self);
     service_reader(service, zactor_sock(self->waker), s_on_wake, self);
     s_run(self);
     return self;

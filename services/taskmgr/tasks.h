@@ -15,9 +15,9 @@ typedef struct _tasks_t tasks_t;
 /* Declares the task settings; call before service_start(). */
 void tasks_declare(config_t *config);
 
-/* Registers the DisposeVm handler, the wake thread and the engine's timer; agent commands go
-   out through agents (borrowed) and their results come back to the engine. NULL on bad
-   settings (logged). */
+/* Registers the DisposeVm, VmAction and TaskRecover (abort, retry, force-fail) handlers,
+   the wake thread and the engine's timer; agent commands go out through agents (borrowed)
+   and their results come back to the engine. NULL on bad settings (logged). */
 tasks_t *tasks_new(service_t *service, agents_t *agents);
 void tasks_destroy(tasks_t **self_p);
 

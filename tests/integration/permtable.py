@@ -36,8 +36,14 @@ def table():
 
 
 def routes():
-    """[(method, pattern, action)] from s_routes[]."""
-    return re.findall(r'\{\s*"(\w+)",\s*"([^"]+)",\s*\w+,\s*"([\w.]+)",', _read("gateway", "main.c"))
+    """[(method, pattern, action)] from s_routes[], then the query flags of s_flags[] that make
+    a route's call another action (as "pattern?param=true")."""
+    src = _read("gateway", "main.c")
+    out = re.findall(r'\{\s*"(\w+)",\s*"([^"]+)",\s*\w+,\s*"([\w.]+)",', src)
+    for m, p, param, action in re.findall(
+            r'\{\s*"(\w+)",\s*"([^"]+)",\s*"(\w+)",\s*"([\w.]+)"\s*\}', src):
+        out.append((m, "%s?%s=true" % (p, param), action))
+    return out
 
 
 def markdown():

@@ -307,6 +307,36 @@ class Forgery(PlatformCase):
         vm = self.alice.vm(self.alice_vm)
         self.assertEqual((vm["state"], vm["power_state"]), ("ACTIVE", "RUNNING"))
 
+    def test_task_recover_refused(self):
+        # abort: TaskRecover is decided on the gateway's word alone, as the other calls.
+        before = self.snapshot()
+        task = self.alice.vm(self.alice_vm)["task"]
+        for verb in ("abort", "retry", "force_fail"):
+            ask = {"task": task, "verb": verb}
+            for label, how in self.forgeries("TaskRecover"):
+                with self.subTest(verb=verb, forgery=label):
+                    self.assertRefused(self.send("taskmgr", "TaskRecover", ask, **how),
+                                       "UNAUTHENTICATED")
+            # Bob is not her VM's owner; no plain user retries or force-fails.
+            self.assertRefused(self.send("taskmgr", "TaskRecover", ask, as_user="bob"),
+                               "FORBIDDEN")
+        for verb in ("retry", "force_fail"):
+            self.assertRefused(self.send("taskmgr", "TaskRecover", {"task": task, "verb": verb},
+                                         as_user="alice"), "FORBIDDEN")
+        # Alice's word to abort it, replayed as a force-fail: refused.
+        answer = self.send("taskmgr", "TaskRecover", {"task": task, "verb": "force_fail"},
+                           as_user="alice", role="admin",
+                           signed_for={"task": task, "verb": "abort"})
+        self.assertRefused(answer, "UNAUTHENTICATED")
+        # Allowed callers reach the task's own state: it has ended.
+        self.assertRefused(self.send("taskmgr", "TaskRecover", {"task": task, "verb": "abort"},
+                                     as_user="alice"), "CONFLICT")
+        self.assertRefused(self.send("taskmgr", "TaskRecover",
+                                     {"task": task, "verb": "force_fail"}, as_user="opr",
+                                     role="operator"), "CONFLICT")
+        self.assertEqual(self.snapshot(), before)
+        self.assertEqual(self.alice.task(task)["state"], "SUCCEEDED")
+
     # -- meter --------------------------------------------------------------------------------
 
     def test_usage_of_another_user_refused(self):

@@ -254,6 +254,7 @@ static const ProtobufCMessageDescriptor *s_messages[] = {
     &berth__list_templates__descriptor,
     &berth__dispose_vm__descriptor,
     &berth__vm_action__descriptor,
+    &berth__task_recover__descriptor,
     &berth__get_usage__descriptor,
     &berth__template__descriptor,
     &berth__template_list__descriptor,
