@@ -239,5 +239,7 @@ void groups_allocate(http_req_t *req);      /* POST /v1/groups/{id}/allocations 
 int groups_resolve(http_req_t *req, const char *ref, char id[UTIL_ID_LEN]);
 /* PUT /v1/groups/{id}/reservations (reserve) */
 void groups_set_reservations(http_req_t *req);
+void groups_set_webhook(http_req_t *req);   /* PUT /v1/groups/{id}/webhook */
+void groups_clear_webhook(http_req_t *req); /* DELETE /v1/groups/{id}/webhook */
 
 #endif

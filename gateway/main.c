@@ -61,6 +61,8 @@ static const http_route_t s_routes[] = {
     { "POST", "/v1/groups/{id}/allocations", groups_allocate, "group.allocate", NULL },
     { "PUT", "/v1/groups/{id}/reservations", groups_set_reservations, "group.reservations.set",
       NULL },
+    { "PUT", "/v1/groups/{id}/webhook", groups_set_webhook, "group.webhook.set", NULL },
+    { "DELETE", "/v1/groups/{id}/webhook", groups_clear_webhook, "group.webhook.set", NULL },
     { NULL, NULL, NULL, NULL, NULL },
 };
 
