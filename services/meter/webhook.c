@@ -64,6 +64,7 @@ struct _webhook_t {
     char own_cursor[ID_MAX];   /* where the pass over our own pending list resumes */
     char claim_cursor[ID_MAX]; /* where XAUTOCLAIM resumes */
     uint64_t claims;           /* claim calls made (part of each token) */
+    char nonce[17];            /* random, part of each token: unique even under a reused id */
     uint64_t delivered;
     uint64_t failed;
 };
@@ -89,6 +90,9 @@ webhook_t *webhook_new(store_t *store, const char *consumer, const webhook_limit
     self->multi = curl_multi_init();
     strcpy(self->own_cursor, "0");
     strcpy(self->claim_cursor, "0-0");
+    unsigned char random[8];
+    randombytes_buf(random, sizeof random);
+    sodium_bin2hex(self->nonce, sizeof self->nonce, random, sizeof random);
     if (!self->consumer || !self->multi) {
         webhook_destroy(&self);
         return NULL;
@@ -410,13 +414,15 @@ int webhook_poll(webhook_t *self)
     if (!self->ready && s_setup(self) != 0)
         return -1;
     int total = 0, read = 0, n;
-    while (!self->own_done) {
+    for (int b = 0; !self->own_done && b < 10; b++) {
         if ((n = s_read(self, self->own_cursor, &read)) < 0)
             goto failed;
         total += n;
         if (read == 0)
             self->own_done = 1;
     }
+    if (!self->own_done)
+        return total; /* more of our own next time, before anything new */
     if ((n = s_claim_events(self)) < 0)
         goto failed;
     total += n;
@@ -630,7 +636,8 @@ static int s_claim(webhook_t *self)
        anyone else may take the delivery. */
     snprintf(claim, sizeof claim, "%" PRId64, 2 * self->limits.timeout_ms + 5000);
     snprintf(max, sizeof max, "%d", room);
-    snprintf(token, sizeof token, "%s:%" PRIu64, self->consumer, ++self->claims);
+    snprintf(token, sizeof token, "%.100s:%s:%" PRIu64, self->consumer, self->nonce,
+             ++self->claims);
     const char *argv[] = { KEYS_WEBHOOK_DELIVERIES, KEYS_WEBHOOK_DUE, now, claim, max, token };
     redisReply *r = store_run(self->store, &lua_webhook_claim, 2, 6, argv);
     if (!r)

@@ -19,13 +19,16 @@ import hmac
 import http.server
 import json
 import os
+import shutil
+import subprocess
 import sys
+import tempfile
 import threading
 import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from berth_test import Api, PlatformCase, wait_until  # noqa: E402
+from berth_test import Api, CheckedProxy, PlatformCase, wait_until  # noqa: E402
 
 SCALE = 8640                    # platform ms per real ms: one day in 10 s
 DAY_MS = 86400000
@@ -303,6 +306,51 @@ class Webhook(PlatformCase):
                               if b["event"] == "lease.notice"]), 4)
         # Another group's manager does not see it.
         self.assertEqual(self.pleb.call("GET", "/v1/audit?group=gamma").status, 403)
+
+    # -- the CLI --------------------------------------------------------------------------
+
+    def berth(self, home, *args, stdin=None, code=0):
+        env = {k: v for k, v in os.environ.items() if not k.startswith("BERTH_")}
+        env.update({"BERTH_URL": self.proxy.url, "XDG_CONFIG_HOME": home, "HOME": home})
+        r = subprocess.run([self.p.binary("berth")] + list(args), input=stdin, env=env,
+                           capture_output=True, text=True, timeout=60)
+        self.assertEqual(self.proxy.violations, [], "berth %s" % " ".join(args))
+        self.assertEqual(r.returncode, code, "berth %s:\n%s\n%s" % (" ".join(args), r.stdout,
+                                                                     r.stderr))
+        return r
+
+    def test_4_cli(self):
+        self.proxy = CheckedProxy(self.p)
+        self.addCleanup(self.proxy.close)
+        home = tempfile.mkdtemp(prefix="berth-cli-")
+        self.addCleanup(shutil.rmtree, home, ignore_errors=True)
+        r = self.api.call("POST", "/v1/groups", {"name": "delta"})
+        self.assertEqual(r.status, 201, r)
+        r = self.api.call("POST", "/v1/groups/delta/members", {"user": "boss", "role": "manager"})
+        self.assertEqual(r.status, 201, r)
+        self.berth(home, "login", "boss", "--password-stdin", stdin=PW + "\n")
+        url = self.rx.url + "/delta"
+        out = self.berth(home, "groups", "update", "delta", "--webhook-url", url,
+                         "--webhook-secret-stdin", stdin="delta-secret-0123456789\n").stdout
+        self.assertRegex(out, r"webhook.url:\s+" + url)
+        self.assertRegex(out, r"webhook.secret_set:\s+yes")
+        self.assertNotIn("delta-secret", out)
+        self.assertEqual(self.p.redis_command("HGET", "berth:group-webhook:{%s}" %
+                                              r.json()["member"]["group"], "secret"),
+                         "delta-secret-0123456789")
+        # A bad URL: the server's 400 naming the field; the hook stays as it was.
+        err = self.berth(home, "groups", "update", "delta", "--webhook-url",
+                         "http://u:p@127.0.0.1/", code=1).stderr
+        self.assertIn("url", err)
+        self.assertEqual(self.api.get("/v1/groups/delta")["group"]["webhook"]["url"], url)
+        # Both a URL and --webhook-clear, or a secret without a URL: usage errors.
+        self.berth(home, "groups", "update", "delta", "--webhook-url", url, "--webhook-clear",
+                   code=2)
+        self.berth(home, "groups", "update", "delta", "--webhook-secret-stdin", stdin="x\n",
+                   code=2)
+        out = self.berth(home, "-o", "json", "groups", "update", "delta",
+                         "--webhook-clear").stdout
+        self.assertIsNone(json.loads(out)["group"]["webhook"])
 
 
 if __name__ == "__main__":
