@@ -20,6 +20,7 @@ import http.server
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -306,6 +307,25 @@ class Webhook(PlatformCase):
                               if b["event"] == "lease.notice"]), 4)
         # Another group's manager does not see it.
         self.assertEqual(self.pleb.call("GET", "/v1/audit?group=gamma").status, 403)
+
+    def test_5_meter_killed_loses_nothing(self):
+        """A meter killed (SIGKILL) while a notice is given: restarted under its name, it
+        delivers what was written meanwhile, once."""
+        meter = [p for p in self.p.procs if p.service == "meter" and p.alive()][0]
+        vm = self.request("day", "k", "alpha")[0]
+        self.api.wait_vm(vm, ("ACTIVE",), timeout=30)
+        meter.kill(signal.SIGKILL)
+        meter.wait(10)
+        wait_until(lambda: self.api.vm(vm)["state"] in ("EXPIRING", "EXPIRED"), 30,
+                   "the notice given while the meter is down")
+        self.assertEqual(self.events_of("alpha", vm), [])
+        self.p.restart(meter)
+        (headers, body), = self.wait_event("alpha", vm, "lease.notice")
+        self.assertSigned("alpha", headers, body)
+        self.wait_event("alpha", vm, "lease.expired")
+        for event in ("lease.notice", "lease.expired"):
+            self.assertEqual(len([1 for h, b in self.events_of("alpha", vm)
+                                  if b["event"] == event]), 1)
 
     # -- the CLI --------------------------------------------------------------------------
 
