@@ -147,17 +147,19 @@ int main(int argc, char **argv)
        resumes with Last-Event-ID without a gap (gateway/events.c). */
     config_declare(c, "events_keep_s", "600", 0);
     /* Webhooks (webhook.h): tries per delivery, the wait before the second (doubled after
-       each failure, capped), one attempt's time limit, attempts at once, the delivery tick. */
+       each failure, capped), one attempt's time limit, attempts at once (in all, and for one
+       group), the delivery tick. */
     config_declare(c, "webhook_attempts", "6", 0);
     config_declare(c, "webhook_base_delay_ms", "2000", 0);
     config_declare(c, "webhook_max_delay_ms", "600000", 0);
     config_declare(c, "webhook_timeout_ms", "10000", 0);
     config_declare(c, "webhook_max_inflight", "32", 0);
+    config_declare(c, "webhook_max_per_group", "4", 0);
     config_declare(c, "webhook_tick_ms", "50", 0);
     meter_t self = { .service = service };
     int rc = 1;
     int64_t poll_ms, batch, batches, idle, max_events, max_vms, trim_ms, keep_s, keep_ms;
-    int64_t wh_attempts, wh_base, wh_max, wh_timeout, wh_inflight, wh_tick;
+    int64_t wh_attempts, wh_base, wh_max, wh_timeout, wh_inflight, wh_group, wh_tick;
     if (service_start(service) != 0 || config_int(c, "poll_ms", 10, 60000, &poll_ms) ||
         config_int(c, "events_batch", 1, 10000, &batch) ||
         config_int(c, "batches_per_poll", 1, 1000, &batches) ||
@@ -171,6 +173,7 @@ int main(int argc, char **argv)
         config_int(c, "webhook_max_delay_ms", 1, 86400000, &wh_max) ||
         config_int(c, "webhook_timeout_ms", 100, 600000, &wh_timeout) ||
         config_int(c, "webhook_max_inflight", 1, 10000, &wh_inflight) ||
+        config_int(c, "webhook_max_per_group", 1, 10000, &wh_group) ||
         config_int(c, "webhook_tick_ms", 5, 60000, &wh_tick))
         goto done;
     usage_limits_t limits = { .batch = (int)batch,
@@ -187,6 +190,7 @@ int main(int argc, char **argv)
                             .max_delay_ms = wh_max < wh_base ? wh_base : wh_max,
                             .timeout_ms = wh_timeout,
                             .max_inflight = (int)wh_inflight,
+                            .max_per_group = (int)wh_group,
                             .batch = (int)batch,
                             .claim_idle_ms = idle };
     self.webhook = webhook_new(service_store(service), service_instance(service), &wh);

@@ -73,7 +73,8 @@ static int s_curl_ready;
 
 webhook_t *webhook_new(store_t *store, const char *consumer, const webhook_limits_t *limits)
 {
-    assert(store && consumer && limits && limits->attempts >= 1 && limits->max_inflight >= 1);
+    assert(store && consumer && limits && limits->attempts >= 1 && limits->max_inflight >= 1 &&
+           limits->max_per_group >= 1);
     if (!s_curl_ready) {
         if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
             return NULL;
@@ -549,6 +550,18 @@ static int s_start(webhook_t *self, const char *id, const char *json)
     util_strlcpy(a->token, token, sizeof a->token);
     util_strlcpy(a->group, group, sizeof a->group);
     a->attempts = (int)json_integer_value(json_object_get(d, "attempts"));
+    /* A group whose receiver is slow holds at most max_per_group slots: its next deliveries
+       wait their turn behind the other groups' (no attempt counted). */
+    int busy = 0;
+    for (s_attempt_t *x = self->attempts; x; x = x->next)
+        busy += strcmp(x->group, group) == 0;
+    if (busy >= self->limits.max_per_group) {
+        int64_t later = util_now_ms() + self->limits.base_delay_ms;
+        rc = s_done(self, a, "later", later, NULL);
+        free(a);
+        json_decref(d);
+        return rc;
+    }
     a->body = strdup(body);
     char hook[KEYS_MAX];
     redisReply *r = store_command(self->store, "HMGET %s url secret",

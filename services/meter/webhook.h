@@ -21,6 +21,7 @@ typedef struct {
     int64_t max_delay_ms;  /* the longest wait between two attempts */
     int64_t timeout_ms;    /* one attempt's whole time (connect, send, answer) */
     int max_inflight;      /* attempts under way at once in one meter */
+    int max_per_group;     /* of them for one group: a dead receiver holds no other's back */
     int batch;             /* events read per XREADGROUP / XAUTOCLAIM */
     int64_t claim_idle_ms; /* events a dead meter read and left this long are taken over */
 } webhook_limits_t;

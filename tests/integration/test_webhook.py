@@ -373,5 +373,67 @@ class Webhook(PlatformCase):
         self.assertIsNone(json.loads(out)["group"]["webhook"])
 
 
+class HostLoss(PlatformCase):
+    """Alerts for a group's VMs when their host is lost: DOWN (SIGSTOP: vm.unreachable), and
+    back without them (restarted empty: vm.lost and vm.power.alert)."""
+    agents = 2
+    wait_hosts = 2
+    platform_env = {"BERTH_HEARTBEAT_MS": "300", "BERTH_HOST_REFRESH_MS": "0",
+                    "BERTH_WEBHOOK_BASE_DELAY_MS": "300"}
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.rx = Receiver()
+        try:
+            r = cls.api.call("POST", "/v1/groups", {"name": "alpha"})
+            assert r.status == 201, r
+            cls.group = r.json()["group"]["id"]
+            r = cls.api.call("PUT", "/v1/groups/alpha/webhook",
+                             {"url": cls.rx.url + "/alpha", "secret": SECRETS["alpha"]})
+            assert r.status == 200, r
+        except Exception:
+            cls.p.dump_logs()
+            cls.p.stop()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.rx.close()
+        super().tearDownClass()
+
+    def test_host_lost_and_back_without_its_vm(self):
+        api, p = self.api, self.p
+        r = api.call("POST", "/v1/requests", {"template": "small", "name": "h", "count": 1,
+                                              "group": "alpha"})
+        self.assertEqual(r.status, 202, r)
+        vm = api.wait_vm(r.json()["request"]["vms"][0]["id"], ("ACTIVE",), timeout=30)
+        other = api.wait_vm(api.request("small", "elsewhere")["vms"][0]["id"], ("ACTIVE",),
+                            timeout=30)  # the default group's: no hook
+        wait_until(lambda: api.vm(vm["id"])["power_state"] == "RUNNING", 10, "VM running")
+        host = vm["host"]
+        agent = [x for x in p.procs if x.name == "agent-" + host.split("-")[1] and x.alive()][-1]
+
+        def got(event):
+            return [(h, b) for h, b in self.rx.deliveries("alpha", 204)
+                    if b["vm"] == vm["id"] and b["event"] == event]
+        agent.kill(signal.SIGSTOP)
+        try:
+            (h, b), = wait_until(lambda: got("vm.unreachable"), 30, "vm.unreachable delivered")
+            self.assertEqual(b["group"], self.group)
+            self.assertEqual(b["data"]["host"], host)
+            self.assertIn("DOWN", b["data"]["reason"])
+        finally:
+            agent.kill(signal.SIGCONT)
+        wait_until(lambda: api.hosts()[host]["state"] == "UP", 20, "host UP again")
+        p.restart(agent)
+        wait_until(lambda: got("vm.lost"), 30, "vm.lost delivered")
+        wait_until(lambda: got("vm.power.alert"), 30, "vm.power.alert delivered")
+        self.assertEqual(api.vm(vm["id"])["state"], "ERROR")
+        # Only the group's own VM was told of.
+        self.assertEqual({b["vm"] for _, b in self.rx.deliveries("alpha")}, {vm["id"]})
+        self.assertNotEqual(other["id"], vm["id"])
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)

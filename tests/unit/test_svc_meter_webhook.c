@@ -30,7 +30,8 @@ static const webhook_limits_t s_limits = {
     .max_delay_ms = 20,
     .timeout_ms = 2000,
     .max_inflight = 4,
-    .batch = 2, /* small, so intake goes through several reads */
+    .max_per_group = 1, /* the two deliveries of G1 go one after the other */
+    .batch = 2,         /* small, so intake goes through several reads */
     .claim_idle_ms = 60000,
 };
 
@@ -191,6 +192,7 @@ static void test_refused_receiver_is_given_up(void **state)
     int64_t deadline = testenv_now_ms() + 10000;
     while (webhook_failed(w) < 2 && testenv_now_ms() < deadline) {
         assert_int_equal(webhook_run(w), 0);
+        assert_true(webhook_inflight(w) <= 1); /* max_per_group */
         testenv_pause_ms(5);
     }
     assert_int_equal(webhook_failed(w), 2);
