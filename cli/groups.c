@@ -3,6 +3,8 @@
     (admins create, change and delete groups; a group's managers manage its members). */
 #include "cli.h"
 
+#include <sodium.h>
+
 #define T(obj, key) cli_text(json_object_get((obj), (key)), (char[256]){ 0 }, 256)
 
 static const char s_usage[] =
@@ -25,6 +27,10 @@ static const char s_usage[] =
     "                               extension waits for approval; 0: the platform's)\n"
     "       berth groups update G [the options of create] [--version V]  (--parent '' moves\n"
     "                               it to the top)\n"
+    "                               [--webhook-url URL [--webhook-secret-stdin]] |\n"
+    "                               [--webhook-clear]  where the group's lease notices and\n"
+    "                               alerts are POSTed, signed with the secret (read from\n"
+    "                               stdin; omitted: the one set stays); managers may set it\n"
     "       berth groups delete G\n"
     "       berth groups members G\n"
     "       berth groups add-member G USER --role member|manager|auditor\n"
@@ -59,10 +65,11 @@ static void s_groups_table(json_t *groups)
 /* Print a {"group": ...} answer. */
 static void s_print_group(cli_t *cli, json_t *body)
 {
-    static const char *const first[] = { "id",           "name",    "cost_centre",
-                                         "description",  "parent",  "quota",
-                                         "user_quota",   "usage",   "approval_policy",
-                                         "reservations", "templates", "version", NULL };
+    static const char *const first[] = {
+        "id",      "name",       "cost_centre", "description",     "parent",
+        "quota",   "user_quota", "usage",       "approval_policy", "reservations",
+        "templates", "webhook",  "version",     NULL
+    };
     if (cli->json)
         cli_print_json(body);
     else
@@ -252,22 +259,66 @@ static int s_create(cli_t *cli, int argc, char **argv)
     return 0;
 }
 
+/* The webhook options of update: PUT /v1/groups/{G}/webhook {url[, secret]} or DELETE it.
+   0 and *body_p, 1 (the call failed, said), 2 (said). */
+static int s_webhook(cli_t *cli, const char *group, const char *url, int secret_stdin, int clear,
+                     json_t **body_p)
+{
+    char path[CLI_PATH_MAX + 64], secret[512] = "";
+    if (s_group_path(path, sizeof path, group, "/webhook") != 0)
+        return 2;
+    if (secret_stdin && cli_secret(1, "Webhook secret: ", secret, sizeof secret) != 0) {
+        fprintf(stderr, "berth groups: --webhook-secret-stdin: no secret on stdin\n");
+        return 2;
+    }
+    json_t *ask = NULL;
+    if (!clear) {
+        ask = json_pack("{s:s}", "url", url);
+        if (ask && *secret)
+            json_object_set_new(ask, "secret", json_string(secret));
+    }
+    sodium_memzero(secret, sizeof secret);
+    int rc = cli_http(cli, clear ? "DELETE" : "PUT", path, ask, body_p);
+    json_decref(ask);
+    return rc != 0 ? 1 : 0;
+}
+
 static int s_update(cli_t *cli, int argc, char **argv)
 {
-    cli_opt_t opts[] = S_FIELD_OPTS({ "version", 1, NULL, 0 }, { NULL });
+    cli_opt_t opts[] = S_FIELD_OPTS({ "version", 1, NULL, 0 }, { "webhook-url", 1, NULL, 0 },
+                                    { "webhook-secret-stdin", 0, NULL, 0 },
+                                    { "webhook-clear", 0, NULL, 0 }, { NULL });
     const char *pos[1];
     char path[CLI_PATH_MAX + 64];
     if (cli_parse(argc, argv, opts, pos, 1, 1) != 0)
         return s_bad_usage();
+    const char *url = NULL;
+    int secret_stdin = 0, clear = 0;
+    for (cli_opt_t *o = opts; o->name; o++) {
+        if (o->set && streq(o->name, "webhook-url"))
+            url = o->value;
+        secret_stdin |= o->set && streq(o->name, "webhook-secret-stdin");
+        clear |= o->set && streq(o->name, "webhook-clear");
+    }
+    if ((clear && (url || secret_stdin)) || (secret_stdin && !url))
+        return s_bad_usage(); /* a URL (and its secret), or --webhook-clear */
     if (s_group_path(path, sizeof path, pos[0], "") != 0)
         return 2;
     json_t *ask = s_fields(opts), *body = NULL;
     if (!ask)
         return 2;
-    int rc = cli_http(cli, "PATCH", path, ask, &body);
+    /* The group's fields (an admin's PATCH), then its webhook (its managers' too). */
+    int rc = 0;
+    if (json_object_size(ask) > 0 || (!url && !clear))
+        rc = cli_http(cli, "PATCH", path, ask, &body) != 0 ? 1 : 0;
     json_decref(ask);
+    if (rc == 0 && (url || clear)) {
+        json_decref(body);
+        body = NULL;
+        rc = s_webhook(cli, pos[0], url, secret_stdin, clear, &body);
+    }
     if (rc != 0)
-        return 1;
+        return rc;
     s_print_group(cli, body);
     json_decref(body);
     return 0;

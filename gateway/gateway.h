@@ -266,5 +266,7 @@ int groups_parse_reservations(http_req_t *req, Berth__Reservation *items, Berth_
 int groups_resolve(http_req_t *req, const char *ref, char id[UTIL_ID_LEN]);
 /* PUT /v1/groups/{id}/reservations (reserve) */
 void groups_set_reservations(http_req_t *req);
+void groups_set_webhook(http_req_t *req);   /* PUT /v1/groups/{id}/webhook */
+void groups_clear_webhook(http_req_t *req); /* DELETE /v1/groups/{id}/webhook */
 
 #endif

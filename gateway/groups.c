@@ -120,6 +120,17 @@ static json_t *s_names_view(const Berth__Group *g)
     return list;
 }
 
+/* webhook: where the group's notices go and whether a secret signs them (never the
+   secret); null when none is set, and in lists (read with the one group). */
+static json_t *s_webhook_view(const Berth__GroupWebhook *w)
+{
+    if (!w)
+        return json_null();
+    return json_pack("{s:s, s:b, s:o, s:o}", "url", w->url ? w->url : "", "secret_set",
+                     w->secret_set, "updated_at", rest_time(w->updated_ms), "updated_by",
+                     view_str(w->updated_by));
+}
+
 static json_t *s_view(const Berth__Group *g)
 {
     json_t *view = json_pack(
@@ -149,7 +160,8 @@ static json_t *s_view(const Berth__Group *g)
                  json_object_set_new(view, "reservations",
                                      groups_reservations_view(g->reservations,
                                                               g->n_reservations)) != 0 ||
-                 json_object_set_new(view, "templates", s_names_view(g)) != 0)) {
+                 json_object_set_new(view, "templates", s_names_view(g)) != 0 ||
+                 json_object_set_new(view, "webhook", s_webhook_view(g->webhook)) != 0)) {
         json_decref(view);
         return NULL;
     }
@@ -761,5 +773,47 @@ void groups_set_reservations(http_req_t *req)
     ask.reservations = ptrs;
     ask.n_reservations = n;
     ask.version = version;
+    rest_call(req, "approval", &ask.base, &berth__group__descriptor, s_group_answer);
+}
+
+/* ---- webhook ---- */
+
+/* PUT /v1/groups/{id}/webhook {"url", "secret"}: the group's notices go to url, signed with
+   secret (omitted: the one set stays; the first PUT needs one). Answers the group. */
+void groups_set_webhook(http_req_t *req)
+{
+    static const char *const allowed[] = { "url", "secret", NULL };
+    char id[UTIL_ID_LEN];
+    const char *url = NULL, *secret = NULL, *why = NULL;
+    if (s_group(req, "group.webhook.set", id) || rest_body(req, allowed) ||
+        rest_str(req, "url", 1, LIMIT_WEBHOOK_URL_MAX, &url) < 0 ||
+        rest_str(req, "secret", 0, LIMIT_WEBHOOK_SECRET_MAX, &secret) < 0)
+        return;
+    if (util_webhook_check(url, LIMIT_WEBHOOK_URL_MAX, &why) != 0) {
+        http_bad_field(req, "url", "%s", why);
+        return;
+    }
+    if (secret && strlen(secret) < LIMIT_WEBHOOK_SECRET_MIN) {
+        http_bad_field(req, "secret", "secret must be at least %d characters",
+                       LIMIT_WEBHOOK_SECRET_MIN);
+        return;
+    }
+    Berth__SetGroupWebhook ask = BERTH__SET_GROUP_WEBHOOK__INIT;
+    ask.id = id;
+    ask.url = (char *)url;
+    ask.secret = (char *)(secret ? secret : "");
+    rest_call(req, "approval", &ask.base, &berth__group__descriptor, s_group_answer);
+}
+
+/* DELETE /v1/groups/{id}/webhook: no more notices are POSTed for the group (deliveries
+   already due are dropped when their turn comes). Answers the group. */
+void groups_clear_webhook(http_req_t *req)
+{
+    char id[UTIL_ID_LEN];
+    if (s_group(req, "group.webhook.set", id) != 0)
+        return;
+    Berth__SetGroupWebhook ask = BERTH__SET_GROUP_WEBHOOK__INIT;
+    ask.id = id;
+    ask.clear = 1;
     rest_call(req, "approval", &ask.base, &berth__group__descriptor, s_group_answer);
 }

@@ -72,6 +72,8 @@ static const http_route_t s_routes[] = {
     { "GET", "/v1/groups/{id}/capacity", groups_capacity, "group.capacity", NULL },
     { "PUT", "/v1/groups/{id}/reservations", groups_set_reservations, "group.reservations.set",
       NULL },
+    { "PUT", "/v1/groups/{id}/webhook", groups_set_webhook, "group.webhook.set", NULL },
+    { "DELETE", "/v1/groups/{id}/webhook", groups_clear_webhook, "group.webhook.set", NULL },
     { NULL, NULL, NULL, NULL, NULL },
 };
 

@@ -71,6 +71,8 @@ const perm_entry_t perm_table[] = {
       "ask for more quota for a group (at once within its auto_growth_max and free capacity)" },
     { "group.reservations.set", PERM_ADMIN,
       "replace a group's reservations (capacity held for it on hosts or any host)" },
+    { "group.webhook.set", PERM_MANAGER | PERM_ADMIN,
+      "set or clear the group's webhook (where its lease notices and alerts are POSTed)" },
     { NULL, 0, NULL },
 };
 

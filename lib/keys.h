@@ -87,6 +87,11 @@
    "extend:<request>" when it approves a lease extension (services/approval/extensions.h). */
 #define KEYS_TIMERS         "berth:timers"
 #define KEYS_TIMERS_CLAIMED "berth:timers:claimed"
+/* Webhook deliveries (the meter: services/meter/webhook.c): each pending one by delivery id
+   (the event's stream id) as JSON, and the ids by when they are due next (real ms; a claimed
+   one's score is the end of its claim, so a meter that died mid-delivery leaves it due again). */
+#define KEYS_WEBHOOK_DELIVERIES "berth:webhook:deliveries"
+#define KEYS_WEBHOOK_DUE        "berth:webhook:due"
 
 /* Keys with an id: the kind, then keys_build(). */
 typedef enum {
@@ -134,6 +139,9 @@ typedef enum {
     KEYS_APIKEY,
     /* berth:user-apikeys:<user>  zset: the user's API key ids by created_ms */
     KEYS_USER_APIKEYS,
+    /* berth:group-webhook:{<group>}  hash: url secret updated_ms updated_by: where the group's
+       notices are POSTed and the key they are signed with (approval writes; the meter reads). */
+    KEYS_GROUP_WEBHOOK,
     KEYS_KIND_COUNT
 } keys_kind_t;
 

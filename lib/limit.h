@@ -37,6 +37,11 @@
 #define LIMIT_GROUP_MEMBERS_MAX     1000            /* members of one group */
 #define LIMIT_GROUP_QUOTA_MAX       1099511627776LL /* 2^40: largest quota value */
 
+/* A group's webhook (approval enforces them; the gateway checks them first: util_webhook_check). */
+#define LIMIT_WEBHOOK_URL_MAX    2048 /* the URL, in bytes */
+#define LIMIT_WEBHOOK_SECRET_MIN 16   /* the signing secret, in bytes: long enough to guess at */
+#define LIMIT_WEBHOOK_SECRET_MAX 256
+
 /* Day-2 actions (taskmgr and the agent enforce it; the gateway checks it first). */
 #define LIMIT_STOP_TIMEOUT_MAX_S 3600 /* a stop's or shelve's graceful shutdown, in seconds */
 

@@ -104,3 +104,36 @@ int util_secret_read(const char *dir, const char *name, char *out, size_t size)
     }
     return 0;
 }
+
+int util_webhook_check(const char *url, size_t max, const char **why)
+{
+    const char *rest = NULL;
+    if (!url || !*url)
+        *why = "the URL is empty";
+    else if (strlen(url) > max)
+        *why = "the URL is too long";
+    else if (strncmp(url, "https://", 8) == 0)
+        rest = url + 8;
+    else if (strncmp(url, "http://", 7) == 0)
+        rest = url + 7;
+    else
+        *why = "the URL must start with http:// or https://";
+    if (!rest)
+        return -1;
+    for (const char *p = url; *p; p++)
+        if ((unsigned char)*p <= ' ' || *p == 0x7f) {
+            *why = "the URL has a space or a control character";
+            return -1;
+        }
+    /* The authority runs to the first '/', '?' or '#'; an '@' in it carries credentials. */
+    size_t authority = strcspn(rest, "/?#");
+    if (memchr(rest, '@', authority)) {
+        *why = "the URL must not carry a user or password";
+        return -1;
+    }
+    if (authority == 0 || rest[0] == ':') {
+        *why = "the URL names no host";
+        return -1;
+    }
+    return 0;
+}

@@ -24,6 +24,11 @@ int util_is_uuid(const char *text);
 /* Copy src into dst (size bytes), always NUL-terminating. Returns -1 when src was truncated. */
 int util_strlcpy(char *dst, const char *src, size_t size);
 
+/* A webhook URL a group may set: http:// or https://, a host, no user or password in it
+   (they would show wherever the URL is read), no spaces or control characters, at most max
+   bytes. 0, or -1 with *why saying what is wrong. */
+int util_webhook_check(const char *url, size_t max, const char **why);
+
 /* Parse a decimal integer in [min, max]; the whole string must be a number. */
 int util_parse_int(const char *text, int64_t min, int64_t max, int64_t *out);
 

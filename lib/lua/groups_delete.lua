@@ -4,7 +4,8 @@
 -- KEYS: the group, its members, its name key, the group index, the event stream, its children
 -- set, its VM set, then the group hash of each id the children set held when the caller read
 -- it, then the VM hash of each id the VM set held, then the group's usage counters to delete
--- with it (its group-usage hash and the group-user-usage hash of each owner of those VMs).
+-- with it (its group-usage hash, its webhook hash and the group-user-usage hash of each owner
+-- of those VMs).
 -- ARGV: group id, now_ms, actor, the number of child ids, the child ids (in the order of their
 -- KEYS), then the VM ids (likewise).
 -- Returns 'DELETED', 'NO_GROUP', 'HAS_MEMBERS', 'HAS_RESERVATIONS' (the scheduler holds

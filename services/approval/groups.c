@@ -552,6 +552,121 @@ int groups_update(store_t *store, const char *id, const Berth__Group *update, ch
     return groups_get(store, id, out_p, fault);
 }
 
+/* ---- webhook ---------------------------------------------------------------------------- */
+
+int groups_webhook_read(store_t *store, Berth__Group *g, fault_t *fault)
+{
+    char key[KEYS_MAX];
+    redisReply *r = store_command(store, "HMGET %s url secret updated_ms updated_by",
+                                  keys_build(key, KEYS_GROUP_WEBHOOK, g->id, NULL));
+    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 4) {
+        if (r)
+            freeReplyObject(r);
+        return fault_store(fault, store);
+    }
+    int rc = 0;
+    if (r->element[0]->type == REDIS_REPLY_STRING && r->element[0]->len > 0) {
+        Berth__GroupWebhook *w = malloc(sizeof *w);
+        if (w) {
+            berth__group_webhook__init(w);
+            w->url = strdup(r->element[0]->str);
+            w->secret_set = r->element[1]->type == REDIS_REPLY_STRING && r->element[1]->len > 0;
+            int64_t at = 0;
+            if (r->element[2]->type == REDIS_REPLY_STRING &&
+                util_parse_int(r->element[2]->str, 0, INT64_MAX, &at) == 0)
+                w->updated_ms = at;
+            w->updated_by =
+                strdup(r->element[3]->type == REDIS_REPLY_STRING ? r->element[3]->str : "");
+        }
+        if (!w || !w->url || !w->updated_by) {
+            if (w) {
+                free(w->url);
+                free(w->updated_by);
+                free(w);
+            }
+            rc = error_set(fault, "INTERNAL", "out of memory");
+        } else {
+            groups_webhook_free(g);
+            g->webhook = w;
+        }
+    }
+    freeReplyObject(r);
+    return rc;
+}
+
+void groups_webhook_free(Berth__Group *g)
+{
+    if (g && g->webhook) {
+        protobuf_c_message_free_unpacked(&g->webhook->base, NULL);
+        g->webhook = NULL;
+    }
+}
+
+int groups_set_webhook(store_t *store, const char *id, const char *url, const char *secret,
+                       int clear, const char *actor, Berth__Group **out_p, fault_t *fault)
+{
+    const char *why = NULL;
+    url = url ? url : "";
+    secret = secret ? secret : "";
+    if (!clear && util_webhook_check(url, LIMIT_WEBHOOK_URL_MAX, &why) != 0)
+        return error_field(fault, "url", "%s", why);
+    if (!clear && *secret &&
+        (strlen(secret) < LIMIT_WEBHOOK_SECRET_MIN ||
+         !s_printable(secret, LIMIT_WEBHOOK_SECRET_MAX)))
+        return error_field(fault, "secret", "secret must be %d to %d printable characters",
+                           LIMIT_WEBHOOK_SECRET_MIN, LIMIT_WEBHOOK_SECRET_MAX);
+    Berth__Group *g = NULL;
+    if (groups_get(store, id, &g, fault) != 0)
+        return -1;
+    char key[KEYS_MAX], hook[KEYS_MAX], at[24];
+    keys_build(key, KEYS_GROUP, id, NULL);
+    keys_build(hook, KEYS_GROUP_WEBHOOK, id, NULL);
+    snprintf(at, sizeof at, "%lld", (long long)clock_now_ms());
+    int rc = 0;
+    if (!clear && !*secret) { /* keep the secret set, which must exist */
+        redisReply *r = store_command(store, "HEXISTS %s secret", hook);
+        if (!r || r->type != REDIS_REPLY_INTEGER)
+            rc = fault_store(fault, store);
+        else if (r->integer == 0)
+            rc = error_field(fault, "secret",
+                             "secret is required: the group has no webhook secret yet");
+        if (r)
+            freeReplyObject(r);
+    }
+    model_tx_t *tx = rc == 0 ? model_tx_new() : NULL;
+    if (rc == 0 && !tx)
+        rc = error_set(fault, "INTERNAL", "out of memory");
+    if (rc == 0) {
+        model_tx_check(tx, key, "id", id); /* the group is still there */
+        if (clear)
+            model_tx_del(tx, hook);
+        else {
+            model_tx_hset(tx, hook, "url", url);
+            if (*secret)
+                model_tx_hset(tx, hook, "secret", secret);
+            model_tx_hset(tx, hook, "updated_ms", at);
+            model_tx_hset(tx, hook, "updated_by", actor);
+        }
+        model_tx_event(tx, "group.webhook", "key", key, "group", id, "change",
+                       clear ? "clear" : "set", "actor", actor, "at_ms", at, NULL);
+        int t = model_tx_commit(tx, store, NULL);
+        if (t == MODEL_CONFLICT)
+            rc = error_set(fault, "NOT_FOUND", "no group %s", id);
+        else if (t != 0)
+            rc = t < 0 ? fault_store(fault, store) : error_set(fault, "INTERNAL", "refused");
+    }
+    model_tx_destroy(&tx);
+    if (rc == 0 && groups_webhook_read(store, g, fault) != 0)
+        rc = -1;
+    if (rc != 0) {
+        groups_webhook_free(g);
+        protobuf_c_message_free_unpacked(&g->base, NULL);
+        return -1;
+    }
+    *out_p = g;
+    return 0;
+}
+
 /* SMEMBERS of key: 0 and *out (caller frees), or -1 (fault set). */
 static int s_members_of(store_t *store, const char *key, redisReply **out, fault_t *fault)
 {
@@ -650,7 +765,8 @@ int groups_delete(store_t *store, const char *id, const char *actor, Berth__Grou
     redisReply *owners = NULL;
     int rc = s_owners(store, vm_ids, &owners, fault);
     size_t u = owners ? owners->elements : 0;
-    const char **argv = calloc(12 + 2 * (n + m) + u, sizeof *argv);
+    const char **argv = calloc(13 + 2 * (n + m) + u, sizeof *argv);
+    char webhook[KEYS_MAX];
     char(*object_keys)[KEYS_MAX] = calloc(n + m + u + 2, sizeof *object_keys);
     if (rc == 0 && (!argv || !object_keys))
         rc = error_set(fault, "INTERNAL", "out of memory");
@@ -669,6 +785,7 @@ int groups_delete(store_t *store, const char *id, const char *actor, Berth__Grou
         for (size_t i = 0; i < m; i++)
             argv[k++] = keys_build(object_keys[n + i], KEYS_VM, vm_ids->element[i]->str, NULL);
         argv[k++] = keys_build(object_keys[n + m], KEYS_GROUP_USAGE, id, NULL);
+        argv[k++] = keys_build(webhook, KEYS_GROUP_WEBHOOK, id, NULL);
         size_t nu = 0; /* distinct owners: the reply is sorted */
         for (size_t i = 0; i < u; i++)
             if (i == 0 || strcmp(owners->element[i]->str, owners->element[i - 1]->str))
@@ -1364,10 +1481,16 @@ void groups_on_get(bus_request_t *request, void *arg)
             protobuf_c_message_free_unpacked(&g->base, NULL);
         return;
     }
+    if (groups_webhook_read(store, g, &fault) != 0) {
+        s_refuse(request, who, "get group refused", &fault);
+        protobuf_c_message_free_unpacked(&g->base, NULL);
+        return;
+    }
     Berth__Quota *stored_used = g->used; /* never stored: the counters are the truth */
     g->used = &used;
     s_done(request, who, &g->base);
     g->used = stored_used;
+    groups_webhook_free(g);
     protobuf_c_message_free_unpacked(&g->base, NULL);
 }
 
@@ -1515,4 +1638,39 @@ void groups_on_capacity(bus_request_t *request, void *arg)
     }
     s_done(request, who, &c->base);
     groups_capacity_destroy(&c);
+}
+
+/* A group's webhook: an admin, or a manager of that group (the notices are the group's). */
+void groups_on_set_webhook(bus_request_t *request, void *arg)
+{
+    S_BODY(Berth__SetGroupWebhook, berth__set_group_webhook__descriptor, "SetGroupWebhook");
+    char role[16] = "";
+    if (!assertion_has_role(who, "admin")) {
+        if (s_check_id("id", msg->id, &fault) != 0 ||
+            groups_role(store, msg->id, who->user, role, &fault) != 0) {
+            s_refuse(request, who, "set webhook refused", &fault);
+            return;
+        }
+        if (!*role) {
+            error_set(&fault, "NOT_FOUND", "no group %.64s", msg->id);
+            s_refuse(request, who, "set webhook refused", &fault);
+            return;
+        }
+        if (!streq(role, "manager")) {
+            error_set(&fault, "FORBIDDEN", "a group's webhook is set by its managers or an admin");
+            s_refuse(request, who, "set webhook refused", &fault);
+            return;
+        }
+    }
+    Berth__Group *g = NULL;
+    if (groups_set_webhook(store, msg->id, msg->url, msg->secret, msg->clear, who->user, &g,
+                           &fault) != 0) {
+        s_refuse(request, who, "set webhook refused", &fault);
+        return;
+    }
+    log_info(s_rid(request), msg->clear ? "group webhook cleared" : "group webhook set",
+             "{s:s, s:s}", "group", g->id, "actor", who->user);
+    s_done(request, who, &g->base);
+    groups_webhook_free(g);
+    protobuf_c_message_free_unpacked(&g->base, NULL);
 }

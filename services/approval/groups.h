@@ -117,6 +117,18 @@ int groups_offers(const Berth__Group *g, const Berth__Template *t);
 
 /* The reservations, checked field by field (BAD_REQUEST naming it). */
 int groups_check_reservations(Berth__Reservation *const *list, size_t n, fault_t *fault);
+/* webhook: set group id's webhook to url (util_webhook_check) signed with secret (""
+   keeps the one set; one must be set), or remove it (clear), as actor, in one step with a
+   group.webhook event. The secret is stored in berth:group-webhook:{<id>} for the meter,
+   which signs with it, and never read back out. 0 and *out_p (webhook filled), or -1
+   (BAD_REQUEST naming url or secret, NOT_FOUND). */
+int groups_set_webhook(store_t *store, const char *id, const char *url, const char *secret,
+                       int clear, const char *actor, Berth__Group **out_p, fault_t *fault);
+
+/* g->webhook from berth:group-webhook:{<id>} (NULL when none is set): free it with
+   groups_webhook_free before g. 0, or -1 (Redis). */
+int groups_webhook_read(store_t *store, Berth__Group *g, fault_t *fault);
+void groups_webhook_free(Berth__Group *g);
 
 /* Fill each of g's reservations' `used` (what the group's claims hold of it now). 0, or -1
    (Redis). */
@@ -136,6 +148,7 @@ void groups_on_list(bus_request_t *request, void *arg);
 void groups_on_update(bus_request_t *request, void *arg);
 void groups_on_set_reservations(bus_request_t *request, void *arg);
 void groups_on_capacity(bus_request_t *request, void *arg);
+void groups_on_set_webhook(bus_request_t *request, void *arg);
 void groups_on_delete(bus_request_t *request, void *arg);
 void groups_on_add_member(bus_request_t *request, void *arg);
 void groups_on_set_role(bus_request_t *request, void *arg);

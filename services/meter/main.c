@@ -7,12 +7,15 @@
 #include "service.h"
 #include "usage.h"
 #include "util.h"
+#include "webhook.h"
 
 typedef struct {
     service_t *service;
     usage_t *usage;
     int report_max_vms;    /* most records one report may hold */
     int failing;           /* the last poll failed (logged once per change) */
+    webhook_t *webhook;    /* groups' notices to their webhook URLs */
+    int webhook_failing;   /* the last webhook round failed (logged once per change) */
     assertion_t *verifier; /* checks who a GetUsage asks for (the gateway's assertion) */
 } meter_t;
 
@@ -25,6 +28,33 @@ static int s_poll(service_t *service, void *arg)
         log_emit(rc < 0 ? BERTH_LOG_WARN : BERTH_LOG_INFO, NULL,
                  rc < 0 ? "cannot read the event stream" : "reading the event stream", NULL);
     self->failing = rc < 0;
+    return 0;
+}
+
+/* Webhooks: the intake of events (at the usage poll's pace) and the deliveries (at a faster
+   tick, so an answer is read soon after it arrives); neither waits on a receiver. */
+static void s_webhook_status(meter_t *self, int rc)
+{
+    if ((rc < 0) != self->webhook_failing)
+        log_emit(rc < 0 ? BERTH_LOG_WARN : BERTH_LOG_INFO, NULL,
+                 rc < 0 ? "cannot move webhook deliveries along" : "webhook deliveries moving",
+                 NULL);
+    self->webhook_failing = rc < 0;
+}
+
+static int s_webhook_poll(service_t *service, void *arg)
+{
+    (void)service;
+    meter_t *self = arg;
+    s_webhook_status(self, webhook_poll(self->webhook));
+    return 0;
+}
+
+static int s_webhook_run(service_t *service, void *arg)
+{
+    (void)service;
+    meter_t *self = arg;
+    s_webhook_status(self, webhook_run(self->webhook));
     return 0;
 }
 
@@ -116,9 +146,20 @@ int main(int argc, char **argv)
     /* Events this recent are never trimmed: a live-event client reconnecting within it
        resumes with Last-Event-ID without a gap (gateway/events.c). */
     config_declare(c, "events_keep_s", "600", 0);
+    /* Webhooks (webhook.h): tries per delivery, the wait before the second (doubled after
+       each failure, capped), one attempt's time limit, attempts at once (in all, and for one
+       group), the delivery tick. */
+    config_declare(c, "webhook_attempts", "6", 0);
+    config_declare(c, "webhook_base_delay_ms", "2000", 0);
+    config_declare(c, "webhook_max_delay_ms", "600000", 0);
+    config_declare(c, "webhook_timeout_ms", "10000", 0);
+    config_declare(c, "webhook_max_inflight", "32", 0);
+    config_declare(c, "webhook_max_per_group", "4", 0);
+    config_declare(c, "webhook_tick_ms", "50", 0);
     meter_t self = { .service = service };
     int rc = 1;
     int64_t poll_ms, batch, batches, idle, max_events, max_vms, trim_ms, keep_s, keep_ms;
+    int64_t wh_attempts, wh_base, wh_max, wh_timeout, wh_inflight, wh_group, wh_tick;
     if (service_start(service) != 0 || config_int(c, "poll_ms", 10, 60000, &poll_ms) ||
         config_int(c, "events_batch", 1, 10000, &batch) ||
         config_int(c, "batches_per_poll", 1, 1000, &batches) ||
@@ -126,7 +167,14 @@ int main(int argc, char **argv)
         config_int(c, "max_events_per_vm", 4, 100000, &max_events) ||
         config_int(c, "report_max_vms", 1, 1000000, &max_vms) ||
         config_int(c, "events_trim_every_ms", 100, 86400000, &trim_ms) ||
-        config_int(c, "events_keep_s", 0, 30LL * 24 * 3600, &keep_s))
+        config_int(c, "events_keep_s", 0, 30LL * 24 * 3600, &keep_s) ||
+        config_int(c, "webhook_attempts", 1, 100, &wh_attempts) ||
+        config_int(c, "webhook_base_delay_ms", 1, 86400000, &wh_base) ||
+        config_int(c, "webhook_max_delay_ms", 1, 86400000, &wh_max) ||
+        config_int(c, "webhook_timeout_ms", 100, 600000, &wh_timeout) ||
+        config_int(c, "webhook_max_inflight", 1, 10000, &wh_inflight) ||
+        config_int(c, "webhook_max_per_group", 1, 10000, &wh_group) ||
+        config_int(c, "webhook_tick_ms", 5, 60000, &wh_tick))
         goto done;
     usage_limits_t limits = { .batch = (int)batch,
                               .batches_per_poll = (int)batches,
@@ -137,6 +185,19 @@ int main(int argc, char **argv)
     self.usage = usage_new(service_store(service), USAGE_GROUP, service_instance(service), &limits);
     if (!self.usage)
         goto done;
+    webhook_limits_t wh = { .attempts = (int)wh_attempts,
+                            .base_delay_ms = wh_base,
+                            .max_delay_ms = wh_max < wh_base ? wh_base : wh_max,
+                            .timeout_ms = wh_timeout,
+                            .max_inflight = (int)wh_inflight,
+                            .max_per_group = (int)wh_group,
+                            .batch = (int)batch,
+                            .claim_idle_ms = idle };
+    self.webhook = webhook_new(service_store(service), service_instance(service), &wh);
+    if (!self.webhook) {
+        log_error(NULL, "cannot set up libcurl for webhooks", NULL);
+        goto done;
+    }
     self.report_max_vms = (int)max_vms;
     berth_error_t error = { 0 };
     self.verifier = assertion_verifier_new(config_get(c, "secrets_dir"), &error);
@@ -148,11 +209,14 @@ int main(int argc, char **argv)
         log_warn(NULL, "cannot create the meter consumer group yet; retrying on every poll", NULL);
     service_on(service, "GetUsage", "gateway", s_on_get_usage, &self);
     service_every(service, (int)poll_ms, s_poll, &self);
+    service_every(service, (int)poll_ms, s_webhook_poll, &self);
+    service_every(service, (int)wh_tick, s_webhook_run, &self);
     keep_ms = keep_s * 1000;
     service_every(service, (int)trim_ms, s_trim_events, &keep_ms);
     rc = service_run(service);
 done:
     usage_destroy(&self.usage);
+    webhook_destroy(&self.webhook);
     assertion_destroy(&self.verifier);
     service_destroy(&service);
     return rc;

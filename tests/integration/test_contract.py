@@ -81,6 +81,8 @@ class Contract(unittest.TestCase):
                                       "schema")["properties"]["reservations"]
         apikey = self.schema_at("/v1/auth/keys", "post", "requestBody", "content",
                                 "application/json", "schema")["properties"]
+        webhook = self.schema_at("/v1/groups/{id}/webhook", "put", "requestBody", "content",
+                                 "application/json", "schema")["properties"]
         stated = {
             "LIMIT_COUNT_MAX": create["count"]["maximum"],
             "LIMIT_VM_NAME_MAX": create["name"]["maxLength"],
@@ -113,6 +115,9 @@ class Contract(unittest.TestCase):
             "LIMIT_RESERVE_RAM_MB_MAX": reserve["ram_mb"]["maximum"],
             "LIMIT_RESERVE_DISK_GB_MAX": reserve["disk_gb"]["maximum"],
             "LIMIT_HOST_REF_MAX": reserve["host"]["maxLength"],
+            "LIMIT_WEBHOOK_URL_MAX": webhook["url"]["maxLength"],
+            "LIMIT_WEBHOOK_SECRET_MIN": webhook["secret"]["minLength"],
+            "LIMIT_WEBHOOK_SECRET_MAX": webhook["secret"]["maxLength"],
         }
         # A group's members: at most LIMIT_GROUP_MEMBERS_MAX, stated where members are added.
         members = C.spec["paths"]["/v1/groups/{id}/members"]["post"]["description"]

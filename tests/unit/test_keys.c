@@ -98,7 +98,8 @@ static void test_docs_list_every_key(void **state)
                               KEYS_TASKS_DUE,        KEYS_TASKS_WAKE,    KEYS_USAGE_INDEX,
                               KEYS_RESERVATIONS_ANY, KEYS_RESERVED_HOSTS,
                               KEYS_TIMERS,           KEYS_TIMERS_CLAIMED,
-                              KEYS_THROTTLE_RUNNING, KEYS_THROTTLE_QUEUE, KEYS_THROTTLE_WAITING };
+                              KEYS_THROTTLE_RUNNING, KEYS_THROTTLE_QUEUE, KEYS_THROTTLE_WAITING,
+                              KEYS_WEBHOOK_DELIVERIES, KEYS_WEBHOOK_DUE };
     char want[KEYS_MAX + 4];
     for (size_t i = 0; i < sizeof singles / sizeof *singles; i++) {
         snprintf(want, sizeof want, "`%s`", singles[i]);
