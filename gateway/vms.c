@@ -586,7 +586,7 @@ void vms_get_task(http_req_t *req)
     protobuf_c_message_free_unpacked(&task->base, NULL);
 }
 
-/* ---- abort: abort, retry, force-fail -------------------------------------------------------- */
+/* ---- Abort, retry, force-fail -------------------------------------------------------- */
 
 /* The task named by the path, when the caller may read it (task.get: who started it, or
    whoever may read its VM); its VM's owner and group copied into owner and group ("" when

@@ -30,7 +30,7 @@ static const int s_vm_holds_quota[VM_STATE_LAST] = {
     [VM_STATE_PROVISIONING] = 1,
     [VM_STATE_ACTIVE] = 1,
     [VM_STATE_DISPOSING] = 1,
-    /* day2: a shelved VM keeps its count and disk; its SHELVE task gives back the vCPUs and
+    /* A shelved VM keeps its count and disk; its SHELVE task gives back the vCPUs and
        RAM (and rewrites quota_held), its UNSHELVE request charges them again. */
     [VM_STATE_SHELVING] = 1,
     [VM_STATE_SHELVED] = 1,
@@ -82,7 +82,7 @@ static const lifecycle_transition_t s_rows[] = {
       "its domain and disks are removed and its claim released" },
     { VM(DISPOSING, ERROR), "fail", "taskmgr", "disposal failed; `fault` says why" },
 
-    /* day2: shelve and unshelve (POST /v1/vms/{id}/actions). Power actions (start, stop,
+    /* Shelve and unshelve (POST /v1/vms/{id}/actions). Power actions (start, stop,
        reboot, suspend, resume) leave the lifecycle state ACTIVE and change only power. */
     { VM(ACTIVE, SHELVING), "shelve", "taskmgr",
       "its owner shelves it; a SHELVE task is queued in the same step" },
@@ -129,7 +129,7 @@ static const lifecycle_transition_t s_rows[] = {
     { REQ(PENDING_APPROVAL, APPROVED), "approve", "approval", "an administrator approves it" },
     { REQ(PENDING_APPROVAL, REJECTED), "reject", "approval", "an administrator rejects it" },
 
-    /* ---- leases (lease helper): notice, expiry, tombstone, revival ---- */
+    /* ---- leases: notice, expiry, tombstone, revival ---- */
     { VM(ACTIVE, EXPIRING), "notice", "taskmgr",
       "its notice timer fired: the lease ends within the notice period (event vm.lease.notice)" },
     { VM(EXPIRING, ACTIVE), "extend", "taskmgr",
@@ -162,7 +162,7 @@ static const lifecycle_transition_t s_rows[] = {
     { HOST(UP, DISABLED), "disable", "taskmgr", "an operator puts it in maintenance" },
     { HOST(DISABLED, UP), "enable", "taskmgr", "an operator ends its maintenance" },
 
-    /* ---- abort: abort and recover verbs (POST /v1/tasks/{id}/abort|retry|force-fail,
+    /* ---- Abort and recover verbs (POST /v1/tasks/{id}/abort|retry|force-fail,
        DELETE /v1/vms/{id}?force=true) ---- */
     { TASK(RUNNING, ABORTING), "abort", "taskmgr",
       "an abort was asked; from its next stage boundary its completed stages are undone" },

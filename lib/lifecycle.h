@@ -47,11 +47,11 @@ typedef enum {
     VM_STATE_DISPOSING,        /* its DISPOSE task removes it */
     VM_STATE_DISPOSED,         /* gone from its host; resources given back */
     VM_STATE_REJECTED,         /* an administrator refused the request */
-    /* day2: shelving (day-2 actions, services/taskmgr/tasks.c). */
+    /* Shelving (day-2 actions, services/taskmgr/tasks.c). */
     VM_STATE_SHELVING,   /* its SHELVE task powers it off and gives back vCPUs and RAM */
     VM_STATE_SHELVED,    /* powered off; its disk kept on its host; holds no vCPUs or RAM */
     VM_STATE_UNSHELVING, /* its UNSHELVE task places it again and powers it on */
-    /* leases (lease helper) */
+    /* leases */
     VM_STATE_EXPIRING, /* its lease ends soon: the owner was given notice */
     VM_STATE_EXPIRED,  /* its lease ended: powered off, kept as a tombstone until disposed */
     VM_STATE_LAST

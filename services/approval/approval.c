@@ -307,7 +307,7 @@ const approval_handler_t approval_handlers[] = {
     { "CreateOnboarding", onboarding_on_create, APPROVAL_USER },
     { "CreateAllocation", allocations_on_create, APPROVAL_USER },
     { "CreateExtension", extensions_on_create, APPROVAL_USER },
-    /* reserve: a group's reservations (groups_set_reservations) */
+    /* A group's reservations (groups_set_reservations) */
     { "SetReservations", groups_on_set_reservations, APPROVAL_ADMIN },
     /* webhook: a group's webhook (the handler checks for a manager of the group or an admin) */
     { "SetGroupWebhook", groups_on_set_webhook, APPROVAL_USER },

@@ -1608,7 +1608,7 @@ void groups_on_list_members(bus_request_t *request, void *arg)
     groups_members_destroy(&list);
 }
 
-/* reserve: an admin replaces a group's reservations (groups_set_reservations). */
+/* An admin replaces a group's reservations (groups_set_reservations). */
 void groups_on_set_reservations(bus_request_t *request, void *arg)
 {
     S_BODY(Berth__SetReservations, berth__set_reservations__descriptor, "SetReservations");

@@ -23,7 +23,7 @@ void policy_defaults(policy_t *self)
     self->host_timeout_ms = 3000;
 }
 
-/* reserve: a ratio key, a decimal number in (0, 1000] as the scheduler takes it. */
+/* A ratio key, a decimal number in (0, 1000] as the scheduler takes it. */
 static int s_ratio(config_t *config, const char *key, double *out)
 {
     const char *text = config_get(config, key);
@@ -50,7 +50,7 @@ void policy_declare(config_t *config)
     config_declare(config, "max_templates", "1000", 0);
     config_declare(config, "max_text", text, 0);
     config_declare(config, "max_reason", reason, 0);
-    /* reserve: the scheduler's keys, with its defaults */
+    /* The scheduler's keys, with its defaults */
     config_declare(config, "ram_ratio", "1.0", 0);
     config_declare(config, "cpu_ratio", "4.0", 0);
     config_declare(config, "disk_ratio", "1.0", 0);

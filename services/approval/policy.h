@@ -23,7 +23,7 @@ typedef struct {
     int max_templates;          /* catalog size (ListTemplates answers all of them) */
     int max_text;               /* longest image / os / actor string */
     int max_reason;             /* longest decision reason, in bytes */
-    /* reserve: how reservations are checked against hosts, as the scheduler counts (set
+    /* How reservations are checked against hosts, as the scheduler counts (set
        them to the scheduler's values): usable = capacity * ratio; a host not seen for
        longer than host_timeout_ms is not UP. */
     double ram_ratio, cpu_ratio, disk_ratio;

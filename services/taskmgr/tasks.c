@@ -1056,7 +1056,7 @@ static const s_stage_t s_unshelve_undo[] = {
     { NULL, 0, NULL, NULL, NULL, S_LIGHT, 0, 0 },
 };
 
-/* abort: what undoes an aborted day-2 action (but an unshelve): its power state as it was
+/* What undoes an aborted day-2 action (but an unshelve): its power state as it was
    when the action was queued (s_restore_power). */
 static s_rc_t s_restore_power(tasks_t *self, s_held_t *h, const s_stage_t *stage);
 
@@ -1114,7 +1114,7 @@ static const s_stage_t *s_table(s_held_t *h)
         return h->task->force ? s_dispose_forced : s_dispose;
     const s_action_t *a = s_action(h->task->kind, 1);
     if (a && h->task->rolling_back && !s_is(a->kind, "UNSHELVE"))
-        return s_restore; /* abort: only an abort rolls a day-2 action back */
+        return s_restore; /* Only an abort rolls a day-2 action back */
     if (a)
         return h->task->rolling_back && s_is(a->kind, "UNSHELVE") ? s_unshelve_undo : a->stages;
     return h->task->rolling_back ? s_rollback : s_provision;
@@ -1147,7 +1147,7 @@ static int s_undo_needed(const Berth__Task *t, const char *undo)
 {
     size_t i = t->n_steps;
     if (s_is(t->state, "ABORTING") && s_is(undo, "release_claim"))
-        return 1; /* abort: a claim an earlier holder asked for may be on its way; no-op else */
+        return 1; /* A claim an earlier holder asked for may be on its way; no-op else */
     while (i > 0 && s_row(s_rollback, t->steps[i - 1]->name))
         i--; /* the undo steps of this rollback, run or running */
     for (; i > 0 && !s_row(s_rollback, t->steps[i - 1]->name); i--) {
@@ -1177,7 +1177,7 @@ static void s_finish_task(s_held_t *h, const char *state)
 {
     Berth__Task *t = h->task;
     if (s_is(state, "FAILED") && s_is(t->state, "ABORTING"))
-        state = "ABORTED"; /* abort: it stopped because it was asked to, whatever failed after */
+        state = "ABORTED"; /* It stopped because it was asked to, whatever failed after */
     s_set(&t->state, state);
     s_set(&t->stage, "done");
     t->finished_ms = clock_now_ms();
@@ -1208,7 +1208,7 @@ static int s_complete(tasks_t *self, s_held_t *h)
     }
     const s_action_t *action = s_action(t->kind, 1);
     if (action && t->rolling_back && !s_is(t->kind, "UNSHELVE")) {
-        /* abort: its power state is restored; a shelve not done is ACTIVE again. */
+        /* Its power state is restored; a shelve not done is ACTIVE again. */
         if (s_is(vm->state, "SHELVING"))
             s_vm_state(h, "ACTIVE", NULL);
         s_finish_task(h, "ABORTED");
@@ -1262,7 +1262,7 @@ static int s_complete(tasks_t *self, s_held_t *h)
         return 0; /* the caller runs the stage and writes */
     }
     if (s_is(t->state, "ABORTING") && !strstr(t->fault, "aborted by ")) {
-        /* abort: a stage failed after the abort was asked; the fault still says who. */
+        /* A stage failed after the abort was asked; the fault still says who. */
         char fault[1400];
         snprintf(fault, sizeof fault, "aborted by %s; %s", t->abort_by, t->fault);
         s_set(&t->fault, fault);
@@ -1347,7 +1347,7 @@ static int s_roll_back(tasks_t *self, s_held_t *h)
     return 0;
 }
 
-/* abort: an abort was asked and the stage in progress is done (a command in flight was
+/* An abort was asked and the stage in progress is done (a command in flight was
    let finish, so nothing it builds is left behind): undo what the task did instead of going
    on. A provisioning rolls back like a failed attempt and ends ABORTED, its VM ERROR with a
    fault naming who aborted it; a day-2 action restores the VM's power state (s_restore). */
@@ -1387,7 +1387,7 @@ static const char *s_restore_op(const char *now, const char *was)
     return NULL;
 }
 
-/* abort: bring the VM back to the power state it had when its action was queued, one agent
+/* Bring the VM back to the power state it had when its action was queued, one agent
    command at a time (stopped -> suspended takes a start, then a suspend). */
 static s_rc_t s_restore_power(tasks_t *self, s_held_t *h, const s_stage_t *stage)
 {
@@ -1645,7 +1645,7 @@ static void s_take(tasks_t *self, const char *id, int64_t epoch, Berth__Task *ta
     }
     log_info(task->request_id, epoch > 1 ? "took over task" : "took task", "{s:s, s:s, s:s, s:I}",
              "task", id, "kind", task->kind, "stage", task->stage, "epoch", (json_int_t)epoch);
-    /* abort: held here already under an older epoch (an abort or a retry made it due again):
+    /* Held here already under an older epoch (an abort or a retry made it due again):
        the old hold is stale, its writes would be refused. */
     zhashx_delete(self->held, id);
     zhashx_update(self->held, id, h);
@@ -1977,7 +1977,7 @@ static void s_on_dispose(bus_request_t *request, void *arg)
     berth__user_assertion__free_unpacked(who, NULL);
 }
 
-/* abort: a forced disposal (vm.force_dispose: admins and operators) is for a VM whose host
+/* A forced disposal (vm.force_dispose: admins and operators) is for a VM whose host
    is gone, DOWN or unknown, and that no task acts on: 0, or -1 with the refusal sent. A host
    that answers is asked to remove what it has, by an ordinary disposal. */
 static int s_force_refused(tasks_t *self, bus_request_t *request, const Berth__Vm *vm,
@@ -2097,7 +2097,7 @@ static void s_dispose_for(tasks_t *self, bus_request_t *request, const Berth__Di
         task.host = vm->host;
         task.version = 1;
         task.task_class = (char *)s_kind_class("DISPOSE");
-        task.force = req->force; /* abort: its host is gone: the agent is not asked */
+        task.force = req->force; /* Its host is gone: the agent is not asked */
         /* VM ACTIVE/ERROR -> DISPOSING (state and version as read), naming its new task;
            the task is born QUEUED, in the same step. */
         model_tx_vm_transition(tx, vm, "DISPOSING");
@@ -2268,7 +2268,7 @@ int tasks_queue_action(model_tx_t *tx, const Berth__Vm *vm, const char *kind, co
     task->timeout_s = a && a->graceful ? timeout_s : 0;
     if (a && s_is(a->kind, "UNSHELVE"))
         task->from_host = vm->host;
-    task->prior_state = vm->state; /* abort: what an abort brings it back to */
+    task->prior_state = vm->state; /* What an abort brings it back to */
     task->prior_power = vm->power_state;
     /* Nobody else started a task on the VM since it was read; it names this one now. */
     model_tx_check(tx, vkey, "task", vm->task);
@@ -2415,7 +2415,7 @@ static void s_action_for(tasks_t *self, bus_request_t *request, const Berth__VmA
     bus_reply_error(request, "CONFLICT", "the VM keeps changing; try again");
 }
 
-/* ---- abort: abort, retry and force-fail (TaskRecover) ------------------------------------ */
+/* ---- Abort, retry and force-fail (TaskRecover) ------------------------------------ */
 
 /* CONFLICT naming the task's state (and kind, stage). */
 static void s_refuse_recover(bus_request_t *request, const Berth__Task *task, const char *verb,

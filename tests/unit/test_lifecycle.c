@@ -254,7 +254,7 @@ static const s_refusal_t s_refusals[] = {
     { LIFECYCLE_VM, "PENDING_APPROVAL", "ACTIVE",
       "vm: PENDING_APPROVAL -> ACTIVE is not an allowed transition" },
     { LIFECYCLE_VM, "", "ACTIVE", "vm: (new) -> ACTIVE is not an allowed transition" },
-    /* day2: a shelved VM is unshelved before anything else but disposal; a shelve in
+    /* A shelved VM is unshelved before anything else but disposal; a shelve in
        progress cannot be disposed of. */
     { LIFECYCLE_VM, "SHELVED", "ACTIVE", "vm: SHELVED -> ACTIVE is not an allowed transition" },
     { LIFECYCLE_VM, "SHELVING", "DISPOSING",
