@@ -102,8 +102,9 @@ int cli_stream_next(cli_stream_t *self, int timeout_ms, cli_event_t *ev);
 const char *cli_stream_last_id(cli_stream_t *self);
 void cli_stream_destroy(cli_stream_t **self_p);
 
-/* Print JSON (for -o json). */
+/* Print JSON (for -o json), or YAML after cli_output_yaml(1) (-o yaml). */
 void cli_print_json(json_t *value);
+void cli_output_yaml(int on);
 
 /* ---- arguments (args.c) ---- */
 
