@@ -149,6 +149,8 @@ cli_progress_t *cli_progress_new(FILE *out);
 void cli_progress_destroy(cli_progress_t **self_p);
 void cli_progress_set(cli_progress_t *self, const char *key, const char *line);
 void cli_progress_draw(cli_progress_t *self);
+/* Drawn in place on a terminal (room for a progress bar), or plain lines. */
+int cli_progress_tty(cli_progress_t *self);
 
 /* Sleep between polls of --wait (a CLI, not an event loop). */
 void cli_pause_ms(int ms);

@@ -273,7 +273,8 @@ static void s_usage(FILE *out)
 {
     fprintf(out, "usage: berth [-o table|json|yaml] [--url URL] [--cacert FILE] [--pin sha256:HEX] "
                  "COMMAND [ARGS]\n"
-                 "       berth help COMMAND | berth COMMAND --help | berth --version\n\n"
+                 "       berth help COMMAND | berth COMMAND --help | berth --version\n"
+                 "       berth help --commands (every command's name, one a line)\n\n"
                  "commands (-o may come anywhere on the line):\n");
     for (const s_command_t *c = s_commands; c->name; c++)
         if (c->usage && !c->alias_of)
@@ -550,6 +551,12 @@ int main(int argc, char **argv)
         return 2;
     }
     if (streq(argv[i], "help")) {
+        if (i + 2 == argc && streq(argv[i + 1], "--commands")) {
+            /* Every name of the table, one a line, for scripts (and the tests). */
+            for (const s_command_t *c = s_commands; c->name; c++)
+                printf("%s\n", c->name);
+            return 0;
+        }
         if (i + 1 >= argc) {
             s_usage(stdout);
             return 0;
