@@ -310,8 +310,9 @@ void cli_output_yaml(int on)
 }
 
 /* A string as a YAML scalar: plain when it cannot be read as anything else (a number, a
-   boolean, null, a date, a flow or block indicator), else double-quoted with JSON's escapes,
-   which YAML's double-quoted style reads the same way. */
+   boolean, null, a date, an indicator), else double-quoted, escaping what YAML may not hold
+   as it is (controls, DEL, C1 controls, U+FEFF, U+FFFE, U+FFFF). jansson's strings are valid
+   UTF-8. */
 static void s_yaml_string(FILE *out, const char *s)
 {
     static const char *const reserved[] = { "true", "false", "yes",  "no", "on", "off",
@@ -327,11 +328,28 @@ static void s_yaml_string(FILE *out, const char *s)
         fputs(s, out);
         return;
     }
-    json_t *str = json_string(s);
-    char *text = str ? json_dumps(str, JSON_ENCODE_ANY) : NULL;
-    fputs(text ? text : "\"\"", out);
-    free(text);
-    json_decref(str);
+    fputc('"', out);
+    for (const unsigned char *p = (const unsigned char *)s; *p;) {
+        unsigned cp = *p;
+        int len = cp < 0x80 ? 1 : cp < 0xE0 ? 2 : cp < 0xF0 ? 3 : 4;
+        if (len == 2)
+            cp = ((cp & 0x1Fu) << 6) | (p[1] & 0x3Fu);
+        else if (len == 3)
+            cp = ((cp & 0x0Fu) << 12) | ((p[1] & 0x3Fu) << 6) | (p[2] & 0x3Fu);
+        if (cp == '"' || cp == '\\')
+            fprintf(out, "\\%c", (char)cp);
+        else if (cp == '\n')
+            fputs("\\n", out);
+        else if (cp == '\t')
+            fputs("\\t", out);
+        else if (cp < 0x20 || cp == 0x7F || (len == 2 && cp >= 0x80 && cp <= 0x9F) ||
+                 (len == 3 && (cp == 0xFEFF || cp == 0xFFFE || cp == 0xFFFF)))
+            fprintf(out, "\\u%04X", cp);
+        else
+            fwrite(p, 1, (size_t)len, out);
+        p += len;
+    }
+    fputc('"', out);
 }
 
 static void s_yaml_scalar(FILE *out, json_t *v)

@@ -324,6 +324,20 @@ class Online(unittest.TestCase):
             self.assertIn(vm["id"], r.stderr)
         self.assertIn(twins[0]["id"], self.berth("vm", "show", twins[0]["id"]).stdout)
 
+    def test_yaml_keeps_strings_that_look_like_something_else(self):
+        tricky = ["yes", "No", "null", "~", "007", "1.5", "2026-01-01", "a: b", "x #y",
+                  "- item", "{a}", "[b]", "'q'", '"dq" \\ back', "é ü ✓ 😀",
+                  "  padded  ", "*star", "&anchor", "!tag", "%pct", "@at",
+                  "`tick`", "|pipe", ">gt", "?q", "=", "<<", "true", "ON", ".inf", "-"]
+        for i, text in enumerate(tricky):
+            self.berth("group", "create", "yaml-%d" % i, "--description", text,
+                       "--cost-centre", text if text.isprintable() else "cc")
+        listed = json.loads(self.berth("group", "list", "--limit", "200", "-o", "json").stdout)
+        seen = {g["description"] for g in listed["groups"] if g["name"].startswith("yaml-")}
+        self.assertEqual(seen, set(tricky))
+        self.assertEqual(yaml.safe_load(self.berth("-o", "yaml", "group", "list", "--limit",
+                                                   "200").stdout), listed)
+
     def test_wait_on_a_terminal_draws_a_bar(self):
         master, slave = pty.openpty()
         env = dict(self.env, TERM="xterm")
