@@ -377,6 +377,23 @@ static int s_completion(cli_t *cli, int argc, char **argv)
                 printf(" %s", e->name + len + 1);
         printf("' ;;\n");
     }
+    /* A one-word command whose handler takes subcommands (groups, users, keys): the verbs
+       the noun-verb entries pass it. */
+    for (const s_command_t *c = s_commands; c->name; c++) {
+        size_t len = strlen(c->name);
+        if (c->alias_of || !c->fn || strchr(c->name, ' '))
+            continue;
+        int any = 0;
+        for (const s_command_t *e = s_commands; e->name; e++)
+            if (e->fn == c->fn && e->call && strncmp(e->call, c->name, len) == 0 &&
+                e->call[len] == ' ') {
+                if (!any++)
+                    printf("        %s) words='--help", c->name);
+                printf(" %s", e->call + len + 1);
+            }
+        if (any)
+            printf("' ;;\n");
+    }
     printf("        help) words='");
     for (const s_command_t *c = s_commands; c->name; c++)
         if (!s_first_seen(c, 0))

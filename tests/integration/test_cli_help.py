@@ -147,6 +147,9 @@ class Offline(unittest.TestCase):
                     self.assertIn(words[1], self.complete(script, words[0], ""), command)
             self.assertEqual(self.complete(script, "vm", "s"),
                              ["show", "start", "stop", "suspend", "shelve"])
+            # The older one-word commands with subcommands offer them too.
+            self.assertIn("add-member", self.complete(script, "groups", ""))
+            self.assertIn("revoke", self.complete(script, "keys", ""))
             self.assertEqual(sorted(self.complete(script, "vms", "-o", "")),
                              ["json", "table", "yaml"])
 
@@ -335,6 +338,10 @@ class Online(unittest.TestCase):
         listed = json.loads(self.berth("group", "list", "--limit", "200", "-o", "json").stdout)
         seen = {g["description"] for g in listed["groups"] if g["name"].startswith("yaml-")}
         self.assertEqual(seen, set(tricky))
+        shown = json.loads(self.berth("group", "show", "yaml-0", "-o", "json").stdout)
+        self.assertEqual(shown["group"]["description"], "yes")
+        self.assertEqual(json.loads(self.berth("groups", "show", "yaml-0", "-o", "json").stdout),
+                         shown)
         self.assertEqual(yaml.safe_load(self.berth("-o", "yaml", "group", "list", "--limit",
                                                    "200").stdout), listed)
 
