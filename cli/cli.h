@@ -15,7 +15,7 @@
 
 typedef struct {
     const char *url;           /* gateway base URL, without a trailing slash */
-    int json;                  /* -o json */
+    int json;                  /* -o json or -o yaml: the server's answer, not a table */
     char token[CLI_TOKEN_MAX]; /* bearer token for url ("" when not logged in there) */
     char url_buf[CLI_URL_MAX]; /* storage behind url */
     int url_given;             /* url came from --url or BERTH_URL, not the token file */

@@ -1,9 +1,12 @@
 /*  berth: the command-line client. Talks to the gateway's REST API at --url, BERTH_URL, the
     URL last logged in to, or https://127.0.0.1:8080; prints tables by default and the
-    server's JSON with -o json. An https gateway's certificate is always verified: against
-    --cacert FILE / BERTH_CA_FILE (make run's self-signed one), else the system's CAs, or
-    pinned: --pin sha256:HEX / BERTH_PIN (the fingerprint make run prints). Exit status:
-   0 done, 1 failed (the server's message is printed), 2 bad usage. */
+    server's answer with -o json or -o yaml (anywhere on the line). Commands read noun then
+    verb ("vm start"); s_commands below is every command, its short forms and its usage, from
+    which help, --help, the bash completion and the man page are made. An https gateway's
+    certificate is always verified: against --cacert FILE / BERTH_CA_FILE (make run's
+    self-signed one), else the system's CAs, or pinned: --pin sha256:HEX / BERTH_PIN (the
+    fingerprint make run prints). Exit status: 0 done, 1 failed (the server's message is
+    printed), 2 bad usage. */
 #include "cli.h"
 
 #include "berth_version.h"
