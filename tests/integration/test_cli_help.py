@@ -308,7 +308,18 @@ class Online(unittest.TestCase):
                                                    "named-vm").stdout), shown)
         listed = json.loads(self.berth("vms", "-o", "json").stdout)
         self.assertEqual(yaml.safe_load(self.berth("vms", "-o", "yaml").stdout), listed)
-        self.assertIn("named-vm", self.berth("vm", "show", "named-vm").stdout)
+        # Tables name the template, group and host rather than give their ids.
+        hosts = {h["id"]: h["name"]
+                 for h in json.loads(self.berth("host", "list", "-o", "json").stdout)["hosts"]}
+        host = hosts[shown["vm"]["host"]]
+        table = self.berth("vm", "show", "named-vm").stdout
+        self.assertRegex(table, r"(?m)^name: +named-vm$")
+        self.assertRegex(table, r"(?m)^template: +small$")
+        self.assertRegex(table, r"(?m)^group: +default$")
+        self.assertRegex(table, r"(?m)^host: +%s$" % re.escape(host))
+        row = next(l for l in self.berth("vm", "list").stdout.splitlines()
+                   if l.startswith("named-vm "))
+        self.assertEqual(row.split()[3:6], [host, "small", "default"], row)
 
         # Day-2 actions by name, as noun-verb and as the short form.
         self.berth("vm", "stop", "named-vm")
