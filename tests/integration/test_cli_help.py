@@ -201,11 +201,12 @@ class Install(unittest.TestCase):
         with open(os.path.join(root, "share/man/man1/berth.1")) as f:
             self.assertEqual(f.read(), run("manpage").stdout)
         for conf in os.listdir(os.path.join(ROOT, "deploy/configs")):
-            self.assertTrue(os.path.isfile(os.path.join(root, "etc/berth", conf)), conf)
+            # A /usr install keeps its configs in /etc.
+            self.assertTrue(os.path.isfile(os.path.join(stage, "etc/berth", conf)), conf)
         for page in os.listdir(os.path.join(ROOT, "gateway/web")):
             self.assertTrue(os.path.exists(os.path.join(root, "share/berth/web", page)), page)
         # The installed gateway serves the installed portal.
-        with open(os.path.join(root, "etc/berth/gateway.conf")) as f:
+        with open(os.path.join(stage, "etc/berth/gateway.conf")) as f:
             settings = [l.split("=", 1) for l in f if re.match(r"\s*web_root\s*=", l)]
         self.assertEqual([v.strip() for _, v in settings], ["/usr/share/berth/web"])
         # One unit per service, a template for agents, all with the installed paths.
@@ -220,7 +221,7 @@ class Install(unittest.TestCase):
                 self.assertIn("\nUser=berth\n", unit)
                 if service != "secrets":
                     self.assertIn("\nRestart=on-failure\n", unit)
-                    self.assertIn("--config /usr/etc/berth/%s.conf" % service, unit)
+                    self.assertIn("--config /etc/berth/%s.conf" % service, unit)
                 self.assertNotIn("@", unit.replace("berth-agent@", "").replace("%i", ""))
         with open(os.path.join(root, "lib/sysusers.d/berth.conf")) as f:
             self.assertRegex(f.read(), r"(?m)^u berth ")
