@@ -5,10 +5,12 @@ BUILD_DIR  ?= build
 TEST_DIR   ?= build-test
 BUILD_TYPE ?= RelWithDebInfo
 JOBS       ?= 2
+# make install: under PREFIX, staged under DESTDIR when set (packaging).
+PREFIX     ?= /usr/local
 # `make run DEPS=true` skips the package check (e.g. without root or sudo).
 DEPS       ?= deploy/install-deps
 
-.PHONY: all deps build run test bench clean
+.PHONY: all deps build run test bench clean install
 
 all: build
 
@@ -22,6 +24,11 @@ build: deps
 # Foreground: Redis + every service + three simulated hosts + gateway; Ctrl-C stops it all.
 run: build
 	BERTH_BIN_DIR=$(BUILD_DIR)/bin exec deploy/berth-up
+
+# The binaries, the CLI with its bash completion and man page, etc/berth/*.conf, the portal
+# and the systemd units (deploy/systemd/) under PREFIX.
+install: build
+	DESTDIR="$(DESTDIR)" cmake --install $(BUILD_DIR) --prefix "$(PREFIX)"
 
 # Everything under ASan+UBSan: unit tests and integration tests, through ctest.
 test: deps

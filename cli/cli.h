@@ -15,7 +15,7 @@
 
 typedef struct {
     const char *url;           /* gateway base URL, without a trailing slash */
-    int json;                  /* -o json */
+    int json;                  /* -o json or -o yaml: the server's answer, not a table */
     char token[CLI_TOKEN_MAX]; /* bearer token for url ("" when not logged in there) */
     char url_buf[CLI_URL_MAX]; /* storage behind url */
     int url_given;             /* url came from --url or BERTH_URL, not the token file */
@@ -102,8 +102,9 @@ int cli_stream_next(cli_stream_t *self, int timeout_ms, cli_event_t *ev);
 const char *cli_stream_last_id(cli_stream_t *self);
 void cli_stream_destroy(cli_stream_t **self_p);
 
-/* Print JSON (for -o json). */
+/* Print JSON (for -o json), or YAML after cli_output_yaml(1) (-o yaml). */
 void cli_print_json(json_t *value);
+void cli_output_yaml(int on);
 
 /* ---- arguments (args.c) ---- */
 
@@ -148,6 +149,8 @@ cli_progress_t *cli_progress_new(FILE *out);
 void cli_progress_destroy(cli_progress_t **self_p);
 void cli_progress_set(cli_progress_t *self, const char *key, const char *line);
 void cli_progress_draw(cli_progress_t *self);
+/* Drawn in place on a terminal (room for a progress bar), or plain lines. */
+int cli_progress_tty(cli_progress_t *self);
 
 /* Sleep between polls of --wait (a CLI, not an event loop). */
 void cli_pause_ms(int ms);
@@ -171,7 +174,6 @@ int cli_task(cli_t *cli, int argc, char **argv);
 int cli_usage(cli_t *cli, int argc, char **argv);
 int cli_request_cmd(cli_t *cli, int argc, char **argv);
 int cli_dispose(cli_t *cli, int argc, char **argv);
-int cli_abort(cli_t *cli, int argc, char **argv);  /* abort a task (vms.c) */
 int cli_action(cli_t *cli, int argc, char **argv); /* start, stop, ... (argv[0] is the action) */
 int cli_extend(cli_t *cli, int argc, char **argv); /* add days to a VM's lease */
 int cli_revive(cli_t *cli, int argc, char **argv); /* extend an EXPIRED VM: back on */

@@ -6,6 +6,7 @@
 #include "cli.h"
 
 #include <ctype.h>
+#include <strings.h>
 #include <curl/curl.h>
 #include <openssl/evp.h>
 #include <openssl/ssl.h>
@@ -301,8 +302,133 @@ int cli_get_one(cli_t *cli, const char *command, const char *collection, const c
     return cli_http(cli, "GET", path, NULL, body) != 0 ? 1 : 0;
 }
 
+static int s_yaml_on; /* -o yaml: cli_print_json prints YAML */
+
+void cli_output_yaml(int on)
+{
+    s_yaml_on = on;
+}
+
+/* A string as a YAML scalar: plain when it cannot be read as anything else (a number, a
+   boolean, null, a date, an indicator), else double-quoted, escaping what YAML may not hold
+   as it is (controls, DEL, C1 controls, U+FEFF, U+FFFE, U+FFFF). jansson's strings are valid
+   UTF-8. */
+static void s_yaml_string(FILE *out, const char *s)
+{
+    static const char *const reserved[] = { "true", "false", "yes",  "no", "on", "off",
+                                            "y",    "n",     "null", "~",  NULL };
+    int plain =
+        (s[0] >= 'a' && s[0] <= 'z') || (s[0] >= 'A' && s[0] <= 'Z') || s[0] == '_' || s[0] == '/';
+    for (const char *p = s; plain && *p; p++)
+        plain = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+                strchr("_./@+-", *p) != NULL;
+    for (int i = 0; plain && reserved[i]; i++)
+        plain = strcasecmp(s, reserved[i]) != 0;
+    if (plain) {
+        fputs(s, out);
+        return;
+    }
+    fputc('"', out);
+    for (const unsigned char *p = (const unsigned char *)s; *p;) {
+        unsigned cp = *p;
+        int len = cp < 0x80 ? 1 : cp < 0xE0 ? 2 : cp < 0xF0 ? 3 : 4;
+        if (len == 2)
+            cp = ((cp & 0x1Fu) << 6) | (p[1] & 0x3Fu);
+        else if (len == 3)
+            cp = ((cp & 0x0Fu) << 12) | ((p[1] & 0x3Fu) << 6) | (p[2] & 0x3Fu);
+        if (cp == '"' || cp == '\\')
+            fprintf(out, "\\%c", (char)cp);
+        else if (cp == '\n')
+            fputs("\\n", out);
+        else if (cp == '\t')
+            fputs("\\t", out);
+        else if (cp < 0x20 || cp == 0x7F || (len == 2 && cp >= 0x80 && cp <= 0x9F) ||
+                 (len == 3 && (cp == 0xFEFF || cp == 0xFFFE || cp == 0xFFFF)))
+            fprintf(out, "\\u%04X", cp);
+        else
+            fwrite(p, 1, (size_t)len, out);
+        p += len;
+    }
+    fputc('"', out);
+}
+
+static void s_yaml_scalar(FILE *out, json_t *v)
+{
+    if (json_is_string(v))
+        s_yaml_string(out, json_string_value(v));
+    else if (json_is_integer(v))
+        fprintf(out, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
+    else if (json_is_real(v)) {
+        char *text = json_dumps(v, JSON_ENCODE_ANY); /* always with a '.' or an exponent */
+        fputs(text ? text : "0.0", out);
+        free(text);
+    } else if (json_is_boolean(v))
+        fputs(json_is_true(v) ? "true" : "false", out);
+    else if (json_is_object(v))
+        fputs("{}", out); /* only empty ones get here */
+    else if (json_is_array(v))
+        fputs("[]", out);
+    else
+        fputs("null", out);
+}
+
+static int s_yaml_block(json_t *v)
+{
+    return (json_is_object(v) && json_object_size(v) > 0) ||
+           (json_is_array(v) && json_array_size(v) > 0);
+}
+
+/* v at indent; the caller has written what leads up to it (a key, a "- "), and first_inline
+   says the first line of a block goes on that same line (after "- "). */
+static void s_yaml(FILE *out, json_t *v, int indent, int first_inline)
+{
+    int first = 1;
+    if (json_is_object(v) && json_object_size(v) > 0) {
+        const char *key;
+        json_t *item;
+        json_object_foreach(v, key, item)
+        {
+            if (!(first && first_inline))
+                fprintf(out, "%*s", indent, "");
+            first = 0;
+            s_yaml_string(out, key);
+            if (s_yaml_block(item)) {
+                fputs(":\n", out);
+                s_yaml(out, item, json_is_array(item) ? indent : indent + 2, 0);
+            } else {
+                fputs(": ", out);
+                s_yaml_scalar(out, item);
+                fputc('\n', out);
+            }
+        }
+    } else if (json_is_array(v) && json_array_size(v) > 0) {
+        size_t i;
+        json_t *item;
+        json_array_foreach(v, i, item)
+        {
+            if (!(first && first_inline))
+                fprintf(out, "%*s", indent, "");
+            first = 0;
+            fputs("- ", out);
+            if (s_yaml_block(item))
+                s_yaml(out, item, indent + 2, 1);
+            else {
+                s_yaml_scalar(out, item);
+                fputc('\n', out);
+            }
+        }
+    } else {
+        s_yaml_scalar(out, v);
+        fputc('\n', out);
+    }
+}
+
 void cli_print_json(json_t *value)
 {
+    if (s_yaml_on) {
+        s_yaml(stdout, value, 0, 0);
+        return;
+    }
     char *text = json_dumps(value, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
     if (text)
         puts(text);

@@ -204,6 +204,11 @@ cli_progress_t *cli_progress_new(FILE *out)
     return self;
 }
 
+int cli_progress_tty(cli_progress_t *self)
+{
+    return self && self->tty;
+}
+
 void cli_progress_destroy(cli_progress_t **self_p)
 {
     if (self_p && *self_p) {

@@ -17,16 +17,38 @@ typedef struct {
     int failed;        /* ... and not the one we waited for */
 } s_status_t;
 
-static void s_line(cli_progress_t *progress, const char *key, const char *name, json_t *task,
-                   const char *state)
+#define BAR_WIDTH 20
+
+/* One VM's line: its name and id, then on a terminal a bar of its task's percent, its stage,
+   the percent and its state. live holds the percents task.state events brought (task id ->
+   percent), which may be ahead of the task as last read. */
+static void s_line(cli_progress_t *progress, const char *key, const char *name, const char *id,
+                   json_t *task, const char *state, json_t *live)
 {
-    char line[1024], stage[128];
+    char line[1024], stage[128], bar[BAR_WIDTH + 3] = "";
     cli_text(json_object_get(task, "stage"), stage, sizeof stage);
     json_int_t percent = json_integer_value(json_object_get(task, "percent"));
+    const char *task_id = json_string_value(json_object_get(task, "id"));
+    json_t *heard = task_id ? json_object_get(live, task_id) : NULL;
+    if (json_is_integer(heard) && json_integer_value(heard) > percent)
+        percent = json_integer_value(heard); /* a task's percent only grows */
+    if (percent < 0)
+        percent = 0;
+    if (percent > 100)
+        percent = 100;
     json_int_t position = json_integer_value(json_object_get(task, "queue_position"));
     if (position > 0) /* a heavy task waiting for a slot on its host */
         snprintf(stage, sizeof stage, "queued #%lld", (long long)position);
-    snprintf(line, sizeof line, "%-24s  %-16s %3d%%  %s", name, stage, (int)percent, state);
+    if (cli_progress_tty(progress)) {
+        int filled = (int)(percent * BAR_WIDTH / 100);
+        bar[0] = '[';
+        for (int i = 0; i < BAR_WIDTH; i++)
+            bar[1 + i] = i < filled ? '#' : '.';
+        bar[BAR_WIDTH + 1] = ']';
+        bar[BAR_WIDTH + 2] = '\0';
+    }
+    snprintf(line, sizeof line, "%-24s  %-36s  %s%s%-16s %3d%%  %s", name, id, bar,
+             bar[0] ? " " : "", stage, (int)percent, state);
     cli_progress_set(progress, key, line);
 }
 
@@ -93,7 +115,7 @@ static int s_concerns(const cli_event_t *ev, const char *id, json_t *req)
    what came right after it is taken too, so a burst costs one look), or until the deadline.
    Without a stream (refused, or broken and not reopened), a poll's pause instead. */
 static void s_await(cli_t *cli, cli_stream_t **stream, const char *id, json_t *req,
-                    int64_t deadline)
+                    int64_t deadline, json_t *live)
 {
     if (!*stream) {
         cli_pause_ms(POLL_MS);
@@ -117,7 +139,12 @@ static void s_await(cli_t *cli, cli_stream_t **stream, const char *id, json_t *r
                 return;
             continue;
         }
-        relevant |= s_concerns(&ev, id, req) || streq(ev.event, "stream.end");
+        int concerns = s_concerns(&ev, id, req);
+        relevant |= concerns || streq(ev.event, "stream.end");
+        const char *task = json_string_value(json_object_get(ev.data, "task"));
+        json_t *percent = json_object_get(ev.data, "percent");
+        if (concerns && streq(ev.event, "task.state") && task && json_is_integer(percent))
+            json_object_set(live, task, percent);
         json_decref(ev.data);
     }
 }
@@ -134,7 +161,7 @@ static int s_wait_request(cli_t *cli, const char *id, int timeout_s, cli_stream_
     cli_progress_t *progress = cli_progress_new(out);
     int64_t deadline = util_mono_ms() + (int64_t)timeout_s * 1000;
     int rc = -1, told_pending = 0;
-    json_t *last = NULL;
+    json_t *last = NULL, *live = json_object();
     while (rc < 0) {
         json_t *body = NULL;
         if (cli_http(cli, "GET", path, NULL, &body) != 0) {
@@ -157,11 +184,8 @@ static int s_wait_request(cli_t *cli, const char *id, int timeout_s, cli_stream_
             const char *vstate = json_string_value(json_object_get(vm, "state"));
             json_t *owned = NULL;
             json_t *task = s_task_of(cli, vm, tasks, &owned);
-            s_line(progress, vm_id ? vm_id : "?",
-                   name    ? name
-                   : vm_id ? vm_id
-                           : "?",
-                   task, vstate ? vstate : "-");
+            s_line(progress, vm_id ? vm_id : "?", name ? name : "-", vm_id ? vm_id : "-", task,
+                   vstate ? vstate : "-", live);
             int ok = vstate && streq(vstate, "ACTIVE");
             int bad = vstate && (streq(vstate, "ERROR") || streq(vstate, "REJECTED") ||
                                  streq(vstate, "DISPOSED"));
@@ -188,9 +212,10 @@ static int s_wait_request(cli_t *cli, const char *id, int timeout_s, cli_stream_
                     timeout_s, state ? state : "-");
             rc = 1;
         } else
-            s_await(cli, &stream, id, req, deadline);
+            s_await(cli, &stream, id, req, deadline, live);
     }
     cli_stream_destroy(&stream);
+    json_decref(live);
     /* Say why each failed VM failed. */
     json_t *req = json_object_get(last, "request");
     size_t i;
@@ -315,7 +340,7 @@ static int s_wait_dispose(cli_t *cli, const char *vm_id, const char *name, const
             break;
         }
         const char *tstate = json_string_value(json_object_get(task, "state"));
-        s_line(progress, vm_id, name, task, vstate ? vstate : "-");
+        s_line(progress, vm_id, name, vm_id, task, vstate ? vstate : "-", NULL);
         cli_progress_draw(progress);
         if (vstate && streq(vstate, "DISPOSED"))
             rc = 0;

@@ -89,7 +89,19 @@ int cli_vm(cli_t *cli, int argc, char **argv)
                                              "power_state", "host",  "template",
                                              "owner",       "group", "lease.expires_at",
                                              "task",        "fault", NULL };
-        cli_print_object(json_object_get(body, "vm"), first);
+        /* Names for the ids a person would look up (-o json keeps the ids). */
+        json_t *vm = json_deep_copy(json_object_get(body, "vm"));
+        static const char *const named[][3] = { { "template", "/v1/templates", "templates" },
+                                                { "group", "/v1/groups", "groups" } };
+        for (size_t i = 0; vm && i < sizeof named / sizeof named[0]; i++)
+            if (json_is_string(json_object_get(vm, named[i][0]))) {
+                json_t *names = cli_names(cli, named[i][1], named[i][2]);
+                json_object_set_new(vm, named[i][0],
+                                    json_string(cli_name_of(names, vm, named[i][0])));
+                json_decref(names);
+            }
+        cli_print_object(vm, first);
+        json_decref(vm);
     }
     json_decref(body);
     return 0;
@@ -126,11 +138,6 @@ static int s_task_verb(cli_t *cli, const char *verb, int argc, char **argv)
                    : "");
     json_decref(body);
     return 0;
-}
-
-int cli_abort(cli_t *cli, int argc, char **argv)
-{
-    return s_task_verb(cli, "abort", argc, argv);
 }
 
 int cli_task(cli_t *cli, int argc, char **argv)

@@ -93,12 +93,14 @@ class Offline(CliCase):
 
     def test_bad_arguments_exit_2_without_calling_the_gateway(self):
         cases = [
-            ("-o", "yaml", "templates"),
+            ("-o", "xml", "templates"),
+            ("templates", "-o", "xml"),
             ("request", "small"),                      # NAME missing
             ("request", "small", "web", "--count"),    # value missing
             ("request", "small", "web", "--count", "many"),
             ("vms", "--bogus"),
-            ("vm", "list"),
+            ("vm", "frobnicate"),
+            ("vm",),
             ("vm", "show"),
             ("task",),
             ("dispose", "a", "b"),
