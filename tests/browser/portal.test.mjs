@@ -10,7 +10,8 @@
 //   6. a provisioning on the slow host (host-3, the only one out of maintenance then) is
 //      aborted from VM detail and ends ABORTED, naming who aborted it; an admin sets eng's
 //      lease policy, and extending big1 beyond it is sent for approval (a link to the request);
-//      an admin makes cat a manager of eng, who sets its webhook (the secret is not shown back);
+//      an admin makes cat a manager of eng, who sets its webhook (the secret is not shown back)
+//      and asks for a reservation;
 //   5. the CSP header holds (an injected inline script does not run), a state-changing call
 //      with the session cookie but without the anti-CSRF header is refused, sign-out revokes
 //      the session (the old cookie gets 401); and no console error happens anywhere.
@@ -371,6 +372,12 @@ async function story6() {
   assert.equal(await manager.page.getByLabel('Signing secret').inputValue(), '');
   assert.ok(!(await manager.page.content()).includes(secret), 'the secret is not shown back');
   await manager.shot('webhook');
+
+  step = 'story 6: the manager asks for a reservation';
+  await manager.page.locator('#resv-vcpus').fill('2');
+  await manager.page.locator('#resv-ram_mb').fill('2048');
+  await manager.page.getByRole('button', { name: 'Ask for the reservation' }).click();
+  await manager.page.locator('#notice').filter({ hasText: /Reservation for eng: (sent for approval|APPROVED)/ }).waitFor();
   await manager.context.close();
 }
 

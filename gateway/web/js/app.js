@@ -770,9 +770,13 @@ async function groupsScreen(id) {
     try {
       const { capacity: c } = await api.get(`/v1/groups/${gid}/capacity`);
       const res = (r) => `${r.vcpus} vCPU, ${mb(r.ram_mb)} RAM, ${r.disk_gb} GB disk`;
+      // A quota value of 0 limits nothing of that kind: only the limited ones have a "left".
+      const dims = [['vms', ' VMs'], ['vcpus', ' vCPU'], ['ram_mb', ''], ['disk_gb', ' GB disk']];
+      const limited = c.quota && c.left ? dims.filter(([k]) => (c.quota[k] || 0) > 0) : [];
       return h('dl', { className: 'props card', id: 'group-capacity' },
-        h('dt', {}, 'Left in the quota'), h('dd', {}, c.left
-          ? `${c.left.vms ?? 0} VMs, ${res(c.left)}` : 'no quota limit'),
+        h('dt', {}, 'Left in the quota'), h('dd', {}, !c.quota || !c.left ? 'no quota limit'
+          : limited.length ? limited.map(([k, unit]) => (k === 'ram_mb' ? mb(c.left[k] || 0) + ' RAM' : `${c.left[k] || 0}${unit}`)).join(', ')
+            : 'no limit of any kind'),
         h('dt', {}, 'Free on the hosts'), h('dd', {}, `${res(c.free)} (${c.hosts} host${c.hosts === 1 ? '' : 's'})`),
         h('dt', {}, 'Largest VM one host could take'), h('dd', {}, res(c.largest)),
         h('dt', {}, 'Usable within the quota'), h('dd', {}, res(c.usable)));
@@ -872,7 +876,7 @@ async function groupsScreen(id) {
   function reservationForm(group) {
     const dims = [['vcpus', 'vCPUs'], ['ram_mb', 'RAM (MB)'], ['disk_gb', 'Disk (GB)']];
     const form = h('form', { className: 'card' },
-      h('p', { className: 'hint' }, 'Ask for capacity held for this group. It replaces the group\'s reservations: list every one it keeps.'),
+      h('p', { className: 'hint' }, 'Ask for capacity held for this group on a host (or on any host). The group keeps its other reservations; one already on that host is replaced.'),
       h('div', { className: 'filters' },
         h('div', {}, h('label', { for: 'resv-host' }, 'Host (empty: any host)'), h('input', { id: 'resv-host', name: 'host' })),
         dims.map(([k, label]) => h('div', {}, h('label', { for: 'resv-' + k }, label),
@@ -886,7 +890,10 @@ async function groupsScreen(id) {
       const asked = {};
       if (form.host.value.trim()) asked.host = form.host.value.trim();
       for (const [k] of dims) asked[k] = Number(form.elements.namedItem(k).value) || 0;
-      const body = { reservations: [asked] };
+      // The request's reservations replace the group's: the others are sent along unchanged.
+      const kept = (group.reservations || []).filter((r) => (r.host || null) !== (asked.host || null))
+        .map((r) => ({ host: r.host || null, vcpus: r.vcpus, ram_mb: r.ram_mb, disk_gb: r.disk_gb }));
+      const body = { reservations: [...kept, asked] };
       if (form.justification.value.trim()) body.justification = form.justification.value.trim();
       try {
         const { request } = await api.post(`/v1/groups/${gid}/allocations`, body);
