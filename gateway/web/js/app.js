@@ -272,7 +272,7 @@ async function requestScreen(templateId) {
       if (!q || !left) quota.append(h('p', {}, 'This group has no quota limit.'));
       else {
         const rows = [['VMs', 'vms', ''], ['vCPUs', 'vcpus', ''], ['RAM', 'ram_mb', ' MB'], ['Disk', 'disk_gb', ' GB']];
-        quota.append(h('dl', { className: 'props' }, rows.map(([label, k, unit]) => {
+        quota.append(h('dl', { className: 'stack' }, rows.map(([label, k, unit]) => {
           const limited = (q[k] || 0) > 0;
           const over = limited && need && need[k] > (left[k] || 0);
           return [h('dt', {}, label), h('dd', { className: over ? 'fault' : '' },
@@ -283,7 +283,7 @@ async function requestScreen(templateId) {
       const fits = t && capacity.largest.vcpus >= t.vcpus && capacity.largest.ram_mb >= t.ram_mb &&
         capacity.largest.disk_gb >= t.disk_gb;
       quota.append(h('h3', {}, 'On the hosts now'),
-        h('dl', { className: 'props', id: 'capacity-figures' },
+        h('dl', { className: 'stack', id: 'capacity-figures' },
           h('dt', {}, 'Free on the hosts'), h('dd', { id: 'cap-free' }, `${resources(capacity.free)} (${capacity.hosts} host${capacity.hosts === 1 ? '' : 's'})`),
           h('dt', {}, 'Largest VM one host could take'), h('dd', { id: 'cap-largest', className: t && !fits ? 'fault' : '' },
             resources(capacity.largest) + (t && !fits ? ' — this template does not fit now' : '')),
