@@ -820,6 +820,7 @@ async function groupsScreen(id) {
       ev.preventDefault();
       showError(null);
       for (const el of Object.values(errors)) el.textContent = '';
+      for (const input of [form.url, form.secret]) input.removeAttribute('aria-invalid');
       const body = { url: form.url.value.trim() };
       if (form.secret.value) body.secret = form.secret.value;
       try {
