@@ -7,13 +7,20 @@
 //      member's page updates without a reload;
 //   3. an admin puts a host in maintenance and exports the all-VMs report as CSV;
 //   4. a user of another group sees none of the first group's VMs;
+//   6. a provisioning on the slow host (host-3, the only one out of maintenance then) is
+//      aborted from VM detail and ends ABORTED, naming who aborted it; an admin sets eng's
+//      lease policy, and extending big1 beyond it is sent for approval (a link to the request);
+//      an admin makes cat a manager of eng, who sets its webhook (the secret is not shown back)
+//      and asks for a reservation;
 //   5. the CSP header holds (an injected inline script does not run), a state-changing call
 //      with the session cookie but without the anti-CSRF header is refused, sign-out revokes
 //      the session (the old cookie gets 401); and no console error happens anywhere.
 //
 // Run by run_browser.py, which starts the platform: node portal.test.mjs with BERTH_URL,
 // BERTH_USER/BERTH_PASSWORD (a member of group eng), BERTH_OTHER (a user of another group,
-// same password), BERTH_ADMIN_USER/BERTH_ADMIN_PASSWORD and BERTH_OUT in the environment.
+// same password), BERTH_MANAGER (a user in no group, same password), host-3 in maintenance
+// with slow libvirt commands, BERTH_ADMIN_USER/BERTH_ADMIN_PASSWORD and BERTH_OUT in the
+// environment.
 import { chromium } from 'playwright-core';
 import assert from 'node:assert/strict';
 import path from 'node:path';
@@ -23,6 +30,7 @@ const URL = process.env.BERTH_URL;
 const USER = process.env.BERTH_USER;
 const PASSWORD = process.env.BERTH_PASSWORD;
 const OTHER = process.env.BERTH_OTHER;
+const MANAGER = process.env.BERTH_MANAGER;
 const ADMIN = process.env.BERTH_ADMIN_USER;
 const ADMIN_PASSWORD = process.env.BERTH_ADMIN_PASSWORD;
 const OUT = process.env.BERTH_OUT || '.';
@@ -86,6 +94,15 @@ async function story1() {
   await page.getByRole('link', { name: 'Request small' }).click();
   await page.getByRole('heading', { name: 'Request a VM' }).waitFor();
   await page.locator('#quota-left').getByText(/left of|no quota limit/i).first().waitFor();
+
+  step = "story 1: the group's capacity next to the form";
+  const gid = await page.getByLabel('Group', { exact: true }).inputValue();
+  const cap = await page.evaluate(async (g) => (await (await fetch(`/v1/groups/${g}/capacity`)).json()).capacity, gid);
+  assert.ok(cap.free.vcpus > 0, JSON.stringify(cap));
+  await page.locator('#cap-free').filter({ hasText: `${cap.free.vcpus} vCPU` }).waitFor();
+  await page.locator('#cap-free').filter({ hasText: `(${cap.hosts} host` }).waitFor();
+  await page.locator('#cap-largest').filter({ hasText: `${cap.largest.vcpus} vCPU` }).waitFor();
+  await page.locator('#cap-usable').filter({ hasText: `${cap.usable.vcpus} vCPU` }).waitFor();
   const name = page.getByLabel('Name', { exact: true });
   await name.fill('Bad Name!');
   expectedStatus = 400;
@@ -264,6 +281,106 @@ async function story4() {
   await context.close();
 }
 
+// The Hosts screen's maintenance toggle of host, set to on (true) or off.
+async function maintenance(page, host, on) {
+  const toggle = page.locator(`button[aria-label="Maintenance of ${host}"]`);
+  if ((await toggle.getAttribute('aria-pressed')) !== String(on)) await toggle.click();
+  await page.locator(`button[aria-label="Maintenance of ${host}"][aria-pressed="${on}"]`).waitFor();
+}
+
+async function story6() {
+  step = 'story 6: only the slow host takes placements';
+  const admin = await open('story6-admin');
+  await signIn(admin.page, ADMIN, ADMIN_PASSWORD);
+  await admin.page.getByRole('link', { name: 'Hosts' }).click();
+  await admin.page.getByRole('button', { name: 'Maintenance of host-3' }).waitFor();
+  await maintenance(admin.page, 'host-1', true);
+  await maintenance(admin.page, 'host-2', true);
+  await maintenance(admin.page, 'host-3', false);
+
+  step = 'story 6: the member aborts a running provisioning from VM detail';
+  const member = await open('story6-member');
+  await signIn(member.page, USER, PASSWORD);
+  await member.page.getByRole('link', { name: 'Request small' }).click();
+  await member.page.getByLabel('Name', { exact: true }).fill('slow1');
+  await member.page.getByRole('button', { name: 'Submit request' }).click();
+  await member.page.getByRole('heading', { name: 'My VMs' }).waitFor();
+  await vmRow(member.page, 'slow1').getByRole('link', { name: 'slow1' }).click();
+  await member.page.getByRole('heading', { name: 'VM slow1' }).waitFor();
+  const task = member.page.locator('#task-state');
+  await task.locator('.badge', { hasText: /^RUNNING$/ }).waitFor();
+  await member.shot('provisioning');
+  await member.page.getByRole('button', { name: 'Abort', exact: true }).click();
+  const confirm = member.page.getByRole('dialog', { name: 'Abort the provision of slow1?' });
+  await confirm.getByRole('button', { name: 'Abort' }).click();
+  await task.locator('.badge', { hasText: /^ABORTED$/ }).waitFor();
+  await member.page.locator('#task-aborted-by').filter({ hasText: `Aborted by ${USER}` }).waitFor();
+  assert.equal(await member.page.getByRole('button', { name: 'Abort', exact: true }).count(), 0,
+    'no Abort for a finished task');
+  await member.shot('aborted');
+
+  step = 'story 6: the hosts as they were';
+  await maintenance(admin.page, 'host-3', true);
+  await maintenance(admin.page, 'host-1', false);
+  await maintenance(admin.page, 'host-2', false);
+
+  step = "story 6: an admin sets eng's lease policy";
+  await admin.page.getByRole('link', { name: 'Groups' }).click();
+  await admin.page.getByRole('link', { name: 'eng' }).click();
+  await admin.page.getByRole('heading', { name: 'Group eng' }).waitFor();
+  await admin.page.getByLabel('Longest lease (days after creation)').fill('1');
+  await admin.page.getByRole('button', { name: 'Save policy' }).click();
+  await admin.page.locator('#group-policy dd').first().filter({ hasText: /^1$/ }).waitFor();
+
+  step = 'story 6: an extension beyond the policy is sent for approval';
+  await member.page.getByRole('link', { name: 'My VMs' }).click();
+  await member.page.getByRole('heading', { name: 'My VMs' }).waitFor();
+  await vmRow(member.page, 'big1').getByRole('button', { name: 'Extend lease big1' }).click();
+  const extend = member.page.getByRole('dialog', { name: 'Extend the lease of big1' });
+  await extend.getByLabel('Days to add').fill('5');
+  await extend.getByRole('button', { name: 'Extend' }).click();
+  await member.page.locator('#notice').filter({ hasText: /big1 .*(sent for approval|request APPROVED)/ }).waitFor();
+  await member.shot('extension-asked');
+  await member.page.locator('#notice').getByRole('link', { name: 'See the request' }).click();
+  await member.page.getByRole('heading', { name: 'My requests' }).waitFor();
+  await member.page.locator('tr[aria-current="true"]').filter({ hasText: 'extension' }).waitFor();
+  await member.context.close();
+
+  step = 'story 6: an admin makes cat a manager of eng';
+  await admin.page.getByLabel('User', { exact: true }).fill(MANAGER);
+  await admin.page.getByLabel('Role', { exact: true }).selectOption('manager');
+  await admin.page.getByRole('button', { name: 'Add member' }).click();
+  await admin.page.getByLabel(`Role of ${MANAGER}`).waitFor();
+  assert.equal(await admin.page.getByLabel(`Role of ${MANAGER}`).inputValue(), 'manager');
+  await admin.context.close();
+
+  step = "story 6: the manager sets the group's webhook";
+  const manager = await open('story6-manager');
+  await signIn(manager.page, MANAGER, PASSWORD);
+  await manager.page.getByRole('link', { name: 'Groups' }).click();
+  await manager.page.getByRole('link', { name: 'eng' }).click();
+  await manager.page.getByRole('heading', { name: 'Group eng' }).waitFor();
+  await manager.page.locator('#group-capacity').getByText('Free on the hosts').waitFor();
+  await manager.page.locator('#webhook-current').getByText('none set').waitFor();
+  const hookUrl = 'http://127.0.0.1:9/berth-notices';
+  const secret = 'portal-webhook-secret-0123';
+  await manager.page.getByLabel('Webhook URL').fill(hookUrl);
+  await manager.page.getByLabel('Signing secret').fill(secret);
+  await manager.page.getByRole('button', { name: 'Save webhook' }).click();
+  await manager.page.locator('#webhook-current').getByText(hookUrl).waitFor();
+  await manager.page.locator('#webhook-current').getByText('set (not shown)').waitFor();
+  assert.equal(await manager.page.getByLabel('Signing secret').inputValue(), '');
+  assert.ok(!(await manager.page.content()).includes(secret), 'the secret is not shown back');
+  await manager.shot('webhook');
+
+  step = 'story 6: the manager asks for a reservation';
+  await manager.page.locator('#resv-vcpus').fill('2');
+  await manager.page.locator('#resv-ram_mb').fill('2048');
+  await manager.page.getByRole('button', { name: 'Ask for the reservation' }).click();
+  await manager.page.locator('#notice').filter({ hasText: /Reservation for eng: (sent for approval|APPROVED)/ }).waitFor();
+  await manager.context.close();
+}
+
 async function story5() {
   const { context, page, shot } = await open('story5');
   step = 'story 5: sign in';
@@ -305,13 +422,13 @@ async function story5() {
 }
 
 try {
-  for (const story of [story1, story2, story3, story4, story5]) {
+  for (const story of [story1, story2, story3, story4, story6, story5]) {
     await story();
     console.log(`passed: ${step.split(':')[0]}`);
   }
   step = 'no console errors';
   assert.deepEqual(problems, []);
-  console.log('portal stories passed: 1 member VM life, 2 approval, 3 maintenance + CSV, 4 isolation, 5 CSP/CSRF/sign-out');
+  console.log('portal stories passed: 1 member VM life, 2 approval, 3 maintenance + CSV, 4 isolation, 6 abort + webhook, 5 CSP/CSRF/sign-out');
 } catch (err) {
   console.error(`FAILED at step "${step}": ${err.stack || err}`);
   if (problems.length) console.error('browser problems:\n  ' + problems.join('\n  '));

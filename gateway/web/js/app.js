@@ -9,6 +9,7 @@ const nav = document.getElementById('nav');
 const who = document.getElementById('who');
 const errorBox = document.getElementById('error');
 const status = document.getElementById('status');
+const notice = document.getElementById('notice');
 
 const state = {
   me: null,            // {username, role, groups: [{group, role}]} (GET /v1/users/{name})
@@ -26,6 +27,13 @@ function showError(err) {
   errorBox.append(h('strong', {}, 'Error: '), err.message || String(err));
   if (err.requestId) errorBox.append(' (request id ', h('code', {}, err.requestId), ')');
   errorBox.hidden = false;
+}
+
+// A message that stays on screen until the next navigation (with an optional link), for an
+// outcome the user has to act on or follow up, not just hear once.
+function showNotice(...children) {
+  fill(notice, ...children);
+  notice.hidden = children.length === 0;
 }
 
 function announce(text) {
@@ -221,8 +229,34 @@ async function requestScreen(templateId) {
     ? memberGroups.map((m) => h('option', { value: m.group }, groupName(m.group)))
     : h('option', { value: '' }, '(your default group)'));
   const lease = h('p', { className: 'hint', id: 'req-lease' });
+  const tplNote = h('p', { className: 'hint', id: 'req-templates', 'aria-live': 'polite' });
   const quota = h('div', { className: 'card', 'aria-live': 'polite', id: 'quota-left' });
 
+  // The templates the chosen group offers (GET /v1/templates?group=): a group may restrict
+  // what its members request, and offering one it refuses would only end in a 403.
+  async function refreshTemplates() {
+    const gid = groupSelect.value;
+    const want = tplSelect.value || templateId;
+    let offered = templates;
+    if (gid) {
+      try {
+        offered = (await api.get('/v1/templates?group=' + encodeURIComponent(gid))).templates;
+      } catch (err) {
+        showError(err);
+        return;
+      }
+    }
+    for (const t of offered) state.templates.set(t.id, t);
+    fill(tplSelect, offered.map((t) => h('option', { value: t.id, selected: t.id === want }, t.name)));
+    tplNote.textContent = offered.length ? '' : 'This group offers no template.';
+  }
+
+  function resources(r) {
+    return `${r.vcpus} vCPU, ${mb(r.ram_mb)} RAM, ${r.disk_gb} GB disk`;
+  }
+
+  // Quota left and what the hosts could give the group now, both from one answer
+  // (GET /v1/groups/{id}/capacity), so the figures agree with each other.
   async function refreshQuota() {
     const t = state.templates.get(tplSelect.value);
     clear(lease).append(t ? `Lease: ${t.lease_days ? t.lease_days + ' days' : 'no limit'} (from the template)` +
@@ -231,29 +265,41 @@ async function requestScreen(templateId) {
     const gid = groupSelect.value;
     if (!gid) { quota.append(h('p', {}, 'Shown once you belong to a group.')); return; }
     try {
-      const { group } = await api.get('/v1/groups/' + encodeURIComponent(gid));
-      const q = group.quota, u = group.usage || { vms: 0, vcpus: 0, ram_mb: 0, disk_gb: 0 };
-      if (!q) { quota.append(h('p', {}, 'This group has no quota limit.')); return; }
+      const { capacity } = await api.get(`/v1/groups/${encodeURIComponent(gid)}/capacity`);
+      const q = capacity.quota, left = capacity.left;
       const n = Math.max(1, parseInt(countInput.value, 10) || 1);
       const need = t ? { vms: n, vcpus: n * t.vcpus, ram_mb: n * t.ram_mb, disk_gb: n * t.disk_gb } : null;
-      const rows = [['VMs', 'vms', ''], ['vCPUs', 'vcpus', ''], ['RAM', 'ram_mb', ' MB'], ['Disk', 'disk_gb', ' GB']];
-      quota.append(h('dl', { className: 'props' }, rows.map(([label, k, unit]) => {
-        const left = (q[k] || 0) - (u[k] || 0);
-        const over = need && need[k] > left;
-        return [h('dt', {}, label), h('dd', { className: over ? 'fault' : '' },
-          `${left}${unit} left of ${q[k]}${unit}` + (need ? `; this request takes ${need[k]}${unit}` : '') +
-          (over ? ' — over quota' : ''))];
-      })));
+      if (!q || !left) quota.append(h('p', {}, 'This group has no quota limit.'));
+      else {
+        const rows = [['VMs', 'vms', ''], ['vCPUs', 'vcpus', ''], ['RAM', 'ram_mb', ' MB'], ['Disk', 'disk_gb', ' GB']];
+        quota.append(h('dl', { className: 'stack' }, rows.map(([label, k, unit]) => {
+          const limited = (q[k] || 0) > 0;
+          const over = limited && need && need[k] > (left[k] || 0);
+          return [h('dt', {}, label), h('dd', { className: over ? 'fault' : '' },
+            (limited ? `${left[k] || 0}${unit} left of ${q[k]}${unit}` : 'no limit') +
+            (need ? `; this request takes ${need[k]}${unit}` : '') + (over ? ' — over quota' : ''))];
+        })));
+      }
+      const fits = t && capacity.largest.vcpus >= t.vcpus && capacity.largest.ram_mb >= t.ram_mb &&
+        capacity.largest.disk_gb >= t.disk_gb;
+      quota.append(h('h3', {}, 'On the hosts now'),
+        h('dl', { className: 'stack', id: 'capacity-figures' },
+          h('dt', {}, 'Free on the hosts'), h('dd', { id: 'cap-free' }, `${resources(capacity.free)} (${capacity.hosts} host${capacity.hosts === 1 ? '' : 's'})`),
+          h('dt', {}, 'Largest VM one host could take'), h('dd', { id: 'cap-largest', className: t && !fits ? 'fault' : '' },
+            resources(capacity.largest) + (t && !fits ? ' — this template does not fit now' : '')),
+          h('dt', {}, 'Usable within the quota'), h('dd', { id: 'cap-usable' }, resources(capacity.usable))));
     } catch (err) {
-      quota.append(h('p', { className: 'muted' }, `Quota not readable: ${err.message}`));
+      quota.append(h('p', { className: 'muted' }, `Quota not readable: ${err.message}` +
+        (err.requestId ? ` (request id ${err.requestId})` : '')));
     }
   }
   tplSelect.addEventListener('change', refreshQuota);
-  groupSelect.addEventListener('change', refreshQuota);
+  groupSelect.addEventListener('change', () => refreshTemplates().then(refreshQuota));
   countInput.addEventListener('change', refreshQuota);
 
   const form = h('form', { className: 'card', novalidate: true },
     field('template', 'Template', tplSelect),
+    tplNote,
     lease,
     field('name', 'Name', nameInput, 'Letters, digits and dashes; several VMs get -1, -2, ...'),
     field('count', 'Count', countInput),
@@ -288,6 +334,7 @@ async function requestScreen(templateId) {
       }
     }
   });
+  await refreshTemplates();
   refreshQuota();
   return {
     title: 'Request a VM',
@@ -308,10 +355,11 @@ function stepsView(r) {
   r.state === 'PENDING_APPROVAL' && r.awaiting ? h('li', {}, `${r.awaiting}: pending`) : null);
 }
 
-function requestRow(r) {
-  return h('tr', { dataset: { request: r.id } },
+function requestRow(r, current) {
+  return h('tr', { dataset: { request: r.id }, className: r.id === current ? 'current' : null,
+    'aria-current': r.id === current ? 'true' : null },
     h('td', {}, when(r.created_at)),
-    h('th', { scope: 'row' }, r.name || r.kind),
+    h('th', { scope: 'row' }, r.name || r.kind, r.kind && r.kind !== 'vm' ? h('span', { className: 'muted' }, ` (${r.kind})`) : null),
     h('td', {}, (state.templates.get(r.template) || {}).name || r.template || '—'),
     h('td', {}, String(r.count)),
     h('td', {}, groupName(r.group)),
@@ -320,17 +368,17 @@ function requestRow(r) {
     h('td', {}, r.reason || ''));
 }
 
-async function requestsScreen() {
+async function requestsScreen(current) {
   const [requests, tpl] = await Promise.all([api.all('/v1/requests', 'requests'), api.get('/v1/templates')]);
   state.templates = new Map(tpl.templates.map((t) => [t.id, t]));
   const mine = requests.filter((r) => r.owner === state.me.username);
-  const tbody = h('tbody', {}, mine.map(requestRow));
+  const tbody = h('tbody', {}, mine.map((r) => requestRow(r, current)));
   state.onEvent = async (ev) => {
     if (!ev.request) return;
     try {
       const { request } = await api.get('/v1/requests/' + ev.request);
       if (request.owner !== state.me.username) return;
-      const row = requestRow(request);
+      const row = requestRow(request, current);
       const old = tbody.querySelector(`tr[data-request="${CSS.escape(request.id)}"]`);
       if (old) old.replaceWith(row); else tbody.prepend(row);
       announce(`Request ${request.name}: ${request.state}`);
@@ -383,8 +431,20 @@ async function runAction(vm, action) {
   }
   try {
     if (action === 'dispose') await api.del('/v1/vms/' + vm.id);
-    else if (action === 'extend') await api.post(`/v1/vms/${vm.id}/lease`, { days: Number(fields.days) });
-    else await api.post(`/v1/vms/${vm.id}/actions`, { action });
+    else if (action === 'extend') {
+      // Within the group's lease policy the lease is extended at once (200, the VM); beyond
+      // it the ask becomes a request of kind extension (202) that someone has to approve.
+      const answer = await api.post(`/v1/vms/${vm.id}/lease`, { days: Number(fields.days) });
+      if (answer && answer.request) {
+        const r = answer.request;
+        const pending = r.state === 'PENDING_APPROVAL';
+        showNotice(`Extending the lease of ${vm.name} goes beyond the group's lease policy: ` +
+          (pending ? 'sent for approval' : `request ${r.state}`) + '. ',
+          h('a', { href: '#/requests/' + encodeURIComponent(r.id) }, 'See the request'));
+        announce(`Lease extension of ${vm.name}: ${pending ? 'sent for approval' : r.state}`);
+        return;
+      }
+    } else await api.post(`/v1/vms/${vm.id}/actions`, { action });
     announce(`${ACTION_LABEL[action]} ${vm.name}: accepted`);
   } catch (err) {
     showError(err);
@@ -470,14 +530,65 @@ async function vmsScreen() {
 
 // ---- 5. VM detail ---------------------------------------------------------------------
 
+// What a task's state lets one do with it (POST /v1/tasks/{id}/abort, retry, force-fail):
+// abort while it has not finished (the owner too), retry a FAILED one and force-fail a stuck
+// one (admins and operators). The server decides in the end; its refusal is shown.
+const TASK_LIVE = new Set(['QUEUED', 'RUNNING']);
+
+async function taskVerb(task, vm, verb, done) {
+  showError(null);
+  const label = { abort: 'Abort', retry: 'Retry', 'force-fail': 'Force-fail' }[verb];
+  if (verb !== 'retry') {
+    const ok = await confirmDialog({ title: `${label} the ${task.kind.toLowerCase()} of ${vm.name}?`, danger: true,
+      confirm: label,
+      message: verb === 'abort'
+        ? 'The task stops at its next stage and undoes what it did.'
+        : 'The task ends FAILED now and nothing is undone; its VM ends in ERROR.' });
+    if (!ok) return;
+  }
+  try {
+    const { task: after } = await api.post(`/v1/tasks/${task.id}/${verb}`);
+    announce(`${label} ${vm.name}: task ${after ? after.state : 'accepted'}`);
+    await done();
+  } catch (err) { showError(err); }
+}
+
+function taskSummary(task) {
+  const parts = [];
+  if (task.state === 'QUEUED' && task.queue_position) {
+    parts.push(` — queued #${task.queue_position}${task.class ? ', ' + task.class : ''}`);
+  } else if (task.stage) parts.push(` — stage ${task.stage}`);
+  return parts.join('');
+}
+
 async function vmDetailScreen(id) {
   const section = h('section', {});
+  let taskId = null;
   async function render() {
     const { vm } = await api.get('/v1/vms/' + id);
     let task = null;
     if (vm.task) {
       try { task = (await api.get('/v1/tasks/' + vm.task)).task; } catch { task = null; }
     }
+    taskId = task && task.id;
+    // A forced disposal is for a VM whose host is gone: offered only when its host is DOWN.
+    let hostDown = false;
+    if (isPlatform() && vm.host && !['DISPOSED', 'DISPOSING'].includes(vm.state)) {
+      try {
+        const { hosts } = await api.get('/v1/hosts');
+        const host = hosts.find((x) => x.id === vm.host || x.name === vm.host);
+        hostDown = !!host && host.state === 'DOWN';
+      } catch { hostDown = false; }
+    }
+    const again = () => render();
+    const taskActions = task ? [
+      TASK_LIVE.has(task.state) ? h('button', { type: 'button', className: 'danger',
+        onclick: () => taskVerb(task, vm, 'abort', again) }, 'Abort') : null,
+      isPlatform() && task.state === 'FAILED' ? h('button', { type: 'button',
+        onclick: () => taskVerb(task, vm, 'retry', again) }, 'Retry') : null,
+      isPlatform() && (TASK_LIVE.has(task.state) || task.state === 'ABORTING') ? h('button', { type: 'button',
+        className: 'danger', onclick: () => taskVerb(task, vm, 'force-fail', again) }, 'Force-fail') : null,
+    ].filter(Boolean) : [];
     let audit = null;
     if (readsAudit()) {
       try { audit = (await api.get('/v1/audit?target=' + encodeURIComponent(id) + '&limit=100')).records; }
@@ -486,7 +597,19 @@ async function vmDetailScreen(id) {
     fill(section,
       h('h1', {}, `VM ${vm.name}`),
       h('div', { className: 'actions' }, vmActions(vm).map((a) =>
-        h('button', { type: 'button', className: a === 'dispose' ? 'danger' : '', onclick: () => runAction(vm, a) }, ACTION_LABEL[a]))),
+        h('button', { type: 'button', className: a === 'dispose' ? 'danger' : '', onclick: () => runAction(vm, a) }, ACTION_LABEL[a])),
+        hostDown ? h('button', { type: 'button', className: 'danger', onclick: async () => {
+          showError(null);
+          const ok = await confirmDialog({ title: `Dispose of ${vm.name} without its host?`, danger: true,
+            confirm: 'Force dispose',
+            message: `Its host ${vm.host} is DOWN: the host is not asked, the VM's claim and quota are released and it ends DISPOSED. Whatever is left on the host is not cleaned up.` });
+          if (!ok) return;
+          try {
+            await api.del(`/v1/vms/${encodeURIComponent(vm.id)}?force=true`);
+            announce(`Forced disposal of ${vm.name}: accepted`);
+            await render();
+          } catch (err) { showError(err); }
+        } }, 'Force dispose') : null),
       h('h2', {}, 'Properties'),
       h('dl', { className: 'props card' },
         [['State', badge(vm.state)], ['Power', badge(vm.power_state)], ['Owner', vm.owner], ['Group', groupName(vm.group)],
@@ -496,7 +619,10 @@ async function vmDetailScreen(id) {
       vm.fault ? [h('h2', {}, 'Fault'), h('p', { className: 'fault', role: 'alert' }, vm.fault)] : null,
       h('h2', {}, 'Task'),
       task ? h('div', { className: 'card' },
-        h('p', {}, `${task.kind}: `, badge(task.state), task.stage ? ` — stage ${task.stage}` : ''),
+        h('p', { id: 'task-state' }, `${task.kind}: `, badge(task.state), taskSummary(task)),
+        task.aborted_by ? h('p', { id: 'task-aborted-by' },
+          `${task.state === 'FAILED' ? 'Force-failed' : 'Aborted'} by ${task.aborted_by}`) : null,
+        taskActions.length ? h('div', { className: 'actions' }, taskActions) : null,
         h('div', { className: 'bar' }, h('span', { id: 'task-all' }, 'Overall'),
           h('progress', { max: 100, value: task.percent, 'aria-labelledby': 'task-all' }), `${task.percent}%`),
         h('ol', {}, task.steps.map((s, i) => {
@@ -523,7 +649,7 @@ async function vmDetailScreen(id) {
   }
   await render();
   state.onEvent = (ev) => {
-    if (ev.vm === id) render().catch(showError);
+    if (ev.vm === id || (taskId && ev.task === taskId)) render().catch(showError);
   };
   return { title: 'VM', node: section };
 }
@@ -637,9 +763,155 @@ async function groupsScreen(id) {
     } catch (err) { showError(err); }
   }
 
+  const isAdmin = state.me.role === 'admin';
+
+  // The group's capacity (its members, operators and admins may read it; others are told so).
+  async function capacityView() {
+    try {
+      const { capacity: c } = await api.get(`/v1/groups/${gid}/capacity`);
+      const res = (r) => `${r.vcpus} vCPU, ${mb(r.ram_mb)} RAM, ${r.disk_gb} GB disk`;
+      // A quota value of 0 limits nothing of that kind: only the limited ones have a "left".
+      const dims = [['vms', ' VMs'], ['vcpus', ' vCPU'], ['ram_mb', ''], ['disk_gb', ' GB disk']];
+      const limited = c.quota && c.left ? dims.filter(([k]) => (c.quota[k] || 0) > 0) : [];
+      return h('dl', { className: 'props card', id: 'group-capacity' },
+        h('dt', {}, 'Left in the quota'), h('dd', {}, !c.quota || !c.left ? 'no quota limit'
+          : limited.length ? limited.map(([k, unit]) => (k === 'ram_mb' ? mb(c.left[k] || 0) + ' RAM' : `${c.left[k] || 0}${unit}`)).join(', ')
+            : 'no limit of any kind'),
+        h('dt', {}, 'Free on the hosts'), h('dd', {}, `${res(c.free)} (${c.hosts} host${c.hosts === 1 ? '' : 's'})`),
+        h('dt', {}, 'Largest VM one host could take'), h('dd', {}, res(c.largest)),
+        h('dt', {}, 'Usable within the quota'), h('dd', {}, res(c.usable)));
+    } catch (err) {
+      return h('p', { className: 'muted' }, `Capacity not readable: ${err.message}` +
+        (err.requestId ? ` (request id ${err.requestId})` : ''));
+    }
+  }
+
+  // Webhook: the URL and whether a signing secret is set (the secret itself is never shown).
+  function webhookView(group) {
+    const hook = group.webhook;
+    const shown = h('dl', { className: 'props', id: 'webhook-current' },
+      h('dt', {}, 'URL'), h('dd', {}, hook ? h('code', {}, hook.url) : 'none set'),
+      hook ? [h('dt', {}, 'Signing secret'), h('dd', {}, hook.secret_set ? 'set (not shown)' : 'not set'),
+        h('dt', {}, 'Changed'), h('dd', {}, `${when(hook.updated_at)}${hook.updated_by ? ' by ' + hook.updated_by : ''}`)] : null);
+    if (!manages) return h('div', { className: 'card' }, shown);
+    const errors = { url: h('div', { className: 'field-error', id: 'hook-url-error' }),
+      secret: h('div', { className: 'field-error', id: 'hook-secret-error' }) };
+    const form = h('form', { className: 'card', novalidate: true, 'aria-labelledby': 'hook-title' },
+      h('h3', { id: 'hook-title', className: 'sr-only' }, 'Set the webhook'),
+      shown,
+      h('div', { className: 'field' }, h('label', { for: 'hook-url' }, 'Webhook URL'),
+        h('input', { id: 'hook-url', name: 'url', type: 'url', value: hook ? hook.url : '', required: true,
+          'aria-describedby': 'hook-url-error' }), errors.url),
+      h('div', { className: 'field' }, h('label', { for: 'hook-secret' }, 'Signing secret'),
+        h('input', { id: 'hook-secret', name: 'secret', type: 'password', autocomplete: 'new-password',
+          minlength: 16, 'aria-describedby': 'hook-secret-hint hook-secret-error' }),
+        h('div', { className: 'hint', id: 'hook-secret-hint' }, hook && hook.secret_set
+          ? 'Leave empty to keep the secret set.' : 'At least 16 characters; notices are signed with it.'),
+        errors.secret),
+      h('div', { className: 'actions' },
+        h('button', { type: 'submit', className: 'primary' }, 'Save webhook'),
+        hook ? h('button', { type: 'button', className: 'danger', onclick: async () => {
+          if (await confirmDialog({ title: `Remove the webhook of ${group.name}?`, danger: true, confirm: 'Remove',
+            message: 'No more notices are sent to it.' })) {
+            await change('DELETE', `/v1/groups/${gid}/webhook`, undefined, 'Webhook removed');
+          }
+        } }, 'Remove webhook') : null));
+    form.addEventListener('submit', async (ev) => {
+      ev.preventDefault();
+      showError(null);
+      for (const el of Object.values(errors)) el.textContent = '';
+      for (const input of [form.url, form.secret]) input.removeAttribute('aria-invalid');
+      const body = { url: form.url.value.trim() };
+      if (form.secret.value) body.secret = form.secret.value;
+      try {
+        await api.call('PUT', `/v1/groups/${gid}/webhook`, body);
+        form.secret.value = '';
+        announce('Webhook saved');
+        await render();
+      } catch (err) {
+        const f = err.details && err.details.field;
+        if (f && errors[f]) {
+          errors[f].textContent = err.message + (err.requestId ? ` (request id ${err.requestId})` : '');
+          const input = document.getElementById('hook-' + f);
+          input.setAttribute('aria-invalid', 'true');
+          input.focus();
+        } else showError(err);
+      }
+    });
+    return form;
+  }
+
+  // The lease policy and the templates the group offers (0 and [] mean the platform's
+  // settings and every template); admins change them with PATCH /v1/groups/{id}.
+  async function policyView(group) {
+    const policy = [['max_lease_days', 'Longest lease (days after creation)'],
+      ['max_extensions', 'Extensions without approval'], ['lease_notice_hours', 'Notice before a lease ends (hours)']];
+    const offered = group.templates || [];
+    const shown = h('dl', { className: 'props', id: 'group-policy' },
+      policy.map(([k, label]) => [h('dt', {}, label), h('dd', {}, group[k] ? String(group[k]) : 'platform setting')]),
+      h('dt', {}, 'Templates offered'), h('dd', {}, offered.length ? offered.join(', ') : 'every template'));
+    if (!isAdmin) return h('div', { className: 'card' }, shown);
+    let all = [];
+    try { all = (await api.get('/v1/templates')).templates; } catch (err) { showError(err); }
+    const form = h('form', { className: 'card', novalidate: true },
+      shown,
+      h('div', { className: 'filters' }, policy.map(([k, label]) => h('div', {},
+        h('label', { for: 'pol-' + k }, label),
+        h('input', { id: 'pol-' + k, name: k, type: 'number', min: 0, value: group[k] || 0 })))),
+      h('fieldset', {}, h('legend', {}, 'Templates offered (none ticked: every template)'),
+        all.map((t) => h('label', { className: 'check' },
+          h('input', { type: 'checkbox', name: 'tpl', value: t.name, checked: offered.includes(t.name) }), ` ${t.name}`))),
+      h('button', { type: 'submit' }, 'Save policy'));
+    form.addEventListener('submit', (ev) => {
+      ev.preventDefault();
+      const body = { version: group.version };
+      for (const [k] of policy) body[k] = Number(form.elements.namedItem(k).value) || 0;
+      body.templates = [...form.querySelectorAll('input[name="tpl"]:checked')].map((c) => c.value);
+      change('PATCH', `/v1/groups/${gid}`, body, 'Group policy saved');
+    });
+    return form;
+  }
+
+  // A reservation asked for by a manager: an allocation request whose reservations replace
+  // the group's (granted at once within auto_growth_max and free capacity, else an admin).
+  function reservationForm(group) {
+    const dims = [['vcpus', 'vCPUs'], ['ram_mb', 'RAM (MB)'], ['disk_gb', 'Disk (GB)']];
+    const form = h('form', { className: 'card' },
+      h('p', { className: 'hint' }, 'Ask for capacity held for this group on a host (or on any host). The group keeps its other reservations; one already on that host is replaced.'),
+      h('div', { className: 'filters' },
+        h('div', {}, h('label', { for: 'resv-host' }, 'Host (empty: any host)'), h('input', { id: 'resv-host', name: 'host' })),
+        dims.map(([k, label]) => h('div', {}, h('label', { for: 'resv-' + k }, label),
+          h('input', { id: 'resv-' + k, name: k, type: 'number', min: 0, value: 0 })))),
+      h('div', { className: 'field' }, h('label', { for: 'resv-why' }, 'Justification'),
+        h('textarea', { id: 'resv-why', name: 'justification', rows: 2 })),
+      h('button', { type: 'submit' }, 'Ask for the reservation'));
+    form.addEventListener('submit', async (ev) => {
+      ev.preventDefault();
+      showError(null);
+      const asked = {};
+      if (form.host.value.trim()) asked.host = form.host.value.trim();
+      for (const [k] of dims) asked[k] = Number(form.elements.namedItem(k).value) || 0;
+      // The request's reservations replace the group's: the others are sent along unchanged.
+      const kept = (group.reservations || []).filter((r) => (r.host || null) !== (asked.host || null))
+        .map((r) => ({ host: r.host || null, vcpus: r.vcpus, ram_mb: r.ram_mb, disk_gb: r.disk_gb }));
+      const body = { reservations: [...kept, asked] };
+      if (form.justification.value.trim()) body.justification = form.justification.value.trim();
+      try {
+        const { request } = await api.post(`/v1/groups/${gid}/allocations`, body);
+        const pending = request.state === 'PENDING_APPROVAL';
+        showNotice(`Reservation for ${group.name}: ${pending ? 'sent for approval' : request.state}. `,
+          h('a', { href: '#/requests/' + encodeURIComponent(request.id) }, 'See the request'));
+        announce(`Reservation ${pending ? 'sent for approval' : request.state}`);
+        await render();
+      } catch (err) { showError(err); }
+    });
+    return form;
+  }
+
   async function render() {
     const { group } = await api.get('/v1/groups/' + gid);
     const members = await api.all(`/v1/groups/${gid}/members`, 'members');
+    const [capacity, policy] = await Promise.all([capacityView(), policyView(group)]);
     const q = group.quota, u = group.usage || {};
     const memberRows = members.map((m) => h('tr', {}, h('th', { scope: 'row' }, m.user),
       h('td', {}, manages
@@ -693,6 +965,12 @@ async function groupsScreen(id) {
         usageBar('RAM', u.ram_mb || 0, q.ram_mb, ' MB'), usageBar('Disk', u.disk_gb || 0, q.disk_gb, ' GB'))
         : h('p', {}, 'No quota limit.'),
       allocForm,
+      h('h2', {}, 'Capacity'),
+      capacity,
+      h('h2', {}, 'Lease policy and templates'),
+      policy,
+      h('h2', {}, 'Webhook'),
+      webhookView(group),
       h('h2', {}, 'Members'),
       h('table', {}, h('thead', {}, h('tr', {}, h('th', { scope: 'col' }, 'User'), h('th', { scope: 'col' }, 'Role'),
         manages ? h('th', { scope: 'col' }, '') : null)), h('tbody', {}, memberRows)),
@@ -700,7 +978,8 @@ async function groupsScreen(id) {
       h('h2', {}, 'Reservations'),
       group.reservations && group.reservations.length ? h('ul', {}, group.reservations.map((r) =>
         h('li', {}, `${r.host || 'any host'}: ${r.vcpus} vCPU, ${mb(r.ram_mb)}, ${r.disk_gb} GB` +
-          (r.used ? ` (in use: ${r.used.vcpus} vCPU, ${mb(r.used.ram_mb)}, ${r.used.disk_gb} GB)` : '')))) : h('p', {}, 'None.'));
+          (r.used ? ` (in use: ${r.used.vcpus} vCPU, ${mb(r.used.ram_mb)}, ${r.used.disk_gb} GB)` : '')))) : h('p', {}, 'None.'),
+      manages ? reservationForm(group) : null);
   }
   await render();
   state.onEvent = (ev) => { if (ev.group === id && ev.type && ev.type.startsWith('group.')) render().catch(showError); };
@@ -956,7 +1235,7 @@ async function auditScreen() {
 const ROUTES = {
   catalog: () => catalogScreen(),
   request: (id) => requestScreen(id),
-  requests: () => requestsScreen(),
+  requests: (id) => requestsScreen(id),
   vms: () => vmsScreen(),
   vm: (id) => vmDetailScreen(id),
   approvals: () => approvalsScreen(),
@@ -975,6 +1254,7 @@ async function route() {
   const [, name = '', arg] = location.hash.split('/');
   state.onEvent = null;
   showError(null);
+  showNotice();
   let screen;
   try {
     if (!state.me || name === 'login') screen = loginScreen();
