@@ -64,7 +64,10 @@ static const s_command_t s_commands[] = {
     { "request reject", cli_reject,
       "request reject ID --reason TEXT     reject request ID (its owner sees TEXT)", "reject" },
     { "reject", .alias_of = "request reject" },
-    { "vm list", cli_vms, "vm list [--limit N] [--marker ID]   your VMs", "vms" },
+    { "vm list", cli_vms,
+      "vm list [--state S] [--owner U] [--host H] [--name N] [--group G] [--limit N]\n"
+      "        [--marker ID]               the VMs you may see (DISPOSED: --state DISPOSED)",
+      "vms" },
     { "vms", .alias_of = "vm list" },
     { "vm show", cli_vm, "vm show VM                          one VM (VM: id, or name when unique)",
       "vm show" },

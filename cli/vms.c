@@ -25,15 +25,33 @@ static void s_vm_table(cli_t *cli, json_t *vms)
 
 int cli_vms(cli_t *cli, int argc, char **argv)
 {
-    cli_opt_t opts[] = { { "limit", 1, NULL, 0 }, { "marker", 1, NULL, 0 }, { NULL } };
+    cli_opt_t opts[] = { { "limit", 1, NULL, 0 }, { "marker", 1, NULL, 0 },
+                         { "state", 1, NULL, 0 }, { "owner", 1, NULL, 0 },
+                         { "host", 1, NULL, 0 },  { "name", 1, NULL, 0 },
+                         { "group", 1, NULL, 0 }, { NULL } };
     const char *pos[1];
     int64_t limit = PAGE_LIMIT;
     if (cli_parse(argc, argv, opts, pos, 0, 0) != 0 ||
         (opts[0].set && util_parse_int(opts[0].value, 1, 100000, &limit) != 0)) {
-        fprintf(stderr, "usage: berth vms [--limit N] [--marker ID]\n");
+        fprintf(stderr, "usage: berth vms [--state S] [--owner U] [--host H] [--name N]\n"
+                        "         [--group G] [--limit N] [--marker ID]\n"
+                        "  (DISPOSED VMs are listed with --state DISPOSED only)\n");
         return 2;
     }
-    char path[1200], marker[512];
+    /* The filters, as the gateway's query (GET /v1/vms?state=&owner=&host=&name=&group=). */
+    char filters[1100] = "", escaped[256];
+    for (int i = 2; opts[i].name; i++) {
+        if (!opts[i].set)
+            continue;
+        size_t len = strlen(filters);
+        if (cli_escape(opts[i].value, escaped, sizeof escaped) != 0 ||
+            snprintf(filters + len, sizeof filters - len, "%c%s=%s", len ? '&' : '?',
+                     opts[i].name, escaped) >= (int)(sizeof filters - len)) {
+            fprintf(stderr, "berth vms: --%s too long\n", opts[i].name);
+            return 2;
+        }
+    }
+    char path[2400], marker[512];
     /* One page when asked for one (--limit/--marker); otherwise every page, following
        next_marker until the gateway says there is nothing after. */
     if (opts[0].set || opts[1].set) {
@@ -41,8 +59,8 @@ int cli_vms(cli_t *cli, int argc, char **argv)
             fprintf(stderr, "berth vms: marker too long\n");
             return 2;
         }
-        snprintf(path, sizeof path, "/v1/vms?limit=%lld%s%s", (long long)limit,
-                 opts[1].set ? "&marker=" : "", opts[1].set ? marker : "");
+        snprintf(path, sizeof path, "/v1/vms%s%climit=%lld%s%s", filters, *filters ? '&' : '?',
+                 (long long)limit, opts[1].set ? "&marker=" : "", opts[1].set ? marker : "");
         json_t *body = NULL;
         if (cli_http(cli, "GET", path, NULL, &body) != 0)
             return 1;
@@ -57,7 +75,8 @@ int cli_vms(cli_t *cli, int argc, char **argv)
         json_decref(body);
         return 0;
     }
-    json_t *all = cli_get_all(cli, "/v1/vms", PAGE_LIMIT, "vms");
+    snprintf(path, sizeof path, "/v1/vms%s", filters);
+    json_t *all = cli_get_all(cli, path, PAGE_LIMIT, "vms");
     int rc = all ? 0 : 1;
     if (rc == 0) {
         if (cli->json) {
@@ -224,6 +243,7 @@ int cli_usage(cli_t *cli, int argc, char **argv)
         cli_table_t *table =
             cli_table_new(9, "VM", "OWNER", "TEMPLATE", "HOST", "HOURS", "DISK_ONLY_HOURS",
                           "VCPU_HOURS", "RAM_GB_HOURS", "DISK_GB_HOURS");
+        json_t *templates = cli_names(cli, "/v1/templates", "templates");
         double total[5] = { 0 };
         const char *keys[5] = { "active_hours", "disk_only_hours", "vcpu_hours", "ram_gb_hours",
                                 "disk_gb_hours" };
@@ -233,7 +253,8 @@ int cli_usage(cli_t *cli, int argc, char **argv)
         {
             for (int k = 0; k < 5; k++)
                 total[k] += json_number_value(json_object_get(u, keys[k]));
-            cli_table_add(table, T(u, "vm"), T(u, "owner"), T(u, "template"), T(u, "host"),
+            cli_table_add(table, T(u, "vm"), T(u, "owner"), cli_name_of(templates, u, "template"),
+                          T(u, "host"),
                           T(u, "active_hours"), T(u, "disk_only_hours"), T(u, "vcpu_hours"),
                           T(u, "ram_gb_hours"), T(u, "disk_gb_hours"));
         }
@@ -243,6 +264,7 @@ int cli_usage(cli_t *cli, int argc, char **argv)
         cli_table_add(table, "TOTAL", "", "", "", sums[0], sums[1], sums[2], sums[3], sums[4]);
         cli_table_print(table, stdout);
         cli_table_destroy(&table);
+        json_decref(templates);
     }
     json_decref(body);
     return 0;

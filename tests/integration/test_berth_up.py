@@ -109,7 +109,8 @@ class BerthUp(unittest.TestCase):
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
         probe.close()
-        env = dict(self.env, BERTH_HTTP_PORT=str(port))
+        # A short time scale, as for watching leases end: every service runs on it.
+        env = dict(self.env, BERTH_HTTP_PORT=str(port), BERTH_CLOCK_SCALE="8640")
         proc = subprocess.Popen([sys.executable, BERTH_UP, "--agents", "1"], env=env,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
@@ -121,6 +122,11 @@ class BerthUp(unittest.TestCase):
             while not printed or not printed[-1].startswith("Ctrl-C"):
                 printed.append(proc.stdout.readline().strip())
                 self.assertTrue(printed[-1], "berth-up stopped printing: %r" % printed)
+            self.assertIn("clock:     8640x real time (a day in 10 s; BERTH_CLOCK_SCALE)",
+                          printed)
+            logs = next(l.split()[-1] for l in printed if l.startswith("logs:"))
+            with open(os.path.join(logs, "taskmgr.log")) as f:
+                self.assertIn('"clock_scale":{"value":"8640","origin":"env"}', f.read())
             url = next(l.split()[-1] for l in printed if l.startswith("URL:"))
             self.assertEqual(url, "https://127.0.0.1:%d" % port)
             fingerprint = next(l.split()[-1] for l in printed if l.startswith("SHA-256"))

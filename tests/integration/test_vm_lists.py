@@ -8,12 +8,16 @@ candidates), and a disposed VM's name is free again.
 Run: BERTH_BIN_DIR=build/bin python3 tests/integration/test_vm_lists.py
 """
 
+import json
 import os
+import shutil
+import subprocess
 import sys
+import tempfile
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from berth_test import PlatformCase  # noqa: E402
+from berth_test import CheckedProxy, PlatformCase  # noqa: E402
 
 PW = "lists-test-pw-1"
 
@@ -114,6 +118,25 @@ class VmLists(PlatformCase):
         # Its name is free again; its id still shows it.
         self.assertEqual(self.oth.call("GET", "/v1/vms/gone").status, 404)
         self.assertEqual(self.oth.vm(vm)["state"], "DISPOSED")
+        # The CLI's filters are the API's (through the contract-checking proxy).
+        proxy = CheckedProxy(self.p)
+        self.addCleanup(proxy.close)
+        home = tempfile.mkdtemp(prefix="berth-cli-")
+        self.addCleanup(shutil.rmtree, home, ignore_errors=True)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("BERTH_")}
+        env.update({"BERTH_URL": proxy.url, "XDG_CONFIG_HOME": home, "HOME": home})
+
+        def berth(*args, stdin=None):
+            r = subprocess.run([self.p.binary("berth")] + list(args), input=stdin, env=env,
+                               capture_output=True, text=True, timeout=60)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            return r.stdout
+        berth("login", "oth", "--password-stdin", stdin=PW + "\n")
+        listed = json.loads(berth("-o", "json", "vms", "--state", "DISPOSED", "--name", "gone"))
+        self.assertEqual([v["id"] for v in listed["vms"]], [vm])
+        self.assertNotIn(vm, berth("vms"))
+        self.assertIn(vm, berth("vm", "list", "--state", "DISPOSED"))
+        self.assertEqual(proxy.violations, [])
 
 
 if __name__ == "__main__":

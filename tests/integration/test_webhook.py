@@ -348,6 +348,10 @@ class Webhook(PlatformCase):
         self.assertEqual(r.status, 201, r)
         r = self.api.call("POST", "/v1/groups/delta/members", {"user": "boss", "role": "manager"})
         self.assertEqual(r.status, 201, r)
+        # boss's group roles, cached by the gateway's threads for groups_cache_ms, include the
+        # new group on every thread within that time.
+        wait_until(lambda: all(self.boss.call("GET", "/v1/groups/delta").status == 200
+                               for _ in range(8)), 10, "boss manages delta on every thread")
         self.berth(home, "login", "boss", "--password-stdin", stdin=PW + "\n")
         url = self.rx.url + "/delta"
         out = self.berth(home, "groups", "update", "delta", "--webhook-url", url,
