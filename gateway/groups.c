@@ -458,7 +458,9 @@ static void s_capacity_answer(http_req_t *req, ProtobufCMessage *answer)
                         "quota", s_quota_view(c->quota), "used", s_quota_view(c->used), "left",
                         s_quota_view(c->left), "free", s_resources_view(c->free), "largest",
                         s_resources_view(c->largest), "usable", s_resources_view(c->usable),
-                        "reservations", groups_reservations_view(c->reservations, c->n_reservations), "hosts", c->hosts));
+                        "reservations",
+                        groups_reservations_view(c->reservations, c->n_reservations), "hosts",
+                        c->hosts));
 }
 
 /* GET /v1/groups/{id}/capacity: what the group may still use (its members see this, not the

@@ -7,7 +7,8 @@
 --       may have to be kept free (the pool check below).
 -- ARGV: 1 host id, 2 vcpus, 3 ram_mb, 4 disk_gb, 5 now_ms, 6 host_timeout_ms, 7-9 ram/cpu/
 --       disk ratios, 10 the host the caller saw the claim on ('' = no claim), 11 vm id,
---       12 the VM's group.
+--       12 the VM's group, 13 the platform clock's now (lib/clock.h: the events' at_ms; ARGV[5]
+--       is real time, which heartbeats' last_seen_ms are compared with).
 -- Reservations (hash fields <group>:vcpus|ram_mb|disk_gb reserved, <group>:used_* of it held
 -- by the group's claims): a group's unclaimed reservation on a host is held there for it. A
 -- claim takes from its group's reservation on the host first, then from its group's any-host
@@ -76,7 +77,7 @@ local function usage(key, host, change)
   redis.call('XADD', KEYS[4], '*', 'type', 'host.usage',
     'key', key, 'host', host, 'vm', ARGV[11], 'change', change, 'used_vcpus',
     u[1] or '0', 'used_ram_mb', u[2] or '0', 'used_disk_gb', u[3] or '0',
-    'version', v, 'at_ms', ARGV[5])
+    'version', v, 'at_ms', ARGV[13])
 end
 
 local function up(h) return h[1] == 'UP' and now - n(h[2]) <= timeout end

@@ -338,7 +338,8 @@ static int s_attempt(store_t *store, const policy_t *policy, const Berth__Group 
                                "group %s has this quota already", g->name);
         if (g->auto_growth_max && g->quota &&
             s_grows_within(&target, g->quota, g->auto_growth_max) &&
-            (s_epoch(store, epoch, fault) != 0 || s_fits(store, g, &target, &automatic, fault) != 0))
+            (s_epoch(store, epoch, fault) != 0 ||
+             s_fits(store, g, &target, &automatic, fault) != 0))
             return -1;
     }
     int64_t e = 0;

@@ -606,7 +606,7 @@ static int s_claim(placement_t *self, const Berth__SelectHost *req, s_host_t *h,
     const Berth__Resources *f = req->flavor;
     char claim_key[KEYS_MAX], host_key[KEYS_MAX], prev_key[KEYS_MAX], res_key[KEYS_MAX],
         prev_res_key[KEYS_MAX];
-    char vcpus[24], ram[24], disk[24], now_text[24], timeout[24];
+    char vcpus[24], ram[24], disk[24], now_text[24], timeout[24], at[24];
     keys_build(claim_key, KEYS_CLAIM, vm, NULL);
     keys_host(host_key, h->id);
     keys_host(prev_key, *previous ? previous : h->id);
@@ -616,9 +616,10 @@ static int s_claim(placement_t *self, const Berth__SelectHost *req, s_host_t *h,
     snprintf(ram, sizeof ram, "%lld", (long long)f->ram_mb);
     snprintf(disk, sizeof disk, "%lld", (long long)f->disk_gb);
     snprintf(now_text, sizeof now_text, "%lld", (long long)now);
+    snprintf(at, sizeof at, "%lld", (long long)clock_now_ms());
     snprintf(timeout, sizeof timeout, "%lld", (long long)self->config.host_timeout_ms);
     int n_pool = with_pool ? self->n_hosts : 0;
-    const char **argv = calloc((size_t)(7 + 2 * n_pool + 12), sizeof *argv);
+    const char **argv = calloc((size_t)(7 + 2 * n_pool + 13), sizeof *argv);
     char(*pool)[KEYS_MAX] = calloc((size_t)(2 * n_pool + 1), sizeof *pool);
     if (!argv || !pool) {
         free(argv);
@@ -630,7 +631,7 @@ static int s_claim(placement_t *self, const Berth__SelectHost *req, s_host_t *h,
     };
     const char *tail[] = {
         h->id,           vcpus,           ram,      disk, now_text, timeout, self->ratios[0],
-        self->ratios[1], self->ratios[2], previous, vm,   group
+        self->ratios[1], self->ratios[2], previous, vm,   group, at
     };
     int argc = 0;
     for (int i = 0; i < 7; i++)
@@ -639,7 +640,7 @@ static int s_claim(placement_t *self, const Berth__SelectHost *req, s_host_t *h,
         argv[argc++] = keys_host(pool[2 * i], self->hosts[i].id);
         argv[argc++] = keys_build(pool[2 * i + 1], KEYS_HOST_RESERVATIONS, self->hosts[i].id, NULL);
     }
-    for (int i = 0; i < 12; i++)
+    for (int i = 0; i < 13; i++)
         argv[argc++] = tail[i];
     redisReply *r = store_run(self->store, &lua_placement_claim, 7 + 2 * n_pool, argc, argv);
     free(argv);

@@ -315,8 +315,8 @@ static int s_mark_down(store_t *store, const char *host, const char *state, cons
 
 /* A lost VM whose template says rebuild_on_loss, its claim released: ERROR -> PROVISIONING
    and a PROVISION task, in one step guarded by the VM as read (still ERROR with the same
-   task and fault: a disposal asked meanwhile wins). The quota is charged again by the transition; a group now
-   over its quota keeps the VM ERROR, its fault saying it was lost. */
+   task and fault: a disposal asked meanwhile wins). The quota is charged again by the
+   transition; a group now over its quota keeps the VM ERROR, its fault saying it was lost. */
 static void s_rebuild(agents_t *self, const char *vm_id)
 {
     store_t *store = service_store(self->service);

@@ -22,6 +22,7 @@
 typedef testenv_fixture_t fixture_t;
 
 #define NOW "1000000"
+#define PLATFORM_NOW "864000000000" /* the platform clock (lib/clock.h), ahead when scaled */
 
 static void s_host(store_t *store, const char *key, const char *state)
 {
@@ -47,16 +48,17 @@ static redisReply *s_claim_as(store_t *store, const char *vm, const char *group,
     const char *argv[] = { claim,   host_key,    prev_key,   "t:events",  res_key,    prev_res_key,
                            "t:any", "t:host:h1", "t:res:h1", "t:host:h2", "t:res:h2", host,
                            vcpus,   ram,         "20",       NOW,         "3000",     "1",
-                           "1",     "1",         now_on,     vm,          group };
+                           "1",     "1",         now_on,     vm,          group,
+                           PLATFORM_NOW };
     int n_keys = pool ? 11 : 7;
     const char **args = argv;
-    const char *no_pool[19];
+    const char *no_pool[20];
     if (!pool) {
         memcpy(no_pool, argv, 7 * sizeof *argv);
-        memcpy(no_pool + 7, argv + 11, 12 * sizeof *argv);
+        memcpy(no_pool + 7, argv + 11, 13 * sizeof *argv);
         args = no_pool;
     }
-    redisReply *r = store_run(store, &lua_placement_claim, n_keys, n_keys + 12, args);
+    redisReply *r = store_run(store, &lua_placement_claim, n_keys, n_keys + 13, args);
     assert_non_null(r);
     assert_int_equal(r->type, REDIS_REPLY_ARRAY);
     return r;
@@ -124,6 +126,9 @@ static void test_claim_checks_then_takes(void **state)
     redisReply *ev = r->element[0]->element[1];
     assert_string_equal(ev->element[1]->str, "host.usage");
     assert_string_equal(ev->element[3]->str, "t:host:h2");
+    /* Stamped on the platform clock, not the real time the host's freshness is judged by. */
+    assert_string_equal(ev->element[ev->elements - 2]->str, "at_ms");
+    assert_string_equal(ev->element[ev->elements - 1]->str, PLATFORM_NOW);
     freeReplyObject(r);
 }
 
