@@ -177,8 +177,10 @@ static void s_slow_done(void *arg, int deliver)
     loop_t *l = arg;
     if (deliver) {
         Berth__ImageList list = BERTH__IMAGE_LIST__INIT;
-        bus_reply(l->kept, &list.base);
+        /* Counted before the reply leaves: the caller may read the count as soon as it has
+           the answer (seen failing once under load when counted after). */
         atomic_fetch_add(&l->answered, 1);
+        bus_reply(l->kept, &list.base);
     }
     bus_request_destroy(&l->kept);
 }
