@@ -271,17 +271,29 @@ static char *s_delivery(const char *id, const char *kind, const char *group,
     return out;
 }
 
-/* Acknowledge an entry that makes no delivery. */
-static int s_ack(webhook_t *self, const char *id)
+/* Acknowledge the n entries of ids that make no delivery, in one XACK (most events are no
+   group's notice: one command per batch read, not per event). */
+static int s_ack(webhook_t *self, const char **ids, size_t n)
 {
-    redisReply *r = store_command(self->store, "XACK %s %s %s", KEYS_EVENTS, WEBHOOK_GROUP, id);
+    if (n == 0)
+        return 0;
+    const char **argv = calloc(n + 3, sizeof *argv);
+    if (!argv)
+        return -1;
+    argv[0] = "XACK";
+    argv[1] = KEYS_EVENTS;
+    argv[2] = WEBHOOK_GROUP;
+    memcpy(argv + 3, ids, n * sizeof *ids);
+    redisReply *r = store_commandv(self->store, (int)(n + 3), argv, NULL);
+    free(argv);
     int rc = r && r->type == REDIS_REPLY_INTEGER ? 0 : -1;
     if (r)
         freeReplyObject(r);
     return rc;
 }
 
-/* One entry: a delivery for its group's webhook, or acknowledged as nothing to send. */
+/* One entry: a delivery for its group's webhook (0), or nothing to send (1: the caller
+   acknowledges it with the others of its batch); -1 when Redis failed. */
 static int s_entry(webhook_t *self, const char *id, const redisReply *fields)
 {
     const char *kind = fields->type == REDIS_REPLY_ARRAY ? s_kind(fields) : NULL;
@@ -289,7 +301,7 @@ static int s_entry(webhook_t *self, const char *id, const redisReply *fields)
     if (kind && s_group_of(self, fields, group) != 0)
         return -1;
     if (!kind || !*group)
-        return s_ack(self, id);
+        return 1;
     char *rec = s_delivery(id, kind, group, fields);
     if (!rec)
         return -1;
@@ -320,19 +332,33 @@ static int s_entries(webhook_t *self, const redisReply *entries, char *last_id)
 {
     if (!entries || entries->type != REDIS_REPLY_ARRAY)
         return 0;
-    int n = 0;
-    for (size_t i = 0; i < entries->elements; i++) {
+    const char **idle = calloc(entries->elements + 1, sizeof *idle); /* nothing to send */
+    if (!idle)
+        return -1;
+    size_t n_idle = 0;
+    int n = 0, rc = 0;
+    for (size_t i = 0; i < entries->elements && rc == 0; i++) {
         const redisReply *e = entries->element[i];
         if (e->type != REDIS_REPLY_ARRAY || e->elements < 2 ||
             e->element[0]->type != REDIS_REPLY_STRING)
             continue;
-        if (s_entry(self, e->element[0]->str, e->element[1]) != 0)
-            return -1;
+        int sent = s_entry(self, e->element[0]->str, e->element[1]);
+        if (sent < 0) {
+            rc = -1;
+            break;
+        }
+        if (sent == 1)
+            idle[n_idle++] = e->element[0]->str;
         if (last_id)
             util_strlcpy(last_id, e->element[0]->str, ID_MAX);
         n++;
     }
-    return n;
+    /* Those judged so far are acknowledged even when a later one failed (read again, a
+       pending entry would be judged the same: nothing to send). */
+    if (s_ack(self, idle, n_idle) != 0)
+        rc = -1;
+    free(idle);
+    return rc < 0 ? -1 : n;
 }
 
 static int s_setup(webhook_t *self)
