@@ -138,8 +138,6 @@ static int s_template_hashes(http_req_t *req, const s_ids_t *c, redisReply **has
     return 1;
 }
 
-/* Every template, by name, as approval lists them. A catalog still empty (approval has not
-   seeded it yet) is asked of approval, which seeds it first. */
 /* ?group=G: the names of the templates G offers (a JSON array; empty: every template) into
    *offered, when the caller may read G. 0, or -1 with the answer sent (404 for a group one
    may not read, as for none). */
@@ -178,11 +176,17 @@ static int s_is_offered(const json_t *offered, const Berth__Template *t)
         return 1;
     size_t i;
     json_t *v;
-    json_array_foreach(offered, i, v) if (json_is_string(v) && t->name &&
-                                          streq(json_string_value(v), t->name)) return 1;
+    json_array_foreach(offered, i, v)
+    {
+        if (json_is_string(v) && t->name && streq(json_string_value(v), t->name))
+            return 1;
+    }
     return 0;
 }
 
+/* Every template, by name, as approval lists them (only those group G offers with ?group=G).
+   A catalog still empty (approval has not seeded it yet) is asked of approval, which seeds it
+   first. */
 void catalog_list_templates(http_req_t *req)
 {
     const char *group = http_query(req, "group");
