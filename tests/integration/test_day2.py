@@ -27,7 +27,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -201,11 +200,16 @@ class Day2(PlatformCase):
     def test_stopped_vm_bills_disk_only(self):
         vm = self.build("tiny", "billed")
         self.settle(vm, "RUNNING")
-        time.sleep(1.0)  # running: compute and disk
+
+        def billed_over(field, ms):
+            """The meter's running total of field (hours) for the VM is past ms."""
+            mine = [u for u in self.api.get("/v1/usage")["usage"] if u["vm"] == vm["id"]]
+            return bool(mine) and mine[0][field] * 3.6e6 > ms
+        # Each state lasts until the meter has billed over a second of it.
+        wait_until(lambda: billed_over("active_hours", 1100), 20, "a second billed running")
         self.run_action(vm, "stop", force=True)
-        time.sleep(1.5)  # stopped: disk only
+        wait_until(lambda: billed_over("disk_only_hours", 1100), 20, "a second billed stopped")
         self.run_action(vm, "start")
-        time.sleep(0.5)
         self.dispose(vm)
         events = vm_events(self.p, vm["id"])
         compute_ms, disk_ms = billed_ms(events, 0)
