@@ -21,6 +21,7 @@ static const s_kind_t s_kinds[KEYS_KIND_COUNT] = {
     [KEYS_REQUEST] = { "request", 1, 1 },
     [KEYS_HOST] = { "host", 0, 1 },
     [KEYS_IMAGE] = { "image", 0, 1 },
+    [KEYS_IMAGE_ID] = { "image-id", 0, 1 },
     [KEYS_TEMPLATE] = { "template", 0, 1 },
     [KEYS_TEMPLATE_NAME] = { "template-name", 0, 1 },
     [KEYS_USER] = { "user", 0, 1 },

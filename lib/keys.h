@@ -102,6 +102,7 @@ typedef enum {
     KEYS_REQUEST,       /* berth:request:{<request>}  hash: Request */
     KEYS_HOST,          /* berth:host:<host>          hash: Host */
     KEYS_IMAGE,         /* berth:image:<name>         hash: Image */
+    KEYS_IMAGE_ID,      /* berth:image-id:<id>        hash: name of the image with that id */
     KEYS_TEMPLATE,      /* berth:template:<id>        hash: Template */
     KEYS_TEMPLATE_NAME, /* berth:template-name:<name> hash: id of the template so named */
     KEYS_USER,          /* berth:user:<name>          hash: a user */

@@ -53,4 +53,9 @@
 #define LIMIT_RESERVE_DISK_GB_MAX 1099511627776LL /* 2^40: disk_gb of one reservation */
 #define LIMIT_HOST_REF_MAX        127             /* a reservation's host: its id or its name */
 
+/* The image store (services/stager): an imported image's descriptive texts (os_version, arch,
+   an application's name and version) and its applications. */
+#define LIMIT_IMAGE_TEXT_MAX 64
+#define LIMIT_IMAGE_APPS_MAX 64
+
 #endif

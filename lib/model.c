@@ -527,6 +527,13 @@ void model_tx_sadd(model_tx_t *self, const char *key, const char *member)
     s_arg(self, member);
 }
 
+void model_tx_srem(model_tx_t *self, const char *key, const char *member)
+{
+    s_arg(self, "M");
+    s_arg(self, key);
+    s_arg(self, member);
+}
+
 void model_tx_event(model_tx_t *self, const char *type, ...)
 {
     va_list ap;
@@ -925,7 +932,7 @@ static int s_op_width(const char **ops, size_t i, size_t n, int *has_key)
     }
     if (streq(op, "C") || streq(op, "Z") || streq(op, "A"))
         return 3;
-    if (streq(op, "R") || streq(op, "S"))
+    if (streq(op, "R") || streq(op, "S") || streq(op, "M"))
         return 2;
     if (streq(op, "D"))
         return 1;

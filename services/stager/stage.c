@@ -189,6 +189,14 @@ void stage_request(stage_t *self, bus_request_t *kept)
         s_answer_free(kept, "UNAVAILABLE", "state store unreachable");
         return;
     }
+    /* An image being imported (or whose import failed) has no file to build from yet. */
+    if (image->state && (streq(image->state, "IMPORTING") || streq(image->state, "FAILED"))) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "image '%s' is %s", image->name, image->state);
+        protobuf_c_message_free_unpacked(&image->base, NULL);
+        s_answer_free(kept, "CONFLICT", msg);
+        return;
+    }
     job = calloc(1, sizeof *job);
     if (job) {
         job->stage = self;

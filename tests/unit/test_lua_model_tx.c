@@ -55,11 +55,13 @@ static void test_every_operation_writes_its_key(void **state)
     freeReplyObject(r);
     r = store_command(f->store, "SET t:del x");
     freeReplyObject(r);
+    r = store_command(f->store, "SADD t:s old");
+    freeReplyObject(r);
     const char *argv[] = { EVENTS, "t:h", "t:z", "t:s", "t:del",
                            /* ops */
                            "C", "2", "state", "", "P", "2", "2", "state", "NEW", "version", "1",
-                           "Z", "3", "5", "m", "R", "3", "gone", "S", "4", "member", "D", "5", "E",
-                           "2", "type", "x.created", "key", "t:h" };
+                           "Z", "3", "5", "m", "R", "3", "gone", "S", "4", "member", "M", "4",
+                           "old", "D", "5", "E", "2", "type", "x.created", "key", "t:h" };
     r = s_tx(f->store, 5, (int)(sizeof argv / sizeof *argv), argv);
     assert_int_equal(r->type, REDIS_REPLY_INTEGER);
     assert_int_equal(r->integer, 1);
@@ -68,6 +70,7 @@ static void test_every_operation_writes_its_key(void **state)
     s_assert_hget(f->store, "t:h", "version", "1");
     assert_int_equal(s_int(f->store, "ZCARD %s", "t:z"), 1);
     assert_int_equal(s_int(f->store, "SISMEMBER %s member", "t:s"), 1);
+    assert_int_equal(s_int(f->store, "SISMEMBER %s old", "t:s"), 0);
     assert_int_equal(s_int(f->store, "EXISTS %s", "t:del"), 0);
     r = store_command(f->store, "XRANGE %s - +", EVENTS);
     assert_non_null(r);
