@@ -121,6 +121,24 @@ void http_json(http_req_t *req, int status, json_t *body)
     req->response = body;
 }
 
+int http_json_text(http_req_t *req, const char *text, size_t len)
+{
+    struct MHD_Response *response =
+        MHD_create_response_from_buffer(len, (void *)text, MHD_RESPMEM_MUST_COPY);
+    if (!response ||
+        MHD_add_response_header(response, "Content-Type", "application/json") != MHD_YES) {
+        if (response)
+            MHD_destroy_response(response);
+        http_error(req, "INTERNAL", "out of memory");
+        return -1;
+    }
+    if (req->stream)
+        MHD_destroy_response(req->stream);
+    req->stream = response;
+    req->status = 200;
+    return 0;
+}
+
 /* text as a JSON string; a text that is not valid UTF-8 (a client's bytes cut inside a
    character, say) keeps its ASCII and shows every other byte as '?'. */
 static json_t *s_text(const char *text)
