@@ -450,12 +450,19 @@ class Platform:
             view = self.view_dir(full.get("BERTH_CURVE_CERT") or service)
             if os.path.isdir(view):
                 full["BERTH_SECRETS_DIR"] = view
+        # Every process serves its Prometheus metrics on a port of its own (metrics_url).
+        full.setdefault("BERTH_METRICS_PORT", str(self.free_port()))
         os.makedirs(full["BERTH_DATA_DIR"], exist_ok=True)
         log_path = os.path.join(self.log_dir, name + ".log")
         proc = Process(name, service, argv, full, log_path)
         self._stopped = False
         self.procs.append(proc)
         return proc
+
+    @staticmethod
+    def metrics_url(proc):
+        """Where proc serves its Prometheus metrics."""
+        return "http://127.0.0.1:%s/metrics" % proc.env["BERTH_METRICS_PORT"]
 
     def restart(self, proc, timeout=None):
         """Start a process again with the same binary, environment and name.

@@ -1,8 +1,10 @@
 /*  berth-scheduler: places VMs on hosts. SelectHost runs the filters (host up, not excluded,
     RAM, vCPU, disk, other groups' reservations), the weigher (the group's reservation, then
-    free RAM) and the atomic claim (placement.c); ReleaseClaim gives a VM's claim back. Any number of instances may run side by side. */
-#include "service.h"
+    free RAM) and the atomic claim (placement.c); ReleaseClaim gives a VM's claim back. Any number
+   of instances may run side by side. */
+#include "metrics.h"
 #include "placement.h"
+#include "service.h"
 
 #include <errno.h>
 #include <math.h>
@@ -14,6 +16,11 @@ typedef struct {
     int store_down; /* last refresh failed: logged once per outage */
     int truncated;  /* last refresh ignored hosts over max_hosts: logged once */
 } scheduler_t;
+
+/* The scheduler's metrics (metrics.h): placements by result, hosts by stored state. */
+static struct {
+    metrics_family_t *placements, *hosts;
+} s_m;
 
 static void s_on_select_host(bus_request_t *request, void *arg)
 {
@@ -27,6 +34,11 @@ static void s_on_select_host(bus_request_t *request, void *arg)
     placement_result_t result;
     berth_error_t error = { 0 };
     int rc = placement_select(self->placement, req, &result, &error);
+    metrics_add(s_m.placements, 1,
+                rc == PLACEMENT_NO_VALID_HOST ? "no_valid_host"
+                : rc != 0                     ? "failed"
+                : result.existing             ? "existing"
+                                              : "claimed");
     if (rc == PLACEMENT_NO_VALID_HOST)
         log_info(rid, "no valid host", "{s:s, s:s}", "vm", req->vm, "reason", error.message);
     if (rc < 0)
@@ -86,6 +98,10 @@ static int s_refresh(service_t *service, void *arg)
                  down ? "cannot load hosts" : "hosts loaded", "{s:i}", "hosts",
                  placement_hosts(self->placement));
     self->store_down = down;
+    if (!down)
+        for (const char **state = (const char *[]){ "UP", "DOWN", "DISABLED", NULL }; *state;
+             state++)
+            metrics_set(s_m.hosts, placement_hosts_in(self->placement, *state), *state);
     int truncated = !down && placement_truncated(self->placement);
     if (truncated && !self->truncated)
         log_warn(NULL, "more hosts than max_hosts; the rest are not considered", "{s:i}",
@@ -150,6 +166,12 @@ int main(int argc, char **argv)
     self.placement = placement_new(service_store(service), &pc);
     if (!self.placement)
         goto done;
+    s_m.placements = metrics_counter("berth_scheduler_placements_total",
+                                     "SelectHost decisions, by result (claimed, existing: the "
+                                     "VM's claim was there, no_valid_host, failed)",
+                                     "result");
+    s_m.hosts = metrics_gauge("berth_scheduler_hosts",
+                              "Hosts in the scheduler's copy, by stored state", "state");
     service_on(service, "SelectHost", "taskmgr", s_on_select_host, &self);
     service_on(service, "ReleaseClaim", "taskmgr", s_on_release_claim, &self);
     s_refresh(service, &self);

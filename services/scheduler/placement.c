@@ -74,7 +74,8 @@ typedef struct {
 
 typedef struct {
     char id[PLACEMENT_ID_MAX];
-    int up; /* state == "UP" */
+    char state[16]; /* as stored: UP, DOWN, DISABLED */
+    int up;         /* state == "UP" */
     int64_t last_seen_ms;
     int64_t cap_vcpus, cap_ram_mb, cap_disk_gb;
     int64_t used_vcpus, used_ram_mb, used_disk_gb;
@@ -161,6 +162,14 @@ int placement_hosts(placement_t *self)
     return self->n_hosts;
 }
 
+int placement_hosts_in(placement_t *self, const char *state)
+{
+    int n = 0;
+    for (int i = 0; i < self->n_hosts; i++)
+        n += strcmp(self->hosts[i].state, state) == 0;
+    return n;
+}
+
 int placement_truncated(placement_t *self)
 {
     return self->truncated;
@@ -180,7 +189,8 @@ static int64_t s_int(const redisReply *r)
 /* Fill h's state from 8 replies: state, last_seen_ms, cap_* then used_*. */
 static void s_row(s_host_t *h, redisReply **f)
 {
-    h->up = f[0]->type == REDIS_REPLY_STRING && strcmp(f[0]->str, "UP") == 0;
+    util_strlcpy(h->state, f[0]->type == REDIS_REPLY_STRING ? f[0]->str : "", sizeof h->state);
+    h->up = strcmp(h->state, "UP") == 0;
     h->last_seen_ms = s_int(f[1]);
     h->cap_vcpus = s_int(f[2]);
     h->cap_ram_mb = s_int(f[3]);
@@ -631,7 +641,7 @@ static int s_claim(placement_t *self, const Berth__SelectHost *req, s_host_t *h,
     };
     const char *tail[] = {
         h->id,           vcpus,           ram,      disk, now_text, timeout, self->ratios[0],
-        self->ratios[1], self->ratios[2], previous, vm,   group, at
+        self->ratios[1], self->ratios[2], previous, vm,   group,    at
     };
     int argc = 0;
     for (int i = 0; i < 7; i++)

@@ -1,9 +1,10 @@
 /*  placement: choose a host for a VM and claim its flavor there. Filters (host up, not
     excluded, RAM, vCPU, disk, with overcommit ratios, other groups' reservations), then a
     weigher (the VM's group's own reservation first, then free RAM: spread), then an atomic
-    claim in Redis that takes the group's reservation first (placement.c explains the rule). The host list is cached in memory and refreshed; the
-    claim itself is a Lua script that re-checks free capacity, so any number of scheduler
-    instances can place concurrently and never overcommit a host. */
+    claim in Redis that takes the group's reservation first (placement.c explains the rule). The
+   host list is cached in memory and refreshed; the claim itself is a Lua script that re-checks free
+   capacity, so any number of scheduler instances can place concurrently and never overcommit a
+   host. */
 #ifndef BERTH_SCHEDULER_PLACEMENT_H
 #define BERTH_SCHEDULER_PLACEMENT_H
 
@@ -69,12 +70,14 @@ int placement_shrink(placement_t *self, const char *vm, int *released, berth_err
 
 /* After PLACEMENT_NO_VALID_HOST (placement_select has already called it): add to error's details
    how many hosts each filter removed
-   ("ram": "3", "reserved": "1"; filters that removed none are left out), "busy" (hosts that passed but were
-   claimed by others meanwhile) and "hosts" (how many were considered). Returns -1. */
+   ("ram": "3", "reserved": "1"; filters that removed none are left out), "busy" (hosts that passed
+   but were claimed by others meanwhile) and "hosts" (how many were considered). Returns -1. */
 int placement_removed(placement_t *self, berth_error_t *error);
 
 /* Reload the host list now. 0 or -1 when Redis failed. */
 int placement_refresh(placement_t *self);
+/* Hosts of the last load whose stored state is state ("UP", "DOWN", "DISABLED"). */
+int placement_hosts_in(placement_t *self, const char *state);
 
 /* Hosts in the cache, and whether the last load left some out (more than max_hosts). */
 int placement_hosts(placement_t *self);

@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import unittest
+import urllib.request
 from collections import Counter
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -220,6 +221,23 @@ class ComposeFile(unittest.TestCase):
                               for v in svc.get("volumes") or []]
                     self.assertIn(environment(svc)["BERTH_SECRETS_DIR"], mounts)
 
+    def test_metrics_served_and_scraped(self):
+        """Every service serves /metrics on 9464 inside the network, never published, and
+        deploy/prometheus.yml scrapes every one of them by its compose name."""
+        with open(os.path.join(ROOT, "deploy", "prometheus.yml")) as f:
+            prom = yaml.safe_load(f)
+        scraped = {}
+        for job in prom["scrape_configs"]:
+            for sd in job.get("dns_sd_configs", []):
+                for name in sd["names"]:
+                    scraped[name] = (sd["type"], sd["port"], job.get("metrics_path", "/metrics"))
+        for name, svc in self.services.items():
+            with self.subTest(service=name):
+                env = environment(svc)
+                self.assertEqual(env.get("BERTH_METRICS_PORT"), "9464")
+                self.assertEqual(env.get("BERTH_METRICS_HOST"), "0.0.0.0")
+                self.assertEqual(scraped.get(name), ("A", 9464, "/metrics"))
+
     def test_gateway_publishes_its_http_port(self):
         gateways = [s for s in self.services.values() if service_type(s) == "gateway"]
         self.assertEqual(len(gateways), 1)
@@ -354,6 +372,10 @@ class ComposeAsLocalProcesses(unittest.TestCase):
                     os.makedirs(out[key], exist_ok=True)
                 elif key == "BERTH_HTTP_BIND":
                     out[key] = "127.0.0.1"
+                elif key == "BERTH_METRICS_HOST":
+                    out[key] = "127.0.0.1"
+                elif key == "BERTH_METRICS_PORT":
+                    out[key] = str(p.free_port())   # each container has 9464 to itself
                 elif key == "BERTH_HTTP_PORT":
                     p.http_port = p.free_port()
                     out[key] = str(p.http_port)
@@ -398,6 +420,11 @@ class ComposeAsLocalProcesses(unittest.TestCase):
             self.assertTrue(entry.get("endpoint"), entry)
         self.assertEqual(self.platform.http("GET", "/readyz").status, 200)
         self.assertEqual(self.platform.unexpected_exits(), [])
+        # Every container serves its metrics (on 9464 in compose; here on a port each).
+        for proc in self.platform.procs:
+            with urllib.request.urlopen(self.platform.metrics_url(proc), timeout=10) as m:
+                self.assertEqual(m.status, 200, proc.name)
+                self.assertIn(b"berth_service_info{", m.read(), proc.name)
 
 
 if __name__ == "__main__":
