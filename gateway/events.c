@@ -22,6 +22,7 @@
     expired token or a disabled user ends the stream, and a membership change applies. */
 #include "gateway.h"
 #include "keys.h"
+#include "metrics.h"
 
 #include <microhttpd.h>
 #include <pthread.h>
@@ -579,6 +580,7 @@ static void s_check(events_t *self)
     } s_who_t;
     pthread_mutex_lock(&self->mutex);
     int n = self->count;
+    metrics_set(metrics_gauge("berth_event_streams", "Event streams (SSE) open", NULL), n);
     s_who_t *who = n > 0 ? calloc((size_t)n, sizeof *who) : NULL;
     int k = 0;
     for (s_client_t *c = self->clients; who && c && k < n; c = c->next)

@@ -153,6 +153,9 @@ class Metrics(PlatformCase):
         self.assertEqual(
             value(gw, "berth_http_request_seconds_count", method="POST", route="/v1/requests"),
             value(gw, "berth_http_requests_total", method="POST", route="/v1/requests"))
+        # Its audit queue: what the calls above recorded has been written.
+        self.assertEqual(value(gw, "berth_audit_queue"), 0)
+        self.assertIn("berth_audit_dropped", gw)
         # Its bus calls: the request went to approval.
         self.assertGreaterEqual(value(gw, "berth_bus_calls_total", target="approval",
                                       type="CreateRequest", code="OK"), 1)
