@@ -73,7 +73,7 @@ typedef struct {
 } s_holdings_t;
 
 typedef struct {
-    char id[PLACEMENT_ID_MAX];
+    const char *id; /* in placement_t.names: the ids apart, so a pass over hosts stays small */
     char state[16]; /* as stored: UP, DOWN, DISABLED */
     int up;         /* state == "UP" */
     int64_t last_seen_ms;
@@ -93,9 +93,11 @@ struct _placement_t {
     store_t *store; /* borrowed */
     placement_config_t config;
     s_host_t *hosts;
+    char (*names)[PLACEMENT_ID_MAX]; /* the hosts' ids, hosts[i].id = names[i] */
     int n_hosts;
     s_candidate_t *candidates; /* scratch, n_hosts long */
     int64_t loaded_at;         /* monotonic ms of the last load; 0 = never */
+    int64_t loads;             /* full loads so far */
     int truncated;             /* the last load saw more than max_hosts hosts */
     char ratios[3][32];        /* ram, cpu, disk ratios as text for the claim script */
     int removed[F_COUNT + 1];  /* the last "no valid host": hosts per filter, then busy */
@@ -150,6 +152,7 @@ void placement_destroy(placement_t **self_p)
     if (self_p && *self_p) {
         placement_t *self = *self_p;
         free(self->hosts);
+        free(self->names);
         free(self->candidates);
         free(self->reserve);
         free(self);
@@ -160,6 +163,11 @@ void placement_destroy(placement_t **self_p)
 int placement_hosts(placement_t *self)
 {
     return self->n_hosts;
+}
+
+int64_t placement_loads(placement_t *self)
+{
+    return self->loads;
 }
 
 int placement_hosts_in(placement_t *self, const char *state)
@@ -366,9 +374,11 @@ int placement_refresh(placement_t *self)
     }
     int n = (int)n_ids;
     s_host_t *hosts = calloc((size_t)n + 1, sizeof *hosts);
+    char(*names)[PLACEMENT_ID_MAX] = calloc((size_t)n + 1, sizeof *names);
     s_candidate_t *candidates = calloc((size_t)n + 1, sizeof *candidates);
-    if (!hosts || !candidates) {
+    if (!hosts || !names || !candidates) {
         free(hosts);
+        free(names);
         free(candidates);
         free(sorted);
         freeReplyObject(ids);
@@ -380,7 +390,8 @@ int placement_refresh(placement_t *self)
         redisReply *row = r->element[i];
         if (row->type != REDIS_REPLY_ARRAY || row->elements != 8)
             continue; /* in the set but not described (yet) */
-        util_strlcpy(hosts[kept].id, sorted[i], sizeof hosts[kept].id);
+        util_strlcpy(names[kept], sorted[i], sizeof names[kept]);
+        hosts[kept].id = names[kept];
         s_row(&hosts[kept], row->element);
         kept++;
     }
@@ -390,14 +401,18 @@ int placement_refresh(placement_t *self)
     freeReplyObject(r);
     if (s_load_reservations(self, hosts, kept) != 0) {
         free(hosts);
+        free(names);
         free(candidates);
         return -1;
     }
     free(self->hosts);
+    free(self->names);
     free(self->candidates);
     self->hosts = hosts;
+    self->names = names;
     self->candidates = candidates;
     self->n_hosts = kept;
+    self->loads++;
     self->loaded_at = util_mono_ms();
     return 0;
 }
@@ -479,6 +494,9 @@ static void s_split(const placement_t *self, const s_host_t *h, const Berth__Sel
    reservations leave no room, on the host or in the any-host pool. */
 static int s_reserved(const placement_t *self, const s_host_t *h, const Berth__SelectHost *req)
 {
+    /* No reservation here or anywhere: nothing beyond the capacity filters applies. */
+    if (h->res.count == 0 && self->any.count == 0)
+        return 0;
     s_split_t split;
     s_split(self, h, req, &split);
     int64_t want[3], used[3];
@@ -531,16 +549,42 @@ static int s_by_weight(const void *a, const void *b)
         return x->reserved > y->reserved ? -1 : 1;
     if (x->free_ram != y->free_ram)
         return x->free_ram > y->free_ram ? -1 : 1;
-    return strcmp(x->id, y->id);
+    return (x->index > y->index) - (x->index < y->index); /* hosts[] is in id order */
 }
 
-/* Run the filters over every cached host; the passing ones go to self->candidates in
-   weigher order. Counts removals per filter. Returns the number of candidates. */
+/* The best k of c[from, n) in weigher order at c[from, from + k) (all of them when fewer);
+   the rest follow in no order. One pass with a bounded insertion: a decision uses the first
+   few candidates only, and sorting thousands of hosts for them was most of its time. */
+static void s_best(s_candidate_t *c, int from, int n, int k)
+{
+    int m = 0; /* c[from, from + m) holds the best so far, in order */
+    for (int i = from; i < n; i++) {
+        if (m == k && s_by_weight(&c[i], &c[from + m - 1]) >= 0)
+            continue;
+        s_candidate_t x = c[i];
+        /* While growing, i is the next slot itself; once full, the worst of the best moves
+           out to i's place. */
+        int j = from + (m < k ? m : m - 1);
+        c[i] = c[j];
+        while (j > from && s_by_weight(&x, &c[j - 1]) < 0) {
+            c[j] = c[j - 1];
+            j--;
+        }
+        c[j] = x;
+        if (m < k)
+            m++;
+    }
+}
+
+/* Run the filters over every cached host; the passing ones go to self->candidates, the
+   caller's preferred hosts first, then the best of the others in weigher order (s_best).
+   Counts removals per filter. Returns the number of candidates. */
 static int s_rank(placement_t *self, const Berth__SelectHost *req, int64_t now, int counts[F_COUNT])
 {
     memset(counts, 0, sizeof(int) * F_COUNT);
     memset(self->pool_free, 0, sizeof self->pool_free);
-    for (int i = 0; i < self->n_hosts; i++) {
+    /* What is free over the UP hosts: only the any-host rule (s_reserved) reads it. */
+    for (int i = 0; self->any.count > 0 && i < self->n_hosts; i++) {
         const s_host_t *h = &self->hosts[i];
         if (!s_is_up(self, h, now))
             continue;
@@ -577,18 +621,19 @@ static int s_rank(placement_t *self, const Berth__SelectHost *req, int64_t now, 
         self->candidates[n].reserved = all ? 2 : some;
         n++;
     }
-    qsort(self->candidates, (size_t)n, sizeof *self->candidates, s_by_weight);
     /* Hosts the caller prefers (a retry's alternates) go first, in the caller's order. */
     int front = 0;
     for (size_t p = 0; p < req->n_prefer; p++)
         for (int i = front; i < n; i++)
             if (strcmp(self->candidates[i].id, req->prefer[p]) == 0) {
                 s_candidate_t moved = self->candidates[i];
-                memmove(&self->candidates[front + 1], &self->candidates[front],
-                        (size_t)(i - front) * sizeof *self->candidates);
+                self->candidates[i] = self->candidates[front];
                 self->candidates[front++] = moved;
                 break;
             }
+    /* Then, in weigher order, as many as a decision can use: the claims it tries and the
+       alternates after the last of them. */
+    s_best(self->candidates, front, n, self->config.max_attempts + self->config.max_alternates + 1);
     return n;
 }
 

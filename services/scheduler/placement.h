@@ -76,6 +76,8 @@ int placement_removed(placement_t *self, berth_error_t *error);
 
 /* Reload the host list now. 0 or -1 when Redis failed. */
 int placement_refresh(placement_t *self);
+/* Full loads of the host list so far (at start, when stale, before a "no valid host"). */
+int64_t placement_loads(placement_t *self);
 /* Hosts of the last load whose stored state is state ("UP", "DOWN", "DISABLED"). */
 int placement_hosts_in(placement_t *self, const char *state);
 
