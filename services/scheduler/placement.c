@@ -76,6 +76,7 @@ typedef struct {
     const char *id; /* in placement_t.names: the ids apart, so a pass over hosts stays small */
     char state[16]; /* as stored: UP, DOWN, DISABLED */
     int up;         /* state == "UP" */
+    int expired;    /* following: its heartbeat's ttl ended (berth:hosts:seen) */
     int64_t last_seen_ms;
     int64_t cap_vcpus, cap_ram_mb, cap_disk_gb;
     int64_t used_vcpus, used_ram_mb, used_disk_gb;
@@ -98,6 +99,9 @@ struct _placement_t {
     s_candidate_t *candidates; /* scratch, n_hosts long */
     int64_t loaded_at;         /* monotonic ms of the last load; 0 = never */
     int64_t loads;             /* full loads so far */
+    char cursor[48];           /* the event stream's last entry applied to the copy */
+    long long added;           /* the stream's entries-added count at the cursor */
+    int following;             /* placement_follow keeps the copy current between loads */
     int truncated;             /* the last load saw more than max_hosts hosts */
     char ratios[3][32];        /* ram, cpu, disk ratios as text for the claim script */
     int removed[F_COUNT + 1];  /* the last "no valid host": hosts per filter, then busy */
@@ -321,8 +325,38 @@ static int s_load_reservations(placement_t *self, s_host_t *hosts, int n_hosts)
     return 0;
 }
 
+/* Where the event stream stands: its last generated id into out ("0-0" when there is no
+   stream yet; every entry up to it is in the stream or was trimmed) and how many entries it
+   has ever had (*added). 0 or -1. */
+static int s_stream_end(placement_t *self, char out[48], long long *added)
+{
+    redisReply *r = store_command(self->store, "XINFO STREAM %s", STORE_EVENTS);
+    if (!r)
+        return -1;
+    util_strlcpy(out, "0-0", 48);
+    *added = 0;
+    for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i + 1 < r->elements; i += 2) {
+        const redisReply *k = r->element[i], *v = r->element[i + 1];
+        if (k->type != REDIS_REPLY_STRING)
+            continue;
+        if (strcmp(k->str, "last-generated-id") == 0 && v->type == REDIS_REPLY_STRING)
+            util_strlcpy(out, v->str, 48);
+        else if (strcmp(k->str, "entries-added") == 0 && v->type == REDIS_REPLY_INTEGER)
+            *added = v->integer;
+    }
+    freeReplyObject(r);
+    return 0;
+}
+
 int placement_refresh(placement_t *self)
 {
+    /* Where the stream stands before the load: what follows it is applied on top
+       (placement_follow), and events the load already reflects are applied again harmlessly
+       (they carry the values, not the changes). */
+    char cursor[48];
+    long long added;
+    if (s_stream_end(self, cursor, &added) != 0)
+        return -1;
     redisReply *ids = store_command(self->store, "SMEMBERS %s", KEYS_HOSTS);
     if (!ids)
         return -1;
@@ -413,13 +447,153 @@ int placement_refresh(placement_t *self)
     self->candidates = candidates;
     self->n_hosts = kept;
     self->loads++;
+    util_strlcpy(self->cursor, cursor, sizeof self->cursor);
+    self->added = added;
+    int64_t now = util_now_ms();
+    for (int i = 0; i < kept; i++)
+        hosts[i].expired = now - hosts[i].last_seen_ms > self->config.host_timeout_ms;
     self->loaded_at = util_mono_ms();
     return 0;
 }
 
 static int s_stale(placement_t *self)
 {
+    /* Following the stream, the copy is current; the owner reloads it now and then. */
+    if (self->following && self->loaded_at)
+        return 0;
     return self->loaded_at == 0 || util_mono_ms() - self->loaded_at >= self->config.refresh_ms;
+}
+
+/* ---- following the event stream ---- */
+
+#define FOLLOW_COUNT   1000 /* entries read per XREAD */
+#define FOLLOW_BATCHES 10   /* XREADs per placement_follow; the rest waits for the next */
+
+/* Is stream id a later than b? */
+static int s_id_after(const char *a, const char *b)
+{
+    unsigned long long am = 0, as = 0, bm = 0, bs = 0;
+    sscanf(a, "%llu-%llu", &am, &as);
+    sscanf(b, "%llu-%llu", &bm, &bs);
+    return am > bm || (am == bm && as > bs);
+}
+
+static s_host_t *s_find(placement_t *self, const char *id)
+{
+    return id ? bsearch(id, self->hosts, (size_t)self->n_hosts, sizeof *self->hosts, s_host_by_id)
+              : NULL;
+}
+
+/* One entry's fields onto the copy: host.usage (used_*) and host.state. 1 when the copy
+   cannot take it (a host it does not know: a full load is due), else 0. */
+static int s_apply(placement_t *self, const redisReply *f)
+{
+    const char *type = NULL, *host = NULL, *state = NULL;
+    const redisReply *used[3] = { NULL, NULL, NULL };
+    static const char *const used_names[3] = { "used_vcpus", "used_ram_mb", "used_disk_gb" };
+    for (size_t i = 0; i + 1 < f->elements; i += 2) {
+        const redisReply *k = f->element[i], *v = f->element[i + 1];
+        if (k->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING)
+            continue;
+        if (strcmp(k->str, "type") == 0)
+            type = v->str;
+        else if (strcmp(k->str, "host") == 0)
+            host = v->str;
+        else if (strcmp(k->str, "state") == 0)
+            state = v->str;
+        else
+            for (int j = 0; j < 3; j++)
+                if (strcmp(k->str, used_names[j]) == 0)
+                    used[j] = v;
+    }
+    int usage = type && strcmp(type, "host.usage") == 0;
+    int moved = type && strcmp(type, "host.state") == 0 && state;
+    if (!usage && !moved)
+        return 0;
+    s_host_t *h = s_find(self, host);
+    if (!h)
+        return 1;
+    if (usage) {
+        if (used[0])
+            h->used_vcpus = s_int(used[0]);
+        if (used[1])
+            h->used_ram_mb = s_int(used[1]);
+        if (used[2])
+            h->used_disk_gb = s_int(used[2]);
+    } else {
+        util_strlcpy(h->state, state, sizeof h->state);
+        h->up = strcmp(h->state, "UP") == 0;
+    }
+    return 0;
+}
+
+int placement_follow(placement_t *self)
+{
+    self->following = 1;
+    if (!self->loaded_at)
+        return placement_refresh(self);
+    /* Read up to where the stream stood (end): every entry added up to there was either
+       read here or trimmed unread, and the count of entries ever added tells which (the
+       stream keeps no record of what trimming removed). */
+    char end[48];
+    long long added_end;
+    if (s_stream_end(self, end, &added_end) != 0)
+        return -1;
+    int reload = 0;
+    for (int batch = 0; !reload && s_id_after(end, self->cursor) && batch < FOLLOW_BATCHES;
+         batch++) {
+        redisReply *r = store_command(self->store, "XREAD COUNT %d STREAMS %s %s", FOLLOW_COUNT,
+                                      STORE_EVENTS, self->cursor);
+        if (!r)
+            return -1;
+        size_t n = 0, applied = 0;
+        if (r->type == REDIS_REPLY_ARRAY && r->elements == 1 &&
+            r->element[0]->type == REDIS_REPLY_ARRAY && r->element[0]->elements == 2 &&
+            r->element[0]->element[1]->type == REDIS_REPLY_ARRAY) {
+            const redisReply *entries = r->element[0]->element[1];
+            for (; n < entries->elements && !reload; n++) {
+                const redisReply *e = entries->element[n];
+                if (e->type != REDIS_REPLY_ARRAY || e->elements != 2 ||
+                    e->element[0]->type != REDIS_REPLY_STRING ||
+                    e->element[1]->type != REDIS_REPLY_ARRAY)
+                    continue;
+                if (s_id_after(e->element[0]->str, end))
+                    break; /* added after the count was taken: the next round's */
+                reload = s_apply(self, e->element[1]);
+                util_strlcpy(self->cursor, e->element[0]->str, sizeof self->cursor);
+                self->added++;
+                applied++;
+            }
+        }
+        freeReplyObject(r);
+        if (!reload && applied == 0) {
+            /* Nothing left after the cursor up to end: the rest was trimmed unread. */
+            util_strlcpy(self->cursor, end, sizeof self->cursor);
+            self->added = -1;
+        }
+        if (n < FOLLOW_COUNT)
+            break;
+    }
+    if (!reload && !s_id_after(end, self->cursor) && self->added != added_end)
+        reload = 1; /* caught up, but fewer entries read than were added: a gap */
+    if (reload)
+        return placement_refresh(self);
+    /* Liveness: the hosts whose last beat's ttl has ended (few; the rest beat on time). */
+    redisReply *dead = store_command(self->store, "ZRANGEBYSCORE %s -inf %lld", KEYS_HOSTS_SEEN,
+                                     (long long)util_now_ms());
+    if (!dead)
+        return -1;
+    for (int i = 0; i < self->n_hosts; i++)
+        self->hosts[i].expired = 0;
+    for (size_t i = 0; dead->type == REDIS_REPLY_ARRAY && i < dead->elements; i++) {
+        s_host_t *h = dead->element[i]->type == REDIS_REPLY_STRING
+                          ? s_find(self, dead->element[i]->str)
+                          : NULL;
+        if (h)
+            h->expired = 1;
+    }
+    freeReplyObject(dead);
+    return 0;
 }
 
 /* want on top of used still within capacity * ratio (doubles, as the Lua check does). */
@@ -471,6 +645,10 @@ static void s_used(const s_host_t *h, int64_t used[3])
 
 static int s_is_up(const placement_t *self, const s_host_t *h, int64_t now)
 {
+    /* Following the stream, the copy's last_seen_ms is the load's: liveness comes from the
+       beats' ttl (placement_follow), and the claim script checks last_seen_ms itself. */
+    if (self->following)
+        return h->up && !h->expired;
     return h->up && now - h->last_seen_ms <= self->config.host_timeout_ms;
 }
 

@@ -76,6 +76,11 @@ int placement_removed(placement_t *self, berth_error_t *error);
 
 /* Reload the host list now. 0 or -1 when Redis failed. */
 int placement_refresh(placement_t *self);
+/* Keep the copy current from the event stream (host.usage and host.state events since the
+   last load, a full load after a gap or for a host it does not know) and liveness from the
+   beats' ttl (berth:hosts:seen). From the first call on, decisions no longer reload the copy
+   when it ages (the owner reloads it now and then with placement_refresh). 0 or -1. */
+int placement_follow(placement_t *self);
 /* Full loads of the host list so far (at start, when stale, before a "no valid host"). */
 int64_t placement_loads(placement_t *self);
 /* Hosts of the last load whose stored state is state ("UP", "DOWN", "DISABLED"). */
