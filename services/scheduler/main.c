@@ -161,6 +161,7 @@ int main(int argc, char **argv)
     config_declare(c, "disk_ratio", "1.0", 0);
     config_declare(c, "host_refresh_ms", "60000", 0);
     config_declare(c, "host_follow_ms", "100", 0);
+    config_declare(c, "weigher", "spread", 0);
     config_declare(c, "max_hosts", "100000", 0);
     config_declare(c, "max_exclude", "32", 0);
     config_declare(c, "max_alternates", "2", 0);
@@ -183,6 +184,12 @@ int main(int argc, char **argv)
         s_ratio(c, "ram_ratio", &pc.ram_ratio) || s_ratio(c, "cpu_ratio", &pc.cpu_ratio) ||
         s_ratio(c, "disk_ratio", &pc.disk_ratio))
         goto done;
+    const char *weigher = config_get(c, "weigher");
+    if (!streq(weigher, "spread") && !streq(weigher, "pack")) {
+        log_error(NULL, "weigher must be spread or pack", "{s:s}", "weigher", weigher);
+        goto done;
+    }
+    pc.pack = streq(weigher, "pack");
     pc.max_hosts = (int)max_hosts;
     pc.max_exclude = (int)max_exclude;
     pc.max_alternates = (int)max_alternates;

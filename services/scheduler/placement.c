@@ -84,10 +84,10 @@ typedef struct {
 } s_host_t;
 
 typedef struct {
-    int index;       /* into hosts */
-    double free_ram; /* weigher key: usable RAM left */
-    const char *id;  /* tie-break, for a stable order */
-    int reserved;    /* the group's unclaimed reservation here: 2 covers the flavor, 1 part */
+    int index;      /* into hosts */
+    double weight;  /* weigher key, larger first: usable RAM left (spread) or its negation (pack) */
+    const char *id; /* tie-break, for a stable order */
+    int reserved;   /* the group's unclaimed reservation here: 2 covers the flavor, 1 part */
 } s_candidate_t;
 
 struct _placement_t {
@@ -719,14 +719,16 @@ static int s_filter(const placement_t *self, const s_host_t *h, const Berth__Sel
 }
 
 /* Weigher: the group's own reservation first (covering the flavor, then part of it), then most
-   usable RAM left (spread), then by id so equal hosts keep one order. */
+   usable RAM left (spread: VMs apart, each with room to grow) or least (pack: hosts filled one
+   after another, the others kept free for large VMs or to be switched off), then by id so
+   equal hosts keep one order. */
 static int s_by_weight(const void *a, const void *b)
 {
     const s_candidate_t *x = a, *y = b;
     if (x->reserved != y->reserved)
         return x->reserved > y->reserved ? -1 : 1;
-    if (x->free_ram != y->free_ram)
-        return x->free_ram > y->free_ram ? -1 : 1;
+    if (x->weight != y->weight)
+        return x->weight > y->weight ? -1 : 1;
     return (x->index > y->index) - (x->index < y->index); /* hosts[] is in id order */
 }
 
@@ -785,8 +787,8 @@ static int s_rank(placement_t *self, const Berth__SelectHost *req, int64_t now, 
             continue;
         }
         self->candidates[n].index = i;
-        self->candidates[n].free_ram =
-            (double)h->cap_ram_mb * self->config.ram_ratio - (double)h->used_ram_mb;
+        double free_ram = (double)h->cap_ram_mb * self->config.ram_ratio - (double)h->used_ram_mb;
+        self->candidates[n].weight = self->config.pack ? -free_ram : free_ram;
         self->candidates[n].id = h->id;
         const int64_t *own = s_own(self, &h->res, req->group);
         int64_t want[3];

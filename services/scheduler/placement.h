@@ -1,6 +1,6 @@
 /*  placement: choose a host for a VM and claim its flavor there. Filters (host up, not
     excluded, RAM, vCPU, disk, with overcommit ratios, other groups' reservations), then a
-    weigher (the VM's group's own reservation first, then free RAM: spread), then an atomic
+    weigher (the VM's group's own reservation first, then free RAM: spread, or pack), then an atomic
     claim in Redis that takes the group's reservation first (placement.c explains the rule). The
    host list is cached in memory and refreshed; the claim itself is a Lua script that re-checks free
    capacity, so any number of scheduler instances can place concurrently and never overcommit a
@@ -30,6 +30,7 @@ typedef struct {
     int max_exclude;    /* longest exclude list accepted */
     int max_alternates; /* alternates returned, <= PLACEMENT_ALTERNATES_MAX */
     int max_attempts;   /* claims tried (races lost) before giving up */
+    int pack;           /* weigher: 0 spread (most RAM left first), 1 pack (least first) */
     int64_t max_vcpus;  /* largest flavor accepted (default: lib/limit.h's) */
     int64_t max_ram_mb;
     int64_t max_disk_gb;

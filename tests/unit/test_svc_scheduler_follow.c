@@ -3,7 +3,8 @@
     host.usage event) changes where the next VM goes, a host.state event takes a host out, a
     host whose beats ended (berth:hosts:seen) is not chosen, and a host the copy does not
     know or a gap in the stream loads the list whole. A copy that does not follow keeps
-    deciding on what it loaded. */
+    deciding on what it loaded. And the weigher: spread (most RAM left first) or pack (least
+    first, filling one host before the next). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -77,15 +78,21 @@ static void s_host(store_t *store, const char *id, const char *ram_mb)
 }
 
 /* A placement over store that reloads only when told to (the scheduler's default). */
-static placement_t *s_placement(store_t *store)
+static placement_t *s_placement_as(store_t *store, int pack)
 {
     placement_config_t c;
     placement_config_defaults(&c);
     c.refresh_ms = 60000;
+    c.pack = pack;
     placement_t *p = placement_new(store, &c);
     assert_non_null(p);
     assert_int_equal(placement_refresh(p), 0);
     return p;
+}
+
+static placement_t *s_placement(store_t *store)
+{
+    return s_placement_as(store, 0);
 }
 
 static void s_select(placement_t *p, int64_t ram, char host[PLACEMENT_ID_MAX])
@@ -164,8 +171,8 @@ static void test_new_host_or_gap_loads_whole(void **state)
     assert_int_equal(placement_follow(p), 0);
     /* A host's first heartbeat: its hash, then its first transition's event. */
     s_host(f->store, "n", "65536");
-    s_cmd(f->store, "XADD berth:events * type host.state key berth:host:n host n state %s%s",
-          "UP", "");
+    s_cmd(f->store, "XADD berth:events * type host.state key berth:host:n host n state %s%s", "UP",
+          "");
     assert_int_equal(placement_follow(p), 0);
     assert_int_equal(placement_loads(p), 2);
     assert_int_equal(placement_hosts(p), 2);
@@ -185,6 +192,35 @@ static void test_new_host_or_gap_loads_whole(void **state)
     placement_destroy(&p);
 }
 
+static void test_spread_and_pack(void **state)
+{
+    fixture_t *f = *state;
+    s_host(f->store, "a", "8192");
+    s_host(f->store, "b", "6144");
+    s_host(f->store, "c", "4096");
+    char host[PLACEMENT_ID_MAX];
+    /* Pack: the least RAM left that fits, until it is full, then the next. */
+    placement_t *pack = s_placement_as(f->store, 1);
+    assert_int_equal(placement_follow(pack), 0);
+    const char *packed[] = { "c", "c", "c", "c", "b" };
+    for (size_t i = 0; i < sizeof packed / sizeof *packed; i++) {
+        s_select(pack, 1024, host);
+        assert_string_equal(host, packed[i]);
+        assert_int_equal(placement_follow(pack), 0);
+    }
+    placement_destroy(&pack);
+    /* Spread over what is left (a 8192, b 5120, c 0 free): the most RAM left each time. */
+    placement_t *spread = s_placement(f->store);
+    assert_int_equal(placement_follow(spread), 0);
+    const char *spreaded[] = { "a", "a", "a", "a", "b" };
+    for (size_t i = 0; i < sizeof spreaded / sizeof *spreaded; i++) {
+        s_select(spread, 1024, host);
+        assert_string_equal(host, spreaded[i]);
+        assert_int_equal(placement_follow(spread), 0);
+    }
+    placement_destroy(&spread);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -193,6 +229,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_state_events_and_ended_beats_take_hosts_out, s_setup,
                                         s_teardown),
         cmocka_unit_test_setup_teardown(test_new_host_or_gap_loads_whole, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_spread_and_pack, s_setup, s_teardown),
     };
     return cmocka_run_group_tests(tests, s_group_setup, s_group_teardown);
 }
