@@ -47,6 +47,7 @@ struct _agent_t {
     zhashx_t *delivered_by; /* command id -> s_link_t that delivered it (borrowed) */
     const char *uri;
     bus_client_t *taskmgr; /* the service's client, pinned to the taskmgr endpoints */
+    zactor_t *resolver;    /* looks the taskmgr endpoints up again (s_resolver) */
     Berth__Host host;      /* inventory, from the worker's snapshot at each heartbeat */
     Berth__Resources capacity;
     Berth__Resources used;
@@ -479,11 +480,24 @@ static int s_link_add(agent_t *self, const char *endpoint)
     return 0;
 }
 
+/* A link to each endpoint of found not linked yet. -1 when one could not be made. */
+static int s_link_new(agent_t *self, char (*found)[UTIL_ENDPOINT_MAX], int n)
+{
+    int rc = 0;
+    for (int i = 0; i < n; i++) {
+        int linked = 0;
+        for (size_t k = 0; k < self->n_links && !linked; k++)
+            linked = streq(self->links[k].endpoint, found[i]);
+        if (!linked && s_link_add(self, found[i]) != 0)
+            rc = -1;
+    }
+    return rc;
+}
+
 /* A link to every taskmgr instance the comma-separated endpoints stand for: each name
-   resolves to every address it has (a compose service scaled to several instances), and
-   an address already linked is kept as it is. Run at start and every taskmgr_resolve_ms, so
-   instances added later are polled too (one that went away fails its polls and is retried
-   every poll_retry_ms). -1 when a name did not resolve or a link could not be made. */
+   resolves to every address it has (a compose service scaled to several instances). At
+   start, on the loop; afterwards the resolver thread does it (s_resolver). -1 when a name did
+   not resolve or a link could not be made. */
 static int s_links(agent_t *self, const char *endpoints)
 {
     char *copy = strdup(endpoints);
@@ -497,22 +511,66 @@ static int s_links(agent_t *self, const char *endpoints)
             log_warn(NULL, "taskmgr endpoint does not resolve", "{s:s}", "endpoint", ep);
             rc = -1;
         }
-        for (int i = 0; i < n; i++) {
-            int linked = 0;
-            for (size_t k = 0; k < self->n_links && !linked; k++)
-                linked = streq(self->links[k].endpoint, found[i]);
-            if (!linked && s_link_add(self, found[i]) != 0)
-                rc = -1;
-        }
+        if (s_link_new(self, found, n) != 0)
+            rc = -1;
     }
     free(copy);
     return rc;
 }
 
-static int s_resolve(service_t *service, void *arg)
+/* What the resolver thread is given. */
+typedef struct {
+    char *endpoints;
+    int interval_ms;
+} s_resolver_args_t;
+
+/* The resolver thread: every interval_ms, the addresses the endpoints stand for, sent to the
+   loop as one message (a frame each). Name lookups may wait on a DNS server: never on the
+   loop, whose heartbeats must go out on time. */
+static void s_resolver(zsock_t *pipe, void *arg)
+{
+    s_resolver_args_t *a = arg;
+    zsock_signal(pipe, 0);
+    zpoller_t *poller = zpoller_new(pipe, NULL);
+    while (poller) {
+        zsock_t *which = zpoller_wait(poller, a->interval_ms);
+        if (which == pipe || zpoller_terminated(poller))
+            break; /* $TERM: the only thing the loop sends */
+        zmsg_t *msg = zmsg_new();
+        char *copy = strdup(a->endpoints);
+        char *save = NULL;
+        for (char *ep = copy ? strtok_r(copy, ", ", &save) : NULL; ep && msg;
+             ep = strtok_r(NULL, ", ", &save)) {
+            char found[MAX_LINKS][UTIL_ENDPOINT_MAX];
+            int n = util_resolve_endpoint(ep, found, MAX_LINKS);
+            for (int i = 0; i < n; i++)
+                zmsg_addstr(msg, found[i]);
+        }
+        free(copy);
+        if (msg && zmsg_size(msg) > 0)
+            zmsg_send(&msg, pipe);
+        zmsg_destroy(&msg);
+    }
+    zpoller_destroy(&poller);
+    free(a->endpoints);
+    free(a);
+}
+
+/* The resolver's latest addresses: link the new ones. */
+static int s_on_resolved(service_t *service, void *arg)
 {
     agent_t *self = arg;
-    s_links(self, config_get(service_config(service), "taskmgr_endpoints"));
+    zmsg_t *msg = zmsg_recv(zactor_sock(self->resolver));
+    (void)service;
+    char found[MAX_LINKS][UTIL_ENDPOINT_MAX];
+    int n = 0;
+    for (char *ep = msg ? zmsg_popstr(msg) : NULL; ep; ep = zmsg_popstr(msg)) {
+        if (n < MAX_LINKS)
+            util_strlcpy(found[n++], ep, UTIL_ENDPOINT_MAX);
+        free(ep);
+    }
+    zmsg_destroy(&msg);
+    s_link_new(self, found, n);
     return 0;
 }
 
@@ -653,10 +711,24 @@ int main(int argc, char **argv)
     service_every(service, service_heartbeat_ms(service), s_heartbeat, &self);
     s_poll(service, &self);
     service_every(service, (int)poll_retry, s_poll, &self);
-    if (resolve > 0)
-        service_every(service, (int)resolve, s_resolve, &self);
+    if (resolve > 0) {
+        s_resolver_args_t *a = calloc(1, sizeof *a);
+        if (a && (a->endpoints = strdup(config_get(c, "taskmgr_endpoints")))) {
+            a->interval_ms = (int)resolve;
+            self.resolver = zactor_new(s_resolver, a); /* the thread frees a */
+        }
+        if (!self.resolver) {
+            if (a)
+                free(a->endpoints);
+            free(a);
+            log_error(NULL, "cannot start the taskmgr resolver thread", NULL);
+            goto done;
+        }
+        service_reader(service, zactor_sock(self.resolver), s_on_resolved, &self);
+    }
     rc = service_run(service);
 done:
+    zactor_destroy(&self.resolver);
     for (size_t i = 0; i < self.n_links; i++) {
         for (size_t k = 0; k < self.links[i].n_out; k++) {
             vmops_result_clear(self.links[i].outbox[k]);

@@ -4,7 +4,8 @@
 Without Docker: docker-compose validates and normalizes the file, then every Berth service
 in it is started from BERTH_BIN_DIR as a local process with its compose environment
 translated to loopback (Redis on a free port, each `tcp://*:5555` bind on a free port,
-`tcp://<service>:5555` references pointed at those ports, the gateway on a free HTTP port).
+`tcp://<service>:5555` references pointed at those ports by the name localhost, the gateway on
+a free HTTP port).
 The test passes when the gateway's /v1/health lists every service of the compose file.
 
 Run: BERTH_BIN_DIR=build/bin python3 tests/integration/test_compose.py
@@ -24,7 +25,7 @@ COMPOSE_FILE = os.path.join(ROOT, "docker-compose.yml")
 
 # deploy/platform.py, loaded by path once for every test (berth_test.py).
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from berth_test import berth_platform  # noqa: E402
+from berth_test import Api, berth_platform  # noqa: E402
 
 try:
     import yaml
@@ -314,7 +315,9 @@ class ComposeAsLocalProcesses(unittest.TestCase):
                 if key not in local:
                     raise AssertionError("compose refers to %s:%s, which no service binds"
                                          % key)
-                return "tcp://" + local[key]
+                # By name, as compose's DNS would answer: an agent resolves it to every
+                # address (here one) and links to each.
+                return "tcp://localhost:" + local[key].split(":")[1]
             return re.sub(r"tcp://([A-Za-z0-9_.-]+):(\d+)", sub, value)
 
         # The init step first, as compose runs it (its volume inside this test's data dir).
@@ -420,6 +423,11 @@ class ComposeAsLocalProcesses(unittest.TestCase):
             self.assertTrue(entry.get("endpoint"), entry)
         self.assertEqual(self.platform.http("GET", "/readyz").status, 200)
         self.assertEqual(self.platform.unexpected_exits(), [])
+        # A VM comes up: its agent got the commands over the polls it parks at every
+        # address the name taskmgr stands for.
+        api = Api(self.platform)
+        vm = api.request("small", "compose-vm")["vms"][0]["id"]
+        self.assertEqual(api.wait_vm(vm, ("ACTIVE",))["state"], "ACTIVE")
         # Every container serves its metrics (on 9464 in compose; here on a port each).
         for proc in self.platform.procs:
             with urllib.request.urlopen(self.platform.metrics_url(proc), timeout=10) as m:
