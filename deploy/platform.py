@@ -18,6 +18,7 @@ import errno
 import hashlib
 import json
 import os
+import random
 import secrets
 import shutil
 import signal
@@ -52,10 +53,23 @@ class PlatformError(RuntimeError):
 
 
 def free_port(host="127.0.0.1"):
-    """A TCP port that is free on host right now (the kernel picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+    """A TCP port free on host now, for a process to bind later: below the kernel's ephemeral
+    range, so that no bind to port 0 meanwhile (a ZeroMQ `tcp://...:*` endpoint, any client
+    socket) can take it first, as it could a port the kernel picked."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    for _ in range(200):
+        port = random.randrange(max(1024, low - 22000), low)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+        return port
+    raise PlatformError("no free port below the ephemeral range")
 
 
 def _die_with_parent():
@@ -220,7 +234,7 @@ class Platform:
     # -- ports and environment ------------------------------------------------------------
 
     def free_port(self):
-        """A free loopback port never handed out before by this platform."""
+        """A free loopback port (free_port()) never handed out before by this platform."""
         for _ in range(100):
             port = free_port()
             if port not in self._ports:

@@ -132,6 +132,9 @@ static metrics_family_t *s_declare(s_kind_t kind, const char *name, const char *
         s_reg.first = f;
     s_reg.last = f;
     pthread_mutex_unlock(&s_reg.lock);
+    /* A family without labels has its one series from the start: 0 until counted. */
+    if (n == 0 && kind != S_HISTOGRAM)
+        metrics_add(f, 0);
     return f;
 }
 
