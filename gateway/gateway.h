@@ -23,6 +23,7 @@ typedef struct {
     int64_t token_ttl_ms;        /* lifetime of a bearer token */
     int64_t token_cache_ms;      /* a checked token is trusted this long per thread (0: off) */
     int64_t groups_cache_ms;     /* a user's group roles are reused this long per thread */
+    int64_t catalog_cache_ms;    /* the rendered template catalog is reused this long (0: off) */
     int64_t host_down_ms;        /* a host not seen for this long is DOWN */
     int64_t host_cache_ms;       /* a host's liveness fields are reused this long (0: off) */
     int list_default;            /* page size when ?limit is absent */
@@ -89,14 +90,13 @@ int auth_authenticate(http_req_t *req);
 void auth_login(http_req_t *req);       /* POST /v1/auth/tokens */
 void auth_create_user(http_req_t *req); /* POST /v1/users (admin) */
 void auth_logout(http_req_t *req);      /* DELETE /v1/auth/tokens/current */
-void auth_update_user(http_req_t *req); /* PATCH /v1/users/{name} (admin): state */
 /* The Redis key of the request's bearer token record into buf: what a long-lived event
    stream checks again to end when the token is revoked or expires. 0, or -1 without one. */
 int auth_token_key(http_req_t *req, char *buf, size_t size);
-void auth_update_user(http_req_t *req); /* PATCH /v1/users/{name}: admin, or self (profile) */
-void auth_get_user(http_req_t *req);    /* GET /v1/users/{name}: admin, or self */
-void auth_list_users(http_req_t *req);  /* GET /v1/users (admin) */
-void auth_delete_user(http_req_t *req); /* DELETE /v1/users/{name} (admin) */
+void auth_update_user(http_req_t *req);     /* PATCH /v1/users/{name}: admin, or self (profile) */
+void auth_get_user(http_req_t *req);        /* GET /v1/users/{name}: admin, or self */
+void auth_list_users(http_req_t *req);      /* GET /v1/users (admin) */
+void auth_delete_user(http_req_t *req);     /* DELETE /v1/users/{name} (admin) */
 void auth_change_password(http_req_t *req); /* POST /v1/auth/password: one's own */
 /* Does user name exist, ACTIVE, with a record that passes its MAC? 1 (role set), 0, or -1
    with 503 set. */
@@ -200,8 +200,11 @@ int view_host_down_fields(const char *state, int64_t last_seen_ms, int64_t now_m
 /* ---- catalog.c: templates and hosts ---- */
 void catalog_list_templates(http_req_t *req);  /* GET /v1/templates */
 void catalog_create_template(http_req_t *req); /* POST /v1/templates (admin) */
-void catalog_list_hosts(http_req_t *req);      /* GET /v1/hosts */
-void catalog_get_host(http_req_t *req);        /* GET /v1/hosts/{id} */
+/* The template catalog changed (a template.* event, or a template created here): the next
+   listing reads it again. Any thread. */
+void catalog_forget(void);
+void catalog_list_hosts(http_req_t *req); /* GET /v1/hosts */
+void catalog_get_host(http_req_t *req);   /* GET /v1/hosts/{id} */
 /* POST /v1/hosts/{id}/maintenance {"enabled": bool}: DISABLED (no new placements) or back. */
 void catalog_host_maintenance(http_req_t *req);
 
@@ -219,19 +222,19 @@ void requests_allocate(http_req_t *req, const char *group);
 void requests_extend(http_req_t *req, const char *vm, int days, const char *beyond);
 
 /* ---- vms.c: VMs, tasks, usage ---- */
-void vms_list(http_req_t *req);     /* GET /v1/vms */
-void vms_get(http_req_t *req);      /* GET /v1/vms/{id} */
-void vms_dispose(http_req_t *req);  /* DELETE /v1/vms/{id} */
-void vms_action(http_req_t *req);   /* POST /v1/vms/{id}/actions */
+void vms_list(http_req_t *req);         /* GET /v1/vms */
+void vms_get(http_req_t *req);          /* GET /v1/vms/{id} */
+void vms_dispose(http_req_t *req);      /* DELETE /v1/vms/{id} */
+void vms_action(http_req_t *req);       /* POST /v1/vms/{id}/actions */
 void vms_extend_lease(http_req_t *req); /* POST /v1/vms/{id}/lease */
-void vms_get_task(http_req_t *req); /* GET /v1/tasks/{id} */
+void vms_get_task(http_req_t *req);     /* GET /v1/tasks/{id} */
 /* A QUEUED task's place in line for a heavy slot into task->queue_position (taskmgr's
    berth:throttle:queue); left 0 when it is not in line. */
 void vms_queue_position(http_req_t *req, Berth__Task *task);
 void vms_task_abort(http_req_t *req);      /* POST /v1/tasks/{id}/abort */
 void vms_task_retry(http_req_t *req);      /* POST /v1/tasks/{id}/retry */
 void vms_task_force_fail(http_req_t *req); /* POST /v1/tasks/{id}/force-fail */
-void vms_usage(http_req_t *req);    /* GET /v1/usage */
+void vms_usage(http_req_t *req);           /* GET /v1/usage */
 /* May the caller see the VM (vm.get: owner, its group's manager or auditor, admin,
    operator)? The same answers who may see its tasks. */
 int vms_may_see(http_req_t *req, const Berth__Vm *vm);
