@@ -93,10 +93,10 @@ void auth_update_user(http_req_t *req); /* PATCH /v1/users/{name} (admin): state
 /* The Redis key of the request's bearer token record into buf: what a long-lived event
    stream checks again to end when the token is revoked or expires. 0, or -1 without one. */
 int auth_token_key(http_req_t *req, char *buf, size_t size);
-void auth_update_user(http_req_t *req); /* PATCH /v1/users/{name}: admin, or self (profile) */
-void auth_get_user(http_req_t *req);    /* GET /v1/users/{name}: admin, or self */
-void auth_list_users(http_req_t *req);  /* GET /v1/users (admin) */
-void auth_delete_user(http_req_t *req); /* DELETE /v1/users/{name} (admin) */
+void auth_update_user(http_req_t *req);     /* PATCH /v1/users/{name}: admin, or self (profile) */
+void auth_get_user(http_req_t *req);        /* GET /v1/users/{name}: admin, or self */
+void auth_list_users(http_req_t *req);      /* GET /v1/users (admin) */
+void auth_delete_user(http_req_t *req);     /* DELETE /v1/users/{name} (admin) */
 void auth_change_password(http_req_t *req); /* POST /v1/auth/password: one's own */
 /* Does user name exist, ACTIVE, with a record that passes its MAC? 1 (role set), 0, or -1
    with 503 set. */
@@ -218,20 +218,26 @@ void requests_allocate(http_req_t *req, const char *group);
    a request of kind extension, answered 202 with it and its Location. */
 void requests_extend(http_req_t *req, const char *vm, int days, const char *beyond);
 
+/* ---- charge.c: rate cards and chargeback (the meter's) ---- */
+void charge_create_rate(http_req_t *req); /* POST /v1/rates */
+void charge_list_rates(http_req_t *req);  /* GET /v1/rates */
+void charge_get_rate(http_req_t *req);    /* GET /v1/rates/{id} */
+void charge_report_get(http_req_t *req);  /* GET /v1/chargeback */
+
 /* ---- vms.c: VMs, tasks, usage ---- */
-void vms_list(http_req_t *req);     /* GET /v1/vms */
-void vms_get(http_req_t *req);      /* GET /v1/vms/{id} */
-void vms_dispose(http_req_t *req);  /* DELETE /v1/vms/{id} */
-void vms_action(http_req_t *req);   /* POST /v1/vms/{id}/actions */
+void vms_list(http_req_t *req);         /* GET /v1/vms */
+void vms_get(http_req_t *req);          /* GET /v1/vms/{id} */
+void vms_dispose(http_req_t *req);      /* DELETE /v1/vms/{id} */
+void vms_action(http_req_t *req);       /* POST /v1/vms/{id}/actions */
 void vms_extend_lease(http_req_t *req); /* POST /v1/vms/{id}/lease */
-void vms_get_task(http_req_t *req); /* GET /v1/tasks/{id} */
+void vms_get_task(http_req_t *req);     /* GET /v1/tasks/{id} */
 /* A QUEUED task's place in line for a heavy slot into task->queue_position (taskmgr's
    berth:throttle:queue); left 0 when it is not in line. */
 void vms_queue_position(http_req_t *req, Berth__Task *task);
 void vms_task_abort(http_req_t *req);      /* POST /v1/tasks/{id}/abort */
 void vms_task_retry(http_req_t *req);      /* POST /v1/tasks/{id}/retry */
 void vms_task_force_fail(http_req_t *req); /* POST /v1/tasks/{id}/force-fail */
-void vms_usage(http_req_t *req);    /* GET /v1/usage */
+void vms_usage(http_req_t *req);           /* GET /v1/usage */
 /* May the caller see the VM (vm.get: owner, its group's manager or auditor, admin,
    operator)? The same answers who may see its tasks. */
 int vms_may_see(http_req_t *req, const Berth__Vm *vm);

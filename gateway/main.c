@@ -55,6 +55,10 @@ static const http_route_t s_routes[] = {
     { "POST", "/v1/tasks/{id}/force-fail", vms_task_force_fail, "task.force_fail", NULL },
     { "GET", "/v1/events", events_stream, "event.stream", "since" },
     { "GET", "/v1/usage", vms_usage, "usage.read", "from to owner group" },
+    { "POST", "/v1/rates", charge_create_rate, "rate.create", NULL },
+    { "GET", "/v1/rates", charge_list_rates, "rate.list", NULL },
+    { "GET", "/v1/rates/{id}", charge_get_rate, "rate.get", NULL },
+    { "GET", "/v1/chargeback", charge_report_get, "chargeback.read", "group from to by" },
     { "GET", "/v1/audit", trail_list, "audit.read",
       "actor target group action from to limit marker" },
     { "POST", "/v1/groups", groups_create, "group.create", NULL },
@@ -62,8 +66,7 @@ static const http_route_t s_routes[] = {
     { "GET", "/v1/groups/{id}", groups_get, "group.get", NULL },
     { "PATCH", "/v1/groups/{id}", groups_update, "group.update", NULL },
     { "DELETE", "/v1/groups/{id}", groups_delete, "group.delete", NULL },
-    { "GET", "/v1/groups/{id}/members", groups_list_members, "group.members.list",
-      "limit marker" },
+    { "GET", "/v1/groups/{id}/members", groups_list_members, "group.members.list", "limit marker" },
     { "POST", "/v1/groups/{id}/members", groups_add_member, "group.members.change", NULL },
     { "PUT", "/v1/groups/{id}/members/{user}", groups_set_role, "group.members.change", NULL },
     { "DELETE", "/v1/groups/{id}/members/{user}", groups_remove_member, "group.members.change",
@@ -479,7 +482,7 @@ done:
     http_destroy(&http);
     events_destroy(&gw.events); /* after the HTTP server: its responses held the clients */
     calls_destroy(&gw.calls);
-    web_destroy(&gw.web); /* after the HTTP server: responses point into its files */
+    web_destroy(&gw.web);         /* after the HTTP server: responses point into its files */
     audit_log_destroy(&gw.audit); /* after the HTTP server: every record is queued */
     health_cleanup();
     ratelimit_destroy(&rate_address);
