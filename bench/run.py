@@ -16,7 +16,8 @@ per VM of every process, Redis commands per VM by command and by sending service
 
 Environment: BENCH_REPS (repetitions), BENCH_SECONDS (seconds of each wrk run),
 BENCH_PROVISION (requests per provisioning repetition), BENCH_LIST_VMS (VMs in the store for
-the list bench). Smaller values make a quick look; the table records what it ran with.
+the list bench), BENCH_PLACEMENTS (scheduler decisions per run at each host count). Smaller
+values make a quick look; the table records what it ran with.
 """
 
 import argparse
@@ -26,11 +27,13 @@ import importlib.util
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -79,7 +82,13 @@ GOALS = {
     "gateway_ratio": (">=", 0.25, "x"),
     "gateway_half_p99": ("<=", 5.0, "ms"),
     "list_p99": ("<=", 100.0, "ms"),
+    # Issue 15 (Scale): the scheduler at 1,000 and 10,000 hosts.
+    "placement_ratio": (">=", 0.25, "x"),
+    "placement_growth": ("<=", 3.0, "x"),
+    "placement_p99": ("<=", 10.0, "ms"),
 }
+PLACEMENT_HOSTS = (1000, 10000)
+PLACEMENT_DECISIONS = max(1, int(os.environ.get("BENCH_PLACEMENTS", "2000")))
 
 # Config keys worth printing with the table: limits, throttles, timers, security.
 SETTING_RE = re.compile(r"max|limit|threads|tick|poll|heartbeat|curve|throttle|rate|ratio|"
@@ -300,6 +309,39 @@ def bench_bus(bin_dir):
     out = subprocess.run([os.path.join(bin_dir, "bench-bus"), "5000", str(REPS), "curve"],
                          check=True, capture_output=True, text=True).stdout
     return [json.loads(line) for line in out.strip().splitlines()]
+
+
+def bench_placement(bin_dir):
+    """bench-placement at each of PLACEMENT_HOSTS, REPS times, against a Redis of its own
+    (plain, on a free port: what is measured is the scheduler's work and the claim script,
+    beside that Redis's SET rate). {hosts: [runs]}."""
+    port = berth_platform.free_port()
+    data = tempfile.mkdtemp(prefix="berth-bench-redis-")
+    server = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1",
+                               "--dir", data, "--save", "", "--appendonly", "no"],
+                              stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), 0.2).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("redis-server for bench-placement did not start")
+                time.sleep(0.05)
+        runs = {n: [] for n in PLACEMENT_HOSTS}
+        for _ in range(REPS):
+            for n in PLACEMENT_HOSTS:
+                out = subprocess.run([os.path.join(bin_dir, "bench-placement"), "127.0.0.1",
+                                      str(port), str(n), str(PLACEMENT_DECISIONS)],
+                                     check=True, capture_output=True, text=True).stdout
+                runs[n].append(json.loads(out.strip().splitlines()[-1]))
+        return runs
+    finally:
+        server.terminate()
+        server.wait(10)
+        shutil.rmtree(data, ignore_errors=True)
 
 
 class BareMhd:
@@ -569,6 +611,10 @@ def main():
     bare_p50 = median([b["bare_p50_us"] for b in bus])
     bus_ratio = median([b["bus_p50_us"] / b["bare_p50_us"] for b in bus])
 
+    log("scheduler: %d placements at %s hosts beside SET (%d reps)"
+        % (PLACEMENT_DECISIONS, " and ".join(str(n) for n in PLACEMENT_HOSTS), REPS))
+    placement = bench_placement(bin_dir)
+
     p = Platform(bin_dir=bin_dir, env=RATE_ENV)
     watcher = None
     try:
@@ -735,6 +781,24 @@ def main():
                   f(p99) + " ms (%.0f Redis round trips)" % rt_per_request["list " + who],
                   "bare, same-size body " + f(bare_p99, 2) + " ms",
                   f(p99 / bare_p99, 0) + "x", goal_text("list_p99"), "list_p99", p99)
+
+    small, large = PLACEMENT_HOSTS
+    for n in PLACEMENT_HOSTS:
+        rate = median([r["placements_per_s"] for r in placement[n]])
+        sets = median([r["set_per_s"] for r in placement[n]])
+        ratio = median([r["placements_per_s"] / r["set_per_s"] for r in placement[n]])
+        reloads = median([r["reloads"] for r in placement[n]])
+        table.add("placements/s, %d hosts (claim included; %.0f host reloads)" % (n, reloads),
+                  f(rate, 0) + "/s", "SET, one connection " + f(sets, 0) + "/s",
+                  f(ratio, 3) + "x", goal_text("placement_ratio"), "placement_ratio", ratio)
+    p50 = {n: median([r["p50_ms"] for r in placement[n]]) for n in PLACEMENT_HOSTS}
+    growth = p50[large] / p50[small]
+    table.add("placement decision p50 at %d hosts" % large, f(p50[large], 3) + " ms",
+              "at %d hosts %s ms" % (small, f(p50[small], 3)), f(growth, 2) + "x",
+              goal_text("placement_growth"), "placement_growth", growth)
+    p99 = median([r["p99_ms"] for r in placement[large]])
+    table.add("placement decision p99 at %d hosts" % large, f(p99, 3) + " ms", "", "",
+              goal_text("placement_p99"), "placement_p99", p99)
 
     # Where provisioning time goes: the stages of the first repetition's tasks.
     prof, _ = profiles[len(profiles) // 2]

@@ -18,6 +18,7 @@ import errno
 import hashlib
 import json
 import os
+import random
 import secrets
 import shutil
 import signal
@@ -52,10 +53,23 @@ class PlatformError(RuntimeError):
 
 
 def free_port(host="127.0.0.1"):
-    """A TCP port that is free on host right now (the kernel picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+    """A TCP port free on host now, for a process to bind later: below the kernel's ephemeral
+    range, so that no bind to port 0 meanwhile (a ZeroMQ `tcp://...:*` endpoint, any client
+    socket) can take it first, as it could a port the kernel picked."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    for _ in range(200):
+        port = random.randrange(max(1024, low - 22000), low)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+        return port
+    raise PlatformError("no free port below the ephemeral range")
 
 
 def _die_with_parent():
@@ -220,7 +234,7 @@ class Platform:
     # -- ports and environment ------------------------------------------------------------
 
     def free_port(self):
-        """A free loopback port never handed out before by this platform."""
+        """A free loopback port (free_port()) never handed out before by this platform."""
         for _ in range(100):
             port = free_port()
             if port not in self._ports:
@@ -450,12 +464,19 @@ class Platform:
             view = self.view_dir(full.get("BERTH_CURVE_CERT") or service)
             if os.path.isdir(view):
                 full["BERTH_SECRETS_DIR"] = view
+        # Every process serves its Prometheus metrics on a port of its own (metrics_url).
+        full.setdefault("BERTH_METRICS_PORT", str(self.free_port()))
         os.makedirs(full["BERTH_DATA_DIR"], exist_ok=True)
         log_path = os.path.join(self.log_dir, name + ".log")
         proc = Process(name, service, argv, full, log_path)
         self._stopped = False
         self.procs.append(proc)
         return proc
+
+    @staticmethod
+    def metrics_url(proc):
+        """Where proc serves its Prometheus metrics."""
+        return "http://127.0.0.1:%s/metrics" % proc.env["BERTH_METRICS_PORT"]
 
     def restart(self, proc, timeout=None):
         """Start a process again with the same binary, environment and name.

@@ -7,6 +7,7 @@
 #include "lua_scripts.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 
 static void s_templates_listed(http_req_t *req, ProtobufCMessage *answer)
@@ -150,8 +151,8 @@ static int s_offered(http_req_t *req, const char *ref, json_t **offered)
         http_error(req, "NOT_FOUND", "no such group");
         return -1;
     }
-    redisReply *r = store_command(req->store, "HGET %s templates",
-                                  keys_build(key, KEYS_GROUP, id, NULL));
+    redisReply *r =
+        store_command(req->store, "HGET %s templates", keys_build(key, KEYS_GROUP, id, NULL));
     if (!r || (r->type != REDIS_REPLY_STRING && r->type != REDIS_REPLY_NIL)) {
         if (r)
             freeReplyObject(r);
@@ -169,8 +170,8 @@ static int s_offered(http_req_t *req, const char *ref, json_t **offered)
     return 0;
 }
 
-/* Is t among offered (an array of names; empty: every template)? */
-static int s_is_offered(const json_t *offered, const Berth__Template *t)
+/* Is the template named name among offered (an array of names; empty: every template)? */
+static int s_is_offered(const json_t *offered, const char *name)
 {
     if (!offered || json_array_size(offered) == 0)
         return 1;
@@ -178,10 +179,146 @@ static int s_is_offered(const json_t *offered, const Berth__Template *t)
     json_t *v;
     json_array_foreach(offered, i, v)
     {
-        if (json_is_string(v) && t->name && streq(json_string_value(v), t->name))
+        if (json_is_string(v) && streq(json_string_value(v), name))
             return 1;
     }
     return 0;
+}
+
+/* ---- the rendered catalog, shared by the worker threads ----
+   The catalog is read far more often than it changes, so each template's view is rendered to
+   JSON text once and kept with the generation it was read at: while the generation is the
+   same and the copy is younger than catalog_cache_ms, a listing costs no Redis round trip and
+   no rendering. catalog_forget bumps the generation: the event reader on every template.*
+   event (another gateway instance's or a migration's change shows once its event is read),
+   the create handler here on its own change; catalog_cache_ms bounds anything missed. The
+   generation is read before Redis, so a change landing during a read leaves that copy stale
+   at once. */
+
+typedef struct {
+    size_t n;
+    char **names;        /* template names, sorted */
+    char **views;        /* each one's view (view_template) as compact JSON */
+    unsigned generation; /* s_generation before the read */
+    int64_t read_ms;     /* monotonic */
+} s_rendered_t;
+
+static pthread_mutex_t s_rendered_mutex = PTHREAD_MUTEX_INITIALIZER;
+static s_rendered_t *s_rendered; /* the copy kept (NULL: none) */
+static atomic_uint s_generation;
+
+void catalog_forget(void)
+{
+    atomic_fetch_add(&s_generation, 1);
+}
+
+static void s_rendered_destroy(s_rendered_t **self_p)
+{
+    s_rendered_t *self = *self_p;
+    if (!self)
+        return;
+    for (size_t i = 0; i < self->n; i++) {
+        free(self->names[i]);
+        free(self->views[i]);
+    }
+    free(self->names);
+    free(self->views);
+    free(self);
+    *self_p = NULL;
+}
+
+/* {"templates":[...]} of the views offered (every one when offered is NULL or empty), as a
+   string of *len bytes (the caller frees); NULL when out of memory. */
+static char *s_body(const s_rendered_t *r, const json_t *offered, size_t *len)
+{
+    static const char head[] = "{\"templates\":[", tail[] = "]}";
+    size_t size = sizeof head + sizeof tail;
+    for (size_t i = 0; i < r->n; i++)
+        size += strlen(r->views[i]) + 1;
+    char *body = malloc(size), *p = body;
+    if (!body)
+        return NULL;
+    memcpy(p, head, sizeof head - 1);
+    p += sizeof head - 1;
+    int first = 1;
+    for (size_t i = 0; i < r->n; i++) {
+        if (!s_is_offered(offered, r->names[i]))
+            continue;
+        if (!first)
+            *p++ = ',';
+        first = 0;
+        size_t n = strlen(r->views[i]);
+        memcpy(p, r->views[i], n);
+        p += n;
+    }
+    memcpy(p, tail, sizeof tail);
+    *len = (size_t)(p - body) + sizeof tail - 1;
+    return body;
+}
+
+/* Read and render the catalog: 1 and *out, 0 when it is empty (approval has not seeded it
+   yet), -1 with the response set. */
+static int s_read(http_req_t *req, s_rendered_t **out)
+{
+    unsigned generation = atomic_load(&s_generation);
+    s_ids_t *ids = s_ids();
+    if (!ids) {
+        http_error(req, "INTERNAL", "out of memory");
+        return -1;
+    }
+    redisReply *hashes = NULL;
+    int rc = 0;
+    /* The index may change between our read and the script: a few tries, then give up. */
+    for (int attempt = 0; attempt < 3 && rc == 0; attempt++)
+        if ((rc = s_template_hashes(req, ids, &hashes)) == 0 && s_ids_read(req, ids) != 0)
+            return -1;
+    if (rc <= 0) {
+        if (rc == 0)
+            http_error(req, "UNAVAILABLE", "the template catalog kept changing; try again");
+        return -1;
+    }
+    size_t n = hashes->elements, count = 0;
+    if (n == 0) {
+        freeReplyObject(hashes);
+        return 0;
+    }
+    Berth__Template **list = calloc(n, sizeof *list);
+    s_rendered_t *r = calloc(1, sizeof *r);
+    if (r) {
+        r->names = calloc(n, sizeof *r->names);
+        r->views = calloc(n, sizeof *r->views);
+        r->generation = generation;
+        r->read_ms = util_mono_ms();
+    }
+    int ok = list && r && r->names && r->views;
+    for (size_t i = 0; ok && i < n; i++) {
+        const redisReply *h = hashes->element[i];
+        if (h->type == REDIS_REPLY_ARRAY && h->elements > 0 &&
+            (list[count] = (Berth__Template *)model_from_hash(&berth__template__descriptor, h)))
+            count++;
+    }
+    freeReplyObject(hashes);
+    if (ok)
+        qsort(list, count, sizeof *list, s_by_name);
+    for (size_t i = 0; i < count; i++) {
+        if (ok) {
+            json_t *view = view_template(list[i]);
+            r->names[i] = strdup(list[i]->name ? list[i]->name : "");
+            r->views[i] = view ? json_dumps(view, JSON_COMPACT) : NULL;
+            json_decref(view);
+            r->n = i + 1;
+            ok = r->names[i] && r->views[i];
+        }
+        protobuf_c_message_free_unpacked(&list[i]->base, NULL);
+    }
+    free(list);
+    if (!ok) {
+        s_rendered_destroy(&r);
+        http_error(req, "INTERNAL", "out of memory");
+        return -1;
+    }
+    *out = r;
+    return 1;
 }
 
 /* Every template, by name, as approval lists them (only those group G offers with ?group=G).
@@ -189,66 +326,50 @@ static int s_is_offered(const json_t *offered, const Berth__Template *t)
    first. */
 void catalog_list_templates(http_req_t *req)
 {
+    gateway_t *gw = req->app;
     const char *group = http_query(req, "group");
     json_t *offered = NULL;
     if (group && s_offered(req, group, &offered) != 0)
         return;
-    s_ids_t *ids = s_ids();
-    if (!ids) {
-        json_decref(offered);
-        http_error(req, "INTERNAL", "out of memory");
-        return;
-    }
-    redisReply *hashes = NULL;
-    int rc = 0;
-    /* The index may change between our read and the script: a few tries, then give up. */
-    for (int attempt = 0; attempt < 3 && rc == 0; attempt++)
-        if ((rc = s_template_hashes(req, ids, &hashes)) == 0 && s_ids_read(req, ids) != 0) {
+    size_t len = 0;
+    char *body = NULL;
+    pthread_mutex_lock(&s_rendered_mutex);
+    if (s_rendered && s_rendered->generation == atomic_load(&s_generation) &&
+        util_mono_ms() - s_rendered->read_ms < gw->catalog_cache_ms)
+        body = s_body(s_rendered, offered, &len);
+    pthread_mutex_unlock(&s_rendered_mutex);
+    if (!body) {
+        s_rendered_t *fresh = NULL;
+        int rc = s_read(req, &fresh);
+        if (rc == 0)
+            s_templates_from_approval(req);
+        if (rc <= 0) {
             json_decref(offered);
             return;
         }
-    if (rc <= 0) {
-        if (rc == 0)
-            http_error(req, "UNAVAILABLE", "the template catalog kept changing; try again");
-        json_decref(offered);
-        return;
+        body = s_body(fresh, offered, &len);
+        if (gw->catalog_cache_ms > 0) {
+            pthread_mutex_lock(&s_rendered_mutex);
+            s_rendered_destroy(&s_rendered);
+            s_rendered = fresh;
+            fresh = NULL;
+            pthread_mutex_unlock(&s_rendered_mutex);
+        }
+        s_rendered_destroy(&fresh);
     }
-    size_t n = hashes->elements, count = 0;
-    if (n == 0) { /* not seeded yet: approval seeds it (a group offers from a seeded one) */
-        freeReplyObject(hashes);
-        json_decref(offered);
-        s_templates_from_approval(req);
-        return;
-    }
-    Berth__Template **list = calloc(n, sizeof *list);
-    if (!list) {
-        freeReplyObject(hashes);
-        json_decref(offered);
+    json_decref(offered);
+    if (!body) {
         http_error(req, "INTERNAL", "out of memory");
         return;
     }
-    for (size_t i = 0; i < n; i++) {
-        const redisReply *h = hashes->element[i];
-        if (h->type == REDIS_REPLY_ARRAY && h->elements > 0 &&
-            (list[count] = (Berth__Template *)model_from_hash(&berth__template__descriptor, h)))
-            count++;
-    }
-    freeReplyObject(hashes);
-    qsort(list, count, sizeof *list, s_by_name);
-    json_t *templates = json_array();
-    for (size_t i = 0; i < count; i++) {
-        if (s_is_offered(offered, list[i]))
-            json_array_append_new(templates, view_template(list[i]));
-        protobuf_c_message_free_unpacked(&list[i]->base, NULL);
-    }
-    free(list);
-    json_decref(offered);
-    http_json(req, 200, json_pack("{s:o}", "templates", templates));
+    http_json_text(req, body, len);
+    free(body);
 }
 
 static void s_template_created(http_req_t *req, ProtobufCMessage *answer)
 {
     const Berth__Template *created = (const Berth__Template *)answer;
+    catalog_forget();
     log_info(req->request_id, "template created", "{s:s, s:s, s:s}", "template", created->id,
              "name", created->name, "by", req->user);
     http_json(req, 201, json_pack("{s:o}", "template", view_template(created)));

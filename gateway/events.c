@@ -22,6 +22,7 @@
     expired token or a disabled user ends the stream, and a membership change applies. */
 #include "gateway.h"
 #include "keys.h"
+#include "metrics.h"
 
 #include <microhttpd.h>
 #include <pthread.h>
@@ -60,16 +61,16 @@ typedef struct s_client {
     char address[64];    /* client address: per-address cap */
     char user[HTTP_USER_MAX];
     char role[HTTP_ROLE_MAX];
-    json_t *groups;       /* group id -> role (owned; refreshed by the reader) */
-    int64_t expires_ms;   /* the token's expiry (unix ms) */
+    json_t *groups;        /* group id -> role (owned; refreshed by the reader) */
+    int64_t expires_ms;    /* the token's expiry (unix ms) */
     char cursor[S_ID_MAX]; /* last entry id behind this client: it gets only later ones */
-    int live;             /* caught up: gets entries from the reader's fan-out */
-    char *buf;            /* SSE text waiting to be sent: [off, len) */
+    int live;              /* caught up: gets entries from the reader's fan-out */
+    char *buf;             /* SSE text waiting to be sent: [off, len) */
     size_t len, off, cap;
-    int mid_block; /* what was handed out ends inside an SSE block (its rest is owed) */
-    int suspended; /* the content reader suspended the connection: resume to send */
+    int mid_block;      /* what was handed out ends inside an SSE block (its rest is owed) */
+    int suspended;      /* the content reader suspended the connection: resume to send */
     int64_t resumed_ms; /* when it was last resumed with no read since (0: read since) */
-    int ending;    /* the final event is queued: end of stream once it is sent */
+    int ending;         /* the final event is queued: end of stream once it is sent */
 } s_client_t;
 
 struct _events_t {
@@ -208,8 +209,7 @@ static void s_end(s_client_t *c, const char *reason, int drop)
         return;
     if (drop) {
         /* The rest of a block half sent is kept: the stream stays well-formed. */
-        const char *end =
-            c->mid_block ? memmem(c->buf + c->off, c->len - c->off, "\n\n", 2) : NULL;
+        const char *end = c->mid_block ? memmem(c->buf + c->off, c->len - c->off, "\n\n", 2) : NULL;
         if (end)
             c->len = (size_t)(end + 2 - c->buf);
         else
@@ -432,8 +432,8 @@ static char *s_format(events_t *self, const redisReply *entry, char id[S_ID_MAX]
     util_strlcpy(id, entry->element[0]->str, S_ID_MAX);
     const redisReply *f = entry->element[1];
     json_t *fields = json_object();
-    static const char *const numbers[] = { "at_ms", "version", "vcpus", "ram_mb", "disk_gb",
-                                           "percent", NULL };
+    static const char *const numbers[] = { "at_ms",   "version", "vcpus", "ram_mb",
+                                           "disk_gb", "percent", NULL };
     for (size_t i = 0; fields && i + 1 < f->elements; i += 2) {
         const redisReply *k = f->element[i], *v = f->element[i + 1];
         if (k->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING || streq(k->str, "key"))
@@ -580,6 +580,7 @@ static void s_check(events_t *self)
     } s_who_t;
     pthread_mutex_lock(&self->mutex);
     int n = self->count;
+    metrics_set(metrics_gauge("berth_event_streams", "Event streams (SSE) open", NULL), n);
     s_who_t *who = n > 0 ? calloc((size_t)n, sizeof *who) : NULL;
     int k = 0;
     for (s_client_t *c = self->clients; who && c && k < n; c = c->next)
@@ -634,6 +635,20 @@ static void s_check(events_t *self)
 }
 
 /* ---- the reader thread ---- */
+
+/* Does the entry's type begin with prefix? */
+static int s_type_is(const redisReply *entry, const char *prefix)
+{
+    if (entry->type != REDIS_REPLY_ARRAY || entry->elements != 2 ||
+        entry->element[1]->type != REDIS_REPLY_ARRAY)
+        return 0;
+    const redisReply *f = entry->element[1];
+    for (size_t i = 0; i + 1 < f->elements; i += 2)
+        if (f->element[i]->type == REDIS_REPLY_STRING && streq(f->element[i]->str, "type"))
+            return f->element[i + 1]->type == REDIS_REPLY_STRING &&
+                   strncmp(f->element[i + 1]->str, prefix, strlen(prefix)) == 0;
+    return 0;
+}
 
 /* The id of the stream's newest entry into out ("0-0" when it is empty). 0 or -1 (Redis). */
 static int s_newest(store_t *store, char out[S_ID_MAX])
@@ -695,6 +710,8 @@ static void *s_reader(void *arg)
             const redisReply *entries = r->element[0]->element[1];
             for (size_t i = 0; entries->type == REDIS_REPLY_ARRAY && i < entries->elements; i++) {
                 const redisReply *e = entries->element[i];
+                if (s_type_is(e, "template."))
+                    catalog_forget(); /* the gateway's rendered catalog (catalog.c) */
                 s_fan_out(self, e);
                 if (e->type == REDIS_REPLY_ARRAY && e->elements == 2 &&
                     e->element[0]->type == REDIS_REPLY_STRING && s_id_ok(e->element[0]->str))
@@ -781,11 +798,11 @@ void events_destroy(events_t **self_p)
 static void s_capped(http_req_t *req, events_t *self, const char *limit, int max)
 {
     char message[128];
-    snprintf(message, sizeof message, "too many event streams open for this %s (at most %d)",
-             limit, max);
+    snprintf(message, sizeof message, "too many event streams open for this %s (at most %d)", limit,
+             max);
     req->retry_after = self->options.retry_ms / 1000 > 0 ? self->options.retry_ms / 1000 : 1;
-    http_error_details(req, "RATE_LIMITED", message, json_pack("{s:s, s:i}", "limit", limit,
-                                                               "max", max));
+    http_error_details(req, "RATE_LIMITED", message,
+                       json_pack("{s:s, s:i}", "limit", limit, "max", max));
 }
 
 void events_stream(http_req_t *req)
@@ -826,8 +843,7 @@ void events_stream(http_req_t *req)
             http_error(req, "UNAVAILABLE", "state store unreachable");
             return;
         }
-        if (r->type != REDIS_REPLY_STRING ||
-            util_parse_int(r->str, 0, INT64_MAX, &expires_ms) != 0)
+        if (r->type != REDIS_REPLY_STRING || util_parse_int(r->str, 0, INT64_MAX, &expires_ms) != 0)
             expires_ms = 0;
         freeReplyObject(r);
         if (expires_ms <= util_now_ms()) {
@@ -854,11 +870,11 @@ void events_stream(http_req_t *req)
     util_strlcpy(c->cursor, cursor, sizeof c->cursor);
     c->expires_ms = expires_ms;
     char hello[256];
-    int n = snprintf(hello, sizeof hello,
-                     "retry: %d\nid: %s\nevent: stream.open\ndata: {\"since\":\"%s\","
-                     "\"keepalive_s\":%d}\n\n",
-                     self->options.retry_ms, cursor, cursor,
-                     (self->options.keepalive_ms + 999) / 1000);
+    int n =
+        snprintf(hello, sizeof hello,
+                 "retry: %d\nid: %s\nevent: stream.open\ndata: {\"since\":\"%s\","
+                 "\"keepalive_s\":%d}\n\n",
+                 self->options.retry_ms, cursor, cursor, (self->options.keepalive_ms + 999) / 1000);
     s_append(c, hello, (size_t)n, (size_t)-1);
 
     /* The caps and the registration in one hold of the mutex. */
@@ -868,11 +884,11 @@ void events_stream(http_req_t *req)
         by_token += streq(o->token_key, c->token_key) && !o->ending;
         by_address += streq(o->address, c->address) && !o->ending;
     }
-    const char *limit = self->stopping                          ? "stopping"
+    const char *limit = self->stopping                             ? "stopping"
                         : self->count >= self->options.max_streams ? "gateway"
-                        : by_token >= self->options.per_token       ? "token"
-                        : by_address >= self->options.per_address   ? "address"
-                                                                    : NULL;
+                        : by_token >= self->options.per_token      ? "token"
+                        : by_address >= self->options.per_address  ? "address"
+                                                                   : NULL;
     if (!limit) {
         c->serial = ++self->serials;
         c->next = self->clients;
@@ -903,8 +919,8 @@ void events_stream(http_req_t *req)
     }
     MHD_add_response_header(response, "Content-Type", "text/event-stream");
     MHD_add_response_header(response, "X-Accel-Buffering", "no");
-    log_info(req->request_id, "event stream opened", "{s:s, s:s, s:s}", "user", req->user,
-             "since", cursor, "address", address);
+    log_info(req->request_id, "event stream opened", "{s:s, s:s, s:s}", "user", req->user, "since",
+             cursor, "address", address);
     req->status = 200;
     req->stream = response;
 }

@@ -23,6 +23,7 @@ typedef struct {
     int64_t token_ttl_ms;        /* lifetime of a bearer token */
     int64_t token_cache_ms;      /* a checked token is trusted this long per thread (0: off) */
     int64_t groups_cache_ms;     /* a user's group roles are reused this long per thread */
+    int64_t catalog_cache_ms;    /* the rendered template catalog is reused this long (0: off) */
     int64_t host_down_ms;        /* a host not seen for this long is DOWN */
     int64_t host_cache_ms;       /* a host's liveness fields are reused this long (0: off) */
     int list_default;            /* page size when ?limit is absent */
@@ -89,7 +90,6 @@ int auth_authenticate(http_req_t *req);
 void auth_login(http_req_t *req);       /* POST /v1/auth/tokens */
 void auth_create_user(http_req_t *req); /* POST /v1/users (admin) */
 void auth_logout(http_req_t *req);      /* DELETE /v1/auth/tokens/current */
-void auth_update_user(http_req_t *req); /* PATCH /v1/users/{name} (admin): state */
 /* The Redis key of the request's bearer token record into buf: what a long-lived event
    stream checks again to end when the token is revoked or expires. 0, or -1 without one. */
 int auth_token_key(http_req_t *req, char *buf, size_t size);
@@ -200,8 +200,11 @@ int view_host_down_fields(const char *state, int64_t last_seen_ms, int64_t now_m
 /* ---- catalog.c: templates and hosts ---- */
 void catalog_list_templates(http_req_t *req);  /* GET /v1/templates */
 void catalog_create_template(http_req_t *req); /* POST /v1/templates (admin) */
-void catalog_list_hosts(http_req_t *req);      /* GET /v1/hosts */
-void catalog_get_host(http_req_t *req);        /* GET /v1/hosts/{id} */
+/* The template catalog changed (a template.* event, or a template created here): the next
+   listing reads it again. Any thread. */
+void catalog_forget(void);
+void catalog_list_hosts(http_req_t *req); /* GET /v1/hosts */
+void catalog_get_host(http_req_t *req);   /* GET /v1/hosts/{id} */
 /* POST /v1/hosts/{id}/maintenance {"enabled": bool}: DISABLED (no new placements) or back. */
 void catalog_host_maintenance(http_req_t *req);
 

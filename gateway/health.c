@@ -3,8 +3,8 @@
 
     /healthz and /readyz answer from memory: neither touches the bus or Redis, so neither
     waits on anything. Readiness is a snapshot of the registry that the service loop
-    refreshes (health_refresh); a snapshot that has not been refreshed for a while means the
-    state store is unreachable. */
+    refreshes (health_refresh); a failed read, or a snapshot that has not been refreshed for a
+    while (a stalled loop), means the state store is unreachable. */
 #include "gateway.h"
 
 #include <pthread.h>
@@ -55,8 +55,7 @@ static struct {
 void health_refresh(store_t *store)
 {
     json_t *missing = s_missing(store, NULL);
-    if (!missing)
-        return; /* the snapshot ages; health_ready says so once it is too old */
+    /* A failed read drops the snapshot: not ready from now on, not once it has aged. */
     pthread_mutex_lock(&s_ready.lock);
     json_decref(s_ready.missing);
     s_ready.missing = missing;

@@ -11,6 +11,7 @@
 #include "http.h"
 
 #include "conns.h"
+#include "metrics.h"
 #include "permissions.h"
 
 #include <arpa/inet.h>
@@ -51,8 +52,39 @@ typedef struct {
     http_resume_fn *resume;
     void *resume_arg;
     void (*resume_free)(void *arg);
-    int counted; /* in http_t.parked until s_completed: its answer is not sent before that */
+    int counted;        /* in http_t.parked until s_completed: its answer is not sent before that */
+    const char *route;  /* the route's pattern, "portal" or "unmatched": what metrics name */
+    int64_t started_us; /* monotonic, at its first byte */
 } s_conn_t;
+
+/* The gateway's HTTP metrics (metrics.h): requests by method, route pattern and status, and
+   their time from the first byte to the answer queued. Labels are route patterns, never
+   paths, so a client cannot grow the series. */
+static struct {
+    metrics_family_t *requests, *seconds;
+} s_m;
+
+static void s_metrics_declare(void)
+{
+    s_m.requests = metrics_counter("berth_http_requests_total",
+                                   "HTTP requests answered, by method, route and status",
+                                   "method,route,status");
+    s_m.seconds =
+        metrics_histogram("berth_http_request_seconds",
+                          "Time from an HTTP request's first byte to its answer", "method,route");
+}
+
+/* The request's method as a label: one of HTTP's, or "other". */
+static const char *s_method_label(const char *method)
+{
+    static const char *const known[] = {
+        "GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"
+    };
+    for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
+        if (streq(method, known[i]))
+            return known[i];
+    return "other";
+}
 
 static pthread_key_t s_worker_key;
 static pthread_once_t s_worker_once = PTHREAD_ONCE_INIT;
@@ -119,6 +151,24 @@ void http_json(http_req_t *req, int status, json_t *body)
     json_decref(req->response);
     req->status = status;
     req->response = body;
+}
+
+int http_json_text(http_req_t *req, const char *text, size_t len)
+{
+    struct MHD_Response *response =
+        MHD_create_response_from_buffer(len, (void *)text, MHD_RESPMEM_MUST_COPY);
+    if (!response ||
+        MHD_add_response_header(response, "Content-Type", "application/json") != MHD_YES) {
+        if (response)
+            MHD_destroy_response(response);
+        http_error(req, "INTERNAL", "out of memory");
+        return -1;
+    }
+    if (req->stream)
+        MHD_destroy_response(req->stream);
+    req->stream = response;
+    req->status = 200;
+    return 0;
 }
 
 /* text as a JSON string; a text that is not valid UTF-8 (a client's bytes cut inside a
@@ -380,12 +430,14 @@ static void s_route(http_t *self, s_conn_t *c, const s_body_error_t *body_error)
         memcpy(req->params, params, sizeof params);
         req->action = r->action;
         route = r;
+        c->route = r->pattern;
     }
     if (!route) {
         /* Outside the API, a GET or HEAD is a portal file. */
         int api = strncmp(req->path, "/v1/", 4) == 0 || streq(req->path, "/v1");
         if (!path_found && !api && self->options.fallback &&
             (streq(req->method, "GET") || streq(req->method, "HEAD"))) {
+            c->route = "portal";
             if (!s_rate_limited(self, req, 0))
                 self->options.fallback(req);
             return;
@@ -534,6 +586,8 @@ static enum MHD_Result s_access(void *cls, struct MHD_Connection *connection, co
             return MHD_NO;
         c->http = self;
         c->req.connection = connection;
+        c->route = "unmatched";
+        c->started_us = zclock_usecs();
         const char *rid = MHD_lookup_connection_value(connection, MHD_HEADER_KIND, "X-Request-Id");
         if (rid && strlen(rid) < UTIL_ID_LEN &&
             strspn(rid, "abcdefghijklmnopqrstuvwxyz"
@@ -584,6 +638,11 @@ static enum MHD_Result s_access(void *cls, struct MHD_Connection *connection, co
     log_emit(req->status >= 500 ? BERTH_LOG_WARN : BERTH_LOG_DEBUG, req->request_id, "http request",
              "{s:s, s:s, s:i, s:s}", "method", method, "path", url, "status", req->status, "user",
              req->user);
+    char status[8];
+    snprintf(status, sizeof status, "%d", req->status);
+    metrics_add(s_m.requests, 1, s_method_label(method), c->route, status);
+    metrics_observe(s_m.seconds, (double)(zclock_usecs() - c->started_us) / 1e6,
+                    s_method_label(method), c->route);
     if (self->options.done)
         self->options.done(req);
     int rc = s_send(connection, req);
@@ -648,6 +707,7 @@ static int s_connection_limits(http_t *self, struct MHD_OptionItem out[S_LIMIT_O
 
 http_t *http_new(const http_options_t *options, const http_route_t *routes, void *app)
 {
+    s_metrics_declare();
     http_t *self = calloc(1, sizeof *self);
     if (!self)
         return NULL;

@@ -129,6 +129,8 @@ void http_wake(http_req_t *req);
 
 /* Set the response. */
 void http_json(http_req_t *req, int status, json_t *body);
+/* A 200 whose JSON body is already rendered (text, len bytes; copied). 0, or -1 with 500 set. */
+int http_json_text(http_req_t *req, const char *text, size_t len);
 /* An error response; its status is the code's row of the error table (lib/error.c). */
 void http_error(http_req_t *req, const char *code, const char *message);
 /* The same with a details object (taken; NULL = {}). */

@@ -190,13 +190,14 @@ static int s_settings(service_t *service, gateway_t *gw)
 {
     config_t *c = service_config(service);
     int64_t call_timeout, calls_per_service, ttl, cache, host_cache, down, list_default, list_max,
-        scan_max, pw_min, pw_max, window_days, groups_cache, fail_user, fail_address, fail_window,
-        key_days, key_days_max, keys_max;
+        scan_max, pw_min, pw_max, window_days, groups_cache, catalog_cache, fail_user, fail_address,
+        fail_window, key_days, key_days_max, keys_max;
     if (config_int(c, "http_call_timeout_ms", 100, 600000, &call_timeout) ||
         config_int(c, "http_calls_per_service", 1, 100000, &calls_per_service) ||
         config_int(c, "token_ttl_s", 60, 366LL * 24 * 3600, &ttl) ||
         config_int(c, "token_cache_ms", 0, 60000, &cache) ||
         config_int(c, "groups_cache_ms", 0, 60000, &groups_cache) ||
+        config_int(c, "catalog_cache_ms", 0, 60000, &catalog_cache) ||
         config_int(c, "host_cache_ms", 0, 60000, &host_cache) ||
         config_int(c, "list_limit_default", 1, 10000, &list_default) ||
         config_int(c, "list_limit_max", 1, 10000, &list_max) ||
@@ -232,6 +233,7 @@ static int s_settings(service_t *service, gateway_t *gw)
     gw->token_ttl_ms = ttl * 1000;
     gw->token_cache_ms = cache;
     gw->groups_cache_ms = groups_cache;
+    gw->catalog_cache_ms = catalog_cache;
     gw->host_down_ms = down;
     gw->host_cache_ms = host_cache;
     gw->list_default = (int)list_default;
@@ -279,8 +281,12 @@ int main(int argc, char **argv)
     config_declare(c, "admin_password", NULL, 1);
     config_declare(c, "token_ttl_s", "86400", 0);
     config_declare(c, "token_cache_ms", "1000", 0);
-    /* A membership change reaches the gateway's checks within this long (0: at once). */
+    /* A membership change made through another gateway instance reaches this one's checks
+       within this long (0: at once; one made here holds at once). */
     config_declare(c, "groups_cache_ms", "1000", 0);
+    /* The template catalog is rendered once and reused this long at most (0: read on every
+       listing); a template.* event on the stream or a template created here drops it at once. */
+    config_declare(c, "catalog_cache_ms", "1000", 0);
     /* Failed sign-ins per username and per client address in a window, then 429 until the
        window ends (counted in Redis: every gateway instance sees the same counts). */
     config_declare(c, "login_fail_user_max", "5", 0);

@@ -1,12 +1,14 @@
 /*  permissions: the action -> rule table and its two checks: the edge's (platform role, before
     the handler) and the handlers' (the object's owner and group, perm_allows). The caller's
     group roles come from berth:user-groups:<user> (written by approval), cached per worker
-    thread for groups_cache_ms: a membership change is seen within that bound. */
+    thread for groups_cache_ms: a membership change made here is seen at once (perm_forget),
+    one made through another gateway instance within that bound. */
 #include "permissions.h"
 #include "gateway.h"
 #include "keys.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 
 #define S_PLATFORM (PERM_ADMIN | PERM_OPERATOR)
 #define S_READERS  (PERM_OWNER | PERM_MANAGER | PERM_AUDITOR | S_PLATFORM)
@@ -112,8 +114,14 @@ int perm_sees_all(http_req_t *req)
 typedef struct {
     char user[HTTP_USER_MAX];
     int64_t checked_ms; /* monotonic; 0: empty */
+    unsigned forgotten; /* s_forgotten[] of this slot's index when it was read */
     json_t *groups;     /* group id -> role */
 } s_slot_t;
+
+/* Bumped by perm_forget for every user hashing to the index, on any thread: a membership
+   changed through this gateway is seen by its next request on every thread, not only within
+   groups_cache_ms (which still bounds changes made through another gateway instance). */
+static atomic_uint s_forgotten[S_SLOTS];
 
 static pthread_key_t s_cache_key;
 static pthread_once_t s_cache_once = PTHREAD_ONCE_INIT;
@@ -131,6 +139,14 @@ static void s_cache_key_init(void)
     pthread_key_create(&s_cache_key, s_cache_free);
 }
 
+static unsigned s_cache_index(const char *user)
+{
+    unsigned h = 5381;
+    for (const char *p = user; *p; p++)
+        h = h * 33 + (unsigned char)*p;
+    return h % S_SLOTS;
+}
+
 static s_slot_t *s_cache_slot(const char *user)
 {
     pthread_once(&s_cache_once, s_cache_key_init);
@@ -140,19 +156,12 @@ static s_slot_t *s_cache_slot(const char *user)
         free(slots);
         slots = NULL;
     }
-    if (!slots)
-        return NULL;
-    unsigned h = 5381;
-    for (const char *p = user; *p; p++)
-        h = h * 33 + (unsigned char)*p;
-    return &slots[h % S_SLOTS];
+    return slots ? &slots[s_cache_index(user)] : NULL;
 }
 
 void perm_forget(const char *user)
 {
-    s_slot_t *slot = s_cache_slot(user);
-    if (slot && streq(slot->user, user))
-        slot->checked_ms = 0;
+    atomic_fetch_add(&s_forgotten[s_cache_index(user)], 1);
 }
 
 /* req->groups from the cache or Redis. 0, or -1 with 503 set. */
@@ -162,7 +171,9 @@ static int s_load_groups(http_req_t *req)
     if (req->groups)
         return 0;
     s_slot_t *slot = s_cache_slot(req->user);
-    if (slot && slot->checked_ms && streq(slot->user, req->user) &&
+    /* Read before Redis: a forget that lands while we read makes this copy stale at once. */
+    unsigned forgotten = atomic_load(&s_forgotten[s_cache_index(req->user)]);
+    if (slot && slot->checked_ms && streq(slot->user, req->user) && slot->forgotten == forgotten &&
         util_mono_ms() - slot->checked_ms < gw->groups_cache_ms) {
         req->groups = json_deep_copy(slot->groups);
         return req->groups ? 0 : -1;
@@ -191,6 +202,7 @@ static int s_load_groups(http_req_t *req)
         json_decref(slot->groups);
         slot->groups = json_deep_copy(groups);
         util_strlcpy(slot->user, req->user, sizeof slot->user);
+        slot->forgotten = forgotten;
         slot->checked_ms = slot->groups ? util_mono_ms() : 0;
     }
     return 0;

@@ -45,8 +45,8 @@ int perm_allows(http_req_t *req, const char *action, const char *owner, const ch
 const char *perm_group_role(http_req_t *req, const char *group);
 /* Does the caller's platform role see every object (admin, operator)? */
 int perm_sees_all(http_req_t *req);
-/* Drop this thread's cached group roles of user: a change the gateway made itself shows at
-   once on this thread (others see it within groups_cache_ms). */
+/* Drop every thread's cached group roles of user: a change made through this gateway shows
+   at once (one made through another gateway instance within groups_cache_ms). */
 void perm_forget(const char *user);
 
 #endif

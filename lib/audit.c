@@ -7,6 +7,7 @@
 
 #include "log.h"
 #include "lua_scripts.h"
+#include "metrics.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -84,6 +85,18 @@ static struct timespec s_deadline(int ms)
     return ts;
 }
 
+/* The queue as metrics (metrics.h): records waiting for Redis, and those dropped. */
+static struct {
+    metrics_family_t *queued, *dropped;
+} s_m;
+
+static void s_metrics_declare(void)
+{
+    s_m.queued = metrics_gauge("berth_audit_queue", "Audit records waiting to be written", NULL);
+    s_m.dropped = metrics_counter("berth_audit_dropped_total",
+                                  "Audit records dropped: the queue was full", NULL);
+}
+
 static void *s_writer(void *arg)
 {
     audit_log_t *self = arg;
@@ -109,7 +122,9 @@ static void *s_writer(void *arg)
         if (self->count == 0)
             self->warned = 0;
         int stopping = self->stopping;
+        size_t queued = self->count;
         pthread_mutex_unlock(&self->lock);
+        metrics_set(s_m.queued, (double)queued);
         int64_t now = util_mono_ms();
         if (stopping && !stop_by)
             stop_by = now + 2000;
@@ -153,6 +168,7 @@ audit_log_t *audit_log_new(const audit_log_options_t *options)
     audit_log_t *self = calloc(1, sizeof *self);
     if (!self)
         return NULL;
+    s_metrics_declare();
     self->options = *options;
     if (self->options.queue_max < 1)
         self->options.queue_max = 1;
@@ -204,6 +220,7 @@ int audit_log_push(audit_log_t *self, const audit_record_t *record)
         self->warned = 1;
         pthread_mutex_unlock(&self->lock);
         uint64_t dropped = atomic_fetch_add(&self->dropped, 1) + 1;
+        metrics_add(s_m.dropped, 1);
         if (warn)
             log_warn(record->request_id, "audit queue full: records are dropped", "{s:I, s:I}",
                      "audit_queue_max", (json_int_t)self->options.queue_max, "dropped",
@@ -212,8 +229,10 @@ int audit_log_push(audit_log_t *self, const audit_record_t *record)
     }
     self->ring[(self->head + self->count) % self->options.queue_max] = *record;
     self->count++;
+    size_t queued = self->count;
     pthread_cond_signal(&self->cond);
     pthread_mutex_unlock(&self->lock);
+    metrics_set(s_m.queued, (double)queued);
     return 0;
 }
 

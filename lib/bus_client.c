@@ -22,6 +22,7 @@
     the endpoints and may not know the service behind them. */
 #include "bus_client.h"
 #include "log.h"
+#include "metrics.h"
 #include "registry.h"
 #include "util.h"
 
@@ -48,7 +49,8 @@ typedef struct {
     int64_t deadline;  /* monotonic ms after which nobody waits */
     int64_t resend_at; /* monotonic ms of the next resend */
     int attempts;
-    bus_reply_fn *fn; /* NULL for a call someone waits for */
+    int64_t started_us; /* monotonic, for the call's time */
+    bus_reply_fn *fn;   /* NULL for a call someone waits for */
     void *arg;
     Berth__Envelope *reply; /* the answer, once it came */
 } s_call_t;
@@ -62,6 +64,26 @@ struct _bus_client_t {
     bus_auth_t *auth;  /* borrowed; NULL: plain ZeroMQ */
     int retry_ms;
 };
+
+/* What every client counts (metrics.h): calls by target, type and end (OK, the error's code,
+   or TIMEOUT), their time, and resends. Any thread (the gateway's workers call too). */
+static struct {
+    metrics_family_t *calls, *seconds, *resends;
+} s_m;
+
+static void s_metrics_declare(void)
+{
+    s_m.calls = metrics_counter("berth_bus_calls_total",
+                                "Bus calls made, by target, message type and end (OK, the "
+                                "error's code, or TIMEOUT)",
+                                "target,type,code");
+    s_m.seconds =
+        metrics_histogram("berth_bus_call_seconds",
+                          "Time from a bus call's start to its answer or deadline", "target,type");
+    s_m.resends =
+        metrics_counter("berth_bus_resends_total",
+                        "Bus calls sent again, unanswered after a retry interval", "target");
+}
 
 static void s_call_free(void **item)
 {
@@ -94,6 +116,7 @@ bus_client_t *bus_client_new(store_t *store, const char *sender)
     bus_client_t *self = calloc(1, sizeof *self);
     if (!self)
         return NULL;
+    s_metrics_declare();
     self->store = store;
     self->sender = strdup(sender);
     self->targets = zhashx_new();
@@ -262,6 +285,17 @@ int bus_client_instances(bus_client_t *self, const char *service)
 
 static void s_resend(bus_client_t *self, s_call_t *c);
 
+/* A call is over: with reply (NULL: its deadline passed). */
+static void s_count(const s_call_t *c, const Berth__Envelope *reply)
+{
+    const char *code = !reply                               ? "TIMEOUT"
+                       : reply->error && reply->error->code ? reply->error->code
+                                                            : "OK";
+    metrics_add(s_m.calls, 1, c->service, c->type, code);
+    metrics_observe(s_m.seconds, (double)(zclock_usecs() - c->started_us) / 1e6, c->service,
+                    c->type);
+}
+
 /* Start a call: pack it, enter it in the table, send the first attempt. */
 static s_call_t *s_call_start(bus_client_t *self, const char *service, const ProtobufCMessage *body,
                               const char *request_id, int timeout_ms)
@@ -277,6 +311,7 @@ static s_call_t *s_call_start(bus_client_t *self, const char *service, const Pro
     c->service = strdup(service);
     c->request_id = request_id ? strdup(request_id) : NULL;
     c->type = body->descriptor->short_name;
+    c->started_us = zclock_usecs();
     c->deadline = util_mono_ms() + timeout_ms;
     envelope_spec_t spec = { .message_id = c->id,
                              .deadline_ms = util_now_ms() + timeout_ms,
@@ -302,8 +337,10 @@ static void s_resend(bus_client_t *self, s_call_t *c)
     s_target_t *t = s_target(self, c->service);
     if (!t)
         return;
-    if (c->attempts > 0)
+    if (c->attempts > 0) {
         s_refresh(self, c->service, t, 1);
+        metrics_add(s_m.resends, 1, c->service);
+    }
     zframe_t *copy = zframe_dup(c->frame);
     /* DONTWAIT: with no instance connected there is nobody to queue for; wait and retry. */
     if (zframe_send(&copy, t->dealer, ZFRAME_DONTWAIT) != 0)
@@ -363,6 +400,7 @@ static void s_drive(bus_client_t *self)
             memcpy(call_id, c->id, UTIL_ID_LEN);
             if (!reply)
                 s_timed_out(c);
+            s_count(c, reply);
             zhashx_delete(self->calls, id);
             fn(self, call_id, reply, arg);
         } else if (now >= c->resend_at)
@@ -433,6 +471,7 @@ int bus_client_call(bus_client_t *self, const char *service, const ProtobufCMess
     }
     zpoller_destroy(&poller);
     int rc = -1;
+    s_count(c, c->reply);
     if (c->reply) {
         *reply_p = c->reply;
         c->reply = NULL;

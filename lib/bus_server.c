@@ -15,6 +15,7 @@
     it only refreshes the route the answer takes. */
 #include "bus_server.h"
 #include "log.h"
+#include "metrics.h"
 #include "util.h"
 
 #include <assert.h>
@@ -53,7 +54,29 @@ struct _bus_request_t {
     int known;           /* caller is set (a CURVE server) */
     bus_caller_t caller; /* from the handshake's metadata */
     char key[256];       /* "service/host/message id": the caller's own id space */
+    const char *label;   /* the type as metrics name it: "unknown" when no handler has it */
+    int64_t received_us; /* monotonic, for the handling time */
 };
+
+/* What every server counts (metrics.h): requests by type and answer, their handling time
+   (to the reply, a kept request's included), frames refused, requests dropped late. */
+static struct {
+    metrics_family_t *requests, *seconds, *rejected, *expired;
+} s_m;
+
+static void s_metrics_declare(void)
+{
+    s_m.requests = metrics_counter("berth_bus_requests_total",
+                                   "Bus requests answered, by message type and code (OK or "
+                                   "the error's)",
+                                   "type,code");
+    s_m.seconds = metrics_histogram("berth_bus_request_seconds",
+                                    "Time from a bus request's arrival to its answer", "type");
+    s_m.rejected =
+        metrics_counter("berth_bus_rejected_total", "Bus frames refused as malformed", NULL);
+    s_m.expired = metrics_counter("berth_bus_expired_total",
+                                  "Bus requests dropped unanswered, past their deadline", NULL);
+}
 
 static void s_handler_free(void **item)
 {
@@ -88,6 +111,7 @@ bus_server_t *bus_server_new_curve(const char *endpoint, const char *sender, bus
     bus_server_t *self = calloc(1, sizeof *self);
     if (!self)
         return NULL;
+    s_metrics_declare();
     self->auth = auth;
     self->sender = strdup(sender);
     self->handlers = zhashx_new();
@@ -183,6 +207,7 @@ static void s_send(bus_server_t *self, zframe_t *identity, zframe_t *reply)
 static void s_reject(bus_server_t *self, zframe_t *identity, const char *reason)
 {
     self->rejected++;
+    metrics_add(s_m.rejected, 1);
     if (self->rejected % 1000 == 1)
         log_warn(NULL, "rejected bad frame", "{s:s, s:I}", "reason", reason, "rejected_total",
                  (json_int_t)self->rejected);
@@ -239,6 +264,9 @@ static void s_answer(bus_request_t *req, const ProtobufCMessage *body, const cha
     }
     if (!reply)
         return;
+    const char *answer = code ? code : error ? error->code : "OK";
+    metrics_add(s_m.requests, 1, req->label, answer);
+    metrics_observe(s_m.seconds, (double)(zclock_usecs() - req->received_us) / 1e6, req->label);
     s_rotate(self);
     zhashx_update(self->cache_now, req->key, zframe_dup(reply));
     s_send(self, zframe_dup(req->identity), reply);
@@ -388,18 +416,22 @@ void bus_server_recv(bus_server_t *self)
         berth__envelope__free_unpacked(env, NULL);
         return;
     }
-    bus_request_t req = {
-        .server = self, .identity = identity, .envelope = env, .known = self->auth != NULL
-    };
+    s_handler_t *h = zhashx_lookup(self->handlers, env->type);
+    bus_request_t req = { .server = self,
+                          .identity = identity,
+                          .envelope = env,
+                          .known = self->auth != NULL,
+                          .label = h ? env->type : "unknown",
+                          .received_us = zclock_usecs() };
     req.caller = caller;
     memcpy(req.key, key, sizeof key);
     if (env->deadline_ms && env->deadline_ms < util_now_ms()) {
+        metrics_add(s_m.expired, 1);
         log_debug(env->request_id, "dropped request past its deadline", "{s:s}", "type", env->type);
     } else if (!s_meant_for_us(self, env->service)) {
         /* A caller that still lists a dead instance whose port we now hold. */
         bus_reply_error(&req, "WRONG_SERVICE", "this endpoint serves another service");
     } else {
-        s_handler_t *h = zhashx_lookup(self->handlers, env->type);
         if (h && req.known && !bus_auth_allows(h->callers, &caller))
             s_forbid(self, &req, h->callers);
         else if (h)

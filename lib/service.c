@@ -3,6 +3,7 @@
     run one at a time, so service state needs no locks. */
 #include "service.h"
 #include "clock.h"
+#include "metrics.h"
 #include "migrate.h"
 
 #include <assert.h>
@@ -79,6 +80,9 @@ service_t *service_new(const char *name, int argc, char **argv)
     /* The bus certificate: a name under secrets_dir/curve (the service's own by default; an
        agent's is its host's, "agent-host-1") or a path. */
     config_declare(c, "curve_cert", name, 0);
+    /* Prometheus metrics (metrics.h) on a port of the process's own; 0: not served. */
+    config_declare(c, "metrics_host", "127.0.0.1", 0);
+    config_declare(c, "metrics_port", "0", 0);
     clock_declare(c); /* the platform clock: every service sets the same */
     return self;
 }
@@ -90,6 +94,7 @@ void service_destroy(service_t **self_p)
         zloop_destroy(&self->loop);
         bus_client_destroy(&self->client);
         bus_server_destroy(&self->server);
+        metrics_stop();
         bus_auth_destroy(&self->auth);
         store_destroy(&self->store);
         config_destroy(&self->config);
@@ -190,8 +195,9 @@ int service_start(service_t *self)
         log_error(NULL, "unknown log_level", "{s:s}", "log_level", config_get(c, "log_level"));
         return -1;
     }
-    int64_t port, timeout, heartbeat, schema_wait;
+    int64_t port, timeout, heartbeat, schema_wait, metrics_port;
     if (config_int(c, "redis_port", 1, 65535, &port) ||
+        config_int(c, "metrics_port", 0, 65535, &metrics_port) ||
         config_int(c, "redis_timeout_ms", 10, 60000, &timeout) ||
         config_int(c, "schema_wait_ms", 0, 3600000, &schema_wait) ||
         config_int(c, "heartbeat_ms", 50, 60000, &heartbeat) || clock_configure(c) != 0)
@@ -208,6 +214,14 @@ int service_start(service_t *self)
     }
     log_init(self->name, self->instance);
     config_set(c, "instance", self->instance);
+    metrics_set(metrics_gauge("berth_service_info", "This process: its service and instance",
+                              "service,instance"),
+                1, self->name, self->instance);
+    metrics_set(metrics_gauge("process_start_time_seconds",
+                              "Start time of the process since the Unix epoch, in seconds", NULL),
+                (double)util_now_ms() / 1000.0);
+    if (metrics_port && metrics_serve(config_get(c, "metrics_host"), (int)metrics_port) != 0)
+        return -1;
 
     self->started_ms = util_now_ms();
     if (!self->storeless && !(self->store = store_new(config_get(c, "redis_host"), (int)port,

@@ -14,6 +14,7 @@
       failed instead (the caller's own retry, keyed by its idempotency, decides). */
 #include "store.h"
 #include "log.h"
+#include "metrics.h"
 #include "util.h"
 
 #include <sodium.h>
@@ -44,11 +45,27 @@ struct _store_t {
     uint64_t sent;     /* commands sent on ctx: 0 = a connection not proven yet */
 };
 
+/* What every connection counts (metrics.h): connects by result and connections lost. */
+static struct {
+    metrics_family_t *connects, *lost;
+} s_m;
+
+static void s_metrics_declare(void)
+{
+    s_m.connects =
+        metrics_counter("berth_redis_connects_total",
+                        "Connections to Redis opened (ok) or attempted in vain (failed)", "result");
+    s_m.lost = metrics_counter(
+        "berth_redis_connections_lost_total",
+        "Redis connections dropped: broken, closed by the server, or no reply in time", NULL);
+}
+
 store_t *store_new(const char *host, int port, int connect_timeout_ms, int command_timeout_ms)
 {
     store_t *self = calloc(1, sizeof *self);
     if (!self)
         return NULL;
+    s_metrics_declare();
     self->host = strdup(host);
     self->port = port;
     self->connect_timeout_ms = connect_timeout_ms;
@@ -151,6 +168,7 @@ static int s_connect(store_t *self)
     if (self->ctx && s_stale(self->ctx)) {
         log_debug(NULL, "redis closed an idle connection: opening a new one", "{s:s, s:i}", "host",
                   self->host, "port", self->port);
+        metrics_add(s_m.lost, 1);
         redisFree(self->ctx);
         self->ctx = NULL;
         self->retry_at = 0; /* nothing was sent: try a new connection now, not after backoff */
@@ -163,6 +181,7 @@ static int s_connect(store_t *self)
                           (self->connect_timeout_ms % 1000) * 1000 };
     redisContext *ctx = redisConnectWithTimeout(self->host, self->port, ct);
     if (!ctx || ctx->err) {
+        metrics_add(s_m.connects, 1, "failed");
         self->ctx = ctx;
         s_drop(self, ctx ? ctx->errstr : "out of memory");
         return -1;
@@ -181,6 +200,7 @@ static int s_connect(store_t *self)
                 log_error(NULL, "redis refused the password", "{s:s, s:i, s:s, s:s}", "host",
                           self->host, "port", self->port, "user",
                           self->user ? self->user : "default", "reply", auth->str);
+            metrics_add(s_m.connects, 1, "failed");
             self->ctx = ctx;
             s_drop(self, auth ? auth->str : ctx->errstr);
             if (auth)
@@ -189,6 +209,7 @@ static int s_connect(store_t *self)
         }
         freeReplyObject(auth);
     }
+    metrics_add(s_m.connects, 1, "ok");
     self->ctx = ctx;
     self->sent = 0;
     self->backoff_ms = BACKOFF_MIN_MS;
@@ -199,6 +220,7 @@ static int s_connect(store_t *self)
 static redisReply *s_checked(store_t *self, redisReply *reply)
 {
     if (!reply) {
+        metrics_add(s_m.lost, 1);
         s_drop(self, self->ctx && self->ctx->errstr[0] ? self->ctx->errstr : "no reply");
         return NULL;
     }
@@ -259,6 +281,7 @@ static redisReply *s_roundtrip(store_t *self, const char *cmd, size_t len, int s
         log_debug(NULL, "redis connection broke under a command safe to resend: resending",
                   "{s:s, s:s, s:i}", "reason", self->ctx->errstr, "host", self->host, "port",
                   self->port);
+        metrics_add(s_m.lost, 1);
         redisFree(self->ctx);
         self->ctx = NULL;
         self->retry_at = 0;

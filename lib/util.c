@@ -1,8 +1,10 @@
 /*  util: wall-clock and monotonic time, UUIDs, bounded string copy, strict integer parsing. */
 #include "util.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
+#include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -136,4 +138,46 @@ int util_webhook_check(const char *url, size_t max, const char **why)
         return -1;
     }
     return 0;
+}
+
+int util_resolve_endpoint(const char *endpoint, char (*out)[UTIL_ENDPOINT_MAX], int max)
+{
+    const char *host = strncmp(endpoint, "tcp://", 6) == 0 ? endpoint + 6 : NULL;
+    const char *colon = host ? strrchr(host, ':') : NULL;
+    char name[UTIL_ENDPOINT_MAX];
+    if (!host || !colon || colon == host || !colon[1] || *host == '[' ||
+        (size_t)(colon - host) >= sizeof name) {
+        if (max < 1)
+            return 0;
+        util_strlcpy(out[0], endpoint, UTIL_ENDPOINT_MAX);
+        return 1;
+    }
+    memcpy(name, host, (size_t)(colon - host));
+    name[colon - host] = '\0';
+    struct addrinfo hints = { .ai_socktype = SOCK_STREAM }, *res = NULL;
+    if (getaddrinfo(name, NULL, &hints, &res) != 0 || !res)
+        return -1;
+    int v4 = 0;
+    for (struct addrinfo *a = res; a; a = a->ai_next)
+        v4 |= a->ai_family == AF_INET;
+    int n = 0;
+    for (struct addrinfo *a = res; a && n < max; a = a->ai_next) {
+        char addr[INET6_ADDRSTRLEN];
+        const void *raw = a->ai_family == AF_INET
+                              ? (const void *)&((struct sockaddr_in *)a->ai_addr)->sin_addr
+                              : (const void *)&((struct sockaddr_in6 *)a->ai_addr)->sin6_addr;
+        if ((a->ai_family != AF_INET && a->ai_family != AF_INET6) ||
+            (v4 && a->ai_family != AF_INET) || !inet_ntop(a->ai_family, raw, addr, sizeof addr))
+            continue;
+        char ep[UTIL_ENDPOINT_MAX];
+        snprintf(ep, sizeof ep, a->ai_family == AF_INET ? "tcp://%s%s" : "tcp://[%s]%s", addr,
+                 colon);
+        int seen = 0;
+        for (int i = 0; i < n && !seen; i++)
+            seen = strcmp(out[i], ep) == 0;
+        if (!seen)
+            util_strlcpy(out[n++], ep, UTIL_ENDPOINT_MAX);
+    }
+    freeaddrinfo(res);
+    return n;
 }

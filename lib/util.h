@@ -37,4 +37,12 @@ int util_parse_int(const char *text, int64_t min, int64_t max, int64_t *out);
    empty (ENODATA) or does not fit (EFBIG); out is then empty. */
 int util_secret_read(const char *dir, const char *name, char *out, size_t size);
 
+/* Every address a "tcp://NAME:PORT" endpoint stands for, each as "tcp://ADDRESS:PORT", into
+   out (at most max, each UTIL_ENDPOINT_MAX bytes): a compose service name resolves to every
+   instance of it. IPv4 addresses only when the name has any (the bus binds IPv4), else IPv6
+   ones ("tcp://[ADDRESS]:PORT"); duplicates once. An endpoint that is not tcp:// with a host
+   and port is copied as it is. The count, or -1 when the name does not resolve. */
+#define UTIL_ENDPOINT_MAX 256
+int util_resolve_endpoint(const char *endpoint, char (*out)[UTIL_ENDPOINT_MAX], int max);
+
 #endif

@@ -47,6 +47,7 @@ struct _agent_t {
     zhashx_t *delivered_by; /* command id -> s_link_t that delivered it (borrowed) */
     const char *uri;
     bus_client_t *taskmgr; /* the service's client, pinned to the taskmgr endpoints */
+    zactor_t *resolver;    /* looks the taskmgr endpoints up again (s_resolver) */
     Berth__Host host;      /* inventory, from the worker's snapshot at each heartbeat */
     Berth__Resources capacity;
     Berth__Resources used;
@@ -450,33 +451,127 @@ static int s_poll(service_t *service, void *arg)
     return 0;
 }
 
-/* One link per endpoint of the comma-separated list, each its own pinned connection. */
+/* A link to endpoint, its own pinned connection. 0, or -1 (logged) when none can be made. */
+static int s_link_add(agent_t *self, const char *endpoint)
+{
+    if (self->n_links == MAX_LINKS) {
+        log_error(NULL, "too many taskmgr instances: not connecting to this one", "{s:s, s:i}",
+                  "endpoint", endpoint, "max", MAX_LINKS);
+        return -1;
+    }
+    s_link_t *link = &self->links[self->n_links];
+    link->agent = self;
+    snprintf(link->target, sizeof link->target, "taskmgr#%zu", self->n_links + 1);
+    util_strlcpy(link->endpoint, endpoint, sizeof link->endpoint);
+    link->outbox = calloc(self->max_pending, sizeof *link->outbox);
+    if (!link->outbox || bus_client_pin_as(self->taskmgr, link->target, "taskmgr", endpoint) != 0) {
+        free(link->outbox);
+        memset(link, 0, sizeof *link);
+        log_error(NULL, "cannot connect to a taskmgr instance", "{s:s}", "endpoint", endpoint);
+        return -1;
+    }
+    /* A parked poll is resent rarely: taskmgr absorbs resends of a poll it keeps, so a
+       resend only matters when the poll was lost (taskmgr restarted). */
+    bus_client_set_target_retry(self->taskmgr, link->target, LINK_RETRY_MS);
+    self->n_links++;
+    if (self->n_links > 1)
+        log_info(NULL, "connected to a taskmgr instance", "{s:s, s:i}", "endpoint", endpoint,
+                 "instances", (int)self->n_links);
+    return 0;
+}
+
+/* A link to each endpoint of found not linked yet. -1 when one could not be made. */
+static int s_link_new(agent_t *self, char (*found)[UTIL_ENDPOINT_MAX], int n)
+{
+    int rc = 0;
+    for (int i = 0; i < n; i++) {
+        int linked = 0;
+        for (size_t k = 0; k < self->n_links && !linked; k++)
+            linked = streq(self->links[k].endpoint, found[i]);
+        if (!linked && s_link_add(self, found[i]) != 0)
+            rc = -1;
+    }
+    return rc;
+}
+
+/* A link to every taskmgr instance the comma-separated endpoints stand for: each name
+   resolves to every address it has (a compose service scaled to several instances). At
+   start, on the loop; afterwards the resolver thread does it (s_resolver). -1 when a name did
+   not resolve or a link could not be made. */
 static int s_links(agent_t *self, const char *endpoints)
 {
     char *copy = strdup(endpoints);
     char *save = NULL;
     int rc = copy ? 0 : -1;
-    for (char *ep = copy ? strtok_r(copy, ", ", &save) : NULL; ep && rc == 0;
+    for (char *ep = copy ? strtok_r(copy, ", ", &save) : NULL; ep;
          ep = strtok_r(NULL, ", ", &save)) {
-        if (self->n_links == MAX_LINKS) {
-            log_error(NULL, "too many taskmgr endpoints", "{s:i}", "max", MAX_LINKS);
+        char found[MAX_LINKS][UTIL_ENDPOINT_MAX];
+        int n = util_resolve_endpoint(ep, found, MAX_LINKS);
+        if (n < 0) {
+            log_warn(NULL, "taskmgr endpoint does not resolve", "{s:s}", "endpoint", ep);
             rc = -1;
-            break;
         }
-        s_link_t *link = &self->links[self->n_links];
-        link->agent = self;
-        snprintf(link->target, sizeof link->target, "taskmgr#%zu", self->n_links + 1);
-        util_strlcpy(link->endpoint, ep, sizeof link->endpoint);
-        link->outbox = calloc(self->max_pending, sizeof *link->outbox);
-        if (!link->outbox || bus_client_pin_as(self->taskmgr, link->target, "taskmgr", ep) != 0)
+        if (s_link_new(self, found, n) != 0)
             rc = -1;
-        /* A parked poll is resent rarely: taskmgr absorbs resends of a poll it keeps, so a
-           resend only matters when the poll was lost (taskmgr restarted). */
-        bus_client_set_target_retry(self->taskmgr, link->target, LINK_RETRY_MS);
-        self->n_links++;
     }
     free(copy);
     return rc;
+}
+
+/* What the resolver thread is given. */
+typedef struct {
+    char *endpoints;
+    int interval_ms;
+} s_resolver_args_t;
+
+/* The resolver thread: every interval_ms, the addresses the endpoints stand for, sent to the
+   loop as one message (a frame each). Name lookups may wait on a DNS server: never on the
+   loop, whose heartbeats must go out on time. */
+static void s_resolver(zsock_t *pipe, void *arg)
+{
+    s_resolver_args_t *a = arg;
+    zsock_signal(pipe, 0);
+    zpoller_t *poller = zpoller_new(pipe, NULL);
+    while (poller) {
+        zsock_t *which = zpoller_wait(poller, a->interval_ms);
+        if (which == pipe || zpoller_terminated(poller))
+            break; /* $TERM: the only thing the loop sends */
+        zmsg_t *msg = zmsg_new();
+        char *copy = strdup(a->endpoints);
+        char *save = NULL;
+        for (char *ep = copy ? strtok_r(copy, ", ", &save) : NULL; ep && msg;
+             ep = strtok_r(NULL, ", ", &save)) {
+            char found[MAX_LINKS][UTIL_ENDPOINT_MAX];
+            int n = util_resolve_endpoint(ep, found, MAX_LINKS);
+            for (int i = 0; i < n; i++)
+                zmsg_addstr(msg, found[i]);
+        }
+        free(copy);
+        if (msg && zmsg_size(msg) > 0)
+            zmsg_send(&msg, pipe);
+        zmsg_destroy(&msg);
+    }
+    zpoller_destroy(&poller);
+    free(a->endpoints);
+    free(a);
+}
+
+/* The resolver's latest addresses: link the new ones. */
+static int s_on_resolved(service_t *service, void *arg)
+{
+    agent_t *self = arg;
+    zmsg_t *msg = zmsg_recv(zactor_sock(self->resolver));
+    (void)service;
+    char found[MAX_LINKS][UTIL_ENDPOINT_MAX];
+    int n = 0;
+    for (char *ep = msg ? zmsg_popstr(msg) : NULL; ep; ep = zmsg_popstr(msg)) {
+        if (n < MAX_LINKS)
+            util_strlcpy(found[n++], ep, UTIL_ENDPOINT_MAX);
+        free(ep);
+    }
+    zmsg_destroy(&msg);
+    s_link_new(self, found, n);
+    return 0;
 }
 
 int main(int argc, char **argv)
@@ -488,6 +583,7 @@ int main(int argc, char **argv)
     config_t *c = service_config(service);
     config_declare(c, "libvirt_uri", "test:///default", 0);
     config_declare(c, "taskmgr_endpoints", NULL, 0);
+    config_declare(c, "taskmgr_resolve_ms", "10000", 0);
     config_declare(c, "host_name", NULL, 0);
     config_declare(c, "host_vcpus", NULL, 0);
     config_declare(c, "host_ram_mb", NULL, 0);
@@ -521,8 +617,9 @@ int main(int argc, char **argv)
         goto done;
     }
     int64_t poll_wait, poll_retry, poll_timeout, cache, pending, vcpus, ram, disk, name_max,
-        seed_max, threads, queue, delay, gap;
+        seed_max, threads, queue, delay, gap, resolve;
     if (config_int(c, "poll_wait_ms", 100, 600000, &poll_wait) ||
+        config_int(c, "taskmgr_resolve_ms", 0, 3600000, &resolve) ||
         config_int(c, "poll_retry_ms", 10, 60000, &poll_retry) ||
         config_int(c, "poll_timeout_ms", 50, 60000, &poll_timeout) ||
         config_int(c, "max_commands", 1, 10000, &self.max_commands) ||
@@ -577,9 +674,13 @@ int main(int argc, char **argv)
         zlistx_set_destructor(self.fetches, s_fetch_free);
     self.taskmgr = service_client(service);
     if (!self.worker || !self.delivered_by || !self.fetches ||
-        bus_client_pin(self.taskmgr, "taskmgr", config_get(c, "taskmgr_endpoints")) ||
-        s_links(&self, config_get(c, "taskmgr_endpoints")) != 0)
+        bus_client_pin(self.taskmgr, "taskmgr", config_get(c, "taskmgr_endpoints")))
         goto done;
+    if (s_links(&self, config_get(c, "taskmgr_endpoints")) != 0 && self.n_links == 0) {
+        log_error(NULL, "no taskmgr instance to connect to", "{s:s}", "taskmgr_endpoints",
+                  config_get(c, "taskmgr_endpoints"));
+        goto done;
+    }
     if (sodium_init() < 0) {
         log_error(NULL, "libsodium failed to initialise", NULL);
         goto done;
@@ -610,8 +711,24 @@ int main(int argc, char **argv)
     service_every(service, service_heartbeat_ms(service), s_heartbeat, &self);
     s_poll(service, &self);
     service_every(service, (int)poll_retry, s_poll, &self);
+    if (resolve > 0) {
+        s_resolver_args_t *a = calloc(1, sizeof *a);
+        if (a && (a->endpoints = strdup(config_get(c, "taskmgr_endpoints")))) {
+            a->interval_ms = (int)resolve;
+            self.resolver = zactor_new(s_resolver, a); /* the thread frees a */
+        }
+        if (!self.resolver) {
+            if (a)
+                free(a->endpoints);
+            free(a);
+            log_error(NULL, "cannot start the taskmgr resolver thread", NULL);
+            goto done;
+        }
+        service_reader(service, zactor_sock(self.resolver), s_on_resolved, &self);
+    }
     rc = service_run(service);
 done:
+    zactor_destroy(&self.resolver);
     for (size_t i = 0; i < self.n_links; i++) {
         for (size_t k = 0; k < self.links[i].n_out; k++) {
             vmops_result_clear(self.links[i].outbox[k]);

@@ -31,6 +31,7 @@
     few intervals is reported as a DOWN host with no domains. */
 #include "worker.h"
 #include "log.h"
+#include "metrics.h"
 #include "util.h"
 
 #include <libvirt/libvirt.h>
@@ -273,6 +274,33 @@ stop:
 
 /* ---- construction ------------------------------------------------------------------- */
 
+/* The agent's command metrics (metrics.h): commands by op and result, libvirt time and time
+   waiting for a thread, and how many wait or run now. */
+static struct {
+    metrics_family_t *commands, *seconds, *waited, *queued;
+} s_m;
+
+static void s_metrics_declare(void)
+{
+    s_m.commands = metrics_counter("berth_agent_commands_total",
+                                   "Commands ended, by op and result (ok, failed, refused: the "
+                                   "queue was full)",
+                                   "op,result");
+    s_m.seconds =
+        metrics_histogram("berth_agent_command_seconds",
+                          "Time a command ran on its thread (libvirt and disk work)", "op");
+    s_m.waited = metrics_histogram("berth_agent_command_wait_seconds",
+                                   "Time a command waited for a thread", "op");
+    s_m.queued = metrics_gauge("berth_agent_queue",
+                               "Commands now waiting for a thread or running", "state");
+}
+
+static void s_gauges(worker_t *self)
+{
+    metrics_set(s_m.queued, (double)zlistx_size(self->waiting), "waiting");
+    metrics_set(s_m.queued, (double)zhashx_size(self->busy), "running");
+}
+
 worker_t *worker_new(const vmops_config_t *config, size_t threads, size_t queue_max,
                      size_t cache_max, worker_done_fn *done, void *arg)
 {
@@ -291,6 +319,7 @@ worker_t *worker_new(const vmops_config_t *config, size_t threads, size_t queue_
     self->config.pool = self->pool;
     self->done = done;
     self->done_arg = arg;
+    s_metrics_declare();
     self->queue_max = queue_max > 0 ? queue_max : 1;
     self->cache_max = cache_max > 0 ? cache_max : 1;
     self->pending_max = self->cache_max;
@@ -565,6 +594,7 @@ int worker_submit(worker_t *self, const Berth__AgentCommand *cmd)
                  "waiting (worker_queue)",
                  cmd->op && *cmd->op ? cmd->op : "command", cmd->vm ? cmd->vm : "",
                  self->config.host, self->queue_max);
+        metrics_add(s_m.commands, 1, cmd->op && *cmd->op ? cmd->op : "none", "refused");
         s_refusal(self, id, why);
         return -1;
     }
@@ -593,6 +623,7 @@ int worker_submit(worker_t *self, const Berth__AgentCommand *cmd)
     if (trackable)
         zhashx_insert(self->inflight, id, job);
     s_dispatch(self);
+    s_gauges(self);
     return 0;
 }
 
@@ -630,6 +661,9 @@ static void s_on_done(worker_t *self, zmsg_t *msg)
         berth__agent_result__free_unpacked(unpacked, NULL);
     }
     int64_t waited = t->started_ms - job->queued_ms;
+    metrics_add(s_m.commands, 1, job->op, r && r->ok ? "ok" : "failed");
+    metrics_observe(s_m.seconds, (double)ms / 1000.0, job->op);
+    metrics_observe(s_m.waited, (double)waited / 1000.0, job->op);
     int quiet =
         r && r->ok &&
         (streq(job->op, "CREATE_DISK") || streq(job->op, "PUT_SEED") || streq(job->op, "DEFINE"));
@@ -712,6 +746,7 @@ void worker_recv(worker_t *self)
         zmsg_destroy(&msg);
     }
     s_dispatch(self);
+    s_gauges(self);
 }
 
 void worker_set_pending_max(worker_t *self, size_t pending_max)

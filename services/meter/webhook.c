@@ -23,6 +23,7 @@
 #include "limit.h"
 #include "log.h"
 #include "lua_scripts.h"
+#include "metrics.h"
 #include "util.h"
 
 #include <assert.h>
@@ -519,6 +520,18 @@ static int64_t s_backoff(const webhook_limits_t *l, int failed)
     return delay < l->max_delay_ms ? delay : l->max_delay_ms;
 }
 
+/* An attempt ended, as a metric (metrics.h). */
+static void s_count(const char *result)
+{
+    static metrics_family_t *attempts;
+    if (!attempts)
+        attempts = metrics_counter("berth_webhook_attempts_total",
+                                   "Webhook delivery attempts ended, by result (delivered, retry, "
+                                   "failed: given up)",
+                                   "result");
+    metrics_add(attempts, 1, result);
+}
+
 /* An attempt ended: delivered, or due again, or given up. */
 static int s_finish(webhook_t *self, s_attempt_t *a, CURLcode code)
 {
@@ -529,6 +542,7 @@ static int s_finish(webhook_t *self, s_attempt_t *a, CURLcode code)
         self->delivered++;
         log_info(NULL, "webhook delivered", "{s:s, s:s, s:i, s:i}", "id", a->id, "group", a->group,
                  "status", (int)status, "attempt", a->attempts + 1);
+        s_count("delivered");
         return s_done(self, a, "delivered", 0, NULL);
     }
     if (code == CURLE_OK)
@@ -541,12 +555,14 @@ static int s_finish(webhook_t *self, s_attempt_t *a, CURLcode code)
         self->failed++;
         log_warn(NULL, "webhook delivery given up", "{s:s, s:s, s:i, s:s}", "id", a->id, "group",
                  a->group, "attempts", made, "reason", reason);
+        s_count("failed");
         return s_done(self, a, "failed", 0, reason);
     }
     int64_t delay = s_backoff(&self->limits, made);
     log_info(NULL, "webhook attempt failed; retrying", "{s:s, s:s, s:i, s:I, s:s}", "id", a->id,
              "group", a->group, "attempt", made, "retry_in_ms", (json_int_t)delay, "reason",
              reason);
+    s_count("retry");
     return s_done(self, a, "retry", util_now_ms() + delay, reason);
 }
 

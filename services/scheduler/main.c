@@ -1,8 +1,10 @@
 /*  berth-scheduler: places VMs on hosts. SelectHost runs the filters (host up, not excluded,
     RAM, vCPU, disk, other groups' reservations), the weigher (the group's reservation, then
-    free RAM) and the atomic claim (placement.c); ReleaseClaim gives a VM's claim back. Any number of instances may run side by side. */
-#include "service.h"
+    free RAM) and the atomic claim (placement.c); ReleaseClaim gives a VM's claim back. Any number
+   of instances may run side by side. */
+#include "metrics.h"
 #include "placement.h"
+#include "service.h"
 
 #include <errno.h>
 #include <math.h>
@@ -14,6 +16,11 @@ typedef struct {
     int store_down; /* last refresh failed: logged once per outage */
     int truncated;  /* last refresh ignored hosts over max_hosts: logged once */
 } scheduler_t;
+
+/* The scheduler's metrics (metrics.h): placements by result, hosts by stored state. */
+static struct {
+    metrics_family_t *placements, *hosts;
+} s_m;
 
 static void s_on_select_host(bus_request_t *request, void *arg)
 {
@@ -27,6 +34,11 @@ static void s_on_select_host(bus_request_t *request, void *arg)
     placement_result_t result;
     berth_error_t error = { 0 };
     int rc = placement_select(self->placement, req, &result, &error);
+    metrics_add(s_m.placements, 1,
+                rc == PLACEMENT_NO_VALID_HOST ? "no_valid_host"
+                : rc != 0                     ? "failed"
+                : result.existing             ? "existing"
+                                              : "claimed");
     if (rc == PLACEMENT_NO_VALID_HOST)
         log_info(rid, "no valid host", "{s:s, s:s}", "vm", req->vm, "reason", error.message);
     if (rc < 0)
@@ -75,23 +87,49 @@ static void s_on_release_claim(bus_request_t *request, void *arg)
     }
 }
 
-/* Keep the host copy warm so decisions rarely wait for a reload. */
-static int s_refresh(service_t *service, void *arg)
+/* The hosts by state, as the copy has them. */
+static void s_gauges(scheduler_t *self)
 {
-    (void)service;
-    scheduler_t *self = arg;
-    int down = placement_refresh(self->placement) != 0;
+    for (const char **state = (const char *[]){ "UP", "DOWN", "DISABLED", NULL }; *state; state++)
+        metrics_set(s_m.hosts, placement_hosts_in(self->placement, *state), *state);
+}
+
+/* A load (rc) or follow that worked or failed: said once per change. */
+static void s_store_said(scheduler_t *self, int rc)
+{
+    int down = rc != 0;
     if (down != self->store_down)
         log_emit(down ? BERTH_LOG_WARN : BERTH_LOG_INFO, NULL,
                  down ? "cannot load hosts" : "hosts loaded", "{s:i}", "hosts",
                  placement_hosts(self->placement));
     self->store_down = down;
-    int truncated = !down && placement_truncated(self->placement);
+    if (!down)
+        s_gauges(self);
+}
+
+/* The whole host list again (at start, then every host_refresh_ms): what no event says
+   (capacity from heartbeats, reservations) is current at least this often. */
+static int s_refresh(service_t *service, void *arg)
+{
+    (void)service;
+    scheduler_t *self = arg;
+    int rc = placement_refresh(self->placement);
+    s_store_said(self, rc);
+    int truncated = rc == 0 && placement_truncated(self->placement);
     if (truncated && !self->truncated)
         log_warn(NULL, "more hosts than max_hosts; the rest are not considered", "{s:i}",
                  "considered", placement_hosts(self->placement));
-    if (!down)
+    if (rc == 0)
         self->truncated = truncated;
+    return 0;
+}
+
+/* Between loads, the event stream keeps the copy current (every host_follow_ms). */
+static int s_follow(service_t *service, void *arg)
+{
+    (void)service;
+    scheduler_t *self = arg;
+    s_store_said(self, placement_follow(self->placement));
     return 0;
 }
 
@@ -121,7 +159,9 @@ int main(int argc, char **argv)
     config_declare(c, "ram_ratio", "1.0", 0);
     config_declare(c, "cpu_ratio", "4.0", 0);
     config_declare(c, "disk_ratio", "1.0", 0);
-    config_declare(c, "host_refresh_ms", "1000", 0);
+    config_declare(c, "host_refresh_ms", "60000", 0);
+    config_declare(c, "host_follow_ms", "100", 0);
+    config_declare(c, "weigher", "spread", 0);
     config_declare(c, "max_hosts", "100000", 0);
     config_declare(c, "max_exclude", "32", 0);
     config_declare(c, "max_alternates", "2", 0);
@@ -133,8 +173,9 @@ int main(int argc, char **argv)
         goto done;
     placement_config_t pc;
     placement_config_defaults(&pc);
-    int64_t max_hosts, max_exclude, max_alternates, attempts;
+    int64_t max_hosts, max_exclude, max_alternates, attempts, follow_ms;
     if (config_int(c, "host_timeout_ms", 100, 86400000, &pc.host_timeout_ms) ||
+        config_int(c, "host_follow_ms", 0, 60000, &follow_ms) ||
         config_int(c, "host_refresh_ms", 0, 600000, &pc.refresh_ms) ||
         config_int(c, "max_hosts", 1, 1000000, &max_hosts) ||
         config_int(c, "max_exclude", 0, 1000, &max_exclude) ||
@@ -143,6 +184,12 @@ int main(int argc, char **argv)
         s_ratio(c, "ram_ratio", &pc.ram_ratio) || s_ratio(c, "cpu_ratio", &pc.cpu_ratio) ||
         s_ratio(c, "disk_ratio", &pc.disk_ratio))
         goto done;
+    const char *weigher = config_get(c, "weigher");
+    if (!streq(weigher, "spread") && !streq(weigher, "pack")) {
+        log_error(NULL, "weigher must be spread or pack", "{s:s}", "weigher", weigher);
+        goto done;
+    }
+    pc.pack = streq(weigher, "pack");
     pc.max_hosts = (int)max_hosts;
     pc.max_exclude = (int)max_exclude;
     pc.max_alternates = (int)max_alternates;
@@ -150,11 +197,20 @@ int main(int argc, char **argv)
     self.placement = placement_new(service_store(service), &pc);
     if (!self.placement)
         goto done;
+    s_m.placements = metrics_counter("berth_scheduler_placements_total",
+                                     "SelectHost decisions, by result (claimed, existing: the "
+                                     "VM's claim was there, no_valid_host, failed)",
+                                     "result");
+    s_m.hosts = metrics_gauge("berth_scheduler_hosts",
+                              "Hosts in the scheduler's copy, by stored state", "state");
     service_on(service, "SelectHost", "taskmgr", s_on_select_host, &self);
     service_on(service, "ReleaseClaim", "taskmgr", s_on_release_claim, &self);
     s_refresh(service, &self);
     if (pc.refresh_ms > 0)
         service_every(service, (int)pc.refresh_ms, s_refresh, &self);
+    /* host_refresh_ms 0 loads the hosts before every decision: nothing to follow then. */
+    if (pc.refresh_ms > 0 && follow_ms > 0)
+        service_every(service, (int)follow_ms, s_follow, &self);
     rc = service_run(service);
 done:
     placement_destroy(&self.placement);

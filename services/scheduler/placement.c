@@ -73,8 +73,10 @@ typedef struct {
 } s_holdings_t;
 
 typedef struct {
-    char id[PLACEMENT_ID_MAX];
-    int up; /* state == "UP" */
+    const char *id; /* in placement_t.names: the ids apart, so a pass over hosts stays small */
+    char state[16]; /* as stored: UP, DOWN, DISABLED */
+    int up;         /* state == "UP" */
+    int expired;    /* following: its heartbeat's ttl ended (berth:hosts:seen) */
     int64_t last_seen_ms;
     int64_t cap_vcpus, cap_ram_mb, cap_disk_gb;
     int64_t used_vcpus, used_ram_mb, used_disk_gb;
@@ -82,19 +84,24 @@ typedef struct {
 } s_host_t;
 
 typedef struct {
-    int index;       /* into hosts */
-    double free_ram; /* weigher key: usable RAM left */
-    const char *id;  /* tie-break, for a stable order */
-    int reserved;    /* the group's unclaimed reservation here: 2 covers the flavor, 1 part */
+    int index;      /* into hosts */
+    double weight;  /* weigher key, larger first: usable RAM left (spread) or its negation (pack) */
+    const char *id; /* tie-break, for a stable order */
+    int reserved;   /* the group's unclaimed reservation here: 2 covers the flavor, 1 part */
 } s_candidate_t;
 
 struct _placement_t {
     store_t *store; /* borrowed */
     placement_config_t config;
     s_host_t *hosts;
+    char (*names)[PLACEMENT_ID_MAX]; /* the hosts' ids, hosts[i].id = names[i] */
     int n_hosts;
     s_candidate_t *candidates; /* scratch, n_hosts long */
     int64_t loaded_at;         /* monotonic ms of the last load; 0 = never */
+    int64_t loads;             /* full loads so far */
+    char cursor[48];           /* the event stream's last entry applied to the copy */
+    long long added;           /* the stream's entries-added count at the cursor */
+    int following;             /* placement_follow keeps the copy current between loads */
     int truncated;             /* the last load saw more than max_hosts hosts */
     char ratios[3][32];        /* ram, cpu, disk ratios as text for the claim script */
     int removed[F_COUNT + 1];  /* the last "no valid host": hosts per filter, then busy */
@@ -149,6 +156,7 @@ void placement_destroy(placement_t **self_p)
     if (self_p && *self_p) {
         placement_t *self = *self_p;
         free(self->hosts);
+        free(self->names);
         free(self->candidates);
         free(self->reserve);
         free(self);
@@ -159,6 +167,19 @@ void placement_destroy(placement_t **self_p)
 int placement_hosts(placement_t *self)
 {
     return self->n_hosts;
+}
+
+int64_t placement_loads(placement_t *self)
+{
+    return self->loads;
+}
+
+int placement_hosts_in(placement_t *self, const char *state)
+{
+    int n = 0;
+    for (int i = 0; i < self->n_hosts; i++)
+        n += strcmp(self->hosts[i].state, state) == 0;
+    return n;
 }
 
 int placement_truncated(placement_t *self)
@@ -180,7 +201,8 @@ static int64_t s_int(const redisReply *r)
 /* Fill h's state from 8 replies: state, last_seen_ms, cap_* then used_*. */
 static void s_row(s_host_t *h, redisReply **f)
 {
-    h->up = f[0]->type == REDIS_REPLY_STRING && strcmp(f[0]->str, "UP") == 0;
+    util_strlcpy(h->state, f[0]->type == REDIS_REPLY_STRING ? f[0]->str : "", sizeof h->state);
+    h->up = strcmp(h->state, "UP") == 0;
     h->last_seen_ms = s_int(f[1]);
     h->cap_vcpus = s_int(f[2]);
     h->cap_ram_mb = s_int(f[3]);
@@ -303,8 +325,38 @@ static int s_load_reservations(placement_t *self, s_host_t *hosts, int n_hosts)
     return 0;
 }
 
+/* Where the event stream stands: its last generated id into out ("0-0" when there is no
+   stream yet; every entry up to it is in the stream or was trimmed) and how many entries it
+   has ever had (*added). 0 or -1. */
+static int s_stream_end(placement_t *self, char out[48], long long *added)
+{
+    redisReply *r = store_command(self->store, "XINFO STREAM %s", STORE_EVENTS);
+    if (!r)
+        return -1;
+    util_strlcpy(out, "0-0", 48);
+    *added = 0;
+    for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i + 1 < r->elements; i += 2) {
+        const redisReply *k = r->element[i], *v = r->element[i + 1];
+        if (k->type != REDIS_REPLY_STRING)
+            continue;
+        if (strcmp(k->str, "last-generated-id") == 0 && v->type == REDIS_REPLY_STRING)
+            util_strlcpy(out, v->str, 48);
+        else if (strcmp(k->str, "entries-added") == 0 && v->type == REDIS_REPLY_INTEGER)
+            *added = v->integer;
+    }
+    freeReplyObject(r);
+    return 0;
+}
+
 int placement_refresh(placement_t *self)
 {
+    /* Where the stream stands before the load: what follows it is applied on top
+       (placement_follow), and events the load already reflects are applied again harmlessly
+       (they carry the values, not the changes). */
+    char cursor[48];
+    long long added;
+    if (s_stream_end(self, cursor, &added) != 0)
+        return -1;
     redisReply *ids = store_command(self->store, "SMEMBERS %s", KEYS_HOSTS);
     if (!ids)
         return -1;
@@ -356,9 +408,11 @@ int placement_refresh(placement_t *self)
     }
     int n = (int)n_ids;
     s_host_t *hosts = calloc((size_t)n + 1, sizeof *hosts);
+    char(*names)[PLACEMENT_ID_MAX] = calloc((size_t)n + 1, sizeof *names);
     s_candidate_t *candidates = calloc((size_t)n + 1, sizeof *candidates);
-    if (!hosts || !candidates) {
+    if (!hosts || !names || !candidates) {
         free(hosts);
+        free(names);
         free(candidates);
         free(sorted);
         freeReplyObject(ids);
@@ -370,7 +424,8 @@ int placement_refresh(placement_t *self)
         redisReply *row = r->element[i];
         if (row->type != REDIS_REPLY_ARRAY || row->elements != 8)
             continue; /* in the set but not described (yet) */
-        util_strlcpy(hosts[kept].id, sorted[i], sizeof hosts[kept].id);
+        util_strlcpy(names[kept], sorted[i], sizeof names[kept]);
+        hosts[kept].id = names[kept];
         s_row(&hosts[kept], row->element);
         kept++;
     }
@@ -380,21 +435,165 @@ int placement_refresh(placement_t *self)
     freeReplyObject(r);
     if (s_load_reservations(self, hosts, kept) != 0) {
         free(hosts);
+        free(names);
         free(candidates);
         return -1;
     }
     free(self->hosts);
+    free(self->names);
     free(self->candidates);
     self->hosts = hosts;
+    self->names = names;
     self->candidates = candidates;
     self->n_hosts = kept;
+    self->loads++;
+    util_strlcpy(self->cursor, cursor, sizeof self->cursor);
+    self->added = added;
+    int64_t now = util_now_ms();
+    for (int i = 0; i < kept; i++)
+        hosts[i].expired = now - hosts[i].last_seen_ms > self->config.host_timeout_ms;
     self->loaded_at = util_mono_ms();
     return 0;
 }
 
 static int s_stale(placement_t *self)
 {
+    /* Following the stream, the copy is current; the owner reloads it now and then. */
+    if (self->following && self->loaded_at)
+        return 0;
     return self->loaded_at == 0 || util_mono_ms() - self->loaded_at >= self->config.refresh_ms;
+}
+
+/* ---- following the event stream ---- */
+
+#define FOLLOW_COUNT   1000 /* entries read per XREAD */
+#define FOLLOW_BATCHES 10   /* XREADs per placement_follow; the rest waits for the next */
+
+/* Is stream id a later than b? */
+static int s_id_after(const char *a, const char *b)
+{
+    unsigned long long am = 0, as = 0, bm = 0, bs = 0;
+    sscanf(a, "%llu-%llu", &am, &as);
+    sscanf(b, "%llu-%llu", &bm, &bs);
+    return am > bm || (am == bm && as > bs);
+}
+
+static s_host_t *s_find(placement_t *self, const char *id)
+{
+    return id ? bsearch(id, self->hosts, (size_t)self->n_hosts, sizeof *self->hosts, s_host_by_id)
+              : NULL;
+}
+
+/* One entry's fields onto the copy: host.usage (used_*) and host.state. 1 when the copy
+   cannot take it (a host it does not know: a full load is due), else 0. */
+static int s_apply(placement_t *self, const redisReply *f)
+{
+    const char *type = NULL, *host = NULL, *state = NULL;
+    const redisReply *used[3] = { NULL, NULL, NULL };
+    static const char *const used_names[3] = { "used_vcpus", "used_ram_mb", "used_disk_gb" };
+    for (size_t i = 0; i + 1 < f->elements; i += 2) {
+        const redisReply *k = f->element[i], *v = f->element[i + 1];
+        if (k->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING)
+            continue;
+        if (strcmp(k->str, "type") == 0)
+            type = v->str;
+        else if (strcmp(k->str, "host") == 0)
+            host = v->str;
+        else if (strcmp(k->str, "state") == 0)
+            state = v->str;
+        else
+            for (int j = 0; j < 3; j++)
+                if (strcmp(k->str, used_names[j]) == 0)
+                    used[j] = v;
+    }
+    int usage = type && strcmp(type, "host.usage") == 0;
+    int moved = type && strcmp(type, "host.state") == 0 && state;
+    if (!usage && !moved)
+        return 0;
+    s_host_t *h = s_find(self, host);
+    if (!h)
+        return 1;
+    if (usage) {
+        if (used[0])
+            h->used_vcpus = s_int(used[0]);
+        if (used[1])
+            h->used_ram_mb = s_int(used[1]);
+        if (used[2])
+            h->used_disk_gb = s_int(used[2]);
+    } else {
+        util_strlcpy(h->state, state, sizeof h->state);
+        h->up = strcmp(h->state, "UP") == 0;
+    }
+    return 0;
+}
+
+int placement_follow(placement_t *self)
+{
+    self->following = 1;
+    if (!self->loaded_at)
+        return placement_refresh(self);
+    /* Read up to where the stream stood (end): every entry added up to there was either
+       read here or trimmed unread, and the count of entries ever added tells which (the
+       stream keeps no record of what trimming removed). */
+    char end[48];
+    long long added_end;
+    if (s_stream_end(self, end, &added_end) != 0)
+        return -1;
+    int reload = 0;
+    for (int batch = 0; !reload && s_id_after(end, self->cursor) && batch < FOLLOW_BATCHES;
+         batch++) {
+        redisReply *r = store_command(self->store, "XREAD COUNT %d STREAMS %s %s", FOLLOW_COUNT,
+                                      STORE_EVENTS, self->cursor);
+        if (!r)
+            return -1;
+        size_t n = 0, applied = 0;
+        if (r->type == REDIS_REPLY_ARRAY && r->elements == 1 &&
+            r->element[0]->type == REDIS_REPLY_ARRAY && r->element[0]->elements == 2 &&
+            r->element[0]->element[1]->type == REDIS_REPLY_ARRAY) {
+            const redisReply *entries = r->element[0]->element[1];
+            for (; n < entries->elements && !reload; n++) {
+                const redisReply *e = entries->element[n];
+                if (e->type != REDIS_REPLY_ARRAY || e->elements != 2 ||
+                    e->element[0]->type != REDIS_REPLY_STRING ||
+                    e->element[1]->type != REDIS_REPLY_ARRAY)
+                    continue;
+                if (s_id_after(e->element[0]->str, end))
+                    break; /* added after the count was taken: the next round's */
+                reload = s_apply(self, e->element[1]);
+                util_strlcpy(self->cursor, e->element[0]->str, sizeof self->cursor);
+                self->added++;
+                applied++;
+            }
+        }
+        freeReplyObject(r);
+        if (!reload && applied == 0) {
+            /* Nothing left after the cursor up to end: the rest was trimmed unread. */
+            util_strlcpy(self->cursor, end, sizeof self->cursor);
+            self->added = -1;
+        }
+        if (n < FOLLOW_COUNT)
+            break;
+    }
+    if (!reload && !s_id_after(end, self->cursor) && self->added != added_end)
+        reload = 1; /* caught up, but fewer entries read than were added: a gap */
+    if (reload)
+        return placement_refresh(self);
+    /* Liveness: the hosts whose last beat's ttl has ended (few; the rest beat on time). */
+    redisReply *dead = store_command(self->store, "ZRANGEBYSCORE %s -inf %lld", KEYS_HOSTS_SEEN,
+                                     (long long)util_now_ms());
+    if (!dead)
+        return -1;
+    for (int i = 0; i < self->n_hosts; i++)
+        self->hosts[i].expired = 0;
+    for (size_t i = 0; dead->type == REDIS_REPLY_ARRAY && i < dead->elements; i++) {
+        s_host_t *h = dead->element[i]->type == REDIS_REPLY_STRING
+                          ? s_find(self, dead->element[i]->str)
+                          : NULL;
+        if (h)
+            h->expired = 1;
+    }
+    freeReplyObject(dead);
+    return 0;
 }
 
 /* want on top of used still within capacity * ratio (doubles, as the Lua check does). */
@@ -446,6 +645,10 @@ static void s_used(const s_host_t *h, int64_t used[3])
 
 static int s_is_up(const placement_t *self, const s_host_t *h, int64_t now)
 {
+    /* Following the stream, the copy's last_seen_ms is the load's: liveness comes from the
+       beats' ttl (placement_follow), and the claim script checks last_seen_ms itself. */
+    if (self->following)
+        return h->up && !h->expired;
     return h->up && now - h->last_seen_ms <= self->config.host_timeout_ms;
 }
 
@@ -469,6 +672,9 @@ static void s_split(const placement_t *self, const s_host_t *h, const Berth__Sel
    reservations leave no room, on the host or in the any-host pool. */
 static int s_reserved(const placement_t *self, const s_host_t *h, const Berth__SelectHost *req)
 {
+    /* No reservation here or anywhere: nothing beyond the capacity filters applies. */
+    if (h->res.count == 0 && self->any.count == 0)
+        return 0;
     s_split_t split;
     s_split(self, h, req, &split);
     int64_t want[3], used[3];
@@ -513,24 +719,52 @@ static int s_filter(const placement_t *self, const s_host_t *h, const Berth__Sel
 }
 
 /* Weigher: the group's own reservation first (covering the flavor, then part of it), then most
-   usable RAM left (spread), then by id so equal hosts keep one order. */
+   usable RAM left (spread: VMs apart, each with room to grow) or least (pack: hosts filled one
+   after another, the others kept free for large VMs or to be switched off), then by id so
+   equal hosts keep one order. */
 static int s_by_weight(const void *a, const void *b)
 {
     const s_candidate_t *x = a, *y = b;
     if (x->reserved != y->reserved)
         return x->reserved > y->reserved ? -1 : 1;
-    if (x->free_ram != y->free_ram)
-        return x->free_ram > y->free_ram ? -1 : 1;
-    return strcmp(x->id, y->id);
+    if (x->weight != y->weight)
+        return x->weight > y->weight ? -1 : 1;
+    return (x->index > y->index) - (x->index < y->index); /* hosts[] is in id order */
 }
 
-/* Run the filters over every cached host; the passing ones go to self->candidates in
-   weigher order. Counts removals per filter. Returns the number of candidates. */
+/* The best k of c[from, n) in weigher order at c[from, from + k) (all of them when fewer);
+   the rest follow in no order. One pass with a bounded insertion: a decision uses the first
+   few candidates only, and sorting thousands of hosts for them was most of its time. */
+static void s_best(s_candidate_t *c, int from, int n, int k)
+{
+    int m = 0; /* c[from, from + m) holds the best so far, in order */
+    for (int i = from; i < n; i++) {
+        if (m == k && s_by_weight(&c[i], &c[from + m - 1]) >= 0)
+            continue;
+        s_candidate_t x = c[i];
+        /* While growing, i is the next slot itself; once full, the worst of the best moves
+           out to i's place. */
+        int j = from + (m < k ? m : m - 1);
+        c[i] = c[j];
+        while (j > from && s_by_weight(&x, &c[j - 1]) < 0) {
+            c[j] = c[j - 1];
+            j--;
+        }
+        c[j] = x;
+        if (m < k)
+            m++;
+    }
+}
+
+/* Run the filters over every cached host; the passing ones go to self->candidates, the
+   caller's preferred hosts first, then the best of the others in weigher order (s_best).
+   Counts removals per filter. Returns the number of candidates. */
 static int s_rank(placement_t *self, const Berth__SelectHost *req, int64_t now, int counts[F_COUNT])
 {
     memset(counts, 0, sizeof(int) * F_COUNT);
     memset(self->pool_free, 0, sizeof self->pool_free);
-    for (int i = 0; i < self->n_hosts; i++) {
+    /* What is free over the UP hosts: only the any-host rule (s_reserved) reads it. */
+    for (int i = 0; self->any.count > 0 && i < self->n_hosts; i++) {
         const s_host_t *h = &self->hosts[i];
         if (!s_is_up(self, h, now))
             continue;
@@ -553,8 +787,8 @@ static int s_rank(placement_t *self, const Berth__SelectHost *req, int64_t now, 
             continue;
         }
         self->candidates[n].index = i;
-        self->candidates[n].free_ram =
-            (double)h->cap_ram_mb * self->config.ram_ratio - (double)h->used_ram_mb;
+        double free_ram = (double)h->cap_ram_mb * self->config.ram_ratio - (double)h->used_ram_mb;
+        self->candidates[n].weight = self->config.pack ? -free_ram : free_ram;
         self->candidates[n].id = h->id;
         const int64_t *own = s_own(self, &h->res, req->group);
         int64_t want[3];
@@ -567,18 +801,19 @@ static int s_rank(placement_t *self, const Berth__SelectHost *req, int64_t now, 
         self->candidates[n].reserved = all ? 2 : some;
         n++;
     }
-    qsort(self->candidates, (size_t)n, sizeof *self->candidates, s_by_weight);
     /* Hosts the caller prefers (a retry's alternates) go first, in the caller's order. */
     int front = 0;
     for (size_t p = 0; p < req->n_prefer; p++)
         for (int i = front; i < n; i++)
             if (strcmp(self->candidates[i].id, req->prefer[p]) == 0) {
                 s_candidate_t moved = self->candidates[i];
-                memmove(&self->candidates[front + 1], &self->candidates[front],
-                        (size_t)(i - front) * sizeof *self->candidates);
+                self->candidates[i] = self->candidates[front];
                 self->candidates[front++] = moved;
                 break;
             }
+    /* Then, in weigher order, as many as a decision can use: the claims it tries and the
+       alternates after the last of them. */
+    s_best(self->candidates, front, n, self->config.max_attempts + self->config.max_alternates + 1);
     return n;
 }
 
@@ -631,7 +866,7 @@ static int s_claim(placement_t *self, const Berth__SelectHost *req, s_host_t *h,
     };
     const char *tail[] = {
         h->id,           vcpus,           ram,      disk, now_text, timeout, self->ratios[0],
-        self->ratios[1], self->ratios[2], previous, vm,   group, at
+        self->ratios[1], self->ratios[2], previous, vm,   group,    at
     };
     int argc = 0;
     for (int i = 0; i < 7; i++)

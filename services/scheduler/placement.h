@@ -1,9 +1,10 @@
 /*  placement: choose a host for a VM and claim its flavor there. Filters (host up, not
     excluded, RAM, vCPU, disk, with overcommit ratios, other groups' reservations), then a
-    weigher (the VM's group's own reservation first, then free RAM: spread), then an atomic
-    claim in Redis that takes the group's reservation first (placement.c explains the rule). The host list is cached in memory and refreshed; the
-    claim itself is a Lua script that re-checks free capacity, so any number of scheduler
-    instances can place concurrently and never overcommit a host. */
+    weigher (the VM's group's own reservation first, then free RAM: spread, or pack), then an atomic
+    claim in Redis that takes the group's reservation first (placement.c explains the rule). The
+   host list is cached in memory and refreshed; the claim itself is a Lua script that re-checks free
+   capacity, so any number of scheduler instances can place concurrently and never overcommit a
+   host. */
 #ifndef BERTH_SCHEDULER_PLACEMENT_H
 #define BERTH_SCHEDULER_PLACEMENT_H
 
@@ -29,6 +30,7 @@ typedef struct {
     int max_exclude;    /* longest exclude list accepted */
     int max_alternates; /* alternates returned, <= PLACEMENT_ALTERNATES_MAX */
     int max_attempts;   /* claims tried (races lost) before giving up */
+    int pack;           /* weigher: 0 spread (most RAM left first), 1 pack (least first) */
     int64_t max_vcpus;  /* largest flavor accepted (default: lib/limit.h's) */
     int64_t max_ram_mb;
     int64_t max_disk_gb;
@@ -69,12 +71,21 @@ int placement_shrink(placement_t *self, const char *vm, int *released, berth_err
 
 /* After PLACEMENT_NO_VALID_HOST (placement_select has already called it): add to error's details
    how many hosts each filter removed
-   ("ram": "3", "reserved": "1"; filters that removed none are left out), "busy" (hosts that passed but were
-   claimed by others meanwhile) and "hosts" (how many were considered). Returns -1. */
+   ("ram": "3", "reserved": "1"; filters that removed none are left out), "busy" (hosts that passed
+   but were claimed by others meanwhile) and "hosts" (how many were considered). Returns -1. */
 int placement_removed(placement_t *self, berth_error_t *error);
 
 /* Reload the host list now. 0 or -1 when Redis failed. */
 int placement_refresh(placement_t *self);
+/* Keep the copy current from the event stream (host.usage and host.state events since the
+   last load, a full load after a gap or for a host it does not know) and liveness from the
+   beats' ttl (berth:hosts:seen). From the first call on, decisions no longer reload the copy
+   when it ages (the owner reloads it now and then with placement_refresh). 0 or -1. */
+int placement_follow(placement_t *self);
+/* Full loads of the host list so far (at start, when stale, before a "no valid host"). */
+int64_t placement_loads(placement_t *self);
+/* Hosts of the last load whose stored state is state ("UP", "DOWN", "DISABLED"). */
+int placement_hosts_in(placement_t *self, const char *state);
 
 /* Hosts in the cache, and whether the last load left some out (more than max_hosts). */
 int placement_hosts(placement_t *self);

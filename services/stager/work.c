@@ -11,6 +11,7 @@
 #include "work.h"
 
 #include "log.h"
+#include "metrics.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -73,6 +74,17 @@ static void *s_worker(void *arg)
         zsock_send(worker->push, "1", 1);
     }
     return NULL;
+}
+
+/* The jobs handed over and not delivered yet, as a metric (metrics.h). */
+static void s_gauge(work_t *self)
+{
+    static metrics_family_t *held;
+    if (!held)
+        held = metrics_gauge("berth_stager_jobs",
+                             "Image and seed jobs handed to the stager's threads, not delivered",
+                             NULL);
+    metrics_set(held, (double)self->held);
 }
 
 work_t *work_new(int threads, int queue_max)
@@ -182,6 +194,7 @@ int work_submit(work_t *self, work_fn *fn, work_done_fn *done, void *arg)
     pthread_cond_signal(&self->wake);
     pthread_mutex_unlock(&self->lock);
     self->held++;
+    s_gauge(self);
     return 0;
 }
 
@@ -215,6 +228,7 @@ void work_deliver(work_t *self)
         job->done(job->arg, 1);
         free(job);
     }
+    s_gauge(self);
 }
 
 size_t work_held(work_t *self)

@@ -42,6 +42,7 @@
 #include "keys.h"
 #include "limit.h"
 #include "lua_scripts.h"
+#include "metrics.h"
 #include "model.h"
 #include "throttle.h"
 
@@ -223,8 +224,7 @@ static ProtobufCMessage *s_copy(const ProtobufCMessage *msg)
    back on (sign 1: unshelve asked, within limit when given) its group's and owner's usage,
    and quota_held says what it holds now: a shelved VM keeps its count and disk. A VM with
    no group holds no quota. */
-static void s_quota_shelve(model_tx_t *tx, const Berth__Vm *vm, int sign,
-                           const Berth__Group *limit)
+static void s_quota_shelve(model_tx_t *tx, const Berth__Vm *vm, int sign, const Berth__Group *limit)
 {
     const Berth__Resources *f = vm->flavor;
     if (!f || !vm->group || !*vm->group)
@@ -883,8 +883,9 @@ static s_rc_t s_shrink_claim(tasks_t *self, s_held_t *h, const s_stage_t *stage)
         return S_WAIT;
     Berth__ClaimReleased *rel =
         (Berth__ClaimReleased *)envelope_body(reply, &berth__claim_released__descriptor);
-    s_result(h, rel && rel->released ? "vCPUs and RAM given back to host %s; disk kept there"
-                                     : "no claim held on host %s",
+    s_result(h,
+             rel && rel->released ? "vCPUs and RAM given back to host %s; disk kept there"
+                                  : "no claim held on host %s",
              h->task->host);
     if (rel)
         berth__claim_released__free_unpacked(rel, NULL);
@@ -925,8 +926,8 @@ static s_rc_t s_unshelve_schedule(tasks_t *self, s_held_t *h, const s_stage_t *s
     if (s_is(sel->host, t->from_host))
         s_result(h, "claimed on host %s, where its disk is", sel->host);
     else
-        s_result(h, "claimed on host %s; its disk is on host %s and is made again there",
-                 sel->host, t->from_host);
+        s_result(h, "claimed on host %s; its disk is on host %s and is made again there", sel->host,
+                 t->from_host);
     berth__host_selection__free_unpacked(sel, NULL);
     return S_DONE;
 }
@@ -1087,8 +1088,7 @@ typedef struct {
 
 static const s_action_t s_actions[] = {
     { "start", "START", s_start_stages, "ACTIVE", "STOPPED CRASHED", "RUNNING", NULL, 0, 0 },
-    { "stop", "STOP", s_stop_stages, "ACTIVE", "RUNNING SUSPENDED CRASHED", "STOPPED", NULL, 1,
-      1 },
+    { "stop", "STOP", s_stop_stages, "ACTIVE", "RUNNING SUSPENDED CRASHED", "STOPPED", NULL, 1, 1 },
     { "reboot", "REBOOT", s_reboot_stages, "ACTIVE", "RUNNING", NULL, NULL, 0, 1 },
     { "suspend", "SUSPEND", s_suspend_stages, "ACTIVE", "RUNNING", "SUSPENDED", NULL, 0, 0 },
     { "resume", "RESUME", s_resume_stages, "ACTIVE", "SUSPENDED", "RUNNING", NULL, 0, 0 },
@@ -1173,6 +1173,51 @@ static const s_stage_t *s_next(s_held_t *h, const s_stage_t *table, const s_stag
 
 /* ---- endings ------------------------------------------------------------------------------ */
 
+/* The task engine's metrics (metrics.h): tasks ended by kind, class and end, their time on
+   the platform clock, and (refreshed every heartbeat) what this instance holds and what
+   waits: due for a holder, in line for a heavy slot. */
+static struct {
+    metrics_family_t *ended, *seconds, *held, *waiting;
+} s_m;
+
+static void s_metrics_declare(void)
+{
+    s_m.ended = metrics_counter("berth_tasks_ended_total",
+                                "Tasks this instance ended, by kind, class and end state",
+                                "kind,class,state");
+    s_m.seconds = metrics_histogram(
+        "berth_task_seconds", "Time from a task's creation to its end, platform clock", "kind");
+    s_m.held = metrics_gauge("berth_tasks_held", "Tasks this instance holds, by class", "class");
+    s_m.waiting = metrics_gauge("berth_tasks_waiting",
+                                "Tasks waiting, platform-wide: due (for a holder) or line (for a "
+                                "heavy slot)",
+                                "queue");
+}
+
+static int s_gauges(service_t *service, void *arg)
+{
+    (void)service;
+    tasks_t *self = arg;
+    int light = 0, heavy = 0;
+    for (s_held_t *h = zhashx_first(self->held); h; h = zhashx_next(self->held)) {
+        if (s_is(h->task->task_class, "heavy"))
+            heavy++;
+        else
+            light++;
+    }
+    metrics_set(s_m.held, light, "light");
+    metrics_set(s_m.held, heavy, "heavy");
+    const char *queues[][2] = { { "due", KEYS_TASKS_DUE }, { "line", KEYS_THROTTLE_QUEUE } };
+    for (size_t i = 0; i < sizeof queues / sizeof queues[0]; i++) {
+        redisReply *r = store_command(self->store, "ZCARD %s", queues[i][1]);
+        if (r && r->type == REDIS_REPLY_INTEGER)
+            metrics_set(s_m.waiting, (double)r->integer, queues[i][0]);
+        if (r)
+            freeReplyObject(r);
+    }
+    return 0;
+}
+
 static void s_finish_task(s_held_t *h, const char *state)
 {
     Berth__Task *t = h->task;
@@ -1181,6 +1226,9 @@ static void s_finish_task(s_held_t *h, const char *state)
     s_set(&t->state, state);
     s_set(&t->stage, "done");
     t->finished_ms = clock_now_ms();
+    metrics_add(s_m.ended, 1, t->kind, t->task_class, state);
+    if (t->created_ms > 0 && t->finished_ms >= t->created_ms)
+        metrics_observe(s_m.seconds, (double)(t->finished_ms - t->created_ms) / 1000.0, t->kind);
     s_set(&t->holder, "");
     if (s_is(state, "SUCCEEDED"))
         t->percent = 100;
@@ -2068,9 +2116,10 @@ static void s_dispose_for(tasks_t *self, bus_request_t *request, const Berth__Di
         if (!s_is(vm->state, "ACTIVE") && !s_is(vm->state, "ERROR") &&
             !s_is(vm->state, "SHELVED") && !s_is(vm->state, "EXPIRING") &&
             !s_is(vm->state, "EXPIRED")) {
-            snprintf(msg, sizeof msg,
-                     "VM is %s; only ACTIVE, SHELVED, EXPIRING, EXPIRED or ERROR VMs can be disposed",
-                     vm->state);
+            snprintf(
+                msg, sizeof msg,
+                "VM is %s; only ACTIVE, SHELVED, EXPIRING, EXPIRED or ERROR VMs can be disposed",
+                vm->state);
             berth__vm__free_unpacked(vm, NULL);
             bus_reply_error(request, "CONFLICT", msg);
             return;
@@ -2864,6 +2913,8 @@ tasks_t *tasks_new(service_t *service, agents_t *agents)
     service_on(service, "VmAction", "gateway", s_on_action, self);
     service_on(service, "TaskRecover", "gateway", s_on_recover, self);
     service_reader(service, zactor_sock(self->waker), s_on_wake, self);
+    s_metrics_declare();
+    service_every(service, service_heartbeat_ms(service), s_gauges, self);
     s_run(self);
     return self;
 }

@@ -4,7 +4,8 @@
 Without Docker: docker-compose validates and normalizes the file, then every Berth service
 in it is started from BERTH_BIN_DIR as a local process with its compose environment
 translated to loopback (Redis on a free port, each `tcp://*:5555` bind on a free port,
-`tcp://<service>:5555` references pointed at those ports, the gateway on a free HTTP port).
+`tcp://<service>:5555` references pointed at those ports by the name localhost, the gateway on
+a free HTTP port).
 The test passes when the gateway's /v1/health lists every service of the compose file.
 
 Run: BERTH_BIN_DIR=build/bin python3 tests/integration/test_compose.py
@@ -16,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import unittest
+import urllib.request
 from collections import Counter
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -23,7 +25,7 @@ COMPOSE_FILE = os.path.join(ROOT, "docker-compose.yml")
 
 # deploy/platform.py, loaded by path once for every test (berth_test.py).
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from berth_test import berth_platform  # noqa: E402
+from berth_test import Api, berth_platform  # noqa: E402
 
 try:
     import yaml
@@ -220,6 +222,23 @@ class ComposeFile(unittest.TestCase):
                               for v in svc.get("volumes") or []]
                     self.assertIn(environment(svc)["BERTH_SECRETS_DIR"], mounts)
 
+    def test_metrics_served_and_scraped(self):
+        """Every service serves /metrics on 9464 inside the network, never published, and
+        deploy/prometheus.yml scrapes every one of them by its compose name."""
+        with open(os.path.join(ROOT, "deploy", "prometheus.yml")) as f:
+            prom = yaml.safe_load(f)
+        scraped = {}
+        for job in prom["scrape_configs"]:
+            for sd in job.get("dns_sd_configs", []):
+                for name in sd["names"]:
+                    scraped[name] = (sd["type"], sd["port"], job.get("metrics_path", "/metrics"))
+        for name, svc in self.services.items():
+            with self.subTest(service=name):
+                env = environment(svc)
+                self.assertEqual(env.get("BERTH_METRICS_PORT"), "9464")
+                self.assertEqual(env.get("BERTH_METRICS_HOST"), "0.0.0.0")
+                self.assertEqual(scraped.get(name), ("A", 9464, "/metrics"))
+
     def test_gateway_publishes_its_http_port(self):
         gateways = [s for s in self.services.values() if service_type(s) == "gateway"]
         self.assertEqual(len(gateways), 1)
@@ -296,7 +315,9 @@ class ComposeAsLocalProcesses(unittest.TestCase):
                 if key not in local:
                     raise AssertionError("compose refers to %s:%s, which no service binds"
                                          % key)
-                return "tcp://" + local[key]
+                # By name, as compose's DNS would answer: an agent resolves it to every
+                # address (here one) and links to each.
+                return "tcp://localhost:" + local[key].split(":")[1]
             return re.sub(r"tcp://([A-Za-z0-9_.-]+):(\d+)", sub, value)
 
         # The init step first, as compose runs it (its volume inside this test's data dir).
@@ -354,6 +375,10 @@ class ComposeAsLocalProcesses(unittest.TestCase):
                     os.makedirs(out[key], exist_ok=True)
                 elif key == "BERTH_HTTP_BIND":
                     out[key] = "127.0.0.1"
+                elif key == "BERTH_METRICS_HOST":
+                    out[key] = "127.0.0.1"
+                elif key == "BERTH_METRICS_PORT":
+                    out[key] = str(p.free_port())   # each container has 9464 to itself
                 elif key == "BERTH_HTTP_PORT":
                     p.http_port = p.free_port()
                     out[key] = str(p.http_port)
@@ -398,6 +423,16 @@ class ComposeAsLocalProcesses(unittest.TestCase):
             self.assertTrue(entry.get("endpoint"), entry)
         self.assertEqual(self.platform.http("GET", "/readyz").status, 200)
         self.assertEqual(self.platform.unexpected_exits(), [])
+        # A VM comes up: its agent got the commands over the polls it parks at every
+        # address the name taskmgr stands for.
+        api = Api(self.platform)
+        vm = api.request("small", "compose-vm")["vms"][0]["id"]
+        self.assertEqual(api.wait_vm(vm, ("ACTIVE",))["state"], "ACTIVE")
+        # Every container serves its metrics (on 9464 in compose; here on a port each).
+        for proc in self.platform.procs:
+            with urllib.request.urlopen(self.platform.metrics_url(proc), timeout=10) as m:
+                self.assertEqual(m.status, 200, proc.name)
+                self.assertIn(b"berth_service_info{", m.read(), proc.name)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 # deploy/platform.py, loaded by path once for every test (berth_test.py).
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from berth_test import berth_platform  # noqa: E402
+from berth_test import berth_platform, wait_until  # noqa: E402
 
 ADMIN_PASSWORD = "gateway-test-admin-pw"
 CALL_TIMEOUT_MS = 500            # no other service runs: calls to them must give up quickly
@@ -250,32 +250,42 @@ class GatewayApi(unittest.TestCase):
             self.assertLess(time.monotonic() - deleted, 1.0 + 2.0, "token still accepted")
             time.sleep(0.05)
 
-    def test_template_list_follows_the_catalog_at_once(self):
-        # Templates are read from their keys (approval writes them; none runs here): a new
-        # template shows in the very next listing, whichever worker thread answers it.
-        def put_template(tid, name):
+    def test_template_list_follows_the_catalog_events(self):
+        # Templates are read from their keys (approval writes them; none runs here) and the
+        # rendered list is kept until the event stream says the catalog changed: a new template
+        # shows as soon as its event is read, then in every listing, whichever worker thread
+        # answers it.
+        def put_template(tid, name, event=True):
             self.redis("HSET", "berth:template:" + tid, "id", tid, "name", name, "vcpus", "1",
                        "ram_mb", "512", "disk_gb", "5", "os", "linux", "image", "base",
                        "lease_days", "7", "requires_approval", "0")
             self.redis("ZADD", "berth:templates", "0", tid)
+            if event:
+                self.redis("XADD", "berth:events", "*", "type", "template.created",
+                           "template", tid, "name", name)
 
         def names():
             r = self.as_admin("GET", "/v1/templates")
             self.assertEqual(r.status, 200, r)
             return [t["name"] for t in r.json()["templates"]]
 
+        def shows(expected, within):
+            wait_until(lambda: names() == expected, within, "the listing shows %s" % expected)
+            for _ in range(8):
+                self.assertEqual(names(), expected)
+
         try:
             put_template("t-zeta", "zeta")
-            for _ in range(8):
-                self.assertEqual(names(), ["zeta"])
+            shows(["zeta"], 2)
             put_template("t-alpha", "alpha")
-            for _ in range(8):
-                self.assertEqual(names(), ["alpha", "zeta"])
-            self.redis("ZREM", "berth:templates", "t-zeta")
-            for _ in range(8):
-                self.assertEqual(names(), ["alpha"])
+            shows(["alpha", "zeta"], 2)
+            # A change that came with no event (not approval's way) still shows within
+            # catalog_cache_ms (1 s by default).
+            put_template("t-beta", "beta", event=False)
+            shows(["alpha", "beta", "zeta"], 5)
         finally:
-            self.redis("DEL", "berth:templates", "berth:template:t-zeta", "berth:template:t-alpha")
+            self.redis("DEL", "berth:templates", "berth:template:t-zeta", "berth:template:t-alpha",
+                       "berth:template:t-beta")
 
     def test_public_routes_need_no_token(self):
         self.assertEqual(self.call("GET", "/healthz").status, 200)

@@ -60,8 +60,10 @@ class Provisioning(PlatformCase):
             self.assertIn(stage, names)
         self.assertTrue(all(s["state"] == "SUCCEEDED" for s in task["steps"]), task["steps"])
 
-        # The host's libvirt has the domain, its capacity is claimed.
-        self.assertIn(vm_id, host_domains(self.api, vm["host"]))
+        # The host's libvirt has the domain (as the agent's next heartbeat, sent once the
+        # command's inventory is taken, reports it), its capacity is claimed.
+        wait_until(lambda: vm_id in host_domains(self.api, vm["host"]), 10,
+                   "the host reporting the domain")
         during = self.api.hosts()[vm["host"]]
         self.assertEqual(during["used"]["ram_mb"] - before[vm["host"]]["used"]["ram_mb"], 1024)
         # Hosts count Berth's VMs only (the test driver's own "test" domain is not one).

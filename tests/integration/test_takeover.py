@@ -66,7 +66,9 @@ class Takeover(unittest.TestCase):
         vm = api.vm(vm_id)
         if task["state"] == "SUCCEEDED":
             self.assertEqual(vm["state"], "ACTIVE")
-            self.assertIn(vm_id, host_domains(api, vm["host"]))
+            # As the agent's next heartbeat reports it.
+            wait_until(lambda: vm_id in host_domains(api, vm["host"]), 10,
+                       "the host reporting the domain")
             api.wait_task(api.dispose(vm_id)["id"], timeout=60)
             self.assertEqual(api.vm(vm_id)["state"], "DISPOSED")
         else:

@@ -55,6 +55,24 @@ static void s_write(const char *dir, const char *name, const char *text)
     fclose(f);
 }
 
+static void test_resolve_endpoint(void **state)
+{
+    (void)state;
+    char out[4][UTIL_ENDPOINT_MAX];
+    assert_int_equal(util_resolve_endpoint("tcp://127.0.0.1:5555", out, 4), 1);
+    assert_string_equal(out[0], "tcp://127.0.0.1:5555");
+    /* A name: its IPv4 addresses (localhost is also ::1, left out when IPv4 exists). */
+    assert_int_equal(util_resolve_endpoint("tcp://localhost:5555", out, 4), 1);
+    assert_string_equal(out[0], "tcp://127.0.0.1:5555");
+    /* Not tcp://host:port: as it is. */
+    assert_int_equal(util_resolve_endpoint("ipc:///run/berth/taskmgr", out, 4), 1);
+    assert_string_equal(out[0], "ipc:///run/berth/taskmgr");
+    assert_int_equal(util_resolve_endpoint("tcp://[::1]:5555", out, 4), 1);
+    assert_string_equal(out[0], "tcp://[::1]:5555");
+    assert_int_equal(util_resolve_endpoint("tcp://no-such-host.invalid:5555", out, 4), -1);
+    assert_int_equal(util_resolve_endpoint("tcp://localhost:5555", out, 0), 0);
+}
+
 static void test_secret_read(void **state)
 {
     (void)state;
@@ -84,6 +102,7 @@ int main(void)
         cmocka_unit_test(test_is_uuid),
         cmocka_unit_test(test_parse_int),
         cmocka_unit_test(test_secret_read),
+        cmocka_unit_test(test_resolve_endpoint),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
