@@ -298,11 +298,10 @@ static void s_reported(http_req_t *req, ProtobufCMessage *answer)
         s_row_key(by, l, key, sizeof key);
         json_t *row = json_object_get(index, key);
         if (!row) {
-            row = json_pack("{s:s, s:I, s:I, s:I}", s_by_names[by], key, (json_int_t)0,
+            row = json_pack("{s:s, s:I, s:I, s:I}", s_by_names[by], key, "amount", (json_int_t)0,
                             "compute_ms", (json_int_t)0, "disk_ms", (json_int_t)0);
-            json_object_del(row, s_by_names[by]);
-            json_object_set_new(row, s_by_names[by], json_string(key));
-            json_object_set_new(row, "amount", json_integer(0));
+            if (!row)
+                break;
             if (by == S_BY_VM) {
                 json_object_set_new(row, "owner", json_string(l->owner));
                 json_object_set_new(row, "template", json_string(l->template_));
