@@ -108,7 +108,7 @@ static int s_rate_create(cli_t *cli, int argc, char **argv)
     if (cli->json)
         cli_print_json(answer);
     else {
-        json_t *one = json_pack("[O]", answer);
+        json_t *one = json_pack("[O]", json_object_get(answer, "rate"));
         s_cards_table(one);
         json_decref(one);
     }
@@ -141,7 +141,7 @@ int cli_rates(cli_t *cli, int argc, char **argv)
         if (cli->json)
             cli_print_json(card);
         else {
-            json_t *one = json_pack("[O]", card);
+            json_t *one = json_pack("[O]", json_object_get(card, "rate"));
             s_cards_table(one);
             json_decref(one);
         }

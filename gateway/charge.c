@@ -34,7 +34,7 @@ static void s_card_made(http_req_t *req, ProtobufCMessage *answer)
 {
     const Berth__RateCard *c = (const Berth__RateCard *)answer;
     snprintf(req->location, sizeof req->location, "/v1/rates/%s", c->id);
-    http_json(req, 201, s_card_view(c));
+    http_json(req, 201, json_pack("{s:o}", "rate", s_card_view(c)));
 }
 
 /* A price field of the body: 0 to LIMIT_RATE_PRICE_MAX, required. */
@@ -163,7 +163,7 @@ static void s_card_got(http_req_t *req, ProtobufCMessage *answer)
         http_error(req, "NOT_FOUND", "no such rate card");
         return;
     }
-    http_json(req, 200, s_card_view(list->cards[0]));
+    http_json(req, 200, json_pack("{s:o}", "rate", s_card_view(list->cards[0])));
 }
 
 void charge_list_rates(http_req_t *req)
@@ -399,17 +399,10 @@ void charge_report_get(http_req_t *req)
         return;
     }
     char group_id[UTIL_ID_LEN] = "";
-    if (groups_resolve(req, group, group_id) != 0)
+    if (groups_authorize(req, group, "chargeback.read",
+                         "a group's chargeback is for its managers and auditors, and admins",
+                         group_id) != 0)
         return;
-    if (!perm_allows(req, "chargeback.read", NULL, group_id)) {
-        if (*perm_group_role(req, group_id))
-            http_error_details(req, "FORBIDDEN",
-                               "a group's chargeback is for its managers and auditors, and admins",
-                               json_pack("{s:s}", "action", "chargeback.read"));
-        else
-            http_error(req, "NOT_FOUND", "no such group");
-        return;
-    }
     Berth__GetChargeback ask = BERTH__GET_CHARGEBACK__INIT;
     ask.group = group_id;
     ask.from_ms = from;

@@ -159,6 +159,17 @@ class Chargeback(PlatformCase):
         cards = json.loads(berth("rates", "-o", "json"))
         cards = cards["rates"] if isinstance(cards, dict) else cards
         self.assertIn(change * 1000, [c["effective_ms"] for c in cards])
+        # A card made with the CLI, shown as a table and as JSON, as the API stores it.
+        later = int(time.time()) + 30 * 86400
+        out = berth("rate", "create", "--currency", "EUR", "--vcpu-hour", "5", "--ram-gb-hour", "6",
+                    "--disk-gb-hour", "7", "--effective", str(later), "--templates", "tiny=8",
+                    "--note", "next month")
+        self.assertIn("next month", out)
+        card = [c for c in self.api.get("/v1/rates")["rates"] if c.get("note") == "next month"][0]
+        self.assertEqual((card["vcpu_hour"], card["templates"], card["effective_ms"]),
+                         (5, {"tiny": 8}, later * 1000))
+        self.assertEqual(json.loads(berth("rate", "show", card["id"], "-o", "json"))["rate"], card)
+        self.assertIn(card["id"], berth("rate", "show", card["id"]))
 
 
 if __name__ == "__main__":
