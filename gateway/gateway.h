@@ -227,6 +227,13 @@ void charge_list_rates(http_req_t *req);  /* GET /v1/rates */
 void charge_get_rate(http_req_t *req);    /* GET /v1/rates/{id} */
 void charge_report_get(http_req_t *req);  /* GET /v1/chargeback */
 
+/* ---- images.c: the stager's image store ---- */
+json_t *view_image(const Berth__Image *im);
+void images_import(http_req_t *req); /* POST /v1/images (admins, operators) */
+void images_list(http_req_t *req);   /* GET /v1/images */
+void images_get(http_req_t *req);    /* GET /v1/images/{id}: id or name */
+void images_delete(http_req_t *req); /* DELETE /v1/images/{id} (admins, operators) */
+
 /* ---- vms.c: VMs, tasks, usage ---- */
 void vms_list(http_req_t *req);         /* GET /v1/vms */
 void vms_get(http_req_t *req);          /* GET /v1/vms/{id} */

@@ -57,6 +57,8 @@
    an application's name and version) and its applications. */
 #define LIMIT_IMAGE_TEXT_MAX 64
 #define LIMIT_IMAGE_APPS_MAX 64
+#define LIMIT_IMAGE_NAME_MAX 64   /* an image's name: [a-z0-9][a-z0-9._-]* */
+#define LIMIT_IMAGE_PATH_MAX 1024 /* the file an import names, under the import directory */
 
 /* Rate cards (the meter; POST /v1/rates). Prices are integer minor units: per 1,000 hours for
    vCPU, GB-RAM and GB-disk, per day for a template; factors are per mille. */

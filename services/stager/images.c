@@ -106,6 +106,8 @@ static int s_check_import(const Berth__ImportImage *req, berth_error_t *error)
         return error_field(error, "min_disk_gb", "min_disk_gb must be 0 to %d", LIMIT_DISK_GB_MAX);
     if (!req->path || !*req->path)
         return error_field(error, "path", "path is required: a file under the import directory");
+    if (strlen(req->path) > LIMIT_IMAGE_PATH_MAX)
+        return error_field(error, "path", "path is longer than %d bytes", LIMIT_IMAGE_PATH_MAX);
     return 0;
 }
 

@@ -85,6 +85,8 @@ class Contract(unittest.TestCase):
                                  "application/json", "schema")["properties"]
         rate = self.schema_at("/v1/rates", "post", "requestBody", "content",
                               "application/json", "schema")["properties"]
+        image = self.schema_at("/v1/images", "post", "requestBody", "content",
+                               "application/json", "schema")["properties"]
         stated = {
             "LIMIT_RATE_PRICE_MAX": rate["vcpu_hour"]["maximum"],
             "LIMIT_RATE_FACTOR_MAX": rate["factors"]["properties"]["running"]["maximum"],
@@ -124,7 +126,15 @@ class Contract(unittest.TestCase):
             "LIMIT_WEBHOOK_URL_MAX": webhook["url"]["maxLength"],
             "LIMIT_WEBHOOK_SECRET_MIN": webhook["secret"]["minLength"],
             "LIMIT_WEBHOOK_SECRET_MAX": webhook["secret"]["maxLength"],
+            "LIMIT_IMAGE_TEXT_MAX": image["os_version"]["maxLength"],
+            "LIMIT_IMAGE_APPS_MAX": image["applications"]["maxItems"],
+            "LIMIT_IMAGE_NAME_MAX": image["name"]["maxLength"],
+            "LIMIT_IMAGE_PATH_MAX": image["path"]["maxLength"],
         }
+        # An application's name and version share the image texts' limit.
+        app = C.resolve({"$ref": "#/components/schemas/ImageApp"})["properties"]
+        self.assertEqual(app["name"]["maxLength"], stated["LIMIT_IMAGE_TEXT_MAX"])
+        self.assertEqual(image["arch"]["maxLength"], stated["LIMIT_IMAGE_TEXT_MAX"])
         # A group's members: at most LIMIT_GROUP_MEMBERS_MAX, stated where members are added.
         members = C.spec["paths"]["/v1/groups/{id}/members"]["post"]["description"]
         self.assertIn(str(limits()["LIMIT_GROUP_MEMBERS_MAX"]), members)
