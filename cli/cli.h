@@ -169,6 +169,7 @@ int cli_passwd(cli_t *cli, int argc, char **argv); /* change one's own password 
 int cli_keys(cli_t *cli, int argc, char **argv);   /* one's API keys: create, list, revoke */
 int cli_templates(cli_t *cli, int argc, char **argv);
 int cli_hosts(cli_t *cli, int argc, char **argv);
+int cli_images(cli_t *cli, int argc, char **argv); /* model images: list, show, import, delete */
 int cli_host(cli_t *cli, int argc, char **argv);
 int cli_vms(cli_t *cli, int argc, char **argv);
 int cli_vm(cli_t *cli, int argc, char **argv);

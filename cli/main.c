@@ -39,6 +39,21 @@ static const s_command_t s_commands[] = {
     { "template list", cli_templates,
       "template list [--group G]           what VMs can be made from (in group G)", "templates" },
     { "templates", .alias_of = "template list" },
+    { "image list", cli_images,
+      "image list                          model images: state, OS, applications, minimums",
+      "images" },
+    { "images", .alias_of = "image list" },
+    { "image show", cli_images, "image show IMAGE                    one image (id or name)",
+      "images show" },
+    { "image import", cli_images,
+      "image import PATH --name NAME --os OS [--os-version V] [--arch A]\n"
+      "             [--apps NAME=VERSION,...] [--min-ram-mb N] [--min-disk-gb N]\n"
+      "                                    import a file under the stager's import\n"
+      "                                    directory (admins, operators; inspected first)",
+      "images import" },
+    { "image delete", cli_images,
+      "image delete IMAGE                  delete an image no template or VM uses",
+      "images delete" },
     { "host list", cli_hosts, "host list                           hosts: state, use, orphans",
       "hosts" },
     { "hosts", .alias_of = "host list" },
