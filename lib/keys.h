@@ -146,12 +146,17 @@ typedef enum {
        notices are POSTed and the key they are signed with (approval writes; the meter reads). */
     KEYS_GROUP_WEBHOOK,
     KEYS_RATE, /* berth:rate:<id>  hash: RateCard (the meter writes it once, never changes it) */
+    /* berth:ssh-key:<user>:<name>  hash: SshKey, one of a user's SSH public keys (the gateway
+       writes it with model_tx, beside the user's index). */
+    KEYS_SSH_KEY,
+    /* berth:user-ssh-keys:<user>  zset: the names of the user's SSH keys by created_ms */
+    KEYS_USER_SSH_KEYS,
     KEYS_KIND_COUNT
 } keys_kind_t;
 
-/* The key of kind for id (and id2 for the two-part kinds KEYS_INSTANCE and KEYS_IDEM, NULL
-   otherwise) into buf[KEYS_MAX]; returns buf. Ids are checked for length by whoever accepts
-   them; one that would not fit is cut, never overflows. */
+/* The key of kind for id (and id2 for the two-part kinds KEYS_INSTANCE, KEYS_IDEM,
+   KEYS_GROUP_USER_USAGE and KEYS_SSH_KEY, NULL otherwise) into buf[KEYS_MAX]; returns buf. Ids are
+   checked for length by whoever accepts them; one that would not fit is cut, never overflows. */
 const char *keys_build(char *buf, keys_kind_t kind, const char *id, const char *id2);
 
 /* Shorthands for the keys built most often. */

@@ -3,6 +3,8 @@
 -- KEYS: every key the transaction touches; KEYS[1] is the event stream.
 -- ARGV: a flat list of operations, an opcode then its arguments; k is an index into KEYS.
 --   C k field expected      check that HGET k field == expected ('' = field or key absent)
+--   N k max                 check that k (a hash, set or sorted set; absent = empty) holds
+--                           fewer than max entries
 --   P k n f1 v1 .. fn vn    HSET k with n field/value pairs
 --   D k                     DEL k
 --   Z k score member        ZADD k
@@ -75,6 +77,17 @@ while i <= n do
       return {err = 'CONFLICT ' .. k .. ' ' .. a[i + 2] .. ' is ' .. cur}
     end
     i = i + 4
+  elseif op == 'N' then
+    local k = key(i + 1)
+    local kind, size = redis.call('TYPE', k).ok, 0
+    if kind == 'zset' then size = redis.call('ZCARD', k)
+    elseif kind == 'set' then size = redis.call('SCARD', k)
+    elseif kind == 'hash' then size = redis.call('HLEN', k)
+    elseif kind ~= 'none' then return {err = 'CONFLICT ' .. k .. ' is a ' .. kind} end
+    if size >= tonumber(a[i + 2]) then
+      return {err = 'CONFLICT ' .. k .. ' holds ' .. size}
+    end
+    i = i + 3
   elseif op == 'P' then key(i + 1); i = i + 3 + 2 * tonumber(a[i + 2])
   elseif op == 'A' then audit, actor, rid = key(i + 1), a[i + 2], a[i + 3]; i = i + 4
   elseif op == 'E' then i = i + 2 + 2 * tonumber(a[i + 1])
@@ -87,6 +100,7 @@ i = 1
 while i <= n do
   local op = a[i]
   if op == 'C' or op == 'A' then i = i + 4
+  elseif op == 'N' then i = i + 3
   elseif op == 'T' then i = i + 10 + 2 * tonumber(a[i + 9])
   elseif op == 'P' then
     local cnt = tonumber(a[i + 2])
