@@ -170,6 +170,7 @@ int cli_keys(cli_t *cli, int argc, char **argv);   /* one's API keys: create, li
 int cli_templates(cli_t *cli, int argc, char **argv);
 int cli_hosts(cli_t *cli, int argc, char **argv);
 int cli_images(cli_t *cli, int argc, char **argv); /* model images: list, show, import, delete */
+int cli_ssh_keys(cli_t *cli, int argc, char **argv); /* SSH keys: list, add, show, delete */
 int cli_host(cli_t *cli, int argc, char **argv);
 int cli_vms(cli_t *cli, int argc, char **argv);
 int cli_vm(cli_t *cli, int argc, char **argv);

@@ -61,9 +61,10 @@ static const s_command_t s_commands[] = {
       "host maintenance HOST on|off        no new VMs on HOST (operators), or back",
       "host maintenance" },
     { "request create", cli_request_cmd,
-      "request create TEMPLATE NAME [--count N] [--group G] [--wait] [--timeout S]\n"
-      "                                    ask for VMs (in group G: id or name); --wait\n"
-      "                                    follows them to ACTIVE",
+      "request create TEMPLATE NAME [--count N] [--group G] [--ssh-key K]... [--wait]\n"
+      "               [--timeout S]        ask for VMs (in group G: id or name) with your\n"
+      "                                    SSH keys K installed; --wait follows them to\n"
+      "                                    ACTIVE",
       "request" },
     { "request", .alias_of = "request create" },
     { "request list", cli_requests,
@@ -232,6 +233,18 @@ static const s_command_t s_commands[] = {
     { "key list", cli_keys, "key list                            your API keys", "keys list" },
     { "key revoke", cli_keys, "key revoke ID                       revoke one of your API keys",
       "keys revoke" },
+    { "ssh-key list", cli_ssh_keys,
+      "ssh-key list                        your SSH public keys: type, fingerprint", "ssh-keys" },
+    { "ssh-keys", .alias_of = "ssh-key list" },
+    { "ssh-key add", cli_ssh_keys,
+      "ssh-key add NAME FILE|--key LINE    keep an SSH public key (FILE: a .pub file, or -\n"
+      "                                    for standard input) for request --ssh-key",
+      "ssh-keys add" },
+    { "ssh-key show", cli_ssh_keys, "ssh-key show NAME                   one of your SSH keys",
+      "ssh-keys show" },
+    { "ssh-key delete", cli_ssh_keys,
+      "ssh-key delete NAME                 delete one of your SSH keys (VMs keep theirs)",
+      "ssh-keys delete" },
     { "health", cli_health,
       "health                              every registered service instance" },
     { "completion", s_completion,

@@ -67,4 +67,10 @@
 #define LIMIT_RATE_TEMPLATES_MAX 64              /* template prices on one card */
 #define LIMIT_RATE_NOTE_MAX      256             /* a card's note, in bytes */
 
+/* SSH public keys (the gateway keeps them; POST /v1/keys, a request's ssh_keys). */
+#define LIMIT_SSH_KEY_NAME_MAX     64   /* a key's name: [A-Za-z0-9._-] */
+#define LIMIT_SSH_KEY_MAX          8192 /* an OpenSSH public key line, in bytes */
+#define LIMIT_SSH_KEYS_PER_USER    64   /* keys one user holds (ssh_keys_per_user_max may lower) */
+#define LIMIT_REQUEST_SSH_KEYS_MAX 16   /* keys one request installs in its VMs */
+
 #endif

@@ -26,7 +26,9 @@
 #include "groups.h"
 #include "kinds.h"
 #include "log.h"
+#include "limit.h"
 #include "model.h"
+#include "sshkey.h"
 #include "util.h"
 
 #include <ctype.h>
@@ -281,6 +283,12 @@ static void s_body_hash(const Berth__CreateRequest *msg, int count, char out[S_B
     crypto_hash_sha256_update(&st, (const unsigned char *)tmpl, strlen(tmpl));
     crypto_hash_sha256_update(&st, (const unsigned char *)name, strlen(name));
     crypto_hash_sha256_update(&st, (const unsigned char *)group, strlen(group));
+    /* The keys asked for, by fingerprint (none: the hash a request without keys always had). */
+    for (size_t i = 0; i < msg->n_ssh_keys; i++) {
+        const char *fp = msg->ssh_keys[i]->fingerprint ? msg->ssh_keys[i]->fingerprint : "";
+        crypto_hash_sha256_update(&st, (const unsigned char *)":key:", 5);
+        crypto_hash_sha256_update(&st, (const unsigned char *)fp, strlen(fp));
+    }
     unsigned char digest[crypto_hash_sha256_BYTES];
     crypto_hash_sha256_final(&st, digest);
     sodium_bin2hex(out, S_BODY_HASH_LEN, digest, sizeof digest);
@@ -336,6 +344,29 @@ static int s_idem_lookup(store_t *store, const char *idem_key, int64_t now, cons
     return 1;
 }
 
+/* The SSH keys the gateway resolved for the request: at most LIMIT_REQUEST_SSH_KEYS_MAX,
+   each the owner's, named, fingerprinted and one public key line the seed may carry as it
+   is. */
+static int s_check_ssh_keys(const Berth__CreateRequest *msg, fault_t *fault)
+{
+    if (msg->n_ssh_keys > LIMIT_REQUEST_SSH_KEYS_MAX) {
+        error_set(fault, "BAD_REQUEST", "a request installs at most %d SSH keys",
+                  LIMIT_REQUEST_SSH_KEYS_MAX);
+        return error_detail(fault, "field", "ssh_keys");
+    }
+    for (size_t i = 0; i < msg->n_ssh_keys; i++) {
+        const Berth__SshKey *k = msg->ssh_keys[i];
+        if (!k->name || !*k->name || strlen(k->name) > LIMIT_SSH_KEY_NAME_MAX || !k->user ||
+            !msg->owner || strcmp(k->user, msg->owner) != 0 || !k->fingerprint ||
+            strlen(k->fingerprint) >= SSHKEY_FINGERPRINT_MAX || !k->public_key ||
+            !sshkey_line_ok(k->public_key, LIMIT_SSH_KEY_MAX)) {
+            error_set(fault, "BAD_REQUEST", "ssh_keys[%zu] is not a resolved SSH public key", i);
+            return error_detail(fault, "field", "ssh_keys");
+        }
+    }
+    return 0;
+}
+
 int requests_group(store_t *store, const char *ref, const char *owner, int admin,
                    char group_id[UTIL_ID_LEN], fault_t *fault)
 {
@@ -353,7 +384,8 @@ int requests_create(store_t *store, const policy_t *policy, const Berth__CreateR
         policy_check_template_ref(msg->template_, fault) != 0 ||
         policy_check_vm_name(msg->name, fault) != 0 ||
         (count = policy_count(policy, msg->count, fault)) < 0 ||
-        policy_check_idempotency_key(msg->idempotency_key, fault) != 0)
+        policy_check_idempotency_key(msg->idempotency_key, fault) != 0 ||
+        s_check_ssh_keys(msg, fault) != 0)
         return -1;
 
     int64_t now = clock_now_ms();  /* stamps */
@@ -439,6 +471,8 @@ int requests_create(store_t *store, const policy_t *policy, const Berth__CreateR
     req.awaiting = (char *)(approved ? "" : awaiting);
     req.n_steps = approved ? 1 : 0;
     req.steps = approved ? auto_steps : NULL;
+    req.n_ssh_keys = msg->n_ssh_keys;
+    req.ssh_keys = msg->ssh_keys;
 
     /* The template and the group must still be there when the transaction runs, and the
        owner's place in the group what it was when read. */
@@ -472,6 +506,8 @@ int requests_create(store_t *store, const policy_t *policy, const Berth__CreateR
         vm->os = tmpl->os;
         vm->lease_days = tmpl->lease_days;
         vm->rebuild_on_loss = tmpl->rebuild_on_loss;
+        vm->n_ssh_keys = msg->n_ssh_keys;
+        vm->ssh_keys = msg->ssh_keys;
         vm->created_ms = now;
         vm->updated_ms = now;
         if (approved)

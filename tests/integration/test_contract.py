@@ -87,6 +87,10 @@ class Contract(unittest.TestCase):
                               "application/json", "schema")["properties"]
         image = self.schema_at("/v1/images", "post", "requestBody", "content",
                                "application/json", "schema")["properties"]
+        sshkey = self.schema_at("/v1/keys", "post", "requestBody", "content",
+                                "application/json", "schema")["properties"]
+        sshkeys = self.schema_at("/v1/keys", "get", "responses", "200", "content",
+                                 "application/json", "schema")["properties"]["keys"]
         stated = {
             "LIMIT_RATE_PRICE_MAX": rate["vcpu_hour"]["maximum"],
             "LIMIT_RATE_FACTOR_MAX": rate["factors"]["properties"]["running"]["maximum"],
@@ -130,6 +134,10 @@ class Contract(unittest.TestCase):
             "LIMIT_IMAGE_APPS_MAX": image["applications"]["maxItems"],
             "LIMIT_IMAGE_NAME_MAX": image["name"]["maxLength"],
             "LIMIT_IMAGE_PATH_MAX": image["path"]["maxLength"],
+            "LIMIT_SSH_KEY_NAME_MAX": sshkey["name"]["maxLength"],
+            "LIMIT_SSH_KEY_MAX": sshkey["public_key"]["maxLength"],
+            "LIMIT_SSH_KEYS_PER_USER": sshkeys["maxItems"],
+            "LIMIT_REQUEST_SSH_KEYS_MAX": create["ssh_keys"]["maxItems"],
         }
         # An application's name and version share the image texts' limit.
         app = C.resolve({"$ref": "#/components/schemas/ImageApp"})["properties"]
