@@ -124,6 +124,9 @@ void sshkeys_delete(http_req_t *req); /* DELETE /v1/keys/{name}: one's own */
    too many, a name twice, a name the caller has no key for) or 503 set. */
 int sshkeys_resolve(http_req_t *req, const json_t *names, Berth__SshKey ***keys_p, size_t *n_p);
 void sshkeys_free(Berth__SshKey **keys, size_t n);
+/* Delete every SSH key of user (just deleted: a user made later with the same name must not
+   find them). 0, or -1 when Redis failed. */
+int sshkeys_forget(store_t *store, const char *user, const char *request_id);
 /* A VM's or request's keys as shown: [{name, fingerprint}]. */
 json_t *sshkeys_view_refs(Berth__SshKey *const *keys, size_t n);
 

@@ -243,6 +243,37 @@ void sshkeys_delete(http_req_t *req)
     protobuf_c_message_free_unpacked(&k->base, NULL);
 }
 
+int sshkeys_forget(store_t *store, const char *user, const char *request_id)
+{
+    char index[KEYS_MAX], record[KEYS_MAX];
+    keys_build(index, KEYS_USER_SSH_KEYS, user, NULL);
+    redisReply *r = store_command(store, "ZRANGE %s 0 -1", index);
+    if (!r || r->type != REDIS_REPLY_ARRAY) {
+        if (r)
+            freeReplyObject(r);
+        return -1;
+    }
+    model_tx_t *tx = model_tx_new();
+    if (!tx) {
+        freeReplyObject(r);
+        return -1;
+    }
+    for (size_t i = 0; i < r->elements; i++)
+        if (r->element[i]->type == REDIS_REPLY_STRING)
+            model_tx_del(tx, keys_build(record, KEYS_SSH_KEY, user, r->element[i]->str));
+    model_tx_del(tx, index);
+    size_t n = r->elements;
+    freeReplyObject(r);
+    int rc = model_tx_commit(tx, store, NULL);
+    model_tx_destroy(&tx);
+    if (rc != 0)
+        return -1;
+    if (n)
+        log_info(request_id, "SSH keys of a deleted user removed", "{s:s, s:i}", "user", user,
+                 "keys", (int)n);
+    return 0;
+}
+
 int sshkeys_resolve(http_req_t *req, const json_t *names, Berth__SshKey ***keys_p, size_t *n_p)
 {
     *keys_p = NULL;

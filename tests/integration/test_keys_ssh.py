@@ -2,11 +2,11 @@
 """SSH keys (issue 12, Network identity and access): users keep SSH public keys on their
 account (POST/GET /v1/keys, GET/DELETE /v1/keys/{name}) with the fingerprint ssh-keygen
 prints; what is not a key is refused naming the field and nothing is stored; a key is its
-owner's alone (another user gets 404); a user holds at most ssh_keys_per_user_max keys; a
-request names keys, and its VM's cloud-init seed installs their lines (user-data
-ssh_authorized_keys) with the VM's name as hostname, unchanged when the key is deleted later;
-a name the requester has no key for is refused. The CLI does the same (berth ssh-key ...,
-berth request --ssh-key).
+owner's alone (another user gets 404) and goes with its user; a user holds at most
+ssh_keys_per_user_max keys; a request names keys, and its VM's cloud-init seed installs their
+lines (user-data ssh_authorized_keys) with the VM's name as hostname, unchanged when the key
+is deleted later; a name the requester has no key for is refused. The CLI does the same
+(berth ssh-key ..., berth request --ssh-key).
 
 Run: BERTH_BIN_DIR=build/bin python3 tests/integration/test_keys_ssh.py
 """
@@ -162,6 +162,11 @@ class SshKeys(PlatformCase):
         # Another user's keys do not count; one deleted makes room.
         self.assertEqual(carl.call("DELETE", "/v1/keys/k0").status, 200)
         self.add(carl, "one-more", lines[3])
+        # A user deleted takes the keys along: a new carl starts with none.
+        self.assertEqual(self.api.call("DELETE", "/v1/users/carl").status, 200)
+        self.assertEqual(self.redis_keys("carl"), [])
+        carl = self.api.create_user("carl", PW)
+        self.assertEqual(carl.get("/v1/keys")["keys"], [])
 
     def test_5_a_vm_gets_its_keys_and_hostname_in_its_seed(self):
         line, printed, _ = self.keys["rsa"]
