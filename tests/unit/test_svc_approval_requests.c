@@ -1,9 +1,9 @@
 /*  test_svc_approval_requests: the approval service against a real redis-server. The catalog
     is seeded exactly once (also when several instances race), requests create their VMs
     (each with the SSH keys asked for), provision tasks, due entries and events in one step,
-   approval-required requests wait for a decision, idempotency keys answer the same request, and bad
-   input is refused with the right code while Redis stays exactly as it was. The last tests go
-   through the bus handlers and through a stopped Redis. */
+    approval-required requests wait for a decision, idempotency keys answer the same request,
+    and bad input is refused with the right code while Redis stays exactly as it was. The
+    last tests go through the bus handlers and through a stopped Redis. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
