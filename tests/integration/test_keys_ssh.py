@@ -238,6 +238,9 @@ class SshKeys(PlatformCase):
                     "--ssh-key=flag-key", "-o", "json")
         req = json.loads(out)["request"]
         self.assertEqual([k["name"] for k in req["ssh_keys"]], ["file-key", "flag-key"])
+        vm_id = req["vms"][0]["id"]
+        self.assertIn("file-key (%s), flag-key (%s)" % (printed, self.keys["ec"][1]),
+                      berth("vm", "show", vm_id))
         berth("request", "small", "cli-nokey", "--ssh-key", "nothere", rc=1)
         berth("ssh-key", "delete", "stdin-key")
         self.assertNotIn("stdin-key", berth("ssh-keys"))
