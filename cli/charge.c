@@ -287,3 +287,108 @@ int cli_chargeback(cli_t *cli, int argc, char **argv)
     json_decref(body);
     return 0;
 }
+
+static const char s_budget_usage[] =
+    "usage: berth budget show G\n"
+    "       berth budget set G --amount N [--thresholds P,P,...] [--hard-stop]\n"
+    "       berth budget delete G\n"
+    "  G: a group's id or name; N: minor units a month; P: percent of N (default 80,100);\n"
+    "  --hard-stop: refuse new VM requests while the month's charges reach N\n";
+
+static void s_budget_print(json_t *answer)
+{
+    json_t *b = json_object_get(answer, "budget");
+    if (!json_is_object(b)) {
+        puts("no budget");
+        return;
+    }
+    cli_table_t *table = cli_table_new(2, "FIELD", "VALUE");
+    const char *fields[] = { "group",   "amount",     "currency", "thresholds", "hard_stop",
+                             "month",   "spent",      "blocked",  "checked",    "version",
+                             "updated", "updated_by", NULL };
+    for (int i = 0; fields[i]; i++)
+        cli_table_add(table, fields[i], T(b, fields[i]));
+    json_t *a;
+    size_t i;
+    json_array_foreach(json_object_get(b, "alerts"), i, a)
+    {
+        char what[64];
+        snprintf(what, sizeof what, "alert %lld%%",
+                 (long long)json_integer_value(json_object_get(a, "threshold")));
+        char when[160];
+        snprintf(when, sizeof when, "%s (spent %lld)", T(a, "at"),
+                 (long long)json_integer_value(json_object_get(a, "spent")));
+        cli_table_add(table, what, when);
+    }
+    cli_table_print(table, stdout);
+    cli_table_destroy(&table);
+}
+
+/* berth budget show|set|delete G ... (argv[0] "budget") */
+int cli_budget(cli_t *cli, int argc, char **argv)
+{
+    const char *verb = argc > 1 ? argv[1] : "";
+    cli_opt_t opts[] = { { "amount", 1, NULL, 0 },
+                         { "thresholds", 1, NULL, 0 },
+                         { "hard-stop", 0, NULL, 0 },
+                         { NULL } };
+    cli_opt_t none[] = { { NULL } };
+    const char *pos[1] = { NULL };
+    int set = streq(verb, "set");
+    if ((!set && !streq(verb, "show") && !streq(verb, "delete")) ||
+        cli_parse(argc - 1, argv + 1, set ? opts : none, pos, 1, 1) != 0 || (set && !opts[0].set)) {
+        fputs(s_budget_usage, stderr);
+        return 2;
+    }
+    char path[CLI_PATH_MAX + 16];
+    if (cli_path(path, CLI_PATH_MAX, "groups", pos[0]) != 0) {
+        fputs(s_budget_usage, stderr);
+        return 2;
+    }
+    strcat(path, "/budget");
+    json_t *body = NULL, *answer = NULL;
+    if (set) {
+        int64_t amount;
+        if (util_parse_int(opts[0].value, 1, INT64_MAX, &amount) != 0) {
+            fprintf(stderr, "berth budget set: --amount must be a whole number of minor units\n");
+            return 2;
+        }
+        body = json_pack("{s:I, s:b}", "amount", (json_int_t)amount, "hard_stop", opts[2].set);
+        if (opts[1].set) {
+            json_t *list = json_array();
+            char buf[256];
+            if (util_strlcpy(buf, opts[1].value, sizeof buf) != 0) {
+                fputs(s_budget_usage, stderr);
+                json_decref(list);
+                json_decref(body);
+                return 2;
+            }
+            char *save = NULL;
+            for (char *p = strtok_r(buf, ",", &save); p; p = strtok_r(NULL, ",", &save)) {
+                int64_t t;
+                if (util_parse_int(p, 0, INT32_MAX, &t) != 0) {
+                    fprintf(stderr, "berth budget set: --thresholds takes percents: 50,80,100\n");
+                    json_decref(list);
+                    json_decref(body);
+                    return 2;
+                }
+                json_array_append_new(list, json_integer(t));
+            }
+            json_object_set_new(body, "thresholds", list);
+        }
+    }
+    int rc = cli_http(cli,
+                      set                     ? "PUT"
+                      : streq(verb, "delete") ? "DELETE"
+                                              : "GET",
+                      path, body, &answer);
+    json_decref(body);
+    if (rc != 0)
+        return 1;
+    if (cli->json)
+        cli_print_json(answer);
+    else
+        s_budget_print(answer);
+    json_decref(answer);
+    return 0;
+}

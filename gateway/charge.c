@@ -409,3 +409,113 @@ void charge_report_get(http_req_t *req)
     ask.to_ms = to;
     rest_call(req, "meter", &ask.base, &berth__chargeback_report__descriptor, s_reported);
 }
+
+/* ---- budgets ---- */
+
+static json_t *s_budget_view(const Berth__Budget *b)
+{
+    json_t *thresholds = json_array(), *alerts = json_array();
+    for (size_t i = 0; thresholds && i < b->n_thresholds; i++)
+        json_array_append_new(thresholds, json_integer(b->thresholds[i]));
+    for (size_t i = 0; alerts && i < b->n_alerts; i++)
+        json_array_append_new(alerts,
+                              json_pack("{s:i, s:o, s:I}", "threshold", b->alerts[i]->threshold,
+                                        "at", rest_time(b->alerts[i]->at_ms), "spent",
+                                        (json_int_t)b->alerts[i]->spent));
+    return json_pack("{s:s, s:I, s:o, s:o, s:b, s:o, s:I, s:b, s:o, s:o, s:I, s:o, s:o}", "group",
+                     b->group, "amount", (json_int_t)b->amount, "currency", view_str(b->currency),
+                     "thresholds", thresholds, "hard_stop", b->hard_stop, "month",
+                     view_str(b->month), "spent", (json_int_t)b->spent, "blocked",
+                     b->blocked && *b->blocked, "checked", rest_time(b->checked_ms), "alerts",
+                     alerts, "version", (json_int_t)b->version, "updated", rest_time(b->updated_ms),
+                     "updated_by", view_str(b->updated_by));
+}
+
+static void s_budget_answer(http_req_t *req, ProtobufCMessage *answer)
+{
+    const Berth__Budget *b = (const Berth__Budget *)answer;
+    if (!b->version) { /* cleared */
+        http_json(req, 200, json_pack("{s:n}", "budget"));
+        return;
+    }
+    http_json(req, 200, json_pack("{s:o}", "budget", s_budget_view(b)));
+}
+
+/* GET /v1/groups/{id}/budget: the budget, the month's charges so far and its alerts. */
+void charge_budget_get(http_req_t *req)
+{
+    char id[UTIL_ID_LEN];
+    if (groups_authorize(req, req->params[0], "budget.get",
+                         "a group's budget is for its managers and auditors, and admins", id) != 0)
+        return;
+    Berth__GetBudget ask = BERTH__GET_BUDGET__INIT;
+    ask.group = id;
+    rest_call(req, "meter", &ask.base, &berth__budget__descriptor, s_budget_answer);
+}
+
+/* PUT /v1/groups/{id}/budget {"amount", "thresholds", "hard_stop", "version"}. */
+void charge_budget_set(http_req_t *req)
+{
+    static const char *const allowed[] = { "amount", "thresholds", "hard_stop", "version", NULL };
+    char id[UTIL_ID_LEN];
+    int64_t amount = 0, version = 0;
+    int hard_stop = 0;
+    if (groups_authorize(req, req->params[0], "budget.set",
+                         "a group's budget is set by its managers and admins", id) != 0 ||
+        rest_body(req, allowed) ||
+        rest_int(req, "amount", 1, 1, LIMIT_BUDGET_AMOUNT_MAX, &amount) ||
+        rest_bool(req, "hard_stop", 0, &hard_stop) < 0 ||
+        rest_int(req, "version", 0, 1, INT64_MAX, &version) < 0)
+        return;
+    /* thresholds: ascending percentages; absent: 80 and 100. */
+    int32_t thresholds[LIMIT_BUDGET_THRESHOLDS_MAX] = { 80, 100 };
+    size_t n = 2;
+    json_t *list = json_object_get(req->body, "thresholds");
+    if (list) {
+        if (!json_is_array(list) || json_array_size(list) > LIMIT_BUDGET_THRESHOLDS_MAX) {
+            http_bad_field(req, "thresholds", "thresholds must be an array of at most %d percents",
+                           LIMIT_BUDGET_THRESHOLDS_MAX);
+            return;
+        }
+        n = 0;
+        size_t i;
+        json_t *v;
+        json_array_foreach(list, i, v)
+        {
+            json_int_t t = json_is_integer(v) ? json_integer_value(v) : 0;
+            if (t < 1 || t > LIMIT_BUDGET_THRESHOLD_MAX || (n && t <= thresholds[n - 1])) {
+                http_bad_field(req, "thresholds",
+                               "thresholds must be ascending integers from 1 to %d (percent)",
+                               LIMIT_BUDGET_THRESHOLD_MAX);
+                return;
+            }
+            thresholds[n++] = (int32_t)t;
+        }
+    }
+    Berth__Budget b = BERTH__BUDGET__INIT;
+    b.group = id;
+    b.amount = amount;
+    b.thresholds = thresholds;
+    b.n_thresholds = n;
+    b.hard_stop = hard_stop;
+    Berth__SetBudget ask = BERTH__SET_BUDGET__INIT;
+    ask.budget = &b;
+    ask.version = version;
+    rest_call(req, "meter", &ask.base, &berth__budget__descriptor, s_budget_answer);
+}
+
+/* DELETE /v1/groups/{id}/budget: no budget (nor hard stop) from now; answers {"budget": null}
+   whether one was set or not. */
+void charge_budget_clear(http_req_t *req)
+{
+    char id[UTIL_ID_LEN];
+    if (groups_authorize(req, req->params[0], "budget.set",
+                         "a group's budget is set by its managers and admins", id) != 0)
+        return;
+    Berth__Budget b = BERTH__BUDGET__INIT;
+    b.group = id;
+    Berth__SetBudget ask = BERTH__SET_BUDGET__INIT;
+    ask.budget = &b;
+    ask.clear = 1;
+    rest_call(req, "meter", &ask.base, &berth__budget__descriptor, s_budget_answer);
+}

@@ -226,6 +226,9 @@ void charge_create_rate(http_req_t *req); /* POST /v1/rates */
 void charge_list_rates(http_req_t *req);  /* GET /v1/rates */
 void charge_get_rate(http_req_t *req);    /* GET /v1/rates/{id} */
 void charge_report_get(http_req_t *req);  /* GET /v1/chargeback */
+void charge_budget_get(http_req_t *req);   /* GET /v1/groups/{id}/budget */
+void charge_budget_set(http_req_t *req);   /* PUT /v1/groups/{id}/budget */
+void charge_budget_clear(http_req_t *req); /* DELETE /v1/groups/{id}/budget */
 
 /* ---- vms.c: VMs, tasks, usage ---- */
 void vms_list(http_req_t *req);         /* GET /v1/vms */

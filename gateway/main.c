@@ -77,6 +77,9 @@ static const http_route_t s_routes[] = {
       NULL },
     { "PUT", "/v1/groups/{id}/webhook", groups_set_webhook, "group.webhook.set", NULL },
     { "DELETE", "/v1/groups/{id}/webhook", groups_clear_webhook, "group.webhook.set", NULL },
+    { "GET", "/v1/groups/{id}/budget", charge_budget_get, "budget.get", NULL },
+    { "PUT", "/v1/groups/{id}/budget", charge_budget_set, "budget.set", NULL },
+    { "DELETE", "/v1/groups/{id}/budget", charge_budget_clear, "budget.set", NULL },
     { NULL, NULL, NULL, NULL, NULL },
 };
 

@@ -94,6 +94,8 @@
 #define KEYS_WEBHOOK_DUE        "berth:webhook:due"
 /* Rate cards (the meter: services/meter/rates.h): their ids by effective_ms. */
 #define KEYS_RATES "berth:rates"
+/* Budgets (the meter: services/meter/budget.h): the ids of the groups that have one. */
+#define KEYS_BUDGETS "berth:budgets"
 
 /* Keys with an id: the kind, then keys_build(). */
 typedef enum {
@@ -145,6 +147,12 @@ typedef enum {
        notices are POSTed and the key they are signed with (approval writes; the meter reads). */
     KEYS_GROUP_WEBHOOK,
     KEYS_RATE, /* berth:rate:<id>  hash: RateCard (the meter writes it once, never changes it) */
+    /* berth:budget:{<group>}  hash: Budget, the group's monthly budget and the meter's last
+       look at the month (month spent checked_ms blocked); the approval reads blocked. */
+    KEYS_BUDGET,
+    /* berth:budget-alerts:{<group>}  hash: "<YYYY-MM>:<threshold>" -> {"at_ms", "spent"} JSON:
+       each threshold reached in a month, written once with its budget.threshold event. */
+    KEYS_BUDGET_ALERTS,
     KEYS_KIND_COUNT
 } keys_kind_t;
 

@@ -403,12 +403,12 @@ int model_load(store_t *store, const ProtobufCMessageDescriptor *desc, const cha
 /* ---- transactions ----------------------------------------------------------------------- */
 
 struct _model_tx_t {
-    zlistx_t *args;      /* char *, the flat ARGV (after KEYS[1] = the event stream) */
-    int failed;          /* out of memory while building */
-    int refused;         /* asked for what the table or a message does not allow */
-    char error[256];     /* why it was refused (the first reason) */
-    zlistx_t *moved;     /* char *, "key field" of each transition added (for put_changed) */
-    char actor[96];      /* who the transitions are made for ("": service:<this service>) */
+    zlistx_t *args;  /* char *, the flat ARGV (after KEYS[1] = the event stream) */
+    int failed;      /* out of memory while building */
+    int refused;     /* asked for what the table or a message does not allow */
+    char error[256]; /* why it was refused (the first reason) */
+    zlistx_t *moved; /* char *, "key field" of each transition added (for put_changed) */
+    char actor[96];  /* who the transitions are made for ("": service:<this service>) */
     char request_id[40];
     int quota_hit;       /* the commit answered MODEL_QUOTA */
     model_quota_t quota; /* which limit, then */
@@ -523,6 +523,13 @@ void model_tx_zrem(model_tx_t *self, const char *key, const char *member)
 void model_tx_sadd(model_tx_t *self, const char *key, const char *member)
 {
     s_arg(self, "S");
+    s_arg(self, key);
+    s_arg(self, member);
+}
+
+void model_tx_srem(model_tx_t *self, const char *key, const char *member)
+{
+    s_arg(self, "M");
     s_arg(self, key);
     s_arg(self, member);
 }
@@ -925,7 +932,7 @@ static int s_op_width(const char **ops, size_t i, size_t n, int *has_key)
     }
     if (streq(op, "C") || streq(op, "Z") || streq(op, "A"))
         return 3;
-    if (streq(op, "R") || streq(op, "S"))
+    if (streq(op, "R") || streq(op, "S") || streq(op, "M"))
         return 2;
     if (streq(op, "D"))
         return 1;

@@ -61,6 +61,7 @@ void model_tx_del(model_tx_t *self, const char *key);
 void model_tx_zadd(model_tx_t *self, const char *key, int64_t score, const char *member);
 void model_tx_zrem(model_tx_t *self, const char *key, const char *member);
 void model_tx_sadd(model_tx_t *self, const char *key, const char *member);
+void model_tx_srem(model_tx_t *self, const char *key, const char *member);
 /* Append an event to STORE_EVENTS: type plus field/value pairs (NULL-terminated list). */
 void model_tx_event(model_tx_t *self, const char *type, ...);
 /* Who the transaction's transitions are made for, in their audit records (lib/audit.h):

@@ -8,6 +8,7 @@
 --   Z k score member        ZADD k
 --   R k member              ZREM k
 --   S k member              SADD k
+--   M k member              SREM k
 --   E n f1 v1 .. fn vn      XADD an event with n field/value pairs to KEYS[1]
 --   A k actor request_id    each transition applied is also an audit record (lib/audit.h)
 --                           in the audit stream k, made by actor: the audit trail gets it
@@ -79,7 +80,7 @@ while i <= n do
   elseif op == 'E' then i = i + 2 + 2 * tonumber(a[i + 1])
   elseif op == 'Z' then key(i + 1); i = i + 4
   elseif op == 'D' then key(i + 1); i = i + 2
-  elseif op == 'R' or op == 'S' then key(i + 1); i = i + 3
+  elseif op == 'R' or op == 'S' or op == 'M' then key(i + 1); i = i + 3
   else return {err = 'BADOP ' .. tostring(op)} end
 end
 i = 1
@@ -99,6 +100,7 @@ while i <= n do
   elseif op == 'Z' then redis.call('ZADD', key(i + 1), a[i + 2], a[i + 3]); i = i + 4
   elseif op == 'R' then redis.call('ZREM', key(i + 1), a[i + 2]); i = i + 3
   elseif op == 'S' then redis.call('SADD', key(i + 1), a[i + 2]); i = i + 3
+  elseif op == 'M' then redis.call('SREM', key(i + 1), a[i + 2]); i = i + 3
   elseif op == 'Q' then
     local k, cnt = key(i + 1), tonumber(a[i + 3])
     for x = i + 4, i + 1 + 3 * cnt, 3 do

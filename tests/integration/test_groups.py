@@ -100,6 +100,8 @@ class Groups(PlatformCase):
                                              "disk_gb_hour": 10})
         assert r.status == 201, r
         cls.rate = r.json()["rate"]["id"]
+        r = admin.call("PUT", "/v1/groups/eng/budget", {"amount": 10 ** 9})
+        assert r.status == 200, r
 
     def call(self, role, method, path, body=None):
         if role == "anonymous":
