@@ -240,12 +240,14 @@ int cli_chargeback(cli_t *cli, int argc, char **argv)
     const char *key = json_string_value(json_object_get(body, "by"));
     key = key ? key : by;
     int vm = streq(key, "vm");
+    int kinds = vm || streq(key, "user"); /* rows of a reservation-based group's own charges */
     const char *currency = json_string_value(json_object_get(body, "currency"));
     json_t *rows = json_object_get(body, "rows");
     size_t i;
     json_t *r;
     if (cli->csv) {
-        printf("%s%s,currency,amount,compute_ms,disk_ms\r\n", key, vm ? ",owner,template" : "");
+        printf("%s%s%s,currency,amount,compute_ms,disk_ms\r\n", key, vm ? ",owner,template" : "",
+               kinds ? ",kind" : "");
         json_array_foreach(rows, i, r)
         {
             s_csv(T(r, key));
@@ -255,10 +257,15 @@ int cli_chargeback(cli_t *cli, int argc, char **argv)
                 putchar(',');
                 s_csv(T(r, "template"));
             }
+            if (kinds) {
+                putchar(',');
+                s_csv(T(r, "kind"));
+            }
             printf(",%s,%s,%s,%s\r\n", currency ? currency : "", T(r, "amount"), T(r, "compute_ms"),
                    T(r, "disk_ms"));
         }
-        printf("total%s,%s,%s,,\r\n", vm ? ",," : "", currency ? currency : "", T(body, "total"));
+        printf("total%s%s,%s,%s,,\r\n", vm ? ",," : "", kinds ? "," : "", currency ? currency : "",
+               T(body, "total"));
     } else if (cli->json)
         cli_print_json(body);
     else {
@@ -272,11 +279,16 @@ int cli_chargeback(cli_t *cli, int argc, char **argv)
                      (double)json_integer_value(json_object_get(r, "compute_ms")) / 3600000.0);
             snprintf(dh, sizeof dh, "%.2f",
                      (double)json_integer_value(json_object_get(r, "disk_ms")) / 3600000.0);
+            /* The group's own charges (reservation-based) in the key's column. */
+            const char *kind = json_string_value(json_object_get(r, "kind"));
+            char what[32];
+            snprintf(what, sizeof what, "(%s)", kind ? kind : "");
+            const char *first = kind && *kind ? what : T(r, key);
             if (vm)
-                cli_table_add(table, T(r, "vm"), T(r, "owner"), T(r, "template"), T(r, "amount"),
-                              ch, dh);
+                cli_table_add(table, first, T(r, "owner"), T(r, "template"), T(r, "amount"), ch,
+                              dh);
             else
-                cli_table_add(table, T(r, key), T(r, "amount"), ch, dh);
+                cli_table_add(table, first, T(r, "amount"), ch, dh);
         }
         cli_table_print(table, stdout);
         cli_table_destroy(&table);

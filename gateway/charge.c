@@ -200,7 +200,13 @@ static int s_by_of(http_req_t *req)
     return s_by_names[by] ? by : -1;
 }
 
-/* A row's key for a line. */
+/* Rows by VM or user tell a VM's from the group's own (reservation-based) lines by kind. */
+static int s_by_kind(s_by_t by)
+{
+    return by == S_BY_VM || by == S_BY_USER;
+}
+
+/* A row's key for a line: what the row shows in its `by` column. */
 static void s_row_key(s_by_t by, const Berth__ChargeLine *l, char *key, size_t size)
 {
     switch (by) {
@@ -250,8 +256,8 @@ static void s_csv(http_req_t *req, const Berth__ChargebackReport *r, s_by_t by, 
         http_error(req, "INTERNAL", "out of memory");
         return;
     }
-    fprintf(out, "%s%s,currency,amount,compute_ms,disk_ms\r\n", s_by_names[by],
-            by == S_BY_VM ? ",owner,template" : "");
+    fprintf(out, "%s%s%s,currency,amount,compute_ms,disk_ms\r\n", s_by_names[by],
+            by == S_BY_VM ? ",owner,template" : "", s_by_kind(by) ? ",kind" : "");
     size_t i;
     json_t *row;
     json_array_foreach(rows, i, row)
@@ -263,6 +269,10 @@ static void s_csv(http_req_t *req, const Berth__ChargebackReport *r, s_by_t by, 
             fputc(',', out);
             s_csv_field(out, json_string_value(json_object_get(row, "template")));
         }
+        if (s_by_kind(by)) {
+            fputc(',', out);
+            s_csv_field(out, json_string_value(json_object_get(row, "kind")));
+        }
         fprintf(out,
                 ",%s,%" JSON_INTEGER_FORMAT ",%" JSON_INTEGER_FORMAT ",%" JSON_INTEGER_FORMAT
                 "\r\n",
@@ -270,7 +280,8 @@ static void s_csv(http_req_t *req, const Berth__ChargebackReport *r, s_by_t by, 
                 json_integer_value(json_object_get(row, "compute_ms")),
                 json_integer_value(json_object_get(row, "disk_ms")));
     }
-    fprintf(out, "total%s,%s,%" PRId64 ",,\r\n", by == S_BY_VM ? ",," : "", r->currency, r->total);
+    fprintf(out, "total%s%s,%s,%" PRId64 ",,\r\n", by == S_BY_VM ? ",," : "",
+            s_by_kind(by) ? "," : "", r->currency, r->total);
     fclose(out);
     struct MHD_Response *response =
         MHD_create_response_from_buffer(size, text, MHD_RESPMEM_MUST_FREE);
@@ -294,9 +305,12 @@ static void s_reported(http_req_t *req, ProtobufCMessage *answer)
     int64_t total = 0;
     for (size_t i = 0; rows && index && i < r->n_lines; i++) {
         const Berth__ChargeLine *l = r->lines[i];
-        char key[160];
+        char key[160], id[200];
         s_row_key(by, l, key, sizeof key);
-        json_t *row = json_object_get(index, key);
+        const char *kind = l->kind ? l->kind : "";
+        /* The index tells a user named like a kind from the group's lines. */
+        snprintf(id, sizeof id, "%s\t%s", s_by_kind(by) ? kind : "", key);
+        json_t *row = json_object_get(index, id);
         if (!row) {
             row = json_pack("{s:s, s:I, s:I, s:I}", s_by_names[by], key, "amount", (json_int_t)0,
                             "compute_ms", (json_int_t)0, "disk_ms", (json_int_t)0);
@@ -306,7 +320,9 @@ static void s_reported(http_req_t *req, ProtobufCMessage *answer)
                 json_object_set_new(row, "owner", json_string(l->owner));
                 json_object_set_new(row, "template", json_string(l->template_));
             }
-            json_object_set_new(index, key, row);
+            if (s_by_kind(by))
+                json_object_set_new(row, "kind", json_string(kind));
+            json_object_set_new(index, id, row);
             json_array_append(rows, row);
         }
         json_object_set_new(

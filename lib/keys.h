@@ -153,6 +153,11 @@ typedef enum {
     /* berth:budget-alerts:{<group>}  hash: "<YYYY-MM>:<threshold>" -> {"at_ms", "spent"} JSON:
        each threshold reached in a month, written once with its budget.threshold event. */
     KEYS_BUDGET_ALERTS,
+    /* berth:reservation-log:{<group>}  hash: platform ms -> {"vcpus", "ram_mb", "disk_gb"}
+       JSON: the group's reservations in all from then on, written by reservations_set.lua with
+       the change (and once by the store migration to version 2); the meter charges a
+       reservation-based group from it. */
+    KEYS_RESERVATION_LOG,
     KEYS_KIND_COUNT
 } keys_kind_t;
 
