@@ -300,6 +300,80 @@ int cli_chargeback(cli_t *cli, int argc, char **argv)
     return 0;
 }
 
+static const char s_vm_charges_usage[] =
+    "usage: berth vm charges VM [--month YYYY-MM | --from TIME --to TIME]\n"
+    "  VM: id, or name when unique; default: this UTC month so far\n";
+
+/* berth vm charges VM ... (argv[0] "vm", argv[1] "charges"): GET /v1/vms/{id}/charges. */
+int cli_vm_charges(cli_t *cli, int argc, char **argv)
+{
+    cli_opt_t opts[] = {
+        { "month", 1, NULL, 0 }, { "from", 1, NULL, 0 }, { "to", 1, NULL, 0 }, { NULL }
+    };
+    const char *pos[1] = { NULL };
+    if (cli_parse(argc - 1, argv + 1, opts, pos, 1, 1) != 0 ||
+        (opts[0].set && (opts[1].set || opts[2].set))) {
+        fputs(s_vm_charges_usage, stderr);
+        return 2;
+    }
+    char from[64] = "", to[64] = "", esc[800], path[2048];
+    if (opts[0].set && s_month(opts[0].value, from, to, sizeof from) != 0) {
+        fprintf(stderr, "berth vm charges: --month %s is not YYYY-MM\n", opts[0].value);
+        return 2;
+    }
+    if ((opts[1].set && cli_time(opts[1].value, from, sizeof from) != 0) ||
+        (opts[2].set && cli_time(opts[2].value, to, sizeof to) != 0)) {
+        fprintf(stderr, "berth vm charges: --from/--to is not a time I understand\n");
+        return 2;
+    }
+    if (cli_path(path, CLI_PATH_MAX, "vms", pos[0]) != 0) {
+        fputs(s_vm_charges_usage, stderr);
+        return 2;
+    }
+    strcat(path, "/charges");
+    const char *names[] = { "from", "to" };
+    const char *values[] = { from, to };
+    for (int i = 0, first = 1; i < 2; i++) {
+        if (!*values[i])
+            continue;
+        if (cli_escape(values[i], esc, sizeof esc) != 0) {
+            fputs(s_vm_charges_usage, stderr);
+            return 2;
+        }
+        size_t len = strlen(path);
+        snprintf(path + len, sizeof path - len, "%c%s=%s", first ? '?' : '&', names[i], esc);
+        first = 0;
+    }
+    json_t *body = NULL;
+    if (cli_http(cli, "GET", path, NULL, &body) != 0)
+        return 1;
+    json_t *c = json_object_get(body, "charges");
+    if (cli->json)
+        cli_print_json(body);
+    else {
+        cli_table_t *table = cli_table_new(4, "DAY", "AMOUNT", "COMPUTE_H", "DISK_H");
+        size_t i;
+        json_t *d;
+        json_array_foreach(json_object_get(c, "days"), i, d)
+        {
+            char ch[32], dh[32];
+            snprintf(ch, sizeof ch, "%.2f",
+                     (double)json_integer_value(json_object_get(d, "compute_ms")) / 3600000.0);
+            snprintf(dh, sizeof dh, "%.2f",
+                     (double)json_integer_value(json_object_get(d, "disk_ms")) / 3600000.0);
+            cli_table_add(table, T(d, "day"), T(d, "amount"), ch, dh);
+        }
+        cli_table_print(table, stdout);
+        cli_table_destroy(&table);
+        const char *currency = json_string_value(json_object_get(c, "currency"));
+        printf("total %s %s (minor units; %s charging, %s .. %s)\n", T(c, "total"),
+               currency && *currency ? currency : "(no rate card)", T(c, "charging_model"),
+               T(c, "from"), T(c, "to"));
+    }
+    json_decref(body);
+    return 0;
+}
+
 static const char s_budget_usage[] =
     "usage: berth budget show G\n"
     "       berth budget set G --amount N [--thresholds P,P,...] [--hard-stop]\n"

@@ -69,6 +69,9 @@ static const s_command_t s_commands[] = {
       "        [--marker ID]               the VMs you may see (DISPOSED: --state DISPOSED)",
       "vms" },
     { "vms", .alias_of = "vm list" },
+    { "vm charges", cli_vm_charges,
+      "vm charges VM [--month YYYY-MM | --from T --to T]\n"
+      "                                    what a VM cost, by day (minor units)" },
     { "vm show", cli_vm, "vm show VM                          one VM (VM: id, or name when unique)",
       "vm show" },
     { "vm dispose", cli_dispose,

@@ -374,19 +374,11 @@ static void s_reported(http_req_t *req, ProtobufCMessage *answer)
                         "total", (json_int_t)r->total));
 }
 
-void charge_report_get(http_req_t *req)
+/* The window of ?from and ?to: from (default: the start of this UTC month) to (default: now).
+   0, or -1 with 400 set. */
+static int s_window(http_req_t *req, int64_t *from_p, int64_t *to_p)
 {
     gateway_t *gw = req->app;
-    const char *group = http_query(req, "group");
-    if (!group || !*group) {
-        http_bad_field(req, "group", "group is required (its name or id)");
-        return;
-    }
-    if (s_by_of(req) < 0) {
-        http_bad_field(req, "by", "by must be day, month, vm or user");
-        return;
-    }
-    /* The window: from (default: the start of this UTC month) to (default: now). */
     int64_t now = clock_now_ms(), from, to = now;
     time_t t = (time_t)(now / 1000);
     struct tm tm;
@@ -398,22 +390,41 @@ void charge_report_get(http_req_t *req)
     if (from_text && rest_parse_time(from_text, &from) != 0) {
         http_bad_field(req, "from",
                        "from must be an ISO 8601 UTC time (2026-11-01T00:00:00Z) or unix seconds");
-        return;
+        return -1;
     }
     if (to_text && rest_parse_time(to_text, &to) != 0) {
         http_bad_field(req, "to",
                        "to must be an ISO 8601 UTC time (2026-12-01T00:00:00Z) or unix seconds");
-        return;
+        return -1;
     }
     if (from >= to) {
         http_bad_field(req, to_text ? "to" : "from", "from must be before to");
-        return;
+        return -1;
     }
     if (to - from > gw->usage_window_max_ms) {
         http_bad_field(req, to_text ? "to" : "from", "from..to may span at most %lld days",
                        (long long)(gw->usage_window_max_ms / (24LL * 3600 * 1000)));
+        return -1;
+    }
+    *from_p = from;
+    *to_p = to;
+    return 0;
+}
+
+void charge_report_get(http_req_t *req)
+{
+    const char *group = http_query(req, "group");
+    if (!group || !*group) {
+        http_bad_field(req, "group", "group is required (its name or id)");
         return;
     }
+    if (s_by_of(req) < 0) {
+        http_bad_field(req, "by", "by must be day, month, vm or user");
+        return;
+    }
+    int64_t from, to;
+    if (s_window(req, &from, &to) != 0)
+        return;
     char group_id[UTIL_ID_LEN] = "";
     if (groups_authorize(req, group, "chargeback.read",
                          "a group's chargeback is for its managers and auditors, and admins",
@@ -424,6 +435,56 @@ void charge_report_get(http_req_t *req)
     ask.from_ms = from;
     ask.to_ms = to;
     rest_call(req, "meter", &ask.base, &berth__chargeback_report__descriptor, s_reported);
+}
+
+/* One VM's charges by day: {"charges": {vm, group, from, to, currency, charging_model, days,
+   total}}. */
+static void s_vm_charged(http_req_t *req, ProtobufCMessage *answer)
+{
+    const Berth__ChargebackReport *r = (const Berth__ChargebackReport *)answer;
+    json_t *days = json_array();
+    int64_t total = 0;
+    for (size_t i = 0; days && i < r->n_lines; i++) {
+        const Berth__ChargeLine *l = r->lines[i];
+        json_array_append_new(days, json_pack("{s:s, s:I, s:I, s:I}", "day", l->day, "amount",
+                                              (json_int_t)l->amount, "compute_ms",
+                                              (json_int_t)l->compute_ms, "disk_ms",
+                                              (json_int_t)l->disk_ms));
+        total += l->amount;
+    }
+    if (!days) {
+        http_error(req, "INTERNAL", "out of memory");
+        return;
+    }
+    http_json(req, 200,
+              json_pack("{s:{s:s, s:s, s:o, s:o, s:s, s:s, s:o, s:I}}", "charges", "vm", r->vm,
+                        "group", r->group, "from", rest_time(r->from_ms), "to", rest_time(r->to_ms),
+                        "currency", r->currency, "charging_model", r->charging_model, "days", days,
+                        "total", (json_int_t)total));
+}
+
+/* GET /v1/vms/{id}/charges: what one VM cost so far (?from, ?to as the chargeback's), for
+   whoever may read the VM. A VM of a reservation-based group shows its hours at 0: its group
+   pays for what it reserved. */
+void charge_vm_get(http_req_t *req)
+{
+    int64_t from, to;
+    char id[UTIL_ID_LEN];
+    Berth__Vm *vm = NULL;
+    if (s_window(req, &from, &to) != 0 || vms_resolve(req, req->params[0], id) != 0 ||
+        rest_load(req, &berth__vm__descriptor, "vm", id, (ProtobufCMessage **)&vm))
+        return;
+    if (!vms_may_see(req, vm)) {
+        protobuf_c_message_free_unpacked(&vm->base, NULL);
+        http_error(req, "NOT_FOUND", "no such vm");
+        return;
+    }
+    protobuf_c_message_free_unpacked(&vm->base, NULL);
+    Berth__GetChargeback ask = BERTH__GET_CHARGEBACK__INIT;
+    ask.vm = id;
+    ask.from_ms = from;
+    ask.to_ms = to;
+    rest_call(req, "meter", &ask.base, &berth__chargeback_report__descriptor, s_vm_charged);
 }
 
 /* ---- budgets ---- */

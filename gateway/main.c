@@ -46,6 +46,7 @@ static const http_route_t s_routes[] = {
     { "POST", "/v1/onboarding", requests_onboard, "onboarding.create", NULL },
     { "GET", "/v1/vms", vms_list, "vm.list", "limit marker state owner host name group" },
     { "GET", "/v1/vms/{id}", vms_get, "vm.get", NULL },
+    { "GET", "/v1/vms/{id}/charges", charge_vm_get, "vm.get", "from to" },
     { "DELETE", "/v1/vms/{id}", vms_dispose, "vm.dispose", "force" },
     { "POST", "/v1/vms/{id}/actions", vms_action, "vm.action", NULL },
     { "POST", "/v1/vms/{id}/lease", vms_extend_lease, "vm.extend", NULL },

@@ -313,7 +313,7 @@ int budget_look(store_t *store, const char *group, int64_t now_ms, const budget_
     int64_t spent = 0;
     if (now_ms > start) {
         Berth__ChargebackReport *report = NULL;
-        if (charge_report(store, group, start, now_ms, now_ms, limits->max_vms, limits->max_lines,
+        if (charge_report(store, group, NULL, start, now_ms, now_ms, limits->max_vms, limits->max_lines,
                           &report, error) != 0) {
             berth__budget__free_unpacked(b, NULL);
             return -1;

@@ -465,8 +465,9 @@ static int64_t s_num(const redisReply *r)
     return 0;
 }
 
-int charge_report(store_t *store, const char *group, int64_t from_ms, int64_t to_ms, int64_t now_ms,
-                  int max_vms, int max_lines, Berth__ChargebackReport **out, berth_error_t *error)
+int charge_report(store_t *store, const char *group, const char *only_vm, int64_t from_ms,
+                  int64_t to_ms, int64_t now_ms, int max_vms, int max_lines,
+                  Berth__ChargebackReport **out, berth_error_t *error)
 {
     assert(store && out && max_vms > 0 && max_lines > 0);
     if (!group || !util_is_uuid(group))
@@ -512,6 +513,7 @@ int charge_report(store_t *store, const char *group, int64_t from_ms, int64_t to
         report->lines = calloc((size_t)max_lines + 1, sizeof *report->lines);
         report->group = strdup(group);
         report->charging_model = strdup(model);
+        report->vm = strdup(only_vm ? only_vm : "");
         report->currency = strdup(cards->n_cards ? cards->cards[0]->currency : "");
     }
     s_days_t days = { 0 };
@@ -532,7 +534,8 @@ int charge_report(store_t *store, const char *group, int64_t from_ms, int64_t to
     }
     rc = 0;
     if (!report || !report->lines || !report->group || !report->charging_model ||
-        !report->currency || !days.exact || !days.compute_ms || !days.disk_ms || steps.failed)
+        !report->currency || !report->vm || !days.exact || !days.compute_ms || !days.disk_ms ||
+        steps.failed)
         rc = error_set(error, "INTERNAL", "out of memory");
     if (report) {
         report->from_ms = from_ms;
@@ -540,7 +543,8 @@ int charge_report(store_t *store, const char *group, int64_t from_ms, int64_t to
     }
     for (size_t i = 0; rc == 0 && i < vms->elements; i++) {
         const redisReply *vm = vms->element[i];
-        if (vm->type != REDIS_REPLY_STRING || vm->len > 128)
+        if (vm->type != REDIS_REPLY_STRING || vm->len > 128 ||
+            (only_vm && strcmp(vm->str, only_vm) != 0))
             continue;
         const char *argv[2 + S_NFIELDS];
         argv[0] = "HMGET";
@@ -600,7 +604,7 @@ int charge_report(store_t *store, const char *group, int64_t from_ms, int64_t to
     freeReplyObject(vms);
     s_reserved_t *log = NULL;
     size_t n_log = 0;
-    if (rc == 0 && by_reservation &&
+    if (rc == 0 && by_reservation && !only_vm &&
         (rc = s_reservation_log(store, group, &log, &n_log, error)) == 0) {
         s_sweep(cards, &steps, log, n_log, &days, from_ms, until, &group_days[0], &group_days[1]);
         static const char *const kinds[2] = { "reserved", "beyond" };

@@ -5,6 +5,8 @@
 #include "budget.h"
 #include "charge.h"
 #include "clock.h"
+#include "keys.h"
+#include "limit.h"
 #include "lua_scripts.h"
 #include "rates.h"
 #include "service.h"
@@ -200,7 +202,32 @@ static void s_on_list_rates(bus_request_t *request, void *arg)
     rates_list_free(&list);
 }
 
-/* A group's chargeback: its managers and auditors, and admins; anyone else learns nothing. */
+/* The group and owner of vm (its VM hash, kept after disposal for the audit period):
+   0, or -1 when there is no such VM (or Redis failed). */
+static int s_vm_of(meter_t *self, const char *vm, char group[UTIL_ID_LEN],
+                   char owner[LIMIT_USER_NAME_MAX + 1])
+{
+    if (!util_is_uuid(vm))
+        return -1;
+    char key[KEYS_MAX];
+    redisReply *r =
+        store_command(service_store(self->service), "HMGET %s group owner", keys_vm(key, vm));
+    int rc = r && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+                     r->element[0]->type == REDIS_REPLY_STRING && util_is_uuid(r->element[0]->str)
+                 ? 0
+                 : -1;
+    if (rc == 0) {
+        util_strlcpy(group, r->element[0]->str, UTIL_ID_LEN);
+        util_strlcpy(owner, r->element[1]->type == REDIS_REPLY_STRING ? r->element[1]->str : "",
+                     LIMIT_USER_NAME_MAX + 1);
+    }
+    if (r)
+        freeReplyObject(r);
+    return rc;
+}
+
+/* A group's chargeback: its managers and auditors, and admins; one VM's also for its owner and
+   operators (who may read the VM); anyone else learns nothing. */
 static void s_on_get_chargeback(bus_request_t *request, void *arg)
 {
     meter_t *self = arg;
@@ -212,21 +239,31 @@ static void s_on_get_chargeback(bus_request_t *request, void *arg)
     Berth__UserAssertion *who = s_who(self, request, ask->assertion, "GetChargeback");
     if (!who)
         return;
-    const char *group = ask->group ? ask->group : "";
+    char group[UTIL_ID_LEN] = "", owner[LIMIT_USER_NAME_MAX + 1] = "";
+    const char *vm = ask->vm && *ask->vm ? ask->vm : NULL;
+    if (vm && s_vm_of(self, vm, group, owner) != 0) {
+        berth__user_assertion__free_unpacked(who, NULL);
+        bus_reply_error(request, "NOT_FOUND", "no such vm");
+        return;
+    }
+    if (!vm)
+        util_strlcpy(group, ask->group ? ask->group : "", sizeof group);
     int may = assertion_has_role(who, "admin") || assertion_has_group_role(who, group, "manager") ||
-              assertion_has_group_role(who, group, "auditor");
+              assertion_has_group_role(who, group, "auditor") ||
+              (vm && (assertion_has_role(who, "operator") || strcmp(who->user, owner) == 0));
     if (!may)
         log_info(bus_request_envelope(request)->request_id, "chargeback refused: not the group's",
-                 "{s:s, s:s}", "user", who->user, "group", group);
+                 "{s:s, s:s, s:s}", "user", who->user, "group", group, "vm", vm ? vm : "");
     berth__user_assertion__free_unpacked(who, NULL);
     if (!may) {
-        bus_reply_error(request, "NOT_FOUND", "no such group");
+        bus_reply_error(request, "NOT_FOUND", vm ? "no such vm" : "no such group");
         return;
     }
     berth_error_t error = { 0 };
     Berth__ChargebackReport *report = NULL;
-    if (charge_report(service_store(self->service), group, ask->from_ms, ask->to_ms, clock_now_ms(),
-                      self->report_max_vms, self->report_max_lines, &report, &error) != 0) {
+    if (charge_report(service_store(self->service), group, vm, ask->from_ms, ask->to_ms,
+                      clock_now_ms(), self->report_max_vms, self->report_max_lines, &report,
+                      &error) != 0) {
         bus_reply_fault(request, &error);
         return;
     }

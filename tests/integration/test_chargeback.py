@@ -29,7 +29,7 @@ import unittest
 from fractions import Fraction
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from berth_test import PlatformCase, wait_until  # noqa: E402
+from berth_test import Api, PlatformCase, wait_until  # noqa: E402
 
 TINY = {"vcpus": 1, "ram_mb": 512, "disk_gb": 10}
 # Two cards; large prices so that a few seconds cost many minor units.
@@ -173,6 +173,14 @@ class Chargeback(PlatformCase):
                              sorted(row["amount"] for row in body["rows"]), text)
         vm_rows = self.report(group, start, end, "vm").json()["rows"]
         self.assertEqual(sorted(r["vm"] for r in vm_rows), sorted(v["id"] for v in vms))
+        # Each VM's own charges are its row of the report.
+        for row in vm_rows:
+            r = self.api.call("GET", "/v1/vms/%s/charges?from=%d&to=%d" % (row["vm"], start, end))
+            self.assertEqual(r.status, 200, r)
+            c = r.json()["charges"]
+            self.assertEqual((c["vm"], c["group"], c["total"], c["currency"]),
+                             (row["vm"], group, row["amount"], "EUR"))
+            self.assertEqual(sum(d["amount"] for d in c["days"]), row["amount"])
 
         home = tempfile.mkdtemp(prefix="berth-cli-")
         self.addCleanup(shutil.rmtree, home, ignore_errors=True)
@@ -210,6 +218,13 @@ class Chargeback(PlatformCase):
         r = self.api.call("POST", "/v1/groups", {"name": "lab", "charging_model": "reservation"})
         self.assertEqual(r.status, 201, r)
         group = r.json()["group"]["id"]
+        for user in ("rita", "stranger"):
+            r = self.api.call("POST", "/v1/users", {"username": user, "password": "lab-pass-123"})
+            self.assertEqual(r.status, 201, r)
+        r = self.api.call("POST", "/v1/groups/lab/members", {"user": "rita", "role": "member"})
+        self.assertEqual(r.status, 201, r)
+        rita, stranger = Api(self.p, "rita", "lab-pass-123"), Api(self.p, "stranger",
+                                                                  "lab-pass-123")
 
         def reserve(vcpus, ram_mb, disk_gb):
             items = [{"vcpus": vcpus, "ram_mb": ram_mb, "disk_gb": disk_gb}] if vcpus else []
@@ -219,8 +234,8 @@ class Chargeback(PlatformCase):
         reserve(2, 2048, 20)
         vms = []
         for name in ("r1", "r2", "r3"):
-            r = self.api.call("POST", "/v1/requests",
-                              {"template": "tiny", "name": name, "group": "lab"})
+            r = (rita if name == "r1" else self.api).call(
+                "POST", "/v1/requests", {"template": "tiny", "name": name, "group": "lab"})
             self.assertEqual(r.status, 202, r)
             vms.append(r.json()["request"]["vms"][0]["id"])
         for vm in vms:
@@ -312,6 +327,19 @@ class Chargeback(PlatformCase):
         self.assertEqual(sorted(row["vm"] for row in vm_rows), sorted(vms))
         self.assertEqual({row["amount"] for row in vm_rows}, {0})
         self.assertTrue(all(row["compute_ms"] > 0 for row in vm_rows), vm_rows)
+        # A VM's own charges: its owner reads them (not the group's chargeback), at 0 with its
+        # hours; someone outside the group is told there is no such VM.
+        r = rita.call("GET", "/v1/vms/%s/charges?from=%d&to=%d" % (vms[0], start, end))
+        self.assertEqual(r.status, 200, r)
+        c = r.json()["charges"]
+        row = [row for row in vm_rows if row["vm"] == vms[0]][0]
+        self.assertEqual((c["total"], c["charging_model"]), (0, "reservation"))
+        self.assertEqual(sum(d["compute_ms"] for d in c["days"]), row["compute_ms"])
+        self.assertEqual(rita.call("GET", "/v1/chargeback?group=lab").status, 403)
+        r = stranger.call("GET", "/v1/vms/%s/charges" % vms[0])
+        self.assertEqual((r.status, r.json()["error"]["code"]), (404, "NOT_FOUND"), r)
+        r = rita.call("GET", "/v1/vms/%s/charges?from=%d&to=%d" % (vms[0], end, start))
+        self.assertEqual((r.status, r.json()["error"]["details"]["field"]), (400, "to"), r)
         for by in ("day", "month", "vm", "user"):
             body = self.report(group, start, end, by).json()
             self.assertEqual(sum(row["amount"] for row in body["rows"]), want, body)
@@ -336,6 +364,13 @@ class Chargeback(PlatformCase):
         self.assertIn("(beyond)", out)
         self.assertIn("total %d EUR" % want, out)
         self.assertIn("reservation charging", out)
+        out = subprocess.run([self.p.binary("berth"), "vm", "charges", vms[1], "--from",
+                              str(start), "--to", str(end), "-o", "json"], env=env,
+                             capture_output=True, text=True, timeout=60, check=True).stdout
+        self.assertEqual(json.loads(out)["charges"]["vm"], vms[1])
+        out = subprocess.run([self.p.binary("berth"), "vm", "charges", vms[1]], env=env,
+                             capture_output=True, text=True, timeout=60, check=True).stdout
+        self.assertIn("total 0 EUR", out)
 
 
 if __name__ == "__main__":
