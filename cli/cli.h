@@ -188,6 +188,8 @@ int cli_groups(cli_t *cli, int argc, char **argv);
 int cli_audit(cli_t *cli, int argc, char **argv);
 int cli_rates(cli_t *cli, int argc, char **argv);      /* rate cards: list, show, create */
 int cli_chargeback(cli_t *cli, int argc, char **argv); /* a group's chargeback report */
+int cli_vm_charges(cli_t *cli, int argc, char **argv); /* one VM's charges by day */
+int cli_budget(cli_t *cli, int argc, char **argv);     /* a group's budget: show, set, delete */
 int cli_requests(cli_t *cli, int argc, char **argv);
 int cli_approve(cli_t *cli, int argc, char **argv);
 int cli_reject(cli_t *cli, int argc, char **argv);

@@ -85,6 +85,9 @@ static const s_command_t s_commands[] = {
       "        [--marker ID]               the VMs you may see (DISPOSED: --state DISPOSED)",
       "vms" },
     { "vms", .alias_of = "vm list" },
+    { "vm charges", cli_vm_charges,
+      "vm charges VM [--month YYYY-MM | --from T --to T]\n"
+      "                                    what a VM cost, by day (minor units)" },
     { "vm show", cli_vm, "vm show VM                          one VM (VM: id, or name when unique)",
       "vm show" },
     { "vm dispose", cli_dispose,
@@ -158,6 +161,14 @@ static const s_command_t s_commands[] = {
     { "chargeback", cli_chargeback,
       "chargeback --group G [--month YYYY-MM | --from T --to T] [--by day|month|vm|user]\n"
       "                                    a group's charges in minor units (-o csv: CSV)" },
+    { "budget show", cli_budget,
+      "budget show G                       a group's monthly budget, spent so far, alerts" },
+    { "budget", .alias_of = "budget show" },
+    { "budget set", cli_budget,
+      "budget set G --amount N [--thresholds P,...] [--hard-stop]\n"
+      "                                    a group's monthly budget in minor units (alerts\n"
+      "                                    at P percent, default 80,100; managers, admins)" },
+    { "budget delete", cli_budget, "budget delete G                     remove a group's budget" },
     { "usage", cli_usage,
       "usage [--from T] [--to T] [--owner U] [--group G]\n"
       "                                    vCPU-, GB-RAM- and GB-disk-hours per VM" },

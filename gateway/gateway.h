@@ -243,6 +243,10 @@ void charge_create_rate(http_req_t *req); /* POST /v1/rates */
 void charge_list_rates(http_req_t *req);  /* GET /v1/rates */
 void charge_get_rate(http_req_t *req);    /* GET /v1/rates/{id} */
 void charge_report_get(http_req_t *req);  /* GET /v1/chargeback */
+void charge_vm_get(http_req_t *req);      /* GET /v1/vms/{id}/charges */
+void charge_budget_get(http_req_t *req);   /* GET /v1/groups/{id}/budget */
+void charge_budget_set(http_req_t *req);   /* PUT /v1/groups/{id}/budget */
+void charge_budget_clear(http_req_t *req); /* DELETE /v1/groups/{id}/budget */
 
 /* ---- images.c: the stager's image store ---- */
 json_t *view_image(const Berth__Image *im);

@@ -54,6 +54,7 @@ static const http_route_t s_routes[] = {
     { "POST", "/v1/onboarding", requests_onboard, "onboarding.create", NULL },
     { "GET", "/v1/vms", vms_list, "vm.list", "limit marker state owner host name group" },
     { "GET", "/v1/vms/{id}", vms_get, "vm.get", NULL },
+    { "GET", "/v1/vms/{id}/charges", charge_vm_get, "vm.get", "from to" },
     { "DELETE", "/v1/vms/{id}", vms_dispose, "vm.dispose", "force" },
     { "POST", "/v1/vms/{id}/actions", vms_action, "vm.action", NULL },
     { "POST", "/v1/vms/{id}/lease", vms_extend_lease, "vm.extend", NULL },
@@ -85,6 +86,9 @@ static const http_route_t s_routes[] = {
       NULL },
     { "PUT", "/v1/groups/{id}/webhook", groups_set_webhook, "group.webhook.set", NULL },
     { "DELETE", "/v1/groups/{id}/webhook", groups_clear_webhook, "group.webhook.set", NULL },
+    { "GET", "/v1/groups/{id}/budget", charge_budget_get, "budget.get", NULL },
+    { "PUT", "/v1/groups/{id}/budget", charge_budget_set, "budget.set", NULL },
+    { "DELETE", "/v1/groups/{id}/budget", charge_budget_clear, "budget.set", NULL },
     { NULL, NULL, NULL, NULL, NULL },
 };
 

@@ -90,6 +90,10 @@ const perm_entry_t perm_table[] = {
       "replace a group's reservations (capacity held for it on hosts or any host)" },
     { "group.webhook.set", PERM_MANAGER | PERM_ADMIN,
       "set or clear the group's webhook (where its lease notices and alerts are POSTed)" },
+    { "budget.get", PERM_MANAGER | PERM_AUDITOR | PERM_ADMIN,
+      "read a group's monthly budget, the month's charges so far and its alerts" },
+    { "budget.set", PERM_MANAGER | PERM_ADMIN,
+      "set or remove a group's monthly budget (thresholds, hard stop)" },
     { NULL, 0, NULL },
 };
 

@@ -46,6 +46,9 @@ static const s_kind_t s_kinds[KEYS_KIND_COUNT] = {
     [KEYS_RATE] = { "rate", 0, 1 },
     [KEYS_SSH_KEY] = { "ssh-key", 0, 2 },
     [KEYS_USER_SSH_KEYS] = { "user-ssh-keys", 0, 1 },
+    [KEYS_BUDGET] = { "budget", 1, 1 },
+    [KEYS_BUDGET_ALERTS] = { "budget-alerts", 1, 1 },
+    [KEYS_RESERVATION_LOG] = { "reservation-log", 1, 1 },
 };
 
 const char *keys_build(char *buf, keys_kind_t kind, const char *id, const char *id2)

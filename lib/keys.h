@@ -94,6 +94,8 @@
 #define KEYS_WEBHOOK_DUE        "berth:webhook:due"
 /* Rate cards (the meter: services/meter/rates.h): their ids by effective_ms. */
 #define KEYS_RATES "berth:rates"
+/* Budgets (the meter: services/meter/budget.h): the ids of the groups that have one. */
+#define KEYS_BUDGETS "berth:budgets"
 
 /* Keys with an id: the kind, then keys_build(). */
 typedef enum {
@@ -151,6 +153,17 @@ typedef enum {
     KEYS_SSH_KEY,
     /* berth:user-ssh-keys:<user>  zset: the names of the user's SSH keys by created_ms */
     KEYS_USER_SSH_KEYS,
+    /* berth:budget:{<group>}  hash: Budget, the group's monthly budget and the meter's last
+       look at the month (month spent checked_ms blocked); the approval reads blocked. */
+    KEYS_BUDGET,
+    /* berth:budget-alerts:{<group>}  hash: "<YYYY-MM>:<threshold>" -> {"at_ms", "spent"} JSON:
+       each threshold reached in a month, written once with its budget.threshold event. */
+    KEYS_BUDGET_ALERTS,
+    /* berth:reservation-log:{<group>}  hash: platform ms -> {"vcpus", "ram_mb", "disk_gb"}
+       JSON: the group's reservations in all from then on, written by reservations_set.lua with
+       the change (and once by the store migration to version 2); the meter charges a
+       reservation-based group from it. */
+    KEYS_RESERVATION_LOG,
     KEYS_KIND_COUNT
 } keys_kind_t;
 

@@ -66,6 +66,9 @@
 #define LIMIT_RATE_FACTOR_MAX    10000           /* a billing state's factor (per mille) */
 #define LIMIT_RATE_TEMPLATES_MAX 64              /* template prices on one card */
 #define LIMIT_RATE_NOTE_MAX      256             /* a card's note, in bytes */
+#define LIMIT_BUDGET_AMOUNT_MAX     1000000000000000LL /* 10^15: a month's budget, minor units */
+#define LIMIT_BUDGET_THRESHOLDS_MAX 10                 /* alert thresholds of one budget */
+#define LIMIT_BUDGET_THRESHOLD_MAX  1000               /* a threshold, percent of the budget */
 
 /* SSH public keys (the gateway keeps them; POST /v1/keys, a request's ssh_keys). */
 #define LIMIT_SSH_KEY_NAME_MAX     64   /* a key's name: [A-Za-z0-9._-] */

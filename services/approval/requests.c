@@ -244,6 +244,36 @@ static void s_charge(model_tx_t *tx, const Berth__Group *group, const char *owne
                     group->user_quota, &amount);
 }
 
+/* 0 when the group may take new VMs this month as far as its budget goes; -1 with
+   BUDGET_EXCEEDED when the meter marked it blocked for the month of the platform clock (its
+   budget has a hard stop and the month's charges reached the amount), or UNAVAILABLE. */
+static int s_budget_blocked(store_t *store, const Berth__Group *group, fault_t *fault)
+{
+    char key[KEYS_MAX], month[8];
+    clock_month(clock_now_ms(), month);
+    redisReply *r = store_command(store, "HMGET %s blocked spent amount",
+                                  keys_build(key, KEYS_BUDGET, group->id, NULL));
+    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 3) {
+        if (r)
+            freeReplyObject(r);
+        return error_set(fault, "UNAVAILABLE", "state store unreachable");
+    }
+    int blocked = r->element[0]->type == REDIS_REPLY_STRING && streq(r->element[0]->str, month);
+    if (blocked) {
+        const char *spent = r->element[1]->type == REDIS_REPLY_STRING ? r->element[1]->str : "?";
+        const char *amount = r->element[2]->type == REDIS_REPLY_STRING ? r->element[2]->str : "?";
+        error_set(fault, "BUDGET_EXCEEDED",
+                  "group %s has spent %s of its budget of %s for %s, and its budget stops new "
+                  "requests: ask a manager to raise it",
+                  group->name, spent, amount, month);
+        error_detail(fault, "month", "%s", month);
+        error_detail(fault, "spent", "%s", spent);
+        error_detail(fault, "amount", "%s", amount);
+    }
+    freeReplyObject(r);
+    return blocked ? -1 : 0;
+}
+
 /* QUOTA_EXCEEDED for the limit q names: the resource, the quota, what is in use and what
    the request asks for, in the message and in details. */
 static void s_quota_fault(const model_quota_t *q, const Berth__Group *group, fault_t *fault)
@@ -388,7 +418,7 @@ int requests_create(store_t *store, const policy_t *policy, const Berth__CreateR
         s_check_ssh_keys(msg, fault) != 0)
         return -1;
 
-    int64_t now = clock_now_ms();  /* stamps */
+    int64_t now = clock_now_ms();     /* stamps */
     int64_t real_now = util_now_ms(); /* the idempotency key's life: real time */
     int keyed = msg->idempotency_key && *msg->idempotency_key;
     char idem_key[KEYS_MAX] = "", held[UTIL_ID_LEN] = "", hash[S_BODY_HASH_LEN] = "";
@@ -415,6 +445,11 @@ int requests_create(store_t *store, const policy_t *policy, const Berth__CreateR
         error_set(fault, "FORBIDDEN", "group %s does not offer template %s", group->name,
                   tmpl->name);
         error_detail(fault, "field", "template");
+        protobuf_c_message_free_unpacked(&tmpl->base, NULL);
+        protobuf_c_message_free_unpacked(&group->base, NULL);
+        return -1;
+    }
+    if (s_budget_blocked(store, group, fault) != 0) {
         protobuf_c_message_free_unpacked(&tmpl->base, NULL);
         protobuf_c_message_free_unpacked(&group->base, NULL);
         return -1;
@@ -763,9 +798,8 @@ static int s_decide(store_t *store, const Berth__DecideRequest *msg, const Berth
    request's transition, and on approval what its kind does (kinds.h), in one transaction.
    0 with *request_p, MODEL_CONFLICT when something changed since it was read, -1. */
 static int s_decide_kind(store_t *store, const policy_t *policy, const Berth__DecideRequest *msg,
-                         const Berth__Request *req,
-                         const kinds_t *kind, const char *trace_id, Berth__Request **request_p,
-                         fault_t *fault)
+                         const Berth__Request *req, const kinds_t *kind, const char *trace_id,
+                         Berth__Request **request_p, fault_t *fault)
 {
     Berth__ApprovalStep step = BERTH__APPROVAL_STEP__INIT;
     step.level = req->awaiting && *req->awaiting ? req->awaiting : DECIDE_LEVEL_ADMIN;

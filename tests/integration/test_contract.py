@@ -83,6 +83,8 @@ class Contract(unittest.TestCase):
                                 "application/json", "schema")["properties"]
         webhook = self.schema_at("/v1/groups/{id}/webhook", "put", "requestBody", "content",
                                  "application/json", "schema")["properties"]
+        budget = self.schema_at("/v1/groups/{id}/budget", "put", "requestBody", "content",
+                                "application/json", "schema", "properties")
         rate = self.schema_at("/v1/rates", "post", "requestBody", "content",
                               "application/json", "schema")["properties"]
         image = self.schema_at("/v1/images", "post", "requestBody", "content",
@@ -96,6 +98,9 @@ class Contract(unittest.TestCase):
             "LIMIT_RATE_FACTOR_MAX": rate["factors"]["properties"]["running"]["maximum"],
             "LIMIT_RATE_TEMPLATES_MAX": rate["templates"]["maxProperties"],
             "LIMIT_RATE_NOTE_MAX": rate["note"]["maxLength"],
+            "LIMIT_BUDGET_AMOUNT_MAX": budget["amount"]["maximum"],
+            "LIMIT_BUDGET_THRESHOLDS_MAX": budget["thresholds"]["maxItems"],
+            "LIMIT_BUDGET_THRESHOLD_MAX": budget["thresholds"]["items"]["maximum"],
             "LIMIT_COUNT_MAX": create["count"]["maximum"],
             "LIMIT_VM_NAME_MAX": create["name"]["maxLength"],
             "LIMIT_TEMPLATE_REF_MAX": create["template"]["maxLength"],

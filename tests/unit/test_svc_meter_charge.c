@@ -217,8 +217,9 @@ static void test_report(void **state)
     usage_destroy(&u);
 
     Berth__ChargebackReport *rep = NULL;
-    assert_int_equal(
-        charge_report(f->store, group, T0, T0 + 2 * DAY, T0 + 3 * DAY, 100, 100, &rep, &error), 0);
+    assert_int_equal(charge_report(f->store, group, NULL, T0, T0 + 2 * DAY, T0 + 3 * DAY, 100, 100,
+                                   &rep, &error),
+                     0);
     assert_string_equal(rep->currency, "EUR");
     assert_int_equal(rep->n_lines, 2);
     /* Day 1: compute 6 h at 1 + 6 h at 2 = 18 (two vCPUs: 36); disk (10 GB) 6 h at 1 + 12 h
@@ -235,19 +236,76 @@ static void test_report(void **state)
     assert_int_equal(rep->total, 90);
     berth__chargeback_report__free_unpacked(rep, NULL);
     /* A window inside: only its part, and now caps an open window. */
-    assert_int_equal(charge_report(f->store, group, T0 + 17 * HOUR, T0 + 19 * HOUR, T0 + 3 * DAY,
-                                   100, 100, &rep, &error),
+    assert_int_equal(charge_report(f->store, group, NULL, T0 + 17 * HOUR, T0 + 19 * HOUR,
+                                   T0 + 3 * DAY, 100, 100, &rep, &error),
                      0);
     assert_int_equal(rep->n_lines, 1);
     assert_int_equal(rep->lines[0]->amount, 4 + 4); /* 1 h compute at 2x2, 2 h disk at 2 */
     berth__chargeback_report__free_unpacked(rep, NULL);
+    /* One VM's lines: all of them here; another VM's: none. */
+    assert_int_equal(
+        charge_report(f->store, group, vm, T0, T0 + 2 * DAY, T0 + 3 * DAY, 100, 100, &rep, &error),
+        0);
+    assert_int_equal(rep->total, 90);
+    berth__chargeback_report__free_unpacked(rep, NULL);
+    assert_int_equal(charge_report(f->store, group, "33333333-3333-4333-8333-333333333333", T0,
+                                   T0 + 2 * DAY, T0 + 3 * DAY, 100, 100, &rep, &error),
+                     0);
+    assert_int_equal(rep->n_lines, 0);
+    berth__chargeback_report__free_unpacked(rep, NULL);
+
+    /* Charged by reservation: 1 vCPU and 20 GB reserved from T0 to T0 + 12 h, nothing after.
+       reserved, day 1: 12 h of 1 vCPU at 1 = 12, 20 GB at 0.1 = 24: 36.
+       beyond, day 1: 6-12 h 1 vCPU over at 1 = 6 (disk 10 of 20: none); 12-18 h 2 vCPUs at 2 =
+       24 and 10 GB at 0.2 = 12; 18-24 h the disk = 12: 54. Day 2: 12 h of disk = 24.
+       The VM's lines keep their hours, at 0. */
+    r = store_command(f->store, "HSET berth:group:{%s} charging_model reservation", group);
+    freeReplyObject(r);
+    r = store_command(
+        f->store,
+        "HSET berth:reservation-log:{%s} %lld {\"vcpus\":1,\"ram_mb\":0,\"disk_gb\":20} "
+        "%lld {\"vcpus\":0,\"ram_mb\":0,\"disk_gb\":0}",
+        group, (long long)T0, (long long)(T0 + 12 * HOUR));
+    freeReplyObject(r);
+    assert_int_equal(charge_report(f->store, group, NULL, T0, T0 + 2 * DAY, T0 + 3 * DAY, 100, 100,
+                                   &rep, &error),
+                     0);
+    assert_string_equal(rep->charging_model, "reservation");
+    assert_int_equal(rep->n_lines, 5);
+    const char *want[5][3] = { { "2023-11-15", "", "beyond" },
+                               { "2023-11-15", "", "reserved" },
+                               { "2023-11-15", vm, "" },
+                               { "2023-11-16", "", "beyond" },
+                               { "2023-11-16", vm, "" } };
+    const int64_t amounts[5] = { 54, 36, 0, 24, 0 };
+    for (int i = 0; i < 5; i++) {
+        assert_string_equal(rep->lines[i]->day, want[i][0]);
+        assert_string_equal(rep->lines[i]->vm, want[i][1]);
+        assert_string_equal(rep->lines[i]->kind, want[i][2]);
+        assert_int_equal(rep->lines[i]->amount, amounts[i]);
+    }
+    assert_int_equal(rep->lines[1]->compute_ms, 12 * HOUR); /* reserved: 12 h */
+    assert_int_equal(rep->lines[2]->compute_ms, 12 * HOUR); /* the VM ran 12 h */
+    assert_int_equal(rep->total, 114);
+    berth__chargeback_report__free_unpacked(rep, NULL);
+    /* One VM of it: its lines alone (at 0), not the group's. */
+    assert_int_equal(
+        charge_report(f->store, group, vm, T0, T0 + 2 * DAY, T0 + 3 * DAY, 100, 100, &rep, &error),
+        0);
+    assert_int_equal(rep->n_lines, 2);
+    assert_int_equal(rep->total, 0);
+    berth__chargeback_report__free_unpacked(rep, NULL);
+    r = store_command(f->store, "HSET berth:group:{%s} charging_model allocation", group);
+    freeReplyObject(r);
     /* Refusals name the field. */
-    assert_int_equal(charge_report(f->store, "x", T0, T0 + DAY, T0, 100, 100, &rep, &error), -1);
+    assert_int_equal(charge_report(f->store, "x", NULL, T0, T0 + DAY, T0, 100, 100, &rep, &error),
+                     -1);
     assert_string_equal(error_detail_get(&error, "field"), "group");
-    assert_int_equal(charge_report(f->store, group, T0, T0, T0, 100, 100, &rep, &error), -1);
+    assert_int_equal(charge_report(f->store, group, NULL, T0, T0, T0, 100, 100, &rep, &error), -1);
     assert_string_equal(error_detail_get(&error, "field"), "to");
     assert_int_equal(
-        charge_report(f->store, group, T0, T0 + 2 * DAY, T0 + 3 * DAY, 100, 1, &rep, &error), -1);
+        charge_report(f->store, group, NULL, T0, T0 + 2 * DAY, T0 + 3 * DAY, 100, 1, &rep, &error),
+        -1);
     assert_string_equal(error.code, "BAD_REQUEST");
 }
 
