@@ -279,10 +279,12 @@ int cli_chargeback(cli_t *cli, int argc, char **argv)
                      (double)json_integer_value(json_object_get(r, "compute_ms")) / 3600000.0);
             snprintf(dh, sizeof dh, "%.2f",
                      (double)json_integer_value(json_object_get(r, "disk_ms")) / 3600000.0);
-            /* The group's own charges (reservation-based) in the key's column. */
+            /* The group's own charges (reservation-based) and adjustments: their kind in the
+               key's column. */
             const char *kind = json_string_value(json_object_get(r, "kind"));
-            char what[32];
-            snprintf(what, sizeof what, "(%s)", kind ? kind : "");
+            char what[128];
+            const char *named = T(r, key);
+            snprintf(what, sizeof what, "%s%s(%s)", named, *named ? " " : "", kind ? kind : "");
             const char *first = kind && *kind ? what : T(r, key);
             if (vm)
                 cli_table_add(table, first, T(r, "owner"), T(r, "template"), T(r, "amount"), ch,
