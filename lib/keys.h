@@ -23,7 +23,9 @@
                          with the host, or a two-phase claim;
       reservations_set   a group with the reservation hashes of the hosts it names (every
                          host's for an any-host reservation);
-      placement_release  the claim, its host, that host's reservations, berth:reservations-any;
+                         With a network: its hash, its addresses and berth:macs too;
+      placement_release  the claim, its host, that host's reservations, berth:reservations-any
+                         (and the claim's network addresses with berth:macs);
       usage_apply        a batch of VMs' usage with the event stream (XACK) and
                          berth:usage:vms (split the batch by slot);
       usage_rows         usage hashes of many VMs (read only: split by slot);
@@ -96,6 +98,11 @@
 #define KEYS_RATES "berth:rates"
 /* Budgets (the meter: services/meter/budget.h): the ids of the groups that have one. */
 #define KEYS_BUDGETS "berth:budgets"
+/* Networks (approval: services/approval/networks.h): their ids, the one marked default
+   (hash: id), and every MAC a claim holds (hash: mac -> vm; placement_claim.lua). */
+#define KEYS_NETWORKS        "berth:networks"
+#define KEYS_NETWORK_DEFAULT "berth:network-default"
+#define KEYS_MACS            "berth:macs"
 
 /* Keys with an id: the kind, then keys_build(). */
 typedef enum {
@@ -171,6 +178,11 @@ typedef enum {
     /* berth:charge-adjust:{<group>}  hash: "<at_ms>|<YYYY-MM>|<vm>|<kind>" -> {"amount",
        "owner", "template"}: a closed month's late charges, booked at at_ms. */
     KEYS_CHARGE_ADJUST,
+    KEYS_NETWORK,      /* berth:network:<id>         hash: Network (approval) */
+    KEYS_NETWORK_NAME, /* berth:network-name:<name>  hash: id of the network so named */
+    /* berth:network-addresses:<id>  hash: ip -> vm, the addresses the network's claims hold
+       (written only by placement_claim.lua and placement_release.lua). */
+    KEYS_NETWORK_ADDRESSES,
     KEYS_KIND_COUNT
 } keys_kind_t;
 

@@ -4,11 +4,18 @@
 --       none), 4 the event stream, 5 the target's reservations, 6 the reservations of the
 --       host the claim is on now, 7 the any-host reservations, then pairs (host, its
 --       reservations) of every host the caller knows: passed when an any-host reservation
---       may have to be kept free (the pool check below).
+--       may have to be kept free (the pool check below); last, with a network (ARGV[14]),
+--       the network's hash, its addresses (ip -> vm) and the MACs in use (mac -> vm).
 -- ARGV: 1 host id, 2 vcpus, 3 ram_mb, 4 disk_gb, 5 now_ms, 6 host_timeout_ms, 7-9 ram/cpu/
 --       disk ratios, 10 the host the caller saw the claim on ('' = no claim), 11 vm id,
 --       12 the VM's group, 13 the platform clock's now (lib/clock.h: the events' at_ms; ARGV[5]
---       is real time, which heartbeats' last_seen_ms are compared with).
+--       is real time, which heartbeats' last_seen_ms are compared with), 14 the network the
+--       VM gets an address on ('' or absent: none), 15 the MAC to give it (the caller's pick).
+-- Addresses: the pool is every address of the network's cidr but the network address, the
+-- broadcast and the gateway; the lowest free one is taken, in this step, with the claim. A
+-- claim that already holds an address on the network keeps it (a retry, a move, a shelved
+-- VM placed again). Answers {'NO_NETWORK'} (the network is gone), {'EXHAUSTED', name, size}
+-- (every address is held) or {'MAC'} (that MAC is in use: pick another), writing nothing.
 -- Reservations (hash fields <group>:vcpus|ram_mb|disk_gb reserved, <group>:used_* of it held
 -- by the group's claims): a group's unclaimed reservation on a host is held there for it. A
 -- claim takes from its group's reservation on the host first, then from its group's any-host
@@ -21,7 +28,7 @@
 -- Moving a claim off a host the caller now excludes gives the old host its share (and the
 -- reservations their part) back in the same step. Each host whose usage changed gets its
 -- version bumped and a host.usage event. Returns {'OK', used_vcpus, used_ram_mb,
--- used_disk_gb} of the target, {'CHANGED', host} when the claim moved meanwhile,
+-- used_disk_gb, ip, mac} of the target (ip and mac '' without a network), {'CHANGED', host} when the claim moved meanwhile,
 -- {'REJECTED', 8 host fields} when the host no longer fits (state, last_seen_ms, cap_* then
 -- used_*), {'RESERVED', resource} when only reservations of other groups stand in the way
 -- (on the host or, resource prefixed 'any:', the any-host pool), {'POOL'} as said.
@@ -82,6 +89,46 @@ end
 
 local function up(h) return h[1] == 'UP' and now - n(h[2]) <= timeout end
 
+local net = ARGV[14] or ''
+local npool = #KEYS
+if net ~= '' then npool = #KEYS - 3 end
+local NET, ADDRS, MACS = KEYS[npool + 1], KEYS[npool + 2], KEYS[npool + 3]
+
+-- a.b.c.d as a number (nil when it is not one).
+local function ip4(text)
+  local a, b, c, d = string.match(text or '', '^(%d+)%.(%d+)%.(%d+)%.(%d+)$')
+  if not a then return nil end
+  return ((tonumber(a) * 256 + tonumber(b)) * 256 + tonumber(c)) * 256 + tonumber(d)
+end
+local function text4(v)
+  return string.format('%d.%d.%d.%d', math.floor(v / 16777216) % 256,
+    math.floor(v / 65536) % 256, math.floor(v / 256) % 256, v % 256)
+end
+
+-- The address the claim gets on net: the one it holds, or the lowest free one. Returns
+-- ip, nil or nil, the refusal.
+local function address()
+  local held = redis.call('HMGET', KEYS[1], 'network', 'ip')
+  if held[1] == net and held[2] and held[2] ~= '' then return held[2], nil end
+  local nd = redis.call('HMGET', NET, 'name', 'cidr', 'gateway')
+  if not nd[2] then return nil, {'NO_NETWORK'} end
+  local base_text, prefix = string.match(nd[2], '^([%d.]+)/(%d+)$')
+  local base, gw = ip4(base_text), ip4(nd[3])
+  prefix = tonumber(prefix)
+  if not base or not prefix then return nil, {'NO_NETWORK'} end
+  local span = 2 ^ (32 - prefix)
+  local size = span - 2
+  if gw and gw > base and gw < base + span - 1 then size = size - 1 end
+  if redis.call('HLEN', ADDRS) >= size then return nil, {'EXHAUSTED', nd[1] or net, size} end
+  for v = base + 1, base + span - 2 do
+    if v ~= gw then
+      local t = text4(v)
+      if redis.call('HEXISTS', ADDRS, t) == 0 then return t, nil end
+    end
+  end
+  return nil, {'EXHAUSTED', nd[1] or net, size}
+end
+
 local cur = redis.call('HGET', KEYS[1], 'host') or ''
 if cur ~= ARGV[10] then return {'CHANGED', cur} end
 local h = redis.call('HMGET', KEYS[2], unpack(HOST))
@@ -115,9 +162,9 @@ for j = 1, 3 do
   if rest[j] > 0 and held_any[j] - on_any[j] > 0 then pool = true end
 end
 if pool then
-  if #KEYS < 8 then return {'POOL'} end
+  if npool < 8 then return {'POOL'} end
   local free = {0, 0, 0}
-  for i = 8, #KEYS - 1, 2 do
+  for i = 8, npool - 1, 2 do
     local row = redis.call('HMGET', KEYS[i], unpack(HOST))
     if up(row) then
       local hh = holdings(KEYS[i + 1])
@@ -132,6 +179,21 @@ if pool then
     if rest[j] > 0 and free[j] < held_any[j] - on_any[j] then
       return {'RESERVED', 'any:' .. R[j]}
     end
+  end
+end
+
+-- The address, before anything is written: a refusal leaves everything as it was.
+local ip, mac = '', ''
+if net ~= '' then
+  local why
+  ip, why = address()
+  if not ip then return why end
+  local kept = redis.call('HMGET', KEYS[1], 'network', 'mac')
+  if kept[1] == net and kept[2] and kept[2] ~= '' then
+    mac = kept[2]
+  else
+    mac = ARGV[15] or ''
+    if mac == '' or redis.call('HEXISTS', MACS, mac) == 1 then return {'MAC'} end
   end
 end
 
@@ -158,5 +220,10 @@ redis.call('HSET', KEYS[1], 'host', ARGV[1], 'vcpus', ARGV[2], 'ram_mb', ARGV[3]
   'disk_gb', ARGV[4], 'group', group, 'res_vcpus', on_host[1], 'res_ram_mb', on_host[2],
   'res_disk_gb', on_host[3], 'any_vcpus', on_any[1], 'any_ram_mb', on_any[2],
   'any_disk_gb', on_any[3])
+if net ~= '' then
+  redis.call('HSET', ADDRS, ip, ARGV[11])
+  redis.call('HSET', MACS, mac, ARGV[11])
+  redis.call('HSET', KEYS[1], 'network', net, 'ip', ip, 'mac', mac)
+end
 usage(KEYS[2], ARGV[1], 'claim')
-return {'OK', u[1], u[2], u[3]}
+return {'OK', u[1], u[2], u[3], ip, mac}

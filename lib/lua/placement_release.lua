@@ -2,15 +2,21 @@
 -- took of its group's reservations, bump the host's version with a host.usage event, and
 -- delete the claim. With keep_disk, only the vCPUs and RAM go back (to the host and to the
 -- reservations) and the claim stays, holding the disk (a shelved VM's).
+-- A full release also gives back the claim's network address and MAC (placement_claim.lua);
+-- keep_disk keeps them (a shelved VM keeps its address).
 -- KEYS: the claim, the host the caller read from it, the event stream, that host's
---       reservations, the any-host reservations.
--- ARGV: that host's id, vm id, now_ms, keep_disk ('1'; absent or '' = release it all).
--- Returns 'RELEASED', 'NONE' (no claim) or 'CHANGED' (the claim is on another host now).
+--       reservations, the any-host reservations; with a network (ARGV[5]) the network's
+--       addresses (ip -> vm) and the MACs in use (mac -> vm).
+-- ARGV: that host's id, vm id, now_ms, keep_disk ('1'; absent or '' = release it all), the
+--       network the caller read from the claim ('' or absent: none).
+-- Returns 'RELEASED', 'NONE' (no claim) or 'CHANGED' (the claim is on another host or
+-- network now).
 local function n(v) return tonumber(v) or 0 end
 local c = redis.call('HMGET', KEYS[1], 'host', 'vcpus', 'ram_mb', 'disk_gb', 'group',
-  'res_vcpus', 'res_ram_mb', 'res_disk_gb', 'any_vcpus', 'any_ram_mb', 'any_disk_gb')
+  'res_vcpus', 'res_ram_mb', 'res_disk_gb', 'any_vcpus', 'any_ram_mb', 'any_disk_gb',
+  'network', 'ip', 'mac')
 if not c[1] then return 'NONE' end
-if c[1] ~= ARGV[1] then return 'CHANGED' end
+if c[1] ~= ARGV[1] or (c[12] or '') ~= (ARGV[5] or '') then return 'CHANGED' end
 local keep = ARGV[4] == '1'
 local upto = keep and 2 or 3
 local R = {'vcpus', 'ram_mb', 'disk_gb'}
@@ -56,6 +62,15 @@ if keep then
     redis.call('HSET', KEYS[1], 'res_vcpus', 0, 'res_ram_mb', 0, 'any_vcpus', 0, 'any_ram_mb', 0)
   end
 else
+  -- The address and MAC go back only if they are still this VM's.
+  if c[12] and c[12] ~= '' and #KEYS >= 7 then
+    if c[13] and redis.call('HGET', KEYS[6], c[13]) == ARGV[2] then
+      redis.call('HDEL', KEYS[6], c[13])
+    end
+    if c[14] and redis.call('HGET', KEYS[7], c[14]) == ARGV[2] then
+      redis.call('HDEL', KEYS[7], c[14])
+    end
+  end
   redis.call('DEL', KEYS[1])
 end
 return 'RELEASED'

@@ -36,11 +36,14 @@ static void s_on_select_host(bus_request_t *request, void *arg)
     int rc = placement_select(self->placement, req, &result, &error);
     metrics_add(s_m.placements, 1,
                 rc == PLACEMENT_NO_VALID_HOST ? "no_valid_host"
+                : rc == PLACEMENT_NETWORK     ? "no_address"
                 : rc != 0                     ? "failed"
                 : result.existing             ? "existing"
                                               : "claimed");
     if (rc == PLACEMENT_NO_VALID_HOST)
         log_info(rid, "no valid host", "{s:s, s:s}", "vm", req->vm, "reason", error.message);
+    if (rc == PLACEMENT_NETWORK)
+        log_info(rid, "no address", "{s:s, s:s}", "vm", req->vm, "reason", error.message);
     if (rc < 0)
         error_set(&error, "UNAVAILABLE", "state store unreachable");
     if (rc != 0)
@@ -53,6 +56,8 @@ static void s_on_select_host(bus_request_t *request, void *arg)
         reply.host = result.host;
         reply.alternates = alternates;
         reply.n_alternates = (size_t)result.n_alternates;
+        reply.ip = result.ip;
+        reply.mac = result.mac;
         log_info(rid, result.existing ? "claim exists" : "claimed", "{s:s, s:s, s:i, s:I, s:I}",
                  "vm", req->vm, "host", result.host, "vcpus", req->flavor->vcpus, "ram_mb",
                  (json_int_t)req->flavor->ram_mb, "disk_gb", (json_int_t)req->flavor->disk_gb);
@@ -199,7 +204,7 @@ int main(int argc, char **argv)
         goto done;
     s_m.placements = metrics_counter("berth_scheduler_placements_total",
                                      "SelectHost decisions, by result (claimed, existing: the "
-                                     "VM's claim was there, no_valid_host, failed)",
+                                     "VM's claim was there, no_valid_host, no_address, failed)",
                                      "result");
     s_m.hosts = metrics_gauge("berth_scheduler_hosts",
                               "Hosts in the scheduler's copy, by stored state", "state");

@@ -37,7 +37,13 @@
         every host only when such a reservation exists (it asks for them otherwise).
     The weigher puts hosts where the group holds an unclaimed reservation first (the whole
     flavor, then part of it), so the group uses its reserved capacity first. A host refused
-    only because of other groups' reservations counts under the filter "reserved". */
+    only because of other groups' reservations counts under the filter "reserved".
+
+    Addresses: a VM on a network (SelectHost.network) gets an IPv4 address and a MAC in its
+    claim's step (placement_claim.lua takes the network's lowest free address; the MAC is
+    picked here at random, locally administered, and the script refuses one in use). A full
+    release gives both back in the release's step. A network with no free address ends the
+    placement at once: no host would do better. */
 #include "placement.h"
 #include "clock.h"
 #include "keys.h"
@@ -47,6 +53,7 @@
 #include "util.h"
 
 #include <assert.h>
+#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -107,8 +114,11 @@ struct _placement_t {
     int removed[F_COUNT + 1];  /* the last "no valid host": hosts per filter, then busy */
     s_reserve_t *reserve;      /* every group's part of the hosts' and any-host holdings */
     int n_reserve;
-    s_holdings_t any;    /* the any-host reservations */
-    double pool_free[3]; /* sum over UP hosts of max(0, usable - used - held): s_rank */
+    s_holdings_t any;            /* the any-host reservations */
+    double pool_free[3];         /* sum over UP hosts of max(0, usable - used - held): s_rank */
+    char ip[PLACEMENT_IP_MAX];   /* the last claim's address on its network ("" without) */
+    char mac[PLACEMENT_MAC_MAX]; /* and its MAC */
+    char net_why[160];           /* why the last claim's network refused it */
 };
 
 /* Per request: the group's share of the target host's and the any-host reservations. */
@@ -830,6 +840,19 @@ static void s_alternates(placement_t *self, int n, int from, placement_result_t 
 
 #define RESERVED   2 /* s_claim: only other groups' reservations stand in the way */
 #define RETRY_POOL 3 /* s_claim: the script needs every host for the any-host check */
+#define NETWORK    4 /* s_claim: the VM's network refuses (gone, or no address free) */
+#define MAC_TAKEN  5 /* s_claim: the MAC picked is in use: pick another */
+#define MAC_TRIES  8 /* MACs picked before giving up (2^-24 odds each on a full platform) */
+
+/* A random locally administered unicast MAC (the first octet's bits 1 set, 0 clear). */
+static void s_random_mac(char out[PLACEMENT_MAC_MAX])
+{
+    uint8_t b[6];
+    randombytes_buf(b, sizeof b);
+    b[0] = (uint8_t)((b[0] & 0xfc) | 0x02);
+    snprintf(out, PLACEMENT_MAC_MAX, "%02x:%02x:%02x:%02x:%02x:%02x", b[0], b[1], b[2], b[3], b[4],
+             b[5]);
+}
 
 /* Try one host for req. 0 (claimed), 1 (rejected: h updated from Redis), RESERVED, CHANGED,
    or -1. with_pool: pass every known host for the any-host check (the script asks when it
@@ -838,6 +861,14 @@ static int s_claim(placement_t *self, const Berth__SelectHost *req, s_host_t *h,
                    const char *previous, int64_t now, int with_pool)
 {
     const char *vm = req->vm, *group = req->group ? req->group : "";
+    const char *net = req->network ? req->network : "";
+    char net_key[KEYS_MAX], addrs_key[KEYS_MAX], mac[PLACEMENT_MAC_MAX] = "";
+    if (*net) {
+        keys_build(net_key, KEYS_NETWORK, net, NULL);
+        keys_build(addrs_key, KEYS_NETWORK_ADDRESSES, net, NULL);
+        s_random_mac(mac);
+    }
+    int n_net = *net ? 3 : 0;
     const Berth__Resources *f = req->flavor;
     char claim_key[KEYS_MAX], host_key[KEYS_MAX], prev_key[KEYS_MAX], res_key[KEYS_MAX],
         prev_res_key[KEYS_MAX];
@@ -854,7 +885,7 @@ static int s_claim(placement_t *self, const Berth__SelectHost *req, s_host_t *h,
     snprintf(at, sizeof at, "%lld", (long long)clock_now_ms());
     snprintf(timeout, sizeof timeout, "%lld", (long long)self->config.host_timeout_ms);
     int n_pool = with_pool ? self->n_hosts : 0;
-    const char **argv = calloc((size_t)(7 + 2 * n_pool + 13), sizeof *argv);
+    const char **argv = calloc((size_t)(7 + 2 * n_pool + 3 + 15), sizeof *argv);
     char(*pool)[KEYS_MAX] = calloc((size_t)(2 * n_pool + 1), sizeof *pool);
     if (!argv || !pool) {
         free(argv);
@@ -864,10 +895,21 @@ static int s_claim(placement_t *self, const Berth__SelectHost *req, s_host_t *h,
     const char *head[] = {
         claim_key, host_key, prev_key, STORE_EVENTS, res_key, prev_res_key, KEYS_RESERVATIONS_ANY
     };
-    const char *tail[] = {
-        h->id,           vcpus,           ram,      disk, now_text, timeout, self->ratios[0],
-        self->ratios[1], self->ratios[2], previous, vm,   group,    at
-    };
+    const char *tail[] = { h->id,
+                           vcpus,
+                           ram,
+                           disk,
+                           now_text,
+                           timeout,
+                           self->ratios[0],
+                           self->ratios[1],
+                           self->ratios[2],
+                           previous,
+                           vm,
+                           group,
+                           at,
+                           net,
+                           mac };
     int argc = 0;
     for (int i = 0; i < 7; i++)
         argv[argc++] = head[i];
@@ -875,9 +917,15 @@ static int s_claim(placement_t *self, const Berth__SelectHost *req, s_host_t *h,
         argv[argc++] = keys_host(pool[2 * i], self->hosts[i].id);
         argv[argc++] = keys_build(pool[2 * i + 1], KEYS_HOST_RESERVATIONS, self->hosts[i].id, NULL);
     }
-    for (int i = 0; i < 13; i++)
+    if (n_net) {
+        argv[argc++] = net_key;
+        argv[argc++] = addrs_key;
+        argv[argc++] = KEYS_MACS;
+    }
+    int n_keys = argc, n_tail = n_net ? 15 : 13;
+    for (int i = 0; i < n_tail; i++)
         argv[argc++] = tail[i];
-    redisReply *r = store_run(self->store, &lua_placement_claim, 7 + 2 * n_pool, argc, argv);
+    redisReply *r = store_run(self->store, &lua_placement_claim, n_keys, argc, argv);
     free(argv);
     free(pool);
     if (!r)
@@ -886,10 +934,12 @@ static int s_claim(placement_t *self, const Berth__SelectHost *req, s_host_t *h,
     if (r->type == REDIS_REPLY_ARRAY && r->elements >= 1 &&
         r->element[0]->type == REDIS_REPLY_STRING) {
         const char *verdict = r->element[0]->str;
-        if (strcmp(verdict, "OK") == 0 && r->elements == 4) {
+        if (strcmp(verdict, "OK") == 0 && r->elements == 6) {
             h->used_vcpus = s_int(r->element[1]);
             h->used_ram_mb = s_int(r->element[2]);
             h->used_disk_gb = s_int(r->element[3]);
+            util_strlcpy(self->ip, r->element[4]->str ? r->element[4]->str : "", sizeof self->ip);
+            util_strlcpy(self->mac, r->element[5]->str ? r->element[5]->str : "", sizeof self->mac);
             rc = 0;
         } else if (strcmp(verdict, "REJECTED") == 0 && r->elements == 9) {
             s_row(h, r->element + 1);
@@ -900,12 +950,40 @@ static int s_claim(placement_t *self, const Berth__SelectHost *req, s_host_t *h,
             rc = RESERVED;
         else if (strcmp(verdict, "POOL") == 0 && !with_pool)
             rc = RETRY_POOL;
+        else if (strcmp(verdict, "MAC") == 0)
+            rc = MAC_TAKEN;
+        else if (strcmp(verdict, "NO_NETWORK") == 0) {
+            snprintf(self->net_why, sizeof self->net_why, "network %s no longer exists", net);
+            rc = NETWORK;
+        } else if (strcmp(verdict, "EXHAUSTED") == 0 && r->elements == 3) {
+            snprintf(self->net_why, sizeof self->net_why,
+                     "network '%.64s' has no free address: all %lld of its addresses are "
+                     "allocated",
+                     r->element[1]->str ? r->element[1]->str : net,
+                     (long long)s_int(r->element[2]));
+            rc = NETWORK;
+        }
     }
     if (rc == -1)
         log_debug(NULL, "claim script failed", "{s:s, s:s}", "vm", vm, "error",
                   r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
     freeReplyObject(r);
-    return rc == RETRY_POOL ? s_claim(self, req, h, previous, now, 1) : rc;
+    if (rc == RETRY_POOL)
+        return s_claim(self, req, h, previous, now, 1);
+    return rc;
+}
+
+/* s_claim with another MAC while the one picked is in use. */
+static int s_claim_mac(placement_t *self, const Berth__SelectHost *req, s_host_t *h,
+                       const char *previous, int64_t now, int with_pool)
+{
+    for (int i = 0; i < MAC_TRIES; i++) {
+        int rc = s_claim(self, req, h, previous, now, with_pool);
+        if (rc != MAC_TAKEN)
+            return rc;
+    }
+    log_warn(NULL, "no free MAC found", "{s:s, s:i}", "vm", req->vm, "tries", MAC_TRIES);
+    return -1;
 }
 
 /* Filters, weigher, claims; with fresh data before any "no". */
@@ -930,9 +1008,16 @@ static int s_place(placement_t *self, const Berth__SelectHost *req, const char *
                 break;
             }
             s_host_t *h = &self->hosts[self->candidates[i].index];
-            int rc = s_claim(self, req, h, previous, now, self->any.count > 0);
+            int rc = s_claim_mac(self, req, h, previous, now, self->any.count > 0);
+            if (rc == NETWORK) {
+                error_set(error, "CONFLICT", "%s", self->net_why);
+                error_detail(error, "network", "%s", req->network);
+                return PLACEMENT_NETWORK;
+            }
             if (rc == 0) {
                 util_strlcpy(result->host, h->id, sizeof result->host);
+                util_strlcpy(result->ip, self->ip, sizeof result->ip);
+                util_strlcpy(result->mac, self->mac, sizeof result->mac);
                 s_alternates(self, n, i + 1, result);
                 return 0;
             }
@@ -998,6 +1083,8 @@ static int s_invalid(const placement_t *self, const Berth__SelectHost *req, bert
             return error_field(error, "exclude", "exclude holds an empty or overlong host id");
     if (req->group && (strlen(req->group) >= GROUP_ID_MAX || strchr(req->group, ':')))
         return error_field(error, "group", "group must be a group id");
+    if (req->network && *req->network && !util_is_uuid(req->network))
+        return error_field(error, "network", "network must be a network id");
     if (req->n_prefer > (size_t)c->max_exclude)
         return error_field(error, "prefer",
                            "prefer lists more hosts than the configured maximum (max_exclude)");
@@ -1023,10 +1110,11 @@ int placement_select(placement_t *self, const Berth__SelectHost *req, placement_
                 return rc;
             continue;
         }
-        redisReply *r = store_command(self->store, "HMGET %s host vcpus ram_mb disk_gb", claim_key);
+        redisReply *r = store_command(
+            self->store, "HMGET %s host vcpus ram_mb disk_gb network ip mac", claim_key);
         if (!r)
             return -1;
-        if (r->type != REDIS_REPLY_ARRAY || r->elements != 4) {
+        if (r->type != REDIS_REPLY_ARRAY || r->elements != 7) {
             freeReplyObject(r);
             return -1;
         }
@@ -1039,8 +1127,18 @@ int placement_select(placement_t *self, const Berth__SelectHost *req, placement_
            its own host if that fits, else on another one (the claim moves there). */
         int shelved = s_int(r->element[1]) == 0 && s_int(r->element[2]) == 0 &&
                       s_int(r->element[3]) == f->disk_gb;
+        /* The address the claim holds, when it is on the network asked for. */
+        char ip[PLACEMENT_IP_MAX] = "", mac[PLACEMENT_MAC_MAX] = "";
+        if (req->network && *req->network && r->element[4]->type == REDIS_REPLY_STRING &&
+            strcmp(r->element[4]->str, req->network) == 0 &&
+            r->element[5]->type == REDIS_REPLY_STRING &&
+            r->element[6]->type == REDIS_REPLY_STRING) {
+            util_strlcpy(ip, r->element[5]->str, sizeof ip);
+            util_strlcpy(mac, r->element[6]->str, sizeof mac);
+        }
+        int addressed = !(req->network && *req->network) || *ip;
         freeReplyObject(r);
-        if (*previous && !s_excluded(req, previous) && !shelved) {
+        if (*previous && !s_excluded(req, previous) && !shelved && addressed) {
             /* Asked again (a retry, another instance): the claim already taken stands. */
             if (!same) {
                 error_set(error, "CONFLICT",
@@ -1049,6 +1147,8 @@ int placement_select(placement_t *self, const Berth__SelectHost *req, placement_
                 return PLACEMENT_CONFLICT;
             }
             util_strlcpy(result->host, previous, sizeof result->host);
+            util_strlcpy(result->ip, ip, sizeof result->ip);
+            util_strlcpy(result->mac, mac, sizeof result->mac);
             result->existing = 1;
             if (s_stale(self) && placement_refresh(self) != 0)
                 return -1;
@@ -1073,33 +1173,40 @@ static int s_release(placement_t *self, const char *vm, int keep_disk, int *rele
         error_field(error, "vm", "vm must be a lower-case UUID");
         return PLACEMENT_BAD_REQUEST;
     }
-    char claim_key[KEYS_MAX], host_key[KEYS_MAX], res_key[KEYS_MAX];
+    char claim_key[KEYS_MAX], host_key[KEYS_MAX], res_key[KEYS_MAX], addrs_key[KEYS_MAX];
     keys_build(claim_key, KEYS_CLAIM, vm, NULL);
     for (int round = 0; round < ROUNDS; round++) {
-        redisReply *r = store_command(self->store, "HGET %s host", claim_key);
+        redisReply *r = store_command(self->store, "HMGET %s host network", claim_key);
         if (!r)
             return -1;
-        if (r->type == REDIS_REPLY_NIL) {
+        if (r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
+            freeReplyObject(r);
+            return -1;
+        }
+        if (r->element[0]->type == REDIS_REPLY_NIL) {
             freeReplyObject(r);
             *released = 0;
             return 0;
         }
-        if (r->type != REDIS_REPLY_STRING || r->len >= PLACEMENT_ID_MAX) {
+        if (r->element[0]->type != REDIS_REPLY_STRING || r->element[0]->len >= PLACEMENT_ID_MAX) {
             freeReplyObject(r);
             return -1;
         }
-        char host[PLACEMENT_ID_MAX];
-        memcpy(host, r->str, r->len + 1);
+        char host[PLACEMENT_ID_MAX], net[UTIL_ID_LEN] = "";
+        memcpy(host, r->element[0]->str, r->element[0]->len + 1);
+        if (r->element[1]->type == REDIS_REPLY_STRING)
+            util_strlcpy(net, r->element[1]->str, sizeof net);
         freeReplyObject(r);
+        keys_build(addrs_key, KEYS_NETWORK_ADDRESSES, *net ? net : "-", NULL);
         keys_host(host_key, host);
         char now[24];
         snprintf(now, sizeof now, "%lld", (long long)clock_now_ms());
         keys_build(res_key, KEYS_HOST_RESERVATIONS, host, NULL);
         const char *argv[] = {
-            claim_key, host_key, STORE_EVENTS,        res_key, KEYS_RESERVATIONS_ANY, host,
-            vm,        now,      keep_disk ? "1" : ""
+            claim_key, host_key, STORE_EVENTS, res_key, KEYS_RESERVATIONS_ANY, addrs_key,
+            KEYS_MACS, host,     vm,           now,     keep_disk ? "1" : "",  net
         };
-        r = store_run(self->store, &lua_placement_release, 5, 9, argv);
+        r = store_run(self->store, &lua_placement_release, 7, 12, argv);
         if (!r)
             return -1;
         int verdict = r->type != REDIS_REPLY_STRING     ? -1

@@ -16,9 +16,12 @@
 #define PLACEMENT_BAD_REQUEST   1 /* the request is malformed (error says what) */
 #define PLACEMENT_NO_VALID_HOST 2 /* no host passes; error counts what each filter removed */
 #define PLACEMENT_CONFLICT      3 /* the VM already holds a claim of a different flavor */
+#define PLACEMENT_NETWORK       4 /* the VM's network is gone or has no free address */
 
 #define PLACEMENT_ID_MAX         128 /* longest host id, with its NUL */
 #define PLACEMENT_ALTERNATES_MAX 8
+#define PLACEMENT_IP_MAX         16 /* a dotted IPv4 address, with its NUL */
+#define PLACEMENT_MAC_MAX        18 /* aa:bb:cc:dd:ee:ff, with its NUL */
 
 typedef struct {
     int64_t host_timeout_ms; /* a host not seen for longer is not UP */
@@ -43,7 +46,9 @@ typedef struct {
     char host[PLACEMENT_ID_MAX];
     char alternates[PLACEMENT_ALTERNATES_MAX][PLACEMENT_ID_MAX];
     int n_alternates;
-    int existing; /* the VM already held this claim: nothing new was taken */
+    int existing;                /* the VM already held this claim: nothing new was taken */
+    char ip[PLACEMENT_IP_MAX];   /* its address on SelectHost.network ("" without one) */
+    char mac[PLACEMENT_MAC_MAX]; /* and its MAC */
 } placement_result_t;
 
 typedef struct _placement_t placement_t;
@@ -54,7 +59,8 @@ void placement_destroy(placement_t **self_p);
 
 /* Pick and claim a host for vm (idempotent by vm). 0 and *result; PLACEMENT_BAD_REQUEST
    (error: BAD_REQUEST naming the field), PLACEMENT_NO_VALID_HOST (error: NO_VALID_HOST with
-   the counts of placement_removed) or PLACEMENT_CONFLICT (error: CONFLICT); -1 when Redis
+   the counts of placement_removed), PLACEMENT_CONFLICT (error: CONFLICT) or PLACEMENT_NETWORK
+   (error: CONFLICT naming the network: gone, or no free address); -1 when Redis
    failed (error untouched). If the VM holds a claim on a host it now excludes, the claim moves
    to the new host in the same step. */
 int placement_select(placement_t *self, const Berth__SelectHost *request,

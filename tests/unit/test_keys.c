@@ -93,14 +93,30 @@ static void test_docs_list_every_key(void **state)
 {
     (void)state;
     const char *doc = s_state_md();
-    const char *singles[] = { KEYS_EVENTS,           KEYS_SCHEMA,        KEYS_SCHEMA_LOCK,
-                              KEYS_SERVICES,         KEYS_HOSTS,         KEYS_IMAGES,
-                              KEYS_TEMPLATES,        KEYS_REQUESTS,      KEYS_VMS,
-                              KEYS_TASKS_DUE,        KEYS_TASKS_WAKE,    KEYS_USAGE_INDEX,
-                              KEYS_RESERVATIONS_ANY, KEYS_RESERVED_HOSTS,
-                              KEYS_TIMERS,           KEYS_TIMERS_CLAIMED,
-                              KEYS_THROTTLE_RUNNING, KEYS_THROTTLE_QUEUE, KEYS_THROTTLE_WAITING,
-                              KEYS_WEBHOOK_DELIVERIES, KEYS_WEBHOOK_DUE };
+    const char *singles[] = { KEYS_EVENTS,
+                              KEYS_SCHEMA,
+                              KEYS_SCHEMA_LOCK,
+                              KEYS_SERVICES,
+                              KEYS_HOSTS,
+                              KEYS_IMAGES,
+                              KEYS_TEMPLATES,
+                              KEYS_REQUESTS,
+                              KEYS_VMS,
+                              KEYS_TASKS_DUE,
+                              KEYS_TASKS_WAKE,
+                              KEYS_USAGE_INDEX,
+                              KEYS_RESERVATIONS_ANY,
+                              KEYS_RESERVED_HOSTS,
+                              KEYS_TIMERS,
+                              KEYS_TIMERS_CLAIMED,
+                              KEYS_THROTTLE_RUNNING,
+                              KEYS_THROTTLE_QUEUE,
+                              KEYS_THROTTLE_WAITING,
+                              KEYS_WEBHOOK_DELIVERIES,
+                              KEYS_WEBHOOK_DUE,
+                              KEYS_NETWORKS,
+                              KEYS_NETWORK_DEFAULT,
+                              KEYS_MACS };
     char want[KEYS_MAX + 4];
     for (size_t i = 0; i < sizeof singles / sizeof *singles; i++) {
         snprintf(want, sizeof want, "`%s`", singles[i]);

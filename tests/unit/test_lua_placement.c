@@ -5,7 +5,8 @@
     whose usage changed has its version bumped and a host.usage event in the same step. A
     group's reservations (on the host, on any host) are taken by its claims first, never by
     another group's, and given back on release. reservations_set.lua (approval's write of a
-    group's reservations) lets grow only what is free and unreserved. */
+    group's reservations) lets grow only what is free and unreserved. A claim on a network
+    takes an address and a MAC in its step; a release gives them back. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -454,6 +455,133 @@ static void test_reservations_set(void **state)
     freeReplyObject(r);
 }
 
+/* Claim vm's 1 vCPU / 256 MB / 1 GB on host with an address on network t:net (MAC mac). */
+static redisReply *s_claim_net(store_t *store, const char *vm, const char *host, const char *now_on,
+                               const char *mac)
+{
+    char claim[32], host_key[32], prev_key[32], res_key[32], prev_res_key[32];
+    snprintf(claim, sizeof claim, "t:claim:{%s}", vm);
+    snprintf(host_key, sizeof host_key, "t:host:%s", host);
+    snprintf(prev_key, sizeof prev_key, "t:host:%s", *now_on ? now_on : host);
+    snprintf(res_key, sizeof res_key, "t:res:%s", host);
+    snprintf(prev_res_key, sizeof prev_res_key, "t:res:%s", *now_on ? now_on : host);
+    const char *argv[] = { claim,        host_key, prev_key,     "t:events", res_key,
+                           prev_res_key, "t:any",  "t:net",      "t:addrs",  "t:macs",
+                           host,         "1",      "256",        "1",        NOW,
+                           "3000",       "1",      "1",          "1",        now_on,
+                           vm,           "ga",     PLATFORM_NOW, "net-id",   mac };
+    redisReply *r = store_run(store, &lua_placement_claim, 10, 25, argv);
+    assert_non_null(r);
+    assert_int_equal(r->type, REDIS_REPLY_ARRAY);
+    return r;
+}
+
+static redisReply *s_release_net(store_t *store, const char *vm, const char *host,
+                                 const char *keep_disk)
+{
+    char claim[32], host_key[32], res_key[32];
+    snprintf(claim, sizeof claim, "t:claim:{%s}", vm);
+    snprintf(host_key, sizeof host_key, "t:host:%s", host);
+    snprintf(res_key, sizeof res_key, "t:res:%s", host);
+    const char *argv[] = { claim,    host_key, "t:events", res_key, "t:any",   "t:addrs",
+                           "t:macs", host,     vm,         NOW,     keep_disk, "net-id" };
+    redisReply *r = store_run(store, &lua_placement_release, 7, 12, argv);
+    assert_non_null(r);
+    return r;
+}
+
+/* Addresses: a /29 with its gateway at .1 has 5 to give (.2 to .6): five VMs get five
+   distinct ones, never the network address, the gateway or the broadcast; the sixth is
+   refused naming the network, and nothing is written for it; a release gives the address
+   and MAC back (the next VM gets that address), shelving keeps them, a moved claim keeps
+   its address, a MAC in use and a network gone are refused. */
+static void test_network_addresses(void **state)
+{
+    fixture_t *f = *state;
+    s_host(f->store, "t:host:h1", "UP");
+    s_host(f->store, "t:host:h2", "UP");
+    redisReply *r = store_command(f->store, "HSET t:net id net-id name lab cidr 10.9.8.0/29 "
+                                            "gateway 10.9.8.1");
+    freeReplyObject(r);
+    char seen[8] = { 0 };
+    const char *vms[] = { "v1", "v2", "v3", "v4", "v5" };
+    for (int i = 0; i < 5; i++) {
+        char mac[24];
+        snprintf(mac, sizeof mac, "02:00:00:00:00:%02x", i + 1);
+        r = s_claim_net(f->store, vms[i], "h1", "", mac);
+        assert_string_equal(r->element[0]->str, "OK");
+        assert_int_equal(r->elements, 6);
+        int last = -1;
+        assert_int_equal(sscanf(r->element[4]->str, "10.9.8.%d", &last), 1);
+        assert_true(last >= 2 && last <= 6);
+        assert_int_equal(seen[last], 0);
+        seen[last] = 1;
+        assert_string_equal(r->element[5]->str, mac);
+        freeReplyObject(r);
+        assert_int_equal(s_get(f->store, "t:claim:{v1}", "vcpus"), 1);
+    }
+    r = store_command(f->store, "HLEN t:addrs");
+    assert_int_equal(r->integer, 5);
+    freeReplyObject(r);
+    r = store_command(f->store, "HGET t:addrs 10.9.8.2");
+    assert_string_equal(r->str, "v1");
+    freeReplyObject(r);
+
+    /* The pool is empty: refused with the network's name and size, nothing taken. */
+    r = s_claim_net(f->store, "v6", "h1", "", "02:00:00:00:00:06");
+    assert_string_equal(r->element[0]->str, "EXHAUSTED");
+    assert_string_equal(r->element[1]->str, "lab");
+    assert_int_equal(r->element[2]->integer, 5);
+    freeReplyObject(r);
+    assert_int_equal(s_get(f->store, "t:host:h1", "used_vcpus"), 5);
+    r = store_command(f->store, "EXISTS t:claim:{v6}");
+    assert_int_equal(r->integer, 0);
+    freeReplyObject(r);
+
+    /* Shelving keeps the address; a full release gives it and the MAC back. */
+    r = s_release_net(f->store, "v3", "h1", "1");
+    assert_string_equal(r->str, "RELEASED");
+    freeReplyObject(r);
+    r = store_command(f->store, "HGET t:addrs 10.9.8.4");
+    assert_string_equal(r->str, "v3");
+    freeReplyObject(r);
+    r = s_release_net(f->store, "v3", "h1", "");
+    assert_string_equal(r->str, "RELEASED");
+    freeReplyObject(r);
+    r = store_command(f->store, "HEXISTS t:addrs 10.9.8.4");
+    assert_int_equal(r->integer, 0);
+    freeReplyObject(r);
+    r = store_command(f->store, "HEXISTS t:macs 02:00:00:00:00:03");
+    assert_int_equal(r->integer, 0);
+    freeReplyObject(r);
+
+    /* A MAC in use is refused, nothing taken; another one gets the freed address. */
+    r = s_claim_net(f->store, "v6", "h1", "", "02:00:00:00:00:01");
+    assert_string_equal(r->element[0]->str, "MAC");
+    freeReplyObject(r);
+    r = s_claim_net(f->store, "v6", "h1", "", "02:00:00:00:00:06");
+    assert_string_equal(r->element[0]->str, "OK");
+    assert_string_equal(r->element[4]->str, "10.9.8.4");
+    freeReplyObject(r);
+
+    /* A claim moved to another host keeps its address and MAC. */
+    r = s_claim_net(f->store, "v1", "h2", "h1", "02:00:00:00:00:99");
+    assert_string_equal(r->element[0]->str, "OK");
+    assert_string_equal(r->element[4]->str, "10.9.8.2");
+    assert_string_equal(r->element[5]->str, "02:00:00:00:00:01");
+    freeReplyObject(r);
+    r = store_command(f->store, "HLEN t:addrs");
+    assert_int_equal(r->integer, 5);
+    freeReplyObject(r);
+
+    /* A network gone: refused. */
+    r = store_command(f->store, "DEL t:net");
+    freeReplyObject(r);
+    r = s_claim_net(f->store, "v7", "h1", "", "02:00:00:00:00:07");
+    assert_string_equal(r->element[0]->str, "NO_NETWORK");
+    freeReplyObject(r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -466,6 +594,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_reservation_on_host, testenv_setup, testenv_teardown),
         cmocka_unit_test_setup_teardown(test_reservation_any_host, testenv_setup, testenv_teardown),
         cmocka_unit_test_setup_teardown(test_reservations_set, testenv_setup, testenv_teardown),
+        cmocka_unit_test_setup_teardown(test_network_addresses, testenv_setup, testenv_teardown),
     };
     return cmocka_run_group_tests(tests, testenv_group_setup, testenv_group_teardown);
 }
