@@ -169,7 +169,8 @@ int cli_passwd(cli_t *cli, int argc, char **argv); /* change one's own password 
 int cli_keys(cli_t *cli, int argc, char **argv);   /* one's API keys: create, list, revoke */
 int cli_templates(cli_t *cli, int argc, char **argv);
 int cli_hosts(cli_t *cli, int argc, char **argv);
-int cli_images(cli_t *cli, int argc, char **argv); /* model images: list, show, import, delete */
+int cli_images(cli_t *cli, int argc, char **argv);   /* model images: list, show, import, delete */
+int cli_networks(cli_t *cli, int argc, char **argv); /* networks: list, show, create, delete */
 int cli_ssh_keys(cli_t *cli, int argc, char **argv); /* SSH keys: list, add, show, delete */
 int cli_host(cli_t *cli, int argc, char **argv);
 int cli_vms(cli_t *cli, int argc, char **argv);

@@ -45,8 +45,8 @@ int cli_vms(cli_t *cli, int argc, char **argv)
             continue;
         size_t len = strlen(filters);
         if (cli_escape(opts[i].value, escaped, sizeof escaped) != 0 ||
-            snprintf(filters + len, sizeof filters - len, "%c%s=%s", len ? '&' : '?',
-                     opts[i].name, escaped) >= (int)(sizeof filters - len)) {
+            snprintf(filters + len, sizeof filters - len, "%c%s=%s", len ? '&' : '?', opts[i].name,
+                     escaped) >= (int)(sizeof filters - len)) {
             fprintf(stderr, "berth vms: --%s too long\n", opts[i].name);
             return 2;
         }
@@ -136,6 +136,33 @@ int cli_vm(cli_t *cli, int argc, char **argv)
                 n += (size_t)w;
             }
             json_object_set_new(vm, "ssh_keys", json_string(line[0] ? line : "-"));
+        }
+        /* Its network as "NAME IP/PREFIX mac MAC gateway GW dns A, B": none, "-". */
+        json_t *net = json_object_get(vm, "network");
+        if (vm && json_object_get(vm, "network")) {
+            char line[512] = "-";
+            if (json_is_object(net)) {
+                char dns[256] = "";
+                size_t i, n = 0;
+                json_t *d;
+                json_array_foreach(json_object_get(net, "dns"), i, d)
+                {
+                    int w = snprintf(dns + n, sizeof dns - n, "%s%s", i ? ", " : "",
+                                     json_string_value(d) ? json_string_value(d) : "");
+                    if (w < 0 || (size_t)w >= sizeof dns - n)
+                        break;
+                    n += (size_t)w;
+                }
+                const char *ip = json_string_value(json_object_get(net, "ip"));
+                const char *mac = json_string_value(json_object_get(net, "mac"));
+                const char *gw = json_string_value(json_object_get(net, "gateway"));
+                const char *name = json_string_value(json_object_get(net, "name"));
+                snprintf(line, sizeof line, "%s %s/%lld mac %s gateway %s dns %s",
+                         name ? name : "?", ip ? ip : "(not yet)",
+                         (long long)json_integer_value(json_object_get(net, "prefix")),
+                         mac ? mac : "-", gw ? gw : "-", dns[0] ? dns : "-");
+            }
+            json_object_set_new(vm, "network", json_string(line));
         }
         cli_print_object(vm, first);
         json_decref(vm);
@@ -272,9 +299,8 @@ int cli_usage(cli_t *cli, int argc, char **argv)
             for (int k = 0; k < 5; k++)
                 total[k] += json_number_value(json_object_get(u, keys[k]));
             cli_table_add(table, T(u, "vm"), T(u, "owner"), cli_name_of(templates, u, "template"),
-                          T(u, "host"),
-                          T(u, "active_hours"), T(u, "disk_only_hours"), T(u, "vcpu_hours"),
-                          T(u, "ram_gb_hours"), T(u, "disk_gb_hours"));
+                          T(u, "host"), T(u, "active_hours"), T(u, "disk_only_hours"),
+                          T(u, "vcpu_hours"), T(u, "ram_gb_hours"), T(u, "disk_gb_hours"));
         }
         char sums[5][64];
         for (int k = 0; k < 5; k++)

@@ -248,6 +248,14 @@ void charge_budget_get(http_req_t *req);   /* GET /v1/groups/{id}/budget */
 void charge_budget_set(http_req_t *req);   /* PUT /v1/groups/{id}/budget */
 void charge_budget_clear(http_req_t *req); /* DELETE /v1/groups/{id}/budget */
 
+/* ---- networks.c: networks VMs get addresses on (approval) ---- */
+json_t *view_network(const Berth__Network *n);
+json_t *view_vm_network(const Berth__VmNetwork *n); /* null without a network */
+void networks_create(http_req_t *req);              /* POST /v1/networks (admins) */
+void networks_list(http_req_t *req);                /* GET /v1/networks */
+void networks_get(http_req_t *req);                 /* GET /v1/networks/{id}: id or name */
+void networks_delete(http_req_t *req);              /* DELETE /v1/networks/{id} (admins) */
+
 /* ---- images.c: the stager's image store ---- */
 json_t *view_image(const Berth__Image *im);
 void images_import(http_req_t *req); /* POST /v1/images (admins, operators) */

@@ -32,6 +32,9 @@ json_t *view_template(const Berth__Template *t)
                                                (json_int_t)(t->lease_notice_ms / 3600000),
                                                "rebuild_on_loss", t->rebuild_on_loss));
     if (view)
+        json_object_set_new(view, "network",
+                            t->network && *t->network ? json_string(t->network) : json_null());
+    if (view)
         json_object_set_new(view, "approval_policy",
                             json_string(t->approval_policy && *t->approval_policy
                                             ? t->approval_policy
@@ -53,20 +56,20 @@ json_t *view_vm(const Berth__Vm *vm, int host_down)
     const char *power = vm->power_state;
     if (host_down && s_may_run(S(vm->state)))
         power = "UNKNOWN";
-    json_t *lease =
-        json_pack("{s:o, s:o, s:i}", "expires_at",
-                  rest_time(vm->lease ? vm->lease->expires_ms : 0), "tombstone_until",
-                  rest_time(vm->tombstone_until_ms), "extensions", vm->extensions);
+    json_t *lease = json_pack("{s:o, s:o, s:i}", "expires_at",
+                              rest_time(vm->lease ? vm->lease->expires_ms : 0), "tombstone_until",
+                              rest_time(vm->tombstone_until_ms), "extensions", vm->extensions);
     return json_pack(
         "{s:s, s:s, s:s, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, "
-        "s:o, s:o, s:i, s:o, s:o}",
+        "s:o, s:o, s:i, s:o, s:o, s:o}",
         "id", S(vm->id), "name", S(vm->name), "state", S(vm->state), "power_state", view_str(power),
         "host", view_str(vm->host), "template", view_str(vm->template_), "owner",
         view_str(vm->owner), "group", view_str(vm->group), "lease", lease, "task",
         view_str(vm->task), "request", view_str(vm->request), "flavor", view_resources(vm->flavor),
         "fault", view_str(vm->fault), "image", view_str(vm->image), "os", view_str(vm->os),
         "created_at", rest_time(vm->created_ms), "lease_days", vm->lease_days, "updated_at",
-        rest_time(vm->updated_ms), "ssh_keys", sshkeys_view_refs(vm->ssh_keys, vm->n_ssh_keys));
+        rest_time(vm->updated_ms), "ssh_keys", sshkeys_view_refs(vm->ssh_keys, vm->n_ssh_keys),
+        "network", view_vm_network(vm->network));
 }
 
 json_t *view_task(const Berth__Task *task)
@@ -81,14 +84,13 @@ json_t *view_task(const Berth__Task *task)
     }
     json_t *position = task->queue_position > 0 ? json_integer(task->queue_position) : json_null();
     return json_pack("{s:s, s:s, s:s, s:o, s:i, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o}",
-                     "id",
-                     S(task->id), "kind", S(task->kind), "state", S(task->state), "stage",
+                     "id", S(task->id), "kind", S(task->kind), "state", S(task->state), "stage",
                      view_str(task->stage), "percent", task->percent, "steps", steps, "fault",
                      view_str(task->fault), "target", view_str(task->target), "owner",
                      view_str(task->owner), "created_at", rest_time(task->created_ms), "updated_at",
                      rest_time(task->updated_ms), "finished_at", rest_time(task->finished_ms),
-                     "class", view_str(task->task_class), "queue_position", position,
-                     "aborted_by", view_str(task->abort_by));
+                     "class", view_str(task->task_class), "queue_position", position, "aborted_by",
+                     view_str(task->abort_by));
 }
 
 /* ---- hosts, from their raw hashes (written field by field by taskmgr and scheduler) ---- */

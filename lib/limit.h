@@ -76,4 +76,14 @@
 #define LIMIT_SSH_KEYS_PER_USER    64   /* keys one user holds (ssh_keys_per_user_max may lower) */
 #define LIMIT_REQUEST_SSH_KEYS_MAX 16   /* keys one request installs in its VMs */
 
+/* Networks (approval; POST /v1/networks). */
+#define LIMIT_NETWORK_NAME_MAX   63  /* [a-z0-9][a-z0-9._-]*, not a UUID */
+#define LIMIT_NETWORK_PREFIX_MIN 16  /* the largest network: a /16 (65,533 addresses to give) */
+#define LIMIT_NETWORK_PREFIX_MAX 30  /* the smallest: a /30 (one address beside the gateway) */
+#define LIMIT_NETWORK_DNS_MAX    4   /* name servers of one network */
+#define LIMIT_NETWORK_BRIDGE_MAX 15  /* a host bridge's name (a Linux interface name) */
+#define LIMIT_NETWORK_ATTACH_MAX 64  /* a libvirt network's name */
+#define LIMIT_NETWORK_GROUPS_MAX 64  /* groups a network is limited to */
+#define LIMIT_NETWORKS_MAX       256 /* networks on the platform */
+
 #endif

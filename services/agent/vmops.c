@@ -704,6 +704,29 @@ static int s_has_default_network(vmops_t *self)
     return active;
 }
 
+/* 1 if text is a MAC as aa:bb:cc:dd:ee:ff (what the scheduler hands out). */
+static int s_mac_ok(const char *text)
+{
+    if (!text || strlen(text) != 17)
+        return 0;
+    for (int i = 0; i < 17; i++)
+        if (i % 3 == 2 ? text[i] != ':' : !strchr("0123456789abcdef", text[i]))
+            return 0;
+    return 1;
+}
+
+/* 1 if text may go into the XML as a bridge's or network's name: [A-Za-z0-9._-] only
+   ("" too: not set). */
+static int s_attach_ok(const char *text)
+{
+    if (!text)
+        return 0;
+    for (const char *p = text; *p; p++)
+        if (!isalnum((unsigned char)*p) && !strchr("._-", *p))
+            return 0;
+    return strlen(text) <= 64;
+}
+
 static char *s_domain_xml(vmops_t *self, const Berth__AgentCommand *cmd, const char *type,
                           const char *disk, const char *seed)
 {
@@ -741,7 +764,26 @@ static char *s_domain_xml(vmops_t *self, const Berth__AgentCommand *cmd, const c
                 "    </disk>\n",
                 type, cmd->vm, cmd->vm, title, title, (long long)cmd->flavor->ram_mb,
                 cmd->flavor->vcpus, disk_x, seed_x);
-        if (s_has_default_network(self))
+        const Berth__VmNetwork *net = cmd->network;
+        if (net && s_mac_ok(net->mac) && s_attach_ok(net->bridge) && *net->bridge)
+            /* Its Berth network through a host bridge, with the MAC its address is bound to. */
+            fprintf(f,
+                    "    <interface type='bridge'>\n"
+                    "      <mac address='%s'/>\n"
+                    "      <source bridge='%s'/>\n"
+                    "      <model type='virtio'/>\n"
+                    "    </interface>\n",
+                    net->mac, net->bridge);
+        else if (net && s_mac_ok(net->mac) && s_attach_ok(net->libvirt_network) &&
+                 *net->libvirt_network)
+            fprintf(f,
+                    "    <interface type='network'>\n"
+                    "      <mac address='%s'/>\n"
+                    "      <source network='%s'/>\n"
+                    "      <model type='virtio'/>\n"
+                    "    </interface>\n",
+                    net->mac, net->libvirt_network);
+        else if (s_has_default_network(self))
             fprintf(f, "    <interface type='network'>\n"
                        "      <source network='default'/>\n"
                        "      <model type='virtio'/>\n"
@@ -953,8 +995,7 @@ static int s_power_off(vmops_t *self, const Berth__AgentCommand *cmd, Berth__Age
 static int s_shutdown(vmops_t *self, const Berth__AgentCommand *cmd, Berth__AgentResult *result)
 {
     if (cmd->timeout_s < 0 || cmd->timeout_s > LIMIT_STOP_TIMEOUT_MAX_S)
-        return s_fail(result,
-                      "invalid SHUTDOWN command for VM '%s': timeout_s %d is outside 0..%d",
+        return s_fail(result, "invalid SHUTDOWN command for VM '%s': timeout_s %d is outside 0..%d",
                       cmd->vm, cmd->timeout_s, LIMIT_STOP_TIMEOUT_MAX_S);
     virDomainPtr dom = NULL;
     if (s_day2_domain(self, cmd, "shut down", &dom, result))
@@ -977,8 +1018,7 @@ static int s_shutdown(vmops_t *self, const Berth__AgentCommand *cmd, Berth__Agen
         while (virDomainIsActive(dom) == 1 && util_mono_ms() < deadline)
             s_sleep_ms(SHUTDOWN_POLL_MS);
         if (virDomainIsActive(dom) == 1) {
-            snprintf(why, sizeof why, "did not shut down within %d s: powered off",
-                     cmd->timeout_s);
+            snprintf(why, sizeof why, "did not shut down within %d s: powered off", cmd->timeout_s);
             how = why;
         }
     }
@@ -1008,8 +1048,8 @@ static int s_reboot_or_reset(vmops_t *self, const Berth__AgentCommand *cmd, int 
                     s_virt_message());
     else if (hard && virDomainReset(dom, 0) != 0) {
         if (virGetLastErrorCode() != VIR_ERR_NO_SUPPORT)
-            rc = s_fail(result, "failed to reset domain '%s' on host '%s': %s", cmd->vm,
-                        self->host, s_virt_message());
+            rc = s_fail(result, "failed to reset domain '%s' on host '%s': %s", cmd->vm, self->host,
+                        s_virt_message());
         else if (s_force_off(self, cmd, dom, result) != 0)
             rc = -1;
         else if (virDomainCreate(dom) != 0)
@@ -1048,8 +1088,8 @@ static int s_pause_or_resume(vmops_t *self, const Berth__AgentCommand *cmd, int 
         rc = s_fail(result, "failed to %s domain '%s' on host '%s': it is %s", what, cmd->vm,
                     self->host, state < 0 ? "in an unknown state" : "not running");
     else if ((pause ? virDomainSuspend(dom) : virDomainResume(dom)) != 0)
-        rc = s_fail(result, "failed to %s domain '%s' on host '%s': %s", what, cmd->vm,
-                    self->host, s_virt_message());
+        rc = s_fail(result, "failed to %s domain '%s' on host '%s': %s", what, cmd->vm, self->host,
+                    s_virt_message());
     else
         s_detail(result, pause ? "suspended" : "resumed");
     virDomainFree(dom);
@@ -1072,13 +1112,18 @@ static const struct {
     const char *op;
     s_op_fn *fn;
 } s_ops[] = {
-    { "CREATE_DISK", s_create_disk }, { "PUT_SEED", s_put_seed },
-    { "DEFINE", s_define },           { "START", s_start },
+    { "CREATE_DISK", s_create_disk },
+    { "PUT_SEED", s_put_seed },
+    { "DEFINE", s_define },
+    { "START", s_start },
     { "DESTROY", s_destroy },
     /* day-2 actions */
-    { "SHUTDOWN", s_shutdown },       { "POWER_OFF", s_power_off },
-    { "REBOOT", s_reboot },           { "RESET", s_reset },
-    { "SUSPEND", s_suspend },         { "RESUME", s_resume },
+    { "SHUTDOWN", s_shutdown },
+    { "POWER_OFF", s_power_off },
+    { "REBOOT", s_reboot },
+    { "RESET", s_reset },
+    { "SUSPEND", s_suspend },
+    { "RESUME", s_resume },
 };
 
 void vmops_execute(vmops_t *self, const Berth__AgentCommand *cmd, Berth__AgentResult *result)

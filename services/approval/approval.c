@@ -8,6 +8,7 @@
 #include "decide.h"
 #include "groups.h"
 #include "log.h"
+#include "networks.h"
 #include "onboarding.h"
 #include "requests.h"
 #include "util.h"
@@ -170,6 +171,102 @@ static void s_on_create_template(bus_request_t *request, void *arg)
     berth__user_assertion__free_unpacked(who, NULL);
 }
 
+/* ---- networks (networks.h) ---- */
+
+static void s_on_create_network(bus_request_t *request, void *arg)
+{
+    approval_t *self = arg;
+    Berth__CreateNetwork *msg = bus_request_body(request, &berth__create_network__descriptor);
+    if (!msg) {
+        bus_reply_error(request, "BAD_REQUEST", "CreateNetwork body does not parse");
+        return;
+    }
+    Berth__UserAssertion *who = approval_caller(self, request, msg->assertion);
+    if (!who)
+        return;
+    fault_t fault = { 0 };
+    Berth__Network *net = NULL;
+    if (networks_create(self->store, msg->network, who->user, &net, &fault) != 0) {
+        approval_fail(request, "create network refused", &fault);
+        berth__user_assertion__free_unpacked(who, NULL);
+        return;
+    }
+    log_info(s_request_id(request), "network created", "{s:s, s:s, s:s, s:s}", "network", net->id,
+             "name", net->name, "cidr", net->cidr, "actor", who->user);
+    bus_reply(request, &net->base);
+    protobuf_c_message_free_unpacked(&net->base, NULL);
+    berth__user_assertion__free_unpacked(who, NULL);
+}
+
+static void s_on_list_networks(bus_request_t *request, void *arg)
+{
+    approval_t *self = arg;
+    Berth__ListNetworks *msg = bus_request_body(request, &berth__list_networks__descriptor);
+    if (!msg) {
+        bus_reply_error(request, "BAD_REQUEST", "ListNetworks body does not parse");
+        return;
+    }
+    Berth__UserAssertion *who = approval_caller(self, request, msg->assertion);
+    if (!who)
+        return;
+    berth__user_assertion__free_unpacked(who, NULL); /* every user sees every network */
+    fault_t fault = { 0 };
+    Berth__NetworkList *list = NULL;
+    if (networks_list(self->store, &list, &fault) != 0) {
+        approval_fail(request, "list networks refused", &fault);
+        return;
+    }
+    bus_reply(request, &list->base);
+    networks_list_destroy(&list);
+}
+
+static void s_on_get_network(bus_request_t *request, void *arg)
+{
+    approval_t *self = arg;
+    Berth__GetNetwork *msg = bus_request_body(request, &berth__get_network__descriptor);
+    if (!msg) {
+        bus_reply_error(request, "BAD_REQUEST", "GetNetwork body does not parse");
+        return;
+    }
+    Berth__UserAssertion *who = approval_caller(self, request, msg->assertion);
+    if (!who)
+        return;
+    berth__user_assertion__free_unpacked(who, NULL);
+    fault_t fault = { 0 };
+    Berth__Network *net = NULL;
+    if (networks_find(self->store, msg->id, &net, &fault) != 0) {
+        approval_fail(request, "get network refused", &fault);
+        return;
+    }
+    bus_reply(request, &net->base);
+    protobuf_c_message_free_unpacked(&net->base, NULL);
+}
+
+static void s_on_delete_network(bus_request_t *request, void *arg)
+{
+    approval_t *self = arg;
+    Berth__DeleteNetwork *msg = bus_request_body(request, &berth__delete_network__descriptor);
+    if (!msg) {
+        bus_reply_error(request, "BAD_REQUEST", "DeleteNetwork body does not parse");
+        return;
+    }
+    Berth__UserAssertion *who = approval_caller(self, request, msg->assertion);
+    if (!who)
+        return;
+    fault_t fault = { 0 };
+    Berth__Network *net = NULL;
+    if (networks_delete(self->store, msg->id, who->user, &net, &fault) != 0) {
+        approval_fail(request, "delete network refused", &fault);
+        berth__user_assertion__free_unpacked(who, NULL);
+        return;
+    }
+    log_info(s_request_id(request), "network deleted", "{s:s, s:s, s:s}", "network", net->id,
+             "name", net->name, "actor", who->user);
+    bus_reply(request, &net->base);
+    protobuf_c_message_free_unpacked(&net->base, NULL);
+    berth__user_assertion__free_unpacked(who, NULL);
+}
+
 /* Does who hold a membership (any role) of group_id ("<id>:<role>" claims)? */
 static int s_in_claims(const Berth__UserAssertion *who, const char *group_id)
 {
@@ -311,5 +408,10 @@ const approval_handler_t approval_handlers[] = {
     { "SetReservations", groups_on_set_reservations, APPROVAL_ADMIN },
     /* webhook: a group's webhook (the handler checks for a manager of the group or an admin) */
     { "SetGroupWebhook", groups_on_set_webhook, APPROVAL_USER },
+    /* Networks (networks.h): admins add and delete them; every user reads them. */
+    { "CreateNetwork", s_on_create_network, APPROVAL_ADMIN },
+    { "ListNetworks", s_on_list_networks, APPROVAL_USER },
+    { "GetNetwork", s_on_get_network, APPROVAL_USER },
+    { "DeleteNetwork", s_on_delete_network, APPROVAL_ADMIN },
     { NULL, NULL, APPROVAL_ANYONE },
 };

@@ -10,6 +10,7 @@
 #include "keys.h"
 #include "log.h"
 #include "model.h"
+#include "networks.h"
 #include "util.h"
 
 #include <ctype.h>
@@ -180,6 +181,15 @@ int catalog_create(store_t *store, const policy_t *policy, const Berth__Template
         return -1;
     /* The cap is checked before the transaction: concurrent adds may pass it together by
        a few, which is fine for a limit that only bounds the size of a listing. */
+    if (tmpl->network && *tmpl->network) {
+        Berth__Network *net = NULL;
+        if (networks_find(store, tmpl->network, &net, fault) != 0) {
+            if (strcmp(fault->code, "NOT_FOUND") == 0)
+                error_field(fault, "network", "network '%.64s' does not exist", tmpl->network);
+            return -1;
+        }
+        protobuf_c_message_free_unpacked(&net->base, NULL);
+    }
     long long existing = s_count(store);
     if (existing < 0)
         return fault_store(fault, store);

@@ -28,6 +28,7 @@
 #include "log.h"
 #include "limit.h"
 #include "model.h"
+#include "networks.h"
 #include "sshkey.h"
 #include "util.h"
 
@@ -454,6 +455,14 @@ int requests_create(store_t *store, const policy_t *policy, const Berth__CreateR
         protobuf_c_message_free_unpacked(&group->base, NULL);
         return -1;
     }
+    /* The network its VMs get addresses on (the template's, or the default): copied into
+       each VM as it is now; the scheduler allocates the address when it places the VM. */
+    Berth__VmNetwork *vnet = NULL;
+    if (networks_for_vm(store, tmpl->network, group_id, &vnet, fault) != 0) {
+        protobuf_c_message_free_unpacked(&tmpl->base, NULL);
+        protobuf_c_message_free_unpacked(&group->base, NULL);
+        return -1;
+    }
     s_batch_t b;
     model_tx_t *tx = model_tx_new();
     if (tx)
@@ -461,6 +470,8 @@ int requests_create(store_t *store, const policy_t *policy, const Berth__CreateR
     if (!tx || s_batch_init(&b, (size_t)count) != 0) {
         model_tx_destroy(&tx);
         protobuf_c_message_free_unpacked(&tmpl->base, NULL);
+        if (vnet)
+            protobuf_c_message_free_unpacked(&vnet->base, NULL);
         protobuf_c_message_free_unpacked(&group->base, NULL);
         return error_set(fault, "INTERNAL", "out of memory");
     }
@@ -470,6 +481,8 @@ int requests_create(store_t *store, const policy_t *policy, const Berth__CreateR
         model_tx_destroy(&tx);
         s_batch_free(&b);
         protobuf_c_message_free_unpacked(&tmpl->base, NULL);
+        if (vnet)
+            protobuf_c_message_free_unpacked(&vnet->base, NULL);
         return -1;
     }
     decide_policy_t rule = decide_effective(grp, tmpl);
@@ -513,6 +526,8 @@ int requests_create(store_t *store, const policy_t *policy, const Berth__CreateR
        owner's place in the group what it was when read. */
     model_tx_check(tx, keys_build(key, KEYS_TEMPLATE, tmpl->id, NULL), "id", tmpl->id);
     model_tx_check(tx, keys_build(key, KEYS_GROUP, group_id, NULL), "id", group_id);
+    if (vnet)
+        model_tx_check(tx, keys_build(key, KEYS_NETWORK, vnet->network, NULL), "id", vnet->network);
     if (*role)
         model_tx_check(tx, keys_build(key, KEYS_USER_GROUPS, msg->owner, NULL), group_id, role);
     for (size_t i = 0; i < b.n; i++) {
@@ -543,6 +558,7 @@ int requests_create(store_t *store, const policy_t *policy, const Berth__CreateR
         vm->rebuild_on_loss = tmpl->rebuild_on_loss;
         vm->n_ssh_keys = msg->n_ssh_keys;
         vm->ssh_keys = msg->ssh_keys;
+        vm->network = vnet;
         vm->created_ms = now;
         vm->updated_ms = now;
         if (approved)
@@ -596,10 +612,14 @@ int requests_create(store_t *store, const policy_t *policy, const Berth__CreateR
         *request_p = requests_clone(&req);
         s_batch_free(&b);
         protobuf_c_message_free_unpacked(&tmpl->base, NULL);
+        if (vnet)
+            protobuf_c_message_free_unpacked(&vnet->base, NULL);
         return *request_p ? 0 : error_set(fault, "INTERNAL", "out of memory");
     }
     s_batch_free(&b);
     protobuf_c_message_free_unpacked(&tmpl->base, NULL);
+    if (vnet)
+        protobuf_c_message_free_unpacked(&vnet->base, NULL);
     if (rc == MODEL_REFUSED || rc == MODEL_QUOTA)
         return -1;
     if (rc == MODEL_CONFLICT && keyed) {

@@ -168,13 +168,17 @@ char *seed_default_user_data(const char *name, char *const *keys, size_t n, bert
     return text;
 }
 
-/* What the seed is built from, as a digest: name and user-data, unambiguously separated. */
-static void s_fingerprint(const char *name, const char *user_data, char hex[SUM_HEX])
+/* What the seed is built from, as a digest: name, user-data and (when there is one) the
+   network-config, unambiguously separated. */
+static void s_fingerprint(const char *name, const char *user_data, const char *network_config,
+                          char hex[SUM_HEX])
 {
     crypto_hash_sha256_state st;
     crypto_hash_sha256_init(&st);
     crypto_hash_sha256_update(&st, (const uint8_t *)name, strlen(name) + 1);
     crypto_hash_sha256_update(&st, (const uint8_t *)user_data, strlen(user_data));
+    if (network_config && *network_config)
+        crypto_hash_sha256_update(&st, (const uint8_t *)network_config, strlen(network_config) + 1);
     uint8_t digest[crypto_hash_sha256_BYTES];
     crypto_hash_sha256_final(&st, digest);
     sodium_bin2hex(hex, SUM_HEX, digest, sizeof digest);
@@ -344,15 +348,16 @@ int seed_iso(const char *meta_data, const char *user_data, const char *network_c
    rebuilt, and the sum names the ISO's digest, so an ISO a power loss damaged is noticed on
    the next request and built again rather than handed out. */
 static int s_build(seed_t *self, const char *vm, const char *name, const char *user_data,
-                   const char *built_from, const char *iso_path, const char *sum_path,
-                   seed_bytes_t *out, char *error, size_t error_size)
+                   const char *network_config, const char *built_from, const char *iso_path,
+                   const char *sum_path, seed_bytes_t *out, char *error, size_t error_size)
 {
     char meta[256];
     snprintf(meta, sizeof meta, "instance-id: %s\nlocal-hostname: %s\n", vm, name);
     uint8_t *iso = NULL;
     size_t size = 0;
     char why[256];
-    if (seed_iso(meta, user_data, NULL, &iso, &size, why, sizeof why) != 0) {
+    if (seed_iso(meta, user_data, network_config && *network_config ? network_config : NULL, &iso,
+                 &size, why, sizeof why) != 0) {
         snprintf(error, error_size, "cannot build the seed of vm '%s': %s", vm, why);
         return -1;
     }
@@ -406,8 +411,8 @@ static int s_iso_intact(const char *path, const char *digest, size_t max_bytes, 
 }
 
 static int s_stage_checked(seed_t *self, const char *vm, const char *name, const char *user_data,
-                           size_t max_bytes, char **path_p, seed_bytes_t *out,
-                           berth_error_t *error);
+                           const char *network_config, size_t max_bytes, char **path_p,
+                           seed_bytes_t *out, berth_error_t *error);
 
 int seed_stage(seed_t *self, const char *vm, const char *name, const char *user_data, char **path_p,
                berth_error_t *error)
@@ -417,6 +422,82 @@ int seed_stage(seed_t *self, const char *vm, const char *name, const char *user_
 
 int seed_stage_bytes(seed_t *self, const char *vm, const char *name, const char *user_data,
                      size_t max_bytes, char **path_p, seed_bytes_t *out, berth_error_t *error)
+{
+    return seed_stage_network(self, vm, name, user_data, NULL, max_bytes, path_p, out, error);
+}
+
+/* 1 if text is a dotted IPv4 address (four octets 0 to 255). */
+static int s_is_ip4(const char *text)
+{
+    unsigned a, b, c, d;
+    char tail;
+    return text && strlen(text) <= 15 && strspn(text, "0123456789.") == strlen(text) &&
+           sscanf(text, "%u.%u.%u.%u%c", &a, &b, &c, &d, &tail) == 4 && a < 256 && b < 256 &&
+           c < 256 && d < 256;
+}
+
+/* 1 if text is a MAC as aa:bb:cc:dd:ee:ff (lower-case hex). */
+static int s_is_mac(const char *text)
+{
+    if (!text || strlen(text) != 17)
+        return 0;
+    for (int i = 0; i < 17; i++)
+        if (i % 3 == 2 ? text[i] != ':' : !strchr("0123456789abcdef", text[i]))
+            return 0;
+    return 1;
+}
+
+char *seed_network_config(const Berth__VmNetwork *net, berth_error_t *error)
+{
+    if (!net || !s_is_ip4(net->ip) || !s_is_mac(net->mac) || net->prefix < 1 || net->prefix > 32 ||
+        !s_is_ip4(net->gateway) || net->n_dns > LIMIT_NETWORK_DNS_MAX) {
+        error_field(error, "network",
+                    "network needs an IPv4 ip and gateway, a prefix of 1 to 32, a MAC as "
+                    "aa:bb:cc:dd:ee:ff and at most %d name servers",
+                    LIMIT_NETWORK_DNS_MAX);
+        return NULL;
+    }
+    for (size_t i = 0; i < net->n_dns; i++)
+        if (!s_is_ip4(net->dns[i])) {
+            error_field(error, "network", "network.dns[%zu] is not an IPv4 address", i);
+            return NULL;
+        }
+    char *text = NULL;
+    size_t size = 0;
+    FILE *f = open_memstream(&text, &size);
+    if (!f) {
+        error_set(error, "INTERNAL", "out of memory");
+        return NULL;
+    }
+    fprintf(f,
+            "version: 2\n"
+            "ethernets:\n"
+            "  eth0:\n"
+            "    match:\n"
+            "      macaddress: \"%s\"\n"
+            "    set-name: eth0\n"
+            "    addresses:\n"
+            "      - %s/%d\n"
+            "    routes:\n"
+            "      - to: 0.0.0.0/0\n"
+            "        via: %s\n",
+            net->mac, net->ip, net->prefix, net->gateway);
+    if (net->n_dns) {
+        fprintf(f, "    nameservers:\n      addresses:\n");
+        for (size_t i = 0; i < net->n_dns; i++)
+            fprintf(f, "        - %s\n", net->dns[i]);
+    }
+    if (fclose(f) != 0) {
+        free(text);
+        error_set(error, "INTERNAL", "out of memory");
+        return NULL;
+    }
+    return text;
+}
+
+int seed_stage_network(seed_t *self, const char *vm, const char *name, const char *user_data,
+                       const char *network_config, size_t max_bytes, char **path_p,
+                       seed_bytes_t *out, berth_error_t *error)
 {
     if (!util_is_uuid(vm)) {
         error_field(error, "vm", "vm must be a lower-case UUID");
@@ -432,7 +513,8 @@ int seed_stage_bytes(seed_t *self, const char *vm, const char *name, const char 
         char *fallback = seed_default_user_data(name, NULL, 0, error);
         if (!fallback)
             return -1;
-        int rc = s_stage_checked(self, vm, name, fallback, max_bytes, path_p, out, error);
+        int rc = s_stage_checked(self, vm, name, fallback, network_config, max_bytes, path_p, out,
+                                 error);
         free(fallback);
         return rc;
     }
@@ -441,22 +523,24 @@ int seed_stage_bytes(seed_t *self, const char *vm, const char *name, const char 
         error_field(error, "user_data", "%s", problem);
         return SEED_BAD_REQUEST;
     }
-    return s_stage_checked(self, vm, name, user_data, max_bytes, path_p, out, error);
+    return s_stage_checked(self, vm, name, user_data, network_config, max_bytes, path_p, out,
+                           error);
 }
 
 /* seed_stage_bytes once vm, name and user_data are known to be acceptable. */
 static int s_stage_checked(seed_t *self, const char *vm, const char *name, const char *user_data,
-                           size_t max_bytes, char **path_p, seed_bytes_t *out, berth_error_t *error)
+                           const char *network_config, size_t max_bytes, char **path_p,
+                           seed_bytes_t *out, berth_error_t *error)
 {
     char built_from[SUM_HEX], old[SUM_HEX], old_iso[SUM_HEX], iso[PATH_MAX], sum_path[PATH_MAX];
-    s_fingerprint(name, user_data, built_from);
+    s_fingerprint(name, user_data, network_config, built_from);
     snprintf(iso, sizeof iso, "%s/%s.iso", self->dir, vm);
     snprintf(sum_path, sizeof sum_path, "%s/%s.sum", self->dir, vm);
     s_read_sum(sum_path, old, old_iso);
     int exists = old[0] && files_exists(iso);
     if (exists && strcmp(old, built_from) != 0) {
         error_set(error, "CONFLICT",
-                  "vm '%s' already has a seed built for another name or user-data", vm);
+                  "vm '%s' already has a seed built for another name, user-data or network", vm);
         return SEED_CONFLICT;
     }
     /* The same request again: answer the ISO built before, unless it is damaged (then the
@@ -465,7 +549,8 @@ static int s_stage_checked(seed_t *self, const char *vm, const char *name, const
     if (out)
         memset(out, 0, sizeof *out);
     if ((!exists || !s_iso_intact(iso, old_iso, max_bytes, out)) &&
-        s_build(self, vm, name, user_data, built_from, iso, sum_path, out, why, sizeof why) != 0)
+        s_build(self, vm, name, user_data, network_config, built_from, iso, sum_path, out, why,
+                sizeof why) != 0)
         return error_set(error, "INTERNAL", "%s", why);
     char *path = strdup(iso);
     if (!path) {

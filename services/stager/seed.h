@@ -8,6 +8,8 @@
 
 #include "error.h"
 
+#include "berth.pb-c.h"
+
 #include <stddef.h>
 #include <stdint.h>
 
@@ -53,6 +55,17 @@ typedef struct {
    when it was already built), so the caller neither reads nor hashes it again. */
 int seed_stage_bytes(seed_t *self, const char *vm, const char *name, const char *user_data,
                      size_t max_bytes, char **path_p, seed_bytes_t *out, berth_error_t *error);
+/* The same with a network-config (NULL or "": none; seed_network_config makes one). */
+int seed_stage_network(seed_t *self, const char *vm, const char *name, const char *user_data,
+                       const char *network_config, size_t max_bytes, char **path_p,
+                       seed_bytes_t *out, berth_error_t *error);
+
+/* A NoCloud network-config (version 2) for a VM's address: the interface with mac gets
+   ip/prefix, a default route through gateway and the name servers. NULL with error
+   (BAD_REQUEST naming the field network) when a value is not what it must be (an IPv4
+   address, a MAC, a prefix of 1 to 32), so nothing from a caller reaches the YAML unchecked.
+   Caller frees. */
+char *seed_network_config(const Berth__VmNetwork *net, berth_error_t *error);
 void seed_bytes_clear(seed_bytes_t *bytes);
 
 /* The seed staged for vm (at most max_bytes) and the SHA-256 recorded when it was built,

@@ -54,6 +54,7 @@ size_t stage_building(stage_t *self)
 typedef struct {
     stage_t *stage;
     char *vm, *name, *user_data; /* copies: the requests may be answered before the job ends */
+    char *network_config;        /* "" when the VM has no address */
     Berth__Image *image;         /* the image record to answer with */
     zlistx_t *waiting;           /* bus_request_t kept, answered when the build ends */
     /* filled by the worker */
@@ -73,6 +74,7 @@ static void s_stage_free(s_stage_t **job_p)
     free(job->vm);
     free(job->name);
     free(job->user_data);
+    free(job->network_config);
     if (job->image)
         protobuf_c_message_free_unpacked(&job->image->base, NULL);
     zlistx_destroy(&job->waiting);
@@ -94,8 +96,8 @@ static void s_stage_run(void *arg)
     s_stage_t *job = arg;
     const stage_config_t *c = &job->stage->config;
     seed_bytes_t seed;
-    job->rc = seed_stage_bytes(c->seeds, job->vm, job->name, job->user_data,
-                               (size_t)c->max_seed_bytes, &job->path, &seed, &job->error);
+    job->rc = seed_stage_network(c->seeds, job->vm, job->name, job->user_data, job->network_config,
+                                 (size_t)c->max_seed_bytes, &job->path, &seed, &job->error);
     if (job->rc == 0 && seed.size > c->max_seed_bytes) { /* built now, and too large */
         job->rc = error_set(&job->error, "INTERNAL", "cannot read seed '%s': %s", job->path,
                             strerror(EFBIG));
@@ -156,15 +158,30 @@ static char *s_user_data(const Berth__StageImage *req, berth_error_t *error)
                                   req->n_ssh_authorized_keys, error);
 }
 
+/* The network-config req asks for ("" when its VM has no address), or NULL with error set.
+   Caller frees. */
+static char *s_network_config(const Berth__StageImage *req, berth_error_t *error)
+{
+    if (!req->network || !req->network->ip || !*req->network->ip) {
+        char *none = strdup("");
+        if (!none)
+            error_set(error, "INTERNAL", "out of memory");
+        return none;
+    }
+    return seed_network_config(req->network, error);
+}
+
 /* 1 if req asks for exactly what job builds (empty user-data and none are the same). */
 static int s_same_request(const s_stage_t *job, const Berth__StageImage *req)
 {
     berth_error_t error;
     char *user_data = s_user_data(req, &error);
-    int same = user_data && streq(job->name, req->name ? req->name : "") &&
-               streq(job->user_data, user_data) &&
+    char *network_config = s_network_config(req, &error);
+    int same = user_data && network_config && streq(job->name, req->name ? req->name : "") &&
+               streq(job->user_data, user_data) && streq(job->network_config, network_config) &&
                streq(job->image->name, req->image ? req->image : "");
     free(user_data);
+    free(network_config);
     return same;
 }
 
@@ -204,7 +221,10 @@ void stage_request(stage_t *self, bus_request_t *kept)
     }
     berth_error_t refused;
     char *user_data = s_user_data(req, &refused);
-    if (!user_data) {
+    char *network_config = user_data ? s_network_config(req, &refused) : NULL;
+    if (!user_data || !network_config) {
+        free(user_data);
+        free(network_config);
         bus_reply_fault(kept, &refused);
         bus_request_destroy(&kept);
         return;
@@ -215,11 +235,13 @@ void stage_request(stage_t *self, bus_request_t *kept)
         char msg[160];
         snprintf(msg, sizeof msg, "no image named '%s'", req->image);
         free(user_data);
+        free(network_config);
         s_answer_free(kept, "NOT_FOUND", msg);
         return;
     }
     if (rc != 0) {
         free(user_data);
+        free(network_config);
         s_answer_free(kept, "UNAVAILABLE", "state store unreachable");
         return;
     }
@@ -229,6 +251,7 @@ void stage_request(stage_t *self, bus_request_t *kept)
         snprintf(msg, sizeof msg, "image '%s' is %s", image->name, image->state);
         protobuf_c_message_free_unpacked(&image->base, NULL);
         free(user_data);
+        free(network_config);
         s_answer_free(kept, "CONFLICT", msg);
         return;
     }
@@ -240,10 +263,13 @@ void stage_request(stage_t *self, bus_request_t *kept)
         job->name = strdup(req->name ? req->name : "");
         job->user_data = user_data;
         user_data = NULL;
+        job->network_config = network_config;
+        network_config = NULL;
         job->waiting = zlistx_new();
     } else
         protobuf_c_message_free_unpacked(&image->base, NULL);
     free(user_data);
+    free(network_config);
     if (!job || !job->vm || !job->name || !job->user_data || !job->waiting ||
         !zlistx_add_end(job->waiting, kept)) {
         if (job && job->waiting)

@@ -548,6 +548,22 @@ static s_rc_t s_validate(tasks_t *self, s_held_t *h, const s_stage_t *stage)
     return S_DONE;
 }
 
+/* The id of the network the VM gets an address on ("" without one). */
+static char *s_network_id(const s_held_t *h)
+{
+    const Berth__VmNetwork *n = h->vm->network;
+    return n && n->network ? n->network : "";
+}
+
+/* The address and MAC the claim gave the VM, into its network. */
+static void s_addressed(s_held_t *h, const Berth__HostSelection *sel)
+{
+    if (!h->vm->network || !*s_network_id(h))
+        return;
+    s_set(&h->vm->network->ip, sel->ip);
+    s_set(&h->vm->network->mac, sel->mac);
+}
+
 static s_rc_t s_schedule(tasks_t *self, s_held_t *h, const s_stage_t *stage)
 {
     (void)stage;
@@ -556,6 +572,7 @@ static s_rc_t s_schedule(tasks_t *self, s_held_t *h, const s_stage_t *stage)
     req.vm = h->vm->id;
     req.flavor = h->vm->flavor;
     req.group = h->vm->group; /* its reservations are used first, and only by it */
+    req.network = s_network_id(h);
     req.exclude = t->tried;
     req.n_exclude = t->n_tried;
     /* A retry tries the first placement's alternates first (those not failed already). */
@@ -586,6 +603,7 @@ static s_rc_t s_schedule(tasks_t *self, s_held_t *h, const s_stage_t *stage)
     }
     s_set(&t->host, sel->host);
     s_set(&h->vm->host, sel->host);
+    s_addressed(h, sel);
     h->vm_dirty = 1;
     s_clear_list(&t->alternates, &t->n_alternates);
     for (size_t i = 0; i < sel->n_alternates; i++)
@@ -624,6 +642,9 @@ static void s_stage_ask(const s_held_t *h, Berth__StageImage *req, char **lines)
             lines[n++] = h->vm->ssh_keys[i]->public_key;
     req->ssh_authorized_keys = lines;
     req->n_ssh_authorized_keys = n;
+    /* Its address goes into the seed's network-config (known once it is placed). */
+    if (h->vm->network && h->vm->network->ip && *h->vm->network->ip)
+        req->network = h->vm->network;
 }
 
 /* The stager's answer for this VM (image and the seed's digest; the agent fetches the seed
@@ -658,7 +679,8 @@ static s_rc_t s_staged(tasks_t *self, s_held_t *h)
    no answer leaves stage_image to ask itself, as without it. */
 static void s_prefetch(tasks_t *self, s_held_t *h)
 {
-    if (h->staged || *h->prefetch)
+    /* A VM on a network: its seed needs the address the claim gives it. */
+    if (h->staged || *h->prefetch || *s_network_id(h))
         return;
     Berth__StageImage req = BERTH__STAGE_IMAGE__INIT;
     char *lines[LIMIT_REQUEST_SSH_KEYS_MAX];
@@ -715,6 +737,7 @@ static s_rc_t s_push(tasks_t *self, s_held_t *h, const char *op, const char *hos
     cmd.name = h->vm->name;
     cmd.flavor = h->vm->flavor;
     cmd.image = h->vm->image;
+    cmd.network = h->vm->network; /* DEFINE plugs it in with its MAC */
     if (s_is(op, "CREATE_DISK") || s_is(op, "PUT_SEED")) {
         s_rc_t rc = s_staged(self, h);
         if (rc != S_DONE)
@@ -915,6 +938,7 @@ static s_rc_t s_unshelve_schedule(tasks_t *self, s_held_t *h, const s_stage_t *s
     Berth__SelectHost req = BERTH__SELECT_HOST__INIT;
     req.vm = h->vm->id;
     req.flavor = h->vm->flavor;
+    req.network = s_network_id(h); /* the claim keeps the address it holds */
     char *prefer[1] = { t->from_host };
     req.prefer = prefer;
     req.n_prefer = *t->from_host ? 1 : 0;
@@ -935,6 +959,7 @@ static s_rc_t s_unshelve_schedule(tasks_t *self, s_held_t *h, const s_stage_t *s
     }
     s_set(&t->host, sel->host);
     s_set(&h->vm->host, sel->host);
+    s_addressed(h, sel);
     h->vm_dirty = 1;
     if (s_is(sel->host, t->from_host))
         s_result(h, "claimed on host %s, where its disk is", sel->host);

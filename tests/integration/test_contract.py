@@ -93,6 +93,9 @@ class Contract(unittest.TestCase):
                                 "application/json", "schema")["properties"]
         sshkeys = self.schema_at("/v1/keys", "get", "responses", "200", "content",
                                  "application/json", "schema")["properties"]["keys"]
+        network = C.resolve({"$ref": "#/components/schemas/NetworkInput"})["properties"]
+        networks = self.schema_at("/v1/networks", "get", "responses", "200", "content",
+                                  "application/json", "schema")["properties"]["networks"]
         stated = {
             "LIMIT_RATE_PRICE_MAX": rate["vcpu_hour"]["maximum"],
             "LIMIT_RATE_FACTOR_MAX": rate["factors"]["properties"]["running"]["maximum"],
@@ -143,7 +146,17 @@ class Contract(unittest.TestCase):
             "LIMIT_SSH_KEY_MAX": sshkey["public_key"]["maxLength"],
             "LIMIT_SSH_KEYS_PER_USER": sshkeys["maxItems"],
             "LIMIT_REQUEST_SSH_KEYS_MAX": create["ssh_keys"]["maxItems"],
+            "LIMIT_NETWORK_NAME_MAX": network["name"]["maxLength"],
+            "LIMIT_NETWORK_PREFIX_MIN": network["cidr"]["x-prefix-minimum"],
+            "LIMIT_NETWORK_PREFIX_MAX": network["cidr"]["x-prefix-maximum"],
+            "LIMIT_NETWORK_DNS_MAX": network["dns"]["maxItems"],
+            "LIMIT_NETWORK_BRIDGE_MAX": network["bridge"]["maxLength"],
+            "LIMIT_NETWORK_ATTACH_MAX": network["libvirt_network"]["maxLength"],
+            "LIMIT_NETWORK_GROUPS_MAX": network["groups"]["maxItems"],
+            "LIMIT_NETWORKS_MAX": networks["maxItems"],
         }
+        # A template names a network by its name.
+        self.assertEqual(tmpl["network"]["maxLength"], stated["LIMIT_NETWORK_NAME_MAX"])
         # An application's name and version share the image texts' limit.
         app = C.resolve({"$ref": "#/components/schemas/ImageApp"})["properties"]
         self.assertEqual(app["name"]["maxLength"], stated["LIMIT_IMAGE_TEXT_MAX"])

@@ -111,6 +111,17 @@ class Groups(PlatformCase):
             r = who.call("POST", "/v1/keys", {"name": "rbac", "public_key": line})
             assert r.status == 201, r
         cls.image = cls.import_image("rbac-image")
+        cls.network = cls.make_network("rbac-net")
+
+    @classmethod
+    def make_network(cls, name):
+        """A network (on its own /24, by the name's hash): its id."""
+        n = sum(name.encode()) % 250
+        r = cls.api.call("POST", "/v1/networks", {"name": name, "cidr": "10.77.%d.0/24" % n,
+                                                  "gateway": "10.77.%d.1" % n,
+                                                  "libvirt_network": "default"})
+        assert r.status == 201, r
+        return r.json()["network"]["id"]
 
     @classmethod
     def import_image(cls, name):
@@ -345,7 +356,8 @@ class Groups(PlatformCase):
             return pattern + "?group=eng"
         kind = pattern.split("/")[2] if pattern.startswith("/v1/") else ""
         ids = {"hosts": self.host, "requests": self.req["id"], "vms": self.vms[0],
-               "tasks": self.task, "groups": "eng", "rates": self.rate, "images": self.image}
+               "tasks": self.task, "groups": "eng", "rates": self.rate, "images": self.image,
+               "networks": self.network}
         return pattern.replace("{id}", ids.get(kind, "x")).replace("{user}", "extra") \
             .replace("{name}", "mem")  # the member's own user record
 
@@ -388,6 +400,8 @@ class Groups(PlatformCase):
                     path = "/v1/auth/keys/" + made.json()["key"]["id"]
                 if method == "DELETE" and pattern == "/v1/images/{id}" and want == "ok":
                     path = "/v1/images/" + self.import_image("gone-" + role)
+                if method == "DELETE" and pattern == "/v1/networks/{id}" and want == "ok":
+                    path = "/v1/networks/" + self.make_network("gone-" + role)
                 if method == "DELETE" and pattern == "/v1/users/{name}" and want == "ok":
                     self.user("gone-" + role)
                     path = "/v1/users/gone-" + role
