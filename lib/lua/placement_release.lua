@@ -3,12 +3,14 @@
 -- delete the claim. With keep_disk, only the vCPUs and RAM go back (to the host and to the
 -- reservations) and the claim stays, holding the disk (a shelved VM's).
 -- A full release also gives back the claim's network address and MAC (placement_claim.lua);
--- keep_disk keeps them (a shelved VM keeps its address).
+-- keep_disk keeps them (a shelved VM keeps its address), and so does keep_address: the
+-- capacity all goes back and the claim stays with none of it, holding the address only (a
+-- VM whose build is retried elsewhere, or that ended ERROR, keeps it until its disposal).
 -- KEYS: the claim, the host the caller read from it, the event stream, that host's
 --       reservations, the any-host reservations; with a network (ARGV[5]) the network's
 --       addresses (ip -> vm) and the MACs in use (mac -> vm).
 -- ARGV: that host's id, vm id, now_ms, keep_disk ('1'; absent or '' = release it all), the
---       network the caller read from the claim ('' or absent: none).
+--       network the caller read from the claim ('' or absent: none), keep_address ('1').
 -- Returns 'RELEASED', 'NONE' (no claim) or 'CHANGED' (the claim is on another host or
 -- network now).
 local function n(v) return tonumber(v) or 0 end
@@ -19,6 +21,7 @@ if not c[1] then return 'NONE' end
 if c[1] ~= ARGV[1] or (c[12] or '') ~= (ARGV[5] or '') then return 'CHANGED' end
 local keep = ARGV[4] == '1'
 local upto = keep and 2 or 3
+local bare = not keep and ARGV[6] == '1' and (c[12] or '') ~= ''
 local R = {'vcpus', 'ram_mb', 'disk_gb'}
 local f = {'used_vcpus', 'used_ram_mb', 'used_disk_gb'}
 -- The reservation's used_* of the claim's group goes back too; fields of a group with
@@ -61,6 +64,9 @@ if keep then
   if c[5] then
     redis.call('HSET', KEYS[1], 'res_vcpus', 0, 'res_ram_mb', 0, 'any_vcpus', 0, 'any_ram_mb', 0)
   end
+elseif bare then
+  redis.call('HSET', KEYS[1], 'vcpus', 0, 'ram_mb', 0, 'disk_gb', 0, 'res_vcpus', 0,
+    'res_ram_mb', 0, 'res_disk_gb', 0, 'any_vcpus', 0, 'any_ram_mb', 0, 'any_disk_gb', 0)
 else
   -- The address and MAC go back only if they are still this VM's.
   if c[12] and c[12] ~= '' and #KEYS >= 7 then

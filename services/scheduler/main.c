@@ -77,7 +77,9 @@ static void s_on_release_claim(bus_request_t *request, void *arg)
     int released = 0;
     berth_error_t error = { 0 };
     int rc = req->keep_disk ? placement_shrink(self->placement, req->vm, &released, &error)
-                            : placement_release(self->placement, req->vm, &released, &error);
+             : req->keep_address
+                 ? placement_release_capacity(self->placement, req->vm, &released, &error)
+                 : placement_release(self->placement, req->vm, &released, &error);
     if (rc < 0)
         error_set(&error, "UNAVAILABLE", "state store unreachable");
     if (rc != 0)

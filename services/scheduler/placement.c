@@ -1137,8 +1137,12 @@ int placement_select(placement_t *self, const Berth__SelectHost *req, placement_
             util_strlcpy(mac, r->element[6]->str, sizeof mac);
         }
         int addressed = !(req->network && *req->network) || *ip;
+        /* A claim holding only its address (placement_release_capacity) is placed again
+           whole, like a shelved one. */
+        int bare =
+            s_int(r->element[1]) == 0 && s_int(r->element[2]) == 0 && s_int(r->element[3]) == 0;
         freeReplyObject(r);
-        if (*previous && !s_excluded(req, previous) && !shelved && addressed) {
+        if (*previous && !s_excluded(req, previous) && !shelved && !bare && addressed) {
             /* Asked again (a retry, another instance): the claim already taken stands. */
             if (!same) {
                 error_set(error, "CONFLICT",
@@ -1166,8 +1170,8 @@ int placement_select(placement_t *self, const Berth__SelectHost *req, placement_
 }
 
 /* Release vm's claim, all of it or (keep_disk) its vCPUs and RAM only. */
-static int s_release(placement_t *self, const char *vm, int keep_disk, int *released,
-                     berth_error_t *error)
+static int s_release(placement_t *self, const char *vm, int keep_disk, int keep_address,
+                     int *released, berth_error_t *error)
 {
     if (!util_is_uuid(vm)) {
         error_field(error, "vm", "vm must be a lower-case UUID");
@@ -1202,11 +1206,20 @@ static int s_release(placement_t *self, const char *vm, int keep_disk, int *rele
         char now[24];
         snprintf(now, sizeof now, "%lld", (long long)clock_now_ms());
         keys_build(res_key, KEYS_HOST_RESERVATIONS, host, NULL);
-        const char *argv[] = {
-            claim_key, host_key, STORE_EVENTS, res_key, KEYS_RESERVATIONS_ANY, addrs_key,
-            KEYS_MACS, host,     vm,           now,     keep_disk ? "1" : "",  net
-        };
-        r = store_run(self->store, &lua_placement_release, 7, 12, argv);
+        const char *argv[] = { claim_key,
+                               host_key,
+                               STORE_EVENTS,
+                               res_key,
+                               KEYS_RESERVATIONS_ANY,
+                               addrs_key,
+                               KEYS_MACS,
+                               host,
+                               vm,
+                               now,
+                               keep_disk ? "1" : "",
+                               net,
+                               keep_address ? "1" : "" };
+        r = store_run(self->store, &lua_placement_release, 7, 13, argv);
         if (!r)
             return -1;
         int verdict = r->type != REDIS_REPLY_STRING     ? -1
@@ -1231,12 +1244,18 @@ static int s_release(placement_t *self, const char *vm, int keep_disk, int *rele
 
 int placement_release(placement_t *self, const char *vm, int *released, berth_error_t *error)
 {
-    return s_release(self, vm, 0, released, error);
+    return s_release(self, vm, 0, 0, released, error);
+}
+
+int placement_release_capacity(placement_t *self, const char *vm, int *released,
+                               berth_error_t *error)
+{
+    return s_release(self, vm, 0, 1, released, error);
 }
 
 int placement_shrink(placement_t *self, const char *vm, int *released, berth_error_t *error)
 {
-    return s_release(self, vm, 1, released, error);
+    return s_release(self, vm, 1, 0, released, error);
 }
 
 int placement_removed(placement_t *self, berth_error_t *error)

@@ -71,6 +71,12 @@ int placement_select(placement_t *self, const Berth__SelectHost *request,
    or -1 when Redis failed (error untouched). */
 int placement_release(placement_t *self, const char *vm, int *released, berth_error_t *error);
 
+/* As placement_release, but a claim holding a network address keeps it (and its MAC): its
+   capacity all goes back and the claim stays with none, so that the VM's next placement (a
+   retry elsewhere) keeps its address; the full release at its disposal gives it back. */
+int placement_release_capacity(placement_t *self, const char *vm, int *released,
+                               berth_error_t *error);
+
 /* Shelving: vm's claim gives its vCPUs and RAM back to the host and keeps the disk, which
    stays there; placement_select places such a claim again whole. As placement_release. */
 int placement_shrink(placement_t *self, const char *vm, int *released, berth_error_t *error);

@@ -481,6 +481,7 @@ static int s_return(agents_t *self, store_t *store, const Berth__AgentHeartbeat 
             log_warn(NULL, "VM lost with its host", "{s:s, s:s}", "vm", lost[i]->id, "host", host);
             Berth__ReleaseClaim req = BERTH__RELEASE_CLAIM__INIT;
             req.vm = lost[i]->id;
+            req.keep_address = 1; /* rebuilt, or ERROR until disposed: its address stays */
             char call[UTIL_ID_LEN + 64] = "";
             if (bus_client_send(service_client(self->service), "scheduler", &req.base, NULL,
                                 self->release_timeout_ms, s_on_released, self, call) == 0 &&

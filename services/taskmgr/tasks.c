@@ -872,12 +872,13 @@ static s_rc_t s_destroy(tasks_t *self, s_held_t *h, const s_stage_t *stage)
 }
 
 /* Give the claim back. Retried for as long as it takes: a claim never released is capacity
-   lost for good, so this stage does not time out. */
-static s_rc_t s_release(tasks_t *self, s_held_t *h, const s_stage_t *stage)
+   lost for good, so this stage does not time out. keep_address: the VM keeps its network
+   address (s_undo_release). */
+static s_rc_t s_release_claim(tasks_t *self, s_held_t *h, int keep_address)
 {
-    (void)stage;
     Berth__ReleaseClaim req = BERTH__RELEASE_CLAIM__INIT;
     req.vm = h->vm->id;
+    req.keep_address = keep_address;
     Berth__Envelope *reply = NULL;
     s_rc_t rc = s_call(self, h, "scheduler", &req.base, &reply);
     if (rc == S_FAIL) {
@@ -895,6 +896,22 @@ static s_rc_t s_release(tasks_t *self, s_held_t *h, const s_stage_t *stage)
         berth__claim_released__free_unpacked(rel, NULL);
     berth__envelope__free_unpacked(reply, NULL);
     return S_DONE;
+}
+
+/* The full release (disposal): capacity, and the network address back to its pool. */
+static s_rc_t s_release(tasks_t *self, s_held_t *h, const s_stage_t *stage)
+{
+    (void)stage;
+    return s_release_claim(self, h, 0);
+}
+
+/* Undoing a build: the capacity goes back, the VM keeps its network address, so a retry on
+   another host builds the same identity (its seed is built once) and a VM that ends ERROR
+   holds it until its disposal gives it back. */
+static s_rc_t s_undo_release(tasks_t *self, s_held_t *h, const s_stage_t *stage)
+{
+    (void)stage;
+    return s_release_claim(self, h, 1);
 }
 
 /* ---- day-2 stages ------------------------------------------------------------------------- */
@@ -1018,7 +1035,7 @@ static const s_stage_t s_provision[] = {
    its stages that ran, s_next), in this order; each is also a no-op when nothing is there. */
 static const s_stage_t s_rollback[] = {
     { "undo_host", 96, s_destroy, "DESTROY", NULL, S_LIGHT, 0, 0 },
-    { "release_claim", 98, s_release, NULL, NULL, S_LIGHT, 0, 0 },
+    { "release_claim", 98, s_undo_release, NULL, NULL, S_LIGHT, 0, 0 },
     { NULL, 0, NULL, NULL, NULL, S_LIGHT, 0, 0 },
 };
 
@@ -1091,7 +1108,7 @@ static const s_stage_t s_unshelve_stages[] = {
    build and the claim moved there. The VM then ends ERROR, its disk still on its old host. */
 static const s_stage_t s_unshelve_undo[] = {
     { "undo_new_host", 96, s_destroy, "DESTROY", NULL, S_LIGHT, 0, 0 },
-    { "release_claim", 98, s_release, NULL, NULL, S_LIGHT, 0, 0 },
+    { "release_claim", 98, s_undo_release, NULL, NULL, S_LIGHT, 0, 0 },
     { NULL, 0, NULL, NULL, NULL, S_LIGHT, 0, 0 },
 };
 

@@ -4,7 +4,9 @@ a template naming one gets an address and a MAC from its pool in its claim's ste
 provisioned at once on a /26 (two schedulers placing them) get 50 distinct addresses, the
 pool's last addresses go to the next ones, the one beyond the pool ends ERROR naming the
 network; a disposed VM's address goes back to the pool; the seed's network-config and the
-domain carry the address and MAC; the CLI shows them.
+domain carry the address and MAC; the CLI shows them. A build that fails on one host is
+retried on another with the same address; a VM that ends ERROR keeps its address until it
+is disposed of.
 
 Run: BERTH_BIN_DIR=build/bin python3 tests/integration/test_networks.py
 """
@@ -20,7 +22,7 @@ import tempfile
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from berth_test import PlatformCase, iso_file, wait_until  # noqa: E402
+from berth_test import Api, Platform, PlatformCase, iso_file, wait_until  # noqa: E402
 
 PW = "networks-member-pw"
 # Two big simulated hosts: room for 60+ tiny VMs (1 vCPU, 64 MB, 1 GB each).
@@ -212,6 +214,59 @@ class Networks(PlatformCase):
         berth("network", "delete", "cli-net")
         berth("network", "create", "x", "--cidr", "10.60.0.0/40", "--gateway", "10.60.0.1",
               "--bridge", "br1", rc=1)
+
+
+
+class Retry(unittest.TestCase):
+    """host-2 (the weigher's first choice) builds nothing over 512 MB, host-1 up to 1536 MB
+    (as in test_rollback.py): a 1 GB VM fails on host-2 and is built on host-1."""
+
+    def test_3_retry_keeps_the_address(self):
+        with Platform(env={"BERTH_HOST_REFRESH_MS": "0"}) as p:
+            try:
+                p.start_all(agents=0, wait=False)
+                p.start_agent(1, env={"BERTH_VM_MAX_RAM_MB": "1536"})
+                p.start_agent(2, env={"BERTH_VM_MAX_RAM_MB": "512"})
+                p.wait_ready()
+                self.story(p)
+            except BaseException:
+                p.dump_logs()
+                raise
+
+    def story(self, p):
+        api = Api(p)
+        wait_until(lambda: len(api.hosts()) == 2, 20, "two hosts reported")
+        r = api.call("POST", "/v1/networks", {"name": "small-net", "cidr": "10.70.0.0/29",
+                                               "gateway": "10.70.0.1", "bridge": "br-small",
+                                               "is_default": True})
+        self.assertEqual(r.status, 201, r)
+        # A template naming no network uses the default one.
+        vm_id = api.request("small", "second-try")["vms"][0]["id"]
+        vm = api.wait_vm(vm_id, ("ACTIVE",))
+        self.assertEqual(vm["host"], "host-1")
+        steps = [(s["name"], s["state"]) for s in api.task(vm["task"])["steps"]]
+        self.assertIn(("define", "FAILED"), steps)
+        self.assertIn(("release_claim", "SUCCEEDED"), steps)
+        # The address taken on host-2 went with it to host-1: the pool's first, held once.
+        self.assertEqual((vm["network"]["name"], vm["network"]["ip"]), ("small-net", "10.70.0.2"))
+        self.assertEqual(api.get("/v1/networks/small-net")["network"]["allocated"], 1)
+        seeds = glob.glob(os.path.join(p.data_dir, "services", "agent-*", "**",
+                                       vm_id + "-seed.iso"), recursive=True)
+        self.assertTrue(seeds)
+        self.assertIn("- 10.70.0.2/29", iso_file(seeds[0], "network-config"))
+
+        # No host builds 2 GB: ERROR, the address held until the VM is disposed of.
+        api.create_template(name="twogig", vcpus=1, ram_mb=2048, disk_gb=10, os="debian",
+                            image="debian-12", lease_days=1)
+        bad_id = api.request("twogig", "nowhere")["vms"][0]["id"]
+        bad = api.wait_vm(bad_id, ("ERROR",))
+        self.assertEqual(bad["network"]["ip"], "10.70.0.3")
+        self.assertEqual(api.get("/v1/networks/small-net")["network"]["allocated"], 2)
+        api.wait_task(api.dispose(bad_id)["id"])
+        self.assertEqual(api.get("/v1/networks/small-net")["network"]["allocated"], 1)
+        api.wait_task(api.dispose(vm_id)["id"])
+        self.assertEqual(api.get("/v1/networks/small-net")["network"]["allocated"], 0)
+        self.assertEqual(api.call("DELETE", "/v1/networks/small-net").status, 200)
 
 
 if __name__ == "__main__":

@@ -477,15 +477,15 @@ static redisReply *s_claim_net(store_t *store, const char *vm, const char *host,
 }
 
 static redisReply *s_release_net(store_t *store, const char *vm, const char *host,
-                                 const char *keep_disk)
+                                 const char *keep_disk, const char *keep_address)
 {
     char claim[32], host_key[32], res_key[32];
     snprintf(claim, sizeof claim, "t:claim:{%s}", vm);
     snprintf(host_key, sizeof host_key, "t:host:%s", host);
     snprintf(res_key, sizeof res_key, "t:res:%s", host);
-    const char *argv[] = { claim,    host_key, "t:events", res_key, "t:any",   "t:addrs",
-                           "t:macs", host,     vm,         NOW,     keep_disk, "net-id" };
-    redisReply *r = store_run(store, &lua_placement_release, 7, 12, argv);
+    const char *argv[] = { claim, host_key, "t:events", res_key,   "t:any",  "t:addrs",   "t:macs",
+                           host,  vm,       NOW,        keep_disk, "net-id", keep_address };
+    redisReply *r = store_run(store, &lua_placement_release, 7, 13, argv);
     assert_non_null(r);
     return r;
 }
@@ -493,8 +493,9 @@ static redisReply *s_release_net(store_t *store, const char *vm, const char *hos
 /* Addresses: a /29 with its gateway at .1 has 5 to give (.2 to .6): five VMs get five
    distinct ones, never the network address, the gateway or the broadcast; the sixth is
    refused naming the network, and nothing is written for it; a release gives the address
-   and MAC back (the next VM gets that address), shelving keeps them, a moved claim keeps
-   its address, a MAC in use and a network gone are refused. */
+   and MAC back (the next VM gets that address), shelving keeps them and so does a release of
+   the capacity only, a moved claim keeps its address, a MAC in use and a network gone are
+   refused. */
 static void test_network_addresses(void **state)
 {
     fixture_t *f = *state;
@@ -539,13 +540,13 @@ static void test_network_addresses(void **state)
     freeReplyObject(r);
 
     /* Shelving keeps the address; a full release gives it and the MAC back. */
-    r = s_release_net(f->store, "v3", "h1", "1");
+    r = s_release_net(f->store, "v3", "h1", "1", "");
     assert_string_equal(r->str, "RELEASED");
     freeReplyObject(r);
     r = store_command(f->store, "HGET t:addrs 10.9.8.4");
     assert_string_equal(r->str, "v3");
     freeReplyObject(r);
-    r = s_release_net(f->store, "v3", "h1", "");
+    r = s_release_net(f->store, "v3", "h1", "", "");
     assert_string_equal(r->str, "RELEASED");
     freeReplyObject(r);
     r = store_command(f->store, "HEXISTS t:addrs 10.9.8.4");
@@ -573,6 +574,26 @@ static void test_network_addresses(void **state)
     r = store_command(f->store, "HLEN t:addrs");
     assert_int_equal(r->integer, 5);
     freeReplyObject(r);
+
+    /* Undoing a build: the capacity all goes back, the claim keeps only the address, and
+       the VM's next placement (elsewhere) has it again. */
+    int64_t used = s_get(f->store, "t:host:h1", "used_vcpus");
+    r = s_release_net(f->store, "v2", "h1", "", "1");
+    assert_string_equal(r->str, "RELEASED");
+    freeReplyObject(r);
+    assert_int_equal(s_get(f->store, "t:host:h1", "used_vcpus"), used - 1);
+    assert_int_equal(s_get(f->store, "t:claim:{v2}", "vcpus"), 0);
+    assert_int_equal(s_get(f->store, "t:claim:{v2}", "disk_gb"), 0);
+    r = store_command(f->store, "HGET t:addrs 10.9.8.3");
+    assert_string_equal(r->str, "v2");
+    freeReplyObject(r);
+    r = s_claim_net(f->store, "v2", "h2", "h1", "02:00:00:00:00:98");
+    assert_string_equal(r->element[0]->str, "OK");
+    assert_string_equal(r->element[4]->str, "10.9.8.3");
+    assert_string_equal(r->element[5]->str, "02:00:00:00:00:02");
+    freeReplyObject(r);
+    assert_int_equal(s_get(f->store, "t:host:h1", "used_vcpus"), used - 1);
+    assert_int_equal(s_get(f->store, "t:claim:{v2}", "vcpus"), 1);
 
     /* A network gone: refused. */
     r = store_command(f->store, "DEL t:net");
