@@ -335,6 +335,55 @@ static void test_lifecycle_twice_each(void **state)
     free(seed);
 }
 
+/* A VM on a Berth network: DEFINE plugs it into the network's bridge (or libvirt network)
+   with the MAC its address is bound to; a MAC or bridge name that is not one is not put into
+   the XML (the default network is used as without a network). */
+static void test_define_with_network(void **state)
+{
+    fixture_t *f = *state;
+    const char *cases[][4] = {
+        /* mac, bridge, libvirt network, what the domain XML must hold */
+        { "02:11:22:33:44:55", "br-lab", "", "<source bridge='br-lab'/>" },
+        { "02:11:22:33:44:66", "", "default", "<mac address='02:11:22:33:44:66'/>" },
+        { "02:11:22:33:44:77'/><x", "br0", "", "<source network='default'/>" },
+        { "02:11:22:33:44:88", "br0'/><x", "", "<source network='default'/>" },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char vm[UTIL_ID_LEN];
+        util_uuid(vm);
+        s_run_ok(f, "CREATE_DISK", vm);
+        s_run_ok(f, "PUT_SEED", vm);
+        char id[UTIL_ID_LEN + 16];
+        Berth__Resources flavor;
+        Berth__AgentCommand cmd = s_command(f, "DEFINE", vm, id, &flavor);
+        Berth__VmNetwork net = BERTH__VM_NETWORK__INIT;
+        net.name = "lab";
+        net.ip = "10.0.0.2";
+        net.prefix = 24;
+        net.mac = (char *)cases[i][0];
+        net.bridge = (char *)cases[i][1];
+        net.libvirt_network = (char *)cases[i][2];
+        cmd.network = &net;
+        const Berth__AgentResult *r = s_run(f, &cmd);
+        if (!r->ok)
+            fail_msg("DEFINE with network %zu failed: %s", i, r->error);
+        virDomainPtr dom = virDomainLookupByName(f->conn, vm);
+        assert_non_null(dom);
+        char *dxml = virDomainGetXMLDesc(dom, 0);
+        if (!strstr(dxml, cases[i][3]))
+            fail_msg("case %zu: no %s in %s", i, cases[i][3], dxml);
+        if (i == 0) {
+            assert_non_null(strstr(dxml, "<interface type='bridge'>"));
+            assert_non_null(strstr(dxml, "<mac address='02:11:22:33:44:55'/>"));
+        }
+        if (i >= 2)
+            assert_null(strstr(dxml, "<x"));
+        free(dxml);
+        virDomainFree(dom);
+        s_run_ok(f, "DESTROY", vm);
+    }
+}
+
 /* Disposal of a VM that was only partly built (disk, no domain) removes what exists. */
 static void test_destroy_partial_build(void **state)
 {
@@ -658,6 +707,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_pool_is_created, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_define_with_network, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_lifecycle_twice_each, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_destroy_partial_build, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_bad_commands_fail_cleanly, s_setup, s_teardown),

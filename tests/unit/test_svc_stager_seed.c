@@ -144,6 +144,75 @@ static void test_seed_reads_back(void **state)
     free(path);
 }
 
+/* A VM's address: the seed carries a version-2 network-config for it (the interface matched
+   by its MAC, the address, the default route, the name servers); the same VM asked for with
+   another address is a conflict; a value that is not an address is refused naming the field. */
+static void test_seed_network_config(void **state)
+{
+    fixture_t *f = *state;
+    Berth__VmNetwork net = BERTH__VM_NETWORK__INIT;
+    char *dns[] = { "10.0.0.2", "9.9.9.9" };
+    net.name = "lab";
+    net.ip = "10.0.0.7";
+    net.prefix = 24;
+    net.mac = "02:aa:bb:cc:dd:ee";
+    net.gateway = "10.0.0.1";
+    net.dns = dns;
+    net.n_dns = 2;
+    berth_error_t error = { 0 };
+    char *config = seed_network_config(&net, &error);
+    assert_non_null(config);
+    assert_string_equal(config, "version: 2\n"
+                                "ethernets:\n"
+                                "  eth0:\n"
+                                "    match:\n"
+                                "      macaddress: \"02:aa:bb:cc:dd:ee\"\n"
+                                "    set-name: eth0\n"
+                                "    addresses:\n"
+                                "      - 10.0.0.7/24\n"
+                                "    routes:\n"
+                                "      - to: 0.0.0.0/0\n"
+                                "        via: 10.0.0.1\n"
+                                "    nameservers:\n"
+                                "      addresses:\n"
+                                "        - 10.0.0.2\n"
+                                "        - 9.9.9.9\n");
+    char *path = NULL;
+    int rc = seed_stage_network(f->seeds, VM1, "web-1", "", config, 0, &path, NULL, &error);
+    if (rc != 0)
+        fail_msg("seed_stage_network: %d %s", rc, error.message);
+    char *read = s_iso_file(path, "network-config");
+    assert_string_equal(read, config);
+    free(read);
+    free(path);
+    path = NULL;
+    /* The same again: the same seed; another address for the same VM: a conflict. */
+    assert_int_equal(seed_stage_network(f->seeds, VM1, "web-1", "", config, 0, &path, NULL, &error),
+                     0);
+    free(path);
+    path = NULL;
+    free(config);
+    net.ip = "10.0.0.8";
+    config = seed_network_config(&net, &error);
+    assert_int_equal(seed_stage_network(f->seeds, VM1, "web-1", "", config, 0, &path, NULL, &error),
+                     SEED_CONFLICT);
+    free(config);
+    /* Nothing unchecked reaches the YAML. */
+    const char *bad_ips[] = { "10.0.0.7\nx: y", "10.0.0", "300.0.0.1", NULL };
+    for (const char **b = bad_ips; *b; b++) {
+        net.ip = (char *)*b;
+        error = (berth_error_t){ 0 };
+        assert_null(seed_network_config(&net, &error));
+        assert_string_equal(error.code, "BAD_REQUEST");
+    }
+    net.ip = "10.0.0.7";
+    net.mac = "02:aa:bb:cc:dd:ee\"";
+    assert_null(seed_network_config(&net, &error));
+    net.mac = "02:aa:bb:cc:dd:ee";
+    dns[1] = "9.9.9.9 # x";
+    assert_null(seed_network_config(&net, &error));
+}
+
 /* The file names isoinfo lists in the root, sorted, one per line; mode is "" (ISO 9660),
    "-J" (Joliet) or "-R" (Rock Ridge). With modes, each name is preceded by its mode bits. */
 static char *s_listing(const char *iso, const char *mode, int with_modes)
@@ -521,6 +590,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_seed_reads_back, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_seed_network_config, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_seed_iso_as_read, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_seed_iso_network_config, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_seed_custom_user_data, s_setup, s_teardown),
