@@ -216,6 +216,30 @@ class Networks(PlatformCase):
               "--bridge", "br1", rc=1)
 
 
+    def test_4_groups(self):
+        # A network limited to a group: its members' VMs get addresses there, other groups'
+        # requests for a template naming it are refused.
+        r = self.api.call("POST", "/v1/groups", {"name": "eng"})
+        self.assertEqual(r.status, 201, r)
+        r = self.api.call("POST", "/v1/groups/eng/members", {"user": "nora", "role": "member"})
+        self.assertEqual(r.status, 201, r)
+        r = self.create(name="eng-net", cidr="10.80.0.0/28", gateway="10.80.0.14",
+                        libvirt_network="default", groups=["eng"])
+        self.assertEqual(r.status, 201, r)
+        net = r.json()["network"]
+        eng = self.api.get("/v1/groups/eng")["group"]["id"]
+        self.assertEqual((net["groups"], net["addresses"]), ([eng], 13))
+        self.api.create_template(name="engt", vcpus=1, ram_mb=64, disk_gb=1, os="debian",
+                                 image="debian-12", lease_days=1, network="eng-net")
+        r = self.api.call("POST", "/v1/requests", {"template": "engt", "name": "outsider"})
+        self.assertEqual(r.status, 403, r)
+        self.assertIn("eng-net", r.json()["error"]["message"])
+        r = self.member.call("POST", "/v1/requests",
+                             {"template": "engt", "name": "insider", "group": "eng"})
+        self.assertEqual(r.status, 202, r)
+        vm = self.member.wait_vm(r.json()["request"]["vms"][0]["id"], ("ACTIVE",))
+        self.assertEqual((vm["network"]["name"], vm["network"]["ip"]), ("eng-net", "10.80.0.1"))
+
 
 class Retry(unittest.TestCase):
     """host-2 (the weigher's first choice) builds nothing over 512 MB, host-1 up to 1536 MB
