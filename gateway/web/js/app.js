@@ -615,6 +615,9 @@ async function vmDetailScreen(id) {
         [['State', badge(vm.state)], ['Power', badge(vm.power_state)], ['Owner', vm.owner], ['Group', groupName(vm.group)],
           ['Template', (state.templates.get(vm.template) || {}).name || vm.template], ['Host', vm.host || '—'],
           ['Size', `${vm.flavor.vcpus} vCPU, ${mb(vm.flavor.ram_mb)}, ${vm.flavor.disk_gb} GB`], ['OS', vm.os || '—'],
+          ...(vm.network ? [['Address', vm.network.ip
+            ? `${vm.network.ip}/${vm.network.prefix} on ${vm.network.name} (MAC ${vm.network.mac})`
+            : `on ${vm.network.name}, allocated when placed`]] : []),
           ['Id', h('code', {}, vm.id)]].map(([k, v]) => [h('dt', {}, k), h('dd', {}, v)])),
       vm.fault ? [h('h2', {}, 'Fault'), h('p', { className: 'fault', role: 'alert' }, vm.fault)] : null,
       h('h2', {}, 'Task'),
