@@ -12,7 +12,8 @@
 --       is real time, which heartbeats' last_seen_ms are compared with), 14 the network the
 --       VM gets an address on ('' or absent: none), 15 the MAC to give it (the caller's pick).
 -- Addresses: the pool is every address of the network's cidr but the network address, the
--- broadcast and the gateway; the lowest free one is taken, in this step, with the claim. A
+-- broadcast and the gateway; the first free one from as far in as the pool is full (wrapping
+-- round) is taken, in this step, with the claim. A
 -- claim that already holds an address on the network keeps it (a retry, a move, a shelved
 -- VM placed again). Answers {'NO_NETWORK'} (the network is gone), {'EXHAUSTED', name, size}
 -- (every address is held) or {'MAC'} (that MAC is in use: pick another), writing nothing.
@@ -105,7 +106,7 @@ local function text4(v)
     math.floor(v / 65536) % 256, math.floor(v / 256) % 256, v % 256)
 end
 
--- The address the claim gets on net: the one it holds, or the lowest free one. Returns
+-- The address the claim gets on net: the one it holds, or the first free one from as far in as the pool is full. Returns
 -- ip, nil or nil, the refusal.
 local function address()
   local held = redis.call('HMGET', KEYS[1], 'network', 'ip')
@@ -119,8 +120,13 @@ local function address()
   local span = 2 ^ (32 - prefix)
   local size = span - 2
   if gw and gw > base and gw < base + span - 1 then size = size - 1 end
-  if redis.call('HLEN', ADDRS) >= size then return nil, {'EXHAUSTED', nd[1] or net, size} end
-  for v = base + 1, base + span - 2 do
+  local held_n = redis.call('HLEN', ADDRS)
+  if held_n >= size then return nil, {'EXHAUSTED', nd[1] or net, size} end
+  -- The scan starts as many addresses in as are held: addresses are mostly taken from the
+  -- bottom up, so a free one is usually found at once, even in a /16 nearly full.
+  local n_hosts = span - 2
+  for i = 0, n_hosts - 1 do
+    local v = base + 1 + (held_n + i) % n_hosts
     if v ~= gw then
       local t = text4(v)
       if redis.call('HEXISTS', ADDRS, t) == 0 then return t, nil end

@@ -40,7 +40,7 @@
     only because of other groups' reservations counts under the filter "reserved".
 
     Addresses: a VM on a network (SelectHost.network) gets an IPv4 address and a MAC in its
-    claim's step (placement_claim.lua takes the network's lowest free address; the MAC is
+    claim's step (placement_claim.lua takes a free address of the network; the MAC is
     picked here at random, locally administered, and the script refuses one in use). A full
     release gives both back in the release's step. A network with no free address ends the
     placement at once: no host would do better. */

@@ -603,6 +603,32 @@ static void test_network_addresses(void **state)
     freeReplyObject(r);
 }
 
+/* A /16 nearly full (every address held but one, somewhere in the middle, and the
+   gateway's): the claim finds that one, then the pool is exhausted with its 65,533 held. */
+static void test_network_large_pool(void **state)
+{
+    fixture_t *f = *state;
+    s_host(f->store, "t:host:h1", "UP");
+    redisReply *r = store_command(f->store, "HSET t:net id net-id name big cidr 10.8.0.0/16 "
+                                            "gateway 10.8.0.1");
+    freeReplyObject(r);
+    r = store_command(f->store, "EVAL %s 1 t:addrs",
+                      "for v = 2, 65534 do local t = string.format('10.8.%d.%d', "
+                      "math.floor(v / 256), v % 256) if t ~= '10.8.128.7' then "
+                      "redis.call('HSET', KEYS[1], t, 'x') end end return 1");
+    assert_non_null(r);
+    assert_int_equal(r->type, REDIS_REPLY_INTEGER);
+    freeReplyObject(r);
+    r = s_claim_net(f->store, "v1", "h1", "", "02:00:00:00:01:01");
+    assert_string_equal(r->element[0]->str, "OK");
+    assert_string_equal(r->element[4]->str, "10.8.128.7");
+    freeReplyObject(r);
+    r = s_claim_net(f->store, "v2", "h1", "", "02:00:00:00:01:02");
+    assert_string_equal(r->element[0]->str, "EXHAUSTED");
+    assert_int_equal(r->element[2]->integer, 65533);
+    freeReplyObject(r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -616,6 +642,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_reservation_any_host, testenv_setup, testenv_teardown),
         cmocka_unit_test_setup_teardown(test_reservations_set, testenv_setup, testenv_teardown),
         cmocka_unit_test_setup_teardown(test_network_addresses, testenv_setup, testenv_teardown),
+        cmocka_unit_test_setup_teardown(test_network_large_pool, testenv_setup, testenv_teardown),
     };
     return cmocka_run_group_tests(tests, testenv_group_setup, testenv_group_teardown);
 }
