@@ -70,6 +70,10 @@ service_t *service_new(const char *name, int argc, char **argv)
     config_declare(c, "redis_host", "127.0.0.1", 0);
     config_declare(c, "redis_port", "6379", 0);
     config_declare(c, "redis_timeout_ms", "1000", 0);
+    /* Sentinel: "host:port,..." of the sentinels that name the primary (empty: the plain Redis
+       at redis_host:redis_port), and the name they monitor it under. */
+    config_declare(c, "redis_sentinels", "", 0);
+    config_declare(c, "redis_master_name", "berth", 0);
     config_declare(c, "schema_wait_ms", "30000", 0); /* for Redis and the store's migration */
     config_declare(c, "bind", "tcp://127.0.0.1:*", 0);
     config_declare(c, "advertise", NULL, 0);
@@ -224,6 +228,7 @@ int service_start(service_t *self)
         return -1;
 
     self->started_ms = util_now_ms();
+    store_sentinels_default(config_get(c, "redis_sentinels"), config_get(c, "redis_master_name"));
     if (!self->storeless && !(self->store = store_new(config_get(c, "redis_host"), (int)port,
                                                       (int)timeout, (int)timeout)))
         return -1;

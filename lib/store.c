@@ -31,11 +31,19 @@
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 2000
 
+#define SENTINELS_MAX 16
+
+/* A process-wide Sentinel setting every store_new() starts with (store_sentinels_default). */
+static char *s_default_sentinels;
+static char *s_default_master;
+
 struct _store_t {
-    char *host;
+    char *host; /* Redis, or with sentinels: the primary they named last */
     int port;
-    char *user;     /* AUTH user (NULL: default) */
-    char *password; /* AUTH on every new connection; NULL: none */
+    char *sentinels;   /* "host:port,host:port"; NULL: plain Redis at host:port */
+    char *master_name; /* the name the sentinels monitor the primary under */
+    char *user;        /* AUTH user (NULL: default) */
+    char *password;    /* AUTH on every new connection; NULL: none */
     int connect_timeout_ms;
     int command_timeout_ms;
     redisContext *ctx; /* NULL while disconnected */
@@ -47,7 +55,7 @@ struct _store_t {
 
 /* What every connection counts (metrics.h): connects by result and connections lost. */
 static struct {
-    metrics_family_t *connects, *lost;
+    metrics_family_t *connects, *lost, *failovers;
 } s_m;
 
 static void s_metrics_declare(void)
@@ -58,6 +66,9 @@ static void s_metrics_declare(void)
     s_m.lost = metrics_counter(
         "berth_redis_connections_lost_total",
         "Redis connections dropped: broken, closed by the server, or no reply in time", NULL);
+    s_m.failovers = metrics_counter(
+        "berth_redis_failovers_total",
+        "Times the sentinels named another primary than the one this process used", NULL);
 }
 
 store_t *store_new(const char *host, int port, int connect_timeout_ms, int command_timeout_ms)
@@ -71,7 +82,34 @@ store_t *store_new(const char *host, int port, int connect_timeout_ms, int comma
     self->connect_timeout_ms = connect_timeout_ms;
     self->command_timeout_ms = command_timeout_ms;
     self->backoff_ms = BACKOFF_MIN_MS;
+    if (s_default_sentinels)
+        store_set_sentinels(self, s_default_sentinels, s_default_master);
     return self;
+}
+
+void store_sentinels_default(const char *sentinels, const char *master_name)
+{
+    free(s_default_sentinels);
+    free(s_default_master);
+    s_default_sentinels = sentinels && *sentinels ? strdup(sentinels) : NULL;
+    s_default_master = s_default_sentinels ? strdup(master_name ? master_name : "berth") : NULL;
+}
+
+void store_set_sentinels(store_t *self, const char *sentinels, const char *master_name)
+{
+    assert(self);
+    free(self->sentinels);
+    free(self->master_name);
+    self->sentinels = sentinels && *sentinels ? strdup(sentinels) : NULL;
+    self->master_name =
+        self->sentinels ? strdup(master_name && *master_name ? master_name : "berth") : NULL;
+    if (self->sentinels)
+        self->host[0] = 0; /* no primary known yet: the first one named is no failover */
+    if (self->ctx) {
+        redisFree(self->ctx);
+        self->ctx = NULL;
+    }
+    self->retry_at = 0;
 }
 
 void store_destroy(store_t **self_p)
@@ -81,6 +119,8 @@ void store_destroy(store_t **self_p)
         if (self->ctx)
             redisFree(self->ctx);
         free(self->host);
+        free(self->sentinels);
+        free(self->master_name);
         if (self->password)
             sodium_memzero(self->password, strlen(self->password));
         free(self->password);
@@ -163,6 +203,85 @@ static int s_stale(redisContext *ctx)
     return 1;
 }
 
+/* Ask one sentinel at host:port for the primary's address; 0 and host/port written when it
+   names one. Sentinels listen on loopback or a trusted network without a password (see the
+   README): they hold no data, only the primary's address. */
+static int s_ask_sentinel(store_t *self, const char *shost, int sport, char *host, size_t size,
+                          int *port)
+{
+    struct timeval ct = { self->connect_timeout_ms / 1000,
+                          (self->connect_timeout_ms % 1000) * 1000 };
+    redisContext *ctx = redisConnectWithTimeout(shost, sport, ct);
+    if (!ctx || ctx->err) {
+        if (ctx)
+            redisFree(ctx);
+        return -1;
+    }
+    redisSetTimeout(ctx, ct);
+    redisReply *r = redisCommand(ctx, "SENTINEL get-master-addr-by-name %s", self->master_name);
+    int rc = -1;
+    if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+        r->element[0]->type == REDIS_REPLY_STRING && r->element[1]->type == REDIS_REPLY_STRING) {
+        long p = strtol(r->element[1]->str, NULL, 10);
+        if (p > 0 && p < 65536 && strlen(r->element[0]->str) < size) {
+            util_strlcpy(host, r->element[0]->str, size);
+            *port = (int)p;
+            rc = 0;
+        }
+    }
+    if (r)
+        freeReplyObject(r);
+    redisFree(ctx);
+    return rc;
+}
+
+/* With sentinels: ask them in turn for the primary and make it self->host:port; a changed
+   address is a failover (counted). -1 when no sentinel names one. */
+static int s_resolve(store_t *self)
+{
+    char list[512];
+    util_strlcpy(list, self->sentinels, sizeof list);
+    char *save = NULL;
+    for (char *item = strtok_r(list, ", ", &save); item; item = strtok_r(NULL, ", ", &save)) {
+        char *colon = strrchr(item, ':');
+        if (!colon)
+            continue;
+        *colon = 0;
+        char host[256];
+        int port;
+        if (s_ask_sentinel(self, item, atoi(colon + 1), host, sizeof host, &port) != 0)
+            continue;
+        if (strcmp(host, self->host) != 0 || port != self->port) {
+            if (self->host[0])
+                metrics_add(s_m.failovers, 1);
+            log_debug(NULL, "sentinel named the redis primary", "{s:s, s:i, s:s}", "host", host,
+                      "port", port, "sentinel", item);
+            char *h = strdup(host);
+            if (!h)
+                return -1;
+            free(self->host);
+            self->host = h;
+            self->port = port;
+        }
+        return 0;
+    }
+    log_debug(NULL, "no sentinel named the redis primary", "{s:s, s:s}", "sentinels",
+              self->sentinels, "master_name", self->master_name);
+    return -1;
+}
+
+/* Does the server on ctx say it is the primary (ROLE)? A demoted one says "slave". */
+static int s_is_master(redisContext *ctx)
+{
+    redisReply *r = redisCommand(ctx, "ROLE");
+    int yes = r && r->type == REDIS_REPLY_ARRAY && r->elements > 0 &&
+              r->element[0]->type == REDIS_REPLY_STRING &&
+              strcmp(r->element[0]->str, "master") == 0;
+    if (r)
+        freeReplyObject(r);
+    return yes;
+}
+
 static int s_connect(store_t *self)
 {
     if (self->ctx && s_stale(self->ctx)) {
@@ -177,6 +296,11 @@ static int s_connect(store_t *self)
         return 0;
     if (util_mono_ms() < self->retry_at)
         return -1;
+    if (self->sentinels && s_resolve(self) != 0) {
+        metrics_add(s_m.connects, 1, "failed");
+        s_drop(self, "no sentinel named the primary");
+        return -1;
+    }
     struct timeval ct = { self->connect_timeout_ms / 1000,
                           (self->connect_timeout_ms % 1000) * 1000 };
     redisContext *ctx = redisConnectWithTimeout(self->host, self->port, ct);
@@ -209,6 +333,14 @@ static int s_connect(store_t *self)
         }
         freeReplyObject(auth);
     }
+    if (self->sentinels && !s_is_master(ctx)) {
+        /* The sentinels have not yet noticed a failover, or this one is being demoted: ask
+           them again after the backoff. */
+        metrics_add(s_m.connects, 1, "failed");
+        self->ctx = ctx;
+        s_drop(self, "the server the sentinels named is not the primary");
+        return -1;
+    }
     metrics_add(s_m.connects, 1, "ok");
     self->ctx = ctx;
     self->sent = 0;
@@ -225,6 +357,13 @@ static redisReply *s_checked(store_t *self, redisReply *reply)
         return NULL;
     }
     self->ok = 1;
+    if (reply->type == REDIS_REPLY_ERROR && strncmp(reply->str, "READONLY", 8) == 0) {
+        /* A demoted primary: the write was refused (not applied). The next command asks the
+           sentinels for the new primary. */
+        metrics_add(s_m.lost, 1);
+        s_drop(self, reply->str);
+        self->retry_at = 0;
+    }
     return reply;
 }
 

@@ -28,6 +28,16 @@ typedef struct {
 store_t *store_new(const char *host, int port, int connect_timeout_ms, int command_timeout_ms);
 void store_destroy(store_t **self_p);
 
+/* Find the primary through Redis Sentinel: every (re)connect asks the sentinels of the list
+   ("host:port,host:port") in turn for master_name's address, connects there and checks ROLE
+   says master; a lost connection or a READONLY reply (a demoted primary) makes the next
+   connect ask again. sentinels NULL or empty: the plain Redis of store_new. */
+void store_set_sentinels(store_t *self, const char *sentinels, const char *master_name);
+
+/* What every store_new() of this process starts with (store_set_sentinels); the services
+   set it from their config before opening any store. */
+void store_sentinels_default(const char *sentinels, const char *master_name);
+
 /* The services' Redis user and the file of secrets_dir holding its password (berth-secrets
    makes both: only berth:* keys, no @dangerous command). */
 #define STORE_USER          "berth"
