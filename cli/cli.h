@@ -16,6 +16,7 @@
 typedef struct {
     const char *url;           /* gateway base URL, without a trailing slash */
     int json;                  /* -o json or -o yaml: the server's answer, not a table */
+    int csv;                   /* -o csv: CSV where a command has it (chargeback), else a table */
     char token[CLI_TOKEN_MAX]; /* bearer token for url ("" when not logged in there) */
     char url_buf[CLI_URL_MAX]; /* storage behind url */
     int url_given;             /* url came from --url or BERTH_URL, not the token file */
@@ -65,8 +66,9 @@ int cli_escape(const char *s, char *out, size_t size);
    arrays under field joined. A new array, or NULL when a call failed (printed). */
 json_t *cli_get_all(cli_t *cli, const char *path, int limit, const char *field);
 
-/* id -> name of every entry of a list (GET path, following next_marker, the entries under field), so tables
-   show names rather than ids. Quiet: what could be read (an empty object when nothing could). */
+/* id -> name of every entry of a list (GET path, following next_marker, the entries under field),
+   so tables show names rather than ids. Quiet: what could be read (an empty object when nothing
+   could). */
 json_t *cli_names(cli_t *cli, const char *path, const char *field);
 
 /* The name (from names, cli_names) of the id obj holds under key; the id itself when it has
@@ -182,11 +184,13 @@ int cli_revive(cli_t *cli, int argc, char **argv); /* extend an EXPIRED VM: back
 json_t *cli_reservation(const char *arg);
 int cli_groups(cli_t *cli, int argc, char **argv);
 int cli_audit(cli_t *cli, int argc, char **argv);
+int cli_rates(cli_t *cli, int argc, char **argv);      /* rate cards: list, show, create */
+int cli_chargeback(cli_t *cli, int argc, char **argv); /* a group's chargeback report */
 int cli_requests(cli_t *cli, int argc, char **argv);
 int cli_approve(cli_t *cli, int argc, char **argv);
 int cli_reject(cli_t *cli, int argc, char **argv);
 int cli_onboard(cli_t *cli, int argc, char **argv);  /* ask for a new group */
 int cli_allocate(cli_t *cli, int argc, char **argv); /* ask for more quota for a group */
-int cli_watch(cli_t *cli, int argc, char **argv); /* follow live events (watch.c) */
+int cli_watch(cli_t *cli, int argc, char **argv);    /* follow live events (watch.c) */
 
 #endif

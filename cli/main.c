@@ -129,6 +129,19 @@ static const s_command_t s_commands[] = {
     { "task force-fail", cli_task,
       "task force-fail ID                  end a stuck task FAILED now (admins, operators)",
       "task force-fail" },
+    { "rate list", cli_rates,
+      "rate list                           the rate cards, by effective time", "rates" },
+    { "rates", .alias_of = "rate list" },
+    { "rate show", cli_rates, "rate show ID                        one rate card", "rates show" },
+    { "rate create", cli_rates,
+      "rate create --currency CUR --vcpu-hour N --ram-gb-hour N --disk-gb-hour N\n"
+      "            [--effective T] [--templates NAME=N,...] [--factors STATE=N,...]\n"
+      "                                    add a rate card (admins; minor units per 1,000\n"
+      "                                    hours, per day for a template; never in the past)",
+      "rates create" },
+    { "chargeback", cli_chargeback,
+      "chargeback --group G [--month YYYY-MM | --from T --to T] [--by day|month|vm|user]\n"
+      "                                    a group's charges in minor units (-o csv: CSV)" },
     { "usage", cli_usage,
       "usage [--from T] [--to T] [--owner U] [--group G]\n"
       "                                    vCPU-, GB-RAM- and GB-disk-hours per VM" },
@@ -520,9 +533,11 @@ static int s_take_output(int *argc, char **argv, cli_t *cli)
             continue;
         }
         cli->json = streq(format, "json") || streq(format, "yaml");
+        cli->csv = streq(format, "csv");
         cli_output_yaml(streq(format, "yaml"));
-        if (!cli->json && !streq(format, "table")) {
-            fprintf(stderr, "berth: -o takes table, json or yaml, not '%.40s'\n", format);
+        if (!cli->json && !cli->csv && !streq(format, "table")) {
+            fprintf(stderr, "berth: -o takes table, json or yaml (csv: chargeback), not '%.40s'\n",
+                    format);
             return -1;
         }
     }

@@ -221,6 +221,12 @@ void requests_allocate(http_req_t *req, const char *group);
    a request of kind extension, answered 202 with it and its Location. */
 void requests_extend(http_req_t *req, const char *vm, int days, const char *beyond);
 
+/* ---- charge.c: rate cards and chargeback (the meter's) ---- */
+void charge_create_rate(http_req_t *req); /* POST /v1/rates */
+void charge_list_rates(http_req_t *req);  /* GET /v1/rates */
+void charge_get_rate(http_req_t *req);    /* GET /v1/rates/{id} */
+void charge_report_get(http_req_t *req);  /* GET /v1/chargeback */
+
 /* ---- vms.c: VMs, tasks, usage ---- */
 void vms_list(http_req_t *req);         /* GET /v1/vms */
 void vms_get(http_req_t *req);          /* GET /v1/vms/{id} */
@@ -267,6 +273,11 @@ int groups_parse_reservations(http_req_t *req, Berth__Reservation *items, Berth_
 /* The group id ref names (an id, or a name) into id. 0, or -1 with 404 (no such group, or
    a ref that cannot name one) or 503 set. */
 int groups_resolve(http_req_t *req, const char *ref, char id[UTIL_ID_LEN]);
+/* The group ref names into id, when the caller may do action on it: 0, or -1 with the answer
+   sent: 404 for a group the caller may not read (as for none), 403 (forbidden, and the action
+   in details) for one they may read but not do action on, or 503. */
+int groups_authorize(http_req_t *req, const char *ref, const char *action, const char *forbidden,
+                     char id[UTIL_ID_LEN]);
 /* PUT /v1/groups/{id}/reservations (reserve) */
 void groups_set_reservations(http_req_t *req);
 void groups_set_webhook(http_req_t *req);   /* PUT /v1/groups/{id}/webhook */

@@ -35,20 +35,25 @@ int groups_resolve(http_req_t *req, const char *ref, char id[UTIL_ID_LEN])
     return found ? 0 : -1;
 }
 
-/* The group of the path ({id}) into id, when the caller may do action on it. A group the
-   caller may not read is not found (404); one they may read but not change is 403. */
-static int s_group(http_req_t *req, const char *action, char id[UTIL_ID_LEN])
+int groups_authorize(http_req_t *req, const char *ref, const char *action, const char *forbidden,
+                     char id[UTIL_ID_LEN])
 {
-    if (groups_resolve(req, req->params[0], id) != 0)
+    if (groups_resolve(req, ref, id) != 0)
         return -1;
     if (perm_allows(req, action, NULL, id))
         return 0;
     if (perm_allows(req, "group.get", NULL, id))
-        http_error_details(req, "FORBIDDEN", "this operation needs the manager role in the group",
-                           json_pack("{s:s}", "action", action));
+        http_error_details(req, "FORBIDDEN", forbidden, json_pack("{s:s}", "action", action));
     else
         http_error(req, "NOT_FOUND", "no such group");
     return -1;
+}
+
+/* The group of the path ({id}) into id, when the caller may do action on it. */
+static int s_group(http_req_t *req, const char *action, char id[UTIL_ID_LEN])
+{
+    return groups_authorize(req, req->params[0], action,
+                            "this operation needs the manager role in the group", id);
 }
 
 /* The body's "templates" (an array of template names; [] or null: every template) into

@@ -42,6 +42,7 @@ static const s_kind_t s_kinds[KEYS_KIND_COUNT] = {
     [KEYS_APIKEY] = { "apikey", 0, 1 },
     [KEYS_USER_APIKEYS] = { "user-apikeys", 0, 1 },
     [KEYS_GROUP_WEBHOOK] = { "group-webhook", 1, 1 },
+    [KEYS_RATE] = { "rate", 0, 1 },
 };
 
 const char *keys_build(char *buf, keys_kind_t kind, const char *id, const char *id2)

@@ -76,9 +76,9 @@
 #define KEYS_RESERVED_HOSTS   "berth:reserved-hosts"
 /* Users (the gateway writes them): every user name, and the names of the ACTIVE admins (the
    last one can be neither disabled, demoted nor deleted). */
-#define KEYS_USERS        "berth:users"        /* zset: user names, all score 0 (paged by name) */
-#define KEYS_ADMINS       "berth:admins"       /* set: names of the ACTIVE admin users */
-#define KEYS_USERS_SCHEMA "berth:schema:users" /* string: version of the gateway's user records */
+#define KEYS_USERS             "berth:users"  /* zset: user names, all score 0 (paged by name) */
+#define KEYS_ADMINS            "berth:admins" /* set: names of the ACTIVE admin users */
+#define KEYS_USERS_SCHEMA      "berth:schema:users" /* string: version of the gateway's user records */
 #define KEYS_USERS_SCHEMA_LOCK "berth:schema:users:lock" /* string + TTL: its migration's lock */
 /* set: the names the user records' migration has yet to give a MAC (lib/user_record.c) */
 #define KEYS_USERS_SCHEMA_TODO "berth:schema:users:todo"
@@ -92,6 +92,8 @@
    one's score is the end of its claim, so a meter that died mid-delivery leaves it due again). */
 #define KEYS_WEBHOOK_DELIVERIES "berth:webhook:deliveries"
 #define KEYS_WEBHOOK_DUE        "berth:webhook:due"
+/* Rate cards (the meter: services/meter/rates.h): their ids by effective_ms. */
+#define KEYS_RATES "berth:rates"
 
 /* Keys with an id: the kind, then keys_build(). */
 typedef enum {
@@ -142,6 +144,7 @@ typedef enum {
     /* berth:group-webhook:{<group>}  hash: url secret updated_ms updated_by: where the group's
        notices are POSTed and the key they are signed with (approval writes; the meter reads). */
     KEYS_GROUP_WEBHOOK,
+    KEYS_RATE, /* berth:rate:<id>  hash: RateCard (the meter writes it once, never changes it) */
     KEYS_KIND_COUNT
 } keys_kind_t;
 

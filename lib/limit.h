@@ -23,12 +23,12 @@
 #define LIMIT_TEXT_MAX          128 /* image, os (approval's max_text may lower) */
 
 /* Users. */
-#define LIMIT_USER_NAME_MAX    64
-#define LIMIT_DISPLAY_NAME_MAX 128 /* a user's display name, in bytes, no control characters */
-#define LIMIT_EMAIL_MAX        254 /* a user's email address: local@domain (RFC 5321 path) */
-#define LIMIT_APIKEY_NAME_MAX  64  /* an API key's name: [A-Za-z0-9._-] */
-#define LIMIT_APIKEY_DAYS_MAX  366 /* an API key's lifetime in days (apikey_days_max may lower) */
-#define LIMIT_APIKEY_GROUPS_MAX 32 /* groups one API key is scoped to */
+#define LIMIT_USER_NAME_MAX     64
+#define LIMIT_DISPLAY_NAME_MAX  128 /* a user's display name, in bytes, no control characters */
+#define LIMIT_EMAIL_MAX         254 /* a user's email address: local@domain (RFC 5321 path) */
+#define LIMIT_APIKEY_NAME_MAX   64  /* an API key's name: [A-Za-z0-9._-] */
+#define LIMIT_APIKEY_DAYS_MAX   366 /* an API key's lifetime in days (apikey_days_max may lower) */
+#define LIMIT_APIKEY_GROUPS_MAX 32  /* groups one API key is scoped to */
 
 /* Groups (approval enforces them; the gateway checks them first). */
 #define LIMIT_GROUP_NAME_MAX        63              /* [a-z0-9][a-z0-9._-]*, not a UUID */
@@ -52,5 +52,12 @@
 #define LIMIT_RESERVE_RAM_MB_MAX  1099511627776LL /* 2^40: ram_mb of one reservation */
 #define LIMIT_RESERVE_DISK_GB_MAX 1099511627776LL /* 2^40: disk_gb of one reservation */
 #define LIMIT_HOST_REF_MAX        127             /* a reservation's host: its id or its name */
+
+/* Rate cards (the meter; POST /v1/rates). Prices are integer minor units: per 1,000 hours for
+   vCPU, GB-RAM and GB-disk, per day for a template; factors are per mille. */
+#define LIMIT_RATE_PRICE_MAX     1000000000000LL /* 10^12: largest price on a card */
+#define LIMIT_RATE_FACTOR_MAX    10000           /* a billing state's factor (per mille) */
+#define LIMIT_RATE_TEMPLATES_MAX 64              /* template prices on one card */
+#define LIMIT_RATE_NOTE_MAX      256             /* a card's note, in bytes */
 
 #endif

@@ -2,8 +2,10 @@
     the "meter" consumer group on a timer (never blocking the loop) and answers GetUsage
     with vCPU-, GB-RAM- and GB-disk-hours per VM for a time window. */
 #include "assertion.h"
+#include "charge.h"
 #include "clock.h"
 #include "lua_scripts.h"
+#include "rates.h"
 #include "service.h"
 #include "usage.h"
 #include "util.h"
@@ -17,6 +19,7 @@ typedef struct {
     webhook_t *webhook;    /* groups' notices to their webhook URLs */
     int webhook_failing;   /* the last webhook round failed (logged once per change) */
     assertion_t *verifier; /* checks who a GetUsage asks for (the gateway's assertion) */
+    int report_max_lines;  /* most lines one chargeback report may hold */
 } meter_t;
 
 static int s_poll(service_t *service, void *arg)
@@ -110,6 +113,125 @@ static void s_on_get_usage(bus_request_t *request, void *arg)
     usage_report_free(&report);
 }
 
+/* The caller's signed assertion (NULL with the refusal sent). */
+static Berth__UserAssertion *s_who(meter_t *self, bus_request_t *request,
+                                   const Berth__SignedAssertion *signed_, const char *what)
+{
+    berth_error_t error = { 0 };
+    Berth__UserAssertion *who = NULL;
+    if (assertion_of(self->verifier, request, signed_, &who, &error) != 0) {
+        log_info(bus_request_envelope(request)->request_id, "call refused", "{s:s, s:s}", "call",
+                 what, "reason", error.message);
+        bus_reply_fault(request, &error);
+        return NULL;
+    }
+    return who;
+}
+
+/* A new rate card: admins only. */
+static void s_on_create_rate(bus_request_t *request, void *arg)
+{
+    meter_t *self = arg;
+    Berth__CreateRate *ask = bus_request_body(request, &berth__create_rate__descriptor);
+    if (!ask) {
+        bus_reply_error(request, "BAD_REQUEST", "CreateRate body expected");
+        return;
+    }
+    Berth__UserAssertion *who = s_who(self, request, ask->assertion, "CreateRate");
+    if (!who)
+        return;
+    const char *rid = bus_request_envelope(request)->request_id;
+    if (!assertion_has_role(who, "admin")) {
+        log_info(rid, "rate card refused: not an admin", "{s:s}", "user", who->user);
+        berth__user_assertion__free_unpacked(who, NULL);
+        bus_reply_error(request, "FORBIDDEN", "only an admin may set rates");
+        return;
+    }
+    berth_error_t error = { 0 };
+    Berth__RateCard *card = NULL;
+    if (rates_create(service_store(self->service), ask->card, who->user, clock_now_ms(), &card,
+                     &error) != 0) {
+        berth__user_assertion__free_unpacked(who, NULL);
+        bus_reply_fault(request, &error);
+        return;
+    }
+    log_info(rid, "rate card created", "{s:s, s:s, s:I}", "rate", card->id, "user", who->user,
+             "effective_ms", (json_int_t)card->effective_ms);
+    berth__user_assertion__free_unpacked(who, NULL);
+    bus_reply(request, &card->base);
+    berth__rate_card__free_unpacked(card, NULL);
+}
+
+/* Rate cards, or one: anyone signed in (prices are no secret inside the platform). */
+static void s_on_list_rates(bus_request_t *request, void *arg)
+{
+    meter_t *self = arg;
+    Berth__ListRates *ask = bus_request_body(request, &berth__list_rates__descriptor);
+    if (!ask) {
+        bus_reply_error(request, "BAD_REQUEST", "ListRates body expected");
+        return;
+    }
+    Berth__UserAssertion *who = s_who(self, request, ask->assertion, "ListRates");
+    if (!who)
+        return;
+    berth__user_assertion__free_unpacked(who, NULL);
+    berth_error_t error = { 0 };
+    Berth__RateCardList *list = NULL;
+    if (ask->id && *ask->id) {
+        Berth__RateCard *card = NULL;
+        if (rates_get(service_store(self->service), ask->id, &card, &error) != 0) {
+            bus_reply_fault(request, &error);
+            return;
+        }
+        Berth__RateCardList one = BERTH__RATE_CARD_LIST__INIT;
+        one.cards = &card;
+        one.n_cards = 1;
+        bus_reply(request, &one.base);
+        berth__rate_card__free_unpacked(card, NULL);
+        return;
+    }
+    if (rates_list(service_store(self->service), &list, &error) != 0) {
+        bus_reply_fault(request, &error);
+        return;
+    }
+    bus_reply(request, &list->base);
+    rates_list_free(&list);
+}
+
+/* A group's chargeback: its managers and auditors, and admins; anyone else learns nothing. */
+static void s_on_get_chargeback(bus_request_t *request, void *arg)
+{
+    meter_t *self = arg;
+    Berth__GetChargeback *ask = bus_request_body(request, &berth__get_chargeback__descriptor);
+    if (!ask) {
+        bus_reply_error(request, "BAD_REQUEST", "GetChargeback body expected");
+        return;
+    }
+    Berth__UserAssertion *who = s_who(self, request, ask->assertion, "GetChargeback");
+    if (!who)
+        return;
+    const char *group = ask->group ? ask->group : "";
+    int may = assertion_has_role(who, "admin") || assertion_has_group_role(who, group, "manager") ||
+              assertion_has_group_role(who, group, "auditor");
+    if (!may)
+        log_info(bus_request_envelope(request)->request_id, "chargeback refused: not the group's",
+                 "{s:s, s:s}", "user", who->user, "group", group);
+    berth__user_assertion__free_unpacked(who, NULL);
+    if (!may) {
+        bus_reply_error(request, "NOT_FOUND", "no such group");
+        return;
+    }
+    berth_error_t error = { 0 };
+    Berth__ChargebackReport *report = NULL;
+    if (charge_report(service_store(self->service), group, ask->from_ms, ask->to_ms, clock_now_ms(),
+                      self->report_max_vms, self->report_max_lines, &report, &error) != 0) {
+        bus_reply_fault(request, &error);
+        return;
+    }
+    bus_reply(request, &report->base);
+    berth__chargeback_report__free_unpacked(report, NULL);
+}
+
 /* The event stream keeps what any consumer group has not acknowledged and the last
    events_keep_s of events (for live-event clients resuming with Last-Event-ID:
    events_trim.lua): trimmed here, never by length when appended to. */
@@ -141,6 +263,8 @@ int main(int argc, char **argv)
     config_declare(c, "claim_idle_ms", "10000", 0);
     config_declare(c, "max_events_per_vm", "1000", 0);
     config_declare(c, "report_max_vms", "20000", 0);
+    /* Lines (one per VM and day) one chargeback report may hold. */
+    config_declare(c, "report_max_lines", "200000", 0);
     /* How often the event stream is trimmed below every consumer group's position. */
     config_declare(c, "events_trim_every_ms", "10000", 0);
     /* Events this recent are never trimmed: a live-event client reconnecting within it
@@ -158,7 +282,7 @@ int main(int argc, char **argv)
     config_declare(c, "webhook_tick_ms", "50", 0);
     meter_t self = { .service = service };
     int rc = 1;
-    int64_t poll_ms, batch, batches, idle, max_events, max_vms, trim_ms, keep_s, keep_ms;
+    int64_t poll_ms, batch, batches, idle, max_events, max_vms, max_lines, trim_ms, keep_s, keep_ms;
     int64_t wh_attempts, wh_base, wh_max, wh_timeout, wh_inflight, wh_group, wh_tick;
     if (service_start(service) != 0 || config_int(c, "poll_ms", 10, 60000, &poll_ms) ||
         config_int(c, "events_batch", 1, 10000, &batch) ||
@@ -166,6 +290,7 @@ int main(int argc, char **argv)
         config_int(c, "claim_idle_ms", 100, 86400000, &idle) ||
         config_int(c, "max_events_per_vm", 4, 100000, &max_events) ||
         config_int(c, "report_max_vms", 1, 1000000, &max_vms) ||
+        config_int(c, "report_max_lines", 1, 10000000, &max_lines) ||
         config_int(c, "events_trim_every_ms", 100, 86400000, &trim_ms) ||
         config_int(c, "events_keep_s", 0, 30LL * 24 * 3600, &keep_s) ||
         config_int(c, "webhook_attempts", 1, 100, &wh_attempts) ||
@@ -199,6 +324,7 @@ int main(int argc, char **argv)
         goto done;
     }
     self.report_max_vms = (int)max_vms;
+    self.report_max_lines = (int)max_lines;
     berth_error_t error = { 0 };
     self.verifier = assertion_verifier_new(config_get(c, "secrets_dir"), &error);
     if (!self.verifier) {
@@ -208,6 +334,9 @@ int main(int argc, char **argv)
     if (usage_setup(self.usage) != 0)
         log_warn(NULL, "cannot create the meter consumer group yet; retrying on every poll", NULL);
     service_on(service, "GetUsage", "gateway", s_on_get_usage, &self);
+    service_on(service, "CreateRate", "gateway", s_on_create_rate, &self);
+    service_on(service, "ListRates", "gateway", s_on_list_rates, &self);
+    service_on(service, "GetChargeback", "gateway", s_on_get_chargeback, &self);
     service_every(service, (int)poll_ms, s_poll, &self);
     service_every(service, (int)poll_ms, s_webhook_poll, &self);
     service_every(service, (int)wh_tick, s_webhook_run, &self);

@@ -210,6 +210,11 @@ class Contract:
                                 "retry-after") and \
                     not rheaders.get(name.lower()):
                 raise ContractError("no %s header" % name)
+        if rheaders.get("content-type", "").startswith("text/csv"):
+            if "text/csv" not in (documented.get("content") or {}):
+                raise ContractError("Content-Type text/csv is not documented for %s %s %d"
+                                    % (method, template, status))
+            return
         content = (documented.get("content") or {}).get("application/json")
         if content is None:
             return

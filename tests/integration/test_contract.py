@@ -83,7 +83,13 @@ class Contract(unittest.TestCase):
                                 "application/json", "schema")["properties"]
         webhook = self.schema_at("/v1/groups/{id}/webhook", "put", "requestBody", "content",
                                  "application/json", "schema")["properties"]
+        rate = self.schema_at("/v1/rates", "post", "requestBody", "content",
+                              "application/json", "schema")["properties"]
         stated = {
+            "LIMIT_RATE_PRICE_MAX": rate["vcpu_hour"]["maximum"],
+            "LIMIT_RATE_FACTOR_MAX": rate["factors"]["properties"]["running"]["maximum"],
+            "LIMIT_RATE_TEMPLATES_MAX": rate["templates"]["maxProperties"],
+            "LIMIT_RATE_NOTE_MAX": rate["note"]["maxLength"],
             "LIMIT_COUNT_MAX": create["count"]["maximum"],
             "LIMIT_VM_NAME_MAX": create["name"]["maxLength"],
             "LIMIT_TEMPLATE_REF_MAX": create["template"]["maxLength"],

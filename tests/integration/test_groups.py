@@ -37,6 +37,8 @@ GROUP_ROLE = {"member": "MEMBER", "manager": "MANAGER", "auditor": "AUDITOR"}
 READ = {"vms": "vm.get", "tasks": "task.get", "requests": "request.get", "groups": "group.get",
         # The audit trail is no secret object: whoever may not read it is told so (403).
         "audit": "usage.read",
+        # A group's chargeback: 403 for whoever may read the group, 404 for anyone else.
+        "chargeback": "group.get",
         # A user record is its user's own (and admins'): anyone else is told 404.
         "users": "user.get"}
 
@@ -94,6 +96,10 @@ class Groups(PlatformCase):
         oth.wait_vm(cls.other_vm, ("ACTIVE",))
         cls.task = cls.req["tasks"][0]["id"]
         cls.host = list(admin.hosts())[0]
+        r = admin.call("POST", "/v1/rates", {"currency": "EUR", "vcpu_hour": 1000, "ram_gb_hour": 100,
+                                             "disk_gb_hour": 10})
+        assert r.status == 201, r
+        cls.rate = r.json()["rate"]["id"]
 
     def call(self, role, method, path, body=None):
         if role == "anonymous":
@@ -304,13 +310,15 @@ class Groups(PlatformCase):
             return 401
         if not bits & {"OWNER", "MEMBER", "MANAGER", "AUDITOR"}:
             return 403
-        kind = path.split("/")[2]
+        kind = path.split("?")[0].split("/")[2]
         return 403 if self.allowed(role, table[READ[kind]][0]) else 404
 
     def concrete(self, pattern):
+        if pattern == "/v1/chargeback":  # a group's report: the group is a query parameter
+            return pattern + "?group=eng"
         kind = pattern.split("/")[2] if pattern.startswith("/v1/") else ""
         ids = {"hosts": self.host, "requests": self.req["id"], "vms": self.vms[0],
-               "tasks": self.task, "groups": "eng"}
+               "tasks": self.task, "groups": "eng", "rates": self.rate}
         return pattern.replace("{id}", ids.get(kind, "x")).replace("{user}", "extra") \
             .replace("{name}", "mem")  # the member's own user record
 
