@@ -403,12 +403,12 @@ int model_load(store_t *store, const ProtobufCMessageDescriptor *desc, const cha
 /* ---- transactions ----------------------------------------------------------------------- */
 
 struct _model_tx_t {
-    zlistx_t *args;      /* char *, the flat ARGV (after KEYS[1] = the event stream) */
-    int failed;          /* out of memory while building */
-    int refused;         /* asked for what the table or a message does not allow */
-    char error[256];     /* why it was refused (the first reason) */
-    zlistx_t *moved;     /* char *, "key field" of each transition added (for put_changed) */
-    char actor[96];      /* who the transitions are made for ("": service:<this service>) */
+    zlistx_t *args;  /* char *, the flat ARGV (after KEYS[1] = the event stream) */
+    int failed;      /* out of memory while building */
+    int refused;     /* asked for what the table or a message does not allow */
+    char error[256]; /* why it was refused (the first reason) */
+    zlistx_t *moved; /* char *, "key field" of each transition added (for put_changed) */
+    char actor[96];  /* who the transitions are made for ("": service:<this service>) */
     char request_id[40];
     int quota_hit;       /* the commit answered MODEL_QUOTA */
     model_quota_t quota; /* which limit, then */
@@ -1038,7 +1038,7 @@ int model_tx_commit(model_tx_t *self, store_t *store, const char **why)
         return -1;
     rc = -1;
     if (r->type == REDIS_REPLY_INTEGER)
-        rc = 0;
+        rc = store_wait(store) == 0 ? 0 : -1; /* redis_wait_replicas: on the replicas too */
     else if (r->type == REDIS_REPLY_ERROR && strncmp(r->str, "CONFLICT", 8) == 0) {
         rc = MODEL_CONFLICT;
         if (why)

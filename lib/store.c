@@ -36,6 +36,9 @@
 /* A process-wide Sentinel setting every store_new() starts with (store_sentinels_default). */
 static char *s_default_sentinels;
 static char *s_default_master;
+/* A process-wide durability setting every store_new() starts with (store_wait_default). */
+static int s_default_wait_replicas;
+static int s_default_wait_timeout_ms = 1000;
 
 struct _store_t {
     char *host; /* Redis, or with sentinels: the primary they named last */
@@ -46,16 +49,18 @@ struct _store_t {
     char *password;    /* AUTH on every new connection; NULL: none */
     int connect_timeout_ms;
     int command_timeout_ms;
-    redisContext *ctx; /* NULL while disconnected */
-    int64_t retry_at;  /* monotonic ms of the next reconnect attempt */
-    int backoff_ms;    /* current backoff, doubles per failure */
-    int ok;            /* last command reached Redis */
-    uint64_t sent;     /* commands sent on ctx: 0 = a connection not proven yet */
+    int wait_replicas;   /* store_wait: replicas a write must reach (0: no WAIT) */
+    int wait_timeout_ms; /* store_wait: how long WAIT may take */
+    redisContext *ctx;   /* NULL while disconnected */
+    int64_t retry_at;    /* monotonic ms of the next reconnect attempt */
+    int backoff_ms;      /* current backoff, doubles per failure */
+    int ok;              /* last command reached Redis */
+    uint64_t sent;       /* commands sent on ctx: 0 = a connection not proven yet */
 };
 
 /* What every connection counts (metrics.h): connects by result and connections lost. */
 static struct {
-    metrics_family_t *connects, *lost, *failovers;
+    metrics_family_t *connects, *lost, *failovers, *unreplicated;
 } s_m;
 
 static void s_metrics_declare(void)
@@ -69,6 +74,10 @@ static void s_metrics_declare(void)
     s_m.failovers = metrics_counter(
         "berth_redis_failovers_total",
         "Times the sentinels named another primary than the one this process used", NULL);
+    s_m.unreplicated = metrics_counter(
+        "berth_redis_unreplicated_writes_total",
+        "State writes reported failed because fewer replicas than redis_wait_replicas had them",
+        NULL);
 }
 
 store_t *store_new(const char *host, int port, int connect_timeout_ms, int command_timeout_ms)
@@ -84,7 +93,21 @@ store_t *store_new(const char *host, int port, int connect_timeout_ms, int comma
     self->backoff_ms = BACKOFF_MIN_MS;
     if (s_default_sentinels)
         store_set_sentinels(self, s_default_sentinels, s_default_master);
+    store_set_wait(self, s_default_wait_replicas, s_default_wait_timeout_ms);
     return self;
+}
+
+void store_wait_default(int replicas, int timeout_ms)
+{
+    s_default_wait_replicas = replicas > 0 ? replicas : 0;
+    s_default_wait_timeout_ms = timeout_ms > 0 ? timeout_ms : 1;
+}
+
+void store_set_wait(store_t *self, int replicas, int timeout_ms)
+{
+    assert(self);
+    self->wait_replicas = replicas > 0 ? replicas : 0;
+    self->wait_timeout_ms = timeout_ms > 0 ? timeout_ms : 1;
 }
 
 void store_sentinels_default(const char *sentinels, const char *master_name)
@@ -461,6 +484,40 @@ redisReply *store_commandv(store_t *self, int argc, const char **argv, const siz
 {
     assert(self);
     return s_commandv(self, argc, argv, lens, -1);
+}
+
+int store_wait(store_t *self)
+{
+    assert(self);
+    if (self->wait_replicas == 0)
+        return 0;
+    /* WAIT counts the replicas that have this connection's writes: on a new connection it
+       would count none of them, so a connection lost since the write fails the wait. */
+    if (!self->ctx) {
+        metrics_add(s_m.unreplicated, 1);
+        self->ok = 0;
+        return -1;
+    }
+    int ms = self->wait_timeout_ms + self->command_timeout_ms;
+    struct timeval longer = { ms / 1000, (ms % 1000) * 1000 };
+    struct timeval normal = { self->command_timeout_ms / 1000,
+                              (self->command_timeout_ms % 1000) * 1000 };
+    redisSetTimeout(self->ctx, longer);
+    redisReply *r =
+        redisCommand(self->ctx, "WAIT %d %d", self->wait_replicas, self->wait_timeout_ms);
+    if (self->ctx)
+        redisSetTimeout(self->ctx, normal);
+    r = s_checked(self, r);
+    long long acked = r && r->type == REDIS_REPLY_INTEGER ? r->integer : -1;
+    if (r)
+        freeReplyObject(r);
+    if (acked >= self->wait_replicas)
+        return 0;
+    log_debug(NULL, "write not on enough replicas in time", "{s:i, s:i, s:i}", "replicas",
+              (int)acked, "wanted", self->wait_replicas, "timeout_ms", self->wait_timeout_ms);
+    metrics_add(s_m.unreplicated, 1);
+    self->ok = 0; /* the caller reports the store unavailable (store_ok) */
+    return -1;
 }
 
 int store_ok(store_t *self)

@@ -160,9 +160,53 @@ static void test_store_follows_the_primary_through_sentinel(void **state)
     testenv_redis_destroy(&primary);
 }
 
+/* redis_wait_replicas: a write is reported on the replica while it answers, and failed
+   (store_wait -1, store_ok false) while it is stopped. */
+static void test_store_wait_needs_the_replica(void **state)
+{
+    (void)state;
+    testenv_redis_t *primary = testenv_redis_start(0);
+    testenv_redis_t *replica = testenv_redis_start(0);
+    assert_non_null(primary);
+    assert_non_null(replica);
+    store_t *admin_r = testenv_store(replica, 1);
+    char cmd[256], got[256];
+    snprintf(cmd, sizeof cmd, "REPLICAOF 127.0.0.1 %d", testenv_redis_port(primary));
+    s_reply(admin_r, cmd, got, sizeof got);
+    assert_string_equal(got, "status:OK");
+    store_t *store = testenv_store(primary, 0);
+    store_set_wait(store, 1, 300);
+    /* Once the replica is linked, a write reaches it within the wait. */
+    int64_t deadline = testenv_now_ms() + DEADLINE_MS;
+    int waited = -1;
+    while (waited != 0 && testenv_now_ms() < deadline) {
+        s_reply(store, "SET berth:w up", got, sizeof got);
+        assert_string_equal(got, "status:OK");
+        waited = store_wait(store);
+    }
+    assert_int_equal(waited, 0);
+    assert_true(store_ok(store));
+
+    kill(testenv_redis_pid(replica), SIGSTOP);
+    s_reply(store, "SET berth:w stopped", got, sizeof got);
+    assert_string_equal(got, "status:OK");
+    assert_int_equal(store_wait(store), -1);
+    assert_false(store_ok(store));
+    kill(testenv_redis_pid(replica), SIGCONT);
+    char *text = metrics_render();
+    assert_non_null(strstr(text, "berth_redis_unreplicated_writes_total"));
+    free(text);
+
+    store_destroy(&store);
+    store_destroy(&admin_r);
+    testenv_redis_destroy(&replica);
+    testenv_redis_destroy(&primary);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_store_wait_needs_the_replica),
         cmocka_unit_test(test_store_follows_the_primary_through_sentinel),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
