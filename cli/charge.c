@@ -240,12 +240,14 @@ int cli_chargeback(cli_t *cli, int argc, char **argv)
     const char *key = json_string_value(json_object_get(body, "by"));
     key = key ? key : by;
     int vm = streq(key, "vm");
+    int kinds = vm || streq(key, "user"); /* rows of a reservation-based group's own charges */
     const char *currency = json_string_value(json_object_get(body, "currency"));
     json_t *rows = json_object_get(body, "rows");
     size_t i;
     json_t *r;
     if (cli->csv) {
-        printf("%s%s,currency,amount,compute_ms,disk_ms\r\n", key, vm ? ",owner,template" : "");
+        printf("%s%s%s,currency,amount,compute_ms,disk_ms\r\n", key, vm ? ",owner,template" : "",
+               kinds ? ",kind" : "");
         json_array_foreach(rows, i, r)
         {
             s_csv(T(r, key));
@@ -255,10 +257,15 @@ int cli_chargeback(cli_t *cli, int argc, char **argv)
                 putchar(',');
                 s_csv(T(r, "template"));
             }
+            if (kinds) {
+                putchar(',');
+                s_csv(T(r, "kind"));
+            }
             printf(",%s,%s,%s,%s\r\n", currency ? currency : "", T(r, "amount"), T(r, "compute_ms"),
                    T(r, "disk_ms"));
         }
-        printf("total%s,%s,%s,,\r\n", vm ? ",," : "", currency ? currency : "", T(body, "total"));
+        printf("total%s%s,%s,%s,,\r\n", vm ? ",," : "", kinds ? "," : "", currency ? currency : "",
+               T(body, "total"));
     } else if (cli->json)
         cli_print_json(body);
     else {
@@ -272,11 +279,18 @@ int cli_chargeback(cli_t *cli, int argc, char **argv)
                      (double)json_integer_value(json_object_get(r, "compute_ms")) / 3600000.0);
             snprintf(dh, sizeof dh, "%.2f",
                      (double)json_integer_value(json_object_get(r, "disk_ms")) / 3600000.0);
+            /* The group's own charges (reservation-based) and adjustments: their kind in the
+               key's column. */
+            const char *kind = json_string_value(json_object_get(r, "kind"));
+            char what[128];
+            const char *named = T(r, key);
+            snprintf(what, sizeof what, "%s%s(%s)", named, *named ? " " : "", kind ? kind : "");
+            const char *first = kind && *kind ? what : T(r, key);
             if (vm)
-                cli_table_add(table, T(r, "vm"), T(r, "owner"), T(r, "template"), T(r, "amount"),
-                              ch, dh);
+                cli_table_add(table, first, T(r, "owner"), T(r, "template"), T(r, "amount"), ch,
+                              dh);
             else
-                cli_table_add(table, T(r, key), T(r, "amount"), ch, dh);
+                cli_table_add(table, first, T(r, "amount"), ch, dh);
         }
         cli_table_print(table, stdout);
         cli_table_destroy(&table);
@@ -285,5 +299,184 @@ int cli_chargeback(cli_t *cli, int argc, char **argv)
                T(body, "from"), T(body, "to"));
     }
     json_decref(body);
+    return 0;
+}
+
+static const char s_vm_charges_usage[] =
+    "usage: berth vm charges VM [--month YYYY-MM | --from TIME --to TIME]\n"
+    "  VM: id, or name when unique; default: this UTC month so far\n";
+
+/* berth vm charges VM ... (argv[0] "vm", argv[1] "charges"): GET /v1/vms/{id}/charges. */
+int cli_vm_charges(cli_t *cli, int argc, char **argv)
+{
+    cli_opt_t opts[] = {
+        { "month", 1, NULL, 0 }, { "from", 1, NULL, 0 }, { "to", 1, NULL, 0 }, { NULL }
+    };
+    const char *pos[1] = { NULL };
+    if (cli_parse(argc - 1, argv + 1, opts, pos, 1, 1) != 0 ||
+        (opts[0].set && (opts[1].set || opts[2].set))) {
+        fputs(s_vm_charges_usage, stderr);
+        return 2;
+    }
+    char from[64] = "", to[64] = "", esc[800], path[2048];
+    if (opts[0].set && s_month(opts[0].value, from, to, sizeof from) != 0) {
+        fprintf(stderr, "berth vm charges: --month %s is not YYYY-MM\n", opts[0].value);
+        return 2;
+    }
+    if ((opts[1].set && cli_time(opts[1].value, from, sizeof from) != 0) ||
+        (opts[2].set && cli_time(opts[2].value, to, sizeof to) != 0)) {
+        fprintf(stderr, "berth vm charges: --from/--to is not a time I understand\n");
+        return 2;
+    }
+    if (cli_path(path, CLI_PATH_MAX, "vms", pos[0]) != 0) {
+        fputs(s_vm_charges_usage, stderr);
+        return 2;
+    }
+    strcat(path, "/charges");
+    const char *names[] = { "from", "to" };
+    const char *values[] = { from, to };
+    for (int i = 0, first = 1; i < 2; i++) {
+        if (!*values[i])
+            continue;
+        if (cli_escape(values[i], esc, sizeof esc) != 0) {
+            fputs(s_vm_charges_usage, stderr);
+            return 2;
+        }
+        size_t len = strlen(path);
+        snprintf(path + len, sizeof path - len, "%c%s=%s", first ? '?' : '&', names[i], esc);
+        first = 0;
+    }
+    json_t *body = NULL;
+    if (cli_http(cli, "GET", path, NULL, &body) != 0)
+        return 1;
+    json_t *c = json_object_get(body, "charges");
+    if (cli->json)
+        cli_print_json(body);
+    else {
+        cli_table_t *table = cli_table_new(4, "DAY", "AMOUNT", "COMPUTE_H", "DISK_H");
+        size_t i;
+        json_t *d;
+        json_array_foreach(json_object_get(c, "days"), i, d)
+        {
+            char ch[32], dh[32];
+            snprintf(ch, sizeof ch, "%.2f",
+                     (double)json_integer_value(json_object_get(d, "compute_ms")) / 3600000.0);
+            snprintf(dh, sizeof dh, "%.2f",
+                     (double)json_integer_value(json_object_get(d, "disk_ms")) / 3600000.0);
+            cli_table_add(table, T(d, "day"), T(d, "amount"), ch, dh);
+        }
+        cli_table_print(table, stdout);
+        cli_table_destroy(&table);
+        const char *currency = json_string_value(json_object_get(c, "currency"));
+        printf("total %s %s (minor units; %s charging, %s .. %s)\n", T(c, "total"),
+               currency && *currency ? currency : "(no rate card)", T(c, "charging_model"),
+               T(c, "from"), T(c, "to"));
+    }
+    json_decref(body);
+    return 0;
+}
+
+static const char s_budget_usage[] =
+    "usage: berth budget show G\n"
+    "       berth budget set G --amount N [--thresholds P,P,...] [--hard-stop]\n"
+    "       berth budget delete G\n"
+    "  G: a group's id or name; N: minor units a month; P: percent of N (default 80,100);\n"
+    "  --hard-stop: refuse new VM requests while the month's charges reach N\n";
+
+static void s_budget_print(json_t *answer)
+{
+    json_t *b = json_object_get(answer, "budget");
+    if (!json_is_object(b)) {
+        puts("no budget");
+        return;
+    }
+    cli_table_t *table = cli_table_new(2, "FIELD", "VALUE");
+    const char *fields[] = { "group",   "amount",     "currency", "thresholds", "hard_stop",
+                             "month",   "spent",      "blocked",  "checked",    "version",
+                             "updated", "updated_by", NULL };
+    for (int i = 0; fields[i]; i++)
+        cli_table_add(table, fields[i], T(b, fields[i]));
+    json_t *a;
+    size_t i;
+    json_array_foreach(json_object_get(b, "alerts"), i, a)
+    {
+        char what[64];
+        snprintf(what, sizeof what, "alert %lld%%",
+                 (long long)json_integer_value(json_object_get(a, "threshold")));
+        char when[160];
+        snprintf(when, sizeof when, "%s (spent %lld)", T(a, "at"),
+                 (long long)json_integer_value(json_object_get(a, "spent")));
+        cli_table_add(table, what, when);
+    }
+    cli_table_print(table, stdout);
+    cli_table_destroy(&table);
+}
+
+/* berth budget show|set|delete G ... (argv[0] "budget") */
+int cli_budget(cli_t *cli, int argc, char **argv)
+{
+    const char *verb = argc > 1 ? argv[1] : "";
+    cli_opt_t opts[] = { { "amount", 1, NULL, 0 },
+                         { "thresholds", 1, NULL, 0 },
+                         { "hard-stop", 0, NULL, 0 },
+                         { NULL } };
+    cli_opt_t none[] = { { NULL } };
+    const char *pos[1] = { NULL };
+    int set = streq(verb, "set");
+    if ((!set && !streq(verb, "show") && !streq(verb, "delete")) ||
+        cli_parse(argc - 1, argv + 1, set ? opts : none, pos, 1, 1) != 0 || (set && !opts[0].set)) {
+        fputs(s_budget_usage, stderr);
+        return 2;
+    }
+    char path[CLI_PATH_MAX + 16];
+    if (cli_path(path, CLI_PATH_MAX, "groups", pos[0]) != 0) {
+        fputs(s_budget_usage, stderr);
+        return 2;
+    }
+    strcat(path, "/budget");
+    json_t *body = NULL, *answer = NULL;
+    if (set) {
+        int64_t amount;
+        if (util_parse_int(opts[0].value, 1, INT64_MAX, &amount) != 0) {
+            fprintf(stderr, "berth budget set: --amount must be a whole number of minor units\n");
+            return 2;
+        }
+        body = json_pack("{s:I, s:b}", "amount", (json_int_t)amount, "hard_stop", opts[2].set);
+        if (opts[1].set) {
+            json_t *list = json_array();
+            char buf[256];
+            if (util_strlcpy(buf, opts[1].value, sizeof buf) != 0) {
+                fputs(s_budget_usage, stderr);
+                json_decref(list);
+                json_decref(body);
+                return 2;
+            }
+            char *save = NULL;
+            for (char *p = strtok_r(buf, ",", &save); p; p = strtok_r(NULL, ",", &save)) {
+                int64_t t;
+                if (util_parse_int(p, 0, INT32_MAX, &t) != 0) {
+                    fprintf(stderr, "berth budget set: --thresholds takes percents: 50,80,100\n");
+                    json_decref(list);
+                    json_decref(body);
+                    return 2;
+                }
+                json_array_append_new(list, json_integer(t));
+            }
+            json_object_set_new(body, "thresholds", list);
+        }
+    }
+    int rc = cli_http(cli,
+                      set                     ? "PUT"
+                      : streq(verb, "delete") ? "DELETE"
+                                              : "GET",
+                      path, body, &answer);
+    json_decref(body);
+    if (rc != 0)
+        return 1;
+    if (cli->json)
+        cli_print_json(answer);
+    else
+        s_budget_print(answer);
+    json_decref(answer);
     return 0;
 }

@@ -169,6 +169,8 @@ int cli_passwd(cli_t *cli, int argc, char **argv); /* change one's own password 
 int cli_keys(cli_t *cli, int argc, char **argv);   /* one's API keys: create, list, revoke */
 int cli_templates(cli_t *cli, int argc, char **argv);
 int cli_hosts(cli_t *cli, int argc, char **argv);
+int cli_images(cli_t *cli, int argc, char **argv); /* model images: list, show, import, delete */
+int cli_ssh_keys(cli_t *cli, int argc, char **argv); /* SSH keys: list, add, show, delete */
 int cli_host(cli_t *cli, int argc, char **argv);
 int cli_vms(cli_t *cli, int argc, char **argv);
 int cli_vm(cli_t *cli, int argc, char **argv);
@@ -186,6 +188,8 @@ int cli_groups(cli_t *cli, int argc, char **argv);
 int cli_audit(cli_t *cli, int argc, char **argv);
 int cli_rates(cli_t *cli, int argc, char **argv);      /* rate cards: list, show, create */
 int cli_chargeback(cli_t *cli, int argc, char **argv); /* a group's chargeback report */
+int cli_vm_charges(cli_t *cli, int argc, char **argv); /* one VM's charges by day */
+int cli_budget(cli_t *cli, int argc, char **argv);     /* a group's budget: show, set, delete */
 int cli_requests(cli_t *cli, int argc, char **argv);
 int cli_approve(cli_t *cli, int argc, char **argv);
 int cli_reject(cli_t *cli, int argc, char **argv);

@@ -39,6 +39,21 @@ static const s_command_t s_commands[] = {
     { "template list", cli_templates,
       "template list [--group G]           what VMs can be made from (in group G)", "templates" },
     { "templates", .alias_of = "template list" },
+    { "image list", cli_images,
+      "image list                          model images: state, OS, applications, minimums",
+      "images" },
+    { "images", .alias_of = "image list" },
+    { "image show", cli_images, "image show IMAGE                    one image (id or name)",
+      "images show" },
+    { "image import", cli_images,
+      "image import PATH --name NAME --os OS [--os-version V] [--arch A]\n"
+      "             [--apps NAME=VERSION,...] [--min-ram-mb N] [--min-disk-gb N]\n"
+      "                                    import a file under the stager's import\n"
+      "                                    directory (admins, operators; inspected first)",
+      "images import" },
+    { "image delete", cli_images,
+      "image delete IMAGE                  delete an image no template or VM uses",
+      "images delete" },
     { "host list", cli_hosts, "host list                           hosts: state, use, orphans",
       "hosts" },
     { "hosts", .alias_of = "host list" },
@@ -46,9 +61,10 @@ static const s_command_t s_commands[] = {
       "host maintenance HOST on|off        no new VMs on HOST (operators), or back",
       "host maintenance" },
     { "request create", cli_request_cmd,
-      "request create TEMPLATE NAME [--count N] [--group G] [--wait] [--timeout S]\n"
-      "                                    ask for VMs (in group G: id or name); --wait\n"
-      "                                    follows them to ACTIVE",
+      "request create TEMPLATE NAME [--count N] [--group G] [--ssh-key K]... [--wait]\n"
+      "               [--timeout S]        ask for VMs (in group G: id or name) with your\n"
+      "                                    SSH keys K installed; --wait follows them to\n"
+      "                                    ACTIVE",
       "request" },
     { "request", .alias_of = "request create" },
     { "request list", cli_requests,
@@ -69,6 +85,9 @@ static const s_command_t s_commands[] = {
       "        [--marker ID]               the VMs you may see (DISPOSED: --state DISPOSED)",
       "vms" },
     { "vms", .alias_of = "vm list" },
+    { "vm charges", cli_vm_charges,
+      "vm charges VM [--month YYYY-MM | --from T --to T]\n"
+      "                                    what a VM cost, by day (minor units)" },
     { "vm show", cli_vm, "vm show VM                          one VM (VM: id, or name when unique)",
       "vm show" },
     { "vm dispose", cli_dispose,
@@ -142,6 +161,14 @@ static const s_command_t s_commands[] = {
     { "chargeback", cli_chargeback,
       "chargeback --group G [--month YYYY-MM | --from T --to T] [--by day|month|vm|user]\n"
       "                                    a group's charges in minor units (-o csv: CSV)" },
+    { "budget show", cli_budget,
+      "budget show G                       a group's monthly budget, spent so far, alerts" },
+    { "budget", .alias_of = "budget show" },
+    { "budget set", cli_budget,
+      "budget set G --amount N [--thresholds P,...] [--hard-stop]\n"
+      "                                    a group's monthly budget in minor units (alerts\n"
+      "                                    at P percent, default 80,100; managers, admins)" },
+    { "budget delete", cli_budget, "budget delete G                     remove a group's budget" },
     { "usage", cli_usage,
       "usage [--from T] [--to T] [--owner U] [--group G]\n"
       "                                    vCPU-, GB-RAM- and GB-disk-hours per VM" },
@@ -217,6 +244,18 @@ static const s_command_t s_commands[] = {
     { "key list", cli_keys, "key list                            your API keys", "keys list" },
     { "key revoke", cli_keys, "key revoke ID                       revoke one of your API keys",
       "keys revoke" },
+    { "ssh-key list", cli_ssh_keys,
+      "ssh-key list                        your SSH public keys: type, fingerprint", "ssh-keys" },
+    { "ssh-keys", .alias_of = "ssh-key list" },
+    { "ssh-key add", cli_ssh_keys,
+      "ssh-key add NAME FILE|--key LINE    keep an SSH public key (FILE: a .pub file, or -\n"
+      "                                    for standard input) for request --ssh-key",
+      "ssh-keys add" },
+    { "ssh-key show", cli_ssh_keys, "ssh-key show NAME                   one of your SSH keys",
+      "ssh-keys show" },
+    { "ssh-key delete", cli_ssh_keys,
+      "ssh-key delete NAME                 delete one of your SSH keys (VMs keep theirs)",
+      "ssh-keys delete" },
     { "health", cli_health,
       "health                              every registered service instance" },
     { "completion", s_completion,

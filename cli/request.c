@@ -250,6 +250,24 @@ static void s_request_table(json_t *req)
     cli_table_destroy(&table);
 }
 
+/* Take every --ssh-key NAME (or --ssh-key=NAME) out of argv into keys (a JSON list), so
+   the option may be given once per key. The new argc, or -1 when one lacks its name. */
+static int s_take_ssh_keys(int argc, char **argv, json_t *keys)
+{
+    int out = 0;
+    for (int i = 0; i < argc; i++) {
+        if (i > 0 && streq(argv[i], "--ssh-key")) {
+            if (i + 1 >= argc)
+                return -1;
+            json_array_append_new(keys, json_string(argv[++i]));
+        } else if (i > 0 && strncmp(argv[i], "--ssh-key=", 10) == 0)
+            json_array_append_new(keys, json_string(argv[i] + 10));
+        else
+            argv[out++] = argv[i];
+    }
+    return out;
+}
+
 int cli_request_cmd(cli_t *cli, int argc, char **argv)
 {
     cli_opt_t opts[] = { { "count", 1, NULL, 0 },
@@ -259,11 +277,14 @@ int cli_request_cmd(cli_t *cli, int argc, char **argv)
                          { NULL } };
     const char *pos[2];
     int64_t count = 1, timeout = DEFAULT_TIMEOUT_S;
-    if (cli_parse(argc, argv, opts, pos, 2, 2) != 0 ||
+    json_t *ssh_keys = json_array();
+    argc = ssh_keys ? s_take_ssh_keys(argc, argv, ssh_keys) : -1;
+    if (argc < 0 || cli_parse(argc, argv, opts, pos, 2, 2) != 0 ||
         (opts[0].set && util_parse_int(opts[0].value, INT32_MIN, INT32_MAX, &count) != 0) ||
         (opts[2].set && util_parse_int(opts[2].value, 1, 86400, &timeout) != 0)) {
-        fprintf(stderr, "usage: berth request TEMPLATE NAME [--count N] [--group GROUP] [--wait] "
-                        "[--timeout SECONDS]\n");
+        fprintf(stderr, "usage: berth request TEMPLATE NAME [--count N] [--group GROUP] "
+                        "[--ssh-key NAME]... [--wait] [--timeout SECONDS]\n");
+        json_decref(ssh_keys);
         return 2;
     }
     /* The count goes to the gateway as given: it owns the limits and says what is wrong. */
@@ -271,6 +292,9 @@ int cli_request_cmd(cli_t *cli, int argc, char **argv)
                             (json_int_t)count);
     if (opts[3].set) /* id or name; the gateway and approval say what is wrong with it */
         json_object_set_new(ask, "group", json_string(opts[3].value));
+    if (json_array_size(ssh_keys))
+        json_object_set(ask, "ssh_keys", ssh_keys);
+    json_decref(ssh_keys);
     /* --wait follows the live events from before the request exists. */
     cli_stream_t *stream = opts[1].set ? cli_stream_open(cli, NULL, 1) : NULL;
     json_t *body = NULL;

@@ -119,6 +119,24 @@ int cli_vm(cli_t *cli, int argc, char **argv)
                                     json_string(cli_name_of(names, vm, named[i][0])));
                 json_decref(names);
             }
+        /* Its SSH keys as "name (fingerprint), ...": none, "-". */
+        json_t *keys = json_object_get(vm, "ssh_keys");
+        if (json_is_array(keys)) {
+            char line[2048] = "";
+            size_t i, n = 0;
+            json_t *k;
+            json_array_foreach(keys, i, k)
+            {
+                const char *name = json_string_value(json_object_get(k, "name"));
+                const char *fp = json_string_value(json_object_get(k, "fingerprint"));
+                int w = snprintf(line + n, sizeof line - n, "%s%s (%s)", i ? ", " : "",
+                                 name ? name : "?", fp ? fp : "?");
+                if (w < 0 || (size_t)w >= sizeof line - n)
+                    break;
+                n += (size_t)w;
+            }
+            json_object_set_new(vm, "ssh_keys", json_string(line[0] ? line : "-"));
+        }
         cli_print_object(vm, first);
         json_decref(vm);
     }

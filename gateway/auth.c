@@ -1205,6 +1205,9 @@ void auth_delete_user(http_req_t *req)
            token_cache_ms on other gateways. */
         atomic_fetch_add_explicit(&s_revocations, 1, memory_order_release);
         perm_forget(name);
+        if (sshkeys_forget(req->store, name, req->request_id) != 0)
+            log_warn(req->request_id, "SSH keys of a deleted user left in place", "{s:s}", "user",
+                     name);
         log_info(req->request_id, "user deleted", "{s:s, s:s, s:i, s:i}", "user", name, "by",
                  req->user, "api_keys", (int)nk, "memberships", (int)ng);
         http_json(req, 200, json_pack("{s:s, s:b}", "username", name, "deleted", 1));

@@ -200,7 +200,13 @@ static int s_by_of(http_req_t *req)
     return s_by_names[by] ? by : -1;
 }
 
-/* A row's key for a line. */
+/* Rows by VM or user tell a VM's from the group's own (reservation-based) lines by kind. */
+static int s_by_kind(s_by_t by)
+{
+    return by == S_BY_VM || by == S_BY_USER;
+}
+
+/* A row's key for a line: what the row shows in its `by` column. */
 static void s_row_key(s_by_t by, const Berth__ChargeLine *l, char *key, size_t size)
 {
     switch (by) {
@@ -250,8 +256,8 @@ static void s_csv(http_req_t *req, const Berth__ChargebackReport *r, s_by_t by, 
         http_error(req, "INTERNAL", "out of memory");
         return;
     }
-    fprintf(out, "%s%s,currency,amount,compute_ms,disk_ms\r\n", s_by_names[by],
-            by == S_BY_VM ? ",owner,template" : "");
+    fprintf(out, "%s%s%s,currency,amount,compute_ms,disk_ms\r\n", s_by_names[by],
+            by == S_BY_VM ? ",owner,template" : "", s_by_kind(by) ? ",kind" : "");
     size_t i;
     json_t *row;
     json_array_foreach(rows, i, row)
@@ -263,6 +269,10 @@ static void s_csv(http_req_t *req, const Berth__ChargebackReport *r, s_by_t by, 
             fputc(',', out);
             s_csv_field(out, json_string_value(json_object_get(row, "template")));
         }
+        if (s_by_kind(by)) {
+            fputc(',', out);
+            s_csv_field(out, json_string_value(json_object_get(row, "kind")));
+        }
         fprintf(out,
                 ",%s,%" JSON_INTEGER_FORMAT ",%" JSON_INTEGER_FORMAT ",%" JSON_INTEGER_FORMAT
                 "\r\n",
@@ -270,7 +280,8 @@ static void s_csv(http_req_t *req, const Berth__ChargebackReport *r, s_by_t by, 
                 json_integer_value(json_object_get(row, "compute_ms")),
                 json_integer_value(json_object_get(row, "disk_ms")));
     }
-    fprintf(out, "total%s,%s,%" PRId64 ",,\r\n", by == S_BY_VM ? ",," : "", r->currency, r->total);
+    fprintf(out, "total%s%s,%s,%" PRId64 ",,\r\n", by == S_BY_VM ? ",," : "",
+            s_by_kind(by) ? "," : "", r->currency, r->total);
     fclose(out);
     struct MHD_Response *response =
         MHD_create_response_from_buffer(size, text, MHD_RESPMEM_MUST_FREE);
@@ -294,9 +305,12 @@ static void s_reported(http_req_t *req, ProtobufCMessage *answer)
     int64_t total = 0;
     for (size_t i = 0; rows && index && i < r->n_lines; i++) {
         const Berth__ChargeLine *l = r->lines[i];
-        char key[160];
+        char key[160], id[200];
         s_row_key(by, l, key, sizeof key);
-        json_t *row = json_object_get(index, key);
+        const char *kind = l->kind ? l->kind : "";
+        /* The index tells a user named like a kind from the group's lines. */
+        snprintf(id, sizeof id, "%s\t%s", s_by_kind(by) ? kind : "", key);
+        json_t *row = json_object_get(index, id);
         if (!row) {
             row = json_pack("{s:s, s:I, s:I, s:I}", s_by_names[by], key, "amount", (json_int_t)0,
                             "compute_ms", (json_int_t)0, "disk_ms", (json_int_t)0);
@@ -306,7 +320,9 @@ static void s_reported(http_req_t *req, ProtobufCMessage *answer)
                 json_object_set_new(row, "owner", json_string(l->owner));
                 json_object_set_new(row, "template", json_string(l->template_));
             }
-            json_object_set_new(index, key, row);
+            if (s_by_kind(by))
+                json_object_set_new(row, "kind", json_string(kind));
+            json_object_set_new(index, id, row);
             json_array_append(rows, row);
         }
         json_object_set_new(
@@ -358,19 +374,11 @@ static void s_reported(http_req_t *req, ProtobufCMessage *answer)
                         "total", (json_int_t)r->total));
 }
 
-void charge_report_get(http_req_t *req)
+/* The window of ?from and ?to: from (default: the start of this UTC month) to (default: now).
+   0, or -1 with 400 set. */
+static int s_window(http_req_t *req, int64_t *from_p, int64_t *to_p)
 {
     gateway_t *gw = req->app;
-    const char *group = http_query(req, "group");
-    if (!group || !*group) {
-        http_bad_field(req, "group", "group is required (its name or id)");
-        return;
-    }
-    if (s_by_of(req) < 0) {
-        http_bad_field(req, "by", "by must be day, month, vm or user");
-        return;
-    }
-    /* The window: from (default: the start of this UTC month) to (default: now). */
     int64_t now = clock_now_ms(), from, to = now;
     time_t t = (time_t)(now / 1000);
     struct tm tm;
@@ -382,22 +390,41 @@ void charge_report_get(http_req_t *req)
     if (from_text && rest_parse_time(from_text, &from) != 0) {
         http_bad_field(req, "from",
                        "from must be an ISO 8601 UTC time (2026-11-01T00:00:00Z) or unix seconds");
-        return;
+        return -1;
     }
     if (to_text && rest_parse_time(to_text, &to) != 0) {
         http_bad_field(req, "to",
                        "to must be an ISO 8601 UTC time (2026-12-01T00:00:00Z) or unix seconds");
-        return;
+        return -1;
     }
     if (from >= to) {
         http_bad_field(req, to_text ? "to" : "from", "from must be before to");
-        return;
+        return -1;
     }
     if (to - from > gw->usage_window_max_ms) {
         http_bad_field(req, to_text ? "to" : "from", "from..to may span at most %lld days",
                        (long long)(gw->usage_window_max_ms / (24LL * 3600 * 1000)));
+        return -1;
+    }
+    *from_p = from;
+    *to_p = to;
+    return 0;
+}
+
+void charge_report_get(http_req_t *req)
+{
+    const char *group = http_query(req, "group");
+    if (!group || !*group) {
+        http_bad_field(req, "group", "group is required (its name or id)");
         return;
     }
+    if (s_by_of(req) < 0) {
+        http_bad_field(req, "by", "by must be day, month, vm or user");
+        return;
+    }
+    int64_t from, to;
+    if (s_window(req, &from, &to) != 0)
+        return;
     char group_id[UTIL_ID_LEN] = "";
     if (groups_authorize(req, group, "chargeback.read",
                          "a group's chargeback is for its managers and auditors, and admins",
@@ -408,4 +435,164 @@ void charge_report_get(http_req_t *req)
     ask.from_ms = from;
     ask.to_ms = to;
     rest_call(req, "meter", &ask.base, &berth__chargeback_report__descriptor, s_reported);
+}
+
+/* One VM's charges by day: {"charges": {vm, group, from, to, currency, charging_model, days,
+   total}}. */
+static void s_vm_charged(http_req_t *req, ProtobufCMessage *answer)
+{
+    const Berth__ChargebackReport *r = (const Berth__ChargebackReport *)answer;
+    json_t *days = json_array();
+    int64_t total = 0;
+    for (size_t i = 0; days && i < r->n_lines; i++) {
+        const Berth__ChargeLine *l = r->lines[i];
+        json_array_append_new(days, json_pack("{s:s, s:I, s:I, s:I}", "day", l->day, "amount",
+                                              (json_int_t)l->amount, "compute_ms",
+                                              (json_int_t)l->compute_ms, "disk_ms",
+                                              (json_int_t)l->disk_ms));
+        total += l->amount;
+    }
+    if (!days) {
+        http_error(req, "INTERNAL", "out of memory");
+        return;
+    }
+    http_json(req, 200,
+              json_pack("{s:{s:s, s:s, s:o, s:o, s:s, s:s, s:o, s:I}}", "charges", "vm", r->vm,
+                        "group", r->group, "from", rest_time(r->from_ms), "to", rest_time(r->to_ms),
+                        "currency", r->currency, "charging_model", r->charging_model, "days", days,
+                        "total", (json_int_t)total));
+}
+
+/* GET /v1/vms/{id}/charges: what one VM cost so far (?from, ?to as the chargeback's), for
+   whoever may read the VM. A VM of a reservation-based group shows its hours at 0: its group
+   pays for what it reserved. */
+void charge_vm_get(http_req_t *req)
+{
+    int64_t from, to;
+    char id[UTIL_ID_LEN];
+    Berth__Vm *vm = NULL;
+    if (s_window(req, &from, &to) != 0 || vms_resolve(req, req->params[0], id) != 0 ||
+        rest_load(req, &berth__vm__descriptor, "vm", id, (ProtobufCMessage **)&vm))
+        return;
+    if (!vms_may_see(req, vm)) {
+        protobuf_c_message_free_unpacked(&vm->base, NULL);
+        http_error(req, "NOT_FOUND", "no such vm");
+        return;
+    }
+    protobuf_c_message_free_unpacked(&vm->base, NULL);
+    Berth__GetChargeback ask = BERTH__GET_CHARGEBACK__INIT;
+    ask.vm = id;
+    ask.from_ms = from;
+    ask.to_ms = to;
+    rest_call(req, "meter", &ask.base, &berth__chargeback_report__descriptor, s_vm_charged);
+}
+
+/* ---- budgets ---- */
+
+static json_t *s_budget_view(const Berth__Budget *b)
+{
+    json_t *thresholds = json_array(), *alerts = json_array();
+    for (size_t i = 0; thresholds && i < b->n_thresholds; i++)
+        json_array_append_new(thresholds, json_integer(b->thresholds[i]));
+    for (size_t i = 0; alerts && i < b->n_alerts; i++)
+        json_array_append_new(alerts,
+                              json_pack("{s:i, s:o, s:I}", "threshold", b->alerts[i]->threshold,
+                                        "at", rest_time(b->alerts[i]->at_ms), "spent",
+                                        (json_int_t)b->alerts[i]->spent));
+    return json_pack("{s:s, s:I, s:o, s:o, s:b, s:o, s:I, s:b, s:o, s:o, s:I, s:o, s:o}", "group",
+                     b->group, "amount", (json_int_t)b->amount, "currency", view_str(b->currency),
+                     "thresholds", thresholds, "hard_stop", b->hard_stop, "month",
+                     view_str(b->month), "spent", (json_int_t)b->spent, "blocked",
+                     b->blocked && *b->blocked, "checked", rest_time(b->checked_ms), "alerts",
+                     alerts, "version", (json_int_t)b->version, "updated", rest_time(b->updated_ms),
+                     "updated_by", view_str(b->updated_by));
+}
+
+static void s_budget_answer(http_req_t *req, ProtobufCMessage *answer)
+{
+    const Berth__Budget *b = (const Berth__Budget *)answer;
+    if (!b->version) { /* cleared */
+        http_json(req, 200, json_pack("{s:n}", "budget"));
+        return;
+    }
+    http_json(req, 200, json_pack("{s:o}", "budget", s_budget_view(b)));
+}
+
+/* GET /v1/groups/{id}/budget: the budget, the month's charges so far and its alerts. */
+void charge_budget_get(http_req_t *req)
+{
+    char id[UTIL_ID_LEN];
+    if (groups_authorize(req, req->params[0], "budget.get",
+                         "a group's budget is for its managers and auditors, and admins", id) != 0)
+        return;
+    Berth__GetBudget ask = BERTH__GET_BUDGET__INIT;
+    ask.group = id;
+    rest_call(req, "meter", &ask.base, &berth__budget__descriptor, s_budget_answer);
+}
+
+/* PUT /v1/groups/{id}/budget {"amount", "thresholds", "hard_stop", "version"}. */
+void charge_budget_set(http_req_t *req)
+{
+    static const char *const allowed[] = { "amount", "thresholds", "hard_stop", "version", NULL };
+    char id[UTIL_ID_LEN];
+    int64_t amount = 0, version = 0;
+    int hard_stop = 0;
+    if (groups_authorize(req, req->params[0], "budget.set",
+                         "a group's budget is set by its managers and admins", id) != 0 ||
+        rest_body(req, allowed) ||
+        rest_int(req, "amount", 1, 1, LIMIT_BUDGET_AMOUNT_MAX, &amount) ||
+        rest_bool(req, "hard_stop", 0, &hard_stop) < 0 ||
+        rest_int(req, "version", 0, 1, INT64_MAX, &version) < 0)
+        return;
+    /* thresholds: ascending percentages; absent: 80 and 100. */
+    int32_t thresholds[LIMIT_BUDGET_THRESHOLDS_MAX] = { 80, 100 };
+    size_t n = 2;
+    json_t *list = json_object_get(req->body, "thresholds");
+    if (list) {
+        if (!json_is_array(list) || json_array_size(list) > LIMIT_BUDGET_THRESHOLDS_MAX) {
+            http_bad_field(req, "thresholds", "thresholds must be an array of at most %d percents",
+                           LIMIT_BUDGET_THRESHOLDS_MAX);
+            return;
+        }
+        n = 0;
+        size_t i;
+        json_t *v;
+        json_array_foreach(list, i, v)
+        {
+            json_int_t t = json_is_integer(v) ? json_integer_value(v) : 0;
+            if (t < 1 || t > LIMIT_BUDGET_THRESHOLD_MAX || (n && t <= thresholds[n - 1])) {
+                http_bad_field(req, "thresholds",
+                               "thresholds must be ascending integers from 1 to %d (percent)",
+                               LIMIT_BUDGET_THRESHOLD_MAX);
+                return;
+            }
+            thresholds[n++] = (int32_t)t;
+        }
+    }
+    Berth__Budget b = BERTH__BUDGET__INIT;
+    b.group = id;
+    b.amount = amount;
+    b.thresholds = thresholds;
+    b.n_thresholds = n;
+    b.hard_stop = hard_stop;
+    Berth__SetBudget ask = BERTH__SET_BUDGET__INIT;
+    ask.budget = &b;
+    ask.version = version;
+    rest_call(req, "meter", &ask.base, &berth__budget__descriptor, s_budget_answer);
+}
+
+/* DELETE /v1/groups/{id}/budget: no budget (nor hard stop) from now; answers {"budget": null}
+   whether one was set or not. */
+void charge_budget_clear(http_req_t *req)
+{
+    char id[UTIL_ID_LEN];
+    if (groups_authorize(req, req->params[0], "budget.set",
+                         "a group's budget is set by its managers and admins", id) != 0)
+        return;
+    Berth__Budget b = BERTH__BUDGET__INIT;
+    b.group = id;
+    Berth__SetBudget ask = BERTH__SET_BUDGET__INIT;
+    ask.budget = &b;
+    ask.clear = 1;
+    rest_call(req, "meter", &ask.base, &berth__budget__descriptor, s_budget_answer);
 }

@@ -42,6 +42,7 @@ typedef enum {
     S_SCOPE_TASK,     /* task.get of its VM's owner/group, or who started it */
     S_SCOPE_REQUEST,  /* request.get of owner/group */
     S_SCOPE_GROUP,    /* group.get of group */
+    S_SCOPE_BUDGET,   /* budget.get of group (a budget's alerts: managers, auditors, admins) */
 } s_scope_kind_t;
 
 typedef struct {
@@ -318,6 +319,8 @@ static int s_may_see(const s_client_t *c, const s_scope_t *scope)
         return perm_allows(&r, "request.get", scope->owner, scope->group);
     case S_SCOPE_GROUP:
         return perm_allows(&r, "group.get", NULL, scope->group);
+    case S_SCOPE_BUDGET:
+        return perm_allows(&r, "budget.get", NULL, scope->group);
     case S_SCOPE_PLATFORM:
     default:
         return perm_allows(&r, "host.get", NULL, NULL);
@@ -415,6 +418,9 @@ static void s_scope(events_t *self, json_t *fields, s_scope_t *scope)
     } else if (group && *group && strncmp(type, "group.", 6) == 0) {
         util_strlcpy(scope->group, group, sizeof scope->group);
         scope->kind = S_SCOPE_GROUP;
+    } else if (group && *group && strncmp(type, "budget.", 7) == 0) {
+        util_strlcpy(scope->group, group, sizeof scope->group);
+        scope->kind = S_SCOPE_BUDGET;
     }
 }
 

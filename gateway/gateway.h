@@ -42,6 +42,7 @@ typedef struct {
     int apikey_days_default;     /* an API key's lifetime when expires_in_days is absent */
     int apikey_days_max;         /* longest expires_in_days accepted */
     int apikeys_per_user_max;    /* API keys one user holds at most */
+    int ssh_keys_per_user_max;   /* SSH keys one user holds at most */
     audit_log_t *audit;          /* the audit trail's writer (NULL: not recording) */
     struct _events_t *events;    /* the live event streams (events.c) */
     web_t *web;                  /* the portal's files (NULL: no portal served) */
@@ -112,6 +113,22 @@ int apikey_authenticate(http_req_t *req, const char *text);
 void apikey_create(http_req_t *req); /* POST /v1/auth/keys */
 void apikey_list(http_req_t *req);   /* GET /v1/auth/keys: one's own */
 void apikey_revoke(http_req_t *req); /* DELETE /v1/auth/keys/{id}: one's own (admin: any) */
+
+/* ---- sshkeys.c: users' SSH public keys ---- */
+void sshkeys_create(http_req_t *req); /* POST /v1/keys */
+void sshkeys_list(http_req_t *req);   /* GET /v1/keys: one's own */
+void sshkeys_get(http_req_t *req);    /* GET /v1/keys/{name}: one's own */
+void sshkeys_delete(http_req_t *req); /* DELETE /v1/keys/{name}: one's own */
+/* The caller's keys a request names (names: a JSON list of key names, NULL = none) into
+   *keys_p (n in *n_p; free with sshkeys_free). 0, or -1 with 400 naming ssh_keys (not a list,
+   too many, a name twice, a name the caller has no key for) or 503 set. */
+int sshkeys_resolve(http_req_t *req, const json_t *names, Berth__SshKey ***keys_p, size_t *n_p);
+void sshkeys_free(Berth__SshKey **keys, size_t n);
+/* Delete every SSH key of user (just deleted: a user made later with the same name must not
+   find them). 0, or -1 when Redis failed. */
+int sshkeys_forget(store_t *store, const char *user, const char *request_id);
+/* A VM's or request's keys as shown: [{name, fingerprint}]. */
+json_t *sshkeys_view_refs(Berth__SshKey *const *keys, size_t n);
 
 /* ---- rest.c: helpers of every REST handler ---- */
 
@@ -226,6 +243,17 @@ void charge_create_rate(http_req_t *req); /* POST /v1/rates */
 void charge_list_rates(http_req_t *req);  /* GET /v1/rates */
 void charge_get_rate(http_req_t *req);    /* GET /v1/rates/{id} */
 void charge_report_get(http_req_t *req);  /* GET /v1/chargeback */
+void charge_vm_get(http_req_t *req);      /* GET /v1/vms/{id}/charges */
+void charge_budget_get(http_req_t *req);   /* GET /v1/groups/{id}/budget */
+void charge_budget_set(http_req_t *req);   /* PUT /v1/groups/{id}/budget */
+void charge_budget_clear(http_req_t *req); /* DELETE /v1/groups/{id}/budget */
+
+/* ---- images.c: the stager's image store ---- */
+json_t *view_image(const Berth__Image *im);
+void images_import(http_req_t *req); /* POST /v1/images (admins, operators) */
+void images_list(http_req_t *req);   /* GET /v1/images */
+void images_get(http_req_t *req);    /* GET /v1/images/{id}: id or name */
+void images_delete(http_req_t *req); /* DELETE /v1/images/{id} (admins, operators) */
 
 /* ---- vms.c: VMs, tasks, usage ---- */
 void vms_list(http_req_t *req);         /* GET /v1/vms */

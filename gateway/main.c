@@ -33,8 +33,16 @@ static const http_route_t s_routes[] = {
     { "POST", "/v1/auth/keys", apikey_create, "apikey.create", NULL },
     { "GET", "/v1/auth/keys", apikey_list, "apikey.list", NULL },
     { "DELETE", "/v1/auth/keys/{id}", apikey_revoke, "apikey.revoke", NULL },
+    { "POST", "/v1/keys", sshkeys_create, "sshkey.create", NULL },
+    { "GET", "/v1/keys", sshkeys_list, "sshkey.list", NULL },
+    { "GET", "/v1/keys/{name}", sshkeys_get, "sshkey.get", NULL },
+    { "DELETE", "/v1/keys/{name}", sshkeys_delete, "sshkey.delete", NULL },
     { "GET", "/v1/templates", catalog_list_templates, "template.list", "group" },
     { "POST", "/v1/templates", catalog_create_template, "template.create", NULL },
+    { "POST", "/v1/images", images_import, "image.import", NULL },
+    { "GET", "/v1/images", images_list, "image.list", NULL },
+    { "GET", "/v1/images/{id}", images_get, "image.get", NULL },
+    { "DELETE", "/v1/images/{id}", images_delete, "image.delete", NULL },
     { "GET", "/v1/hosts", catalog_list_hosts, "host.list", NULL },
     { "GET", "/v1/hosts/{id}", catalog_get_host, "host.get", NULL },
     { "POST", "/v1/hosts/{id}/maintenance", catalog_host_maintenance, "host.maintenance", NULL },
@@ -46,6 +54,7 @@ static const http_route_t s_routes[] = {
     { "POST", "/v1/onboarding", requests_onboard, "onboarding.create", NULL },
     { "GET", "/v1/vms", vms_list, "vm.list", "limit marker state owner host name group" },
     { "GET", "/v1/vms/{id}", vms_get, "vm.get", NULL },
+    { "GET", "/v1/vms/{id}/charges", charge_vm_get, "vm.get", "from to" },
     { "DELETE", "/v1/vms/{id}", vms_dispose, "vm.dispose", "force" },
     { "POST", "/v1/vms/{id}/actions", vms_action, "vm.action", NULL },
     { "POST", "/v1/vms/{id}/lease", vms_extend_lease, "vm.extend", NULL },
@@ -77,6 +86,9 @@ static const http_route_t s_routes[] = {
       NULL },
     { "PUT", "/v1/groups/{id}/webhook", groups_set_webhook, "group.webhook.set", NULL },
     { "DELETE", "/v1/groups/{id}/webhook", groups_clear_webhook, "group.webhook.set", NULL },
+    { "GET", "/v1/groups/{id}/budget", charge_budget_get, "budget.get", NULL },
+    { "PUT", "/v1/groups/{id}/budget", charge_budget_set, "budget.set", NULL },
+    { "DELETE", "/v1/groups/{id}/budget", charge_budget_clear, "budget.set", NULL },
     { NULL, NULL, NULL, NULL, NULL },
 };
 
@@ -191,7 +203,7 @@ static int s_settings(service_t *service, gateway_t *gw)
     config_t *c = service_config(service);
     int64_t call_timeout, calls_per_service, ttl, cache, host_cache, down, list_default, list_max,
         scan_max, pw_min, pw_max, window_days, groups_cache, catalog_cache, fail_user, fail_address,
-        fail_window, key_days, key_days_max, keys_max;
+        fail_window, key_days, key_days_max, keys_max, ssh_keys_max;
     if (config_int(c, "http_call_timeout_ms", 100, 600000, &call_timeout) ||
         config_int(c, "http_calls_per_service", 1, 100000, &calls_per_service) ||
         config_int(c, "token_ttl_s", 60, 366LL * 24 * 3600, &ttl) ||
@@ -210,7 +222,8 @@ static int s_settings(service_t *service, gateway_t *gw)
         config_int(c, "login_fail_window_s", 1, 86400, &fail_window) ||
         config_int(c, "apikey_days_max", 1, LIMIT_APIKEY_DAYS_MAX, &key_days_max) ||
         config_int(c, "apikey_days_default", 1, LIMIT_APIKEY_DAYS_MAX, &key_days) ||
-        config_int(c, "apikeys_per_user_max", 1, 10000, &keys_max))
+        config_int(c, "apikeys_per_user_max", 1, 10000, &keys_max) ||
+        config_int(c, "ssh_keys_per_user_max", 1, LIMIT_SSH_KEYS_PER_USER, &ssh_keys_max))
         return -1;
     if (key_days > key_days_max) {
         log_error(NULL, "apikey_days_default must not exceed apikey_days_max", NULL);
@@ -248,6 +261,7 @@ static int s_settings(service_t *service, gateway_t *gw)
     gw->apikey_days_default = (int)key_days;
     gw->apikey_days_max = (int)key_days_max;
     gw->apikeys_per_user_max = (int)keys_max;
+    gw->ssh_keys_per_user_max = (int)ssh_keys_max;
     return 0;
 }
 
@@ -296,6 +310,8 @@ int main(int argc, char **argv)
     config_declare(c, "apikey_days_default", "90", 0);
     config_declare(c, "apikey_days_max", "366", 0);
     config_declare(c, "apikeys_per_user_max", "20", 0);
+    /* SSH public keys one user keeps (at most LIMIT_SSH_KEYS_PER_USER). */
+    config_declare(c, "ssh_keys_per_user_max", "16", 0);
     config_declare(c, "password_min_length", "8", 0);
     config_declare(c, "password_max_length", "1024", 0);
     config_declare(c, "host_down_ms", NULL, 0);

@@ -80,6 +80,8 @@ static json_t *s_pack(const Berth__Request *r, json_t *vms, json_t *tasks)
                                      : streq(r->state, "PENDING_APPROVAL") ? "admin"
                                                                            : ""),
                             "steps", s_steps(r)));
+    if (view && r->n_ssh_keys)
+        json_object_set_new(view, "ssh_keys", sshkeys_view_refs(r->ssh_keys, r->n_ssh_keys));
     if (view)
         s_payload(view, r);
     return view;
@@ -157,7 +159,7 @@ static void s_created(http_req_t *req, ProtobufCMessage *answer)
 
 void requests_create(http_req_t *req)
 {
-    static const char *const allowed[] = { "template", "name", "count", "group", NULL };
+    static const char *const allowed[] = { "template", "name", "count", "group", "ssh_keys", NULL };
     const char *template_ = NULL, *name = NULL, *group = NULL;
     int64_t count = 1;
     if (rest_body(req, allowed) ||
@@ -178,6 +180,11 @@ void requests_create(http_req_t *req)
         http_fault(req, &error);
         return;
     }
+    /* The keys named, as they are now: the request carries the copies its VMs get. */
+    Berth__SshKey **ssh_keys = NULL;
+    size_t n_ssh_keys = 0;
+    if (sshkeys_resolve(req, json_object_get(req->body, "ssh_keys"), &ssh_keys, &n_ssh_keys) != 0)
+        return;
     Berth__CreateRequest ask = BERTH__CREATE_REQUEST__INIT;
     ask.template_ = (char *)template_;
     ask.name = (char *)name;
@@ -185,7 +192,10 @@ void requests_create(http_req_t *req)
     ask.owner = req->user;
     ask.idempotency_key = (char *)(key ? key : "");
     ask.group = (char *)(group ? group : "");
+    ask.ssh_keys = ssh_keys;
+    ask.n_ssh_keys = n_ssh_keys;
     rest_call(req, "approval", &ask.base, &berth__request__descriptor, s_created);
+    sshkeys_free(ssh_keys, n_ssh_keys);
 }
 
 /* The body's object field (a quota: vms, vcpus, ram_mb, disk_gb, each optional) into q:

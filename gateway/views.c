@@ -57,16 +57,16 @@ json_t *view_vm(const Berth__Vm *vm, int host_down)
         json_pack("{s:o, s:o, s:i}", "expires_at",
                   rest_time(vm->lease ? vm->lease->expires_ms : 0), "tombstone_until",
                   rest_time(vm->tombstone_until_ms), "extensions", vm->extensions);
-    return json_pack("{s:s, s:s, s:s, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, "
-                     "s:o, s:o, s:i, s:o}",
-                     "id", S(vm->id), "name", S(vm->name), "state", S(vm->state), "power_state",
-                     view_str(power), "host", view_str(vm->host), "template",
-                     view_str(vm->template_), "owner", view_str(vm->owner), "group",
-                     view_str(vm->group), "lease", lease, "task", view_str(vm->task), "request",
-                     view_str(vm->request), "flavor", view_resources(vm->flavor), "fault",
-                     view_str(vm->fault), "image", view_str(vm->image), "os", view_str(vm->os),
-                     "created_at", rest_time(vm->created_ms), "lease_days", vm->lease_days,
-                     "updated_at", rest_time(vm->updated_ms));
+    return json_pack(
+        "{s:s, s:s, s:s, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, "
+        "s:o, s:o, s:i, s:o, s:o}",
+        "id", S(vm->id), "name", S(vm->name), "state", S(vm->state), "power_state", view_str(power),
+        "host", view_str(vm->host), "template", view_str(vm->template_), "owner",
+        view_str(vm->owner), "group", view_str(vm->group), "lease", lease, "task",
+        view_str(vm->task), "request", view_str(vm->request), "flavor", view_resources(vm->flavor),
+        "fault", view_str(vm->fault), "image", view_str(vm->image), "os", view_str(vm->os),
+        "created_at", rest_time(vm->created_ms), "lease_days", vm->lease_days, "updated_at",
+        rest_time(vm->updated_ms), "ssh_keys", sshkeys_view_refs(vm->ssh_keys, vm->n_ssh_keys));
 }
 
 json_t *view_task(const Berth__Task *task)

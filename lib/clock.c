@@ -7,7 +7,9 @@
 
 #include <errno.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 
 static int64_t s_offset_ms; /* added to the scaled time */
 static double s_scale = 1;  /* platform ms per real ms */
@@ -77,4 +79,17 @@ int clock_configure(config_t *config)
         return -1;
     }
     return clock_set(offset, scale, origin);
+}
+
+int64_t clock_month(int64_t ms, char month[8])
+{
+    time_t t = (time_t)((ms >= 0 ? ms : 0) / 1000);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    if (month)
+        snprintf(month, 8, "%04u-%02u", (unsigned)(tm.tm_year + 1900) % 10000u,
+                 (unsigned)(tm.tm_mon + 1) % 100u);
+    tm.tm_mday = 1;
+    tm.tm_hour = tm.tm_min = tm.tm_sec = 0;
+    return (int64_t)timegm(&tm) * 1000;
 }

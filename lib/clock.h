@@ -27,6 +27,10 @@ int clock_set(int64_t offset_ms, double scale, int64_t origin_ms);
 /* The scale in use (1 unless set). */
 double clock_scale(void);
 
+/* The UTC month of platform time ms: its first instant (ms), and its name "YYYY-MM" into
+   month (when not NULL). Budgets and chargeback count in these months. */
+int64_t clock_month(int64_t ms, char month[8]);
+
 /* Declare clock_offset_ms (0), clock_scale (1) and clock_origin_ms (unset) on config. */
 void clock_declare(config_t *config);
 

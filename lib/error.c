@@ -17,6 +17,7 @@ const error_code_t error_codes[] = {
     { "PAYLOAD_TOO_LARGE", 413, "the body is larger than the limit" },
     { "UNSUPPORTED_MEDIA_TYPE", 415, "the body is not JSON" },
     { "QUOTA_EXCEEDED", 403, "the group's or the member's quota does not allow this" },
+    { "BUDGET_EXCEEDED", 403, "the group's charges this month reached its budget's hard stop" },
     { "IDEMPOTENCY_KEY_REUSED", 422, "the idempotency key was used for another body" },
     { "RATE_LIMITED", 429, "too many requests from the address or user; see Retry-After" },
     { "INTERNAL", 500, "a fault of the platform, not of the caller" },

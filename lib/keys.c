@@ -21,6 +21,7 @@ static const s_kind_t s_kinds[KEYS_KIND_COUNT] = {
     [KEYS_REQUEST] = { "request", 1, 1 },
     [KEYS_HOST] = { "host", 0, 1 },
     [KEYS_IMAGE] = { "image", 0, 1 },
+    [KEYS_IMAGE_ID] = { "image-id", 0, 1 },
     [KEYS_TEMPLATE] = { "template", 0, 1 },
     [KEYS_TEMPLATE_NAME] = { "template-name", 0, 1 },
     [KEYS_USER] = { "user", 0, 1 },
@@ -43,6 +44,13 @@ static const s_kind_t s_kinds[KEYS_KIND_COUNT] = {
     [KEYS_USER_APIKEYS] = { "user-apikeys", 0, 1 },
     [KEYS_GROUP_WEBHOOK] = { "group-webhook", 1, 1 },
     [KEYS_RATE] = { "rate", 0, 1 },
+    [KEYS_SSH_KEY] = { "ssh-key", 0, 2 },
+    [KEYS_USER_SSH_KEYS] = { "user-ssh-keys", 0, 1 },
+    [KEYS_BUDGET] = { "budget", 1, 1 },
+    [KEYS_BUDGET_ALERTS] = { "budget-alerts", 1, 1 },
+    [KEYS_RESERVATION_LOG] = { "reservation-log", 1, 1 },
+    [KEYS_CHARGE_CLOSED] = { "charge-closed", 1, 1 },
+    [KEYS_CHARGE_ADJUST] = { "charge-adjust", 1, 1 },
 };
 
 const char *keys_build(char *buf, keys_kind_t kind, const char *id, const char *id2)

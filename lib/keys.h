@@ -94,6 +94,8 @@
 #define KEYS_WEBHOOK_DUE        "berth:webhook:due"
 /* Rate cards (the meter: services/meter/rates.h): their ids by effective_ms. */
 #define KEYS_RATES "berth:rates"
+/* Budgets (the meter: services/meter/budget.h): the ids of the groups that have one. */
+#define KEYS_BUDGETS "berth:budgets"
 
 /* Keys with an id: the kind, then keys_build(). */
 typedef enum {
@@ -104,6 +106,7 @@ typedef enum {
     KEYS_REQUEST,       /* berth:request:{<request>}  hash: Request */
     KEYS_HOST,          /* berth:host:<host>          hash: Host */
     KEYS_IMAGE,         /* berth:image:<name>         hash: Image */
+    KEYS_IMAGE_ID,      /* berth:image-id:<id>        hash: name of the image with that id */
     KEYS_TEMPLATE,      /* berth:template:<id>        hash: Template */
     KEYS_TEMPLATE_NAME, /* berth:template-name:<name> hash: id of the template so named */
     KEYS_USER,          /* berth:user:<name>          hash: a user */
@@ -145,12 +148,35 @@ typedef enum {
        notices are POSTed and the key they are signed with (approval writes; the meter reads). */
     KEYS_GROUP_WEBHOOK,
     KEYS_RATE, /* berth:rate:<id>  hash: RateCard (the meter writes it once, never changes it) */
+    /* berth:ssh-key:<user>:<name>  hash: SshKey, one of a user's SSH public keys (the gateway
+       writes it with model_tx, beside the user's index). */
+    KEYS_SSH_KEY,
+    /* berth:user-ssh-keys:<user>  zset: the names of the user's SSH keys by created_ms */
+    KEYS_USER_SSH_KEYS,
+    /* berth:budget:{<group>}  hash: Budget, the group's monthly budget and the meter's last
+       look at the month (month spent checked_ms blocked); the approval reads blocked. */
+    KEYS_BUDGET,
+    /* berth:budget-alerts:{<group>}  hash: "<YYYY-MM>:<threshold>" -> {"at_ms", "spent"} JSON:
+       each threshold reached in a month, written once with its budget.threshold event. */
+    KEYS_BUDGET_ALERTS,
+    /* berth:reservation-log:{<group>}  hash: platform ms -> {"vcpus", "ram_mb", "disk_gb"}
+       JSON: the group's reservations in all from then on, written by reservations_set.lua with
+       the change (and once by the store migration to version 2); the meter charges a
+       reservation-based group from it. */
+    KEYS_RESERVATION_LOG,
+    /* berth:charge-closed:{<group>}  hash: "<YYYY-MM>" -> the month's chargeback lines as
+       closed (JSON), "<YYYY-MM>:booked" -> what its lines and adjustments come to per VM and
+       kind, "<YYYY-MM>:version" (services/meter/ledger.c). */
+    KEYS_CHARGE_CLOSED,
+    /* berth:charge-adjust:{<group>}  hash: "<at_ms>|<YYYY-MM>|<vm>|<kind>" -> {"amount",
+       "owner", "template"}: a closed month's late charges, booked at at_ms. */
+    KEYS_CHARGE_ADJUST,
     KEYS_KIND_COUNT
 } keys_kind_t;
 
-/* The key of kind for id (and id2 for the two-part kinds KEYS_INSTANCE and KEYS_IDEM, NULL
-   otherwise) into buf[KEYS_MAX]; returns buf. Ids are checked for length by whoever accepts
-   them; one that would not fit is cut, never overflows. */
+/* The key of kind for id (and id2 for the two-part kinds KEYS_INSTANCE, KEYS_IDEM,
+   KEYS_GROUP_USER_USAGE and KEYS_SSH_KEY, NULL otherwise) into buf[KEYS_MAX]; returns buf. Ids are
+   checked for length by whoever accepts them; one that would not fit is cut, never overflows. */
 const char *keys_build(char *buf, keys_kind_t kind, const char *id, const char *id2);
 
 /* Shorthands for the keys built most often. */

@@ -23,6 +23,8 @@ LIFECYCLE_ENUM_IMPL(request_state, REQUEST_STATE_LAST, "", "PENDING_APPROVAL", "
 
 LIFECYCLE_ENUM_IMPL(host_state, HOST_STATE_LAST, "", "UP", "DOWN", "DISABLED")
 
+LIFECYCLE_ENUM_IMPL(image_state, IMAGE_STATE_LAST, "", "IMPORTING", "READY", "FAILED", "DELETING")
+
 /* The VM states that hold their group's quota (charged when the request is accepted). A VM
    that moves from one of these to one that is not gives its flavor back (model_tx). */
 static const int s_vm_holds_quota[VM_STATE_LAST] = {
@@ -53,6 +55,8 @@ static const lifecycle_kind_info_t s_kinds[LIFECYCLE_KIND_LAST] = {
                             REQUEST_STATE_LAST, "Request state" },
     [LIFECYCLE_HOST] = { "host", "host", "state", "host.state", host_state_names, HOST_STATE_LAST,
                          "Host state" },
+    [LIFECYCLE_IMAGE] = { "image", "image", "state", "image.state", image_state_names,
+                          IMAGE_STATE_LAST, "Image state" },
 };
 
 #define VM(f, t)   LIFECYCLE_VM, VM_STATE_##f, VM_STATE_##t
@@ -60,6 +64,7 @@ static const lifecycle_kind_info_t s_kinds[LIFECYCLE_KIND_LAST] = {
 #define TASK(f, t) LIFECYCLE_TASK, TASK_STATE_##f, TASK_STATE_##t
 #define REQ(f, t)  LIFECYCLE_REQUEST, REQUEST_STATE_##f, REQUEST_STATE_##t
 #define HOST(f, t) LIFECYCLE_HOST, HOST_STATE_##f, HOST_STATE_##t
+#define IMAGE(f, t) LIFECYCLE_IMAGE, IMAGE_STATE_##f, IMAGE_STATE_##t
 
 static const lifecycle_transition_t s_rows[] = {
     { VM(NONE, PENDING_APPROVAL), "submit", "approval",
@@ -182,6 +187,23 @@ static const lifecycle_transition_t s_rows[] = {
       "its SHELVE task was force-failed; `fault` names who" },
     { VM(EXPIRED, ERROR), "force_fail", "taskmgr",
       "its task (a lease's STOP) was force-failed; `fault` names who" },
+
+    /* ---- the image store (services/stager/catalog.c) ---- */
+    { IMAGE(NONE, READY), "create", "stager",
+      "a base image is made at the stager's start (or a record from before states is given "
+      "one)" },
+    { IMAGE(NONE, IMPORTING), "import", "stager",
+      "an import passed its inspection (format, virtual size, no backing file)" },
+    { IMAGE(IMPORTING, READY), "imported", "stager",
+      "its copy in the store passed the same inspection and has its sha256" },
+    { IMAGE(IMPORTING, FAILED), "fail", "stager",
+      "copying or checking the file failed; its copy is removed, `fault` says why" },
+    { IMAGE(READY, DELETING), "delete", "stager",
+      "its deletion is asked; templates and VMs are checked next, then it is removed" },
+    { IMAGE(FAILED, DELETING), "delete", "stager", "the same for a FAILED image" },
+    { IMAGE(DELETING, READY), "keep", "stager",
+      "a template or a VM not DISPOSED names it: the deletion is refused" },
+    { IMAGE(DELETING, FAILED), "keep", "stager", "the same for a FAILED image" },
 };
 
 /* What the meter bills (lifecycle_billing) for each (lifecycle state, power state) pair: a

@@ -102,6 +102,17 @@ typedef enum {
 } host_state_t;
 LIFECYCLE_ENUM_DECL(host_state);
 
+/* The image store (services/stager/catalog.h): a model image's state. */
+typedef enum {
+    IMAGE_STATE_NONE,
+    IMAGE_STATE_IMPORTING, /* accepted: its file is being copied and checked */
+    IMAGE_STATE_READY,     /* its file is in the store, checked; templates may name it */
+    IMAGE_STATE_FAILED,    /* its import failed after it was accepted; `fault` says why */
+    IMAGE_STATE_DELETING,  /* a deletion checks nothing uses it; then it is removed */
+    IMAGE_STATE_LAST
+} image_state_t;
+LIFECYCLE_ENUM_DECL(image_state);
+
 /* The kinds of state. Each kind lives in one hash field of one kind of object and announces
    its changes with one event type on berth:events. */
 typedef enum {
@@ -110,6 +121,7 @@ typedef enum {
     LIFECYCLE_TASK,
     LIFECYCLE_REQUEST,
     LIFECYCLE_HOST, /* reconcile: UP, DOWN, DISABLED */
+    LIFECYCLE_IMAGE, /* the image store: IMPORTING, READY, FAILED, DELETING */
     LIFECYCLE_KIND_LAST
 } lifecycle_kind_t;
 

@@ -53,11 +53,27 @@
 #define LIMIT_RESERVE_DISK_GB_MAX 1099511627776LL /* 2^40: disk_gb of one reservation */
 #define LIMIT_HOST_REF_MAX        127             /* a reservation's host: its id or its name */
 
+/* The image store (services/stager): an imported image's descriptive texts (os_version, arch,
+   an application's name and version) and its applications. */
+#define LIMIT_IMAGE_TEXT_MAX 64
+#define LIMIT_IMAGE_APPS_MAX 64
+#define LIMIT_IMAGE_NAME_MAX 64   /* an image's name: [a-z0-9][a-z0-9._-]* */
+#define LIMIT_IMAGE_PATH_MAX 1024 /* the file an import names, under the import directory */
+
 /* Rate cards (the meter; POST /v1/rates). Prices are integer minor units: per 1,000 hours for
    vCPU, GB-RAM and GB-disk, per day for a template; factors are per mille. */
 #define LIMIT_RATE_PRICE_MAX     1000000000000LL /* 10^12: largest price on a card */
 #define LIMIT_RATE_FACTOR_MAX    10000           /* a billing state's factor (per mille) */
 #define LIMIT_RATE_TEMPLATES_MAX 64              /* template prices on one card */
 #define LIMIT_RATE_NOTE_MAX      256             /* a card's note, in bytes */
+#define LIMIT_BUDGET_AMOUNT_MAX     1000000000000000LL /* 10^15: a month's budget, minor units */
+#define LIMIT_BUDGET_THRESHOLDS_MAX 10                 /* alert thresholds of one budget */
+#define LIMIT_BUDGET_THRESHOLD_MAX  1000               /* a threshold, percent of the budget */
+
+/* SSH public keys (the gateway keeps them; POST /v1/keys, a request's ssh_keys). */
+#define LIMIT_SSH_KEY_NAME_MAX     64   /* a key's name: [A-Za-z0-9._-] */
+#define LIMIT_SSH_KEY_MAX          8192 /* an OpenSSH public key line, in bytes */
+#define LIMIT_SSH_KEYS_PER_USER    64   /* keys one user holds (ssh_keys_per_user_max may lower) */
+#define LIMIT_REQUEST_SSH_KEYS_MAX 16   /* keys one request installs in its VMs */
 
 #endif

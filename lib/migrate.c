@@ -12,6 +12,7 @@
     were written down. When the store is current the version is written if it is missing, so
     the next release knows what it finds. */
 #include "migrate.h"
+#include "clock.h"
 #include "keys.h"
 #include "log.h"
 #include "lua_scripts.h"
@@ -19,23 +20,96 @@
 
 #include <assert.h>
 #include <czmq.h>
+#include <jansson.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 
 #define LOCK_TTL_MS 30000 /* a step longer than this must extend the lock (none does yet) */
 #define POLL_MS     50    /* how often a waiting instance looks again */
 
-/* The steps of this build, oldest first. Version 1 is the current layout: none yet. */
-static const migrate_step_t s_steps[] = { { 0, NULL, NULL } };
+/* 1 -> 2: every group that reserves capacity gets its reservation log (berth:reservation-log),
+   started now with what it reserves: a store from before the log has no record of when its
+   reservations were made, so a reservation-based charge starts at the upgrade, never earlier.
+   A group whose log exists is left alone (the step may run again). Nothing else writes while
+   it runs: every service waits for the migration before it serves. */
+static int s_reservation_logs(store_t *store)
+{
+    redisReply *ids = store_command(store, "ZRANGE %s 0 -1", KEYS_GROUPS);
+    if (!ids || ids->type != REDIS_REPLY_ARRAY) {
+        if (ids)
+            freeReplyObject(ids);
+        return -1;
+    }
+    char at[24];
+    snprintf(at, sizeof at, "%lld", (long long)clock_now_ms());
+    int rc = 0;
+    for (size_t i = 0; rc == 0 && i < ids->elements; i++) {
+        const redisReply *id = ids->element[i];
+        if (id->type != REDIS_REPLY_STRING || !util_is_uuid(id->str))
+            continue;
+        char gkey[KEYS_MAX], lkey[KEYS_MAX];
+        keys_build(gkey, KEYS_GROUP, id->str, NULL);
+        keys_build(lkey, KEYS_RESERVATION_LOG, id->str, NULL);
+        redisReply *r = store_command(store, "HGET %s reservations", gkey);
+        json_t *list = r && r->type == REDIS_REPLY_STRING ? json_loads(r->str, 0, NULL) : NULL;
+        if (!r || r->type == REDIS_REPLY_ERROR)
+            rc = -1;
+        if (r)
+            freeReplyObject(r);
+        if (rc != 0 || !json_is_array(list) || json_array_size(list) == 0) {
+            json_decref(list);
+            continue;
+        }
+        long long total[3] = { 0, 0, 0 };
+        static const char *const dims[3] = { "vcpus", "ram_mb", "disk_gb" };
+        size_t k;
+        json_t *res;
+        json_array_foreach(list, k, res)
+        {
+            for (int d = 0; d < 3; d++) {
+                json_t *v = json_object_get(res, dims[d]);
+                /* model_to_json writes 64-bit integers as strings */
+                total[d] += json_is_string(v) ? strtoll(json_string_value(v), NULL, 10)
+                                              : (long long)json_integer_value(v);
+            }
+        }
+        json_decref(list);
+        redisReply *e = store_command(store, "EXISTS %s", lkey);
+        if (!e || e->type != REDIS_REPLY_INTEGER)
+            rc = -1;
+        else if (e->integer == 0) {
+            char value[128];
+            snprintf(value, sizeof value, "{\"vcpus\":%lld,\"ram_mb\":%lld,\"disk_gb\":%lld}",
+                     total[0], total[1], total[2]);
+            redisReply *w = store_command(store, "HSET %s %s %s", lkey, at, value);
+            if (!w || w->type == REDIS_REPLY_ERROR)
+                rc = -1;
+            if (w)
+                freeReplyObject(w);
+        }
+        if (e)
+            freeReplyObject(e);
+    }
+    freeReplyObject(ids);
+    return rc;
+}
+
+/* The steps of this build, oldest first. */
+static const migrate_step_t s_steps[] = {
+    { 1, "reservation logs: a group that reserves capacity has its berth:reservation-log",
+      s_reservation_logs },
+    { 0, NULL, NULL }
+};
 
 /* What one migration works on: the platform's layout (berth:schema, its steps without an
    argument) or one service's own data (migrate_run_own: its version key, steps with arg). */
 typedef struct {
     const char *version_key;
     const char *lock_key;
-    int absent;                     /* the version a store without version_key is at */
-    const migrate_step_t *steps;    /* either these */
-    const migrate_own_step_t *own;  /* or these, run with arg */
+    int absent;                    /* the version a store without version_key is at */
+    const migrate_step_t *steps;   /* either these */
+    const migrate_own_step_t *own; /* or these, run with arg */
     void *arg;
 } s_ctx_t;
 
@@ -102,8 +176,7 @@ static int s_step_run(const s_ctx_t *ctx, store_t *store, int version)
 }
 
 /* Run the steps from version to target while holding the lock. 0 or -1. */
-static int s_migrate(const s_ctx_t *ctx, store_t *store, const char *owner, int version,
-                     int target)
+static int s_migrate(const s_ctx_t *ctx, store_t *store, const char *owner, int version, int target)
 {
     while (version < target) {
         int64_t start = util_mono_ms();
@@ -185,11 +258,9 @@ int migrate_run_own(store_t *store, const char *owner, const char *version_key,
                     int wait_ms)
 {
     assert(store && owner && version_key && lock_key && steps && target >= 1);
-    s_ctx_t ctx = { .version_key = version_key,
-                    .lock_key = lock_key,
-                    .absent = 0,
-                    .own = steps,
-                    .arg = arg };
+    s_ctx_t ctx = {
+        .version_key = version_key, .lock_key = lock_key, .absent = 0, .own = steps, .arg = arg
+    };
     return s_run(&ctx, store, owner, target, wait_ms);
 }
 

@@ -466,6 +466,13 @@ void model_tx_check(model_tx_t *self, const char *key, const char *field, const 
     s_arg(self, expected);
 }
 
+void model_tx_check_size(model_tx_t *self, const char *key, int64_t max)
+{
+    s_arg(self, "N");
+    s_arg(self, key);
+    s_arg_int(self, max);
+}
+
 void model_tx_check_version(model_tx_t *self, const char *key, int64_t version)
 {
     char buf[32] = "";
@@ -523,6 +530,13 @@ void model_tx_zrem(model_tx_t *self, const char *key, const char *member)
 void model_tx_sadd(model_tx_t *self, const char *key, const char *member)
 {
     s_arg(self, "S");
+    s_arg(self, key);
+    s_arg(self, member);
+}
+
+void model_tx_srem(model_tx_t *self, const char *key, const char *member)
+{
+    s_arg(self, "M");
     s_arg(self, key);
     s_arg(self, member);
 }
@@ -925,7 +939,7 @@ static int s_op_width(const char **ops, size_t i, size_t n, int *has_key)
     }
     if (streq(op, "C") || streq(op, "Z") || streq(op, "A"))
         return 3;
-    if (streq(op, "R") || streq(op, "S"))
+    if (streq(op, "R") || streq(op, "S") || streq(op, "M") || streq(op, "N"))
         return 2;
     if (streq(op, "D"))
         return 1;

@@ -50,6 +50,9 @@ void model_tx_destroy(model_tx_t **self_p);
 
 /* Check that hash field of key equals expected ("" = the field or key is absent). */
 void model_tx_check(model_tx_t *self, const char *key, const char *field, const char *expected);
+/* Check that the hash, set or sorted set at key (absent: empty) holds fewer than max
+   entries: a per-owner limit that two writers racing cannot both pass. */
+void model_tx_check_size(model_tx_t *self, const char *key, int64_t max);
 /* Check the object's version (0 = the key does not exist yet). */
 void model_tx_check_version(model_tx_t *self, const char *key, int64_t version);
 /* Write every field of msg into the hash at key: for an object this transaction creates
@@ -61,6 +64,7 @@ void model_tx_del(model_tx_t *self, const char *key);
 void model_tx_zadd(model_tx_t *self, const char *key, int64_t score, const char *member);
 void model_tx_zrem(model_tx_t *self, const char *key, const char *member);
 void model_tx_sadd(model_tx_t *self, const char *key, const char *member);
+void model_tx_srem(model_tx_t *self, const char *key, const char *member);
 /* Append an event to STORE_EVENTS: type plus field/value pairs (NULL-terminated list). */
 void model_tx_event(model_tx_t *self, const char *type, ...);
 /* Who the transaction's transitions are made for, in their audit records (lib/audit.h):

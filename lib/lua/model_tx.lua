@@ -3,11 +3,14 @@
 -- KEYS: every key the transaction touches; KEYS[1] is the event stream.
 -- ARGV: a flat list of operations, an opcode then its arguments; k is an index into KEYS.
 --   C k field expected      check that HGET k field == expected ('' = field or key absent)
+--   N k max                 check that k (a hash, set or sorted set; absent = empty) holds
+--                           fewer than max entries
 --   P k n f1 v1 .. fn vn    HSET k with n field/value pairs
 --   D k                     DEL k
 --   Z k score member        ZADD k
 --   R k member              ZREM k
 --   S k member              SADD k
+--   M k member              SREM k
 --   E n f1 v1 .. fn vn      XADD an event with n field/value pairs to KEYS[1]
 --   A k actor request_id    each transition applied is also an audit record (lib/audit.h)
 --                           in the audit stream k, made by actor: the audit trail gets it
@@ -74,18 +77,30 @@ while i <= n do
       return {err = 'CONFLICT ' .. k .. ' ' .. a[i + 2] .. ' is ' .. cur}
     end
     i = i + 4
+  elseif op == 'N' then
+    local k = key(i + 1)
+    local kind, size = redis.call('TYPE', k).ok, 0
+    if kind == 'zset' then size = redis.call('ZCARD', k)
+    elseif kind == 'set' then size = redis.call('SCARD', k)
+    elseif kind == 'hash' then size = redis.call('HLEN', k)
+    elseif kind ~= 'none' then return {err = 'CONFLICT ' .. k .. ' is a ' .. kind} end
+    if size >= tonumber(a[i + 2]) then
+      return {err = 'CONFLICT ' .. k .. ' holds ' .. size}
+    end
+    i = i + 3
   elseif op == 'P' then key(i + 1); i = i + 3 + 2 * tonumber(a[i + 2])
   elseif op == 'A' then audit, actor, rid = key(i + 1), a[i + 2], a[i + 3]; i = i + 4
   elseif op == 'E' then i = i + 2 + 2 * tonumber(a[i + 1])
   elseif op == 'Z' then key(i + 1); i = i + 4
   elseif op == 'D' then key(i + 1); i = i + 2
-  elseif op == 'R' or op == 'S' then key(i + 1); i = i + 3
+  elseif op == 'R' or op == 'S' or op == 'M' then key(i + 1); i = i + 3
   else return {err = 'BADOP ' .. tostring(op)} end
 end
 i = 1
 while i <= n do
   local op = a[i]
   if op == 'C' or op == 'A' then i = i + 4
+  elseif op == 'N' then i = i + 3
   elseif op == 'T' then i = i + 10 + 2 * tonumber(a[i + 9])
   elseif op == 'P' then
     local cnt = tonumber(a[i + 2])
@@ -99,6 +114,7 @@ while i <= n do
   elseif op == 'Z' then redis.call('ZADD', key(i + 1), a[i + 2], a[i + 3]); i = i + 4
   elseif op == 'R' then redis.call('ZREM', key(i + 1), a[i + 2]); i = i + 3
   elseif op == 'S' then redis.call('SADD', key(i + 1), a[i + 2]); i = i + 3
+  elseif op == 'M' then redis.call('SREM', key(i + 1), a[i + 2]); i = i + 3
   elseif op == 'Q' then
     local k, cnt = key(i + 1), tonumber(a[i + 3])
     for x = i + 4, i + 1 + 3 * cnt, 3 do

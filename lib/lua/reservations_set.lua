@@ -1,12 +1,15 @@
 -- reservations_set: replace a group's reservations, checking that what grows is free.
 -- KEYS: 1 the group, 2 the any-host reservations, 3 the set of reserved hosts, 4 the event
 --       stream, then pairs (host, its reservations) of every host (and every host the group
---       reserves on now).
--- ARGV: 1 group id, 2 the group's version as read (0 = any), 3 now_ms, 4 host_timeout_ms,
---       5-7 ram/cpu/disk ratios, 8 the group's new `reservations` field (JSON; '' = none),
---       9 actor, 10 P (the number of KEYS pairs), then the P host ids of the pairs, then
---       quads (host id, '' for any host; vcpus; ram_mb; disk_gb) of the new reservations,
---       hosts among the pairs'.
+--       reserves on now), then last the group's reservation log.
+-- ARGV: 1 group id, 2 the group's version as read (0 = any), 3 now_ms (real: host liveness),
+--       4 host_timeout_ms, 5-7 ram/cpu/disk ratios, 8 the group's new `reservations` field
+--       (JSON; '' = none), 9 actor, 10 P (the number of KEYS pairs), then the P host ids of the
+--       pairs, then quads (host id, '' for any host; vcpus; ram_mb; disk_gb) of the new
+--       reservations, hosts among the pairs', then last the platform clock's ms (the log's
+--       field and the event's at_ms).
+-- The log records the new reservations in all at the platform time (the same ms twice: the
+-- later change stands); the event carries the same totals.
 -- A reservation that grows must fit in what is free and unreserved now, so it is honoured at
 -- once: on a named host, max(0, reserved - what the group's claims hold of it) <= capacity *
 -- ratio - used - (other groups' unclaimed reservations there); on any host, the same over the
@@ -30,7 +33,8 @@ if ARGV[2] ~= '0' and ARGV[2] ~= version then return {'CONFLICT', version} end
 -- The new reservations by host id ('' = any host).
 local P = n(ARGV[10])
 local new = {}
-for i = 11 + P, #ARGV - 3, 4 do
+local at = ARGV[#ARGV]
+for i = 11 + P, #ARGV - 4, 4 do
   new[ARGV[i]] = {n(ARGV[i + 1]), n(ARGV[i + 2]), n(ARGV[i + 3])}
 end
 
@@ -119,7 +123,14 @@ if ARGV[8] == '' then
 else
   redis.call('HSET', KEYS[1], 'reservations', ARGV[8])
 end
+local total = {0, 0, 0}
+for _, w in pairs(new) do
+  for j = 1, 3 do total[j] = total[j] + w[j] end
+end
+redis.call('HSET', KEYS[#KEYS], at, string.format('{"vcpus":%d,"ram_mb":%d,"disk_gb":%d}',
+  total[1], total[2], total[3]))
 local v = redis.call('HINCRBY', KEYS[1], 'version', 1)
 redis.call('XADD', KEYS[4], '*', 'type', 'group.updated', 'key', KEYS[1], 'group', group,
-  'actor', ARGV[9], 'version', v, 'change', 'reservations', 'at_ms', ARGV[3])
+  'actor', ARGV[9], 'version', v, 'change', 'reservations', 'vcpus', total[1], 'ram_mb',
+  total[2], 'disk_gb', total[3], 'at_ms', at)
 return {'OK', v}

@@ -496,8 +496,7 @@ int groups_update(store_t *store, const char *id, const Berth__Group *update, ch
             }
             after.templates = update->templates; /* none: every template */
             after.n_templates = update->n_templates;
-        }
-        else if (streq(f, "max_lease_days"))
+        } else if (streq(f, "max_lease_days"))
             after.max_lease_days = update->max_lease_days;
         else if (streq(f, "max_extensions"))
             after.max_extensions = update->max_extensions;
@@ -1059,8 +1058,8 @@ int groups_set_reservations(store_t *store, const policy_t *policy, const char *
     Berth__Reservation **ptrs = calloc(n + 1, sizeof *ptrs);
     /* KEYS: 4 fixed, then (host, reservations) of every host and of the old ones gone. */
     size_t max_pairs = ids->elements + g->n_reservations;
-    char(*keys)[KEYS_MAX] = calloc(2 * max_pairs + 1, sizeof *keys);
-    const char **argv = calloc(4 + 2 * max_pairs + 11 + max_pairs + 4 * n, sizeof *argv);
+    char(*keys)[KEYS_MAX] = calloc(2 * max_pairs + 2, sizeof *keys);
+    const char **argv = calloc(5 + 2 * max_pairs + 12 + max_pairs + 4 * n, sizeof *argv);
     char(*nums)[24] = calloc(3 * n + 16, sizeof *nums);
     int rc = -1;
     char *text = NULL;
@@ -1130,6 +1129,7 @@ int groups_set_reservations(store_t *store, const policy_t *policy, const char *
         argv[a++] = keys_host(keys[2 * p], pair_ids[p]);
         argv[a++] = keys_build(keys[2 * p + 1], KEYS_HOST_RESERVATIONS, pair_ids[p], NULL);
     }
+    argv[a++] = keys_build(keys[2 * pairs], KEYS_RESERVATION_LOG, id, NULL);
     int n_keys = (int)a;
     snprintf(nums[0], sizeof nums[0], "%lld", (long long)version);
     snprintf(nums[1], sizeof nums[1], "%lld", (long long)util_now_ms());
@@ -1155,6 +1155,9 @@ int groups_set_reservations(store_t *store, const policy_t *policy, const char *
         argv[a++] = nums[8 + 3 * i];
         argv[a++] = nums[9 + 3 * i];
     }
+    char at[24];
+    snprintf(at, sizeof at, "%lld", (long long)clock_now_ms());
+    argv[a++] = at;
     redisReply *r = store_run(store, &lua_reservations_set, n_keys, (int)a, argv);
     free(pair_ids);
     if (!r || r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||
@@ -1285,8 +1288,8 @@ int groups_capacity(store_t *store, const policy_t *policy, const char *id,
     for (size_t i = 0; i < n; i++)
         if (ids->element[i]->type == REDIS_REPLY_STRING && ids->element[i]->len < UTIL_ID_LEN) {
             argv[k++] = keys_host(keys[2 * i], ids->element[i]->str);
-            argv[k++] = keys_build(keys[2 * i + 1], KEYS_HOST_RESERVATIONS,
-                                   ids->element[i]->str, NULL);
+            argv[k++] =
+                keys_build(keys[2 * i + 1], KEYS_HOST_RESERVATIONS, ids->element[i]->str, NULL);
         }
     int n_keys = (int)k;
     char nums[5][32];

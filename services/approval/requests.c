@@ -26,7 +26,9 @@
 #include "groups.h"
 #include "kinds.h"
 #include "log.h"
+#include "limit.h"
 #include "model.h"
+#include "sshkey.h"
 #include "util.h"
 
 #include <ctype.h>
@@ -242,6 +244,36 @@ static void s_charge(model_tx_t *tx, const Berth__Group *group, const char *owne
                     group->user_quota, &amount);
 }
 
+/* 0 when the group may take new VMs this month as far as its budget goes; -1 with
+   BUDGET_EXCEEDED when the meter marked it blocked for the month of the platform clock (its
+   budget has a hard stop and the month's charges reached the amount), or UNAVAILABLE. */
+static int s_budget_blocked(store_t *store, const Berth__Group *group, fault_t *fault)
+{
+    char key[KEYS_MAX], month[8];
+    clock_month(clock_now_ms(), month);
+    redisReply *r = store_command(store, "HMGET %s blocked spent amount",
+                                  keys_build(key, KEYS_BUDGET, group->id, NULL));
+    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 3) {
+        if (r)
+            freeReplyObject(r);
+        return error_set(fault, "UNAVAILABLE", "state store unreachable");
+    }
+    int blocked = r->element[0]->type == REDIS_REPLY_STRING && streq(r->element[0]->str, month);
+    if (blocked) {
+        const char *spent = r->element[1]->type == REDIS_REPLY_STRING ? r->element[1]->str : "?";
+        const char *amount = r->element[2]->type == REDIS_REPLY_STRING ? r->element[2]->str : "?";
+        error_set(fault, "BUDGET_EXCEEDED",
+                  "group %s has spent %s of its budget of %s for %s, and its budget stops new "
+                  "requests: ask a manager to raise it",
+                  group->name, spent, amount, month);
+        error_detail(fault, "month", "%s", month);
+        error_detail(fault, "spent", "%s", spent);
+        error_detail(fault, "amount", "%s", amount);
+    }
+    freeReplyObject(r);
+    return blocked ? -1 : 0;
+}
+
 /* QUOTA_EXCEEDED for the limit q names: the resource, the quota, what is in use and what
    the request asks for, in the message and in details. */
 static void s_quota_fault(const model_quota_t *q, const Berth__Group *group, fault_t *fault)
@@ -281,6 +313,12 @@ static void s_body_hash(const Berth__CreateRequest *msg, int count, char out[S_B
     crypto_hash_sha256_update(&st, (const unsigned char *)tmpl, strlen(tmpl));
     crypto_hash_sha256_update(&st, (const unsigned char *)name, strlen(name));
     crypto_hash_sha256_update(&st, (const unsigned char *)group, strlen(group));
+    /* The keys asked for, by fingerprint (none: the hash a request without keys always had). */
+    for (size_t i = 0; i < msg->n_ssh_keys; i++) {
+        const char *fp = msg->ssh_keys[i]->fingerprint ? msg->ssh_keys[i]->fingerprint : "";
+        crypto_hash_sha256_update(&st, (const unsigned char *)":key:", 5);
+        crypto_hash_sha256_update(&st, (const unsigned char *)fp, strlen(fp));
+    }
     unsigned char digest[crypto_hash_sha256_BYTES];
     crypto_hash_sha256_final(&st, digest);
     sodium_bin2hex(out, S_BODY_HASH_LEN, digest, sizeof digest);
@@ -336,6 +374,29 @@ static int s_idem_lookup(store_t *store, const char *idem_key, int64_t now, cons
     return 1;
 }
 
+/* The SSH keys the gateway resolved for the request: at most LIMIT_REQUEST_SSH_KEYS_MAX,
+   each the owner's, named, fingerprinted and one public key line the seed may carry as it
+   is. */
+static int s_check_ssh_keys(const Berth__CreateRequest *msg, fault_t *fault)
+{
+    if (msg->n_ssh_keys > LIMIT_REQUEST_SSH_KEYS_MAX) {
+        error_set(fault, "BAD_REQUEST", "a request installs at most %d SSH keys",
+                  LIMIT_REQUEST_SSH_KEYS_MAX);
+        return error_detail(fault, "field", "ssh_keys");
+    }
+    for (size_t i = 0; i < msg->n_ssh_keys; i++) {
+        const Berth__SshKey *k = msg->ssh_keys[i];
+        if (!k->name || !*k->name || strlen(k->name) > LIMIT_SSH_KEY_NAME_MAX || !k->user ||
+            !msg->owner || strcmp(k->user, msg->owner) != 0 || !k->fingerprint ||
+            strlen(k->fingerprint) >= SSHKEY_FINGERPRINT_MAX || !k->public_key ||
+            !sshkey_line_ok(k->public_key, LIMIT_SSH_KEY_MAX)) {
+            error_set(fault, "BAD_REQUEST", "ssh_keys[%zu] is not a resolved SSH public key", i);
+            return error_detail(fault, "field", "ssh_keys");
+        }
+    }
+    return 0;
+}
+
 int requests_group(store_t *store, const char *ref, const char *owner, int admin,
                    char group_id[UTIL_ID_LEN], fault_t *fault)
 {
@@ -353,10 +414,11 @@ int requests_create(store_t *store, const policy_t *policy, const Berth__CreateR
         policy_check_template_ref(msg->template_, fault) != 0 ||
         policy_check_vm_name(msg->name, fault) != 0 ||
         (count = policy_count(policy, msg->count, fault)) < 0 ||
-        policy_check_idempotency_key(msg->idempotency_key, fault) != 0)
+        policy_check_idempotency_key(msg->idempotency_key, fault) != 0 ||
+        s_check_ssh_keys(msg, fault) != 0)
         return -1;
 
-    int64_t now = clock_now_ms();  /* stamps */
+    int64_t now = clock_now_ms();     /* stamps */
     int64_t real_now = util_now_ms(); /* the idempotency key's life: real time */
     int keyed = msg->idempotency_key && *msg->idempotency_key;
     char idem_key[KEYS_MAX] = "", held[UTIL_ID_LEN] = "", hash[S_BODY_HASH_LEN] = "";
@@ -383,6 +445,11 @@ int requests_create(store_t *store, const policy_t *policy, const Berth__CreateR
         error_set(fault, "FORBIDDEN", "group %s does not offer template %s", group->name,
                   tmpl->name);
         error_detail(fault, "field", "template");
+        protobuf_c_message_free_unpacked(&tmpl->base, NULL);
+        protobuf_c_message_free_unpacked(&group->base, NULL);
+        return -1;
+    }
+    if (s_budget_blocked(store, group, fault) != 0) {
         protobuf_c_message_free_unpacked(&tmpl->base, NULL);
         protobuf_c_message_free_unpacked(&group->base, NULL);
         return -1;
@@ -439,6 +506,8 @@ int requests_create(store_t *store, const policy_t *policy, const Berth__CreateR
     req.awaiting = (char *)(approved ? "" : awaiting);
     req.n_steps = approved ? 1 : 0;
     req.steps = approved ? auto_steps : NULL;
+    req.n_ssh_keys = msg->n_ssh_keys;
+    req.ssh_keys = msg->ssh_keys;
 
     /* The template and the group must still be there when the transaction runs, and the
        owner's place in the group what it was when read. */
@@ -472,6 +541,8 @@ int requests_create(store_t *store, const policy_t *policy, const Berth__CreateR
         vm->os = tmpl->os;
         vm->lease_days = tmpl->lease_days;
         vm->rebuild_on_loss = tmpl->rebuild_on_loss;
+        vm->n_ssh_keys = msg->n_ssh_keys;
+        vm->ssh_keys = msg->ssh_keys;
         vm->created_ms = now;
         vm->updated_ms = now;
         if (approved)
@@ -727,9 +798,8 @@ static int s_decide(store_t *store, const Berth__DecideRequest *msg, const Berth
    request's transition, and on approval what its kind does (kinds.h), in one transaction.
    0 with *request_p, MODEL_CONFLICT when something changed since it was read, -1. */
 static int s_decide_kind(store_t *store, const policy_t *policy, const Berth__DecideRequest *msg,
-                         const Berth__Request *req,
-                         const kinds_t *kind, const char *trace_id, Berth__Request **request_p,
-                         fault_t *fault)
+                         const Berth__Request *req, const kinds_t *kind, const char *trace_id,
+                         Berth__Request **request_p, fault_t *fault)
 {
     Berth__ApprovalStep step = BERTH__APPROVAL_STEP__INIT;
     step.level = req->awaiting && *req->awaiting ? req->awaiting : DECIDE_LEVEL_ADMIN;

@@ -12,7 +12,13 @@
     at every UTC midnight (each part in its day's line), every part's charge kept exactly as a
     fraction over CHARGE_DENOM, and each (VM, day) line rounded once, half up. Charges are
     derived from the exactly-once usage and from cards that never change, so a report asked
-    again gives the same lines for a past window. */
+    again gives the same lines for a past window.
+
+    A reservation-based group pays for capacity, not for VMs: each day a "reserved" line (what
+    its reservation log says it reserved, used or not) and a "beyond" line (per resource, what
+    its VMs used above that: vCPUs and RAM of VMs billed as running, the disks of all billed
+    VMs), both at the card's prices as running and without template prices; its VM lines keep
+    their times with amount 0. */
 #include "charge.h"
 #include "keys.h"
 #include "lifecycle.h"
@@ -116,12 +122,45 @@ typedef struct {
     int64_t *disk_ms;
 } s_days_t;
 
+/* A change of what a reservation-based group's VMs use, at a time: +/- vcpus, ram_mb,
+   disk_gb. */
+typedef struct {
+    int64_t at;
+    int64_t d[3];
+} s_step_t;
+
+typedef struct {
+    s_step_t *v;
+    size_t n, cap;
+    int failed; /* out of memory */
+} s_steps_t;
+
 typedef struct {
     const Berth__RateCardList *cards;
     const charge_flavor_t *flavor;
     int64_t from, until; /* the window, until capped at now */
     s_days_t *days;
+    s_steps_t *steps; /* reservation-based: the spans go here, not priced per VM */
 } s_vm_t;
+
+static void s_step(s_steps_t *s, int64_t at, int sign, const charge_flavor_t *f, int compute)
+{
+    if (s->n == s->cap) {
+        size_t cap = s->cap ? 2 * s->cap : 256;
+        s_step_t *v = realloc(s->v, cap * sizeof *v);
+        if (!v) {
+            s->failed = 1;
+            return;
+        }
+        s->v = v;
+        s->cap = cap;
+    }
+    s_step_t *st = &s->v[s->n++];
+    st->at = at;
+    st->d[0] = compute ? sign * f->vcpus : 0;
+    st->d[1] = compute ? sign * f->ram_mb : 0;
+    st->d[2] = sign * f->disk_gb;
+}
 
 /* Book [start, end) in class cls: clipped to the window, split at midnights. */
 static void s_book(s_vm_t *v, int cls, int64_t start, int64_t end)
@@ -132,12 +171,17 @@ static void s_book(s_vm_t *v, int cls, int64_t start, int64_t end)
         start = v->from;
     if (end > v->until)
         end = v->until;
+    if (v->steps && start < end) {
+        s_step(v->steps, start, 1, v->flavor, cls == CHARGE_RUNNING);
+        s_step(v->steps, end, -1, v->flavor, cls == CHARGE_RUNNING);
+    }
     while (start < end) {
         int d = (int)((start - v->days->first_day) / CHARGE_DAY_MS);
         int64_t midnight = v->days->first_day + (int64_t)(d + 1) * CHARGE_DAY_MS;
         int64_t stop = end < midnight ? end : midnight;
         if (d >= 0 && d < v->days->n) {
-            v->days->exact[d] += charge_span(v->cards, cls, v->flavor, start, stop);
+            if (!v->steps)
+                v->days->exact[d] += charge_span(v->cards, cls, v->flavor, start, stop);
             v->days->disk_ms[d] += stop - start;
             if (cls == CHARGE_RUNNING)
                 v->days->compute_ms[d] += stop - start;
@@ -239,6 +283,164 @@ static void s_walk(s_vm_t *v, const redisReply *h)
     json_decref(follow);
 }
 
+/* ---- reservation-based ----------------------------------------------------------------- */
+
+/* What the group reserves in all from at on (an entry of its reservation log). */
+typedef struct {
+    int64_t at;
+    int64_t r[3]; /* vcpus, ram_mb, disk_gb */
+} s_reserved_t;
+
+static int s_reserved_order(const void *a, const void *b)
+{
+    int64_t x = ((const s_reserved_t *)a)->at, y = ((const s_reserved_t *)b)->at;
+    return x < y ? -1 : x > y;
+}
+
+static int s_step_order(const void *a, const void *b)
+{
+    int64_t x = ((const s_step_t *)a)->at, y = ((const s_step_t *)b)->at;
+    return x < y ? -1 : x > y;
+}
+
+/* The group's reservation log (berth:reservation-log), oldest first: 0 and *out (caller
+   frees) and *n, or -1 with error. An entry that does not parse is skipped (and logged). */
+static int s_reservation_log(store_t *store, const char *group, s_reserved_t **out, size_t *n,
+                             berth_error_t *error)
+{
+    char key[KEYS_MAX];
+    redisReply *r =
+        store_command(store, "HGETALL %s", keys_build(key, KEYS_RESERVATION_LOG, group, NULL));
+    if (!r || r->type != REDIS_REPLY_ARRAY) {
+        if (r)
+            freeReplyObject(r);
+        return error_set(error, "UNAVAILABLE", "state store unreachable");
+    }
+    s_reserved_t *log = calloc(r->elements / 2 + 1, sizeof *log);
+    if (!log) {
+        freeReplyObject(r);
+        return error_set(error, "INTERNAL", "out of memory");
+    }
+    size_t k = 0;
+    static const char *const dims[3] = { "vcpus", "ram_mb", "disk_gb" };
+    for (size_t i = 0; i + 1 < r->elements; i += 2) {
+        const redisReply *f = r->element[i], *v = r->element[i + 1];
+        json_t *j = v->type == REDIS_REPLY_STRING ? json_loads(v->str, 0, NULL) : NULL;
+        int ok = f->type == REDIS_REPLY_STRING && json_is_object(j) &&
+                 util_parse_int(f->str, 0, INT64_MAX, &log[k].at) == 0;
+        for (int d = 0; ok && d < 3; d++) {
+            json_t *x = json_object_get(j, dims[d]);
+            ok = json_is_integer(x) && json_integer_value(x) >= 0;
+            log[k].r[d] = ok ? json_integer_value(x) : 0;
+        }
+        json_decref(j);
+        if (ok)
+            k++;
+        else
+            log_warn(NULL, "unreadable reservation log entry, skipped", "{s:s, s:s}", "group",
+                     group, "field", f->type == REDIS_REPLY_STRING ? f->str : "");
+    }
+    freeReplyObject(r);
+    qsort(log, k, sizeof *log, s_reserved_order);
+    *out = log;
+    *n = k;
+    return 0;
+}
+
+/* Per day: a group line's exact charge and its billed times. */
+typedef struct {
+    charge_exact_t *exact;
+    int64_t *compute_ms;
+    int64_t *disk_ms;
+} s_group_days_t;
+
+static void s_group_book(s_group_days_t *g, int d, const Berth__RateCardList *cards,
+                         const charge_flavor_t *f, int64_t start, int64_t end)
+{
+    g->exact[d] += charge_span(cards, CHARGE_RUNNING, f, start, end);
+    if (f->vcpus || f->ram_mb)
+        g->compute_ms[d] += end - start;
+    if (f->disk_gb)
+        g->disk_ms[d] += end - start;
+}
+
+static int64_t s_above(int64_t use, int64_t reserved)
+{
+    return use > reserved ? use - reserved : 0;
+}
+
+/* A reservation-based group's days over [from, until): what it reserved (the log's entry in
+   force) into reserved, what its VMs used above that (steps, per resource) into beyond; both
+   priced as running under the card in force (no template price: that is a VM's), split at
+   every change, rate change and UTC midnight. */
+static void s_sweep(const Berth__RateCardList *cards, s_steps_t *steps, const s_reserved_t *log,
+                    size_t n_log, const s_days_t *days, int64_t from, int64_t until,
+                    s_group_days_t *reserved, s_group_days_t *beyond)
+{
+    qsort(steps->v, steps->n, sizeof *steps->v, s_step_order);
+    int64_t use[3] = { 0, 0, 0 }, res[3] = { 0, 0, 0 };
+    size_t li = 0, si = 0;
+    for (int64_t t = from; t < until;) {
+        for (; si < steps->n && steps->v[si].at <= t; si++)
+            for (int d = 0; d < 3; d++)
+                use[d] += steps->v[si].d[d];
+        for (; li < n_log && log[li].at <= t; li++)
+            memcpy(res, log[li].r, sizeof res);
+        int day = (int)((t - days->first_day) / CHARGE_DAY_MS);
+        int64_t next = days->first_day + (int64_t)(day + 1) * CHARGE_DAY_MS;
+        if (until < next)
+            next = until;
+        if (si < steps->n && steps->v[si].at < next)
+            next = steps->v[si].at;
+        if (li < n_log && log[li].at < next)
+            next = log[li].at;
+        if (day >= 0 && day < days->n) {
+            charge_flavor_t r = { .vcpus = res[0], .ram_mb = res[1], .disk_gb = res[2] };
+            charge_flavor_t b = { .vcpus = s_above(use[0], res[0]),
+                                  .ram_mb = s_above(use[1], res[1]),
+                                  .disk_gb = s_above(use[2], res[2]) };
+            s_group_book(reserved, day, cards, &r, t, next);
+            s_group_book(beyond, day, cards, &b, t, next);
+        }
+        t = next;
+    }
+}
+
+/* Append a line to report (rc 0), or BAD_REQUEST past max_lines / INTERNAL (-1). */
+static int s_line(Berth__ChargebackReport *report, int max_lines, int64_t day_ms, const char *vm,
+                  const char *owner, const char *template_name, const char *kind,
+                  charge_exact_t exact, int64_t compute_ms, int64_t disk_ms, berth_error_t *error)
+{
+    if (report->n_lines >= (size_t)max_lines) {
+        error_set(error, "BAD_REQUEST", "the report would hold more than %d lines: narrow from..to",
+                  max_lines);
+        error_detail(error, "field", "to");
+        return -1;
+    }
+    Berth__ChargeLine *line = malloc(sizeof *line);
+    if (!line)
+        return error_set(error, "INTERNAL", "out of memory");
+    char day[16];
+    time_t t = (time_t)(day_ms / 1000);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(day, sizeof day, "%Y-%m-%d", &tm);
+    berth__charge_line__init(line);
+    line->day = strdup(day);
+    line->vm = strdup(vm);
+    line->owner = strdup(owner);
+    line->template_ = strdup(template_name);
+    line->kind = strdup(kind);
+    line->amount = charge_round(exact);
+    line->compute_ms = compute_ms;
+    line->disk_ms = disk_ms;
+    report->lines[report->n_lines++] = line;
+    report->total += line->amount;
+    if (!line->day || !line->vm || !line->owner || !line->template_ || !line->kind)
+        return error_set(error, "INTERNAL", "out of memory");
+    return 0;
+}
+
 /* The usage hash fields s_walk and the line read, in this order. */
 static const char *const s_fields[] = { "events",      "base_until",     "base",   "base_disk",
                                         "base_follow", "base_disk_open", "owner",  "template",
@@ -250,7 +452,9 @@ static int s_line_order(const void *a, const void *b)
     const Berth__ChargeLine *x = *(Berth__ChargeLine *const *)a;
     const Berth__ChargeLine *y = *(Berth__ChargeLine *const *)b;
     int c = strcmp(x->day, y->day);
-    return c ? c : strcmp(x->vm, y->vm);
+    if (!c)
+        c = strcmp(x->vm, y->vm);
+    return c ? c : strcmp(x->kind, y->kind);
 }
 
 static int64_t s_num(const redisReply *r)
@@ -261,13 +465,9 @@ static int64_t s_num(const redisReply *r)
     return 0;
 }
 
-static char *s_dup(const redisReply *r)
-{
-    return strdup(r->type == REDIS_REPLY_STRING ? r->str : "");
-}
-
-int charge_report(store_t *store, const char *group, int64_t from_ms, int64_t to_ms, int64_t now_ms,
-                  int max_vms, int max_lines, Berth__ChargebackReport **out, berth_error_t *error)
+int charge_live(store_t *store, const char *group, const char *only_vm, int64_t from_ms,
+                int64_t to_ms, int64_t now_ms, int max_vms, int max_lines,
+                Berth__ChargebackReport **out, berth_error_t *error)
 {
     assert(store && out && max_vms > 0 && max_lines > 0);
     if (!group || !util_is_uuid(group))
@@ -285,15 +485,8 @@ int charge_report(store_t *store, const char *group, int64_t from_ms, int64_t to
     if (rc != 0)
         return error_set(error, "UNAVAILABLE", "state store unreachable");
     Berth__Group *g = (Berth__Group *)m;
-    const char *model = g->charging_model && *g->charging_model ? g->charging_model : "allocation";
-    if (strcmp(model, "allocation") != 0) {
-        error_set(error, "CONFLICT",
-                  "the group is charged by %s, and only allocation-based charges are reported",
-                  model);
-        error_detail(error, "charging_model", "%s", model);
-        berth__group__free_unpacked(g, NULL);
-        return -1;
-    }
+    int by_reservation = g->charging_model && strcmp(g->charging_model, "reservation") == 0;
+    const char *model = by_reservation ? "reservation" : "allocation";
     berth__group__free_unpacked(g, NULL);
 
     Berth__RateCardList *cards = NULL;
@@ -320,6 +513,7 @@ int charge_report(store_t *store, const char *group, int64_t from_ms, int64_t to
         report->lines = calloc((size_t)max_lines + 1, sizeof *report->lines);
         report->group = strdup(group);
         report->charging_model = strdup(model);
+        report->vm = strdup(only_vm ? only_vm : "");
         report->currency = strdup(cards->n_cards ? cards->cards[0]->currency : "");
     }
     s_days_t days = { 0 };
@@ -329,9 +523,19 @@ int charge_report(store_t *store, const char *group, int64_t from_ms, int64_t to
     days.exact = calloc((size_t)days.n + 1, sizeof *days.exact);
     days.compute_ms = calloc((size_t)days.n + 1, sizeof *days.compute_ms);
     days.disk_ms = calloc((size_t)days.n + 1, sizeof *days.disk_ms);
+    s_steps_t steps = { 0 };
+    s_group_days_t group_days[2] = { 0 }; /* reserved, beyond */
+    for (int k = 0; by_reservation && k < 2; k++) {
+        group_days[k].exact = calloc((size_t)days.n + 1, sizeof *group_days[k].exact);
+        group_days[k].compute_ms = calloc((size_t)days.n + 1, sizeof *group_days[k].compute_ms);
+        group_days[k].disk_ms = calloc((size_t)days.n + 1, sizeof *group_days[k].disk_ms);
+        if (!group_days[k].exact || !group_days[k].compute_ms || !group_days[k].disk_ms)
+            steps.failed = 1;
+    }
     rc = 0;
     if (!report || !report->lines || !report->group || !report->charging_model ||
-        !report->currency || !days.exact || !days.compute_ms || !days.disk_ms)
+        !report->currency || !report->vm || !days.exact || !days.compute_ms || !days.disk_ms ||
+        steps.failed)
         rc = error_set(error, "INTERNAL", "out of memory");
     if (report) {
         report->from_ms = from_ms;
@@ -339,7 +543,8 @@ int charge_report(store_t *store, const char *group, int64_t from_ms, int64_t to
     }
     for (size_t i = 0; rc == 0 && i < vms->elements; i++) {
         const redisReply *vm = vms->element[i];
-        if (vm->type != REDIS_REPLY_STRING || vm->len > 128)
+        if (vm->type != REDIS_REPLY_STRING || vm->len > 128 ||
+            (only_vm && strcmp(vm->str, only_vm) != 0))
             continue;
         const char *argv[2 + S_NFIELDS];
         argv[0] = "HMGET";
@@ -378,46 +583,46 @@ int charge_report(store_t *store, const char *group, int64_t from_ms, int64_t to
         memset(days.exact, 0, (size_t)days.n * sizeof *days.exact);
         memset(days.compute_ms, 0, (size_t)days.n * sizeof *days.compute_ms);
         memset(days.disk_ms, 0, (size_t)days.n * sizeof *days.disk_ms);
-        s_vm_t v = {
-            .cards = cards, .flavor = &flavor, .from = from_ms, .until = until, .days = &days
-        };
+        s_vm_t v = { .cards = cards,
+                     .flavor = &flavor,
+                     .from = from_ms,
+                     .until = until,
+                     .days = &days,
+                     .steps = by_reservation ? &steps : NULL };
         s_walk(&v, h);
-        for (int d = 0; rc == 0 && d < days.n; d++) {
-            if (!days.disk_ms[d] && !days.exact[d])
-                continue;
-            if (report->n_lines >= (size_t)max_lines) {
-                rc = error_set(error, "BAD_REQUEST",
-                               "the report would hold more than %d lines: narrow from..to",
-                               max_lines);
-                error_detail(error, "field", "to");
-                break;
-            }
-            Berth__ChargeLine *line = malloc(sizeof *line);
-            char day[16];
-            time_t t = (time_t)((days.first_day + d * CHARGE_DAY_MS) / 1000);
-            struct tm tm;
-            gmtime_r(&t, &tm);
-            strftime(day, sizeof day, "%Y-%m-%d", &tm);
-            if (!line) {
-                rc = error_set(error, "INTERNAL", "out of memory");
-                break;
-            }
-            berth__charge_line__init(line);
-            line->day = strdup(day);
-            line->vm = strdup(vm->str);
-            line->owner = s_dup(h->element[6]);
-            line->template_ = strdup(tname);
-            line->amount = charge_round(days.exact[d]);
-            line->compute_ms = days.compute_ms[d];
-            line->disk_ms = days.disk_ms[d];
-            report->lines[report->n_lines++] = line;
-            report->total += line->amount;
-            if (!line->day || !line->vm || !line->owner || !line->template_)
-                rc = error_set(error, "INTERNAL", "out of memory");
-        }
+        if (steps.failed)
+            rc = error_set(error, "INTERNAL", "out of memory");
+        /* A reservation-based group's VM lines carry their times (amount 0): what the
+           group pays is its own lines below. */
+        const char *owner = h->element[6]->type == REDIS_REPLY_STRING ? h->element[6]->str : "";
+        for (int d = 0; rc == 0 && d < days.n; d++)
+            if (days.disk_ms[d] || days.exact[d])
+                rc = s_line(report, max_lines, days.first_day + d * CHARGE_DAY_MS, vm->str, owner,
+                            tname, "", days.exact[d], days.compute_ms[d], days.disk_ms[d], error);
         freeReplyObject(h);
     }
     freeReplyObject(vms);
+    s_reserved_t *log = NULL;
+    size_t n_log = 0;
+    if (rc == 0 && by_reservation && !only_vm &&
+        (rc = s_reservation_log(store, group, &log, &n_log, error)) == 0) {
+        s_sweep(cards, &steps, log, n_log, &days, from_ms, until, &group_days[0], &group_days[1]);
+        static const char *const kinds[2] = { "reserved", "beyond" };
+        for (int d = 0; rc == 0 && d < days.n; d++)
+            for (int k = 0; rc == 0 && k < 2; k++)
+                if (group_days[k].exact[d] || group_days[k].compute_ms[d] ||
+                    group_days[k].disk_ms[d])
+                    rc = s_line(report, max_lines, days.first_day + d * CHARGE_DAY_MS, "", "", "",
+                                kinds[k], group_days[k].exact[d], group_days[k].compute_ms[d],
+                                group_days[k].disk_ms[d], error);
+    }
+    free(log);
+    free(steps.v);
+    for (int k = 0; k < 2; k++) {
+        free(group_days[k].exact);
+        free(group_days[k].compute_ms);
+        free(group_days[k].disk_ms);
+    }
     rates_list_free(&cards);
     free(days.exact);
     free(days.compute_ms);

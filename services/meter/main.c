@@ -2,8 +2,12 @@
     the "meter" consumer group on a timer (never blocking the loop) and answers GetUsage
     with vCPU-, GB-RAM- and GB-disk-hours per VM for a time window. */
 #include "assertion.h"
+#include "budget.h"
 #include "charge.h"
 #include "clock.h"
+#include "ledger.h"
+#include "keys.h"
+#include "limit.h"
 #include "lua_scripts.h"
 #include "rates.h"
 #include "service.h"
@@ -14,12 +18,15 @@
 typedef struct {
     service_t *service;
     usage_t *usage;
-    int report_max_vms;    /* most records one report may hold */
-    int failing;           /* the last poll failed (logged once per change) */
-    webhook_t *webhook;    /* groups' notices to their webhook URLs */
-    int webhook_failing;   /* the last webhook round failed (logged once per change) */
-    assertion_t *verifier; /* checks who a GetUsage asks for (the gateway's assertion) */
-    int report_max_lines;  /* most lines one chargeback report may hold */
+    int report_max_vms;     /* most records one report may hold */
+    int failing;            /* the last poll failed (logged once per change) */
+    webhook_t *webhook;     /* groups' notices to their webhook URLs */
+    int webhook_failing;    /* the last webhook round failed (logged once per change) */
+    assertion_t *verifier;  /* checks who a GetUsage asks for (the gateway's assertion) */
+    int report_max_lines;   /* most lines one chargeback report may hold */
+    int budget_failing;     /* the last look at the budgets failed (logged once per change) */
+    int64_t month_close_ms; /* how long after a month ends it is closed (ledger.h) */
+    int ledger_failing;     /* the last ledger tick failed (logged once per change) */
 } meter_t;
 
 static int s_poll(service_t *service, void *arg)
@@ -198,7 +205,32 @@ static void s_on_list_rates(bus_request_t *request, void *arg)
     rates_list_free(&list);
 }
 
-/* A group's chargeback: its managers and auditors, and admins; anyone else learns nothing. */
+/* The group and owner of vm (its VM hash, kept after disposal for the audit period):
+   0, or -1 when there is no such VM (or Redis failed). */
+static int s_vm_of(meter_t *self, const char *vm, char group[UTIL_ID_LEN],
+                   char owner[LIMIT_USER_NAME_MAX + 1])
+{
+    if (!util_is_uuid(vm))
+        return -1;
+    char key[KEYS_MAX];
+    redisReply *r =
+        store_command(service_store(self->service), "HMGET %s group owner", keys_vm(key, vm));
+    int rc = r && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+                     r->element[0]->type == REDIS_REPLY_STRING && util_is_uuid(r->element[0]->str)
+                 ? 0
+                 : -1;
+    if (rc == 0) {
+        util_strlcpy(group, r->element[0]->str, UTIL_ID_LEN);
+        util_strlcpy(owner, r->element[1]->type == REDIS_REPLY_STRING ? r->element[1]->str : "",
+                     LIMIT_USER_NAME_MAX + 1);
+    }
+    if (r)
+        freeReplyObject(r);
+    return rc;
+}
+
+/* A group's chargeback: its managers and auditors, and admins; one VM's also for its owner and
+   operators (who may read the VM); anyone else learns nothing. */
 static void s_on_get_chargeback(bus_request_t *request, void *arg)
 {
     meter_t *self = arg;
@@ -210,26 +242,151 @@ static void s_on_get_chargeback(bus_request_t *request, void *arg)
     Berth__UserAssertion *who = s_who(self, request, ask->assertion, "GetChargeback");
     if (!who)
         return;
+    char group[UTIL_ID_LEN] = "", owner[LIMIT_USER_NAME_MAX + 1] = "";
+    const char *vm = ask->vm && *ask->vm ? ask->vm : NULL;
+    if (vm && s_vm_of(self, vm, group, owner) != 0) {
+        berth__user_assertion__free_unpacked(who, NULL);
+        bus_reply_error(request, "NOT_FOUND", "no such vm");
+        return;
+    }
+    if (!vm)
+        util_strlcpy(group, ask->group ? ask->group : "", sizeof group);
+    int may = assertion_has_role(who, "admin") || assertion_has_group_role(who, group, "manager") ||
+              assertion_has_group_role(who, group, "auditor") ||
+              (vm && (assertion_has_role(who, "operator") || strcmp(who->user, owner) == 0));
+    if (!may)
+        log_info(bus_request_envelope(request)->request_id, "chargeback refused: not the group's",
+                 "{s:s, s:s, s:s}", "user", who->user, "group", group, "vm", vm ? vm : "");
+    berth__user_assertion__free_unpacked(who, NULL);
+    if (!may) {
+        bus_reply_error(request, "NOT_FOUND", vm ? "no such vm" : "no such group");
+        return;
+    }
+    berth_error_t error = { 0 };
+    Berth__ChargebackReport *report = NULL;
+    if (ledger_report(service_store(self->service), group, vm, ask->from_ms, ask->to_ms,
+                      clock_now_ms(), self->report_max_vms, self->report_max_lines, &report,
+                      &error) != 0) {
+        bus_reply_fault(request, &error);
+        return;
+    }
+    bus_reply(request, &report->base);
+    berth__chargeback_report__free_unpacked(report, NULL);
+}
+
+static budget_limits_t s_budget_limits(const meter_t *self)
+{
+    return (budget_limits_t){ .max_vms = self->report_max_vms,
+                              .max_lines = self->report_max_lines };
+}
+
+/* Set or clear a group's budget: its managers and admins; anyone else learns nothing. */
+static void s_on_set_budget(bus_request_t *request, void *arg)
+{
+    meter_t *self = arg;
+    Berth__SetBudget *ask = bus_request_body(request, &berth__set_budget__descriptor);
+    if (!ask || !ask->budget) {
+        bus_reply_error(request, "BAD_REQUEST", "SetBudget body with a budget expected");
+        return;
+    }
+    Berth__UserAssertion *who = s_who(self, request, ask->assertion, "SetBudget");
+    if (!who)
+        return;
+    const char *rid = bus_request_envelope(request)->request_id;
+    const char *group = ask->budget->group ? ask->budget->group : "";
+    if (!assertion_has_role(who, "admin") && !assertion_has_group_role(who, group, "manager")) {
+        log_info(rid, "budget refused: not a manager of the group", "{s:s, s:s}", "user", who->user,
+                 "group", group);
+        int sees = assertion_has_group_role(who, group, "auditor") ||
+                   assertion_has_group_role(who, group, "member");
+        berth__user_assertion__free_unpacked(who, NULL);
+        if (sees)
+            bus_reply_error(request, "FORBIDDEN", "a group's budget is set by its managers");
+        else
+            bus_reply_error(request, "NOT_FOUND", "no such group");
+        return;
+    }
+    berth_error_t error = { 0 };
+    store_t *store = service_store(self->service);
+    budget_limits_t limits = s_budget_limits(self);
+    Berth__Budget *b = NULL;
+    int rc = ask->clear ? budget_clear(store, group, ask->version, who->user, &error)
+                        : budget_set(store, ask->budget, ask->version, who->user, clock_now_ms(),
+                                     &limits, &b, &error);
+    if (rc != 0) {
+        berth__user_assertion__free_unpacked(who, NULL);
+        bus_reply_fault(request, &error);
+        return;
+    }
+    log_info(rid, ask->clear ? "budget cleared" : "budget set", "{s:s, s:s, s:I}", "group", group,
+             "user", who->user, "amount", (json_int_t)(b ? b->amount : 0));
+    berth__user_assertion__free_unpacked(who, NULL);
+    if (b) {
+        bus_reply(request, &b->base);
+        berth__budget__free_unpacked(b, NULL);
+    } else {
+        Berth__Budget gone = BERTH__BUDGET__INIT;
+        gone.group = (char *)group;
+        bus_reply(request, &gone.base);
+    }
+}
+
+/* A group's budget: its managers and auditors, and admins; anyone else learns nothing. */
+static void s_on_get_budget(bus_request_t *request, void *arg)
+{
+    meter_t *self = arg;
+    Berth__GetBudget *ask = bus_request_body(request, &berth__get_budget__descriptor);
+    if (!ask) {
+        bus_reply_error(request, "BAD_REQUEST", "GetBudget body expected");
+        return;
+    }
+    Berth__UserAssertion *who = s_who(self, request, ask->assertion, "GetBudget");
+    if (!who)
+        return;
     const char *group = ask->group ? ask->group : "";
     int may = assertion_has_role(who, "admin") || assertion_has_group_role(who, group, "manager") ||
               assertion_has_group_role(who, group, "auditor");
-    if (!may)
-        log_info(bus_request_envelope(request)->request_id, "chargeback refused: not the group's",
-                 "{s:s, s:s}", "user", who->user, "group", group);
     berth__user_assertion__free_unpacked(who, NULL);
     if (!may) {
         bus_reply_error(request, "NOT_FOUND", "no such group");
         return;
     }
     berth_error_t error = { 0 };
-    Berth__ChargebackReport *report = NULL;
-    if (charge_report(service_store(self->service), group, ask->from_ms, ask->to_ms, clock_now_ms(),
-                      self->report_max_vms, self->report_max_lines, &report, &error) != 0) {
+    Berth__Budget *b = NULL;
+    if (budget_get(service_store(self->service), group, clock_now_ms(), &b, &error) != 0) {
         bus_reply_fault(request, &error);
         return;
     }
-    bus_reply(request, &report->base);
-    berth__chargeback_report__free_unpacked(report, NULL);
+    bus_reply(request, &b->base);
+    berth__budget__free_unpacked(b, NULL);
+}
+
+/* Every budgeted group's month, at budget_check_ms. */
+static int s_look_budgets(service_t *service, void *arg)
+{
+    meter_t *self = arg;
+    budget_limits_t limits = s_budget_limits(self);
+    int failed = budget_look_all(service_store(service), clock_now_ms(), &limits);
+    if ((failed != 0) != self->budget_failing)
+        log_emit(failed ? BERTH_LOG_WARN : BERTH_LOG_INFO, NULL,
+                 failed ? "cannot look at every budget" : "looking at budgets", NULL);
+    self->budget_failing = failed != 0;
+    return 0;
+}
+
+/* Close every group's last month, or book its late charges, at ledger_check_ms. */
+static int s_ledger(service_t *service, void *arg)
+{
+    meter_t *self = arg;
+    ledger_limits_t limits = { .max_vms = self->report_max_vms,
+                               .max_lines = self->report_max_lines,
+                               .close_ms = self->month_close_ms };
+    int failed = ledger_tick(service_store(service), clock_now_ms(), &limits);
+    if ((failed != 0) != self->ledger_failing)
+        log_emit(failed ? BERTH_LOG_WARN : BERTH_LOG_INFO, NULL,
+                 failed ? "cannot close or adjust every group's month" : "closing months", NULL);
+    self->ledger_failing = failed != 0;
+    return 0;
 }
 
 /* The event stream keeps what any consumer group has not acknowledged and the last
@@ -280,10 +437,17 @@ int main(int argc, char **argv)
     config_declare(c, "webhook_max_inflight", "32", 0);
     config_declare(c, "webhook_max_per_group", "4", 0);
     config_declare(c, "webhook_tick_ms", "50", 0);
+    /* How often every budgeted group's month is priced (thresholds, hard stops). */
+    config_declare(c, "budget_check_ms", "60000", 0);
+    /* Closed months (ledger.h): how long after its end a month is closed (platform ms), and
+       how often the last closed month is priced again for late charges (ms). */
+    config_declare(c, "month_close_ms", "3600000", 0);
+    config_declare(c, "ledger_check_ms", "600000", 0);
     meter_t self = { .service = service };
     int rc = 1;
     int64_t poll_ms, batch, batches, idle, max_events, max_vms, max_lines, trim_ms, keep_s, keep_ms;
-    int64_t wh_attempts, wh_base, wh_max, wh_timeout, wh_inflight, wh_group, wh_tick;
+    int64_t wh_attempts, wh_base, wh_max, wh_timeout, wh_inflight, wh_group, wh_tick, budget_ms;
+    int64_t ledger_ms;
     if (service_start(service) != 0 || config_int(c, "poll_ms", 10, 60000, &poll_ms) ||
         config_int(c, "events_batch", 1, 10000, &batch) ||
         config_int(c, "batches_per_poll", 1, 1000, &batches) ||
@@ -299,7 +463,10 @@ int main(int argc, char **argv)
         config_int(c, "webhook_timeout_ms", 100, 600000, &wh_timeout) ||
         config_int(c, "webhook_max_inflight", 1, 10000, &wh_inflight) ||
         config_int(c, "webhook_max_per_group", 1, 10000, &wh_group) ||
-        config_int(c, "webhook_tick_ms", 5, 60000, &wh_tick))
+        config_int(c, "webhook_tick_ms", 5, 60000, &wh_tick) ||
+        config_int(c, "budget_check_ms", 50, 86400000, &budget_ms) ||
+        config_int(c, "month_close_ms", 0, 31LL * 86400000, &self.month_close_ms) ||
+        config_int(c, "ledger_check_ms", 50, 86400000, &ledger_ms))
         goto done;
     usage_limits_t limits = { .batch = (int)batch,
                               .batches_per_poll = (int)batches,
@@ -337,11 +504,15 @@ int main(int argc, char **argv)
     service_on(service, "CreateRate", "gateway", s_on_create_rate, &self);
     service_on(service, "ListRates", "gateway", s_on_list_rates, &self);
     service_on(service, "GetChargeback", "gateway", s_on_get_chargeback, &self);
+    service_on(service, "SetBudget", "gateway", s_on_set_budget, &self);
+    service_on(service, "GetBudget", "gateway", s_on_get_budget, &self);
     service_every(service, (int)poll_ms, s_poll, &self);
     service_every(service, (int)poll_ms, s_webhook_poll, &self);
     service_every(service, (int)wh_tick, s_webhook_run, &self);
     keep_ms = keep_s * 1000;
     service_every(service, (int)trim_ms, s_trim_events, &keep_ms);
+    service_every(service, (int)budget_ms, s_look_budgets, &self);
+    service_every(service, (int)ledger_ms, s_ledger, &self);
     rc = service_run(service);
 done:
     usage_destroy(&self.usage);

@@ -195,6 +195,8 @@ static const char *s_kind(const redisReply *fields)
         return "lease.expired";
     if (s_is(type, "vm.lease.extended") && s_is(s_field(fields, "revived"), "1"))
         return "lease.revived";
+    if (s_is(type, "budget.threshold"))
+        return "budget.threshold";
     if (s_is(type, "vm.state")) {
         const char *state = s_field(fields, "state");
         /* The tombstone's end (or a disposal asked of an expired VM). */

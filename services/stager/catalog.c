@@ -8,6 +8,7 @@
 #include "keys.h"
 #include "files.h"
 #include "tool.h"
+#include "lua_scripts.h"
 #include "util.h"
 
 #include <errno.h>
@@ -23,9 +24,12 @@
 static const struct {
     const char *name;
     const char *os;
+    const char *os_version;
+    int64_t min_ram_mb;
+    int64_t min_disk_gb;
 } s_base[] = {
-    { "debian-12", "debian" },
-    { "ubuntu-24.04", "ubuntu" },
+    { "debian-12", "debian", "12", 512, 2 },
+    { "ubuntu-24.04", "ubuntu", "24.04", 1024, 4 },
 };
 
 struct _catalog_t {
@@ -119,9 +123,47 @@ static int s_create_file(catalog_t *self, const char *name, const char *path, ch
     return rc;
 }
 
+/* Give a record written before ids and states its id (and berth:image-id:<id>) and state
+   READY, if it still has the path we looked at. */
+static int s_backfill(catalog_t *self, const Berth__Image *old, const char *key, char *error,
+                      size_t error_size)
+{
+    int need_id = !old->id || !*old->id, need_state = !old->state || !*old->state;
+    if (!need_id && !need_state)
+        return 0;
+    char id[UTIL_ID_LEN], id_key[KEYS_MAX];
+    if (need_id)
+        util_uuid(id);
+    else
+        util_strlcpy(id, old->id, sizeof id);
+    Berth__Image image = *old;
+    image.id = id;
+    model_tx_t *tx = model_tx_new();
+    if (!tx) {
+        snprintf(error, error_size, "out of memory");
+        return -1;
+    }
+    model_tx_check(tx, key, "path", old->path ? old->path : "");
+    if (need_id) {
+        model_tx_check(tx, key, "id", "");
+        model_tx_put_fields(tx, key, &image.base, "id", NULL);
+        model_tx_hset(tx, keys_build(id_key, KEYS_IMAGE_ID, id, NULL), "name", old->name);
+    }
+    if (need_state)
+        model_tx_transition(tx, LIFECYCLE_IMAGE, key, "", "READY", 0, "image", old->name, "id", id,
+                            NULL);
+    int rc = model_tx_commit(tx, self->store, NULL);
+    model_tx_destroy(&tx);
+    if (rc < 0) {
+        snprintf(error, error_size, "cannot record image '%s': state store unreachable", old->name);
+        return -1;
+    }
+    return 0; /* MODEL_CONFLICT: another instance did it first */
+}
+
 /* One base image: keep a record whose file is here, otherwise make the file and record it. */
-static int s_ensure(catalog_t *self, const char *name, const char *os, char *error,
-                    size_t error_size)
+static int s_ensure(catalog_t *self, const char *name, const char *os, const char *os_version,
+                    int64_t min_ram_mb, int64_t min_disk_gb, char *error, size_t error_size)
 {
     char key[KEYS_MAX];
     keys_build(key, KEYS_IMAGE, name, NULL);
@@ -132,8 +174,9 @@ static int s_ensure(catalog_t *self, const char *name, const char *os, char *err
         return -1;
     }
     if (rc == 0 && old->path && *old->path && files_exists(old->path)) {
+        rc = s_backfill(self, old, key, error, error_size);
         protobuf_c_message_free_unpacked(&old->base, NULL);
-        return 0;
+        return rc;
     }
     char path[PATH_MAX], sha[65];
     int64_t size = 0;
@@ -148,9 +191,17 @@ static int s_ensure(catalog_t *self, const char *name, const char *os, char *err
             protobuf_c_message_free_unpacked(&old->base, NULL);
         return -1;
     }
+    char id[UTIL_ID_LEN], id_key[KEYS_MAX];
+    util_uuid(id);
     Berth__Image image = BERTH__IMAGE__INIT;
+    image.id = id;
     image.name = (char *)name;
     image.os = (char *)os;
+    image.os_version = (char *)os_version;
+    image.arch = "x86_64";
+    image.min_ram_mb = min_ram_mb;
+    image.min_disk_gb = min_disk_gb;
+    image.created_ms = util_now_ms();
     image.path = path;
     image.format = "qcow2";
     image.size_bytes = size;
@@ -164,36 +215,310 @@ static int s_ensure(catalog_t *self, const char *name, const char *os, char *err
     }
     /* Replace only what we looked at: the absent record, or the one with the dead path. */
     model_tx_check(tx, key, "path", old && old->path ? old->path : "");
-    model_tx_put(tx, key, &image.base);
-    model_tx_sadd(tx, CATALOG_SET, name);
+    if (!old) {
+        model_tx_put(tx, key, &image.base);
+        model_tx_transition(tx, LIFECYCLE_IMAGE, key, "", "READY", 0, "image", name, "id", id,
+                            NULL);
+        model_tx_hset(tx, keys_build(id_key, KEYS_IMAGE_ID, id, NULL), "name", name);
+        model_tx_sadd(tx, CATALOG_SET, name);
+    } else {
+        model_tx_put_fields(tx, key, &image.base, "path", "format", "size_bytes", "sha256", NULL);
+        model_tx_sadd(tx, CATALOG_SET, name);
+    }
     rc = model_tx_commit(tx, self->store, NULL);
     model_tx_destroy(&tx);
-    if (old)
-        protobuf_c_message_free_unpacked(&old->base, NULL);
     if (rc < 0) {
+        if (old)
+            protobuf_c_message_free_unpacked(&old->base, NULL);
         snprintf(error, error_size, "cannot record image '%s': state store unreachable", name);
         return -1;
     }
-    /* MODEL_CONFLICT: another instance recorded it first; its record stands. */
-    return 0;
+    /* MODEL_CONFLICT: another instance recorded it first; its record stands. A record we
+       repaired may still lack an id or a state: give it both. */
+    if (rc == 0 && old) {
+        Berth__Image *now = NULL;
+        if (model_load(self->store, &berth__image__descriptor, key, (ProtobufCMessage **)&now) ==
+            0) {
+            rc = s_backfill(self, now, key, error, error_size);
+            protobuf_c_message_free_unpacked(&now->base, NULL);
+        }
+    }
+    if (old)
+        protobuf_c_message_free_unpacked(&old->base, NULL);
+    return rc < 0 ? -1 : 0;
 }
 
 int catalog_ensure_base(catalog_t *self, char *error, size_t error_size)
 {
     for (size_t i = 0; i < sizeof s_base / sizeof s_base[0]; i++)
-        if (s_ensure(self, s_base[i].name, s_base[i].os, error, error_size) != 0)
+        if (s_ensure(self, s_base[i].name, s_base[i].os, s_base[i].os_version, s_base[i].min_ram_mb,
+                     s_base[i].min_disk_gb, error, error_size) != 0)
             return -1;
     return 0;
 }
 
-int catalog_get(catalog_t *self, const char *name, Berth__Image **image_p)
+int catalog_get(catalog_t *self, const char *ref, Berth__Image **image_p)
 {
-    if (!catalog_valid_name(name))
+    char key[KEYS_MAX], name[72];
+    if (ref && util_is_uuid(ref)) {
+        redisReply *r =
+            store_command(self->store, "HGET %s name", keys_build(key, KEYS_IMAGE_ID, ref, NULL));
+        if (!r || (r->type != REDIS_REPLY_STRING && r->type != REDIS_REPLY_NIL)) {
+            if (r)
+                freeReplyObject(r);
+            return -1;
+        }
+        int found = r->type == REDIS_REPLY_STRING && catalog_valid_name(r->str);
+        if (found)
+            util_strlcpy(name, r->str, sizeof name);
+        freeReplyObject(r);
+        if (!found)
+            return CATALOG_NOT_FOUND;
+        ref = name;
+    }
+    if (!catalog_valid_name(ref))
         return CATALOG_NOT_FOUND;
-    char key[KEYS_MAX];
     int rc = model_load(self->store, &berth__image__descriptor,
-                        keys_build(key, KEYS_IMAGE, name, NULL), (ProtobufCMessage **)image_p);
+                        keys_build(key, KEYS_IMAGE, ref, NULL), (ProtobufCMessage **)image_p);
     return rc == MODEL_NOT_FOUND ? CATALOG_NOT_FOUND : rc;
+}
+
+const char *catalog_dir(catalog_t *self)
+{
+    return self->dir;
+}
+
+int catalog_import_begin(catalog_t *self, const Berth__Image *image, const char *actor,
+                         const char *request_id, berth_error_t *error)
+{
+    char key[KEYS_MAX], id_key[KEYS_MAX];
+    keys_build(key, KEYS_IMAGE, image->name, NULL);
+    model_tx_t *tx = model_tx_new();
+    if (!tx)
+        return error_set(error, "INTERNAL", "out of memory");
+    model_tx_actor(tx, actor, request_id);
+    /* The name and the id must be free when the transaction runs. */
+    model_tx_check(tx, key, "name", "");
+    model_tx_check(tx, keys_build(id_key, KEYS_IMAGE_ID, image->id, NULL), "name", "");
+    model_tx_put(tx, key, &image->base);
+    model_tx_transition(tx, LIFECYCLE_IMAGE, key, "", "IMPORTING", 0, "image", image->name, "id",
+                        image->id, NULL);
+    model_tx_hset(tx, id_key, "name", image->name);
+    model_tx_sadd(tx, CATALOG_SET, image->name);
+    const char *why = NULL;
+    int rc = model_tx_commit(tx, self->store, &why);
+    model_tx_destroy(&tx);
+    if (rc == MODEL_CONFLICT) {
+        error_field(error, "name", "an image named '%s' exists already", image->name);
+        util_strlcpy(error->code, "CONFLICT", sizeof error->code);
+        return -1;
+    }
+    if (rc != 0)
+        return error_set(error, rc < 0 ? "UNAVAILABLE" : "INTERNAL",
+                         rc < 0 ? "state store unreachable" : "cannot record the image: %s",
+                         why ? why : "refused");
+    return 0;
+}
+
+int catalog_import_end(catalog_t *self, const char *name, const char *path, int64_t size,
+                       const char *sha256, const char *fault)
+{
+    char key[KEYS_MAX];
+    keys_build(key, KEYS_IMAGE, name, NULL);
+    Berth__Image image = BERTH__IMAGE__INIT;
+    model_tx_t *tx = model_tx_new();
+    if (!tx)
+        return -1;
+    if (fault) {
+        image.fault = (char *)fault;
+        model_tx_put_fields(tx, key, &image.base, "fault", NULL);
+        model_tx_transition(tx, LIFECYCLE_IMAGE, key, "IMPORTING", "FAILED", MODEL_VERSION_ANY,
+                            "image", name, "fault", fault, NULL);
+    } else {
+        image.path = (char *)path;
+        image.size_bytes = size;
+        image.sha256 = (char *)sha256;
+        model_tx_put_fields(tx, key, &image.base, "path", "size_bytes", "sha256", NULL);
+        model_tx_transition(tx, LIFECYCLE_IMAGE, key, "IMPORTING", "READY", MODEL_VERSION_ANY,
+                            "image", name, "sha256", sha256, NULL);
+    }
+    int rc = model_tx_commit(tx, self->store, NULL);
+    model_tx_destroy(&tx);
+    return rc < 0 ? -1 : rc;
+}
+
+/* Does the image (name, id) appear in the `image` field of these hashes' rows (HMGET image
+   name [state])? Adds the users' names to found (comma-separated, a few). */
+static size_t s_users(const redisReply *rows, const char *name, const char *id, int vms,
+                      char *found, size_t found_size)
+{
+    size_t n = 0;
+    for (size_t i = 0; rows && i < rows->elements; i++) {
+        const redisReply *row = rows->element[i];
+        if (row->type != REDIS_REPLY_ARRAY || row->elements < (vms ? 3u : 2u))
+            continue;
+        const char *image = row->element[0]->type == REDIS_REPLY_STRING ? row->element[0]->str : "";
+        const char *who = row->element[1]->type == REDIS_REPLY_STRING ? row->element[1]->str : "";
+        if (strcmp(image, name) != 0 && !(id && *id && strcmp(image, id) == 0))
+            continue;
+        if (vms) {
+            const char *state =
+                row->element[2]->type == REDIS_REPLY_STRING ? row->element[2]->str : "";
+            if (strcmp(state, "DISPOSED") == 0 || strcmp(state, "REJECTED") == 0)
+                continue;
+        }
+        size_t at = strlen(found);
+        if (n < 5 && at + strlen(who) + 2 < found_size)
+            snprintf(found + at, found_size - at, "%s%s", at ? "," : "", who);
+        n++;
+    }
+    return n;
+}
+
+#define S_BATCH 256 /* hashes read per script call while looking for an image's users */
+
+/* How many hashes of the zset index (kind's keys) name the image; their names into found.
+   -1 when Redis failed. */
+static long s_count_users(catalog_t *self, const char *index, keys_kind_t kind, int vms,
+                          const char *name, const char *id, char *found, size_t found_size)
+{
+    redisReply *ids = store_command(self->store, "ZRANGE %s 0 -1", index);
+    if (!ids || ids->type != REDIS_REPLY_ARRAY) {
+        if (ids)
+            freeReplyObject(ids);
+        return -1;
+    }
+    long users = 0;
+    char(*keys)[KEYS_MAX] = calloc(S_BATCH, sizeof *keys);
+    const char **argv = calloc(S_BATCH + 3, sizeof *argv);
+    for (size_t at = 0; keys && argv && at < ids->elements && users >= 0; at += S_BATCH) {
+        size_t n = 0;
+        for (size_t i = at; i < ids->elements && n < S_BATCH; i++)
+            if (ids->element[i]->type == REDIS_REPLY_STRING)
+                argv[n] = keys_build(keys[n], kind, ids->element[i]->str, NULL), n++;
+        argv[n] = "image";
+        argv[n + 1] = "name";
+        argv[n + 2] = "state";
+        redisReply *rows =
+            store_run(self->store, &lua_hash_rows, (int)n, (int)n + (vms ? 3 : 2), argv);
+        if (!rows || rows->type != REDIS_REPLY_ARRAY)
+            users = -1;
+        else
+            users += (long)s_users(rows, name, id, vms, found, found_size);
+        if (rows)
+            freeReplyObject(rows);
+    }
+    if (!keys || !argv)
+        users = -1;
+    free(keys);
+    free(argv);
+    freeReplyObject(ids);
+    return users;
+}
+
+/* Move the image back from DELETING to where it was. */
+static void s_keep(catalog_t *self, const char *key, const char *name, const char *to)
+{
+    model_tx_t *tx = model_tx_new();
+    if (!tx)
+        return;
+    model_tx_transition(tx, LIFECYCLE_IMAGE, key, "DELETING", to, MODEL_VERSION_ANY, "image", name,
+                        NULL);
+    model_tx_commit(tx, self->store, NULL);
+    model_tx_destroy(&tx);
+}
+
+/*  Deleting an image while nothing uses it. A template names an image by name; a VM keeps
+    the name of the image it was built from. The image first goes DELETING (a checked
+    transition): from then on a new template naming it is refused (approval checks the state
+    is READY in the transaction that adds the template), so what the scan below finds is
+    every template there will be. VMs come from templates; one not DISPOSED (or REJECTED)
+    that names the image keeps it too. Then the record goes, and its file. */
+int catalog_delete(catalog_t *self, const char *ref, const char *actor, const char *request_id,
+                   Berth__Image **deleted_p, berth_error_t *error)
+{
+    Berth__Image *image = NULL;
+    int rc = catalog_get(self, ref, &image);
+    if (rc == CATALOG_NOT_FOUND)
+        return error_set(error, "NOT_FOUND", "no such image");
+    if (rc != 0)
+        return error_set(error, "UNAVAILABLE", "state store unreachable");
+    const char *state = image->state ? image->state : "";
+    if (strcmp(state, "READY") != 0 && strcmp(state, "FAILED") != 0) {
+        error_set(error, "CONFLICT", "image '%s' is %s: it cannot be deleted now", image->name,
+                  *state ? state : "not recorded with a state yet");
+        error_detail(error, "state", "%s", state);
+        protobuf_c_message_free_unpacked(&image->base, NULL);
+        return -1;
+    }
+    char key[KEYS_MAX], id_key[KEYS_MAX];
+    keys_build(key, KEYS_IMAGE, image->name, NULL);
+    model_tx_t *tx = model_tx_new();
+    if (!tx) {
+        protobuf_c_message_free_unpacked(&image->base, NULL);
+        return error_set(error, "INTERNAL", "out of memory");
+    }
+    model_tx_actor(tx, actor, request_id);
+    model_tx_transition(tx, LIFECYCLE_IMAGE, key, state, "DELETING", image->version, "image",
+                        image->name, NULL);
+    rc = model_tx_commit(tx, self->store, NULL);
+    model_tx_destroy(&tx);
+    if (rc != 0) {
+        protobuf_c_message_free_unpacked(&image->base, NULL);
+        return rc == MODEL_CONFLICT
+                   ? error_set(error, "CONFLICT", "the image changed meanwhile; try again")
+                   : error_set(error, "UNAVAILABLE", "state store unreachable");
+    }
+    char templates[256] = "", vms[256] = "";
+    long t = s_count_users(self, KEYS_TEMPLATES, KEYS_TEMPLATE, 0, image->name, image->id,
+                           templates, sizeof templates);
+    long v =
+        t < 0 ? -1
+              : s_count_users(self, KEYS_VMS, KEYS_VM, 1, image->name, image->id, vms, sizeof vms);
+    if (t != 0 || v != 0) {
+        s_keep(self, key, image->name, state);
+        if (t < 0 || v < 0)
+            error_set(error, "UNAVAILABLE", "state store unreachable");
+        else {
+            error_set(error, "CONFLICT",
+                      "image '%s' is in use by %ld template(s) and %ld VM(s) not disposed",
+                      image->name, t, v);
+            if (t)
+                error_detail(error, "templates", "%s", templates);
+            if (v)
+                error_detail(error, "vms", "%s", vms);
+        }
+        protobuf_c_message_free_unpacked(&image->base, NULL);
+        return -1;
+    }
+    tx = model_tx_new();
+    if (!tx) {
+        s_keep(self, key, image->name, state);
+        protobuf_c_message_free_unpacked(&image->base, NULL);
+        return error_set(error, "INTERNAL", "out of memory");
+    }
+    model_tx_actor(tx, actor, request_id);
+    model_tx_check(tx, key, "state", "DELETING");
+    model_tx_del(tx, key);
+    if (image->id && *image->id)
+        model_tx_del(tx, keys_build(id_key, KEYS_IMAGE_ID, image->id, NULL));
+    model_tx_srem(tx, CATALOG_SET, image->name);
+    model_tx_event(tx, "image.deleted", "key", key, "image", image->name, "id",
+                   image->id ? image->id : "", "actor", actor ? actor : "", NULL);
+    rc = model_tx_commit(tx, self->store, NULL);
+    model_tx_destroy(&tx);
+    if (rc != 0) {
+        protobuf_c_message_free_unpacked(&image->base, NULL);
+        return error_set(error, rc < 0 ? "UNAVAILABLE" : "CONFLICT",
+                         rc < 0 ? "state store unreachable" : "the image changed meanwhile");
+    }
+    /* The file goes only when it is one of the store's own. */
+    size_t dl = strlen(self->dir);
+    if (image->path && strncmp(image->path, self->dir, dl) == 0 && image->path[dl] == '/' &&
+        !strstr(image->path + dl, "/.."))
+        unlink(image->path);
+    *deleted_p = image;
+    return 0;
 }
 
 static int s_by_name(const void *a, const void *b)

@@ -1,10 +1,13 @@
-/*  catalog: the stager's image catalog. Each image is an Image message (proto/berth.proto)
-    stored as the hash berth:image:<name> through lib/model, its name in the set
-    berth:images; the image file itself lives in the images directory. At start the stager
-    makes sure the base images exist: small qcow2 files made with qemu-img. */
+/*  catalog: the stager's image store. Each model image is an Image message (proto/berth.proto)
+    stored as the hash berth:image:<name> through lib/model, its name in the set berth:images
+    and its id in berth:image-id:<id>; its state (IMPORTING, READY, FAILED, DELETING) changes
+    by the image rows of the lifecycle table. The image file itself lives in the images
+    directory. At start the stager makes sure the base images exist (small qcow2 files made
+    with qemu-img); imports add more (import.h). */
 #ifndef BERTH_STAGER_CATALOG_H
 #define BERTH_STAGER_CATALOG_H
 
+#include "error.h"
 #include "model.h"
 
 #define CATALOG_NOT_FOUND 1 /* no image of that name */
@@ -29,9 +32,29 @@ int catalog_valid_name(const char *text);
    a record whose file is missing here is rebuilt. 0, or -1 with error. */
 int catalog_ensure_base(catalog_t *self, char *error, size_t error_size);
 
-/* The image called name: 0 and *image_p (free with protobuf_c_message_free_unpacked),
-   CATALOG_NOT_FOUND, or -1 when Redis failed. */
-int catalog_get(catalog_t *self, const char *name, Berth__Image **image_p);
+/* The image ref names (its id, or its name): 0 and *image_p (free with
+   protobuf_c_message_free_unpacked), CATALOG_NOT_FOUND, or -1 when Redis failed. */
+int catalog_get(catalog_t *self, const char *ref, Berth__Image **image_p);
+
+/* The images directory (absolute, resolved). */
+const char *catalog_dir(catalog_t *self);
+
+/* Record an accepted import: image (id, name and what describes it set; no path yet) becomes
+   IMPORTING, if its name and id are free. 0, or -1 with error (CONFLICT naming `name`). */
+int catalog_import_begin(catalog_t *self, const Berth__Image *image, const char *actor,
+                         const char *request_id, berth_error_t *error);
+
+/* End an import: READY with its file's path, size and sha256, or FAILED with fault (then
+   path, size and sha256 are not used). 0, MODEL_CONFLICT (not IMPORTING any more) or -1. */
+int catalog_import_end(catalog_t *self, const char *name, const char *path, int64_t size,
+                       const char *sha256, const char *fault);
+
+/* Delete the image ref names, and its file, unless a template or a VM that is not DISPOSED
+   (or REJECTED) names it. 0 and *deleted_p (the record as it was; free it), or -1 with error:
+   NOT_FOUND, CONFLICT (in use: details.templates, details.vms name a few; or IMPORTING),
+   UNAVAILABLE. actor and request_id go into the audit trail. */
+int catalog_delete(catalog_t *self, const char *ref, const char *actor, const char *request_id,
+                   Berth__Image **deleted_p, berth_error_t *error);
 
 /* Every image, by name, at most max_images: 0 and *list_p (free with
    protobuf_c_message_free_unpacked), or -1 when Redis failed. */

@@ -1,6 +1,7 @@
 /*  berth-stager: the image store. Keeps the image catalog (base images it creates when
-    missing) and builds each VM's cloud-init NoCloud seed, which taskmgr hands to the agent
-    with the create command. Handlers: ListImages, StageImage.
+    missing, and model images imported by operators: images.h) and builds each VM's
+    cloud-init NoCloud seed, which taskmgr hands to the agent with the create command.
+    Handlers: ListImages, GetImage, ImportImage, DeleteImage, StageImage, GetSeed.
 
     The loop never waits on a disk or a tool: qemu-img runs, seed builds and sweeps are jobs
     for a small pool of workers (work.h) with a bounded queue. StageImage keeps its request
@@ -8,7 +9,9 @@
     it is answered UNAVAILABLE at once. Requests for a VM whose seed is being built wait for
     that build instead of starting another. */
 #include "service.h"
+#include "assertion.h"
 #include "catalog.h"
+#include "images.h"
 #include "files.h"
 #include "seed.h"
 #include "stage.h"
@@ -27,6 +30,9 @@ typedef struct {
     store_t *prep_store;
     seed_t *seeds; /* shared by the workers: seed_stage is safe across threads */
     work_t *work;
+    work_t *import_work;    /* imports: inspections and copies, apart from seeds */
+    images_t *images;       /* the image store's handlers */
+    assertion_t *verifier;  /* checks the gateway's user assertions */
     stage_t *stage;         /* StageImage requests and their builds */
     int64_t max_seed_bytes; /* largest ISO sent in a reply */
     int64_t seed_keep_ms;   /* seeds untouched this long are swept */
@@ -196,6 +202,14 @@ static int s_on_work(service_t *service, void *arg)
     return 0;
 }
 
+static int s_on_import_work(service_t *service, void *arg)
+{
+    (void)service;
+    stager_t *self = arg;
+    work_deliver(self->import_work);
+    return 0;
+}
+
 /* The seed StageImage built for a VM, with its digest: agents fetch seeds by reference.
    One file read of a few hundred KB, on the loop (StageImage built it moments before). */
 /* A seed (user data, keys) goes only to the agent of the host the VM is placed on: the
@@ -286,16 +300,20 @@ int main(int argc, char **argv)
     config_declare(c, "max_seed_bytes", "2097152", 0);
     config_declare(c, "seed_keep_hours", "168", 0);
     config_declare(c, "seed_sweep_ms", "600000", 0);
-    config_declare(c, "workers", "2", 0);             /* threads for qemu-img, seeds, sweeps */
-    config_declare(c, "work_queue_max", "256", 0);    /* jobs held; beyond: answered busy */
-    config_declare(c, "max_waiting_per_vm", "16", 0); /* requests joining one VM's build */
+    config_declare(c, "workers", "2", 0);                 /* threads for qemu-img, seeds, sweeps */
+    config_declare(c, "work_queue_max", "256", 0);        /* jobs held; beyond: answered busy */
+    config_declare(c, "max_waiting_per_vm", "16", 0);     /* requests joining one VM's build */
+    config_declare(c, "import_dir", NULL, 0);             /* default <data_dir>/import */
+    config_declare(c, "import_formats", "qcow2", 0);      /* formats an import may have */
+    config_declare(c, "import_max_virtual_gb", "256", 0); /* largest virtual size imported */
+    config_declare(c, "import_queue_max", "16", 0);       /* imports inspected or copied at once */
 
     stager_t self = { .service = service };
     int rc = 1;
     if (service_start(service) != 0)
         goto done;
     int64_t timeout, max_images, max_user_data, keep_hours, sweep_ms, workers, queue_max, waiting,
-        redis_port, redis_timeout;
+        redis_port, redis_timeout, import_max_gb, import_queue;
     if (config_int(c, "tool_timeout_ms", 100, 600000, &timeout) ||
         config_int(c, "workers", 1, 64, &workers) ||
         config_int(c, "work_queue_max", 1, 100000, &queue_max) ||
@@ -306,17 +324,31 @@ int main(int argc, char **argv)
         config_int(c, "max_user_data", 0, 1024 * 1024, &max_user_data) ||
         config_int(c, "max_seed_bytes", 65536, 3 * 1024 * 1024, &self.max_seed_bytes) ||
         config_int(c, "seed_keep_hours", 1, 24 * 3650, &keep_hours) ||
-        config_int(c, "seed_sweep_ms", 1000, 86400000, &sweep_ms))
+        config_int(c, "seed_sweep_ms", 1000, 86400000, &sweep_ms) ||
+        config_int(c, "import_max_virtual_gb", 1, 1048576, &import_max_gb) ||
+        config_int(c, "import_queue_max", 1, 10000, &import_queue))
         goto done;
     self.seed_keep_ms = keep_hours * 3600 * 1000;
     if (sodium_init() < 0) {
         log_error(NULL, "libsodium failed to initialise", NULL);
         goto done;
     }
-    char images_dir[PATH_MAX], seeds_dir[PATH_MAX];
+    char images_dir[PATH_MAX], seeds_dir[PATH_MAX], import_dir[PATH_MAX], import_real[PATH_MAX];
     if (s_dir(c, "images_dir", "images", images_dir, sizeof images_dir) ||
-        s_dir(c, "seeds_dir", "seeds", seeds_dir, sizeof seeds_dir))
+        s_dir(c, "seeds_dir", "seeds", seeds_dir, sizeof seeds_dir) ||
+        s_dir(c, "import_dir", "import", import_dir, sizeof import_dir))
         goto done;
+    if (files_mkdirs(import_dir) != 0 || !realpath(import_dir, import_real)) {
+        log_error(NULL, "cannot open the import directory", "{s:s, s:s}", "dir", import_dir,
+                  "reason", strerror(errno));
+        goto done;
+    }
+    berth_error_t verr = { 0 };
+    self.verifier = assertion_verifier_new(config_get(c, "secrets_dir"), &verr);
+    if (!self.verifier) {
+        log_error(NULL, "cannot check user assertions", "{s:s}", "reason", verr.message);
+        goto done;
+    }
     catalog_config_t cc = { .qemu_img = config_get(c, "qemu_img"),
                             .base_size = config_get(c, "base_image_size"),
                             .timeout_ms = (int)timeout,
@@ -351,8 +383,26 @@ int main(int argc, char **argv)
         log_error(NULL, "cannot start the workers", "{s:I}", "workers", (json_int_t)workers);
         goto done;
     }
+    self.import_work = work_new(1, (int)import_queue);
+    images_config_t ic = { .catalog = self.catalog,
+                           .work = self.import_work,
+                           .verifier = self.verifier,
+                           .import = { .import_dir = import_real,
+                                       .images_dir = catalog_dir(self.catalog),
+                                       .qemu_img = config_get(c, "qemu_img"),
+                                       .timeout_ms = (int)timeout,
+                                       .rules = { .formats = config_get(c, "import_formats"),
+                                                  .max_virtual_size =
+                                                      import_max_gb * 1024 * 1024 * 1024 } } };
+    self.images = self.import_work ? images_new(&ic) : NULL;
+    if (!self.images) {
+        log_error(NULL, "cannot start the import worker", NULL);
+        goto done;
+    }
     log_info(NULL, "stores opened", "{s:s, s:s}", "images_dir", images_dir, "seeds_dir", seeds_dir);
     service_reader(service, work_socket(self.work), s_on_work, &self);
+    service_reader(service, work_socket(self.import_work), s_on_import_work, &self);
+    images_register(self.images, service);
     s_prepare(service, &self);
     service_every(service, 1000, s_prepare, &self);
     service_on(service, "ListImages", "gateway", s_on_list_images, &self);
@@ -364,6 +414,9 @@ done:
     /* Workers first: their jobs use everything below. Requests still waiting are dropped
        unanswered (their callers resend to another instance). */
     work_destroy(&self.work);
+    work_destroy(&self.import_work);
+    images_destroy(&self.images);
+    assertion_destroy(&self.verifier);
     stage_destroy(&self.stage);
     seed_destroy(&self.seeds);
     catalog_destroy(&self.prep_catalog);

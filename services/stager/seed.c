@@ -10,6 +10,8 @@
 #include "seed.h"
 #include "error.h"
 #include "files.h"
+#include "limit.h"
+#include "sshkey.h"
 #include "util.h"
 
 #include <dirent.h>
@@ -120,6 +122,50 @@ static const char *s_user_data_problem(const char *text, size_t max)
             return "user_data holds control characters";
     }
     return NULL;
+}
+
+char *seed_default_user_data(const char *name, char *const *keys, size_t n, berth_error_t *error)
+{
+    if (n > LIMIT_REQUEST_SSH_KEYS_MAX) {
+        error_field(error, "ssh_authorized_keys", "a seed installs at most %d SSH keys",
+                    LIMIT_REQUEST_SSH_KEYS_MAX);
+        return NULL;
+    }
+    size_t size = 64 + strlen(name);
+    for (size_t i = 0; i < n; i++) {
+        if (!keys[i] || !sshkey_line_ok(keys[i], LIMIT_SSH_KEY_MAX)) {
+            error_field(error, "ssh_authorized_keys",
+                        "ssh_authorized_keys[%zu] is not one OpenSSH public key line", i);
+            return NULL;
+        }
+        size += 8 + 2 * strlen(keys[i]); /* "  - '" ... "'\n", each quote doubled at worst */
+    }
+    char *text = malloc(size);
+    if (!text) {
+        error_set(error, "INTERNAL", "out of memory");
+        return NULL;
+    }
+    size_t len = (size_t)snprintf(text, size, "#cloud-config\nhostname: %s\n", name);
+    if (n)
+        len += (size_t)snprintf(text + len, size - len, "ssh_authorized_keys:\n");
+    /* Each line single-quoted: a comment may hold ": " or "#", which YAML would otherwise
+       read as a mapping or a comment; a quote inside is doubled. */
+    for (size_t i = 0; i < n; i++) {
+        text[len++] = ' ';
+        text[len++] = ' ';
+        text[len++] = '-';
+        text[len++] = ' ';
+        text[len++] = '\'';
+        for (const char *c = keys[i]; *c; c++) {
+            if (*c == '\'')
+                text[len++] = '\'';
+            text[len++] = *c;
+        }
+        text[len++] = '\'';
+        text[len++] = '\n';
+    }
+    text[len] = '\0';
+    return text;
 }
 
 /* What the seed is built from, as a digest: name and user-data, unambiguously separated. */
@@ -359,6 +405,10 @@ static int s_iso_intact(const char *path, const char *digest, size_t max_bytes, 
     return intact;
 }
 
+static int s_stage_checked(seed_t *self, const char *vm, const char *name, const char *user_data,
+                           size_t max_bytes, char **path_p, seed_bytes_t *out,
+                           berth_error_t *error);
+
 int seed_stage(seed_t *self, const char *vm, const char *name, const char *user_data, char **path_p,
                berth_error_t *error)
 {
@@ -378,17 +428,26 @@ int seed_stage_bytes(seed_t *self, const char *vm, const char *name, const char 
                     "ending with '-'");
         return SEED_BAD_REQUEST;
     }
-    char fallback[128];
     if (!user_data || !*user_data) {
-        snprintf(fallback, sizeof fallback, "#cloud-config\nhostname: %s\n", name);
-        user_data = fallback;
-    } else {
-        const char *problem = s_user_data_problem(user_data, self->config.max_user_data);
-        if (problem) {
-            error_field(error, "user_data", "%s", problem);
-            return SEED_BAD_REQUEST;
-        }
+        char *fallback = seed_default_user_data(name, NULL, 0, error);
+        if (!fallback)
+            return -1;
+        int rc = s_stage_checked(self, vm, name, fallback, max_bytes, path_p, out, error);
+        free(fallback);
+        return rc;
     }
+    const char *problem = s_user_data_problem(user_data, self->config.max_user_data);
+    if (problem) {
+        error_field(error, "user_data", "%s", problem);
+        return SEED_BAD_REQUEST;
+    }
+    return s_stage_checked(self, vm, name, user_data, max_bytes, path_p, out, error);
+}
+
+/* seed_stage_bytes once vm, name and user_data are known to be acceptable. */
+static int s_stage_checked(seed_t *self, const char *vm, const char *name, const char *user_data,
+                           size_t max_bytes, char **path_p, seed_bytes_t *out, berth_error_t *error)
+{
     char built_from[SUM_HEX], old[SUM_HEX], old_iso[SUM_HEX], iso[PATH_MAX], sum_path[PATH_MAX];
     s_fingerprint(name, user_data, built_from);
     snprintf(iso, sizeof iso, "%s/%s.iso", self->dir, vm);

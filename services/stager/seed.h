@@ -28,6 +28,13 @@ void seed_destroy(seed_t **self_p);
 /* 1 if text is a hostname label: [a-z0-9-]{1,63}, not starting or ending with '-'. */
 int seed_valid_hostname(const char *text);
 
+/* The user-data of a seed asked for without one: a #cloud-config document setting the
+   hostname to name and, with n > 0, installing each of keys (OpenSSH public key lines) for
+   the default user (ssh_authorized_keys). NULL with error BAD_REQUEST naming
+   ssh_authorized_keys when there are more than LIMIT_REQUEST_SSH_KEYS_MAX keys or one is not
+   exactly a key line (lib/sshkey.h), or INTERNAL when out of memory. Caller frees. */
+char *seed_default_user_data(const char *name, char *const *keys, size_t n, berth_error_t *error);
+
 /* The seed ISO of vm, built now unless it already exists for the same name and user-data
    (empty user_data = a default #cloud-config setting the hostname). 0 and *path_p (caller
    frees); SEED_BAD_REQUEST (error is BAD_REQUEST naming the field: vm, name or user_data) or

@@ -135,12 +135,37 @@ static void s_stage_answer(s_stage_t *job, bus_request_t *kept)
     bus_request_destroy(&kept);
 }
 
+/* The user-data req asks for: its own, or with SSH keys the default one installing them
+   ("" when neither: the seed's default). NULL with error set when the keys are refused (or
+   come with a user-data of their own: they would not be in it). Caller frees. */
+static char *s_user_data(const Berth__StageImage *req, berth_error_t *error)
+{
+    const char *given = req->user_data ? req->user_data : "";
+    if (!req->n_ssh_authorized_keys) {
+        char *copy = strdup(given);
+        if (!copy)
+            error_set(error, "INTERNAL", "out of memory");
+        return copy;
+    }
+    if (*given) {
+        error_field(error, "ssh_authorized_keys",
+                    "ssh_authorized_keys go into the default user-data: give them or user_data");
+        return NULL;
+    }
+    return seed_default_user_data(req->name ? req->name : "", req->ssh_authorized_keys,
+                                  req->n_ssh_authorized_keys, error);
+}
+
 /* 1 if req asks for exactly what job builds (empty user-data and none are the same). */
 static int s_same_request(const s_stage_t *job, const Berth__StageImage *req)
 {
-    return streq(job->name, req->name ? req->name : "") &&
-           streq(job->user_data, req->user_data ? req->user_data : "") &&
-           streq(job->image->name, req->image ? req->image : "");
+    berth_error_t error;
+    char *user_data = s_user_data(req, &error);
+    int same = user_data && streq(job->name, req->name ? req->name : "") &&
+               streq(job->user_data, user_data) &&
+               streq(job->image->name, req->image ? req->image : "");
+    free(user_data);
+    return same;
 }
 
 /* Loop: the build ended. Requests for the same seed get its answer; one that asked for
@@ -177,16 +202,34 @@ void stage_request(stage_t *self, bus_request_t *kept)
         zlistx_add_end(job->waiting, kept);
         return;
     }
+    berth_error_t refused;
+    char *user_data = s_user_data(req, &refused);
+    if (!user_data) {
+        bus_reply_fault(kept, &refused);
+        bus_request_destroy(&kept);
+        return;
+    }
     Berth__Image *image = NULL;
     int rc = catalog_get(self->config.catalog, req->image, &image);
     if (rc == CATALOG_NOT_FOUND) {
         char msg[160];
         snprintf(msg, sizeof msg, "no image named '%s'", req->image);
+        free(user_data);
         s_answer_free(kept, "NOT_FOUND", msg);
         return;
     }
     if (rc != 0) {
+        free(user_data);
         s_answer_free(kept, "UNAVAILABLE", "state store unreachable");
+        return;
+    }
+    /* An image being imported (or whose import failed) has no file to build from yet. */
+    if (image->state && (streq(image->state, "IMPORTING") || streq(image->state, "FAILED"))) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "image '%s' is %s", image->name, image->state);
+        protobuf_c_message_free_unpacked(&image->base, NULL);
+        free(user_data);
+        s_answer_free(kept, "CONFLICT", msg);
         return;
     }
     job = calloc(1, sizeof *job);
@@ -195,10 +238,12 @@ void stage_request(stage_t *self, bus_request_t *kept)
         job->image = image;
         job->vm = strdup(req->vm);
         job->name = strdup(req->name ? req->name : "");
-        job->user_data = strdup(req->user_data ? req->user_data : "");
+        job->user_data = user_data;
+        user_data = NULL;
         job->waiting = zlistx_new();
     } else
         protobuf_c_message_free_unpacked(&image->base, NULL);
+    free(user_data);
     if (!job || !job->vm || !job->name || !job->user_data || !job->waiting ||
         !zlistx_add_end(job->waiting, kept)) {
         if (job && job->waiting)

@@ -609,6 +609,23 @@ static Berth__StagedImage *s_staged_answer(Berth__Envelope *reply)
     return staged;
 }
 
+/* What the stager is asked for the VM: its image and a seed with its name and the public
+   key lines of its SSH keys (lines: room for LIMIT_REQUEST_SSH_KEYS_MAX, pointing into the
+   VM; a VM carries no more, approval saw to that). */
+static void s_stage_ask(const s_held_t *h, Berth__StageImage *req, char **lines)
+{
+    req->vm = h->vm->id;
+    req->name = h->vm->name;
+    req->image = h->vm->image;
+    req->seed_by_reference = 1;
+    size_t n = 0;
+    for (size_t i = 0; i < h->vm->n_ssh_keys && n < LIMIT_REQUEST_SSH_KEYS_MAX; i++)
+        if (h->vm->ssh_keys[i]->public_key && *h->vm->ssh_keys[i]->public_key)
+            lines[n++] = h->vm->ssh_keys[i]->public_key;
+    req->ssh_authorized_keys = lines;
+    req->n_ssh_authorized_keys = n;
+}
+
 /* The stager's answer for this VM (image and the seed's digest; the agent fetches the seed
    itself): asked once, kept while the task is held here; a new holder asks again (the
    stager answers the same seed for the same VM). */
@@ -619,10 +636,8 @@ static s_rc_t s_staged(tasks_t *self, s_held_t *h)
     if (*h->prefetch) /* asked beside the schedule call: its answer steps the task */
         return s_waited(h, self->command_timeout_ms);
     Berth__StageImage req = BERTH__STAGE_IMAGE__INIT;
-    req.vm = h->vm->id;
-    req.name = h->vm->name;
-    req.image = h->vm->image;
-    req.seed_by_reference = 1;
+    char *lines[LIMIT_REQUEST_SSH_KEYS_MAX];
+    s_stage_ask(h, &req, lines);
     Berth__Envelope *reply = NULL;
     s_rc_t rc = s_call(self, h, "stager", &req.base, &reply);
     if (rc == S_WAIT)
@@ -646,10 +661,8 @@ static void s_prefetch(tasks_t *self, s_held_t *h)
     if (h->staged || *h->prefetch)
         return;
     Berth__StageImage req = BERTH__STAGE_IMAGE__INIT;
-    req.vm = h->vm->id;
-    req.name = h->vm->name;
-    req.image = h->vm->image;
-    req.seed_by_reference = 1;
+    char *lines[LIMIT_REQUEST_SSH_KEYS_MAX];
+    s_stage_ask(h, &req, lines);
     if (bus_client_send(self->bus, "stager", &req.base, h->task->request_id, self->call_timeout_ms,
                         s_on_reply, self, h->prefetch) != 0)
         h->prefetch[0] = '\0';

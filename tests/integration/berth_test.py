@@ -219,20 +219,23 @@ def used_equal(a, b):
 
 class PlatformCase(unittest.TestCase):
     """A test file's scenarios against one platform, started once for the class: set
-    `platform_env` (every process), `agent_env` (agents only) and `agents` on the subclass,
+    `platform_env` (every process), `agent_env` (agents only), `agents` and `instances`
+    ({service: count}, see Platform.start_all) on the subclass,
     and `wait_hosts` to wait until that many hosts reported. On a failure the services' last
     log lines are printed: they are what explain it (always with BERTH_DUMP_LOGS set)."""
 
     platform_env = None
     agent_env = None
     agents = 3
+    instances = None
     wait_hosts = 0
 
     @classmethod
     def setUpClass(cls):
         cls.p = Platform(env=cls.platform_env)
         try:
-            cls.p.start_all(agents=cls.agents, agent_env=cls.agent_env)
+            cls.p.start_all(agents=cls.agents, agent_env=cls.agent_env,
+                            instances=cls.instances)
             cls.api = Api(cls.p)
             if cls.wait_hosts:
                 wait_until(lambda: len(cls.api.hosts()) == cls.wait_hosts, 20,

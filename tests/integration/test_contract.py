@@ -83,13 +83,24 @@ class Contract(unittest.TestCase):
                                 "application/json", "schema")["properties"]
         webhook = self.schema_at("/v1/groups/{id}/webhook", "put", "requestBody", "content",
                                  "application/json", "schema")["properties"]
+        budget = self.schema_at("/v1/groups/{id}/budget", "put", "requestBody", "content",
+                                "application/json", "schema", "properties")
         rate = self.schema_at("/v1/rates", "post", "requestBody", "content",
                               "application/json", "schema")["properties"]
+        image = self.schema_at("/v1/images", "post", "requestBody", "content",
+                               "application/json", "schema")["properties"]
+        sshkey = self.schema_at("/v1/keys", "post", "requestBody", "content",
+                                "application/json", "schema")["properties"]
+        sshkeys = self.schema_at("/v1/keys", "get", "responses", "200", "content",
+                                 "application/json", "schema")["properties"]["keys"]
         stated = {
             "LIMIT_RATE_PRICE_MAX": rate["vcpu_hour"]["maximum"],
             "LIMIT_RATE_FACTOR_MAX": rate["factors"]["properties"]["running"]["maximum"],
             "LIMIT_RATE_TEMPLATES_MAX": rate["templates"]["maxProperties"],
             "LIMIT_RATE_NOTE_MAX": rate["note"]["maxLength"],
+            "LIMIT_BUDGET_AMOUNT_MAX": budget["amount"]["maximum"],
+            "LIMIT_BUDGET_THRESHOLDS_MAX": budget["thresholds"]["maxItems"],
+            "LIMIT_BUDGET_THRESHOLD_MAX": budget["thresholds"]["items"]["maximum"],
             "LIMIT_COUNT_MAX": create["count"]["maximum"],
             "LIMIT_VM_NAME_MAX": create["name"]["maxLength"],
             "LIMIT_TEMPLATE_REF_MAX": create["template"]["maxLength"],
@@ -124,7 +135,19 @@ class Contract(unittest.TestCase):
             "LIMIT_WEBHOOK_URL_MAX": webhook["url"]["maxLength"],
             "LIMIT_WEBHOOK_SECRET_MIN": webhook["secret"]["minLength"],
             "LIMIT_WEBHOOK_SECRET_MAX": webhook["secret"]["maxLength"],
+            "LIMIT_IMAGE_TEXT_MAX": image["os_version"]["maxLength"],
+            "LIMIT_IMAGE_APPS_MAX": image["applications"]["maxItems"],
+            "LIMIT_IMAGE_NAME_MAX": image["name"]["maxLength"],
+            "LIMIT_IMAGE_PATH_MAX": image["path"]["maxLength"],
+            "LIMIT_SSH_KEY_NAME_MAX": sshkey["name"]["maxLength"],
+            "LIMIT_SSH_KEY_MAX": sshkey["public_key"]["maxLength"],
+            "LIMIT_SSH_KEYS_PER_USER": sshkeys["maxItems"],
+            "LIMIT_REQUEST_SSH_KEYS_MAX": create["ssh_keys"]["maxItems"],
         }
+        # An application's name and version share the image texts' limit.
+        app = C.resolve({"$ref": "#/components/schemas/ImageApp"})["properties"]
+        self.assertEqual(app["name"]["maxLength"], stated["LIMIT_IMAGE_TEXT_MAX"])
+        self.assertEqual(image["arch"]["maxLength"], stated["LIMIT_IMAGE_TEXT_MAX"])
         # A group's members: at most LIMIT_GROUP_MEMBERS_MAX, stated where members are added.
         members = C.spec["paths"]["/v1/groups/{id}/members"]["post"]["description"]
         self.assertIn(str(limits()["LIMIT_GROUP_MEMBERS_MAX"]), members)

@@ -100,6 +100,31 @@ class Groups(PlatformCase):
                                              "disk_gb_hour": 10})
         assert r.status == 201, r
         cls.rate = r.json()["rate"]["id"]
+        r = admin.call("PUT", "/v1/groups/eng/budget", {"amount": 10 ** 9})
+        assert r.status == 200, r
+        # Every role's own SSH key "rbac" (a key is its owner's alone).
+        with tempfile.TemporaryDirectory() as d:
+            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", d + "/k"],
+                           check=True)
+            line = open(d + "/k.pub").read().strip()
+        for who in cls.users.values():
+            r = who.call("POST", "/v1/keys", {"name": "rbac", "public_key": line})
+            assert r.status == 201, r
+        cls.image = cls.import_image("rbac-image")
+
+    @classmethod
+    def import_image(cls, name):
+        """A small qcow2 imported into the stager's store: its id, once READY."""
+        import_dir = os.path.join(cls.p.data_dir, "services", "stager", "import")
+        wait_until(lambda: os.path.isdir(import_dir), 20, "the stager's import directory")
+        subprocess.run(["qemu-img", "create", "-f", "qcow2", os.path.join(import_dir, name), "16M"],
+                       check=True, capture_output=True)
+        r = cls.api.call("POST", "/v1/images", {"path": name, "name": name, "os": "debian"})
+        assert r.status == 201, r
+        image = r.json()["image"]["id"]
+        wait_until(lambda: cls.api.get("/v1/images/" + image)["image"]["state"] == "READY", 30,
+                   "image %s READY" % name)
+        return image
 
     def call(self, role, method, path, body=None):
         if role == "anonymous":
@@ -314,11 +339,13 @@ class Groups(PlatformCase):
         return 403 if self.allowed(role, table[READ[kind]][0]) else 404
 
     def concrete(self, pattern):
+        if pattern.startswith("/v1/keys/"):  # each role's own key
+            return pattern.replace("{name}", "rbac")
         if pattern == "/v1/chargeback":  # a group's report: the group is a query parameter
             return pattern + "?group=eng"
         kind = pattern.split("/")[2] if pattern.startswith("/v1/") else ""
         ids = {"hosts": self.host, "requests": self.req["id"], "vms": self.vms[0],
-               "tasks": self.task, "groups": "eng", "rates": self.rate}
+               "tasks": self.task, "groups": "eng", "rates": self.rate, "images": self.image}
         return pattern.replace("{id}", ids.get(kind, "x")).replace("{user}", "extra") \
             .replace("{name}", "mem")  # the member's own user record
 
@@ -359,6 +386,8 @@ class Groups(PlatformCase):
                     made = self.call(role, "POST", "/v1/auth/keys", {"name": "rbac"})
                     self.assertEqual(made.status, 201, made)
                     path = "/v1/auth/keys/" + made.json()["key"]["id"]
+                if method == "DELETE" and pattern == "/v1/images/{id}" and want == "ok":
+                    path = "/v1/images/" + self.import_image("gone-" + role)
                 if method == "DELETE" and pattern == "/v1/users/{name}" and want == "ok":
                     self.user("gone-" + role)
                     path = "/v1/users/gone-" + role

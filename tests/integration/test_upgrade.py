@@ -52,7 +52,7 @@ class Upgrade(unittest.TestCase):
 
     def test_store_is_stamped(self):
         self.assertIsNone(self.meta.get("schema"))
-        self.assertEqual(self.p.redis_command("GET", "berth:schema"), "1")
+        self.assertEqual(self.p.redis_command("GET", "berth:schema"), "2")
 
     def test_users_log_in_and_templates_list(self):
         alice = berth_test.Api(self.p, *self.meta["user"])

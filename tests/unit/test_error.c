@@ -31,6 +31,7 @@ static void test_every_code_maps_to_its_status(void **state)
         { "PAYLOAD_TOO_LARGE", 413 },
         { "UNSUPPORTED_MEDIA_TYPE", 415 },
         { "QUOTA_EXCEEDED", 403 },
+        { "BUDGET_EXCEEDED", 403 },
         { "IDEMPOTENCY_KEY_REUSED", 422 },
         { "RATE_LIMITED", 429 },
         { "INTERNAL", 500 },

@@ -45,7 +45,8 @@ static void test_keys_have_their_shape(void **state)
     for (int k = 0; k < KEYS_KIND_COUNT; k++) {
         const char *name = keys_kind_name((keys_kind_t)k);
         assert_int_equal(keys_kind(name), k);
-        int two = k == KEYS_INSTANCE || k == KEYS_IDEM || k == KEYS_GROUP_USER_USAGE;
+        int two =
+            k == KEYS_INSTANCE || k == KEYS_IDEM || k == KEYS_GROUP_USER_USAGE || k == KEYS_SSH_KEY;
         keys_build(buf, (keys_kind_t)k, "x", two ? "y" : NULL);
         snprintf(want, sizeof want, "berth:%s:", name);
         assert_memory_equal(buf, want, strlen(want));

@@ -2,7 +2,8 @@
     Every check runs before any write (one failed check: nothing written, the error names
     the key and field), every operation writes the key named by its index into KEYS, events
     go to KEYS[1], a transition checks state and version then moves them with its event, and
-    a malformed list is refused without writing; a charge stays within its limits or writes
+    a malformed list is refused without writing; a size check holds a set below its limit;
+    a charge stays within its limits or writes
     nothing, and a release gives back what a VM holds once, never below zero. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -55,11 +56,13 @@ static void test_every_operation_writes_its_key(void **state)
     freeReplyObject(r);
     r = store_command(f->store, "SET t:del x");
     freeReplyObject(r);
+    r = store_command(f->store, "SADD t:s old");
+    freeReplyObject(r);
     const char *argv[] = { EVENTS, "t:h", "t:z", "t:s", "t:del",
                            /* ops */
                            "C", "2", "state", "", "P", "2", "2", "state", "NEW", "version", "1",
-                           "Z", "3", "5", "m", "R", "3", "gone", "S", "4", "member", "D", "5", "E",
-                           "2", "type", "x.created", "key", "t:h" };
+                           "Z", "3", "5", "m", "R", "3", "gone", "S", "4", "member", "M", "4",
+                           "old", "D", "5", "E", "2", "type", "x.created", "key", "t:h" };
     r = s_tx(f->store, 5, (int)(sizeof argv / sizeof *argv), argv);
     assert_int_equal(r->type, REDIS_REPLY_INTEGER);
     assert_int_equal(r->integer, 1);
@@ -68,6 +71,7 @@ static void test_every_operation_writes_its_key(void **state)
     s_assert_hget(f->store, "t:h", "version", "1");
     assert_int_equal(s_int(f->store, "ZCARD %s", "t:z"), 1);
     assert_int_equal(s_int(f->store, "SISMEMBER %s member", "t:s"), 1);
+    assert_int_equal(s_int(f->store, "SISMEMBER %s old", "t:s"), 0);
     assert_int_equal(s_int(f->store, "EXISTS %s", "t:del"), 0);
     r = store_command(f->store, "XRANGE %s - +", EVENTS);
     assert_non_null(r);
@@ -94,6 +98,43 @@ static void test_failed_check_writes_nothing(void **state)
     freeReplyObject(r);
     assert_int_equal(s_int(f->store, "EXISTS %s", "t:other"), 0);
     assert_int_equal(s_int(f->store, "EXISTS %s", EVENTS), 0);
+}
+
+/* N: a sorted set, a set or a hash below max passes (an absent key is empty); at max the
+   whole transaction is refused, naming the key and its size. */
+static void test_size_check_keeps_a_limit(void **state)
+{
+    fixture_t *f = *state;
+    const char *add[] = { EVENTS, "t:idx", "N", "2", "2", "Z", "2", "1", "a" };
+    redisReply *r = s_tx(f->store, 2, 9, add);
+    assert_int_equal(r->type, REDIS_REPLY_INTEGER);
+    freeReplyObject(r);
+    const char *second[] = { EVENTS, "t:idx", "N", "2", "2", "Z", "2", "2", "b" };
+    r = s_tx(f->store, 2, 9, second);
+    assert_int_equal(r->type, REDIS_REPLY_INTEGER);
+    freeReplyObject(r);
+    const char *third[] = { EVENTS, "t:idx", "t:rec", "P", "3", "1", "x", "1",
+                            "N",    "2",     "2",     "Z", "2", "3", "c" };
+    r = s_tx(f->store, 3, 15, third);
+    assert_int_equal(r->type, REDIS_REPLY_ERROR);
+    assert_string_equal(r->str, "CONFLICT t:idx holds 2");
+    freeReplyObject(r);
+    assert_int_equal(s_int(f->store, "ZCARD %s", "t:idx"), 2);
+    assert_int_equal(s_int(f->store, "EXISTS %s", "t:rec"), 0);
+    /* A hash and a set count their entries too. */
+    r = store_command(f->store, "HSET t:h a 1 b 2");
+    freeReplyObject(r);
+    r = store_command(f->store, "SADD t:s a");
+    freeReplyObject(r);
+    const char *sizes[] = { EVENTS, "t:h", "t:s", "N", "2", "3", "N", "3", "2" };
+    r = s_tx(f->store, 3, 9, sizes);
+    assert_int_equal(r->type, REDIS_REPLY_INTEGER);
+    freeReplyObject(r);
+    const char *full[] = { EVENTS, "t:h", "N", "2", "2" };
+    r = s_tx(f->store, 2, 5, full);
+    assert_int_equal(r->type, REDIS_REPLY_ERROR);
+    assert_string_equal(r->str, "CONFLICT t:h holds 2");
+    freeReplyObject(r);
 }
 
 static void test_transition_checks_then_moves(void **state)
@@ -177,8 +218,8 @@ static void test_charge_within_limits_or_refused(void **state)
     s_assert_hget(f->store, "t:use", "vms", "3");
     /* A negative amount gives back (a shelved VM's vCPUs), never below 0, whatever the
        limit. */
-    const char *give[] = { EVENTS, "t:use", "Q", "2", "group", "2", "vms", "3", "-1", "vcpus",
-                           "2", "-9" };
+    const char *give[] = { EVENTS, "t:use", "Q",  "2",     "group", "2",
+                           "vms",  "3",     "-1", "vcpus", "2",     "-9" };
     r = s_tx(f->store, 2, 12, give);
     assert_int_equal(r->type, REDIS_REPLY_INTEGER);
     freeReplyObject(r);
@@ -217,6 +258,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_every_operation_writes_its_key, testenv_setup,
                                         testenv_teardown),
         cmocka_unit_test_setup_teardown(test_failed_check_writes_nothing, testenv_setup,
+                                        testenv_teardown),
+        cmocka_unit_test_setup_teardown(test_size_check_keeps_a_limit, testenv_setup,
                                         testenv_teardown),
         cmocka_unit_test_setup_teardown(test_transition_checks_then_moves, testenv_setup,
                                         testenv_teardown),

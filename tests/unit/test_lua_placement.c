@@ -21,7 +21,7 @@
 
 typedef testenv_fixture_t fixture_t;
 
-#define NOW "1000000"
+#define NOW          "1000000"
 #define PLATFORM_NOW "864000000000" /* the platform clock (lib/clock.h), ahead when scaled */
 
 static void s_host(store_t *store, const char *key, const char *state)
@@ -45,11 +45,12 @@ static redisReply *s_claim_as(store_t *store, const char *vm, const char *group,
     snprintf(prev_key, sizeof prev_key, "t:host:%s", *now_on ? now_on : host);
     snprintf(res_key, sizeof res_key, "t:res:%s", host);
     snprintf(prev_res_key, sizeof prev_res_key, "t:res:%s", *now_on ? now_on : host);
-    const char *argv[] = { claim,   host_key,    prev_key,   "t:events",  res_key,    prev_res_key,
-                           "t:any", "t:host:h1", "t:res:h1", "t:host:h2", "t:res:h2", host,
-                           vcpus,   ram,         "20",       NOW,         "3000",     "1",
-                           "1",     "1",         now_on,     vm,          group,
-                           PLATFORM_NOW };
+    const char *argv[] = {
+        claim,   host_key,    prev_key,   "t:events",  res_key,    prev_res_key,
+        "t:any", "t:host:h1", "t:res:h1", "t:host:h2", "t:res:h2", host,
+        vcpus,   ram,         "20",       NOW,         "3000",     "1",
+        "1",     "1",         now_on,     vm,          group,      PLATFORM_NOW
+    };
     int n_keys = pool ? 11 : 7;
     const char **args = argv;
     const char *no_pool[20];
@@ -321,20 +322,58 @@ static void test_release_keeping_the_disk(void **state)
     assert_int_equal(s_get(f->store, "t:res:h1", "ga:used_disk_gb"), 0);
 }
 
-/* reservations_set for group ga, version "0", with the hosts h1 and h2: one named (h1, or ""
-   for any host) reservation of ram MB (none when ram is NULL). The reply (caller frees). */
-static redisReply *s_reserve(store_t *store, const char *host, const char *ram)
+/* reservations_set for group ga, version "0", with the hosts h1 and h2, at the platform time
+   at: one named (h1, or "" for any host) reservation of ram MB (none when ram is NULL). The
+   reply (caller frees). */
+static redisReply *s_reserve_at(store_t *store, const char *host, const char *ram, const char *at)
 {
-    const char *argv[] = { "t:group",   "t:any",    "t:reserved", "t:events",
-                           "t:host:h1", "t:res:h1", "t:host:h2",  "t:res:h2",
-                           "ga",        "0",        NOW,          "3000",
-                           "1",         "1",        "1",          ram ? "[{}]" : "",
-                           "admin",     "2",        "h1",         "h2",
-                           host,        "0",        ram,          "0" };
-    redisReply *r = store_run(store, &lua_reservations_set, 8, ram ? 24 : 20, argv);
+    const char *argv[] = { "t:group",
+                           "t:any",
+                           "t:reserved",
+                           "t:events",
+                           "t:host:h1",
+                           "t:res:h1",
+                           "t:host:h2",
+                           "t:res:h2",
+                           "t:log",
+                           "ga",
+                           "0",
+                           NOW,
+                           "3000",
+                           "1",
+                           "1",
+                           "1",
+                           ram ? "[{}]" : "",
+                           "admin",
+                           "2",
+                           "h1",
+                           "h2",
+                           host,
+                           "0",
+                           ram,
+                           "0",
+                           at };
+    if (!ram)
+        argv[21] = at; /* no quad: the time follows the pairs' hosts */
+    redisReply *r = store_run(store, &lua_reservations_set, 9, ram ? 26 : 22, argv);
     assert_non_null(r);
     assert_int_equal(r->type, REDIS_REPLY_ARRAY);
     return r;
+}
+
+static redisReply *s_reserve(store_t *store, const char *host, const char *ram)
+{
+    return s_reserve_at(store, host, ram, PLATFORM_NOW);
+}
+
+/* The reservation log's entry at (NULL when none; caller frees). */
+static char *s_log(store_t *store, const char *at)
+{
+    redisReply *r = store_command(store, "HGET t:log %s", at);
+    assert_non_null(r);
+    char *text = r->type == REDIS_REPLY_STRING ? strdup(r->str) : NULL;
+    freeReplyObject(r);
+    return text;
 }
 
 /* reservations_set: what grows must be free and unreserved now (on the host, or over the UP
@@ -361,10 +400,15 @@ static void test_reservations_set(void **state)
     assert_string_equal(r->element[3]->str, "6000");
     assert_string_equal(r->element[4]->str, "4096");
     freeReplyObject(r);
+    char *log = s_log(f->store, PLATFORM_NOW);
+    assert_null(log); /* refused: nothing logged */
     r = s_reserve(f->store, "h1", "4096");
     assert_string_equal(r->element[0]->str, "OK");
     assert_int_equal(r->element[1]->integer, 2);
     freeReplyObject(r);
+    log = s_log(f->store, PLATFORM_NOW);
+    assert_string_equal(log, "{\"vcpus\":0,\"ram_mb\":4096,\"disk_gb\":0}");
+    free(log);
     assert_int_equal(s_get(f->store, "t:res:h1", "ga:ram_mb"), 4096);
     assert_int_equal(s_get(f->store, "t:group", "version"), 2);
     r = store_command(f->store, "SISMEMBER t:reserved h1");
@@ -392,9 +436,16 @@ static void test_reservations_set(void **state)
     assert_int_equal(s_get(f->store, "t:any", "ga:ram_mb"), 16384);
     r = store_command(f->store, "HDEL t:res:h1 gb:ram_mb");
     freeReplyObject(r);
-    r = s_reserve(f->store, "", NULL); /* none at all */
+    r = s_reserve_at(f->store, "", NULL, "864000000001"); /* none at all */
     assert_string_equal(r->element[0]->str, "OK");
     freeReplyObject(r);
+    /* The log keeps each change at its platform time: 16384 then, nothing since. */
+    log = s_log(f->store, PLATFORM_NOW);
+    assert_string_equal(log, "{\"vcpus\":0,\"ram_mb\":16384,\"disk_gb\":0}");
+    free(log);
+    log = s_log(f->store, "864000000001");
+    assert_string_equal(log, "{\"vcpus\":0,\"ram_mb\":0,\"disk_gb\":0}");
+    free(log);
     r = store_command(f->store, "SCARD t:reserved");
     assert_int_equal(r->integer, 0);
     freeReplyObject(r);

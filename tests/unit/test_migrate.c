@@ -3,7 +3,8 @@
     order, once, each recorded; a held lock makes others wait, a dead holder's lock expires
     and the next instance runs the steps; a failed step leaves the version alone; a holder
     that lost its lock cannot record a step (lib/lua/migrate_lock.lua); a service started
-    before Redis waits for it. */
+    before Redis waits for it. The step to version 2 gives each reserving group its
+    reservation log. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -88,8 +89,52 @@ static void test_new_store_is_stamped(void **state)
     fixture_t *f = *state;
     assert_int_equal(migrate_version(f->store), 1);
     assert_int_equal(migrate_run(f->store, "me", 1000), 0);
-    s_assert_get(f->store, KEYS_SCHEMA, "1");
+    s_assert_get(f->store, KEYS_SCHEMA, "2");
     assert_int_equal(migrate_version(f->store), MIGRATE_VERSION);
+}
+
+#define G1 "11111111-1111-4111-8111-111111111111"
+#define G2 "22222222-2222-4222-8222-222222222222"
+#define G3 "33333333-3333-4333-8333-333333333333"
+
+static long long s_hlen(store_t *store, const char *key)
+{
+    redisReply *r = store_command(store, "HLEN %s", key);
+    assert_non_null(r);
+    long long n = r->integer;
+    freeReplyObject(r);
+    return n;
+}
+
+/* 1 -> 2: a group with reservations gets its log (their totals), one without gets none, one
+   whose log exists keeps it as it is; the step run again adds nothing. */
+static void test_reservation_logs(void **state)
+{
+    fixture_t *f = *state;
+    s_cmd(f->store, "ZADD berth:groups 0 " G1 " 0 " G2 " 0 " G3);
+    redisReply *r =
+        store_command(f->store, "HSET berth:group:{" G1 "} version 3 reservations %s",
+                      "[{\"host\":\"\",\"vcpus\":2,\"ram_mb\":\"4096\"},"
+                      "{\"host\":\"h1\",\"vcpus\":1,\"ram_mb\":\"1024\",\"disk_gb\":\"10\"}]");
+    assert_non_null(r);
+    freeReplyObject(r);
+    s_cmd(f->store, "HSET berth:group:{" G2 "} version 1");
+    r = store_command(f->store, "HSET berth:group:{" G3 "} version 1 reservations %s",
+                      "[{\"host\":\"\",\"vcpus\":4}]");
+    freeReplyObject(r);
+    s_cmd(f->store, "HSET berth:reservation-log:{" G3 "} 5 x");
+    assert_int_equal(migrate_run(f->store, "me", 1000), 0);
+    s_assert_get(f->store, KEYS_SCHEMA, "2");
+    assert_int_equal(s_hlen(f->store, "berth:reservation-log:{" G1 "}"), 1);
+    r = store_command(f->store, "HVALS berth:reservation-log:{" G1 "}");
+    assert_int_equal(r->elements, 1);
+    assert_string_equal(r->element[0]->str, "{\"vcpus\":3,\"ram_mb\":5120,\"disk_gb\":10}");
+    freeReplyObject(r);
+    assert_int_equal(s_hlen(f->store, "berth:reservation-log:{" G2 "}"), 0);
+    assert_int_equal(s_hlen(f->store, "berth:reservation-log:{" G3 "}"), 1);
+    s_cmd(f->store, "SET berth:schema 1"); /* as if the step had been interrupted */
+    assert_int_equal(migrate_run(f->store, "me", 1000), 0);
+    assert_int_equal(s_hlen(f->store, "berth:reservation-log:{" G1 "}"), 1);
 }
 
 static void test_newer_store_is_refused(void **state)
@@ -208,13 +253,14 @@ static void test_waits_for_redis(void **state)
     assert_int_equal(testenv_redis_restart(f->redis), 0);
     pthread_join(t, NULL);
     assert_int_equal(w.rc, 0);
-    s_assert_get(f->store, KEYS_SCHEMA, "1");
+    s_assert_get(f->store, KEYS_SCHEMA, "2");
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_new_store_is_stamped, s_setup, testenv_teardown),
+        cmocka_unit_test_setup_teardown(test_reservation_logs, s_setup, testenv_teardown),
         cmocka_unit_test_setup_teardown(test_newer_store_is_refused, s_setup, testenv_teardown),
         cmocka_unit_test_setup_teardown(test_steps_run_in_order_once, s_setup, testenv_teardown),
         cmocka_unit_test_setup_teardown(test_held_lock_waits_then_dead_holder_expires, s_setup,

@@ -1,9 +1,9 @@
 /*  test_svc_approval_requests: the approval service against a real redis-server. The catalog
-    is seeded exactly once (also when several instances race), requests create their VMs,
-    provision tasks, due entries and events in one step, approval-required requests wait for
-    a decision, idempotency keys answer the same request, and bad input is refused with the
-    right code while Redis stays exactly as it was. The last tests go through the bus
-    handlers and through a stopped Redis. */
+    is seeded exactly once (also when several instances race), requests create their VMs
+    (each with the SSH keys asked for), provision tasks, due entries and events in one step,
+    approval-required requests wait for a decision, idempotency keys answer the same request,
+    and bad input is refused with the right code while Redis stays exactly as it was. The
+    last tests go through the bus handlers and through a stopped Redis. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -11,6 +11,7 @@
 #include <cmocka.h>
 
 #include "bus_client.h"
+#include "limit.h"
 #include "model.h"
 #include "testenv.h"
 #include "util.h"
@@ -984,6 +985,64 @@ static void test_idempotency_key_race(void **state)
     assert_int_equal(s_int("ZCARD", "berth:vms"), 1);
 }
 
+#define KEY_LINE                                                                                   \
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIG8ASS8xh/TLWQiuwnuHZI679ehIVEcoupFQO1qD2F+U ann@laptop"
+#define KEY_FP "SHA256:rAayeiFDPMXJLjf4uOQBGMtZHMFB5UrwWjOx1RoCRBI"
+
+/* SSH keys the gateway resolved travel with the request to every VM it makes; a key that is
+   not the owner's, not a key line, or one too many is refused and nothing is written. */
+static void test_ssh_keys_go_to_every_vm(void **state)
+{
+    (void)state;
+    s_seed();
+    Berth__SshKey key = BERTH__SSH_KEY__INIT, *keys[LIMIT_REQUEST_SSH_KEYS_MAX + 1];
+    key.name = "laptop";
+    key.user = "alice";
+    key.type = "ssh-ed25519";
+    key.public_key = KEY_LINE;
+    key.fingerprint = KEY_FP;
+    for (size_t i = 0; i <= LIMIT_REQUEST_SSH_KEYS_MAX; i++)
+        keys[i] = &key;
+    Berth__CreateRequest msg = BERTH__CREATE_REQUEST__INIT;
+    msg.template_ = "small";
+    msg.name = "keyed";
+    msg.count = 2;
+    msg.owner = "alice";
+    msg.idempotency_key = "";
+    msg.n_ssh_keys = 1;
+    msg.ssh_keys = keys;
+    Berth__Request *req = NULL;
+    fault_t fault = { 0 };
+    assert_int_equal(requests_create(s_store, &s_policy, &msg, 0, NULL, &req, &fault), 0);
+    assert_int_equal(req->n_ssh_keys, 1);
+    assert_string_equal(req->ssh_keys[0]->fingerprint, KEY_FP);
+    for (size_t i = 0; i < req->n_vms; i++) {
+        Berth__Vm *vm = s_vm(req->vms[i]);
+        assert_int_equal(vm->n_ssh_keys, 1);
+        assert_string_equal(vm->ssh_keys[0]->name, "laptop");
+        assert_string_equal(vm->ssh_keys[0]->public_key, KEY_LINE);
+        s_free(vm);
+    }
+    s_free(req);
+    /* Refused, Redis unchanged: someone else's key, a line with a second line in it, too many. */
+    Berth__SshKey bobs = key, smuggled = key;
+    bobs.user = "bob";
+    smuggled.public_key = KEY_LINE "\nruncmd: [reboot]";
+    Berth__SshKey *bad[][1] = { { &bobs }, { &smuggled } };
+    for (size_t b = 0; b < 3; b++) {
+        msg.ssh_keys = b < 2 ? bad[b] : keys;
+        msg.n_ssh_keys = b < 2 ? 1 : LIMIT_REQUEST_SSH_KEYS_MAX + 1;
+        snapshot_t before = s_snapshot();
+        memset(&fault, 0, sizeof fault);
+        req = NULL;
+        assert_int_equal(requests_create(s_store, &s_policy, &msg, 0, NULL, &req, &fault), -1);
+        assert_null(req);
+        assert_string_equal(fault.code, "BAD_REQUEST");
+        assert_string_equal(error_detail_get(&fault, "field"), "ssh_keys");
+        s_assert_unchanged(before);
+    }
+}
+
 static void test_bad_requests_change_nothing(void **state)
 {
     (void)state;
@@ -1702,6 +1761,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_idempotency_key_other_body, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_idempotency_key_race, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_bad_requests_change_nothing, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_ssh_keys_go_to_every_vm, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_bad_get_and_decide, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_bus_handlers, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_request_group, s_setup, s_teardown),

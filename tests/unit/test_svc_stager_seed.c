@@ -1,9 +1,9 @@
 /*  test_svc_stager_seed: the cloud-init NoCloud seed as the VM will see it. The ISO is read
     back with isoinfo (a separate, maintained tool): volume id "cidata", meta-data with the
     VM's UUID as instance-id and its name as local-hostname, the user-data as given (or a
-    default #cloud-config), the same names through ISO 9660, Joliet and Rock Ridge. Staging is
-    idempotent by VM; bad input is refused and leaves no file behind; a build that cannot be
-    stored is reported, not hidden. */
+    default #cloud-config, with the SSH keys asked for), the same names through ISO 9660,
+    Joliet and Rock Ridge. Staging is idempotent by VM; bad input is refused and leaves no
+    file behind; a build that cannot be stored is reported, not hidden. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -257,6 +257,51 @@ static void test_seed_custom_user_data(void **state)
     free(path);
 }
 
+#define KEY_ANN                                                                                    \
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIG8ASS8xh/TLWQiuwnuHZI679ehIVEcoupFQO1qD2F+U ann@laptop"
+#define KEY_QUOTED                                                                                 \
+    "ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBIt0TMOmoINZ8nOJf6/"  \
+    "OGPSMexg97vPWagB12nMz38q7F3+IAaiH+dyg+LRj4ftVTVMFfxREP19v0V3ZaRTNYrE= ann's key: #2"
+
+/* SSH keys asked for: the default user-data sets the hostname and installs each key line,
+   single-quoted (a comment with ": " or "#" stays a string); what is not a key is refused
+   naming ssh_authorized_keys. */
+static void test_seed_ssh_keys_in_user_data(void **state)
+{
+    fixture_t *f = *state;
+    char *keys[] = { KEY_ANN, KEY_QUOTED };
+    berth_error_t error = { 0 };
+    char *ud = seed_default_user_data("web-1", keys, 2, &error);
+    assert_non_null(ud);
+    assert_string_equal(ud, "#cloud-config\nhostname: web-1\nssh_authorized_keys:\n"
+                            "  - '" KEY_ANN "'\n"
+                            "  - 'ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAy"
+                            "NTYAAABBBIt0TMOmoINZ8nOJf6/OGPSMexg97vPWagB12nMz38q7F3+IAaiH+dyg+LRj4"
+                            "ftVTVMFfxREP19v0V3ZaRTNYrE= ann''s key: #2'\n");
+    char *path = NULL;
+    assert_int_equal(seed_stage(f->seeds, VM1, "web-1", ud, &path, &error), 0);
+    char *user = s_iso_file(path, "user-data");
+    assert_string_equal(user, ud);
+    free(user);
+    char *meta = s_iso_file(path, "meta-data");
+    assert_non_null(strstr(meta, "local-hostname: web-1\n"));
+    free(meta);
+    free(path);
+    free(ud);
+    /* No keys: the default user-data every seed without one had. */
+    ud = seed_default_user_data("db", NULL, 0, &error);
+    assert_string_equal(ud, "#cloud-config\nhostname: db\n");
+    free(ud);
+    /* Not a key line, or a key with a second line smuggled in: refused. */
+    char *bad[][1] = { { "ssh-ed25519 AAAA" }, { KEY_ANN "\nruncmd: [reboot]" } };
+    for (size_t i = 0; i < 2; i++) {
+        memset(&error, 0, sizeof error);
+        assert_null(seed_default_user_data("web-1", bad[i], 1, &error));
+        assert_string_equal(error.code, "BAD_REQUEST");
+        assert_string_equal(error_detail_get(&error, "field"), "ssh_authorized_keys");
+    }
+}
+
 /* What staging hands back, and what GetSeed reads, is the ISO on disk with its SHA-256. */
 static void test_seed_bytes_and_read(void **state)
 {
@@ -479,6 +524,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_seed_iso_as_read, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_seed_iso_network_config, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_seed_custom_user_data, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_seed_ssh_keys_in_user_data, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_seed_idempotent, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_seed_bytes_and_read, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_seed_bad_input_refused, s_setup, s_teardown),

@@ -1,0 +1,177 @@
+/*  images: the stager's image store over REST. POST /v1/images names a file under the
+    stager's import directory and the model's metadata; the stager inspects the file
+    (qemu-img) before it stores anything and answers the record IMPORTING, or refuses it
+    naming the field (path for the file: a backing file, a format not accepted, a virtual
+    size over the limit). Lists, reads and deletions are the stager's too (over the bus);
+    the gateway checks the shape of the body and shows the records. */
+#include "gateway.h"
+
+#include <stdio.h>
+#include <string.h>
+
+json_t *view_image(const Berth__Image *im)
+{
+    json_t *apps = json_array();
+    for (size_t i = 0; apps && i < im->n_applications; i++)
+        json_array_append_new(apps,
+                              json_pack("{s:o, s:o}", "name", view_str(im->applications[i]->name),
+                                        "version", view_str(im->applications[i]->version)));
+    return json_pack("{s:o, s:o, s:o, s:o, s:o, s:o, s:I, s:I, s:o, s:I, s:o, s:o, s:o, s:o, "
+                     "s:I}",
+                     "id", view_str(im->id), "name", view_str(im->name), "os", view_str(im->os),
+                     "os_version", view_str(im->os_version), "arch", view_str(im->arch),
+                     "applications", apps ? apps : json_array(), "min_ram_mb",
+                     (json_int_t)im->min_ram_mb, "min_disk_gb", (json_int_t)im->min_disk_gb,
+                     "format", view_str(im->format), "size_bytes", (json_int_t)im->size_bytes,
+                     "sha256", view_str(im->sha256), "state", view_str(im->state), "fault",
+                     view_str(im->fault), "created", rest_time(im->created_ms), "version",
+                     (json_int_t)im->version);
+}
+
+static void s_image_answer(http_req_t *req, ProtobufCMessage *answer, int status)
+{
+    const Berth__Image *im = (const Berth__Image *)answer;
+    if (status == 201 && im->id && *im->id)
+        snprintf(req->location, sizeof req->location, "/v1/images/%s", im->id);
+    http_json(req, status, json_pack("{s:o}", "image", view_image(im)));
+}
+
+static void s_imported(http_req_t *req, ProtobufCMessage *answer)
+{
+    const Berth__Image *im = (const Berth__Image *)answer;
+    log_info(req->request_id, "image import accepted", "{s:s, s:s, s:s}", "image", im->name, "id",
+             im->id, "by", req->user);
+    s_image_answer(req, answer, 201);
+}
+
+static void s_got(http_req_t *req, ProtobufCMessage *answer)
+{
+    s_image_answer(req, answer, 200);
+}
+
+static void s_deleted(http_req_t *req, ProtobufCMessage *answer)
+{
+    const Berth__Image *im = (const Berth__Image *)answer;
+    log_info(req->request_id, "image deleted", "{s:s, s:s, s:s}", "image", im->name, "id", im->id,
+             "by", req->user);
+    s_image_answer(req, answer, 200);
+}
+
+static void s_listed(http_req_t *req, ProtobufCMessage *answer)
+{
+    const Berth__ImageList *list = (const Berth__ImageList *)answer;
+    json_t *images = json_array();
+    for (size_t i = 0; images && i < list->n_images; i++)
+        json_array_append_new(images, view_image(list->images[i]));
+    http_json(req, 200, json_pack("{s:o}", "images", images));
+}
+
+/* The body's "applications": [{name, version}] into items/ptrs (strings borrowed from the
+   body). 0 and *n, or -1 with a 400 naming the field sent. */
+static int s_applications(http_req_t *req, Berth__ImageApp *items, Berth__ImageApp **ptrs,
+                          size_t *n)
+{
+    *n = 0;
+    json_t *apps = json_object_get(req->body, "applications");
+    if (!apps)
+        return 0;
+    if (!json_is_array(apps))
+        return http_bad_field(req, "applications",
+                              "applications must be an array of {name, version}");
+    if (json_array_size(apps) > LIMIT_IMAGE_APPS_MAX)
+        return http_bad_field(req, "applications", "at most %d applications", LIMIT_IMAGE_APPS_MAX);
+    size_t i;
+    json_t *app;
+    json_array_foreach(apps, i, app)
+    {
+        json_t *name = json_object_get(app, "name"), *version = json_object_get(app, "version");
+        if (!json_is_object(app) || json_object_size(app) > 2 || !json_is_string(name) ||
+            (json_object_size(app) == 2 && !version) || (version && !json_is_string(version)))
+            return http_bad_field(req, "applications",
+                                  "applications[%zu] must be {\"name\": text, \"version\": text}",
+                                  i);
+        size_t nlen = json_string_length(name), vlen = version ? json_string_length(version) : 0;
+        if (nlen == 0 || nlen > LIMIT_IMAGE_TEXT_MAX || vlen > LIMIT_IMAGE_TEXT_MAX)
+            return http_bad_field(req, "applications",
+                                  "applications[%zu]: name 1 to %d characters, version at most %d",
+                                  i, LIMIT_IMAGE_TEXT_MAX, LIMIT_IMAGE_TEXT_MAX);
+        berth__image_app__init(&items[i]);
+        items[i].name = (char *)json_string_value(name);
+        items[i].version = (char *)(version ? json_string_value(version) : "");
+        ptrs[i] = &items[i];
+    }
+    *n = json_array_size(apps);
+    return 0;
+}
+
+void images_import(http_req_t *req)
+{
+    static const char *const allowed[] = { "path",       "name",        "os",
+                                           "os_version", "arch",        "applications",
+                                           "min_ram_mb", "min_disk_gb", NULL };
+    const char *path, *name, *os, *os_version = NULL, *arch = NULL;
+    int64_t min_ram_mb = 0, min_disk_gb = 0;
+    if (rest_body(req, allowed) || rest_str(req, "path", 1, LIMIT_IMAGE_PATH_MAX, &path) ||
+        rest_str(req, "name", 1, LIMIT_IMAGE_NAME_MAX, &name) ||
+        rest_str(req, "os", 1, LIMIT_TEXT_MAX, &os) ||
+        rest_str(req, "os_version", 0, LIMIT_IMAGE_TEXT_MAX, &os_version) < 0 ||
+        rest_str(req, "arch", 0, LIMIT_IMAGE_TEXT_MAX, &arch) < 0 ||
+        rest_int(req, "min_ram_mb", 0, 0, LIMIT_RAM_MB_MAX, &min_ram_mb) < 0 ||
+        rest_int(req, "min_disk_gb", 0, 0, LIMIT_DISK_GB_MAX, &min_disk_gb) < 0)
+        return;
+    Berth__ImageApp items[LIMIT_IMAGE_APPS_MAX];
+    Berth__ImageApp *ptrs[LIMIT_IMAGE_APPS_MAX];
+    size_t n_apps = 0;
+    if (s_applications(req, items, ptrs, &n_apps) != 0)
+        return;
+    Berth__Image image = BERTH__IMAGE__INIT;
+    image.name = (char *)name;
+    image.os = (char *)os;
+    image.os_version = (char *)(os_version ? os_version : "");
+    image.arch = (char *)(arch ? arch : "");
+    image.applications = ptrs;
+    image.n_applications = n_apps;
+    image.min_ram_mb = min_ram_mb;
+    image.min_disk_gb = min_disk_gb;
+    Berth__ImportImage ask = BERTH__IMPORT_IMAGE__INIT;
+    ask.path = (char *)path;
+    ask.image = &image;
+    rest_call(req, "stager", &ask.base, &berth__image__descriptor, s_imported);
+}
+
+void images_list(http_req_t *req)
+{
+    Berth__ListImages ask = BERTH__LIST_IMAGES__INIT;
+    rest_call(req, "stager", &ask.base, &berth__image_list__descriptor, s_listed);
+}
+
+/* The {id} of the route, when it can name an image (its id, or its name); NULL with 404. */
+static const char *s_ref(http_req_t *req)
+{
+    const char *id = req->params[0];
+    if (!rest_id_ok(id)) {
+        http_error(req, "NOT_FOUND", "no such image");
+        return NULL;
+    }
+    return id;
+}
+
+void images_get(http_req_t *req)
+{
+    const char *id = s_ref(req);
+    if (!id)
+        return;
+    Berth__GetImage ask = BERTH__GET_IMAGE__INIT;
+    ask.id = (char *)id;
+    rest_call(req, "stager", &ask.base, &berth__image__descriptor, s_got);
+}
+
+void images_delete(http_req_t *req)
+{
+    const char *id = s_ref(req);
+    if (!id)
+        return;
+    Berth__DeleteImage ask = BERTH__DELETE_IMAGE__INIT;
+    ask.id = (char *)id;
+    rest_call(req, "stager", &ask.base, &berth__image__descriptor, s_deleted);
+}

@@ -1,0 +1,33 @@
+/*  images: the image store's bus handlers: ImportImage and DeleteImage (admins and operators,
+    from the gateway's signed user assertion), GetImage and ListImages (the gateway, for any
+    signed-in user). An import is inspected on the import worker before anything is stored,
+    answered IMPORTING once accepted, and copied in the background (import.h). */
+#ifndef BERTH_STAGER_IMAGES_H
+#define BERTH_STAGER_IMAGES_H
+
+#include "assertion.h"
+#include "catalog.h"
+#include "import.h"
+#include "service.h"
+#include "work.h"
+
+typedef struct {
+    catalog_t *catalog;     /* borrowed: the loop's */
+    work_t *work;           /* borrowed: the import worker (one long copy must not hold seeds) */
+    assertion_t *verifier;  /* borrowed: checks the gateway's user assertions */
+    import_config_t import; /* strings borrowed */
+} images_config_t;
+
+typedef struct _images_t images_t;
+
+images_t *images_new(const images_config_t *config);
+/* After work_destroy() of its worker. */
+void images_destroy(images_t **self_p);
+
+/* Register the handlers on service. */
+void images_register(images_t *self, service_t *service);
+
+/* Imports being inspected or copied now. */
+size_t images_importing(images_t *self);
+
+#endif

@@ -1,0 +1,211 @@
+#!/usr/bin/env python3
+"""Model images through the REST API and the CLI, with every service and one simulated host:
+
+- a good qcow2 (made here with `qemu-img create -f qcow2`) put in the stager's import
+  directory is imported (201, IMPORTING), ends READY with its size and sha256, and shows in
+  GET /v1/images, GET /v1/images/{id} and `berth images` / `berth image show`;
+- imports are refused, naming the field, for a qcow2 with a backing file, a raw file claimed
+  as qcow2 (a format the store does not take), an image over the virtual-size limit (set to
+  1 GB here) and a path outside the import directory; for each, nothing is stored: the Redis
+  keys of images and the store directory are as they were;
+- a member (platform role user) cannot import (403); delete works and a second delete is 404,
+  and is refused (409) while a template names the image; `berth image import` and
+  `berth image delete` do the same.
+
+Run: BERTH_BIN_DIR=build/bin python3 tests/integration/test_images.py
+"""
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from berth_test import Api, PlatformCase, wait_until  # noqa: E402
+
+META = {"os": "debian", "os_version": "12", "arch": "x86_64",
+        "applications": [{"name": "nginx", "version": "1.22"}, {"name": "postgresql",
+                                                                 "version": "15"}],
+        "min_ram_mb": 512, "min_disk_gb": 2}
+
+
+class Images(PlatformCase):
+    agents = 1
+    platform_env = {"BERTH_IMPORT_MAX_VIRTUAL_GB": "1"}
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        stager = os.path.join(cls.p.data_dir, "services", "stager")
+        cls.import_dir = os.path.join(stager, "import")
+        cls.images_dir = os.path.join(stager, "images")
+        wait_until(lambda: os.path.isdir(cls.import_dir), 20, "the stager's import directory")
+        cls.member = cls.api.create_user("mia", "member-password-1")
+
+    def qemu_img(self, *args):
+        subprocess.run(["qemu-img"] + list(args), check=True, capture_output=True)
+
+    def stored(self):
+        """What the store holds: the image keys in Redis and the files of the store."""
+        keys = set(self.p.redis_command("KEYS", "berth:image*"))
+        return keys, sorted(os.listdir(self.images_dir))
+
+    def import_(self, api, path, name, **meta):
+        return api.call("POST", "/v1/images", dict(META, path=path, name=name, **meta))
+
+    def assert_refused(self, path, name, status, field, reason=None):
+        before = self.stored()
+        r = self.import_(self.api, path, name)
+        self.assertEqual(r.status, status, r)
+        err = r.json()["error"]
+        self.assertEqual(err["details"]["field"], field, err)
+        if reason:
+            self.assertEqual(err["details"]["reason"], reason, err)
+        self.assertEqual(self.stored(), before)
+        self.assertEqual(self.api.call("GET", "/v1/images/" + name).status, 404)
+        return err
+
+    def wait_ready(self, image_id):
+        return wait_until(lambda: (lambda im: im if im["state"] in ("READY", "FAILED") else None)(
+            self.api.get("/v1/images/" + image_id)["image"]), 30, "image READY")
+
+    def test_import_list_show_delete(self):
+        path = os.path.join(self.import_dir, "good.qcow2")
+        self.qemu_img("create", "-f", "qcow2", path, "64M")
+        r = self.import_(self.api, "good.qcow2", "web-base")
+        self.assertEqual(r.status, 201, r)
+        image = r.json()["image"]
+        self.assertEqual(image["name"], "web-base")
+        self.assertEqual(image["format"], "qcow2")
+        self.assertIn(image["state"], ("IMPORTING", "READY"))
+        self.assertEqual(r.headers.get("Location"), "/v1/images/" + image["id"])
+        image = self.wait_ready(image["id"])
+        self.assertEqual(image["state"], "READY", image)
+        with open(path, "rb") as f:
+            data = f.read()
+        self.assertEqual(image["sha256"], hashlib.sha256(data).hexdigest())
+        self.assertEqual(image["size_bytes"], len(data))
+        for k, v in META.items():
+            self.assertEqual(image[k], v, k)
+        # A second import of the same name is a conflict naming the field.
+        again = self.import_(self.api, "good.qcow2", "web-base")
+        self.assertEqual(again.status, 409, again)
+        self.assertEqual(again.json()["error"]["details"]["field"], "name")
+
+        # Any signed-in user sees it listed and by id or name.
+        listed = {i["name"]: i for i in self.member.get("/v1/images")["images"]}
+        self.assertEqual(listed["web-base"], image)
+        self.assertEqual(self.member.get("/v1/images/" + image["id"])["image"], image)
+        self.assertEqual(self.member.get("/v1/images/web-base")["image"], image)
+
+        # The CLI shows the same.
+        home = tempfile.mkdtemp(prefix="berth-cli-")
+        self.addCleanup(shutil.rmtree, home, ignore_errors=True)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("BERTH_")}
+        env.update({"BERTH_URL": self.p.url, "XDG_CONFIG_HOME": home, "HOME": home})
+
+        def berth(*args, rc=0):
+            r = subprocess.run([self.p.binary("berth")] + list(args), env=env,
+                               capture_output=True, text=True, timeout=60,
+                               input=self.p.admin_password + "\n")
+            self.assertEqual(r.returncode, rc, "berth %s: %s %s" % (args, r.stdout, r.stderr))
+            return r.stdout + r.stderr
+        berth("login", self.p.admin_user, "--password-stdin")
+        table = berth("images")
+        self.assertIn("web-base", table)
+        self.assertIn("READY", table)
+        self.assertIn("nginx 1.22", table)
+        self.assertEqual(json.loads(berth("images", "-o", "json"))["images"],
+                         self.api.get("/v1/images")["images"])
+        self.assertEqual(json.loads(berth("image", "show", "web-base", "-o", "json"))["image"],
+                         image)
+        self.assertIn(image["sha256"], berth("image", "show", image["id"]))
+
+        # berth image import, then delete, through the CLI.
+        self.qemu_img("create", "-f", "qcow2", os.path.join(self.import_dir, "cli.qcow2"), "32M")
+        out = berth("image", "import", "cli.qcow2", "--name", "cli-base", "--os", "ubuntu",
+                    "--os-version", "24.04", "--apps", "redis=7.0", "--min-ram-mb", "256",
+                    "--min-disk-gb", "1", "-o", "json")
+        made = json.loads(out)["image"]
+        self.assertEqual(made["os_version"], "24.04")
+        self.assertEqual(made["applications"], [{"name": "redis", "version": "7.0"}])
+        self.assertEqual(self.wait_ready(made["id"])["state"], "READY")
+        refused = berth("image", "import", "nothere.qcow2", "--name", "x", "--os", "y", rc=1)
+        self.assertIn("path", refused)
+        berth("image", "delete", "cli-base")
+        self.assertEqual(self.api.call("GET", "/v1/images/cli-base").status, 404)
+
+        # A member cannot delete; an admin can, once; the file goes with it.
+        self.assertEqual(self.member.call("DELETE", "/v1/images/" + image["id"]).status, 403)
+        files = os.listdir(self.images_dir)
+        r = self.api.call("DELETE", "/v1/images/" + image["id"])
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.json()["image"]["id"], image["id"])
+        self.assertEqual(self.api.call("GET", "/v1/images/" + image["id"]).status, 404)
+        self.assertEqual(self.api.call("DELETE", "/v1/images/" + image["id"]).status, 404)
+        self.assertEqual(len(os.listdir(self.images_dir)), len(files) - 1)
+        self.assertNotIn("web-base", [i["name"] for i in self.api.get("/v1/images")["images"]])
+
+    def test_delete_refused_while_in_use(self):
+        self.qemu_img("create", "-f", "qcow2", os.path.join(self.import_dir, "used.qcow2"), "64M")
+        r = self.import_(self.api, "used.qcow2", "in-use")
+        self.assertEqual(r.status, 201, r)
+        self.assertEqual(self.wait_ready(r.json()["image"]["id"])["state"], "READY")
+        self.api.create_template(name="uses-it", vcpus=1, ram_mb=512, disk_gb=10, os="debian",
+                                 image="in-use", lease_days=1, requires_approval=False)
+        r = self.api.call("DELETE", "/v1/images/in-use")
+        self.assertEqual(r.status, 409, r)
+        self.assertIn("uses-it", json.dumps(r.json()["error"]["details"]))
+        self.assertEqual(self.api.get("/v1/images/in-use")["image"]["state"], "READY")
+
+    def test_backing_file_refused(self):
+        base = os.path.join(self.import_dir, "base.qcow2")
+        self.qemu_img("create", "-f", "qcow2", base, "64M")
+        self.qemu_img("create", "-f", "qcow2", "-F", "qcow2", "-b", "/etc/passwd",
+                      "-u", os.path.join(self.import_dir, "overlay.qcow2"), "64M")
+        err = self.assert_refused("overlay.qcow2", "overlay", 400, "path", "backing_file")
+        self.assertIn("backing", err["message"])
+
+    def test_wrong_format_refused(self):
+        with open(os.path.join(self.import_dir, "disk.qcow2"), "wb") as f:
+            f.write(b"\0" * (1 << 20))  # raw bytes named as if qcow2
+        err = self.assert_refused("disk.qcow2", "claimed", 400, "path", "format")
+        self.assertIn("raw", err["message"])
+
+    def test_oversize_refused(self):
+        self.qemu_img("create", "-f", "qcow2", os.path.join(self.import_dir, "big.qcow2"), "2G")
+        self.assert_refused("big.qcow2", "big", 400, "path", "virtual_size")
+
+    def test_outside_import_dir_refused(self):
+        outside = os.path.join(self.p.data_dir, "outside.qcow2")
+        self.qemu_img("create", "-f", "qcow2", outside, "64M")
+        self.assert_refused(outside, "outside-abs", 400, "path")
+        self.assert_refused("../../outside.qcow2", "outside-rel", 400, "path")
+        link = os.path.join(self.import_dir, "link.qcow2")
+        os.symlink(outside, link)
+        self.assert_refused("link.qcow2", "outside-link", 400, "path")
+
+    def test_member_cannot_import(self):
+        self.qemu_img("create", "-f", "qcow2", os.path.join(self.import_dir, "m.qcow2"), "64M")
+        before = self.stored()
+        r = self.import_(self.member, "m.qcow2", "members-own")
+        self.assertEqual(r.status, 403, r)
+        self.assertEqual(self.stored(), before)
+
+    def test_bad_fields_named(self):
+        for body, field in (({"name": "Bad Name"}, "name"), ({"os": ""}, "os"),
+                            ({"min_ram_mb": -1}, "min_ram_mb"),
+                            ({"applications": [{"version": "1"}]}, "applications"),
+                            ({"arch": "x" * 65}, "arch")):
+            r = self.api.call("POST", "/v1/images", dict(META, path="good.qcow2",
+                                                         **dict({"name": "ok"}, **body)))
+            self.assertEqual(r.status, 400, (body, r))
+            self.assertEqual(r.json()["error"]["details"]["field"], field, body)
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
