@@ -162,6 +162,27 @@ class Images(PlatformCase):
         self.assertIn("uses-it", json.dumps(r.json()["error"]["details"]))
         self.assertEqual(self.api.get("/v1/images/in-use")["image"]["state"], "READY")
 
+    def test_template_needs_an_image_and_a_host_it_fits(self):
+        """A template is checked when created: its image exists (and is not FAILED), its
+        size fits at least one host (capacity times the overcommit ratios); nothing is made
+        otherwise."""
+        wait_until(lambda: len(self.api.hosts()) == 1, 20, "the host reported")
+        base = {"vcpus": 1, "ram_mb": 512, "disk_gb": 10, "os": "debian", "lease_days": 1,
+                "requires_approval": False}
+        r = self.api.call("POST", "/v1/templates", dict(base, name="ghost", image="no-such"))
+        self.assertEqual((r.status, r.json()["error"]["details"].get("field")), (400, "image"), r)
+        r = self.api.call("POST", "/v1/templates", dict(base, name="huge", image="debian-12",
+                                                          ram_mb=4194304))
+        self.assertEqual(r.status, 400, r)
+        err = r.json()["error"]
+        self.assertEqual(err["details"]["field"], "ram_mb", err)
+        self.assertLess(int(err["details"]["max"]), 4194304, err)
+        names = [t["name"] for t in self.api.get("/v1/templates")["templates"]]
+        self.assertNotIn("ghost", names)
+        self.assertNotIn("huge", names)
+        r = self.api.call("POST", "/v1/templates", dict(base, name="fits", image="debian-12"))
+        self.assertEqual(r.status, 201, r)
+
     def test_backing_file_refused(self):
         base = os.path.join(self.import_dir, "base.qcow2")
         self.qemu_img("create", "-f", "qcow2", base, "64M")
