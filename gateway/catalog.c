@@ -390,8 +390,9 @@ void catalog_create_template(http_req_t *req)
                                            "max_lease_days",
                                            "lease_notice_hours",
                                            "rebuild_on_loss",
+                                           "disk",
                                            NULL };
-    const char *name, *os = NULL, *image, *approval_policy = NULL;
+    const char *name, *os = NULL, *image, *approval_policy = NULL, *disk = NULL;
     int64_t vcpus, ram_mb, disk_gb, lease_days, max_lease_days = 0, notice_hours = 0;
     int requires_approval = 0, rebuild = 0;
     /* Types and the limits of lib/limit.h here; the approval service enforces the grammar
@@ -407,7 +408,8 @@ void catalog_create_template(http_req_t *req)
         rest_str(req, "approval_policy", 0, 32, &approval_policy) < 0 ||
         rest_int(req, "max_lease_days", 0, 0, 36500, &max_lease_days) < 0 ||
         rest_int(req, "lease_notice_hours", 0, 0, 36500 * 24, &notice_hours) < 0 ||
-        rest_bool(req, "rebuild_on_loss", 0, &rebuild) < 0)
+        rest_bool(req, "rebuild_on_loss", 0, &rebuild) < 0 ||
+        rest_str(req, "disk", 0, 16, &disk) < 0)
         return;
     /* The name becomes part of a Redis key (berth:template-name:<name>). */
     if (!rest_id_ok(name)) {
@@ -427,6 +429,7 @@ void catalog_create_template(http_req_t *req)
     t.max_lease_days = (int32_t)max_lease_days;
     t.lease_notice_ms = notice_hours * 3600000;
     t.rebuild_on_loss = rebuild;
+    t.disk = (char *)(disk ? disk : ""); /* approval checks */
     Berth__CreateTemplate ask = BERTH__CREATE_TEMPLATE__INIT;
     ask.template_ = &t;
     ask.actor = req->user;

@@ -27,10 +27,11 @@ json_t *view_template(const Berth__Template *t)
                   "lease_days", t->lease_days, "requires_approval", t->requires_approval);
     /* Its approval policy; one from before policies says it with requires_approval. */
     if (view)
-        json_object_update_new(view, json_pack("{s:i, s:I, s:b}", "max_lease_days",
+        json_object_update_new(view, json_pack("{s:i, s:I, s:b, s:s}", "max_lease_days",
                                                t->max_lease_days, "lease_notice_hours",
                                                (json_int_t)(t->lease_notice_ms / 3600000),
-                                               "rebuild_on_loss", t->rebuild_on_loss));
+                                               "rebuild_on_loss", t->rebuild_on_loss, "disk",
+                                               t->disk && *t->disk ? t->disk : "linked"));
     if (view)
         json_object_set_new(view, "approval_policy",
                             json_string(t->approval_policy && *t->approval_policy
@@ -53,10 +54,9 @@ json_t *view_vm(const Berth__Vm *vm, int host_down)
     const char *power = vm->power_state;
     if (host_down && s_may_run(S(vm->state)))
         power = "UNKNOWN";
-    json_t *lease =
-        json_pack("{s:o, s:o, s:i}", "expires_at",
-                  rest_time(vm->lease ? vm->lease->expires_ms : 0), "tombstone_until",
-                  rest_time(vm->tombstone_until_ms), "extensions", vm->extensions);
+    json_t *lease = json_pack("{s:o, s:o, s:i}", "expires_at",
+                              rest_time(vm->lease ? vm->lease->expires_ms : 0), "tombstone_until",
+                              rest_time(vm->tombstone_until_ms), "extensions", vm->extensions);
     return json_pack(
         "{s:s, s:s, s:s, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, "
         "s:o, s:o, s:i, s:o, s:o}",
@@ -81,14 +81,13 @@ json_t *view_task(const Berth__Task *task)
     }
     json_t *position = task->queue_position > 0 ? json_integer(task->queue_position) : json_null();
     return json_pack("{s:s, s:s, s:s, s:o, s:i, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o}",
-                     "id",
-                     S(task->id), "kind", S(task->kind), "state", S(task->state), "stage",
+                     "id", S(task->id), "kind", S(task->kind), "state", S(task->state), "stage",
                      view_str(task->stage), "percent", task->percent, "steps", steps, "fault",
                      view_str(task->fault), "target", view_str(task->target), "owner",
                      view_str(task->owner), "created_at", rest_time(task->created_ms), "updated_at",
                      rest_time(task->updated_ms), "finished_at", rest_time(task->finished_ms),
-                     "class", view_str(task->task_class), "queue_position", position,
-                     "aborted_by", view_str(task->abort_by));
+                     "class", view_str(task->task_class), "queue_position", position, "aborted_by",
+                     view_str(task->abort_by));
 }
 
 /* ---- hosts, from their raw hashes (written field by field by taskmgr and scheduler) ---- */

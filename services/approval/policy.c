@@ -160,8 +160,8 @@ int policy_check_template(const policy_t *self, const Berth__Template *t, fault_
     if (t->max_lease_days < 0 || t->max_lease_days > 36500)
         return error_field(fault, "max_lease_days", "max_lease_days must be from 0 to 36500");
     if (t->lease_notice_ms < 0 || t->lease_notice_ms > 36500LL * 86400000)
-        return error_field(fault, "lease_notice_hours",
-                           "lease_notice_hours must be from 0 to %d", 36500 * 24);
+        return error_field(fault, "lease_notice_hours", "lease_notice_hours must be from 0 to %d",
+                           36500 * 24);
     if (!s_token(t->image, (size_t)self->max_text, NULL))
         return error_field(fault, "image",
                            "image must be 1 to %d characters of letters, digits, '.', '_', '-'",
@@ -170,6 +170,8 @@ int policy_check_template(const policy_t *self, const Berth__Template *t, fault_
         return error_field(fault, "os",
                            "os must be 1 to %d characters of letters, digits, '.', '_', '-'",
                            self->max_text);
+    if (t->disk && *t->disk && strcmp(t->disk, "linked") != 0 && strcmp(t->disk, "full") != 0)
+        return error_field(fault, "disk", "disk must be linked or full");
     return 0;
 }
 

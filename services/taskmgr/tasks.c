@@ -721,6 +721,7 @@ static s_rc_t s_push(tasks_t *self, s_held_t *h, const char *op, const char *hos
             return rc;
         cmd.image_path = h->staged->image->path;
         cmd.image_format = h->staged->image->format;
+        cmd.full_copy = h->vm->disk && strcmp(h->vm->disk, "full") == 0;
         if (s_is(op, "PUT_SEED"))
             cmd.seed_sha256 = h->staged->seed_sha256;
     }

@@ -214,6 +214,31 @@ class Images(PlatformCase):
         self.assertEqual([f for f in os.listdir(self.images_dir) if f.startswith(image["id"])],
                          [])
 
+    def test_full_copy_disks(self):
+        """A template's disk "full": each VM's disk is a copy of the base of its own (a qcow2
+        without a backing file, of the template's size) in the agent's pool, not an overlay."""
+        wait_until(lambda: len(self.api.hosts()) == 1, 20, "the host reported")
+        base = {"vcpus": 1, "ram_mb": 512, "disk_gb": 3, "os": "debian", "image": "debian-12",
+                "lease_days": 1, "requires_approval": False}
+        r = self.api.call("POST", "/v1/templates", dict(base, name="copied", disk="deep"))
+        self.assertEqual((r.status, r.json()["error"]["details"].get("field")), (400, "disk"), r)
+        r = self.api.call("POST", "/v1/templates", dict(base, name="copied", disk="full"))
+        self.assertEqual(r.status, 201, r)
+        self.assertEqual(r.json()["template"]["disk"], "full")
+        r = self.api.call("POST", "/v1/requests", {"template": "copied", "name": "copy-1"})
+        self.assertEqual(r.status, 202, r)
+        vm = r.json()["request"]["vms"][0]["id"]
+        self.api.wait_vm(vm, ("ACTIVE",))
+        disk = os.path.join(self.p.data_dir, "services", "agent-1", "pool", vm + ".qcow2")
+        info = json.loads(subprocess.run(["qemu-img", "info", "--output=json", "-U", disk],
+                                         check=True, capture_output=True, text=True).stdout)
+        self.assertEqual(info["format"], "qcow2")
+        self.assertNotIn("backing-filename", info)
+        self.assertEqual(info["virtual-size"], 3 * 1024 ** 3)
+        self.api.dispose(vm)
+        self.api.wait_vm(vm, ("DISPOSED",))
+        self.assertFalse(os.path.exists(disk), "the copy outlived its VM")
+
     def test_backing_file_refused(self):
         base = os.path.join(self.import_dir, "base.qcow2")
         self.qemu_img("create", "-f", "qcow2", base, "64M")
