@@ -86,7 +86,10 @@ GOALS = {
     "placement_ratio": (">=", 0.25, "x"),
     "placement_growth": ("<=", 3.0, "x"),
     "placement_p99": ("<=", 10.0, "ms"),
+    # Issue 12 (Images): a linked clone against a full copy of the same base.
+    "disk_linked_speedup": (">=", 20.0, "x"),
 }
+DISK_BASE_MB = 256  # data written into the base image the disks are made from
 PLACEMENT_HOSTS = (1000, 10000)
 PLACEMENT_DECISIONS = max(1, int(os.environ.get("BENCH_PLACEMENTS", "2000")))
 
@@ -302,6 +305,36 @@ def bench_libvirt(bin_dir):
     out = subprocess.run([os.path.join(bin_dir, "bench-libvirt"), "1000"], check=True,
                          capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
+
+
+def bench_disks():
+    """What an agent on a real hypervisor does to make a VM's disk from a base image of
+    DISK_BASE_MB MB of data, REPS times each: a linked clone (libvirt's volume with a backing
+    store: qemu-img create -b) and a full copy (the agent's: qemu-img convert, then resize).
+    {"linked_ms": [...], "full_ms": [...]}."""
+    work = tempfile.mkdtemp(prefix="berth-bench-disks-")
+    try:
+        base = os.path.join(work, "base.qcow2")
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", base, "2G"], check=True)
+        subprocess.run(["qemu-io", "-f", "qcow2", "-c",
+                        "write -P 0x5a 0 %dM" % DISK_BASE_MB, base],
+                       check=True, capture_output=True)
+        out = {"linked_ms": [], "full_ms": []}
+        for i in range(REPS):
+            linked = os.path.join(work, "linked-%d.qcow2" % i)
+            t = time.monotonic()
+            subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", base,
+                            linked, "10G"], check=True)
+            out["linked_ms"].append((time.monotonic() - t) * 1000)
+            full = os.path.join(work, "full-%d.qcow2" % i)
+            t = time.monotonic()
+            subprocess.run(["qemu-img", "convert", "-f", "qcow2", "-O", "qcow2", base, full],
+                           check=True)
+            subprocess.run(["qemu-img", "resize", "-q", "-f", "qcow2", full, "10G"], check=True)
+            out["full_ms"].append((time.monotonic() - t) * 1000)
+        return out
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def bench_bus(bin_dir):
@@ -615,6 +648,9 @@ def main():
         % (PLACEMENT_DECISIONS, " and ".join(str(n) for n in PLACEMENT_HOSTS), REPS))
     placement = bench_placement(bin_dir)
 
+    log("disks: linked clone vs full copy of a %d MB base (%d reps)" % (DISK_BASE_MB, REPS))
+    disks = bench_disks()
+
     p = Platform(bin_dir=bin_dir, env=RATE_ENV)
     watcher = None
     try:
@@ -799,6 +835,10 @@ def main():
     p99 = median([r["p99_ms"] for r in placement[large]])
     table.add("placement decision p99 at %d hosts" % large, f(p99, 3) + " ms", "", "",
               goal_text("placement_p99"), "placement_p99", p99)
+    linked, full = median(disks["linked_ms"]), median(disks["full_ms"])
+    table.add("VM disk from a %d MB base: linked clone" % DISK_BASE_MB, f(linked, 1) + " ms",
+              "full copy %s ms" % f(full, 0), f(full / linked, 1) + "x faster",
+              goal_text("disk_linked_speedup"), "disk_linked_speedup", full / linked)
 
     # Where provisioning time goes: the stages of the first repetition's tasks.
     prof, _ = profiles[len(profiles) // 2]

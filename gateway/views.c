@@ -27,10 +27,11 @@ json_t *view_template(const Berth__Template *t)
                   "lease_days", t->lease_days, "requires_approval", t->requires_approval);
     /* Its approval policy; one from before policies says it with requires_approval. */
     if (view)
-        json_object_update_new(view, json_pack("{s:i, s:I, s:b}", "max_lease_days",
+        json_object_update_new(view, json_pack("{s:i, s:I, s:b, s:s}", "max_lease_days",
                                                t->max_lease_days, "lease_notice_hours",
                                                (json_int_t)(t->lease_notice_ms / 3600000),
-                                               "rebuild_on_loss", t->rebuild_on_loss));
+                                               "rebuild_on_loss", t->rebuild_on_loss, "disk",
+                                               t->disk && *t->disk ? t->disk : "linked"));
     if (view)
         json_object_set_new(view, "network",
                             t->network && *t->network ? json_string(t->network) : json_null());

@@ -600,6 +600,9 @@ int main(int argc, char **argv)
     config_declare(c, "worker_threads", "4", 0);
     config_declare(c, "worker_queue", "256", 0);
     config_declare(c, "libvirt_delay_ms", "0", 0);
+    /* A template's disk "full": the tool the copy is made with and the longest it may take. */
+    config_declare(c, "qemu_img", "qemu-img", 0);
+    config_declare(c, "copy_timeout_ms", "600000", 0);
     config_declare(c, "vm_max_vcpus", "256", 0);
     config_declare(c, "vm_max_ram_mb", "4194304", 0);
     config_declare(c, "vm_max_disk_gb", "65536", 0);
@@ -617,7 +620,7 @@ int main(int argc, char **argv)
         goto done;
     }
     int64_t poll_wait, poll_retry, poll_timeout, cache, pending, vcpus, ram, disk, name_max,
-        seed_max, threads, queue, delay, gap, resolve;
+        seed_max, threads, queue, delay, gap, resolve, copy_timeout;
     if (config_int(c, "poll_wait_ms", 100, 600000, &poll_wait) ||
         config_int(c, "taskmgr_resolve_ms", 0, 3600000, &resolve) ||
         config_int(c, "poll_retry_ms", 10, 60000, &poll_retry) ||
@@ -633,7 +636,8 @@ int main(int argc, char **argv)
         config_int(c, "vm_max_disk_gb", 1, INT64_MAX / 2, &disk) ||
         config_int(c, "vm_max_name", 1, 4096, &name_max) ||
         config_int(c, "seed_max_bytes", 1, ENVELOPE_MAX_BYTES, &seed_max) ||
-        config_int(c, "inventory_gap_ms", 0, 60000, &gap))
+        config_int(c, "inventory_gap_ms", 0, 60000, &gap) ||
+        config_int(c, "copy_timeout_ms", 1000, 86400000, &copy_timeout))
         goto done;
     self.poll_timeout_ms = (int)poll_timeout;
     self.poll_wait_ms = (int)poll_wait;
@@ -662,7 +666,9 @@ int main(int argc, char **argv)
                           .max_disk_gb = disk,
                           .max_seed_bytes = seed_max,
                           .max_name_len = name_max,
-                          .delay_ms = delay };
+                          .delay_ms = delay,
+                          .qemu_img = config_get(c, "qemu_img"),
+                          .copy_timeout_ms = copy_timeout };
     /* libvirt's event loop before any connection: a driver opened earlier emits nothing. */
     if (domevents_init() != 0)
         goto done;

@@ -14,6 +14,7 @@
 #include "vmops.h"
 #include "limit.h"
 #include "log.h"
+#include "tool.h"
 #include "util.h"
 
 #include <ctype.h>
@@ -37,6 +38,7 @@ struct _vmops_t {
     char *uri;
     char *host;
     char *pool_name;
+    char *qemu_img;               /* makes full copies of base images */
     char pool_dir[PATH_MAX];      /* absolute <data_dir>/pool */
     vmops_config_t limits;        /* only the numeric limits are used from this copy */
     virConnectPtr conn;           /* NULL while libvirt is unreachable */
@@ -137,11 +139,13 @@ vmops_t *vmops_new(const vmops_config_t *config)
     self->host = strdup(config->host);
     self->pool_name = strdup(config->pool);
     self->limits = *config;
+    self->qemu_img = strdup(config->qemu_img ? config->qemu_img : "qemu-img");
     self->limits.uri = self->limits.host = self->limits.data_dir = self->limits.pool = NULL;
+    self->limits.qemu_img = NULL;
     char dir[PATH_MAX];
     int n = snprintf(dir, sizeof dir, "%s/pool", config->data_dir);
-    if (!self->uri || !self->host || !self->pool_name || n < 0 || (size_t)n >= sizeof dir ||
-        s_mkdirs(dir) != 0 || !realpath(dir, self->pool_dir)) {
+    if (!self->uri || !self->host || !self->pool_name || !self->qemu_img || n < 0 ||
+        (size_t)n >= sizeof dir || s_mkdirs(dir) != 0 || !realpath(dir, self->pool_dir)) {
         log_error(NULL, "cannot create the pool directory", "{s:s, s:s}", "path", dir, "reason",
                   strerror(errno));
         vmops_destroy(&self);
@@ -169,6 +173,7 @@ void vmops_destroy(vmops_t **self_p)
         free(self->uri);
         free(self->host);
         free(self->pool_name);
+        free(self->qemu_img);
         free(self);
         *self_p = NULL;
     }
@@ -530,6 +535,53 @@ static int s_find_domain(vmops_t *self, const char *vm, virDomainPtr *dom_p)
     return virGetLastErrorCode() == VIR_ERR_NO_DOMAIN ? 0 : -1;
 }
 
+/* A full copy of the base image as <pool_dir>/<vm>.qcow2 of disk_gb (qemu-img convert, then
+   resize; through a temporary name, so an interrupted copy is never taken for a disk), then
+   known to libvirt: a pool refresh finds the file on a real hypervisor; the test driver,
+   whose volumes live in memory, is told of it. 0 with *vol, or -1 with result set. */
+static int s_full_copy(vmops_t *self, const Berth__AgentCommand *cmd, const char *name,
+                       const char *image, const char *format, virStorageVolPtr *vol,
+                       Berth__AgentResult *result)
+{
+    char path[PATH_MAX + 80], tmp[PATH_MAX + 80], log[PATH_MAX + 80], size[32], why[512];
+    snprintf(path, sizeof path, "%s/%.64s", self->pool_dir, name);
+    snprintf(tmp, sizeof tmp, "%s/.%.64s.copy", self->pool_dir, name);
+    snprintf(log, sizeof log, "%s/.%.64s.log", self->pool_dir, name);
+    snprintf(size, sizeof size, "%lldG", (long long)cmd->flavor->disk_gb);
+    if (access(path, F_OK) != 0) {
+        const char *convert[] = { self->qemu_img, "convert", "-f", format, "-O",
+                                  "qcow2",        image,     tmp,  NULL };
+        const char *resize[] = { self->qemu_img, "resize", "-f", "qcow2", tmp, size, NULL };
+        int rc = tool_run(convert, log, (int)self->limits.copy_timeout_ms, why, sizeof why);
+        if (rc == 0)
+            rc = tool_run(resize, log, (int)self->limits.copy_timeout_ms, why, sizeof why);
+        if (rc == 0 && rename(tmp, path) != 0) {
+            snprintf(why, sizeof why, "cannot name the copy: %s", strerror(errno));
+            rc = -1;
+        }
+        unlink(log);
+        if (rc != 0) {
+            unlink(tmp);
+            return s_fail(result, "failed to copy base image '%s' for VM '%s' on host '%s': %s",
+                          image, cmd->vm, self->host, why);
+        }
+    }
+    if (s_refresh(self) == 0 && s_find_volume(self, name, vol) == 1)
+        return 0;
+    char *xml = NULL;
+    if (asprintf(&xml,
+                 "<volume><name>%s</name><capacity unit='GiB'>%lld</capacity>"
+                 "<target><format type='qcow2'/></target></volume>",
+                 name, (long long)cmd->flavor->disk_gb) < 0)
+        xml = NULL;
+    *vol = xml ? virStorageVolCreateXML(self->pool, xml, 0) : NULL;
+    free(xml);
+    if (!*vol)
+        return s_fail(result, "failed to create disk '%s' for VM '%s' on host '%s': %s", name,
+                      cmd->vm, self->host, s_virt_message());
+    return 0;
+}
+
 /* A qcow2 overlay "<vm>.qcow2" of flavor.disk_gb on the base image. The base image must be
    readable here: the test driver would accept any path, and a platform that only works on
    the simulator is no use, so the agent checks what libvirt would need on a real host. */
@@ -560,6 +612,11 @@ static int s_create_disk(vmops_t *self, const Berth__AgentCommand *cmd, Berth__A
                           "failed to create disk '%s' for VM '%s' on host '%s': base image '%s' is "
                           "not readable: %s",
                           name, cmd->vm, self->host, image, strerror(errno));
+        if (cmd->full_copy) {
+            if (s_full_copy(self, cmd, name, image, format, &vol, result) != 0)
+                return -1;
+            goto made;
+        }
         char *path = s_xml_escape(image);
         char *xml = NULL;
         if (!path || asprintf(&xml,
@@ -584,6 +641,7 @@ static int s_create_disk(vmops_t *self, const Berth__AgentCommand *cmd, Berth__A
                               name, cmd->vm, self->host, reason);
         }
     }
+made:;
     char *vpath = virStorageVolGetPath(vol);
     s_detail(result, "%s", vpath ? vpath : name);
     free(vpath);
@@ -727,15 +785,38 @@ static int s_attach_ok(const char *text)
     return strlen(text) <= 64;
 }
 
+/* The <os> of the domain: the disk's boot loader, or a direct-boot image's kernel, initrd and
+   command line. NULL when out of memory. */
+static char *s_os_xml(const Berth__AgentCommand *cmd)
+{
+    char *out = NULL;
+    if (!cmd->kernel_path || !*cmd->kernel_path)
+        return strdup("  <os><type>hvm</type><boot dev='hd'/></os>\n");
+    char *kernel = s_xml_escape(cmd->kernel_path);
+    char *initrd = s_xml_escape(cmd->initrd_path ? cmd->initrd_path : "");
+    char *cmdline = s_xml_escape(cmd->cmdline ? cmd->cmdline : "");
+    if (kernel && initrd && cmdline &&
+        asprintf(&out,
+                 "  <os>\n    <type>hvm</type>\n    <kernel>%s</kernel>\n"
+                 "    <initrd>%s</initrd>\n    <cmdline>%s</cmdline>\n  </os>\n",
+                 kernel, initrd, cmdline) < 0)
+        out = NULL;
+    free(kernel);
+    free(initrd);
+    free(cmdline);
+    return out;
+}
+
 static char *s_domain_xml(vmops_t *self, const Berth__AgentCommand *cmd, const char *type,
                           const char *disk, const char *seed)
 {
     char *title = s_xml_escape(cmd->name);
     char *disk_x = s_xml_escape(disk);
     char *seed_x = s_xml_escape(seed);
+    char *os = s_os_xml(cmd);
     char *xml = NULL;
     size_t size = 0;
-    FILE *f = title && disk_x && seed_x ? open_memstream(&xml, &size) : NULL;
+    FILE *f = title && disk_x && seed_x && os ? open_memstream(&xml, &size) : NULL;
     if (f) {
         fprintf(f,
                 "<domain type='%s'>\n"
@@ -745,7 +826,7 @@ static char *s_domain_xml(vmops_t *self, const Berth__AgentCommand *cmd, const c
                 "  <description>%s</description>\n"
                 "  <memory unit='MiB'>%lld</memory>\n"
                 "  <vcpu>%d</vcpu>\n"
-                "  <os><type>hvm</type><boot dev='hd'/></os>\n"
+                "%s"
                 "  <features><acpi/></features>\n"
                 "  <on_poweroff>destroy</on_poweroff>\n"
                 "  <on_reboot>restart</on_reboot>\n"
@@ -763,7 +844,7 @@ static char *s_domain_xml(vmops_t *self, const Berth__AgentCommand *cmd, const c
                 "      <readonly/>\n"
                 "    </disk>\n",
                 type, cmd->vm, cmd->vm, title, title, (long long)cmd->flavor->ram_mb,
-                cmd->flavor->vcpus, disk_x, seed_x);
+                cmd->flavor->vcpus, os, disk_x, seed_x);
         const Berth__VmNetwork *net = cmd->network;
         if (net && s_mac_ok(net->mac) && s_attach_ok(net->bridge) && *net->bridge)
             /* Its Berth network through a host bridge, with the MAC its address is bound to. */
@@ -788,8 +869,16 @@ static char *s_domain_xml(vmops_t *self, const Berth__AgentCommand *cmd, const c
                        "      <source network='default'/>\n"
                        "      <model type='virtio'/>\n"
                        "    </interface>\n");
-        fprintf(f, "    <serial type='pty'><target port='0'/></serial>\n"
-                   "    <console type='pty'><target type='serial' port='0'/></console>\n"
+        /* A real hypervisor keeps what the guest's console says in <pool>/<vm>.console.log
+           (virtlogd): what booted and what failed can be read after the fact. */
+        if (strcmp(type, "test") == 0)
+            fprintf(f, "    <serial type='pty'><target port='0'/></serial>\n");
+        else
+            fprintf(f,
+                    "    <serial type='pty'><log file='%s/%s.console.log' append='off'/>"
+                    "<target port='0'/></serial>\n",
+                    self->pool_dir, cmd->vm);
+        fprintf(f, "    <console type='pty'><target type='serial' port='0'/></console>\n"
                    "  </devices>\n"
                    "</domain>\n");
         if (fclose(f) != 0) {
@@ -800,6 +889,7 @@ static char *s_domain_xml(vmops_t *self, const Berth__AgentCommand *cmd, const c
     free(title);
     free(disk_x);
     free(seed_x);
+    free(os);
     return xml;
 }
 
@@ -814,6 +904,20 @@ static int s_define(vmops_t *self, const Berth__AgentCommand *cmd, Berth__AgentR
         return s_fail(
             result, "invalid DEFINE command for VM '%s': name must be 1..%lld printable characters",
             cmd->vm, (long long)self->limits.max_name_len);
+    const char *kernel = cmd->kernel_path ? cmd->kernel_path : "";
+    const char *initrd = cmd->initrd_path ? cmd->initrd_path : "";
+    const char *cmdline = cmd->cmdline ? cmd->cmdline : "";
+    if (*kernel || *initrd || *cmdline) {
+        int ok = kernel[0] == '/' && initrd[0] == '/' && strlen(kernel) < PATH_MAX &&
+                 strlen(initrd) < PATH_MAX && strlen(cmdline) <= LIMIT_IMAGE_CMDLINE_MAX &&
+                 s_printable(kernel) && s_printable(initrd) && (!*cmdline || s_printable(cmdline));
+        if (!ok)
+            return s_fail(result,
+                          "invalid DEFINE command for VM '%s': a direct boot needs the absolute "
+                          "paths of a kernel and an initrd, and a printable command line of at "
+                          "most %d bytes",
+                          cmd->vm, LIMIT_IMAGE_CMDLINE_MAX);
+    }
     virDomainPtr dom = NULL;
     int found = s_find_domain(self, cmd->vm, &dom);
     if (found < 0)
@@ -934,6 +1038,13 @@ static int s_destroy(vmops_t *self, const Berth__AgentCommand *cmd, Berth__Agent
     char seed[PATH_MAX];
     if (s_seed_path(self, cmd->vm, seed, sizeof seed) == 0 && unlink(seed) != 0 && errno != ENOENT)
         return s_fail(result, "failed to delete seed '%s' of VM '%s' on host '%s': %s", seed,
+                      cmd->vm, self->host, strerror(errno));
+    /* A full copy is a file the agent wrote: on the test driver, whose volumes live in memory,
+       deleting the volume leaves it; on a real hypervisor it is gone already. */
+    char copy[PATH_MAX + 80];
+    snprintf(copy, sizeof copy, "%s/%.64s.qcow2", self->pool_dir, cmd->vm);
+    if (unlink(copy) != 0 && errno != ENOENT)
+        return s_fail(result, "failed to delete disk '%s' of VM '%s' on host '%s': %s", copy,
                       cmd->vm, self->host, strerror(errno));
     s_detail(result, "%s; %d volumes deleted", found ? "domain removed" : "no domain", deleted);
     return 0;

@@ -173,6 +173,8 @@ int policy_check_template(const policy_t *self, const Berth__Template *t, fault_
     if (t->network && *t->network &&
         (strlen(t->network) > LIMIT_NETWORK_NAME_MAX || !policy_is_template_name(t->network)))
         return error_field(fault, "network", "network must be a network's name");
+    if (t->disk && *t->disk && strcmp(t->disk, "linked") != 0 && strcmp(t->disk, "full") != 0)
+        return error_field(fault, "disk", "disk must be linked or full");
     return 0;
 }
 

@@ -556,6 +556,7 @@ int requests_create(store_t *store, const policy_t *policy, const Berth__CreateR
         vm->os = tmpl->os;
         vm->lease_days = tmpl->lease_days;
         vm->rebuild_on_loss = tmpl->rebuild_on_loss;
+        vm->disk = tmpl->disk;
         vm->n_ssh_keys = msg->n_ssh_keys;
         vm->ssh_keys = msg->ssh_keys;
         vm->network = vnet;

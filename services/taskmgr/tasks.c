@@ -744,8 +744,17 @@ static s_rc_t s_push(tasks_t *self, s_held_t *h, const char *op, const char *hos
             return rc;
         cmd.image_path = h->staged->image->path;
         cmd.image_format = h->staged->image->format;
+        cmd.full_copy = h->vm->disk && strcmp(h->vm->disk, "full") == 0;
         if (s_is(op, "PUT_SEED"))
             cmd.seed_sha256 = h->staged->seed_sha256;
+    }
+    if (s_is(op, "DEFINE")) { /* a direct-boot image: its kernel, initrd and command line */
+        s_rc_t rc = s_staged(self, h);
+        if (rc != S_DONE)
+            return rc;
+        cmd.kernel_path = h->staged->image->kernel_path;
+        cmd.initrd_path = h->staged->image->initrd_path;
+        cmd.cmdline = h->staged->image->cmdline;
     }
     if (s_is(op, "SHUTDOWN"))
         cmd.timeout_s = h->task->timeout_s;

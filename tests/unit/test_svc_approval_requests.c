@@ -54,7 +54,19 @@ static int s_setup(void **state)
 {
     (void)state;
     s_store = testenv_store(s_redis, 1);
-    return s_store ? 0 : -1;
+    if (!s_store)
+        return -1;
+    /* The images the templates name, as the stager's store records them: a template is
+       refused unless its image is there (catalog_create). */
+    static const char *const images[] = { "debian-12", "ubuntu-24.04" };
+    for (size_t i = 0; i < sizeof images / sizeof images[0]; i++) {
+        redisReply *r = store_command(s_store, "HSET berth:image:%s name %s state READY",
+                                      images[i], images[i]);
+        if (!r || r->type == REDIS_REPLY_ERROR)
+            return -1;
+        freeReplyObject(r);
+    }
+    return 0;
 }
 
 static int s_teardown(void **state)

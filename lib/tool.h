@@ -1,8 +1,8 @@
 /*  tool: run a maintained command-line tool (qemu-img) as a child process with posix_spawn,
-    never through a shell, with a deadline. The stager creates base images this way instead of
-    writing qcow2 by hand. */
-#ifndef BERTH_STAGER_TOOL_H
-#define BERTH_STAGER_TOOL_H
+    never through a shell, with a deadline. The stager creates and inspects images this way,
+    and an agent makes full copies of them, instead of writing qcow2 by hand. */
+#ifndef BERTH_TOOL_H
+#define BERTH_TOOL_H
 
 #include <stddef.h>
 
