@@ -6,9 +6,10 @@ qemu:///system, with the rest of the platform as every integration test runs it.
 - tests/e2e/build-guest.sh builds a tiny guest from Debian packages (the cloud kernel and a
   busybox initramfs), imported as a direct-boot image (its disk, kernel, initrd and command
   line) through POST /v1/images;
-- a user with an SSH key asks for a VM of a template on that image: Berth places it, stages
-  its seed, defines and starts the domain; the guest mounts the cidata seed and prints its
-  instance-id, hostname and the first SSH key's comment on its serial console;
+- a user with an SSH key asks for a VM of a template on that image and on a Berth network
+  (attached to an isolated libvirt network the test makes): Berth places it with an address,
+  stages its seed, defines and starts the domain; the guest mounts the cidata seed and prints
+  its instance-id, hostname, address and the first SSH key's comment on its serial console;
 - the test reads the console log through libvirt (the log file the domain's XML names) and
   checks each line against what the API says; disposal removes the domain.
 
@@ -35,6 +36,10 @@ URI = "qemu:///system"
 PW = "guest-pass-123"
 # The agent's storage pool, ours alone (libvirtd keeps pools across runs): removed at the end.
 POOL = "berth-e2e-%d" % os.getpid()
+# An isolated libvirt network (a bridge, no DHCP: the guest's address comes in its seed) the
+# VM's Berth network attaches to; gone at the end.
+NET = "berth-e2e-%d" % os.getpid()
+BRIDGE = "bere2e%d" % (os.getpid() % 100000)
 
 
 def virsh(*args):
@@ -49,6 +54,12 @@ class Guest(PlatformCase):
     @classmethod
     def setUpClass(cls):
         subprocess.run([os.path.join(ROOT, "deploy", "setup-libvirt")], check=True)
+        with tempfile.NamedTemporaryFile("w", suffix=".xml") as f:
+            f.write("<network><name>%s</name><bridge name='%s' stp='off'/></network>"
+                    % (NET, BRIDGE))
+            f.flush()
+            made = virsh("net-create", f.name)
+            assert made.returncode == 0, made.stderr
         super().setUpClass()
 
     @classmethod
@@ -58,6 +69,7 @@ class Guest(PlatformCase):
         finally:
             virsh("pool-destroy", POOL)
             virsh("pool-undefine", POOL)
+            virsh("net-destroy", NET)
 
     def test_a_guest_boots_with_its_identity(self):
         import_dir = os.path.join(self.p.data_dir, "services", "stager", "import")
@@ -77,8 +89,13 @@ class Guest(PlatformCase):
         r = self.api.call("POST", "/v1/images", {"path": "guest.qcow2", "name": "half",
                                                  "os": "busybox", "kernel": "vmlinuz"})
         self.assertEqual((r.status, r.json()["error"]["details"].get("field")), (400, "initrd"))
+        r = self.api.call("POST", "/v1/networks", {
+            "name": "lab", "cidr": "10.77.0.0/24", "gateway": "10.77.0.1", "dns": ["10.77.0.1"],
+            "libvirt_network": NET})
+        self.assertEqual(r.status, 201, r)
         self.api.create_template(name="guest", vcpus=1, ram_mb=256, disk_gb=1, os="busybox",
-                                 image="tiny-guest", lease_days=1, requires_approval=False)
+                                 image="tiny-guest", lease_days=1, requires_approval=False,
+                                 network="lab")
 
         r = self.api.call("POST", "/v1/users", {"username": "gwen", "password": PW})
         self.assertEqual(r.status, 201, r)
@@ -122,6 +139,9 @@ class Guest(PlatformCase):
         self.assertEqual(lines["ssh-key-comment"], "gwen@e2e")
         shown = gwen.vm(vm_id)
         self.assertEqual([k["name"] for k in shown["ssh_keys"]], ["laptop"])
+        self.assertEqual(lines["address"], shown["network"]["ip"] + "/24")
+        self.assertIn("<mac address='%s'/>" % shown["network"]["mac"], xml)
+        self.assertIn("<source network='%s'" % NET, xml)
 
         gwen.dispose(vm_id)
         gwen.wait_vm(vm_id, ("DISPOSED",), timeout=120)
