@@ -16,8 +16,9 @@
 //      per day with charges, by VM, user and day, as CSV) and sets a budget (a bad amount
 //      refused next to its field; its thresholds reached, shown) then removes it; the member
 //      sees what big1 cost so far, adds an SSH key (a bad line refused) and requests a VM with
-//      it; an admin imports an image, is refused its deletion while a template uses it (409
-//      shown), then deletes it;
+//      it; an admin imports an image and deletes it, and is refused the deletion of one a
+//      template uses (409 shown); a VM of the reservation-based group lab shows 0 and why,
+//      and lab's chargeback labels the group's own reserved/beyond rows;
 //   5. the CSP header holds (an injected inline script does not run), a state-changing call
 //      with the session cookie but without the anti-CSRF header is refused, sign-out revokes
 //      the session (the old cookie gets 401); and no console error happens anywhere.
@@ -38,6 +39,7 @@ const USER = process.env.BERTH_USER;
 const PASSWORD = process.env.BERTH_PASSWORD;
 const OTHER = process.env.BERTH_OTHER;
 const MANAGER = process.env.BERTH_MANAGER;
+const RESERVED_USER = process.env.BERTH_RESERVED_USER;
 const ADMIN = process.env.BERTH_ADMIN_USER;
 const ADMIN_PASSWORD = process.env.BERTH_ADMIN_PASSWORD;
 const OUT = process.env.BERTH_OUT || '.';
@@ -79,9 +81,13 @@ function record(response) {
   })().catch(() => { /* the page went away before its answer was read */ }));
 }
 
+// The page opened last: on a failure, its screenshot and its error message tell what it showed.
+let lastPage = null;
+
 async function open(story) {
   const context = await browser.newContext({ acceptDownloads: true });
   const page = await context.newPage();
+  lastPage = page;
   page.setDefaultTimeout(TIMEOUT);
   page.on('console', (m) => {
     if (m.type() !== 'error') return;
@@ -618,6 +624,42 @@ async function story7() {
   await admin.page.locator('#error').getByText(/portal-tpl/).waitFor();
   await usedRow.locator('.badge', { hasText: /^READY$/ }).waitFor();
   await admin.shot('image-in-use');
+
+  step = "story 7: a VM of a reservation-based group costs 0: its group pays for what it reserved";
+  const dan = await open('story7-reserved');
+  await signIn(dan.page, RESERVED_USER, PASSWORD);
+  await dan.page.getByRole('link', { name: 'Request small' }).click();
+  await dan.page.getByLabel('Name', { exact: true }).fill('lab1');
+  await dan.page.getByRole('button', { name: 'Submit request' }).click();
+  await vmRow(dan.page, 'lab1').locator('.badge', { hasText: /^ACTIVE$/ }).waitFor();
+  await vmRow(dan.page, 'lab1').getByRole('link', { name: 'lab1' }).click();
+  await dan.page.getByRole('heading', { name: 'VM lab1' }).waitFor();
+  await dan.page.locator('#vm-cost-note').filter({ hasText: /lab is charged for the capacity it reserved/ }).waitFor();
+  assert.equal(await dan.page.locator('#vm-cost-total').getAttribute('data-amount'), '0');
+  await dan.shot('vm-cost-reserved');
+  await dan.context.close();
+
+  step = "story 7: the admin reads lab's chargeback: the group's own charges labelled";
+  const byVm = admin.page.waitForResponse((r) => r.url().includes('/v1/chargeback?') && r.url().includes('by=vm'));
+  await admin.page.getByRole('link', { name: 'Chargeback', exact: true }).click();
+  expectedStatus = 404; // lab has no budget
+  await admin.page.getByRole('link', { name: 'lab', exact: true }).click();
+  await admin.page.getByRole('heading', { name: 'Chargeback of lab' }).waitFor();
+  await admin.page.locator('#budget-current').getByText('No budget.').waitFor();
+  expectedStatus = null;
+  const lab = await (await byVm).json();
+  assert.equal(lab.charging_model, 'reservation');
+  await admin.page.locator('#cb-model').getByText(/^reservation/).waitFor();
+  const kinds = lab.rows.filter((r) => r.kind).map((r) => r.kind).sort();
+  assert.ok(kinds.includes('reserved'), JSON.stringify(lab.rows));
+  const labelled = await admin.page.locator('#chargeback-table tr.group-charge')
+    .evaluateAll((els) => els.map((e) => e.dataset.kind).sort());
+  assert.deepEqual(labelled, kinds);
+  await admin.page.locator('#chargeback-table tr[data-kind="reserved"]').getByText('Reserved capacity (the group)').waitFor();
+  const lab1 = admin.page.locator('#chargeback-table tbody tr', { has: admin.page.getByRole('link', { name: 'lab1', exact: true }) });
+  assert.equal(lab.rows.find((r) => r.vm && r.owner === RESERVED_USER).amount, 0);
+  await lab1.getByText(RESERVED_USER, { exact: true }).waitFor();
+  await admin.shot('chargeback-reserved');
   await admin.context.close();
 }
 
@@ -671,6 +713,13 @@ try {
   console.log('portal stories passed: 1 member VM life, 2 approval, 3 maintenance + CSV, 4 isolation, 6 abort + webhook, 7 chargeback + budget + VM cost + SSH keys + images, 5 CSP/CSRF/sign-out');
 } catch (err) {
   console.error(`FAILED at step "${step}": ${err.stack || err}`);
+  if (lastPage && !lastPage.isClosed()) {
+    try {
+      await lastPage.screenshot({ path: path.join(OUT, 'FAILED.png'), fullPage: true });
+      const shown = await lastPage.locator('#error').textContent();
+      if (shown) console.error(`the page's error message: ${shown}`);
+    } catch { /* the page is gone */ }
+  }
   if (problems.length) console.error('browser problems:\n  ' + problems.join('\n  '));
   process.exitCode = 1;
 } finally {

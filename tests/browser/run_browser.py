@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The portal in a real browser (issue 11): starts the platform as the integration tests do,
-makes two groups with a member each (ann in eng, bob in ops) and a user in no group yet (cat,
-made a manager of eng in the portal) and a rate card in force from the start, then runs
+makes two groups with a member each (ann in eng, bob in ops), a user in no group yet (cat,
+made a manager of eng in the portal), a reservation-based group lab with its member dan and a rate card in force from the start, then runs
 portal.test.mjs (Debian's chromium driven by playwright-core, installed by `npm ci` in this
 directory) against it. Every API call the pages made is then held to docs/openapi.yaml
 (contract.py, as the integration tests' calls are). Screenshots go to BERTH_BROWSER_OUT
@@ -86,13 +86,22 @@ def main():
                            {"user": user, "role": "member"})
             assert r.status == 201, r
         admin.create_user("cat", PW)
+        # lab is charged for what it reserves (story 7): dan is its member.
+        r = admin.call("POST", "/v1/groups", {"name": "lab", "charging_model": "reservation"})
+        assert r.status == 201, r
+        r = admin.call("PUT", "/v1/groups/lab/reservations",
+                       {"reservations": [{"vcpus": 1, "ram_mb": 1024, "disk_gb": 10}]})
+        assert r.status == 200, r
+        admin.create_user("dan", PW)
+        r = admin.call("POST", "/v1/groups/lab/members", {"user": "dan", "role": "member"})
+        assert r.status == 201, r
         r = admin.call("POST", "/v1/rates", RATE_CARD)
         assert r.status == 201, r
         # Story 7 imports an image from a file it makes in the stager's import directory.
         import_dir = os.path.join(p.data_dir, "services", "stager", "import")
         wait_until(lambda: os.path.isdir(import_dir), 20, "the stager's import directory")
         env = dict(os.environ, BERTH_URL=p.url, BERTH_USER="ann", BERTH_PASSWORD=PW,
-                   BERTH_OTHER="bob", BERTH_MANAGER="cat", BERTH_ADMIN_USER=p.admin_user,
+                   BERTH_OTHER="bob", BERTH_MANAGER="cat", BERTH_RESERVED_USER="dan", BERTH_ADMIN_USER=p.admin_user,
                    BERTH_ADMIN_PASSWORD=p.admin_password, BERTH_OUT=out,
                    BERTH_CHROMIUM=chromium, BERTH_IMPORT_DIR=import_dir)
         rc = subprocess.run(["node", os.path.join(HERE, "portal.test.mjs")], env=env,

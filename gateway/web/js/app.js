@@ -1235,7 +1235,12 @@ let rendering = 0;
 async function route() {
   const serial = ++rendering;
   const [, name = '', arg] = location.hash.split('/');
-  state.onEvent = null;
+  // Events that arrive while the screen loads (before it sets its handler) are kept and given
+  // to it once it is shown: a VM that turns ACTIVE between the screen's read and its handler
+  // would otherwise stay PROVISIONING on screen.
+  const early = [];
+  const keep = (ev) => early.push(ev);
+  state.onEvent = keep;
   showError(null);
   showNotice();
   let screen;
@@ -1255,6 +1260,8 @@ async function route() {
   }
   if (serial !== rendering) return; // a newer navigation won
   clear(main).append(screen.node);
+  if (state.onEvent === keep) state.onEvent = null;
+  else if (state.onEvent) for (const ev of early) state.onEvent(ev);
   document.title = `${screen.title} · Berth`;
   markCurrent();
   // Focus moves to the new screen so keyboard and screen reader users start there.
