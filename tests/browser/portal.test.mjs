@@ -486,6 +486,18 @@ async function story7() {
   assert.match(lines[lines.length - 1], /^total,EUR,[1-9][0-9]*,,$/);
   assert.ok(lines.some((l) => l.startsWith(charged[0] + ',EUR,')), lines.join('\n'));
 
+  step = 'story 7: last month (before any rate card): no charges, no bars';
+  const first = new Date();
+  first.setUTCDate(1);
+  const lastMonth = new Date(first.getTime() - 86400000).toISOString().slice(0, 7);
+  await page.getByLabel('Month', { exact: true }).fill(lastMonth);
+  await page.locator('#cost-chart figcaption').filter({ hasText: `Cost per day, ${lastMonth} (UTC); no charges` }).waitFor();
+  assert.equal(await page.locator('#cost-chart rect.chart-bar').count(), 0);
+  assert.equal(await page.locator('#cb-total').getAttribute('data-amount'), '0');
+  await table.getByText('No charges.').waitFor();
+  await page.getByLabel('Month', { exact: true }).fill(month);
+  await page.locator('#cost-chart figcaption').filter({ hasText: `Cost per day, ${month} (UTC); highest day` }).waitFor();
+
   step = 'story 7: the manager sets a budget (a bad amount refused next to its field)';
   const amount = page.getByLabel('Amount a month (EUR)');
   await amount.fill('0');
