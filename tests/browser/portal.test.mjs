@@ -16,7 +16,8 @@
 //      per day with charges, by VM, user and day, as CSV) and sets a budget (a bad amount
 //      refused next to its field; its thresholds reached, shown) then removes it; the member
 //      sees what big1 cost so far, adds an SSH key (a bad line refused) and requests a VM with
-//      it; an admin imports an image and deletes it, and is refused the deletion of one a
+//      it; an admin imports an image (a file outside the import directory refused next to its
+//      field first) and deletes it, and is refused the deletion of one a
 //      template uses (409 shown); a VM of the reservation-based group lab shows 0 and why,
 //      and lab's chargeback labels the group's own reserved/beyond rows;
 //   5. the CSP header holds (an injected inline script does not run), a state-changing call
@@ -604,6 +605,16 @@ async function story7() {
     await row.locator('.badge', { hasText: /^READY$/ }).waitFor();
     return row;
   }
+  // A file outside the import directory is refused, next to the File field.
+  await admin.page.getByLabel('File').fill('../../outside.qcow2');
+  await admin.page.getByLabel('Name', { exact: true }).fill('outside');
+  await admin.page.getByLabel('OS', { exact: true }).fill('debian');
+  expectedStatus = 400;
+  await admin.page.getByRole('button', { name: 'Import' }).click();
+  await admin.page.locator('#img-path-error').filter({ hasText: /./ }).waitFor();
+  expectedStatus = null;
+  assert.equal(await admin.page.getByLabel('File').getAttribute('aria-invalid'), 'true');
+  await admin.shot('import-invalid');
   const imgRow = await importImage('portal.qcow2', 'portal-img');
   await imgRow.getByText('debian 12').waitFor();
   await imgRow.getByText('nginx 1.22, postgresql 15').waitFor();
