@@ -240,14 +240,15 @@ int cli_chargeback(cli_t *cli, int argc, char **argv)
     const char *key = json_string_value(json_object_get(body, "by"));
     key = key ? key : by;
     int vm = streq(key, "vm");
-    int kinds = vm || streq(key, "user"); /* rows of a reservation-based group's own charges */
+    int user = streq(key, "user");
+    int kinds = vm || user; /* rows of a reservation-based group's own charges */
     const char *currency = json_string_value(json_object_get(body, "currency"));
     json_t *rows = json_object_get(body, "rows");
     size_t i;
     json_t *r;
     if (cli->csv) {
-        printf("%s%s%s,currency,amount,compute_ms,disk_ms\r\n", key, vm ? ",owner,template" : "",
-               kinds ? ",kind" : "");
+        printf("%s%s%s%s,currency,amount,compute_ms,disk_ms\r\n", key, vm ? ",owner,template" : "",
+               kinds ? ",kind" : "", user ? ",vms" : "");
         json_array_foreach(rows, i, r)
         {
             s_csv(T(r, key));
@@ -261,17 +262,20 @@ int cli_chargeback(cli_t *cli, int argc, char **argv)
                 putchar(',');
                 s_csv(T(r, "kind"));
             }
+            if (user)
+                printf(",%s", T(r, "vms"));
             printf(",%s,%s,%s,%s\r\n", currency ? currency : "", T(r, "amount"), T(r, "compute_ms"),
                    T(r, "disk_ms"));
         }
-        printf("total%s%s,%s,%s,,\r\n", vm ? ",," : "", kinds ? "," : "", currency ? currency : "",
-               T(body, "total"));
+        printf("total%s%s%s,%s,%s,,\r\n", vm ? ",," : "", kinds ? "," : "", user ? "," : "",
+               currency ? currency : "", T(body, "total"));
     } else if (cli->json)
         cli_print_json(body);
     else {
         cli_table_t *table =
-            vm ? cli_table_new(6, "VM", "OWNER", "TEMPLATE", "AMOUNT", "COMPUTE_H", "DISK_H")
-               : cli_table_new(4, key, "AMOUNT", "COMPUTE_H", "DISK_H");
+            vm     ? cli_table_new(6, "VM", "OWNER", "TEMPLATE", "AMOUNT", "COMPUTE_H", "DISK_H")
+            : user ? cli_table_new(5, "USER", "VMS", "AMOUNT", "COMPUTE_H", "DISK_H")
+                   : cli_table_new(4, key, "AMOUNT", "COMPUTE_H", "DISK_H");
         json_array_foreach(rows, i, r)
         {
             char ch[32], dh[32];
@@ -279,14 +283,18 @@ int cli_chargeback(cli_t *cli, int argc, char **argv)
                      (double)json_integer_value(json_object_get(r, "compute_ms")) / 3600000.0);
             snprintf(dh, sizeof dh, "%.2f",
                      (double)json_integer_value(json_object_get(r, "disk_ms")) / 3600000.0);
-            /* The group's own charges (reservation-based) in the key's column. */
+            /* The group's own charges (reservation-based) and adjustments: their kind in the
+               key's column. */
             const char *kind = json_string_value(json_object_get(r, "kind"));
-            char what[32];
-            snprintf(what, sizeof what, "(%s)", kind ? kind : "");
+            char what[128];
+            const char *named = T(r, key);
+            snprintf(what, sizeof what, "%s%s(%s)", named, *named ? " " : "", kind ? kind : "");
             const char *first = kind && *kind ? what : T(r, key);
             if (vm)
                 cli_table_add(table, first, T(r, "owner"), T(r, "template"), T(r, "amount"), ch,
                               dh);
+            else if (user)
+                cli_table_add(table, first, T(r, "vms"), T(r, "amount"), ch, dh);
             else
                 cli_table_add(table, first, T(r, "amount"), ch, dh);
         }

@@ -10,7 +10,9 @@ static const char s_usage[] =
     "usage: berth image list | berth image show IMAGE | berth image delete IMAGE\n"
     "       berth image import PATH --name NAME --os OS [--os-version V] [--arch ARCH]\n"
     "                          [--apps NAME=VERSION,...] [--min-ram-mb N] [--min-disk-gb N]\n"
-    "  PATH: a file under the stager's import directory; IMAGE: id or name\n";
+    "                          [--kernel FILE --initrd FILE [--cmdline TEXT]]\n"
+    "  PATH, FILE: files under the stager's import directory; IMAGE: id or name;\n"
+    "  --kernel/--initrd: the image boots them directly (a direct-boot image)\n";
 
 /* The applications as "name version, ..." into buf. */
 static const char *s_apps(json_t *apps, char *buf, size_t size)
@@ -90,10 +92,17 @@ static json_t *s_apps_arg(const char *text)
 
 static int s_import(cli_t *cli, int argc, char **argv)
 {
-    cli_opt_t opts[] = { { "name", 1, NULL, 0 },        { "os", 1, NULL, 0 },
-                         { "os-version", 1, NULL, 0 },  { "arch", 1, NULL, 0 },
-                         { "apps", 1, NULL, 0 },        { "min-ram-mb", 1, NULL, 0 },
-                         { "min-disk-gb", 1, NULL, 0 }, { NULL } };
+    cli_opt_t opts[] = { { "name", 1, NULL, 0 },
+                         { "os", 1, NULL, 0 },
+                         { "os-version", 1, NULL, 0 },
+                         { "arch", 1, NULL, 0 },
+                         { "apps", 1, NULL, 0 },
+                         { "min-ram-mb", 1, NULL, 0 },
+                         { "min-disk-gb", 1, NULL, 0 },
+                         { "kernel", 1, NULL, 0 },
+                         { "initrd", 1, NULL, 0 },
+                         { "cmdline", 1, NULL, 0 },
+                         { NULL } };
     const char *pos[1] = { NULL };
     if (cli_parse(argc, argv, opts, pos, 1, 1) != 0 || !opts[0].set || !opts[1].set) {
         fputs(s_usage, stderr);
@@ -114,6 +123,10 @@ static int s_import(cli_t *cli, int argc, char **argv)
         }
         json_object_set_new(body, "applications", apps);
     }
+    const char *boot[] = { "kernel", "initrd", "cmdline" };
+    for (int i = 0; i < 3; i++)
+        if (opts[7 + i].set)
+            json_object_set_new(body, boot[i], json_string(opts[7 + i].value));
     const char *fields[] = { "min_ram_mb", "min_disk_gb" };
     for (int i = 0; i < 2; i++) {
         int64_t v;

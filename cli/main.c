@@ -48,6 +48,7 @@ static const s_command_t s_commands[] = {
     { "image import", cli_images,
       "image import PATH --name NAME --os OS [--os-version V] [--arch A]\n"
       "             [--apps NAME=VERSION,...] [--min-ram-mb N] [--min-disk-gb N]\n"
+      "             [--kernel FILE --initrd FILE [--cmdline TEXT]]\n"
       "                                    import a file under the stager's import\n"
       "                                    directory (admins, operators; inspected first)",
       "images import" },

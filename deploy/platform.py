@@ -44,6 +44,8 @@ AGENT_SIZES = (
 # Inherited BERTH_* variables that may reach the services; every other BERTH_* setting in the
 # caller's environment is dropped so that, say, a stray BERTH_BIND cannot break every process.
 PASS_THROUGH = ("BERTH_LOG_LEVEL", "BERTH_HEARTBEAT_MS", "BERTH_LIBVIRT_URI")
+# The name the sentinels (Platform(sentinel=True)) monitor the primary under.
+SENTINEL_MASTER = "berth"
 
 _PR_SET_PDEATHSIG = 1
 
@@ -199,7 +201,7 @@ class Platform:
 
     def __init__(self, bin_dir=None, data_dir=None, http_port=None, admin_user="admin",
                  admin_password=None, env=None, redis_port=None, keep_data=None, grace=10.0,
-                 tls=False):
+                 tls=False, sentinel=False):
         bin_dir = bin_dir or os.environ.get("BERTH_BIN_DIR")
         self.bin_dir = os.path.abspath(bin_dir) if bin_dir else None
         if data_dir:
@@ -219,6 +221,11 @@ class Platform:
         self._secrets_made = False
         self.redis_port = redis_port
         self.redis = None                 # the redis-server Process while it runs
+        # With sentinel: two replicas of it and three sentinels (start_redis); every process
+        # finds the primary through them, and so does redis_connect after a failover.
+        self.sentinel = sentinel
+        self.replicas = []                # (port, Process) of each replica
+        self.sentinels = []               # (port, Process) of each sentinel
         self.http_port = http_port
         self.admin_user = admin_user
         self.admin_password = admin_password or secrets.token_urlsafe(18)
@@ -251,6 +258,10 @@ class Platform:
         if self.redis_port is not None:
             env["BERTH_REDIS_HOST"] = "127.0.0.1"
             env["BERTH_REDIS_PORT"] = str(self.redis_port)
+        if self.sentinels:
+            env["BERTH_REDIS_SENTINELS"] = ",".join("127.0.0.1:%d" % port
+                                                    for port, _ in self.sentinels)
+            env["BERTH_REDIS_MASTER_NAME"] = SENTINEL_MASTER
         return env
 
     @property
@@ -366,17 +377,94 @@ class Platform:
                 raise PlatformError("redis-server %s:\n%s" % (self.redis.describe_exit(),
                                                                self.redis.tail()))
             try:
-                if self.redis_command("PING", timeout=1.0) == "PONG":
-                    return self.redis
+                if self._redis_ping(self.redis_port) == "PONG":
+                    break
             except (OSError, PlatformError):
                 pass   # not listening yet, or still loading the AOF
             if time.monotonic() > deadline:
                 raise PlatformError("redis-server on port %d not ready after %.0fs:\n%s"
                                     % (self.redis_port, timeout, self.redis.tail()))
             time.sleep(0.05)
+        if self.sentinel and not self.sentinels:
+            self._start_replica_and_sentinels(server, timeout)
+        return self.redis
+
+    def _redis_ping(self, port):
+        with self._redis_socket(port, 1.0) as s:
+            s.sendall(resp_command("PING"))
+            return _RespReader(s).read()
+
+    def _start_replica_and_sentinels(self, server, timeout):
+        """Two replicas of the primary (the same users, replicating as the admin user: after a
+        failover the new primary still has one) and three sentinels watching it as
+        SENTINEL_MASTER (quorum 2), quick to fail over: down after 1 s, a failover given 5 s."""
+        for i in range(2):
+            port = self.free_port()
+            replica_dir = os.path.join(self.data_dir, "redis-replica-%d" % (i + 1))
+            os.makedirs(replica_dir, exist_ok=True)
+            argv = [server, "--port", str(port), "--bind", "127.0.0.1",
+                    "--dir", replica_dir, "--appendonly", "yes", "--save", "",
+                    "--daemonize", "no", "--protected-mode", "yes", "--logfile", "",
+                    "--aclfile", os.path.join(self.secrets_dir, "redis.acl"),
+                    "--replicaof", "127.0.0.1", str(self.redis_port),
+                    "--masteruser", "default", "--masterauth", self.redis_password]
+            self.replicas.append((port, Process(
+                "redis-replica-%d" % (i + 1), "redis", argv, os.environ,
+                os.path.join(self.log_dir, "redis-replica-%d.log" % (i + 1)))))
+        for i in range(3):
+            port = self.free_port()
+            conf = os.path.join(self.data_dir, "sentinel-%d.conf" % (i + 1))
+            with open(conf, "w") as f:
+                f.write("port %d\nbind 127.0.0.1\ndir %s\n"
+                        "sentinel monitor %s 127.0.0.1 %d 2\n"
+                        "sentinel down-after-milliseconds %s 1000\n"
+                        "sentinel failover-timeout %s 5000\n"
+                        "sentinel auth-user %s default\n"
+                        "sentinel auth-pass %s %s\n"
+                        % (port, self.data_dir, SENTINEL_MASTER, self.redis_port,
+                           SENTINEL_MASTER, SENTINEL_MASTER, SENTINEL_MASTER,
+                           SENTINEL_MASTER, self.redis_password))
+            proc = Process("sentinel-%d" % (i + 1), "sentinel", [server, conf, "--sentinel"],
+                           os.environ, os.path.join(self.log_dir, "sentinel-%d.log" % (i + 1)))
+            self.sentinels.append((port, proc))
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                ready = self.primary_port() == self.redis_port and all(
+                    len(self._sentinel_command(port, "SENTINEL", "REPLICAS", SENTINEL_MASTER))
+                    == len(self.replicas) for port, _ in self.sentinels)
+                if ready:
+                    return
+            except (OSError, PlatformError):
+                pass
+            if time.monotonic() > deadline:
+                raise PlatformError("the replica and sentinels not ready after %.0fs" % timeout)
+            time.sleep(0.1)
+
+    def _sentinel_command(self, port, *args):
+        with socket.create_connection(("127.0.0.1", port), timeout=1.0) as s:
+            s.sendall(resp_command(*args))
+            return _RespReader(s).read()
+
+    def primary_port(self):
+        """The port of the Redis primary: the sentinels' answer when they run (the first that
+        answers), else the one Redis."""
+        for port, proc in self.sentinels:
+            if not proc.alive():
+                continue
+            try:
+                addr = self._sentinel_command(port, "SENTINEL", "GET-MASTER-ADDR-BY-NAME",
+                                              SENTINEL_MASTER)
+            except (OSError, PlatformError):
+                continue
+            if addr:
+                return int(addr[1])
+        return self.redis_port
 
     def stop_redis(self, sig=signal.SIGTERM, timeout=15.0):
         """Stop redis-server (SIGTERM flushes the AOF; pass SIGKILL for a crash)."""
+        self._terminate([proc for _, proc in self.sentinels + self.replicas], timeout)
+        self.sentinels, self.replicas = [], []
         if self.redis is None:
             return
         self.redis.kill(sig)
@@ -402,11 +490,14 @@ class Platform:
         return self._secret("redis.password")
 
     def redis_connect(self, timeout=5.0):
-        """A socket to the platform's Redis, authenticated as the operator (default user, every
-        command); the caller closes it."""
+        """A socket to the platform's Redis (its primary, with sentinels), authenticated as the
+        operator (default user, every command); the caller closes it."""
         if self.redis_port is None:
             raise PlatformError("redis has not been started")
-        s = socket.create_connection(("127.0.0.1", self.redis_port), timeout=timeout)
+        return self._redis_socket(self.primary_port(), timeout)
+
+    def _redis_socket(self, port, timeout):
+        s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
         try:
             s.sendall(resp_command("AUTH", self.redis_password))
             _RespReader(s).read()

@@ -145,7 +145,9 @@ static void s_password(char hex[65], char digest_hex[65])
 /* Redis's users (redis-server --aclfile redis.acl, which holds only the passwords' SHA-256):
    - berth (redis.password): every service. Only keys and channels named berth:*, and no
      command of @dangerous (CONFIG, DEBUG, MODULE, KEYS, MONITOR, FLUSHALL, SHUTDOWN, ACL...),
-     so a service's password cannot rewrite the server's files or read its other users.
+     so a service's password cannot rewrite the server's files or read its other users;
+     ROLE (in @dangerous) is allowed back: with Sentinel a service checks that the server
+     it was sent to is the primary.
    - default (redis-admin.password): the operator's, with every command; the local runner,
      the tests and the benchmark read state through it. */
 static int s_redis_passwords(void)
@@ -155,7 +157,7 @@ static int s_redis_passwords(void)
     s_password(admin, admin_digest);
     snprintf(acl, sizeof acl,
              "user default on #%s ~* &* +@all\n"
-             "user berth on #%s ~berth:* &berth:* +@all -@dangerous\n",
+             "user berth on #%s ~berth:* &berth:* +@all -@dangerous +role\n",
              admin_digest, svc_digest);
     strcat(svc, "\n");
     strcat(admin, "\n");

@@ -256,8 +256,9 @@ static void s_csv(http_req_t *req, const Berth__ChargebackReport *r, s_by_t by, 
         http_error(req, "INTERNAL", "out of memory");
         return;
     }
-    fprintf(out, "%s%s%s,currency,amount,compute_ms,disk_ms\r\n", s_by_names[by],
-            by == S_BY_VM ? ",owner,template" : "", s_by_kind(by) ? ",kind" : "");
+    fprintf(out, "%s%s%s%s,currency,amount,compute_ms,disk_ms\r\n", s_by_names[by],
+            by == S_BY_VM ? ",owner,template" : "", s_by_kind(by) ? ",kind" : "",
+            by == S_BY_USER ? ",vms" : "");
     size_t i;
     json_t *row;
     json_array_foreach(rows, i, row)
@@ -273,6 +274,8 @@ static void s_csv(http_req_t *req, const Berth__ChargebackReport *r, s_by_t by, 
             fputc(',', out);
             s_csv_field(out, json_string_value(json_object_get(row, "kind")));
         }
+        if (by == S_BY_USER)
+            fprintf(out, ",%" JSON_INTEGER_FORMAT, json_integer_value(json_object_get(row, "vms")));
         fprintf(out,
                 ",%s,%" JSON_INTEGER_FORMAT ",%" JSON_INTEGER_FORMAT ",%" JSON_INTEGER_FORMAT
                 "\r\n",
@@ -280,8 +283,8 @@ static void s_csv(http_req_t *req, const Berth__ChargebackReport *r, s_by_t by, 
                 json_integer_value(json_object_get(row, "compute_ms")),
                 json_integer_value(json_object_get(row, "disk_ms")));
     }
-    fprintf(out, "total%s%s,%s,%" PRId64 ",,\r\n", by == S_BY_VM ? ",," : "",
-            s_by_kind(by) ? "," : "", r->currency, r->total);
+    fprintf(out, "total%s%s%s,%s,%" PRId64 ",,\r\n", by == S_BY_VM ? ",," : "",
+            s_by_kind(by) ? "," : "", by == S_BY_USER ? "," : "", r->currency, r->total);
     fclose(out);
     struct MHD_Response *response =
         MHD_create_response_from_buffer(size, text, MHD_RESPMEM_MUST_FREE);
@@ -301,9 +304,9 @@ static void s_reported(http_req_t *req, ProtobufCMessage *answer)
     s_by_t by = (s_by_t)s_by_of(req);
     /* Rows in key order: lines come by day then VM, so day and month rows are in order
        already; VM and user rows are found by key. */
-    json_t *rows = json_array(), *index = json_object();
+    json_t *rows = json_array(), *index = json_object(), *vms = json_object();
     int64_t total = 0;
-    for (size_t i = 0; rows && index && i < r->n_lines; i++) {
+    for (size_t i = 0; rows && index && vms && i < r->n_lines; i++) {
         const Berth__ChargeLine *l = r->lines[i];
         char key[160], id[200];
         s_row_key(by, l, key, sizeof key);
@@ -322,8 +325,18 @@ static void s_reported(http_req_t *req, ProtobufCMessage *answer)
             }
             if (s_by_kind(by))
                 json_object_set_new(row, "kind", json_string(kind));
+            if (by == S_BY_USER)
+                json_object_set_new(row, "vms", json_integer(0));
             json_object_set_new(index, id, row);
             json_array_append(rows, row);
+        }
+        /* A user's statistics: the VMs of theirs billed in the window, each counted once. */
+        char seen[260];
+        snprintf(seen, sizeof seen, "%s\t%s", id, l->vm);
+        if (by == S_BY_USER && !*kind && !json_object_get(vms, seen)) {
+            json_object_set_new(vms, seen, json_true());
+            json_object_set_new(row, "vms",
+                                json_integer(json_integer_value(json_object_get(row, "vms")) + 1));
         }
         json_object_set_new(
             row, "amount",
@@ -337,6 +350,7 @@ static void s_reported(http_req_t *req, ProtobufCMessage *answer)
         total += l->amount;
     }
     json_decref(index);
+    json_decref(vms);
     if (!rows) {
         http_error(req, "INTERNAL", "out of memory");
         return;

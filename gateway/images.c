@@ -16,8 +16,12 @@ json_t *view_image(const Berth__Image *im)
         json_array_append_new(apps,
                               json_pack("{s:o, s:o}", "name", view_str(im->applications[i]->name),
                                         "version", view_str(im->applications[i]->version)));
+    /* direct_boot: the image boots its own kernel and initrd (the paths stay the stager's). */
+    json_t *boot = im->kernel_path && *im->kernel_path
+                       ? json_pack("{s:o}", "cmdline", view_str(im->cmdline))
+                       : json_null();
     return json_pack("{s:o, s:o, s:o, s:o, s:o, s:o, s:I, s:I, s:o, s:I, s:o, s:o, s:o, s:o, "
-                     "s:I}",
+                     "s:I, s:o}",
                      "id", view_str(im->id), "name", view_str(im->name), "os", view_str(im->os),
                      "os_version", view_str(im->os_version), "arch", view_str(im->arch),
                      "applications", apps ? apps : json_array(), "min_ram_mb",
@@ -25,7 +29,7 @@ json_t *view_image(const Berth__Image *im)
                      "format", view_str(im->format), "size_bytes", (json_int_t)im->size_bytes,
                      "sha256", view_str(im->sha256), "state", view_str(im->state), "fault",
                      view_str(im->fault), "created", rest_time(im->created_ms), "version",
-                     (json_int_t)im->version);
+                     (json_int_t)im->version, "direct_boot", boot ? boot : json_null());
 }
 
 static void s_image_answer(http_req_t *req, ProtobufCMessage *answer, int status)
@@ -106,10 +110,11 @@ static int s_applications(http_req_t *req, Berth__ImageApp *items, Berth__ImageA
 
 void images_import(http_req_t *req)
 {
-    static const char *const allowed[] = { "path",       "name",        "os",
-                                           "os_version", "arch",        "applications",
-                                           "min_ram_mb", "min_disk_gb", NULL };
+    static const char *const allowed[] = { "path",   "name",         "os",         "os_version",
+                                           "arch",   "applications", "min_ram_mb", "min_disk_gb",
+                                           "kernel", "initrd",       "cmdline",    NULL };
     const char *path, *name, *os, *os_version = NULL, *arch = NULL;
+    const char *kernel = NULL, *initrd = NULL, *cmdline = NULL;
     int64_t min_ram_mb = 0, min_disk_gb = 0;
     if (rest_body(req, allowed) || rest_str(req, "path", 1, LIMIT_IMAGE_PATH_MAX, &path) ||
         rest_str(req, "name", 1, LIMIT_IMAGE_NAME_MAX, &name) ||
@@ -117,7 +122,10 @@ void images_import(http_req_t *req)
         rest_str(req, "os_version", 0, LIMIT_IMAGE_TEXT_MAX, &os_version) < 0 ||
         rest_str(req, "arch", 0, LIMIT_IMAGE_TEXT_MAX, &arch) < 0 ||
         rest_int(req, "min_ram_mb", 0, 0, LIMIT_RAM_MB_MAX, &min_ram_mb) < 0 ||
-        rest_int(req, "min_disk_gb", 0, 0, LIMIT_DISK_GB_MAX, &min_disk_gb) < 0)
+        rest_int(req, "min_disk_gb", 0, 0, LIMIT_DISK_GB_MAX, &min_disk_gb) < 0 ||
+        rest_str(req, "kernel", 0, LIMIT_IMAGE_PATH_MAX, &kernel) < 0 ||
+        rest_str(req, "initrd", 0, LIMIT_IMAGE_PATH_MAX, &initrd) < 0 ||
+        rest_str(req, "cmdline", 0, LIMIT_IMAGE_CMDLINE_MAX, &cmdline) < 0)
         return;
     Berth__ImageApp items[LIMIT_IMAGE_APPS_MAX];
     Berth__ImageApp *ptrs[LIMIT_IMAGE_APPS_MAX];
@@ -133,8 +141,11 @@ void images_import(http_req_t *req)
     image.n_applications = n_apps;
     image.min_ram_mb = min_ram_mb;
     image.min_disk_gb = min_disk_gb;
+    image.cmdline = (char *)(cmdline ? cmdline : "");
     Berth__ImportImage ask = BERTH__IMPORT_IMAGE__INIT;
     ask.path = (char *)path;
+    ask.kernel = (char *)(kernel ? kernel : "");
+    ask.initrd = (char *)(initrd ? initrd : "");
     ask.image = &image;
     rest_call(req, "stager", &ask.base, &berth__image__descriptor, s_imported);
 }

@@ -49,6 +49,8 @@ static const s_kind_t s_kinds[KEYS_KIND_COUNT] = {
     [KEYS_BUDGET] = { "budget", 1, 1 },
     [KEYS_BUDGET_ALERTS] = { "budget-alerts", 1, 1 },
     [KEYS_RESERVATION_LOG] = { "reservation-log", 1, 1 },
+    [KEYS_CHARGE_CLOSED] = { "charge-closed", 1, 1 },
+    [KEYS_CHARGE_ADJUST] = { "charge-adjust", 1, 1 },
 };
 
 const char *keys_build(char *buf, keys_kind_t kind, const char *id, const char *id2)

@@ -164,6 +164,13 @@ typedef enum {
        the change (and once by the store migration to version 2); the meter charges a
        reservation-based group from it. */
     KEYS_RESERVATION_LOG,
+    /* berth:charge-closed:{<group>}  hash: "<YYYY-MM>" -> the month's chargeback lines as
+       closed (JSON), "<YYYY-MM>:booked" -> what its lines and adjustments come to per VM and
+       kind, "<YYYY-MM>:version" (services/meter/ledger.c). */
+    KEYS_CHARGE_CLOSED,
+    /* berth:charge-adjust:{<group>}  hash: "<at_ms>|<YYYY-MM>|<vm>|<kind>" -> {"amount",
+       "owner", "template"}: a closed month's late charges, booked at at_ms. */
+    KEYS_CHARGE_ADJUST,
     KEYS_KIND_COUNT
 } keys_kind_t;
 

@@ -1052,7 +1052,7 @@ int model_tx_commit(model_tx_t *self, store_t *store, const char **why)
         return -1;
     rc = -1;
     if (r->type == REDIS_REPLY_INTEGER)
-        rc = 0;
+        rc = store_wait(store) == 0 ? 0 : -1; /* redis_wait_replicas: on the replicas too */
     else if (r->type == REDIS_REPLY_ERROR && strncmp(r->str, "CONFLICT", 8) == 0) {
         rc = MODEL_CONFLICT;
         if (why)

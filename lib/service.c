@@ -70,6 +70,14 @@ service_t *service_new(const char *name, int argc, char **argv)
     config_declare(c, "redis_host", "127.0.0.1", 0);
     config_declare(c, "redis_port", "6379", 0);
     config_declare(c, "redis_timeout_ms", "1000", 0);
+    /* Sentinel: "host:port,..." of the sentinels that name the primary (empty: the plain Redis
+       at redis_host:redis_port), and the name they monitor it under. */
+    config_declare(c, "redis_sentinels", "", 0);
+    config_declare(c, "redis_master_name", "berth", 0);
+    /* Durability: each state write (model_tx commit) waits (WAIT) until this many replicas
+       have it, at most redis_wait_timeout_ms, else it failed (UNAVAILABLE). 0: no wait. */
+    config_declare(c, "redis_wait_replicas", "0", 0);
+    config_declare(c, "redis_wait_timeout_ms", "1000", 0);
     config_declare(c, "schema_wait_ms", "30000", 0); /* for Redis and the store's migration */
     config_declare(c, "bind", "tcp://127.0.0.1:*", 0);
     config_declare(c, "advertise", NULL, 0);
@@ -195,8 +203,10 @@ int service_start(service_t *self)
         log_error(NULL, "unknown log_level", "{s:s}", "log_level", config_get(c, "log_level"));
         return -1;
     }
-    int64_t port, timeout, heartbeat, schema_wait, metrics_port;
+    int64_t port, timeout, heartbeat, schema_wait, metrics_port, wait_replicas, wait_timeout;
     if (config_int(c, "redis_port", 1, 65535, &port) ||
+        config_int(c, "redis_wait_replicas", 0, 64, &wait_replicas) ||
+        config_int(c, "redis_wait_timeout_ms", 1, 60000, &wait_timeout) ||
         config_int(c, "metrics_port", 0, 65535, &metrics_port) ||
         config_int(c, "redis_timeout_ms", 10, 60000, &timeout) ||
         config_int(c, "schema_wait_ms", 0, 3600000, &schema_wait) ||
@@ -224,6 +234,8 @@ int service_start(service_t *self)
         return -1;
 
     self->started_ms = util_now_ms();
+    store_sentinels_default(config_get(c, "redis_sentinels"), config_get(c, "redis_master_name"));
+    store_wait_default((int)wait_replicas, (int)wait_timeout);
     if (!self->storeless && !(self->store = store_new(config_get(c, "redis_host"), (int)port,
                                                       (int)timeout, (int)timeout)))
         return -1;

@@ -31,23 +31,36 @@
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 2000
 
+#define SENTINELS_MAX 16
+
+/* A process-wide Sentinel setting every store_new() starts with (store_sentinels_default). */
+static char *s_default_sentinels;
+static char *s_default_master;
+/* A process-wide durability setting every store_new() starts with (store_wait_default). */
+static int s_default_wait_replicas;
+static int s_default_wait_timeout_ms = 1000;
+
 struct _store_t {
-    char *host;
+    char *host; /* Redis, or with sentinels: the primary they named last */
     int port;
-    char *user;     /* AUTH user (NULL: default) */
-    char *password; /* AUTH on every new connection; NULL: none */
+    char *sentinels;   /* "host:port,host:port"; NULL: plain Redis at host:port */
+    char *master_name; /* the name the sentinels monitor the primary under */
+    char *user;        /* AUTH user (NULL: default) */
+    char *password;    /* AUTH on every new connection; NULL: none */
     int connect_timeout_ms;
     int command_timeout_ms;
-    redisContext *ctx; /* NULL while disconnected */
-    int64_t retry_at;  /* monotonic ms of the next reconnect attempt */
-    int backoff_ms;    /* current backoff, doubles per failure */
-    int ok;            /* last command reached Redis */
-    uint64_t sent;     /* commands sent on ctx: 0 = a connection not proven yet */
+    int wait_replicas;   /* store_wait: replicas a write must reach (0: no WAIT) */
+    int wait_timeout_ms; /* store_wait: how long WAIT may take */
+    redisContext *ctx;   /* NULL while disconnected */
+    int64_t retry_at;    /* monotonic ms of the next reconnect attempt */
+    int backoff_ms;      /* current backoff, doubles per failure */
+    int ok;              /* last command reached Redis */
+    uint64_t sent;       /* commands sent on ctx: 0 = a connection not proven yet */
 };
 
 /* What every connection counts (metrics.h): connects by result and connections lost. */
 static struct {
-    metrics_family_t *connects, *lost;
+    metrics_family_t *connects, *lost, *failovers, *unreplicated;
 } s_m;
 
 static void s_metrics_declare(void)
@@ -58,6 +71,13 @@ static void s_metrics_declare(void)
     s_m.lost = metrics_counter(
         "berth_redis_connections_lost_total",
         "Redis connections dropped: broken, closed by the server, or no reply in time", NULL);
+    s_m.failovers = metrics_counter(
+        "berth_redis_failovers_total",
+        "Times the sentinels named another primary than the one this process used", NULL);
+    s_m.unreplicated = metrics_counter(
+        "berth_redis_unreplicated_writes_total",
+        "State writes reported failed because fewer replicas than redis_wait_replicas had them",
+        NULL);
 }
 
 store_t *store_new(const char *host, int port, int connect_timeout_ms, int command_timeout_ms)
@@ -71,7 +91,48 @@ store_t *store_new(const char *host, int port, int connect_timeout_ms, int comma
     self->connect_timeout_ms = connect_timeout_ms;
     self->command_timeout_ms = command_timeout_ms;
     self->backoff_ms = BACKOFF_MIN_MS;
+    if (s_default_sentinels)
+        store_set_sentinels(self, s_default_sentinels, s_default_master);
+    store_set_wait(self, s_default_wait_replicas, s_default_wait_timeout_ms);
     return self;
+}
+
+void store_wait_default(int replicas, int timeout_ms)
+{
+    s_default_wait_replicas = replicas > 0 ? replicas : 0;
+    s_default_wait_timeout_ms = timeout_ms > 0 ? timeout_ms : 1;
+}
+
+void store_set_wait(store_t *self, int replicas, int timeout_ms)
+{
+    assert(self);
+    self->wait_replicas = replicas > 0 ? replicas : 0;
+    self->wait_timeout_ms = timeout_ms > 0 ? timeout_ms : 1;
+}
+
+void store_sentinels_default(const char *sentinels, const char *master_name)
+{
+    free(s_default_sentinels);
+    free(s_default_master);
+    s_default_sentinels = sentinels && *sentinels ? strdup(sentinels) : NULL;
+    s_default_master = s_default_sentinels ? strdup(master_name ? master_name : "berth") : NULL;
+}
+
+void store_set_sentinels(store_t *self, const char *sentinels, const char *master_name)
+{
+    assert(self);
+    free(self->sentinels);
+    free(self->master_name);
+    self->sentinels = sentinels && *sentinels ? strdup(sentinels) : NULL;
+    self->master_name =
+        self->sentinels ? strdup(master_name && *master_name ? master_name : "berth") : NULL;
+    if (self->sentinels)
+        self->host[0] = 0; /* no primary known yet: the first one named is no failover */
+    if (self->ctx) {
+        redisFree(self->ctx);
+        self->ctx = NULL;
+    }
+    self->retry_at = 0;
 }
 
 void store_destroy(store_t **self_p)
@@ -81,6 +142,8 @@ void store_destroy(store_t **self_p)
         if (self->ctx)
             redisFree(self->ctx);
         free(self->host);
+        free(self->sentinels);
+        free(self->master_name);
         if (self->password)
             sodium_memzero(self->password, strlen(self->password));
         free(self->password);
@@ -163,6 +226,85 @@ static int s_stale(redisContext *ctx)
     return 1;
 }
 
+/* Ask one sentinel at host:port for the primary's address; 0 and host/port written when it
+   names one. Sentinels listen on loopback or a trusted network without a password (see the
+   README): they hold no data, only the primary's address. */
+static int s_ask_sentinel(store_t *self, const char *shost, int sport, char *host, size_t size,
+                          int *port)
+{
+    struct timeval ct = { self->connect_timeout_ms / 1000,
+                          (self->connect_timeout_ms % 1000) * 1000 };
+    redisContext *ctx = redisConnectWithTimeout(shost, sport, ct);
+    if (!ctx || ctx->err) {
+        if (ctx)
+            redisFree(ctx);
+        return -1;
+    }
+    redisSetTimeout(ctx, ct);
+    redisReply *r = redisCommand(ctx, "SENTINEL get-master-addr-by-name %s", self->master_name);
+    int rc = -1;
+    if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+        r->element[0]->type == REDIS_REPLY_STRING && r->element[1]->type == REDIS_REPLY_STRING) {
+        long p = strtol(r->element[1]->str, NULL, 10);
+        if (p > 0 && p < 65536 && strlen(r->element[0]->str) < size) {
+            util_strlcpy(host, r->element[0]->str, size);
+            *port = (int)p;
+            rc = 0;
+        }
+    }
+    if (r)
+        freeReplyObject(r);
+    redisFree(ctx);
+    return rc;
+}
+
+/* With sentinels: ask them in turn for the primary and make it self->host:port; a changed
+   address is a failover (counted). -1 when no sentinel names one. */
+static int s_resolve(store_t *self)
+{
+    char list[512];
+    util_strlcpy(list, self->sentinels, sizeof list);
+    char *save = NULL;
+    for (char *item = strtok_r(list, ", ", &save); item; item = strtok_r(NULL, ", ", &save)) {
+        char *colon = strrchr(item, ':');
+        if (!colon)
+            continue;
+        *colon = 0;
+        char host[256];
+        int port;
+        if (s_ask_sentinel(self, item, atoi(colon + 1), host, sizeof host, &port) != 0)
+            continue;
+        if (strcmp(host, self->host) != 0 || port != self->port) {
+            if (self->host[0])
+                metrics_add(s_m.failovers, 1);
+            log_debug(NULL, "sentinel named the redis primary", "{s:s, s:i, s:s}", "host", host,
+                      "port", port, "sentinel", item);
+            char *h = strdup(host);
+            if (!h)
+                return -1;
+            free(self->host);
+            self->host = h;
+            self->port = port;
+        }
+        return 0;
+    }
+    log_debug(NULL, "no sentinel named the redis primary", "{s:s, s:s}", "sentinels",
+              self->sentinels, "master_name", self->master_name);
+    return -1;
+}
+
+/* Does the server on ctx say it is the primary (ROLE)? A demoted one says "slave". */
+static int s_is_master(redisContext *ctx)
+{
+    redisReply *r = redisCommand(ctx, "ROLE");
+    int yes = r && r->type == REDIS_REPLY_ARRAY && r->elements > 0 &&
+              r->element[0]->type == REDIS_REPLY_STRING &&
+              strcmp(r->element[0]->str, "master") == 0;
+    if (r)
+        freeReplyObject(r);
+    return yes;
+}
+
 static int s_connect(store_t *self)
 {
     if (self->ctx && s_stale(self->ctx)) {
@@ -177,6 +319,11 @@ static int s_connect(store_t *self)
         return 0;
     if (util_mono_ms() < self->retry_at)
         return -1;
+    if (self->sentinels && s_resolve(self) != 0) {
+        metrics_add(s_m.connects, 1, "failed");
+        s_drop(self, "no sentinel named the primary");
+        return -1;
+    }
     struct timeval ct = { self->connect_timeout_ms / 1000,
                           (self->connect_timeout_ms % 1000) * 1000 };
     redisContext *ctx = redisConnectWithTimeout(self->host, self->port, ct);
@@ -209,6 +356,14 @@ static int s_connect(store_t *self)
         }
         freeReplyObject(auth);
     }
+    if (self->sentinels && !s_is_master(ctx)) {
+        /* The sentinels have not yet noticed a failover, or this one is being demoted: ask
+           them again after the backoff. */
+        metrics_add(s_m.connects, 1, "failed");
+        self->ctx = ctx;
+        s_drop(self, "the server the sentinels named is not the primary");
+        return -1;
+    }
     metrics_add(s_m.connects, 1, "ok");
     self->ctx = ctx;
     self->sent = 0;
@@ -225,6 +380,13 @@ static redisReply *s_checked(store_t *self, redisReply *reply)
         return NULL;
     }
     self->ok = 1;
+    if (reply->type == REDIS_REPLY_ERROR && strncmp(reply->str, "READONLY", 8) == 0) {
+        /* A demoted primary: the write was refused (not applied). The next command asks the
+           sentinels for the new primary. */
+        metrics_add(s_m.lost, 1);
+        s_drop(self, reply->str);
+        self->retry_at = 0;
+    }
     return reply;
 }
 
@@ -322,6 +484,40 @@ redisReply *store_commandv(store_t *self, int argc, const char **argv, const siz
 {
     assert(self);
     return s_commandv(self, argc, argv, lens, -1);
+}
+
+int store_wait(store_t *self)
+{
+    assert(self);
+    if (self->wait_replicas == 0)
+        return 0;
+    /* WAIT counts the replicas that have this connection's writes: on a new connection it
+       would count none of them, so a connection lost since the write fails the wait. */
+    if (!self->ctx) {
+        metrics_add(s_m.unreplicated, 1);
+        self->ok = 0;
+        return -1;
+    }
+    int ms = self->wait_timeout_ms + self->command_timeout_ms;
+    struct timeval longer = { ms / 1000, (ms % 1000) * 1000 };
+    struct timeval normal = { self->command_timeout_ms / 1000,
+                              (self->command_timeout_ms % 1000) * 1000 };
+    redisSetTimeout(self->ctx, longer);
+    redisReply *r =
+        redisCommand(self->ctx, "WAIT %d %d", self->wait_replicas, self->wait_timeout_ms);
+    if (self->ctx)
+        redisSetTimeout(self->ctx, normal);
+    r = s_checked(self, r);
+    long long acked = r && r->type == REDIS_REPLY_INTEGER ? r->integer : -1;
+    if (r)
+        freeReplyObject(r);
+    if (acked >= self->wait_replicas)
+        return 0;
+    log_debug(NULL, "write not on enough replicas in time", "{s:i, s:i, s:i}", "replicas",
+              (int)acked, "wanted", self->wait_replicas, "timeout_ms", self->wait_timeout_ms);
+    metrics_add(s_m.unreplicated, 1);
+    self->ok = 0; /* the caller reports the store unavailable (store_ok) */
+    return -1;
 }
 
 int store_ok(store_t *self)

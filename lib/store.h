@@ -28,6 +28,28 @@ typedef struct {
 store_t *store_new(const char *host, int port, int connect_timeout_ms, int command_timeout_ms);
 void store_destroy(store_t **self_p);
 
+/* Find the primary through Redis Sentinel: every (re)connect asks the sentinels of the list
+   ("host:port,host:port") in turn for master_name's address, connects there and checks ROLE
+   says master; a lost connection or a READONLY reply (a demoted primary) makes the next
+   connect ask again. sentinels NULL or empty: the plain Redis of store_new. */
+void store_set_sentinels(store_t *self, const char *sentinels, const char *master_name);
+
+/* What every store_new() of this process starts with (store_set_sentinels); the services
+   set it from their config before opening any store. */
+void store_sentinels_default(const char *sentinels, const char *master_name);
+
+/* Durability: after a state write, store_wait asks Redis (WAIT) that `replicas` replicas
+   have this connection's writes, at most timeout_ms. replicas 0: no wait. */
+void store_set_wait(store_t *self, int replicas, int timeout_ms);
+
+/* What every store_new() of this process starts with (store_set_wait). */
+void store_wait_default(int replicas, int timeout_ms);
+
+/* 0 when the writes sent on this connection are on the replicas store_set_wait asks for (or
+   none are asked for); -1 when fewer had them in time or the connection was lost since,
+   and store_ok() then says false (the write may still exist on the primary). */
+int store_wait(store_t *self);
+
 /* The services' Redis user and the file of secrets_dir holding its password (berth-secrets
    makes both: only berth:* keys, no @dangerous command). */
 #define STORE_USER          "berth"

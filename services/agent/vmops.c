@@ -704,15 +704,38 @@ static int s_has_default_network(vmops_t *self)
     return active;
 }
 
+/* The <os> of the domain: the disk's boot loader, or a direct-boot image's kernel, initrd and
+   command line. NULL when out of memory. */
+static char *s_os_xml(const Berth__AgentCommand *cmd)
+{
+    char *out = NULL;
+    if (!cmd->kernel_path || !*cmd->kernel_path)
+        return strdup("  <os><type>hvm</type><boot dev='hd'/></os>\n");
+    char *kernel = s_xml_escape(cmd->kernel_path);
+    char *initrd = s_xml_escape(cmd->initrd_path ? cmd->initrd_path : "");
+    char *cmdline = s_xml_escape(cmd->cmdline ? cmd->cmdline : "");
+    if (kernel && initrd && cmdline &&
+        asprintf(&out,
+                 "  <os>\n    <type>hvm</type>\n    <kernel>%s</kernel>\n"
+                 "    <initrd>%s</initrd>\n    <cmdline>%s</cmdline>\n  </os>\n",
+                 kernel, initrd, cmdline) < 0)
+        out = NULL;
+    free(kernel);
+    free(initrd);
+    free(cmdline);
+    return out;
+}
+
 static char *s_domain_xml(vmops_t *self, const Berth__AgentCommand *cmd, const char *type,
                           const char *disk, const char *seed)
 {
     char *title = s_xml_escape(cmd->name);
     char *disk_x = s_xml_escape(disk);
     char *seed_x = s_xml_escape(seed);
+    char *os = s_os_xml(cmd);
     char *xml = NULL;
     size_t size = 0;
-    FILE *f = title && disk_x && seed_x ? open_memstream(&xml, &size) : NULL;
+    FILE *f = title && disk_x && seed_x && os ? open_memstream(&xml, &size) : NULL;
     if (f) {
         fprintf(f,
                 "<domain type='%s'>\n"
@@ -722,7 +745,7 @@ static char *s_domain_xml(vmops_t *self, const Berth__AgentCommand *cmd, const c
                 "  <description>%s</description>\n"
                 "  <memory unit='MiB'>%lld</memory>\n"
                 "  <vcpu>%d</vcpu>\n"
-                "  <os><type>hvm</type><boot dev='hd'/></os>\n"
+                "%s"
                 "  <features><acpi/></features>\n"
                 "  <on_poweroff>destroy</on_poweroff>\n"
                 "  <on_reboot>restart</on_reboot>\n"
@@ -740,14 +763,22 @@ static char *s_domain_xml(vmops_t *self, const Berth__AgentCommand *cmd, const c
                 "      <readonly/>\n"
                 "    </disk>\n",
                 type, cmd->vm, cmd->vm, title, title, (long long)cmd->flavor->ram_mb,
-                cmd->flavor->vcpus, disk_x, seed_x);
+                cmd->flavor->vcpus, os, disk_x, seed_x);
         if (s_has_default_network(self))
             fprintf(f, "    <interface type='network'>\n"
                        "      <source network='default'/>\n"
                        "      <model type='virtio'/>\n"
                        "    </interface>\n");
-        fprintf(f, "    <serial type='pty'><target port='0'/></serial>\n"
-                   "    <console type='pty'><target type='serial' port='0'/></console>\n"
+        /* A real hypervisor keeps what the guest's console says in <pool>/<vm>.console.log
+           (virtlogd): what booted and what failed can be read after the fact. */
+        if (strcmp(type, "test") == 0)
+            fprintf(f, "    <serial type='pty'><target port='0'/></serial>\n");
+        else
+            fprintf(f,
+                    "    <serial type='pty'><log file='%s/%s.console.log' append='off'/>"
+                    "<target port='0'/></serial>\n",
+                    self->pool_dir, cmd->vm);
+        fprintf(f, "    <console type='pty'><target type='serial' port='0'/></console>\n"
                    "  </devices>\n"
                    "</domain>\n");
         if (fclose(f) != 0) {
@@ -758,6 +789,7 @@ static char *s_domain_xml(vmops_t *self, const Berth__AgentCommand *cmd, const c
     free(title);
     free(disk_x);
     free(seed_x);
+    free(os);
     return xml;
 }
 
@@ -772,6 +804,20 @@ static int s_define(vmops_t *self, const Berth__AgentCommand *cmd, Berth__AgentR
         return s_fail(
             result, "invalid DEFINE command for VM '%s': name must be 1..%lld printable characters",
             cmd->vm, (long long)self->limits.max_name_len);
+    const char *kernel = cmd->kernel_path ? cmd->kernel_path : "";
+    const char *initrd = cmd->initrd_path ? cmd->initrd_path : "";
+    const char *cmdline = cmd->cmdline ? cmd->cmdline : "";
+    if (*kernel || *initrd || *cmdline) {
+        int ok = kernel[0] == '/' && initrd[0] == '/' && strlen(kernel) < PATH_MAX &&
+                 strlen(initrd) < PATH_MAX && strlen(cmdline) <= LIMIT_IMAGE_CMDLINE_MAX &&
+                 s_printable(kernel) && s_printable(initrd) && (!*cmdline || s_printable(cmdline));
+        if (!ok)
+            return s_fail(result,
+                          "invalid DEFINE command for VM '%s': a direct boot needs the absolute "
+                          "paths of a kernel and an initrd, and a printable command line of at "
+                          "most %d bytes",
+                          cmd->vm, LIMIT_IMAGE_CMDLINE_MAX);
+    }
     virDomainPtr dom = NULL;
     int found = s_find_domain(self, cmd->vm, &dom);
     if (found < 0)
@@ -953,8 +999,7 @@ static int s_power_off(vmops_t *self, const Berth__AgentCommand *cmd, Berth__Age
 static int s_shutdown(vmops_t *self, const Berth__AgentCommand *cmd, Berth__AgentResult *result)
 {
     if (cmd->timeout_s < 0 || cmd->timeout_s > LIMIT_STOP_TIMEOUT_MAX_S)
-        return s_fail(result,
-                      "invalid SHUTDOWN command for VM '%s': timeout_s %d is outside 0..%d",
+        return s_fail(result, "invalid SHUTDOWN command for VM '%s': timeout_s %d is outside 0..%d",
                       cmd->vm, cmd->timeout_s, LIMIT_STOP_TIMEOUT_MAX_S);
     virDomainPtr dom = NULL;
     if (s_day2_domain(self, cmd, "shut down", &dom, result))
@@ -977,8 +1022,7 @@ static int s_shutdown(vmops_t *self, const Berth__AgentCommand *cmd, Berth__Agen
         while (virDomainIsActive(dom) == 1 && util_mono_ms() < deadline)
             s_sleep_ms(SHUTDOWN_POLL_MS);
         if (virDomainIsActive(dom) == 1) {
-            snprintf(why, sizeof why, "did not shut down within %d s: powered off",
-                     cmd->timeout_s);
+            snprintf(why, sizeof why, "did not shut down within %d s: powered off", cmd->timeout_s);
             how = why;
         }
     }
@@ -1008,8 +1052,8 @@ static int s_reboot_or_reset(vmops_t *self, const Berth__AgentCommand *cmd, int 
                     s_virt_message());
     else if (hard && virDomainReset(dom, 0) != 0) {
         if (virGetLastErrorCode() != VIR_ERR_NO_SUPPORT)
-            rc = s_fail(result, "failed to reset domain '%s' on host '%s': %s", cmd->vm,
-                        self->host, s_virt_message());
+            rc = s_fail(result, "failed to reset domain '%s' on host '%s': %s", cmd->vm, self->host,
+                        s_virt_message());
         else if (s_force_off(self, cmd, dom, result) != 0)
             rc = -1;
         else if (virDomainCreate(dom) != 0)
@@ -1048,8 +1092,8 @@ static int s_pause_or_resume(vmops_t *self, const Berth__AgentCommand *cmd, int 
         rc = s_fail(result, "failed to %s domain '%s' on host '%s': it is %s", what, cmd->vm,
                     self->host, state < 0 ? "in an unknown state" : "not running");
     else if ((pause ? virDomainSuspend(dom) : virDomainResume(dom)) != 0)
-        rc = s_fail(result, "failed to %s domain '%s' on host '%s': %s", what, cmd->vm,
-                    self->host, s_virt_message());
+        rc = s_fail(result, "failed to %s domain '%s' on host '%s': %s", what, cmd->vm, self->host,
+                    s_virt_message());
     else
         s_detail(result, pause ? "suspended" : "resumed");
     virDomainFree(dom);
@@ -1072,13 +1116,18 @@ static const struct {
     const char *op;
     s_op_fn *fn;
 } s_ops[] = {
-    { "CREATE_DISK", s_create_disk }, { "PUT_SEED", s_put_seed },
-    { "DEFINE", s_define },           { "START", s_start },
+    { "CREATE_DISK", s_create_disk },
+    { "PUT_SEED", s_put_seed },
+    { "DEFINE", s_define },
+    { "START", s_start },
     { "DESTROY", s_destroy },
     /* day-2 actions */
-    { "SHUTDOWN", s_shutdown },       { "POWER_OFF", s_power_off },
-    { "REBOOT", s_reboot },           { "RESET", s_reset },
-    { "SUSPEND", s_suspend },         { "RESUME", s_resume },
+    { "SHUTDOWN", s_shutdown },
+    { "POWER_OFF", s_power_off },
+    { "REBOOT", s_reboot },
+    { "RESET", s_reset },
+    { "SUSPEND", s_suspend },
+    { "RESUME", s_resume },
 };
 
 void vmops_execute(vmops_t *self, const Berth__AgentCommand *cmd, Berth__AgentResult *result)

@@ -171,12 +171,97 @@ int catalog_list(store_t *store, Berth__TemplateList **list_p, fault_t *fault)
     return 0;
 }
 
+/* The template's image is in the stager's store and usable (IMPORTING or READY): else
+   BAD_REQUEST naming image. */
+static int s_image_ok(store_t *store, const char *image, fault_t *fault)
+{
+    char key[KEYS_MAX];
+    redisReply *r = store_command(store, "HGET %s state", keys_build(key, KEYS_IMAGE, image, NULL));
+    if (!r || r->type == REDIS_REPLY_ERROR) {
+        if (r)
+            freeReplyObject(r);
+        return fault_store(fault, store);
+    }
+    int rc = 0;
+    if (r->type != REDIS_REPLY_STRING)
+        rc = error_field(fault, "image", "there is no image '%s' (GET /v1/images lists them)",
+                         image);
+    else if (strcmp(r->str, "READY") != 0 && strcmp(r->str, "IMPORTING") != 0)
+        rc = error_field(fault, "image", "image '%s' is %s: it cannot be used", image, r->str);
+    freeReplyObject(r);
+    return rc;
+}
+
+/* The template's size fits at least one host the platform knows (its capacity times the
+   overcommit ratios), else BAD_REQUEST naming the first resource no host has enough of, with
+   the most any host offers. Before the first host reports there is nothing to check against:
+   the size is then accepted. */
+static int s_fits_a_host(store_t *store, const policy_t *policy, const Berth__Template *t,
+                         fault_t *fault)
+{
+    redisReply *ids = store_command(store, "SMEMBERS %s", KEYS_HOSTS);
+    if (!ids || ids->type != REDIS_REPLY_ARRAY) {
+        if (ids)
+            freeReplyObject(ids);
+        return fault_store(fault, store);
+    }
+    static const char *const fields[3] = { "vcpus", "ram_mb", "disk_gb" };
+    const double ratio[3] = { policy->cpu_ratio, policy->ram_ratio, policy->disk_ratio };
+    const int64_t want[3] = { t->vcpus, t->ram_mb, t->disk_gb };
+    int64_t most[3] = { 0, 0, 0 };
+    int known = 0, fits = 0, rc = 0;
+    for (size_t i = 0; rc == 0 && !fits && i < ids->elements; i++) {
+        char key[KEYS_MAX];
+        if (ids->element[i]->type != REDIS_REPLY_STRING)
+            continue;
+        redisReply *h = store_command(store, "HMGET %s cap_vcpus cap_ram_mb cap_disk_gb",
+                                      keys_host(key, ids->element[i]->str));
+        if (!h || h->type != REDIS_REPLY_ARRAY || h->elements != 3) {
+            if (h)
+                freeReplyObject(h);
+            rc = fault_store(fault, store);
+            break;
+        }
+        int ok = 1, reported = 1;
+        for (int d = 0; d < 3; d++) {
+            int64_t cap = 0;
+            if (h->element[d]->type != REDIS_REPLY_STRING ||
+                util_parse_int(h->element[d]->str, 0, INT64_MAX / 2, &cap) != 0) {
+                reported = 0;
+                break;
+            }
+            int64_t usable = (int64_t)((double)cap * ratio[d]);
+            if (usable > most[d])
+                most[d] = usable;
+            ok = ok && want[d] <= usable;
+        }
+        freeReplyObject(h);
+        known |= reported;
+        fits = reported && ok;
+    }
+    freeReplyObject(ids);
+    if (rc != 0 || fits || !known)
+        return rc;
+    for (int d = 0; d < 3; d++)
+        if (want[d] > most[d]) {
+            error_field(fault, fields[d],
+                        "%s %lld is more than any host could hold: at most %lld (capacity "
+                        "times the overcommit ratio)",
+                        fields[d], (long long)want[d], (long long)most[d]);
+            return error_detail(fault, "max", "%lld", (long long)most[d]);
+        }
+    /* Each resource fits some host, but no host all three. */
+    return error_field(fault, "vcpus", "no single host holds %d vCPUs, %lld MB and %lld GB",
+                       t->vcpus, (long long)t->ram_mb, (long long)t->disk_gb);
+}
+
 int catalog_create(store_t *store, const policy_t *policy, const Berth__Template *tmpl,
                    const char *actor, char *id_out, fault_t *fault)
 {
     if (policy_check_template(policy, tmpl, fault) != 0 ||
         decide_check_policy("approval_policy", tmpl->approval_policy, fault) != 0 ||
-        policy_check_owner("actor", actor, fault) != 0)
+        policy_check_owner("actor", actor, fault) != 0 ||
+        s_image_ok(store, tmpl->image, fault) != 0 || s_fits_a_host(store, policy, tmpl, fault) != 0)
         return -1;
     /* The cap is checked before the transaction: concurrent adds may pass it together by
        a few, which is fine for a limit that only bounds the size of a listing. */

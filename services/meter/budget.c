@@ -7,6 +7,7 @@
     several meters looking at once, exactly one raises it. */
 #include "budget.h"
 #include "charge.h"
+#include "ledger.h"
 #include "clock.h"
 #include "keys.h"
 #include "limit.h"
@@ -313,8 +314,8 @@ int budget_look(store_t *store, const char *group, int64_t now_ms, const budget_
     int64_t spent = 0;
     if (now_ms > start) {
         Berth__ChargebackReport *report = NULL;
-        if (charge_report(store, group, NULL, start, now_ms, now_ms, limits->max_vms, limits->max_lines,
-                          &report, error) != 0) {
+        if (ledger_report(store, group, NULL, start, now_ms, now_ms, limits->max_vms,
+                          limits->max_lines, &report, error) != 0) {
             berth__budget__free_unpacked(b, NULL);
             return -1;
         }

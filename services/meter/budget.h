@@ -29,7 +29,7 @@ int budget_set(store_t *store, const Berth__Budget *b, int64_t version, const ch
                int64_t now_ms, const budget_limits_t *limits, Berth__Budget **out,
                berth_error_t *error);
 
-/* Remove the group's budget (its month's alerts stay on record; the group is no longer
+/* Remove the group's budget and its alerts (the group is no longer
    blocked). 0 (also when none was set), or -1 with error. */
 int budget_clear(store_t *store, const char *group, int64_t version, const char *actor,
                  berth_error_t *error);

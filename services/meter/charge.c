@@ -465,9 +465,9 @@ static int64_t s_num(const redisReply *r)
     return 0;
 }
 
-int charge_report(store_t *store, const char *group, const char *only_vm, int64_t from_ms,
-                  int64_t to_ms, int64_t now_ms, int max_vms, int max_lines,
-                  Berth__ChargebackReport **out, berth_error_t *error)
+int charge_live(store_t *store, const char *group, const char *only_vm, int64_t from_ms,
+                int64_t to_ms, int64_t now_ms, int max_vms, int max_lines,
+                Berth__ChargebackReport **out, berth_error_t *error)
 {
     assert(store && out && max_vms > 0 && max_lines > 0);
     if (!group || !util_is_uuid(group))

@@ -54,13 +54,14 @@ charge_exact_t charge_span(const Berth__RateCardList *cards, charge_class_t cls,
 int64_t charge_round(charge_exact_t exact);
 
 /* The chargeback of a group's VMs over [from_ms, to_ms) (to_ms past now_ms counts until
-   now_ms): one line per VM and UTC day with a charge or billed time (and for a
+   now_ms), as priced now from the usage (closed months are not frozen here: ledger_report is
+   what reports show): one line per VM and UTC day with a charge or billed time (and for a
    reservation-based group its "reserved" and "beyond" lines, see charge.c), by day then VM,
    and their total. With only_vm (not NULL), that VM's lines alone. At most max_lines lines
    (BAD_REQUEST naming to otherwise). 0 and *out (free with
    berth__chargeback_report__free_unpacked), or -1 with error. */
-int charge_report(store_t *store, const char *group, const char *only_vm, int64_t from_ms,
-                  int64_t to_ms, int64_t now_ms, int max_vms, int max_lines,
-                  Berth__ChargebackReport **out, berth_error_t *error);
+int charge_live(store_t *store, const char *group, const char *only_vm, int64_t from_ms,
+                int64_t to_ms, int64_t now_ms, int max_vms, int max_lines,
+                Berth__ChargebackReport **out, berth_error_t *error);
 
 #endif

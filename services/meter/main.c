@@ -5,6 +5,7 @@
 #include "budget.h"
 #include "charge.h"
 #include "clock.h"
+#include "ledger.h"
 #include "keys.h"
 #include "limit.h"
 #include "lua_scripts.h"
@@ -17,13 +18,15 @@
 typedef struct {
     service_t *service;
     usage_t *usage;
-    int report_max_vms;    /* most records one report may hold */
-    int failing;           /* the last poll failed (logged once per change) */
-    webhook_t *webhook;    /* groups' notices to their webhook URLs */
-    int webhook_failing;   /* the last webhook round failed (logged once per change) */
-    assertion_t *verifier; /* checks who a GetUsage asks for (the gateway's assertion) */
-    int report_max_lines;  /* most lines one chargeback report may hold */
-    int budget_failing;    /* the last look at the budgets failed (logged once per change) */
+    int report_max_vms;     /* most records one report may hold */
+    int failing;            /* the last poll failed (logged once per change) */
+    webhook_t *webhook;     /* groups' notices to their webhook URLs */
+    int webhook_failing;    /* the last webhook round failed (logged once per change) */
+    assertion_t *verifier;  /* checks who a GetUsage asks for (the gateway's assertion) */
+    int report_max_lines;   /* most lines one chargeback report may hold */
+    int budget_failing;     /* the last look at the budgets failed (logged once per change) */
+    int64_t month_close_ms; /* how long after a month ends it is closed (ledger.h) */
+    int ledger_failing;     /* the last ledger tick failed (logged once per change) */
 } meter_t;
 
 static int s_poll(service_t *service, void *arg)
@@ -261,7 +264,7 @@ static void s_on_get_chargeback(bus_request_t *request, void *arg)
     }
     berth_error_t error = { 0 };
     Berth__ChargebackReport *report = NULL;
-    if (charge_report(service_store(self->service), group, vm, ask->from_ms, ask->to_ms,
+    if (ledger_report(service_store(self->service), group, vm, ask->from_ms, ask->to_ms,
                       clock_now_ms(), self->report_max_vms, self->report_max_lines, &report,
                       &error) != 0) {
         bus_reply_fault(request, &error);
@@ -371,6 +374,21 @@ static int s_look_budgets(service_t *service, void *arg)
     return 0;
 }
 
+/* Close every group's last month, or book its late charges, at ledger_check_ms. */
+static int s_ledger(service_t *service, void *arg)
+{
+    meter_t *self = arg;
+    ledger_limits_t limits = { .max_vms = self->report_max_vms,
+                               .max_lines = self->report_max_lines,
+                               .close_ms = self->month_close_ms };
+    int failed = ledger_tick(service_store(service), clock_now_ms(), &limits);
+    if ((failed != 0) != self->ledger_failing)
+        log_emit(failed ? BERTH_LOG_WARN : BERTH_LOG_INFO, NULL,
+                 failed ? "cannot close or adjust every group's month" : "closing months", NULL);
+    self->ledger_failing = failed != 0;
+    return 0;
+}
+
 /* The event stream keeps what any consumer group has not acknowledged and the last
    events_keep_s of events (for live-event clients resuming with Last-Event-ID:
    events_trim.lua): trimmed here, never by length when appended to. */
@@ -421,10 +439,15 @@ int main(int argc, char **argv)
     config_declare(c, "webhook_tick_ms", "50", 0);
     /* How often every budgeted group's month is priced (thresholds, hard stops). */
     config_declare(c, "budget_check_ms", "60000", 0);
+    /* Closed months (ledger.h): how long after its end a month is closed (platform ms), and
+       how often the last closed month is priced again for late charges (ms). */
+    config_declare(c, "month_close_ms", "3600000", 0);
+    config_declare(c, "ledger_check_ms", "600000", 0);
     meter_t self = { .service = service };
     int rc = 1;
     int64_t poll_ms, batch, batches, idle, max_events, max_vms, max_lines, trim_ms, keep_s, keep_ms;
     int64_t wh_attempts, wh_base, wh_max, wh_timeout, wh_inflight, wh_group, wh_tick, budget_ms;
+    int64_t ledger_ms;
     if (service_start(service) != 0 || config_int(c, "poll_ms", 10, 60000, &poll_ms) ||
         config_int(c, "events_batch", 1, 10000, &batch) ||
         config_int(c, "batches_per_poll", 1, 1000, &batches) ||
@@ -441,7 +464,9 @@ int main(int argc, char **argv)
         config_int(c, "webhook_max_inflight", 1, 10000, &wh_inflight) ||
         config_int(c, "webhook_max_per_group", 1, 10000, &wh_group) ||
         config_int(c, "webhook_tick_ms", 5, 60000, &wh_tick) ||
-        config_int(c, "budget_check_ms", 50, 86400000, &budget_ms))
+        config_int(c, "budget_check_ms", 50, 86400000, &budget_ms) ||
+        config_int(c, "month_close_ms", 0, 31LL * 86400000, &self.month_close_ms) ||
+        config_int(c, "ledger_check_ms", 50, 86400000, &ledger_ms))
         goto done;
     usage_limits_t limits = { .batch = (int)batch,
                               .batches_per_poll = (int)batches,
@@ -487,6 +512,7 @@ int main(int argc, char **argv)
     keep_ms = keep_s * 1000;
     service_every(service, (int)trim_ms, s_trim_events, &keep_ms);
     service_every(service, (int)budget_ms, s_look_budgets, &self);
+    service_every(service, (int)ledger_ms, s_ledger, &self);
     rc = service_run(service);
 done:
     usage_destroy(&self.usage);

@@ -320,8 +320,8 @@ int catalog_import_begin(catalog_t *self, const Berth__Image *image, const char 
     return 0;
 }
 
-int catalog_import_end(catalog_t *self, const char *name, const char *path, int64_t size,
-                       const char *sha256, const char *fault)
+int catalog_import_end(catalog_t *self, const char *name, const char *path, const char *kernel,
+                       const char *initrd, int64_t size, const char *sha256, const char *fault)
 {
     char key[KEYS_MAX];
     keys_build(key, KEYS_IMAGE, name, NULL);
@@ -338,7 +338,10 @@ int catalog_import_end(catalog_t *self, const char *name, const char *path, int6
         image.path = (char *)path;
         image.size_bytes = size;
         image.sha256 = (char *)sha256;
-        model_tx_put_fields(tx, key, &image.base, "path", "size_bytes", "sha256", NULL);
+        image.kernel_path = (char *)(kernel ? kernel : "");
+        image.initrd_path = (char *)(initrd ? initrd : "");
+        model_tx_put_fields(tx, key, &image.base, "path", "size_bytes", "sha256", "kernel_path",
+                            "initrd_path", NULL);
         model_tx_transition(tx, LIFECYCLE_IMAGE, key, "IMPORTING", "READY", MODEL_VERSION_ANY,
                             "image", name, "sha256", sha256, NULL);
     }
@@ -512,11 +515,14 @@ int catalog_delete(catalog_t *self, const char *ref, const char *actor, const ch
         return error_set(error, rc < 0 ? "UNAVAILABLE" : "CONFLICT",
                          rc < 0 ? "state store unreachable" : "the image changed meanwhile");
     }
-    /* The file goes only when it is one of the store's own. */
+    /* The files go only when they are the store's own (a direct-boot image's kernel and initrd
+       beside its disk). */
     size_t dl = strlen(self->dir);
-    if (image->path && strncmp(image->path, self->dir, dl) == 0 && image->path[dl] == '/' &&
-        !strstr(image->path + dl, "/.."))
-        unlink(image->path);
+    const char *files[3] = { image->path, image->kernel_path, image->initrd_path };
+    for (int i = 0; i < 3; i++)
+        if (files[i] && strncmp(files[i], self->dir, dl) == 0 && files[i][dl] == '/' &&
+            !strstr(files[i] + dl, "/.."))
+            unlink(files[i]);
     *deleted_p = image;
     return 0;
 }

@@ -44,10 +44,11 @@ const char *catalog_dir(catalog_t *self);
 int catalog_import_begin(catalog_t *self, const Berth__Image *image, const char *actor,
                          const char *request_id, berth_error_t *error);
 
-/* End an import: READY with its file's path, size and sha256, or FAILED with fault (then
-   path, size and sha256 are not used). 0, MODEL_CONFLICT (not IMPORTING any more) or -1. */
-int catalog_import_end(catalog_t *self, const char *name, const char *path, int64_t size,
-                       const char *sha256, const char *fault);
+/* End an import: READY with its file's path (and a direct-boot image's kernel and initrd,
+   NULL or "" when none), size and sha256, or FAILED with fault (then the rest is not used).
+   0, MODEL_CONFLICT (not IMPORTING any more) or -1. */
+int catalog_import_end(catalog_t *self, const char *name, const char *path, const char *kernel,
+                       const char *initrd, int64_t size, const char *sha256, const char *fault);
 
 /* Delete the image ref names, and its file, unless a template or a VM that is not DISPOSED
    (or REJECTED) names it. 0 and *deleted_p (the record as it was; free it), or -1 with error:

@@ -108,6 +108,16 @@ static int s_check_import(const Berth__ImportImage *req, berth_error_t *error)
         return error_field(error, "path", "path is required: a file under the import directory");
     if (strlen(req->path) > LIMIT_IMAGE_PATH_MAX)
         return error_field(error, "path", "path is longer than %d bytes", LIMIT_IMAGE_PATH_MAX);
+    int kernel = req->kernel && *req->kernel, initrd = req->initrd && *req->initrd;
+    if (kernel != initrd)
+        return error_field(error, kernel ? "initrd" : "kernel",
+                           "a direct-boot image names both its kernel and its initrd");
+    if (s_text(error, "kernel", req->kernel, LIMIT_IMAGE_PATH_MAX, 0) ||
+        s_text(error, "initrd", req->initrd, LIMIT_IMAGE_PATH_MAX, 0) ||
+        s_text(error, "cmdline", im->cmdline, LIMIT_IMAGE_CMDLINE_MAX, 0))
+        return -1;
+    if (im->cmdline && *im->cmdline && !kernel)
+        return error_field(error, "cmdline", "cmdline is for a direct-boot image (kernel, initrd)");
     return 0;
 }
 
@@ -117,6 +127,8 @@ typedef struct {
     char *user;          /* who imports (from the assertion) */
     /* filled by the inspection */
     int fd;
+    int boot_fd[2]; /* a direct-boot image's kernel and initrd, or -1 */
+    char boot_path[2][4096];
     inspect_info_t info;
     berth_error_t error;
     int rc;
@@ -133,6 +145,9 @@ static void s_import_free(s_import_t *job)
 {
     if (job->fd >= 0)
         close(job->fd);
+    for (int i = 0; i < 2; i++)
+        if (job->boot_fd[i] >= 0)
+            close(job->boot_fd[i]);
     if (job->kept)
         bus_request_destroy(&job->kept);
     free(job->user);
@@ -145,6 +160,11 @@ static void s_inspect_run(void *arg)
     const Berth__ImportImage *req = bus_request_body(job->kept, &berth__import_image__descriptor);
     job->rc =
         import_open(&job->images->config.import, req->path, &job->fd, &job->info, &job->error);
+    if (job->rc == 0 && req->kernel && *req->kernel)
+        job->rc = import_open_file(&job->images->config.import, req->kernel, "kernel",
+                                   &job->boot_fd[0], &job->error) ||
+                  import_open_file(&job->images->config.import, req->initrd, "initrd",
+                                   &job->boot_fd[1], &job->error);
 }
 
 static void s_copy_run(void *arg)
@@ -153,6 +173,17 @@ static void s_copy_run(void *arg)
     job->rc =
         import_copy(&job->images->config.import, job->fd, job->id, job->info.format, job->path,
                     sizeof job->path, &job->size, job->sha256, job->fault, sizeof job->fault);
+    static const char *const suffix[2] = { "kernel", "initrd" };
+    for (int i = 0; job->rc == 0 && i < 2; i++)
+        if (job->boot_fd[i] >= 0 &&
+            import_copy_file(&job->images->config.import, job->boot_fd[i], job->id, suffix[i],
+                             job->boot_path[i], sizeof job->boot_path[i], job->fault,
+                             sizeof job->fault) != 0) {
+            job->rc = -1;
+            unlink(job->path);
+            if (i == 1)
+                unlink(job->boot_path[0]);
+        }
 }
 
 static void s_copy_done(void *arg, int deliver)
@@ -161,12 +192,17 @@ static void s_copy_done(void *arg, int deliver)
     images_t *self = job->images;
     self->importing--;
     if (!deliver) { /* shutting down: the record stays IMPORTING (see the top of the file) */
-        if (job->rc == 0 && job->path[0])
+        if (job->rc == 0 && job->path[0]) {
             unlink(job->path);
+            for (int i = 0; i < 2; i++)
+                if (job->boot_path[i][0])
+                    unlink(job->boot_path[i]);
+        }
         s_import_free(job);
         return;
     }
-    int rc = catalog_import_end(self->config.catalog, job->name, job->path, job->size, job->sha256,
+    int rc = catalog_import_end(self->config.catalog, job->name, job->path, job->boot_path[0],
+                                job->boot_path[1], job->size, job->sha256,
                                 job->rc == 0 ? NULL : job->fault);
     if (job->rc == 0 && rc == 0)
         log_info(NULL, "image imported", "{s:s, s:s, s:s, s:I}", "image", job->name, "id", job->id,
@@ -177,8 +213,12 @@ static void s_copy_done(void *arg, int deliver)
     if (rc != 0) {
         log_error(NULL, "cannot record the end of an import", "{s:s, s:i}", "image", job->name,
                   "rc", rc);
-        if (job->rc == 0)
+        if (job->rc == 0) {
             unlink(job->path);
+            for (int i = 0; i < 2; i++)
+                if (job->boot_path[i][0])
+                    unlink(job->boot_path[i]);
+        }
     }
     s_import_free(job);
 }
@@ -211,6 +251,8 @@ static void s_inspect_done(void *arg, int deliver)
     image.format = job->info.format;
     image.state = "";
     image.fault = "";
+    image.kernel_path = "";
+    image.initrd_path = "";
     image.version = 0;
     image.created_ms = util_now_ms();
     if (!image.arch || !*image.arch)
@@ -236,7 +278,7 @@ static void s_inspect_done(void *arg, int deliver)
     bus_request_destroy(&job->kept);
     if (work_submit(self->config.work, s_copy_run, s_copy_done, job) != 0) {
         self->importing--;
-        catalog_import_end(self->config.catalog, job->name, NULL, 0, NULL,
+        catalog_import_end(self->config.catalog, job->name, NULL, NULL, NULL, 0, NULL,
                            "the stager was too busy to copy the image; import it again");
         s_import_free(job);
     }
@@ -272,7 +314,7 @@ static void s_on_import(bus_request_t *request, void *arg)
     s_import_t *job = calloc(1, sizeof *job);
     if (job) {
         job->images = self;
-        job->fd = -1;
+        job->fd = job->boot_fd[0] = job->boot_fd[1] = -1;
         job->user = strdup(who->user ? who->user : "");
     }
     berth__user_assertion__free_unpacked(who, NULL);

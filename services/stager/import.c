@@ -112,6 +112,41 @@ int import_open(const import_config_t *c, const char *requested, int *fd_p, insp
     return 0;
 }
 
+int import_open_file(const import_config_t *c, const char *requested, const char *field, int *fd_p,
+                     berth_error_t *error)
+{
+    char rel[PATH_MAX];
+    if (inspect_path(c->import_dir, requested, rel, sizeof rel, error) != 0)
+        return error_detail(error, "field", "%s", field); /* its rules are path's */
+    int dir_fd = open(c->import_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dir_fd < 0)
+        return error_set(error, "INTERNAL", "cannot open the import directory %s: %s",
+                         c->import_dir, strerror(errno));
+    int fd = s_open_beneath(dir_fd, c->import_dir, rel);
+    int e = errno;
+    close(dir_fd);
+    if (fd < 0) {
+        if (e == EXDEV || e == ELOOP)
+            return error_field(error, field, "%s leads outside the import directory", field);
+        if (e == ENOENT || e == ENOTDIR)
+            return error_field(error, field, "no such file in the import directory: %s", rel);
+        return error_field(error, field, "cannot open %s: %s", rel, strerror(e));
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size == 0) {
+        close(fd);
+        return error_field(error, field, "%s is not a regular file with something in it", rel);
+    }
+    if (st.st_size > c->rules.max_virtual_size) {
+        close(fd);
+        return error_field(error, field, "%s is %lld bytes, over the limit of %lld bytes", rel,
+                           (long long)st.st_size, (long long)c->rules.max_virtual_size);
+    }
+    fcntl(fd, F_SETFL, 0);
+    *fd_p = fd;
+    return 0;
+}
+
 /* Copy from fd (from its start) to the new file out_fd, hashing. 0 or -1 with errno. */
 static int s_copy(int fd, int out_fd, char sha256[65], int64_t *size_p)
 {
@@ -156,6 +191,31 @@ static int s_copy(int fd, int out_fd, char sha256[65], int64_t *size_p)
     crypto_hash_sha256_final(&state, digest);
     sodium_bin2hex(sha256, 65, digest, sizeof digest);
     *size_p = total;
+    return 0;
+}
+
+int import_copy_file(const import_config_t *c, int fd, const char *id, const char *suffix,
+                     char *path, size_t path_size, char *fault, size_t fault_size)
+{
+    char tmp[PATH_MAX], sha256[65];
+    snprintf(tmp, sizeof tmp, "%s/.import-%s-%s.tmp", c->images_dir, id, suffix);
+    if (snprintf(path, path_size, "%s/%s.%s", c->images_dir, id, suffix) >= (int)path_size) {
+        snprintf(fault, fault_size, "the %s's path is too long", suffix);
+        return -1;
+    }
+    int out = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0640);
+    if (out < 0) {
+        snprintf(fault, fault_size, "cannot create %s: %s", tmp, strerror(errno));
+        return -1;
+    }
+    int64_t size = 0;
+    if (s_copy(fd, out, sha256, &size) != 0 || fsync(out) != 0 || close(out) != 0 ||
+        rename(tmp, path) != 0) {
+        snprintf(fault, fault_size, "cannot copy the %s into the store: %s", suffix,
+                 strerror(errno));
+        unlink(tmp);
+        return -1;
+    }
     return 0;
 }
 

@@ -27,6 +27,16 @@ typedef struct {
 int import_open(const import_config_t *config, const char *requested, int *fd_p,
                 inspect_info_t *info, berth_error_t *error);
 
+/* Open requested (as import_open) as a plain file a direct-boot image needs (its kernel or
+   initrd), at most the import's size limit; field names it in errors. 0 with *fd_p, or -1. */
+int import_open_file(const import_config_t *config, const char *requested, const char *field,
+                     int *fd_p, berth_error_t *error);
+
+/* Copy fd's file to <images_dir>/<id>.<suffix> (through a temporary file, synced). 0 with path,
+   or -1 with fault and nothing left. */
+int import_copy_file(const import_config_t *config, int fd, const char *id, const char *suffix,
+                     char *path, size_t path_size, char *fault, size_t fault_size);
+
 /* Copy fd's file to <images_dir>/<id>.<format>, check the copy as import_open checked the
    source (the same format), and digest it. 0 with path, *size_p and sha256; -1 with fault
    (a sentence) and nothing left in images_dir. */

@@ -724,6 +724,14 @@ static s_rc_t s_push(tasks_t *self, s_held_t *h, const char *op, const char *hos
         if (s_is(op, "PUT_SEED"))
             cmd.seed_sha256 = h->staged->seed_sha256;
     }
+    if (s_is(op, "DEFINE")) { /* a direct-boot image: its kernel, initrd and command line */
+        s_rc_t rc = s_staged(self, h);
+        if (rc != S_DONE)
+            return rc;
+        cmd.kernel_path = h->staged->image->kernel_path;
+        cmd.initrd_path = h->staged->image->initrd_path;
+        cmd.cmdline = h->staged->image->cmdline;
+    }
     if (s_is(op, "SHUTDOWN"))
         cmd.timeout_s = h->task->timeout_s;
     cmd.deadline_ms = util_now_ms() + s_command_ms(self, h, op);

@@ -220,7 +220,8 @@ def used_equal(a, b):
 class PlatformCase(unittest.TestCase):
     """A test file's scenarios against one platform, started once for the class: set
     `platform_env` (every process), `agent_env` (agents only), `agents` and `instances`
-    ({service: count}, see Platform.start_all) on the subclass,
+    ({service: count}, see Platform.start_all) and `sentinel` (Redis with two replicas and
+    three sentinels) on the subclass,
     and `wait_hosts` to wait until that many hosts reported. On a failure the services' last
     log lines are printed: they are what explain it (always with BERTH_DUMP_LOGS set)."""
 
@@ -229,10 +230,11 @@ class PlatformCase(unittest.TestCase):
     agents = 3
     instances = None
     wait_hosts = 0
+    sentinel = False
 
     @classmethod
     def setUpClass(cls):
-        cls.p = Platform(env=cls.platform_env)
+        cls.p = Platform(env=cls.platform_env, sentinel=cls.sentinel)
         try:
             cls.p.start_all(agents=cls.agents, agent_env=cls.agent_env,
                             instances=cls.instances)

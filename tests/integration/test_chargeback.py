@@ -173,6 +173,12 @@ class Chargeback(PlatformCase):
                              sorted(row["amount"] for row in body["rows"]), text)
         vm_rows = self.report(group, start, end, "vm").json()["rows"]
         self.assertEqual(sorted(r["vm"] for r in vm_rows), sorted(v["id"] for v in vms))
+        # Per user: their VMs billed in the window, VM-hours and cost (the admin owns all 3).
+        user_rows = self.report(group, start, end, "user").json()["rows"]
+        self.assertEqual([(r["user"], r["vms"], r["amount"], r["compute_ms"]) for r in user_rows],
+                         [(self.p.admin_user, 3, want, sum(r["compute_ms"] for r in vm_rows))])
+        text = self.report(group, start, end, "user", "text/csv").body.decode()
+        self.assertEqual(list(csv.DictReader(io.StringIO(text)))[0]["vms"], "3", text)
         # Each VM's own charges are its row of the report.
         for row in vm_rows:
             r = self.api.call("GET", "/v1/vms/%s/charges?from=%d&to=%d" % (row["vm"], start, end))
@@ -336,6 +342,9 @@ class Chargeback(PlatformCase):
         self.assertEqual((c["total"], c["charging_model"]), (0, "reservation"))
         self.assertEqual(sum(d["compute_ms"] for d in c["days"]), row["compute_ms"])
         self.assertEqual(rita.call("GET", "/v1/chargeback?group=lab").status, 403)
+        users = {row["user"]: row["vms"] for row in self.report(group, start, end, "user")
+                 .json()["rows"] if not row["kind"]}
+        self.assertEqual(users, {"rita": 1, self.p.admin_user: 2})
         r = stranger.call("GET", "/v1/vms/%s/charges" % vms[0])
         self.assertEqual((r.status, r.json()["error"]["code"]), (404, "NOT_FOUND"), r)
         r = rita.call("GET", "/v1/vms/%s/charges?from=%d&to=%d" % (vms[0], end, start))

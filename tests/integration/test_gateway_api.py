@@ -547,7 +547,7 @@ class GatewayApi(unittest.TestCase):
 
     def test_template_input_is_validated(self):
         good = {"name": "big", "vcpus": 4, "ram_mb": 8192, "disk_gb": 80, "os": "linux",
-                "image": "base", "lease_days": 30, "requires_approval": True}
+                "image": "debian-12", "lease_days": 30, "requires_approval": True}
         for field, value in [("vcpus", 0), ("vcpus", "4"), ("ram_mb", -1), ("disk_gb", 1.5),
                              ("lease_days", 0), ("requires_approval", "yes"),
                              ("name", "has space"), ("image", ""), ("color", "red"),

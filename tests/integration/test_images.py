@@ -162,6 +162,58 @@ class Images(PlatformCase):
         self.assertIn("uses-it", json.dumps(r.json()["error"]["details"]))
         self.assertEqual(self.api.get("/v1/images/in-use")["image"]["state"], "READY")
 
+    def test_template_needs_an_image_and_a_host_it_fits(self):
+        """A template is checked when created: its image exists (and is not FAILED), its
+        size fits at least one host (capacity times the overcommit ratios); nothing is made
+        otherwise."""
+        wait_until(lambda: len(self.api.hosts()) == 1, 20, "the host reported")
+        base = {"vcpus": 1, "ram_mb": 512, "disk_gb": 10, "os": "debian", "lease_days": 1,
+                "requires_approval": False}
+        r = self.api.call("POST", "/v1/templates", dict(base, name="ghost", image="no-such"))
+        self.assertEqual((r.status, r.json()["error"]["details"].get("field")), (400, "image"), r)
+        r = self.api.call("POST", "/v1/templates", dict(base, name="huge", image="debian-12",
+                                                          ram_mb=4194304))
+        self.assertEqual(r.status, 400, r)
+        err = r.json()["error"]
+        self.assertEqual(err["details"]["field"], "ram_mb", err)
+        self.assertLess(int(err["details"]["max"]), 4194304, err)
+        names = [t["name"] for t in self.api.get("/v1/templates")["templates"]]
+        self.assertNotIn("ghost", names)
+        self.assertNotIn("huge", names)
+        r = self.api.call("POST", "/v1/templates", dict(base, name="fits", image="debian-12"))
+        self.assertEqual(r.status, 201, r)
+
+    def test_direct_boot_files(self):
+        """A direct-boot image: its kernel and initrd are copied into the store beside its
+        disk and go with it; both are confined to the import directory, and come together."""
+        self.qemu_img("create", "-f", "qcow2", os.path.join(self.import_dir, "boot.qcow2"), "32M")
+        for name, data in (("k.bin", b"kernel" * 100), ("i.bin", b"initrd" * 100)):
+            with open(os.path.join(self.import_dir, name), "wb") as f:
+                f.write(data)
+        before = self.stored()
+        for extra, field in (({"kernel": "k.bin"}, "initrd"), ({"initrd": "i.bin"}, "kernel"),
+                             ({"kernel": "../k.bin", "initrd": "i.bin"}, "kernel"),
+                             ({"kernel": "k.bin", "initrd": "nope.bin"}, "initrd"),
+                             ({"cmdline": "console=ttyS0"}, "cmdline")):
+            with self.subTest(extra=extra):
+                r = self.import_(self.api, "boot.qcow2", "booty", **extra)
+                self.assertEqual((r.status, r.json()["error"]["details"].get("field")),
+                                 (400, field), r)
+        self.assertEqual(self.stored(), before)
+        r = self.import_(self.api, "boot.qcow2", "booty", kernel="k.bin", initrd="i.bin",
+                         cmdline="console=ttyS0 quiet")
+        self.assertEqual(r.status, 201, r)
+        image = self.wait_ready(r.json()["image"]["id"])
+        self.assertEqual(image["direct_boot"], {"cmdline": "console=ttyS0 quiet"})
+        files = sorted(os.listdir(self.images_dir))
+        self.assertIn(image["id"] + ".kernel", files)
+        self.assertIn(image["id"] + ".initrd", files)
+        with open(os.path.join(self.images_dir, image["id"] + ".kernel"), "rb") as f:
+            self.assertEqual(f.read(), b"kernel" * 100)
+        self.assertEqual(self.api.call("DELETE", "/v1/images/booty").status, 200)
+        self.assertEqual([f for f in os.listdir(self.images_dir) if f.startswith(image["id"])],
+                         [])
+
     def test_backing_file_refused(self):
         base = os.path.join(self.import_dir, "base.qcow2")
         self.qemu_img("create", "-f", "qcow2", base, "64M")

@@ -230,7 +230,7 @@ class Provisioning(PlatformCase):
 
     def test_5_idempotency_key_reused_for_another_body(self):
         self.api.create_template(name="idem-gated", vcpus=1, ram_mb=512, disk_gb=5, os="linux",
-                                 image="base", lease_days=1, requires_approval=True)
+                                 image="debian-12", lease_days=1, requires_approval=True)
         key = {"Idempotency-Key": "order-7"}
         body = {"template": "idem-gated", "name": "idem", "count": 2}
         first = self.member.call("POST", "/v1/requests", body, key)

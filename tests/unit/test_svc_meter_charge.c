@@ -2,6 +2,7 @@
     rounding rule: each VM's day rounded once, half up), rate cards on a real Redis (never in
     the past, one currency), and a group's report from hand-made events read by the meter. */
 #include "charge.h"
+#include "ledger.h"
 #include "rates.h"
 #include "testenv.h"
 #include "usage.h"
@@ -217,9 +218,9 @@ static void test_report(void **state)
     usage_destroy(&u);
 
     Berth__ChargebackReport *rep = NULL;
-    assert_int_equal(charge_report(f->store, group, NULL, T0, T0 + 2 * DAY, T0 + 3 * DAY, 100, 100,
-                                   &rep, &error),
-                     0);
+    assert_int_equal(
+        charge_live(f->store, group, NULL, T0, T0 + 2 * DAY, T0 + 3 * DAY, 100, 100, &rep, &error),
+        0);
     assert_string_equal(rep->currency, "EUR");
     assert_int_equal(rep->n_lines, 2);
     /* Day 1: compute 6 h at 1 + 6 h at 2 = 18 (two vCPUs: 36); disk (10 GB) 6 h at 1 + 12 h
@@ -236,20 +237,20 @@ static void test_report(void **state)
     assert_int_equal(rep->total, 90);
     berth__chargeback_report__free_unpacked(rep, NULL);
     /* A window inside: only its part, and now caps an open window. */
-    assert_int_equal(charge_report(f->store, group, NULL, T0 + 17 * HOUR, T0 + 19 * HOUR,
-                                   T0 + 3 * DAY, 100, 100, &rep, &error),
+    assert_int_equal(charge_live(f->store, group, NULL, T0 + 17 * HOUR, T0 + 19 * HOUR,
+                                 T0 + 3 * DAY, 100, 100, &rep, &error),
                      0);
     assert_int_equal(rep->n_lines, 1);
     assert_int_equal(rep->lines[0]->amount, 4 + 4); /* 1 h compute at 2x2, 2 h disk at 2 */
     berth__chargeback_report__free_unpacked(rep, NULL);
     /* One VM's lines: all of them here; another VM's: none. */
     assert_int_equal(
-        charge_report(f->store, group, vm, T0, T0 + 2 * DAY, T0 + 3 * DAY, 100, 100, &rep, &error),
+        charge_live(f->store, group, vm, T0, T0 + 2 * DAY, T0 + 3 * DAY, 100, 100, &rep, &error),
         0);
     assert_int_equal(rep->total, 90);
     berth__chargeback_report__free_unpacked(rep, NULL);
-    assert_int_equal(charge_report(f->store, group, "33333333-3333-4333-8333-333333333333", T0,
-                                   T0 + 2 * DAY, T0 + 3 * DAY, 100, 100, &rep, &error),
+    assert_int_equal(charge_live(f->store, group, "33333333-3333-4333-8333-333333333333", T0,
+                                 T0 + 2 * DAY, T0 + 3 * DAY, 100, 100, &rep, &error),
                      0);
     assert_int_equal(rep->n_lines, 0);
     berth__chargeback_report__free_unpacked(rep, NULL);
@@ -267,9 +268,9 @@ static void test_report(void **state)
         "%lld {\"vcpus\":0,\"ram_mb\":0,\"disk_gb\":0}",
         group, (long long)T0, (long long)(T0 + 12 * HOUR));
     freeReplyObject(r);
-    assert_int_equal(charge_report(f->store, group, NULL, T0, T0 + 2 * DAY, T0 + 3 * DAY, 100, 100,
-                                   &rep, &error),
-                     0);
+    assert_int_equal(
+        charge_live(f->store, group, NULL, T0, T0 + 2 * DAY, T0 + 3 * DAY, 100, 100, &rep, &error),
+        0);
     assert_string_equal(rep->charging_model, "reservation");
     assert_int_equal(rep->n_lines, 5);
     const char *want[5][3] = { { "2023-11-15", "", "beyond" },
@@ -290,7 +291,7 @@ static void test_report(void **state)
     berth__chargeback_report__free_unpacked(rep, NULL);
     /* One VM of it: its lines alone (at 0), not the group's. */
     assert_int_equal(
-        charge_report(f->store, group, vm, T0, T0 + 2 * DAY, T0 + 3 * DAY, 100, 100, &rep, &error),
+        charge_live(f->store, group, vm, T0, T0 + 2 * DAY, T0 + 3 * DAY, 100, 100, &rep, &error),
         0);
     assert_int_equal(rep->n_lines, 2);
     assert_int_equal(rep->total, 0);
@@ -298,15 +299,99 @@ static void test_report(void **state)
     r = store_command(f->store, "HSET berth:group:{%s} charging_model allocation", group);
     freeReplyObject(r);
     /* Refusals name the field. */
-    assert_int_equal(charge_report(f->store, "x", NULL, T0, T0 + DAY, T0, 100, 100, &rep, &error),
+    assert_int_equal(charge_live(f->store, "x", NULL, T0, T0 + DAY, T0, 100, 100, &rep, &error),
                      -1);
     assert_string_equal(error_detail_get(&error, "field"), "group");
-    assert_int_equal(charge_report(f->store, group, NULL, T0, T0, T0, 100, 100, &rep, &error), -1);
+    assert_int_equal(charge_live(f->store, group, NULL, T0, T0, T0, 100, 100, &rep, &error), -1);
     assert_string_equal(error_detail_get(&error, "field"), "to");
     assert_int_equal(
-        charge_report(f->store, group, NULL, T0, T0 + 2 * DAY, T0 + 3 * DAY, 100, 1, &rep, &error),
+        charge_live(f->store, group, NULL, T0, T0 + 2 * DAY, T0 + 3 * DAY, 100, 1, &rep, &error),
         -1);
     assert_string_equal(error.code, "BAD_REQUEST");
+}
+
+/* Closed months: November closes an hour after it ends, and its report stays as closed; a
+   late event (written by a clock behind, booked after the close) that makes November cost
+   more is booked once, as an adjustment on the day it is found, never in November. */
+static void test_ledger(void **state)
+{
+    testenv_fixture_t *f = *state;
+    const char *group = "44444444-4444-4444-8444-444444444444";
+    const char *vm = "55555555-5555-4555-8555-555555555555";
+    const int64_t dec1 = T0 + 16 * DAY; /* 2023-12-01T00:00:00Z */
+    redisReply *r =
+        store_command(f->store, "HSET berth:group:{%s} id %s name g version 1", group, group);
+    freeReplyObject(r);
+    r = store_command(f->store, "ZADD berth:groups 0 %s", group);
+    freeReplyObject(r);
+    r = store_command(f->store, "SADD berth:group-vms:{%s} %s", group, vm);
+    freeReplyObject(r);
+    berth_error_t error = { 0 };
+    Berth__RateCard a = s_card(T0, 1000, 0, 100);
+    Berth__RateCard *made = NULL;
+    assert_int_equal(rates_create(f->store, &a, "admin", T0, &made, &error), 0);
+    berth__rate_card__free_unpacked(made, NULL);
+    /* Runs 6 h to 18 h (2 vCPUs at 1 = 24), disk 6 h to 36 h (10 GB at 0.1 = 30): 54. */
+    s_event(f->store, vm, "vm.state", "ACTIVE", T0 + 6 * HOUR);
+    s_event(f->store, vm, "vm.power", "RUNNING", T0 + 6 * HOUR);
+    s_event(f->store, vm, "vm.power", "STOPPED", T0 + 18 * HOUR);
+    s_event(f->store, vm, "vm.state", "DISPOSED", T0 + 36 * HOUR);
+    usage_limits_t limits = {
+        .batch = 10, .batches_per_poll = 10, .claim_idle_ms = 60000, .max_events_per_vm = 1000
+    };
+    usage_t *u = usage_new(f->store, USAGE_GROUP, "m1", &limits);
+    assert_int_equal(usage_setup(u), 0);
+    assert_true(usage_poll(u) >= 4);
+    ledger_limits_t lim = { .max_vms = 100, .max_lines = 1000, .close_ms = HOUR };
+    Berth__ChargebackReport *rep = NULL;
+    /* Not yet an hour into December: nothing is closed. */
+    assert_int_equal(ledger_group(f->store, group, dec1 + 30 * MIN, &lim, &error), 0);
+    r = store_command(f->store, "HEXISTS berth:charge-closed:{%s} 2023-11", group);
+    assert_int_equal(r->integer, 0);
+    freeReplyObject(r);
+    assert_int_equal(ledger_group(f->store, group, dec1 + 2 * HOUR, &lim, &error), 0);
+    assert_int_equal(
+        ledger_report(f->store, group, NULL, T0, dec1, dec1 + 2 * HOUR, 100, 1000, &rep, &error),
+        0);
+    assert_int_equal(rep->total, 54);
+    berth__chargeback_report__free_unpacked(rep, NULL);
+    /* A late event: the VM ACTIVE again (powered off) from T0 + 40 h, its disk billed until
+       November ends: 344 h at 1 = 344 more for November, found at dec1 + 3 h. */
+    s_event(f->store, vm, "vm.state", "ACTIVE", T0 + 40 * HOUR);
+    assert_int_equal(usage_poll(u), 2); /* the chargeback.closed event and the late one */
+    usage_destroy(&u);
+    assert_int_equal(
+        charge_live(f->store, group, NULL, T0, dec1, dec1 + 3 * HOUR, 100, 1000, &rep, &error), 0);
+    assert_int_equal(rep->total, 54 + 344);
+    berth__chargeback_report__free_unpacked(rep, NULL);
+    assert_int_equal(ledger_group(f->store, group, dec1 + 3 * HOUR, &lim, &error), 0);
+    assert_int_equal(ledger_group(f->store, group, dec1 + 4 * HOUR, &lim, &error), 0); /* once */
+    /* November as closed; the adjustment in December, on the day it was booked. */
+    assert_int_equal(
+        ledger_report(f->store, group, NULL, T0, dec1, dec1 + 5 * HOUR, 100, 1000, &rep, &error),
+        0);
+    assert_int_equal(rep->total, 54);
+    berth__chargeback_report__free_unpacked(rep, NULL);
+    assert_int_equal(ledger_report(f->store, group, NULL, dec1, dec1 + DAY, dec1 + 5 * HOUR, 100,
+                                   1000, &rep, &error),
+                     0);
+    int adjustments = 0;
+    for (size_t i = 0; i < rep->n_lines; i++)
+        if (strcmp(rep->lines[i]->kind, "adjustment") == 0) {
+            adjustments++;
+            assert_string_equal(rep->lines[i]->day, "2023-12-01");
+            assert_string_equal(rep->lines[i]->vm, vm);
+            assert_int_equal(rep->lines[i]->amount, 344);
+        }
+    assert_int_equal(adjustments, 1);
+    berth__chargeback_report__free_unpacked(rep, NULL);
+    /* The VM alone sees its adjustment too; a window before it was booked does not. */
+    assert_int_equal(ledger_report(f->store, group, vm, dec1, dec1 + 3 * HOUR, dec1 + 5 * HOUR, 100,
+                                   1000, &rep, &error),
+                     0);
+    for (size_t i = 0; i < rep->n_lines; i++)
+        assert_string_not_equal(rep->lines[i]->kind, "adjustment");
+    berth__chargeback_report__free_unpacked(rep, NULL);
 }
 
 int main(void)
@@ -318,6 +403,7 @@ int main(void)
         cmocka_unit_test(test_classes),
         cmocka_unit_test_setup_teardown(test_rate_cards, testenv_setup, testenv_teardown),
         cmocka_unit_test_setup_teardown(test_report, testenv_setup, testenv_teardown),
+        cmocka_unit_test_setup_teardown(test_ledger, testenv_setup, testenv_teardown),
     };
     return cmocka_run_group_tests(tests, testenv_group_setup, testenv_group_teardown);
 }
