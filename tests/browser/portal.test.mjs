@@ -467,8 +467,14 @@ async function story7() {
   await big.getByText(USER, { exact: true }).waitFor();
   await big.getByText('large', { exact: true }).waitFor();
   await manager.shot('chargeback-by-vm');
+  const byUser = page.waitForResponse((r) => r.url().includes('/v1/chargeback?') && r.url().includes('by=user'));
   await page.getByLabel('Breakdown by').selectOption('user');
-  await table.locator('tbody th', { hasText: USER }).waitFor();
+  const users = (await (await byUser).json()).rows;
+  const annRow = table.locator('tbody tr', { has: page.locator('th', { hasText: USER }) });
+  await annRow.waitFor();
+  const annVms = users.find((r) => r.user === USER).vms;
+  assert.ok(annVms >= 1, JSON.stringify(users));
+  assert.equal(await annRow.locator('td').first().textContent(), String(annVms), "ann's VMs billed");
   await page.getByLabel('Breakdown by').selectOption('day');
   await table.locator('tbody th', { hasText: charged[charged.length - 1] }).waitFor();
   assert.equal(await page.getByLabel('Month', { exact: true }).inputValue(), new Date().toISOString().slice(0, 7));

@@ -59,28 +59,35 @@ function costChart(month, rows, currency) {
     svg('svg', { viewBox: `0 0 ${W} ${H}`, width: '100%', role: 'img', 'aria-label': `Cost per day of ${month}` }, ...parts));
 }
 
+// A reservation-based group's own charges (their vm or user is "").
 const KIND_LABEL = { reserved: 'Reserved capacity (the group)', beyond: 'Use beyond the reservation (the group)' };
 
 function breakdownTable(by, rows, currency, vmNames) {
   const head = {
     vm: ['VM', 'Owner', 'Template', 'Amount', 'Compute time', 'Disk time'],
-    user: ['User', 'Amount', 'Compute time', 'Disk time'],
+    user: ['User', 'VMs', 'Amount', 'Compute time', 'Disk time'],
     day: ['Day (UTC)', 'Amount', 'Compute time', 'Disk time'],
   }[by];
   const tpl = (t) => (state.templates.get(t) || {}).name || t || '—';
   const body = rows.map((r) => {
     const figures = [h('td', {}, money(r.amount, currency)), h('td', {}, hours(r.compute_ms)), h('td', {}, hours(r.disk_ms))];
-    if (r.kind) {
+    // A late charge of a closed month, booked in this window (possibly negative).
+    const late = r.kind === 'adjustment'
+      ? [' ', h('span', { className: 'badge', title: 'A late charge of a closed month, booked on the day it was found' }, 'adjustment')] : null;
+    if (KIND_LABEL[r.kind]) {
       const label = h('th', { scope: 'row' }, h('span', { className: 'badge' }, r.kind), ' ', KIND_LABEL[r.kind] || r.kind);
       return h('tr', { className: 'group-charge', dataset: { kind: r.kind } }, label,
-        by === 'vm' ? [h('td', {}, '—'), h('td', {}, '—')] : null, figures);
+        by === 'vm' ? [h('td', {}, '—'), h('td', {}, '—')] : null, by === 'user' ? h('td', {}, '—') : null, figures);
     }
     if (by === 'vm') {
       const name = vmNames.get(r.vm);
-      return h('tr', { dataset: { vm: r.vm } }, h('th', { scope: 'row' }, name ? h('a', { href: '#/vm/' + r.vm }, name) : h('code', {}, r.vm)),
+      return h('tr', { dataset: { vm: r.vm } }, h('th', { scope: 'row' }, name ? h('a', { href: '#/vm/' + r.vm }, name) : h('code', {}, r.vm), late),
         h('td', {}, r.owner || '—'), h('td', {}, tpl(r.template)), figures);
     }
-    return h('tr', {}, h('th', { scope: 'row' }, by === 'user' ? r.user || '—' : r.day), figures);
+    if (by === 'user') {
+      return h('tr', {}, h('th', { scope: 'row' }, r.user || '—', late), h('td', {}, r.vms === undefined ? '—' : String(r.vms)), figures);
+    }
+    return h('tr', {}, h('th', { scope: 'row' }, r.day), figures);
   });
   return h('table', { id: 'chargeback-table' },
     h('caption', { className: 'sr-only' }, `Charges by ${by}`),

@@ -48,6 +48,9 @@ function importForm(done) {
     applications: h('input', { autocomplete: 'off' }),
     min_ram_mb: num(),
     min_disk_gb: num(),
+    kernel: h('input', { autocomplete: 'off' }),
+    initrd: h('input', { autocomplete: 'off' }),
+    cmdline: h('input', { autocomplete: 'off' }),
   };
   const form = h('form', { className: 'card', novalidate: true, 'aria-labelledby': 'img-import-title' },
     h('h2', { id: 'img-import-title' }, 'Import an image'),
@@ -61,13 +64,19 @@ function importForm(done) {
     h('div', { className: 'filters' },
       fe.field('min_ram_mb', 'Minimum RAM (MB)', inputs.min_ram_mb),
       fe.field('min_disk_gb', 'Minimum disk (GB)', inputs.min_disk_gb)),
+    h('details', {}, h('summary', {}, 'Direct boot (optional)'),
+      h('p', { className: 'hint' }, 'The image boots this kernel and initrd (files under the import directory, both or neither) instead of the disk\'s boot loader.'),
+      h('div', { className: 'filters' },
+        fe.field('kernel', 'Kernel', inputs.kernel),
+        fe.field('initrd', 'Initrd', inputs.initrd),
+        fe.field('cmdline', 'Kernel command line', inputs.cmdline))),
     h('button', { type: 'submit', className: 'primary' }, 'Import'));
   form.addEventListener('submit', async (ev) => {
     ev.preventDefault();
     showError(null);
     fe.reset();
     const body = { path: inputs.path.value.trim(), name: inputs.name.value.trim(), os: inputs.os.value.trim() };
-    for (const k of ['os_version', 'arch']) if (inputs[k].value.trim()) body[k] = inputs[k].value.trim();
+    for (const k of ['os_version', 'arch', 'kernel', 'initrd', 'cmdline']) if (inputs[k].value.trim()) body[k] = inputs[k].value.trim();
     const list = parseApps(inputs.applications.value);
     if (list.length) body.applications = list;
     for (const k of ['min_ram_mb', 'min_disk_gb']) {
@@ -118,7 +127,8 @@ async function imageDetail(id) {
         [['State', badge(image.state)], ['OS', os(image)], ['Architecture', image.arch || '—'],
           ['Applications', apps(image)], ['Minimum RAM', image.min_ram_mb ? mb(image.min_ram_mb) : '—'],
           ['Minimum disk', image.min_disk_gb ? `${image.min_disk_gb} GB` : '—'], ['Format', image.format || '—'],
-          ['Size', size(image.size_bytes)], ['SHA-256', image.sha256 ? h('code', { className: 'wrap' }, image.sha256) : '—'],
+          ['Size', size(image.size_bytes)],
+          ['Boot', image.direct_boot ? `direct: its own kernel and initrd${image.direct_boot.cmdline ? `, “${image.direct_boot.cmdline}”` : ''}` : 'the disk\'s boot loader'], ['SHA-256', image.sha256 ? h('code', { className: 'wrap' }, image.sha256) : '—'],
           ['Created', when(image.created)], ['Id', h('code', {}, image.id || '—')]]
           .map(([k, v]) => [h('dt', {}, k), h('dd', {}, v)])),
       image.fault ? h('p', { className: 'fault', role: 'alert' }, image.fault) : null,

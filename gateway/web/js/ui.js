@@ -90,6 +90,8 @@ export function fieldErrors(prefix) {
       if (!f || !errors[f]) return false;
       errors[f].textContent = err.message + (err.requestId ? ` (request id ${err.requestId})` : '');
       controls[f].setAttribute('aria-invalid', 'true');
+      const folded = controls[f].closest('details');
+      if (folded) folded.open = true;
       controls[f].focus();
       return true;
     },
