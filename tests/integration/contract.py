@@ -110,7 +110,7 @@ class Contract:
         if schema.pop("nullable", False):
             if "type" in schema:
                 schema["type"] = [schema["type"], "null"]
-            if "enum" in schema:
+            if "enum" in schema and None not in schema["enum"]:
                 schema["enum"] = list(schema["enum"]) + [None]
         for key in ("example", "description", "default", "deprecated", "readOnly",
                     "writeOnly"):
@@ -257,6 +257,25 @@ class Contract:
                                 "; ".join(problems[:5]))
         self._error_status(instance["error"], response.status)
 
+    def _credentials(self, security, method, headers):
+        """The call carries what one of the operation's security schemes asks: a bearer token,
+        or the portal's session cookie (with the anti-CSRF header on a call that is not a GET
+        or HEAD)."""
+        schemes = self.spec.get("components", {}).get("securitySchemes", {})
+        for requirement in security:
+            for name in requirement:
+                scheme = schemes.get(name, {})
+                if scheme.get("scheme") == "bearer":
+                    if headers.get("authorization", "").startswith("Bearer "):
+                        return True
+                elif scheme.get("in") == "cookie":
+                    cookies = [c.strip().split("=", 1)[0]
+                               for c in headers.get("cookie", "").split(";")]
+                    if scheme.get("name") in cookies and (
+                            method in ("GET", "HEAD") or headers.get("x-csrf-token")):
+                        return True
+        return False
+
     def _request_problems(self, method, template, path_params, query, headers, body, item, op):
         """Why the document refuses this request (empty when it accepts it)."""
         out = []
@@ -281,7 +300,7 @@ class Contract:
             elif p.get("required") and where == "query" and name not in seen:
                 out.append("query parameter %r is required" % name)
         security = op.get("security", self.spec.get("security", []))
-        if security and not headers.get("authorization", "").startswith("Bearer "):
+        if security and not self._credentials(security, method, headers):
             out.append("no bearer token")
         rb = op.get("requestBody")
         if body is None:
@@ -314,8 +333,10 @@ class Contract:
                 value = int(text)
             except ValueError:
                 return ["parameter %r is not an integer" % param["name"]]
-        v = self.validator(("param", param["in"], param["name"]), param.get("schema", {}),
-                           False)
+        # Keyed by the schema too: two operations' parameters of one name differ (state).
+        v = self.validator(("param", param["in"], param["name"],
+                            json.dumps(param.get("schema", {}), sort_keys=True)),
+                           param.get("schema", {}), False)
         return ["parameter %r: %s" % (param["name"], p) for p in self.problems(v, value)]
 
 

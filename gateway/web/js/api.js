@@ -43,7 +43,20 @@ export async function call(method, path, body) {
 
 export const get = (path) => call('GET', path);
 export const post = (path, body) => call('POST', path, body === undefined ? {} : body);
+export const put = (path, body) => call('PUT', path, body);
 export const del = (path) => call('DELETE', path);
+
+// A report as CSV (Accept: text/csv), its text.
+export async function csv(path) {
+  const r = await fetch(path, { headers: { Accept: 'text/csv' }, credentials: 'same-origin' });
+  const text = await r.text();
+  if (!r.ok) {
+    let data = null;
+    try { data = JSON.parse(text); } catch { data = null; }
+    throw new ApiError(r.status, data);
+  }
+  return text;
+}
 
 // Every page of a list (next_marker), up to max items: the portal shows what a user owns,
 // which the gateway bounds by list_limit_max per page.

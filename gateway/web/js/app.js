@@ -2,45 +2,16 @@
 // Screens are addressed by the URL's fragment (#/vms, #/vm/<id>, ...); each renders into
 // <main>, and the live events patch what is on screen in place (no polling, no reload).
 import * as api from './api.js';
-import { h, clear, fill, badge, when, mb, usageBar, confirmDialog } from './dom.js';
+import { h, svg, clear, fill, badge, when, mb, usageBar, confirmDialog } from './dom.js';
+import { state, showError, showNotice, announce, isPlatform, groupRoles, managesAny, readsAudit, groupName,
+  money, hours } from './ui.js';
+import { chargebackScreen, chargebackGroups } from './chargeback.js';
+import { imagesScreen } from './images.js';
+import { keysScreen } from './keys.js';
 
 const main = document.getElementById('main');
 const nav = document.getElementById('nav');
 const who = document.getElementById('who');
-const errorBox = document.getElementById('error');
-const status = document.getElementById('status');
-const notice = document.getElementById('notice');
-
-const state = {
-  me: null,            // {username, role, groups: [{group, role}]} (GET /v1/users/{name})
-  groups: new Map(),   // group id -> name
-  templates: new Map(),// template id -> template
-  events: null,        // the EventSource
-  onEvent: null,       // the current screen's event handler
-};
-
-// ---- messages -------------------------------------------------------------------------
-
-function showError(err) {
-  clear(errorBox);
-  if (!err) { errorBox.hidden = true; return; }
-  errorBox.append(h('strong', {}, 'Error: '), err.message || String(err));
-  if (err.requestId) errorBox.append(' (request id ', h('code', {}, err.requestId), ')');
-  errorBox.hidden = false;
-}
-
-// A message that stays on screen until the next navigation (with an optional link), for an
-// outcome the user has to act on or follow up, not just hear once.
-function showNotice(...children) {
-  fill(notice, ...children);
-  notice.hidden = children.length === 0;
-}
-
-function announce(text) {
-  status.textContent = '';
-  // A new text node after the clear: screen readers announce each message, even a repeat.
-  setTimeout(() => { status.textContent = text; }, 30);
-}
 
 // ---- session --------------------------------------------------------------------------
 
@@ -53,26 +24,6 @@ async function loadMe(name) {
   state.groups = new Map(groups.map((g) => [g.id, g.name]));
 }
 
-function isPlatform() {
-  return state.me && (state.me.role === 'admin' || state.me.role === 'operator');
-}
-
-function groupRoles() {
-  return (state.me && state.me.groups) || [];
-}
-
-function managesAny() {
-  return state.me.role === 'admin' || groupRoles().some((m) => m.role === 'manager');
-}
-
-function readsAudit() {
-  return state.me.role === 'admin' || groupRoles().some((m) => m.role === 'manager' || m.role === 'auditor');
-}
-
-function groupName(id) {
-  return (id && state.groups.get(id)) || id || '—';
-}
-
 function renderChrome() {
   clear(nav);
   clear(who);
@@ -80,19 +31,22 @@ function renderChrome() {
   const links = [['#/catalog', 'Catalog'], ['#/requests', 'My requests'], ['#/vms', 'My VMs']];
   if (managesAny()) links.push(['#/approvals', 'Approvals']);
   links.push(['#/groups', 'Groups'], ['#/usage', 'Usage']);
+  if (chargebackGroups().length) links.push(['#/chargeback', 'Chargeback']);
+  links.push(['#/images', 'Images']);
   if (isPlatform()) links.push(['#/hosts', 'Hosts'], ['#/report', 'All VMs']);
   if (state.me.role === 'admin') links.push(['#/users', 'Users']);
   if (readsAudit()) links.push(['#/audit', 'Audit']);
   for (const [href, text] of links) nav.append(h('a', { href }, text));
   nav.hidden = false;
   who.append(h('span', {}, `${state.me.username} (${state.me.role})`),
+    h('a', { href: '#/keys' }, 'SSH keys'),
     h('button', { type: 'button', onclick: logout }, 'Sign out'));
   markCurrent();
 }
 
 function markCurrent() {
   const here = location.hash.split('/').slice(0, 2).join('/');
-  for (const a of nav.querySelectorAll('a')) {
+  for (const a of [...nav.querySelectorAll('a'), ...who.querySelectorAll('a')]) {
     if (a.getAttribute('href') === here) a.setAttribute('aria-current', 'page');
     else a.removeAttribute('aria-current');
   }
@@ -147,7 +101,7 @@ function loginScreen() {
 
 const EVENT_TYPES = ['vm.state', 'vm.power', 'vm.provisioned', 'vm.lease.notice', 'vm.lease.extended',
   'vm.lease.expired', 'task.state', 'request.state', 'request.step', 'host.state',
-  'group.member', 'group.updated'];
+  'group.member', 'group.updated', 'budget.set', 'budget.cleared', 'budget.threshold'];
 
 function startEvents() {
   stopEvents();
@@ -228,6 +182,11 @@ async function requestScreen(templateId) {
   const groupSelect = h('select', {}, memberGroups.length
     ? memberGroups.map((m) => h('option', { value: m.group }, groupName(m.group)))
     : h('option', { value: '' }, '(your default group)'));
+  // The user's SSH keys, to install in the VMs (ssh_keys: their names).
+  let keys = [];
+  try { keys = (await api.get('/v1/keys')).keys; } catch (err) { showError(err); }
+  const keySelect = h('select', { multiple: true, size: Math.min(5, Math.max(2, keys.length)) },
+    keys.map((k) => h('option', { value: k.name, title: k.fingerprint }, `${k.name} (${k.fingerprint.slice(0, 19)}…)`)));
   const lease = h('p', { className: 'hint', id: 'req-lease' });
   const tplNote = h('p', { className: 'hint', id: 'req-templates', 'aria-live': 'polite' });
   const quota = h('div', { className: 'card', 'aria-live': 'polite', id: 'quota-left' });
@@ -304,6 +263,8 @@ async function requestScreen(templateId) {
     field('name', 'Name', nameInput, 'Letters, digits and dashes; several VMs get -1, -2, ...'),
     field('count', 'Count', countInput),
     field('group', 'Group', groupSelect),
+    field('ssh_keys', 'SSH keys', keySelect, keys.length ? 'Installed in the VMs; Ctrl or Shift to choose several.'
+      : h('span', {}, 'You have none: ', h('a', { href: '#/keys' }, 'add one'), '.')),
     h('button', { type: 'submit', className: 'primary' }, 'Submit request'));
 
   form.addEventListener('submit', async (ev) => {
@@ -318,6 +279,8 @@ async function requestScreen(templateId) {
     const count = Number(countInput.value);
     body.count = Number.isFinite(count) && countInput.value !== '' ? count : countInput.value;
     if (groupSelect.value) body.group = groupSelect.value;
+    const chosen = [...keySelect.selectedOptions].map((o) => o.value);
+    if (chosen.length) body.ssh_keys = chosen;
     try {
       const { request } = await api.post('/v1/requests', body);
       announce(`Request for ${request.name} submitted: ${request.state}`);
@@ -561,6 +524,28 @@ function taskSummary(task) {
   return parts.join('');
 }
 
+// What the VM cost this UTC month so far (GET /v1/vms/{id}/charges), per day. A VM of a
+// reservation-based group has its hours at 0: its group pays for the capacity it reserved.
+async function chargesView(vm) {
+  let c;
+  try {
+    c = (await api.get(`/v1/vms/${encodeURIComponent(vm.id)}/charges`)).charges;
+  } catch (err) {
+    return h('p', { className: 'muted' }, `Cost not readable: ${err.message}`);
+  }
+  const reserved = c.charging_model === 'reservation';
+  return h('div', { className: 'card', id: 'vm-cost' },
+    h('p', {}, h('strong', {}, 'Total: '), h('span', { id: 'vm-cost-total', dataset: { amount: String(c.total) } }, money(c.total, c.currency)),
+      ` since ${when(c.from)}`),
+    reserved ? h('p', { className: 'hint', id: 'vm-cost-note' },
+      `${groupName(vm.group)} is charged for the capacity it reserved, not per VM: this VM's hours are shown with 0.`) : null,
+    c.days.length ? h('table', {}, h('caption', { className: 'sr-only' }, 'Cost per day'),
+      h('thead', {}, h('tr', {}, ['Day (UTC)', 'Amount', 'Compute time', 'Disk time'].map((x) => h('th', { scope: 'col' }, x)))),
+      h('tbody', {}, c.days.map((d) => h('tr', {}, h('th', { scope: 'row' }, d.day), h('td', {}, money(d.amount, c.currency)),
+        h('td', {}, hours(d.compute_ms)), h('td', {}, hours(d.disk_ms))))))
+      : h('p', { className: 'muted' }, 'Nothing billed this month.'));
+}
+
 async function vmDetailScreen(id) {
   const section = h('section', {});
   let taskId = null;
@@ -589,6 +574,7 @@ async function vmDetailScreen(id) {
       isPlatform() && (TASK_LIVE.has(task.state) || task.state === 'ABORTING') ? h('button', { type: 'button',
         className: 'danger', onclick: () => taskVerb(task, vm, 'force-fail', again) }, 'Force-fail') : null,
     ].filter(Boolean) : [];
+    const cost = await chargesView(vm);
     let audit = null;
     if (readsAudit()) {
       try { audit = (await api.get('/v1/audit?target=' + encodeURIComponent(id) + '&limit=100')).records; }
@@ -638,6 +624,8 @@ async function vmDetailScreen(id) {
         })),
         task.fault ? h('p', { className: 'fault' }, task.fault) : null)
         : h('p', { className: 'muted' }, 'No task.'),
+      h('h2', {}, 'Cost this month'),
+      cost,
       h('h2', {}, 'Lease'),
       h('ol', { className: 'timeline' },
         h('li', {}, `Created ${when(vm.created_at)}`),
@@ -962,6 +950,7 @@ async function groupsScreen(id) {
       });
     }
     fill(section, h('h1', {}, `Group ${group.name}`),
+      chargebackGroups().includes(id) ? h('p', {}, h('a', { href: '#/chargeback/' + gid }, 'Chargeback and budget')) : null,
       h('h2', {}, 'Quota use'),
       q ? h('div', { className: 'card' },
         usageBar('VMs', u.vms || 0, q.vms), usageBar('vCPUs', u.vcpus || 0, q.vcpus),
@@ -1128,15 +1117,6 @@ async function reportScreen() {
 
 // ---- 11. usage ------------------------------------------------------------------------
 
-const SVG = 'http://www.w3.org/2000/svg';
-
-function svg(tag, attrs, ...children) {
-  const el = document.createElementNS(SVG, tag);
-  for (const [k, v] of Object.entries(attrs || {})) el.setAttribute(k, v);
-  for (const c of children) if (c) el.append(c);
-  return el;
-}
-
 // A bar chart of one series (label, value per day) as SVG; the table below it carries the same
 // numbers for screen readers and for copying.
 function barChart(title, days, values, unit) {
@@ -1248,6 +1228,9 @@ const ROUTES = {
   users: () => usersScreen(),
   usage: () => usageScreen(),
   audit: () => auditScreen(),
+  chargeback: (id) => chargebackScreen(id),
+  images: (id) => imagesScreen(id),
+  keys: () => keysScreen(),
 };
 
 let rendering = 0;
@@ -1255,7 +1238,12 @@ let rendering = 0;
 async function route() {
   const serial = ++rendering;
   const [, name = '', arg] = location.hash.split('/');
-  state.onEvent = null;
+  // Events that arrive while the screen loads (before it sets its handler) are kept and given
+  // to it once it is shown: a VM that turns ACTIVE between the screen's read and its handler
+  // would otherwise stay PROVISIONING on screen.
+  const early = [];
+  const keep = (ev) => early.push(ev);
+  state.onEvent = keep;
   showError(null);
   showNotice();
   let screen;
@@ -1275,6 +1263,8 @@ async function route() {
   }
   if (serial !== rendering) return; // a newer navigation won
   clear(main).append(screen.node);
+  if (state.onEvent === keep) state.onEvent = null;
+  else if (state.onEvent) for (const ev of early) state.onEvent(ev);
   document.title = `${screen.title} · Berth`;
   markCurrent();
   // Focus moves to the new screen so keyboard and screen reader users start there.

@@ -15,6 +15,14 @@ export function h(tag, attrs, ...children) {
   return el;
 }
 
+// An SVG element (attributes set as they are: the CSP forbids inline style, not these).
+export function svg(tag, attrs, ...children) {
+  const el = document.createElementNS('http://www.w3.org/2000/svg', tag);
+  for (const [k, v] of Object.entries(attrs || {})) el.setAttribute(k, v);
+  for (const c of children) if (c) el.append(c);
+  return el;
+}
+
 function append(el, children) {
   for (const c of children) {
     if (c === undefined || c === null || c === false) continue;
