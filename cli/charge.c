@@ -180,6 +180,13 @@ static int s_month(const char *text, char *from, char *to, size_t size)
     return 0;
 }
 
+/* A row's text field as it is ("" when absent or not text). */
+static const char *s_raw(json_t *row, const char *name)
+{
+    const char *text = json_string_value(json_object_get(row, name));
+    return text ? text : "";
+}
+
 /* A CSV field, quoted when it needs to be. */
 static void s_csv(const char *text)
 {
@@ -251,16 +258,17 @@ int cli_chargeback(cli_t *cli, int argc, char **argv)
                kinds ? ",kind" : "", user ? ",vms" : "");
         json_array_foreach(rows, i, r)
         {
-            s_csv(T(r, key));
+            /* The row's own text, "" where it has none: the CSV the API writes. */
+            s_csv(s_raw(r, key));
             if (vm) {
                 putchar(',');
-                s_csv(T(r, "owner"));
+                s_csv(s_raw(r, "owner"));
                 putchar(',');
-                s_csv(T(r, "template"));
+                s_csv(s_raw(r, "template"));
             }
             if (kinds) {
                 putchar(',');
-                s_csv(T(r, "kind"));
+                s_csv(s_raw(r, "kind"));
             }
             if (user)
                 printf(",%s", T(r, "vms"));
@@ -287,7 +295,9 @@ int cli_chargeback(cli_t *cli, int argc, char **argv)
                key's column. */
             const char *kind = json_string_value(json_object_get(r, "kind"));
             char what[128];
-            const char *named = T(r, key);
+            /* the row's own value, "" for the group's lines (T() would print "-") */
+            const char *named = json_string_value(json_object_get(r, key));
+            named = named ? named : "";
             snprintf(what, sizeof what, "%s%s(%s)", named, *named ? " " : "", kind ? kind : "");
             const char *first = kind && *kind ? what : T(r, key);
             if (vm)

@@ -373,6 +373,15 @@ class Chargeback(PlatformCase):
         self.assertIn("(beyond)", out)
         self.assertIn("total %d EUR" % want, out)
         self.assertIn("reservation charging", out)
+        self.assertRegex(out, r"(?m)^\(reserved\) ")
+        # The CLI's CSV is the API's, row for row (the window is over: nothing moves).
+        for by in ("vm", "user"):
+            cli_csv = subprocess.run([self.p.binary("berth"), "chargeback", "--group", "lab",
+                                      "--from", str(start), "--to", str(end), "--by", by,
+                                      "-o", "csv"], env=env, capture_output=True, text=True,
+                                     timeout=60, check=True).stdout
+            api_csv = self.report(group, start, end, by, "text/csv").body.decode()
+            self.assertEqual(cli_csv.replace("\r\n", "\n"), api_csv.replace("\r\n", "\n"))
         out = subprocess.run([self.p.binary("berth"), "vm", "charges", vms[1], "--from",
                               str(start), "--to", str(end), "-o", "json"], env=env,
                              capture_output=True, text=True, timeout=60, check=True).stdout
