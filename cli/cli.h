@@ -168,6 +168,7 @@ int cli_users(cli_t *cli, int argc, char **argv);  /* list, show, enable, disabl
 int cli_passwd(cli_t *cli, int argc, char **argv); /* change one's own password */
 int cli_keys(cli_t *cli, int argc, char **argv);   /* one's API keys: create, list, revoke */
 int cli_templates(cli_t *cli, int argc, char **argv);
+int cli_template_create(cli_t *cli, int argc, char **argv); /* POST /v1/templates (admins) */
 int cli_hosts(cli_t *cli, int argc, char **argv);
 int cli_images(cli_t *cli, int argc, char **argv);   /* model images: list, show, import, delete */
 int cli_networks(cli_t *cli, int argc, char **argv); /* networks: list, show, create, delete */

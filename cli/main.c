@@ -39,6 +39,12 @@ static const s_command_t s_commands[] = {
     { "template list", cli_templates,
       "template list [--group G]           what VMs can be made from (in group G)", "templates" },
     { "templates", .alias_of = "template list" },
+    { "template create", cli_template_create,
+      "template create NAME --vcpus N --ram-mb N --disk-gb N --os OS --image IMAGE\n"
+      "             [--lease-days N (30)] [--approval-policy P] [--network NET]\n"
+      "             [--disk linked|full] [--rebuild-on-loss] [--max-lease-days N]\n"
+      "             [--lease-notice-hours N]\n"
+      "                                    add a template to the catalog (admins)" },
     { "image list", cli_images,
       "image list                          model images: state, OS, applications, minimums",
       "images" },

@@ -239,6 +239,37 @@ class Images(PlatformCase):
         self.api.wait_vm(vm, ("DISPOSED",))
         self.assertFalse(os.path.exists(disk), "the copy outlived its VM")
 
+    def test_template_create_cli(self):
+        """berth template create: what the API makes, with the server's refusals."""
+        wait_until(lambda: len(self.api.hosts()) == 1, 20, "the host reported")
+        home = tempfile.mkdtemp(prefix="berth-cli-")
+        self.addCleanup(shutil.rmtree, home, ignore_errors=True)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("BERTH_")}
+        env.update({"BERTH_URL": self.p.url, "XDG_CONFIG_HOME": home, "HOME": home})
+
+        def berth(*args, rc=0):
+            r = subprocess.run([self.p.binary("berth")] + list(args), env=env,
+                               capture_output=True, text=True, timeout=60,
+                               input=self.p.admin_password + "\n")
+            self.assertEqual(r.returncode, rc, "berth %s: %s %s" % (args, r.stdout, r.stderr))
+            return r.stdout + r.stderr
+        berth("login", self.p.admin_user, "--password-stdin")
+        base = ["--vcpus", "1", "--ram-mb", "512", "--disk-gb", "2", "--os", "debian"]
+        out = berth("template", "create", "cli-tpl", *base, "--image", "debian-12", "--disk",
+                    "full", "--approval-policy", "manager", "--rebuild-on-loss")
+        self.assertRegex(out, r"disk:\s+full")
+        made = [t for t in self.api.get("/v1/templates")["templates"] if t["name"] == "cli-tpl"][0]
+        self.assertEqual((made["disk"], made["approval_policy"], made["lease_days"],
+                          made["rebuild_on_loss"]), ("full", "manager", 30, True))
+        err = berth("template", "create", "cli-ghost", *base, "--image", "no-such", rc=1)
+        self.assertIn("image", err)
+        berth("template", "create", "cli-bad", *base, "--image", "debian-12", "--vcpus", "x",
+              rc=2)
+        berth("template", "create", "cli-bad", "--vcpus", "1", rc=2)
+        names = [t["name"] for t in self.api.get("/v1/templates")["templates"]]
+        self.assertNotIn("cli-ghost", names)
+        self.assertNotIn("cli-bad", names)
+
     def test_backing_file_refused(self):
         base = os.path.join(self.import_dir, "base.qcow2")
         self.qemu_img("create", "-f", "qcow2", base, "64M")
