@@ -80,13 +80,49 @@ static int64_t s_int(json_t *array, size_t i)
     return json_integer_value(json_array_get(array, i));
 }
 
-/* The closed months among a HGETALL of berth:charge-closed: is month one of them? */
-static const redisReply *s_closed(const redisReply *closed, const char *month)
+#define S_MONTHS_MAX 64 /* months one report may touch (the gateway allows 366 days) */
+
+/* The months [from, until) touches, and what berth:charge-closed holds for each (a string:
+   its closed lines; nil: open): names[0..*n) and the HMGET reply (caller frees), only those
+   fields read however many months the group has closed. NULL when Redis failed, or with
+   *n = 0 when the window touches more than S_MONTHS_MAX months. */
+static redisReply *s_closed_months(store_t *store, const char *group, int64_t from, int64_t until,
+                                   char names[S_MONTHS_MAX][8], size_t *n)
 {
-    for (size_t i = 0; closed && i + 1 < closed->elements; i += 2)
-        if (closed->element[i]->type == REDIS_REPLY_STRING &&
-            strcmp(closed->element[i]->str, month) == 0)
-            return closed->element[i + 1];
+    *n = 0;
+    for (int64_t start = clock_month(from, NULL); start < until;
+         start = clock_month(start + 32 * S_DAY_MS, NULL)) {
+        if (*n == S_MONTHS_MAX) {
+            *n = 0;
+            return NULL;
+        }
+        clock_month(start, names[(*n)++]);
+    }
+    char key[KEYS_MAX];
+    const char *argv[S_MONTHS_MAX + 2] = { "HMGET",
+                                           keys_build(key, KEYS_CHARGE_CLOSED, group, NULL) };
+    for (size_t i = 0; i < *n; i++)
+        argv[2 + i] = names[i];
+    if (*n == 0) { /* an empty window: one field that is never a month, read as open */
+        names[0][0] = '\0';
+        argv[2] = "";
+        *n = 1;
+    }
+    redisReply *r = store_commandv(store, (int)(2 + *n), argv, NULL);
+    if (r && (r->type != REDIS_REPLY_ARRAY || r->elements != *n)) {
+        freeReplyObject(r);
+        r = NULL;
+    }
+    return r;
+}
+
+/* What a month's field of berth:charge-closed holds (NULL: the month is open). */
+static const redisReply *s_closed(const redisReply *closed, char names[][8], size_t n,
+                                  const char *month)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(names[i], month) == 0 && closed->element[i]->type == REDIS_REPLY_STRING)
+            return closed->element[i];
     return NULL;
 }
 
@@ -109,18 +145,24 @@ int ledger_report(store_t *store, const char *group, const char *only_vm, int64_
     if (charge_live(store, group, only_vm, from_ms, to_ms, now_ms, max_vms, max_lines, &r, error) !=
         0)
         return -1;
-    redisReply *closed = s_hgetall(store, KEYS_CHARGE_CLOSED, group);
+    int64_t until = to_ms < now_ms ? to_ms : now_ms;
+    char names[S_MONTHS_MAX][8];
+    size_t n_months = 0;
+    redisReply *closed = s_closed_months(store, group, from_ms, until, names, &n_months);
     redisReply *adjust = closed ? s_hgetall(store, KEYS_CHARGE_ADJUST, group) : NULL;
     if (!closed || !adjust) {
         if (closed)
             freeReplyObject(closed);
         berth__chargeback_report__free_unpacked(r, NULL);
-        return error_set(error, "UNAVAILABLE", "state store unreachable");
+        if (closed || n_months) /* Redis failed */
+            return error_set(error, "UNAVAILABLE", "state store unreachable");
+        error_set(error, "BAD_REQUEST", "the window spans more than %d months: narrow from..to",
+                  S_MONTHS_MAX);
+        return error_detail(error, "field", "to");
     }
-    int64_t until = to_ms < now_ms ? to_ms : now_ms;
     size_t cap = r->n_lines + 1;
-    for (size_t i = 0; i + 1 < closed->elements; i += 2)
-        cap += closed->element[i + 1]->len / 16 + 1; /* a line takes more than 16 bytes */
+    for (size_t i = 0; i < closed->elements; i++)
+        cap += closed->element[i]->len / 16 + 1; /* a line takes more than 16 bytes */
     cap += adjust->elements / 2;
     Berth__ChargeLine **lines = calloc(cap, sizeof *lines);
     size_t n = 0;
@@ -129,16 +171,16 @@ int ledger_report(store_t *store, const char *group, const char *only_vm, int64_
     for (size_t i = 0; i < r->n_lines; i++) {
         char month[8];
         snprintf(month, sizeof month, "%.7s", r->lines[i]->day);
-        if (rc == 0 && !s_closed(closed, month)) {
+        if (rc == 0 && !s_closed(closed, names, n_months, month)) {
             lines[n++] = r->lines[i];
             r->lines[i] = NULL;
         } else
             berth__charge_line__free_unpacked(r->lines[i], NULL);
     }
-    for (size_t i = 0; rc == 0 && i + 1 < closed->elements; i += 2) {
-        const redisReply *f = closed->element[i], *v = closed->element[i + 1];
-        if (f->type != REDIS_REPLY_STRING || f->len != 7 || v->type != REDIS_REPLY_STRING)
-            continue;
+    for (size_t i = 0; rc == 0 && i < closed->elements; i++) {
+        const redisReply *v = closed->element[i];
+        if (v->type != REDIS_REPLY_STRING)
+            continue; /* open */
         json_t *month = json_loads(v->str, 0, NULL);
         size_t k;
         json_t *l;

@@ -385,6 +385,12 @@ static void test_ledger(void **state)
         }
     assert_int_equal(adjustments, 1);
     berth__chargeback_report__free_unpacked(rep, NULL);
+    /* A window over more months than a report reads is refused, naming to. */
+    assert_int_equal(ledger_report(f->store, group, NULL, T0, T0 + 70 * 31 * DAY,
+                                   T0 + 70 * 31 * DAY, 100, 1000000, &rep, &error),
+                     -1);
+    assert_string_equal(error.code, "BAD_REQUEST");
+    assert_string_equal(error_detail_get(&error, "field"), "to");
     /* The VM alone sees its adjustment too; a window before it was booked does not. */
     assert_int_equal(ledger_report(f->store, group, vm, dec1, dec1 + 3 * HOUR, dec1 + 5 * HOUR, 100,
                                    1000, &rep, &error),
