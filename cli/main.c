@@ -81,7 +81,8 @@ static const s_command_t s_commands[] = {
       "host maintenance HOST on|off        no new VMs on HOST (operators), or back",
       "host maintenance" },
     { "request create", cli_request_cmd,
-      "request create TEMPLATE NAME [--count N] [--group G] [--ssh-key K]... [--wait]\n"
+      "request create TEMPLATE NAME [--count N] [--group G] [--network NET]\n"
+      "             [--ssh-key K]... [--wait]\n"
       "               [--timeout S]        ask for VMs (in group G: id or name) with your\n"
       "                                    SSH keys K installed; --wait follows them to\n"
       "                                    ACTIVE",

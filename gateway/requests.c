@@ -50,15 +50,14 @@ static void s_payload(json_t *view, const Berth__Request *r)
                                       "charging_model", view_str(o->charging_model),
                                       "justification", view_str(o->justification)));
     if (a)
-        json_object_set_new(view, "allocation",
-                            json_pack("{s:o, s:o, s:o, s:o, s:o, s:o}", "quota", s_quota(a->quota),
-                                      "delta", s_quota(a->delta), "justification",
-                                      view_str(a->justification), "previous", s_quota(a->previous),
-                                      "applied", s_quota(a->applied), "reservations",
-                                      a->n_reservations
-                                          ? groups_reservations_view(a->reservations,
-                                                                     a->n_reservations)
-                                          : json_null()));
+        json_object_set_new(
+            view, "allocation",
+            json_pack("{s:o, s:o, s:o, s:o, s:o, s:o}", "quota", s_quota(a->quota), "delta",
+                      s_quota(a->delta), "justification", view_str(a->justification), "previous",
+                      s_quota(a->previous), "applied", s_quota(a->applied), "reservations",
+                      a->n_reservations
+                          ? groups_reservations_view(a->reservations, a->n_reservations)
+                          : json_null()));
 }
 
 /* The request as shown, with vms and tasks as given. */
@@ -159,14 +158,16 @@ static void s_created(http_req_t *req, ProtobufCMessage *answer)
 
 void requests_create(http_req_t *req)
 {
-    static const char *const allowed[] = { "template", "name", "count", "group", "ssh_keys", NULL };
-    const char *template_ = NULL, *name = NULL, *group = NULL;
+    static const char *const allowed[] = { "template", "name",    "count", "group",
+                                           "ssh_keys", "network", NULL };
+    const char *template_ = NULL, *name = NULL, *group = NULL, *network = NULL;
     int64_t count = 1;
     if (rest_body(req, allowed) ||
         rest_str(req, "template", 1, LIMIT_TEMPLATE_REF_MAX, &template_) ||
         rest_str(req, "name", 1, LIMIT_VM_NAME_MAX, &name) ||
         rest_str(req, "group", 0, LIMIT_GROUP_REF_MAX, &group) < 0 ||
-        rest_int(req, "count", 0, 1, LIMIT_COUNT_MAX, &count) < 0)
+        rest_int(req, "count", 0, 1, LIMIT_COUNT_MAX, &count) < 0 ||
+        rest_str(req, "network", 0, LIMIT_NETWORK_NAME_MAX, &network) < 0)
         return;
     const char *key = http_header(req, "Idempotency-Key");
     if (key && (strlen(key) == 0 || strlen(key) > LIMIT_IDEMPOTENCY_KEY_MAX ||
@@ -194,6 +195,7 @@ void requests_create(http_req_t *req)
     ask.group = (char *)(group ? group : "");
     ask.ssh_keys = ssh_keys;
     ask.n_ssh_keys = n_ssh_keys;
+    ask.network = (char *)(network ? network : "");
     rest_call(req, "approval", &ask.base, &berth__request__descriptor, s_created);
     sshkeys_free(ssh_keys, n_ssh_keys);
 }

@@ -426,12 +426,24 @@ static int s_allows(const Berth__Network *net, const char *group)
     return 0;
 }
 
-int networks_for_vm(store_t *store, const char *template_network, const char *group,
-                    Berth__VmNetwork **out_p, fault_t *fault)
+int networks_for_vm(store_t *store, const char *requested, const char *template_network,
+                    const char *group, Berth__VmNetwork **out_p, fault_t *fault)
 {
     *out_p = NULL;
     Berth__Network *net = NULL;
-    if (template_network && *template_network) {
+    if (requested && *requested) {
+        if (networks_find(store, requested, &net, fault) != 0) {
+            if (streq(fault->code, "NOT_FOUND"))
+                error_field(fault, "network", "there is no network '%.64s'", requested);
+            return -1;
+        }
+        if (!s_allows(net, group)) {
+            error_set(fault, "FORBIDDEN", "the group may not use network '%s'", net->name);
+            error_detail(fault, "field", "network");
+            protobuf_c_message_free_unpacked(&net->base, NULL);
+            return -1;
+        }
+    } else if (template_network && *template_network) {
         if (networks_find(store, template_network, &net, fault) != 0) {
             if (streq(fault->code, "NOT_FOUND"))
                 error_set(fault, "NOT_FOUND", "the template's network '%.64s' no longer exists",

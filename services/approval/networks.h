@@ -36,12 +36,14 @@ int networks_find(store_t *store, const char *ref, Berth__Network **out_p, fault
 int networks_delete(store_t *store, const char *ref, const char *actor, Berth__Network **out_p,
                     fault_t *fault);
 
-/* The network a VM of the template gets in group: the template's (by name: NOT_FOUND naming
-   the field template's network when gone; FORBIDDEN when the group may not use it), else the
-   default network if the group may use it, else none (*out_p NULL, 0). *out_p is a VmNetwork
-   without address (free with protobuf_c_message_free_unpacked). */
-int networks_for_vm(store_t *store, const char *template_network, const char *group,
-                    Berth__VmNetwork **out_p, fault_t *fault);
+/* The network a VM gets in group: the one its request names (requested: BAD_REQUEST naming
+   network when there is none so named; FORBIDDEN naming it when the group may not use it),
+   else the template's (by name: NOT_FOUND naming the field template's network when gone;
+   FORBIDDEN when the group may not use it), else the default network if the group may use
+   it, else none (*out_p NULL, 0). *out_p is a VmNetwork without address (free with
+   protobuf_c_message_free_unpacked). */
+int networks_for_vm(store_t *store, const char *requested, const char *template_network,
+                    const char *group, Berth__VmNetwork **out_p, fault_t *fault);
 
 /* The number of addresses net's pool gives (every address of its cidr but the network
    address, the broadcast and the gateway), or -1 when its cidr does not parse. */

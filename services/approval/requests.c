@@ -314,6 +314,11 @@ static void s_body_hash(const Berth__CreateRequest *msg, int count, char out[S_B
     crypto_hash_sha256_update(&st, (const unsigned char *)tmpl, strlen(tmpl));
     crypto_hash_sha256_update(&st, (const unsigned char *)name, strlen(name));
     crypto_hash_sha256_update(&st, (const unsigned char *)group, strlen(group));
+    /* The network asked for (none: the hash a request without one always had). */
+    if (msg->network && *msg->network) {
+        crypto_hash_sha256_update(&st, (const unsigned char *)":net:", 5);
+        crypto_hash_sha256_update(&st, (const unsigned char *)msg->network, strlen(msg->network));
+    }
     /* The keys asked for, by fingerprint (none: the hash a request without keys always had). */
     for (size_t i = 0; i < msg->n_ssh_keys; i++) {
         const char *fp = msg->ssh_keys[i]->fingerprint ? msg->ssh_keys[i]->fingerprint : "";
@@ -455,10 +460,11 @@ int requests_create(store_t *store, const policy_t *policy, const Berth__CreateR
         protobuf_c_message_free_unpacked(&group->base, NULL);
         return -1;
     }
-    /* The network its VMs get addresses on (the template's, or the default): copied into
-       each VM as it is now; the scheduler allocates the address when it places the VM. */
+    /* The network its VMs get addresses on (the request's, the template's, or the default):
+       copied into each VM as it is now; the scheduler allocates the address when it places
+       the VM. */
     Berth__VmNetwork *vnet = NULL;
-    if (networks_for_vm(store, tmpl->network, group_id, &vnet, fault) != 0) {
+    if (networks_for_vm(store, msg->network, tmpl->network, group_id, &vnet, fault) != 0) {
         protobuf_c_message_free_unpacked(&tmpl->base, NULL);
         protobuf_c_message_free_unpacked(&group->base, NULL);
         return -1;

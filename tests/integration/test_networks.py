@@ -240,6 +240,25 @@ class Networks(PlatformCase):
         vm = self.member.wait_vm(r.json()["request"]["vms"][0]["id"], ("ACTIVE",))
         self.assertEqual((vm["network"]["name"], vm["network"]["ip"]), ("eng-net", "10.80.0.1"))
 
+        # A request may name the network itself, over its template's: the same rule holds
+        # (a group's own network only for that group), and a name that is no network is the
+        # request's bad field; nothing is made for a refused request.
+        self.api.create_template(name="plain", vcpus=1, ram_mb=64, disk_gb=1, os="debian",
+                                 image="debian-12", lease_days=1)
+        before = len(self.api.get("/v1/requests?limit=500")["requests"])
+        r = self.api.call("POST", "/v1/requests", {"template": "plain", "name": "x1",
+                                                   "network": "nowhere"})
+        self.assertEqual((r.status, r.json()["error"]["details"].get("field")), (400, "network"))
+        r = self.api.call("POST", "/v1/requests", {"template": "plain", "name": "x2",
+                                                   "network": "eng-net"})
+        self.assertEqual((r.status, r.json()["error"]["details"].get("field")), (403, "network"))
+        self.assertEqual(len(self.api.get("/v1/requests?limit=500")["requests"]), before)
+        r = self.member.call("POST", "/v1/requests", {"template": "plain", "name": "chosen",
+                                                      "group": "eng", "network": "eng-net"})
+        self.assertEqual(r.status, 202, r)
+        vm = self.member.wait_vm(r.json()["request"]["vms"][0]["id"], ("ACTIVE",))
+        self.assertEqual((vm["network"]["name"], vm["network"]["ip"]), ("eng-net", "10.80.0.2"))
+
 
 class Retry(unittest.TestCase):
     """host-2 (the weigher's first choice) builds nothing over 512 MB, host-1 up to 1536 MB

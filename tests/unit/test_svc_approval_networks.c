@@ -126,7 +126,7 @@ static void test_create_find_delete(void **state)
     assert_int_equal(networks_find(f->store, id, &got, &fault), 0);
     protobuf_c_message_free_unpacked(&got->base, NULL);
     Berth__VmNetwork *v = NULL;
-    assert_int_equal(networks_for_vm(f->store, "", GROUP, &v, &fault), 0);
+    assert_int_equal(networks_for_vm(f->store, "", "", GROUP, &v, &fault), 0);
     assert_non_null(v);
     assert_string_equal(v->network, id);
     assert_int_equal(v->prefix, 26);
@@ -154,7 +154,7 @@ static void test_create_find_delete(void **state)
     fault = (fault_t){ 0 };
     assert_int_equal(networks_find(f->store, "lab", &got, &fault), -1);
     assert_string_equal(fault.code, "NOT_FOUND");
-    assert_int_equal(networks_for_vm(f->store, "", GROUP, &v, &fault), 0);
+    assert_int_equal(networks_for_vm(f->store, "", "", GROUP, &v, &fault), 0);
     assert_null(v);
     r = store_command(f->store, "EXISTS %s", KEYS_NETWORK_DEFAULT);
     assert_int_equal(r->integer, 0);
@@ -186,17 +186,30 @@ static void test_groups(void **state)
     assert_string_equal(made->groups[0], GROUP); /* the name resolved to the id */
     protobuf_c_message_free_unpacked(&made->base, NULL);
     Berth__VmNetwork *v = NULL;
-    assert_int_equal(networks_for_vm(f->store, "eng-net", GROUP, &v, &fault), 0);
+    assert_int_equal(networks_for_vm(f->store, "", "eng-net", GROUP, &v, &fault), 0);
     assert_non_null(v);
     protobuf_c_message_free_unpacked(&v->base, NULL);
     const char *other = "99999999-2222-4333-8444-555555555555";
-    assert_int_equal(networks_for_vm(f->store, "eng-net", other, &v, &fault), -1);
+    assert_int_equal(networks_for_vm(f->store, "", "eng-net", other, &v, &fault), -1);
     assert_string_equal(fault.code, "FORBIDDEN");
-    assert_int_equal(networks_for_vm(f->store, "", other, &v, &fault), 0);
+    assert_int_equal(networks_for_vm(f->store, "", "", other, &v, &fault), 0);
     assert_null(v);
     fault = (fault_t){ 0 };
-    assert_int_equal(networks_for_vm(f->store, "gone", GROUP, &v, &fault), -1);
+    assert_int_equal(networks_for_vm(f->store, "", "gone", GROUP, &v, &fault), -1);
     assert_string_equal(fault.code, "NOT_FOUND");
+    /* One the request names comes first (over the template's), with the same rule; a name
+       that is no network is the request's bad field. */
+    fault = (fault_t){ 0 };
+    assert_int_equal(networks_for_vm(f->store, "eng-net", "gone", GROUP, &v, &fault), 0);
+    assert_non_null(v);
+    protobuf_c_message_free_unpacked(&v->base, NULL);
+    assert_int_equal(networks_for_vm(f->store, "eng-net", "", other, &v, &fault), -1);
+    assert_string_equal(fault.code, "FORBIDDEN");
+    assert_string_equal(error_detail_get(&fault, "field"), "network");
+    fault = (fault_t){ 0 };
+    assert_int_equal(networks_for_vm(f->store, "nowhere", "", GROUP, &v, &fault), -1);
+    assert_string_equal(fault.code, "BAD_REQUEST");
+    assert_string_equal(error_detail_get(&fault, "field"), "network");
     /* A group that does not exist is refused naming the field. */
     char *nogroup[] = { "nope" };
     n = s_net("x", "10.3.0.0/24", "10.3.0.1");
