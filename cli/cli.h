@@ -79,6 +79,25 @@ const char *cli_name_of(json_t *names, json_t *obj, const char *key);
 int cli_path(char *out, size_t size, const char *collection, const char *id);
 #define CLI_PATH_MAX 600
 
+/* A kind of resource with the verbs list, show REF, delete REF and one that makes it
+   (import, create, add): what cli_resource needs of it. */
+typedef struct {
+    const char *noun;       /* "image": the command's first word */
+    const char *label;      /* "image", "SSH key": what a deletion says was deleted */
+    const char *collection; /* "images": /v1/<collection>, and the list's key in the answer */
+    const char *one;        /* "image": the answer's key for one */
+    const char *ref;        /* "id", "name": what REF is, for messages */
+    const char *make_verb;  /* "import" */
+    int (*make)(cli_t *cli, int argc, char **argv); /* argv[0] the verb */
+    void (*show)(cli_t *cli, json_t *answer);       /* one, as the table or -o json */
+    void (*table)(json_t *items);                   /* the list as a table */
+    const char *usage;
+} cli_resource_t;
+
+/* berth NOUN list | show REF | delete REF | MAKE_VERB ... (argv[0] the command's word, argv[1]
+   the verb; none: list). The exit status. */
+int cli_resource(cli_t *cli, const cli_resource_t *r, int argc, char **argv);
+
 /* GET /v1/<collection>/<id> into *body (caller frees): 0; 2 when the id is too long (said for
    `berth <command>`); 1 when the call failed (said by cli_http). */
 int cli_get_one(cli_t *cli, const char *command, const char *collection, const char *id,

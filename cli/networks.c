@@ -143,51 +143,15 @@ static int s_create(cli_t *cli, int argc, char **argv)
 /* berth network list | show NETWORK | create NAME ... | delete NETWORK (argv[0] "networks") */
 int cli_networks(cli_t *cli, int argc, char **argv)
 {
-    const char *verb = argc > 1 && argv[1][0] != '-' ? argv[1] : "list";
-    int shift = argc > 1 && argv[1][0] != '-' ? 1 : 0;
-    if (streq(verb, "create"))
-        return s_create(cli, argc - shift, argv + shift);
-    const char *pos[1] = { NULL };
-    cli_opt_t none[] = { { NULL } };
-    if (streq(verb, "show") || streq(verb, "delete")) {
-        if (cli_parse(argc - shift, argv + shift, none, pos, 1, 1) != 0) {
-            fputs(s_usage, stderr);
-            return 2;
-        }
-        json_t *answer = NULL;
-        int rc;
-        if (streq(verb, "show"))
-            rc = cli_get_one(cli, "network show", "networks", pos[0], &answer);
-        else {
-            char path[CLI_PATH_MAX];
-            if (cli_path(path, sizeof path, "networks", pos[0]) != 0) {
-                fputs("berth network delete: id too long\n", stderr);
-                return 2;
-            }
-            rc = cli_http(cli, "DELETE", path, NULL, &answer) != 0 ? 1 : 0;
-        }
-        if (rc != 0)
-            return rc;
-        if (streq(verb, "show"))
-            s_show(cli, answer);
-        else if (cli->json)
-            cli_print_json(answer);
-        else
-            printf("network %s deleted\n", T(json_object_get(answer, "network"), "name"));
-        json_decref(answer);
-        return 0;
-    }
-    if (!streq(verb, "list") || cli_parse(argc - shift, argv + shift, none, pos, 0, 0) != 0) {
-        fputs(s_usage, stderr);
-        return 2;
-    }
-    json_t *body = NULL;
-    if (cli_http(cli, "GET", "/v1/networks", NULL, &body) != 0)
-        return 1;
-    if (cli->json)
-        cli_print_json(body);
-    else
-        s_table(json_object_get(body, "networks"));
-    json_decref(body);
-    return 0;
+    static const cli_resource_t networks = { .noun = "network",
+                                             .label = "network",
+                                             .collection = "networks",
+                                             .one = "network",
+                                             .ref = "id",
+                                             .make_verb = "create",
+                                             .make = s_create,
+                                             .show = s_show,
+                                             .table = s_table,
+                                             .usage = s_usage };
+    return cli_resource(cli, &networks, argc, argv);
 }

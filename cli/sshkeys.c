@@ -82,66 +82,30 @@ static int s_add(cli_t *cli, int argc, char **argv)
     return 0;
 }
 
-static int s_list(cli_t *cli)
+/* The caller's keys as a table. */
+static void s_table(json_t *keys)
 {
-    json_t *body = NULL;
-    if (cli_http(cli, "GET", "/v1/keys", NULL, &body) != 0)
-        return 1;
-    if (cli->json)
-        cli_print_json(body);
-    else {
-        cli_table_t *table = cli_table_new(5, "NAME", "TYPE", "FINGERPRINT", "COMMENT", "ADDED");
-        size_t i;
-        json_t *k;
-        json_array_foreach(json_object_get(body, "keys"), i, k)
-            cli_table_add(table, T(k, "name"), T(k, "type"), T(k, "fingerprint"), T(k, "comment"),
-                          T(k, "created_at"));
-        cli_table_print(table, stdout);
-        cli_table_destroy(&table);
-    }
-    json_decref(body);
-    return 0;
+    cli_table_t *table = cli_table_new(5, "NAME", "TYPE", "FINGERPRINT", "COMMENT", "ADDED");
+    size_t i;
+    json_t *k;
+    json_array_foreach(keys, i, k)
+        cli_table_add(table, T(k, "name"), T(k, "type"), T(k, "fingerprint"), T(k, "comment"),
+                      T(k, "created_at"));
+    cli_table_print(table, stdout);
+    cli_table_destroy(&table);
 }
 
 int cli_ssh_keys(cli_t *cli, int argc, char **argv)
 {
-    const char *verb = argc > 1 && argv[1][0] != '-' ? argv[1] : "list";
-    int shift = argc > 1 && argv[1][0] != '-' ? 1 : 0;
-    if (streq(verb, "add"))
-        return s_add(cli, argc - shift, argv + shift);
-    const char *pos[1] = { NULL };
-    cli_opt_t none[] = { { NULL } };
-    if (streq(verb, "show") || streq(verb, "delete")) {
-        if (cli_parse(argc - shift, argv + shift, none, pos, 1, 1) != 0) {
-            fputs(s_usage, stderr);
-            return 2;
-        }
-        json_t *answer = NULL;
-        int rc;
-        if (streq(verb, "show"))
-            rc = cli_get_one(cli, "ssh-key show", "keys", pos[0], &answer);
-        else {
-            char path[CLI_PATH_MAX];
-            if (cli_path(path, sizeof path, "keys", pos[0]) != 0) {
-                fputs("berth ssh-key delete: name too long\n", stderr);
-                return 2;
-            }
-            rc = cli_http(cli, "DELETE", path, NULL, &answer) != 0 ? 1 : 0;
-        }
-        if (rc != 0)
-            return rc;
-        if (streq(verb, "show"))
-            s_show(cli, answer);
-        else if (cli->json)
-            cli_print_json(answer);
-        else
-            printf("SSH key %s deleted\n", T(json_object_get(answer, "key"), "name"));
-        json_decref(answer);
-        return 0;
-    }
-    if (!streq(verb, "list") || cli_parse(argc - shift, argv + shift, none, pos, 0, 0) != 0) {
-        fputs(s_usage, stderr);
-        return 2;
-    }
-    return s_list(cli);
+    static const cli_resource_t keys = { .noun = "ssh-key",
+                                         .label = "SSH key",
+                                         .collection = "keys",
+                                         .one = "key",
+                                         .ref = "name",
+                                         .make_verb = "add",
+                                         .make = s_add,
+                                         .show = s_show,
+                                         .table = s_table,
+                                         .usage = s_usage };
+    return cli_resource(cli, &keys, argc, argv);
 }
