@@ -417,9 +417,22 @@ static int s_line(Berth__ChargebackReport *report, int max_lines, int64_t day_ms
         error_detail(error, "field", "to");
         return -1;
     }
-    Berth__ChargeLine *line = malloc(sizeof *line);
+    Berth__ChargeLine *line = charge_line_new(day_ms, vm, owner, template_name, kind,
+                                              charge_round(exact), compute_ms, disk_ms);
     if (!line)
         return error_set(error, "INTERNAL", "out of memory");
+    report->lines[report->n_lines++] = line;
+    report->total += line->amount;
+    return 0;
+}
+
+Berth__ChargeLine *charge_line_new(int64_t day_ms, const char *vm, const char *owner,
+                                   const char *template_name, const char *kind, int64_t amount,
+                                   int64_t compute_ms, int64_t disk_ms)
+{
+    Berth__ChargeLine *line = malloc(sizeof *line);
+    if (!line)
+        return NULL;
     char day[16];
     time_t t = (time_t)(day_ms / 1000);
     struct tm tm;
@@ -427,18 +440,18 @@ static int s_line(Berth__ChargebackReport *report, int max_lines, int64_t day_ms
     strftime(day, sizeof day, "%Y-%m-%d", &tm);
     berth__charge_line__init(line);
     line->day = strdup(day);
-    line->vm = strdup(vm);
-    line->owner = strdup(owner);
-    line->template_ = strdup(template_name);
-    line->kind = strdup(kind);
-    line->amount = charge_round(exact);
+    line->vm = strdup(vm ? vm : "");
+    line->owner = strdup(owner ? owner : "");
+    line->template_ = strdup(template_name ? template_name : "");
+    line->kind = strdup(kind ? kind : "");
+    line->amount = amount;
     line->compute_ms = compute_ms;
     line->disk_ms = disk_ms;
-    report->lines[report->n_lines++] = line;
-    report->total += line->amount;
-    if (!line->day || !line->vm || !line->owner || !line->template_ || !line->kind)
-        return error_set(error, "INTERNAL", "out of memory");
-    return 0;
+    if (!line->day || !line->vm || !line->owner || !line->template_ || !line->kind) {
+        berth__charge_line__free_unpacked(line, NULL);
+        return NULL;
+    }
+    return line;
 }
 
 /* The usage hash fields s_walk and the line read, in this order. */
@@ -447,7 +460,7 @@ static const char *const s_fields[] = { "events",      "base_until",     "base",
                                         "vcpus",       "ram_mb",         "disk_gb" };
 #define S_NFIELDS (sizeof s_fields / sizeof s_fields[0])
 
-static int s_line_order(const void *a, const void *b)
+int charge_line_order(const void *a, const void *b)
 {
     const Berth__ChargeLine *x = *(Berth__ChargeLine *const *)a;
     const Berth__ChargeLine *y = *(Berth__ChargeLine *const *)b;
@@ -632,7 +645,7 @@ int charge_live(store_t *store, const char *group, const char *only_vm, int64_t 
             berth__chargeback_report__free_unpacked(report, NULL);
         return -1;
     }
-    qsort(report->lines, report->n_lines, sizeof *report->lines, s_line_order);
+    qsort(report->lines, report->n_lines, sizeof *report->lines, charge_line_order);
     *out = report;
     return 0;
 }

@@ -53,6 +53,15 @@ charge_exact_t charge_span(const Berth__RateCardList *cards, charge_class_t cls,
 /* exact in minor units, rounded half up (charges are never negative). */
 int64_t charge_round(charge_exact_t exact);
 
+/* A report's line on the UTC day of day_ms (free with berth__charge_line__free_unpacked),
+   or NULL when out of memory. */
+Berth__ChargeLine *charge_line_new(int64_t day_ms, const char *vm, const char *owner,
+                                   const char *template_name, const char *kind, int64_t amount,
+                                   int64_t compute_ms, int64_t disk_ms);
+
+/* The order of a report's lines (qsort): by day, then VM, then kind. */
+int charge_line_order(const void *a, const void *b);
+
 /* The chargeback of a group's VMs over [from_ms, to_ms) (to_ms past now_ms counts until
    now_ms), as priced now from the usage (closed months are not frozen here: ledger_report is
    what reports show): one line per VM and UTC day with a charge or billed time (and for a

@@ -24,16 +24,6 @@
 
 #define S_DAY_MS INT64_C(86400000)
 
-static int s_line_order(const void *a, const void *b)
-{
-    const Berth__ChargeLine *x = *(Berth__ChargeLine *const *)a;
-    const Berth__ChargeLine *y = *(Berth__ChargeLine *const *)b;
-    int c = strcmp(x->day, y->day);
-    if (!c)
-        c = strcmp(x->vm, y->vm);
-    return c ? c : strcmp(x->kind, y->kind);
-}
-
 /* Unix ms of a "YYYY-MM-DD" day's start, or -1. */
 static int64_t s_day_ms(const char *day)
 {
@@ -44,29 +34,6 @@ static int64_t s_day_ms(const char *day)
     tm.tm_year -= 1900;
     tm.tm_mon -= 1;
     return (int64_t)timegm(&tm) * 1000;
-}
-
-static Berth__ChargeLine *s_new_line(const char *day, const char *vm, const char *kind,
-                                     const char *owner, const char *template_name, int64_t amount,
-                                     int64_t compute_ms, int64_t disk_ms)
-{
-    Berth__ChargeLine *l = malloc(sizeof *l);
-    if (!l)
-        return NULL;
-    berth__charge_line__init(l);
-    l->day = strdup(day);
-    l->vm = strdup(vm ? vm : "");
-    l->kind = strdup(kind ? kind : "");
-    l->owner = strdup(owner ? owner : "");
-    l->template_ = strdup(template_name ? template_name : "");
-    l->amount = amount;
-    l->compute_ms = compute_ms;
-    l->disk_ms = disk_ms;
-    if (!l->day || !l->vm || !l->kind || !l->owner || !l->template_) {
-        berth__charge_line__free_unpacked(l, NULL);
-        return NULL;
-    }
-    return l;
 }
 
 static const char *s_str(json_t *array, size_t i)
@@ -190,8 +157,8 @@ int ledger_report(store_t *store, const char *group, const char *only_vm, int64_
             if (day < from_ms || day >= until || (only_vm && strcmp(s_str(l, 1), only_vm) != 0))
                 continue;
             if (n >= cap ||
-                !(lines[n] = s_new_line(s_str(l, 0), s_str(l, 1), s_str(l, 2), s_str(l, 3),
-                                        s_str(l, 4), s_int(l, 5), s_int(l, 6), s_int(l, 7)))) {
+                !(lines[n] = charge_line_new(day, s_str(l, 1), s_str(l, 3), s_str(l, 4),
+                                             s_str(l, 2), s_int(l, 5), s_int(l, 6), s_int(l, 7)))) {
                 rc = error_set(error, "INTERNAL", "cannot read a closed month's lines");
                 break;
             }
@@ -210,16 +177,11 @@ int ledger_report(store_t *store, const char *group, const char *only_vm, int64_
             (only_vm && strcmp(vm, only_vm) != 0))
             continue;
         json_t *a = json_loads(v->str, 0, NULL);
-        char day[16];
-        time_t t = (time_t)(at / 1000);
-        struct tm tm;
-        gmtime_r(&t, &tm);
-        strftime(day, sizeof day, "%Y-%m-%d", &tm);
         const char *owner = json_string_value(json_object_get(a, "owner"));
         const char *tname = json_string_value(json_object_get(a, "template"));
         if (n >= cap ||
-            !(lines[n] = s_new_line(day, strcmp(vm, "-") ? vm : "", "adjustment", owner, tname,
-                                    json_integer_value(json_object_get(a, "amount")), 0, 0)))
+            !(lines[n] = charge_line_new(at, strcmp(vm, "-") ? vm : "", owner, tname, "adjustment",
+                                         json_integer_value(json_object_get(a, "amount")), 0, 0)))
             rc = error_set(error, "INTERNAL", "out of memory");
         else
             n++;
@@ -242,7 +204,7 @@ int ledger_report(store_t *store, const char *group, const char *only_vm, int64_
     r->total = 0;
     for (size_t i = 0; i < n; i++)
         r->total += lines[i]->amount;
-    qsort(lines, n, sizeof *lines, s_line_order);
+    qsort(lines, n, sizeof *lines, charge_line_order);
     *out = r;
     return 0;
 }
