@@ -137,7 +137,8 @@ class Foundation(unittest.TestCase):
         self.assertEqual(body["status"], "ok", body)
         self.assertEqual(body["missing"], [], body)
         self.assertEqual(self.p.http("GET", "/healthz").status, 200)
-        self.assertEqual(self.p.http("GET", "/readyz").status, 200)
+        # /readyz answers from a snapshot refreshed every 250 ms: it follows /v1/health.
+        self.p.wait_http("/readyz", lambda r: r.status == 200, timeout=10)
         counts = {}
         for inst, e in instances.items():
             counts[e["service"]] = counts.get(e["service"], 0) + 1
