@@ -692,6 +692,62 @@ async function story7() {
   await admin.context.close();
 }
 
+async function story8() {
+  step = 'story 8: an admin adds a network (a bad CIDR refused next to its field)';
+  const admin = await open('story8-admin');
+  await signIn(admin.page, ADMIN, ADMIN_PASSWORD);
+  await admin.page.getByRole('link', { name: 'Networks' }).click();
+  await admin.page.getByRole('heading', { name: 'Networks' }).waitFor();
+  await admin.page.getByLabel('Name', { exact: true }).fill('portal-net');
+  await admin.page.getByLabel('CIDR').fill('10.99.0.1/29');
+  await admin.page.getByLabel('Gateway').fill('10.99.0.1');
+  await admin.page.getByLabel('DNS servers').fill('10.99.0.1');
+  await admin.page.getByLabel('Bridge or network name').fill('br-portal');
+  expectedStatus = 400;
+  await admin.page.getByRole('button', { name: 'Add network' }).click();
+  await admin.page.locator('#net-cidr-error').filter({ hasText: /./ }).waitFor();
+  expectedStatus = null;
+  assert.equal(await admin.page.getByLabel('CIDR').getAttribute('aria-invalid'), 'true');
+  await admin.shot('network-invalid');
+  await admin.page.getByLabel('CIDR').fill('10.99.0.0/29');
+  await admin.page.getByRole('button', { name: 'Add network' }).click();
+  const netRow = admin.page.locator('#networks tr[data-network="portal-net"]');
+  await netRow.getByText('10.99.0.0/29', { exact: true }).waitFor();
+  await netRow.getByText('bridge br-portal').waitFor();
+  await netRow.getByText('0 of 5').waitFor(); // a /29 less its network, broadcast and gateway
+  await admin.shot('networks');
+
+  step = 'story 8: the member requests a VM on it and sees its address';
+  const member = await open('story8-member');
+  await signIn(member.page, USER, PASSWORD);
+  await member.page.getByRole('link', { name: 'Request small' }).click();
+  await member.page.getByLabel('Name', { exact: true }).fill('netted1');
+  await member.page.getByLabel('Network', { exact: true }).selectOption('portal-net');
+  await member.page.getByRole('button', { name: 'Submit request' }).click();
+  await vmRow(member.page, 'netted1').locator('.badge', { hasText: /^ACTIVE$/ }).waitFor();
+  const netted = (await apiCall(member.page, 'GET', `/v1/vms?owner=${USER}&name=netted1`)).body.vms[0];
+  const vmNet = (await apiCall(member.page, 'GET', `/v1/vms/${netted.id}`)).body.vm.network;
+  assert.equal(vmNet.name, 'portal-net', JSON.stringify(vmNet));
+  assert.match(vmNet.ip, /^10\.99\.0\.[2-6]$/);
+  await vmRow(member.page, 'netted1').getByRole('link', { name: 'netted1' }).click();
+  await member.page.getByRole('heading', { name: 'VM netted1' }).waitFor();
+  await member.page.getByText(`${vmNet.ip}/29 on portal-net (MAC ${vmNet.mac})`).waitFor();
+  await member.shot('vm-address');
+  await member.context.close();
+
+  step = 'story 8: a network in use is not deleted (the 409 shown)';
+  await admin.page.reload();
+  await netRow.getByText('1 of 5').waitFor();
+  await netRow.getByRole('button', { name: 'Delete portal-net' }).click();
+  expectedStatus = 409;
+  await admin.page.getByRole('dialog', { name: 'Delete the network portal-net?' }).getByRole('button', { name: 'Delete' }).click();
+  await admin.page.locator('#error').filter({ hasText: /portal-net stays/ }).waitFor();
+  expectedStatus = null;
+  await netRow.getByText('1 of 5').waitFor();
+  await admin.shot('network-in-use');
+  await admin.context.close();
+}
+
 async function story5() {
   const { context, page, shot } = await open('story5');
   step = 'story 5: sign in';
@@ -733,13 +789,13 @@ async function story5() {
 }
 
 try {
-  for (const story of [story1, story2, story3, story4, story6, story7, story5]) {
+  for (const story of [story1, story2, story3, story4, story6, story7, story8, story5]) {
     await story();
     console.log(`passed: ${step.split(':')[0]}`);
   }
   step = 'no console errors';
   assert.deepEqual(problems, []);
-  console.log('portal stories passed: 1 member VM life, 2 approval, 3 maintenance + CSV, 4 isolation, 6 abort + webhook, 7 chargeback + budget + VM cost + SSH keys + images, 5 CSP/CSRF/sign-out');
+  console.log('portal stories passed: 1 member VM life, 2 approval, 3 maintenance + CSV, 4 isolation, 6 abort + webhook, 7 chargeback + budget + VM cost + SSH keys + images, 8 networks, 5 CSP/CSRF/sign-out');
 } catch (err) {
   console.error(`FAILED at step "${step}": ${err.stack || err}`);
   if (lastPage && !lastPage.isClosed()) {

@@ -8,6 +8,7 @@ import { state, showError, showNotice, announce, isPlatform, groupRoles, manages
 import { chargebackScreen, chargebackGroups } from './chargeback.js';
 import { imagesScreen } from './images.js';
 import { keysScreen } from './keys.js';
+import { networksScreen } from './networks.js';
 
 const main = document.getElementById('main');
 const nav = document.getElementById('nav');
@@ -32,7 +33,7 @@ function renderChrome() {
   if (managesAny()) links.push(['#/approvals', 'Approvals']);
   links.push(['#/groups', 'Groups'], ['#/usage', 'Usage']);
   if (chargebackGroups().length) links.push(['#/chargeback', 'Chargeback']);
-  links.push(['#/images', 'Images']);
+  links.push(['#/images', 'Images'], ['#/networks', 'Networks']);
   if (isPlatform()) links.push(['#/hosts', 'Hosts'], ['#/report', 'All VMs']);
   if (state.me.role === 'admin') links.push(['#/users', 'Users']);
   if (readsAudit()) links.push(['#/audit', 'Audit']);
@@ -187,6 +188,18 @@ async function requestScreen(templateId) {
   try { keys = (await api.get('/v1/keys')).keys; } catch (err) { showError(err); }
   const keySelect = h('select', { multiple: true, size: Math.min(5, Math.max(2, keys.length)) },
     keys.map((k) => h('option', { value: k.name, title: k.fingerprint }, `${k.name} (${k.fingerprint.slice(0, 19)}…)`)));
+  // The networks the chosen group may use (network: one of them instead of the template's).
+  let networks = [];
+  try { networks = (await api.get('/v1/networks')).networks; } catch (err) { showError(err); }
+  const netSelect = h('select', {});
+  function refreshNetworks() {
+    const gid = groupSelect.value;
+    const usable = networks.filter((n) => !n.groups.length || (gid && n.groups.includes(gid)));
+    fill(netSelect, h('option', { value: '' }, "The template's network"),
+      usable.map((n) => h('option', { value: n.name },
+        `${n.name} (${n.cidr}, ${n.addresses - n.allocated} addresses free)`)));
+  }
+  refreshNetworks();
   const lease = h('p', { className: 'hint', id: 'req-lease' });
   const tplNote = h('p', { className: 'hint', id: 'req-templates', 'aria-live': 'polite' });
   const quota = h('div', { className: 'card', 'aria-live': 'polite', id: 'quota-left' });
@@ -253,7 +266,7 @@ async function requestScreen(templateId) {
     }
   }
   tplSelect.addEventListener('change', refreshQuota);
-  groupSelect.addEventListener('change', () => refreshTemplates().then(refreshQuota));
+  groupSelect.addEventListener('change', () => { refreshNetworks(); refreshTemplates().then(refreshQuota); });
   countInput.addEventListener('change', refreshQuota);
 
   const form = h('form', { className: 'card', novalidate: true },
@@ -265,6 +278,7 @@ async function requestScreen(templateId) {
     field('group', 'Group', groupSelect),
     field('ssh_keys', 'SSH keys', keySelect, keys.length ? 'Installed in the VMs; Ctrl or Shift to choose several.'
       : h('span', {}, 'You have none: ', h('a', { href: '#/keys' }, 'add one'), '.')),
+    field('network', 'Network', netSelect, 'Where the VMs get their addresses.'),
     h('button', { type: 'submit', className: 'primary' }, 'Submit request'));
 
   form.addEventListener('submit', async (ev) => {
@@ -281,6 +295,7 @@ async function requestScreen(templateId) {
     if (groupSelect.value) body.group = groupSelect.value;
     const chosen = [...keySelect.selectedOptions].map((o) => o.value);
     if (chosen.length) body.ssh_keys = chosen;
+    if (netSelect.value) body.network = netSelect.value;
     try {
       const { request } = await api.post('/v1/requests', body);
       announce(`Request for ${request.name} submitted: ${request.state}`);
@@ -1231,6 +1246,7 @@ const ROUTES = {
   chargeback: (id) => chargebackScreen(id),
   images: (id) => imagesScreen(id),
   keys: () => keysScreen(),
+  networks: (id) => networksScreen(id),
 };
 
 let rendering = 0;
