@@ -129,7 +129,7 @@ static void test_base_images_created(void **state)
     s_check_file(ubuntu);
 
     Berth__ImageList *list = NULL;
-    assert_int_equal(catalog_list(f->catalog, &list), 0);
+    assert_int_equal(catalog_list(f->catalog, NULL, &list), 0);
     assert_int_equal(list->n_images, 2);
     assert_string_equal(list->images[0]->name, "debian-12");
     assert_string_equal(list->images[1]->name, "ubuntu-24.04");
@@ -216,7 +216,7 @@ static void test_store_down(void **state)
     assert_int_equal(catalog_ensure_base(f->catalog, error, sizeof error), -1);
     assert_non_null(strstr(error, "unreachable"));
     Berth__ImageList *list = NULL;
-    assert_int_equal(catalog_list(f->catalog, &list), -1);
+    assert_int_equal(catalog_list(f->catalog, NULL, &list), -1);
     assert_int_equal(testenv_redis_restart(f->redis), 0);
 }
 
