@@ -22,6 +22,7 @@ Run: BERTH_BIN_DIR=build/bin python3 tests/integration/test_staging.py
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -249,7 +250,13 @@ class Staging(PlatformCase):
         berth("login", self.p.admin_user, "--password-stdin")
         out, err = berth("image", "stage", "cli-model", "--wait")
         self.assertIn("READY", out)
-        self.assertIn("CHECKSUM", err)  # the stages, as they pass, on stderr
+        # Its progress as it passes, on stderr (which stages a poll meets depends on speed),
+        # ending at 100% READY.
+        progress = [ln for ln in err.splitlines() if ln.startswith("stage cli-model-staged-")]
+        self.assertTrue(progress, err)
+        self.assertRegex(progress[-1], r"100%\s+READY$")
+        self.assertTrue(all(re.search(r"(COPY|SYSPREP|CONVERT|CHECKSUM)\s+\d+%\s+STAGING$", ln)
+                            for ln in progress[:-1]), progress)
         staged = [i for i in self.api.get("/v1/images?kind=staged")["images"]
                   if i["model"] == self.api.get("/v1/images/cli-model")["image"]["id"]]
         self.assertEqual(len(staged), 1, staged)
