@@ -1,13 +1,16 @@
-/*  berth images, image show, image import, image delete: the stager's model images (GET,
-    POST and DELETE /v1/images). An import names a file under the stager's import directory
-    (on the stager's machine, not this one) and the model's metadata; the stager inspects it
-    before it stores anything and the image ends READY once copied. */
+/*  berth images, image show, image import, image delete, image stage: the stager's images
+    (GET, POST and DELETE /v1/images; POST /v1/images/{id}/stage). An import names a file under
+    the stager's import directory (on the stager's machine, not this one) and the model's
+    metadata; the stager inspects it before it stores anything and the image ends READY once
+    copied. Staging derives a staged image from a model (identity stripped, qcow2, sha256);
+    --wait follows its stages. */
 #include "cli.h"
 
 #define T(obj, key) cli_text(json_object_get((obj), (key)), (char[256]){ 0 }, 256)
 
 static const char s_usage[] =
-    "usage: berth image list | berth image show IMAGE | berth image delete IMAGE\n"
+    "usage: berth image list [--kind model|staged] | berth image show IMAGE\n"
+    "       berth image delete IMAGE | berth image stage MODEL [--wait]\n"
     "       berth image import PATH --name NAME --os OS [--os-version V] [--arch ARCH]\n"
     "                          [--apps NAME=VERSION,...] [--min-ram-mb N] [--min-disk-gb N]\n"
     "                          [--kernel FILE --initrd FILE [--cmdline TEXT]]\n"
@@ -33,19 +36,36 @@ static const char *s_apps(json_t *apps, char *buf, size_t size)
     return buf[0] ? buf : "-";
 }
 
-static void s_table(json_t *images)
+/* The images as a table; a staged image's model by name (from names: id -> name). */
+static void s_table_named(json_t *images, json_t *names)
 {
-    cli_table_t *table = cli_table_new(9, "ID", "NAME", "STATE", "OS", "VERSION", "ARCH",
-                                       "APPLICATIONS", "MIN_RAM_MB", "MIN_DISK_GB");
+    cli_table_t *table = cli_table_new(11, "ID", "NAME", "KIND", "MODEL", "STATE", "OS", "VERSION",
+                                       "ARCH", "APPLICATIONS", "MIN_RAM_MB", "MIN_DISK_GB");
     size_t i;
     json_t *im;
     char apps[512];
     json_array_foreach(images, i, im) cli_table_add(
-        table, T(im, "id"), T(im, "name"), T(im, "state"), T(im, "os"), T(im, "os_version"),
-        T(im, "arch"), s_apps(json_object_get(im, "applications"), apps, sizeof apps),
-        T(im, "min_ram_mb"), T(im, "min_disk_gb"));
+        table, T(im, "id"), T(im, "name"), T(im, "kind"), cli_name_of(names, im, "model"),
+        T(im, "state"), T(im, "os"), T(im, "os_version"), T(im, "arch"),
+        s_apps(json_object_get(im, "applications"), apps, sizeof apps), T(im, "min_ram_mb"),
+        T(im, "min_disk_gb"));
     cli_table_print(table, stdout);
     cli_table_destroy(&table);
+}
+
+static void s_table(json_t *images)
+{
+    json_t *names = json_object();
+    size_t i;
+    json_t *im;
+    json_array_foreach(images, i, im)
+    {
+        const char *id = json_string_value(json_object_get(im, "id"));
+        if (id && names)
+            json_object_set(names, id, json_object_get(im, "name"));
+    }
+    s_table_named(images, names);
+    json_decref(names);
 }
 
 /* One image: -o json/yaml as answered, else its fields one per line. */
@@ -55,8 +75,9 @@ static void s_show(cli_t *cli, json_t *answer)
         cli_print_json(answer);
         return;
     }
-    static const char *const first[] = { "id",   "name",   "state",      "os",     "os_version",
-                                         "arch", "format", "size_bytes", "sha256", NULL };
+    static const char *const first[] = { "id",     "name",       "kind",   "model",      "state",
+                                         "stage",  "percent",    "os",     "os_version", "arch",
+                                         "format", "size_bytes", "sha256", NULL };
     json_t *im = json_deep_copy(json_object_get(answer, "image"));
     char apps[1024];
     if (im) {
@@ -149,9 +170,115 @@ static int s_import(cli_t *cli, int argc, char **argv)
     return 0;
 }
 
-/* berth image list | show IMAGE | import PATH ... | delete IMAGE (argv[0] "images") */
+/* berth image list [--kind K]: every image, or one kind (GET /v1/images?kind=K). */
+static int s_list(cli_t *cli, int argc, char **argv)
+{
+    cli_opt_t opts[] = { { "kind", 1, NULL, 0 }, { NULL } };
+    if (cli_parse(argc, argv, opts, NULL, 0, 0) != 0) {
+        fputs(s_usage, stderr);
+        return 2;
+    }
+    char path[CLI_PATH_MAX], kind[64];
+    if (opts[0].set && cli_escape(opts[0].value, kind, sizeof kind) != 0) {
+        fputs("berth image list: --kind is model or staged\n", stderr);
+        return 2;
+    }
+    snprintf(path, sizeof path, "/v1/images%s%s", opts[0].set ? "?kind=" : "",
+             opts[0].set ? kind : "");
+    json_t *answer = NULL;
+    if (cli_http(cli, "GET", path, NULL, &answer) != 0)
+        return 1;
+    if (cli->json)
+        cli_print_json(answer);
+    else {
+        /* The models named by the staged images listed, whichever kind was asked for. */
+        json_t *names = cli_names(cli, "/v1/images?kind=model", "images");
+        s_table_named(json_object_get(answer, "images"), names);
+        json_decref(names);
+    }
+    json_decref(answer);
+    return 0;
+}
+
+#define STAGE_POLL_MS 200
+#define STAGE_WAIT_S  3600 /* a staging is followed this long (virt-sysprep is slow emulated) */
+
+/* berth image stage MODEL [--wait]: a staged image derived from the model; with --wait its
+   stages and percent as they pass (stderr), then the image (0 READY, 1 FAILED). */
+static int s_stage(cli_t *cli, int argc, char **argv)
+{
+    cli_opt_t opts[] = { { "wait", 0, NULL, 0 }, { NULL } };
+    const char *pos[1] = { NULL };
+    if (cli_parse(argc, argv, opts, pos, 1, 1) != 0) {
+        fputs(s_usage, stderr);
+        return 2;
+    }
+    char path[CLI_PATH_MAX], stage_path[CLI_PATH_MAX + 8];
+    if (cli_path(path, sizeof path, "images", pos[0]) != 0) {
+        fputs("berth image stage: image too long\n", stderr);
+        return 2;
+    }
+    snprintf(stage_path, sizeof stage_path, "%s/stage", path);
+    json_t *answer = NULL;
+    if (cli_http(cli, "POST", stage_path, NULL, &answer) != 0)
+        return 1;
+    char id[64];
+    cli_text(json_object_get(json_object_get(answer, "image"), "id"), id, sizeof id);
+    if (!opts[0].set || cli_path(path, sizeof path, "images", id) != 0) {
+        s_show(cli, answer);
+        json_decref(answer);
+        return 0;
+    }
+    char name[128];
+    cli_text(json_object_get(json_object_get(answer, "image"), "name"), name, sizeof name);
+    cli_progress_t *progress = cli_progress_new(stderr);
+    int64_t deadline = util_mono_ms() + (int64_t)STAGE_WAIT_S * 1000;
+    int rc = -1;
+    while (rc < 0) {
+        json_decref(answer);
+        answer = NULL;
+        if (cli_http(cli, "GET", path, NULL, &answer) != 0) {
+            rc = 1;
+            break;
+        }
+        json_t *im = json_object_get(answer, "image");
+        char stage[32], state[32], line[256];
+        cli_text(json_object_get(im, "stage"), stage, sizeof stage);
+        cli_text(json_object_get(im, "state"), state, sizeof state);
+        snprintf(line, sizeof line, "stage %s  %-8s %3d%%  %s", name, stage,
+                 (int)json_integer_value(json_object_get(im, "percent")), state);
+        cli_progress_set(progress, id, line);
+        cli_progress_draw(progress);
+        if (streq(state, "READY"))
+            rc = 0;
+        else if (!streq(state, "STAGING")) {
+            char fault[1024];
+            fprintf(stderr, "berth: staging %s %s: %s\n", name, state,
+                    cli_text(json_object_get(im, "fault"), fault, sizeof fault));
+            rc = 1;
+        } else if (util_mono_ms() >= deadline) {
+            fprintf(stderr, "berth: %s is still STAGING after %d s\n", name, STAGE_WAIT_S);
+            rc = 1;
+        } else
+            cli_pause_ms(STAGE_POLL_MS);
+    }
+    cli_progress_destroy(&progress);
+    if (answer)
+        s_show(cli, answer);
+    json_decref(answer);
+    return rc;
+}
+
+/* berth image list | show IMAGE | import PATH ... | delete IMAGE | stage MODEL
+   (argv[0] "images") */
 int cli_images(cli_t *cli, int argc, char **argv)
 {
+    const char *verb = argc > 1 && argv[1][0] != '-' ? argv[1] : "list";
+    int shift = argc > 1 && argv[1][0] != '-' ? 1 : 0;
+    if (streq(verb, "stage"))
+        return s_stage(cli, argc - 1, argv + 1);
+    if (streq(verb, "list"))
+        return s_list(cli, argc - shift, argv + shift);
     static const cli_resource_t images = { .noun = "image",
                                            .label = "image",
                                            .collection = "images",

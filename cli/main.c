@@ -46,7 +46,7 @@ static const s_command_t s_commands[] = {
       "             [--lease-notice-hours N]\n"
       "                                    add a template to the catalog (admins)" },
     { "image list", cli_images,
-      "image list                          model images: state, OS, applications, minimums",
+      "image list [--kind model|staged]    images: kind, model, state, OS, applications",
       "images" },
     { "images", .alias_of = "image list" },
     { "image show", cli_images, "image show IMAGE                    one image (id or name)",
@@ -59,8 +59,12 @@ static const s_command_t s_commands[] = {
       "                                    directory (admins, operators; inspected first)",
       "images import" },
     { "image delete", cli_images,
-      "image delete IMAGE                  delete an image no template or VM uses",
+      "image delete IMAGE                  delete an image nothing uses (template, VM, staged)",
       "images delete" },
+    { "image stage", cli_images,
+      "image stage MODEL [--wait]          derive a staged image (identity stripped, qcow2,\n"
+      "                                    sha256; admins, operators); --wait: its stages",
+      "images stage" },
     { "network list", cli_networks,
       "network list                        networks: CIDR, gateway, addresses in use", "networks" },
     { "networks", .alias_of = "network list" },

@@ -262,6 +262,7 @@ void images_import(http_req_t *req); /* POST /v1/images (admins, operators) */
 void images_list(http_req_t *req);   /* GET /v1/images */
 void images_get(http_req_t *req);    /* GET /v1/images/{id}: id or name */
 void images_delete(http_req_t *req); /* DELETE /v1/images/{id} (admins, operators) */
+void images_stage(http_req_t *req);  /* POST /v1/images/{id}/stage (admins, operators) */
 
 /* ---- vms.c: VMs, tasks, usage ---- */
 void vms_list(http_req_t *req);         /* GET /v1/vms */

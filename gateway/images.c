@@ -2,11 +2,13 @@
     stager's import directory and the model's metadata; the stager inspects the file
     (qemu-img) before it stores anything and answers the record IMPORTING, or refuses it
     naming the field (path for the file: a backing file, a format not accepted, a virtual
-    size over the limit). Lists, reads and deletions are the stager's too (over the bus);
+    size over the limit). Lists, reads, deletions and staging (POST /v1/images/{id}/stage:
+    a staged image derived from a model) are the stager's too (over the bus);
     the gateway checks the shape of the body and shows the records. */
 #include "gateway.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 json_t *view_image(const Berth__Image *im)
@@ -20,16 +22,36 @@ json_t *view_image(const Berth__Image *im)
     json_t *boot = im->kernel_path && *im->kernel_path
                        ? json_pack("{s:o}", "cmdline", view_str(im->cmdline))
                        : json_null();
-    return json_pack("{s:o, s:o, s:o, s:o, s:o, s:o, s:I, s:I, s:o, s:I, s:o, s:o, s:o, s:o, "
-                     "s:I, s:o}",
-                     "id", view_str(im->id), "name", view_str(im->name), "os", view_str(im->os),
-                     "os_version", view_str(im->os_version), "arch", view_str(im->arch),
-                     "applications", apps ? apps : json_array(), "min_ram_mb",
-                     (json_int_t)im->min_ram_mb, "min_disk_gb", (json_int_t)im->min_disk_gb,
-                     "format", view_str(im->format), "size_bytes", (json_int_t)im->size_bytes,
-                     "sha256", view_str(im->sha256), "state", view_str(im->state), "fault",
-                     view_str(im->fault), "created", rest_time(im->created_ms), "version",
-                     (json_int_t)im->version, "direct_boot", boot ? boot : json_null());
+    int staged = im->kind && strcmp(im->kind, "staged") == 0;
+    json_t *view = json_pack(
+        "{s:o, s:o, s:o, s:o, s:o, s:o, s:I, s:I, s:o, s:I, s:o, s:o, s:o, s:o, s:I, s:o, s:s, "
+        "s:o, s:o, s:o}",
+        "id", view_str(im->id), "name", view_str(im->name), "os", view_str(im->os), "os_version",
+        view_str(im->os_version), "arch", view_str(im->arch), "applications",
+        apps ? apps : json_array(), "min_ram_mb", (json_int_t)im->min_ram_mb, "min_disk_gb",
+        (json_int_t)im->min_disk_gb, "format", view_str(im->format), "size_bytes",
+        (json_int_t)im->size_bytes, "sha256", view_str(im->sha256), "state", view_str(im->state),
+        "fault", view_str(im->fault), "created", rest_time(im->created_ms), "version",
+        (json_int_t)im->version, "direct_boot", boot ? boot : json_null(), "kind",
+        staged ? "staged" : "model", "model", staged ? view_str(im->model) : json_null(), "stage",
+        im->stage && *im->stage ? view_str(im->stage) : json_null(), "percent",
+        staged ? json_integer(im->percent) : json_null());
+    /* The manifest and what sysprep did: stored as JSON text, shown as JSON (one image's read
+       carries them; a list does not, see catalog_list). */
+    json_t *manifest = im->manifest && *im->manifest ? json_loads(im->manifest, 0, NULL) : NULL;
+    if (view && manifest)
+        json_object_set_new(view, "manifest", manifest);
+    else
+        json_decref(manifest);
+    if (view && staged) {
+        json_t *ops = im->sysprep_report && *im->sysprep_report
+                          ? json_loads(im->sysprep_report, 0, NULL)
+                          : NULL;
+        json_object_set_new(view, "sysprep",
+                            json_pack("{s:o, s:o}", "method", view_str(im->sysprep), "operations",
+                                      ops ? ops : json_null()));
+    }
+    return view;
 }
 
 static void s_image_answer(http_req_t *req, ProtobufCMessage *answer, int status)
@@ -59,6 +81,16 @@ static void s_deleted(http_req_t *req, ProtobufCMessage *answer)
     log_info(req->request_id, "image deleted", "{s:s, s:s, s:s}", "image", im->name, "id", im->id,
              "by", req->user);
     s_image_answer(req, answer, 200);
+}
+
+static void s_staged(http_req_t *req, ProtobufCMessage *answer)
+{
+    const Berth__Image *im = (const Berth__Image *)answer;
+    log_info(req->request_id, "image staging accepted", "{s:s, s:s, s:s, s:s}", "image", im->name,
+             "id", im->id, "model", im->model, "by", req->user);
+    if (im->id && *im->id)
+        snprintf(req->location, sizeof req->location, "/v1/images/%s", im->id);
+    http_json(req, 202, json_pack("{s:o}", "image", view_image(im)));
 }
 
 static void s_listed(http_req_t *req, ProtobufCMessage *answer)
@@ -112,7 +144,8 @@ void images_import(http_req_t *req)
 {
     static const char *const allowed[] = { "path",   "name",         "os",         "os_version",
                                            "arch",   "applications", "min_ram_mb", "min_disk_gb",
-                                           "kernel", "initrd",       "cmdline",    NULL };
+                                           "kernel", "initrd",       "cmdline",    "manifest",
+                                           NULL };
     const char *path, *name, *os, *os_version = NULL, *arch = NULL;
     const char *kernel = NULL, *initrd = NULL, *cmdline = NULL;
     int64_t min_ram_mb = 0, min_disk_gb = 0;
@@ -142,17 +175,40 @@ void images_import(http_req_t *req)
     image.min_ram_mb = min_ram_mb;
     image.min_disk_gb = min_disk_gb;
     image.cmdline = (char *)(cmdline ? cmdline : "");
+    /* The manifest goes to the stager as JSON text; the stager checks what it lists. */
+    json_t *given = json_object_get(req->body, "manifest");
+    char *manifest = NULL;
+    if (given && !json_is_null(given)) {
+        manifest = json_is_object(given) ? json_dumps(given, JSON_COMPACT) : NULL;
+        if (!manifest)
+            return (void)http_bad_field(req, "manifest",
+                                        "manifest must be an object {\"files\": [{\"path\", "
+                                        "\"content\"}]}");
+        if (strlen(manifest) > LIMIT_IMAGE_MANIFEST_MAX) {
+            free(manifest);
+            return (void)http_bad_field(req, "manifest", "manifest is longer than %d bytes",
+                                        LIMIT_IMAGE_MANIFEST_MAX);
+        }
+    }
     Berth__ImportImage ask = BERTH__IMPORT_IMAGE__INIT;
+    ask.manifest = manifest ? manifest : "";
     ask.path = (char *)path;
     ask.kernel = (char *)(kernel ? kernel : "");
     ask.initrd = (char *)(initrd ? initrd : "");
     ask.image = &image;
     rest_call(req, "stager", &ask.base, &berth__image__descriptor, s_imported);
+    free(manifest);
 }
 
 void images_list(http_req_t *req)
 {
+    const char *kind = http_query(req, "kind");
+    if (kind && strcmp(kind, "model") != 0 && strcmp(kind, "staged") != 0) {
+        http_bad_field(req, "kind", "kind is model or staged");
+        return;
+    }
     Berth__ListImages ask = BERTH__LIST_IMAGES__INIT;
+    ask.kind = (char *)(kind ? kind : "");
     rest_call(req, "stager", &ask.base, &berth__image_list__descriptor, s_listed);
 }
 
@@ -185,4 +241,15 @@ void images_delete(http_req_t *req)
     Berth__DeleteImage ask = BERTH__DELETE_IMAGE__INIT;
     ask.id = (char *)id;
     rest_call(req, "stager", &ask.base, &berth__image__descriptor, s_deleted);
+}
+
+void images_stage(http_req_t *req)
+{
+    static const char *const none[] = { NULL }; /* it takes no field */
+    const char *id = s_ref(req);
+    if (!id || (req->body && rest_body(req, none)))
+        return;
+    Berth__StageModel ask = BERTH__STAGE_MODEL__INIT;
+    ask.id = (char *)id;
+    rest_call(req, "stager", &ask.base, &berth__image__descriptor, s_staged);
 }

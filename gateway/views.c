@@ -62,7 +62,7 @@ json_t *view_vm(const Berth__Vm *vm, int host_down)
                               rest_time(vm->tombstone_until_ms), "extensions", vm->extensions);
     return json_pack(
         "{s:s, s:s, s:s, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, "
-        "s:o, s:o, s:i, s:o, s:o, s:o}",
+        "s:o, s:o, s:i, s:o, s:o, s:o, s:o}",
         "id", S(vm->id), "name", S(vm->name), "state", S(vm->state), "power_state", view_str(power),
         "host", view_str(vm->host), "template", view_str(vm->template_), "owner",
         view_str(vm->owner), "group", view_str(vm->group), "lease", lease, "task",
@@ -70,7 +70,8 @@ json_t *view_vm(const Berth__Vm *vm, int host_down)
         "fault", view_str(vm->fault), "image", view_str(vm->image), "os", view_str(vm->os),
         "created_at", rest_time(vm->created_ms), "lease_days", vm->lease_days, "updated_at",
         rest_time(vm->updated_ms), "ssh_keys", sshkeys_view_refs(vm->ssh_keys, vm->n_ssh_keys),
-        "network", view_vm_network(vm->network));
+        "network", view_vm_network(vm->network), "staged_image",
+        vm->staged_image && *vm->staged_image ? view_str(vm->staged_image) : json_null());
 }
 
 json_t *view_task(const Berth__Task *task)

@@ -183,6 +183,9 @@ typedef enum {
     /* berth:network-addresses:<id>  hash: ip -> vm, the addresses the network's claims hold
        (written only by placement_claim.lua and placement_release.lua). */
     KEYS_NETWORK_ADDRESSES,
+    /* berth:image-staged:<model id>  zset: names of the staged images derived from the model
+       image, by created_ms (the stager writes it with each staged image). */
+    KEYS_IMAGE_STAGED,
     KEYS_KIND_COUNT
 } keys_kind_t;
 

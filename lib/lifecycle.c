@@ -23,7 +23,8 @@ LIFECYCLE_ENUM_IMPL(request_state, REQUEST_STATE_LAST, "", "PENDING_APPROVAL", "
 
 LIFECYCLE_ENUM_IMPL(host_state, HOST_STATE_LAST, "", "UP", "DOWN", "DISABLED")
 
-LIFECYCLE_ENUM_IMPL(image_state, IMAGE_STATE_LAST, "", "IMPORTING", "READY", "FAILED", "DELETING")
+LIFECYCLE_ENUM_IMPL(image_state, IMAGE_STATE_LAST, "", "IMPORTING", "READY", "FAILED", "DELETING",
+                    "STAGING")
 
 /* The VM states that hold their group's quota (charged when the request is accepted). A VM
    that moves from one of these to one that is not gives its flavor back (model_tx). */
@@ -204,6 +205,15 @@ static const lifecycle_transition_t s_rows[] = {
     { IMAGE(DELETING, READY), "keep", "stager",
       "a template or a VM not DISPOSED names it: the deletion is refused" },
     { IMAGE(DELETING, FAILED), "keep", "stager", "the same for a FAILED image" },
+    { IMAGE(NONE, STAGING), "stage", "stager",
+      "a model image READY is staged: a staged image is recorded and derived from it on the "
+      "stager's import worker (COPY, SYSPREP, CONVERT, CHECKSUM)" },
+    { IMAGE(STAGING, READY), "staged", "stager",
+      "its identity is stripped, it is qcow2 in the store and has its sha256; VMs built from its "
+      "model use the newest READY one" },
+    { IMAGE(STAGING, FAILED), "fail", "stager",
+      "a stage failed (or the worker was too busy to start); its files are removed, `fault` says "
+      "which stage and why" },
 };
 
 /* What the meter bills (lifecycle_billing) for each (lifecycle state, power state) pair: a

@@ -109,6 +109,7 @@ typedef enum {
     IMAGE_STATE_READY,     /* its file is in the store, checked; templates may name it */
     IMAGE_STATE_FAILED,    /* its import failed after it was accepted; `fault` says why */
     IMAGE_STATE_DELETING,  /* a deletion checks nothing uses it; then it is removed */
+    IMAGE_STATE_STAGING,   /* a staged image being derived from its model (stage, percent) */
     IMAGE_STATE_LAST
 } image_state_t;
 LIFECYCLE_ENUM_DECL(image_state);
@@ -121,7 +122,7 @@ typedef enum {
     LIFECYCLE_TASK,
     LIFECYCLE_REQUEST,
     LIFECYCLE_HOST, /* reconcile: UP, DOWN, DISABLED */
-    LIFECYCLE_IMAGE, /* the image store: IMPORTING, READY, FAILED, DELETING */
+    LIFECYCLE_IMAGE, /* the image store: IMPORTING, STAGING, READY, FAILED, DELETING */
     LIFECYCLE_KIND_LAST
 } lifecycle_kind_t;
 

@@ -60,6 +60,8 @@
 #define LIMIT_IMAGE_NAME_MAX 64   /* an image's name: [a-z0-9][a-z0-9._-]* */
 #define LIMIT_IMAGE_PATH_MAX 1024 /* the file an import names, under the import directory */
 #define LIMIT_IMAGE_CMDLINE_MAX 512 /* a direct-boot image's kernel command line */
+#define LIMIT_IMAGE_MANIFEST_MAX 16384 /* an image's manifest (JSON text), in bytes */
+#define LIMIT_IMAGE_MANIFEST_FILES_MAX 256 /* files one image's manifest lists */
 
 /* Rate cards (the meter; POST /v1/rates). Prices are integer minor units: per 1,000 hours for
    vCPU, GB-RAM and GB-disk, per day for a template; factors are per mille. */

@@ -350,6 +350,123 @@ int catalog_import_end(catalog_t *self, const char *name, const char *path, cons
     return rc < 0 ? -1 : rc;
 }
 
+int catalog_stage_begin(catalog_t *self, const Berth__Image *model, const Berth__Image *staged,
+                        const char *actor, const char *request_id, berth_error_t *error)
+{
+    char key[KEYS_MAX], id_key[KEYS_MAX], model_key[KEYS_MAX], staged_key[KEYS_MAX];
+    keys_build(key, KEYS_IMAGE, staged->name, NULL);
+    keys_build(model_key, KEYS_IMAGE, model->name, NULL);
+    model_tx_t *tx = model_tx_new();
+    if (!tx)
+        return error_set(error, "INTERNAL", "out of memory");
+    model_tx_actor(tx, actor, request_id);
+    /* The model must still be READY (a deletion moves it to DELETING first, then looks for
+       staged images), and the name and id free. */
+    model_tx_check(tx, model_key, "state", "READY");
+    model_tx_check(tx, model_key, "id", model->id);
+    model_tx_check(tx, key, "name", "");
+    model_tx_check(tx, keys_build(id_key, KEYS_IMAGE_ID, staged->id, NULL), "name", "");
+    model_tx_put(tx, key, &staged->base);
+    model_tx_transition(tx, LIFECYCLE_IMAGE, key, "", "STAGING", 0, "image", staged->name, "id",
+                        staged->id, "model", model->id, NULL);
+    model_tx_hset(tx, id_key, "name", staged->name);
+    model_tx_sadd(tx, CATALOG_SET, staged->name);
+    model_tx_zadd(tx, keys_build(staged_key, KEYS_IMAGE_STAGED, model->id, NULL),
+                  staged->created_ms, staged->name);
+    const char *why = NULL;
+    int rc = model_tx_commit(tx, self->store, &why);
+    model_tx_destroy(&tx);
+    if (rc == MODEL_CONFLICT) {
+        error_set(error, "CONFLICT",
+                  "image '%s' changed meanwhile (it must be READY), or '%s' is taken; try again",
+                  model->name, staged->name);
+        return -1;
+    }
+    if (rc != 0)
+        return error_set(error, rc < 0 ? "UNAVAILABLE" : "INTERNAL",
+                         rc < 0 ? "state store unreachable" : "cannot record the image: %s",
+                         why ? why : "refused");
+    return 0;
+}
+
+int catalog_stage_progress(catalog_t *self, const char *name, const char *stage, int percent)
+{
+    char key[KEYS_MAX];
+    keys_build(key, KEYS_IMAGE, name, NULL);
+    Berth__Image image = BERTH__IMAGE__INIT;
+    image.stage = (char *)stage;
+    image.percent = percent;
+    model_tx_t *tx = model_tx_new();
+    if (!tx)
+        return -1;
+    model_tx_check(tx, key, "state", "STAGING");
+    model_tx_put_fields(tx, key, &image.base, "stage", "percent", NULL);
+    int rc = model_tx_commit(tx, self->store, NULL);
+    model_tx_destroy(&tx);
+    return rc < 0 ? -1 : rc;
+}
+
+int catalog_stage_end(catalog_t *self, const char *name, const catalog_staged_t *done,
+                      const char *fault)
+{
+    char key[KEYS_MAX];
+    keys_build(key, KEYS_IMAGE, name, NULL);
+    Berth__Image image = BERTH__IMAGE__INIT;
+    model_tx_t *tx = model_tx_new();
+    if (!tx)
+        return -1;
+    if (fault) {
+        image.fault = (char *)fault;
+        model_tx_put_fields(tx, key, &image.base, "fault", NULL);
+        model_tx_transition(tx, LIFECYCLE_IMAGE, key, "STAGING", "FAILED", MODEL_VERSION_ANY,
+                            "image", name, "fault", fault, NULL);
+    } else {
+        image.path = (char *)done->path;
+        image.format = "qcow2";
+        image.size_bytes = done->size;
+        image.sha256 = (char *)done->sha256;
+        image.manifest = (char *)done->manifest;
+        image.sysprep_report = (char *)done->report;
+        image.stage = "";
+        image.percent = 100;
+        model_tx_put_fields(tx, key, &image.base, "path", "format", "size_bytes", "sha256",
+                            "manifest", "sysprep_report", "stage", "percent", NULL);
+        model_tx_transition(tx, LIFECYCLE_IMAGE, key, "STAGING", "READY", MODEL_VERSION_ANY,
+                            "image", name, "sha256", done->sha256, NULL);
+    }
+    int rc = model_tx_commit(tx, self->store, NULL);
+    model_tx_destroy(&tx);
+    return rc < 0 ? -1 : rc;
+}
+
+int catalog_staged_newest(catalog_t *self, const char *model_id, Berth__Image **image_p)
+{
+    char key[KEYS_MAX];
+    redisReply *r = store_command(self->store, "ZREVRANGE %s 0 -1",
+                                  keys_build(key, KEYS_IMAGE_STAGED, model_id, NULL));
+    if (!r || r->type != REDIS_REPLY_ARRAY) {
+        if (r)
+            freeReplyObject(r);
+        return -1;
+    }
+    int rc = CATALOG_NOT_FOUND;
+    for (size_t i = 0; i < r->elements && rc == CATALOG_NOT_FOUND; i++) {
+        Berth__Image *image = NULL;
+        if (r->element[i]->type != REDIS_REPLY_STRING)
+            continue;
+        int got = catalog_get(self, r->element[i]->str, &image);
+        if (got < 0)
+            rc = -1;
+        else if (got == 0 && image->state && strcmp(image->state, "READY") == 0) {
+            *image_p = image;
+            rc = 0;
+        } else if (got == 0)
+            protobuf_c_message_free_unpacked(&image->base, NULL);
+    }
+    freeReplyObject(r);
+    return rc;
+}
+
 /* Does the image (name, id) appear in the `image` field of these hashes' rows (HMGET image
    name [state])? Adds the users' names to found (comma-separated, a few). */
 static size_t s_users(const redisReply *rows, const char *name, const char *id, int vms,
@@ -380,10 +497,11 @@ static size_t s_users(const redisReply *rows, const char *name, const char *id, 
 
 #define S_BATCH 256 /* hashes read per script call while looking for an image's users */
 
-/* How many hashes of the zset index (kind's keys) name the image; their names into found.
-   -1 when Redis failed. */
+/* How many hashes of the zset index (kind's keys) name the image in field; their names into
+   found. -1 when Redis failed. */
 static long s_count_users(catalog_t *self, const char *index, keys_kind_t kind, int vms,
-                          const char *name, const char *id, char *found, size_t found_size)
+                          const char *field, const char *name, const char *id, char *found,
+                          size_t found_size)
 {
     redisReply *ids = store_command(self->store, "ZRANGE %s 0 -1", index);
     if (!ids || ids->type != REDIS_REPLY_ARRAY) {
@@ -399,7 +517,7 @@ static long s_count_users(catalog_t *self, const char *index, keys_kind_t kind, 
         for (size_t i = at; i < ids->elements && n < S_BATCH; i++)
             if (ids->element[i]->type == REDIS_REPLY_STRING)
                 argv[n] = keys_build(keys[n], kind, ids->element[i]->str, NULL), n++;
-        argv[n] = "image";
+        argv[n] = field;
         argv[n + 1] = "name";
         argv[n + 2] = "state";
         redisReply *rows =
@@ -417,6 +535,26 @@ static long s_count_users(catalog_t *self, const char *index, keys_kind_t kind, 
     free(argv);
     freeReplyObject(ids);
     return users;
+}
+
+/* How many staged images the zset key lists (a few of their names into found); -1 when
+   Redis failed. */
+static long s_staged_of(catalog_t *self, const char *key, char *found, size_t found_size)
+{
+    redisReply *r = store_command(self->store, "ZRANGE %s 0 -1", key);
+    if (!r || r->type != REDIS_REPLY_ARRAY) {
+        if (r)
+            freeReplyObject(r);
+        return -1;
+    }
+    long n = (long)r->elements;
+    for (size_t i = 0; i < r->elements && i < 5; i++) {
+        size_t at = strlen(found);
+        if (r->element[i]->type == REDIS_REPLY_STRING && at + r->element[i]->len + 2 < found_size)
+            snprintf(found + at, found_size - at, "%s%s", at ? "," : "", r->element[i]->str);
+    }
+    freeReplyObject(r);
+    return n;
 }
 
 /* Move the image back from DELETING to where it was. */
@@ -472,17 +610,32 @@ int catalog_delete(catalog_t *self, const char *ref, const char *actor, const ch
                    ? error_set(error, "CONFLICT", "the image changed meanwhile; try again")
                    : error_set(error, "UNAVAILABLE", "state store unreachable");
     }
-    char templates[256] = "", vms[256] = "";
-    long t = s_count_users(self, KEYS_TEMPLATES, KEYS_TEMPLATE, 0, image->name, image->id,
+    char templates[256] = "", vms[256] = "", staged_names[256] = "", staged_key[KEYS_MAX];
+    int is_staged = image->kind && strcmp(image->kind, "staged") == 0;
+    long t = s_count_users(self, KEYS_TEMPLATES, KEYS_TEMPLATE, 0, "image", image->name, image->id,
                            templates, sizeof templates);
-    long v =
-        t < 0 ? -1
-              : s_count_users(self, KEYS_VMS, KEYS_VM, 1, image->name, image->id, vms, sizeof vms);
-    if (t != 0 || v != 0) {
+    long v = t < 0 ? -1
+                   : s_count_users(self, KEYS_VMS, KEYS_VM, 1, "image", image->name, image->id, vms,
+                                   sizeof vms);
+    /* A staged image is also used by the VMs built from it (their staged_image); a model by
+       the staged images derived from it. */
+    long vs = 0, s = 0;
+    if (v >= 0 && is_staged)
+        vs = s_count_users(self, KEYS_VMS, KEYS_VM, 1, "staged_image", image->id, image->id, vms,
+                           sizeof vms);
+    else if (v >= 0 && image->id && *image->id)
+        s = s_staged_of(self, keys_build(staged_key, KEYS_IMAGE_STAGED, image->id, NULL),
+                        staged_names, sizeof staged_names);
+    v = vs < 0 ? -1 : v < 0 ? v : v + vs;
+    if (t != 0 || v != 0 || s != 0) {
         s_keep(self, key, image->name, state);
-        if (t < 0 || v < 0)
+        if (t < 0 || v < 0 || s < 0)
             error_set(error, "UNAVAILABLE", "state store unreachable");
-        else {
+        else if (s > 0) {
+            error_set(error, "CONFLICT", "image '%s' is the model of %ld staged image(s)",
+                      image->name, s);
+            error_detail(error, "staged", "%s", staged_names);
+        } else {
             error_set(error, "CONFLICT",
                       "image '%s' is in use by %ld template(s) and %ld VM(s) not disposed",
                       image->name, t, v);
@@ -506,6 +659,9 @@ int catalog_delete(catalog_t *self, const char *ref, const char *actor, const ch
     if (image->id && *image->id)
         model_tx_del(tx, keys_build(id_key, KEYS_IMAGE_ID, image->id, NULL));
     model_tx_srem(tx, CATALOG_SET, image->name);
+    if (is_staged && image->model && *image->model)
+        model_tx_zrem(tx, keys_build(staged_key, KEYS_IMAGE_STAGED, image->model, NULL),
+                      image->name);
     model_tx_event(tx, "image.deleted", "key", key, "image", image->name, "id",
                    image->id ? image->id : "", "actor", actor ? actor : "", NULL);
     rc = model_tx_commit(tx, self->store, NULL);
@@ -519,7 +675,8 @@ int catalog_delete(catalog_t *self, const char *ref, const char *actor, const ch
        beside its disk). */
     size_t dl = strlen(self->dir);
     const char *files[3] = { image->path, image->kernel_path, image->initrd_path };
-    for (int i = 0; i < 3; i++)
+    /* A staged image shares its model's kernel and initrd: only its disk is its own. */
+    for (int i = 0; i < (is_staged ? 1 : 3); i++)
         if (files[i] && strncmp(files[i], self->dir, dl) == 0 && files[i][dl] == '/' &&
             !strstr(files[i] + dl, "/.."))
             unlink(files[i]);
@@ -527,12 +684,20 @@ int catalog_delete(catalog_t *self, const char *ref, const char *actor, const ch
     return 0;
 }
 
+/* An unpacked string field emptied: protobuf-c frees what is not its shared default. */
+static char *s_clear(char *text)
+{
+    if (text && text != protobuf_c_empty_string)
+        free(text);
+    return (char *)protobuf_c_empty_string;
+}
+
 static int s_by_name(const void *a, const void *b)
 {
     return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
-int catalog_list(catalog_t *self, Berth__ImageList **list_p)
+int catalog_list(catalog_t *self, const char *kind, Berth__ImageList **list_p)
 {
     redisReply *r = store_command(self->store, "SMEMBERS %s", CATALOG_SET);
     if (!r || r->type != REDIS_REPLY_ARRAY) {
@@ -569,8 +734,17 @@ int catalog_list(catalog_t *self, Berth__ImageList **list_p)
             rc = -1;
             break;
         }
-        if (got == 0) /* a name whose record vanished meanwhile is skipped */
-            list->images[list->n_images++] = image;
+        if (got != 0) /* a name whose record vanished meanwhile is skipped */
+            continue;
+        const char *its = image->kind && *image->kind ? image->kind : "model";
+        if (kind && *kind && strcmp(kind, its) != 0) {
+            protobuf_c_message_free_unpacked(&image->base, NULL);
+            continue;
+        }
+        /* A list carries no manifests: GET /v1/images/{id} shows them. */
+        image->manifest = s_clear(image->manifest);
+        image->sysprep_report = s_clear(image->sysprep_report);
+        list->images[list->n_images++] = image;
     }
     free(names);
     freeReplyObject(r);

@@ -1,9 +1,10 @@
 /*  catalog: the stager's image store. Each model image is an Image message (proto/berth.proto)
     stored as the hash berth:image:<name> through lib/model, its name in the set berth:images
-    and its id in berth:image-id:<id>; its state (IMPORTING, READY, FAILED, DELETING) changes
-    by the image rows of the lifecycle table. The image file itself lives in the images
+    and its id in berth:image-id:<id>; its state (IMPORTING, STAGING, READY, FAILED, DELETING)
+   changes by the image rows of the lifecycle table. The image file itself lives in the images
     directory. At start the stager makes sure the base images exist (small qcow2 files made
-    with qemu-img); imports add more (import.h). */
+    with qemu-img); imports add more (import.h), and staging derives staged images from them
+    (staging.h), each listed in berth:image-staged:<model id>. */
 #ifndef BERTH_STAGER_CATALOG_H
 #define BERTH_STAGER_CATALOG_H
 
@@ -57,8 +58,36 @@ int catalog_import_end(catalog_t *self, const char *name, const char *path, cons
 int catalog_delete(catalog_t *self, const char *ref, const char *actor, const char *request_id,
                    Berth__Image **deleted_p, berth_error_t *error);
 
-/* Every image, by name, at most max_images: 0 and *list_p (free with
-   protobuf_c_message_free_unpacked), or -1 when Redis failed. */
-int catalog_list(catalog_t *self, Berth__ImageList **list_p);
+/* Every image of kind ("model", "staged"; NULL or "": all), by name, at most max_images,
+   without their manifests: 0 and *list_p (free with protobuf_c_message_free_unpacked), or -1
+   when Redis failed. */
+int catalog_list(catalog_t *self, const char *kind, Berth__ImageList **list_p);
+
+/* Record a staged image derived from model: staged (id, name, kind "staged", model and what
+   describes it) becomes STAGING, listed under the model's staged images, if the model is
+   still READY and the name and id are free. 0, or -1 with error (CONFLICT, UNAVAILABLE). */
+int catalog_stage_begin(catalog_t *self, const Berth__Image *model, const Berth__Image *staged,
+                        const char *actor, const char *request_id, berth_error_t *error);
+
+/* How far a STAGING image is: its stage and percent. 0, MODEL_CONFLICT (not STAGING) or -1. */
+int catalog_stage_progress(catalog_t *self, const char *name, const char *stage, int percent);
+
+/* What a staging that succeeded made (all borrowed). */
+typedef struct {
+    const char *path; /* the qcow2 file in the images directory */
+    int64_t size;
+    const char *sha256;
+    const char *manifest; /* the manifest left by sysprep ("" when none) */
+    const char *report;   /* what each sysprep operation did (JSON) */
+} catalog_staged_t;
+
+/* End a staging: READY with done, or FAILED with fault (done not used). 0, MODEL_CONFLICT
+   (not STAGING any more) or -1. */
+int catalog_stage_end(catalog_t *self, const char *name, const catalog_staged_t *done,
+                      const char *fault);
+
+/* The newest READY staged image of the model with id model_id: 0 and *image_p,
+   CATALOG_NOT_FOUND, or -1 when Redis failed. */
+int catalog_staged_newest(catalog_t *self, const char *model_id, Berth__Image **image_p);
 
 #endif

@@ -6,6 +6,7 @@
     images directory); deleting such a record is refused, so the operator imports again under
     another name. */
 #include "images.h"
+#include "sysprep.h"
 #include "limit.h"
 #include "log.h"
 #include "util.h"
@@ -40,14 +41,13 @@ size_t images_importing(images_t *self)
     return self->importing;
 }
 
-/* The verified caller, when an admin or an operator; NULL when refused (answered here). */
-static Berth__UserAssertion *s_operator(images_t *self, bus_request_t *request,
-                                        const Berth__SignedAssertion *assertion)
+Berth__UserAssertion *images_operator(assertion_t *verifier, bus_request_t *request,
+                                      const Berth__SignedAssertion *assertion)
 {
     berth_error_t error = { 0 };
     Berth__UserAssertion *who = NULL;
     const char *rid = bus_request_envelope(request)->request_id;
-    if (assertion_of(self->config.verifier, request, assertion, &who, &error) != 0) {
+    if (assertion_of(verifier, request, assertion, &who, &error) != 0) {
         log_info(rid, "call without a valid user assertion refused", "{s:s}", "reason",
                  error.message);
         bus_reply_fault(request, &error);
@@ -118,6 +118,12 @@ static int s_check_import(const Berth__ImportImage *req, berth_error_t *error)
         return -1;
     if (im->cmdline && *im->cmdline && !kernel)
         return error_field(error, "cmdline", "cmdline is for a direct-boot image (kernel, initrd)");
+    if (req->manifest && *req->manifest) {
+        char *normalized = NULL;
+        if (sysprep_manifest_check(req->manifest, &normalized, error) != 0)
+            return -1;
+        free(normalized); /* normalized again when the record is written */
+    }
     return 0;
 }
 
@@ -257,8 +263,25 @@ static void s_inspect_done(void *arg, int deliver)
     image.created_ms = util_now_ms();
     if (!image.arch || !*image.arch)
         image.arch = "x86_64";
+    image.kind = "model";
+    image.model = "";
+    image.stage = "";
+    image.percent = 0;
+    image.sysprep = "";
+    image.sysprep_report = "";
     berth_error_t error = { 0 };
-    if (catalog_import_begin(self->config.catalog, &image, job->user, rid, &error) != 0) {
+    char *manifest = NULL;
+    if (req->manifest && *req->manifest &&
+        sysprep_manifest_check(req->manifest, &manifest, &error) != 0) {
+        self->importing--;
+        bus_reply_fault(job->kept, &error);
+        s_import_free(job);
+        return;
+    }
+    image.manifest = manifest ? manifest : "";
+    int begun = catalog_import_begin(self->config.catalog, &image, job->user, rid, &error);
+    free(manifest);
+    if (begun != 0) {
         self->importing--;
         bus_reply_fault(job->kept, &error);
         s_import_free(job);
@@ -292,7 +315,7 @@ static void s_on_import(bus_request_t *request, void *arg)
         bus_reply_error(request, "BAD_REQUEST", "expected an ImportImage body");
         return;
     }
-    Berth__UserAssertion *who = s_operator(self, request, req->assertion);
+    Berth__UserAssertion *who = images_operator(self->config.verifier, request, req->assertion);
     if (!who)
         return;
     berth_error_t error = { 0 };
@@ -365,7 +388,7 @@ static void s_on_delete(bus_request_t *request, void *arg)
         bus_reply_error(request, "BAD_REQUEST", "expected a DeleteImage body");
         return;
     }
-    Berth__UserAssertion *who = s_operator(self, request, req->assertion);
+    Berth__UserAssertion *who = images_operator(self->config.verifier, request, req->assertion);
     if (!who)
         return;
     const char *rid = bus_request_envelope(request)->request_id;

@@ -27,6 +27,11 @@ void images_destroy(images_t **self_p);
 /* Register the handlers on service. */
 void images_register(images_t *self, service_t *service);
 
+/* The verified caller of request, when an admin or an operator; NULL when refused (then the
+   request is answered here). Free with berth__user_assertion__free_unpacked. */
+Berth__UserAssertion *images_operator(assertion_t *verifier, bus_request_t *request,
+                                      const Berth__SignedAssertion *assertion);
+
 /* Imports being inspected or copied now. */
 size_t images_importing(images_t *self);
 

@@ -1,7 +1,7 @@
 /*  berth-stager: the image store. Keeps the image catalog (base images it creates when
     missing, and model images imported by operators: images.h) and builds each VM's
     cloud-init NoCloud seed, which taskmgr hands to the agent with the create command.
-    Handlers: ListImages, GetImage, ImportImage, DeleteImage, StageImage, GetSeed.
+    Handlers: ListImages, GetImage, ImportImage, DeleteImage, StageModel, StageImage, GetSeed.
 
     The loop never waits on a disk or a tool: qemu-img runs, seed builds and sweeps are jobs
     for a small pool of workers (work.h) with a bounded queue. StageImage keeps its request
@@ -15,6 +15,7 @@
 #include "files.h"
 #include "seed.h"
 #include "stage.h"
+#include "staging.h"
 #include "work.h"
 
 #include <errno.h>
@@ -32,6 +33,7 @@ typedef struct {
     work_t *work;
     work_t *import_work;    /* imports: inspections and copies, apart from seeds */
     images_t *images;       /* the image store's handlers */
+    staging_t *staging;     /* staged images derived from models */
     assertion_t *verifier;  /* checks the gateway's user assertions */
     stage_t *stage;         /* StageImage requests and their builds */
     int64_t max_seed_bytes; /* largest ISO sent in a reply */
@@ -107,8 +109,16 @@ static int s_prepare(service_t *service, void *arg)
 static void s_on_list_images(bus_request_t *request, void *arg)
 {
     stager_t *self = arg;
-    if (!bus_request_body(request, &berth__list_images__descriptor)) {
+    const Berth__ListImages *req = bus_request_body(request, &berth__list_images__descriptor);
+    if (!req) {
         bus_reply_error(request, "BAD_REQUEST", "expected a ListImages body");
+        return;
+    }
+    if (req->kind && *req->kind && strcmp(req->kind, "model") != 0 &&
+        strcmp(req->kind, "staged") != 0) {
+        berth_error_t error = { 0 };
+        error_field(&error, "kind", "kind is model or staged");
+        bus_reply_fault(request, &error);
         return;
     }
     if (!self->ready) {
@@ -116,7 +126,7 @@ static void s_on_list_images(bus_request_t *request, void *arg)
         return;
     }
     Berth__ImageList *list = NULL;
-    if (catalog_list(self->catalog, &list) != 0) {
+    if (catalog_list(self->catalog, req->kind, &list) != 0) {
         bus_reply_error(request, "UNAVAILABLE", "state store unreachable");
         return;
     }
@@ -307,13 +317,22 @@ int main(int argc, char **argv)
     config_declare(c, "import_formats", "qcow2", 0);      /* formats an import may have */
     config_declare(c, "import_max_virtual_gb", "256", 0); /* largest virtual size imported */
     config_declare(c, "import_queue_max", "16", 0);       /* imports inspected or copied at once */
+    /* Staging (staging.h): how identity is stripped ("manifest": the model's manifest;
+       "virt-sysprep": the tool on the image, libguestfs' appliance cached in
+       sysprep_cache_dir so it is built once), how long one tool run may take, and how often
+       a staging's stage and percent are written to its record. */
+    config_declare(c, "sysprep", "manifest", 0);
+    config_declare(c, "virt_sysprep", "virt-sysprep", 0);
+    config_declare(c, "sysprep_cache_dir", NULL, 0); /* default <data_dir>/guestfs */
+    config_declare(c, "stage_timeout_ms", "1800000", 0);
+    config_declare(c, "stage_report_ms", "250", 0);
 
     stager_t self = { .service = service };
     int rc = 1;
     if (service_start(service) != 0)
         goto done;
     int64_t timeout, max_images, max_user_data, keep_hours, sweep_ms, workers, queue_max, waiting,
-        redis_port, redis_timeout, import_max_gb, import_queue;
+        redis_port, redis_timeout, import_max_gb, import_queue, stage_timeout, stage_report;
     if (config_int(c, "tool_timeout_ms", 100, 600000, &timeout) ||
         config_int(c, "workers", 1, 64, &workers) ||
         config_int(c, "work_queue_max", 1, 100000, &queue_max) ||
@@ -326,18 +345,38 @@ int main(int argc, char **argv)
         config_int(c, "seed_keep_hours", 1, 24 * 3650, &keep_hours) ||
         config_int(c, "seed_sweep_ms", 1000, 86400000, &sweep_ms) ||
         config_int(c, "import_max_virtual_gb", 1, 1048576, &import_max_gb) ||
-        config_int(c, "import_queue_max", 1, 10000, &import_queue))
+        config_int(c, "import_queue_max", 1, 10000, &import_queue) ||
+        config_int(c, "stage_timeout_ms", 1000, 86400000, &stage_timeout) ||
+        config_int(c, "stage_report_ms", 10, 60000, &stage_report))
         goto done;
+    const char *sysprep = config_get(c, "sysprep");
+    if (strcmp(sysprep, "manifest") != 0 && strcmp(sysprep, "virt-sysprep") != 0) {
+        log_error(NULL, "sysprep must be manifest or virt-sysprep", "{s:s}", "sysprep", sysprep);
+        goto done;
+    }
     self.seed_keep_ms = keep_hours * 3600 * 1000;
     if (sodium_init() < 0) {
         log_error(NULL, "libsodium failed to initialise", NULL);
         goto done;
     }
-    char images_dir[PATH_MAX], seeds_dir[PATH_MAX], import_dir[PATH_MAX], import_real[PATH_MAX];
+    char images_dir[PATH_MAX], seeds_dir[PATH_MAX], import_dir[PATH_MAX], import_real[PATH_MAX],
+        guestfs_dir[PATH_MAX];
     if (s_dir(c, "images_dir", "images", images_dir, sizeof images_dir) ||
         s_dir(c, "seeds_dir", "seeds", seeds_dir, sizeof seeds_dir) ||
-        s_dir(c, "import_dir", "import", import_dir, sizeof import_dir))
+        s_dir(c, "import_dir", "import", import_dir, sizeof import_dir) ||
+        s_dir(c, "sysprep_cache_dir", "guestfs", guestfs_dir, sizeof guestfs_dir))
         goto done;
+    /* virt-sysprep reads these from its environment: libguestfs' direct backend (no libvirtd
+       needed) and where its appliance is cached. Set before any worker runs a tool. */
+    if (strcmp(sysprep, "virt-sysprep") == 0) {
+        if (files_mkdirs(guestfs_dir) != 0) {
+            log_error(NULL, "cannot make the sysprep cache directory", "{s:s, s:s}", "dir",
+                      guestfs_dir, "reason", strerror(errno));
+            goto done;
+        }
+        setenv("LIBGUESTFS_BACKEND", "direct", 0);
+        setenv("LIBGUESTFS_CACHEDIR", guestfs_dir, 1);
+    }
     if (files_mkdirs(import_dir) != 0 || !realpath(import_dir, import_real)) {
         log_error(NULL, "cannot open the import directory", "{s:s, s:s}", "dir", import_dir,
                   "reason", strerror(errno));
@@ -395,7 +434,16 @@ int main(int argc, char **argv)
                                                   .max_virtual_size =
                                                       import_max_gb * 1024 * 1024 * 1024 } } };
     self.images = self.import_work ? images_new(&ic) : NULL;
-    if (!self.images) {
+    staging_config_t sgc = { .catalog = self.catalog,
+                             .work = self.import_work,
+                             .verifier = self.verifier,
+                             .images_dir = catalog_dir(self.catalog),
+                             .qemu_img = config_get(c, "qemu_img"),
+                             .sysprep = sysprep,
+                             .virt_sysprep = config_get(c, "virt_sysprep"),
+                             .timeout_ms = (int)stage_timeout };
+    self.staging = self.import_work ? staging_new(&sgc) : NULL;
+    if (!self.images || !self.staging) {
         log_error(NULL, "cannot start the import worker", NULL);
         goto done;
     }
@@ -403,6 +451,7 @@ int main(int argc, char **argv)
     service_reader(service, work_socket(self.work), s_on_work, &self);
     service_reader(service, work_socket(self.import_work), s_on_import_work, &self);
     images_register(self.images, service);
+    staging_register(self.staging, service, (int)stage_report);
     s_prepare(service, &self);
     service_every(service, 1000, s_prepare, &self);
     service_on(service, "ListImages", "gateway", s_on_list_images, &self);
@@ -416,6 +465,7 @@ done:
     work_destroy(&self.work);
     work_destroy(&self.import_work);
     images_destroy(&self.images);
+    staging_destroy(&self.staging);
     assertion_destroy(&self.verifier);
     stage_destroy(&self.stage);
     seed_destroy(&self.seeds);

@@ -55,8 +55,9 @@ typedef struct {
     stage_t *stage;
     char *vm, *name, *user_data; /* copies: the requests may be answered before the job ends */
     char *network_config;        /* "" when the VM has no address */
-    Berth__Image *image;         /* the image record to answer with */
-    zlistx_t *waiting;           /* bus_request_t kept, answered when the build ends */
+    char *ref;           /* the image the request named (a model's staged image may answer) */
+    Berth__Image *image; /* the image record to answer with */
+    zlistx_t *waiting;   /* bus_request_t kept, answered when the build ends */
     /* filled by the worker */
     int rc;              /* seed_stage's answer, or -1 when reading the ISO failed */
     berth_error_t error; /* why rc is not 0 */
@@ -75,6 +76,7 @@ static void s_stage_free(s_stage_t **job_p)
     free(job->name);
     free(job->user_data);
     free(job->network_config);
+    free(job->ref);
     if (job->image)
         protobuf_c_message_free_unpacked(&job->image->base, NULL);
     zlistx_destroy(&job->waiting);
@@ -179,7 +181,7 @@ static int s_same_request(const s_stage_t *job, const Berth__StageImage *req)
     char *network_config = s_network_config(req, &error);
     int same = user_data && network_config && streq(job->name, req->name ? req->name : "") &&
                streq(job->user_data, user_data) && streq(job->network_config, network_config) &&
-               streq(job->image->name, req->image ? req->image : "");
+               streq(job->ref, req->image ? req->image : "");
     free(user_data);
     free(network_config);
     return same;
@@ -245,8 +247,9 @@ void stage_request(stage_t *self, bus_request_t *kept)
         s_answer_free(kept, "UNAVAILABLE", "state store unreachable");
         return;
     }
-    /* An image being imported (or whose import failed) has no file to build from yet. */
-    if (image->state && (streq(image->state, "IMPORTING") || streq(image->state, "FAILED"))) {
+    /* An image being imported or staged (or whose import failed) has no file to build from. */
+    if (image->state && (streq(image->state, "IMPORTING") || streq(image->state, "FAILED") ||
+                         streq(image->state, "STAGING"))) {
         char msg[160];
         snprintf(msg, sizeof msg, "image '%s' is %s", image->name, image->state);
         protobuf_c_message_free_unpacked(&image->base, NULL);
@@ -255,12 +258,30 @@ void stage_request(stage_t *self, bus_request_t *kept)
         s_answer_free(kept, "CONFLICT", msg);
         return;
     }
+    /* A model with a READY staged image: the VM is built from the newest one (the answer's
+       image is the staged image, so the agent's CREATE_DISK gets its file). */
+    Berth__Image *staged = NULL;
+    if (!(image->kind && streq(image->kind, "staged")) && image->id && *image->id) {
+        int got = catalog_staged_newest(self->config.catalog, image->id, &staged);
+        if (got < 0) {
+            protobuf_c_message_free_unpacked(&image->base, NULL);
+            free(user_data);
+            free(network_config);
+            s_answer_free(kept, "UNAVAILABLE", "state store unreachable");
+            return;
+        }
+        if (got == 0) {
+            protobuf_c_message_free_unpacked(&image->base, NULL);
+            image = staged;
+        }
+    }
     job = calloc(1, sizeof *job);
     if (job) {
         job->stage = self;
         job->image = image;
         job->vm = strdup(req->vm);
         job->name = strdup(req->name ? req->name : "");
+        job->ref = strdup(req->image ? req->image : "");
         job->user_data = user_data;
         user_data = NULL;
         job->network_config = network_config;
@@ -270,7 +291,7 @@ void stage_request(stage_t *self, bus_request_t *kept)
         protobuf_c_message_free_unpacked(&image->base, NULL);
     free(user_data);
     free(network_config);
-    if (!job || !job->vm || !job->name || !job->user_data || !job->waiting ||
+    if (!job || !job->vm || !job->name || !job->ref || !job->user_data || !job->waiting ||
         !zlistx_add_end(job->waiting, kept)) {
         if (job && job->waiting)
             zlistx_purge(job->waiting); /* kept is answered below, not freed with the job */

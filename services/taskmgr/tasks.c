@@ -694,9 +694,17 @@ static s_rc_t s_stage_image(tasks_t *self, s_held_t *h, const s_stage_t *stage)
 {
     (void)stage;
     s_rc_t rc = s_staged(self, h);
-    if (rc == S_DONE)
-        s_result(h, "image %s (%s), seed %lld bytes", h->staged->image->name,
-                 h->staged->image->format, (long long)h->staged->seed_bytes);
+    if (rc != S_DONE)
+        return rc;
+    s_result(h, "image %s (%s), seed %lld bytes", h->staged->image->name, h->staged->image->format,
+             (long long)h->staged->seed_bytes);
+    /* Built from its model's staged image: the VM says which (and keeps it from deletion). */
+    const Berth__Image *im = h->staged->image;
+    const char *staged = im->kind && strcmp(im->kind, "staged") == 0 ? im->id : "";
+    if (strcmp(h->vm->staged_image ? h->vm->staged_image : "", staged) != 0) {
+        s_set(&h->vm->staged_image, staged);
+        h->vm_dirty = 1;
+    }
     return rc;
 }
 

@@ -18,7 +18,8 @@
 //      sees what big1 cost so far, adds an SSH key (a bad line refused) and requests a VM with
 //      it; an admin imports an image (a file outside the import directory refused next to its
 //      field first) and deletes it, and is refused the deletion of one a
-//      template uses (409 shown); a VM of the reservation-based group lab shows 0 and why,
+//      template uses (409 shown), then stages that one (its staged image ends READY beside
+//      it); a VM of the reservation-based group lab shows 0 and why,
 //      and lab's chargeback labels the group's own reserved/beyond rows;
 //   5. the CSP header holds (an injected inline script does not run), a state-changing call
 //      with the session cookie but without the anti-CSRF header is refused, sign-out revokes
@@ -653,6 +654,14 @@ async function story7() {
   await admin.page.locator('#error').getByText(/portal-tpl/).waitFor();
   await usedRow.locator('.badge', { hasText: /^READY$/ }).waitFor();
   await admin.shot('image-in-use');
+
+  step = 'story 7: the admin stages the image; the staged image ends READY beside its model';
+  await usedRow.getByRole('button', { name: 'Stage portal-used' }).click();
+  const stagedRow = admin.page.locator('#images tr[data-kind="staged"]').filter({ hasText: 'portal-used-staged-' });
+  await stagedRow.getByRole('link', { name: 'portal-used', exact: true }).waitFor();
+  await stagedRow.locator('.badge', { hasText: /^READY$/ }).waitFor();
+  assert.equal(await stagedRow.getByRole('button', { name: /^Stage / }).count(), 0);
+  await admin.shot('image-staged');
 
   step = "story 7: a VM of a reservation-based group costs 0: its group pays for what it reserved";
   const dan = await open('story7-reserved');

@@ -143,6 +143,8 @@ class Contract(unittest.TestCase):
             "LIMIT_IMAGE_NAME_MAX": image["name"]["maxLength"],
             "LIMIT_IMAGE_PATH_MAX": image["path"]["maxLength"],
             "LIMIT_IMAGE_CMDLINE_MAX": image["cmdline"]["maxLength"],
+            "LIMIT_IMAGE_MANIFEST_MAX": image["manifest"]["x-max-bytes"],
+            "LIMIT_IMAGE_MANIFEST_FILES_MAX": image["manifest"]["properties"]["files"]["maxItems"],
             "LIMIT_SSH_KEY_NAME_MAX": sshkey["name"]["maxLength"],
             "LIMIT_SSH_KEY_MAX": sshkey["public_key"]["maxLength"],
             "LIMIT_SSH_KEYS_PER_USER": sshkeys["maxItems"],

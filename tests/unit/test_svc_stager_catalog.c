@@ -1,7 +1,9 @@
 /*  test_svc_stager_catalog: the image catalog against a real redis-server and real qemu-img.
     At start the base images exist as qcow2 files (checked with `qemu-img info`) with their
     size and SHA-256 (checked with sha256sum) recorded; a second start changes nothing; a
-    record whose file vanished is repaired; lookups of unknown names say NOT_FOUND. */
+    record whose file vanished is repaired; lookups of unknown names say NOT_FOUND. Staged
+    images go STAGING to READY or FAILED, the newest READY one of a model is found, and a
+    model is not deleted while it has staged images. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -10,6 +12,7 @@
 
 #include "catalog.h"
 #include "testenv.h"
+#include "util.h"
 
 #include <sodium.h>
 #include <stdio.h>
@@ -129,7 +132,7 @@ static void test_base_images_created(void **state)
     s_check_file(ubuntu);
 
     Berth__ImageList *list = NULL;
-    assert_int_equal(catalog_list(f->catalog, &list), 0);
+    assert_int_equal(catalog_list(f->catalog, NULL, &list), 0);
     assert_int_equal(list->n_images, 2);
     assert_string_equal(list->images[0]->name, "debian-12");
     assert_string_equal(list->images[1]->name, "ubuntu-24.04");
@@ -208,6 +211,117 @@ static void test_tool_failure_reported(void **state)
     assert_int_equal(catalog_get(f->catalog, "debian-12", &image), CATALOG_NOT_FOUND);
 }
 
+/* A staged image recorded from a model: STAGING, then READY (or FAILED) by catalog_stage_end. */
+static Berth__Image *s_stage(fixture_t *f, const Berth__Image *model, const char *name,
+                             int64_t created_ms, const char *fault)
+{
+    char id[UTIL_ID_LEN];
+    util_uuid(id);
+    Berth__Image staged = *model;
+    staged.id = id;
+    staged.name = (char *)name;
+    staged.kind = "staged";
+    staged.model = model->id;
+    staged.state = "";
+    staged.version = 0;
+    staged.path = "";
+    staged.created_ms = created_ms;
+    staged.stage = "COPY";
+    berth_error_t error = { 0 };
+    assert_int_equal(catalog_stage_begin(f->catalog, model, &staged, "admin", "rid", &error), 0);
+    Berth__Image *got = s_get(f, name);
+    assert_string_equal(got->state, "STAGING");
+    assert_string_equal(got->model, model->id);
+    protobuf_c_message_free_unpacked(&got->base, NULL);
+    /* Taken: the same name cannot be staged twice. */
+    memset(&error, 0, sizeof error);
+    assert_int_equal(catalog_stage_begin(f->catalog, model, &staged, "admin", "rid", &error), -1);
+    assert_string_equal(error.code, "CONFLICT");
+    assert_int_equal(catalog_stage_progress(f->catalog, name, "CONVERT", 40), 0);
+    got = s_get(f, name);
+    assert_string_equal(got->stage, "CONVERT");
+    assert_int_equal(got->percent, 40);
+    protobuf_c_message_free_unpacked(&got->base, NULL);
+    catalog_staged_t done = { .path = "/nonexistent/staged.qcow2",
+                              .size = 42,
+                              .sha256 = "ab",
+                              .manifest = "{\"files\":[]}",
+                              .report = "[]" };
+    assert_int_equal(catalog_stage_end(f->catalog, name, fault ? NULL : &done, fault), 0);
+    /* Ended: no more progress is written. */
+    assert_int_equal(catalog_stage_progress(f->catalog, name, "CHECKSUM", 99), MODEL_CONFLICT);
+    return s_get(f, name);
+}
+
+static void test_staged_images(void **state)
+{
+    fixture_t *f = *state;
+    char error[512] = "";
+    if (catalog_ensure_base(f->catalog, error, sizeof error) != 0)
+        fail_msg("ensure: %s", error);
+    Berth__Image *model = s_get(f, "debian-12"), *newest = NULL;
+    assert_int_equal(catalog_staged_newest(f->catalog, model->id, &newest), CATALOG_NOT_FOUND);
+
+    Berth__Image *first = s_stage(f, model, "debian-12-staged-1", 1000, NULL);
+    assert_string_equal(first->state, "READY");
+    assert_string_equal(first->format, "qcow2");
+    assert_string_equal(first->sha256, "ab");
+    assert_int_equal(first->percent, 100);
+    assert_string_equal(first->stage, "");
+    Berth__Image *second = s_stage(f, model, "debian-12-staged-2", 2000, NULL);
+    Berth__Image *broken = s_stage(f, model, "debian-12-staged-3", 3000, "CONVERT: no space");
+    assert_string_equal(broken->state, "FAILED");
+    assert_string_equal(broken->stage, "CONVERT"); /* where it failed */
+
+    /* The newest READY one: a newer FAILED one does not count. */
+    assert_int_equal(catalog_staged_newest(f->catalog, model->id, &newest), 0);
+    assert_string_equal(newest->name, "debian-12-staged-2");
+    protobuf_c_message_free_unpacked(&newest->base, NULL);
+
+    /* Lists by kind, without manifests. */
+    Berth__ImageList *list = NULL;
+    assert_int_equal(catalog_list(f->catalog, "staged", &list), 0);
+    assert_int_equal(list->n_images, 3);
+    assert_string_equal(list->images[0]->manifest, "");
+    protobuf_c_message_free_unpacked(&list->base, NULL);
+    assert_int_equal(catalog_list(f->catalog, "model", &list), 0);
+    assert_int_equal(list->n_images, 2);
+    protobuf_c_message_free_unpacked(&list->base, NULL);
+
+    /* The model stays while a staged image of it does; it is READY again after the refusal. */
+    Berth__Image *deleted = NULL;
+    berth_error_t err = { 0 };
+    assert_int_equal(catalog_delete(f->catalog, "debian-12", "admin", "rid", &deleted, &err), -1);
+    assert_string_equal(err.code, "CONFLICT");
+    assert_non_null(strstr(error_detail_get(&err, "staged"), "debian-12-staged-1"));
+    Berth__Image *again = s_get(f, "debian-12");
+    assert_string_equal(again->state, "READY");
+    protobuf_c_message_free_unpacked(&again->base, NULL);
+
+    const char *names[] = { "debian-12-staged-1", "debian-12-staged-2", "debian-12-staged-3" };
+    for (int i = 0; i < 3; i++) {
+        memset(&err, 0, sizeof err);
+        assert_int_equal(catalog_delete(f->catalog, names[i], "admin", "rid", &deleted, &err), 0);
+        protobuf_c_message_free_unpacked(&deleted->base, NULL);
+    }
+    assert_int_equal(catalog_staged_newest(f->catalog, model->id, &newest), CATALOG_NOT_FOUND);
+    memset(&err, 0, sizeof err);
+    assert_int_equal(catalog_delete(f->catalog, "debian-12", "admin", "rid", &deleted, &err), 0);
+    protobuf_c_message_free_unpacked(&deleted->base, NULL);
+    /* A model no longer READY (here: gone) cannot be staged. */
+    memset(&err, 0, sizeof err);
+    Berth__Image staged = *model;
+    staged.id = "00000000-0000-4000-8000-000000000001";
+    staged.name = "late";
+    staged.kind = "staged";
+    assert_int_equal(catalog_stage_begin(f->catalog, model, &staged, "admin", "rid", &err), -1);
+    assert_string_equal(err.code, "CONFLICT");
+    protobuf_c_message_free_unpacked(&first->base, NULL);
+    protobuf_c_message_free_unpacked(&second->base, NULL);
+    protobuf_c_message_free_unpacked(&broken->base, NULL);
+    protobuf_c_message_free_unpacked(&model->base, NULL);
+}
+
 static void test_store_down(void **state)
 {
     fixture_t *f = *state;
@@ -216,7 +330,7 @@ static void test_store_down(void **state)
     assert_int_equal(catalog_ensure_base(f->catalog, error, sizeof error), -1);
     assert_non_null(strstr(error, "unreachable"));
     Berth__ImageList *list = NULL;
-    assert_int_equal(catalog_list(f->catalog, &list), -1);
+    assert_int_equal(catalog_list(f->catalog, NULL, &list), -1);
     assert_int_equal(testenv_redis_restart(f->redis), 0);
 }
 
@@ -227,6 +341,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_missing_file_repaired, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_unknown_and_invalid_names, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_tool_failure_reported, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_staged_images, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_store_down, s_setup, s_teardown),
     };
     return cmocka_run_group_tests(tests, s_group_setup, s_group_teardown);

@@ -1,6 +1,8 @@
-// Model images (GET /v1/images, /v1/images/{id}): everyone reads them; admins and operators
-// import one from a file under the stager's import directory (POST /v1/images) and delete one
-// no template or VM uses (DELETE; a 409 names what uses it).
+// Images (GET /v1/images, /v1/images/{id}): everyone reads them; admins and operators
+// import a model from a file under the stager's import directory (POST /v1/images), stage a
+// model (POST /v1/images/{id}/stage: a staged image, its identity stripped, whose stage and
+// percent show while it runs) and delete an image nothing uses (DELETE; a 409 names what
+// uses it).
 import * as api from './api.js';
 import { h, clear, fill, badge, when, mb, confirmDialog } from './dom.js';
 import { showError, announce, isPlatform, fieldErrors } from './ui.js';
@@ -21,11 +23,36 @@ function os(image) {
   return [image.os, image.os_version].filter(Boolean).join(' ') || '—';
 }
 
-// While an import runs (no live event tells its end) the screen reads the image again every
-// two seconds, as long as it is on screen.
+// While an import or a staging runs (no live event tells its end) the screen reads the image
+// again every two seconds, as long as it is on screen.
 function whileImporting(node, images, again) {
-  if (!images.some((i) => i.state === 'IMPORTING')) return;
+  if (!images.some((i) => i.state === 'IMPORTING' || i.state === 'STAGING')) return;
   setTimeout(() => { if (node.isConnected) again().catch(showError); }, 2000);
+}
+
+// Its state, and while STAGING the stage it is in and how far.
+function state(image) {
+  const b = badge(image.state);
+  if (image.state !== 'STAGING' || !image.stage) return b;
+  return h('span', {}, b, ' ', h('span', { className: 'hint' }, `${image.stage} ${image.percent || 0}%`));
+}
+
+// The model a staged image came from, as a link (by name when the list holds it).
+function modelLink(image, byId) {
+  if (image.kind !== 'staged' || !image.model) return '—';
+  const name = (byId && byId[image.model]) || image.model;
+  return h('a', { href: '#/images/' + encodeURIComponent(image.model) }, name);
+}
+
+async function stageImage(image, done) {
+  showError(null);
+  try {
+    const { image: staged } = await api.post('/v1/images/' + encodeURIComponent(image.id || image.name) + '/stage', {});
+    announce(`Staging ${image.name} as ${staged.name}`);
+    await done();
+  } catch (err) {
+    showError(err);
+  }
 }
 
 // "nginx 1.22, postgresql 15" -> [{name, version}]
@@ -109,7 +136,8 @@ async function deleteImage(image, done) {
     if (err.status === 409) {
       const d = err.details || {};
       const names = (x) => (Array.isArray(x) ? x.join(', ') : x);
-      const users = [d.templates ? `templates ${names(d.templates)}` : '', d.vms ? `VMs ${names(d.vms)}` : '']
+      const users = [d.templates ? `templates ${names(d.templates)}` : '', d.vms ? `VMs ${names(d.vms)}` : '',
+        d.staged ? `staged images ${names(d.staged)}` : '']
         .filter(Boolean).join('; ');
       err.message = `${image.name} is in use and stays: ${err.message}` + (users ? ` (${users})` : '');
     }
@@ -124,7 +152,8 @@ async function imageDetail(id) {
     fill(section, h('h1', {}, `Image ${image.name}`),
       h('p', {}, h('a', { href: '#/images' }, 'All images')),
       h('dl', { className: 'props card', id: 'image-props' },
-        [['State', badge(image.state)], ['OS', os(image)], ['Architecture', image.arch || '—'],
+        [['State', state(image)], ['Kind', image.kind || 'model'], ['Model', modelLink(image)],
+          ['OS', os(image)], ['Architecture', image.arch || '—'],
           ['Applications', apps(image)], ['Minimum RAM', image.min_ram_mb ? mb(image.min_ram_mb) : '—'],
           ['Minimum disk', image.min_disk_gb ? `${image.min_disk_gb} GB` : '—'], ['Format', image.format || '—'],
           ['Size', size(image.size_bytes)],
@@ -132,8 +161,16 @@ async function imageDetail(id) {
           ['Created', when(image.created)], ['Id', h('code', {}, image.id || '—')]]
           .map(([k, v]) => [h('dt', {}, k), h('dd', {}, v)])),
       image.fault ? h('p', { className: 'fault', role: 'alert' }, image.fault) : null,
-      isPlatform() ? h('div', { className: 'actions' }, h('button', { type: 'button', className: 'danger',
-        onclick: () => deleteImage(image, async () => { location.hash = '#/images'; }) }, 'Delete image')) : null);
+      image.sysprep && image.sysprep.operations ? h('section', { className: 'card', id: 'image-sysprep' },
+        h('h2', {}, `Identity stripped (${image.sysprep.method})`),
+        h('ul', {}, image.sysprep.operations.map((o) => h('li', {}, h('strong', {}, o.operation), ': ',
+          o.performed ? 'performed' : ['removed', 'emptied', 'edited']
+            .filter((k) => (o[k] || []).length).map((k) => `${k} ${o[k].join(', ')}`).join('; ') || 'nothing to do')))) : null,
+      isPlatform() ? h('div', { className: 'actions' },
+        image.kind !== 'staged' && image.state === 'READY'
+          ? h('button', { type: 'button', onclick: () => stageImage(image, async () => { location.hash = '#/images'; }) }, 'Stage image') : null,
+        h('button', { type: 'button', className: 'danger',
+          onclick: () => deleteImage(image, async () => { location.hash = '#/images'; }) }, 'Delete image')) : null);
     whileImporting(section, [image], render);
   }
   await render();
@@ -146,18 +183,24 @@ export async function imagesScreen(id) {
   const section = h('section', {});
   async function load() {
     const { images } = await api.get('/v1/images');
-    clear(tbody).append(...images.map((i) => h('tr', { dataset: { image: i.name } },
+    const byId = Object.fromEntries(images.map((i) => [i.id, i.name]));
+    clear(tbody).append(...images.map((i) => h('tr', { dataset: { image: i.name, kind: i.kind || 'model' } },
       h('th', { scope: 'row' }, h('a', { href: '#/images/' + encodeURIComponent(i.id || i.name) }, i.name)),
-      h('td', {}, badge(i.state)), h('td', {}, os(i)), h('td', {}, apps(i)),
+      h('td', {}, i.kind || 'model'), h('td', {}, modelLink(i, byId)),
+      h('td', {}, state(i)), h('td', {}, os(i)), h('td', {}, apps(i)),
       h('td', {}, i.min_ram_mb ? mb(i.min_ram_mb) : '—'), h('td', {}, i.min_disk_gb ? `${i.min_disk_gb} GB` : '—'),
       h('td', {}, size(i.size_bytes)),
-      isPlatform() ? h('td', {}, h('button', { type: 'button', className: 'danger', 'aria-label': `Delete ${i.name}`,
-        onclick: () => deleteImage(i, load) }, 'Delete')) : null)));
-    if (!images.length) tbody.append(h('tr', {}, h('td', { colspan: 8 }, 'No images yet.')));
+      isPlatform() ? h('td', {},
+        i.kind !== 'staged' && i.state === 'READY'
+          ? h('button', { type: 'button', 'aria-label': `Stage ${i.name}`, onclick: () => stageImage(i, load) }, 'Stage') : null,
+        ' ',
+        h('button', { type: 'button', className: 'danger', 'aria-label': `Delete ${i.name}`,
+          onclick: () => deleteImage(i, load) }, 'Delete')) : null)));
+    if (!images.length) tbody.append(h('tr', {}, h('td', { colspan: 10 }, 'No images yet.')));
     whileImporting(section, images, load);
   }
   await load();
-  const cols = ['Name', 'State', 'OS', 'Applications', 'Min RAM', 'Min disk', 'Size'];
+  const cols = ['Name', 'Kind', 'Model', 'State', 'OS', 'Applications', 'Min RAM', 'Min disk', 'Size'];
   if (isPlatform()) cols.push('');
   fill(section, h('h1', {}, 'Images'),
     h('table', { id: 'images' }, h('thead', {}, h('tr', {}, cols.map((c) => h('th', { scope: 'col' }, c)))), tbody),
