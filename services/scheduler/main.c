@@ -175,6 +175,7 @@ int main(int argc, char **argv)
     config_declare(c, "max_alternates", "2", 0);
     config_declare(c, "max_claim_attempts", "16", 0);
     config_declare(c, "max_vms_per_host", "0", 0);
+    config_declare(c, "max_vms_hosts", "", 0);
 
     scheduler_t self = { .service = service };
     int rc = 1;
@@ -200,6 +201,12 @@ int main(int argc, char **argv)
         goto done;
     }
     pc.pack = streq(weigher, "pack");
+    pc.max_vms_hosts = config_get(c, "max_vms_hosts");
+    if (placement_max_vms_hosts_valid(pc.max_vms_hosts) != 0) {
+        log_error(NULL, "max_vms_hosts must be host=N[,host=N...] with N from 0 to 1000000",
+                  "{s:s}", "max_vms_hosts", pc.max_vms_hosts);
+        goto done;
+    }
     pc.max_hosts = (int)max_hosts;
     pc.max_exclude = (int)max_exclude;
     pc.max_alternates = (int)max_alternates;

@@ -42,7 +42,8 @@
     VMs per host and placement rules. Each host's `claims` field counts the claims on it
     (the claim script moves it with the claim, the release script takes it down); the copy
     follows it from host.usage events, so the max_vms filter is one comparison per host, and
-    the claim script refuses a claim that would pass max_vms_per_host, so two schedulers
+    the claim script refuses a claim that would pass the host's limit (its max_vms_hosts entry,
+    else max_vms_per_host: passed with each claim), so two schedulers
     cannot both place the last VM a host may take. A request's placement rule (affinity: all
     its VMs on one host; anti-affinity: each on another) is kept in berth:request-hosts:{<id>}
     (vm -> host), written by the claim in its step and forgotten by the release: a decision
@@ -117,7 +118,8 @@ typedef struct {
     int64_t claims;                  /* claims on it (the claim script's count) */
     char hypervisor[HYPERVISOR_MAX]; /* as its agent reports it (libvirt's driver name: TEST, QEMU)
                                       */
-    unsigned peers; /* == placement_t.peers_stamp: a VM of the request is claimed here */
+    unsigned peers;  /* == placement_t.peers_stamp: a VM of the request is claimed here */
+    int64_t max_vms; /* claims it may hold: its max_vms_hosts entry, else max_vms_per_host */
 } s_host_t;
 
 typedef struct {
@@ -126,6 +128,12 @@ typedef struct {
     const char *id; /* tie-break, for a stable order */
     int reserved;   /* the group's unclaimed reservation here: 2 covers the flavor, 1 part */
 } s_candidate_t;
+
+/* One host's own limit of claims (max_vms_hosts). */
+typedef struct {
+    char id[PLACEMENT_ID_MAX];
+    int64_t max;
+} s_limit_t;
 
 struct _placement_t {
     store_t *store; /* borrowed */
@@ -153,6 +161,8 @@ struct _placement_t {
     int n_peers;                 /* the request's other VMs with a claim (0 without a rule) */
     const char *previous;        /* the host the VM's claim is on ("" none): counted there */
     int rule_why;                /* the filter of the claim script's last AFFINITY answer */
+    s_limit_t *limits;           /* max_vms_hosts, parsed */
+    int n_limits;
 };
 
 /* Per request: the group's share of the target host's and the any-host reservations. */
@@ -183,6 +193,44 @@ void placement_config_defaults(placement_config_t *config)
                                     .max_disk_gb = LIMIT_DISK_GB_MAX };
 }
 
+/* Parse text ("host=N,host=N") into limits (room for n_max; NULL: only check). The number
+   of entries, or -1 when text is not such a list. */
+static int s_limits(const char *text, s_limit_t *limits, int n_max)
+{
+    int n = 0;
+    const char *p = text ? text : "";
+    while (*p) {
+        const char *end = strchr(p, ',');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        const char *eq = memchr(p, '=', len);
+        char number[24];
+        int64_t max = 0;
+        size_t id_len = eq ? (size_t)(eq - p) : 0, num_len = eq ? len - id_len - 1 : 0;
+        if (!eq || id_len == 0 || id_len >= PLACEMENT_ID_MAX || num_len == 0 ||
+            num_len >= sizeof number)
+            return -1;
+        memcpy(number, eq + 1, num_len);
+        number[num_len] = '\0';
+        if (util_parse_int(number, 0, 1000000, &max) != 0)
+            return -1;
+        if (limits && n < n_max) {
+            memcpy(limits[n].id, p, id_len);
+            limits[n].id[id_len] = '\0';
+            limits[n].max = max;
+        }
+        n++;
+        p += len + (end ? 1 : 0);
+        if (end && !*p)
+            return -1; /* a trailing comma */
+    }
+    return n;
+}
+
+int placement_max_vms_hosts_valid(const char *text)
+{
+    return s_limits(text, NULL, 0) < 0 ? -1 : 0;
+}
+
 placement_t *placement_new(store_t *store, const placement_config_t *config)
 {
     assert(store && config);
@@ -192,7 +240,15 @@ placement_t *placement_new(store_t *store, const placement_config_t *config)
         return NULL;
     self->store = store;
     self->config = *config;
+    self->config.max_vms_hosts = NULL; /* borrowed: parsed here, not kept */
     self->previous = "";
+    int n_limits = s_limits(config->max_vms_hosts, NULL, 0);
+    self->limits = n_limits > 0 ? calloc((size_t)n_limits, sizeof *self->limits) : NULL;
+    if (n_limits < 0 || (n_limits > 0 && !self->limits)) {
+        free(self);
+        return NULL;
+    }
+    self->n_limits = s_limits(config->max_vms_hosts, self->limits, n_limits);
     snprintf(self->ratios[0], sizeof self->ratios[0], "%.17g", config->ram_ratio);
     snprintf(self->ratios[1], sizeof self->ratios[1], "%.17g", config->cpu_ratio);
     snprintf(self->ratios[2], sizeof self->ratios[2], "%.17g", config->disk_ratio);
@@ -207,6 +263,7 @@ void placement_destroy(placement_t **self_p)
         free(self->names);
         free(self->candidates);
         free(self->reserve);
+        free(self->limits);
         free(self);
         *self_p = NULL;
     }
@@ -504,8 +561,16 @@ int placement_refresh(placement_t *self)
     util_strlcpy(self->cursor, cursor, sizeof self->cursor);
     self->added = added;
     int64_t now = util_now_ms();
-    for (int i = 0; i < kept; i++)
+    for (int i = 0; i < kept; i++) {
         hosts[i].expired = now - hosts[i].last_seen_ms > self->config.host_timeout_ms;
+        hosts[i].max_vms = self->config.max_vms_per_host;
+    }
+    /* Hosts with a limit of their own (few: a lookup each). */
+    for (int k = 0; k < self->n_limits; k++) {
+        s_host_t *h = bsearch(self->limits[k].id, hosts, (size_t)kept, sizeof *hosts, s_host_by_id);
+        if (h)
+            h->max_vms = self->limits[k].max;
+    }
     self->loaded_at = util_mono_ms();
     return 0;
 }
@@ -776,8 +841,7 @@ static int s_filter(const placement_t *self, const s_host_t *h, const Berth__Sel
     if (s_reserved(self, h, req))
         return F_RESERVED;
     /* The VM's own claim on h (a shelved VM placed again there) is counted already. */
-    int64_t max_vms = self->config.max_vms_per_host;
-    if (max_vms > 0 && h->claims - (strcmp(self->previous, h->id) == 0) >= max_vms)
+    if (h->max_vms > 0 && h->claims - (strcmp(self->previous, h->id) == 0) >= h->max_vms)
         return F_MAX_VMS;
     /* The request's other VMs: affinity wants the host they are on, anti-affinity another. */
     int peers_here = self->n_peers > 0 && h->peers == self->peers_stamp;
@@ -964,7 +1028,7 @@ static int s_claim(placement_t *self, const Berth__SelectHost *req, s_host_t *h,
     char peers_key[KEYS_MAX], max_vms[24];
     if (*rule)
         keys_build(peers_key, KEYS_REQUEST_HOSTS, req->request, NULL);
-    snprintf(max_vms, sizeof max_vms, "%lld", (long long)self->config.max_vms_per_host);
+    snprintf(max_vms, sizeof max_vms, "%lld", (long long)h->max_vms);
     const Berth__Resources *f = req->flavor;
     char claim_key[KEYS_MAX], host_key[KEYS_MAX], prev_key[KEYS_MAX], res_key[KEYS_MAX],
         prev_res_key[KEYS_MAX];

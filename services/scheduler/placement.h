@@ -5,7 +5,8 @@
       hypervisor     its hypervisor is SelectHost.hypervisor (without case; empty: any)
       ram, vcpus, disk  free capacity, with the overcommit ratios
       reserved       other groups' reservations (on the host, or the any-host pool) stay free
-      max_vms        fewer claims on it than max_vms_per_host (0: no limit)
+      max_vms        fewer claims on it than its max_vms_hosts limit, else max_vms_per_host
+                     (0: no limit)
       affinity       SelectHost.placement "affinity": the host the request's other VMs are on
       anti_affinity  "anti-affinity": a host none of the request's other VMs is on
     then a weigher (the VM's group's own reservation first, then free RAM: spread, or pack, a
@@ -47,10 +48,17 @@ typedef struct {
     int64_t max_vcpus;        /* largest flavor accepted (default: lib/limit.h's) */
     int64_t max_ram_mb;
     int64_t max_disk_gb;
+    /* Hosts' own limits over max_vms_per_host: "host=N,host=N" (NULL or "": none); borrowed,
+       read by placement_new. */
+    const char *max_vms_hosts;
 } placement_config_t;
 
 /* The documented defaults (ratios RAM 1.0, vCPU 4.0, disk 1.0; host timeout 3 s, ...). */
 void placement_config_defaults(placement_config_t *config);
+
+/* 0 when text is a list of per-host limits as max_vms_hosts takes it ("host=N,host=N", N from
+   0 to 1000000, 0: no limit on that host; NULL or "": none), else -1. */
+int placement_max_vms_hosts_valid(const char *text);
 
 typedef struct {
     char host[PLACEMENT_ID_MAX];

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """The scheduler's filters beyond capacity, through the REST API and the CLI, with three
-simulated hosts, two scheduler instances placing at once and max_vms_per_host 2:
+simulated hosts, two scheduler instances placing at once, max_vms_per_host 2 and host-3's own
+limit 3 (max_vms_hosts):
 
 - a template's hypervisor: "qemu" finds no host (the simulated hosts are libvirt's test
   driver), the VM ends ERROR with "no valid host" counting every host under `hypervisor`;
@@ -8,10 +9,11 @@ simulated hosts, two scheduler instances placing at once and max_vms_per_host 2:
 - anti-affinity (asked with the CLI's --placement): 3 VMs on 3 hosts land on 3 different
   hosts; 4 VMs: 3 land apart and the 4th ends ERROR counting the 3 hosts under
   `anti_affinity`;
-- affinity: 2 VMs land on one host; 3 VMs: 2 land on one host, the third ends ERROR (that
-  host is full under `max_vms`, the others are removed by `affinity`);
-- max VMs per host: 7 VMs without a rule on 3 hosts of at most 2 each: 6 land, 2 per host,
-  the 7th counts the 3 hosts under `max_vms`; a bad placement value is refused (400).
+- affinity: 2 VMs land on one host; 3 VMs: 2 land on one host (host-1: equal hosts are
+  taken in id order), the third ends ERROR (that host is full under `max_vms`, the others are
+  removed by `affinity`);
+- max VMs per host: 8 VMs without a rule on hosts taking 2, 2 and 3: 7 land, as many per
+  host, the 8th counts the 3 hosts under `max_vms`; a bad placement value is refused (400).
 
 Run: BERTH_BIN_DIR=build/bin python3 tests/integration/test_filters.py
 """
@@ -39,7 +41,7 @@ class Filters(PlatformCase):
     wait_hosts = 3
     agent_env = HOST
     instances = {"scheduler": 2}
-    platform_env = {"BERTH_MAX_VMS_PER_HOST": "2"}
+    platform_env = {"BERTH_MAX_VMS_PER_HOST": "2", "BERTH_MAX_VMS_HOSTS": "host-3=3"}
 
     @classmethod
     def setUpClass(cls):
@@ -143,11 +145,13 @@ class Filters(PlatformCase):
         self.assertEqual(r.status, 400, r)
         self.assertEqual(r.json()["error"]["details"].get("field"), "placement", r)
 
-        active, error = self.settle(self.ask("many", 7))
-        self.assertEqual((len(active), len(error)), (6, 1), error)
-        per_host = collections.Counter(v["host"] for v in active)
-        self.assertEqual(sorted(per_host.values()), [2, 2, 2], per_host)
-        self.assertIn("max_vms: 3", error[0]["fault"])
+        active, error = self.settle(self.ask("many", 8))
+        self.assertEqual((len(active), len(error)), (7, 1), error)
+        names = {h["id"]: h["name"] for h in self.api.hosts().values()}
+        per_host = collections.Counter(names[v["host"]] for v in active)
+        self.assertEqual(per_host, {"host-1": 2, "host-2": 2, "host-3": 3})
+        for vm in error:
+            self.assertIn("max_vms: 3", vm["fault"])
         self.dispose_all(active)
         # Disposed, their hosts take VMs again.
         active, error = self.settle(self.ask("again", 3))

@@ -393,6 +393,22 @@ static void test_hypervisor_rules_max_vms(void **state)
                      PLACEMENT_BAD_REQUEST);
     assert_string_equal(error_detail_get(&error, "field"), "hypervisor");
     placement_destroy(&p);
+
+    /* A host's own limit (max_vms_hosts) over the platform's: sim1 may take 3, sim2 none
+       but those it has (0 on kvm: no limit there). */
+    assert_int_equal(placement_max_vms_hosts_valid("sim1=3,sim2=2,kvm=0"), 0);
+    assert_int_equal(placement_max_vms_hosts_valid(""), 0);
+    const char *bad[] = { "sim1", "sim1=", "=3", "sim1=-1", "sim1=x", "sim1=3,", "sim1=2000000" };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
+        assert_int_equal(placement_max_vms_hosts_valid(bad[i]), -1);
+    c.max_vms_hosts = "sim1=3";
+    p = placement_new(f->store, &c);
+    assert_non_null(p);
+    assert_int_equal(s_select_rule(p, 8, "test", "", "", &res, &error), 0);
+    assert_string_equal(res.host, "sim1");
+    assert_int_equal(s_select_rule(p, 9, "test", "", "", &res, &error), PLACEMENT_NO_VALID_HOST);
+    assert_string_equal(error_detail_get(&error, "max_vms"), "2");
+    placement_destroy(&p);
 }
 
 static void test_ratios(void **state)
