@@ -43,8 +43,8 @@
     (the claim script moves it with the claim, the release script takes it down); the copy
     follows it from host.usage events, so the max_vms filter is one comparison per host, and
     the claim script refuses a claim that would pass the host's limit (its max_vms_hosts entry,
-    else max_vms_per_host: passed with each claim), so two schedulers
-    cannot both place the last VM a host may take. A request's placement rule (affinity: all
+    else max_vms_per_host: passed with each claim), so two schedulers cannot both place the
+    last VM a host may take. A request's placement rule (affinity: all
     its VMs on one host; anti-affinity: each on another) is kept in berth:request-hosts:{<id>}
     (vm -> host), written by the claim in its step and forgotten by the release: a decision
     reads it once (s_peers) and marks the hosts it names, and the claim script checks the rule
@@ -116,8 +116,7 @@ typedef struct {
     int64_t used_vcpus, used_ram_mb, used_disk_gb;
     s_holdings_t res;                /* its reservation hash */
     int64_t claims;                  /* claims on it (the claim script's count) */
-    char hypervisor[HYPERVISOR_MAX]; /* as its agent reports it (libvirt's driver name: TEST, QEMU)
-                                      */
+    char hypervisor[HYPERVISOR_MAX]; /* as its agent reports it (libvirt's driver: TEST, QEMU) */
     unsigned peers;  /* == placement_t.peers_stamp: a VM of the request is claimed here */
     int64_t max_vms; /* claims it may hold: its max_vms_hosts entry, else max_vms_per_host */
 } s_host_t;
@@ -996,7 +995,7 @@ static void s_alternates(placement_t *self, int n, int from, placement_result_t 
 #define NETWORK    4 /* s_claim: the VM's network refuses (gone, or no address free) */
 #define MAC_TAKEN  5 /* s_claim: the MAC picked is in use: pick another */
 #define MAC_TRIES  8 /* MACs picked before giving up (2^-24 odds each on a full platform) */
-#define MAX_VMS    6 /* s_claim: the host holds max_vms_per_host claims already */
+#define MAX_VMS    6 /* s_claim: the host holds as many claims as it may (its max_vms) */
 #define AFFINITY   7 /* s_claim: the request's placement rule refuses the host (self->rule_why) */
 
 /* A random locally administered unicast MAC (the first octet's bits 1 set, 0 clear). */
