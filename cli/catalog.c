@@ -44,13 +44,15 @@ static const char s_create_usage[] =
     "usage: berth template create NAME --vcpus N --ram-mb N --disk-gb N --os OS --image IMAGE\n"
     "         [--lease-days N (30)] [--approval-policy P] [--max-lease-days N]\n"
     "         [--lease-notice-hours N] [--network NET] [--disk linked|full] [--rebuild-on-loss]\n"
-    "  (admins; P: auto, conditional, manager, admin, manager_then_admin; default auto)\n";
+    "         [--hypervisor H]\n"
+    "  (admins; P: auto, conditional, manager, admin, manager_then_admin; default auto;\n"
+    "   H: the hypervisor its VMs need, e.g. qemu or test; default any)\n";
 
 /* berth template create NAME ... (argv[0] "template", argv[1] "create"): POST /v1/templates.
    Numbers are checked here for shape only; the server checks every field and names it. */
 int cli_template_create(cli_t *cli, int argc, char **argv)
 {
-    enum { VCPUS, RAM, DISK, LEASE, MAX_LEASE, NOTICE, OS, IMAGE, POLICY, NET, MODE, REBUILD };
+    enum { VCPUS, RAM, DISK, LEASE, MAX_LEASE, NOTICE, OS, IMAGE, POLICY, NET, MODE, REBUILD, HV };
     cli_opt_t opts[] = { [VCPUS] = { "vcpus", 1, NULL, 0 },
                          [RAM] = { "ram-mb", 1, NULL, 0 },
                          [DISK] = { "disk-gb", 1, NULL, 0 },
@@ -63,6 +65,7 @@ int cli_template_create(cli_t *cli, int argc, char **argv)
                          [NET] = { "network", 1, NULL, 0 },
                          [MODE] = { "disk", 1, NULL, 0 },
                          [REBUILD] = { "rebuild-on-loss", 0, NULL, 0 },
+                         [HV] = { "hypervisor", 1, NULL, 0 },
                          { NULL } };
     const char *pos[1] = { NULL };
     if (cli_parse(argc - 1, argv + 1, opts, pos, 1, 1) != 0 || !opts[VCPUS].set || !opts[RAM].set ||
@@ -97,7 +100,9 @@ int cli_template_create(cli_t *cli, int argc, char **argv)
     static const struct {
         int opt;
         const char *field;
-    } texts[] = { { POLICY, "approval_policy" }, { NET, "network" }, { MODE, "disk" } };
+    } texts[] = {
+        { POLICY, "approval_policy" }, { NET, "network" }, { MODE, "disk" }, { HV, "hypervisor" }
+    };
     for (size_t i = 0; body && i < sizeof texts / sizeof texts[0]; i++)
         if (opts[texts[i].opt].set)
             json_object_set_new(body, texts[i].field, json_string(opts[texts[i].opt].value));
@@ -109,9 +114,10 @@ int cli_template_create(cli_t *cli, int argc, char **argv)
     if (cli->json)
         cli_print_json(answer);
     else {
-        static const char *const first[] = { "id",      "name",       "vcpus",           "ram_mb",
-                                             "disk_gb", "os",         "image",           "disk",
-                                             "network", "lease_days", "approval_policy", NULL };
+        static const char *const first[] = {
+            "id",   "name",    "vcpus",      "ram_mb",          "disk_gb",    "os", "image",
+            "disk", "network", "lease_days", "approval_policy", "hypervisor", NULL
+        };
         cli_print_object(json_object_get(answer, "template"), first);
     }
     json_decref(answer);

@@ -43,7 +43,7 @@ static const s_command_t s_commands[] = {
       "template create NAME --vcpus N --ram-mb N --disk-gb N --os OS --image IMAGE\n"
       "             [--lease-days N (30)] [--approval-policy P] [--network NET]\n"
       "             [--disk linked|full] [--rebuild-on-loss] [--max-lease-days N]\n"
-      "             [--lease-notice-hours N]\n"
+      "             [--lease-notice-hours N] [--hypervisor H]\n"
       "                                    add a template to the catalog (admins)" },
     { "image list", cli_images,
       "image list [--kind model|staged]    images: kind, model, state, OS, applications",
@@ -86,7 +86,7 @@ static const s_command_t s_commands[] = {
       "host maintenance" },
     { "request create", cli_request_cmd,
       "request create TEMPLATE NAME [--count N] [--group G] [--network NET]\n"
-      "             [--ssh-key K]... [--wait]\n"
+      "             [--placement affinity|anti-affinity] [--ssh-key K]... [--wait]\n"
       "               [--timeout S]        ask for VMs (in group G: id or name) with your\n"
       "                                    SSH keys K installed; --wait follows them to\n"
       "                                    ACTIVE",

@@ -270,9 +270,13 @@ static int s_take_ssh_keys(int argc, char **argv, json_t *keys)
 
 int cli_request_cmd(cli_t *cli, int argc, char **argv)
 {
-    cli_opt_t opts[] = { { "count", 1, NULL, 0 },   { "wait", 0, NULL, 0 },
-                         { "timeout", 1, NULL, 0 }, { "group", 1, NULL, 0 },
-                         { "network", 1, NULL, 0 }, { NULL } };
+    cli_opt_t opts[] = { { "count", 1, NULL, 0 },
+                         { "wait", 0, NULL, 0 },
+                         { "timeout", 1, NULL, 0 },
+                         { "group", 1, NULL, 0 },
+                         { "network", 1, NULL, 0 },
+                         { "placement", 1, NULL, 0 },
+                         { NULL } };
     const char *pos[2];
     int64_t count = 1, timeout = DEFAULT_TIMEOUT_S;
     json_t *ssh_keys = json_array();
@@ -281,7 +285,8 @@ int cli_request_cmd(cli_t *cli, int argc, char **argv)
         (opts[0].set && util_parse_int(opts[0].value, INT32_MIN, INT32_MAX, &count) != 0) ||
         (opts[2].set && util_parse_int(opts[2].value, 1, 86400, &timeout) != 0)) {
         fprintf(stderr, "usage: berth request TEMPLATE NAME [--count N] [--group GROUP] "
-                        "[--network NET] [--ssh-key NAME]... [--wait] [--timeout SECONDS]\n");
+                        "[--network NET] [--placement affinity|anti-affinity] [--ssh-key NAME]... "
+                        "[--wait] [--timeout SECONDS]\n");
         json_decref(ssh_keys);
         return 2;
     }
@@ -292,6 +297,8 @@ int cli_request_cmd(cli_t *cli, int argc, char **argv)
         json_object_set_new(ask, "group", json_string(opts[3].value));
     if (opts[4].set) /* instead of the template's; approval says what is wrong with it */
         json_object_set_new(ask, "network", json_string(opts[4].value));
+    if (opts[5].set) /* the VMs' rule between them; the gateway says what is wrong with it */
+        json_object_set_new(ask, "placement", json_string(opts[5].value));
     if (json_array_size(ssh_keys))
         json_object_set(ask, "ssh_keys", ssh_keys);
     json_decref(ssh_keys);

@@ -392,9 +392,10 @@ void catalog_create_template(http_req_t *req)
                                            "rebuild_on_loss",
                                            "network",
                                            "disk",
+                                           "hypervisor",
                                            NULL };
     const char *name, *os = NULL, *image, *approval_policy = NULL, *network = NULL;
-    const char *disk = NULL;
+    const char *disk = NULL, *hypervisor = NULL;
     int64_t vcpus, ram_mb, disk_gb, lease_days, max_lease_days = 0, notice_hours = 0;
     int requires_approval = 0, rebuild = 0;
     /* Types and the limits of lib/limit.h here; the approval service enforces the grammar
@@ -412,7 +413,8 @@ void catalog_create_template(http_req_t *req)
         rest_int(req, "lease_notice_hours", 0, 0, 36500 * 24, &notice_hours) < 0 ||
         rest_bool(req, "rebuild_on_loss", 0, &rebuild) < 0 ||
         rest_str(req, "network", 0, LIMIT_NETWORK_NAME_MAX, &network) < 0 ||
-        rest_str(req, "disk", 0, 16, &disk) < 0)
+        rest_str(req, "disk", 0, 16, &disk) < 0 ||
+        rest_str(req, "hypervisor", 0, 15, &hypervisor) < 0)
         return;
     /* The name becomes part of a Redis key (berth:template-name:<name>). */
     if (!rest_id_ok(name)) {
@@ -432,8 +434,9 @@ void catalog_create_template(http_req_t *req)
     t.max_lease_days = (int32_t)max_lease_days;
     t.lease_notice_ms = notice_hours * 3600000;
     t.rebuild_on_loss = rebuild;
-    t.network = (char *)(network ? network : ""); /* approval checks it exists */
-    t.disk = (char *)(disk ? disk : ""); /* approval checks */
+    t.network = (char *)(network ? network : "");          /* approval checks it exists */
+    t.disk = (char *)(disk ? disk : "");                   /* approval checks */
+    t.hypervisor = (char *)(hypervisor ? hypervisor : ""); /* approval checks its grammar */
     Berth__CreateTemplate ask = BERTH__CREATE_TEMPLATE__INIT;
     ask.template_ = &t;
     ask.actor = req->user;

@@ -82,6 +82,8 @@ static json_t *s_pack(const Berth__Request *r, json_t *vms, json_t *tasks)
     if (view && r->n_ssh_keys)
         json_object_set_new(view, "ssh_keys", sshkeys_view_refs(r->ssh_keys, r->n_ssh_keys));
     if (view)
+        json_object_set_new(view, "placement", view_str(r->placement));
+    if (view)
         s_payload(view, r);
     return view;
 }
@@ -158,16 +160,17 @@ static void s_created(http_req_t *req, ProtobufCMessage *answer)
 
 void requests_create(http_req_t *req)
 {
-    static const char *const allowed[] = { "template", "name",    "count", "group",
-                                           "ssh_keys", "network", NULL };
-    const char *template_ = NULL, *name = NULL, *group = NULL, *network = NULL;
+    static const char *const allowed[] = { "template", "name",    "count",     "group",
+                                           "ssh_keys", "network", "placement", NULL };
+    const char *template_ = NULL, *name = NULL, *group = NULL, *network = NULL, *placement = NULL;
     int64_t count = 1;
     if (rest_body(req, allowed) ||
         rest_str(req, "template", 1, LIMIT_TEMPLATE_REF_MAX, &template_) ||
         rest_str(req, "name", 1, LIMIT_VM_NAME_MAX, &name) ||
         rest_str(req, "group", 0, LIMIT_GROUP_REF_MAX, &group) < 0 ||
         rest_int(req, "count", 0, 1, LIMIT_COUNT_MAX, &count) < 0 ||
-        rest_str(req, "network", 0, LIMIT_NETWORK_NAME_MAX, &network) < 0)
+        rest_str(req, "network", 0, LIMIT_NETWORK_NAME_MAX, &network) < 0 ||
+        rest_str(req, "placement", 0, 16, &placement) < 0)
         return;
     const char *key = http_header(req, "Idempotency-Key");
     if (key && (strlen(key) == 0 || strlen(key) > LIMIT_IDEMPOTENCY_KEY_MAX ||
@@ -196,6 +199,7 @@ void requests_create(http_req_t *req)
     ask.ssh_keys = ssh_keys;
     ask.n_ssh_keys = n_ssh_keys;
     ask.network = (char *)(network ? network : "");
+    ask.placement = (char *)(placement ? placement : ""); /* approval checks */
     rest_call(req, "approval", &ask.base, &berth__request__descriptor, s_created);
     sshkeys_free(ssh_keys, n_ssh_keys);
 }

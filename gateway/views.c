@@ -36,6 +36,8 @@ json_t *view_template(const Berth__Template *t)
         json_object_set_new(view, "network",
                             t->network && *t->network ? json_string(t->network) : json_null());
     if (view)
+        json_object_set_new(view, "hypervisor", view_str(t->hypervisor));
+    if (view)
         json_object_set_new(view, "approval_policy",
                             json_string(t->approval_policy && *t->approval_policy
                                             ? t->approval_policy

@@ -19,13 +19,15 @@
                          needs an outbox per slot or a stream per aggregate;
       placement_claim    the VM's claim with a host (capacity on the host), the hosts'
                          reservation hashes and berth:reservations-any (with every host when
-                         an any-host reservation must be kept free): needs the claim to live
-                         with the host, or a two-phase claim;
+                         an any-host reservation must be kept free), and the hosts of the
+                         VM's request for a placement rule (berth:request-hosts): needs the
+                         claim to live with the host, or a two-phase claim;
       reservations_set   a group with the reservation hashes of the hosts it names (every
                          host's for an any-host reservation);
                          With a network: its hash, its addresses and berth:macs too;
       placement_release  the claim, its host, that host's reservations, berth:reservations-any
-                         (and the claim's network addresses with berth:macs);
+                         (and the claim's network addresses with berth:macs), and the hosts
+                         of the claim's request (berth:request-hosts);
       usage_apply        a batch of VMs' usage with the event stream (XACK) and
                          berth:usage:vms (split the batch by slot);
       usage_rows         usage hashes of many VMs (read only: split by slot);
@@ -186,6 +188,11 @@ typedef enum {
     /* berth:image-staged:<model id>  zset: names of the staged images derived from the model
        image, by created_ms (the stager writes it with each staged image). */
     KEYS_IMAGE_STAGED,
+    /* berth:request-hosts:{<request>}  hash: vm -> host, where each claim of a request with a
+       placement rule (affinity, anti-affinity) is; placement_claim.lua checks the rule against
+       it and records the VM in the claim's step, placement_release.lua forgets the VM with its
+       claim (the hash goes with the request's last claim). */
+    KEYS_REQUEST_HOSTS,
     KEYS_KIND_COUNT
 } keys_kind_t;
 

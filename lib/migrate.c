@@ -95,10 +95,79 @@ static int s_reservation_logs(store_t *store)
     return rc;
 }
 
+/* 2 -> 3: every host's `claims` field counts the claims on it (the max_vms filter and the
+   claim script read it; placement_claim.lua and placement_release.lua keep it from then on).
+   Counted from the claims themselves and written whole, so running it again gives the same;
+   a host holding none is set to 0. */
+static int s_claim_counts(store_t *store)
+{
+    zhashx_t *counts = zhashx_new();
+    if (!counts)
+        return -1;
+    int rc = 0;
+    char cursor[32] = "0";
+    do {
+        redisReply *page = store_command(store, "SCAN %s MATCH berth:claim:{* COUNT 1000", cursor);
+        if (!page || page->type != REDIS_REPLY_ARRAY || page->elements != 2 ||
+            page->element[0]->type != REDIS_REPLY_STRING ||
+            page->element[1]->type != REDIS_REPLY_ARRAY) {
+            if (page)
+                freeReplyObject(page);
+            rc = -1;
+            break;
+        }
+        util_strlcpy(cursor, page->element[0]->str, sizeof cursor);
+        for (size_t i = 0; rc == 0 && i < page->element[1]->elements; i++) {
+            const redisReply *key = page->element[1]->element[i];
+            if (key->type != REDIS_REPLY_STRING)
+                continue;
+            redisReply *host = store_command(store, "HGET %s host", key->str);
+            if (!host || host->type == REDIS_REPLY_ERROR)
+                rc = -1;
+            else if (host->type == REDIS_REPLY_STRING && host->len > 0) {
+                uintptr_t n = (uintptr_t)zhashx_lookup(counts, host->str);
+                zhashx_update(counts, host->str, (void *)(n + 1));
+            }
+            if (host)
+                freeReplyObject(host);
+        }
+        freeReplyObject(page);
+    } while (rc == 0 && strcmp(cursor, "0") != 0);
+    redisReply *ids = rc == 0 ? store_command(store, "SMEMBERS %s", KEYS_HOSTS) : NULL;
+    if (rc == 0 && (!ids || ids->type != REDIS_REPLY_ARRAY))
+        rc = -1;
+    for (size_t i = 0; rc == 0 && i < ids->elements; i++) {
+        const redisReply *id = ids->element[i];
+        if (id->type != REDIS_REPLY_STRING)
+            continue;
+        char key[KEYS_MAX], n[24];
+        snprintf(n, sizeof n, "%lu", (unsigned long)(uintptr_t)zhashx_lookup(counts, id->str));
+        keys_host(key, id->str);
+        /* A host listed but never described stays so (no hash made for it). */
+        redisReply *e = store_command(store, "EXISTS %s", key);
+        redisReply *w = e && e->type == REDIS_REPLY_INTEGER && e->integer == 1
+                            ? store_command(store, "HSET %s claims %s", key, n)
+                            : NULL;
+        if (!e || e->type != REDIS_REPLY_INTEGER || (e->integer == 1 && !w) ||
+            (w && w->type == REDIS_REPLY_ERROR))
+            rc = -1;
+        if (e)
+            freeReplyObject(e);
+        if (w)
+            freeReplyObject(w);
+    }
+    if (ids)
+        freeReplyObject(ids);
+    zhashx_destroy(&counts);
+    return rc;
+}
+
 /* The steps of this build, oldest first. */
 static const migrate_step_t s_steps[] = {
     { 1, "reservation logs: a group that reserves capacity has its berth:reservation-log",
       s_reservation_logs },
+    { 2, "claim counts: every host counts the claims on it (berth:host:<id> claims)",
+      s_claim_counts },
     { 0, NULL, NULL }
 };
 

@@ -10,8 +10,9 @@
 
 /* The key layout this build reads and writes. Version 1 is the first release's layout (its
    stores have no berth:schema key); a change to lib/keys.h that moves data adds a step.
-   Version 2: every group that reserves capacity has a reservation log. */
-#define MIGRATE_VERSION 2
+   Version 2: every group that reserves capacity has a reservation log.
+   Version 3: every host counts the claims on it (berth:host:<id> claims). */
+#define MIGRATE_VERSION 3
 
 #define MIGRATE_NEWER 1 /* migrate_run: the data is newer than this build can read */
 

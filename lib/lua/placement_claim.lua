@@ -4,13 +4,23 @@
 --       none), 4 the event stream, 5 the target's reservations, 6 the reservations of the
 --       host the claim is on now, 7 the any-host reservations, then pairs (host, its
 --       reservations) of every host the caller knows: passed when an any-host reservation
---       may have to be kept free (the pool check below); last, with a network (ARGV[14]),
---       the network's hash, its addresses (ip -> vm) and the MACs in use (mac -> vm).
+--       may have to be kept free (the pool check below); then, with a network (ARGV[14]),
+--       the network's hash, its addresses (ip -> vm) and the MACs in use (mac -> vm); last,
+--       with a placement rule (ARGV[17]), the hosts of the VM's request (vm -> host).
 -- ARGV: 1 host id, 2 vcpus, 3 ram_mb, 4 disk_gb, 5 now_ms, 6 host_timeout_ms, 7-9 ram/cpu/
 --       disk ratios, 10 the host the caller saw the claim on ('' = no claim), 11 vm id,
 --       12 the VM's group, 13 the platform clock's now (lib/clock.h: the events' at_ms; ARGV[5]
 --       is real time, which heartbeats' last_seen_ms are compared with), 14 the network the
---       VM gets an address on ('' or absent: none), 15 the MAC to give it (the caller's pick).
+--       VM gets an address on ('' or absent: none), 15 the MAC to give it (the caller's pick),
+--       16 the most claims the target may hold ('', absent or 0: no limit), 17 the placement
+--       rule between the VMs of the request ('affinity', 'anti-affinity'; '' or absent: none),
+--       18 the request's id (kept in the claim, so that its release forgets the VM there).
+-- VMs per host: the host's `claims` field counts the claims on it (this script moves it with
+-- the claim, placement_release.lua takes it down); a claim that would make it exceed ARGV[16]
+-- answers {'MAX_VMS', claims}. A placement rule is checked against the other VMs of the
+-- request in the request's hosts: affinity wants every one on the target, anti-affinity none;
+-- a breach answers {'AFFINITY', 'affinity' | 'anti_affinity'}; the claim records its host
+-- there. Both answers write nothing.
 -- Addresses: the pool is every address of the network's cidr but the network address, the
 -- broadcast and the gateway; the first free one from as far in as the pool is full (wrapping
 -- round) is taken, in this step, with the claim. A
@@ -28,7 +38,7 @@
 -- answers {'POOL'} and the caller calls again with them.
 -- Moving a claim off a host the caller now excludes gives the old host its share (and the
 -- reservations their part) back in the same step. Each host whose usage changed gets its
--- version bumped and a host.usage event. Returns {'OK', used_vcpus, used_ram_mb,
+-- version bumped and a host.usage event (with the host's claims count). Returns {'OK', used_vcpus, used_ram_mb,
 -- used_disk_gb, ip, mac} of the target (ip and mac '' without a network), {'CHANGED', host} when the claim moved meanwhile,
 -- {'REJECTED', 8 host fields} when the host no longer fits (state, last_seen_ms, cap_* then
 -- used_*), {'RESERVED', resource} when only reservations of other groups stand in the way
@@ -80,19 +90,23 @@ local function give_back(key, g, amounts)
 end
 
 local function usage(key, host, change)
-  local u = redis.call('HMGET', key, 'used_vcpus', 'used_ram_mb', 'used_disk_gb')
+  local u = redis.call('HMGET', key, 'used_vcpus', 'used_ram_mb', 'used_disk_gb', 'claims')
   local v = redis.call('HINCRBY', key, 'version', 1)
   redis.call('XADD', KEYS[4], '*', 'type', 'host.usage',
     'key', key, 'host', host, 'vm', ARGV[11], 'change', change, 'used_vcpus',
     u[1] or '0', 'used_ram_mb', u[2] or '0', 'used_disk_gb', u[3] or '0',
-    'version', v, 'at_ms', ARGV[13])
+    'claims', u[4] or '0', 'version', v, 'at_ms', ARGV[13])
 end
 
 local function up(h) return h[1] == 'UP' and now - n(h[2]) <= timeout end
 
 local net = ARGV[14] or ''
+local max_vms = n(ARGV[16])
+local rule = ARGV[17] or ''
 local npool = #KEYS
-if net ~= '' then npool = #KEYS - 3 end
+if rule ~= '' then npool = npool - 1 end
+local PEERS = KEYS[#KEYS]
+if net ~= '' then npool = npool - 3 end
 local NET, ADDRS, MACS = KEYS[npool + 1], KEYS[npool + 2], KEYS[npool + 3]
 
 -- a.b.c.d as a number (nil when it is not one).
@@ -146,6 +160,26 @@ if not ok then
   local row = {'REJECTED'}
   for j = 1, 8 do row[j + 1] = h[j] or '' end
   return row
+end
+
+-- VMs per host: the claim counts on the target unless it is there already.
+if max_vms > 0 then
+  local count = n(redis.call('HGET', KEYS[2], 'claims'))
+  if cur == ARGV[1] then count = count - 1 end
+  if count + 1 > max_vms then return {'MAX_VMS', tostring(count)} end
+end
+
+-- The request's placement rule, against where its other VMs' claims are.
+if rule ~= '' then
+  local peers = redis.call('HGETALL', PEERS)
+  for i = 1, #peers, 2 do
+    if peers[i] ~= ARGV[11] then
+      if rule == 'anti-affinity' and peers[i + 1] == ARGV[1] then
+        return {'AFFINITY', 'anti_affinity'}
+      end
+      if rule == 'affinity' and peers[i + 1] ~= ARGV[1] then return {'AFFINITY', 'affinity'} end
+    end
+  end
 end
 
 -- Which reservations the claim takes from: the group's on the host, then its any-host one.
@@ -214,8 +248,12 @@ if cur ~= '' and redis.call('EXISTS', KEYS[3]) == 1 then
     give_back(KEYS[6], old[4], {n(old[5]), n(old[6]), n(old[7])})
     give_back(KEYS[7], old[4], {n(old[8]), n(old[9]), n(old[10])})
   end
+  if redis.call('HINCRBY', KEYS[3], 'claims', -1) < 0 then
+    redis.call('HSET', KEYS[3], 'claims', 0)
+  end
   usage(KEYS[3], cur, 'release')
 end
+redis.call('HINCRBY', KEYS[2], 'claims', 1)
 local u = {}
 for j = 1, 3 do
   u[j] = redis.call('HINCRBY', KEYS[2], U[j], want[j])
@@ -230,6 +268,10 @@ if net ~= '' then
   redis.call('HSET', ADDRS, ip, ARGV[11])
   redis.call('HSET', MACS, mac, ARGV[11])
   redis.call('HSET', KEYS[1], 'network', net, 'ip', ip, 'mac', mac)
+end
+if rule ~= '' then
+  redis.call('HSET', PEERS, ARGV[11], ARGV[1])
+  redis.call('HSET', KEYS[1], 'request', ARGV[18] or '')
 end
 usage(KEYS[2], ARGV[1], 'claim')
 return {'OK', u[1], u[2], u[3], ip, mac}

@@ -8,7 +8,10 @@
 -- VM whose build is retried elsewhere, or that ended ERROR, keeps it until its disposal).
 -- KEYS: the claim, the host the caller read from it, the event stream, that host's
 --       reservations, the any-host reservations; with a network (ARGV[5]) the network's
---       addresses (ip -> vm) and the MACs in use (mac -> vm).
+--       addresses (ip -> vm) and the MACs in use (mac -> vm); then (8) the hosts of the
+--       request the claim names (its `request` field: placement_claim.lua), if it names one.
+-- A full release takes the host's `claims` count down by one and forgets the VM in its
+-- request's hosts; shelving and keep_address keep both (the claim stays on the host).
 -- ARGV: that host's id, vm id, now_ms, keep_disk ('1'; absent or '' = release it all), the
 --       network the caller read from the claim ('' or absent: none), keep_address ('1').
 -- Returns 'RELEASED', 'NONE' (no claim) or 'CHANGED' (the claim is on another host or
@@ -16,7 +19,7 @@
 local function n(v) return tonumber(v) or 0 end
 local c = redis.call('HMGET', KEYS[1], 'host', 'vcpus', 'ram_mb', 'disk_gb', 'group',
   'res_vcpus', 'res_ram_mb', 'res_disk_gb', 'any_vcpus', 'any_ram_mb', 'any_disk_gb',
-  'network', 'ip', 'mac')
+  'network', 'ip', 'mac', 'request')
 if not c[1] then return 'NONE' end
 if c[1] ~= ARGV[1] or (c[12] or '') ~= (ARGV[5] or '') then return 'CHANGED' end
 local keep = ARGV[4] == '1'
@@ -52,12 +55,15 @@ if redis.call('EXISTS', KEYS[2]) == 1 then
        and redis.call('HINCRBY', KEYS[2], f[j], '-' .. v) < 0 then
       redis.call('HSET', KEYS[2], f[j], 0) end
   end
-  local u = redis.call('HMGET', KEYS[2], f[1], f[2], f[3])
+  if not keep and not bare and redis.call('HINCRBY', KEYS[2], 'claims', -1) < 0 then
+    redis.call('HSET', KEYS[2], 'claims', 0)
+  end
+  local u = redis.call('HMGET', KEYS[2], f[1], f[2], f[3], 'claims')
   local v = redis.call('HINCRBY', KEYS[2], 'version', 1)
   redis.call('XADD', KEYS[3], '*', 'type',
     'host.usage', 'key', KEYS[2], 'host', ARGV[1], 'vm', ARGV[2], 'change',
     keep and 'shrink' or 'release', 'used_vcpus', u[1] or '0', 'used_ram_mb', u[2] or '0',
-    'used_disk_gb', u[3] or '0', 'version', v, 'at_ms', ARGV[3])
+    'used_disk_gb', u[3] or '0', 'claims', u[4] or '0', 'version', v, 'at_ms', ARGV[3])
 end
 if keep then
   redis.call('HSET', KEYS[1], 'vcpus', 0, 'ram_mb', 0)
@@ -77,6 +83,7 @@ else
       redis.call('HDEL', KEYS[7], c[14])
     end
   end
+  if c[15] and c[15] ~= '' and #KEYS >= 8 then redis.call('HDEL', KEYS[8], ARGV[2]) end
   redis.call('DEL', KEYS[1])
 end
 return 'RELEASED'

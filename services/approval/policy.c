@@ -175,6 +175,20 @@ int policy_check_template(const policy_t *self, const Berth__Template *t, fault_
         return error_field(fault, "network", "network must be a network's name");
     if (t->disk && *t->disk && strcmp(t->disk, "linked") != 0 && strcmp(t->disk, "full") != 0)
         return error_field(fault, "disk", "disk must be linked or full");
+    /* The hypervisor its VMs need (the scheduler compares it with the hosts' without case). */
+    if (t->hypervisor && *t->hypervisor && !s_token(t->hypervisor, POLICY_HYPERVISOR_MAX, NULL))
+        return error_field(fault, "hypervisor",
+                           "hypervisor must be 1 to %d characters of letters, digits, '.', '_', "
+                           "'-' (a libvirt driver name: qemu, test)",
+                           POLICY_HYPERVISOR_MAX);
+    return 0;
+}
+
+int policy_check_placement(const char *placement, fault_t *fault)
+{
+    if (placement && *placement && strcmp(placement, "affinity") != 0 &&
+        strcmp(placement, "anti-affinity") != 0)
+        return error_field(fault, "placement", "placement must be affinity or anti-affinity");
     return 0;
 }
 

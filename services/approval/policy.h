@@ -16,6 +16,7 @@
 #define POLICY_TEMPLATE_NAME_MAX LIMIT_TEMPLATE_NAME_MAX
 #define POLICY_KEY_MAX           LIMIT_IDEMPOTENCY_KEY_MAX
 #define POLICY_OWNER_MAX         LIMIT_USER_NAME_MAX
+#define POLICY_HYPERVISOR_MAX    15 /* a hypervisor name (the scheduler keeps 15 and a NUL) */
 
 typedef struct {
     int max_count;              /* most VMs one request may ask for */
@@ -54,5 +55,9 @@ int policy_check_reason(const policy_t *self, const char *text, fault_t *fault);
 
 /* The number of VMs a request really asks for (0 means 1), or -1 with a fault naming count. */
 int policy_count(const policy_t *self, int32_t count, fault_t *fault);
+
+/* A request's placement rule between its VMs: "" (none), "affinity" (all on one host) or
+   "anti-affinity" (each on another host); BAD_REQUEST naming placement otherwise. */
+int policy_check_placement(const char *placement, fault_t *fault);
 
 #endif

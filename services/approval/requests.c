@@ -319,6 +319,12 @@ static void s_body_hash(const Berth__CreateRequest *msg, int count, char out[S_B
         crypto_hash_sha256_update(&st, (const unsigned char *)":net:", 5);
         crypto_hash_sha256_update(&st, (const unsigned char *)msg->network, strlen(msg->network));
     }
+    /* The placement rule asked for (none: the hash a request without one always had). */
+    if (msg->placement && *msg->placement) {
+        crypto_hash_sha256_update(&st, (const unsigned char *)":placement:", 11);
+        crypto_hash_sha256_update(&st, (const unsigned char *)msg->placement,
+                                  strlen(msg->placement));
+    }
     /* The keys asked for, by fingerprint (none: the hash a request without keys always had). */
     for (size_t i = 0; i < msg->n_ssh_keys; i++) {
         const char *fp = msg->ssh_keys[i]->fingerprint ? msg->ssh_keys[i]->fingerprint : "";
@@ -421,7 +427,7 @@ int requests_create(store_t *store, const policy_t *policy, const Berth__CreateR
         policy_check_vm_name(msg->name, fault) != 0 ||
         (count = policy_count(policy, msg->count, fault)) < 0 ||
         policy_check_idempotency_key(msg->idempotency_key, fault) != 0 ||
-        s_check_ssh_keys(msg, fault) != 0)
+        policy_check_placement(msg->placement, fault) != 0 || s_check_ssh_keys(msg, fault) != 0)
         return -1;
 
     int64_t now = clock_now_ms();     /* stamps */
@@ -527,6 +533,7 @@ int requests_create(store_t *store, const policy_t *policy, const Berth__CreateR
     req.steps = approved ? auto_steps : NULL;
     req.n_ssh_keys = msg->n_ssh_keys;
     req.ssh_keys = msg->ssh_keys;
+    req.placement = msg->placement ? msg->placement : "";
 
     /* The template and the group must still be there when the transaction runs, and the
        owner's place in the group what it was when read. */
@@ -563,6 +570,8 @@ int requests_create(store_t *store, const policy_t *policy, const Berth__CreateR
         vm->lease_days = tmpl->lease_days;
         vm->rebuild_on_loss = tmpl->rebuild_on_loss;
         vm->disk = tmpl->disk;
+        vm->hypervisor = tmpl->hypervisor;
+        vm->placement = msg->placement ? msg->placement : "";
         vm->n_ssh_keys = msg->n_ssh_keys;
         vm->ssh_keys = msg->ssh_keys;
         vm->network = vnet;

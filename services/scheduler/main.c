@@ -1,7 +1,8 @@
 /*  berth-scheduler: places VMs on hosts. SelectHost runs the filters (host up, not excluded,
-    RAM, vCPU, disk, other groups' reservations), the weigher (the group's reservation, then
-    free RAM) and the atomic claim (placement.c); ReleaseClaim gives a VM's claim back. Any number
-   of instances may run side by side. */
+    hypervisor, RAM, vCPU, disk, other groups' reservations, max VMs per host, the request's
+    affinity or anti-affinity: placement.h), the weigher (the group's reservation, then free
+    RAM: spread or pack) and the atomic claim (placement.c); ReleaseClaim gives a VM's claim
+    back. Any number of instances may run side by side. */
 #include "metrics.h"
 #include "placement.h"
 #include "service.h"
@@ -173,6 +174,8 @@ int main(int argc, char **argv)
     config_declare(c, "max_exclude", "32", 0);
     config_declare(c, "max_alternates", "2", 0);
     config_declare(c, "max_claim_attempts", "16", 0);
+    config_declare(c, "max_vms_per_host", "0", 0);
+    config_declare(c, "max_vms_hosts", "", 0);
 
     scheduler_t self = { .service = service };
     int rc = 1;
@@ -188,6 +191,7 @@ int main(int argc, char **argv)
         config_int(c, "max_exclude", 0, 1000, &max_exclude) ||
         config_int(c, "max_alternates", 0, PLACEMENT_ALTERNATES_MAX, &max_alternates) ||
         config_int(c, "max_claim_attempts", 1, 100000, &attempts) ||
+        config_int(c, "max_vms_per_host", 0, 1000000, &pc.max_vms_per_host) ||
         s_ratio(c, "ram_ratio", &pc.ram_ratio) || s_ratio(c, "cpu_ratio", &pc.cpu_ratio) ||
         s_ratio(c, "disk_ratio", &pc.disk_ratio))
         goto done;
@@ -197,6 +201,12 @@ int main(int argc, char **argv)
         goto done;
     }
     pc.pack = streq(weigher, "pack");
+    pc.max_vms_hosts = config_get(c, "max_vms_hosts");
+    if (placement_max_vms_hosts_valid(pc.max_vms_hosts) != 0) {
+        log_error(NULL, "max_vms_hosts must be host=N[,host=N...] with N from 0 to 1000000",
+                  "{s:s}", "max_vms_hosts", pc.max_vms_hosts);
+        goto done;
+    }
     pc.max_hosts = (int)max_hosts;
     pc.max_exclude = (int)max_exclude;
     pc.max_alternates = (int)max_alternates;

@@ -39,6 +39,18 @@
     flavor, then part of it), so the group uses its reserved capacity first. A host refused
     only because of other groups' reservations counts under the filter "reserved".
 
+    VMs per host and placement rules. Each host's `claims` field counts the claims on it
+    (the claim script moves it with the claim, the release script takes it down); the copy
+    follows it from host.usage events, so the max_vms filter is one comparison per host, and
+    the claim script refuses a claim that would pass the host's limit (its max_vms_hosts entry,
+    else max_vms_per_host: passed with each claim), so two schedulers cannot both place the
+    last VM a host may take. A request's placement rule (affinity: all
+    its VMs on one host; anti-affinity: each on another) is kept in berth:request-hosts:{<id>}
+    (vm -> host), written by the claim in its step and forgotten by the release: a decision
+    reads it once (s_peers) and marks the hosts it names, and the claim script checks the rule
+    against it again, so concurrent placements of one request's VMs cannot break it. The
+    hypervisor filter compares the host's reported driver name (TEST, QEMU) without case.
+
     Addresses: a VM on a network (SelectHost.network) gets an IPv4 address and a MAC in its
     claim's step (placement_claim.lua takes a free address of the network; the MAC is
     picked here at random, locally administered, and the script refuses one in use). A full
@@ -57,14 +69,29 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #define CHANGED 100 /* internal: the VM's claim changed while we placed it */
 #define ROUNDS  4   /* placements restarted after a concurrent change to the same VM */
 
 /* Filters, in the order they are applied; the index is the counter of removals. */
-enum { F_STATE, F_EXCLUDE, F_RAM, F_VCPUS, F_DISK, F_RESERVED, F_COUNT, F_PASS = -1 };
+enum {
+    F_STATE,
+    F_EXCLUDE,
+    F_RAM,
+    F_VCPUS,
+    F_DISK,
+    F_RESERVED,
+    F_HYPERVISOR,
+    F_MAX_VMS,
+    F_AFFINITY,
+    F_ANTI_AFFINITY,
+    F_COUNT,
+    F_PASS = -1
+};
 
-#define GROUP_ID_MAX 40 /* a group id (a UUID) with its NUL */
+#define GROUP_ID_MAX   40 /* a group id (a UUID) with its NUL */
+#define HYPERVISOR_MAX 16 /* a hypervisor's name with its NUL */
 
 /* One group's unclaimed reservation in a reservation hash (vcpus, ram_mb, disk_gb). */
 typedef struct {
@@ -87,7 +114,11 @@ typedef struct {
     int64_t last_seen_ms;
     int64_t cap_vcpus, cap_ram_mb, cap_disk_gb;
     int64_t used_vcpus, used_ram_mb, used_disk_gb;
-    s_holdings_t res; /* its reservation hash */
+    s_holdings_t res;                /* its reservation hash */
+    int64_t claims;                  /* claims on it (the claim script's count) */
+    char hypervisor[HYPERVISOR_MAX]; /* as its agent reports it (libvirt's driver: TEST, QEMU) */
+    unsigned peers;  /* == placement_t.peers_stamp: a VM of the request is claimed here */
+    int64_t max_vms; /* claims it may hold: its max_vms_hosts entry, else max_vms_per_host */
 } s_host_t;
 
 typedef struct {
@@ -96,6 +127,12 @@ typedef struct {
     const char *id; /* tie-break, for a stable order */
     int reserved;   /* the group's unclaimed reservation here: 2 covers the flavor, 1 part */
 } s_candidate_t;
+
+/* One host's own limit of claims (max_vms_hosts). */
+typedef struct {
+    char id[PLACEMENT_ID_MAX];
+    int64_t max;
+} s_limit_t;
 
 struct _placement_t {
     store_t *store; /* borrowed */
@@ -119,6 +156,12 @@ struct _placement_t {
     char ip[PLACEMENT_IP_MAX];   /* the last claim's address on its network ("" without) */
     char mac[PLACEMENT_MAC_MAX]; /* and its MAC */
     char net_why[160];           /* why the last claim's network refused it */
+    unsigned peers_stamp;        /* this decision's mark on the hosts its request's VMs are on */
+    int n_peers;                 /* the request's other VMs with a claim (0 without a rule) */
+    const char *previous;        /* the host the VM's claim is on ("" none): counted there */
+    int rule_why;                /* the filter of the claim script's last AFFINITY answer */
+    s_limit_t *limits;           /* max_vms_hosts, parsed */
+    int n_limits;
 };
 
 /* Per request: the group's share of the target host's and the any-host reservations. */
@@ -127,8 +170,10 @@ typedef struct {
 } s_split_t;
 
 /* The filters' names, as NO_VALID_HOST's details and message say them (F_* order). */
-static const char *const s_filter_names[F_COUNT] = { "state", "exclude", "ram",
-                                                     "vcpus", "disk",    "reserved" };
+static const char *const s_filter_names[F_COUNT] = { "state",        "exclude", "ram",
+                                                     "vcpus",        "disk",    "reserved",
+                                                     "hypervisor",   "max_vms", "affinity",
+                                                     "anti_affinity" };
 
 void placement_config_defaults(placement_config_t *config)
 {
@@ -141,9 +186,48 @@ void placement_config_defaults(placement_config_t *config)
                                     .max_exclude = 32,
                                     .max_alternates = 2,
                                     .max_attempts = 16,
+                                    .max_vms_per_host = 0,
                                     .max_vcpus = LIMIT_VCPUS_MAX,
                                     .max_ram_mb = LIMIT_RAM_MB_MAX,
                                     .max_disk_gb = LIMIT_DISK_GB_MAX };
+}
+
+/* Parse text ("host=N,host=N") into limits (room for n_max; NULL: only check). The number
+   of entries, or -1 when text is not such a list. */
+static int s_limits(const char *text, s_limit_t *limits, int n_max)
+{
+    int n = 0;
+    const char *p = text ? text : "";
+    while (*p) {
+        const char *end = strchr(p, ',');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        const char *eq = memchr(p, '=', len);
+        char number[24];
+        int64_t max = 0;
+        size_t id_len = eq ? (size_t)(eq - p) : 0, num_len = eq ? len - id_len - 1 : 0;
+        if (!eq || id_len == 0 || id_len >= PLACEMENT_ID_MAX || num_len == 0 ||
+            num_len >= sizeof number)
+            return -1;
+        memcpy(number, eq + 1, num_len);
+        number[num_len] = '\0';
+        if (util_parse_int(number, 0, 1000000, &max) != 0)
+            return -1;
+        if (limits && n < n_max) {
+            memcpy(limits[n].id, p, id_len);
+            limits[n].id[id_len] = '\0';
+            limits[n].max = max;
+        }
+        n++;
+        p += len + (end ? 1 : 0);
+        if (end && !*p)
+            return -1; /* a trailing comma */
+    }
+    return n;
+}
+
+int placement_max_vms_hosts_valid(const char *text)
+{
+    return s_limits(text, NULL, 0) < 0 ? -1 : 0;
 }
 
 placement_t *placement_new(store_t *store, const placement_config_t *config)
@@ -155,6 +239,15 @@ placement_t *placement_new(store_t *store, const placement_config_t *config)
         return NULL;
     self->store = store;
     self->config = *config;
+    self->config.max_vms_hosts = NULL; /* borrowed: parsed here, not kept */
+    self->previous = "";
+    int n_limits = s_limits(config->max_vms_hosts, NULL, 0);
+    self->limits = n_limits > 0 ? calloc((size_t)n_limits, sizeof *self->limits) : NULL;
+    if (n_limits < 0 || (n_limits > 0 && !self->limits)) {
+        free(self);
+        return NULL;
+    }
+    self->n_limits = s_limits(config->max_vms_hosts, self->limits, n_limits);
     snprintf(self->ratios[0], sizeof self->ratios[0], "%.17g", config->ram_ratio);
     snprintf(self->ratios[1], sizeof self->ratios[1], "%.17g", config->cpu_ratio);
     snprintf(self->ratios[2], sizeof self->ratios[2], "%.17g", config->disk_ratio);
@@ -169,6 +262,7 @@ void placement_destroy(placement_t **self_p)
         free(self->names);
         free(self->candidates);
         free(self->reserve);
+        free(self->limits);
         free(self);
         *self_p = NULL;
     }
@@ -391,16 +485,18 @@ int placement_refresh(placement_t *self)
     if (n_ids > (size_t)self->config.max_hosts)
         n_ids = (size_t)self->config.max_hosts;
     static const char *fields[] = { "state",       "last_seen_ms", "cap_vcpus",   "cap_ram_mb",
-                                    "cap_disk_gb", "used_vcpus",   "used_ram_mb", "used_disk_gb" };
+                                    "cap_disk_gb", "used_vcpus",   "used_ram_mb", "used_disk_gb",
+                                    "claims",      "hypervisor" };
+    enum { N_FIELDS = sizeof fields / sizeof *fields };
     char(*keys)[KEYS_MAX] = calloc(n_ids + 1, sizeof *keys);
-    const char **argv = calloc(n_ids + 8, sizeof *argv);
+    const char **argv = calloc(n_ids + N_FIELDS, sizeof *argv);
     redisReply *r = NULL;
     if (keys && argv) {
         for (size_t i = 0; i < n_ids; i++)
             argv[i] = keys_host(keys[i], sorted[i]);
-        for (size_t f = 0; f < 8; f++)
+        for (size_t f = 0; f < N_FIELDS; f++)
             argv[n_ids + f] = fields[f];
-        r = store_run(self->store, &lua_hash_rows, (int)n_ids, (int)n_ids + 8, argv);
+        r = store_run(self->store, &lua_hash_rows, (int)n_ids, (int)n_ids + N_FIELDS, argv);
     }
     free(keys);
     free(argv);
@@ -432,11 +528,15 @@ int placement_refresh(placement_t *self)
     int kept = 0;
     for (int i = 0; i < n; i++) {
         redisReply *row = r->element[i];
-        if (row->type != REDIS_REPLY_ARRAY || row->elements != 8)
+        if (row->type != REDIS_REPLY_ARRAY || row->elements != N_FIELDS)
             continue; /* in the set but not described (yet) */
         util_strlcpy(names[kept], sorted[i], sizeof names[kept]);
         hosts[kept].id = names[kept];
         s_row(&hosts[kept], row->element);
+        hosts[kept].claims = s_int(row->element[8]);
+        util_strlcpy(hosts[kept].hypervisor,
+                     row->element[9]->type == REDIS_REPLY_STRING ? row->element[9]->str : "",
+                     sizeof hosts[kept].hypervisor);
         kept++;
     }
     self->truncated = capped;
@@ -460,8 +560,16 @@ int placement_refresh(placement_t *self)
     util_strlcpy(self->cursor, cursor, sizeof self->cursor);
     self->added = added;
     int64_t now = util_now_ms();
-    for (int i = 0; i < kept; i++)
+    for (int i = 0; i < kept; i++) {
         hosts[i].expired = now - hosts[i].last_seen_ms > self->config.host_timeout_ms;
+        hosts[i].max_vms = self->config.max_vms_per_host;
+    }
+    /* Hosts with a limit of their own (few: a lookup each). */
+    for (int k = 0; k < self->n_limits; k++) {
+        s_host_t *h = bsearch(self->limits[k].id, hosts, (size_t)kept, sizeof *hosts, s_host_by_id);
+        if (h)
+            h->max_vms = self->limits[k].max;
+    }
     self->loaded_at = util_mono_ms();
     return 0;
 }
@@ -499,7 +607,7 @@ static s_host_t *s_find(placement_t *self, const char *id)
 static int s_apply(placement_t *self, const redisReply *f)
 {
     const char *type = NULL, *host = NULL, *state = NULL;
-    const redisReply *used[3] = { NULL, NULL, NULL };
+    const redisReply *used[3] = { NULL, NULL, NULL }, *claims = NULL;
     static const char *const used_names[3] = { "used_vcpus", "used_ram_mb", "used_disk_gb" };
     for (size_t i = 0; i + 1 < f->elements; i += 2) {
         const redisReply *k = f->element[i], *v = f->element[i + 1];
@@ -511,6 +619,8 @@ static int s_apply(placement_t *self, const redisReply *f)
             host = v->str;
         else if (strcmp(k->str, "state") == 0)
             state = v->str;
+        else if (strcmp(k->str, "claims") == 0)
+            claims = v;
         else
             for (int j = 0; j < 3; j++)
                 if (strcmp(k->str, used_names[j]) == 0)
@@ -530,6 +640,8 @@ static int s_apply(placement_t *self, const redisReply *f)
             h->used_ram_mb = s_int(used[1]);
         if (used[2])
             h->used_disk_gb = s_int(used[2]);
+        if (claims)
+            h->claims = s_int(claims);
     } else {
         util_strlcpy(h->state, state, sizeof h->state);
         h->up = strcmp(h->state, "UP") == 0;
@@ -717,6 +829,8 @@ static int s_filter(const placement_t *self, const s_host_t *h, const Berth__Sel
         return F_STATE;
     if (s_excluded(req, h->id))
         return F_EXCLUDE;
+    if (req->hypervisor && *req->hypervisor && strcasecmp(h->hypervisor, req->hypervisor) != 0)
+        return F_HYPERVISOR;
     if (!s_fits(h->used_ram_mb, f->ram_mb, h->cap_ram_mb, self->config.ram_ratio))
         return F_RAM;
     if (!s_fits(h->used_vcpus, f->vcpus, h->cap_vcpus, self->config.cpu_ratio))
@@ -725,6 +839,15 @@ static int s_filter(const placement_t *self, const s_host_t *h, const Berth__Sel
         return F_DISK;
     if (s_reserved(self, h, req))
         return F_RESERVED;
+    /* The VM's own claim on h (a shelved VM placed again there) is counted already. */
+    if (h->max_vms > 0 && h->claims - (strcmp(self->previous, h->id) == 0) >= h->max_vms)
+        return F_MAX_VMS;
+    /* The request's other VMs: affinity wants the host they are on, anti-affinity another. */
+    int peers_here = self->n_peers > 0 && h->peers == self->peers_stamp;
+    if (self->n_peers > 0 && strcmp(req->placement, "affinity") == 0 && !peers_here)
+        return F_AFFINITY;
+    if (peers_here && strcmp(req->placement, "anti-affinity") == 0)
+        return F_ANTI_AFFINITY;
     return F_PASS;
 }
 
@@ -764,6 +887,35 @@ static void s_best(s_candidate_t *c, int from, int n, int k)
         if (m < k)
             m++;
     }
+}
+
+/* Mark the hosts that the other VMs of req's request hold claims on (the placement rule's
+   record, berth:request-hosts): one Redis read per decision, and only with a rule, so the
+   affinity filters stay a comparison per host. 0 or -1 (Redis). */
+static int s_peers(placement_t *self, const Berth__SelectHost *req)
+{
+    self->n_peers = 0;
+    if (++self->peers_stamp == 0)
+        self->peers_stamp = 1;
+    if (!req->placement || !*req->placement)
+        return 0;
+    char key[KEYS_MAX];
+    keys_build(key, KEYS_REQUEST_HOSTS, req->request, NULL);
+    redisReply *r = store_command(self->store, "HGETALL %s", key);
+    if (!r)
+        return -1;
+    for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i + 1 < r->elements; i += 2) {
+        const redisReply *vm = r->element[i], *host = r->element[i + 1];
+        if (vm->type != REDIS_REPLY_STRING || host->type != REDIS_REPLY_STRING ||
+            strcmp(vm->str, req->vm) == 0)
+            continue;
+        self->n_peers++;
+        s_host_t *h = s_find(self, host->str);
+        if (h)
+            h->peers = self->peers_stamp;
+    }
+    freeReplyObject(r);
+    return 0;
 }
 
 /* Run the filters over every cached host; the passing ones go to self->candidates, the
@@ -843,6 +995,8 @@ static void s_alternates(placement_t *self, int n, int from, placement_result_t 
 #define NETWORK    4 /* s_claim: the VM's network refuses (gone, or no address free) */
 #define MAC_TAKEN  5 /* s_claim: the MAC picked is in use: pick another */
 #define MAC_TRIES  8 /* MACs picked before giving up (2^-24 odds each on a full platform) */
+#define MAX_VMS    6 /* s_claim: the host holds as many claims as it may (its max_vms) */
+#define AFFINITY   7 /* s_claim: the request's placement rule refuses the host (self->rule_why) */
 
 /* A random locally administered unicast MAC (the first octet's bits 1 set, 0 clear). */
 static void s_random_mac(char out[PLACEMENT_MAC_MAX])
@@ -869,6 +1023,11 @@ static int s_claim(placement_t *self, const Berth__SelectHost *req, s_host_t *h,
         s_random_mac(mac);
     }
     int n_net = *net ? 3 : 0;
+    const char *rule = req->placement ? req->placement : "";
+    char peers_key[KEYS_MAX], max_vms[24];
+    if (*rule)
+        keys_build(peers_key, KEYS_REQUEST_HOSTS, req->request, NULL);
+    snprintf(max_vms, sizeof max_vms, "%lld", (long long)h->max_vms);
     const Berth__Resources *f = req->flavor;
     char claim_key[KEYS_MAX], host_key[KEYS_MAX], prev_key[KEYS_MAX], res_key[KEYS_MAX],
         prev_res_key[KEYS_MAX];
@@ -885,7 +1044,7 @@ static int s_claim(placement_t *self, const Berth__SelectHost *req, s_host_t *h,
     snprintf(at, sizeof at, "%lld", (long long)clock_now_ms());
     snprintf(timeout, sizeof timeout, "%lld", (long long)self->config.host_timeout_ms);
     int n_pool = with_pool ? self->n_hosts : 0;
-    const char **argv = calloc((size_t)(7 + 2 * n_pool + 3 + 15), sizeof *argv);
+    const char **argv = calloc((size_t)(7 + 2 * n_pool + 3 + 1 + 18), sizeof *argv);
     char(*pool)[KEYS_MAX] = calloc((size_t)(2 * n_pool + 1), sizeof *pool);
     if (!argv || !pool) {
         free(argv);
@@ -909,7 +1068,10 @@ static int s_claim(placement_t *self, const Berth__SelectHost *req, s_host_t *h,
                            group,
                            at,
                            net,
-                           mac };
+                           mac,
+                           max_vms,
+                           rule,
+                           *rule ? req->request : "" };
     int argc = 0;
     for (int i = 0; i < 7; i++)
         argv[argc++] = head[i];
@@ -922,7 +1084,9 @@ static int s_claim(placement_t *self, const Berth__SelectHost *req, s_host_t *h,
         argv[argc++] = addrs_key;
         argv[argc++] = KEYS_MACS;
     }
-    int n_keys = argc, n_tail = n_net ? 15 : 13;
+    if (*rule)
+        argv[argc++] = peers_key;
+    int n_keys = argc, n_tail = 18;
     for (int i = 0; i < n_tail; i++)
         argv[argc++] = tail[i];
     redisReply *r = store_run(self->store, &lua_placement_claim, n_keys, argc, argv);
@@ -952,7 +1116,15 @@ static int s_claim(placement_t *self, const Berth__SelectHost *req, s_host_t *h,
             rc = RETRY_POOL;
         else if (strcmp(verdict, "MAC") == 0)
             rc = MAC_TAKEN;
-        else if (strcmp(verdict, "NO_NETWORK") == 0) {
+        else if (strcmp(verdict, "MAX_VMS") == 0 && r->elements == 2) {
+            h->claims = s_int(r->element[1]);
+            rc = MAX_VMS;
+        } else if (strcmp(verdict, "AFFINITY") == 0 && r->elements == 2 &&
+                   r->element[1]->type == REDIS_REPLY_STRING) {
+            self->rule_why =
+                strcmp(r->element[1]->str, "affinity") == 0 ? F_AFFINITY : F_ANTI_AFFINITY;
+            rc = AFFINITY;
+        } else if (strcmp(verdict, "NO_NETWORK") == 0) {
             snprintf(self->net_why, sizeof self->net_why, "network %s no longer exists", net);
             rc = NETWORK;
         } else if (strcmp(verdict, "EXHAUSTED") == 0 && r->elements == 3) {
@@ -997,8 +1169,11 @@ static int s_place(placement_t *self, const Berth__SelectHost *req, const char *
         fresh = 1;
     }
     int counts[F_COUNT], busy = 0;
+    self->previous = previous;
     for (;;) {
         int64_t now = util_now_ms();
+        if (s_peers(self, req) != 0)
+            return -1;
         int n = s_rank(self, req, now, counts);
         busy = 0;
         int attempts = 0;
@@ -1025,6 +1200,11 @@ static int s_place(placement_t *self, const Berth__SelectHost *req, const char *
                 counts[F_RESERVED]++;
                 continue;
             }
+            if (rc == MAX_VMS || rc == AFFINITY) {
+                /* Filled by another scheduler, or its VMs of this request moved meanwhile. */
+                counts[rc == MAX_VMS ? F_MAX_VMS : self->rule_why]++;
+                continue;
+            }
             if (rc != 1)
                 return rc;
             /* Lost a race: count the host under the filter that removes it now. */
@@ -1042,9 +1222,14 @@ static int s_place(placement_t *self, const Berth__SelectHost *req, const char *
     }
     memcpy(self->removed, counts, sizeof(int) * F_COUNT);
     self->removed[F_COUNT] = busy;
-    char extra[160] = "";
+    char extra[256] = "";
+    /* The filters added after the first six are named only when they removed a host. */
+    for (int i = F_HYPERVISOR; i < F_COUNT; i++)
+        if (counts[i])
+            snprintf(extra + strlen(extra), sizeof extra - strlen(extra), ", %s: %d",
+                     s_filter_names[i], counts[i]);
     if (busy)
-        snprintf(extra, sizeof extra, ", busy: %d", busy);
+        snprintf(extra + strlen(extra), sizeof extra - strlen(extra), ", busy: %d", busy);
     if (self->truncated)
         snprintf(extra + strlen(extra), sizeof extra - strlen(extra),
                  " (only the first %d hosts were considered)", self->config.max_hosts);
@@ -1088,6 +1273,14 @@ static int s_invalid(const placement_t *self, const Berth__SelectHost *req, bert
     if (req->n_prefer > (size_t)c->max_exclude)
         return error_field(error, "prefer",
                            "prefer lists more hosts than the configured maximum (max_exclude)");
+    if (req->hypervisor && strlen(req->hypervisor) >= HYPERVISOR_MAX)
+        return error_field(error, "hypervisor", "hypervisor must be a hypervisor name");
+    if (req->placement && *req->placement) {
+        if (strcmp(req->placement, "affinity") != 0 && strcmp(req->placement, "anti-affinity") != 0)
+            return error_field(error, "placement", "placement must be affinity or anti-affinity");
+        if (!req->request || !util_is_uuid(req->request))
+            return error_field(error, "request", "request must be a request id with placement");
+    }
     return 0;
 }
 
@@ -1156,6 +1349,9 @@ int placement_select(placement_t *self, const Berth__SelectHost *req, placement_
             result->existing = 1;
             if (s_stale(self) && placement_refresh(self) != 0)
                 return -1;
+            self->previous = previous;
+            if (s_peers(self, req) != 0)
+                return -1;
             int counts[F_COUNT];
             s_alternates(self, s_rank(self, req, util_now_ms(), counts), 0, result);
             return 0;
@@ -1177,13 +1373,14 @@ static int s_release(placement_t *self, const char *vm, int keep_disk, int keep_
         error_field(error, "vm", "vm must be a lower-case UUID");
         return PLACEMENT_BAD_REQUEST;
     }
-    char claim_key[KEYS_MAX], host_key[KEYS_MAX], res_key[KEYS_MAX], addrs_key[KEYS_MAX];
+    char claim_key[KEYS_MAX], host_key[KEYS_MAX], res_key[KEYS_MAX], addrs_key[KEYS_MAX],
+        peers_key[KEYS_MAX];
     keys_build(claim_key, KEYS_CLAIM, vm, NULL);
     for (int round = 0; round < ROUNDS; round++) {
-        redisReply *r = store_command(self->store, "HMGET %s host network", claim_key);
+        redisReply *r = store_command(self->store, "HMGET %s host network request", claim_key);
         if (!r)
             return -1;
-        if (r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
+        if (r->type != REDIS_REPLY_ARRAY || r->elements != 3) {
             freeReplyObject(r);
             return -1;
         }
@@ -1200,6 +1397,12 @@ static int s_release(placement_t *self, const char *vm, int keep_disk, int keep_
         memcpy(host, r->element[0]->str, r->element[0]->len + 1);
         if (r->element[1]->type == REDIS_REPLY_STRING)
             util_strlcpy(net, r->element[1]->str, sizeof net);
+        /* The request whose placement rule recorded the claim's host ("-": none). */
+        keys_build(peers_key, KEYS_REQUEST_HOSTS,
+                   r->element[2]->type == REDIS_REPLY_STRING && util_is_uuid(r->element[2]->str)
+                       ? r->element[2]->str
+                       : "-",
+                   NULL);
         freeReplyObject(r);
         keys_build(addrs_key, KEYS_NETWORK_ADDRESSES, *net ? net : "-", NULL);
         keys_host(host_key, host);
@@ -1213,13 +1416,14 @@ static int s_release(placement_t *self, const char *vm, int keep_disk, int keep_
                                KEYS_RESERVATIONS_ANY,
                                addrs_key,
                                KEYS_MACS,
+                               peers_key,
                                host,
                                vm,
                                now,
                                keep_disk ? "1" : "",
                                net,
                                keep_address ? "1" : "" };
-        r = store_run(self->store, &lua_placement_release, 7, 13, argv);
+        r = store_run(self->store, &lua_placement_release, 8, 14, argv);
         if (!r)
             return -1;
         int verdict = r->type != REDIS_REPLY_STRING     ? -1

@@ -1,10 +1,20 @@
-/*  placement: choose a host for a VM and claim its flavor there. Filters (host up, not
-    excluded, RAM, vCPU, disk, with overcommit ratios, other groups' reservations), then a
-    weigher (the VM's group's own reservation first, then free RAM: spread, or pack), then an atomic
-    claim in Redis that takes the group's reservation first (placement.c explains the rule). The
-   host list is cached in memory and refreshed; the claim itself is a Lua script that re-checks free
-   capacity, so any number of scheduler instances can place concurrently and never overcommit a
-   host. */
+/*  placement: choose a host for a VM and claim its flavor there. Filters, in the order applied
+    (the first that removes a host counts it, under the name given):
+      state          the host is UP and its heartbeat recent
+      exclude        not one of SelectHost.exclude (builds failed there)
+      hypervisor     its hypervisor is SelectHost.hypervisor (without case; empty: any)
+      ram, vcpus, disk  free capacity, with the overcommit ratios
+      reserved       other groups' reservations (on the host, or the any-host pool) stay free
+      max_vms        fewer claims on it than its max_vms_hosts limit, else max_vms_per_host
+                     (0: no limit)
+      affinity       SelectHost.placement "affinity": the host the request's other VMs are on
+      anti_affinity  "anti-affinity": a host none of the request's other VMs is on
+    then a weigher (the VM's group's own reservation first, then free RAM: spread, or pack, a
+    setting), then an atomic claim in Redis that takes the group's reservation first
+    (placement.c explains the rule). The host list is cached in memory and refreshed; the claim
+    itself is a Lua script that re-checks free capacity, the host's claim count and the
+    request's placement rule, so any number of scheduler instances can place concurrently and
+    never overcommit a host nor break a rule. */
 #ifndef BERTH_SCHEDULER_PLACEMENT_H
 #define BERTH_SCHEDULER_PLACEMENT_H
 
@@ -28,19 +38,27 @@ typedef struct {
     double ram_ratio;        /* usable RAM = capacity * ratio */
     double cpu_ratio;        /* vCPU overcommit */
     double disk_ratio;
-    int64_t refresh_ms; /* a cached host list older than this is reloaded first */
-    int max_hosts;      /* most hosts considered (the rest are ignored, flagged) */
-    int max_exclude;    /* longest exclude list accepted */
-    int max_alternates; /* alternates returned, <= PLACEMENT_ALTERNATES_MAX */
-    int max_attempts;   /* claims tried (races lost) before giving up */
-    int pack;           /* weigher: 0 spread (most RAM left first), 1 pack (least first) */
-    int64_t max_vcpus;  /* largest flavor accepted (default: lib/limit.h's) */
+    int64_t refresh_ms;       /* a cached host list older than this is reloaded first */
+    int max_hosts;            /* most hosts considered (the rest are ignored, flagged) */
+    int max_exclude;          /* longest exclude list accepted */
+    int max_alternates;       /* alternates returned, <= PLACEMENT_ALTERNATES_MAX */
+    int max_attempts;         /* claims tried (races lost) before giving up */
+    int pack;                 /* weigher: 0 spread (most RAM left first), 1 pack (least first) */
+    int64_t max_vms_per_host; /* most claims on one host (0: no limit) */
+    int64_t max_vcpus;        /* largest flavor accepted (default: lib/limit.h's) */
     int64_t max_ram_mb;
     int64_t max_disk_gb;
+    /* Hosts' own limits over max_vms_per_host: "host=N,host=N" (NULL or "": none); borrowed,
+       read by placement_new. */
+    const char *max_vms_hosts;
 } placement_config_t;
 
 /* The documented defaults (ratios RAM 1.0, vCPU 4.0, disk 1.0; host timeout 3 s, ...). */
 void placement_config_defaults(placement_config_t *config);
+
+/* 0 when text is a list of per-host limits as max_vms_hosts takes it ("host=N,host=N", N from
+   0 to 1000000, 0: no limit on that host; NULL or "": none), else -1. */
+int placement_max_vms_hosts_valid(const char *text);
 
 typedef struct {
     char host[PLACEMENT_ID_MAX];

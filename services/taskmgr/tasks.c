@@ -564,6 +564,15 @@ static void s_addressed(s_held_t *h, const Berth__HostSelection *sel)
     s_set(&h->vm->network->mac, sel->mac);
 }
 
+/* What the VM asks of its host beyond capacity: its template's hypervisor, and its request's
+   placement rule between the request's VMs (the scheduler records the request's hosts). */
+static void s_filters(const s_held_t *h, Berth__SelectHost *req)
+{
+    req->hypervisor = h->vm->hypervisor;
+    req->placement = h->vm->placement;
+    req->request = h->vm->placement && *h->vm->placement ? h->vm->request : "";
+}
+
 static s_rc_t s_schedule(tasks_t *self, s_held_t *h, const s_stage_t *stage)
 {
     (void)stage;
@@ -573,6 +582,7 @@ static s_rc_t s_schedule(tasks_t *self, s_held_t *h, const s_stage_t *stage)
     req.flavor = h->vm->flavor;
     req.group = h->vm->group; /* its reservations are used first, and only by it */
     req.network = s_network_id(h);
+    s_filters(h, &req);
     req.exclude = t->tried;
     req.n_exclude = t->n_tried;
     /* A retry tries the first placement's alternates first (those not failed already). */
@@ -973,6 +983,7 @@ static s_rc_t s_unshelve_schedule(tasks_t *self, s_held_t *h, const s_stage_t *s
     req.vm = h->vm->id;
     req.flavor = h->vm->flavor;
     req.network = s_network_id(h); /* the claim keeps the address it holds */
+    s_filters(h, &req);
     char *prefer[1] = { t->from_host };
     req.prefer = prefer;
     req.n_prefer = *t->from_host ? 1 : 0;

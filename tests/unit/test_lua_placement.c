@@ -6,7 +6,8 @@
     group's reservations (on the host, on any host) are taken by its claims first, never by
     another group's, and given back on release. reservations_set.lua (approval's write of a
     group's reservations) lets grow only what is free and unreserved. A claim on a network
-    takes an address and a MAC in its step; a release gives them back. */
+    takes an address and a MAC in its step; a release gives them back. A claim past the
+    host's most VMs, or against its request's placement rule, is refused in the same step. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -629,6 +630,124 @@ static void test_network_large_pool(void **state)
     freeReplyObject(r);
 }
 
+/* Claim vm's 1 vCPU / 1024 MB / 20 GB on host with a limit of max claims on it and a
+   placement rule ("" none) of request (its hosts: t:peers:<request>). */
+static redisReply *s_claim_rule(store_t *store, const char *vm, const char *host,
+                                const char *now_on, const char *max, const char *rule,
+                                const char *request)
+{
+    char claim[32], host_key[32], prev_key[32], res_key[32], prev_res_key[32], peers[32];
+    snprintf(claim, sizeof claim, "t:claim:{%s}", vm);
+    snprintf(host_key, sizeof host_key, "t:host:%s", host);
+    snprintf(prev_key, sizeof prev_key, "t:host:%s", *now_on ? now_on : host);
+    snprintf(res_key, sizeof res_key, "t:res:%s", host);
+    snprintf(prev_res_key, sizeof prev_res_key, "t:res:%s", *now_on ? now_on : host);
+    snprintf(peers, sizeof peers, "t:peers:%s", request);
+    const char *argv[] = { claim,   host_key, prev_key,     "t:events", res_key, prev_res_key,
+                           "t:any", peers,    host,         "1",        "1024",  "20",
+                           NOW,     "3000",   "1",          "1",        "1",     now_on,
+                           vm,      "ga",     PLATFORM_NOW, "",         "",      max,
+                           rule,    request };
+    int n_keys = *rule ? 8 : 7;
+    const char **args = argv;
+    const char *no_rule[25];
+    if (!*rule) {
+        memcpy(no_rule, argv, 7 * sizeof *argv);
+        memcpy(no_rule + 7, argv + 8, 18 * sizeof *argv);
+        args = no_rule;
+    }
+    redisReply *r = store_run(store, &lua_placement_claim, n_keys, n_keys + 18, args);
+    assert_non_null(r);
+    assert_int_equal(r->type, REDIS_REPLY_ARRAY);
+    return r;
+}
+
+/* A full release of vm's claim on host, passing the hosts of request. */
+static redisReply *s_release_rule(store_t *store, const char *vm, const char *host,
+                                  const char *request)
+{
+    char claim[32], host_key[32], res_key[32], peers[32];
+    snprintf(claim, sizeof claim, "t:claim:{%s}", vm);
+    snprintf(host_key, sizeof host_key, "t:host:%s", host);
+    snprintf(res_key, sizeof res_key, "t:res:%s", host);
+    snprintf(peers, sizeof peers, "t:peers:%s", request);
+    const char *argv[] = { claim, host_key, "t:events", res_key, "t:any", "t:addrs", "t:macs",
+                           peers, host,     vm,         NOW,     "",      "",        "" };
+    redisReply *r = store_run(store, &lua_placement_release, 8, 14, argv);
+    assert_non_null(r);
+    return r;
+}
+
+/* max VMs per host: the host's claims count moves with the claims (taken, moved, released)
+   and a claim past the limit is refused, writing nothing; a claim already on the host is
+   counted there. Placement rules: anti-affinity refuses a host another VM of the request is
+   on, affinity any other host; the claim records its host, the release forgets it. */
+static void test_max_vms_and_placement_rules(void **state)
+{
+    fixture_t *f = *state;
+    s_host(f->store, "t:host:h1", "UP");
+    s_host(f->store, "t:host:h2", "UP");
+
+    s_verdict(s_claim_rule(f->store, "v1", "h1", "", "2", "anti-affinity", "r1"), "OK", NULL);
+    assert_int_equal(s_get(f->store, "t:host:h1", "claims"), 1);
+    s_verdict(s_claim_rule(f->store, "v2", "h1", "", "2", "anti-affinity", "r1"), "AFFINITY",
+              "anti_affinity");
+    assert_int_equal(s_get(f->store, "t:host:h1", "claims"), 1);
+    assert_int_equal(s_get(f->store, "t:claim:{v2}", "vcpus"), -1);
+    s_verdict(s_claim_rule(f->store, "v2", "h2", "", "2", "anti-affinity", "r1"), "OK", NULL);
+    redisReply *r = store_command(f->store, "HGET t:peers:r1 v2");
+    assert_string_equal(r->str, "h2");
+    freeReplyObject(r);
+    r = store_command(f->store, "HGET t:claim:{v2} request");
+    assert_string_equal(r->str, "r1");
+    freeReplyObject(r);
+
+    /* The limit: h1 holds one claim; a limit of 1 refuses a second, 2 takes it, then refuses
+       a third. */
+    s_verdict(s_claim_rule(f->store, "v3", "h1", "", "1", "", ""), "MAX_VMS", "1");
+    s_verdict(s_claim_rule(f->store, "v3", "h1", "", "2", "", ""), "OK", NULL);
+    assert_int_equal(s_get(f->store, "t:host:h1", "claims"), 2);
+    s_verdict(s_claim_rule(f->store, "v4", "h1", "", "2", "", ""), "MAX_VMS", "2");
+    assert_int_equal(s_get(f->store, "t:claim:{v4}", "vcpus"), -1);
+    /* Placed again where it is, v3 is counted already; moved, it counts on the new host. */
+    s_verdict(s_claim_rule(f->store, "v3", "h1", "h1", "2", "", ""), "OK", NULL);
+    assert_int_equal(s_get(f->store, "t:host:h1", "claims"), 2);
+    s_verdict(s_claim_rule(f->store, "v3", "h2", "h1", "2", "", ""), "OK", NULL);
+    assert_int_equal(s_get(f->store, "t:host:h1", "claims"), 1);
+    assert_int_equal(s_get(f->store, "t:host:h2", "claims"), 2);
+    /* The usage event carries the count the scheduler's copy follows. */
+    r = store_command(f->store, "XREVRANGE t:events + - COUNT 1");
+    redisReply *ev = r->element[0]->element[1];
+    int found = 0;
+    for (size_t i = 0; i + 1 < ev->elements; i += 2)
+        if (strcmp(ev->element[i]->str, "claims") == 0) {
+            assert_string_equal(ev->element[i + 1]->str, "2");
+            found = 1;
+        }
+    assert_true(found);
+    freeReplyObject(r);
+
+    /* Affinity: the first VM decides the host; another host is refused. */
+    s_verdict(s_claim_rule(f->store, "a1", "h1", "", "0", "affinity", "r2"), "OK", NULL);
+    s_verdict(s_claim_rule(f->store, "a2", "h2", "", "0", "affinity", "r2"), "AFFINITY",
+              "affinity");
+    s_verdict(s_claim_rule(f->store, "a2", "h1", "", "0", "affinity", "r2"), "OK", NULL);
+
+    /* Releasing v1 forgets it in r1's hosts and takes h1's count down: h1 is free for r1. */
+    assert_int_equal(s_get(f->store, "t:host:h1", "claims"), 3);
+    s_verdict(s_release_rule(f->store, "v1", "h1", "r1"), "RELEASED", NULL);
+    assert_int_equal(s_get(f->store, "t:host:h1", "claims"), 2);
+    r = store_command(f->store, "HEXISTS t:peers:r1 v1");
+    assert_int_equal(r->integer, 0);
+    freeReplyObject(r);
+    s_verdict(s_claim_rule(f->store, "v5", "h1", "", "0", "anti-affinity", "r1"), "OK", NULL);
+    s_verdict(s_release_rule(f->store, "v5", "h1", "r1"), "RELEASED", NULL);
+    s_verdict(s_release_rule(f->store, "v2", "h2", "r1"), "RELEASED", NULL);
+    r = store_command(f->store, "EXISTS t:peers:r1");
+    assert_int_equal(r->integer, 0);
+    freeReplyObject(r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -643,6 +762,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_reservations_set, testenv_setup, testenv_teardown),
         cmocka_unit_test_setup_teardown(test_network_addresses, testenv_setup, testenv_teardown),
         cmocka_unit_test_setup_teardown(test_network_large_pool, testenv_setup, testenv_teardown),
+        cmocka_unit_test_setup_teardown(test_max_vms_and_placement_rules, testenv_setup,
+                                        testenv_teardown),
     };
     return cmocka_run_group_tests(tests, testenv_group_setup, testenv_group_teardown);
 }

@@ -22,6 +22,11 @@
 
 typedef testenv_fixture_t fixture_t;
 
+/* MIGRATE_VERSION as the text berth:schema holds. */
+#define S_TEXT(x)  #x
+#define S_XTEXT(x) S_TEXT(x)
+#define CURRENT    S_XTEXT(MIGRATE_VERSION)
+
 static int s_runs[4]; /* times each step ran */
 static int s_fail_step = -1;
 
@@ -89,7 +94,7 @@ static void test_new_store_is_stamped(void **state)
     fixture_t *f = *state;
     assert_int_equal(migrate_version(f->store), 1);
     assert_int_equal(migrate_run(f->store, "me", 1000), 0);
-    s_assert_get(f->store, KEYS_SCHEMA, "2");
+    s_assert_get(f->store, KEYS_SCHEMA, CURRENT);
     assert_int_equal(migrate_version(f->store), MIGRATE_VERSION);
 }
 
@@ -104,6 +109,31 @@ static long long s_hlen(store_t *store, const char *key)
     long long n = r->integer;
     freeReplyObject(r);
     return n;
+}
+
+/* 2 -> 3: each host counts the claims naming it (0 when none, whatever it held before);
+   the step run again gives the same. */
+static void test_claim_counts(void **state)
+{
+    fixture_t *f = *state;
+    s_cmd(f->store, "SADD berth:hosts h1 h2");
+    s_cmd(f->store, "HSET berth:host:h1 state UP");
+    s_cmd(f->store, "HSET berth:host:h2 state UP claims 5");
+    s_cmd(f->store, "HSET berth:claim:{" G1 "} host h1 vcpus 1");
+    s_cmd(f->store, "HSET berth:claim:{" G2 "} host h1 vcpus 2");
+    s_cmd(f->store, "SET berth:schema 2");
+    for (int run = 0; run < 2; run++) {
+        assert_int_equal(migrate_run(f->store, "me", 1000), 0);
+        s_assert_get(f->store, KEYS_SCHEMA, CURRENT);
+        redisReply *r = store_command(f->store, "HMGET berth:host:h1 claims state");
+        assert_string_equal(r->element[0]->str, "2");
+        assert_string_equal(r->element[1]->str, "UP");
+        freeReplyObject(r);
+        r = store_command(f->store, "HGET berth:host:h2 claims");
+        assert_string_equal(r->str, "0");
+        freeReplyObject(r);
+        s_cmd(f->store, "SET berth:schema 2"); /* as if the step had been interrupted */
+    }
 }
 
 /* 1 -> 2: a group with reservations gets its log (their totals), one without gets none, one
@@ -124,7 +154,7 @@ static void test_reservation_logs(void **state)
     freeReplyObject(r);
     s_cmd(f->store, "HSET berth:reservation-log:{" G3 "} 5 x");
     assert_int_equal(migrate_run(f->store, "me", 1000), 0);
-    s_assert_get(f->store, KEYS_SCHEMA, "2");
+    s_assert_get(f->store, KEYS_SCHEMA, CURRENT);
     assert_int_equal(s_hlen(f->store, "berth:reservation-log:{" G1 "}"), 1);
     r = store_command(f->store, "HVALS berth:reservation-log:{" G1 "}");
     assert_int_equal(r->elements, 1);
@@ -253,7 +283,7 @@ static void test_waits_for_redis(void **state)
     assert_int_equal(testenv_redis_restart(f->redis), 0);
     pthread_join(t, NULL);
     assert_int_equal(w.rc, 0);
-    s_assert_get(f->store, KEYS_SCHEMA, "2");
+    s_assert_get(f->store, KEYS_SCHEMA, CURRENT);
 }
 
 int main(void)
@@ -261,6 +291,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_new_store_is_stamped, s_setup, testenv_teardown),
         cmocka_unit_test_setup_teardown(test_reservation_logs, s_setup, testenv_teardown),
+        cmocka_unit_test_setup_teardown(test_claim_counts, s_setup, testenv_teardown),
         cmocka_unit_test_setup_teardown(test_newer_store_is_refused, s_setup, testenv_teardown),
         cmocka_unit_test_setup_teardown(test_steps_run_in_order_once, s_setup, testenv_teardown),
         cmocka_unit_test_setup_teardown(test_held_lock_waits_then_dead_holder_expires, s_setup,

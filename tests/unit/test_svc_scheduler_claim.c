@@ -3,7 +3,8 @@
     free RAM; a claim is idempotent by VM and a release gives back exactly what was taken;
     two connections racing for one host never claim more than it holds; a stale host cache
     never causes a wrong "no"; a group's reservations (on a host, on any host) are used by it
-    first and never by another group, whose "no" counts them. */
+    first and never by another group, whose "no" counts them; the hypervisor, max_vms and
+    placement-rule filters remove what they should and are named in the "no". */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -301,6 +302,113 @@ static void test_filters(void **state)
     assert_string_equal(error_detail_get(&fault, "disk"), "1");
     assert_string_equal(error_detail_get(&fault, "hosts"), "7");
     assert_null(error_detail_get(&fault, "busy"));
+}
+
+/* vm i of 1 vCPU / 1024 MB / 1 GB needing hypervisor, of request (placement rule or ""). */
+static int s_select_rule(placement_t *p, int i, const char *hypervisor, const char *placement,
+                         const char *request, placement_result_t *result, berth_error_t *error)
+{
+    char vm[UTIL_ID_LEN];
+    s_vm(i, vm);
+    Berth__Resources flavor = BERTH__RESOURCES__INIT;
+    flavor.vcpus = 1;
+    flavor.ram_mb = 1024;
+    flavor.disk_gb = 1;
+    Berth__SelectHost req = BERTH__SELECT_HOST__INIT;
+    req.vm = vm;
+    req.flavor = &flavor;
+    req.hypervisor = (char *)hypervisor;
+    req.placement = (char *)placement;
+    req.request = (char *)request;
+    return placement_select(p, &req, result, error);
+}
+
+#define REQUEST_R "cccccccc-0000-4000-8000-000000000000"
+
+/* hypervisor, anti-affinity and max_vms (2 per host): each removes the hosts it should and
+   the "no valid host" answer names them; a release makes room again under both rules. */
+static void test_hypervisor_rules_max_vms(void **state)
+{
+    fixture_t *f = *state;
+    placement_config_t c = s_config();
+    c.max_vms_per_host = 2;
+    placement_t *p = placement_new(f->store, &c);
+    assert_non_null(p);
+    s_host(f->store, "kvm", "UP", 0, 64, 65536, 1000);
+    s_host(f->store, "sim1", "UP", 0, 64, 65536, 1000);
+    s_host(f->store, "sim2", "UP", 0, 64, 65536, 1000);
+    s_cmd(f->store, "HSET berth:host:kvm hypervisor QEMU");
+    s_cmd(f->store, "HSET berth:host:sim1 hypervisor TEST");
+    s_cmd(f->store, "HSET berth:host:sim2 hypervisor TEST");
+    placement_result_t res;
+    berth_error_t error = { 0 };
+
+    assert_int_equal(s_select_rule(p, 1, "qemu", "", "", &res, &error), 0);
+    assert_string_equal(res.host, "kvm");
+    assert_int_equal(s_select_rule(p, 2, "xen", "", "", &res, &error), PLACEMENT_NO_VALID_HOST);
+    assert_string_equal(error_detail_get(&error, "hypervisor"), "3");
+    assert_non_null(strstr(error.message, ", hypervisor: 3"));
+
+    /* Anti-affinity: two VMs of R on the two TEST hosts, a third has none left. */
+    char first[PLACEMENT_ID_MAX];
+    assert_int_equal(s_select_rule(p, 3, "test", "anti-affinity", REQUEST_R, &res, &error), 0);
+    util_strlcpy(first, res.host, sizeof first);
+    assert_int_equal(s_select_rule(p, 4, "test", "anti-affinity", REQUEST_R, &res, &error), 0);
+    assert_string_not_equal(res.host, first);
+    assert_int_equal(s_select_rule(p, 5, "test", "anti-affinity", REQUEST_R, &res, &error),
+                     PLACEMENT_NO_VALID_HOST);
+    assert_string_equal(error_detail_get(&error, "anti_affinity"), "2");
+    assert_string_equal(error_detail_get(&error, "hypervisor"), "1");
+    /* Asked again, the VM placed keeps its claim (its own host is no other VM's). */
+    assert_int_equal(s_select_rule(p, 3, "test", "anti-affinity", REQUEST_R, &res, &error), 0);
+    assert_string_equal(res.host, first);
+    assert_int_equal(res.existing, 1);
+
+    /* Releasing the first frees its host for the third. */
+    char vm[UTIL_ID_LEN];
+    int released = 0;
+    s_vm(3, vm);
+    assert_int_equal(placement_release(p, vm, &released, &error), 0);
+    assert_int_equal(released, 1);
+    assert_int_equal(s_select_rule(p, 5, "test", "anti-affinity", REQUEST_R, &res, &error), 0);
+    assert_string_equal(res.host, first);
+
+    /* max_vms: one claim on each TEST host; two more fill them, the next finds none. */
+    assert_int_equal(s_used(f->store, "sim1", "claims"), 1);
+    assert_int_equal(s_select_rule(p, 6, "test", "", "", &res, &error), 0);
+    assert_int_equal(s_select_rule(p, 7, "test", "", "", &res, &error), 0);
+    assert_int_equal(s_used(f->store, "sim1", "claims"), 2);
+    assert_int_equal(s_used(f->store, "sim2", "claims"), 2);
+    assert_int_equal(s_select_rule(p, 8, "test", "", "", &res, &error), PLACEMENT_NO_VALID_HOST);
+    assert_string_equal(error_detail_get(&error, "max_vms"), "2");
+    assert_non_null(strstr(error.message, ", max_vms: 2"));
+
+    /* Rules are checked as input. */
+    assert_int_equal(s_select_rule(p, 9, "", "near", REQUEST_R, &res, &error),
+                     PLACEMENT_BAD_REQUEST);
+    assert_string_equal(error_detail_get(&error, "field"), "placement");
+    assert_int_equal(s_select_rule(p, 9, "", "affinity", "", &res, &error), PLACEMENT_BAD_REQUEST);
+    assert_string_equal(error_detail_get(&error, "field"), "request");
+    assert_int_equal(s_select_rule(p, 9, "much-too-long-a-name", "", "", &res, &error),
+                     PLACEMENT_BAD_REQUEST);
+    assert_string_equal(error_detail_get(&error, "field"), "hypervisor");
+    placement_destroy(&p);
+
+    /* A host's own limit (max_vms_hosts) over the platform's: sim1 may take 3, sim2 none
+       but those it has (0 on kvm: no limit there). */
+    assert_int_equal(placement_max_vms_hosts_valid("sim1=3,sim2=2,kvm=0"), 0);
+    assert_int_equal(placement_max_vms_hosts_valid(""), 0);
+    const char *bad[] = { "sim1", "sim1=", "=3", "sim1=-1", "sim1=x", "sim1=3,", "sim1=2000000" };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
+        assert_int_equal(placement_max_vms_hosts_valid(bad[i]), -1);
+    c.max_vms_hosts = "sim1=3";
+    p = placement_new(f->store, &c);
+    assert_non_null(p);
+    assert_int_equal(s_select_rule(p, 8, "test", "", "", &res, &error), 0);
+    assert_string_equal(res.host, "sim1");
+    assert_int_equal(s_select_rule(p, 9, "test", "", "", &res, &error), PLACEMENT_NO_VALID_HOST);
+    assert_string_equal(error_detail_get(&error, "max_vms"), "2");
+    placement_destroy(&p);
 }
 
 static void test_ratios(void **state)
@@ -657,6 +765,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_filters, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_hypervisor_rules_max_vms, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_ratios, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_weigher_spreads, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_prefer_alternates, s_setup, s_teardown),

@@ -180,6 +180,11 @@ async function requestScreen(templateId) {
   const tplSelect = h('select', {}, templates.map((t) => h('option', { value: t.id, selected: t.id === templateId }, t.name)));
   const nameInput = h('input', { autocomplete: 'off', required: true, maxlength: 63 });
   const countInput = h('input', { type: 'number', min: 1, value: 1, required: true });
+  // Where several VMs go relative to each other (placement: a hard rule the scheduler keeps).
+  const placementSelect = h('select', {},
+    h('option', { value: '' }, 'Any hosts'),
+    h('option', { value: 'affinity' }, 'All on one host (affinity)'),
+    h('option', { value: 'anti-affinity' }, 'Each on a different host (anti-affinity)'));
   const groupSelect = h('select', {}, memberGroups.length
     ? memberGroups.map((m) => h('option', { value: m.group }, groupName(m.group)))
     : h('option', { value: '' }, '(your default group)'));
@@ -275,6 +280,7 @@ async function requestScreen(templateId) {
     lease,
     field('name', 'Name', nameInput, 'Letters, digits and dashes; several VMs get -1, -2, ...'),
     field('count', 'Count', countInput),
+    field('placement', 'Placement', placementSelect, 'For several VMs: the same host, or one host each.'),
     field('group', 'Group', groupSelect),
     field('ssh_keys', 'SSH keys', keySelect, keys.length ? 'Installed in the VMs; Ctrl or Shift to choose several.'
       : h('span', {}, 'You have none: ', h('a', { href: '#/keys' }, 'add one'), '.')),
@@ -293,6 +299,7 @@ async function requestScreen(templateId) {
     const count = Number(countInput.value);
     body.count = Number.isFinite(count) && countInput.value !== '' ? count : countInput.value;
     if (groupSelect.value) body.group = groupSelect.value;
+    if (placementSelect.value) body.placement = placementSelect.value;
     const chosen = [...keySelect.selectedOptions].map((o) => o.value);
     if (chosen.length) body.ssh_keys = chosen;
     if (netSelect.value) body.network = netSelect.value;
