@@ -95,6 +95,7 @@ typedef struct {
     double weight;  /* weigher key, larger first: usable RAM left (spread) or its negation (pack) */
     const char *id; /* tie-break, for a stable order */
     int reserved;   /* the group's unclaimed reservation here: 2 covers the flavor, 1 part */
+    int cached;     /* its agent caches the VM's base image (1) or not (0) */
 } s_candidate_t;
 
 struct _placement_t {
@@ -102,6 +103,7 @@ struct _placement_t {
     placement_config_t config;
     s_host_t *hosts;
     char (*names)[PLACEMENT_ID_MAX]; /* the hosts' ids, hosts[i].id = names[i] */
+    char **images; /* images[i]: digests hosts[i]'s agent caches, comma-separated (or NULL) */
     int n_hosts;
     s_candidate_t *candidates; /* scratch, n_hosts long */
     int64_t loaded_at;         /* monotonic ms of the last load; 0 = never */
@@ -161,10 +163,19 @@ placement_t *placement_new(store_t *store, const placement_config_t *config)
     return self;
 }
 
+/* The images lists of a load. */
+static void s_images_free(char **images, int n)
+{
+    for (int i = 0; images && i < n; i++)
+        free(images[i]);
+    free(images);
+}
+
 void placement_destroy(placement_t **self_p)
 {
     if (self_p && *self_p) {
         placement_t *self = *self_p;
+        s_images_free(self->images, self->n_hosts);
         free(self->hosts);
         free(self->names);
         free(self->candidates);
@@ -390,17 +401,19 @@ int placement_refresh(placement_t *self)
     int capped = total > (size_t)self->config.max_hosts;
     if (n_ids > (size_t)self->config.max_hosts)
         n_ids = (size_t)self->config.max_hosts;
-    static const char *fields[] = { "state",       "last_seen_ms", "cap_vcpus",   "cap_ram_mb",
-                                    "cap_disk_gb", "used_vcpus",   "used_ram_mb", "used_disk_gb" };
+    /* The first 8 are s_row's; the 9th, the images the host's agent caches, goes apart. */
+    static const char *fields[] = { "state",       "last_seen_ms", "cap_vcpus",
+                                    "cap_ram_mb",  "cap_disk_gb",  "used_vcpus",
+                                    "used_ram_mb", "used_disk_gb", "images" };
     char(*keys)[KEYS_MAX] = calloc(n_ids + 1, sizeof *keys);
-    const char **argv = calloc(n_ids + 8, sizeof *argv);
+    const char **argv = calloc(n_ids + 9, sizeof *argv);
     redisReply *r = NULL;
     if (keys && argv) {
         for (size_t i = 0; i < n_ids; i++)
             argv[i] = keys_host(keys[i], sorted[i]);
-        for (size_t f = 0; f < 8; f++)
+        for (size_t f = 0; f < 9; f++)
             argv[n_ids + f] = fields[f];
-        r = store_run(self->store, &lua_hash_rows, (int)n_ids, (int)n_ids + 8, argv);
+        r = store_run(self->store, &lua_hash_rows, (int)n_ids, (int)n_ids + 9, argv);
     }
     free(keys);
     free(argv);
@@ -420,7 +433,9 @@ int placement_refresh(placement_t *self)
     s_host_t *hosts = calloc((size_t)n + 1, sizeof *hosts);
     char(*names)[PLACEMENT_ID_MAX] = calloc((size_t)n + 1, sizeof *names);
     s_candidate_t *candidates = calloc((size_t)n + 1, sizeof *candidates);
-    if (!hosts || !names || !candidates) {
+    char **images = calloc((size_t)n + 1, sizeof *images);
+    if (!hosts || !names || !candidates || !images) {
+        free(images);
         free(hosts);
         free(names);
         free(candidates);
@@ -432,11 +447,13 @@ int placement_refresh(placement_t *self)
     int kept = 0;
     for (int i = 0; i < n; i++) {
         redisReply *row = r->element[i];
-        if (row->type != REDIS_REPLY_ARRAY || row->elements != 8)
+        if (row->type != REDIS_REPLY_ARRAY || row->elements != 9)
             continue; /* in the set but not described (yet) */
         util_strlcpy(names[kept], sorted[i], sizeof names[kept]);
         hosts[kept].id = names[kept];
         s_row(&hosts[kept], row->element);
+        if (row->element[8]->type == REDIS_REPLY_STRING && row->element[8]->len > 0)
+            images[kept] = strdup(row->element[8]->str); /* NULL (none) when out of memory */
         kept++;
     }
     self->truncated = capped;
@@ -444,14 +461,17 @@ int placement_refresh(placement_t *self)
     freeReplyObject(ids);
     freeReplyObject(r);
     if (s_load_reservations(self, hosts, kept) != 0) {
+        s_images_free(images, kept);
         free(hosts);
         free(names);
         free(candidates);
         return -1;
     }
+    s_images_free(self->images, self->n_hosts);
     free(self->hosts);
     free(self->names);
     free(self->candidates);
+    self->images = images;
     self->hosts = hosts;
     self->names = names;
     self->candidates = candidates;
@@ -728,7 +748,8 @@ static int s_filter(const placement_t *self, const s_host_t *h, const Berth__Sel
     return F_PASS;
 }
 
-/* Weigher: the group's own reservation first (covering the flavor, then part of it), then most
+/* Weigher: the group's own reservation first (covering the flavor, then part of it), then a host
+   whose agent caches the VM's base image (no transfer before its disk is made), then most
    usable RAM left (spread: VMs apart, each with room to grow) or least (pack: hosts filled one
    after another, the others kept free for large VMs or to be switched off), then by id so
    equal hosts keep one order. */
@@ -737,6 +758,8 @@ static int s_by_weight(const void *a, const void *b)
     const s_candidate_t *x = a, *y = b;
     if (x->reserved != y->reserved)
         return x->reserved > y->reserved ? -1 : 1;
+    if (x->cached != y->cached)
+        return x->cached > y->cached ? -1 : 1;
     if (x->weight != y->weight)
         return x->weight > y->weight ? -1 : 1;
     return (x->index > y->index) - (x->index < y->index); /* hosts[] is in id order */
@@ -788,6 +811,10 @@ static int s_rank(placement_t *self, const Berth__SelectHost *req, int64_t now, 
                 self->pool_free[j] += free;
         }
     }
+    /* The VM's base image, by digest: hosts that cache it go first after reservations. */
+    const char *image = req->image_sha256 && strlen(req->image_sha256) == 64 && self->images
+                            ? req->image_sha256
+                            : NULL;
     int n = 0;
     for (int i = 0; i < self->n_hosts; i++) {
         const s_host_t *h = &self->hosts[i];
@@ -809,6 +836,9 @@ static int s_rank(placement_t *self, const Berth__SelectHost *req, int64_t now, 
             some |= own[j] > 0;
         }
         self->candidates[n].reserved = all ? 2 : some;
+        /* Digests are 64 characters between commas: a match is one whole entry. */
+        self->candidates[n].cached =
+            image && self->images[i] && strstr(self->images[i], image) != NULL;
         n++;
     }
     /* Hosts the caller prefers (a retry's alternates) go first, in the caller's order. */

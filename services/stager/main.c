@@ -1,7 +1,8 @@
 /*  berth-stager: the image store. Keeps the image catalog (base images it creates when
     missing, and model images imported by operators: images.h) and builds each VM's
     cloud-init NoCloud seed, which taskmgr hands to the agent with the create command.
-    Handlers: ListImages, GetImage, ImportImage, DeleteImage, StageImage, GetSeed.
+    Handlers: ListImages, GetImage, ImportImage, DeleteImage, StageImage, GetSeed, and
+    GetImageChunk (agents fetch base images in chunks: transfer.h).
 
     The loop never waits on a disk or a tool: qemu-img runs, seed builds and sweeps are jobs
     for a small pool of workers (work.h) with a bounded queue. StageImage keeps its request
@@ -15,6 +16,8 @@
 #include "files.h"
 #include "seed.h"
 #include "stage.h"
+#include "transfer.h"
+#include "limit.h"
 #include "work.h"
 
 #include <errno.h>
@@ -34,6 +37,7 @@ typedef struct {
     images_t *images;       /* the image store's handlers */
     assertion_t *verifier;  /* checks the gateway's user assertions */
     stage_t *stage;         /* StageImage requests and their builds */
+    transfer_t *transfer;   /* GetImageChunk: images sent to agents */
     int64_t max_seed_bytes; /* largest ISO sent in a reply */
     int64_t seed_keep_ms;   /* seeds untouched this long are swept */
     int ready;              /* base images were prepared once */
@@ -307,13 +311,14 @@ int main(int argc, char **argv)
     config_declare(c, "import_formats", "qcow2", 0);      /* formats an import may have */
     config_declare(c, "import_max_virtual_gb", "256", 0); /* largest virtual size imported */
     config_declare(c, "import_queue_max", "16", 0);       /* imports inspected or copied at once */
+    config_declare(c, "image_chunk_max", "2097152", 0);   /* largest chunk sent to an agent */
 
     stager_t self = { .service = service };
     int rc = 1;
     if (service_start(service) != 0)
         goto done;
     int64_t timeout, max_images, max_user_data, keep_hours, sweep_ms, workers, queue_max, waiting,
-        redis_port, redis_timeout, import_max_gb, import_queue;
+        redis_port, redis_timeout, import_max_gb, import_queue, chunk_max;
     if (config_int(c, "tool_timeout_ms", 100, 600000, &timeout) ||
         config_int(c, "workers", 1, 64, &workers) ||
         config_int(c, "work_queue_max", 1, 100000, &queue_max) ||
@@ -326,7 +331,8 @@ int main(int argc, char **argv)
         config_int(c, "seed_keep_hours", 1, 24 * 3650, &keep_hours) ||
         config_int(c, "seed_sweep_ms", 1000, 86400000, &sweep_ms) ||
         config_int(c, "import_max_virtual_gb", 1, 1048576, &import_max_gb) ||
-        config_int(c, "import_queue_max", 1, 10000, &import_queue))
+        config_int(c, "import_queue_max", 1, 10000, &import_queue) ||
+        config_int(c, "image_chunk_max", TRANSFER_CHUNK_MIN, TRANSFER_CHUNK_MAX, &chunk_max))
         goto done;
     self.seed_keep_ms = keep_hours * 3600 * 1000;
     if (sodium_init() < 0) {
@@ -399,6 +405,11 @@ int main(int argc, char **argv)
         log_error(NULL, "cannot start the import worker", NULL);
         goto done;
     }
+    self.transfer = transfer_new(self.catalog, chunk_max);
+    if (!self.transfer) {
+        log_error(NULL, "out of memory", NULL);
+        goto done;
+    }
     log_info(NULL, "stores opened", "{s:s, s:s}", "images_dir", images_dir, "seeds_dir", seeds_dir);
     service_reader(service, work_socket(self.work), s_on_work, &self);
     service_reader(service, work_socket(self.import_work), s_on_import_work, &self);
@@ -407,6 +418,7 @@ int main(int argc, char **argv)
     service_every(service, 1000, s_prepare, &self);
     service_on(service, "ListImages", "gateway", s_on_list_images, &self);
     service_on(service, "GetSeed", "agent", s_on_get_seed, &self);
+    transfer_register(self.transfer, service);
     service_on(service, "StageImage", "taskmgr", s_on_stage_image, &self);
     service_every(service, (int)sweep_ms, s_sweep, &self);
     rc = service_run(service);
@@ -416,6 +428,7 @@ done:
     work_destroy(&self.work);
     work_destroy(&self.import_work);
     images_destroy(&self.images);
+    transfer_destroy(&self.transfer);
     assertion_destroy(&self.verifier);
     stage_destroy(&self.stage);
     seed_destroy(&self.seeds);

@@ -69,6 +69,19 @@ struct _agents_t {
     int outbox_full;        /* warned once */
 };
 
+#define AGENT_IMAGES_MAX 1024 /* cached images recorded per host */
+
+/* 64 lower-case hex digits: a SHA-256. */
+static int s_is_digest(const char *s)
+{
+    if (!s || strlen(s) != 64)
+        return 0;
+    for (; *s; s++)
+        if (!((*s >= '0' && *s <= '9') || (*s >= 'a' && *s <= 'f')))
+            return 0;
+    return 1;
+}
+
 static int s_valid_id(const char *s, size_t max)
 {
     size_t len = s ? strlen(s) : 0;
@@ -794,6 +807,17 @@ static void s_on_heartbeat(bus_request_t *request, void *arg)
             ours++;
     }
     char *domains_text = json_dumps(domains, JSON_COMPACT);
+    /* The base images its agent caches: digests, comma-separated (the scheduler prefers a
+       host that has a VM's image). Anything but a digest is left out. */
+    char *images_text = calloc(AGENT_IMAGES_MAX * 65 + 1, 1);
+    char *at = images_text;
+    for (size_t i = 0, n = 0; at && i < hb->host->n_images && n < AGENT_IMAGES_MAX; i++)
+        if (s_is_digest(hb->host->images[i])) {
+            if (n++)
+                *at++ = ',';
+            memcpy(at, hb->host->images[i], 64);
+            at += 64;
+        }
     json_decref(domains);
     char host_key[KEYS_MAX];
     keys_host(host_key, hb->host->id);
@@ -821,7 +845,7 @@ static void s_on_heartbeat(bus_request_t *request, void *arg)
     const char *head[] = {
         hb->host->id,   expires,
         full ? "1" : "0", seen,
-        guard,          "12",
+        guard,          "13",
         "id",           hb->host->id,
         "name",         hb->host->name && *hb->host->name ? hb->host->name : hb->host->id,
         "agent",        hb->instance,
@@ -833,7 +857,8 @@ static void s_on_heartbeat(bus_request_t *request, void *arg)
         "cap_disk_gb",  disk,
         "vms",          vms,
         "last_seen_ms", seen,
-        "domains",      domains_text ? domains_text : "[]"
+        "domains",      domains_text ? domains_text : "[]",
+        "images",       images_text ? images_text : ""
     };
     /* clang-format on */
     enum { HEAD = sizeof head / sizeof *head, NKEYS = 3 };
@@ -924,6 +949,7 @@ static void s_on_heartbeat(bus_request_t *request, void *arg)
     if (r)
         freeReplyObject(r);
     free(domains_text);
+    free(images_text);
     free(vm_keys);
     free(argv);
     if (!ok) {
