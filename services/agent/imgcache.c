@@ -555,7 +555,8 @@ static int s_resume(s_xfer_t *x, char *why, size_t size)
     s_path(self, x->sha, ".part.chunks", side, sizeof side);
     x->fd = open(part, O_RDWR | O_CREAT | O_CLOEXEC, 0640);
     x->side_fd = x->fd >= 0 ? open(side, O_RDWR | O_CREAT | O_CLOEXEC, 0640) : -1;
-    if (x->fd < 0 || x->side_fd < 0 || ftruncate(x->fd, (off_t)x->size) != 0) {
+    /* The .part grows as chunks are written (its size tells how far a transfer got). */
+    if (x->fd < 0 || x->side_fd < 0) {
         snprintf(why, size, "cannot write to the image cache: %s", strerror(errno));
         return -1;
     }
