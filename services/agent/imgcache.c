@@ -10,8 +10,11 @@
     only after its SHA-256 matched; the file's SHA-256 is computed as the chunks arrive (over
     the verified prefix, in order; a chunk ahead of the prefix is read back when the prefix
     reaches it) and must equal the image's before the file is renamed to <sha>. Only then is
-    it used. Resume: a transfer of a digest that has a .part and a sidecar of the same chunk
-    size checks every chunk the sidecar lists against the file and asks only for the missing
+    it used. The file's digest is computed by a thread of its own (the hasher), fed a copy of
+    each chunk of the prefix, at most `credit` chunks ahead of it: the loop checks the chunks
+    while the hasher folds them in, so a transfer runs at the pace of one SHA-256 pass, not two
+    one after the other. Resume: a transfer of a digest that has a .part and a sidecar of the same
+   chunk size checks every chunk the sidecar lists against the file and asks only for the missing
     and the bad ones (a byte flipped while the agent was down is found here).
 
     Eviction: the files named by a digest are the cache; each image's last use is its file's
@@ -64,12 +67,14 @@ typedef struct {
     int64_t size;   /* the file's size */
     int64_t chunk;  /* chunk size */
     size_t n_chunks;
-    uint8_t *state;  /* per chunk: C_MISSING, C_ASKED, C_VERIFIED */
-    uint8_t *tries;  /* per chunk: times asked again */
-    size_t next;     /* chunks before it are asked or verified, unless a retry set one back */
-    size_t verified; /* chunks verified */
-    size_t hashed;   /* chunks [0, hashed) are in hash */
-    crypto_hash_sha256_state hash;
+    uint8_t *state;     /* per chunk: C_MISSING, C_ASKED, C_VERIFIED */
+    uint8_t *tries;     /* per chunk: times asked again */
+    size_t next;        /* chunks before it are asked or verified, unless a retry set one back */
+    size_t verified;    /* chunks verified */
+    size_t hashed;      /* chunks [0, hashed) were sent to the hasher */
+    int backlog;        /* chunks sent to the hasher it has not folded in yet */
+    int finishing;      /* every chunk hashed: the file's digest asked for */
+    char key[80];       /* "<sha>.<serial>": this transfer's name with the hasher */
     int inflight;       /* chunk calls out */
     int fd;             /* <sha>.part */
     int side_fd;        /* <sha>.part.chunks */
@@ -89,6 +94,8 @@ struct _imgcache_t {
     zhashx_t *entries;   /* sha -> s_entry_t */
     zhashx_t *transfers; /* sha -> s_xfer_t */
     zlistx_t *dead;      /* failed transfers waiting for their calls to come back */
+    zactor_t *hasher;    /* folds chunks into files' digests (s_hasher) */
+    unsigned serial;     /* transfers started, for their keys */
     char **list;         /* imgcache_list's answer */
     size_t n_list;
     int list_stale;
@@ -153,6 +160,61 @@ static void s_scan(imgcache_t *self)
     self->list_stale = 1;
 }
 
+/* The hasher: one SHA-256 state per transfer key. Messages from the loop: DATA key bytes
+   (folded in, answered ACK key), FINAL key (answered DIGEST key hex, the state dropped), DROP
+   key (the state dropped, unanswered). */
+static void s_state_free(void **item)
+{
+    free(*item);
+    *item = NULL;
+}
+
+static void s_hasher(zsock_t *pipe, void *arg)
+{
+    (void)arg;
+    zhashx_t *states = zhashx_new();
+    if (states)
+        zhashx_set_destructor(states, s_state_free);
+    zsock_signal(pipe, 0);
+    while (states) {
+        zmsg_t *msg = zmsg_recv(pipe);
+        char *op = msg ? zmsg_popstr(msg) : NULL;
+        char *key = msg ? zmsg_popstr(msg) : NULL;
+        if (!op || streq(op, "$TERM")) {
+            free(op);
+            free(key);
+            zmsg_destroy(&msg);
+            break;
+        }
+        crypto_hash_sha256_state *st = key ? zhashx_lookup(states, key) : NULL;
+        if (streq(op, "DATA") && key) {
+            if (!st && (st = malloc(sizeof *st))) {
+                crypto_hash_sha256_init(st);
+                zhashx_insert(states, key, st);
+            }
+            zframe_t *data = zmsg_first(msg);
+            if (st && data)
+                crypto_hash_sha256_update(st, zframe_data(data), zframe_size(data));
+            zstr_sendx(pipe, "ACK", key, NULL);
+        } else if (streq(op, "FINAL") && key) {
+            uint8_t digest[DIGEST];
+            char hex[65];
+            if (st)
+                crypto_hash_sha256_final(st, digest);
+            else /* an empty file: nothing was sent */
+                crypto_hash_sha256(digest, (const unsigned char *)"", 0);
+            sodium_bin2hex(hex, sizeof hex, digest, sizeof digest);
+            zhashx_delete(states, key);
+            zstr_sendx(pipe, "DIGEST", key, hex, NULL);
+        } else if (key)
+            zhashx_delete(states, key);
+        free(op);
+        free(key);
+        zmsg_destroy(&msg);
+    }
+    zhashx_destroy(&states);
+}
+
 imgcache_t *imgcache_new(const imgcache_config_t *config, bus_client_t *client)
 {
     imgcache_t *self = calloc(1, sizeof *self);
@@ -165,9 +227,10 @@ imgcache_t *imgcache_new(const imgcache_config_t *config, bus_client_t *client)
     self->entries = zhashx_new();
     self->transfers = zhashx_new();
     self->dead = zlistx_new();
+    self->hasher = zactor_new(s_hasher, NULL);
     if (self->entries)
         zhashx_set_destructor(self->entries, s_entry_free);
-    if (!self->entries || !self->transfers || !self->dead ||
+    if (!self->entries || !self->transfers || !self->dead || !self->hasher ||
         (mkdir(self->dir, 0750) != 0 && errno != EEXIST) ||
         (mkdir(self->refs, 0750) != 0 && errno != EEXIST)) {
         log_error(NULL, "cannot make the image cache directory", "{s:s, s:s}", "dir", self->dir,
@@ -228,6 +291,7 @@ void imgcache_destroy(imgcache_t **self_p)
             s_xfer_free(x);
         zlistx_destroy(&self->dead);
     }
+    zactor_destroy(&self->hasher);
     zhashx_destroy(&self->entries);
     free(self->list);
     free(self);
@@ -323,6 +387,7 @@ static int s_make_room(imgcache_t *self, int64_t bytes, char *why, size_t size)
 
 static void s_on_chunk(bus_client_t *client, const char *call_id, Berth__Envelope *reply,
                        void *arg);
+static void s_ask(s_xfer_t *x);
 
 /* Bytes of chunk i. */
 static size_t s_chunk_len(const s_xfer_t *x, size_t i)
@@ -346,6 +411,8 @@ static void s_end(s_xfer_t *x, const char *path, const char *error)
         log_warn(NULL, "image transfer failed", "{s:s, s:s, s:s}", "image", x->image, "sha256",
                  x->sha, "error", error);
     x->failed = 1;
+    if (!path)
+        zstr_sendx(zactor_sock(self->hasher), "DROP", x->key, NULL);
     zlistx_t *waiters = x->waiters;
     x->waiters = NULL;
     zlistx_add_end(self->dead, x); /* freed by s_reap once no call of it is out */
@@ -370,14 +437,12 @@ static void s_reap(imgcache_t *self)
     }
 }
 
-/* Every chunk verified: the whole file's digest, then its name in the cache. */
-static void s_finish(s_xfer_t *x)
+/* Every chunk verified and the file's digest is hex: the file takes its name in the cache
+   when that is the image's. */
+static void s_finish(s_xfer_t *x, const char *hex)
 {
     imgcache_t *self = x->cache;
-    uint8_t digest[DIGEST];
-    char hex[65], part[PATH_MAX + 80], side[PATH_MAX + 80], path[PATH_MAX + 80], why[256];
-    crypto_hash_sha256_final(&x->hash, digest);
-    sodium_bin2hex(hex, sizeof hex, digest, sizeof digest);
+    char part[PATH_MAX + 80], side[PATH_MAX + 80], path[PATH_MAX + 80], why[256];
     s_path(self, x->sha, ".part", part, sizeof part);
     s_path(self, x->sha, ".part.chunks", side, sizeof side);
     s_path(self, x->sha, "", path, sizeof path);
@@ -407,11 +472,15 @@ static void s_finish(s_xfer_t *x)
     s_end(x, path, NULL);
 }
 
-/* Fold the verified chunks at the front of the file into the file's digest; data is chunk
-   `have`'s bytes when the caller holds them (others are read back from the file). */
+/* Send the verified chunks at the front of the file to the hasher, at most `credit` ahead of
+   it; data is chunk `have`'s bytes when the caller holds them (others are read back from the
+   file). Once every chunk is verified and sent, ask for the file's digest. -1 when the file
+   cannot be read back. */
 static int s_hash_prefix(s_xfer_t *x, size_t have, const uint8_t *data)
 {
-    while (x->hashed < x->n_chunks && x->state[x->hashed] == C_VERIFIED) {
+    imgcache_t *self = x->cache;
+    while (x->hashed < x->n_chunks && x->state[x->hashed] == C_VERIFIED &&
+           x->backlog < self->config.credit) {
         size_t len = s_chunk_len(x, x->hashed);
         const uint8_t *bytes = data;
         if (x->hashed != have || !data) {
@@ -419,17 +488,65 @@ static int s_hash_prefix(s_xfer_t *x, size_t have, const uint8_t *data)
                 return -1;
             bytes = x->buffer;
         }
-        crypto_hash_sha256_update(&x->hash, bytes, len);
+        zmsg_t *msg = zmsg_new();
+        if (!msg || zmsg_addstr(msg, "DATA") || zmsg_addstr(msg, x->key) ||
+            zmsg_addmem(msg, bytes, len) || zmsg_send(&msg, zactor_sock(self->hasher))) {
+            zmsg_destroy(&msg);
+            errno = ENOMEM;
+            return -1;
+        }
+        x->backlog++;
         x->hashed++;
     }
+    if (x->hashed == x->n_chunks && x->verified == x->n_chunks && !x->finishing) {
+        x->finishing = 1;
+        zstr_sendx(zactor_sock(self->hasher), "FINAL", x->key, NULL);
+    }
     return 0;
+}
+
+zsock_t *imgcache_socket(imgcache_t *self)
+{
+    return zactor_sock(self->hasher);
+}
+
+/* The transfer of key (NULL when it ended). */
+static s_xfer_t *s_by_key(imgcache_t *self, const char *key)
+{
+    for (s_xfer_t *x = zhashx_first(self->transfers); x; x = zhashx_next(self->transfers))
+        if (streq(x->key, key))
+            return x;
+    return NULL;
+}
+
+void imgcache_recv(imgcache_t *self)
+{
+    char *op = NULL, *key = NULL, *hex = NULL;
+    zstr_recvx(zactor_sock(self->hasher), &op, &key, &hex, NULL);
+    s_xfer_t *x = op && key ? s_by_key(self, key) : NULL;
+    if (x && streq(op, "ACK")) {
+        x->backlog--;
+        if (s_hash_prefix(x, SIZE_MAX, NULL) != 0) {
+            char why[160];
+            snprintf(why, sizeof why, "cannot read the image back: %s", strerror(errno));
+            s_end(x, NULL, why);
+        } else
+            s_ask(x);
+    } else if (x && streq(op, "DIGEST") && hex)
+        s_finish(x, hex);
+    free(op);
+    free(key);
+    free(hex);
+    s_reap(self);
 }
 
 /* Ask for missing chunks while credit lasts. */
 static void s_ask(s_xfer_t *x)
 {
     imgcache_t *self = x->cache;
-    while (!x->failed && x->inflight < self->config.credit && x->next < x->n_chunks) {
+    /* The credit covers the chunks the hasher has still to fold in too: a slow disk or hasher
+       slows the transfer down instead of piling chunks up in memory. */
+    while (!x->failed && x->inflight + x->backlog < self->config.credit && x->next < x->n_chunks) {
         size_t i = x->next++;
         if (x->state[i] != C_MISSING)
             continue;
@@ -531,11 +648,7 @@ static void s_on_chunk(bus_client_t *client, const char *call_id, Berth__Envelop
     }
     if (*why)
         s_again(x, i, why);
-    if (x->failed)
-        goto out;
-    if (x->verified == x->n_chunks)
-        s_finish(x);
-    else
+    if (!x->failed)
         s_ask(x);
 out:
     if (chunk)
@@ -624,7 +737,7 @@ static s_xfer_t *s_xfer_new(imgcache_t *self, const char *sha, const char *image
     x->calls = zhashx_new();
     x->waiters = zlistx_new();
     x->started_ms = util_mono_ms();
-    crypto_hash_sha256_init(&x->hash);
+    snprintf(x->key, sizeof x->key, "%s.%u", sha, ++self->serial);
     if (!x->state || !x->tries || !x->buffer || !x->calls || !x->waiters) {
         s_xfer_free(x);
         return NULL;
@@ -683,10 +796,7 @@ void imgcache_get(imgcache_t *self, const char *sha256, const char *image, int64
     log_info(NULL, "fetching image", "{s:s, s:s, s:I, s:I, s:i}", "image", image, "sha256", sha256,
              "bytes", (json_int_t)bytes, "chunk", (json_int_t)x->chunk, "credit",
              self->config.credit);
-    if (x->verified == x->n_chunks)
-        s_finish(x);
-    else
-        s_ask(x);
+    s_ask(x);
 }
 
 void imgcache_hold(imgcache_t *self, const char *sha256)

@@ -46,6 +46,11 @@ void imgcache_get(imgcache_t *self, const char *sha256, const char *image, int64
 void imgcache_hold(imgcache_t *self, const char *sha256);
 void imgcache_release(imgcache_t *self, const char *sha256);
 
+/* The socket of the thread computing files' digests, and what the loop does when it is
+   readable (a transfer moves on). */
+zsock_t *imgcache_socket(imgcache_t *self);
+void imgcache_recv(imgcache_t *self);
+
 /* The digests of the images cached (borrowed, valid until the cache next changes). */
 char **imgcache_list(imgcache_t *self, size_t *n);
 

@@ -262,6 +262,14 @@ static void s_execute(s_link_t *link, const Berth__AgentCommand *cmd)
     worker_submit(self->worker, cmd);
 }
 
+static int s_on_images(service_t *service, void *arg)
+{
+    (void)service;
+    agent_t *self = arg;
+    imgcache_recv(self->images);
+    return 0;
+}
+
 static int s_on_worker(service_t *service, void *arg)
 {
     (void)service;
@@ -792,6 +800,7 @@ int main(int argc, char **argv)
     self.images = imgcache_new(&icc, self.stager ? self.taskmgr : NULL);
     if (!self.images)
         goto done;
+    service_reader(service, imgcache_socket(self.images), s_on_images, &self);
     berth__host__init(&self.host);
     berth__resources__init(&self.capacity);
     berth__resources__init(&self.used);

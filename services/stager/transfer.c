@@ -5,7 +5,9 @@
     file, and a transfer must never stitch two files together. A chunk is one pread of at
     most image_chunk_max bytes on the loop, like a seed's read: bounded, and from the page
     cache for a file being transferred. The last image looked up is remembered for a second
-    with its file open, so a transfer's chunks cost no Redis round trip each. */
+    with its file open, so a transfer's chunks cost no Redis round trip each. A chunk's digest
+    is remembered too (an image file never changes under its digest, and one image goes to
+    many hosts): the same chunk sent again costs its read, not its hashing. */
 #include "transfer.h"
 #include "files.h"
 #include "limit.h"
@@ -17,7 +19,8 @@
 #include <sodium.h>
 #include <unistd.h>
 
-#define TRANSFER_REMEMBER_MS 1000 /* how long a looked-up image is trusted without Redis */
+#define TRANSFER_REMEMBER_MS 1000  /* how long a looked-up image is trusted without Redis */
+#define TRANSFER_DIGESTS_MAX 65536 /* chunk digests remembered (64 GiB of 1 MiB chunks) */
 
 struct _transfer_t {
     catalog_t *catalog;
@@ -28,6 +31,7 @@ struct _transfer_t {
     int64_t size;      /* its file's size */
     int fd;            /* its file, open (-1: none) */
     int64_t looked_at; /* monotonic ms of the lookup */
+    zhashx_t *digests; /* "<image sha256>:<offset>:<bytes>" -> hex digest of that chunk */
     metrics_family_t *bytes_sent;
 };
 
@@ -40,9 +44,12 @@ transfer_t *transfer_new(catalog_t *catalog, int64_t chunk_max)
     self->chunk_max = chunk_max;
     self->fd = -1;
     self->buffer = malloc((size_t)chunk_max);
+    self->digests = zhashx_new();
+    if (self->digests)
+        zhashx_set_destructor(self->digests, (zhashx_destructor_fn *)zstr_free);
     self->bytes_sent = metrics_counter("berth_stager_image_bytes_sent_total",
                                        "Bytes of image files sent to agents in chunks", NULL);
-    if (!self->buffer)
+    if (!self->buffer || !self->digests)
         transfer_destroy(&self);
     return self;
 }
@@ -55,6 +62,7 @@ void transfer_destroy(transfer_t **self_p)
     if (self->fd >= 0)
         close(self->fd);
     free(self->buffer);
+    zhashx_destroy(&self->digests);
     free(self);
     *self_p = NULL;
 }
@@ -161,8 +169,17 @@ static void s_on_get_chunk(bus_request_t *request, void *arg)
         }
         got += (size_t)n;
     }
-    char hex[65];
-    files_sha256_hex(self->buffer, got, hex);
+    char key[100], hex[65];
+    snprintf(key, sizeof key, "%s:%lld:%zu", self->sha256, (long long)req->offset, got);
+    const char *known = zhashx_lookup(self->digests, key);
+    if (known)
+        util_strlcpy(hex, known, sizeof hex);
+    else {
+        files_sha256_hex(self->buffer, got, hex);
+        if (zhashx_size(self->digests) >= TRANSFER_DIGESTS_MAX)
+            zhashx_purge(self->digests);
+        zhashx_insert(self->digests, key, strdup(hex));
+    }
     Berth__ImageChunk reply = BERTH__IMAGE_CHUNK__INIT;
     reply.offset = req->offset;
     reply.data.data = self->buffer;
