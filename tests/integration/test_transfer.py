@@ -208,6 +208,44 @@ class Transfer(ImageCase):
         self.assertEqual(self.metric(again, "berth_agent_image_chunks_refetched_total"), 1)
 
 
+    def chunk(self, fields, cert):
+        """GetImageChunk sent to the stager with cert's bus certificate: the probe's answer."""
+        argv = self.p.probe_argv("send", "127.0.0.1:%d" % self.p.redis_port, "stager",
+                                 "GetImageChunk", json.dumps(fields), cert=cert)
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=30,
+                           env=self.p.base_env())
+        self.assertEqual(r.returncode, 0, r.stderr)
+        return json.loads(r.stdout.splitlines()[-1])
+
+    def test_e_chunk_refusals(self):
+        """Only agents may ask for chunks; a bad request is refused naming its field."""
+        image = self.api.get("/v1/images/small")["image"]
+        good = {"image": image["id"], "sha256": image["sha256"], "offset": 4096, "size": 8192}
+        agent = self.p.host_cert("host-1")
+        answer = self.chunk(good, agent)
+        self.assertNotIn("error", answer, answer)
+        path = os.path.join(self.p.data_dir, "services", "stager", "images",
+                            image["id"] + ".qcow2")
+        with open(path, "rb") as f:
+            f.seek(4096)
+            want = hashlib.sha256(f.read(8192)).hexdigest()
+        self.assertEqual(answer["body"]["sha256"], want)
+        self.assertEqual(answer["body"]["image_sha256"], image["sha256"])
+        self.assertEqual(int(answer["body"]["total_bytes"]), image["size_bytes"])
+        self.assertEqual(self.chunk(good, "gateway")["error"]["code"], "FORBIDDEN")
+        for field, bad in (("sha256", {"sha256": "0" * 63}),
+                           ("sha256", {"sha256": "f" * 64}),
+                           ("image", {"image": "no-such-image"}),
+                           ("size", {"size": 0}),
+                           ("size", {"size": 2097153}),
+                           ("offset", {"offset": -1}),
+                           ("offset", {"offset": image["size_bytes"]})):
+            with self.subTest(field=field, bad=bad):
+                err = self.chunk(dict(good, **bad), agent)["error"]
+                self.assertEqual((err["code"], err["details"]["field"]), ("BAD_REQUEST", field),
+                                 err)
+
+
 class Eviction(ImageCase):
     agents = 1
     # Room for two of the three images (each 1 MiB of data, 1.3 MiB as qcow2), not three.
