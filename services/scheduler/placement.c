@@ -518,7 +518,7 @@ static s_host_t *s_find(placement_t *self, const char *id)
    cannot take it (a host it does not know: a full load is due), else 0. */
 static int s_apply(placement_t *self, const redisReply *f)
 {
-    const char *type = NULL, *host = NULL, *state = NULL;
+    const char *type = NULL, *host = NULL, *state = NULL, *images = NULL;
     const redisReply *used[3] = { NULL, NULL, NULL };
     static const char *const used_names[3] = { "used_vcpus", "used_ram_mb", "used_disk_gb" };
     for (size_t i = 0; i + 1 < f->elements; i += 2) {
@@ -531,6 +531,8 @@ static int s_apply(placement_t *self, const redisReply *f)
             host = v->str;
         else if (strcmp(k->str, "state") == 0)
             state = v->str;
+        else if (strcmp(k->str, "images") == 0)
+            images = v->str;
         else
             for (int j = 0; j < 3; j++)
                 if (strcmp(k->str, used_names[j]) == 0)
@@ -538,11 +540,18 @@ static int s_apply(placement_t *self, const redisReply *f)
     }
     int usage = type && strcmp(type, "host.usage") == 0;
     int moved = type && strcmp(type, "host.state") == 0 && state;
-    if (!usage && !moved)
+    int cached = type && strcmp(type, "host.images") == 0 && images;
+    if (!usage && !moved && !cached)
         return 0;
     s_host_t *h = s_find(self, host);
     if (!h)
         return 1;
+    if (cached) { /* the images its agent caches now */
+        size_t i = (size_t)(h - self->hosts);
+        free(self->images[i]);
+        self->images[i] = *images ? strdup(images) : NULL;
+        return 0;
+    }
     if (usage) {
         if (used[0])
             h->used_vcpus = s_int(used[0]);
@@ -748,20 +757,21 @@ static int s_filter(const placement_t *self, const s_host_t *h, const Berth__Sel
     return F_PASS;
 }
 
-/* Weigher: the group's own reservation first (covering the flavor, then part of it), then a host
-   whose agent caches the VM's base image (no transfer before its disk is made), then most
+/* Weigher: the group's own reservation first (covering the flavor, then part of it), then most
    usable RAM left (spread: VMs apart, each with room to grow) or least (pack: hosts filled one
-   after another, the others kept free for large VMs or to be switched off), then by id so
-   equal hosts keep one order. */
+   after another, the others kept free for large VMs or to be switched off), then, of hosts
+   weighed equal, one whose agent caches the VM's base image, then by id so equal hosts keep one
+   order. */
 static int s_by_weight(const void *a, const void *b)
 {
     const s_candidate_t *x = a, *y = b;
     if (x->reserved != y->reserved)
         return x->reserved > y->reserved ? -1 : 1;
-    if (x->cached != y->cached)
-        return x->cached > y->cached ? -1 : 1;
     if (x->weight != y->weight)
         return x->weight > y->weight ? -1 : 1;
+    /* Equal so far: the host that caches the VM's base image (no transfer before its disk). */
+    if (x->cached != y->cached)
+        return x->cached > y->cached ? -1 : 1;
     return (x->index > y->index) - (x->index < y->index); /* hosts[] is in id order */
 }
 
@@ -811,7 +821,7 @@ static int s_rank(placement_t *self, const Berth__SelectHost *req, int64_t now, 
                 self->pool_free[j] += free;
         }
     }
-    /* The VM's base image, by digest: hosts that cache it go first after reservations. */
+    /* The VM's base image, by digest: of hosts weighed equal, one that caches it goes first. */
     const char *image = req->image_sha256 && strlen(req->image_sha256) == 64 && self->images
                             ? req->image_sha256
                             : NULL;

@@ -43,6 +43,7 @@ typedef struct {
     int64_t registered_ms; /* monotonic, when it was last registered */
     int64_t full_ms;       /* monotonic, when every reported VM was last looked up */
     zhashx_t *power;       /* domain name -> power state, as last reported */
+    char *images;          /* the images field as this instance last wrote it (NULL: never) */
 } s_host_t;
 
 #define MAX_TRACKED_HOSTS 100000 /* hosts remembered; beyond that every beat is a full one */
@@ -113,6 +114,7 @@ static void s_host_free(void **item)
     s_host_t *h = *item;
     if (h) {
         zhashx_destroy(&h->power);
+        free(h->images);
         free(h);
         *item = NULL;
     }
@@ -905,6 +907,24 @@ static void s_on_heartbeat(bus_request_t *request, void *arg)
                 zhashx_update(known->power, hb->domains[i]->name, hb->domains[i]->power_state);
         if (full)
             known->full_ms = now;
+    }
+    if (ok && known && images_text && !streq(images_text, known->images ? known->images : "")) {
+        /* The images its agent caches changed (or this instance had not seen them yet): an
+           event says so, and the scheduler's copy follows it at once (placement.c). */
+        char hkey[KEYS_MAX], now_ms[24];
+        keys_host(hkey, hb->host->id);
+        snprintf(now_ms, sizeof now_ms, "%lld", (long long)util_now_ms());
+        model_tx_t *tx = model_tx_new();
+        if (tx) {
+            model_tx_hset(tx, hkey, "images", images_text);
+            model_tx_event(tx, "host.images", "key", hkey, "host", hb->host->id, "images",
+                           images_text, "at_ms", now_ms, NULL);
+            if (model_tx_commit(tx, store, NULL) == 0) {
+                free(known->images);
+                known->images = strdup(images_text);
+            }
+            model_tx_destroy(&tx);
+        }
     }
     const char *stored = ok ? r->element[0]->str : "";
     int maintenance = ok && streq(r->element[1]->str, "1");

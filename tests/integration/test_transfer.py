@@ -2,8 +2,8 @@
 """Base images reach hosts from the stager over the bus, in chunks, into each agent's image cache:
 
 - a host without the image fetches it, the VM goes ACTIVE, and the file in the agent's cache
-  (named by its SHA-256) has the image's SHA-256; a host that caches an image is chosen for a
-  VM of it over a host the spread weigher would choose otherwise;
+  (named by its SHA-256) has the image's SHA-256; of hosts the weigher finds equal, one that
+  caches the VM's image is chosen (it reports the image, the scheduler follows);
 - an agent killed (SIGKILL) in the middle of a transfer resumes it when it is back: it keeps
   what it had verified and fetches only the rest (its log and its bytes-fetched counter);
 - a byte flipped in the .part file while the agent is down is found when it comes back, that
@@ -125,53 +125,59 @@ class ImageCase(PlatformCase):
 class Transfer(ImageCase):
     agents = 2
     # Small chunks, one in flight: a transfer of BIG takes seconds, long enough to kill it.
+    # Hosts of one size: the weigher's choice between them falls to the cached image.
     agent_env = {"BERTH_IMAGE_CHUNK_BYTES": "16384", "BERTH_IMAGE_CREDIT": "1",
-                 "BERTH_IMAGE_CHUNK_TIMEOUT_MS": "2000"}
-    # A command the agent did not answer (it was killed) is handed out again soon; the
-    # scheduler reads the hosts (and the images they cache) before each decision.
+                 "BERTH_IMAGE_CHUNK_TIMEOUT_MS": "2000", "BERTH_HOST_VCPUS": "8",
+                 "BERTH_HOST_RAM_MB": "16384", "BERTH_HOST_DISK_GB": "200"}
+    # A command the agent did not answer (it was killed) is handed out again soon. The
+    # scheduler reads the hosts before each decision, so a host's images count as soon as
+    # Redis has them (following the host.images event takes up to host_follow_ms more: the
+    # unit test test_svc_scheduler_follow covers that).
     platform_env = {"BERTH_COMMAND_REDELIVER_MS": "1000", "BERTH_HOST_REFRESH_MS": "0"}
 
     def test_a_fetched_verified_and_preferred(self):
-        small = self.import_image("small", 2 * 1024 * 1024)
-        self.template("small-t", "small")
-        vm = self.vm("small-t", "fetch-1")
-        placed = self.api.wait_vm(vm, ("ACTIVE",))
-        # Spread: the larger host (host-2) takes it, fetching the image it did not have.
-        self.assertEqual(placed["host"], "host-2")
-        self.assertIn(small["sha256"], self.cached("agent-2"))
-        self.assertNotIn(small["sha256"], self.cached("agent-1"))
-        path = os.path.join(self.cache_dir("agent-2"), small["sha256"])
-        self.assertEqual(sha256_file(path), small["sha256"])
-        self.assertEqual(os.path.getsize(path), small["size_bytes"])
-        self.assertEqual(self.metric(self.agent("agent-2"),
-                                     "berth_agent_image_bytes_fetched_total"),
-                         small["size_bytes"])
-        # A second image, put in host-1's cache: host-1 reports it, and a VM of it goes there
-        # although host-2 has more RAM free.
+        # An image put in host-2's cache: host-2 reports it, and a VM of it goes there rather
+        # than to host-1, which the weigher would choose otherwise (the same free RAM, and
+        # host-1 first by id).
         other = self.import_image("other", 1024 * 1024)
         self.template("other-t", "other")
         stored = os.path.join(self.p.data_dir, "services", "stager", "images",
                               other["id"] + ".qcow2")
         with open(stored, "rb") as f, \
-                open(os.path.join(self.cache_dir("agent-1"), other["sha256"]), "wb") as out:
+                open(os.path.join(self.cache_dir("agent-2"), other["sha256"]), "wb") as out:
             out.write(f.read())
-        self.p.restart(self.agent("agent-1"))
+        self.p.restart(self.agent("agent-2"))
         wait_until(lambda: other["sha256"] in (self.p.redis_command(
-            "HGET", "berth:host:host-1", "images") or ""), 20, "host-1 reports the image")
-        vm2 = self.vm("other-t", "cached-1")
-        self.assertEqual(self.api.wait_vm(vm2, ("ACTIVE",))["host"], "host-1")
-        self.assertEqual(self.metric(self.agent("agent-1"),
+            "HGET", "berth:host:host-2", "images") or ""), 20, "host-2 reports the image")
+        vm = self.vm("other-t", "cached-1")
+        self.assertEqual(self.api.wait_vm(vm, ("ACTIVE",))["host"], "host-2")
+        self.assertEqual(self.metric(self.agent("agent-2"),
                                      "berth_agent_image_bytes_fetched_total"), 0)
+        # A host without the image (host-1, now with more RAM free) fetches it.
+        small = self.import_image("small", 2 * 1024 * 1024)
+        self.template("small-t", "small")
+        vm = self.vm("small-t", "fetch-1")
+        self.assertEqual(self.api.wait_vm(vm, ("ACTIVE",))["host"], "host-1")
+        self.assertIn(small["sha256"], self.cached("agent-1"))
+        self.assertNotIn(small["sha256"], self.cached("agent-2"))
+        path = os.path.join(self.cache_dir("agent-1"), small["sha256"])
+        self.assertEqual(sha256_file(path), small["sha256"])
+        self.assertEqual(os.path.getsize(path), small["size_bytes"])
+        self.assertEqual(self.metric(self.agent("agent-1"),
+                                     "berth_agent_image_bytes_fetched_total"),
+                         small["size_bytes"])
 
     def resumed(self, image, corrupt):
-        """A VM of image on host-2, its agent killed mid-transfer (and a byte of what it had
-        verified flipped when corrupt), started again: the VM goes ACTIVE on the image fetched
-        once; returns the resumed agent's resume log line."""
+        """A VM of image, its host's agent killed mid-transfer (and a byte of what it had
+        verified flipped when corrupt), started again: the VM goes ACTIVE there on the image
+        fetched once; returns the resumed agent's resume log line and the agent."""
         self.template(image["name"] + "-t", image["name"], disk="full")
         vm = self.vm(image["name"] + "-t", image["name"] + "-1")
-        agent = self.agent("agent-2")
+        host = wait_until(lambda: self.api.vm(vm)["host"], 20, "the VM placed")
+        name = "agent-" + host.split("-")[1]
+        agent = self.agent(name)
         had = self.kill_mid_transfer(agent, image["sha256"])
-        part = os.path.join(self.cache_dir("agent-2"), image["sha256"] + ".part")
+        part = os.path.join(self.cache_dir(name), image["sha256"] + ".part")
         if corrupt:
             with open(part, "r+b") as f:
                 f.seek(100)
@@ -180,8 +186,8 @@ class Transfer(ImageCase):
                 f.write(bytes([byte[0] ^ 0xFF]))
         offset = os.path.getsize(agent.log_path)
         again = self.p.restart(agent)
-        self.assertEqual(self.api.wait_vm(vm, ("ACTIVE",), timeout=60)["host"], "host-2")
-        path = os.path.join(self.cache_dir("agent-2"), image["sha256"])
+        self.assertEqual(self.api.wait_vm(vm, ("ACTIVE",), timeout=60)["host"], host)
+        path = os.path.join(self.cache_dir(name), image["sha256"])
         self.assertEqual(sha256_file(path), image["sha256"])
         self.assertFalse(os.path.exists(part))
         resume = self.log_lines(again, "resuming image transfer", offset)
