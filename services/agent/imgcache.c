@@ -92,6 +92,7 @@ struct _imgcache_t {
     char refs[PATH_MAX + 8];
     bus_client_t *client;
     zhashx_t *entries;   /* sha -> s_entry_t */
+    zhashx_t *parts;     /* sha -> s_entry_t: a .part no transfer is writing (kept to resume) */
     zhashx_t *transfers; /* sha -> s_xfer_t */
     zlistx_t *dead;      /* failed transfers waiting for their calls to come back */
     zactor_t *hasher;    /* folds chunks into files' digests (s_hasher) */
@@ -135,11 +136,36 @@ static int64_t s_mtime_ms(const struct stat *st)
 }
 
 /* Every cached image on disk into entries. */
+/* Note a .part of sha left by a transfer that ended (or by an earlier run) in parts: it takes
+   room in the cache until it is resumed or evicted. */
+static void s_part_note(imgcache_t *self, const char *sha)
+{
+    char path[PATH_MAX + 80];
+    struct stat st;
+    s_path(self, sha, ".part", path, sizeof path);
+    s_entry_t *entry = stat(path, &st) == 0 ? calloc(1, sizeof *entry) : NULL;
+    if (!entry)
+        return;
+    util_strlcpy(entry->sha, sha, sizeof entry->sha);
+    entry->size = (int64_t)st.st_size;
+    entry->used_ms = s_mtime_ms(&st);
+    zhashx_update(self->parts, entry->sha, entry);
+}
+
+/* Every cached image on disk into entries, every .part into parts. */
 static void s_scan(imgcache_t *self)
 {
     DIR *d = opendir(self->dir);
     struct dirent *e;
     while (d && (e = readdir(d))) {
+        if (strlen(e->d_name) == 69 && streq(e->d_name + 64, ".part")) {
+            char sha[65];
+            memcpy(sha, e->d_name, 64);
+            sha[64] = '\0';
+            if (s_is_sha(sha, 64))
+                s_part_note(self, sha);
+            continue;
+        }
         if (!s_is_sha(e->d_name, 64))
             continue;
         char path[PATH_MAX + 80];
@@ -225,12 +251,15 @@ imgcache_t *imgcache_new(const imgcache_config_t *config, bus_client_t *client)
     util_strlcpy(self->dir, config->dir, sizeof self->dir);
     snprintf(self->refs, sizeof self->refs, "%s/refs", self->dir);
     self->entries = zhashx_new();
+    self->parts = zhashx_new();
+    if (self->parts)
+        zhashx_set_destructor(self->parts, s_entry_free);
     self->transfers = zhashx_new();
     self->dead = zlistx_new();
     self->hasher = zactor_new(s_hasher, NULL);
     if (self->entries)
         zhashx_set_destructor(self->entries, s_entry_free);
-    if (!self->entries || !self->transfers || !self->dead || !self->hasher ||
+    if (!self->entries || !self->parts || !self->transfers || !self->dead || !self->hasher ||
         (mkdir(self->dir, 0750) != 0 && errno != EEXIST) ||
         (mkdir(self->refs, 0750) != 0 && errno != EEXIST)) {
         log_error(NULL, "cannot make the image cache directory", "{s:s, s:s}", "dir", self->dir,
@@ -293,6 +322,7 @@ void imgcache_destroy(imgcache_t **self_p)
     }
     zactor_destroy(&self->hasher);
     zhashx_destroy(&self->entries);
+    zhashx_destroy(&self->parts);
     free(self->list);
     free(self);
     *self_p = NULL;
@@ -331,13 +361,15 @@ static int64_t s_held_bytes(imgcache_t *self)
     int64_t total = 0;
     for (s_entry_t *e = zhashx_first(self->entries); e; e = zhashx_next(self->entries))
         total += e->size;
+    for (s_entry_t *e = zhashx_first(self->parts); e; e = zhashx_next(self->parts))
+        total += e->size;
     for (s_xfer_t *x = zhashx_first(self->transfers); x; x = zhashx_next(self->transfers))
         total += x->size;
     return total;
 }
 
-/* Make room for bytes more: evict least recently used images nothing depends on. 0, or -1
-   with why. */
+/* Make room for bytes more: evict the least recently used of the images nothing depends on and
+   the .part files no transfer writes. 0, or -1 with why. */
 static int s_make_room(imgcache_t *self, int64_t bytes, char *why, size_t size)
 {
     if (bytes > self->config.max_bytes) {
@@ -358,6 +390,21 @@ static int s_make_room(imgcache_t *self, int64_t bytes, char *why, size_t size)
             if (!e->holds && !zhashx_lookup(refs, e->sha) &&
                 (!victim || e->used_ms < victim->used_ms))
                 victim = e;
+        s_entry_t *part = NULL;
+        for (s_entry_t *e = zhashx_first(self->parts); e; e = zhashx_next(self->parts))
+            if (!part || e->used_ms < part->used_ms)
+                part = e;
+        if (part && (!victim || part->used_ms <= victim->used_ms)) {
+            char path[PATH_MAX + 80];
+            s_path(self, part->sha, ".part", path, sizeof path);
+            unlink(path);
+            s_path(self, part->sha, ".part.chunks", path, sizeof path);
+            unlink(path);
+            log_info(NULL, "unfinished image transfer dropped from the cache", "{s:s, s:I}",
+                     "sha256", part->sha, "bytes", (json_int_t)part->size);
+            zhashx_delete(self->parts, part->sha);
+            continue;
+        }
         if (!victim) {
             snprintf(why, size,
                      "the image cache is full (%lld of %lld bytes, image_cache_bytes) "
@@ -411,8 +458,10 @@ static void s_end(s_xfer_t *x, const char *path, const char *error)
         log_warn(NULL, "image transfer failed", "{s:s, s:s, s:s}", "image", x->image, "sha256",
                  x->sha, "error", error);
     x->failed = 1;
-    if (!path)
+    if (!path) {
         zstr_sendx(zactor_sock(self->hasher), "DROP", x->key, NULL);
+        s_part_note(self, x->sha); /* what it fetched stays for a later resume */
+    }
     zlistx_t *waiters = x->waiters;
     x->waiters = NULL;
     zlistx_add_end(self->dead, x); /* freed by s_reap once no call of it is out */
@@ -775,14 +824,20 @@ void imgcache_get(imgcache_t *self, const char *sha256, const char *image, int64
     else if (!s_is_sha(sha256, 64) || bytes <= 0 || !image || !*image ||
              strlen(image) > LIMIT_IMAGE_NAME_MAX)
         snprintf(why, sizeof why, "the command names no image to fetch (id, size and SHA-256)");
-    else if (s_make_room(self, bytes, why, sizeof why) == 0) {
-        x = s_xfer_new(self, sha256, image, bytes);
-        if (!x)
-            snprintf(why, sizeof why, "out of memory");
-        else if (s_resume(x, why, sizeof why) != 0) {
-            s_xfer_free(x);
-            x = NULL;
+    else {
+        /* Its .part, if there is one, becomes the transfer's (counted at the image's size). */
+        zhashx_delete(self->parts, sha256);
+        if (s_make_room(self, bytes, why, sizeof why) == 0) {
+            x = s_xfer_new(self, sha256, image, bytes);
+            if (!x)
+                snprintf(why, sizeof why, "out of memory");
+            else if (s_resume(x, why, sizeof why) != 0) {
+                s_xfer_free(x);
+                x = NULL;
+            }
         }
+        if (!x)
+            s_part_note(self, sha256);
     }
     if (!x) {
         log_warn(NULL, "image not available", "{s:s, s:s}", "image", image ? image : "", "error",

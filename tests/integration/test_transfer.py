@@ -9,7 +9,8 @@
 - a byte flipped in the .part file while the agent is down is found when it comes back, that
   chunk is fetched again, and the image is right in the end;
 - the cache is bounded (image_cache_bytes): a new image evicts the least recently used image
-  no VM depends on (a linked clone depends on its base, a full copy does not).
+  no VM depends on (a linked clone depends on its base, a full copy does not), or an old .part
+  of a transfer that did not finish.
 
 The transfer is made slow on purpose (small chunks, one in flight) so that a kill lands in its
 middle; the tests wait on the .part file's size, never a fixed time.
@@ -258,6 +259,13 @@ class Eviction(ImageCase):
     agent_env = {"BERTH_IMAGE_CACHE_BYTES": str(int(3.5 * 1024 * 1024))}
 
     def test_d_lru_image_no_vm_needs_is_evicted(self):
+        # An unfinished transfer's .part, left from long ago, takes room until it is needed.
+        stale = os.path.join(self.cache_dir("agent-1"), "d" * 64 + ".part")
+        with open(stale, "wb") as f:
+            f.write(os.urandom(1024 * 1024))
+        an_hour_ago = time.time() - 3600
+        os.utime(stale, (an_hour_ago, an_hour_ago))
+        self.p.restart(self.agent("agent-1"))
         a = self.import_image("img-a", 1024 * 1024)
         b = self.import_image("img-b", 1024 * 1024)
         c = self.import_image("img-c", 1024 * 1024)
@@ -268,6 +276,7 @@ class Eviction(ImageCase):
         self.api.wait_vm(vm_a, ("ACTIVE",))
         vm_b = self.vm("b-full", "evict-b")
         self.api.wait_vm(vm_b, ("ACTIVE",))
+        self.assertFalse(os.path.exists(stale), "img-b needed the room of the old .part")
         self.assertEqual(self.cached("agent-1") & {a["sha256"], b["sha256"]},
                          {a["sha256"], b["sha256"]})
         # img-c needs room: img-a is the least recently used but a VM's disk is built on it,
