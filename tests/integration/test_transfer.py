@@ -8,6 +8,8 @@
   what it had verified and fetches only the rest (its log and its bytes-fetched counter);
 - a byte flipped in the .part file while the agent is down is found when it comes back, that
   chunk is fetched again, and the image is right in the end;
+- the stager restarted in the middle of a transfer: the agent asks again for what it lost and
+  goes on, fetching nothing twice;
 - the cache is bounded (image_cache_bytes): a new image evicts the least recently used image
   no VM depends on (a linked clone depends on its base, a full copy does not), or an old .part
   of a transfer that did not finish.
@@ -214,6 +216,31 @@ class Transfer(ImageCase):
         self.assertEqual(resume["chunks_bad"], 1)
         self.assertEqual(self.metric(again, "berth_agent_image_chunks_refetched_total"), 1)
 
+
+    def test_f_stager_restart(self):
+        """The stager restarted in the middle of a transfer: the agent asks for the chunks it
+        lost again and goes on; nothing is fetched twice."""
+        image = self.import_image("restarted", BIG)
+        self.template("restarted-t", "restarted", disk="full")
+        vm = self.vm("restarted-t", "restarted-1")
+        host = wait_until(lambda: self.api.vm(vm)["host"], 20, "the VM placed")
+        agent = self.agent("agent-" + host.split("-")[1])
+        part = os.path.join(self.cache_dir(agent.name), image["sha256"] + ".part")
+        wait_until(lambda: os.path.exists(part) and os.path.getsize(part) >= BIG // 3, 30,
+                   "a third of the image fetched")
+        offset = os.path.getsize(agent.log_path)
+        stager = [p for p in self.p.procs if p.service == "stager" and p.alive()][0]
+        self.assertNotIn(image["sha256"], self.cached(agent.name))
+        stager = self.p.restart(stager)
+        self.assertEqual(self.api.wait_vm(vm, ("ACTIVE",), timeout=60)["host"], host)
+        # The rest came from the stager started again.
+        self.assertGreater(self.metric(stager, "berth_stager_image_bytes_sent_total"), 0)
+        path = os.path.join(self.cache_dir(agent.name), image["sha256"])
+        self.assertEqual(sha256_file(path), image["sha256"])
+        done = [d for d in self.log_lines(agent, "image fetched", offset)
+                if d["sha256"] == image["sha256"]]
+        self.assertEqual([d["fetched"] for d in done], [image["size_bytes"]])
+        self.assertEqual(self.log_lines(agent, "image transfer failed", offset), [])
 
     def chunk(self, fields, cert):
         """GetImageChunk sent to the stager with cert's bus certificate: the probe's answer."""
