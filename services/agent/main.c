@@ -25,6 +25,11 @@
    heap top is trimmed after many of those frees, and each trim (brk, then a TLB shootdown on
    every CPU) cost ~7% of the agent's CPU under the provisioning bench. */
 #define HEAP_KEEP_BYTES (64 << 20)
+/* Blocks up to this size come from the heap, not a mapping of their own. An image chunk (up
+   to 2 MiB, several copies on its way in) was otherwise mapped, faulted in page by page and
+   unmapped again for every chunk: setting M_TRIM_THRESHOLD above also stops glibc from
+   raising its mmap threshold by itself. */
+#define HEAP_BLOCK_MAX_BYTES (8 << 20)
 
 typedef struct _agent_t agent_t;
 
@@ -640,6 +645,7 @@ static int s_on_resolved(service_t *service, void *arg)
 int main(int argc, char **argv)
 {
     mallopt(M_TRIM_THRESHOLD, HEAP_KEEP_BYTES);
+    mallopt(M_MMAP_THRESHOLD, HEAP_BLOCK_MAX_BYTES);
     service_t *service = service_new("agent", argc, argv);
     if (!service)
         return 2;

@@ -22,9 +22,15 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <malloc.h>
 #include <sodium.h>
 
 #define CATALOG_CHECK_MS 30000 /* how often a prepared catalog is checked again */
+/* Image chunks (up to 2 MiB, copied into the reply and its envelope) come from the heap and
+   the heap keeps this much free: with glibc's defaults each such block was a mapping of its
+   own, faulted in page by page and unmapped again, for every chunk sent. */
+#define HEAP_BLOCK_MAX_BYTES (8 << 20)
+#define HEAP_KEEP_BYTES      (64 << 20)
 
 typedef struct {
     service_t *service;
@@ -289,6 +295,8 @@ static int s_dir(config_t *c, const char *key, const char *sub, char *out, size_
 
 int main(int argc, char **argv)
 {
+    mallopt(M_MMAP_THRESHOLD, HEAP_BLOCK_MAX_BYTES);
+    mallopt(M_TRIM_THRESHOLD, HEAP_KEEP_BYTES);
     service_t *service = service_new("stager", argc, argv);
     if (!service)
         return 2;
