@@ -654,6 +654,10 @@ static void s_on_chunk(bus_client_t *client, const char *call_id, Berth__Envelop
     size_t len = s_chunk_len(x, i);
     if (!reply)
         snprintf(why, sizeof why, "the stager did not answer");
+    else if (reply->error &&
+             (streq(reply->error->code, "UNAVAILABLE") || streq(reply->error->code, "INTERNAL")))
+        /* The stager's store or disk failed for now: asked again, like a lost answer. */
+        snprintf(why, sizeof why, "the stager failed: %s", reply->error->message);
     else if (reply->error) {
         /* A refusal (the image gone, another file under its name) will not change: fail. */
         snprintf(why, sizeof why, "the stager refused: %s", reply->error->message);
