@@ -20,6 +20,8 @@ middle; the tests wait on the .part file's size, never a fixed time.
 Run: BERTH_BIN_DIR=build/bin python3 tests/integration/test_transfer.py
 """
 
+# ctest: heavy
+
 import hashlib
 import json
 import os
