@@ -88,7 +88,7 @@ GOALS = {
     "placement_p99": ("<=", 10.0, "ms"),
     # Issue 12 (Images): a linked clone against a full copy of the same base.
     "disk_linked_speedup": (">=", 20.0, "x"),
-    # Issue 12 (Images on hosts): a stager -> agent transfer against a plain read/write loop
+    # Images on hosts: a stager -> agent transfer against a plain read/write loop
     # with SHA-256 over the same file on the same disk.
     "transfer_ratio": (">=", 0.8, "x"),
 }
