@@ -13,14 +13,17 @@
     it used. The file's digest is computed by a thread of its own (the hasher), fed a copy of
     each chunk of the prefix, at most `credit` chunks ahead of it: the loop checks the chunks
     while the hasher folds them in, so a transfer runs at the pace of one SHA-256 pass, not two
-    one after the other. Resume: a transfer of a digest that has a .part and a sidecar of the same
-   chunk size checks every chunk the sidecar lists against the file and asks only for the missing
-    and the bad ones (a byte flipped while the agent was down is found here).
+    one after the other.
+
+    Resume: a transfer of a digest that has a .part and a sidecar of the same chunk size checks
+    every chunk the sidecar lists against the file and asks only for the missing and the bad
+    ones (a byte flipped while the agent was down is found here).
 
     Eviction: the files named by a digest are the cache; each image's last use is its file's
     mtime (touched at each use), so the order survives a restart. Room for a new image is made
     before its transfer starts, evicting the least recently used images that no VM depends on
-    (<dir>/refs) and no command holds; when that is not enough the get fails, naming why. */
+    (<dir>/refs) and no command holds, and .part files no transfer writes; when that is not
+    enough the get fails, naming why. */
 #include "imgcache.h"
 #include "limit.h"
 #include "log.h"
