@@ -88,8 +88,12 @@ GOALS = {
     "placement_p99": ("<=", 10.0, "ms"),
     # Issue 12 (Images): a linked clone against a full copy of the same base.
     "disk_linked_speedup": (">=", 20.0, "x"),
+    # Images on hosts: a stager -> agent transfer against a plain read/write loop
+    # with SHA-256 over the same file on the same disk.
+    "transfer_ratio": (">=", 0.8, "x"),
 }
 DISK_BASE_MB = 256  # data written into the base image the disks are made from
+TRANSFER_MB = 256  # data in the image fetched by an agent from the stager
 PLACEMENT_HOSTS = (1000, 10000)
 PLACEMENT_DECISIONS = max(1, int(os.environ.get("BENCH_PLACEMENTS", "2000")))
 
@@ -335,6 +339,85 @@ def bench_disks():
         return out
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def bench_transfer(bin_dir):
+    """An agent fetching a base image of TRANSFER_MB MB of data from the stager over the bus
+    (GetImageChunk with the agent's default chunk size and credit, CURVE on), REPS times on a
+    platform of one host, each time with the agent's cache emptied and the agent restarted;
+    against bench-copy (a read/write loop with SHA-256) of the stager's file into the agent's
+    data directory. {"bytes": N, "transfer_ms": [...], "copy_ms": [...], "settings": {...}}."""
+    p = Platform(bin_dir=bin_dir)
+    try:
+        p.start_all(agents=1)
+        admin = Http(p.http_port, login(p.http_port, p.admin_user, p.admin_password))
+        stager = os.path.join(p.data_dir, "services", "stager")
+        image = os.path.join(stager, "import", "transfer.qcow2")
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", image, "2G"], check=True)
+        subprocess.run(["qemu-io", "-f", "qcow2", "-c", "write -P 0x5a 0 %dM" % TRANSFER_MB,
+                        image], check=True, capture_output=True)
+        status, body = admin.call("POST", "/v1/images", {
+            "path": "transfer.qcow2", "name": "transfer", "os": "debian", "os_version": "12",
+            "arch": "x86_64", "min_ram_mb": 512, "min_disk_gb": 2})
+        if status != 201:
+            raise RuntimeError("POST /v1/images: %s %r" % (status, body))
+        deadline = time.monotonic() + 300
+        while True:
+            status, body = admin.call("GET", "/v1/images/transfer")
+            if body["image"]["state"] == "READY":
+                break
+            if body["image"]["state"] == "FAILED" or time.monotonic() > deadline:
+                raise RuntimeError("image import: %r" % body)
+            time.sleep(0.2)
+        stored = os.path.join(stager, "images", body["image"]["id"] + ".qcow2")
+        size = body["image"]["size_bytes"]
+        status, body = admin.call("POST", "/v1/templates", {
+            "name": "transfer", "vcpus": 1, "ram_mb": 512, "disk_gb": 3, "os": "debian",
+            "image": "transfer", "lease_days": 1, "requires_approval": False})
+        if status != 201:
+            raise RuntimeError("POST /v1/templates: %s %r" % (status, body))
+        agent = [proc for proc in p.procs if proc.service == "agent"][0]
+        cache = os.path.join(p.data_dir, "services", agent.name, "images")
+        settings = {}
+        with open(agent.log_path) as f:
+            for line in f:
+                if '"effective config"' in line:
+                    cfg = json.loads(line)["config"]
+                    settings = {k: cfg[k]["value"] for k in ("image_chunk_bytes", "image_credit")}
+                    break
+        out = {"bytes": size, "transfer_ms": [], "copy_ms": [], "settings": settings}
+        for rep in range(REPS):
+            agent.kill(signal.SIGTERM)
+            agent.wait(30)
+            for name in os.listdir(cache):
+                if name != "refs":
+                    os.unlink(os.path.join(cache, name))
+            offset = os.path.getsize(agent.log_path)
+            agent = p.restart(agent)
+            status, body = admin.call("POST", "/v1/requests",
+                                      {"template": "transfer", "name": "transfer-%d" % rep})
+            if status != 202:
+                raise RuntimeError("POST /v1/requests: %s %r" % (status, body))
+            done = None
+            deadline = time.monotonic() + 600
+            while done is None and time.monotonic() < deadline:
+                with open(agent.log_path, errors="replace") as f:
+                    f.seek(offset)
+                    for line in f:
+                        if '"msg":"image fetched"' in line:
+                            done = json.loads(line)
+                time.sleep(0.1)
+            if done is None or done["bytes"] != size:
+                raise RuntimeError("the agent did not fetch the image: %r" % done)
+            out["transfer_ms"].append(float(done["ms"]))
+            copy = os.path.join(p.data_dir, "services", agent.name, "copy.bin")
+            line = subprocess.run([os.path.join(bin_dir, "bench-copy"), stored, copy],
+                                  check=True, capture_output=True, text=True).stdout
+            os.unlink(copy)
+            out["copy_ms"].append(json.loads(line)["ms"])
+        return out
+    finally:
+        p.stop()
 
 
 def bench_bus(bin_dir):
@@ -623,14 +706,35 @@ class Table:
         return "\n".join(out) + "\n"
 
 
+def transfer_row(table, transfer):
+    """The image transfer's row: throughput of the agent's fetch against bench-copy's."""
+    mb = transfer["bytes"] / 1048576.0
+    fetch = mb / (median(transfer["transfer_ms"]) / 1000.0)
+    copy = mb / (median(transfer["copy_ms"]) / 1000.0)
+    table.add("image stager -> agent, %d MB qcow2 (%s)" % (
+        round(mb), ", ".join("%s=%s" % kv for kv in sorted(transfer["settings"].items()))),
+        "%.0f MB/s" % fetch, "read/write + SHA-256 %.0f MB/s" % copy, "%.2fx" % (fetch / copy),
+        goal_text("transfer_ratio"), "transfer_ratio", fetch / copy)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--bin", default=os.path.join(ROOT, "build", "bin"))
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results.md"))
+    ap.add_argument("--only", choices=["transfer"],
+                    help="run one row and print it (results.md is left as it is)")
     args = ap.parse_args()
     bin_dir = os.path.abspath(args.bin)
     table = Table()
     started = time.time()
+
+    log("transfer: an agent fetching a %d MB image from the stager vs a read/write loop with "
+        "SHA-256 (%d reps)" % (TRANSFER_MB, REPS))
+    transfer = bench_transfer(bin_dir)
+    if args.only == "transfer":
+        transfer_row(table, transfer)
+        print(table.markdown("# bench/run.py --only transfer"))
+        return
 
     log("baseline: libvirt define+start on test:///default (%d reps)" % REPS)
     virt = [bench_libvirt(bin_dir) for _ in range(REPS)]
@@ -839,6 +943,7 @@ def main():
     table.add("VM disk from a %d MB base: linked clone" % DISK_BASE_MB, f(linked, 1) + " ms",
               "full copy %s ms" % f(full, 0), f(full / linked, 1) + "x faster",
               goal_text("disk_linked_speedup"), "disk_linked_speedup", full / linked)
+    transfer_row(table, transfer)
 
     # Where provisioning time goes: the stages of the first repetition's tasks.
     prof, _ = profiles[len(profiles) // 2]

@@ -89,4 +89,12 @@
 #define LIMIT_NETWORK_GROUPS_MAX 64  /* groups a network is limited to */
 #define LIMIT_NETWORKS_MAX       256 /* networks on the platform */
 
+/* Image transfer between the stager and the agents (bus only, no API: settings of both are
+   checked against these, so they are not stated in docs/openapi.yaml). A chunk travels in one
+   envelope (ENVELOPE_MAX_BYTES, 4 MiB) with room to spare. */
+#define TRANSFER_CHUNK_MIN   4096    /* smallest chunk (image_chunk_bytes, image_chunk_max) */
+#define TRANSFER_CHUNK_MAX   2097152 /* largest chunk: 2 MiB */
+#define TRANSFER_CREDIT_MAX  64      /* chunk requests one transfer keeps in flight */
+#define TRANSFER_RETRIES_MAX 16      /* times one bad or lost chunk is asked for again */
+
 #endif

@@ -7,10 +7,13 @@
     it reports. Nothing on the loop waits: calls to taskmgr and libvirt work both come back
     on it as messages. */
 #include "domevents.h"
+#include "imgcache.h"
+#include "limit.h"
 #include "service.h"
 #include "vmops.h"
 #include "worker.h"
 
+#include <limits.h>
 #include <malloc.h>
 #include <sodium.h>
 #include <unistd.h>
@@ -22,6 +25,11 @@
    heap top is trimmed after many of those frees, and each trim (brk, then a TLB shootdown on
    every CPU) cost ~7% of the agent's CPU under the provisioning bench. */
 #define HEAP_KEEP_BYTES (64 << 20)
+/* Blocks up to this size come from the heap, not a mapping of their own. An image chunk (up
+   to 2 MiB, several copies on its way in) was otherwise mapped, faulted in page by page and
+   unmapped again for every chunk: setting M_TRIM_THRESHOLD above also stops glibc from
+   raising its mmap threshold by itself. */
+#define HEAP_BLOCK_MAX_BYTES (8 << 20)
 
 typedef struct _agent_t agent_t;
 
@@ -60,7 +68,9 @@ struct _agent_t {
     int64_t max_commands; /* commands run per poll; the rest are refused */
     size_t max_pending;   /* undelivered results per link */
     int stager;           /* stager_endpoints is set: seeds can be fetched */
-    zlistx_t *fetches;    /* s_fetch_t* waiting for their seed (owned; freed at a stop) */
+    zlistx_t *fetches;    /* s_fetch_t* waiting for their seed or image (owned; freed at a stop) */
+    imgcache_t *images;   /* base images cached here, fetched from the stager */
+    zhashx_t *holding;    /* command id -> digest of the cached image it holds (owned) */
     s_link_t links[MAX_LINKS];
     size_t n_links;
 };
@@ -119,6 +129,7 @@ static int s_heartbeat(service_t *service, void *arg)
     hb.domains = snapshot->domains;
     hb.started_ms = self->started_ms;
     self->host.vms = (int32_t)snapshot->n_domains;
+    self->host.images = imgcache_list(self->images, &self->host.n_images);
     self->host.state = snapshot->state;
     self->host.hypervisor = snapshot->hypervisor;
     self->heartbeat_out =
@@ -229,6 +240,11 @@ static void s_worker_done(const Berth__AgentResult *result, void *arg)
         return;
     s_link_t *link = zhashx_lookup(self->delivered_by, result->command);
     worker_delivered(self->worker, SIZE_MAX); /* delivery is the link's (its outbox) */
+    const char *held = zhashx_lookup(self->holding, result->command);
+    if (held) {
+        imgcache_release(self->images, held);
+        zhashx_delete(self->holding, result->command);
+    }
     if (!link)
         return; /* answered twice (a redelivery seen while running): the first went back */
     zhashx_delete(self->delivered_by, result->command);
@@ -249,6 +265,14 @@ static void s_execute(s_link_t *link, const Berth__AgentCommand *cmd)
     }
     zhashx_update(self->delivered_by, cmd->id, link);
     worker_submit(self->worker, cmd);
+}
+
+static int s_on_images(service_t *service, void *arg)
+{
+    (void)service;
+    agent_t *self = arg;
+    imgcache_recv(self->images);
+    return 0;
 }
 
 static int s_on_worker(service_t *service, void *arg)
@@ -328,10 +352,71 @@ static void s_on_seed(bus_client_t *client, const char *call_id, Berth__Envelope
     zlistx_delete(f->link->agent->fetches, f->handle); /* frees f */
 }
 
-/* Run cmd, fetching its seed first when it names one. */
+/* A copy of cmd as a fetch waiting for its seed or image, kept in agent_t.fetches until it
+   ends (a stop before that frees it with the list: the bus client and the image cache drop
+   their calls without calling back). NULL when out of memory. */
+static s_fetch_t *s_fetch_new(s_link_t *link, const Berth__AgentCommand *cmd)
+{
+    agent_t *self = link->agent;
+    s_fetch_t *f = calloc(1, sizeof *f);
+    size_t len = berth__agent_command__get_packed_size(cmd);
+    uint8_t *buf = f ? malloc(len ? len : 1) : NULL;
+    if (buf) {
+        f->link = link;
+        berth__agent_command__pack(cmd, buf);
+        f->cmd = berth__agent_command__unpack(NULL, len, buf);
+    }
+    free(buf);
+    if (f && f->cmd)
+        f->handle = zlistx_add_end(self->fetches, f);
+    if (f && f->handle)
+        return f;
+    void *item = f;
+    s_fetch_free(&item);
+    return NULL;
+}
+
+/* The base image of a CREATE_DISK is in the cache (path) or could not be had (error): run the
+   command on the cached copy, holding it so that it is not evicted under the command. */
+static void s_on_image(const char *path, const char *error, void *arg)
+{
+    s_fetch_t *f = arg;
+    agent_t *self = f->link->agent;
+    Berth__AgentCommand *cmd = f->cmd;
+    if (!path) {
+        char why[768];
+        snprintf(why, sizeof why, "cannot fetch the base image of VM '%s': %s", cmd->vm, error);
+        s_refuse(f->link, cmd->id, why);
+    } else {
+        if (!zhashx_lookup(self->holding, cmd->id)) {
+            char *sha = strdup(cmd->image_sha256);
+            if (sha) {
+                imgcache_hold(self->images, sha);
+                zhashx_insert(self->holding, cmd->id, sha);
+            }
+        }
+        char *was = cmd->image_path;
+        cmd->image_path = (char *)path; /* borrowed for the run */
+        s_execute(f->link, cmd);
+        cmd->image_path = was;
+    }
+    zlistx_delete(self->fetches, f->handle); /* frees f */
+}
+
+/* Run cmd, fetching its seed or its base image first when it names one. */
 static void s_command(s_link_t *link, const Berth__AgentCommand *cmd)
 {
     agent_t *self = link->agent;
+    if (streq(cmd->op, "CREATE_DISK") && *cmd->image_sha256) {
+        s_fetch_t *f = s_fetch_new(link, cmd);
+        if (!f)
+            s_refuse(link, cmd->id, "cannot fetch the base image: out of memory");
+        else
+            imgcache_get(self->images, f->cmd->image_sha256,
+                         *f->cmd->image_id ? f->cmd->image_id : f->cmd->image, f->cmd->image_bytes,
+                         s_on_image, f);
+        return;
+    }
     if (!streq(cmd->op, "PUT_SEED") || cmd->seed_iso.len || !*cmd->seed_sha256) {
         s_execute(link, cmd);
         return;
@@ -344,30 +429,13 @@ static void s_command(s_link_t *link, const Berth__AgentCommand *cmd)
         s_refuse(link, cmd->id, "invalid PUT_SEED command: needs a VM id and a seed digest");
         return;
     }
-    s_fetch_t *f = calloc(1, sizeof *f);
-    size_t len = berth__agent_command__get_packed_size(cmd);
-    uint8_t *buf = f ? malloc(len ? len : 1) : NULL;
-    if (buf) {
-        f->link = link;
-        berth__agent_command__pack(cmd, buf);
-        f->cmd = berth__agent_command__unpack(NULL, len, buf);
-    }
-    free(buf);
+    s_fetch_t *f = s_fetch_new(link, cmd);
     Berth__GetSeed req = BERTH__GET_SEED__INIT;
     req.vm = cmd->vm;
-    /* Kept in a list until the stager answers: a stop before that frees it with the list
-       (the bus client drops its calls without calling back). */
-    if (f && f->cmd)
-        f->handle = zlistx_add_end(self->fetches, f);
-    if (!f || !f->handle ||
-        bus_client_send(self->taskmgr, "stager", &req.base, NULL, self->poll_timeout_ms, s_on_seed,
-                        f, NULL) != 0) {
-        if (f && f->handle)
+    if (!f || bus_client_send(self->taskmgr, "stager", &req.base, NULL, self->poll_timeout_ms,
+                              s_on_seed, f, NULL) != 0) {
+        if (f)
             zlistx_delete(self->fetches, f->handle);
-        else {
-            void *item = f;
-            s_fetch_free(&item);
-        }
         s_refuse(link, cmd->id, "cannot ask the stager for the seed");
     }
 }
@@ -577,6 +645,7 @@ static int s_on_resolved(service_t *service, void *arg)
 int main(int argc, char **argv)
 {
     mallopt(M_TRIM_THRESHOLD, HEAP_KEEP_BYTES);
+    mallopt(M_MMAP_THRESHOLD, HEAP_BLOCK_MAX_BYTES);
     service_t *service = service_new("agent", argc, argv);
     if (!service)
         return 2;
@@ -609,6 +678,13 @@ int main(int argc, char **argv)
     config_declare(c, "vm_max_name", "255", 0);
     config_declare(c, "seed_max_bytes", "4194304", 0);
     config_declare(c, "inventory_gap_ms", "100", 0);
+    /* The image cache (imgcache.h): where, how large, and how images are fetched. */
+    config_declare(c, "image_cache_dir", NULL, 0); /* default <data_dir>/images */
+    config_declare(c, "image_cache_bytes", "10737418240", 0);
+    config_declare(c, "image_chunk_bytes", "1048576", 0);
+    config_declare(c, "image_credit", "8", 0);
+    config_declare(c, "image_chunk_retries", "3", 0);
+    config_declare(c, "image_chunk_timeout_ms", "10000", 0);
 
     agent_t self = { .service = service, .started_ms = util_now_ms() };
     int rc = 1;
@@ -620,7 +696,8 @@ int main(int argc, char **argv)
         goto done;
     }
     int64_t poll_wait, poll_retry, poll_timeout, cache, pending, vcpus, ram, disk, name_max,
-        seed_max, threads, queue, delay, gap, resolve, copy_timeout;
+        seed_max, threads, queue, delay, gap, resolve, copy_timeout, cache_bytes, chunk_bytes,
+        credit, retries, chunk_timeout;
     if (config_int(c, "poll_wait_ms", 100, 600000, &poll_wait) ||
         config_int(c, "taskmgr_resolve_ms", 0, 3600000, &resolve) ||
         config_int(c, "poll_retry_ms", 10, 60000, &poll_retry) ||
@@ -637,8 +714,21 @@ int main(int argc, char **argv)
         config_int(c, "vm_max_name", 1, 4096, &name_max) ||
         config_int(c, "seed_max_bytes", 1, ENVELOPE_MAX_BYTES, &seed_max) ||
         config_int(c, "inventory_gap_ms", 0, 60000, &gap) ||
-        config_int(c, "copy_timeout_ms", 1000, 86400000, &copy_timeout))
+        config_int(c, "copy_timeout_ms", 1000, 86400000, &copy_timeout) ||
+        config_int(c, "image_cache_bytes", 1, INT64_MAX / 2, &cache_bytes) ||
+        config_int(c, "image_chunk_bytes", TRANSFER_CHUNK_MIN, TRANSFER_CHUNK_MAX, &chunk_bytes) ||
+        config_int(c, "image_credit", 1, TRANSFER_CREDIT_MAX, &credit) ||
+        config_int(c, "image_chunk_retries", 0, TRANSFER_RETRIES_MAX, &retries) ||
+        config_int(c, "image_chunk_timeout_ms", 100, 600000, &chunk_timeout))
         goto done;
+    char cache_dir[PATH_MAX];
+    if (config_get(c, "image_cache_dir"))
+        util_strlcpy(cache_dir, config_get(c, "image_cache_dir"), sizeof cache_dir);
+    else if (snprintf(cache_dir, sizeof cache_dir, "%s/images", config_get(c, "data_dir")) >=
+             (int)sizeof cache_dir) {
+        log_error(NULL, "data_dir is too long", NULL);
+        goto done;
+    }
     self.poll_timeout_ms = (int)poll_timeout;
     self.poll_wait_ms = (int)poll_wait;
     self.poll_retry_ms = (int)poll_retry;
@@ -668,18 +758,22 @@ int main(int argc, char **argv)
                           .max_name_len = name_max,
                           .delay_ms = delay,
                           .qemu_img = config_get(c, "qemu_img"),
-                          .copy_timeout_ms = copy_timeout };
+                          .copy_timeout_ms = copy_timeout,
+                          .image_cache_dir = cache_dir };
     /* libvirt's event loop before any connection: a driver opened earlier emits nothing. */
     if (domevents_init() != 0)
         goto done;
     self.worker =
         worker_new(&vc, (size_t)threads, (size_t)queue, (size_t)cache, s_worker_done, &self);
     self.delivered_by = zhashx_new();
+    self.holding = zhashx_new();
+    if (self.holding)
+        zhashx_set_destructor(self.holding, (zhashx_destructor_fn *)zstr_free);
     self.fetches = zlistx_new();
     if (self.fetches)
         zlistx_set_destructor(self.fetches, s_fetch_free);
     self.taskmgr = service_client(service);
-    if (!self.worker || !self.delivered_by || !self.fetches ||
+    if (!self.worker || !self.delivered_by || !self.holding || !self.fetches ||
         bus_client_pin(self.taskmgr, "taskmgr", config_get(c, "taskmgr_endpoints")))
         goto done;
     if (s_links(&self, config_get(c, "taskmgr_endpoints")) != 0 && self.n_links == 0) {
@@ -692,12 +786,27 @@ int main(int argc, char **argv)
         goto done;
     }
     if (config_get(c, "stager_endpoints")) {
-        if (bus_client_pin(self.taskmgr, "stager", config_get(c, "stager_endpoints")) != 0)
+        if (bus_client_pin(self.taskmgr, "stager", config_get(c, "stager_endpoints")) != 0 ||
+            bus_client_pin_as(self.taskmgr, "stager-images", "stager",
+                              config_get(c, "stager_endpoints")) != 0)
             goto done;
+        /* A chunk call is resent rarely: the stager answers each in a few ms, and a resend
+           of one waiting behind the others in flight only doubles the stager's work. */
+        bus_client_set_target_retry(self.taskmgr, "stager-images", (int)chunk_timeout / 4);
         self.stager = 1;
     } else
         log_warn(NULL, "stager_endpoints is not set: seeds cannot be fetched (PUT_SEED fails)",
                  NULL);
+    imgcache_config_t icc = { .dir = cache_dir,
+                              .max_bytes = cache_bytes,
+                              .chunk_bytes = chunk_bytes,
+                              .credit = (int)credit,
+                              .retries = (int)retries,
+                              .timeout_ms = (int)chunk_timeout };
+    self.images = imgcache_new(&icc, self.stager ? self.taskmgr : NULL);
+    if (!self.images)
+        goto done;
+    service_reader(service, imgcache_socket(self.images), s_on_images, &self);
     berth__host__init(&self.host);
     berth__resources__init(&self.capacity);
     berth__resources__init(&self.used);
@@ -746,6 +855,8 @@ done:
     worker_destroy(&self.worker);
     zhashx_destroy(&self.delivered_by);
     zlistx_destroy(&self.fetches);
+    imgcache_destroy(&self.images);
+    zhashx_destroy(&self.holding);
     service_destroy(&service);
     return rc;
 }

@@ -39,6 +39,7 @@ struct _vmops_t {
     char *host;
     char *pool_name;
     char *qemu_img;               /* makes full copies of base images */
+    char *cache_dir;              /* the agent's image cache ("" without one): refs/<vm> */
     char pool_dir[PATH_MAX];      /* absolute <data_dir>/pool */
     vmops_config_t limits;        /* only the numeric limits are used from this copy */
     virConnectPtr conn;           /* NULL while libvirt is unreachable */
@@ -140,12 +141,14 @@ vmops_t *vmops_new(const vmops_config_t *config)
     self->pool_name = strdup(config->pool);
     self->limits = *config;
     self->qemu_img = strdup(config->qemu_img ? config->qemu_img : "qemu-img");
+    self->cache_dir = strdup(config->image_cache_dir ? config->image_cache_dir : "");
     self->limits.uri = self->limits.host = self->limits.data_dir = self->limits.pool = NULL;
     self->limits.qemu_img = NULL;
+    self->limits.image_cache_dir = NULL;
     char dir[PATH_MAX];
     int n = snprintf(dir, sizeof dir, "%s/pool", config->data_dir);
-    if (!self->uri || !self->host || !self->pool_name || !self->qemu_img || n < 0 ||
-        (size_t)n >= sizeof dir || s_mkdirs(dir) != 0 || !realpath(dir, self->pool_dir)) {
+    if (!self->uri || !self->host || !self->pool_name || !self->qemu_img || !self->cache_dir ||
+        n < 0 || (size_t)n >= sizeof dir || s_mkdirs(dir) != 0 || !realpath(dir, self->pool_dir)) {
         log_error(NULL, "cannot create the pool directory", "{s:s, s:s}", "path", dir, "reason",
                   strerror(errno));
         vmops_destroy(&self);
@@ -174,6 +177,7 @@ void vmops_destroy(vmops_t **self_p)
         free(self->host);
         free(self->pool_name);
         free(self->qemu_img);
+        free(self->cache_dir);
         free(self);
         *self_p = NULL;
     }
@@ -582,6 +586,28 @@ static int s_full_copy(vmops_t *self, const Berth__AgentCommand *cmd, const char
     return 0;
 }
 
+/* Note in the image cache that vm's overlay depends on its base (<cache>/refs/<vm> holds the
+   base's digest), so the cache never evicts a base a disk is built on; s_destroy drops it.
+   0, or -1 with result set. Nothing to note without a cache or a base named by digest. */
+static int s_note_ref(vmops_t *self, const Berth__AgentCommand *cmd, Berth__AgentResult *result)
+{
+    if (!*self->cache_dir || !cmd->image_sha256 || strlen(cmd->image_sha256) != 64)
+        return 0;
+    char path[PATH_MAX], tmp[PATH_MAX + 8];
+    snprintf(path, sizeof path, "%s/refs/%.64s", self->cache_dir, cmd->vm);
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+    int ok = fd >= 0 && write(fd, cmd->image_sha256, 64) == 64;
+    if (fd >= 0)
+        close(fd);
+    if (!ok || rename(tmp, path) != 0) {
+        unlink(tmp);
+        return s_fail(result, "failed to note the base image of VM '%s' on host '%s': %s", cmd->vm,
+                      self->host, strerror(errno));
+    }
+    return 0;
+}
+
 /* A qcow2 overlay "<vm>.qcow2" of flavor.disk_gb on the base image. The base image must be
    readable here: the test driver would accept any path, and a platform that only works on
    the simulator is no use, so the agent checks what libvirt would need on a real host. */
@@ -617,6 +643,8 @@ static int s_create_disk(vmops_t *self, const Berth__AgentCommand *cmd, Berth__A
                 return -1;
             goto made;
         }
+        if (s_note_ref(self, cmd, result) != 0)
+            return -1;
         char *path = s_xml_escape(image);
         char *xml = NULL;
         if (!path || asprintf(&xml,
@@ -1046,6 +1074,14 @@ static int s_destroy(vmops_t *self, const Berth__AgentCommand *cmd, Berth__Agent
     if (unlink(copy) != 0 && errno != ENOENT)
         return s_fail(result, "failed to delete disk '%s' of VM '%s' on host '%s': %s", copy,
                       cmd->vm, self->host, strerror(errno));
+    /* The disk is gone: its base image may be evicted from the cache now. */
+    if (*self->cache_dir) {
+        char ref[PATH_MAX];
+        snprintf(ref, sizeof ref, "%s/refs/%.64s", self->cache_dir, cmd->vm);
+        if (unlink(ref) != 0 && errno != ENOENT)
+            return s_fail(result, "failed to drop the base image note of VM '%s' on host '%s': %s",
+                          cmd->vm, self->host, strerror(errno));
+    }
     s_detail(result, "%s; %d volumes deleted", found ? "domain removed" : "no domain", deleted);
     return 0;
 }

@@ -16,18 +16,19 @@ typedef struct _vmops_t vmops_t;
 
 /* Settings, copied by vmops_new(). Limits bound what a command may ask for. */
 typedef struct {
-    const char *uri;         /* libvirt URI, e.g. test:///default or qemu:///system */
-    const char *host;        /* host name, for error messages */
-    const char *data_dir;    /* the pool directory is <data_dir>/pool */
-    const char *pool;        /* libvirt storage pool name */
-    int64_t max_vcpus;       /* per VM */
-    int64_t max_ram_mb;      /* per VM */
-    int64_t max_disk_gb;     /* per VM */
-    int64_t max_seed_bytes;  /* largest seed ISO accepted */
-    int64_t max_name_len;    /* longest VM name (domain title) */
-    int64_t delay_ms;        /* test/diagnostic: sleep before each command's libvirt work */
-    const char *qemu_img;    /* the tool a full copy of a base image is made with */
-    int64_t copy_timeout_ms; /* the longest a full copy may take */
+    const char *uri;             /* libvirt URI, e.g. test:///default or qemu:///system */
+    const char *host;            /* host name, for error messages */
+    const char *data_dir;        /* the pool directory is <data_dir>/pool */
+    const char *pool;            /* libvirt storage pool name */
+    int64_t max_vcpus;           /* per VM */
+    int64_t max_ram_mb;          /* per VM */
+    int64_t max_disk_gb;         /* per VM */
+    int64_t max_seed_bytes;      /* largest seed ISO accepted */
+    int64_t max_name_len;        /* longest VM name (domain title) */
+    int64_t delay_ms;            /* test/diagnostic: sleep before each command's libvirt work */
+    const char *qemu_img;        /* the tool a full copy of a base image is made with */
+    int64_t copy_timeout_ms;     /* the longest a full copy may take */
+    const char *image_cache_dir; /* the image cache: a linked clone's base is noted in its refs */
     int quiet; /* log connection state changes at debug: another connection reports them */
 } vmops_config_t;
 

@@ -60,7 +60,7 @@ typedef struct {
 
 struct _worker_t {
     vmops_config_t config; /* strings below are owned copies */
-    char *uri, *host, *data_dir, *pool;
+    char *uri, *host, *data_dir, *pool, *image_cache_dir;
     char endpoint[64]; /* inproc endpoint of results */
     zsock_t *results;  /* PULL: what the threads finished */
     s_thread_t *threads;
@@ -313,6 +313,8 @@ worker_t *worker_new(const vmops_config_t *config, size_t threads, size_t queue_
     self->host = strdup(config->host ? config->host : "");
     self->data_dir = strdup(config->data_dir ? config->data_dir : "");
     self->pool = strdup(config->pool ? config->pool : "");
+    self->image_cache_dir = strdup(config->image_cache_dir ? config->image_cache_dir : "");
+    self->config.image_cache_dir = self->image_cache_dir;
     self->config.uri = self->uri;
     self->config.host = self->host;
     self->config.data_dir = self->data_dir;
@@ -337,9 +339,9 @@ worker_t *worker_new(const vmops_config_t *config, size_t threads, size_t queue_
     snprintf(self->endpoint, sizeof self->endpoint, "inproc://berth-worker-%u",
              atomic_fetch_add(&serial, 1));
     self->results = zsock_new_pull(self->endpoint);
-    if (!self->uri || !self->host || !self->data_dir || !self->pool || !self->cache ||
-        !self->order || !self->waiting || !self->busy || !self->inflight || !self->pending ||
-        !self->threads || !self->results) {
+    if (!self->uri || !self->host || !self->data_dir || !self->pool || !self->image_cache_dir ||
+        !self->cache || !self->order || !self->waiting || !self->busy || !self->inflight ||
+        !self->pending || !self->threads || !self->results) {
         worker_destroy(&self);
         return NULL;
     }
@@ -401,6 +403,7 @@ void worker_destroy(worker_t **self_p)
         free(self->host);
         free(self->data_dir);
         free(self->pool);
+        free(self->image_cache_dir);
         free(self);
         *self_p = NULL;
     }

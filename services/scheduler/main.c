@@ -1,8 +1,9 @@
 /*  berth-scheduler: places VMs on hosts. SelectHost runs the filters (host up, not excluded,
     hypervisor, RAM, vCPU, disk, other groups' reservations, max VMs per host, the request's
     affinity or anti-affinity: placement.h), the weigher (the group's reservation, then free
-    RAM: spread or pack) and the atomic claim (placement.c); ReleaseClaim gives a VM's claim
+    RAM: spread or pack, then a host caching the VM's image) and the atomic claim (placement.c); ReleaseClaim gives a VM's claim
     back. Any number of instances may run side by side. */
+#include "keys.h"
 #include "metrics.h"
 #include "placement.h"
 #include "service.h"
@@ -16,7 +17,54 @@ typedef struct {
     placement_t *placement;
     int store_down; /* last refresh failed: logged once per outage */
     int truncated;  /* last refresh ignored hosts over max_hosts: logged once */
+    zhashx_t *digests; /* image name -> s_digest_t: its SHA-256 as last read */
 } scheduler_t;
+
+/* An image's digest as read from its record, and when. */
+typedef struct {
+    char sha256[65]; /* "" when the image has none (or is not there) */
+    int64_t read_ms; /* monotonic */
+} s_digest_t;
+
+static void s_digest_free(void **item)
+{
+    free(*item);
+    *item = NULL;
+}
+
+#define DIGEST_KEEP_MS 10000 /* an image's digest is read again after this */
+#define DIGESTS_MAX    4096  /* image names remembered (the catalog holds at most 100,000) */
+
+/* The SHA-256 of the image named name ("" when unknown), read from its record at most once
+   per DIGEST_KEEP_MS: the weigher prefers hosts that cache it, and a stale answer only
+   orders hosts less well. */
+static const char *s_image_digest(scheduler_t *self, const char *name)
+{
+    if (!name || !*name || strlen(name) > LIMIT_IMAGE_NAME_MAX)
+        return "";
+    s_digest_t *d = zhashx_lookup(self->digests, name);
+    int64_t now = util_mono_ms();
+    if (d && now - d->read_ms < DIGEST_KEEP_MS)
+        return d->sha256;
+    if (!d) {
+        if (zhashx_size(self->digests) >= DIGESTS_MAX)
+            zhashx_purge(self->digests);
+        d = calloc(1, sizeof *d);
+        if (!d)
+            return "";
+        zhashx_insert(self->digests, name, d);
+    }
+    char key[KEYS_MAX];
+    redisReply *r = store_command(service_store(self->service), "HGET %s sha256",
+                                  keys_build(key, KEYS_IMAGE, name, NULL));
+    d->sha256[0] = '\0';
+    if (r && r->type == REDIS_REPLY_STRING && r->len == 64)
+        util_strlcpy(d->sha256, r->str, sizeof d->sha256);
+    if (r)
+        freeReplyObject(r);
+    d->read_ms = now;
+    return d->sha256;
+}
 
 /* The scheduler's metrics (metrics.h): placements by result, hosts by stored state. */
 static struct {
@@ -34,7 +82,10 @@ static void s_on_select_host(bus_request_t *request, void *arg)
     }
     placement_result_t result;
     berth_error_t error = { 0 };
-    int rc = placement_select(self->placement, req, &result, &error);
+    Berth__SelectHost ask = *req; /* with its image's digest when the caller did not know it */
+    if (!*ask.image_sha256)
+        ask.image_sha256 = (char *)s_image_digest(self, ask.image);
+    int rc = placement_select(self->placement, &ask, &result, &error);
     metrics_add(s_m.placements, 1,
                 rc == PLACEMENT_NO_VALID_HOST ? "no_valid_host"
                 : rc == PLACEMENT_NETWORK     ? "no_address"
@@ -212,7 +263,10 @@ int main(int argc, char **argv)
     pc.max_alternates = (int)max_alternates;
     pc.max_attempts = (int)attempts;
     self.placement = placement_new(service_store(service), &pc);
-    if (!self.placement)
+    self.digests = zhashx_new();
+    if (self.digests)
+        zhashx_set_destructor(self.digests, s_digest_free);
+    if (!self.placement || !self.digests)
         goto done;
     s_m.placements = metrics_counter("berth_scheduler_placements_total",
                                      "SelectHost decisions, by result (claimed, existing: the "
@@ -231,6 +285,7 @@ int main(int argc, char **argv)
     rc = service_run(service);
 done:
     placement_destroy(&self.placement);
+    zhashx_destroy(&self.digests);
     service_destroy(&service);
     return rc;
 }

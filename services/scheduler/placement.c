@@ -126,6 +126,7 @@ typedef struct {
     double weight;  /* weigher key, larger first: usable RAM left (spread) or its negation (pack) */
     const char *id; /* tie-break, for a stable order */
     int reserved;   /* the group's unclaimed reservation here: 2 covers the flavor, 1 part */
+    int cached;     /* its agent caches the VM's base image (1) or not (0) */
 } s_candidate_t;
 
 /* One host's own limit of claims (max_vms_hosts). */
@@ -139,6 +140,7 @@ struct _placement_t {
     placement_config_t config;
     s_host_t *hosts;
     char (*names)[PLACEMENT_ID_MAX]; /* the hosts' ids, hosts[i].id = names[i] */
+    char **images; /* images[i]: digests hosts[i]'s agent caches, comma-separated (or NULL) */
     int n_hosts;
     s_candidate_t *candidates; /* scratch, n_hosts long */
     int64_t loaded_at;         /* monotonic ms of the last load; 0 = never */
@@ -254,10 +256,19 @@ placement_t *placement_new(store_t *store, const placement_config_t *config)
     return self;
 }
 
+/* The images lists of a load. */
+static void s_images_free(char **images, int n)
+{
+    for (int i = 0; images && i < n; i++)
+        free(images[i]);
+    free(images);
+}
+
 void placement_destroy(placement_t **self_p)
 {
     if (self_p && *self_p) {
         placement_t *self = *self_p;
+        s_images_free(self->images, self->n_hosts);
         free(self->hosts);
         free(self->names);
         free(self->candidates);
@@ -484,19 +495,34 @@ int placement_refresh(placement_t *self)
     int capped = total > (size_t)self->config.max_hosts;
     if (n_ids > (size_t)self->config.max_hosts)
         n_ids = (size_t)self->config.max_hosts;
+<<<<<<< HEAD
     static const char *fields[] = { "state",       "last_seen_ms", "cap_vcpus",   "cap_ram_mb",
                                     "cap_disk_gb", "used_vcpus",   "used_ram_mb", "used_disk_gb",
                                     "claims",      "hypervisor" };
     enum { N_FIELDS = sizeof fields / sizeof *fields };
     char(*keys)[KEYS_MAX] = calloc(n_ids + 1, sizeof *keys);
     const char **argv = calloc(n_ids + N_FIELDS, sizeof *argv);
+=======
+    /* The first 8 are s_row's; the 9th, the images the host's agent caches, goes apart. */
+    static const char *fields[] = { "state",       "last_seen_ms", "cap_vcpus",
+                                    "cap_ram_mb",  "cap_disk_gb",  "used_vcpus",
+                                    "used_ram_mb", "used_disk_gb", "images" };
+    char(*keys)[KEYS_MAX] = calloc(n_ids + 1, sizeof *keys);
+    const char **argv = calloc(n_ids + 9, sizeof *argv);
+>>>>>>> imgcache
     redisReply *r = NULL;
     if (keys && argv) {
         for (size_t i = 0; i < n_ids; i++)
             argv[i] = keys_host(keys[i], sorted[i]);
+<<<<<<< HEAD
         for (size_t f = 0; f < N_FIELDS; f++)
             argv[n_ids + f] = fields[f];
         r = store_run(self->store, &lua_hash_rows, (int)n_ids, (int)n_ids + N_FIELDS, argv);
+=======
+        for (size_t f = 0; f < 9; f++)
+            argv[n_ids + f] = fields[f];
+        r = store_run(self->store, &lua_hash_rows, (int)n_ids, (int)n_ids + 9, argv);
+>>>>>>> imgcache
     }
     free(keys);
     free(argv);
@@ -516,7 +542,9 @@ int placement_refresh(placement_t *self)
     s_host_t *hosts = calloc((size_t)n + 1, sizeof *hosts);
     char(*names)[PLACEMENT_ID_MAX] = calloc((size_t)n + 1, sizeof *names);
     s_candidate_t *candidates = calloc((size_t)n + 1, sizeof *candidates);
-    if (!hosts || !names || !candidates) {
+    char **images = calloc((size_t)n + 1, sizeof *images);
+    if (!hosts || !names || !candidates || !images) {
+        free(images);
         free(hosts);
         free(names);
         free(candidates);
@@ -528,15 +556,24 @@ int placement_refresh(placement_t *self)
     int kept = 0;
     for (int i = 0; i < n; i++) {
         redisReply *row = r->element[i];
+<<<<<<< HEAD
         if (row->type != REDIS_REPLY_ARRAY || row->elements != N_FIELDS)
+=======
+        if (row->type != REDIS_REPLY_ARRAY || row->elements != 9)
+>>>>>>> imgcache
             continue; /* in the set but not described (yet) */
         util_strlcpy(names[kept], sorted[i], sizeof names[kept]);
         hosts[kept].id = names[kept];
         s_row(&hosts[kept], row->element);
+<<<<<<< HEAD
         hosts[kept].claims = s_int(row->element[8]);
         util_strlcpy(hosts[kept].hypervisor,
                      row->element[9]->type == REDIS_REPLY_STRING ? row->element[9]->str : "",
                      sizeof hosts[kept].hypervisor);
+=======
+        if (row->element[8]->type == REDIS_REPLY_STRING && row->element[8]->len > 0)
+            images[kept] = strdup(row->element[8]->str); /* NULL (none) when out of memory */
+>>>>>>> imgcache
         kept++;
     }
     self->truncated = capped;
@@ -544,14 +581,17 @@ int placement_refresh(placement_t *self)
     freeReplyObject(ids);
     freeReplyObject(r);
     if (s_load_reservations(self, hosts, kept) != 0) {
+        s_images_free(images, kept);
         free(hosts);
         free(names);
         free(candidates);
         return -1;
     }
+    s_images_free(self->images, self->n_hosts);
     free(self->hosts);
     free(self->names);
     free(self->candidates);
+    self->images = images;
     self->hosts = hosts;
     self->names = names;
     self->candidates = candidates;
@@ -606,8 +646,13 @@ static s_host_t *s_find(placement_t *self, const char *id)
    cannot take it (a host it does not know: a full load is due), else 0. */
 static int s_apply(placement_t *self, const redisReply *f)
 {
+<<<<<<< HEAD
     const char *type = NULL, *host = NULL, *state = NULL;
     const redisReply *used[3] = { NULL, NULL, NULL }, *claims = NULL;
+=======
+    const char *type = NULL, *host = NULL, *state = NULL, *images = NULL;
+    const redisReply *used[3] = { NULL, NULL, NULL };
+>>>>>>> imgcache
     static const char *const used_names[3] = { "used_vcpus", "used_ram_mb", "used_disk_gb" };
     for (size_t i = 0; i + 1 < f->elements; i += 2) {
         const redisReply *k = f->element[i], *v = f->element[i + 1];
@@ -619,8 +664,13 @@ static int s_apply(placement_t *self, const redisReply *f)
             host = v->str;
         else if (strcmp(k->str, "state") == 0)
             state = v->str;
+<<<<<<< HEAD
         else if (strcmp(k->str, "claims") == 0)
             claims = v;
+=======
+        else if (strcmp(k->str, "images") == 0)
+            images = v->str;
+>>>>>>> imgcache
         else
             for (int j = 0; j < 3; j++)
                 if (strcmp(k->str, used_names[j]) == 0)
@@ -628,11 +678,18 @@ static int s_apply(placement_t *self, const redisReply *f)
     }
     int usage = type && strcmp(type, "host.usage") == 0;
     int moved = type && strcmp(type, "host.state") == 0 && state;
-    if (!usage && !moved)
+    int cached = type && strcmp(type, "host.images") == 0 && images;
+    if (!usage && !moved && !cached)
         return 0;
     s_host_t *h = s_find(self, host);
     if (!h)
         return 1;
+    if (cached) { /* the images its agent caches now */
+        size_t i = (size_t)(h - self->hosts);
+        free(self->images[i]);
+        self->images[i] = *images ? strdup(images) : NULL;
+        return 0;
+    }
     if (usage) {
         if (used[0])
             h->used_vcpus = s_int(used[0]);
@@ -853,8 +910,9 @@ static int s_filter(const placement_t *self, const s_host_t *h, const Berth__Sel
 
 /* Weigher: the group's own reservation first (covering the flavor, then part of it), then most
    usable RAM left (spread: VMs apart, each with room to grow) or least (pack: hosts filled one
-   after another, the others kept free for large VMs or to be switched off), then by id so
-   equal hosts keep one order. */
+   after another, the others kept free for large VMs or to be switched off), then, of hosts
+   weighed equal, one whose agent caches the VM's base image, then by id so equal hosts keep one
+   order. */
 static int s_by_weight(const void *a, const void *b)
 {
     const s_candidate_t *x = a, *y = b;
@@ -862,6 +920,9 @@ static int s_by_weight(const void *a, const void *b)
         return x->reserved > y->reserved ? -1 : 1;
     if (x->weight != y->weight)
         return x->weight > y->weight ? -1 : 1;
+    /* Equal so far: the host that caches the VM's base image (no transfer before its disk). */
+    if (x->cached != y->cached)
+        return x->cached > y->cached ? -1 : 1;
     return (x->index > y->index) - (x->index < y->index); /* hosts[] is in id order */
 }
 
@@ -940,6 +1001,10 @@ static int s_rank(placement_t *self, const Berth__SelectHost *req, int64_t now, 
                 self->pool_free[j] += free;
         }
     }
+    /* The VM's base image, by digest: of hosts weighed equal, one that caches it goes first. */
+    const char *image = req->image_sha256 && strlen(req->image_sha256) == 64 && self->images
+                            ? req->image_sha256
+                            : NULL;
     int n = 0;
     for (int i = 0; i < self->n_hosts; i++) {
         const s_host_t *h = &self->hosts[i];
@@ -961,6 +1026,9 @@ static int s_rank(placement_t *self, const Berth__SelectHost *req, int64_t now, 
             some |= own[j] > 0;
         }
         self->candidates[n].reserved = all ? 2 : some;
+        /* Digests are 64 characters between commas: a match is one whole entry. */
+        self->candidates[n].cached =
+            image && self->images[i] && strstr(self->images[i], image) != NULL;
         n++;
     }
     /* Hosts the caller prefers (a retry's alternates) go first, in the caller's order. */

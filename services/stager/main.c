@@ -1,7 +1,8 @@
 /*  berth-stager: the image store. Keeps the image catalog (base images it creates when
     missing, and model images imported by operators: images.h) and builds each VM's
     cloud-init NoCloud seed, which taskmgr hands to the agent with the create command.
-    Handlers: ListImages, GetImage, ImportImage, DeleteImage, StageModel, StageImage, GetSeed.
+    Handlers: ListImages, GetImage, ImportImage, DeleteImage, StageModel, StageImage, GetSeed,
+    and GetImageChunk (agents fetch base images in chunks: transfer.h).
 
     The loop never waits on a disk or a tool: qemu-img runs, seed builds and sweeps are jobs
     for a small pool of workers (work.h) with a bounded queue. StageImage keeps its request
@@ -16,13 +17,21 @@
 #include "seed.h"
 #include "stage.h"
 #include "staging.h"
+#include "transfer.h"
+#include "limit.h"
 #include "work.h"
 
 #include <errno.h>
 #include <limits.h>
+#include <malloc.h>
 #include <sodium.h>
 
 #define CATALOG_CHECK_MS 30000 /* how often a prepared catalog is checked again */
+/* Image chunks (up to 2 MiB, copied into the reply and its envelope) come from the heap and
+   the heap keeps this much free: with glibc's defaults each such block was a mapping of its
+   own, faulted in page by page and unmapped again, for every chunk sent. */
+#define HEAP_BLOCK_MAX_BYTES (8 << 20)
+#define HEAP_KEEP_BYTES      (64 << 20)
 
 typedef struct {
     service_t *service;
@@ -36,6 +45,7 @@ typedef struct {
     staging_t *staging;     /* staged images derived from models */
     assertion_t *verifier;  /* checks the gateway's user assertions */
     stage_t *stage;         /* StageImage requests and their builds */
+    transfer_t *transfer;   /* GetImageChunk: images sent to agents */
     int64_t max_seed_bytes; /* largest ISO sent in a reply */
     int64_t seed_keep_ms;   /* seeds untouched this long are swept */
     int ready;              /* base images were prepared once */
@@ -295,6 +305,8 @@ static int s_dir(config_t *c, const char *key, const char *sub, char *out, size_
 
 int main(int argc, char **argv)
 {
+    mallopt(M_MMAP_THRESHOLD, HEAP_BLOCK_MAX_BYTES);
+    mallopt(M_TRIM_THRESHOLD, HEAP_KEEP_BYTES);
     service_t *service = service_new("stager", argc, argv);
     if (!service)
         return 2;
@@ -326,13 +338,15 @@ int main(int argc, char **argv)
     config_declare(c, "sysprep_cache_dir", NULL, 0); /* default <data_dir>/guestfs */
     config_declare(c, "stage_timeout_ms", "1800000", 0);
     config_declare(c, "stage_report_ms", "250", 0);
+    config_declare(c, "image_chunk_max", "2097152", 0);   /* largest chunk sent to an agent */
 
     stager_t self = { .service = service };
     int rc = 1;
     if (service_start(service) != 0)
         goto done;
     int64_t timeout, max_images, max_user_data, keep_hours, sweep_ms, workers, queue_max, waiting,
-        redis_port, redis_timeout, import_max_gb, import_queue, stage_timeout, stage_report;
+        redis_port, redis_timeout, import_max_gb, import_queue, stage_timeout, stage_report,
+        chunk_max;
     if (config_int(c, "tool_timeout_ms", 100, 600000, &timeout) ||
         config_int(c, "workers", 1, 64, &workers) ||
         config_int(c, "work_queue_max", 1, 100000, &queue_max) ||
@@ -347,7 +361,8 @@ int main(int argc, char **argv)
         config_int(c, "import_max_virtual_gb", 1, 1048576, &import_max_gb) ||
         config_int(c, "import_queue_max", 1, 10000, &import_queue) ||
         config_int(c, "stage_timeout_ms", 1000, 86400000, &stage_timeout) ||
-        config_int(c, "stage_report_ms", 10, 60000, &stage_report))
+        config_int(c, "stage_report_ms", 10, 60000, &stage_report) ||
+        config_int(c, "image_chunk_max", TRANSFER_CHUNK_MIN, TRANSFER_CHUNK_MAX, &chunk_max))
         goto done;
     const char *sysprep = config_get(c, "sysprep");
     if (strcmp(sysprep, "manifest") != 0 && strcmp(sysprep, "virt-sysprep") != 0) {
@@ -447,6 +462,11 @@ int main(int argc, char **argv)
         log_error(NULL, "cannot start the import worker", NULL);
         goto done;
     }
+    self.transfer = transfer_new(self.catalog, chunk_max);
+    if (!self.transfer) {
+        log_error(NULL, "out of memory", NULL);
+        goto done;
+    }
     log_info(NULL, "stores opened", "{s:s, s:s}", "images_dir", images_dir, "seeds_dir", seeds_dir);
     service_reader(service, work_socket(self.work), s_on_work, &self);
     service_reader(service, work_socket(self.import_work), s_on_import_work, &self);
@@ -456,6 +476,7 @@ int main(int argc, char **argv)
     service_every(service, 1000, s_prepare, &self);
     service_on(service, "ListImages", "gateway", s_on_list_images, &self);
     service_on(service, "GetSeed", "agent", s_on_get_seed, &self);
+    transfer_register(self.transfer, service);
     service_on(service, "StageImage", "taskmgr", s_on_stage_image, &self);
     service_every(service, (int)sweep_ms, s_sweep, &self);
     rc = service_run(service);
@@ -466,6 +487,7 @@ done:
     work_destroy(&self.import_work);
     images_destroy(&self.images);
     staging_destroy(&self.staging);
+    transfer_destroy(&self.transfer);
     assertion_destroy(&self.verifier);
     stage_destroy(&self.stage);
     seed_destroy(&self.seeds);

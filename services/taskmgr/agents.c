@@ -43,6 +43,7 @@ typedef struct {
     int64_t registered_ms; /* monotonic, when it was last registered */
     int64_t full_ms;       /* monotonic, when every reported VM was last looked up */
     zhashx_t *power;       /* domain name -> power state, as last reported */
+    char *images;          /* the images field as this instance last wrote it (NULL: never) */
 } s_host_t;
 
 #define MAX_TRACKED_HOSTS 100000 /* hosts remembered; beyond that every beat is a full one */
@@ -68,6 +69,19 @@ struct _agents_t {
     size_t max_host_cmds;   /* commands waiting per host */
     int outbox_full;        /* warned once */
 };
+
+#define AGENT_IMAGES_MAX 1024 /* cached images recorded per host */
+
+/* 64 lower-case hex digits: a SHA-256. */
+static int s_is_digest(const char *s)
+{
+    if (!s || strlen(s) != 64)
+        return 0;
+    for (; *s; s++)
+        if (!((*s >= '0' && *s <= '9') || (*s >= 'a' && *s <= 'f')))
+            return 0;
+    return 1;
+}
 
 static int s_valid_id(const char *s, size_t max)
 {
@@ -100,6 +114,7 @@ static void s_host_free(void **item)
     s_host_t *h = *item;
     if (h) {
         zhashx_destroy(&h->power);
+        free(h->images);
         free(h);
         *item = NULL;
     }
@@ -794,6 +809,17 @@ static void s_on_heartbeat(bus_request_t *request, void *arg)
             ours++;
     }
     char *domains_text = json_dumps(domains, JSON_COMPACT);
+    /* The base images its agent caches: digests, comma-separated (the scheduler prefers a
+       host that has a VM's image). Anything but a digest is left out. */
+    char *images_text = calloc(AGENT_IMAGES_MAX * 65 + 1, 1);
+    char *at = images_text;
+    for (size_t i = 0, n = 0; at && i < hb->host->n_images && n < AGENT_IMAGES_MAX; i++)
+        if (s_is_digest(hb->host->images[i])) {
+            if (n++)
+                *at++ = ',';
+            memcpy(at, hb->host->images[i], 64);
+            at += 64;
+        }
     json_decref(domains);
     char host_key[KEYS_MAX];
     keys_host(host_key, hb->host->id);
@@ -821,7 +847,7 @@ static void s_on_heartbeat(bus_request_t *request, void *arg)
     const char *head[] = {
         hb->host->id,   expires,
         full ? "1" : "0", seen,
-        guard,          "12",
+        guard,          "13",
         "id",           hb->host->id,
         "name",         hb->host->name && *hb->host->name ? hb->host->name : hb->host->id,
         "agent",        hb->instance,
@@ -833,7 +859,8 @@ static void s_on_heartbeat(bus_request_t *request, void *arg)
         "cap_disk_gb",  disk,
         "vms",          vms,
         "last_seen_ms", seen,
-        "domains",      domains_text ? domains_text : "[]"
+        "domains",      domains_text ? domains_text : "[]",
+        "images",       images_text ? images_text : ""
     };
     /* clang-format on */
     enum { HEAD = sizeof head / sizeof *head, NKEYS = 3 };
@@ -881,6 +908,24 @@ static void s_on_heartbeat(bus_request_t *request, void *arg)
         if (full)
             known->full_ms = now;
     }
+    if (ok && known && images_text && !streq(images_text, known->images ? known->images : "")) {
+        /* The images its agent caches changed (or this instance had not seen them yet): an
+           event says so, and the scheduler's copy follows it at once (placement.c). */
+        char hkey[KEYS_MAX], now_ms[24];
+        keys_host(hkey, hb->host->id);
+        snprintf(now_ms, sizeof now_ms, "%lld", (long long)util_now_ms());
+        model_tx_t *tx = model_tx_new();
+        if (tx) {
+            model_tx_hset(tx, hkey, "images", images_text);
+            model_tx_event(tx, "host.images", "key", hkey, "host", hb->host->id, "images",
+                           images_text, "at_ms", now_ms, NULL);
+            if (model_tx_commit(tx, store, NULL) == 0) {
+                free(known->images);
+                known->images = strdup(images_text);
+            }
+            model_tx_destroy(&tx);
+        }
+    }
     const char *stored = ok ? r->element[0]->str : "";
     int maintenance = ok && streq(r->element[1]->str, "1");
     if (ok && !streq(agent_state, "UP") && !streq(stored, "DOWN") && *stored) {
@@ -924,6 +969,7 @@ static void s_on_heartbeat(bus_request_t *request, void *arg)
     if (r)
         freeReplyObject(r);
     free(domains_text);
+    free(images_text);
     free(vm_keys);
     free(argv);
     if (!ok) {

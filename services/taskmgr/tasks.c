@@ -583,6 +583,11 @@ static s_rc_t s_schedule(tasks_t *self, s_held_t *h, const s_stage_t *stage)
     req.group = h->vm->group; /* its reservations are used first, and only by it */
     req.network = s_network_id(h);
     s_filters(h, &req);
+    /* Its base image: a host that caches it is preferred (the digest once the stager said it;
+       the scheduler looks the name up before). */
+    req.image = h->vm->image;
+    if (h->staged)
+        req.image_sha256 = h->staged->image->sha256;
     req.exclude = t->tried;
     req.n_exclude = t->n_tried;
     /* A retry tries the first placement's alternates first (those not failed already). */
@@ -763,6 +768,11 @@ static s_rc_t s_push(tasks_t *self, s_held_t *h, const char *op, const char *hos
         cmd.image_path = h->staged->image->path;
         cmd.image_format = h->staged->image->format;
         cmd.full_copy = h->vm->disk && strcmp(h->vm->disk, "full") == 0;
+        if (s_is(op, "CREATE_DISK")) { /* the agent builds it on its cached copy of the base */
+            cmd.image_sha256 = h->staged->image->sha256;
+            cmd.image_bytes = h->staged->image->size_bytes;
+            cmd.image_id = h->staged->image->id;
+        }
         if (s_is(op, "PUT_SEED"))
             cmd.seed_sha256 = h->staged->seed_sha256;
     }

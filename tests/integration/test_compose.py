@@ -149,6 +149,20 @@ class ComposeFile(unittest.TestCase):
                   environment(self.services[a]).get("BERTH_HOST_RAM_MB")) for a in agents}
         self.assertEqual(len(sizes), len(agents), "agents should simulate different sizes")
 
+    def test_agents_share_no_images_volume(self):
+        # The stager keeps the base images on a volume of its own; an agent fetches what it
+        # needs over the bus into its own cache, so no agent mounts the stager's volumes.
+        stager = [s for s in self.services.values() if service_type(s) == "stager"][0]
+        images_dir = environment(stager)["BERTH_IMAGES_DIR"]
+        images = mounts(stager)[images_dir][0]
+        stager_volumes = {v for v, _ in mounts(stager).values() if not v.startswith("secrets")}
+        self.assertIn(images, stager_volumes)
+        for name, svc in self.services.items():
+            if service_type(svc) == "agent":
+                with self.subTest(agent=name):
+                    self.assertFalse(stager_volumes & {v for v, _ in mounts(svc).values()})
+                    self.assertIn("BERTH_STAGER_ENDPOINTS", environment(svc))
+
     def test_services_are_scalable(self):
         # --scale needs no fixed container name and no fixed host port.
         for name, svc in self.services.items():

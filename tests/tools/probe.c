@@ -263,6 +263,8 @@ static const ProtobufCMessageDescriptor *s_messages[] = {
     &berth__usage_report__descriptor,
     &berth__ping__descriptor,
     &berth__status__descriptor,
+    &berth__get_image_chunk__descriptor,
+    &berth__image_chunk__descriptor,
 };
 
 static const ProtobufCMessageDescriptor *s_message(const char *name)

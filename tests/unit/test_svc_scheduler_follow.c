@@ -4,7 +4,8 @@
     host whose beats ended (berth:hosts:seen) is not chosen, and a host the copy does not
     know or a gap in the stream loads the list whole. A copy that does not follow keeps
     deciding on what it loaded. And the weigher: spread (most RAM left first) or pack (least
-    first, filling one host before the next). */
+    first, filling one host before the next); of hosts weighed equal, one caching the VM's base
+    image first, as loaded and as a host.images event says. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -95,6 +96,25 @@ static placement_t *s_placement(store_t *store)
     return s_placement_as(store, 0);
 }
 
+static void s_select_image(placement_t *p, int64_t ram, const char *image,
+                           char host[PLACEMENT_ID_MAX])
+{
+    Berth__Resources flavor = BERTH__RESOURCES__INIT;
+    flavor.vcpus = 1;
+    flavor.ram_mb = ram;
+    flavor.disk_gb = 1;
+    Berth__SelectHost req = BERTH__SELECT_HOST__INIT;
+    char vm[UTIL_ID_LEN];
+    util_uuid(vm);
+    req.vm = vm;
+    req.flavor = &flavor;
+    req.image_sha256 = (char *)image;
+    placement_result_t res;
+    berth_error_t error = { 0 };
+    assert_int_equal(placement_select(p, &req, &res, &error), 0);
+    util_strlcpy(host, res.host, PLACEMENT_ID_MAX);
+}
+
 static void s_select(placement_t *p, int64_t ram, char host[PLACEMENT_ID_MAX])
 {
     Berth__Resources flavor = BERTH__RESOURCES__INIT;
@@ -135,6 +155,39 @@ static void test_another_schedulers_claim_moves_the_next_vm(void **state)
     placement_destroy(&follower);
     placement_destroy(&still);
     placement_destroy(&other);
+}
+
+#define IMG_A "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+#define IMG_B "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
+#define IMG_C "cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc"
+
+static void test_cached_image_breaks_ties(void **state)
+{
+    fixture_t *f = *state;
+    s_host(f->store, "a", "8192");
+    s_host(f->store, "b", "8192");
+    s_cmd(f->store, "HSET berth:host:b images %s", IMG_A "," IMG_B, "");
+    placement_t *p = s_placement(f->store);
+    assert_int_equal(placement_follow(p), 0);
+    char host[PLACEMENT_ID_MAX];
+    s_select_image(p, 1024, IMG_B, host); /* equal RAM: b caches it (a would win by id) */
+    assert_string_equal(host, "b");
+    s_select_image(p, 1024, IMG_B, host); /* a has more RAM free now: spread wins */
+    assert_string_equal(host, "a");
+    /* b fetched IMG_C and evicted the others (taskmgr records it and says so): followed
+       without a reload. */
+    s_cmd(f->store, "HSET berth:host:b images %s%s", IMG_C, "");
+    s_cmd(f->store, "XADD berth:events * type host.images key berth:host:b host b images %s%s",
+          IMG_C, "");
+    assert_int_equal(placement_follow(p), 0);
+    s_select_image(p, 1024, IMG_C, host);
+    assert_string_equal(host, "b");
+    s_select(p, 1024, host); /* a, with more RAM free */
+    assert_string_equal(host, "a");
+    s_select_image(p, 1024, IMG_B, host); /* equal again; nobody caches it now: by id */
+    assert_string_equal(host, "a");
+    assert_int_equal(placement_loads(p), 1);
+    placement_destroy(&p);
 }
 
 static void test_state_events_and_ended_beats_take_hosts_out(void **state)
@@ -230,6 +283,7 @@ int main(void)
                                         s_teardown),
         cmocka_unit_test_setup_teardown(test_new_host_or_gap_loads_whole, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_spread_and_pack, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_cached_image_breaks_ties, s_setup, s_teardown),
     };
     return cmocka_run_group_tests(tests, s_group_setup, s_group_teardown);
 }
