@@ -1,8 +1,8 @@
 /*  berth-scheduler: places VMs on hosts. SelectHost runs the filters (host up, not excluded,
     hypervisor, RAM, vCPU, disk, other groups' reservations, max VMs per host, the request's
     affinity or anti-affinity: placement.h), the weigher (the group's reservation, then free
-    RAM: spread or pack, then a host caching the VM's image) and the atomic claim (placement.c); ReleaseClaim gives a VM's claim
-    back. Any number of instances may run side by side. */
+    RAM: spread or pack, then a host caching the VM's image) and the atomic claim (placement.c);
+    ReleaseClaim gives a VM's claim back. Any number of instances may run side by side. */
 #include "keys.h"
 #include "metrics.h"
 #include "placement.h"
@@ -15,8 +15,8 @@
 typedef struct {
     service_t *service;
     placement_t *placement;
-    int store_down; /* last refresh failed: logged once per outage */
-    int truncated;  /* last refresh ignored hosts over max_hosts: logged once */
+    int store_down;    /* last refresh failed: logged once per outage */
+    int truncated;     /* last refresh ignored hosts over max_hosts: logged once */
     zhashx_t *digests; /* image name -> s_digest_t: its SHA-256 as last read */
 } scheduler_t;
 

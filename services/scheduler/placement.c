@@ -495,34 +495,21 @@ int placement_refresh(placement_t *self)
     int capped = total > (size_t)self->config.max_hosts;
     if (n_ids > (size_t)self->config.max_hosts)
         n_ids = (size_t)self->config.max_hosts;
-<<<<<<< HEAD
+    /* s_row's first 8, then claims and hypervisor; the last, the images the host's agent
+       caches, goes apart. */
     static const char *fields[] = { "state",       "last_seen_ms", "cap_vcpus",   "cap_ram_mb",
                                     "cap_disk_gb", "used_vcpus",   "used_ram_mb", "used_disk_gb",
-                                    "claims",      "hypervisor" };
+                                    "claims",      "hypervisor",   "images" };
     enum { N_FIELDS = sizeof fields / sizeof *fields };
     char(*keys)[KEYS_MAX] = calloc(n_ids + 1, sizeof *keys);
     const char **argv = calloc(n_ids + N_FIELDS, sizeof *argv);
-=======
-    /* The first 8 are s_row's; the 9th, the images the host's agent caches, goes apart. */
-    static const char *fields[] = { "state",       "last_seen_ms", "cap_vcpus",
-                                    "cap_ram_mb",  "cap_disk_gb",  "used_vcpus",
-                                    "used_ram_mb", "used_disk_gb", "images" };
-    char(*keys)[KEYS_MAX] = calloc(n_ids + 1, sizeof *keys);
-    const char **argv = calloc(n_ids + 9, sizeof *argv);
->>>>>>> imgcache
     redisReply *r = NULL;
     if (keys && argv) {
         for (size_t i = 0; i < n_ids; i++)
             argv[i] = keys_host(keys[i], sorted[i]);
-<<<<<<< HEAD
         for (size_t f = 0; f < N_FIELDS; f++)
             argv[n_ids + f] = fields[f];
         r = store_run(self->store, &lua_hash_rows, (int)n_ids, (int)n_ids + N_FIELDS, argv);
-=======
-        for (size_t f = 0; f < 9; f++)
-            argv[n_ids + f] = fields[f];
-        r = store_run(self->store, &lua_hash_rows, (int)n_ids, (int)n_ids + 9, argv);
->>>>>>> imgcache
     }
     free(keys);
     free(argv);
@@ -556,24 +543,17 @@ int placement_refresh(placement_t *self)
     int kept = 0;
     for (int i = 0; i < n; i++) {
         redisReply *row = r->element[i];
-<<<<<<< HEAD
         if (row->type != REDIS_REPLY_ARRAY || row->elements != N_FIELDS)
-=======
-        if (row->type != REDIS_REPLY_ARRAY || row->elements != 9)
->>>>>>> imgcache
             continue; /* in the set but not described (yet) */
         util_strlcpy(names[kept], sorted[i], sizeof names[kept]);
         hosts[kept].id = names[kept];
         s_row(&hosts[kept], row->element);
-<<<<<<< HEAD
         hosts[kept].claims = s_int(row->element[8]);
         util_strlcpy(hosts[kept].hypervisor,
                      row->element[9]->type == REDIS_REPLY_STRING ? row->element[9]->str : "",
                      sizeof hosts[kept].hypervisor);
-=======
-        if (row->element[8]->type == REDIS_REPLY_STRING && row->element[8]->len > 0)
-            images[kept] = strdup(row->element[8]->str); /* NULL (none) when out of memory */
->>>>>>> imgcache
+        if (row->element[10]->type == REDIS_REPLY_STRING && row->element[10]->len > 0)
+            images[kept] = strdup(row->element[10]->str); /* NULL (none) when out of memory */
         kept++;
     }
     self->truncated = capped;
@@ -646,13 +626,8 @@ static s_host_t *s_find(placement_t *self, const char *id)
    cannot take it (a host it does not know: a full load is due), else 0. */
 static int s_apply(placement_t *self, const redisReply *f)
 {
-<<<<<<< HEAD
-    const char *type = NULL, *host = NULL, *state = NULL;
-    const redisReply *used[3] = { NULL, NULL, NULL }, *claims = NULL;
-=======
     const char *type = NULL, *host = NULL, *state = NULL, *images = NULL;
-    const redisReply *used[3] = { NULL, NULL, NULL };
->>>>>>> imgcache
+    const redisReply *used[3] = { NULL, NULL, NULL }, *claims = NULL;
     static const char *const used_names[3] = { "used_vcpus", "used_ram_mb", "used_disk_gb" };
     for (size_t i = 0; i + 1 < f->elements; i += 2) {
         const redisReply *k = f->element[i], *v = f->element[i + 1];
@@ -664,13 +639,10 @@ static int s_apply(placement_t *self, const redisReply *f)
             host = v->str;
         else if (strcmp(k->str, "state") == 0)
             state = v->str;
-<<<<<<< HEAD
         else if (strcmp(k->str, "claims") == 0)
             claims = v;
-=======
         else if (strcmp(k->str, "images") == 0)
             images = v->str;
->>>>>>> imgcache
         else
             for (int j = 0; j < 3; j++)
                 if (strcmp(k->str, used_names[j]) == 0)

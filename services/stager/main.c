@@ -338,7 +338,7 @@ int main(int argc, char **argv)
     config_declare(c, "sysprep_cache_dir", NULL, 0); /* default <data_dir>/guestfs */
     config_declare(c, "stage_timeout_ms", "1800000", 0);
     config_declare(c, "stage_report_ms", "250", 0);
-    config_declare(c, "image_chunk_max", "2097152", 0);   /* largest chunk sent to an agent */
+    config_declare(c, "image_chunk_max", "2097152", 0); /* largest chunk sent to an agent */
 
     stager_t self = { .service = service };
     int rc = 1;
