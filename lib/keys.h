@@ -20,8 +20,9 @@
       placement_claim    the VM's claim with a host (capacity on the host), the hosts'
                          reservation hashes and berth:reservations-any (with every host when
                          an any-host reservation must be kept free), and the hosts of the
-                         VM's request for a placement rule (berth:request-hosts): needs the
-                         claim to live with the host, or a two-phase claim;
+                         VM's request for a placement rule (berth:request-hosts), and the
+                         task placing it (its epoch fences the claim): needs the claim to live
+                         with the host, or a two-phase claim;
       reservations_set   a group with the reservation hashes of the hosts it names (every
                          host's for an any-host reservation);
                          With a network: its hash, its addresses and berth:macs too;

@@ -5,8 +5,9 @@
 --       host the claim is on now, 7 the any-host reservations, then pairs (host, its
 --       reservations) of every host the caller knows: passed when an any-host reservation
 --       may have to be kept free (the pool check below); then, with a network (ARGV[14]),
---       the network's hash, its addresses (ip -> vm) and the MACs in use (mac -> vm); last,
---       with a placement rule (ARGV[17]), the hosts of the VM's request (vm -> host).
+--       the network's hash, its addresses (ip -> vm) and the MACs in use (mac -> vm); then,
+--       with a placement rule (ARGV[17]), the hosts of the VM's request (vm -> host); last,
+--       with a fencing epoch (ARGV[19]), the hash of the task placing the VM.
 -- ARGV: 1 host id, 2 vcpus, 3 ram_mb, 4 disk_gb, 5 now_ms, 6 host_timeout_ms, 7-9 ram/cpu/
 --       disk ratios, 10 the host the caller saw the claim on ('' = no claim), 11 vm id,
 --       12 the VM's group, 13 the platform clock's now (lib/clock.h: the events' at_ms; ARGV[5]
@@ -14,7 +15,11 @@
 --       VM gets an address on ('' or absent: none), 15 the MAC to give it (the caller's pick),
 --       16 the most claims the target may hold ('', absent or 0: no limit), 17 the placement
 --       rule between the VMs of the request ('affinity', 'anti-affinity'; '' or absent: none),
---       18 the request's id (kept in the claim, so that its release forgets the VM there).
+--       18 the request's id (kept in the claim, so that its release forgets the VM there),
+--       19 the epoch the caller holds the task under ('' or absent: not checked).
+-- Fencing: with ARGV[19], the claim is taken only while the task's epoch is that one; a
+-- call that outlived its hold (an abort or a take-over bumped the epoch, and the new holder
+-- may have rolled the placement back already) answers {'STALE'} and writes nothing.
 -- VMs per host: the host's `claims` field counts the claims on it (this script moves it with
 -- the claim, placement_release.lua takes it down); a claim that would make it exceed ARGV[16]
 -- answers {'MAX_VMS', claims}. A placement rule is checked against the other VMs of the
@@ -103,9 +108,12 @@ local function up(h) return h[1] == 'UP' and now - n(h[2]) <= timeout end
 local net = ARGV[14] or ''
 local max_vms = n(ARGV[16])
 local rule = ARGV[17] or ''
+local fence = ARGV[19] or ''
 local npool = #KEYS
+local TASK = KEYS[npool]
+if fence ~= '' then npool = npool - 1 end
+local PEERS = KEYS[npool]
 if rule ~= '' then npool = npool - 1 end
-local PEERS = KEYS[#KEYS]
 if net ~= '' then npool = npool - 3 end
 local NET, ADDRS, MACS = KEYS[npool + 1], KEYS[npool + 2], KEYS[npool + 3]
 
@@ -149,6 +157,7 @@ local function address()
   return nil, {'EXHAUSTED', nd[1] or net, size}
 end
 
+if fence ~= '' and redis.call('HGET', TASK, 'epoch') ~= fence then return {'STALE'} end
 local cur = redis.call('HGET', KEYS[1], 'host') or ''
 if cur ~= ARGV[10] then return {'CHANGED', cur} end
 local h = redis.call('HMGET', KEYS[2], unpack(HOST))

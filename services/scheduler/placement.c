@@ -1037,6 +1037,7 @@ static void s_alternates(placement_t *self, int n, int from, placement_result_t 
 #define MAC_TRIES  8 /* MACs picked before giving up (2^-24 odds each on a full platform) */
 #define MAX_VMS    6 /* s_claim: the host holds as many claims as it may (its max_vms) */
 #define AFFINITY   7 /* s_claim: the request's placement rule refuses the host (self->rule_why) */
+#define STALE      8 /* s_claim: the task moved past the epoch the caller holds it under */
 
 /* A random locally administered unicast MAC (the first octet's bits 1 set, 0 clear). */
 static void s_random_mac(char out[PLACEMENT_MAC_MAX])
@@ -1068,6 +1069,13 @@ static int s_claim(placement_t *self, const Berth__SelectHost *req, s_host_t *h,
     if (*rule)
         keys_build(peers_key, KEYS_REQUEST_HOSTS, req->request, NULL);
     snprintf(max_vms, sizeof max_vms, "%lld", (long long)h->max_vms);
+    /* The fencing token: the claim is taken only while the task still holds this epoch. */
+    int fenced = req->task && *req->task;
+    char task_key[KEYS_MAX], epoch[24] = "";
+    if (fenced) {
+        keys_task(task_key, req->task);
+        snprintf(epoch, sizeof epoch, "%lld", (long long)req->epoch);
+    }
     const Berth__Resources *f = req->flavor;
     char claim_key[KEYS_MAX], host_key[KEYS_MAX], prev_key[KEYS_MAX], res_key[KEYS_MAX],
         prev_res_key[KEYS_MAX];
@@ -1084,7 +1092,7 @@ static int s_claim(placement_t *self, const Berth__SelectHost *req, s_host_t *h,
     snprintf(at, sizeof at, "%lld", (long long)clock_now_ms());
     snprintf(timeout, sizeof timeout, "%lld", (long long)self->config.host_timeout_ms);
     int n_pool = with_pool ? self->n_hosts : 0;
-    const char **argv = calloc((size_t)(7 + 2 * n_pool + 3 + 1 + 18), sizeof *argv);
+    const char **argv = calloc((size_t)(7 + 2 * n_pool + 3 + 1 + 1 + 19), sizeof *argv);
     char(*pool)[KEYS_MAX] = calloc((size_t)(2 * n_pool + 1), sizeof *pool);
     if (!argv || !pool) {
         free(argv);
@@ -1111,7 +1119,8 @@ static int s_claim(placement_t *self, const Berth__SelectHost *req, s_host_t *h,
                            mac,
                            max_vms,
                            rule,
-                           *rule ? req->request : "" };
+                           *rule ? req->request : "",
+                           epoch };
     int argc = 0;
     for (int i = 0; i < 7; i++)
         argv[argc++] = head[i];
@@ -1126,7 +1135,9 @@ static int s_claim(placement_t *self, const Berth__SelectHost *req, s_host_t *h,
     }
     if (*rule)
         argv[argc++] = peers_key;
-    int n_keys = argc, n_tail = 18;
+    if (fenced)
+        argv[argc++] = task_key;
+    int n_keys = argc, n_tail = 19;
     for (int i = 0; i < n_tail; i++)
         argv[argc++] = tail[i];
     redisReply *r = store_run(self->store, &lua_placement_claim, n_keys, argc, argv);
@@ -1164,7 +1175,9 @@ static int s_claim(placement_t *self, const Berth__SelectHost *req, s_host_t *h,
             self->rule_why =
                 strcmp(r->element[1]->str, "affinity") == 0 ? F_AFFINITY : F_ANTI_AFFINITY;
             rc = AFFINITY;
-        } else if (strcmp(verdict, "NO_NETWORK") == 0) {
+        } else if (strcmp(verdict, "STALE") == 0)
+            rc = STALE;
+        else if (strcmp(verdict, "NO_NETWORK") == 0) {
             snprintf(self->net_why, sizeof self->net_why, "network %s no longer exists", net);
             rc = NETWORK;
         } else if (strcmp(verdict, "EXHAUSTED") == 0 && r->elements == 3) {
@@ -1228,6 +1241,13 @@ static int s_place(placement_t *self, const Berth__SelectHost *req, const char *
                 error_set(error, "CONFLICT", "%s", self->net_why);
                 error_detail(error, "network", "%s", req->network);
                 return PLACEMENT_NETWORK;
+            }
+            if (rc == STALE) {
+                error_set(error, "CONFLICT",
+                          "task %s is no longer held under epoch %lld: nothing was claimed",
+                          req->task, (long long)req->epoch);
+                error_detail(error, "reason", "stale");
+                return PLACEMENT_CONFLICT;
             }
             if (rc == 0) {
                 util_strlcpy(result->host, h->id, sizeof result->host);
@@ -1315,6 +1335,8 @@ static int s_invalid(const placement_t *self, const Berth__SelectHost *req, bert
                            "prefer lists more hosts than the configured maximum (max_exclude)");
     if (req->hypervisor && strlen(req->hypervisor) >= HYPERVISOR_MAX)
         return error_field(error, "hypervisor", "hypervisor must be a hypervisor name");
+    if (req->task && *req->task && (!util_is_uuid(req->task) || req->epoch < 1))
+        return error_field(error, "task", "task must be a task id, with its epoch (1 or more)");
     if (req->placement && *req->placement) {
         if (strcmp(req->placement, "affinity") != 0 && strcmp(req->placement, "anti-affinity") != 0)
             return error_field(error, "placement", "placement must be affinity or anti-affinity");

@@ -565,9 +565,13 @@ static void s_addressed(s_held_t *h, const Berth__HostSelection *sel)
 }
 
 /* What the VM asks of its host beyond capacity: its template's hypervisor, and its request's
-   placement rule between the request's VMs (the scheduler records the request's hosts). */
+   placement rule between the request's VMs (the scheduler records the request's hosts); and
+   the task with the epoch it is held under, so that a claim from a hold that is gone (an
+   abort or a take-over came meanwhile) is refused rather than outliving the rollback. */
 static void s_filters(const s_held_t *h, Berth__SelectHost *req)
 {
+    req->task = (char *)h->id;
+    req->epoch = h->epoch;
     req->hypervisor = h->vm->hypervisor;
     req->placement = h->vm->placement;
     req->request = h->vm->placement && *h->vm->placement ? h->vm->request : "";
@@ -1285,6 +1289,11 @@ static void s_metrics_declare(void)
                                 "Tasks waiting, platform-wide: due (for a holder) or line (for a "
                                 "heavy slot)",
                                 "queue");
+    /* Every series is there from the start (a scrape before the first refresh reads 0). */
+    metrics_set(s_m.held, 0, "light");
+    metrics_set(s_m.held, 0, "heavy");
+    metrics_set(s_m.waiting, 0, "due");
+    metrics_set(s_m.waiting, 0, "line");
 }
 
 static int s_gauges(service_t *service, void *arg)
@@ -3008,6 +3017,7 @@ tasks_t *tasks_new(service_t *service, agents_t *agents)
     service_reader(service, zactor_sock(self->waker), s_on_wake, self);
     s_metrics_declare();
     service_every(service, service_heartbeat_ms(service), s_gauges, self);
+    s_gauges(service, self);
     s_run(self);
     return self;
 }

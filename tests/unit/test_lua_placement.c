@@ -748,10 +748,67 @@ static void test_max_vms_and_placement_rules(void **state)
     freeReplyObject(r);
 }
 
+/* Claim vm's 1 vCPU / 1024 MB / 20 GB on host for task t:task:<task> held under epoch, with
+   (rule "") or without an anti-affinity rule of request r9. */
+static redisReply *s_claim_fenced(store_t *store, const char *vm, const char *host,
+                                  const char *rule, const char *task, const char *epoch)
+{
+    char claim[32], host_key[32], res_key[32], task_key[32];
+    snprintf(claim, sizeof claim, "t:claim:{%s}", vm);
+    snprintf(host_key, sizeof host_key, "t:host:%s", host);
+    snprintf(res_key, sizeof res_key, "t:res:%s", host);
+    snprintf(task_key, sizeof task_key, "t:task:%s", task);
+    const char *keys[] = { claim, host_key, host_key, "t:events", res_key, res_key, "t:any" };
+    const char *argv[32];
+    int n = 0;
+    for (int i = 0; i < 7; i++)
+        argv[n++] = keys[i];
+    if (*rule)
+        argv[n++] = "t:peers:r9";
+    argv[n++] = task_key;
+    int n_keys = n;
+    const char *tail[] = { host,         "1", "1024", "20", NOW,  "3000",
+                           "1",          "1", "1",    "",   vm,   "ga",
+                           PLATFORM_NOW, "",  "",     "0",  rule, *rule ? "r9" : "",
+                           epoch };
+    for (size_t i = 0; i < sizeof tail / sizeof *tail; i++)
+        argv[n++] = tail[i];
+    redisReply *r = store_run(store, &lua_placement_claim, n_keys, n, argv);
+    assert_non_null(r);
+    assert_int_equal(r->type, REDIS_REPLY_ARRAY);
+    return r;
+}
+
+/* Fencing: a claim made under an epoch the task no longer has (an abort or a take-over
+   bumped it) is refused and writes nothing; under the task's epoch it is taken, with a
+   placement rule's key before the task's too. */
+static void test_stale_epoch_claims_nothing(void **state)
+{
+    fixture_t *f = *state;
+    s_host(f->store, "t:host:h1", "UP");
+    redisReply *r = store_command(f->store, "HSET t:task:k1 epoch 3");
+    freeReplyObject(r);
+    s_verdict(s_claim_fenced(f->store, "f1", "h1", "", "k1", "2"), "STALE", NULL);
+    assert_int_equal(s_get(f->store, "t:claim:{f1}", "vcpus"), -1);
+    s_assert_used(f->store, "t:host:h1", "0", "0");
+    s_verdict(s_claim_fenced(f->store, "f1", "h1", "anti-affinity", "k1", "2"), "STALE", NULL);
+    r = store_command(f->store, "EXISTS t:peers:r9");
+    assert_int_equal(r->integer, 0);
+    freeReplyObject(r);
+    s_verdict(s_claim_fenced(f->store, "f1", "h1", "", "gone", "1"), "STALE", NULL);
+    s_verdict(s_claim_fenced(f->store, "f1", "h1", "anti-affinity", "k1", "3"), "OK", NULL);
+    s_assert_used(f->store, "t:host:h1", "1", "1024");
+    r = store_command(f->store, "HGET t:peers:r9 f1");
+    assert_string_equal(r->str, "h1");
+    freeReplyObject(r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_claim_checks_then_takes, testenv_setup,
+                                        testenv_teardown),
+        cmocka_unit_test_setup_teardown(test_stale_epoch_claims_nothing, testenv_setup,
                                         testenv_teardown),
         cmocka_unit_test_setup_teardown(test_release_gives_back_exactly, testenv_setup,
                                         testenv_teardown),
