@@ -88,6 +88,7 @@
 #define LIMIT_NETWORK_ATTACH_MAX 64  /* a libvirt network's name */
 #define LIMIT_NETWORK_GROUPS_MAX 64  /* groups a network is limited to */
 #define LIMIT_NETWORKS_MAX       256 /* networks on the platform */
+#define LIMIT_VM_NETWORKS_MAX    4   /* networks one VM (its template or request) is on */
 
 /* Image transfer between the stager and the agents (bus only, no API: settings of both are
    checked against these, so they are not stated in docs/openapi.yaml). A chunk travels in one

@@ -4,15 +4,17 @@
 --       none), 4 the event stream, 5 the target's reservations, 6 the reservations of the
 --       host the claim is on now, 7 the any-host reservations, then pairs (host, its
 --       reservations) of every host the caller knows: passed when an any-host reservation
---       may have to be kept free (the pool check below); then, with a network (ARGV[14]),
---       the network's hash, its addresses (ip -> vm) and the MACs in use (mac -> vm); then,
+--       may have to be kept free (the pool check below); then, for each network of ARGV[14]
+--       in its order, a triple: the network's hash, its addresses (ip -> vm) and the MACs in
+--       use (mac -> vm, the same key in every triple); then,
 --       with a placement rule (ARGV[17]), the hosts of the VM's request (vm -> host); last,
 --       with a fencing epoch (ARGV[19]), the hash of the task placing the VM.
 -- ARGV: 1 host id, 2 vcpus, 3 ram_mb, 4 disk_gb, 5 now_ms, 6 host_timeout_ms, 7-9 ram/cpu/
 --       disk ratios, 10 the host the caller saw the claim on ('' = no claim), 11 vm id,
 --       12 the VM's group, 13 the platform clock's now (lib/clock.h: the events' at_ms; ARGV[5]
---       is real time, which heartbeats' last_seen_ms are compared with), 14 the network the
---       VM gets an address on ('' or absent: none), 15 the MAC to give it (the caller's pick),
+--       is real time, which heartbeats' last_seen_ms are compared with), 14 the networks the
+--       VM gets an address on, comma-separated ('' or absent: none), 15 the MACs to give it
+--       on them (the caller's picks), comma-separated in the same order,
 --       16 the most claims the target may hold ('', absent or 0: no limit), 17 the placement
 --       rule between the VMs of the request ('affinity', 'anti-affinity'; '' or absent: none),
 --       18 the request's id (kept in the claim, so that its release forgets the VM there),
@@ -28,10 +30,12 @@
 -- there. Both answers write nothing.
 -- Addresses: the pool is every address of the network's cidr but the network address, the
 -- broadcast and the gateway; the first free one from as far in as the pool is full (wrapping
--- round) is taken, in this step, with the claim. A
--- claim that already holds an address on the network keeps it (a retry, a move, a shelved
--- VM placed again). Answers {'NO_NETWORK'} (the network is gone), {'EXHAUSTED', name, size}
--- (every address is held) or {'MAC'} (that MAC is in use: pick another), writing nothing.
+-- round) is taken, in this step, with the claim: one address and MAC on each network, all
+-- or none. A claim that already holds an address on a network keeps it (a retry, a move, a
+-- shelved VM placed again). The claim keeps the first network's in its network, ip and mac
+-- fields and every one's in networks, ips and macs (comma-separated, in order). Answers
+-- {'NO_NETWORK', id} (a network is gone), {'EXHAUSTED', name, size, id} (every address of
+-- one is held) or {'MAC'} (a MAC is in use: pick others), writing nothing.
 -- Reservations (hash fields <group>:vcpus|ram_mb|disk_gb reserved, <group>:used_* of it held
 -- by the group's claims): a group's unclaimed reservation on a host is held there for it. A
 -- claim takes from its group's reservation on the host first, then from its group's any-host
@@ -44,7 +48,8 @@
 -- Moving a claim off a host the caller now excludes gives the old host its share (and the
 -- reservations their part) back in the same step. Each host whose usage changed gets its
 -- version bumped and a host.usage event (with the host's claims count). Returns {'OK', used_vcpus, used_ram_mb,
--- used_disk_gb, ip, mac} of the target (ip and mac '' without a network), {'CHANGED', host} when the claim moved meanwhile,
+-- used_disk_gb, ips, macs} of the target (comma-separated in the networks' order; '' without
+-- a network), {'CHANGED', host} when the claim moved meanwhile,
 -- {'REJECTED', 8 host fields} when the host no longer fits (state, last_seen_ms, cap_* then
 -- used_*), {'RESERVED', resource} when only reservations of other groups stand in the way
 -- (on the host or, resource prefixed 'any:', the any-host pool), {'POOL'} as said.
@@ -105,7 +110,13 @@ end
 
 local function up(h) return h[1] == 'UP' and now - n(h[2]) <= timeout end
 
-local net = ARGV[14] or ''
+-- A comma-separated list as a table ('' or absent: empty).
+local function split(text)
+  local t = {}
+  for item in string.gmatch(text or '', '[^,]+') do t[#t + 1] = item end
+  return t
+end
+local nets, want_macs = split(ARGV[14]), split(ARGV[15])
 local max_vms = n(ARGV[16])
 local rule = ARGV[17] or ''
 local fence = ARGV[19] or ''
@@ -114,8 +125,20 @@ local TASK = KEYS[npool]
 if fence ~= '' then npool = npool - 1 end
 local PEERS = KEYS[npool]
 if rule ~= '' then npool = npool - 1 end
-if net ~= '' then npool = npool - 3 end
-local NET, ADDRS, MACS = KEYS[npool + 1], KEYS[npool + 2], KEYS[npool + 3]
+npool = npool - 3 * #nets
+local function net_keys(i)
+  local k = npool + 3 * (i - 1)
+  return KEYS[k + 1], KEYS[k + 2], KEYS[k + 3]
+end
+-- What the claim holds already: network -> {ip, mac} (claims from before several networks
+-- hold one, in network, ip and mac).
+local held_by = {}
+do
+  local c = redis.call('HMGET', KEYS[1], 'networks', 'ips', 'macs', 'network', 'ip', 'mac')
+  local hn, hi, hm = split(c[1]), split(c[2]), split(c[3])
+  if #hn == 0 and c[4] and c[4] ~= '' then hn, hi, hm = {c[4]}, {c[5] or ''}, {c[6] or ''} end
+  for i = 1, #hn do held_by[hn[i]] = {hi[i] or '', hm[i] or ''} end
+end
 
 -- a.b.c.d as a number (nil when it is not one).
 local function ip4(text)
@@ -128,22 +151,22 @@ local function text4(v)
     math.floor(v / 65536) % 256, math.floor(v / 256) % 256, v % 256)
 end
 
--- The address the claim gets on net: the one it holds, or the first free one from as far in as the pool is full. Returns
--- ip, nil or nil, the refusal.
-local function address()
-  local held = redis.call('HMGET', KEYS[1], 'network', 'ip')
-  if held[1] == net and held[2] and held[2] ~= '' then return held[2], nil end
+-- The address the claim gets on net (its keys NET and ADDRS): the one it holds, or the
+-- first free one from as far in as the pool is full. Returns ip, nil or nil, the refusal.
+local function address(net, NET, ADDRS)
+  local held = held_by[net]
+  if held and held[1] ~= '' then return held[1], nil end
   local nd = redis.call('HMGET', NET, 'name', 'cidr', 'gateway')
-  if not nd[2] then return nil, {'NO_NETWORK'} end
+  if not nd[2] then return nil, {'NO_NETWORK', net} end
   local base_text, prefix = string.match(nd[2], '^([%d.]+)/(%d+)$')
   local base, gw = ip4(base_text), ip4(nd[3])
   prefix = tonumber(prefix)
-  if not base or not prefix then return nil, {'NO_NETWORK'} end
+  if not base or not prefix then return nil, {'NO_NETWORK', net} end
   local span = 2 ^ (32 - prefix)
   local size = span - 2
   if gw and gw > base and gw < base + span - 1 then size = size - 1 end
   local held_n = redis.call('HLEN', ADDRS)
-  if held_n >= size then return nil, {'EXHAUSTED', nd[1] or net, size} end
+  if held_n >= size then return nil, {'EXHAUSTED', nd[1] or net, size, net} end
   -- The scan starts as many addresses in as are held: addresses are mostly taken from the
   -- bottom up, so a free one is usually found at once, even in a /16 nearly full.
   local n_hosts = span - 2
@@ -154,7 +177,7 @@ local function address()
       if redis.call('HEXISTS', ADDRS, t) == 0 then return t, nil end
     end
   end
-  return nil, {'EXHAUSTED', nd[1] or net, size}
+  return nil, {'EXHAUSTED', nd[1] or net, size, net}
 end
 
 if fence ~= '' and redis.call('HGET', TASK, 'epoch') ~= fence then return {'STALE'} end
@@ -231,19 +254,22 @@ if pool then
   end
 end
 
--- The address, before anything is written: a refusal leaves everything as it was.
-local ip, mac = '', ''
-if net ~= '' then
-  local why
-  ip, why = address()
+-- The addresses, before anything is written: a refusal leaves everything as it was.
+local ips, macs, MACS = {}, {}, nil
+for i = 1, #nets do
+  local NET, ADDRS
+  NET, ADDRS, MACS = net_keys(i)
+  local ip, why = address(nets[i], NET, ADDRS)
   if not ip then return why end
-  local kept = redis.call('HMGET', KEYS[1], 'network', 'mac')
-  if kept[1] == net and kept[2] and kept[2] ~= '' then
-    mac = kept[2]
-  else
-    mac = ARGV[15] or ''
-    if mac == '' or redis.call('HEXISTS', MACS, mac) == 1 then return {'MAC'} end
+  local held = held_by[nets[i]]
+  local mac = held and held[2] ~= '' and held[2] or want_macs[i] or ''
+  if not (held and held[2] ~= '') and (mac == '' or redis.call('HEXISTS', MACS, mac) == 1) then
+    return {'MAC'}
   end
+  for j = 1, i - 1 do
+    if macs[j] == mac then return {'MAC'} end
+  end
+  ips[i], macs[i] = ip, mac
 end
 
 if cur ~= '' and redis.call('EXISTS', KEYS[3]) == 1 then
@@ -273,14 +299,18 @@ redis.call('HSET', KEYS[1], 'host', ARGV[1], 'vcpus', ARGV[2], 'ram_mb', ARGV[3]
   'disk_gb', ARGV[4], 'group', group, 'res_vcpus', on_host[1], 'res_ram_mb', on_host[2],
   'res_disk_gb', on_host[3], 'any_vcpus', on_any[1], 'any_ram_mb', on_any[2],
   'any_disk_gb', on_any[3])
-if net ~= '' then
-  redis.call('HSET', ADDRS, ip, ARGV[11])
-  redis.call('HSET', MACS, mac, ARGV[11])
-  redis.call('HSET', KEYS[1], 'network', net, 'ip', ip, 'mac', mac)
+for i = 1, #nets do
+  local _, ADDRS = net_keys(i)
+  redis.call('HSET', ADDRS, ips[i], ARGV[11])
+  redis.call('HSET', MACS, macs[i], ARGV[11])
+end
+if #nets > 0 then
+  redis.call('HSET', KEYS[1], 'network', nets[1], 'ip', ips[1], 'mac', macs[1], 'networks',
+    table.concat(nets, ','), 'ips', table.concat(ips, ','), 'macs', table.concat(macs, ','))
 end
 if rule ~= '' then
   redis.call('HSET', PEERS, ARGV[11], ARGV[1])
   redis.call('HSET', KEYS[1], 'request', ARGV[18] or '')
 end
 usage(KEYS[2], ARGV[1], 'claim')
-return {'OK', u[1], u[2], u[3], ip, mac}
+return {'OK', u[1], u[2], u[3], table.concat(ips, ','), table.concat(macs, ',')}

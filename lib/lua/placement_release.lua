@@ -2,26 +2,32 @@
 -- took of its group's reservations, bump the host's version with a host.usage event, and
 -- delete the claim. With keep_disk, only the vCPUs and RAM go back (to the host and to the
 -- reservations) and the claim stays, holding the disk (a shelved VM's).
--- A full release also gives back the claim's network address and MAC (placement_claim.lua);
+-- A full release also gives back the claim's network addresses and MACs, one of each per
+-- network (placement_claim.lua);
 -- keep_disk keeps them (a shelved VM keeps its address), and so does keep_address: the
 -- capacity all goes back and the claim stays with none of it, holding the address only (a
 -- VM whose build is retried elsewhere, or that ended ERROR, keeps it until its disposal).
 -- KEYS: the claim, the host the caller read from it, the event stream, that host's
---       reservations, the any-host reservations; with a network (ARGV[5]) the network's
---       addresses (ip -> vm) and the MACs in use (mac -> vm); then (8) the hosts of the
---       request the claim names (its `request` field: placement_claim.lua), if it names one.
+--       reservations, the any-host reservations; then the addresses (ip -> vm) of each of
+--       ARGV[7] networks (those of ARGV[5], in order; absent: one), the MACs in use (mac ->
+--       vm), and the hosts of the request the claim names (its `request` field:
+--       placement_claim.lua), if it names one: 6, 7 and 8 with one network.
 -- A full release takes the host's `claims` count down by one and forgets the VM in its
 -- request's hosts; shelving and keep_address keep both (the claim stays on the host).
 -- ARGV: that host's id, vm id, now_ms, keep_disk ('1'; absent or '' = release it all), the
---       network the caller read from the claim ('' or absent: none), keep_address ('1').
+--       networks the caller read from the claim (its networks field, else its network; ''
+--       or absent: none), keep_address ('1'), the count of address keys (absent: 1).
 -- Returns 'RELEASED', 'NONE' (no claim) or 'CHANGED' (the claim is on another host or
 -- network now).
 local function n(v) return tonumber(v) or 0 end
 local c = redis.call('HMGET', KEYS[1], 'host', 'vcpus', 'ram_mb', 'disk_gb', 'group',
   'res_vcpus', 'res_ram_mb', 'res_disk_gb', 'any_vcpus', 'any_ram_mb', 'any_disk_gb',
-  'network', 'ip', 'mac', 'request')
+  'network', 'ip', 'mac', 'request', 'networks', 'ips', 'macs')
 if not c[1] then return 'NONE' end
-if c[1] ~= ARGV[1] or (c[12] or '') ~= (ARGV[5] or '') then return 'CHANGED' end
+local nets = c[16] or c[12] or ''
+if c[1] ~= ARGV[1] or nets ~= (ARGV[5] or '') then return 'CHANGED' end
+local n_addrs = tonumber(ARGV[7]) or 1
+local MACS, PEERS = KEYS[6 + n_addrs], KEYS[7 + n_addrs]
 local keep = ARGV[4] == '1'
 local upto = keep and 2 or 3
 local bare = not keep and ARGV[6] == '1' and (c[12] or '') ~= ''
@@ -74,16 +80,24 @@ elseif bare then
   redis.call('HSET', KEYS[1], 'vcpus', 0, 'ram_mb', 0, 'disk_gb', 0, 'res_vcpus', 0,
     'res_ram_mb', 0, 'res_disk_gb', 0, 'any_vcpus', 0, 'any_ram_mb', 0, 'any_disk_gb', 0)
 else
-  -- The address and MAC go back only if they are still this VM's.
-  if c[12] and c[12] ~= '' and #KEYS >= 7 then
-    if c[13] and redis.call('HGET', KEYS[6], c[13]) == ARGV[2] then
-      redis.call('HDEL', KEYS[6], c[13])
+  -- The addresses and MACs go back only if they are still this VM's.
+  if c[12] and c[12] ~= '' and MACS then
+    local ips, macs = {c[13]}, {c[14]}
+    if c[16] then
+      ips, macs = {}, {}
+      for v in string.gmatch(c[17] or '', '[^,]+') do ips[#ips + 1] = v end
+      for v in string.gmatch(c[18] or '', '[^,]+') do macs[#macs + 1] = v end
     end
-    if c[14] and redis.call('HGET', KEYS[7], c[14]) == ARGV[2] then
-      redis.call('HDEL', KEYS[7], c[14])
+    for i = 1, n_addrs do
+      if ips[i] and redis.call('HGET', KEYS[5 + i], ips[i]) == ARGV[2] then
+        redis.call('HDEL', KEYS[5 + i], ips[i])
+      end
+      if macs[i] and redis.call('HGET', MACS, macs[i]) == ARGV[2] then
+        redis.call('HDEL', MACS, macs[i])
+      end
     end
   end
-  if c[15] and c[15] ~= '' and #KEYS >= 8 then redis.call('HDEL', KEYS[8], ARGV[2]) end
+  if c[15] and c[15] ~= '' and PEERS then redis.call('HDEL', PEERS, ARGV[2]) end
   redis.call('DEL', KEYS[1])
 end
 return 'RELEASED'

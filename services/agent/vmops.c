@@ -873,26 +873,37 @@ static char *s_domain_xml(vmops_t *self, const Berth__AgentCommand *cmd, const c
                 "    </disk>\n",
                 type, cmd->vm, cmd->vm, title, title, (long long)cmd->flavor->ram_mb,
                 cmd->flavor->vcpus, os, disk_x, seed_x);
-        const Berth__VmNetwork *net = cmd->network;
-        if (net && s_mac_ok(net->mac) && s_attach_ok(net->bridge) && *net->bridge)
-            /* Its Berth network through a host bridge, with the MAC its address is bound to. */
-            fprintf(f,
-                    "    <interface type='bridge'>\n"
-                    "      <mac address='%s'/>\n"
-                    "      <source bridge='%s'/>\n"
-                    "      <model type='virtio'/>\n"
-                    "    </interface>\n",
-                    net->mac, net->bridge);
-        else if (net && s_mac_ok(net->mac) && s_attach_ok(net->libvirt_network) &&
-                 *net->libvirt_network)
-            fprintf(f,
-                    "    <interface type='network'>\n"
-                    "      <mac address='%s'/>\n"
-                    "      <source network='%s'/>\n"
-                    "      <model type='virtio'/>\n"
-                    "    </interface>\n",
-                    net->mac, net->libvirt_network);
-        else if (s_has_default_network(self))
+        /* One interface per network, in order (a command from before several networks names
+           its network only). */
+        Berth__VmNetwork *one[1] = { cmd->network };
+        Berth__VmNetwork *const *nets = cmd->n_networks ? cmd->networks : one;
+        size_t n_nets = cmd->n_networks ? cmd->n_networks : 1, plugged = 0;
+        for (size_t i = 0; i < n_nets; i++) {
+            const Berth__VmNetwork *net = nets[i];
+            if (net && s_mac_ok(net->mac) && s_attach_ok(net->bridge) && *net->bridge) {
+                /* Its Berth network through a host bridge, with the MAC its address is bound
+                   to. */
+                fprintf(f,
+                        "    <interface type='bridge'>\n"
+                        "      <mac address='%s'/>\n"
+                        "      <source bridge='%s'/>\n"
+                        "      <model type='virtio'/>\n"
+                        "    </interface>\n",
+                        net->mac, net->bridge);
+                plugged++;
+            } else if (net && s_mac_ok(net->mac) && s_attach_ok(net->libvirt_network) &&
+                       *net->libvirt_network) {
+                fprintf(f,
+                        "    <interface type='network'>\n"
+                        "      <mac address='%s'/>\n"
+                        "      <source network='%s'/>\n"
+                        "      <model type='virtio'/>\n"
+                        "    </interface>\n",
+                        net->mac, net->libvirt_network);
+                plugged++;
+            }
+        }
+        if (!plugged && s_has_default_network(self))
             fprintf(f, "    <interface type='network'>\n"
                        "      <source network='default'/>\n"
                        "      <model type='virtio'/>\n"

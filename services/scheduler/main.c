@@ -110,6 +110,14 @@ static void s_on_select_host(bus_request_t *request, void *arg)
         reply.n_alternates = (size_t)result.n_alternates;
         reply.ip = result.ip;
         reply.mac = result.mac;
+        char *ips[LIMIT_VM_NETWORKS_MAX], *macs[LIMIT_VM_NETWORKS_MAX];
+        for (int i = 0; i < result.n_networks; i++) {
+            ips[i] = result.ips[i];
+            macs[i] = result.macs[i];
+        }
+        reply.n_ips = reply.n_macs = (size_t)result.n_networks;
+        reply.ips = ips;
+        reply.macs = macs;
         log_info(rid, result.existing ? "claim exists" : "claimed", "{s:s, s:s, s:i, s:I, s:I}",
                  "vm", req->vm, "host", result.host, "vcpus", req->flavor->vcpus, "ram_mb",
                  (json_int_t)req->flavor->ram_mb, "disk_gb", (json_int_t)req->flavor->disk_gb);

@@ -153,16 +153,17 @@ struct _placement_t {
     int removed[F_COUNT + 1];  /* the last "no valid host": hosts per filter, then busy */
     s_reserve_t *reserve;      /* every group's part of the hosts' and any-host holdings */
     int n_reserve;
-    s_holdings_t any;            /* the any-host reservations */
-    double pool_free[3];         /* sum over UP hosts of max(0, usable - used - held): s_rank */
-    char ip[PLACEMENT_IP_MAX];   /* the last claim's address on its network ("" without) */
-    char mac[PLACEMENT_MAC_MAX]; /* and its MAC */
-    char net_why[160];           /* why the last claim's network refused it */
-    unsigned peers_stamp;        /* this decision's mark on the hosts its request's VMs are on */
-    int n_peers;                 /* the request's other VMs with a claim (0 without a rule) */
-    const char *previous;        /* the host the VM's claim is on ("" none): counted there */
-    int rule_why;                /* the filter of the claim script's last AFFINITY answer */
-    s_limit_t *limits;           /* max_vms_hosts, parsed */
+    s_holdings_t any;    /* the any-host reservations */
+    double pool_free[3]; /* sum over UP hosts of max(0, usable - used - held): s_rank */
+    char ips[LIMIT_VM_NETWORKS_MAX][PLACEMENT_IP_MAX];   /* the last claim's addresses */
+    char macs[LIMIT_VM_NETWORKS_MAX][PLACEMENT_MAC_MAX]; /* and MACs, one per network */
+    char net_why[160];              /* why the last claim's network refused it */
+    char net_refusing[UTIL_ID_LEN]; /* and that network's id */
+    unsigned peers_stamp;           /* this decision's mark on the hosts its request's VMs are on */
+    int n_peers;                    /* the request's other VMs with a claim (0 without a rule) */
+    const char *previous;           /* the host the VM's claim is on ("" none): counted there */
+    int rule_why;                   /* the filter of the claim script's last AFFINITY answer */
+    s_limit_t *limits;              /* max_vms_hosts, parsed */
     int n_limits;
 };
 
@@ -1049,6 +1050,40 @@ static void s_random_mac(char out[PLACEMENT_MAC_MAX])
              b[5]);
 }
 
+/* The networks req asks addresses on, in order: SelectHost.networks, or network alone.
+   Returns how many (s_invalid has checked there are at most LIMIT_VM_NETWORKS_MAX). */
+static int s_networks(const Berth__SelectHost *req, const char *nets[LIMIT_VM_NETWORKS_MAX])
+{
+    if (req->n_networks > 0) {
+        size_t n =
+            req->n_networks < LIMIT_VM_NETWORKS_MAX ? req->n_networks : LIMIT_VM_NETWORKS_MAX;
+        for (size_t i = 0; i < n; i++)
+            nets[i] = req->networks[i];
+        return (int)n;
+    }
+    if (req->network && *req->network) {
+        nets[0] = req->network;
+        return 1;
+    }
+    return 0;
+}
+
+/* Split the comma-separated list text into up to LIMIT_VM_NETWORKS_MAX items of size each
+   in out; returns how many. */
+static int s_list(const char *text, char *out, size_t size)
+{
+    int n = 0;
+    while (text && *text && n < LIMIT_VM_NETWORKS_MAX) {
+        size_t len = strcspn(text, ",");
+        snprintf(out + (size_t)n * size, size, "%.*s", (int)len, text);
+        n++;
+        text += len;
+        if (*text == ',')
+            text++;
+    }
+    return n;
+}
+
 /* Try one host for req. 0 (claimed), 1 (rejected: h updated from Redis), RESERVED, CHANGED,
    or -1. with_pool: pass every known host for the any-host check (the script asks when it
    needs them). */
@@ -1056,14 +1091,21 @@ static int s_claim(placement_t *self, const Berth__SelectHost *req, s_host_t *h,
                    const char *previous, int64_t now, int with_pool)
 {
     const char *vm = req->vm, *group = req->group ? req->group : "";
-    const char *net = req->network ? req->network : "";
-    char net_key[KEYS_MAX], addrs_key[KEYS_MAX], mac[PLACEMENT_MAC_MAX] = "";
-    if (*net) {
-        keys_build(net_key, KEYS_NETWORK, net, NULL);
-        keys_build(addrs_key, KEYS_NETWORK_ADDRESSES, net, NULL);
+    /* Each network's keys, a MAC picked for each, and both lists as the script takes them. */
+    const char *nets[LIMIT_VM_NETWORKS_MAX];
+    int n_net = s_networks(req, nets);
+    char net_key[LIMIT_VM_NETWORKS_MAX][KEYS_MAX], addrs_key[LIMIT_VM_NETWORKS_MAX][KEYS_MAX];
+    char net_list[LIMIT_VM_NETWORKS_MAX * (UTIL_ID_LEN + 1)] = "";
+    char mac_list[LIMIT_VM_NETWORKS_MAX * PLACEMENT_MAC_MAX] = "";
+    for (int i = 0; i < n_net; i++) {
+        char mac[PLACEMENT_MAC_MAX];
+        keys_build(net_key[i], KEYS_NETWORK, nets[i], NULL);
+        keys_build(addrs_key[i], KEYS_NETWORK_ADDRESSES, nets[i], NULL);
         s_random_mac(mac);
+        size_t at = strlen(net_list), at_mac = strlen(mac_list);
+        snprintf(net_list + at, sizeof net_list - at, "%s%s", i ? "," : "", nets[i]);
+        snprintf(mac_list + at_mac, sizeof mac_list - at_mac, "%s%s", i ? "," : "", mac);
     }
-    int n_net = *net ? 3 : 0;
     const char *rule = req->placement ? req->placement : "";
     char peers_key[KEYS_MAX], max_vms[24];
     if (*rule)
@@ -1092,7 +1134,8 @@ static int s_claim(placement_t *self, const Berth__SelectHost *req, s_host_t *h,
     snprintf(at, sizeof at, "%lld", (long long)clock_now_ms());
     snprintf(timeout, sizeof timeout, "%lld", (long long)self->config.host_timeout_ms);
     int n_pool = with_pool ? self->n_hosts : 0;
-    const char **argv = calloc((size_t)(7 + 2 * n_pool + 3 + 1 + 1 + 19), sizeof *argv);
+    const char **argv =
+        calloc((size_t)(7 + 2 * n_pool + 3 * LIMIT_VM_NETWORKS_MAX + 1 + 1 + 19), sizeof *argv);
     char(*pool)[KEYS_MAX] = calloc((size_t)(2 * n_pool + 1), sizeof *pool);
     if (!argv || !pool) {
         free(argv);
@@ -1115,8 +1158,8 @@ static int s_claim(placement_t *self, const Berth__SelectHost *req, s_host_t *h,
                            vm,
                            group,
                            at,
-                           net,
-                           mac,
+                           net_list,
+                           mac_list,
                            max_vms,
                            rule,
                            *rule ? req->request : "",
@@ -1128,9 +1171,9 @@ static int s_claim(placement_t *self, const Berth__SelectHost *req, s_host_t *h,
         argv[argc++] = keys_host(pool[2 * i], self->hosts[i].id);
         argv[argc++] = keys_build(pool[2 * i + 1], KEYS_HOST_RESERVATIONS, self->hosts[i].id, NULL);
     }
-    if (n_net) {
-        argv[argc++] = net_key;
-        argv[argc++] = addrs_key;
+    for (int i = 0; i < n_net; i++) {
+        argv[argc++] = net_key[i];
+        argv[argc++] = addrs_key[i];
         argv[argc++] = KEYS_MACS;
     }
     if (*rule)
@@ -1153,8 +1196,10 @@ static int s_claim(placement_t *self, const Berth__SelectHost *req, s_host_t *h,
             h->used_vcpus = s_int(r->element[1]);
             h->used_ram_mb = s_int(r->element[2]);
             h->used_disk_gb = s_int(r->element[3]);
-            util_strlcpy(self->ip, r->element[4]->str ? r->element[4]->str : "", sizeof self->ip);
-            util_strlcpy(self->mac, r->element[5]->str ? r->element[5]->str : "", sizeof self->mac);
+            memset(self->ips, 0, sizeof self->ips);
+            memset(self->macs, 0, sizeof self->macs);
+            s_list(r->element[4]->str, self->ips[0], sizeof self->ips[0]);
+            s_list(r->element[5]->str, self->macs[0], sizeof self->macs[0]);
             rc = 0;
         } else if (strcmp(verdict, "REJECTED") == 0 && r->elements == 9) {
             s_row(h, r->element + 1);
@@ -1177,14 +1222,19 @@ static int s_claim(placement_t *self, const Berth__SelectHost *req, s_host_t *h,
             rc = AFFINITY;
         } else if (strcmp(verdict, "STALE") == 0)
             rc = STALE;
-        else if (strcmp(verdict, "NO_NETWORK") == 0) {
-            snprintf(self->net_why, sizeof self->net_why, "network %s no longer exists", net);
+        else if (strcmp(verdict, "NO_NETWORK") == 0 && r->elements >= 2 &&
+                 r->element[1]->type == REDIS_REPLY_STRING) {
+            util_strlcpy(self->net_refusing, r->element[1]->str, sizeof self->net_refusing);
+            snprintf(self->net_why, sizeof self->net_why, "network %s no longer exists",
+                     self->net_refusing);
             rc = NETWORK;
-        } else if (strcmp(verdict, "EXHAUSTED") == 0 && r->elements == 3) {
+        } else if (strcmp(verdict, "EXHAUSTED") == 0 && r->elements >= 4 &&
+                   r->element[3]->type == REDIS_REPLY_STRING) {
+            util_strlcpy(self->net_refusing, r->element[3]->str, sizeof self->net_refusing);
             snprintf(self->net_why, sizeof self->net_why,
                      "network '%.64s' has no free address: all %lld of its addresses are "
                      "allocated",
-                     r->element[1]->str ? r->element[1]->str : net,
+                     r->element[1]->str ? r->element[1]->str : self->net_refusing,
                      (long long)s_int(r->element[2]));
             rc = NETWORK;
         }
@@ -1239,7 +1289,7 @@ static int s_place(placement_t *self, const Berth__SelectHost *req, const char *
             int rc = s_claim_mac(self, req, h, previous, now, self->any.count > 0);
             if (rc == NETWORK) {
                 error_set(error, "CONFLICT", "%s", self->net_why);
-                error_detail(error, "network", "%s", req->network);
+                error_detail(error, "network", "%s", self->net_refusing);
                 return PLACEMENT_NETWORK;
             }
             if (rc == STALE) {
@@ -1251,8 +1301,12 @@ static int s_place(placement_t *self, const Berth__SelectHost *req, const char *
             }
             if (rc == 0) {
                 util_strlcpy(result->host, h->id, sizeof result->host);
-                util_strlcpy(result->ip, self->ip, sizeof result->ip);
-                util_strlcpy(result->mac, self->mac, sizeof result->mac);
+                const char *nets[LIMIT_VM_NETWORKS_MAX];
+                result->n_networks = s_networks(req, nets);
+                memcpy(result->ips, self->ips, sizeof result->ips);
+                memcpy(result->macs, self->macs, sizeof result->macs);
+                util_strlcpy(result->ip, self->ips[0], sizeof result->ip);
+                util_strlcpy(result->mac, self->macs[0], sizeof result->mac);
                 s_alternates(self, n, i + 1, result);
                 return 0;
             }
@@ -1330,6 +1384,19 @@ static int s_invalid(const placement_t *self, const Berth__SelectHost *req, bert
         return error_field(error, "group", "group must be a group id");
     if (req->network && *req->network && !util_is_uuid(req->network))
         return error_field(error, "network", "network must be a network id");
+    if (req->n_networks > LIMIT_VM_NETWORKS_MAX)
+        return error_field(error, "networks", "networks lists more than %d networks",
+                           LIMIT_VM_NETWORKS_MAX);
+    for (size_t i = 0; i < req->n_networks; i++) {
+        if (!req->networks[i] || !util_is_uuid(req->networks[i]))
+            return error_field(error, "networks", "networks[%zu] must be a network id", i);
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(req->networks[i], req->networks[j]) == 0)
+                return error_field(error, "networks", "networks[%zu] is listed twice", i);
+    }
+    if (req->n_networks > 0 && req->network && *req->network &&
+        strcmp(req->network, req->networks[0]) != 0)
+        return error_field(error, "network", "network must be the first of networks");
     if (req->n_prefer > (size_t)c->max_exclude)
         return error_field(error, "prefer",
                            "prefer lists more hosts than the configured maximum (max_exclude)");
@@ -1366,10 +1433,11 @@ int placement_select(placement_t *self, const Berth__SelectHost *req, placement_
             continue;
         }
         redisReply *r = store_command(
-            self->store, "HMGET %s host vcpus ram_mb disk_gb network ip mac", claim_key);
+            self->store, "HMGET %s host vcpus ram_mb disk_gb network ip mac networks ips macs",
+            claim_key);
         if (!r)
             return -1;
-        if (r->type != REDIS_REPLY_ARRAY || r->elements != 7) {
+        if (r->type != REDIS_REPLY_ARRAY || r->elements != 10) {
             freeReplyObject(r);
             return -1;
         }
@@ -1382,16 +1450,19 @@ int placement_select(placement_t *self, const Berth__SelectHost *req, placement_
            its own host if that fits, else on another one (the claim moves there). */
         int shelved = s_int(r->element[1]) == 0 && s_int(r->element[2]) == 0 &&
                       s_int(r->element[3]) == f->disk_gb;
-        /* The address the claim holds, when it is on the network asked for. */
-        char ip[PLACEMENT_IP_MAX] = "", mac[PLACEMENT_MAC_MAX] = "";
-        if (req->network && *req->network && r->element[4]->type == REDIS_REPLY_STRING &&
-            strcmp(r->element[4]->str, req->network) == 0 &&
-            r->element[5]->type == REDIS_REPLY_STRING &&
-            r->element[6]->type == REDIS_REPLY_STRING) {
-            util_strlcpy(ip, r->element[5]->str, sizeof ip);
-            util_strlcpy(mac, r->element[6]->str, sizeof mac);
-        }
-        int addressed = !(req->network && *req->network) || *ip;
+        /* The addresses the claim holds, when it is on the networks asked for (claims from
+           before several networks name one, in network, ip and mac). */
+        const char *nets[LIMIT_VM_NETWORKS_MAX];
+        int n_net = s_networks(req, nets), at = r->element[7]->type == REDIS_REPLY_STRING ? 7 : 4;
+        char held[LIMIT_VM_NETWORKS_MAX][UTIL_ID_LEN] = { { 0 } };
+        char ips[LIMIT_VM_NETWORKS_MAX][PLACEMENT_IP_MAX] = { { 0 } };
+        char macs[LIMIT_VM_NETWORKS_MAX][PLACEMENT_MAC_MAX] = { { 0 } };
+        int n_held = s_list(r->element[at]->str, held[0], sizeof held[0]);
+        s_list(r->element[at + 1]->str, ips[0], sizeof ips[0]);
+        s_list(r->element[at + 2]->str, macs[0], sizeof macs[0]);
+        int addressed = n_net == 0 || n_held == n_net;
+        for (int i = 0; i < n_net && addressed; i++)
+            addressed = strcmp(held[i], nets[i]) == 0 && *ips[i] && *macs[i];
         /* A claim holding only its address (placement_release_capacity) is placed again
            whole, like a shelved one. */
         int bare =
@@ -1406,8 +1477,11 @@ int placement_select(placement_t *self, const Berth__SelectHost *req, placement_
                 return PLACEMENT_CONFLICT;
             }
             util_strlcpy(result->host, previous, sizeof result->host);
-            util_strlcpy(result->ip, ip, sizeof result->ip);
-            util_strlcpy(result->mac, mac, sizeof result->mac);
+            result->n_networks = n_net;
+            memcpy(result->ips, ips, sizeof result->ips);
+            memcpy(result->macs, macs, sizeof result->macs);
+            util_strlcpy(result->ip, ips[0], sizeof result->ip);
+            util_strlcpy(result->mac, macs[0], sizeof result->mac);
             result->existing = 1;
             if (s_stale(self) && placement_refresh(self) != 0)
                 return -1;
@@ -1435,14 +1509,15 @@ static int s_release(placement_t *self, const char *vm, int keep_disk, int keep_
         error_field(error, "vm", "vm must be a lower-case UUID");
         return PLACEMENT_BAD_REQUEST;
     }
-    char claim_key[KEYS_MAX], host_key[KEYS_MAX], res_key[KEYS_MAX], addrs_key[KEYS_MAX],
-        peers_key[KEYS_MAX];
+    char claim_key[KEYS_MAX], host_key[KEYS_MAX], res_key[KEYS_MAX],
+        addrs_key[LIMIT_VM_NETWORKS_MAX][KEYS_MAX], peers_key[KEYS_MAX];
     keys_build(claim_key, KEYS_CLAIM, vm, NULL);
     for (int round = 0; round < ROUNDS; round++) {
-        redisReply *r = store_command(self->store, "HMGET %s host network request", claim_key);
+        redisReply *r =
+            store_command(self->store, "HMGET %s host network request networks", claim_key);
         if (!r)
             return -1;
-        if (r->type != REDIS_REPLY_ARRAY || r->elements != 3) {
+        if (r->type != REDIS_REPLY_ARRAY || r->elements != 4) {
             freeReplyObject(r);
             return -1;
         }
@@ -1455,10 +1530,15 @@ static int s_release(placement_t *self, const char *vm, int keep_disk, int keep_
             freeReplyObject(r);
             return -1;
         }
-        char host[PLACEMENT_ID_MAX], net[UTIL_ID_LEN] = "";
+        /* The claim's networks as it names them: its networks field, else its network. */
+        char host[PLACEMENT_ID_MAX], net[LIMIT_VM_NETWORKS_MAX * (UTIL_ID_LEN + 1)] = "";
         memcpy(host, r->element[0]->str, r->element[0]->len + 1);
-        if (r->element[1]->type == REDIS_REPLY_STRING)
+        if (r->element[3]->type == REDIS_REPLY_STRING)
+            util_strlcpy(net, r->element[3]->str, sizeof net);
+        else if (r->element[1]->type == REDIS_REPLY_STRING)
             util_strlcpy(net, r->element[1]->str, sizeof net);
+        char nets[LIMIT_VM_NETWORKS_MAX][UTIL_ID_LEN] = { { 0 } };
+        int n_net = s_list(net, nets[0], sizeof nets[0]);
         /* The request whose placement rule recorded the claim's host ("-": none). */
         keys_build(peers_key, KEYS_REQUEST_HOSTS,
                    r->element[2]->type == REDIS_REPLY_STRING && util_is_uuid(r->element[2]->str)
@@ -1466,26 +1546,31 @@ static int s_release(placement_t *self, const char *vm, int keep_disk, int keep_
                        : "-",
                    NULL);
         freeReplyObject(r);
-        keys_build(addrs_key, KEYS_NETWORK_ADDRESSES, *net ? net : "-", NULL);
+        for (int i = 0; i < (n_net ? n_net : 1); i++)
+            keys_build(addrs_key[i], KEYS_NETWORK_ADDRESSES, n_net ? nets[i] : "-", NULL);
         keys_host(host_key, host);
         char now[24];
         snprintf(now, sizeof now, "%lld", (long long)clock_now_ms());
         keys_build(res_key, KEYS_HOST_RESERVATIONS, host, NULL);
-        const char *argv[] = { claim_key,
-                               host_key,
-                               STORE_EVENTS,
-                               res_key,
-                               KEYS_RESERVATIONS_ANY,
-                               addrs_key,
-                               KEYS_MACS,
-                               peers_key,
-                               host,
-                               vm,
-                               now,
-                               keep_disk ? "1" : "",
-                               net,
-                               keep_address ? "1" : "" };
-        r = store_run(self->store, &lua_placement_release, 8, 14, argv);
+        /* KEYS: five, an address key per network (one without), the MACs, the request's
+           hosts; then ARGV. */
+        int n_addrs = n_net ? n_net : 1, argc = 0;
+        char count[8];
+        snprintf(count, sizeof count, "%d", n_addrs);
+        const char *argv[7 + LIMIT_VM_NETWORKS_MAX + 1 + 7];
+        const char *head[] = { claim_key, host_key, STORE_EVENTS, res_key, KEYS_RESERVATIONS_ANY };
+        for (int i = 0; i < 5; i++)
+            argv[argc++] = head[i];
+        for (int i = 0; i < n_addrs; i++)
+            argv[argc++] = addrs_key[i];
+        argv[argc++] = KEYS_MACS;
+        argv[argc++] = peers_key;
+        int n_keys = argc;
+        const char *tail[] = { host, vm, now, keep_disk ? "1" : "", net, keep_address ? "1" : "",
+                               count };
+        for (int i = 0; i < 7; i++)
+            argv[argc++] = tail[i];
+        r = store_run(self->store, &lua_placement_release, n_keys, argc, argv);
         if (!r)
             return -1;
         int verdict = r->type != REDIS_REPLY_STRING     ? -1

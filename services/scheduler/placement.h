@@ -65,8 +65,11 @@ typedef struct {
     char alternates[PLACEMENT_ALTERNATES_MAX][PLACEMENT_ID_MAX];
     int n_alternates;
     int existing;                /* the VM already held this claim: nothing new was taken */
-    char ip[PLACEMENT_IP_MAX];   /* its address on SelectHost.network ("" without one) */
+    char ip[PLACEMENT_IP_MAX];   /* its address on its first network ("" without one) */
     char mac[PLACEMENT_MAC_MAX]; /* and its MAC */
+    int n_networks;              /* the networks it is on (SelectHost.networks, or network) */
+    char ips[LIMIT_VM_NETWORKS_MAX][PLACEMENT_IP_MAX];   /* its address on each, in order */
+    char macs[LIMIT_VM_NETWORKS_MAX][PLACEMENT_MAC_MAX]; /* and its MAC there */
 } placement_result_t;
 
 typedef struct _placement_t placement_t;

@@ -447,21 +447,43 @@ static int s_is_mac(const char *text)
     return 1;
 }
 
-char *seed_network_config(const Berth__VmNetwork *net, berth_error_t *error)
+/* Whether net can go into a network-config; else error names field. */
+static int s_net_valid(const Berth__VmNetwork *net, const char *field, berth_error_t *error)
 {
     if (!net || !s_is_ip4(net->ip) || !s_is_mac(net->mac) || net->prefix < 1 || net->prefix > 32 ||
         !s_is_ip4(net->gateway) || net->n_dns > LIMIT_NETWORK_DNS_MAX) {
-        error_field(error, "network",
-                    "network needs an IPv4 ip and gateway, a prefix of 1 to 32, a MAC as "
+        error_field(error, field,
+                    "%s needs an IPv4 ip and gateway, a prefix of 1 to 32, a MAC as "
                     "aa:bb:cc:dd:ee:ff and at most %d name servers",
-                    LIMIT_NETWORK_DNS_MAX);
-        return NULL;
+                    field, LIMIT_NETWORK_DNS_MAX);
+        return 0;
     }
     for (size_t i = 0; i < net->n_dns; i++)
         if (!s_is_ip4(net->dns[i])) {
-            error_field(error, "network", "network.dns[%zu] is not an IPv4 address", i);
-            return NULL;
+            error_field(error, field, "%s.dns[%zu] is not an IPv4 address", field, i);
+            return 0;
         }
+    return 1;
+}
+
+char *seed_network_config(const Berth__VmNetwork *net, berth_error_t *error)
+{
+    Berth__VmNetwork *nets[1] = { (Berth__VmNetwork *)net };
+    return seed_networks_config(nets, 1, error);
+}
+
+char *seed_networks_config(Berth__VmNetwork *const *nets, size_t n, berth_error_t *error)
+{
+    if (n < 1 || n > LIMIT_VM_NETWORKS_MAX) {
+        error_field(error, "networks", "a VM has 1 to %d networks", LIMIT_VM_NETWORKS_MAX);
+        return NULL;
+    }
+    for (size_t i = 0; i < n; i++) {
+        char field[24];
+        snprintf(field, sizeof field, n == 1 ? "network" : "networks[%zu]", i);
+        if (!s_net_valid(nets[i], field, error))
+            return NULL;
+    }
     char *text = NULL;
     size_t size = 0;
     FILE *f = open_memstream(&text, &size);
@@ -469,23 +491,30 @@ char *seed_network_config(const Berth__VmNetwork *net, berth_error_t *error)
         error_set(error, "INTERNAL", "out of memory");
         return NULL;
     }
-    fprintf(f,
-            "version: 2\n"
-            "ethernets:\n"
-            "  eth0:\n"
-            "    match:\n"
-            "      macaddress: \"%s\"\n"
-            "    set-name: eth0\n"
-            "    addresses:\n"
-            "      - %s/%d\n"
-            "    routes:\n"
-            "      - to: 0.0.0.0/0\n"
-            "        via: %s\n",
-            net->mac, net->ip, net->prefix, net->gateway);
-    if (net->n_dns) {
-        fprintf(f, "    nameservers:\n      addresses:\n");
-        for (size_t i = 0; i < net->n_dns; i++)
-            fprintf(f, "        - %s\n", net->dns[i]);
+    fprintf(f, "version: 2\nethernets:\n");
+    /* One ethernet per interface, matched by its MAC; the first network's gateway is the
+       default route. */
+    for (size_t i = 0; i < n; i++) {
+        const Berth__VmNetwork *net = nets[i];
+        fprintf(f,
+                "  eth%zu:\n"
+                "    match:\n"
+                "      macaddress: \"%s\"\n"
+                "    set-name: eth%zu\n"
+                "    addresses:\n"
+                "      - %s/%d\n",
+                i, net->mac, i, net->ip, net->prefix);
+        if (i == 0)
+            fprintf(f,
+                    "    routes:\n"
+                    "      - to: 0.0.0.0/0\n"
+                    "        via: %s\n",
+                    net->gateway);
+        if (net->n_dns) {
+            fprintf(f, "    nameservers:\n      addresses:\n");
+            for (size_t j = 0; j < net->n_dns; j++)
+                fprintf(f, "        - %s\n", net->dns[j]);
+        }
     }
     if (fclose(f) != 0) {
         free(text);

@@ -66,6 +66,11 @@ int seed_stage_network(seed_t *self, const char *vm, const char *name, const cha
    address, a MAC, a prefix of 1 to 32), so nothing from a caller reaches the YAML unchecked.
    Caller frees. */
 char *seed_network_config(const Berth__VmNetwork *net, berth_error_t *error);
+/* The same for a VM on n networks (1 to LIMIT_VM_NETWORKS_MAX), in order: one ethernet
+   per interface matched by its MAC (eth0, eth1, ...), each with its address and name
+   servers; the default route goes through the first one's gateway. A bad value names the
+   field networks[i]. */
+char *seed_networks_config(Berth__VmNetwork *const *nets, size_t n, berth_error_t *error);
 void seed_bytes_clear(seed_bytes_t *bytes);
 
 /* The seed staged for vm (at most max_bytes) and the SHA-256 recorded when it was built,

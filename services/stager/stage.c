@@ -170,6 +170,8 @@ static char *s_network_config(const Berth__StageImage *req, berth_error_t *error
             error_set(error, "INTERNAL", "out of memory");
         return none;
     }
+    if (req->n_networks > 0)
+        return seed_networks_config(req->networks, req->n_networks, error);
     return seed_network_config(req->network, error);
 }
 

@@ -555,13 +555,31 @@ static char *s_network_id(const s_held_t *h)
     return n && n->network ? n->network : "";
 }
 
-/* The address and MAC the claim gave the VM, into its network. */
+/* The ids of every network the VM gets an address on, in order, into ids (the VM's
+   networks; one made before several networks has its network only), for the placement. */
+static void s_network_ids(const s_held_t *h, Berth__SelectHost *req,
+                          char *ids[LIMIT_VM_NETWORKS_MAX])
+{
+    req->network = s_network_id(h);
+    size_t n = 0;
+    for (size_t i = 0; i < h->vm->n_networks && n < LIMIT_VM_NETWORKS_MAX; i++)
+        if (h->vm->networks[i]->network && *h->vm->networks[i]->network)
+            ids[n++] = h->vm->networks[i]->network;
+    req->networks = ids;
+    req->n_networks = n;
+}
+
+/* The addresses and MACs the claim gave the VM, into its networks (in order). */
 static void s_addressed(s_held_t *h, const Berth__HostSelection *sel)
 {
     if (!h->vm->network || !*s_network_id(h))
         return;
     s_set(&h->vm->network->ip, sel->ip);
     s_set(&h->vm->network->mac, sel->mac);
+    for (size_t i = 0; i < h->vm->n_networks && i < sel->n_ips && i < sel->n_macs; i++) {
+        s_set(&h->vm->networks[i]->ip, sel->ips[i]);
+        s_set(&h->vm->networks[i]->mac, sel->macs[i]);
+    }
 }
 
 /* What the VM asks of its host beyond capacity: its template's hypervisor, and its request's
@@ -585,7 +603,8 @@ static s_rc_t s_schedule(tasks_t *self, s_held_t *h, const s_stage_t *stage)
     req.vm = h->vm->id;
     req.flavor = h->vm->flavor;
     req.group = h->vm->group; /* its reservations are used first, and only by it */
-    req.network = s_network_id(h);
+    char *net_ids[LIMIT_VM_NETWORKS_MAX];
+    s_network_ids(h, &req, net_ids);
     s_filters(h, &req);
     /* Its base image: a host that caches it is preferred (the digest once the stager said it;
        the scheduler looks the name up before). */
@@ -662,8 +681,11 @@ static void s_stage_ask(const s_held_t *h, Berth__StageImage *req, char **lines)
     req->ssh_authorized_keys = lines;
     req->n_ssh_authorized_keys = n;
     /* Its address goes into the seed's network-config (known once it is placed). */
-    if (h->vm->network && h->vm->network->ip && *h->vm->network->ip)
+    if (h->vm->network && h->vm->network->ip && *h->vm->network->ip) {
         req->network = h->vm->network;
+        req->networks = h->vm->networks;
+        req->n_networks = h->vm->n_networks;
+    }
 }
 
 /* The stager's answer for this VM (image and the seed's digest; the agent fetches the seed
@@ -764,7 +786,9 @@ static s_rc_t s_push(tasks_t *self, s_held_t *h, const char *op, const char *hos
     cmd.name = h->vm->name;
     cmd.flavor = h->vm->flavor;
     cmd.image = h->vm->image;
-    cmd.network = h->vm->network; /* DEFINE plugs it in with its MAC */
+    cmd.network = h->vm->network;   /* DEFINE plugs it in with its MAC */
+    cmd.networks = h->vm->networks; /* one interface per network, in order */
+    cmd.n_networks = h->vm->n_networks;
     if (s_is(op, "CREATE_DISK") || s_is(op, "PUT_SEED")) {
         s_rc_t rc = s_staged(self, h);
         if (rc != S_DONE)
@@ -996,7 +1020,8 @@ static s_rc_t s_unshelve_schedule(tasks_t *self, s_held_t *h, const s_stage_t *s
     Berth__SelectHost req = BERTH__SELECT_HOST__INIT;
     req.vm = h->vm->id;
     req.flavor = h->vm->flavor;
-    req.network = s_network_id(h); /* the claim keeps the address it holds */
+    char *net_ids[LIMIT_VM_NETWORKS_MAX];
+    s_network_ids(h, &req, net_ids); /* the claim keeps the addresses it holds */
     s_filters(h, &req);
     char *prefer[1] = { t->from_host };
     req.prefer = prefer;

@@ -604,6 +604,120 @@ static void test_network_addresses(void **state)
     freeReplyObject(r);
 }
 
+/* Claim vm's 1 vCPU / 256 MB / 1 GB on host h1 with an address on t:netA and t:netB (MACs
+   macs, comma-separated); now_on: the host the claim is on ("" none). */
+static redisReply *s_claim_two(store_t *store, const char *vm, const char *now_on, const char *macs)
+{
+    char claim[32];
+    snprintf(claim, sizeof claim, "t:claim:{%s}", vm);
+    const char *argv[] = { claim,    "t:host:h1",  "t:host:h1", "t:events", "t:res:h1", "t:res:h1",
+                           "t:any",  "t:netA",     "t:addrsA",  "t:macs",   "t:netB",   "t:addrsB",
+                           "t:macs", "h1",         "1",         "256",      "1",        NOW,
+                           "3000",   "1",          "1",         "1",        now_on,     vm,
+                           "ga",     PLATFORM_NOW, "A,B",       macs };
+    redisReply *r = store_run(store, &lua_placement_claim, 13, 28, argv);
+    assert_non_null(r);
+    assert_int_equal(r->type, REDIS_REPLY_ARRAY);
+    return r;
+}
+
+static int64_t s_hlen(store_t *store, const char *key)
+{
+    redisReply *r = store_command(store, "HLEN %s", key);
+    int64_t n = r->integer;
+    freeReplyObject(r);
+    return n;
+}
+
+/* Two networks: the claim gets an address and a MAC on each in its one step, both kept in
+   the claim in order; the second network exhausted refuses the whole claim and nothing is
+   taken on the first; a full release gives both back, and a release of the capacity only
+   keeps both for the retry, which gets the same ones. */
+static void test_two_networks(void **state)
+{
+    fixture_t *f = *state;
+    s_host(f->store, "t:host:h1", "UP");
+    freeReplyObject(
+        store_command(f->store, "HSET t:netA name a cidr 10.1.0.0/24 gateway 10.1.0.1"));
+    /* A /30 with its gateway: one address to give. */
+    freeReplyObject(
+        store_command(f->store, "HSET t:netB name b cidr 10.2.0.0/30 gateway 10.2.0.1"));
+    redisReply *r = s_claim_two(f->store, "v1", "", "02:00:00:00:0a:01,02:00:00:00:0b:01");
+    assert_string_equal(r->element[0]->str, "OK");
+    assert_string_equal(r->element[4]->str, "10.1.0.2,10.2.0.2");
+    assert_string_equal(r->element[5]->str, "02:00:00:00:0a:01,02:00:00:00:0b:01");
+    freeReplyObject(r);
+    r = store_command(f->store, "HMGET t:claim:{v1} network ip mac networks ips macs");
+    assert_string_equal(r->element[0]->str, "A");
+    assert_string_equal(r->element[1]->str, "10.1.0.2");
+    assert_string_equal(r->element[2]->str, "02:00:00:00:0a:01");
+    assert_string_equal(r->element[3]->str, "A,B");
+    assert_string_equal(r->element[4]->str, "10.1.0.2,10.2.0.2");
+    freeReplyObject(r);
+    assert_int_equal(s_hlen(f->store, "t:addrsA"), 1);
+    assert_int_equal(s_hlen(f->store, "t:addrsB"), 1);
+    assert_int_equal(s_hlen(f->store, "t:macs"), 2);
+
+    /* B is exhausted: refused naming it, nothing written on A nor anywhere. */
+    r = s_claim_two(f->store, "v2", "", "02:00:00:00:0a:02,02:00:00:00:0b:02");
+    assert_string_equal(r->element[0]->str, "EXHAUSTED");
+    assert_string_equal(r->element[1]->str, "b");
+    assert_string_equal(r->element[3]->str, "B");
+    freeReplyObject(r);
+    assert_int_equal(s_hlen(f->store, "t:addrsA"), 1);
+    assert_int_equal(s_hlen(f->store, "t:macs"), 2);
+    assert_int_equal(s_get(f->store, "t:host:h1", "used_vcpus"), 1);
+    r = store_command(f->store, "EXISTS t:claim:{v2}");
+    assert_int_equal(r->integer, 0);
+    freeReplyObject(r);
+
+    /* Undoing the build keeps both; the retry gets the same ones. */
+    const char *rel[] = { "t:claim:{v1}",
+                          "t:host:h1",
+                          "t:events",
+                          "t:res:h1",
+                          "t:any",
+                          "t:addrsA",
+                          "t:addrsB",
+                          "t:macs",
+                          "t:reqhosts",
+                          "h1",
+                          "v1",
+                          NOW,
+                          "",
+                          "A,B",
+                          "1",
+                          "2" };
+    r = store_run(f->store, &lua_placement_release, 9, 16, rel);
+    assert_string_equal(r->str, "RELEASED");
+    freeReplyObject(r);
+    assert_int_equal(s_hlen(f->store, "t:addrsB"), 1);
+    r = s_claim_two(f->store, "v1", "h1", "02:00:00:00:0a:09,02:00:00:00:0b:09");
+    assert_string_equal(r->element[0]->str, "OK");
+    assert_string_equal(r->element[4]->str, "10.1.0.2,10.2.0.2");
+    assert_string_equal(r->element[5]->str, "02:00:00:00:0a:01,02:00:00:00:0b:01");
+    freeReplyObject(r);
+    assert_int_equal(s_hlen(f->store, "t:macs"), 2);
+
+    /* A full release gives both addresses and both MACs back. */
+    rel[14] = "";
+    r = store_run(f->store, &lua_placement_release, 9, 16, rel);
+    assert_string_equal(r->str, "RELEASED");
+    freeReplyObject(r);
+    assert_int_equal(s_hlen(f->store, "t:addrsA"), 0);
+    assert_int_equal(s_hlen(f->store, "t:addrsB"), 0);
+    assert_int_equal(s_hlen(f->store, "t:macs"), 0);
+    assert_int_equal(s_get(f->store, "t:host:h1", "used_vcpus"), 0);
+    /* The same MAC twice is refused. */
+    r = s_claim_two(f->store, "v2", "", "02:00:00:00:0a:02,02:00:00:00:0a:02");
+    assert_string_equal(r->element[0]->str, "MAC");
+    freeReplyObject(r);
+    r = s_claim_two(f->store, "v2", "", "02:00:00:00:0a:02,02:00:00:00:0b:02");
+    assert_string_equal(r->element[0]->str, "OK");
+    assert_string_equal(r->element[4]->str, "10.1.0.2,10.2.0.2");
+    freeReplyObject(r);
+}
+
 /* A /16 nearly full (every address held but one, somewhere in the middle, and the
    gateway's): the claim finds that one, then the pool is exhausted with its 65,533 held. */
 static void test_network_large_pool(void **state)
@@ -819,6 +933,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_reservations_set, testenv_setup, testenv_teardown),
         cmocka_unit_test_setup_teardown(test_network_addresses, testenv_setup, testenv_teardown),
         cmocka_unit_test_setup_teardown(test_network_large_pool, testenv_setup, testenv_teardown),
+        cmocka_unit_test_setup_teardown(test_two_networks, testenv_setup, testenv_teardown),
         cmocka_unit_test_setup_teardown(test_max_vms_and_placement_rules, testenv_setup,
                                         testenv_teardown),
     };

@@ -384,6 +384,45 @@ static void test_define_with_network(void **state)
     }
 }
 
+/* A VM on two networks: DEFINE gives it one interface per network, in order, each with its
+   MAC. */
+static void test_define_with_two_networks(void **state)
+{
+    fixture_t *f = *state;
+    char vm[UTIL_ID_LEN];
+    util_uuid(vm);
+    s_run_ok(f, "CREATE_DISK", vm);
+    s_run_ok(f, "PUT_SEED", vm);
+    char id[UTIL_ID_LEN + 16];
+    Berth__Resources flavor;
+    Berth__AgentCommand cmd = s_command(f, "DEFINE", vm, id, &flavor);
+    Berth__VmNetwork a = BERTH__VM_NETWORK__INIT, b = BERTH__VM_NETWORK__INIT;
+    a.ip = "10.0.0.2";
+    a.mac = "02:11:22:33:44:01";
+    a.bridge = "br-a";
+    b.ip = "10.1.0.2";
+    b.mac = "02:11:22:33:44:02";
+    b.libvirt_network = "default";
+    Berth__VmNetwork *both[] = { &a, &b };
+    cmd.network = &a;
+    cmd.networks = both;
+    cmd.n_networks = 2;
+    const Berth__AgentResult *r = s_run(f, &cmd);
+    if (!r->ok)
+        fail_msg("DEFINE with two networks failed: %s", r->error);
+    virDomainPtr dom = virDomainLookupByName(f->conn, vm);
+    assert_non_null(dom);
+    char *dxml = virDomainGetXMLDesc(dom, 0);
+    char *first = strstr(dxml, "<mac address='02:11:22:33:44:01'/>");
+    char *second = strstr(dxml, "<mac address='02:11:22:33:44:02'/>");
+    if (!first || !second || first > second)
+        fail_msg("not two interfaces in order in %s", dxml);
+    assert_non_null(strstr(dxml, "<source bridge='br-a'/>"));
+    free(dxml);
+    virDomainFree(dom);
+    s_run_ok(f, "DESTROY", vm);
+}
+
 /* Disposal of a VM that was only partly built (disk, no domain) removes what exists. */
 static void test_destroy_partial_build(void **state)
 {
@@ -708,6 +747,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_pool_is_created, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_define_with_network, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_define_with_two_networks, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_lifecycle_twice_each, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_destroy_partial_build, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_bad_commands_fail_cleanly, s_setup, s_teardown),

@@ -211,6 +211,51 @@ static void test_seed_network_config(void **state)
     net.mac = "02:aa:bb:cc:dd:ee";
     dns[1] = "9.9.9.9 # x";
     assert_null(seed_network_config(&net, &error));
+    dns[1] = "9.9.9.9";
+
+    /* Two networks: one ethernet each, matched by MAC; only the first gets the default route;
+       each its name servers. A bad second one is refused naming it. */
+    Berth__VmNetwork second = BERTH__VM_NETWORK__INIT;
+    char *dns2[] = { "10.5.0.2" };
+    second.ip = "10.5.0.9";
+    second.prefix = 16;
+    second.mac = "02:aa:bb:cc:dd:01";
+    second.gateway = "10.5.0.1";
+    second.dns = dns2;
+    second.n_dns = 1;
+    Berth__VmNetwork *both[] = { &net, &second };
+    config = seed_networks_config(both, 2, &error);
+    assert_non_null(config);
+    assert_string_equal(config, "version: 2\n"
+                                "ethernets:\n"
+                                "  eth0:\n"
+                                "    match:\n"
+                                "      macaddress: \"02:aa:bb:cc:dd:ee\"\n"
+                                "    set-name: eth0\n"
+                                "    addresses:\n"
+                                "      - 10.0.0.7/24\n"
+                                "    routes:\n"
+                                "      - to: 0.0.0.0/0\n"
+                                "        via: 10.0.0.1\n"
+                                "    nameservers:\n"
+                                "      addresses:\n"
+                                "        - 10.0.0.2\n"
+                                "        - 9.9.9.9\n"
+                                "  eth1:\n"
+                                "    match:\n"
+                                "      macaddress: \"02:aa:bb:cc:dd:01\"\n"
+                                "    set-name: eth1\n"
+                                "    addresses:\n"
+                                "      - 10.5.0.9/16\n"
+                                "    nameservers:\n"
+                                "      addresses:\n"
+                                "        - 10.5.0.2\n");
+    free(config);
+    second.mac = "02:aa:bb:cc:dd";
+    error = (berth_error_t){ 0 };
+    assert_null(seed_networks_config(both, 2, &error));
+    assert_string_equal(error.code, "BAD_REQUEST");
+    assert_non_null(strstr(error.message, "networks[1]"));
 }
 
 /* The file names isoinfo lists in the root, sorted, one per line; mode is "" (ISO 9660),
