@@ -43,7 +43,8 @@ int cli_templates(cli_t *cli, int argc, char **argv)
 static const char s_create_usage[] =
     "usage: berth template create NAME --vcpus N --ram-mb N --disk-gb N --os OS --image IMAGE\n"
     "         [--lease-days N (30)] [--approval-policy P] [--max-lease-days N]\n"
-    "         [--lease-notice-hours N] [--network NET] [--disk linked|full] [--rebuild-on-loss]\n"
+    "         [--lease-notice-hours N] [--network NET]... [--disk linked|full] "
+    "[--rebuild-on-loss]\n"
     "         [--hypervisor H]\n"
     "  (admins; P: auto, conditional, manager, admin, manager_then_admin; default auto;\n"
     "   H: the hypervisor its VMs need, e.g. qemu or test; default any)\n";
@@ -52,7 +53,7 @@ static const char s_create_usage[] =
    Numbers are checked here for shape only; the server checks every field and names it. */
 int cli_template_create(cli_t *cli, int argc, char **argv)
 {
-    enum { VCPUS, RAM, DISK, LEASE, MAX_LEASE, NOTICE, OS, IMAGE, POLICY, NET, MODE, REBUILD, HV };
+    enum { VCPUS, RAM, DISK, LEASE, MAX_LEASE, NOTICE, OS, IMAGE, POLICY, MODE, REBUILD, HV };
     cli_opt_t opts[] = { [VCPUS] = { "vcpus", 1, NULL, 0 },
                          [RAM] = { "ram-mb", 1, NULL, 0 },
                          [DISK] = { "disk-gb", 1, NULL, 0 },
@@ -62,15 +63,17 @@ int cli_template_create(cli_t *cli, int argc, char **argv)
                          [OS] = { "os", 1, NULL, 0 },
                          [IMAGE] = { "image", 1, NULL, 0 },
                          [POLICY] = { "approval-policy", 1, NULL, 0 },
-                         [NET] = { "network", 1, NULL, 0 },
                          [MODE] = { "disk", 1, NULL, 0 },
                          [REBUILD] = { "rebuild-on-loss", 0, NULL, 0 },
                          [HV] = { "hypervisor", 1, NULL, 0 },
                          { NULL } };
     const char *pos[1] = { NULL };
-    if (cli_parse(argc - 1, argv + 1, opts, pos, 1, 1) != 0 || !opts[VCPUS].set || !opts[RAM].set ||
-        !opts[DISK].set || !opts[OS].set || !opts[IMAGE].set) {
+    json_t *networks = json_array();
+    int n_args = networks ? cli_take_all(argc - 1, argv + 1, "network", networks) : -1;
+    if (n_args < 0 || cli_parse(n_args, argv + 1, opts, pos, 1, 1) != 0 || !opts[VCPUS].set ||
+        !opts[RAM].set || !opts[DISK].set || !opts[OS].set || !opts[IMAGE].set) {
         fputs(s_create_usage, stderr);
+        json_decref(networks);
         return 2;
     }
     json_t *body = json_pack("{s:s, s:s, s:s, s:I, s:b}", "name", pos[0], "os", opts[OS].value,
@@ -100,12 +103,16 @@ int cli_template_create(cli_t *cli, int argc, char **argv)
     static const struct {
         int opt;
         const char *field;
-    } texts[] = {
-        { POLICY, "approval_policy" }, { NET, "network" }, { MODE, "disk" }, { HV, "hypervisor" }
-    };
+    } texts[] = { { POLICY, "approval_policy" }, { MODE, "disk" }, { HV, "hypervisor" } };
     for (size_t i = 0; body && i < sizeof texts / sizeof texts[0]; i++)
         if (opts[texts[i].opt].set)
             json_object_set_new(body, texts[i].field, json_string(opts[texts[i].opt].value));
+    /* --network once per network, in order: one is its network, more its networks. */
+    if (body && json_array_size(networks) == 1)
+        json_object_set(body, "network", json_array_get(networks, 0));
+    else if (body && json_array_size(networks) > 1)
+        json_object_set(body, "networks", networks);
+    json_decref(networks);
     json_t *answer = NULL;
     int rc = body ? cli_http(cli, "POST", "/v1/templates", body, &answer) : -1;
     json_decref(body);
@@ -115,8 +122,8 @@ int cli_template_create(cli_t *cli, int argc, char **argv)
         cli_print_json(answer);
     else {
         static const char *const first[] = {
-            "id",   "name",    "vcpus",      "ram_mb",          "disk_gb",    "os", "image",
-            "disk", "network", "lease_days", "approval_policy", "hypervisor", NULL
+            "id",   "name",     "vcpus",      "ram_mb",          "disk_gb",    "os", "image",
+            "disk", "networks", "lease_days", "approval_policy", "hypervisor", NULL
         };
         cli_print_object(json_object_get(answer, "template"), first);
     }

@@ -141,6 +141,10 @@ typedef struct {
    many or too few (< min_pos) positional arguments. */
 int cli_parse(int argc, char **argv, cli_opt_t *opts, const char **pos, int min_pos, int max_pos);
 
+/* Take every --NAME VALUE (or --NAME=VALUE) out of argv[1..] into values (a JSON list), so
+   the option may be given once per value. The new argc, or -1 when one lacks its value. */
+int cli_take_all(int argc, char **argv, const char *name, json_t *values);
+
 /* A time for the gateway's from/to: "now", "-30m", "-2h", "-7d" (relative to now) become
    ISO 8601 UTC; anything else (ISO 8601, unix seconds) is passed on for the gateway to
    check. -1 when a relative time does not parse. */

@@ -41,7 +41,7 @@ static const s_command_t s_commands[] = {
     { "templates", .alias_of = "template list" },
     { "template create", cli_template_create,
       "template create NAME --vcpus N --ram-mb N --disk-gb N --os OS --image IMAGE\n"
-      "             [--lease-days N (30)] [--approval-policy P] [--network NET]\n"
+      "             [--lease-days N (30)] [--approval-policy P] [--network NET]...\n"
       "             [--disk linked|full] [--rebuild-on-loss] [--max-lease-days N]\n"
       "             [--lease-notice-hours N] [--hypervisor H]\n"
       "                                    add a template to the catalog (admins)" },
@@ -85,7 +85,7 @@ static const s_command_t s_commands[] = {
       "host maintenance HOST on|off        no new VMs on HOST (operators), or back",
       "host maintenance" },
     { "request create", cli_request_cmd,
-      "request create TEMPLATE NAME [--count N] [--group G] [--network NET]\n"
+      "request create TEMPLATE NAME [--count N] [--group G] [--network NET]...\n"
       "             [--placement affinity|anti-affinity] [--ssh-key K]... [--wait]\n"
       "               [--timeout S]        ask for VMs (in group G: id or name) with your\n"
       "                                    SSH keys K installed; --wait follows them to\n"

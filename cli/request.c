@@ -250,18 +250,19 @@ static void s_request_table(json_t *req)
     cli_table_destroy(&table);
 }
 
-/* Take every --ssh-key NAME (or --ssh-key=NAME) out of argv into keys (a JSON list), so
-   the option may be given once per key. The new argc, or -1 when one lacks its name. */
-static int s_take_ssh_keys(int argc, char **argv, json_t *keys)
+int cli_take_all(int argc, char **argv, const char *name, json_t *values)
 {
+    char flag[64];
+    snprintf(flag, sizeof flag, "--%s", name);
+    size_t len = strlen(flag);
     int out = 0;
     for (int i = 0; i < argc; i++) {
-        if (i > 0 && streq(argv[i], "--ssh-key")) {
+        if (i > 0 && streq(argv[i], flag)) {
             if (i + 1 >= argc)
                 return -1;
-            json_array_append_new(keys, json_string(argv[++i]));
-        } else if (i > 0 && strncmp(argv[i], "--ssh-key=", 10) == 0)
-            json_array_append_new(keys, json_string(argv[i] + 10));
+            json_array_append_new(values, json_string(argv[++i]));
+        } else if (i > 0 && strncmp(argv[i], flag, len) == 0 && argv[i][len] == '=')
+            json_array_append_new(values, json_string(argv[i] + len + 1));
         else
             argv[out++] = argv[i];
     }
@@ -270,24 +271,24 @@ static int s_take_ssh_keys(int argc, char **argv, json_t *keys)
 
 int cli_request_cmd(cli_t *cli, int argc, char **argv)
 {
-    cli_opt_t opts[] = { { "count", 1, NULL, 0 },
-                         { "wait", 0, NULL, 0 },
-                         { "timeout", 1, NULL, 0 },
-                         { "group", 1, NULL, 0 },
-                         { "network", 1, NULL, 0 },
-                         { "placement", 1, NULL, 0 },
-                         { NULL } };
+    cli_opt_t opts[] = { { "count", 1, NULL, 0 },     { "wait", 0, NULL, 0 },
+                         { "timeout", 1, NULL, 0 },   { "group", 1, NULL, 0 },
+                         { "network", 1, NULL, 0 }, /* unused: --network is taken first */
+                         { "placement", 1, NULL, 0 }, { NULL } };
     const char *pos[2];
     int64_t count = 1, timeout = DEFAULT_TIMEOUT_S;
-    json_t *ssh_keys = json_array();
-    argc = ssh_keys ? s_take_ssh_keys(argc, argv, ssh_keys) : -1;
+    json_t *ssh_keys = json_array(), *networks = json_array();
+    argc = ssh_keys ? cli_take_all(argc, argv, "ssh-key", ssh_keys) : -1;
+    argc = argc >= 0 && networks ? cli_take_all(argc, argv, "network", networks) : -1;
     if (argc < 0 || cli_parse(argc, argv, opts, pos, 2, 2) != 0 ||
         (opts[0].set && util_parse_int(opts[0].value, INT32_MIN, INT32_MAX, &count) != 0) ||
         (opts[2].set && util_parse_int(opts[2].value, 1, 86400, &timeout) != 0)) {
-        fprintf(stderr, "usage: berth request TEMPLATE NAME [--count N] [--group GROUP] "
-                        "[--network NET] [--placement affinity|anti-affinity] [--ssh-key NAME]... "
-                        "[--wait] [--timeout SECONDS]\n");
+        fprintf(stderr,
+                "usage: berth request TEMPLATE NAME [--count N] [--group GROUP] "
+                "[--network NET]... [--placement affinity|anti-affinity] [--ssh-key NAME]... "
+                "[--wait] [--timeout SECONDS]\n");
         json_decref(ssh_keys);
+        json_decref(networks);
         return 2;
     }
     /* The count goes to the gateway as given: it owns the limits and says what is wrong. */
@@ -295,8 +296,12 @@ int cli_request_cmd(cli_t *cli, int argc, char **argv)
                             (json_int_t)count);
     if (opts[3].set) /* id or name; the gateway and approval say what is wrong with it */
         json_object_set_new(ask, "group", json_string(opts[3].value));
-    if (opts[4].set) /* instead of the template's; approval says what is wrong with it */
-        json_object_set_new(ask, "network", json_string(opts[4].value));
+    /* Instead of the template's, in order; approval says what is wrong with one. */
+    if (json_array_size(networks) == 1)
+        json_object_set(ask, "network", json_array_get(networks, 0));
+    else if (json_array_size(networks) > 1)
+        json_object_set(ask, "networks", networks);
+    json_decref(networks);
     if (opts[5].set) /* the VMs' rule between them; the gateway says what is wrong with it */
         json_object_set_new(ask, "placement", json_string(opts[5].value));
     if (json_array_size(ssh_keys))

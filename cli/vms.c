@@ -90,6 +90,29 @@ int cli_vms(cli_t *cli, int argc, char **argv)
     return rc;
 }
 
+/* One network of a VM as "NAME IP/PREFIX mac MAC gateway GW dns A, B" into line. */
+static void s_network_line(json_t *net, char *line, size_t size)
+{
+    char dns[256] = "";
+    size_t i, n = 0;
+    json_t *d;
+    json_array_foreach(json_object_get(net, "dns"), i, d)
+    {
+        int w = snprintf(dns + n, sizeof dns - n, "%s%s", i ? ", " : "",
+                         json_string_value(d) ? json_string_value(d) : "");
+        if (w < 0 || (size_t)w >= sizeof dns - n)
+            break;
+        n += (size_t)w;
+    }
+    const char *ip = json_string_value(json_object_get(net, "ip"));
+    const char *mac = json_string_value(json_object_get(net, "mac"));
+    const char *gw = json_string_value(json_object_get(net, "gateway"));
+    const char *name = json_string_value(json_object_get(net, "name"));
+    snprintf(line, size, "%s %s/%lld mac %s gateway %s dns %s", name ? name : "?",
+             ip ? ip : "(not yet)", (long long)json_integer_value(json_object_get(net, "prefix")),
+             mac ? mac : "-", gw ? gw : "-", dns[0] ? dns : "-");
+}
+
 int cli_vm(cli_t *cli, int argc, char **argv)
 {
     const char *pos[2];
@@ -137,32 +160,31 @@ int cli_vm(cli_t *cli, int argc, char **argv)
             }
             json_object_set_new(vm, "ssh_keys", json_string(line[0] ? line : "-"));
         }
-        /* Its network as "NAME IP/PREFIX mac MAC gateway GW dns A, B": none, "-". */
-        json_t *net = json_object_get(vm, "network");
-        if (vm && json_object_get(vm, "network")) {
-            char line[512] = "-";
-            if (json_is_object(net)) {
-                char dns[256] = "";
-                size_t i, n = 0;
-                json_t *d;
-                json_array_foreach(json_object_get(net, "dns"), i, d)
-                {
-                    int w = snprintf(dns + n, sizeof dns - n, "%s%s", i ? ", " : "",
-                                     json_string_value(d) ? json_string_value(d) : "");
-                    if (w < 0 || (size_t)w >= sizeof dns - n)
-                        break;
-                    n += (size_t)w;
-                }
-                const char *ip = json_string_value(json_object_get(net, "ip"));
-                const char *mac = json_string_value(json_object_get(net, "mac"));
-                const char *gw = json_string_value(json_object_get(net, "gateway"));
-                const char *name = json_string_value(json_object_get(net, "name"));
-                snprintf(line, sizeof line, "%s %s/%lld mac %s gateway %s dns %s",
-                         name ? name : "?", ip ? ip : "(not yet)",
-                         (long long)json_integer_value(json_object_get(net, "prefix")),
-                         mac ? mac : "-", gw ? gw : "-", dns[0] ? dns : "-");
+        /* Its networks, each as "NAME IP/PREFIX mac MAC gateway GW dns A, B", in order and
+           separated by "; "; none: "-". */
+        json_t *nets = json_object_get(vm, "networks");
+        if (vm && (json_object_get(vm, "network") || nets)) {
+            char line[2048] = "-";
+            size_t at = 0;
+            json_t *one = json_array();
+            if (json_array_size(nets) == 0 && json_is_object(json_object_get(vm, "network")))
+                json_array_append(one, json_object_get(vm, "network"));
+            size_t k;
+            json_t *net;
+            json_array_foreach(json_array_size(nets) ? nets : one, k, net)
+            {
+                if (!json_is_object(net))
+                    continue;
+                char entry[512];
+                s_network_line(net, entry, sizeof entry);
+                int w = snprintf(line + at, sizeof line - at, "%s%s", at ? "; " : "", entry);
+                if (w < 0 || (size_t)w >= sizeof line - at)
+                    break;
+                at += (size_t)w;
             }
+            json_decref(one);
             json_object_set_new(vm, "network", json_string(line));
+            json_object_del(vm, "networks");
         }
         cli_print_object(vm, first);
         json_decref(vm);

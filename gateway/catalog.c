@@ -391,6 +391,7 @@ void catalog_create_template(http_req_t *req)
                                            "lease_notice_hours",
                                            "rebuild_on_loss",
                                            "network",
+                                           "networks",
                                            "disk",
                                            "hypervisor",
                                            NULL };
@@ -416,6 +417,11 @@ void catalog_create_template(http_req_t *req)
         rest_str(req, "disk", 0, 16, &disk) < 0 ||
         rest_str(req, "hypervisor", 0, 15, &hypervisor) < 0)
         return;
+    char *networks[LIMIT_VM_NETWORKS_MAX];
+    size_t n_networks = 0;
+    if (networks_string_array(req, "networks", LIMIT_VM_NETWORKS_MAX, LIMIT_NETWORK_NAME_MAX,
+                              networks, &n_networks))
+        return;
     /* The name becomes part of a Redis key (berth:template-name:<name>). */
     if (!rest_id_ok(name)) {
         http_bad_field(req, "name", "name must be letters, digits, '-', '_' or '.'");
@@ -434,7 +440,9 @@ void catalog_create_template(http_req_t *req)
     t.max_lease_days = (int32_t)max_lease_days;
     t.lease_notice_ms = notice_hours * 3600000;
     t.rebuild_on_loss = rebuild;
-    t.network = (char *)(network ? network : "");          /* approval checks it exists */
+    t.network = (char *)(network ? network : ""); /* approval checks it exists */
+    t.networks = networks;                        /* and each of these */
+    t.n_networks = n_networks;
     t.disk = (char *)(disk ? disk : "");                   /* approval checks */
     t.hypervisor = (char *)(hypervisor ? hypervisor : ""); /* approval checks its grammar */
     Berth__CreateTemplate ask = BERTH__CREATE_TEMPLATE__INIT;

@@ -239,11 +239,11 @@ void requests_allocate(http_req_t *req, const char *group);
 void requests_extend(http_req_t *req, const char *vm, int days, const char *beyond);
 
 /* ---- charge.c: rate cards and chargeback (the meter's) ---- */
-void charge_create_rate(http_req_t *req); /* POST /v1/rates */
-void charge_list_rates(http_req_t *req);  /* GET /v1/rates */
-void charge_get_rate(http_req_t *req);    /* GET /v1/rates/{id} */
-void charge_report_get(http_req_t *req);  /* GET /v1/chargeback */
-void charge_vm_get(http_req_t *req);      /* GET /v1/vms/{id}/charges */
+void charge_create_rate(http_req_t *req);  /* POST /v1/rates */
+void charge_list_rates(http_req_t *req);   /* GET /v1/rates */
+void charge_get_rate(http_req_t *req);     /* GET /v1/rates/{id} */
+void charge_report_get(http_req_t *req);   /* GET /v1/chargeback */
+void charge_vm_get(http_req_t *req);       /* GET /v1/vms/{id}/charges */
 void charge_budget_get(http_req_t *req);   /* GET /v1/groups/{id}/budget */
 void charge_budget_set(http_req_t *req);   /* PUT /v1/groups/{id}/budget */
 void charge_budget_clear(http_req_t *req); /* DELETE /v1/groups/{id}/budget */
@@ -251,10 +251,16 @@ void charge_budget_clear(http_req_t *req); /* DELETE /v1/groups/{id}/budget */
 /* ---- networks.c: networks VMs get addresses on (approval) ---- */
 json_t *view_network(const Berth__Network *n);
 json_t *view_vm_network(const Berth__VmNetwork *n); /* null without a network */
-void networks_create(http_req_t *req);              /* POST /v1/networks (admins) */
-void networks_list(http_req_t *req);                /* GET /v1/networks */
-void networks_get(http_req_t *req);                 /* GET /v1/networks/{id}: id or name */
-void networks_delete(http_req_t *req);              /* DELETE /v1/networks/{id} (admins) */
+json_t *view_vm_networks(const Berth__Vm *vm);      /* every network of the VM, in order */
+/* The body's array of strings `field` (at most max items of 1 to item_max bytes) into items
+   (borrowed from the body): 0 and *n (0 when absent), or -1 with a 400 naming the field or
+   the item (field[i]). */
+int networks_string_array(http_req_t *req, const char *field, size_t max, size_t item_max,
+                          char **items, size_t *n);
+void networks_create(http_req_t *req); /* POST /v1/networks (admins) */
+void networks_list(http_req_t *req);   /* GET /v1/networks */
+void networks_get(http_req_t *req);    /* GET /v1/networks/{id}: id or name */
+void networks_delete(http_req_t *req); /* DELETE /v1/networks/{id} (admins) */
 
 /* ---- images.c: the stager's image store ---- */
 json_t *view_image(const Berth__Image *im);

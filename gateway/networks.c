@@ -38,6 +38,16 @@ json_t *view_vm_network(const Berth__VmNetwork *n)
                      n->prefix);
 }
 
+json_t *view_vm_networks(const Berth__Vm *vm)
+{
+    json_t *a = json_array();
+    if (a && vm->n_networks == 0 && vm->network && vm->network->name && *vm->network->name)
+        json_array_append_new(a, view_vm_network(vm->network)); /* a VM from before the list */
+    for (size_t i = 0; a && i < vm->n_networks; i++)
+        json_array_append_new(a, view_vm_network(vm->networks[i]));
+    return a ? a : json_array();
+}
+
 static void s_answer(http_req_t *req, ProtobufCMessage *answer, int status)
 {
     const Berth__Network *n = (const Berth__Network *)answer;
@@ -79,7 +89,7 @@ static void s_listed(http_req_t *req, ProtobufCMessage *answer)
 /* The body's array of strings `field` (at most max items of at most item_max bytes, each
    non-empty) into items (borrowed from the body). 0 and *n (0 when absent), or -1 with a
    400 naming the field. */
-static int s_string_array(http_req_t *req, const char *field, size_t max, size_t item_max,
+int networks_string_array(http_req_t *req, const char *field, size_t max, size_t item_max,
                           char **items, size_t *n)
 {
     *n = 0;
@@ -117,9 +127,9 @@ void networks_create(http_req_t *req)
         return;
     char *dns[LIMIT_NETWORK_DNS_MAX], *groups[LIMIT_NETWORK_GROUPS_MAX];
     size_t n_dns = 0, n_groups = 0;
-    if (s_string_array(req, "dns", LIMIT_NETWORK_DNS_MAX, 15, dns, &n_dns) ||
-        s_string_array(req, "groups", LIMIT_NETWORK_GROUPS_MAX, LIMIT_GROUP_REF_MAX, groups,
-                       &n_groups))
+    if (networks_string_array(req, "dns", LIMIT_NETWORK_DNS_MAX, 15, dns, &n_dns) ||
+        networks_string_array(req, "groups", LIMIT_NETWORK_GROUPS_MAX, LIMIT_GROUP_REF_MAX, groups,
+                              &n_groups))
         return;
     Berth__Network net = BERTH__NETWORK__INIT;
     net.name = (char *)name;

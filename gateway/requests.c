@@ -160,8 +160,8 @@ static void s_created(http_req_t *req, ProtobufCMessage *answer)
 
 void requests_create(http_req_t *req)
 {
-    static const char *const allowed[] = { "template", "name",    "count",     "group",
-                                           "ssh_keys", "network", "placement", NULL };
+    static const char *const allowed[] = { "template", "name",      "count",    "group", "ssh_keys",
+                                           "network",  "placement", "networks", NULL };
     const char *template_ = NULL, *name = NULL, *group = NULL, *network = NULL, *placement = NULL;
     int64_t count = 1;
     if (rest_body(req, allowed) ||
@@ -171,6 +171,11 @@ void requests_create(http_req_t *req)
         rest_int(req, "count", 0, 1, LIMIT_COUNT_MAX, &count) < 0 ||
         rest_str(req, "network", 0, LIMIT_NETWORK_NAME_MAX, &network) < 0 ||
         rest_str(req, "placement", 0, 16, &placement) < 0)
+        return;
+    char *networks[LIMIT_VM_NETWORKS_MAX];
+    size_t n_networks = 0;
+    if (networks_string_array(req, "networks", LIMIT_VM_NETWORKS_MAX, LIMIT_NETWORK_NAME_MAX,
+                              networks, &n_networks))
         return;
     const char *key = http_header(req, "Idempotency-Key");
     if (key && (strlen(key) == 0 || strlen(key) > LIMIT_IDEMPOTENCY_KEY_MAX ||
@@ -199,6 +204,8 @@ void requests_create(http_req_t *req)
     ask.ssh_keys = ssh_keys;
     ask.n_ssh_keys = n_ssh_keys;
     ask.network = (char *)(network ? network : "");
+    ask.networks = networks; /* approval checks each (the group may use it) */
+    ask.n_networks = n_networks;
     ask.placement = (char *)(placement ? placement : ""); /* approval checks */
     rest_call(req, "approval", &ask.base, &berth__request__descriptor, s_created);
     sshkeys_free(ssh_keys, n_ssh_keys);

@@ -34,7 +34,17 @@ json_t *view_template(const Berth__Template *t)
                                                t->disk && *t->disk ? t->disk : "linked"));
     if (view)
         json_object_set_new(view, "network",
-                            t->network && *t->network ? json_string(t->network) : json_null());
+                            t->network && *t->network ? json_string(t->network)
+                            : t->n_networks           ? json_string(t->networks[0])
+                                                      : json_null());
+    if (view) {
+        json_t *nets = json_array();
+        for (size_t i = 0; nets && i < t->n_networks; i++)
+            json_array_append_new(nets, json_string(t->networks[i]));
+        if (nets && t->n_networks == 0 && t->network && *t->network)
+            json_array_append_new(nets, json_string(t->network));
+        json_object_set_new(view, "networks", nets ? nets : json_array());
+    }
     if (view)
         json_object_set_new(view, "hypervisor", view_str(t->hypervisor));
     if (view)
@@ -64,7 +74,7 @@ json_t *view_vm(const Berth__Vm *vm, int host_down)
                               rest_time(vm->tombstone_until_ms), "extensions", vm->extensions);
     return json_pack(
         "{s:s, s:s, s:s, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, "
-        "s:o, s:o, s:i, s:o, s:o, s:o, s:o}",
+        "s:o, s:o, s:i, s:o, s:o, s:o, s:o, s:o}",
         "id", S(vm->id), "name", S(vm->name), "state", S(vm->state), "power_state", view_str(power),
         "host", view_str(vm->host), "template", view_str(vm->template_), "owner",
         view_str(vm->owner), "group", view_str(vm->group), "lease", lease, "task",
@@ -73,7 +83,8 @@ json_t *view_vm(const Berth__Vm *vm, int host_down)
         "created_at", rest_time(vm->created_ms), "lease_days", vm->lease_days, "updated_at",
         rest_time(vm->updated_ms), "ssh_keys", sshkeys_view_refs(vm->ssh_keys, vm->n_ssh_keys),
         "network", view_vm_network(vm->network), "staged_image",
-        vm->staged_image && *vm->staged_image ? view_str(vm->staged_image) : json_null());
+        vm->staged_image && *vm->staged_image ? view_str(vm->staged_image) : json_null(),
+        "networks", view_vm_networks(vm));
 }
 
 json_t *view_task(const Berth__Task *task)

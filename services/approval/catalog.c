@@ -262,15 +262,23 @@ int catalog_create(store_t *store, const policy_t *policy, const Berth__Template
     if (policy_check_template(policy, tmpl, fault) != 0 ||
         decide_check_policy("approval_policy", tmpl->approval_policy, fault) != 0 ||
         policy_check_owner("actor", actor, fault) != 0 ||
-        s_image_ok(store, tmpl->image, fault) != 0 || s_fits_a_host(store, policy, tmpl, fault) != 0)
+        s_image_ok(store, tmpl->image, fault) != 0 ||
+        s_fits_a_host(store, policy, tmpl, fault) != 0)
         return -1;
     /* The cap is checked before the transaction: concurrent adds may pass it together by
        a few, which is fine for a limit that only bounds the size of a listing. */
-    if (tmpl->network && *tmpl->network) {
+    /* Its networks: network is the first of networks (either may be given alone). */
+    char *one[1] = { tmpl->network };
+    char **nets = tmpl->n_networks ? tmpl->networks : one;
+    size_t n_nets = tmpl->n_networks ? tmpl->n_networks : tmpl->network && *tmpl->network;
+    for (size_t i = 0; i < n_nets; i++) {
         Berth__Network *net = NULL;
-        if (networks_find(store, tmpl->network, &net, fault) != 0) {
-            if (strcmp(fault->code, "NOT_FOUND") == 0)
-                error_field(fault, "network", "network '%.64s' does not exist", tmpl->network);
+        if (networks_find(store, nets[i], &net, fault) != 0) {
+            if (strcmp(fault->code, "NOT_FOUND") == 0) {
+                char field[32];
+                snprintf(field, sizeof field, tmpl->n_networks ? "networks[%zu]" : "network", i);
+                error_field(fault, field, "network '%.64s' does not exist", nets[i]);
+            }
             return -1;
         }
         protobuf_c_message_free_unpacked(&net->base, NULL);
@@ -285,6 +293,9 @@ int catalog_create(store_t *store, const policy_t *policy, const Berth__Template
     util_uuid(id);
     Berth__Template t = *tmpl;
     t.id = id;
+    t.network = n_nets ? nets[0] : "";
+    t.networks = nets;
+    t.n_networks = n_nets;
     model_tx_t *tx = model_tx_new();
     if (!tx)
         return error_set(fault, "INTERNAL", "out of memory");

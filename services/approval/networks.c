@@ -426,20 +426,21 @@ static int s_allows(const Berth__Network *net, const char *group)
     return 0;
 }
 
-int networks_for_vm(store_t *store, const char *requested, const char *template_network,
-                    const char *group, Berth__VmNetwork **out_p, fault_t *fault)
+/* networks_for_vm, a bad or forbidden requested network named field. */
+static int s_for_vm(store_t *store, const char *requested, const char *template_network,
+                    const char *group, const char *field, Berth__VmNetwork **out_p, fault_t *fault)
 {
     *out_p = NULL;
     Berth__Network *net = NULL;
     if (requested && *requested) {
         if (networks_find(store, requested, &net, fault) != 0) {
             if (streq(fault->code, "NOT_FOUND"))
-                error_field(fault, "network", "there is no network '%.64s'", requested);
+                error_field(fault, field, "there is no network '%.64s'", requested);
             return -1;
         }
         if (!s_allows(net, group)) {
             error_set(fault, "FORBIDDEN", "the group may not use network '%s'", net->name);
-            error_detail(fault, "field", "network");
+            error_detail(fault, "field", "%s", field);
             protobuf_c_message_free_unpacked(&net->base, NULL);
             return -1;
         }
@@ -509,5 +510,80 @@ int networks_for_vm(store_t *store, const char *requested, const char *template_
         return error_set(fault, "INTERNAL", "out of memory");
     }
     *out_p = v;
+    return 0;
+}
+
+int networks_for_vm(store_t *store, const char *requested, const char *template_network,
+                    const char *group, Berth__VmNetwork **out_p, fault_t *fault)
+{
+    return s_for_vm(store, requested, template_network, group, "network", out_p, fault);
+}
+
+void networks_vm_list_free(Berth__VmNetwork ***list_p, size_t n)
+{
+    if (!list_p || !*list_p)
+        return;
+    for (size_t i = 0; i < n; i++)
+        if ((*list_p)[i])
+            protobuf_c_message_free_unpacked(&(*list_p)[i]->base, NULL);
+    free(*list_p);
+    *list_p = NULL;
+}
+
+int networks_for_vm_all(store_t *store, const char *requested, char **requested_list,
+                        size_t n_requested, const char *template_network, char **template_list,
+                        size_t n_template, const char *group, Berth__VmNetwork ***out_p,
+                        size_t *n_out, fault_t *fault)
+{
+    *out_p = NULL;
+    *n_out = 0;
+    if (n_requested > LIMIT_VM_NETWORKS_MAX)
+        return error_field(fault, "networks", "networks may name at most %d networks",
+                           LIMIT_VM_NETWORKS_MAX);
+    if (n_requested > 0 && requested && *requested && !streq(requested, requested_list[0]))
+        return error_field(fault, "network", "network must be the first of networks");
+    /* The request's list, else its one network, else the template's list, else its one
+       network or the default. */
+    int from_request = n_requested > 0;
+    char **refs = from_request ? requested_list : template_list;
+    size_t n = from_request                                   ? n_requested
+               : n_template > 0 && !(requested && *requested) ? n_template
+                                                              : 0;
+    if (n > LIMIT_VM_NETWORKS_MAX)
+        n = LIMIT_VM_NETWORKS_MAX;
+    Berth__VmNetwork **list = calloc(n ? n : 1, sizeof *list);
+    if (!list)
+        return error_set(fault, "INTERNAL", "out of memory");
+    if (n == 0) {
+        if (s_for_vm(store, requested, template_network, group, "network", &list[0], fault) != 0) {
+            free(list);
+            return -1;
+        }
+        if (!list[0]) {
+            free(list);
+            return 0;
+        }
+        *out_p = list;
+        *n_out = 1;
+        return 0;
+    }
+    for (size_t i = 0; i < n; i++) {
+        char field[32];
+        snprintf(field, sizeof field, "networks[%zu]", i);
+        int rc = from_request ? s_for_vm(store, refs[i], "", group, field, &list[i], fault)
+                              : s_for_vm(store, "", refs[i], group, field, &list[i], fault);
+        if (rc == 0 && !list[i])
+            rc = error_field(fault, field, "networks[%zu] must name a network", i);
+        for (size_t j = 0; rc == 0 && j < i; j++)
+            if (streq(list[j]->network, list[i]->network))
+                rc = error_field(fault, field, "networks[%zu] names network '%s' again", i,
+                                 list[i]->name);
+        if (rc != 0) {
+            networks_vm_list_free(&list, i + 1);
+            return -1;
+        }
+    }
+    *out_p = list;
+    *n_out = n;
     return 0;
 }

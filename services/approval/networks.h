@@ -45,6 +45,16 @@ int networks_delete(store_t *store, const char *ref, const char *actor, Berth__N
 int networks_for_vm(store_t *store, const char *requested, const char *template_network,
                     const char *group, Berth__VmNetwork **out_p, fault_t *fault);
 
+/* Every network a VM gets in group, in order: the request's list (requested_list; each
+   BAD_REQUEST or FORBIDDEN naming networks[i]; requested, when also set, must be its first),
+   else its one network, else the template's list (FORBIDDEN naming template), else as
+   networks_for_vm. *out_p (free with networks_vm_list_free) holds *n_out VmNetworks
+   without addresses (NULL and 0: none); a network named twice is BAD_REQUEST. */
+int networks_for_vm_all(store_t *store, const char *requested, char **requested_list,
+                        size_t n_requested, const char *template_network, char **template_list,
+                        size_t n_template, const char *group, Berth__VmNetwork ***out_p,
+                        size_t *n_out, fault_t *fault);
+void networks_vm_list_free(Berth__VmNetwork ***list_p, size_t n);
 /* The number of addresses net's pool gives (every address of its cidr but the network
    address, the broadcast and the gateway), or -1 when its cidr does not parse. */
 int64_t networks_pool_size(const char *cidr, const char *gateway);

@@ -173,6 +173,22 @@ int policy_check_template(const policy_t *self, const Berth__Template *t, fault_
     if (t->network && *t->network &&
         (strlen(t->network) > LIMIT_NETWORK_NAME_MAX || !policy_is_template_name(t->network)))
         return error_field(fault, "network", "network must be a network's name");
+    if (t->n_networks > LIMIT_VM_NETWORKS_MAX)
+        return error_field(fault, "networks", "networks may name at most %d networks",
+                           LIMIT_VM_NETWORKS_MAX);
+    for (size_t i = 0; i < t->n_networks; i++) {
+        char field[32];
+        snprintf(field, sizeof field, "networks[%zu]", i);
+        if (!t->networks[i] || strlen(t->networks[i]) > LIMIT_NETWORK_NAME_MAX ||
+            !policy_is_template_name(t->networks[i]))
+            return error_field(fault, field, "%s must be a network's name", field);
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(t->networks[i], t->networks[j]) == 0)
+                return error_field(fault, field, "%s names network '%s' again", field,
+                                   t->networks[i]);
+    }
+    if (t->n_networks > 0 && t->network && *t->network && strcmp(t->network, t->networks[0]) != 0)
+        return error_field(fault, "network", "network must be the first of networks");
     if (t->disk && *t->disk && strcmp(t->disk, "linked") != 0 && strcmp(t->disk, "full") != 0)
         return error_field(fault, "disk", "disk must be linked or full");
     /* The hypervisor its VMs need (the scheduler compares it with the hosts' without case). */

@@ -319,6 +319,12 @@ static void s_body_hash(const Berth__CreateRequest *msg, int count, char out[S_B
         crypto_hash_sha256_update(&st, (const unsigned char *)":net:", 5);
         crypto_hash_sha256_update(&st, (const unsigned char *)msg->network, strlen(msg->network));
     }
+    /* The networks asked for (none: as before). */
+    for (size_t i = 0; i < msg->n_networks; i++) {
+        crypto_hash_sha256_update(&st, (const unsigned char *)":nets:", 6);
+        crypto_hash_sha256_update(&st, (const unsigned char *)msg->networks[i],
+                                  strlen(msg->networks[i]));
+    }
     /* The placement rule asked for (none: the hash a request without one always had). */
     if (msg->placement && *msg->placement) {
         crypto_hash_sha256_update(&st, (const unsigned char *)":placement:", 11);
@@ -466,11 +472,14 @@ int requests_create(store_t *store, const policy_t *policy, const Berth__CreateR
         protobuf_c_message_free_unpacked(&group->base, NULL);
         return -1;
     }
-    /* The network its VMs get addresses on (the request's, the template's, or the default):
-       copied into each VM as it is now; the scheduler allocates the address when it places
-       the VM. */
-    Berth__VmNetwork *vnet = NULL;
-    if (networks_for_vm(store, msg->network, tmpl->network, group_id, &vnet, fault) != 0) {
+    /* The networks its VMs get addresses on (the request's, the template's, or the default):
+       copied into each VM as they are now; the scheduler allocates the addresses when it
+       places the VM. */
+    Berth__VmNetwork **vnets = NULL;
+    size_t n_vnets = 0;
+    if (networks_for_vm_all(store, msg->network, msg->networks, msg->n_networks, tmpl->network,
+                            tmpl->networks, tmpl->n_networks, group_id, &vnets, &n_vnets,
+                            fault) != 0) {
         protobuf_c_message_free_unpacked(&tmpl->base, NULL);
         protobuf_c_message_free_unpacked(&group->base, NULL);
         return -1;
@@ -482,8 +491,7 @@ int requests_create(store_t *store, const policy_t *policy, const Berth__CreateR
     if (!tx || s_batch_init(&b, (size_t)count) != 0) {
         model_tx_destroy(&tx);
         protobuf_c_message_free_unpacked(&tmpl->base, NULL);
-        if (vnet)
-            protobuf_c_message_free_unpacked(&vnet->base, NULL);
+        networks_vm_list_free(&vnets, n_vnets);
         protobuf_c_message_free_unpacked(&group->base, NULL);
         return error_set(fault, "INTERNAL", "out of memory");
     }
@@ -493,8 +501,7 @@ int requests_create(store_t *store, const policy_t *policy, const Berth__CreateR
         model_tx_destroy(&tx);
         s_batch_free(&b);
         protobuf_c_message_free_unpacked(&tmpl->base, NULL);
-        if (vnet)
-            protobuf_c_message_free_unpacked(&vnet->base, NULL);
+        networks_vm_list_free(&vnets, n_vnets);
         return -1;
     }
     decide_policy_t rule = decide_effective(grp, tmpl);
@@ -539,8 +546,9 @@ int requests_create(store_t *store, const policy_t *policy, const Berth__CreateR
        owner's place in the group what it was when read. */
     model_tx_check(tx, keys_build(key, KEYS_TEMPLATE, tmpl->id, NULL), "id", tmpl->id);
     model_tx_check(tx, keys_build(key, KEYS_GROUP, group_id, NULL), "id", group_id);
-    if (vnet)
-        model_tx_check(tx, keys_build(key, KEYS_NETWORK, vnet->network, NULL), "id", vnet->network);
+    for (size_t i = 0; i < n_vnets; i++)
+        model_tx_check(tx, keys_build(key, KEYS_NETWORK, vnets[i]->network, NULL), "id",
+                       vnets[i]->network);
     if (*role)
         model_tx_check(tx, keys_build(key, KEYS_USER_GROUPS, msg->owner, NULL), group_id, role);
     for (size_t i = 0; i < b.n; i++) {
@@ -574,7 +582,9 @@ int requests_create(store_t *store, const policy_t *policy, const Berth__CreateR
         vm->placement = msg->placement ? msg->placement : "";
         vm->n_ssh_keys = msg->n_ssh_keys;
         vm->ssh_keys = msg->ssh_keys;
-        vm->network = vnet;
+        vm->network = n_vnets ? vnets[0] : NULL;
+        vm->networks = vnets;
+        vm->n_networks = n_vnets;
         vm->created_ms = now;
         vm->updated_ms = now;
         if (approved)
@@ -628,14 +638,12 @@ int requests_create(store_t *store, const policy_t *policy, const Berth__CreateR
         *request_p = requests_clone(&req);
         s_batch_free(&b);
         protobuf_c_message_free_unpacked(&tmpl->base, NULL);
-        if (vnet)
-            protobuf_c_message_free_unpacked(&vnet->base, NULL);
+        networks_vm_list_free(&vnets, n_vnets);
         return *request_p ? 0 : error_set(fault, "INTERNAL", "out of memory");
     }
     s_batch_free(&b);
     protobuf_c_message_free_unpacked(&tmpl->base, NULL);
-    if (vnet)
-        protobuf_c_message_free_unpacked(&vnet->base, NULL);
+    networks_vm_list_free(&vnets, n_vnets);
     if (rc == MODEL_REFUSED || rc == MODEL_QUOTA)
         return -1;
     if (rc == MODEL_CONFLICT && keyed) {

@@ -479,7 +479,7 @@ char *seed_networks_config(Berth__VmNetwork *const *nets, size_t n, berth_error_
         return NULL;
     }
     for (size_t i = 0; i < n; i++) {
-        char field[24];
+        char field[32];
         snprintf(field, sizeof field, n == 1 ? "network" : "networks[%zu]", i);
         if (!s_net_valid(nets[i], field, error))
             return NULL;

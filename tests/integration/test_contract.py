@@ -157,9 +157,12 @@ class Contract(unittest.TestCase):
             "LIMIT_NETWORK_ATTACH_MAX": network["libvirt_network"]["maxLength"],
             "LIMIT_NETWORK_GROUPS_MAX": network["groups"]["maxItems"],
             "LIMIT_NETWORKS_MAX": networks["maxItems"],
+            "LIMIT_VM_NETWORKS_MAX": tmpl["networks"]["maxItems"],
         }
         # A template names a network by its name.
         self.assertEqual(tmpl["network"]["maxLength"], stated["LIMIT_NETWORK_NAME_MAX"])
+        self.assertEqual(create["networks"]["maxItems"], stated["LIMIT_VM_NETWORKS_MAX"])
+        self.assertEqual(tmpl["networks"]["items"]["maxLength"], stated["LIMIT_NETWORK_NAME_MAX"])
         # An application's name and version share the image texts' limit.
         app = C.resolve({"$ref": "#/components/schemas/ImageApp"})["properties"]
         self.assertEqual(app["name"]["maxLength"], stated["LIMIT_IMAGE_TEXT_MAX"])

@@ -259,6 +259,107 @@ class Networks(PlatformCase):
         vm = self.member.wait_vm(r.json()["request"]["vms"][0]["id"], ("ACTIVE",))
         self.assertEqual((vm["network"]["name"], vm["network"]["ip"]), ("eng-net", "10.80.0.2"))
 
+    def test_5_two_networks(self):
+        # A template on two networks: its VM gets an address and a MAC on each, in order,
+        # and its seed's network-config an ethernet for each (the default route on the first).
+        for name, cidr, gw in (("front", "10.90.0.0/28", "10.90.0.1"),
+                               ("back", "10.91.0.0/30", "10.91.0.1")):
+            r = self.create(name=name, cidr=cidr, gateway=gw, dns=[gw],
+                            libvirt_network="default")
+            self.assertEqual(r.status, 201, r)
+        r = self.api.call("POST", "/v1/groups", {"name": "ops"})
+        self.assertEqual(r.status, 201, r)
+        r = self.create(name="ops-net", cidr="10.92.0.0/28", gateway="10.92.0.1",
+                        libvirt_network="default", groups=["ops"])
+        self.assertEqual(r.status, 201, r)
+        tmpl = self.api.create_template(name="dual", vcpus=1, ram_mb=64, disk_gb=1, os="debian",
+                                        image="debian-12", lease_days=1,
+                                        networks=["front", "back"])
+        shown = [t for t in self.api.get("/v1/templates")["templates"] if t["name"] == "dual"][0]
+        self.assertEqual((shown["network"], shown["networks"]), ("front", ["front", "back"]))
+        self.assertTrue(tmpl)
+        base = {"name": "toomany", "vcpus": 1, "ram_mb": 64, "disk_gb": 1, "os": "debian",
+                "image": "debian-12", "lease_days": 1}
+        for networks, status, field in ((["front"] * 5, 400, "networks"),
+                                        (["front", "front"], 400, "networks[1]"),
+                                        (["front", "nowhere"], 400, "networks[1]")):
+            r = self.api.call("POST", "/v1/templates", dict(base, networks=networks))
+            self.assertEqual((r.status, r.json()["error"]["details"].get("field")),
+                             (status, field), (networks, r))
+
+        vm_id = self.api.request("dual", "dual")["vms"][0]["id"]
+        vm = self.wait_all([vm_id], ("ACTIVE",), 60)[0]
+        nets = vm["networks"]
+        self.assertEqual([n["name"] for n in nets], ["front", "back"])
+        self.assertEqual(vm["network"], nets[0])
+        self.assertIn(ipaddress.ip_address(nets[0]["ip"]), ipaddress.ip_network("10.90.0.0/28"))
+        self.assertEqual(nets[1]["ip"], "10.91.0.2")
+        self.assertNotEqual(nets[0]["mac"], nets[1]["mac"])
+        config = iso_file(self.seed_path(vm_id), "network-config")
+        for i, n in enumerate(nets):
+            self.assertIn("eth%d:" % i, config)
+            self.assertIn("- %s/%d" % (n["ip"], n["prefix"]), config)
+            self.assertIn('macaddress: "%s"' % n["mac"], config)
+        self.assertIn("via: 10.90.0.1", config)
+        self.assertNotIn("via: 10.91.0.1", config)
+        self.assertEqual(self.api.get("/v1/networks/front")["network"]["allocated"], 1)
+
+        # A request naming networks: each one the group may use, the item named.
+        for networks, status in ((["front", "ops-net"], 403), (["front", "nowhere"], 400)):
+            r = self.api.call("POST", "/v1/requests", {"template": "dual", "name": "x",
+                                                       "networks": networks})
+            self.assertEqual((r.status, r.json()["error"]["details"].get("field")),
+                             (status, "networks[1]"), (networks, r))
+
+        # "back" has one address, held: the next VM fails naming it, nothing taken on "front".
+        over = self.api.request("dual", "over")["vms"][0]["id"]
+        failed = self.wait_all([over], ("ERROR",), 60)[0]
+        self.assertIn("network 'back' has no free address", failed["fault"])
+        self.assertEqual([n["ip"] for n in failed["networks"]], [None, None])
+        self.assertEqual(self.api.get("/v1/networks/front")["network"]["allocated"], 1)
+
+        # A request's networks replace the template's.
+        r = self.api.call("POST", "/v1/requests", {"template": "dual", "name": "frontonly",
+                                                   "networks": ["front"]})
+        self.assertEqual(r.status, 202, r)
+        solo = self.api.wait_vm(r.json()["request"]["vms"][0]["id"], ("ACTIVE",))
+        self.assertEqual([n["name"] for n in solo["networks"]], ["front"])
+        self.assertEqual(self.api.get("/v1/networks/front")["network"]["allocated"], 2)
+
+        # The CLI: --network once per network, and `vm show` lists each address.
+        home = tempfile.mkdtemp(prefix="berth-cli-")
+        self.addCleanup(shutil.rmtree, home, ignore_errors=True)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("BERTH_")}
+        env.update({"BERTH_URL": self.p.url, "XDG_CONFIG_HOME": home, "HOME": home})
+
+        def berth(*args):
+            r = subprocess.run([self.p.binary("berth")] + list(args), env=env,
+                               capture_output=True, text=True, timeout=60,
+                               input=self.p.admin_password + "\n")
+            self.assertEqual(r.returncode, 0, "berth %s: %s %s" % (args, r.stdout, r.stderr))
+            return r.stdout
+        berth("login", self.p.admin_user, "--password-stdin")
+        shown = berth("vm", "show", vm_id)
+        for n in nets:
+            self.assertIn("%s %s/%d mac %s" % (n["name"], n["ip"], n["prefix"], n["mac"]), shown)
+        berth("template", "create", "dual-cli", "--vcpus", "1", "--ram-mb", "64", "--disk-gb",
+              "1", "--os", "debian", "--image", "debian-12", "--network", "front", "--network",
+              "back")
+        made = [t for t in self.api.get("/v1/templates")["templates"] if t["name"] == "dual-cli"]
+        self.assertEqual(made[0]["networks"], ["front", "back"])
+        out = json.loads(berth("request", "dual-cli", "cli-front", "--network", "front",
+                               "-o", "json"))
+        cli_vm = self.api.wait_vm(out["request"]["vms"][0]["id"], ("ACTIVE",))
+        self.assertEqual([n["name"] for n in cli_vm["networks"]], ["front"])
+
+        # Disposal gives both addresses back.
+        for v in (vm_id, over, solo["id"], cli_vm["id"]):
+            self.assertEqual(self.api.wait_task(self.api.dispose(v)["id"], 60)["state"],
+                             "SUCCEEDED")
+        for name in ("front", "back"):
+            self.assertEqual(self.api.get("/v1/networks/" + name)["network"]["allocated"], 0,
+                             name)
+
 
 class Retry(unittest.TestCase):
     """host-2 (the weigher's first choice) builds nothing over 512 MB, host-1 up to 1536 MB
