@@ -51,11 +51,12 @@
     against it again, so concurrent placements of one request's VMs cannot break it. The
     hypervisor filter compares the host's reported driver name (TEST, QEMU) without case.
 
-    Addresses: a VM on a network (SelectHost.network) gets an IPv4 address and a MAC in its
-    claim's step (placement_claim.lua takes a free address of the network; the MAC is
-    picked here at random, locally administered, and the script refuses one in use). A full
-    release gives both back in the release's step. A network with no free address ends the
-    placement at once: no host would do better. */
+    Addresses: a VM on networks (SelectHost.networks, or network alone) gets an IPv4 address
+    and a MAC on each in its claim's one step, all or none (placement_claim.lua takes a free
+    address of each network; the MACs are picked here at random, locally administered, and
+    the script refuses one in use). A full release gives them all back in the release's
+    step. A network with no free address ends the placement at once: no host would do
+    better. */
 #include "placement.h"
 #include "clock.h"
 #include "keys.h"

@@ -210,6 +210,52 @@ static void test_groups(void **state)
     assert_int_equal(networks_for_vm(f->store, "nowhere", "", GROUP, &v, &fault), -1);
     assert_string_equal(fault.code, "BAD_REQUEST");
     assert_string_equal(error_detail_get(&fault, "field"), "network");
+
+    /* Several networks: the request's list over the template's, in order; a forbidden, an
+       unknown or a repeated one is refused naming networks[i]. */
+    Berth__Network open_net = s_net("open-net", "10.4.0.0/24", "10.4.0.1");
+    if (networks_create(f->store, &open_net, "admin", &made, &fault) != 0)
+        fail_msg("create: %s", fault.message);
+    protobuf_c_message_free_unpacked(&made->base, NULL);
+    char *both[] = { "open-net", "eng-net" }, *twice[] = { "open-net", "open-net" };
+    char *unknown[] = { "open-net", "nowhere" };
+    Berth__VmNetwork **list = NULL;
+    size_t n_list = 0;
+    fault = (fault_t){ 0 };
+    assert_int_equal(
+        networks_for_vm_all(f->store, "", both, 2, "", NULL, 0, GROUP, &list, &n_list, &fault), 0);
+    assert_int_equal(n_list, 2);
+    assert_string_equal(list[0]->name, "open-net");
+    assert_string_equal(list[1]->name, "eng-net");
+    networks_vm_list_free(&list, n_list);
+    assert_null(list);
+    assert_int_equal(
+        networks_for_vm_all(f->store, "", NULL, 0, "", both, 2, GROUP, &list, &n_list, &fault), 0);
+    assert_int_equal(n_list, 2);
+    networks_vm_list_free(&list, n_list);
+    assert_int_equal(
+        networks_for_vm_all(f->store, "", both, 2, "", NULL, 0, other, &list, &n_list, &fault), -1);
+    assert_string_equal(fault.code, "FORBIDDEN");
+    assert_string_equal(error_detail_get(&fault, "field"), "networks[1]");
+    assert_null(list);
+    fault = (fault_t){ 0 };
+    assert_int_equal(
+        networks_for_vm_all(f->store, "", unknown, 2, "", NULL, 0, GROUP, &list, &n_list, &fault),
+        -1);
+    assert_string_equal(fault.code, "BAD_REQUEST");
+    assert_string_equal(error_detail_get(&fault, "field"), "networks[1]");
+    fault = (fault_t){ 0 };
+    assert_int_equal(
+        networks_for_vm_all(f->store, "", twice, 2, "", NULL, 0, GROUP, &list, &n_list, &fault),
+        -1);
+    assert_string_equal(error_detail_get(&fault, "field"), "networks[1]");
+    /* A template's list with no request list: one the group may not use names the template. */
+    fault = (fault_t){ 0 };
+    assert_int_equal(
+        networks_for_vm_all(f->store, "", NULL, 0, "", both, 2, other, &list, &n_list, &fault), -1);
+    assert_string_equal(fault.code, "FORBIDDEN");
+    assert_string_equal(error_detail_get(&fault, "field"), "template");
+
     /* A group that does not exist is refused naming the field. */
     char *nogroup[] = { "nope" };
     n = s_net("x", "10.3.0.0/24", "10.3.0.1");

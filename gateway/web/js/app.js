@@ -193,15 +193,15 @@ async function requestScreen(templateId) {
   try { keys = (await api.get('/v1/keys')).keys; } catch (err) { showError(err); }
   const keySelect = h('select', { multiple: true, size: Math.min(5, Math.max(2, keys.length)) },
     keys.map((k) => h('option', { value: k.name, title: k.fingerprint }, `${k.name} (${k.fingerprint.slice(0, 19)}…)`)));
-  // The networks the chosen group may use (network: one of them instead of the template's).
+  // The networks the chosen group may use (networks: one or several, in the list's order,
+  // instead of the template's; none chosen: the template's).
   let networks = [];
   try { networks = (await api.get('/v1/networks')).networks; } catch (err) { showError(err); }
-  const netSelect = h('select', {});
+  const netSelect = h('select', { multiple: true, size: 3 });
   function refreshNetworks() {
     const gid = groupSelect.value;
     const usable = networks.filter((n) => !n.groups.length || (gid && n.groups.includes(gid)));
-    fill(netSelect, h('option', { value: '' }, "The template's network"),
-      usable.map((n) => h('option', { value: n.name },
+    fill(netSelect, usable.map((n) => h('option', { value: n.name },
         `${n.name} (${n.cidr}, ${n.addresses - n.allocated} addresses free)`)));
   }
   refreshNetworks();
@@ -284,7 +284,8 @@ async function requestScreen(templateId) {
     field('group', 'Group', groupSelect),
     field('ssh_keys', 'SSH keys', keySelect, keys.length ? 'Installed in the VMs; Ctrl or Shift to choose several.'
       : h('span', {}, 'You have none: ', h('a', { href: '#/keys' }, 'add one'), '.')),
-    field('network', 'Network', netSelect, 'Where the VMs get their addresses.'),
+    field('network', 'Networks', netSelect,
+      "Where the VMs get their addresses, one on each chosen; none chosen: the template's."),
     h('button', { type: 'submit', className: 'primary' }, 'Submit request'));
 
   form.addEventListener('submit', async (ev) => {
@@ -302,13 +303,16 @@ async function requestScreen(templateId) {
     if (placementSelect.value) body.placement = placementSelect.value;
     const chosen = [...keySelect.selectedOptions].map((o) => o.value);
     if (chosen.length) body.ssh_keys = chosen;
-    if (netSelect.value) body.network = netSelect.value;
+    const nets = [...netSelect.selectedOptions].map((o) => o.value);
+    if (nets.length === 1) body.network = nets[0];
+    if (nets.length > 1) body.networks = nets;
     try {
       const { request } = await api.post('/v1/requests', body);
       announce(`Request for ${request.name} submitted: ${request.state}`);
       location.hash = '#/vms';
     } catch (err) {
-      const f = err.details && err.details.field;
+      // A network of several (networks[i]) is shown at the Network field.
+      const f = err.details && err.details.field && err.details.field.replace(/^networks(\[\d+\])?$/, 'network');
       if (f && errors[f]) {
         errors[f].textContent = err.message;
         const input = document.getElementById(fieldIds[f]);
@@ -623,9 +627,10 @@ async function vmDetailScreen(id) {
         [['State', badge(vm.state)], ['Power', badge(vm.power_state)], ['Owner', vm.owner], ['Group', groupName(vm.group)],
           ['Template', (state.templates.get(vm.template) || {}).name || vm.template], ['Host', vm.host || '—'],
           ['Size', `${vm.flavor.vcpus} vCPU, ${mb(vm.flavor.ram_mb)}, ${vm.flavor.disk_gb} GB`], ['OS', vm.os || '—'],
-          ...(vm.network ? [['Address', vm.network.ip
-            ? `${vm.network.ip}/${vm.network.prefix} on ${vm.network.name} (MAC ${vm.network.mac})`
-            : `on ${vm.network.name}, allocated when placed`]] : []),
+          ...(vm.networks && vm.networks.length ? vm.networks : vm.network ? [vm.network] : []).map((n, i, all) =>
+            [all.length > 1 ? `Address ${i + 1}` : 'Address', n.ip
+              ? `${n.ip}/${n.prefix} on ${n.name} (MAC ${n.mac})`
+              : `on ${n.name}, allocated when placed`]),
           ['Id', h('code', {}, vm.id)]].map(([k, v]) => [h('dt', {}, k), h('dd', {}, v)])),
       vm.fault ? [h('h2', {}, 'Fault'), h('p', { className: 'fault', role: 'alert' }, vm.fault)] : null,
       h('h2', {}, 'Task'),
