@@ -731,7 +731,7 @@ async function story8() {
   await signIn(member.page, USER, PASSWORD);
   await member.page.getByRole('link', { name: 'Request small' }).click();
   await member.page.getByLabel('Name', { exact: true }).fill('netted1');
-  await member.page.getByLabel('Network', { exact: true }).selectOption('portal-net');
+  await member.page.getByLabel('Networks', { exact: true }).selectOption(['portal-net']);
   await member.page.getByRole('button', { name: 'Submit request' }).click();
   await vmRow(member.page, 'netted1').locator('.badge', { hasText: /^ACTIVE$/ }).waitFor();
   const netted = (await apiCall(member.page, 'GET', `/v1/vms?owner=${USER}&name=netted1`)).body.vms[0];
