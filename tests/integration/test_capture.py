@@ -11,15 +11,23 @@ test driver):
 - a running VM is refused 409 naming its power state; a bad name or one in use 400 naming
   `name`; a user of another group cannot capture the VM (404: they cannot see it);
 - an abort during the upload ends the task ABORTED and leaves no image and no partial files
-  on the host or the stager.
+  on the host or the stager;
+- an upload cut short by the agent's or the stager's restart resumes from what the stager
+  holds, and the image is the VM's disk all the same;
+- the CLI: `berth vm capture VM --name NAME --wait` follows the task to its end; a refusal
+  exits 1 with the server's message.
 
 Run: BERTH_BIN_DIR=build/bin python3 tests/integration/test_capture.py
 """
 
 import hashlib
+import json
 import os
+import shutil
+import signal
 import subprocess
 import sys
+import tempfile
 import time
 import unittest
 
@@ -88,6 +96,39 @@ class Capture(PlatformCase):
         d = os.path.join(self.p.data_dir, "services", "stager", "images", "uploads")
         out += [os.path.join(d, f) for f in os.listdir(d)] if os.path.isdir(d) else []
         return out
+
+    def agent(self, host):
+        name = host.replace("host", "agent")
+        return [p for p in self.p.procs if p.name == name and p.alive()][0]
+
+    def log_lines(self, proc, msg, offset=0):
+        with open(proc.log_path, errors="replace") as f:
+            f.seek(offset)
+            return [json.loads(line) for line in f if '"msg":"%s"' % msg in line]
+
+    def mid_upload(self, name):
+        """A stopped VM of big-t, its capture as name started: the VM, the task id, and the
+        stager's partial file once it holds a third of the file."""
+        vm = self.stopped_vm("big-t", name + "-vm")
+        r = self.capture(vm, name)
+        self.assertEqual(r.status, 202, r)
+        task_id = r.json()["task"]["id"]
+        part = os.path.join(self.p.data_dir, "services", "stager", "images", "uploads",
+                            task_id + ".part")
+        wait_until(lambda: os.path.exists(part) and os.path.getsize(part) >= BIG // 3, 30,
+                   "a third of the capture uploaded")
+        return vm, task_id
+
+    def captured(self, task_id, name, vm):
+        task = self.api.wait_task(task_id, timeout=90)
+        self.assertEqual(task["state"], "SUCCEEDED", task)
+        image = self.image(name)
+        self.assertEqual((image["state"], image["captured_from"]), ("READY", vm["id"]))
+        stored = os.path.join(self.p.data_dir, "services", "stager", "images",
+                              image["id"] + ".qcow2")
+        self.assertEqual(sha256_file(stored), image["sha256"])
+        self.assertEqual(self.leftovers(), [])
+        return image
 
     def cached(self, host):
         d = os.path.join(self.p.data_dir, "services", host.replace("host", "agent"), "images")
@@ -181,6 +222,51 @@ class Capture(PlatformCase):
         self.assertEqual(self.leftovers(), [])
         after = self.api.vm(vm["id"])
         self.assertEqual((after["state"], after["power_state"]), ("ACTIVE", "STOPPED"))
+
+    def test_d_killed_agent_resumes_upload(self):
+        vm, task_id = self.mid_upload("cap-agent-killed")
+        agent = self.agent(vm["host"])
+        agent.kill(signal.SIGKILL)
+        agent.wait(10)
+        offset = os.path.getsize(agent.log_path)
+        again = self.p.restart(agent)
+        image = self.captured(task_id, "cap-agent-killed", vm)
+        done = [d for d in self.log_lines(again, "upload done", offset) if d["upload"] == task_id]
+        self.assertTrue(done, "the restarted agent finished the upload")
+        # It went on from what the stager held, not from the start.
+        self.assertGreater(done[0]["resumed"], 0)
+        self.assertEqual(done[0]["bytes"], image["size_bytes"])
+
+    def test_e_stager_restart_mid_upload(self):
+        vm, task_id = self.mid_upload("cap-stager-restarted")
+        agent = self.agent(vm["host"])
+        offset = os.path.getsize(agent.log_path)
+        stager = [p for p in self.p.procs if p.service == "stager" and p.alive()][0]
+        self.p.restart(stager)
+        self.captured(task_id, "cap-stager-restarted", vm)
+        self.assertEqual([d for d in self.log_lines(agent, "upload failed", offset)
+                          if d["upload"] == task_id], [])
+
+    def test_f_cli(self):
+        home = tempfile.mkdtemp(prefix="berth-cli-")
+        self.addCleanup(shutil.rmtree, home, ignore_errors=True)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("BERTH_")}
+        env.update({"BERTH_URL": self.p.url, "XDG_CONFIG_HOME": home, "HOME": home})
+
+        def berth(*args, rc=0):
+            r = subprocess.run([self.p.binary("berth")] + list(args), env=env,
+                               capture_output=True, text=True, timeout=60,
+                               input=self.p.admin_password + "\n")
+            self.assertEqual(r.returncode, rc, "berth %s: %s %s" % (args, r.stdout, r.stderr))
+            return r.stdout + r.stderr
+        berth("login", self.p.admin_user, "--password-stdin")
+        src = [v for v in self.api.get("/v1/vms")["vms"] if v["name"] == "cap-src"][0]
+        out = berth("vm", "capture", src["id"], "--name", "cap-cli", "--wait")
+        self.assertIn("image cap-cli captured", out)
+        self.assertEqual(self.image("cap-cli")["captured_from"], src["id"])
+        running = [v for v in self.api.get("/v1/vms")["vms"] if v["name"] == "cap-run"][0]
+        out = berth("vm", "capture", running["id"], "--name", "cap-cli-2", rc=1)
+        self.assertIn("RUNNING", out)
 
 
 if __name__ == "__main__":
