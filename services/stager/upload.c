@@ -362,6 +362,54 @@ static void s_defaults(Berth__Image *image, const Berth__Image *source)
         image->min_disk_gb = source->min_disk_gb;
 }
 
+/* The image named name, recorded IMPORTING for upload id, gets its file (the upload's, moved
+   into the store as <images_dir>/<id>.qcow2 unless it is there already) and ends READY; the
+   upload's files go. Answered with the image. */
+static void s_end_import(upload_t *self, bus_request_t *request, const char *id, const char *name)
+{
+    const char *rid = bus_request_envelope(request)->request_id;
+    berth_error_t error = { 0 };
+    char path[PATH_MAX + 80], part[PATH_MAX + 64], owned[80];
+    util_strlcpy(owned, name, sizeof owned);
+    snprintf(path, sizeof path, "%s/%s.qcow2", catalog_dir(self->catalog), id);
+    s_path(self, id, ".part", part, sizeof part);
+    s_upload_t *u = s_find(self, id, &error);
+    if (!u) {
+        bus_reply_fault(request, &error);
+        return;
+    }
+    char sha[65];
+    int64_t size = u->meta->size_bytes;
+    util_strlcpy(sha, u->meta->sha256, sizeof sha);
+    if (!files_exists(path)) {
+        uint8_t digest[crypto_hash_sha256_BYTES];
+        char hex[65];
+        crypto_hash_sha256_state copy = u->digest;
+        crypto_hash_sha256_final(&copy, digest);
+        sodium_bin2hex(hex, sizeof hex, digest, sizeof digest);
+        if (u->received != size || !streq(hex, sha) || fsync(u->fd) != 0 ||
+            rename(part, path) != 0) {
+            catalog_import_end(self->catalog, owned, NULL, NULL, NULL, 0, NULL,
+                               "cannot move the uploaded file into the store");
+            error_set(&error, "INTERNAL", "cannot move upload %s into the store", id);
+            bus_reply_fault(request, &error);
+            return;
+        }
+    }
+    /* The upload's record goes once the image is READY: until then a retry ends it. */
+    Berth__Image *image = NULL;
+    if (catalog_import_end(self->catalog, owned, path, NULL, NULL, size, sha, NULL) != 0 ||
+        catalog_get(self->catalog, owned, &image) != 0) {
+        bus_reply_error(request, "UNAVAILABLE", "state store unreachable");
+        return;
+    }
+    s_drop(self, id);
+    log_info(rid, "captured image recorded", "{s:s, s:s, s:s}", "image", owned, "sha256", sha,
+             "captured_from", image->captured_from);
+    bus_reply(request, &image->base);
+    protobuf_c_message_free_unpacked(&image->base, NULL);
+}
+
 static void s_on_finish(bus_request_t *request, void *arg)
 {
     upload_t *self = arg;
@@ -373,9 +421,15 @@ static void s_on_finish(bus_request_t *request, void *arg)
     const char *rid = bus_request_envelope(request)->request_id;
     berth_error_t error = { 0 };
     Berth__Image *image = NULL;
-    /* Finished before (a lost answer): the image it made, whose id is the upload's. */
+    /* Finished before (a lost answer): the image it made, whose id is the upload's. One
+       recorded but not ended (the stager stopped, or Redis failed, in between) is ended now
+       from the upload's record. */
     if (util_is_uuid(req->upload_id) && catalog_get(self->catalog, req->upload_id, &image) == 0) {
-        bus_reply(request, &image->base);
+        if (streq(image->state, "IMPORTING") && streq(image->kind, "model") &&
+            *image->captured_from)
+            s_end_import(self, request, req->upload_id, image->name);
+        else
+            bus_reply(request, &image->base);
         protobuf_c_message_free_unpacked(&image->base, NULL);
         return;
     }
@@ -418,9 +472,6 @@ static void s_on_finish(bus_request_t *request, void *arg)
     record.path = "";
     record.sha256 = "";
     record.size_bytes = 0;
-    char path[PATH_MAX + 80], part[PATH_MAX + 64];
-    snprintf(path, sizeof path, "%s/%s.qcow2", catalog_dir(self->catalog), record.id);
-    s_path(self, req->upload_id, ".part", part, sizeof part);
     int rc = catalog_import_begin(self->catalog, &record, "", rid, &error);
     if (source)
         protobuf_c_message_free_unpacked(&source->base, NULL);
@@ -428,26 +479,7 @@ static void s_on_finish(bus_request_t *request, void *arg)
         bus_reply_fault(request, &error);
         return;
     }
-    if (fsync(u->fd) != 0 || rename(part, path) != 0) {
-        catalog_import_end(self->catalog, record.name, NULL, NULL, NULL, 0, NULL,
-                           "cannot move the uploaded file into the store");
-        error_set(&error, "INTERNAL", "cannot move upload %s: %s", req->upload_id, strerror(errno));
-        bus_reply_fault(request, &error);
-        return;
-    }
-    char name[80];
-    util_strlcpy(name, record.name, sizeof name);
-    int64_t size = u->received;
-    s_drop(self, req->upload_id);
-    if (catalog_import_end(self->catalog, name, path, NULL, NULL, size, hex, NULL) != 0 ||
-        catalog_get(self->catalog, name, &image) != 0) {
-        bus_reply_error(request, "UNAVAILABLE", "state store unreachable");
-        return;
-    }
-    log_info(rid, "captured image recorded", "{s:s, s:s, s:s}", "image", name, "sha256", hex,
-             "captured_from", image->captured_from);
-    bus_reply(request, &image->base);
-    protobuf_c_message_free_unpacked(&image->base, NULL);
+    s_end_import(self, request, req->upload_id, record.name);
 }
 
 static void s_on_abort(bus_request_t *request, void *arg)
