@@ -142,7 +142,7 @@ class Capture(PlatformCase):
         self.assertEqual(r.status, 202, r)
         task = r.json()["task"]
         self.assertEqual(r.headers["Location"], "/v1/tasks/" + task["id"])
-        self.assertEqual(task["kind"], "CAPTURE")
+        self.assertEqual((task["kind"], task["image"]), ("CAPTURE", "cap-img"))
         task = self.api.wait_task(task["id"])
         self.assertEqual(task["state"], "SUCCEEDED", task)
         self.assertEqual([s["name"] for s in task["steps"]],
