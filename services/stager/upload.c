@@ -4,8 +4,9 @@
     (`received`), after its SHA-256 matched; one resent (below `received`) is answered with the
     state and not written again; one beyond is refused CONFLICT with `received` in details, and
     the agent goes on from there. The file's digest is folded in as the chunks are appended,
-    so FinishUpload costs no second read; after a restart the bytes held are read back once
-    to rebuild it. Only the host an upload names may send or read it, and only agents may. */
+    so FinishUpload costs no second read; its state is noted beside the file after each chunk
+    (<id>.state), so a restart goes on without reading the bytes held back. Only the host an upload
+   names may send or read it, and only agents may. */
 #include "upload.h"
 #include "files.h"
 #include "limit.h"
@@ -18,6 +19,14 @@
 #include <sodium.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+/* <id>.state: the digest of the bytes held so far, so that a restart need not read them. */
+#define STATE_MAGIC "BERTHUP1"
+typedef struct {
+    char magic[8];
+    int64_t received;
+    crypto_hash_sha256_state digest; /* of [0, received) */
+} s_state_t;
 
 typedef struct {
     Berth__BeginUpload *meta;        /* as the taskmgr opened it */
@@ -120,11 +129,26 @@ static s_upload_t *s_find(upload_t *self, const char *id, berth_error_t *error)
         s_upload_free((void **)&u);
         return NULL;
     }
-    /* The bytes held are read back once, to fold them into the file's digest again. */
+    /* The digest of the bytes held, as noted after the last chunk appended (<id>.state); a
+       note that does not fit the file (a power loss between the two writes) has the bytes
+       held read back once instead. */
+    char state_path[PATH_MAX + 64];
+    s_path(self, id, ".state", state_path, sizeof state_path);
+    s_state_t note;
+    int sfd = open(state_path, O_RDONLY | O_CLOEXEC);
+    int noted = sfd >= 0 && read(sfd, &note, sizeof note) == (ssize_t)sizeof note &&
+                memcmp(note.magic, STATE_MAGIC, sizeof note.magic) == 0 && note.received >= 0 &&
+                note.received <= (int64_t)st.st_size && note.received <= u->meta->size_bytes;
+    if (sfd >= 0)
+        close(sfd);
     crypto_hash_sha256_init(&u->digest);
     uint8_t buffer[65536];
     int64_t held = 0;
-    while (held < (int64_t)st.st_size && held < u->meta->size_bytes) {
+    if (noted) {
+        u->digest = note.digest;
+        held = note.received;
+    }
+    while (!noted && held < (int64_t)st.st_size && held < u->meta->size_bytes) {
         ssize_t n = pread(u->fd, buffer, sizeof buffer, (off_t)held);
         if (n <= 0)
             break;
@@ -138,7 +162,28 @@ static s_upload_t *s_find(upload_t *self, const char *id, berth_error_t *error)
         return NULL;
     }
     zhashx_update(self->open, id, u);
+    log_info(NULL, "upload reopened", "{s:s, s:I, s:b}", "upload", id, "received", (json_int_t)held,
+             "noted", noted);
     return u;
+}
+
+/* Note the digest of what u holds in <id>.state (best effort: without it a restart reads
+   the bytes back). */
+static void s_note_state(upload_t *self, const s_upload_t *u)
+{
+    char path[PATH_MAX + 64];
+    s_path(self, u->meta->upload_id, ".state", path, sizeof path);
+    s_state_t note;
+    memset(&note, 0, sizeof note);
+    memcpy(note.magic, STATE_MAGIC, sizeof note.magic);
+    note.received = u->received;
+    note.digest = u->digest;
+    int fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0640);
+    if (fd < 0)
+        return;
+    if (pwrite(fd, &note, sizeof note, 0) != (ssize_t)sizeof note)
+        log_warn(NULL, "cannot note an upload's digest", "{s:s}", "upload", u->meta->upload_id);
+    close(fd);
 }
 
 static void s_drop(upload_t *self, const char *id)
@@ -148,6 +193,8 @@ static void s_drop(upload_t *self, const char *id)
     s_path(self, id, ".part", path, sizeof path);
     unlink(path);
     s_path(self, id, ".meta", path, sizeof path);
+    unlink(path);
+    s_path(self, id, ".state", path, sizeof path);
     unlink(path);
 }
 
@@ -337,6 +384,7 @@ static void s_on_chunk(bus_request_t *request, void *arg)
     }
     crypto_hash_sha256_update(&u->digest, data, todo);
     u->received += (int64_t)todo;
+    s_note_state(self, u);
     metrics_add(self->bytes_received, (double)todo);
     s_reply_state(request, self, u);
 }

@@ -242,8 +242,15 @@ class Capture(PlatformCase):
         agent = self.agent(vm["host"])
         offset = os.path.getsize(agent.log_path)
         stager = [p for p in self.p.procs if p.service == "stager" and p.alive()][0]
-        self.p.restart(stager)
+        stager_offset = os.path.getsize(stager.log_path)
+        stager = self.p.restart(stager)
         self.captured(task_id, "cap-stager-restarted", vm)
+        # The stager went on from the digest it had noted, without reading the bytes back.
+        reopened = [d for d in self.log_lines(stager, "upload reopened", stager_offset)
+                    if d["upload"] == task_id]
+        self.assertEqual(len(reopened), 1, reopened)
+        self.assertTrue(reopened[0]["noted"])
+        self.assertGreater(reopened[0]["received"], 0)
         self.assertEqual([d for d in self.log_lines(agent, "upload failed", offset)
                           if d["upload"] == task_id], [])
 
