@@ -1,6 +1,7 @@
 /*  berth start|stop|reboot|suspend|resume|shelve|unshelve VM: a day-2 action
     (POST /v1/vms/{id}/actions), followed to the end of its task unless --no-wait. --timeout is
-    the guest's time to shut down (stop, shelve); --force powers off at once (reboot: reset). */
+    the guest's time to shut down (stop, shelve); --force powers off at once (reboot: reset).
+    berth vm capture VM --name NAME: a stopped VM's disk as a new model image. */
 #include "cli.h"
 #include "limit.h"
 
@@ -116,6 +117,62 @@ int cli_action(cli_t *cli, int argc, char **argv)
         if (rc == 0 && !cli->json)
             s_print_vm(cli, vm_path);
     }
+    json_decref(body);
+    return rc;
+}
+
+/* berth vm capture VM --name NAME [--os OS] [--os-version V] [--min-ram-mb N]
+   [--min-disk-gb N] [--wait]: the stopped VM's disk as a new model image
+   (POST /v1/vms/{id}/capture); --wait follows the task's stages to its end. */
+int cli_capture(cli_t *cli, int argc, char **argv)
+{
+    cli_opt_t opts[] = { { "name", 1, NULL, 0 },
+                         { "os", 1, NULL, 0 },
+                         { "os-version", 1, NULL, 0 },
+                         { "min-ram-mb", 1, NULL, 0 },
+                         { "min-disk-gb", 1, NULL, 0 },
+                         { "wait", 0, NULL, 0 },
+                         { NULL } };
+    const char *pos[1];
+    int64_t ram = 0, disk = 0;
+    if (cli_parse(argc, argv, opts, pos, 1, 1) != 0 || !opts[0].set ||
+        (opts[3].set && util_parse_int(opts[3].value, 0, LIMIT_RAM_MB_MAX, &ram) != 0) ||
+        (opts[4].set && util_parse_int(opts[4].value, 0, LIMIT_DISK_GB_MAX, &disk) != 0)) {
+        fprintf(stderr, "usage: berth vm capture VM --name NAME [--os OS] [--os-version V]\n"
+                        "       [--min-ram-mb N] [--min-disk-gb N] [--wait]\n");
+        return 2;
+    }
+    char vm_path[CLI_PATH_MAX], path[CLI_PATH_MAX + 16];
+    if (cli_path(vm_path, sizeof vm_path, "vms", pos[0]) != 0) {
+        fprintf(stderr, "berth vm capture: id too long\n");
+        return 2;
+    }
+    snprintf(path, sizeof path, "%s/capture", vm_path);
+    json_t *ask = json_pack("{s:s}", "name", opts[0].value);
+    if (opts[1].set)
+        json_object_set_new(ask, "os", json_string(opts[1].value));
+    if (opts[2].set)
+        json_object_set_new(ask, "os_version", json_string(opts[2].value));
+    if (opts[3].set)
+        json_object_set_new(ask, "min_ram_mb", json_integer(ram));
+    if (opts[4].set)
+        json_object_set_new(ask, "min_disk_gb", json_integer(disk));
+    json_t *body = NULL;
+    int failed = cli_http(cli, "POST", path, ask, &body);
+    json_decref(ask);
+    if (failed)
+        return 1;
+    char task_id[64];
+    cli_text(json_object_get(json_object_get(body, "task"), "id"), task_id, sizeof task_id);
+    int rc = 0;
+    if (opts[5].set) {
+        rc = s_follow(cli, "capture", task_id, ACTION_WAIT_S);
+        if (rc == 0 && !cli->json)
+            printf("image %s captured from %s\n", opts[0].value, pos[0]);
+    } else if (cli->json)
+        cli_print_json(body);
+    else
+        printf("capture %s: task %s (QUEUED)\n", pos[0], task_id);
     json_decref(body);
     return rc;
 }

@@ -203,9 +203,10 @@ int cli_task(cli_t *cli, int argc, char **argv);
 int cli_usage(cli_t *cli, int argc, char **argv);
 int cli_request_cmd(cli_t *cli, int argc, char **argv);
 int cli_dispose(cli_t *cli, int argc, char **argv);
-int cli_action(cli_t *cli, int argc, char **argv); /* start, stop, ... (argv[0] is the action) */
-int cli_extend(cli_t *cli, int argc, char **argv); /* add days to a VM's lease */
-int cli_revive(cli_t *cli, int argc, char **argv); /* extend an EXPIRED VM: back on */
+int cli_action(cli_t *cli, int argc, char **argv);  /* start, stop, ... (argv[0] is the action) */
+int cli_capture(cli_t *cli, int argc, char **argv); /* vm capture VM --name NAME [--wait] */
+int cli_extend(cli_t *cli, int argc, char **argv);  /* add days to a VM's lease */
+int cli_revive(cli_t *cli, int argc, char **argv);  /* extend an EXPIRED VM: back on */
 /* "HOST:VCPUS,RAM_MB,DISK_GB" ('*' or empty HOST: any host) as a reservation object for
    the API, or NULL (said on stderr). */
 json_t *cli_reservation(const char *arg);

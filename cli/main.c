@@ -121,6 +121,10 @@ static const s_command_t s_commands[] = {
       "                                    admins, operators)",
       "dispose" },
     { "dispose", .alias_of = "vm dispose" },
+    { "vm capture", cli_capture,
+      "vm capture VM --name NAME [--os OS] [--os-version V] [--min-ram-mb N]\n"
+      "        [--min-disk-gb N] [--wait]  a stopped VM's disk as a new model image",
+      "capture" },
     { "vm start", cli_action,
       "vm start VM [--no-wait]             power a VM on, followed to its end", "start" },
     { "vm stop", cli_action,

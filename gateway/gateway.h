@@ -269,12 +269,17 @@ void images_list(http_req_t *req);   /* GET /v1/images */
 void images_get(http_req_t *req);    /* GET /v1/images/{id}: id or name */
 void images_delete(http_req_t *req); /* DELETE /v1/images/{id} (admins, operators) */
 void images_stage(http_req_t *req);  /* POST /v1/images/{id}/stage (admins, operators) */
+/* The body's "applications": [{name, version}] into items/ptrs (LIMIT_IMAGE_APPS_MAX each;
+   strings borrowed from the body). 0 and *n, or -1 with a 400 naming the field sent. */
+int images_applications(http_req_t *req, Berth__ImageApp *items, Berth__ImageApp **ptrs,
+                        size_t *n);
 
 /* ---- vms.c: VMs, tasks, usage ---- */
 void vms_list(http_req_t *req);         /* GET /v1/vms */
 void vms_get(http_req_t *req);          /* GET /v1/vms/{id} */
 void vms_dispose(http_req_t *req);      /* DELETE /v1/vms/{id} */
 void vms_action(http_req_t *req);       /* POST /v1/vms/{id}/actions */
+void vms_capture(http_req_t *req);      /* POST /v1/vms/{id}/capture */
 void vms_extend_lease(http_req_t *req); /* POST /v1/vms/{id}/lease */
 void vms_get_task(http_req_t *req);     /* GET /v1/tasks/{id} */
 /* A QUEUED task's place in line for a heavy slot into task->queue_position (taskmgr's

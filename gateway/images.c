@@ -38,6 +38,10 @@ json_t *view_image(const Berth__Image *im)
         staged ? json_integer(im->percent) : json_null());
     /* The manifest and what sysprep did: stored as JSON text, shown as JSON (one image's read
        carries them; a list does not, see catalog_list). */
+    if (view)
+        json_object_set_new(view, "captured_from",
+                            im->captured_from && *im->captured_from ? json_string(im->captured_from)
+                                                                    : json_null());
     json_t *manifest = im->manifest && *im->manifest ? json_loads(im->manifest, 0, NULL) : NULL;
     if (view && manifest)
         json_object_set_new(view, "manifest", manifest);
@@ -104,8 +108,7 @@ static void s_listed(http_req_t *req, ProtobufCMessage *answer)
 
 /* The body's "applications": [{name, version}] into items/ptrs (strings borrowed from the
    body). 0 and *n, or -1 with a 400 naming the field sent. */
-static int s_applications(http_req_t *req, Berth__ImageApp *items, Berth__ImageApp **ptrs,
-                          size_t *n)
+int images_applications(http_req_t *req, Berth__ImageApp *items, Berth__ImageApp **ptrs, size_t *n)
 {
     *n = 0;
     json_t *apps = json_object_get(req->body, "applications");
@@ -163,7 +166,7 @@ void images_import(http_req_t *req)
     Berth__ImageApp items[LIMIT_IMAGE_APPS_MAX];
     Berth__ImageApp *ptrs[LIMIT_IMAGE_APPS_MAX];
     size_t n_apps = 0;
-    if (s_applications(req, items, ptrs, &n_apps) != 0)
+    if (images_applications(req, items, ptrs, &n_apps) != 0)
         return;
     Berth__Image image = BERTH__IMAGE__INIT;
     image.name = (char *)name;

@@ -62,6 +62,7 @@ static const http_route_t s_routes[] = {
     { "GET", "/v1/vms/{id}/charges", charge_vm_get, "vm.get", "from to" },
     { "DELETE", "/v1/vms/{id}", vms_dispose, "vm.dispose", "force" },
     { "POST", "/v1/vms/{id}/actions", vms_action, "vm.action", NULL },
+    { "POST", "/v1/vms/{id}/capture", vms_capture, "vm.capture", NULL },
     { "POST", "/v1/vms/{id}/lease", vms_extend_lease, "vm.extend", NULL },
     { "GET", "/v1/tasks/{id}", vms_get_task, "task.get", NULL },
     { "POST", "/v1/tasks/{id}/abort", vms_task_abort, "task.abort", NULL },

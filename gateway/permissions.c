@@ -60,6 +60,8 @@ const perm_entry_t perm_table[] = {
       "dispose of a VM whose host is gone (DOWN or unknown) without its agent" },
     { "vm.action", PERM_OWNER | PERM_MANAGER | PERM_ADMIN,
       "start, stop, reboot, suspend, resume, shelve or unshelve a VM" },
+    { "vm.capture", PERM_OWNER | PERM_MANAGER | PERM_ADMIN,
+      "capture a stopped VM's disk as a new model image" },
     { "vm.extend", PERM_OWNER | PERM_MANAGER | PERM_ADMIN,
       "extend a VM's lease (an EXPIRED one's revives it)" },
     { "task.get", S_READERS, "read a task: whoever may read its VM, and who started it" },

@@ -98,14 +98,18 @@ json_t *view_task(const Berth__Task *task)
                              rest_time(s->finished_ms), "result", view_str(s->result)));
     }
     json_t *position = task->queue_position > 0 ? json_integer(task->queue_position) : json_null();
-    return json_pack("{s:s, s:s, s:s, s:o, s:i, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o}",
-                     "id", S(task->id), "kind", S(task->kind), "state", S(task->state), "stage",
-                     view_str(task->stage), "percent", task->percent, "steps", steps, "fault",
-                     view_str(task->fault), "target", view_str(task->target), "owner",
-                     view_str(task->owner), "created_at", rest_time(task->created_ms), "updated_at",
-                     rest_time(task->updated_ms), "finished_at", rest_time(task->finished_ms),
-                     "class", view_str(task->task_class), "queue_position", position, "aborted_by",
-                     view_str(task->abort_by));
+    json_t *view = json_pack(
+        "{s:s, s:s, s:s, s:o, s:i, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o}", "id",
+        S(task->id), "kind", S(task->kind), "state", S(task->state), "stage", view_str(task->stage),
+        "percent", task->percent, "steps", steps, "fault", view_str(task->fault), "target",
+        view_str(task->target), "owner", view_str(task->owner), "created_at",
+        rest_time(task->created_ms), "updated_at", rest_time(task->updated_ms), "finished_at",
+        rest_time(task->finished_ms), "class", view_str(task->task_class), "queue_position",
+        position, "aborted_by", view_str(task->abort_by));
+    /* A capture names the image it makes. */
+    if (view && task->capture && task->capture->name && *task->capture->name)
+        json_object_set_new(view, "image", json_string(task->capture->name));
+    return view;
 }
 
 /* ---- hosts, from their raw hashes (written field by field by taskmgr and scheduler) ---- */

@@ -3,6 +3,7 @@
     cannot be probed. Reads come from Redis; disposal and day-2 actions are asked of the
     taskmgr, usage of the meter. */
 #include "gateway.h"
+#include <ctype.h>
 #include "clock.h"
 #include "keys.h"
 #include "lua_scripts.h"
@@ -112,8 +113,8 @@ int vms_resolve(http_req_t *req, const char *ref, char id[UTIL_ID_LEN])
     json_t *found = json_array();
     int failed = !found;
     for (int64_t pos = 0; !failed && pos < gw->scan_max; pos += NAME_BATCH) {
-        redisReply *ids = store_command(req->store, "ZRANGE %s %lld %lld", KEYS_VMS,
-                                        (long long)pos, (long long)(pos + NAME_BATCH - 1));
+        redisReply *ids = store_command(req->store, "ZRANGE %s %lld %lld", KEYS_VMS, (long long)pos,
+                                        (long long)(pos + NAME_BATCH - 1));
         if (!ids || ids->type != REDIS_REPLY_ARRAY) {
             if (ids)
                 freeReplyObject(ids);
@@ -175,8 +176,7 @@ int vms_resolve(http_req_t *req, const char *ref, char id[UTIL_ID_LEN])
         }
         http_error_details(req, "CONFLICT", "several VMs have this name: give the id",
                            json_pack("{s:s, s:s}", "name", ref, "candidates", list));
-    }
-    else
+    } else
         util_strlcpy(id, json_string_value(json_array_get(found, 0)), UTIL_ID_LEN);
     json_decref(found);
     return !failed && matches == 1 ? 0 : -1;
@@ -444,8 +444,8 @@ static void s_action_asked(http_req_t *req, ProtobufCMessage *answer)
         http_error(req, "INTERNAL", "the taskmgr service answered without a task id");
         return;
     }
-    log_info(req->request_id, "action asked", "{s:s, s:s, s:s, s:s}", "vm", req->params[0],
-             "kind", task->kind, "task", task->id, "by", req->user);
+    log_info(req->request_id, "action asked", "{s:s, s:s, s:s, s:s}", "vm", req->params[0], "kind",
+             task->kind, "task", task->id, "by", req->user);
     snprintf(req->location, sizeof req->location, "/v1/tasks/%s", task->id);
     http_json(req, 202, json_pack("{s:o}", "task", view_task(task)));
 }
@@ -487,6 +487,80 @@ void vms_action(http_req_t *req)
     ask.action = (char *)action;
     ask.timeout_s = (int32_t)timeout;
     ask.force = force;
+    ask.request_id = (char *)req->request_id;
+    rest_call(req, "taskmgr", &ask.base, &berth__task__descriptor, s_action_asked);
+    protobuf_c_message_free_unpacked(&vm->base, NULL);
+}
+
+/* POST /v1/vms/{id}/capture: the stopped VM's disk becomes a new model image (a CAPTURE
+   task; the taskmgr refuses a VM that is not ACTIVE and STOPPED, naming its state). What
+   describes the image and is not given comes from the VM's image (the stager fills it). */
+void vms_capture(http_req_t *req)
+{
+    static const char *const allowed[] = {
+        "name", "os", "os_version", "applications", "min_ram_mb", "min_disk_gb", NULL
+    };
+    Berth__Vm *vm = NULL;
+    if (s_load_vm(req, req->params[0], &vm))
+        return;
+    if (!perm_allows(req, "vm.capture", vm->owner, vm->group)) {
+        http_error_details(req, "FORBIDDEN",
+                           "only its owner, a manager of its group or an admin may capture a VM",
+                           json_pack("{s:s}", "action", "vm.capture"));
+        protobuf_c_message_free_unpacked(&vm->base, NULL);
+        return;
+    }
+    const char *name = NULL, *os = NULL, *os_version = NULL;
+    int64_t min_ram_mb = 0, min_disk_gb = 0;
+    Berth__ImageApp items[LIMIT_IMAGE_APPS_MAX];
+    Berth__ImageApp *ptrs[LIMIT_IMAGE_APPS_MAX];
+    size_t n_apps = 0;
+    if (rest_body(req, allowed) || rest_str(req, "name", 1, LIMIT_IMAGE_NAME_MAX, &name) ||
+        rest_str(req, "os", 0, LIMIT_TEXT_MAX, &os) < 0 ||
+        rest_str(req, "os_version", 0, LIMIT_IMAGE_TEXT_MAX, &os_version) < 0 ||
+        rest_int(req, "min_ram_mb", 0, 0, LIMIT_RAM_MB_MAX, &min_ram_mb) < 0 ||
+        rest_int(req, "min_disk_gb", 0, 0, LIMIT_DISK_GB_MAX, &min_disk_gb) < 0 ||
+        images_applications(req, items, ptrs, &n_apps) != 0) {
+        protobuf_c_message_free_unpacked(&vm->base, NULL);
+        return;
+    }
+    size_t len = strlen(name);
+    int valid = len >= 1 && len <= 64 &&
+                (islower((unsigned char)name[0]) || isdigit((unsigned char)name[0]));
+    for (size_t i = 1; valid && i < len; i++)
+        valid = islower((unsigned char)name[i]) || isdigit((unsigned char)name[i]) ||
+                strchr("._-", name[i]) != NULL;
+    if (!valid) {
+        http_bad_field(req, "name", "name must match [a-z0-9][a-z0-9._-]{0,63}");
+        protobuf_c_message_free_unpacked(&vm->base, NULL);
+        return;
+    }
+    /* A name in use is refused now; one taken while the capture runs fails its register. */
+    ProtobufCMessage *taken = NULL;
+    int found = rest_find(req, &berth__image__descriptor, "image", name, &taken);
+    if (found == 0) {
+        protobuf_c_message_free_unpacked(taken, NULL);
+        http_bad_field(req, "name", "an image named '%s' exists already", name);
+        protobuf_c_message_free_unpacked(&vm->base, NULL);
+        return;
+    }
+    if (found != MODEL_NOT_FOUND) {
+        http_error(req, "UNAVAILABLE", "state store unreachable");
+        protobuf_c_message_free_unpacked(&vm->base, NULL);
+        return;
+    }
+    Berth__Image image = BERTH__IMAGE__INIT;
+    image.name = (char *)name;
+    image.os = (char *)(os ? os : "");
+    image.os_version = (char *)(os_version ? os_version : "");
+    image.applications = ptrs;
+    image.n_applications = n_apps;
+    image.min_ram_mb = min_ram_mb;
+    image.min_disk_gb = min_disk_gb;
+    Berth__VmAction ask = BERTH__VM_ACTION__INIT;
+    ask.vm = vm->id;
+    ask.action = "capture";
+    ask.capture = &image;
     ask.request_id = (char *)req->request_id;
     rest_call(req, "taskmgr", &ask.base, &berth__task__descriptor, s_action_asked);
     protobuf_c_message_free_unpacked(&vm->base, NULL);
@@ -696,12 +770,11 @@ static void s_usage_reported(http_req_t *req, ProtobufCMessage *answer)
     for (size_t i = 0; i < report->n_usage; i++) {
         const Berth__UsageRecord *u = report->usage[i];
         json_array_append_new(
-            usage, json_pack("{s:o, s:o, s:f, s:f, s:f, s:o, s:o, s:f, s:f}", "vm",
-                             view_str(u->vm), "owner", view_str(u->owner), "vcpu_hours",
-                             u->vcpu_hours, "ram_gb_hours", u->ram_gb_hours, "disk_gb_hours",
-                             u->disk_gb_hours, "template", view_str(u->template_), "host",
-                             view_str(u->host), "active_hours", (double)u->active_ms / 3600000.0,
-                             "disk_only_hours",
+            usage, json_pack("{s:o, s:o, s:f, s:f, s:f, s:o, s:o, s:f, s:f}", "vm", view_str(u->vm),
+                             "owner", view_str(u->owner), "vcpu_hours", u->vcpu_hours,
+                             "ram_gb_hours", u->ram_gb_hours, "disk_gb_hours", u->disk_gb_hours,
+                             "template", view_str(u->template_), "host", view_str(u->host),
+                             "active_hours", (double)u->active_ms / 3600000.0, "disk_only_hours",
                              (double)(u->disk_ms > u->active_ms ? u->disk_ms - u->active_ms : 0) /
                                  3600000.0));
     }

@@ -97,5 +97,9 @@
 #define TRANSFER_CHUNK_MAX   2097152 /* largest chunk: 2 MiB */
 #define TRANSFER_CREDIT_MAX  64      /* chunk requests one transfer keeps in flight */
 #define TRANSFER_RETRIES_MAX 16      /* times one bad or lost chunk is asked for again */
+/* An upload to the stager (a captured VM disk, POST /v1/vms/{id}/capture): the largest file
+   the stager takes (its capture_max_bytes is at most this) and uploads open at once. */
+#define TRANSFER_UPLOAD_MAX       1099511627776LL /* 1 TiB */
+#define TRANSFER_UPLOADS_OPEN_MAX 64
 
 #endif

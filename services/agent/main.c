@@ -10,6 +10,7 @@
 #include "imgcache.h"
 #include "limit.h"
 #include "service.h"
+#include "uploader.h"
 #include "vmops.h"
 #include "worker.h"
 
@@ -70,6 +71,8 @@ struct _agent_t {
     int stager;           /* stager_endpoints is set: seeds can be fetched */
     zlistx_t *fetches;    /* s_fetch_t* waiting for their seed or image (owned; freed at a stop) */
     imgcache_t *images;   /* base images cached here, fetched from the stager */
+    uploader_t *uploads;  /* capture files sent to the stager (CAPTURE_UPLOAD) */
+    int stopping;         /* tearing down: ended uploads answer nobody */
     zhashx_t *holding;    /* command id -> digest of the cached image it holds (owned) */
     s_link_t links[MAX_LINKS];
     size_t n_links;
@@ -403,10 +406,52 @@ static void s_on_image(const char *path, const char *error, void *arg)
     zlistx_delete(self->fetches, f->handle); /* frees f */
 }
 
+/* A CAPTURE_UPLOAD waiting for its upload to end. */
+typedef struct {
+    s_link_t *link;
+    char command[UTIL_ID_LEN + 8];
+    int64_t bytes;
+} s_upload_t;
+
+static void s_on_uploaded(const char *error, void *arg)
+{
+    s_upload_t *u = arg;
+    if (!u->link->agent->stopping) {
+        if (error)
+            s_refuse(u->link, u->command, error);
+        else {
+            char detail[64];
+            snprintf(detail, sizeof detail, "uploaded %lld bytes", (long long)u->bytes);
+            Berth__AgentResult r = BERTH__AGENT_RESULT__INIT;
+            r.command = u->command;
+            r.ok = 1;
+            r.detail = detail;
+            r.power_state = "";
+            s_on_result(u->link, &r);
+        }
+    }
+    free(u);
+}
+
 /* Run cmd, fetching its seed or its base image first when it names one. */
 static void s_command(s_link_t *link, const Berth__AgentCommand *cmd)
 {
     agent_t *self = link->agent;
+    if (streq(cmd->op, "CAPTURE_UPLOAD")) {
+        s_upload_t *u = calloc(1, sizeof *u);
+        if (!self->stager || !u || !cmd->id || strlen(cmd->id) >= sizeof u->command) {
+            free(u);
+            s_refuse(link, cmd->id,
+                     !self->stager ? "CAPTURE_UPLOAD needs stager_endpoints"
+                                   : "invalid CAPTURE_UPLOAD command");
+            return;
+        }
+        u->link = link;
+        u->bytes = cmd->upload_bytes;
+        util_strlcpy(u->command, cmd->id, sizeof u->command);
+        uploader_start(self->uploads, cmd->upload_id, cmd->upload_bytes, s_on_uploaded, u);
+        return;
+    }
     if (streq(cmd->op, "CREATE_DISK") && *cmd->image_sha256) {
         s_fetch_t *f = s_fetch_new(link, cmd);
         if (!f)
@@ -807,6 +852,14 @@ int main(int argc, char **argv)
     if (!self.images)
         goto done;
     service_reader(service, imgcache_socket(self.images), s_on_images, &self);
+    uploader_config_t ucc = { .data_dir = config_get(c, "data_dir"),
+                              .chunk_bytes = chunk_bytes,
+                              .credit = (int)credit,
+                              .retries = (int)retries,
+                              .timeout_ms = (int)chunk_timeout };
+    self.uploads = uploader_new(&ucc, self.taskmgr);
+    if (!self.uploads)
+        goto done;
     berth__host__init(&self.host);
     berth__resources__init(&self.capacity);
     berth__resources__init(&self.used);
@@ -851,6 +904,8 @@ done:
         }
         free(self.links[i].outbox);
     }
+    self.stopping = 1;
+    uploader_destroy(&self.uploads);
     domevents_destroy(&self.events);
     worker_destroy(&self.worker);
     zhashx_destroy(&self.delivered_by);

@@ -30,6 +30,7 @@
 #include <unistd.h>
 
 #include <libvirt/virterror.h>
+#include <sodium.h>
 
 #define ISO_MAGIC_OFFSET 32769 /* "CD001" of the ISO 9660 primary volume descriptor */
 #define MAX_COMMAND_ID   128   /* same bound as every id on the bus */
@@ -41,6 +42,7 @@ struct _vmops_t {
     char *qemu_img;               /* makes full copies of base images */
     char *cache_dir;              /* the agent's image cache ("" without one): refs/<vm> */
     char pool_dir[PATH_MAX];      /* absolute <data_dir>/pool */
+    char capture_dir[PATH_MAX];   /* <data_dir>/captures: disks being captured */
     vmops_config_t limits;        /* only the numeric limits are used from this copy */
     virConnectPtr conn;           /* NULL while libvirt is unreachable */
     virStoragePoolPtr pool;       /* NULL until the pool is known to run */
@@ -154,8 +156,22 @@ vmops_t *vmops_new(const vmops_config_t *config)
         vmops_destroy(&self);
         return NULL;
     }
+    n = snprintf(self->capture_dir, sizeof self->capture_dir, "%s/captures", config->data_dir);
+    if (n < 0 || (size_t)n >= sizeof self->capture_dir || s_mkdirs(self->capture_dir) != 0) {
+        log_error(NULL, "cannot create the capture directory", "{s:s}", "path", self->capture_dir);
+        vmops_destroy(&self);
+        return NULL;
+    }
     virSetErrorFunc(NULL, s_silent);
     return self;
+}
+
+int vmops_capture_path(const char *data_dir, const char *upload_id, char *out, size_t size)
+{
+    if (!util_is_uuid(upload_id))
+        return -1;
+    int n = snprintf(out, size, "%s/captures/%s.qcow2", data_dir, upload_id);
+    return n < 0 || (size_t)n >= size ? -1 : 0;
 }
 
 static void s_disconnect(vmops_t *self)
@@ -417,6 +433,8 @@ void vmops_result_clear(Berth__AgentResult *result)
         free(result->power_state);
     if (result->detail != protobuf_c_empty_string)
         free(result->detail);
+    if (result->sha256 != protobuf_c_empty_string)
+        free(result->sha256);
     berth__agent_result__init(result);
 }
 
@@ -428,7 +446,9 @@ int vmops_result_copy(Berth__AgentResult *dst, const Berth__AgentResult *src)
     dst->error = s_dup(src->error);
     dst->power_state = s_dup(src->power_state);
     dst->detail = s_dup(src->detail);
-    if (!dst->command || !dst->error || !dst->power_state || !dst->detail) {
+    dst->sha256 = s_dup(src->sha256);
+    dst->size_bytes = src->size_bytes;
+    if (!dst->command || !dst->error || !dst->power_state || !dst->detail || !dst->sha256) {
         vmops_result_clear(dst);
         return -1;
     }
@@ -1264,6 +1284,146 @@ static int s_resume(vmops_t *self, const Berth__AgentCommand *cmd, Berth__AgentR
     return s_pause_or_resume(self, cmd, 0, result);
 }
 
+/* The capture file of cmd's upload: 0, or -1 with result failed. */
+static int s_capture_file(vmops_t *self, const Berth__AgentCommand *cmd, char *path, size_t size,
+                          Berth__AgentResult *result)
+{
+    int n = snprintf(path, size, "%s/%s.qcow2", self->capture_dir, cmd->upload_id);
+    if (!util_is_uuid(cmd->upload_id) || n < 0 || (size_t)n >= size)
+        return s_fail(result, "invalid %s command for VM '%s': upload_id must be a UUID", cmd->op,
+                      cmd->vm);
+    return 0;
+}
+
+/* SHA-256 (hex) and size of the file at path: 0, or -1 with errno. */
+static int s_file_sha256(const char *path, char hex[65], int64_t *size_p)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    crypto_hash_sha256_state state;
+    crypto_hash_sha256_init(&state);
+    uint8_t buffer[1 << 16];
+    int64_t size = 0;
+    ssize_t n;
+    while ((n = read(fd, buffer, sizeof buffer)) > 0 || (n < 0 && errno == EINTR))
+        if (n > 0) {
+            crypto_hash_sha256_update(&state, buffer, (size_t)n);
+            size += n;
+        }
+    int saved = errno;
+    close(fd);
+    if (n < 0) {
+        errno = saved;
+        return -1;
+    }
+    uint8_t digest[crypto_hash_sha256_BYTES];
+    crypto_hash_sha256_final(&state, digest);
+    sodium_bin2hex(hex, 65, digest, sizeof digest);
+    *size_p = size;
+    return 0;
+}
+
+/* The path of vol's backing store (its base image), or NULL without one (caller frees). */
+static char *s_backing_path(virStorageVolPtr vol)
+{
+    char *xml = virStorageVolGetXMLDesc(vol, 0);
+    const char *store = xml ? strstr(xml, "<backingStore>") : NULL;
+    const char *open = store ? strstr(store, "<path>") : NULL;
+    const char *close = open ? strstr(open, "</path>") : NULL;
+    char *path = close ? strndup(open + 6, (size_t)(close - open - 6)) : NULL;
+    free(xml);
+    return path;
+}
+
+/* CAPTURE_SNAPSHOT: the stopped VM's disk as one qcow2 file (an overlay flattened onto its
+   base) at <data_dir>/captures/<upload_id>.qcow2, made through a temporary name by qemu-img
+   convert; answered with its SHA-256 and size. Done already: the file is only hashed. */
+static int s_capture_snapshot(vmops_t *self, const Berth__AgentCommand *cmd,
+                              Berth__AgentResult *result)
+{
+    char path[PATH_MAX + 80], tmp[PATH_MAX + 88], log[PATH_MAX + 88], why[512], hex[65];
+    if (s_capture_file(self, cmd, path, sizeof path, result) != 0)
+        return -1;
+    if (access(path, F_OK) != 0) {
+        virDomainPtr dom = NULL;
+        if (s_find_domain(self, cmd->vm, &dom) == 1) {
+            int state = s_dom_state(dom);
+            virDomainFree(dom);
+            if (state != VIR_DOMAIN_SHUTOFF)
+                return s_fail(result,
+                              "cannot capture VM '%s' on host '%s': its domain is not shut off",
+                              cmd->vm, self->host);
+        }
+        char name[64];
+        snprintf(name, sizeof name, "%s.qcow2", cmd->vm);
+        virStorageVolPtr vol = NULL;
+        if (s_find_volume(self, name, &vol) != 1)
+            return s_fail(result, "cannot capture VM '%s' on host '%s': it has no disk", cmd->vm,
+                          self->host);
+        char *disk = virStorageVolGetPath(vol);
+        if (disk && access(disk, F_OK) != 0) {
+            /* A driver that keeps volumes in memory (the test driver) has no file for an
+               overlay nothing was written to: flattened, it is its base. */
+            char *base = s_backing_path(vol);
+            if (base) {
+                free(disk);
+                disk = base;
+            }
+        }
+        virStorageVolFree(vol);
+        if (!disk || access(disk, R_OK) != 0) {
+            s_fail(result, "cannot capture VM '%s' on host '%s': its disk '%s' is not readable",
+                   cmd->vm, self->host, disk ? disk : name);
+            free(disk);
+            return -1;
+        }
+        snprintf(tmp, sizeof tmp, "%s.tmp", path);
+        snprintf(log, sizeof log, "%s.log", path);
+        const char *convert[] = { self->qemu_img, "convert", "-O", "qcow2", disk, tmp, NULL };
+        int rc = tool_run(convert, log, (int)self->limits.copy_timeout_ms, why, sizeof why);
+        free(disk);
+        if (rc == 0 && rename(tmp, path) != 0) {
+            snprintf(why, sizeof why, "cannot name the capture: %s", strerror(errno));
+            rc = -1;
+        }
+        unlink(log);
+        if (rc != 0) {
+            unlink(tmp);
+            return s_fail(result, "failed to capture VM '%s' on host '%s': %s", cmd->vm, self->host,
+                          why);
+        }
+    }
+    int64_t size = 0;
+    if (s_file_sha256(path, hex, &size) != 0)
+        return s_fail(result, "cannot read the capture of VM '%s' on host '%s': %s", cmd->vm,
+                      self->host, strerror(errno));
+    if (result->sha256 != protobuf_c_empty_string)
+        free(result->sha256);
+    result->sha256 = s_dup(hex);
+    if (!result->sha256)
+        result->sha256 = (char *)protobuf_c_empty_string;
+    result->size_bytes = size;
+    s_detail(result, "captured %lld bytes, SHA-256 %s", (long long)size, hex);
+    return 0;
+}
+
+/* CAPTURE_CLEANUP: the capture file (and a half-made one) removed; gone counts as removed. */
+static int s_capture_cleanup(vmops_t *self, const Berth__AgentCommand *cmd,
+                             Berth__AgentResult *result)
+{
+    char path[PATH_MAX + 80], tmp[PATH_MAX + 88];
+    if (s_capture_file(self, cmd, path, sizeof path, result) != 0)
+        return -1;
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    unlink(tmp);
+    if (unlink(path) != 0 && errno != ENOENT)
+        return s_fail(result, "cannot remove the capture of VM '%s' on host '%s': %s", cmd->vm,
+                      self->host, strerror(errno));
+    s_detail(result, "capture file removed");
+    return 0;
+}
+
 typedef int(s_op_fn)(vmops_t *self, const Berth__AgentCommand *cmd, Berth__AgentResult *result);
 
 static const struct {
@@ -1282,6 +1442,9 @@ static const struct {
     { "RESET", s_reset },
     { "SUSPEND", s_suspend },
     { "RESUME", s_resume },
+    /* capture: the upload between these runs on the agent's loop (upload.c) */
+    { "CAPTURE_SNAPSHOT", s_capture_snapshot },
+    { "CAPTURE_CLEANUP", s_capture_cleanup },
 };
 
 void vmops_execute(vmops_t *self, const Berth__AgentCommand *cmd, Berth__AgentResult *result)

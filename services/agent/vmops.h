@@ -1,7 +1,8 @@
 /*  vmops: what the agent does to libvirt. Owns one libvirt connection (reopened when it
     drops) and the agent's storage pool, and turns one AgentCommand into one AgentResult:
-    CREATE_DISK, PUT_SEED, DEFINE, START, DESTROY, and the day-2 power operations SHUTDOWN
+    CREATE_DISK, PUT_SEED, DEFINE, START, DESTROY, the day-2 power operations SHUTDOWN
     (graceful, then forced after timeout_s), POWER_OFF, REBOOT, RESET, SUSPEND and RESUME,
+    and a capture's CAPTURE_SNAPSHOT and CAPTURE_CLEANUP,
     each idempotent and keyed by VM id.
     A vmops_t is used by one thread; the agent's worker threads each own one. */
 #ifndef BERTH_AGENT_VMOPS_H
@@ -71,6 +72,10 @@ void vmops_result_clear(Berth__AgentResult *result);
 
 /* Deep copy of src into *dst; -1 when out of memory. */
 int vmops_result_copy(Berth__AgentResult *dst, const Berth__AgentResult *src);
+
+/* The capture file of upload_id under data_dir (<data_dir>/captures/<id>.qcow2): 0, or -1
+   when upload_id is not a UUID or the path too long. */
+int vmops_capture_path(const char *data_dir, const char *upload_id, char *out, size_t size);
 
 /* The Berth power state name of a libvirt domain state (RUNNING, STOPPED, ...). */
 const char *vmops_power_state(int state);

@@ -18,6 +18,7 @@
 #include "stage.h"
 #include "staging.h"
 #include "transfer.h"
+#include "upload.h"
 #include "limit.h"
 #include "work.h"
 
@@ -46,6 +47,7 @@ typedef struct {
     assertion_t *verifier;  /* checks the gateway's user assertions */
     stage_t *stage;         /* StageImage requests and their builds */
     transfer_t *transfer;   /* GetImageChunk: images sent to agents */
+    upload_t *upload;       /* PutImageChunk: captured disks received from agents */
     int64_t max_seed_bytes; /* largest ISO sent in a reply */
     int64_t seed_keep_ms;   /* seeds untouched this long are swept */
     int ready;              /* base images were prepared once */
@@ -338,7 +340,8 @@ int main(int argc, char **argv)
     config_declare(c, "sysprep_cache_dir", NULL, 0); /* default <data_dir>/guestfs */
     config_declare(c, "stage_timeout_ms", "1800000", 0);
     config_declare(c, "stage_report_ms", "250", 0);
-    config_declare(c, "image_chunk_max", "2097152", 0); /* largest chunk sent to an agent */
+    config_declare(c, "image_chunk_max", "2097152", 0);       /* largest chunk sent to an agent */
+    config_declare(c, "capture_max_bytes", "68719476736", 0); /* largest upload: 64 GiB */
 
     stager_t self = { .service = service };
     int rc = 1;
@@ -346,7 +349,7 @@ int main(int argc, char **argv)
         goto done;
     int64_t timeout, max_images, max_user_data, keep_hours, sweep_ms, workers, queue_max, waiting,
         redis_port, redis_timeout, import_max_gb, import_queue, stage_timeout, stage_report,
-        chunk_max;
+        chunk_max, capture_max;
     if (config_int(c, "tool_timeout_ms", 100, 600000, &timeout) ||
         config_int(c, "workers", 1, 64, &workers) ||
         config_int(c, "work_queue_max", 1, 100000, &queue_max) ||
@@ -362,7 +365,8 @@ int main(int argc, char **argv)
         config_int(c, "import_queue_max", 1, 10000, &import_queue) ||
         config_int(c, "stage_timeout_ms", 1000, 86400000, &stage_timeout) ||
         config_int(c, "stage_report_ms", 10, 60000, &stage_report) ||
-        config_int(c, "image_chunk_max", TRANSFER_CHUNK_MIN, TRANSFER_CHUNK_MAX, &chunk_max))
+        config_int(c, "image_chunk_max", TRANSFER_CHUNK_MIN, TRANSFER_CHUNK_MAX, &chunk_max) ||
+        config_int(c, "capture_max_bytes", 1, TRANSFER_UPLOAD_MAX, &capture_max))
         goto done;
     const char *sysprep = config_get(c, "sysprep");
     if (strcmp(sysprep, "manifest") != 0 && strcmp(sysprep, "virt-sysprep") != 0) {
@@ -463,7 +467,8 @@ int main(int argc, char **argv)
         goto done;
     }
     self.transfer = transfer_new(self.catalog, chunk_max);
-    if (!self.transfer) {
+    self.upload = upload_new(self.catalog, chunk_max, capture_max);
+    if (!self.transfer || !self.upload) {
         log_error(NULL, "out of memory", NULL);
         goto done;
     }
@@ -477,6 +482,7 @@ int main(int argc, char **argv)
     service_on(service, "ListImages", "gateway", s_on_list_images, &self);
     service_on(service, "GetSeed", "agent", s_on_get_seed, &self);
     transfer_register(self.transfer, service);
+    upload_register(self.upload, service);
     service_on(service, "StageImage", "taskmgr", s_on_stage_image, &self);
     service_every(service, (int)sweep_ms, s_sweep, &self);
     rc = service_run(service);
@@ -488,6 +494,7 @@ done:
     images_destroy(&self.images);
     staging_destroy(&self.staging);
     transfer_destroy(&self.transfer);
+    upload_destroy(&self.upload);
     assertion_destroy(&self.verifier);
     stage_destroy(&self.stage);
     seed_destroy(&self.seeds);

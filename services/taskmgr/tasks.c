@@ -1,5 +1,5 @@
 /*  tasks: the engine that runs provisioning, disposal and the day-2 actions (start, stop,
-    reboot, suspend, resume, shelve, unshelve: s_actions).
+    reboot, suspend, resume, shelve, unshelve, capture: s_actions).
 
     Typed. The engine works on the task and the VM as protobuf messages (Berth__Task,
     Berth__Vm), loaded when a task is taken and written back whole through model_tx, guarded
@@ -102,6 +102,7 @@ struct _tasks_t {
     int due_check_ms;       /* longest sleep without reading the due set */
     int max_attempts;       /* hosts a provisioning tries before it fails */
     int stop_timeout_s;     /* a stop or shelve's graceful shutdown when none is asked */
+    int capture_timeout_ms; /* a capture's snapshot or upload fails after this */
     assertion_t *verifier;  /* checks who a DisposeVm acts for (the gateway's assertion) */
     leases_t *leases;       /* lease timers (borrowed; NULL: none written) */
     throttle_t *throttle;   /* heavy slots (throttle.h) */
@@ -527,6 +528,92 @@ static s_rc_t s_call(tasks_t *self, s_held_t *h, const char *service, const Prot
     return S_DONE;
 }
 
+/* ---- capture stages ----------------------------------------------------------------------- */
+
+/* 1 if text can name an image (the stager's rule: [a-z0-9][a-z0-9._-]{0,63}). */
+static int s_capture_name_ok(const char *text)
+{
+    size_t n = text ? strlen(text) : 0;
+    if (n < 1 || n > 64 ||
+        !((text[0] >= 'a' && text[0] <= 'z') || (text[0] >= '0' && text[0] <= '9')))
+        return 0;
+    for (size_t i = 1; i < n; i++) {
+        char c = text[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-'))
+            return 0;
+    }
+    return 1;
+}
+
+/* open_upload: the stager expects the capture file the snapshot made, from the VM's host. */
+static s_rc_t s_capture_open(tasks_t *self, s_held_t *h, const s_stage_t *stage)
+{
+    (void)stage;
+    Berth__Task *t = h->task;
+    if (!t->capture || strlen(t->capture->sha256) != 64 || t->capture->size_bytes < 1) {
+        s_result(h, "the snapshot reported no digest and size");
+        return S_FAIL;
+    }
+    Berth__BeginUpload req = BERTH__BEGIN_UPLOAD__INIT;
+    req.upload_id = t->upload_id;
+    req.host = t->host;
+    req.sha256 = t->capture->sha256;
+    req.size_bytes = t->capture->size_bytes;
+    req.image = t->capture;
+    req.source_image = h->vm->image;
+    req.vm = h->vm->id;
+    Berth__Envelope *reply = NULL;
+    s_rc_t rc = s_call(self, h, "stager", &req.base, &reply);
+    if (rc == S_WAIT)
+        return s_waited(h, self->command_timeout_ms);
+    if (rc != S_DONE)
+        return rc;
+    berth__envelope__free_unpacked(reply, NULL);
+    s_result(h, "upload %s of %lld bytes opened at the stager", t->upload_id,
+             (long long)t->capture->size_bytes);
+    return S_DONE;
+}
+
+/* register: the stager checks the whole file and records the model image READY. */
+static s_rc_t s_capture_register(tasks_t *self, s_held_t *h, const s_stage_t *stage)
+{
+    (void)stage;
+    Berth__FinishUpload req = BERTH__FINISH_UPLOAD__INIT;
+    req.upload_id = h->task->upload_id;
+    Berth__Envelope *reply = NULL;
+    s_rc_t rc = s_call(self, h, "stager", &req.base, &reply);
+    if (rc == S_WAIT)
+        return s_waited(h, self->command_timeout_ms);
+    if (rc != S_DONE)
+        return rc;
+    Berth__Image *image = (Berth__Image *)envelope_body(reply, &berth__image__descriptor);
+    berth__envelope__free_unpacked(reply, NULL);
+    if (!image) {
+        s_result(h, "the stager answered without the image");
+        return S_FAIL;
+    }
+    s_result(h, "image %s (%s) READY, SHA-256 %s", image->name, image->id, image->sha256);
+    berth__image__free_unpacked(image, NULL);
+    return S_DONE;
+}
+
+/* drop_upload: whatever the stager holds of the upload goes (none counts as dropped). */
+static s_rc_t s_capture_drop(tasks_t *self, s_held_t *h, const s_stage_t *stage)
+{
+    (void)stage;
+    Berth__AbortUpload req = BERTH__ABORT_UPLOAD__INIT;
+    req.upload_id = h->task->upload_id;
+    Berth__Envelope *reply = NULL;
+    s_rc_t rc = s_call(self, h, "stager", &req.base, &reply);
+    if (rc == S_WAIT)
+        return s_waited(h, self->command_timeout_ms);
+    if (rc != S_DONE)
+        return rc;
+    berth__envelope__free_unpacked(reply, NULL);
+    s_result(h, "upload %s dropped at the stager", h->task->upload_id);
+    return S_DONE;
+}
+
 /* ---- provisioning stages ------------------------------------------------------------------ */
 
 static s_rc_t s_validate(tasks_t *self, s_held_t *h, const s_stage_t *stage)
@@ -771,6 +858,8 @@ static const char *s_stage_host(const s_held_t *h, const s_stage_t *stage)
 /* How long a command may take: a graceful shutdown adds the guest's time to shut down. */
 static int s_command_ms(tasks_t *self, const s_held_t *h, const char *op)
 {
+    if (s_is(op, "CAPTURE_SNAPSHOT") || s_is(op, "CAPTURE_UPLOAD"))
+        return self->capture_timeout_ms; /* a whole disk is copied or sent */
     return self->command_timeout_ms + (s_is(op, "SHUTDOWN") ? h->task->timeout_s * 1000 : 0);
 }
 
@@ -814,6 +903,13 @@ static s_rc_t s_push(tasks_t *self, s_held_t *h, const char *op, const char *hos
     }
     if (s_is(op, "SHUTDOWN"))
         cmd.timeout_s = h->task->timeout_s;
+    if (s_is(op, "CAPTURE_SNAPSHOT") || s_is(op, "CAPTURE_UPLOAD") || s_is(op, "CAPTURE_CLEANUP")) {
+        cmd.upload_id = h->task->upload_id;
+        if (h->task->capture) {
+            cmd.upload_sha256 = h->task->capture->sha256;
+            cmd.upload_bytes = h->task->capture->size_bytes;
+        }
+    }
     cmd.deadline_ms = util_now_ms() + s_command_ms(self, h, op);
     if (agents_push(self->agents, host, &cmd) != 0) {
         s_result(h, "out of memory queueing %s", op);
@@ -847,6 +943,10 @@ static s_rc_t s_on_host(tasks_t *self, s_held_t *h, const s_stage_t *stage)
                 snprintf(detail, sizeof detail, " (%.300s)", r->detail);
             s_result(h, "%s on host %s%s%s%s", op, host, *r->power_state ? ": " : "",
                      r->power_state, detail);
+            if (s_is(op, "CAPTURE_SNAPSHOT") && t->capture) { /* what the upload must carry */
+                s_set(&t->capture->sha256, r->sha256);
+                t->capture->size_bytes = r->size_bytes;
+            }
             if (*r->power_state && !s_is(h->vm->power_state, r->power_state)) {
                 s_set(&h->vm->power_state, r->power_state);
                 h->vm_dirty = 1;
@@ -1179,6 +1279,31 @@ static const s_stage_t s_unshelve_undo[] = {
     { NULL, 0, NULL, NULL, NULL, S_LIGHT, 0, 0 },
 };
 
+/*  Capture: the stopped VM's disk becomes a model image. The agent flattens the disk into a
+    capture file (qemu-img convert) and reports its digest and size; the stager opens an
+    upload for exactly that file from that host; the agent sends it in chunks; the stager
+    checks the whole file and records the image READY; the agent removes its file. The VM
+    stays ACTIVE and STOPPED throughout (a start waits for the task). A failure or an abort
+    drops the upload at the stager and the capture file on the host (s_capture_undo). */
+static s_rc_t s_capture_open(tasks_t *self, s_held_t *h, const s_stage_t *stage);
+static s_rc_t s_capture_register(tasks_t *self, s_held_t *h, const s_stage_t *stage);
+static s_rc_t s_capture_drop(tasks_t *self, s_held_t *h, const s_stage_t *stage);
+
+static const s_stage_t s_capture_stages[] = {
+    { "snapshot", 20, s_on_host, "CAPTURE_SNAPSHOT", NULL, S_LIGHT, 1, 0 },
+    { "open_upload", 35, s_capture_open, NULL, NULL, S_LIGHT, 0, 0 },
+    { "upload", 50, s_on_host, "CAPTURE_UPLOAD", NULL, S_LIGHT, 1, 0 },
+    { "register", 85, s_capture_register, NULL, NULL, S_LIGHT, 0, 0 },
+    { "cleanup", 95, s_on_host, "CAPTURE_CLEANUP", NULL, S_LIGHT, 1, 0 },
+    { NULL, 0, NULL, NULL, NULL, S_LIGHT, 0, 0 },
+};
+
+static const s_stage_t s_capture_undo[] = {
+    { "drop_upload", 96, s_capture_drop, NULL, NULL, S_LIGHT, 0, 0 },
+    { "remove_capture", 98, s_on_host, "CAPTURE_CLEANUP", NULL, S_LIGHT, 1, 0 },
+    { NULL, 0, NULL, NULL, NULL, S_LIGHT, 0, 0 },
+};
+
 /* What undoes an aborted day-2 action (but an unshelve): its power state as it was
    when the action was queued (s_restore_power). */
 static s_rc_t s_restore_power(tasks_t *self, s_held_t *h, const s_stage_t *stage);
@@ -1217,6 +1342,7 @@ static const s_action_t s_actions[] = {
     { "shelve", "SHELVE", s_shelve_stages, "ACTIVE", "RUNNING STOPPED SUSPENDED CRASHED", NULL,
       "SHELVING", 1, 1 },
     { "unshelve", "UNSHELVE", s_unshelve_stages, "SHELVED", "", NULL, "UNSHELVING", 0, 0 },
+    { "capture", "CAPTURE", s_capture_stages, "ACTIVE", "STOPPED", NULL, NULL, 0, 0 },
 };
 
 #define S_N_ACTIONS (sizeof s_actions / sizeof s_actions[0])
@@ -1235,6 +1361,8 @@ static const s_stage_t *s_table(s_held_t *h)
     if (s_is(h->task->kind, "DISPOSE"))
         return h->task->force ? s_dispose_forced : s_dispose;
     const s_action_t *a = s_action(h->task->kind, 1);
+    if (a && h->task->rolling_back && s_is(a->kind, "CAPTURE"))
+        return s_capture_undo;
     if (a && h->task->rolling_back && !s_is(a->kind, "UNSHELVE"))
         return s_restore; /* Only an abort rolls a day-2 action back */
     if (a)
@@ -1382,6 +1510,11 @@ static int s_complete(tasks_t *self, s_held_t *h)
         return s_save(self, h);
     }
     const s_action_t *action = s_action(t->kind, 1);
+    if (action && t->rolling_back && s_is(t->kind, "CAPTURE")) {
+        /* Its upload and file are gone: failed, or aborted. */
+        s_finish_task(h, s_is(t->state, "ABORTING") ? "ABORTED" : "FAILED");
+        return s_save(self, h);
+    }
     if (action && t->rolling_back && !s_is(t->kind, "UNSHELVE")) {
         /* Its power state is restored; a shelve not done is ACTIVE again. */
         if (s_is(vm->state, "SHELVING"))
@@ -1457,7 +1590,8 @@ static int s_failed(tasks_t *self, s_held_t *h, const s_stage_t *stage)
     log_warn(t->request_id, "task stage failed", "{s:s, s:s, s:s, s:s}", "task", h->id, "vm",
              h->vm->id, "stage", stage->name, "reason", h->result);
     s_step_close(h, "FAILED");
-    if (s_table(h) == s_rollback || s_table(h) == s_unshelve_undo || s_table(h) == s_restore) {
+    if (s_table(h) == s_rollback || s_table(h) == s_unshelve_undo || s_table(h) == s_restore ||
+        s_table(h) == s_capture_undo) {
         /* Undoing is best effort past its deadline: go on with the next undo stage. */
         const s_stage_t *next = s_next(h, s_table(h), stage);
         if (next) {
@@ -1484,6 +1618,11 @@ static int s_failed(tasks_t *self, s_held_t *h, const s_stage_t *stage)
            on its host; one that failed building or starting it is ERROR, its disk on the
            host it was shelved on (disposal removes it), after what it built on another host
            and the claim moved there were undone (s_unshelve_undo). */
+        if (s_is(t->kind, "CAPTURE")) { /* the upload and the file go first */
+            t->rolling_back = 1;
+            s_step_open(self, h, &s_capture_undo[0]);
+            return 0;
+        }
         if (s_is(t->kind, "SHELVE"))
             s_vm_state(h, "ACTIVE", NULL);
         else if (s_is(t->kind, "UNSHELVE") && s_is(stage->name, "schedule"))
@@ -1536,7 +1675,7 @@ static int s_abort_now(tasks_t *self, s_held_t *h, const s_stage_t *stage)
              h->id, "vm", h->vm->id, "stage", stage->name, "by", t->abort_by);
     if (s_action(t->kind, 1)) {
         t->rolling_back = 1;
-        s_step_open(self, h, &s_restore[0]);
+        s_step_open(self, h, s_is(t->kind, "CAPTURE") ? &s_capture_undo[0] : &s_restore[0]);
         return 0;
     }
     if (!s_is(t->kind, "PROVISION")) { /* nothing to undo (refused before it gets here) */
@@ -2415,9 +2554,21 @@ static void s_quota_refused(bus_request_t *request, const model_quota_t *q, cons
     bus_reply_fault(request, &error);
 }
 
+static int s_queue_action(model_tx_t *tx, const Berth__Vm *vm, const char *kind, const char *owner,
+                          const char *request_id, int timeout_s, int force, Berth__Image *capture,
+                          Berth__Task *task, char id[UTIL_ID_LEN]);
+
 int tasks_queue_action(model_tx_t *tx, const Berth__Vm *vm, const char *kind, const char *owner,
                        const char *request_id, int timeout_s, int force, Berth__Task *task,
                        char id[UTIL_ID_LEN])
+{
+    return s_queue_action(tx, vm, kind, owner, request_id, timeout_s, force, NULL, task, id);
+}
+
+/* tasks_queue_action, with the image a CAPTURE makes (its upload is named by the task's id). */
+static int s_queue_action(model_tx_t *tx, const Berth__Vm *vm, const char *kind, const char *owner,
+                          const char *request_id, int timeout_s, int force, Berth__Image *capture,
+                          Berth__Task *task, char id[UTIL_ID_LEN])
 {
     const s_action_t *a = s_action(kind, 1);
     int provision = s_is(kind, "PROVISION"); /* a VM built again (agents.c, rebuild_on_loss) */
@@ -2446,6 +2597,10 @@ int tasks_queue_action(model_tx_t *tx, const Berth__Vm *vm, const char *kind, co
         task->from_host = vm->host;
     task->prior_state = vm->state; /* What an abort brings it back to */
     task->prior_power = vm->power_state;
+    if (capture && a && s_is(a->kind, "CAPTURE")) {
+        task->capture = capture;
+        task->upload_id = id;
+    }
     /* Nobody else started a task on the VM since it was read; it names this one now. */
     model_tx_check(tx, vkey, "task", vm->task);
     Berth__Vm named = *vm;
@@ -2478,7 +2633,18 @@ static void s_on_action(bus_request_t *request, void *arg)
     }
     if (!a) {
         error_field(&error, "action",
-                    "action must be start, stop, reboot, suspend, resume, shelve or unshelve");
+                    "action must be start, stop, reboot, suspend, resume, shelve, unshelve or "
+                    "capture");
+        bus_reply_fault(request, &error);
+        return;
+    }
+    if (s_is(a->kind, "CAPTURE") != (req->capture != NULL)) {
+        error_field(&error, "capture", "capture names the image of a capture, and only of one");
+        bus_reply_fault(request, &error);
+        return;
+    }
+    if (req->capture && !s_capture_name_ok(req->capture->name)) {
+        error_field(&error, "name", "name must match [a-z0-9][a-z0-9._-]{0,63}");
         bus_reply_fault(request, &error);
         return;
     }
@@ -2557,9 +2723,9 @@ static void s_action_for(tasks_t *self, bus_request_t *request, const Berth__VmA
         }
         char id[UTIL_ID_LEN];
         Berth__Task task;
-        tasks_queue_action(tx, vm, a->kind, who->user, rid,
-                           req->timeout_s ? req->timeout_s : self->stop_timeout_s, req->force,
-                           &task, id);
+        s_queue_action(tx, vm, a->kind, who->user, rid,
+                       req->timeout_s ? req->timeout_s : self->stop_timeout_s, req->force,
+                       req->capture, &task, id);
         if (a->to)
             model_tx_vm_transition(tx, vm, a->to);
         if (s_is(a->kind, "UNSHELVE"))
@@ -2614,7 +2780,8 @@ static const char *s_recover_refusal(const Berth__Task *task, const char *verb, 
     if (s_is(verb, "retry")) {
         if (!s_is(task->state, "FAILED"))
             snprintf(msg, size, "task is %s: only a FAILED task is retried", task->state);
-        else if (s_is(task->kind, "SHELVE") || s_is(task->kind, "UNSHELVE"))
+        else if (s_is(task->kind, "SHELVE") || s_is(task->kind, "UNSHELVE") ||
+                 s_is(task->kind, "CAPTURE"))
             snprintf(msg, size, "a failed %s is not retried: ask for the action again", task->kind);
         else
             return NULL;
@@ -2635,6 +2802,10 @@ static const char *s_recover_refusal(const Berth__Task *task, const char *verb, 
                  "force-fail it if it is stuck");
     else if (s_is(task->kind, "UNSHELVE") && !s_is(task->state, "QUEUED"))
         snprintf(msg, size, "a running unshelve cannot be aborted; force-fail it if it is stuck");
+    else if (s_is(task->kind, "CAPTURE") &&
+             (s_is(task->stage, "register") || s_is(task->stage, "cleanup")))
+        snprintf(msg, size, "the capture is past its upload (stage %s): too late to abort",
+                 task->stage);
     else if (s_is(task->kind, "SHELVE") && s_is(task->state, "RUNNING") &&
              !s_is(task->stage, "shut_down"))
         snprintf(msg, size,
@@ -2968,13 +3139,14 @@ void tasks_declare(config_t *c)
     config_declare(c, "command_redeliver_ms", "15000", 0);
     config_declare(c, "write_defer_ms", "100", 0);
     config_declare(c, "stop_timeout_s", "60", 0);
+    config_declare(c, "capture_timeout_ms", "3600000", 0);
     throttle_declare(c);
 }
 
 tasks_t *tasks_new(service_t *service, agents_t *agents)
 {
     config_t *c = service_config(service);
-    int64_t lease, check, held, call, cmd, ready, attempts, redeliver, defer, port, stop;
+    int64_t lease, check, held, call, cmd, ready, attempts, redeliver, defer, port, stop, capture;
     if (config_int(c, "task_lease_ms", 500, 600000, &lease) ||
         config_int(c, "due_check_ms", 10, 600000, &check) ||
         config_int(c, "max_running_tasks", 1, 100000, &held) ||
@@ -2985,6 +3157,7 @@ tasks_t *tasks_new(service_t *service, agents_t *agents)
         config_int(c, "command_redeliver_ms", 100, 3600000, &redeliver) ||
         config_int(c, "write_defer_ms", 0, 10000, &defer) ||
         config_int(c, "stop_timeout_s", 0, LIMIT_STOP_TIMEOUT_MAX_S, &stop) ||
+        config_int(c, "capture_timeout_ms", 1000, 86400000, &capture) ||
         config_int(c, "redis_port", 1, 65535, &port))
         return NULL;
     tasks_t *self = calloc(1, sizeof *self);
@@ -3009,6 +3182,7 @@ tasks_t *tasks_new(service_t *service, agents_t *agents)
     self->redeliver_ms = (int)redeliver;
     self->write_defer_ms = (int)defer;
     self->stop_timeout_s = (int)stop;
+    self->capture_timeout_ms = (int)capture;
     zhashx_set_destructor(self->held, s_held_free);
     berth_error_t error = { 0 };
     self->throttle = throttle_new(service);

@@ -58,7 +58,8 @@ static int s_setup(void **state)
                           .max_ram_mb = 262144,
                           .max_disk_gb = 2048,
                           .max_seed_bytes = 1 << 20,
-                          .max_name_len = 64 };
+                          .max_name_len = 64,
+                          .copy_timeout_ms = 60000 };
     f->ops = vmops_new(&vc);
     assert_non_null(f->ops);
     f->conn = virConnectOpen("test:///default");
@@ -742,6 +743,53 @@ static void test_day2_power_ops(void **state)
     }
 }
 
+/* CAPTURE_SNAPSHOT flattens a shut-off VM's disk (on the test driver an overlay without a
+   file: its base) into <data_dir>/captures/<upload>.qcow2 and answers its SHA-256 and size,
+   the same again when asked again; refused while the domain runs or without a valid upload
+   id. CAPTURE_CLEANUP removes the file, and counts a file already gone as removed. */
+static void test_capture_ops(void **state)
+{
+    fixture_t *f = *state;
+    char vm[UTIL_ID_LEN], upload[UTIL_ID_LEN], id[UTIL_ID_LEN + 16], path[1024];
+    util_uuid(vm);
+    util_uuid(upload);
+    snprintf(path, sizeof path, "%s/captures/%s.qcow2", f->dir, upload);
+    s_build_running(f, vm);
+    Berth__Resources flavor;
+    Berth__AgentCommand cmd = s_command(f, "CAPTURE_SNAPSHOT", vm, id, &flavor);
+    cmd.upload_id = upload;
+    s_run_fails(f, &cmd, "its domain is not shut off");
+    assert_int_equal(access(path, F_OK), -1);
+    s_run_ok(f, "POWER_OFF", vm);
+    cmd = s_command(f, "CAPTURE_SNAPSHOT", vm, id, &flavor);
+    cmd.upload_id = upload;
+    const Berth__AgentResult *r = s_run(f, &cmd);
+    assert_true(r->ok);
+    assert_int_equal(strlen(r->sha256), 64);
+    char sha[65];
+    snprintf(sha, sizeof sha, "%s", r->sha256);
+    int64_t size = r->size_bytes;
+    struct stat st;
+    assert_int_equal(stat(path, &st), 0);
+    assert_int_equal((int64_t)st.st_size, size);
+    cmd = s_command(f, "CAPTURE_SNAPSHOT", vm, id, &flavor);
+    cmd.upload_id = upload;
+    r = s_run(f, &cmd);
+    assert_true(r->ok);
+    assert_string_equal(r->sha256, sha);
+    assert_int_equal(r->size_bytes, size);
+    cmd = s_command(f, "CAPTURE_SNAPSHOT", vm, id, &flavor);
+    cmd.upload_id = "../../etc";
+    s_run_fails(f, &cmd, "upload_id must be a UUID");
+    for (int i = 0; i < 2; i++) {
+        cmd = s_command(f, "CAPTURE_CLEANUP", vm, id, &flavor);
+        cmd.upload_id = upload;
+        r = s_run(f, &cmd);
+        assert_true(r->ok);
+        assert_int_equal(access(path, F_OK), -1);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -755,6 +803,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_connections_share_one_host, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_inventory, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_day2_power_ops, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_capture_ops, s_setup, s_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

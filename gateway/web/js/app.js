@@ -387,7 +387,8 @@ async function requestsScreen(current) {
 
 const DESTRUCTIVE = new Set(['stop', 'reboot', 'shelve', 'suspend', 'dispose']);
 
-function vmActions(vm) {
+// detail: the VM's own page, which also offers to capture a stopped VM as an image.
+function vmActions(vm, detail = false) {
   const s = vm.state, p = vm.power_state;
   const live = s === 'ACTIVE' || s === 'EXPIRING';
   const acts = [];
@@ -395,6 +396,7 @@ function vmActions(vm) {
   if (live && p === 'SUSPENDED') acts.push('resume');
   if (live && p === 'RUNNING') acts.push('stop', 'reboot', 'suspend');
   if (live) acts.push('shelve');
+  if (detail && s === 'ACTIVE' && p === 'STOPPED') acts.push('capture');
   if (s === 'SHELVED') acts.push('unshelve');
   if (live || s === 'EXPIRED') acts.push('extend');
   if (!['DISPOSED', 'DISPOSING', 'REJECTED'].includes(s)) acts.push('dispose');
@@ -402,12 +404,18 @@ function vmActions(vm) {
 }
 
 const ACTION_LABEL = { start: 'Start', stop: 'Stop', reboot: 'Reboot', suspend: 'Suspend', resume: 'Resume',
-  shelve: 'Shelve', unshelve: 'Unshelve', extend: 'Extend lease', dispose: 'Dispose' };
+  shelve: 'Shelve', unshelve: 'Unshelve', extend: 'Extend lease', dispose: 'Dispose',
+  capture: 'Capture image' };
 
 async function runAction(vm, action) {
   showError(null);
   let fields = null;
-  if (action === 'extend') {
+  if (action === 'capture') {
+    fields = await confirmDialog({ title: `Capture ${vm.name} as an image`, confirm: 'Capture',
+      message: 'Its disk becomes a new model image; the VM stays stopped until the capture ends.',
+      fields: [{ name: 'name', label: 'Image name (a-z, 0-9, . _ -)', required: true }] });
+    if (!fields) return;
+  } else if (action === 'extend') {
     fields = await confirmDialog({ title: `Extend the lease of ${vm.name}`, confirm: 'Extend',
       fields: [{ name: 'days', label: 'Days to add', type: 'number', required: true, min: 1, value: 7 }] });
     if (!fields) return;
@@ -420,6 +428,7 @@ async function runAction(vm, action) {
   }
   try {
     if (action === 'dispose') await api.del('/v1/vms/' + vm.id);
+    else if (action === 'capture') await api.post(`/v1/vms/${vm.id}/capture`, { name: fields.name });
     else if (action === 'extend') {
       // Within the group's lease policy the lease is extended at once (200, the VM); beyond
       // it the ask becomes a request of kind extension (202) that someone has to approve.
@@ -608,7 +617,7 @@ async function vmDetailScreen(id) {
     }
     fill(section,
       h('h1', {}, `VM ${vm.name}`),
-      h('div', { className: 'actions' }, vmActions(vm).map((a) =>
+      h('div', { className: 'actions' }, vmActions(vm, true).map((a) =>
         h('button', { type: 'button', className: a === 'dispose' ? 'danger' : '', onclick: () => runAction(vm, a) }, ACTION_LABEL[a])),
         hostDown ? h('button', { type: 'button', className: 'danger', onclick: async () => {
           showError(null);
