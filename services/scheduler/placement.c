@@ -8,6 +8,20 @@
     race hands back the host's current row, the copy is corrected and the next candidate is
     tried.
 
+    A decision does not filter every host. The copy keeps its hosts in the weigher's RAM order
+    (most usable RAM left first for spread, least for pack; equal ones in id order): sorted at
+    each load, and a host whose RAM use changes (a host.usage event, a claim's answer) moves to
+    its place by a binary search and one memmove. A decision filters the caller's preferred
+    hosts and the hosts where the VM's group holds an unclaimed reservation (the weigher puts
+    those first; they are few and known from the load), then walks the order, filtering as it
+    goes, and stops once it holds the K candidates a decision can use (max_attempts +
+    max_alternates + 1) and, when the VM's image is cached somewhere, the hosts tied with the
+    K-th that cache it (the weigher's next step). Every host it did not reach weighs less than
+    K candidates in hand, so the choice is the one a scan of every host makes; the work is K
+    filters plus the reserved and preferred hosts, however many hosts there are. Only a
+    decision that ends in "no valid host" (every host refused, or every claim tried lost)
+    filters the rest, for its counts.
+
     A "no valid host" answer is never given from stale data: when the cached copy refuses,
     it is reloaded and the decision is made again before saying no. The answer counts the
     hosts each filter removed (the first filter that rejects a host counts it), so an
@@ -119,6 +133,7 @@ typedef struct {
     int64_t claims;                  /* claims on it (the claim script's count) */
     char hypervisor[HYPERVISOR_MAX]; /* as its agent reports it (libvirt's driver: TEST, QEMU) */
     unsigned peers;  /* == placement_t.peers_stamp: a VM of the request is claimed here */
+    unsigned seen;   /* == placement_t.rank_stamp: this decision's ranking filtered it */
     int64_t max_vms; /* claims it may hold: its max_vms_hosts entry, else max_vms_per_host */
 } s_host_t;
 
@@ -144,15 +159,22 @@ struct _placement_t {
     char **images; /* images[i]: digests hosts[i]'s agent caches, comma-separated (or NULL) */
     int n_hosts;
     s_candidate_t *candidates; /* scratch, n_hosts long */
-    int64_t loaded_at;         /* monotonic ms of the last load; 0 = never */
-    int64_t loads;             /* full loads so far */
-    char cursor[48];           /* the event stream's last entry applied to the copy */
-    long long added;           /* the stream's entries-added count at the cursor */
-    int following;             /* placement_follow keeps the copy current between loads */
-    int truncated;             /* the last load saw more than max_hosts hosts */
-    char ratios[3][32];        /* ram, cpu, disk ratios as text for the claim script */
-    int removed[F_COUNT + 1];  /* the last "no valid host": hosts per filter, then busy */
-    s_reserve_t *reserve;      /* every group's part of the hosts' and any-host holdings */
+    int *order;                /* host indices in the weigher's RAM order (s_before) */
+    int *place;                /* place[i]: hosts[i]'s position in order */
+    int *reserved_hosts;       /* indices of the hosts with a reservation hash */
+    int n_reserved_hosts;
+    unsigned rank_stamp;      /* this decision's mark on the hosts it filtered (s_rank) */
+    int ranked_all;           /* the last s_rank filtered every host */
+    int ranked_front;         /* the last ranking's preferred candidates (the first ones) */
+    int64_t loaded_at;        /* monotonic ms of the last load; 0 = never */
+    int64_t loads;            /* full loads so far */
+    char cursor[48];          /* the event stream's last entry applied to the copy */
+    long long added;          /* the stream's entries-added count at the cursor */
+    int following;            /* placement_follow keeps the copy current between loads */
+    int truncated;            /* the last load saw more than max_hosts hosts */
+    char ratios[3][32];       /* ram, cpu, disk ratios as text for the claim script */
+    int removed[F_COUNT + 1]; /* the last "no valid host": hosts per filter, then busy */
+    s_reserve_t *reserve;     /* every group's part of the hosts' and any-host holdings */
     int n_reserve;
     s_holdings_t any;    /* the any-host reservations */
     double pool_free[3]; /* sum over UP hosts of max(0, usable - used - held): s_rank */
@@ -274,6 +296,9 @@ void placement_destroy(placement_t **self_p)
         free(self->hosts);
         free(self->names);
         free(self->candidates);
+        free(self->order);
+        free(self->place);
+        free(self->reserved_hosts);
         free(self->reserve);
         free(self->limits);
         free(self);
@@ -465,6 +490,92 @@ static int s_stream_end(placement_t *self, char out[48], long long *added)
     return 0;
 }
 
+/* ---- the weigher's order, kept as the copy changes ---- */
+
+/* The weigher's RAM key of h, larger first: usable RAM left (spread) or its negation (pack). */
+static double s_key(const placement_t *self, const s_host_t *h)
+{
+    double free_ram = (double)h->cap_ram_mb * self->config.ram_ratio - (double)h->used_ram_mb;
+    return self->config.pack ? -free_ram : free_ram;
+}
+
+/* Does hosts[a] go before hosts[b] in order: a larger key, then (equal keys) id order. */
+static int s_before(const placement_t *self, int a, int b)
+{
+    double ka = s_key(self, &self->hosts[a]), kb = s_key(self, &self->hosts[b]);
+    return ka > kb || (ka == kb && a < b);
+}
+
+typedef struct {
+    double key;
+    int index;
+} s_keyed_t;
+
+static int s_by_key(const void *a, const void *b)
+{
+    const s_keyed_t *x = a, *y = b;
+    if (x->key != y->key)
+        return x->key > y->key ? -1 : 1;
+    return (x->index > y->index) - (x->index < y->index);
+}
+
+/* order and place from scratch, after a load (the identity when out of memory: a decision
+   still finds every host, in id order, and s_reorder keeps that a valid start). */
+static void s_order_build(placement_t *self)
+{
+    int n = self->n_hosts;
+    s_keyed_t *keyed = calloc((size_t)n + 1, sizeof *keyed);
+    for (int i = 0; i < n; i++) {
+        self->order[i] = i;
+        if (keyed)
+            keyed[i] = (s_keyed_t){ s_key(self, &self->hosts[i]), i };
+    }
+    if (keyed) {
+        qsort(keyed, (size_t)n, sizeof *keyed, s_by_key);
+        for (int i = 0; i < n; i++)
+            self->order[i] = keyed[i].index;
+        free(keyed);
+    }
+    for (int i = 0; i < n; i++)
+        self->place[self->order[i]] = i;
+}
+
+/* h's key changed (its used or capacity RAM): move it to its place in order, the hosts
+   between sliding one step (a binary search, then one memmove of at most n_hosts ints). */
+static void s_reorder(placement_t *self, const s_host_t *h)
+{
+    int i = (int)(h - self->hosts), p = self->place[i], n = self->n_hosts, *o = self->order;
+    int from, to;
+    if (p > 0 && s_before(self, i, o[p - 1])) {
+        int lo = 0, hi = p - 1; /* the first position i goes before */
+        while (lo < hi) {
+            int mid = lo + (hi - lo) / 2;
+            if (s_before(self, i, o[mid]))
+                hi = mid;
+            else
+                lo = mid + 1;
+        }
+        memmove(o + lo + 1, o + lo, (size_t)(p - lo) * sizeof *o);
+        o[lo] = i;
+        from = lo, to = p;
+    } else if (p + 1 < n && s_before(self, o[p + 1], i)) {
+        int lo = p + 1, hi = n - 1; /* the last position that goes before i */
+        while (lo < hi) {
+            int mid = hi - (hi - lo) / 2;
+            if (s_before(self, o[mid], i))
+                lo = mid;
+            else
+                hi = mid - 1;
+        }
+        memmove(o + p, o + p + 1, (size_t)(lo - p) * sizeof *o);
+        o[lo] = i;
+        from = p, to = lo;
+    } else
+        return;
+    for (int q = from; q <= to; q++)
+        self->place[o[q]] = q;
+}
+
 int placement_refresh(placement_t *self)
 {
     /* Where the stream stands before the load: what follows it is applied on top
@@ -532,7 +643,13 @@ int placement_refresh(placement_t *self)
     char(*names)[PLACEMENT_ID_MAX] = calloc((size_t)n + 1, sizeof *names);
     s_candidate_t *candidates = calloc((size_t)n + 1, sizeof *candidates);
     char **images = calloc((size_t)n + 1, sizeof *images);
-    if (!hosts || !names || !candidates || !images) {
+    int *order = calloc((size_t)n + 1, sizeof *order);
+    int *place = calloc((size_t)n + 1, sizeof *place);
+    int *reserved_hosts = calloc((size_t)n + 1, sizeof *reserved_hosts);
+    if (!hosts || !names || !candidates || !images || !order || !place || !reserved_hosts) {
+        free(order);
+        free(place);
+        free(reserved_hosts);
         free(images);
         free(hosts);
         free(names);
@@ -563,6 +680,9 @@ int placement_refresh(placement_t *self)
     freeReplyObject(ids);
     freeReplyObject(r);
     if (s_load_reservations(self, hosts, kept) != 0) {
+        free(order);
+        free(place);
+        free(reserved_hosts);
         s_images_free(images, kept);
         free(hosts);
         free(names);
@@ -573,6 +693,12 @@ int placement_refresh(placement_t *self)
     free(self->hosts);
     free(self->names);
     free(self->candidates);
+    free(self->order);
+    free(self->place);
+    free(self->reserved_hosts);
+    self->order = order;
+    self->place = place;
+    self->reserved_hosts = reserved_hosts;
     self->images = images;
     self->hosts = hosts;
     self->names = names;
@@ -592,6 +718,11 @@ int placement_refresh(placement_t *self)
         if (h)
             h->max_vms = self->limits[k].max;
     }
+    self->n_reserved_hosts = 0;
+    for (int i = 0; i < kept; i++)
+        if (hosts[i].res.count > 0)
+            reserved_hosts[self->n_reserved_hosts++] = i;
+    s_order_build(self);
     self->loaded_at = util_mono_ms();
     return 0;
 }
@@ -673,6 +804,7 @@ static int s_apply(placement_t *self, const redisReply *f)
             h->used_disk_gb = s_int(used[2]);
         if (claims)
             h->claims = s_int(claims);
+        s_reorder(self, h);
     } else {
         util_strlcpy(h->state, state, sizeof h->state);
         h->up = strcmp(h->state, "UP") == 0;
@@ -953,10 +1085,12 @@ static int s_peers(placement_t *self, const Berth__SelectHost *req)
     return 0;
 }
 
-/* Run the filters over every cached host; the passing ones go to self->candidates, the
-   caller's preferred hosts first, then the best of the others in weigher order (s_best).
-   Counts removals per filter. Returns the number of candidates. */
-static int s_rank(placement_t *self, const Berth__SelectHost *req, int64_t now, int counts[F_COUNT])
+/* s_rank by a scan of every host: each through the filters, the passing ones to
+   self->candidates, the caller's preferred hosts first, then the best of the others in weigher
+   order (s_best); counts removals per filter. The number of candidates. s_rank must agree
+   with it on every input (placement_rank, for the tests, runs either). */
+static int s_rank_scan(placement_t *self, const Berth__SelectHost *req, int64_t now,
+                       int counts[F_COUNT])
 {
     memset(counts, 0, sizeof(int) * F_COUNT);
     memset(self->pool_free, 0, sizeof self->pool_free);
@@ -1018,7 +1152,173 @@ static int s_rank(placement_t *self, const Berth__SelectHost *req, int64_t now, 
     /* Then, in weigher order, as many as a decision can use: the claims it tries and the
        alternates after the last of them. */
     s_best(self->candidates, front, n, self->config.max_attempts + self->config.max_alternates + 1);
+    self->ranked_front = front;
+    self->ranked_all = 1;
     return n;
+}
+
+/* The weigher's reservation step for req on h: 2 when the group's unclaimed reservation
+   there covers the flavor, 1 when part of it, else 0. */
+static int s_reserved_weight(const placement_t *self, const s_host_t *h,
+                             const Berth__SelectHost *req)
+{
+    if (h->res.count == 0)
+        return 0;
+    const int64_t *own = s_own(self, &h->res, req->group);
+    int64_t want[3];
+    s_want(req->flavor, want);
+    int all = 1, some = 0;
+    for (int j = 0; j < 3; j++) {
+        all &= own[j] >= want[j];
+        some |= own[j] > 0;
+    }
+    return some ? (all ? 2 : 1) : 0;
+}
+
+/* Filter h for req (marking it filtered by this decision): counted under the filter that
+   removes it, or appended to self->candidates with its weigher keys. 1 when it passed. */
+static int s_consider(placement_t *self, const s_host_t *h, const Berth__SelectHost *req,
+                      int64_t now, const char *image, int counts[F_COUNT], int *n)
+{
+    ((s_host_t *)h)->seen = self->rank_stamp;
+    int why = s_filter(self, h, req, now);
+    if (why != F_PASS) {
+        counts[why]++;
+        return 0;
+    }
+    int i = (int)(h - self->hosts);
+    s_candidate_t *c = &self->candidates[(*n)++];
+    c->index = i;
+    c->weight = s_key(self, h);
+    c->id = h->id;
+    c->reserved = s_reserved_weight(self, h, req);
+    /* Digests are 64 characters between commas: a match is one whole entry. */
+    c->cached = image && self->images[i] && strstr(self->images[i], image) != NULL;
+    return 1;
+}
+
+/* The candidates of a decision in self->candidates: the caller's preferred hosts that pass,
+   in the caller's order, then the best K = max_attempts + max_alternates + 1 of the others in
+   weigher order (s_best), then possibly more in no order. Returns their number.
+
+   Not every host is filtered. The hosts where req's group holds an unclaimed reservation
+   (which the weigher puts first; few, and known from the load) are filtered before the
+   others; then the others are walked in self->order, which is the weigher's order but for
+   the cached-image step, and the walk stops once K candidates are in hand and the host
+   reached weighs less than the K-th: every host not reached weighs less than K candidates,
+   so it cannot be among the best K. The hosts tied with the K-th are all taken, so the
+   cached-image and id steps choose among them exactly as a scan would. counts (per filter)
+   are complete only when self->ranked_all: the walk filtered every host; s_rank_rest
+   completes them. */
+static int s_rank(placement_t *self, const Berth__SelectHost *req, int64_t now, int counts[F_COUNT])
+{
+    memset(counts, 0, sizeof(int) * F_COUNT);
+    memset(self->pool_free, 0, sizeof self->pool_free);
+    /* What is free over the UP hosts: only the any-host rule (s_reserved) reads it. */
+    for (int i = 0; self->any.count > 0 && i < self->n_hosts; i++) {
+        const s_host_t *h = &self->hosts[i];
+        if (!s_is_up(self, h, now))
+            continue;
+        int64_t used[3];
+        double usable[3];
+        s_used(h, used);
+        s_usable(self, h, usable);
+        for (int j = 0; j < 3; j++) {
+            double free = usable[j] - (double)(used[j] + h->res.held[j]);
+            if (free > 0)
+                self->pool_free[j] += free;
+        }
+    }
+    /* The VM's base image, by digest: of hosts weighed equal, one that caches it goes first. */
+    const char *image = req->image_sha256 && strlen(req->image_sha256) == 64 && self->images
+                            ? req->image_sha256
+                            : NULL;
+    if (++self->rank_stamp == 0) { /* wrapped: no host may look filtered already */
+        for (int i = 0; i < self->n_hosts; i++)
+            self->hosts[i].seen = 0;
+        self->rank_stamp = 1;
+    }
+    int n = 0;
+    /* Hosts the caller prefers (a retry's alternates) go first, in the caller's order. */
+    for (size_t p = 0; p < req->n_prefer; p++) {
+        const s_host_t *h = s_find(self, req->prefer[p]);
+        if (h && h->seen != self->rank_stamp)
+            s_consider(self, h, req, now, image, counts, &n);
+    }
+    int front = n, k = self->config.max_attempts + self->config.max_alternates + 1;
+    /* The group's reserved hosts: ahead of every other in the weigher's order. */
+    for (int r = 0; r < self->n_reserved_hosts; r++) {
+        const s_host_t *h = &self->hosts[self->reserved_hosts[r]];
+        if (h->seen != self->rank_stamp && s_reserved_weight(self, h, req) > 0)
+            s_consider(self, h, req, now, image, counts, &n);
+    }
+    /* The rest in order, until the best k are known. */
+    int need = k - (n - front), walked = 0, i = 0, skipped = 0;
+    double tie = 0;
+    for (; i < self->n_hosts; i++) {
+        int at = self->order[i];
+        const s_host_t *h = &self->hosts[at];
+        if (walked >= need) {
+            /* Past the k-th: only a host tied with it that caches the image can rank above a
+               candidate in hand (the others tied with it come later in id order). */
+            if (need <= 0 || !image || s_key(self, h) != tie)
+                break;
+            if (!self->images[at] || !strstr(self->images[at], image)) {
+                skipped = 1;
+                continue;
+            }
+        }
+        if (h->seen == self->rank_stamp)
+            continue;
+        if (s_consider(self, h, req, now, image, counts, &n) && ++walked == need)
+            tie = s_key(self, h);
+    }
+    self->ranked_all = i == self->n_hosts && !skipped;
+    self->ranked_front = front;
+    s_best(self->candidates, front, n, k);
+    return n;
+}
+
+/* After s_rank stopped early: the hosts it did not filter through the filters now (the copy
+   of them is as it was then), each counted under the filter that removes it, or as busy
+   (passing, not tried), so the counts are those of a scan of every host. */
+static void s_rank_rest(placement_t *self, const Berth__SelectHost *req, int64_t now,
+                        int counts[F_COUNT], int *busy)
+{
+    for (int i = 0; !self->ranked_all && i < self->n_hosts; i++) {
+        s_host_t *h = &self->hosts[i];
+        if (h->seen == self->rank_stamp)
+            continue;
+        h->seen = self->rank_stamp;
+        int why = s_filter(self, h, req, now);
+        if (why == F_PASS)
+            (*busy)++;
+        else
+            counts[why]++;
+    }
+    self->ranked_all = 1;
+}
+
+static_assert(F_COUNT == PLACEMENT_FILTERS, "placement.h's filter count");
+
+int placement_rank(placement_t *self, const Berth__SelectHost *request, int scan,
+                   char (*ids)[PLACEMENT_ID_MAX], int max, int removed[PLACEMENT_FILTERS + 1])
+{
+    if (s_stale(self) && placement_refresh(self) != 0)
+        return -1;
+    self->previous = "";
+    if (s_peers(self, request) != 0)
+        return -1;
+    int64_t now = util_now_ms();
+    int n = scan ? s_rank_scan(self, request, now, removed) : s_rank(self, request, now, removed);
+    int k = self->config.max_attempts + self->config.max_alternates + 1;
+    int ordered = n < self->ranked_front + k ? n : self->ranked_front + k;
+    removed[F_COUNT] = n - ordered;
+    s_rank_rest(self, request, now, removed, &removed[F_COUNT]);
+    int m = ordered < max ? ordered : max;
+    for (int i = 0; i < m; i++)
+        util_strlcpy(ids[i], self->candidates[i].id, PLACEMENT_ID_MAX);
+    return m;
 }
 
 /* Up to max_alternates candidates from position `from` on, skipping the chosen host. */
@@ -1197,6 +1497,7 @@ static int s_claim(placement_t *self, const Berth__SelectHost *req, s_host_t *h,
             h->used_vcpus = s_int(r->element[1]);
             h->used_ram_mb = s_int(r->element[2]);
             h->used_disk_gb = s_int(r->element[3]);
+            s_reorder(self, h);
             memset(self->ips, 0, sizeof self->ips);
             memset(self->macs, 0, sizeof self->macs);
             s_list(r->element[4]->str, self->ips[0], sizeof self->ips[0]);
@@ -1204,6 +1505,7 @@ static int s_claim(placement_t *self, const Berth__SelectHost *req, s_host_t *h,
             rc = 0;
         } else if (strcmp(verdict, "REJECTED") == 0 && r->elements == 9) {
             s_row(h, r->element + 1);
+            s_reorder(self, h);
             rc = 1;
         } else if (strcmp(verdict, "CHANGED") == 0)
             rc = CHANGED;
@@ -1329,6 +1631,9 @@ static int s_place(placement_t *self, const Berth__SelectHost *req, const char *
             else
                 counts[why]++;
         }
+        /* No claim taken: the hosts the ranking did not reach count too (as busy when they
+           pass: the attempts ran out before them). */
+        s_rank_rest(self, req, now, counts, &busy);
         if (fresh)
             break;
         if (placement_refresh(self) != 0)

@@ -108,6 +108,18 @@ int placement_shrink(placement_t *self, const char *vm, int *released, berth_err
    but were claimed by others meanwhile) and "hosts" (how many were considered). Returns -1. */
 int placement_removed(placement_t *self, berth_error_t *error);
 
+#define PLACEMENT_FILTERS 10 /* the filters placement_removed names */
+
+/* The hosts a decision for request would try, in order, without claiming: ids[0 .. returned)
+   (at most max), the preferred hosts that pass, then the best of the others in weigher order,
+   as many as a decision may use (max_attempts + max_alternates + 1). scan 0: ranked as
+   placement_select ranks them; scan 1: by filtering every host (the reference that ranking
+   must agree with). removed[0 .. PLACEMENT_FILTERS) gets the hosts each filter removed and
+   removed[PLACEMENT_FILTERS] those that pass but are not in ids' order (whichever way they were
+   ranked, the counts are those of every host). The number of ids, or -1 (Redis). */
+int placement_rank(placement_t *self, const Berth__SelectHost *request, int scan,
+                   char (*ids)[PLACEMENT_ID_MAX], int max, int removed[PLACEMENT_FILTERS + 1]);
+
 /* Reload the host list now. 0 or -1 when Redis failed. */
 int placement_refresh(placement_t *self);
 /* Keep the copy current from the event stream (host.usage and host.state events since the
