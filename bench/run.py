@@ -717,16 +717,46 @@ def transfer_row(table, transfer):
         goal_text("transfer_ratio"), "transfer_ratio", fetch / copy)
 
 
+def placement_rows(table, placement):
+    """The scheduler's rows: placements/s beside SET at each host count, the decision p50's
+    growth from the smaller to the larger, and the p99 at the larger."""
+    f = lambda x, nd=1: ("%." + str(nd) + "f") % x
+    small, large = PLACEMENT_HOSTS
+    for n in PLACEMENT_HOSTS:
+        rate = median([r["placements_per_s"] for r in placement[n]])
+        sets = median([r["set_per_s"] for r in placement[n]])
+        ratio = median([r["placements_per_s"] / r["set_per_s"] for r in placement[n]])
+        reloads = median([r["reloads"] for r in placement[n]])
+        table.add("placements/s, %d hosts (claim included; %.0f host reloads)" % (n, reloads),
+                  f(rate, 0) + "/s", "SET, one connection " + f(sets, 0) + "/s",
+                  f(ratio, 3) + "x", goal_text("placement_ratio"), "placement_ratio", ratio)
+    p50 = {n: median([r["p50_ms"] for r in placement[n]]) for n in PLACEMENT_HOSTS}
+    growth = p50[large] / p50[small]
+    table.add("placement decision p50 at %d hosts" % large, f(p50[large], 3) + " ms",
+              "at %d hosts %s ms" % (small, f(p50[small], 3)), f(growth, 2) + "x",
+              goal_text("placement_growth"), "placement_growth", growth)
+    p99 = median([r["p99_ms"] for r in placement[large]])
+    table.add("placement decision p99 at %d hosts" % large, f(p99, 3) + " ms", "", "",
+              goal_text("placement_p99"), "placement_p99", p99)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--bin", default=os.path.join(ROOT, "build", "bin"))
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results.md"))
-    ap.add_argument("--only", choices=["transfer"],
+    ap.add_argument("--only", choices=["transfer", "placement"],
                     help="run one row and print it (results.md is left as it is)")
     args = ap.parse_args()
     bin_dir = os.path.abspath(args.bin)
     table = Table()
     started = time.time()
+
+    if args.only == "placement":
+        log("scheduler: %d placements at %s hosts beside SET (%d reps)"
+            % (PLACEMENT_DECISIONS, " and ".join(map(str, PLACEMENT_HOSTS)), REPS))
+        placement_rows(table, bench_placement(bin_dir))
+        print(table.markdown("# bench/run.py --only placement"))
+        return
 
     log("transfer: an agent fetching a %d MB image from the stager vs a read/write loop with "
         "SHA-256 (%d reps)" % (TRANSFER_MB, REPS))
@@ -922,23 +952,7 @@ def main():
                   "bare, same-size body " + f(bare_p99, 2) + " ms",
                   f(p99 / bare_p99, 0) + "x", goal_text("list_p99"), "list_p99", p99)
 
-    small, large = PLACEMENT_HOSTS
-    for n in PLACEMENT_HOSTS:
-        rate = median([r["placements_per_s"] for r in placement[n]])
-        sets = median([r["set_per_s"] for r in placement[n]])
-        ratio = median([r["placements_per_s"] / r["set_per_s"] for r in placement[n]])
-        reloads = median([r["reloads"] for r in placement[n]])
-        table.add("placements/s, %d hosts (claim included; %.0f host reloads)" % (n, reloads),
-                  f(rate, 0) + "/s", "SET, one connection " + f(sets, 0) + "/s",
-                  f(ratio, 3) + "x", goal_text("placement_ratio"), "placement_ratio", ratio)
-    p50 = {n: median([r["p50_ms"] for r in placement[n]]) for n in PLACEMENT_HOSTS}
-    growth = p50[large] / p50[small]
-    table.add("placement decision p50 at %d hosts" % large, f(p50[large], 3) + " ms",
-              "at %d hosts %s ms" % (small, f(p50[small], 3)), f(growth, 2) + "x",
-              goal_text("placement_growth"), "placement_growth", growth)
-    p99 = median([r["p99_ms"] for r in placement[large]])
-    table.add("placement decision p99 at %d hosts" % large, f(p99, 3) + " ms", "", "",
-              goal_text("placement_p99"), "placement_p99", p99)
+    placement_rows(table, placement)
     linked, full = median(disks["linked_ms"]), median(disks["full_ms"])
     table.add("VM disk from a %d MB base: linked clone" % DISK_BASE_MB, f(linked, 1) + " ms",
               "full copy %s ms" % f(full, 0), f(full / linked, 1) + "x faster",
