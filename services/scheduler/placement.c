@@ -1253,15 +1253,16 @@ static int s_rank(placement_t *self, const Berth__SelectHost *req, int64_t now, 
             s_consider(self, h, req, now, image, counts, &n);
     }
     /* The rest in order, until the best k are known. */
-    int need = k - (n - front), walked = 0, i = 0, skipped = 0;
+    int need = k - (n - front), walked = 0, i = 0, skipped = 0, short_cached = 0;
     double tie = 0;
     for (; i < self->n_hosts; i++) {
         int at = self->order[i];
         const s_host_t *h = &self->hosts[at];
         if (walked >= need) {
             /* Past the k-th: only a host tied with it that caches the image can rank above a
-               candidate in hand (the others tied with it come later in id order). */
-            if (need <= 0 || !image || s_key(self, h) != tie)
+               candidate in hand (the others tied with it come later in id order), and only
+               while fewer of the tied hosts in hand cache it than the tie's share of the k. */
+            if (need <= 0 || short_cached <= 0 || s_key(self, h) != tie)
                 break;
             if (!self->images[at] || !strstr(self->images[at], image)) {
                 skipped = 1;
@@ -1270,8 +1271,19 @@ static int s_rank(placement_t *self, const Berth__SelectHost *req, int64_t now, 
         }
         if (h->seen == self->rank_stamp)
             continue;
-        if (s_consider(self, h, req, now, image, counts, &n) && ++walked == need)
+        if (!s_consider(self, h, req, now, image, counts, &n))
+            continue;
+        if (++walked > need)
+            short_cached--; /* a tied host that caches the image */
+        else if (walked == need && image) {
+            /* The tie's share of the k: those walked that tie with the k-th, of which the
+               ones caching the image count already. */
             tie = s_key(self, h);
+            short_cached = need;
+            for (int c = n - walked; c < n; c++)
+                if (self->candidates[c].weight != tie || self->candidates[c].cached)
+                    short_cached--;
+        }
     }
     self->ranked_all = i == self->n_hosts && !skipped;
     self->ranked_front = front;
