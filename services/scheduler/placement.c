@@ -519,25 +519,17 @@ static int s_by_key(const void *a, const void *b)
     return (x->index > y->index) - (x->index < y->index);
 }
 
-/* order and place from scratch, after a load (the identity when out of memory: a decision
-   still finds every host, in id order, and s_reorder keeps that a valid start). */
-static void s_order_build(placement_t *self)
+/* order and place from scratch, after a load (keyed: scratch, n_hosts long). */
+static void s_order_build(placement_t *self, s_keyed_t *keyed)
 {
     int n = self->n_hosts;
-    s_keyed_t *keyed = calloc((size_t)n + 1, sizeof *keyed);
-    for (int i = 0; i < n; i++) {
-        self->order[i] = i;
-        if (keyed)
-            keyed[i] = (s_keyed_t){ s_key(self, &self->hosts[i]), i };
-    }
-    if (keyed) {
-        qsort(keyed, (size_t)n, sizeof *keyed, s_by_key);
-        for (int i = 0; i < n; i++)
-            self->order[i] = keyed[i].index;
-        free(keyed);
-    }
     for (int i = 0; i < n; i++)
-        self->place[self->order[i]] = i;
+        keyed[i] = (s_keyed_t){ s_key(self, &self->hosts[i]), i };
+    qsort(keyed, (size_t)n, sizeof *keyed, s_by_key);
+    for (int i = 0; i < n; i++) {
+        self->order[i] = keyed[i].index;
+        self->place[keyed[i].index] = i;
+    }
 }
 
 /* h's key changed (its used or capacity RAM): move it to its place in order, the hosts
@@ -646,7 +638,10 @@ int placement_refresh(placement_t *self)
     int *order = calloc((size_t)n + 1, sizeof *order);
     int *place = calloc((size_t)n + 1, sizeof *place);
     int *reserved_hosts = calloc((size_t)n + 1, sizeof *reserved_hosts);
-    if (!hosts || !names || !candidates || !images || !order || !place || !reserved_hosts) {
+    s_keyed_t *keyed = calloc((size_t)n + 1, sizeof *keyed);
+    if (!hosts || !names || !candidates || !images || !order || !place || !reserved_hosts ||
+        !keyed) {
+        free(keyed);
         free(order);
         free(place);
         free(reserved_hosts);
@@ -680,6 +675,7 @@ int placement_refresh(placement_t *self)
     freeReplyObject(ids);
     freeReplyObject(r);
     if (s_load_reservations(self, hosts, kept) != 0) {
+        free(keyed);
         free(order);
         free(place);
         free(reserved_hosts);
@@ -722,7 +718,8 @@ int placement_refresh(placement_t *self)
     for (int i = 0; i < kept; i++)
         if (hosts[i].res.count > 0)
             reserved_hosts[self->n_reserved_hosts++] = i;
-    s_order_build(self);
+    s_order_build(self, keyed);
+    free(keyed);
     self->loaded_at = util_mono_ms();
     return 0;
 }
