@@ -11,7 +11,7 @@
     A decision does not filter every host. The copy keeps its hosts in the weigher's RAM order
     (most usable RAM left first for spread, least for pack; equal ones in id order): sorted at
     each load, and a host whose RAM use changes (a host.usage event, a claim's answer) moves to
-    its place by a binary search and one memmove. A decision filters the caller's preferred
+    its place by binary searches and one memmove. A decision filters the caller's preferred
     hosts and the hosts where the VM's group holds an unclaimed reservation (the weigher puts
     those first; they are few and known from the load), then walks the order, filtering as it
     goes, and stops once it holds the K candidates a decision can use (max_attempts +
@@ -159,8 +159,7 @@ struct _placement_t {
     char **images; /* images[i]: digests hosts[i]'s agent caches, comma-separated (or NULL) */
     int n_hosts;
     s_candidate_t *candidates; /* scratch, n_hosts long */
-    int *order;                /* host indices in the weigher's RAM order (s_before) */
-    int *place;                /* place[i]: hosts[i]'s position in order */
+    int *order;                /* host indices in the weigher's RAM order: s_key, then index */
     int *reserved_hosts;       /* indices of the hosts with a reservation hash */
     int n_reserved_hosts;
     unsigned rank_stamp;      /* this decision's mark on the hosts it filtered (s_rank) */
@@ -297,7 +296,6 @@ void placement_destroy(placement_t **self_p)
         free(self->names);
         free(self->candidates);
         free(self->order);
-        free(self->place);
         free(self->reserved_hosts);
         free(self->reserve);
         free(self->limits);
@@ -499,13 +497,6 @@ static double s_key(const placement_t *self, const s_host_t *h)
     return self->config.pack ? -free_ram : free_ram;
 }
 
-/* Does hosts[a] go before hosts[b] in order: a larger key, then (equal keys) id order. */
-static int s_before(const placement_t *self, int a, int b)
-{
-    double ka = s_key(self, &self->hosts[a]), kb = s_key(self, &self->hosts[b]);
-    return ka > kb || (ka == kb && a < b);
-}
-
 typedef struct {
     double key;
     int index;
@@ -519,53 +510,55 @@ static int s_by_key(const void *a, const void *b)
     return (x->index > y->index) - (x->index < y->index);
 }
 
-/* order and place from scratch, after a load (keyed: scratch, n_hosts long). */
+/* order from scratch, after a load (keyed: scratch, n_hosts long). */
 static void s_order_build(placement_t *self, s_keyed_t *keyed)
 {
     int n = self->n_hosts;
     for (int i = 0; i < n; i++)
         keyed[i] = (s_keyed_t){ s_key(self, &self->hosts[i]), i };
     qsort(keyed, (size_t)n, sizeof *keyed, s_by_key);
-    for (int i = 0; i < n; i++) {
+    for (int i = 0; i < n; i++)
         self->order[i] = keyed[i].index;
-        self->place[keyed[i].index] = i;
-    }
 }
 
-/* h's key changed (its used or capacity RAM): move it to its place in order, the hosts
-   between sliding one step (a binary search, then one memmove of at most n_hosts ints). */
-static void s_reorder(placement_t *self, const s_host_t *h)
+/* The first position in order[lo, hi) whose host does not go before a host keyed key with
+   index i (binary search: order is sorted), or host i's own position when the search meets
+   it. */
+static int s_lower(const placement_t *self, int lo, int hi, double key, int i)
 {
-    int i = (int)(h - self->hosts), p = self->place[i], n = self->n_hosts, *o = self->order;
-    int from, to;
-    if (p > 0 && s_before(self, i, o[p - 1])) {
-        int lo = 0, hi = p - 1; /* the first position i goes before */
-        while (lo < hi) {
-            int mid = lo + (hi - lo) / 2;
-            if (s_before(self, i, o[mid]))
-                hi = mid;
-            else
-                lo = mid + 1;
-        }
-        memmove(o + lo + 1, o + lo, (size_t)(p - lo) * sizeof *o);
-        o[lo] = i;
-        from = lo, to = p;
-    } else if (p + 1 < n && s_before(self, o[p + 1], i)) {
-        int lo = p + 1, hi = n - 1; /* the last position that goes before i */
-        while (lo < hi) {
-            int mid = hi - (hi - lo) / 2;
-            if (s_before(self, o[mid], i))
-                lo = mid;
-            else
-                hi = mid - 1;
-        }
-        memmove(o + p, o + p + 1, (size_t)(lo - p) * sizeof *o);
-        o[lo] = i;
-        from = p, to = lo;
-    } else
+    while (lo < hi) {
+        int mid = lo + (hi - lo) / 2, at = self->order[mid];
+        if (at == i)
+            return mid; /* host i itself: keyed key by the caller, whatever it weighs now */
+        double k = s_key(self, &self->hosts[at]);
+        if (k > key || (k == key && at < i))
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+/* h's key was old and changed (its used or capacity RAM): move it to its place in order.
+   Two binary searches (where it was, where it goes) and one memmove of the hosts between. */
+static void s_reorder(placement_t *self, const s_host_t *h, double old)
+{
+    int i = (int)(h - self->hosts), n = self->n_hosts, *o = self->order;
+    double key = s_key(self, h);
+    if (key == old)
         return;
-    for (int q = from; q <= to; q++)
-        self->place[o[q]] = q;
+    int p = s_lower(self, 0, n, old, i);
+    if (p >= n || o[p] != i)
+        return; /* not where its old key says: cannot be (every change comes here) */
+    if (key > old) {
+        int q = s_lower(self, 0, p, key, i);
+        memmove(o + q + 1, o + q, (size_t)(p - q) * sizeof *o);
+        o[q] = i;
+    } else {
+        int q = s_lower(self, p + 1, n, key, i) - 1;
+        memmove(o + p, o + p + 1, (size_t)(q - p) * sizeof *o);
+        o[q] = i;
+    }
 }
 
 int placement_refresh(placement_t *self)
@@ -636,14 +629,11 @@ int placement_refresh(placement_t *self)
     s_candidate_t *candidates = calloc((size_t)n + 1, sizeof *candidates);
     char **images = calloc((size_t)n + 1, sizeof *images);
     int *order = calloc((size_t)n + 1, sizeof *order);
-    int *place = calloc((size_t)n + 1, sizeof *place);
     int *reserved_hosts = calloc((size_t)n + 1, sizeof *reserved_hosts);
     s_keyed_t *keyed = calloc((size_t)n + 1, sizeof *keyed);
-    if (!hosts || !names || !candidates || !images || !order || !place || !reserved_hosts ||
-        !keyed) {
+    if (!hosts || !names || !candidates || !images || !order || !reserved_hosts || !keyed) {
         free(keyed);
         free(order);
-        free(place);
         free(reserved_hosts);
         free(images);
         free(hosts);
@@ -677,7 +667,6 @@ int placement_refresh(placement_t *self)
     if (s_load_reservations(self, hosts, kept) != 0) {
         free(keyed);
         free(order);
-        free(place);
         free(reserved_hosts);
         s_images_free(images, kept);
         free(hosts);
@@ -690,10 +679,8 @@ int placement_refresh(placement_t *self)
     free(self->names);
     free(self->candidates);
     free(self->order);
-    free(self->place);
     free(self->reserved_hosts);
     self->order = order;
-    self->place = place;
     self->reserved_hosts = reserved_hosts;
     self->images = images;
     self->hosts = hosts;
@@ -793,6 +780,7 @@ static int s_apply(placement_t *self, const redisReply *f)
         return 0;
     }
     if (usage) {
+        double old = s_key(self, h);
         if (used[0])
             h->used_vcpus = s_int(used[0]);
         if (used[1])
@@ -801,7 +789,7 @@ static int s_apply(placement_t *self, const redisReply *f)
             h->used_disk_gb = s_int(used[2]);
         if (claims)
             h->claims = s_int(claims);
-        s_reorder(self, h);
+        s_reorder(self, h, old);
     } else {
         util_strlcpy(h->state, state, sizeof h->state);
         h->up = strcmp(h->state, "UP") == 0;
@@ -1502,11 +1490,12 @@ static int s_claim(placement_t *self, const Berth__SelectHost *req, s_host_t *h,
     if (r->type == REDIS_REPLY_ARRAY && r->elements >= 1 &&
         r->element[0]->type == REDIS_REPLY_STRING) {
         const char *verdict = r->element[0]->str;
+        double old = s_key(self, h);
         if (strcmp(verdict, "OK") == 0 && r->elements == 6) {
             h->used_vcpus = s_int(r->element[1]);
             h->used_ram_mb = s_int(r->element[2]);
             h->used_disk_gb = s_int(r->element[3]);
-            s_reorder(self, h);
+            s_reorder(self, h, old);
             memset(self->ips, 0, sizeof self->ips);
             memset(self->macs, 0, sizeof self->macs);
             s_list(r->element[4]->str, self->ips[0], sizeof self->ips[0]);
@@ -1514,7 +1503,7 @@ static int s_claim(placement_t *self, const Berth__SelectHost *req, s_host_t *h,
             rc = 0;
         } else if (strcmp(verdict, "REJECTED") == 0 && r->elements == 9) {
             s_row(h, r->element + 1);
-            s_reorder(self, h);
+            s_reorder(self, h, old);
             rc = 1;
         } else if (strcmp(verdict, "CHANGED") == 0)
             rc = CHANGED;
