@@ -9,11 +9,11 @@
     Integrity, what is checked where: the bus is CURVE (authenticated encryption), so a chunk
     arrives as the stager sent it and is not hashed on arrival; it is written to <sha>.part at
     its offset and the stager's digest of it to the sidecar (<sha>.part.chunks). The file's
-    SHA-256, the check of the stager's file and of the local disk, is computed as the chunks
-    arrive (over the written prefix, in order; a chunk ahead of the prefix is read back when the
-    prefix reaches it) and must equal the image's before the file is renamed to <sha>. Only
-    then is it used. It is computed by a thread of its own (the hasher), fed a copy of each
-    chunk of the prefix, at most `credit` chunks ahead of it, while the loop receives and
+    SHA-256, the check of the stager's file (and of the chunks read back from disk), is computed
+    as the chunks arrive (over the written prefix, in order; a chunk ahead of the prefix is read
+    back when the prefix reaches it) and must equal the image's before the file is renamed to
+    <sha>. Only then is it used. It is computed by a thread of its own (the hasher), fed a copy of
+   each chunk of the prefix, at most `credit` chunks ahead of it, while the loop receives and
     writes: each byte is hashed once. The chunk digests serve where a chunk must be told bad:
     when the file's digest fails, every chunk is checked against the stager's digest of it and
     the bad ones are fetched again before the file is hashed again (IMGCACHE_REPAIRS times at
