@@ -3,17 +3,22 @@
     The transfer follows the ZeroMQ guide's file transfer pattern (fileio3): the agent keeps up
     to `credit` chunk requests in flight and each answer returns one credit, so the stager is
     never flooded and the link never idles waiting for one round trip per chunk. Chunks are
-    asked for in order; an answer whose digest does not match its data (or no answer) is asked
-    for again, at most `retries` times, and the transfer fails past that.
+    asked for in order; a chunk unanswered (or answered with an error the stager may get over)
+    is asked for again, at most `retries` times, and the transfer fails past that.
 
-    Integrity: a chunk is written to <sha>.part at its offset and its digest to the sidecar
-    only after its SHA-256 matched; the file's SHA-256 is computed as the chunks arrive (over
-    the verified prefix, in order; a chunk ahead of the prefix is read back when the prefix
-    reaches it) and must equal the image's before the file is renamed to <sha>. Only then is
-    it used. The file's digest is computed by a thread of its own (the hasher), fed a copy of
-    each chunk of the prefix, at most `credit` chunks ahead of it: the loop checks the chunks
-    while the hasher folds them in, so a transfer runs at the pace of one SHA-256 pass, not two
-    one after the other.
+    Integrity, what is checked where: the bus is CURVE (authenticated encryption), so a chunk
+    arrives as the stager sent it and is not hashed on arrival; it is written to <sha>.part at
+    its offset and the stager's digest of it to the sidecar (<sha>.part.chunks). The file's
+    SHA-256, the check of the stager's file (and of the chunks read back from disk), is computed
+    as the chunks arrive (over the written prefix, in order; a chunk ahead of the prefix is read
+    back when the prefix reaches it) and must equal the image's before the file is renamed to
+    <sha>. Only then is it used. It is computed by a thread of its own (the hasher), fed a copy of
+   each chunk of the prefix, at most `credit` chunks ahead of it, while the loop receives and
+    writes: each byte is hashed once. The chunk digests serve where a chunk must be told bad:
+    when the file's digest fails, every chunk is checked against the stager's digest of it and
+    the bad ones are fetched again before the file is hashed again (IMGCACHE_REPAIRS times at
+    most; a file whose chunks all match yet whose digest does not is the stager's fault, and
+    the transfer fails).
 
     Resume: a transfer of a digest that has a .part and a sidecar of the same chunk size checks
     every chunk the sidecar lists against the file and asks only for the missing and the bad
@@ -37,8 +42,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define SIDECAR_MAGIC "BERTHPT1"
-#define DIGEST        crypto_hash_sha256_BYTES
+#define SIDECAR_MAGIC    "BERTHPT1"
+#define DIGEST           crypto_hash_sha256_BYTES
+#define IMGCACHE_REPAIRS 2 /* times a file whose digest failed has its bad chunks fetched again */
 
 /* A cached image. */
 typedef struct {
@@ -61,7 +67,7 @@ typedef struct {
     int64_t chunk;
 } s_sidecar_t;
 
-enum { C_MISSING, C_ASKED, C_VERIFIED };
+enum { C_MISSING, C_ASKED, C_WRITTEN };
 
 typedef struct {
     imgcache_t *cache;
@@ -70,10 +76,11 @@ typedef struct {
     int64_t size;   /* the file's size */
     int64_t chunk;  /* chunk size */
     size_t n_chunks;
-    uint8_t *state;     /* per chunk: C_MISSING, C_ASKED, C_VERIFIED */
+    uint8_t *state;     /* per chunk: C_MISSING, C_ASKED, C_WRITTEN */
     uint8_t *tries;     /* per chunk: times asked again */
     size_t next;        /* chunks before it are asked or verified, unless a retry set one back */
-    size_t verified;    /* chunks verified */
+    size_t written;     /* chunks written to the .part */
+    int repairs;        /* times the file's digest failed and its chunks were checked */
     size_t hashed;      /* chunks [0, hashed) were sent to the hasher */
     int backlog;        /* chunks sent to the hasher it has not folded in yet */
     int finishing;      /* every chunk hashed: the file's digest asked for */
@@ -438,6 +445,7 @@ static int s_make_room(imgcache_t *self, int64_t bytes, char *why, size_t size)
 static void s_on_chunk(bus_client_t *client, const char *call_id, Berth__Envelope *reply,
                        void *arg);
 static void s_ask(s_xfer_t *x);
+static int s_hash_prefix(s_xfer_t *x, size_t have, const uint8_t *data);
 
 /* Bytes of chunk i. */
 static size_t s_chunk_len(const s_xfer_t *x, size_t i)
@@ -489,8 +497,70 @@ static void s_reap(imgcache_t *self)
     }
 }
 
-/* Every chunk verified and the file's digest is hex: the file takes its name in the cache
-   when that is the image's. */
+/* The stager's digest of chunk i, from the sidecar, into noted: 0, or -1 when there is none
+   (the chunk was never written whole). */
+static int s_noted(s_xfer_t *x, size_t i, uint8_t noted[DIGEST])
+{
+    static const uint8_t zero[DIGEST];
+    if (pread(x->side_fd, noted, DIGEST, (off_t)(sizeof(s_sidecar_t) + i * DIGEST)) != DIGEST ||
+        memcmp(noted, zero, DIGEST) == 0)
+        return -1;
+    return 0;
+}
+
+/* Chunk i of the .part has the digest the stager gave for it: 1, else 0. */
+static int s_chunk_good(s_xfer_t *x, size_t i)
+{
+    uint8_t noted[DIGEST], digest[DIGEST];
+    size_t len = s_chunk_len(x, i);
+    if (s_noted(x, i, noted) != 0 ||
+        pread(x->fd, x->buffer, len, (off_t)i * x->chunk) != (ssize_t)len)
+        return 0;
+    crypto_hash_sha256(digest, x->buffer, len);
+    return memcmp(digest, noted, DIGEST) == 0;
+}
+
+/* Chunk i is to be fetched (again): forgotten in the sidecar, missing in the transfer. */
+static void s_chunk_drop(s_xfer_t *x, size_t i)
+{
+    static const uint8_t zero[DIGEST];
+    if (pwrite(x->side_fd, zero, DIGEST, (off_t)(sizeof(s_sidecar_t) + i * DIGEST)) != DIGEST)
+        log_warn(NULL, "cannot write the image sidecar", "{s:s, s:s}", "sha256", x->sha, "reason",
+                 strerror(errno));
+    if (x->state[i] == C_WRITTEN)
+        x->written--;
+    x->state[i] = C_MISSING;
+    if (i < x->next)
+        x->next = i;
+}
+
+/* The file's digest failed: check every chunk against the stager's digest of it and fetch the
+   bad ones again, then hash the file again. The number of bad chunks (0: every chunk is what
+   the stager sent, the stager's file is not the image; nothing to repair). */
+static size_t s_repair(s_xfer_t *x)
+{
+    imgcache_t *self = x->cache;
+    size_t bad = 0;
+    for (size_t i = 0; i < x->n_chunks; i++)
+        if (!s_chunk_good(x, i)) {
+            s_chunk_drop(x, i);
+            bad++;
+        }
+    if (!bad)
+        return 0;
+    metrics_add(self->m_refetched, (double)bad);
+    log_warn(NULL, "image chunks found bad, fetched again", "{s:s, s:s, s:I}", "image", x->image,
+             "sha256", x->sha, "chunks_bad", (json_int_t)bad);
+    x->repairs++;
+    x->finishing = 0; /* the hasher dropped the file's state with its digest: start over */
+    x->hashed = 0;
+    return bad;
+}
+
+/* Every chunk written and the file's digest is hex: the file takes its name in the cache when
+   that is the image's. When it is not, a chunk may have gone bad on the local disk (or come
+   bad from the stager's): the chunks that do not match the stager's digests are fetched
+   again, at most IMGCACHE_REPAIRS times. */
 static void s_finish(s_xfer_t *x, const char *hex)
 {
     imgcache_t *self = x->cache;
@@ -498,9 +568,17 @@ static void s_finish(s_xfer_t *x, const char *hex)
     s_path(self, x->sha, ".part", part, sizeof part);
     s_path(self, x->sha, ".part.chunks", side, sizeof side);
     s_path(self, x->sha, "", path, sizeof path);
+    if (!streq(hex, x->sha) && x->repairs < IMGCACHE_REPAIRS && s_repair(x) > 0) {
+        if (s_hash_prefix(x, SIZE_MAX, NULL) != 0) {
+            snprintf(why, sizeof why, "cannot read the image back: %s", strerror(errno));
+            s_end(x, NULL, why);
+        } else
+            s_ask(x);
+        return;
+    }
     if (!streq(hex, x->sha)) {
-        /* Every chunk matched what the stager sent, yet the file is not the image: the stager's
-           file is not what its record says. Start over next time. */
+        /* Every chunk matches the stager's digest of it, yet the file is not the image: the
+           stager's file is not what its record says. Start over next time. */
         unlink(part);
         unlink(side);
         snprintf(why, sizeof why, "the image fetched has SHA-256 %s, not %s", hex, x->sha);
@@ -531,7 +609,7 @@ static void s_finish(s_xfer_t *x, const char *hex)
 static int s_hash_prefix(s_xfer_t *x, size_t have, const uint8_t *data)
 {
     imgcache_t *self = x->cache;
-    while (x->hashed < x->n_chunks && x->state[x->hashed] == C_VERIFIED &&
+    while (x->hashed < x->n_chunks && x->state[x->hashed] == C_WRITTEN &&
            x->backlog < self->config.credit) {
         size_t len = s_chunk_len(x, x->hashed);
         const uint8_t *bytes = data;
@@ -550,7 +628,7 @@ static int s_hash_prefix(s_xfer_t *x, size_t have, const uint8_t *data)
         x->backlog++;
         x->hashed++;
     }
-    if (x->hashed == x->n_chunks && x->verified == x->n_chunks && !x->finishing) {
+    if (x->hashed == x->n_chunks && x->written == x->n_chunks && !x->finishing) {
         x->finishing = 1;
         zstr_sendx(zactor_sock(self->hasher), "FINAL", x->key, NULL);
     }
@@ -677,29 +755,30 @@ static void s_on_chunk(bus_client_t *client, const char *call_id, Berth__Envelop
     } else if (chunk->offset != (int64_t)i * x->chunk || chunk->data.len != len)
         snprintf(why, sizeof why, "the chunk is %zu bytes at %lld, not %zu at %lld",
                  chunk->data.len, (long long)chunk->offset, len, (long long)i * x->chunk);
+    uint8_t digest[DIGEST];
+    if (!*why && (!chunk->sha256 || strlen(chunk->sha256) != 2 * DIGEST ||
+                  sodium_hex2bin(digest, DIGEST, chunk->sha256, 2 * DIGEST, NULL, NULL, NULL) != 0))
+        snprintf(why, sizeof why, "the chunk comes without its SHA-256");
     if (!*why) {
-        uint8_t digest[DIGEST];
-        char hex[65];
-        crypto_hash_sha256(digest, chunk->data.data, chunk->data.len);
-        sodium_bin2hex(hex, sizeof hex, digest, sizeof digest);
-        if (!streq(hex, chunk->sha256))
-            snprintf(why, sizeof why, "its SHA-256 is %s, not %s as sent", hex, chunk->sha256);
-        else if (pwrite(x->fd, chunk->data.data, len, (off_t)chunk->offset) != (ssize_t)len ||
-                 pwrite(x->side_fd, digest, DIGEST, (off_t)(sizeof(s_sidecar_t) + i * DIGEST)) !=
-                     DIGEST) {
+        /* Not hashed here: CURVE authenticated the answer, so these are the bytes the stager
+           sent; the file's digest (the hasher) checks what the stager sent. The stager's digest
+           of the chunk goes to the sidecar, to check the chunk on resume or after a failed
+           file digest. */
+        if (pwrite(x->fd, chunk->data.data, len, (off_t)chunk->offset) != (ssize_t)len ||
+            pwrite(x->side_fd, digest, DIGEST, (off_t)(sizeof(s_sidecar_t) + i * DIGEST)) !=
+                DIGEST) {
             snprintf(why, sizeof why, "cannot write the image: %s", strerror(errno));
             s_end(x, NULL, why);
             goto out;
-        } else {
-            x->state[i] = C_VERIFIED;
-            x->verified++;
-            x->fetched += (int64_t)len;
-            metrics_add(self->m_bytes, (double)len);
-            if (s_hash_prefix(x, i, chunk->data.data) != 0) {
-                snprintf(why, sizeof why, "cannot read the image back: %s", strerror(errno));
-                s_end(x, NULL, why);
-                goto out;
-            }
+        }
+        x->state[i] = C_WRITTEN;
+        x->written++;
+        x->fetched += (int64_t)len;
+        metrics_add(self->m_bytes, (double)len);
+        if (s_hash_prefix(x, i, chunk->data.data) != 0) {
+            snprintf(why, sizeof why, "cannot read the image back: %s", strerror(errno));
+            s_end(x, NULL, why);
+            goto out;
         }
     }
     if (*why)
@@ -744,25 +823,19 @@ static int s_resume(s_xfer_t *x, char *why, size_t size)
     }
     int64_t kept = 0;
     size_t bad = 0;
-    static const uint8_t zero[DIGEST];
     for (size_t i = 0; i < x->n_chunks; i++) {
-        uint8_t noted[DIGEST], digest[DIGEST];
-        if (pread(x->side_fd, noted, DIGEST, (off_t)(sizeof head + i * DIGEST)) != DIGEST ||
-            memcmp(noted, zero, DIGEST) == 0)
+        uint8_t noted[DIGEST];
+        if (s_noted(x, i, noted) != 0)
             continue;
-        size_t len = s_chunk_len(x, i);
-        if (pread(x->fd, x->buffer, len, (off_t)i * x->chunk) == (ssize_t)len) {
-            crypto_hash_sha256(digest, x->buffer, len);
-            if (memcmp(digest, noted, DIGEST) == 0) {
-                x->state[i] = C_VERIFIED;
-                x->verified++;
-                kept += (int64_t)len;
-                continue;
-            }
+        if (s_chunk_good(x, i)) {
+            x->state[i] = C_WRITTEN;
+            x->written++;
+            kept += (int64_t)s_chunk_len(x, i);
+            continue;
         }
         bad++;
         metrics_add(self->m_refetched, 1);
-        pwrite(x->side_fd, zero, DIGEST, (off_t)(sizeof head + i * DIGEST));
+        s_chunk_drop(x, i);
     }
     if (kept || bad)
         log_info(NULL, "resuming image transfer", "{s:s, s:s, s:I, s:I, s:I}", "image", x->image,

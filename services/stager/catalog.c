@@ -12,6 +12,7 @@
 #include "util.h"
 
 #include <errno.h>
+#include <glob.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -575,6 +576,19 @@ static void s_keep(catalog_t *self, const char *key, const char *name, const cha
     is READY in the transaction that adds the template), so what the scan below finds is
     every template there will be. VMs come from templates; one not DISPOSED (or REJECTED)
     that names the image keeps it too. Then the record goes, and its file. */
+/* The chunk digest sidecars the transfer keeps next to an image file (transfer.c). */
+static void s_unlink_sidecars(const char *path)
+{
+    char pattern[PATH_MAX + 16];
+    glob_t found;
+    if (snprintf(pattern, sizeof pattern, "%s.chunks-*", path) >= (int)sizeof pattern ||
+        glob(pattern, GLOB_NOSORT, NULL, &found) != 0)
+        return;
+    for (size_t i = 0; i < found.gl_pathc; i++)
+        unlink(found.gl_pathv[i]);
+    globfree(&found);
+}
+
 int catalog_delete(catalog_t *self, const char *ref, const char *actor, const char *request_id,
                    Berth__Image **deleted_p, berth_error_t *error)
 {
@@ -678,8 +692,11 @@ int catalog_delete(catalog_t *self, const char *ref, const char *actor, const ch
     /* A staged image shares its model's kernel and initrd: only its disk is its own. */
     for (int i = 0; i < (is_staged ? 1 : 3); i++)
         if (files[i] && strncmp(files[i], self->dir, dl) == 0 && files[i][dl] == '/' &&
-            !strstr(files[i] + dl, "/.."))
+            !strstr(files[i] + dl, "/..")) {
             unlink(files[i]);
+            if (i == 0)
+                s_unlink_sidecars(files[i]);
+        }
     *deleted_p = image;
     return 0;
 }

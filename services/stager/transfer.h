@@ -1,7 +1,8 @@
 /*  transfer: the stager's side of an image transfer to an agent. GetImageChunk answers one
     chunk of a READY image's file with its SHA-256, the file's size and the file's SHA-256;
-    the agent keeps several such calls in flight and checks each chunk and then the whole
-    file (services/agent/imgcache.c). Only agents may call it (the handler table says so). */
+    the agent keeps several such calls in flight, checks the whole file and keeps the chunks'
+    digests to resume and to find a bad chunk (services/agent/imgcache.c). Only agents may
+    call it (the handler table says so). */
 #ifndef BERTH_STAGER_TRANSFER_H
 #define BERTH_STAGER_TRANSFER_H
 

@@ -10,6 +10,9 @@
   chunk is fetched again, and the image is right in the end;
 - the stager restarted in the middle of a transfer: the agent asks again for what it lost and
   goes on, fetching nothing twice;
+- the stager keeps each chunk's digest next to the image; its file gone bad, the agent's
+  whole-file check fails, the bad chunk is found by its digest and fetched again (twice at
+  most), and the transfer fails until the file is right again;
 - the cache is bounded (image_cache_bytes): a new image evicts the least recently used image
   no VM depends on (a linked clone depends on its base, a full copy does not), or an old .part
   of a transfer that did not finish.
@@ -280,6 +283,67 @@ class Transfer(ImageCase):
                 err = self.chunk(dict(good, **bad), agent)["error"]
                 self.assertEqual((err["code"], err["details"]["field"]), ("BAD_REQUEST", field),
                                  err)
+
+
+    def test_g_bad_source_chunk_found(self):
+        """The stager notes each chunk's digest the first time it sends it, in a sidecar next
+        to the image. Its file gone bad afterwards: the agent's whole-file check fails, the
+        chunk that does not match its digest is found and fetched again, twice at most, and the
+        transfer fails; once the file is right again, the image is fetched and used."""
+        image = self.import_image("rotten", 256 * 1024)
+        stored = os.path.join(self.p.data_dir, "services", "stager", "images",
+                              image["id"] + ".qcow2")
+        chunk = int(self.agent_env["BERTH_IMAGE_CHUNK_BYTES"])
+        cert = self.p.host_cert("host-1")
+        with open(stored, "rb") as f:
+            data = f.read()
+        want = [hashlib.sha256(data[o:o + chunk]).hexdigest() for o in range(0, len(data), chunk)]
+        for i, offset in enumerate(range(0, len(data), chunk)):
+            answer = self.chunk({"image": image["id"], "sha256": image["sha256"],
+                                 "offset": offset, "size": chunk}, cert)
+            self.assertEqual(answer["body"]["sha256"], want[i])
+        # The sidecar: a header (magic, size, chunk size, the file's SHA-256), then the digests.
+        with open(stored + ".chunks-%d" % chunk, "rb") as f:
+            side = f.read()
+        self.assertEqual(side[:8], b"BERTHCD1")
+        self.assertEqual(side[24:88].decode(), image["sha256"])
+        self.assertEqual([side[88 + 32 * i:120 + 32 * i].hex() for i in range(len(want))], want)
+        at = len(data) - 1000  # in the last cluster of data
+        with open(stored, "r+b") as f:
+            f.seek(at)
+            f.write(bytes([data[at] ^ 0xFF]))
+        offsets = {name: os.path.getsize(self.agent(name).log_path)
+                   for name in ("agent-1", "agent-2")}
+
+        def lines(msg):
+            return {name: [d for d in self.log_lines(self.agent(name), msg, offsets[name])
+                           if d.get("sha256") == image["sha256"]] for name in offsets}
+
+        self.template("rotten-t", "rotten", disk="full")
+        self.vm("rotten-t", "rotten-1")
+        def settled():
+            """Each transfer that failed (the VM's build may be tried again on the other host)
+            fetched its bad chunk again twice first: (failed, repaired) by agent."""
+            failed = lines("image transfer failed")
+            repaired = lines("image chunks found bad, fetched again")
+            if any(failed.values()) and all(len(repaired[name]) == 2 * len(failed[name])
+                                            for name in offsets):
+                return failed, repaired
+            return None
+
+        failed, repaired = wait_until(settled, 60, "the transfer failed after two repairs")
+        for name in offsets:
+            self.assertEqual({d["chunks_bad"] for d in repaired[name]} - {1}, set())
+            for d in failed[name]:
+                self.assertIn("the image fetched has SHA-256", d["error"])
+            self.assertNotIn(image["sha256"], self.cached(name))
+        with open(stored, "r+b") as f:
+            f.seek(at)
+            f.write(bytes([data[at]]))
+        vm = self.vm("rotten-t", "rotten-2")
+        host = self.api.wait_vm(vm, ("ACTIVE",))["host"]
+        path = os.path.join(self.cache_dir("agent-" + host.split("-")[1]), image["sha256"])
+        self.assertEqual(sha256_file(path), image["sha256"])
 
 
 class Eviction(ImageCase):
