@@ -169,10 +169,12 @@ int vms_resolve(http_req_t *req, const char *ref, char id[UTIL_ID_LEN])
         char list[1024] = "";
         for (size_t i = 0; i < matches; i++) {
             const char *cand = json_string_value(json_array_get(found, i));
-            size_t used = strlen(list);
-            if (used + strlen(cand) + 2 > sizeof list)
+            size_t used = strlen(list), len = strlen(cand);
+            if (used + len + 2 > sizeof list)
                 break;
-            snprintf(list + used, sizeof list - used, "%s%s", used ? "," : "", cand);
+            if (used)
+                list[used++] = ',';
+            memcpy(list + used, cand, len + 1);
         }
         http_error_details(req, "CONFLICT", "several VMs have this name: give the id",
                            json_pack("{s:s, s:s}", "name", ref, "candidates", list));
