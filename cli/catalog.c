@@ -96,6 +96,7 @@ int cli_template_create(cli_t *cli, int argc, char **argv)
             fprintf(stderr, "berth template create: --%s must be a whole number\n",
                     opts[numbers[i].opt].name);
             json_decref(body);
+            json_decref(networks);
             return 2;
         }
         json_object_set_new(body, numbers[i].field, json_integer(v));
