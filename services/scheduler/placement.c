@@ -1070,16 +1070,14 @@ static int s_peers(placement_t *self, const Berth__SelectHost *req)
     return 0;
 }
 
-/* s_rank by a scan of every host: each through the filters, the passing ones to
-   self->candidates, the caller's preferred hosts first, then the best of the others in weigher
-   order (s_best); counts removals per filter. The number of candidates. s_rank must agree
-   with it on every input (placement_rank, for the tests, runs either). */
-static int s_rank_scan(placement_t *self, const Berth__SelectHost *req, int64_t now,
-                       int counts[F_COUNT])
+/* What both rankings start with: counts zeroed, what is free over the UP hosts (only the
+   any-host rule, s_reserved, reads it), and the VM's base image by digest (of hosts weighed
+   equal, one that caches it goes first; NULL when none is known). */
+static const char *s_rank_begin(placement_t *self, const Berth__SelectHost *req, int64_t now,
+                                int counts[F_COUNT])
 {
     memset(counts, 0, sizeof(int) * F_COUNT);
     memset(self->pool_free, 0, sizeof self->pool_free);
-    /* What is free over the UP hosts: only the any-host rule (s_reserved) reads it. */
     for (int i = 0; self->any.count > 0 && i < self->n_hosts; i++) {
         const s_host_t *h = &self->hosts[i];
         if (!s_is_up(self, h, now))
@@ -1094,10 +1092,18 @@ static int s_rank_scan(placement_t *self, const Berth__SelectHost *req, int64_t 
                 self->pool_free[j] += free;
         }
     }
-    /* The VM's base image, by digest: of hosts weighed equal, one that caches it goes first. */
-    const char *image = req->image_sha256 && strlen(req->image_sha256) == 64 && self->images
-                            ? req->image_sha256
-                            : NULL;
+    return req->image_sha256 && strlen(req->image_sha256) == 64 && self->images ? req->image_sha256
+                                                                                : NULL;
+}
+
+/* s_rank by a scan of every host: each through the filters, the passing ones to
+   self->candidates, the caller's preferred hosts first, then the best of the others in weigher
+   order (s_best); counts removals per filter. The number of candidates. s_rank must agree
+   with it on every input (placement_rank, for the tests, runs either). */
+static int s_rank_scan(placement_t *self, const Berth__SelectHost *req, int64_t now,
+                       int counts[F_COUNT])
+{
+    const char *image = s_rank_begin(self, req, now, counts);
     int n = 0;
     for (int i = 0; i < self->n_hosts; i++) {
         const s_host_t *h = &self->hosts[i];
@@ -1197,27 +1203,7 @@ static int s_consider(placement_t *self, const s_host_t *h, const Berth__SelectH
    completes them. */
 static int s_rank(placement_t *self, const Berth__SelectHost *req, int64_t now, int counts[F_COUNT])
 {
-    memset(counts, 0, sizeof(int) * F_COUNT);
-    memset(self->pool_free, 0, sizeof self->pool_free);
-    /* What is free over the UP hosts: only the any-host rule (s_reserved) reads it. */
-    for (int i = 0; self->any.count > 0 && i < self->n_hosts; i++) {
-        const s_host_t *h = &self->hosts[i];
-        if (!s_is_up(self, h, now))
-            continue;
-        int64_t used[3];
-        double usable[3];
-        s_used(h, used);
-        s_usable(self, h, usable);
-        for (int j = 0; j < 3; j++) {
-            double free = usable[j] - (double)(used[j] + h->res.held[j]);
-            if (free > 0)
-                self->pool_free[j] += free;
-        }
-    }
-    /* The VM's base image, by digest: of hosts weighed equal, one that caches it goes first. */
-    const char *image = req->image_sha256 && strlen(req->image_sha256) == 64 && self->images
-                            ? req->image_sha256
-                            : NULL;
+    const char *image = s_rank_begin(self, req, now, counts);
     if (++self->rank_stamp == 0) { /* wrapped: no host may look filtered already */
         for (int i = 0; i < self->n_hosts; i++)
             self->hosts[i].seen = 0;

@@ -369,9 +369,9 @@ static void s_on_chunk(bus_request_t *request, void *arg)
     /* Overlapping what is held: only the new tail is appended. */
     int64_t skip = u->received - req->offset;
     const uint8_t *data = req->data.data + skip;
-    size_t todo = (size_t)(len - skip), done = 0;
-    while (done < todo) {
-        ssize_t n = pwrite(u->fd, data + done, todo - done, (off_t)(u->received + done));
+    size_t fresh = (size_t)(len - skip), done = 0;
+    while (done < fresh) {
+        ssize_t n = pwrite(u->fd, data + done, fresh - done, (off_t)(u->received + done));
         if (n < 0 && errno == EINTR)
             continue;
         if (n <= 0) {
@@ -382,10 +382,10 @@ static void s_on_chunk(bus_request_t *request, void *arg)
         }
         done += (size_t)n;
     }
-    crypto_hash_sha256_update(&u->digest, data, todo);
-    u->received += (int64_t)todo;
+    crypto_hash_sha256_update(&u->digest, data, fresh);
+    u->received += (int64_t)fresh;
     s_note_state(self, u);
-    metrics_add(self->bytes_received, (double)todo);
+    metrics_add(self->bytes_received, (double)fresh);
     s_reply_state(request, self, u);
 }
 

@@ -528,6 +528,15 @@ static s_rc_t s_call(tasks_t *self, s_held_t *h, const char *service, const Prot
     return S_DONE;
 }
 
+/* s_call for a stage that waits on the answer: still waiting past command_timeout_ms from
+   the stage's start is a failure (s_waited). */
+static s_rc_t s_ask(tasks_t *self, s_held_t *h, const char *service, const ProtobufCMessage *body,
+                    Berth__Envelope **reply_p)
+{
+    s_rc_t rc = s_call(self, h, service, body, reply_p);
+    return rc == S_WAIT ? s_waited(h, self->command_timeout_ms) : rc;
+}
+
 /* ---- capture stages ----------------------------------------------------------------------- */
 
 /* 1 if text can name an image (the stager's rule: [a-z0-9][a-z0-9._-]{0,63}). */
@@ -563,9 +572,7 @@ static s_rc_t s_capture_open(tasks_t *self, s_held_t *h, const s_stage_t *stage)
     req.source_image = h->vm->image;
     req.vm = h->vm->id;
     Berth__Envelope *reply = NULL;
-    s_rc_t rc = s_call(self, h, "stager", &req.base, &reply);
-    if (rc == S_WAIT)
-        return s_waited(h, self->command_timeout_ms);
+    s_rc_t rc = s_ask(self, h, "stager", &req.base, &reply);
     if (rc != S_DONE)
         return rc;
     berth__envelope__free_unpacked(reply, NULL);
@@ -581,9 +588,7 @@ static s_rc_t s_capture_register(tasks_t *self, s_held_t *h, const s_stage_t *st
     Berth__FinishUpload req = BERTH__FINISH_UPLOAD__INIT;
     req.upload_id = h->task->upload_id;
     Berth__Envelope *reply = NULL;
-    s_rc_t rc = s_call(self, h, "stager", &req.base, &reply);
-    if (rc == S_WAIT)
-        return s_waited(h, self->command_timeout_ms);
+    s_rc_t rc = s_ask(self, h, "stager", &req.base, &reply);
     if (rc != S_DONE)
         return rc;
     Berth__Image *image = (Berth__Image *)envelope_body(reply, &berth__image__descriptor);
@@ -604,9 +609,7 @@ static s_rc_t s_capture_drop(tasks_t *self, s_held_t *h, const s_stage_t *stage)
     Berth__AbortUpload req = BERTH__ABORT_UPLOAD__INIT;
     req.upload_id = h->task->upload_id;
     Berth__Envelope *reply = NULL;
-    s_rc_t rc = s_call(self, h, "stager", &req.base, &reply);
-    if (rc == S_WAIT)
-        return s_waited(h, self->command_timeout_ms);
+    s_rc_t rc = s_ask(self, h, "stager", &req.base, &reply);
     if (rc != S_DONE)
         return rc;
     berth__envelope__free_unpacked(reply, NULL);
@@ -712,9 +715,7 @@ static s_rc_t s_schedule(tasks_t *self, s_held_t *h, const s_stage_t *stage)
     req.prefer = prefer;
     Berth__Envelope *reply = NULL;
     s_prefetch(self, h);
-    s_rc_t rc = s_call(self, h, "scheduler", &req.base, &reply);
-    if (rc == S_WAIT)
-        return s_waited(h, self->command_timeout_ms);
+    s_rc_t rc = s_ask(self, h, "scheduler", &req.base, &reply);
     if (rc != S_DONE)
         return rc;
     Berth__HostSelection *sel =
@@ -788,9 +789,7 @@ static s_rc_t s_staged(tasks_t *self, s_held_t *h)
     char *lines[LIMIT_REQUEST_SSH_KEYS_MAX];
     s_stage_ask(h, &req, lines);
     Berth__Envelope *reply = NULL;
-    s_rc_t rc = s_call(self, h, "stager", &req.base, &reply);
-    if (rc == S_WAIT)
-        return s_waited(h, self->command_timeout_ms);
+    s_rc_t rc = s_ask(self, h, "stager", &req.base, &reply);
     if (rc != S_DONE)
         return rc;
     h->staged = s_staged_answer(reply);
@@ -1127,9 +1126,7 @@ static s_rc_t s_unshelve_schedule(tasks_t *self, s_held_t *h, const s_stage_t *s
     req.prefer = prefer;
     req.n_prefer = *t->from_host ? 1 : 0;
     Berth__Envelope *reply = NULL;
-    s_rc_t rc = s_call(self, h, "scheduler", &req.base, &reply);
-    if (rc == S_WAIT)
-        return s_waited(h, self->command_timeout_ms);
+    s_rc_t rc = s_ask(self, h, "scheduler", &req.base, &reply);
     if (rc != S_DONE)
         return rc;
     Berth__HostSelection *sel =

@@ -188,13 +188,14 @@ def host_domains(api, host_id):
     return {d["name"] for d in api.get("/v1/hosts/" + host_id)["host"]["domains"]}
 
 
-def wait_until(predicate, timeout=30.0, what="condition"):
+def wait_until(predicate, timeout=30.0, what="condition", interval=0.1):
+    """predicate()'s first true value, asked every interval seconds until timeout."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
-        time.sleep(0.1)
+        time.sleep(interval)
     raise AssertionError("%s not met after %.0fs" % (what, timeout))
 
 

@@ -118,16 +118,13 @@ class ImageCase(PlatformCase):
     def kill_mid_transfer(self, agent, sha):
         """SIGKILL agent once its .part of sha holds a third of the image, before the end."""
         part = os.path.join(self.cache_dir(agent.name), sha + ".part")
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            size = os.path.getsize(part) if os.path.exists(part) else 0
-            if size >= BIG // 3:
-                agent.kill(signal.SIGKILL)
-                agent.wait(10)
-                self.assertNotIn(sha, self.cached(agent.name), "the transfer was over already")
-                return os.path.getsize(part)
-            time.sleep(0.005)
-        self.fail("the transfer of %s never got a third of the way" % sha)
+        # Looked at often: the kill must land well before the transfer's end.
+        wait_until(lambda: os.path.exists(part) and os.path.getsize(part) >= BIG // 3, 30,
+                   "the transfer of %s a third of the way" % sha, interval=0.005)
+        agent.kill(signal.SIGKILL)
+        agent.wait(10)
+        self.assertNotIn(sha, self.cached(agent.name), "the transfer was over already")
+        return os.path.getsize(part)
 
 
 class Transfer(ImageCase):
