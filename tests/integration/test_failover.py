@@ -72,7 +72,8 @@ class Failover(PlatformCase):
             self.p.primary_port()), 30, "the sentinels promoted a replica")
         print("primary %d -> %d; %d answered 202, %d refused: %s" %
               (first, second, len(answered), len(refused), sorted({x for _, x in refused})))
-        self.assertGreater(len(answered), 5)
+        # The primary died once five had been answered: those five at least must be kept.
+        self.assertGreaterEqual(len(answered), 5)
 
         # Nothing answered 202 is lost: each request is there, each VM becomes ACTIVE.
         for req in answered:
