@@ -49,13 +49,14 @@ struct _store_t {
     char *password;    /* AUTH on every new connection; NULL: none */
     int connect_timeout_ms;
     int command_timeout_ms;
-    int wait_replicas;   /* store_wait: replicas a write must reach (0: no WAIT) */
-    int wait_timeout_ms; /* store_wait: how long WAIT may take */
-    redisContext *ctx;   /* NULL while disconnected */
-    int64_t retry_at;    /* monotonic ms of the next reconnect attempt */
-    int backoff_ms;      /* current backoff, doubles per failure */
-    int ok;              /* last command reached Redis */
-    uint64_t sent;       /* commands sent on ctx: 0 = a connection not proven yet */
+    int wait_replicas;    /* store_wait: replicas a write must reach (0: no WAIT) */
+    int wait_timeout_ms;  /* store_wait: how long WAIT may take */
+    redisContext *ctx;    /* NULL while disconnected */
+    int64_t retry_at;     /* monotonic ms of the next reconnect attempt */
+    int backoff_ms;       /* current backoff, doubles per failure */
+    int ok;               /* last command reached Redis */
+    int64_t steady_since; /* monotonic ms since which every command reached Redis; 0: none */
+    uint64_t sent;        /* commands sent on ctx: 0 = a connection not proven yet */
 };
 
 /* What every connection counts (metrics.h): connects by result and connections lost. */
@@ -206,6 +207,7 @@ static void s_drop(store_t *self, const char *why)
         self->ctx = NULL;
     }
     self->ok = 0;
+    self->steady_since = 0;
     self->retry_at = util_mono_ms() + self->backoff_ms;
     self->backoff_ms =
         self->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : self->backoff_ms * 2;
@@ -313,7 +315,8 @@ static int s_connect(store_t *self)
         metrics_add(s_m.lost, 1);
         redisFree(self->ctx);
         self->ctx = NULL;
-        self->retry_at = 0; /* nothing was sent: try a new connection now, not after backoff */
+        self->steady_since = 0; /* Redis went away meanwhile */
+        self->retry_at = 0;     /* nothing was sent: try a new connection now, not after backoff */
     }
     if (self->ctx)
         return 0;
@@ -380,6 +383,8 @@ static redisReply *s_checked(store_t *self, redisReply *reply)
         return NULL;
     }
     self->ok = 1;
+    if (!self->steady_since)
+        self->steady_since = util_mono_ms();
     if (reply->type == REDIS_REPLY_ERROR && strncmp(reply->str, "READONLY", 8) == 0) {
         /* A demoted primary: the write was refused (not applied). The next command asks the
            sentinels for the new primary. */
@@ -523,6 +528,11 @@ int store_wait(store_t *self)
 int store_ok(store_t *self)
 {
     return self->ok;
+}
+
+int64_t store_steady_ms(store_t *self)
+{
+    return self->steady_since ? util_mono_ms() - self->steady_since : 0;
 }
 
 redisReply *store_run(store_t *self, const store_lua_t *script, int nkeys, int argc,

@@ -76,6 +76,11 @@ redisReply *store_commandv(store_t *self, int argc, const char **argv, const siz
 /* True when the last command reached Redis. */
 int store_ok(store_t *self);
 
+/* How long (ms) every command has reached Redis: 0 until one has, and again from each lost
+   connection (an outage, a failover). Heartbeats cannot be recorded while Redis is away, so a
+   service judges a host by its beats only once this exceeds its grace. */
+int64_t store_steady_ms(store_t *self);
+
 /* EVALSHA the script, loading it (SCRIPT LOAD) when Redis does not know it yet or any more.
    argv holds nkeys keys, then the arguments: every key the script touches is among the
    keys. Same NULL/ERROR convention as store_command; a retry-safe script whose connection

@@ -496,17 +496,8 @@ int requests_create(store_t *store, const policy_t *policy, const Berth__CreateR
         return error_set(fault, "INTERNAL", "out of memory");
     }
     /* The policy engine says whether it is approved at once, or the level it waits for. */
-    Berth__Group *grp = NULL;
-    if (groups_find(store, group_id, &grp, fault) != 0) {
-        model_tx_destroy(&tx);
-        s_batch_free(&b);
-        protobuf_c_message_free_unpacked(&tmpl->base, NULL);
-        networks_vm_list_free(&vnets, n_vnets);
-        return -1;
-    }
-    decide_policy_t rule = decide_effective(grp, tmpl);
-    const char *awaiting = decide_first_level(rule, grp, tmpl, count);
-    protobuf_c_message_free_unpacked(&grp->base, NULL);
+    decide_policy_t rule = decide_effective(group, tmpl);
+    const char *awaiting = decide_first_level(rule, group, tmpl, count);
     int approved = awaiting == NULL;
     Berth__ApprovalStep auto_step = BERTH__APPROVAL_STEP__INIT, *auto_steps[1] = { &auto_step };
     auto_step.level = DECIDE_LEVEL_AUTO;

@@ -223,6 +223,7 @@ int main(int argc, char **argv)
         return 2;
     config_t *c = service_config(service);
     config_declare(c, "host_timeout_ms", "3000", 0);
+    config_declare(c, "host_down_grace_ms", "5000", 0);
     config_declare(c, "ram_ratio", "1.0", 0);
     config_declare(c, "cpu_ratio", "4.0", 0);
     config_declare(c, "disk_ratio", "1.0", 0);
@@ -244,6 +245,7 @@ int main(int argc, char **argv)
     placement_config_defaults(&pc);
     int64_t max_hosts, max_exclude, max_alternates, attempts, follow_ms;
     if (config_int(c, "host_timeout_ms", 100, 86400000, &pc.host_timeout_ms) ||
+        config_int(c, "host_down_grace_ms", 0, 600000, &pc.down_grace_ms) ||
         config_int(c, "host_follow_ms", 0, 60000, &follow_ms) ||
         config_int(c, "host_refresh_ms", 0, 600000, &pc.refresh_ms) ||
         config_int(c, "max_hosts", 1, 1000000, &max_hosts) ||

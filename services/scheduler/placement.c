@@ -163,6 +163,7 @@ struct _placement_t {
     int *reserved_hosts;       /* indices of the hosts with a reservation hash */
     int n_reserved_hosts;
     unsigned rank_stamp;      /* this decision's mark on the hosts it filtered (s_rank) */
+    int judging;              /* this decision judges hosts by their beats (s_rank_begin) */
     int ranked_all;           /* the last s_rank filtered every host */
     int ranked_front;         /* the last ranking's preferred candidates (the first ones) */
     int64_t loaded_at;        /* monotonic ms of the last load; 0 = never */
@@ -203,6 +204,7 @@ static const char *const s_filter_names[F_COUNT] = { "state",        "exclude", 
 void placement_config_defaults(placement_config_t *config)
 {
     *config = (placement_config_t){ .host_timeout_ms = 3000,
+                                    .down_grace_ms = 5000,
                                     .ram_ratio = 1.0,
                                     .cpu_ratio = 4.0,
                                     .disk_ratio = 1.0,
@@ -915,6 +917,8 @@ static void s_used(const s_host_t *h, int64_t used[3])
 
 static int s_is_up(const placement_t *self, const s_host_t *h, int64_t now)
 {
+    if (!self->judging) /* Redis was away lately: no beat could be recorded, go by the state */
+        return h->up;
     /* Following the stream, the copy's last_seen_ms is the load's: liveness comes from the
        beats' ttl (placement_follow), and the claim script checks last_seen_ms itself. */
     if (self->following)
@@ -1076,6 +1080,10 @@ static int s_peers(placement_t *self, const Berth__SelectHost *req)
 static const char *s_rank_begin(placement_t *self, const Berth__SelectHost *req, int64_t now,
                                 int counts[F_COUNT])
 {
+    /* While Redis was away (an outage, a failover) nobody's heartbeat could be recorded, so
+       every host would look silent: beats count only once it has answered for down_grace_ms
+       (taskmgr judges hosts DOWN by the same rule); until then a host is what its state says. */
+    self->judging = store_steady_ms(self->store) >= self->config.down_grace_ms;
     memset(counts, 0, sizeof(int) * F_COUNT);
     memset(self->pool_free, 0, sizeof self->pool_free);
     for (int i = 0; self->any.count > 0 && i < self->n_hosts; i++) {
@@ -1416,7 +1424,10 @@ static int s_claim(placement_t *self, const Berth__SelectHost *req, s_host_t *h,
     snprintf(disk, sizeof disk, "%lld", (long long)f->disk_gb);
     snprintf(now_text, sizeof now_text, "%lld", (long long)now);
     snprintf(at, sizeof at, "%lld", (long long)clock_now_ms());
-    snprintf(timeout, sizeof timeout, "%lld", (long long)self->config.host_timeout_ms);
+    /* The claim script checks the beat too, by the same rule (s_rank_begin): not yet judging,
+       any beat will do. */
+    snprintf(timeout, sizeof timeout, "%lld",
+             self->judging ? (long long)self->config.host_timeout_ms : (long long)INT64_MAX / 4);
     int n_pool = with_pool ? self->n_hosts : 0;
     const char **argv =
         calloc((size_t)(7 + 2 * n_pool + 3 * LIMIT_VM_NETWORKS_MAX + 1 + 1 + 19), sizeof *argv);

@@ -35,6 +35,7 @@
 
 typedef struct {
     int64_t host_timeout_ms; /* a host not seen for longer is not UP */
+    int64_t down_grace_ms;   /* hosts judged by their beats once Redis answered this long */
     double ram_ratio;        /* usable RAM = capacity * ratio */
     double cpu_ratio;        /* vCPU overcommit */
     double disk_ratio;

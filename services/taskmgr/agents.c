@@ -51,23 +51,23 @@ typedef struct {
 
 struct _agents_t {
     service_t *service;
-    zhashx_t *parked; /* host -> s_park_t */
-    zhashx_t *outbox; /* host -> zlistx_t of s_out_t */
-    zhashx_t *hosts;  /* host -> s_host_t */
-    zhashx_t *down;   /* host -> "1" (stored DOWN) or "0" (not yet): hosts past their ttl */
+    zhashx_t *parked;   /* host -> s_park_t */
+    zhashx_t *outbox;   /* host -> zlistx_t of s_out_t */
+    zhashx_t *hosts;    /* host -> s_host_t */
+    zhashx_t *down;     /* host -> "1" (stored DOWN) or "0" (not yet): hosts past their ttl */
     zhashx_t *rebuilds; /* ReleaseClaim call id -> id of a lost VM to build again after it */
     agents_result_fn *on_result;
     void *on_result_arg;
     agents_down_fn *on_down; /* told when a host goes past its ttl (the task engine) */
     void *on_down_arg;
-    assertion_t *verifier;  /* checks who a SetHostMaintenance acts for (loaded on first use) */
-    int release_timeout_ms; /* ReleaseClaim of a VM a returning host lost */
-    int down_grace_ms;      /* Redis answering this long before a host is judged DOWN */
-    int64_t store_ok_since; /* monotonic ms since the checks reach Redis (0: they do not) */
+    assertion_t *verifier;   /* checks who a SetHostMaintenance acts for (loaded on first use) */
+    int release_timeout_ms;  /* ReleaseClaim of a VM a returning host lost */
+    int down_grace_ms;       /* Redis answering this long before a host is judged DOWN */
+    int64_t judge_from;      /* monotonic ms from which hosts are judged (0: not started) */
     int64_t last_check_mono; /* monotonic ms of the last check (0: none yet) */
-    int max_wait_ms;        /* longest a poll is parked */
-    size_t max_host_cmds;   /* commands waiting per host */
-    int outbox_full;        /* warned once */
+    int max_wait_ms;         /* longest a poll is parked */
+    size_t max_host_cmds;    /* commands waiting per host */
+    int outbox_full;         /* warned once */
 };
 
 #define AGENT_IMAGES_MAX 1024 /* cached images recorded per host */
@@ -226,8 +226,7 @@ static int s_placed(store_t *store, const char *host, s_vm_ref_t **refs, size_t 
             redisReply *row = r->element[i];
             if (row->type != REDIS_REPLY_ARRAY || row->elements != 3 ||
                 row->element[0]->type != REDIS_REPLY_STRING || !streq(row->element[0]->str, host) ||
-                row->element[1]->type != REDIS_REPLY_STRING ||
-                !s_running(row->element[1]->str))
+                row->element[1]->type != REDIS_REPLY_STRING || !s_running(row->element[1]->str))
                 continue;
             if (count == cap) {
                 size_t more = cap ? 2 * cap : 16;
@@ -337,12 +336,11 @@ static void s_rebuild(agents_t *self, const char *vm_id)
     store_t *store = service_store(self->service);
     char vkey[KEYS_MAX], task_id[UTIL_ID_LEN];
     Berth__Vm *vm = NULL;
-    if (model_load(store, &berth__vm__descriptor, keys_vm(vkey, vm_id),
-                   (ProtobufCMessage **)&vm) != 0)
+    if (model_load(store, &berth__vm__descriptor, keys_vm(vkey, vm_id), (ProtobufCMessage **)&vm) !=
+        0)
         return;
     model_tx_t *tx = NULL;
-    if (streq(vm->state, "ERROR") && vm->rebuild_on_loss &&
-        (tx = model_tx_new()) != NULL) {
+    if (streq(vm->state, "ERROR") && vm->rebuild_on_loss && (tx = model_tx_new()) != NULL) {
         model_tx_actor(tx, "service:taskmgr", NULL);
         model_tx_check(tx, vkey, "fault", vm->fault); /* still the loss it was left with */
         Berth__Vm after = *vm;
@@ -582,20 +580,20 @@ static int s_check_down(service_t *service, void *arg)
     if (!r || r->type != REDIS_REPLY_ARRAY) {
         if (r)
             freeReplyObject(r);
-        self->store_ok_since = 0;
         return 0;
     }
-    /* While Redis was unreachable no heartbeat could be recorded, by any instance: every
-       host looks silent then. Hosts are judged only once Redis has answered for a while
-       (and this instance has been up as long), so the agents' beats have come through. */
+    /* Nobody's heartbeat could be recorded while Redis was away (an outage, a failover, a
+       connection lost by any of this instance's calls): every host looks silent then. Hosts
+       are judged only once Redis has answered for host_down_grace_ms, so the agents' beats
+       have come through; nor until this instance has run that long, at start and after it
+       stood still itself (stopped, starved): the beats sent to it meanwhile are only now
+       coming through. */
     int64_t mono = util_mono_ms();
-    /* Nor right after this instance itself stood still (stopped, starved) for that long: the
-       beats sent to it meanwhile are only now coming through. */
-    if (!self->store_ok_since ||
+    if (!self->judge_from ||
         (self->last_check_mono && mono - self->last_check_mono > self->down_grace_ms))
-        self->store_ok_since = mono;
+        self->judge_from = mono + self->down_grace_ms;
     self->last_check_mono = mono;
-    if (mono - self->store_ok_since < self->down_grace_ms) {
+    if (mono < self->judge_from || store_steady_ms(store) < self->down_grace_ms) {
         freeReplyObject(r);
         return 0;
     }

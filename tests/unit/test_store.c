@@ -243,11 +243,14 @@ static void test_reconnect_after_redis_restart(void **state)
     const char *key = "berth:vm:{v5}";
     assert_int_equal(
         model_transition(f->store, key, "", 0, "REQUESTED", "vm.requested", 0, NULL, NULL), 0);
+    testenv_pause_ms(30);
+    assert_true(store_steady_ms(f->store) >= 30); /* answering since the first command */
     assert_int_equal(testenv_redis_stop(f->redis), 0);
 
     /* Redis gone: every call fails fast with NULL / -1 and nothing crashes. */
     assert_null(store_command(f->store, "PING"));
     assert_false(store_ok(f->store));
+    assert_int_equal(store_steady_ms(f->store), 0); /* the outage starts the count again */
     assert_int_equal(
         model_transition(f->store, key, "REQUESTED", 1, "APPROVED", "vm.approved", 0, NULL, NULL),
         -1);
@@ -261,6 +264,8 @@ static void test_reconnect_after_redis_restart(void **state)
     assert_int_equal(testenv_redis_restart(f->redis), 0);
     int64_t took = s_wait_reconnect(f->store, 4000);
     print_message("reconnected %lld ms after the restart\n", (long long)took);
+    int64_t steady = store_steady_ms(f->store);
+    assert_true(steady >= 0 && steady < 1000); /* counted from the reconnection */
     s_assert_field(f->store, key, "state", "REQUESTED");
     int64_t version = 0;
     assert_int_equal(model_transition(f->store, key, "REQUESTED", 1, "APPROVED", "vm.approved", 0,
@@ -312,6 +317,7 @@ static void test_first_commands_after_restart_succeed(void **state)
 
     /* Redis restarts while the store sits idle on its connection. The first command is a
        write that is not safe to send twice: it must still succeed, and apply once. */
+    testenv_pause_ms(200);
     assert_int_equal(testenv_redis_stop(f->redis), 0);
     assert_int_equal(testenv_redis_restart(f->redis), 0);
     redisReply *r = store_command(f->store, "INCR berth:test:counter");
@@ -320,6 +326,8 @@ static void test_first_commands_after_restart_succeed(void **state)
     assert_int_equal(r->integer, 1);
     freeReplyObject(r);
     assert_true(store_ok(f->store));
+    /* The restart went unseen by any failed command: the store still counts from it. */
+    assert_true(store_steady_ms(f->store) < 200);
 
     /* The same for a read and for a transaction (a new script cache too). */
     assert_int_equal(testenv_redis_stop(f->redis), 0);

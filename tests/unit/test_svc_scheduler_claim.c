@@ -30,7 +30,8 @@ static placement_config_t s_config(void)
 {
     placement_config_t c;
     placement_config_defaults(&c);
-    c.refresh_ms = 0; /* every decision reloads: tests change hosts between calls */
+    c.down_grace_ms = 0; /* the store is fresh: judge hosts by their beats at once */
+    c.refresh_ms = 0;    /* every decision reloads: tests change hosts between calls */
     return c;
 }
 
@@ -714,6 +715,34 @@ static void test_race_never_overcommits(void **state)
     assert_int_equal(s_used(f->store, "only", "used_ram_mb"), 1024 * fits);
 }
 
+/* Right after Redis came back (an outage, a failover) no heartbeat could have been recorded:
+   a host whose last beat is old is still placed on by its state, claim included, until the
+   store has answered for down_grace_ms; a DOWN host never is. */
+static void test_silent_hosts_wait_for_the_grace(void **state)
+{
+    fixture_t *f = *state;
+    placement_config_t c = s_config();
+    c.down_grace_ms = 600000; /* this store has not answered that long */
+    placement_t *p = placement_new(f->store, &c);
+    assert_non_null(p);
+    s_host(f->store, "down", "DOWN", 0, 64, 65536, 1000);
+    s_host(f->store, "silent", "UP", 10000, 64, 65536, 1000); /* heartbeat 10 s old */
+    placement_result_t res;
+    berth_error_t error = { 0 };
+    char vm[UTIL_ID_LEN];
+    s_vm(1, vm);
+    assert_int_equal(s_select(p, vm, 2, 2048, 10, NULL, 0, &res, &error), 0);
+    assert_string_equal(res.host, "silent");
+    assert_int_equal(s_count_claims(f->store), 1);
+    placement_destroy(&p);
+
+    /* Judged by its beats (the store has answered long enough): not placed on. */
+    s_vm(2, vm);
+    assert_int_equal(s_select(f->placement, vm, 2, 2048, 10, NULL, 0, &res, &error),
+                     PLACEMENT_NO_VALID_HOST);
+    assert_int_equal(s_count_claims(f->store), 1);
+}
+
 static void test_stale_cache_never_says_no(void **state)
 {
     fixture_t *f = *state;
@@ -773,6 +802,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_release_exact, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_bad_requests, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_race_never_overcommits, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_silent_hosts_wait_for_the_grace, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_stale_cache_never_says_no, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_store_down, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_reservation_on_host, s_setup, s_teardown),

@@ -83,6 +83,7 @@ static placement_t *s_placement_as(store_t *store, int pack)
 {
     placement_config_t c;
     placement_config_defaults(&c);
+    c.down_grace_ms = 0; /* the store is fresh: judge hosts by their beats at once */
     c.refresh_ms = 60000;
     c.pack = pack;
     placement_t *p = placement_new(store, &c);
