@@ -12,7 +12,9 @@
 Needs are the image's minimum plus each application's (the largest an image of the OS
 states), plus the scheduler's 10 % margin, rounded up."""
 import glob
+import json
 import math
+import tempfile
 import os
 import subprocess
 import sys
@@ -196,6 +198,45 @@ class Heuristics(PlatformCase):
                                       recursive=True) if os.path.isfile(f)]
         seed = [open(f, "rb").read() for f in seeds]
         self.assertTrue(any(b"packages:\n  - nginx\n" in s for s in seed), seeds)
+
+    def test_cli(self):
+        home = tempfile.mkdtemp(dir=self.p.data_dir)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("BERTH_")}
+        env.update({"BERTH_URL": self.p.url, "XDG_CONFIG_HOME": home, "HOME": home})
+
+        def berth(*args, rc=0):
+            r = subprocess.run([self.p.binary("berth")] + list(args), env=env,
+                               capture_output=True, text=True, timeout=60,
+                               input=self.p.admin_password + "\n")
+            self.assertEqual(r.returncode, rc, "berth %s: %s %s" % (args, r.stdout, r.stderr))
+            return r.stdout + r.stderr
+        berth("login", self.p.admin_user, "--password-stdin")
+        before = self.state()
+        # A dry run: the verdict, the image, the lists, the suggestion; exit 1 when refused.
+        out = berth("request", "--os", "debian", "--app", "nginx", "--app", "redis", "--vcpus",
+                    "1", "--ram", "512", "--disk", "10", "--dry-run", rc=1)
+        self.assertIn("refused", out)
+        self.assertIn("db (debian 12", out)
+        self.assertIn("first boot   nginx", out)
+        self.assertIn("raise RAM to %d MB" % need(512, 256, 128), out)
+        out = berth("request", "--os", "debian", "--app", "nginx", "--vcpus", "1", "--ram",
+                    "2048", "--disk", "10", "--dry-run")
+        self.assertIn("verdict      ok", out)
+        verdict = json.loads(berth("request", "--os", "debian", "--vcpus", "1", "--ram", "2048",
+                                   "--disk", "10", "--dry-run", "-o", "json"))
+        self.assertEqual(verdict["image"]["name"], "debian-12")
+        self.assertEqual(json.loads(berth("request", "small", "--dry-run", "-o",
+                                          "json"))["template"], "small")
+        self.assertEqual(self.state(), before)
+        # Refused for real: each rule and the suggestions, nothing created.
+        out = berth("request", "cli-web", "--os", "debian", "--app", "tensorflow", "--vcpus",
+                    "1", "--ram", "4096", "--disk", "20", rc=1)
+        self.assertIn("applications: application tensorflow has no build for debian 12", out)
+        self.assertIn("- drop application tensorflow", out)
+        self.assertIn("- choose ubuntu 24.04, which has tensorflow", out)
+        self.assertEqual(self.state(), before)
+        berth("request", "--app", "nginx", "x", rc=2)
+        berth("request", "small", "x", "--ram", "1024", rc=2)
 
 
 if __name__ == "__main__":
