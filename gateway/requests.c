@@ -38,6 +38,14 @@ static void s_payload(json_t *view, const Berth__Request *r)
     const Berth__Onboarding *o = r->onboarding;
     const Berth__Allocation *a = r->allocation;
     const Berth__LeaseExtension *e = r->extension;
+    if (r->os && *r->os) { /* a custom build: the machine it described */
+        json_t *apps = json_array();
+        for (size_t i = 0; apps && i < r->n_applications; i++)
+            json_array_append_new(apps, json_string(S(r->applications[i])));
+        json_object_set_new(view, "build",
+                            json_pack("{s:s, s:o, s:o}", "os", r->os, "applications", apps,
+                                      "flavor", view_resources(r->flavor)));
+    }
     if (e)
         json_object_set_new(view, "extension",
                             json_pack("{s:o, s:i, s:o, s:o}", "vm", view_str(e->vm), "days",

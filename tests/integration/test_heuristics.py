@@ -186,8 +186,7 @@ class Heuristics(PlatformCase):
         r = self.api.call("POST", "/v1/requests",
                           dict(custom(apps=["nginx", "redis"], ram=want), name="cache"))
         self.assertEqual(r.status, 202, r)
-        vm_id = r.json()["request"]["vms"][0]["id"] if isinstance(
-            r.json()["request"]["vms"][0], dict) else r.json()["request"]["vms"][0]
+        vm_id = r.json()["request"]["vms"][0]["id"]
         vm = self.api.wait_vm(vm_id, ("ACTIVE",))
         self.assertEqual(vm["image"], "db")
         self.assertIsNone(vm["template"])
@@ -198,6 +197,33 @@ class Heuristics(PlatformCase):
                                       recursive=True) if os.path.isfile(f)]
         seed = [open(f, "rb").read() for f in seeds]
         self.assertTrue(any(b"packages:\n  - nginx\n" in s for s in seed), seeds)
+
+    def test_group_policy_and_lease(self):
+        """A custom build takes its group's approval policy (here: a manager decides) and its
+        lease (the group's max_lease_days); the request shows what it described."""
+        r = self.api.call("POST", "/v1/groups", {"name": "gated", "approval_policy": "manager",
+                                                 "max_lease_days": 9})
+        self.assertEqual(r.status, 201, r)
+        mia = self.api.create_user("mia", "member-password-1")
+        max_ = self.api.create_user("max", "manager-password-1")
+        for user, role in (("mia", "member"), ("max", "manager")):
+            r = self.api.call("POST", "/v1/groups/gated/members", {"user": user, "role": role})
+            self.assertEqual(r.status, 201, r)
+        r = mia.call("POST", "/v1/requests", dict(custom(apps=["nginx"]), name="gated-web",
+                                                  group="gated"))
+        self.assertEqual(r.status, 202, r)
+        req = r.json()["request"]
+        self.assertEqual(req["state"], "PENDING_APPROVAL")
+        self.assertEqual(req["awaiting"], "manager")
+        self.assertIsNone(req["template"])
+        self.assertEqual(req["build"], {"os": "debian", "applications": ["nginx"],
+                                        "flavor": {"vcpus": 1, "ram_mb": 1024, "disk_gb": 10}})
+        r = max_.call("POST", "/v1/requests/%s/approve" % req["id"], {})
+        self.assertEqual(r.status, 200, r)
+        vm = self.api.wait_vm(req["vms"][0]["id"], ("ACTIVE",))
+        self.assertEqual(vm["lease_days"], 9)
+        self.assertEqual(vm["image"], "web")
+        self.assertEqual(vm["applications"], {"from_image": ["nginx"], "first_boot": []})
 
     def test_cli(self):
         home = tempfile.mkdtemp(dir=self.p.data_dir)
