@@ -372,13 +372,16 @@ void builds_begin(approval_t *approval, bus_request_t *request, const Berth__Cre
     Berth__Resources flavor = BERTH__RESOURCES__INIT;
     Berth__Template *tmpl = NULL;
     int rc = 0;
-    if (!custom && (msg->os && *msg->os ? 1 : builds_wanted(msg) && !msg->validate_only))
-        rc = error_field(&fault, "os",
-                         "a request names a template or describes its machine (os, "
-                         "applications, vcpus, ram_mb, disk_gb), not both");
-    else if (!custom && (msg->n_applications || msg->vcpus || msg->ram_mb || msg->disk_gb ||
-                         (msg->os_version && *msg->os_version)))
-        rc = error_field(&fault, msg->n_applications ? "applications" : "vcpus",
+    int described = msg->n_applications || msg->vcpus || msg->ram_mb || msg->disk_gb ||
+                    (msg->os_version && *msg->os_version);
+    if (!custom && ((msg->os && *msg->os) || described))
+        rc = error_field(&fault,
+                         msg->os && *msg->os   ? "os"
+                         : msg->n_applications ? "applications"
+                         : msg->vcpus          ? "vcpus"
+                         : msg->ram_mb         ? "ram_mb"
+                         : msg->disk_gb        ? "disk_gb"
+                                               : "os_version",
                          "a request names a template or describes its machine (os, "
                          "applications, vcpus, ram_mb, disk_gb), not both");
     if (rc == 0 && custom)

@@ -22,7 +22,11 @@ typedef struct {
     int truncated;     /* last refresh ignored hosts over max_hosts: logged once */
     zhashx_t *digests; /* image name -> s_digest_t: its SHA-256 as last read */
     heuristics_config_t heuristics;
-    int64_t max_images; /* most catalog images one ValidateBuild reads */
+    int64_t max_images;     /* most catalog images one ValidateBuild reads */
+    int64_t image_cache_ms; /* the catalog as read is used this long (0: read every time) */
+    Berth__Image **images;  /* the catalog as last read */
+    size_t n_images;
+    int64_t images_read_ms; /* monotonic; 0: never */
 } scheduler_t;
 
 /* An image's digest as read from its record, and when. */
@@ -203,7 +207,7 @@ static int s_images(scheduler_t *self, Berth__Image ***images_p, size_t *n_p)
 
 static void s_images_free(Berth__Image **images, size_t n)
 {
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; images && i < n; i++)
         protobuf_c_message_free_unpacked(&images[i]->base, NULL);
     free(images);
 }
@@ -222,17 +226,31 @@ static void s_on_validate_build(bus_request_t *request, void *arg)
         bus_reply_error(request, "BAD_REQUEST", "too many applications");
         return;
     }
-    Berth__Image **images = NULL;
-    size_t n_images = 0;
+    /* The catalog, read again once image_cache_ms old: a form checking as its user types
+       costs a scan of the catalog at most that often. */
+    int64_t now = util_mono_ms();
+    if (!self->images_read_ms || now - self->images_read_ms >= self->image_cache_ms) {
+        Berth__Image **fresh = NULL;
+        size_t n_fresh = 0;
+        if (s_images(self, &fresh, &n_fresh) != 0) {
+            bus_reply_error(request, "UNAVAILABLE", "state store unreachable");
+            return;
+        }
+        s_images_free(self->images, self->n_images);
+        self->images = fresh;
+        self->n_images = n_fresh;
+        self->images_read_ms = now;
+    }
+    Berth__Image **images = self->images;
+    size_t n_images = self->n_images;
+    if (placement_hosts(self->placement) == 0)
+        placement_refresh(self->placement); /* none known yet: look once more */
     int n_hosts = placement_hosts(self->placement);
     int64_t(*sizes)[3] = calloc((size_t)(n_hosts > 0 ? n_hosts : 1), sizeof *sizes);
     heuristics_size_t *hosts = calloc((size_t)(n_hosts > 0 ? n_hosts : 1), sizeof *hosts);
-    if (!sizes || !hosts || s_images(self, &images, &n_images) != 0 ||
-        (n_hosts = placement_capacities(self->placement, sizes, n_hosts)) < 0) {
+    if (!sizes || !hosts || (n_hosts = placement_capacities(self->placement, sizes, n_hosts)) < 0) {
         free(sizes);
         free(hosts);
-        if (images)
-            s_images_free(images, n_images);
         bus_reply_error(request, "UNAVAILABLE", "state store unreachable");
         return;
     }
@@ -251,7 +269,6 @@ static void s_on_validate_build(bus_request_t *request, void *arg)
     }
     free(sizes);
     free(hosts);
-    s_images_free(images, n_images);
 }
 
 /* The hosts by state, as the copy has them. */
@@ -337,6 +354,7 @@ int main(int argc, char **argv)
     config_declare(c, "max_vms_hosts", "", 0);
     config_declare(c, "fit_margin_pct", "10", 0);
     config_declare(c, "max_images", "10000", 0);
+    config_declare(c, "image_cache_ms", "1000", 0);
 
     scheduler_t self = { .service = service };
     int rc = 1;
@@ -355,6 +373,7 @@ int main(int argc, char **argv)
         config_int(c, "max_vms_per_host", 0, 1000000, &pc.max_vms_per_host) ||
         config_int(c, "fit_margin_pct", 0, 1000, &margin) ||
         config_int(c, "max_images", 1, 100000, &self.max_images) ||
+        config_int(c, "image_cache_ms", 0, 600000, &self.image_cache_ms) ||
         s_ratio(c, "ram_ratio", &pc.ram_ratio) || s_ratio(c, "cpu_ratio", &pc.cpu_ratio) ||
         s_ratio(c, "disk_ratio", &pc.disk_ratio))
         goto done;
@@ -400,6 +419,7 @@ int main(int argc, char **argv)
 done:
     placement_destroy(&self.placement);
     zhashx_destroy(&self.digests);
+    s_images_free(self.images, self.n_images);
     service_destroy(&service);
     return rc;
 }
