@@ -261,6 +261,11 @@ class Heuristics(PlatformCase):
         self.assertIn("- drop application tensorflow", out)
         self.assertIn("- choose ubuntu 24.04, which has tensorflow", out)
         self.assertEqual(self.state(), before)
+        # The VM built from a followed suggestion shows its applications.
+        out = berth("request", "cli-cache", "--os", "debian", "--app", "nginx", "--app", "redis",
+                    "--vcpus", "1", "--ram", str(need(512, 256, 128)), "--disk", "10", "--wait")
+        self.assertIn("ACTIVE", out)
+        self.assertIn("from image: redis; first boot: nginx", berth("vm", "show", "cli-cache"))
         berth("request", "--app", "nginx", "x", rc=2)
         berth("request", "small", "x", "--ram", "1024", rc=2)
 
