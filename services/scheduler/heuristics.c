@@ -359,10 +359,9 @@ static int s_verdict(const heuristics_config_t *config, const Berth__ValidateBui
         return -1;
     char value[96];
     if (v->need_ram_mb > want.ram_mb) {
-        if (s_rule(v, "ram", "ram_mb",
-                   "ram_mb %lld is below the %lld MB %s and its applications need (with a %d%% "
-                   "margin)",
+        if (s_rule(v, "ram", "ram_mb", "ram_mb %lld is below the %lld MB %s%s (with a %d%% margin)",
                    (long long)want.ram_mb, (long long)v->need_ram_mb, best->name,
+                   ask->n_applications ? " and its applications need" : " needs",
                    config->margin_pct) != 0)
             return -1;
         snprintf(value, sizeof value, "%lld", (long long)v->need_ram_mb);
@@ -372,9 +371,9 @@ static int s_verdict(const heuristics_config_t *config, const Berth__ValidateBui
     }
     if (v->need_disk_gb > want.disk_gb) {
         if (s_rule(v, "disk", "disk_gb",
-                   "disk_gb %lld is below the %lld GB %s and its applications need (with a %d%% "
-                   "margin)",
+                   "disk_gb %lld is below the %lld GB %s%s (with a %d%% margin)",
                    (long long)want.disk_gb, (long long)v->need_disk_gb, best->name,
+                   ask->n_applications ? " and its applications need" : " needs",
                    config->margin_pct) != 0)
             return -1;
         snprintf(value, sizeof value, "%lld", (long long)v->need_disk_gb);
