@@ -30,7 +30,8 @@ typedef struct {
     char template_name[LIMIT_TEMPLATE_REF_MAX + 1]; /* a template's dry run: its name */
     int admin;
     int count;
-    int offered; /* the group offers the template (a template's dry run) */
+    int offered;     /* the group offers the template (a template's dry run) */
+    int64_t left[4]; /* what the quotas leave of vms, vcpus, ram_mb, disk_gb (-1: no limit) */
 } s_pending_t;
 
 int builds_wanted(const Berth__CreateRequest *msg)
@@ -150,6 +151,37 @@ static int s_usage(store_t *store, const char *key, int64_t used[4])
     return 0;
 }
 
+/* What would fit what the quota leaves of resource i (0 vms, 1 vcpus, 2 ram_mb, 3 disk_gb),
+   each VM taking `each` of it: a smaller size per VM that still covers the need (a custom
+   build's; a template's size is the template's), else fewer VMs, else more quota. */
+static int s_quota_suggest(s_pending_t *p, const Berth__Group *g, Berth__BuildVerdict *v, int i,
+                           int64_t left, int64_t each)
+{
+    static const char *kinds[4] = { "count", "vcpus", "ram_mb", "disk_gb" };
+    static const char *what[4] = { "VMs", "vCPUs", "MB RAM", "GB disk" };
+    int64_t least[4] = { 1, 1, v->need_ram_mb > 0 ? v->need_ram_mb : LIMIT_RAM_MB_MIN,
+                         v->need_disk_gb > 0 ? v->need_disk_gb : 1 };
+    int64_t per_vm = p->count > 0 ? left / p->count : left;
+    int64_t vms = each > 0 ? left / each : 0;
+    char value[32], text[192];
+    if (i > 0 && !*p->template_name && per_vm >= least[i]) {
+        snprintf(value, sizeof value, "%lld", (long long)per_vm);
+        snprintf(text, sizeof text, "lower to %lld %s%s, what the quota of group %s leaves",
+                 (long long)per_vm, what[i], p->count > 1 ? " each" : "", g->name);
+        return s_suggest(v, kinds[i], value, text);
+    }
+    if (p->count > 1 && vms >= 1) {
+        snprintf(value, sizeof value, "%lld", (long long)vms);
+        snprintf(text, sizeof text, "ask for %lld VM%s, what the quota of group %s leaves",
+                 (long long)vms, vms == 1 ? "" : "s", g->name);
+        return s_suggest(v, "count", value, text);
+    }
+    snprintf(text, sizeof text,
+             "ask for more quota for group %s (an allocation request: berth allocate %s)", g->name,
+             g->name);
+    return s_suggest(v, "allocation", g->name, text);
+}
+
 /* The quota rule: would count VMs of the size pass the group's quota or the owner's
    user_quota in it (as model_tx_charge decides; a limit of 0 is none)? */
 static int s_quota(s_pending_t *p, const Berth__Group *g, const Berth__Resources *size,
@@ -160,6 +192,8 @@ static int s_quota(s_pending_t *p, const Berth__Group *g, const Berth__Resources
                         (int64_t)p->count * size->disk_gb };
     const Berth__Quota *limits[2] = { g->quota, g->user_quota };
     store_t *store = approval_store(p->approval);
+    for (int i = 0; i < 4; i++)
+        p->left[i] = -1;
     for (int scope = 0; scope < 2; scope++) {
         const Berth__Quota *q = limits[scope];
         if (!q)
@@ -172,21 +206,27 @@ static int s_quota(s_pending_t *p, const Berth__Group *g, const Berth__Resources
             keys_build(key, KEYS_GROUP_USER_USAGE, g->id, p->owner);
         if (s_usage(store, key, used) != 0)
             return -1;
-        for (int i = 0; i < 4; i++)
-            if (limit[i] > 0 && used[i] + want[i] > limit[i] &&
-                s_rule(v, "quota", i == 0 ? "count" : names[i],
+        for (int i = 0; i < 4; i++) {
+            if (limit[i] > 0 && (p->left[i] < 0 || limit[i] - used[i] < p->left[i]))
+                p->left[i] = limit[i] - used[i];
+            if (limit[i] <= 0 || used[i] + want[i] <= limit[i])
+                continue;
+            if (s_rule(v, "quota", i == 0 ? "count" : names[i],
                        "%s quota of group %s: %s quota %lld, %lld in use, this request asks for "
                        "%lld",
                        scope ? "your per-member" : "the", g->name, names[i], (long long)limit[i],
-                       (long long)used[i], (long long)want[i]) != 0)
+                       (long long)used[i], (long long)want[i]) != 0 ||
+                s_quota_suggest(p, g, v, i, limit[i] - used[i],
+                                p->count > 0 ? want[i] / p->count : want[i]) != 0)
                 return -1;
+        }
     }
     return 0;
 }
 
-/* A template the group offers that would work instead (its OS, at least the need, and within
-   the largest host), the smallest such: suggested when the request has no application a
-   template could not bring. */
+/* A template the group offers that would work instead (its OS, at least the need, within the
+   largest host and what the quotas leave: s_quota ran first), the smallest such: suggested when the
+   request has no application a template could not bring. */
 static int s_template(s_pending_t *p, const Berth__Group *g, Berth__BuildVerdict *v)
 {
     const char *os = p->ask.os && *p->ask.os ? p->ask.os : NULL;
@@ -201,7 +241,12 @@ static int s_template(s_pending_t *p, const Berth__Group *g, Berth__BuildVerdict
     const Berth__Template *best = NULL;
     for (size_t i = 0; i < list->n_templates; i++) {
         const Berth__Template *t = list->templates[i];
-        if (!groups_offers(g, t) || strcasecmp(t->os ? t->os : "", os) != 0 ||
+        int64_t size[4] = { p->count, (int64_t)p->count * t->vcpus, (int64_t)p->count * t->ram_mb,
+                            (int64_t)p->count * t->disk_gb };
+        int within = 1; /* the count of it fits what the quotas leave */
+        for (int k = 0; k < 4; k++)
+            within = within && (p->left[k] < 0 || size[k] <= p->left[k]);
+        if (!within || !groups_offers(g, t) || strcasecmp(t->os ? t->os : "", os) != 0 ||
             strcmp(t->name, p->template_name) == 0 || t->ram_mb < v->need_ram_mb ||
             t->disk_gb < v->need_disk_gb || t->vcpus > v->largest->vcpus ||
             t->ram_mb > v->largest->ram_mb || t->disk_gb > v->largest->disk_gb)

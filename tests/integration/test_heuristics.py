@@ -147,6 +147,19 @@ class Heuristics(PlatformCase):
         v = self.dry(custom(vcpus=2, group="tight"))
         self.assertEqual({x["rule"] for x in v["violations"]}, {"quota"}, v)
         self.assertEqual(v["violations"][0]["field"], "vcpus")
+        # Fewer vCPUs, or the template of that size (medium's two would not fit either).
+        self.assertEqual([(s["kind"], s["value"]) for s in v["suggestions"]],
+                         [("vcpus", "1"), ("template", "small")], v)
+        self.assertTrue(self.dry(custom(vcpus=1, group="tight"))["ok"])
+        # Two VMs of one vCPU each: one fits; a template's size is not the asker's to change.
+        v = self.dry(custom(vcpus=1, group="tight", count=2))
+        self.assertEqual([(s["kind"], s["value"]) for s in v["suggestions"]],
+                         [("count", "1")], v)
+        # A template whose size the quota does not leave: more quota, or a smaller one.
+        v = self.dry({"template": "medium", "group": "tight"})
+        self.assertEqual({x["rule"] for x in v["violations"]}, {"quota"}, v)
+        self.assertEqual([(s["kind"], s["value"]) for s in v["suggestions"]],
+                         [("allocation", "tight"), ("template", "small")], v)
 
     def test_bad_fields(self):
         for body, field in [(dict(custom(), template="small", name="x"), "os"),
