@@ -310,9 +310,11 @@ async function requestScreen(templateId) {
     for (const k of Object.keys(body)) if (body[k] === undefined) delete body[k];
     return body;
   }
-  // What a suggestion changes in the form ("" kinds it cannot apply, e.g. size, are shown only).
+  // What a suggestion changes in the form (an allocation, a request of its own, is only shown).
   function apply(s) {
     if (s.kind === 'ram_mb') ramInput.value = s.value;
+    else if (s.kind === 'vcpus') vcpusInput.value = s.value;
+    else if (s.kind === 'count') countInput.value = s.value;
     else if (s.kind === 'disk_gb') diskInput.value = s.value;
     else if (s.kind === 'drop_application') {
       appsInput.value = appsInput.value.split(',').map((a) => a.trim())
@@ -340,7 +342,8 @@ async function requestScreen(templateId) {
         h('dt', {}, 'Needs'), h('dd', {}, `${mb(v.need.ram_mb)} RAM, ${v.need.disk_gb} GB disk`)),
       v.violations.length ? h('ul', { id: 'build-violations' }, v.violations.map((x) => h('li', { className: 'fault' }, x.message))) : null,
       v.suggestions.length ? h('ul', { id: 'build-suggestions' }, v.suggestions.map((x) => h('li', {}, x.message, ' ',
-        h('button', { type: 'button', dataset: { kind: x.kind }, onclick: () => apply(x) }, 'Apply')))) : null);
+        x.kind === 'allocation' ? null // a request of its own, made from the group's page
+          : h('button', { type: 'button', dataset: { kind: x.kind }, onclick: () => apply(x) }, 'Apply')))) : null);
   }
   let checking = 0;
   let timer = null;
