@@ -231,6 +231,8 @@ class Heuristics(PlatformCase):
         self.assertIsNone(req["template"])
         self.assertEqual(req["build"], {"os": "debian", "applications": ["nginx"],
                                         "flavor": {"vcpus": 1, "ram_mb": 1024, "disk_gb": 10}})
+        listed = [x for x in mia.get("/v1/requests")["requests"] if x["id"] == req["id"]]
+        self.assertEqual(listed[0]["build"], req["build"])
         r = max_.call("POST", "/v1/requests/%s/approve" % req["id"], {})
         self.assertEqual(r.status, 200, r)
         vm = self.api.wait_vm(req["vms"][0]["id"], ("ACTIVE",))
