@@ -89,7 +89,13 @@ static const s_command_t s_commands[] = {
       "             [--placement affinity|anti-affinity] [--ssh-key K]... [--wait]\n"
       "               [--timeout S]        ask for VMs (in group G: id or name) with your\n"
       "                                    SSH keys K installed; --wait follows them to\n"
-      "                                    ACTIVE",
+      "                                    ACTIVE\n"
+      "request create NAME --os OS [--os-version V] [--app APP]... --vcpus N\n"
+      "             --ram MB --disk GB [...]  a custom build: the scheduler picks the image,\n"
+      "                                    APPs it lacks are installed at first boot; when\n"
+      "                                    it cannot work, why and what would\n"
+      "             [--dry-run]            the verdict, image and suggestions only: nothing\n"
+      "                                    is created",
       "request" },
     { "request", .alias_of = "request create" },
     { "request list", cli_requests,

@@ -269,31 +269,140 @@ int cli_take_all(int argc, char **argv, const char *name, json_t *values)
     return out;
 }
 
+/* Print a list of strings under a label ("-" when empty). */
+static void s_names(const char *label, json_t *list)
+{
+    printf("%-12s", label);
+    if (!json_array_size(list))
+        printf(" -");
+    size_t i;
+    json_t *name;
+    json_array_foreach(list, i, name)
+        printf("%s %s", i ? "," : "", json_string_value(name) ? json_string_value(name) : "?");
+    printf("\n");
+}
+
+/* A dry run's verdict: the image, the applications, the need, each rule broken and the
+   suggestions. 0 when the request would work, 1 when not. */
+static int s_print_verdict(cli_t *cli, json_t *v)
+{
+    int ok = json_is_true(json_object_get(v, "ok"));
+    if (cli->json) {
+        cli_print_json(v);
+        return ok ? 0 : 1;
+    }
+    json_t *image = json_object_get(v, "image"), *apps = json_object_get(v, "applications");
+    json_t *need = json_object_get(v, "need");
+    printf("%-12s %s\n", "verdict", ok ? "ok" : "refused");
+    if (json_is_object(image))
+        printf("%-12s %s (%s %s, %s)\n", "image", T(image, "name"), T(image, "os"),
+               T(image, "os_version"), T(image, "kind"));
+    s_names("from image", json_object_get(apps, "from_image"));
+    s_names("first boot", json_object_get(apps, "first_boot"));
+    printf("%-12s %lld MB RAM, %lld GB disk\n", "needs",
+           (long long)json_integer_value(json_object_get(need, "ram_mb")),
+           (long long)json_integer_value(json_object_get(need, "disk_gb")));
+    size_t i;
+    json_t *x;
+    json_array_foreach(json_object_get(v, "violations"), i, x)
+        printf("%-12s %s: %s\n", i ? "" : "refused by", T(x, "rule"), T(x, "message"));
+    json_array_foreach(json_object_get(v, "suggestions"), i, x)
+        printf("%-12s %s\n", i ? "" : "suggestions", T(x, "message"));
+    return ok ? 0 : 1;
+}
+
+/* A refused custom build (422 BUILD_REFUSED): each rule with why, then the suggestions. */
+static void s_print_refused(json_t *body)
+{
+    json_t *details = json_object_get(json_object_get(body, "error"), "details");
+    const char *rules = json_string_value(json_object_get(details, "rules"));
+    fprintf(stderr, "berth: the request cannot work\n");
+    char list[512];
+    util_strlcpy(list, rules ? rules : "", sizeof list);
+    for (char *save = NULL, *rule = strtok_r(list, ",", &save); rule;
+         rule = strtok_r(NULL, ",", &save)) {
+        const char *why = json_string_value(json_object_get(details, rule));
+        fprintf(stderr, "  %s: %s\n", rule, why ? why : "");
+    }
+    const char *suggestions = json_string_value(json_object_get(details, "suggestions"));
+    if (!suggestions)
+        return;
+    fprintf(stderr, "suggestions:\n");
+    char text[1024];
+    util_strlcpy(text, suggestions, sizeof text);
+    for (char *save = NULL, *one = strtok_r(text, ";", &save); one;
+         one = strtok_r(NULL, ";", &save))
+        fprintf(stderr, "  - %s\n", one + (*one == ' '));
+}
+
 int cli_request_cmd(cli_t *cli, int argc, char **argv)
 {
-    cli_opt_t opts[] = { { "count", 1, NULL, 0 },     { "wait", 0, NULL, 0 },
-                         { "timeout", 1, NULL, 0 },   { "group", 1, NULL, 0 },
+    cli_opt_t opts[] = { { "count", 1, NULL, 0 },      { "wait", 0, NULL, 0 },
+                         { "timeout", 1, NULL, 0 },    { "group", 1, NULL, 0 },
                          { "network", 1, NULL, 0 }, /* unused: --network is taken first */
-                         { "placement", 1, NULL, 0 }, { NULL } };
-    const char *pos[2];
-    int64_t count = 1, timeout = DEFAULT_TIMEOUT_S;
-    json_t *ssh_keys = json_array(), *networks = json_array();
+                         { "placement", 1, NULL, 0 },  { "os", 1, NULL, 0 },
+                         { "os-version", 1, NULL, 0 }, { "vcpus", 1, NULL, 0 },
+                         { "ram", 1, NULL, 0 },        { "disk", 1, NULL, 0 },
+                         { "dry-run", 0, NULL, 0 },    { NULL } };
+    const char *pos[2] = { NULL, NULL };
+    int64_t count = 1, timeout = DEFAULT_TIMEOUT_S, vcpus = 0, ram = 0, disk = 0;
+    json_t *ssh_keys = json_array(), *networks = json_array(), *apps = json_array();
     argc = ssh_keys ? cli_take_all(argc, argv, "ssh-key", ssh_keys) : -1;
     argc = argc >= 0 && networks ? cli_take_all(argc, argv, "network", networks) : -1;
-    if (argc < 0 || cli_parse(argc, argv, opts, pos, 2, 2) != 0 ||
+    argc = argc >= 0 && apps ? cli_take_all(argc, argv, "app", apps) : -1;
+    int parsed = argc >= 0 ? cli_parse(argc, argv, opts, pos, 0, 2) : -1;
+    int custom = opts[6].set, dry = opts[11].set;
+    /* A template's request names TEMPLATE NAME; a custom build (--os) NAME only; a dry run
+       may leave the name out. */
+    int npos = (pos[0] != NULL) + (pos[1] != NULL);
+    int want_min = (custom ? 1 : 2) - dry, want_max = custom ? 1 : 2;
+    if (parsed != 0 || npos < want_min || npos > want_max ||
         (opts[0].set && util_parse_int(opts[0].value, INT32_MIN, INT32_MAX, &count) != 0) ||
-        (opts[2].set && util_parse_int(opts[2].value, 1, 86400, &timeout) != 0)) {
+        (opts[2].set && util_parse_int(opts[2].value, 1, 86400, &timeout) != 0) ||
+        (opts[8].set && util_parse_int(opts[8].value, INT32_MIN, INT32_MAX, &vcpus) != 0) ||
+        (opts[9].set && util_parse_int(opts[9].value, INT32_MIN, INT64_MAX, &ram) != 0) ||
+        (opts[10].set && util_parse_int(opts[10].value, INT32_MIN, INT64_MAX, &disk) != 0) ||
+        (dry && opts[1].set)) {
         fprintf(stderr,
                 "usage: berth request TEMPLATE NAME [--count N] [--group GROUP] "
                 "[--network NET]... [--placement affinity|anti-affinity] [--ssh-key NAME]... "
-                "[--wait] [--timeout SECONDS]\n");
+                "[--wait] [--timeout SECONDS] [--dry-run]\n"
+                "       berth request NAME --os OS [--os-version V] [--app APP]... --vcpus N "
+                "--ram MB --disk GB [...] [--dry-run]\n");
         json_decref(ssh_keys);
         json_decref(networks);
+        json_decref(apps);
         return 2;
     }
+    const char *template_ = custom ? NULL : pos[0];
+    const char *name = custom ? pos[0] : pos[1];
     /* The count goes to the gateway as given: it owns the limits and says what is wrong. */
-    json_t *ask = json_pack("{s:s, s:s, s:I}", "template", pos[0], "name", pos[1], "count",
-                            (json_int_t)count);
+    json_t *ask = json_pack("{s:I}", "count", (json_int_t)count);
+    if (template_)
+        json_object_set_new(ask, "template", json_string(template_));
+    if (name)
+        json_object_set_new(ask, "name", json_string(name));
+    if (custom) { /* the machine described; the gateway and approval check each field */
+        json_object_set_new(ask, "os", json_string(opts[6].value));
+        if (opts[7].set)
+            json_object_set_new(ask, "os_version", json_string(opts[7].value));
+        json_object_set(ask, "applications", apps);
+        if (opts[8].set)
+            json_object_set_new(ask, "vcpus", json_integer(vcpus));
+        if (opts[9].set)
+            json_object_set_new(ask, "ram_mb", json_integer(ram));
+        if (opts[10].set)
+            json_object_set_new(ask, "disk_gb", json_integer(disk));
+    } else if (json_array_size(apps) || opts[7].set || opts[8].set || opts[9].set || opts[10].set) {
+        fprintf(stderr, "berth request: --app, --os-version, --vcpus, --ram and --disk describe "
+                        "a custom build: give --os too, and no template\n");
+        json_decref(ask);
+        json_decref(ssh_keys);
+        json_decref(networks);
+        json_decref(apps);
+        return 2;
+    }
+    json_decref(apps);
     if (opts[3].set) /* id or name; the gateway and approval say what is wrong with it */
         json_object_set_new(ask, "group", json_string(opts[3].value));
     /* Instead of the template's, in order; approval says what is wrong with one. */
@@ -307,12 +416,36 @@ int cli_request_cmd(cli_t *cli, int argc, char **argv)
     if (json_array_size(ssh_keys))
         json_object_set(ask, "ssh_keys", ssh_keys);
     json_decref(ssh_keys);
+    if (dry) { /* the verdict only: nothing is created */
+        json_t *verdict = NULL;
+        int rc = cli_http(cli, "POST", "/v1/requests?validate_only=true", ask, &verdict);
+        json_decref(ask);
+        if (rc != 0)
+            return 1;
+        rc = s_print_verdict(cli, verdict);
+        json_decref(verdict);
+        return rc;
+    }
     /* --wait follows the live events from before the request exists. */
     cli_stream_t *stream = opts[1].set ? cli_stream_open(cli, NULL, 1) : NULL;
     json_t *body = NULL;
-    int rc = cli_http(cli, "POST", "/v1/requests", ask, &body);
+    long status = 0;
+    int rc = cli_request(cli, "POST", "/v1/requests", ask, &status, &body);
     json_decref(ask);
-    if (rc != 0) {
+    if (rc == 0 && status == 422 && custom && !cli->json) {
+        const char *code =
+            json_string_value(json_object_get(json_object_get(body, "error"), "code"));
+        if (code && streq(code, "BUILD_REFUSED")) {
+            s_print_refused(body);
+            json_decref(body);
+            cli_stream_destroy(&stream);
+            return 1;
+        }
+    }
+    if (rc != 0 || status < 200 || status >= 300 || !json_is_object(body)) {
+        if (rc == 0)
+            cli_print_error(cli, "berth", status, body);
+        json_decref(body);
         cli_stream_destroy(&stream);
         return 1;
     }

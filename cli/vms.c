@@ -186,6 +186,36 @@ int cli_vm(cli_t *cli, int argc, char **argv)
             json_object_set_new(vm, "network", json_string(line));
             json_object_del(vm, "networks");
         }
+        /* A custom build's applications: "from image: a, b; first boot: c"; none: "-". */
+        json_t *apps = json_object_get(vm, "applications");
+        if (json_is_object(apps)) {
+            char line[2048] = "";
+            size_t at = 0;
+            static const char *const lists[][2] = { { "from_image", "from image" },
+                                                    { "first_boot", "first boot" } };
+            for (size_t l = 0; l < 2; l++) {
+                json_t *list = json_object_get(apps, lists[l][0]);
+                size_t i;
+                json_t *name;
+                json_array_foreach(list, i, name)
+                {
+                    int w = snprintf(line + at, sizeof line - at, "%s%s%s",
+                                     i    ? ", "
+                                     : at ? "; "
+                                          : "",
+                                     i ? "" : lists[l][1], i ? "" : ": ");
+                    if (w < 0 || (size_t)w >= sizeof line - at)
+                        break;
+                    at += (size_t)w;
+                    w = snprintf(line + at, sizeof line - at, "%s",
+                                 json_string_value(name) ? json_string_value(name) : "?");
+                    if (w < 0 || (size_t)w >= sizeof line - at)
+                        break;
+                    at += (size_t)w;
+                }
+            }
+            json_object_set_new(vm, "applications", json_string(line[0] ? line : "-"));
+        }
         cli_print_object(vm, first);
         json_decref(vm);
     }

@@ -14,10 +14,17 @@
 json_t *view_image(const Berth__Image *im)
 {
     json_t *apps = json_array();
-    for (size_t i = 0; apps && i < im->n_applications; i++)
-        json_array_append_new(apps,
-                              json_pack("{s:o, s:o}", "name", view_str(im->applications[i]->name),
-                                        "version", view_str(im->applications[i]->version)));
+    for (size_t i = 0; apps && i < im->n_applications; i++) {
+        const Berth__ImageApp *a = im->applications[i];
+        json_t *app =
+            json_pack("{s:o, s:o}", "name", view_str(a->name), "version", view_str(a->version));
+        /* What the application needs beyond the OS, when its importer stated it. */
+        if (app && a->min_ram_mb > 0)
+            json_object_set_new(app, "min_ram_mb", json_integer((json_int_t)a->min_ram_mb));
+        if (app && a->min_disk_gb > 0)
+            json_object_set_new(app, "min_disk_gb", json_integer((json_int_t)a->min_disk_gb));
+        json_array_append_new(apps, app);
+    }
     /* direct_boot: the image boots its own kernel and initrd (the paths stay the stager's). */
     json_t *boot = im->kernel_path && *im->kernel_path
                        ? json_pack("{s:o}", "cmdline", view_str(im->cmdline))
@@ -124,11 +131,19 @@ int images_applications(http_req_t *req, Berth__ImageApp *items, Berth__ImageApp
     json_array_foreach(apps, i, app)
     {
         json_t *name = json_object_get(app, "name"), *version = json_object_get(app, "version");
-        if (!json_is_object(app) || json_object_size(app) > 2 || !json_is_string(name) ||
-            (json_object_size(app) == 2 && !version) || (version && !json_is_string(version)))
+        json_t *ram = json_object_get(app, "min_ram_mb"),
+               *disk = json_object_get(app, "min_disk_gb");
+        size_t known = 1 + (version != NULL) + (ram != NULL) + (disk != NULL);
+        if (!json_is_object(app) || json_object_size(app) != known || !json_is_string(name) ||
+            (version && !json_is_string(version)) ||
+            (ram && (!json_is_integer(ram) || json_integer_value(ram) < 0 ||
+                     json_integer_value(ram) > LIMIT_RAM_MB_MAX)) ||
+            (disk && (!json_is_integer(disk) || json_integer_value(disk) < 0 ||
+                      json_integer_value(disk) > LIMIT_DISK_GB_MAX)))
             return http_bad_field(req, "applications",
-                                  "applications[%zu] must be {\"name\": text, \"version\": text}",
-                                  i);
+                                  "applications[%zu] must be {\"name\": text, \"version\": text, "
+                                  "\"min_ram_mb\": 0 to %d, \"min_disk_gb\": 0 to %d}",
+                                  i, LIMIT_RAM_MB_MAX, LIMIT_DISK_GB_MAX);
         size_t nlen = json_string_length(name), vlen = version ? json_string_length(version) : 0;
         if (nlen == 0 || nlen > LIMIT_IMAGE_TEXT_MAX || vlen > LIMIT_IMAGE_TEXT_MAX)
             return http_bad_field(req, "applications",
@@ -137,6 +152,8 @@ int images_applications(http_req_t *req, Berth__ImageApp *items, Berth__ImageApp
         berth__image_app__init(&items[i]);
         items[i].name = (char *)json_string_value(name);
         items[i].version = (char *)(version ? json_string_value(version) : "");
+        items[i].min_ram_mb = ram ? (int64_t)json_integer_value(ram) : 0;
+        items[i].min_disk_gb = disk ? (int64_t)json_integer_value(disk) : 0;
         ptrs[i] = &items[i];
     }
     *n = json_array_size(apps);

@@ -51,7 +51,7 @@ static const http_route_t s_routes[] = {
     { "GET", "/v1/hosts", catalog_list_hosts, "host.list", NULL },
     { "GET", "/v1/hosts/{id}", catalog_get_host, "host.get", NULL },
     { "POST", "/v1/hosts/{id}/maintenance", catalog_host_maintenance, "host.maintenance", NULL },
-    { "POST", "/v1/requests", requests_create, "request.create", NULL },
+    { "POST", "/v1/requests", requests_create, "request.create", "validate_only" },
     { "GET", "/v1/requests/{id}", requests_get, "request.get", NULL },
     { "GET", "/v1/requests", requests_list, "request.list", "limit marker state owner group kind" },
     { "POST", "/v1/requests/{id}/approve", requests_approve, "request.approve", NULL },

@@ -6,6 +6,7 @@
 #include "../services/approval/decide.h"
 
 #define S_LIST_BATCH 100 /* request ids read from the index per Redis round trip */
+#define S(x)         ((x) ? (x) : "")
 
 /* The approval steps of r as JSON: [{level, decided_by, decision, reason, at}]. */
 static json_t *s_steps(const Berth__Request *r)
@@ -37,6 +38,14 @@ static void s_payload(json_t *view, const Berth__Request *r)
     const Berth__Onboarding *o = r->onboarding;
     const Berth__Allocation *a = r->allocation;
     const Berth__LeaseExtension *e = r->extension;
+    if (r->os && *r->os) { /* a custom build: the machine it described */
+        json_t *apps = json_array();
+        for (size_t i = 0; apps && i < r->n_applications; i++)
+            json_array_append_new(apps, json_string(S(r->applications[i])));
+        json_object_set_new(view, "build",
+                            json_pack("{s:s, s:o, s:o}", "os", r->os, "applications", apps,
+                                      "flavor", view_resources(r->flavor)));
+    }
     if (e)
         json_object_set_new(view, "extension",
                             json_pack("{s:o, s:i, s:o, s:o}", "vm", view_str(e->vm), "days",
@@ -158,24 +167,98 @@ static void s_created(http_req_t *req, ProtobufCMessage *answer)
     s_answer(req, 202, created, 1);
 }
 
+/* A string array (or absent) as JSON. */
+static json_t *s_strings(char **items, size_t n)
+{
+    json_t *a = json_array();
+    for (size_t i = 0; a && i < n; i++)
+        json_array_append_new(a, json_string(items[i] ? items[i] : ""));
+    return a;
+}
+
+/* The answer of a dry run (validate_only): the verdict, the image chosen, which applications
+   come with it and which at first boot, each rule broken and the suggestions. */
+static void s_validated(http_req_t *req, ProtobufCMessage *answer)
+{
+    const Berth__BuildVerdict *v = (const Berth__BuildVerdict *)answer;
+    json_t *violations = json_array(), *suggestions = json_array();
+    for (size_t i = 0; i < v->n_violations; i++)
+        json_array_append_new(violations,
+                              json_pack("{s:s, s:s, s:s}", "rule", S(v->violations[i]->rule),
+                                        "field", S(v->violations[i]->field), "message",
+                                        S(v->violations[i]->message)));
+    for (size_t i = 0; i < v->n_suggestions; i++)
+        json_array_append_new(suggestions,
+                              json_pack("{s:s, s:s, s:s}", "kind", S(v->suggestions[i]->kind),
+                                        "value", S(v->suggestions[i]->value), "message",
+                                        S(v->suggestions[i]->message)));
+    json_t *image = json_null();
+    if (v->image) {
+        json_t *apps = json_array();
+        for (size_t i = 0; i < v->image->n_applications; i++)
+            json_array_append_new(apps, json_string(S(v->image->applications[i]->name)));
+        image =
+            json_pack("{s:s, s:s, s:s, s:s, s:s, s:o, s:I, s:I}", "id", S(v->image->id), "name",
+                      S(v->image->name), "kind", *S(v->image->kind) ? S(v->image->kind) : "model",
+                      "os", S(v->image->os), "os_version", S(v->image->os_version), "applications",
+                      apps, "min_ram_mb", (json_int_t)v->image->min_ram_mb, "min_disk_gb",
+                      (json_int_t)v->image->min_disk_gb);
+    }
+    json_t *body = json_pack(
+        "{s:s, s:b, s:o, s:o, s:o, s:{s:o, s:o}, s:{s:I, s:I}, s:o, s:o, s:o}", "verdict",
+        v->ok ? "ok" : "refused", "ok", v->ok, "violations", violations, "suggestions", suggestions,
+        "image", image, "applications", "from_image", s_strings(v->from_image, v->n_from_image),
+        "first_boot", s_strings(v->first_boot, v->n_first_boot), "need", "ram_mb",
+        (json_int_t)v->need_ram_mb, "disk_gb", (json_int_t)v->need_disk_gb, "flavor",
+        view_resources(v->flavor), "largest_host", view_resources(v->largest), "template",
+        v->template_ && *v->template_ ? json_string(v->template_) : json_null());
+    if (!body) {
+        http_error(req, "INTERNAL", "out of memory");
+        return;
+    }
+    http_json(req, 200, body);
+}
+
 void requests_create(http_req_t *req)
 {
-    static const char *const allowed[] = { "template", "name",      "count",    "group", "ssh_keys",
-                                           "network",  "placement", "networks", NULL };
+    static const char *const allowed[] = { "template",   "name",         "count",
+                                           "group",      "ssh_keys",     "network",
+                                           "placement",  "networks",     "os",
+                                           "os_version", "applications", "vcpus",
+                                           "ram_mb",     "disk_gb",      NULL };
     const char *template_ = NULL, *name = NULL, *group = NULL, *network = NULL, *placement = NULL;
-    int64_t count = 1;
-    if (rest_body(req, allowed) ||
-        rest_str(req, "template", 1, LIMIT_TEMPLATE_REF_MAX, &template_) ||
-        rest_str(req, "name", 1, LIMIT_VM_NAME_MAX, &name) ||
+    const char *os = NULL, *os_version = NULL, *validate = http_query(req, "validate_only");
+    int64_t count = 1, vcpus = 0, ram_mb = 0, disk_gb = 0;
+    if (validate && !streq(validate, "true") && !streq(validate, "false")) {
+        http_bad_field(req, "validate_only", "validate_only is true or false");
+        return;
+    }
+    int dry = validate && streq(validate, "true");
+    if (rest_body(req, allowed) || rest_str(req, "os", 0, LIMIT_IMAGE_TEXT_MAX, &os) < 0 ||
+        rest_str(req, "template", !os && !dry, LIMIT_TEMPLATE_REF_MAX, &template_) < 0 ||
+        rest_str(req, "name", !dry, LIMIT_VM_NAME_MAX, &name) < 0 ||
         rest_str(req, "group", 0, LIMIT_GROUP_REF_MAX, &group) < 0 ||
         rest_int(req, "count", 0, 1, LIMIT_COUNT_MAX, &count) < 0 ||
         rest_str(req, "network", 0, LIMIT_NETWORK_NAME_MAX, &network) < 0 ||
-        rest_str(req, "placement", 0, 16, &placement) < 0)
+        rest_str(req, "placement", 0, 16, &placement) < 0 ||
+        rest_str(req, "os_version", 0, LIMIT_IMAGE_TEXT_MAX, &os_version) < 0 ||
+        rest_int(req, "vcpus", 0, 1, LIMIT_VCPUS_MAX, &vcpus) < 0 ||
+        rest_int(req, "ram_mb", 0, LIMIT_RAM_MB_MIN, LIMIT_RAM_MB_MAX, &ram_mb) < 0 ||
+        rest_int(req, "disk_gb", 0, 1, LIMIT_DISK_GB_MAX, &disk_gb) < 0)
         return;
+    if (!template_ && !os) {
+        http_bad_field(req, "template", "name a template, or describe the machine with os");
+        return;
+    }
     char *networks[LIMIT_VM_NETWORKS_MAX];
     size_t n_networks = 0;
     if (networks_string_array(req, "networks", LIMIT_VM_NETWORKS_MAX, LIMIT_NETWORK_NAME_MAX,
                               networks, &n_networks))
+        return;
+    char *apps[LIMIT_IMAGE_APPS_MAX];
+    size_t n_apps = 0;
+    if (networks_string_array(req, "applications", LIMIT_IMAGE_APPS_MAX, LIMIT_IMAGE_TEXT_MAX, apps,
+                              &n_apps))
         return;
     const char *key = http_header(req, "Idempotency-Key");
     if (key && (strlen(key) == 0 || strlen(key) > LIMIT_IDEMPOTENCY_KEY_MAX ||
@@ -207,7 +290,21 @@ void requests_create(http_req_t *req)
     ask.networks = networks; /* approval checks each (the group may use it) */
     ask.n_networks = n_networks;
     ask.placement = (char *)(placement ? placement : ""); /* approval checks */
-    rest_call(req, "approval", &ask.base, &berth__request__descriptor, s_created);
+    /* A custom build: approval checks each field and asks the scheduler for its verdict. */
+    ask.os = (char *)(os ? os : "");
+    ask.os_version = (char *)(os_version ? os_version : "");
+    ask.applications = apps;
+    ask.n_applications = n_apps;
+    ask.vcpus = (int32_t)vcpus;
+    ask.ram_mb = ram_mb;
+    ask.disk_gb = disk_gb;
+    ask.validate_only = dry;
+    ask.template_ = (char *)(template_ ? template_ : "");
+    ask.name = (char *)(name ? name : "");
+    if (dry)
+        rest_call(req, "approval", &ask.base, &berth__build_verdict__descriptor, s_validated);
+    else
+        rest_call(req, "approval", &ask.base, &berth__request__descriptor, s_created);
     sshkeys_free(ssh_keys, n_ssh_keys);
 }
 

@@ -64,6 +64,15 @@ static int s_may_run(const char *state)
            !streq(state, "PENDING_APPROVAL");
 }
 
+/* A list of names as a JSON array. */
+static json_t *s_names(char **names, size_t n)
+{
+    json_t *a = json_array();
+    for (size_t i = 0; a && i < n; i++)
+        json_array_append_new(a, json_string(names[i] ? names[i] : ""));
+    return a;
+}
+
 json_t *view_vm(const Berth__Vm *vm, int host_down)
 {
     const char *power = vm->power_state;
@@ -74,7 +83,7 @@ json_t *view_vm(const Berth__Vm *vm, int host_down)
                               rest_time(vm->tombstone_until_ms), "extensions", vm->extensions);
     return json_pack(
         "{s:s, s:s, s:s, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, "
-        "s:o, s:o, s:i, s:o, s:o, s:o, s:o, s:o}",
+        "s:o, s:o, s:i, s:o, s:o, s:o, s:o, s:o, s:o}",
         "id", S(vm->id), "name", S(vm->name), "state", S(vm->state), "power_state", view_str(power),
         "host", view_str(vm->host), "template", view_str(vm->template_), "owner",
         view_str(vm->owner), "group", view_str(vm->group), "lease", lease, "task",
@@ -84,7 +93,10 @@ json_t *view_vm(const Berth__Vm *vm, int host_down)
         rest_time(vm->updated_ms), "ssh_keys", sshkeys_view_refs(vm->ssh_keys, vm->n_ssh_keys),
         "network", view_vm_network(vm->network), "staged_image",
         vm->staged_image && *vm->staged_image ? view_str(vm->staged_image) : json_null(),
-        "networks", view_vm_networks(vm));
+        "networks", view_vm_networks(vm), "applications",
+        json_pack("{s:o, s:o}", "from_image",
+                  s_names(vm->applications_image, vm->n_applications_image), "first_boot",
+                  s_names(vm->applications_first_boot, vm->n_applications_first_boot)));
 }
 
 json_t *view_task(const Berth__Task *task)

@@ -19,6 +19,8 @@ const error_code_t error_codes[] = {
     { "QUOTA_EXCEEDED", 403, "the group's or the member's quota does not allow this" },
     { "BUDGET_EXCEEDED", 403, "the group's charges this month reached its budget's hard stop" },
     { "IDEMPOTENCY_KEY_REUSED", 422, "the idempotency key was used for another body" },
+    { "BUILD_REFUSED", 422,
+      "the machine asked for cannot work; details name each rule broken and suggestions" },
     { "RATE_LIMITED", 429, "too many requests from the address or user; see Retry-After" },
     { "INTERNAL", 500, "a fault of the platform, not of the caller" },
     /* Bus-level refusals: over HTTP they can only mean a fault of the platform. */

@@ -13,9 +13,10 @@
 
 #define ERROR_CODE_MAX    32  /* longest code, with its NUL */
 #define ERROR_MESSAGE_MAX 256 /* longest message kept, with its NUL */
-#define ERROR_DETAILS_MAX 12  /* most details one error carries */
-#define ERROR_KEY_MAX     32
-#define ERROR_VALUE_MAX   128
+#define ERROR_DETAILS_MAX                                                                          \
+    24 /* most details one error carries (a refused build: rules and suggestions) */
+#define ERROR_KEY_MAX   32
+#define ERROR_VALUE_MAX 256
 
 /* One error. Plain data: lives on the stack, copied freely, nothing to free. */
 typedef struct {

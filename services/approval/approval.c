@@ -3,6 +3,7 @@
     fault's code and message. Client mistakes are logged at info, store trouble at warn. */
 #include "approval.h"
 #include "allocations.h"
+#include "builds.h"
 #include "catalog.h"
 #include "extensions.h"
 #include "decide.h"
@@ -20,6 +21,7 @@
 struct _approval_t {
     store_t *store;        /* the service's connection, borrowed */
     assertion_t *verifier; /* checks the gateway's user assertions, borrowed */
+    bus_client_t *client;  /* the service's, borrowed: calls to the scheduler */
     policy_t policy;
     int seeded; /* the catalog is known to have its first templates */
     int warned; /* "not seeded yet" logged since the last success */
@@ -69,6 +71,16 @@ int approval_seed(approval_t *self)
 const policy_t *approval_limits(approval_t *self)
 {
     return &self->policy;
+}
+
+void approval_set_client(approval_t *self, bus_client_t *client)
+{
+    self->client = client;
+}
+
+bus_client_t *approval_client(approval_t *self)
+{
+    return self->client;
 }
 
 store_t *approval_store(approval_t *self)
@@ -304,6 +316,12 @@ static void s_on_create_request(bus_request_t *request, void *arg)
             error_detail(&fault, "field", "group");
         }
         ask.group = group_id; /* the same group requests_create resolves again */
+    }
+    if (rc == 0 && builds_wanted(&ask)) {
+        /* A custom build or a dry run: answered once the scheduler's verdict is in. */
+        builds_begin(self, request, &ask, who->user, assertion_has_role(who, "admin"));
+        berth__user_assertion__free_unpacked(who, NULL);
+        return;
     }
     if (rc == 0)
         rc = requests_create(self->store, &self->policy, &ask, assertion_has_role(who, "admin"),

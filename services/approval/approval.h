@@ -7,6 +7,7 @@
 #define BERTH_APPROVAL_APPROVAL_H
 
 #include "assertion.h"
+#include "bus_client.h"
 #include "bus_server.h"
 #include "policy.h"
 #include "store.h"
@@ -36,6 +37,11 @@ extern const approval_handler_t approval_handlers[];
    user assertions); policy is copied. NULL if out of memory. */
 approval_t *approval_new(store_t *store, assertion_t *verifier, const policy_t *policy);
 void approval_destroy(approval_t **self_p);
+
+/* The bus client its calls to other services go through (the service's, borrowed): set
+   once by main.c before the loop runs. */
+void approval_set_client(approval_t *self, bus_client_t *client);
+bus_client_t *approval_client(approval_t *self);
 
 /* The service's store (borrowed). */
 store_t *approval_store(approval_t *self);

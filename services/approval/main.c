@@ -35,6 +35,7 @@ int main(int argc, char **argv)
     approval = approval_new(service_store(service), verifier, &policy);
     if (!approval)
         goto done;
+    approval_set_client(approval, service_client(service));
     for (const approval_handler_t *h = approval_handlers; h->type; h++)
         service_on(service, h->type, "gateway", h->fn, approval); /* the gateway only */
     approval_seed(approval);

@@ -21,6 +21,8 @@ void policy_defaults(policy_t *self)
     self->cpu_ratio = 4.0;
     self->disk_ratio = 1.0;
     self->host_timeout_ms = 3000;
+    self->build_timeout_ms = 5000;
+    self->build_lease_days = 30;
 }
 
 /* A ratio key, a decimal number in (0, 1000] as the scheduler takes it. */
@@ -55,11 +57,13 @@ void policy_declare(config_t *config)
     config_declare(config, "cpu_ratio", "4.0", 0);
     config_declare(config, "disk_ratio", "1.0", 0);
     config_declare(config, "host_timeout_ms", "3000", 0);
+    config_declare(config, "build_timeout_ms", "5000", 0);
+    config_declare(config, "build_lease_days", "30", 0);
 }
 
 int policy_load(policy_t *self, config_t *config)
 {
-    int64_t count, ttl, templates, text, reason;
+    int64_t count, ttl, templates, text, reason, lease;
     /* Upper bounds keep one request's transaction and one ListTemplates answer well inside
        a bus frame (ENVELOPE_MAX_BYTES). */
     if (config_int(config, "max_count", 1, LIMIT_COUNT_MAX, &count) ||
@@ -68,6 +72,8 @@ int policy_load(policy_t *self, config_t *config)
         config_int(config, "max_text", 1, LIMIT_TEXT_MAX, &text) ||
         config_int(config, "max_reason", 0, LIMIT_REASON_MAX, &reason) ||
         config_int(config, "host_timeout_ms", 100, 86400000, &self->host_timeout_ms) ||
+        config_int(config, "build_timeout_ms", 100, 600000, &self->build_timeout_ms) ||
+        config_int(config, "build_lease_days", 1, 3650, &lease) ||
         s_ratio(config, "ram_ratio", &self->ram_ratio) ||
         s_ratio(config, "cpu_ratio", &self->cpu_ratio) ||
         s_ratio(config, "disk_ratio", &self->disk_ratio))
@@ -77,6 +83,7 @@ int policy_load(policy_t *self, config_t *config)
     self->max_templates = (int)templates;
     self->max_text = (int)text;
     self->max_reason = (int)reason;
+    self->build_lease_days = (int32_t)lease;
     return 0;
 }
 

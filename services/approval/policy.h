@@ -29,6 +29,10 @@ typedef struct {
        longer than host_timeout_ms is not UP. */
     double ram_ratio, cpu_ratio, disk_ratio;
     int64_t host_timeout_ms;
+    /* Custom builds: how long the scheduler's verdict is waited for, and the lease of a
+       custom-built VM in a group whose max_lease_days is 0. */
+    int64_t build_timeout_ms;
+    int32_t build_lease_days;
 } policy_t;
 
 /* The built-in limits (what an unconfigured service uses). */

@@ -275,6 +275,11 @@ static int s_budget_blocked(store_t *store, const Berth__Group *group, fault_t *
     return blocked ? -1 : 0;
 }
 
+int requests_budget_blocked(store_t *store, const Berth__Group *group, fault_t *fault)
+{
+    return s_budget_blocked(store, group, fault);
+}
+
 /* QUOTA_EXCEEDED for the limit q names: the resource, the quota, what is in use and what
    the request asks for, in the message and in details. */
 static void s_quota_fault(const model_quota_t *q, const Berth__Group *group, fault_t *fault)
@@ -330,6 +335,20 @@ static void s_body_hash(const Berth__CreateRequest *msg, int count, char out[S_B
         crypto_hash_sha256_update(&st, (const unsigned char *)":placement:", 11);
         crypto_hash_sha256_update(&st, (const unsigned char *)msg->placement,
                                   strlen(msg->placement));
+    }
+    /* A custom build's machine (none: the hash a template's request always had). */
+    if (msg->os && *msg->os) {
+        char size[96];
+        int len = snprintf(size, sizeof size, ":build:%d:%lld:%lld:", msg->vcpus,
+                           (long long)msg->ram_mb, (long long)msg->disk_gb);
+        crypto_hash_sha256_update(&st, (const unsigned char *)size, (unsigned long long)len);
+        crypto_hash_sha256_update(&st, (const unsigned char *)msg->os, strlen(msg->os) + 1);
+        if (msg->os_version)
+            crypto_hash_sha256_update(&st, (const unsigned char *)msg->os_version,
+                                      strlen(msg->os_version) + 1);
+        for (size_t i = 0; i < msg->n_applications; i++)
+            crypto_hash_sha256_update(&st, (const unsigned char *)msg->applications[i],
+                                      strlen(msg->applications[i]) + 1);
     }
     /* The keys asked for, by fingerprint (none: the hash a request without keys always had). */
     for (size_t i = 0; i < msg->n_ssh_keys; i++) {
@@ -422,14 +441,48 @@ int requests_group(store_t *store, const char *ref, const char *owner, int admin
     return s_group(store, ref, owner, admin, group_id, role, fault);
 }
 
+/* The template a custom build stands on: its size, OS and chosen image, the group's lease
+   (its max_lease_days, else the service's build_lease_days) and no approval rule of its own
+   (the group's applies). A heap message (free with protobuf_c_message_free_unpacked), or
+   NULL when out of memory. */
+static Berth__Template *s_build_template(const policy_t *policy, const Berth__CreateRequest *msg,
+                                         const Berth__Group *group,
+                                         const Berth__BuildVerdict *build)
+{
+    Berth__Template t = BERTH__TEMPLATE__INIT;
+    t.id = "";
+    t.name = "custom";
+    t.vcpus = msg->vcpus;
+    t.ram_mb = msg->ram_mb;
+    t.disk_gb = msg->disk_gb;
+    t.os = msg->os;
+    t.image = build->image && build->image->name ? build->image->name : "";
+    t.lease_days = group->max_lease_days > 0 ? group->max_lease_days : policy->build_lease_days;
+    size_t len = berth__template__get_packed_size(&t);
+    uint8_t *buf = malloc(len ? len : 1);
+    if (!buf)
+        return NULL;
+    berth__template__pack(&t, buf);
+    Berth__Template *copy = berth__template__unpack(NULL, len, buf);
+    free(buf);
+    return copy;
+}
+
 int requests_create(store_t *store, const policy_t *policy, const Berth__CreateRequest *msg,
                     int admin, const char *trace_id, Berth__Request **request_p, fault_t *fault)
+{
+    return requests_create_build(store, policy, msg, admin, trace_id, NULL, request_p, fault);
+}
+
+int requests_create_build(store_t *store, const policy_t *policy, const Berth__CreateRequest *msg,
+                          int admin, const char *trace_id, const Berth__BuildVerdict *build,
+                          Berth__Request **request_p, fault_t *fault)
 {
     if (!msg)
         return error_set(fault, "BAD_REQUEST", "CreateRequest body is required");
     int count = 0;
     if (policy_check_owner("owner", msg->owner, fault) != 0 ||
-        policy_check_template_ref(msg->template_, fault) != 0 ||
+        (!build && policy_check_template_ref(msg->template_, fault) != 0) ||
         policy_check_vm_name(msg->name, fault) != 0 ||
         (count = policy_count(policy, msg->count, fault)) < 0 ||
         policy_check_idempotency_key(msg->idempotency_key, fault) != 0 ||
@@ -455,11 +508,16 @@ int requests_create(store_t *store, const policy_t *policy, const Berth__CreateR
     if (groups_get(store, group_id, &group, fault) != 0)
         return -1;
     Berth__Template *tmpl = NULL;
-    if (catalog_find(store, msg->template_, &tmpl, fault) != 0) {
+    if (build) {
+        if (!(tmpl = s_build_template(policy, msg, group, build))) {
+            protobuf_c_message_free_unpacked(&group->base, NULL);
+            return error_set(fault, "INTERNAL", "out of memory");
+        }
+    } else if (catalog_find(store, msg->template_, &tmpl, fault) != 0) {
         protobuf_c_message_free_unpacked(&group->base, NULL);
         return -1;
     }
-    if (!groups_offers(group, tmpl)) {
+    if (!build && !groups_offers(group, tmpl)) {
         error_set(fault, "FORBIDDEN", "group %s does not offer template %s", group->name,
                   tmpl->name);
         error_detail(fault, "field", "template");
@@ -532,10 +590,21 @@ int requests_create(store_t *store, const policy_t *policy, const Berth__CreateR
     req.n_ssh_keys = msg->n_ssh_keys;
     req.ssh_keys = msg->ssh_keys;
     req.placement = msg->placement ? msg->placement : "";
+    Berth__Resources build_flavor = BERTH__RESOURCES__INIT;
+    if (build) {
+        req.os = msg->os;
+        req.applications = msg->applications;
+        req.n_applications = msg->n_applications;
+        build_flavor.vcpus = msg->vcpus;
+        build_flavor.ram_mb = msg->ram_mb;
+        build_flavor.disk_gb = msg->disk_gb;
+        req.flavor = &build_flavor;
+    }
 
     /* The template and the group must still be there when the transaction runs, and the
        owner's place in the group what it was when read. */
-    model_tx_check(tx, keys_build(key, KEYS_TEMPLATE, tmpl->id, NULL), "id", tmpl->id);
+    if (!build)
+        model_tx_check(tx, keys_build(key, KEYS_TEMPLATE, tmpl->id, NULL), "id", tmpl->id);
     model_tx_check(tx, keys_build(key, KEYS_GROUP, group_id, NULL), "id", group_id);
     for (size_t i = 0; i < n_vnets; i++)
         model_tx_check(tx, keys_build(key, KEYS_NETWORK, vnets[i]->network, NULL), "id",
@@ -571,6 +640,12 @@ int requests_create(store_t *store, const policy_t *policy, const Berth__CreateR
         vm->disk = tmpl->disk;
         vm->hypervisor = tmpl->hypervisor;
         vm->placement = msg->placement ? msg->placement : "";
+        if (build) { /* what its image brings, and what its first boot installs */
+            vm->applications_image = build->from_image;
+            vm->n_applications_image = build->n_from_image;
+            vm->applications_first_boot = build->first_boot;
+            vm->n_applications_first_boot = build->n_first_boot;
+        }
         vm->n_ssh_keys = msg->n_ssh_keys;
         vm->ssh_keys = msg->ssh_keys;
         vm->network = n_vnets ? vnets[0] : NULL;

@@ -21,6 +21,19 @@
 int requests_create(store_t *store, const policy_t *policy, const Berth__CreateRequest *msg,
                     int admin, const char *trace_id, Berth__Request **request_p, fault_t *fault);
 
+/* The same for a custom build (msg describes the machine: os, applications, vcpus, ram_mb,
+   disk_gb; no template), on the scheduler's verdict build (ok, with its chosen image): the
+   VMs get its size and image and record which applications come with the image and which
+   their first boot installs; the group's lease and approval policy apply. build NULL: as
+   requests_create. */
+int requests_create_build(store_t *store, const policy_t *policy, const Berth__CreateRequest *msg,
+                          int admin, const char *trace_id, const Berth__BuildVerdict *build,
+                          Berth__Request **request_p, fault_t *fault);
+
+/* 0 when group may take new VMs as far as its budget goes; -1 with BUDGET_EXCEEDED (the
+   meter blocked it for this month) or UNAVAILABLE. */
+int requests_budget_blocked(store_t *store, const Berth__Group *group, fault_t *fault);
+
 /* The group (id into group_id) a request of owner naming ref (id, name, or empty) is made in:
    the rule requests_create applies. 0, or -1 with a fault naming the field group. */
 int requests_group(store_t *store, const char *ref, const char *owner, int admin,

@@ -2,9 +2,12 @@
     hypervisor, RAM, vCPU, disk, other groups' reservations, max VMs per host, the request's
     affinity or anti-affinity: placement.h), the weigher (the group's reservation, then free
     RAM: spread or pack, then a host caching the VM's image) and the atomic claim (placement.c);
-    ReleaseClaim gives a VM's claim back. Any number of instances may run side by side. */
+    ReleaseClaim gives a VM's claim back; ValidateBuild judges a machine asked for and chooses
+    its image (heuristics.h). Any number of instances may run side by side. */
+#include "heuristics.h"
 #include "keys.h"
 #include "metrics.h"
+#include "model.h"
 #include "placement.h"
 #include "service.h"
 
@@ -18,6 +21,12 @@ typedef struct {
     int store_down;    /* last refresh failed: logged once per outage */
     int truncated;     /* last refresh ignored hosts over max_hosts: logged once */
     zhashx_t *digests; /* image name -> s_digest_t: its SHA-256 as last read */
+    heuristics_config_t heuristics;
+    int64_t max_images;     /* most catalog images one ValidateBuild reads */
+    int64_t image_cache_ms; /* the catalog as read is used this long (0: read every time) */
+    Berth__Image **images;  /* the catalog as last read */
+    size_t n_images;
+    int64_t images_read_ms; /* monotonic; 0: never */
 } scheduler_t;
 
 /* An image's digest as read from its record, and when. */
@@ -154,6 +163,114 @@ static void s_on_release_claim(bus_request_t *request, void *arg)
     }
 }
 
+/* The catalog's images (at most max_images, by name order of the set), for ValidateBuild:
+   read from the stager's documented keys (berth:images, berth:image:<name>). *n_p images in
+   *images_p (free with s_images_free), or -1 when Redis failed. */
+static int s_images(scheduler_t *self, Berth__Image ***images_p, size_t *n_p)
+{
+    store_t *store = service_store(self->service);
+    redisReply *names = store_command(store, "SMEMBERS %s", KEYS_IMAGES);
+    if (!names || names->type != REDIS_REPLY_ARRAY) {
+        if (names)
+            freeReplyObject(names);
+        return -1;
+    }
+    size_t n =
+        names->elements < (size_t)self->max_images ? names->elements : (size_t)self->max_images;
+    Berth__Image **images = calloc(n + 1, sizeof *images);
+    size_t got = 0;
+    int rc = images ? 0 : -1;
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        const redisReply *e = names->element[i];
+        if (e->type != REDIS_REPLY_STRING || e->len == 0 || e->len > LIMIT_IMAGE_NAME_MAX)
+            continue;
+        char key[KEYS_MAX];
+        ProtobufCMessage *msg = NULL;
+        int found = model_load(store, &berth__image__descriptor,
+                               keys_build(key, KEYS_IMAGE, e->str, NULL), &msg);
+        if (found < 0)
+            rc = -1;
+        else if (found == 0)
+            images[got++] = (Berth__Image *)msg;
+    }
+    freeReplyObject(names);
+    if (rc != 0) {
+        for (size_t i = 0; images && i < got; i++)
+            protobuf_c_message_free_unpacked(&images[i]->base, NULL);
+        free(images);
+        return -1;
+    }
+    *images_p = images;
+    *n_p = got;
+    return 0;
+}
+
+static void s_images_free(Berth__Image **images, size_t n)
+{
+    for (size_t i = 0; images && i < n; i++)
+        protobuf_c_message_free_unpacked(&images[i]->base, NULL);
+    free(images);
+}
+
+/* Validate a machine asked for and choose its image (heuristics.h): the verdict, with its
+   reasons and suggestions; approval adds the group's rules. Reads, never writes. */
+static void s_on_validate_build(bus_request_t *request, void *arg)
+{
+    scheduler_t *self = arg;
+    Berth__ValidateBuild *req = bus_request_body(request, &berth__validate_build__descriptor);
+    if (!req) {
+        bus_reply_error(request, "BAD_REQUEST", "expected a ValidateBuild body");
+        return;
+    }
+    if (req->n_applications > LIMIT_IMAGE_APPS_MAX) {
+        bus_reply_error(request, "BAD_REQUEST", "too many applications");
+        return;
+    }
+    /* The catalog, read again once image_cache_ms old: a form checking as its user types
+       costs a scan of the catalog at most that often. */
+    int64_t now = util_mono_ms();
+    if (!self->images_read_ms || now - self->images_read_ms >= self->image_cache_ms) {
+        Berth__Image **fresh = NULL;
+        size_t n_fresh = 0;
+        if (s_images(self, &fresh, &n_fresh) != 0) {
+            bus_reply_error(request, "UNAVAILABLE", "state store unreachable");
+            return;
+        }
+        s_images_free(self->images, self->n_images);
+        self->images = fresh;
+        self->n_images = n_fresh;
+        self->images_read_ms = now;
+    }
+    Berth__Image **images = self->images;
+    size_t n_images = self->n_images;
+    if (placement_hosts(self->placement) == 0)
+        placement_refresh(self->placement); /* none known yet: look once more */
+    int n_hosts = placement_hosts(self->placement);
+    int64_t(*sizes)[3] = calloc((size_t)(n_hosts > 0 ? n_hosts : 1), sizeof *sizes);
+    heuristics_size_t *hosts = calloc((size_t)(n_hosts > 0 ? n_hosts : 1), sizeof *hosts);
+    if (!sizes || !hosts || (n_hosts = placement_capacities(self->placement, sizes, n_hosts)) < 0) {
+        free(sizes);
+        free(hosts);
+        bus_reply_error(request, "UNAVAILABLE", "state store unreachable");
+        return;
+    }
+    for (int i = 0; i < n_hosts; i++)
+        hosts[i] = (heuristics_size_t){ sizes[i][0], sizes[i][1], sizes[i][2] };
+    Berth__BuildVerdict *verdict = NULL;
+    if (heuristics_verdict(&self->heuristics, req, images, n_images, hosts, (size_t)n_hosts,
+                           &verdict) != 0)
+        bus_reply_error(request, "INTERNAL", "out of memory");
+    else {
+        log_info(bus_request_envelope(request)->request_id, "build validated",
+                 "{s:s, s:s, s:b, s:s}", "os", req->os, "image", req->image, "ok", verdict->ok,
+                 "chosen", verdict->image ? verdict->image->name : "");
+        bus_reply(request, &verdict->base);
+        protobuf_c_message_free_unpacked(&verdict->base, NULL);
+    }
+    free(sizes);
+    free(hosts);
+}
+
 /* The hosts by state, as the copy has them. */
 static void s_gauges(scheduler_t *self)
 {
@@ -236,6 +353,9 @@ int main(int argc, char **argv)
     config_declare(c, "max_claim_attempts", "16", 0);
     config_declare(c, "max_vms_per_host", "0", 0);
     config_declare(c, "max_vms_hosts", "", 0);
+    config_declare(c, "fit_margin_pct", "10", 0);
+    config_declare(c, "max_images", "10000", 0);
+    config_declare(c, "image_cache_ms", "1000", 0);
 
     scheduler_t self = { .service = service };
     int rc = 1;
@@ -243,7 +363,7 @@ int main(int argc, char **argv)
         goto done;
     placement_config_t pc;
     placement_config_defaults(&pc);
-    int64_t max_hosts, max_exclude, max_alternates, attempts, follow_ms;
+    int64_t max_hosts, max_exclude, max_alternates, attempts, follow_ms, margin;
     if (config_int(c, "host_timeout_ms", 100, 86400000, &pc.host_timeout_ms) ||
         config_int(c, "host_down_grace_ms", 0, 600000, &pc.down_grace_ms) ||
         config_int(c, "host_follow_ms", 0, 60000, &follow_ms) ||
@@ -253,6 +373,9 @@ int main(int argc, char **argv)
         config_int(c, "max_alternates", 0, PLACEMENT_ALTERNATES_MAX, &max_alternates) ||
         config_int(c, "max_claim_attempts", 1, 100000, &attempts) ||
         config_int(c, "max_vms_per_host", 0, 1000000, &pc.max_vms_per_host) ||
+        config_int(c, "fit_margin_pct", 0, 1000, &margin) ||
+        config_int(c, "max_images", 1, 100000, &self.max_images) ||
+        config_int(c, "image_cache_ms", 0, 600000, &self.image_cache_ms) ||
         s_ratio(c, "ram_ratio", &pc.ram_ratio) || s_ratio(c, "cpu_ratio", &pc.cpu_ratio) ||
         s_ratio(c, "disk_ratio", &pc.disk_ratio))
         goto done;
@@ -262,6 +385,7 @@ int main(int argc, char **argv)
         goto done;
     }
     pc.pack = streq(weigher, "pack");
+    self.heuristics.margin_pct = (int)margin;
     pc.max_vms_hosts = config_get(c, "max_vms_hosts");
     if (placement_max_vms_hosts_valid(pc.max_vms_hosts) != 0) {
         log_error(NULL, "max_vms_hosts must be host=N[,host=N...] with N from 0 to 1000000",
@@ -286,6 +410,7 @@ int main(int argc, char **argv)
                               "Hosts in the scheduler's copy, by stored state", "state");
     service_on(service, "SelectHost", "taskmgr", s_on_select_host, &self);
     service_on(service, "ReleaseClaim", "taskmgr", s_on_release_claim, &self);
+    service_on(service, "ValidateBuild", "approval", s_on_validate_build, &self);
     s_refresh(service, &self);
     if (pc.refresh_ms > 0)
         service_every(service, (int)pc.refresh_ms, s_refresh, &self);
@@ -296,6 +421,7 @@ int main(int argc, char **argv)
 done:
     placement_destroy(&self.placement);
     zhashx_destroy(&self.digests);
+    s_images_free(self.images, self.n_images);
     service_destroy(&service);
     return rc;
 }

@@ -1920,3 +1920,18 @@ int placement_removed(placement_t *self, berth_error_t *error)
     error_detail(error, "hosts", "%d", self->n_hosts);
     return -1;
 }
+
+int placement_capacities(placement_t *self, int64_t (*sizes)[3], int max)
+{
+    if (self->n_hosts == 0 && placement_refresh(self) != 0)
+        return -1;
+    int n = 0;
+    for (int i = 0; i < self->n_hosts && n < max; i++) {
+        double usable[3];
+        s_usable(self, &self->hosts[i], usable);
+        for (int d = 0; d < 3; d++)
+            sizes[n][d] = (int64_t)usable[d];
+        n++;
+    }
+    return n;
+}

@@ -133,6 +133,11 @@ int64_t placement_loads(placement_t *self);
 /* Hosts of the last load whose stored state is state ("UP", "DOWN", "DISABLED"). */
 int placement_hosts_in(placement_t *self, const char *state);
 
+/* The usable size of each host in the cache, whatever its state and what it holds now
+   (capacity with the overcommit ratios: vCPUs, RAM MB, disk GB): what it could ever hold.
+   sizes[0 .. returned) (at most max), or -1 when the first load failed. */
+int placement_capacities(placement_t *self, int64_t (*sizes)[3], int max);
+
 /* Hosts in the cache, and whether the last load left some out (more than max_hosts). */
 int placement_hosts(placement_t *self);
 int placement_truncated(placement_t *self);

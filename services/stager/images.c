@@ -100,6 +100,13 @@ static int s_check_import(const Berth__ImportImage *req, berth_error_t *error)
         if (s_text(error, "applications", im->applications[i]->name, LIMIT_IMAGE_TEXT_MAX, 1) ||
             s_text(error, "applications", im->applications[i]->version, LIMIT_IMAGE_TEXT_MAX, 0))
             return -1;
+        else if (im->applications[i]->min_ram_mb < 0 ||
+                 im->applications[i]->min_ram_mb > LIMIT_RAM_MB_MAX ||
+                 im->applications[i]->min_disk_gb < 0 ||
+                 im->applications[i]->min_disk_gb > LIMIT_DISK_GB_MAX)
+            return error_field(error, "applications",
+                               "an application's min_ram_mb is 0 to %d, its min_disk_gb 0 to %d",
+                               LIMIT_RAM_MB_MAX, LIMIT_DISK_GB_MAX);
     if (im->min_ram_mb < 0 || im->min_ram_mb > LIMIT_RAM_MB_MAX)
         return error_field(error, "min_ram_mb", "min_ram_mb must be 0 to %d", LIMIT_RAM_MB_MAX);
     if (im->min_disk_gb < 0 || im->min_disk_gb > LIMIT_DISK_GB_MAX)

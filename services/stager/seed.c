@@ -126,12 +126,41 @@ static const char *s_user_data_problem(const char *text, size_t max)
 
 char *seed_default_user_data(const char *name, char *const *keys, size_t n, berth_error_t *error)
 {
+    return seed_user_data_packages(name, keys, n, NULL, 0, error);
+}
+
+/* A package name cloud-init installs: 1..LIMIT_IMAGE_TEXT_MAX of [A-Za-z0-9._+-], starting
+   with a letter or digit: nothing YAML would read otherwise, nothing a shell would. */
+static int s_package_ok(const char *name)
+{
+    size_t len = name ? strlen(name) : 0;
+    return len > 0 && len <= LIMIT_IMAGE_TEXT_MAX &&
+           strspn(name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._+-") ==
+               len &&
+           strchr("._+-", name[0]) == NULL;
+}
+
+char *seed_user_data_packages(const char *name, char *const *keys, size_t n, char *const *packages,
+                              size_t n_packages, berth_error_t *error)
+{
+    if (n_packages > LIMIT_IMAGE_APPS_MAX) {
+        error_field(error, "packages", "a seed installs at most %d packages", LIMIT_IMAGE_APPS_MAX);
+        return NULL;
+    }
+    size_t extra = n_packages ? 16 : 0;
+    for (size_t i = 0; i < n_packages; i++) {
+        if (!s_package_ok(packages[i])) {
+            error_field(error, "packages", "packages[%zu] is not a package name", i);
+            return NULL;
+        }
+        extra += 6 + strlen(packages[i]);
+    }
     if (n > LIMIT_REQUEST_SSH_KEYS_MAX) {
         error_field(error, "ssh_authorized_keys", "a seed installs at most %d SSH keys",
                     LIMIT_REQUEST_SSH_KEYS_MAX);
         return NULL;
     }
-    size_t size = 64 + strlen(name);
+    size_t size = 64 + strlen(name) + extra;
     for (size_t i = 0; i < n; i++) {
         if (!keys[i] || !sshkey_line_ok(keys[i], LIMIT_SSH_KEY_MAX)) {
             error_field(error, "ssh_authorized_keys",
@@ -164,6 +193,11 @@ char *seed_default_user_data(const char *name, char *const *keys, size_t n, bert
         text[len++] = '\'';
         text[len++] = '\n';
     }
+    /* Applications its image lacks, installed at first boot. */
+    if (n_packages)
+        len += (size_t)snprintf(text + len, size - len, "packages:\n");
+    for (size_t i = 0; i < n_packages; i++)
+        len += (size_t)snprintf(text + len, size - len, "  - %s\n", packages[i]);
     text[len] = '\0';
     return text;
 }

@@ -37,6 +37,13 @@ int seed_valid_hostname(const char *text);
    exactly a key line (lib/sshkey.h), or INTERNAL when out of memory. Caller frees. */
 char *seed_default_user_data(const char *name, char *const *keys, size_t n, berth_error_t *error);
 
+/* The same, also installing packages[0 .. n_packages) at first boot (cloud-init
+   `packages:`); BAD_REQUEST naming packages when one is not a package name
+   ([A-Za-z0-9][A-Za-z0-9._+-]*, at most LIMIT_IMAGE_TEXT_MAX) or there are more than
+   LIMIT_IMAGE_APPS_MAX. Caller frees. */
+char *seed_user_data_packages(const char *name, char *const *keys, size_t n, char *const *packages,
+                              size_t n_packages, berth_error_t *error);
+
 /* The seed ISO of vm, built now unless it already exists for the same name and user-data
    (empty user_data = a default #cloud-config setting the hostname). 0 and *path_p (caller
    frees); SEED_BAD_REQUEST (error is BAD_REQUEST naming the field: vm, name or user_data) or

@@ -145,19 +145,21 @@ static void s_stage_answer(s_stage_t *job, bus_request_t *kept)
 static char *s_user_data(const Berth__StageImage *req, berth_error_t *error)
 {
     const char *given = req->user_data ? req->user_data : "";
-    if (!req->n_ssh_authorized_keys) {
+    if (!req->n_ssh_authorized_keys && !req->n_packages) {
         char *copy = strdup(given);
         if (!copy)
             error_set(error, "INTERNAL", "out of memory");
         return copy;
     }
     if (*given) {
-        error_field(error, "ssh_authorized_keys",
-                    "ssh_authorized_keys go into the default user-data: give them or user_data");
+        const char *field = req->n_packages ? "packages" : "ssh_authorized_keys";
+        error_field(error, field, "%s go into the default user-data: give them or user_data",
+                    field);
         return NULL;
     }
-    return seed_default_user_data(req->name ? req->name : "", req->ssh_authorized_keys,
-                                  req->n_ssh_authorized_keys, error);
+    return seed_user_data_packages(req->name ? req->name : "", req->ssh_authorized_keys,
+                                   req->n_ssh_authorized_keys, req->packages, req->n_packages,
+                                   error);
 }
 
 /* The network-config req asks for ("" when its VM has no address), or NULL with error set.

@@ -768,6 +768,9 @@ static void s_stage_ask(const s_held_t *h, Berth__StageImage *req, char **lines)
             lines[n++] = h->vm->ssh_keys[i]->public_key;
     req->ssh_authorized_keys = lines;
     req->n_ssh_authorized_keys = n;
+    /* Applications its image lacks: its seed installs them at first boot. */
+    req->packages = h->vm->applications_first_boot;
+    req->n_packages = h->vm->n_applications_first_boot;
     /* Its address goes into the seed's network-config (known once it is placed). */
     if (h->vm->network && h->vm->network->ip && *h->vm->network->ip) {
         req->network = h->vm->network;

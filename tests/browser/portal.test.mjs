@@ -21,6 +21,9 @@
 //      template uses (409 shown), then stages that one (its staged image ends READY beside
 //      it); a VM of the reservation-based group lab shows 0 and why,
 //      and lab's chargeback labels the group's own reserved/beyond rows;
+//   9. a member describes a custom build: the scheduler's verdict and suggestions show as
+//      the fields change (RAM below the need, an application with no build for the OS), a
+//      suggestion's Apply fixes the field, and the build reaches ACTIVE;
 //   5. the CSP header holds (an injected inline script does not run), a state-changing call
 //      with the session cookie but without the anti-CSRF header is refused, sign-out revokes
 //      the session (the old cookie gets 401); and no console error happens anywhere.
@@ -757,6 +760,45 @@ async function story8() {
   await admin.context.close();
 }
 
+async function story9() {
+  step = 'story 9: a custom build, its verdict shown as the member types';
+  const { context, page, shot } = await open('story9');
+  await signIn(page, USER, PASSWORD);
+  await page.getByRole('link', { name: 'Request small' }).click();
+  await page.getByRole('heading', { name: 'Request a VM' }).waitFor();
+  await page.getByLabel('Custom build').check();
+  await page.getByLabel('OS', { exact: true }).selectOption('debian');
+  await page.getByLabel('RAM (MB)').fill('256');
+  const verdict = page.locator('#build-verdict');
+  await verdict.getByRole('heading', { name: 'This machine cannot work' }).waitFor();
+  await verdict.getByText('raise RAM to 564 MB').waitFor();
+  await verdict.getByText(/pick template small/).waitFor();
+  await verdict.locator('#build-image').filter({ hasText: 'debian-12' }).waitFor();
+  await shot('custom-refused');
+
+  step = 'story 9: a suggestion applied, then an application without a build dropped';
+  await verdict.locator('li', { hasText: 'raise RAM to 564 MB' }).getByRole('button', { name: 'Apply' }).click();
+  await verdict.getByRole('heading', { name: 'This machine can be built' }).waitFor();
+  assert.equal(await page.getByLabel('RAM (MB)').inputValue(), '564');
+  await page.getByLabel('Applications').fill('nosuchapp');
+  await verdict.getByText(/drop application nosuchapp, which has no build for debian/).waitFor();
+  await shot('custom-no-build');
+  await verdict.locator('li', { hasText: 'drop application nosuchapp' }).getByRole('button', { name: 'Apply' }).click();
+  await verdict.getByRole('heading', { name: 'This machine can be built' }).waitFor();
+  assert.equal(await page.getByLabel('Applications').inputValue(), '');
+
+  step = 'story 9: the custom build submitted reaches ACTIVE';
+  await page.getByLabel('Name', { exact: true }).fill('custom1');
+  await page.getByRole('button', { name: 'Submit request' }).click();
+  await page.getByRole('heading', { name: 'My VMs' }).waitFor();
+  await vmRow(page, 'custom1').locator('.badge', { hasText: /^ACTIVE$/ }).waitFor();
+  const vm = (await apiCall(page, 'GET', `/v1/vms?owner=${USER}&name=custom1`)).body.vms[0];
+  assert.equal(vm.template, null);
+  assert.deepEqual(vm.flavor, { vcpus: 1, ram_mb: 564, disk_gb: 10 });
+  await shot('custom-active');
+  await context.close();
+}
+
 async function story5() {
   const { context, page, shot } = await open('story5');
   step = 'story 5: sign in';
@@ -798,13 +840,13 @@ async function story5() {
 }
 
 try {
-  for (const story of [story1, story2, story3, story4, story6, story7, story8, story5]) {
+  for (const story of [story1, story2, story3, story4, story6, story7, story8, story9, story5]) {
     await story();
     console.log(`passed: ${step.split(':')[0]}`);
   }
   step = 'no console errors';
   assert.deepEqual(problems, []);
-  console.log('portal stories passed: 1 member VM life, 2 approval, 3 maintenance + CSV, 4 isolation, 6 abort + webhook, 7 chargeback + budget + VM cost + SSH keys + images, 8 networks, 5 CSP/CSRF/sign-out');
+  console.log('portal stories passed: 1 member VM life, 2 approval, 3 maintenance + CSV, 4 isolation, 6 abort + webhook, 7 chargeback + budget + VM cost + SSH keys + images, 8 networks, 9 custom build, 5 CSP/CSRF/sign-out');
 } catch (err) {
   console.error(`FAILED at step "${step}": ${err.stack || err}`);
   if (lastPage && !lastPage.isClosed()) {

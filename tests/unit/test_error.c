@@ -33,6 +33,7 @@ static void test_every_code_maps_to_its_status(void **state)
         { "QUOTA_EXCEEDED", 403 },
         { "BUDGET_EXCEEDED", 403 },
         { "IDEMPOTENCY_KEY_REUSED", 422 },
+        { "BUILD_REFUSED", 422 },
         { "RATE_LIMITED", 429 },
         { "INTERNAL", 500 },
         { "BAD_FRAME", 500 },
@@ -111,7 +112,9 @@ static void test_bounds(void **state)
     }
     assert_int_equal(e.n_details, ERROR_DETAILS_MAX);
     assert_int_equal(strlen(e.details[0].value), ERROR_VALUE_MAX - 1);
-    assert_null(error_detail_get(&e, "k12"));
+    char past[16];
+    snprintf(past, sizeof past, "k%d", ERROR_DETAILS_MAX);
+    assert_null(error_detail_get(&e, past));
 }
 
 /* An error with details packed into an envelope comes out of it the same. */

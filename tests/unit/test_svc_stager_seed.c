@@ -416,6 +416,30 @@ static void test_seed_ssh_keys_in_user_data(void **state)
     }
 }
 
+/* Applications installed at first boot: listed under `packages:` after the keys; a name that
+   is not a package name (YAML or shell would read more into it) is refused naming packages. */
+static void test_seed_packages_in_user_data(void **state)
+{
+    (void)state;
+    char *keys[] = { KEY_ANN };
+    char *packages[] = { "nginx", "libpq5", "g++" };
+    berth_error_t error = { 0 };
+    char *ud = seed_user_data_packages("web-1", keys, 1, packages, 3, &error);
+    assert_non_null(ud);
+    assert_string_equal(ud, "#cloud-config\nhostname: web-1\nssh_authorized_keys:\n"
+                            "  - '" KEY_ANN "'\npackages:\n  - nginx\n  - libpq5\n  - g++\n");
+    free(ud);
+    ud = seed_user_data_packages("db", NULL, 0, packages, 1, &error);
+    assert_string_equal(ud, "#cloud-config\nhostname: db\npackages:\n  - nginx\n");
+    free(ud);
+    char *bad[][1] = { { "nginx\nruncmd: [reboot]" }, { "-rf" }, { "" }, { "a b" } };
+    for (size_t i = 0; i < 4; i++) {
+        memset(&error, 0, sizeof error);
+        assert_null(seed_user_data_packages("web-1", NULL, 0, bad[i], 1, &error));
+        assert_string_equal(error_detail_get(&error, "field"), "packages");
+    }
+}
+
 /* What staging hands back, and what GetSeed reads, is the ISO on disk with its SHA-256. */
 static void test_seed_bytes_and_read(void **state)
 {
@@ -646,6 +670,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_seed_refused_leaves_nothing, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_seed_store_failure_reported, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_seed_sweep, s_setup, s_teardown),
+        cmocka_unit_test(test_seed_packages_in_user_data),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

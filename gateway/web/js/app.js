@@ -274,8 +274,112 @@ async function requestScreen(templateId) {
   groupSelect.addEventListener('change', () => { refreshNetworks(); refreshTemplates().then(refreshQuota); });
   countInput.addEventListener('change', refreshQuota);
 
+  // A custom build: the machine described (OS, version, applications, size) instead of a
+  // template. The scheduler's verdict (a dry run, POST /v1/requests?validate_only=true) is
+  // shown as the user types: the image it would use, the applications installed at first
+  // boot, each rule broken and suggestions, which a button applies.
+  let images = [];
+  try { images = (await api.get('/v1/images')).images.filter((i) => i.state === 'READY'); } catch (err) { showError(err); }
+  const oses = [...new Set(images.map((i) => i.os).filter(Boolean))].sort();
+  const kindTemplate = h('input', { type: 'radio', name: 'kind', value: 'template', id: 'req-kind-template', checked: true });
+  const kindCustom = h('input', { type: 'radio', name: 'kind', value: 'custom', id: 'req-kind-custom' });
+  const kindField = h('fieldset', { className: 'field' }, h('legend', {}, 'Machine'),
+    h('label', { for: 'req-kind-template', className: 'check' }, kindTemplate, ' From a template'),
+    h('label', { for: 'req-kind-custom', className: 'check' }, kindCustom, ' Custom build'));
+  const osSelect = h('select', {}, oses.map((o) => h('option', { value: o }, o)));
+  const versionInput = h('input', { autocomplete: 'off', maxlength: 64, placeholder: 'any' });
+  const appsInput = h('input', { autocomplete: 'off', placeholder: 'nginx, redis' });
+  const vcpusInput = h('input', { type: 'number', min: 1, value: 1 });
+  const ramInput = h('input', { type: 'number', min: 64, value: 1024 });
+  const diskInput = h('input', { type: 'number', min: 1, value: 10 });
+  const verdict = h('div', { className: 'card', id: 'build-verdict', 'aria-live': 'polite' });
+  const custom = h('div', { id: 'req-custom', hidden: true },
+    field('os', 'OS', osSelect),
+    field('os_version', 'OS version', versionInput, 'Empty: any version of the OS.'),
+    field('applications', 'Applications', appsInput, 'Names, separated by commas; what the image lacks is installed at first boot.'),
+    field('vcpus', 'vCPUs', vcpusInput),
+    field('ram_mb', 'RAM (MB)', ramInput),
+    field('disk_gb', 'Disk (GB)', diskInput),
+    verdict);
+  const isCustom = () => kindCustom.checked;
+  function machine() {
+    const apps = appsInput.value.split(',').map((a) => a.trim()).filter(Boolean);
+    const num = (el) => (el.value === '' ? undefined : Number(el.value));
+    const body = { os: osSelect.value, applications: apps, vcpus: num(vcpusInput), ram_mb: num(ramInput), disk_gb: num(diskInput) };
+    if (versionInput.value.trim()) body.os_version = versionInput.value.trim();
+    for (const k of Object.keys(body)) if (body[k] === undefined) delete body[k];
+    return body;
+  }
+  // What a suggestion changes in the form (an allocation, a request of its own, is only shown).
+  function apply(s) {
+    if (s.kind === 'ram_mb') ramInput.value = s.value;
+    else if (s.kind === 'vcpus') vcpusInput.value = s.value;
+    else if (s.kind === 'count') countInput.value = s.value;
+    else if (s.kind === 'disk_gb') diskInput.value = s.value;
+    else if (s.kind === 'drop_application') {
+      appsInput.value = appsInput.value.split(',').map((a) => a.trim())
+        .filter((a) => a && a.toLowerCase() !== s.value.toLowerCase()).join(', ');
+    } else if (s.kind === 'os_version') {
+      const [o, v] = s.value.includes(' ') ? s.value.split(' ') : [osSelect.value, s.value];
+      osSelect.value = o;
+      versionInput.value = v;
+    } else if (s.kind === 'os') osSelect.value = s.value;
+    else if (s.kind === 'template') {
+      const t = [...state.templates.values()].find((x) => x.name === s.value);
+      if (t) { kindTemplate.checked = true; tplSelect.value = t.id; showKind(); return; }
+    } else if (s.kind === 'size') {
+      const fit = Object.fromEntries(s.value.split(',').map((kv) => kv.split('=')));
+      vcpusInput.value = fit.vcpus; ramInput.value = fit.ram_mb; diskInput.value = fit.disk_gb;
+    }
+    checkBuild();
+  }
+  function showVerdict(v) {
+    clear(verdict).append(h('h2', {}, v.ok ? 'This machine can be built' : 'This machine cannot work'),
+      h('dl', { className: 'stack' },
+        h('dt', {}, 'Image'), h('dd', { id: 'build-image' }, v.image ? `${v.image.name} (${v.image.os} ${v.image.os_version})` : 'none'),
+        h('dt', {}, 'With the image'), h('dd', { id: 'build-from-image' }, v.applications.from_image.join(', ') || '—'),
+        h('dt', {}, 'Installed at first boot'), h('dd', { id: 'build-first-boot' }, v.applications.first_boot.join(', ') || '—'),
+        h('dt', {}, 'Needs'), h('dd', {}, `${mb(v.need.ram_mb)} RAM, ${v.need.disk_gb} GB disk`)),
+      v.violations.length ? h('ul', { id: 'build-violations' }, v.violations.map((x) => h('li', { className: 'fault' }, x.message))) : null,
+      v.suggestions.length ? h('ul', { id: 'build-suggestions' }, v.suggestions.map((x) => h('li', {}, x.message, ' ',
+        x.kind === 'allocation' ? null // a request of its own, made from the group's page
+          : h('button', { type: 'button', dataset: { kind: x.kind }, onclick: () => apply(x) }, 'Apply')))) : null);
+  }
+  let checking = 0;
+  let timer = null;
+  async function checkBuild() {
+    if (!isCustom()) return;
+    const mine = ++checking;
+    const body = machine();
+    if (groupSelect.value) body.group = groupSelect.value;
+    const n = Number(countInput.value);
+    if (Number.isFinite(n) && n > 0) body.count = n;
+    try {
+      const v = await api.post('/v1/requests?validate_only=true', body);
+      if (mine === checking) showVerdict(v);
+    } catch (err) {
+      if (mine === checking) clear(verdict).append(h('p', { className: 'fault', id: 'build-error' }, err.message));
+    }
+  }
+  const soon = () => { clearTimeout(timer); timer = setTimeout(checkBuild, 250); };
+  for (const el of [osSelect, versionInput, appsInput, vcpusInput, ramInput, diskInput, countInput, groupSelect]) {
+    el.addEventListener('input', soon);
+    el.addEventListener('change', soon);
+  }
+  const tplField = field('template', 'Template', tplSelect);
+  function showKind() {
+    custom.hidden = !isCustom();
+    tplField.hidden = isCustom();
+    tplNote.hidden = lease.hidden = isCustom();
+    if (isCustom()) checkBuild();
+  }
+  kindTemplate.addEventListener('change', showKind);
+  kindCustom.addEventListener('change', showKind);
+
   const form = h('form', { className: 'card', novalidate: true },
-    field('template', 'Template', tplSelect),
+    kindField,
+    tplField,
+    custom,
     tplNote,
     lease,
     field('name', 'Name', nameInput, 'Letters, digits and dashes; several VMs get -1, -2, ...'),
@@ -296,7 +400,8 @@ async function requestScreen(templateId) {
       document.getElementById(fieldIds[name]).removeAttribute('aria-invalid');
     }
     // The server decides what is valid; its message is shown next to its field.
-    const body = { template: tplSelect.value, name: nameInput.value };
+    const body = isCustom() ? Object.assign(machine(), { name: nameInput.value })
+      : { template: tplSelect.value, name: nameInput.value };
     const count = Number(countInput.value);
     body.count = Number.isFinite(count) && countInput.value !== '' ? count : countInput.value;
     if (groupSelect.value) body.group = groupSelect.value;
@@ -313,7 +418,10 @@ async function requestScreen(templateId) {
     } catch (err) {
       // A network of several (networks[i]) is shown at the Network field.
       const f = err.details && err.details.field && err.details.field.replace(/^networks(\[\d+\])?$/, 'network');
-      if (f && errors[f]) {
+      if (err.code === 'BUILD_REFUSED') {
+        checkBuild(); // the verdict with its suggestions, next to the fields
+        showError(err);
+      } else if (f && errors[f]) {
         errors[f].textContent = err.message;
         const input = document.getElementById(fieldIds[f]);
         input.setAttribute('aria-invalid', 'true');
