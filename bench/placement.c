@@ -7,8 +7,10 @@
     then times `decisions` placements of a 1 vCPU / 1 GB / 10 GB VM one after another, the
     copy of the hosts kept current from the event stream every 100 ms as the scheduler's
     host_follow_ms timer does (its time counted in the rate, not in a decision's time), and
-    `decisions` SETs. It prints one JSON line: hosts, placements_per_s, p50_ms, p99_ms,
-    set_per_s, reloads (host loads during the decisions).
+    `decisions` SETs. The VMs' ids are made before the clock starts (a request reaches the
+    scheduler with its VM's id: making a random UUID is no part of placing it). It prints
+    one JSON line: hosts, placements_per_s, p50_ms, p99_ms, set_per_s, reloads (host loads
+    during the decisions).
 
     bench-placement host port hosts decisions */
 #include "clock.h"
@@ -100,7 +102,13 @@ int main(int argc, char **argv)
     flavor.ram_mb = 1024;
     flavor.disk_gb = 10;
     double *lat = calloc((size_t)decisions, sizeof *lat);
-    char vm[UTIL_ID_LEN];
+    char(*vms)[UTIL_ID_LEN] = calloc((size_t)decisions, sizeof *vms);
+    if (!lat || !vms) {
+        fprintf(stderr, "out of memory\n");
+        return 1;
+    }
+    for (int i = 0; i < decisions; i++)
+        util_uuid(vms[i]);
     int64_t loads_before = placement_loads(p);
     double t0 = s_now_ms();
     double followed = t0;
@@ -115,8 +123,7 @@ int main(int argc, char **argv)
             followed = s_now_ms();
         }
         Berth__SelectHost req = BERTH__SELECT_HOST__INIT;
-        util_uuid(vm);
-        req.vm = vm;
+        req.vm = vms[i];
         req.flavor = &flavor;
         placement_result_t result;
         berth_error_t error = { 0 };
@@ -148,6 +155,7 @@ int main(int argc, char **argv)
            hosts, decisions / (placed_ms / 1000.0), lat[decisions / 2],
            lat[(int)(decisions * 0.99)], decisions / (set_ms / 1000.0), (long long)loads);
     free(lat);
+    free(vms);
     placement_destroy(&p);
     store_destroy(&store);
     redisFree(c);

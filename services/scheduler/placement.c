@@ -724,12 +724,20 @@ static int s_stale(placement_t *self)
 #define FOLLOW_COUNT   1000 /* entries read per XREAD */
 #define FOLLOW_BATCHES 10   /* XREADs per placement_follow; the rest waits for the next */
 
-/* Is stream id a later than b? */
+/* A stream id "ms-seq" as its two numbers (what is missing reads 0). */
+static void s_id_parse(const char *id, unsigned long long *ms, unsigned long long *seq)
+{
+    char *rest;
+    *ms = strtoull(id, &rest, 10);
+    *seq = *rest == '-' ? strtoull(rest + 1, NULL, 10) : 0;
+}
+
+/* Is stream id a later than b? (Called for every entry followed: strtoull, not sscanf.) */
 static int s_id_after(const char *a, const char *b)
 {
-    unsigned long long am = 0, as = 0, bm = 0, bs = 0;
-    sscanf(a, "%llu-%llu", &am, &as);
-    sscanf(b, "%llu-%llu", &bm, &bs);
+    unsigned long long am, as, bm, bs;
+    s_id_parse(a, &am, &as);
+    s_id_parse(b, &bm, &bs);
     return am > bm || (am == bm && as > bs);
 }
 
