@@ -54,10 +54,10 @@
 -- used_*), {'RESERVED', resource} when only reservations of other groups stand in the way
 -- (on the host or, resource prefixed 'any:', the any-host pool), {'POOL'} as said.
 -- Cost: the script runs once per placement, so its common path (no reservation, network or
--- rule) is kept to seven commands: the claim and the target are read once each, the
--- target's counters are computed here and written in one HSET, and numbers are written as
--- strings made with string.format('%d') (a number handed to redis.call is printed with
--- '%.17g', several times slower).
+-- rule) is kept to seven commands, eight with the fencing epoch: the claim and the target
+-- are read once each, the target's counters are computed here and written in one HSET, and
+-- numbers are written as strings made with string.format('%d') (a number handed to
+-- redis.call is printed with '%.17g', several times slower).
 local R = {'vcpus', 'ram_mb', 'disk_gb'}
 local U = {'used_vcpus', 'used_ram_mb', 'used_disk_gb'}
 local HOST = {'state', 'last_seen_ms', 'cap_vcpus', 'cap_ram_mb', 'cap_disk_gb',
