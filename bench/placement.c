@@ -7,8 +7,13 @@
     then times `decisions` placements of a 1 vCPU / 1 GB / 10 GB VM one after another, the
     copy of the hosts kept current from the event stream every 100 ms as the scheduler's
     host_follow_ms timer does (its time counted in the rate, not in a decision's time), and
-    `decisions` SETs. It prints one JSON line: hosts, placements_per_s, p50_ms, p99_ms,
-    set_per_s, reloads (host loads during the decisions).
+    `decisions` SETs. Placements and SETs alternate in ten slices, each rate summed over its
+    own slices, so that both sides meet the same moments of a machine whose load changes
+    (measured one after the other, a burst of other work on a shared machine fell on one
+    side only: the same build's ratio ranged over 2x between runs). The VMs' ids are made
+    before the clock starts (a request reaches the scheduler with its VM's id: making a
+    random UUID is no part of placing it). It prints one JSON line: hosts, placements_per_s,
+    p50_ms, p99_ms, set_per_s, reloads (host loads during the decisions).
 
     bench-placement host port hosts decisions */
 #include "clock.h"
@@ -23,6 +28,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+#define SLICES 10 /* placement and SET slices, alternating */
 
 static double s_now_ms(void)
 {
@@ -100,54 +107,64 @@ int main(int argc, char **argv)
     flavor.ram_mb = 1024;
     flavor.disk_gb = 10;
     double *lat = calloc((size_t)decisions, sizeof *lat);
-    char vm[UTIL_ID_LEN];
+    char(*vms)[UTIL_ID_LEN] = calloc((size_t)decisions, sizeof *vms);
+    if (!lat || !vms) {
+        fprintf(stderr, "out of memory\n");
+        return 1;
+    }
+    for (int i = 0; i < decisions; i++)
+        util_uuid(vms[i]);
     int64_t loads_before = placement_loads(p);
-    double t0 = s_now_ms();
-    double followed = t0;
-    for (int i = 0; i < decisions; i++) {
-        /* As the scheduler's timer does every host_follow_ms (100): the claims' host.usage
-           events onto the copy, and the hosts whose beats ended. */
-        if (s_now_ms() - followed >= 100) {
-            if (placement_follow(p) != 0) {
-                fprintf(stderr, "following the event stream failed\n");
+    double placed_ms = 0, set_ms = 0, followed = s_now_ms();
+    for (int slice = 0; slice < SLICES; slice++) {
+        int from = (int)((long long)decisions * slice / SLICES);
+        int to = (int)((long long)decisions * (slice + 1) / SLICES);
+        double t0 = s_now_ms();
+        for (int i = from; i < to; i++) {
+            /* As the scheduler's timer does every host_follow_ms (100): the claims' host.usage
+               events onto the copy, and the hosts whose beats ended. */
+            if (s_now_ms() - followed >= 100) {
+                if (placement_follow(p) != 0) {
+                    fprintf(stderr, "following the event stream failed\n");
+                    return 1;
+                }
+                followed = s_now_ms();
+            }
+            Berth__SelectHost req = BERTH__SELECT_HOST__INIT;
+            req.vm = vms[i];
+            req.flavor = &flavor;
+            placement_result_t result;
+            berth_error_t error = { 0 };
+            double start = s_now_ms();
+            if (placement_select(p, &req, &result, &error) != 0) {
+                fprintf(stderr, "placement %d failed: %s\n", i, error.message);
                 return 1;
             }
-            followed = s_now_ms();
+            lat[i] = s_now_ms() - start;
         }
-        Berth__SelectHost req = BERTH__SELECT_HOST__INIT;
-        util_uuid(vm);
-        req.vm = vm;
-        req.flavor = &flavor;
-        placement_result_t result;
-        berth_error_t error = { 0 };
-        double start = s_now_ms();
-        if (placement_select(p, &req, &result, &error) != 0) {
-            fprintf(stderr, "placement %d failed: %s\n", i, error.message);
-            return 1;
+        placed_ms += s_now_ms() - t0;
+
+        /* The baseline: the same Redis, one connection, one SET at a time. */
+        t0 = s_now_ms();
+        for (int i = from; i < to; i++) {
+            r = redisCommand(c, "SET bench:set:%d %d", i, i);
+            if (!r || r->type == REDIS_REPLY_ERROR) {
+                fprintf(stderr, "SET failed\n");
+                return 1;
+            }
+            freeReplyObject(r);
         }
-        lat[i] = s_now_ms() - start;
+        set_ms += s_now_ms() - t0;
     }
-    double placed_ms = s_now_ms() - t0;
     int64_t loads = placement_loads(p) - loads_before;
     qsort(lat, (size_t)decisions, sizeof *lat, s_cmp);
-
-    /* The baseline: the same Redis, one connection, one SET at a time. */
-    t0 = s_now_ms();
-    for (int i = 0; i < decisions; i++) {
-        r = redisCommand(c, "SET bench:set:%d %d", i, i);
-        if (!r || r->type == REDIS_REPLY_ERROR) {
-            fprintf(stderr, "SET failed\n");
-            return 1;
-        }
-        freeReplyObject(r);
-    }
-    double set_ms = s_now_ms() - t0;
 
     printf("{\"hosts\": %d, \"placements_per_s\": %.1f, \"p50_ms\": %.3f, \"p99_ms\": %.3f, "
            "\"set_per_s\": %.1f, \"reloads\": %lld}\n",
            hosts, decisions / (placed_ms / 1000.0), lat[decisions / 2],
            lat[(int)(decisions * 0.99)], decisions / (set_ms / 1000.0), (long long)loads);
     free(lat);
+    free(vms);
     placement_destroy(&p);
     store_destroy(&store);
     redisFree(c);

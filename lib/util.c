@@ -66,13 +66,20 @@ int util_parse_int(const char *text, int64_t min, int64_t max, int64_t *out)
 
 int util_is_uuid(const char *text)
 {
-    uuid_t bin;
-    if (!text || strlen(text) != UTIL_ID_LEN - 1 || uuid_parse(text, bin) != 0)
+    /* The canonical form checked character by character (what uuid_parse accepts, less the
+       upper case): every placement checks its VM's id, and uuid_parse (strtoul per group)
+       showed in the scheduler's CPU profile per placement. */
+    if (!text)
         return 0;
-    for (const char *c = text; *c; c++)
-        if (isupper((unsigned char)*c))
-            return 0;
-    return 1;
+    for (int i = 0; i < UTIL_ID_LEN - 1; i++) {
+        char c = text[i];
+        if (i == 8 || i == 13 || i == 18 || i == 23) {
+            if (c != '-')
+                return 0;
+        } else if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f')))
+            return 0; /* the terminating NUL of a short text stops here too */
+    }
+    return text[UTIL_ID_LEN - 1] == '\0';
 }
 
 int util_secret_read(const char *dir, const char *name, char *out, size_t size)

@@ -47,25 +47,39 @@
 -- answers {'POOL'} and the caller calls again with them.
 -- Moving a claim off a host the caller now excludes gives the old host its share (and the
 -- reservations their part) back in the same step. Each host whose usage changed gets its
--- version bumped and a host.usage event (with the host's claims count). Returns {'OK', used_vcpus, used_ram_mb,
--- used_disk_gb, ips, macs} of the target (comma-separated in the networks' order; '' without
--- a network), {'CHANGED', host} when the claim moved meanwhile,
+-- version bumped and a host.usage event (with the host's claims count). Returns {'OK',
+-- used_vcpus, used_ram_mb, used_disk_gb, ips, macs} of the target (comma-separated in the
+-- networks' order; '' without a network), {'CHANGED', host} when the claim moved meanwhile,
 -- {'REJECTED', 8 host fields} when the host no longer fits (state, last_seen_ms, cap_* then
 -- used_*), {'RESERVED', resource} when only reservations of other groups stand in the way
 -- (on the host or, resource prefixed 'any:', the any-host pool), {'POOL'} as said.
+-- Cost: the script runs once per placement, so its common path (no reservation, network or
+-- rule) is kept to seven commands, eight with the fencing epoch: the claim and the target
+-- are read once each, the target's counters are computed here and written in one HSET, and
+-- numbers are written as strings made with string.format('%d') (a number handed to
+-- redis.call is printed with '%.17g', several times slower).
 local R = {'vcpus', 'ram_mb', 'disk_gb'}
 local U = {'used_vcpus', 'used_ram_mb', 'used_disk_gb'}
 local HOST = {'state', 'last_seen_ms', 'cap_vcpus', 'cap_ram_mb', 'cap_disk_gb',
   'used_vcpus', 'used_ram_mb', 'used_disk_gb'}
+local ZERO = {0, 0, 0}
+local fmt = string.format
 local function n(v) return tonumber(v) or 0 end
+-- An integer as the text Redis stores ('0' without formatting: most amounts written are).
+local function digits(v)
+  if v == 0 then return '0' end
+  return fmt('%d', v)
+end
 local now, timeout, group = n(ARGV[5]), n(ARGV[6]), ARGV[12]
 local want = {n(ARGV[2]), n(ARGV[3]), n(ARGV[4])}
 local ratio = {n(ARGV[8]), n(ARGV[7]), n(ARGV[9])}
 
 -- Unclaimed reservations in a reservation hash: of every group (held) and of group (own).
+-- Both are ZERO (shared, never written) when the hash is empty, as it mostly is.
 local function holdings(key)
-  local rows, held, own = {}, {0, 0, 0}, {0, 0, 0}
   local t = redis.call('HGETALL', key)
+  if #t == 0 then return ZERO, ZERO end
+  local rows, held, own = {}, {0, 0, 0}, {0, 0, 0}
   for i = 1, #t, 2 do
     local g, f = string.match(t[i], '^([^:]*):(.+)$')
     if g then rows[g] = rows[g] or {}; rows[g][f] = n(t[i + 1]) end
@@ -88,7 +102,7 @@ local function give_back(key, g, amounts)
   for j = 1, 3 do
     if amounts[j] > 0 then
       local f = g .. ':' .. U[j]
-      if redis.call('HINCRBY', key, f, -amounts[j]) <= 0 then
+      if redis.call('HINCRBY', key, f, digits(-amounts[j])) <= 0 then
         if redis.call('HEXISTS', key, g .. ':' .. R[j]) == 1 then
           redis.call('HSET', key, f, 0)
         else
@@ -111,9 +125,10 @@ end
 local function up(h) return h[1] == 'UP' and now - n(h[2]) <= timeout end
 
 -- A comma-separated list as a table ('' or absent: empty).
-local function split(text)
+local function split(list)
   local t = {}
-  for item in string.gmatch(text or '', '[^,]+') do t[#t + 1] = item end
+  if not list or list == '' then return t end
+  for item in string.gmatch(list, '[^,]+') do t[#t + 1] = item end
   return t
 end
 local nets, want_macs = split(ARGV[14]), split(ARGV[15])
@@ -131,14 +146,9 @@ local function net_keys(i)
   return KEYS[k + 1], KEYS[k + 2], KEYS[k + 3]
 end
 -- What the claim holds already: network -> {ip, mac} (claims from before several networks
--- hold one, in network, ip and mac).
+-- hold one, in network, ip and mac); filled from the claim's fields (read below, with its
+-- host) when the VM gets an address.
 local held_by = {}
-do
-  local c = redis.call('HMGET', KEYS[1], 'networks', 'ips', 'macs', 'network', 'ip', 'mac')
-  local hn, hi, hm = split(c[1]), split(c[2]), split(c[3])
-  if #hn == 0 and c[4] and c[4] ~= '' then hn, hi, hm = {c[4]}, {c[5] or ''}, {c[6] or ''} end
-  for i = 1, #hn do held_by[hn[i]] = {hi[i] or '', hm[i] or ''} end
-end
 
 -- a.b.c.d as a number (nil when it is not one).
 local function ip4(text)
@@ -181,12 +191,22 @@ local function address(net, NET, ADDRS)
 end
 
 if fence ~= '' and redis.call('HGET', TASK, 'epoch') ~= fence then return {'STALE'} end
-local cur = redis.call('HGET', KEYS[1], 'host') or ''
+local c = redis.call('HMGET', KEYS[1], 'host', 'networks', 'ips', 'macs', 'network', 'ip', 'mac')
+local cur = c[1] or ''
 if cur ~= ARGV[10] then return {'CHANGED', cur} end
-local h = redis.call('HMGET', KEYS[2], unpack(HOST))
+if #nets > 0 then
+  local hn, hi, hm = split(c[2]), split(c[3]), split(c[4])
+  if #hn == 0 and c[5] and c[5] ~= '' then hn, hi, hm = {c[5]}, {c[6] or ''}, {c[7] or ''} end
+  for i = 1, #hn do held_by[hn[i]] = {hi[i] or '', hm[i] or ''} end
+end
+-- The target as HOST lists it, then its claims and version.
+local h = redis.call('HMGET', KEYS[2], 'state', 'last_seen_ms', 'cap_vcpus', 'cap_ram_mb',
+  'cap_disk_gb', 'used_vcpus', 'used_ram_mb', 'used_disk_gb', 'claims', 'version')
+local used, room = {n(h[6]), n(h[7]), n(h[8])}, {}
 local ok = up(h)
 for j = 1, 3 do
-  ok = ok and n(h[5 + j]) + want[j] <= n(h[2 + j]) * ratio[j]
+  room[j] = n(h[2 + j]) * ratio[j]
+  ok = ok and used[j] + want[j] <= room[j]
 end
 if not ok then
   local row = {'REJECTED'}
@@ -196,7 +216,7 @@ end
 
 -- VMs per host: the claim counts on the target unless it is there already.
 if max_vms > 0 then
-  local count = n(redis.call('HGET', KEYS[2], 'claims'))
+  local count = n(h[9])
   if cur == ARGV[1] then count = count - 1 end
   if count + 1 > max_vms then return {'MAX_VMS', tostring(count)} end
 end
@@ -217,39 +237,45 @@ end
 -- Which reservations the claim takes from: the group's on the host, then its any-host one.
 local held, own = holdings(KEYS[5])
 local held_any, own_any = holdings(KEYS[7])
-local on_host, on_any, rest = {}, {}, {}
-for j = 1, 3 do
-  on_host[j] = math.min(want[j], own[j])
-  on_any[j] = math.min(want[j] - on_host[j], own_any[j])
-  rest[j] = want[j] - on_host[j] - on_any[j]
-  if n(h[5 + j]) + want[j] + held[j] - on_host[j] > n(h[2 + j]) * ratio[j] then
-    return {'RESERVED', R[j]}
-  end
-end
-
--- The pool check: only for a resource taken from unreserved capacity while other any-host
--- reservations stay unclaimed.
-local pool = false
-for j = 1, 3 do
-  if rest[j] > 0 and held_any[j] - on_any[j] > 0 then pool = true end
-end
-if pool then
-  if npool < 8 then return {'POOL'} end
-  local free = {0, 0, 0}
-  for i = 8, npool - 1, 2 do
-    local row = redis.call('HMGET', KEYS[i], unpack(HOST))
-    if up(row) then
-      local hh = holdings(KEYS[i + 1])
-      for j = 1, 3 do
-        local f = n(row[2 + j]) * ratio[j] - n(row[5 + j]) - hh[j]
-        if KEYS[i] == KEYS[2] then f = f - want[j] + on_host[j] end
-        if f > 0 then free[j] = free[j] + f end
-      end
+-- With no reservation on the host or any host (ZERO both), the claim takes nothing from
+-- them and the checks below are the capacity check above: they are skipped.
+local on_host, on_any = ZERO, ZERO
+if held ~= ZERO or held_any ~= ZERO then
+  local rest = {}
+  on_host, on_any = {}, {}
+  for j = 1, 3 do
+    on_host[j] = math.min(want[j], own[j])
+    on_any[j] = math.min(want[j] - on_host[j], own_any[j])
+    rest[j] = want[j] - on_host[j] - on_any[j]
+    if used[j] + want[j] + held[j] - on_host[j] > room[j] then
+      return {'RESERVED', R[j]}
     end
   end
+
+  -- The pool check: only for a resource taken from unreserved capacity while other any-host
+  -- reservations stay unclaimed.
+  local pool = false
   for j = 1, 3 do
-    if rest[j] > 0 and free[j] < held_any[j] - on_any[j] then
-      return {'RESERVED', 'any:' .. R[j]}
+    if rest[j] > 0 and held_any[j] - on_any[j] > 0 then pool = true end
+  end
+  if pool then
+    if npool < 8 then return {'POOL'} end
+    local free = {0, 0, 0}
+    for i = 8, npool - 1, 2 do
+      local row = redis.call('HMGET', KEYS[i], unpack(HOST))
+      if up(row) then
+        local hh = holdings(KEYS[i + 1])
+        for j = 1, 3 do
+          local f = n(row[2 + j]) * ratio[j] - n(row[5 + j]) - hh[j]
+          if KEYS[i] == KEYS[2] then f = f - want[j] + on_host[j] end
+          if f > 0 then free[j] = free[j] + f end
+        end
+      end
+    end
+    for j = 1, 3 do
+      if rest[j] > 0 and free[j] < held_any[j] - on_any[j] then
+        return {'RESERVED', 'any:' .. R[j]}
+      end
     end
   end
 end
@@ -272,11 +298,13 @@ for i = 1, #nets do
   ips[i], macs[i] = ip, mac
 end
 
+local moved = false
 if cur ~= '' and redis.call('EXISTS', KEYS[3]) == 1 then
+  moved = true
   local old = redis.call('HMGET', KEYS[1], 'vcpus', 'ram_mb', 'disk_gb', 'group',
     'res_vcpus', 'res_ram_mb', 'res_disk_gb', 'any_vcpus', 'any_ram_mb', 'any_disk_gb')
   for j = 1, 3 do
-    if n(old[j]) > 0 and redis.call('HINCRBY', KEYS[3], U[j], -n(old[j])) < 0 then
+    if n(old[j]) > 0 and redis.call('HINCRBY', KEYS[3], U[j], digits(-n(old[j]))) < 0 then
       redis.call('HSET', KEYS[3], U[j], 0) end
   end
   if old[4] then
@@ -288,17 +316,33 @@ if cur ~= '' and redis.call('EXISTS', KEYS[3]) == 1 then
   end
   usage(KEYS[3], cur, 'release')
 end
-redis.call('HINCRBY', KEYS[2], 'claims', 1)
-local u = {}
-for j = 1, 3 do
-  u[j] = redis.call('HINCRBY', KEYS[2], U[j], want[j])
-  if on_host[j] > 0 then redis.call('HINCRBY', KEYS[5], group .. ':' .. U[j], on_host[j]) end
-  if on_any[j] > 0 then redis.call('HINCRBY', KEYS[7], group .. ':' .. U[j], on_any[j]) end
+-- The target's counters from what was read above (read again when the claim was just
+-- released from this same host), written in one step; nothing else writes them meanwhile.
+local claims, version = n(h[9]), n(h[10])
+if moved and KEYS[3] == KEYS[2] then
+  local b = redis.call('HMGET', KEYS[2], 'used_vcpus', 'used_ram_mb', 'used_disk_gb', 'claims',
+    'version')
+  used, claims, version = {n(b[1]), n(b[2]), n(b[3])}, n(b[4]), n(b[5])
 end
+local u, ut = {}, {}
+for j = 1, 3 do
+  u[j] = used[j] + want[j]
+  ut[j] = digits(u[j])
+  if on_host[j] > 0 then
+    redis.call('HINCRBY', KEYS[5], group .. ':' .. U[j], digits(on_host[j]))
+  end
+  if on_any[j] > 0 then
+    redis.call('HINCRBY', KEYS[7], group .. ':' .. U[j], digits(on_any[j]))
+  end
+end
+claims, version = digits(claims + 1), digits(version + 1)
+redis.call('HSET', KEYS[2], 'used_vcpus', ut[1], 'used_ram_mb', ut[2], 'used_disk_gb', ut[3],
+  'claims', claims, 'version', version)
 redis.call('HSET', KEYS[1], 'host', ARGV[1], 'vcpus', ARGV[2], 'ram_mb', ARGV[3],
-  'disk_gb', ARGV[4], 'group', group, 'res_vcpus', on_host[1], 'res_ram_mb', on_host[2],
-  'res_disk_gb', on_host[3], 'any_vcpus', on_any[1], 'any_ram_mb', on_any[2],
-  'any_disk_gb', on_any[3])
+  'disk_gb', ARGV[4], 'group', group, 'res_vcpus', digits(on_host[1]),
+  'res_ram_mb', digits(on_host[2]), 'res_disk_gb', digits(on_host[3]),
+  'any_vcpus', digits(on_any[1]), 'any_ram_mb', digits(on_any[2]),
+  'any_disk_gb', digits(on_any[3]))
 for i = 1, #nets do
   local _, ADDRS = net_keys(i)
   redis.call('HSET', ADDRS, ips[i], ARGV[11])
@@ -312,5 +356,7 @@ if rule ~= '' then
   redis.call('HSET', PEERS, ARGV[11], ARGV[1])
   redis.call('HSET', KEYS[1], 'request', ARGV[18] or '')
 end
-usage(KEYS[2], ARGV[1], 'claim')
+redis.call('XADD', KEYS[4], '*', 'type', 'host.usage', 'key', KEYS[2], 'host', ARGV[1],
+  'vm', ARGV[11], 'change', 'claim', 'used_vcpus', ut[1], 'used_ram_mb', ut[2],
+  'used_disk_gb', ut[3], 'claims', claims, 'version', version, 'at_ms', ARGV[13])
 return {'OK', u[1], u[2], u[3], table.concat(ips, ','), table.concat(macs, ',')}

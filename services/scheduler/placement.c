@@ -726,12 +726,20 @@ static int s_stale(placement_t *self)
 #define FOLLOW_COUNT   1000 /* entries read per XREAD */
 #define FOLLOW_BATCHES 10   /* XREADs per placement_follow; the rest waits for the next */
 
-/* Is stream id a later than b? */
+/* A stream id "ms-seq" as its two numbers (what is missing reads 0). */
+static void s_id_parse(const char *id, unsigned long long *ms, unsigned long long *seq)
+{
+    char *rest;
+    *ms = strtoull(id, &rest, 10);
+    *seq = *rest == '-' ? strtoull(rest + 1, NULL, 10) : 0;
+}
+
+/* Is stream id a later than b? (Called for every entry followed: strtoull, not sscanf.) */
 static int s_id_after(const char *a, const char *b)
 {
-    unsigned long long am = 0, as = 0, bm = 0, bs = 0;
-    sscanf(a, "%llu-%llu", &am, &as);
-    sscanf(b, "%llu-%llu", &bm, &bs);
+    unsigned long long am, as, bm, bs;
+    s_id_parse(a, &am, &as);
+    s_id_parse(b, &bm, &bs);
     return am > bm || (am == bm && as > bs);
 }
 
@@ -1376,6 +1384,26 @@ static int s_list(const char *text, char *out, size_t size)
     return n;
 }
 
+/* Writes v in decimal into buf (24 bytes) and returns buf: the claim passes eight numbers,
+   and snprintf's format machinery was a visible part of a placement's CPU. */
+static const char *s_decimal(char buf[24], long long v)
+{
+    char digits[24];
+    int i = 0;
+    unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
+    do {
+        digits[i++] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    char *p = buf;
+    if (v < 0)
+        *p++ = '-';
+    while (i)
+        *p++ = digits[--i];
+    *p = '\0';
+    return buf;
+}
+
 /* Try one host for req. 0 (claimed), 1 (rejected: h updated from Redis), RESERVED, CHANGED,
    or -1. with_pool: pass every known host for the any-host check (the script asks when it
    needs them). */
@@ -1402,13 +1430,13 @@ static int s_claim(placement_t *self, const Berth__SelectHost *req, s_host_t *h,
     char peers_key[KEYS_MAX], max_vms[24];
     if (*rule)
         keys_build(peers_key, KEYS_REQUEST_HOSTS, req->request, NULL);
-    snprintf(max_vms, sizeof max_vms, "%lld", (long long)h->max_vms);
+    s_decimal(max_vms, (long long)h->max_vms);
     /* The fencing token: the claim is taken only while the task still holds this epoch. */
     int fenced = req->task && *req->task;
     char task_key[KEYS_MAX], epoch[24] = "";
     if (fenced) {
         keys_task(task_key, req->task);
-        snprintf(epoch, sizeof epoch, "%lld", (long long)req->epoch);
+        s_decimal(epoch, (long long)req->epoch);
     }
     const Berth__Resources *f = req->flavor;
     char claim_key[KEYS_MAX], host_key[KEYS_MAX], prev_key[KEYS_MAX], res_key[KEYS_MAX],
@@ -1416,18 +1444,22 @@ static int s_claim(placement_t *self, const Berth__SelectHost *req, s_host_t *h,
     char vcpus[24], ram[24], disk[24], now_text[24], timeout[24], at[24];
     keys_build(claim_key, KEYS_CLAIM, vm, NULL);
     keys_host(host_key, h->id);
-    keys_host(prev_key, *previous ? previous : h->id);
     keys_build(res_key, KEYS_HOST_RESERVATIONS, h->id, NULL);
-    keys_build(prev_res_key, KEYS_HOST_RESERVATIONS, *previous ? previous : h->id, NULL);
-    snprintf(vcpus, sizeof vcpus, "%d", f->vcpus);
-    snprintf(ram, sizeof ram, "%lld", (long long)f->ram_mb);
-    snprintf(disk, sizeof disk, "%lld", (long long)f->disk_gb);
-    snprintf(now_text, sizeof now_text, "%lld", (long long)now);
-    snprintf(at, sizeof at, "%lld", (long long)clock_now_ms());
+    if (*previous) {
+        keys_host(prev_key, previous);
+        keys_build(prev_res_key, KEYS_HOST_RESERVATIONS, previous, NULL);
+    } else { /* no claim yet: the script is told the target for both */
+        util_strlcpy(prev_key, host_key, sizeof prev_key);
+        util_strlcpy(prev_res_key, res_key, sizeof prev_res_key);
+    }
+    s_decimal(vcpus, f->vcpus);
+    s_decimal(ram, (long long)f->ram_mb);
+    s_decimal(disk, (long long)f->disk_gb);
+    s_decimal(now_text, (long long)now);
+    s_decimal(at, (long long)clock_now_ms());
     /* The claim script checks the beat too, by the same rule (s_rank_begin): not yet judging,
        any beat will do. */
-    snprintf(timeout, sizeof timeout, "%lld",
-             self->judging ? (long long)self->config.host_timeout_ms : (long long)INT64_MAX / 4);
+    s_decimal(timeout, self->judging ? (long long)self->config.host_timeout_ms : INT64_MAX / 4);
     int n_pool = with_pool ? self->n_hosts : 0;
     const char **argv =
         calloc((size_t)(7 + 2 * n_pool + 3 * LIMIT_VM_NETWORKS_MAX + 1 + 1 + 19), sizeof *argv);

@@ -82,6 +82,15 @@ static void s_assert_used(store_t *store, const char *key, const char *vcpus, co
     freeReplyObject(r);
 }
 
+static int64_t s_get(store_t *store, const char *key, const char *field)
+{
+    redisReply *r = store_command(store, "HGET %s %s", key, field);
+    assert_non_null(r);
+    int64_t v = r->type == REDIS_REPLY_STRING ? strtoll(r->str, NULL, 10) : -1;
+    freeReplyObject(r);
+    return v;
+}
+
 static void test_claim_checks_then_takes(void **state)
 {
     fixture_t *f = *state;
@@ -133,6 +142,24 @@ static void test_claim_checks_then_takes(void **state)
     assert_string_equal(ev->element[ev->elements - 2]->str, "at_ms");
     assert_string_equal(ev->element[ev->elements - 1]->str, PLATFORM_NOW);
     freeReplyObject(r);
+
+    /* Placed again on the host it is on, with another size: its old share goes and the new
+       one comes in the same step; the host still counts one claim, its version moved twice
+       (two events), and the last event carries what the host holds now. */
+    r = s_claim(f->store, "h2", "h2", "3");
+    assert_string_equal(r->element[0]->str, "OK");
+    assert_int_equal(r->element[1]->integer, 3);
+    freeReplyObject(r);
+    s_assert_used(f->store, "t:host:h2", "3", "4096");
+    assert_int_equal(s_get(f->store, "t:host:h2", "claims"), 1);
+    assert_int_equal(s_get(f->store, "t:host:h2", "version"), 3);
+    r = store_command(f->store, "XREVRANGE t:events + - COUNT 1");
+    ev = r->element[0]->element[1];
+    assert_string_equal(ev->element[9]->str, "claim");
+    assert_string_equal(ev->element[11]->str, "3");
+    assert_string_equal(ev->element[17]->str, "1");
+    assert_string_equal(ev->element[19]->str, "3");
+    freeReplyObject(r);
 }
 
 static redisReply *s_release_vm(store_t *store, const char *vm, const char *host)
@@ -151,15 +178,6 @@ static redisReply *s_release_vm(store_t *store, const char *vm, const char *host
 static redisReply *s_release(store_t *store, const char *host)
 {
     return s_release_vm(store, "vm", host);
-}
-
-static int64_t s_get(store_t *store, const char *key, const char *field)
-{
-    redisReply *r = store_command(store, "HGET %s %s", key, field);
-    assert_non_null(r);
-    int64_t v = r->type == REDIS_REPLY_STRING ? strtoll(r->str, NULL, 10) : -1;
-    freeReplyObject(r);
-    return v;
 }
 
 static void s_verdict(redisReply *r, const char *want, const char *detail)

@@ -27,6 +27,8 @@ static void test_is_uuid(void **state)
                           "3f2b8c1e-6a4d-4f0e-9b7a-1c2d3e4f5a6bb",
                           "3f2b8c1e6a4d-4f0e-9b7a-1c2d3e4f5a6b0", /* dash misplaced */
                           "3f2b8c1e-6a4d-4f0e-9b7a-1c2d3e4f5a6g", /* not hex */
+                          "3f2b8c1e-6a4d-4f0e-9b7a-1c2d3e4f5a-b", /* a dash for a digit */
+                          "3f2b8c1e-6a4d-4f0e-9b7a+1c2d3e4f5a6b", /* no dash */
                           "../../../../etc/passwd-aaaaaaaaaaaaaa" };
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
         assert_false(util_is_uuid(bad[i]));
