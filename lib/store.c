@@ -470,73 +470,18 @@ redisReply *store_command(store_t *self, const char *format, ...)
     return reply;
 }
 
-/* n in decimal at p, then CRLF; past what was written. */
-static char *s_put_count(char *p, size_t n)
-{
-    char digits[24];
-    int i = 0;
-    do {
-        digits[i++] = (char)('0' + n % 10);
-        n /= 10;
-    } while (n);
-    while (i)
-        *p++ = digits[--i];
-    *p++ = '\r';
-    *p++ = '\n';
-    return p;
-}
-
-static size_t s_count_len(size_t n)
-{
-    size_t len = 1;
-    while (n >= 10) {
-        n /= 10;
-        len++;
-    }
-    return len;
-}
-
-/* argv as a RESP command in *out (malloc'd): its length, or -1. What hiredis's
-   redisFormatCommandArgv makes, without its sprintf per argument (a tenth of the scheduler's
-   CPU per placement went there: the claim script takes 26 arguments). */
-static long s_format(char **out, int argc, const char **argv, const size_t *lens)
-{
-    size_t total = 1 + s_count_len((size_t)argc) + 2;
-    for (int i = 0; i < argc; i++) {
-        size_t len = lens ? lens[i] : strlen(argv[i]);
-        total += 1 + s_count_len(len) + 2 + len + 2;
-    }
-    char *cmd = malloc(total + 1), *p = cmd;
-    if (!cmd)
-        return -1;
-    *p++ = '*';
-    p = s_put_count(p, (size_t)argc);
-    for (int i = 0; i < argc; i++) {
-        size_t len = lens ? lens[i] : strlen(argv[i]);
-        *p++ = '$';
-        p = s_put_count(p, len);
-        memcpy(p, argv[i], len);
-        p += len;
-        *p++ = '\r';
-        *p++ = '\n';
-    }
-    *p = '\0';
-    *out = cmd;
-    return (long)total;
-}
-
 /* argv as one command; safe < 0 means "decide by the command's name". */
 static redisReply *s_commandv(store_t *self, int argc, const char **argv, const size_t *lens,
                               int safe)
 {
     char *cmd = NULL;
-    long len = s_format(&cmd, argc, argv, lens);
+    int len = redisFormatCommandArgv(&cmd, argc, argv, lens);
     if (len < 0)
         return NULL;
     if (safe < 0)
         safe = s_is_readonly(cmd, (size_t)len);
     redisReply *reply = s_roundtrip(self, cmd, (size_t)len, safe);
-    free(cmd);
+    redisFreeCommand(cmd);
     return reply;
 }
 

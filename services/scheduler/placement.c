@@ -1384,26 +1384,6 @@ static int s_list(const char *text, char *out, size_t size)
     return n;
 }
 
-/* Writes v in decimal into buf (24 bytes) and returns buf: the claim passes eight numbers,
-   and snprintf's format machinery was a visible part of a placement's CPU. */
-static const char *s_decimal(char buf[24], long long v)
-{
-    char digits[24];
-    int i = 0;
-    unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
-    do {
-        digits[i++] = (char)('0' + u % 10);
-        u /= 10;
-    } while (u);
-    char *p = buf;
-    if (v < 0)
-        *p++ = '-';
-    while (i)
-        *p++ = digits[--i];
-    *p = '\0';
-    return buf;
-}
-
 /* Try one host for req. 0 (claimed), 1 (rejected: h updated from Redis), RESERVED, CHANGED,
    or -1. with_pool: pass every known host for the any-host check (the script asks when it
    needs them). */
@@ -1430,13 +1410,13 @@ static int s_claim(placement_t *self, const Berth__SelectHost *req, s_host_t *h,
     char peers_key[KEYS_MAX], max_vms[24];
     if (*rule)
         keys_build(peers_key, KEYS_REQUEST_HOSTS, req->request, NULL);
-    s_decimal(max_vms, (long long)h->max_vms);
+    snprintf(max_vms, sizeof max_vms, "%lld", (long long)h->max_vms);
     /* The fencing token: the claim is taken only while the task still holds this epoch. */
     int fenced = req->task && *req->task;
     char task_key[KEYS_MAX], epoch[24] = "";
     if (fenced) {
         keys_task(task_key, req->task);
-        s_decimal(epoch, (long long)req->epoch);
+        snprintf(epoch, sizeof epoch, "%lld", (long long)req->epoch);
     }
     const Berth__Resources *f = req->flavor;
     char claim_key[KEYS_MAX], host_key[KEYS_MAX], prev_key[KEYS_MAX], res_key[KEYS_MAX],
@@ -1452,14 +1432,15 @@ static int s_claim(placement_t *self, const Berth__SelectHost *req, s_host_t *h,
         util_strlcpy(prev_key, host_key, sizeof prev_key);
         util_strlcpy(prev_res_key, res_key, sizeof prev_res_key);
     }
-    s_decimal(vcpus, f->vcpus);
-    s_decimal(ram, (long long)f->ram_mb);
-    s_decimal(disk, (long long)f->disk_gb);
-    s_decimal(now_text, (long long)now);
-    s_decimal(at, (long long)clock_now_ms());
+    snprintf(vcpus, sizeof vcpus, "%d", f->vcpus);
+    snprintf(ram, sizeof ram, "%lld", (long long)f->ram_mb);
+    snprintf(disk, sizeof disk, "%lld", (long long)f->disk_gb);
+    snprintf(now_text, sizeof now_text, "%lld", (long long)now);
+    snprintf(at, sizeof at, "%lld", (long long)clock_now_ms());
     /* The claim script checks the beat too, by the same rule (s_rank_begin): not yet judging,
        any beat will do. */
-    s_decimal(timeout, self->judging ? (long long)self->config.host_timeout_ms : INT64_MAX / 4);
+    snprintf(timeout, sizeof timeout, "%lld",
+             self->judging ? (long long)self->config.host_timeout_ms : (long long)INT64_MAX / 4);
     int n_pool = with_pool ? self->n_hosts : 0;
     const char **argv =
         calloc((size_t)(7 + 2 * n_pool + 3 * LIMIT_VM_NETWORKS_MAX + 1 + 1 + 19), sizeof *argv);
