@@ -3,8 +3,9 @@
     and nothing is stored. Accepted, the record is written IMPORTING on the loop, the request
     is answered with it, and the second job copies the file; its end writes READY or FAILED.
     A stager that dies mid-copy leaves the record IMPORTING (and a .import-* file in the
-    images directory); deleting such a record is refused, so the operator imports again under
-    another name. */
+    images directory) until recovery (catalog_recover: at the next start of a stager and every
+    recover_ms) ends it FAILED and removes the file; then it can be deleted and imported
+    again. */
 #include "images.h"
 #include "sysprep.h"
 #include "limit.h"
@@ -80,10 +81,8 @@ static int s_text(berth_error_t *error, const char *field, const char *text, siz
     return 0;
 }
 
-/* The fields an import may set, checked; the rest of what the record holds is the store's. */
-static int s_check_import(const Berth__ImportImage *req, berth_error_t *error)
+int images_check_meta(const Berth__Image *im, berth_error_t *error)
 {
-    const Berth__Image *im = req->image;
     if (!im)
         return error_field(error, "name", "name is required");
     if (!catalog_valid_name(im->name) || util_is_uuid(im->name))
@@ -104,6 +103,15 @@ static int s_check_import(const Berth__ImportImage *req, berth_error_t *error)
         return error_field(error, "min_ram_mb", "min_ram_mb must be 0 to %d", LIMIT_RAM_MB_MAX);
     if (im->min_disk_gb < 0 || im->min_disk_gb > LIMIT_DISK_GB_MAX)
         return error_field(error, "min_disk_gb", "min_disk_gb must be 0 to %d", LIMIT_DISK_GB_MAX);
+    return 0;
+}
+
+/* The fields an import may set, checked; the rest of what the record holds is the store's. */
+static int s_check_import(const Berth__ImportImage *req, berth_error_t *error)
+{
+    const Berth__Image *im = req->image;
+    if (images_check_meta(im, error) != 0)
+        return -1;
     if (!req->path || !*req->path)
         return error_field(error, "path", "path is required: a file under the import directory");
     if (strlen(req->path) > LIMIT_IMAGE_PATH_MAX)
@@ -197,6 +205,7 @@ static void s_copy_done(void *arg, int deliver)
     s_import_t *job = arg;
     images_t *self = job->images;
     self->importing--;
+    catalog_work_end(self->config.catalog, job->id);
     if (!deliver) { /* shutting down: the record stays IMPORTING (see the top of the file) */
         if (job->rc == 0 && job->path[0]) {
             unlink(job->path);
@@ -304,7 +313,9 @@ static void s_inspect_done(void *arg, int deliver)
         catalog_import_end(self->config.catalog, job->name, NULL, NULL, NULL, 0, NULL,
                            "the stager was too busy to copy the image; import it again");
         s_import_free(job);
+        return;
     }
+    catalog_work_begin(self->config.catalog, job->id);
 }
 
 static void s_on_import(bus_request_t *request, void *arg)
