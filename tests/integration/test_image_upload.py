@@ -10,7 +10,8 @@ the metadata in query parameters), with every service and one simulated host:
 - refused before the body is read (the request's headers alone get the answer): a file over
   the gateway's image_upload_max_bytes (413 with details.max), a member's upload (403), a
   name taken (409), no Content-Length (400);
-- a connection broken mid-upload leaves nothing behind at the stager;
+- a connection broken mid-upload leaves nothing behind at the stager; nor does a gateway
+  killed mid-upload, once the stager's upload_idle_ms (2 s here) has passed;
 - `berth image import --file` streams a file and shows the image.
 
 Run: BERTH_BIN_DIR=build/bin python3 tests/integration/test_image_upload.py
@@ -20,6 +21,7 @@ import hashlib
 import http.client
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -38,7 +40,8 @@ LIMIT = 8 * 1024 * 1024
 class ImageUpload(PlatformCase):
     agents = 1
     platform_env = {"BERTH_IMAGE_UPLOAD_MAX_BYTES": str(LIMIT),
-                    "BERTH_IMAGE_UPLOAD_CHUNK_BYTES": "65536"}
+                    "BERTH_IMAGE_UPLOAD_CHUNK_BYTES": "65536",
+                    "BERTH_UPLOAD_IDLE_MS": "2000"}
 
     @classmethod
     def setUpClass(cls):
@@ -174,6 +177,36 @@ class ImageUpload(PlatformCase):
         # ...and nothing once the connection is gone.
         wait_until(lambda: self.stored() == before, 30, "the cut upload dropped")
         self.assertEqual(self.api.call("GET", "/v1/images/up-cut").status, 404)
+
+    def start_upload(self, name, data_mb):
+        """An upload sent half-way, the stager holding part of it: its connection."""
+        path = self.file(name + ".qcow2", "-f", "qcow2", "64M", data_mb=data_mb)
+        with open(path, "rb") as f:
+            data = f.read()
+        conn = http.client.HTTPConnection("127.0.0.1", self.p.http_port, timeout=10)
+        conn.putrequest("POST", self.query(name))
+        conn.putheader("Authorization", "Bearer " + self.api.token)
+        conn.putheader("Content-Type", "application/octet-stream")
+        conn.putheader("Content-Length", str(len(data)))
+        conn.endheaders()
+        conn.send(data[:len(data) // 2])
+        wait_until(lambda: any(f.endswith(".part") and
+                               os.path.getsize(os.path.join(self.uploads_dir, f)) > 0
+                               for f in os.listdir(self.uploads_dir)), 20, "part of the upload")
+        return conn
+
+    def test_g_gateway_killed_mid_upload(self):
+        before = self.stored()
+        conn = self.start_upload("up-orphan", 4)
+        gateway = [p for p in self.p.procs if p.service == "gateway" and p.alive()][0]
+        gateway.kill(signal.SIGKILL)
+        gateway.wait(10)
+        conn.close()
+        # The stager drops what it held once nothing came for upload_idle_ms.
+        wait_until(lambda: self.stored() == before, 30, "the orphaned upload dropped")
+        self.p.restart(gateway)
+        self.p.wait_http("/readyz", timeout=30)
+        self.assertEqual(self.api.call("GET", "/v1/images/up-orphan").status, 404)
 
     def test_f_cli(self):
         path = self.file("cli.qcow2", "-f", "qcow2", "64M", data_mb=1)

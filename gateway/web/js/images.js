@@ -187,6 +187,20 @@ function uploadForm(done) {
   return form;
 }
 
+// The two ways to add a model, one form shown at a time: a file under the stager's import
+// directory (the default) or a file of this computer, uploaded.
+function addForms(done) {
+  const box = h('div', { id: 'image-add' });
+  const pick = (upload) => {
+    fill(box, h('div', { className: 'actions', role: 'group', 'aria-label': 'Add an image from' },
+      h('button', { type: 'button', 'aria-pressed': String(!upload), onclick: () => pick(false) }, 'From the server'),
+      h('button', { type: 'button', 'aria-pressed': String(upload), onclick: () => pick(true) }, 'From this computer')),
+    upload ? uploadForm(done) : importForm(done));
+  };
+  pick(false);
+  return box;
+}
+
 async function deleteImage(image, done) {
   showError(null);
   if (!(await confirmDialog({ title: `Delete the image ${image.name}?`, danger: true, confirm: 'Delete',
@@ -267,7 +281,6 @@ export async function imagesScreen(id) {
   if (isPlatform()) cols.push('');
   fill(section, h('h1', {}, 'Images'),
     h('table', { id: 'images' }, h('thead', {}, h('tr', {}, cols.map((c) => h('th', { scope: 'col' }, c)))), tbody),
-    isPlatform() ? uploadForm(load) : null,
-    isPlatform() ? importForm(load) : null);
+    isPlatform() ? addForms(load) : null);
   return { title: 'Images', node: section };
 }
