@@ -341,9 +341,10 @@ int catalog_import_end(catalog_t *self, const char *name, const char *path, cons
     model_tx_t *tx = model_tx_new();
     if (!tx)
         return -1;
+    image.worker = ""; /* ended: no one works on it any more */
     if (fault) {
         image.fault = (char *)fault;
-        model_tx_put_fields(tx, key, &image.base, "fault", NULL);
+        model_tx_put_fields(tx, key, &image.base, "fault", "worker", NULL);
         model_tx_transition(tx, LIFECYCLE_IMAGE, key, "IMPORTING", "FAILED", MODEL_VERSION_ANY,
                             "image", name, "fault", fault, NULL);
     } else {
@@ -353,7 +354,7 @@ int catalog_import_end(catalog_t *self, const char *name, const char *path, cons
         image.kernel_path = (char *)(kernel ? kernel : "");
         image.initrd_path = (char *)(initrd ? initrd : "");
         model_tx_put_fields(tx, key, &image.base, "path", "size_bytes", "sha256", "kernel_path",
-                            "initrd_path", NULL);
+                            "initrd_path", "worker", NULL);
         model_tx_transition(tx, LIFECYCLE_IMAGE, key, "IMPORTING", "READY", MODEL_VERSION_ANY,
                             "image", name, "sha256", sha256, NULL);
     }
@@ -429,9 +430,10 @@ int catalog_stage_end(catalog_t *self, const char *name, const catalog_staged_t 
     model_tx_t *tx = model_tx_new();
     if (!tx)
         return -1;
+    image.worker = ""; /* ended: no one works on it any more */
     if (fault) {
         image.fault = (char *)fault;
-        model_tx_put_fields(tx, key, &image.base, "fault", NULL);
+        model_tx_put_fields(tx, key, &image.base, "fault", "worker", NULL);
         model_tx_transition(tx, LIFECYCLE_IMAGE, key, "STAGING", "FAILED", MODEL_VERSION_ANY,
                             "image", name, "fault", fault, NULL);
     } else {
@@ -444,7 +446,7 @@ int catalog_stage_end(catalog_t *self, const char *name, const catalog_staged_t 
         image.stage = "";
         image.percent = 100;
         model_tx_put_fields(tx, key, &image.base, "path", "format", "size_bytes", "sha256",
-                            "manifest", "sysprep_report", "stage", "percent", NULL);
+                            "manifest", "sysprep_report", "stage", "percent", "worker", NULL);
         model_tx_transition(tx, LIFECYCLE_IMAGE, key, "STAGING", "READY", MODEL_VERSION_ANY,
                             "image", name, "sha256", done->sha256, NULL);
     }

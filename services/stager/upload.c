@@ -868,7 +868,7 @@ void upload_register(upload_t *self, service_t *service)
     service_on(service, "BeginUpload", "taskmgr gateway", s_on_begin, self);
     service_on(service, "FinishUpload", "taskmgr gateway", s_on_finish, self);
     service_on(service, "AbortUpload", "taskmgr gateway", s_on_abort, self);
-    service_on(service, "GetUploadState", "agent gateway", s_on_state, self);
+    service_on(service, "GetUploadState", "agent", s_on_state, self);
     service_on(service, "PutImageChunk", "agent gateway", s_on_chunk, self);
     int64_t every = self->config.idle_ms / 4 < 1000 ? self->config.idle_ms / 4 : 1000;
     service_every(service, (int)(every > 50 ? every : 50), s_sweep, self);

@@ -38,9 +38,9 @@ upload_t *upload_new(const upload_config_t *config);
 void upload_destroy(upload_t **self_p);
 
 /* Declare the handlers on service: BeginUpload, FinishUpload, AbortUpload from the taskmgr
-   (captures) and the gateway (HTTP uploads); GetUploadState and PutImageChunk from agents
-   (the one host each capture names) and the gateway (its HTTP uploads); and the sweep of
-   idle HTTP uploads. */
+   (captures) and the gateway (HTTP uploads); PutImageChunk from agents (the one host each
+   capture names) and the gateway (its HTTP uploads); GetUploadState from agents; and the
+   sweep of idle HTTP uploads. */
 void upload_register(upload_t *self, service_t *service);
 
 #endif
