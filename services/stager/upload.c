@@ -836,18 +836,10 @@ static int s_sweep(service_t *service, void *arg)
         }
         if ((int64_t)(now - st.st_mtime) * 1000 < self->config.idle_ms)
             continue;
-        if (!u) { /* not opened since a restart: is it an HTTP upload? */
-            uint8_t *data = NULL;
-            size_t size = 0;
-            s_path(self, id, ".meta", path, sizeof path);
-            Berth__BeginUpload *meta = NULL;
-            if (files_read(path, 1 << 20, &data, &size) == 0)
-                meta = berth__begin_upload__unpack(NULL, size, data);
-            free(data);
-            int http = meta && streq(meta->source, "gateway");
-            if (meta)
-                berth__begin_upload__free_unpacked(meta, NULL);
-            if (!http)
+        if (!u) { /* not opened since a restart: opened now, to learn whose it is */
+            berth_error_t none = { 0 };
+            u = s_find(self, id, &none);
+            if (!u || !s_http(u))
                 continue;
         }
         zlistx_add_end(idle, strdup(id));
