@@ -847,14 +847,41 @@ static int s_capture_pending(catalog_t *self, const Berth__Image *image)
            files_exists(meta);
 }
 
+/* Why the orphan did not finish, into fault. */
+static void s_orphan_why(const Berth__Image *image, char *fault, size_t size)
+{
+    const char *worker = image->worker && *image->worker ? image->worker : "an earlier stager";
+    snprintf(fault, size, "the stager %s stopped while the image was %s", worker,
+             streq(image->state, "STAGING") ? "being staged" : "being imported");
+}
+
+/* Make this instance the worker of the orphan, if it is still as we saw it. 0 when taken,
+   MODEL_CONFLICT, or -1. */
+static int s_take_orphan(catalog_t *self, const Berth__Image *image)
+{
+    char key[KEYS_MAX];
+    keys_build(key, KEYS_IMAGE, image->name, NULL);
+    Berth__Image update = BERTH__IMAGE__INIT;
+    update.worker = self->instance;
+    model_tx_t *tx = model_tx_new();
+    if (!tx)
+        return -1;
+    model_tx_check(tx, key, "worker", image->worker ? image->worker : "");
+    model_tx_check(tx, key, "state", image->state);
+    model_tx_put_fields(tx, key, &update.base, "worker", NULL);
+    int rc = model_tx_commit(tx, self->store, NULL);
+    model_tx_destroy(&tx);
+    return rc < 0 ? -1 : rc;
+}
+
 /* End the orphan FAILED, if it is still as we saw it (state and worker). */
 static int s_fail_orphan(catalog_t *self, const Berth__Image *image)
 {
-    char key[KEYS_MAX], fault[256];
+    char key[KEYS_MAX], fault[256], why[200];
     keys_build(key, KEYS_IMAGE, image->name, NULL);
     const char *worker = image->worker && *image->worker ? image->worker : "an earlier stager";
-    snprintf(fault, sizeof fault, "the stager %s stopped while the image was %s; %s it again",
-             worker, streq(image->state, "STAGING") ? "being staged" : "being imported",
+    s_orphan_why(image, why, sizeof why);
+    snprintf(fault, sizeof fault, "%s; %s it again", why,
              streq(image->state, "STAGING") ? "stage" : "import");
     Berth__Image update = BERTH__IMAGE__INIT;
     update.fault = fault;
@@ -876,7 +903,8 @@ static int s_fail_orphan(catalog_t *self, const Berth__Image *image)
     return rc < 0 ? -1 : rc;
 }
 
-int catalog_recover(catalog_t *self, const char *const *live, size_t n, int *failed_p)
+int catalog_recover(catalog_t *self, const char *const *live, size_t n, catalog_resume_fn *resume,
+                    void *arg, int *failed_p)
 {
     Berth__ImageList *list = NULL;
     if (catalog_list(self, NULL, &list) != 0)
@@ -890,6 +918,33 @@ int catalog_recover(catalog_t *self, const char *const *live, size_t n, int *fai
             continue;
         if (s_worked_on(self, image, live, n) || s_capture_pending(self, image)) {
             zhashx_update(busy, image->id, (void *)"");
+            continue;
+        }
+        if (resume && streq(state, "IMPORTING") && image->import_path && *image->import_path) {
+            /* A path import: its files may still be there; import it again. */
+            char why[200];
+            s_orphan_why(image, why, sizeof why);
+            int taken = s_take_orphan(self, image);
+            if (taken < 0) {
+                rc = -1;
+                break;
+            }
+            if (taken != 0)
+                continue; /* changed meanwhile: another instance took it */
+            s_unlink_partial(self, image->id);
+            catalog_work_begin(self, image->id);
+            zhashx_update(busy, image->id, (void *)"");
+            log_warn(NULL, "image left unfinished by a stopped stager is imported again",
+                     "{s:s, s:s, s:s}", "image", image->name, "id", image->id, "worker",
+                     image->worker);
+            if (resume(arg, image, why) != 0) {
+                char fault[256];
+                snprintf(fault, sizeof fault, "%s; the stager was too busy to import it again",
+                         why);
+                catalog_work_end(self, image->id);
+                catalog_import_end(self, image->name, NULL, NULL, NULL, 0, NULL, fault);
+            }
+            failed++;
             continue;
         }
         int ended = s_fail_orphan(self, image);

@@ -103,9 +103,15 @@ int catalog_staged_newest(catalog_t *self, const char *model_id, Berth__Image **
 void catalog_work_begin(catalog_t *self, const char *id);
 void catalog_work_end(catalog_t *self, const char *id);
 
+/* Take over an import a dead stager left (its record now names this instance): 0 when it
+   is being imported again, -1 when it cannot be (then it ends FAILED with why). */
+typedef int(catalog_resume_fn)(void *arg, const Berth__Image *image, const char *why);
+
 /* End every record left behind as above, given the live stager instances (n names), and
-   remove partial files of images no live instance works on. 0 and *failed_p (records ended
-   FAILED), or -1 when Redis failed. */
-int catalog_recover(catalog_t *self, const char *const *live, size_t n, int *failed_p);
+   remove partial files of images no live instance works on. A path import that names its
+   files (import_path) is taken over and handed to resume (when not NULL) instead. 0 and
+   *failed_p (records ended FAILED or taken over), or -1 when Redis failed. */
+int catalog_recover(catalog_t *self, const char *const *live, size_t n, catalog_resume_fn *resume,
+                    void *arg, int *failed_p);
 
 #endif

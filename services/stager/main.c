@@ -149,6 +149,13 @@ static void s_on_list_images(bus_request_t *request, void *arg)
 
 /* ---- recovery ---- */
 
+/* catalog_resume_fn: a path import a dead stager left is imported again here. */
+static int s_resume(void *arg, const Berth__Image *image, const char *why)
+{
+    stager_t *self = arg;
+    return images_resume(self->images, image, why);
+}
+
 /* Records left IMPORTING or STAGING by a stager that died end FAILED, and their partial
    files go (catalog.h). Runs once the base images are ready (Redis answers), then every
    recover_ms: an instance killed a moment ago stays in the registry until its entry lapses
@@ -166,7 +173,7 @@ static int s_recover(service_t *service, void *arg)
     for (size_t i = 0; live && i < n; i++)
         live[i] = entries[i].instance;
     int failed = 0;
-    if (live && catalog_recover(self->catalog, live, n, &failed) == 0 && failed)
+    if (live && catalog_recover(self->catalog, live, n, s_resume, self, &failed) == 0 && failed)
         log_info(NULL, "recovered images left unfinished", "{s:i}", "failed", failed);
     free(live);
     free(entries);
@@ -371,7 +378,7 @@ int main(int argc, char **argv)
     config_declare(c, "capture_max_bytes", "68719476736", 0); /* largest upload: 64 GiB */
     config_declare(c, "recover_ms", "5000", 0);
     config_declare(c, "upload_idle_ms", "300000", 0);
-        /* an HTTP upload untouched: dropped */ /* how often unfinished records are checked */
+    /* an HTTP upload untouched: dropped */ /* how often unfinished records are checked */
 
     stager_t self = { .service = service };
     int rc = 1;

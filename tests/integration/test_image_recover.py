@@ -2,15 +2,19 @@
 """Images a stager left unfinished when it died are not left so forever:
 
 - kill -9 the stager while it copies a path import (a qcow2 of a few hundred MB, so the copy
-  is under way when it dies): once a stager runs again, the record ends FAILED (its fault
-  names the stopped stager) or READY, never stays IMPORTING, and the store keeps no partial
-  file of it (no .import-<id>*, no <id>.*); the FAILED record can then be deleted;
+  is under way when it dies) and remove the file it imports: once a stager runs again, the
+  record ends FAILED (its fault names the stopped stager), never stays IMPORTING, and the
+  store keeps no partial file of it (no .import-<id>*, no <id>.*); the FAILED record can
+  then be deleted;
+- the same with the file left where it was: the import is done again, READY with the
+  file's digest, and only its file is in the store;
 - the same for a staging killed during its COPY: the staged image ends FAILED and no
   .stage-<id>.* file is left.
 
 Run: BERTH_BIN_DIR=build/bin python3 tests/integration/test_image_recover.py
 """
 
+import hashlib
 import os
 import signal
 import subprocess
@@ -47,10 +51,13 @@ class ImageRecover(PlatformCase):
     def stager(self):
         return [p for p in self.p.procs if p.service == "stager" and p.alive()][0]
 
-    def kill_and_restart(self):
+    def kill_and_restart(self, meanwhile=None):
+        """kill -9 the stager, do meanwhile(), start it again."""
         stager = self.stager()
         stager.kill(signal.SIGKILL)
         stager.wait(10)
+        if meanwhile:
+            meanwhile()
         return self.p.restart(stager)
 
     def leftovers(self, image_id):
@@ -74,18 +81,36 @@ class ImageRecover(PlatformCase):
             # The copy is under way: its temporary file exists.
             wait_until(lambda: any(f.startswith(".import-" + image["id"])
                                    for f in os.listdir(self.images_dir)), 30, "the copy started")
-            self.kill_and_restart()
-            os.unlink(path)
+            # Its file gone, it cannot be imported again.
+            self.kill_and_restart(lambda: os.unlink(path))
             ended = self.ended(image["id"])
             if ended["state"] == "FAILED":
                 break
             self.assertEqual(ended["state"], "READY", ended)  # the copy won the race
         self.assertEqual(ended["state"], "FAILED", ended)
         self.assertIn("stopped while the image was being imported", ended["fault"])
+        self.assertIn("cannot be imported again", ended["fault"])
         self.assertEqual(self.leftovers(image["id"]), [])
         # Gone for good once deleted; the name is free for another import.
         self.assertEqual(self.api.call("DELETE", "/v1/images/" + name).status, 200)
         self.assertEqual(self.api.call("GET", "/v1/images/" + name).status, 404)
+
+    def test_c_import_taken_over(self):
+        """Its file still there, the import killed mid-copy is done again after the restart:
+        READY with the file's own digest, no partial file left."""
+        path = self.big_qcow2("big-c.qcow2")
+        r = self.api.call("POST", "/v1/images", dict(META, path="big-c.qcow2", name="big-c"))
+        self.assertEqual(r.status, 201, r)
+        image = r.json()["image"]
+        wait_until(lambda: any(f.startswith(".import-" + image["id"])
+                               for f in os.listdir(self.images_dir)), 30, "the copy started")
+        self.kill_and_restart()
+        ended = self.ended(image["id"], 120)
+        self.assertEqual(ended["state"], "READY", ended)
+        with open(path, "rb") as f:
+            self.assertEqual(ended["sha256"], hashlib.sha256(f.read()).hexdigest())
+        self.assertEqual(ended["size_bytes"], os.path.getsize(path))
+        self.assertEqual(self.leftovers(image["id"]), [image["id"] + ".qcow2"])
 
     def test_b_staging_killed_mid_copy(self):
         self.big_qcow2("big-b.qcow2")

@@ -21,6 +21,7 @@ import hashlib
 import http.client
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -53,6 +54,12 @@ class ImageUpload(PlatformCase):
         cls.member = cls.api.create_user("uma", "member-password-1")
         cls.tmp = tempfile.mkdtemp(prefix="berth-upload-")
         cls.home = tempfile.mkdtemp(prefix="berth-cli-")
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.tmp, ignore_errors=True)
+        shutil.rmtree(cls.home, ignore_errors=True)
+        super().tearDownClass()
 
     def file(self, name, *create, data_mb=0):
         """A file made by qemu-img create (and data_mb MB written into it by qemu-io)."""

@@ -398,7 +398,7 @@ static void test_recover(void **state)
 
     const char *live[] = { "stager-me", "stager-live" };
     int failed = -1;
-    assert_int_equal(catalog_recover(me, live, 2, &failed), 0);
+    assert_int_equal(catalog_recover(me, live, 2, NULL, NULL, &failed), 0);
     assert_int_equal(failed, 2);
     Berth__Image *im = s_get(f, "by-dead");
     assert_string_equal(im->state, "FAILED");
@@ -422,10 +422,10 @@ static void test_recover(void **state)
     assert_true(s_exists(dir, ".import-", mine_id, ".tmp"));
 
     /* Nothing more to do; then the live instance is gone, and this one's job ended. */
-    assert_int_equal(catalog_recover(me, live, 2, &failed), 0);
+    assert_int_equal(catalog_recover(me, live, 2, NULL, NULL, &failed), 0);
     assert_int_equal(failed, 0);
     catalog_work_end(me, mine_id);
-    assert_int_equal(catalog_recover(me, live, 1, &failed), 0);
+    assert_int_equal(catalog_recover(me, live, 1, NULL, NULL, &failed), 0);
     assert_int_equal(failed, 2);
     assert_false(s_exists(dir, ".import-", live_id, ".tmp"));
     assert_false(s_exists(dir, ".import-", mine_id, ".tmp"));
