@@ -161,6 +161,11 @@ class ImageUpload(PlatformCase):
         status, body = self.headers_only(self.api.token, "UP bad", 1024)
         self.assertEqual(status, 400, body)
         self.assertEqual(body["error"]["details"]["field"], "name")
+        # A JSON import takes its metadata in its body, not in query parameters.
+        r = self.api.call("POST", "/v1/images?name=up-json",
+                          {"path": "x.qcow2", "name": "up-json", "os": "debian"})
+        self.assertEqual(r.status, 400, r)
+        self.assertEqual(r.json()["error"]["details"]["field"], "name")
         self.assertEqual(self.stored(), before)
 
     def test_e_broken_connection_leaves_nothing(self):
