@@ -51,6 +51,11 @@ int cli_session_save(cli_t *cli, const char *user, const char *token, const char
 int cli_request(cli_t *cli, const char *method, const char *path, json_t *request, long *status,
                 json_t **body);
 
+/* POST the file at file as the body of path (application/octet-stream, streamed from the
+   file, its progress drawn on stderr when it is a terminal): 0 with *status and *body as
+   cli_request, or -1 (message printed). */
+int cli_upload(cli_t *cli, const char *path, const char *file, long *status, json_t **body);
+
 /* Call the gateway. On a 2xx answer: 0 and *body (caller's). Otherwise prints the server's
    error message (or the login hint on 401) to stderr and returns -1. */
 int cli_http(cli_t *cli, const char *method, const char *path, json_t *request, json_t **body);

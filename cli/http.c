@@ -6,7 +6,11 @@
 #include "cli.h"
 
 #include <ctype.h>
+#include <errno.h>
 #include <strings.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
 #include <curl/curl.h>
 #include <openssl/evp.h>
 #include <openssl/ssl.h>
@@ -186,6 +190,111 @@ int cli_request(cli_t *cli, const char *method, const char *path, json_t *reques
     }
     int rc = -1;
     if (res != CURLE_OK || (cli->pinned && s_pin.mismatch))
+        s_report(cli, res);
+    else {
+        *status = code;
+        *body = buf.data ? json_loads(buf.data, 0, NULL) : NULL;
+        rc = 0;
+    }
+    free(buf.data);
+    return rc;
+}
+
+/* What an upload reads its body from, and shows its progress with. */
+typedef struct {
+    FILE *file;
+    int64_t size;
+    int progress;    /* draw it (stderr is a terminal) */
+    int64_t shown_s; /* the second last drawn, so a line is drawn at most once a second */
+} s_upload_src_t;
+
+static size_t s_upload_read(char *buf, size_t size, size_t n, void *arg)
+{
+    s_upload_src_t *src = arg;
+    size_t got = fread(buf, 1, size * n, src->file);
+    if (got == 0 && ferror(src->file))
+        return CURL_READFUNC_ABORT;
+    return got;
+}
+
+static int s_upload_progress(void *arg, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
+                             curl_off_t ulnow)
+{
+    (void)dltotal;
+    (void)dlnow;
+    (void)ultotal;
+    s_upload_src_t *src = arg;
+    int64_t now_s = (int64_t)time(NULL);
+    if (!src->progress || (now_s == src->shown_s && ulnow < src->size))
+        return 0;
+    src->shown_s = now_s;
+    fprintf(stderr, "\ruploaded %lld of %lld MiB (%d%%)", (long long)(ulnow >> 20),
+            (long long)(src->size >> 20),
+            src->size ? (int)((int64_t)ulnow * 100 / src->size) : 100);
+    if (ulnow >= src->size)
+        fputs("; the image store checks it\n", stderr);
+    fflush(stderr);
+    return 0;
+}
+
+int cli_upload(cli_t *cli, const char *path, const char *file, long *status, json_t **body)
+{
+    FILE *f = fopen(file, "rb");
+    struct stat st;
+    if (!f || fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
+        fprintf(stderr, "berth: cannot read %s: %s\n", file,
+                f ? "not a regular file" : strerror(errno));
+        if (f)
+            fclose(f);
+        return -1;
+    }
+    CURL *curl = curl_easy_init();
+    if (!curl) {
+        fclose(f);
+        fprintf(stderr, "berth: cannot start an HTTP client\n");
+        return -1;
+    }
+    s_upload_src_t src = { .file = f, .size = (int64_t)st.st_size, .progress = isatty(2) };
+    char url[CLI_URL_MAX + 1024];
+    snprintf(url, sizeof url, "%s%s", cli->url, path);
+    struct curl_slist *headers = curl_slist_append(NULL, "Accept: application/json");
+    headers = curl_slist_append(headers, "Content-Type: application/octet-stream");
+    char auth[CLI_TOKEN_MAX + 32];
+    if (cli->token[0]) {
+        snprintf(auth, sizeof auth, "Authorization: Bearer %s", cli->token);
+        headers = curl_slist_append(headers, auth);
+    }
+    s_buffer_t buf = { 0 };
+    curl_easy_setopt(curl, CURLOPT_URL, url);
+    curl_easy_setopt(curl, CURLOPT_POST, 1L);
+    curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)st.st_size);
+    curl_easy_setopt(curl, CURLOPT_READFUNCTION, s_upload_read);
+    curl_easy_setopt(curl, CURLOPT_READDATA, &src);
+    curl_easy_setopt(curl, CURLOPT_NOPROGRESS, 0L);
+    curl_easy_setopt(curl, CURLOPT_XFERINFOFUNCTION, s_upload_progress);
+    curl_easy_setopt(curl, CURLOPT_XFERINFODATA, &src);
+    curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
+    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, s_collect);
+    curl_easy_setopt(curl, CURLOPT_WRITEDATA, &buf);
+    curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT, 10L);
+    /* No bound on the whole: a large image takes as long as it takes; a stalled one ends. */
+    curl_easy_setopt(curl, CURLOPT_LOW_SPEED_LIMIT, 1L);
+    curl_easy_setopt(curl, CURLOPT_LOW_SPEED_TIME, 60L);
+    curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");
+    CURLcode res = s_tls(cli, curl);
+    if (res == CURLE_OK)
+        res = curl_easy_perform(curl);
+    else
+        res = CURLE_NOT_BUILT_IN;
+    long code = 0;
+    curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &code);
+    curl_slist_free_all(headers);
+    curl_easy_cleanup(curl);
+    fclose(f);
+    int rc = -1;
+    /* A refusal before the body (too large, a name taken) is an answer, not a failure. */
+    if ((res != CURLE_OK && !(code && buf.data)) || (cli->pinned && s_pin.mismatch))
         s_report(cli, res);
     else {
         *status = code;

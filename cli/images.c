@@ -11,10 +11,11 @@
 static const char s_usage[] =
     "usage: berth image list [--kind model|staged] | berth image show IMAGE\n"
     "       berth image delete IMAGE | berth image stage MODEL [--wait]\n"
-    "       berth image import PATH --name NAME --os OS [--os-version V] [--arch ARCH]\n"
-    "                          [--apps NAME=VERSION,...] [--min-ram-mb N] [--min-disk-gb N]\n"
-    "                          [--kernel FILE --initrd FILE [--cmdline TEXT]]\n"
+    "       berth image import PATH|--file LOCAL --name NAME --os OS [--os-version V]\n"
+    "                          [--arch ARCH] [--apps NAME=VERSION,...] [--min-ram-mb N]\n"
+    "                          [--min-disk-gb N] [--kernel FILE --initrd FILE [--cmdline TEXT]]\n"
     "  PATH, FILE: files under the stager's import directory; IMAGE: id or name;\n"
+    "  --file LOCAL: a file on this machine, uploaded (streamed, with progress);\n"
     "  --kernel/--initrd: the image boots them directly (a direct-boot image)\n";
 
 /* The applications as "name version, ..." into buf. */
@@ -111,24 +112,59 @@ static json_t *s_apps_arg(const char *text)
     return out;
 }
 
+/* Append &key=value (escaped) to the query in path. -1 when it does not fit. */
+static int s_query_add(char *path, size_t size, const char *key, const char *value)
+{
+    char escaped[1024];
+    size_t n = strlen(path);
+    if (cli_escape(value, escaped, sizeof escaped) != 0)
+        return -1;
+    int w = snprintf(path + n, size - n, "%s%s=%s", strchr(path, '?') ? "&" : "?", key, escaped);
+    return w < 0 || (size_t)w >= size - n ? -1 : 0;
+}
+
+/* berth image import --file LOCAL: the file uploaded (POST /v1/images, the file as the body,
+   the metadata as query parameters). */
+static int s_upload(cli_t *cli, const char *file, const cli_opt_t *opts)
+{
+    static const char *const keys[] = { "name",         "os",         "os_version", "arch",
+                                        "applications", "min_ram_mb", "min_disk_gb" };
+    char path[CLI_PATH_MAX] = "/v1/images";
+    for (int i = 0; i < 7; i++)
+        if (opts[i].set && s_query_add(path, sizeof path, keys[i], opts[i].value) != 0) {
+            fprintf(stderr, "berth image import: --%s is too long\n", opts[i].name);
+            return 2;
+        }
+    long status = 0;
+    json_t *answer = NULL;
+    if (cli_upload(cli, path, file, &status, &answer) != 0)
+        return 1;
+    if (status != 201 || !json_is_object(answer)) {
+        cli_print_error(cli, "berth image import", status, answer);
+        json_decref(answer);
+        return 1;
+    }
+    s_show(cli, answer);
+    json_decref(answer);
+    return 0;
+}
+
 static int s_import(cli_t *cli, int argc, char **argv)
 {
-    cli_opt_t opts[] = { { "name", 1, NULL, 0 },
-                         { "os", 1, NULL, 0 },
-                         { "os-version", 1, NULL, 0 },
-                         { "arch", 1, NULL, 0 },
-                         { "apps", 1, NULL, 0 },
-                         { "min-ram-mb", 1, NULL, 0 },
-                         { "min-disk-gb", 1, NULL, 0 },
-                         { "kernel", 1, NULL, 0 },
-                         { "initrd", 1, NULL, 0 },
-                         { "cmdline", 1, NULL, 0 },
-                         { NULL } };
+    cli_opt_t opts[] = { { "name", 1, NULL, 0 },        { "os", 1, NULL, 0 },
+                         { "os-version", 1, NULL, 0 },  { "arch", 1, NULL, 0 },
+                         { "apps", 1, NULL, 0 },        { "min-ram-mb", 1, NULL, 0 },
+                         { "min-disk-gb", 1, NULL, 0 }, { "kernel", 1, NULL, 0 },
+                         { "initrd", 1, NULL, 0 },      { "cmdline", 1, NULL, 0 },
+                         { "file", 1, NULL, 0 },        { NULL } };
     const char *pos[1] = { NULL };
-    if (cli_parse(argc, argv, opts, pos, 1, 1) != 0 || !opts[0].set || !opts[1].set) {
+    if (cli_parse(argc, argv, opts, pos, 0, 1) != 0 || !opts[0].set || !opts[1].set ||
+        !pos[0] == !opts[10].set || (opts[10].set && (opts[7].set || opts[8].set || opts[9].set))) {
         fputs(s_usage, stderr);
         return 2;
     }
+    if (opts[10].set)
+        return s_upload(cli, opts[10].value, opts);
     json_t *body =
         json_pack("{s:s, s:s, s:s}", "path", pos[0], "name", opts[0].value, "os", opts[1].value);
     if (opts[2].set)

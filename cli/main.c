@@ -52,11 +52,12 @@ static const s_command_t s_commands[] = {
     { "image show", cli_images, "image show IMAGE                    one image (id or name)",
       "images show" },
     { "image import", cli_images,
-      "image import PATH --name NAME --os OS [--os-version V] [--arch A]\n"
+      "image import PATH|--file LOCAL --name NAME --os OS [--os-version V] [--arch A]\n"
       "             [--apps NAME=VERSION,...] [--min-ram-mb N] [--min-disk-gb N]\n"
       "             [--kernel FILE --initrd FILE [--cmdline TEXT]]\n"
       "                                    import a file under the stager's import\n"
-      "                                    directory (admins, operators; inspected first)",
+      "                                    directory, or upload a local file (--file,\n"
+      "                                    with progress); admins, operators; inspected first",
       "images import" },
     { "image delete", cli_images,
       "image delete IMAGE                  delete an image nothing uses (template, VM, staged)",

@@ -239,6 +239,21 @@ int conns_request_busy(struct MHD_Connection *connection)
     return s_advance(connection, S_BODY, S_BUSY);
 }
 
+void conns_body_progress(struct MHD_Connection *connection)
+{
+    s_slot_t *slot = s_slot_of(connection);
+    if (slot && atomic_load(&slot->phase) == S_BODY)
+        atomic_store(&slot->since_ms, util_mono_ms());
+}
+
+void conns_body_wait(struct MHD_Connection *connection, int waiting)
+{
+    if (waiting)
+        s_advance(connection, S_BODY, S_BUSY);
+    else
+        s_advance(connection, S_BUSY, S_BODY);
+}
+
 void conns_request_done(struct MHD_Connection *connection)
 {
     s_slot_t *slot = s_slot_of(connection);

@@ -33,6 +33,12 @@ int conns_header_done(struct MHD_Connection *connection);
 /* The request is complete and being answered: the connection is busy, never evicted nor cut
    until conns_request_done. 0, or -1 when the connection has been cut. */
 int conns_request_busy(struct MHD_Connection *connection);
+/* A streamed body is arriving: its deadline counts from now (each piece must follow the
+   last within the body timeout, however long the whole body takes). */
+void conns_body_progress(struct MHD_Connection *connection);
+/* A streamed body waits on the gateway (waiting 1: its handler parked; never cut meanwhile)
+   or goes on arriving (waiting 0). */
+void conns_body_wait(struct MHD_Connection *connection, int waiting);
 /* The request has ended (response sent or abandoned): the next header is due within the
    header timeout. */
 void conns_request_done(struct MHD_Connection *connection);

@@ -47,6 +47,8 @@ typedef struct {
     struct _events_t *events;    /* the live event streams (events.c) */
     web_t *web;                  /* the portal's files (NULL: no portal served) */
     int tls;                     /* HTTPS: session cookies are Secure */
+    int64_t upload_max_bytes;    /* largest image file uploaded (image_upload_max_bytes) */
+    int64_t upload_chunk_bytes;  /* an upload's chunks to the stager (image_upload_chunk_bytes) */
 } gateway_t;
 
 /* ---- trail.c: the audit trail ---- */
@@ -269,10 +271,15 @@ void images_list(http_req_t *req);   /* GET /v1/images */
 void images_get(http_req_t *req);    /* GET /v1/images/{id}: id or name */
 void images_delete(http_req_t *req); /* DELETE /v1/images/{id} (admins, operators) */
 void images_stage(http_req_t *req);  /* POST /v1/images/{id}/stage (admins, operators) */
+/* POST /v1/images with an application/octet-stream body (http_stream_t): the image file,
+   streamed to the stager in chunks, its metadata in query parameters. */
+void images_upload_begin(http_req_t *req);
+size_t images_upload_data(http_req_t *req, const char *data, size_t size);
+void images_upload_end(http_req_t *req);
+void images_upload_release(http_req_t *req, int finished);
 /* The body's "applications": [{name, version}] into items/ptrs (LIMIT_IMAGE_APPS_MAX each;
    strings borrowed from the body). 0 and *n, or -1 with a 400 naming the field sent. */
-int images_applications(http_req_t *req, Berth__ImageApp *items, Berth__ImageApp **ptrs,
-                        size_t *n);
+int images_applications(http_req_t *req, Berth__ImageApp *items, Berth__ImageApp **ptrs, size_t *n);
 
 /* ---- vms.c: VMs, tasks, usage ---- */
 void vms_list(http_req_t *req);         /* GET /v1/vms */

@@ -55,6 +55,11 @@ typedef struct {
     int counted;        /* in http_t.parked until s_completed: its answer is not sent before that */
     const char *route;  /* the route's pattern, "portal" or "unmatched": what metrics name */
     int64_t started_us; /* monotonic, at its first byte */
+    /* A streamed body (http_stream_t): */
+    const http_stream_t *streaming;
+    int64_t received;   /* bytes of the body handed over so far */
+    int ended;          /* its end has been handed over */
+    int answer_pending; /* an answer set but not sent yet: MHD takes it when the body ends */
 } s_conn_t;
 
 /* The gateway's HTTP metrics (metrics.h): requests by method, route pattern and status, and
@@ -414,8 +419,9 @@ static int s_rate_limited(http_t *self, http_req_t *req, int by_user)
     return 1;
 }
 
-/* Find the route, check who may call it, then run it. */
-static void s_route(http_t *self, s_conn_t *c, const s_body_error_t *body_error)
+/* Find the route, check who may call it and the query parameters: the route, or NULL with
+   the answer set (or a portal file served). */
+static const http_route_t *s_gate(http_t *self, s_conn_t *c)
 {
     http_req_t *req = &c->req;
     const http_route_t *route = NULL;
@@ -440,31 +446,31 @@ static void s_route(http_t *self, s_conn_t *c, const s_body_error_t *body_error)
             c->route = "portal";
             if (!s_rate_limited(self, req, 0))
                 self->options.fallback(req);
-            return;
+            return NULL;
         }
         if (path_found) {
             s_allow(self, req->path, req->allow, sizeof req->allow);
             http_error(req, "METHOD_NOT_ALLOWED", "method not allowed on this resource");
         } else
             http_error(req, "NOT_FOUND", "no such resource");
-        return;
+        return NULL;
     }
     if (s_rate_limited(self, req, 0))
-        return;
+        return NULL;
     if (!perm_public(route->action)) {
         if (!self->options.authenticate) {
             http_error(req, "INTERNAL", "no authenticator configured");
-            return;
+            return NULL;
         }
         if (self->options.authenticate(req) != 0) {
             if (!req->status)
                 http_error(req, "UNAUTHORIZED", "authentication required");
-            return;
+            return NULL;
         }
         if (s_rate_limited(self, req, 1))
-            return;
+            return NULL;
         if (perm_gate(req, route->action) != 0)
-            return;
+            return NULL;
         /* A flag that makes the call another action (DELETE /v1/vms/{id}?force=true) is
            that action's to allow, and is audited as it. */
         for (const http_flag_t *f = self->options.flags; f && f->method; f++) {
@@ -473,7 +479,7 @@ static void s_route(http_t *self, s_conn_t *c, const s_body_error_t *body_error)
                 value && strcmp(value, "true") == 0) {
                 req->action = f->action;
                 if (perm_gate(req, req->action) != 0)
-                    return;
+                    return NULL;
             }
         }
     }
@@ -489,8 +495,18 @@ static void s_route(http_t *self, s_conn_t *c, const s_body_error_t *body_error)
             name[n] = check.unknown[n] >= 0x20 && check.unknown[n] < 0x7f ? check.unknown[n] : '?';
         name[n] = '\0';
         http_bad_field(req, name, "unknown query parameter '%s'", name);
-        return;
+        return NULL;
     }
+    return route;
+}
+
+/* Find the route, check who may call it, then run it. */
+static void s_route(http_t *self, s_conn_t *c, const s_body_error_t *body_error)
+{
+    http_req_t *req = &c->req;
+    const http_route_t *route = s_gate(self, c);
+    if (!route)
+        return;
     if (body_error->code) {
         http_error(req, body_error->code, body_error->message);
         return;
@@ -541,6 +557,121 @@ static void s_unpark(s_conn_t *c, int run)
         fn(&c->req, arg);
     if (free_fn)
         free_fn(arg);
+}
+
+/* Send the request's answer (logged, counted, audited). A streamed request whose body has
+   not ended cannot be answered before it ends (libmicrohttpd takes an answer only before
+   the body or after it): the answer is kept, and sent at the body's end. */
+static enum MHD_Result s_answer(http_t *self, s_conn_t *c, struct MHD_Connection *connection,
+                                const char *method, const char *url)
+{
+    http_req_t *req = &c->req;
+    if (!req->status)
+        http_error(req, "INTERNAL", "handler gave no response");
+    int counted = c->answer_pending;
+    if (!counted) {
+        log_emit(req->status >= 500 ? BERTH_LOG_WARN : BERTH_LOG_DEBUG, req->request_id,
+                 "http request", "{s:s, s:s, s:i, s:s}", "method", method, "path", url, "status",
+                 req->status, "user", req->user);
+        char status[8];
+        snprintf(status, sizeof status, "%d", req->status);
+        metrics_add(s_m.requests, 1, s_method_label(method), c->route, status);
+        metrics_observe(s_m.seconds, (double)(zclock_usecs() - c->started_us) / 1e6,
+                        s_method_label(method), c->route);
+        if (self->options.done)
+            self->options.done(req);
+    }
+    if (c->streaming && !c->ended) {
+        /* Before the body: libmicrohttpd sends it and reads no more of the body (it closes
+           the connection after). Once the body has begun, it must end first. */
+        if (c->received == 0 && s_send(connection, req) == MHD_YES) {
+            json_decref(req->response);
+            req->response = NULL;
+            return MHD_YES;
+        }
+        c->answer_pending = 1;
+        return MHD_YES;
+    }
+    int rc = s_send(connection, req);
+    json_decref(req->response);
+    req->response = NULL;
+    return rc;
+}
+
+/* Which streamed route the request is for: its method and path match one of the streams
+   and its Content-Type is application/octet-stream. NULL: none (its body is gathered). */
+static const http_stream_t *s_stream_of(http_t *self, struct MHD_Connection *connection,
+                                        const char *method, const char *url)
+{
+    const char *ct = MHD_lookup_connection_value(connection, MHD_HEADER_KIND, "Content-Type");
+    if (!ct || strncmp(ct, "application/octet-stream", 24) != 0 ||
+        (ct[24] && ct[24] != ';' && ct[24] != ' '))
+        return NULL;
+    for (const http_stream_t *st = self->options.streams; st && st->method; st++) {
+        const char *params[4] = { 0 };
+        char buf[512];
+        if (streq(st->method, method) && s_match(st->pattern, url, params, buf, sizeof buf))
+            return st;
+    }
+    return NULL;
+}
+
+/* A streamed request's call: its start (the route's checks, then begin), a piece of its
+   body (data), its end, or a continuation after it was parked. */
+static enum MHD_Result s_stream_access(http_t *self, s_conn_t *c, struct MHD_Connection *connection,
+                                       const char *method, const char *url, const char *upload_data,
+                                       size_t *upload_data_size)
+{
+    http_req_t *req = &c->req;
+    s_worker_t *w = s_worker(self);
+    req->store = w ? w->store : NULL;
+    if (!c->routed) {
+        c->routed = 1;
+        req->method = method;
+        req->path = url;
+        req->request_id = c->request_id;
+        req->app = self->app;
+        if (!req->store)
+            http_error(req, "UNAVAILABLE", "gateway worker could not start");
+        else if (s_gate(self, c))
+            c->streaming->begin(req);
+    } else if (c->resume) {
+        s_unpark(c, 1);
+        conns_body_wait(connection, 0);
+    }
+    while (!c->resume) {
+        if (req->status && !c->answer_pending && !c->ended) {
+            s_answer(self, c, connection, method, url);
+            if (!c->answer_pending)
+                return MHD_YES; /* sent before the body */
+        }
+        if (*upload_data_size) {
+            conns_body_progress(connection);
+            size_t taken = *upload_data_size;
+            if (!req->status) /* after a refusal the rest of the body is read and dropped */
+                taken = c->streaming->data(req, upload_data, *upload_data_size);
+            c->received += (int64_t)taken;
+            upload_data += taken;
+            *upload_data_size -= taken;
+            if (!*upload_data_size || c->resume)
+                break;
+            continue;
+        }
+        if (c->received < req->body_length)
+            break; /* more of the body to come */
+        if (!c->ended) {
+            c->ended = 1;
+            if (!req->status)
+                c->streaming->end(req);
+            continue;
+        }
+        if (conns_request_busy(connection) != 0)
+            return MHD_NO;
+        return s_answer(self, c, connection, method, url);
+    }
+    if (c->resume)
+        conns_body_wait(connection, 1);
+    return MHD_YES;
 }
 
 /* The request's first call with its whole body: set up the request and run its route. */
@@ -600,9 +731,15 @@ static enum MHD_Result s_access(void *cls, struct MHD_Connection *connection, co
         if (cl && util_parse_int(cl, 0, INT64_MAX, &declared) == 0 &&
             (size_t)declared > self->options.body_max)
             c->too_large = 1;
+        c->req.body_length = cl && util_parse_int(cl, 0, INT64_MAX, &declared) == 0 ? declared : -1;
         *con_cls = c;
+        /* A streamed body: the route's checks and its begin run now, before the body. */
+        if ((c->streaming = s_stream_of(self, connection, method, url)))
+            return s_stream_access(self, c, connection, method, url, upload_data, upload_data_size);
         return MHD_YES;
     }
+    if (c->streaming)
+        return s_stream_access(self, c, connection, method, url, upload_data, upload_data_size);
     if (*upload_data_size) {
         if (!c->too_large && c->size + *upload_data_size <= self->options.body_max) {
             char *grown = realloc(c->data, c->size + *upload_data_size + 1);
@@ -633,22 +770,7 @@ static enum MHD_Result s_access(void *cls, struct MHD_Connection *connection, co
     }
     if (c->resume)
         return MHD_YES; /* parked (again): suspended until woken */
-    if (!req->status)
-        http_error(req, "INTERNAL", "handler gave no response");
-    log_emit(req->status >= 500 ? BERTH_LOG_WARN : BERTH_LOG_DEBUG, req->request_id, "http request",
-             "{s:s, s:s, s:i, s:s}", "method", method, "path", url, "status", req->status, "user",
-             req->user);
-    char status[8];
-    snprintf(status, sizeof status, "%d", req->status);
-    metrics_add(s_m.requests, 1, s_method_label(method), c->route, status);
-    metrics_observe(s_m.seconds, (double)(zclock_usecs() - c->started_us) / 1e6,
-                    s_method_label(method), c->route);
-    if (self->options.done)
-        self->options.done(req);
-    int rc = s_send(connection, req);
-    json_decref(req->response);
-    req->response = NULL;
-    return rc;
+    return s_answer(self, c, connection, method, url);
 }
 
 static void s_completed(void *cls, struct MHD_Connection *connection, void **con_cls,
@@ -662,6 +784,8 @@ static void s_completed(void *cls, struct MHD_Connection *connection, void **con
         /* Parked and never run again: the client went away while its request waited. */
         if (c->resume)
             s_unpark(c, 0);
+        if (c->streaming && c->streaming->release && c->req.upload)
+            c->streaming->release(&c->req, toe == MHD_REQUEST_TERMINATED_COMPLETED_OK);
         if (c->counted)
             atomic_fetch_sub(&c->http->parked, 1);
         json_decref(c->req.body);

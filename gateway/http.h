@@ -41,6 +41,8 @@ typedef struct {
     const char *action;           /* the matched route's action (NULL: no route matched) */
     struct MHD_Response *stream;  /* owned; when set, sent with status (200 or 304) instead of
                                      a JSON body (GET /v1/events, a portal file) */
+    void *upload;                 /* a streamed body's state (http_stream_t), its handler's */
+    int64_t body_length;          /* a streamed body's Content-Length (-1: not given) */
 } http_req_t;
 
 typedef void(http_handler_fn)(http_req_t *req);
@@ -77,6 +79,27 @@ typedef struct {
    connections is room for newcomers while evicted connections close. */
 #define HTTP_THREAD_CONNECTIONS_CAP 112
 
+/* A route whose body is not gathered but handed to its handler piece by piece as it
+   arrives (an image upload): taken instead of the route's JSON handler when the request's
+   Content-Type is application/octet-stream. The route's authentication, permission and
+   query checks run first, before any byte of the body is read. */
+typedef struct {
+    const char *method;
+    const char *pattern; /* a route of the table */
+    /* Before the body: set a response to refuse (sent at once, the body left unread), or
+       take it (req->upload set), possibly parked meanwhile (rest_call). */
+    void (*begin)(http_req_t *req);
+    /* A piece of the body: the bytes taken, all of them unless the handler parked (the rest
+       comes again when it is woken). A response set here is sent once the body has ended;
+       the rest of the body is read and dropped. */
+    size_t (*data)(http_req_t *req, const char *data, size_t size);
+    /* The body has ended: set the response, or park. */
+    void (*end)(http_req_t *req);
+    /* The request is over (answered, or the client went away: finished 0): release
+       req->upload. */
+    void (*release)(http_req_t *req, int finished);
+} http_stream_t;
+
 typedef struct {
     const char *bind; /* IPv4 address */
     int port;
@@ -101,7 +124,8 @@ typedef struct {
     /* A GET or HEAD whose path no route matches and is not under /v1 (the portal's files):
        public, limited per address like any request. NULL: 404. */
     http_handler_fn *fallback;
-    const http_flag_t *flags; /* NULL-method-terminated (NULL: none) */
+    const http_flag_t *flags;     /* NULL-method-terminated (NULL: none) */
+    const http_stream_t *streams; /* NULL-method-terminated (NULL: none) */
 } http_options_t;
 
 /* Start serving routes (a NULL-method-terminated table). NULL (logged) on failure, and when

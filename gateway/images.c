@@ -7,6 +7,7 @@
     the gateway checks the shape of the body and shows the records. */
 #include "gateway.h"
 
+#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -160,8 +161,19 @@ int images_applications(http_req_t *req, Berth__ImageApp *items, Berth__ImageApp
     return 0;
 }
 
+/* The query parameters an upload takes: the metadata a JSON import gives in its body. */
+static const char *const s_meta_params[] = { "name",         "os",         "os_version",  "arch",
+                                             "applications", "min_ram_mb", "min_disk_gb", NULL };
+
 void images_import(http_req_t *req)
 {
+    for (const char *const *p = s_meta_params; *p; p++)
+        if (http_query(req, *p))
+            return (void)http_bad_field(req, *p,
+                                        "query parameters are for an upload (Content-Type: "
+                                        "application/octet-stream); a JSON import gives '%s' in "
+                                        "its body",
+                                        *p);
     static const char *const allowed[] = { "path",   "name",         "os",         "os_version",
                                            "arch",   "applications", "min_ram_mb", "min_disk_gb",
                                            "kernel", "initrd",       "cmdline",    "manifest",
@@ -272,4 +284,281 @@ void images_stage(http_req_t *req)
     Berth__StageModel ask = BERTH__STAGE_MODEL__INIT;
     ask.id = (char *)id;
     rest_call(req, "stager", &ask.base, &berth__image__descriptor, s_staged);
+}
+
+/* ---- uploads: POST /v1/images with the image file as an application/octet-stream body ----
+
+   The body is never held whole: it is cut into chunks (image_upload_chunk_bytes, at most what
+   the stager takes) as it arrives, and each is sent to the stager (PutImageChunk, with its
+   SHA-256) before more of the body is read: the request is parked while a chunk is on its
+   way, so the client is held back by TCP, and the gateway holds one chunk per upload. The
+   whole file's SHA-256 is computed on the way and handed over with FinishUpload, where the
+   stager checks it and inspects the file with qemu-img as it inspects a path import. A
+   request that ends before FinishUpload was answered (the client went away, a refusal)
+   drops the upload at the stager (AbortUpload); the stager drops an upload left idle. */
+
+typedef struct {
+    char id[UTIL_ID_LEN];
+    uint8_t *buffer; /* the chunk being filled */
+    size_t chunk;    /* its size */
+    size_t filled;   /* bytes in it */
+    int64_t held;    /* bytes the stager holds */
+    int ending;      /* the body has ended: the last chunk, then FinishUpload */
+    int done;        /* FinishUpload answered with the image */
+    crypto_hash_sha256_state digest;
+} s_upload_t;
+
+/* AbortUpload, sent without waiting: its end frees it. */
+static void s_abort_done(calls_call_t *call)
+{
+    if (call->reply)
+        berth__envelope__free_unpacked(call->reply, NULL);
+    free(call->body);
+    free(call);
+}
+
+static void s_abort(gateway_t *gw, const char *id, const char *request_id)
+{
+    Berth__AbortUpload ask = BERTH__ABORT_UPLOAD__INIT;
+    ask.upload_id = (char *)id;
+    calls_call_t *call = calloc(1, sizeof *call);
+    if (!call)
+        return;
+    call->service = "stager";
+    call->type = &berth__abort_upload__descriptor;
+    call->body_len = berth__abort_upload__get_packed_size(&ask);
+    call->body = malloc(call->body_len ? call->body_len : 1);
+    if (!call->body) {
+        free(call);
+        return;
+    }
+    berth__abort_upload__pack(&ask, call->body);
+    util_strlcpy(call->request_id, request_id, sizeof call->request_id);
+    call->timeout_ms = gw->call_timeout_ms;
+    call->done = s_abort_done;
+    calls_submit(gw->calls, call);
+}
+
+void images_upload_release(http_req_t *req, int finished)
+{
+    (void)finished;
+    s_upload_t *u = req->upload;
+    if (!u)
+        return;
+    if (!u->done) {
+        log_info(req->request_id, "image upload dropped", "{s:s, s:I}", "upload", u->id, "held",
+                 (json_int_t)u->held);
+        s_abort(req->app, u->id, req->request_id);
+    }
+    free(u->buffer);
+    free(u);
+    req->upload = NULL;
+}
+
+static void s_finish(http_req_t *req);
+
+static void s_uploaded(http_req_t *req, ProtobufCMessage *answer)
+{
+    s_upload_t *u = req->upload;
+    const Berth__Image *im = (const Berth__Image *)answer;
+    u->done = 1;
+    log_info(req->request_id, "image uploaded", "{s:s, s:s, s:s, s:I}", "image", im->name, "id",
+             im->id, "by", req->user, "size_bytes", (json_int_t)im->size_bytes);
+    s_image_answer(req, answer, 201);
+}
+
+/* A chunk is held by the stager: the next one fills, or the upload ends. */
+static void s_chunk_held(http_req_t *req, ProtobufCMessage *answer)
+{
+    s_upload_t *u = req->upload;
+    const Berth__UploadState *state = (const Berth__UploadState *)answer;
+    if (state->received != u->held + (int64_t)u->filled) {
+        log_warn(req->request_id, "the stager holds another length of an upload", "{s:s, s:I, s:I}",
+                 "upload", u->id, "received", (json_int_t)state->received, "expected",
+                 (json_int_t)(u->held + (int64_t)u->filled));
+        http_error(req, "INTERNAL", "the image store lost part of the upload; send it again");
+        return;
+    }
+    u->held = state->received;
+    u->filled = 0;
+    if (u->ending)
+        s_finish(req);
+}
+
+/* Send the chunk filled (parks the request until the stager holds it). */
+static void s_send_chunk(http_req_t *req)
+{
+    s_upload_t *u = req->upload;
+    uint8_t digest[crypto_hash_sha256_BYTES];
+    char hex[65];
+    crypto_hash_sha256(digest, u->buffer, u->filled);
+    sodium_bin2hex(hex, sizeof hex, digest, sizeof digest);
+    crypto_hash_sha256_update(&u->digest, u->buffer, u->filled);
+    Berth__PutImageChunk ask = BERTH__PUT_IMAGE_CHUNK__INIT;
+    ask.upload_id = u->id;
+    ask.offset = u->held;
+    ask.data.data = u->buffer;
+    ask.data.len = u->filled;
+    ask.sha256 = hex;
+    rest_call(req, "stager", &ask.base, &berth__upload_state__descriptor, s_chunk_held);
+}
+
+/* Every byte is held: the stager checks the whole file and inspects it. */
+static void s_finish(http_req_t *req)
+{
+    s_upload_t *u = req->upload;
+    if (u->filled) {
+        s_send_chunk(req);
+        return;
+    }
+    uint8_t digest[crypto_hash_sha256_BYTES];
+    char hex[65];
+    crypto_hash_sha256_final(&u->digest, digest);
+    sodium_bin2hex(hex, sizeof hex, digest, sizeof digest);
+    Berth__FinishUpload ask = BERTH__FINISH_UPLOAD__INIT;
+    ask.upload_id = u->id;
+    ask.sha256 = hex;
+    rest_call(req, "stager", &ask.base, &berth__image__descriptor, s_uploaded);
+}
+
+static void s_opened(http_req_t *req, ProtobufCMessage *answer)
+{
+    s_upload_t *u = req->upload;
+    const Berth__UploadState *state = (const Berth__UploadState *)answer;
+    if (state->chunk_max > 0 && (int64_t)u->chunk > state->chunk_max)
+        u->chunk = (size_t)state->chunk_max;
+    log_info(req->request_id, "image upload opened", "{s:s, s:I, s:s}", "upload", u->id, "bytes",
+             (json_int_t)req->body_length, "by", req->user);
+}
+
+/* The query's applications, "name=version,name=version", as the JSON body's array. */
+static json_t *s_apps(const char *text)
+{
+    json_t *apps = json_array();
+    while (apps && text && *text) {
+        size_t len = strcspn(text, ",");
+        char item[2 * LIMIT_IMAGE_TEXT_MAX + 2];
+        if (len >= sizeof item) {
+            json_decref(apps);
+            return NULL;
+        }
+        memcpy(item, text, len);
+        item[len] = '\0';
+        char *eq = strchr(item, '=');
+        if (eq)
+            *eq++ = '\0';
+        json_array_append_new(apps, json_pack("{s:s, s:s}", "name", item, "version", eq ? eq : ""));
+        text += len + (text[len] == ',');
+    }
+    return apps;
+}
+
+void images_upload_begin(http_req_t *req)
+{
+    gateway_t *gw = req->app;
+    /* The metadata arrives as query parameters: checked as the JSON import's body is. */
+    json_t *meta = json_object();
+    for (const char *const *p = s_meta_params; meta && *p; p++) {
+        const char *v = http_query(req, *p);
+        if (!v)
+            continue;
+        json_t *value = NULL;
+        int64_t n;
+        if (streq(*p, "applications")) {
+            if (!(value = s_apps(v))) {
+                json_decref(meta);
+                return (void)http_bad_field(req, "applications",
+                                            "applications is name=version,name=version");
+            }
+        } else if (streq(*p, "min_ram_mb") || streq(*p, "min_disk_gb")) {
+            if (util_parse_int(v, 0, INT64_MAX, &n) != 0) {
+                json_decref(meta);
+                return (void)http_bad_field(req, *p, "%s must be a whole number", *p);
+            }
+            value = json_integer(n);
+        } else
+            value = json_string(v);
+        json_object_set_new(meta, *p, value ? value : json_null());
+    }
+    req->body = meta;
+    const char *name, *os, *os_version = NULL, *arch = NULL;
+    int64_t min_ram_mb = 0, min_disk_gb = 0;
+    if (!meta || rest_str(req, "name", 1, LIMIT_IMAGE_NAME_MAX, &name) ||
+        rest_str(req, "os", 1, LIMIT_TEXT_MAX, &os) ||
+        rest_str(req, "os_version", 0, LIMIT_IMAGE_TEXT_MAX, &os_version) < 0 ||
+        rest_str(req, "arch", 0, LIMIT_IMAGE_TEXT_MAX, &arch) < 0 ||
+        rest_int(req, "min_ram_mb", 0, 0, LIMIT_RAM_MB_MAX, &min_ram_mb) < 0 ||
+        rest_int(req, "min_disk_gb", 0, 0, LIMIT_DISK_GB_MAX, &min_disk_gb) < 0) {
+        if (!req->status)
+            http_error(req, "INTERNAL", "out of memory");
+        return;
+    }
+    Berth__ImageApp items[LIMIT_IMAGE_APPS_MAX];
+    Berth__ImageApp *ptrs[LIMIT_IMAGE_APPS_MAX];
+    size_t n_apps = 0;
+    if (images_applications(req, items, ptrs, &n_apps) != 0)
+        return;
+    /* The size: declared, and within the limit, before a byte is read. */
+    if (req->body_length < 1)
+        return (void)http_bad_field(req, "Content-Length",
+                                    "an upload states its size (Content-Length, 1 or more bytes)");
+    if (req->body_length > gw->upload_max_bytes) {
+        char message[128];
+        snprintf(message, sizeof message,
+                 "the image is %lld bytes, over the upload limit of %lld bytes",
+                 (long long)req->body_length, (long long)gw->upload_max_bytes);
+        return (void)http_error_details(
+            req, "PAYLOAD_TOO_LARGE", message,
+            json_pack("{s:s, s:I}", "field", "file", "max", (json_int_t)gw->upload_max_bytes));
+    }
+    s_upload_t *u = calloc(1, sizeof *u);
+    if (u)
+        u->buffer = malloc((size_t)gw->upload_chunk_bytes);
+    if (!u || !u->buffer) {
+        free(u);
+        return (void)http_error(req, "INTERNAL", "out of memory");
+    }
+    util_uuid(u->id);
+    u->chunk = (size_t)gw->upload_chunk_bytes;
+    crypto_hash_sha256_init(&u->digest);
+    req->upload = u;
+    Berth__Image image = BERTH__IMAGE__INIT;
+    image.name = (char *)name;
+    image.os = (char *)os;
+    image.os_version = (char *)(os_version ? os_version : "");
+    image.arch = (char *)(arch ? arch : "");
+    image.applications = ptrs;
+    image.n_applications = n_apps;
+    image.min_ram_mb = min_ram_mb;
+    image.min_disk_gb = min_disk_gb;
+    Berth__BeginUpload ask = BERTH__BEGIN_UPLOAD__INIT;
+    ask.upload_id = u->id;
+    ask.source = "gateway";
+    ask.size_bytes = req->body_length;
+    ask.image = &image;
+    rest_call(req, "stager", &ask.base, &berth__upload_state__descriptor, s_opened);
+}
+
+size_t images_upload_data(http_req_t *req, const char *data, size_t size)
+{
+    s_upload_t *u = req->upload;
+    size_t taken = 0;
+    while (taken < size) {
+        size_t n = u->chunk - u->filled < size - taken ? u->chunk - u->filled : size - taken;
+        memcpy(u->buffer + u->filled, data + taken, n);
+        u->filled += n;
+        taken += n;
+        if (u->filled == u->chunk) {
+            s_send_chunk(req); /* parked until the stager holds it */
+            break;
+        }
+    }
+    return taken;
+}
+
+void images_upload_end(http_req_t *req)
+{
+    s_upload_t *u = req->upload;
+    u->ending = 1;
+    s_finish(req);
 }

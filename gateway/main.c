@@ -39,7 +39,8 @@ static const http_route_t s_routes[] = {
     { "DELETE", "/v1/keys/{name}", sshkeys_delete, "sshkey.delete", NULL },
     { "GET", "/v1/templates", catalog_list_templates, "template.list", "group" },
     { "POST", "/v1/templates", catalog_create_template, "template.create", NULL },
-    { "POST", "/v1/images", images_import, "image.import", NULL },
+    { "POST", "/v1/images", images_import, "image.import",
+      "name os os_version arch applications min_ram_mb min_disk_gb" },
     { "GET", "/v1/images", images_list, "image.list", "kind" },
     { "GET", "/v1/images/{id}", images_get, "image.get", NULL },
     { "DELETE", "/v1/images/{id}", images_delete, "image.delete", NULL },
@@ -127,6 +128,13 @@ static int s_web_load(config_t *c, gateway_t *gw)
 }
 /* Query flags that make a route's call another action of the permission table: a forced
    disposal (the VM's host is gone) is for admins and operators only. */
+/* Routes whose body is streamed to their handler instead of gathered (http_stream_t). */
+static const http_stream_t s_streams[] = {
+    { "POST", "/v1/images", images_upload_begin, images_upload_data, images_upload_end,
+      images_upload_release },
+    { NULL, NULL, NULL, NULL, NULL, NULL },
+};
+
 static const http_flag_t s_flags[] = {
     { "DELETE", "/v1/vms/{id}", "force", "vm.force_dispose" },
     { NULL, NULL, NULL, NULL },
@@ -209,7 +217,7 @@ static int s_settings(service_t *service, gateway_t *gw)
     config_t *c = service_config(service);
     int64_t call_timeout, calls_per_service, ttl, cache, host_cache, down, list_default, list_max,
         scan_max, pw_min, pw_max, window_days, groups_cache, catalog_cache, fail_user, fail_address,
-        fail_window, key_days, key_days_max, keys_max, ssh_keys_max;
+        fail_window, key_days, key_days_max, keys_max, ssh_keys_max, upload_max, upload_chunk;
     if (config_int(c, "http_call_timeout_ms", 100, 600000, &call_timeout) ||
         config_int(c, "http_calls_per_service", 1, 100000, &calls_per_service) ||
         config_int(c, "token_ttl_s", 60, 366LL * 24 * 3600, &ttl) ||
@@ -229,8 +237,13 @@ static int s_settings(service_t *service, gateway_t *gw)
         config_int(c, "apikey_days_max", 1, LIMIT_APIKEY_DAYS_MAX, &key_days_max) ||
         config_int(c, "apikey_days_default", 1, LIMIT_APIKEY_DAYS_MAX, &key_days) ||
         config_int(c, "apikeys_per_user_max", 1, 10000, &keys_max) ||
-        config_int(c, "ssh_keys_per_user_max", 1, LIMIT_SSH_KEYS_PER_USER, &ssh_keys_max))
+        config_int(c, "ssh_keys_per_user_max", 1, LIMIT_SSH_KEYS_PER_USER, &ssh_keys_max) ||
+        config_int(c, "image_upload_max_bytes", 1, LIMIT_IMAGE_UPLOAD_MAX, &upload_max) ||
+        config_int(c, "image_upload_chunk_bytes", TRANSFER_CHUNK_MIN, TRANSFER_CHUNK_MAX,
+                   &upload_chunk))
         return -1;
+    gw->upload_max_bytes = upload_max;
+    gw->upload_chunk_bytes = upload_chunk;
     if (key_days > key_days_max) {
         log_error(NULL, "apikey_days_default must not exceed apikey_days_max", NULL);
         return -1;
@@ -285,6 +298,10 @@ int main(int argc, char **argv)
     config_declare(c, "http_timeout_s", "30", 0);
     config_declare(c, "http_header_timeout_ms", "5000", 0);
     config_declare(c, "http_body_timeout_ms", "10000", 0);
+    /* Image uploads (POST /v1/images, application/octet-stream): the largest file taken, and
+       the chunks it is sent to the stager in. */
+    config_declare(c, "image_upload_max_bytes", "274877906944", 0);
+    config_declare(c, "image_upload_chunk_bytes", "1048576", 0);
     config_declare(c, "rate_address_per_s", "20000", 0);
     config_declare(c, "rate_address_burst", "20000", 0);
     config_declare(c, "rate_user_per_s", "20000", 0);
@@ -494,6 +511,7 @@ int main(int argc, char **argv)
     options.fallback = s_web;
     options.done = trail_done;
     options.flags = s_flags;
+    options.streams = s_streams;
     http = http_new(&options, s_routes, &gw);
     if (!http)
         goto done;

@@ -35,7 +35,7 @@ const perm_entry_t perm_table[] = {
     { "template.list", PERM_USER, "read the template catalog" },
     { "template.create", PERM_ADMIN, "add a template" },
     { "image.import", S_PLATFORM,
-      "import a model image from a file under the stager's import directory (inspected first)" },
+      "import a model image from the stager's import directory or an upload (inspected first)" },
     { "image.list", PERM_USER, "list the model images" },
     { "image.get", PERM_USER, "read a model image" },
     { "image.delete", S_PLATFORM, "delete an image no template, VM or staged image uses" },

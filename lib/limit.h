@@ -62,6 +62,8 @@
 #define LIMIT_IMAGE_CMDLINE_MAX 512 /* a direct-boot image's kernel command line */
 #define LIMIT_IMAGE_MANIFEST_MAX 16384 /* an image's manifest (JSON text), in bytes */
 #define LIMIT_IMAGE_MANIFEST_FILES_MAX 256 /* files one image's manifest lists */
+/* An image file uploaded over HTTP (the gateway's image_upload_max_bytes at most): 1 TiB */
+#define LIMIT_IMAGE_UPLOAD_MAX 1099511627776
 
 /* Rate cards (the meter; POST /v1/rates). Prices are integer minor units: per 1,000 hours for
    vCPU, GB-RAM and GB-disk, per day for a template; factors are per mille. */

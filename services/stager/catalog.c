@@ -10,7 +10,9 @@
 #include "tool.h"
 #include "lua_scripts.h"
 #include "util.h"
+#include "log.h"
 
+#include <czmq.h>
 #include <errno.h>
 #include <glob.h>
 #include <limits.h>
@@ -39,6 +41,8 @@ struct _catalog_t {
     catalog_config_t config;
     char *qemu_img; /* owned copies of the config strings */
     char *base_size;
+    char *instance;
+    zhashx_t *working; /* image id -> "" while a job of this process works on it */
 };
 
 catalog_t *catalog_new(store_t *store, const char *images_dir, const catalog_config_t *config)
@@ -52,7 +56,9 @@ catalog_t *catalog_new(store_t *store, const char *images_dir, const catalog_con
     self->dir = realpath(images_dir, NULL);
     self->qemu_img = strdup(config->qemu_img);
     self->base_size = strdup(config->base_size);
-    if (!self->dir || !self->qemu_img || !self->base_size) {
+    self->instance = strdup(config->instance ? config->instance : "");
+    self->working = zhashx_new();
+    if (!self->dir || !self->qemu_img || !self->base_size || !self->instance || !self->working) {
         catalog_destroy(&self);
         return NULL;
     }
@@ -65,6 +71,7 @@ catalog_t *catalog_new(store_t *store, const char *images_dir, const catalog_con
     self->config = *config;
     self->config.qemu_img = self->qemu_img;
     self->config.base_size = self->base_size;
+    self->config.instance = self->instance;
     return self;
 }
 
@@ -75,6 +82,8 @@ void catalog_destroy(catalog_t **self_p)
         free(self->dir);
         free(self->qemu_img);
         free(self->base_size);
+        free(self->instance);
+        zhashx_destroy(&self->working);
         free(self);
         *self_p = NULL;
     }
@@ -301,7 +310,9 @@ int catalog_import_begin(catalog_t *self, const Berth__Image *image, const char 
     /* The name and the id must be free when the transaction runs. */
     model_tx_check(tx, key, "name", "");
     model_tx_check(tx, keys_build(id_key, KEYS_IMAGE_ID, image->id, NULL), "name", "");
-    model_tx_put(tx, key, &image->base);
+    Berth__Image record = *image;
+    record.worker = self->instance;
+    model_tx_put(tx, key, &record.base);
     model_tx_transition(tx, LIFECYCLE_IMAGE, key, "", "IMPORTING", 0, "image", image->name, "id",
                         image->id, NULL);
     model_tx_hset(tx, id_key, "name", image->name);
@@ -330,9 +341,10 @@ int catalog_import_end(catalog_t *self, const char *name, const char *path, cons
     model_tx_t *tx = model_tx_new();
     if (!tx)
         return -1;
+    image.worker = ""; /* ended: no one works on it any more */
     if (fault) {
         image.fault = (char *)fault;
-        model_tx_put_fields(tx, key, &image.base, "fault", NULL);
+        model_tx_put_fields(tx, key, &image.base, "fault", "worker", NULL);
         model_tx_transition(tx, LIFECYCLE_IMAGE, key, "IMPORTING", "FAILED", MODEL_VERSION_ANY,
                             "image", name, "fault", fault, NULL);
     } else {
@@ -342,7 +354,7 @@ int catalog_import_end(catalog_t *self, const char *name, const char *path, cons
         image.kernel_path = (char *)(kernel ? kernel : "");
         image.initrd_path = (char *)(initrd ? initrd : "");
         model_tx_put_fields(tx, key, &image.base, "path", "size_bytes", "sha256", "kernel_path",
-                            "initrd_path", NULL);
+                            "initrd_path", "worker", NULL);
         model_tx_transition(tx, LIFECYCLE_IMAGE, key, "IMPORTING", "READY", MODEL_VERSION_ANY,
                             "image", name, "sha256", sha256, NULL);
     }
@@ -367,7 +379,9 @@ int catalog_stage_begin(catalog_t *self, const Berth__Image *model, const Berth_
     model_tx_check(tx, model_key, "id", model->id);
     model_tx_check(tx, key, "name", "");
     model_tx_check(tx, keys_build(id_key, KEYS_IMAGE_ID, staged->id, NULL), "name", "");
-    model_tx_put(tx, key, &staged->base);
+    Berth__Image record = *staged;
+    record.worker = self->instance;
+    model_tx_put(tx, key, &record.base);
     model_tx_transition(tx, LIFECYCLE_IMAGE, key, "", "STAGING", 0, "image", staged->name, "id",
                         staged->id, "model", model->id, NULL);
     model_tx_hset(tx, id_key, "name", staged->name);
@@ -416,9 +430,10 @@ int catalog_stage_end(catalog_t *self, const char *name, const catalog_staged_t 
     model_tx_t *tx = model_tx_new();
     if (!tx)
         return -1;
+    image.worker = ""; /* ended: no one works on it any more */
     if (fault) {
         image.fault = (char *)fault;
-        model_tx_put_fields(tx, key, &image.base, "fault", NULL);
+        model_tx_put_fields(tx, key, &image.base, "fault", "worker", NULL);
         model_tx_transition(tx, LIFECYCLE_IMAGE, key, "STAGING", "FAILED", MODEL_VERSION_ANY,
                             "image", name, "fault", fault, NULL);
     } else {
@@ -431,7 +446,7 @@ int catalog_stage_end(catalog_t *self, const char *name, const catalog_staged_t 
         image.stage = "";
         image.percent = 100;
         model_tx_put_fields(tx, key, &image.base, "path", "format", "size_bytes", "sha256",
-                            "manifest", "sysprep_report", "stage", "percent", NULL);
+                            "manifest", "sysprep_report", "stage", "percent", "worker", NULL);
         model_tx_transition(tx, LIFECYCLE_IMAGE, key, "STAGING", "READY", MODEL_VERSION_ANY,
                             "image", name, "sha256", done->sha256, NULL);
     }
@@ -771,4 +786,201 @@ int catalog_list(catalog_t *self, const char *kind, Berth__ImageList **list_p)
     }
     *list_p = list;
     return 0;
+}
+
+void catalog_work_begin(catalog_t *self, const char *id)
+{
+    zhashx_update(self->working, id, (void *)"");
+}
+
+void catalog_work_end(catalog_t *self, const char *id)
+{
+    zhashx_delete(self->working, id);
+}
+
+/* Remove the files matching pattern (a glob). */
+static void s_unlink_glob(const char *pattern)
+{
+    glob_t found;
+    if (glob(pattern, GLOB_NOSORT, NULL, &found) != 0)
+        return;
+    for (size_t i = 0; i < found.gl_pathc; i++)
+        if (unlink(found.gl_pathv[i]) == 0)
+            log_info(NULL, "partial image file removed", "{s:s}", "file", found.gl_pathv[i]);
+    globfree(&found);
+}
+
+/* Every file of image id that is not a READY record's: its copy or staging in progress
+   (.import-<id>*, .stage-<id>.*) and a file already named as the store's (<id>.*). */
+static void s_unlink_partial(catalog_t *self, const char *id)
+{
+    static const char *const patterns[] = { "%s/.import-%s*", "%s/.stage-%s.*", "%s/%s.*" };
+    char pattern[PATH_MAX + 64];
+    for (size_t i = 0; i < sizeof patterns / sizeof patterns[0]; i++) {
+        snprintf(pattern, sizeof pattern, patterns[i], self->dir, id);
+        s_unlink_glob(pattern);
+    }
+}
+
+/* Is the image someone's work in progress: its worker a live instance other than this one,
+   or this one with a job on it here? */
+static int s_worked_on(catalog_t *self, const Berth__Image *image, const char *const *live,
+                       size_t n)
+{
+    const char *worker = image->worker ? image->worker : "";
+    if (!*worker)
+        return 0;
+    if (streq(worker, self->instance))
+        return zhashx_lookup(self->working, image->id) != NULL;
+    for (size_t i = 0; i < n; i++)
+        if (streq(worker, live[i]))
+            return 1;
+    return 0;
+}
+
+/* A captured image recorded and not yet ended: its upload's files are still here. */
+static int s_capture_pending(catalog_t *self, const Berth__Image *image)
+{
+    char meta[PATH_MAX + 64];
+    snprintf(meta, sizeof meta, "%s/uploads/%s.meta", self->dir, image->id);
+    return streq(image->state, "IMPORTING") && image->captured_from && *image->captured_from &&
+           files_exists(meta);
+}
+
+/* Why the orphan did not finish, into fault. */
+static void s_orphan_why(const Berth__Image *image, char *fault, size_t size)
+{
+    const char *worker = image->worker && *image->worker ? image->worker : "an earlier stager";
+    snprintf(fault, size, "the stager %s stopped while the image was %s", worker,
+             streq(image->state, "STAGING") ? "being staged" : "being imported");
+}
+
+/* Make this instance the worker of the orphan, if it is still as we saw it. 0 when taken,
+   MODEL_CONFLICT, or -1. */
+static int s_take_orphan(catalog_t *self, const Berth__Image *image)
+{
+    char key[KEYS_MAX];
+    keys_build(key, KEYS_IMAGE, image->name, NULL);
+    Berth__Image update = BERTH__IMAGE__INIT;
+    update.worker = self->instance;
+    model_tx_t *tx = model_tx_new();
+    if (!tx)
+        return -1;
+    model_tx_check(tx, key, "worker", image->worker ? image->worker : "");
+    model_tx_check(tx, key, "state", image->state);
+    model_tx_put_fields(tx, key, &update.base, "worker", NULL);
+    int rc = model_tx_commit(tx, self->store, NULL);
+    model_tx_destroy(&tx);
+    return rc < 0 ? -1 : rc;
+}
+
+/* End the orphan FAILED, if it is still as we saw it (state and worker). */
+static int s_fail_orphan(catalog_t *self, const Berth__Image *image)
+{
+    char key[KEYS_MAX], fault[256], why[200];
+    keys_build(key, KEYS_IMAGE, image->name, NULL);
+    const char *worker = image->worker && *image->worker ? image->worker : "an earlier stager";
+    s_orphan_why(image, why, sizeof why);
+    snprintf(fault, sizeof fault, "%s; %s it again", why,
+             streq(image->state, "STAGING") ? "stage" : "import");
+    Berth__Image update = BERTH__IMAGE__INIT;
+    update.fault = fault;
+    update.worker = "";
+    update.stage = "";
+    model_tx_t *tx = model_tx_new();
+    if (!tx)
+        return -1;
+    model_tx_check(tx, key, "worker", image->worker ? image->worker : "");
+    model_tx_put_fields(tx, key, &update.base, "fault", "worker", "stage", NULL);
+    model_tx_transition(tx, LIFECYCLE_IMAGE, key, image->state, "FAILED", image->version, "image",
+                        image->name, "fault", fault, NULL);
+    int rc = model_tx_commit(tx, self->store, NULL);
+    model_tx_destroy(&tx);
+    if (rc == 0)
+        log_warn(NULL, "image left unfinished by a stopped stager ended FAILED",
+                 "{s:s, s:s, s:s, s:s}", "image", image->name, "id", image->id, "state",
+                 image->state, "worker", worker);
+    return rc < 0 ? -1 : rc;
+}
+
+int catalog_recover(catalog_t *self, const char *const *live, size_t n, catalog_resume_fn *resume,
+                    void *arg, int *failed_p)
+{
+    Berth__ImageList *list = NULL;
+    if (catalog_list(self, NULL, &list) != 0)
+        return -1;
+    zhashx_t *busy = zhashx_new(); /* ids whose partial files are someone's work */
+    int failed = 0, rc = 0;
+    for (size_t i = 0; busy && i < list->n_images; i++) {
+        const Berth__Image *image = list->images[i];
+        const char *state = image->state ? image->state : "";
+        if (!image->id || !*image->id || (!streq(state, "IMPORTING") && !streq(state, "STAGING")))
+            continue;
+        if (s_worked_on(self, image, live, n) || s_capture_pending(self, image)) {
+            zhashx_update(busy, image->id, (void *)"");
+            continue;
+        }
+        if (resume && streq(state, "IMPORTING") && image->import_path && *image->import_path) {
+            /* A path import: its files may still be there; import it again. */
+            char why[200];
+            s_orphan_why(image, why, sizeof why);
+            int taken = s_take_orphan(self, image);
+            if (taken < 0) {
+                rc = -1;
+                break;
+            }
+            if (taken != 0)
+                continue; /* changed meanwhile: another instance took it */
+            s_unlink_partial(self, image->id);
+            catalog_work_begin(self, image->id);
+            zhashx_update(busy, image->id, (void *)"");
+            log_warn(NULL, "image left unfinished by a stopped stager is imported again",
+                     "{s:s, s:s, s:s}", "image", image->name, "id", image->id, "worker",
+                     image->worker);
+            if (resume(arg, image, why) != 0) {
+                char fault[256];
+                snprintf(fault, sizeof fault, "%s; the stager was too busy to import it again",
+                         why);
+                catalog_work_end(self, image->id);
+                catalog_import_end(self, image->name, NULL, NULL, NULL, 0, NULL, fault);
+            }
+            failed++;
+            continue;
+        }
+        int ended = s_fail_orphan(self, image);
+        if (ended < 0) {
+            rc = -1;
+            break;
+        }
+        if (ended == 0) {
+            failed++;
+            s_unlink_partial(self, image->id);
+        }
+    }
+    /* Partial files of images no one works on (their record gone, ended, or never
+       written): the leftovers of a stager that died. */
+    static const char *const prefixes[] = { ".import-", ".stage-" };
+    for (size_t p = 0; rc == 0 && busy && p < 2; p++) {
+        char pattern[PATH_MAX + 32];
+        glob_t found;
+        snprintf(pattern, sizeof pattern, "%s/%s*", self->dir, prefixes[p]);
+        if (glob(pattern, GLOB_NOSORT, NULL, &found) != 0)
+            continue;
+        size_t skip = strlen(self->dir) + 1 + strlen(prefixes[p]);
+        for (size_t i = 0; i < found.gl_pathc; i++) {
+            char id[UTIL_ID_LEN];
+            util_strlcpy(id, found.gl_pathv[i] + skip, sizeof id);
+            if (util_is_uuid(id) && !zhashx_lookup(busy, id) && !zhashx_lookup(self->working, id) &&
+                unlink(found.gl_pathv[i]) == 0)
+                log_info(NULL, "partial image file removed", "{s:s}", "file", found.gl_pathv[i]);
+        }
+        globfree(&found);
+    }
+    if (!busy)
+        rc = -1;
+    zhashx_destroy(&busy);
+    protobuf_c_message_free_unpacked(&list->base, NULL);
+    if (rc == 0)
+        *failed_p = failed;
+    return rc;
 }

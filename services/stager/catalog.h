@@ -18,6 +18,7 @@ typedef struct {
     const char *base_size; /* virtual size of created base images, qemu-img syntax ("2G") */
     int timeout_ms;        /* a qemu-img run longer than this is killed */
     int max_images;        /* most images ListImages returns */
+    const char *instance;  /* this stager instance: the worker named in records it works on */
 } catalog_config_t;
 
 typedef struct _catalog_t catalog_t;
@@ -89,5 +90,28 @@ int catalog_stage_end(catalog_t *self, const char *name, const catalog_staged_t 
 /* The newest READY staged image of the model with id model_id: 0 and *image_p,
    CATALOG_NOT_FOUND, or -1 when Redis failed. */
 int catalog_staged_newest(catalog_t *self, const char *model_id, Berth__Image **image_p);
+
+/*  Recovery: a record IMPORTING or STAGING names the stager instance working on it (its
+    `worker`). One whose worker is no live stager instance, or is this instance but no job of
+    it here (restarted under the same name), was left by a stager that died: it ends FAILED
+    with a fault saying so, and its partial files go. A captured image's record (recorded
+    before its upload's file is moved into the store) is kept while the upload's files are
+    here: the taskmgr's FinishUpload, sent again, ends it. */
+
+/* This instance works on the image id now (an import's copy, a staging): recovery leaves it
+   alone until catalog_work_end. */
+void catalog_work_begin(catalog_t *self, const char *id);
+void catalog_work_end(catalog_t *self, const char *id);
+
+/* Take over an import a dead stager left (its record now names this instance): 0 when it
+   is being imported again, -1 when it cannot be (then it ends FAILED with why). */
+typedef int(catalog_resume_fn)(void *arg, const Berth__Image *image, const char *why);
+
+/* End every record left behind as above, given the live stager instances (n names), and
+   remove partial files of images no live instance works on. A path import that names its
+   files (import_path) is taken over and handed to resume (when not NULL) instead. 0 and
+   *failed_p (records ended FAILED or taken over), or -1 when Redis failed. */
+int catalog_recover(catalog_t *self, const char *const *live, size_t n, catalog_resume_fn *resume,
+                    void *arg, int *failed_p);
 
 #endif

@@ -3,8 +3,9 @@
     and nothing is stored. Accepted, the record is written IMPORTING on the loop, the request
     is answered with it, and the second job copies the file; its end writes READY or FAILED.
     A stager that dies mid-copy leaves the record IMPORTING (and a .import-* file in the
-    images directory); deleting such a record is refused, so the operator imports again under
-    another name. */
+    images directory) until recovery (catalog_recover: at the next start of a stager and every
+    recover_ms) ends it FAILED and removes the file; then it can be deleted and imported
+    again. */
 #include "images.h"
 #include "sysprep.h"
 #include "limit.h"
@@ -80,10 +81,8 @@ static int s_text(berth_error_t *error, const char *field, const char *text, siz
     return 0;
 }
 
-/* The fields an import may set, checked; the rest of what the record holds is the store's. */
-static int s_check_import(const Berth__ImportImage *req, berth_error_t *error)
+int images_check_meta(const Berth__Image *im, berth_error_t *error)
 {
-    const Berth__Image *im = req->image;
     if (!im)
         return error_field(error, "name", "name is required");
     if (!catalog_valid_name(im->name) || util_is_uuid(im->name))
@@ -111,6 +110,15 @@ static int s_check_import(const Berth__ImportImage *req, berth_error_t *error)
         return error_field(error, "min_ram_mb", "min_ram_mb must be 0 to %d", LIMIT_RAM_MB_MAX);
     if (im->min_disk_gb < 0 || im->min_disk_gb > LIMIT_DISK_GB_MAX)
         return error_field(error, "min_disk_gb", "min_disk_gb must be 0 to %d", LIMIT_DISK_GB_MAX);
+    return 0;
+}
+
+/* The fields an import may set, checked; the rest of what the record holds is the store's. */
+static int s_check_import(const Berth__ImportImage *req, berth_error_t *error)
+{
+    const Berth__Image *im = req->image;
+    if (images_check_meta(im, error) != 0)
+        return -1;
     if (!req->path || !*req->path)
         return error_field(error, "path", "path is required: a file under the import directory");
     if (strlen(req->path) > LIMIT_IMAGE_PATH_MAX)
@@ -136,8 +144,10 @@ static int s_check_import(const Berth__ImportImage *req, berth_error_t *error)
 
 typedef struct {
     images_t *images;
-    bus_request_t *kept; /* the ImportImage, answered when the inspection ends */
+    bus_request_t *kept; /* the ImportImage, answered when the inspection ends (NULL: an
+                            import taken over from a dead stager, images_resume) */
     char *user;          /* who imports (from the assertion) */
+    char *src[3];        /* the files named: the image, its kernel and initrd ("" when none) */
     /* filled by the inspection */
     int fd;
     int boot_fd[2]; /* a direct-boot image's kernel and initrd, or -1 */
@@ -164,19 +174,20 @@ static void s_import_free(s_import_t *job)
     if (job->kept)
         bus_request_destroy(&job->kept);
     free(job->user);
+    for (int i = 0; i < 3; i++)
+        free(job->src[i]);
     free(job);
 }
 
 static void s_inspect_run(void *arg)
 {
     s_import_t *job = arg;
-    const Berth__ImportImage *req = bus_request_body(job->kept, &berth__import_image__descriptor);
     job->rc =
-        import_open(&job->images->config.import, req->path, &job->fd, &job->info, &job->error);
-    if (job->rc == 0 && req->kernel && *req->kernel)
-        job->rc = import_open_file(&job->images->config.import, req->kernel, "kernel",
+        import_open(&job->images->config.import, job->src[0], &job->fd, &job->info, &job->error);
+    if (job->rc == 0 && *job->src[1])
+        job->rc = import_open_file(&job->images->config.import, job->src[1], "kernel",
                                    &job->boot_fd[0], &job->error) ||
-                  import_open_file(&job->images->config.import, req->initrd, "initrd",
+                  import_open_file(&job->images->config.import, job->src[2], "initrd",
                                    &job->boot_fd[1], &job->error);
 }
 
@@ -204,6 +215,7 @@ static void s_copy_done(void *arg, int deliver)
     s_import_t *job = arg;
     images_t *self = job->images;
     self->importing--;
+    catalog_work_end(self->config.catalog, job->id);
     if (!deliver) { /* shutting down: the record stays IMPORTING (see the top of the file) */
         if (job->rc == 0 && job->path[0]) {
             unlink(job->path);
@@ -236,13 +248,47 @@ static void s_copy_done(void *arg, int deliver)
     s_import_free(job);
 }
 
+/* The copy job of an import whose record is IMPORTING. */
+static void s_submit_copy(images_t *self, s_import_t *job)
+{
+    if (work_submit(self->config.work, s_copy_run, s_copy_done, job) != 0) {
+        self->importing--;
+        catalog_import_end(self->config.catalog, job->name, NULL, NULL, NULL, 0, NULL,
+                           "the stager was too busy to copy the image; import it again");
+        catalog_work_end(self->config.catalog, job->id);
+        s_import_free(job);
+        return;
+    }
+    catalog_work_begin(self->config.catalog, job->id);
+}
+
 static void s_inspect_done(void *arg, int deliver)
 {
     s_import_t *job = arg;
     images_t *self = job->images;
     if (!deliver) {
         self->importing--;
+        if (!job->kept) /* a takeover: the record stays IMPORTING for the next recovery */
+            catalog_work_end(self->config.catalog, job->id);
         s_import_free(job); /* the caller resends to another instance */
+        return;
+    }
+    if (!job->kept) { /* taken over from a dead stager (images_resume): its record exists */
+        if (job->rc == 0) {
+            log_info(NULL, "image import taken over", "{s:s, s:s}", "image", job->name, "id",
+                     job->id);
+            s_submit_copy(self, job);
+            return;
+        }
+        self->importing--;
+        char fault[1024];
+        snprintf(fault, sizeof fault, "%s, and its file cannot be imported again: %s", job->fault,
+                 job->error.message);
+        catalog_import_end(self->config.catalog, job->name, NULL, NULL, NULL, 0, NULL, fault);
+        catalog_work_end(self->config.catalog, job->id);
+        log_warn(NULL, "image import not taken over", "{s:s, s:s}", "image", job->name, "reason",
+                 job->error.message);
+        s_import_free(job);
         return;
     }
     const char *rid = bus_request_envelope(job->kept)->request_id;
@@ -276,6 +322,9 @@ static void s_inspect_done(void *arg, int deliver)
     image.percent = 0;
     image.sysprep = "";
     image.sysprep_report = "";
+    image.import_path = job->src[0];
+    image.import_kernel = job->src[1];
+    image.import_initrd = job->src[2];
     berth_error_t error = { 0 };
     char *manifest = NULL;
     if (req->manifest && *req->manifest &&
@@ -306,12 +355,30 @@ static void s_inspect_done(void *arg, int deliver)
              job->id, "format", job->info.format, "virtual_size",
              (json_int_t)job->info.virtual_size, "by", job->user);
     bus_request_destroy(&job->kept);
-    if (work_submit(self->config.work, s_copy_run, s_copy_done, job) != 0) {
-        self->importing--;
-        catalog_import_end(self->config.catalog, job->name, NULL, NULL, NULL, 0, NULL,
-                           "the stager was too busy to copy the image; import it again");
+    s_submit_copy(self, job);
+}
+
+int images_resume(images_t *self, const Berth__Image *image, const char *why)
+{
+    s_import_t *job = calloc(1, sizeof *job);
+    if (!job)
+        return -1;
+    job->images = self;
+    job->fd = job->boot_fd[0] = job->boot_fd[1] = -1;
+    job->user = strdup("");
+    const char *src[3] = { image->import_path, image->import_kernel, image->import_initrd };
+    for (int i = 0; i < 3; i++)
+        job->src[i] = strdup(src[i] ? src[i] : "");
+    util_strlcpy(job->id, image->id, sizeof job->id);
+    util_strlcpy(job->name, image->name, sizeof job->name);
+    util_strlcpy(job->fault, why, sizeof job->fault);
+    if (!job->user || !job->src[0] || !job->src[1] || !job->src[2] ||
+        work_submit(self->config.work, s_inspect_run, s_inspect_done, job) != 0) {
         s_import_free(job);
+        return -1;
     }
+    self->importing++;
+    return 0;
 }
 
 static void s_on_import(bus_request_t *request, void *arg)
@@ -346,11 +413,14 @@ static void s_on_import(bus_request_t *request, void *arg)
         job->images = self;
         job->fd = job->boot_fd[0] = job->boot_fd[1] = -1;
         job->user = strdup(who->user ? who->user : "");
+        const char *src[3] = { req->path, req->kernel, req->initrd };
+        for (int i = 0; i < 3; i++)
+            job->src[i] = strdup(src[i] ? src[i] : "");
     }
     berth__user_assertion__free_unpacked(who, NULL);
-    if (!job || !job->user) {
+    if (!job || !job->user || !job->src[0] || !job->src[1] || !job->src[2]) {
         if (job)
-            free(job);
+            s_import_free(job);
         bus_reply_error(request, "INTERNAL", "out of memory");
         return;
     }

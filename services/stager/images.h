@@ -32,6 +32,16 @@ void images_register(images_t *self, service_t *service);
 Berth__UserAssertion *images_operator(assertion_t *verifier, bus_request_t *request,
                                       const Berth__SignedAssertion *assertion);
 
+/* The metadata an import (or an upload) gives im, checked: name, os, os_version, arch,
+   applications, min_ram_mb, min_disk_gb. 0, or -1 with error naming the field. */
+int images_check_meta(const Berth__Image *im, berth_error_t *error);
+
+/* Import again the image a dead stager left IMPORTING (recovery has made this instance its
+   worker): its files as the import named them are inspected and copied as at first, and it
+   ends READY, or FAILED with why and what stopped it (the files are gone, say). 0 when the
+   job is queued, -1 when it cannot be. */
+int images_resume(images_t *self, const Berth__Image *image, const char *why);
+
 /* Imports being inspected or copied now. */
 size_t images_importing(images_t *self);
 

@@ -112,6 +112,18 @@ int import_open(const import_config_t *c, const char *requested, int *fd_p, insp
     return 0;
 }
 
+int import_inspect(const import_config_t *c, const char *path, const char *field,
+                   inspect_info_t *info, berth_error_t *error)
+{
+    if (s_info(c, path, info, error) == 0 && inspect_check(info, &c->rules, error) == 0)
+        return 0;
+    /* The rules name `path` (an import's field): here the file is field. */
+    for (size_t i = 0; i < error->n_details; i++)
+        if (strcmp(error->details[i].key, "field") == 0)
+            util_strlcpy(error->details[i].value, field, sizeof error->details[i].value);
+    return -1;
+}
+
 int import_open_file(const import_config_t *c, const char *requested, const char *field, int *fd_p,
                      berth_error_t *error)
 {

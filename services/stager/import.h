@@ -27,6 +27,12 @@ typedef struct {
 int import_open(const import_config_t *config, const char *requested, int *fd_p,
                 inspect_info_t *info, berth_error_t *error);
 
+/* Inspect the file at path (a file of the store's own: an upload received) as import_open
+   inspects what it opens. 0 with *info, or -1 with error BAD_REQUEST naming field
+   (details.reason as inspect_check says), or INTERNAL. */
+int import_inspect(const import_config_t *config, const char *path, const char *field,
+                   inspect_info_t *info, berth_error_t *error);
+
 /* Open requested (as import_open) as a plain file a direct-boot image needs (its kernel or
    initrd), at most the import's size limit; field names it in errors. 0 with *fd_p, or -1. */
 int import_open_file(const import_config_t *config, const char *requested, const char *field,

@@ -20,6 +20,7 @@
 #include "transfer.h"
 #include "upload.h"
 #include "limit.h"
+#include "registry.h"
 #include "work.h"
 
 #include <errno.h>
@@ -47,7 +48,7 @@ typedef struct {
     assertion_t *verifier;  /* checks the gateway's user assertions */
     stage_t *stage;         /* StageImage requests and their builds */
     transfer_t *transfer;   /* GetImageChunk: images sent to agents */
-    upload_t *upload;       /* PutImageChunk: captured disks received from agents */
+    upload_t *upload;       /* PutImageChunk: captured disks and HTTP uploads received */
     int64_t max_seed_bytes; /* largest ISO sent in a reply */
     int64_t seed_keep_ms;   /* seeds untouched this long are swept */
     int ready;              /* base images were prepared once */
@@ -144,6 +145,39 @@ static void s_on_list_images(bus_request_t *request, void *arg)
     }
     bus_reply(request, &list->base);
     protobuf_c_message_free_unpacked(&list->base, NULL);
+}
+
+/* ---- recovery ---- */
+
+/* catalog_resume_fn: a path import a dead stager left is imported again here. */
+static int s_resume(void *arg, const Berth__Image *image, const char *why)
+{
+    stager_t *self = arg;
+    return images_resume(self->images, image, why);
+}
+
+/* Records left IMPORTING or STAGING by a stager that died end FAILED, and their partial
+   files go (catalog.h). Runs once the base images are ready (Redis answers), then every
+   recover_ms: an instance killed a moment ago stays in the registry until its entry lapses
+   (three heartbeats), and its records are ended at the first run after that. */
+static int s_recover(service_t *service, void *arg)
+{
+    stager_t *self = arg;
+    if (!self->ready)
+        return 0;
+    registry_entry_t *entries = NULL;
+    size_t n = 0;
+    if (registry_list(service_store(service), "stager", &entries, &n) != 0)
+        return 0; /* Redis away: the next run */
+    const char **live = calloc(n + 1, sizeof *live);
+    for (size_t i = 0; live && i < n; i++)
+        live[i] = entries[i].instance;
+    int failed = 0;
+    if (live && catalog_recover(self->catalog, live, n, s_resume, self, &failed) == 0 && failed)
+        log_info(NULL, "recovered images left unfinished", "{s:i}", "failed", failed);
+    free(live);
+    free(entries);
+    return 0;
 }
 
 /* ---- seeds ---- */
@@ -342,6 +376,9 @@ int main(int argc, char **argv)
     config_declare(c, "stage_report_ms", "250", 0);
     config_declare(c, "image_chunk_max", "2097152", 0);       /* largest chunk sent to an agent */
     config_declare(c, "capture_max_bytes", "68719476736", 0); /* largest upload: 64 GiB */
+    config_declare(c, "recover_ms", "5000", 0);
+    config_declare(c, "upload_idle_ms", "300000", 0);
+    /* an HTTP upload untouched: dropped */ /* how often unfinished records are checked */
 
     stager_t self = { .service = service };
     int rc = 1;
@@ -349,7 +386,7 @@ int main(int argc, char **argv)
         goto done;
     int64_t timeout, max_images, max_user_data, keep_hours, sweep_ms, workers, queue_max, waiting,
         redis_port, redis_timeout, import_max_gb, import_queue, stage_timeout, stage_report,
-        chunk_max, capture_max;
+        chunk_max, capture_max, recover_ms, upload_idle_ms;
     if (config_int(c, "tool_timeout_ms", 100, 600000, &timeout) ||
         config_int(c, "workers", 1, 64, &workers) ||
         config_int(c, "work_queue_max", 1, 100000, &queue_max) ||
@@ -366,7 +403,9 @@ int main(int argc, char **argv)
         config_int(c, "stage_timeout_ms", 1000, 86400000, &stage_timeout) ||
         config_int(c, "stage_report_ms", 10, 60000, &stage_report) ||
         config_int(c, "image_chunk_max", TRANSFER_CHUNK_MIN, TRANSFER_CHUNK_MAX, &chunk_max) ||
-        config_int(c, "capture_max_bytes", 1, TRANSFER_UPLOAD_MAX, &capture_max))
+        config_int(c, "capture_max_bytes", 1, TRANSFER_UPLOAD_MAX, &capture_max) ||
+        config_int(c, "recover_ms", 100, 3600000, &recover_ms) ||
+        config_int(c, "upload_idle_ms", 1000, 86400000, &upload_idle_ms))
         goto done;
     const char *sysprep = config_get(c, "sysprep");
     if (strcmp(sysprep, "manifest") != 0 && strcmp(sysprep, "virt-sysprep") != 0) {
@@ -410,7 +449,8 @@ int main(int argc, char **argv)
     catalog_config_t cc = { .qemu_img = config_get(c, "qemu_img"),
                             .base_size = config_get(c, "base_image_size"),
                             .timeout_ms = (int)timeout,
-                            .max_images = (int)max_images };
+                            .max_images = (int)max_images,
+                            .instance = service_instance(service) };
     seed_config_t sc = { .max_user_data = (size_t)max_user_data };
     /* The preparation job talks to Redis from a worker: a connection of its own. */
     self.prep_store = store_new(config_get(c, "redis_host"), (int)redis_port, (int)redis_timeout,
@@ -467,7 +507,14 @@ int main(int argc, char **argv)
         goto done;
     }
     self.transfer = transfer_new(self.catalog, chunk_max);
-    self.upload = upload_new(self.catalog, chunk_max, capture_max);
+    upload_config_t uc = { .catalog = self.catalog,
+                           .verifier = self.verifier,
+                           .work = self.work,
+                           .rules = &ic.import,
+                           .chunk_max = chunk_max,
+                           .max_bytes = capture_max,
+                           .idle_ms = upload_idle_ms };
+    self.upload = upload_new(&uc);
     if (!self.transfer || !self.upload) {
         log_error(NULL, "out of memory", NULL);
         goto done;
@@ -485,6 +532,7 @@ int main(int argc, char **argv)
     upload_register(self.upload, service);
     service_on(service, "StageImage", "taskmgr", s_on_stage_image, &self);
     service_every(service, (int)sweep_ms, s_sweep, &self);
+    service_every(service, (int)recover_ms, s_recover, &self);
     rc = service_run(service);
 done:
     /* Workers first: their jobs use everything below. Requests still waiting are dropped

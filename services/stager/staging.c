@@ -277,6 +277,7 @@ static void s_done(void *arg, int deliver)
     void *handle = zlistx_find(self->running, job);
     if (handle)
         zlistx_detach(self->running, handle);
+    catalog_work_end(self->config.catalog, job->id);
     if (!deliver) { /* shutting down: the record stays STAGING (see the top of the file) */
         if (job->rc == 0)
             unlink(job->path);
@@ -426,6 +427,7 @@ static void s_on_stage(bus_request_t *request, void *arg)
         return;
     }
     zlistx_add_end(self->running, job);
+    catalog_work_begin(self->config.catalog, job->id);
 }
 
 staging_t *staging_new(const staging_config_t *config)

@@ -19,7 +19,8 @@
 //      it; an admin imports an image (a file outside the import directory refused next to its
 //      field first) and deletes it, and is refused the deletion of one a
 //      template uses (409 shown), then stages that one (its staged image ends READY beside
-//      it); a VM of the reservation-based group lab shows 0 and why,
+//      it), and uploads one from this computer (one with a backing file refused next to its
+//      field first); a VM of the reservation-based group lab shows 0 and why,
 //      and lab's chargeback labels the group's own reserved/beyond rows;
 //   9. a member describes a custom build: the scheduler's verdict and suggestions show as
 //      the fields change (RAM below the need, an application with no build for the OS), a
@@ -665,6 +666,37 @@ async function story7() {
   await stagedRow.locator('.badge', { hasText: /^READY$/ }).waitFor();
   assert.equal(await stagedRow.getByRole('button', { name: /^Stage / }).count(), 0);
   await admin.shot('image-staged');
+
+  step = 'story 7: the admin uploads an image from this computer (one with a backing file refused next to its field)';
+  await admin.page.getByRole('button', { name: 'From this computer' }).click();
+  await admin.page.getByRole('heading', { name: 'Upload an image' }).waitFor();
+  const backed = path.join(OUT, 'upload-backed.qcow2');
+  execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', '/etc/passwd', '-F', 'raw', backed, '1M']);
+  await admin.page.getByLabel('File').setInputFiles(backed);
+  await admin.page.getByLabel('Name', { exact: true }).fill('portal-upload-backed');
+  await admin.page.getByLabel('OS', { exact: true }).fill('debian');
+  expectedStatus = 400;
+  await admin.page.getByRole('button', { name: 'Upload' }).click();
+  await admin.page.locator('#up-file-error').filter({ hasText: /backing_file/ }).waitFor();
+  expectedStatus = null;
+  assert.equal(await admin.page.getByLabel('File').getAttribute('aria-invalid'), 'true');
+  await admin.shot('upload-refused');
+  const local = path.join(OUT, 'upload.qcow2');
+  execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', local, '64M']);
+  await admin.page.getByLabel('File').setInputFiles(local);
+  await admin.page.getByLabel('Name', { exact: true }).fill('portal-uploaded');
+  await admin.page.getByLabel('OS', { exact: true }).fill('debian');
+  await admin.page.getByLabel('OS version').fill('12');
+  await admin.page.getByLabel('Applications').fill('nginx 1.22');
+  await admin.page.getByRole('button', { name: 'Upload' }).click();
+  const upRow = admin.page.locator('#images tr[data-image="portal-uploaded"]');
+  await upRow.locator('.badge', { hasText: /^READY$/ }).waitFor();
+  await upRow.getByText('nginx 1.22').waitFor();
+  expectedStatus = 404;
+  assert.equal((await apiCall(admin.page, 'GET', '/v1/images/portal-upload-backed')).status, 404);
+  expectedStatus = null;
+  await admin.shot('uploaded');
+  await admin.page.getByRole('button', { name: 'From the server' }).click();
 
   step = "story 7: a VM of a reservation-based group costs 0: its group pays for what it reserved";
   const dan = await open('story7-reserved');

@@ -312,6 +312,10 @@ class Contract:
             return out
         if isinstance(body, (bytes, str)):
             ctype = headers.get("content-type", "")
+            if ctype.startswith("application/octet-stream"):
+                if "application/octet-stream" not in self.resolve(rb)["content"]:
+                    out.append("Content-Type application/octet-stream is not documented")
+                return out
             if not ctype.startswith("application/json"):
                 out.append("Content-Type %r is not application/json" % ctype)
                 return out

@@ -3,7 +3,7 @@
     size and SHA-256 (checked with sha256sum) recorded; a second start changes nothing; a
     record whose file vanished is repaired; lookups of unknown names say NOT_FOUND. Staged
     images go STAGING to READY or FAILED, the newest READY one of a model is found, and a
-    model is not deleted while it has staged images. */
+    model is not deleted while it has staged images. Recovery ends what a dead stager left. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -334,6 +334,105 @@ static void test_store_down(void **state)
     assert_int_equal(testenv_redis_restart(f->redis), 0);
 }
 
+/* A record IMPORTING by cat (its worker: cat's instance), named name; its id into id. */
+static void s_importing(catalog_t *cat, const char *name, char id[UTIL_ID_LEN])
+{
+    util_uuid(id);
+    Berth__Image image = BERTH__IMAGE__INIT;
+    image.id = id;
+    image.name = (char *)name;
+    image.os = "debian";
+    image.kind = "model";
+    berth_error_t error = { 0 };
+    assert_int_equal(catalog_import_begin(cat, &image, "test", "r-1", &error), 0);
+}
+
+static void s_touch(const char *dir, const char *prefix, const char *id, const char *suffix)
+{
+    char path[2048];
+    snprintf(path, sizeof path, "%s/%s%s%s", dir, prefix, id, suffix);
+    FILE *out = fopen(path, "w");
+    assert_non_null(out);
+    fputs("partial", out);
+    fclose(out);
+}
+
+static int s_exists(const char *dir, const char *prefix, const char *id, const char *suffix)
+{
+    char path[2048];
+    snprintf(path, sizeof path, "%s/%s%s%s", dir, prefix, id, suffix);
+    return access(path, F_OK) == 0;
+}
+
+/* Recovery: records whose worker is gone (or is this instance, without a job on them here)
+   end FAILED and lose their partial files; a live instance's records, and this instance's
+   own work in progress, are left alone; partial files of no record go too. */
+static void test_recover(void **state)
+{
+    fixture_t *f = *state;
+    char images[1024];
+    snprintf(images, sizeof images, "%s/images", f->dir);
+    catalog_config_t c = s_config();
+    catalog_t *cats[3];
+    const char *names[3] = { "stager-me", "stager-live", "stager-dead" };
+    for (int i = 0; i < 3; i++) {
+        c.instance = names[i];
+        assert_non_null(cats[i] = catalog_new(f->store, images, &c));
+    }
+    catalog_t *me = cats[0];
+    const char *dir = catalog_dir(me);
+    char dead_id[UTIL_ID_LEN], live_id[UTIL_ID_LEN], mine_id[UTIL_ID_LEN], left_id[UTIL_ID_LEN],
+        stray_id[UTIL_ID_LEN];
+    s_importing(cats[2], "by-dead", dead_id);
+    s_importing(cats[1], "by-live", live_id);
+    s_importing(me, "by-me", mine_id);
+    s_importing(me, "left-by-me", left_id);
+    util_uuid(stray_id);
+    catalog_work_begin(me, mine_id);
+    s_touch(dir, ".import-", dead_id, ".tmp");
+    s_touch(dir, "", dead_id, ".qcow2");
+    s_touch(dir, ".stage-", left_id, ".copy");
+    s_touch(dir, ".import-", live_id, ".tmp");
+    s_touch(dir, ".import-", mine_id, ".tmp");
+    s_touch(dir, ".import-", stray_id, ".tmp");
+
+    const char *live[] = { "stager-me", "stager-live" };
+    int failed = -1;
+    assert_int_equal(catalog_recover(me, live, 2, NULL, NULL, &failed), 0);
+    assert_int_equal(failed, 2);
+    Berth__Image *im = s_get(f, "by-dead");
+    assert_string_equal(im->state, "FAILED");
+    assert_non_null(strstr(im->fault, "stager-dead stopped while the image was being imported"));
+    assert_string_equal(im->worker, "");
+    protobuf_c_message_free_unpacked(&im->base, NULL);
+    im = s_get(f, "left-by-me");
+    assert_string_equal(im->state, "FAILED");
+    protobuf_c_message_free_unpacked(&im->base, NULL);
+    const char *kept[] = { "by-live", "by-me" };
+    for (int i = 0; i < 2; i++) {
+        im = s_get(f, kept[i]);
+        assert_string_equal(im->state, "IMPORTING");
+        protobuf_c_message_free_unpacked(&im->base, NULL);
+    }
+    assert_false(s_exists(dir, ".import-", dead_id, ".tmp"));
+    assert_false(s_exists(dir, "", dead_id, ".qcow2"));
+    assert_false(s_exists(dir, ".stage-", left_id, ".copy"));
+    assert_false(s_exists(dir, ".import-", stray_id, ".tmp"));
+    assert_true(s_exists(dir, ".import-", live_id, ".tmp"));
+    assert_true(s_exists(dir, ".import-", mine_id, ".tmp"));
+
+    /* Nothing more to do; then the live instance is gone, and this one's job ended. */
+    assert_int_equal(catalog_recover(me, live, 2, NULL, NULL, &failed), 0);
+    assert_int_equal(failed, 0);
+    catalog_work_end(me, mine_id);
+    assert_int_equal(catalog_recover(me, live, 1, NULL, NULL, &failed), 0);
+    assert_int_equal(failed, 2);
+    assert_false(s_exists(dir, ".import-", live_id, ".tmp"));
+    assert_false(s_exists(dir, ".import-", mine_id, ".tmp"));
+    for (int i = 0; i < 3; i++)
+        catalog_destroy(&cats[i]);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -343,6 +442,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_tool_failure_reported, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_staged_images, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_store_down, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_recover, s_setup, s_teardown),
     };
     return cmocka_run_group_tests(tests, s_group_setup, s_group_teardown);
 }

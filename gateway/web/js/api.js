@@ -46,6 +46,29 @@ export const post = (path, body) => call('POST', path, body === undefined ? {} :
 export const put = (path, body) => call('PUT', path, body);
 export const del = (path) => call('DELETE', path);
 
+// POST a file as the body (application/octet-stream), streamed by the browser; onProgress
+// (sent, total) as it goes. The answer's JSON, or an ApiError. XMLHttpRequest, not fetch:
+// fetch tells nothing of an upload's progress.
+export function upload(path, file, onProgress) {
+  return new Promise((resolve, reject) => {
+    const xhr = new XMLHttpRequest();
+    xhr.open('POST', path);
+    xhr.setRequestHeader('Accept', 'application/json');
+    xhr.setRequestHeader('Content-Type', 'application/octet-stream');
+    xhr.setRequestHeader('X-CSRF-Token', csrfToken());
+    xhr.withCredentials = true;
+    if (onProgress) xhr.upload.onprogress = (ev) => onProgress(ev.loaded, ev.total || file.size);
+    xhr.onload = () => {
+      let data = null;
+      try { data = xhr.responseText ? JSON.parse(xhr.responseText) : null; } catch { data = null; }
+      if (xhr.status >= 200 && xhr.status < 300) resolve(data);
+      else reject(new ApiError(xhr.status, data));
+    };
+    xhr.onerror = () => reject(new ApiError(0, { error: { message: 'the upload was cut off' } }));
+    xhr.send(file);
+  });
+}
+
 // A report as CSV (Accept: text/csv), its text.
 export async function csv(path) {
   const r = await fetch(path, { headers: { Accept: 'text/csv' }, credentials: 'same-origin' });

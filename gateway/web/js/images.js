@@ -1,5 +1,6 @@
 // Images (GET /v1/images, /v1/images/{id}): everyone reads them; admins and operators
-// import a model from a file under the stager's import directory (POST /v1/images), stage a
+// upload a model from a file of their own (POST /v1/images, application/octet-stream) or
+// import one from a file under the stager's import directory (POST /v1/images), stage a
 // model (POST /v1/images/{id}/stage: a staged image, its identity stripped, whose stage and
 // percent show while it runs) and delete an image nothing uses (DELETE; a 409 names what
 // uses it).
@@ -124,6 +125,82 @@ function importForm(done) {
   return form;
 }
 
+// Upload a model from a file on the user's machine (POST /v1/images, the file as the body,
+// the metadata as query parameters): the browser streams it, a bar shows how far, and the
+// stager inspects it before the image is recorded (READY at once, or refused naming `file`).
+function uploadForm(done) {
+  const fe = fieldErrors('up');
+  const num = () => h('input', { type: 'number', min: 0, value: 0 });
+  const inputs = {
+    file: h('input', { type: 'file', required: true }),
+    name: h('input', { required: true, autocomplete: 'off' }),
+    os: h('input', { required: true }),
+    os_version: h('input', {}),
+    arch: h('input', { value: 'x86_64' }),
+    applications: h('input', { autocomplete: 'off' }),
+    min_ram_mb: num(),
+    min_disk_gb: num(),
+  };
+  const bar = h('progress', { max: 100, value: 0, hidden: true, id: 'image-upload-progress' });
+  const form = h('form', { className: 'card', novalidate: true, 'aria-labelledby': 'img-upload-title', id: 'image-upload' },
+    h('h2', { id: 'img-upload-title' }, 'Upload an image'),
+    fe.field('file', 'File', inputs.file, 'A qcow2 file on this computer; inspected before anything is stored.'),
+    fe.field('name', 'Name', inputs.name, 'Lower case letters, digits, dots, dashes and underscores.'),
+    h('div', { className: 'filters' },
+      fe.field('os', 'OS', inputs.os),
+      fe.field('os_version', 'OS version', inputs.os_version),
+      fe.field('arch', 'Architecture', inputs.arch)),
+    fe.field('applications', 'Applications', inputs.applications, 'Comma separated, each "name version" (e.g. nginx 1.22, postgresql 15).'),
+    h('div', { className: 'filters' },
+      fe.field('min_ram_mb', 'Minimum RAM (MB)', inputs.min_ram_mb),
+      fe.field('min_disk_gb', 'Minimum disk (GB)', inputs.min_disk_gb)),
+    bar,
+    h('button', { type: 'submit', className: 'primary' }, 'Upload'));
+  form.addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    showError(null);
+    fe.reset();
+    const file = inputs.file.files[0];
+    if (!file) {
+      fe.show({ details: { field: 'file' }, message: 'Choose a file to upload.' });
+      return;
+    }
+    const q = new URLSearchParams({ name: inputs.name.value.trim(), os: inputs.os.value.trim() });
+    for (const k of ['os_version', 'arch', 'min_ram_mb', 'min_disk_gb']) if (inputs[k].value.trim()) q.set(k, inputs[k].value.trim());
+    const list = parseApps(inputs.applications.value);
+    if (list.length) q.set('applications', list.map((a) => (a.version ? `${a.name}=${a.version}` : a.name)).join(','));
+    bar.hidden = false;
+    bar.value = 0;
+    try {
+      const { image } = await api.upload('/v1/images?' + q.toString(), file,
+        (sent, total) => { bar.value = total ? Math.floor((sent * 100) / total) : 0; });
+      announce(`Image ${image.name}: ${image.state}`);
+      form.reset();
+      await done();
+    } catch (err) {
+      if (err.details && err.details.reason) err.message += ` (${err.details.reason})`;
+      if (!fe.show(err)) showError(err);
+    } finally {
+      bar.hidden = true;
+    }
+  });
+  return form;
+}
+
+// The two ways to add a model, one form shown at a time: a file under the stager's import
+// directory (the default) or a file of this computer, uploaded.
+function addForms(done) {
+  const box = h('div', { id: 'image-add' });
+  const pick = (upload) => {
+    fill(box, h('div', { className: 'actions', role: 'group', 'aria-label': 'Add an image from' },
+      h('button', { type: 'button', 'aria-pressed': String(!upload), onclick: () => pick(false) }, 'From the server'),
+      h('button', { type: 'button', 'aria-pressed': String(upload), onclick: () => pick(true) }, 'From this computer')),
+    upload ? uploadForm(done) : importForm(done));
+  };
+  pick(false);
+  return box;
+}
+
 async function deleteImage(image, done) {
   showError(null);
   if (!(await confirmDialog({ title: `Delete the image ${image.name}?`, danger: true, confirm: 'Delete',
@@ -204,6 +281,6 @@ export async function imagesScreen(id) {
   if (isPlatform()) cols.push('');
   fill(section, h('h1', {}, 'Images'),
     h('table', { id: 'images' }, h('thead', {}, h('tr', {}, cols.map((c) => h('th', { scope: 'col' }, c)))), tbody),
-    isPlatform() ? importForm(load) : null);
+    isPlatform() ? addForms(load) : null);
   return { title: 'Images', node: section };
 }
