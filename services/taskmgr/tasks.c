@@ -268,6 +268,14 @@ static void s_vm_changes(model_tx_t *tx, s_held_t *h)
                             vm->template_, "group", vm->group, NULL);
         if (s_is(vm->state, "SHELVED")) /* from SHELVING, or an unshelve that found no host */
             s_quota_shelve(tx, vm, -1, NULL);
+        /* Instant deploy: a pooled VM is ready for requests; one whose build failed leaves
+           its template's pool. */
+        char pkey[KEYS_MAX];
+        if (s_is(vm->state, "POOLED"))
+            model_tx_zadd(tx, keys_build(pkey, KEYS_POOL_READY, vm->template_, NULL), vm->pooled_ms,
+                          vm->id);
+        if (s_is(was->state, "POOLING") && !s_is(vm->state, "POOLED"))
+            model_tx_zrem(tx, keys_build(pkey, KEYS_POOL, vm->template_, NULL), vm->id);
     }
     if (!s_is(vm->power_state, was->power_state)) {
         const char *host = *was->host ? was->host : vm->host;
@@ -625,8 +633,9 @@ static s_rc_t s_validate(tasks_t *self, s_held_t *h, const s_stage_t *stage)
     (void)stage;
     const Berth__Vm *vm = h->vm;
     const Berth__Resources *f = vm->flavor;
-    if (!s_is(vm->state, "PROVISIONING")) {
-        s_result(h, "VM is %s, not PROVISIONING", vm->state);
+    const char *expected = s_is(h->task->kind, "POOL_BUILD") ? "POOLING" : "PROVISIONING";
+    if (!s_is(vm->state, expected)) {
+        s_result(h, "VM is %s, not %s", vm->state, expected);
         return S_FAIL;
     }
     if (!f || f->vcpus <= 0 || f->ram_mb <= 0 || f->disk_gb <= 0 || !*vm->image) {
@@ -768,6 +777,8 @@ static void s_stage_ask(const s_held_t *h, Berth__StageImage *req, char **lines)
             lines[n++] = h->vm->ssh_keys[i]->public_key;
     req->ssh_authorized_keys = lines;
     req->n_ssh_authorized_keys = n;
+    /* A pooled VM handed out: its seed was built for the pool's name; now for its own. */
+    req->reidentify = h->task->from_pool;
     /* Its address goes into the seed's network-config (known once it is placed). */
     if (h->vm->network && h->vm->network->ip && *h->vm->network->ip) {
         req->network = h->vm->network;
@@ -1195,6 +1206,76 @@ static const s_stage_t s_provision[] = {
     { NULL, 0, NULL, NULL, NULL, S_LIGHT, 0, 0 },
 };
 
+/*  Instant deploy (services/approval/pool.h). POOL_BUILD builds a VM for its template's pool
+    like a provisioning, placed in no group (so never on capacity a group's reservation
+    holds), and ends with the running guest suspended to disk (libvirt's managed save): the
+    VM is POOLED, its domain shut off and its memory in a file beside it. A failure rolls back
+    and tries other hosts the same way; the VM then leaves the pool, ERROR. */
+static const s_stage_t s_pool_build[] = {
+    { "validate", 5, s_validate, NULL, NULL, S_LIGHT, 0, 0 },
+    { "schedule", 15, s_schedule, NULL, "release_claim", S_LIGHT, 0, 0 },
+    { "stage_image", 25, s_stage_image, NULL, NULL, S_HEAVY, 0, 0 },
+    { "create_disk", 40, s_on_host, "CREATE_DISK", "undo_host", S_HEAVY, 1, 0 },
+    { "build_seed", 50, s_on_host, "PUT_SEED", "undo_host", S_LIGHT, 1, 0 },
+    { "define", 60, s_on_host, "DEFINE", "undo_host", S_LIGHT, 1, 0 },
+    { "power_on", 70, s_on_host, "START", "undo_host", S_LIGHT, 1, 0 },
+    { "wait_ready", 80, s_wait_ready, NULL, NULL, S_LIGHT, 1, 0 },
+    { "save_to_disk", 95, s_on_host, "MANAGED_SAVE", "undo_host", S_LIGHT, 1, 0 },
+    { NULL, 0, NULL, NULL, NULL, S_LIGHT, 0, 0 },
+};
+
+static s_rc_t s_pool_taken(tasks_t *self, s_held_t *h, const s_stage_t *stage);
+static s_rc_t s_reidentify(tasks_t *self, s_held_t *h, const s_stage_t *stage);
+
+/* A PROVISION served from the pool (Task.from_pool): the VM taken is already built and
+   claimed on its host under its final id; its seed is built again for its own name, keys and
+   address, put on the host, and the domain started, which restores it from disk. No stage is
+   heavy: it never waits behind builds. A failure rolls back like a provisioning (the domain
+   and the claim go) and the next attempt builds the VM on another host, as without a pool. */
+static const s_stage_t s_from_pool[] = {
+    { "validate", 5, s_validate, NULL, NULL, S_LIGHT, 0, 0 },
+    { "from_pool", 20, s_pool_taken, NULL, "release_claim", S_LIGHT, 1, 0 },
+    { "reidentify", 40, s_reidentify, NULL, NULL, S_LIGHT, 0, 0 },
+    { "build_seed", 60, s_on_host, "PUT_SEED", "undo_host", S_LIGHT, 1, 0 },
+    { "resume", 80, s_on_host, "START", "undo_host", S_LIGHT, 1, 0 },
+    { "wait_ready", 95, s_wait_ready, NULL, NULL, S_LIGHT, 1, 0 },
+    { NULL, 0, NULL, NULL, NULL, S_LIGHT, 0, 0 },
+};
+
+/* from_pool: the task goes where the pooled VM waits. */
+static s_rc_t s_pool_taken(tasks_t *self, s_held_t *h, const s_stage_t *stage)
+{
+    (void)stage;
+    Berth__Task *t = h->task;
+    if (!*h->vm->host) {
+        s_result(h, "the pooled VM has no host");
+        return S_FAIL;
+    }
+    if (!s_is(t->host, h->vm->host)) {
+        s_set(&t->host, h->vm->host);
+        h->dirty = 1;
+    }
+    if (agents_host_down(self->agents, t->host)) {
+        s_result(h, "host %s is DOWN (no heartbeat within its ttl)", t->host);
+        return S_FAIL;
+    }
+    s_result(h, "served from the pool of template %s: built ahead on host %s, suspended to disk",
+             h->vm->template_, t->host);
+    return S_DONE;
+}
+
+/* reidentify: the stager builds the seed again for the VM's own name, keys and address. */
+static s_rc_t s_reidentify(tasks_t *self, s_held_t *h, const s_stage_t *stage)
+{
+    s_rc_t rc = s_stage_image(self, h, stage);
+    if (rc == S_DONE)
+        s_result(h, "seed built again: instance-id %s, hostname %s%s%s, %lld bytes", h->vm->id,
+                 h->vm->name, h->vm->network && *h->vm->network->ip ? ", address " : "",
+                 h->vm->network && *h->vm->network->ip ? h->vm->network->ip : "",
+                 (long long)h->staged->seed_bytes);
+    return rc;
+}
+
 /* What undoes a failed provisioning: the rows the failed attempt needs (the undo column of
    its stages that ran, s_next), in this order; each is also a no-op when nothing is there. */
 static const s_stage_t s_rollback[] = {
@@ -1355,6 +1436,8 @@ static const s_action_t *s_action(const char *name, int by_kind)
 
 static const s_stage_t *s_table(s_held_t *h)
 {
+    if (s_is(h->task->kind, "POOL_BUILD"))
+        return h->task->rolling_back ? s_rollback : s_pool_build;
     if (s_is(h->task->kind, "DISPOSE"))
         return h->task->force ? s_dispose_forced : s_dispose;
     const s_action_t *a = s_action(h->task->kind, 1);
@@ -1364,7 +1447,10 @@ static const s_stage_t *s_table(s_held_t *h)
         return s_restore; /* Only an abort rolls a day-2 action back */
     if (a)
         return h->task->rolling_back && s_is(a->kind, "UNSHELVE") ? s_unshelve_undo : a->stages;
-    return h->task->rolling_back ? s_rollback : s_provision;
+    if (h->task->rolling_back)
+        return s_rollback;
+    /* From the pool on its first attempt; an attempt after it is built as without one. */
+    return h->task->from_pool && h->task->n_tried == 0 ? s_from_pool : s_provision;
 }
 
 /* A task kind's class, as the API shows it: heavy when a row of its table is heavy. */
@@ -1400,6 +1486,10 @@ static int s_undo_needed(const Berth__Task *t, const char *undo)
     for (; i > 0 && !s_row(s_rollback, t->steps[i - 1]->name); i--) {
         const Berth__TaskStep *step = t->steps[i - 1];
         const s_stage_t *row = s_row(s_provision, step->name);
+        if (!row) /* instant deploy's own stages */
+            row = s_row(s_from_pool, step->name);
+        if (!row)
+            row = s_row(s_pool_build, step->name);
         if (row && row->undo && s_is(row->undo, undo) &&
             (s_is(step->state, "ROLLED_BACK") || s_is(step->state, "FAILED")))
             return 1;
@@ -1530,6 +1620,14 @@ static int s_complete(tasks_t *self, s_held_t *h)
             s_vm_state(h, "SHELVED", NULL);
         else if (s_is(t->kind, "UNSHELVE"))
             s_vm_state(h, "ACTIVE", "");
+        s_set(&t->fault, "");
+        s_finish_task(h, "SUCCEEDED");
+        return s_save(self, h);
+    }
+    if (!t->rolling_back && s_is(t->kind, "POOL_BUILD")) {
+        /* Suspended to disk: it waits in its template's pool (s_vm_changes adds it). */
+        s_vm_state(h, "POOLED", "");
+        vm->pooled_ms = clock_now_ms();
         s_set(&t->fault, "");
         s_finish_task(h, "SUCCEEDED");
         return s_save(self, h);
@@ -1675,7 +1773,8 @@ static int s_abort_now(tasks_t *self, s_held_t *h, const s_stage_t *stage)
         s_step_open(self, h, s_is(t->kind, "CAPTURE") ? &s_capture_undo[0] : &s_restore[0]);
         return 0;
     }
-    if (!s_is(t->kind, "PROVISION")) { /* nothing to undo (refused before it gets here) */
+    if (!s_is(t->kind, "PROVISION") && !s_is(t->kind, "POOL_BUILD")) {
+        /* nothing to undo (refused before it gets here) */
         s_vm_state(h, "ERROR", fault);
         s_finish_task(h, "ABORTED");
         return s_save(self, h);
