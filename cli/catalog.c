@@ -132,6 +132,42 @@ int cli_template_create(cli_t *cli, int argc, char **argv)
     return 0;
 }
 
+/* berth template pool TEMPLATE [SIZE]: GET /v1/templates/{id}/pool (admins, operators), or
+   PUT it with SIZE (admins): how many VMs of the template are kept built ahead. */
+int cli_template_pool(cli_t *cli, int argc, char **argv)
+{
+    cli_opt_t opts[] = { { NULL } };
+    const char *pos[2] = { NULL, NULL };
+    char escaped[CLI_PATH_MAX], path[CLI_PATH_MAX + 32];
+    int64_t size = 0;
+    if (cli_parse(argc - 1, argv + 1, opts, pos, 1, 2) != 0 ||
+        (pos[1] && util_parse_int(pos[1], 0, INT64_MAX, &size) != 0)) {
+        fprintf(stderr, "usage: berth template pool TEMPLATE [SIZE]  (SIZE: a whole number; "
+                        "admins set it, admins and operators read it)\n");
+        return 2;
+    }
+    if (cli_escape(pos[0], escaped, sizeof escaped) != 0) {
+        fprintf(stderr, "berth template pool: template name too long\n");
+        return 2;
+    }
+    snprintf(path, sizeof path, "/v1/templates/%s/pool", escaped);
+    json_t *body = pos[1] ? json_pack("{s:I}", "size", (json_int_t)size) : NULL;
+    json_t *answer = NULL;
+    int rc = cli_http(cli, pos[1] ? "PUT" : "GET", path, body, &answer);
+    json_decref(body);
+    if (rc != 0)
+        return 1;
+    if (cli->json)
+        cli_print_json(answer);
+    else {
+        static const char *const first[] = { "name",     "template", "size", "ready",
+                                             "building", "vms",      NULL };
+        cli_print_object(json_object_get(answer, "pool"), first);
+    }
+    json_decref(answer);
+    return 0;
+}
+
 /* "used/capacity" of one resource of a host. */
 static const char *s_used(json_t *host, const char *key, char *buf, size_t size)
 {

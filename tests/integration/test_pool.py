@@ -7,12 +7,16 @@ Run: BERTH_BIN_DIR=build/bin python3 tests/integration/test_pool.py
 """
 
 import glob
+import json
 import os
+import shutil
+import subprocess
 import sys
+import tempfile
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from berth_test import PlatformCase, iso_file, wait_until  # noqa: E402
+from berth_test import CheckedProxy, PlatformCase, iso_file, wait_until  # noqa: E402
 
 PW = "pool-test-pw-1"
 # One host: 8 vCPUs, 8 GiB; a group reserves half of it below.
@@ -165,6 +169,31 @@ class Pool(PlatformCase):
         wait_until(lambda: self.pool("pooled")["ready"] == 1, 30, "the pool shrunk")
         wait_until(lambda: self.api.hosts()[host["id"]]["used"]["ram_mb"] == 8192 - 2048, 30,
                    "the surplus disposed")
+
+
+    def berth(self, home, *args, stdin=None, code=0):
+        env = {k: v for k, v in os.environ.items() if not k.startswith("BERTH_")}
+        env.update({"BERTH_URL": self.proxy.url, "XDG_CONFIG_HOME": home, "HOME": home})
+        r = subprocess.run([self.p.binary("berth")] + list(args), input=stdin, env=env,
+                           capture_output=True, text=True, timeout=60)
+        self.assertEqual(self.proxy.violations, [], "berth %s" % " ".join(args))
+        self.assertEqual(r.returncode, code, "berth %s:\n%s\n%s" % (" ".join(args), r.stdout,
+                                                                    r.stderr))
+        return r.stdout
+
+    def test_cli_pool(self):
+        self.proxy = CheckedProxy(self.p)
+        self.addCleanup(self.proxy.close)
+        home = tempfile.mkdtemp(prefix="berth-cli-")
+        self.addCleanup(shutil.rmtree, home, ignore_errors=True)
+        self.berth(home, "login", "--user", self.p.admin_user, "--password-stdin",
+                   stdin=self.p.admin_password + "\n")
+        out = json.loads(self.berth(home, "template", "pool", "small", "0", "-o", "json"))
+        self.assertEqual((out["pool"]["name"], out["pool"]["size"]), ("small", 0))
+        out = self.berth(home, "template", "pool", "small")
+        self.assertRegex(out, r"size:\s+0")
+        self.berth(home, "template", "pool", "small", "many", code=2)
+        self.berth(home, "template", "pool", "small", "21", code=1)
 
 
 if __name__ == "__main__":
