@@ -29,6 +29,9 @@ typedef struct {
        longer than host_timeout_ms is not UP. */
     double ram_ratio, cpu_ratio, disk_ratio;
     int64_t host_timeout_ms;
+    /* Instant deploy: a pooled VM's replacement, queued when a request takes it, is due this
+       long after (0: at once), so its build does not compete with the hand-out it follows. */
+    int64_t pool_refill_delay_ms;
 } policy_t;
 
 /* The built-in limits (what an unconfigured service uses). */

@@ -40,7 +40,7 @@ int pool_count(store_t *store, const char *template_id, int64_t *members, int64_
 
 /* One pool VM and its POOL_BUILD task, into tx. Every value is copied by the tx. */
 static void s_tx_one(model_tx_t *tx, const Berth__Template *tmpl, Berth__VmNetwork **nets,
-                     size_t n_nets, const char *trace_id, int64_t now)
+                     size_t n_nets, const char *trace_id, int64_t now, int64_t due_ms)
 {
     char vm_id[UTIL_ID_LEN], task_id[UTIL_ID_LEN], name[32], key[KEYS_MAX];
     util_uuid(vm_id);
@@ -84,8 +84,9 @@ static void s_tx_one(model_tx_t *tx, const Berth__Template *tmpl, Berth__VmNetwo
     t.state = "QUEUED";
     t.version = 1;
     model_tx_put(tx, key, &t.base);
-    model_tx_zadd(tx, KEYS_TASKS_DUE, 0, task_id);
-    model_tx_zadd(tx, KEYS_TASKS_WAKE, now, task_id);
+    model_tx_zadd(tx, KEYS_TASKS_DUE, due_ms, task_id);
+    if (due_ms == 0)
+        model_tx_zadd(tx, KEYS_TASKS_WAKE, now, task_id);
 
     model_tx_vm_transition(tx, &vm, "POOLING");
     vm.state = "POOLING";
@@ -96,7 +97,7 @@ static void s_tx_one(model_tx_t *tx, const Berth__Template *tmpl, Berth__VmNetwo
 }
 
 int pool_tx_fill(store_t *store, model_tx_t *tx, const Berth__Template *tmpl, int64_t members,
-                 int n, const char *trace_id, int64_t now, fault_t *fault)
+                 int n, const char *trace_id, int64_t now, int64_t due_ms, fault_t *fault)
 {
     char key[KEYS_MAX];
     /* Fewer than members + 1: nobody added to the pool since it was counted. */
@@ -110,7 +111,7 @@ int pool_tx_fill(store_t *store, model_tx_t *tx, const Berth__Template *tmpl, in
                             "", &nets, &n_nets, fault) != 0)
         return -1;
     for (int i = 0; i < n; i++)
-        s_tx_one(tx, tmpl, nets, n_nets, trace_id, now);
+        s_tx_one(tx, tmpl, nets, n_nets, trace_id, now, due_ms);
     networks_vm_list_free(&nets, n_nets);
     return 0;
 }
@@ -180,7 +181,7 @@ int pool_ready(store_t *store, const Berth__Template *tmpl, Berth__VmNetwork **n
 
 int pool_tx_handed_out(store_t *store, model_tx_t *tx, const Berth__Template *tmpl,
                        Berth__Vm **taken, size_t n, const char *trace_id, int64_t now,
-                       fault_t *fault)
+                       int64_t delay_ms, fault_t *fault)
 {
     char key[KEYS_MAX];
     int64_t members = 0, ready = 0;
@@ -194,7 +195,9 @@ int pool_tx_handed_out(store_t *store, model_tx_t *tx, const Berth__Template *tm
        pool_tx_fill is against the count before these VMs left it). */
     int64_t gap = tmpl->pool_size - (members - (int64_t)n);
     fault_t why = { 0 };
-    if (pool_tx_fill(store, tx, tmpl, members, gap > 0 ? (int)gap : 0, trace_id, now, &why) != 0)
+    int64_t due = delay_ms > 0 ? util_now_ms() + delay_ms : 0; /* the due set: real time */
+    if (pool_tx_fill(store, tx, tmpl, members, gap > 0 ? (int)gap : 0, trace_id, now, due, &why) !=
+        0)
         /* The request is served all the same; the pool stays short until its next change. */
         log_warn(trace_id, "pool not refilled", "{s:s, s:s}", "template", tmpl->id, "reason",
                  why.message);
@@ -333,7 +336,7 @@ int pool_set(store_t *store, const Berth__SetTemplatePool *msg, const char *acto
     snprintf(size, sizeof size, "%d", msg->size);
     model_tx_hset(tx, key, "pool_size", size);
     int gap = msg->size - (int)members;
-    if (gap > 0 && pool_tx_fill(store, tx, tmpl, members, gap, trace_id, now, fault) != 0)
+    if (gap > 0 && pool_tx_fill(store, tx, tmpl, members, gap, trace_id, now, 0, fault) != 0)
         goto done;
     if (gap < 0) {
         /* The newest ready VMs beyond the size go; those still building stay. */

@@ -16,11 +16,13 @@
 
 #include "berth.pb-c.h"
 
-/* Add to tx n new VMs for tmpl's pool, each with its POOL_BUILD task queued and woken, and
-   the check that the pool still holds `members` VMs (two approval instances never both fill
-   the same gap). 0, or -1 with a fault (the template's networks, out of memory). */
+/* Add to tx n new VMs for tmpl's pool, each with its POOL_BUILD task queued, and the check
+   that the pool still holds `members` VMs (two approval instances never both fill the same
+   gap). due_ms 0: the tasks wake a taskmgr at once; else they are due then (real ms) and a
+   taskmgr finds them when it next reads the due set. 0, or -1 with a fault (the template's
+   networks, out of memory). */
 int pool_tx_fill(store_t *store, model_tx_t *tx, const Berth__Template *tmpl, int64_t members,
-                 int n, const char *trace_id, int64_t now, fault_t *fault);
+                 int n, const char *trace_id, int64_t now, int64_t due_ms, fault_t *fault);
 
 /* How many VMs tmpl's pool holds (building and ready) and how many are ready. 0 or -1. */
 int pool_count(store_t *store, const char *template_id, int64_t *members, int64_t *ready);
@@ -34,10 +36,11 @@ int pool_ready(store_t *store, const Berth__Template *tmpl, Berth__VmNetwork **n
 void pool_vms_free(Berth__Vm ***vms_p, size_t n);
 
 /* In the request's tx: the n VMs taken leave the pool, and as many replacements as keep the
-   pool at its size are queued. 0 or -1 with a fault. */
+   pool at its size are queued, due delay_ms from now (the hand-out goes first). 0 or -1
+   with a fault. */
 int pool_tx_handed_out(store_t *store, model_tx_t *tx, const Berth__Template *tmpl,
                        Berth__Vm **taken, size_t n, const char *trace_id, int64_t now,
-                       fault_t *fault);
+                       int64_t delay_ms, fault_t *fault);
 
 /* SetTemplatePool: set the size (an admin; the caller checked) and bring the pool to it:
    VMs are queued for a gap, ready VMs beyond it are disposed of (ones still building stay

@@ -650,8 +650,8 @@ static int s_create(store_t *store, const policy_t *policy, const Berth__CreateR
     }
     s_charge(tx, group, msg->owner, tmpl, count);
     const char *why = NULL;
-    int pool_failed =
-        n_pooled && pool_tx_handed_out(store, tx, tmpl, pooled, n_pooled, trace_id, now, fault);
+    int pool_failed = n_pooled && pool_tx_handed_out(store, tx, tmpl, pooled, n_pooled, trace_id,
+                                                     now, policy->pool_refill_delay_ms, fault);
     int rc = pool_failed ? -1 : model_tx_commit(tx, store, &why);
     pool_vms_free(&pooled, n_pooled);
     /* A pooled VM another request took first: built as without the pool instead. */

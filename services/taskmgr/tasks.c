@@ -817,8 +817,9 @@ static s_rc_t s_staged(tasks_t *self, s_held_t *h)
    no answer leaves stage_image to ask itself, as without it. */
 static void s_prefetch(tasks_t *self, s_held_t *h)
 {
-    /* A VM on a network: its seed needs the address the claim gives it. */
-    if (h->staged || *h->prefetch || *s_network_id(h))
+    /* A VM on a network: its seed needs the address the claim gives it (a pooled VM handed
+       out has it already). */
+    if (h->staged || *h->prefetch || (*s_network_id(h) && !h->task->from_pool))
         return;
     Berth__StageImage req = BERTH__STAGE_IMAGE__INIT;
     char *lines[LIMIT_REQUEST_SSH_KEYS_MAX];
@@ -1259,6 +1260,8 @@ static s_rc_t s_pool_taken(tasks_t *self, s_held_t *h, const s_stage_t *stage)
         s_result(h, "host %s is DOWN (no heartbeat within its ttl)", t->host);
         return S_FAIL;
     }
+    /* Its new seed is asked for now: reidentify then usually finds it built. */
+    s_prefetch(self, h);
     s_result(h, "served from the pool of template %s: built ahead on host %s, suspended to disk",
              h->vm->template_, t->host);
     return S_DONE;
