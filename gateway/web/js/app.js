@@ -145,6 +145,8 @@ async function catalogScreen() {
     h('td', {}, t.lease_days ? `${t.lease_days} days` : 'no limit'),
     h('td', {}, t.requires_approval || (t.approval_policy && t.approval_policy !== 'auto')
       ? `Yes (${t.approval_policy})` : 'No'),
+    // Instant deploy: VMs of it kept built ahead, resumed at once when asked for.
+    h('td', {}, t.pool_size ? `Yes (${t.pool_size} kept ready)` : 'No'),
     h('td', {}, h('a', { className: 'button primary', href: '#/request/' + t.id,
       'aria-label': 'Request ' + t.name }, 'Request'))));
   return {
@@ -153,7 +155,7 @@ async function catalogScreen() {
       h('h1', {}, 'Catalog'),
       templates.length ? h('table', {},
         h('caption', { className: 'sr-only' }, 'Templates you may request'),
-        h('thead', {}, h('tr', {}, ['Template', 'Size', 'OS', 'Lease', 'Approval needed', ''].map((c) => h('th', { scope: 'col' }, c)))),
+        h('thead', {}, h('tr', {}, ['Template', 'Size', 'OS', 'Lease', 'Approval needed', 'Instant deploy', ''].map((c) => h('th', { scope: 'col' }, c)))),
         h('tbody', {}, rows)) : h('p', {}, 'No templates yet.')),
   };
 }
