@@ -103,6 +103,7 @@ struct _tasks_t {
     int max_attempts;       /* hosts a provisioning tries before it fails */
     int stop_timeout_s;     /* a stop or shelve's graceful shutdown when none is asked */
     int capture_timeout_ms; /* a capture's snapshot or upload fails after this */
+    int pool_settle_ms;     /* a pooled VM runs this long (its guest boots) before it is saved */
     assertion_t *verifier;  /* checks who a DisposeVm acts for (the gateway's assertion) */
     leases_t *leases;       /* lease timers (borrowed; NULL: none written) */
     throttle_t *throttle;   /* heavy slots (throttle.h) */
@@ -1212,6 +1213,8 @@ static const s_stage_t s_provision[] = {
     holds), and ends with the running guest suspended to disk (libvirt's managed save): the
     VM is POOLED, its domain shut off and its memory in a file beside it. A failure rolls back
     and tries other hosts the same way; the VM then leaves the pool, ERROR. */
+static s_rc_t s_settle(tasks_t *self, s_held_t *h, const s_stage_t *stage);
+
 static const s_stage_t s_pool_build[] = {
     { "validate", 5, s_validate, NULL, NULL, S_LIGHT, 0, 0 },
     { "schedule", 15, s_schedule, NULL, "release_claim", S_LIGHT, 0, 0 },
@@ -1221,6 +1224,7 @@ static const s_stage_t s_pool_build[] = {
     { "define", 60, s_on_host, "DEFINE", "undo_host", S_LIGHT, 1, 0 },
     { "power_on", 70, s_on_host, "START", "undo_host", S_LIGHT, 1, 0 },
     { "wait_ready", 80, s_wait_ready, NULL, NULL, S_LIGHT, 1, 0 },
+    { "settle", 85, s_settle, NULL, NULL, S_LIGHT, 1, 0 },
     { "save_to_disk", 95, s_on_host, "MANAGED_SAVE", "undo_host", S_LIGHT, 1, 0 },
     { NULL, 0, NULL, NULL, NULL, S_LIGHT, 0, 0 },
 };
@@ -1265,6 +1269,22 @@ static s_rc_t s_pool_taken(tasks_t *self, s_held_t *h, const s_stage_t *stage)
     s_result(h, "served from the pool of template %s: built ahead on host %s, suspended to disk",
              h->vm->template_, t->host);
     return S_DONE;
+}
+
+/* settle: libvirt says the domain runs the moment it starts, long before its guest has booted;
+   a guest saved then finishes booting after its resume. pool_settle_ms (taskmgr; 0 by
+   default: nothing boots on the test driver) lets it boot first, so the pool holds guests
+   that are up. A new holder waits the whole time again. */
+static s_rc_t s_settle(tasks_t *self, s_held_t *h, const s_stage_t *stage)
+{
+    (void)stage;
+    int64_t until = h->stage_since + self->pool_settle_ms;
+    if (self->pool_settle_ms <= 0 || util_mono_ms() >= until) {
+        s_result(h, "ran %d ms before it is saved", self->pool_settle_ms);
+        return S_DONE;
+    }
+    s_retry_at(h, until);
+    return S_WAIT;
 }
 
 /* reidentify: the stager builds the seed again for the VM's own name, keys and address. */
@@ -3239,6 +3259,7 @@ void tasks_declare(config_t *c)
     config_declare(c, "write_defer_ms", "100", 0);
     config_declare(c, "stop_timeout_s", "60", 0);
     config_declare(c, "capture_timeout_ms", "3600000", 0);
+    config_declare(c, "pool_settle_ms", "0", 0);
     throttle_declare(c);
 }
 
@@ -3246,6 +3267,7 @@ tasks_t *tasks_new(service_t *service, agents_t *agents)
 {
     config_t *c = service_config(service);
     int64_t lease, check, held, call, cmd, ready, attempts, redeliver, defer, port, stop, capture;
+    int64_t settle;
     if (config_int(c, "task_lease_ms", 500, 600000, &lease) ||
         config_int(c, "due_check_ms", 10, 600000, &check) ||
         config_int(c, "max_running_tasks", 1, 100000, &held) ||
@@ -3257,6 +3279,7 @@ tasks_t *tasks_new(service_t *service, agents_t *agents)
         config_int(c, "write_defer_ms", 0, 10000, &defer) ||
         config_int(c, "stop_timeout_s", 0, LIMIT_STOP_TIMEOUT_MAX_S, &stop) ||
         config_int(c, "capture_timeout_ms", 1000, 86400000, &capture) ||
+        config_int(c, "pool_settle_ms", 0, 3600000, &settle) ||
         config_int(c, "redis_port", 1, 65535, &port))
         return NULL;
     tasks_t *self = calloc(1, sizeof *self);
@@ -3282,6 +3305,7 @@ tasks_t *tasks_new(service_t *service, agents_t *agents)
     self->write_defer_ms = (int)defer;
     self->stop_timeout_s = (int)stop;
     self->capture_timeout_ms = (int)capture;
+    self->pool_settle_ms = (int)settle;
     zhashx_set_destructor(self->held, s_held_free);
     berth_error_t error = { 0 };
     self->throttle = throttle_new(service);
