@@ -25,14 +25,16 @@ int cli_templates(cli_t *cli, int argc, char **argv)
     if (cli->json)
         cli_print_json(body);
     else {
-        cli_table_t *table = cli_table_new(9, "NAME", "VCPUS", "RAM_MB", "DISK_GB", "OS", "IMAGE",
-                                           "LEASE_DAYS", "APPROVAL", "ID");
+        cli_table_t *table = cli_table_new(10, "NAME", "VCPUS", "RAM_MB", "DISK_GB", "OS", "IMAGE",
+                                           "LEASE_DAYS", "APPROVAL", "POOL", "ID");
         size_t i;
         json_t *t;
-        json_array_foreach(json_object_get(body, "templates"), i, t) cli_table_add(
-            table, T(t, "name"), T(t, "vcpus"), T(t, "ram_mb"), T(t, "disk_gb"), T(t, "os"),
-            T(t, "image"), T(t, "lease_days"),
-            json_is_true(json_object_get(t, "requires_approval")) ? "required" : "-", T(t, "id"));
+        /* POOL: VMs of it kept built ahead (instant deploy). */
+        json_array_foreach(json_object_get(body, "templates"), i, t)
+            cli_table_add(table, T(t, "name"), T(t, "vcpus"), T(t, "ram_mb"), T(t, "disk_gb"),
+                          T(t, "os"), T(t, "image"), T(t, "lease_days"),
+                          json_is_true(json_object_get(t, "requires_approval")) ? "required" : "-",
+                          T(t, "pool_size"), T(t, "id"));
         cli_table_print(table, stdout);
         cli_table_destroy(&table);
     }

@@ -192,6 +192,7 @@ class Pool(PlatformCase):
         self.assertEqual((out["pool"]["name"], out["pool"]["size"]), ("small", 0))
         out = self.berth(home, "template", "pool", "small")
         self.assertRegex(out, r"size:\s+0")
+        self.assertRegex(self.berth(home, "template", "list").splitlines()[0], r"APPROVAL\s+POOL")
         self.berth(home, "template", "pool", "small", "many", code=2)
         self.berth(home, "template", "pool", "small", "21", code=1)
 
