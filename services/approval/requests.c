@@ -701,6 +701,8 @@ int requests_create(store_t *store, const policy_t *policy, const Berth__CreateR
     int pool_retry = 0;
     int rc = s_create(store, policy, msg, admin, trace_id, request_p, fault, 1, &pool_retry);
     if (rc != 0 && pool_retry) {
+        log_info(trace_id, "the pooled VM was taken by another request; building instead", "{s:s}",
+                 "template", msg->template_);
         memset(fault, 0, sizeof *fault);
         rc = s_create(store, policy, msg, admin, trace_id, request_p, fault, 0, NULL);
     }

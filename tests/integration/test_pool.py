@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -27,6 +28,8 @@ class Pool(PlatformCase):
     agents = 1
     wait_hosts = 1
     agent_env = HOST
+    # Two approval instances: two requests at once may both find the same pooled VM ready.
+    instances = {"approval": 2}
 
     def seed_path(self, vm_id):
         paths = glob.glob(os.path.join(self.p.data_dir, "services", "agent-*", "**",
@@ -51,6 +54,40 @@ class Pool(PlatformCase):
 
     def usage_of(self, group):
         return self.api.get("/v1/groups/" + group["id"])["group"]["usage"]
+
+    def test_concurrent_requests_one_pooled_vm(self):
+        """Two requests at once for a pool of one: one gets the pooled VM, the other is built
+        (a request whose pooled VM another took first is built, never refused)."""
+        host = list(self.api.hosts().values())[0]
+        self.api.create_template(name="racy", vcpus=1, ram_mb=1024, disk_gb=5, os="debian",
+                                 image="debian-12", lease_days=1)
+        r = self.api.call("PUT", "/v1/templates/racy/pool", {"size": 1})
+        self.assertEqual(r.status, 200, r)
+        pooled = r.json()["pool"]["vms"][0]
+        wait_until(lambda: self.pool("racy")["ready"] == 1, 30, "the pool built")
+        answers = [None, None]
+
+        def ask(i):
+            answers[i] = self.api.call("POST", "/v1/requests", {"template": "racy",
+                                                                 "name": "race-%d" % i})
+        threads = [threading.Thread(target=ask, args=(i,)) for i in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        self.assertEqual([a.status for a in answers], [202, 202], answers)
+        ids = [a.json()["request"]["vms"][0]["id"] for a in answers]
+        vms = [self.api.wait_vm(i, ("ACTIVE", "ERROR"), timeout=30) for i in ids]
+        self.assertEqual([v["state"] for v in vms], ["ACTIVE", "ACTIVE"], vms)
+        self.assertEqual(sorted(v["from_pool"] for v in vms), [False, True], vms)
+        self.assertIn(pooled, ids)
+        # Everything goes: the VMs, then the pool (its replacement once it is ready).
+        for i in ids:
+            self.api.wait_task(self.api.dispose(i)["id"])
+        wait_until(lambda: self.pool("racy")["ready"] == 1, 30, "the replacement built")
+        self.assertEqual(self.api.call("PUT", "/v1/templates/racy/pool", {"size": 0}).status, 200)
+        wait_until(lambda: self.api.hosts()[host["id"]]["used"]["ram_mb"] == 0, 30,
+                   "the host empty again")
 
     def test_pool(self):
         host = list(self.api.hosts().values())[0]
