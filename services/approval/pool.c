@@ -108,8 +108,17 @@ int pool_tx_fill(store_t *store, model_tx_t *tx, const Berth__Template *tmpl, in
     Berth__VmNetwork **nets = NULL;
     size_t n_nets = 0;
     if (networks_for_vm_all(store, NULL, NULL, 0, tmpl->network, tmpl->networks, tmpl->n_networks,
-                            "", &nets, &n_nets, fault) != 0)
+                            "", &nets, &n_nets, fault) != 0) {
+        /* A network only some groups may use: a VM in no group cannot have it. */
+        if (streq(fault->code, "FORBIDDEN")) {
+            char why[ERROR_MESSAGE_MAX];
+            util_strlcpy(why, fault->message, sizeof why);
+            error_set(fault, "CONFLICT",
+                      "template %s cannot have a pool (its VMs are in no group): %s", tmpl->name,
+                      why);
+        }
         return -1;
+    }
     for (int i = 0; i < n; i++)
         s_tx_one(tx, tmpl, nets, n_nets, trace_id, now, due_ms);
     networks_vm_list_free(&nets, n_nets);

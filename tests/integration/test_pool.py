@@ -113,6 +113,17 @@ class Pool(PlatformCase):
         self.assertEqual(r.status, 404, r)
         self.assertEqual(ua.call("PUT", "/v1/templates/pooled/pool", {"size": 1}).status, 403)
         self.assertEqual(ua.call("GET", "/v1/templates/pooled/pool").status, 403)
+        # A network only some groups may use: a VM in no group cannot have an address there.
+        r = self.api.call("POST", "/v1/networks", {"name": "beta-only", "cidr": "10.31.0.0/24",
+                                                    "gateway": "10.31.0.1", "bridge": "br-beta",
+                                                    "groups": ["beta"]})
+        self.assertEqual(r.status, 201, r)
+        self.api.create_template(name="beta-net", vcpus=1, ram_mb=1024, disk_gb=5, os="debian",
+                                 image="debian-12", lease_days=1, network="beta-only")
+        r = self.api.call("PUT", "/v1/templates/beta-net/pool", {"size": 1})
+        self.assertEqual((r.status, r.json()["error"]["code"]), (409, "CONFLICT"), r)
+        self.assertIn("no group", r.json()["error"]["message"])
+        self.assertEqual(self.pool("beta-net")["size"], 0)
 
         r = self.api.call("PUT", "/v1/templates/pooled/pool", {"size": 2})
         self.assertEqual(r.status, 200, r)
