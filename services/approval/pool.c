@@ -147,6 +147,20 @@ static int s_same_networks(const Berth__Vm *vm, Berth__VmNetwork **nets, size_t 
     return 1;
 }
 
+/* 1 when host is UP: a pooled VM on a host in maintenance (DISABLED) or DOWN waits there; a
+   request is built elsewhere instead. */
+static int s_host_up(store_t *store, const char *host)
+{
+    char key[KEYS_MAX];
+    if (!host || !*host)
+        return 0;
+    redisReply *r = store_command(store, "HGET %s state", keys_host(key, host));
+    int up = r && r->type == REDIS_REPLY_STRING && streq(r->str, "UP");
+    if (r)
+        freeReplyObject(r);
+    return up;
+}
+
 int pool_ready(store_t *store, const Berth__Template *tmpl, Berth__VmNetwork **nets, size_t n_nets,
                size_t max, Berth__Vm ***vms_p, size_t *n_p)
 {
@@ -172,7 +186,7 @@ int pool_ready(store_t *store, const Berth__Template *tmpl, Berth__VmNetwork **n
                        (ProtobufCMessage **)&vm) != 0)
             continue;
         if (streq(vm->state, "POOLED") && streq(vm->template_, tmpl->id) &&
-            s_same_networks(vm, nets, n_nets))
+            s_same_networks(vm, nets, n_nets) && s_host_up(store, vm->host))
             vms[n++] = vm;
         else
             protobuf_c_message_free_unpacked(&vm->base, NULL);

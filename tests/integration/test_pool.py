@@ -89,6 +89,35 @@ class Pool(PlatformCase):
         wait_until(lambda: self.api.hosts()[host["id"]]["used"]["ram_mb"] == 0, 30,
                    "the host empty again")
 
+    def test_maintenance_keeps_pooled_vms(self):
+        """A pooled VM on a host in maintenance is not handed out: the request is built (here
+        nowhere: the one host takes nothing new), the pooled VM waits."""
+        host = list(self.api.hosts().values())[0]
+        self.api.create_template(name="maint", vcpus=1, ram_mb=1024, disk_gb=5, os="debian",
+                                 image="debian-12", lease_days=1)
+        r = self.api.call("PUT", "/v1/templates/maint/pool", {"size": 1})
+        self.assertEqual(r.status, 200, r)
+        pooled = r.json()["pool"]["vms"][0]
+        wait_until(lambda: self.pool("maint")["ready"] == 1, 30, "the pool built")
+        path = "/v1/hosts/%s/maintenance" % host["id"]
+        self.assertEqual(self.api.call("POST", path, {"enabled": True}).status, 200)
+        try:
+            wait_until(lambda: self.api.hosts()[host["id"]]["state"] == "DISABLED", 10,
+                       "the host in maintenance")
+            r = self.api.call("POST", "/v1/requests", {"template": "maint", "name": "m"})
+            self.assertEqual(r.status, 202, r)
+            vm_id = r.json()["request"]["vms"][0]["id"]
+            self.assertNotEqual(vm_id, pooled)
+            vm = self.api.wait_vm(vm_id, ("ACTIVE", "ERROR"), timeout=30)
+            self.assertEqual((vm["state"], vm["from_pool"]), ("ERROR", False), vm)
+            self.assertEqual(self.api.vm(pooled)["state"], "POOLED")
+        finally:
+            self.assertEqual(self.api.call("POST", path, {"enabled": False}).status, 200)
+        self.api.wait_task(self.api.dispose(vm_id)["id"])
+        self.assertEqual(self.api.call("PUT", "/v1/templates/maint/pool", {"size": 0}).status, 200)
+        wait_until(lambda: self.api.hosts()[host["id"]]["used"]["ram_mb"] == 0, 30,
+                   "the host empty again")
+
     def test_pool(self):
         host = list(self.api.hosts().values())[0]
         r = self.api.call("POST", "/v1/networks", {"name": "pooled", "cidr": "10.30.0.0/24",
