@@ -92,6 +92,9 @@ GOALS = {
     # with SHA-256 over the same file on the same disk.
     "transfer_ratio": (">=", 0.8, "x"),
 }
+# Instant deploy: requests served by a template's pool (re-identify + resume) against the same
+# template's VMs built, one at a time, in the same platform and run.
+POOL_SIZE = max(1, int(os.environ.get("BENCH_POOL", "10")))
 DISK_BASE_MB = 256  # data written into the base image the disks are made from
 TRANSFER_MB = 256  # data in the image fetched by an agent from the stager
 PLACEMENT_HOSTS = (1000, 10000)
@@ -706,6 +709,88 @@ class Table:
         return "\n".join(out) + "\n"
 
 
+def bench_pool(bin_dir):
+    """Request -> ACTIVE of POOL_SIZE VMs taken from a template's pool against POOL_SIZE VMs of
+    an identical template without a pool, one request at a time (each waits for its VM's
+    ACTIVE event), REPS times on one platform (one host); before each pool repetition the pool
+    is full again, so refills never run during it. {"pool_ms": [...], "built_ms": [...],
+    "from_pool": n}: every latency, and how many of the pool's tasks said from_pool."""
+    p = Platform(bin_dir=bin_dir, env=RATE_ENV)
+    watcher = None
+    try:
+        p.start_all(agents=1, agent_env=AGENT_ENV)
+        admin = Http(p.http_port, login(p.http_port, p.admin_user, p.admin_password))
+        for name in ("pooled", "built"):
+            status, body = admin.call("POST", "/v1/templates", {
+                "name": name, "vcpus": 1, "ram_mb": 1024, "disk_gb": 10, "os": "debian",
+                "image": "debian-12", "lease_days": 7})
+            if status != 201:
+                raise RuntimeError("POST /v1/templates: %s %r" % (status, body))
+        status, body = admin.call("PUT", "/v1/templates/pooled/pool", {"size": POOL_SIZE})
+        if status != 200:
+            raise RuntimeError("PUT /v1/templates/pooled/pool: %s %r" % (status, body))
+        watcher = ActiveWatcher(p)
+        watcher.start()
+        out = {"pool_ms": [], "built_ms": [], "from_pool": 0}
+        vms = {"pool": [], "built": []}
+
+        def full():
+            deadline = time.monotonic() + 300
+            while time.monotonic() < deadline:
+                status, body = admin.call("GET", "/v1/templates/pooled/pool")
+                if status == 200 and body["pool"]["ready"] >= POOL_SIZE:
+                    return
+                time.sleep(0.1)
+            raise RuntimeError("the pool did not fill in 300 s")
+
+        def one(template, tag):
+            t0 = time.monotonic()
+            status, body = admin.call("POST", "/v1/requests",
+                                      {"template": template, "name": tag, "count": 1})
+            if status != 202:
+                raise RuntimeError("POST /v1/requests: %s %r" % (status, body))
+            vm_id = body["request"]["vms"][0]["id"]
+            seen = watcher.wait(vm_id, 120)
+            if not seen or seen[0] != "ACTIVE":
+                raise RuntimeError("VM %s not ACTIVE" % vm_id)
+            vms["pool" if template == "pooled" else "built"].append(vm_id)
+            return (seen[1] - t0) * 1000.0, body["request"]["tasks"][0]["id"]
+
+        for rep in range(REPS):
+            full()
+            tasks = []
+            for i in range(POOL_SIZE):
+                ms, task = one("pooled", "p%d-%d" % (rep, i))
+                out["pool_ms"].append(ms)
+                tasks.append(task)
+            for task in tasks:
+                status, body = admin.call("GET", "/v1/tasks/" + task)
+                out["from_pool"] += 1 if status == 200 and body["task"]["from_pool"] else 0
+            full()  # the refills done: the built side runs on a quiet platform too
+            for i in range(POOL_SIZE):
+                out["built_ms"].append(one("built", "b%d-%d" % (rep, i))[0])
+        redis = Redis(p)
+        out["profiles"] = {k: stage_profile(redis, v)[0] for k, v in vms.items()}
+        return out
+    finally:
+        if watcher:
+            watcher.stop = True
+        p.stop()
+
+
+def pool_row(table, pool):
+    """Instant deploy's row: request -> ACTIVE p50 from the pool against built."""
+    from_pool, built = median(pool["pool_ms"]), median(pool["built_ms"])
+    table.add("request -> ACTIVE p50 from a pool of %d (%d/%d tasks from_pool)"
+              % (POOL_SIZE, pool["from_pool"], len(pool["pool_ms"])),
+              "%.1f ms" % from_pool, "built p50 %.1f ms" % built,
+              "%.2fx faster" % (built / from_pool))
+    for side, what in (("pool", "from the pool"), ("built", "built")):
+        table.notes.append("Instant deploy, stages %s (median ms; waited before): " % what +
+                           ", ".join("%s %.0f (%.0f)" % (n, r, w if w == w else 0)
+                                     for n, r, w in pool["profiles"][side] if n) + ".")
+
+
 def transfer_row(table, transfer):
     """The image transfer's row: throughput of the agent's fetch against bench-copy's."""
     mb = transfer["bytes"] / 1048576.0
@@ -744,12 +829,19 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--bin", default=os.path.join(ROOT, "build", "bin"))
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results.md"))
-    ap.add_argument("--only", choices=["transfer", "placement"],
+    ap.add_argument("--only", choices=["transfer", "placement", "pool"],
                     help="run one row and print it (results.md is left as it is)")
     args = ap.parse_args()
     bin_dir = os.path.abspath(args.bin)
     table = Table()
     started = time.time()
+
+    if args.only == "pool":
+        log("instant deploy: %d requests from a template's pool vs built, one at a time (%d reps)"
+            % (POOL_SIZE, REPS))
+        pool_row(table, bench_pool(bin_dir))
+        print(table.markdown("# bench/run.py --only pool"))
+        return
 
     if args.only == "placement":
         log("scheduler: %d placements at %s hosts beside SET (%d reps)"
@@ -784,6 +876,10 @@ def main():
 
     log("disks: linked clone vs full copy of a %d MB base (%d reps)" % (DISK_BASE_MB, REPS))
     disks = bench_disks()
+
+    log("instant deploy: %d requests from a template's pool vs built, one at a time (%d reps)"
+        % (POOL_SIZE, REPS))
+    pool = bench_pool(bin_dir)
 
     p = Platform(bin_dir=bin_dir, env=RATE_ENV)
     watcher = None
@@ -958,6 +1054,7 @@ def main():
               "full copy %s ms" % f(full, 0), f(full / linked, 1) + "x faster",
               goal_text("disk_linked_speedup"), "disk_linked_speedup", full / linked)
     transfer_row(table, transfer)
+    pool_row(table, pool)
 
     # Where provisioning time goes: the stages of the first repetition's tasks.
     prof, _ = profiles[len(profiles) // 2]

@@ -25,14 +25,16 @@ int cli_templates(cli_t *cli, int argc, char **argv)
     if (cli->json)
         cli_print_json(body);
     else {
-        cli_table_t *table = cli_table_new(9, "NAME", "VCPUS", "RAM_MB", "DISK_GB", "OS", "IMAGE",
-                                           "LEASE_DAYS", "APPROVAL", "ID");
+        cli_table_t *table = cli_table_new(10, "NAME", "VCPUS", "RAM_MB", "DISK_GB", "OS", "IMAGE",
+                                           "LEASE_DAYS", "APPROVAL", "POOL", "ID");
         size_t i;
         json_t *t;
-        json_array_foreach(json_object_get(body, "templates"), i, t) cli_table_add(
-            table, T(t, "name"), T(t, "vcpus"), T(t, "ram_mb"), T(t, "disk_gb"), T(t, "os"),
-            T(t, "image"), T(t, "lease_days"),
-            json_is_true(json_object_get(t, "requires_approval")) ? "required" : "-", T(t, "id"));
+        /* POOL: VMs of it kept built ahead (instant deploy). */
+        json_array_foreach(json_object_get(body, "templates"), i, t)
+            cli_table_add(table, T(t, "name"), T(t, "vcpus"), T(t, "ram_mb"), T(t, "disk_gb"),
+                          T(t, "os"), T(t, "image"), T(t, "lease_days"),
+                          json_is_true(json_object_get(t, "requires_approval")) ? "required" : "-",
+                          T(t, "pool_size"), T(t, "id"));
         cli_table_print(table, stdout);
         cli_table_destroy(&table);
     }
@@ -127,6 +129,42 @@ int cli_template_create(cli_t *cli, int argc, char **argv)
             "disk", "networks", "lease_days", "approval_policy", "hypervisor", NULL
         };
         cli_print_object(json_object_get(answer, "template"), first);
+    }
+    json_decref(answer);
+    return 0;
+}
+
+/* berth template pool TEMPLATE [SIZE]: GET /v1/templates/{id}/pool (admins, operators), or
+   PUT it with SIZE (admins): how many VMs of the template are kept built ahead. */
+int cli_template_pool(cli_t *cli, int argc, char **argv)
+{
+    cli_opt_t opts[] = { { NULL } };
+    const char *pos[2] = { NULL, NULL };
+    char escaped[CLI_PATH_MAX], path[CLI_PATH_MAX + 32];
+    int64_t size = 0;
+    if (cli_parse(argc - 1, argv + 1, opts, pos, 1, 2) != 0 ||
+        (pos[1] && util_parse_int(pos[1], 0, INT64_MAX, &size) != 0)) {
+        fprintf(stderr, "usage: berth template pool TEMPLATE [SIZE]  (SIZE: a whole number; "
+                        "admins set it, admins and operators read it)\n");
+        return 2;
+    }
+    if (cli_escape(pos[0], escaped, sizeof escaped) != 0) {
+        fprintf(stderr, "berth template pool: template name too long\n");
+        return 2;
+    }
+    snprintf(path, sizeof path, "/v1/templates/%s/pool", escaped);
+    json_t *body = pos[1] ? json_pack("{s:I}", "size", (json_int_t)size) : NULL;
+    json_t *answer = NULL;
+    int rc = cli_http(cli, pos[1] ? "PUT" : "GET", path, body, &answer);
+    json_decref(body);
+    if (rc != 0)
+        return 1;
+    if (cli->json)
+        cli_print_json(answer);
+    else {
+        static const char *const first[] = { "name",     "template", "size", "ready",
+                                             "building", "vms",      NULL };
+        cli_print_object(json_object_get(answer, "pool"), first);
     }
     json_decref(answer);
     return 0;

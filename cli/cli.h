@@ -197,6 +197,7 @@ int cli_passwd(cli_t *cli, int argc, char **argv); /* change one's own password 
 int cli_keys(cli_t *cli, int argc, char **argv);   /* one's API keys: create, list, revoke */
 int cli_templates(cli_t *cli, int argc, char **argv);
 int cli_template_create(cli_t *cli, int argc, char **argv); /* POST /v1/templates (admins) */
+int cli_template_pool(cli_t *cli, int argc, char **argv);   /* GET|PUT /v1/templates/{id}/pool */
 int cli_hosts(cli_t *cli, int argc, char **argv);
 int cli_images(cli_t *cli, int argc, char **argv);   /* model images: list, show, import, delete */
 int cli_networks(cli_t *cli, int argc, char **argv); /* networks: list, show, create, delete */

@@ -45,6 +45,10 @@ static const s_command_t s_commands[] = {
       "             [--disk linked|full] [--rebuild-on-loss] [--max-lease-days N]\n"
       "             [--lease-notice-hours N] [--hypervisor H]\n"
       "                                    add a template to the catalog (admins)" },
+    { "template pool", cli_template_pool,
+      "template pool TEMPLATE [SIZE]       its instant-deploy pool: VMs built ahead, ready\n"
+      "                                    and building (admins, operators); SIZE sets how\n"
+      "                                    many are kept (admins)" },
     { "image list", cli_images,
       "image list [--kind model|staged]    images: kind, model, state, OS, applications",
       "images" },

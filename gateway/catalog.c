@@ -451,6 +451,60 @@ void catalog_create_template(http_req_t *req)
     rest_call(req, "approval", &ask.base, &berth__template__descriptor, s_template_created);
 }
 
+/* ---- instant deploy: a template's pool ---- */
+
+static void s_pool_answer(http_req_t *req, ProtobufCMessage *answer)
+{
+    const Berth__TemplatePool *p = (const Berth__TemplatePool *)answer;
+    json_t *vms = json_array();
+    for (size_t i = 0; vms && i < p->n_vms; i++)
+        json_array_append_new(vms, json_string(p->vms[i]));
+    if (streq(req->method, "PUT")) {
+        catalog_forget(); /* the catalog shows pool_size */
+        log_info(req->request_id, "template pool set", "{s:s, s:i, s:s}", "template", p->template_,
+                 "size", p->size, "by", req->user);
+    }
+    http_json(req, 200,
+              json_pack("{s:{s:s, s:s, s:i, s:i, s:i, s:o}}", "pool", "template", p->template_,
+                        "name", p->name, "size", p->size, "ready", p->ready, "building",
+                        p->building, "vms", vms ? vms : json_array()));
+}
+
+/* The template a path names (its id or its name): 0, or -1 answered. */
+static int s_template_ref(http_req_t *req, const char **ref)
+{
+    *ref = req->params[0];
+    if (!rest_id_ok(*ref) || strlen(*ref) > LIMIT_TEMPLATE_REF_MAX) {
+        http_error(req, "NOT_FOUND", "unknown template");
+        return -1;
+    }
+    return 0;
+}
+
+void catalog_set_pool(http_req_t *req)
+{
+    static const char *const allowed[] = { "size", NULL };
+    const char *ref = NULL;
+    int64_t size = 0;
+    if (s_template_ref(req, &ref) || rest_body(req, allowed) ||
+        rest_int(req, "size", 1, 0, LIMIT_POOL_SIZE_MAX, &size))
+        return;
+    Berth__SetTemplatePool ask = BERTH__SET_TEMPLATE_POOL__INIT;
+    ask.template_ = (char *)ref;
+    ask.size = (int32_t)size;
+    rest_call(req, "approval", &ask.base, &berth__template_pool__descriptor, s_pool_answer);
+}
+
+void catalog_get_pool(http_req_t *req)
+{
+    const char *ref = NULL;
+    if (s_template_ref(req, &ref))
+        return;
+    Berth__GetTemplatePool ask = BERTH__GET_TEMPLATE_POOL__INIT;
+    ask.template_ = (char *)ref;
+    rest_call(req, "approval", &ask.base, &berth__template_pool__descriptor, s_pool_answer);
+}
+
 /* ---- hosts ---- */
 
 /* HGETALL of one host: the reply (caller frees), NULL with the error response set when Redis

@@ -219,6 +219,8 @@ int view_host_down_fields(const char *state, int64_t last_seen_ms, int64_t now_m
 /* ---- catalog.c: templates and hosts ---- */
 void catalog_list_templates(http_req_t *req);  /* GET /v1/templates */
 void catalog_create_template(http_req_t *req); /* POST /v1/templates (admin) */
+void catalog_set_pool(http_req_t *req);        /* PUT /v1/templates/{id}/pool (admin) */
+void catalog_get_pool(http_req_t *req);        /* GET /v1/templates/{id}/pool (admin, operator) */
 /* The template catalog changed (a template.* event, or a template created here): the next
    listing reads it again. Any thread. */
 void catalog_forget(void);

@@ -39,6 +39,8 @@ static const http_route_t s_routes[] = {
     { "DELETE", "/v1/keys/{name}", sshkeys_delete, "sshkey.delete", NULL },
     { "GET", "/v1/templates", catalog_list_templates, "template.list", "group" },
     { "POST", "/v1/templates", catalog_create_template, "template.create", NULL },
+    { "GET", "/v1/templates/{id}/pool", catalog_get_pool, "template.pool.get", NULL },
+    { "PUT", "/v1/templates/{id}/pool", catalog_set_pool, "template.pool.set", NULL },
     { "POST", "/v1/images", images_import, "image.import",
       "name os os_version arch applications min_ram_mb min_disk_gb" },
     { "GET", "/v1/images", images_list, "image.list", "kind" },

@@ -47,6 +47,9 @@ json_t *view_template(const Berth__Template *t)
     }
     if (view)
         json_object_set_new(view, "hypervisor", view_str(t->hypervisor));
+    /* Instant deploy: how many VMs of it are kept built ahead (0: no pool). */
+    if (view)
+        json_object_set_new(view, "pool_size", json_integer(t->pool_size));
     if (view)
         json_object_set_new(view, "approval_policy",
                             json_string(t->approval_policy && *t->approval_policy
@@ -73,7 +76,18 @@ static json_t *s_names(char **names, size_t n)
     return a;
 }
 
+static json_t *s_view_vm(const Berth__Vm *vm, int host_down);
+
 json_t *view_vm(const Berth__Vm *vm, int host_down)
+{
+    json_t *view = s_view_vm(vm, host_down);
+    /* Instant deploy: taken from its template's pool (built ahead, resumed when asked for). */
+    if (view)
+        json_object_set_new(view, "from_pool", json_boolean(vm->from_pool));
+    return view;
+}
+
+static json_t *s_view_vm(const Berth__Vm *vm, int host_down)
 {
     const char *power = vm->power_state;
     if (host_down && s_may_run(S(vm->state)))
@@ -118,6 +132,9 @@ json_t *view_task(const Berth__Task *task)
         rest_time(task->created_ms), "updated_at", rest_time(task->updated_ms), "finished_at",
         rest_time(task->finished_ms), "class", view_str(task->task_class), "queue_position",
         position, "aborted_by", view_str(task->abort_by));
+    /* Instant deploy: a provisioning served from the template's pool says so. */
+    if (view)
+        json_object_set_new(view, "from_pool", json_boolean(task->from_pool));
     /* A capture names the image it makes. */
     if (view && task->capture && task->capture->name && *task->capture->name)
         json_object_set_new(view, "image", json_string(task->capture->name));

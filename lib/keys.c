@@ -56,6 +56,8 @@ static const s_kind_t s_kinds[KEYS_KIND_COUNT] = {
     [KEYS_NETWORK_ADDRESSES] = { "network-addresses", 0, 1 },
     [KEYS_IMAGE_STAGED] = { "image-staged", 0, 1 },
     [KEYS_REQUEST_HOSTS] = { "request-hosts", 1, 1 },
+    [KEYS_POOL] = { "pool", 0, 1 },
+    [KEYS_POOL_READY] = { "pool-ready", 0, 1 },
 };
 
 const char *keys_build(char *buf, keys_kind_t kind, const char *id, const char *id2)

@@ -194,6 +194,14 @@ typedef enum {
        it and records the VM in the claim's step, placement_release.lua forgets the VM with its
        claim (the hash goes with the request's last claim). */
     KEYS_REQUEST_HOSTS,
+    /* Instant deploy (services/approval/pool.c): berth:pool:<template>  zset: the VMs of the
+       template's pool, building (POOLING) or ready (POOLED), by created_ms; approval adds one
+       with its POOL_BUILD task, and takes it out when it hands it to a request, the taskmgr
+       when its build failed. */
+    KEYS_POOL,
+    /* berth:pool-ready:<template>  zset: the pool's ready (POOLED) VMs by pooled_ms: the
+       taskmgr adds one when its build is suspended to disk, approval hands out the oldest. */
+    KEYS_POOL_READY,
     KEYS_KIND_COUNT
 } keys_kind_t;
 

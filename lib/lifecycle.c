@@ -10,7 +10,9 @@ LIFECYCLE_ENUM_IMPL(vm_state, VM_STATE_LAST, "", "PENDING_APPROVAL", "PROVISIONI
                     "ERROR", "DISPOSING", "DISPOSED", "REJECTED", "SHELVING", "SHELVED",
                     "UNSHELVING",
                     /* leases */
-                    "EXPIRING", "EXPIRED")
+                    "EXPIRING", "EXPIRED",
+                    /* instant deploy */
+                    "POOLING", "POOLED")
 
 LIFECYCLE_ENUM_IMPL(power_state, POWER_STATE_LAST, "", "NOSTATE", "RUNNING", "STOPPED", "SUSPENDED",
                     "CRASHED", "UNKNOWN")
@@ -188,6 +190,20 @@ static const lifecycle_transition_t s_rows[] = {
       "its SHELVE task was force-failed; `fault` names who" },
     { VM(EXPIRED, ERROR), "force_fail", "taskmgr",
       "its task (a lease's STOP) was force-failed; `fault` names who" },
+
+    /* ---- instant deploy: a template's pool (services/approval/pool.c) ---- */
+    { VM(NONE, POOLING), "pool", "approval",
+      "its template's pool is below its size: a VM without owner is made with its POOL_BUILD "
+      "task (holds no quota, is billed to nobody)" },
+    { VM(POOLING, POOLED), "pooled", "taskmgr",
+      "built, booted and suspended to disk (managed save); it waits for a request" },
+    { VM(POOLING, ERROR), "fail", "taskmgr",
+      "its pool build failed on every host tried; it leaves the pool, `fault` says why" },
+    { VM(POOLED, PROVISIONING), "hand_out", "approval",
+      "a request takes it: its record is completed (owner, group, name, lease), the quota "
+      "charged, a PROVISION task from the pool queued and a replacement made, in one step" },
+    { VM(POOLED, DISPOSING), "dispose", "approval",
+      "its template's pool was made smaller; a DISPOSE task is queued in the same step" },
 
     /* ---- the image store (services/stager/catalog.c) ---- */
     { IMAGE(NONE, READY), "create", "stager",

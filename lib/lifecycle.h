@@ -54,6 +54,9 @@ typedef enum {
     /* leases */
     VM_STATE_EXPIRING, /* its lease ends soon: the owner was given notice */
     VM_STATE_EXPIRED,  /* its lease ended: powered off, kept as a tombstone until disposed */
+    /* instant deploy: a template's pool (services/approval/pool.c) */
+    VM_STATE_POOLING, /* built ahead for its template's pool by its POOL_BUILD task; no owner */
+    VM_STATE_POOLED,  /* built, booted and suspended to disk: waits for a request to take it */
     VM_STATE_LAST
 } vm_state_t;
 LIFECYCLE_ENUM_DECL(vm_state);

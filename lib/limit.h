@@ -12,6 +12,7 @@
 #define LIMIT_GROUP_REF_MAX       64 /* the group a request names: its id or its name */
 #define LIMIT_IDEMPOTENCY_KEY_MAX 128  /* Idempotency-Key header, [A-Za-z0-9._-] */
 #define LIMIT_REASON_MAX          1024 /* an admin's reason for a decision, in bytes */
+#define LIMIT_POOL_SIZE_MAX       20   /* VMs a template's instant-deploy pool keeps built ahead */
 
 /* A template. */
 #define LIMIT_TEMPLATE_NAME_MAX 63 /* [a-z0-9][a-z0-9._-]*, not a UUID */

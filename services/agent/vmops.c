@@ -1042,6 +1042,28 @@ static int s_start(vmops_t *self, const Berth__AgentCommand *cmd, Berth__AgentRe
     return rc;
 }
 
+/* Instant deploy: suspend the running domain to disk (libvirt's managed save): its memory goes
+   to a file libvirt keeps beside the domain, which is then shut off and holds no CPU; START
+   (virDomainCreate) restores it where it stopped. A domain already saved is fine. */
+static int s_managed_save(vmops_t *self, const Berth__AgentCommand *cmd, Berth__AgentResult *result)
+{
+    virDomainPtr dom = NULL;
+    int found = s_find_domain(self, cmd->vm, &dom);
+    if (found <= 0)
+        return s_fail(result, "failed to save domain '%s' on host '%s': %s", cmd->vm, self->host,
+                      found < 0 ? s_virt_message() : "domain is not defined");
+    int rc = 0;
+    if (virDomainHasManagedSaveImage(dom, 0) == 1 && virDomainIsActive(dom) != 1)
+        s_detail(result, "already saved to disk");
+    else if (virDomainManagedSave(dom, 0) != 0)
+        rc = s_fail(result, "failed to save domain '%s' on host '%s': %s", cmd->vm, self->host,
+                    s_virt_message());
+    else
+        s_detail(result, "saved to disk");
+    virDomainFree(dom);
+    return rc;
+}
+
 /* Destroy (power off) if running, undefine with whatever metadata libvirt keeps for it,
    then delete every volume whose name is the VM id followed by '.' or '-', and the seed
    file itself (the test driver never sees it as a volume). Parts already gone are fine. */
@@ -1435,6 +1457,7 @@ static const struct {
     { "DEFINE", s_define },
     { "START", s_start },
     { "DESTROY", s_destroy },
+    { "MANAGED_SAVE", s_managed_save }, /* instant deploy: a pooled VM waits on disk */
     /* day-2 actions */
     { "SHUTDOWN", s_shutdown },
     { "POWER_OFF", s_power_off },

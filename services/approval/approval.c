@@ -11,6 +11,7 @@
 #include "log.h"
 #include "networks.h"
 #include "onboarding.h"
+#include "pool.h"
 #include "requests.h"
 #include "util.h"
 
@@ -180,6 +181,58 @@ static void s_on_create_template(bus_request_t *request, void *arg)
     log_info(s_request_id(request), "template created", "{s:s, s:s, s:s}", "template", id, "name",
              created.name, "actor", who->user);
     bus_reply(request, &created.base);
+    berth__user_assertion__free_unpacked(who, NULL);
+}
+
+/* ---- instant deploy: a template's pool (pool.h) ---- */
+
+static void s_on_set_template_pool(bus_request_t *request, void *arg)
+{
+    approval_t *self = arg;
+    Berth__SetTemplatePool *msg = bus_request_body(request, &berth__set_template_pool__descriptor);
+    if (!msg) {
+        bus_reply_error(request, "BAD_REQUEST", "SetTemplatePool body does not parse");
+        return;
+    }
+    Berth__UserAssertion *who = approval_caller(self, request, msg->assertion);
+    if (!who)
+        return;
+    fault_t fault = { 0 };
+    Berth__TemplatePool *pool = NULL;
+    if (pool_set(self->store, msg, who->user, s_request_id(request), &pool, &fault) != 0) {
+        approval_fail(request, "set template pool refused", &fault);
+        berth__user_assertion__free_unpacked(who, NULL);
+        return;
+    }
+    bus_reply(request, &pool->base);
+    protobuf_c_message_free_unpacked(&pool->base, NULL);
+    berth__user_assertion__free_unpacked(who, NULL);
+}
+
+static void s_on_get_template_pool(bus_request_t *request, void *arg)
+{
+    approval_t *self = arg;
+    Berth__GetTemplatePool *msg = bus_request_body(request, &berth__get_template_pool__descriptor);
+    if (!msg) {
+        bus_reply_error(request, "BAD_REQUEST", "GetTemplatePool body does not parse");
+        return;
+    }
+    Berth__UserAssertion *who = approval_caller(self, request, msg->assertion);
+    if (!who)
+        return;
+    fault_t fault = { 0 };
+    Berth__TemplatePool *pool = NULL;
+    /* What the pool holds (VMs without owner) is for admins and operators. */
+    if (!assertion_has_role(who, "admin") && !assertion_has_role(who, "operator"))
+        error_set(&fault, "FORBIDDEN",
+                  "reading a template's pool needs the admin or operator role");
+    if (*fault.code || pool_get(self->store, msg->template_, &pool, &fault) != 0) {
+        approval_fail(request, "get template pool refused", &fault);
+        berth__user_assertion__free_unpacked(who, NULL);
+        return;
+    }
+    bus_reply(request, &pool->base);
+    protobuf_c_message_free_unpacked(&pool->base, NULL);
     berth__user_assertion__free_unpacked(who, NULL);
 }
 
@@ -400,6 +453,9 @@ static void s_on_decide_request(bus_request_t *request, void *arg)
 const approval_handler_t approval_handlers[] = {
     { "ListTemplates", s_on_list_templates, APPROVAL_USER },
     { "CreateTemplate", s_on_create_template, APPROVAL_ADMIN },
+    /* Instant deploy (pool.h): admins size a template's pool; admins and operators read it. */
+    { "SetTemplatePool", s_on_set_template_pool, APPROVAL_ADMIN },
+    { "GetTemplatePool", s_on_get_template_pool, APPROVAL_USER },
     { "CreateRequest", s_on_create_request, APPROVAL_USER },
     /* Reading a request: who may see it is decide_sees's to say (decide.h). */
     { "GetRequest", s_on_get_request, APPROVAL_USER },

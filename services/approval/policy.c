@@ -23,6 +23,7 @@ void policy_defaults(policy_t *self)
     self->host_timeout_ms = 3000;
     self->build_timeout_ms = 5000;
     self->build_lease_days = 30;
+    self->pool_refill_delay_ms = 1000;
 }
 
 /* A ratio key, a decimal number in (0, 1000] as the scheduler takes it. */
@@ -52,6 +53,7 @@ void policy_declare(config_t *config)
     config_declare(config, "max_templates", "1000", 0);
     config_declare(config, "max_text", text, 0);
     config_declare(config, "max_reason", reason, 0);
+    config_declare(config, "pool_refill_delay_ms", "1000", 0);
     /* The scheduler's keys, with its defaults */
     config_declare(config, "ram_ratio", "1.0", 0);
     config_declare(config, "cpu_ratio", "4.0", 0);
@@ -74,6 +76,7 @@ int policy_load(policy_t *self, config_t *config)
         config_int(config, "host_timeout_ms", 100, 86400000, &self->host_timeout_ms) ||
         config_int(config, "build_timeout_ms", 100, 600000, &self->build_timeout_ms) ||
         config_int(config, "build_lease_days", 1, 3650, &lease) ||
+        config_int(config, "pool_refill_delay_ms", 0, 3600000, &self->pool_refill_delay_ms) ||
         s_ratio(config, "ram_ratio", &self->ram_ratio) ||
         s_ratio(config, "cpu_ratio", &self->cpu_ratio) ||
         s_ratio(config, "disk_ratio", &self->disk_ratio))

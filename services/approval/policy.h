@@ -33,6 +33,9 @@ typedef struct {
        custom-built VM in a group whose max_lease_days is 0. */
     int64_t build_timeout_ms;
     int32_t build_lease_days;
+    /* Instant deploy: a pooled VM's replacement, queued when a request takes it, is due this
+       long after (0: at once), so its build does not compete with the hand-out it follows. */
+    int64_t pool_refill_delay_ms;
 } policy_t;
 
 /* The built-in limits (what an unconfigured service uses). */

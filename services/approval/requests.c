@@ -29,6 +29,7 @@
 #include "limit.h"
 #include "model.h"
 #include "networks.h"
+#include "pool.h"
 #include "sshkey.h"
 #include "util.h"
 
@@ -122,7 +123,7 @@ static void s_lower_id(char out[UTIL_ID_LEN], const char *id)
    writes its event), its due entry, its wake entry (berth:tasks:wake: a taskmgr takes it at
    once), and the VM's task field. */
 static void s_tx_provision(model_tx_t *tx, s_batch_t *b, size_t i, const char *trace_id,
-                           int64_t now)
+                           int64_t now, int from_pool)
 {
     Berth__Vm *vm = &b->vms[i];
     Berth__Task *t = &b->tasks[i];
@@ -139,6 +140,7 @@ static void s_tx_provision(model_tx_t *tx, s_batch_t *b, size_t i, const char *t
     t->request_id = (char *)(trace_id ? trace_id : "");
     t->created_ms = now;
     t->updated_ms = now;
+    t->from_pool = from_pool; /* instant deploy: re-identified and resumed, not built */
     vm->task = t->id;
     keys_build(key, KEYS_TASK, t->id, NULL);
     model_tx_transition(tx, LIFECYCLE_TASK, key, "", "QUEUED", 0, "task", t->id, "stage", t->stage,
@@ -468,15 +470,12 @@ static Berth__Template *s_build_template(const policy_t *policy, const Berth__Cr
     return copy;
 }
 
-int requests_create(store_t *store, const policy_t *policy, const Berth__CreateRequest *msg,
-                    int admin, const char *trace_id, Berth__Request **request_p, fault_t *fault)
-{
-    return requests_create_build(store, policy, msg, admin, trace_id, NULL, request_p, fault);
-}
-
-int requests_create_build(store_t *store, const policy_t *policy, const Berth__CreateRequest *msg,
-                          int admin, const char *trace_id, const Berth__BuildVerdict *build,
-                          Berth__Request **request_p, fault_t *fault)
+/* A request of msg's template, or of the custom build the verdict build judged; taking ready
+   VMs of the template's pool when use_pool (*pool_retry set when one was taken by another
+   request meanwhile: the caller asks again without). */
+static int s_create(store_t *store, const policy_t *policy, const Berth__CreateRequest *msg,
+                    int admin, const char *trace_id, const Berth__BuildVerdict *build,
+                    Berth__Request **request_p, fault_t *fault, int use_pool, int *pool_retry)
 {
     if (!msg)
         return error_set(fault, "BAD_REQUEST", "CreateRequest body is required");
@@ -542,6 +541,10 @@ int requests_create_build(store_t *store, const policy_t *policy, const Berth__C
         protobuf_c_message_free_unpacked(&group->base, NULL);
         return -1;
     }
+    /* Instant deploy: ready VMs of the template's pool the request takes (an approved
+       request without a placement rule; each getting the networks these VMs get). */
+    Berth__Vm **pooled = NULL;
+    size_t n_pooled = 0;
     s_batch_t b;
     model_tx_t *tx = model_tx_new();
     if (tx)
@@ -557,6 +560,9 @@ int requests_create_build(store_t *store, const policy_t *policy, const Berth__C
     decide_policy_t rule = decide_effective(group, tmpl);
     const char *awaiting = decide_first_level(rule, group, tmpl, count);
     int approved = awaiting == NULL;
+    if (use_pool && approved && (!msg->placement || !*msg->placement) &&
+        pool_ready(store, tmpl, vnets, n_vnets, (size_t)count, &pooled, &n_pooled) != 0)
+        n_pooled = 0; /* Redis failed: built as without a pool (the commit says the rest) */
     Berth__ApprovalStep auto_step = BERTH__APPROVAL_STEP__INIT, *auto_steps[1] = { &auto_step };
     auto_step.level = DECIDE_LEVEL_AUTO;
     auto_step.decided_by = "policy";
@@ -616,7 +622,11 @@ int requests_create_build(store_t *store, const policy_t *policy, const Berth__C
         Berth__Resources *flavor = &b.flavors[i];
         berth__vm__init(vm);
         berth__resources__init(flavor);
-        util_uuid(b.vm_ids[i]);
+        const Berth__Vm *pv = i < n_pooled ? pooled[i] : NULL;
+        if (pv) /* its id (its domain's name, its seed's instance-id) was given when built */
+            util_strlcpy(b.vm_ids[i], pv->id, UTIL_ID_LEN);
+        else
+            util_uuid(b.vm_ids[i]);
         b.vm_refs[i] = b.vm_ids[i];
         if (count == 1)
             util_strlcpy(b.names[i], msg->name, S_NAME_LEN);
@@ -653,12 +663,27 @@ int requests_create_build(store_t *store, const policy_t *policy, const Berth__C
         vm->n_networks = n_vnets;
         vm->created_ms = now;
         vm->updated_ms = now;
+        if (pv) {
+            /* Taken from the pool: where it runs, its addresses and image stay; the rest of
+               its record is the request's. */
+            vm->host = pv->host;
+            vm->power_state = pv->power_state;
+            vm->network = pv->network;
+            vm->networks = pv->networks;
+            vm->n_networks = pv->n_networks;
+            vm->staged_image = pv->staged_image;
+            vm->from_pool = 1;
+            vm->pooled_ms = pv->pooled_ms;
+            vm->state = pv->state;
+            vm->version = pv->version;
+        }
         if (approved)
-            s_tx_provision(tx, &b, i, trace_id, now);
-        /* Born by its transition (state "" at version 0), then written whole. */
+            s_tx_provision(tx, &b, i, trace_id, now, pv != NULL);
+        /* Born by its transition (state "" at version 0; a pooled VM from POOLED at the
+           version read), then written whole. */
         model_tx_vm_transition(tx, vm, vm_state);
         vm->state = (char *)vm_state;
-        vm->version = 1;
+        vm->version = pv ? pv->version + 1 : 1;
         model_tx_put(tx, keys_build(key, KEYS_VM, vm->id, NULL), &vm->base);
         Berth__Quota held = BERTH__QUOTA__INIT;
         held.vms = 1;
@@ -685,7 +710,13 @@ int requests_create_build(store_t *store, const policy_t *policy, const Berth__C
     }
     s_charge(tx, group, msg->owner, tmpl, count);
     const char *why = NULL;
-    int rc = model_tx_commit(tx, store, &why);
+    int pool_failed = n_pooled && pool_tx_handed_out(store, tx, tmpl, pooled, n_pooled, trace_id,
+                                                     now, policy->pool_refill_delay_ms, fault);
+    int rc = pool_failed ? -1 : model_tx_commit(tx, store, &why);
+    pool_vms_free(&pooled, n_pooled);
+    /* A pooled VM another request took first: built as without the pool instead. */
+    if (rc == MODEL_CONFLICT && n_pooled && pool_retry)
+        *pool_retry = 1;
     if (rc == MODEL_REFUSED)
         error_set(fault, "INTERNAL", "%s", why);
     if (rc == MODEL_QUOTA)
@@ -710,7 +741,7 @@ int requests_create_build(store_t *store, const policy_t *policy, const Berth__C
     s_batch_free(&b);
     protobuf_c_message_free_unpacked(&tmpl->base, NULL);
     networks_vm_list_free(&vnets, n_vnets);
-    if (rc == MODEL_REFUSED || rc == MODEL_QUOTA)
+    if (rc == MODEL_REFUSED || rc == MODEL_QUOTA || pool_failed)
         return -1;
     if (rc == MODEL_CONFLICT && keyed) {
         /* Another call with the same key won the race: answer what it created. */
@@ -722,6 +753,28 @@ int requests_create_build(store_t *store, const policy_t *policy, const Berth__C
         return error_set(fault, "CONFLICT",
                          "the catalog, the group or the key changed meanwhile; try again");
     return fault_store(fault, store);
+}
+
+int requests_create(store_t *store, const policy_t *policy, const Berth__CreateRequest *msg,
+                    int admin, const char *trace_id, Berth__Request **request_p, fault_t *fault)
+{
+    int pool_retry = 0;
+    int rc = s_create(store, policy, msg, admin, trace_id, NULL, request_p, fault, 1, &pool_retry);
+    if (rc != 0 && pool_retry) {
+        log_info(trace_id, "the pooled VM was taken by another request; building instead", "{s:s}",
+                 "template", msg->template_);
+        memset(fault, 0, sizeof *fault);
+        rc = s_create(store, policy, msg, admin, trace_id, NULL, request_p, fault, 0, NULL);
+    }
+    return rc;
+}
+
+int requests_create_build(store_t *store, const policy_t *policy, const Berth__CreateRequest *msg,
+                          int admin, const char *trace_id, const Berth__BuildVerdict *build,
+                          Berth__Request **request_p, fault_t *fault)
+{
+    /* A custom build has no template, so no pool. */
+    return s_create(store, policy, msg, admin, trace_id, build, request_p, fault, 0, NULL);
 }
 
 int requests_get(store_t *store, const char *id, Berth__Request **request_p, fault_t *fault)
@@ -876,7 +929,7 @@ static int s_decide(store_t *store, const Berth__DecideRequest *msg, const Berth
             vm->version = loaded[i]->version + 1;
             vm->updated_ms = now;
             if (msg->approve)
-                s_tx_provision(tx, &b, i, trace_id, now);
+                s_tx_provision(tx, &b, i, trace_id, now, 0);
             model_tx_put_changed(tx, keys_build(key, KEYS_VM, vm->id, NULL), &loaded[i]->base,
                                  &vm->base);
         }

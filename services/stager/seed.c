@@ -625,6 +625,26 @@ static int s_stage_checked(seed_t *self, const char *vm, const char *name, const
     return 0;
 }
 
+int seed_forget_other(seed_t *self, const char *vm, const char *name, const char *user_data,
+                      const char *network_config)
+{
+    if (!util_is_uuid(vm))
+        return 0;
+    char built_from[SUM_HEX], old[SUM_HEX], old_iso[SUM_HEX], iso[PATH_MAX], sum_path[PATH_MAX];
+    s_fingerprint(name, user_data, network_config, built_from);
+    snprintf(iso, sizeof iso, "%s/%s.iso", self->dir, vm);
+    snprintf(sum_path, sizeof sum_path, "%s/%s.sum", self->dir, vm);
+    s_read_sum(sum_path, old, old_iso);
+    if (!old[0] || strcmp(old, built_from) == 0)
+        return 0;
+    /* The sum first: an ISO without its sum is never served (s_stage_checked builds again). */
+    if (unlink(sum_path) != 0 && errno != ENOENT)
+        return -1;
+    if (unlink(iso) != 0 && errno != ENOENT)
+        return -1;
+    return 0;
+}
+
 void seed_bytes_clear(seed_bytes_t *bytes)
 {
     free(bytes->iso);

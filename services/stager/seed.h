@@ -67,6 +67,14 @@ int seed_stage_network(seed_t *self, const char *vm, const char *name, const cha
                        const char *network_config, size_t max_bytes, char **path_p,
                        seed_bytes_t *out, berth_error_t *error);
 
+/* A pooled VM handed out (instant deploy): its seed is rebuilt for its new name, keys and
+   address. Removes vm's seed when it was built from anything else than this name, user-data
+   and network-config, so the next seed_stage_network builds it again instead of refusing the
+   new identity as a conflict; a seed built from exactly these is kept. 0, or -1 (errno) when
+   a file could not be removed. */
+int seed_forget_other(seed_t *self, const char *vm, const char *name, const char *user_data,
+                      const char *network_config);
+
 /* A NoCloud network-config (version 2) for a VM's address: the interface with mac gets
    ip/prefix, a default route through gateway and the name servers. NULL with error
    (BAD_REQUEST naming the field network) when a value is not what it must be (an IPv4

@@ -55,6 +55,7 @@ typedef struct {
     stage_t *stage;
     char *vm, *name, *user_data; /* copies: the requests may be answered before the job ends */
     char *network_config;        /* "" when the VM has no address */
+    int reidentify;              /* a pooled VM handed out: its seed may change identity */
     char *ref;           /* the image the request named (a model's staged image may answer) */
     Berth__Image *image; /* the image record to answer with */
     zlistx_t *waiting;   /* bus_request_t kept, answered when the build ends */
@@ -98,6 +99,12 @@ static void s_stage_run(void *arg)
     s_stage_t *job = arg;
     const stage_config_t *c = &job->stage->config;
     seed_bytes_t seed;
+    if (job->reidentify &&
+        seed_forget_other(c->seeds, job->vm, job->name, job->user_data, job->network_config) != 0) {
+        job->rc = error_set(&job->error, "INTERNAL", "cannot replace the seed of VM '%s': %s",
+                            job->vm, strerror(errno));
+        return;
+    }
     job->rc = seed_stage_network(c->seeds, job->vm, job->name, job->user_data, job->network_config,
                                  (size_t)c->max_seed_bytes, &job->path, &seed, &job->error);
     if (job->rc == 0 && seed.size > c->max_seed_bytes) { /* built now, and too large */
@@ -290,6 +297,7 @@ void stage_request(stage_t *self, bus_request_t *kept)
         user_data = NULL;
         job->network_config = network_config;
         network_config = NULL;
+        job->reidentify = req->reidentify;
         job->waiting = zlistx_new();
     } else
         protobuf_c_message_free_unpacked(&image->base, NULL);

@@ -103,6 +103,7 @@ struct _tasks_t {
     int max_attempts;       /* hosts a provisioning tries before it fails */
     int stop_timeout_s;     /* a stop or shelve's graceful shutdown when none is asked */
     int capture_timeout_ms; /* a capture's snapshot or upload fails after this */
+    int pool_settle_ms;     /* a pooled VM runs this long (its guest boots) before it is saved */
     assertion_t *verifier;  /* checks who a DisposeVm acts for (the gateway's assertion) */
     leases_t *leases;       /* lease timers (borrowed; NULL: none written) */
     throttle_t *throttle;   /* heavy slots (throttle.h) */
@@ -268,6 +269,14 @@ static void s_vm_changes(model_tx_t *tx, s_held_t *h)
                             vm->template_, "group", vm->group, NULL);
         if (s_is(vm->state, "SHELVED")) /* from SHELVING, or an unshelve that found no host */
             s_quota_shelve(tx, vm, -1, NULL);
+        /* Instant deploy: a pooled VM is ready for requests; one whose build failed leaves
+           its template's pool. */
+        char pkey[KEYS_MAX];
+        if (s_is(vm->state, "POOLED"))
+            model_tx_zadd(tx, keys_build(pkey, KEYS_POOL_READY, vm->template_, NULL), vm->pooled_ms,
+                          vm->id);
+        if (s_is(was->state, "POOLING") && !s_is(vm->state, "POOLED"))
+            model_tx_zrem(tx, keys_build(pkey, KEYS_POOL, vm->template_, NULL), vm->id);
     }
     if (!s_is(vm->power_state, was->power_state)) {
         const char *host = *was->host ? was->host : vm->host;
@@ -625,8 +634,9 @@ static s_rc_t s_validate(tasks_t *self, s_held_t *h, const s_stage_t *stage)
     (void)stage;
     const Berth__Vm *vm = h->vm;
     const Berth__Resources *f = vm->flavor;
-    if (!s_is(vm->state, "PROVISIONING")) {
-        s_result(h, "VM is %s, not PROVISIONING", vm->state);
+    const char *expected = s_is(h->task->kind, "POOL_BUILD") ? "POOLING" : "PROVISIONING";
+    if (!s_is(vm->state, expected)) {
+        s_result(h, "VM is %s, not %s", vm->state, expected);
         return S_FAIL;
     }
     if (!f || f->vcpus <= 0 || f->ram_mb <= 0 || f->disk_gb <= 0 || !*vm->image) {
@@ -771,6 +781,8 @@ static void s_stage_ask(const s_held_t *h, Berth__StageImage *req, char **lines)
     /* Applications its image lacks: its seed installs them at first boot. */
     req->packages = h->vm->applications_first_boot;
     req->n_packages = h->vm->n_applications_first_boot;
+    /* A pooled VM handed out: its seed was built for the pool's name; now for its own. */
+    req->reidentify = h->task->from_pool;
     /* Its address goes into the seed's network-config (known once it is placed). */
     if (h->vm->network && h->vm->network->ip && *h->vm->network->ip) {
         req->network = h->vm->network;
@@ -809,8 +821,9 @@ static s_rc_t s_staged(tasks_t *self, s_held_t *h)
    no answer leaves stage_image to ask itself, as without it. */
 static void s_prefetch(tasks_t *self, s_held_t *h)
 {
-    /* A VM on a network: its seed needs the address the claim gives it. */
-    if (h->staged || *h->prefetch || *s_network_id(h))
+    /* A VM on a network: its seed needs the address the claim gives it (a pooled VM handed
+       out has it already). */
+    if (h->staged || *h->prefetch || (*s_network_id(h) && !h->task->from_pool))
         return;
     Berth__StageImage req = BERTH__STAGE_IMAGE__INIT;
     char *lines[LIMIT_REQUEST_SSH_KEYS_MAX];
@@ -1198,6 +1211,97 @@ static const s_stage_t s_provision[] = {
     { NULL, 0, NULL, NULL, NULL, S_LIGHT, 0, 0 },
 };
 
+/*  Instant deploy (services/approval/pool.h). POOL_BUILD builds a VM for its template's pool
+    like a provisioning, placed in no group (so never on capacity a group's reservation
+    holds), and ends with the running guest suspended to disk (libvirt's managed save): the
+    VM is POOLED, its domain shut off and its memory in a file beside it. A failure rolls back
+    and tries other hosts the same way; the VM then leaves the pool, ERROR. */
+static s_rc_t s_settle(tasks_t *self, s_held_t *h, const s_stage_t *stage);
+
+static const s_stage_t s_pool_build[] = {
+    { "validate", 5, s_validate, NULL, NULL, S_LIGHT, 0, 0 },
+    { "schedule", 15, s_schedule, NULL, "release_claim", S_LIGHT, 0, 0 },
+    { "stage_image", 25, s_stage_image, NULL, NULL, S_HEAVY, 0, 0 },
+    { "create_disk", 40, s_on_host, "CREATE_DISK", "undo_host", S_HEAVY, 1, 0 },
+    { "build_seed", 50, s_on_host, "PUT_SEED", "undo_host", S_LIGHT, 1, 0 },
+    { "define", 60, s_on_host, "DEFINE", "undo_host", S_LIGHT, 1, 0 },
+    { "power_on", 70, s_on_host, "START", "undo_host", S_LIGHT, 1, 0 },
+    { "wait_ready", 80, s_wait_ready, NULL, NULL, S_LIGHT, 1, 0 },
+    { "settle", 85, s_settle, NULL, NULL, S_LIGHT, 1, 0 },
+    { "save_to_disk", 95, s_on_host, "MANAGED_SAVE", "undo_host", S_LIGHT, 1, 0 },
+    { NULL, 0, NULL, NULL, NULL, S_LIGHT, 0, 0 },
+};
+
+static s_rc_t s_pool_taken(tasks_t *self, s_held_t *h, const s_stage_t *stage);
+static s_rc_t s_reidentify(tasks_t *self, s_held_t *h, const s_stage_t *stage);
+
+/* A PROVISION served from the pool (Task.from_pool): the VM taken is already built and
+   claimed on its host under its final id; its seed is built again for its own name, keys and
+   address, put on the host, and the domain started, which restores it from disk. No stage is
+   heavy: it never waits behind builds. A failure rolls back like a provisioning (the domain
+   and the claim go) and the next attempt builds the VM on another host, as without a pool. */
+static const s_stage_t s_from_pool[] = {
+    { "validate", 5, s_validate, NULL, NULL, S_LIGHT, 0, 0 },
+    { "from_pool", 20, s_pool_taken, NULL, "release_claim", S_LIGHT, 1, 0 },
+    { "reidentify", 40, s_reidentify, NULL, NULL, S_LIGHT, 0, 0 },
+    { "build_seed", 60, s_on_host, "PUT_SEED", "undo_host", S_LIGHT, 1, 0 },
+    { "resume", 80, s_on_host, "START", "undo_host", S_LIGHT, 1, 0 },
+    { "wait_ready", 95, s_wait_ready, NULL, NULL, S_LIGHT, 1, 0 },
+    { NULL, 0, NULL, NULL, NULL, S_LIGHT, 0, 0 },
+};
+
+/* from_pool: the task goes where the pooled VM waits. */
+static s_rc_t s_pool_taken(tasks_t *self, s_held_t *h, const s_stage_t *stage)
+{
+    (void)stage;
+    Berth__Task *t = h->task;
+    if (!*h->vm->host) {
+        s_result(h, "the pooled VM has no host");
+        return S_FAIL;
+    }
+    if (!s_is(t->host, h->vm->host)) {
+        s_set(&t->host, h->vm->host);
+        h->dirty = 1;
+    }
+    if (agents_host_down(self->agents, t->host)) {
+        s_result(h, "host %s is DOWN (no heartbeat within its ttl)", t->host);
+        return S_FAIL;
+    }
+    /* Its new seed is asked for now: reidentify then usually finds it built. */
+    s_prefetch(self, h);
+    s_result(h, "served from the pool of template %s: built ahead on host %s, suspended to disk",
+             h->vm->template_, t->host);
+    return S_DONE;
+}
+
+/* settle: libvirt says the domain runs the moment it starts, long before its guest has booted;
+   a guest saved then finishes booting after its resume. pool_settle_ms (taskmgr; 0 by
+   default: nothing boots on the test driver) lets it boot first, so the pool holds guests
+   that are up. A new holder waits the whole time again. */
+static s_rc_t s_settle(tasks_t *self, s_held_t *h, const s_stage_t *stage)
+{
+    (void)stage;
+    int64_t until = h->stage_since + self->pool_settle_ms;
+    if (self->pool_settle_ms <= 0 || util_mono_ms() >= until) {
+        s_result(h, "ran %d ms before it is saved", self->pool_settle_ms);
+        return S_DONE;
+    }
+    s_retry_at(h, until);
+    return S_WAIT;
+}
+
+/* reidentify: the stager builds the seed again for the VM's own name, keys and address. */
+static s_rc_t s_reidentify(tasks_t *self, s_held_t *h, const s_stage_t *stage)
+{
+    s_rc_t rc = s_stage_image(self, h, stage);
+    if (rc == S_DONE)
+        s_result(h, "seed built again: instance-id %s, hostname %s%s%s, %lld bytes", h->vm->id,
+                 h->vm->name, h->vm->network && *h->vm->network->ip ? ", address " : "",
+                 h->vm->network && *h->vm->network->ip ? h->vm->network->ip : "",
+                 (long long)h->staged->seed_bytes);
+    return rc;
+}
+
 /* What undoes a failed provisioning: the rows the failed attempt needs (the undo column of
    its stages that ran, s_next), in this order; each is also a no-op when nothing is there. */
 static const s_stage_t s_rollback[] = {
@@ -1358,6 +1462,8 @@ static const s_action_t *s_action(const char *name, int by_kind)
 
 static const s_stage_t *s_table(s_held_t *h)
 {
+    if (s_is(h->task->kind, "POOL_BUILD"))
+        return h->task->rolling_back ? s_rollback : s_pool_build;
     if (s_is(h->task->kind, "DISPOSE"))
         return h->task->force ? s_dispose_forced : s_dispose;
     const s_action_t *a = s_action(h->task->kind, 1);
@@ -1367,7 +1473,10 @@ static const s_stage_t *s_table(s_held_t *h)
         return s_restore; /* Only an abort rolls a day-2 action back */
     if (a)
         return h->task->rolling_back && s_is(a->kind, "UNSHELVE") ? s_unshelve_undo : a->stages;
-    return h->task->rolling_back ? s_rollback : s_provision;
+    if (h->task->rolling_back)
+        return s_rollback;
+    /* From the pool on its first attempt; an attempt after it is built as without one. */
+    return h->task->from_pool && h->task->n_tried == 0 ? s_from_pool : s_provision;
 }
 
 /* A task kind's class, as the API shows it: heavy when a row of its table is heavy. */
@@ -1403,6 +1512,10 @@ static int s_undo_needed(const Berth__Task *t, const char *undo)
     for (; i > 0 && !s_row(s_rollback, t->steps[i - 1]->name); i--) {
         const Berth__TaskStep *step = t->steps[i - 1];
         const s_stage_t *row = s_row(s_provision, step->name);
+        if (!row) /* instant deploy's own stages */
+            row = s_row(s_from_pool, step->name);
+        if (!row)
+            row = s_row(s_pool_build, step->name);
         if (row && row->undo && s_is(row->undo, undo) &&
             (s_is(step->state, "ROLLED_BACK") || s_is(step->state, "FAILED")))
             return 1;
@@ -1533,6 +1646,14 @@ static int s_complete(tasks_t *self, s_held_t *h)
             s_vm_state(h, "SHELVED", NULL);
         else if (s_is(t->kind, "UNSHELVE"))
             s_vm_state(h, "ACTIVE", "");
+        s_set(&t->fault, "");
+        s_finish_task(h, "SUCCEEDED");
+        return s_save(self, h);
+    }
+    if (!t->rolling_back && s_is(t->kind, "POOL_BUILD")) {
+        /* Suspended to disk: it waits in its template's pool (s_vm_changes adds it). */
+        s_vm_state(h, "POOLED", "");
+        vm->pooled_ms = clock_now_ms();
         s_set(&t->fault, "");
         s_finish_task(h, "SUCCEEDED");
         return s_save(self, h);
@@ -1678,7 +1799,8 @@ static int s_abort_now(tasks_t *self, s_held_t *h, const s_stage_t *stage)
         s_step_open(self, h, s_is(t->kind, "CAPTURE") ? &s_capture_undo[0] : &s_restore[0]);
         return 0;
     }
-    if (!s_is(t->kind, "PROVISION")) { /* nothing to undo (refused before it gets here) */
+    if (!s_is(t->kind, "PROVISION") && !s_is(t->kind, "POOL_BUILD")) {
+        /* nothing to undo (refused before it gets here) */
         s_vm_state(h, "ERROR", fault);
         s_finish_task(h, "ABORTED");
         return s_save(self, h);
@@ -3140,6 +3262,7 @@ void tasks_declare(config_t *c)
     config_declare(c, "write_defer_ms", "100", 0);
     config_declare(c, "stop_timeout_s", "60", 0);
     config_declare(c, "capture_timeout_ms", "3600000", 0);
+    config_declare(c, "pool_settle_ms", "0", 0);
     throttle_declare(c);
 }
 
@@ -3147,6 +3270,7 @@ tasks_t *tasks_new(service_t *service, agents_t *agents)
 {
     config_t *c = service_config(service);
     int64_t lease, check, held, call, cmd, ready, attempts, redeliver, defer, port, stop, capture;
+    int64_t settle;
     if (config_int(c, "task_lease_ms", 500, 600000, &lease) ||
         config_int(c, "due_check_ms", 10, 600000, &check) ||
         config_int(c, "max_running_tasks", 1, 100000, &held) ||
@@ -3158,6 +3282,7 @@ tasks_t *tasks_new(service_t *service, agents_t *agents)
         config_int(c, "write_defer_ms", 0, 10000, &defer) ||
         config_int(c, "stop_timeout_s", 0, LIMIT_STOP_TIMEOUT_MAX_S, &stop) ||
         config_int(c, "capture_timeout_ms", 1000, 86400000, &capture) ||
+        config_int(c, "pool_settle_ms", 0, 3600000, &settle) ||
         config_int(c, "redis_port", 1, 65535, &port))
         return NULL;
     tasks_t *self = calloc(1, sizeof *self);
@@ -3183,6 +3308,7 @@ tasks_t *tasks_new(service_t *service, agents_t *agents)
     self->write_defer_ms = (int)defer;
     self->stop_timeout_s = (int)stop;
     self->capture_timeout_ms = (int)capture;
+    self->pool_settle_ms = (int)settle;
     zhashx_set_destructor(self->held, s_held_free);
     berth_error_t error = { 0 };
     self->throttle = throttle_new(service);

@@ -4,7 +4,9 @@
 # OUT_DIR/initrd.gz (busybox, the modules that read a CD-ROM, and an /init). The guest mounts
 # the cidata seed Berth attached, prints what it was given on its serial console
 # (BERTH-GUEST lines: instance-id, hostname, the first SSH key's comment, the address of its
-# network-config), then idles. No disk or network driver: it needs neither to prove the seed.
+# network-config), then reads the seed again every second and says it all again when it names
+# another VM (a pooled guest handed out). No disk or network driver: it needs neither to prove
+# the seed.
 set -euo pipefail
 out=${1:?usage: build-guest.sh OUT_DIR}
 kver=$(ls /lib/modules | grep -- '-cloud-amd64$' | sort -V | tail -n 1)
@@ -26,7 +28,8 @@ mount -t devtmpfs dev /dev
 for m in scsi_common scsi_mod cdrom sr_mod libata ata_piix isofs; do insmod /mods/$m.ko; done
 i=0
 while [ ! -b /dev/sr0 ] && [ $i -lt 50 ]; do sleep 0.2; i=$((i + 1)); done
-if mount -t iso9660 -o ro /dev/sr0 /mnt; then
+# What the seed says, as BERTH-GUEST lines.
+report() {
     echo "BERTH-GUEST seed: $(cat /proc/mounts | grep -c ' /mnt ') mounted"
     echo "BERTH-GUEST instance-id: $(sed -n 's/^instance-id: *//p' /mnt/meta-data)"
     echo "BERTH-GUEST hostname: $(sed -n 's/^local-hostname: *//p' /mnt/meta-data)"
@@ -35,11 +38,30 @@ if mount -t iso9660 -o ro /dev/sr0 /mnt; then
     if [ -f /mnt/network-config ]; then
         echo "BERTH-GUEST address: $(sed -n 's/^ *- *\([0-9.]*\/[0-9]*\).*/\1/p' /mnt/network-config | head -n 1)"
     fi
+}
+if mount -t iso9660 -o ro /dev/sr0 /mnt; then
+    report
 else
     echo "BERTH-GUEST seed: not mounted"
 fi
 echo "BERTH-GUEST done"
-while true; do sleep 3600; done
+# Then it reads its seed again every second (a resume hook in its simplest form: a guest
+# resumed from its template's pool finds the seed of the VM it became) and says it all again
+# when the seed names another VM.
+last=$(sed -n 's/^local-hostname: *//p' /mnt/meta-data 2>/dev/null)
+while true; do
+    sleep 1
+    umount /mnt 2>/dev/null
+    echo 3 > /proc/sys/vm/drop_caches
+    mount -t iso9660 -o ro /dev/sr0 /mnt 2>/dev/null || continue
+    now=$(sed -n 's/^local-hostname: *//p' /mnt/meta-data)
+    if [ -n "$now" ] && [ "$now" != "$last" ]; then
+        echo "BERTH-GUEST reread"
+        report
+        echo "BERTH-GUEST done"
+        last=$now
+    fi
+done
 INIT
 chmod +x "$root/init"
 mkdir -p "$out"

@@ -12,6 +12,11 @@ qemu:///system, with the rest of the platform as every integration test runs it.
   its instance-id, hostname, address and the first SSH key's comment on its serial console;
 - the test reads the console log through libvirt (the log file the domain's XML names) and
   checks each line against what the API says; disposal removes the domain.
+- instant deploy, one boot more: the template's pool builds a guest ahead and saves it to disk
+  (libvirt managed save); a request takes it and the guest, resumed, is that VM: its
+  instance-id and address were the VM's from the start, its hostname and key come with the
+  seed the hand-out replaced, which the guest reads again (build-guest.sh's /init); a guest
+  with cloud-init alone would not re-learn them until it boots (README, "Instant deploy").
 
 Run: BERTH_BIN_DIR=build/bin python3 tests/e2e/test_guest.py
 """
@@ -50,6 +55,9 @@ class Guest(PlatformCase):
     agents = 1
     wait_hosts = 1
     agent_env = {"BERTH_LIBVIRT_URI": URI, "BERTH_POOL": POOL}
+    # The pooled guest's replacement is due long after the test: one extra boot, not two; and
+    # a pooled guest runs long enough to boot (and print its pool identity) before its save.
+    platform_env = {"BERTH_POOL_REFILL_DELAY_MS": "3600000", "BERTH_POOL_SETTLE_MS": "30000"}
 
     @classmethod
     def setUpClass(cls):
@@ -143,6 +151,55 @@ class Guest(PlatformCase):
         self.assertIn("<mac address='%s'/>" % shown["network"]["mac"], xml)
         self.assertIn("<source network='%s'" % NET, xml)
 
+        gwen.dispose(vm_id)
+        gwen.wait_vm(vm_id, ("DISPOSED",), timeout=120)
+        self.assertNotIn(vm_id, virsh("list", "--all", "--name").stdout)
+
+    def test_b_a_pooled_guest_becomes_the_vm_asked_for(self):
+        r = self.api.call("PUT", "/v1/templates/guest/pool", {"size": 1})
+        self.assertEqual(r.status, 200, r)
+        pooled = r.json()["pool"]["vms"][0]
+        wait_until(lambda: self.api.get("/v1/templates/guest/pool")["pool"]["ready"] == 1, 240,
+                   "the guest built for the pool")
+        self.assertRegex(virsh("dominfo", pooled).stdout, r"Managed save:\s+yes")
+        self.assertEqual(self.api.vm(pooled)["power_state"], "STOPPED")
+        # It booted as the pool's VM before it was saved: its id, the pool's hostname.
+        log = re.search(r"<log file='([^']+)'", virsh("dumpxml", pooled).stdout).group(1)
+        with open(log, errors="replace") as f:
+            before = dict(re.findall(r"BERTH-GUEST ([a-z-]+): ?(.*?)\r?$", f.read(), re.M))
+        self.assertEqual((before.get("instance-id"), before.get("hostname")),
+                         (pooled, "pool-" + pooled[:8]), before)
+
+        gwen = Api(self.p, "gwen", PW)
+        t0 = time.monotonic()
+        r = gwen.call("POST", "/v1/requests", {"template": "guest", "name": "e2e-pooled",
+                                               "ssh_keys": ["laptop"]})
+        self.assertEqual(r.status, 202, r)
+        vm_id = r.json()["request"]["vms"][0]["id"]
+        self.assertEqual(vm_id, pooled)  # the id it was built with: domain and instance-id
+        vm = gwen.wait_vm(vm_id, ("ACTIVE", "ERROR"), timeout=180)
+        self.assertEqual((vm["state"], vm["power_state"], vm["from_pool"]),
+                         ("ACTIVE", "RUNNING", True), vm)
+        self.assertTrue(gwen.task(vm["task"])["from_pool"])
+        active_s = time.monotonic() - t0
+
+        def relearned():
+            try:
+                with open(log, errors="replace") as f:
+                    text = f.read()
+            except OSError:
+                return None
+            # What it printed after it read its seed again (the last lines win).
+            lines = dict(re.findall(r"BERTH-GUEST ([a-z-]+): ?(.*?)\r?$", text, re.M))
+            done = "BERTH-GUEST reread" in text and text.rstrip().endswith("BERTH-GUEST done")
+            return (text, lines) if done and lines.get("hostname") == "e2e-pooled" else None
+        text, lines = wait_until(relearned, 240, "the resumed guest saying it is e2e-pooled")
+        print("\n".join(line for line in text.splitlines() if "BERTH-GUEST" in line))
+        print("pooled guest ACTIVE after %.1f s, its new lines after %.1f s"
+              % (active_s, time.monotonic() - t0))
+        self.assertEqual(lines["instance-id"], vm_id)
+        self.assertEqual(lines["ssh-key-comment"], "gwen@e2e")
+        self.assertEqual(lines["address"], gwen.vm(vm_id)["network"]["ip"] + "/24")
         gwen.dispose(vm_id)
         gwen.wait_vm(vm_id, ("DISPOSED",), timeout=120)
         self.assertNotIn(vm_id, virsh("list", "--all", "--name").stdout)

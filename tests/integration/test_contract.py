@@ -96,7 +96,10 @@ class Contract(unittest.TestCase):
         network = C.resolve({"$ref": "#/components/schemas/NetworkInput"})["properties"]
         networks = self.schema_at("/v1/networks", "get", "responses", "200", "content",
                                   "application/json", "schema")["properties"]["networks"]
+        pool = self.schema_at("/v1/templates/{id}/pool", "put", "requestBody", "content",
+                              "application/json", "schema")["properties"]
         stated = {
+            "LIMIT_POOL_SIZE_MAX": pool["size"]["maximum"],
             "LIMIT_RATE_PRICE_MAX": rate["vcpu_hour"]["maximum"],
             "LIMIT_RATE_FACTOR_MAX": rate["factors"]["properties"]["running"]["maximum"],
             "LIMIT_RATE_TEMPLATES_MAX": rate["templates"]["maxProperties"],

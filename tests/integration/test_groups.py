@@ -357,7 +357,7 @@ class Groups(PlatformCase):
         kind = pattern.split("/")[2] if pattern.startswith("/v1/") else ""
         ids = {"hosts": self.host, "requests": self.req["id"], "vms": self.vms[0],
                "tasks": self.task, "groups": "eng", "rates": self.rate, "images": self.image,
-               "networks": self.network}
+               "networks": self.network, "templates": "small"}
         return pattern.replace("{id}", ids.get(kind, "x")).replace("{user}", "extra") \
             .replace("{name}", "mem")  # the member's own user record
 

@@ -743,6 +743,34 @@ static void test_day2_power_ops(void **state)
     }
 }
 
+/* MANAGED_SAVE (instant deploy) suspends a running domain to disk: shut off, with libvirt's
+   managed save image, asked again it is already saved; START restores it (running, the image
+   consumed); DESTROY removes a saved domain with its image; an undefined domain is refused. */
+static void test_managed_save(void **state)
+{
+    fixture_t *f = *state;
+    char vm[UTIL_ID_LEN], id[UTIL_ID_LEN + 16];
+    util_uuid(vm);
+    s_build_running(f, vm);
+    const Berth__AgentResult *r = s_run_ok(f, "MANAGED_SAVE", vm);
+    assert_string_equal(r->power_state, "STOPPED");
+    assert_string_equal(r->detail, "saved to disk");
+    assert_int_equal(s_domain_active(f, vm), 0);
+    virDomainPtr dom = virDomainLookupByName(f->conn, vm);
+    assert_non_null(dom);
+    assert_int_equal(virDomainHasManagedSaveImage(dom, 0), 1);
+    assert_string_equal(s_run_ok(f, "MANAGED_SAVE", vm)->detail, "already saved to disk");
+    assert_string_equal(s_run_ok(f, "START", vm)->power_state, "RUNNING");
+    assert_int_equal(virDomainHasManagedSaveImage(dom, 0), 0);
+    s_run_ok(f, "MANAGED_SAVE", vm);
+    virDomainFree(dom);
+    s_run_ok(f, "DESTROY", vm);
+    assert_int_equal(s_domain_active(f, vm), -1);
+    Berth__Resources flavor;
+    Berth__AgentCommand cmd = s_command(f, "MANAGED_SAVE", vm, id, &flavor);
+    s_run_fails(f, &cmd, "domain is not defined");
+}
+
 /* CAPTURE_SNAPSHOT flattens a shut-off VM's disk (on the test driver an overlay without a
    file: its base) into <data_dir>/captures/<upload>.qcow2 and answers its SHA-256 and size,
    the same again when asked again; refused while the domain runs or without a valid upload
@@ -804,6 +832,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_inventory, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_day2_power_ops, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_capture_ops, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_managed_save, s_setup, s_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -483,6 +483,37 @@ static void test_seed_bytes_and_read(void **state)
     free(path);
 }
 
+/* Instant deploy: seed_forget_other keeps a seed built from the same identity and removes one
+   built from another, so the next stage builds the new identity instead of refusing it. */
+static void test_seed_forget_other(void **state)
+{
+    fixture_t *f = *state;
+    char *path = NULL;
+    berth_error_t error = { 0 };
+    assert_int_equal(seed_stage(f->seeds, VM1, "pool-1", "", &path, &error), 0);
+    free(path);
+    path = NULL;
+    char *ud = seed_default_user_data("pool-1", NULL, 0, &error);
+    assert_non_null(ud);
+    /* The same identity: kept (a retry of the hand-out). */
+    assert_int_equal(seed_forget_other(f->seeds, VM1, "pool-1", ud, ""), 0);
+    assert_int_equal(s_entries(f->dir), 2);
+    free(ud);
+    /* Another one: removed, and built for the new name at once. */
+    ud = seed_default_user_data("web-1", NULL, 0, &error);
+    assert_int_equal(seed_forget_other(f->seeds, VM1, "web-1", ud, ""), 0);
+    assert_int_equal(s_entries(f->dir), 0);
+    assert_int_equal(seed_stage(f->seeds, VM1, "web-1", ud, &path, &error), 0);
+    char *meta = s_iso_file(path, "meta-data");
+    assert_string_equal(meta, "instance-id: " VM1 "\nlocal-hostname: web-1\n");
+    free(meta);
+    free(path);
+    free(ud);
+    /* Nothing there, or not a VM id: nothing to do. */
+    assert_int_equal(seed_forget_other(f->seeds, VM2, "web-1", "", ""), 0);
+    assert_int_equal(seed_forget_other(f->seeds, "../x", "web-1", "", ""), 0);
+}
+
 static void test_seed_idempotent(void **state)
 {
     fixture_t *f = *state;
@@ -665,6 +696,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_seed_custom_user_data, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_seed_ssh_keys_in_user_data, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_seed_idempotent, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_seed_forget_other, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_seed_bytes_and_read, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_seed_bad_input_refused, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_seed_refused_leaves_nothing, s_setup, s_teardown),

@@ -135,6 +135,23 @@ function stopEvents() {
 
 // ---- 1. catalog -----------------------------------------------------------------------
 
+// An admin sets how many VMs of a template its pool keeps built ahead (0: none).
+function poolForm(t) {
+  const size = h('input', { type: 'number', min: '0', max: '20', value: String(t.pool_size || 0),
+    'aria-label': `Pool size of ${t.name}`, className: 'narrow' });
+  const form = h('form', { className: 'inline' }, size,
+    h('button', { type: 'submit' }, 'Set pool'));
+  form.addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    try {
+      const { pool } = await api.put(`/v1/templates/${t.id}/pool`, { size: Number(size.value) });
+      announce(`Pool of ${pool.name}: ${pool.size} (${pool.ready} ready, ${pool.building} building)`);
+      route();
+    } catch (err) { showError(err); }
+  });
+  return form;
+}
+
 async function catalogScreen() {
   const { templates } = await api.get('/v1/templates');
   state.templates = new Map(templates.map((t) => [t.id, t]));
@@ -145,6 +162,9 @@ async function catalogScreen() {
     h('td', {}, t.lease_days ? `${t.lease_days} days` : 'no limit'),
     h('td', {}, t.requires_approval || (t.approval_policy && t.approval_policy !== 'auto')
       ? `Yes (${t.approval_policy})` : 'No'),
+    // Instant deploy: VMs of it kept built ahead, resumed at once when asked for.
+    h('td', {}, t.pool_size ? `Yes (${t.pool_size} kept ready)` : 'No',
+      state.me && state.me.role === 'admin' ? poolForm(t) : ''),
     h('td', {}, h('a', { className: 'button primary', href: '#/request/' + t.id,
       'aria-label': 'Request ' + t.name }, 'Request'))));
   return {
@@ -153,7 +173,7 @@ async function catalogScreen() {
       h('h1', {}, 'Catalog'),
       templates.length ? h('table', {},
         h('caption', { className: 'sr-only' }, 'Templates you may request'),
-        h('thead', {}, h('tr', {}, ['Template', 'Size', 'OS', 'Lease', 'Approval needed', ''].map((c) => h('th', { scope: 'col' }, c)))),
+        h('thead', {}, h('tr', {}, ['Template', 'Size', 'OS', 'Lease', 'Approval needed', 'Instant deploy', ''].map((c) => h('th', { scope: 'col' }, c)))),
         h('tbody', {}, rows)) : h('p', {}, 'No templates yet.')),
   };
 }
