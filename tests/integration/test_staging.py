@@ -18,7 +18,8 @@ simulated path), with every service and one simulated host:
 - the scheduler chooses the staged image when it places a VM (StagedChoice): of two staged
   images of a template's model the newest, recorded in the VM and built from; a host caching
   that staged image's file is preferred to an equal one that does not; with the newest
-  deleted, the next VM records the other one.
+  deleted, the next VM records the other one; chosen on a stale catalog and deleted before
+  the build stages it, the attempt fails over and the next chooses the other (StaleChoice).
 
 Run: BERTH_BIN_DIR=build/bin python3 tests/integration/test_staging.py
 """
@@ -365,6 +366,42 @@ class StagedChoice(Staging):
         self.assertEqual(vm["staged_image"], older["id"])
         steps = {s["name"]: s["result"] for s in self.api.task(vm["task"])["steps"]}
         self.assertIn("image %s (qcow2)" % older["name"], steps["stage_image"])
+
+
+class StaleChoice(StagedChoice):
+    """A staged image chosen on a stale catalog and gone by the time the VM is staged: that
+    attempt fails over, and the next one chooses again on the catalog as it is then."""
+    # The scheduler keeps the catalog it read (a retry reads it again whatever its age).
+    platform_env = {"BERTH_HOST_REFRESH_MS": "0", "BERTH_IMAGE_CACHE_MS": "600000"}
+
+    test_newest_staged_chosen_at_placement = None
+
+    def test_gone_by_build_time_is_chosen_again(self):
+        self.small_cluster_model("gone-model", 4)
+        older = self.stage("gone-model")
+        newer = self.stage("gone-model")
+        self.api.create_template(name="gone-tmpl", vcpus=1, ram_mb=256, disk_gb=2, os="debian",
+                                 image="gone-model", lease_days=1, requires_approval=False)
+        # A dry run has the scheduler read the catalog, both staged images READY in it.
+        r = self.api.call("POST", "/v1/requests?validate_only=true",
+                          {"template": "gone-tmpl", "name": "dry"})
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.json()["image"]["id"], newer["id"], r.json())
+        r = self.api.call("DELETE", "/v1/images/" + newer["id"])
+        self.assertEqual(r.status, 200, r)
+
+        vm = self.api.wait_vm(self.api.request("gone-tmpl", "gone-1")["vms"][0]["id"],
+                              ("ACTIVE",))
+        self.assertEqual(vm["staged_image"], older["id"])
+        task = self.api.task(vm["task"])
+        schedules = [s["result"] for s in task["steps"] if s["name"] == "schedule"]
+        self.assertEqual(len(schedules), 2, task["steps"])
+        self.assertIn("built from staged image %s" % newer["name"], schedules[0])
+        self.assertIn("built from staged image %s" % older["name"], schedules[1])
+        staged = [s for s in task["steps"] if s["name"] == "stage_image"]
+        self.assertEqual(staged[0]["state"], "FAILED", staged)
+        self.assertIn(newer["id"], staged[0]["result"])
+        self.assertIn("image %s (qcow2)" % older["name"], staged[-1]["result"])
 
 
 if __name__ == "__main__":
