@@ -19,7 +19,9 @@ simulated path), with every service and one simulated host:
   images of a template's model the newest, recorded in the VM and built from; a host caching
   that staged image's file is preferred to an equal one that does not; with the newest
   deleted, the next VM records the other one; chosen on a stale catalog and deleted before
-  the build stages it, the attempt fails over and the next chooses the other (StaleChoice).
+  the build stages it, the attempt fails over and the next chooses the other (StaleChoice);
+  a custom build keeps the image its verdict chose (its model) though a staged image of it
+  turned READY before it was placed, while a template of that model gets the staged one.
 
 Run: BERTH_BIN_DIR=build/bin python3 tests/integration/test_staging.py
 """
@@ -367,6 +369,48 @@ class StagedChoice(Staging):
         steps = {s["name"]: s["result"] for s in self.api.task(vm["task"])["steps"]}
         self.assertIn("image %s (qcow2)" % older["name"], steps["stage_image"])
 
+    def test_custom_build_keeps_its_verdicts_image(self):
+        # A custom build of an OS whose only image is a model: its verdict chooses the model.
+        # A staged image of it made while the request waits for approval is newer, yet the
+        # VM is built from the model, as its verdict said.
+        raw = os.path.join(self.import_dir, "keep-model.raw")
+        with open(raw, "wb") as f:
+            f.write(os.urandom(4 * 1024 * 1024))
+        subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", raw,
+                        os.path.join(self.import_dir, "keep-model.qcow2")], check=True)
+        os.unlink(raw)
+        r = self.api.call("POST", "/v1/images", dict(META, os="keepos", os_version="1",
+                                                     path="keep-model.qcow2", name="keep-model"))
+        self.assertEqual(r.status, 201, r)
+        wait_until(lambda: self.api.get("/v1/images/keep-model")["image"]["state"] == "READY",
+                   60, "keep-model READY")
+        r = self.api.call("POST", "/v1/groups", {"name": "keep-gated",
+                                                 "approval_policy": "manager"})
+        self.assertEqual(r.status, 201, r)
+        r = self.api.call("POST", "/v1/groups/keep-gated/members", {"user": "mel",
+                                                                     "role": "member"})
+        self.assertEqual(r.status, 201, r)
+        r = self.member.call("POST", "/v1/requests", {
+            "os": "keepos", "vcpus": 1, "ram_mb": 512, "disk_gb": 4, "name": "keep-1",
+            "group": "keep-gated"})
+        self.assertEqual(r.status, 202, r)
+        req = r.json()["request"]
+        self.assertEqual(req["state"], "PENDING_APPROVAL", req)
+        staged = self.stage("keep-model")
+        r = self.api.call("POST", "/v1/requests/%s/approve" % req["id"], {})
+        self.assertEqual(r.status, 200, r)
+        vm = self.api.wait_vm(req["vms"][0]["id"], ("ACTIVE",))
+        self.assertEqual((vm["image"], vm["staged_image"]), ("keep-model", None))
+        steps = {s["name"]: s["result"] for s in self.api.task(vm["task"])["steps"]}
+        self.assertIn("built from image keep-model", steps["schedule"])
+        self.assertIn("image keep-model (qcow2)", steps["stage_image"])
+        # A template of the same model, placed now, gets the staged image.
+        self.api.create_template(name="keep-tmpl", vcpus=1, ram_mb=256, disk_gb=2, os="keepos",
+                                 image="keep-model", lease_days=1, requires_approval=False)
+        vm = self.api.wait_vm(self.api.request("keep-tmpl", "keep-2")["vms"][0]["id"],
+                              ("ACTIVE",))
+        self.assertEqual(vm["staged_image"], staged["id"])
+
 
 class StaleChoice(StagedChoice):
     """A staged image chosen on a stale catalog and gone by the time the VM is staged: that
@@ -374,7 +418,7 @@ class StaleChoice(StagedChoice):
     # The scheduler keeps the catalog it read (a retry reads it again whatever its age).
     platform_env = {"BERTH_HOST_REFRESH_MS": "0", "BERTH_IMAGE_CACHE_MS": "600000"}
 
-    test_newest_staged_chosen_at_placement = None
+    test_newest_staged_chosen_at_placement = test_custom_build_keeps_its_verdicts_image = None
 
     def test_gone_by_build_time_is_chosen_again(self):
         self.small_cluster_model("gone-model", 4)
