@@ -225,8 +225,8 @@ static const lifecycle_transition_t s_rows[] = {
       "a model image READY is staged: a staged image is recorded and derived from it on the "
       "stager's import worker (COPY, SYSPREP, CONVERT, CHECKSUM)" },
     { IMAGE(STAGING, READY), "staged", "stager",
-      "its identity is stripped, it is qcow2 in the store and has its sha256; VMs built from its "
-      "model use the newest READY one" },
+      "its identity is stripped, it is qcow2 in the store and has its sha256; the scheduler "
+      "may choose it for VMs of its model (the newest READY one, then the smallest)" },
     { IMAGE(STAGING, FAILED), "fail", "stager",
       "a stage failed (or the worker was too busy to start); its files are removed, `fault` says "
       "which stage and why" },

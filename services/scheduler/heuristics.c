@@ -185,6 +185,43 @@ static int s_better(const Berth__ValidateBuild *ask, const Berth__Image *a, cons
     return strcmp(a->name ? a->name : "", b->name ? b->name : "") < 0;
 }
 
+/* The best candidate for ask (steps 1 and 3), or NULL when there is none. */
+static const Berth__Image *s_best(const Berth__ValidateBuild *ask, const Berth__Image *model,
+                                  Berth__Image *const *images, size_t n)
+{
+    const Berth__Image *best = NULL;
+    for (size_t i = 0; i < n; i++)
+        if (s_candidate(ask, model, images[i]) && (!best || s_better(ask, images[i], best)))
+            best = images[i];
+    return best;
+}
+
+/* The image named name (READY only when ready is set), or NULL. */
+static const Berth__Image *s_named(Berth__Image *const *images, size_t n, const char *name,
+                                   int ready)
+{
+    for (size_t i = 0; i < n; i++)
+        if ((!ready || s_ready(images[i])) && s_same(images[i]->name, name))
+            return images[i];
+    return NULL;
+}
+
+const Berth__Image *heuristics_build_image(const char *image, int fixed,
+                                           Berth__Image *const *images, size_t n_images)
+{
+    if (!image || !*image)
+        return NULL;
+    if (fixed)
+        return s_named(images, n_images, image, 0);
+    const Berth__Image *model = s_named(images, n_images, image, 1);
+    if (!model)
+        return NULL;
+    /* A template's request: its model image, and no applications asked for beyond it. */
+    Berth__ValidateBuild ask = BERTH__VALIDATE_BUILD__INIT;
+    ask.image = (char *)image;
+    return s_best(&ask, model, images, n_images);
+}
+
 /* An application's need for the OS of the candidates: the largest any of them states. */
 static void s_app_need(const Berth__ValidateBuild *ask, const Berth__Image *model,
                        Berth__Image *const *images, size_t n, const char *app, int64_t *ram,
@@ -291,20 +328,15 @@ static int s_verdict(const heuristics_config_t *config, const Berth__ValidateBui
     /* 1. Candidates. */
     const Berth__Image *model = NULL;
     if (ask->image && *ask->image) {
-        for (size_t i = 0; i < n_images && !model; i++)
-            if (s_ready(images[i]) && s_same(images[i]->name, ask->image))
-                model = images[i];
+        model = s_named(images, n_images, ask->image, 1);
         if (!model && s_rule(v, "image", "template",
                              "the template's image %s is not READY in "
                              "the catalog",
                              ask->image) != 0)
             return -1;
     }
-    const Berth__Image *best = NULL;
-    for (size_t i = 0; i < n_images; i++)
-        if ((model || !ask->image || !*ask->image) && s_candidate(ask, model, images[i]) &&
-            (!best || s_better(ask, images[i], best)))
-            best = images[i];
+    const Berth__Image *best =
+        model || !ask->image || !*ask->image ? s_best(ask, model, images, n_images) : NULL;
     if (!best && !model && (!ask->image || !*ask->image)) {
         if (ask->os_version && *ask->os_version) {
             if (s_rule(v, "os", "os_version", "no image of %s %s in the catalog", ask->os,

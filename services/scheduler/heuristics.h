@@ -33,6 +33,15 @@ int heuristics_verdict(const heuristics_config_t *config, const Berth__ValidateB
                        Berth__Image *const *images, size_t n_images, const heuristics_size_t *hosts,
                        size_t n_hosts, Berth__BuildVerdict **verdict_p);
 
+/* The image a VM is built from, chosen when it is placed. fixed (a custom build, whose
+   verdict chose it): the image named image itself, whatever its state (the stager refuses
+   one it cannot build from). Otherwise image names a template's model: the best of it and
+   its READY staged images by heuristics_verdict's rule for a request asking for nothing
+   beyond the model (same applications: the newest, then the smallest). Borrowed from
+   images; NULL when the catalog has no such image (not fixed: no READY one). */
+const Berth__Image *heuristics_build_image(const char *image, int fixed,
+                                           Berth__Image *const *images, size_t n_images);
+
 /* The need of base (MB or GB) with the margin: base * (100 + margin_pct) / 100, rounded up. */
 int64_t heuristics_with_margin(int64_t base, int margin_pct);
 

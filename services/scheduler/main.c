@@ -1,7 +1,8 @@
 /*  berth-scheduler: places VMs on hosts. SelectHost runs the filters (host up, not excluded,
     hypervisor, RAM, vCPU, disk, other groups' reservations, max VMs per host, the request's
     affinity or anti-affinity: placement.h), the weigher (the group's reservation, then free
-    RAM: spread or pack, then a host caching the VM's image) and the atomic claim (placement.c);
+    RAM: spread or pack, then a host caching the VM's image) and the atomic claim (placement.c),
+    and chooses the image the VM is built from (a template's staged image: heuristics.h);
     ReleaseClaim gives a VM's claim back; ValidateBuild judges a machine asked for and chooses
     its image (heuristics.h). Any number of instances may run side by side. */
 #include "heuristics.h"
@@ -75,6 +76,8 @@ static const char *s_image_digest(scheduler_t *self, const char *name)
     return d->sha256;
 }
 
+static int s_catalog(scheduler_t *self, int fresh);
+
 /* The scheduler's metrics (metrics.h): placements by result, hosts by stored state. */
 static struct {
     metrics_family_t *placements, *hosts;
@@ -91,8 +94,24 @@ static void s_on_select_host(bus_request_t *request, void *arg)
     }
     placement_result_t result;
     berth_error_t error = { 0 };
-    Berth__SelectHost ask = *req; /* with its image's digest when the caller did not know it */
-    if (!*ask.image_sha256)
+    /* The image the VM is built from: for a template's model, its staged image chosen here
+       by the image rule (the one place it is chosen, for every VM); a custom build's image
+       as its verdict chose it. A retry (hosts excluded) chooses on the catalog as it is
+       now, so an image deleted since the last attempt is not chosen again. The weigher
+       prefers hosts caching that image's file (by its digest). */
+    const Berth__Image *built = NULL;
+    if (req->image && *req->image) {
+        if (s_catalog(self, req->n_exclude > 0) != 0) {
+            bus_reply_error(request, "UNAVAILABLE", "state store unreachable");
+            return;
+        }
+        built = heuristics_build_image(req->image, req->image_fixed, self->images, self->n_images);
+    }
+    int staged = built && built->kind && strcmp(built->kind, "staged") == 0;
+    Berth__SelectHost ask = *req;
+    if (built && built->sha256 && strlen(built->sha256) == 64)
+        ask.image_sha256 = built->sha256;
+    else if (!*ask.image_sha256)
         ask.image_sha256 = (char *)s_image_digest(self, ask.image);
     int rc = placement_select(self->placement, &ask, &result, &error);
     metrics_add(s_m.placements, 1,
@@ -127,9 +146,14 @@ static void s_on_select_host(bus_request_t *request, void *arg)
         reply.n_ips = reply.n_macs = (size_t)result.n_networks;
         reply.ips = ips;
         reply.macs = macs;
-        log_info(rid, result.existing ? "claim exists" : "claimed", "{s:s, s:s, s:i, s:I, s:I}",
-                 "vm", req->vm, "host", result.host, "vcpus", req->flavor->vcpus, "ram_mb",
-                 (json_int_t)req->flavor->ram_mb, "disk_gb", (json_int_t)req->flavor->disk_gb);
+        reply.staged_image = staged && built->id ? built->id : "";
+        reply.staged_image_name = staged && built->name ? built->name : "";
+        reply.image_sha256 = ask.image_sha256 ? ask.image_sha256 : "";
+        log_info(rid, result.existing ? "claim exists" : "claimed",
+                 "{s:s, s:s, s:i, s:I, s:I, s:s, s:s}", "vm", req->vm, "host", result.host, "vcpus",
+                 req->flavor->vcpus, "ram_mb", (json_int_t)req->flavor->ram_mb, "disk_gb",
+                 (json_int_t)req->flavor->disk_gb, "image", req->image, "staged_image",
+                 reply.staged_image_name);
         bus_reply(request, &reply.base);
     }
 }
@@ -212,6 +236,25 @@ static void s_images_free(Berth__Image **images, size_t n)
     free(images);
 }
 
+/* The catalog as last read, read again once image_cache_ms old (or now, with fresh): a
+   form checking as its user types, and placements, cost a scan of the catalog at most that
+   often. 0, or -1 when Redis failed (the copy is kept). */
+static int s_catalog(scheduler_t *self, int fresh)
+{
+    int64_t now = util_mono_ms();
+    if (!fresh && self->images_read_ms && now - self->images_read_ms < self->image_cache_ms)
+        return 0;
+    Berth__Image **images = NULL;
+    size_t n = 0;
+    if (s_images(self, &images, &n) != 0)
+        return -1;
+    s_images_free(self->images, self->n_images);
+    self->images = images;
+    self->n_images = n;
+    self->images_read_ms = now;
+    return 0;
+}
+
 /* Validate a machine asked for and choose its image (heuristics.h): the verdict, with its
    reasons and suggestions; approval adds the group's rules. Reads, never writes. */
 static void s_on_validate_build(bus_request_t *request, void *arg)
@@ -226,20 +269,9 @@ static void s_on_validate_build(bus_request_t *request, void *arg)
         bus_reply_error(request, "BAD_REQUEST", "too many applications");
         return;
     }
-    /* The catalog, read again once image_cache_ms old: a form checking as its user types
-       costs a scan of the catalog at most that often. */
-    int64_t now = util_mono_ms();
-    if (!self->images_read_ms || now - self->images_read_ms >= self->image_cache_ms) {
-        Berth__Image **fresh = NULL;
-        size_t n_fresh = 0;
-        if (s_images(self, &fresh, &n_fresh) != 0) {
-            bus_reply_error(request, "UNAVAILABLE", "state store unreachable");
-            return;
-        }
-        s_images_free(self->images, self->n_images);
-        self->images = fresh;
-        self->n_images = n_fresh;
-        self->images_read_ms = now;
+    if (s_catalog(self, 0) != 0) {
+        bus_reply_error(request, "UNAVAILABLE", "state store unreachable");
+        return;
     }
     Berth__Image **images = self->images;
     size_t n_images = self->n_images;

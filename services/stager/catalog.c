@@ -455,34 +455,6 @@ int catalog_stage_end(catalog_t *self, const char *name, const catalog_staged_t 
     return rc < 0 ? -1 : rc;
 }
 
-int catalog_staged_newest(catalog_t *self, const char *model_id, Berth__Image **image_p)
-{
-    char key[KEYS_MAX];
-    redisReply *r = store_command(self->store, "ZREVRANGE %s 0 -1",
-                                  keys_build(key, KEYS_IMAGE_STAGED, model_id, NULL));
-    if (!r || r->type != REDIS_REPLY_ARRAY) {
-        if (r)
-            freeReplyObject(r);
-        return -1;
-    }
-    int rc = CATALOG_NOT_FOUND;
-    for (size_t i = 0; i < r->elements && rc == CATALOG_NOT_FOUND; i++) {
-        Berth__Image *image = NULL;
-        if (r->element[i]->type != REDIS_REPLY_STRING)
-            continue;
-        int got = catalog_get(self, r->element[i]->str, &image);
-        if (got < 0)
-            rc = -1;
-        else if (got == 0 && image->state && strcmp(image->state, "READY") == 0) {
-            *image_p = image;
-            rc = 0;
-        } else if (got == 0)
-            protobuf_c_message_free_unpacked(&image->base, NULL);
-    }
-    freeReplyObject(r);
-    return rc;
-}
-
 /* Does the image (name, id) appear in the `image` field of these hashes' rows (HMGET image
    name [state])? Adds the users' names to found (comma-separated, a few). */
 static size_t s_users(const redisReply *rows, const char *name, const char *id, int vms,

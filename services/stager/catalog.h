@@ -87,10 +87,6 @@ typedef struct {
 int catalog_stage_end(catalog_t *self, const char *name, const catalog_staged_t *done,
                       const char *fault);
 
-/* The newest READY staged image of the model with id model_id: 0 and *image_p,
-   CATALOG_NOT_FOUND, or -1 when Redis failed. */
-int catalog_staged_newest(catalog_t *self, const char *model_id, Berth__Image **image_p);
-
 /*  Recovery: a record IMPORTING or STAGING names the stager instance working on it (its
     `worker`). One whose worker is no live stager instance, or is this instance but no job of
     it here (restarted under the same name), was left by a stager that died: it ends FAILED

@@ -56,9 +56,9 @@ typedef struct {
     char *vm, *name, *user_data; /* copies: the requests may be answered before the job ends */
     char *network_config;        /* "" when the VM has no address */
     int reidentify;              /* a pooled VM handed out: its seed may change identity */
-    char *ref;           /* the image the request named (a model's staged image may answer) */
-    Berth__Image *image; /* the image record to answer with */
-    zlistx_t *waiting;   /* bus_request_t kept, answered when the build ends */
+    char *ref;                   /* the image the request named (id or name): the one answered */
+    Berth__Image *image;         /* the image record to answer with */
+    zlistx_t *waiting;           /* bus_request_t kept, answered when the build ends */
     /* filled by the worker */
     int rc;              /* seed_stage's answer, or -1 when reading the ISO failed */
     berth_error_t error; /* why rc is not 0 */
@@ -258,9 +258,9 @@ void stage_request(stage_t *self, bus_request_t *kept)
         s_answer_free(kept, "UNAVAILABLE", "state store unreachable");
         return;
     }
-    /* An image being imported or staged (or whose import failed) has no file to build from. */
-    if (image->state && (streq(image->state, "IMPORTING") || streq(image->state, "FAILED") ||
-                         streq(image->state, "STAGING"))) {
+    /* Only a READY image has a file to build from (one being imported, staged or deleted, or
+       whose import failed, has none to give). */
+    if (image->state && *image->state && !streq(image->state, "READY")) {
         char msg[160];
         snprintf(msg, sizeof msg, "image '%s' is %s", image->name, image->state);
         protobuf_c_message_free_unpacked(&image->base, NULL);
@@ -269,23 +269,8 @@ void stage_request(stage_t *self, bus_request_t *kept)
         s_answer_free(kept, "CONFLICT", msg);
         return;
     }
-    /* A model with a READY staged image: the VM is built from the newest one (the answer's
-       image is the staged image, so the agent's CREATE_DISK gets its file). */
-    Berth__Image *staged = NULL;
-    if (!(image->kind && streq(image->kind, "staged")) && image->id && *image->id) {
-        int got = catalog_staged_newest(self->config.catalog, image->id, &staged);
-        if (got < 0) {
-            protobuf_c_message_free_unpacked(&image->base, NULL);
-            free(user_data);
-            free(network_config);
-            s_answer_free(kept, "UNAVAILABLE", "state store unreachable");
-            return;
-        }
-        if (got == 0) {
-            protobuf_c_message_free_unpacked(&image->base, NULL);
-            image = staged;
-        }
-    }
+    /* The VM is built from the image named, as the scheduler chose it when it placed the
+       VM (a template's staged image, by its id): the stager does not choose another. */
     job = calloc(1, sizeof *job);
     if (job) {
         job->stage = self;

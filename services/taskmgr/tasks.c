@@ -74,6 +74,8 @@ typedef struct {
     char prefetch[UTIL_ID_LEN]; /* StageImage sent beside the schedule call ("" when none) */
     Berth__Envelope *reply;     /* its answer, once it came */
     int call_timed_out;         /* ...or that none came before its deadline */
+    char call_error[32];        /* the error code of the last call's answer ("" none) */
+    int image_refused;          /* stage_image: the stager refused the image chosen */
     Berth__AgentResult *done;   /* the agent's result for task->command, once it came */
     int lease_started;          /* provisioned: the lease's timers go with the next write */
     int throttled;              /* waits in line for a heavy slot: written QUEUED, let go */
@@ -499,6 +501,7 @@ static s_rc_t s_waited(s_held_t *h, int timeout_ms)
 static void s_on_reply(bus_client_t *client, const char *call_id, Berth__Envelope *reply,
                        void *arg);
 static void s_prefetch(tasks_t *self, s_held_t *h);
+static int s_staged_fits(const s_held_t *h, const Berth__StagedImage *staged);
 
 /* One bus call, never waited for: the first ask sends it and answers S_WAIT; the reply
    comes back on the loop (s_on_reply) and the stage, asked again, takes it: S_DONE with
@@ -523,8 +526,11 @@ static s_rc_t s_call(tasks_t *self, s_held_t *h, const char *service, const Prot
     }
     Berth__Envelope *reply = h->reply;
     h->reply = NULL;
+    h->call_error[0] = '\0';
     if (reply->error) {
         s_result(h, "%s", reply->error->message);
+        util_strlcpy(h->call_error, reply->error->code ? reply->error->code : "",
+                     sizeof h->call_error);
         int transient = s_is(reply->error->code, "UNAVAILABLE");
         berth__envelope__free_unpacked(reply, NULL);
         if (transient) {
@@ -706,11 +712,10 @@ static s_rc_t s_schedule(tasks_t *self, s_held_t *h, const s_stage_t *stage)
     char *net_ids[LIMIT_VM_NETWORKS_MAX];
     s_network_ids(h, &req, net_ids);
     s_filters(h, &req);
-    /* Its base image: a host that caches it is preferred (the digest once the stager said it;
-       the scheduler looks the name up before). */
+    /* Its image: the scheduler chooses the staged image of a template's model (a custom
+       build's was chosen by its verdict: it stays), and prefers a host caching it. */
     req.image = h->vm->image;
-    if (h->staged)
-        req.image_sha256 = h->staged->image->sha256;
+    req.image_fixed = !h->vm->template_ || !*h->vm->template_;
     req.exclude = t->tried;
     req.n_exclude = t->n_tried;
     /* A retry tries the first placement's alternates first (those not failed already). */
@@ -740,13 +745,34 @@ static s_rc_t s_schedule(tasks_t *self, s_held_t *h, const s_stage_t *stage)
     s_set(&t->host, sel->host);
     s_set(&h->vm->host, sel->host);
     s_addressed(h, sel);
+    /* The VM records the staged image it is built from, as the scheduler chose it for this
+       attempt (a retry may choose another: the record says which); a stager answer for
+       another image (asked beside this call) is dropped and asked again. */
+    s_set(&h->vm->staged_image, sel->staged_image);
+    if (h->staged && !s_staged_fits(h, h->staged)) {
+        berth__staged_image__free_unpacked(h->staged, NULL);
+        h->staged = NULL;
+    }
     h->vm_dirty = 1;
     s_clear_list(&t->alternates, &t->n_alternates);
     for (size_t i = 0; i < sel->n_alternates; i++)
         s_append(&t->alternates, &t->n_alternates, sel->alternates[i]);
-    s_result(h, "claimed on host %s (%zu alternates)", sel->host, sel->n_alternates);
+    if (*sel->staged_image)
+        s_result(h, "claimed on host %s (%zu alternates); built from staged image %s (%s)",
+                 sel->host, sel->n_alternates, sel->staged_image_name, sel->staged_image);
+    else
+        s_result(h, "claimed on host %s (%zu alternates); built from image %s", sel->host,
+                 sel->n_alternates, h->vm->image);
     berth__host_selection__free_unpacked(sel, NULL);
     return S_DONE;
+}
+
+/* 1 if the stager's answer is for the image the VM is built from: its staged image (by id)
+   when it records one, else its image itself (by name). */
+static int s_staged_fits(const s_held_t *h, const Berth__StagedImage *staged)
+{
+    const char *want = h->vm->staged_image ? h->vm->staged_image : "";
+    return *want ? s_is(staged->image->id, want) : s_is(staged->image->name, h->vm->image);
 }
 
 /* The StagedImage of a stager's reply (which it frees), or NULL when it lacks the image or
@@ -770,7 +796,8 @@ static void s_stage_ask(const s_held_t *h, Berth__StageImage *req, char **lines)
 {
     req->vm = h->vm->id;
     req->name = h->vm->name;
-    req->image = h->vm->image;
+    /* The image it is built from, as chosen at placement: the stager does not choose. */
+    req->image = h->vm->staged_image && *h->vm->staged_image ? h->vm->staged_image : h->vm->image;
     req->seed_by_reference = 1;
     size_t n = 0;
     for (size_t i = 0; i < h->vm->n_ssh_keys && n < LIMIT_REQUEST_SSH_KEYS_MAX; i++)
@@ -812,6 +839,13 @@ static s_rc_t s_staged(tasks_t *self, s_held_t *h)
         s_result(h, "stager answered without image or seed");
         return S_FAIL;
     }
+    if (!s_staged_fits(h, h->staged)) {
+        s_result(h, "stager answered image %s, not the image %s chosen for the VM",
+                 h->staged->image->name, req.image);
+        berth__staged_image__free_unpacked(h->staged, NULL);
+        h->staged = NULL;
+        return S_FAIL;
+    }
     return S_DONE;
 }
 
@@ -833,21 +867,20 @@ static void s_prefetch(tasks_t *self, s_held_t *h)
         h->prefetch[0] = '\0';
 }
 
+/* The image chosen at placement, and the seed. The stager refusing that image (deleted, or
+   no longer READY since it was chosen) fails this attempt like a host's failure: the next
+   attempt chooses again (the VM's staged_image then says what it is built from). */
 static s_rc_t s_stage_image(tasks_t *self, s_held_t *h, const s_stage_t *stage)
 {
     (void)stage;
     s_rc_t rc = s_staged(self, h);
+    if (rc == S_FAIL && s_is(h->task->kind, "PROVISION") &&
+        (s_is(h->call_error, "NOT_FOUND") || s_is(h->call_error, "CONFLICT")))
+        h->image_refused = 1;
     if (rc != S_DONE)
         return rc;
     s_result(h, "image %s (%s), seed %lld bytes", h->staged->image->name, h->staged->image->format,
              (long long)h->staged->seed_bytes);
-    /* Built from its model's staged image: the VM says which (and keeps it from deletion). */
-    const Berth__Image *im = h->staged->image;
-    const char *staged = im->kind && strcmp(im->kind, "staged") == 0 ? im->id : "";
-    if (strcmp(h->vm->staged_image ? h->vm->staged_image : "", staged) != 0) {
-        s_set(&h->vm->staged_image, staged);
-        h->vm_dirty = 1;
-    }
     return rc;
 }
 
@@ -1757,8 +1790,9 @@ static int s_failed(tasks_t *self, s_held_t *h, const s_stage_t *stage)
         s_finish_task(h, "FAILED");
         return s_save(self, h);
     }
-    if (stage->on_host)
+    if (stage->on_host || h->image_refused)
         s_append(&t->tried, &t->n_tried, t->host);
+    h->image_refused = 0;
     return s_roll_back(self, h);
 }
 
@@ -1966,9 +2000,13 @@ static void s_on_reply(bus_client_t *client, const char *call_id, Berth__Envelop
     }
     if (s_is(h->prefetch, call_id)) {
         h->prefetch[0] = '\0';
-        if (reply && !reply->error && !h->staged)
+        if (reply && !reply->error && !h->staged) {
             h->staged = s_staged_answer(reply);
-        else if (reply)
+            if (h->staged && !s_staged_fits(h, h->staged)) { /* placement chose another */
+                berth__staged_image__free_unpacked(h->staged, NULL);
+                h->staged = NULL;
+            }
+        } else if (reply)
             berth__envelope__free_unpacked(reply, NULL);
     } else {
         h->call[0] = '\0';

@@ -14,7 +14,14 @@ simulated path), with every service and one simulated host:
   stage_image step names it); the staged image cannot be deleted while the VM exists, and can
   once it is disposed; then the model can be deleted;
 - `berth image stage REF --wait` prints the stages and ends READY; `berth images` shows the
-  kind and the model.
+  kind and the model;
+- the scheduler chooses the staged image when it places a VM (StagedChoice): of two staged
+  images of a template's model the newest, recorded in the VM and built from; a host caching
+  that staged image's file is preferred to an equal one that does not; with the newest
+  deleted, the next VM records the other one; chosen on a stale catalog and deleted before
+  the build stages it, the attempt fails over and the next chooses the other (StaleChoice);
+  a custom build keeps the image its verdict chose (its model) though a staged image of it
+  turned READY before it was placed, while a template of that model gets the staged one.
 
 Run: BERTH_BIN_DIR=build/bin python3 tests/integration/test_staging.py
 """
@@ -28,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 import unittest
+import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from berth_test import PlatformCase, wait_until  # noqa: E402
@@ -268,6 +276,176 @@ class Staging(PlatformCase):
         self.assertIn("cli-model", line.split())  # its model, by name
         self.assertEqual(json.loads(berth("images", "--kind", "staged", "-o", "json")[0])["images"],
                          self.api.get("/v1/images?kind=staged")["images"])
+
+
+class StagedChoice(Staging):
+    """The staged image a VM is built from is chosen at placement, on two equal hosts."""
+    agents = 2
+    wait_hosts = 2
+    # Hosts of one size: the weigher's choice between them falls to the cached image. The
+    # scheduler reads the hosts and the catalog at each decision, so a host's images and a
+    # new staged image count as soon as Redis has them.
+    agent_env = {"BERTH_HOST_VCPUS": "8", "BERTH_HOST_RAM_MB": "16384",
+                 "BERTH_HOST_DISK_GB": "200"}
+    platform_env = {"BERTH_HOST_REFRESH_MS": "0", "BERTH_IMAGE_CACHE_MS": "0"}
+
+    # The Staging tests run once, in their own class.
+    test_stage_a_model = test_bad_manifest_is_refused = test_cli_stage_wait = None
+
+    def stage(self, model):
+        r = self.api.call("POST", "/v1/images/%s/stage" % model)
+        self.assertEqual(r.status, 202, r)
+        staged, _ = self.watch(r.json()["image"]["id"])
+        self.assertEqual(staged["state"], "READY", staged)
+        return staged
+
+    def agent(self, name):
+        return [p for p in self.p.procs if p.name == name and p.alive()][0]
+
+    def fetched(self, agent):
+        with urllib.request.urlopen(self.p.metrics_url(self.agent(agent)), timeout=5) as r:
+            for line in r.read().decode().splitlines():
+                if line.startswith("berth_agent_image_bytes_fetched_total "):
+                    return float(line.rsplit(" ", 1)[1])
+        return 0.0
+
+    def small_cluster_model(self, name, mb):
+        """A model in a qcow2 of 4 KiB clusters: its staged images (qcow2 of the default
+        clusters) are other files, with other digests."""
+        raw = os.path.join(self.import_dir, name + ".raw")
+        with open(raw, "wb") as f:
+            f.write(os.urandom(mb * 1024 * 1024))
+        subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", "-o",
+                        "cluster_size=4096", raw, os.path.join(self.import_dir, name + ".qcow2")],
+                       check=True)
+        os.unlink(raw)
+        r = self.api.call("POST", "/v1/images", dict(META, path=name + ".qcow2", name=name))
+        self.assertEqual(r.status, 201, r)
+        image = wait_until(lambda: (lambda im: im if im["state"] != "IMPORTING" else None)(
+            self.api.get("/v1/images/" + name)["image"]), 60, "model imported")
+        self.assertEqual(image["state"], "READY", image)
+        return image
+
+    def test_newest_staged_chosen_at_placement(self):
+        model = self.small_cluster_model("pick-model", 8)
+        older = self.stage("pick-model")
+        newer = self.stage("pick-model")
+        self.assertGreater(newer["created"], older["created"])
+        self.assertNotEqual(newer["sha256"], model["sha256"])
+
+        # host-2 caches the newest staged image's file (not the model's); host-1, equal
+        # otherwise and first by id, caches nothing.
+        stored = os.path.join(self.images_dir, newer["id"] + ".qcow2")
+        cache = os.path.join(self.p.data_dir, "services", "agent-2", "images")
+        os.makedirs(cache, exist_ok=True)
+        with open(stored, "rb") as f, open(os.path.join(cache, newer["sha256"]), "wb") as out:
+            out.write(f.read())
+        self.p.restart(self.agent("agent-2"))
+        wait_until(lambda: newer["sha256"] in (self.p.redis_command(
+            "HGET", "berth:host:host-2", "images") or ""), 20, "host-2 reports the image")
+
+        self.api.create_template(name="pick-tmpl", vcpus=1, ram_mb=256, disk_gb=2, os="debian",
+                                 image="pick-model", lease_days=1, requires_approval=False)
+        vm = self.api.wait_vm(self.api.request("pick-tmpl", "pick-1")["vms"][0]["id"],
+                              ("ACTIVE",))
+        self.assertEqual((vm["image"], vm["staged_image"]), ("pick-model", newer["id"]))
+        self.assertEqual(vm["host"], "host-2")
+        steps = {s["name"]: s["result"] for s in self.api.task(vm["task"])["steps"]}
+        self.assertIn("built from staged image %s (%s)" % (newer["name"], newer["id"]),
+                      steps["schedule"])
+        self.assertIn("image %s (qcow2)" % newer["name"], steps["stage_image"])
+        # Its disk was made on host-2's cached copy of that file: nothing was fetched.
+        self.assertEqual(self.fetched("agent-2"), 0)
+
+        # The newest goes (once its VM has); the next VM of the template is built from the
+        # other one, and says so.
+        self.api.wait_task(self.api.dispose(vm["id"])["id"])
+        self.api.wait_vm(vm["id"], ("DISPOSED",))
+        r = self.api.call("DELETE", "/v1/images/" + newer["id"])
+        self.assertEqual(r.status, 200, r)
+        vm = self.api.wait_vm(self.api.request("pick-tmpl", "pick-2")["vms"][0]["id"],
+                              ("ACTIVE",))
+        self.assertEqual(vm["staged_image"], older["id"])
+        steps = {s["name"]: s["result"] for s in self.api.task(vm["task"])["steps"]}
+        self.assertIn("image %s (qcow2)" % older["name"], steps["stage_image"])
+
+    def test_custom_build_keeps_its_verdicts_image(self):
+        # A custom build of an OS whose only image is a model: its verdict chooses the model.
+        # A staged image of it made while the request waits for approval is newer, yet the
+        # VM is built from the model, as its verdict said.
+        raw = os.path.join(self.import_dir, "keep-model.raw")
+        with open(raw, "wb") as f:
+            f.write(os.urandom(4 * 1024 * 1024))
+        subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", raw,
+                        os.path.join(self.import_dir, "keep-model.qcow2")], check=True)
+        os.unlink(raw)
+        r = self.api.call("POST", "/v1/images", dict(META, os="keepos", os_version="1",
+                                                     path="keep-model.qcow2", name="keep-model"))
+        self.assertEqual(r.status, 201, r)
+        wait_until(lambda: self.api.get("/v1/images/keep-model")["image"]["state"] == "READY",
+                   60, "keep-model READY")
+        r = self.api.call("POST", "/v1/groups", {"name": "keep-gated",
+                                                 "approval_policy": "manager"})
+        self.assertEqual(r.status, 201, r)
+        r = self.api.call("POST", "/v1/groups/keep-gated/members", {"user": "mel",
+                                                                     "role": "member"})
+        self.assertEqual(r.status, 201, r)
+        r = self.member.call("POST", "/v1/requests", {
+            "os": "keepos", "vcpus": 1, "ram_mb": 512, "disk_gb": 4, "name": "keep-1",
+            "group": "keep-gated"})
+        self.assertEqual(r.status, 202, r)
+        req = r.json()["request"]
+        self.assertEqual(req["state"], "PENDING_APPROVAL", req)
+        staged = self.stage("keep-model")
+        r = self.api.call("POST", "/v1/requests/%s/approve" % req["id"], {})
+        self.assertEqual(r.status, 200, r)
+        vm = self.api.wait_vm(req["vms"][0]["id"], ("ACTIVE",))
+        self.assertEqual((vm["image"], vm["staged_image"]), ("keep-model", None))
+        steps = {s["name"]: s["result"] for s in self.api.task(vm["task"])["steps"]}
+        self.assertIn("built from image keep-model", steps["schedule"])
+        self.assertIn("image keep-model (qcow2)", steps["stage_image"])
+        # A template of the same model, placed now, gets the staged image.
+        self.api.create_template(name="keep-tmpl", vcpus=1, ram_mb=256, disk_gb=2, os="keepos",
+                                 image="keep-model", lease_days=1, requires_approval=False)
+        vm = self.api.wait_vm(self.api.request("keep-tmpl", "keep-2")["vms"][0]["id"],
+                              ("ACTIVE",))
+        self.assertEqual(vm["staged_image"], staged["id"])
+
+
+class StaleChoice(StagedChoice):
+    """A staged image chosen on a stale catalog and gone by the time the VM is staged: that
+    attempt fails over, and the next one chooses again on the catalog as it is then."""
+    # The scheduler keeps the catalog it read (a retry reads it again whatever its age).
+    platform_env = {"BERTH_HOST_REFRESH_MS": "0", "BERTH_IMAGE_CACHE_MS": "600000"}
+
+    test_newest_staged_chosen_at_placement = test_custom_build_keeps_its_verdicts_image = None
+
+    def test_gone_by_build_time_is_chosen_again(self):
+        self.small_cluster_model("gone-model", 4)
+        older = self.stage("gone-model")
+        newer = self.stage("gone-model")
+        self.api.create_template(name="gone-tmpl", vcpus=1, ram_mb=256, disk_gb=2, os="debian",
+                                 image="gone-model", lease_days=1, requires_approval=False)
+        # A dry run has the scheduler read the catalog, both staged images READY in it.
+        r = self.api.call("POST", "/v1/requests?validate_only=true",
+                          {"template": "gone-tmpl", "name": "dry"})
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.json()["image"]["id"], newer["id"], r.json())
+        r = self.api.call("DELETE", "/v1/images/" + newer["id"])
+        self.assertEqual(r.status, 200, r)
+
+        vm = self.api.wait_vm(self.api.request("gone-tmpl", "gone-1")["vms"][0]["id"],
+                              ("ACTIVE",))
+        self.assertEqual(vm["staged_image"], older["id"])
+        task = self.api.task(vm["task"])
+        schedules = [s["result"] for s in task["steps"] if s["name"] == "schedule"]
+        self.assertEqual(len(schedules), 2, task["steps"])
+        self.assertIn("built from staged image %s" % newer["name"], schedules[0])
+        self.assertIn("built from staged image %s" % older["name"], schedules[1])
+        staged = [s for s in task["steps"] if s["name"] == "stage_image"]
+        self.assertEqual(staged[0]["state"], "FAILED", staged)
+        self.assertIn(newer["id"], staged[0]["result"])
+        self.assertIn("image %s (qcow2)" % older["name"], staged[-1]["result"])
 
 
 if __name__ == "__main__":

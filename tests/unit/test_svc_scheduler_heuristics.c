@@ -3,7 +3,8 @@
     overlapping application sets (most asked for, fewest others, newest, smallest), the
     first-boot list, the need with its margin, the OS and application rules with their
     suggestions, a size no host could hold (the largest that fits), a template's model image
-    and its staged image, and images that are not READY left out. */
+    and its staged image, images that are not READY left out, and the image a VM is built
+    from as placement chooses it. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -247,6 +248,50 @@ static void test_template_model_and_staged(void **state)
     s_free(v);
 }
 
+/* The image a VM is built from at placement: a template's model's staged images by the
+   rule (newest, then smallest, then name), the model without a READY one, and a custom
+   build's image as its verdict chose it. */
+static void test_build_image(void **state)
+{
+    (void)state;
+    Berth__Image *older = s_add("debian-12-s1", "debian", "12", 512, 2, 50, 100, NULL);
+    Berth__Image *newer = s_add("debian-12-s2", "debian", "12", 512, 2, 60, 300, NULL);
+    Berth__Image *small = s_add("debian-12-s3", "debian", "12", 512, 2, 60, 200, NULL);
+    Berth__Image *staged[] = { older, newer, small };
+    for (size_t i = 0; i < 3; i++) {
+        staged[i]->kind = "staged";
+        staged[i]->model = "debian-12";
+    }
+    /* Newest first; of the two newest, the smaller. */
+    assert_ptr_equal(heuristics_build_image("debian-12", 0, s_images, s_n), small);
+    small->state = "DELETING";
+    assert_ptr_equal(heuristics_build_image("debian-12", 0, s_images, s_n), newer);
+    newer->state = "STAGING";
+    assert_ptr_equal(heuristics_build_image("debian-12", 0, s_images, s_n), older);
+    older->state = "FAILED";
+    assert_string_equal(heuristics_build_image("debian-12", 0, s_images, s_n)->name, "debian-12");
+    /* Another model's staged images are not this one's. */
+    older->state = "READY";
+    older->model = "web";
+    assert_string_equal(heuristics_build_image("debian-12", 0, s_images, s_n)->name, "debian-12");
+    assert_ptr_equal(heuristics_build_image("web", 0, s_images, s_n), older);
+    /* Fixed: the image named, staged or not, whatever its state. */
+    assert_string_equal(heuristics_build_image("debian-12", 1, s_images, s_n)->name, "debian-12");
+    assert_ptr_equal(heuristics_build_image("debian-12-s2", 1, s_images, s_n), newer);
+    /* None so named, or not READY for a template. */
+    assert_null(heuristics_build_image("gone", 0, s_images, s_n));
+    assert_null(heuristics_build_image("gone", 1, s_images, s_n));
+    assert_null(heuristics_build_image("", 0, s_images, s_n));
+    assert_null(heuristics_build_image("debian-12-s2", 0, s_images, s_n));
+    /* The verdict for the template chooses as placement does. */
+    older->model = "debian-12";
+    newer->state = small->state = "READY";
+    Berth__BuildVerdict *v = s_verdict("", "", 1, 1024, 10, "debian-12", NULL);
+    assert_string_equal(v->image->name,
+                        heuristics_build_image("debian-12", 0, s_images, s_n)->name);
+    s_free(v);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -258,6 +303,7 @@ int main(void)
         cmocka_unit_test_setup(test_unknown_os_and_version, s_setup),
         cmocka_unit_test_setup(test_no_host_could_hold_it, s_setup),
         cmocka_unit_test_setup(test_template_model_and_staged, s_setup),
+        cmocka_unit_test_setup(test_build_image, s_setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
