@@ -6,19 +6,24 @@
     --wait follows its stages. */
 #include "cli.h"
 
+#include "appspec.h"
+
 #define T(obj, key) cli_text(json_object_get((obj), (key)), (char[256]){ 0 }, 256)
 
 static const char s_usage[] =
     "usage: berth image list [--kind model|staged] | berth image show IMAGE\n"
     "       berth image delete IMAGE | berth image stage MODEL [--wait]\n"
     "       berth image import PATH|--file LOCAL --name NAME --os OS [--os-version V]\n"
-    "                          [--arch ARCH] [--apps NAME=VERSION,...] [--min-ram-mb N]\n"
+    "                          [--arch ARCH] [--apps APPS] [--min-ram-mb N]\n"
     "                          [--min-disk-gb N] [--kernel FILE --initrd FILE [--cmdline TEXT]]\n"
     "  PATH, FILE: files under the stager's import directory; IMAGE: id or name;\n"
+    "  --apps: NAME[=VERSION][;ram=MB][;disk=GB],... each application and what it needs\n"
+    "    beyond the OS (--min-*), e.g. 'nginx=1.22;ram=256;disk=1,postgresql=15'\n"
     "  --file LOCAL: a file on this machine, uploaded (streamed, with progress);\n"
     "  --kernel/--initrd: the image boots them directly (a direct-boot image)\n";
 
-/* The applications as "name version, ..." into buf. */
+/* The applications as "name version (256 MB RAM, 1 GB disk), ..." into buf: each with what
+   it needs beyond the OS when its importer stated it. */
 static const char *s_apps(json_t *apps, char *buf, size_t size)
 {
     size_t i, n = 0;
@@ -28,8 +33,18 @@ static const char *s_apps(json_t *apps, char *buf, size_t size)
     {
         const char *name = json_string_value(json_object_get(a, "name"));
         const char *version = json_string_value(json_object_get(a, "version"));
-        int w = snprintf(buf + n, size - n, "%s%s%s%s", i ? ", " : "", name ? name : "",
-                         version ? " " : "", version ? version : "");
+        json_int_t ram = json_integer_value(json_object_get(a, "min_ram_mb"));
+        json_int_t disk = json_integer_value(json_object_get(a, "min_disk_gb"));
+        char need[64] = "";
+        if (ram > 0 && disk > 0)
+            snprintf(need, sizeof need, " (%lld MB RAM, %lld GB disk)", (long long)ram,
+                     (long long)disk);
+        else if (ram > 0)
+            snprintf(need, sizeof need, " (%lld MB RAM)", (long long)ram);
+        else if (disk > 0)
+            snprintf(need, sizeof need, " (%lld GB disk)", (long long)disk);
+        int w = snprintf(buf + n, size - n, "%s%s%s%s%s", i ? ", " : "", name ? name : "",
+                         version && *version ? " " : "", version ? version : "", need);
         if (w < 0 || (size_t)w >= size - n)
             break;
         n += (size_t)w;
@@ -88,28 +103,6 @@ static void s_show(cli_t *cli, json_t *answer)
         cli_print_object(im, first);
     }
     json_decref(im);
-}
-
-/* "a=1,b" as [{"name": "a", "version": "1"}, {"name": "b"}]. */
-static json_t *s_apps_arg(const char *text)
-{
-    json_t *out = json_array();
-    char buf[4096];
-    if (!out || util_strlcpy(buf, text, sizeof buf) != 0) {
-        json_decref(out);
-        return NULL;
-    }
-    char *save = NULL;
-    for (char *p = strtok_r(buf, ",", &save); p; p = strtok_r(NULL, ",", &save)) {
-        char *eq = strchr(p, '=');
-        if (eq)
-            *eq = '\0';
-        json_t *app = json_pack("{s:s}", "name", p);
-        if (eq && app)
-            json_object_set_new(app, "version", json_string(eq + 1));
-        json_array_append_new(out, app);
-    }
-    return out;
 }
 
 /* Append &key=value (escaped) to the query in path. -1 when it does not fit. */
@@ -172,9 +165,11 @@ static int s_import(cli_t *cli, int argc, char **argv)
     if (opts[3].set)
         json_object_set_new(body, "arch", json_string(opts[3].value));
     if (opts[4].set) {
-        json_t *apps = s_apps_arg(opts[4].value);
+        /* Read as the gateway reads an upload's applications (lib/appspec.h). */
+        char why[256];
+        json_t *apps = appspec_parse(opts[4].value, why, sizeof why);
         if (!apps) {
-            fputs("berth image import: --apps takes NAME=VERSION,...\n", stderr);
+            fprintf(stderr, "berth image import: --apps: %s\n", why);
             json_decref(body);
             return 2;
         }

@@ -7,6 +7,8 @@
     the gateway checks the shape of the body and shows the records. */
 #include "gateway.h"
 
+#include "appspec.h"
+
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -431,28 +433,6 @@ static void s_opened(http_req_t *req, ProtobufCMessage *answer)
              (json_int_t)req->body_length, "by", req->user);
 }
 
-/* The query's applications, "name=version,name=version", as the JSON body's array. */
-static json_t *s_apps(const char *text)
-{
-    json_t *apps = json_array();
-    while (apps && text && *text) {
-        size_t len = strcspn(text, ",");
-        char item[2 * LIMIT_IMAGE_TEXT_MAX + 2];
-        if (len >= sizeof item) {
-            json_decref(apps);
-            return NULL;
-        }
-        memcpy(item, text, len);
-        item[len] = '\0';
-        char *eq = strchr(item, '=');
-        if (eq)
-            *eq++ = '\0';
-        json_array_append_new(apps, json_pack("{s:s, s:s}", "name", item, "version", eq ? eq : ""));
-        text += len + (text[len] == ',');
-    }
-    return apps;
-}
-
 void images_upload_begin(http_req_t *req)
 {
     gateway_t *gw = req->app;
@@ -465,10 +445,11 @@ void images_upload_begin(http_req_t *req)
         json_t *value = NULL;
         int64_t n;
         if (streq(*p, "applications")) {
-            if (!(value = s_apps(v))) {
+            /* NAME[=VERSION][;ram=MB][;disk=GB],... (lib/appspec.h): the CLI's --apps too. */
+            char why[256];
+            if (!(value = appspec_parse(v, why, sizeof why))) {
                 json_decref(meta);
-                return (void)http_bad_field(req, "applications",
-                                            "applications is name=version,name=version");
+                return (void)http_bad_field(req, "applications", "%s", why);
             }
         } else if (streq(*p, "min_ram_mb") || streq(*p, "min_disk_gb")) {
             if (util_parse_int(v, 0, INT64_MAX, &n) != 0) {

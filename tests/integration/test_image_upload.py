@@ -12,7 +12,11 @@ the metadata in query parameters), with every service and one simulated host:
   name taken (409), no Content-Length (400);
 - a connection broken mid-upload leaves nothing behind at the stager; nor does a gateway
   killed mid-upload, once the stager's upload_idle_ms (2 s here) has passed;
-- `berth image import --file` streams a file and shows the image.
+- each application's need (`applications=nginx=1.22;ram=256;disk=1,...`) is stored and shown;
+  a malformed one (a bad number, over its limit, an unknown or repeated key) is a 400 naming
+  `applications` before the body is read;
+- `berth image import --file` streams a file and shows the image, with the needs --apps
+  states, and a malformed need is the gateway's refusal.
 
 Run: BERTH_BIN_DIR=build/bin python3 tests/integration/test_image_upload.py
 """
@@ -207,6 +211,37 @@ class ImageUpload(PlatformCase):
                                for f in os.listdir(self.uploads_dir)), 20, "part of the upload")
         return conn
 
+    def test_h_application_needs(self):
+        """Each application's need, stated in the applications query parameter
+        (NAME[=VERSION][;ram=MB][;disk=GB]), is stored and shown; a malformed one is a 400
+        naming applications before a byte of the body is read, and nothing is stored."""
+        path = self.file("needs.qcow2", "-f", "qcow2", "16M")
+        r = self.upload(self.api, path, "up-needs",
+                        applications="nginx=1:1.22.1-9+deb12u1~bpo;ram=256;disk=1,"
+                                     "postgresql=15;disk=5,redis")
+        self.assertEqual(r.status, 201, r)
+        image = self.api.get("/v1/images/" + r.json()["image"]["id"])["image"]
+        self.assertEqual(image["applications"], [
+            {"name": "nginx", "version": "1:1.22.1-9+deb12u1~bpo", "min_ram_mb": 256,
+             "min_disk_gb": 1},
+            {"name": "postgresql", "version": "15", "min_disk_gb": 5},
+            {"name": "redis", "version": None}])
+        before = self.stored()
+        for apps, says in (("nginx=1.22;ram=lots", "ram must be a whole number of MB"),
+                           ("nginx=1.22;ram=4194305", "0 to 4194304"),
+                           ("nginx=1.22;disk=65537", "0 to 65536"),
+                           ("nginx=1.22;cpu=2", "unknown key 'cpu'"),
+                           ("nginx=1.22;ram=1;ram=2", "ram given twice"),
+                           ("nginx,,redis", "item 2 has no name")):
+            status, body = self.headers_only(self.api.token, "up-bad-needs", 1024,
+                                             applications=apps)
+            self.assertEqual(status, 400, (apps, body))
+            err = body["error"]
+            self.assertEqual(err["details"]["field"], "applications", (apps, err))
+            self.assertIn(says, err["message"], apps)
+        self.assertEqual(self.stored(), before)
+        self.assertEqual(self.api.call("GET", "/v1/images/up-bad-needs").status, 404)
+
     def test_g_gateway_killed_mid_upload(self):
         before = self.stored()
         conn = self.start_upload("up-orphan", 4)
@@ -240,6 +275,23 @@ class ImageUpload(PlatformCase):
         self.assertEqual((image["name"], image["state"], image["sha256"]),
                          ("up-cli", "READY", sha))
         self.assertEqual(image["applications"], [{"name": "nginx", "version": "1.22"}])
+        # Each application's need given with --apps goes with the upload and shows.
+        made = json.loads(berth("-o", "json", "image", "import", "--file", path, "--name",
+                                "up-cli-needs", "--os", "debian", "--apps",
+                                "nginx=1.22;ram=256;disk=1,redis=7;ram=128"))["image"]
+        self.assertEqual(self.api.get("/v1/images/" + made["id"])["image"]["applications"],
+                         [{"name": "nginx", "version": "1.22", "min_ram_mb": 256,
+                           "min_disk_gb": 1},
+                          {"name": "redis", "version": "7", "min_ram_mb": 128}])
+        shown = berth("image", "show", "up-cli-needs")
+        self.assertIn("nginx 1.22 (256 MB RAM, 1 GB disk), redis 7 (128 MB RAM)", shown)
+        self.assertIn("nginx 1.22 (256 MB RAM, 1 GB disk)", berth("images"))
+        # A malformed need is the gateway's 400 naming applications; nothing is made.
+        out = berth("image", "import", "--file", path, "--name", "up-cli-bad", "--os",
+                    "debian", "--apps", "nginx=1.22;ram=lots", rc=1)
+        self.assertIn("field: applications", out)
+        self.assertIn("ram must be a whole number of MB", out)
+        self.assertEqual(self.api.call("GET", "/v1/images/up-cli-bad").status, 404)
         # A refusal is the server's word, naming the file.
         backed = self.file("cli-backed.qcow2", "-f", "qcow2", "-b", "/etc/passwd", "-F", "raw",
                            "1M")

@@ -10,7 +10,9 @@
   keys of images and the store directory are as they were;
 - a member (platform role user) cannot import (403); delete works and a second delete is 404,
   and is refused (409) while a template names the image; `berth image import` and
-  `berth image delete` do the same.
+  `berth image delete` do the same; `berth image import --apps` states each application's
+  need (NAME=VERSION;ram=MB;disk=GB), shown by `berth image show` and `berth images`, and a
+  malformed need is refused before anything is sent.
 
 Run: BERTH_BIN_DIR=build/bin python3 tests/integration/test_images.py
 """
@@ -128,12 +130,29 @@ class Images(PlatformCase):
         # berth image import, then delete, through the CLI.
         self.qemu_img("create", "-f", "qcow2", os.path.join(self.import_dir, "cli.qcow2"), "32M")
         out = berth("image", "import", "cli.qcow2", "--name", "cli-base", "--os", "ubuntu",
-                    "--os-version", "24.04", "--apps", "redis=7.0", "--min-ram-mb", "256",
-                    "--min-disk-gb", "1", "-o", "json")
+                    "--os-version", "24.04", "--apps", "redis=5:7.0.15-1~deb12u1;ram=128,"
+                    "postgresql=15;ram=768;disk=5", "--min-ram-mb", "256", "--min-disk-gb",
+                    "1", "-o", "json")
         made = json.loads(out)["image"]
         self.assertEqual(made["os_version"], "24.04")
-        self.assertEqual(made["applications"], [{"name": "redis", "version": "7.0"}])
         self.assertEqual(self.wait_ready(made["id"])["state"], "READY")
+        # Each application's need stated with --apps is the image's.
+        self.assertEqual(self.api.get("/v1/images/" + made["id"])["image"]["applications"],
+                         [{"name": "redis", "version": "5:7.0.15-1~deb12u1", "min_ram_mb": 128},
+                          {"name": "postgresql", "version": "15", "min_ram_mb": 768,
+                           "min_disk_gb": 5}])
+        self.assertIn("redis 5:7.0.15-1~deb12u1 (128 MB RAM), postgresql 15 (768 MB RAM, "
+                      "5 GB disk)", berth("image", "show", "cli-base"))
+        self.assertIn("postgresql 15 (768 MB RAM, 5 GB disk)", berth("images"))
+        # A malformed need is refused, saying which part, and nothing is imported.
+        for apps, says in (("redis=7;ram=lots", "ram must be a whole number of MB"),
+                           ("redis=7;disk=65537", "0 to 65536"),
+                           ("redis=7;cpus=2", "unknown key 'cpus'")):
+            out = berth("image", "import", "cli.qcow2", "--name", "cli-bad", "--os", "ubuntu",
+                        "--apps", apps, rc=2)
+            self.assertIn("--apps: applications item 1 (redis)", out)
+            self.assertIn(says, out)
+        self.assertEqual(self.api.call("GET", "/v1/images/cli-bad").status, 404)
         refused = berth("image", "import", "nothere.qcow2", "--name", "x", "--os", "y", rc=1)
         self.assertIn("path", refused)
         berth("image", "delete", "cli-base")
