@@ -13,8 +13,8 @@
 #include "log.h"
 #include "requests.h"
 #include "util.h"
+#include "verdict.h"
 
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -92,50 +92,6 @@ static char *s_dup(const char *text)
     return strdup(text ? text : "");
 }
 
-/* Append a rule to v (owned by v: malloc'd). -1 when out of memory. */
-static int s_rule(Berth__BuildVerdict *v, const char *rule, const char *field, const char *format,
-                  ...) __attribute__((format(printf, 4, 5)));
-static int s_rule(Berth__BuildVerdict *v, const char *rule, const char *field, const char *format,
-                  ...)
-{
-    char text[256];
-    va_list ap;
-    va_start(ap, format);
-    vsnprintf(text, sizeof text, format, ap);
-    va_end(ap);
-    Berth__BuildRule **grown = realloc(v->violations, (v->n_violations + 1) * sizeof *grown);
-    Berth__BuildRule *r = grown ? malloc(sizeof *r) : NULL;
-    if (grown)
-        v->violations = grown;
-    if (!r)
-        return -1;
-    berth__build_rule__init(r);
-    r->rule = s_dup(rule);
-    r->field = s_dup(field);
-    r->message = s_dup(text);
-    grown[v->n_violations++] = r;
-    return 0;
-}
-
-static int s_suggest(Berth__BuildVerdict *v, const char *kind, const char *value,
-                     const char *message)
-{
-    Berth__BuildSuggestion **grown =
-        realloc(v->suggestions, (v->n_suggestions + 1) * sizeof *grown);
-    Berth__BuildSuggestion *s = grown ? malloc(sizeof *s) : NULL;
-    if (grown)
-        v->suggestions = grown;
-    if (!s)
-        return -1;
-    berth__build_suggestion__init(s);
-    s->kind = s_dup(kind);
-    s->value = s_dup(value);
-    s->message = s_dup(message);
-    grown[v->n_suggestions++] = s;
-    return 0;
-}
-
-/* The counters at key (vms, vcpus, ram_mb, disk_gb) into used. 0 or -1 (Redis). */
 static int s_usage(store_t *store, const char *key, int64_t used[4])
 {
     redisReply *r = store_command(store, "HMGET %s vms vcpus ram_mb disk_gb", key);
@@ -168,18 +124,18 @@ static int s_quota_suggest(s_pending_t *p, const Berth__Group *g, Berth__BuildVe
         snprintf(value, sizeof value, "%lld", (long long)per_vm);
         snprintf(text, sizeof text, "lower to %lld %s%s, what the quota of group %s leaves",
                  (long long)per_vm, what[i], p->count > 1 ? " each" : "", g->name);
-        return s_suggest(v, kinds[i], value, text);
+        return verdict_suggest(v, kinds[i], value, "%s", text);
     }
     if (p->count > 1 && vms >= 1) {
         snprintf(value, sizeof value, "%lld", (long long)vms);
         snprintf(text, sizeof text, "ask for %lld VM%s, what the quota of group %s leaves",
                  (long long)vms, vms == 1 ? "" : "s", g->name);
-        return s_suggest(v, "count", value, text);
+        return verdict_suggest(v, "count", value, "%s", text);
     }
     snprintf(text, sizeof text,
              "ask for more quota for group %s (an allocation request: berth allocate %s)", g->name,
              g->name);
-    return s_suggest(v, "allocation", g->name, text);
+    return verdict_suggest(v, "allocation", g->name, "%s", text);
 }
 
 /* The quota rule: would count VMs of the size pass the group's quota or the owner's
@@ -211,11 +167,12 @@ static int s_quota(s_pending_t *p, const Berth__Group *g, const Berth__Resources
                 p->left[i] = limit[i] - used[i];
             if (limit[i] <= 0 || used[i] + want[i] <= limit[i])
                 continue;
-            if (s_rule(v, "quota", i == 0 ? "count" : names[i],
-                       "%s quota of group %s: %s quota %lld, %lld in use, this request asks for "
-                       "%lld",
-                       scope ? "your per-member" : "the", g->name, names[i], (long long)limit[i],
-                       (long long)used[i], (long long)want[i]) != 0 ||
+            if (verdict_rule(
+                    v, "quota", i == 0 ? "count" : names[i],
+                    "%s quota of group %s: %s quota %lld, %lld in use, this request asks for "
+                    "%lld",
+                    scope ? "your per-member" : "the", g->name, names[i], (long long)limit[i],
+                    (long long)used[i], (long long)want[i]) != 0 ||
                 s_quota_suggest(p, g, v, i, limit[i] - used[i],
                                 p->count > 0 ? want[i] / p->count : want[i]) != 0)
                 return -1;
@@ -260,7 +217,7 @@ static int s_template(s_pending_t *p, const Berth__Group *g, Berth__BuildVerdict
         char text[160];
         snprintf(text, sizeof text, "pick template %s (%d vCPUs, %lld MB RAM, %lld GB disk)",
                  best->name, best->vcpus, (long long)best->ram_mb, (long long)best->disk_gb);
-        rc = s_suggest(v, "template", best->name, text);
+        rc = verdict_suggest(v, "template", best->name, "%s", text);
     }
     catalog_list_destroy(&list);
     return rc;
@@ -275,14 +232,14 @@ static int s_group_rules(s_pending_t *p, Berth__BuildVerdict *v, fault_t *fault)
         return -1;
     int rc = 0;
     if (*p->template_name && !p->offered)
-        rc = s_rule(v, "template", "template", "group %s does not offer template %s", g->name,
-                    p->template_name);
+        rc = verdict_rule(v, "template", "template", "group %s does not offer template %s", g->name,
+                          p->template_name);
     fault_t budget = { 0 };
     if (rc == 0 && requests_budget_blocked(store, g, &budget) != 0) {
         if (!streq(budget.code, "BUDGET_EXCEEDED"))
             rc = error_set(fault, "UNAVAILABLE", "state store unreachable");
         else
-            rc = s_rule(v, "budget", "group", "%s", budget.message);
+            rc = verdict_rule(v, "budget", "group", "%s", budget.message);
     }
     if (rc == 0 && v->flavor && s_quota(p, g, v->flavor, v) != 0)
         rc = error_set(fault, "UNAVAILABLE", "state store unreachable");

@@ -19,7 +19,8 @@
        the biggest host is suggested; a need above every host says so. */
 #include "heuristics.h"
 
-#include <stdarg.h>
+#include "verdict.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -67,64 +68,6 @@ static int s_push(char ***list, size_t *n, const char *text)
         return -1;
     (*n)++;
     return 0;
-}
-
-static int s_rule(Berth__BuildVerdict *v, const char *rule, const char *field, const char *format,
-                  ...) __attribute__((format(printf, 4, 5)));
-
-static int s_rule(Berth__BuildVerdict *v, const char *rule, const char *field, const char *format,
-                  ...)
-{
-    char text[256];
-    va_list ap;
-    va_start(ap, format);
-    vsnprintf(text, sizeof text, format, ap);
-    va_end(ap);
-    Berth__BuildRule **grown = realloc(v->violations, (v->n_violations + 1) * sizeof *grown);
-    if (!grown)
-        return -1;
-    v->violations = grown;
-    Berth__BuildRule *r = malloc(sizeof *r);
-    if (!r)
-        return -1;
-    berth__build_rule__init(r);
-    grown[v->n_violations++] = r;
-    r->rule = s_dup(rule);
-    r->field = s_dup(field);
-    r->message = s_dup(text);
-    return r->rule && r->field && r->message ? 0 : -1;
-}
-
-static int s_suggest(Berth__BuildVerdict *v, const char *kind, const char *value,
-                     const char *format, ...) __attribute__((format(printf, 4, 5)));
-
-/* Add a suggestion, once per (kind, value). */
-static int s_suggest(Berth__BuildVerdict *v, const char *kind, const char *value,
-                     const char *format, ...)
-{
-    for (size_t i = 0; i < v->n_suggestions; i++)
-        if (strcmp(v->suggestions[i]->kind, kind) == 0 &&
-            strcmp(v->suggestions[i]->value, value) == 0)
-            return 0;
-    char text[256];
-    va_list ap;
-    va_start(ap, format);
-    vsnprintf(text, sizeof text, format, ap);
-    va_end(ap);
-    Berth__BuildSuggestion **grown =
-        realloc(v->suggestions, (v->n_suggestions + 1) * sizeof *grown);
-    if (!grown)
-        return -1;
-    v->suggestions = grown;
-    Berth__BuildSuggestion *s = malloc(sizeof *s);
-    if (!s)
-        return -1;
-    berth__build_suggestion__init(s);
-    grown[v->n_suggestions++] = s;
-    s->kind = s_dup(kind);
-    s->value = s_dup(value);
-    s->message = s_dup(text);
-    return s->kind && s->value && s->message ? 0 : -1;
 }
 
 static Berth__Resources *s_resources(int64_t vcpus, int64_t ram_mb, int64_t disk_gb)
@@ -248,15 +191,17 @@ static int s_suggest_os(Berth__BuildVerdict *v, const Berth__ValidateBuild *ask,
     for (size_t i = 0; i < n; i++)
         if (s_ready(images[i]) && s_same(images[i]->os, ask->os)) {
             versions++;
-            if (s_suggest(v, "os_version", images[i]->os_version, "choose %s %s, which exists",
-                          images[i]->os, images[i]->os_version) != 0)
+            if (verdict_suggest(v, "os_version", images[i]->os_version,
+                                "choose %s %s, which exists", images[i]->os,
+                                images[i]->os_version) != 0)
                 return -1;
         }
     if (versions)
         return 0;
     for (size_t i = 0; i < n; i++)
         if (s_ready(images[i]) && images[i]->os && *images[i]->os &&
-            s_suggest(v, "os", images[i]->os, "choose os %s, which exists", images[i]->os) != 0)
+            verdict_suggest(v, "os", images[i]->os, "choose os %s, which exists", images[i]->os) !=
+                0)
             return -1;
     return 0;
 }
@@ -267,9 +212,10 @@ static int s_suggest_app(Berth__BuildVerdict *v, const Berth__ValidateBuild *ask
                          Berth__Image *const *images, size_t n, const char *app)
 {
     const char *os = ask->os && *ask->os ? ask->os : "this OS";
-    if (s_suggest(v, "drop_application", app, "drop application %s, which has no build for %s%s%s",
-                  app, os, ask->os_version && *ask->os_version ? " " : "",
-                  ask->os_version ? ask->os_version : "") != 0)
+    if (verdict_suggest(v, "drop_application", app,
+                        "drop application %s, which has no build for %s%s%s", app, os,
+                        ask->os_version && *ask->os_version ? " " : "",
+                        ask->os_version ? ask->os_version : "") != 0)
         return -1;
     const Berth__Image *found = NULL;
     for (int pass = 0; pass < 2 && !found; pass++)
@@ -282,7 +228,7 @@ static int s_suggest_app(Berth__BuildVerdict *v, const Berth__ValidateBuild *ask
     char value[160];
     snprintf(value, sizeof value, "%s %s", found->os ? found->os : "",
              found->os_version ? found->os_version : "");
-    return s_suggest(v, "os_version", value, "choose %s, which has %s", value, app);
+    return verdict_suggest(v, "os_version", value, "choose %s, which has %s", value, app);
 }
 
 /* Step 5: the host that holds the most of the size asked for (by RAM, then vCPUs, then
@@ -329,20 +275,20 @@ static int s_verdict(const heuristics_config_t *config, const Berth__ValidateBui
     const Berth__Image *model = NULL;
     if (ask->image && *ask->image) {
         model = s_named(images, n_images, ask->image, 1);
-        if (!model && s_rule(v, "image", "template",
-                             "the template's image %s is not READY in "
-                             "the catalog",
-                             ask->image) != 0)
+        if (!model && verdict_rule(v, "image", "template",
+                                   "the template's image %s is not READY in "
+                                   "the catalog",
+                                   ask->image) != 0)
             return -1;
     }
     const Berth__Image *best =
         model || !ask->image || !*ask->image ? s_best(ask, model, images, n_images) : NULL;
     if (!best && !model && (!ask->image || !*ask->image)) {
         if (ask->os_version && *ask->os_version) {
-            if (s_rule(v, "os", "os_version", "no image of %s %s in the catalog", ask->os,
-                       ask->os_version) != 0)
+            if (verdict_rule(v, "os", "os_version", "no image of %s %s in the catalog", ask->os,
+                             ask->os_version) != 0)
                 return -1;
-        } else if (s_rule(v, "os", "os", "no image of os %s in the catalog", ask->os) != 0)
+        } else if (verdict_rule(v, "os", "os", "no image of os %s in the catalog", ask->os) != 0)
             return -1;
         if (s_suggest_os(v, ask, images, n_images) != 0)
             return -1;
@@ -356,9 +302,9 @@ static int s_verdict(const heuristics_config_t *config, const Berth__ValidateBui
             for (size_t i = 0; i < n_images && !exists; i++)
                 exists = s_candidate(ask, model, images[i]) && s_app(images[i], app);
             if (!exists) {
-                if (s_rule(v, "applications", "applications",
-                           "application %s has no build for %s %s", app, best->os,
-                           best->os_version) != 0 ||
+                if (verdict_rule(v, "applications", "applications",
+                                 "application %s has no build for %s %s", app, best->os,
+                                 best->os_version) != 0 ||
                     s_suggest_app(v, ask, images, n_images, app) != 0)
                     return -1;
                 continue;
@@ -391,52 +337,55 @@ static int s_verdict(const heuristics_config_t *config, const Berth__ValidateBui
         return -1;
     char value[96];
     if (v->need_ram_mb > want.ram_mb) {
-        if (s_rule(v, "ram", "ram_mb", "ram_mb %lld is below the %lld MB %s%s (with a %d%% margin)",
-                   (long long)want.ram_mb, (long long)v->need_ram_mb, best->name,
-                   ask->n_applications ? " and its applications need" : " needs",
-                   config->margin_pct) != 0)
+        if (verdict_rule(v, "ram", "ram_mb",
+                         "ram_mb %lld is below the %lld MB %s%s (with a %d%% margin)",
+                         (long long)want.ram_mb, (long long)v->need_ram_mb, best->name,
+                         ask->n_applications ? " and its applications need" : " needs",
+                         config->margin_pct) != 0)
             return -1;
         snprintf(value, sizeof value, "%lld", (long long)v->need_ram_mb);
         if (v->need_ram_mb <= largest.ram_mb &&
-            s_suggest(v, "ram_mb", value, "raise RAM to %lld MB", (long long)v->need_ram_mb) != 0)
+            verdict_suggest(v, "ram_mb", value, "raise RAM to %lld MB",
+                            (long long)v->need_ram_mb) != 0)
             return -1;
     }
     if (v->need_disk_gb > want.disk_gb) {
-        if (s_rule(v, "disk", "disk_gb",
-                   "disk_gb %lld is below the %lld GB %s%s (with a %d%% margin)",
-                   (long long)want.disk_gb, (long long)v->need_disk_gb, best->name,
-                   ask->n_applications ? " and its applications need" : " needs",
-                   config->margin_pct) != 0)
+        if (verdict_rule(v, "disk", "disk_gb",
+                         "disk_gb %lld is below the %lld GB %s%s (with a %d%% margin)",
+                         (long long)want.disk_gb, (long long)v->need_disk_gb, best->name,
+                         ask->n_applications ? " and its applications need" : " needs",
+                         config->margin_pct) != 0)
             return -1;
         snprintf(value, sizeof value, "%lld", (long long)v->need_disk_gb);
         if (v->need_disk_gb <= largest.disk_gb &&
-            s_suggest(v, "disk_gb", value, "raise disk to %lld GB", (long long)v->need_disk_gb) !=
-                0)
+            verdict_suggest(v, "disk_gb", value, "raise disk to %lld GB",
+                            (long long)v->need_disk_gb) != 0)
             return -1;
     }
     if (v->need_ram_mb > largest.ram_mb || v->need_disk_gb > largest.disk_gb) {
-        if (s_rule(v, "host", "applications",
-                   "the OS and applications need %lld MB RAM and %lld GB disk, more than any "
-                   "host can hold (the largest: %lld MB, %lld GB)",
-                   (long long)v->need_ram_mb, (long long)v->need_disk_gb, (long long)largest.ram_mb,
-                   (long long)largest.disk_gb) != 0)
+        if (verdict_rule(v, "host", "applications",
+                         "the OS and applications need %lld MB RAM and %lld GB disk, more than any "
+                         "host can hold (the largest: %lld MB, %lld GB)",
+                         (long long)v->need_ram_mb, (long long)v->need_disk_gb,
+                         (long long)largest.ram_mb, (long long)largest.disk_gb) != 0)
             return -1;
     }
     if (!s_fits_any(hosts, n_hosts, &want)) {
-        if (s_rule(v, "host", want.vcpus > largest.vcpus ? "vcpus" : "ram_mb",
-                   "no host could ever hold %lld vCPUs, %lld MB RAM and %lld GB disk (the "
-                   "largest host: %lld vCPUs, %lld MB, %lld GB)",
-                   (long long)want.vcpus, (long long)want.ram_mb, (long long)want.disk_gb,
-                   (long long)largest.vcpus, (long long)largest.ram_mb,
-                   (long long)largest.disk_gb) != 0)
+        if (verdict_rule(v, "host", want.vcpus > largest.vcpus ? "vcpus" : "ram_mb",
+                         "no host could ever hold %lld vCPUs, %lld MB RAM and %lld GB disk (the "
+                         "largest host: %lld vCPUs, %lld MB, %lld GB)",
+                         (long long)want.vcpus, (long long)want.ram_mb, (long long)want.disk_gb,
+                         (long long)largest.vcpus, (long long)largest.ram_mb,
+                         (long long)largest.disk_gb) != 0)
             return -1;
         if (n_hosts && fit.vcpus > 0 && fit.ram_mb > 0 && fit.disk_gb > 0) {
             snprintf(value, sizeof value, "vcpus=%lld,ram_mb=%lld,disk_gb=%lld",
                      (long long)fit.vcpus, (long long)fit.ram_mb, (long long)fit.disk_gb);
-            if (s_suggest(v, "size", value,
-                          "the largest size that fits a host: %lld vCPUs, %lld MB RAM, %lld "
-                          "GB disk",
-                          (long long)fit.vcpus, (long long)fit.ram_mb, (long long)fit.disk_gb) != 0)
+            if (verdict_suggest(v, "size", value,
+                                "the largest size that fits a host: %lld vCPUs, %lld MB RAM, %lld "
+                                "GB disk",
+                                (long long)fit.vcpus, (long long)fit.ram_mb,
+                                (long long)fit.disk_gb) != 0)
                 return -1;
         }
     }
