@@ -144,6 +144,27 @@ static void s_report(cli_t *cli, CURLcode res)
                 curl_easy_strerror(res));
 }
 
+/* Send what curl was set up for (method, URL, body) with the options every call shares: the
+   headers, the answer collected into buf, connect timeout, no signals, HTTP(S) only, TLS as
+   configured. Frees headers and curl; *code is the HTTP status (0: none). */
+static CURLcode s_perform(cli_t *cli, CURL *curl, struct curl_slist *headers, s_buffer_t *buf,
+                          long *code)
+{
+    curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
+    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, s_collect);
+    curl_easy_setopt(curl, CURLOPT_WRITEDATA, buf);
+    curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT, 10L);
+    curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");
+    CURLcode res = s_tls(cli, curl);
+    res = res == CURLE_OK ? curl_easy_perform(curl) : CURLE_NOT_BUILT_IN;
+    *code = 0;
+    curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, code);
+    curl_slist_free_all(headers);
+    curl_easy_cleanup(curl);
+    return res;
+}
+
 int cli_request(cli_t *cli, const char *method, const char *path, json_t *request, long *status,
                 json_t **body)
 {
@@ -168,22 +189,9 @@ int cli_request(cli_t *cli, const char *method, const char *path, json_t *reques
     s_buffer_t buf = { 0 };
     curl_easy_setopt(curl, CURLOPT_URL, url);
     curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, method);
-    curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
-    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, s_collect);
-    curl_easy_setopt(curl, CURLOPT_WRITEDATA, &buf);
-    curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT, 10L);
     curl_easy_setopt(curl, CURLOPT_TIMEOUT, 60L);
-    curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");
-    CURLcode res = s_tls(cli, curl);
-    if (res == CURLE_OK)
-        res = curl_easy_perform(curl);
-    else
-        res = CURLE_NOT_BUILT_IN;
-    long code = 0;
-    curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &code);
-    curl_slist_free_all(headers);
-    curl_easy_cleanup(curl);
+    long code;
+    CURLcode res = s_perform(cli, curl, headers, &buf, &code);
     if (payload) {
         explicit_bzero(payload, strlen(payload)); /* may hold a password */
         free(payload);
@@ -273,24 +281,11 @@ int cli_upload(cli_t *cli, const char *path, const char *file, long *status, jso
     curl_easy_setopt(curl, CURLOPT_NOPROGRESS, 0L);
     curl_easy_setopt(curl, CURLOPT_XFERINFOFUNCTION, s_upload_progress);
     curl_easy_setopt(curl, CURLOPT_XFERINFODATA, &src);
-    curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
-    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, s_collect);
-    curl_easy_setopt(curl, CURLOPT_WRITEDATA, &buf);
-    curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT, 10L);
     /* No bound on the whole: a large image takes as long as it takes; a stalled one ends. */
     curl_easy_setopt(curl, CURLOPT_LOW_SPEED_LIMIT, 1L);
     curl_easy_setopt(curl, CURLOPT_LOW_SPEED_TIME, 60L);
-    curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");
-    CURLcode res = s_tls(cli, curl);
-    if (res == CURLE_OK)
-        res = curl_easy_perform(curl);
-    else
-        res = CURLE_NOT_BUILT_IN;
-    long code = 0;
-    curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &code);
-    curl_slist_free_all(headers);
-    curl_easy_cleanup(curl);
+    long code;
+    CURLcode res = s_perform(cli, curl, headers, &buf, &code);
     fclose(f);
     int rc = -1;
     /* A refusal before the body (too large, a name taken) is an answer, not a failure. */
