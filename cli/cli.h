@@ -24,6 +24,8 @@ typedef struct {
                                   is verified against (NULL: the system's CAs); never off */
     int pinned;                /* --pin or BERTH_PIN given: pin holds the certificate's */
     unsigned char pin[32];     /* SHA-256 of the DER certificate the gateway must present */
+    char idempotency_key[40];  /* sent as Idempotency-Key on a POST when not "": a retry of
+                                  the same command sends the same one */
 } cli_t;
 
 /* Parse a pin "sha256:<64 hex>" (colons between bytes allowed, as make run prints it) into

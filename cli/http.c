@@ -181,6 +181,11 @@ int cli_request(cli_t *cli, const char *method, const char *path, json_t *reques
         snprintf(auth, sizeof auth, "Authorization: Bearer %s", cli->token);
         headers = curl_slist_append(headers, auth);
     }
+    char idem[sizeof cli->idempotency_key + 32];
+    if (cli->idempotency_key[0] && strcmp(method, "POST") == 0) {
+        snprintf(idem, sizeof idem, "Idempotency-Key: %s", cli->idempotency_key);
+        headers = curl_slist_append(headers, idem);
+    }
     char *payload = request ? json_dumps(request, JSON_COMPACT) : NULL;
     if (payload) {
         headers = curl_slist_append(headers, "Content-Type: application/json");

@@ -335,6 +335,9 @@ static void s_print_refused(json_t *body)
         fprintf(stderr, "  - %s\n", one + (*one == ' '));
 }
 
+/* How many times a request is sent again after a lost answer or a 503 (1, 2, 4 s apart). */
+#define S_SEND_RETRIES 3
+
 int cli_request_cmd(cli_t *cli, int argc, char **argv)
 {
     cli_opt_t opts[] = { { "count", 1, NULL, 0 },      { "wait", 0, NULL, 0 },
@@ -428,9 +431,25 @@ int cli_request_cmd(cli_t *cli, int argc, char **argv)
     }
     /* --wait follows the live events from before the request exists. */
     cli_stream_t *stream = opts[1].set ? cli_stream_open(cli, NULL, 1) : NULL;
+    /* Sent again with the same Idempotency-Key when the answer was lost or the platform could
+       not confirm the write (503: a Redis failover, a service restarting): the request is made
+       once however many times it is sent. */
+    util_uuid(cli->idempotency_key);
     json_t *body = NULL;
     long status = 0;
-    int rc = cli_request(cli, "POST", "/v1/requests", ask, &status, &body);
+    int rc = -1;
+    for (int attempt = 0;; attempt++) {
+        rc = cli_request(cli, "POST", "/v1/requests", ask, &status, &body);
+        if ((rc == 0 && status != 503) || attempt == S_SEND_RETRIES)
+            break;
+        json_decref(body);
+        body = NULL;
+        fprintf(stderr, "berth request: %s; sending it again in %d s (Idempotency-Key %s)\n",
+                rc == 0 ? "the platform is unavailable (503)" : "no answer", 1 << attempt,
+                cli->idempotency_key);
+        sleep(1u << attempt);
+    }
+    cli->idempotency_key[0] = '\0';
     json_decref(ask);
     if (rc == 0 && status == 422 && custom && !cli->json) {
         const char *code =

@@ -55,6 +55,7 @@ class CheckedProxy:
 
     def __init__(self, platform):
         self.violations = []
+        self.calls = []  # (method, path, the headers forwarded) of every call, in order
         proxy = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -65,6 +66,7 @@ class CheckedProxy:
                 body = self.rfile.read(length) if length else None
                 hdrs = {k: v for k, v in self.headers.items()
                         if k.lower() in CheckedProxy.FORWARDED}
+                proxy.calls.append((self.command, self.path, hdrs))
                 try:
                     r = platform.http(self.command, self.path, body, hdrs, timeout=60)
                 except contract.ContractError as e:
@@ -76,7 +78,10 @@ class CheckedProxy:
                         self.send_header(k, v)
                 self.send_header("Content-Length", str(len(r.body)))
                 self.end_headers()
-                self.wfile.write(r.body)
+                try:
+                    self.wfile.write(r.body)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client left before its answer (a CLI that gave up, a help text)
 
             do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = forward
 

@@ -9,13 +9,16 @@ Run: BERTH_BIN_DIR=build/bin python3 tests/integration/test_cli.py
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from berth_test import CheckedProxy, Platform  # noqa: E402
+from berth_test import CheckedProxy, Platform, wait_until  # noqa: E402
 
 
 class Cli(unittest.TestCase):
@@ -104,6 +107,43 @@ class Cli(unittest.TestCase):
         self.assertIn("(NOT_FOUND, field: template; HTTP 404)", r.stderr)
         r = self.berth("vm", "show", "00000000-0000-4000-8000-000000000000", check=False)
         self.assertNotEqual(r.returncode, 0)
+
+    def test_t_request_sent_again_once_made(self):
+        """A request the platform could not take (approval down: 503) is sent again with the
+        same Idempotency-Key until it is, and made once."""
+        self.berth("login", self.p.admin_user, "--password-stdin",
+                   stdin=self.p.admin_password + "\n")
+        approval = [p for p in self.p.procs if p.service == "approval" and p.alive()][0]
+        approval.kill(signal.SIGTERM)
+        wait_until(lambda: not approval.alive(), 30, "approval stopped")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("BERTH_")}
+        env.update({"BERTH_URL": self.proxy.url, "XDG_CONFIG_HOME": self.home,
+                    "HOME": self.home})
+        first_call = len(self.proxy.calls)
+        cli = subprocess.Popen([self.p.binary("berth"), "request", "small", "resent"], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        said = []
+        reader = threading.Thread(target=lambda: said.extend(cli.stderr), daemon=True)
+        reader.start()
+        try:
+            wait_until(lambda: any("sending it again" in line for line in said), 30,
+                       "the CLI saying it sends the request again")
+        finally:
+            self.p.restart(approval)  # from this (the main) thread: it outlives the test
+        out, _ = cli.communicate(timeout=60)
+        reader.join(10)
+        self.assertEqual(cli.returncode, 0, "".join(said) + out)
+        # Every time it was sent, it carried the same key.
+        keys = [{k.lower(): v for k, v in h.items()}.get("idempotency-key")
+                for m, path, h in self.proxy.calls[first_call:]
+                if m == "POST" and path == "/v1/requests"]
+        self.assertGreaterEqual(len(keys), 2, keys)
+        self.assertEqual(len(set(keys)), 1, keys)
+        self.assertIsNotNone(keys[0])
+        self.assertEqual(self.proxy.violations, [])
+        made = [r for r in json.loads(self.berth("-o", "json", "requests").stdout)["requests"]
+                if r["name"] == "resent"]
+        self.assertEqual(len(made), 1, made)
 
 
 if __name__ == "__main__":
