@@ -168,7 +168,10 @@ async function story1() {
 
   step = 'story 1: request a VM and see it reach ACTIVE live';
   await name.fill('web1');
+  const posted = page.waitForRequest((r) => r.method() === 'POST' && new globalThis.URL(r.url()).pathname === '/v1/requests');
   await page.getByRole('button', { name: 'Submit request' }).click();
+  // Sent with a key of its own, so that submitting it again after a lost answer makes it once.
+  assert.match((await posted).headers()['idempotency-key'] || '', /^[0-9a-f-]{36}$/);
   await page.getByRole('heading', { name: 'My VMs' }).waitFor();
   await page.evaluate(() => { window.berthNoReload = 1; }); // a reload would lose it
   const row = vmRow(page, 'web1');

@@ -22,8 +22,8 @@ export function hasSession() {
   return csrfToken() !== '';
 }
 
-export async function call(method, path, body) {
-  const headers = { Accept: 'application/json' };
+export async function call(method, path, body, extra = {}) {
+  const headers = { Accept: 'application/json', ...extra };
   if (body !== undefined) headers['Content-Type'] = 'application/json';
   if (method !== 'GET' && method !== 'HEAD') headers['X-CSRF-Token'] = csrfToken();
   const r = await fetch(path, {
@@ -42,7 +42,7 @@ export async function call(method, path, body) {
 }
 
 export const get = (path) => call('GET', path);
-export const post = (path, body) => call('POST', path, body === undefined ? {} : body);
+export const post = (path, body, headers) => call('POST', path, body === undefined ? {} : body, headers);
 export const put = (path, body) => call('PUT', path, body);
 export const del = (path) => call('DELETE', path);
 

@@ -412,6 +412,11 @@ async function requestScreen(templateId) {
       "Where the VMs get their addresses, one on each chosen; none chosen: the template's."),
     h('button', { type: 'submit', className: 'primary' }, 'Submit request'));
 
+  // The Idempotency-Key of a submission whose answer was lost or refused with 503 (a failover,
+  // a service restarting): submitting the same form again sends the same key, so the request
+  // is made once. Any change to the form makes it another request.
+  let pendingKey = null;
+  form.addEventListener('input', () => { pendingKey = null; });
   form.addEventListener('submit', async (ev) => {
     ev.preventDefault();
     showError(null);
@@ -431,11 +436,14 @@ async function requestScreen(templateId) {
     const nets = [...netSelect.selectedOptions].map((o) => o.value);
     if (nets.length === 1) body.network = nets[0];
     if (nets.length > 1) body.networks = nets;
+    pendingKey = pendingKey || crypto.randomUUID();
     try {
-      const { request } = await api.post('/v1/requests', body);
+      const { request } = await api.post('/v1/requests', body, { 'Idempotency-Key': pendingKey });
+      pendingKey = null;
       announce(`Request for ${request.name} submitted: ${request.state}`);
       location.hash = '#/vms';
     } catch (err) {
+      if (err.status !== undefined && err.status !== 503) pendingKey = null; // answered: done
       // A network of several (networks[i]) is shown at the Network field.
       const f = err.details && err.details.field && err.details.field.replace(/^networks(\[\d+\])?$/, 'network');
       if (err.code === 'BUILD_REFUSED') {
