@@ -248,6 +248,65 @@ class Pool(PlatformCase):
                    "the surplus disposed")
 
 
+    def test_handout_counts_in_reservation(self):
+        """A pooled VM handed to a group with a reservation on its host counts against that
+        reservation from the hand-out on: the group's reservation shows it used, and the host
+        capacity it frees for others is theirs (another group's request that needs all the
+        unreserved rest is placed); its disposal gives the reservation back."""
+        host = list(self.api.hosts().values())[0]
+        self.api.create_template(name="resv", vcpus=1, ram_mb=1024, disk_gb=5, os="debian",
+                                 image="debian-12", lease_days=1)
+        self.api.create_template(name="resv-plain", vcpus=1, ram_mb=1024, disk_gb=5,
+                                 os="debian", image="debian-12", lease_days=1)
+        gamma, delta = self.group("gamma"), self.group("delta")
+        ug, ud = self.member(gamma, "gil-pool"), self.member(delta, "dan-pool")
+        path = "/v1/groups/%s/reservations" % gamma["id"]
+        r = self.api.call("PUT", path, {"reservations": [{"host": host["name"],
+                                                          "ram_mb": 2048}]})
+        self.assertEqual(r.status, 200, r)
+        self.addCleanup(self.api.call, "PUT", path, {"reservations": []})
+
+        def reserved_used():
+            return self.api.get("/v1/groups/" + gamma["id"])["group"]["reservations"][0][
+                "used"]["ram_mb"]
+
+        self.assertEqual(self.api.call("PUT", "/v1/templates/resv/pool", {"size": 1}).status, 200)
+        pooled = wait_until(lambda: self.pool("resv")["ready"] == 1 and self.pool("resv"), 30,
+                            "the pool built")["vms"][0]
+        self.assertEqual(reserved_used(), 0)  # built in no group: none of gamma's
+        r = ug.call("POST", "/v1/requests", {"template": "resv", "name": "g1",
+                                              "group": "gamma"})
+        self.assertEqual(r.status, 202, r)
+        vm_id = r.json()["request"]["vms"][0]["id"]
+        self.assertEqual(vm_id, pooled)
+        vm = ug.wait_vm(vm_id, ("ACTIVE", "ERROR"), timeout=30)
+        self.assertEqual((vm["state"], vm["from_pool"]), ("ACTIVE", True), vm)
+        self.assertEqual(reserved_used(), 1024)
+        # The replacement, built in no group again, takes unreserved capacity.
+        wait_until(lambda: self.pool("resv")["ready"] == 1 and
+                   self.pool("resv")["building"] == 0, 30, "the pool refilled")
+        self.assertEqual(self.api.hosts()[host["id"]]["used"]["ram_mb"], 2048)
+        self.assertEqual(reserved_used(), 1024)
+        # Unreserved and free: 8192 - 2048 reserved (1024 of it used) - 1024 the replacement.
+        # delta takes all of it; had the VM not counted in gamma's reservation, gamma's would
+        # still hold 2048 free beside it and the fifth VM would find no room.
+        r = ud.call("POST", "/v1/requests", {"template": "resv-plain", "name": "d", "count": 5,
+                                              "group": "delta"})
+        self.assertEqual(r.status, 202, r)
+        ids = [v["id"] for v in r.json()["request"]["vms"]]
+        for i in ids:
+            got = ud.wait_vm(i, ("ACTIVE", "ERROR"), timeout=60)
+            self.assertEqual(got["state"], "ACTIVE", got)
+        self.assertEqual(self.api.hosts()[host["id"]]["used"]["ram_mb"], 8192 - 1024)
+        # Disposed, the VM gives gamma's reservation back.
+        for i in ids + [vm_id]:
+            self.api.wait_task(self.api.dispose(i)["id"])
+        wait_until(lambda: reserved_used() == 0, 30, "gamma's reservation given back")
+        self.assertEqual(self.api.call("PUT", "/v1/templates/resv/pool", {"size": 0}).status, 200)
+        wait_until(lambda: self.api.hosts()[host["id"]]["used"]["ram_mb"] == 0, 30,
+                   "the host empty again")
+
+
     def berth(self, home, *args, stdin=None, code=0):
         env = {k: v for k, v in os.environ.items() if not k.startswith("BERTH_")}
         env.update({"BERTH_URL": self.proxy.url, "XDG_CONFIG_HOME": home, "HOME": home})
