@@ -723,6 +723,19 @@ static void s_task_recover(http_req_t *req, const char *verb, const char *refusa
         protobuf_c_message_free_unpacked(&task->base, NULL);
         return;
     }
+    /* A pool VM whose build failed has left its pool (ERROR) and the pool is short of it;
+       building it again would put it back whether or not the pool still has room. The pool
+       refills by its own rule instead: its size set again builds what it lacks. */
+    if (streq(verb, "retry") && streq(task->kind, "POOL_BUILD")) {
+        http_error_details(req, "CONFLICT",
+                           "a failed POOL_BUILD is not retried: its VM left the pool; set the "
+                           "pool's size again (PUT /v1/templates/{id}/pool) to build a new one, "
+                           "and dispose of this VM",
+                           json_pack("{s:s, s:s, s:s}", "state", task->state, "kind", task->kind,
+                                     "stage", task->stage));
+        protobuf_c_message_free_unpacked(&task->base, NULL);
+        return;
+    }
     Berth__TaskRecover ask = BERTH__TASK_RECOVER__INIT;
     ask.task = task->id;
     ask.verb = (char *)verb;

@@ -15,7 +15,8 @@
     script (lib/lua/):
       model_tx           the event stream (berth:events) with the keys it changes, and often
                          several aggregates plus indexes (approval creates request, VMs,
-                         tasks, berth:vms, berth:requests, berth:tasks:due in one step):
+                         tasks, berth:vms, berth:requests, berth:tasks:due in one step;
+                         handing out a pool VM, its claim with the reservation hashes):
                          needs an outbox per slot or a stream per aggregate;
       placement_claim    the VM's claim with a host (capacity on the host), the hosts'
                          reservation hashes and berth:reservations-any (with every host when
@@ -147,7 +148,8 @@ typedef enum {
     KEYS_GROUP_USER_USAGE,
     /* berth:host-reservations:<host>  hash: <group>:vcpus|ram_mb|disk_gb reserved for the group
        on the host (approval), <group>:used_vcpus|used_ram_mb|used_disk_gb of it its claims hold
-       (scheduler's claim and release scripts). */
+       (scheduler's claim and release scripts; approval's hand-out of a pool VM, whose claim
+       then takes the group: model_tx_claim_group). */
     KEYS_HOST_RESERVATIONS,
     /* berth:apikey:<id>  hash + TTL (its expiry): an API key (the HMAC of its secret, never
        the secret), written by the gateway (auth_apikey_put.lua). */

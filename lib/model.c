@@ -708,6 +708,17 @@ void model_tx_hold(model_tx_t *self, const char *vm_key, const Berth__Quota *amo
     model_tx_hset(self, vm_key, "quota_held", held);
 }
 
+void model_tx_claim_group(model_tx_t *self, const char *vm_id, const char *host, const char *group)
+{
+    char key[KEYS_MAX];
+    s_arg(self, "G");
+    s_arg(self, keys_build(key, KEYS_CLAIM, vm_id, NULL));
+    s_arg(self, keys_build(key, KEYS_HOST_RESERVATIONS, host, NULL));
+    s_arg(self, KEYS_RESERVATIONS_ANY);
+    s_arg(self, host);
+    s_arg(self, group);
+}
+
 const model_quota_t *model_tx_quota(model_tx_t *self)
 {
     return self->quota_hit ? &self->quota : NULL;
@@ -930,6 +941,10 @@ static int s_op_width(const char **ops, size_t i, size_t n, int *has_key)
     if (streq(op, "U")) {
         *has_key = 3; /* the VM, the group's counters, the owner's */
         return 3;
+    }
+    if (streq(op, "G")) {
+        *has_key = 3; /* the claim, its host's reservations, the any-host ones; host, group */
+        return 5;
     }
     if (streq(op, "Q")) { /* key scope n, then n triples */
         int64_t triples;

@@ -153,6 +153,15 @@ void model_tx_charge(model_tx_t *self, const char *key, const char *scope,
    back. A VM without the mark (made before quotas) releases nothing. */
 void model_tx_hold(model_tx_t *self, const char *vm_key, const Berth__Quota *amount);
 
+/* ---- claims ----------------------------------------------------------------------------
+   A VM's claim (placement_claim.lua) made in no group (a pool VM's) takes group, in the
+   step that gives the VM to it: what the claim holds comes out of group's unclaimed
+   reservation on host first, then its any-host one, the rest stays unreserved (the claim
+   script's rule), so the group's reservations count the VM from then on and its release
+   gives back to them. The commit answers MODEL_CONFLICT when the claim is not on host or
+   is in a group already. */
+void model_tx_claim_group(model_tx_t *self, const char *vm_id, const char *host, const char *group);
+
 /* The limit a MODEL_QUOTA commit hit. */
 typedef struct {
     char scope[16];    /* model_tx_charge's scope */

@@ -30,6 +30,15 @@
 --                           version '*' = unchecked, '' = absent. Applied after the other
 --                           writes: field, version + 1, updated_ms, then its event (the n
 --                           pairs plus from and version).
+--   G c h a host group      a claim (placement_claim.lua) placed in no group takes group:
+--                           checked that c is on host and in no group; then what it holds
+--                           comes out of group's reservations by the claim script's rule
+--                           (its unclaimed reservation in h, the host's reservations,
+--                           first, then in a, the any-host ones; the rest stays
+--                           unreserved): their <group>:used_* and the claim's group, res_*
+--                           and any_* fields say so, as if the claim had been made in group
+--                           (a pool VM handed out: services/approval/pool.h). The host's
+--                           used_* do not change.
 -- Every check (and every key index) is verified before any write; a failed check names
 -- itself in the CONFLICT error and nothing is written. Returns 1.
 local a, n = ARGV, #ARGV
@@ -70,6 +79,15 @@ while i <= n do
     end
     i = i + 4 + 3 * cnt
   elseif op == 'U' then key(i + 1); key(i + 2); key(i + 3); i = i + 4
+  elseif op == 'G' then
+    local k = key(i + 1)
+    key(i + 2); key(i + 3)
+    local c = redis.call('HMGET', k, 'host', 'group')
+    if (c[1] or '') ~= a[i + 4] then
+      return {err = 'CONFLICT ' .. k .. ' host is ' .. (c[1] or '')}
+    end
+    if (c[2] or '') ~= '' then return {err = 'CONFLICT ' .. k .. ' group is ' .. c[2]} end
+    i = i + 6
   elseif op == 'C' then
     local k = key(i + 1)
     local cur = redis.call('HGET', k, a[i + 2]) or ''
@@ -100,6 +118,28 @@ i = 1
 while i <= n do
   local op = a[i]
   if op == 'C' or op == 'A' then i = i + 4
+  elseif op == 'G' then
+    local k, g = key(i + 1), a[i + 5]
+    local R = {'vcpus', 'ram_mb', 'disk_gb'}
+    local c = redis.call('HMGET', k, R[1], R[2], R[3])
+    local left, took = {}, {}
+    for j = 1, 3 do left[j] = tonumber(c[j]) or 0 end
+    for x = 1, 2 do
+      local res = key(i + 1 + x)
+      local h = redis.call('HMGET', res, g .. ':vcpus', g .. ':ram_mb', g .. ':disk_gb',
+        g .. ':used_vcpus', g .. ':used_ram_mb', g .. ':used_disk_gb')
+      took[x] = {}
+      for j = 1, 3 do
+        local free = (tonumber(h[j]) or 0) - (tonumber(h[j + 3]) or 0)
+        local part = math.max(0, math.min(left[j], free))
+        took[x][j], left[j] = part, left[j] - part
+        if part > 0 then redis.call('HINCRBY', res, g .. ':used_' .. R[j], part) end
+      end
+    end
+    redis.call('HSET', k, 'group', g, 'res_vcpus', took[1][1], 'res_ram_mb', took[1][2],
+      'res_disk_gb', took[1][3], 'any_vcpus', took[2][1], 'any_ram_mb', took[2][2],
+      'any_disk_gb', took[2][3])
+    i = i + 6
   elseif op == 'N' then i = i + 3
   elseif op == 'T' then i = i + 10 + 2 * tonumber(a[i + 9])
   elseif op == 'P' then

@@ -676,6 +676,9 @@ static int s_create(store_t *store, const policy_t *policy, const Berth__CreateR
             vm->pooled_ms = pv->pooled_ms;
             vm->state = pv->state;
             vm->version = pv->version;
+            /* Its claim, made in no group, is the group's from now on: it counts against
+               the group's reservation on its host (or any host) in this same step. */
+            model_tx_claim_group(tx, pv->id, pv->host, group_id);
         }
         if (approved)
             s_tx_provision(tx, &b, i, trace_id, now, pv != NULL);

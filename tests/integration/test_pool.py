@@ -248,6 +248,114 @@ class Pool(PlatformCase):
                    "the surplus disposed")
 
 
+    def test_handout_counts_in_reservation(self):
+        """A pooled VM handed to a group with a reservation on its host counts against that
+        reservation from the hand-out on: the group's reservation shows it used, and the host
+        capacity it frees for others is theirs (another group's request that needs all the
+        unreserved rest is placed); its disposal gives the reservation back."""
+        host = list(self.api.hosts().values())[0]
+        self.api.create_template(name="resv", vcpus=1, ram_mb=1024, disk_gb=5, os="debian",
+                                 image="debian-12", lease_days=1)
+        self.api.create_template(name="resv-plain", vcpus=1, ram_mb=1024, disk_gb=5,
+                                 os="debian", image="debian-12", lease_days=1)
+        gamma, delta = self.group("gamma"), self.group("delta")
+        ug, ud = self.member(gamma, "gil-pool"), self.member(delta, "dan-pool")
+        path = "/v1/groups/%s/reservations" % gamma["id"]
+        r = self.api.call("PUT", path, {"reservations": [{"host": host["name"],
+                                                          "ram_mb": 2048}]})
+        self.assertEqual(r.status, 200, r)
+        self.addCleanup(self.api.call, "PUT", path, {"reservations": []})
+
+        def reserved_used():
+            return self.api.get("/v1/groups/" + gamma["id"])["group"]["reservations"][0][
+                "used"]["ram_mb"]
+
+        self.assertEqual(self.api.call("PUT", "/v1/templates/resv/pool", {"size": 1}).status, 200)
+        pooled = wait_until(lambda: self.pool("resv")["ready"] == 1 and self.pool("resv"), 30,
+                            "the pool built")["vms"][0]
+        self.assertEqual(reserved_used(), 0)  # built in no group: none of gamma's
+        r = ug.call("POST", "/v1/requests", {"template": "resv", "name": "g1",
+                                              "group": "gamma"})
+        self.assertEqual(r.status, 202, r)
+        vm_id = r.json()["request"]["vms"][0]["id"]
+        self.assertEqual(vm_id, pooled)
+        vm = ug.wait_vm(vm_id, ("ACTIVE", "ERROR"), timeout=30)
+        self.assertEqual((vm["state"], vm["from_pool"]), ("ACTIVE", True), vm)
+        self.assertEqual(reserved_used(), 1024)
+        # The replacement, built in no group again, takes unreserved capacity.
+        wait_until(lambda: self.pool("resv")["ready"] == 1 and
+                   self.pool("resv")["building"] == 0, 30, "the pool refilled")
+        self.assertEqual(self.api.hosts()[host["id"]]["used"]["ram_mb"], 2048)
+        self.assertEqual(reserved_used(), 1024)
+        # Unreserved and free: 8192 - 2048 reserved (1024 of it used) - 1024 the replacement.
+        # delta takes all of it; had the VM not counted in gamma's reservation, gamma's would
+        # still hold 2048 free beside it and the fifth VM would find no room.
+        r = ud.call("POST", "/v1/requests", {"template": "resv-plain", "name": "d", "count": 5,
+                                              "group": "delta"})
+        self.assertEqual(r.status, 202, r)
+        ids = [v["id"] for v in r.json()["request"]["vms"]]
+        for i in ids:
+            got = ud.wait_vm(i, ("ACTIVE", "ERROR"), timeout=60)
+            self.assertEqual(got["state"], "ACTIVE", got)
+        self.assertEqual(self.api.hosts()[host["id"]]["used"]["ram_mb"], 8192 - 1024)
+        # Disposed, the VM gives gamma's reservation back.
+        for i in ids + [vm_id]:
+            self.api.wait_task(self.api.dispose(i)["id"])
+        wait_until(lambda: reserved_used() == 0, 30, "gamma's reservation given back")
+        self.assertEqual(self.api.call("PUT", "/v1/templates/resv/pool", {"size": 0}).status, 200)
+        wait_until(lambda: self.api.hosts()[host["id"]]["used"]["ram_mb"] == 0, 30,
+                   "the host empty again")
+
+
+    def test_failed_build_not_retried(self):
+        """A pool VM whose build failed has left the pool: retrying its POOL_BUILD is refused
+        (409, saying why and what to do); setting the pool's size again builds what it lacks."""
+        host = list(self.api.hosts().values())[0]
+        tmpl = self.api.create_template(name="unlucky", vcpus=1, ram_mb=1024, disk_gb=5,
+                                        os="debian", image="debian-12", lease_days=1)
+        # A group reserves all the host's RAM: a pool VM (in no group) finds no room.
+        epsilon = self.group("epsilon")
+        path = "/v1/groups/%s/reservations" % epsilon["id"]
+        r = self.api.call("PUT", path, {"reservations": [{"host": host["name"],
+                                                          "ram_mb": 8192}]})
+        self.assertEqual(r.status, 200, r)
+        self.addCleanup(self.api.call, "PUT", path, {"reservations": []})
+        r = self.api.call("PUT", "/v1/templates/unlucky/pool", {"size": 1})
+        self.assertEqual(r.status, 200, r)
+
+        # Its build may fail before the answer lists it: found among the VMs in ERROR.
+        def failed():
+            vms = self.api.get("/v1/vms?state=ERROR")["vms"]
+            return [v["id"] for v in vms if v["template"] == tmpl["id"]]
+        vm_id = wait_until(failed, 30, "the pool VM failed")[0]
+        build = self.api.wait_task(self.api.vm(vm_id)["task"])
+        self.assertEqual((build["kind"], build["state"]), ("POOL_BUILD", "FAILED"), build)
+        self.assertEqual(self.api.vm(vm_id)["state"], "ERROR")
+        self.assertEqual(self.pool("unlucky")["vms"], [])
+        r = self.api.call("POST", "/v1/tasks/%s/retry" % build["id"])
+        self.assertEqual((r.status, r.json()["error"]["code"]), (409, "CONFLICT"), r)
+        self.assertIn("POOL_BUILD is not retried", r.json()["error"]["message"])
+        self.assertEqual(r.json()["error"]["details"]["kind"], "POOL_BUILD")
+        self.assertEqual(self.api.task(build["id"])["state"], "FAILED")
+        # With room again, the size set again builds a new one (set again while a build
+        # still finds no room: the scheduler sees reservations as of its last refresh).
+        self.assertEqual(self.api.call("PUT", path, {"reservations": []}).status, 200)
+
+        def refilled():
+            pool = self.pool("unlucky")
+            if not pool["vms"]:
+                r = self.api.call("PUT", "/v1/templates/unlucky/pool", {"size": 1})
+                self.assertEqual(r.status, 200, r)
+            return pool["ready"] == 1 and pool
+        self.assertNotIn(vm_id, wait_until(refilled, 30, "the pool built")["vms"])
+        # The failed VMs are disposed of like any in ERROR; then the pool goes.
+        for i in failed():
+            self.assertEqual(self.api.wait_task(self.api.dispose(i)["id"])["state"], "SUCCEEDED")
+        r = self.api.call("PUT", "/v1/templates/unlucky/pool", {"size": 0})
+        self.assertEqual(r.status, 200, r)
+        wait_until(lambda: self.api.hosts()[host["id"]]["used"]["ram_mb"] == 0, 30,
+                   "the host empty again")
+
     def berth(self, home, *args, stdin=None, code=0):
         env = {k: v for k, v in os.environ.items() if not k.startswith("BERTH_")}
         env.update({"BERTH_URL": self.proxy.url, "XDG_CONFIG_HOME": home, "HOME": home})

@@ -4,7 +4,9 @@
     go to KEYS[1], a transition checks state and version then moves them with its event, and
     a malformed list is refused without writing; a size check holds a set below its limit;
     a charge stays within its limits or writes
-    nothing, and a release gives back what a VM holds once, never below zero. */
+    nothing, and a release gives back what a VM holds once, never below zero; a claim made in
+   no group takes a group from its reservations by the claim script's rule, once, and its
+   release gives that back. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -252,6 +254,72 @@ static void test_release_once_never_below_zero(void **state)
     s_assert_hget(f->store, "t:g", "vcpus", "4");
 }
 
+static void test_claim_takes_group_from_its_reservations(void **state)
+{
+    fixture_t *f = *state;
+    /* A pool VM's claim on h1 (no group), h1 in use by it only. The group reserves 512 MB
+       and 2 vCPUs on h1 and 2048 MB on any host; another group 4096 MB on h1. */
+    redisReply *r = store_command(f->store,
+                                  "HSET t:claim host h1 vcpus 1 ram_mb 1024 disk_gb 5 "
+                                  "group %s res_vcpus 0 res_ram_mb 0 res_disk_gb 0",
+                                  "");
+    freeReplyObject(r);
+    r = store_command(f->store, "HSET t:host:h1 used_vcpus 1 used_ram_mb 1024 used_disk_gb 5");
+    freeReplyObject(r);
+    r = store_command(f->store, "HSET t:res g:ram_mb 512 g:vcpus 2 g:used_vcpus 0 other:ram_mb "
+                                "4096");
+    freeReplyObject(r);
+    r = store_command(f->store, "HSET t:any g:ram_mb 2048");
+    freeReplyObject(r);
+
+    /* On another host than the caller read: nothing written. */
+    const char *wrong[] = { EVENTS, "t:claim", "t:res", "t:any", "G", "2", "3", "4", "h2", "g" };
+    r = s_tx(f->store, 4, 10, wrong);
+    assert_int_equal(r->type, REDIS_REPLY_ERROR);
+    assert_non_null(strstr(r->str, "CONFLICT t:claim host is h1"));
+    freeReplyObject(r);
+    s_assert_hget(f->store, "t:claim", "group", "");
+
+    const char *take[] = { EVENTS, "t:claim", "t:res", "t:any", "G", "2", "3", "4", "h1", "g" };
+    r = s_tx(f->store, 4, 10, take);
+    assert_int_equal(r->type, REDIS_REPLY_INTEGER);
+    freeReplyObject(r);
+    /* RAM: 512 from the host reservation, the other 512 from the any-host one; vCPUs: 1 of
+       the 2 reserved on h1; disk: nothing reserved, unreserved. */
+    s_assert_hget(f->store, "t:claim", "group", "g");
+    s_assert_hget(f->store, "t:claim", "res_ram_mb", "512");
+    s_assert_hget(f->store, "t:claim", "any_ram_mb", "512");
+    s_assert_hget(f->store, "t:claim", "res_vcpus", "1");
+    s_assert_hget(f->store, "t:claim", "any_vcpus", "0");
+    s_assert_hget(f->store, "t:claim", "res_disk_gb", "0");
+    s_assert_hget(f->store, "t:res", "g:used_ram_mb", "512");
+    s_assert_hget(f->store, "t:res", "g:used_vcpus", "1");
+    s_assert_hget(f->store, "t:res", "g:used_disk_gb", NULL);
+    s_assert_hget(f->store, "t:res", "other:used_ram_mb", NULL);
+    s_assert_hget(f->store, "t:any", "g:used_ram_mb", "512");
+    /* The host's usage is what it was: the VM used it already. */
+    s_assert_hget(f->store, "t:host:h1", "used_ram_mb", "1024");
+
+    /* Again (a retried hand-out): the claim is in a group now, nothing is counted twice. */
+    r = s_tx(f->store, 4, 10, take);
+    assert_int_equal(r->type, REDIS_REPLY_ERROR);
+    assert_non_null(strstr(r->str, "CONFLICT t:claim group is g"));
+    freeReplyObject(r);
+    s_assert_hget(f->store, "t:res", "g:used_ram_mb", "512");
+
+    /* Its release gives the group's reservations back what it took of them. */
+    const char *release[] = { "t:claim", "t:host:h1", EVENTS, "t:res", "t:any",
+                              "h1",      "vm",        "1",    "",      "" };
+    r = store_run(f->store, &lua_placement_release, 5, 10, release);
+    assert_non_null(r);
+    assert_string_equal(r->str, "RELEASED");
+    freeReplyObject(r);
+    s_assert_hget(f->store, "t:res", "g:used_ram_mb", "0");
+    s_assert_hget(f->store, "t:res", "g:used_vcpus", "0");
+    s_assert_hget(f->store, "t:any", "g:used_ram_mb", "0");
+    s_assert_hget(f->store, "t:host:h1", "used_ram_mb", "0");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -268,6 +336,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_charge_within_limits_or_refused, testenv_setup,
                                         testenv_teardown),
         cmocka_unit_test_setup_teardown(test_release_once_never_below_zero, testenv_setup,
+                                        testenv_teardown),
+        cmocka_unit_test_setup_teardown(test_claim_takes_group_from_its_reservations, testenv_setup,
                                         testenv_teardown),
     };
     return cmocka_run_group_tests(tests, testenv_group_setup, testenv_group_teardown);
