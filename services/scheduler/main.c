@@ -96,12 +96,12 @@ static void s_on_select_host(bus_request_t *request, void *arg)
     berth_error_t error = { 0 };
     /* The image the VM is built from: for a template's model, its staged image chosen here
        by the image rule (the one place it is chosen, for every VM); a custom build's image
-       as its verdict chose it. A retry (hosts excluded) chooses on the catalog as it is
-       now, so an image deleted since the last attempt is not chosen again. The weigher
+       as its verdict chose it. A retry (said so, or hosts excluded) chooses on the catalog
+       as it is now, so an image deleted since the last attempt is not chosen again. The weigher
        prefers hosts caching that image's file (by its digest). */
     const Berth__Image *built = NULL;
     if (req->image && *req->image) {
-        if (s_catalog(self, req->n_exclude > 0) != 0) {
+        if (s_catalog(self, req->retry || req->n_exclude > 0) != 0) {
             bus_reply_error(request, "UNAVAILABLE", "state store unreachable");
             return;
         }

@@ -33,8 +33,10 @@
     flight is recorded in the task (its id) before it is sent; a new holder sends the same
     id again and the agent answers it from its cache. A failed provisioning runs the
     rollback table (remove what the host built, release the claim) and, if the failure was
-    the host's, tries again on another host, at most max_attempts hosts; then the VM ends in
-    ERROR with the fault. */
+    the host's, tries again on another host; if the stager refused the staged image chosen
+    for it, tries again on any host (that one included: nothing was wrong with it), the image
+    chosen afresh. At most max_attempts attempts in all; then the VM ends in ERROR with the
+    fault. */
 #include "tasks.h"
 #include "agents.h"
 #include "assertion.h"
@@ -75,7 +77,6 @@ typedef struct {
     Berth__Envelope *reply;     /* its answer, once it came */
     int call_timed_out;         /* ...or that none came before its deadline */
     char call_error[32];        /* the error code of the last call's answer ("" none) */
-    int image_refused;          /* stage_image: the stager refused the image chosen */
     Berth__AgentResult *done;   /* the agent's result for task->command, once it came */
     int lease_started;          /* provisioned: the lease's timers go with the next write */
     int throttled;              /* waits in line for a heavy slot: written QUEUED, let go */
@@ -102,7 +103,7 @@ struct _tasks_t {
     int write_defer_ms;     /* a write while only a bus call is awaited waits this long for
                                the answer, which brings a write of its own (0: never) */
     int due_check_ms;       /* longest sleep without reading the due set */
-    int max_attempts;       /* hosts a provisioning tries before it fails */
+    int max_attempts;       /* attempts a provisioning makes before it fails */
     int stop_timeout_s;     /* a stop or shelve's graceful shutdown when none is asked */
     int capture_timeout_ms; /* a capture's snapshot or upload fails after this */
     int pool_settle_ms;     /* a pooled VM runs this long (its guest boots) before it is saved */
@@ -718,6 +719,7 @@ static s_rc_t s_schedule(tasks_t *self, s_held_t *h, const s_stage_t *stage)
     req.image_fixed = !h->vm->template_ || !*h->vm->template_;
     req.exclude = t->tried;
     req.n_exclude = t->n_tried;
+    req.retry = t->attempts > 0; /* the image is chosen again on the catalog as it is now */
     /* A retry tries the first placement's alternates first (those not failed already). */
     char *prefer[16];
     for (size_t i = 0; t->n_tried && i < t->n_alternates && req.n_prefer < 16; i++) {
@@ -868,15 +870,23 @@ static void s_prefetch(tasks_t *self, s_held_t *h)
 }
 
 /* The image chosen at placement, and the seed. The stager refusing that image (deleted, or
-   no longer READY since it was chosen) fails this attempt like a host's failure: the next
-   attempt chooses again (the VM's staged_image then says what it is built from). */
+   no longer READY since it was chosen) fails this attempt, and the next attempt chooses
+   again (the VM's staged_image then says what it is built from); its host is not excluded:
+   the image failed, not the host (s_complete). */
 static s_rc_t s_stage_image(tasks_t *self, s_held_t *h, const s_stage_t *stage)
 {
     (void)stage;
     s_rc_t rc = s_staged(self, h);
     if (rc == S_FAIL && s_is(h->task->kind, "PROVISION") &&
-        (s_is(h->call_error, "NOT_FOUND") || s_is(h->call_error, "CONFLICT")))
-        h->image_refused = 1;
+        (s_is(h->call_error, "NOT_FOUND") || s_is(h->call_error, "CONFLICT"))) {
+        char why[sizeof h->result];
+        util_strlcpy(why, h->result, sizeof why);
+        const char *chosen =
+            h->vm->staged_image && *h->vm->staged_image ? h->vm->staged_image : h->vm->image;
+        s_result(h, "the stager refused image %s chosen for this attempt: %s", chosen, why);
+        h->task->image_refused = 1; /* written with the failed step (s_failed) */
+        h->dirty = 1;
+    }
     if (rc != S_DONE)
         return rc;
     s_result(h, "image %s (%s), seed %lld bytes", h->staged->image->name, h->staged->image->format,
@@ -1509,7 +1519,7 @@ static const s_stage_t *s_table(s_held_t *h)
     if (h->task->rolling_back)
         return s_rollback;
     /* From the pool on its first attempt; an attempt after it is built as without one. */
-    return h->task->from_pool && h->task->n_tried == 0 ? s_from_pool : s_provision;
+    return h->task->from_pool && h->task->attempts == 0 ? s_from_pool : s_provision;
 }
 
 /* A task kind's class, as the API shows it: heavy when a row of its table is heavy. */
@@ -1708,18 +1718,29 @@ static int s_complete(tasks_t *self, s_held_t *h)
         s_finish_task(h, "SUCCEEDED");
         return s_save(self, h);
     }
-    /* Rolled back. Another host if the failure was the host's and attempts are left. */
+    /* Rolled back. Another attempt if the failure was the host's (excluded from then on: it
+       is the last of `tried`) or the image's (the host may serve again), and attempts are
+       left: `attempts` counts those made before this one, whatever failed them. */
     char host[128]; /* a copy: the task's own string goes when "host" is cleared below */
     util_strlcpy(host, t->host, sizeof host);
     size_t n = t->n_tried;
     int host_failed = n && s_is(t->tried[n - 1], host);
+    int image_refused = t->image_refused;
+    t->image_refused = 0;
     t->rolling_back = 0;
     s_set(&t->host, "");
     s_set(&vm->host, "");
     h->vm_dirty = 1;
-    if (host_failed && (int)n < self->max_attempts && !s_is(t->state, "ABORTING")) {
-        log_info(t->request_id, "retrying provisioning on another host", "{s:s, s:s, s:i}", "vm",
-                 vm->id, "failed_host", host, "attempt", (int)n + 1);
+    if ((host_failed || image_refused) && t->attempts + 1 < self->max_attempts &&
+        !s_is(t->state, "ABORTING")) {
+        t->attempts++;
+        if (host_failed)
+            log_info(t->request_id, "retrying provisioning on another host", "{s:s, s:s, s:i}",
+                     "vm", vm->id, "failed_host", host, "attempt", t->attempts + 1);
+        else
+            log_info(t->request_id, "retrying provisioning: its image was refused",
+                     "{s:s, s:s, s:s, s:i}", "vm", vm->id, "host", host, "image",
+                     vm->staged_image ? vm->staged_image : "", "attempt", t->attempts + 1);
         s_step_open(self, h, &s_provision[1]);
         return 0; /* the caller runs the stage and writes */
     }
@@ -1790,9 +1811,8 @@ static int s_failed(tasks_t *self, s_held_t *h, const s_stage_t *stage)
         s_finish_task(h, "FAILED");
         return s_save(self, h);
     }
-    if (stage->on_host || h->image_refused)
+    if (stage->on_host)
         s_append(&t->tried, &t->n_tried, t->host);
-    h->image_refused = 0;
     return s_roll_back(self, h);
 }
 
@@ -3094,6 +3114,8 @@ static int s_recover_tx(bus_request_t *request, model_tx_t *tx, Berth__Task *tas
                 s_quota_recharge(tx, vm, group);
                 s_set(&vm->host, "");
                 s_clear_list(&task->tried, &task->n_tried);
+                task->attempts = 0;
+                task->image_refused = 0;
                 s_clear_list(&task->alternates, &task->n_alternates);
                 s_set(&task->host, "");
             }

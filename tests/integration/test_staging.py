@@ -21,7 +21,11 @@ simulated path), with every service and one simulated host:
   deleted, the next VM records the other one; chosen on a stale catalog and deleted before
   the build stages it, the attempt fails over and the next chooses the other (StaleChoice);
   a custom build keeps the image its verdict chose (its model) though a staged image of it
-  turned READY before it was placed, while a template of that model gets the staged one.
+  turned READY before it was placed, while a template of that model gets the staged one;
+- on one host (StaleChoiceOneHost), the attempt whose image was refused does not exclude the
+  host: the VM is built there from the other staged image, its first stage_image step saying
+  the stager refused the deleted one; with max_attempts 1 (StaleChoiceOneAttempt) that
+  refusal ends the VM in ERROR, its fault saying so.
 
 Run: BERTH_BIN_DIR=build/bin python3 tests/integration/test_staging.py
 """
@@ -446,6 +450,73 @@ class StaleChoice(StagedChoice):
         self.assertEqual(staged[0]["state"], "FAILED", staged)
         self.assertIn(newer["id"], staged[0]["result"])
         self.assertIn("image %s (qcow2)" % older["name"], staged[-1]["result"])
+
+
+class StaleChoiceOneHost(StaleChoice):
+    """The same on a platform of one host: the attempt failed over for its image leaves that
+    host in the running (nothing was wrong with it), so the VM is still built there."""
+    agents = 1
+    wait_hosts = 1
+
+    test_gone_by_build_time_is_chosen_again = None
+
+    def choose_then_delete(self, model, template):
+        """Two staged images of a new model, the newest chosen by a dry run (the scheduler's
+        catalog then holds it) and deleted: the older one, and the deleted one."""
+        self.small_cluster_model(model, 4)
+        older = self.stage(model)
+        newer = self.stage(model)
+        self.api.create_template(name=template, vcpus=1, ram_mb=256, disk_gb=2, os="debian",
+                                 image=model, lease_days=1, requires_approval=False)
+        r = self.api.call("POST", "/v1/requests?validate_only=true",
+                          {"template": template, "name": "dry"})
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.json()["image"]["id"], newer["id"], r.json())
+        r = self.api.call("DELETE", "/v1/images/" + newer["id"])
+        self.assertEqual(r.status, 200, r)
+        return older, newer
+
+    def test_refused_image_built_again_on_the_same_host(self):
+        older, newer = self.choose_then_delete("one-model", "one-tmpl")
+        (host,) = self.api.hosts()
+        vm = self.api.wait_vm(self.api.request("one-tmpl", "one-1")["vms"][0]["id"],
+                              ("ACTIVE", "ERROR"))
+        self.assertEqual(vm["state"], "ACTIVE", vm)
+        self.assertEqual(vm["host"], host)
+        self.assertEqual(vm["staged_image"], older["id"])
+        task = self.api.task(vm["task"])
+        self.assertEqual(task["state"], "SUCCEEDED", task)
+        schedules = [s for s in task["steps"] if s["name"] == "schedule"]
+        self.assertEqual(len(schedules), 2, task["steps"])
+        for step in schedules:
+            self.assertIn("claimed on host %s" % host, step["result"])
+        self.assertIn("built from staged image %s" % newer["name"], schedules[0]["result"])
+        self.assertIn("built from staged image %s" % older["name"], schedules[1]["result"])
+        staged = [s for s in task["steps"] if s["name"] == "stage_image"]
+        self.assertEqual([s["state"] for s in staged], ["FAILED", "SUCCEEDED"], staged)
+        self.assertIn("the stager refused image %s" % newer["id"], staged[0]["result"])
+        self.assertIn("image %s (qcow2)" % older["name"], staged[1]["result"])
+        # The host is not counted among those a build failed on.
+        tried = self.p.redis_command("HGET", "berth:task:{%s}" % vm["task"], "tried")
+        self.assertNotIn(host, tried or "")
+
+
+class StaleChoiceOneAttempt(StaleChoiceOneHost):
+    """An attempt failed over for its image is one of the task's max_attempts: with one
+    attempt allowed, the refusal ends the VM in ERROR, its fault saying why."""
+    platform_env = dict(StaleChoiceOneHost.platform_env, BERTH_MAX_ATTEMPTS="1")
+
+    test_refused_image_built_again_on_the_same_host = None
+
+    def test_refused_image_counts_as_an_attempt(self):
+        _, newer = self.choose_then_delete("last-model", "last-tmpl")
+        vm = self.api.wait_vm(self.api.request("last-tmpl", "last-1")["vms"][0]["id"],
+                              ("ACTIVE", "ERROR"))
+        self.assertEqual(vm["state"], "ERROR", vm)
+        self.assertIn("the stager refused image %s" % newer["id"], vm["fault"])
+        task = self.api.task(vm["task"])
+        self.assertEqual(task["state"], "FAILED", task)
+        self.assertEqual([s["name"] for s in task["steps"]].count("schedule"), 1, task["steps"])
 
 
 if __name__ == "__main__":
