@@ -825,11 +825,60 @@ def placement_rows(table, placement):
               goal_text("placement_p99"), "placement_p99", p99)
 
 
+def bench_gateway(bin_dir, table):
+    """The gateway's peak rows alone: one VM provisioned, then each path's wrk runs against bare
+    libmicrohttpd with the gateway's daemon settings, REPS times, with the load average."""
+    p = Platform(bin_dir=bin_dir, env=RATE_ENV)
+    watcher = None
+    try:
+        p.start_all(agents=AGENTS, agent_env=AGENT_ENV)
+        gw = effective_settings(p).get("gateway", {})
+        admin = login(p.http_port, p.admin_user, p.admin_password)
+        status, body = Http(p.http_port, admin).call(
+            "POST", "/v1/users", {"username": "bench", "password": "bench-password-1"})
+        if status != 201:
+            raise RuntimeError("POST /v1/users: %s %r" % (status, body))
+        user = login(p.http_port, "bench", "bench-password-1")
+        watcher = ActiveWatcher(p)
+        watcher.start()
+        _, _, vms = provision_rep(p, watcher, user, 1, 1, "g")
+        bare = BareMhd(bin_dir, gw)
+        paths = [("GET /healthz", p.http_port, "/healthz", None),
+                 ("GET /v1/vms/{id} (authenticated)", p.http_port, "/v1/vms/" + vms[0], user),
+                 ("GET /v1/templates (authenticated)", p.http_port, "/v1/templates", user)]
+        peak = {name: [] for name, _, _, _ in paths}
+        bare_rps, loads = [], []
+        for rep in range(REPS):
+            loads.append(os.getloadavg()[0])
+            log("gateway rep %d/%d (load %.2f)" % (rep + 1, REPS, loads[-1]))
+            bare_rps.append(wrk(bare.port, "/", None)["rps"])
+            for name, port, path, token in paths:
+                peak[name].append(wrk(port, path, token)["rps"])
+        bare.stop()
+    finally:
+        if watcher:
+            watcher.stop = True
+            watcher.join(5)
+        p.stop()
+    bare_med = median(bare_rps)
+    table.add("bare libmicrohttpd, fixed JSON", "%.0f req/s" % bare_med, "", "1.00x", "")
+    for name, _, _, _ in paths:
+        rps = median(peak[name])
+        key = "gateway_ratio" if "/v1/" in name else None
+        table.add(name, "%.0f req/s" % rps, "bare %.0f req/s" % bare_med,
+                  "%.3fx" % (rps / bare_med), goal_text("gateway_ratio") if key else "", key,
+                  rps / bare_med)
+    table.notes.append("Each repetition (load average at its start): " + "; ".join(
+        "load %.2f: bare %.0f, " % (loads[i], bare_rps[i]) +
+        ", ".join("%s %.0f" % (name.split(" (")[0], peak[name][i]) for name, _, _, _ in paths)
+        for i in range(REPS)) + " req/s.")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--bin", default=os.path.join(ROOT, "build", "bin"))
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results.md"))
-    ap.add_argument("--only", choices=["transfer", "placement", "pool"],
+    ap.add_argument("--only", choices=["transfer", "placement", "pool", "gateway"],
                     help="run one row and print it (results.md is left as it is)")
     args = ap.parse_args()
     bin_dir = os.path.abspath(args.bin)
@@ -841,6 +890,12 @@ def main():
             % (POOL_SIZE, REPS))
         pool_row(table, bench_pool(bin_dir))
         print(table.markdown("# bench/run.py --only pool"))
+        return
+
+    if args.only == "gateway":
+        log("gateway: peak requests/s of each path vs bare libmicrohttpd (%d reps)" % REPS)
+        bench_gateway(bin_dir, table)
+        print(table.markdown("# bench/run.py --only gateway"))
         return
 
     if args.only == "placement":
