@@ -3,7 +3,7 @@
     holding a copy read earlier never overwrites a field someone else wrote since: the race
     of a task step against a heartbeat's fresh power state is gone. State fields and the
     version change only through transitions; naming them, or a field the message does not
-    have, refuses the transaction. */
+    have, refuses the transaction. A stored object reads back field by field as written. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -271,6 +271,47 @@ static void test_put_changed_leaves_states_to_transitions(void **state)
     berth__vm__free_unpacked(after, NULL);
 }
 
+/* A stored VM reads back field by field as written: plain and non-ASCII strings, numbers at
+   and past their type's range (past it: left at its default), booleans, empty lists, a null
+   message, a message; fields in any order. */
+static void test_load_reads_stored_fields(void **state)
+{
+    fixture_t *f = *state;
+    s_create_vm(f->store);
+    redisReply *r =
+        store_command(f->store,
+                      "HSET %s name caf\xc3\xa9 lease_days 2147483647 extensions 2147483648 "
+                      "tombstone_until_ms -5 from_pool 1 networks [] network null fault abc",
+                      VM_KEY);
+    assert_non_null(r);
+    freeReplyObject(r);
+    Berth__Vm *vm = s_load_vm(f->store);
+    assert_string_equal(vm->name, "caf\xc3\xa9");
+    assert_string_equal(vm->owner, "alice");
+    assert_string_equal(vm->fault, "abc");
+    assert_int_equal(vm->lease_days, 2147483647);
+    assert_int_equal(vm->extensions, 0);
+    assert_int_equal(vm->tombstone_until_ms, -5);
+    assert_true(vm->from_pool);
+    assert_int_equal(vm->n_networks, 0);
+    assert_null(vm->network);
+    assert_non_null(vm->flavor);
+    assert_int_equal(vm->flavor->ram_mb, 2048);
+    berth__vm__free_unpacked(vm, NULL);
+
+    /* The same fields written in another order than the message's. */
+    r = store_command(f->store, "DEL %s", VM_KEY);
+    freeReplyObject(r);
+    r = store_command(f->store, "HSET %s version 4 owner bob state ACTIVE id %s", VM_KEY, VM_ID);
+    freeReplyObject(r);
+    vm = s_load_vm(f->store);
+    assert_string_equal(vm->id, VM_ID);
+    assert_string_equal(vm->state, "ACTIVE");
+    assert_string_equal(vm->owner, "bob");
+    assert_int_equal(vm->version, 4);
+    berth__vm__free_unpacked(vm, NULL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -286,6 +327,8 @@ int main(void)
                                         testenv_teardown),
         cmocka_unit_test_setup_teardown(test_put_changed_leaves_states_to_transitions,
                                         testenv_setup, testenv_teardown),
+        cmocka_unit_test_setup_teardown(test_load_reads_stored_fields, testenv_setup,
+                                        testenv_teardown),
     };
     return cmocka_run_group_tests(tests, testenv_group_setup, testenv_group_teardown);
 }
