@@ -199,7 +199,7 @@ typedef enum {
     /* Instant deploy (services/approval/pool.c): berth:pool:<template>  zset: the VMs of the
        template's pool, building (POOLING) or ready (POOLED), by created_ms; approval adds one
        with its POOL_BUILD task, and takes it out when it hands it to a request, the taskmgr
-       when its build failed. */
+       when its build failed or it was built beyond a size lowered meanwhile (surplus). */
     KEYS_POOL,
     /* berth:pool-ready:<template>  zset: the pool's ready (POOLED) VMs by pooled_ms: the
        taskmgr adds one when its build is suspended to disk, approval hands out the oldest. */

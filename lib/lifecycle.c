@@ -199,6 +199,9 @@ static const lifecycle_transition_t s_rows[] = {
       "built, booted and suspended to disk (managed save); it waits for a request" },
     { VM(POOLING, ERROR), "fail", "taskmgr",
       "its pool build failed on every host tried; it leaves the pool, `fault` says why" },
+    { VM(POOLING, DISPOSING), "surplus", "taskmgr",
+      "built while its template's pool was made smaller, and the pool's other VMs fill it: "
+      "it leaves the pool, and a DISPOSE task is queued in the same step" },
     { VM(POOLED, PROVISIONING), "hand_out", "approval",
       "a request takes it: its record is completed (owner, group, name, lease), the quota "
       "charged, a PROVISION task from the pool queued and a replacement made, in one step" },

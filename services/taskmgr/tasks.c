@@ -80,6 +80,12 @@ typedef struct {
     Berth__AgentResult *done;   /* the agent's result for task->command, once it came */
     int lease_started;          /* provisioned: the lease's timers go with the next write */
     int throttled;              /* waits in line for a heavy slot: written QUEUED, let go */
+    int pool_checked;           /* a pool build is done: its next write checks the pool as
+                                   read below, so a size change meanwhile is not lost */
+    char pool_size_read[16];    /* ...its template's pool_size as read ("" when absent) */
+    int64_t pool_members_read;  /* ...how many VMs its pool held then */
+    char surplus[UTIL_ID_LEN];  /* ...the pool held its size: the DISPOSE task the write
+                                   queues ("" when the VM waits POOLED) */
 } s_held_t;
 
 struct _tasks_t {
@@ -291,6 +297,41 @@ static void s_vm_changes(model_tx_t *tx, s_held_t *h)
     model_tx_put_changed(tx, vkey, &was->base, &vm->base);
 }
 
+static const char *s_kind_class(const char *kind);
+
+/* A pool build's end, into tx: the pool as it was read when its VM was judged ready or
+   surplus (a size change or a VM added since makes the write a conflict: the task is let
+   go and taken again, and judged again), and a surplus VM's DISPOSE task, born QUEUED. */
+static void s_pool_tx(model_tx_t *tx, s_held_t *h, int64_t now)
+{
+    char key[KEYS_MAX];
+    Berth__Vm *vm = h->vm;
+    model_tx_check(tx, keys_build(key, KEYS_TEMPLATE, vm->template_, NULL), "pool_size",
+                   h->pool_size_read);
+    model_tx_check_size(tx, keys_build(key, KEYS_POOL, vm->template_, NULL),
+                        h->pool_members_read + 1);
+    if (!*h->surplus)
+        return;
+    Berth__Task task = BERTH__TASK__INIT;
+    task.id = h->surplus;
+    task.kind = "DISPOSE";
+    task.state = "QUEUED";
+    task.stage = "queued";
+    task.target = vm->id;
+    task.request_id = h->task->request_id;
+    task.created_ms = now;
+    task.updated_ms = now;
+    task.host = vm->host;
+    task.version = 1;
+    task.task_class = (char *)s_kind_class("DISPOSE");
+    keys_task(key, task.id);
+    model_tx_transition(tx, LIFECYCLE_TASK, key, "", "QUEUED", 0, "task", task.id, "stage",
+                        "queued", NULL);
+    model_tx_put(tx, key, &task.base);
+    model_tx_zadd(tx, KEYS_TASKS_DUE, 0, task.id);
+    model_tx_zadd(tx, KEYS_TASKS_WAKE, now, task.id); /* whichever taskmgr is free takes it */
+}
+
 /* Write the held task (and the VM when it changed) in one step guarded by holder and epoch:
    state changes as lifecycle transitions (with their events), a stage's progress as a
    task.state event, the other fields that changed, and the task's place in the due set.
@@ -338,6 +379,8 @@ static int s_save(tasks_t *self, s_held_t *h)
             throttle_tx_release(tx, h->id, t->throttle_host);
         if (h->vm_dirty && h->vm && h->saved_vm)
             s_vm_changes(tx, h);
+        if (h->pool_checked && h->vm)
+            s_pool_tx(tx, h, clock_now_ms());
         if (h->lease_started && h->vm && self->leases)
             leases_tx_schedule(self->leases, tx, h->vm);
         if (moved)
@@ -383,6 +426,8 @@ static int s_save(tasks_t *self, s_held_t *h)
     h->write_at = 0;
     h->must_write = 0;
     h->lease_started = 0;
+    h->pool_checked = 0;
+    h->surplus[0] = 0;
     if (h->throttled || gave_slot)
         throttle_pump(self->throttle); /* a slot freed, or one freed meanwhile: grant it now */
     return 0;
@@ -1654,6 +1699,36 @@ static void s_vm_state(s_held_t *h, const char *state, const char *fault)
     h->vm_dirty = 1;
 }
 
+/* Read a built pool VM's template pool_size and how many VMs its pool holds besides it
+   (kept in h for the write's checks). 0, or -1 when Redis failed. */
+static int s_pool_read(tasks_t *self, s_held_t *h, int64_t *others)
+{
+    char key[KEYS_MAX];
+    Berth__Vm *vm = h->vm;
+    redisReply *size = store_command(self->store, "HGET %s pool_size",
+                                     keys_build(key, KEYS_TEMPLATE, vm->template_, NULL));
+    keys_build(key, KEYS_POOL, vm->template_, NULL);
+    redisReply *card = store_command(self->store, "ZCARD %s", key);
+    redisReply *mine = store_command(self->store, "ZSCORE %s %s", key, vm->id);
+    int ok = size && (size->type == REDIS_REPLY_STRING || size->type == REDIS_REPLY_NIL) && card &&
+             card->type == REDIS_REPLY_INTEGER && mine &&
+             (mine->type == REDIS_REPLY_STRING || mine->type == REDIS_REPLY_NIL);
+    if (ok) {
+        util_strlcpy(h->pool_size_read, size->type == REDIS_REPLY_STRING ? size->str : "",
+                     sizeof h->pool_size_read);
+        h->pool_members_read = card->integer;
+        *others = card->integer - (mine->type == REDIS_REPLY_NIL ? 0 : 1);
+        h->pool_checked = 1;
+    }
+    if (size)
+        freeReplyObject(size);
+    if (card)
+        freeReplyObject(card);
+    if (mine)
+        freeReplyObject(mine);
+    return ok ? 0 : -1;
+}
+
 /* The last stage of the task's current table is done. */
 static int s_complete(tasks_t *self, s_held_t *h)
 {
@@ -1694,9 +1769,25 @@ static int s_complete(tasks_t *self, s_held_t *h)
         return s_save(self, h);
     }
     if (!t->rolling_back && s_is(t->kind, "POOL_BUILD")) {
-        /* Suspended to disk: it waits in its template's pool (s_vm_changes adds it). */
-        s_vm_state(h, "POOLED", "");
-        vm->pooled_ms = clock_now_ms();
+        /* Suspended to disk: it waits in its template's pool (s_vm_changes adds it), unless
+           the pool was made smaller while it was built and its other VMs fill it already:
+           it is then disposed, so the pool comes back to its size. */
+        int64_t others = 0;
+        if (s_pool_read(self, h, &others) != 0) {
+            h->lost = 2;
+            return -1;
+        }
+        if (others >= atoll(h->pool_size_read)) {
+            util_uuid(h->surplus);
+            s_vm_state(h, "DISPOSING", "");
+            s_set(&vm->task, h->surplus);
+            log_info(t->request_id, "pool build surplus: its pool holds its size; disposing it",
+                     "{s:s, s:s, s:s, s:I}", "vm", vm->id, "template", vm->template_, "size",
+                     *h->pool_size_read ? h->pool_size_read : "0", "others", (json_int_t)others);
+        } else {
+            s_vm_state(h, "POOLED", "");
+            vm->pooled_ms = clock_now_ms();
+        }
         s_set(&t->fault, "");
         s_finish_task(h, "SUCCEEDED");
         return s_save(self, h);

@@ -382,5 +382,51 @@ class Pool(PlatformCase):
         self.berth(home, "template", "pool", "small", "21", code=1)
 
 
+class PoolShrink(PlatformCase):
+    """A pool made smaller while its VMs are still building comes back to its size: a VM
+    that finishes once the pool's others fill it is disposed instead of pooled."""
+    agents = 1
+    wait_hosts = 1
+    # A slow hypervisor (each libvirt call takes this long), so the builds are still under
+    # way when the size is lowered.
+    agent_env = dict(HOST, BERTH_LIBVIRT_DELAY_MS="400")
+
+    def pool(self, template):
+        return self.api.get("/v1/templates/%s/pool" % template)["pool"]
+
+    def test_smaller_while_building(self):
+        for name in ("shrink-one", "shrink-none"):
+            self.api.create_template(name=name, vcpus=1, ram_mb=1024, disk_gb=5, os="debian",
+                                     image="debian-12", lease_days=1)
+            r = self.api.call("PUT", "/v1/templates/%s/pool" % name, {"size": 2})
+            self.assertEqual(r.status, 200, r)
+        built = {}
+        for name, size in (("shrink-one", 1), ("shrink-none", 0)):
+            r = self.api.call("PUT", "/v1/templates/%s/pool" % name, {"size": size})
+            self.assertEqual(r.status, 200, r)
+            pool = r.json()["pool"]
+            # Both still building: none was ready to dispose at once.
+            self.assertEqual((pool["size"], pool["ready"], pool["building"]), (size, 0, 2), pool)
+            built[name] = pool["vms"]
+        for name, size in (("shrink-one", 1), ("shrink-none", 0)):
+            pool = wait_until(lambda: self.pool(name)["building"] == 0 and self.pool(name), 60,
+                              "the builds of %s done" % name)
+            self.assertEqual((pool["size"], pool["ready"], len(pool["vms"])),
+                             (size, size, size), pool)
+            for vm_id in pool["vms"]:
+                self.assertEqual(self.api.vm(vm_id)["state"], "POOLED")
+            surplus = [v for v in built[name] if v not in pool["vms"]]
+            self.assertEqual(len(surplus), 2 - size, (built[name], pool))
+            for vm_id in surplus:
+                vm = self.api.wait_vm(vm_id, ("DISPOSED",), timeout=60)
+                self.assertEqual(vm["state"], "DISPOSED", vm)
+                task = self.api.task(vm["task"])
+                self.assertEqual((task["kind"], task["state"]), ("DISPOSE", "SUCCEEDED"), task)
+        # Nothing of the surplus is left on the host: the one pooled VM alone uses it.
+        host = list(self.api.hosts().values())[0]
+        wait_until(lambda: self.api.hosts()[host["id"]]["used"]["ram_mb"] == 1024, 30,
+                   "the surplus released its host")
+
+
 if __name__ == "__main__":
     unittest.main()
